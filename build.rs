@@ -1,0 +1,191 @@
+//! Builds the Mica kernel and every boot program for `x86_64-unknown-none` and
+//! assembles the bootable GRUB ISO, then hands its paths to the runner
+//! (`src/main.rs`) as compile-time environment variables.
+//!
+//! Nested `cargo build` calls need care on stable (all verified):
+//! - a separate `--target-dir` per flag set (the outer build holds the lock on its
+//!   own target dir, and sharing one deadlocks silently);
+//! - `CARGO_ENCODED_RUSTFLAGS` set explicitly (cargo sets it to empty for build
+//!   scripts, which would silently drop any `[target]` rustflags), and the
+//!   clippy/rustc wrappers removed so `cargo clippy` on the host does not leak into
+//!   the cross build;
+//! - the nested output shown when it fails.
+//!
+//! The kernel contains no ELF parser, so init's ELF is converted here into the
+//! trivial boot-image format of [`abi::bootimg`]; the other boot programs (the
+//! servers, later) stay ELF and are loaded by the loader server.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// User programs built for the boot image: (package, binary, module name, flat?).
+/// `flat` programs are converted to the boot-image format (only init: the kernel
+/// maps it directly); the rest stay ELF.
+const USER_PROGRAMS: &[(&str, &str, &str, bool)] = &[("init", "init", "init", true)];
+
+fn main() {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    for dir in ["microkernel", "libipc", "init", "servers", "apps", "grub"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    println!("cargo:rerun-if-env-changed=MICA_SKIP_IMAGE");
+
+    let target_dir = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let cross = target_dir.join("cross");
+    let out = target_dir.join("mica");
+    let iso_root = out.join("iso_root");
+    let iso = out.join("mica.iso");
+    println!("cargo:rustc-env=MICA_ISO_ROOT={}", iso_root.display());
+    println!("cargo:rustc-env=MICA_ISO={}", iso.display());
+    let kernel_elf = cross.join("kernel/x86_64-unknown-none/release/kernel");
+    println!("cargo:rustc-env=MICA_KERNEL_ELF={}", kernel_elf.display());
+
+    if env::var_os("MICA_SKIP_IMAGE").is_some() {
+        return;
+    }
+
+    // The kernel: higher half, so static relocations and the kernel code model;
+    // frame pointers for the panic backtrace. The linker script comes from
+    // microkernel/build.rs.
+    cross_build(
+        &root,
+        &cross.join("kernel"),
+        &["mica-kernel"],
+        &[
+            "-Crelocation-model=static",
+            "-Ccode-model=kernel",
+            "-Cforce-frame-pointers=yes",
+        ],
+    );
+    // User programs: plain static executables at lld's default base.
+    let packages: Vec<&str> = USER_PROGRAMS.iter().map(|p| p.0).collect();
+    cross_build(
+        &root,
+        &cross.join("user"),
+        &packages,
+        &[
+            "-Crelocation-model=static",
+            "-Cforce-frame-pointers=yes",
+            // Page-aligned segments map 1:1 onto pages in the boot image.
+            "-Clink-arg=-zseparate-loadable-segments",
+        ],
+    );
+
+    let boot = iso_root.join("boot");
+    fs::create_dir_all(boot.join("grub")).unwrap();
+    fs::copy(&kernel_elf, boot.join("kernel")).expect("copy kernel");
+    for (_, bin, module, flat) in USER_PROGRAMS {
+        let elf_path = cross.join("user/x86_64-unknown-none/release").join(bin);
+        let bytes = fs::read(&elf_path).unwrap_or_else(|e| panic!("{}: {e}", elf_path.display()));
+        let image = if *flat {
+            flatten(&elf_path, &bytes)
+        } else {
+            bytes
+        };
+        fs::write(boot.join(module), image).unwrap();
+    }
+    fs::copy(root.join("grub/grub.cfg"), boot.join("grub/grub.cfg")).expect("copy grub.cfg");
+
+    let status = Command::new("grub-mkrescue")
+        .args([
+            "--install-modules=multiboot2 normal iso9660 biosdisk serial terminal",
+            "--fonts=",
+            "--locales=",
+            "--themes=",
+            "-o",
+        ])
+        .arg(&iso)
+        .arg(&iso_root)
+        .output()
+        .unwrap_or_else(|e| panic!("grub-mkrescue not runnable ({e}); run scripts/deps.sh"));
+    if !status.status.success() {
+        panic!(
+            "grub-mkrescue failed:\n{}{}",
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+}
+
+/// Runs `cargo build --release --target x86_64-unknown-none` for `packages` with
+/// exactly `rustflags`, in its own target dir.
+fn cross_build(root: &Path, target_dir: &Path, packages: &[&str], rustflags: &[&str]) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args(["build", "--release", "--target", "x86_64-unknown-none"])
+        .arg("--target-dir")
+        .arg(target_dir);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CLIPPY_ARGS",
+        "CLIPPY_CONF_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
+    if !output.status.success() {
+        panic!(
+            "cross build of {packages:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// Converts a static ELF executable into the boot-image format: one record per
+/// PT_LOAD segment, file bytes appended in order.
+fn flatten(path: &Path, bytes: &[u8]) -> Vec<u8> {
+    use abi::bootimg::{encode, encoded_len, SegmentSpec};
+    use elf::abi::{PF_R, PF_W, PF_X, PT_LOAD};
+    use elf::endian::LittleEndian;
+    let file = elf::ElfBytes::<LittleEndian>::minimal_parse(bytes)
+        .unwrap_or_else(|e| panic!("{}: not an ELF: {e}", path.display()));
+    let mut segments = Vec::new();
+    for ph in file.segments().expect("program headers").iter() {
+        if ph.p_type != PT_LOAD || ph.p_memsz == 0 {
+            continue;
+        }
+        let mut flags = 0;
+        if ph.p_flags & PF_R != 0 {
+            flags |= abi::bootimg::SEG_R;
+        }
+        if ph.p_flags & PF_W != 0 {
+            flags |= abi::bootimg::SEG_W;
+        }
+        if ph.p_flags & PF_X != 0 {
+            flags |= abi::bootimg::SEG_X;
+        }
+        let data = &bytes[ph.p_offset as usize..(ph.p_offset + ph.p_filesz) as usize];
+        segments.push((ph.p_vaddr, data.to_vec(), ph.p_memsz, flags));
+    }
+    let specs: Vec<SegmentSpec> = segments
+        .iter()
+        .map(|(vaddr, bytes, mem_size, flags)| SegmentSpec {
+            vaddr: *vaddr,
+            bytes,
+            mem_size: *mem_size,
+            flags: *flags,
+        })
+        .collect();
+    let mut image = vec![0u8; encoded_len(&specs)];
+    let len = encode(file.ehdr.e_entry, &specs, &mut image)
+        .unwrap_or_else(|e| panic!("{}: cannot make a boot image: {e}", path.display()));
+    image.truncate(len);
+    image
+}

@@ -1,0 +1,253 @@
+//! The Mica kernel/user ABI: the single source of truth for syscall numbers,
+//! the register convention, error codes and the boot-image format.
+//!
+//! # Register convention (`syscall` instruction)
+//! - `rax`: the syscall number ([`Sysnum`]).
+//! - Arguments in `rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9` (R10, not RCX, carries
+//!   argument 4: the `syscall` instruction overwrites RCX with the return RIP and
+//!   R11 with RFLAGS).
+//! - Result in `rax`: a non-negative value is success; a negative value is
+//!   `-(Error as i64)`. Use [`decode_result`] to turn it back into a `Result`.
+//! - Every other register except RCX and R11 is preserved.
+//!
+//! This crate has no dependencies and is `no_std`, so the kernel, every user
+//! program and the host-side build script can all use it.
+#![cfg_attr(not(test), no_std)]
+
+pub mod bootimg;
+pub mod layout;
+
+/// The syscall numbers. Unknown numbers fail with [`Error::BadSyscall`].
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sysnum {
+    /// `debug_write(ptr, len)`: write bytes to the kernel's serial log. Returns
+    /// the number of bytes written. Exists until the console server does.
+    DebugWrite = 0,
+    /// `thread_exit(code)`: end the calling thread. Does not return.
+    ThreadExit = 1,
+    /// `yield()`: give up the CPU to another ready thread of equal priority.
+    Yield = 2,
+    /// `sleep_ns(ns)`: block for at least `ns` nanoseconds.
+    SleepNs = 3,
+    /// `clock_ns()`: nanoseconds since boot (monotonic).
+    ClockNs = 4,
+    /// `thread_spawn(entry, stack_top, arg)`: start a thread in the caller's
+    /// address space; returns its thread id.
+    ThreadSpawn = 5,
+    /// `process_exit(code)`: end every thread of the caller's process.
+    ProcessExit = 6,
+    /// `shutdown(code)`: power the machine off (tests and benchmarks report
+    /// their verdict this way). Only the first process may call it.
+    Shutdown = 7,
+    /// `map_anon(addr, len, prot)`: map zeroed memory at a page-aligned user
+    /// address. `prot` is a set of [`prot`] bits.
+    MapAnon = 8,
+    /// `unmap(addr, len)`: remove the mappings in a page-aligned range.
+    Unmap = 9,
+    /// `protect(addr, len, prot)`: change the protection of mapped pages.
+    Protect = 10,
+    /// `cpu_id()`: the id of the CPU the caller runs on (a hint: it may move
+    /// right after).
+    CpuId = 11,
+    /// `set_affinity(cpu)`: pin the calling thread to one CPU
+    /// (`u64::MAX` unpins).
+    SetAffinity = 12,
+    /// `thread_id()`: the caller's thread id.
+    ThreadId = 13,
+    /// `set_priority(prio)`: change the caller's scheduling priority
+    /// (0 = highest, [`MAX_PRIORITY`] = lowest).
+    SetPriority = 14,
+}
+
+/// The lowest scheduling priority a thread can ask for.
+pub const MAX_PRIORITY: u64 = 7;
+
+impl TryFrom<u64> for Sysnum {
+    type Error = Error;
+    fn try_from(n: u64) -> Result<Self, Error> {
+        Ok(match n {
+            0 => Sysnum::DebugWrite,
+            1 => Sysnum::ThreadExit,
+            2 => Sysnum::Yield,
+            3 => Sysnum::SleepNs,
+            4 => Sysnum::ClockNs,
+            5 => Sysnum::ThreadSpawn,
+            6 => Sysnum::ProcessExit,
+            7 => Sysnum::Shutdown,
+            8 => Sysnum::MapAnon,
+            9 => Sysnum::Unmap,
+            10 => Sysnum::Protect,
+            11 => Sysnum::CpuId,
+            12 => Sysnum::SetAffinity,
+            13 => Sysnum::ThreadId,
+            14 => Sysnum::SetPriority,
+            _ => return Err(Error::BadSyscall),
+        })
+    }
+}
+
+/// Protection bits for [`Sysnum::MapAnon`] and [`Sysnum::Protect`]. Pages are
+/// always readable when mapped; writable and executable together is refused (W^X).
+pub mod prot {
+    /// The pages may be written.
+    pub const WRITE: u64 = 1 << 1;
+    /// The pages may be executed.
+    pub const EXEC: u64 = 1 << 2;
+    /// Every valid bit.
+    pub const ALL: u64 = WRITE | EXEC;
+}
+
+/// Error codes. A syscall returns `-(code)` in RAX.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The syscall number is not one of [`Sysnum`].
+    BadSyscall = 1,
+    /// An argument is out of range or malformed.
+    InvalidArgument = 2,
+    /// A user pointer or range is not mapped, not in the user half, wraps, or
+    /// lacks the needed access.
+    BadAddress = 3,
+    /// The kernel ran out of memory (or of a bounded resource) for the request.
+    NoMemory = 4,
+    /// The caller lacks the right or handle this needs.
+    PermissionDenied = 5,
+    /// The target already exists (e.g. a page is already mapped).
+    AlreadyExists = 6,
+    /// The target does not exist (e.g. no such thread or CPU).
+    NotFound = 7,
+    /// The operation would block and the caller asked not to.
+    WouldBlock = 8,
+    /// The peer of an IPC operation died.
+    PeerDied = 9,
+    /// A timeout expired.
+    TimedOut = 10,
+}
+
+impl Error {
+    /// Every error, in code order.
+    pub const ALL: [Error; 10] = [
+        Error::BadSyscall,
+        Error::InvalidArgument,
+        Error::BadAddress,
+        Error::NoMemory,
+        Error::PermissionDenied,
+        Error::AlreadyExists,
+        Error::NotFound,
+        Error::WouldBlock,
+        Error::PeerDied,
+        Error::TimedOut,
+    ];
+
+    /// A short human-readable name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Error::BadSyscall => "bad syscall number",
+            Error::InvalidArgument => "invalid argument",
+            Error::BadAddress => "bad address",
+            Error::NoMemory => "out of memory",
+            Error::PermissionDenied => "permission denied",
+            Error::AlreadyExists => "already exists",
+            Error::NotFound => "not found",
+            Error::WouldBlock => "would block",
+            Error::PeerDied => "peer died",
+            Error::TimedOut => "timed out",
+        }
+    }
+
+    /// The value a syscall puts in RAX for this error.
+    pub const fn to_ret(self) -> u64 {
+        (self as u64).wrapping_neg()
+    }
+}
+
+impl TryFrom<u64> for Error {
+    type Error = ();
+    fn try_from(code: u64) -> Result<Self, ()> {
+        Error::ALL
+            .iter()
+            .copied()
+            .find(|e| *e as u64 == code)
+            .ok_or(())
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Encodes a syscall result for RAX.
+pub const fn encode_result(r: Result<u64, Error>) -> u64 {
+    match r {
+        Ok(v) => v,
+        Err(e) => e.to_ret(),
+    }
+}
+
+/// Decodes RAX after a syscall. Values in `-4095..0` are errors (as on Linux, so a
+/// successful result can use the full positive range and most addresses); an
+/// unknown negative code decodes as [`Error::InvalidArgument`].
+pub fn decode_result(rax: u64) -> Result<u64, Error> {
+    if rax > (-4096i64) as u64 {
+        Err(Error::try_from(rax.wrapping_neg()).unwrap_or(Error::InvalidArgument))
+    } else {
+        Ok(rax)
+    }
+}
+
+/// The `isa-debug-exit` device the test runner attaches to QEMU: writing `v` to
+/// this port makes QEMU exit with status `(v << 1) | 1`.
+pub mod debug_exit {
+    /// The I/O port of the device.
+    pub const PORT: u16 = 0xf4;
+    /// Written on success; QEMU exits with 33, which the runner maps to 0.
+    pub const SUCCESS: u32 = 0x10;
+    /// Written on failure (panic, failed tests); QEMU exits with 35.
+    pub const FAILURE: u32 = 0x11;
+    /// QEMU's exit status for [`SUCCESS`].
+    pub const QEMU_SUCCESS: i32 = ((SUCCESS << 1) | 1) as i32;
+    /// QEMU's exit status for [`FAILURE`].
+    pub const QEMU_FAILURE: i32 = ((FAILURE << 1) | 1) as i32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sysnum_round_trips_and_unknown_numbers_fail() {
+        for n in 0..=14u64 {
+            let s = Sysnum::try_from(n).unwrap();
+            assert_eq!(s as u64, n);
+        }
+        assert_eq!(Sysnum::try_from(15), Err(Error::BadSyscall));
+        assert_eq!(Sysnum::try_from(u64::MAX), Err(Error::BadSyscall));
+    }
+
+    #[test]
+    fn errors_round_trip_through_rax() {
+        for e in Error::ALL {
+            assert_eq!(decode_result(encode_result(Err(e))), Err(e));
+        }
+        assert_eq!(decode_result(encode_result(Ok(42))), Ok(42));
+        // A large positive value (e.g. a kernel-chosen address) is not an error.
+        assert_eq!(decode_result(0x7fff_0000_0000), Ok(0x7fff_0000_0000));
+    }
+
+    #[test]
+    fn unknown_negative_codes_decode_as_invalid_argument() {
+        assert_eq!(
+            decode_result(999u64.wrapping_neg()),
+            Err(Error::InvalidArgument)
+        );
+    }
+
+    #[test]
+    fn debug_exit_statuses_match_qemu_formula() {
+        assert_eq!(debug_exit::QEMU_SUCCESS, 33);
+        assert_eq!(debug_exit::QEMU_FAILURE, 35);
+    }
+}

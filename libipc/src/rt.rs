@@ -1,0 +1,89 @@
+//! The runtime: `_start`, `print!`/`println!` (to the kernel log until the
+//! console server exists), and a panic handler that reports and exits.
+
+use core::fmt::{self, Write};
+
+extern "Rust" {
+    /// The program's entry point, defined by the program.
+    fn main() -> i32;
+}
+
+/// The ELF entry point. The kernel enters with RSP 16-byte aligned at the top of
+/// the user stack; the call below pushes the return address as the ABI expects.
+#[no_mangle]
+pub extern "C" fn _start() -> ! {
+    // SAFETY: every program built against libipc defines `main` with this
+    // signature (link error otherwise).
+    let code = unsafe { main() };
+    crate::sys::process_exit(code)
+}
+
+/// A line buffer so a `println!` reaches the log as one write (one line is
+/// never interleaved with another thread's output).
+pub struct LineWriter {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl LineWriter {
+    /// An empty buffer.
+    pub const fn new() -> Self {
+        LineWriter {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    /// Sends what is buffered.
+    pub fn flush(&mut self) {
+        if self.len > 0 {
+            let _ = crate::sys::debug_write(&self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+impl Default for LineWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Write for LineWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Formats and writes in one go.
+pub fn print(args: fmt::Arguments<'_>) {
+    let mut w = LineWriter::new();
+    let _ = w.write_fmt(args);
+    w.flush();
+}
+
+/// Prints to the console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::rt::print(format_args!($($arg)*)) };
+}
+
+/// Prints a line to the console.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::rt::print(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::rt::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    crate::println!("user panic: {info}");
+    crate::sys::process_exit(101)
+}

@@ -1,0 +1,141 @@
+//! Raw syscalls, one safe function each (the kernel validates every argument,
+//! so no call can break this program's memory safety except where noted).
+
+use abi::{decode_result, Error, Sysnum};
+use core::arch::asm;
+
+/// Issues a syscall with up to six arguments (see the register convention in
+/// [`abi`]).
+///
+/// # Safety
+/// The syscall must not write memory the program relies on being unchanged,
+/// beyond what its own arguments describe.
+#[inline(always)]
+pub unsafe fn syscall6(n: Sysnum, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: `syscall` clobbers only RCX (return RIP) and R11 (RFLAGS) beyond
+    // RAX; the kernel preserves every other register. Memory effects are the
+    // caller's contract.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") n as u64 => ret, // rax: number in, result out
+            in("rdi") a0,
+            in("rsi") a1,
+            in("rdx") a2,
+            in("r10") a3,                     // r10, not rcx: rcx is the return RIP
+            in("r8") a4,
+            in("r9") a5,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// A syscall that only reads its arguments and touches no user memory.
+#[inline(always)]
+fn pure(n: Sysnum, a0: u64, a1: u64, a2: u64) -> Result<u64, Error> {
+    // SAFETY: the callers below use syscalls that write no user memory.
+    decode_result(unsafe { syscall6(n, a0, a1, a2, 0, 0, 0) })
+}
+
+/// Writes bytes to the kernel's serial log.
+pub fn debug_write(bytes: &[u8]) -> Result<u64, Error> {
+    pure(
+        Sysnum::DebugWrite,
+        bytes.as_ptr() as u64,
+        bytes.len() as u64,
+        0,
+    )
+}
+
+/// Ends the calling thread.
+pub fn thread_exit(code: i32) -> ! {
+    let _ = pure(Sysnum::ThreadExit, code as u64, 0, 0);
+    unreachable_exit()
+}
+
+/// Ends the whole process.
+pub fn process_exit(code: i32) -> ! {
+    let _ = pure(Sysnum::ProcessExit, code as u64, 0, 0);
+    unreachable_exit()
+}
+
+fn unreachable_exit() -> ! {
+    // The kernel never returns from an exit; if it somehow did, stop here.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Powers the machine off with a verdict (first process only).
+pub fn shutdown(success: bool) -> Result<u64, Error> {
+    pure(Sysnum::Shutdown, success as u64, 0, 0)
+}
+
+/// Gives the CPU to another ready thread.
+pub fn yield_now() {
+    let _ = pure(Sysnum::Yield, 0, 0, 0);
+}
+
+/// Sleeps at least `ns` nanoseconds.
+pub fn sleep_ns(ns: u64) {
+    let _ = pure(Sysnum::SleepNs, ns, 0, 0);
+}
+
+/// Nanoseconds since boot.
+pub fn clock_ns() -> u64 {
+    pure(Sysnum::ClockNs, 0, 0, 0).unwrap_or(0)
+}
+
+/// The CPU the caller runs on.
+pub fn cpu_id() -> u64 {
+    pure(Sysnum::CpuId, 0, 0, 0).unwrap_or(0)
+}
+
+/// The caller's thread id.
+pub fn thread_id() -> u64 {
+    pure(Sysnum::ThreadId, 0, 0, 0).unwrap_or(0)
+}
+
+/// Starts a thread at `entry(arg)` on the stack ending at `stack_top`.
+pub fn thread_spawn(
+    entry: extern "C" fn(u64) -> !,
+    stack_top: u64,
+    arg: u64,
+) -> Result<u64, Error> {
+    pure(Sysnum::ThreadSpawn, entry as usize as u64, stack_top, arg)
+}
+
+/// Maps `len` bytes of zeroed memory at `addr` with `prot` ([`abi::prot`]).
+pub fn map_anon(addr: u64, len: u64, prot: u64) -> Result<u64, Error> {
+    pure(Sysnum::MapAnon, addr, len, prot)
+}
+
+/// Unmaps `len` bytes at `addr`.
+///
+/// # Safety
+/// Nothing the program still uses may live in the range.
+pub unsafe fn unmap(addr: u64, len: u64) -> Result<u64, Error> {
+    pure(Sysnum::Unmap, addr, len, 0)
+}
+
+/// Changes the protection of mapped pages.
+///
+/// # Safety
+/// Removing write or read access must not break live references.
+pub unsafe fn protect(addr: u64, len: u64, prot: u64) -> Result<u64, Error> {
+    pure(Sysnum::Protect, addr, len, prot)
+}
+
+/// Pins the caller to `cpu` (`u64::MAX` unpins).
+pub fn set_affinity(cpu: u64) -> Result<u64, Error> {
+    pure(Sysnum::SetAffinity, cpu, 0, 0)
+}
+
+/// Sets the caller's priority (0 highest).
+pub fn set_priority(prio: u64) -> Result<u64, Error> {
+    pure(Sysnum::SetPriority, prio, 0, 0)
+}

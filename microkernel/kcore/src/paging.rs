@@ -1,0 +1,976 @@
+//! x86_64 4-level page tables, as pure logic over an abstract physical memory.
+//!
+//! The hardware walk is PML4 (level 4) → PDPT (3) → PD (2) → PT (1); a leaf
+//! sits at level 1 (4 KiB), level 2 with `HUGE` (2 MiB) or level 3 with `HUGE`
+//! (1 GiB). This module edits those tables through the [`PhysMem`] trait, so
+//! the kernel backs it with its direct map and the host tests with a `Vec`.
+//!
+//! # Invariants kept by [`PageTable`]
+//! - Leaves decide access. Intermediate entries are created `PRESENT |
+//!   WRITABLE`, plus `USER` when the leaf being mapped is `USER`; they never
+//!   get `NO_EXECUTE`. Mapping a user page below an existing supervisor-only
+//!   intermediate entry upgrades it to `USER | WRITABLE` (safe: the leaves
+//!   under it still carry their own permissions).
+//! - A leaf entry is always `PRESENT`, carries `HUGE` exactly when it is a
+//!   2 MiB / 1 GiB page, and its address is aligned to its size. (So the PAT
+//!   bit of 4 KiB entries, which shares the `HUGE` position, is never used.)
+//! - Nothing is overwritten: mapping over a present entry fails with
+//!   [`MapError::AlreadyMapped`] or [`MapError::HugePageInTheWay`].
+//! - Every operation is all-or-nothing: on error the tables are as before
+//!   (tables allocated by a failing `map` are freed again).
+//!
+//! # Design choices
+//! - [`PageTable::unmap`] does **not** free intermediate tables that become
+//!   empty, and never frees the leaf frame (the caller owns it). Freeing a
+//!   table while other CPUs may still hold it in their paging-structure
+//!   caches would need a TLB shootdown *before* the frame is reused, which this
+//!   module cannot do; empty tables are instead reclaimed when the address
+//!   space dies, by [`PageTable::clear_user_half`]. A consequence: mapping a
+//!   2 MiB page where an (even empty) page table hangs fails with
+//!   `AlreadyMapped`.
+//! - No operation flushes the TLB. After `unmap` or `protect` the caller must
+//!   `invlpg` (and shoot down other CPUs that run this address space).
+//!   `map` only fills empty entries, which the CPU never caches.
+//! - The kernel half (PML4 entries 256..512) is shared by every address
+//!   space: [`PageTable::create_with_kernel_half`] copies those PML4 entries,
+//!   and [`PageTable::clear_user_half`] never touches them.
+
+use bitflags::bitflags;
+
+/// The size of a 4 KiB page (and of every page table).
+pub const PAGE_SIZE: u64 = 4096;
+/// Entries per table.
+pub const ENTRIES: usize = 512;
+/// One past the highest lower-half (user) canonical address.
+pub const USER_HALF_END: u64 = 0x0000_8000_0000_0000;
+/// The physical-address bits of an entry (bits 12..52).
+pub const PHYS_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// The first PML4 index of the kernel half.
+pub const KERNEL_PML4_START: usize = 256;
+
+bitflags! {
+    /// The flag bits of a page-table entry.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct PteFlags: u64 {
+        /// The entry is valid.
+        const PRESENT = 1 << 0;
+        /// Writes are allowed.
+        const WRITABLE = 1 << 1;
+        /// Ring 3 may access.
+        const USER = 1 << 2;
+        /// Write-through caching.
+        const WRITE_THROUGH = 1 << 3;
+        /// Caching disabled (MMIO).
+        const NO_CACHE = 1 << 4;
+        /// Set by the CPU on access.
+        const ACCESSED = 1 << 5;
+        /// Set by the CPU on write (leaves only).
+        const DIRTY = 1 << 6;
+        /// A 2 MiB / 1 GiB leaf (levels 2 and 3 only).
+        const HUGE = 1 << 7;
+        /// Not flushed on CR3 reload (kernel mappings).
+        const GLOBAL = 1 << 8;
+        /// Instruction fetch faults (needs EFER.NXE).
+        const NO_EXECUTE = 1 << 63;
+    }
+}
+
+/// The size of one mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PageSize {
+    /// 4 KiB, a level-1 leaf.
+    Size4K,
+    /// 2 MiB, a level-2 `HUGE` leaf.
+    Size2M,
+    /// 1 GiB, a level-3 `HUGE` leaf.
+    Size1G,
+}
+
+impl PageSize {
+    /// The size in bytes.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            PageSize::Size4K => 1 << 12,
+            PageSize::Size2M => 1 << 21,
+            PageSize::Size1G => 1 << 30,
+        }
+    }
+
+    /// The table level (1 = PT .. 3 = PDPT) that holds this leaf.
+    pub const fn level(self) -> usize {
+        match self {
+            PageSize::Size4K => 1,
+            PageSize::Size2M => 2,
+            PageSize::Size1G => 3,
+        }
+    }
+
+    const fn from_level(level: usize) -> PageSize {
+        match level {
+            1 => PageSize::Size4K,
+            2 => PageSize::Size2M,
+            _ => PageSize::Size1G,
+        }
+    }
+}
+
+/// Why a page-table operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// The leaf slot is already in use.
+    AlreadyMapped,
+    /// Nothing is mapped at the address.
+    NotMapped,
+    /// A table could not be allocated.
+    NoMemory,
+    /// The virtual or physical address is not aligned to the page size (for
+    /// `unmap`/`protect`: the address is inside a larger page, not at its start).
+    Misaligned,
+    /// The virtual address is not canonical.
+    NonCanonical,
+    /// A larger page already covers part of the requested range.
+    HugePageInTheWay,
+    /// The physical address does not fit in 52 bits.
+    InvalidPhysAddr,
+}
+
+impl MapError {
+    /// A short human-readable description.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MapError::AlreadyMapped => "already mapped",
+            MapError::NotMapped => "not mapped",
+            MapError::NoMemory => "out of memory for page tables",
+            MapError::Misaligned => "address not aligned to the page size",
+            MapError::NonCanonical => "non-canonical virtual address",
+            MapError::HugePageInTheWay => "a huge page is in the way",
+            MapError::InvalidPhysAddr => "physical address out of range",
+        }
+    }
+}
+
+impl core::fmt::Display for MapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Access to the physical frames that hold page tables.
+pub trait PhysMem {
+    /// The table in the 4 KiB frame at `phys`. Only called with addresses
+    /// this module got from [`alloc_table`](Self::alloc_table), the root, or
+    /// entries of those tables.
+    fn table(&mut self, phys: u64) -> &mut [u64; ENTRIES];
+    /// A fresh, **zeroed** 4 KiB frame for a table, or `None` when out of memory.
+    fn alloc_table(&mut self) -> Option<u64>;
+    /// Gives back a table frame this module no longer references.
+    fn free_table(&mut self, phys: u64);
+}
+
+/// Whether `va` is canonical (bits 47..64 all equal).
+pub const fn is_canonical(va: u64) -> bool {
+    let top = (va as i64) >> 47;
+    top == 0 || top == -1
+}
+
+/// The index of `va` in a table of `level` (4 = PML4 .. 1 = PT).
+pub const fn table_index(va: u64, level: usize) -> usize {
+    ((va >> (12 + 9 * (level - 1))) & 0x1ff) as usize
+}
+
+/// The PML4 (level 4) index of `va`.
+pub const fn pml4_index(va: u64) -> usize {
+    table_index(va, 4)
+}
+
+/// The PDPT (level 3) index of `va`.
+pub const fn pdpt_index(va: u64) -> usize {
+    table_index(va, 3)
+}
+
+/// The PD (level 2) index of `va`.
+pub const fn pd_index(va: u64) -> usize {
+    table_index(va, 2)
+}
+
+/// The PT (level 1) index of `va`.
+pub const fn pt_index(va: u64) -> usize {
+    table_index(va, 1)
+}
+
+/// The offset of `va` within its 4 KiB page.
+pub const fn page_offset(va: u64) -> u64 {
+    va & (PAGE_SIZE - 1)
+}
+
+/// Whether `[addr, addr + len)` lies in the user half: no overflow and
+/// `addr + len <= USER_HALF_END`. An empty range at a user address is fine.
+/// (Whether the pages are mapped is a separate question.)
+pub const fn user_range_ok(addr: u64, len: u64) -> bool {
+    match addr.checked_add(len) {
+        Some(end) => end <= USER_HALF_END,
+        None => false,
+    }
+}
+
+/// The flags of an entry (address bits dropped).
+pub const fn entry_flags(entry: u64) -> PteFlags {
+    PteFlags::from_bits_truncate(entry)
+}
+
+/// The physical address an entry points to.
+pub const fn entry_addr(entry: u64) -> u64 {
+    entry & PHYS_ADDR_MASK
+}
+
+/// The flags a leaf of `size` is stored with (see the module invariants).
+fn leaf_flags(flags: PteFlags, size: PageSize) -> PteFlags {
+    let f = flags.difference(PteFlags::HUGE) | PteFlags::PRESENT;
+    if size == PageSize::Size4K {
+        f
+    } else {
+        f | PteFlags::HUGE
+    }
+}
+
+fn intermediate_flags(leaf: PteFlags) -> u64 {
+    let base = PteFlags::PRESENT | PteFlags::WRITABLE;
+    if leaf.contains(PteFlags::USER) {
+        (base | PteFlags::USER).bits()
+    } else {
+        base.bits()
+    }
+}
+
+/// Where a walk found a leaf.
+struct Leaf {
+    /// The table holding the leaf and the leaf's index in it.
+    table: u64,
+    index: usize,
+    entry: u64,
+    size: PageSize,
+    /// (table, index) of the intermediate entries above it, PML4 first.
+    path: [(u64, usize); 3],
+    depth: usize,
+}
+
+/// One address space's page tables, named by the physical address of its PML4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageTable {
+    root: u64,
+}
+
+impl PageTable {
+    /// The tables rooted at the PML4 at `root` (e.g. `CR3 & PHYS_ADDR_MASK`).
+    pub const fn new(root: u64) -> PageTable {
+        PageTable { root }
+    }
+
+    /// A new, empty address space.
+    ///
+    /// # Errors
+    /// [`MapError::NoMemory`] if no table can be allocated.
+    pub fn create<M: PhysMem + ?Sized>(mem: &mut M) -> Result<PageTable, MapError> {
+        mem.alloc_table()
+            .map(PageTable::new)
+            .ok_or(MapError::NoMemory)
+    }
+
+    /// A new address space whose kernel half (PML4 entries 256..512) points
+    /// at the same PDPTs as `kernel`'s, and whose user half is empty. The
+    /// kernel half is shared, so kernel mappings must only ever be added
+    /// *below* PML4 entries that already exist when address spaces are
+    /// created (pre-allocate all 256 kernel PDPTs at boot).
+    ///
+    /// # Errors
+    /// [`MapError::NoMemory`] if no table can be allocated.
+    pub fn create_with_kernel_half<M: PhysMem + ?Sized>(
+        mem: &mut M,
+        kernel: &PageTable,
+    ) -> Result<PageTable, MapError> {
+        let pt = PageTable::create(mem)?;
+        let mut upper = [0u64; ENTRIES - KERNEL_PML4_START];
+        upper.copy_from_slice(&mem.table(kernel.root)[KERNEL_PML4_START..]);
+        mem.table(pt.root)[KERNEL_PML4_START..].copy_from_slice(&upper);
+        Ok(pt)
+    }
+
+    /// The physical address of the PML4 (what goes in CR3).
+    pub const fn root(&self) -> u64 {
+        self.root
+    }
+
+    /// Maps `va` to `pa` as one page of `size` with `flags` (`PRESENT` and,
+    /// for large pages, `HUGE` are added). Missing intermediate tables are
+    /// allocated.
+    ///
+    /// # Errors
+    /// [`MapError::NonCanonical`], [`MapError::Misaligned`] (either address
+    /// not a multiple of `size`), [`MapError::InvalidPhysAddr`],
+    /// [`MapError::HugePageInTheWay`] (a larger page covers `va`),
+    /// [`MapError::AlreadyMapped`] (the slot is in use, including by a table
+    /// of smaller pages), [`MapError::NoMemory`]. The tables are unchanged on
+    /// error.
+    pub fn map<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        va: u64,
+        pa: u64,
+        size: PageSize,
+        flags: PteFlags,
+    ) -> Result<(), MapError> {
+        if !is_canonical(va) {
+            return Err(MapError::NonCanonical);
+        }
+        if !va.is_multiple_of(size.bytes()) || !pa.is_multiple_of(size.bytes()) {
+            return Err(MapError::Misaligned);
+        }
+        if pa & !PHYS_ADDR_MASK != 0 {
+            return Err(MapError::InvalidPhysAddr);
+        }
+        let inter = intermediate_flags(flags);
+
+        // Entries to upgrade (existing) and tables allocated, applied or
+        // rolled back at the end so that failure leaves no trace.
+        let mut upgrades: [Option<(u64, usize)>; 3] = [None; 3];
+        let mut allocated: [Option<(u64, usize, u64)>; 3] = [None; 3];
+        let mut table = self.root;
+        let mut result = Ok(());
+        for (slot, level) in (size.level() + 1..=4).rev().enumerate() {
+            let index = table_index(va, level);
+            let entry = mem.table(table)[index];
+            if entry & PteFlags::PRESENT.bits() == 0 {
+                let Some(new) = mem.alloc_table() else {
+                    result = Err(MapError::NoMemory);
+                    break;
+                };
+                mem.table(table)[index] = new | inter;
+                allocated[slot] = Some((table, index, new));
+                table = new;
+            } else if entry & PteFlags::HUGE.bits() != 0 {
+                result = Err(MapError::HugePageInTheWay);
+                break;
+            } else {
+                if entry & inter != inter {
+                    upgrades[slot] = Some((table, index));
+                }
+                table = entry_addr(entry);
+            }
+        }
+        if result.is_ok() {
+            let index = table_index(va, size.level());
+            let slot = &mut mem.table(table)[index];
+            if *slot & PteFlags::PRESENT.bits() != 0 {
+                result = Err(MapError::AlreadyMapped);
+            } else {
+                *slot = pa | leaf_flags(flags, size).bits();
+            }
+        }
+        match result {
+            Ok(()) => {
+                for (t, i) in upgrades.into_iter().flatten() {
+                    mem.table(t)[i] |= inter;
+                }
+            }
+            Err(_) => {
+                for (parent, index, new) in allocated.into_iter().flatten().rev() {
+                    mem.table(parent)[index] = 0;
+                    mem.free_table(new);
+                }
+            }
+        }
+        result
+    }
+
+    /// Removes the page that starts at `va` and returns its physical address
+    /// and size. The leaf frame is not freed, empty tables are kept, and the
+    /// TLB is not flushed (see the module docs).
+    ///
+    /// # Errors
+    /// [`MapError::NonCanonical`], [`MapError::NotMapped`], or
+    /// [`MapError::Misaligned`] if `va` is inside a page but not at its start.
+    pub fn unmap<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        va: u64,
+    ) -> Result<(u64, PageSize), MapError> {
+        let leaf = self.find_leaf(mem, va)?;
+        if !va.is_multiple_of(leaf.size.bytes()) {
+            return Err(MapError::Misaligned);
+        }
+        mem.table(leaf.table)[leaf.index] = 0;
+        Ok((leaf_addr(leaf.entry, leaf.size), leaf.size))
+    }
+
+    /// The physical address `va` maps to (including the offset within the
+    /// page), the effective flags, and the page size; `None` if unmapped or
+    /// non-canonical. The flags are the leaf's, except that `USER` and
+    /// `WRITABLE` are dropped and `NO_EXECUTE` added if an intermediate entry
+    /// says so, i.e. what the CPU enforces.
+    pub fn translate<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        va: u64,
+    ) -> Option<(u64, PteFlags, PageSize)> {
+        let leaf = self.find_leaf(mem, va).ok()?;
+        let mut flags = entry_flags(leaf.entry);
+        for &(t, i) in &leaf.path[..leaf.depth] {
+            let above = entry_flags(mem.table(t)[i]);
+            flags &= above | !(PteFlags::USER | PteFlags::WRITABLE);
+            flags |= above & PteFlags::NO_EXECUTE;
+        }
+        let pa = leaf_addr(leaf.entry, leaf.size) | (va & (leaf.size.bytes() - 1));
+        Some((pa, flags, leaf.size))
+    }
+
+    /// Replaces the flags of the page that starts at `va` (`PRESENT`, and
+    /// `HUGE` for large pages, are kept). Adding `USER` upgrades the
+    /// intermediate entries as `map` would. The TLB is not flushed.
+    ///
+    /// # Errors
+    /// As [`unmap`](Self::unmap).
+    pub fn protect<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        va: u64,
+        flags: PteFlags,
+    ) -> Result<(), MapError> {
+        let leaf = self.find_leaf(mem, va)?;
+        if !va.is_multiple_of(leaf.size.bytes()) {
+            return Err(MapError::Misaligned);
+        }
+        let inter = intermediate_flags(flags);
+        for &(t, i) in &leaf.path[..leaf.depth] {
+            mem.table(t)[i] |= inter;
+        }
+        mem.table(leaf.table)[leaf.index] =
+            leaf_addr(leaf.entry, leaf.size) | leaf_flags(flags, leaf.size).bits();
+        Ok(())
+    }
+
+    /// Tears down the user half (PML4 entries 0..256): calls
+    /// `f(va, pa, size)` for every mapped page (so the caller can free or
+    /// unreference the frame), then frees every table below the PML4 and
+    /// clears those PML4 entries. The kernel half and the root itself are
+    /// left alone (free the root with `free_table(root())` once the address
+    /// space is no longer loaded on any CPU).
+    pub fn clear_user_half<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        mut f: impl FnMut(u64, u64, PageSize),
+    ) {
+        for index in 0..KERNEL_PML4_START {
+            let entry = mem.table(self.root)[index];
+            if entry & PteFlags::PRESENT.bits() == 0 {
+                continue;
+            }
+            let child = entry_addr(entry);
+            clear_subtree(mem, child, 3, (index as u64) << 39, &mut f);
+            mem.table(self.root)[index] = 0;
+            mem.free_table(child);
+        }
+    }
+
+    fn find_leaf<M: PhysMem + ?Sized>(&self, mem: &mut M, va: u64) -> Result<Leaf, MapError> {
+        if !is_canonical(va) {
+            return Err(MapError::NonCanonical);
+        }
+        let mut path = [(0u64, 0usize); 3];
+        let mut table = self.root;
+        for level in (1..=4).rev() {
+            let index = table_index(va, level);
+            let entry = mem.table(table)[index];
+            if entry & PteFlags::PRESENT.bits() == 0 {
+                return Err(MapError::NotMapped);
+            }
+            // HUGE in a PML4 entry is reserved; never created here, so such
+            // an entry is walked as a table.
+            if level == 1 || (level <= 3 && entry & PteFlags::HUGE.bits() != 0) {
+                return Ok(Leaf {
+                    table,
+                    index,
+                    entry,
+                    size: PageSize::from_level(level),
+                    path,
+                    depth: 4 - level,
+                });
+            }
+            path[4 - level] = (table, index);
+            table = entry_addr(entry);
+        }
+        unreachable!("level 1 always returns")
+    }
+}
+
+/// The frame address of a leaf entry (for large pages the PAT bit, bit 12,
+/// sits in the address field and is masked off).
+fn leaf_addr(entry: u64, size: PageSize) -> u64 {
+    entry_addr(entry) & !(size.bytes() - 1)
+}
+
+/// Reports every leaf under the table at `table` (a level-`level` table
+/// mapping from `base`) and frees every table below it.
+fn clear_subtree<M: PhysMem + ?Sized>(
+    mem: &mut M,
+    table: u64,
+    level: usize,
+    base: u64,
+    f: &mut impl FnMut(u64, u64, PageSize),
+) {
+    for index in 0..ENTRIES {
+        let entry = mem.table(table)[index];
+        if entry & PteFlags::PRESENT.bits() == 0 {
+            continue;
+        }
+        let va = base | ((index as u64) << (12 + 9 * (level - 1)));
+        if level == 1 || entry & PteFlags::HUGE.bits() != 0 {
+            let size = PageSize::from_level(level);
+            f(va, leaf_addr(entry, size), size);
+        } else {
+            let child = entry_addr(entry);
+            clear_subtree(mem, child, level - 1, va, f);
+            mem.free_table(child);
+        }
+        mem.table(table)[index] = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    const FAKE_BASE: u64 = 0x1000_0000;
+
+    /// Tables at fake physical addresses `FAKE_BASE + i * 4096`.
+    struct FakeMem {
+        tables: Vec<Box<[u64; ENTRIES]>>,
+        live: Vec<bool>,
+        /// How many more tables `alloc_table` will hand out.
+        budget: usize,
+    }
+
+    impl FakeMem {
+        fn new(budget: usize) -> FakeMem {
+            FakeMem {
+                tables: Vec::new(),
+                live: Vec::new(),
+                budget,
+            }
+        }
+
+        fn live_tables(&self) -> usize {
+            self.live.iter().filter(|l| **l).count()
+        }
+
+        fn slot(&self, phys: u64) -> usize {
+            assert!(
+                phys >= FAKE_BASE && phys.is_multiple_of(PAGE_SIZE),
+                "bad table address {phys:#x}"
+            );
+            let i = ((phys - FAKE_BASE) / PAGE_SIZE) as usize;
+            assert!(self.live[i], "table {phys:#x} used after free");
+            i
+        }
+    }
+
+    impl PhysMem for FakeMem {
+        fn table(&mut self, phys: u64) -> &mut [u64; ENTRIES] {
+            let i = self.slot(phys);
+            &mut self.tables[i]
+        }
+
+        fn alloc_table(&mut self) -> Option<u64> {
+            if self.budget == 0 {
+                return None;
+            }
+            self.budget -= 1;
+            self.tables.push(Box::new([0; ENTRIES]));
+            self.live.push(true);
+            Some(FAKE_BASE + (self.tables.len() as u64 - 1) * PAGE_SIZE)
+        }
+
+        fn free_table(&mut self, phys: u64) {
+            let i = self.slot(phys);
+            self.live[i] = false;
+        }
+    }
+
+    fn setup() -> (FakeMem, PageTable) {
+        let mut mem = FakeMem::new(10_000);
+        let pt = PageTable::create(&mut mem).unwrap();
+        (mem, pt)
+    }
+
+    fn urw() -> PteFlags {
+        PteFlags::USER | PteFlags::WRITABLE | PteFlags::NO_EXECUTE
+    }
+
+    #[test]
+    fn index_helpers_split_an_address() {
+        let va = 0xffff_ffff_8020_1abc;
+        assert_eq!(pml4_index(va), 511);
+        assert_eq!(pdpt_index(va), 510);
+        assert_eq!(pd_index(va), 1);
+        assert_eq!(pt_index(va), 1);
+        assert_eq!(page_offset(va), 0xabc);
+        assert_eq!(pml4_index(USER_HALF_END - 1), 255);
+    }
+
+    #[test]
+    fn canonical_addresses_have_equal_top_bits() {
+        assert!(is_canonical(0));
+        assert!(is_canonical(0x0000_7fff_ffff_ffff));
+        assert!(!is_canonical(0x0000_8000_0000_0000));
+        assert!(!is_canonical(0xffff_7fff_ffff_ffff));
+        assert!(is_canonical(0xffff_8000_0000_0000));
+        assert!(is_canonical(u64::MAX));
+    }
+
+    #[test]
+    fn user_ranges_must_stay_below_the_kernel_half_without_overflow() {
+        assert!(user_range_ok(0x1000, 0x1000));
+        assert!(user_range_ok(0x1000, 0));
+        assert!(user_range_ok(0, 0));
+        assert!(user_range_ok(USER_HALF_END - 0x1000, 0x1000));
+        assert!(user_range_ok(USER_HALF_END, 0));
+        assert!(!user_range_ok(USER_HALF_END - 0x1000, 0x1001));
+        assert!(!user_range_ok(USER_HALF_END, 1));
+        assert!(!user_range_ok(0xffff_ffff_8000_0000, 0x10));
+        assert!(!user_range_ok(0x1000, u64::MAX));
+    }
+
+    #[test]
+    fn map_translate_unmap_round_trips_for_every_page_size() {
+        let (mut mem, pt) = setup();
+        let cases = [
+            (0x40_0000, 0x20_0000_3000, PageSize::Size4K),
+            (0x4000_0000_0000, 0x20_0060_0000, PageSize::Size2M),
+            (0x7f80_4000_0000, 0x20_c000_0000, PageSize::Size1G),
+        ];
+        for (va, pa, size) in cases {
+            pt.map(&mut mem, va, pa, size, urw()).unwrap();
+        }
+        for (va, pa, size) in cases {
+            let probe = va + size.bytes() - 8;
+            let (got_pa, flags, got_size) = pt.translate(&mut mem, probe).unwrap();
+            assert_eq!(got_pa, pa + size.bytes() - 8);
+            assert_eq!(got_size, size);
+            assert!(flags.contains(urw() | PteFlags::PRESENT));
+            assert_eq!(flags.contains(PteFlags::HUGE), size != PageSize::Size4K);
+            assert_eq!(pt.translate(&mut mem, va + size.bytes()), None);
+        }
+        for (va, pa, size) in cases {
+            assert_eq!(pt.unmap(&mut mem, va), Ok((pa, size)));
+            assert_eq!(pt.translate(&mut mem, va), None);
+            assert_eq!(pt.unmap(&mut mem, va), Err(MapError::NotMapped));
+        }
+    }
+
+    #[test]
+    fn mapping_twice_is_already_mapped() {
+        let (mut mem, pt) = setup();
+        pt.map(&mut mem, 0x1000, 0x5000, PageSize::Size4K, urw())
+            .unwrap();
+        assert_eq!(
+            pt.map(&mut mem, 0x1000, 0x6000, PageSize::Size4K, urw()),
+            Err(MapError::AlreadyMapped)
+        );
+        // A 2 MiB page where a page table already hangs.
+        assert_eq!(
+            pt.map(&mut mem, 0, 0x20_0000, PageSize::Size2M, urw()),
+            Err(MapError::AlreadyMapped)
+        );
+        assert_eq!(pt.translate(&mut mem, 0x1000).unwrap().0, 0x5000);
+    }
+
+    #[test]
+    fn misaligned_addresses_are_refused() {
+        let (mut mem, pt) = setup();
+        let live = mem.live_tables();
+        for (va, pa, size) in [
+            (0x1001, 0x5000, PageSize::Size4K),
+            (0x1000, 0x5800, PageSize::Size4K),
+            (0x20_1000, 0x40_0000, PageSize::Size2M),
+            (0x20_0000, 0x40_1000, PageSize::Size2M),
+            (0x4000_0000, 0x20_0000, PageSize::Size1G),
+        ] {
+            assert_eq!(
+                pt.map(&mut mem, va, pa, size, urw()),
+                Err(MapError::Misaligned)
+            );
+        }
+        assert_eq!(mem.live_tables(), live);
+        // Unmapping / protecting from the middle of a huge page is refused too.
+        pt.map(&mut mem, 0x20_0000, 0x40_0000, PageSize::Size2M, urw())
+            .unwrap();
+        assert_eq!(pt.unmap(&mut mem, 0x20_1000), Err(MapError::Misaligned));
+        assert_eq!(
+            pt.protect(&mut mem, 0x20_1000, urw()),
+            Err(MapError::Misaligned)
+        );
+        assert!(pt.translate(&mut mem, 0x20_0000).is_some());
+    }
+
+    #[test]
+    fn non_canonical_and_oversized_physical_addresses_are_refused() {
+        let (mut mem, pt) = setup();
+        let bad = 0x0000_8000_0000_0000;
+        assert_eq!(
+            pt.map(&mut mem, bad, 0, PageSize::Size4K, urw()),
+            Err(MapError::NonCanonical)
+        );
+        assert_eq!(pt.unmap(&mut mem, bad), Err(MapError::NonCanonical));
+        assert_eq!(
+            pt.protect(&mut mem, bad, urw()),
+            Err(MapError::NonCanonical)
+        );
+        assert_eq!(pt.translate(&mut mem, bad), None);
+        assert_eq!(
+            pt.map(&mut mem, 0x1000, 1 << 52, PageSize::Size4K, urw()),
+            Err(MapError::InvalidPhysAddr)
+        );
+    }
+
+    #[test]
+    fn a_huge_page_in_the_way_blocks_smaller_mappings() {
+        let (mut mem, pt) = setup();
+        pt.map(&mut mem, 0x4000_0000, 0x8000_0000, PageSize::Size1G, urw())
+            .unwrap();
+        pt.map(&mut mem, 0x20_0000, 0x40_0000, PageSize::Size2M, urw())
+            .unwrap();
+        let live = mem.live_tables();
+        assert_eq!(
+            pt.map(&mut mem, 0x4000_1000, 0x1000, PageSize::Size4K, urw()),
+            Err(MapError::HugePageInTheWay)
+        );
+        assert_eq!(
+            pt.map(&mut mem, 0x4020_0000, 0x20_0000, PageSize::Size2M, urw()),
+            Err(MapError::HugePageInTheWay)
+        );
+        assert_eq!(
+            pt.map(&mut mem, 0x20_3000, 0x1000, PageSize::Size4K, urw()),
+            Err(MapError::HugePageInTheWay)
+        );
+        // The 1 GiB slot holding the PD of the 2 MiB page is taken.
+        assert_eq!(
+            pt.map(&mut mem, 0, 0, PageSize::Size1G, urw()),
+            Err(MapError::AlreadyMapped)
+        );
+        assert_eq!(mem.live_tables(), live);
+    }
+
+    #[test]
+    fn user_mappings_make_intermediate_entries_user_writable() {
+        let (mut mem, pt) = setup();
+        let va = 0x7fff_ffff_f000;
+        pt.map(&mut mem, va, 0x9000, PageSize::Size4K, PteFlags::USER)
+            .unwrap();
+        let want = (PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::USER).bits();
+        let mut table = pt.root();
+        for level in (2..=4).rev() {
+            let e = mem.table(table)[table_index(va, level)];
+            assert_eq!(e & !PHYS_ADDR_MASK, want, "level {level}");
+            table = entry_addr(e);
+        }
+        let leaf = mem.table(table)[pt_index(va)];
+        assert_eq!(entry_flags(leaf), PteFlags::PRESENT | PteFlags::USER);
+        // The leaf decides: read-only, user.
+        let (_, flags, _) = pt.translate(&mut mem, va).unwrap();
+        assert!(!flags.contains(PteFlags::WRITABLE));
+    }
+
+    #[test]
+    fn kernel_mappings_get_supervisor_intermediates_and_user_maps_upgrade_them() {
+        let (mut mem, pt) = setup();
+        pt.map(
+            &mut mem,
+            0x1000,
+            0x1000,
+            PageSize::Size4K,
+            PteFlags::WRITABLE,
+        )
+        .unwrap();
+        let pml4e = mem.table(pt.root())[0];
+        assert_eq!(entry_flags(pml4e), PteFlags::PRESENT | PteFlags::WRITABLE);
+        let (_, flags, _) = pt.translate(&mut mem, 0x1000).unwrap();
+        assert!(!flags.contains(PteFlags::USER));
+
+        pt.map(&mut mem, 0x2000, 0x2000, PageSize::Size4K, PteFlags::USER)
+            .unwrap();
+        let pml4e = mem.table(pt.root())[0];
+        assert!(entry_flags(pml4e).contains(PteFlags::USER));
+        // The supervisor page stays supervisor-only: its leaf lacks USER.
+        assert!(!pt
+            .translate(&mut mem, 0x1000)
+            .unwrap()
+            .1
+            .contains(PteFlags::USER));
+        assert!(pt
+            .translate(&mut mem, 0x2000)
+            .unwrap()
+            .1
+            .contains(PteFlags::USER));
+    }
+
+    #[test]
+    fn translate_reports_what_the_intermediate_entries_allow() {
+        let (mut mem, pt) = setup();
+        pt.map(
+            &mut mem,
+            0x1000,
+            0x1000,
+            PageSize::Size4K,
+            PteFlags::USER | PteFlags::WRITABLE,
+        )
+        .unwrap();
+        // Clear WRITABLE and set NX on the PML4 entry by hand.
+        let e = &mut mem.table(pt.root())[0];
+        *e = (*e & !PteFlags::WRITABLE.bits()) | PteFlags::NO_EXECUTE.bits();
+        let (_, flags, _) = pt.translate(&mut mem, 0x1000).unwrap();
+        assert!(flags.contains(PteFlags::USER | PteFlags::NO_EXECUTE));
+        assert!(!flags.contains(PteFlags::WRITABLE));
+    }
+
+    #[test]
+    fn running_out_of_table_memory_is_no_memory_and_leaks_nothing() {
+        let mut mem = FakeMem::new(3); // root + 2: one short of a 4K map
+        let pt = PageTable::create(&mut mem).unwrap();
+        assert_eq!(
+            pt.map(&mut mem, 0x1000, 0x1000, PageSize::Size4K, urw()),
+            Err(MapError::NoMemory)
+        );
+        assert_eq!(mem.live_tables(), 1);
+        assert!(mem.table(pt.root()).iter().all(|e| *e == 0));
+        // The two tables came back; a 2 MiB map needs exactly those.
+        mem.budget = 2;
+        pt.map(&mut mem, 0x20_0000, 0x20_0000, PageSize::Size2M, urw())
+            .unwrap();
+        let mut none = FakeMem::new(0);
+        assert_eq!(PageTable::create(&mut none), Err(MapError::NoMemory));
+    }
+
+    #[test]
+    fn protect_changes_the_leaf_flags_only() {
+        let (mut mem, pt) = setup();
+        pt.map(&mut mem, 0x40_0000, 0x7000, PageSize::Size4K, urw())
+            .unwrap();
+        pt.protect(&mut mem, 0x40_0000, PteFlags::USER).unwrap();
+        let (pa, flags, size) = pt.translate(&mut mem, 0x40_0123).unwrap();
+        assert_eq!((pa, size), (0x7123, PageSize::Size4K));
+        assert_eq!(flags, PteFlags::PRESENT | PteFlags::USER);
+        pt.map(&mut mem, 0x60_0000, 0x60_0000, PageSize::Size2M, urw())
+            .unwrap();
+        pt.protect(&mut mem, 0x60_0000, PteFlags::USER).unwrap();
+        let (_, flags, _) = pt.translate(&mut mem, 0x60_0000).unwrap();
+        assert_eq!(flags, PteFlags::PRESENT | PteFlags::USER | PteFlags::HUGE);
+        assert_eq!(
+            pt.protect(&mut mem, 0x80_0000, urw()),
+            Err(MapError::NotMapped)
+        );
+    }
+
+    #[test]
+    fn user_maps_never_touch_the_kernel_half() {
+        let mut mem = FakeMem::new(10_000);
+        let kernel = PageTable::create(&mut mem).unwrap();
+        kernel
+            .map(
+                &mut mem,
+                0xffff_ffff_8000_0000,
+                0x20_0000,
+                PageSize::Size2M,
+                PteFlags::GLOBAL,
+            )
+            .unwrap();
+        kernel
+            .map(
+                &mut mem,
+                0xffff_8000_0000_0000,
+                0,
+                PageSize::Size1G,
+                PteFlags::WRITABLE,
+            )
+            .unwrap();
+        let pt = PageTable::create_with_kernel_half(&mut mem, &kernel).unwrap();
+        let before: Vec<u64> = mem.table(pt.root())[KERNEL_PML4_START..].to_vec();
+        assert_eq!(&before[..], &mem.table(kernel.root())[KERNEL_PML4_START..]);
+        let snapshot: Vec<Vec<u64>> = mem.tables.iter().map(|t| t.to_vec()).collect();
+
+        for i in 0..600u64 {
+            let va = (i * 0x1357) << 12 & (USER_HALF_END - 1);
+            let _ = pt.map(&mut mem, va & !0xfff, 0x1000 * i, PageSize::Size4K, urw());
+        }
+        pt.map(&mut mem, 0x7fff_ffff_f000, 0x1000, PageSize::Size4K, urw())
+            .unwrap();
+        assert_eq!(&mem.table(pt.root())[KERNEL_PML4_START..], &before[..]);
+        // Every table that existed before (the kernel's) is byte-identical,
+        // except the new root's user half.
+        for (i, old) in snapshot.iter().enumerate() {
+            if FAKE_BASE + i as u64 * PAGE_SIZE != pt.root() {
+                assert_eq!(&mem.tables[i][..], &old[..], "table {i} changed");
+            }
+        }
+        assert_eq!(
+            pt.translate(&mut mem, 0xffff_ffff_8000_1234).map(|t| t.0),
+            Some(0x20_1234)
+        );
+    }
+
+    #[test]
+    fn clearing_the_user_half_reports_every_page_and_frees_every_table() {
+        let mut mem = FakeMem::new(10_000);
+        let kernel = PageTable::create(&mut mem).unwrap();
+        kernel
+            .map(
+                &mut mem,
+                0xffff_ffff_8000_0000,
+                0,
+                PageSize::Size2M,
+                PteFlags::empty(),
+            )
+            .unwrap();
+        let kernel_tables = mem.live_tables();
+        let pt = PageTable::create_with_kernel_half(&mut mem, &kernel).unwrap();
+        let mut expected = HashSet::new();
+        for (va, pa, size) in [
+            (0x1000, 0x1000, PageSize::Size4K),
+            (0x2000, 0x9000, PageSize::Size4K),
+            (0x20_0000, 0x40_0000, PageSize::Size2M),
+            (0x4000_0000, 0x4000_0000, PageSize::Size1G),
+            (0x7fff_ffff_f000, 0x3000, PageSize::Size4K),
+        ] {
+            pt.map(&mut mem, va, pa, size, urw()).unwrap();
+            expected.insert((va, pa, size));
+        }
+        pt.unmap(&mut mem, 0x2000).unwrap();
+        expected.remove(&(0x2000, 0x9000, PageSize::Size4K));
+
+        let mut seen = HashSet::new();
+        pt.clear_user_half(&mut mem, |va, pa, size| {
+            assert!(seen.insert((va, pa, size)));
+        });
+        assert_eq!(seen, expected);
+        assert_eq!(mem.live_tables(), kernel_tables + 1); // + the new root
+        assert!(mem.table(pt.root())[..KERNEL_PML4_START]
+            .iter()
+            .all(|e| *e == 0));
+        assert!(pt.translate(&mut mem, 0xffff_ffff_8000_0000).is_some());
+    }
+
+    #[test]
+    fn map_error_descriptions_are_distinct() {
+        use MapError::*;
+        let all = [
+            AlreadyMapped,
+            NotMapped,
+            NoMemory,
+            Misaligned,
+            NonCanonical,
+            HugePageInTheWay,
+            InvalidPhysAddr,
+        ];
+        let set: HashSet<_> = all.iter().map(|e| e.to_string()).collect();
+        assert_eq!(set.len(), all.len());
+    }
+}

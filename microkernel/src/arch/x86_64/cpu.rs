@@ -1,0 +1,172 @@
+//! CPU feature detection and the small privileged instructions the rest of the
+//! kernel needs, behind safe functions where the operation cannot break memory
+//! safety.
+
+use core::arch::x86_64::{__cpuid_count, CpuidResult};
+
+/// What CPUID reported, read once per CPU at bring-up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Features {
+    /// No-execute page bit (EFER.NXE).
+    pub nx: bool,
+    /// 1 GiB pages.
+    pub page_1g: bool,
+    /// Global pages (CR4.PGE).
+    pub pge: bool,
+    /// Supervisor-mode execution prevention.
+    pub smep: bool,
+    /// Supervisor-mode access prevention (stac/clac).
+    pub smap: bool,
+    /// User-mode instruction prevention.
+    pub umip: bool,
+    /// XSAVE and OS-visible XCR0.
+    pub xsave: bool,
+    /// XSAVEOPT.
+    pub xsaveopt: bool,
+    /// AVX (YMM state).
+    pub avx: bool,
+    /// FXSAVE/FXRSTOR.
+    pub fxsr: bool,
+    /// x2APIC mode of the local APIC.
+    pub x2apic: bool,
+    /// TSC-deadline timer mode.
+    pub tsc_deadline: bool,
+    /// RDTSCP (IA32_TSC_AUX).
+    pub rdtscp: bool,
+    /// Process-context identifiers.
+    pub pcid: bool,
+    /// The TSC runs at a constant rate.
+    pub invariant_tsc: bool,
+}
+
+/// Executes CPUID.
+pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    // SAFETY: CPUID exists on every x86_64 CPU and only reads identification data.
+    #[allow(unused_unsafe)]
+    unsafe {
+        __cpuid_count(leaf, subleaf)
+    }
+}
+
+impl Features {
+    /// Reads the features of the CPU this runs on.
+    pub fn detect() -> Features {
+        let max_leaf = cpuid(0, 0).eax;
+        let max_ext = cpuid(0x8000_0000, 0).eax;
+        let l1 = cpuid(1, 0);
+        let l7 = if max_leaf >= 7 {
+            cpuid(7, 0)
+        } else {
+            CpuidResult {
+                eax: 0,
+                ebx: 0,
+                ecx: 0,
+                edx: 0,
+            }
+        };
+        let ext1 = if max_ext >= 0x8000_0001 {
+            cpuid(0x8000_0001, 0).edx
+        } else {
+            0
+        };
+        let ext7 = if max_ext >= 0x8000_0007 {
+            cpuid(0x8000_0007, 0).edx
+        } else {
+            0
+        };
+        let xsave = l1.ecx & (1 << 26) != 0;
+        let xsaveopt = xsave && max_leaf >= 0xd && cpuid(0xd, 1).eax & 1 != 0;
+        Features {
+            nx: ext1 & (1 << 20) != 0,
+            page_1g: ext1 & (1 << 26) != 0,
+            rdtscp: ext1 & (1 << 27) != 0,
+            pge: l1.edx & (1 << 13) != 0,
+            fxsr: l1.edx & (1 << 24) != 0,
+            pcid: l1.ecx & (1 << 17) != 0,
+            x2apic: l1.ecx & (1 << 21) != 0,
+            tsc_deadline: l1.ecx & (1 << 24) != 0,
+            xsave,
+            xsaveopt,
+            avx: l1.ecx & (1 << 28) != 0,
+            smep: l7.ebx & (1 << 7) != 0,
+            smap: l7.ebx & (1 << 20) != 0,
+            umip: l7.ecx & (1 << 2) != 0,
+            invariant_tsc: ext7 & (1 << 8) != 0,
+        }
+    }
+}
+
+/// Whether maskable interrupts are enabled on this CPU.
+pub fn interrupts_enabled() -> bool {
+    x86_64::instructions::interrupts::are_enabled()
+}
+
+/// Disables maskable interrupts on this CPU.
+pub fn disable_interrupts() {
+    x86_64::instructions::interrupts::disable();
+}
+
+/// Enables maskable interrupts on this CPU.
+pub fn enable_interrupts() {
+    x86_64::instructions::interrupts::enable();
+}
+
+/// Stops this CPU for good (interrupts off, `hlt` in a loop; an NMI just resumes
+/// the loop).
+pub fn halt_forever() -> ! {
+    disable_interrupts();
+    loop {
+        x86_64::instructions::hlt();
+    }
+}
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter; CR4.TSD is clear, so it never faults.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Reads a model-specific register.
+///
+/// # Safety
+/// `msr` must exist on this CPU (reading an absent MSR raises #GP).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    // SAFETY: the caller guarantees the MSR exists; reading has no side effects
+    // on memory.
+    unsafe { x86_64::registers::model_specific::Msr::new(msr).read() }
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// `msr` must exist and `value` must be valid for it, and the write must not
+/// break an invariant the kernel relies on (GS base, EFER, syscall entry...).
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: delegated to the caller.
+    unsafe { x86_64::registers::model_specific::Msr::new(msr).write(value) }
+}
+
+/// The faulting address of the last page fault.
+pub fn cr2() -> u64 {
+    x86_64::registers::control::Cr2::read_raw()
+}
+
+/// MSR numbers the kernel uses.
+pub mod msr {
+    /// Extended feature enables (SCE, LME, NXE).
+    pub const EFER: u32 = 0xc000_0080;
+    /// Segment selectors for syscall/sysret.
+    pub const STAR: u32 = 0xc000_0081;
+    /// 64-bit syscall entry point.
+    pub const LSTAR: u32 = 0xc000_0082;
+    /// RFLAGS bits cleared on syscall.
+    pub const SFMASK: u32 = 0xc000_0084;
+    /// FS base.
+    pub const FS_BASE: u32 = 0xc000_0100;
+    /// GS base (the active one).
+    pub const GS_BASE: u32 = 0xc000_0101;
+    /// GS base swapped in by `swapgs`.
+    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    /// Value RDTSCP returns in ECX (the CPU id).
+    pub const TSC_AUX: u32 = 0xc000_0103;
+}

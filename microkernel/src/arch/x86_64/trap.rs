@@ -1,0 +1,175 @@
+//! The saved register state of an interrupted context ([`TrapFrame`]) and the
+//! Rust side of every interrupt and exception.
+//!
+//! A fault in kernel mode is either expected — an instruction listed in the
+//! exception table (`.extable`: user-memory copies, probes) resumes at its fixup
+//! — or a kernel bug, which prints a full diagnosis and stops the machine. A fault
+//! in user mode is the user's problem and is handed to the scheduler, which ends
+//! the thread; the kernel keeps running.
+
+use super::cpu;
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Every general-purpose register plus the hardware interrupt frame, in the order
+/// the entry stubs push them (lowest address first). Syscall entry builds the
+/// same layout, so a thread's user state always has this shape at the top of its
+/// kernel stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapFrame {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    /// Vector number (syscall entry stores [`SYSCALL_VECTOR`]).
+    pub vector: u64,
+    /// The CPU's error code, or 0.
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// The pseudo vector number a syscall frame carries.
+pub const SYSCALL_VECTOR: u64 = 0x100;
+
+// The asm stubs push in exactly this order; assert the layout they rely on.
+const _: () = assert!(offset_of!(TrapFrame, rax) == 0);
+const _: () = assert!(offset_of!(TrapFrame, r15) == 14 * 8);
+const _: () = assert!(offset_of!(TrapFrame, vector) == 15 * 8);
+const _: () = assert!(offset_of!(TrapFrame, error_code) == 16 * 8);
+const _: () = assert!(offset_of!(TrapFrame, rip) == 17 * 8);
+const _: () = assert!(offset_of!(TrapFrame, cs) == 18 * 8);
+const _: () = assert!(offset_of!(TrapFrame, ss) == 21 * 8);
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+
+impl TrapFrame {
+    /// Whether the interrupted context was ring 3.
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// Short names of the architectural exceptions.
+pub fn exception_name(vector: u64) -> (&'static str, &'static str) {
+    match vector {
+        0 => ("#DE", "divide error"),
+        1 => ("#DB", "debug"),
+        2 => ("NMI", "non-maskable interrupt"),
+        3 => ("#BP", "breakpoint"),
+        4 => ("#OF", "overflow"),
+        5 => ("#BR", "bound range exceeded"),
+        6 => ("#UD", "invalid opcode"),
+        7 => ("#NM", "device not available"),
+        8 => ("#DF", "double fault"),
+        10 => ("#TS", "invalid TSS"),
+        11 => ("#NP", "segment not present"),
+        12 => ("#SS", "stack-segment fault"),
+        13 => ("#GP", "general protection"),
+        14 => ("#PF", "page fault"),
+        16 => ("#MF", "x87 floating-point error"),
+        17 => ("#AC", "alignment check"),
+        18 => ("#MC", "machine check"),
+        19 => ("#XM", "SIMD floating-point error"),
+        20 => ("#VE", "virtualization exception"),
+        21 => ("#CP", "control protection"),
+        _ => ("#??", "reserved exception"),
+    }
+}
+
+/// The address `probe_exec` is currently calling (0 = none).
+pub static EXEC_PROBE_TARGET: AtomicU64 = AtomicU64::new(0);
+
+extern "C" {
+    static __extable_start: [ExtableEntry; 0];
+    static __extable_end: [ExtableEntry; 0];
+}
+
+/// One exception-table entry: a faulting instruction and where to resume.
+#[repr(C)]
+struct ExtableEntry {
+    insn: u64,
+    fixup: u64,
+}
+
+fn extable_fixup(rip: u64) -> Option<u64> {
+    // SAFETY: the linker script brackets the `.extable` section with these
+    // symbols; the section holds only ExtableEntry records emitted by our asm.
+    let table = unsafe {
+        let start = core::ptr::addr_of!(__extable_start) as *const ExtableEntry;
+        let end = core::ptr::addr_of!(__extable_end) as *const ExtableEntry;
+        core::slice::from_raw_parts(start, end.offset_from(start) as usize)
+    };
+    table.iter().find(|e| e.insn == rip).map(|e| e.fixup)
+}
+
+/// Called by every entry stub with the frame it built.
+#[no_mangle]
+pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    let vector = frame.vector;
+    if vector >= 32 {
+        crate::irq::dispatch(frame);
+        return;
+    }
+    if frame.from_user() {
+        crate::sched::user_fault(frame);
+        return;
+    }
+    if vector == 14 || vector == 13 {
+        if let Some(fixup) = extable_fixup(frame.rip) {
+            frame.rip = fixup;
+            return;
+        }
+    }
+    if vector == 14 {
+        let target = EXEC_PROBE_TARGET.load(Ordering::Relaxed);
+        if target != 0 && frame.rip == target && cpu::cr2() == target {
+            // probe_exec's `call` landed on a non-executable page: return to
+            // its caller with rax = 1 as if the callee had returned.
+            // SAFETY: the faulting `call` pushed its return address at RSP on
+            // the current, mapped kernel stack.
+            frame.rip = unsafe { *(frame.rsp as *const u64) };
+            frame.rsp += 8;
+            frame.rax = 1;
+            return;
+        }
+    }
+    if vector == 2 && crate::panic::stopping() {
+        // Another CPU panicked and asked everyone to stop.
+        cpu::halt_forever();
+    }
+    kernel_fault(frame);
+}
+
+/// Prints the diagnosis of an unexpected kernel-mode exception and stops.
+fn kernel_fault(frame: &TrapFrame) -> ! {
+    let (short, long) = exception_name(frame.vector);
+    let cr2 = if frame.vector == 14 {
+        crate::fmt::Cr2(Some(cpu::cr2()))
+    } else {
+        crate::fmt::Cr2(None)
+    };
+    let hint = if frame.vector == 8 {
+        " (kernel stack overflow?)"
+    } else {
+        ""
+    };
+    crate::panic::die(format_args!(
+        "EXCEPTION {short} {long}{hint} in kernel mode: error=0x{:x} RIP=0x{:x} CS=0x{:x} RFLAGS=0x{:x} RSP=0x{:x}{cr2}",
+        frame.error_code, frame.rip, frame.cs, frame.rflags, frame.rsp
+    ), Some(frame))
+}

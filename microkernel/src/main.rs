@@ -1,0 +1,115 @@
+//! The Mica ring-0 core.
+//!
+//! # Design principles
+//! - Only what must run privileged lives here: per-CPU state, the syscall path,
+//!   CPU bring-up, context switching, address spaces and IPC. Drivers (but the
+//!   serial port for panics, the APIC and the timer), ELF loading and process
+//!   management are ring-3 servers.
+//! - Pure logic lives in `kcore` and is unit-tested on the host; this crate is the
+//!   glue to the hardware, with assembly confined to small `arch` files.
+//! - Bad input from the boot loader or from user space yields a clear error, never
+//!   a panic; a kernel bug yields a full diagnosis and a stopped machine, never a
+//!   silent triple fault.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
+extern crate alloc;
+
+mod arch;
+mod bootinfo;
+mod fmt;
+mod irq;
+mod ktest;
+mod logger;
+mod mem;
+mod panic;
+mod sched;
+mod smp;
+mod sync;
+
+use arch::{cpu, gdt, idt, percpu, qemu};
+
+/// IST stacks of the boot CPU (the APs get theirs from the heap).
+static mut BSP_IST: [[u8; 16 * 1024]; gdt::IST_COUNT] = [[0; 16 * 1024]; gdt::IST_COUNT];
+/// The boot CPU's per-CPU record.
+static mut BSP_PERCPU: percpu::PerCpu = percpu::PerCpu::new();
+
+/// Entered from the boot stub in 64-bit mode on the boot stack, with the
+/// multiboot2 magic and the boot-information address.
+#[no_mangle]
+pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
+    logger::init(log::LevelFilter::Info);
+
+    // SAFETY: runs once, on the boot CPU, before interrupts are enabled; the
+    // statics are this CPU's and nothing else refers to them.
+    unsafe {
+        let ist = &*core::ptr::addr_of!(BSP_IST);
+        let tops = core::array::from_fn(|i| ist[i].as_ptr() as u64 + ist[i].len() as u64);
+        percpu::init_cpu(&mut *core::ptr::addr_of_mut!(BSP_PERCPU), 0, 0, tops);
+    }
+    idt::init();
+    idt::load();
+    let features = cpu::Features::detect();
+
+    // SAFETY: the boot stub maps physical 0..1 GiB at KERNEL_VMA and passed the
+    // loader's pointer unchanged.
+    let boot = match unsafe {
+        bootinfo::parse(
+            magic,
+            mbi_phys as u64,
+            mem::layout::KERNEL_VMA,
+            mem::kernel_phys_range(),
+        )
+    } {
+        Ok(b) => b,
+        Err(e) => {
+            println!("mica: cannot boot: {e}");
+            qemu::exit(false)
+        }
+    };
+    if let Some(level) = boot.arg("log") {
+        match logger::parse_level(level) {
+            Some(l) => log::set_max_level(l),
+            None => log::warn!("unknown log level {level:?}; keeping info"),
+        }
+    }
+    log::debug!("cpu features: {features:?}");
+
+    let stats = match mem::init(&boot, &features) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("mica: cannot boot: {e}");
+            qemu::exit(false)
+        }
+    };
+    println!(
+        "mica: booted on x86_64, {} MiB usable RAM, {} boot modules, cmdline \"{}\"",
+        stats.usable_bytes >> 20,
+        boot.modules.len(),
+        boot.cmdline
+    );
+    log::info!(
+        "direct map up to {} GiB; heap {} KiB free",
+        stats.direct_map_end >> 30,
+        mem::heap::stats().1 >> 10
+    );
+    for m in &boot.modules {
+        log::info!(
+            "module {:?} at 0x{:x}..0x{:x}",
+            m.name.as_str(),
+            m.range.start,
+            m.range.end
+        );
+    }
+
+    if let Some(which) = boot.arg("ktest") {
+        ktest::run(which, &boot);
+    }
+    log::info!("nothing left to do; idling");
+    loop {
+        cpu::enable_interrupts();
+        x86_64::instructions::hlt();
+    }
+}

@@ -1,0 +1,87 @@
+//! Kernel stacks with guard pages.
+//!
+//! Each stack occupies a [`KSTACK_SLOT`] of virtual space in the kernel-stack
+//! region: the top [`KSTACK_BYTES`] are mapped, and the page below them is left
+//! unmapped, so running off the bottom faults (and, because the fault cannot
+//! push its frame, escalates to #DF on its own IST stack, which reports it).
+
+use super::layout::{KSTACK_BASE, KSTACK_BYTES, KSTACK_SLOT};
+use crate::sync::IrqMutex;
+use alloc::vec::Vec;
+use kcore::paging::{PageSize, PteFlags};
+
+/// A kernel stack; unmapped and its slot recycled on drop.
+pub struct KernelStack {
+    slot: u64,
+}
+
+struct Slots {
+    next: u64,
+    free: Vec<u64>,
+}
+
+static SLOTS: IrqMutex<Slots> = IrqMutex::new(Slots {
+    next: 0,
+    free: Vec::new(),
+});
+
+/// Slots that fit in the region (one PML4 entry: 512 GiB).
+const MAX_SLOTS: u64 = (512 << 30) / KSTACK_SLOT;
+
+impl KernelStack {
+    /// Maps a new stack.
+    pub fn new() -> Result<KernelStack, &'static str> {
+        let slot = {
+            let mut s = SLOTS.lock();
+            match s.free.pop() {
+                Some(slot) => slot,
+                None if s.next < MAX_SLOTS => {
+                    s.next += 1;
+                    s.next - 1
+                }
+                None => return Err("kernel stack region exhausted"),
+            }
+        };
+        let stack = KernelStack { slot };
+        let bottom = stack.top() - KSTACK_BYTES;
+        let flags = PteFlags::WRITABLE | PteFlags::GLOBAL | super::nx_flag();
+        let mut va = bottom;
+        while va < stack.top() {
+            let frame =
+                super::alloc_zeroed_frame().map_err(|_| "out of memory for a kernel stack")?;
+            super::with_kernel_pt(|pt, mem| pt.map(mem, va, frame.addr(), PageSize::Size4K, flags))
+                .map_err(|_| "kernel stack slot already mapped")?;
+            va += 4096;
+        }
+        Ok(stack)
+    }
+
+    /// The (exclusive) top address: the initial RSP.
+    pub fn top(&self) -> u64 {
+        KSTACK_BASE + (self.slot + 1) * KSTACK_SLOT
+    }
+
+    /// The lowest mapped address (the guard page sits just below).
+    pub fn bottom(&self) -> u64 {
+        self.top() - KSTACK_BYTES
+    }
+}
+
+impl Drop for KernelStack {
+    fn drop(&mut self) {
+        let mut va = self.bottom();
+        while va < self.top() {
+            if let Ok((pa, _)) = super::with_kernel_pt(|pt, mem| pt.unmap(mem, va)) {
+                super::flush_local(va);
+                if let Some(f) = kcore::frame::PhysFrame::from_addr(pa) {
+                    let _ = super::free_frame(f);
+                }
+            }
+            va += 4096;
+        }
+        // Stacks are only freed once no CPU runs on them; other CPUs never
+        // touch another thread's stack, so a local flush suffices until SMP
+        // shootdown lands in the scheduler's thread reaping.
+        SLOTS.lock().free.push(self.slot);
+    }
+}

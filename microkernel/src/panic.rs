@@ -1,0 +1,106 @@
+//! Kernel panics and fatal exceptions: print the CPU, the message, the location,
+//! the registers (for exceptions) and a frame-pointer backtrace, stop the other
+//! CPUs, then leave QEMU with a failure status.
+
+use crate::arch::trap::TrapFrame;
+use crate::arch::{cpu, percpu, probe, qemu};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// The CPU that is reporting a fatal error (u32::MAX = none).
+static DYING_CPU: AtomicU32 = AtomicU32::new(u32::MAX);
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the machine is being stopped (NMIs then mean "halt").
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let msg = info.message();
+    match info.location() {
+        Some(loc) => die(format_args!("{msg} at {}:{}", loc.file(), loc.line()), None),
+        None => die(format_args!("{msg}"), None),
+    }
+}
+
+/// Reports a fatal kernel error and stops the machine.
+pub fn die(msg: core::fmt::Arguments<'_>, frame: Option<&TrapFrame>) -> ! {
+    cpu::disable_interrupts();
+    let me = percpu::cpu_id();
+    if DYING_CPU
+        .compare_exchange(u32::MAX, me, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        // Another CPU (or a nested fault on this one) is already reporting.
+        cpu::halt_forever();
+    }
+    STOPPING.store(true, Ordering::SeqCst);
+    crate::smp::stop_others();
+    // SAFETY: every other CPU was asked to halt, and this CPU holds no serial
+    // guard here (a panic inside print would have re-entered `die` and halted
+    // above). Breaking the lock keeps the report from deadlocking.
+    unsafe { crate::logger::SERIAL.force_unlock() };
+
+    crate::println!("KERNEL PANIC on CPU {me}: {msg}");
+    let rbp = match frame {
+        Some(f) => {
+            crate::println!(
+                "  RAX={:016x} RBX={:016x} RCX={:016x} RDX={:016x}",
+                f.rax,
+                f.rbx,
+                f.rcx,
+                f.rdx
+            );
+            crate::println!(
+                "  RSI={:016x} RDI={:016x} RBP={:016x} R8 ={:016x}",
+                f.rsi,
+                f.rdi,
+                f.rbp,
+                f.r8
+            );
+            crate::println!(
+                "  R9 ={:016x} R10={:016x} R11={:016x} R12={:016x}",
+                f.r9,
+                f.r10,
+                f.r11,
+                f.r12
+            );
+            crate::println!("  R13={:016x} R14={:016x} R15={:016x}", f.r13, f.r14, f.r15);
+            crate::println!("  backtrace:");
+            crate::println!("    0x{:016x}", f.rip);
+            f.rbp
+        }
+        None => {
+            crate::println!("  backtrace:");
+            let rbp: u64;
+            // SAFETY: reading RBP has no side effects.
+            unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack)) };
+            rbp
+        }
+    };
+    backtrace(rbp);
+    qemu::exit(false)
+}
+
+/// Walks the frame-pointer chain: [rbp] = caller's rbp, [rbp+8] = return address.
+/// Every read goes through a fault-tolerant probe, so a corrupt chain ends the
+/// walk instead of faulting again.
+fn backtrace(mut rbp: u64) {
+    for _ in 0..32 {
+        if rbp == 0 || rbp % 8 != 0 || rbp < 0xffff_8000_0000_0000 {
+            break;
+        }
+        let (Some(next), Some(ret)) = (probe::read_u64(rbp), probe::read_u64(rbp + 8)) else {
+            break;
+        };
+        if ret == 0 {
+            break;
+        }
+        crate::println!("    0x{ret:016x}");
+        if next <= rbp {
+            break;
+        }
+        rbp = next;
+    }
+}

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Boot tests: builds Mica once, boots it headless under QEMU in each configuration
+# of the case table below, saves each serial transcript to target/smoke/<case>.log
+# and judges it by the runner's exit status and regexes over the transcript.
+#
+#   scripts/smoke.sh                  run every case
+#   scripts/smoke.sh boot-banner      run the named cases (shell globs work: 'ktest-*')
+#   scripts/smoke.sh --list           list the cases
+#
+# Environment: SMOKE_TIMEOUT (seconds per case, default 60), SMOKE_JOBS (cases
+# booted in parallel, default 2), SMOKE_NO_BUILD=1 (skip `cargo build`),
+# SMOKE_RUNNER (runner binary, default target/debug/mica).
+#
+# The last line of output is always `N passed, M failed`; the exit status is
+# non-zero when M > 0.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export LC_ALL=C
+
+# --- case registry ------------------------------------------------------------------
+CASES=()
+declare -A CASE_ARGS=() CASE_EXIT=() CASE_CHECKS=()
+
+# boot_case NAME "RUNNER ARGS" EXPECTED_EXIT REGEX... [!REGEX...]
+#   NAME           the case's name (also target/smoke/NAME.log)
+#   RUNNER ARGS    runner flags as one string; shell quoting works inside it,
+#                  e.g. "--smp 2 --cmdline 'init=tests log=debug'". The harness
+#                  adds --headless and --timeout $SMOKE_TIMEOUT before them (a
+#                  --timeout here overrides it for this case).
+#   EXPECTED_EXIT  the runner's exit status: 0 guest success, 1 guest failure,
+#                  3 reset/triple fault, 124 timeout
+#   REGEX          an extended regex (grep -E) some transcript line must match;
+#   !REGEX         one that no line may match.
+# (`case` itself is a bash keyword, hence the name.)
+boot_case() {
+  local name=$1 args=$2 expect=$3
+  shift 3
+  if [[ -n ${CASE_EXIT[$name]+x} ]]; then
+    echo "smoke: case $name defined twice" >&2
+    exit 2
+  fi
+  CASES+=("$name")
+  CASE_ARGS[$name]=$args
+  CASE_EXIT[$name]=$expect
+  local checks="" c
+  for c in "$@"; do checks+="$c"$'\x1f'; done
+  CASE_CHECKS[$name]=$checks
+}
+
+# --- the case table -------------------------------------------------------------------
+BANNER='^mica: booted on x86_64, [0-9]+ MiB usable RAM, [0-9]+ boot modules, cmdline "'
+
+boot_case boot-banner "--cmdline ktest" 0 \
+  "${BANNER}.*ktest.*\"" \
+  '^[0-9]+ passed, 0 failed' \
+  '!panic'
+
+boot_case ktest-fault "--cmdline ktest=fault" 1 \
+  '#PF' \
+  'CR2=0x[0-9a-f]+'
+
+# --- machinery ------------------------------------------------------------------------
+SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-60}
+SMOKE_JOBS=${SMOKE_JOBS:-2}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+RUNNER=${SMOKE_RUNNER:-$TARGET_DIR/debug/mica}
+OUT=$TARGET_DIR/smoke
+
+usage() {
+  sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
+}
+
+# Prints one block of output without interleaving with other cases' blocks.
+emit() {
+  if command -v flock >/dev/null 2>&1; then
+    { flock 9; printf '%s\n' "$1"; } 9>"$OUT/.lock"
+  else
+    printf '%s\n' "$1"
+  fi
+}
+
+describe_exit() {
+  case $1 in
+    0) echo "0 (guest success)" ;;
+    1) echo "1 (guest failure)" ;;
+    2) echo "2 (usage error)" ;;
+    3) echo "3 (reset/triple fault)" ;;
+    124) echo "124 (timeout)" ;;
+    137) echo "137 (killed by the harness's outer timeout)" ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# Runs one case; writes PASS/FAIL to $OUT/NAME.status and prints the verdict.
+run_case() {
+  local name=$1
+  local log=$OUT/$name.log raw=$OUT/$name.raw
+  local -a args
+  eval "args=(${CASE_ARGS[$name]})"
+
+  # The runner enforces the per-case timeout; `timeout` is only a backstop.
+  local limit=$SMOKE_TIMEOUT i
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    case ${args[i]} in
+      --timeout) limit=${args[i + 1]:-$limit} ;;
+      --timeout=*) limit=${args[i]#--timeout=} ;;
+    esac
+  done
+
+  local start=$EPOCHREALTIME status=0
+  timeout --kill-after=5 $((limit + 30)) \
+    "$RUNNER" --headless --timeout "$SMOKE_TIMEOUT" "${args[@]}" \
+    </dev/null >"$raw" 2>&1 || status=$?
+  local secs
+  secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+  # Judge a plain-text copy: no CRs, no terminal escapes (GRUB draws its menu with them).
+  sed -E $'s/\x1b\\[[0-9;?]*[A-Za-z]//g; s/\x1b[()][A-Z0-9]//g; s/\r//g' "$raw" >"$log"
+  rm -f "$raw"
+
+  local reasons=() check
+  if [[ $status != "${CASE_EXIT[$name]}" ]]; then
+    reasons+=("exit $(describe_exit "$status"), expected $(describe_exit "${CASE_EXIT[$name]}")")
+  fi
+  local -a checks=()
+  IFS=$'\x1f' read -r -a checks <<<"${CASE_CHECKS[$name]}" || true
+  for check in "${checks[@]}"; do
+    if [[ $check == '!'* ]]; then
+      local line
+      if line=$(grep -E -m1 -e "${check#!}" "$log"); then
+        reasons+=("unexpected /${check#!}/: $line")
+      fi
+    elif ! grep -Eq -e "$check" "$log"; then
+      reasons+=("missing /$check/")
+    fi
+  done
+
+  if [[ ${#reasons[@]} -eq 0 ]]; then
+    echo PASS >"$OUT/$name.status"
+    emit "PASS $name (${secs}s)"
+  else
+    echo FAIL >"$OUT/$name.status"
+    local block="FAIL $name: ${reasons[0]}" r
+    for r in "${reasons[@]:1}"; do block+=$'\n'"     also: $r"; done
+    block+=$'\n'"  runner: mica --headless --timeout $SMOKE_TIMEOUT ${CASE_ARGS[$name]} (${secs}s)"
+    block+=$'\n'"  last 20 lines of $log:"
+    block+=$'\n'"$(tail -n 20 "$log" | sed 's/^/    | /')"
+    emit "$block"
+  fi
+}
+
+# --- main -----------------------------------------------------------------------------
+selected=()
+for arg in "$@"; do
+  case $arg in
+    -h | --help) usage; exit 0 ;;
+    --list) printf '%s\n' "${CASES[@]}"; exit 0 ;;
+    -*) echo "smoke: unknown option $arg" >&2; usage >&2; exit 2 ;;
+  esac
+  matched=0
+  for name in "${CASES[@]}"; do
+    # shellcheck disable=SC2053  # $arg is a glob on purpose
+    if [[ $name == $arg ]]; then
+      selected+=("$name")
+      matched=1
+    fi
+  done
+  if [[ $matched -eq 0 ]]; then
+    echo "smoke: no case matches '$arg' (scripts/smoke.sh --list)" >&2
+    exit 2
+  fi
+done
+[[ $# -gt 0 ]] || selected=("${CASES[@]}")
+
+mkdir -p "$OUT"
+if [[ ${SMOKE_NO_BUILD:-0} != 1 ]]; then
+  echo "smoke: cargo build"
+  if ! cargo build; then
+    echo "FAIL build: cargo build failed"
+    echo "0 passed, ${#selected[@]} failed"
+    exit 1
+  fi
+fi
+if [[ ! -x $RUNNER ]]; then
+  echo "FAIL setup: runner $RUNNER not found"
+  echo "0 passed, ${#selected[@]} failed"
+  exit 1
+fi
+
+echo "smoke: ${#selected[@]} case(s), $SMOKE_JOBS at a time, ${SMOKE_TIMEOUT}s each; transcripts in $OUT/"
+declare -A seen=()
+running=0
+for name in "${selected[@]}"; do
+  [[ -z ${seen[$name]+x} ]] || continue
+  seen[$name]=1
+  rm -f "$OUT/$name.status"
+  run_case "$name" &
+  running=$((running + 1))
+  if [[ $running -ge $SMOKE_JOBS ]]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
+done
+wait || true
+
+passed=0 failed=0
+for name in "${!seen[@]}"; do
+  if [[ $(cat "$OUT/$name.status" 2>/dev/null) == PASS ]]; then
+    passed=$((passed + 1))
+  else
+    [[ -f $OUT/$name.status ]] || echo "FAIL $name: the harness lost this case"
+    failed=$((failed + 1))
+  fi
+done
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Everything CI checks, in order: tools, host unit tests, formatting, clippy (host
+# and kernel-side crates), then the boot tests (scripts/smoke.sh). Stops at the
+# first failing stage and exits non-zero. `.ci/run` runs exactly this.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Host-testable crates (unit tests and host clippy).
+HOST_CRATES=(mica kcore abi)
+# Crates built for x86_64-unknown-none (clippy for that target).
+KERNEL_CRATES=(mica-kernel init libipc)
+
+pkg_flags() {
+  local c
+  for c in "$@"; do printf -- '-p\n%s\n' "$c"; done
+}
+mapfile -t HOST_P < <(pkg_flags "${HOST_CRATES[@]}")
+mapfile -t KERNEL_P < <(pkg_flags "${KERNEL_CRATES[@]}")
+
+START=$SECONDS
+CURRENT=""
+stage() {
+  CURRENT=$1
+  printf '\n==> %s  [%ds]\n' "$1" $((SECONDS - START))
+}
+trap 'rc=$?; if [[ $rc -ne 0 ]]; then printf "\ntest.sh: FAILED at stage \"%s\" (exit %d, %ds)\n" "$CURRENT" "$rc" $((SECONDS - START)); fi' EXIT
+
+stage "deps"
+scripts/deps.sh
+
+stage "host unit tests (${HOST_CRATES[*]})"
+cargo test "${HOST_P[@]}"
+
+stage "format (cargo fmt --check)"
+cargo fmt --all -- --check
+
+stage "clippy, host (${HOST_CRATES[*]})"
+cargo clippy "${HOST_P[@]}" --all-targets -- -D warnings
+
+stage "clippy, x86_64-unknown-none (${KERNEL_CRATES[*]})"
+cargo clippy --target x86_64-unknown-none "${KERNEL_P[@]}" -- -D warnings
+
+stage "boot tests (scripts/smoke.sh)"
+scripts/smoke.sh
+
+CURRENT="done"
+printf '\ntest.sh: all stages passed in %ds\n' $((SECONDS - START))

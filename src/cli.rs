@@ -1,0 +1,407 @@
+//! Command-line parsing for the runner (hand-written; the runner has no dependencies).
+
+use std::path::{Path, PathBuf};
+
+/// The usage text printed by `--help` and after a usage error.
+pub const USAGE: &str = "\
+usage: cargo run -- [OPTIONS]        (or scripts/run.sh [OPTIONS])
+
+Boots the Mica ISO in QEMU with the serial console on this terminal
+(Ctrl-C goes to the guest; Ctrl-A x quits QEMU, Ctrl-A h lists its other keys).
+
+options:
+  --smp N              number of CPUs (default 1)
+  --mem MIB            guest RAM in MiB (default 256)
+  --cmdline \"ARGS\"     append ARGS to the kernel command line (repeatable;
+                       rebuilds the ISO in a temporary directory)
+  --module FILE[:NAME] add FILE as boot module NAME (default: FILE's name);
+                       repeatable; an existing module of that name is replaced
+  --gdb                start halted with a gdb stub on :1234 (-s -S)
+  --headless           do not connect stdin to the guest (for scripts)
+  --timeout SECS       kill QEMU after SECS seconds and exit with 124
+  --accel tcg|kvm      QEMU accelerator (default tcg; kvm only on real VT-x/AMD-V)
+  --icount             deterministic mode: -accel tcg,thread=single -icount shift=0
+  --cpu MODEL          QEMU CPU model (default max; try qemu64)
+  --qemu-log FILE      log interrupts and CPU resets to FILE (-d int,cpu_reset)
+  --iso PATH           boot PATH instead of the ISO built by cargo
+  -h, --help           show this help
+
+exit status:
+  0 guest reported success   1 guest reported failure / QEMU error
+  2 usage error              3 guest reset or powered off without a result
+  124 timeout
+
+environment:
+  MICA_VERBOSE=1       print the QEMU command line to stderr
+  MICA_QEMU=PROGRAM    QEMU binary to run (default qemu-system-x86_64)
+  MICA_ISO, MICA_ISO_ROOT  override the default ISO / its staging tree (both are
+                       normally fixed by build.rs when the runner is compiled)";
+
+/// The QEMU accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Multi-threaded TCG (the default).
+    Tcg,
+    /// KVM; only on hosts with real hardware virtualization.
+    Kvm,
+}
+
+/// A `--module FILE[:NAME]` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    /// The host file to copy into the ISO.
+    pub file: PathBuf,
+    /// The module's name: its file is `boot/NAME`, its GRUB command line `NAME`.
+    pub name: String,
+}
+
+/// Everything the runner was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub smp: u32,
+    pub mem_mib: u32,
+    /// Words appended to the kernel's multiboot2 line (all `--cmdline`s, space-joined).
+    pub cmdline: Option<String>,
+    pub modules: Vec<Module>,
+    pub gdb: bool,
+    pub headless: bool,
+    /// Seconds after which QEMU is killed.
+    pub timeout_secs: Option<u64>,
+    pub accel: Accel,
+    pub icount: bool,
+    pub cpu: String,
+    pub qemu_log: Option<PathBuf>,
+    pub iso: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            smp: 1,
+            mem_mib: 256,
+            cmdline: None,
+            modules: Vec::new(),
+            gdb: false,
+            headless: false,
+            timeout_secs: None,
+            accel: Accel::Tcg,
+            icount: false,
+            cpu: "max".to_string(),
+            qemu_log: None,
+            iso: None,
+        }
+    }
+}
+
+impl Options {
+    /// Whether the ISO must be rebuilt because grub.cfg or the module set changes.
+    pub fn needs_custom_iso(&self) -> bool {
+        self.cmdline.is_some() || !self.modules.is_empty()
+    }
+}
+
+/// What the runner should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run(Options),
+    Help,
+}
+
+/// Parses the runner's arguments (without the program name). Options take their value
+/// either as the next argument or after `=` (`--smp 2`, `--smp=2`). A repeated scalar
+/// option keeps its last value, so callers can override defaults they prepended.
+pub fn parse<I, S>(args: I) -> Result<Command, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut opts = Options::default();
+    let mut args = args.into_iter().map(Into::into);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let takes_value = matches!(
+            flag.as_str(),
+            "--smp"
+                | "--mem"
+                | "--cmdline"
+                | "--module"
+                | "--timeout"
+                | "--accel"
+                | "--cpu"
+                | "--qemu-log"
+                | "--iso"
+        );
+        let value = if takes_value {
+            match inline {
+                Some(v) => v,
+                None => args.next().ok_or_else(|| format!("{flag} needs a value"))?,
+            }
+        } else {
+            if inline.is_some() {
+                return Err(format!("{flag} takes no value"));
+            }
+            String::new()
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--smp" => opts.smp = parse_number(&flag, &value, 1, 255)?,
+            "--mem" => opts.mem_mib = parse_number(&flag, &value, 16, 1 << 20)?,
+            "--cmdline" => {
+                let words = value.split_whitespace().collect::<Vec<_>>().join(" ");
+                if !words.is_empty() {
+                    opts.cmdline = Some(match opts.cmdline.take() {
+                        Some(prev) => format!("{prev} {words}"),
+                        None => words,
+                    });
+                }
+            }
+            "--module" => opts.modules.push(parse_module(&value)?),
+            "--gdb" => opts.gdb = true,
+            "--headless" => opts.headless = true,
+            "--timeout" => {
+                opts.timeout_secs = Some(parse_number(&flag, &value, 1, 7 * 24 * 3600)?.into())
+            }
+            "--accel" => {
+                opts.accel = match value.as_str() {
+                    "tcg" => Accel::Tcg,
+                    "kvm" => Accel::Kvm,
+                    _ => return Err(format!("--accel must be tcg or kvm, not {value:?}")),
+                }
+            }
+            "--icount" => opts.icount = true,
+            "--cpu" => {
+                if value.is_empty() {
+                    return Err("--cpu needs a model name".to_string());
+                }
+                opts.cpu = value;
+            }
+            "--qemu-log" => opts.qemu_log = Some(PathBuf::from(value)),
+            "--iso" => opts.iso = Some(PathBuf::from(value)),
+            _ if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
+            _ => return Err(format!("unexpected argument {arg:?}")),
+        }
+    }
+    if opts.icount && opts.accel == Accel::Kvm {
+        return Err("--icount needs TCG; it cannot be combined with --accel kvm".to_string());
+    }
+    if opts.iso.is_some() && opts.needs_custom_iso() {
+        return Err(
+            "--iso cannot be combined with --cmdline or --module (those rebuild the ISO \
+             from cargo's staging tree)"
+                .to_string(),
+        );
+    }
+    for (i, m) in opts.modules.iter().enumerate() {
+        if opts.modules[..i].iter().any(|o| o.name == m.name) {
+            return Err(format!("module name {:?} given twice", m.name));
+        }
+    }
+    Ok(Command::Run(opts))
+}
+
+fn parse_number(flag: &str, value: &str, min: u32, max: u32) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{flag} needs a whole number from {min} to {max}, not {value:?}"
+        )),
+    }
+}
+
+/// Parses `FILE[:NAME]`. The name is split off at the last `:` only when what follows
+/// looks like a name (no `/`), so `dir:x/file` still means a file.
+pub fn parse_module(spec: &str) -> Result<Module, String> {
+    let (file, name) = match spec.rsplit_once(':') {
+        Some((file, name)) if !name.contains('/') && !file.is_empty() => {
+            (file, Some(name.to_string()))
+        }
+        _ => (spec, None),
+    };
+    if file.is_empty() {
+        return Err("--module needs a file".to_string());
+    }
+    let file = PathBuf::from(file);
+    let name = match name {
+        Some(n) => n,
+        None => default_module_name(&file)?,
+    };
+    check_module_name(&name)?;
+    Ok(Module { file, name })
+}
+
+fn default_module_name(file: &Path) -> Result<String, String> {
+    file.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| format!("cannot derive a module name from {}", file.display()))
+}
+
+/// A module name becomes both a file name in `boot/` and an unquoted GRUB word, so it
+/// is limited to a safe alphabet and must not collide with the kernel or GRUB's files.
+pub fn check_module_name(name: &str) -> Result<(), String> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+');
+    if name.is_empty() || !name.chars().all(safe) || name.starts_with('.') {
+        return Err(format!(
+            "module name {name:?} must be non-empty and use only letters, digits, . _ - +"
+        ));
+    }
+    if name == "kernel" || name == "grub" {
+        return Err(format!("module name {name:?} is reserved"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Options {
+        match parse(args.iter().copied()) {
+            Ok(Command::Run(o)) => o,
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    fn err(args: &[&str]) -> String {
+        match parse(args.iter().copied()) {
+            Err(e) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_arguments_give_the_documented_defaults() {
+        let o = run(&[]);
+        assert_eq!(o, Options::default());
+        assert_eq!((o.smp, o.mem_mib, o.cpu.as_str()), (1, 256, "max"));
+        assert_eq!(o.accel, Accel::Tcg);
+        assert!(!o.needs_custom_iso());
+    }
+
+    #[test]
+    fn values_are_accepted_after_a_space_or_an_equals_sign() {
+        let o = run(&["--smp", "4", "--mem=512", "--cpu", "qemu64", "--timeout=30"]);
+        assert_eq!(o.smp, 4);
+        assert_eq!(o.mem_mib, 512);
+        assert_eq!(o.cpu, "qemu64");
+        assert_eq!(o.timeout_secs, Some(30));
+    }
+
+    #[test]
+    fn a_repeated_scalar_option_keeps_its_last_value() {
+        let o = run(&["--timeout", "60", "--smp", "2", "--timeout", "5"]);
+        assert_eq!(o.timeout_secs, Some(5));
+    }
+
+    #[test]
+    fn repeated_cmdlines_are_joined_with_single_spaces() {
+        let o = run(&["--cmdline", "  log=debug  ktest ", "--cmdline=init=bench"]);
+        assert_eq!(o.cmdline.as_deref(), Some("log=debug ktest init=bench"));
+        assert!(o.needs_custom_iso());
+    }
+
+    #[test]
+    fn an_empty_cmdline_changes_nothing() {
+        let o = run(&["--cmdline", ""]);
+        assert_eq!(o.cmdline, None);
+        assert!(!o.needs_custom_iso());
+    }
+
+    #[test]
+    fn boolean_flags_are_recognised() {
+        let o = run(&["--gdb", "--headless", "--icount"]);
+        assert!(o.gdb && o.headless && o.icount);
+    }
+
+    #[test]
+    fn accel_accepts_only_tcg_and_kvm() {
+        assert_eq!(run(&["--accel", "kvm"]).accel, Accel::Kvm);
+        assert_eq!(run(&["--accel=tcg"]).accel, Accel::Tcg);
+        assert!(err(&["--accel", "hvf"]).contains("tcg or kvm"));
+    }
+
+    #[test]
+    fn icount_cannot_be_combined_with_kvm() {
+        assert!(err(&["--icount", "--accel", "kvm"]).contains("--icount"));
+    }
+
+    #[test]
+    fn help_wins_over_everything_before_it() {
+        assert_eq!(parse(["--smp", "2", "--help"]), Ok(Command::Help));
+        assert_eq!(parse(["-h"]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn unknown_options_and_stray_arguments_are_usage_errors() {
+        assert!(err(&["--frobnicate"]).contains("unknown option --frobnicate"));
+        assert!(err(&["kernel.elf"]).contains("unexpected argument"));
+        assert!(err(&["--gdb=yes"]).contains("takes no value"));
+    }
+
+    #[test]
+    fn an_option_missing_its_value_is_an_error() {
+        assert!(err(&["--smp"]).contains("--smp needs a value"));
+    }
+
+    #[test]
+    fn numbers_out_of_range_or_malformed_are_rejected() {
+        assert!(err(&["--smp", "0"]).contains("--smp"));
+        assert!(err(&["--smp", "two"]).contains("--smp"));
+        assert!(err(&["--mem", "-5"]).contains("--mem"));
+        assert!(err(&["--timeout", "0"]).contains("--timeout"));
+    }
+
+    #[test]
+    fn a_module_name_defaults_to_the_file_name() {
+        let o = run(&["--module", "target/x86_64-unknown-none/debug/hello"]);
+        assert_eq!(
+            o.modules,
+            vec![Module {
+                file: PathBuf::from("target/x86_64-unknown-none/debug/hello"),
+                name: "hello".to_string(),
+            }]
+        );
+        assert!(o.needs_custom_iso());
+    }
+
+    #[test]
+    fn a_module_name_can_be_given_after_a_colon() {
+        let m = parse_module("/tmp/prog.elf:shell").unwrap();
+        assert_eq!(m.file, PathBuf::from("/tmp/prog.elf"));
+        assert_eq!(m.name, "shell");
+    }
+
+    #[test]
+    fn a_colon_inside_a_directory_name_is_part_of_the_path() {
+        let m = parse_module("/tmp/a:b/prog").unwrap();
+        assert_eq!(m.file, PathBuf::from("/tmp/a:b/prog"));
+        assert_eq!(m.name, "prog");
+    }
+
+    #[test]
+    fn unsafe_or_reserved_module_names_are_rejected() {
+        assert!(parse_module("/tmp/x:has space").is_err());
+        assert!(parse_module("/tmp/x:semi;colon").is_err());
+        assert!(parse_module("/tmp/x:kernel").is_err());
+        assert!(parse_module("/tmp/grub").is_err());
+        assert!(parse_module("/tmp/x:").is_err());
+        assert!(parse_module(":name").is_err());
+    }
+
+    #[test]
+    fn the_same_module_name_twice_is_an_error() {
+        assert!(err(&["--module", "a/x", "--module", "b/x"]).contains("given twice"));
+    }
+
+    #[test]
+    fn a_prebuilt_iso_cannot_be_combined_with_iso_rewriting_options() {
+        assert_eq!(
+            run(&["--iso", "/tmp/m.iso"]).iso,
+            Some(PathBuf::from("/tmp/m.iso"))
+        );
+        assert!(err(&["--iso", "/tmp/m.iso", "--cmdline", "ktest"]).contains("--iso"));
+    }
+}
