@@ -23,7 +23,11 @@ use std::process::Command;
 /// User programs built for the boot image: (package, binary, module name, flat?).
 /// `flat` programs are converted to the boot-image format (only init: the kernel
 /// maps it directly); the rest stay ELF.
-const USER_PROGRAMS: &[(&str, &str, &str, bool)] = &[("init", "init", "init", true)];
+const USER_PROGRAMS: &[(&str, &str, &str, bool)] = &[
+    ("init", "init", "init", true),
+    ("tests", "tests", "tests", true),
+    ("bench", "bench", "bench", true),
+];
 
 fn main() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -1,15 +1,128 @@
-//! init: the first user process. The kernel maps it from its boot image and
-//! starts it in ring 3; it greets, then (as the servers land) starts them and
-//! whatever the command line names.
+//! init: the first user process.
+//!
+//! The kernel maps init from its boot image, maps the other boot modules
+//! read-only into init's address space, and passes the address of an
+//! [`abi::bootinfo::BootInfo`] page in RDI. init greets, then runs what the
+//! command line's `init=` names:
+//! - `init=tests`: runs the `tests` module and powers off with its verdict;
+//! - `init=bench`: runs the `bench` module, then measures `yield_switch` against
+//!   a second copy of `bench` started as a yield peer, then prints `BENCH-DONE`;
+//! - nothing: exits after the greeting (the servers land here later).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
-use libipc::println;
+use abi::bootinfo::{cmdline_arg, BootInfo, ModuleDesc, MAGIC};
+use abi::status::{self, Status};
+use libipc::{println, sys};
 
 #[no_mangle]
-fn main() -> i32 {
+fn main(arg: u64) -> i32 {
     println!("Hello from userland!");
+    if arg == 0 || arg % 8 != 0 {
+        println!("init: no boot information page");
+        return 1;
+    }
+    // SAFETY: the kernel maps the boot-information page read-only at `arg`
+    // for init's whole life and never changes it.
+    let info = unsafe { &*(arg as *const BootInfo) };
+    if info.magic != MAGIC {
+        println!("init: boot information page has a bad magic");
+        return 1;
+    }
+    match cmdline_arg(info.cmdline(), "init") {
+        None | Some("") => 0,
+        Some("tests") => verdict(run_module(info, "tests", 0)),
+        Some("bench") => bench(info),
+        Some(other) => {
+            println!("init: unknown init={other} (tests, bench)");
+            let _ = sys::shutdown(false);
+            1
+        }
+    }
+}
+
+fn module<'a>(info: &'a BootInfo, name: &str) -> Option<&'a ModuleDesc> {
+    info.modules().iter().find(|m| m.name() == name)
+}
+
+fn module_bytes(m: &ModuleDesc) -> &'static [u8] {
+    // SAFETY: the kernel maps every module read-only at `addr` for `len`
+    // bytes for init's whole life.
+    unsafe { core::slice::from_raw_parts(m.addr as *const u8, m.len as usize) }
+}
+
+/// Spawns module `name` with `arg` and waits for it; `None` if that failed.
+fn run_module(info: &BootInfo, name: &str, arg: u64) -> Option<Status> {
+    let pid = spawn(info, name, arg)?;
+    match sys::process_wait(pid) {
+        Ok(word) => Some(status::decode(word)),
+        Err(e) => {
+            println!("init: waiting for {name} failed: {e}");
+            None
+        }
+    }
+}
+
+fn spawn(info: &BootInfo, name: &str, arg: u64) -> Option<u64> {
+    let Some(m) = module(info, name) else {
+        println!("init: no boot module named {name:?}");
+        return None;
+    };
+    match sys::process_spawn(module_bytes(m), arg) {
+        Ok(pid) => Some(pid),
+        Err(e) => {
+            println!("init: cannot start {name}: {e}");
+            None
+        }
+    }
+}
+
+/// Powers off with success iff the program exited with 0.
+fn verdict(st: Option<Status>) -> i32 {
+    let ok = st == Some(Status::Exited(0));
+    if !ok {
+        println!("init: test program ended with {st:?}");
+    }
+    let _ = sys::shutdown(ok);
+    i32::from(!ok)
+}
+
+/// Iterations of the yield benchmark (the peer yields this many times too).
+const YIELD_ITERS: u64 = 2000;
+const YIELD_WARMUP: u64 = 100;
+
+fn bench(info: &BootInfo) -> i32 {
+    let st = run_module(info, "bench", 0);
+    if st != Some(Status::Exited(0)) {
+        println!("init: bench ended with {st:?}");
+        let _ = sys::shutdown(false);
+        return 1;
+    }
+    // yield_switch: this thread and a peer process, both pinned to CPU 0,
+    // alternate; one `yield` = one switch to the other process.
+    let _ = sys::set_affinity(0);
+    let Some(peer) = spawn(info, "bench", YIELD_ITERS + YIELD_WARMUP) else {
+        let _ = sys::shutdown(false);
+        return 1;
+    };
+    for _ in 0..YIELD_WARMUP {
+        sys::yield_now();
+    }
+    let mut samples = [0u64; YIELD_ITERS as usize];
+    for s in samples.iter_mut() {
+        let t0 = libipc::bench::rdtsc();
+        sys::yield_now();
+        *s = libipc::bench::rdtsc() - t0;
+    }
+    // A round trip is two switches (to the peer and back).
+    for s in samples.iter_mut() {
+        *s /= 2;
+    }
+    libipc::bench::report("yield_switch", &mut samples);
+    let _ = sys::process_wait(peer);
+    println!("BENCH-DONE");
+    let _ = sys::shutdown(true);
     0
 }

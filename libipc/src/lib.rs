@@ -2,12 +2,13 @@
 //! program entry point and the panic handler.
 //!
 //! A program is a `#![no_std] #![no_main]` binary that defines
-//! `#[no_mangle] fn main() -> i32`; `_start` (here) calls it and ends the process
+//! `#[no_mangle] fn main(arg: u64) -> i32`; `_start` (here) calls it and ends the process
 //! with its return value.
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+pub mod bench;
 pub mod rt;
 pub mod sys;
 

@@ -4,17 +4,18 @@
 use core::fmt::{self, Write};
 
 extern "Rust" {
-    /// The program's entry point, defined by the program.
-    fn main() -> i32;
+    /// The program's entry point, defined by the program: `arg` is what the
+    /// creator passed (init: the address of its [`abi::bootinfo::BootInfo`]).
+    fn main(arg: u64) -> i32;
 }
 
-/// The ELF entry point. The kernel enters with RSP 16-byte aligned at the top of
-/// the user stack; the call below pushes the return address as the ABI expects.
+/// The entry point. The kernel enters with RDI = the creator's argument and RSP
+/// at the top of the user stack minus 8 (as if `_start` had been called).
 #[no_mangle]
-pub extern "C" fn _start() -> ! {
+pub extern "C" fn _start(arg: u64) -> ! {
     // SAFETY: every program built against libipc defines `main` with this
     // signature (link error otherwise).
-    let code = unsafe { main() };
+    let code = unsafe { main(arg) };
     crate::sys::process_exit(code)
 }
 

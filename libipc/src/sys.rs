@@ -139,3 +139,37 @@ pub fn set_affinity(cpu: u64) -> Result<u64, Error> {
 pub fn set_priority(prio: u64) -> Result<u64, Error> {
     pure(Sysnum::SetPriority, prio, 0, 0)
 }
+
+/// Waits for thread `tid` of this process to end; returns its status word
+/// ([`abi::status`]).
+pub fn thread_join(tid: u64) -> Result<u64, Error> {
+    pure(Sysnum::ThreadJoin, tid, 0, 0)
+}
+
+/// Starts a process from a boot image ([`abi::bootimg`]); its first thread
+/// receives `arg`. Returns the pid.
+pub fn process_spawn(image: &[u8], arg: u64) -> Result<u64, Error> {
+    pure(Sysnum::ProcessSpawn, image.as_ptr() as u64, image.len() as u64, arg)
+}
+
+/// Waits for child `pid` to end; returns its status word ([`abi::status`]).
+pub fn process_wait(pid: u64) -> Result<u64, Error> {
+    pure(Sysnum::ProcessWait, pid, 0, 0)
+}
+
+/// Sets this thread's FS base.
+pub fn set_fs_base(addr: u64) -> Result<u64, Error> {
+    pure(Sysnum::SetFsBase, addr, 0, 0)
+}
+
+/// Sets this thread's GS base.
+pub fn set_gs_base(addr: u64) -> Result<u64, Error> {
+    pure(Sysnum::SetGsBase, addr, 0, 0)
+}
+
+/// The cheapest syscall: does nothing, returns 0.
+#[inline(always)]
+pub fn null() -> u64 {
+    // SAFETY: `null` touches no memory.
+    unsafe { syscall6(Sysnum::Null, 0, 0, 0, 0, 0, 0) }
+}

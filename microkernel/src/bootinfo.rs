@@ -186,15 +186,4 @@ impl BootInfo {
     }
 }
 
-/// Looks `key` up in a space-separated `key[=value]` command line; the last
-/// occurrence wins.
-pub fn cmdline_arg<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    cmdline
-        .split_ascii_whitespace()
-        .filter_map(|w| match w.split_once('=') {
-            Some((k, v)) if k == key => Some(v),
-            None if w == key => Some(""),
-            _ => None,
-        })
-        .last()
-}
+pub use abi::bootinfo::cmdline_arg;

@@ -15,7 +15,9 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod bootimg;
+pub mod bootinfo;
 pub mod layout;
+pub mod status;
 
 /// The syscall numbers. Unknown numbers fail with [`Error::BadSyscall`].
 #[repr(u64)]
@@ -58,6 +60,22 @@ pub enum Sysnum {
     /// `set_priority(prio)`: change the caller's scheduling priority
     /// (0 = highest, [`MAX_PRIORITY`] = lowest).
     SetPriority = 14,
+    /// `thread_join(tid)`: wait for a thread of the caller's process to end;
+    /// returns its [`status`] word.
+    ThreadJoin = 15,
+    /// `process_spawn(image, len, arg)`: start a new process from a boot image
+    /// ([`bootimg`]) in the caller's memory; its first thread gets `arg` in RDI.
+    /// Returns the child's pid. (The bootstrap path: the loader server builds
+    /// processes from ELF files with the memory syscalls.)
+    ProcessSpawn = 16,
+    /// `process_wait(pid)`: wait for a child to end; returns its [`status`] word.
+    ProcessWait = 17,
+    /// `set_fs_base(addr)`: set the caller's FS base (a user-half address).
+    SetFsBase = 18,
+    /// `set_gs_base(addr)`: set the caller's GS base (a user-half address).
+    SetGsBase = 19,
+    /// `null()`: does nothing and returns 0 (measures the syscall path).
+    Null = 20,
 }
 
 /// The lowest scheduling priority a thread can ask for.
@@ -82,6 +100,12 @@ impl TryFrom<u64> for Sysnum {
             12 => Sysnum::SetAffinity,
             13 => Sysnum::ThreadId,
             14 => Sysnum::SetPriority,
+            15 => Sysnum::ThreadJoin,
+            16 => Sysnum::ProcessSpawn,
+            17 => Sysnum::ProcessWait,
+            18 => Sysnum::SetFsBase,
+            19 => Sysnum::SetGsBase,
+            20 => Sysnum::Null,
             _ => return Err(Error::BadSyscall),
         })
     }
@@ -219,11 +243,11 @@ mod tests {
 
     #[test]
     fn every_sysnum_round_trips_and_unknown_numbers_fail() {
-        for n in 0..=14u64 {
+        for n in 0..=20u64 {
             let s = Sysnum::try_from(n).unwrap();
             assert_eq!(s as u64, n);
         }
-        assert_eq!(Sysnum::try_from(15), Err(Error::BadSyscall));
+        assert_eq!(Sysnum::try_from(21), Err(Error::BadSyscall));
         assert_eq!(Sysnum::try_from(u64::MAX), Err(Error::BadSyscall));
     }
 
