@@ -50,8 +50,9 @@ if [[ -z $RUNNER ]]; then
 fi
 echo "bench: booting init=bench ($mode), up to ${limit}s; transcript in $log" >&2
 status=0
+# The transcript is kept as plain text: no CRs, no terminal escapes from GRUB.
 "$RUNNER" "${args[@]}" </dev/null 2>&1 |
-  tr -d '\r' >"$log" || status=${PIPESTATUS[0]}
+  sed -E $'s/\x1b\\[[0-9;?]*[A-Za-z]//g; s/\r//g' >"$log" || status=${PIPESTATUS[0]}
 
 if ! grep -q '^BENCH-DONE' "$log"; then
   echo "bench: FAILED: no BENCH-DONE line (runner exit $status); last lines of $log:" >&2

@@ -71,12 +71,12 @@ impl ModuleDesc {
 pub fn cmdline_arg<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
     cmdline
         .split_ascii_whitespace()
-        .filter_map(|w| match w.split_once('=') {
+        .rev()
+        .find_map(|w| match w.split_once('=') {
             Some((k, v)) if k == key => Some(v),
             None if w == key => Some(""),
             _ => None,
         })
-        .last()
 }
 
 #[cfg(test)]

@@ -1,0 +1,142 @@
+//! The local APIC (xAPIC or x2APIC, through the `x2apic` crate) and its timer.
+//!
+//! x2APIC mode is used whenever CPUID reports it. The timer runs periodically at
+//! [`TICK_HZ`]; its rate is calibrated once, on the boot CPU, against the PIT
+//! (channel 2, gated through port 0x61), which also calibrates the TSC that
+//! [`crate::time`] uses for `clock_ns`.
+
+use super::cpu;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use x2apic::lapic::{LocalApic, LocalApicBuilder, TimerDivide, TimerMode};
+use x86_64::instructions::port::Port;
+
+/// Timer interrupt vector.
+pub const TIMER_VECTOR: u8 = 0x20;
+/// Reschedule IPI vector.
+pub const RESCHED_VECTOR: u8 = 0xf0;
+/// TLB-shootdown IPI vector.
+pub const TLB_VECTOR: u8 = 0xf1;
+/// IPI round-trip test vector.
+pub const PING_VECTOR: u8 = 0xf2;
+/// APIC error vector.
+pub const ERROR_VECTOR: u8 = 0xfe;
+/// Spurious-interrupt vector.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// Timer interrupts per second.
+pub const TICK_HZ: u64 = 1000;
+
+/// APIC timer counts (divide 16) per tick, from the boot CPU's calibration.
+static TIMER_COUNT: AtomicU32 = AtomicU32::new(0);
+/// TSC ticks per millisecond.
+static TSC_PER_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Maximum CPUs the per-CPU APIC table holds.
+pub const MAX_CPUS: usize = 64;
+
+struct ApicSlot(UnsafeCell<Option<LocalApic>>);
+// SAFETY: slot i is only touched by CPU i (LocalApic registers are per CPU).
+unsafe impl Sync for ApicSlot {}
+
+static APICS: [ApicSlot; MAX_CPUS] = [const { ApicSlot(UnsafeCell::new(None)) }; MAX_CPUS];
+
+/// Whether the local APICs run in x2APIC mode.
+pub fn x2apic_mode() -> bool {
+    cpu::cpuid(1, 0).ecx & (1 << 21) != 0
+}
+
+fn with_local<R>(f: impl FnOnce(&mut LocalApic) -> R) -> Option<R> {
+    let id = super::percpu::cpu_id() as usize;
+    // SAFETY: slot `id` belongs to this CPU, and callers run with interrupts
+    // off or in interrupt context, so no re-entrant access aliases it.
+    let slot = unsafe { &mut *APICS[id].0.get() };
+    slot.as_mut().map(f)
+}
+
+/// Enables this CPU's local APIC and starts its periodic timer. The boot CPU
+/// (`calibrate = true`) measures the timer and TSC rates first.
+pub fn init_cpu(calibrate: bool) -> Result<(), &'static str> {
+    // IA32_APIC_BASE: physical base of the xAPIC registers.
+    // SAFETY: MSR 0x1b exists on every CPU with an APIC (all x86_64 CPUs).
+    let base_phys = unsafe { cpu::rdmsr(0x1b) } & 0xffff_f000;
+    let mut apic = LocalApicBuilder::new()
+        .timer_vector(TIMER_VECTOR as usize)
+        .error_vector(ERROR_VECTOR as usize)
+        .spurious_vector(SPURIOUS_VECTOR as usize)
+        .set_xapic_base(crate::mem::phys_to_virt(base_phys))
+        .timer_mode(TimerMode::OneShot)
+        .timer_divide(TimerDivide::Div16)
+        .timer_initial(0)
+        .build()?;
+    // SAFETY: enabling the APIC of this CPU with vectors the IDT handles.
+    unsafe { apic.enable() };
+    if calibrate {
+        let (tsc_per_ms, count_per_ms) = calibrate_with_pit(&mut apic);
+        TSC_PER_MS.store(tsc_per_ms, Ordering::SeqCst);
+        TIMER_COUNT.store(((count_per_ms * 1000) / TICK_HZ).max(1) as u32, Ordering::SeqCst);
+    }
+    // SAFETY: periodic timer with the calibrated count, on this CPU's APIC.
+    unsafe {
+        apic.set_timer_mode(TimerMode::Periodic);
+        apic.set_timer_divide(TimerDivide::Div16);
+        apic.set_timer_initial(TIMER_COUNT.load(Ordering::SeqCst));
+        apic.enable_timer();
+    }
+    let id = super::percpu::cpu_id() as usize;
+    // SAFETY: this CPU's own slot, written before its timer can fire (IF off).
+    unsafe { *APICS[id].0.get() = Some(apic) };
+    Ok(())
+}
+
+/// Counts TSC ticks and APIC timer counts over 10 ms of PIT time.
+fn calibrate_with_pit(apic: &mut LocalApic) -> (u64, u64) {
+    const PIT_HZ: u64 = 1_193_182;
+    const MS: u64 = 10;
+    let count = (PIT_HZ * MS / 1000) as u16;
+    let mut gate = Port::<u8>::new(0x61);
+    let mut cmd = Port::<u8>::new(0x43);
+    let mut ch2 = Port::<u8>::new(0x42);
+    // SAFETY: PIT channel 2 and port 0x61 are standard PC hardware the kernel
+    // owns; the speaker output stays off (bit 1 clear).
+    unsafe {
+        let g = gate.read() & !0x03;
+        gate.write(g); // gate low (counting paused), speaker off
+        cmd.write(0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
+        ch2.write(count as u8);
+        ch2.write((count >> 8) as u8);
+        apic.set_timer_mode(TimerMode::OneShot);
+        apic.set_timer_initial(u32::MAX);
+        let t0 = cpu::rdtsc();
+        gate.write(g | 0x01); // gate high: the 10 ms count-down starts
+        while gate.read() & 0x20 == 0 {
+            core::hint::spin_loop();
+        }
+        let t1 = cpu::rdtsc();
+        let left = apic.timer_current();
+        apic.set_timer_initial(0);
+        ((t1 - t0) / MS, (u32::MAX - left) as u64 / MS)
+    }
+}
+
+/// TSC ticks per millisecond (0 before calibration).
+pub fn tsc_per_ms() -> u64 {
+    TSC_PER_MS.load(Ordering::Relaxed)
+}
+
+/// Signals end of interrupt to this CPU's APIC.
+pub fn eoi() {
+    // SAFETY: EOI on this CPU's own APIC, from interrupt context.
+    with_local(|a| unsafe { a.end_of_interrupt() });
+}
+
+/// Sends `vector` to the CPU with APIC id `apic_id`.
+pub fn send_ipi(vector: u8, apic_id: u32) {
+    // SAFETY: a fixed IPI with a vector the IDT handles.
+    with_local(|a| unsafe { a.send_ipi(vector, apic_id) });
+}
+
+/// This CPU's APIC id as the APIC reports it.
+pub fn local_id() -> Option<u32> {
+    // SAFETY: reading the ID register of this CPU's APIC.
+    with_local(|a| unsafe { a.id() })
+}

@@ -1,0 +1,123 @@
+//! The `syscall`/`sysret` path: MSR setup and the entry stub.
+//!
+//! # Entry contract (what `syscall` leaves us)
+//! RCX = user RIP, R11 = user RFLAGS, RSP = user stack (untrusted), CS/SS =
+//! kernel selectors from STAR, RFLAGS masked by SFMASK (IF, DF, TF, AC, NT
+//! cleared), GS = the user's. RAX = syscall number, arguments in RDI, RSI, RDX,
+//! R10, R8, R9 ([`abi`]).
+//!
+//! The stub switches to the thread's kernel stack through `gs:`, builds a full
+//! [`TrapFrame`] (the same shape interrupts build, at the same place: the top of
+//! the kernel stack), and calls [`crate::syscalls::syscall_dispatch`], which puts
+//! the result in the frame's RAX and says how to return:
+//! - `sysretq` when the return RIP is canonical and RFLAGS has neither TF nor RF
+//!   (SYSRET to a non-canonical RCX faults in ring 0 on the user stack on
+//!   Intel CPUs: CVE-2012-0217);
+//! - otherwise the full `iretq` path shared with interrupts.
+//!
+//! # Exit contract
+//! Every register except RAX (result), RCX and R11 holds the value it had at
+//! entry (or the value the kernel deliberately set in the frame).
+
+use super::cpu::{self, msr};
+use super::gdt::{KERNEL_CS, USER_DS};
+use super::percpu::{OFF_KERNEL_RSP, OFF_SYSCALLS, OFF_USER_RSP};
+use super::trap::{TrapFrame, SYSCALL_VECTOR};
+use core::arch::global_asm;
+
+/// RFLAGS bits cleared on entry: IF (no interrupts until the kernel stack is
+/// live), DF (the kernel's string ops go forward), TF (no single-step of the
+/// kernel), AC (SMAP stays armed), NT (no nested-task `iret` surprise).
+const SFMASK: u64 = (1 << 9) | (1 << 10) | (1 << 8) | (1 << 18) | (1 << 14);
+
+/// Programs EFER.SCE, STAR, LSTAR and SFMASK on this CPU.
+pub fn init_cpu() {
+    // STAR[47:32]: kernel CS (SS = +8). STAR[63:48]: base for sysret: CS =
+    // base + 16 (user code 0x20|3), SS = base + 8 (user data 0x18|3).
+    let star = ((KERNEL_CS as u64) << 32) | (((USER_DS as u64 & !3) - 8) << 48);
+    // SAFETY: these MSRs exist on every x86_64 CPU; the entry point is the stub
+    // below and the selectors match this CPU's GDT (see gdt.rs).
+    unsafe {
+        let efer = cpu::rdmsr(msr::EFER);
+        cpu::wrmsr(msr::EFER, efer | 1); // EFER.SCE: enable syscall/sysret
+        cpu::wrmsr(msr::STAR, star);
+        cpu::wrmsr(msr::LSTAR, syscall_entry as *const () as u64);
+        cpu::wrmsr(msr::SFMASK, SFMASK);
+    }
+}
+
+extern "C" {
+    fn syscall_entry();
+}
+
+global_asm!(
+    r#"
+    .section .text.syscall, "ax"
+    .global syscall_entry
+    .balign 64
+syscall_entry:
+    swapgs                                  // GS base := this CPU's PerCpu
+    mov gs:[{ursp}], rsp                    // park the user RSP
+    mov rsp, gs:[{krsp}]                    // RSP := top of this thread's kernel stack
+    push {user_ss}                          // frame.ss
+    push qword ptr gs:[{ursp}]              // frame.rsp (user)
+    push r11                                // frame.rflags (SYSCALL put them in R11)
+    push {user_cs}                          // frame.cs
+    push rcx                                // frame.rip (SYSCALL put it in RCX)
+    push 0                                  // frame.error_code
+    push {vector}                           // frame.vector: marks a syscall frame
+    push r15                                // general registers, r15 .. rax
+    push r14
+    push r13
+    push r12
+    push r11
+    push r10
+    push r9
+    push r8
+    push rbp
+    push rdi
+    push rsi
+    push rdx
+    push rcx
+    push rbx
+    push rax
+    inc qword ptr gs:[{count}]              // per-CPU syscall counter
+    mov rdi, rsp                            // rdi: &mut TrapFrame
+    call {dispatch}                         // rax := 1 if sysret is safe, 0 if not
+    test eax, eax
+    jz isr_return                           // full iretq path (swapgs there)
+    pop rax                                 // result
+    pop rbx
+    pop rcx                                 // (overwritten below)
+    pop rdx
+    pop rsi
+    pop rdi
+    pop rbp
+    pop r8
+    pop r9
+    pop r10
+    pop r11                                 // (overwritten below)
+    pop r12
+    pop r13
+    pop r14
+    pop r15
+    mov rcx, [rsp + 16]                     // rcx := frame.rip (checked canonical)
+    mov r11, [rsp + 32]                     // r11 := frame.rflags (sanitised)
+    mov rsp, [rsp + 40]                     // rsp := user stack (IF is off: no IRQ here)
+    swapgs                                  // GS base := the user's
+    sysretq
+    "#,
+    ursp = const OFF_USER_RSP,
+    krsp = const OFF_KERNEL_RSP,
+    count = const OFF_SYSCALLS,
+    user_ss = const USER_DS as u64,
+    user_cs = const super::gdt::USER_CS as u64,
+    vector = const SYSCALL_VECTOR,
+    dispatch = sym crate::syscalls::syscall_dispatch,
+);
+
+// The offsets used after popping the 15 general registers: [rsp] = vector,
+// +8 error, +16 rip, +24 cs, +32 rflags, +40 rsp.
+const _: () = assert!(core::mem::offset_of!(TrapFrame, rip) - core::mem::offset_of!(TrapFrame, vector) == 16);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, rflags) - core::mem::offset_of!(TrapFrame, vector) == 32);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, rsp) - core::mem::offset_of!(TrapFrame, vector) == 40);

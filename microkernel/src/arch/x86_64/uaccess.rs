@@ -1,0 +1,94 @@
+//! Copies between kernel and user memory.
+//!
+//! User pointers are allegations: every copy first checks that the range lies in
+//! the user half without wrapping, then copies with `rep movsb` under `stac`
+//! (SMAP would otherwise fault the access); a fault during the copy resumes at a
+//! fixup through the exception table, so a bad pointer becomes
+//! [`Error::BadAddress`], never a kernel panic.
+
+use abi::layout::{USER_END, USER_MIN};
+use abi::Error;
+use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+static SMAP: AtomicBool = AtomicBool::new(false);
+
+/// Records whether SMAP is on (the boot CPU decides for all).
+pub fn set_smap(on: bool) {
+    SMAP.store(on, Ordering::SeqCst);
+}
+
+extern "C" {
+    fn uaccess_copy_asm(dst: u64, src: u64, len: u64) -> u64;
+}
+
+global_asm!(
+    r#"
+    .section .text.uaccess, "ax"
+    // uaccess_copy_asm(rdi = dst, rsi = src, rdx = len) -> rax = 0 ok / 1 fault
+    .global uaccess_copy_asm
+uaccess_copy_asm:
+    mov rcx, rdx                            // rcx: byte count for rep movsb
+30: rep movsb                               // may fault on the user side: .extable
+    xor eax, eax                            // rax: 0 = copied
+    ret
+31: mov eax, 1                              // fixup: rax = 1 = faulted
+    ret
+    .pushsection .extable, "a"
+    .balign 8
+    .quad 30b, 31b
+    .popsection
+    "#
+);
+
+/// Whether `[addr, addr + len)` is an acceptable user range (not necessarily
+/// mapped): inside `USER_MIN..USER_END`, no wrap. An empty range is fine anywhere
+/// in the user half.
+pub fn user_range_ok(addr: u64, len: u64) -> bool {
+    match addr.checked_add(len) {
+        Some(end) => len == 0 && addr < USER_END || addr >= USER_MIN && end <= USER_END,
+        None => false,
+    }
+}
+
+fn copy(dst: u64, src: u64, len: u64) -> Result<(), Error> {
+    if len == 0 {
+        return Ok(());
+    }
+    let smap = SMAP.load(Ordering::Relaxed);
+    // SAFETY: the caller checked the user side lies in the user half and the
+    // kernel side is a valid buffer of `len` bytes; faults on the user side are
+    // caught by the exception table. stac/clac only toggle RFLAGS.AC, and the
+    // asm blocks are compiler barriers, so no user access escapes the bracket.
+    let faulted = unsafe {
+        if smap {
+            asm!("stac", options(nostack));
+        }
+        let r = uaccess_copy_asm(dst, src, len);
+        if smap {
+            asm!("clac", options(nostack));
+        }
+        r
+    };
+    if faulted == 0 {
+        Ok(())
+    } else {
+        Err(Error::BadAddress)
+    }
+}
+
+/// Copies `dst.len()` bytes from user address `src`.
+pub fn copy_from_user(dst: &mut [u8], src: u64) -> Result<(), Error> {
+    if !user_range_ok(src, dst.len() as u64) {
+        return Err(Error::BadAddress);
+    }
+    copy(dst.as_mut_ptr() as u64, src, dst.len() as u64)
+}
+
+/// Copies `src` to user address `dst`.
+pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), Error> {
+    if !user_range_ok(dst, src.len() as u64) {
+        return Err(Error::BadAddress);
+    }
+    copy(dst, src.as_ptr() as u64, src.len() as u64)
+}
