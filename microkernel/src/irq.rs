@@ -1,12 +1,31 @@
 //! Hardware interrupts (vectors 32-255).
 
+use crate::arch::apic;
 use crate::arch::trap::TrapFrame;
 
 /// Handles an interrupt vector.
 pub fn dispatch(frame: &mut TrapFrame) {
-    log::warn!(
-        "unexpected interrupt vector {} at RIP 0x{:x}",
-        frame.vector,
-        frame.rip
-    );
+    let v = frame.vector as u8;
+    match v {
+        apic::TIMER_VECTOR => {
+            apic::eoi();
+            crate::sched::tick();
+        }
+        apic::RESCHED_VECTOR => {
+            apic::eoi();
+            crate::sched::schedule();
+        }
+        apic::SPURIOUS_VECTOR => {} // no EOI for spurious interrupts
+        v if v >= crate::arch::pic::SPURIOUS_BASE && v < crate::arch::pic::SPURIOUS_BASE + 16 => {
+            // A spurious IRQ from a masked 8259: never acknowledged to the APIC.
+        }
+        apic::ERROR_VECTOR => {
+            log::warn!("local APIC error interrupt");
+            apic::eoi();
+        }
+        _ => {
+            log::warn!("unexpected interrupt vector {v} at RIP 0x{:x}", frame.rip);
+            apic::eoi();
+        }
+    }
 }

@@ -25,11 +25,16 @@ mod ktest;
 mod logger;
 mod mem;
 mod panic;
+mod process;
 mod sched;
 mod smp;
 mod sync;
+mod syscalls;
+mod task;
+mod time;
+mod vm;
 
-use arch::{cpu, gdt, idt, percpu, qemu};
+use arch::{apic, cpu, fpu, gdt, idt, percpu, qemu, syscall};
 
 /// IST stacks of the boot CPU (the APs get theirs from the heap).
 static mut BSP_IST: [[u8; 16 * 1024]; gdt::IST_COUNT] = [[0; 16 * 1024]; gdt::IST_COUNT];
@@ -51,7 +56,11 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
     }
     idt::init();
     idt::load();
+    arch::pic::disable();
     let features = cpu::Features::detect();
+    fpu::init_cpu(&features, true);
+    cpu::enable_protections(&features);
+    syscall::init_cpu();
 
     // SAFETY: the boot stub maps physical 0..1 GiB at KERNEL_VMA and passed the
     // loader's pointer unchanged.
@@ -104,12 +113,33 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         );
     }
 
+    if let Err(e) = apic::init_cpu(true) {
+        println!("mica: cannot boot: local APIC: {e}");
+        qemu::exit(false);
+    }
+    time::init();
+    log::info!(
+        "{} APIC, TSC {} kHz, timer {} Hz; SMEP {} SMAP {} UMIP {} NX {} XSAVE {}",
+        if apic::x2apic_mode() { "x2APIC" } else { "xAPIC" },
+        apic::tsc_per_ms(),
+        apic::TICK_HZ,
+        features.smep,
+        features.smap,
+        features.umip,
+        features.nx,
+        features.xsave
+    );
+    if let Err(e) = sched::init_cpu() {
+        println!("mica: cannot boot: scheduler: {e}");
+        qemu::exit(false);
+    }
+
     if let Some(which) = boot.arg("ktest") {
         ktest::run(which, &boot);
     }
-    log::info!("nothing left to do; idling");
-    loop {
-        cpu::enable_interrupts();
-        x86_64::instructions::hlt();
+    if let Err(e) = process::start_init(&boot) {
+        println!("mica: cannot start init: {e}");
+        qemu::exit(false);
     }
+    sched::idle_loop()
 }

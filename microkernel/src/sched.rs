@@ -1,16 +1,391 @@
-//! Scheduling and the fate of faulting user threads.
+//! The scheduler: per-CPU priority run queues, preemption from the local APIC
+//! timer, blocking and waking, thread exit and reaping.
+//!
+//! # Invariants
+//! - Everything here runs with interrupts off.
+//! - `PerCpu::current_thread` holds one strong reference (`Arc::into_raw`) to the
+//!   running thread.
+//! - A thread is in at most one run queue: only a *running* thread that is
+//!   preempted or yields re-queues itself, and a blocked thread is queued only by
+//!   the one waker whose Blocked -> Ready transition succeeds. A CPU runs a thread only
+//!   after the CPU that last ran it has finished switching away (`on_cpu`), so a
+//!   thread is never on two stacks at once.
+//! - A dead thread's stack is freed by the next thread on the same CPU
+//!   ([`finish_switch`]), never while it is still in use.
+//!
+//! # Lock order
+//! A thread's wait list (joiners, process waiters, sleepers) before a run queue;
+//! never two run queues at once (stealing uses `try_lock`).
 
+use crate::arch::apic::MAX_CPUS;
+use crate::arch::context::switch_context;
+use crate::arch::cpu::{self, msr};
+use crate::arch::percpu;
 use crate::arch::trap::TrapFrame;
+use crate::sync::IrqMutex;
+use crate::task::{self, State, Thread};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use kcore::runqueue::RunQueue;
 
-/// A ring-3 thread faulted. No user threads exist before the ring-3 work lands,
-/// so this can only be reached by a kernel bug that fakes a user frame.
+/// Timer ticks in one time slice.
+const SLICE_TICKS: u32 = 10;
+
+struct CpuSched {
+    rq: IrqMutex<RunQueue<Arc<Thread>>>,
+    /// Threads queued here (readable without the lock, for balancing).
+    queued: AtomicUsize,
+    /// The CPU sits in its idle loop.
+    idle: AtomicBool,
+    /// This CPU's idle thread.
+    idle_thread: UnsafeCell<Option<Arc<Thread>>>,
+    /// The thread switched away from, released by `finish_switch`.
+    prev: UnsafeCell<Option<Arc<Thread>>>,
+    /// Ticks left in the current slice.
+    slice: AtomicU32,
+    online: AtomicBool,
+}
+
+// SAFETY: the UnsafeCell fields are touched only by their own CPU with
+// interrupts off; the rest is Sync.
+unsafe impl Sync for CpuSched {}
+
+static CPUS: [CpuSched; MAX_CPUS] = [const {
+    CpuSched {
+        rq: IrqMutex::new(RunQueue::new()),
+        queued: AtomicUsize::new(0),
+        idle: AtomicBool::new(false),
+        idle_thread: UnsafeCell::new(None),
+        prev: UnsafeCell::new(None),
+        slice: AtomicU32::new(SLICE_TICKS),
+        online: AtomicBool::new(false),
+    }
+}; MAX_CPUS];
+
+/// CPUs that have joined the scheduler.
+static ONLINE: AtomicUsize = AtomicUsize::new(0);
+
+fn me() -> usize {
+    percpu::cpu_id() as usize
+}
+
+/// Makes the code running now this CPU's idle thread and joins the scheduler.
+pub fn init_cpu() -> Result<(), abi::Error> {
+    let idle = Thread::new_idle()?;
+    let c = &CPUS[me()];
+    // SAFETY: this CPU's own cells, before it schedules anything.
+    unsafe {
+        *c.idle_thread.get() = Some(idle.clone());
+    }
+    percpu::set_current(Arc::into_raw(idle) as u64);
+    c.online.store(true, Ordering::SeqCst);
+    ONLINE.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// How many CPUs schedule threads.
+pub fn online_cpus() -> usize {
+    ONLINE.load(Ordering::SeqCst)
+}
+
+/// The running thread.
+pub fn current() -> &'static Thread {
+    let p = percpu::this().current_thread as *const Thread;
+    // SAFETY: current_thread always holds a live strong reference (module
+    // invariant), which outlives any use on this CPU until the next switch.
+    unsafe { &*p }
+}
+
+/// A new strong reference to the running thread.
+pub fn current_arc() -> Arc<Thread> {
+    let p = percpu::this().current_thread as *const Thread;
+    // SAFETY: as in `current`; incrementing first keeps PerCpu's reference.
+    unsafe {
+        Arc::increment_strong_count(p);
+        Arc::from_raw(p)
+    }
+}
+
+/// Chooses the CPU a ready thread should run on: its pinned CPU, else an idle
+/// CPU, else the one it last ran on.
+fn pick_cpu(t: &Thread) -> usize {
+    let aff = t.affinity.load(Ordering::Relaxed);
+    if (aff as usize) < MAX_CPUS && CPUS[aff as usize].online.load(Ordering::Relaxed) {
+        return aff as usize;
+    }
+    let last = t.last_cpu.load(Ordering::Relaxed) as usize;
+    if CPUS[last].idle.load(Ordering::Relaxed) && CPUS[last].queued.load(Ordering::Relaxed) == 0 {
+        return last;
+    }
+    for (i, c) in CPUS.iter().enumerate() {
+        if c.online.load(Ordering::Relaxed) && c.idle.load(Ordering::Relaxed) && c.queued.load(Ordering::Relaxed) == 0 {
+            return i;
+        }
+    }
+    last
+}
+
+/// Puts a ready thread on a run queue and, if that is another CPU, kicks it.
+/// The caller guarantees it is in no queue (see the module invariants).
+pub fn enqueue(t: Arc<Thread>) {
+    let cpu = pick_cpu(&t);
+    let prio = t.priority.load(Ordering::Relaxed) as usize;
+    CPUS[cpu].rq.lock().push(t, prio);
+    CPUS[cpu].queued.fetch_add(1, Ordering::SeqCst);
+    if cpu != me() {
+        crate::smp::kick(cpu);
+    }
+}
+
+fn pop_local(c: &CpuSched) -> Option<Arc<Thread>> {
+    let t = c.rq.lock().pop()?;
+    c.queued.fetch_sub(1, Ordering::SeqCst);
+    Some(t)
+}
+
+/// Takes a thread from a busier CPU that may run here.
+fn steal(me: usize) -> Option<Arc<Thread>> {
+    for (i, c) in CPUS.iter().enumerate() {
+        if i == me || c.queued.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        let Some(mut rq) = c.rq.try_lock() else { continue };
+        let got = rq.steal(|t| {
+            let a = t.affinity.load(Ordering::Relaxed);
+            a == u32::MAX || a as usize == me
+        });
+        drop(rq);
+        if let Some(t) = got {
+            c.queued.fetch_sub(1, Ordering::SeqCst);
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// Gives the CPU to the best ready thread (possibly the current one again),
+/// re-queueing the current one. Must be called with interrupts off.
+pub fn schedule() {
+    schedule_inner(true);
+}
+
+/// `requeue`: the current thread is running and stays ready (preemption,
+/// yield). Without it the thread blocked or died, and only a waker may queue it.
+fn schedule_inner(requeue: bool) {
+    debug_assert!(!cpu::interrupts_enabled());
+    let cpu = me();
+    let c = &CPUS[cpu];
+    let cur = current_arc();
+    if requeue && !cur.is_idle() && cur.state() == State::Ready {
+        enqueue(cur.clone());
+    }
+    let next = pop_local(c).or_else(|| steal(cpu));
+    let next = match next {
+        Some(n) => n,
+        None if requeue && cur.state() == State::Ready => return,
+        // SAFETY: this CPU's own cell, set in init_cpu.
+        None => unsafe { (*c.idle_thread.get()).clone().expect("idle thread exists") },
+    };
+    c.slice.store(SLICE_TICKS, Ordering::Relaxed);
+    if Arc::ptr_eq(&next, &cur) {
+        return;
+    }
+    switch_to(cur, next);
+}
+
+fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
+    let cpu = me();
+    // A thread another CPU is still switching away from must not run yet.
+    while next.on_cpu.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    next.on_cpu.store(true, Ordering::Release);
+    next.last_cpu.store(cpu as u32, Ordering::Relaxed);
+    CPUS[cpu].idle.store(next.is_idle(), Ordering::Relaxed);
+
+    // SAFETY: interrupts are off; prev is this CPU's running thread and next is
+    // owned by no other CPU (on_cpu handshake above), so their contexts are ours.
+    let (pctx, nctx) = unsafe { (prev.ctx(), next.ctx()) };
+    if !prev.is_idle() {
+        prev.fpu.save();
+        // SAFETY: reading this CPU's FS base and the parked user GS base.
+        unsafe {
+            pctx.fs_base = cpu::rdmsr(msr::FS_BASE);
+            pctx.gs_base = cpu::rdmsr(msr::KERNEL_GS_BASE);
+        }
+    }
+    match &next.process {
+        Some(p) => {
+            next.fpu.restore();
+            // SAFETY: the bases were validated as user addresses when set (or
+            // read back from the MSRs); the kernel's own GS base is untouched.
+            unsafe {
+                cpu::wrmsr(msr::FS_BASE, nctx.fs_base);
+                cpu::wrmsr(msr::KERNEL_GS_BASE, nctx.gs_base);
+            }
+            percpu::set_kernel_stack(next.kstack_top());
+            p.space.active_cpus.fetch_or(1 << cpu, Ordering::SeqCst);
+            crate::mem::load_address_space(p.space.root());
+        }
+        None => crate::mem::load_address_space(crate::mem::kernel_root()),
+    }
+
+    let prev_rsp = &mut pctx.saved_rsp as *mut u64;
+    let next_rsp = nctx.saved_rsp;
+    percpu::set_current(Arc::into_raw(next) as u64);
+    // PerCpu's reference to prev moves into `prev`, released after the switch.
+    // SAFETY: current_thread held a strong reference to prev (invariant).
+    let prev_ref = unsafe { Arc::from_raw(Arc::as_ptr(&prev)) };
+    drop(prev);
+    // SAFETY: this CPU's own cell.
+    unsafe { *CPUS[cpu].prev.get() = Some(prev_ref) };
+    // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
+    // next's was parked by switch_context or prepared by prepare_stack.
+    unsafe { switch_context(prev_rsp, next_rsp) };
+    finish_switch();
+}
+
+/// Runs on the next thread's stack right after a switch: lets other CPUs run
+/// the previous thread, and frees it if it died.
+#[no_mangle]
+pub extern "C" fn finish_switch() {
+    // SAFETY: this CPU's own cell, interrupts off.
+    let prev = unsafe { (*CPUS[me()].prev.get()).take() };
+    if let Some(p) = prev {
+        p.on_cpu.store(false, Ordering::Release);
+        drop(p); // a dead thread's stack goes away here, if nobody else holds it
+    }
+}
+
+/// Timer interrupt: wakes sleepers and preempts at the end of a slice.
+pub fn tick() {
+    crate::time::wake_sleepers();
+    let c = &CPUS[me()];
+    if current().is_idle() {
+        if c.queued.load(Ordering::Relaxed) > 0 || any_stealable(me()) {
+            schedule();
+        }
+        return;
+    }
+    if c.slice.fetch_sub(1, Ordering::Relaxed) <= 1 {
+        c.slice.store(SLICE_TICKS, Ordering::Relaxed);
+        if c.queued.load(Ordering::Relaxed) > 0 {
+            schedule();
+        }
+    }
+}
+
+fn any_stealable(me: usize) -> bool {
+    CPUS.iter()
+        .enumerate()
+        .any(|(i, c)| i != me && c.queued.load(Ordering::Relaxed) > 1)
+}
+
+/// The idle loop of a CPU: runs whatever is ready, else halts until an
+/// interrupt. Never returns.
+pub fn idle_loop() -> ! {
+    loop {
+        cpu::disable_interrupts();
+        if CPUS[me()].queued.load(Ordering::Relaxed) > 0 || any_stealable(me()) {
+            schedule();
+        }
+        CPUS[me()].idle.store(true, Ordering::Relaxed);
+        // `sti; hlt` is atomic with respect to interrupts: no wake-up is lost.
+        // SAFETY: enabling interrupts and halting is the idle thread's job.
+        unsafe { core::arch::asm!("sti", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Gives up the CPU voluntarily.
+pub fn yield_now() {
+    schedule();
+}
+
+/// Blocks the current thread, whose state the caller already set to
+/// Blocked while holding the lock of the list that will wake it.
+pub fn block() {
+    schedule_inner(false);
+}
+
+/// Makes a blocked thread ready. Returns false if it was not blocked.
+pub fn wake(t: &Arc<Thread>) -> bool {
+    if t.try_unblock() {
+        enqueue(t.clone());
+        true
+    } else {
+        false
+    }
+}
+
+/// Ends the current thread with `status`. Never returns.
+pub fn exit_current(status: u64) -> ! {
+    let cur = current_arc();
+    cur.status.store(status, Ordering::SeqCst);
+    cur.set_state(State::Dead);
+    let joiners: Vec<Arc<Thread>> = core::mem::take(&mut *cur.joiners.lock());
+    for j in joiners {
+        wake(&j);
+    }
+    if let Some(p) = &cur.process {
+        if p.live_threads.fetch_sub(1, Ordering::SeqCst) == 1 {
+            crate::process::ended(p, status);
+        }
+    }
+    drop(cur);
+    schedule_inner(false);
+    unreachable!("a dead thread was scheduled again");
+}
+
+/// Called on every return to ring 3: a thread whose process is ending dies here.
+pub fn check_killed() {
+    if current().killed.load(Ordering::Relaxed) {
+        exit_current(abi::status::exited(-1));
+    }
+}
+
+/// A ring-3 thread faulted: report it and end the thread (its process ends
+/// when its last thread does). The kernel keeps running.
 pub fn user_fault(frame: &mut TrapFrame) {
     let (short, long) = crate::arch::trap::exception_name(frame.vector);
-    crate::panic::die(
-        format_args!(
-            "{short} {long} from ring 3 with no user threads (RIP=0x{:x})",
-            frame.rip
-        ),
-        Some(frame),
-    )
+    let t = current();
+    let pid = t.process.as_ref().map_or(0, |p| p.pid);
+    let cr2 = if frame.vector == 14 {
+        crate::fmt::Cr2(Some(cpu::cr2()))
+    } else {
+        crate::fmt::Cr2(None)
+    };
+    log::warn!(
+        "user fault: pid {pid} tid {} {short} {long}: error=0x{:x} RIP=0x{:x} RSP=0x{:x}{cr2}; thread stopped",
+        t.tid,
+        frame.error_code,
+        frame.rip,
+        frame.rsp
+    );
+    exit_current(abi::status::faulted(frame.vector as u8));
+}
+
+/// Pins the current thread to `cpu` and moves it there.
+pub fn set_affinity(cpu_id: u64) -> Result<u64, abi::Error> {
+    let t = current();
+    if cpu_id == u64::MAX {
+        t.affinity.store(u32::MAX, Ordering::SeqCst);
+        return Ok(0);
+    }
+    if cpu_id as usize >= MAX_CPUS || !CPUS[cpu_id as usize].online.load(Ordering::SeqCst) {
+        return Err(abi::Error::NotFound);
+    }
+    t.affinity.store(cpu_id as u32, Ordering::SeqCst);
+    if me() != cpu_id as usize {
+        schedule(); // re-queued on the pinned CPU by `enqueue`
+    }
+    Ok(0)
+}
+
+/// Drops thread bookkeeping of a finished process.
+pub fn forget_threads(tids: &[u64]) {
+    for &tid in tids {
+        task::forget_thread(tid);
+    }
 }

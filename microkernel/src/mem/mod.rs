@@ -331,3 +331,18 @@ pub fn with_kernel_pt<R>(f: impl FnOnce(&PageTable, &mut DirectMem) -> R) -> R {
 pub fn flush_local(va: u64) {
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
 }
+
+/// The kernel page tables' root (what idle CPUs run on).
+pub fn kernel_root() -> u64 {
+    with_kernel_pt(|pt, _| pt.root())
+}
+
+/// Loads `root` into CR3 unless it is already loaded.
+pub fn load_address_space(root: u64) {
+    let (cur, _) = x86_64::registers::control::Cr3::read_raw();
+    if cur.start_address().as_u64() != root {
+        // SAFETY: every root the scheduler passes shares the kernel half, so the
+        // kernel keeps running; the user half is the next thread's.
+        unsafe { core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) };
+    }
+}

@@ -170,3 +170,27 @@ pub mod msr {
     /// Value RDTSCP returns in ECX (the CPU id).
     pub const TSC_AUX: u32 = 0xc000_0103;
 }
+
+/// Turns on the protections this CPU has: SMEP (no kernel execution of user
+/// pages), SMAP (no kernel access to user pages outside `stac`/`clac`), UMIP (no
+/// SGDT/SIDT/SLDT/SMSW/STR in ring 3). NX and CR0.WP are on since boot.
+pub fn enable_protections(f: &Features) {
+    use x86_64::registers::control::{Cr4, Cr4Flags};
+    // SAFETY: the kernel never executes user pages, touches user memory only
+    // through uaccess (which brackets with stac/clac when SMAP is on), and never
+    // runs the UMIP-restricted instructions in ring 3.
+    unsafe {
+        Cr4::update(|c| {
+            if f.smep {
+                c.insert(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION);
+            }
+            if f.smap {
+                c.insert(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION);
+            }
+            if f.umip {
+                c.insert(Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION);
+            }
+        });
+    }
+    super::uaccess::set_smap(f.smap);
+}

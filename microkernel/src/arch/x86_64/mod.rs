@@ -1,12 +1,18 @@
 //! Everything x86_64-specific. Portable kernel code reaches the hardware only
 //! through this module.
 
+pub mod apic;
 pub mod boot;
+pub mod context;
 pub mod cpu;
+pub mod fpu;
 pub mod gdt;
 pub mod idt;
 pub mod percpu;
+pub mod pic;
 pub mod probe;
 pub mod qemu;
 pub mod serial;
+pub mod syscall;
 pub mod trap;
+pub mod uaccess;

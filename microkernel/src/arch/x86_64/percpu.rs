@@ -155,3 +155,10 @@ pub fn set_kernel_stack(top: u64) {
         (*pc).tss.privilege_stack_table[0] = VirtAddr::new(top);
     }
 }
+
+/// Records the running thread (a raw strong reference, see `sched`).
+pub fn set_current(thread: u64) {
+    let pc = this() as *const PerCpu as *mut PerCpu;
+    // SAFETY: only this CPU writes its own current_thread, with interrupts off.
+    unsafe { (*pc).current_thread = thread };
+}

@@ -123,6 +123,9 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector;
     if vector >= 32 {
         crate::irq::dispatch(frame);
+        if frame.from_user() {
+            crate::sched::check_killed();
+        }
         return;
     }
     if frame.from_user() {

@@ -1,0 +1,278 @@
+//! What every test module shares: threads with their own stacks, raw
+//! syscalls (for numbers and arguments the safe wrappers cannot express), the
+//! TSC calibration used to spin "long enough to be preempted", CPU feature
+//! bits, and small helpers for checking join statuses.
+//!
+//! # Design choices
+//! - Every case that may fault, or that holds registers in states the Rust
+//!   ABI forbids, runs in a spawned thread: a ring-3 fault stops only that
+//!   thread, so the runner always survives to report.
+//! - Thread stacks come from `map_anon` at fixed, never-reused slots (one per
+//!   spawn) and are unmapped after the join, so a wild thread cannot scribble
+//!   over a later test's stack.
+
+use abi::status::{self, Status};
+use abi::{decode_result, prot, Error, Sysnum};
+use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+use libipc::{bench::rdtsc, println, sys};
+
+/// Prints an indented detail line (before the case's verdict line).
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => { libipc::println!("  note: {}", format_args!($($arg)*)) };
+}
+
+/// The outcome of one case.
+pub type TestResult = Result<(), &'static str>;
+
+/// A thread's entry point: gets its argument in RDI and never returns.
+pub type Entry = extern "C" fn(u64) -> !;
+
+/// Where spawned threads' stacks live (far from the program, init's modules
+/// at `0x1000_0000_0000` and the main stack near the top).
+const STACK_REGION: u64 = 0x5000_0000_0000;
+/// Distance between two stack slots (the unmapped gap is a guard).
+const STACK_STRIDE: u64 = 0x10_0000;
+/// Bytes of each thread stack.
+const STACK_BYTES: u64 = 64 * 1024;
+/// The next unused stack slot.
+static NEXT_STACK: AtomicU64 = AtomicU64::new(0);
+
+/// A spawned thread that has not been joined yet.
+pub struct Thread {
+    tid: u64,
+    stack: u64,
+}
+
+/// Spawns `entry(arg)` on a fresh stack.
+pub fn spawn(entry: Entry, arg: u64) -> Result<Thread, &'static str> {
+    // SAFETY: `entry` is a Rust function with the entry signature the kernel
+    // calls; whatever it does to shared state is its caller's contract.
+    unsafe { spawn_at(entry as usize as u64, arg) }.map_err(|e| {
+        println!("  note: thread_spawn failed: {e}");
+        "thread_spawn failed"
+    })
+}
+
+/// Spawns a thread that starts at the raw address `entry` (which need not be a
+/// Rust function, or even valid) on a fresh stack.
+///
+/// # Safety
+/// Whatever code runs at `entry` shares this address space: it must not
+/// corrupt memory the program relies on.
+pub unsafe fn spawn_at(entry: u64, arg: u64) -> Result<Thread, Error> {
+    let stack = STACK_REGION + NEXT_STACK.fetch_add(1, Ordering::Relaxed) * STACK_STRIDE;
+    sys::map_anon(stack, STACK_BYTES, prot::WRITE)?;
+    // The top is 16-byte aligned (the kernel enters "as if called").
+    let top = stack + STACK_BYTES;
+    // SAFETY: thread_spawn writes no memory of ours; the new thread's effects
+    // are the caller's contract.
+    let r = decode_result(unsafe { raw_syscall(Sysnum::ThreadSpawn as u64, entry, top, arg) });
+    match r {
+        Ok(tid) => Ok(Thread { tid, stack }),
+        Err(e) => {
+            // SAFETY: no thread was started on the stack just mapped.
+            let _ = unsafe { sys::unmap(stack, STACK_BYTES) };
+            Err(e)
+        }
+    }
+}
+
+impl Thread {
+    /// The thread id.
+    pub fn tid(&self) -> u64 {
+        self.tid
+    }
+
+    /// Waits for the thread to end and frees its stack.
+    pub fn join(self) -> Result<Status, &'static str> {
+        match sys::thread_join(self.tid) {
+            Ok(word) => {
+                // SAFETY: the thread has ended; nothing else uses its stack.
+                let _ = unsafe { sys::unmap(self.stack, STACK_BYTES) };
+                Ok(status::decode(word))
+            }
+            Err(e) => {
+                // The stack is leaked on purpose: the thread may still run.
+                println!("  note: thread_join({}) failed: {e}", self.tid);
+                Err("thread_join failed")
+            }
+        }
+    }
+}
+
+/// Spawns `entry(arg)` and waits for it.
+pub fn run(entry: Entry, arg: u64) -> Result<Status, &'static str> {
+    spawn(entry, arg)?.join()
+}
+
+/// Checks that a thread ended with `exit(0)`.
+pub fn expect_ok(st: Status) -> TestResult {
+    match st {
+        Status::Exited(0) => Ok(()),
+        other => {
+            println!("  note: thread ended with {other:?}, expected Exited(0)");
+            Err("a thread did not exit with 0")
+        }
+    }
+}
+
+/// Checks that a thread was stopped by one of `vectors`.
+pub fn expect_fault(st: Status, vectors: &[u8]) -> TestResult {
+    match st {
+        Status::Faulted(v) if vectors.contains(&v) => Ok(()),
+        Status::Faulted(v) => {
+            println!("  note: thread faulted with vector {v}, expected one of {vectors:?}");
+            Err("the thread faulted with the wrong vector")
+        }
+        Status::Exited(c) => {
+            println!("  note: thread exited with {c}, expected a fault {vectors:?}");
+            Err("the thread was not stopped by a fault")
+        }
+    }
+}
+
+/// Runs `entry(0)` in a thread and checks it was stopped by one of `vectors`.
+pub fn run_expect_fault(entry: Entry, vectors: &[u8]) -> TestResult {
+    expect_fault(run(entry, 0)?, vectors)
+}
+
+/// Checks a syscall result is one of the `allowed` errors.
+pub fn expect_err(r: Result<u64, Error>, allowed: &[Error], what: &'static str) -> TestResult {
+    match r {
+        Err(e) if allowed.contains(&e) => Ok(()),
+        other => {
+            println!("  note: {what}: got {other:?}, expected one of {allowed:?}");
+            Err(what)
+        }
+    }
+}
+
+/// Passes a reference to a spawned thread as its argument.
+pub fn arg_of<T>(r: &mut T) -> u64 {
+    r as *mut T as u64
+}
+
+/// Recovers what [`arg_of`] passed.
+///
+/// # Safety
+/// `arg` must come from [`arg_of`] on a `T` that outlives the thread (the
+/// spawner joins before dropping it) and that nobody else touches meanwhile.
+pub unsafe fn from_arg<'a, T>(arg: u64) -> &'a mut T {
+    // SAFETY: the caller's contract above.
+    unsafe { &mut *(arg as *mut T) }
+}
+
+/// Pins the caller to CPU 0 (where every "same CPU" test runs its threads).
+pub fn pin0() -> bool {
+    sys::set_affinity(0).is_ok()
+}
+
+/// Issues syscall number `n` (any value, valid or not) with three arguments.
+///
+/// # Safety
+/// The syscall must not write memory the program relies on, and a spawned
+/// thread's code is the caller's contract.
+pub unsafe fn raw_syscall(n: u64, a0: u64, a1: u64, a2: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: `syscall` clobbers only RAX (result), RCX (return RIP) and R11
+    // (RFLAGS); memory effects are the caller's contract.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") n => ret, // rax: number in, result out
+            in("rdi") a0,              // argument 0
+            in("rsi") a1,              // argument 1
+            in("rdx") a2,              // argument 2
+            lateout("rcx") _,          // return RIP
+            lateout("r11") _,          // saved RFLAGS
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// TSC ticks per millisecond, measured by [`calibrate`].
+static TSC_PER_MS: AtomicU64 = AtomicU64::new(1_000_000);
+
+/// Measures TSC ticks per millisecond over a 20 ms sleep.
+pub fn calibrate() {
+    let (t0, c0) = (sys::clock_ns(), rdtsc());
+    sys::sleep_ns(20_000_000);
+    let (t1, c1) = (sys::clock_ns(), rdtsc());
+    let ns = t1.saturating_sub(t0);
+    let ticks = c1.saturating_sub(c0);
+    if ns < 1_000_000 || ticks == 0 {
+        println!("  note: TSC calibration failed (ns={ns}, ticks={ticks}); assuming 1 GHz");
+        return;
+    }
+    let per_ms = (ticks as u128 * 1_000_000 / ns as u128) as u64;
+    TSC_PER_MS.store(per_ms.max(1000), Ordering::Relaxed);
+}
+
+/// TSC ticks per millisecond.
+pub fn tsc_per_ms() -> u64 {
+    TSC_PER_MS.load(Ordering::Relaxed)
+}
+
+/// The TSC value `ms` milliseconds from now.
+pub fn deadline_ms(ms: u64) -> u64 {
+    rdtsc() + ms * tsc_per_ms()
+}
+
+/// A gap between two TSC reads this long means the thread was descheduled:
+/// half a millisecond is far longer than any loop body here.
+pub fn preempt_gap() -> u64 {
+    tsc_per_ms() / 2
+}
+
+/// Spins until the TSC passes `deadline`; returns the longest gap seen
+/// between two reads (a gap of [`preempt_gap`] or more is a preemption).
+pub fn spin_until(deadline: u64) -> u64 {
+    let mut prev = rdtsc();
+    let mut max_gap = 0;
+    while prev < deadline {
+        let now = rdtsc();
+        max_gap = max_gap.max(now.saturating_sub(prev));
+        prev = now;
+    }
+    max_gap
+}
+
+/// CPUID leaf `leaf`, subleaf `sub`: (EAX, EBX, ECX, EDX).
+fn cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
+    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// Whether YMM registers can be used: the CPU has AVX and the kernel enabled
+/// it (CR4.OSXSAVE and XCR0 bits 1-2).
+pub fn has_avx() -> bool {
+    let (_, _, ecx, _) = cpuid(1, 0);
+    let avx = ecx & (1 << 28) != 0;
+    let osxsave = ecx & (1 << 27) != 0;
+    if !(avx && osxsave) {
+        return false;
+    }
+    let (lo, _hi): (u32, u32);
+    // SAFETY: XGETBV with ECX=0 is allowed in ring 3 once CR4.OSXSAVE is set
+    // (checked above); it only reads XCR0.
+    unsafe {
+        asm!(
+            "xgetbv",
+            in("ecx") 0u32, // ecx: which XCR (0)
+            out("eax") lo,  // eax: XCR0 low half
+            out("edx") _hi, // edx: XCR0 high half
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    lo & 0b110 == 0b110
+}
+
+/// Whether the CPU has UMIP (CPUID.7.0:ECX bit 2); the kernel enables it
+/// when present, so `sgdt` and friends must fault in ring 3.
+pub fn has_umip() -> bool {
+    let (max, _, _, _) = cpuid(0, 0);
+    max >= 7 && cpuid(7, 0).2 & (1 << 2) != 0
+}

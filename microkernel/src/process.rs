@@ -1,0 +1,255 @@
+//! Creating processes from boot images, starting init, and ending processes.
+//!
+//! The kernel has no ELF parser: it maps only the trivial boot-image format of
+//! [`abi::bootimg`] (validated in full by its parser: user range, alignment,
+//! overlap, W^X). init gets the other boot modules read-only plus a boot-info
+//! page ([`abi::bootinfo`]); real ELF loading is the loader server's job.
+
+use crate::arch::gdt::{USER_CS, USER_DS};
+use crate::arch::trap::TrapFrame;
+use crate::bootinfo::BootInfo;
+use crate::mem::{self, phys_to_virt};
+use crate::sched;
+use crate::task::{self, Process, State, Thread};
+use abi::bootimg::{BootImage, SEG_W, SEG_X};
+use abi::layout::{INIT_STACK_BYTES, INIT_STACK_TOP, PAGE_SIZE};
+use abi::{prot, Error};
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
+
+/// The pid of init.
+pub const INIT_PID: u64 = 1;
+
+/// Where init finds its boot-information page.
+pub const BOOTINFO_VA: u64 = abi::bootinfo::MODULES_BASE - PAGE_SIZE;
+
+/// Builds a process from a boot image: maps every segment (file bytes copied,
+/// the rest zero) and a stack. Returns the process and its entry point.
+pub fn build(image: &[u8], parent: u64) -> Result<(Arc<Process>, u64), Error> {
+    let img = BootImage::parse(image).map_err(|e| {
+        log::warn!("refusing boot image: {e}");
+        Error::InvalidArgument
+    })?;
+    let p = Process::new(parent)?;
+    let r = (|| {
+        for seg in img.segments() {
+            let bytes = img.segment_bytes(seg);
+            let mut p_bits = 0;
+            if seg.flags & SEG_W != 0 {
+                p_bits |= prot::WRITE;
+            }
+            if seg.flags & SEG_X != 0 {
+                p_bits |= prot::EXEC;
+            }
+            let flags = crate::vm::prot_flags(p_bits)?;
+            let pages = seg.mem_size.div_ceil(PAGE_SIZE);
+            for i in 0..pages {
+                let frame = mem::alloc_zeroed_frame().map_err(|_| Error::NoMemory)?;
+                let off = (i * PAGE_SIZE) as usize;
+                if off < bytes.len() {
+                    let n = (bytes.len() - off).min(PAGE_SIZE as usize);
+                    // SAFETY: the frame is fresh and mapped in the direct map;
+                    // `n` bytes fit in it.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(
+                            bytes[off..].as_ptr(),
+                            phys_to_virt(frame.addr()) as *mut u8,
+                            n,
+                        )
+                    };
+                }
+                if let Err(e) = p.space.map_frames(seg.vaddr + i * PAGE_SIZE, frame.addr(), 1, flags, false) {
+                    let _ = mem::free_frame(frame);
+                    return Err(e);
+                }
+            }
+        }
+        p.space
+            .map_anon(INIT_STACK_TOP - INIT_STACK_BYTES, INIT_STACK_BYTES, prot::WRITE)
+    })();
+    match r {
+        Ok(()) => Ok((p, img.entry)),
+        Err(e) => {
+            task::forget_process(p.pid);
+            Err(e)
+        }
+    }
+}
+
+/// Starts a thread of `p` in ring 3 at `entry` with `arg` in RDI and the stack
+/// at `stack_top`.
+pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {
+    let frame = TrapFrame {
+        rip: entry,
+        cs: USER_CS as u64,
+        rflags: 0x202, // IF set, reserved bit 1
+        rsp: stack_top - 8, // as if `entry` had been called
+        ss: USER_DS as u64,
+        rdi: arg,
+        ..TrapFrame::default()
+    };
+    let t = Thread::new_user(p, &frame)?;
+    let tid = t.tid;
+    sched::enqueue(t);
+    Ok(tid)
+}
+
+/// Spawns a process from a boot image (the `process_spawn` syscall).
+pub fn spawn(image: &[u8], parent: u64, arg: u64) -> Result<u64, Error> {
+    let (p, entry) = build(image, parent)?;
+    if let Err(e) = start_thread(&p, entry, INIT_STACK_TOP, arg) {
+        task::forget_process(p.pid);
+        return Err(e);
+    }
+    Ok(p.pid)
+}
+
+/// Starts init from its boot module, lending it the other modules.
+pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
+    let m = boot.module("init").ok_or("no boot module named \"init\"")?;
+    // SAFETY: the module's physical range was validated at boot, is reserved
+    // from the frame allocator and lies in the direct map.
+    let image = unsafe {
+        core::slice::from_raw_parts(phys_to_virt(m.range.start) as *const u8, m.range.len() as usize)
+    };
+    let (p, entry) = build(image, 0).map_err(|_| "init's boot image is invalid")?;
+    if p.pid != INIT_PID {
+        return Err("init did not get pid 1");
+    }
+
+    let info_frame = mem::alloc_zeroed_frame().map_err(|_| "out of memory")?;
+    // SAFETY: fresh zeroed frame, page-sized, in the direct map; BootInfo fits
+    // in a page (compile-time assertion in abi).
+    let info = unsafe { &mut *(phys_to_virt(info_frame.addr()) as *mut abi::bootinfo::BootInfo) };
+    info.magic = abi::bootinfo::MAGIC;
+    let cmd = boot.cmdline.as_bytes();
+    let n = cmd.len().min(abi::bootinfo::CMDLINE_BYTES);
+    info.cmdline[..n].copy_from_slice(&cmd[..n]);
+    info.cmdline_len = n as u64;
+
+    let ro = crate::vm::prot_flags(0).map_err(|_| "bad flags")?;
+    let mut va = abi::bootinfo::MODULES_BASE;
+    let mut count = 0;
+    for module in boot.modules.iter().filter(|x| x.name.as_str() != "init") {
+        if count == abi::bootinfo::MAX_MODULES {
+            log::warn!("more than {} modules; the rest are not lent to init", abi::bootinfo::MAX_MODULES);
+            break;
+        }
+        let first = module.range.start & !(PAGE_SIZE - 1);
+        let pages = (module.range.end - first).div_ceil(PAGE_SIZE);
+        p.space
+            .map_frames(va, first, pages, ro, true)
+            .map_err(|_| "cannot map a boot module into init")?;
+        let d = &mut info.modules[count];
+        let name = module.name.as_bytes();
+        let nl = name.len().min(abi::bootinfo::NAME_BYTES);
+        d.name[..nl].copy_from_slice(&name[..nl]);
+        d.name_len = nl as u64;
+        d.addr = va + (module.range.start - first);
+        d.len = module.range.len();
+        va += pages * PAGE_SIZE;
+        count += 1;
+    }
+    info.nmodules = count as u64;
+    p.space
+        .map_frames(BOOTINFO_VA, info_frame.addr(), 1, ro, false)
+        .map_err(|_| "cannot map the boot-info page")?;
+    start_thread(&p, entry, INIT_STACK_TOP, BOOTINFO_VA).map_err(|_| "cannot start init's thread")?;
+    Ok(())
+}
+
+/// The last thread of `p` ended (or the process was killed): record the
+/// status, wake waiters, stop any other threads, and release thread records.
+pub fn ended(p: &Arc<Process>, status: u64) {
+    let status = {
+        let mut s = p.status.lock();
+        *s.get_or_insert(status)
+    };
+    let tids = core::mem::take(&mut *p.threads.lock());
+    sched::forget_threads(&tids);
+    let waiters = core::mem::take(&mut *p.waiters.lock());
+    for w in waiters {
+        sched::wake(&w);
+    }
+    if p.pid == INIT_PID {
+        let code = abi::status::decode(status);
+        crate::println!("mica: init ended ({code:?}); powering off");
+        crate::arch::qemu::exit(code == abi::status::Status::Exited(0));
+    }
+}
+
+/// Ends the caller's whole process with `status` (the `process_exit` syscall).
+pub fn exit_current_process(status: u64) -> ! {
+    let cur = sched::current_arc();
+    if let Some(p) = &cur.process {
+        p.status.lock().get_or_insert(status);
+        let tids = p.threads.lock().clone();
+        for tid in tids {
+            if tid == cur.tid {
+                continue;
+            }
+            if let Some(t) = task::thread_by_id(tid) {
+                t.killed.store(true, Ordering::SeqCst);
+                sched::wake(&t);
+            }
+        }
+    }
+    drop(cur);
+    sched::exit_current(status)
+}
+
+/// Waits for child `pid` of the caller to end; returns its status word.
+pub fn wait(pid: u64) -> Result<u64, Error> {
+    let cur = sched::current_arc();
+    let me = cur.process.as_ref().map_or(0, |p| p.pid);
+    let child = task::process_by_id(pid).ok_or(Error::NotFound)?;
+    if child.parent != me {
+        return Err(Error::NotFound);
+    }
+    loop {
+        {
+            let mut w = child.waiters.lock();
+            if child.live_threads.load(Ordering::SeqCst) == 0 {
+                if let Some(st) = *child.status.lock() {
+                    drop(w);
+                    task::forget_process(pid);
+                    return Ok(st);
+                }
+            }
+            cur.set_state(State::Blocked);
+            w.push(cur.clone());
+        }
+        sched::block();
+        sched::check_killed();
+    }
+}
+
+/// Waits for thread `tid` of the caller's process to end; returns its status.
+pub fn join(tid: u64) -> Result<u64, Error> {
+    let cur = sched::current_arc();
+    if tid == cur.tid {
+        return Err(Error::InvalidArgument);
+    }
+    let t = task::thread_by_id(tid).ok_or(Error::NotFound)?;
+    let same = match (&t.process, &cur.process) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    };
+    if !same {
+        return Err(Error::NotFound);
+    }
+    loop {
+        {
+            let mut j = t.joiners.lock();
+            if t.state() == State::Dead {
+                drop(j);
+                task::forget_thread(tid);
+                return Ok(t.status.load(Ordering::SeqCst));
+            }
+            cur.set_state(State::Blocked);
+            j.push(cur.clone());
+        }
+        sched::block();
+        sched::check_killed();
+    }
+}

@@ -1,0 +1,159 @@
+//! The syscall dispatcher: decodes the number and arguments from the trap frame
+//! ([`abi`] register convention), runs the handler, and prepares the return.
+//!
+//! Every argument is untrusted: numbers are checked through `Sysnum::try_from`,
+//! user pointers go through [`crate::arch::uaccess`], and every failure is an
+//! [`Error`] code in RAX, never a kernel panic.
+
+use crate::arch::trap::TrapFrame;
+use crate::arch::uaccess::{copy_from_user, user_range_ok};
+use crate::process;
+use crate::sched;
+use abi::layout::USER_END;
+use abi::{encode_result, Error, Sysnum};
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+/// The largest image `process_spawn` accepts.
+const MAX_IMAGE_BYTES: u64 = 16 << 20;
+/// The largest single `debug_write`.
+const MAX_DEBUG_WRITE: u64 = 4096;
+
+/// RFLAGS bits user space may keep: CF, PF, AF, ZF, SF, TF, DF, OF, AC, ID.
+const USER_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
+const RFLAGS_TF: u64 = 0x100;
+
+/// Called by the syscall entry stub. Returns 1 if `sysretq` may be used to
+/// return, 0 if the stub must take the `iretq` path.
+#[no_mangle]
+pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
+    let r = match Sysnum::try_from(frame.rax) {
+        Ok(n) => handle(n, frame),
+        Err(e) => Err(e),
+    };
+    frame.rax = encode_result(r);
+    prepare_return(frame)
+}
+
+/// Checks made on every return to ring 3 from a syscall.
+fn prepare_return(frame: &mut TrapFrame) -> u64 {
+    crate::arch::cpu::disable_interrupts();
+    sched::check_killed();
+    // A return RIP outside the canonical lower half (a `syscall` in the last
+    // user page returns to 0x8000_0000_0000) would make SYSRET fault in ring 0
+    // on the user stack (CVE-2012-0217) and IRET fault in ring 0 too: it is the
+    // thread's fault, reported as #GP.
+    if frame.rip >= USER_END {
+        frame.vector = 13;
+        frame.error_code = 0;
+        sched::user_fault(frame);
+    }
+    frame.rflags = (frame.rflags & USER_RFLAGS) | 0x202;
+    u64::from(frame.rflags & RFLAGS_TF == 0)
+}
+
+fn handle(n: Sysnum, f: &mut TrapFrame) -> Result<u64, Error> {
+    let (a0, a1, a2) = (f.rdi, f.rsi, f.rdx);
+    match n {
+        Sysnum::Null => Ok(0),
+        Sysnum::DebugWrite => debug_write(a0, a1),
+        Sysnum::ThreadExit => sched::exit_current(abi::status::exited(a0 as i32)),
+        Sysnum::ProcessExit => process::exit_current_process(abi::status::exited(a0 as i32)),
+        Sysnum::Yield => {
+            sched::yield_now();
+            Ok(0)
+        }
+        Sysnum::SleepNs => {
+            crate::time::sleep_ns(a0);
+            Ok(0)
+        }
+        Sysnum::ClockNs => Ok(crate::time::now_ns()),
+        Sysnum::ThreadSpawn => thread_spawn(a0, a1, a2),
+        Sysnum::Shutdown => shutdown(a0),
+        Sysnum::MapAnon => current_space()?.map_anon(a0, a1, a2).map(|_| a0),
+        Sysnum::Unmap => current_space()?.unmap(a0, a1).map(|_| 0),
+        Sysnum::Protect => current_space()?.protect(a0, a1, a2).map(|_| 0),
+        Sysnum::CpuId => Ok(crate::arch::percpu::cpu_id() as u64),
+        Sysnum::SetAffinity => sched::set_affinity(a0),
+        Sysnum::ThreadId => Ok(sched::current().tid),
+        Sysnum::SetPriority => set_priority(a0),
+        Sysnum::ThreadJoin => process::join(a0),
+        Sysnum::ProcessSpawn => process_spawn(a0, a1, a2),
+        Sysnum::ProcessWait => process::wait(a0),
+        Sysnum::SetFsBase => set_base(crate::arch::cpu::msr::FS_BASE, a0),
+        Sysnum::SetGsBase => set_base(crate::arch::cpu::msr::KERNEL_GS_BASE, a0),
+    }
+}
+
+fn current_space() -> Result<&'static crate::vm::AddressSpace, Error> {
+    sched::current()
+        .process
+        .as_ref()
+        .map(|p| &*p.space)
+        .ok_or(Error::PermissionDenied)
+}
+
+fn debug_write(ptr: u64, len: u64) -> Result<u64, Error> {
+    if !user_range_ok(ptr, len) {
+        return Err(Error::BadAddress);
+    }
+    let len = len.min(MAX_DEBUG_WRITE);
+    let mut buf = [0u8; MAX_DEBUG_WRITE as usize];
+    let buf = &mut buf[..len as usize];
+    copy_from_user(buf, ptr)?;
+    let s = core::str::from_utf8(buf).unwrap_or("<invalid UTF-8>");
+    crate::print!("{s}");
+    Ok(len)
+}
+
+fn thread_spawn(entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {
+    if !user_range_ok(entry, 1) || !user_range_ok(stack_top.wrapping_sub(16), 16) || stack_top % 16 != 0 {
+        return Err(Error::InvalidArgument);
+    }
+    let p = sched::current().process.clone().ok_or(Error::PermissionDenied)?;
+    process::start_thread(&p, entry, stack_top, arg)
+}
+
+fn shutdown(success: u64) -> Result<u64, Error> {
+    let pid = sched::current().process.as_ref().map_or(0, |p| p.pid);
+    if pid != process::INIT_PID {
+        return Err(Error::PermissionDenied);
+    }
+    crate::println!("mica: shutdown requested by init ({})", if success != 0 { "success" } else { "failure" });
+    crate::arch::qemu::exit(success != 0)
+}
+
+fn set_priority(prio: u64) -> Result<u64, Error> {
+    if prio > abi::MAX_PRIORITY {
+        return Err(Error::InvalidArgument);
+    }
+    sched::current().priority.store(prio as u8, Ordering::SeqCst);
+    Ok(0)
+}
+
+fn process_spawn(image: u64, len: u64, arg: u64) -> Result<u64, Error> {
+    if len > MAX_IMAGE_BYTES {
+        return Err(Error::InvalidArgument);
+    }
+    if !user_range_ok(image, len) {
+        return Err(Error::BadAddress);
+    }
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len as usize).map_err(|_| Error::NoMemory)?;
+    buf.resize(len as usize, 0);
+    copy_from_user(&mut buf, image)?;
+    let parent = sched::current().process.as_ref().map_or(0, |p| p.pid);
+    process::spawn(&buf, parent, arg)
+}
+
+/// Sets the FS base MSR or the parked user GS base, which must be user-half
+/// addresses (a kernel-half GS base would confuse the paranoid entry).
+fn set_base(msr: u32, value: u64) -> Result<u64, Error> {
+    if value >= USER_END {
+        return Err(Error::BadAddress);
+    }
+    // SAFETY: FS_BASE / KERNEL_GS_BASE hold the user's bases while this thread
+    // runs in the kernel; a lower-half value cannot affect the kernel.
+    unsafe { crate::arch::cpu::wrmsr(msr, value) };
+    Ok(0)
+}
