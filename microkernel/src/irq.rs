@@ -15,6 +15,14 @@ pub fn dispatch(frame: &mut TrapFrame) {
             apic::eoi();
             crate::sched::schedule();
         }
+        apic::TLB_VECTOR => {
+            crate::smp::service_shootdown();
+            apic::eoi();
+        }
+        apic::PING_VECTOR => {
+            crate::smp::on_ping();
+            apic::eoi();
+        }
         apic::SPURIOUS_VECTOR => {} // no EOI for spurious interrupts
         v if v >= crate::arch::pic::SPURIOUS_BASE && v < crate::arch::pic::SPURIOUS_BASE + 16 => {
             // A spurious IRQ from a masked 8259: never acknowledged to the APIC.

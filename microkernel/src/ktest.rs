@@ -11,7 +11,28 @@ use crate::mem::{self, kstack::KernelStack, layout};
 use crate::println;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use kcore::paging::{PageSize, PteFlags};
+
+/// Per CPU: 0 = not checked, 1 = `gs:` view agrees with the PerCpu, 2 = not.
+static PERCPU_OK: [AtomicU8; crate::arch::apic::MAX_CPUS] =
+    [const { AtomicU8::new(0) }; crate::arch::apic::MAX_CPUS];
+
+/// Set to make the next ping IPI panic on the CPU that receives it.
+pub static PANIC_ON_PING: AtomicBool = AtomicBool::new(false);
+
+/// Records whether this CPU's `gs:` view (self pointer, CPU id, APIC id) agrees
+/// with its PerCpu record and with the APIC. Every CPU runs it at bring-up.
+pub fn percpu_selfcheck() {
+    let (p, id, apic) = crate::arch::percpu::read_via_gs();
+    let pc = crate::arch::percpu::this();
+    let ok = p == pc as *const _ as u64
+        && id == pc.cpu_id
+        && apic == pc.apic_id
+        && apic == crate::arch::apic::local_id()
+        && apic == crate::smp::apic_id_of(id as usize);
+    PERCPU_OK[id as usize].store(if ok { 1 } else { 2 }, Ordering::SeqCst);
+}
 
 type Case = (&'static str, fn() -> Result<(), &'static str>);
 
@@ -42,6 +63,8 @@ const CASES: &[Case] = &[
     ("kernel_text_is_executable", kernel_text_is_executable),
     ("boot_identity_map_is_gone", boot_identity_map_is_gone),
     ("kernel_stack_has_guard_page", kernel_stack_has_guard_page),
+    ("percpu_fields_agree_on_every_cpu", percpu_fields_agree_on_every_cpu),
+    ("every_ap_answers_ipis", every_ap_answers_ipis),
 ];
 
 /// Runs the named ktest mode and exits QEMU.
@@ -50,8 +73,9 @@ pub fn run(which: &str, _boot: &BootInfo) -> ! {
         "" | "all" => {}
         "fault" => deliberate_page_fault(),
         "stack-overflow" => deliberate_stack_overflow(),
+        "ap-panic" => deliberate_ap_panic(),
         other => {
-            println!("ktest: unknown mode {other:?} (all, fault, stack-overflow)");
+            println!("ktest: unknown mode {other:?} (all, fault, stack-overflow, ap-panic)");
             qemu::exit(false)
         }
     }
@@ -235,6 +259,37 @@ fn kernel_stack_has_guard_page() -> Result<(), &'static str> {
         stack.top() - stack.bottom() == layout::KSTACK_BYTES,
         "stack size wrong",
     )
+}
+
+fn percpu_fields_agree_on_every_cpu() -> Result<(), &'static str> {
+    percpu_selfcheck();
+    for cpu in 0..crate::smp::online() {
+        check(PERCPU_OK[cpu].load(Ordering::SeqCst) == 1, "a CPU's gs: view disagrees with its PerCpu")?;
+    }
+    Ok(())
+}
+
+fn every_ap_answers_ipis() -> Result<(), &'static str> {
+    for cpu in 1..crate::smp::online() {
+        for _ in 0..10 {
+            crate::smp::ping(cpu).ok_or("an AP did not answer a ping IPI")?;
+        }
+    }
+    Ok(())
+}
+
+fn deliberate_ap_panic() -> ! {
+    if crate::smp::online() < 2 {
+        println!("ktest: ap-panic needs at least 2 CPUs");
+        qemu::exit(false)
+    }
+    println!("ktest: making CPU 1 panic on purpose");
+    PANIC_ON_PING.store(true, Ordering::SeqCst);
+    let _ = crate::smp::ping(1);
+    // The panic on CPU 1 stops this CPU with an NMI; reaching here means not.
+    crate::arch::apic::delay_us(500_000);
+    println!("ktest: CPU 1 did not panic");
+    qemu::exit(false)
 }
 
 fn deliberate_page_fault() -> ! {

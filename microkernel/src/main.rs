@@ -134,6 +134,11 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         qemu::exit(false);
     }
 
+    smp::start_aps(&boot, features.nx);
+    if boot.arg("init") == Some("bench") {
+        smp_bench();
+    }
+
     if let Some(which) = boot.arg("ktest") {
         ktest::run(which, &boot);
     }
@@ -142,4 +147,32 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         qemu::exit(false);
     }
     sched::idle_loop()
+}
+
+/// Kernel-side figures of `init=bench`: IPI round trip and AP bring-up time.
+fn smp_bench() {
+    let mut samples: alloc::vec::Vec<u64> = alloc::vec::Vec::new();
+    if smp::online() > 1 {
+        for _ in 0..200 {
+            if let Some(c) = smp::ping(1) {
+                samples.push(c);
+            }
+        }
+        report("ipi_roundtrip", &mut samples);
+        samples.clear();
+        samples.extend((1..smp::online()).map(smp::bringup_cycles));
+        report("smp_bringup_per_cpu", &mut samples);
+    } else {
+        log::info!("ipi_roundtrip and smp_bringup_per_cpu need more than one CPU");
+    }
+}
+
+fn report(name: &str, samples: &mut [u64]) {
+    samples.sort_unstable();
+    if let (Some(min), Some(median)) = (samples.first(), samples.get(samples.len() / 2)) {
+        println!(
+            "BENCH name={name} unit=cycles min={min} median={median} iters={}",
+            samples.len()
+        );
+    }
 }

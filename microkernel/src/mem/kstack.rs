@@ -69,19 +69,23 @@ impl KernelStack {
 
 impl Drop for KernelStack {
     fn drop(&mut self) {
+        let mut frames = Vec::new();
         let mut va = self.bottom();
         while va < self.top() {
             if let Ok((pa, _)) = super::with_kernel_pt(|pt, mem| pt.unmap(mem, va)) {
-                super::flush_local(va);
-                if let Some(f) = kcore::frame::PhysFrame::from_addr(pa) {
-                    let _ = super::free_frame(f);
-                }
+                frames.push(pa);
             }
             va += 4096;
         }
-        // Stacks are only freed once no CPU runs on them; other CPUs never
-        // touch another thread's stack, so a local flush suffices until SMP
-        // shootdown lands in the scheduler's thread reaping.
+        // Stacks are freed only once no CPU runs on them, but any CPU that ran
+        // the thread may still cache the (global) translations: shoot them down
+        // before the frames or the slot can be reused.
+        crate::smp::flush_kernel_range(self.bottom(), KSTACK_BYTES / 4096);
+        for pa in frames {
+            if let Some(f) = kcore::frame::PhysFrame::from_addr(pa) {
+                let _ = super::free_frame(f);
+            }
+        }
         SLOTS.lock().free.push(self.slot);
     }
 }

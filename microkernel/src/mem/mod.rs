@@ -86,13 +86,12 @@ pub fn alloc_contiguous(count: usize, align: usize) -> Result<PhysFrame, FrameEr
         .alloc_contiguous(count, align)
 }
 
-/// Allocates a frame below `limit` (e.g. the SMP trampoline below 1 MiB).
-pub fn alloc_frame_below(limit: u64) -> Result<PhysFrame, FrameError> {
-    FRAMES
-        .lock()
-        .as_mut()
-        .ok_or(FrameError::OutOfMemory)?
-        .alloc_below(limit)
+/// The page below 1 MiB reserved at boot for the SMP trampoline (0 if none).
+static TRAMPOLINE_PAGE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The page reserved for the SMP trampoline, if low memory had one.
+pub fn trampoline_page() -> Option<PhysFrame> {
+    PhysFrame::from_addr(TRAMPOLINE_PAGE.load(core::sync::atomic::Ordering::SeqCst)).filter(|f| f.addr() != 0)
 }
 
 /// Returns a frame to the allocator.
@@ -251,6 +250,11 @@ pub fn init(
         frames.add_free_range(s, e.min(MAX_PHYS));
     })
     .map_err(|e| e.as_str())?;
+    // The SMP trampoline needs a page below 1 MiB; take it before low memory
+    // goes to page tables (the allocator hands out the lowest frames first).
+    if let Ok(f) = frames.alloc_below(0x10_0000) {
+        TRAMPOLINE_PAGE.store(f.addr(), core::sync::atomic::Ordering::SeqCst);
+    }
     let usable_bytes = frames.total_free_bytes();
     if usable_bytes == 0 {
         return Err("no usable memory after reserving the kernel and modules");
@@ -270,13 +274,9 @@ pub fn init(
     // including the boot stack we run on) at the same virtual addresses, so
     // execution continues; the boot identity map is simply not part of them.
     unsafe {
-        if features.pge {
-            x86_64::registers::control::Cr4::update(|f| {
-                f.insert(x86_64::registers::control::Cr4Flags::PAGE_GLOBAL)
-            });
-        }
         core::arch::asm!("mov cr3, {}", in(reg) pt.root(), options(nostack, preserves_flags));
     }
+    crate::arch::cpu::init_paging_features(features);
     *FRAMES.lock() = Some(frames);
     *KERNEL_PT.lock() = Some(pt);
     heap::init(usable_bytes)?;

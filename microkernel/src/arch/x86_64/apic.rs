@@ -129,14 +129,79 @@ pub fn eoi() {
     with_local(|a| unsafe { a.end_of_interrupt() });
 }
 
-/// Sends `vector` to the CPU with APIC id `apic_id`.
-pub fn send_ipi(vector: u8, apic_id: u32) {
-    // SAFETY: a fixed IPI with a vector the IDT handles.
-    with_local(|a| unsafe { a.send_ipi(vector, apic_id) });
+/// The ICR destination field for `apic_id`: x2APIC takes the id as is, xAPIC in
+/// bits 24..32 of the high dword (the crate writes the high dword verbatim).
+fn icr_dest(apic_id: u32) -> u32 {
+    if x2apic_mode() {
+        apic_id
+    } else {
+        apic_id << 24
+    }
 }
 
-/// This CPU's APIC id as the APIC reports it.
-pub fn local_id() -> Option<u32> {
-    // SAFETY: reading the ID register of this CPU's APIC.
-    with_local(|a| unsafe { a.id() })
+/// Waits until the xAPIC has sent the last IPI (x2APIC has no pending state).
+fn wait_icr_idle(a: &LocalApic) {
+    if !x2apic_mode() {
+        // SAFETY: reading the delivery-status bit of this CPU's ICR.
+        while unsafe { a.get_ipi_delivery_status() } {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Sends `vector` to the CPU with APIC id `apic_id`.
+pub fn send_ipi(vector: u8, apic_id: u32) {
+    with_local(|a| {
+        // SAFETY: a fixed IPI with a vector the IDT handles.
+        unsafe { a.send_ipi(vector, icr_dest(apic_id)) };
+        wait_icr_idle(a);
+    });
+}
+
+/// Sends an NMI to every other CPU (the panic path's stop-all).
+pub fn send_nmi_all_others() {
+    with_local(|a| {
+        // SAFETY: an NMI to every other CPU; their NMI handler halts them when
+        // the machine is stopping.
+        unsafe { a.send_nmi_all(x2apic::lapic::IpiAllShorthand::AllExcludingSelf) };
+        wait_icr_idle(a);
+    });
+}
+
+/// Sends INIT to `apic_id` (AP bring-up).
+pub fn send_init(apic_id: u32) {
+    with_local(|a| {
+        // SAFETY: INIT resets the target CPU, which is an AP not yet started.
+        unsafe { a.send_init_ipi(icr_dest(apic_id)) };
+        wait_icr_idle(a);
+    });
+}
+
+/// Sends STARTUP with the trampoline page number to `apic_id`.
+pub fn send_sipi(page: u8, apic_id: u32) {
+    with_local(|a| {
+        // SAFETY: starts the target AP in real mode at page * 4 KiB, where the
+        // trampoline waits.
+        unsafe { a.send_sipi(page, icr_dest(apic_id)) };
+        wait_icr_idle(a);
+    });
+}
+
+/// This CPU's APIC id.
+pub fn local_id() -> u32 {
+    if x2apic_mode() {
+        // SAFETY: the x2APIC ID MSR exists in x2APIC mode.
+        unsafe { cpu::rdmsr(0x802) as u32 }
+    } else {
+        // CPUID.1:EBX[31:24] is the initial xAPIC id.
+        cpu::cpuid(1, 0).ebx >> 24
+    }
+}
+
+/// Busy-waits `us` microseconds on the calibrated TSC.
+pub fn delay_us(us: u64) {
+    let end = cpu::rdtsc() + tsc_per_ms() * us / 1000;
+    while cpu::rdtsc() < end {
+        core::hint::spin_loop();
+    }
 }

@@ -194,3 +194,15 @@ pub fn enable_protections(f: &Features) {
     }
     super::uaccess::set_smap(f.smap);
 }
+
+/// Turns on global pages (CR4.PGE) when present; the boot CPU does this while
+/// switching to the kernel page tables, each AP at arrival.
+pub fn init_paging_features(f: &Features) {
+    if f.pge {
+        // SAFETY: global pages only keep kernel TLB entries across CR3 loads;
+        // kernel mappings are the same in every address space.
+        unsafe {
+            x86_64::registers::control::Cr4::update(|c| c.insert(x86_64::registers::control::Cr4Flags::PAGE_GLOBAL));
+        }
+    }
+}

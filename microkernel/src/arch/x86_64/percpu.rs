@@ -45,6 +45,8 @@ pub const OFF_USER_RSP: usize = offset_of!(PerCpu, user_rsp);
 pub const OFF_KERNEL_RSP: usize = offset_of!(PerCpu, kernel_rsp);
 /// `gs:` offset of [`PerCpu::cpu_id`].
 pub const OFF_CPU_ID: usize = offset_of!(PerCpu, cpu_id);
+/// `gs:` offset of [`PerCpu::apic_id`].
+pub const OFF_APIC_ID: usize = offset_of!(PerCpu, apic_id);
 /// `gs:` offset of [`PerCpu::current_thread`].
 pub const OFF_CURRENT: usize = offset_of!(PerCpu, current_thread);
 /// `gs:` offset of [`PerCpu::syscalls`].
@@ -54,6 +56,7 @@ const _: () = assert!(OFF_SELF == 0);
 const _: () = assert!(OFF_USER_RSP == 8);
 const _: () = assert!(OFF_KERNEL_RSP == 16);
 const _: () = assert!(OFF_CPU_ID == 24);
+const _: () = assert!(OFF_APIC_ID == 28);
 const _: () = assert!(OFF_CURRENT == 32);
 const _: () = assert!(core::mem::size_of::<PerCpu>() <= 4096);
 
@@ -161,4 +164,32 @@ pub fn set_current(thread: u64) {
     let pc = this() as *const PerCpu as *mut PerCpu;
     // SAFETY: only this CPU writes its own current_thread, with interrupts off.
     unsafe { (*pc).current_thread = thread };
+}
+
+/// Records this CPU's APIC id (the boot CPU learns it after its APIC is up).
+pub fn set_apic_id(id: u32) {
+    let pc = this() as *const PerCpu as *mut PerCpu;
+    // SAFETY: only this CPU writes its own PerCpu, with interrupts off.
+    unsafe { (*pc).apic_id = id };
+}
+
+/// (self pointer, CPU id, APIC id) as this CPU reads them through `gs:`.
+pub fn read_via_gs() -> (u64, u32, u32) {
+    let (p, id, apic): (u64, u32, u32);
+    // SAFETY: reads of this CPU's PerCpu fields through GS in ring 0.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, gs:[{o_self}]",
+            "mov {id:e}, gs:[{o_id}]",
+            "mov {apic:e}, gs:[{o_apic}]",
+            p = out(reg) p,
+            id = out(reg) id,
+            apic = out(reg) apic,
+            o_self = const OFF_SELF,
+            o_id = const OFF_CPU_ID,
+            o_apic = const OFF_APIC_ID,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    (p, id, apic)
 }
