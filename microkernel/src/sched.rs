@@ -179,12 +179,19 @@ fn schedule_inner(requeue: bool) {
     let c = &CPUS[cpu];
     let cur = current_arc();
     if requeue && !cur.is_idle() && cur.state() == State::Ready {
-        enqueue(cur.clone());
+        let aff = cur.affinity.load(Ordering::Relaxed) as usize;
+        if aff == u32::MAX as usize || aff == cpu {
+            // Back on *this* CPU's queue: it keeps running here unless something
+            // better is queued (or another CPU steals it, and then waits for
+            // our switch away through `on_cpu`).
+            c.rq.lock().push(cur.clone(), cur.priority.load(Ordering::Relaxed) as usize);
+            c.queued.fetch_add(1, Ordering::SeqCst);
+        } else {
+            enqueue(cur.clone()); // pinned elsewhere: we must switch away
+        }
     }
-    let next = pop_local(c).or_else(|| steal(cpu));
-    let next = match next {
+    let next = match pop_local(c).or_else(|| steal(cpu)) {
         Some(n) => n,
-        None if requeue && cur.state() == State::Ready => return,
         // SAFETY: this CPU's own cell, set in init_cpu.
         None => unsafe { (*c.idle_thread.get()).clone().expect("idle thread exists") },
     };
@@ -198,7 +205,9 @@ fn schedule_inner(requeue: bool) {
 fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
     let cpu = me();
     // A thread another CPU is still switching away from must not run yet.
+    // Keep serving TLB shootdowns meanwhile: that CPU may be waiting for us.
     while next.on_cpu.load(Ordering::Acquire) {
+        crate::smp::service_shootdown();
         core::hint::spin_loop();
     }
     next.on_cpu.store(true, Ordering::Release);
