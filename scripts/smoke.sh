@@ -53,11 +53,56 @@ BANNER='^mica: booted on x86_64, [0-9]+ MiB usable RAM, [0-9]+ boot modules, cmd
 boot_case boot-banner "--cmdline ktest" 0 \
   "${BANNER}.*ktest.*\"" \
   '^[0-9]+ passed, 0 failed' \
-  '!panic'
+  '!PANIC'
+
+# The plain boot: banner, then init greets from ring 3 and ends cleanly.
+boot_case hello "" 0 \
+  "${BANNER}\"" \
+  '^smp: 1 of 1 CPUs online' \
+  '^Hello from userland!' \
+  'init ended \(Exited\(0\)\)' \
+  '!PANIC' '!user fault'
 
 boot_case ktest-fault "--cmdline ktest=fault" 1 \
   '#PF' \
-  'CR2=0x[0-9a-f]+'
+  'CR2=0x10000000' \
+  '^  backtrace:'
+
+boot_case ktest-stack-overflow "--cmdline ktest=stack-overflow" 1 \
+  'EXCEPTION #DF double fault \(kernel stack overflow\?\)'
+
+# A panic on an AP stops every CPU and prints exactly one report.
+boot_case ktest-ap-panic "--smp 4 --cmdline ktest=ap-panic" 1 \
+  '^smp: 4 of 4 CPUs online' \
+  '^KERNEL PANIC on CPU 1: deliberate panic' \
+  '!KERNEL PANIC on CPU [02-9]'
+
+boot_case ktest-smp4 "--smp 4 --cmdline ktest" 0 \
+  '^smp: 4 of 4 CPUs online' \
+  'percpu_fields_agree_on_every_cpu \.\.\. ok' \
+  'every_ap_answers_ipis \.\.\. ok' \
+  '^[0-9]+ passed, 0 failed' '!PANIC'
+
+# The user-space suite at every CPU count the design names.
+for n in 1 2 4 8; do
+  boot_case "tests-smp$n" "--smp $n --cmdline init=tests" 0 \
+    "^smp: $n of $n CPUs online" \
+    '^Hello from userland!' \
+    '^[0-9]+ passed, 0 failed' \
+    'shutdown requested by init \(success\)' \
+    '!PANIC' '!FAILED'
+done
+
+# Both local-APIC modes, and the plainest CPU model.
+boot_case xapic-smp4 "--smp 4 --cpu qemu64,-x2apic --cmdline init=tests" 0 \
+  '^smp: 4 of 4 CPUs online' \
+  'xAPIC APIC' \
+  '^[0-9]+ passed, 0 failed' '!PANIC' '!FAILED'
+
+boot_case x2apic-smp4 "--smp 4 --cpu max,+x2apic --cmdline ktest" 0 \
+  '^smp: 4 of 4 CPUs online' \
+  'x2APIC APIC' \
+  '^[0-9]+ passed, 0 failed' '!PANIC'
 
 # --- machinery ------------------------------------------------------------------------
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-60}

@@ -20,7 +20,7 @@ use libipc::{println, sys};
 #[no_mangle]
 fn main(arg: u64) -> i32 {
     println!("Hello from userland!");
-    if arg == 0 || arg % 8 != 0 {
+    if arg == 0 || !arg.is_multiple_of(8) {
         println!("init: no boot information page");
         return 1;
     }

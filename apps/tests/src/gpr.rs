@@ -82,14 +82,10 @@ impl GprFrame {
     /// Compares `out` with `vals` (skipping `skip`) and the two RSP samples;
     /// prints the first mismatch.
     pub fn check_regs(&self, skip: &[usize]) -> Result<(), &'static str> {
-        for i in 0..14 {
-            if !skip.contains(&i) && self.out[i] != self.vals[i] {
-                crate::note!(
-                    "{} = {:#x}, expected {:#x}",
-                    NAMES[i],
-                    self.out[i],
-                    self.vals[i]
-                );
+        let regs = NAMES.iter().zip(self.out.iter().zip(&self.vals));
+        for (i, (name, (&got, &want))) in regs.enumerate() {
+            if !skip.contains(&i) && got != want {
+                crate::note!("{name} = {got:#x}, expected {want:#x}");
                 return Err("a general-purpose register changed");
             }
         }

@@ -1,11 +1,124 @@
 //! User-space kernel tests (run by init under `init=tests`).
+//!
+//! Prints `test <name> ... ok` or `test <name> ... FAILED: <why>` per case
+//! (detail lines, indented `note:`, come just before the verdict), then
+//! `<N> passed, <M> failed`; exits 0 iff nothing failed.
+//!
+//! Cases live in one module per concern: [`regs`] (what syscalls and
+//! preemption hand back), [`fpu`], [`faults`] (what ring 3 may not do),
+//! [`args`] (syscall argument checks), [`sched`], [`tls`] and [`mem`].
+//! Anything that can fault or that holds registers in states the Rust ABI
+//! forbids runs in a spawned thread ([`util`]), so a kernel bug shows as a
+//! failed case rather than a dead test program.
 #![no_std]
 #![no_main]
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
-use libipc::println;
+mod args;
+mod faults;
+mod fpu;
+mod gpr;
+mod mem;
+mod regs;
+mod sched;
+mod tls;
+mod util;
+
+use libipc::{println, sys};
+use util::TestResult;
+
+/// A case: its name and the function that runs it.
+type Case = (&'static str, fn() -> TestResult);
+
+/// Every case, in the order run (cheap argument checks first, then the
+/// preemption cases, then faults).
+const CASES: &[Case] = &[
+    (
+        "syscall_preserves_registers",
+        regs::syscall_preserves_registers,
+    ),
+    (
+        "bad_syscall_number_is_refused",
+        args::bad_syscall_number_is_refused,
+    ),
+    (
+        "kernel_pointer_in_syscall_is_refused",
+        args::kernel_pointer_in_syscall_is_refused,
+    ),
+    ("clock_is_monotonic", sched::clock_is_monotonic),
+    (
+        "sleep_sleeps_at_least_requested",
+        sched::sleep_sleeps_at_least_requested,
+    ),
+    (
+        "thread_join_reports_exit_code",
+        args::thread_join_reports_exit_code,
+    ),
+    (
+        "registers_survive_preemption",
+        regs::registers_survive_preemption,
+    ),
+    ("df_does_not_leak", regs::df_does_not_leak),
+    ("fpu_isolation", fpu::fpu_isolation),
+    (
+        "syscall_with_tf_ac_nt_is_harmless",
+        regs::syscall_with_tf_ac_nt_is_harmless,
+    ),
+    (
+        "two_cpu_bound_threads_both_progress",
+        sched::two_cpu_bound_threads_both_progress,
+    ),
+    (
+        "fs_gs_base_survive_preemption",
+        tls::fs_gs_base_survive_preemption,
+    ),
+    ("map_anon_rules", mem::map_anon_rules),
+    (
+        "user_cannot_read_kernel_memory",
+        faults::user_cannot_read_kernel_memory,
+    ),
+    (
+        "user_cannot_jump_to_kernel",
+        faults::user_cannot_jump_to_kernel,
+    ),
+    (
+        "privileged_instructions_fault",
+        faults::privileged_instructions_fault,
+    ),
+    ("ud2_faults_thread_only", faults::ud2_faults_thread_only),
+    (
+        "syscall_in_last_user_page",
+        faults::syscall_in_last_user_page,
+    ),
+    (
+        "thread_spawn_rejects_kernel_addresses",
+        args::thread_spawn_rejects_kernel_addresses,
+    ),
+    (
+        "process_spawn_rejects_bad_images",
+        args::process_spawn_rejects_bad_images,
+    ),
+];
 
 #[no_mangle]
 fn main(_arg: u64) -> i32 {
-    println!("0 passed, 0 failed");
-    0
+    util::calibrate();
+    let (mut passed, mut failed) = (0u32, 0u32);
+    for &(name, case) in CASES {
+        match case() {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok");
+            }
+            Err(why) => {
+                failed += 1;
+                println!("test {name} ... FAILED: {why}");
+            }
+        }
+        // A case that pinned this thread must not leave it pinned.
+        let _ = sys::set_affinity(u64::MAX);
+    }
+    println!("{passed} passed, {failed} failed");
+    i32::from(failed != 0)
 }

@@ -80,11 +80,6 @@ pub unsafe fn spawn_at(entry: u64, arg: u64) -> Result<Thread, Error> {
 }
 
 impl Thread {
-    /// The thread id.
-    pub fn tid(&self) -> u64 {
-        self.tid
-    }
-
     /// Waits for the thread to end and frees its stack.
     pub fn join(self) -> Result<Status, &'static str> {
         match sys::thread_join(self.tid) {
