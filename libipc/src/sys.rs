@@ -173,3 +173,13 @@ pub fn null() -> u64 {
     // SAFETY: `null` touches no memory.
     unsafe { syscall6(Sysnum::Null, 0, 0, 0, 0, 0, 0) }
 }
+
+/// Syscalls CPU `cpu` has entered since boot.
+pub fn cpu_syscalls(cpu: u64) -> Result<u64, Error> {
+    pure(Sysnum::CpuSyscalls, cpu, 0, 0)
+}
+
+/// CPUs online.
+pub fn cpu_count() -> u64 {
+    pure(Sysnum::CpuCount, 0, 0, 0).unwrap_or(1)
+}

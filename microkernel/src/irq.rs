@@ -23,6 +23,10 @@ pub fn dispatch(frame: &mut TrapFrame) {
             crate::smp::on_ping();
             apic::eoi();
         }
+        v if (crate::arch::ioapic::IRQ_BASE..crate::arch::ioapic::IRQ_BASE + 16).contains(&v) => {
+            crate::arch::ioapic::unclaimed(v - crate::arch::ioapic::IRQ_BASE);
+            apic::eoi();
+        }
         apic::SPURIOUS_VECTOR => {} // no EOI for spurious interrupts
         v if v >= crate::arch::pic::SPURIOUS_BASE && v < crate::arch::pic::SPURIOUS_BASE + 16 => {
             // A spurious IRQ from a masked 8259: never acknowledged to the APIC.

@@ -65,6 +65,7 @@ const CASES: &[Case] = &[
     ("kernel_stack_has_guard_page", kernel_stack_has_guard_page),
     ("percpu_fields_agree_on_every_cpu", percpu_fields_agree_on_every_cpu),
     ("every_ap_answers_ipis", every_ap_answers_ipis),
+    ("isa_irq4_reaches_the_chosen_cpu", isa_irq4_reaches_the_chosen_cpu),
 ];
 
 /// Runs the named ktest mode and exits QEMU.
@@ -276,6 +277,31 @@ fn every_ap_answers_ipis() -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// Routes the UART's IRQ 4 to the last CPU, makes the UART raise it (transmitter
+/// empty), and checks it arrived there.
+fn isa_irq4_reaches_the_chosen_cpu() -> Result<(), &'static str> {
+    use x86_64::instructions::port::Port;
+    let target = crate::smp::online() - 1;
+    let (before, _) = crate::arch::ioapic::hits(4);
+    crate::arch::ioapic::route_isa_irq(4, crate::smp::apic_id_of(target))?;
+    let mut ier = Port::<u8>::new(0x3f9);
+    // SAFETY: enabling only the UART's transmitter-empty interrupt; the kernel's
+    // polled output is unaffected, and it is switched off again below.
+    unsafe { ier.write(0x02) };
+    crate::arch::cpu::enable_interrupts();
+    let deadline = crate::arch::cpu::rdtsc() + 200 * crate::arch::apic::tsc_per_ms();
+    while crate::arch::ioapic::hits(4).0 == before && crate::arch::cpu::rdtsc() < deadline {
+        core::hint::spin_loop();
+    }
+    crate::arch::cpu::disable_interrupts();
+    // SAFETY: UART interrupts off again.
+    unsafe { ier.write(0x00) };
+    crate::arch::ioapic::mask_isa_irq(4);
+    let (after, cpu) = crate::arch::ioapic::hits(4);
+    check(after > before, "IRQ 4 never arrived")?;
+    check(cpu as usize == target, "IRQ 4 arrived on another CPU")
 }
 
 fn deliberate_ap_panic() -> ! {

@@ -85,6 +85,7 @@ pub fn start_aps(boot: &BootInfo, nx: bool) {
         }
     };
     FOUND.store(topo.apic_ids.len() + topo.ignored, Ordering::SeqCst);
+    crate::arch::ioapic::init(&topo);
     if topo.ignored > 0 {
         log::warn!("{} processors beyond the {MAX_CPUS}-CPU limit ignored", topo.ignored);
     }

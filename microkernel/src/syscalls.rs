@@ -82,6 +82,10 @@ fn handle(n: Sysnum, f: &mut TrapFrame) -> Result<u64, Error> {
         Sysnum::ProcessWait => process::wait(a0),
         Sysnum::SetFsBase => set_base(crate::arch::cpu::msr::FS_BASE, a0),
         Sysnum::SetGsBase => set_base(crate::arch::cpu::msr::KERNEL_GS_BASE, a0),
+        Sysnum::CpuSyscalls => crate::arch::percpu::of(a0)
+            .map(|pc| pc.syscalls.load(Ordering::Relaxed))
+            .ok_or(Error::NotFound),
+        Sysnum::CpuCount => Ok(crate::smp::online() as u64),
     }
 }
 

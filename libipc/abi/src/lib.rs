@@ -76,6 +76,11 @@ pub enum Sysnum {
     SetGsBase = 19,
     /// `null()`: does nothing and returns 0 (measures the syscall path).
     Null = 20,
+    /// `cpu_syscalls(cpu)`: how many syscalls CPU `cpu` has entered since boot
+    /// (per-CPU accounting; tests check it). `NotFound` for an offline CPU.
+    CpuSyscalls = 21,
+    /// `cpu_count()`: CPUs online.
+    CpuCount = 22,
 }
 
 /// The lowest scheduling priority a thread can ask for.
@@ -106,6 +111,8 @@ impl TryFrom<u64> for Sysnum {
             18 => Sysnum::SetFsBase,
             19 => Sysnum::SetGsBase,
             20 => Sysnum::Null,
+            21 => Sysnum::CpuSyscalls,
+            22 => Sysnum::CpuCount,
             _ => return Err(Error::BadSyscall),
         })
     }
@@ -243,11 +250,11 @@ mod tests {
 
     #[test]
     fn every_sysnum_round_trips_and_unknown_numbers_fail() {
-        for n in 0..=20u64 {
+        for n in 0..=22u64 {
             let s = Sysnum::try_from(n).unwrap();
             assert_eq!(s as u64, n);
         }
-        assert_eq!(Sysnum::try_from(21), Err(Error::BadSyscall));
+        assert_eq!(Sysnum::try_from(23), Err(Error::BadSyscall));
         assert_eq!(Sysnum::try_from(u64::MAX), Err(Error::BadSyscall));
     }
 

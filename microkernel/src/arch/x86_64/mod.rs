@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod fpu;
 pub mod gdt;
 pub mod idt;
+pub mod ioapic;
 pub mod madt;
 pub mod percpu;
 pub mod pic;

@@ -60,6 +60,18 @@ const _: () = assert!(OFF_APIC_ID == 28);
 const _: () = assert!(OFF_CURRENT == 32);
 const _: () = assert!(core::mem::size_of::<PerCpu>() <= 4096);
 
+/// Every CPU's record, by CPU id (null until that CPU is initialised).
+static ALL: [core::sync::atomic::AtomicPtr<PerCpu>; super::apic::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()) }; super::apic::MAX_CPUS];
+
+/// The record of CPU `cpu`, if it is up.
+pub fn of(cpu: u64) -> Option<&'static PerCpu> {
+    let p = ALL.get(cpu as usize)?.load(Ordering::Acquire);
+    // SAFETY: non-null entries point at 'static PerCpu records that live as
+    // long as their CPU (forever); shared reads of their atomics are fine.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
 /// Set once the boot CPU's GS base is valid; before that `cpu_id()` is 0.
 static GS_READY: AtomicBool = AtomicBool::new(false);
 
@@ -117,6 +129,9 @@ pub unsafe fn init_cpu(
         (*gdt).load();
         cpu::wrmsr(msr::GS_BASE, pc as *const PerCpu as u64);
         cpu::wrmsr(msr::KERNEL_GS_BASE, 0);
+    }
+    if let Some(slot) = ALL.get(cpu_id as usize) {
+        slot.store(pc as *const PerCpu as *mut PerCpu, Ordering::Release);
     }
     if cpu_id == 0 {
         GS_READY.store(true, Ordering::SeqCst);
