@@ -190,7 +190,10 @@ pub fn exit_current_process(status: u64) -> ! {
             }
             if let Some(t) = task::thread_by_id(tid) {
                 t.killed.store(true, Ordering::SeqCst);
-                sched::wake(&t);
+                if !sched::wake(&t) && t.on_cpu.load(Ordering::SeqCst) {
+                    // Running elsewhere: the kick's interrupt return ends it.
+                    crate::smp::kick(t.last_cpu.load(Ordering::SeqCst) as usize);
+                }
             }
         }
     }

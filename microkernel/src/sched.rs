@@ -91,8 +91,9 @@ pub fn online_cpus() -> usize {
 }
 
 /// The running thread.
+#[inline(always)]
 pub fn current() -> &'static Thread {
-    let p = percpu::this().current_thread as *const Thread;
+    let p = percpu::current_thread() as *const Thread;
     // SAFETY: current_thread always holds a live strong reference (module
     // invariant), which outlives any use on this CPU until the next switch.
     unsafe { &*p }
@@ -100,7 +101,7 @@ pub fn current() -> &'static Thread {
 
 /// A new strong reference to the running thread.
 pub fn current_arc() -> Arc<Thread> {
-    let p = percpu::this().current_thread as *const Thread;
+    let p = percpu::current_thread() as *const Thread;
     // SAFETY: as in `current`; incrementing first keeps PerCpu's reference.
     unsafe {
         Arc::increment_strong_count(p);
@@ -348,6 +349,7 @@ pub fn exit_current(status: u64) -> ! {
 }
 
 /// Called on every return to ring 3: a thread whose process is ending dies here.
+#[inline(always)]
 pub fn check_killed() {
     if current().killed.load(Ordering::Relaxed) {
         exit_current(abi::status::exited(-1));

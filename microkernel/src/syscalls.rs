@@ -19,39 +19,34 @@ const MAX_IMAGE_BYTES: u64 = 16 << 20;
 /// The largest single `debug_write`.
 const MAX_DEBUG_WRITE: u64 = 4096;
 
-/// RFLAGS bits user space may keep: CF, PF, AF, ZF, SF, TF, DF, OF, AC, ID.
-const USER_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
-const RFLAGS_TF: u64 = 0x100;
 
-/// Called by the syscall entry stub. Returns 1 if `sysretq` may be used to
-/// return, 0 if the stub must take the `iretq` path.
+/// Called by the syscall entry stub with the caller's saved registers; leaves
+/// the result in the frame's RAX. The stub sanitises RFLAGS and picks
+/// `sysretq` or `iretq` itself.
+///
+/// Kept small on purpose: `null` is answered here, every other call goes
+/// through the out-of-line [`handle`], so the hot path has no large frame.
+/// A thread whose process is being killed is not checked here: the killer
+/// kicks the CPUs running its threads, and the interrupt return path ends them.
 #[no_mangle]
-pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) -> u64 {
-    let r = match Sysnum::try_from(frame.rax) {
-        Ok(n) => handle(n, frame),
-        Err(e) => Err(e),
+pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
+    frame.rax = match Sysnum::try_from(frame.rax) {
+        Ok(Sysnum::Null) => 0,
+        Ok(n) => encode_result(handle(n, frame)),
+        Err(e) => e.to_ret(),
     };
-    frame.rax = encode_result(r);
-    prepare_return(frame)
-}
-
-/// Checks made on every return to ring 3 from a syscall.
-fn prepare_return(frame: &mut TrapFrame) -> u64 {
-    crate::arch::cpu::disable_interrupts();
-    sched::check_killed();
     // A return RIP outside the canonical lower half (a `syscall` in the last
     // user page returns to 0x8000_0000_0000) would make SYSRET fault in ring 0
-    // on the user stack (CVE-2012-0217) and IRET fault in ring 0 too: it is the
-    // thread's fault, reported as #GP.
+    // on the user stack (CVE-2012-0217), and IRET fault in ring 0 too: it is
+    // the thread's fault, reported as #GP.
     if frame.rip >= USER_END {
         frame.vector = 13;
         frame.error_code = 0;
         sched::user_fault(frame);
     }
-    frame.rflags = (frame.rflags & USER_RFLAGS) | 0x202;
-    u64::from(frame.rflags & RFLAGS_TF == 0)
 }
 
+#[inline(never)]
 fn handle(n: Sysnum, f: &mut TrapFrame) -> Result<u64, Error> {
     let (a0, a1, a2) = (f.rdi, f.rsi, f.rdx);
     match n {
@@ -97,16 +92,27 @@ fn current_space() -> Result<&'static crate::vm::AddressSpace, Error> {
         .ok_or(Error::PermissionDenied)
 }
 
+/// Copies the user's bytes to the serial log in small chunks, holding the
+/// serial lock throughout so the text is not interleaved with other CPUs'.
 fn debug_write(ptr: u64, len: u64) -> Result<u64, Error> {
     if !user_range_ok(ptr, len) {
         return Err(Error::BadAddress);
     }
     let len = len.min(MAX_DEBUG_WRITE);
-    let mut buf = [0u8; MAX_DEBUG_WRITE as usize];
-    let buf = &mut buf[..len as usize];
-    copy_from_user(buf, ptr)?;
-    let s = core::str::from_utf8(buf).unwrap_or("<invalid UTF-8>");
-    crate::print!("{s}");
+    let mut chunk = [0u8; 128];
+    let mut serial = crate::logger::SERIAL.lock();
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(chunk.len() as u64) as usize;
+        copy_from_user(&mut chunk[..n], ptr + done)?;
+        for &b in &chunk[..n] {
+            if b == b'\n' {
+                serial.write_byte(b'\r');
+            }
+            serial.write_byte(b);
+        }
+        done += n as u64;
+    }
     Ok(len)
 }
 

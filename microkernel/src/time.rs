@@ -36,6 +36,7 @@ pub fn sleep_ns(ns: u64) {
         s.push(t);
     }
     sched::block();
+    sched::check_killed();
 }
 
 /// Wakes every sleeper whose deadline passed (from the timer interrupt).

@@ -7,16 +7,22 @@
 //!   [`paging::PhysMem`], which the kernel implements with its direct map.
 //!
 //! - [`runqueue`]: per-CPU priority run queues.
+//! - [`bootinfo`]: checking the multiboot2 boot information and copying it
+//!   into fixed-size data; the kernel only loads the structure.
 //!
 //! Only the run queue allocates (through `alloc`); everything else works in
 //! buffers its callers own.
 #![cfg_attr(not(test), no_std)]
 // All raw-pointer work lives in the kernel crate (e.g. its `PhysMem` impl);
 // this crate stays safe code so its tests cover everything it does.
-#![forbid(unsafe_code)]
+#![cfg_attr(not(test), forbid(unsafe_code))]
+// Tests only: `multiboot2` has no safe way to view a built MBI, so one test
+// helper (`bootinfo::tests::Mbi::info`) allows the `unsafe` `load`.
+#![cfg_attr(test, deny(unsafe_code))]
 
 extern crate alloc;
 
+pub mod bootinfo;
 pub mod frame;
 pub mod memmap;
 pub mod paging;

@@ -208,3 +208,14 @@ pub fn read_via_gs() -> (u64, u32, u32) {
     }
     (p, id, apic)
 }
+
+/// The running thread pointer (`PerCpu::current_thread`), in one `gs:` load.
+#[inline(always)]
+pub fn current_thread() -> u64 {
+    let p: u64;
+    // SAFETY: in ring 0 after init_cpu, gs: is this CPU's PerCpu.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[{off}]", out(reg) p, off = const OFF_CURRENT, options(nostack, readonly, preserves_flags));
+    }
+    p
+}

@@ -9,11 +9,12 @@
 //! The stub switches to the thread's kernel stack through `gs:`, builds a full
 //! [`TrapFrame`] (the same shape interrupts build, at the same place: the top of
 //! the kernel stack), and calls [`crate::syscalls::syscall_dispatch`], which puts
-//! the result in the frame's RAX and says how to return:
-//! - `sysretq` when the return RIP is canonical and RFLAGS has neither TF nor RF
-//!   (SYSRET to a non-canonical RCX faults in ring 0 on the user stack on
-//!   Intel CPUs: CVE-2012-0217);
-//! - otherwise the full `iretq` path shared with interrupts.
+//! the result in the frame's RAX and guarantees the return RIP is canonical
+//! (SYSRET to a non-canonical RCX faults in ring 0 on the user stack on Intel
+//! CPUs: CVE-2012-0217). The stub then sanitises the saved RFLAGS — only the
+//! flags user code may set survive, IF is forced on, IOPL to 0 — and returns
+//! with `sysretq`, or through the full `iretq` path shared with interrupts when
+//! TF is set (single-stepping must resume exactly as the CPU defines).
 //!
 //! # Exit contract
 //! Every register except RAX (result), RCX and R11 holds the value it had at
@@ -29,6 +30,11 @@ use core::arch::global_asm;
 /// live), DF (the kernel's string ops go forward), TF (no single-step of the
 /// kernel), AC (SMAP stays armed), NT (no nested-task `iret` surprise).
 const SFMASK: u64 = (1 << 9) | (1 << 10) | (1 << 8) | (1 << 18) | (1 << 14);
+
+/// RFLAGS bits user space may keep across a syscall: CF, PF, AF, ZF, SF, TF,
+/// DF, OF, AC, ID. Everything else (IF, IOPL, NT, RF, VM, VIF, VIP) is the
+/// kernel's to decide.
+pub const USER_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
 
 /// Programs EFER.SCE, STAR, LSTAR and SFMASK on this CPU.
 pub fn init_cpu() {
@@ -83,9 +89,13 @@ syscall_entry:
     push rax
     inc qword ptr gs:[{count}]              // per-CPU syscall counter
     mov rdi, rsp                            // rdi: &mut TrapFrame
-    call {dispatch}                         // rax := 1 if sysret is safe, 0 if not
-    test eax, eax
-    jz isr_return                           // full iretq path (swapgs there)
+    call {dispatch}                         // frame.rax := result; frame.rip canonical
+    mov r11, [rsp + {rflags}]               // r11: the user's RFLAGS as saved
+    and r11, {user_flags}                   // keep only flags ring 3 may set
+    or r11, 0x202                           // IF on, reserved bit 1
+    mov [rsp + {rflags}], r11               // (the iretq path reads the frame)
+    test r11d, 0x100                        // TF set: single-step via iretq
+    jnz isr_return                          // full iretq path (swapgs there)
     pop rax                                 // result
     pop rbx
     pop rcx                                 // (overwritten below)
@@ -113,6 +123,8 @@ syscall_entry:
     user_ss = const USER_DS as u64,
     user_cs = const super::gdt::USER_CS as u64,
     vector = const SYSCALL_VECTOR,
+    rflags = const core::mem::offset_of!(TrapFrame, rflags),
+    user_flags = const USER_RFLAGS,
     dispatch = sym crate::syscalls::syscall_dispatch,
 );
 
