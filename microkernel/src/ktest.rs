@@ -264,8 +264,8 @@ fn kernel_stack_has_guard_page() -> Result<(), &'static str> {
 
 fn percpu_fields_agree_on_every_cpu() -> Result<(), &'static str> {
     percpu_selfcheck();
-    for cpu in 0..crate::smp::online() {
-        check(PERCPU_OK[cpu].load(Ordering::SeqCst) == 1, "a CPU's gs: view disagrees with its PerCpu")?;
+    for ok in &PERCPU_OK[..crate::smp::online()] {
+        check(ok.load(Ordering::SeqCst) == 1, "a CPU's gs: view disagrees with its PerCpu")?;
     }
     Ok(())
 }

@@ -119,10 +119,13 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
     }
     time::init();
     log::info!(
-        "{} APIC, TSC {} kHz, timer {} Hz; SMEP {} SMAP {} UMIP {} NX {} XSAVE {}",
+        "{} APIC (CPU offers x2APIC: {}), TSC {} kHz, periodic timer {} Hz (TSC-deadline: {}); PCID {} SMEP {} SMAP {} UMIP {} NX {} XSAVE {}",
         if apic::x2apic_mode() { "x2APIC" } else { "xAPIC" },
+        features.x2apic,
         apic::tsc_per_ms(),
         apic::TICK_HZ,
+        features.tsc_deadline,
+        features.pcid,
         features.smep,
         features.smap,
         features.umip,

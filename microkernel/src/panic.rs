@@ -88,7 +88,7 @@ pub fn die(msg: core::fmt::Arguments<'_>, frame: Option<&TrapFrame>) -> ! {
 /// walk instead of faulting again.
 fn backtrace(mut rbp: u64) {
     for _ in 0..32 {
-        if rbp == 0 || rbp % 8 != 0 || rbp < 0xffff_8000_0000_0000 {
+        if rbp == 0 || !rbp.is_multiple_of(8) || rbp < 0xffff_8000_0000_0000 {
             break;
         }
         let (Some(next), Some(ret)) = (probe::read_u64(rbp), probe::read_u64(rbp + 8)) else {

@@ -85,11 +85,6 @@ pub fn init_cpu() -> Result<(), abi::Error> {
     Ok(())
 }
 
-/// How many CPUs schedule threads.
-pub fn online_cpus() -> usize {
-    ONLINE.load(Ordering::SeqCst)
-}
-
 /// The running thread.
 #[inline(always)]
 pub fn current() -> &'static Thread {

@@ -117,7 +117,7 @@ fn debug_write(ptr: u64, len: u64) -> Result<u64, Error> {
 }
 
 fn thread_spawn(entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {
-    if !user_range_ok(entry, 1) || !user_range_ok(stack_top.wrapping_sub(16), 16) || stack_top % 16 != 0 {
+    if !user_range_ok(entry, 1) || !user_range_ok(stack_top.wrapping_sub(16), 16) || !stack_top.is_multiple_of(16) {
         return Err(Error::InvalidArgument);
     }
     let p = sched::current().process.clone().ok_or(Error::PermissionDenied)?;

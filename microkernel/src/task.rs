@@ -162,11 +162,6 @@ impl Thread {
         self.kstack.as_ref().map_or(0, |k| k.top())
     }
 
-    /// The user register frame of a user thread.
-    pub fn user_frame(&self) -> *mut TrapFrame {
-        context::user_frame_at(self.kstack_top())
-    }
-
     /// The current state.
     pub fn state(&self) -> State {
         match self.state.load(Ordering::SeqCst) {

@@ -47,7 +47,7 @@ fn map_err(e: MapError) -> Error {
 
 /// Checks a page-aligned user range and returns its page count.
 fn check_range(addr: u64, len: u64) -> Result<u64, Error> {
-    if addr % PAGE_SIZE != 0 || len == 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) || len == 0 {
         return Err(Error::InvalidArgument);
     }
     let len = len.checked_next_multiple_of(PAGE_SIZE).ok_or(Error::BadAddress)?;
@@ -187,10 +187,6 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// The physical address behind a user address, if mapped.
-    pub fn translate(&self, va: u64) -> Option<u64> {
-        self.inner.lock().pt.translate(&mut DirectMem, va).map(|(pa, _, _)| pa)
-    }
 }
 
 impl Drop for AddressSpace {

@@ -44,11 +44,6 @@ pub const fn phys_to_virt(pa: u64) -> u64 {
     pa + DIRECT_MAP
 }
 
-/// The physical address of a direct-map virtual address.
-pub const fn virt_to_phys_direct(va: u64) -> u64 {
-    va - DIRECT_MAP
-}
-
 /// The NO_EXECUTE flag if the CPU supports it, else nothing.
 pub fn nx_flag() -> PteFlags {
     // SAFETY: written once during `init` on the boot CPU before anything reads it.

@@ -79,9 +79,4 @@ pub unsafe fn prepare_stack(stack_top: u64, frame: &TrapFrame) -> u64 {
     words as u64
 }
 
-/// The user TrapFrame of a thread whose kernel stack ends at `stack_top`.
-pub fn user_frame_at(stack_top: u64) -> *mut TrapFrame {
-    (stack_top - core::mem::size_of::<TrapFrame>() as u64) as *mut TrapFrame
-}
-
-const _: () = assert!(core::mem::size_of::<TrapFrame>() % 16 == 0);
+const _: () = assert!(core::mem::size_of::<TrapFrame>().is_multiple_of(16));

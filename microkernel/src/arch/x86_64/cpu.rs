@@ -25,18 +25,12 @@ pub struct Features {
     pub xsaveopt: bool,
     /// AVX (YMM state).
     pub avx: bool,
-    /// FXSAVE/FXRSTOR.
-    pub fxsr: bool,
     /// x2APIC mode of the local APIC.
     pub x2apic: bool,
     /// TSC-deadline timer mode.
     pub tsc_deadline: bool,
-    /// RDTSCP (IA32_TSC_AUX).
-    pub rdtscp: bool,
     /// Process-context identifiers.
     pub pcid: bool,
-    /// The TSC runs at a constant rate.
-    pub invariant_tsc: bool,
 }
 
 /// Executes CPUID.
@@ -69,19 +63,12 @@ impl Features {
         } else {
             0
         };
-        let ext7 = if max_ext >= 0x8000_0007 {
-            cpuid(0x8000_0007, 0).edx
-        } else {
-            0
-        };
         let xsave = l1.ecx & (1 << 26) != 0;
         let xsaveopt = xsave && max_leaf >= 0xd && cpuid(0xd, 1).eax & 1 != 0;
         Features {
             nx: ext1 & (1 << 20) != 0,
             page_1g: ext1 & (1 << 26) != 0,
-            rdtscp: ext1 & (1 << 27) != 0,
             pge: l1.edx & (1 << 13) != 0,
-            fxsr: l1.edx & (1 << 24) != 0,
             pcid: l1.ecx & (1 << 17) != 0,
             x2apic: l1.ecx & (1 << 21) != 0,
             tsc_deadline: l1.ecx & (1 << 24) != 0,
@@ -91,7 +78,6 @@ impl Features {
             smep: l7.ebx & (1 << 7) != 0,
             smap: l7.ebx & (1 << 20) != 0,
             umip: l7.ecx & (1 << 2) != 0,
-            invariant_tsc: ext7 & (1 << 8) != 0,
         }
     }
 }
@@ -167,8 +153,6 @@ pub mod msr {
     pub const GS_BASE: u32 = 0xc000_0101;
     /// GS base swapped in by `swapgs`.
     pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
-    /// Value RDTSCP returns in ECX (the CPU id).
-    pub const TSC_AUX: u32 = 0xc000_0103;
 }
 
 /// Turns on the protections this CPU has: SMEP (no kernel execution of user

@@ -138,7 +138,7 @@ impl Trampoline {
     pub unsafe fn install(phys: u64, virt: *mut u8, cr3: u64, nx: bool) -> Trampoline {
         let start = core::ptr::addr_of!(tramp_start);
         let len = core::ptr::addr_of!(tramp_end) as usize - start as usize;
-        assert!(len <= 4096 && phys < 0x10_0000 && phys % 4096 == 0 && cr3 < 1 << 32);
+        assert!(len <= 4096 && phys < 0x10_0000 && phys.is_multiple_of(4096) && cr3 < 1 << 32);
         let t = Trampoline { phys, virt };
         // SAFETY: the page is the caller's and `len` fits in it.
         unsafe { core::ptr::copy_nonoverlapping(start, virt, len) };

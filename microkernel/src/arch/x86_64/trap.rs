@@ -59,6 +59,7 @@ const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
 
 impl TrapFrame {
     /// Whether the interrupted context was ring 3.
+    #[allow(clippy::wrong_self_convention)] // "came from user mode", not a conversion
     pub fn from_user(&self) -> bool {
         self.cs & 3 == 3
     }
