@@ -149,7 +149,12 @@ pub fn thread_join(tid: u64) -> Result<u64, Error> {
 /// Starts a process from a boot image ([`abi::bootimg`]); its first thread
 /// receives `arg`. Returns the pid.
 pub fn process_spawn(image: &[u8], arg: u64) -> Result<u64, Error> {
-    pure(Sysnum::ProcessSpawn, image.as_ptr() as u64, image.len() as u64, arg)
+    pure(
+        Sysnum::ProcessSpawn,
+        image.as_ptr() as u64,
+        image.len() as u64,
+        arg,
+    )
 }
 
 /// Waits for child `pid` to end; returns its status word ([`abi::status`]).

@@ -28,7 +28,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
             apic::eoi();
         }
         apic::SPURIOUS_VECTOR => {} // no EOI for spurious interrupts
-        v if (crate::arch::pic::SPURIOUS_BASE..crate::arch::pic::SPURIOUS_BASE + 16).contains(&v) => {
+        v if (crate::arch::pic::SPURIOUS_BASE..crate::arch::pic::SPURIOUS_BASE + 16)
+            .contains(&v) =>
+        {
             // A spurious IRQ from a masked 8259: never acknowledged to the APIC.
         }
         apic::ERROR_VECTOR => {

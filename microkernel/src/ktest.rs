@@ -63,9 +63,15 @@ const CASES: &[Case] = &[
     ("kernel_text_is_executable", kernel_text_is_executable),
     ("boot_identity_map_is_gone", boot_identity_map_is_gone),
     ("kernel_stack_has_guard_page", kernel_stack_has_guard_page),
-    ("percpu_fields_agree_on_every_cpu", percpu_fields_agree_on_every_cpu),
+    (
+        "percpu_fields_agree_on_every_cpu",
+        percpu_fields_agree_on_every_cpu,
+    ),
     ("every_ap_answers_ipis", every_ap_answers_ipis),
-    ("isa_irq4_reaches_the_chosen_cpu", isa_irq4_reaches_the_chosen_cpu),
+    (
+        "isa_irq4_reaches_the_chosen_cpu",
+        isa_irq4_reaches_the_chosen_cpu,
+    ),
 ];
 
 /// Runs the named ktest mode and exits QEMU.
@@ -265,7 +271,10 @@ fn kernel_stack_has_guard_page() -> Result<(), &'static str> {
 fn percpu_fields_agree_on_every_cpu() -> Result<(), &'static str> {
     percpu_selfcheck();
     for ok in &PERCPU_OK[..crate::smp::online()] {
-        check(ok.load(Ordering::SeqCst) == 1, "a CPU's gs: view disagrees with its PerCpu")?;
+        check(
+            ok.load(Ordering::SeqCst) == 1,
+            "a CPU's gs: view disagrees with its PerCpu",
+        )?;
     }
     Ok(())
 }

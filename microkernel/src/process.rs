@@ -58,14 +58,20 @@ pub fn build(image: &[u8], parent: u64) -> Result<(Arc<Process>, u64), Error> {
                         )
                     };
                 }
-                if let Err(e) = p.space.map_frames(seg.vaddr + i * PAGE_SIZE, frame.addr(), 1, flags, false) {
+                if let Err(e) =
+                    p.space
+                        .map_frames(seg.vaddr + i * PAGE_SIZE, frame.addr(), 1, flags, false)
+                {
                     let _ = mem::free_frame(frame);
                     return Err(e);
                 }
             }
         }
-        p.space
-            .map_anon(INIT_STACK_TOP - INIT_STACK_BYTES, INIT_STACK_BYTES, prot::WRITE)
+        p.space.map_anon(
+            INIT_STACK_TOP - INIT_STACK_BYTES,
+            INIT_STACK_BYTES,
+            prot::WRITE,
+        )
     })();
     match r {
         Ok(()) => Ok((p, img.entry)),
@@ -82,7 +88,7 @@ pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> R
     let frame = TrapFrame {
         rip: entry,
         cs: USER_CS as u64,
-        rflags: 0x202, // IF set, reserved bit 1
+        rflags: 0x202,      // IF set, reserved bit 1
         rsp: stack_top - 8, // as if `entry` had been called
         ss: USER_DS as u64,
         rdi: arg,
@@ -110,7 +116,10 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
     // SAFETY: the module's physical range was validated at boot, is reserved
     // from the frame allocator and lies in the direct map.
     let image = unsafe {
-        core::slice::from_raw_parts(phys_to_virt(m.range.start) as *const u8, m.range.len() as usize)
+        core::slice::from_raw_parts(
+            phys_to_virt(m.range.start) as *const u8,
+            m.range.len() as usize,
+        )
     };
     let (p, entry) = build(image, 0).map_err(|_| "init's boot image is invalid")?;
     if p.pid != INIT_PID {
@@ -132,7 +141,10 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
     let mut count = 0;
     for module in boot.modules.iter().filter(|x| x.name.as_str() != "init") {
         if count == abi::bootinfo::MAX_MODULES {
-            log::warn!("more than {} modules; the rest are not lent to init", abi::bootinfo::MAX_MODULES);
+            log::warn!(
+                "more than {} modules; the rest are not lent to init",
+                abi::bootinfo::MAX_MODULES
+            );
             break;
         }
         let first = module.range.start & !(PAGE_SIZE - 1);
@@ -154,7 +166,8 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
     p.space
         .map_frames(BOOTINFO_VA, info_frame.addr(), 1, ro, false)
         .map_err(|_| "cannot map the boot-info page")?;
-    start_thread(&p, entry, INIT_STACK_TOP, BOOTINFO_VA).map_err(|_| "cannot start init's thread")?;
+    start_thread(&p, entry, INIT_STACK_TOP, BOOTINFO_VA)
+        .map_err(|_| "cannot start init's thread")?;
     Ok(())
 }
 

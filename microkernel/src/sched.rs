@@ -116,7 +116,10 @@ fn pick_cpu(t: &Thread) -> usize {
         return last;
     }
     for (i, c) in CPUS.iter().enumerate() {
-        if c.online.load(Ordering::Relaxed) && c.idle.load(Ordering::Relaxed) && c.queued.load(Ordering::Relaxed) == 0 {
+        if c.online.load(Ordering::Relaxed)
+            && c.idle.load(Ordering::Relaxed)
+            && c.queued.load(Ordering::Relaxed) == 0
+        {
             return i;
         }
     }
@@ -147,7 +150,9 @@ fn steal(me: usize) -> Option<Arc<Thread>> {
         if i == me || c.queued.load(Ordering::Relaxed) == 0 {
             continue;
         }
-        let Some(mut rq) = c.rq.try_lock() else { continue };
+        let Some(mut rq) = c.rq.try_lock() else {
+            continue;
+        };
         let got = rq.steal(|t| {
             let a = t.affinity.load(Ordering::Relaxed);
             a == u32::MAX || a as usize == me
@@ -180,7 +185,8 @@ fn schedule_inner(requeue: bool) {
             // Back on *this* CPU's queue: it keeps running here unless something
             // better is queued (or another CPU steals it, and then waits for
             // our switch away through `on_cpu`).
-            c.rq.lock().push(cur.clone(), cur.priority.load(Ordering::Relaxed) as usize);
+            c.rq.lock()
+                .push(cur.clone(), cur.priority.load(Ordering::Relaxed) as usize);
             c.queued.fetch_add(1, Ordering::SeqCst);
         } else {
             enqueue(cur.clone()); // pinned elsewhere: we must switch away

@@ -76,7 +76,11 @@ pub fn start_aps(boot: &BootInfo, nx: bool) {
     let bsp_apic = apic::local_id();
     APIC_IDS[0].store(bsp_apic, Ordering::SeqCst);
     percpu::set_apic_id(bsp_apic);
-    let topo = match boot.rsdp_phys.ok_or("the boot loader passed no ACPI RSDP").and_then(madt::discover) {
+    let topo = match boot
+        .rsdp_phys
+        .ok_or("the boot loader passed no ACPI RSDP")
+        .and_then(madt::discover)
+    {
         Ok(t) => t,
         Err(e) => {
             log::warn!("no SMP: {e}; running on the boot CPU only");
@@ -87,7 +91,10 @@ pub fn start_aps(boot: &BootInfo, nx: bool) {
     FOUND.store(topo.apic_ids.len() + topo.ignored, Ordering::SeqCst);
     crate::arch::ioapic::init(&topo);
     if topo.ignored > 0 {
-        log::warn!("{} processors beyond the {MAX_CPUS}-CPU limit ignored", topo.ignored);
+        log::warn!(
+            "{} processors beyond the {MAX_CPUS}-CPU limit ignored",
+            topo.ignored
+        );
     }
     let t_start = cpu::rdtsc();
     if topo.apic_ids.len() > 1 {
@@ -99,22 +106,40 @@ pub fn start_aps(boot: &BootInfo, nx: bool) {
     crate::println!("smp: {} of {} CPUs online", online(), found());
     log::info!(
         "AP bring-up took {ms} ms ({} APIC)",
-        if apic::x2apic_mode() { "x2APIC" } else { "xAPIC" }
+        if apic::x2apic_mode() {
+            "x2APIC"
+        } else {
+            "xAPIC"
+        }
     );
 }
 
 fn boot_all(topo: &madt::Topology, bsp_apic: u32, nx: bool) -> Result<(), &'static str> {
     let page = mem::trampoline_page().ok_or("no free page below 1 MiB for the trampoline")?;
     let kernel_root = mem::kernel_root();
-    let pt = mem::with_kernel_pt(|kpt, m| PageTable::create_with_kernel_half(m, kpt)).map_err(|_| "out of memory")?;
+    let pt = mem::with_kernel_pt(|kpt, m| PageTable::create_with_kernel_half(m, kpt))
+        .map_err(|_| "out of memory")?;
     if pt.root() >= 1 << 32 {
         return Err("bring-up page tables above 4 GiB");
     }
-    pt.map(&mut DirectMem, page.addr(), page.addr(), PageSize::Size4K, PteFlags::WRITABLE)
-        .map_err(|_| "cannot identity-map the trampoline")?;
+    pt.map(
+        &mut DirectMem,
+        page.addr(),
+        page.addr(),
+        PageSize::Size4K,
+        PteFlags::WRITABLE,
+    )
+    .map_err(|_| "cannot identity-map the trampoline")?;
     // SAFETY: the page was just allocated below 1 MiB and is ours; the direct
     // map covers it.
-    let tramp = unsafe { Trampoline::install(page.addr(), mem::phys_to_virt(page.addr()) as *mut u8, pt.root(), nx) };
+    let tramp = unsafe {
+        Trampoline::install(
+            page.addr(),
+            mem::phys_to_virt(page.addr()) as *mut u8,
+            pt.root(),
+            nx,
+        )
+    };
 
     let mut next_id = 1usize;
     for &apic_id in topo.apic_ids.iter().filter(|&&a| a != bsp_apic) {
@@ -145,11 +170,16 @@ fn boot_all(topo: &madt::Topology, bsp_apic: u32, nx: bool) -> Result<(), &'stat
             core::hint::spin_loop();
         }
         if block.arrived.load(Ordering::SeqCst) {
-            BRINGUP_CYCLES[next_id].store(block.arrived_tsc.load(Ordering::SeqCst) - t0, Ordering::SeqCst);
+            BRINGUP_CYCLES[next_id].store(
+                block.arrived_tsc.load(Ordering::SeqCst) - t0,
+                Ordering::SeqCst,
+            );
             ONLINE.fetch_add(1, Ordering::SeqCst);
             next_id += 1;
         } else {
-            log::error!("CPU with APIC id {apic_id} did not come up within 200 ms; continuing without it");
+            log::error!(
+                "CPU with APIC id {apic_id} did not come up within 200 ms; continuing without it"
+            );
             APIC_IDS[next_id].store(u32::MAX, Ordering::SeqCst);
         }
     }
@@ -164,7 +194,14 @@ pub extern "C" fn ap_entry(block: &'static ApBoot) -> ! {
     mem::load_address_space(block.kernel_root);
     // SAFETY: the block was prepared for this CPU alone by the boot CPU, which
     // waits for `arrived` and never touches the PerCpu afterwards.
-    unsafe { percpu::init_cpu(&mut *block.percpu, block.cpu_id, block.apic_id, block.ist_tops) };
+    unsafe {
+        percpu::init_cpu(
+            &mut *block.percpu,
+            block.cpu_id,
+            block.apic_id,
+            block.ist_tops,
+        )
+    };
     idt::load();
     let f = cpu::Features::detect();
     cpu::init_paging_features(&f);
@@ -236,7 +273,10 @@ pub fn service_shootdown() {
     let root = SD_ROOT.load(Ordering::Acquire);
     let (cur, _) = x86_64::registers::control::Cr3::read_raw();
     if root == 0 || cur.start_address().as_u64() == root {
-        flush_pages(SD_ADDR.load(Ordering::Acquire), SD_PAGES.load(Ordering::Acquire));
+        flush_pages(
+            SD_ADDR.load(Ordering::Acquire),
+            SD_PAGES.load(Ordering::Acquire),
+        );
     }
     SD_PENDING.fetch_sub(1, Ordering::AcqRel);
 }
@@ -279,7 +319,12 @@ pub fn flush_tlb_range(space: &AddressSpace, addr: u64, pages: u64) {
     if cur.start_address().as_u64() == space.root() {
         flush_pages(addr, pages);
     }
-    shootdown(space.root(), space.active_cpus.load(Ordering::SeqCst), addr, pages);
+    shootdown(
+        space.root(),
+        space.active_cpus.load(Ordering::SeqCst),
+        addr,
+        pages,
+    );
 }
 
 /// Invalidates kernel (global) mappings on every CPU.
@@ -291,7 +336,10 @@ pub fn flush_kernel_range(addr: u64, pages: u64) {
 /// Handles the ping IPI: counts it.
 pub fn on_ping() {
     if crate::ktest::PANIC_ON_PING.load(Ordering::SeqCst) {
-        panic!("deliberate panic on CPU {} (ktest=ap-panic)", percpu::cpu_id());
+        panic!(
+            "deliberate panic on CPU {} (ktest=ap-panic)",
+            percpu::cpu_id()
+        );
     }
     PINGS.fetch_add(1, Ordering::Release);
 }

@@ -19,7 +19,6 @@ const MAX_IMAGE_BYTES: u64 = 16 << 20;
 /// The largest single `debug_write`.
 const MAX_DEBUG_WRITE: u64 = 4096;
 
-
 /// Called by the syscall entry stub with the caller's saved registers; leaves
 /// the result in the frame's RAX. The stub sanitises RFLAGS and picks
 /// `sysretq` or `iretq` itself.
@@ -117,10 +116,16 @@ fn debug_write(ptr: u64, len: u64) -> Result<u64, Error> {
 }
 
 fn thread_spawn(entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {
-    if !user_range_ok(entry, 1) || !user_range_ok(stack_top.wrapping_sub(16), 16) || !stack_top.is_multiple_of(16) {
+    if !user_range_ok(entry, 1)
+        || !user_range_ok(stack_top.wrapping_sub(16), 16)
+        || !stack_top.is_multiple_of(16)
+    {
         return Err(Error::InvalidArgument);
     }
-    let p = sched::current().process.clone().ok_or(Error::PermissionDenied)?;
+    let p = sched::current()
+        .process
+        .clone()
+        .ok_or(Error::PermissionDenied)?;
     process::start_thread(&p, entry, stack_top, arg)
 }
 
@@ -129,7 +134,10 @@ fn shutdown(success: u64) -> Result<u64, Error> {
     if pid != process::INIT_PID {
         return Err(Error::PermissionDenied);
     }
-    crate::println!("mica: shutdown requested by init ({})", if success != 0 { "success" } else { "failure" });
+    crate::println!(
+        "mica: shutdown requested by init ({})",
+        if success != 0 { "success" } else { "failure" }
+    );
     crate::arch::qemu::exit(success != 0)
 }
 
@@ -137,7 +145,9 @@ fn set_priority(prio: u64) -> Result<u64, Error> {
     if prio > abi::MAX_PRIORITY {
         return Err(Error::InvalidArgument);
     }
-    sched::current().priority.store(prio as u8, Ordering::SeqCst);
+    sched::current()
+        .priority
+        .store(prio as u8, Ordering::SeqCst);
     Ok(0)
 }
 
@@ -149,7 +159,8 @@ fn process_spawn(image: u64, len: u64, arg: u64) -> Result<u64, Error> {
         return Err(Error::BadAddress);
     }
     let mut buf = Vec::new();
-    buf.try_reserve_exact(len as usize).map_err(|_| Error::NoMemory)?;
+    buf.try_reserve_exact(len as usize)
+        .map_err(|_| Error::NoMemory)?;
     buf.resize(len as usize, 0);
     copy_from_user(&mut buf, image)?;
     let parent = sched::current().process.as_ref().map_or(0, |p| p.pid);

@@ -179,7 +179,12 @@ impl Thread {
     /// Blocked -> Ready; false if it was not blocked.
     pub fn try_unblock(&self) -> bool {
         self.state
-            .compare_exchange(State::Blocked as u8, State::Ready as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .compare_exchange(
+                State::Blocked as u8,
+                State::Ready as u8,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
             .is_ok()
     }
 

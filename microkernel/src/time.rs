@@ -29,7 +29,8 @@ pub fn now_ns() -> u64 {
 /// Blocks the current thread for at least `ns` nanoseconds.
 pub fn sleep_ns(ns: u64) {
     let t = sched::current_arc();
-    t.wake_at_ns.store(now_ns().saturating_add(ns), Ordering::SeqCst);
+    t.wake_at_ns
+        .store(now_ns().saturating_add(ns), Ordering::SeqCst);
     {
         let mut s = SLEEPERS.lock();
         t.set_state(State::Blocked);
@@ -51,7 +52,10 @@ pub fn wake_sleepers() {
     let mut i = 0;
     while i < s.len() {
         let t = &s[i];
-        if t.state() != State::Blocked || t.wake_at_ns.load(Ordering::Relaxed) <= now || t.killed.load(Ordering::Relaxed) {
+        if t.state() != State::Blocked
+            || t.wake_at_ns.load(Ordering::Relaxed) <= now
+            || t.killed.load(Ordering::Relaxed)
+        {
             let t = s.swap_remove(i);
             sched::wake(&t);
         } else {

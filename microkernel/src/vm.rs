@@ -50,7 +50,9 @@ fn check_range(addr: u64, len: u64) -> Result<u64, Error> {
     if !addr.is_multiple_of(PAGE_SIZE) || len == 0 {
         return Err(Error::InvalidArgument);
     }
-    let len = len.checked_next_multiple_of(PAGE_SIZE).ok_or(Error::BadAddress)?;
+    let len = len
+        .checked_next_multiple_of(PAGE_SIZE)
+        .ok_or(Error::BadAddress)?;
     let end = addr.checked_add(len).ok_or(Error::BadAddress)?;
     if addr < USER_MIN || end > USER_END {
         return Err(Error::BadAddress);
@@ -127,13 +129,26 @@ impl AddressSpace {
     }
 
     /// Maps `phys` (frames the caller owns, or lends when `borrowed`) at `va`.
-    pub fn map_frames(&self, va: u64, phys: u64, pages: u64, flags: PteFlags, borrowed: bool) -> Result<(), Error> {
+    pub fn map_frames(
+        &self,
+        va: u64,
+        phys: u64,
+        pages: u64,
+        flags: PteFlags,
+        borrowed: bool,
+    ) -> Result<(), Error> {
         check_range(va, pages * PAGE_SIZE)?;
         let mut inner = self.inner.lock();
         for i in 0..pages {
             inner
                 .pt
-                .map(&mut DirectMem, va + i * PAGE_SIZE, phys + i * PAGE_SIZE, PageSize::Size4K, flags)
+                .map(
+                    &mut DirectMem,
+                    va + i * PAGE_SIZE,
+                    phys + i * PAGE_SIZE,
+                    PageSize::Size4K,
+                    flags,
+                )
                 .map_err(map_err)?;
         }
         if borrowed {
@@ -171,7 +186,11 @@ impl AddressSpace {
         let flags = prot_flags(p)?;
         let inner = self.inner.lock();
         for i in 0..pages {
-            if inner.pt.translate(&mut DirectMem, addr + i * PAGE_SIZE).is_none() {
+            if inner
+                .pt
+                .translate(&mut DirectMem, addr + i * PAGE_SIZE)
+                .is_none()
+            {
                 return Err(Error::NotFound);
             }
         }
@@ -180,13 +199,15 @@ impl AddressSpace {
             if inner.is_borrowed(va) && flags.contains(PteFlags::WRITABLE) {
                 return Err(Error::PermissionDenied);
             }
-            inner.pt.protect(&mut DirectMem, va, flags).map_err(map_err)?;
+            inner
+                .pt
+                .protect(&mut DirectMem, va, flags)
+                .map_err(map_err)?;
         }
         drop(inner);
         crate::smp::flush_tlb_range(self, addr, pages);
         Ok(())
     }
-
 }
 
 impl Drop for AddressSpace {

@@ -86,7 +86,8 @@ static TRAMPOLINE_PAGE: core::sync::atomic::AtomicU64 = core::sync::atomic::Atom
 
 /// The page reserved for the SMP trampoline, if low memory had one.
 pub fn trampoline_page() -> Option<PhysFrame> {
-    PhysFrame::from_addr(TRAMPOLINE_PAGE.load(core::sync::atomic::Ordering::SeqCst)).filter(|f| f.addr() != 0)
+    PhysFrame::from_addr(TRAMPOLINE_PAGE.load(core::sync::atomic::Ordering::SeqCst))
+        .filter(|f| f.addr() != 0)
 }
 
 /// Returns a frame to the allocator.

@@ -73,7 +73,10 @@ pub fn init_cpu(calibrate: bool) -> Result<(), &'static str> {
     if calibrate {
         let (tsc_per_ms, count_per_ms) = calibrate_with_pit(&mut apic);
         TSC_PER_MS.store(tsc_per_ms, Ordering::SeqCst);
-        TIMER_COUNT.store(((count_per_ms * 1000) / TICK_HZ).max(1) as u32, Ordering::SeqCst);
+        TIMER_COUNT.store(
+            ((count_per_ms * 1000) / TICK_HZ).max(1) as u32,
+            Ordering::SeqCst,
+        );
     }
     // SAFETY: periodic timer with the calibrated count, on this CPU's APIC.
     unsafe {

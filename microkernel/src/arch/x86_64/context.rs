@@ -65,13 +65,13 @@ pub unsafe fn prepare_stack(stack_top: u64, frame: &TrapFrame) -> u64 {
     unsafe {
         core::ptr::write(frame_addr as *mut TrapFrame, *frame);
         let init: [u64; SWITCH_WORDS] = [
-            0,                           // r15
-            0,                           // r14
-            0,                           // r13
-            0,                           // r12
-            0,                           // rbx
-            0,                           // rbp: end of the frame chain
-            0x2,                         // rflags: IF off until iretq
+            0,                                // r15
+            0,                                // r14
+            0,                                // r13
+            0,                                // r12
+            0,                                // rbx
+            0,                                // rbp: end of the frame chain
+            0x2,                              // rflags: IF off until iretq
             thread_start as *const () as u64, // return address
         ];
         core::ptr::copy_nonoverlapping(init.as_ptr(), words, SWITCH_WORDS);

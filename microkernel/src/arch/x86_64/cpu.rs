@@ -186,7 +186,9 @@ pub fn init_paging_features(f: &Features) {
         // SAFETY: global pages only keep kernel TLB entries across CR3 loads;
         // kernel mappings are the same in every address space.
         unsafe {
-            x86_64::registers::control::Cr4::update(|c| c.insert(x86_64::registers::control::Cr4Flags::PAGE_GLOBAL));
+            x86_64::registers::control::Cr4::update(|c| {
+                c.insert(x86_64::registers::control::Cr4Flags::PAGE_GLOBAL)
+            });
         }
     }
 }

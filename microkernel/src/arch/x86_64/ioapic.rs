@@ -52,9 +52,17 @@ pub fn init(topo: &Topology) {
             // SAFETY: `i` is below the entry count the chip reported.
             unsafe { apic.set_table_entry(i as u8, e) };
         }
-        let _ = st.ioapics.push(Controller { apic, gsi_base, entries });
+        let _ = st.ioapics.push(Controller {
+            apic,
+            gsi_base,
+            entries,
+        });
     }
-    log::info!("{} I/O APIC(s), {} ISA overrides", st.ioapics.len(), st.overrides.len());
+    log::info!(
+        "{} I/O APIC(s), {} ISA overrides",
+        st.ioapics.len(),
+        st.overrides.len()
+    );
     *STATE.lock() = Some(st);
 }
 
@@ -97,8 +105,16 @@ pub fn route_isa_irq(irq: u8, apic_id: u32) -> Result<(), &'static str> {
 pub fn mask_isa_irq(irq: u8) {
     let mut guard = STATE.lock();
     let Some(st) = guard.as_mut() else { return };
-    let gsi = st.overrides.iter().find(|o| o.0 == irq).map_or(irq as u32, |o| o.1);
-    if let Some(c) = st.ioapics.iter_mut().find(|c| gsi >= c.gsi_base && gsi < c.gsi_base + c.entries) {
+    let gsi = st
+        .overrides
+        .iter()
+        .find(|o| o.0 == irq)
+        .map_or(irq as u32, |o| o.1);
+    if let Some(c) = st
+        .ioapics
+        .iter_mut()
+        .find(|c| gsi >= c.gsi_base && gsi < c.gsi_base + c.entries)
+    {
         // SAFETY: masking an entry within the chip's table.
         unsafe { c.apic.disable_irq((gsi - c.gsi_base) as u8) };
     }

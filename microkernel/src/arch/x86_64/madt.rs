@@ -26,7 +26,11 @@ pub struct Topology {
 struct DirectMapHandler;
 
 impl AcpiHandler for DirectMapHandler {
-    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
         let virt = crate::mem::phys_to_virt(physical_address as u64) as *mut T;
         // SAFETY: the direct map covers all physical memory the firmware tables
         // live in (RAM and the 32-bit hole); the crate guarantees `T` is there.
@@ -69,12 +73,16 @@ pub fn discover(rsdp_phys: u64) -> Result<Topology, &'static str> {
             MadtEntry::LocalApic(e) => add_cpu(e.apic_id as u32, e.flags),
             MadtEntry::LocalX2Apic(e) => add_cpu(e.x2apic_id, e.flags),
             MadtEntry::IoApic(e) => {
-                let _ = topo
-                    .io_apics
-                    .push((e.io_apic_id, e.io_apic_address, e.global_system_interrupt_base));
+                let _ = topo.io_apics.push((
+                    e.io_apic_id,
+                    e.io_apic_address,
+                    e.global_system_interrupt_base,
+                ));
             }
             MadtEntry::InterruptSourceOverride(e) => {
-                let _ = topo.overrides.push((e.irq, e.global_system_interrupt, e.flags));
+                let _ = topo
+                    .overrides
+                    .push((e.irq, e.global_system_interrupt, e.flags));
             }
             _ => {}
         }

@@ -34,7 +34,8 @@ const SFMASK: u64 = (1 << 9) | (1 << 10) | (1 << 8) | (1 << 18) | (1 << 14);
 /// RFLAGS bits user space may keep across a syscall: CF, PF, AF, ZF, SF, TF,
 /// DF, OF, AC, ID. Everything else (IF, IOPL, NT, RF, VM, VIF, VIP) is the
 /// kernel's to decide.
-pub const USER_RFLAGS: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
+pub const USER_RFLAGS: u64 =
+    0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
 
 /// Programs EFER.SCE, STAR, LSTAR and SFMASK on this CPU.
 pub fn init_cpu() {
@@ -130,6 +131,10 @@ syscall_entry:
 
 // The offsets used after popping the 15 general registers: [rsp] = vector,
 // +8 error, +16 rip, +24 cs, +32 rflags, +40 rsp.
-const _: () = assert!(core::mem::offset_of!(TrapFrame, rip) - core::mem::offset_of!(TrapFrame, vector) == 16);
-const _: () = assert!(core::mem::offset_of!(TrapFrame, rflags) - core::mem::offset_of!(TrapFrame, vector) == 32);
-const _: () = assert!(core::mem::offset_of!(TrapFrame, rsp) - core::mem::offset_of!(TrapFrame, vector) == 40);
+const _: () =
+    assert!(core::mem::offset_of!(TrapFrame, rip) - core::mem::offset_of!(TrapFrame, vector) == 16);
+const _: () = assert!(
+    core::mem::offset_of!(TrapFrame, rflags) - core::mem::offset_of!(TrapFrame, vector) == 32
+);
+const _: () =
+    assert!(core::mem::offset_of!(TrapFrame, rsp) - core::mem::offset_of!(TrapFrame, vector) == 40);

@@ -143,13 +143,25 @@ impl Trampoline {
         // SAFETY: the page is the caller's and `len` fits in it.
         unsafe { core::ptr::copy_nonoverlapping(start, virt, len) };
         let at = |sym: *const u8| (phys + offset(sym) as u64) as u32;
-        t.put32(offset(core::ptr::addr_of!(tramp_gdtr_base)), at(core::ptr::addr_of!(tramp_gdt)));
-        t.put32(offset(core::ptr::addr_of!(tramp_far32)), at(core::ptr::addr_of!(tramp_32)));
-        t.put32(offset(core::ptr::addr_of!(tramp_far64)), at(core::ptr::addr_of!(tramp_64)));
+        t.put32(
+            offset(core::ptr::addr_of!(tramp_gdtr_base)),
+            at(core::ptr::addr_of!(tramp_gdt)),
+        );
+        t.put32(
+            offset(core::ptr::addr_of!(tramp_far32)),
+            at(core::ptr::addr_of!(tramp_32)),
+        );
+        t.put32(
+            offset(core::ptr::addr_of!(tramp_far64)),
+            at(core::ptr::addr_of!(tramp_64)),
+        );
         t.put32(offset(core::ptr::addr_of!(tramp_cr3)), cr3 as u32);
         let efer = (1u32 << 8) | if nx { 1 << 11 } else { 0 };
         t.put32(offset(core::ptr::addr_of!(tramp_efer)), efer);
-        t.put64(offset(core::ptr::addr_of!(tramp_entry)), crate::smp::ap_entry as *const () as u64);
+        t.put64(
+            offset(core::ptr::addr_of!(tramp_entry)),
+            crate::smp::ap_entry as *const () as u64,
+        );
         t
     }
 
