@@ -20,7 +20,7 @@
 //! the kernel's is loaded.
 
 use super::gdt::{IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
-use super::trap::TrapFrame;
+use super::trap::{pop_gprs, push_gprs, TrapFrame};
 use core::arch::global_asm;
 use core::mem::offset_of;
 
@@ -136,41 +136,17 @@ isr_common:
     jz 1f
     swapgs                                  // GS base := this CPU's PerCpu
 1:  lfence                                  // no speculation past the GS decision
-    push r15                                // complete the TrapFrame: r15 .. rax
-    push r14
-    push r13
-    push r12
-    push r11
-    push r10
-    push r9
-    push r8
-    push rbp
-    push rdi
-    push rsi
-    push rdx
-    push rcx
-    push rbx
-    push rax
+    "#,
+    push_gprs!(),                           // complete the TrapFrame: r15 .. rax
+    r#"
     cld                                     // the kernel's ABI needs DF = 0
     mov rdi, rsp                            // rdi: &mut TrapFrame
     call {dispatch}
     .global isr_return
 isr_return:                                 // also the first return of a new user thread
-    pop rax
-    pop rbx
-    pop rcx
-    pop rdx
-    pop rsi
-    pop rdi
-    pop rbp
-    pop r8
-    pop r9
-    pop r10
-    pop r11
-    pop r12
-    pop r13
-    pop r14
-    pop r15
+    "#,
+    pop_gprs!(),
+    r#"
     test byte ptr [rsp + {cs}], 3           // returning to ring 3?
     jz 2f
     swapgs                                  // GS base := the user's
@@ -180,21 +156,9 @@ isr_return:                                 // also the first return of a new us
     // Paranoid entry for NMI, #DB, #MC: may interrupt any instruction, including
     // the syscall entry before its swapgs. r12 remembers whether we swapped.
 isr_paranoid:
-    push r15
-    push r14
-    push r13
-    push r12
-    push r11
-    push r10
-    push r9
-    push r8
-    push rbp
-    push rdi
-    push rsi
-    push rdx
-    push rcx
-    push rbx
-    push rax
+    "#,
+    push_gprs!(),
+    r#"
     xor r12d, r12d                          // r12: 0 = GS already the kernel's
     mov ecx, 0xc0000101                     // ecx: IA32_GS_BASE
     rdmsr                                   // edx:eax = active GS base

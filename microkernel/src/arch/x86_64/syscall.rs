@@ -23,7 +23,7 @@
 use super::cpu::{self, msr};
 use super::gdt::{KERNEL_CS, USER_DS};
 use super::percpu::{OFF_KERNEL_RSP, OFF_SYSCALLS, OFF_USER_RSP};
-use super::trap::{TrapFrame, SYSCALL_VECTOR};
+use super::trap::{pop_gprs, push_gprs, TrapFrame, SYSCALL_VECTOR};
 use core::arch::global_asm;
 
 /// RFLAGS bits cleared on entry: IF (no interrupts until the kernel stack is
@@ -73,21 +73,9 @@ syscall_entry:
     push rcx                                // frame.rip (SYSCALL put it in RCX)
     push 0                                  // frame.error_code
     push {vector}                           // frame.vector: marks a syscall frame
-    push r15                                // general registers, r15 .. rax
-    push r14
-    push r13
-    push r12
-    push r11
-    push r10
-    push r9
-    push r8
-    push rbp
-    push rdi
-    push rsi
-    push rdx
-    push rcx
-    push rbx
-    push rax
+    "#,
+    push_gprs!(),                           // general registers, r15 .. rax
+    r#"
     inc qword ptr gs:[{count}]              // per-CPU syscall counter
     mov rdi, rsp                            // rdi: &mut TrapFrame
     call {dispatch}                         // frame.rax := result; frame.rip canonical
@@ -97,21 +85,9 @@ syscall_entry:
     mov [rsp + {rflags}], r11               // (the iretq path reads the frame)
     test r11d, 0x100                        // TF set: single-step via iretq
     jnz isr_return                          // full iretq path (swapgs there)
-    pop rax                                 // result
-    pop rbx
-    pop rcx                                 // (overwritten below)
-    pop rdx
-    pop rsi
-    pop rdi
-    pop rbp
-    pop r8
-    pop r9
-    pop r10
-    pop r11                                 // (overwritten below)
-    pop r12
-    pop r13
-    pop r14
-    pop r15
+    "#,
+    pop_gprs!(),                            // rax = result; rcx, r11 reloaded below
+    r#"
     mov rcx, [rsp + 16]                     // rcx := frame.rip (checked canonical)
     mov r11, [rsp + 32]                     // r11 := frame.rflags (sanitised)
     mov rsp, [rsp + 40]                     // rsp := user stack (IF is off: no IRQ here)

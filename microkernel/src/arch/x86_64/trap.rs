@@ -44,6 +44,24 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
+/// Assembly that pushes the general registers in [`TrapFrame`] order (r15
+/// first, rax last), completing a frame whose vector, error code and hardware
+/// part are already on the stack. Shared by every entry stub.
+macro_rules! push_gprs {
+    () => {
+        "push r15\n push r14\n push r13\n push r12\n push r11\n push r10\n push r9\n push r8\n push rbp\n push rdi\n push rsi\n push rdx\n push rcx\n push rbx\n push rax\n"
+    };
+}
+pub(crate) use push_gprs;
+
+/// Assembly that pops the general registers pushed by [`push_gprs`].
+macro_rules! pop_gprs {
+    () => {
+        "pop rax\n pop rbx\n pop rcx\n pop rdx\n pop rsi\n pop rdi\n pop rbp\n pop r8\n pop r9\n pop r10\n pop r11\n pop r12\n pop r13\n pop r14\n pop r15\n"
+    };
+}
+pub(crate) use pop_gprs;
+
 /// The pseudo vector number a syscall frame carries.
 pub const SYSCALL_VECTOR: u64 = 0x100;
 
