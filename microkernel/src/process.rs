@@ -31,6 +31,7 @@ pub fn build(image: &[u8], parent: u64) -> Result<(Arc<Process>, u64), Error> {
         Error::InvalidArgument
     })?;
     let p = Process::new(parent)?;
+    let space = p.space().ok_or(Error::NotFound)?;
     let r = (|| {
         for seg in img.segments() {
             let bytes = img.segment_bytes(seg);
@@ -59,15 +60,14 @@ pub fn build(image: &[u8], parent: u64) -> Result<(Arc<Process>, u64), Error> {
                     };
                 }
                 if let Err(e) =
-                    p.space
-                        .map_frames(seg.vaddr + i * PAGE_SIZE, frame.addr(), 1, flags, false)
+                    space.map_frames(seg.vaddr + i * PAGE_SIZE, frame.addr(), 1, flags, false)
                 {
                     let _ = mem::free_frame(frame);
                     return Err(e);
                 }
             }
         }
-        p.space.map_anon(
+        space.map_anon(
             INIT_STACK_TOP - INIT_STACK_BYTES,
             INIT_STACK_BYTES,
             prot::WRITE,
@@ -125,6 +125,7 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
     if p.pid != INIT_PID {
         return Err("init did not get pid 1");
     }
+    let space = p.space().ok_or("init's address space vanished")?;
 
     let info_frame = mem::alloc_zeroed_frame().map_err(|_| "out of memory")?;
     // SAFETY: fresh zeroed frame, page-sized, in the direct map; BootInfo fits
@@ -149,7 +150,7 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
         }
         let first = module.range.start & !(PAGE_SIZE - 1);
         let pages = (module.range.end - first).div_ceil(PAGE_SIZE);
-        p.space
+        space
             .map_frames(va, first, pages, ro, true)
             .map_err(|_| "cannot map a boot module into init")?;
         let d = &mut info.modules[count];
@@ -163,7 +164,7 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
         count += 1;
     }
     info.nmodules = count as u64;
-    p.space
+    space
         .map_frames(BOOTINFO_VA, info_frame.addr(), 1, ro, false)
         .map_err(|_| "cannot map the boot-info page")?;
     start_thread(&p, entry, INIT_STACK_TOP, BOOTINFO_VA)
@@ -180,6 +181,7 @@ pub fn ended(p: &Arc<Process>, status: u64) {
     };
     let tids = core::mem::take(&mut *p.threads.lock());
     sched::forget_threads(&tids);
+    p.release_space();
     let waiters = core::mem::take(&mut *p.waiters.lock());
     for w in waiters {
         sched::wake(&w);

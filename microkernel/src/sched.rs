@@ -227,8 +227,8 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
             pctx.gs_base = cpu::rdmsr(msr::KERNEL_GS_BASE);
         }
     }
-    match &next.process {
-        Some(p) => {
+    match &next.space {
+        Some(space) => {
             next.fpu.restore();
             // SAFETY: the bases were validated as user addresses when set (or
             // read back from the MSRs); the kernel's own GS base is untouched.
@@ -237,8 +237,8 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
                 cpu::wrmsr(msr::KERNEL_GS_BASE, nctx.gs_base);
             }
             percpu::set_kernel_stack(next.kstack_top());
-            p.space.active_cpus.fetch_or(1 << cpu, Ordering::SeqCst);
-            crate::mem::load_address_space(p.space.root());
+            space.active_cpus.fetch_or(1 << cpu, Ordering::SeqCst);
+            crate::mem::load_address_space(space.root());
         }
         None => crate::mem::load_address_space(crate::mem::kernel_root()),
     }

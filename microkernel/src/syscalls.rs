@@ -85,9 +85,8 @@ fn handle(n: Sysnum, f: &mut TrapFrame) -> Result<u64, Error> {
 
 fn current_space() -> Result<&'static crate::vm::AddressSpace, Error> {
     sched::current()
-        .process
-        .as_ref()
-        .map(|p| &*p.space)
+        .space
+        .as_deref()
         .ok_or(Error::PermissionDenied)
 }
 

@@ -52,6 +52,11 @@ pub struct Thread {
     pub tid: u64,
     /// The owning process (`None` for per-CPU idle threads).
     pub process: Option<Arc<Process>>,
+    /// The address space it runs in (`None` for idle threads, which run on the
+    /// kernel's tables). Threads hold it, not just their process, so the
+    /// memory of an ended process goes away with its last thread even while
+    /// the process record waits for its parent.
+    pub space: Option<Arc<AddressSpace>>,
     /// The kernel stack (`None` for the boot CPU's idle thread, which runs on
     /// the boot stack).
     kstack: Option<KernelStack>,
@@ -85,18 +90,58 @@ unsafe impl Send for Thread {}
 
 static NEXT_TID: AtomicU64 = AtomicU64::new(1);
 
+/// The most user threads alive at once (each costs a 32 KiB stack and about
+/// 1.5 KiB of heap; the smallest heap is 4 MiB). More is an error, not a panic.
+pub const MAX_THREADS: usize = 1024;
+/// The most processes whose records exist at once (running or not yet waited
+/// for).
+pub const MAX_PROCESSES: usize = 256;
+
+static LIVE_THREADS: AtomicUsize = AtomicUsize::new(0);
+static LIVE_PROCESSES: AtomicUsize = AtomicUsize::new(0);
+
+/// One unit of [`MAX_THREADS`], returned on drop unless forgotten.
+struct ThreadSlot;
+
+impl ThreadSlot {
+    fn take() -> Result<ThreadSlot, Error> {
+        if LIVE_THREADS.fetch_add(1, Ordering::SeqCst) >= MAX_THREADS {
+            LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::NoMemory);
+        }
+        Ok(ThreadSlot)
+    }
+}
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Thread {
+    fn drop(&mut self) {
+        if self.process.is_some() {
+            LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Every live (not yet joined or reaped) thread, by id.
 static THREADS: IrqMutex<BTreeMap<u64, Arc<Thread>>> = IrqMutex::new(BTreeMap::new());
 
 impl Thread {
     /// A user thread of `process` that will enter ring 3 with `frame`.
     pub fn new_user(process: &Arc<Process>, frame: &TrapFrame) -> Result<Arc<Thread>, Error> {
+        let space = process.space().ok_or(Error::NotFound)?;
+        let _slot = ThreadSlot::take()?;
         let kstack = KernelStack::new().map_err(|_| Error::NoMemory)?;
         // SAFETY: the stack is freshly mapped, unused and 16-byte aligned.
         let rsp = unsafe { context::prepare_stack(kstack.top(), frame) };
         let t = Arc::new(Thread {
             tid: NEXT_TID.fetch_add(1, Ordering::Relaxed),
             process: Some(process.clone()),
+            space: Some(space),
             kstack: Some(kstack),
             ctx: UnsafeCell::new(ThreadCtx {
                 saved_rsp: rsp,
@@ -114,6 +159,7 @@ impl Thread {
             wake_at_ns: AtomicU64::new(0),
             joiners: IrqMutex::new(Vec::new()),
         });
+        core::mem::forget(_slot); // released by Thread::drop
         process.live_threads.fetch_add(1, Ordering::SeqCst);
         process.threads.lock().push(t.tid);
         THREADS.lock().insert(t.tid, t.clone());
@@ -126,6 +172,7 @@ impl Thread {
         Ok(Arc::new(Thread {
             tid: NEXT_TID.fetch_add(1, Ordering::Relaxed),
             process: None,
+            space: None,
             kstack: None,
             ctx: UnsafeCell::new(ThreadCtx {
                 saved_rsp: 0,
@@ -210,8 +257,8 @@ pub struct Process {
     pub pid: u64,
     /// The parent's pid (0 for init).
     pub parent: u64,
-    /// Its memory.
-    pub space: Arc<AddressSpace>,
+    /// Its memory, until it ends (its threads hold their own references).
+    space: IrqMutex<Option<Arc<AddressSpace>>>,
     /// Threads not yet dead.
     pub live_threads: AtomicUsize,
     /// Ids of every thread it created (for kill and cleanup).
@@ -230,10 +277,21 @@ static PROCESSES: IrqMutex<BTreeMap<u64, Arc<Process>>> = IrqMutex::new(BTreeMap
 impl Process {
     /// A new process with an empty address space.
     pub fn new(parent: u64) -> Result<Arc<Process>, Error> {
+        if LIVE_PROCESSES.fetch_add(1, Ordering::SeqCst) >= MAX_PROCESSES {
+            LIVE_PROCESSES.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::NoMemory);
+        }
+        let space = match AddressSpace::new() {
+            Ok(s) => s,
+            Err(e) => {
+                LIVE_PROCESSES.fetch_sub(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
         let p = Arc::new(Process {
             pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
             parent,
-            space: AddressSpace::new()?,
+            space: IrqMutex::new(Some(space)),
             live_threads: AtomicUsize::new(0),
             threads: IrqMutex::new(Vec::new()),
             status: IrqMutex::new(None),
@@ -241,6 +299,25 @@ impl Process {
         });
         PROCESSES.lock().insert(p.pid, p.clone());
         Ok(p)
+    }
+}
+
+impl Process {
+    /// Its address space, unless it has ended.
+    pub fn space(&self) -> Option<Arc<AddressSpace>> {
+        self.space.lock().clone()
+    }
+
+    /// Drops the process's own reference to its memory (it ended); the memory
+    /// goes when the last thread is reaped.
+    pub fn release_space(&self) {
+        drop(self.space.lock().take());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        LIVE_PROCESSES.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

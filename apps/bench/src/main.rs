@@ -15,6 +15,9 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+use abi::bootimg::{encode, SegmentSpec, SEG_R, SEG_X};
+use abi::{prot, Sysnum};
+use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 use libipc::bench::{rdtsc, report};
@@ -32,7 +35,11 @@ type BenchFn = fn(samples: &mut [u64]) -> Result<usize, &'static str>;
 /// Every figure, in output order. Later figures (`ipc_call_same_core`,
 /// `ipc_call_cross_core`, `ipc_buffer_4k_same_core`, `spawn_exit_wait`,
 /// `page_map_unmap`, ...) slot in here as the kernel grows the syscalls.
-const BENCHES: &[(&str, BenchFn)] = &[("null_syscall", null_syscall)];
+const BENCHES: &[(&str, BenchFn)] = &[
+    ("null_syscall", null_syscall),
+    ("page_map_unmap", page_map_unmap),
+    ("spawn_exit_wait", spawn_exit_wait),
+];
 
 /// `null()`: the bare syscall entry and exit path.
 fn null_syscall(samples: &mut [u64]) -> Result<usize, &'static str> {
@@ -46,6 +53,95 @@ fn null_syscall(samples: &mut [u64]) -> Result<usize, &'static str> {
         if r != 0 {
             return Err("null() did not return 0");
         }
+    }
+    Ok(samples.len())
+}
+
+/// Where [`page_map_unmap`] maps its page.
+const MAP_PAGE: u64 = 0x4000_0000_0000;
+/// Samples of [`page_map_unmap`].
+const MAP_ITERS: usize = 2000;
+
+/// `map_anon` of one writable page, one write to it (so the mapping is
+/// really used), `unmap`.
+fn page_map_unmap(samples: &mut [u64]) -> Result<usize, &'static str> {
+    let once = || -> Result<(), &'static str> {
+        sys::map_anon(MAP_PAGE, 4096, prot::WRITE).map_err(|_| "map_anon failed")?;
+        // SAFETY: the page was just mapped writable; nothing else uses it.
+        unsafe { (MAP_PAGE as *mut u64).write_volatile(1) };
+        // SAFETY: nothing references the page any more.
+        unsafe { sys::unmap(MAP_PAGE, 4096) }.map_err(|_| "unmap failed")?;
+        Ok(())
+    };
+    for _ in 0..WARMUP {
+        once()?;
+    }
+    let samples = &mut samples[..MAP_ITERS];
+    for s in samples.iter_mut() {
+        let t0 = rdtsc();
+        once()?;
+        *s = rdtsc() - t0;
+    }
+    Ok(samples.len())
+}
+
+// The smallest child process: `process_exit(arg)` (RDI already holds the
+// spawn argument). Position-independent; copied into a boot image.
+global_asm!(
+    ".pushsection .rodata.mica_bench_child, \"a\"",
+    "mica_bench_child:",
+    "mov eax, {pexit}",   // rax: ProcessExit; rdi: the exit code (spawn arg)
+    "syscall",
+    "ud2",
+    "mica_bench_child_end:",
+    ".popsection",
+    pexit = const Sysnum::ProcessExit as u64,
+);
+
+extern "C" {
+    static mica_bench_child: u8;
+    static mica_bench_child_end: u8;
+}
+
+/// Samples of [`spawn_exit_wait`].
+const SPAWN_ITERS: usize = 300;
+/// Where the child's code goes.
+const CHILD_TEXT: u64 = 0x40_0000;
+
+/// `process_spawn` of a one-page child that exits at once, then
+/// `process_wait` for it: a whole process lifetime.
+fn spawn_exit_wait(samples: &mut [u64]) -> Result<usize, &'static str> {
+    let (start, end) = (
+        core::ptr::addr_of!(mica_bench_child),
+        core::ptr::addr_of!(mica_bench_child_end),
+    );
+    // SAFETY: both labels are in one read-only section, `end` after `start`,
+    // and the bytes between them never change.
+    let text = unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) };
+    let specs = [SegmentSpec {
+        vaddr: CHILD_TEXT,
+        bytes: text,
+        mem_size: text.len() as u64,
+        flags: SEG_R | SEG_X,
+    }];
+    let mut buf = [0u8; 256];
+    let len = encode(CHILD_TEXT, &specs, &mut buf).map_err(|_| "cannot encode the child")?;
+    let image = &buf[..len];
+    let once = |i: u64| -> Result<(), &'static str> {
+        let pid = sys::process_spawn(image, i).map_err(|_| "process_spawn failed")?;
+        match sys::process_wait(pid).map(abi::status::decode) {
+            Ok(abi::status::Status::Exited(c)) if c as u64 == i => Ok(()),
+            _ => Err("the child did not exit with its argument"),
+        }
+    };
+    for i in 0..WARMUP as u64 / 10 {
+        once(i)?;
+    }
+    let samples = &mut samples[..SPAWN_ITERS];
+    for (i, s) in samples.iter_mut().enumerate() {
+        let t0 = rdtsc();
+        once(i as u64)?;
+        *s = rdtsc() - t0;
     }
     Ok(samples.len())
 }

@@ -77,7 +77,13 @@ pub fn kernel_pointer_in_syscall_is_refused() -> TestResult {
 /// Case 10: unknown syscall numbers fail with BadSyscall, including a valid
 /// number with high bits set (the kernel must not truncate RAX).
 pub fn bad_syscall_number_is_refused() -> TestResult {
-    for n in [9999, 21, u64::MAX, (1 << 32) | Sysnum::Null as u64] {
+    // SYSNUM_END: the first number the ABI does not assign.
+    for n in [
+        9999,
+        abi::SYSNUM_END,
+        u64::MAX,
+        (1 << 32) | Sysnum::Null as u64,
+    ] {
         // SAFETY: no syscall runs for an unknown number (and if one did with
         // zero arguments, it would write no memory).
         let r = decode_result(unsafe { raw_syscall(n, 0, 0, 0) });

@@ -30,16 +30,19 @@ pub const USER_FLAGS: u64 = 0xcd5;
 /// RFLAGS.DF.
 pub const DF: u64 = 1 << 10;
 
-/// In/out block of [`syscall_null`] and [`hold`].
+/// In/out block of [`syscall_regs`] and [`hold`].
 #[repr(C)]
 pub struct GprFrame {
     /// The value each register is set to.
     pub vals: [u64; 14],
     /// What each register held at the end.
     pub out: [u64; 14],
+    /// [`syscall_regs`]: the syscall number (arguments are the `vals` of
+    /// RDI, RSI, RDX, R10, R8, R9).
+    pub nr: u64,
     /// The RFLAGS value loaded with `popfq` (bit 1 and IF are forced by the CPU).
     pub flags: u64,
-    /// [`syscall_null`]: RFLAGS after the syscall. [`hold`]: every
+    /// [`syscall_regs`]: RFLAGS after the syscall. [`hold`]: every
     /// [`USER_FLAGS`] bit that was ever seen changed, ORed together.
     pub flags_seen: u64,
     /// [`hold`]: spin until the TSC passes this.
@@ -50,7 +53,7 @@ pub struct GprFrame {
     pub rsp_before: u64,
     /// ...and at the same point after the syscall / spin (must be equal).
     pub rsp_after: u64,
-    /// [`syscall_null`]: RAX after the syscall (the result).
+    /// [`syscall_regs`]: RAX after the syscall (the result).
     pub rax_out: u64,
     /// [`hold`]: the longest gap between two TSC reads.
     pub max_gap: u64,
@@ -68,6 +71,7 @@ impl GprFrame {
         GprFrame {
             vals,
             out: [0; 14],
+            nr: Sysnum::Null as u64,
             flags,
             flags_seen: 0,
             deadline: 0,
@@ -102,8 +106,8 @@ impl GprFrame {
 }
 
 /// Sets every register from `f.vals` and RFLAGS from `f.flags`, issues
-/// `syscall` with RAX = [`Sysnum::Null`], and records the registers.
-pub fn syscall_null(f: &mut GprFrame) {
+/// `syscall` with RAX = `f.nr`, and records the registers.
+pub fn syscall_regs(f: &mut GprFrame) {
     // Register roles: RDI = frame pointer until the loads, then its own value;
     // RAX = syscall number / result; every other register = its test value.
     // SAFETY: the block saves and restores RBX/RBP itself, declares every
@@ -129,8 +133,8 @@ pub fn syscall_null(f: &mut GprFrame) {
             "mov r13, [rdi + {vals} + 88]",      // r13: value 11
             "mov r14, [rdi + {vals} + 96]",      // r14: value 12
             "mov r15, [rdi + {vals} + 104]",     // r15: value 13
+            "mov rax, [rdi + {nr}]",             // rax: the syscall number (mov keeps RFLAGS)
             "mov rdi, [rdi + {vals} + 40]",      // rdi: value 5 (last: it held the frame)
-            "mov eax, {null}",                   // rax: Sysnum::Null (mov keeps RFLAGS)
             "popfq",                             // RFLAGS := pattern; [rsp] = frame pointer
             "syscall",                           // rax := result; rcx, r11 := clobbered
             "pushfq",                            // [rsp] = RFLAGS after; [rsp+8] = frame
@@ -164,7 +168,7 @@ pub fn syscall_null(f: &mut GprFrame) {
             rax_out = const offset_of!(GprFrame, rax_out),
             vals = const offset_of!(GprFrame, vals),
             out = const offset_of!(GprFrame, out),
-            null = const Sysnum::Null as u64,
+            nr = const offset_of!(GprFrame, nr),
             inout("rdi") f as *mut GprFrame => _,
             out("rax") _, out("rcx") _, out("rdx") _, out("rsi") _,
             out("r8") _, out("r9") _, out("r10") _, out("r11") _,
@@ -185,7 +189,7 @@ pub fn hold(f: &mut GprFrame) {
     //   [rsp+8]  RFLAGS pattern        [rsp+40] inner loop count
     //   [rsp+16] deadline              [rsp+48] frame pointer
     //   [rsp+24] previous TSC read     [rsp+56] rbx, [rsp+64] rbp
-    // SAFETY: as for `syscall_null`: RBX/RBP saved and restored here, every
+    // SAFETY: as for `syscall_regs`: RBX/RBP saved and restored here, every
     // other GPR declared clobbered, RSP and DF restored, only `*f` written.
     unsafe {
         asm!(

@@ -6,7 +6,9 @@
 //!
 //! Cases live in one module per concern: [`regs`] (what syscalls and
 //! preemption hand back), [`fpu`], [`faults`] (what ring 3 may not do),
-//! [`args`] (syscall argument checks), [`sched`], [`tls`] and [`mem`].
+//! [`args`] (syscall argument checks), [`entry`] (thread entry state, bad
+//! stack pointers), [`sched`], [`tls`], [`mem`], [`process`] (child
+//! processes built on the fly) and [`leaks`].
 //! Anything that can fault or that holds registers in states the Rust ABI
 //! forbids runs in a spawned thread ([`util`]), so a kernel bug shows as a
 //! failed case rather than a dead test program.
@@ -16,10 +18,13 @@
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 mod args;
+mod entry;
 mod faults;
 mod fpu;
 mod gpr;
+mod leaks;
 mod mem;
+mod process;
 mod regs;
 mod sched;
 mod tls;
@@ -31,8 +36,9 @@ use util::TestResult;
 /// A case: its name and the function that runs it.
 type Case = (&'static str, fn() -> TestResult);
 
-/// Every case, in the order run (cheap argument checks first, then the
-/// preemption cases, then faults).
+/// Every case, in the order run: cheap argument checks first, then the
+/// preemption cases, memory, thread entry, faults, child processes, and
+/// last the leak and concurrency cases (which churn the most memory).
 const CASES: &[Case] = &[
     (
         "syscall_preserves_registers",
@@ -59,6 +65,10 @@ const CASES: &[Case] = &[
         "registers_survive_preemption",
         regs::registers_survive_preemption,
     ),
+    (
+        "registers_survive_migration",
+        regs::registers_survive_migration,
+    ),
     ("df_does_not_leak", regs::df_does_not_leak),
     ("fpu_isolation", fpu::fpu_isolation),
     (
@@ -74,6 +84,12 @@ const CASES: &[Case] = &[
         tls::fs_gs_base_survive_preemption,
     ),
     ("map_anon_rules", mem::map_anon_rules),
+    (
+        "revoked_access_reaches_other_cpus",
+        mem::revoked_access_reaches_other_cpus,
+    ),
+    ("new_thread_starts_clean", entry::new_thread_starts_clean),
+    ("bad_user_rsp_is_harmless", entry::bad_user_rsp_is_harmless),
     (
         "user_cannot_read_kernel_memory",
         faults::user_cannot_read_kernel_memory,
@@ -99,6 +115,36 @@ const CASES: &[Case] = &[
         "process_spawn_rejects_bad_images",
         args::process_spawn_rejects_bad_images,
     ),
+    (
+        "child_processes_exit_fault_and_are_isolated",
+        process::child_processes_exit_fault_and_are_isolated,
+    ),
+    (
+        "process_exit_ends_every_thread",
+        process::process_exit_ends_every_thread,
+    ),
+    (
+        "spawn_wait_does_not_leak",
+        process::spawn_wait_does_not_leak,
+    ),
+    (
+        "user_copy_races_with_unmap",
+        process::user_copy_races_with_unmap,
+    ),
+    (
+        "thread_spawn_join_does_not_leak",
+        leaks::thread_spawn_join_does_not_leak,
+    ),
+    ("map_unmap_does_not_leak", leaks::map_unmap_does_not_leak),
+    (
+        "map_anon_beyond_ram_fails_cleanly",
+        leaks::map_anon_beyond_ram_fails_cleanly,
+    ),
+    (
+        "many_sleeping_threads_all_wake",
+        leaks::many_sleeping_threads_all_wake,
+    ),
+    ("concurrent_map_unmap", leaks::concurrent_map_unmap),
 ];
 
 #[no_mangle]

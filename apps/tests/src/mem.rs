@@ -6,7 +6,8 @@ use crate::util::{self, expect_err, run_expect_fault, TestResult};
 use abi::status::Status;
 use abi::{prot, Error};
 use core::arch::asm;
-use libipc::sys;
+use core::sync::atomic::{AtomicBool, Ordering};
+use libipc::{bench::rdtsc, sys};
 
 /// The pages this case plays with (nothing else lives near).
 const BASE: u64 = 0x4200_0000_0000;
@@ -162,7 +163,101 @@ fn rules() -> TestResult {
         "protect to WRITE|EXEC was not refused (W^X)",
     )?;
 
+    // All or nothing: a range whose third page is taken maps nothing.
+    let run = BASE + 0x50_000;
+    sys::map_anon(run + 2 * PAGE, PAGE, prot::WRITE).map_err(|_| "map_anon failed")?;
+    let r = sys::map_anon(run, 4 * PAGE, prot::WRITE);
+    let first_free = sys::map_anon(run, 2 * PAGE, prot::WRITE);
+    // SAFETY: nothing references these pages.
+    let _ = unsafe { sys::unmap(run, 3 * PAGE) };
+    expect_err(
+        r,
+        &[AlreadyExists],
+        "mapping over a taken page was not AlreadyExists",
+    )?;
+    if first_free.is_err() {
+        return Err("a failed map_anon left pages mapped (no rollback)");
+    }
+
     // A writable page is not executable (NX).
     ret_page(DATA_CODE)?;
     run_expect_fault(call_data, &[14]).inspect_err(|_| note!("executing a writable page"))
+}
+
+/// The page the shootdown cases share with their toucher thread.
+const SHARED: u64 = BASE + 0x40_000;
+
+/// A thread that keeps reading or writing [`SHARED`] on one CPU.
+struct Toucher {
+    cpu: u64,
+    write: bool,
+    /// Set once the page has been touched (its translation is cached).
+    ready: AtomicBool,
+    pinned: AtomicBool,
+}
+
+extern "C" fn toucher_thread(arg: u64) -> ! {
+    // SAFETY: `revoke_reaches` passes a `Toucher` with `arg_of` and joins
+    // before touching or dropping it.
+    let t: &Toucher = unsafe { util::from_arg(arg) };
+    t.pinned
+        .store(sys::set_affinity(t.cpu).is_ok(), Ordering::Relaxed);
+    let end = util::deadline_ms(500);
+    let p = SHARED as *mut u64;
+    while rdtsc() < end {
+        // SAFETY: the page is mapped writable until the spawner revokes it;
+        // from then on the access faults and ends this thread.
+        unsafe {
+            if t.write {
+                p.write_volatile(p.read_volatile() + 1);
+            } else {
+                let _ = p.read_volatile();
+            }
+        }
+        t.ready.store(true, Ordering::Release);
+    }
+    sys::thread_exit(0)
+}
+
+/// Maps [`SHARED`], lets a thread on the last CPU touch it in a loop, then
+/// `revoke`s access from CPU 0: the thread must fault at once (the kernel
+/// must shoot down the other CPU's TLB entry).
+fn revoke_reaches(write: bool, revoke: fn() -> Result<u64, Error>) -> TestResult {
+    if !util::pin0() {
+        return Err("set_affinity(0) failed");
+    }
+    sys::map_anon(SHARED, PAGE, prot::WRITE).map_err(|_| "map_anon failed")?;
+    let mut t = Toucher {
+        cpu: sys::cpu_count().saturating_sub(1),
+        write,
+        ready: AtomicBool::new(false),
+        pinned: AtomicBool::new(false),
+    };
+    let th = util::spawn(toucher_thread, util::arg_of(&mut t))?;
+    let give_up = util::deadline_ms(400);
+    while !t.ready.load(Ordering::Acquire) && rdtsc() < give_up {
+        sys::yield_now();
+    }
+    sys::sleep_ns(2_000_000);
+    let revoked = revoke();
+    let st = th.join()?;
+    drop_page(SHARED);
+    if !t.pinned.load(Ordering::Relaxed) {
+        return Err("set_affinity failed");
+    }
+    if revoked.is_err() {
+        return Err("revoking access failed");
+    }
+    util::expect_fault(st, &[14])
+}
+
+/// Case: `unmap` and `protect` (to read-only) on one CPU stop another CPU's
+/// thread from reading / writing the page (TLB shootdown).
+pub fn revoked_access_reaches_other_cpus() -> TestResult {
+    // SAFETY: only the toucher thread uses the page, and it is meant to fault.
+    revoke_reaches(false, || unsafe { sys::unmap(SHARED, PAGE) })
+        .inspect_err(|_| note!("unmap while another CPU reads"))?;
+    // SAFETY: as above.
+    revoke_reaches(true, || unsafe { sys::protect(SHARED, PAGE, 0) })
+        .inspect_err(|_| note!("protect(read-only) while another CPU writes"))
 }

@@ -14,20 +14,47 @@ use libipc::sys;
 /// RFLAGS patterns (CF PF ZF SF OF / AF DF / all clear).
 const PATTERNS: [u64; 3] = [0x8c5, 0x410, 0x000];
 
-/// Case 1: every GPR but RAX/RCX/R11, RSP, and the user RFLAGS bits survive a
-/// `syscall` (Null), for three RFLAGS patterns; RAX comes back 0.
+/// Case 1: every GPR but RAX/RCX/R11, RSP, and the user RFLAGS bits survive
+/// a `syscall`, for three RFLAGS patterns and four syscalls (Null, ClockNs,
+/// Yield, and SleepNs, which blocks and comes back through the scheduler);
+/// RCX and R11 hold no kernel address afterwards.
 pub fn syscall_preserves_registers() -> TestResult {
-    for (i, &flags) in PATTERNS.iter().enumerate() {
-        let mut f = GprFrame::new(0x1357_9bdf_0000_0000 + ((i as u64) << 40), flags);
-        gpr::syscall_null(&mut f);
-        if f.rax_out != 0 {
-            note!("rax = {:#x} after Null", f.rax_out);
-            return Err("Null did not return 0");
-        }
-        f.check_regs(&[RCX, R11])?;
-        if (f.flags_seen ^ flags) & USER_FLAGS != 0 {
-            note!("rflags {:#x} after, {flags:#x} before", f.flags_seen);
-            return Err("user RFLAGS bits changed across syscall");
+    // (number, RDI argument or None to keep the pattern value)
+    let calls = [
+        (Sysnum::Null, None),
+        (Sysnum::ClockNs, None),
+        (Sysnum::Yield, None),
+        (Sysnum::SleepNs, Some(1_000_000)),
+    ];
+    for (c, &(nr, rdi)) in calls.iter().enumerate() {
+        for (i, &flags) in PATTERNS.iter().enumerate() {
+            let seed = 0x1357_9bdf_0000_0000 + ((i as u64) << 40) + ((c as u64) << 36);
+            let mut f = GprFrame::new(seed, flags);
+            f.nr = nr as u64;
+            if let Some(v) = rdi {
+                f.vals[5] = v;
+            }
+            gpr::syscall_regs(&mut f);
+            let r = abi::decode_result(f.rax_out);
+            if r.is_err() || (nr == Sysnum::Null && f.rax_out != 0) {
+                note!("{nr:?} returned {r:?}");
+                return Err("the syscall did not succeed");
+            }
+            f.check_regs(&[RCX, R11])
+                .inspect_err(|_| note!("syscall {nr:?}"))?;
+            if (f.flags_seen ^ flags) & USER_FLAGS != 0 {
+                note!(
+                    "{nr:?}: rflags {:#x} after, {flags:#x} before",
+                    f.flags_seen
+                );
+                return Err("user RFLAGS bits changed across syscall");
+            }
+            for (name, v) in [("rcx", f.out[RCX]), ("r11", f.out[R11])] {
+                if v >= abi::layout::USER_END {
+                    note!("{nr:?}: {name} = {v:#x} after the syscall");
+                    return Err("a kernel value leaked into RCX/R11");
+                }
+            }
         }
     }
     Ok(())
@@ -42,6 +69,8 @@ struct HoldJob {
     simd: bool,
     avx: bool,
     spin_ms: u64,
+    /// Pin to CPU 0 (else run wherever the scheduler likes).
+    pin: bool,
     pinned: bool,
 }
 
@@ -54,6 +83,7 @@ impl HoldJob {
             simd,
             avx: util::has_avx(),
             spin_ms,
+            pin: true,
             pinned: false,
         }
     }
@@ -83,7 +113,7 @@ extern "C" fn hold_thread(arg: u64) -> ! {
     // SAFETY: the spawner passes a `HoldJob` with `arg_of` and joins before
     // touching or dropping it.
     let job: &mut HoldJob = unsafe { from_arg(arg) };
-    job.pinned = util::pin0();
+    job.pinned = !job.pin || util::pin0();
     if job.simd {
         fpu::load(&job.simd_want, job.avx);
     }
@@ -113,6 +143,38 @@ pub fn registers_survive_preemption() -> TestResult {
         return Err("neither thread was ever preempted");
     }
     Ok(())
+}
+
+/// Threads in [`registers_survive_migration`] at most.
+const MIGRATE_THREADS: usize = 5;
+
+/// Case 2b: more unpinned threads than CPUs hold GPR, RFLAGS and SIMD
+/// values while the scheduler moves them between CPUs (where it balances).
+pub fn registers_survive_migration() -> TestResult {
+    let n = (sys::cpu_count() as usize + 1).clamp(2, MIGRATE_THREADS);
+    let mut jobs: [HoldJob; MIGRATE_THREADS] = core::array::from_fn(|i| {
+        let seed = 0x3c3c_0000_0000_0000 + ((i as u64) << 48) + ((i as u64) << 16) + 0x4400;
+        let mut job = HoldJob::new(seed, PATTERNS[i % PATTERNS.len()], true, 60);
+        job.pin = false;
+        job
+    });
+    let mut threads: [Option<util::Thread>; MIGRATE_THREADS] = Default::default();
+    let mut first_err = None;
+    for (job, slot) in jobs.iter_mut().zip(threads.iter_mut()).take(n) {
+        match util::spawn(hold_thread, arg_of(job)) {
+            Ok(t) => *slot = Some(t),
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    for t in threads.iter_mut().filter_map(Option::take) {
+        if let Err(e) = t.join().and_then(util::expect_ok) {
+            first_err = first_err.or(Some(e));
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    jobs.iter().take(n).try_for_each(HoldJob::check)
 }
 
 /// [`df_does_not_leak`]'s watcher: what it saw.
