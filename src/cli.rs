@@ -21,7 +21,7 @@ options:
   --timeout SECS       kill QEMU after SECS seconds and exit with 124
   --accel tcg|kvm      QEMU accelerator (default tcg; kvm only on real VT-x/AMD-V)
   --icount             deterministic mode: -accel tcg,thread=single -icount shift=0
-  --cpu MODEL          QEMU CPU model (default max; try qemu64)
+  --cpu MODEL          QEMU CPU model (default max; with --icount max,-x2apic)
   --qemu-log FILE      log interrupts and CPU resets to FILE (-d int,cpu_reset)
   --iso PATH           boot PATH instead of the ISO built by cargo
   -h, --help           show this help
@@ -107,6 +107,9 @@ pub enum Command {
     Help,
 }
 
+/// The CPU model `--icount` uses unless `--cpu` says otherwise.
+pub const ICOUNT_CPU: &str = "max,-x2apic";
+
 /// Parses the runner's arguments (without the program name). Options take their value
 /// either as the next argument or after `=` (`--smp 2`, `--smp=2`). A repeated scalar
 /// option keeps its last value, so callers can override defaults they prepended.
@@ -116,6 +119,7 @@ where
     S: Into<String>,
 {
     let mut opts = Options::default();
+    let mut cpu_given = false;
     let mut args = args.into_iter().map(Into::into);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -173,6 +177,7 @@ where
             }
             "--icount" => opts.icount = true,
             "--cpu" => {
+                cpu_given = true;
                 if value.is_empty() {
                     return Err("--cpu needs a model name".to_string());
                 }
@@ -186,6 +191,11 @@ where
     }
     if opts.icount && opts.accel == Accel::Kvm {
         return Err("--icount needs TCG; it cannot be combined with --accel kvm".to_string());
+    }
+    // QEMU 10 aborts ("Bad icount read") when the guest programs the x2APIC
+    // timer through MSRs under -icount; the xAPIC's MMIO path works.
+    if opts.icount && !cpu_given {
+        opts.cpu = ICOUNT_CPU.to_string();
     }
     if opts.iso.is_some() && opts.needs_custom_iso() {
         return Err(
@@ -321,6 +331,13 @@ mod tests {
         assert_eq!(run(&["--accel", "kvm"]).accel, Accel::Kvm);
         assert_eq!(run(&["--accel=tcg"]).accel, Accel::Tcg);
         assert!(err(&["--accel", "hvf"]).contains("tcg or kvm"));
+    }
+
+    #[test]
+    fn icount_defaults_to_the_xapic_but_respects_an_explicit_cpu() {
+        assert_eq!(run(&["--icount"]).cpu, ICOUNT_CPU);
+        assert_eq!(run(&["--icount", "--cpu", "qemu64"]).cpu, "qemu64");
+        assert_eq!(run(&["--cpu", "qemu64", "--icount"]).cpu, "qemu64");
     }
 
     #[test]
