@@ -237,7 +237,6 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
                 cpu::wrmsr(msr::KERNEL_GS_BASE, nctx.gs_base);
             }
             percpu::set_kernel_stack(next.kstack_top());
-            space.active_cpus.fetch_or(1 << cpu, Ordering::SeqCst);
             crate::mem::load_address_space(space.root());
         }
         None => crate::mem::load_address_space(crate::mem::kernel_root()),

@@ -191,7 +191,6 @@ fn boot_all(topo: &madt::Topology, bsp_apic: u32, nx: bool) -> Result<(), &'stat
 
 /// Where an AP arrives in 64-bit mode (from the trampoline), on its own stack.
 pub extern "C" fn ap_entry(block: &'static ApBoot) -> ! {
-    mem::load_address_space(block.kernel_root);
     // SAFETY: the block was prepared for this CPU alone by the boot CPU, which
     // waits for `arrived` and never touches the PerCpu afterwards.
     unsafe {
@@ -202,6 +201,9 @@ pub extern "C" fn ap_entry(block: &'static ApBoot) -> ! {
             block.ist_tops,
         )
     };
+    // Per-CPU data came first (still on the bring-up tables, which share the
+    // kernel half): everything from here on, even CR3 bookkeeping, reads gs:.
+    mem::load_address_space(block.kernel_root);
     idt::load();
     let f = cpu::Features::detect();
     cpu::init_paging_features(&f);
@@ -319,12 +321,12 @@ pub fn flush_tlb_range(space: &AddressSpace, addr: u64, pages: u64) {
     if cur.start_address().as_u64() == space.root() {
         flush_pages(addr, pages);
     }
-    shootdown(
-        space.root(),
-        space.active_cpus.load(Ordering::SeqCst),
-        addr,
-        pages,
-    );
+    // Only CPUs running this space can cache its entries (CR3 loads flush
+    // non-global entries; no PCID).
+    let running = (0..online())
+        .filter(|&c| mem::loaded_root(c) == space.root())
+        .fold(0u64, |m, c| m | (1 << c));
+    shootdown(space.root(), running, addr, pages);
 }
 
 /// Invalidates kernel (global) mappings on every CPU.

@@ -13,7 +13,6 @@ use abi::layout::{PAGE_SIZE, USER_END, USER_MIN};
 use abi::{prot, Error};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::AtomicU64;
 use kcore::frame::PhysFrame;
 use kcore::paging::{MapError, PageSize, PageTable, PteFlags};
 
@@ -21,8 +20,6 @@ use kcore::paging::{MapError, PageSize, PageTable, PteFlags};
 pub struct AddressSpace {
     inner: IrqMutex<Inner>,
     root: u64,
-    /// Bit i set: CPU i may hold TLB entries of this space (it ran it).
-    pub active_cpus: AtomicU64,
 }
 
 struct Inner {
@@ -86,7 +83,6 @@ impl AddressSpace {
                 pt,
                 borrowed: Vec::new(),
             }),
-            active_cpus: AtomicU64::new(0),
         }))
     }
 

@@ -333,8 +333,26 @@ pub fn kernel_root() -> u64 {
     with_kernel_pt(|pt, _| pt.root())
 }
 
+/// The page-table root each CPU has loaded (0 until it loads one). TLB
+/// shootdowns read it to interrupt only the CPUs that can cache a space's
+/// entries: without PCID, a CPU that switched away holds none.
+static LOADED_ROOT: [core::sync::atomic::AtomicU64; crate::arch::apic::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; crate::arch::apic::MAX_CPUS];
+
+/// The page-table root CPU `cpu` runs on.
+pub fn loaded_root(cpu: usize) -> u64 {
+    LOADED_ROOT[cpu].load(core::sync::atomic::Ordering::SeqCst)
+}
+
 /// Loads `root` into CR3 unless it is already loaded.
+///
+/// The root is published before CR3 is written (both sequentially consistent
+/// with the page-table edit + read in a shootdown): a shootdown that does not
+/// see the new root ran its edit before this CPU's CR3 load, whose walk then
+/// sees the edited tables.
 pub fn load_address_space(root: u64) {
+    let cpu = crate::arch::percpu::cpu_id() as usize;
+    LOADED_ROOT[cpu].store(root, core::sync::atomic::Ordering::SeqCst);
     let (cur, _) = x86_64::registers::control::Cr3::read_raw();
     if cur.start_address().as_u64() != root {
         // SAFETY: every root the scheduler passes shares the kernel half, so the
