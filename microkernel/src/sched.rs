@@ -237,9 +237,9 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
                 cpu::wrmsr(msr::KERNEL_GS_BASE, nctx.gs_base);
             }
             percpu::set_kernel_stack(next.kstack_top());
-            crate::mem::load_address_space(space.root());
+            crate::mem::load_address_space(cpu, space.root());
         }
-        None => crate::mem::load_address_space(crate::mem::kernel_root()),
+        None => crate::mem::load_address_space(cpu, crate::mem::kernel_root()),
     }
 
     let prev_rsp = &mut pctx.saved_rsp as *mut u64;

@@ -203,7 +203,7 @@ pub extern "C" fn ap_entry(block: &'static ApBoot) -> ! {
     };
     // Per-CPU data came first (still on the bring-up tables, which share the
     // kernel half): everything from here on, even CR3 bookkeeping, reads gs:.
-    mem::load_address_space(block.kernel_root);
+    mem::load_address_space(block.cpu_id as usize, block.kernel_root);
     idt::load();
     let f = cpu::Features::detect();
     cpu::init_paging_features(&f);

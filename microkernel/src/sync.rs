@@ -36,12 +36,21 @@ impl<T> IrqMutex<T> {
         }
     }
 
-    /// Disables interrupts, then spins until the lock is free.
+    /// Disables interrupts, then spins until the lock is free. While it spins
+    /// it keeps serving TLB-shootdown requests: the holder may be waiting for
+    /// this CPU's acknowledgement, which the disabled interrupt cannot bring.
     pub fn lock(&self) -> IrqMutexGuard<'_, T> {
         let were_enabled = crate::arch::cpu::interrupts_enabled();
         crate::arch::cpu::disable_interrupts();
+        let guard = loop {
+            if let Some(g) = self.inner.try_lock() {
+                break g;
+            }
+            crate::smp::service_shootdown();
+            core::hint::spin_loop();
+        };
         IrqMutexGuard {
-            guard: Some(self.inner.lock()),
+            guard: Some(guard),
             were_enabled,
         }
     }

@@ -248,7 +248,10 @@ pub fn thread_by_id(tid: u64) -> Option<Arc<Thread>> {
 
 /// Forgets a thread id (after it was joined, or its process ended).
 pub fn forget_thread(tid: u64) {
-    THREADS.lock().remove(&tid);
+    // Bound first, so the last reference (and with it the kernel stack, whose
+    // release shoots down TLBs) goes only after the table lock is released.
+    let t = THREADS.lock().remove(&tid);
+    drop(t);
 }
 
 /// A process: an address space and the threads running in it.
@@ -311,7 +314,8 @@ impl Process {
     /// Drops the process's own reference to its memory (it ended); the memory
     /// goes when the last thread is reaped.
     pub fn release_space(&self) {
-        drop(self.space.lock().take());
+        let space = self.space.lock().take();
+        drop(space); // outside the lock: the last reference tears the space down
     }
 }
 
@@ -328,5 +332,7 @@ pub fn process_by_id(pid: u64) -> Option<Arc<Process>> {
 
 /// Forgets a process (after it was waited for).
 pub fn forget_process(pid: u64) {
-    PROCESSES.lock().remove(&pid);
+    // As in `forget_thread`: drop the record outside the table lock.
+    let p = PROCESSES.lock().remove(&pid);
+    drop(p);
 }

@@ -274,6 +274,7 @@ pub fn init(
     }
     crate::arch::cpu::init_paging_features(features);
     *FRAMES.lock() = Some(frames);
+    KERNEL_ROOT.store(pt.root(), core::sync::atomic::Ordering::SeqCst);
     *KERNEL_PT.lock() = Some(pt);
     heap::init(usable_bytes)?;
     Ok(MemStats {
@@ -328,9 +329,12 @@ pub fn flush_local(va: u64) {
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
 }
 
+/// The kernel page tables' root, fixed at boot (what idle CPUs run on).
+static KERNEL_ROOT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// The kernel page tables' root (what idle CPUs run on).
 pub fn kernel_root() -> u64 {
-    with_kernel_pt(|pt, _| pt.root())
+    KERNEL_ROOT.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// The page-table root each CPU has loaded (0 until it loads one). TLB
@@ -350,8 +354,7 @@ pub fn loaded_root(cpu: usize) -> u64 {
 /// with the page-table edit + read in a shootdown): a shootdown that does not
 /// see the new root ran its edit before this CPU's CR3 load, whose walk then
 /// sees the edited tables.
-pub fn load_address_space(root: u64) {
-    let cpu = crate::arch::percpu::cpu_id() as usize;
+pub fn load_address_space(cpu: usize, root: u64) {
     LOADED_ROOT[cpu].store(root, core::sync::atomic::Ordering::SeqCst);
     let (cur, _) = x86_64::registers::control::Cr3::read_raw();
     if cur.start_address().as_u64() != root {
