@@ -51,11 +51,11 @@ pub unsafe fn parse(
     if mbi_phys + u64::from(total_size) > EARLY_MAP_BYTES {
         return Err(BootInfoError::OutOfReach(mbi_phys));
     }
+    // The whole `total_size` bytes lie below 1 GiB (checked above), nothing
+    // writes the loader's memory while the result is in use (it is copied out
+    // before this returns), and `load` validates alignment, size and tags.
     // SAFETY: the caller guarantees the pointer came from the loader and that
-    // 0..1 GiB is mapped at `phys_offset`; the whole `total_size` bytes lie
-    // below 1 GiB (checked above), nothing writes the loader's memory while the
-    // result is in use (it is copied out before this returns), and `load`
-    // validates alignment, the size and the tag sequence.
+    // 0..1 GiB is mapped at `phys_offset`; see above for the rest.
     let info = unsafe { BootInformation::load(header) }.map_err(BootInfoError::Malformed)?;
     kcore::bootinfo::parse(magic, &info, mbi_phys, kernel)
 }

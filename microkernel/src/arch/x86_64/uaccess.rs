@@ -56,10 +56,11 @@ fn copy(dst: u64, src: u64, len: u64) -> Result<(), Error> {
         return Ok(());
     }
     let smap = SMAP.load(Ordering::Relaxed);
+    // stac/clac only toggle RFLAGS.AC, and the asm blocks are compiler
+    // barriers, so no user access escapes the bracket.
     // SAFETY: the caller checked the user side lies in the user half and the
-    // kernel side is a valid buffer of `len` bytes; faults on the user side are
-    // caught by the exception table. stac/clac only toggle RFLAGS.AC, and the
-    // asm blocks are compiler barriers, so no user access escapes the bracket.
+    // kernel side is a valid buffer of `len` bytes; user-side faults are caught
+    // by the exception table.
     let faulted = unsafe {
         if smap {
             asm!("stac", options(nostack));
