@@ -6,8 +6,15 @@
 //! - `PerCpu::current_thread` holds one strong reference (`Arc::into_raw`) to the
 //!   running thread.
 //! - A thread is in at most one run queue: only a *running* thread that is
-//!   preempted or yields re-queues itself, and a blocked thread is queued only by
-//!   the one waker whose Blocked -> Ready transition succeeds. A CPU runs a thread only
+//!   preempted or yields re-queues itself (on its own CPU; one pinned elsewhere
+//!   is queued there only after the switch away, in [`finish_switch`]), and a
+//!   blocked thread is queued only by the one waker whose Blocked -> Ready
+//!   transition succeeds.
+//! - No CPU ever waits for another to finish switching: a thread picked while
+//!   its previous CPU is still switching away from it (`on_cpu`, possible when
+//!   it was woken or stolen in that window) is put back and the CPU idles
+//!   instead — two CPUs each waiting for the other's switch would deadlock.
+//!   A CPU runs a thread only
 //!   after the CPU that last ran it has finished switching away (`on_cpu`), so a
 //!   thread is never on two stacks at once.
 //! - A dead thread's stack is freed by the next thread on the same CPU
@@ -43,6 +50,8 @@ struct CpuSched {
     idle_thread: UnsafeCell<Option<Arc<Thread>>>,
     /// The thread switched away from, released by `finish_switch`.
     prev: UnsafeCell<Option<Arc<Thread>>>,
+    /// Whether `prev` is to be queued on its pinned CPU once released.
+    migrate_prev: AtomicBool,
     /// Ticks left in the current slice.
     slice: AtomicU32,
     online: AtomicBool,
@@ -59,6 +68,7 @@ static CPUS: [CpuSched; MAX_CPUS] = [const {
         idle: AtomicBool::new(false),
         idle_thread: UnsafeCell::new(None),
         prev: UnsafeCell::new(None),
+        migrate_prev: AtomicBool::new(false),
         slice: AtomicU32::new(SLICE_TICKS),
         online: AtomicBool::new(false),
     }
@@ -179,39 +189,50 @@ fn schedule_inner(requeue: bool) {
     let cpu = me();
     let c = &CPUS[cpu];
     let cur = current_arc();
+    let mut migrate = false;
     if requeue && !cur.is_idle() && cur.state() == State::Ready {
         let aff = cur.affinity.load(Ordering::Relaxed) as usize;
         if aff == u32::MAX as usize || aff == cpu {
             // Back on *this* CPU's queue: it keeps running here unless something
-            // better is queued (or another CPU steals it, and then waits for
-            // our switch away through `on_cpu`).
+            // better is queued.
             c.rq.lock()
                 .push(cur.clone(), cur.priority.load(Ordering::Relaxed) as usize);
             c.queued.fetch_add(1, Ordering::SeqCst);
         } else {
-            enqueue(cur.clone()); // pinned elsewhere: we must switch away
+            // Pinned elsewhere: switch away first, queue it there afterwards.
+            migrate = true;
         }
     }
     let next = match pop_local(c).or_else(|| steal(cpu)) {
+        Some(n) if !Arc::ptr_eq(&n, &cur) && n.on_cpu.load(Ordering::Acquire) => {
+            // Still being switched away from elsewhere: back it goes; idle
+            // retries at once (it sees a non-empty queue).
+            let prio = n.priority.load(Ordering::Relaxed) as usize;
+            c.rq.lock().push(n, prio);
+            c.queued.fetch_add(1, Ordering::SeqCst);
+            idle_thread(c)
+        }
         Some(n) => n,
-        // SAFETY: this CPU's own cell, set in init_cpu.
-        None => unsafe { (*c.idle_thread.get()).clone().expect("idle thread exists") },
+        None => idle_thread(c),
     };
     c.slice.store(SLICE_TICKS, Ordering::Relaxed);
     if Arc::ptr_eq(&next, &cur) {
         return;
     }
+    c.migrate_prev.store(migrate, Ordering::Relaxed);
     switch_to(cur, next);
+}
+
+fn idle_thread(c: &CpuSched) -> Arc<Thread> {
+    // SAFETY: this CPU's own cell, set once in init_cpu.
+    unsafe { (*c.idle_thread.get()).clone().expect("idle thread exists") }
 }
 
 fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
     let cpu = me();
-    // A thread another CPU is still switching away from must not run yet.
-    // Keep serving TLB shootdowns meanwhile: that CPU may be waiting for us.
-    while next.on_cpu.load(Ordering::Acquire) {
-        crate::smp::service_shootdown();
-        core::hint::spin_loop();
-    }
+    // Only the CPU that popped `next` may run it, and it was not on a CPU when
+    // popped (checked in schedule_inner; the idle thread is only ever ours).
+    debug_assert!(!next.on_cpu.load(Ordering::Acquire) || next.is_idle());
     next.on_cpu.store(true, Ordering::Release);
     next.last_cpu.store(cpu as u32, Ordering::Relaxed);
     CPUS[cpu].idle.store(next.is_idle(), Ordering::Relaxed);
@@ -265,7 +286,11 @@ pub extern "C" fn finish_switch() {
     let prev = unsafe { (*CPUS[me()].prev.get()).take() };
     if let Some(p) = prev {
         p.on_cpu.store(false, Ordering::Release);
-        drop(p); // a dead thread's stack goes away here, if nobody else holds it
+        if CPUS[me()].migrate_prev.swap(false, Ordering::Relaxed) {
+            enqueue(p); // now off this CPU: its pinned CPU may run it
+        } else {
+            drop(p); // a dead thread's stack goes away here, if nobody else holds it
+        }
     }
 }
 
@@ -300,6 +325,13 @@ pub fn idle_loop() -> ! {
         cpu::disable_interrupts();
         if CPUS[me()].queued.load(Ordering::Relaxed) > 0 || any_stealable(me()) {
             schedule();
+        }
+        if CPUS[me()].queued.load(Ordering::Relaxed) > 0 {
+            // Something queued here could not run yet (its old CPU is still
+            // switching away from it): retry soon, with interrupts open.
+            cpu::enable_interrupts();
+            core::hint::spin_loop();
+            continue;
         }
         CPUS[me()].idle.store(true, Ordering::Relaxed);
         // `sti; hlt` is atomic with respect to interrupts: no wake-up is lost.

@@ -8,7 +8,8 @@
 //! preemption hand back), [`fpu`], [`faults`] (what ring 3 may not do),
 //! [`args`] (syscall argument checks), [`entry`] (thread entry state, bad
 //! stack pointers), [`sched`], [`tls`], [`mem`], [`process`] (child
-//! processes built on the fly) and [`leaks`].
+//! processes built on the fly), [`leaks`] and [`smp`] (many CPUs at once:
+//! migration stress, per-CPU accounting, TLB shootdown, FS/GS bases).
 //! Anything that can fault or that holds registers in states the Rust ABI
 //! forbids runs in a spawned thread ([`util`]), so a kernel bug shows as a
 //! failed case rather than a dead test program.
@@ -27,6 +28,7 @@ mod mem;
 mod process;
 mod regs;
 mod sched;
+mod smp;
 mod tls;
 mod util;
 
@@ -38,7 +40,8 @@ type Case = (&'static str, fn() -> TestResult);
 
 /// Every case, in the order run: cheap argument checks first, then the
 /// preemption cases, memory, thread entry, faults, child processes, and
-/// last the leak and concurrency cases (which churn the most memory).
+/// the leak and concurrency cases (which churn the most memory), and last
+/// the SMP cases (the long migration stress at the very end).
 const CASES: &[Case] = &[
     (
         "syscall_preserves_registers",
@@ -145,6 +148,19 @@ const CASES: &[Case] = &[
         leaks::many_sleeping_threads_all_wake,
     ),
     ("concurrent_map_unmap", leaks::concurrent_map_unmap),
+    (
+        "syscalls_are_counted_on_the_cpu_that_made_them",
+        smp::syscalls_are_counted_on_the_cpu_that_made_them,
+    ),
+    (
+        "unmapped_page_is_never_read_stale",
+        smp::unmapped_page_is_never_read_stale,
+    ),
+    ("migration_keeps_fs_base", smp::migration_keeps_fs_base),
+    (
+        "smp_stress_counters_add_up",
+        smp::smp_stress_counters_add_up,
+    ),
 ];
 
 #[no_mangle]
