@@ -188,3 +188,22 @@ pub fn cpu_syscalls(cpu: u64) -> Result<u64, Error> {
 pub fn cpu_count() -> u64 {
     pure(Sysnum::CpuCount, 0, 0, 0).unwrap_or(1)
 }
+
+/// The machine's and the kernel's vital figures.
+pub fn sysinfo() -> Result<abi::SysInfo, Error> {
+    let mut info = abi::SysInfo::default();
+    // SAFETY: the kernel writes exactly `size_of::<SysInfo>()` bytes into
+    // `info`, a plain-old-data struct.
+    decode_result(unsafe {
+        syscall6(
+            Sysnum::SysInfo,
+            &mut info as *mut abi::SysInfo as u64,
+            core::mem::size_of::<abi::SysInfo>() as u64,
+            0,
+            0,
+            0,
+            0,
+        )
+    })?;
+    Ok(info)
+}

@@ -8,6 +8,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
     let v = frame.vector as u8;
     match v {
         apic::TIMER_VECTOR => {
+            apic::rearm_tick();
             apic::eoi();
             crate::sched::tick();
         }

@@ -37,7 +37,8 @@ mod vm;
 use arch::{apic, cpu, fpu, gdt, idt, percpu, qemu, syscall};
 
 /// IST stacks of the boot CPU (the APs get theirs from the heap).
-static mut BSP_IST: [[u8; 16 * 1024]; gdt::IST_COUNT] = [[0; 16 * 1024]; gdt::IST_COUNT];
+static mut BSP_IST: [arch::boot::Stack<{ 16 * 1024 }>; gdt::IST_COUNT] =
+    [const { arch::boot::Stack([0; 16 * 1024]) }; gdt::IST_COUNT];
 /// The boot CPU's per-CPU record.
 static mut BSP_PERCPU: percpu::PerCpu = percpu::PerCpu::new();
 
@@ -51,7 +52,7 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
     // statics are this CPU's and nothing else refers to them.
     unsafe {
         let ist = &*core::ptr::addr_of!(BSP_IST);
-        let tops = core::array::from_fn(|i| ist[i].as_ptr() as u64 + ist[i].len() as u64);
+        let tops = core::array::from_fn(|i| ist[i].0.as_ptr() as u64 + ist[i].0.len() as u64);
         percpu::init_cpu(&mut *core::ptr::addr_of_mut!(BSP_PERCPU), 0, 0, tops);
     }
     idt::init();
@@ -113,18 +114,18 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         );
     }
 
-    if let Err(e) = apic::init_cpu(true) {
+    if let Err(e) = apic::init_cpu(true, features.tsc_deadline) {
         println!("mica: cannot boot: local APIC: {e}");
         qemu::exit(false);
     }
     time::init();
     log::info!(
-        "{} APIC (CPU offers x2APIC: {}), TSC {} kHz, periodic timer {} Hz (TSC-deadline: {}); PCID {} SMEP {} SMAP {} UMIP {} NX {} XSAVE {}",
+        "{} APIC (CPU offers x2APIC: {}), TSC {} kHz, {} timer {} Hz; PCID {} SMEP {} SMAP {} UMIP {} NX {} XSAVE {}",
         if apic::x2apic_mode() { "x2APIC" } else { "xAPIC" },
         features.x2apic,
         apic::tsc_per_ms(),
+        if apic::tsc_deadline_mode() { "TSC-deadline" } else { "periodic" },
         apic::TICK_HZ,
-        features.tsc_deadline,
         features.pcid,
         features.smep,
         features.smap,

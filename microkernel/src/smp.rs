@@ -210,7 +210,7 @@ pub extern "C" fn ap_entry(block: &'static ApBoot) -> ! {
     fpu::init_cpu(&f, false);
     cpu::enable_protections(&f);
     syscall::init_cpu();
-    if let Err(e) = apic::init_cpu(false) {
+    if let Err(e) = apic::init_cpu(false, f.tsc_deadline) {
         panic!("CPU {}: local APIC: {e}", block.cpu_id);
     }
     if let Err(e) = crate::sched::init_cpu() {

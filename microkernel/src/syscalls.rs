@@ -80,6 +80,7 @@ fn handle(n: Sysnum, f: &mut TrapFrame) -> Result<u64, Error> {
             .map(|pc| pc.syscalls.load(Ordering::Relaxed))
             .ok_or(Error::NotFound),
         Sysnum::CpuCount => Ok(crate::smp::online() as u64),
+        Sysnum::SysInfo => sysinfo(a0, a1),
     }
 }
 
@@ -112,6 +113,28 @@ fn debug_write(ptr: u64, len: u64) -> Result<u64, Error> {
         done += n as u64;
     }
     Ok(len)
+}
+
+fn sysinfo(buf: u64, len: u64) -> Result<u64, Error> {
+    let size = core::mem::size_of::<abi::SysInfo>();
+    if len < size as u64 {
+        return Err(Error::InvalidArgument);
+    }
+    let info = abi::SysInfo {
+        cpus_online: crate::smp::online() as u64,
+        cpus_found: crate::smp::found() as u64,
+        total_bytes: crate::mem::total_bytes(),
+        free_bytes: crate::mem::free_frames() as u64 * 4096,
+        threads: crate::task::live_threads() as u64,
+        processes: crate::task::live_processes() as u64,
+        uptime_ns: crate::time::now_ns(),
+    };
+    // SAFETY: SysInfo is repr(C) plain data of `size` bytes with no padding
+    // (seven u64 fields), so viewing it as bytes reads only initialised memory.
+    let bytes =
+        unsafe { core::slice::from_raw_parts(&info as *const abi::SysInfo as *const u8, size) };
+    crate::arch::uaccess::copy_to_user(buf, bytes)?;
+    Ok(size as u64)
 }
 
 fn thread_spawn(entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {

@@ -100,6 +100,16 @@ pub const MAX_PROCESSES: usize = 256;
 static LIVE_THREADS: AtomicUsize = AtomicUsize::new(0);
 static LIVE_PROCESSES: AtomicUsize = AtomicUsize::new(0);
 
+/// User threads alive.
+pub fn live_threads() -> usize {
+    LIVE_THREADS.load(Ordering::Relaxed)
+}
+
+/// Process records alive.
+pub fn live_processes() -> usize {
+    LIVE_PROCESSES.load(Ordering::Relaxed)
+}
+
 /// One unit of [`MAX_THREADS`], returned on drop unless forgotten.
 struct ThreadSlot;
 

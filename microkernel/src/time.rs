@@ -26,40 +26,66 @@ pub fn now_ns() -> u64 {
     (ticks * 1_000_000 / per_ms) as u64
 }
 
-/// Blocks the current thread for at least `ns` nanoseconds.
+/// Blocks the current thread for at least `ns` nanoseconds (less only if it
+/// is being killed).
 pub fn sleep_ns(ns: u64) {
     let t = sched::current_arc();
-    t.wake_at_ns
-        .store(now_ns().saturating_add(ns), Ordering::SeqCst);
+    let deadline = now_ns().saturating_add(ns);
+    t.wake_at_ns.store(deadline, Ordering::SeqCst);
     {
         let mut s = SLEEPERS.lock();
         t.set_state(State::Blocked);
-        s.push(t);
+        s.push(t.clone());
     }
     sched::block();
+    if now_ns() < deadline {
+        // Woken early (its process is ending): leave the list now rather than
+        // letting it hold this thread until the deadline.
+        let stale = {
+            let mut s = SLEEPERS.lock();
+            s.iter()
+                .position(|x| Arc::ptr_eq(x, &t))
+                .map(|i| s.swap_remove(i))
+        };
+        drop(stale);
+    }
+    drop(t);
     sched::check_killed();
 }
 
 /// Wakes every sleeper whose deadline passed (from the timer interrupt).
+/// Threads leave the list under its lock but are woken, and their references
+/// dropped, after it is released (a last reference frees a kernel stack, which
+/// shoots down TLBs: never under a lock).
 pub fn wake_sleepers() {
-    let Some(mut s) = SLEEPERS.try_lock() else {
-        return; // another CPU is at it; the next tick will do
-    };
-    if s.is_empty() {
-        return;
-    }
-    let now = now_ns();
-    let mut i = 0;
-    while i < s.len() {
-        let t = &s[i];
-        if t.state() != State::Blocked
-            || t.wake_at_ns.load(Ordering::Relaxed) <= now
-            || t.killed.load(Ordering::Relaxed)
+    loop {
+        let mut due: heapless::Vec<Arc<Thread>, 16> = heapless::Vec::new();
         {
-            let t = s.swap_remove(i);
+            let Some(mut s) = SLEEPERS.try_lock() else {
+                return; // another CPU is at it; the next tick will do
+            };
+            if s.is_empty() {
+                return;
+            }
+            let now = now_ns();
+            let mut i = 0;
+            while i < s.len() && !due.is_full() {
+                let t = &s[i];
+                if t.state() != State::Blocked
+                    || t.wake_at_ns.load(Ordering::Relaxed) <= now
+                    || t.killed.load(Ordering::Relaxed)
+                {
+                    let _ = due.push(s.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        for t in due {
             sched::wake(&t);
-        } else {
-            i += 1;
         }
     }
 }

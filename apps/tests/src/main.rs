@@ -7,7 +7,7 @@
 //! Cases live in one module per concern: [`regs`] (what syscalls and
 //! preemption hand back), [`fpu`], [`faults`] (what ring 3 may not do),
 //! [`args`] (syscall argument checks), [`entry`] (thread entry state, bad
-//! stack pointers), [`sched`], [`tls`], [`mem`], [`process`] (child
+//! stack pointers), [`info`] (`sysinfo`, the copy-to-user path), [`sched`], [`tls`], [`mem`], [`process`] (child
 //! processes built on the fly), [`leaks`] and [`smp`] (many CPUs at once:
 //! migration stress, per-CPU accounting, TLB shootdown, FS/GS bases).
 //! Anything that can fault or that holds registers in states the Rust ABI
@@ -23,6 +23,7 @@ mod entry;
 mod faults;
 mod fpu;
 mod gpr;
+mod info;
 mod leaks;
 mod mem;
 mod process;
@@ -160,6 +161,14 @@ const CASES: &[Case] = &[
     (
         "smp_stress_counters_add_up",
         smp::smp_stress_counters_add_up,
+    ),
+    (
+        "sysinfo_reports_sane_figures",
+        info::sysinfo_reports_sane_figures,
+    ),
+    (
+        "sysinfo_refuses_bad_buffers",
+        info::sysinfo_refuses_bad_buffers,
     ),
 ];
 

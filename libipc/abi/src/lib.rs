@@ -81,10 +81,36 @@ pub enum Sysnum {
     CpuSyscalls = 21,
     /// `cpu_count()`: CPUs online.
     CpuCount = 22,
+    /// `sysinfo(buf, len)`: copies a [`SysInfo`] to `buf` (`len` must be at
+    /// least its size); returns the bytes written.
+    SysInfo = 23,
 }
 
+/// What `sysinfo` reports about the machine and the kernel's resources.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SysInfo {
+    /// CPUs online.
+    pub cpus_online: u64,
+    /// Processors the firmware lists.
+    pub cpus_found: u64,
+    /// Physical memory the frame allocator manages, in bytes.
+    pub total_bytes: u64,
+    /// Of that, free right now.
+    pub free_bytes: u64,
+    /// User threads alive (including ones not yet joined).
+    pub threads: u64,
+    /// Process records alive (including ones not yet waited for).
+    pub processes: u64,
+    /// Nanoseconds since boot.
+    pub uptime_ns: u64,
+}
+
+// Seven u64s and no padding: the kernel copies it out byte for byte.
+const _: () = assert!(core::mem::size_of::<SysInfo>() == 7 * 8);
+
 /// One past the highest syscall number: the first number that is refused.
-pub const SYSNUM_END: u64 = 23;
+pub const SYSNUM_END: u64 = 24;
 
 /// The lowest scheduling priority a thread can ask for.
 pub const MAX_PRIORITY: u64 = 7;
@@ -116,6 +142,7 @@ impl TryFrom<u64> for Sysnum {
             20 => Sysnum::Null,
             21 => Sysnum::CpuSyscalls,
             22 => Sysnum::CpuCount,
+            23 => Sysnum::SysInfo,
             _ => return Err(Error::BadSyscall),
         })
     }

@@ -99,6 +99,14 @@ pub fn free_frame(f: PhysFrame) -> Result<(), FrameError> {
         .free(f)
 }
 
+/// Bytes of memory the frame allocator started with.
+static TOTAL_BYTES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Bytes of memory the frame allocator manages (free at boot).
+pub fn total_bytes() -> u64 {
+    TOTAL_BYTES.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Free frames right now.
 pub fn free_frames() -> usize {
     FRAMES.lock().as_ref().map_or(0, |a| a.free_count())
@@ -252,6 +260,7 @@ pub fn init(
         TRAMPOLINE_PAGE.store(f.addr(), core::sync::atomic::Ordering::SeqCst);
     }
     let usable_bytes = frames.total_free_bytes();
+    TOTAL_BYTES.store(usable_bytes, core::sync::atomic::Ordering::SeqCst);
     if usable_bytes == 0 {
         return Err("no usable memory after reserving the kernel and modules");
     }

@@ -1,9 +1,11 @@
 //! The local APIC (xAPIC or x2APIC, through the `x2apic` crate) and its timer.
 //!
-//! x2APIC mode is used whenever CPUID reports it. The timer runs periodically at
-//! [`TICK_HZ`]; its rate is calibrated once, on the boot CPU, against the PIT
-//! (channel 2, gated through port 0x61), which also calibrates the TSC that
-//! [`crate::time`] uses for `clock_ns`.
+//! x2APIC mode is used whenever CPUID reports it. The timer ticks at
+//! [`TICK_HZ`]: in TSC-deadline mode when the CPU has it (each tick arms the
+//! next), else periodically with a count calibrated once, on the boot CPU,
+//! against the PIT (channel 2, gated through port 0x61) — which also
+//! calibrates the TSC that [`crate::time`] uses for `clock_ns`. (QEMU's TCG has
+//! no TSC-deadline timer, so the boot tests exercise the periodic mode.)
 
 use super::cpu;
 use core::cell::UnsafeCell;
@@ -53,9 +55,10 @@ fn with_local<R>(f: impl FnOnce(&mut LocalApic) -> R) -> Option<R> {
     slot.as_mut().map(f)
 }
 
-/// Enables this CPU's local APIC and starts its periodic timer. The boot CPU
-/// (`calibrate = true`) measures the timer and TSC rates first.
-pub fn init_cpu(calibrate: bool) -> Result<(), &'static str> {
+/// Enables this CPU's local APIC and starts its timer (TSC-deadline mode if
+/// `tsc_deadline`, the CPU's CPUID bit). The boot CPU (`calibrate = true`)
+/// measures the timer and TSC rates first.
+pub fn init_cpu(calibrate: bool, tsc_deadline: bool) -> Result<(), &'static str> {
     // IA32_APIC_BASE: physical base of the xAPIC registers.
     // SAFETY: MSR 0x1b exists on every CPU with an APIC (all x86_64 CPUs).
     let base_phys = unsafe { cpu::rdmsr(0x1b) } & 0xffff_f000;
@@ -78,17 +81,53 @@ pub fn init_cpu(calibrate: bool) -> Result<(), &'static str> {
             Ordering::SeqCst,
         );
     }
-    // SAFETY: periodic timer with the calibrated count, on this CPU's APIC.
-    unsafe {
-        apic.set_timer_mode(TimerMode::Periodic);
-        apic.set_timer_divide(TimerDivide::Div16);
-        apic.set_timer_initial(TIMER_COUNT.load(Ordering::SeqCst));
-        apic.enable_timer();
+    if tsc_deadline {
+        // TSC-deadline mode: the LVT first, then the first deadline (SDM
+        // 10.5.4.1); every tick arms the next one (`rearm_tick`).
+        // SAFETY: this CPU's APIC; IA32_TSC_DEADLINE exists when CPUID says so.
+        unsafe {
+            apic.set_timer_mode(TimerMode::TscDeadline);
+            apic.enable_timer();
+            cpu::wrmsr(IA32_TSC_DEADLINE, cpu::rdtsc() + tsc_per_tick());
+        }
+        TSC_DEADLINE.store(true, Ordering::SeqCst);
+    } else {
+        // SAFETY: periodic timer with the calibrated count, on this CPU's APIC.
+        unsafe {
+            apic.set_timer_mode(TimerMode::Periodic);
+            apic.set_timer_divide(TimerDivide::Div16);
+            apic.set_timer_initial(TIMER_COUNT.load(Ordering::SeqCst));
+            apic.enable_timer();
+        }
     }
     let id = super::percpu::cpu_id() as usize;
     // SAFETY: this CPU's own slot, written before its timer can fire (IF off).
     unsafe { *APICS[id].0.get() = Some(apic) };
     Ok(())
+}
+
+/// The TSC-deadline MSR.
+const IA32_TSC_DEADLINE: u32 = 0x6e0;
+/// Whether the timers run in TSC-deadline mode (all CPUs alike).
+static TSC_DEADLINE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn tsc_per_tick() -> u64 {
+    (tsc_per_ms() * 1000 / TICK_HZ).max(1)
+}
+
+/// Whether the timer runs in TSC-deadline mode (else periodic).
+pub fn tsc_deadline_mode() -> bool {
+    TSC_DEADLINE.load(Ordering::Relaxed)
+}
+
+/// Arms the next tick in TSC-deadline mode (a periodic timer needs nothing).
+/// Called from the timer interrupt.
+pub fn rearm_tick() {
+    if tsc_deadline_mode() {
+        // SAFETY: IA32_TSC_DEADLINE exists in this mode; a deadline in the
+        // future only schedules this CPU's next timer interrupt.
+        unsafe { cpu::wrmsr(IA32_TSC_DEADLINE, cpu::rdtsc() + tsc_per_tick()) };
+    }
 }
 
 /// Counts TSC ticks and APIC timer counts over 10 ms of PIT time.

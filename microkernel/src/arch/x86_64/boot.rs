@@ -21,10 +21,15 @@ use core::arch::global_asm;
 /// guard page once memory management is up).
 pub const BOOT_STACK_BYTES: usize = 64 * 1024;
 
+/// A stack's bytes, aligned so its top is a valid 16-byte-aligned RSP (a bare
+/// `[u8; N]` may be linked at any address).
+#[repr(C, align(16))]
+pub struct Stack<const N: usize>(pub [u8; N]);
+
 /// The boot CPU's first stack. Only the entry stub touches it, via its symbol.
 #[no_mangle]
 #[used]
-static mut BOOT_STACK: [u8; BOOT_STACK_BYTES] = [0; BOOT_STACK_BYTES];
+static mut BOOT_STACK: Stack<BOOT_STACK_BYTES> = Stack([0; BOOT_STACK_BYTES]);
 
 global_asm!(
     r#"

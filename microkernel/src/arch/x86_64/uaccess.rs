@@ -85,3 +85,11 @@ pub fn copy_from_user(dst: &mut [u8], src: u64) -> Result<(), Error> {
     }
     copy(dst.as_mut_ptr() as u64, src, dst.len() as u64)
 }
+
+/// Copies `src` to user address `dst`.
+pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), Error> {
+    if !user_range_ok(dst, src.len() as u64) {
+        return Err(Error::BadAddress);
+    }
+    copy(dst, src.as_ptr() as u64, src.len() as u64)
+}
