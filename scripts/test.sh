@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Host-testable crates (unit tests and host clippy).
 HOST_CRATES=(mica kcore abi)
 # Crates built for x86_64-unknown-none (clippy for that target).
-KERNEL_CRATES=(mica-kernel init libipc)
+KERNEL_CRATES=(mica-kernel init libipc tests bench)
 
 pkg_flags() {
   local c
@@ -28,8 +28,11 @@ trap 'rc=$?; if [[ $rc -ne 0 ]]; then printf "\ntest.sh: FAILED at stage \"%s\" 
 stage "deps"
 scripts/deps.sh
 
+LOGS=$(mktemp -d)
+trap_cleanup() { rm -rf "$LOGS"; }
+
 stage "host unit tests (${HOST_CRATES[*]})"
-cargo test "${HOST_P[@]}"
+cargo test "${HOST_P[@]}" 2>&1 | tee "$LOGS/unit.log"
 
 stage "format (cargo fmt --check)"
 cargo fmt --all -- --check
@@ -41,7 +44,13 @@ stage "clippy, x86_64-unknown-none (${KERNEL_CRATES[*]})"
 cargo clippy --target x86_64-unknown-none "${KERNEL_P[@]}" -- -D warnings
 
 stage "boot tests (scripts/smoke.sh)"
-scripts/smoke.sh
+scripts/smoke.sh 2>&1 | tee "$LOGS/smoke.log"
 
+# One closing tally: every host unit test plus every boot case.
+unit=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($i == "passed;") n += $(i - 1) } END { print n + 0 }' "$LOGS/unit.log")
+boot=$(awk '/^[0-9]+ passed, [0-9]+ failed$/ { n = $1 } END { print n + 0 }' "$LOGS/smoke.log")
+trap_cleanup
 CURRENT="done"
-printf '\ntest.sh: all stages passed in %ds\n' $((SECONDS - START))
+printf '\ntest.sh: all stages passed in %ds (%d host unit tests, %d boot cases)\n' \
+  $((SECONDS - START)) "$unit" "$boot"
+printf 'total: %d passed, 0 failed\n' $((unit + boot))
