@@ -140,18 +140,25 @@ fn pick_cpu(t: &Thread) -> usize {
 /// The caller guarantees it is in no queue (see the module invariants).
 pub fn enqueue(t: Arc<Thread>) {
     let cpu = pick_cpu(&t);
-    let prio = t.priority.load(Ordering::Relaxed) as usize;
-    CPUS[cpu].rq.lock().push(t, prio);
-    CPUS[cpu].queued.fetch_add(1, Ordering::SeqCst);
+    push(&CPUS[cpu], t);
     if cpu != me() {
         crate::smp::kick(cpu);
     }
 }
 
+/// Queues `t` on `c`; `queued` mirrors the queue length under its lock.
+fn push(c: &CpuSched, t: Arc<Thread>) {
+    let prio = t.priority.load(Ordering::Relaxed) as usize;
+    let mut rq = c.rq.lock();
+    rq.push(t, prio);
+    c.queued.store(rq.len(), Ordering::Relaxed);
+}
+
 fn pop_local(c: &CpuSched) -> Option<Arc<Thread>> {
-    let t = c.rq.lock().pop()?;
-    c.queued.fetch_sub(1, Ordering::SeqCst);
-    Some(t)
+    let mut rq = c.rq.lock();
+    let t = rq.pop();
+    c.queued.store(rq.len(), Ordering::Relaxed);
+    t
 }
 
 /// Takes a thread from a busier CPU that may run here.
@@ -167,10 +174,10 @@ fn steal(me: usize) -> Option<Arc<Thread>> {
             let a = t.affinity.load(Ordering::Relaxed);
             a == u32::MAX || a as usize == me
         });
+        c.queued.store(rq.len(), Ordering::Relaxed);
         drop(rq);
-        if let Some(t) = got {
-            c.queued.fetch_sub(1, Ordering::SeqCst);
-            return Some(t);
+        if got.is_some() {
+            return got;
         }
     }
     None
@@ -195,9 +202,7 @@ fn schedule_inner(requeue: bool) {
         if aff == u32::MAX as usize || aff == cpu {
             // Back on *this* CPU's queue: it keeps running here unless something
             // better is queued.
-            c.rq.lock()
-                .push(cur.clone(), cur.priority.load(Ordering::Relaxed) as usize);
-            c.queued.fetch_add(1, Ordering::SeqCst);
+            push(c, cur.clone());
         } else {
             // Pinned elsewhere: switch away first, queue it there afterwards.
             migrate = true;
@@ -207,9 +212,7 @@ fn schedule_inner(requeue: bool) {
         Some(n) if !Arc::ptr_eq(&n, &cur) && n.on_cpu.load(Ordering::Acquire) => {
             // Still being switched away from elsewhere: back it goes; idle
             // retries at once (it sees a non-empty queue).
-            let prio = n.priority.load(Ordering::Relaxed) as usize;
-            c.rq.lock().push(n, prio);
-            c.queued.fetch_add(1, Ordering::SeqCst);
+            push(c, n);
             idle_thread(c)
         }
         Some(n) => n,
