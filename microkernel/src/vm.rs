@@ -124,7 +124,9 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Maps `phys` (frames the caller owns, or lends when `borrowed`) at `va`.
+    /// Maps `pages` frames from `phys` (frames the caller owns, or lends when
+    /// `borrowed`) at `va`. All or nothing: on error nothing stays mapped and
+    /// the frames are still the caller's.
     pub fn map_frames(
         &self,
         va: u64,
@@ -133,19 +135,25 @@ impl AddressSpace {
         flags: PteFlags,
         borrowed: bool,
     ) -> Result<(), Error> {
-        check_range(va, pages * PAGE_SIZE)?;
+        check_range(va, pages.checked_mul(PAGE_SIZE).ok_or(Error::BadAddress)?)?;
         let mut inner = self.inner.lock();
         for i in 0..pages {
-            inner
-                .pt
-                .map(
-                    &mut DirectMem,
-                    va + i * PAGE_SIZE,
-                    phys + i * PAGE_SIZE,
-                    PageSize::Size4K,
-                    flags,
-                )
-                .map_err(map_err)?;
+            let r = inner.pt.map(
+                &mut DirectMem,
+                va + i * PAGE_SIZE,
+                phys + i * PAGE_SIZE,
+                PageSize::Size4K,
+                flags,
+            );
+            if let Err(e) = r {
+                // All or nothing: take back what this call mapped (never
+                // mapped before, so no TLB holds it; the frames stay the
+                // caller's).
+                for j in 0..i {
+                    let _ = inner.pt.unmap(&mut DirectMem, va + j * PAGE_SIZE);
+                }
+                return Err(map_err(e));
+            }
         }
         if borrowed {
             inner.borrowed.push((va, va + pages * PAGE_SIZE));
