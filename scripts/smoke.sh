@@ -83,6 +83,12 @@ boot_case ktest-smp4 "--smp 4 --cmdline ktest" 0 \
   'every_ap_answers_ipis \.\.\. ok' \
   '^[0-9]+ passed, 0 failed' '!PANIC'
 
+# An AP that never arrives is reported and skipped; the rest run the suite.
+boot_case ap-never-arrives "--smp 4 --cmdline 'smp.withhold=2 init=tests'" 0 \
+  'CPU with APIC id 2 did not come up within 200 ms' \
+  '^smp: 3 of 4 CPUs online' \
+  '^[0-9]+ passed, 0 failed' '!PANIC' '!FAILED'
+
 # The user-space suite at every CPU count the design names.
 for n in 1 2 4 8; do
   boot_case "tests-smp$n" "--smp $n --cmdline init=tests" 0 \

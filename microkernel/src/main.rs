@@ -138,7 +138,8 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         qemu::exit(false);
     }
 
-    smp::start_aps(&boot, features.nx);
+    let withhold = boot.arg("smp.withhold").and_then(|v| v.parse().ok());
+    smp::start_aps(&boot, features.nx, withhold);
     if boot.arg("init") == Some("bench") {
         smp_bench();
     }

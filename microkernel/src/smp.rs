@@ -72,7 +72,11 @@ fn leak_stack() -> Result<u64, &'static str> {
 }
 
 /// Finds and starts every AP, then prints `smp: <online> of <found> CPUs online`.
-pub fn start_aps(boot: &BootInfo, nx: bool) {
+///
+/// `withhold` (the `smp.withhold=<apic id>` test hook) names an AP that gets
+/// INIT but no STARTUP IPI, so the boot tests can watch the timeout path
+/// report a CPU that never arrives.
+pub fn start_aps(boot: &BootInfo, nx: bool, withhold: Option<u32>) {
     let bsp_apic = apic::local_id();
     APIC_IDS[0].store(bsp_apic, Ordering::SeqCst);
     percpu::set_apic_id(bsp_apic);
@@ -98,7 +102,7 @@ pub fn start_aps(boot: &BootInfo, nx: bool) {
     }
     let t_start = cpu::rdtsc();
     if topo.apic_ids.len() > 1 {
-        if let Err(e) = boot_all(&topo, bsp_apic, nx) {
+        if let Err(e) = boot_all(&topo, bsp_apic, nx, withhold) {
             log::error!("AP bring-up aborted: {e}");
         }
     }
@@ -114,7 +118,12 @@ pub fn start_aps(boot: &BootInfo, nx: bool) {
     );
 }
 
-fn boot_all(topo: &madt::Topology, bsp_apic: u32, nx: bool) -> Result<(), &'static str> {
+fn boot_all(
+    topo: &madt::Topology,
+    bsp_apic: u32,
+    nx: bool,
+    withhold: Option<u32>,
+) -> Result<(), &'static str> {
     let page = mem::trampoline_page().ok_or("no free page below 1 MiB for the trampoline")?;
     let kernel_root = mem::kernel_root();
     let pt = mem::with_kernel_pt(|kpt, m| PageTable::create_with_kernel_half(m, kpt))
@@ -160,10 +169,14 @@ fn boot_all(topo: &madt::Topology, bsp_apic: u32, nx: bool) -> Result<(), &'stat
         let t0 = cpu::rdtsc();
         apic::send_init(apic_id);
         apic::delay_us(10_000);
-        apic::send_sipi(tramp.page(), apic_id);
-        apic::delay_us(200);
-        if !block.arrived.load(Ordering::SeqCst) {
+        if withhold == Some(apic_id) {
+            log::warn!("smp.withhold: not sending STARTUP to APIC id {apic_id} (test hook)");
+        } else {
             apic::send_sipi(tramp.page(), apic_id);
+            apic::delay_us(200);
+            if !block.arrived.load(Ordering::SeqCst) {
+                apic::send_sipi(tramp.page(), apic_id);
+            }
         }
         let deadline = cpu::rdtsc() + 200 * apic::tsc_per_ms();
         while !block.arrived.load(Ordering::SeqCst) && cpu::rdtsc() < deadline {
