@@ -77,8 +77,9 @@ static CPUS: [CpuSched; MAX_CPUS] = [const {
 /// CPUs that have joined the scheduler.
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
 
+#[inline(always)]
 fn me() -> usize {
-    percpu::cpu_id() as usize
+    percpu::cpu_index()
 }
 
 /// Makes the code running now this CPU's idle thread and joins the scheduler.
@@ -149,13 +150,13 @@ pub fn enqueue(t: Arc<Thread>) {
 /// Queues `t` on `c`; `queued` mirrors the queue length under its lock.
 fn push(c: &CpuSched, t: Arc<Thread>) {
     let prio = t.priority.load(Ordering::Relaxed) as usize;
-    let mut rq = c.rq.lock();
+    let mut rq = c.rq.lock_irqs_off();
     rq.push(t, prio);
     c.queued.store(rq.len(), Ordering::Relaxed);
 }
 
 fn pop_local(c: &CpuSched) -> Option<Arc<Thread>> {
-    let mut rq = c.rq.lock();
+    let mut rq = c.rq.lock_irqs_off();
     let t = rq.pop();
     c.queued.store(rq.len(), Ordering::Relaxed);
     t
@@ -285,11 +286,12 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
 /// the previous thread, and frees it if it died.
 #[no_mangle]
 pub extern "C" fn finish_switch() {
+    let c = &CPUS[me()];
     // SAFETY: this CPU's own cell, interrupts off.
-    let prev = unsafe { (*CPUS[me()].prev.get()).take() };
+    let prev = unsafe { (*c.prev.get()).take() };
     if let Some(p) = prev {
         p.on_cpu.store(false, Ordering::Release);
-        if CPUS[me()].migrate_prev.swap(false, Ordering::Relaxed) {
+        if c.migrate_prev.swap(false, Ordering::Relaxed) {
             enqueue(p); // now off this CPU: its pinned CPU may run it
         } else {
             drop(p); // a dead thread's stack goes away here, if nobody else holds it

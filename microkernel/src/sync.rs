@@ -42,6 +42,15 @@ impl<T> IrqMutex<T> {
     pub fn lock(&self) -> IrqMutexGuard<'_, T> {
         let were_enabled = crate::arch::cpu::interrupts_enabled();
         crate::arch::cpu::disable_interrupts();
+        let mut g = self.lock_irqs_off();
+        g.were_enabled = were_enabled;
+        g
+    }
+
+    /// Like [`Self::lock`] for callers that already run with interrupts off
+    /// (the scheduler): skips saving and restoring the interrupt flag.
+    pub fn lock_irqs_off(&self) -> IrqMutexGuard<'_, T> {
+        debug_assert!(!crate::arch::cpu::interrupts_enabled());
         let guard = loop {
             if let Some(g) = self.inner.try_lock() {
                 break g;
@@ -51,7 +60,7 @@ impl<T> IrqMutex<T> {
         };
         IrqMutexGuard {
             guard: Some(guard),
-            were_enabled,
+            were_enabled: false,
         }
     }
 

@@ -162,6 +162,19 @@ pub fn cpu_id() -> u32 {
     id
 }
 
+/// This CPU's id in one `gs:` load, for code that only runs after this CPU's
+/// [`init_cpu`] (the scheduler, syscall and interrupt handlers); early boot
+/// code uses [`cpu_id`].
+#[inline(always)]
+pub fn cpu_index() -> usize {
+    let id: u32;
+    // SAFETY: callers run after init_cpu on this CPU, so gs: is its PerCpu.
+    unsafe {
+        core::arch::asm!("mov {:e}, gs:[{off}]", out(reg) id, off = const OFF_CPU_ID, options(nostack, readonly, preserves_flags));
+    }
+    id as usize
+}
+
 /// Sets the stack the CPU switches to on an interrupt from ring 3 (TSS.RSP0) and
 /// the one the syscall stub switches to, both to `top`.
 pub fn set_kernel_stack(top: u64) {
