@@ -15,7 +15,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
-use abi::bootimg::{encode, SegmentSpec, SEG_R, SEG_X};
+use abi::bootimg::encode_code;
 use abi::{prot, Sysnum};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -118,14 +118,8 @@ fn spawn_exit_wait(samples: &mut [u64]) -> Result<usize, &'static str> {
     // SAFETY: both labels are in one read-only section, `end` after `start`,
     // and the bytes between them never change.
     let text = unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) };
-    let specs = [SegmentSpec {
-        vaddr: CHILD_TEXT,
-        bytes: text,
-        mem_size: text.len() as u64,
-        flags: SEG_R | SEG_X,
-    }];
     let mut buf = [0u8; 256];
-    let len = encode(CHILD_TEXT, &specs, &mut buf).map_err(|_| "cannot encode the child")?;
+    let len = encode_code(CHILD_TEXT, text, &mut buf).map_err(|_| "cannot encode the child")?;
     let image = &buf[..len];
     let once = |i: u64| -> Result<(), &'static str> {
         let pid = sys::process_spawn(image, i).map_err(|_| "process_spawn failed")?;

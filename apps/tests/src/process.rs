@@ -1,13 +1,13 @@
 //! Child processes built on the fly: tiny position-independent programs
 //! (assembled below into `.rodata`, copied into a boot image with
-//! [`abi::bootimg::encode`]) check the process lifecycle: exit codes and the
+//! [`abi::bootimg::encode_code`]) check the process lifecycle: exit codes and the
 //! spawn argument, faults, isolation from the parent's memory, that
 //! `process_exit` ends every thread (spinning or blocked), and that spawning
 //! and reaping many processes does not leak.
 
 use crate::note;
 use crate::util::{expect_err, TestResult};
-use abi::bootimg::{encode, SegmentSpec, SEG_R, SEG_X};
+use abi::bootimg::encode_code;
 use abi::status::{self, Status};
 use abi::{prot, Error, Sysnum};
 use core::arch::global_asm;
@@ -143,14 +143,8 @@ impl Child {
 /// Builds `child`'s boot image, starts it with `arg` and waits for it.
 fn run_child(child: Child, arg: u64) -> Result<Status, &'static str> {
     let text = child.code();
-    let specs = [SegmentSpec {
-        vaddr: CHILD_TEXT,
-        bytes: text,
-        mem_size: text.len() as u64,
-        flags: SEG_R | SEG_X,
-    }];
     let mut buf = [0u8; 512];
-    let len = encode(CHILD_TEXT, &specs, &mut buf).map_err(|_| "cannot encode a child image")?;
+    let len = encode_code(CHILD_TEXT, text, &mut buf).map_err(|_| "cannot encode a child image")?;
     let pid = sys::process_spawn(&buf[..len], arg).map_err(|e| {
         note!("process_spawn: {e}");
         "process_spawn of a valid image failed"
@@ -313,14 +307,8 @@ extern "C" fn toggle_code_page(deadline: u64) -> ! {
 pub fn user_copy_races_with_unmap() -> TestResult {
     let text = Child::ExitArg.code();
     // The image: header and record in page 0, file bytes at page 1.
-    let specs = [SegmentSpec {
-        vaddr: CHILD_TEXT,
-        bytes: text,
-        mem_size: text.len() as u64,
-        flags: SEG_R | SEG_X,
-    }];
     let mut head = [0u8; 512];
-    let len = encode(CHILD_TEXT, &specs, &mut head).map_err(|_| "cannot encode")?;
+    let len = encode_code(CHILD_TEXT, text, &mut head).map_err(|_| "cannot encode")?;
     let rec = abi::bootimg::HEADER_BYTES;
     head[rec + 8..rec + 16].copy_from_slice(&4096u64.to_le_bytes()); // file_offset
     sys::map_anon(RACE_IMAGE, 8192, prot::WRITE).map_err(|_| "map_anon failed")?;

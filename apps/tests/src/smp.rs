@@ -526,23 +526,6 @@ fn stale_round(page: u64, cpu: u64) -> TestResult {
 static HOP_FS: AtomicU64 = AtomicU64::new(0xf5f5_0000_1234_5678);
 static HOP_GS: AtomicU64 = AtomicU64::new(0x6565_0000_8765_4321);
 
-/// `fs:[0]` and `gs:[0]`.
-fn read_fs_gs() -> (u64, u64) {
-    let (fs, gs): (u64, u64);
-    // SAFETY: the caller set both bases to statics holding a u64; the loads
-    // read those.
-    unsafe {
-        asm!(
-            "mov {f}, qword ptr fs:[0]",   // f := *FS base
-            "mov {g}, qword ptr gs:[0]",   // g := *GS base
-            f = out(reg) fs,
-            g = out(reg) gs,
-            options(nostack, readonly, preserves_flags),
-        );
-    }
-    (fs, gs)
-}
-
 /// What [`hop_thread`] saw at its first failure.
 struct Hop {
     cpus: u64,
@@ -587,7 +570,7 @@ extern "C" fn hop_thread(arg: u64) -> ! {
                 // Also leave the CPU through the blocking path.
                 sys::sleep_ns(200_000);
             }
-            h.seen = read_fs_gs();
+            h.seen = util::read_fs_gs();
             h.on = sys::cpu_id();
             if h.on != k {
                 h.fail = HOP_WRONG_CPU;

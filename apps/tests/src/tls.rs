@@ -4,7 +4,6 @@
 use crate::note;
 use crate::util::{self, arg_of, deadline_ms, expect_err, from_arg, TestResult};
 use abi::Error;
-use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::{bench::rdtsc, sys};
 
@@ -13,23 +12,6 @@ static FS_A: AtomicU64 = AtomicU64::new(0x1111);
 static GS_A: AtomicU64 = AtomicU64::new(0x2222);
 static FS_B: AtomicU64 = AtomicU64::new(0x3333);
 static GS_B: AtomicU64 = AtomicU64::new(0x4444);
-
-/// `fs:[0]` and `gs:[0]`.
-fn read_fs_gs() -> (u64, u64) {
-    let (fs, gs): (u64, u64);
-    // SAFETY: the caller set both bases to statics holding a u64; the loads
-    // read those.
-    unsafe {
-        asm!(
-            "mov {f}, qword ptr fs:[0]",   // f := *FS base
-            "mov {g}, qword ptr gs:[0]",   // g := *GS base
-            f = out(reg) fs,
-            g = out(reg) gs,
-            options(nostack, readonly, preserves_flags),
-        );
-    }
-    (fs, gs)
-}
 
 /// One thread's bases and what it saw.
 struct TlsJob {
@@ -66,7 +48,7 @@ extern "C" fn tls_thread(arg: u64) -> ! {
     let mut prev = rdtsc();
     let mut next_yield = deadline_ms(5);
     while prev < end {
-        let seen = read_fs_gs();
+        let seen = util::read_fs_gs();
         if seen != want {
             job.fail = 3;
             job.seen = seen;

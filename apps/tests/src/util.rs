@@ -271,3 +271,20 @@ pub fn has_umip() -> bool {
     let (max, _, _, _) = cpuid(0, 0);
     max >= 7 && cpuid(7, 0).2 & (1 << 2) != 0
 }
+
+/// `fs:[0]` and `gs:[0]` (the caller pointed both bases at u64 statics).
+pub fn read_fs_gs() -> (u64, u64) {
+    let (fs, gs): (u64, u64);
+    // SAFETY: the caller set both bases to statics holding a u64; the loads
+    // read those.
+    unsafe {
+        asm!(
+            "mov {f}, qword ptr fs:[0]",   // f := *FS base
+            "mov {g}, qword ptr gs:[0]",   // g := *GS base
+            f = out(reg) fs,
+            g = out(reg) gs,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    (fs, gs)
+}

@@ -409,5 +409,20 @@ pub fn encode(
     Ok(total)
 }
 
+/// The simplest image: `code` as one read-execute segment at `vaddr`, entered
+/// at its first byte (what tests and benchmarks build child processes from).
+/// Returns the image length written to `out`.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_code(vaddr: u64, code: &[u8], out: &mut [u8]) -> Result<usize, BootImageError> {
+    let spec = SegmentSpec {
+        vaddr,
+        bytes: code,
+        mem_size: code.len() as u64,
+        flags: SEG_R | SEG_X,
+    };
+    encode(vaddr, &[spec], out)
+}
 #[cfg(test)]
 mod tests;

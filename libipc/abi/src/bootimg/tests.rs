@@ -354,3 +354,19 @@ fn segment_bytes_of_a_foreign_segment_is_empty_not_a_panic() {
     };
     assert!(parsed.segment_bytes(&bogus).is_empty());
 }
+
+#[test]
+fn encode_code_makes_one_executable_segment_entered_at_its_start() {
+    let code = [0x90u8, 0x90, 0xc3];
+    let mut out = [0u8; 256];
+    let n = encode_code(0x40_0000, &code, &mut out).unwrap();
+    let img = BootImage::parse(&out[..n]).unwrap();
+    assert_eq!(img.entry, 0x40_0000);
+    assert_eq!(img.segments().len(), 1);
+    let seg = &img.segments()[0];
+    assert_eq!(
+        (seg.vaddr, seg.mem_size, seg.flags),
+        (0x40_0000, 3, SEG_R | SEG_X)
+    );
+    assert_eq!(img.segment_bytes(seg), &code);
+}
