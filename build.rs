@@ -20,6 +20,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "src/grubiso.rs"]
+mod grubiso;
+
 /// User programs built for the boot image: (package, binary, module name, flat?).
 /// `flat` programs are converted to the boot-image format (only init: the kernel
 /// maps it directly); the rest stay ELF.
@@ -36,6 +39,9 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-env-changed=MICA_SKIP_IMAGE");
+    println!("cargo:rerun-if-env-changed={}", grubiso::DIRECTORY_ENV);
+    // Installing or removing a GRUB platform (grub-efi-amd64-bin) changes the ISO.
+    println!("cargo:rerun-if-changed={}", grubiso::GRUB_LIB_DIR);
 
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -95,25 +101,17 @@ fn main() {
     }
     fs::copy(root.join("grub/grub.cfg"), boot.join("grub/grub.cfg")).expect("copy grub.cfg");
 
-    let status = Command::new("grub-mkrescue")
-        .args([
-            "--install-modules=multiboot2 normal iso9660 biosdisk serial terminal",
-            "--fonts=",
-            "--locales=",
-            "--themes=",
-            "-o",
-        ])
-        .arg(&iso)
-        .arg(&iso_root)
-        .output()
-        .unwrap_or_else(|e| panic!("grub-mkrescue not runnable ({e}); run scripts/deps.sh"));
-    if !status.status.success() {
-        panic!(
-            "grub-mkrescue failed:\n{}{}",
-            String::from_utf8_lossy(&status.stdout),
-            String::from_utf8_lossy(&status.stderr)
-        );
-    }
+    // Every GRUB platform installed (or only MICA_GRUB_DIRECTORY's) goes into
+    // one hybrid ISO, with modules all of them have (see src/grubiso.rs).
+    let directory = grubiso::directory_from_env();
+    let plan = grubiso::plan(directory.as_deref(), &iso, &iso_root)
+        .unwrap_or_else(|e| panic!("cannot build the ISO: {e}"));
+    grubiso::run(&plan).unwrap_or_else(|e| panic!("{e}"));
+    // The runner refuses `--firmware uefi` with an ISO that cannot boot it.
+    println!(
+        "cargo:rustc-env=MICA_ISO_FIRMWARE={}",
+        grubiso::firmwares(&plan.platforms).join(",")
+    );
 }
 
 /// Runs `cargo build --release --target x86_64-unknown-none` for `packages` with

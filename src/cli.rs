@@ -20,6 +20,10 @@ options:
   --headless           do not connect stdin to the guest (for scripts)
   --timeout SECS       kill QEMU after SECS seconds and exit with 124
   --accel tcg|kvm      QEMU accelerator (default tcg; kvm only on real VT-x/AMD-V)
+  --firmware bios|uefi boot through SeaBIOS (default) or OVMF's UEFI; uefi runs
+                       OVMF's code read-only with a private copy of its
+                       variable store, deleted afterwards (needs the ovmf package)
+  --machine pc|q35     QEMU machine: pc (i440fx, default) or q35 (ICH9, PCIe)
   --icount             deterministic mode: -accel tcg,thread=single -icount shift=0
   --cpu MODEL          QEMU CPU model (default max; with --icount max,-x2apic)
   --qemu-log FILE      log interrupts and CPU resets to FILE (-d int,cpu_reset)
@@ -35,7 +39,11 @@ environment:
   MICA_VERBOSE=1       print the QEMU command line to stderr
   MICA_QEMU=PROGRAM    QEMU binary to run (default qemu-system-x86_64)
   MICA_ISO, MICA_ISO_ROOT  override the default ISO / its staging tree (both are
-                       normally fixed by build.rs when the runner is compiled)";
+                       normally fixed by build.rs when the runner is compiled)
+  MICA_OVMF_CODE, MICA_OVMF_VARS  OVMF's code and variable-store images for
+                       --firmware uefi (default: the ovmf package's files)
+  MICA_GRUB_DIRECTORY=DIR  build ISOs for the one GRUB platform in DIR (e.g.
+                       /usr/lib/grub/i386-pc) instead of every installed one";
 
 /// The QEMU accelerator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +52,44 @@ pub enum Accel {
     Tcg,
     /// KVM; only on hosts with real hardware virtualization.
     Kvm,
+}
+
+/// The firmware QEMU boots the ISO with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default.
+    Bios,
+    /// OVMF (EDK II's UEFI for QEMU).
+    Uefi,
+}
+
+impl Firmware {
+    /// The name used on the command line and by build.rs (`MICA_ISO_FIRMWARE`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+}
+
+/// The QEMU machine type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// i440fx + PIIX3, QEMU's default.
+    Pc,
+    /// ICH9 with PCIe.
+    Q35,
+}
+
+impl Machine {
+    /// QEMU's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Machine::Pc => "pc",
+            Machine::Q35 => "q35",
+        }
+    }
 }
 
 /// A `--module FILE[:NAME]` argument.
@@ -68,6 +114,8 @@ pub struct Options {
     /// Seconds after which QEMU is killed.
     pub timeout_secs: Option<u64>,
     pub accel: Accel,
+    pub firmware: Firmware,
+    pub machine: Machine,
     pub icount: bool,
     pub cpu: String,
     pub qemu_log: Option<PathBuf>,
@@ -85,6 +133,8 @@ impl Default for Options {
             headless: false,
             timeout_secs: None,
             accel: Accel::Tcg,
+            firmware: Firmware::Bios,
+            machine: Machine::Pc,
             icount: false,
             cpu: "max".to_string(),
             qemu_log: None,
@@ -134,6 +184,8 @@ where
                 | "--module"
                 | "--timeout"
                 | "--accel"
+                | "--firmware"
+                | "--machine"
                 | "--cpu"
                 | "--qemu-log"
                 | "--iso"
@@ -173,6 +225,20 @@ where
                     "tcg" => Accel::Tcg,
                     "kvm" => Accel::Kvm,
                     _ => return Err(format!("--accel must be tcg or kvm, not {value:?}")),
+                }
+            }
+            "--firmware" => {
+                opts.firmware = match value.as_str() {
+                    "bios" => Firmware::Bios,
+                    "uefi" => Firmware::Uefi,
+                    _ => return Err(format!("--firmware must be bios or uefi, not {value:?}")),
+                }
+            }
+            "--machine" => {
+                opts.machine = match value.as_str() {
+                    "pc" => Machine::Pc,
+                    "q35" => Machine::Q35,
+                    _ => return Err(format!("--machine must be pc or q35, not {value:?}")),
                 }
             }
             "--icount" => opts.icount = true,
@@ -288,6 +354,7 @@ mod tests {
         assert_eq!(o, Options::default());
         assert_eq!((o.smp, o.mem_mib, o.cpu.as_str()), (1, 256, "max"));
         assert_eq!(o.accel, Accel::Tcg);
+        assert_eq!((o.firmware, o.machine), (Firmware::Bios, Machine::Pc));
         assert!(!o.needs_custom_iso());
     }
 
@@ -420,5 +487,20 @@ mod tests {
             Some(PathBuf::from("/tmp/m.iso"))
         );
         assert!(err(&["--iso", "/tmp/m.iso", "--cmdline", "ktest"]).contains("--iso"));
+    }
+
+    #[test]
+    fn firmware_accepts_only_bios_and_uefi() {
+        assert_eq!(run(&["--firmware", "uefi"]).firmware, Firmware::Uefi);
+        assert_eq!(run(&["--firmware=bios"]).firmware, Firmware::Bios);
+        assert!(err(&["--firmware", "efi"]).contains("bios or uefi"));
+        assert!(err(&["--firmware"]).contains("--firmware needs a value"));
+    }
+
+    #[test]
+    fn machine_accepts_only_pc_and_q35() {
+        assert_eq!(run(&["--machine", "q35"]).machine, Machine::Q35);
+        assert_eq!(run(&["--machine=pc"]).machine, Machine::Pc);
+        assert!(err(&["--machine", "microvm"]).contains("pc or q35"));
     }
 }

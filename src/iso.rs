@@ -2,14 +2,21 @@
 
 use crate::cli::Module;
 use crate::grubcfg;
+use crate::grubiso;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The GRUB modules built into the image; must match build.rs.
-pub const GRUB_INSTALL_MODULES: &str = "multiboot2 normal iso9660 biosdisk serial terminal";
+/// A one-off ISO; its directory is removed when this is dropped, so keep it
+/// alive for as long as QEMU uses the ISO.
+pub struct CustomIso {
+    _dir: TempDir,
+    /// The ISO file.
+    pub iso: PathBuf,
+    /// The firmware it boots under (`bios`, `uefi`).
+    pub firmwares: Vec<&'static str>,
+}
 
 /// A directory removed (with its contents) when dropped.
 pub struct TempDir(PathBuf);
@@ -66,13 +73,13 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
 }
 
 /// Builds `<tmp>/mica.iso` from a copy of `iso_root` whose grub.cfg gets `cmdline`
-/// and whose `boot/` gets `modules`. The caller keeps the returned directory alive
-/// for as long as QEMU uses the ISO.
+/// and whose `boot/` gets `modules`, for the GRUB platforms grub-mkrescue finds
+/// (see [`grubiso`]).
 pub fn build_custom_iso(
     iso_root: &Path,
     cmdline: Option<&str>,
     modules: &[Module],
-) -> Result<(TempDir, PathBuf), String> {
+) -> Result<CustomIso, String> {
     let tmp = TempDir::new("mica-iso").map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let root = tmp.path().join("root");
     copy_tree(iso_root, &root).map_err(|e| {
@@ -103,22 +110,13 @@ pub fn build_custom_iso(
     }
 
     let iso = tmp.path().join("mica.iso");
-    let out = Command::new("grub-mkrescue")
-        .arg(format!("--install-modules={GRUB_INSTALL_MODULES}"))
-        .args(["--fonts=", "--locales=", "--themes=", "-o"])
-        .arg(&iso)
-        .arg(&root)
-        .output()
-        .map_err(|e| format!("cannot run grub-mkrescue (run scripts/deps.sh): {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "grub-mkrescue failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok((tmp, iso))
+    let plan = grubiso::plan(grubiso::directory_from_env().as_deref(), &iso, &root)?;
+    grubiso::run(&plan)?;
+    Ok(CustomIso {
+        _dir: tmp,
+        iso,
+        firmwares: grubiso::firmwares(&plan.platforms),
+    })
 }
 
 #[cfg(test)]

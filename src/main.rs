@@ -4,10 +4,11 @@
 
 mod cli;
 mod grubcfg;
+mod grubiso;
 mod iso;
 mod qemu;
 
-use cli::{Command, Options};
+use cli::{Command, Firmware, Options};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -76,28 +77,99 @@ fn run() -> i32 {
     }
 }
 
+/// Refuses to boot an ISO under firmware it has no boot image for, when the
+/// ISO's firmware list (`bios`, `uefi`) is known.
+fn check_iso_firmware(wanted: Firmware, iso_firmwares: Option<&[&str]>) -> Result<(), String> {
+    match iso_firmwares {
+        Some(have) if !have.contains(&wanted.name()) => Err(format!(
+            "the ISO has no {} boot image (it boots under: {}); {}",
+            wanted.name(),
+            if have.is_empty() {
+                "nothing".to_string()
+            } else {
+                have.join(", ")
+            },
+            match wanted {
+                Firmware::Uefi =>
+                    "install GRUB's x86_64-efi platform (scripts/deps.sh, or \
+                                   apt-get install grub-efi-amd64-bin) and rebuild",
+                Firmware::Bios =>
+                    "install GRUB's i386-pc platform (scripts/deps.sh, or \
+                                   apt-get install grub-pc-bin) and rebuild",
+            }
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// OVMF with a private copy of its variable store in a temporary directory
+/// (removed when the returned guard drops), so runs never share or change the
+/// package's template.
+fn private_ovmf() -> Result<(iso::TempDir, qemu::Ovmf), String> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let found = qemu::find_ovmf(env("MICA_OVMF_CODE"), env("MICA_OVMF_VARS"), |p| {
+        p.is_file()
+    })?;
+    let dir = iso::TempDir::new("mica-ovmf")
+        .map_err(|e| format!("cannot create a temp dir for OVMF's variables: {e}"))?;
+    let vars = dir.path().join("OVMF_VARS.fd");
+    std::fs::copy(&found.vars, &vars).map_err(|e| {
+        format!(
+            "cannot copy OVMF's variable store {}: {e}",
+            found.vars.display()
+        )
+    })?;
+    Ok((
+        dir,
+        qemu::Ovmf {
+            code: found.code,
+            vars,
+        },
+    ))
+}
+
 fn boot(opts: &Options) -> Result<i32, String> {
     // Keeps a one-off ISO alive until QEMU has exited.
     let mut _custom = None;
-    let iso = if let Some(iso) = &opts.iso {
-        iso.clone()
+    let compiled_firmwares: Vec<&str> = option_env!("MICA_ISO_FIRMWARE")
+        .map(|f| f.split(',').filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    let (iso, firmwares) = if let Some(iso) = &opts.iso {
+        (iso.clone(), None)
     } else if opts.needs_custom_iso() {
-        let (dir, iso) =
-            iso::build_custom_iso(&iso_root()?, opts.cmdline.as_deref(), &opts.modules)?;
-        _custom = Some(dir);
-        iso
+        let custom = iso::build_custom_iso(&iso_root()?, opts.cmdline.as_deref(), &opts.modules)?;
+        let iso = custom.iso.clone();
+        let firmwares = custom.firmwares.clone();
+        _custom = Some(custom);
+        (iso, Some(firmwares))
     } else {
-        default_iso()?
+        // What build.rs made, unless MICA_ISO points elsewhere.
+        let known = std::env::var_os("MICA_ISO").is_none_or(|v| v.is_empty())
+            && option_env!("MICA_ISO_FIRMWARE").is_some();
+        (default_iso()?, known.then(|| compiled_firmwares.clone()))
     };
     if !iso.is_file() {
         return Err(format!("ISO {} does not exist", iso.display()));
     }
+    check_iso_firmware(opts.firmware, firmwares.as_deref())?;
+    // Keeps OVMF's private variable store until QEMU has exited.
+    let (_ovmf_dir, ovmf) = match opts.firmware {
+        Firmware::Uefi => {
+            let (dir, ovmf) = private_ovmf()?;
+            (Some(dir), Some(ovmf))
+        }
+        Firmware::Bios => (None, None),
+    };
 
     let program = std::env::var("MICA_QEMU")
         .ok()
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| qemu::DEFAULT_QEMU.to_string());
-    let args = qemu::argv(&iso, opts);
+    let args = qemu::argv(&iso, opts, ovmf.as_ref());
     if std::env::var("MICA_VERBOSE").is_ok_and(|v| v == "1") {
         eprintln!("mica: {}", qemu::shell_words(&program, &args));
     }
@@ -200,5 +272,17 @@ mod tests {
             Some(PathBuf::from("/built"))
         );
         assert_eq!(build_path(None, None), None);
+    }
+
+    #[test]
+    fn uefi_is_refused_for_an_iso_without_an_efi_image() {
+        let e = check_iso_firmware(Firmware::Uefi, Some(&["bios"])).unwrap_err();
+        assert!(e.contains("no uefi boot image"), "{e}");
+        assert!(e.contains("grub-efi-amd64-bin"), "{e}");
+        assert!(check_iso_firmware(Firmware::Uefi, Some(&["bios", "uefi"])).is_ok());
+        assert!(check_iso_firmware(Firmware::Bios, Some(&["bios", "uefi"])).is_ok());
+        assert!(check_iso_firmware(Firmware::Bios, Some(&["uefi"])).is_err());
+        // An ISO the runner did not build (--iso, MICA_ISO) is not second-guessed.
+        assert!(check_iso_firmware(Firmware::Uefi, None).is_ok());
     }
 }

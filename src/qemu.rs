@@ -1,9 +1,9 @@
 //! The QEMU command line and the meaning of QEMU's exit status.
 
-use crate::cli::{Accel, Options};
+use crate::cli::{Accel, Firmware, Options};
 use abi::debug_exit;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The QEMU binary run unless `MICA_QEMU` names another.
 pub const DEFAULT_QEMU: &str = "qemu-system-x86_64";
@@ -15,13 +15,97 @@ pub const EXIT_USAGE: i32 = 2;
 /// The exit status when the guest reset or powered off without reporting a result.
 pub const EXIT_NO_RESULT: i32 = 3;
 
-/// QEMU's arguments (without the program name) to boot `iso` as `opts` asks.
-/// The machine is QEMU's default `pc` (i440fx).
-pub fn argv(iso: &Path, opts: &Options) -> Vec<OsString> {
+/// OVMF's two flash images: the firmware code and a variable store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ovmf {
+    /// The code image, mapped read-only.
+    pub code: PathBuf,
+    /// The variable store: the package's pristine template when returned by
+    /// [`find_ovmf`], the run's private writable copy when passed to [`argv`].
+    pub vars: PathBuf,
+}
+
+/// Where distributions install OVMF, as matching (code, vars) pairs (a code
+/// image only works with a variable store of its own flash size): Debian and
+/// Ubuntu (4 MiB, then 2 MiB), Fedora, Arch.
+pub const OVMF_PAIRS: &[(&str, &str)] = &[
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/x64/OVMF_CODE.4m.fd",
+        "/usr/share/edk2/x64/OVMF_VARS.4m.fd",
+    ),
+];
+
+/// Finds OVMF: `MICA_OVMF_CODE`/`MICA_OVMF_VARS` when given (both), else the
+/// first of [`OVMF_PAIRS`] whose two files exist (`is_file` tells).
+pub fn find_ovmf(
+    code_env: Option<PathBuf>,
+    vars_env: Option<PathBuf>,
+    is_file: impl Fn(&Path) -> bool,
+) -> Result<Ovmf, String> {
+    match (code_env, vars_env) {
+        (Some(code), Some(vars)) => {
+            for p in [&code, &vars] {
+                if !is_file(p) {
+                    return Err(format!("OVMF image {} does not exist", p.display()));
+                }
+            }
+            Ok(Ovmf { code, vars })
+        }
+        (None, None) => OVMF_PAIRS
+            .iter()
+            .map(|(c, v)| (Path::new(c), Path::new(v)))
+            .find(|(c, v)| is_file(c) && is_file(v))
+            .map(|(c, v)| Ovmf {
+                code: c.to_path_buf(),
+                vars: v.to_path_buf(),
+            })
+            .ok_or_else(|| {
+                format!(
+                    "--firmware uefi needs OVMF, and none was found (looked for {}); \
+                     install it with scripts/deps.sh (apt-get install ovmf), or set \
+                     MICA_OVMF_CODE and MICA_OVMF_VARS",
+                    OVMF_PAIRS
+                        .iter()
+                        .map(|(c, _)| *c)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }),
+        _ => Err("MICA_OVMF_CODE and MICA_OVMF_VARS must be set together".to_string()),
+    }
+}
+
+/// QEMU's arguments (without the program name) to boot `iso` as `opts` asks;
+/// `ovmf` (with the run's private variable store) is required for
+/// `--firmware uefi` and ignored otherwise.
+pub fn argv(iso: &Path, opts: &Options, ovmf: Option<&Ovmf>) -> Vec<OsString> {
     fn push(a: &mut Vec<OsString>, items: &[&str]) {
         a.extend(items.iter().map(OsString::from));
     }
-    let mut a: Vec<OsString> = vec!["-cdrom".into(), iso.as_os_str().to_owned()];
+    let mut a: Vec<OsString> = vec!["-machine".into(), opts.machine.name().into()];
+    if let (Firmware::Uefi, Some(ovmf)) = (opts.firmware, ovmf) {
+        // Unit 0 is the code, never written; unit 1 the run's own variables.
+        for (unit, file, ro) in [(0, &ovmf.code, ",readonly=on"), (1, &ovmf.vars, "")] {
+            let mut d = OsString::from(format!("if=pflash,format=raw,unit={unit}{ro},file="));
+            d.push(file);
+            a.push("-drive".into());
+            a.push(d);
+        }
+    }
+    push(&mut a, &["-cdrom"]);
+    a.push(iso.as_os_str().to_owned());
     push(&mut a, &["-boot", "d"]);
     push(&mut a, &["-m", &opts.mem_mib.to_string()]);
     push(&mut a, &["-smp", &opts.smp.to_string()]);
@@ -148,7 +232,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn words(opts: &Options) -> Vec<String> {
-        argv(Path::new("/tmp/mica.iso"), opts)
+        argv(Path::new("/tmp/mica.iso"), opts, None)
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect()
@@ -167,7 +251,7 @@ mod tests {
         .join(" ");
         assert_eq!(
             w,
-            "-cdrom /tmp/mica.iso -boot d -m 256 -smp 1 -cpu max -accel tcg \
+            "-machine pc -cdrom /tmp/mica.iso -boot d -m 256 -smp 1 -cpu max -accel tcg \
              -serial stdio -display none -no-reboot \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 -monitor none"
         );
@@ -297,5 +381,91 @@ mod tests {
             shell_words("qemu", &["-m", "256", "a b", "it's", ""]),
             r"qemu -m 256 'a b' 'it'\''s' ''"
         );
+    }
+
+    fn ovmf() -> Ovmf {
+        Ovmf {
+            code: PathBuf::from("/usr/share/OVMF/OVMF_CODE_4M.fd"),
+            vars: PathBuf::from("/tmp/run/vars.fd"),
+        }
+    }
+
+    #[test]
+    fn uefi_maps_the_code_read_only_and_the_private_variable_copy_writable() {
+        let opts = Options {
+            firmware: Firmware::Uefi,
+            ..Options::default()
+        };
+        let w = argv(Path::new("/tmp/mica.iso"), &opts, Some(&ovmf()))
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect::<Vec<_>>();
+        assert!(has_pair(
+            &w,
+            "-drive",
+            "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+        ));
+        assert!(has_pair(
+            &w,
+            "-drive",
+            "if=pflash,format=raw,unit=1,file=/tmp/run/vars.fd"
+        ));
+        assert_eq!(w.iter().filter(|s| *s == "-drive").count(), 2);
+        // The package's pristine variable store is never handed to QEMU.
+        assert!(!w.iter().any(|s| s.contains("OVMF_VARS")));
+    }
+
+    #[test]
+    fn bios_boots_use_no_flash() {
+        let w = argv(
+            Path::new("/tmp/mica.iso"),
+            &Options::default(),
+            Some(&ovmf()),
+        );
+        assert!(!w.iter().any(|s| s == "-drive"));
+    }
+
+    #[test]
+    fn the_machine_type_is_always_explicit() {
+        assert!(has_pair(&words(&Options::default()), "-machine", "pc"));
+        let opts = Options {
+            machine: crate::cli::Machine::Q35,
+            ..Options::default()
+        };
+        assert!(has_pair(&words(&opts), "-machine", "q35"));
+    }
+
+    #[test]
+    fn ovmf_is_found_as_a_matching_pair() {
+        // Only the 2 MiB pair installed: its code goes with its own vars.
+        let present = [
+            "/usr/share/OVMF/OVMF_CODE.fd",
+            "/usr/share/OVMF/OVMF_VARS.fd",
+        ];
+        let o = find_ovmf(None, None, |p| present.iter().any(|q| p == Path::new(q))).unwrap();
+        assert_eq!(o.code, PathBuf::from(present[0]));
+        assert_eq!(o.vars, PathBuf::from(present[1]));
+        // A code image without its vars is not a pair.
+        let lone = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+        assert!(find_ovmf(None, None, |p| p == Path::new(lone)).is_err());
+    }
+
+    #[test]
+    fn missing_ovmf_is_a_clear_error() {
+        let e = find_ovmf(None, None, |_| false).unwrap_err();
+        assert!(e.contains("--firmware uefi needs OVMF"), "{e}");
+        assert!(e.contains("scripts/deps.sh"), "{e}");
+    }
+
+    #[test]
+    fn ovmf_paths_from_the_environment_must_exist_and_come_together() {
+        let (c, v) = (PathBuf::from("/x/code.fd"), PathBuf::from("/x/vars.fd"));
+        let all = find_ovmf(Some(c.clone()), Some(v.clone()), |_| true).unwrap();
+        assert_eq!((all.code, all.vars), (c.clone(), v.clone()));
+        let e = find_ovmf(Some(c.clone()), Some(v), |p| p != Path::new("/x/vars.fd"));
+        assert!(e.unwrap_err().contains("/x/vars.fd does not exist"));
+        assert!(find_ovmf(Some(c), None, |_| true)
+            .unwrap_err()
+            .contains("together"));
     }
 }
