@@ -101,6 +101,19 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         boot.cmdline
     );
     log::info!(
+        "firmware: {} (from the multiboot2 tags); memory map from the {} tag; ACPI RSDP {}",
+        boot.firmware,
+        match boot.map_source {
+            kcore::bootinfo::MapSource::Multiboot => "multiboot2 memory-map",
+            kcore::bootinfo::MapSource::Efi => "EFI memory-map",
+        },
+        if boot.rsdp_phys.is_some() {
+            "from the multiboot2 tag"
+        } else {
+            "not passed"
+        }
+    );
+    log::info!(
         "direct map up to {} GiB; heap {} KiB free",
         stats.direct_map_end >> 30,
         mem::heap::stats().1 >> 10

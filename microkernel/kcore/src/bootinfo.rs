@@ -30,7 +30,7 @@
 use core::mem::size_of;
 use core::ptr;
 
-use multiboot2::{BootInformation, MemoryAreaType, TagHeader};
+use multiboot2::{BootInformation, MaybeDynSized, MemoryAreaType, TagHeader};
 
 use crate::memmap::{self, MemKind, MemMapError, MemRegion, Range};
 
@@ -56,6 +56,34 @@ pub struct Module {
     pub range: Range,
 }
 
+/// The firmware that booted the machine, as the loader's tags tell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// A PC BIOS (no EFI tags).
+    Bios,
+    /// UEFI: the loader passed an EFI system table, image handle, EFI memory
+    /// map or "boot services not terminated" tag.
+    Uefi,
+}
+
+impl core::fmt::Display for Firmware {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Firmware::Bios => "BIOS",
+            Firmware::Uefi => "UEFI",
+        })
+    }
+}
+
+/// Which multiboot2 tag the memory map was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapSource {
+    /// The memory-map tag (type 6), which GRUB passes under BIOS and UEFI.
+    Multiboot,
+    /// The EFI memory-map tag (type 17), used only when there is no type 6.
+    Efi,
+}
+
 /// The boot information the kernel keeps.
 ///
 /// # Invariants
@@ -77,6 +105,10 @@ pub struct BootInfo {
     /// The boot information structure itself (kept reserved: the RSDP copy
     /// lives in it).
     pub mbi: Range,
+    /// The firmware that booted the machine.
+    pub firmware: Firmware,
+    /// Where [`Self::regions`] came from.
+    pub map_source: MapSource,
 }
 
 impl BootInfo {
@@ -106,6 +138,10 @@ pub enum BootInfoError {
     NoMemoryMap,
     /// A memory-map tag with no entries.
     EmptyMemoryMap,
+    /// An EFI memory-map tag whose descriptor size or version is unusable,
+    /// whose length is not a whole number of descriptors, or with a region
+    /// that wraps past 2^64.
+    BadEfiMemoryMap,
     /// The memory map leaves no free page (e.g. only reserved entries).
     NoUsableMemory,
     /// More entries than the fixed tables hold.
@@ -179,6 +215,10 @@ impl core::fmt::Display for BootInfoError {
             BootInfoError::EmptyMemoryMap => {
                 f.write_str("the boot loader's memory map has no entries")
             }
+            BootInfoError::BadEfiMemoryMap => f.write_str(
+                "the boot loader's EFI memory map is malformed (descriptor size or \
+                 version, length, or a region past 2^64)",
+            ),
             BootInfoError::NoUsableMemory => {
                 f.write_str("the boot loader's memory map has no usable page")
             }
@@ -261,7 +301,7 @@ pub fn parse(
         cmdline.push_str(s).map_err(|_| BootInfoError::BadCmdline)?;
     }
 
-    let regions = memory_map(info)?;
+    let (regions, map_source) = memory_map(info)?;
     let modules = modules(info, kernel)?;
 
     // The RSDP lies right after its tag's header; prefer the v2 (XSDT) copy.
@@ -278,7 +318,25 @@ pub fn parse(
         modules,
         rsdp_phys,
         mbi,
+        firmware: firmware(info),
+        map_source,
     })
+}
+
+/// UEFI when the loader passed any EFI tag (GRUB's EFI build always passes
+/// the system table and the EFI memory map), else BIOS.
+pub fn firmware(info: &BootInformation<'_>) -> Firmware {
+    let efi = info.efi_sdt64_tag().is_some()
+        || info.efi_sdt32_tag().is_some()
+        || info.efi_ih64_tag().is_some()
+        || info.efi_ih32_tag().is_some()
+        || info.efi_memory_map_tag().is_some()
+        || info.efi_bs_not_exited_tag().is_some();
+    if efi {
+        Firmware::Uefi
+    } else {
+        Firmware::Bios
+    }
 }
 
 /// The byte offset of `tag` from the start of `info` (a tag reference always
@@ -287,41 +345,107 @@ fn offset_in<T>(info: &BootInformation<'_>, tag: &T) -> u64 {
     (ptr::from_ref(tag).addr() - info.as_ptr().addr()) as u64
 }
 
-/// Copies the memory map, refusing a missing, empty, oversized or
+/// The memory-map entries we keep.
+type Regions = heapless::Vec<MemRegion, { memmap::MAX_REGIONS }>;
+
+/// Copies the memory map — the multiboot2 memory-map tag, or the EFI memory
+/// map when that is the only one — refusing a missing, empty, oversized or
 /// all-reserved one here rather than letting the frame allocator find out.
-fn memory_map(
-    info: &BootInformation<'_>,
-) -> Result<heapless::Vec<MemRegion, { memmap::MAX_REGIONS }>, BootInfoError> {
-    let map = info.memory_map_tag().ok_or(BootInfoError::NoMemoryMap)?;
+fn memory_map(info: &BootInformation<'_>) -> Result<(Regions, MapSource), BootInfoError> {
+    let too_many = |_| BootInfoError::TooMany {
+        what: "memory-map entries",
+        max: memmap::MAX_REGIONS,
+    };
     let mut regions = heapless::Vec::new();
-    for area in map.memory_areas() {
-        let kind = match area.typ() {
-            MemoryAreaType::Available => MemKind::Usable,
-            MemoryAreaType::AcpiAvailable => MemKind::AcpiReclaimable,
-            MemoryAreaType::ReservedHibernate => MemKind::AcpiNvs,
-            MemoryAreaType::Defective => MemKind::Bad,
-            // `Reserved` and every type the spec does not define.
+    let source = if let Some(map) = info.memory_map_tag() {
+        for area in map.memory_areas() {
+            let kind = match area.typ() {
+                MemoryAreaType::Available => MemKind::Usable,
+                MemoryAreaType::AcpiAvailable => MemKind::AcpiReclaimable,
+                MemoryAreaType::ReservedHibernate => MemKind::AcpiNvs,
+                MemoryAreaType::Defective => MemKind::Bad,
+                // `Reserved` and every type the spec does not define.
+                _ => MemKind::Reserved,
+            };
+            regions
+                .push(MemRegion {
+                    base: area.start_address(),
+                    len: area.size(),
+                    kind,
+                })
+                .map_err(too_many)?;
+        }
+        MapSource::Multiboot
+    } else if let Some(tag) = info.efi_memory_map_tag() {
+        // The crate hides this tag when the loader left boot services
+        // running (their memory is then still in use); Mica never asks for
+        // that, so a map seen here describes memory after ExitBootServices.
+        efi_regions(tag.payload(), &mut regions)?;
+        MapSource::Efi
+    } else {
+        return Err(BootInfoError::NoMemoryMap);
+    };
+    if regions.is_empty() {
+        return Err(BootInfoError::EmptyMemoryMap);
+    }
+    match memmap::usable_bytes(&regions, &[]) {
+        Ok(_) => Ok((regions, source)),
+        Err(MemMapError::NoUsableMemory) => Err(BootInfoError::NoUsableMemory),
+        Err(e) => Err(BootInfoError::Map(e)),
+    }
+}
+
+/// The bytes of one UEFI `EFI_MEMORY_DESCRIPTOR` (version 1): type, padding,
+/// physical start, virtual start, page count, attributes.
+const EFI_DESC_BYTES: usize = 40;
+
+/// Reads an EFI memory-map tag's payload (descriptor size, descriptor version,
+/// then the descriptors) into `regions`. Parsed by hand rather than through
+/// the crate's iterator, which asserts (panics) on a bad size or version.
+/// Loader and boot-services memory is free once boot services have ended.
+fn efi_regions(payload: &[u8], regions: &mut Regions) -> Result<(), BootInfoError> {
+    let u32_at =
+        |o: usize| u32::from_le_bytes([payload[o], payload[o + 1], payload[o + 2], payload[o + 3]]);
+    let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
+    if payload.len() < 8 {
+        return Err(BootInfoError::BadEfiMemoryMap);
+    }
+    let (desc_size, version) = (u32_at(0) as usize, u32_at(4));
+    let map_len = payload.len() - 8;
+    if version != 1
+        || desc_size < EFI_DESC_BYTES
+        || !desc_size.is_multiple_of(8)
+        || !map_len.is_multiple_of(desc_size)
+    {
+        return Err(BootInfoError::BadEfiMemoryMap);
+    }
+    for d in (8..payload.len()).step_by(desc_size) {
+        let (typ, base, pages) = (u32_at(d), u64_at(d + 8), u64_at(d + 24));
+        let len = pages
+            .checked_mul(4096)
+            .ok_or(BootInfoError::BadEfiMemoryMap)?;
+        base.checked_add(len)
+            .ok_or(BootInfoError::BadEfiMemoryMap)?;
+        let kind = match typ {
+            // Conventional memory.
+            7 => MemKind::Usable,
+            // Loader and boot-services code and data.
+            1..=4 => MemKind::Usable,
+            9 => MemKind::AcpiReclaimable,
+            10 => MemKind::AcpiNvs,
+            8 => MemKind::Bad,
+            // Reserved, runtime services, MMIO, PAL code, persistent memory,
+            // anything newer.
             _ => MemKind::Reserved,
         };
         regions
-            .push(MemRegion {
-                base: area.start_address(),
-                len: area.size(),
-                kind,
-            })
+            .push(MemRegion { base, len, kind })
             .map_err(|_| BootInfoError::TooMany {
                 what: "memory-map entries",
                 max: memmap::MAX_REGIONS,
             })?;
     }
-    if regions.is_empty() {
-        return Err(BootInfoError::EmptyMemoryMap);
-    }
-    match memmap::usable_bytes(&regions, &[]) {
-        Ok(_) => Ok(regions),
-        Err(MemMapError::NoUsableMemory) => Err(BootInfoError::NoUsableMemory),
-        Err(e) => Err(BootInfoError::Map(e)),
-    }
+    Ok(())
 }
 
 /// Copies the module list and checks every module against the kernel image

@@ -2,8 +2,8 @@
 
 use super::*;
 use multiboot2::{
-    Builder, CommandLineTag, MaybeDynSized, MemoryArea, MemoryMapTag, ModuleTag, RsdpV1Tag,
-    RsdpV2Tag,
+    Builder, CommandLineTag, EFIBootServicesNotExitedTag, EFIMemoryMapTag, EFISdt64Tag,
+    MaybeDynSized, MemoryArea, MemoryMapTag, ModuleTag, RsdpV1Tag, RsdpV2Tag,
 };
 
 /// Where the tests pretend the loader put the MBI.
@@ -379,4 +379,163 @@ fn cmdline_that_is_not_utf8_is_bad_cmdline() {
     bytes[c + 8] = 0xc3; // a UTF-8 lead byte followed by ASCII
     let err = Mbi::from_bytes(&bytes).parse().unwrap_err();
     assert!(matches!(err, BootInfoError::BadCmdline), "{err}");
+}
+
+// --- firmware and the EFI memory map -------------------------------------------
+
+/// One EFI memory descriptor of `desc_size` bytes (firmware pads the 40-byte
+/// version-1 layout; OVMF uses 48).
+fn efi_desc(desc_size: usize, typ: u32, base: u64, pages: u64) -> Vec<u8> {
+    let mut d = vec![0u8; desc_size];
+    d[0..4].copy_from_slice(&typ.to_le_bytes());
+    d[8..16].copy_from_slice(&base.to_le_bytes());
+    d[16..24].copy_from_slice(&base.to_le_bytes());
+    d[24..32].copy_from_slice(&pages.to_le_bytes());
+    d
+}
+
+/// An OVMF-like EFI memory map for a 256 MiB guest, 48-byte descriptors.
+fn ovmf_efi_map() -> Box<EFIMemoryMapTag> {
+    let descs = [
+        efi_desc(48, 3, 0, 0xa0),             // boot-services code (free after exit)
+        efi_desc(48, 0, 0xa_0000, 0x60),      // reserved: legacy video and ROMs
+        efi_desc(48, 7, 0x10_0000, 0x700),    // conventional
+        efi_desc(48, 2, 0x80_0000, 0x100),    // loader data (GRUB's, the MBI)
+        efi_desc(48, 9, 0x90_0000, 0x10),     // ACPI tables
+        efi_desc(48, 10, 0x91_0000, 0x10),    // ACPI NVS
+        efi_desc(48, 4, 0x92_0000, 0xe6e0),   // boot-services data
+        efi_desc(48, 6, 0xf80_0000, 0x100),   // runtime-services data
+        efi_desc(48, 11, 0xffc0_0000, 0x400), // MMIO: the flash
+    ]
+    .concat();
+    EFIMemoryMapTag::new_from_map(48, 1, &descs)
+}
+
+/// What GRUB's EFI build passes a multiboot2 kernel that did not ask to keep
+/// boot services: the EFI system table, both memory maps, the ACPI 2.0 RSDP.
+fn grub_efi_builder() -> Builder {
+    qemu_builder()
+        .efi64(EFISdt64Tag::new(0xf6b_e018))
+        .efi_mmap(ovmf_efi_map())
+        .rsdpv2(RsdpV2Tag::new(*b"BOCHS ", 2, 0xf77_e014, 36, 0xf77_d0e8))
+}
+
+#[test]
+fn a_bios_boot_has_no_efi_tags() {
+    let boot = Mbi::build(qemu_builder()).parse().unwrap();
+    assert_eq!(boot.firmware, Firmware::Bios);
+    assert_eq!(boot.map_source, MapSource::Multiboot);
+    assert_eq!(boot.firmware.to_string(), "BIOS");
+}
+
+#[test]
+fn grub_efi_boot_is_uefi_with_the_multiboot_map_and_the_rsdp_from_its_tag() {
+    let mbi = Mbi::build(grub_efi_builder());
+    let boot = mbi.parse().unwrap();
+    assert_eq!(boot.firmware, Firmware::Uefi);
+    assert_eq!(boot.firmware.to_string(), "UEFI");
+    // GRUB's type-6 map wins when both are present.
+    assert_eq!(boot.map_source, MapSource::Multiboot);
+    assert_eq!(boot.regions.len(), 6);
+    // The RSDP is the copy in the MBI, not anything found by scanning.
+    let rsdp = boot.rsdp_phys.unwrap();
+    let at = (rsdp - MBI_PHYS) as usize;
+    assert_eq!(&mbi.bytes()[at..at + 8], b"RSD PTR ");
+}
+
+#[test]
+fn any_efi_tag_alone_means_uefi() {
+    let tags = [
+        Builder::new()
+            .mmap(qemu_map())
+            .efi64(EFISdt64Tag::new(0x1000)),
+        Builder::new().mmap(qemu_map()).efi_mmap(ovmf_efi_map()),
+        Builder::new()
+            .mmap(qemu_map())
+            .efi_bs(EFIBootServicesNotExitedTag::new()),
+    ];
+    for b in tags {
+        assert_eq!(Mbi::build(b).parse().unwrap().firmware, Firmware::Uefi);
+    }
+}
+
+#[test]
+fn without_a_multiboot_map_the_efi_memory_map_is_used() {
+    let boot = Mbi::build(
+        Builder::new()
+            .efi64(EFISdt64Tag::new(0xf6b_e018))
+            .efi_mmap(ovmf_efi_map()),
+    )
+    .parse()
+    .unwrap();
+    assert_eq!(boot.map_source, MapSource::Efi);
+    assert_eq!(boot.regions.len(), 9);
+    let kinds: Vec<MemKind> = boot.regions.iter().map(|r| r.kind).collect();
+    use MemKind::*;
+    assert_eq!(
+        kinds,
+        [
+            Usable,
+            Reserved,
+            Usable,
+            Usable,
+            AcpiReclaimable,
+            AcpiNvs,
+            Usable,
+            Reserved,
+            Reserved
+        ]
+    );
+    assert_eq!(
+        boot.regions[2],
+        MemRegion {
+            base: 0x10_0000,
+            len: 0x70_0000,
+            kind: Usable
+        }
+    );
+    // Everything but video/ROMs, ACPI, runtime data and MMIO is free.
+    assert_eq!(
+        memmap::usable_bytes(&boot.regions, &[]).unwrap(),
+        (0xa0 + 0x700 + 0x100 + 0xe6e0) * 4096
+    );
+}
+
+#[test]
+fn an_efi_map_is_not_trusted_while_boot_services_still_run() {
+    // Their memory would still be in use; Mica never asks GRUB to keep them.
+    let r = Mbi::build(
+        Builder::new()
+            .efi_bs(EFIBootServicesNotExitedTag::new())
+            .efi_mmap(ovmf_efi_map()),
+    )
+    .parse();
+    assert!(matches!(r, Err(BootInfoError::NoMemoryMap)), "{r:?}");
+}
+
+#[test]
+fn malformed_efi_memory_maps_are_refused() {
+    let ok = efi_desc(48, 7, 0x10_0000, 0x100);
+    let cases = [
+        EFIMemoryMapTag::new_from_map(48, 2, &ok), // unknown version
+        EFIMemoryMapTag::new_from_map(32, 1, &ok), // descriptor too small
+        EFIMemoryMapTag::new_from_map(44, 1, &ok[..44]), // misaligned size
+        EFIMemoryMapTag::new_from_map(48, 1, &ok[..40]), // not whole descriptors
+        EFIMemoryMapTag::new_from_map(48, 1, &efi_desc(48, 7, u64::MAX - 0xfff, 2)), // wraps
+        EFIMemoryMapTag::new_from_map(48, 1, &efi_desc(48, 7, 0, u64::MAX)), // size overflows
+    ];
+    for (i, tag) in cases.into_iter().enumerate() {
+        let r = Mbi::build(Builder::new().efi_mmap(tag)).parse();
+        assert!(
+            matches!(r, Err(BootInfoError::BadEfiMemoryMap)),
+            "case {i}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn an_efi_memory_map_of_only_reserved_memory_has_no_usable_memory() {
+    let tag = EFIMemoryMapTag::new_from_map(48, 1, &efi_desc(48, 0, 0x10_0000, 0x100));
+    let r = Mbi::build(Builder::new().efi_mmap(tag)).parse();
+    assert!(matches!(r, Err(BootInfoError::NoUsableMemory)), "{r:?}");
 }
