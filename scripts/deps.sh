@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and booting Mica needs on a Debian machine, idempotently:
 #   - the x86_64-unknown-none Rust target (kernel and user programs);
-#   - GRUB's BIOS image tools, xorriso and mtools (grub-mkrescue builds the ISO);
+#   - GRUB's BIOS and UEFI (x86_64-efi) platforms, xorriso and mtools: grub-mkrescue
+#     builds one hybrid ISO that boots under both;
+#   - OVMF, the UEFI firmware for QEMU (`--firmware uefi`);
 #   - QEMU >= 8.1 (Debian 12's own 7.2 has no x2APIC under TCG, so on Debian 12 we
 #     take qemu-system-x86 from bookworm-backports, which gives QEMU 10).
 # Anything already present is skipped; nothing is downloaded outside the package
@@ -44,6 +46,9 @@ for tool in grub-mkrescue:grub-common xorriso:xorriso mformat:mtools; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need_pkgs+=("${tool##*:}")
 done
 [ -d /usr/lib/grub/i386-pc ] || need_pkgs+=(grub-pc-bin)
+[ -d /usr/lib/grub/x86_64-efi ] || need_pkgs+=(grub-efi-amd64-bin)
+# The firmware pairs the runner looks for (src/qemu.rs OVMF_PAIRS, Debian's).
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || [ -f /usr/share/OVMF/OVMF_CODE.fd ] || need_pkgs+=(ovmf)
 
 if [ ${#need_pkgs[@]} -eq 0 ] && qemu_ok; then
   say "all tools present ($(qemu-system-x86_64 --version | head -n1))"
