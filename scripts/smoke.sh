@@ -113,7 +113,9 @@ boot_case x2apic-smp4 "--smp 4 --cpu max,+x2apic --cmdline ktest" 0 \
 # UEFI (OVMF, through GRUB's EFI build on the same hybrid ISO) and the q35
 # machine: the user-space suite at 4 CPUs, and the kernel names the firmware
 # it found in the multiboot2 tags. User lines may carry a `[pid N] ` prefix.
-boot_case uefi-tests-smp4 "--firmware uefi --smp 4 --cmdline init=tests" 0 \
+# OVMF adds ~5 s under TCG on a lightly loaded host and 10+ s on a busy one,
+# hence the longer limit for the UEFI cases.
+boot_case uefi-tests-smp4 "--firmware uefi --smp 4 --timeout 120 --cmdline init=tests" 0 \
   'firmware: UEFI \(from the multiboot2 tags\); memory map from the multiboot2 memory-map tag; ACPI RSDP from the multiboot2 tag' \
   '^smp: 4 of 4 CPUs online' \
   '^(\[pid [0-9]+\] )?Hello from userland!' \
@@ -129,7 +131,7 @@ boot_case q35-tests-smp4 "--machine q35 --smp 4 --cmdline init=tests" 0 \
   'shutdown requested by init \(success\)' \
   '!PANIC' '!FAILED'
 
-boot_case uefi-q35 "--firmware uefi --machine q35 --smp 2" 0 \
+boot_case uefi-q35 "--firmware uefi --machine q35 --smp 2 --timeout 120" 0 \
   'firmware: UEFI \(from the multiboot2 tags\)' \
   '^smp: 2 of 2 CPUs online' \
   '^(\[pid [0-9]+\] )?Hello from userland!' \

@@ -155,7 +155,16 @@ fn boot(opts: &Options) -> Result<i32, String> {
     if !iso.is_file() {
         return Err(format!("ISO {} does not exist", iso.display()));
     }
-    check_iso_firmware(opts.firmware, firmwares.as_deref())?;
+    check_iso_firmware(opts.firmware, firmwares.as_deref()).map_err(|e| {
+        match grubiso::directory_from_env() {
+            Some(d) if opts.needs_custom_iso() => format!(
+                "{e} (note: {}={} restricts the ISO to that one platform)",
+                grubiso::DIRECTORY_ENV,
+                d.display()
+            ),
+            _ => e,
+        }
+    })?;
     // Keeps OVMF's private variable store until QEMU has exited.
     let (_ovmf_dir, ovmf) = match opts.firmware {
         Firmware::Uefi => {
