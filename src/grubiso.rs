@@ -11,8 +11,6 @@
 //! '/usr/lib/grub/x86_64-efi/biosdisk.mod'`), so [`install_modules`] asks
 //! only for modules every present platform has.
 
-// build.rs uses only part of this module.
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
