@@ -11,7 +11,6 @@
 //! '/usr/lib/grub/x86_64-efi/biosdisk.mod'`), so [`install_modules`] asks
 //! only for modules every present platform has.
 
-
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;
