@@ -89,6 +89,26 @@ boot_case ap-never-arrives "--smp 4 --cmdline 'smp.withhold=2 init=tests'" 0 \
   '^smp: 3 of 4 CPUs online' \
   '^[0-9]+ passed, 0 failed' '!PANIC' '!FAILED'
 
+# An AP that arrives after its timeout (smp.late: it waits in the trampoline
+# until abandoned) loses the arrival handshake and halts; the next AP takes the
+# next slot and CPU id, and the suite runs on the other three.
+boot_case ap-arrives-late "--smp 4 --cmdline 'smp.late=1 init=tests'" 0 \
+  'CPU with APIC id 1 did not come up within 200 ms' \
+  '^smp: 3 of 4 CPUs online' \
+  '^smp: APIC id 1 arrived after it was abandoned and halted' \
+  '^[0-9]+ passed, 0 failed' \
+  '^mica: shutdown requested by init \(success\)' \
+  '!PANIC' '!FAILED'
+
+# The last AP arrives late, while the bring-up tables are being freed; every
+# CPU that is online has its own per-CPU data and answers IPIs.
+boot_case ap-arrives-late-ktest "--smp 4 --cmdline 'smp.late=3 ktest'" 0 \
+  '^smp: 3 of 4 CPUs online' \
+  '^smp: APIC id 3 arrived after it was abandoned and halted' \
+  'percpu_fields_agree_on_every_cpu \.\.\. ok' \
+  'every_ap_answers_ipis \.\.\. ok' \
+  '^[0-9]+ passed, 0 failed' '!PANIC'
+
 # The user-space suite at every CPU count the design names.
 for n in 1 2 4 8; do
   boot_case "tests-smp$n" "--smp $n --cmdline init=tests" 0 \
