@@ -165,14 +165,15 @@ pub fn start_aps(boot: &BootInfo, nx: bool, withhold: Option<u32>) {
     );
 }
 
-/// Says what became of each abandoned AP. A `smp.late` AP is given up to a
-/// second to show up, so the boot tests see its arrival deterministically;
+/// Says what became of each abandoned AP. A `smp.late` AP is given up to
+/// five seconds to show up (it is spinning, so it needs only to be
+/// scheduled), so the boot tests see its arrival deterministically;
 /// any other is reported as it stands (it may arrive any time, and park).
 fn report_abandoned(abandoned: &[&'static ApSlot], hooks: Hooks) {
     for slot in abandoned {
         let id = slot.apic_id();
         if hooks.late == Some(id) {
-            let deadline = cpu::rdtsc() + 1000 * apic::tsc_per_ms();
+            let deadline = cpu::rdtsc() + 5000 * apic::tsc_per_ms();
             while slot.state() == Arrival::Abandoned && cpu::rdtsc() < deadline {
                 core::hint::spin_loop();
             }
