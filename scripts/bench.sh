@@ -9,8 +9,9 @@
 #   --smp N    CPUs (default 1; cross-core figures need 2 or more)
 #   --timeout  seconds before giving up (default $BENCH_TIMEOUT or 600)
 #
-# The guest prints `BENCH name=<n> unit=<u> min=<n> median=<n> iters=<n>` lines and
-# then `BENCH-DONE`. The transcript is kept in target/bench/bench.log. Fails if
+# The guest prints `BENCH name=<n> unit=<u> min=<n> median=<n> iters=<n>` lines (the
+# kernel's bare, the programs' behind their `[pid N] ` prefix) and then init prints
+# `[pid 1] BENCH-DONE`. The transcript is kept in target/bench/bench.log. Fails if
 # BENCH-DONE never appears or the guest does not report success.
 # BENCH_RUNNER=PATH uses that runner binary instead of building with cargo.
 set -euo pipefail
@@ -55,7 +56,7 @@ status=0
 "$RUNNER" "${args[@]}" </dev/null 2>&1 |
   sed -E $'s/\x1b\\[[0-9;?]*[A-Za-z]//g; s/\r//g' >"$log" || status=${PIPESTATUS[0]}
 
-if ! grep -q '^BENCH-DONE' "$log"; then
+if ! grep -q '^\[pid 1\] BENCH-DONE' "$log"; then
   echo "bench: FAILED: no BENCH-DONE line (runner exit $status); last lines of $log:" >&2
   tail -n 20 "$log" | sed 's/^/    | /' >&2
   exit 1
@@ -69,7 +70,8 @@ awk -v mode="$mode" '
     }
     return "?"
   }
-  /^BENCH-DONE/ { exit }
+  /^\[pid 1\] BENCH-DONE/ { exit }
+  { sub(/^\[pid [0-9]+\] /, "") }
   /^BENCH / {
     n++
     name[n] = field("name"); unit[n] = field("unit")

@@ -21,6 +21,12 @@ pub extern "C" fn _start(arg: u64) -> ! {
 
 /// A line buffer so a `println!` reaches the log as one write (one line is
 /// never interleaved with another thread's output).
+///
+/// The kernel prints every line of a write behind `[pid N] ` and ends a last
+/// line that has no `\n` itself (it keeps no state between writes), so each
+/// `print!` call comes out as whole lines: `print!("a"); println!("b")`
+/// prints two lines. Text longer than the buffer (256 bytes) is flushed in
+/// pieces and so splits into several lines.
 pub struct LineWriter {
     buf: [u8; 256],
     len: usize,

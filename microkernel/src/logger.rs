@@ -1,5 +1,11 @@
-//! Kernel output: `println!` to COM1 and a `log` backend whose level comes from
-//! the command line (`log=error|warn|info|debug|trace`, default `info`).
+//! Kernel output: `println!` to COM1, a `log` backend whose level comes from
+//! the command line (`log=error|warn|info|debug|trace`, default `info`), and
+//! [`user_write`], the only way user bytes reach the console.
+//!
+//! The kernel's voice is its own: every line of user output starts with
+//! `[pid N] ` (framing rules in [`kcore::userlog`]), so no process can print
+//! a line that starts like a kernel line (`KERNEL PANIC ...`, `mica: ...`,
+//! `smp: ...`).
 
 use crate::arch::serial::Serial;
 use crate::sync::IrqMutex;
@@ -25,6 +31,24 @@ macro_rules! print {
 macro_rules! println {
     () => { $crate::logger::print(format_args!("\n")) };
     ($($arg:tt)*) => { $crate::logger::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Prints bytes a process wrote (already copied into kernel memory): one
+/// `[pid N] `-prefixed line per line of `bytes`, a partial last line ended
+/// by the kernel, cursor-moving bytes shown as `?`. The serial lock is taken
+/// per printed line, so no hold lasts longer than one line of at most
+/// [`kcore::userlog::MAX_LINE_BYTES`] bytes plus its prefix, and a line is
+/// never interleaved with another CPU's output.
+pub fn user_write(pid: u64, bytes: &[u8]) {
+    for line in kcore::userlog::lines(bytes) {
+        let mut serial = SERIAL.lock();
+        let _ = write!(serial, "[pid {pid}] ");
+        for &b in line {
+            serial.write_byte(kcore::userlog::sanitize(b));
+        }
+        serial.write_byte(b'\r');
+        serial.write_byte(b'\n');
+    }
 }
 
 struct Logger;

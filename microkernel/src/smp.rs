@@ -8,18 +8,48 @@
 //! that page), and starts the APs one at a time with INIT-SIPI-SIPI and the SDM's
 //! delays (10 ms, 200 us). Each AP gets its own guarded kernel stack, IST stacks,
 //! `PerCpu` (GDT, TSS, GS base), syscall MSRs, FPU setup, protections and APIC
-//! timer, then joins the scheduler. A CPU that does not arrive within 200 ms is
-//! reported and skipped; the boot never hangs on it.
+//! timer, then joins the scheduler. A CPU that does not arrive within 1 s is
+//! reported and skipped; the boot never hangs on it. (The SDM-era 200 ms was
+//! too short under TCG on a loaded host, where a vCPU thread can go
+//! unscheduled that long; with the handshake below a late AP is harmless, so
+//! the timeout only costs boot time when a CPU is really dead.)
+//!
+//! # The arrival handshake (late APs)
+//! Each attempt publishes a fresh trampoline slot ([`ApSlot`]) holding the
+//! AP's stack and boot block, and the AP claims it with a compare-and-swap
+//! WAITING -> ARRIVED as the first thing it does in real mode, before it
+//! touches a stack, a page table or its boot block. On timeout the boot CPU
+//! does WAITING -> ABANDONED; exactly one of the two wins. An AP that arrives
+//! after that finds ABANDONED and parks in `cli; hlt` inside the trampoline
+//! page (recording HALTED for the report). Hence:
+//! - an abandoned slot, with its stacks, `PerCpu` and boot block, is never
+//!   reused or freed (leaked on purpose: a few hundred KiB at most, once);
+//! - CPU ids stay dense (`0..online()` is the set of online CPUs, which the
+//!   shootdown targeting, `cpu_count` and the ktests rely on): an id is used
+//!   only by the CPU that won its slot, because the id lives in the boot
+//!   block that only a winner ever reads. An abandoned AP never held one, so
+//!   the next AP taking the same number reuses nothing the late AP can see;
+//! - the bring-up page tables are freed once every winner is online (each
+//!   has switched to the kernel root by then). A loser never loads them: it
+//!   parks before it enables paging. (No INIT is sent to abandoned APs: the
+//!   handshake makes it unnecessary, and an INIT would hide a late arrival
+//!   from the report.)
+//!
+//! `smp.late=<apic id>` (test hook) makes that AP wait in real mode until the
+//! boot CPU has abandoned it — which the boot CPU does right after its
+//! STARTUP IPIs — then try to claim its slot: an AP arriving late on
+//! purpose, while the next AP is being started.
 
 use crate::arch::apic::{self, MAX_CPUS};
 use crate::arch::percpu::{self, PerCpu};
-use crate::arch::trampoline::Trampoline;
+use crate::arch::trampoline::{ApSlot, Arrival, Trampoline};
 use crate::arch::{cpu, fpu, gdt, idt, madt, syscall};
 use crate::bootinfo::BootInfo;
 use crate::mem::{self, kstack::KernelStack, DirectMem};
 use crate::sync::IrqMutex;
 use crate::vm::AddressSpace;
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kcore::paging::{PageSize, PageTable, PteFlags};
 
@@ -32,7 +62,11 @@ static BRINGUP_CYCLES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX
 /// Processors the MADT lists.
 static FOUND: AtomicUsize = AtomicUsize::new(1);
 
-/// What an AP needs to start; lives until the AP has arrived.
+/// How long the boot CPU waits for an AP to claim its slot.
+const ARRIVAL_TIMEOUT_MS: u64 = 1000;
+
+/// What an AP needs to start. Read only by the AP that won its trampoline
+/// slot; never freed (an abandoned one is simply never read).
 #[repr(C)]
 pub struct ApBoot {
     cpu_id: u32,
@@ -40,8 +74,18 @@ pub struct ApBoot {
     percpu: *mut PerCpu,
     ist_tops: [u64; gdt::IST_COUNT],
     kernel_root: u64,
-    arrived: AtomicBool,
-    arrived_tsc: AtomicU64,
+    /// Set (release) by the AP as its last bring-up step.
+    online: AtomicBool,
+    online_tsc: AtomicU64,
+}
+
+/// The bring-up test hooks from the command line.
+#[derive(Clone, Copy, Default)]
+struct Hooks {
+    /// `smp.withhold=<apic id>`: INIT but no STARTUP (never arrives).
+    withhold: Option<u32>,
+    /// `smp.late=<apic id>`: arrives only after it was abandoned.
+    late: Option<u32>,
 }
 
 /// CPUs online.
@@ -75,8 +119,13 @@ fn leak_stack() -> Result<u64, &'static str> {
 ///
 /// `withhold` (the `smp.withhold=<apic id>` test hook) names an AP that gets
 /// INIT but no STARTUP IPI, so the boot tests can watch the timeout path
-/// report a CPU that never arrives.
+/// report a CPU that never arrives; `smp.late=<apic id>` (read here) names
+/// one that arrives after the timeout (see the module docs).
 pub fn start_aps(boot: &BootInfo, nx: bool, withhold: Option<u32>) {
+    let hooks = Hooks {
+        withhold,
+        late: boot.arg("smp.late").and_then(|v| v.parse().ok()),
+    };
     let bsp_apic = apic::local_id();
     APIC_IDS[0].store(bsp_apic, Ordering::SeqCst);
     percpu::set_apic_id(bsp_apic);
@@ -101,13 +150,15 @@ pub fn start_aps(boot: &BootInfo, nx: bool, withhold: Option<u32>) {
         );
     }
     let t_start = cpu::rdtsc();
+    let mut abandoned = Vec::new();
     if topo.apic_ids.len() > 1 {
-        if let Err(e) = boot_all(&topo, bsp_apic, nx, withhold) {
+        if let Err(e) = boot_all(&topo, bsp_apic, nx, hooks, &mut abandoned) {
             log::error!("AP bring-up aborted: {e}");
         }
     }
     let ms = (cpu::rdtsc() - t_start) / apic::tsc_per_ms().max(1);
     crate::println!("smp: {} of {} CPUs online", online(), found());
+    report_abandoned(&abandoned, hooks);
     log::info!(
         "AP bring-up took {ms} ms ({} APIC)",
         if apic::x2apic_mode() {
@@ -118,11 +169,36 @@ pub fn start_aps(boot: &BootInfo, nx: bool, withhold: Option<u32>) {
     );
 }
 
+/// Says what became of each abandoned AP. A `smp.late` AP is given up to
+/// five seconds to show up (it is spinning, so it needs only to be
+/// scheduled), so the boot tests see its arrival deterministically;
+/// any other is reported as it stands (it may arrive any time, and park).
+fn report_abandoned(abandoned: &[&'static ApSlot], hooks: Hooks) {
+    for slot in abandoned {
+        let id = slot.apic_id();
+        if hooks.late == Some(id) {
+            let deadline = cpu::rdtsc() + 5000 * apic::tsc_per_ms();
+            while slot.state() == Arrival::Abandoned && cpu::rdtsc() < deadline {
+                core::hint::spin_loop();
+            }
+        }
+        match slot.state() {
+            Arrival::Halted => crate::println!(
+                "smp: APIC id {id} arrived after it was abandoned and halted; its slot is never reused"
+            ),
+            _ => crate::println!(
+                "smp: APIC id {id} has not arrived; if it ever does, it halts in the trampoline"
+            ),
+        }
+    }
+}
+
 fn boot_all(
     topo: &madt::Topology,
     bsp_apic: u32,
     nx: bool,
-    withhold: Option<u32>,
+    hooks: Hooks,
+    abandoned: &mut Vec<&'static ApSlot>,
 ) -> Result<(), &'static str> {
     let page = mem::trampoline_page().ok_or("no free page below 1 MiB for the trampoline")?;
     let kernel_root = mem::kernel_root();
@@ -139,9 +215,10 @@ fn boot_all(
         PteFlags::WRITABLE,
     )
     .map_err(|_| "cannot identity-map the trampoline")?;
-    // SAFETY: the page was just allocated below 1 MiB and is ours; the direct
-    // map covers it.
-    let tramp = unsafe {
+    // SAFETY: the page was reserved below 1 MiB at boot for the trampoline
+    // alone and is never freed or reused (mem::trampoline_page); the direct
+    // map covers it for good.
+    let mut tramp = unsafe {
         Trampoline::install(
             page.addr(),
             mem::phys_to_virt(page.addr()) as *mut u8,
@@ -155,57 +232,97 @@ fn boot_all(
         if next_id >= MAX_CPUS {
             break;
         }
+        // The id is only ever read by the AP that wins this attempt's slot.
         let block = Box::leak(Box::new(ApBoot {
             cpu_id: next_id as u32,
             apic_id,
             percpu: Box::leak(Box::new(PerCpu::new())),
             ist_tops: [leak_stack()?, leak_stack()?, leak_stack()?, leak_stack()?],
             kernel_root,
-            arrived: AtomicBool::new(false),
-            arrived_tsc: AtomicU64::new(0),
+            online: AtomicBool::new(false),
+            online_tsc: AtomicU64::new(0),
         }));
+        let slot = tramp
+            .publish(
+                apic_id,
+                leak_stack()?,
+                block as *const ApBoot as u64,
+                hooks.late == Some(apic_id),
+            )
+            .ok_or("out of trampoline slots")?;
         APIC_IDS[next_id].store(apic_id, Ordering::SeqCst);
-        tramp.set_ap(leak_stack()?, block as *const ApBoot as u64);
+        // The slot and the block must be visible before the AP can read
+        // them: a full fence drains this CPU's store buffer here, and the
+        // STARTUP IPI that lets the AP run follows 10 ms later, far beyond
+        // any reordering of the (non-serialising) x2APIC ICR write.
+        core::sync::atomic::fence(Ordering::SeqCst);
         let t0 = cpu::rdtsc();
         apic::send_init(apic_id);
         apic::delay_us(10_000);
-        if withhold == Some(apic_id) {
+        if hooks.withhold == Some(apic_id) {
             log::warn!("smp.withhold: not sending STARTUP to APIC id {apic_id} (test hook)");
         } else {
             apic::send_sipi(tramp.page(), apic_id);
             apic::delay_us(200);
-            if !block.arrived.load(Ordering::SeqCst) {
+            if slot.state() == Arrival::Waiting {
                 apic::send_sipi(tramp.page(), apic_id);
             }
         }
-        let deadline = cpu::rdtsc() + 200 * apic::tsc_per_ms();
-        while !block.arrived.load(Ordering::SeqCst) && cpu::rdtsc() < deadline {
+        // The smp.late AP waits for our decision, so give up on it at once:
+        // its arrival then overlaps the next AP's bring-up (the issue's
+        // model), and it does not burn a host CPU for the whole timeout.
+        let wait_ms = if hooks.late == Some(apic_id) {
+            log::warn!("smp.late: giving up on APIC id {apic_id} right after STARTUP (test hook)");
+            0
+        } else {
+            ARRIVAL_TIMEOUT_MS
+        };
+        let deadline = cpu::rdtsc() + wait_ms * apic::tsc_per_ms();
+        while slot.state() == Arrival::Waiting && cpu::rdtsc() < deadline {
             core::hint::spin_loop();
         }
-        if block.arrived.load(Ordering::SeqCst) {
-            BRINGUP_CYCLES[next_id].store(
-                block.arrived_tsc.load(Ordering::SeqCst) - t0,
-                Ordering::SeqCst,
-            );
-            ONLINE.fetch_add(1, Ordering::SeqCst);
-            next_id += 1;
-        } else {
+        // Decide: exactly one of this CAS and the AP's succeeds.
+        if slot.abandon().is_ok() {
             log::error!(
-                "CPU with APIC id {apic_id} did not come up within 200 ms; continuing without it"
+                "CPU with APIC id {apic_id} did not come up within {wait_ms} ms; \
+                 abandoned (it halts if it arrives later), continuing without it"
             );
             APIC_IDS[next_id].store(u32::MAX, Ordering::SeqCst);
+            abandoned.push(slot);
+            continue;
         }
+        // Arrived: the AP owns the slot and runs kernel code on memory of
+        // its own; it cannot be abandoned any more, so wait for it.
+        let mut warned = false;
+        let t_arrived = cpu::rdtsc();
+        while !block.online.load(Ordering::Acquire) {
+            if !warned && cpu::rdtsc() - t_arrived > 1000 * apic::tsc_per_ms() {
+                log::warn!("CPU {next_id} (APIC id {apic_id}) arrived but is slow to come online");
+                warned = true;
+            }
+            core::hint::spin_loop();
+        }
+        BRINGUP_CYCLES[next_id].store(
+            block.online_tsc.load(Ordering::Acquire) - t0,
+            Ordering::SeqCst,
+        );
+        ONLINE.fetch_add(1, Ordering::SeqCst);
+        next_id += 1;
     }
+    // Every winner is online, past its switch to the kernel root; losers
+    // park before enabling paging: nobody runs on the bring-up tables now.
     pt.clear_user_half(&mut DirectMem, |_, _, _| {});
     let _ = mem::free_frame(kcore::frame::PhysFrame::containing(pt.root()));
-    // The trampoline page stays reserved (CPU hot-add would reuse it).
+    // The trampoline page stays reserved: parked APs execute it forever.
     Ok(())
 }
 
-/// Where an AP arrives in 64-bit mode (from the trampoline), on its own stack.
+/// Where an AP arrives in 64-bit mode (from the trampoline), on its own stack,
+/// after it won its slot.
 pub extern "C" fn ap_entry(block: &'static ApBoot) -> ! {
-    // SAFETY: the block was prepared for this CPU alone by the boot CPU, which
-    // waits for `arrived` and never touches the PerCpu afterwards.
+    // SAFETY: the block was prepared for this CPU alone by the boot CPU, and
+    // only the winner of the slot that points to it gets here; the boot CPU
+    // waits for `online` and never touches the PerCpu afterwards.
     unsafe {
         percpu::init_cpu(
             &mut *block.percpu,
@@ -230,8 +347,9 @@ pub extern "C" fn ap_entry(block: &'static ApBoot) -> ! {
         panic!("CPU {}: scheduler: {e}", block.cpu_id);
     }
     crate::ktest::percpu_selfcheck();
-    block.arrived_tsc.store(cpu::rdtsc(), Ordering::SeqCst);
-    block.arrived.store(true, Ordering::SeqCst);
+    block.online_tsc.store(cpu::rdtsc(), Ordering::Release);
+    // Release: the boot CPU's acquire load sees all of the above.
+    block.online.store(true, Ordering::Release);
     crate::sched::idle_loop()
 }
 

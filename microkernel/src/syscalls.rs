@@ -91,28 +91,25 @@ fn current_space() -> Result<&'static crate::vm::AddressSpace, Error> {
         .ok_or(Error::PermissionDenied)
 }
 
-/// Copies the user's bytes to the serial log in small chunks, holding the
-/// serial lock throughout so the text is not interleaved with other CPUs'.
+/// Prints up to `MAX_DEBUG_WRITE` bytes of the caller's memory to the kernel
+/// log, every line prefixed with the caller's pid (`logger::user_write`).
+///
+/// All or nothing: the bytes are copied into a kernel buffer first, outside
+/// the serial lock, so a range that faults part-way fails with `BadAddress`
+/// and prints nothing, and a slow copy never holds up other CPUs' output.
+/// The 4 KiB buffer lives on this call's frame (never inlined into the
+/// dispatcher, so other syscalls do not pay for it).
+#[inline(never)]
 fn debug_write(ptr: u64, len: u64) -> Result<u64, Error> {
     if !user_range_ok(ptr, len) {
         return Err(Error::BadAddress);
     }
-    let len = len.min(MAX_DEBUG_WRITE);
-    let mut chunk = [0u8; 128];
-    let mut serial = crate::logger::SERIAL.lock();
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(chunk.len() as u64) as usize;
-        copy_from_user(&mut chunk[..n], ptr + done)?;
-        for &b in &chunk[..n] {
-            if b == b'\n' {
-                serial.write_byte(b'\r');
-            }
-            serial.write_byte(b);
-        }
-        done += n as u64;
-    }
-    Ok(len)
+    let len = len.min(MAX_DEBUG_WRITE) as usize;
+    let mut buf = [0u8; MAX_DEBUG_WRITE as usize];
+    copy_from_user(&mut buf[..len], ptr)?;
+    let pid = sched::current().process.as_ref().map_or(0, |p| p.pid);
+    crate::logger::user_write(pid, &buf[..len]);
+    Ok(len as u64)
 }
 
 fn sysinfo(buf: u64, len: u64) -> Result<u64, Error> {

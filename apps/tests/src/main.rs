@@ -19,6 +19,7 @@
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 mod args;
+mod console;
 mod entry;
 mod faults;
 mod fpu;
@@ -55,6 +56,10 @@ const CASES: &[Case] = &[
     (
         "kernel_pointer_in_syscall_is_refused",
         args::kernel_pointer_in_syscall_is_refused,
+    ),
+    (
+        "user_output_cannot_forge_kernel_lines",
+        console::user_output_cannot_forge_kernel_lines,
     ),
     ("clock_is_monotonic", sched::clock_is_monotonic),
     (

@@ -9,6 +9,7 @@
 //! - [`runqueue`]: per-CPU priority run queues.
 //! - [`bootinfo`]: checking the multiboot2 boot information and copying it
 //!   into fixed-size data; the kernel only loads the structure.
+//! - [`userlog`]: splitting user output into pid-prefixed log lines.
 //!
 //! Only the run queue allocates (through `alloc`); everything else works in
 //! buffers its callers own.
@@ -27,3 +28,4 @@ pub mod frame;
 pub mod memmap;
 pub mod paging;
 pub mod runqueue;
+pub mod userlog;
