@@ -326,7 +326,6 @@ impl Thread {
     }
 }
 
-
 /// One row of a process's thread table: a live thread, or the status word
 /// of a dead one not yet joined.
 pub struct ThreadEntry {
