@@ -183,7 +183,7 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
 /// after its kernel stack and address-space reference were released): record
 /// the status, release the memory, settle the family's records, then wake
 /// waiters — so a parent whose wait returns sees the memory already freed.
-pub fn ended(p: &Arc<Process>, status: u64) {
+pub fn ended(p: Arc<Process>, status: u64) {
     let status = {
         let mut s = p.status.lock();
         *s.get_or_insert(status)
@@ -193,10 +193,14 @@ pub fn ended(p: &Arc<Process>, status: u64) {
     p.release_space();
     p.mark_ended();
     let waiters = core::mem::take(&mut *p.waiters.lock());
+    let pid = p.pid;
+    // The dying thread's reference goes before anyone is woken (if it is
+    // the last one, the process count drops now).
+    drop(p);
     for w in waiters {
         sched::wake(&w);
     }
-    if p.pid == INIT_PID {
+    if pid == INIT_PID {
         let code = abi::status::decode(status);
         crate::println!("mica: init ended ({code:?}); powering off");
         crate::arch::qemu::exit(code == abi::status::Status::Exited(0));

@@ -160,13 +160,15 @@ impl Drop for Thread {
         // parent's `process_wait`, `sysinfo`) also sees the memory back.
         drop(self.kstack.take()); // unmapped, TLBs shot down, frames freed
         drop(self.space.take()); // the process keeps its own reference
-        if let Some(p) = &self.process {
-            // The last thread of the process is gone: only now does it end.
-            if p.live_threads.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if let Some(p) = self.process.take() {
+            let last = p.live_threads.fetch_sub(1, Ordering::SeqCst) == 1;
+            // The global slot (its `ThreadSlot` was forgotten at creation).
+            drop(ThreadSlot);
+            if last {
+                // Only now does the process end: its waiters are woken after
+                // this thread's stack, slot and process reference are gone.
                 crate::process::ended(p, self.status.load(Ordering::SeqCst));
             }
-            // The global slot goes last (its `ThreadSlot` was forgotten).
-            drop(ThreadSlot);
         }
     }
 }
