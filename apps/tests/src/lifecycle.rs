@@ -254,6 +254,9 @@ pub fn thread_churn_does_not_grow_kernel_heap() -> TestResult {
     r
 }
 
+/// Heap growth tolerated over the churn (see `churn`).
+const HEAP_SLACK_BYTES: u64 = 512;
+
 fn churn(top: u64, rounds: u32) -> TestResult {
     let round = || -> TestResult {
         // SAFETY: `exit_at_once` touches only its own stack, the one given.
@@ -280,9 +283,13 @@ fn churn(top: u64, rounds: u32) -> TestResult {
         round()?;
     }
     let dt = sys::clock_ns() - t0;
-    // Threads freed on other CPUs settle within moments.
+    // Threads freed on other CPUs settle within moments. A few capacity
+    // high-water marks (a run queue, the free stack-slot list) may still
+    // grow once by a few words; the old per-process tid list grew 8 bytes a
+    // round (about 31 KiB over these rounds at -smp 4).
     let (after, ok) = settle(500, |a| {
-        a.heap_used_bytes <= before.heap_used_bytes && a.threads <= before.threads
+        a.heap_used_bytes <= before.heap_used_bytes + HEAP_SLACK_BYTES
+            && a.threads <= before.threads
     })?;
     note!(
         "{rounds} rounds in {} ms; heap used {} -> {} bytes",
