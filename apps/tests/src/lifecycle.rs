@@ -238,11 +238,11 @@ extern "C" fn exit_at_once(code: u64) -> ! {
     sys::thread_exit(code as i32)
 }
 
-/// Case (item 1): 2048 thread spawn+join rounds leave the kernel heap exactly
+/// Case (item 1): 1024 thread spawn+join rounds leave the kernel heap exactly
 /// as it was (the old kernel appended every tid to a per-process list that
 /// joins never shrank, until an infallible allocation panicked).
 pub fn thread_churn_does_not_grow_kernel_heap() -> TestResult {
-    const ROUNDS: u32 = 2048;
+    const ROUNDS: u32 = 1024;
     let stack = crate::util::spawn(exit_at_once, 0)?; // warm-up, and a stack slot
     crate::util::expect_ok(stack.join()?)?;
     // One stack, reused by every round (each thread is joined before the next).
@@ -286,7 +286,7 @@ fn churn(top: u64, rounds: u32) -> TestResult {
     // Threads freed on other CPUs settle within moments. A few capacity
     // high-water marks (a run queue, the free stack-slot list) may still
     // grow once by a few words; the old per-process tid list grew 8 bytes a
-    // round (about 31 KiB over these rounds at -smp 4).
+    // round (2048 rounds: 9000 -> 40744 bytes at -smp 4).
     let (after, ok) = settle(500, |a| {
         a.heap_used_bytes <= before.heap_used_bytes + HEAP_SLACK_BYTES
             && a.threads <= before.threads
@@ -448,8 +448,11 @@ pub fn process_exit_ends_a_breeding_process() -> TestResult {
     if st != Ok(Status::Exited(5)) {
         return Err("the breeding child did not end with status 5");
     }
-    if dt > 3_000_000_000 {
-        return Err("the wait for a breeding child took over 3 s");
+    // Generous: at -smp 8 on two loaded host cores each dying thread's
+    // stack shootdown can take tens of ms (3.2 s seen); the old kernel never
+    // returned at all (the watchdog gives up at 10 s).
+    if dt > 8_000_000_000 {
+        return Err("the wait for a breeding child took over 8 s");
     }
     if !ok {
         note!("before: {before:?}");

@@ -164,7 +164,7 @@ impl TryFrom<u64> for Sysnum {
 pub mod limits {
     /// Threads of one process: live ones plus dead ones not yet joined
     /// (the kernel-wide table holds 1024).
-    pub const MAX_THREADS_PER_PROCESS: usize = 256;
+    pub const MAX_THREADS_PER_PROCESS: usize = 128;
     /// Child records of one process: running, or ended and not yet waited
     /// for (the kernel-wide table holds 256 processes).
     pub const MAX_CHILDREN: usize = 64;
