@@ -44,6 +44,7 @@ pub fn build(image: &[u8], parent: Option<&Arc<Process>>) -> Result<(Arc<Process
             let flags = crate::vm::prot_flags(p_bits)?;
             let pages = seg.mem_size.div_ceil(PAGE_SIZE);
             for i in 0..pages {
+                // preemption point (the image can be up to 16 MiB)
                 let frame = mem::alloc_zeroed_frame().map_err(|_| Error::NoMemory)?;
                 let off = (i * PAGE_SIZE) as usize;
                 if off < bytes.len() {
