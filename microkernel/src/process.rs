@@ -223,13 +223,41 @@ pub fn exit_current_process(status: u64) -> ! {
     sched::exit_current(status)
 }
 
+/// How a blocking wait ended: with a result, or because the waiter's own
+/// process is being killed (it must then die, holding no references).
+enum Woken {
+    Done(Result<u64, Error>),
+    Killed,
+}
+
+/// Ends the caller if `w` says it was killed. Its references are gone by
+/// now: the thread never returns from `exit_current`, so anything still
+/// held on this stack would leak and keep it (and its process) alive.
+fn finish(w: Woken) -> Result<u64, Error> {
+    match w {
+        Woken::Done(r) => r,
+        Woken::Killed => {
+            sched::check_killed();
+            unreachable!("a killed thread returned from check_killed")
+        }
+    }
+}
+
 /// Waits for child `pid` of the caller to end; returns its status word.
 pub fn wait(pid: u64) -> Result<u64, Error> {
+    finish(wait_inner(pid))
+}
+
+fn wait_inner(pid: u64) -> Woken {
     let cur = sched::current_arc();
-    let me = cur.process.clone().ok_or(Error::NotFound)?;
-    let child = task::process_by_id(pid).ok_or(Error::NotFound)?;
+    let Some(me) = cur.process.clone() else {
+        return Woken::Done(Err(Error::NotFound));
+    };
+    let Some(child) = task::process_by_id(pid) else {
+        return Woken::Done(Err(Error::NotFound));
+    };
     if child.parent() != me.pid {
-        return Err(Error::NotFound);
+        return Woken::Done(Err(Error::NotFound));
     }
     loop {
         {
@@ -241,48 +269,79 @@ pub fn wait(pid: u64) -> Result<u64, Error> {
                 // its threads waiting at once: the second finds nothing.
                 if task::take_process(pid).is_some() {
                     me.release_child();
-                    return Ok(st);
+                    return Woken::Done(Ok(st));
                 }
-                return Err(Error::NotFound);
+                return Woken::Done(Err(Error::NotFound));
             }
-            w.try_reserve(1).map_err(|_| Error::NoMemory)?;
+            if w.try_reserve(1).is_err() {
+                return Woken::Done(Err(Error::NoMemory));
+            }
             cur.set_state(State::Blocked);
             w.push(cur.clone());
         }
         sched::block();
-        sched::check_killed();
+        if cur.killed() {
+            // Woken by a kill, not by the child: leave its list now. A stale
+            // entry would keep this dead thread -- and so its whole process
+            // -- alive until the child ends.
+            let stale = {
+                let mut w = child.waiters.lock();
+                w.iter()
+                    .position(|x| Arc::ptr_eq(x, &cur))
+                    .map(|i| w.swap_remove(i))
+            };
+            drop(stale); // outside the lock (not the last reference: `cur`)
+            return Woken::Killed;
+        }
     }
 }
 
 /// Waits for thread `tid` of the caller's process to end; returns its status
 /// and forgets it (its row in the thread table goes).
 pub fn join(tid: u64) -> Result<u64, Error> {
+    finish(join_inner(tid))
+}
+
+fn join_inner(tid: u64) -> Woken {
     let cur = sched::current_arc();
     if tid == cur.tid {
-        return Err(Error::InvalidArgument);
+        return Woken::Done(Err(Error::InvalidArgument));
     }
-    let p = cur.process.clone().ok_or(Error::NotFound)?;
+    let Some(p) = cur.process.clone() else {
+        return Woken::Done(Err(Error::NotFound));
+    };
     loop {
         let r = p.threads.lock().join(tid);
         let t = match r {
-            None => return Err(Error::NotFound),
-            Some(Ok(status)) => return Ok(status),
+            None => return Woken::Done(Err(Error::NotFound)),
+            Some(Ok(status)) => return Woken::Done(Ok(status)),
             Some(Err(t)) => t,
         };
-        {
-            let mut j = t.joiners.lock();
-            // The exiting thread records its status in the table before it
-            // turns Dead, and takes its joiners after: seen Dead => the table
-            // has the status (loop); not Dead => it will wake us.
-            if t.state() != State::Dead {
-                j.try_reserve(1).map_err(|_| Error::NoMemory)?;
-                cur.set_state(State::Blocked);
-                j.push(cur.clone());
-                drop(j);
-                drop(t);
-                sched::block();
-                sched::check_killed();
-            }
+        let mut j = t.joiners.lock();
+        // The exiting thread records its status in the table before it
+        // turns Dead, and takes its joiners after: seen Dead => the table
+        // has the status (loop); not Dead => it will wake us.
+        if t.state() == State::Dead {
+            continue;
+        }
+        if j.try_reserve(1).is_err() {
+            return Woken::Done(Err(Error::NoMemory));
+        }
+        cur.set_state(State::Blocked);
+        j.push(cur.clone());
+        drop(j);
+        sched::block();
+        if cur.killed() {
+            // The joinee is of the same process, so it is being killed too
+            // and will drop its joiner list; leave it now all the same.
+            let stale = {
+                let mut j = t.joiners.lock();
+                j.iter()
+                    .position(|x| Arc::ptr_eq(x, &cur))
+                    .map(|i| j.swap_remove(i))
+            };
+            drop(stale);
+            return Woken::Killed;
         }
     }
 }

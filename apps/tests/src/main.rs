@@ -158,6 +158,10 @@ const CASES: &[Case] = &[
         lifecycle::orphaned_zombies_are_reaped,
     ),
     (
+        "process_exit_with_a_thread_in_wait",
+        lifecycle::process_exit_with_a_thread_in_wait,
+    ),
+    (
         "priority_is_capped_by_mcp",
         lifecycle::priority_is_capped_by_mcp,
     ),
