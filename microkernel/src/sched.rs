@@ -20,6 +20,10 @@
 //! - A dead thread's stack is freed by the next thread on the same CPU
 //!   ([`finish_switch`]), never while it is still in use.
 //!
+//! - Run-queue capacity is charged to the thread quotas: a thread occupies at
+//!   most one slot, so the queues never hold more than `task::MAX_THREADS`
+//!   plus the idle threads (their growth is a bounded high-water mark).
+//!
 //! # Lock order
 //! A thread's wait list (joiners, process waiters, sleepers) before a run queue;
 //! never two run queues at once (stealing uses `try_lock`).
