@@ -14,6 +14,7 @@
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 use abi::bootinfo::{cmdline_arg, BootInfo, ModuleDesc, MAGIC};
+use abi::limits::{INIT_CHILD_MCP, INIT_PRIORITY};
 use abi::status::{self, Status};
 use libipc::{println, sys};
 
@@ -29,6 +30,15 @@ fn main(arg: u64) -> i32 {
     let info = unsafe { &*(arg as *const BootInfo) };
     if info.magic != MAGIC {
         println!("init: boot information page has a bad magic");
+        return 1;
+    }
+    // Nothing init starts may outrank it: init keeps the top priority and
+    // hands its children a lower maximum (MCP), so no program -- tests and
+    // benchmarks included -- can starve init, or the shutdown it performs.
+    if sys::set_priority(INIT_PRIORITY).is_err()
+        || sys::set_child_max_priority(INIT_CHILD_MCP).is_err()
+    {
+        println!("init: cannot set its priority or its children's maximum");
         return 1;
     }
     match cmdline_arg(info.cmdline(), "init") {
@@ -92,6 +102,8 @@ fn verdict(st: Option<Status>) -> i32 {
 /// Iterations of the yield benchmark (the peer yields this many times too).
 const YIELD_ITERS: u64 = 2000;
 const YIELD_WARMUP: u64 = 100;
+/// The priority a new thread starts at (the kernel's default).
+const PEER_PRIORITY: u8 = 4;
 
 fn bench(info: &BootInfo) -> i32 {
     let st = run_module(info, "bench", 0);
@@ -103,6 +115,8 @@ fn bench(info: &BootInfo) -> i32 {
     // yield_switch: this thread and a peer process, both pinned to CPU 0,
     // alternate; one `yield` = one switch to the other process.
     let _ = sys::set_affinity(0);
+    // `yield` alternates only between equals: the peer's default priority.
+    let _ = sys::set_priority(u64::from(PEER_PRIORITY));
     let Some(peer) = spawn(info, "bench", YIELD_ITERS + YIELD_WARMUP) else {
         let _ = sys::shutdown(false);
         return 1;
@@ -122,6 +136,7 @@ fn bench(info: &BootInfo) -> i32 {
     }
     libipc::bench::report("yield_switch", &mut samples);
     let _ = sys::process_wait(peer);
+    let _ = sys::set_priority(INIT_PRIORITY);
     println!("BENCH-DONE");
     let _ = sys::shutdown(true);
     0

@@ -140,6 +140,13 @@ pub fn set_priority(prio: u64) -> Result<u64, Error> {
     pure(Sysnum::SetPriority, prio, 0, 0)
 }
 
+/// Sets the maximum controlled priority that processes spawned from now on
+/// get (never above the caller's own: `PermissionDenied`); see
+/// [`Sysnum::SetChildMaxPriority`].
+pub fn set_child_max_priority(prio: u64) -> Result<u64, Error> {
+    pure(Sysnum::SetChildMaxPriority, prio, 0, 0)
+}
+
 /// Waits for thread `tid` of this process to end; returns its status word
 /// ([`abi::status`]).
 pub fn thread_join(tid: u64) -> Result<u64, Error> {

@@ -15,7 +15,6 @@ use abi::bootimg::{BootImage, SEG_W, SEG_X};
 use abi::layout::{INIT_STACK_BYTES, INIT_STACK_TOP, PAGE_SIZE};
 use abi::{prot, Error};
 use alloc::sync::Arc;
-use core::sync::atomic::Ordering;
 
 /// The pid of init.
 pub const INIT_PID: u64 = 1;
@@ -25,7 +24,7 @@ pub const BOOTINFO_VA: u64 = abi::bootinfo::MODULES_BASE - PAGE_SIZE;
 
 /// Builds a process from a boot image: maps every segment (file bytes copied,
 /// the rest zero) and a stack. Returns the process and its entry point.
-pub fn build(image: &[u8], parent: u64) -> Result<(Arc<Process>, u64), Error> {
+pub fn build(image: &[u8], parent: Option<&Arc<Process>>) -> Result<(Arc<Process>, u64), Error> {
     let img = BootImage::parse(image).map_err(|e| {
         log::warn!("refusing boot image: {e}");
         Error::InvalidArgument
@@ -45,6 +44,7 @@ pub fn build(image: &[u8], parent: u64) -> Result<(Arc<Process>, u64), Error> {
             let flags = crate::vm::prot_flags(p_bits)?;
             let pages = seg.mem_size.div_ceil(PAGE_SIZE);
             for i in 0..pages {
+                // preemption point (the image can be up to 16 MiB)
                 let frame = mem::alloc_zeroed_frame().map_err(|_| Error::NoMemory)?;
                 let off = (i * PAGE_SIZE) as usize;
                 if off < bytes.len() {
@@ -76,9 +76,17 @@ pub fn build(image: &[u8], parent: u64) -> Result<(Arc<Process>, u64), Error> {
     match r {
         Ok(()) => Ok((p, img.entry)),
         Err(e) => {
-            task::forget_process(p.pid);
+            discard(&p, parent);
             Err(e)
         }
+    }
+}
+
+/// Drops the record of a process that never started (and its quota unit).
+fn discard(p: &Arc<Process>, parent: Option<&Arc<Process>>) {
+    task::forget_process(p.pid);
+    if let Some(pp) = parent {
+        pp.release_child();
     }
 }
 
@@ -94,17 +102,17 @@ pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> R
         rdi: arg,
         ..TrapFrame::default()
     };
-    let t = Thread::new_user(p, &frame)?;
+    let t = Thread::new_user(p, &frame, p.initial_priority())?;
     let tid = t.tid;
     sched::enqueue(t);
     Ok(tid)
 }
 
 /// Spawns a process from a boot image (the `process_spawn` syscall).
-pub fn spawn(image: &[u8], parent: u64, arg: u64) -> Result<u64, Error> {
-    let (p, entry) = build(image, parent)?;
+pub fn spawn(image: &[u8], parent: &Arc<Process>, arg: u64) -> Result<u64, Error> {
+    let (p, entry) = build(image, Some(parent))?;
     if let Err(e) = start_thread(&p, entry, INIT_STACK_TOP, arg) {
-        task::forget_process(p.pid);
+        discard(&p, Some(parent));
         return Err(e);
     }
     Ok(p.pid)
@@ -121,7 +129,7 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
             m.range.len() as usize,
         )
     };
-    let (p, entry) = build(image, 0).map_err(|_| "init's boot image is invalid")?;
+    let (p, entry) = build(image, None).map_err(|_| "init's boot image is invalid")?;
     if p.pid != INIT_PID {
         return Err("init did not get pid 1");
     }
@@ -172,21 +180,28 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The last thread of `p` ended (or the process was killed): record the
-/// status, wake waiters, stop any other threads, and release thread records.
-pub fn ended(p: &Arc<Process>, status: u64) {
+/// The last thread of `p` is gone (called from the drop of that `Thread`,
+/// after its kernel stack and address-space reference were released): record
+/// the status, release the memory, settle the family's records, then wake
+/// waiters — so a parent whose wait returns sees the memory already freed.
+pub fn ended(p: Arc<Process>, status: u64) {
     let status = {
         let mut s = p.status.lock();
         *s.get_or_insert(status)
     };
-    let tids = core::mem::take(&mut *p.threads.lock());
-    sched::forget_threads(&tids);
+    let rows = p.threads.lock().take_rows();
+    drop(rows); // only status words are left: no thread references
     p.release_space();
+    p.mark_ended();
     let waiters = core::mem::take(&mut *p.waiters.lock());
+    let pid = p.pid;
+    // The dying thread's reference goes before anyone is woken (if it is
+    // the last one, the process count drops now).
+    drop(p);
     for w in waiters {
         sched::wake(&w);
     }
-    if p.pid == INIT_PID {
+    if pid == INIT_PID {
         let code = abi::status::decode(status);
         crate::println!("mica: init ended ({code:?}); powering off");
         crate::arch::qemu::exit(code == abi::status::Status::Exited(0));
@@ -194,80 +209,139 @@ pub fn ended(p: &Arc<Process>, status: u64) {
 }
 
 /// Ends the caller's whole process with `status` (the `process_exit` syscall).
+///
+/// Under the thread-table lock (the lock thread creation takes to add a
+/// thread) the process is marked exiting and every listed thread is killed
+/// ([`Thread::kill`]): no thread can be added afterwards, and none listed
+/// before escapes, so every thread dies before it runs user code again.
 pub fn exit_current_process(status: u64) -> ! {
-    let cur = sched::current_arc();
+    let cur = sched::current();
     if let Some(p) = &cur.process {
         p.status.lock().get_or_insert(status);
-        let tids = p.threads.lock().clone();
-        for tid in tids {
-            if tid == cur.tid {
-                continue;
-            }
-            if let Some(t) = task::thread_by_id(tid) {
-                t.killed.store(true, Ordering::SeqCst);
-                if !sched::wake(&t) && t.on_cpu.load(Ordering::SeqCst) {
-                    // Running elsewhere: the kick's interrupt return ends it.
-                    crate::smp::kick(t.last_cpu.load(Ordering::SeqCst) as usize);
-                }
-            }
+        p.threads.lock().kill_all(cur.tid);
+    }
+    sched::exit_current(status)
+}
+
+/// How a blocking wait ended: with a result, or because the waiter's own
+/// process is being killed (it must then die, holding no references).
+enum Woken {
+    Done(Result<u64, Error>),
+    Killed,
+}
+
+/// Ends the caller if `w` says it was killed. Its references are gone by
+/// now: the thread never returns from `exit_current`, so anything still
+/// held on this stack would leak and keep it (and its process) alive.
+fn finish(w: Woken) -> Result<u64, Error> {
+    match w {
+        Woken::Done(r) => r,
+        Woken::Killed => {
+            sched::check_killed();
+            unreachable!("a killed thread returned from check_killed")
         }
     }
-    drop(cur);
-    sched::exit_current(status)
 }
 
 /// Waits for child `pid` of the caller to end; returns its status word.
 pub fn wait(pid: u64) -> Result<u64, Error> {
+    finish(wait_inner(pid))
+}
+
+fn wait_inner(pid: u64) -> Woken {
     let cur = sched::current_arc();
-    let me = cur.process.as_ref().map_or(0, |p| p.pid);
-    let child = task::process_by_id(pid).ok_or(Error::NotFound)?;
-    if child.parent != me {
-        return Err(Error::NotFound);
+    let Some(me) = cur.process.clone() else {
+        return Woken::Done(Err(Error::NotFound));
+    };
+    let Some(child) = task::process_by_id(pid) else {
+        return Woken::Done(Err(Error::NotFound));
+    };
+    if child.parent() != me.pid {
+        return Woken::Done(Err(Error::NotFound));
     }
     loop {
         {
             let mut w = child.waiters.lock();
-            if child.live_threads.load(Ordering::SeqCst) == 0 {
-                if let Some(st) = *child.status.lock() {
-                    drop(w);
-                    task::forget_process(pid);
-                    return Ok(st);
+            if child.has_ended() {
+                drop(w);
+                let st = child.status.lock().unwrap_or(0);
+                // Only the parent removes a child that has a parent; two of
+                // its threads waiting at once: the second finds nothing.
+                if task::take_process(pid).is_some() {
+                    me.release_child();
+                    return Woken::Done(Ok(st));
                 }
+                return Woken::Done(Err(Error::NotFound));
+            }
+            if w.try_reserve(1).is_err() {
+                return Woken::Done(Err(Error::NoMemory));
             }
             cur.set_state(State::Blocked);
             w.push(cur.clone());
         }
         sched::block();
-        sched::check_killed();
+        if cur.killed() {
+            // Woken by a kill, not by the child: leave its list now. A stale
+            // entry would keep this dead thread -- and so its whole process
+            // -- alive until the child ends.
+            let stale = {
+                let mut w = child.waiters.lock();
+                w.iter()
+                    .position(|x| Arc::ptr_eq(x, &cur))
+                    .map(|i| w.swap_remove(i))
+            };
+            drop(stale); // outside the lock (not the last reference: `cur`)
+            return Woken::Killed;
+        }
     }
 }
 
-/// Waits for thread `tid` of the caller's process to end; returns its status.
+/// Waits for thread `tid` of the caller's process to end; returns its status
+/// and forgets it (its row in the thread table goes).
 pub fn join(tid: u64) -> Result<u64, Error> {
+    finish(join_inner(tid))
+}
+
+fn join_inner(tid: u64) -> Woken {
     let cur = sched::current_arc();
     if tid == cur.tid {
-        return Err(Error::InvalidArgument);
+        return Woken::Done(Err(Error::InvalidArgument));
     }
-    let t = task::thread_by_id(tid).ok_or(Error::NotFound)?;
-    let same = match (&t.process, &cur.process) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        _ => false,
+    let Some(p) = cur.process.clone() else {
+        return Woken::Done(Err(Error::NotFound));
     };
-    if !same {
-        return Err(Error::NotFound);
-    }
     loop {
-        {
-            let mut j = t.joiners.lock();
-            if t.state() == State::Dead {
-                drop(j);
-                task::forget_thread(tid);
-                return Ok(t.status.load(Ordering::SeqCst));
-            }
-            cur.set_state(State::Blocked);
-            j.push(cur.clone());
+        let r = p.threads.lock().join(tid);
+        let t = match r {
+            None => return Woken::Done(Err(Error::NotFound)),
+            Some(Ok(status)) => return Woken::Done(Ok(status)),
+            Some(Err(t)) => t,
+        };
+        let mut j = t.joiners.lock();
+        // The exiting thread records its status in the table before it
+        // turns Dead, and takes its joiners after: seen Dead => the table
+        // has the status (loop); not Dead => it will wake us.
+        if t.state() == State::Dead {
+            continue;
         }
+        if j.try_reserve(1).is_err() {
+            return Woken::Done(Err(Error::NoMemory));
+        }
+        cur.set_state(State::Blocked);
+        j.push(cur.clone());
+        drop(j);
         sched::block();
-        sched::check_killed();
+        if cur.killed() {
+            // The joinee is of the same process, so it is being killed too
+            // and will drop its joiner list; leave it now all the same.
+            let stale = {
+                let mut j = t.joiners.lock();
+                j.iter()
+                    .position(|x| Arc::ptr_eq(x, &cur))
+                    .map(|i| j.swap_remove(i))
+            };
+            drop(stale);
+            return Woken::Killed;
+        }
     }
 }

@@ -20,6 +20,10 @@
 //! - A dead thread's stack is freed by the next thread on the same CPU
 //!   ([`finish_switch`]), never while it is still in use.
 //!
+//! - Run-queue capacity is charged to the thread quotas: a thread occupies at
+//!   most one slot, so the queues never hold more than `task::MAX_THREADS`
+//!   plus the idle threads (their growth is a bounded high-water mark).
+//!
 //! # Lock order
 //! A thread's wait list (joiners, process waiters, sleepers) before a run queue;
 //! never two run queues at once (stealing uses `try_lock`).
@@ -30,7 +34,7 @@ use crate::arch::cpu::{self, msr};
 use crate::arch::percpu;
 use crate::arch::trap::TrapFrame;
 use crate::sync::IrqMutex;
-use crate::task::{self, State, Thread};
+use crate::task::{State, Thread};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
@@ -237,8 +241,12 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
     // Only the CPU that popped `next` may run it, and it was not on a CPU when
     // popped (checked in schedule_inner; the idle thread is only ever ours).
     debug_assert!(!next.on_cpu.load(Ordering::Acquire) || next.is_idle());
-    next.on_cpu.store(true, Ordering::Release);
-    next.last_cpu.store(cpu as u32, Ordering::Relaxed);
+    // `last_cpu` before `on_cpu`, and `on_cpu` by `xchg` (a full barrier):
+    // the victim half of the Dekker pattern in `Thread::kill` — this CPU's
+    // later test of `next.work` cannot pass these stores, so a killer that
+    // misses seeing KILL taken here sees `next` on this CPU and kicks it.
+    next.last_cpu.store(cpu as u32, Ordering::SeqCst);
+    next.on_cpu.swap(true, Ordering::SeqCst);
     CPUS[cpu].idle.store(next.is_idle(), Ordering::Relaxed);
 
     // SAFETY: interrupts are off; prev is this CPU's running thread and next is
@@ -367,28 +375,45 @@ pub fn wake(t: &Arc<Thread>) -> bool {
 }
 
 /// Ends the current thread with `status`. Never returns.
+///
+/// The status goes into the process's thread table (all that outlives the
+/// thread, for `thread_join`) before the thread turns Dead; its stack, FPU
+/// area and address-space reference go when the last reference to it does
+/// (normally in [`finish_switch`] on this CPU), and only then do the live
+/// counts drop (`Thread`'s drop), so settled counts imply settled memory.
 pub fn exit_current(status: u64) -> ! {
     let cur = current_arc();
     cur.status.store(status, Ordering::SeqCst);
+    if let Some(p) = &cur.process {
+        let row = p.threads.lock().record_exit(cur.tid, status);
+        drop(row); // not the last reference: `cur` and PerCpu hold it
+    }
     cur.set_state(State::Dead);
     let joiners: Vec<Arc<Thread>> = core::mem::take(&mut *cur.joiners.lock());
     for j in joiners {
         wake(&j);
-    }
-    if let Some(p) = &cur.process {
-        if p.live_threads.fetch_sub(1, Ordering::SeqCst) == 1 {
-            crate::process::ended(p, status);
-        }
     }
     drop(cur);
     schedule_inner(false);
     unreachable!("a dead thread was scheduled again");
 }
 
-/// Called on every return to ring 3: a thread whose process is ending dies here.
+/// For in-kernel wait loops: a thread whose process is ending dies here.
 #[inline(always)]
 pub fn check_killed() {
-    if current().killed.load(Ordering::Relaxed) {
+    if current().killed() {
+        exit_current(abi::status::exited(-1));
+    }
+}
+
+/// The slow path of every return to ring 3, taken when the current thread's
+/// work word ([`crate::task::work`]) is non-zero (one `test` in the
+/// `sysret` path and in `isr_return`). Returns only when nothing is left
+/// that must happen before user code runs.
+#[no_mangle]
+pub extern "C" fn return_to_user_work() {
+    debug_assert!(!cpu::interrupts_enabled());
+    if current().killed() {
         exit_current(abi::status::exited(-1));
     }
 }
@@ -429,11 +454,4 @@ pub fn set_affinity(cpu_id: u64) -> Result<u64, abi::Error> {
         schedule(); // re-queued on the pinned CPU by `enqueue`
     }
     Ok(0)
-}
-
-/// Drops thread bookkeeping of a finished process.
-pub fn forget_threads(tids: &[u64]) {
-    for &tid in tids {
-        task::forget_thread(tid);
-    }
 }

@@ -11,7 +11,6 @@ use crate::process;
 use crate::sched;
 use abi::layout::USER_END;
 use abi::{encode_result, Error, Sysnum};
-use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 /// The largest image `process_spawn` accepts.
@@ -57,10 +56,7 @@ fn handle(n: Sysnum, f: &mut TrapFrame) -> Result<u64, Error> {
             sched::yield_now();
             Ok(0)
         }
-        Sysnum::SleepNs => {
-            crate::time::sleep_ns(a0);
-            Ok(0)
-        }
+        Sysnum::SleepNs => crate::time::sleep_ns(a0).map(|_| 0),
         Sysnum::ClockNs => Ok(crate::time::now_ns()),
         Sysnum::ThreadSpawn => thread_spawn(a0, a1, a2),
         Sysnum::Shutdown => shutdown(a0),
@@ -81,6 +77,7 @@ fn handle(n: Sysnum, f: &mut TrapFrame) -> Result<u64, Error> {
             .ok_or(Error::NotFound),
         Sysnum::CpuCount => Ok(crate::smp::online() as u64),
         Sysnum::SysInfo => sysinfo(a0, a1),
+        Sysnum::SetChildMaxPriority => set_child_max_priority(a0),
     }
 }
 
@@ -125,9 +122,10 @@ fn sysinfo(buf: u64, len: u64) -> Result<u64, Error> {
         threads: crate::task::live_threads() as u64,
         processes: crate::task::live_processes() as u64,
         uptime_ns: crate::time::now_ns(),
+        heap_used_bytes: crate::mem::heap::stats().0 as u64,
     };
     // SAFETY: SysInfo is repr(C) plain data of `size` bytes with no padding
-    // (seven u64 fields), so viewing it as bytes reads only initialised memory.
+    // (eight u64 fields), so viewing it as bytes reads only initialised memory.
     let bytes =
         unsafe { core::slice::from_raw_parts(&info as *const abi::SysInfo as *const u8, size) };
     crate::arch::uaccess::copy_to_user(buf, bytes)?;
@@ -160,13 +158,36 @@ fn shutdown(success: u64) -> Result<u64, Error> {
     crate::arch::qemu::exit(success != 0)
 }
 
+/// Sets the caller's priority, never above its process's maximum controlled
+/// priority (seL4's MCP; 0 is the highest priority).
 fn set_priority(prio: u64) -> Result<u64, Error> {
     if prio > abi::MAX_PRIORITY {
         return Err(Error::InvalidArgument);
     }
-    sched::current()
-        .priority
-        .store(prio as u8, Ordering::SeqCst);
+    let t = sched::current();
+    let mcp = t.process.as_ref().map_or(0, |p| p.mcp);
+    if (prio as u8) < mcp {
+        return Err(Error::PermissionDenied);
+    }
+    t.priority.store(prio as u8, Ordering::SeqCst);
+    Ok(0)
+}
+
+/// Sets the MCP the caller's future children get: at most as high as the
+/// caller's own (numerically not below it), so a creator never hands out
+/// more than it has.
+fn set_child_max_priority(prio: u64) -> Result<u64, Error> {
+    if prio > abi::MAX_PRIORITY {
+        return Err(Error::InvalidArgument);
+    }
+    let p = sched::current()
+        .process
+        .as_ref()
+        .ok_or(Error::PermissionDenied)?;
+    if (prio as u8) < p.mcp {
+        return Err(Error::PermissionDenied);
+    }
+    p.child_mcp.store(prio as u8, Ordering::SeqCst);
     Ok(0)
 }
 
@@ -177,13 +198,67 @@ fn process_spawn(image: u64, len: u64, arg: u64) -> Result<u64, Error> {
     if !user_range_ok(image, len) {
         return Err(Error::BadAddress);
     }
-    let mut buf = Vec::new();
-    buf.try_reserve_exact(len as usize)
-        .map_err(|_| Error::NoMemory)?;
-    buf.resize(len as usize, 0);
-    copy_from_user(&mut buf, image)?;
-    let parent = sched::current().process.as_ref().map_or(0, |p| p.pid);
-    process::spawn(&buf, parent, arg)
+    let parent = sched::current()
+        .process
+        .clone()
+        .ok_or(Error::PermissionDenied)?;
+    // The transient copy lives in frames of its own, not on the kernel heap
+    // (which it could fill at small memory sizes, failing other CPUs'
+    // allocations); it is charged to nothing longer-lived than this call.
+    let mut buf = FrameBuf::new(len)?;
+    // preemption point (per page, once `sched::preemption_point` exists)
+    copy_from_user(buf.bytes_mut(), image)?;
+    process::spawn(buf.bytes(), &parent, arg)
+}
+
+/// Physically contiguous frames used as a byte buffer through the direct
+/// map; freed on drop.
+struct FrameBuf {
+    first: u64,
+    pages: usize,
+    len: usize,
+}
+
+impl FrameBuf {
+    fn new(len: u64) -> Result<FrameBuf, Error> {
+        let pages = (len.div_ceil(4096) as usize).max(1);
+        let f = crate::mem::alloc_contiguous(pages, 1).map_err(|_| Error::NoMemory)?;
+        Ok(FrameBuf {
+            first: f.addr(),
+            pages,
+            len: len as usize,
+        })
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the frames were allocated for this buffer alone, lie in the
+        // direct map and hold at least `len` bytes; `&mut self` makes this
+        // the only view.
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                crate::mem::phys_to_virt(self.first) as *mut u8,
+                self.len,
+            )
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: as in `bytes_mut`; shared views only while `&self` lives.
+        unsafe {
+            core::slice::from_raw_parts(crate::mem::phys_to_virt(self.first) as *const u8, self.len)
+        }
+    }
+}
+
+impl Drop for FrameBuf {
+    fn drop(&mut self) {
+        for i in 0..self.pages {
+            // preemption point
+            if let Some(f) = kcore::frame::PhysFrame::from_addr(self.first + i as u64 * 4096) {
+                let _ = crate::mem::free_frame(f);
+            }
+        }
+    }
 }
 
 /// Sets the FS base MSR or the parked user GS base, which must be user-half

@@ -46,8 +46,27 @@ pub struct ThreadCtx {
     pub gs_base: u64,
 }
 
+/// Bits of [`Thread::work`]: deferred work the thread must do before it runs
+/// user code again (Linux's TIF work mask). The return-to-user paths test the
+/// whole word once (`syscall.rs`, `isr_return` in `idt.rs`).
+pub mod work {
+    /// Its process is ending: the thread dies instead of returning to ring 3.
+    pub const KILL: u32 = 1 << 0;
+    /// Every bit the return paths look at.
+    pub const MASK: u32 = KILL;
+}
+
 /// A thread of execution.
+///
+/// Its kernel stack, FPU area and address-space reference go when the last
+/// reference to the `Thread` does, which for a dead thread is the CPU that
+/// switched away from it ([`crate::sched::finish_switch`]); only its status
+/// word outlives it, in its process's thread table, until it is joined.
+#[repr(C)]
 pub struct Thread {
+    /// Deferred work bits ([`work`]). First, at a fixed offset the return
+    /// paths reach with one `test` ([`OFF_THREAD_WORK`]).
+    pub work: AtomicU32,
     /// Unique id.
     pub tid: u64,
     /// The owning process (`None` for per-CPU idle threads).
@@ -72,8 +91,6 @@ pub struct Thread {
     pub last_cpu: AtomicU32,
     /// Set while a CPU is running it (or still switching away from it).
     pub on_cpu: AtomicBool,
-    /// Asked to die (its process is ending).
-    pub killed: AtomicBool,
     /// Exit status word, valid once Dead.
     pub status: AtomicU64,
     /// Wake-up deadline while sleeping (ns since boot).
@@ -81,6 +98,11 @@ pub struct Thread {
     /// Threads waiting in `thread_join` for this one.
     pub joiners: IrqMutex<Vec<Arc<Thread>>>,
 }
+
+/// Offset of [`Thread::work`] inside a `Thread` (what `PerCpu::current_thread`
+/// points at), for the return-to-user asm.
+pub const OFF_THREAD_WORK: usize = core::mem::offset_of!(Thread, work);
+const _: () = assert!(OFF_THREAD_WORK == 0);
 
 // SAFETY: `ctx` is only accessed by the CPU that owns the thread at that moment
 // (running or switching it, interrupts off); all other fields are Sync.
@@ -96,21 +118,24 @@ pub const MAX_THREADS: usize = 1024;
 /// The most processes whose records exist at once (running or not yet waited
 /// for).
 pub const MAX_PROCESSES: usize = 256;
+/// Per-process quotas (see docs/decisions.md, "lifecycle"): each is a
+/// fraction of the global table it draws from, so one process cannot fill it.
+pub use abi::limits::{MAX_CHILDREN, MAX_THREADS_PER_PROCESS};
 
 static LIVE_THREADS: AtomicUsize = AtomicUsize::new(0);
 static LIVE_PROCESSES: AtomicUsize = AtomicUsize::new(0);
 
-/// User threads alive.
+/// User threads alive (a thread counts until its kernel stack is freed).
 pub fn live_threads() -> usize {
-    LIVE_THREADS.load(Ordering::Relaxed)
+    LIVE_THREADS.load(Ordering::SeqCst)
 }
 
 /// Process records alive.
 pub fn live_processes() -> usize {
-    LIVE_PROCESSES.load(Ordering::Relaxed)
+    LIVE_PROCESSES.load(Ordering::SeqCst)
 }
 
-/// One unit of [`MAX_THREADS`], returned on drop unless forgotten.
+/// One unit of [`MAX_THREADS`], returned on drop.
 struct ThreadSlot;
 
 impl ThreadSlot {
@@ -131,24 +156,46 @@ impl Drop for ThreadSlot {
 
 impl Drop for Thread {
     fn drop(&mut self) {
-        if self.process.is_some() {
-            LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
+        // Memory first, counts after: whoever sees the counts settle (a
+        // parent's `process_wait`, `sysinfo`) also sees the memory back.
+        drop(self.kstack.take()); // unmapped, TLBs shot down, frames freed
+        drop(self.space.take()); // the process keeps its own reference
+        if let Some(p) = self.process.take() {
+            let last = p.live_threads.fetch_sub(1, Ordering::SeqCst) == 1;
+            // The global slot (its `ThreadSlot` was forgotten at creation).
+            drop(ThreadSlot);
+            if last {
+                // Only now does the process end: its waiters are woken after
+                // this thread's stack, slot and process reference are gone.
+                crate::process::ended(p, self.status.load(Ordering::SeqCst));
+            }
         }
     }
 }
 
-/// Every live (not yet joined or reaped) thread, by id.
-static THREADS: IrqMutex<BTreeMap<u64, Arc<Thread>>> = IrqMutex::new(BTreeMap::new());
-
 impl Thread {
-    /// A user thread of `process` that will enter ring 3 with `frame`.
-    pub fn new_user(process: &Arc<Process>, frame: &TrapFrame) -> Result<Arc<Thread>, Error> {
+    /// A user thread of `process` that will enter ring 3 with `frame`, at
+    /// `priority`. Entered in the process's thread table (the authoritative
+    /// list kill walks) unless the process is ending (`NotFound`) or at its
+    /// thread quota (`NoMemory`); the caller queues it.
+    pub fn new_user(
+        process: &Arc<Process>,
+        frame: &TrapFrame,
+        priority: u8,
+    ) -> Result<Arc<Thread>, Error> {
+        // Cheap checks first, so a process at its quota allocates nothing.
+        process.threads.lock().admit()?;
         let space = process.space().ok_or(Error::NotFound)?;
-        let _slot = ThreadSlot::take()?;
+        let slot = ThreadSlot::take()?;
         let kstack = KernelStack::new().map_err(|_| Error::NoMemory)?;
+        let fpu = FpuState::new().ok_or(Error::NoMemory)?;
         // SAFETY: the stack is freshly mapped, unused and 16-byte aligned.
         let rsp = unsafe { context::prepare_stack(kstack.top(), frame) };
+        // From here the Thread's drop releases the slot and the process count.
+        core::mem::forget(slot);
+        process.live_threads.fetch_add(1, Ordering::SeqCst);
         let t = Arc::new(Thread {
+            work: AtomicU32::new(0),
             tid: NEXT_TID.fetch_add(1, Ordering::Relaxed),
             process: Some(process.clone()),
             space: Some(space),
@@ -158,28 +205,33 @@ impl Thread {
                 fs_base: 0,
                 gs_base: 0,
             }),
-            fpu: FpuState::new().ok_or(Error::NoMemory)?,
+            fpu,
             state: AtomicU8::new(State::Ready as u8),
-            priority: AtomicU8::new(4),
+            priority: AtomicU8::new(priority),
             affinity: AtomicU32::new(u32::MAX),
             last_cpu: AtomicU32::new(crate::arch::percpu::cpu_id()),
             on_cpu: AtomicBool::new(false),
-            killed: AtomicBool::new(false),
             status: AtomicU64::new(0),
             wake_at_ns: AtomicU64::new(0),
             joiners: IrqMutex::new(Vec::new()),
         });
-        core::mem::forget(_slot); // released by Thread::drop
-        process.live_threads.fetch_add(1, Ordering::SeqCst);
-        process.threads.lock().push(t.tid);
-        THREADS.lock().insert(t.tid, t.clone());
-        Ok(t)
+        // Under the table lock: either the process is not ending and the
+        // thread is listed (so a later kill finds it), or creation fails.
+        let r = process.threads.lock().insert(&t);
+        match r {
+            Ok(()) => Ok(t),
+            Err(e) => {
+                drop(t); // outside the lock: frees the stack (shootdown)
+                Err(e)
+            }
+        }
     }
 
     /// The idle thread of a CPU: runs kernel code on the stack it is created on
     /// (its context is filled by the first switch away from it).
     pub fn new_idle() -> Result<Arc<Thread>, Error> {
         Ok(Arc::new(Thread {
+            work: AtomicU32::new(0),
             tid: NEXT_TID.fetch_add(1, Ordering::Relaxed),
             process: None,
             space: None,
@@ -195,7 +247,6 @@ impl Thread {
             affinity: AtomicU32::new(crate::arch::percpu::cpu_id()),
             last_cpu: AtomicU32::new(crate::arch::percpu::cpu_id()),
             on_cpu: AtomicBool::new(true),
-            killed: AtomicBool::new(false),
             status: AtomicU64::new(0),
             wake_at_ns: AtomicU64::new(0),
             joiners: IrqMutex::new(Vec::new()),
@@ -249,47 +300,180 @@ impl Thread {
     pub fn is_idle(&self) -> bool {
         self.process.is_none()
     }
+
+    /// Whether its process is ending (it must not run user code again).
+    pub fn killed(&self) -> bool {
+        self.work.load(Ordering::SeqCst) & work::KILL != 0
+    }
+
+    /// Asks the thread to die before it next runs user code, and makes sure
+    /// it notices: a blocked thread is woken (its wait loop checks
+    /// [`Thread::killed`]), one running on another CPU is kicked (the
+    /// interrupt's return path tests the work word), and a queued or
+    /// just-created one tests the word on its way out of the kernel.
+    ///
+    /// # Ordering (Dekker)
+    /// Kill side: `fetch_or(KILL)` (a locked RMW, a full barrier) *then* load
+    /// `on_cpu`/`last_cpu`. Victim side (`sched::switch_to`): store
+    /// `last_cpu`, `on_cpu.swap(true)` (`xchg`, a full barrier) *then*, later,
+    /// load the work word on the way back to ring 3. Each side stores before it
+    /// loads with a full barrier between, so at least one sees the other:
+    /// either the victim sees KILL, or the killer sees it on its new CPU and
+    /// kicks that CPU, whose interrupt return then sees KILL.
+    pub fn kill(self: &Arc<Self>) {
+        self.work.fetch_or(work::KILL, Ordering::SeqCst);
+        if !crate::sched::wake(self) && self.on_cpu.load(Ordering::SeqCst) {
+            crate::smp::kick(self.last_cpu.load(Ordering::SeqCst) as usize);
+        }
+    }
 }
 
-/// Looks a live thread up by id.
-pub fn thread_by_id(tid: u64) -> Option<Arc<Thread>> {
-    THREADS.lock().get(&tid).cloned()
+/// One row of a process's thread table: a live thread, or the status word
+/// of a dead one not yet joined.
+pub struct ThreadEntry {
+    tid: u64,
+    /// `None` once the thread died (its status is in `status`).
+    thread: Option<Arc<Thread>>,
+    status: u64,
 }
 
-/// Forgets a thread id (after it was joined, or its process ended).
-pub fn forget_thread(tid: u64) {
-    // Bound first, so the last reference (and with it the kernel stack, whose
-    // release shoots down TLBs) goes only after the table lock is released.
-    let t = THREADS.lock().remove(&tid);
-    drop(t);
+/// A process's threads: the authoritative list that kill walks. Live threads
+/// and dead unjoined ones (status only, 24 bytes) both count against
+/// [`MAX_THREADS_PER_PROCESS`]; a join removes the row.
+pub struct ThreadTable {
+    /// Set (under this lock) when the process starts ending; from then on no
+    /// thread is added.
+    exiting: bool,
+    rows: Vec<ThreadEntry>,
+}
+
+impl ThreadTable {
+    const fn new() -> ThreadTable {
+        ThreadTable {
+            exiting: false,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Whether one more thread may be added: not ending, under quota, and
+    /// room for its row (`try_reserve`: never an infallible allocation).
+    fn admit(&mut self) -> Result<(), Error> {
+        if self.exiting {
+            return Err(Error::NotFound);
+        }
+        if self.rows.len() >= MAX_THREADS_PER_PROCESS {
+            return Err(Error::NoMemory);
+        }
+        self.rows.try_reserve(1).map_err(|_| Error::NoMemory)
+    }
+
+    fn insert(&mut self, t: &Arc<Thread>) -> Result<(), Error> {
+        self.admit()?;
+        self.rows.push(ThreadEntry {
+            tid: t.tid,
+            thread: Some(t.clone()),
+            status: 0,
+        });
+        Ok(())
+    }
+
+    /// Records that thread `tid` died with `status`; returns its reference
+    /// for the caller to drop outside the lock.
+    pub fn record_exit(&mut self, tid: u64, status: u64) -> Option<Arc<Thread>> {
+        let row = self.rows.iter_mut().find(|r| r.tid == tid)?;
+        row.status = status;
+        row.thread.take()
+    }
+
+    /// Thread `tid`: `Ok(status)` (and the row removed) if it is dead,
+    /// `Err(thread)` if it still runs; `None` if there is no such thread.
+    pub fn join(&mut self, tid: u64) -> Option<Result<u64, Arc<Thread>>> {
+        let i = self.rows.iter().position(|r| r.tid == tid)?;
+        match &self.rows[i].thread {
+            Some(t) => Some(Err(t.clone())),
+            None => Some(Ok(self.rows.swap_remove(i).status)),
+        }
+    }
+
+    /// Marks the process as ending (no thread is added from now on) and kills
+    /// every live thread but `except`.
+    pub fn kill_all(&mut self, except: u64) {
+        self.exiting = true;
+        for t in self.rows.iter().filter_map(|r| r.thread.as_ref()) {
+            if t.tid != except {
+                t.kill();
+            }
+        }
+    }
+
+    /// Takes the rows (the process ended: nothing is left to join); the
+    /// caller drops them outside the lock.
+    pub fn take_rows(&mut self) -> Vec<ThreadEntry> {
+        self.exiting = true;
+        core::mem::take(&mut self.rows)
+    }
 }
 
 /// A process: an address space and the threads running in it.
 pub struct Process {
     /// Process id.
     pub pid: u64,
-    /// The parent's pid (0 for init).
-    pub parent: u64,
+    /// The parent's pid; 0 for init and for orphans (whose parent ended: an
+    /// orphan's record is reaped as soon as it ends, nobody can wait for it).
+    parent: AtomicU64,
+    /// Child records alive (running, or ended and not yet waited for);
+    /// at most [`MAX_CHILDREN`].
+    children: AtomicUsize,
+    /// Maximum controlled priority (seL4's MCP): no thread of the process may
+    /// set a priority numerically below it (0 is the highest priority).
+    pub mcp: u8,
+    /// The MCP its future children get: never above its own (`mcp`).
+    pub child_mcp: AtomicU8,
     /// Its memory, until it ends (its threads hold their own references).
     space: IrqMutex<Option<Arc<AddressSpace>>>,
-    /// Threads not yet dead.
+    /// `Thread` objects alive (not yet dropped: a dead thread counts until
+    /// its stack is freed). The process ends when this reaches 0.
     pub live_threads: AtomicUsize,
-    /// Ids of every thread it created (for kill and cleanup).
-    pub threads: IrqMutex<Vec<u64>>,
-    /// Exit status once ended.
+    /// Its threads, live and dead-unjoined (the authoritative list for kill).
+    pub threads: IrqMutex<ThreadTable>,
+    /// Exit status once ended (or once `process_exit` chose it).
     pub status: IrqMutex<Option<u64>>,
+    /// Set once every thread is gone and the memory released.
+    ended: AtomicBool,
     /// Threads blocked in `process_wait` for it.
     pub waiters: IrqMutex<Vec<Arc<Thread>>>,
 }
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
 
-/// Every process not yet waited for, by pid.
+/// Every process not yet waited for (or reaped), by pid.
 static PROCESSES: IrqMutex<BTreeMap<u64, Arc<Process>>> = IrqMutex::new(BTreeMap::new());
 
+/// The default priority of a new thread (lowered to the process's MCP when
+/// that is lower).
+pub const DEFAULT_PRIORITY: u8 = 4;
+
 impl Process {
-    /// A new process with an empty address space.
-    pub fn new(parent: u64) -> Result<Arc<Process>, Error> {
+    /// A new process with an empty address space, child of `parent` (`None`
+    /// for init). Charged to the global [`MAX_PROCESSES`] and to the parent's
+    /// [`MAX_CHILDREN`], both checked before anything is allocated.
+    pub fn new(parent: Option<&Arc<Process>>) -> Result<Arc<Process>, Error> {
+        if let Some(pp) = parent {
+            if pp.children.fetch_add(1, Ordering::SeqCst) >= MAX_CHILDREN {
+                pp.children.fetch_sub(1, Ordering::SeqCst);
+                return Err(Error::NoMemory);
+            }
+        }
+        let r = Self::new_charged(parent);
+        if r.is_err() {
+            if let Some(pp) = parent {
+                pp.children.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        r
+    }
+
+    fn new_charged(parent: Option<&Arc<Process>>) -> Result<Arc<Process>, Error> {
         if LIVE_PROCESSES.fetch_add(1, Ordering::SeqCst) >= MAX_PROCESSES {
             LIVE_PROCESSES.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::NoMemory);
@@ -301,21 +485,36 @@ impl Process {
                 return Err(e);
             }
         };
+        let mcp = parent.map_or(0, |pp| pp.child_mcp.load(Ordering::SeqCst));
+        // The record and its map node are charged to the quotas above (at
+        // most MAX_PROCESSES of them exist).
         let p = Arc::new(Process {
             pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
-            parent,
+            parent: AtomicU64::new(parent.map_or(0, |pp| pp.pid)),
+            children: AtomicUsize::new(0),
+            mcp,
+            child_mcp: AtomicU8::new(mcp),
             space: IrqMutex::new(Some(space)),
             live_threads: AtomicUsize::new(0),
-            threads: IrqMutex::new(Vec::new()),
+            threads: IrqMutex::new(ThreadTable::new()),
             status: IrqMutex::new(None),
+            ended: AtomicBool::new(false),
             waiters: IrqMutex::new(Vec::new()),
         });
         PROCESSES.lock().insert(p.pid, p.clone());
         Ok(p)
     }
-}
 
-impl Process {
+    /// The parent's pid (0: none, or it ended).
+    pub fn parent(&self) -> u64 {
+        self.parent.load(Ordering::SeqCst)
+    }
+
+    /// The priority its new threads start at.
+    pub fn initial_priority(&self) -> u8 {
+        DEFAULT_PRIORITY.max(self.mcp)
+    }
+
     /// Its address space, unless it has ended.
     pub fn space(&self) -> Option<Arc<AddressSpace>> {
         self.space.lock().clone()
@@ -326,6 +525,43 @@ impl Process {
     pub fn release_space(&self) {
         let space = self.space.lock().take();
         drop(space); // outside the lock: the last reference tears the space down
+    }
+
+    /// Whether every thread is gone (the status is final).
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Marks the process ended and settles the records of the family:
+    /// its children become orphans (those already ended are reaped now, the
+    /// others when they end), and it reaps itself if it is an orphan.
+    ///
+    /// # Ordering
+    /// `ended` is stored before the table lock is taken, and both this
+    /// process's check of its own `parent` and a parent's check of a child's
+    /// `ended` happen under that lock, so whichever of parent and child gets
+    /// the lock second sees the other's state: an ended orphan is always
+    /// reaped exactly once.
+    pub fn mark_ended(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        let mut table = PROCESSES.lock();
+        // Removed records are dropped inside the lock: an ended process holds
+        // no memory or threads any more, so that drop only frees heap.
+        table.retain(|_, c| {
+            if c.parent.load(Ordering::SeqCst) != self.pid {
+                return true;
+            }
+            c.parent.store(0, Ordering::SeqCst);
+            !c.ended.load(Ordering::SeqCst)
+        });
+        if self.parent.load(Ordering::SeqCst) == 0 && self.pid != 1 {
+            table.remove(&self.pid);
+        }
+    }
+
+    /// Returns one unit of the children quota (a child record was removed).
+    pub fn release_child(&self) {
+        self.children.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -340,9 +576,14 @@ pub fn process_by_id(pid: u64) -> Option<Arc<Process>> {
     PROCESSES.lock().get(&pid).cloned()
 }
 
-/// Forgets a process (after it was waited for).
+/// Forgets a process (after it was waited for, or failed to start).
 pub fn forget_process(pid: u64) {
-    // As in `forget_thread`: drop the record outside the table lock.
+    // Drop the record outside the table lock.
     let p = PROCESSES.lock().remove(&pid);
     drop(p);
+}
+
+/// Removes a process record and returns it (a parent reaping its child).
+pub fn take_process(pid: u64) -> Option<Arc<Process>> {
+    PROCESSES.lock().remove(&pid)
 }

@@ -28,12 +28,17 @@ pub fn now_ns() -> u64 {
 
 /// Blocks the current thread for at least `ns` nanoseconds (less only if it
 /// is being killed).
-pub fn sleep_ns(ns: u64) {
+///
+/// The list entry is the only allocation: `NoMemory` if the heap cannot hold it.
+pub fn sleep_ns(ns: u64) -> Result<(), abi::Error> {
     let t = sched::current_arc();
     let deadline = now_ns().saturating_add(ns);
     t.wake_at_ns.store(deadline, Ordering::SeqCst);
     {
         let mut s = SLEEPERS.lock();
+        if s.try_reserve(1).is_err() {
+            return Err(abi::Error::NoMemory);
+        }
         t.set_state(State::Blocked);
         s.push(t.clone());
     }
@@ -51,6 +56,7 @@ pub fn sleep_ns(ns: u64) {
     }
     drop(t);
     sched::check_killed();
+    Ok(())
 }
 
 /// Wakes every sleeper whose deadline passed (from the timer interrupt).
@@ -73,7 +79,7 @@ pub fn wake_sleepers() {
                 let t = &s[i];
                 if t.state() != State::Blocked
                     || t.wake_at_ns.load(Ordering::Relaxed) <= now
-                    || t.killed.load(Ordering::Relaxed)
+                    || t.killed()
                 {
                     let _ = due.push(s.swap_remove(i));
                 } else {

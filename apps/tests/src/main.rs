@@ -26,6 +26,7 @@ mod fpu;
 mod gpr;
 mod info;
 mod leaks;
+mod lifecycle;
 mod mem;
 mod process;
 mod regs;
@@ -139,6 +140,35 @@ const CASES: &[Case] = &[
     (
         "user_copy_races_with_unmap",
         process::user_copy_races_with_unmap,
+    ),
+    // Process and thread lifecycle (issue 7 items 1, 2, 5, 6).
+    (
+        "thread_churn_does_not_grow_kernel_heap",
+        lifecycle::thread_churn_does_not_grow_kernel_heap,
+    ),
+    (
+        "dead_unjoined_thread_frees_its_stack",
+        lifecycle::dead_unjoined_thread_frees_its_stack,
+    ),
+    (
+        "thread_quota_is_per_process",
+        lifecycle::thread_quota_is_per_process,
+    ),
+    (
+        "process_exit_ends_a_breeding_process",
+        lifecycle::process_exit_ends_a_breeding_process,
+    ),
+    (
+        "orphaned_zombies_are_reaped",
+        lifecycle::orphaned_zombies_are_reaped,
+    ),
+    (
+        "process_exit_with_a_thread_in_wait",
+        lifecycle::process_exit_with_a_thread_in_wait,
+    ),
+    (
+        "priority_is_capped_by_mcp",
+        lifecycle::priority_is_capped_by_mcp,
     ),
     (
         "thread_spawn_join_does_not_leak",

@@ -84,6 +84,14 @@ pub enum Sysnum {
     /// `sysinfo(buf, len)`: copies a [`SysInfo`] to `buf` (`len` must be at
     /// least its size); returns the bytes written.
     SysInfo = 23,
+    /// `set_child_max_priority(prio)`: set the maximum controlled priority
+    /// (MCP) that processes the caller spawns from now on get. A process's
+    /// threads may not [`SetPriority`](Sysnum::SetPriority) above (numerically
+    /// below) its MCP (`PermissionDenied`); a child's MCP is its creator's
+    /// setting at spawn time, and `prio` may not be above the caller's own
+    /// MCP (`PermissionDenied`), so priority is only ever handed down, never
+    /// gained. init gives every program it starts an MCP below its own.
+    SetChildMaxPriority = 24,
 }
 
 /// What `sysinfo` reports about the machine and the kernel's resources.
@@ -104,13 +112,15 @@ pub struct SysInfo {
     pub processes: u64,
     /// Nanoseconds since boot.
     pub uptime_ns: u64,
+    /// Bytes of the kernel heap in use (leak tests compare it exactly).
+    pub heap_used_bytes: u64,
 }
 
-// Seven u64s and no padding: the kernel copies it out byte for byte.
-const _: () = assert!(core::mem::size_of::<SysInfo>() == 7 * 8);
+// Eight u64s and no padding: the kernel copies it out byte for byte.
+const _: () = assert!(core::mem::size_of::<SysInfo>() == 8 * 8);
 
 /// One past the highest syscall number: the first number that is refused.
-pub const SYSNUM_END: u64 = 24;
+pub const SYSNUM_END: u64 = 25;
 
 /// The lowest scheduling priority a thread can ask for.
 pub const MAX_PRIORITY: u64 = 7;
@@ -143,9 +153,26 @@ impl TryFrom<u64> for Sysnum {
             21 => Sysnum::CpuSyscalls,
             22 => Sysnum::CpuCount,
             23 => Sysnum::SysInfo,
+            24 => Sysnum::SetChildMaxPriority,
             _ => return Err(Error::BadSyscall),
         })
     }
+}
+
+/// Per-process limits: each is a fraction of the global table it draws
+/// from, so one process cannot exhaust it (exceeding one is `NoMemory`).
+pub mod limits {
+    /// Threads of one process: live ones plus dead ones not yet joined
+    /// (the kernel-wide table holds 1024).
+    pub const MAX_THREADS_PER_PROCESS: usize = 128;
+    /// Child records of one process: running, or ended and not yet waited
+    /// for (the kernel-wide table holds 256 processes).
+    pub const MAX_CHILDREN: usize = 64;
+    /// The priority init runs at and keeps for itself: the programs it starts
+    /// get [`INIT_CHILD_MCP`] as their maximum.
+    pub const INIT_PRIORITY: u64 = 0;
+    /// The maximum controlled priority of every program init starts.
+    pub const INIT_CHILD_MCP: u64 = 1;
 }
 
 /// Protection bits for [`Sysnum::MapAnon`] and [`Sysnum::Protect`]. Pages are

@@ -144,6 +144,14 @@ isr_common:
     call {dispatch}
     .global isr_return
 isr_return:                                 // also the first return of a new user thread
+    test byte ptr [rsp + {frame_cs}], 3     // returning to ring 3? (rsp: the TrapFrame)
+    jz 5f
+    mov rax, gs:[{cur}]                     // rax: the current Thread (gs: still the kernel's)
+    test dword ptr [rax + {work}], {work_mask} // deferred work (kill) before user code?
+    jz 5f
+    call {work_fn}                          // does it (a killed thread never returns); IF off
+    jmp isr_return                          // test again: work may have been added meanwhile
+5:
     "#,
     pop_gprs!(),
     r#"
@@ -193,4 +201,9 @@ isr_paranoid:
     "#,
     cs = const STUB_CS,
     dispatch = sym super::trap::trap_dispatch,
+    frame_cs = const offset_of!(TrapFrame, cs),
+    cur = const super::percpu::OFF_CURRENT,
+    work = const crate::task::OFF_THREAD_WORK,
+    work_mask = const crate::task::work::MASK,
+    work_fn = sym crate::sched::return_to_user_work,
 );

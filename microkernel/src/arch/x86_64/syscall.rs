@@ -16,6 +16,12 @@
 //! with `sysretq`, or through the full `iretq` path shared with interrupts when
 //! TF is set (single-stepping must resume exactly as the CPU defines).
 //!
+//! Before that, one `test` of the current thread's work word
+//! ([`crate::task::work`], Linux's TIF work mask) sends a thread with deferred
+//! work — a kill above all — to [`crate::sched::return_to_user_work`]; a thread
+//! of a dying process therefore never runs user code again, whether it was
+//! in a syscall, parked by `yield`, or blocked when the kill came.
+//!
 //! # Exit contract
 //! Every register except RAX (result), RCX and R11 holds the value it had at
 //! entry (or the value the kernel deliberately set in the frame).
@@ -79,6 +85,9 @@ syscall_entry:
     inc qword ptr gs:[{count}]              // per-CPU syscall counter
     mov rdi, rsp                            // rdi: &mut TrapFrame
     call {dispatch}                         // frame.rax := result; frame.rip canonical
+5:  mov rax, gs:[{cur}]                     // rax: the current Thread (IF is off: it stays)
+    test dword ptr [rax + {work}], {work_mask} // any work before ring 3 (kill, ...)?
+    jnz 6f                                  // rare: the slow path below
     mov r11, [rsp + {rflags}]               // r11: the user's RFLAGS as saved
     and r11, {user_flags}                   // keep only flags ring 3 may set
     or r11, 0x202                           // IF on, reserved bit 1
@@ -93,6 +102,8 @@ syscall_entry:
     mov rsp, [rsp + 40]                     // rsp := user stack (IF is off: no IRQ here)
     swapgs                                  // GS base := the user's
     sysretq
+6:  call {work_fn}                          // does the work (a killed thread never returns)
+    jmp 5b                                  // test again: work may have been added meanwhile
     "#,
     ursp = const OFF_USER_RSP,
     krsp = const OFF_KERNEL_RSP,
@@ -103,6 +114,10 @@ syscall_entry:
     rflags = const core::mem::offset_of!(TrapFrame, rflags),
     user_flags = const USER_RFLAGS,
     dispatch = sym crate::syscalls::syscall_dispatch,
+    cur = const super::percpu::OFF_CURRENT,
+    work = const crate::task::OFF_THREAD_WORK,
+    work_mask = const crate::task::work::MASK,
+    work_fn = sym crate::sched::return_to_user_work,
 );
 
 // The offsets used after popping the 15 general registers: [rsp] = vector,
