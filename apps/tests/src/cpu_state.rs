@@ -5,7 +5,7 @@
 //!
 //! The LDT cases are the regression tests of a ring-0 escape: with LDTR left
 //! at its reset value (base 0, limit 0xffff) and page 0xf000 mappable, a
-//! DPL-3 call gate written at 0xfff0 let `lcall 0xfff7` run the caller's code
+//! DPL-3 call gate written at 0xffe8 let `lcall 0xffef` run the caller's code
 //! at CPL 0 (on a CPU without SMEP/SMAP; with SMAP the descriptor read merely
 //! page-faulted). They run under `-cpu max` and `--cpu qemu64` (smoke cases
 //! `tests-smp*` and `xapic-smp4`).
@@ -19,7 +19,7 @@ use libipc::sys;
 
 /// The lowest address a process may map (`abi::layout::USER_MIN`).
 const USER_MIN: u64 = abi::layout::USER_MIN;
-/// The page holding 0xfff0, where the reset LDT would find selector 0xfff7.
+/// The page below USER_MIN where the reset LDT would find its descriptors.
 const BELOW_MIN: u64 = 0xf000;
 /// The kernel's 64-bit code selector (what a forged gate would target).
 const KERNEL_CS: u64 = 0x08;
@@ -70,8 +70,14 @@ pub fn nothing_maps_below_64k() -> TestResult {
         (BELOW_MIN, 0x2000),
         (0, 0x10000),
     ] {
+        let r = sys::map_anon(addr, len, prot::WRITE);
+        if r.is_ok() {
+            // SAFETY: nothing references the range just mapped by mistake; it
+            // must not stay (the call-gate case maps it itself).
+            let _ = unsafe { sys::unmap(addr, len) };
+        }
         util::expect_err(
-            sys::map_anon(addr, len, prot::WRITE),
+            r,
             &[Error::BadAddress],
             "a mapping below 0x10000 was not refused",
         )?;
@@ -147,21 +153,24 @@ fn plant_gate(addr: u64) {
 
 /// A DPL-3 call gate written where ring 3 can write is never used: `lcall`
 /// through TI=1 selectors raises #GP and the gated code never runs at CPL 0.
-/// Gates are planted at 0xfff0 (where the reset LDT would read selector
-/// 0xfff7's descriptor) if that page can be mapped, which must fail, and at
-/// the lowest page that can.
+/// Gates are planted at 0xf000 and 0xffe8 (where the reset LDT, base 0 limit
+/// 0xffff, would read the descriptors of selectors 0xf007 and 0xffef) if that
+/// page can be mapped, which must fail, and at the lowest page that can.
+/// (0xffe8, not 0xfff0: QEMU looks for a 64-bit gate's upper half through
+/// selector + 8, which for 0xfff7 lands past the limit.)
 pub fn ldt_call_gate_is_never_used() -> TestResult {
     let mut verdict = Ok(());
     let low_mapped = sys::map_anon(BELOW_MIN, 4096, prot::WRITE).is_ok();
     if low_mapped {
         verdict = Err("page 0xf000 (below USER_MIN) could be mapped");
-        plant_gate(BELOW_MIN + 0xff0);
+        plant_gate(BELOW_MIN);
+        plant_gate(BELOW_MIN + 0xfe8);
     }
     let min_mapped = sys::map_anon(USER_MIN, 4096, prot::WRITE).is_ok();
     if min_mapped {
         plant_gate(USER_MIN);
     }
-    for sel in [0xfff7u64, 0x7, 0xf] {
+    for sel in [0xffefu64, 0xf007, 0xfff7, 0x7] {
         CPL0_MARKER.store(0, Ordering::SeqCst);
         let st = run(lcall_selector, sel);
         let cr3 = CPL0_MARKER.load(Ordering::SeqCst);
