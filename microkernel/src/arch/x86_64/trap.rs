@@ -6,6 +6,13 @@
 //! — or a kernel bug, which prints a full diagnosis and stops the machine. A fault
 //! in user mode is the user's problem and is handed to the scheduler, which ends
 //! the thread; the kernel keeps running.
+//!
+//! Three events are never the interrupted thread's fault and are decided
+//! first: an NMI (counted and ignored, or "halt" while the machine stops on a
+//! panic), a machine check (the machine stops), and a kernel-mode #DB, fatal
+//! except for the single-step trap ring 3 can carry into `syscall_entry`
+//! ([`kernel_debug`]). Every handler runs with RFLAGS.AC clear when SMAP is on
+//! (checked on entry), and nothing that schedules runs on an IST stack.
 
 use super::cpu;
 use core::mem::offset_of;
@@ -187,6 +194,7 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         }
     }
     if frame.from_user() {
+        assert_on_thread_stack(frame);
         crate::sched::user_fault(frame);
         return;
     }
@@ -210,6 +218,24 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         }
     }
     kernel_fault(frame);
+}
+
+/// Ending a thread schedules, which must never happen on an IST stack (the
+/// stack belongs to the CPU, and the next NMI, #DB or #MC there would
+/// overwrite the parked context). A frame from ring 3 always sits at the very
+/// top of the thread's kernel stack: the CPU pushed it at TSS.RSP0, or the
+/// paranoid entry moved it there. Checked before every user fault.
+fn assert_on_thread_stack(frame: &TrapFrame) {
+    let top = frame as *const TrapFrame as u64 + core::mem::size_of::<TrapFrame>() as u64;
+    if top != super::percpu::this().kernel_rsp {
+        crate::panic::die(
+            format_args!(
+                "vector {} from ring 3 handled off the thread's kernel stack (frame top 0x{top:x})",
+                frame.vector
+            ),
+            Some(frame),
+        );
+    }
 }
 
 /// With SMAP on, every handler must run with RFLAGS.AC clear (the entry stubs
