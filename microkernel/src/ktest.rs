@@ -422,7 +422,7 @@ fn cpu_state_is_explicit_on_every_cpu() -> Result<(), &'static str> {
     cpustate::record_check(&f, crate::arch::percpu::cpu_id());
     for cpu in 0..crate::smp::online() {
         if let Err(field) = cpustate::verdict(cpu) {
-            println!("  note: CPU {cpu}: {field} is not what cpustate::init_this_cpu set");
+            println!("  note: CPU {cpu}: {field}");
             return Err("a CPU's state differs from the intended value");
         }
     }

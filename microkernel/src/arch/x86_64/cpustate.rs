@@ -87,26 +87,26 @@ pub const RFLAGS: u64 = 0x2;
 static CHECKED: [AtomicU8; super::apic::MAX_CPUS] =
     [const { AtomicU8::new(0) }; super::apic::MAX_CPUS];
 
-/// Names of the fields [`check`] compares, in order.
-pub const FIELDS: [&str; 18] = [
-    "CR0",
-    "CR4",
-    "EFER",
-    "PAT",
-    "DR7",
-    "DR6",
-    "DR0",
-    "DR1",
-    "DR2",
-    "DR3",
-    "TSC_AUX",
-    "LDTR",
-    "TR",
-    "TSS I/O-bitmap offset",
-    "RFLAGS",
-    "STAR",
-    "LSTAR",
-    "SFMASK",
+/// What [`verdict`] reports for each field [`read_back`] compares, in order.
+const FIELDS: [&str; 18] = [
+    "CR0 differs",
+    "CR4 differs",
+    "EFER differs",
+    "PAT differs",
+    "DR7 differs",
+    "DR6 differs",
+    "DR0 differs",
+    "DR1 differs",
+    "DR2 differs",
+    "DR3 differs",
+    "TSC_AUX differs",
+    "LDTR differs",
+    "TR differs",
+    "TSS I/O-bitmap offset differs",
+    "RFLAGS differs",
+    "STAR differs",
+    "LSTAR differs",
+    "SFMASK differs",
 ];
 
 /// Sets every piece of CPU state the kernel relies on, on the CPU this runs
@@ -280,12 +280,11 @@ pub fn record_check(f: &Features, cpu_id: u32) {
 }
 
 /// The recorded verdict for CPU `cpu`: `Ok` if its state read back as
-/// intended, else the name of the first field that did not (or "never
-/// initialised").
+/// intended, else what was wrong.
 pub fn verdict(cpu: usize) -> Result<(), &'static str> {
     match CHECKED.get(cpu).map(|c| c.load(Ordering::SeqCst)) {
         Some(1) => Ok(()),
-        Some(0) | None => Err("never initialised"),
+        Some(0) | None => Err("init_this_cpu never ran"),
         Some(v) => Err(FIELDS.get(v as usize - 2).copied().unwrap_or("?")),
     }
 }
