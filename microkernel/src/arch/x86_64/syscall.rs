@@ -135,7 +135,7 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     r#"
     inc qword ptr gs:[{count}]              // per-CPU syscall counter
     mov rdi, rsp                            // rdi: &mut TrapFrame
-    call {dispatch}                         // frame.rax := result; frame.rip checked
+    call {dispatch}                         // frame.rax := result; frame.rip canonical
     mov r11, [rsp + {rflags}]               // r11: the user's RFLAGS as saved
     and r11, {user_flags}                   // keep only flags ring 3 may set
     or r11, 0x202                           // IF on, reserved bit 1
