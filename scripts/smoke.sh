@@ -174,6 +174,23 @@ boot_case uefi-q35 "--firmware uefi --machine q35 --smp 2 --timeout 120" 0 \
   '^mica: init ended \(Exited\(0\)\)' \
   '!^KERNEL PANIC' '!user fault'
 
+# The kernel tests on the plainest CPU (no SMEP/SMAP/UMIP): the CPU-state
+# checks must hold there too.
+boot_case ktest-qemu64 "--smp 2 --cpu qemu64 --cmdline ktest" 0 \
+  '^smp: 2 of 2 CPUs online' \
+  'cpu_state_is_explicit_on_every_cpu \.\.\. ok' \
+  '^[0-9]+ passed, 0 failed' '!PANIC'
+
+# The user-space suite while CPU 0 sends every other CPU an NMI on each tick:
+# NMIs in ring 3 are never the thread's fault, and nothing breaks under them.
+boot_case nmi-storm-smp4 "--smp 4 --cmdline 'init=tests nmi.storm=1'" 0 \
+  '^smp: 4 of 4 CPUs online' \
+  '^nmi\.storm: [0-9]+ NMIs taken in ring 3 so far, no thread blamed' \
+  '^\[pid [0-9]+\] test nmi_in_ring3_leaves_threads_intact \.\.\. ok' \
+  '^\[pid [0-9]+\] [0-9]+ passed, 0 failed' \
+  '^mica: shutdown requested by init \(success\)' \
+  '!^KERNEL PANIC' '!FAILED'
+
 # --- machinery ------------------------------------------------------------------------
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-60}
 SMOKE_JOBS=${SMOKE_JOBS:-2}

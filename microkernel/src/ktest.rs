@@ -11,7 +11,7 @@ use crate::mem::{self, kstack::KernelStack, layout};
 use crate::println;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use kcore::paging::{PageSize, PteFlags};
 
 /// Per CPU: 0 = not checked, 1 = `gs:` view agrees with the PerCpu, 2 = not.
@@ -20,6 +20,27 @@ static PERCPU_OK: [AtomicU8; crate::arch::apic::MAX_CPUS] =
 
 /// Set to make the next ping IPI panic on the CPU that receives it.
 pub static PANIC_ON_PING: AtomicBool = AtomicBool::new(false);
+
+/// `nmi.storm=1` (a test hook): every timer tick on CPU 0 sends an NMI to
+/// every other CPU, so the boot tests run with NMIs landing in ring 3 and in
+/// the kernel everywhere (`smoke.sh` case `nmi-storm-smp4`).
+pub static NMI_STORM: AtomicBool = AtomicBool::new(false);
+/// Whether the storm's "NMIs taken in ring 3" line was printed.
+static NMI_STORM_REPORTED: AtomicBool = AtomicBool::new(false);
+/// Ring-3 NMIs after which the storm reports (the boot test looks for it).
+const NMI_STORM_REPORT_AT: u64 = 100;
+
+/// Called by the timer interrupt: one step of the `nmi.storm` hook.
+pub fn nmi_storm_tick() {
+    if !NMI_STORM.load(Ordering::Relaxed) || crate::arch::percpu::cpu_index() != 0 {
+        return;
+    }
+    crate::arch::apic::send_nmi_all_others();
+    let from_user = crate::arch::trap::NMIS_FROM_USER.load(Ordering::Relaxed);
+    if from_user >= NMI_STORM_REPORT_AT && !NMI_STORM_REPORTED.swap(true, Ordering::Relaxed) {
+        println!("nmi.storm: {from_user} NMIs taken in ring 3 so far, no thread blamed");
+    }
+}
 
 /// Records whether this CPU's `gs:` view (self pointer, CPU id, APIC id) agrees
 /// with its PerCpu record and with the APIC. Every CPU runs it at bring-up.
@@ -71,6 +92,23 @@ const CASES: &[Case] = &[
     (
         "isa_irq4_reaches_the_chosen_cpu",
         isa_irq4_reaches_the_chosen_cpu,
+    ),
+    (
+        "cpu_state_is_explicit_on_every_cpu",
+        cpu_state_is_explicit_on_every_cpu,
+    ),
+    ("kernel_mode_nmi_returns", kernel_mode_nmi_returns),
+    (
+        "kernel_db_at_syscall_entry_is_ignored",
+        kernel_db_at_syscall_entry_is_ignored,
+    ),
+    (
+        "sysret_refuses_non_canonical_rip",
+        sysret_refuses_non_canonical_rip,
+    ),
+    (
+        "switch_context_restores_callee_saved",
+        switch_context_restores_callee_saved,
     ),
 ];
 
@@ -373,4 +411,309 @@ fn deliberate_stack_overflow() -> ! {
             options(noreturn)
         )
     }
+}
+
+fn cpu_state_is_explicit_on_every_cpu() -> Result<(), &'static str> {
+    use crate::arch::cpustate;
+    // The boot CPU checks again now, after everything that ran since its
+    // bring-up (paging, APIC, scheduler); the APs' verdicts are from the end
+    // of their bring-up.
+    let f = crate::arch::cpu::Features::detect();
+    cpustate::record_check(&f, crate::arch::percpu::cpu_id());
+    for cpu in 0..crate::smp::online() {
+        if let Err(field) = cpustate::verdict(cpu) {
+            println!("  note: CPU {cpu}: {field}");
+            return Err("a CPU's state differs from the intended value");
+        }
+    }
+    Ok(())
+}
+
+/// A self-NMI in kernel mode is counted and returns (it used to be fatal
+/// whenever the machine was not stopping).
+fn kernel_mode_nmi_returns() -> Result<(), &'static str> {
+    use crate::arch::{apic, cpu, trap};
+    let before = trap::NMIS.load(Ordering::SeqCst);
+    apic::send_nmi(apic::local_id());
+    let deadline = cpu::rdtsc() + 100 * apic::tsc_per_ms();
+    while trap::NMIS.load(Ordering::SeqCst) == before && cpu::rdtsc() < deadline {
+        core::hint::spin_loop();
+    }
+    check(
+        trap::NMIS.load(Ordering::SeqCst) > before,
+        "the self-NMI never arrived",
+    )
+}
+
+fn kernel_db_at_syscall_entry_is_ignored() -> Result<(), &'static str> {
+    use crate::arch::cpustate::DR6_CLEAR;
+    use crate::arch::gdt::{KERNEL_CS, USER_CS};
+    use crate::arch::trap::{kernel_debug, DebugVerdict, TrapFrame, DR6_BS};
+    const TF: u64 = 1 << 8;
+    let (entry, live) = crate::arch::syscall::entry_before_stack_switch();
+    let frame = |rip: u64, cs: u16| TrapFrame {
+        rip,
+        cs: cs as u64,
+        rflags: 0x2 | TF,
+        ..TrapFrame::default()
+    };
+    // The held single-step trap: first instruction of the stub, only BS.
+    let mut f = frame(entry, KERNEL_CS);
+    check(
+        kernel_debug(&mut f, DR6_CLEAR | DR6_BS) == DebugVerdict::Ignore,
+        "a single step at syscall_entry was judged fatal",
+    )?;
+    check(f.rflags & TF == 0, "TF was left set in the ignored frame")?;
+    let mut f = frame(live - 1, KERNEL_CS);
+    check(
+        kernel_debug(&mut f, DR6_CLEAR | DR6_BS) == DebugVerdict::Ignore,
+        "a single step before the stack switch was judged fatal",
+    )?;
+    // Everything else stays fatal.
+    let fatal: [(u64, u16, u64, &str); 5] = [
+        (
+            live,
+            KERNEL_CS,
+            DR6_BS,
+            "a single step after the stack switch",
+        ),
+        (
+            kernel_db_at_syscall_entry_is_ignored as *const () as u64,
+            KERNEL_CS,
+            DR6_BS,
+            "a single step elsewhere in the kernel",
+        ),
+        (
+            entry,
+            KERNEL_CS,
+            0x1,
+            "a breakpoint hit (B0) at syscall_entry",
+        ),
+        (entry, KERNEL_CS, DR6_BS | 0x2, "a single step plus B1"),
+        (entry, USER_CS, DR6_BS, "a frame that claims ring 3"),
+    ];
+    for (rip, cs, dr6, what) in fatal {
+        let mut f = frame(rip, cs);
+        if kernel_debug(&mut f, DR6_CLEAR | dr6) != DebugVerdict::Fatal {
+            println!("  note: {what} was ignored");
+            return Err("a kernel #DB that must be fatal was ignored");
+        }
+    }
+    Ok(())
+}
+
+fn sysret_refuses_non_canonical_rip() -> Result<(), &'static str> {
+    use crate::arch::gdt::USER_CS;
+    use crate::arch::syscall::{check_return, ReturnCheck};
+    use crate::arch::trap::{TrapFrame, SYSCALL_VECTOR};
+    use abi::layout::USER_END;
+    let frame = |rip: u64| TrapFrame {
+        rip,
+        rcx: rip,
+        cs: USER_CS as u64,
+        vector: SYSCALL_VECTOR,
+        ..TrapFrame::default()
+    };
+    // USER_END: the return RIP of a `syscall` ending the last user page.
+    for rip in [
+        USER_END,
+        USER_END + 1,
+        0xffff_7fff_ffff_ffff,
+        0xffff_8000_0000_0000,
+        u64::MAX,
+    ] {
+        let mut f = frame(rip);
+        if check_return(&mut f) != ReturnCheck::Fault {
+            println!("  note: return RIP 0x{rip:x} was let through to sysretq");
+            return Err("a non-canonical or kernel return RIP was not faulted");
+        }
+        check(
+            f.vector == 13 && f.error_code == 0,
+            "the faulted frame does not say #GP",
+        )?;
+    }
+    for rip in [USER_END - 1, 0x40_0000] {
+        let mut f = frame(rip);
+        check(
+            check_return(&mut f) == ReturnCheck::Resume && f.vector == SYSCALL_VECTOR,
+            "a canonical user return RIP was faulted",
+        )?;
+    }
+    Ok(())
+}
+
+/// Saved RSP of the ktest's context while the probe context runs.
+static SWITCH_MAIN_RSP: AtomicU64 = AtomicU64::new(0);
+/// Saved RSP of the probe context while the ktest runs.
+static SWITCH_OTHER_RSP: AtomicU64 = AtomicU64::new(0);
+/// What the probe context saw in rbx, rbp, r12-r15 when resumed.
+static SWITCH_OTHER_SEEN: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+
+/// The ktest side's sentinels (rbx, rbp, r12, r13, r14, r15).
+const SENTINELS_MAIN: [u64; 6] = [
+    0x5ca1_ab1e_0000_00b1,
+    0x5ca1_ab1e_0000_00b2,
+    0x5ca1_ab1e_0000_0012,
+    0x5ca1_ab1e_0000_0013,
+    0x5ca1_ab1e_0000_0014,
+    0x5ca1_ab1e_0000_0015,
+];
+/// The probe side's sentinels.
+const SENTINELS_OTHER: [u64; 6] = [
+    0x0dd_ba11_0000_00b1,
+    0x0dd_ba11_0000_00b2,
+    0x0dd_ba11_0000_0012,
+    0x0dd_ba11_0000_0013,
+    0x0dd_ba11_0000_0014,
+    0x0dd_ba11_0000_0015,
+];
+
+core::arch::global_asm!(
+    r#"
+    .section .text.ktest, "ax"
+    // ktest_switch_there_and_back(rdi = &main saved RSP, rsi = probe's RSP,
+    // rdx = *mut [u64; 6]): holds SENTINELS_MAIN in the six callee-saved
+    // registers across switch_context to the probe and back, then stores
+    // what they hold afterwards.
+    .global ktest_switch_there_and_back
+ktest_switch_there_and_back:
+    push rbx                                // the caller's callee-saved registers
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    push rdx                                // rdx: result pointer (caller-saved)
+    movabs rbx, {m0}
+    movabs rbp, {m1}
+    movabs r12, {m2}
+    movabs r13, {m3}
+    movabs r14, {m4}
+    movabs r15, {m5}
+    call switch_context                     // to the probe; back when it switches
+    pop rdx
+    mov [rdx], rbx                          // what survived the round trip
+    mov [rdx + 8], rbp
+    mov [rdx + 16], r12
+    mov [rdx + 24], r13
+    mov [rdx + 32], r14
+    mov [rdx + 40], r15
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+
+    // The probe context (first entered by switch_context's `ret` on a fresh
+    // stack): loads SENTINELS_OTHER, switches back, and when resumed records
+    // what its registers hold, then switches back for good.
+    .global ktest_switch_probe
+ktest_switch_probe:
+    movabs rbx, {o0}
+    movabs rbp, {o1}
+    movabs r12, {o2}
+    movabs r13, {o3}
+    movabs r14, {o4}
+    movabs r15, {o5}
+    lea rdi, [rip + {other}]                // rdi: where the probe's RSP is saved
+    mov rsi, [rip + {main}]                 // rsi: the ktest's saved RSP
+    call switch_context
+    lea rax, [rip + {seen}]                 // rax: SWITCH_OTHER_SEEN
+    mov [rax], rbx
+    mov [rax + 8], rbp
+    mov [rax + 16], r12
+    mov [rax + 24], r13
+    mov [rax + 32], r14
+    mov [rax + 40], r15
+    lea rdi, [rip + {other}]
+    mov rsi, [rip + {main}]
+    call switch_context                     // never resumed
+    ud2
+    "#,
+    m0 = const SENTINELS_MAIN[0],
+    m1 = const SENTINELS_MAIN[1],
+    m2 = const SENTINELS_MAIN[2],
+    m3 = const SENTINELS_MAIN[3],
+    m4 = const SENTINELS_MAIN[4],
+    m5 = const SENTINELS_MAIN[5],
+    o0 = const SENTINELS_OTHER[0],
+    o1 = const SENTINELS_OTHER[1],
+    o2 = const SENTINELS_OTHER[2],
+    o3 = const SENTINELS_OTHER[3],
+    o4 = const SENTINELS_OTHER[4],
+    o5 = const SENTINELS_OTHER[5],
+    other = sym SWITCH_OTHER_RSP,
+    main = sym SWITCH_MAIN_RSP,
+    seen = sym SWITCH_OTHER_SEEN,
+);
+
+extern "C" {
+    fn ktest_switch_there_and_back(main_rsp: *mut u64, other_rsp: u64, out: *mut [u64; 6]);
+    fn ktest_switch_probe();
+}
+
+/// Two kernel contexts, each holding its own sentinels in rbx, rbp and
+/// r12-r15, switch to each other twice through `switch_context`; each must
+/// find all six as it left them (its caller in the scheduler saves them
+/// itself today, so only this catches a missing restore).
+fn switch_context_restores_callee_saved() -> Result<(), &'static str> {
+    let stack = KernelStack::new()?;
+    // The probe's first switch pops r15..rbp, RFLAGS (IF off) and returns
+    // into ktest_switch_probe with RSP = top - 8, as if called.
+    let words: [u64; 8] = [
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0x2,
+        ktest_switch_probe as *const () as u64,
+    ];
+    let base = stack.top() - 8 - 8 * words.len() as u64;
+    // SAFETY: the stack is mapped, ours and unused; the words fit in its top.
+    unsafe { core::ptr::copy_nonoverlapping(words.as_ptr(), base as *mut u64, words.len()) };
+    SWITCH_OTHER_RSP.store(base, Ordering::SeqCst);
+    let was_on = crate::arch::cpu::interrupts_enabled();
+    crate::arch::cpu::disable_interrupts();
+    let mut first = [0u64; 6];
+    let mut second = [0u64; 6];
+    // SAFETY: the probe runs on its own stack, touches only the statics
+    // above, and always switches back here; interrupts are off, so no other
+    // code runs on this CPU in between. The probe is never resumed after the
+    // second call, and its stack is freed only then.
+    unsafe {
+        ktest_switch_there_and_back(
+            SWITCH_MAIN_RSP.as_ptr(),
+            SWITCH_OTHER_RSP.load(Ordering::SeqCst),
+            &mut first,
+        );
+        ktest_switch_there_and_back(
+            SWITCH_MAIN_RSP.as_ptr(),
+            SWITCH_OTHER_RSP.load(Ordering::SeqCst),
+            &mut second,
+        );
+    }
+    if was_on {
+        crate::arch::cpu::enable_interrupts();
+    }
+    drop(stack);
+    let seen: [u64; 6] = core::array::from_fn(|i| SWITCH_OTHER_SEEN[i].load(Ordering::SeqCst));
+    const NAMES: [&str; 6] = ["rbx", "rbp", "r12", "r13", "r14", "r15"];
+    for i in 0..6 {
+        if first[i] != SENTINELS_MAIN[i] || second[i] != SENTINELS_MAIN[i] {
+            println!("  note: {} came back as 0x{:x}", NAMES[i], first[i]);
+            return Err("a callee-saved register was not restored for the switching side");
+        }
+        if seen[i] != SENTINELS_OTHER[i] {
+            println!(
+                "  note: {} came back as 0x{:x} in the probe",
+                NAMES[i], seen[i]
+            );
+            return Err("a callee-saved register was not restored for the resumed side");
+        }
+    }
+    Ok(())
 }

@@ -34,7 +34,7 @@ mod task;
 mod time;
 mod vm;
 
-use arch::{apic, cpu, fpu, gdt, idt, percpu, qemu, syscall};
+use arch::{apic, cpu, gdt, idt, percpu, qemu};
 
 /// IST stacks of the boot CPU (the APs get theirs from the heap).
 static mut BSP_IST: [arch::boot::Stack<{ 16 * 1024 }>; gdt::IST_COUNT] =
@@ -57,11 +57,10 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
     }
     idt::init();
     idt::load();
-    arch::pic::disable();
     let features = cpu::Features::detect();
-    fpu::init_cpu(&features, true);
-    cpu::enable_protections(&features);
-    syscall::init_cpu();
+    // SAFETY: the boot CPU, once, interrupts off, right after its per-CPU data.
+    unsafe { arch::cpustate::init_this_cpu(&features, 0, true) };
+    arch::pic::disable();
 
     // SAFETY: the boot stub maps physical 0..1 GiB at KERNEL_VMA and passed the
     // loader's pointer unchanged.
@@ -153,6 +152,10 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
 
     let withhold = boot.arg("smp.withhold").and_then(|v| v.parse().ok());
     smp::start_aps(&boot, features.nx, withhold);
+    if boot.arg("nmi.storm") == Some("1") {
+        println!("nmi.storm: CPU 0 sends every other CPU an NMI on each tick");
+        ktest::NMI_STORM.store(true, core::sync::atomic::Ordering::SeqCst);
+    }
     if boot.arg("init") == Some("bench") {
         smp_bench();
     }

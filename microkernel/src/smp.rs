@@ -43,7 +43,7 @@
 use crate::arch::apic::{self, MAX_CPUS};
 use crate::arch::percpu::{self, PerCpu};
 use crate::arch::trampoline::{ApSlot, Arrival, Trampoline};
-use crate::arch::{cpu, fpu, gdt, idt, madt, syscall};
+use crate::arch::{cpu, gdt, idt, madt};
 use crate::bootinfo::BootInfo;
 use crate::mem::{self, kstack::KernelStack, DirectMem};
 use crate::sync::IrqMutex;
@@ -336,10 +336,8 @@ pub extern "C" fn ap_entry(block: &'static ApBoot) -> ! {
     mem::load_address_space(block.cpu_id as usize, block.kernel_root);
     idt::load();
     let f = cpu::Features::detect();
-    cpu::init_paging_features(&f);
-    fpu::init_cpu(&f, false);
-    cpu::enable_protections(&f);
-    syscall::init_cpu();
+    // SAFETY: this AP, once, interrupts off, right after its per-CPU data.
+    unsafe { crate::arch::cpustate::init_this_cpu(&f, block.cpu_id, false) };
     if let Err(e) = apic::init_cpu(false, f.tsc_deadline) {
         panic!("CPU {}: local APIC: {e}", block.cpu_id);
     }

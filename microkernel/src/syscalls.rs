@@ -5,6 +5,7 @@
 //! user pointers go through [`crate::arch::uaccess`], and every failure is an
 //! [`Error`] code in RAX, never a kernel panic.
 
+use crate::arch::syscall::{check_return, ReturnCheck};
 use crate::arch::trap::TrapFrame;
 use crate::arch::uaccess::{copy_from_user, user_range_ok};
 use crate::process;
@@ -33,13 +34,9 @@ pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
         Ok(n) => encode_result(handle(n, frame)),
         Err(e) => e.to_ret(),
     };
-    // A return RIP outside the canonical lower half (a `syscall` in the last
-    // user page returns to 0x8000_0000_0000) would make SYSRET fault in ring 0
-    // on the user stack (CVE-2012-0217), and IRET fault in ring 0 too: it is
-    // the thread's fault, reported as #GP.
-    if frame.rip >= USER_END {
-        frame.vector = 13;
-        frame.error_code = 0;
+    // A non-canonical return RIP is the thread's fault, never SYSRET's
+    // (CVE-2012-0217): see `check_return`.
+    if check_return(frame) == ReturnCheck::Fault {
         sched::user_fault(frame);
     }
 }

@@ -20,6 +20,7 @@
 
 mod args;
 mod console;
+mod cpu_state;
 mod entry;
 mod faults;
 mod fpu;
@@ -113,6 +114,22 @@ const CASES: &[Case] = &[
         faults::privileged_instructions_fault,
     ),
     ("ud2_faults_thread_only", faults::ud2_faults_thread_only),
+    // CPU state ring 3 must not use or disturb (cpu_state.rs).
+    ("ldt_selectors_raise_gp", cpu_state::ldt_selectors_raise_gp),
+    ("nothing_maps_below_64k", cpu_state::nothing_maps_below_64k),
+    (
+        "ldt_call_gate_is_never_used",
+        cpu_state::ldt_call_gate_is_never_used,
+    ),
+    (
+        "ac_set_in_ring3_never_reaches_the_kernel",
+        cpu_state::ac_set_in_ring3_never_reaches_the_kernel,
+    ),
+    (
+        "nmi_in_ring3_leaves_threads_intact",
+        cpu_state::nmi_in_ring3_leaves_threads_intact,
+    ),
+    ("tsc_aux_is_the_cpu_id", cpu_state::tsc_aux_is_the_cpu_id),
     (
         "syscall_in_last_user_page",
         faults::syscall_in_last_user_page,

@@ -1,8 +1,11 @@
 //! The user half of the address space, as both sides must agree on it.
 
-/// The lowest address a user mapping may use (page 0 stays unmapped so null
-/// pointers fault).
-pub const USER_MIN: u64 = 0x1000;
+/// The lowest address a user mapping may use: the first 64 KiB stay unmapped,
+/// so null pointers (and small offsets from them) fault, and no process can
+/// place data where the reset LDT (base 0, limit 0xffff) would look for
+/// descriptors, should LDTR ever be left unloaded (the kernel loads a null
+/// LDT on every CPU; this is defence in depth, as Linux's `mmap_min_addr`).
+pub const USER_MIN: u64 = 0x1_0000;
 /// One past the highest user address: the canonical lower half ends here.
 pub const USER_END: u64 = 0x0000_8000_0000_0000;
 /// Page size for every user mapping.

@@ -210,6 +210,16 @@ pub fn send_nmi_all_others() {
     });
 }
 
+/// Sends an NMI to the CPU with APIC id `apic_id` (possibly this one).
+pub fn send_nmi(apic_id: u32) {
+    with_local(|a| {
+        // SAFETY: an NMI; the handler counts it and returns (or halts when the
+        // machine is stopping).
+        unsafe { a.send_nmi(icr_dest(apic_id)) };
+        wait_icr_idle(a);
+    });
+}
+
 /// Sends INIT to `apic_id` (AP bring-up).
 pub fn send_init(apic_id: u32) {
     with_local(|a| {

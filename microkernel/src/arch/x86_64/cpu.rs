@@ -31,6 +31,16 @@ pub struct Features {
     pub tsc_deadline: bool,
     /// Process-context identifiers.
     pub pcid: bool,
+    /// Machine-check exception (CR4.MCE).
+    pub mce: bool,
+    /// Debugging extensions (CR4.DE).
+    pub de: bool,
+    /// Page attribute table (IA32_PAT).
+    pub pat: bool,
+    /// RDTSCP (reads IA32_TSC_AUX).
+    pub rdtscp: bool,
+    /// RDPID (reads IA32_TSC_AUX).
+    pub rdpid: bool,
 }
 
 /// Executes CPUID.
@@ -70,6 +80,11 @@ impl Features {
             page_1g: ext1 & (1 << 26) != 0,
             pge: l1.edx & (1 << 13) != 0,
             pcid: l1.ecx & (1 << 17) != 0,
+            mce: l1.edx & (1 << 7) != 0,
+            de: l1.edx & (1 << 2) != 0,
+            pat: l1.edx & (1 << 16) != 0,
+            rdtscp: ext1 & (1 << 27) != 0,
+            rdpid: l7.ecx & (1 << 22) != 0,
             x2apic: l1.ecx & (1 << 21) != 0,
             tsc_deadline: l1.ecx & (1 << 24) != 0,
             xsave,
@@ -153,30 +168,20 @@ pub mod msr {
     pub const GS_BASE: u32 = 0xc000_0101;
     /// GS base swapped in by `swapgs`.
     pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
-}
-
-/// Turns on the protections this CPU has: SMEP (no kernel execution of user
-/// pages), SMAP (no kernel access to user pages outside `stac`/`clac`), UMIP (no
-/// SGDT/SIDT/SLDT/SMSW/STR in ring 3). NX and CR0.WP are on since boot.
-pub fn enable_protections(f: &Features) {
-    use x86_64::registers::control::{Cr4, Cr4Flags};
-    // SAFETY: the kernel never executes user pages, touches user memory only
-    // through uaccess (which brackets with stac/clac when SMAP is on), and never
-    // runs the UMIP-restricted instructions in ring 3.
-    unsafe {
-        Cr4::update(|c| {
-            if f.smep {
-                c.insert(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION);
-            }
-            if f.smap {
-                c.insert(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION);
-            }
-            if f.umip {
-                c.insert(Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION);
-            }
-        });
-    }
-    super::uaccess::set_smap(f.smap);
+    /// Compatibility-mode syscall entry point.
+    pub const CSTAR: u32 = 0xc000_0083;
+    /// What RDTSCP and RDPID report (the CPU id).
+    pub const TSC_AUX: u32 = 0xc000_0103;
+    /// Page attribute table.
+    pub const PAT: u32 = 0x277;
+    /// SYSENTER code selector (0: SYSENTER raises #GP).
+    pub const SYSENTER_CS: u32 = 0x174;
+    /// SYSENTER stack pointer.
+    pub const SYSENTER_ESP: u32 = 0x175;
+    /// SYSENTER entry point.
+    pub const SYSENTER_EIP: u32 = 0x176;
+    /// Machine-check global status (RIPV, EIPV, MCIP).
+    pub const MCG_STATUS: u32 = 0x17a;
 }
 
 /// Turns on global pages (CR4.PGE) when present; the boot CPU does this while

@@ -26,25 +26,16 @@ fn xcr0_for(f: &Features) -> u64 {
     }
 }
 
-/// Turns on the FPU, SSE and (when present) XSAVE/AVX on this CPU. The boot CPU
-/// calls it first; it decides the save format for everyone.
+/// Programs XCR0 (x87, SSE, and AVX when present) on this CPU; the boot CPU
+/// (`boot_cpu`) also decides the save format for everyone. CR0 (MP/NE set,
+/// EM/TS clear) and CR4 (OSFXSR, OSXMMEXCPT, OSXSAVE) are part of the exact
+/// values [`super::cpustate::init_this_cpu`] writes before calling this.
 pub fn init_cpu(f: &Features, boot_cpu: bool) {
-    use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
-    // SAFETY: setting MP/NE and clearing EM/TS only changes how x87/SSE
-    // instructions behave; the kernel never executes them itself.
-    unsafe {
-        Cr0::update(|c| {
-            c.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::NUMERIC_ERROR);
-            c.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
-        });
-        Cr4::update(|c| {
-            c.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE);
-            if f.xsave {
-                c.insert(Cr4Flags::OSXSAVE);
-            }
-        });
-        if f.xsave {
-            let xcr0 = xcr0_for(f);
+    if f.xsave {
+        let xcr0 = xcr0_for(f);
+        // SAFETY: CR4.OSXSAVE is set (cpustate) and XCR0 enables only
+        // components CPUID reports; the kernel itself never uses them.
+        unsafe {
             asm!("xsetbv", in("ecx") 0, in("eax") xcr0 as u32, in("edx") (xcr0 >> 32) as u32, options(nostack));
         }
     }

@@ -13,8 +13,11 @@
 //! GS: an entry from ring 3 (saved CS has RPL 3) executes `swapgs`, an entry from
 //! ring 0 does not; `lfence` follows on both paths so no load through GS is
 //! speculated with the wrong base (CVE-2019-1125). NMI, #DB and #MC can arrive
-//! anywhere — including between `syscall` and its `swapgs` — so they use the
-//! *paranoid* entry, which decides by reading `GS_BASE` itself: the kernel never
+//! anywhere — including between `syscall` and its `swapgs` — so they use IST
+//! stacks and the *paranoid* entry. From ring 3, #DB and #MC move to the
+//! thread's kernel stack and continue as ordinary exceptions; NMIs, and every
+//! event from kernel mode, stay on the IST stack and decide GS by reading
+//! `GS_BASE` itself: the kernel never
 //! lets ring 3 hold a higher-half GS base (CR4.FSGSBASE stays off and the
 //! base-setting syscall accepts only user addresses), so a negative GS base means
 //! the kernel's is loaded.
@@ -104,9 +107,20 @@ pub fn load() {
     unsafe { x86_64::instructions::tables::lidt(&ptr) };
 }
 
-// Offsets of the hardware part of the frame, relative to RSP at the point where
-// the stub has pushed (error code, vector) and nothing else.
+// Offsets of the frame's words, relative to RSP at the point where the stub
+// has pushed (error code, vector) and nothing else.
+const STUB_ERR: usize = offset_of!(TrapFrame, error_code) - offset_of!(TrapFrame, vector);
+const STUB_RIP: usize = offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector);
 const STUB_CS: usize = offset_of!(TrapFrame, cs) - offset_of!(TrapFrame, vector);
+const STUB_RFLAGS: usize = offset_of!(TrapFrame, rflags) - offset_of!(TrapFrame, vector);
+const STUB_RSP: usize = offset_of!(TrapFrame, rsp) - offset_of!(TrapFrame, vector);
+const STUB_SS: usize = offset_of!(TrapFrame, ss) - offset_of!(TrapFrame, vector);
+
+// The paranoid entry's copy from the IST stack to the thread's kernel stack
+// pushes these in this order: each must sit one word below the previous.
+const _: () = assert!(STUB_SS == STUB_RSP + 8 && STUB_RSP == STUB_RFLAGS + 8);
+const _: () = assert!(STUB_RFLAGS == STUB_CS + 8 && STUB_CS == STUB_RIP + 8);
+const _: () = assert!(STUB_RIP == STUB_ERR + 8 && STUB_ERR == 8);
 
 global_asm!(
     r#"
@@ -131,10 +145,22 @@ isr_stubs:
     .endr
 
     // Common entry. Stack on arrival: vector, error, RIP, CS, RFLAGS, RSP, SS.
+    //
+    // clac: an interrupt gate clears IF but not AC, and ring 3 may set AC
+    // with popf; left set, every handler would run with SMAP disarmed, and
+    // switch_context would carry it into another kernel context. `clac`
+    // raises #UD without SMAP, so one global byte (set at boot, the same
+    // on every CPU) decides; there AC has no effect in ring 0 anyway.
+    // Linux does the same on every entry (ASM_CLAC). The interrupted AC
+    // comes back with the frame's RFLAGS on iretq.
 isr_common:
-    test byte ptr [rsp + {cs}], 3           // came from ring 3?
+    cmp byte ptr [rip + {smap}], 0          // SMAP on? (flags are saved: free to clobber)
+    je 0f
+    clac                                    // AC := 0: SMAP armed in the handler
+0:  test byte ptr [rsp + {cs}], 3           // came from ring 3?
     jz 1f
     swapgs                                  // GS base := this CPU's PerCpu
+isr_common_gs_done:                         // (the paranoid entry joins here from ring 3)
 1:  lfence                                  // no speculation past the GS decision
     "#,
     push_gprs!(),                           // complete the TrapFrame: r15 .. rax
@@ -162,13 +188,47 @@ isr_return:                                 // also the first return of a new us
     iretq
 
     // Paranoid entry for NMI, #DB, #MC: may interrupt any instruction, including
-    // the syscall entry before its swapgs. r12 remembers whether we swapped.
+    // the syscall entry before its swapgs and stack switch.
+    //
+    // #DB and #MC from ring 3 leave the IST stack at once: GS is certainly the
+    // user's and the thread's kernel stack is empty (the thread was in ring
+    // 3), so the hardware frame moves there and the event continues as an
+    // ordinary exception from ring 3 — which may end the thread and schedule,
+    // something that must never happen on an IST stack (the stack is the
+    // CPU's, not the thread's, and the next event would overwrite it). Linux
+    // does the same. NMIs always stay on their IST stack and return here: the
+    // NMI handler never schedules and must not run the ring-3 return work
+    // with NMIs blocked.
 isr_paranoid:
+    cmp byte ptr [rip + {smap}], 0          // SMAP on? (see isr_common)
+    je 0f
+    clac                                    // AC := 0: SMAP armed in the handler
+0:  cmp qword ptr [rsp], 2                  // [rsp]: vector; NMI?
+    je 5f                                   // NMIs stay on the IST stack
+    test byte ptr [rsp + {cs}], 3           // #DB/#MC from ring 3?
+    jz 5f
+    swapgs                                  // GS base := this CPU's PerCpu
+    lfence                                  // no speculation past the GS decision
+    push rax                                // IST: park rax (frame now one word lower)
+    mov rax, rsp                            // rax: the IST frame (rax, vector, error, ...)
+    mov rsp, gs:[{krsp}]                    // rsp: top of the thread's (empty) kernel stack
+    push qword ptr [rax + 8 + {ss}]         // frame.ss
+    push qword ptr [rax + 8 + {ursp}]       // frame.rsp
+    push qword ptr [rax + 8 + {rflags}]     // frame.rflags
+    push qword ptr [rax + 8 + {cs}]         // frame.cs
+    push qword ptr [rax + 8 + {rip}]        // frame.rip
+    push qword ptr [rax + 8 + {err}]        // frame.error_code
+    push qword ptr [rax + 8]                // frame.vector
+    mov rax, [rax]                          // rax: the interrupted value again
+    jmp isr_common_gs_done                  // on as an exception from ring 3
+
+    // Kernel mode (or any NMI): r12 remembers whether we swapped GS.
+5:
     "#,
     push_gprs!(),
     r#"
     xor r12d, r12d                          // r12: 0 = GS already the kernel's
-    mov ecx, 0xc0000101                     // ecx: IA32_GS_BASE
+    mov ecx, {gs_base}                      // ecx: IA32_GS_BASE
     rdmsr                                   // edx:eax = active GS base
     test edx, edx                           // higher-half base => kernel GS active
     js 3f
@@ -181,25 +241,22 @@ isr_paranoid:
     test r12d, r12d                         // did we swap on entry?
     jz 4f
     swapgs
-4:  pop rax
-    pop rbx
-    pop rcx
-    pop rdx
-    pop rsi
-    pop rdi
-    pop rbp
-    pop r8
-    pop r9
-    pop r10
-    pop r11
-    pop r12
-    pop r13
-    pop r14
-    pop r15
+4:
+    "#,
+    pop_gprs!(),
+    r#"
     add rsp, 16                             // drop vector and error code
     iretq
     "#,
+    smap = sym super::uaccess::SMAP_ON,
+    krsp = const super::percpu::OFF_KERNEL_RSP,
+    err = const STUB_ERR,
+    rip = const STUB_RIP,
     cs = const STUB_CS,
+    rflags = const STUB_RFLAGS,
+    ursp = const STUB_RSP,
+    ss = const STUB_SS,
+    gs_base = const super::cpu::msr::GS_BASE,
     dispatch = sym super::trap::trap_dispatch,
     frame_cs = const offset_of!(TrapFrame, cs),
     cur = const super::percpu::OFF_CURRENT,

@@ -5,6 +5,7 @@ pub mod apic;
 pub mod boot;
 pub mod context;
 pub mod cpu;
+pub mod cpustate;
 pub mod fpu;
 pub mod gdt;
 pub mod idt;

@@ -43,24 +43,79 @@ const SFMASK: u64 = (1 << 9) | (1 << 10) | (1 << 8) | (1 << 18) | (1 << 14);
 pub const USER_RFLAGS: u64 =
     0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | 0x800 | 0x4_0000 | 0x20_0000;
 
-/// Programs EFER.SCE, STAR, LSTAR and SFMASK on this CPU.
-pub fn init_cpu() {
+/// Programs the syscall MSRs on this CPU: STAR, LSTAR, SFMASK, CSTAR and the
+/// three SYSENTER MSRs. EFER.SCE is part of the EFER value
+/// [`super::cpustate::init_this_cpu`] writes (it calls this).
+pub fn init_msrs() {
     // STAR[47:32]: kernel CS (SS = +8). STAR[63:48]: base for sysret: CS =
     // base + 16 (user code 0x20|3), SS = base + 8 (user data 0x18|3).
     let star = ((KERNEL_CS as u64) << 32) | (((USER_DS as u64 & !3) - 8) << 48);
     // SAFETY: these MSRs exist on every x86_64 CPU; the entry point is the stub
-    // below and the selectors match this CPU's GDT (see gdt.rs).
+    // below and the selectors match this CPU's GDT (see gdt.rs). CSTAR (the
+    // compatibility-mode entry) is 0: ring 3 has no 32-bit code segment (no
+    // such GDT entry, a null LDT), and a `syscall` there on an AMD CPU would
+    // fault in the kernel at 0, never run anything. SYSENTER_CS = 0 makes
+    // SYSENTER raise #GP on Intel CPUs (which allow it in 64-bit mode); AMD
+    // CPUs raise #UD for it in long mode anyway.
     unsafe {
-        let efer = cpu::rdmsr(msr::EFER);
-        cpu::wrmsr(msr::EFER, efer | 1); // EFER.SCE: enable syscall/sysret
         cpu::wrmsr(msr::STAR, star);
         cpu::wrmsr(msr::LSTAR, syscall_entry as *const () as u64);
         cpu::wrmsr(msr::SFMASK, SFMASK);
+        cpu::wrmsr(msr::CSTAR, 0);
+        cpu::wrmsr(msr::SYSENTER_CS, 0);
+        cpu::wrmsr(msr::SYSENTER_ESP, 0);
+        cpu::wrmsr(msr::SYSENTER_EIP, 0);
     }
+}
+
+/// The values [`init_msrs`] writes, as (STAR, LSTAR, SFMASK), for the
+/// read-back check.
+pub fn intended_msrs() -> (u64, u64, u64) {
+    let star = ((KERNEL_CS as u64) << 32) | (((USER_DS as u64 & !3) - 8) << 48);
+    (star, syscall_entry as *const () as u64, SFMASK)
+}
+
+/// What the syscall return path does with a frame: resume it (`sysretq` or
+/// `iretq`), or fault the thread instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnCheck {
+    /// The return RIP is a canonical user address: resume.
+    Resume,
+    /// The return RIP is not a user address: the frame now says #GP (vector
+    /// 13, error 0) and the caller must end the thread before `sysretq`.
+    Fault,
+}
+
+/// Checks the return RIP of a syscall frame before `sysretq`.
+///
+/// A return RIP outside the canonical lower half (a `syscall` in the last user
+/// page returns to 0x8000_0000_0000) would make SYSRET fault in ring 0 on the
+/// user stack on Intel CPUs (CVE-2012-0217), and IRET fault in ring 0 too: it
+/// is the thread's fault, reported as #GP. `ktest
+/// sysret_refuses_non_canonical_rip` runs this on synthetic frames (under TCG
+/// SYSRET faults AMD-style in ring 3, so the ring-3 test cannot tell).
+pub fn check_return(frame: &mut TrapFrame) -> ReturnCheck {
+    if frame.rip < abi::layout::USER_END {
+        return ReturnCheck::Resume;
+    }
+    frame.vector = 13;
+    frame.error_code = 0;
+    ReturnCheck::Fault
+}
+
+/// `syscall_entry` and the first instruction after its switch to the kernel
+/// stack: a #DB in `[start, end)` arrived before the kernel stack was live.
+pub fn entry_before_stack_switch() -> (u64, u64) {
+    (
+        syscall_entry as *const () as u64,
+        syscall_entry_stack_live as *const () as u64,
+    )
 }
 
 extern "C" {
     fn syscall_entry();
+    /// The label right after the stub's switch to the kernel stack.
+    fn syscall_entry_stack_live();
 }
 
 global_asm!(
@@ -72,6 +127,8 @@ syscall_entry:
     swapgs                                  // GS base := this CPU's PerCpu
     mov gs:[{ursp}], rsp                    // park the user RSP
     mov rsp, gs:[{krsp}]                    // RSP := top of this thread's kernel stack
+    .global syscall_entry_stack_live
+syscall_entry_stack_live:                   // (a #DB before here is on the user RSP)
     push {user_ss}                          // frame.ss
     push qword ptr gs:[{ursp}]              // frame.rsp (user)
     push r11                                // frame.rflags (SYSCALL put them in R11)

@@ -11,11 +11,20 @@ use abi::Error;
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, Ordering};
 
-static SMAP: AtomicBool = AtomicBool::new(false);
+/// Whether CR4.SMAP is on (on every CPU alike). The entry stubs read it as a
+/// byte to decide `clac` (which raises #UD on a CPU without SMAP).
+#[no_mangle]
+pub static SMAP_ON: AtomicBool = AtomicBool::new(false);
 
-/// Records whether SMAP is on (the boot CPU decides for all).
+/// Records whether SMAP is on (the boot CPU decides for all, before any other
+/// CPU starts and before any interrupt is enabled).
 pub fn set_smap(on: bool) {
-    SMAP.store(on, Ordering::SeqCst);
+    SMAP_ON.store(on, Ordering::SeqCst);
+}
+
+/// Whether SMAP is on.
+pub fn smap_on() -> bool {
+    SMAP_ON.load(Ordering::Relaxed)
 }
 
 extern "C" {
@@ -55,7 +64,7 @@ fn copy(dst: u64, src: u64, len: u64) -> Result<(), Error> {
     if len == 0 {
         return Ok(());
     }
-    let smap = SMAP.load(Ordering::Relaxed);
+    let smap = smap_on();
     // stac/clac only toggle RFLAGS.AC, and the asm blocks are compiler
     // barriers, so no user access escapes the bracket.
     // SAFETY: the caller checked the user side lies in the user half and the

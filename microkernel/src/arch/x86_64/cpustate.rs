@@ -1,0 +1,290 @@
+//! The CPU state the kernel relies on, set explicitly on every CPU.
+//!
+//! Nothing the firmware, the boot loader, the AP trampoline or a reset leaves
+//! behind is trusted: [`init_this_cpu`] writes every control register, MSR and
+//! descriptor-table register the kernel depends on to the exact value it
+//! intends (never a read-modify-write of bits it does not know), and records a
+//! read-back check per CPU that `ktest cpu_state_is_explicit_on_every_cpu`
+//! inspects. The list is repeated in `docs/decisions.md`.
+//!
+//! The defect that motivated it: LDTR was never loaded, so it kept its reset
+//! value (base 0, limit 0xffff) and a process that mapped 0xf000 could write a
+//! DPL-3 call gate there and `lcall` into its own code at CPL 0.
+
+use super::cpu::{self, msr, Features};
+use super::gdt::TSS_SEL;
+use super::{fpu, percpu, syscall, uaccess};
+use core::arch::asm;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// CR0: PE, MP, ET, NE, WP, PG. Cleared on purpose: EM and TS (the FPU is
+/// used eagerly, see `fpu`), CD and NW (caches on), AM (no alignment checks
+/// in ring 3 even with RFLAGS.AC set: AC is a flag user code may hold).
+pub const CR0: u64 = (1 << 0) | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 31);
+
+const CR4_DE: u64 = 1 << 3;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_MCE: u64 = 1 << 6;
+const CR4_PGE: u64 = 1 << 7;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const CR4_UMIP: u64 = 1 << 11;
+const CR4_OSXSAVE: u64 = 1 << 18;
+const CR4_SMEP: u64 = 1 << 20;
+const CR4_SMAP: u64 = 1 << 21;
+
+/// The exact CR4 for a CPU with features `f`: PAE (long mode), DE, MCE, PGE,
+/// OSFXSR, OSXMMEXCPT and OSXSAVE when present, and the protections SMEP,
+/// SMAP, UMIP when present. Everything else is off: TSD (ring 3 may read the
+/// TSC), PCE, VME/PVI, PSE (ignored in long mode), FSGSBASE (ring 3 must never
+/// hold a kernel GS base: the paranoid entry depends on it), PCIDE (no PCID),
+/// LA57, PKE, CET.
+pub fn cr4_for(f: &Features) -> u64 {
+    let mut v = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+    for (present, bit) in [
+        (f.de, CR4_DE),
+        (f.mce, CR4_MCE),
+        (f.pge, CR4_PGE),
+        (f.xsave, CR4_OSXSAVE),
+        (f.smep, CR4_SMEP),
+        (f.smap, CR4_SMAP),
+        (f.umip, CR4_UMIP),
+    ] {
+        if present {
+            v |= bit;
+        }
+    }
+    v
+}
+
+const EFER_SCE: u64 = 1 << 0;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+
+/// The exact EFER: SCE (syscall), LME and LMA (long mode, already on), NXE
+/// when the CPU has NX. Nothing else (no SVME, LMSLE, FFXSR, TCE).
+pub fn efer_for(f: &Features) -> u64 {
+    EFER_SCE | EFER_LME | EFER_LMA | if f.nx { EFER_NXE } else { 0 }
+}
+
+/// IA32_PAT: the power-on value, written so the page tables' PWT/PCD bits mean
+/// what the kernel assumes (entries 0-3 and 4-7: WB, WT, UC-, UC; the kernel
+/// sets neither bit, so everything it maps is PAT entry 0, write-back, and
+/// MMIO is uncached by the MTRRs).
+pub const PAT: u64 = 0x0007_0406_0007_0406;
+/// DR7: every breakpoint disabled (bit 10 reads as 1).
+pub const DR7: u64 = 0x400;
+/// DR6 with no event recorded (its reserved bits read as 1).
+pub const DR6_CLEAR: u64 = 0xffff_0ff0;
+/// RFLAGS at the end of bring-up: only the reserved bit 1. IF off (the caller
+/// enables interrupts when it is ready), IOPL 0 (no port access from ring 3
+/// even if a future path copied kernel flags to user), AC, DF, NT, TF clear.
+pub const RFLAGS: u64 = 0x2;
+
+/// Per CPU: 0 = not initialised, 1 = the read-back matched, 2 + i = field i of
+/// [`FIELDS`] did not.
+static CHECKED: [AtomicU8; super::apic::MAX_CPUS] =
+    [const { AtomicU8::new(0) }; super::apic::MAX_CPUS];
+
+/// What [`verdict`] reports for each field [`read_back`] compares, in order.
+const FIELDS: [&str; 18] = [
+    "CR0 differs",
+    "CR4 differs",
+    "EFER differs",
+    "PAT differs",
+    "DR7 differs",
+    "DR6 differs",
+    "DR0 differs",
+    "DR1 differs",
+    "DR2 differs",
+    "DR3 differs",
+    "TSC_AUX differs",
+    "LDTR differs",
+    "TR differs",
+    "TSS I/O-bitmap offset differs",
+    "RFLAGS differs",
+    "STAR differs",
+    "LSTAR differs",
+    "SFMASK differs",
+];
+
+/// Sets every piece of CPU state the kernel relies on, on the CPU this runs
+/// on. Both the boot CPU (`main.rs`) and every AP (`smp.rs`) call it right
+/// after [`percpu::init_cpu`] and [`super::idt::load`], before anything else
+/// runs on that CPU. It sets, in this order:
+///
+/// - **RFLAGS** := [`RFLAGS`] (IOPL 0, AC/DF/NT/TF clear, IF off);
+/// - **CR0** := [`CR0`] (PE MP ET NE WP PG; CD NW AM EM TS clear);
+/// - **CR4** := [`cr4_for`] (exact value; FSGSBASE, PCIDE, TSD off);
+/// - **XCR0** (x87, SSE, AVX when present) through [`fpu::init_cpu`];
+/// - **EFER** := [`efer_for`] (SCE LME LMA, NXE when present);
+/// - **PAT** := [`PAT`] (when the CPU has one);
+/// - **DR0-DR3** := 0, **DR6** := [`DR6_CLEAR`], **DR7** := [`DR7`];
+/// - **TSC_AUX** := the CPU id, so RDTSCP and RDPID report it (when present);
+/// - **LDTR** := 0, a null LDT: any selector with TI=1 raises #GP;
+/// - **TR**: loaded by [`percpu::init_cpu`] (it must be live before the IDT,
+///   for the IST stacks) and checked here to be [`TSS_SEL`]; the TSS's
+///   **I/O-bitmap offset** is set past the TSS limit, so no I/O bitmap exists
+///   and ring 3 has no port access at IOPL 0;
+/// - **STAR, LSTAR, SFMASK, CSTAR, SYSENTER_CS/ESP/EIP** through
+///   [`syscall::init_msrs`];
+/// - **CR8** (task priority) := 0.
+///
+/// GS_BASE and KERNEL_GS_BASE are set by [`percpu::init_cpu`], the local APIC
+/// by `apic::init_cpu`.
+///
+/// # Safety
+/// Call once per CPU, on that CPU, with interrupts off, after
+/// [`percpu::init_cpu`] and before any user code or interrupt handler runs on
+/// it. The kernel page tables (or the boot tables) must stay valid under the
+/// new CR0/CR4 (they are: WP and NX only restrict).
+pub unsafe fn init_this_cpu(f: &Features, cpu_id: u32, boot_cpu: bool) {
+    let cr4 = cr4_for(f);
+    // SAFETY: each write sets the documented value; none of them changes the
+    // translation of a kernel address (PAE/LME stay on, PG stays on, PGE only
+    // keeps kernel entries across CR3 loads, PAT entry 0 stays WB). Interrupts
+    // are off, so nothing observes the intermediate states.
+    unsafe {
+        asm!("push {f}", "popfq", f = in(reg) RFLAGS); // RFLAGS := exact value
+        asm!("mov cr0, {}", in(reg) CR0, options(nostack, preserves_flags));
+        asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+        fpu::init_cpu(f, boot_cpu); // XCR0 (needs CR4.OSXSAVE, set above)
+        cpu::wrmsr(msr::EFER, efer_for(f));
+        if f.pat {
+            cpu::wrmsr(msr::PAT, PAT);
+        }
+        asm!(
+            "mov dr7, {dr7}",                // breakpoints off first
+            "mov dr0, {z}",
+            "mov dr1, {z}",
+            "mov dr2, {z}",
+            "mov dr3, {z}",
+            "mov dr6, {dr6}",
+            dr7 = in(reg) DR7,
+            dr6 = in(reg) DR6_CLEAR,
+            z = in(reg) 0u64,
+            options(nostack, preserves_flags, nomem)
+        );
+        if f.rdtscp || f.rdpid {
+            cpu::wrmsr(msr::TSC_AUX, cpu_id as u64);
+        }
+        asm!("lldt {0:x}", in(reg) 0u16, options(nostack, preserves_flags, nomem));
+        asm!("mov cr8, {}", in(reg) 0u64, options(nostack, preserves_flags, nomem));
+    }
+    let pc = percpu::this() as *const percpu::PerCpu as *mut percpu::PerCpu;
+    // SAFETY: only this CPU writes its own TSS, with interrupts off; the CPU
+    // reads the I/O-bitmap offset only on a port access from ring 3.
+    unsafe { (*pc).tss.iomap_base = IOMAP_NONE };
+    syscall::init_msrs();
+    if boot_cpu {
+        uaccess::set_smap(f.smap);
+    } else if f.smap != uaccess::smap_on() {
+        // The entry stubs decide `clac` by one global flag.
+        panic!("CPU {cpu_id}: SMAP differs from the boot CPU's; mixed CPUs are not supported");
+    }
+    record_check(f, cpu_id);
+}
+
+/// The TSS I/O-bitmap offset meaning "no bitmap": one past the TSS limit (the
+/// descriptor's limit is `size_of::<TaskStateSegment>() - 1`).
+pub const IOMAP_NONE: u16 =
+    core::mem::size_of::<x86_64::structures::tss::TaskStateSegment>() as u16;
+
+/// Reads back the state [`init_this_cpu`] set, in [`FIELDS`] order, with the
+/// value intended for each.
+fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 18] {
+    let (cr0, cr4, dr0, dr1, dr2, dr3, dr6, dr7, rflags): (
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+    );
+    let (ldtr, tr): (u16, u16);
+    // SAFETY: reads of control, debug and descriptor-table registers in ring 0
+    // have no side effects.
+    unsafe {
+        asm!("mov {}, cr0", out(reg) cr0, options(nostack, nomem, preserves_flags));
+        asm!("mov {}, cr4", out(reg) cr4, options(nostack, nomem, preserves_flags));
+        asm!("mov {}, dr0", out(reg) dr0, options(nostack, nomem, preserves_flags));
+        asm!("mov {}, dr1", out(reg) dr1, options(nostack, nomem, preserves_flags));
+        asm!("mov {}, dr2", out(reg) dr2, options(nostack, nomem, preserves_flags));
+        asm!("mov {}, dr3", out(reg) dr3, options(nostack, nomem, preserves_flags));
+        asm!("mov {}, dr6", out(reg) dr6, options(nostack, nomem, preserves_flags));
+        asm!("mov {}, dr7", out(reg) dr7, options(nostack, nomem, preserves_flags));
+        asm!("pushfq", "pop {}", out(reg) rflags, options(nomem, preserves_flags));
+        asm!("sldt {0:x}", out(reg) ldtr, options(nostack, nomem, preserves_flags));
+        asm!("str {0:x}", out(reg) tr, options(nostack, nomem, preserves_flags));
+    }
+    // SAFETY: EFER and the syscall MSRs exist on every x86_64 CPU; PAT and
+    // TSC_AUX are read only when CPUID reports them.
+    let (efer, pat, aux, star, lstar, sfmask) = unsafe {
+        (
+            cpu::rdmsr(msr::EFER),
+            if f.pat { cpu::rdmsr(msr::PAT) } else { PAT },
+            if f.rdtscp || f.rdpid {
+                cpu::rdmsr(msr::TSC_AUX)
+            } else {
+                cpu_id as u64
+            },
+            cpu::rdmsr(msr::STAR),
+            cpu::rdmsr(msr::LSTAR),
+            cpu::rdmsr(msr::SFMASK),
+        )
+    };
+    let iomap = percpu::this().tss.iomap_base as u64;
+    let (want_star, want_lstar, want_sfmask) = syscall::intended_msrs();
+    [
+        (cr0, CR0),
+        (cr4, cr4_for(f)),
+        (efer, efer_for(f)),
+        (pat, PAT),
+        (dr7, DR7),
+        (dr6, DR6_CLEAR),
+        (dr0, 0),
+        (dr1, 0),
+        (dr2, 0),
+        (dr3, 0),
+        (aux, cpu_id as u64),
+        (ldtr as u64, 0),
+        (tr as u64, TSS_SEL as u64),
+        (iomap, IOMAP_NONE as u64),
+        // The system flags only: IF may be on when the ktest re-checks, and
+        // the status flags (CF PF AF ZF SF OF) are whatever the last
+        // instruction left.
+        (rflags & !(1 << 9 | 0x8d5), RFLAGS),
+        (star, want_star),
+        (lstar, want_lstar),
+        (sfmask, want_sfmask),
+    ]
+}
+
+/// Compares this CPU's state with what [`init_this_cpu`] intends and records
+/// the verdict for CPU `cpu_id`.
+pub fn record_check(f: &Features, cpu_id: u32) {
+    let verdict = match read_back(f, cpu_id)
+        .iter()
+        .position(|(got, want)| got != want)
+    {
+        None => 1,
+        Some(i) => 2 + i as u8,
+    };
+    if let Some(slot) = CHECKED.get(cpu_id as usize) {
+        slot.store(verdict, Ordering::SeqCst);
+    }
+}
+
+/// The recorded verdict for CPU `cpu`: `Ok` if its state read back as
+/// intended, else what was wrong.
+pub fn verdict(cpu: usize) -> Result<(), &'static str> {
+    match CHECKED.get(cpu).map(|c| c.load(Ordering::SeqCst)) {
+        Some(1) => Ok(()),
+        Some(0) | None => Err("init_this_cpu never ran"),
+        Some(v) => Err(FIELDS.get(v as usize - 2).copied().unwrap_or("?")),
+    }
+}
