@@ -47,12 +47,24 @@ boot_case() {
   CASE_CHECKS[$name]=$checks
 }
 
+# --- expected suite sizes -------------------------------------------------------------
+# Each suite states its size first (`tests: N cases` from apps/tests, `ktest: N cases`
+# from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
+# number committed here, so an empty run, a lost case or an unannounced new one fails.
+# Adding a case? Bump its suite's number in the same commit.
+TESTS_CASES=39 # ring-3 cases in apps/tests/src/main.rs CASES
+KTEST_CASES=14 # in-kernel cases in microkernel/src/ktest.rs CASES
+# User output may carry the kernel's `[pid N] ` prefix; kernel output does not.
+PID_PREFIX='^(\[pid [0-9]+\] )?'
+TESTS_COUNTS=("${PID_PREFIX}tests: ${TESTS_CASES} cases\$" "${PID_PREFIX}${TESTS_CASES} passed, 0 failed\$")
+KTEST_COUNTS=("^ktest: ${KTEST_CASES} cases\$" "^${KTEST_CASES} passed, 0 failed\$")
+
 # --- the case table -------------------------------------------------------------------
 BANNER='^mica: booted on x86_64, [0-9]+ MiB usable RAM, [0-9]+ boot modules, cmdline "'
 
 boot_case boot-banner "--cmdline ktest" 0 \
   "${BANNER}.*ktest.*\"" \
-  '^[0-9]+ passed, 0 failed' \
+  "${KTEST_COUNTS[@]}" \
   '!PANIC'
 
 # The plain boot: banner, then init greets from ring 3 and ends cleanly.
@@ -81,20 +93,20 @@ boot_case ktest-smp4 "--smp 4 --cmdline ktest" 0 \
   '^smp: 4 of 4 CPUs online' \
   'percpu_fields_agree_on_every_cpu \.\.\. ok' \
   'every_ap_answers_ipis \.\.\. ok' \
-  '^[0-9]+ passed, 0 failed' '!PANIC'
+  "${KTEST_COUNTS[@]}" '!PANIC'
 
 # An AP that never arrives is reported and skipped; the rest run the suite.
 boot_case ap-never-arrives "--smp 4 --cmdline 'smp.withhold=2 init=tests'" 0 \
   'CPU with APIC id 2 did not come up within 200 ms' \
   '^smp: 3 of 4 CPUs online' \
-  '^[0-9]+ passed, 0 failed' '!PANIC' '!FAILED'
+  "${TESTS_COUNTS[@]}" '!PANIC' '!FAILED'
 
 # The user-space suite at every CPU count the design names.
 for n in 1 2 4 8; do
   boot_case "tests-smp$n" "--smp $n --cmdline init=tests" 0 \
     "^smp: $n of $n CPUs online" \
     '^Hello from userland!' \
-    '^[0-9]+ passed, 0 failed' \
+    "${TESTS_COUNTS[@]}" \
     'shutdown requested by init \(success\)' \
     '!PANIC' '!FAILED'
 done
@@ -103,12 +115,12 @@ done
 boot_case xapic-smp4 "--smp 4 --cpu qemu64,-x2apic --cmdline init=tests" 0 \
   '^smp: 4 of 4 CPUs online' \
   'xAPIC APIC' \
-  '^[0-9]+ passed, 0 failed' '!PANIC' '!FAILED'
+  "${TESTS_COUNTS[@]}" '!PANIC' '!FAILED'
 
 boot_case x2apic-smp4 "--smp 4 --cpu max,+x2apic --cmdline ktest" 0 \
   '^smp: 4 of 4 CPUs online' \
   'x2APIC APIC' \
-  '^[0-9]+ passed, 0 failed' '!PANIC'
+  "${KTEST_COUNTS[@]}" '!PANIC'
 
 # --- machinery ------------------------------------------------------------------------
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-60}

@@ -145,11 +145,14 @@ pub fn registers_survive_preemption() -> TestResult {
     Ok(())
 }
 
-/// Threads in [`registers_survive_migration`] at most.
-const MIGRATE_THREADS: usize = 5;
+/// Threads in [`registers_survive_migration`] at most (one more than the
+/// largest CPU count the boot tests use).
+const MIGRATE_THREADS: usize = 9;
 
 /// Case 2b: more unpinned threads than CPUs hold GPR, RFLAGS and SIMD
 /// values while the scheduler moves them between CPUs (where it balances).
+/// With more spinning threads than CPUs, at least one must be preempted
+/// mid-spin (a TSC gap); a run where none was proves nothing and fails.
 pub fn registers_survive_migration() -> TestResult {
     let n = (sys::cpu_count() as usize + 1).clamp(2, MIGRATE_THREADS);
     let mut jobs: [HoldJob; MIGRATE_THREADS] = core::array::from_fn(|i| {
@@ -174,7 +177,20 @@ pub fn registers_survive_migration() -> TestResult {
     if let Some(e) = first_err {
         return Err(e);
     }
-    jobs.iter().take(n).try_for_each(HoldJob::check)
+    jobs.iter().take(n).try_for_each(HoldJob::check)?;
+    let preempted = jobs
+        .iter()
+        .take(n)
+        .filter(|j| j.frame.max_gap >= util::preempt_gap())
+        .count();
+    if preempted == 0 {
+        note!(
+            "{n} threads on {} CPUs, none preempted mid-spin",
+            sys::cpu_count()
+        );
+        return Err("no thread was ever preempted or moved");
+    }
+    Ok(())
 }
 
 /// [`df_does_not_leak`]'s watcher: what it saw.
