@@ -37,6 +37,8 @@ type BenchFn = fn(samples: &mut [u64]) -> Result<usize, &'static str>;
 /// `page_map_unmap`, ...) slot in here as the kernel grows the syscalls.
 const BENCHES: &[(&str, BenchFn)] = &[
     ("null_syscall", null_syscall),
+    ("syscall_trivial", syscall_trivial),
+    ("syscall_handler_trivial", syscall_handler_trivial),
     ("page_map_unmap", page_map_unmap),
     ("spawn_exit_wait", spawn_exit_wait),
 ];
@@ -52,6 +54,49 @@ fn null_syscall(samples: &mut [u64]) -> Result<usize, &'static str> {
         *s = rdtsc() - t0;
         if r != 0 {
             return Err("null() did not return 0");
+        }
+    }
+    Ok(samples.len())
+}
+
+/// `thread_id()`: a real one-line syscall through the normal dispatch, so
+/// the figure is what every syscall pays for entry, dispatch and exit.
+fn syscall_trivial(samples: &mut [u64]) -> Result<usize, &'static str> {
+    let me = sys::thread_id();
+    // The raw call, exactly as `sys::null` makes it, so the two figures
+    // differ only in what the kernel does.
+    // SAFETY: thread_id writes no user memory.
+    let thread_id = || unsafe { sys::syscall6(Sysnum::ThreadId, 0, 0, 0, 0, 0, 0) };
+    for _ in 0..WARMUP {
+        thread_id();
+    }
+    for s in samples.iter_mut() {
+        let t0 = rdtsc();
+        let r = thread_id();
+        *s = rdtsc() - t0;
+        if r != me {
+            return Err("thread_id() changed");
+        }
+    }
+    Ok(samples.len())
+}
+
+/// `cpu_id()`: a one-line syscall that the dispatcher runs through a
+/// handler call (as it does every syscall that is more than a load), so the
+/// figure shows what that call adds to [`syscall_trivial`].
+fn syscall_handler_trivial(samples: &mut [u64]) -> Result<usize, &'static str> {
+    // SAFETY: cpu_id writes no user memory.
+    let cpu_id = || unsafe { sys::syscall6(Sysnum::CpuId, 0, 0, 0, 0, 0, 0) };
+    for _ in 0..WARMUP {
+        cpu_id();
+    }
+    for s in samples.iter_mut() {
+        let t0 = rdtsc();
+        let r = cpu_id();
+        *s = rdtsc() - t0;
+        // Pinned to CPU 0 by `main`.
+        if r != 0 {
+            return Err("cpu_id() is not 0 while pinned to CPU 0");
         }
     }
     Ok(samples.len())
