@@ -1,10 +1,12 @@
 //! Benchmarks (run by init under `init=bench`).
 //!
-//! With `arg == 0` this pins itself to CPU 0, runs every entry of
-//! [`BENCHES`] and prints one `BENCH name=.. unit=cycles min=.. median=..
-//! iters=..` line each ([`libipc::bench::report`]); init then measures
-//! `yield_switch` and prints `BENCH-DONE`. With `arg != 0` it is init's
-//! yield peer: pinned to CPU 0, it yields exactly `arg` times and exits.
+//! With `arg` 0 or [`ICOUNT_ARG`] this pins itself to CPU 0, runs every
+//! entry of [`BENCHES`] and prints one `BENCH name=.. unit=.. min=..
+//! median=.. iters=.. failed=..` line each ([`libipc::bench::report`]; the
+//! unit is `instructions` when init passed [`ICOUNT_ARG`], else `cycles`);
+//! init then measures `yield_switch` and prints `BENCH-DONE`. With other
+//! bits in `arg` it is init's yield peer: pinned to CPU 0, it yields exactly
+//! that many times and exits.
 //!
 //! Each sample is the TSC delta around one operation. Under `--icount` the
 //! TSC counts guest instructions, so the figures are exact path lengths.
@@ -20,7 +22,7 @@ use abi::{prot, Sysnum};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
-use libipc::bench::{rdtsc, report};
+use libipc::bench::{rdtsc, report, Unit, ICOUNT_ARG};
 use libipc::{println, sys};
 
 /// Samples per figure.
@@ -216,8 +218,10 @@ fn yield_peer(n: u64) -> i32 {
 
 #[no_mangle]
 fn main(arg: u64) -> i32 {
-    if arg != 0 {
-        return yield_peer(arg);
+    let unit = Unit::rdtsc(arg & ICOUNT_ARG != 0);
+    let peer_yields = arg & !ICOUNT_ARG;
+    if peer_yields != 0 {
+        return yield_peer(peer_yields);
     }
     if let Err(e) = sys::set_affinity(0) {
         println!("bench: set_affinity(0) failed: {e}");
@@ -230,9 +234,11 @@ fn main(arg: u64) -> i32 {
     for &(name, bench) in BENCHES {
         buf.fill(0);
         match bench(buf) {
-            Ok(n) => report(name, &mut buf[..n.min(ITERS)]),
+            Ok(n) => report(name, unit, &mut buf[..n.min(ITERS)], 0),
             Err(why) => {
                 println!("bench: {name} failed: {why}");
+                // The figure's line still appears, marked failed.
+                report(name, unit, &mut [], 1);
                 failed = true;
             }
         }
