@@ -33,15 +33,21 @@ fn usage_now() -> Result<Usage, &'static str> {
 
 /// [`usage_now`] once it holds still: a thread that ended on another CPU
 /// gives its kernel stack back only when that CPU switches away, so the
-/// figures may still rise for a moment after a join. Two reads 2 ms apart
+/// figures may still rise for a moment after a join. Three reads 2 ms apart
 /// must agree (a leak never comes back, so waiting cannot hide one).
 fn usage() -> Result<Usage, &'static str> {
     let mut last = usage_now()?;
-    for _ in 0..50 {
+    let mut same = 0;
+    for _ in 0..100 {
         sys::sleep_ns(2_000_000);
         let now = usage_now()?;
         if now == last {
-            return Ok(now);
+            same += 1;
+            if same == 2 {
+                return Ok(now);
+            }
+        } else {
+            same = 0;
         }
         last = now;
     }
@@ -49,10 +55,19 @@ fn usage() -> Result<Usage, &'static str> {
     Err("sysinfo figures did not settle")
 }
 
-/// Fails unless `after` equals `before` exactly: every frame and every
-/// thread record the rounds took must be back.
+/// Fails if `after` has a single frame less free, or a single thread more
+/// alive, than `before`: every frame and every thread record the rounds took
+/// must be back. (More free memory afterwards is not this case's doing: a
+/// frame an earlier case freed late, on another CPU; it is noted.)
 fn expect_unchanged(before: Usage, after: Usage, rounds: u64) -> TestResult {
-    if after == before {
+    if after.free_bytes >= before.free_bytes && after.threads <= before.threads {
+        if after != before {
+            note!(
+                "over {rounds} rounds: {} bytes more free, {} fewer threads (freed late by earlier work)",
+                after.free_bytes - before.free_bytes,
+                before.threads - after.threads
+            );
+        }
         return Ok(());
     }
     let lost = before.free_bytes as i64 - after.free_bytes as i64;
@@ -169,7 +184,7 @@ pub fn map_unmap_does_not_leak() -> TestResult {
     map_touch_unmap(0)?;
     let before = usage()?;
     let tables = start.free_bytes.saturating_sub(before.free_bytes) / 4096;
-    if before.free_bytes > start.free_bytes || tables > AREA_TABLE_PAGES {
+    if tables > AREA_TABLE_PAGES {
         note!(
             "the first round kept {} bytes ({} pages); page tables need at most {AREA_TABLE_PAGES}",
             start.free_bytes as i64 - before.free_bytes as i64,
