@@ -47,12 +47,24 @@ boot_case() {
   CASE_CHECKS[$name]=$checks
 }
 
+# --- expected suite sizes -------------------------------------------------------------
+# Each suite states its size first (`tests: N cases` from apps/tests, `ktest: N cases`
+# from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
+# number committed here, so an empty run, a lost case or an unannounced new one fails.
+# Adding a case? Bump its suite's number in the same commit.
+TESTS_CASES=53 # ring-3 cases in apps/tests/src/main.rs CASES
+KTEST_CASES=19 # in-kernel cases in microkernel/src/ktest.rs CASES
+# User output carries the kernel's `[pid N] ` prefix; kernel output does not.
+PID_PREFIX='^\[pid [0-9]+\] '
+TESTS_COUNTS=("${PID_PREFIX}tests: ${TESTS_CASES} cases\$" "${PID_PREFIX}${TESTS_CASES} passed, 0 failed\$")
+KTEST_COUNTS=("^ktest: ${KTEST_CASES} cases\$" "^${KTEST_CASES} passed, 0 failed\$")
+
 # --- the case table -------------------------------------------------------------------
 BANNER='^mica: booted on x86_64, [0-9]+ MiB usable RAM, [0-9]+ boot modules, cmdline "'
 
 boot_case boot-banner "--cmdline ktest" 0 \
   "${BANNER}.*ktest.*\"" \
-  '^[0-9]+ passed, 0 failed' \
+  "${KTEST_COUNTS[@]}" \
   '!PANIC'
 
 # The plain boot: banner, then init greets from ring 3 and ends cleanly.
@@ -81,13 +93,13 @@ boot_case ktest-smp4 "--smp 4 --cmdline ktest" 0 \
   '^smp: 4 of 4 CPUs online' \
   'percpu_fields_agree_on_every_cpu \.\.\. ok' \
   'every_ap_answers_ipis \.\.\. ok' \
-  '^[0-9]+ passed, 0 failed' '!PANIC'
+  "${KTEST_COUNTS[@]}" '!PANIC'
 
 # An AP that never arrives is reported and skipped; the rest run the suite.
 boot_case ap-never-arrives "--smp 4 --cmdline 'smp.withhold=2 init=tests'" 0 \
   'CPU with APIC id 2 did not come up within 1000 ms' \
   '^smp: 3 of 4 CPUs online' \
-  '^\[pid [0-9]+\] [0-9]+ passed, 0 failed' '!^KERNEL PANIC' '!FAILED'
+  "${TESTS_COUNTS[@]}" '!^KERNEL PANIC' '!FAILED'
 
 # An AP that arrives after it was given up on (smp.late: the boot CPU gives up
 # right after STARTUP, the AP waits in the trampoline until it has) loses the
@@ -97,7 +109,7 @@ boot_case ap-arrives-late "--smp 4 --cmdline 'smp.late=1 init=tests'" 0 \
   'CPU with APIC id 1 did not come up within 0 ms; abandoned' \
   '^smp: 3 of 4 CPUs online' \
   '^smp: APIC id 1 arrived after it was abandoned and halted' \
-  '^\[pid [0-9]+\] [0-9]+ passed, 0 failed' \
+  "${TESTS_COUNTS[@]}" \
   '^mica: shutdown requested by init \(success\)' \
   '!^KERNEL PANIC' '!FAILED'
 
@@ -108,7 +120,7 @@ boot_case ap-arrives-late-ktest "--smp 4 --cmdline 'smp.late=3 ktest'" 0 \
   '^smp: APIC id 3 arrived after it was abandoned and halted' \
   'percpu_fields_agree_on_every_cpu \.\.\. ok' \
   'every_ap_answers_ipis \.\.\. ok' \
-  '^[0-9]+ passed, 0 failed' '!PANIC'
+  "${KTEST_COUNTS[@]}" '!PANIC'
 
 # Ring 3 cannot speak in the kernel's voice: every line it writes, init's
 # too, appears behind its pid, including forged kernel lines sent in one
@@ -130,7 +142,7 @@ for n in 1 2 4 8; do
   boot_case "tests-smp$n" "--smp $n --cmdline init=tests" 0 \
     "^smp: $n of $n CPUs online" \
     '^\[pid 1\] Hello from userland!' \
-    '^\[pid [0-9]+\] [0-9]+ passed, 0 failed' \
+    "${TESTS_COUNTS[@]}" \
     '^mica: shutdown requested by init \(success\)' \
     '!^KERNEL PANIC' '!FAILED'
 done
@@ -139,12 +151,12 @@ done
 boot_case xapic-smp4 "--smp 4 --cpu qemu64,-x2apic --cmdline init=tests" 0 \
   '^smp: 4 of 4 CPUs online' \
   'xAPIC APIC' \
-  '^\[pid [0-9]+\] [0-9]+ passed, 0 failed' '!^KERNEL PANIC' '!FAILED'
+  "${TESTS_COUNTS[@]}" '!^KERNEL PANIC' '!FAILED'
 
 boot_case x2apic-smp4 "--smp 4 --cpu max,+x2apic --cmdline ktest" 0 \
   '^smp: 4 of 4 CPUs online' \
   'x2APIC APIC' \
-  '^[0-9]+ passed, 0 failed' '!PANIC'
+  "${KTEST_COUNTS[@]}" '!PANIC'
 
 # UEFI (OVMF, through GRUB's EFI build on the same hybrid ISO) and the q35
 # machine: the user-space suite at 4 CPUs, and the kernel names the firmware
@@ -155,7 +167,7 @@ boot_case uefi-tests-smp4 "--firmware uefi --smp 4 --timeout 120 --cmdline init=
   'firmware: UEFI \(from the multiboot2 tags\); memory map from the multiboot2 memory-map tag; ACPI RSDP from the multiboot2 tag' \
   '^smp: 4 of 4 CPUs online' \
   '^\[pid [0-9]+\] Hello from userland!' \
-  '^\[pid [0-9]+\] [0-9]+ passed, 0 failed' \
+  "${TESTS_COUNTS[@]}" \
   '^mica: shutdown requested by init \(success\)' \
   '!^KERNEL PANIC' '!FAILED'
 
@@ -163,7 +175,7 @@ boot_case q35-tests-smp4 "--machine q35 --smp 4 --cmdline init=tests" 0 \
   'firmware: BIOS \(from the multiboot2 tags\)' \
   '^smp: 4 of 4 CPUs online' \
   '^\[pid [0-9]+\] Hello from userland!' \
-  '^\[pid [0-9]+\] [0-9]+ passed, 0 failed' \
+  "${TESTS_COUNTS[@]}" \
   '^mica: shutdown requested by init \(success\)' \
   '!^KERNEL PANIC' '!FAILED'
 
@@ -179,7 +191,7 @@ boot_case uefi-q35 "--firmware uefi --machine q35 --smp 2 --timeout 120" 0 \
 boot_case ktest-qemu64 "--smp 2 --cpu qemu64 --cmdline ktest" 0 \
   '^smp: 2 of 2 CPUs online' \
   'cpu_state_is_explicit_on_every_cpu \.\.\. ok' \
-  '^[0-9]+ passed, 0 failed' '!PANIC'
+  "${KTEST_COUNTS[@]}" '!PANIC'
 
 # The user-space suite while CPU 0 sends every other CPU an NMI on each tick:
 # NMIs in ring 3 are never the thread's fault, and nothing breaks under them.
@@ -187,7 +199,7 @@ boot_case nmi-storm-smp4 "--smp 4 --cmdline 'init=tests nmi.storm=1'" 0 \
   '^smp: 4 of 4 CPUs online' \
   '^nmi\.storm: [0-9]+ NMIs taken in ring 3 so far, no thread blamed' \
   '^\[pid [0-9]+\] test nmi_in_ring3_leaves_threads_intact \.\.\. ok' \
-  '^\[pid [0-9]+\] [0-9]+ passed, 0 failed' \
+  "${TESTS_COUNTS[@]}" \
   '^mica: shutdown requested by init \(success\)' \
   '!^KERNEL PANIC' '!FAILED'
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything CI checks, in order: tools, host unit tests, formatting, clippy (host
-# and kernel-side crates), then the boot tests (scripts/smoke.sh). Stops at the
-# first failing stage and exits non-zero. `.ci/run` runs exactly this.
+# and kernel-side crates), the boot tests (scripts/smoke.sh, which check each
+# suite's exact case count), then the benchmark check (scripts/bench.sh --check).
+# Stops at the first failing stage and exits non-zero. `.ci/run` runs exactly this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -45,6 +46,11 @@ cargo clippy --target x86_64-unknown-none "${KERNEL_P[@]}" -- -D warnings
 
 stage "boot tests (scripts/smoke.sh)"
 scripts/smoke.sh 2>&1 | tee "$LOGS/smoke.log"
+
+# One icount run compared with scripts/bench-baseline.txt: a change that slows the
+# syscall, switch or IPI path, or loses a figure, fails here.
+stage "benchmarks against the baseline (scripts/bench.sh --check)"
+BENCH_RUNNER=${CARGO_TARGET_DIR:-target}/debug/mica scripts/bench.sh --check
 
 # One closing tally: every host unit test plus every boot case.
 unit=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($i == "passed;") n += $(i - 1) } END { print n + 0 }' "$LOGS/unit.log")

@@ -157,6 +157,10 @@ pub enum Command {
     Help,
 }
 
+/// The kernel command-line word `--icount` adds (libipc's
+/// `bench::ICOUNT_CMDLINE_FLAG`): rdtsc counts instructions.
+pub const ICOUNT_CMDLINE_FLAG: &str = "bench.icount";
+
 /// The CPU model `--icount` uses unless `--cpu` says otherwise.
 pub const ICOUNT_CPU: &str = "max,-x2apic";
 
@@ -269,6 +273,15 @@ where
              from cargo's staging tree)"
                 .to_string(),
         );
+    }
+    // Under -icount rdtsc counts guest instructions, not cycles; the guest
+    // learns it from this word so its benchmarks print the right unit. (A
+    // prebuilt --iso keeps its own command line.)
+    if opts.icount && opts.iso.is_none() {
+        opts.cmdline = Some(match opts.cmdline.take() {
+            Some(prev) => format!("{prev} {ICOUNT_CMDLINE_FLAG}"),
+            None => ICOUNT_CMDLINE_FLAG.to_string(),
+        });
     }
     for (i, m) in opts.modules.iter().enumerate() {
         if opts.modules[..i].iter().any(|o| o.name == m.name) {
@@ -405,6 +418,21 @@ mod tests {
         assert_eq!(run(&["--icount"]).cpu, ICOUNT_CPU);
         assert_eq!(run(&["--icount", "--cpu", "qemu64"]).cpu, "qemu64");
         assert_eq!(run(&["--cpu", "qemu64", "--icount"]).cpu, "qemu64");
+    }
+
+    #[test]
+    fn icount_tells_the_guest_that_rdtsc_counts_instructions() {
+        assert_eq!(run(&["--icount"]).cmdline.as_deref(), Some("bench.icount"));
+        assert_eq!(
+            run(&["--cmdline", "init=bench", "--icount"])
+                .cmdline
+                .as_deref(),
+            Some("init=bench bench.icount")
+        );
+        assert_eq!(
+            run(&["--cmdline", "init=bench"]).cmdline.as_deref(),
+            Some("init=bench")
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! In-kernel tests, run when the command line says `ktest` (all cases) or
-//! `ktest=<name>` for a deliberate-crash case. Each case prints one line; the
-//! run ends with `<N> passed, <M> failed` and exits QEMU with the verdict.
+//! `ktest=<name>` for a deliberate-crash case. The run starts with
+//! `ktest: <N> cases`, each case prints one line, and the run ends with
+//! `<N> passed, <M> failed` and exits QEMU with the verdict (scripts/smoke.sh
+//! checks both counts against its committed `KTEST_CASES`).
 //!
 //! The crash cases (`ktest=fault`, `ktest=stack-overflow`) never return: they
 //! prove that the diagnosis path works, and the smoke test reads it.
@@ -124,6 +126,7 @@ pub fn run(which: &str, _boot: &BootInfo) -> ! {
             qemu::exit(false)
         }
     }
+    println!("ktest: {} cases", CASES.len());
     let (mut passed, mut failed) = (0, 0);
     for (name, case) in CASES {
         match case() {

@@ -157,7 +157,7 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         ktest::NMI_STORM.store(true, core::sync::atomic::Ordering::SeqCst);
     }
     if boot.arg("init") == Some("bench") {
-        smp_bench();
+        smp_bench(boot.arg("bench.icount").is_some());
     }
 
     if let Some(which) = boot.arg("ktest") {
@@ -171,29 +171,38 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
 }
 
 /// Kernel-side figures of `init=bench`: IPI round trip and AP bring-up time.
-fn smp_bench() {
+/// The unit follows the runner's `bench.icount` flag (rdtsc counts
+/// instructions under `-icount`); a ping that times out is counted in
+/// `failed=`, and `scripts/bench.sh` fails on it.
+fn smp_bench(icount: bool) {
     let mut samples: alloc::vec::Vec<u64> = alloc::vec::Vec::new();
     if smp::online() > 1 {
+        let mut failed = 0;
         for _ in 0..200 {
-            if let Some(c) = smp::ping(1) {
-                samples.push(c);
+            match smp::ping(1) {
+                Some(c) => samples.push(c),
+                None => failed += 1,
             }
         }
-        report("ipi_roundtrip", &mut samples);
+        report("ipi_roundtrip", icount, &mut samples, failed);
         samples.clear();
         samples.extend((1..smp::online()).map(smp::bringup_cycles));
-        report("smp_bringup_per_cpu", &mut samples);
+        report("smp_bringup_per_cpu", icount, &mut samples, 0);
     } else {
         log::info!("ipi_roundtrip and smp_bringup_per_cpu need more than one CPU");
     }
 }
 
-fn report(name: &str, samples: &mut [u64]) {
+/// Prints a BENCH line in the format of `libipc::bench::report`.
+fn report(name: &str, icount: bool, samples: &mut [u64], failed: usize) {
     samples.sort_unstable();
-    if let (Some(min), Some(median)) = (samples.first(), samples.get(samples.len() / 2)) {
-        println!(
-            "BENCH name={name} unit=cycles min={min} median={median} iters={}",
-            samples.len()
-        );
-    }
+    let (min, median) = match &*samples {
+        [] => (0, 0),
+        s => (s[0], s[s.len() / 2]),
+    };
+    println!(
+        "BENCH name={name} unit={} min={min} median={median} iters={} failed={failed}",
+        if icount { "instructions" } else { "cycles" },
+        samples.len()
+    );
 }

@@ -1,10 +1,12 @@
 //! Benchmarks (run by init under `init=bench`).
 //!
-//! With `arg == 0` this pins itself to CPU 0, runs every entry of
-//! [`BENCHES`] and prints one `BENCH name=.. unit=cycles min=.. median=..
-//! iters=..` line each ([`libipc::bench::report`]); init then measures
-//! `yield_switch` and prints `BENCH-DONE`. With `arg != 0` it is init's
-//! yield peer: pinned to CPU 0, it yields exactly `arg` times and exits.
+//! With `arg` 0 or [`ICOUNT_ARG`] this pins itself to CPU 0, runs every
+//! entry of [`BENCHES`] and prints one `BENCH name=.. unit=.. min=..
+//! median=.. iters=.. failed=..` line each ([`libipc::bench::report`]; the
+//! unit is `instructions` when init passed [`ICOUNT_ARG`], else `cycles`);
+//! init then measures `yield_switch` and prints `BENCH-DONE`. With other
+//! bits in `arg` it is init's yield peer: pinned to CPU 0, it yields exactly
+//! that many times and exits.
 //!
 //! Each sample is the TSC delta around one operation. Under `--icount` the
 //! TSC counts guest instructions, so the figures are exact path lengths.
@@ -20,7 +22,7 @@ use abi::{prot, Sysnum};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
-use libipc::bench::{rdtsc, report};
+use libipc::bench::{rdtsc, report, Unit, ICOUNT_ARG};
 use libipc::{println, sys};
 
 /// Samples per figure.
@@ -37,6 +39,8 @@ type BenchFn = fn(samples: &mut [u64]) -> Result<usize, &'static str>;
 /// `page_map_unmap`, ...) slot in here as the kernel grows the syscalls.
 const BENCHES: &[(&str, BenchFn)] = &[
     ("null_syscall", null_syscall),
+    ("syscall_trivial", syscall_trivial),
+    ("syscall_handler_trivial", syscall_handler_trivial),
     ("page_map_unmap", page_map_unmap),
     ("spawn_exit_wait", spawn_exit_wait),
 ];
@@ -52,6 +56,49 @@ fn null_syscall(samples: &mut [u64]) -> Result<usize, &'static str> {
         *s = rdtsc() - t0;
         if r != 0 {
             return Err("null() did not return 0");
+        }
+    }
+    Ok(samples.len())
+}
+
+/// `thread_id()`: a real one-line syscall through the normal dispatch, so
+/// the figure is what every syscall pays for entry, dispatch and exit.
+fn syscall_trivial(samples: &mut [u64]) -> Result<usize, &'static str> {
+    let me = sys::thread_id();
+    // The raw call, exactly as `sys::null` makes it, so the two figures
+    // differ only in what the kernel does.
+    // SAFETY: thread_id writes no user memory.
+    let thread_id = || unsafe { sys::syscall6(Sysnum::ThreadId, 0, 0, 0, 0, 0, 0) };
+    for _ in 0..WARMUP {
+        thread_id();
+    }
+    for s in samples.iter_mut() {
+        let t0 = rdtsc();
+        let r = thread_id();
+        *s = rdtsc() - t0;
+        if r != me {
+            return Err("thread_id() changed");
+        }
+    }
+    Ok(samples.len())
+}
+
+/// `cpu_id()`: a one-line syscall that the dispatcher runs through a
+/// handler call (as it does every syscall that is more than a load), so the
+/// figure shows what that call adds to [`syscall_trivial`].
+fn syscall_handler_trivial(samples: &mut [u64]) -> Result<usize, &'static str> {
+    // SAFETY: cpu_id writes no user memory.
+    let cpu_id = || unsafe { sys::syscall6(Sysnum::CpuId, 0, 0, 0, 0, 0, 0) };
+    for _ in 0..WARMUP {
+        cpu_id();
+    }
+    for s in samples.iter_mut() {
+        let t0 = rdtsc();
+        let r = cpu_id();
+        *s = rdtsc() - t0;
+        // Pinned to CPU 0 by `main`.
+        if r != 0 {
+            return Err("cpu_id() is not 0 while pinned to CPU 0");
         }
     }
     Ok(samples.len())
@@ -171,8 +218,10 @@ fn yield_peer(n: u64) -> i32 {
 
 #[no_mangle]
 fn main(arg: u64) -> i32 {
-    if arg != 0 {
-        return yield_peer(arg);
+    let unit = Unit::rdtsc(arg & ICOUNT_ARG != 0);
+    let peer_yields = arg & !ICOUNT_ARG;
+    if peer_yields != 0 {
+        return yield_peer(peer_yields);
     }
     if let Err(e) = sys::set_affinity(0) {
         println!("bench: set_affinity(0) failed: {e}");
@@ -185,9 +234,11 @@ fn main(arg: u64) -> i32 {
     for &(name, bench) in BENCHES {
         buf.fill(0);
         match bench(buf) {
-            Ok(n) => report(name, &mut buf[..n.min(ITERS)]),
+            Ok(n) => report(name, unit, &mut buf[..n.min(ITERS)], 0),
             Err(why) => {
                 println!("bench: {name} failed: {why}");
+                // The figure's line still appears, marked failed.
+                report(name, unit, &mut [], 1);
                 failed = true;
             }
         }

@@ -1,8 +1,14 @@
 //! User-space kernel tests (run by init under `init=tests`).
 //!
-//! Prints `test <name> ... ok` or `test <name> ... FAILED: <why>` per case
-//! (detail lines, indented `note:`, come just before the verdict), then
-//! `<N> passed, <M> failed`; exits 0 iff nothing failed.
+//! Prints `tests: <N> cases` first, then `test <name> ... ok` or
+//! `test <name> ... FAILED: <why>` per case (detail lines, indented `note:`,
+//! come just before the verdict), then `<N> passed, <M> failed`; exits 0 iff
+//! nothing failed. The boot tests (scripts/smoke.sh `TESTS_CASES`) check
+//! both counts against a committed number, so an empty or shrunken run fails.
+//!
+//! Every case runs in a thread of its own: if the case's code faults (a
+//! kernel bug that corrupts user registers, say), the harness names the case
+//! (`case <name> crashed: <fault>`) and goes on with the next.
 //!
 //! Cases live in one module per concern: [`regs`] (what syscalls and
 //! preemption hand back), [`fpu`], [`faults`] (what ring 3 may not do),
@@ -36,8 +42,9 @@ mod smp;
 mod tls;
 mod util;
 
+use abi::status::Status;
 use libipc::{println, sys};
-use util::TestResult;
+use util::{arg_of, from_arg, TestResult};
 
 /// A case: its name and the function that runs it.
 type Case = (&'static str, fn() -> TestResult);
@@ -227,9 +234,10 @@ const CASES: &[Case] = &[
 #[no_mangle]
 fn main(_arg: u64) -> i32 {
     util::calibrate();
+    println!("tests: {} cases", CASES.len());
     let (mut passed, mut failed) = (0u32, 0u32);
     for &(name, case) in CASES {
-        match case() {
+        match run_case(name, case) {
             Ok(()) => {
                 passed += 1;
                 println!("test {name} ... ok");
@@ -244,4 +252,36 @@ fn main(_arg: u64) -> i32 {
     }
     println!("{passed} passed, {failed} failed");
     i32::from(failed != 0)
+}
+
+/// What the harness hands a case thread, and what it hands back.
+struct CaseRun {
+    case: fn() -> TestResult,
+    result: Option<TestResult>,
+}
+
+extern "C" fn case_thread(arg: u64) -> ! {
+    // SAFETY: `run_case` passes its `CaseRun` with `arg_of` and joins before
+    // reading or dropping it.
+    let run: &mut CaseRun = unsafe { from_arg(arg) };
+    run.result = Some((run.case)());
+    sys::thread_exit(0)
+}
+
+/// Runs one case in a thread of its own, so a fault in the case's code is
+/// reported against that case instead of killing the whole program.
+fn run_case(name: &str, case: fn() -> TestResult) -> TestResult {
+    let mut run = CaseRun { case, result: None };
+    let st = util::run(case_thread, arg_of(&mut run))?;
+    match (st, run.result) {
+        (Status::Exited(0), Some(r)) => r,
+        (Status::Faulted(v), _) => {
+            println!("case {name} crashed: {} (vector {v})", util::fault_name(v));
+            Err("the case crashed")
+        }
+        (other, _) => {
+            println!("case {name} crashed: its thread ended with {other:?}");
+            Err("the case crashed")
+        }
+    }
 }

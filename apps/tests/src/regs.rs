@@ -72,6 +72,11 @@ struct HoldJob {
     /// Pin to CPU 0 (else run wherever the scheduler likes).
     pin: bool,
     pinned: bool,
+    /// TSC when the spin began and when it ended, and the CPU before and
+    /// after (what [`registers_survive_migration`] uses to prove a thread was
+    /// descheduled mid-spin).
+    spun: (u64, u64),
+    cpus: (u64, u64),
 }
 
 impl HoldJob {
@@ -85,6 +90,8 @@ impl HoldJob {
             spin_ms,
             pin: true,
             pinned: false,
+            spun: (0, 0),
+            cpus: (0, 0),
         }
     }
 
@@ -117,8 +124,12 @@ extern "C" fn hold_thread(arg: u64) -> ! {
     if job.simd {
         fpu::load(&job.simd_want, job.avx);
     }
+    job.cpus.0 = sys::cpu_id();
+    job.spun.0 = libipc::bench::rdtsc();
     job.frame.deadline = deadline_ms(job.spin_ms);
     gpr::hold(&mut job.frame);
+    job.spun.1 = libipc::bench::rdtsc();
+    job.cpus.1 = sys::cpu_id();
     if job.simd {
         fpu::store(&mut job.simd_got, job.avx);
     }
@@ -145,16 +156,41 @@ pub fn registers_survive_preemption() -> TestResult {
     Ok(())
 }
 
-/// Threads in [`registers_survive_migration`] at most.
-const MIGRATE_THREADS: usize = 5;
+/// Threads in [`registers_survive_migration`] at most (one more than the
+/// largest CPU count the boot tests use).
+const MIGRATE_THREADS: usize = 9;
 
 /// Case 2b: more unpinned threads than CPUs hold GPR, RFLAGS and SIMD
 /// values while the scheduler moves them between CPUs (where it balances).
+/// A run in which no thread was descheduled mid-spin proves nothing, so it
+/// fails: at some moment more threads must be between their spin's start
+/// and end than there are CPUs (only preemption allows that; a TSC gap
+/// alone could be the host descheduling QEMU).
 pub fn registers_survive_migration() -> TestResult {
+    // Under a loaded host the TSC (host time) can pass a thread's deadline
+    // before the guest got round to preempting it, so a round without a
+    // mid-spin preemption is retried with a longer spin. Without guest
+    // preemption no round can ever show one.
+    let mut spin_ms = 60;
+    for _ in 0..MIGRATE_ATTEMPTS {
+        if migration_round(spin_ms)? {
+            return Ok(());
+        }
+        spin_ms *= 2;
+    }
+    Err("no thread was preempted mid-spin (nothing was tested)")
+}
+
+/// Spin rounds [`registers_survive_migration`] tries before it gives up.
+const MIGRATE_ATTEMPTS: usize = 4;
+
+/// One round of [`registers_survive_migration`]: checks every thread's
+/// registers and returns whether some thread was descheduled mid-spin.
+fn migration_round(spin_ms: u64) -> Result<bool, &'static str> {
     let n = (sys::cpu_count() as usize + 1).clamp(2, MIGRATE_THREADS);
     let mut jobs: [HoldJob; MIGRATE_THREADS] = core::array::from_fn(|i| {
         let seed = 0x3c3c_0000_0000_0000 + ((i as u64) << 48) + ((i as u64) << 16) + 0x4400;
-        let mut job = HoldJob::new(seed, PATTERNS[i % PATTERNS.len()], true, 60);
+        let mut job = HoldJob::new(seed, PATTERNS[i % PATTERNS.len()], true, spin_ms);
         job.pin = false;
         job
     });
@@ -174,7 +210,27 @@ pub fn registers_survive_migration() -> TestResult {
     if let Some(e) = first_err {
         return Err(e);
     }
-    jobs.iter().take(n).try_for_each(HoldJob::check)
+    let jobs = &jobs[..n];
+    jobs.iter().try_for_each(HoldJob::check)?;
+    // The most threads mid-spin at one moment (at some thread's start). A
+    // thread holds its CPU from its spin's start to its end unless it is
+    // preempted, so more than `cpus` at once proves a preemption.
+    let overlap = jobs
+        .iter()
+        .map(|a| {
+            jobs.iter()
+                .filter(|b| b.spun.0 <= a.spun.0 && a.spun.0 < b.spun.1)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    let cpus = sys::cpu_count() as usize;
+    let moved = jobs.iter().filter(|j| j.cpus.0 != j.cpus.1).count();
+    note!(
+        "{n} threads on {cpus} CPUs, {spin_ms} ms spins: at most {overlap} mid-spin at once, \
+         {moved} changed CPU"
+    );
+    Ok(overlap > cpus)
 }
 
 /// [`df_does_not_leak`]'s watcher: what it saw.

@@ -128,6 +128,28 @@ pub fn expect_fault(st: Status, vectors: &[u8]) -> TestResult {
     }
 }
 
+/// The mnemonic of exception `vector` (`#GP`).
+pub fn fault_name(vector: u8) -> &'static str {
+    match vector {
+        0 => "#DE",
+        1 => "#DB",
+        3 => "#BP",
+        4 => "#OF",
+        5 => "#BR",
+        6 => "#UD",
+        7 => "#NM",
+        10 => "#TS",
+        11 => "#NP",
+        12 => "#SS",
+        13 => "#GP",
+        14 => "#PF",
+        16 => "#MF",
+        17 => "#AC",
+        19 => "#XM",
+        _ => "an exception",
+    }
+}
+
 /// Runs `entry(0)` in a thread and checks it was stopped by one of `vectors`.
 pub fn run_expect_fault(entry: Entry, vectors: &[u8]) -> TestResult {
     expect_fault(run(entry, 0)?, vectors)
