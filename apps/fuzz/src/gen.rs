@@ -132,7 +132,7 @@ fn user_range_ok(addr: u64, len: u64) -> bool {
     }
 }
 
-/// Whether a blocking call (never timed).
+/// Whether a call may block or give up the CPU (never timed).
 pub fn blocking(nr: u64) -> bool {
     matches!(
         Sysnum::try_from(nr),
@@ -141,7 +141,12 @@ pub fn blocking(nr: u64) -> bool {
             | Sysnum::ThreadJoin
             | Sysnum::ProcessWait
             | Sysnum::ThreadExit
-            | Sysnum::ProcessExit)
+            | Sysnum::ProcessExit
+            // These may hand the CPU to another thread on the way out
+            // (migration, a lower priority, a new thread preempting).
+            | Sysnum::SetAffinity
+            | Sysnum::SetPriority
+            | Sysnum::ThreadSpawn)
     )
 }
 

@@ -43,6 +43,26 @@ fn figures() -> Option<(u64, u64, u64)> {
         .map(|i| (i.free_bytes, i.threads, i.processes))
 }
 
+/// Pinned to CPU `cpu`, then exits.
+extern "C" fn visit(cpu: u64) -> ! {
+    let _ = sys::set_affinity(cpu);
+    sys::sleep_ns(1_000_000);
+    sys::thread_exit(0)
+}
+
+/// Runs a short thread on every CPU, twice: the kernel frees a dead
+/// thread's stack when its CPU next switches, so afterwards every CPU holds
+/// the same (one) stack in limbo, before the run and after it.
+fn visit_every_cpu(ncpus: u64) {
+    for _ in 0..2 {
+        for cpu in 0..ncpus {
+            if let Ok(t) = util::spawn(visit, cpu) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
 /// Polls `sysinfo` until it equals `want` (up to `ms` milliseconds); the
 /// last figures seen.
 fn settle(want: Option<(u64, u64, u64)>, ms: u64) -> Option<(u64, u64, u64)> {
@@ -87,6 +107,8 @@ fn main(arg: u64) -> i32 {
         return 1;
     }
     // The baseline: let the figures stop moving first.
+    storms::warm_up(&cfg);
+    visit_every_cpu(ncpus);
     let Some(base) = settle(None, 2000) else {
         println!("fuzz: seed={} syscalls=0 faults=0 FAILED: sysinfo", cfg.seed);
         return 1;
@@ -124,6 +146,7 @@ fn main(arg: u64) -> i32 {
         return 1;
     }
     // Everything the run made must be gone again.
+    visit_every_cpu(ncpus);
     let after = settle(Some(base), 3000);
     let noise = COUNT.noise.load(Ordering::Relaxed);
     if noise != 0 {

@@ -63,42 +63,111 @@ fn slow_ticks() -> u64 {
     SLOW_MS * util::tsc_per_ms()
 }
 
-/// Runs one call in this thread, timed; repeats a slow one to confirm it.
+/// Runs one call in this thread, timed; a slow one becomes a suspect.
 fn direct(w: usize, i: u64, c: &Call) {
     note_call(w, c, false);
-    let mut slow = 0;
-    let mut worst = 0;
-    for _ in 0..3 {
-        let t0 = rdtsc();
-        // SAFETY: `gen::place` let this call run here only if it writes,
-        // unmaps or protects nothing but this worker's arena, starts no
-        // thread and ends nobody.
-        let ret = unsafe { syscall6(c.nr, &c.args) };
-        let dt = rdtsc() - t0;
-        worst = worst.max(dt);
-        if c.nr == Sysnum::ProcessSpawn as u64 {
-            if let Ok(pid) = decode_result(ret) {
-                // A random image that happened to be valid: reap it (another
-                // worker's random process_wait may have reaped it first).
-                if let Ok(st) = sys::process_wait(pid) {
-                    count_status(st);
-                }
+    let t0 = rdtsc();
+    // SAFETY: `gen::place` let this call run here only if it writes, unmaps
+    // or protects nothing but this worker's arena, starts no thread and ends
+    // nobody.
+    let ret = unsafe { syscall6(c.nr, &c.args) };
+    let dt = rdtsc() - t0;
+    if c.nr == Sysnum::ProcessSpawn as u64 {
+        if let Ok(pid) = decode_result(ret) {
+            // A random image that happened to be valid: reap it (another
+            // worker's random process_wait may have reaped it first).
+            if let Ok(st) = sys::process_wait(pid) {
+                count_status(st);
             }
         }
-        if c.flags & child::TIMED == 0 || dt <= slow_ticks() {
-            break;
-        }
-        slow += 1;
     }
-    match slow {
-        0 => {}
-        3 => finding!(
-            "slow syscall: worker {w} call {i}: nr={} args={:#x?} took {} ms in the kernel (3 of 3 tries)",
-            c.nr,
-            c.args,
-            worst / util::tsc_per_ms()
-        ),
-        _ => bump(&COUNT.noise),
+    if c.flags & child::TIMED != 0 && dt > slow_ticks() {
+        suspect(w, i, c);
+    }
+}
+
+/// A call that was slow once, to be replayed when the machine is quiet.
+#[derive(Clone, Copy)]
+struct Suspect {
+    worker: usize,
+    index: u64,
+    call: Call,
+}
+
+/// The most suspects replayed.
+const MAX_SUSPECTS: usize = 32;
+
+struct Suspects {
+    list: spin_free::Cell<[Option<Suspect>; MAX_SUSPECTS]>,
+    next: AtomicU64,
+}
+
+/// A write-once-per-slot array: each slot index is handed out once by
+/// `next`, and read only after every worker has been joined.
+mod spin_free {
+    pub struct Cell<T>(pub core::cell::UnsafeCell<T>);
+    // SAFETY: see `Suspects`: every slot has one writer, and readers come
+    // after the writers' threads were joined (join orders the accesses).
+    unsafe impl<T> Sync for Cell<T> {}
+}
+
+static SUSPECTS: Suspects = Suspects {
+    list: spin_free::Cell(core::cell::UnsafeCell::new([None; MAX_SUSPECTS])),
+    next: AtomicU64::new(0),
+};
+
+fn suspect(w: usize, i: u64, c: &Call) {
+    let k = SUSPECTS.next.fetch_add(1, Ordering::Relaxed) as usize;
+    if k < MAX_SUSPECTS {
+        // SAFETY: slot `k` was handed to this thread alone (above); nobody
+        // reads the list until every worker has been joined.
+        unsafe {
+            (*SUSPECTS.list.0.get())[k] = Some(Suspect {
+                worker: w,
+                index: i,
+                call: *c,
+            })
+        };
+    }
+}
+
+/// Replays every suspect alone in a fresh child, three times, now that the
+/// other threads are done: only a call slow all three times is a finding
+/// (a loaded host can stall a vCPU, and with it a TLB shootdown, for long).
+fn replay_suspects() {
+    let n = (SUSPECTS.next.load(Ordering::Relaxed) as usize).min(MAX_SUSPECTS);
+    // SAFETY: every worker has been joined; nobody writes the list any more.
+    let list = unsafe { &*SUSPECTS.list.0.get() };
+    let mut image = [0u8; child::IMAGE_BYTES];
+    for s in list[..n].iter().flatten() {
+        let mut c = s.call;
+        c.flags = child::TIMED;
+        let mut alone = Script::new();
+        alone.push(c);
+        let len = child::build_image(&alone, slow_ticks(), &mut image);
+        let mut slow = 0;
+        let mut worst = 0;
+        for _ in 0..3 {
+            match run_image(&image[..len]) {
+                Ok(Outcome::Slow(_, ms)) => {
+                    slow += 1;
+                    worst = worst.max(ms);
+                }
+                Ok(Outcome::Faulted(_)) => bump(&COUNT.faults),
+                _ => {}
+            }
+        }
+        if slow == 3 {
+            finding!(
+                "slow syscall: worker {} call {}: nr={} args={:#x?} took {worst} ms in the kernel (3 of 3 runs alone)",
+                s.worker,
+                s.index,
+                c.nr,
+                c.args
+            );
+        } else {
+            bump(&COUNT.noise);
+        }
     }
 }
 
@@ -119,8 +188,7 @@ fn run_image(image: &[u8]) -> Result<Outcome, Error> {
     }
 }
 
-/// Runs a script in a throwaway child; a slow call is confirmed by running
-/// the same image twice more.
+/// Runs a script in a throwaway child; a slow call becomes a suspect.
 fn script(w: usize, first: u64, s: &Script) {
     if s.len == 0 {
         return;
@@ -132,37 +200,14 @@ fn script(w: usize, first: u64, s: &Script) {
         println!("fuzz: cannot encode a child image");
         return;
     }
-    let mut slow = 0;
-    let mut worst = (0, 0);
-    for _ in 0..3 {
-        match run_image(&image[..len]) {
-            Ok(Outcome::Slow(i, ms)) => {
-                slow += 1;
-                if ms >= worst.1 {
-                    worst = (i, ms);
-                }
-            }
-            Ok(Outcome::Faulted(_)) => {
-                bump(&COUNT.faults);
-                break;
-            }
-            // NoMemory and friends: another worker holds the memory.
-            _ => break,
+    match run_image(&image[..len]) {
+        Ok(Outcome::Slow(i, _)) => {
+            let i = i.min(s.len - 1);
+            suspect(w, first + i as u64, &s.calls[i]);
         }
-    }
-    match slow {
-        0 => {}
-        3 => {
-            let c = &s.calls[worst.0.min(s.len - 1)];
-            finding!(
-                "slow syscall in a child: worker {w} call {}: nr={} args={:#x?} took {} ms in the kernel (3 of 3 runs)",
-                first + worst.0 as u64,
-                c.nr,
-                c.args,
-                worst.1
-            )
-        }
-        _ => bump(&COUNT.noise),
+        Ok(Outcome::Faulted(_)) => bump(&COUNT.faults),
+        // NoMemory and friends: another worker holds the memory.
+        _ => {}
     }
 }
 
@@ -254,5 +299,6 @@ pub fn run(cfg: &Config, workers: usize, ncpus: u64) -> bool {
     for t in threads.into_iter().flatten() {
         let _ = t.join();
     }
+    replay_suspects();
     true
 }
