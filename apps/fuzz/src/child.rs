@@ -150,7 +150,10 @@ pub fn interp_code() -> &'static [u8] {
 /// bit flips).
 pub fn exit_arg_code() -> &'static [u8] {
     use core::ptr::addr_of;
-    code(addr_of!(mica_fuzz_exit_arg), addr_of!(mica_fuzz_exit_arg_end))
+    code(
+        addr_of!(mica_fuzz_exit_arg),
+        addr_of!(mica_fuzz_exit_arg_end),
+    )
 }
 
 /// A valid image of the exit-with-argument program; returns its length.

@@ -75,20 +75,32 @@ fn arg(r: &mut Rng, mapped: u64) -> u64 {
         4 => {
             let any = 0xffff_8000_0000_0000 | r.next();
             r.pick(&[
-            0xffff_8000_0000_0000,
-            0xffff_ffff_8000_0000,
-            0xffff_ffff_8010_0000,
-            0xffff_ffff_ffff_f000,
-            any,
-        ])
+                0xffff_8000_0000_0000,
+                0xffff_ffff_8000_0000,
+                0xffff_ffff_8010_0000,
+                0xffff_ffff_ffff_f000,
+                any,
+            ])
         }
         5 => {
             let low = r.next() & 0x7fff_ffff_f000 & r.pick(&[0, u64::MAX]);
             r.pick(&[USER_END, 0x8000_0000_0000_0000, 0x0000_8000_0000_1000]) | low
         }
         6 => LAST_PAGE + r.pick(&[0, 8, 0xff8, 0xfff]),
-        7 => r.pick(&[u64::MAX, u64::MAX - 0xfff, 1 << 63, 0u64.wrapping_sub(PAGE_SIZE)]),
-        8 => r.pick(&[USER_END, USER_END - USER_MIN, USER_END - mapped, 1 << 46, 1 << 40, 1 << 30]),
+        7 => r.pick(&[
+            u64::MAX,
+            u64::MAX - 0xfff,
+            1 << 63,
+            0u64.wrapping_sub(PAGE_SIZE),
+        ]),
+        8 => r.pick(&[
+            USER_END,
+            USER_END - USER_MIN,
+            USER_END - mapped,
+            1 << 46,
+            1 << 40,
+            1 << 30,
+        ]),
         9 => (r.below(64) + 1) * PAGE_SIZE,
         _ => r.next(),
     }
@@ -105,11 +117,7 @@ pub fn random_call(r: &mut Rng, mapped: u64) -> Call {
     if matches!(Sysnum::try_from(nr), Ok(Sysnum::MapAnon | Sysnum::Protect)) && r.one_in(2) {
         args[2] = r.pick(&[0, prot::WRITE, prot::EXEC, prot::ALL, 1, 1 << 40]);
     }
-    Call {
-        flags: 0,
-        nr,
-        args,
-    }
+    Call { flags: 0, nr, args }
 }
 
 /// Whether the kernel would accept `[addr, addr+len)` as a range to map,
@@ -166,15 +174,19 @@ fn common(c: &mut Call, cfg: &Config, r: &mut Rng) {
         Sysnum::SetPriority if cfg.skips(Category::Prio) && c.args[0] < 4 => {
             c.args[0] = 4 + r.below(4);
         }
-        Sysnum::MapAnon | Sysnum::Unmap | Sysnum::Protect if cfg.skips(Category::Huge) => {
-            if accepted_range(c.args[0], c.args[1]).is_some() && c.args[1] > HUGE_BYTES {
-                c.args[1] = HUGE_BYTES;
-            }
+        Sysnum::MapAnon | Sysnum::Unmap | Sysnum::Protect
+            if cfg.skips(Category::Huge)
+                && accepted_range(c.args[0], c.args[1]).is_some()
+                && c.args[1] > HUGE_BYTES =>
+        {
+            c.args[1] = HUGE_BYTES;
         }
-        Sysnum::ProcessSpawn if cfg.skips(Category::Huge) => {
-            if user_range_ok(c.args[0], c.args[1]) && c.args[1] > HUGE_BYTES / 16 {
-                c.args[1] = HUGE_BYTES / 16;
-            }
+        Sysnum::ProcessSpawn
+            if cfg.skips(Category::Huge)
+                && user_range_ok(c.args[0], c.args[1])
+                && c.args[1] > HUGE_BYTES / 16 =>
+        {
+            c.args[1] = HUGE_BYTES / 16;
         }
         _ => {}
     }
@@ -263,7 +275,10 @@ pub fn for_child(c: &mut Call, index: usize, cfg: &Config, r: &mut Rng) {
                 c.args[0] = child::GRANDCHILD_ADDR;
                 c.args[1] = child::grandchild_len();
             }
-            if cfg.skips(Category::Orphans) && c.args[0] >= CHILD_DATA && c.args[0] < CHILD_DATA + 0x2000 {
+            if cfg.skips(Category::Orphans)
+                && c.args[0] >= CHILD_DATA
+                && c.args[0] < CHILD_DATA + 0x2000
+            {
                 c.args[0] = UNMAPPED;
             }
         }

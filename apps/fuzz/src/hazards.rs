@@ -86,10 +86,17 @@ impl Code {
 
 /// The tail every hazard ends in: `thread_exit(0)`.
 const EXIT_TAIL: [u8; 11] = [
-    0x31, 0xff, // xor edi, edi
-    0xb8, Sysnum::ThreadExit as u8, 0, 0, 0, // mov eax, ThreadExit
-    0x0f, 0x05, // syscall
-    0x0f, 0x0b, // ud2
+    0x31,
+    0xff, // xor edi, edi
+    0xb8,
+    Sysnum::ThreadExit as u8,
+    0,
+    0,
+    0, // mov eax, ThreadExit
+    0x0f,
+    0x05, // syscall
+    0x0f,
+    0x0b, // ud2
 ];
 
 /// Runs `code` at [`CODE`] in a fresh thread; its status, or None if the
@@ -149,8 +156,8 @@ fn hazard(name: &str, detail: u64, code: &Code, data: &[u8], expect: Expect) {
 /// Selectors for the segment hazards: the GDT's entries at every RPL, the
 /// TSS's halves, past the GDT's end, and LDT (TI=1) selectors.
 const SELECTORS: &[u16] = &[
-    0x00, 0x03, 0x08, 0x0b, 0x10, 0x13, 0x18, 0x1b, 0x20, 0x23, 0x28, 0x2b, 0x30, 0x33, 0x38,
-    0x40, 0x80, 0x1000, 0xfff8, 0xfffb, // GDT
+    0x00, 0x03, 0x08, 0x0b, 0x10, 0x13, 0x18, 0x1b, 0x20, 0x23, 0x28, 0x2b, 0x30, 0x33, 0x38, 0x40,
+    0x80, 0x1000, 0xfff8, 0xfffb, // GDT
     0x04, 0x07, 0x0c, 0x0f, 0x1f, 0x27, 0x0ff7, 0xfff4, 0xfff7, 0xffff, // LDT
 ];
 
@@ -237,7 +244,12 @@ const PRIVILEGED: &[(&str, &[u8])] = &[
     // (invalid in 64-bit mode, which TCG executes as a no-op).
     ("icebp", &[0xf1]),
     ("ud2", &[0x0f, 0x0b]),
-    ("iretq with NT", &[0x9c, 0x48, 0x81, 0x0c, 0x24, 0x00, 0x40, 0, 0, 0x9d, 0x48, 0xcf]),
+    (
+        "iretq with NT",
+        &[
+            0x9c, 0x48, 0x81, 0x0c, 0x24, 0x00, 0x40, 0, 0, 0x9d, 0x48, 0xcf,
+        ],
+    ),
     ("push forever", &[0x50, 0xeb, 0xfd]),
     ("call forever", &[0xe8, 0xfb, 0xff, 0xff, 0xff]),
 ];
@@ -274,7 +286,16 @@ fn flag_hazards() {
 /// A bad RSP at `syscall` (saved in RBX, restored after), and a bad RSP
 /// followed by a push (which must fault).
 fn rsp_hazards() {
-    for rsp in [0, 1, 8, KERNEL, NON_CANONICAL, 0xffff_ffff_ffff_fff8, LAST_PAGE + 0xfff, 0x1000] {
+    for rsp in [
+        0,
+        1,
+        8,
+        KERNEL,
+        NON_CANONICAL,
+        0xffff_ffff_ffff_fff8,
+        LAST_PAGE + 0xfff,
+        0x1000,
+    ] {
         let mut c = Code::new();
         c.b(&[0x48, 0x89, 0xe3]) // mov rbx, rsp
             .b(&[0x48, 0xbc])
@@ -284,7 +305,11 @@ fn rsp_hazards() {
             .exit();
         hazard("bad rsp at syscall", rsp, &c, &[], Expect::Any);
         let mut c = Code::new();
-        c.b(&[0x48, 0xbc]).b(&rsp.to_le_bytes()).null_syscall().b(&[0x50]).exit();
+        c.b(&[0x48, 0xbc])
+            .b(&rsp.to_le_bytes())
+            .null_syscall()
+            .b(&[0x50])
+            .exit();
         hazard("bad rsp then push", rsp, &c, &[], Expect::Fault);
     }
 }

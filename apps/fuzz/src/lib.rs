@@ -132,9 +132,7 @@ impl core::fmt::Display for ConfigError {
 impl Config {
     /// Reads `fuzz.seed`, `fuzz.iters` and `fuzz.skip` from a kernel command
     /// line (through `arg`, e.g. [`abi::bootinfo::cmdline_arg`]).
-    pub fn from_cmdline<'a>(
-        arg: impl Fn(&str) -> Option<&'a str>,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_cmdline<'a>(arg: impl Fn(&str) -> Option<&'a str>) -> Result<Config, ConfigError> {
         let mut c = Config::default();
         if let Some(s) = arg("fuzz.seed") {
             c.seed = s.parse().map_err(|_| ConfigError::BadSeed)?;
@@ -195,7 +193,10 @@ mod tests {
 
     #[test]
     fn config_round_trips_through_the_word() {
-        let c = Config::from_cmdline(lookup("fuzz.seed=4000000000 fuzz.iters=1000000 fuzz.skip=huge,orphans")).unwrap();
+        let c = Config::from_cmdline(lookup(
+            "fuzz.seed=4000000000 fuzz.iters=1000000 fuzz.skip=huge,orphans",
+        ))
+        .unwrap();
         assert_eq!(c.seed, 4_000_000_000);
         assert_eq!(c.iters, 1_000_000);
         assert!(c.skips(Category::Huge) && c.skips(Category::Orphans));
@@ -208,11 +209,26 @@ mod tests {
 
     #[test]
     fn missing_keys_give_defaults_and_bad_values_are_refused() {
-        assert_eq!(Config::from_cmdline(lookup("init=fuzz")), Ok(Config::default()));
+        assert_eq!(
+            Config::from_cmdline(lookup("init=fuzz")),
+            Ok(Config::default())
+        );
         assert_eq!(Config::decode(0), Config::default());
-        assert_eq!(Config::from_cmdline(lookup("fuzz.seed=-1")), Err(ConfigError::BadSeed));
-        assert_eq!(Config::from_cmdline(lookup("fuzz.iters=0")), Err(ConfigError::BadIters));
-        assert_eq!(Config::from_cmdline(lookup("fuzz.iters=16777216")), Err(ConfigError::BadIters));
-        assert_eq!(Config::from_cmdline(lookup("fuzz.skip=nope")), Err(ConfigError::BadSkip));
+        assert_eq!(
+            Config::from_cmdline(lookup("fuzz.seed=-1")),
+            Err(ConfigError::BadSeed)
+        );
+        assert_eq!(
+            Config::from_cmdline(lookup("fuzz.iters=0")),
+            Err(ConfigError::BadIters)
+        );
+        assert_eq!(
+            Config::from_cmdline(lookup("fuzz.iters=16777216")),
+            Err(ConfigError::BadIters)
+        );
+        assert_eq!(
+            Config::from_cmdline(lookup("fuzz.skip=nope")),
+            Err(ConfigError::BadSkip)
+        );
     }
 }

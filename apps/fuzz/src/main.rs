@@ -103,14 +103,20 @@ fn main(arg: u64) -> i32 {
     windows[workers + 1] = hazards::HAZARD_WINDOW;
     windows[workers + 2] = storms::STORM_WINDOW;
     if let Err(e) = util::pretouch(&windows[..workers + 3]) {
-        println!("fuzz: seed={} syscalls=0 faults=0 FAILED: cannot map ({e})", cfg.seed);
+        println!(
+            "fuzz: seed={} syscalls=0 faults=0 FAILED: cannot map ({e})",
+            cfg.seed
+        );
         return 1;
     }
     // The baseline: let the figures stop moving first.
     storms::warm_up(&cfg);
     visit_every_cpu(ncpus);
     let Some(base) = settle(None, 2000) else {
-        println!("fuzz: seed={} syscalls=0 faults=0 FAILED: sysinfo", cfg.seed);
+        println!(
+            "fuzz: seed={} syscalls=0 faults=0 FAILED: sysinfo",
+            cfg.seed
+        );
         return 1;
     };
     let t0 = sys::clock_ns();
@@ -159,7 +165,9 @@ fn main(arg: u64) -> i32 {
     }
     let findings = COUNT.findings.load(Ordering::Relaxed);
     if findings != 0 {
-        println!("fuzz: seed={seed} syscalls={syscalls} faults={faults} FAILED: {findings} findings");
+        println!(
+            "fuzz: seed={seed} syscalls={syscalls} faults={faults} FAILED: {findings} findings"
+        );
         return 1;
     }
     println!("fuzz: seed={seed} syscalls={syscalls} faults={faults} ok");

@@ -11,7 +11,7 @@
 use abi::{decode_result, prot, Error, Sysnum};
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use libipc::{bench::rdtsc, println, sys};
+use libipc::{bench::rdtsc, sys};
 
 /// A small, fast, seedable PRNG (xorshift64*; seeded through SplitMix64 so
 /// nearby seeds give unrelated streams).
@@ -258,9 +258,4 @@ pub fn pretouch(windows: &[u64]) -> Result<(), Error> {
         unsafe { sys::unmap(w, 4096)? };
     }
     Ok(())
-}
-
-/// Prints a line (re-exported for the modules).
-pub fn say(args: core::fmt::Arguments<'_>) {
-    println!("{args}");
 }

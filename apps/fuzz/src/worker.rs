@@ -7,9 +7,9 @@
 //! a finding, so a host that stalls a vCPU now and then is not one.
 
 use crate::child::{self, Call, Outcome, Script};
+use crate::finding;
 use crate::gen::{self, Target};
 use crate::util::{self, bump, syscall6, Rng, COUNT, SLOW_MS};
-use crate::finding;
 use abi::{decode_result, status, Error, Sysnum};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use fuzz::Config;
@@ -285,7 +285,11 @@ pub fn run(cfg: &Config, workers: usize, ncpus: u64) -> bool {
                     "hang: worker {w} stuck for {} s at call {} ({}nr={} args={:#x} {:#x} {:#x})",
                     HANG_NS / 1_000_000_000,
                     s.progress.load(Ordering::Relaxed),
-                    if s.in_child.load(Ordering::Relaxed) { "in a child script starting " } else { "" },
+                    if s.in_child.load(Ordering::Relaxed) {
+                        "in a child script starting "
+                    } else {
+                        ""
+                    },
                     s.nr.load(Ordering::Relaxed),
                     s.a[0].load(Ordering::Relaxed),
                     s.a[1].load(Ordering::Relaxed),
