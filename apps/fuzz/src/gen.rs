@@ -32,10 +32,14 @@ pub const ARENA_BASE: u64 = 0x6000_0000_0000;
 pub const ARENA_STRIDE: u64 = 0x40_0000;
 /// Bytes of an arena.
 pub const ARENA_BYTES: u64 = 0x20_0000;
-/// A user range nobody ever maps (the "unmapped" category).
+/// A user range nobody maps on purpose (the "unmapped" category; a child's
+/// random `map_anon` may still land there).
 const UNMAPPED: u64 = 0x3000_0000_0000;
-/// A length above this (16 MiB) is "huge" (`fuzz.skip=huge`).
-pub const HUGE_BYTES: u64 = 16 << 20;
+/// A user page no call ever names, for `debug_write`'s quiet pointers.
+const NEVER_MAPPED: u64 = 0x3100_0000_0000;
+/// A length above this (2 MiB) is "huge" (`fuzz.skip=huge`): zeroing 16 MiB
+/// for `map_anon` already keeps TCG in the kernel for 25-35 ms.
+pub const HUGE_BYTES: u64 = 2 << 20;
 /// The longest sleep a script or a worker may ask for.
 const MAX_SLEEP_NS: u64 = 2_000_000;
 
@@ -158,6 +162,14 @@ pub fn blocking(nr: u64) -> bool {
     )
 }
 
+/// Output only from ranges that cannot be mapped: the call still checks and
+/// copies, but the transcript gets no junk.
+fn quiet_debug_write(c: &mut Call) {
+    if c.nr == Sysnum::DebugWrite as u64 && user_range_ok(c.args[0], c.args[1]) {
+        c.args[0] = NEVER_MAPPED + (c.args[0] & 0xfff);
+    }
+}
+
 /// Rules every call obeys wherever it runs: bounded sleeps, no output of
 /// mapped bytes (the transcript stays readable), the skip switches.
 fn common(c: &mut Call, cfg: &Config, r: &mut Rng) {
@@ -166,11 +178,7 @@ fn common(c: &mut Call, cfg: &Config, r: &mut Rng) {
     };
     match n {
         Sysnum::SleepNs => c.args[0] %= MAX_SLEEP_NS + 1,
-        // Output only from ranges that cannot be mapped: the call still
-        // checks and copies, but the transcript gets no junk.
-        Sysnum::DebugWrite if user_range_ok(c.args[0], c.args[1]) => {
-            c.args[0] = UNMAPPED + (c.args[0] & 0xfff);
-        }
+        Sysnum::DebugWrite => quiet_debug_write(c),
         Sysnum::SetPriority if cfg.skips(Category::Prio) && c.args[0] < 4 => {
             c.args[0] = 4 + r.below(4);
         }
@@ -184,9 +192,9 @@ fn common(c: &mut Call, cfg: &Config, r: &mut Rng) {
         Sysnum::ProcessSpawn
             if cfg.skips(Category::Huge)
                 && user_range_ok(c.args[0], c.args[1])
-                && c.args[1] > HUGE_BYTES / 16 =>
+                && c.args[1] > HUGE_BYTES =>
         {
-            c.args[1] = HUGE_BYTES / 16;
+            c.args[1] = HUGE_BYTES;
         }
         _ => {}
     }
@@ -253,6 +261,7 @@ pub fn for_child(c: &mut Call, index: usize, cfg: &Config, r: &mut Rng) {
             *a = child_mapped + (*a & 0x1f_ffff) % 0x2000;
         }
     }
+    quiet_debug_write(c);
     let Ok(n) = Sysnum::try_from(c.nr) else {
         return;
     };

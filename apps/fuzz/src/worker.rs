@@ -43,7 +43,8 @@ static SLOTS: [Slot; MAX_WORKERS] = [const {
 
 /// The run's parameters, for the workers.
 static CFG_WORD: AtomicU64 = AtomicU64::new(0);
-static PER_WORKER: AtomicU64 = AtomicU64::new(0);
+static ITERS: AtomicU64 = AtomicU64::new(0);
+static WORKERS: AtomicU64 = AtomicU64::new(1);
 static NCPUS: AtomicU64 = AtomicU64::new(1);
 
 fn cfg() -> Config {
@@ -216,7 +217,12 @@ extern "C" fn worker(w: u64) -> ! {
     let cfg = cfg();
     let _ = sys::set_affinity(w as u64 % NCPUS.load(Ordering::Relaxed));
     let mut r = Rng::new(cfg.seed as u64, w as u64 + 1);
-    let n = PER_WORKER.load(Ordering::Relaxed);
+    // This worker's share: the remainder goes to the first workers.
+    let (total, nw) = (
+        ITERS.load(Ordering::Relaxed),
+        WORKERS.load(Ordering::Relaxed),
+    );
+    let n = total / nw + u64::from((w as u64) < total % nw);
     let mut pending = Script::new();
     let mut first = 0;
     for i in 0..n {
@@ -252,7 +258,8 @@ const HANG_NS: u64 = 20_000_000_000;
 pub fn run(cfg: &Config, workers: usize, ncpus: u64) -> bool {
     CFG_WORD.store(cfg.encode(), Ordering::Relaxed);
     NCPUS.store(ncpus.max(1), Ordering::Relaxed);
-    PER_WORKER.store(cfg.iters.div_ceil(workers as u64), Ordering::Relaxed);
+    ITERS.store(cfg.iters, Ordering::Relaxed);
+    WORKERS.store(workers as u64, Ordering::Relaxed);
     let mut threads: [Option<util::Thread>; MAX_WORKERS] = [const { None }; MAX_WORKERS];
     for (w, t) in threads.iter_mut().enumerate().take(workers) {
         match util::spawn(worker, w as u64) {
