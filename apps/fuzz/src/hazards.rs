@@ -379,6 +379,11 @@ fn last_page_hazard() {
 
 /// Runs every hazard.
 pub fn run(cfg: &Config) {
+    // The workers may have left the last user page mapped; the bad-RSP
+    // hazards count on it being absent (a push at a non-canonical RSP
+    // lands just below USER_END).
+    // SAFETY: nothing of the fuzzer's lives in the last page.
+    let _ = unsafe { sys::unmap(LAST_PAGE, 4096) };
     instruction_hazards();
     flag_hazards();
     rsp_hazards();

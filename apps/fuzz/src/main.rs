@@ -121,7 +121,7 @@ fn main(arg: u64) -> i32 {
     };
     let t0 = sys::clock_ns();
 
-    let finished = worker::run(&cfg, workers, ncpus);
+    let mut finished = worker::run(&cfg, workers, ncpus);
     let t1 = sys::clock_ns();
     println!(
         "fuzz: phase 1: {} syscalls in {} ms, {} child scripts",
@@ -135,7 +135,7 @@ fn main(arg: u64) -> i32 {
         }
         let t2 = sys::clock_ns();
         println!("fuzz: phase 2 (hazards): {} ms", (t2 - t1) / 1_000_000);
-        storms::run(&cfg);
+        finished = storms::run(&cfg);
         println!(
             "fuzz: phase 3 (storms): {} ms",
             (sys::clock_ns() - t2) / 1_000_000

@@ -100,6 +100,35 @@ global_asm!(
     "syscall",
     "ud2",
     "mica_fuzz_spinner_end:",
+    // breeders: two threads that spawn threads that spawn threads (none
+    // uses its stack), then process_exit(5) 2 ms later.
+    "mica_fuzz_breeders:",
+    "call 4f",                       // twice: start a breeder
+    "call 4f",
+    "mov edi, 2000000",              // rdi: 2 ms
+    "mov eax, {sleep}",
+    "syscall",
+    "mov edi, 5",                    // rdi: exit code 5
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "4:",
+    "lea rdi, [rip + 5f]",           // rdi: entry = a breeder
+    "mov rsi, {stack_top}",          // rsi: a stack top (never used)
+    "xor edx, edx",
+    "mov eax, {tspawn}",
+    "syscall",
+    "ret",
+    "5:",
+    "lea rdi, [rip + 5b]",           // a breeder: start another breeder...
+    "mov rsi, {stack_top}",
+    "xor edx, edx",
+    "mov eax, {tspawn}",
+    "syscall",
+    "mov eax, {yield_}",             // ...let it run...
+    "syscall",
+    "jmp 5b",                        // ...forever
+    "mica_fuzz_breeders_end:",
     ".popsection",
     hog_base = const 0x1000_0000_0000u64,
     write = const prot::WRITE,
@@ -108,6 +137,9 @@ global_asm!(
     sleep = const Sysnum::SleepNs as u64,
     prio = const Sysnum::SetPriority as u64,
     affinity = const Sysnum::SetAffinity as u64,
+    tspawn = const Sysnum::ThreadSpawn as u64,
+    yield_ = const Sysnum::Yield as u64,
+    stack_top = const abi::layout::INIT_STACK_TOP - 0x100,
 );
 
 extern "C" {
@@ -119,6 +151,8 @@ extern "C" {
     static mica_fuzz_sleeper_end: u8;
     static mica_fuzz_spinner: u8;
     static mica_fuzz_spinner_end: u8;
+    static mica_fuzz_breeders: u8;
+    static mica_fuzz_breeders_end: u8;
 }
 
 #[derive(Clone, Copy)]
@@ -126,6 +160,7 @@ enum Prog {
     Hog,
     Sleeper,
     Spinner,
+    Breeders,
 }
 
 /// A child program's boot image in `out`; its length.
@@ -135,6 +170,10 @@ fn image(p: Prog, out: &mut [u8]) -> usize {
         Prog::Hog => (addr_of!(mica_fuzz_hog), addr_of!(mica_fuzz_hog_end)),
         Prog::Sleeper => (addr_of!(mica_fuzz_sleeper), addr_of!(mica_fuzz_sleeper_end)),
         Prog::Spinner => (addr_of!(mica_fuzz_spinner), addr_of!(mica_fuzz_spinner_end)),
+        Prog::Breeders => (
+            addr_of!(mica_fuzz_breeders),
+            addr_of!(mica_fuzz_breeders_end),
+        ),
     };
     // SAFETY: both labels are in the same read-only section, `e` after `s`.
     let code = unsafe { core::slice::from_raw_parts(s, e.offset_from(s) as usize) };
@@ -177,6 +216,49 @@ fn priority_probe() {
             worst / 1_000_000
         );
     }
+}
+
+/// The breeders' status word once their wait returned (0: not yet).
+static BRED: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn wait_breeders(pid: u64) -> ! {
+    let w = sys::process_wait(pid).unwrap_or(u64::MAX);
+    BRED.store(w | 1 << 63, Ordering::Release);
+    sys::thread_exit(0)
+}
+
+/// Issue 7 item 2: a child whose threads keep creating threads calls
+/// `process_exit(5)`; its wait must return within 5 s. False if it did not
+/// (the child runs on: the fuzzer cannot recover without a kill).
+fn exit_race_probe() -> bool {
+    let mut buf = [0u8; 256];
+    let len = image(Prog::Breeders, &mut buf);
+    let Ok(pid) = sys::process_spawn(&buf[..len], 0) else {
+        return true;
+    };
+    BRED.store(0, Ordering::Relaxed);
+    let Ok(waiter) = util::spawn(wait_breeders, pid) else {
+        return true;
+    };
+    let t0 = sys::clock_ns();
+    while BRED.load(Ordering::Acquire) == 0 {
+        if sys::clock_ns() - t0 > 5_000_000_000 {
+            finding!(
+                "exit race: a child whose threads keep spawning threads called process_exit(5); 5 s later it had not ended"
+            );
+            return false;
+        }
+        sys::sleep_ns(10_000_000);
+    }
+    let _ = waiter.join();
+    let word = BRED.load(Ordering::Relaxed) & !(1 << 63);
+    if word != status::exited(5) {
+        finding!(
+            "exit race: the breeding child ended with {:?}, not Exited(5)",
+            status::decode(word)
+        );
+    }
+    true
 }
 
 const MAX_STORM: usize = 4096;
@@ -353,8 +435,12 @@ fn flips(cfg: &Config, count: u64) {
     println!("fuzz: bit flips: {count} images, {refused} refused, {ran} ran");
 }
 
-/// Runs phase 3.
-pub fn run(cfg: &Config) {
+/// Runs phase 3; false if the machine is left in a state the run cannot
+/// recover from (reported).
+pub fn run(cfg: &Config) -> bool {
+    if !cfg.skips(Category::ExitRace) && !exit_race_probe() {
+        return false;
+    }
     if !cfg.skips(Category::Prio) {
         priority_probe();
     }
@@ -367,4 +453,5 @@ pub fn run(cfg: &Config) {
     if !cfg.skips(Category::Flip) {
         flips(cfg, 300);
     }
+    true
 }
