@@ -220,8 +220,18 @@ fn priority_probe() {
 
 /// The breeders' status word once their wait returned (0: not yet).
 static BRED: AtomicU64 = AtomicU64::new(0);
+/// The breeders' pid once spawned (0: not yet; u64::MAX: spawn failed).
+static BRED_PID: AtomicU64 = AtomicU64::new(0);
 
-extern "C" fn wait_breeders(pid: u64) -> ! {
+/// Started before the breeders (which may fill the thread table): waits
+/// for their pid, then for them.
+extern "C" fn wait_breeders(_: u64) -> ! {
+    let pid = loop {
+        match BRED_PID.load(Ordering::Acquire) {
+            0 => sys::sleep_ns(1_000_000),
+            pid => break pid,
+        }
+    };
     let w = sys::process_wait(pid).unwrap_or(u64::MAX);
     BRED.store(w | 1 << 63, Ordering::Release);
     sys::thread_exit(0)
@@ -233,13 +243,19 @@ extern "C" fn wait_breeders(pid: u64) -> ! {
 fn exit_race_probe() -> bool {
     let mut buf = [0u8; 256];
     let len = image(Prog::Breeders, &mut buf);
-    let Ok(pid) = sys::process_spawn(&buf[..len], 0) else {
-        return true;
-    };
     BRED.store(0, Ordering::Relaxed);
-    let Ok(waiter) = util::spawn(wait_breeders, pid) else {
+    BRED_PID.store(0, Ordering::Relaxed);
+    let Ok(waiter) = util::spawn(wait_breeders, 0) else {
         return true;
     };
+    match sys::process_spawn(&buf[..len], 0) {
+        Ok(pid) => BRED_PID.store(pid, Ordering::Release),
+        Err(_) => {
+            BRED_PID.store(u64::MAX, Ordering::Release);
+            let _ = waiter.join();
+            return true;
+        }
+    }
     let t0 = sys::clock_ns();
     while BRED.load(Ordering::Acquire) == 0 {
         if sys::clock_ns() - t0 > 5_000_000_000 {
