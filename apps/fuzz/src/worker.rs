@@ -2,9 +2,17 @@
 //! share of the random syscalls (directly, or batched into child scripts),
 //! timing every call; the main thread watches their progress.
 //!
-//! A call that took more than [`SLOW_MS`] is repeated twice (directly, or
-//! by re-running the same child image); only a call slow all three times is
-//! a finding, so a host that stalls a vCPU now and then is not one.
+//! A call that took more than [`SLOW_MS`] becomes a suspect; once every
+//! worker is done, each suspect is replayed alone in a fresh child three
+//! times and only a call slow all three times is a finding, so a host that
+//! stalls a vCPU (and with it every TLB shootdown) now and then is not one.
+//!
+//! # Orderings
+//! The run's parameters are stored before the workers are spawned (the
+//! spawn syscall orders them). Progress and the call in flight are Relaxed:
+//! the watchdog only compares and prints them. `done` is Release/Acquire so
+//! the watchdog sees a finished worker's last progress. The suspect list is
+//! read only after every worker has been joined.
 
 use crate::child::{self, Call, Outcome, Script};
 use crate::finding;
@@ -99,13 +107,13 @@ struct Suspect {
 const MAX_SUSPECTS: usize = 32;
 
 struct Suspects {
-    list: spin_free::Cell<[Option<Suspect>; MAX_SUSPECTS]>,
+    list: once::Cell<[Option<Suspect>; MAX_SUSPECTS]>,
     next: AtomicU64,
 }
 
 /// A write-once-per-slot array: each slot index is handed out once by
 /// `next`, and read only after every worker has been joined.
-mod spin_free {
+mod once {
     pub struct Cell<T>(pub core::cell::UnsafeCell<T>);
     // SAFETY: see `Suspects`: every slot has one writer, and readers come
     // after the writers' threads were joined (join orders the accesses).
@@ -113,7 +121,7 @@ mod spin_free {
 }
 
 static SUSPECTS: Suspects = Suspects {
-    list: spin_free::Cell(core::cell::UnsafeCell::new([None; MAX_SUSPECTS])),
+    list: once::Cell(core::cell::UnsafeCell::new([None; MAX_SUSPECTS])),
     next: AtomicU64::new(0),
 };
 
