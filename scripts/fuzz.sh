@@ -40,7 +40,7 @@ echo "fuzz.sh: seed=$seed iters=$iters smp=$smp skip=${skip:-none} timeout=${tim
 start=$SECONDS
 status=0
 target/debug/mica --headless --timeout "$timeout" --smp "$smp" --cmdline "$cmdline" "${extra[@]}" \
-  </dev/null 2>&1 | sed -E $'s/\x1b\\[[0-9;?]*[A-Za-z]//g; s/\x1b[()][A-Z0-9]//g; s/\r//g' >"$log" \
+  </dev/null 2>&1 | sed -u -E $'s/\x1b\\[[0-9;?]*[A-Za-z]//g; s/\x1b[()][A-Z0-9]//g; s/\r//g' >"$log" \
   || status=$?
 secs=$((SECONDS - start))
 grep -a -E '^(\[pid [0-9]+\] )?fuzz: (FINDING|phase|seed=)|KERNEL PANIC|EXCEPTION' "$log" || true

@@ -462,7 +462,10 @@ pub fn run(cfg: &Config) -> bool {
     }
     if !cfg.skips(Category::Storms) {
         thread_storm(true);
-        thread_churn(2000);
+        // Scaled with the run: at a million syscalls, 125,000 rounds, which
+        // with `--mem 64` is where a kernel that never forgets joined
+        // threads ran out of heap (issue 7 item 1).
+        thread_churn((cfg.iters / 8).max(2000));
         process_storm();
         memory_storm();
     }

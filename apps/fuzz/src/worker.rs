@@ -281,6 +281,8 @@ pub fn run(cfg: &Config, workers: usize, ncpus: u64) -> bool {
     // The watchdog: some worker must make progress every HANG_NS.
     let mut last = u64::MAX;
     let mut since = sys::clock_ns();
+    let tenth = (cfg.iters / 10).max(1);
+    let mut shown = 0;
     loop {
         let all_done = (0..workers).all(|w| SLOTS[w].done.load(Ordering::Acquire));
         if all_done {
@@ -290,6 +292,10 @@ pub fn run(cfg: &Config, workers: usize, ncpus: u64) -> bool {
             .map(|w| SLOTS[w].progress.load(Ordering::Relaxed))
             .sum();
         let now = sys::clock_ns();
+        if total / tenth > shown && cfg.iters >= 100_000 {
+            shown = total / tenth;
+            println!("fuzz: progress {total}/{}", cfg.iters);
+        }
         if total != last {
             last = total;
             since = now;
