@@ -275,9 +275,25 @@ pub fn for_child(c: &mut Call, index: usize, cfg: &Config, r: &mut Rng) {
                 c.args[0] = CHILD_TEXT;
                 c.args[1] = INIT_STACK_TOP - 0x8000 - 16 * r.below(64);
             }
-            if cfg.skips(Category::ExitRace) && c.args[0] == CHILD_TEXT {
-                c.args[0] = CHILD_TEXT + 0x800; // zeros: faults at once
+            // A thread must start either at the interpreter's first byte
+            // (it ends: the script is finite) or where it faults at once:
+            // entered mid-interpreter it could loop forever, and then the
+            // child never ends (there is no kill yet). The rest of the code
+            // page is zeros (`add [rax], al` with RAX = 0: #PF).
+            let in_text = c.args[0] > CHILD_TEXT && c.args[0] < CHILD_TEXT + PAGE_SIZE;
+            if in_text || cfg.skips(Category::ExitRace) && c.args[0] == CHILD_TEXT {
+                c.args[0] = CHILD_TEXT + 0x800;
             }
+        }
+        // The data segment holds the script: never let it become code a
+        // thread could loop in (anonymous pages elsewhere are zeros and
+        // fault at once).
+        Sysnum::Protect | Sysnum::MapAnon
+            if c.args[2] & prot::EXEC != 0
+                && c.args[0] < CHILD_DATA + child::DATA_PAGES * PAGE_SIZE
+                && c.args[0].saturating_add(c.args[1]) > CHILD_DATA =>
+        {
+            c.args[2] &= !prot::EXEC;
         }
         Sysnum::ProcessSpawn => {
             if r.one_in(3) {

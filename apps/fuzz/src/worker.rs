@@ -90,10 +90,18 @@ fn direct(w: usize, i: u64, c: &Call) {
             }
         }
     }
+    if c.nr == Sysnum::SetPriority as u64 {
+        // Back to the default: a worker left at a low priority would starve
+        // behind any busy thread for the rest of the run (strict priorities).
+        let _ = sys::set_priority(DEFAULT_PRIORITY);
+    }
     if c.flags & child::TIMED != 0 && dt > slow_ticks() {
         suspect(w, i, c);
     }
 }
+
+/// The priority threads start with.
+const DEFAULT_PRIORITY: u64 = 4;
 
 /// A call that was slow once, to be replayed when the machine is quiet.
 #[derive(Clone, Copy)]
