@@ -182,24 +182,31 @@ fn common(c: &mut Call, cfg: &Config, r: &mut Rng) {
         Sysnum::SetPriority if cfg.skips(Category::Prio) && c.args[0] < 4 => {
             c.args[0] = 4 + r.below(4);
         }
-        Sysnum::MapAnon | Sysnum::Unmap | Sysnum::Protect
-            if cfg.skips(Category::Huge)
-                && accepted_range(c.args[0], c.args[1]).is_some()
-                && c.args[1] > HUGE_BYTES =>
-        {
-            c.args[1] = HUGE_BYTES;
-        }
-        Sysnum::ProcessSpawn
-            if cfg.skips(Category::Huge)
-                && user_range_ok(c.args[0], c.args[1])
-                && c.args[1] > HUGE_BYTES =>
-        {
-            c.args[1] = HUGE_BYTES;
-        }
         _ => {}
     }
+    clip_huge(c, cfg);
     if !blocking(c.nr) {
         c.flags |= TIMED;
+    }
+}
+
+/// `fuzz.skip=huge`: a valid range over [`HUGE_BYTES`] is cut to that.
+/// Applied again after [`for_child`] moves addresses (an arena address
+/// plus a length up to `USER_END` is refused; the same length from a child's
+/// low address is not).
+fn clip_huge(c: &mut Call, cfg: &Config) {
+    if !cfg.skips(Category::Huge) || c.args[1] <= HUGE_BYTES {
+        return;
+    }
+    let valid = match Sysnum::try_from(c.nr) {
+        Ok(Sysnum::MapAnon | Sysnum::Unmap | Sysnum::Protect) => {
+            accepted_range(c.args[0], c.args[1]).is_some()
+        }
+        Ok(Sysnum::ProcessSpawn) => user_range_ok(c.args[0], c.args[1]),
+        _ => false,
+    };
+    if valid {
+        c.args[1] = HUGE_BYTES;
     }
 }
 
@@ -262,6 +269,7 @@ pub fn for_child(c: &mut Call, index: usize, cfg: &Config, r: &mut Rng) {
         }
     }
     quiet_debug_write(c);
+    clip_huge(c, cfg);
     let Ok(n) = Sysnum::try_from(c.nr) else {
         return;
     };
