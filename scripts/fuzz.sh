@@ -7,8 +7,8 @@
 # keeps the transcript in target/fuzz/seed-S.log, prints every finding and the
 # summary line, and exits 0 only if the guest reported success and the
 # summary says `ok`. The default timeout allows about 1.5 ms per syscall
-# plus two minutes (a million syscalls at -smp 4 take about 8 minutes on a
-# loaded 2-core host).
+# plus two minutes (a million syscalls at -smp 4 took 76 s here; a heavily
+# loaded 2-core host can make that several times longer).
 #
 # --skip takes the fuzzer's categories (huge, ldt, prio, exit_race, orphans,
 # flip, hazards, storms); see the README's fuzzer section.

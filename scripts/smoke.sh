@@ -110,13 +110,13 @@ boot_case x2apic-smp4 "--smp 4 --cpu max,+x2apic --cmdline ktest" 0 \
   'x2APIC APIC' \
   '^[0-9]+ passed, 0 failed' '!PANIC'
 
-# The syscall fuzzer, bounded: a fixed seed, 20000 random syscalls over 8
+# The syscall fuzzer, bounded: a fixed seed, 50000 random syscalls over 8
 # threads on 4 CPUs, then the hazards and storms and the leak check. The skips
 # are the categories that trip over known defects on today's main (issue 7:
 # huge = items 12/13, ldt = item 0, prio = item 6, orphans = item 5, exit_race =
 # item 2); drop each once its fix is merged. Longer runs: scripts/fuzz.sh.
-boot_case fuzz-smp4 "--smp 4 --cmdline 'init=fuzz fuzz.seed=1 fuzz.iters=20000 fuzz.skip=huge,ldt,prio,orphans,exit_race log=error'" 0 \
-  '^(\[pid [0-9]+\] )?fuzz: seed=1 syscalls=20000 faults=[0-9]+ ok$' \
+boot_case fuzz-smp4 "--smp 4 --cmdline 'init=fuzz fuzz.seed=1 fuzz.iters=50000 fuzz.skip=huge,ldt,prio,orphans,exit_race log=error'" 0 \
+  '^(\[pid [0-9]+\] )?fuzz: seed=1 syscalls=50000 faults=[0-9]+ ok$' \
   'shutdown requested by init \(success\)' \
   '!PANIC' '!FINDING'
 
