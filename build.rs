@@ -30,6 +30,7 @@ const USER_PROGRAMS: &[(&str, &str, &str, bool)] = &[
     ("init", "init", "init", true),
     ("tests", "tests", "tests", true),
     ("bench", "bench", "bench", true),
+    ("fuzz", "fuzz", "fuzz", true),
 ];
 
 fn main() {

@@ -203,6 +203,14 @@ boot_case nmi-storm-smp4 "--smp 4 --cmdline 'init=tests nmi.storm=1'" 0 \
   '^mica: shutdown requested by init \(success\)' \
   '!^KERNEL PANIC' '!FAILED'
 
+# The syscall fuzzer, bounded: a fixed seed, 50000 random syscalls over 8
+# threads on 4 CPUs, then the hazards and storms and the leak check, with every
+# category on. Longer runs: scripts/fuzz.sh.
+boot_case fuzz-smp4 "--smp 4 --timeout 120 --cmdline 'init=fuzz fuzz.seed=1 fuzz.iters=50000 fuzz.skip=huge log=error'" 0 \
+  '^\[pid [0-9]+\] fuzz: seed=1 syscalls=50000 faults=[0-9]+ ok$' \
+  '^mica: shutdown requested by init \(success\)' \
+  '!^KERNEL PANIC' '!FINDING'
+
 # --- machinery ------------------------------------------------------------------------
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-60}
 SMOKE_JOBS=${SMOKE_JOBS:-2}

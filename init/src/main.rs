@@ -7,6 +7,8 @@
 //! - `init=tests`: runs the `tests` module and powers off with its verdict;
 //! - `init=bench`: runs the `bench` module, then measures `yield_switch` against
 //!   a second copy of `bench` started as a yield peer, then prints `BENCH-DONE`;
+//! - `init=fuzz`: runs the `fuzz` module (the syscall fuzzer) with the
+//!   command line's `fuzz.*` parameters and powers off with its verdict;
 //! - nothing: exits after the greeting (the servers land here later).
 #![no_std]
 #![no_main]
@@ -46,8 +48,9 @@ fn main(arg: u64) -> i32 {
         None | Some("") => 0,
         Some("tests") => verdict(run_module(info, "tests", 0)),
         Some("bench") => bench(info),
+        Some("fuzz") => fuzz(info),
         Some(other) => {
-            println!("init: unknown init={other} (tests, bench)");
+            println!("init: unknown init={other} (tests, bench, fuzz)");
             let _ = sys::shutdown(false);
             1
         }
@@ -98,6 +101,18 @@ fn verdict(st: Option<Status>) -> i32 {
     }
     let _ = sys::shutdown(ok);
     i32::from(!ok)
+}
+
+/// Runs the syscall fuzzer with `fuzz.seed`, `fuzz.iters` and `fuzz.skip`
+/// from the command line, and powers off with its verdict.
+fn fuzz(info: &BootInfo) -> i32 {
+    match fuzz::Config::from_cmdline(|key| cmdline_arg(info.cmdline(), key)) {
+        Ok(cfg) => verdict(run_module(info, "fuzz", cfg.encode())),
+        Err(e) => {
+            println!("init: {e}");
+            verdict(None)
+        }
+    }
 }
 
 /// Iterations of the yield benchmark (the peer yields this many times too).
