@@ -145,22 +145,25 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
 5:  mov rax, gs:[{cur}]                     // rax: the current Thread (IF is off: it stays)
     test dword ptr [rax + {work}], {work_mask} // any work before ring 3 (kill, ...)?
     jnz 6f                                  // rare: the slow path below
-    mov r11, [rsp + {rflags}]               // r11: the user's RFLAGS as saved
-    and r11, {user_flags}                   // keep only flags ring 3 may set
-    or r11, 0x202                           // IF on, reserved bit 1
-    mov [rsp + {rflags}], r11               // (the iretq path reads the frame)
-    test r11d, 0x100                        // TF set: single-step via iretq
-    jnz isr_return                          // full iretq path (swapgs there)
+    test byte ptr [rsp + {rflags} + 1], 1   // frame.rflags.TF (bit 8): single-step?
+    jnz 7f                                  // rare: return through iretq
     "#,
     pop_gprs!(),                            // rax = result; rcx, r11 reloaded below
     r#"
     mov rcx, [rsp + 16]                     // rcx := frame.rip (checked canonical)
-    mov r11, [rsp + 32]                     // r11 := frame.rflags (sanitised)
+    mov r11, [rsp + 32]                     // r11 := frame.rflags as saved
+    and r11, {user_flags}                   // keep only flags ring 3 may set
+    or r11, 0x202                           // IF on, reserved bit 1 (IOPL 0, NT/RF/VM off)
     mov rsp, [rsp + 40]                     // rsp := user stack (IF is off: no IRQ here)
     swapgs                                  // GS base := the user's
     sysretq
 6:  call {work_fn}                          // does the work (a killed thread never returns)
     jmp 5b                                  // test again: work may have been added meanwhile
+7:  mov r11, [rsp + {rflags}]               // r11: the user's RFLAGS as saved
+    and r11, {user_flags}                   // keep only flags ring 3 may set
+    or r11, 0x202                           // IF on, reserved bit 1
+    mov [rsp + {rflags}], r11               // the iretq path reads the frame
+    jmp isr_return                          // full iretq path (swapgs there)
     "#,
     ursp = const OFF_USER_RSP,
     krsp = const OFF_KERNEL_RSP,
