@@ -407,15 +407,37 @@ pub fn ktest_borrowed_record_goes_with_unmap() -> Result<(), &'static str> {
         space
             .map_frames(VA, lent.addr(), 4, ro, true)
             .map_err(|_| "map_frames (borrowed) failed")?;
+        if space.protect(VA, PAGE_SIZE, prot::WRITE) != Err(Error::PermissionDenied) {
+            return Err("a lent page could be made writable");
+        }
+        // A protect that fails part-way changes nothing: an owned read-only
+        // page before the lent one stays read-only.
+        space
+            .map_anon(VA - PAGE_SIZE, PAGE_SIZE, 0)
+            .map_err(|_| "map_anon below the lent pages failed")?;
+        if space.protect(VA - PAGE_SIZE, 2 * PAGE_SIZE, prot::WRITE) != Err(Error::PermissionDenied)
+        {
+            return Err("a range with a lent page could be made writable");
+        }
+        let still_ro = {
+            let inner = space.inner.lock();
+            inner
+                .pt
+                .translate(&mut DirectMem, VA - PAGE_SIZE)
+                .is_some_and(|(_, f, _)| !f.contains(PteFlags::WRITABLE))
+        };
+        if !still_ro {
+            return Err("a failed protect changed a page before the failing one");
+        }
+        space
+            .unmap(VA - PAGE_SIZE, PAGE_SIZE)
+            .map_err(|_| "unmap below the lent pages failed")?;
         let before = mem::free_frames();
         space
             .unmap(VA + PAGE_SIZE, 2 * PAGE_SIZE)
             .map_err(|_| "unmap of lent pages failed")?;
         if mem::free_frames() != before {
             return Err("unmapping lent pages freed them");
-        }
-        if space.protect(VA, PAGE_SIZE, prot::WRITE) != Err(Error::PermissionDenied) {
-            return Err("a lent page could be made writable");
         }
         space
             .map_anon(VA + PAGE_SIZE, 2 * PAGE_SIZE, prot::WRITE)
