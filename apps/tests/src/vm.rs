@@ -94,6 +94,23 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, u64) {
 /// them take milliseconds at most (they skip absent tables), and a
 /// `protect` that fails on a hole changes nothing.
 pub fn huge_ranges_cost_what_is_mapped() -> TestResult {
+    // Up to three tries, as in `whole_user_range_unmap_is_fast`.
+    let mut r = Ok(());
+    for _ in 0..3 {
+        r = huge_ranges_once();
+        // SAFETY: only this case uses the region.
+        let _ = unsafe { sys::unmap(HUGE, HUGE_LEN) };
+        if r != Err(SLOW) {
+            return r;
+        }
+    }
+    r
+}
+
+/// The verdict of a try that was correct but slow.
+const SLOW: &str = "unmap/protect of a huge sparse range was not fast";
+
+fn huge_ranges_once() -> TestResult {
     let pages = [HUGE, HUGE + HUGE_LEN / 2 + 7 * PAGE, HUGE + HUGE_LEN - PAGE];
     for (i, &va) in pages.iter().enumerate() {
         page(va, i as u64 + 1)?;
@@ -104,7 +121,7 @@ pub fn huge_ranges_cost_what_is_mapped() -> TestResult {
     let (r, ns) = timed(|| unsafe { sys::protect(HUGE, HUGE_LEN, 0) });
     if ns > LIMIT_NS {
         note!("protect of 2^32 pages took {} us", ns / 1000);
-        return Err("protect of a huge sparse range was not fast");
+        return Err(SLOW);
     }
     expect_err(r, &[Error::NotFound], "protect over holes was not NotFound")?;
     for (i, &va) in pages.iter().enumerate() {
@@ -121,7 +138,7 @@ pub fn huge_ranges_cost_what_is_mapped() -> TestResult {
     r.map_err(|_| "unmap of a huge sparse range failed")?;
     if ns > LIMIT_NS {
         note!("unmap of 2^32 pages took {} us", ns / 1000);
-        return Err("unmap of a huge sparse range was not fast");
+        return Err(SLOW);
     }
     let after = sys::sysinfo().map_err(|_| "sysinfo failed")?.free_bytes;
     if after < before + 3 * PAGE {
@@ -134,7 +151,7 @@ pub fn huge_ranges_cost_what_is_mapped() -> TestResult {
     r.map_err(|_| "unmap of an empty huge range failed")?;
     if ns > LIMIT_NS {
         note!("unmap of 2^32 empty pages took {} us", ns / 1000);
-        return Err("unmap of an empty huge range was not fast");
+        return Err(SLOW);
     }
     Ok(())
 }
@@ -151,10 +168,21 @@ pub fn whole_user_range_unmap_is_fast() -> TestResult {
     let text = unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) };
     let mut buf = [0u8; 512];
     let len = encode_code(CHILD_TEXT, text, &mut buf).map_err(|_| "cannot encode the child")?;
-    let pid = sys::process_spawn(&buf[..len], 0).map_err(|_| "process_spawn failed")?;
-    let st = sys::process_wait(pid).map_err(|_| "process_wait failed")?;
-    match status::decode(st) {
-        Status::Exited(units) if (units as u64) * 1024 < LIMIT_NS => Ok(()),
+    // Up to three tries: a host that deschedules the emulator for 5 ms
+    // during one try is noise (plain TCG time is host time); a kernel that
+    // walks every named page is slow every time.
+    let mut last = Status::Exited(-1);
+    for _ in 0..3 {
+        let pid = sys::process_spawn(&buf[..len], 0).map_err(|_| "process_spawn failed")?;
+        let st = sys::process_wait(pid).map_err(|_| "process_wait failed")?;
+        last = status::decode(st);
+        if let Status::Exited(units) = last {
+            if (units as u64) * 1024 < LIMIT_NS {
+                return Ok(());
+            }
+        }
+    }
+    match last {
         Status::Exited(units) => {
             note!(
                 "the child took about {} us (or an unmap failed)",
