@@ -70,6 +70,10 @@ const CASES: &[Case] = &[
         heap_serves_small_and_large_blocks,
     ),
     ("map_write_translate_unmap", map_write_translate_unmap),
+    (
+        "borrowed_record_goes_with_unmap",
+        crate::vm::ktest_borrowed_record_goes_with_unmap,
+    ),
     ("kernel_text_is_not_writable", kernel_text_is_not_writable),
     (
         "kernel_rodata_is_not_writable",

@@ -22,6 +22,9 @@ pub const INIT_PID: u64 = 1;
 /// Where init finds its boot-information page.
 pub const BOOTINFO_VA: u64 = abi::bootinfo::MODULES_BASE - PAGE_SIZE;
 
+/// Pages copied between two preemption points while building a process.
+const PREEMPT_PAGES: u64 = 16;
+
 /// Builds a process from a boot image: maps every segment (file bytes copied,
 /// the rest zero) and a stack. Returns the process and its entry point.
 pub fn build(image: &[u8], parent: Option<&Arc<Process>>) -> Result<(Arc<Process>, u64), Error> {
@@ -44,7 +47,11 @@ pub fn build(image: &[u8], parent: Option<&Arc<Process>>) -> Result<(Arc<Process
             let flags = crate::vm::prot_flags(p_bits)?;
             let pages = seg.mem_size.div_ceil(PAGE_SIZE);
             for i in 0..pages {
-                // preemption point (the image can be up to 16 MiB)
+                // The image can be up to 16 MiB: let interrupts in every few
+                // pages (no lock is held here; the new process is not running).
+                if i % PREEMPT_PAGES == PREEMPT_PAGES - 1 {
+                    crate::sched::preemption_point();
+                }
                 let frame = mem::alloc_zeroed_frame().map_err(|_| Error::NoMemory)?;
                 let off = (i * PAGE_SIZE) as usize;
                 if off < bytes.len() {

@@ -307,10 +307,19 @@ pub extern "C" fn finish_switch() {
     }
 }
 
-/// Timer interrupt: wakes sleepers and preempts at the end of a slice.
+/// Timer interrupt: wakes sleepers and preempts at the end of a slice, or at
+/// once when a better thread than the running one is ready here (a woken
+/// high-priority sleeper must not wait out a lower one's slice).
 pub fn tick() {
     crate::time::wake_sleepers();
     let c = &CPUS[me()];
+    if c.queued.load(Ordering::Relaxed) > 0 && !current().is_idle() {
+        let best = c.rq.lock_irqs_off().best_priority();
+        if best.is_some_and(|b| b < current().priority.load(Ordering::Relaxed) as usize) {
+            schedule();
+            return;
+        }
+    }
     if current().is_idle() {
         if c.queued.load(Ordering::Relaxed) > 0 || any_stealable(me()) {
             schedule();
@@ -351,6 +360,30 @@ pub fn idle_loop() -> ! {
         // SAFETY: enabling interrupts and halting is the idle thread's job.
         unsafe { core::arch::asm!("sti", "hlt", options(nomem, nostack)) };
     }
+}
+
+/// A preemption point for long kernel work. Syscalls run with interrupts
+/// off; work that grows with an argument calls this between bounded chunks,
+/// with **no lock held** (an interrupt handler may switch threads here, and
+/// the thread may resume on this CPU much later). It opens the interrupt
+/// window for one instruction: every interrupt already pending (the timer, a
+/// reschedule or shootdown IPI) is taken at the `nop`, and the timer's
+/// `tick` may switch to a better thread — a switch from kernel mode, exactly
+/// as the idle loop is switched away from, resumed here by the next switch
+/// back. Nothing pending costs three instructions.
+/// (Called with interrupts on — boot-time callers — it does nothing: they
+/// are taken anyway.)
+#[inline]
+pub fn preemption_point() {
+    if cpu::interrupts_enabled() {
+        return;
+    }
+    // SAFETY: no lock is held (caller's duty), so a handler that runs here and
+    // schedules cannot deadlock or observe a half-edited structure. `sti`
+    // takes effect after the next instruction (the STI shadow), so pending
+    // interrupts are delivered at the `nop`; `cli` closes the window. Not
+    // `nomem`: the handlers (and other threads) change memory meanwhile.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nostack)) };
 }
 
 /// Gives up the CPU voluntarily.

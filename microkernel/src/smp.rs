@@ -385,8 +385,13 @@ static PING_LOCK: IrqMutex<()> = IrqMutex::new(());
 /// Pings answered.
 static PINGS: AtomicU64 = AtomicU64::new(0);
 
+/// Above this many pages a range flush becomes a full flush (one CR3 reload
+/// instead of a loop of `invlpg`): no flush ever loops over a length a caller
+/// named, however large.
+pub const FULL_FLUSH_PAGES: u64 = 64;
+
 fn flush_pages(addr: u64, pages: u64) {
-    if pages > 64 {
+    if pages > FULL_FLUSH_PAGES {
         x86_64::instructions::tlb::flush_all();
     } else {
         for i in 0..pages {
@@ -452,6 +457,21 @@ pub fn flush_tlb_range(space: &AddressSpace, addr: u64, pages: u64) {
     }
     // Only CPUs running this space can cache its entries (CR3 loads flush
     // non-global entries; no PCID).
+    //
+    // Ordering (the Dekker pattern, both sides): this CPU *stored* page-table
+    // entries and now *loads* every CPU's loaded root; a CPU switching to the
+    // space *stores* its loaded root (`mem::load_address_space`, a SeqCst
+    // `xchg`) and then *loads* page-table entries through its walks after the
+    // serialising CR3 write. Under x86-TSO a load may pass an earlier store to
+    // another location (the store buffer), so without a full fence here this
+    // CPU could read a stale root (miss the CPU) while that CPU walks the old
+    // entries: a physical use-after-free once the frames are freed. The local
+    // `invlpg` above used to serialise by luck, but an editor that does not
+    // run the space (a process manager editing a child) flushes nothing
+    // locally. With the fence (mfence) on this side and the `xchg` on the
+    // other, at least one CPU sees the other's store: either the root is seen
+    // here (the CPU is shot down) or that CPU's walk sees the edited tables.
+    core::sync::atomic::fence(Ordering::SeqCst);
     let running = (0..online())
         .filter(|&c| mem::loaded_root(c) == space.root())
         .fold(0u64, |m, c| m | (1 << c));

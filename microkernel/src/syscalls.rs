@@ -231,10 +231,19 @@ fn process_spawn(image: u64, len: u64, arg: u64) -> Result<u64, Error> {
     // (which it could fill at small memory sizes, failing other CPUs'
     // allocations); it is charged to nothing longer-lived than this call.
     let mut buf = FrameBuf::new(len)?;
-    // preemption point (per page, once `sched::preemption_point` exists)
-    copy_from_user(buf.bytes_mut(), image)?;
+    // Copied in chunks with a preemption point between them (no lock is held;
+    // another thread unmapping the source meanwhile makes this BadAddress).
+    for (i, chunk) in buf.bytes_mut().chunks_mut(SPAWN_COPY_CHUNK).enumerate() {
+        if i != 0 {
+            sched::preemption_point();
+        }
+        copy_from_user(chunk, image + (i * SPAWN_COPY_CHUNK) as u64)?;
+    }
     process::spawn(buf.bytes(), &parent, arg)
 }
+
+/// Bytes `process_spawn` copies from the caller between preemption points.
+const SPAWN_COPY_CHUNK: usize = 64 << 10;
 
 /// Physically contiguous frames used as a byte buffer through the direct
 /// map; freed on drop.
@@ -278,7 +287,9 @@ impl FrameBuf {
 impl Drop for FrameBuf {
     fn drop(&mut self) {
         for i in 0..self.pages {
-            // preemption point
+            if i % 64 == 63 {
+                sched::preemption_point();
+            }
             if let Some(f) = kcore::frame::PhysFrame::from_addr(self.first + i as u64 * 4096) {
                 let _ = crate::mem::free_frame(f);
             }

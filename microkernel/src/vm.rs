@@ -4,32 +4,73 @@
 //! with every other (see [`crate::mem`]). User mappings always carry USER, are
 //! NX unless executable, writable only if asked, and never writable and
 //! executable at once (W^X). Frames mapped here are owned by the address space
-//! and freed with it, except *borrowed* ranges (boot modules lent to init), which
-//! are mapped read-only and never freed.
+//! and freed with it, except *borrowed* ones (boot modules lent to init), which
+//! are mapped read-only and never freed. Whether a frame is borrowed is a
+//! software bit of its page-table entry ([`PteFlags::BORROWED`]), so the record
+//! disappears with the mapping: a frame mapped later at the same address is
+//! owned and freed as usual.
+//!
+//! # Bounded work
+//! Syscalls run with interrupts off, so `map_anon`, `unmap` and `protect` work
+//! in chunks: each chunk takes the page-table lock, does a bounded amount of
+//! work (at most [`CHUNK_ENTRIES`] page-table entries examined, or
+//! [`CHUNK_PAGES`] pages allocated), releases the lock, shoots down what it
+//! removed, and then passes a preemption point ([`crate::sched::preemption_point`])
+//! where pending interrupts are taken and a better thread may run. Range walks
+//! skip absent upper-level tables, so they cost what is mapped, not what is
+//! named: unmapping the whole user half of a sparse space is a few hundred
+//! entries.
+//!
+//! # Concurrency
+//! Between chunks the page-table lock is free, so edits of one space by
+//! several threads are serialised by a second, coarser guard, the *edit
+//! flag*, held for a whole operation (across its preemption points). A thread
+//! that finds it taken sleeps a tick and retries (the holder may be a
+//! lower-priority thread preempted on the same CPU, so spinning could
+//! livelock). Each operation is therefore atomic with respect to the others;
+//! only ring-3 accesses by other threads can observe a half-done operation
+//! (pages already unmapped, already mapped, or already reprotected), as they
+//! could observe it under any kernel that lets other CPUs run meanwhile.
 
 use crate::mem::{self, DirectMem};
+use crate::sched::preemption_point;
 use crate::sync::IrqMutex;
 use abi::layout::{PAGE_SIZE, USER_END, USER_MIN};
 use abi::{prot, Error};
 use alloc::sync::Arc;
-use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::frame::PhysFrame;
-use kcore::paging::{MapError, PageSize, PageTable, PteFlags};
+use kcore::paging::{MapError, PageSize, PageTable, PteFlags, USER_HALF_END};
+
+/// Page-table entries a range walk examines per chunk (each chunk runs with
+/// interrupts off and the page-table lock held).
+pub const CHUNK_ENTRIES: usize = 512;
+/// Pages `map_anon` allocates, zeroes and maps per chunk.
+pub const CHUNK_PAGES: u64 = 32;
+/// Frames an `unmap` chunk collects before it flushes and frees them.
+const CHUNK_FRAMES: usize = 128;
 
 /// One process's page tables.
 pub struct AddressSpace {
     inner: IrqMutex<Inner>,
     root: u64,
+    /// Held by the one operation editing this space (see the module docs).
+    editing: AtomicBool,
 }
 
 struct Inner {
     pt: PageTable,
-    borrowed: Vec<(u64, u64)>,
 }
 
-impl Inner {
-    fn is_borrowed(&self, va: u64) -> bool {
-        self.borrowed.iter().any(|&(s, e)| va >= s && va < e)
+/// Proof of holding [`AddressSpace::editing`]; releases it on drop.
+struct EditGuard<'a>(&'a AddressSpace);
+
+impl Drop for EditGuard<'_> {
+    fn drop(&mut self) {
+        // Release: the page-table edits of this operation happen-before the
+        // next editor's (the page-table lock orders them too; this is belt
+        // and braces for the flag itself).
+        self.0.editing.store(false, Ordering::Release);
     }
 }
 
@@ -72,6 +113,15 @@ pub fn prot_flags(p: u64) -> Result<PteFlags, Error> {
     Ok(f)
 }
 
+/// The pages removed by one `unmap` chunk: the span to flush and the owned
+/// frames to free once no CPU can reach them.
+struct Removed {
+    lo: u64,
+    hi: u64,
+    frames: [u64; CHUNK_FRAMES],
+    nframes: usize,
+}
+
 impl AddressSpace {
     /// A new address space with an empty user half.
     pub fn new() -> Result<Arc<AddressSpace>, Error> {
@@ -79,10 +129,8 @@ impl AddressSpace {
             .map_err(|_| Error::NoMemory)?;
         Ok(Arc::new(AddressSpace {
             root: pt.root(),
-            inner: IrqMutex::new(Inner {
-                pt,
-                borrowed: Vec::new(),
-            }),
+            inner: IrqMutex::new(Inner { pt }),
+            editing: AtomicBool::new(false),
         }))
     }
 
@@ -91,42 +139,84 @@ impl AddressSpace {
         self.root
     }
 
-    /// Maps `len` bytes of zeroed memory at `addr` with `prot`. All or nothing.
+    /// Takes the edit flag, sleeping a tick at a time while another thread
+    /// holds it. Callers hold no lock (sleeping may switch threads).
+    fn edit(&self) -> EditGuard<'_> {
+        while self
+            .editing
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // A full sleep list (NoMemory) must not turn this into a spin with
+            // interrupts off: let interrupts in and give the CPU away instead.
+            if crate::time::sleep_ns(0).is_err() {
+                crate::sched::preemption_point();
+                crate::sched::yield_now();
+            }
+        }
+        EditGuard(self)
+    }
+
+    /// Maps `len` bytes of zeroed memory at `addr` with `prot`. All or nothing:
+    /// on error every page this call mapped is unmapped (and shot down) again.
     pub fn map_anon(&self, addr: u64, len: u64, p: u64) -> Result<(), Error> {
         let pages = check_range(addr, len)?;
         let flags = prot_flags(p)?;
-        let inner = self.inner.lock();
-        for i in 0..pages {
-            let va = addr + i * PAGE_SIZE;
-            let r = mem::alloc_zeroed_frame()
-                .map_err(|_| Error::NoMemory)
-                .and_then(|f| {
-                    inner
-                        .pt
-                        .map(&mut DirectMem, va, f.addr(), PageSize::Size4K, flags)
-                        .map_err(|e| {
-                            let _ = mem::free_frame(f);
-                            map_err(e)
-                        })
-                });
-            if let Err(e) = r {
-                // Roll back the pages this call mapped (never mapped before, so
-                // no TLB holds them).
-                for j in 0..i {
-                    let va = addr + j * PAGE_SIZE;
-                    if let Ok((pa, _)) = inner.pt.unmap(&mut DirectMem, va) {
-                        let _ = mem::free_frame(PhysFrame::containing(pa));
-                    }
+        // Cheap early refusal: a request beyond all free memory fails now,
+        // not after allocating everything and rolling it back.
+        if pages > mem::free_frames() as u64 {
+            return Err(Error::NoMemory);
+        }
+        let _edit = self.edit();
+        let end = addr + pages * PAGE_SIZE;
+        let mut va = addr;
+        while va < end {
+            let stop = end.min(va + CHUNK_PAGES * PAGE_SIZE);
+            let r = self.map_chunk(va, stop, flags);
+            let reached = match r {
+                Ok(()) => stop,
+                Err((at, _)) => at,
+            };
+            if let Err((_, e)) = r {
+                // Other threads may have touched the pages already mapped
+                // (between chunks), so they go through the full unmap path
+                // with its shootdown before their frames are freed.
+                if reached > addr {
+                    self.unmap_edited(addr, reached);
                 }
                 return Err(e);
             }
+            va = reached;
+            if va < end {
+                preemption_point();
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps fresh zeroed frames at `[va, stop)` under one lock hold. On error
+    /// returns how far it got (pages below are mapped) and why.
+    fn map_chunk(&self, mut va: u64, stop: u64, flags: PteFlags) -> Result<(), (u64, Error)> {
+        let inner = self.inner.lock();
+        while va < stop {
+            let f = mem::alloc_zeroed_frame().map_err(|_| (va, Error::NoMemory))?;
+            if let Err(e) = inner
+                .pt
+                .map(&mut DirectMem, va, f.addr(), PageSize::Size4K, flags)
+            {
+                let _ = mem::free_frame(f);
+                return Err((va, map_err(e)));
+            }
+            va += PAGE_SIZE;
         }
         Ok(())
     }
 
     /// Maps `pages` frames from `phys` (frames the caller owns, or lends when
     /// `borrowed`) at `va`. All or nothing: on error nothing stays mapped and
-    /// the frames are still the caller's.
+    /// the frames are still the caller's. Kernel-internal (boot images, init's
+    /// modules): the caller bounds `pages`, and nobody else can reach the
+    /// space yet, so it runs in one piece.
     pub fn map_frames(
         &self,
         va: u64,
@@ -136,7 +226,12 @@ impl AddressSpace {
         borrowed: bool,
     ) -> Result<(), Error> {
         check_range(va, pages.checked_mul(PAGE_SIZE).ok_or(Error::BadAddress)?)?;
-        let mut inner = self.inner.lock();
+        let flags = if borrowed {
+            flags | PteFlags::BORROWED
+        } else {
+            flags
+        };
+        let inner = self.inner.lock();
         for i in 0..pages {
             let r = inner.pt.map(
                 &mut DirectMem,
@@ -155,76 +250,219 @@ impl AddressSpace {
                 return Err(map_err(e));
             }
         }
-        if borrowed {
-            inner.borrowed.push((va, va + pages * PAGE_SIZE));
-        }
         Ok(())
     }
 
-    /// Removes the mappings in a range (holes are skipped) and frees the frames.
+    /// Removes the mappings in a range (holes are skipped) and frees the owned
+    /// frames. Costs what is mapped in the range, in preemptible chunks.
     pub fn unmap(&self, addr: u64, len: u64) -> Result<(), Error> {
         let pages = check_range(addr, len)?;
-        let inner = self.inner.lock();
-        let mut freed = Vec::new();
-        for i in 0..pages {
-            let va = addr + i * PAGE_SIZE;
-            if let Ok((pa, _)) = inner.pt.unmap(&mut DirectMem, va) {
-                if !inner.is_borrowed(va) {
-                    freed.push(PhysFrame::containing(pa));
-                }
-            }
-        }
-        drop(inner);
-        // The frames may be reused only after no CPU can reach them any more.
-        crate::smp::flush_tlb_range(self, addr, pages);
-        for f in freed {
-            let _ = mem::free_frame(f);
-        }
+        let _edit = self.edit();
+        self.unmap_edited(addr, addr + pages * PAGE_SIZE);
         Ok(())
     }
 
-    /// Changes the protection of every mapped page in a range; fails with
-    /// NotFound (and changes nothing) if any page is unmapped.
+    /// The body of [`Self::unmap`] for a caller holding the edit flag.
+    fn unmap_edited(&self, addr: u64, end: u64) {
+        let mut at = addr;
+        loop {
+            let mut rm = Removed {
+                lo: u64::MAX,
+                hi: 0,
+                frames: [0; CHUNK_FRAMES],
+                nframes: 0,
+            };
+            let mut budget = CHUNK_ENTRIES;
+            let r = {
+                let inner = self.inner.lock();
+                inner
+                    .pt
+                    .unmap_range(&mut DirectMem, at, end, &mut budget, |va, pa, size, f| {
+                        rm.lo = rm.lo.min(va);
+                        rm.hi = rm.hi.max(va + size.bytes());
+                        if !f.contains(PteFlags::BORROWED) {
+                            rm.frames[rm.nframes] = pa;
+                            rm.nframes += 1;
+                        }
+                        rm.nframes < CHUNK_FRAMES
+                    })
+            };
+            // The frames may be reused only after no CPU can reach them any
+            // more: shoot down first, free second.
+            if rm.lo < rm.hi {
+                crate::smp::flush_tlb_range(self, rm.lo, (rm.hi - rm.lo) / PAGE_SIZE);
+            }
+            for &pa in &rm.frames[..rm.nframes] {
+                let _ = mem::free_frame(PhysFrame::containing(pa));
+            }
+            match r {
+                // User spaces hold only 4 KiB leaves: a straddled large page
+                // (Misaligned) cannot happen; stop rather than loop.
+                Ok(None) | Err(_) => return,
+                Ok(Some(resume)) => at = resume,
+            }
+            preemption_point();
+        }
+    }
+
+    /// Changes the protection of every mapped page in a range. Fails with
+    /// NotFound if any page is unmapped and PermissionDenied if a borrowed page
+    /// would become writable; both are checked over the whole range before
+    /// anything changes. Once something changed, every exit flushes the TLBs
+    /// of what changed.
     pub fn protect(&self, addr: u64, len: u64, p: u64) -> Result<(), Error> {
         let pages = check_range(addr, len)?;
         let flags = prot_flags(p)?;
-        let inner = self.inner.lock();
-        for i in 0..pages {
-            if inner
-                .pt
-                .translate(&mut DirectMem, addr + i * PAGE_SIZE)
-                .is_none()
-            {
-                return Err(Error::NotFound);
+        let end = addr + pages * PAGE_SIZE;
+        let _edit = self.edit();
+        // Pass 1: check everything, change nothing.
+        let writable = flags.contains(PteFlags::WRITABLE);
+        let mut at = addr;
+        loop {
+            let mut budget = CHUNK_ENTRIES;
+            let r = {
+                let inner = self.inner.lock();
+                inner
+                    .pt
+                    .check_mapped(&mut DirectMem, at, end, &mut budget, |_, f| {
+                        if writable && f.contains(PteFlags::BORROWED) {
+                            Err(MapError::InvalidPhysAddr) // stands for "lent, read-only"
+                        } else {
+                            Ok(())
+                        }
+                    })
+            };
+            match r {
+                Ok(None) => break,
+                Ok(Some(resume)) => at = resume,
+                Err(MapError::InvalidPhysAddr) => return Err(Error::PermissionDenied),
+                Err(e) => return Err(map_err(e)),
             }
+            preemption_point();
         }
-        for i in 0..pages {
-            let va = addr + i * PAGE_SIZE;
-            if inner.is_borrowed(va) && flags.contains(PteFlags::WRITABLE) {
-                return Err(Error::PermissionDenied);
+        // Pass 2: change (the edit flag kept every other editor out since
+        // pass 1). Each chunk flushes what it changed before the next starts,
+        // so no exit leaves a stale, more permissive TLB entry behind.
+        let mut at = addr;
+        loop {
+            let mut budget = CHUNK_ENTRIES;
+            let r = {
+                let inner = self.inner.lock();
+                inner
+                    .pt
+                    .protect_range(&mut DirectMem, at, end, &mut budget, flags)
+            };
+            let done_to = match r {
+                Ok(Some(resume)) => resume,
+                _ => end,
+            };
+            crate::smp::flush_tlb_range(self, at, (done_to - at) / PAGE_SIZE);
+            match r {
+                Ok(None) => return Ok(()),
+                Ok(Some(resume)) => at = resume,
+                Err(e) => return Err(map_err(e)),
             }
-            inner
-                .pt
-                .protect(&mut DirectMem, va, flags)
-                .map_err(map_err)?;
+            preemption_point();
         }
-        drop(inner);
-        crate::smp::flush_tlb_range(self, addr, pages);
-        Ok(())
     }
 }
 
 impl Drop for AddressSpace {
     fn drop(&mut self) {
+        // No thread runs in this space any more and no CPU has it loaded (the
+        // last thread is gone), so nothing needs flushing. This runs where the
+        // last reference drops, which may not be a preemption point: its cost
+        // is what is mapped (absent tables are skipped).
         let inner = self.inner.lock();
-        let borrowed = inner.borrowed.clone();
-        inner.pt.clear_user_half(&mut DirectMem, |va, pa, _| {
-            if !borrowed.iter().any(|&(s, e)| va >= s && va < e) {
-                let _ = mem::free_frame(PhysFrame::containing(pa));
+        let mut at = 0;
+        loop {
+            let mut budget = usize::MAX;
+            let r = inner.pt.unmap_range(
+                &mut DirectMem,
+                at,
+                USER_HALF_END,
+                &mut budget,
+                |_, pa, _, f| {
+                    if !f.contains(PteFlags::BORROWED) {
+                        let _ = mem::free_frame(PhysFrame::containing(pa));
+                    }
+                    true
+                },
+            );
+            match r {
+                Ok(Some(resume)) => at = resume,
+                _ => break,
             }
-        });
-        // No CPU has this root loaded any more (the last thread is gone), so
-        // the PML4 frame can go back.
+        }
+        inner.pt.clear_user_half(&mut DirectMem, |_, _, _| {});
+        // No CPU has this root loaded any more, so the PML4 frame can go back.
         let _ = mem::free_frame(PhysFrame::containing(self.root));
     }
+}
+
+/// ktest: a borrowed (lent) range stops being borrowed where it is unmapped,
+/// so frames mapped there later are owned and freed; lent frames are never
+/// freed, by `unmap` or by the space's teardown.
+pub fn ktest_borrowed_record_goes_with_unmap() -> Result<(), &'static str> {
+    const VA: u64 = 0x100_0000;
+    let lent = mem::alloc_contiguous(4, 1).map_err(|_| "out of memory")?;
+    let r = (|| {
+        let space = AddressSpace::new().map_err(|_| "AddressSpace::new failed")?;
+        let ro = prot_flags(0).map_err(|_| "prot_flags")?;
+        space
+            .map_frames(VA, lent.addr(), 4, ro, true)
+            .map_err(|_| "map_frames (borrowed) failed")?;
+        if space.protect(VA, PAGE_SIZE, prot::WRITE) != Err(Error::PermissionDenied) {
+            return Err("a lent page could be made writable");
+        }
+        // A protect that fails part-way changes nothing: an owned read-only
+        // page before the lent one stays read-only.
+        space
+            .map_anon(VA - PAGE_SIZE, PAGE_SIZE, 0)
+            .map_err(|_| "map_anon below the lent pages failed")?;
+        if space.protect(VA - PAGE_SIZE, 2 * PAGE_SIZE, prot::WRITE) != Err(Error::PermissionDenied)
+        {
+            return Err("a range with a lent page could be made writable");
+        }
+        let still_ro = {
+            let inner = space.inner.lock();
+            inner
+                .pt
+                .translate(&mut DirectMem, VA - PAGE_SIZE)
+                .is_some_and(|(_, f, _)| !f.contains(PteFlags::WRITABLE))
+        };
+        if !still_ro {
+            return Err("a failed protect changed a page before the failing one");
+        }
+        space
+            .unmap(VA - PAGE_SIZE, PAGE_SIZE)
+            .map_err(|_| "unmap below the lent pages failed")?;
+        let before = mem::free_frames();
+        space
+            .unmap(VA + PAGE_SIZE, 2 * PAGE_SIZE)
+            .map_err(|_| "unmap of lent pages failed")?;
+        if mem::free_frames() != before {
+            return Err("unmapping lent pages freed them");
+        }
+        space
+            .map_anon(VA + PAGE_SIZE, 2 * PAGE_SIZE, prot::WRITE)
+            .map_err(|_| "map_anon where lent pages were failed")?;
+        space
+            .unmap(VA + PAGE_SIZE, 2 * PAGE_SIZE)
+            .map_err(|_| "unmap of owned pages failed")?;
+        if mem::free_frames() != before {
+            return Err("owned frames mapped where lent ones were leaked on unmap");
+        }
+        drop(space);
+        Ok(())
+    })();
+    // The teardown must have left the lent frames alone: freeing them now
+    // succeeds (a double free would be refused).
+    for i in 0..4 {
+        let f = PhysFrame::containing(lent.addr() + i * PAGE_SIZE);
+        if mem::free_frame(f).is_err() {
+            return Err("a lent frame was freed by the address space");
+        }
+    }
+    r
 }

@@ -45,6 +45,8 @@ const BENCHES: &[(&str, BenchFn)] = &[
     ("spawn_exit_wait", spawn_exit_wait),
 ];
 
+mod latency;
+
 /// `null()`: the bare syscall entry and exit path.
 fn null_syscall(samples: &mut [u64]) -> Result<usize, &'static str> {
     for _ in 0..WARMUP {
@@ -231,6 +233,10 @@ fn main(arg: u64) -> i32 {
         return 1;
     };
     let mut failed = false;
+    if let Err(why) = latency::irq_latency_worst() {
+        println!("bench: irq_latency_worst failed: {why}");
+        failed = true;
+    }
     for &(name, bench) in BENCHES {
         buf.fill(0);
         match bench(buf) {

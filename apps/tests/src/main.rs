@@ -41,6 +41,7 @@ mod sched;
 mod smp;
 mod tls;
 mod util;
+mod vm;
 
 use abi::status::Status;
 use libipc::{println, sys};
@@ -102,6 +103,14 @@ const CASES: &[Case] = &[
         tls::fs_gs_base_survive_preemption,
     ),
     ("map_anon_rules", mem::map_anon_rules),
+    (
+        "huge_ranges_cost_what_is_mapped",
+        vm::huge_ranges_cost_what_is_mapped,
+    ),
+    (
+        "whole_user_range_unmap_is_fast",
+        vm::whole_user_range_unmap_is_fast,
+    ),
     (
         "revoked_access_reaches_other_cpus",
         mem::revoked_access_reaches_other_cpus,

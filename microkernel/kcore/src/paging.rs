@@ -31,6 +31,12 @@
 //! - No operation flushes the TLB. After `unmap` or `protect` the caller must
 //!   `invlpg` (and shoot down other CPUs that run this address space).
 //!   `map` only fills empty entries, which the CPU never caches.
+//! - Range operations ([`PageTable::unmap_range`], [`PageTable::protect_range`],
+//!   [`PageTable::check_mapped`]) cost what is mapped, not what is named: an
+//!   absent PML4 / PDPT / PD entry skips its whole 512 GiB / 1 GiB / 2 MiB
+//!   span at once. They also take a *budget* (entries examined) and pause
+//!   when it runs out, returning where to resume, so the kernel can drop its
+//!   locks and take interrupts between chunks of a huge range.
 //! - The kernel half (PML4 entries 256..512) is shared by every address
 //!   space: [`PageTable::create_with_kernel_half`] copies those PML4 entries,
 //!   and [`PageTable::clear_user_half`] never touches them.
@@ -70,6 +76,10 @@ bitflags! {
         const HUGE = 1 << 7;
         /// Not flushed on CR3 reload (kernel mappings).
         const GLOBAL = 1 << 8;
+        /// Software bit (ignored by the CPU): the leaf's frame is lent, not
+        /// owned (boot modules lent to init). The record lives in the entry
+        /// itself, so it goes away with the mapping and can never outlive it.
+        const BORROWED = 1 << 9;
         /// Instruction fetch faults (needs EFER.NXE).
         const NO_EXECUTE = 1 << 63;
     }
@@ -443,9 +453,120 @@ impl PageTable {
         for &(t, i) in &leaf.path[..leaf.depth] {
             mem.table(t)[i] |= inter;
         }
-        mem.table(leaf.table)[leaf.index] =
-            leaf_addr(leaf.entry, leaf.size) | leaf_flags(flags, leaf.size).bits();
+        mem.table(leaf.table)[leaf.index] = reflag(leaf.entry, flags, leaf.size);
         Ok(())
+    }
+
+    /// Removes every leaf in `[start, end)` (holes are skipped), reporting
+    /// each as `f(va, pa, size, flags)` (the leaf's own flags, software bits
+    /// included); `f` returns false to pause right after that
+    /// leaf (e.g. when the caller's buffer of frames to free is full).
+    /// Examines at most `*budget` entries.
+    ///
+    /// Returns `Ok(None)` when the whole range is done, or `Ok(Some(resume))`
+    /// when it paused: everything below `resume` is done, call again from
+    /// `resume`. Like [`unmap`](Self::unmap) it frees no frame or table and
+    /// flushes nothing.
+    ///
+    /// # Errors
+    /// [`MapError::NonCanonical`] if the range leaves the user half,
+    /// [`MapError::Misaligned`] if a large page straddles `start` or `end`
+    /// (leaves before it are already removed: this does not roll back).
+    pub fn unmap_range<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        start: u64,
+        end: u64,
+        budget: &mut usize,
+        mut f: impl FnMut(u64, u64, PageSize, PteFlags) -> bool,
+    ) -> Result<Option<u64>, MapError> {
+        self.range_walk(mem, start, end, budget, 0, &mut |m, t, i, va, size| {
+            let entry = m.table(t)[i];
+            m.table(t)[i] = 0;
+            f(va, leaf_addr(entry, size), size, entry_flags(entry))
+        })
+    }
+
+    /// Replaces the flags of every leaf in `[start, end)` as
+    /// [`protect`](Self::protect) does (software bits such as
+    /// [`PteFlags::BORROWED`] are kept); holes are skipped. Budget and result
+    /// as in [`unmap_range`](Self::unmap_range). The TLB is not flushed.
+    ///
+    /// # Errors
+    /// As [`unmap_range`](Self::unmap_range).
+    pub fn protect_range<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        start: u64,
+        end: u64,
+        budget: &mut usize,
+        flags: PteFlags,
+    ) -> Result<Option<u64>, MapError> {
+        let inter = intermediate_flags(flags);
+        self.range_walk(mem, start, end, budget, inter, &mut |m, t, i, _, size| {
+            let entry = m.table(t)[i];
+            m.table(t)[i] = reflag(entry, flags, size);
+            true
+        })
+    }
+
+    /// Checks, without changing anything, that every page of `[start, end)`
+    /// is mapped and that `ok(va, leaf_flags)` holds for every leaf. Budget
+    /// and result as in [`unmap_range`](Self::unmap_range).
+    ///
+    /// # Errors
+    /// [`MapError::NotMapped`] at the first hole, `Err(e)` where `ok` returns
+    /// `Err(e)`, [`MapError::NonCanonical`], [`MapError::Misaligned`].
+    pub fn check_mapped<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        start: u64,
+        end: u64,
+        budget: &mut usize,
+        mut ok: impl FnMut(u64, PteFlags) -> Result<(), MapError>,
+    ) -> Result<Option<u64>, MapError> {
+        // Leaves come in address order: a leaf that does not start where the
+        // previous one ended (or a pause point beyond it) reveals a hole.
+        let mut next = start;
+        let mut verdict = Ok(());
+        let r = self.range_walk(mem, start, end, budget, 0, &mut |m, t, i, va, size| {
+            let check = if va > next {
+                Err(MapError::NotMapped)
+            } else {
+                ok(va, entry_flags(m.table(t)[i]))
+            };
+            next = va + size.bytes();
+            verdict = check;
+            verdict.is_ok()
+        })?;
+        verdict?;
+        let covered_to = r.unwrap_or(end);
+        if next < covered_to {
+            return Err(MapError::NotMapped);
+        }
+        Ok(r)
+    }
+
+    /// Walks the leaves of `[start, end)` in address order, skipping absent
+    /// upper-level entries whole; `upgrade` bits are OR-ed into every
+    /// intermediate entry it descends through. See [`unmap_range`](Self::unmap_range).
+    fn range_walk<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        start: u64,
+        end: u64,
+        budget: &mut usize,
+        upgrade: u64,
+        f: &mut dyn FnMut(&mut M, u64, usize, u64, PageSize) -> bool,
+    ) -> Result<Option<u64>, MapError> {
+        if start >= end {
+            return Ok(None);
+        }
+        if end > USER_HALF_END {
+            return Err(MapError::NonCanonical);
+        }
+        let r = walk_table(mem, self.root, 4, 0, start, end, budget, upgrade, f)?;
+        Ok(r.filter(|&resume| resume < end))
     }
 
     /// Tears down the user half (PML4 entries 0..256): calls
@@ -500,6 +621,81 @@ impl PageTable {
         }
         unreachable!("level 1 always returns")
     }
+}
+
+/// The bits of an entry the CPU ignores and software may use (9..12).
+const SOFTWARE_BITS: u64 = 0xe00;
+
+/// `entry` (a leaf of `size`) with its flags replaced by `flags`, keeping its
+/// frame and its software bits.
+fn reflag(entry: u64, flags: PteFlags, size: PageSize) -> u64 {
+    leaf_addr(entry, size) | leaf_flags(flags, size).bits() | (entry & SOFTWARE_BITS)
+}
+
+/// One table of a range walk (see [`PageTable::range_walk`]): examines the
+/// entries of the level-`level` table at `table` (mapping from `base`) that
+/// overlap `[start, end)`, one unit of `budget` each. Returns where to resume
+/// if the budget ran out or `f` asked to pause.
+#[allow(clippy::too_many_arguments)] // the walk's state, threaded through the recursion
+fn walk_table<M: PhysMem + ?Sized>(
+    mem: &mut M,
+    table: u64,
+    level: usize,
+    base: u64,
+    start: u64,
+    end: u64,
+    budget: &mut usize,
+    upgrade: u64,
+    f: &mut dyn FnMut(&mut M, u64, usize, u64, PageSize) -> bool,
+) -> Result<Option<u64>, MapError> {
+    let shift = 12 + 9 * (level - 1);
+    let span = 1u64 << shift;
+    let first = if start > base {
+        ((start - base) >> shift) as usize
+    } else {
+        0
+    };
+    for index in first..ENTRIES {
+        let va = base + ((index as u64) << shift);
+        if va >= end {
+            break;
+        }
+        let entry = mem.table(table)[index];
+        let is_table = entry & PteFlags::PRESENT.bits() != 0
+            && level > 1
+            && (level == 4 || entry & PteFlags::HUGE.bits() == 0);
+        // Absent entries and leaves cost one unit each; descending into a
+        // table is free (its entries pay), so every unit spent is progress
+        // and a walk resumed with any budget > 0 moves forward.
+        if !is_table {
+            if *budget == 0 {
+                return Ok(Some(va.max(start)));
+            }
+            *budget -= 1;
+        }
+        if entry & PteFlags::PRESENT.bits() == 0 {
+            continue; // nothing mapped in the whole span: skipped in one step
+        }
+        if !is_table {
+            if va < start || va + span > end {
+                return Err(MapError::Misaligned);
+            }
+            if !f(mem, table, index, va, PageSize::from_level(level)) {
+                return Ok(Some(va + span));
+            }
+        } else {
+            if upgrade != 0 && entry & upgrade != upgrade {
+                mem.table(table)[index] = entry | upgrade;
+            }
+            let child = entry_addr(entry);
+            if let Some(resume) =
+                walk_table(mem, child, level - 1, va, start, end, budget, upgrade, f)?
+            {
+                return Ok(Some(resume));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The frame address of a leaf entry (for large pages the PAT bit, bit 12,

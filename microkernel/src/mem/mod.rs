@@ -359,10 +359,13 @@ pub fn loaded_root(cpu: usize) -> u64 {
 
 /// Loads `root` into CR3 unless it is already loaded.
 ///
-/// The root is published before CR3 is written (both sequentially consistent
-/// with the page-table edit + read in a shootdown): a shootdown that does not
-/// see the new root ran its edit before this CPU's CR3 load, whose walk then
-/// sees the edited tables.
+/// Ordering (the Dekker pattern with `smp::flush_tlb_range`): this side
+/// *stores* the loaded root, then *loads* page-table entries (the CPU's walks
+/// after the CR3 write); the editor *stores* entries, then *loads* the roots
+/// after a full fence. The SeqCst store here is an `xchg` (a full barrier on
+/// x86), so the walk cannot start before the root is visible; and the CR3
+/// write is serialising besides. Either the editor sees this root and shoots
+/// this CPU down, or this CPU's walks see the edited tables.
 pub fn load_address_space(cpu: usize, root: u64) {
     LOADED_ROOT[cpu].store(root, core::sync::atomic::Ordering::SeqCst);
     let (cur, _) = x86_64::registers::control::Cr3::read_raw();
