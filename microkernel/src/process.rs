@@ -22,6 +22,11 @@ pub const INIT_PID: u64 = 1;
 /// Where init finds its boot-information page.
 pub const BOOTINFO_VA: u64 = abi::bootinfo::MODULES_BASE - PAGE_SIZE;
 
+/// The most memory a boot image's segments may span in total (the flat-image
+/// format is the bootstrap path; programs with more memory are ELF files the
+/// loader maps with the memory syscalls).
+pub const MAX_IMAGE_MEM_BYTES: u64 = 16 << 20;
+
 /// Pages copied between two preemption points while building a process.
 const PREEMPT_PAGES: u64 = 16;
 
@@ -32,6 +37,17 @@ pub fn build(image: &[u8], parent: Option<&Arc<Process>>) -> Result<(Arc<Process
         log::warn!("refusing boot image: {e}");
         Error::InvalidArgument
     })?;
+    // Refuse at once what could only end in NoMemory after filling memory
+    // (a huge `mem_size` costs nothing to write): the image's pages must fit
+    // the bootstrap bound and what is free right now.
+    let pages = img
+        .segments()
+        .iter()
+        .map(|s| s.mem_size.div_ceil(PAGE_SIZE))
+        .fold(0u64, u64::saturating_add);
+    if pages > MAX_IMAGE_MEM_BYTES / PAGE_SIZE || pages > mem::free_frames() as u64 {
+        return Err(Error::NoMemory);
+    }
     let p = Process::new(parent)?;
     let space = p.space().ok_or(Error::NotFound)?;
     let r = (|| {

@@ -171,6 +171,10 @@ const CASES: &[Case] = &[
         process::spawn_wait_does_not_leak,
     ),
     (
+        "spawn_of_huge_image_is_refused_at_once",
+        process::spawn_of_huge_image_is_refused_at_once,
+    ),
+    (
         "user_copy_races_with_unmap",
         process::user_copy_races_with_unmap,
     ),

@@ -366,3 +366,43 @@ fn race(image_len: u64) -> TestResult {
     }
     result
 }
+
+/// Case: a boot image whose segments span more memory than the bootstrap
+/// bound (16 MiB) or than is free is refused with NoMemory at once, before the
+/// kernel fills memory for it (a huge `mem_size` costs the caller one word).
+pub fn spawn_of_huge_image_is_refused_at_once() -> TestResult {
+    let mut buf = [0u8; 512];
+    let len = encode_code(CHILD_TEXT, Child::ExitArg.code(), &mut buf)
+        .map_err(|_| "cannot encode a child image")?;
+    // The first segment record starts at byte 24; its mem_size is at +24.
+    for mem_size in [(16u64 << 20) + 4096, 1 << 30, 1 << 46] {
+        buf[48..56].copy_from_slice(&mem_size.to_le_bytes());
+        let mut fast = false;
+        for _ in 0..3 {
+            let free_before = sys::sysinfo().map_err(|_| "sysinfo failed")?.free_bytes;
+            let t0 = libipc::bench::rdtsc();
+            let r = sys::process_spawn(&buf[..len], 0);
+            let dt = libipc::bench::rdtsc() - t0;
+            if let Ok(pid) = r {
+                note!("mem_size {mem_size:#x}: started pid {pid}");
+                let _ = sys::process_wait(pid);
+                return Err("a boot image beyond the memory bound was started");
+            }
+            expect_err(r, &[Error::NoMemory], "a huge boot image was not NoMemory")?;
+            if sys::sysinfo().map_err(|_| "sysinfo failed")?.free_bytes < free_before {
+                return Err("a refused spawn kept memory");
+            }
+            // Refused before any allocation: far below a millisecond
+            // (three tries, so one host stall is not a failure).
+            if dt < crate::util::tsc_per_ms() {
+                fast = true;
+                break;
+            }
+        }
+        if !fast {
+            note!("mem_size {mem_size:#x}");
+            return Err("a huge boot image was refused only after a long time");
+        }
+    }
+    Ok(())
+}
