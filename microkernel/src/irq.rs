@@ -8,9 +8,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
     let v = frame.vector as u8;
     match v {
         apic::TIMER_VECTOR => {
-            apic::rearm_tick();
+            let is_tick = apic::rearm_tick();
             apic::eoi();
-            crate::sched::tick();
+            crate::sched::tick(is_tick);
         }
         apic::RESCHED_VECTOR => {
             apic::eoi();

@@ -309,8 +309,10 @@ pub extern "C" fn finish_switch() {
 
 /// Timer interrupt: wakes sleepers and preempts at the end of a slice, or at
 /// once when a better thread than the running one is ready here (a woken
-/// high-priority sleeper must not wait out a lower one's slice).
-pub fn tick() {
+/// high-priority sleeper must not wait out a lower one's slice). `is_tick`:
+/// the tick period passed (slices count only those, not the early wake-ups
+/// armed for sleepers).
+pub fn tick(is_tick: bool) {
     crate::time::wake_sleepers();
     let c = &CPUS[me()];
     if c.queued.load(Ordering::Relaxed) > 0 && !current().is_idle() {
@@ -326,7 +328,7 @@ pub fn tick() {
         }
         return;
     }
-    if c.slice.fetch_sub(1, Ordering::Relaxed) <= 1 {
+    if is_tick && c.slice.fetch_sub(1, Ordering::Relaxed) <= 1 {
         c.slice.store(SLICE_TICKS, Ordering::Relaxed);
         if c.queued.load(Ordering::Relaxed) > 0 {
             schedule();

@@ -311,7 +311,7 @@ fn boot_all(
     }
     // Every winner is online, past its switch to the kernel root; losers
     // park before enabling paging: nobody runs on the bring-up tables now.
-    pt.clear_user_half(&mut DirectMem, |_, _, _| {});
+    pt.clear_user_half(&mut DirectMem, |_, _, _, _| {});
     let _ = mem::free_frame(kcore::frame::PhysFrame::containing(pt.root()));
     // The trampoline page stays reserved: parked APs execute it forever.
     Ok(())

@@ -42,6 +42,8 @@ pub fn sleep_ns(ns: u64) -> Result<(), abi::Error> {
         t.set_state(State::Blocked);
         s.push(t.clone());
     }
+    // This CPU's timer fires by the deadline (not at the next tick after it).
+    apic::wake_me_by(cpu::rdtsc().saturating_add(apic::ns_to_tsc(ns)));
     sched::block();
     if now_ns() < deadline {
         // Woken early (its process is ending): leave the list now rather than
@@ -67,9 +69,9 @@ pub fn wake_sleepers() {
     loop {
         let mut due: heapless::Vec<Arc<Thread>, 16> = heapless::Vec::new();
         {
-            let Some(mut s) = SLEEPERS.try_lock() else {
-                return; // another CPU is at it; the next tick will do
-            };
+            // Not try_lock: a timer armed early for a sleeper's deadline must
+            // not miss it because another CPU's tick holds the list.
+            let mut s = SLEEPERS.lock();
             if s.is_empty() {
                 return;
             }

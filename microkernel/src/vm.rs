@@ -49,6 +49,9 @@ pub const CHUNK_ENTRIES: usize = 512;
 pub const CHUNK_PAGES: u64 = 32;
 /// Frames an `unmap` chunk collects before it flushes and frees them.
 const CHUNK_FRAMES: usize = 128;
+/// How long a thread waiting for another's edit sleeps between looks: a
+/// whole tick, so a lower-priority holder on the same CPU gets to run.
+const EDIT_WAIT_NS: u64 = 1_000_000;
 
 /// One process's page tables.
 pub struct AddressSpace {
@@ -118,8 +121,8 @@ pub fn prot_flags(p: u64) -> Result<PteFlags, Error> {
 struct Removed {
     lo: u64,
     hi: u64,
-    frames: [u64; CHUNK_FRAMES],
-    nframes: usize,
+    /// Not zeroed up front (an array would cost a 1 KiB memset per call).
+    frames: heapless::Vec<u64, CHUNK_FRAMES>,
 }
 
 impl AddressSpace {
@@ -149,7 +152,7 @@ impl AddressSpace {
         {
             // A full sleep list (NoMemory) must not turn this into a spin with
             // interrupts off: let interrupts in and give the CPU away instead.
-            if crate::time::sleep_ns(0).is_err() {
+            if crate::time::sleep_ns(EDIT_WAIT_NS).is_err() {
                 crate::sched::preemption_point();
                 crate::sched::yield_now();
             }
@@ -269,8 +272,7 @@ impl AddressSpace {
             let mut rm = Removed {
                 lo: u64::MAX,
                 hi: 0,
-                frames: [0; CHUNK_FRAMES],
-                nframes: 0,
+                frames: heapless::Vec::new(),
             };
             let mut budget = CHUNK_ENTRIES;
             let r = {
@@ -281,10 +283,10 @@ impl AddressSpace {
                         rm.lo = rm.lo.min(va);
                         rm.hi = rm.hi.max(va + size.bytes());
                         if !f.contains(PteFlags::BORROWED) {
-                            rm.frames[rm.nframes] = pa;
-                            rm.nframes += 1;
+                            // Cannot fail: the walk stops once it is full.
+                            let _ = rm.frames.push(pa);
                         }
-                        rm.nframes < CHUNK_FRAMES
+                        !rm.frames.is_full()
                     })
             };
             // The frames may be reused only after no CPU can reach them any
@@ -292,7 +294,7 @@ impl AddressSpace {
             if rm.lo < rm.hi {
                 crate::smp::flush_tlb_range(self, rm.lo, (rm.hi - rm.lo) / PAGE_SIZE);
             }
-            for &pa in &rm.frames[..rm.nframes] {
+            for &pa in &rm.frames {
                 let _ = mem::free_frame(PhysFrame::containing(pa));
             }
             match r {
@@ -370,31 +372,16 @@ impl AddressSpace {
 impl Drop for AddressSpace {
     fn drop(&mut self) {
         // No thread runs in this space any more and no CPU has it loaded (the
-        // last thread is gone), so nothing needs flushing. This runs where the
-        // last reference drops, which may not be a preemption point: its cost
-        // is what is mapped (absent tables are skipped).
+        // last thread is gone), so nothing needs flushing. One walk frees the
+        // owned frames and the tables; its cost is what is mapped (absent
+        // tables are skipped). This runs where the last reference drops,
+        // which may not be a preemption point.
         let inner = self.inner.lock();
-        let mut at = 0;
-        loop {
-            let mut budget = usize::MAX;
-            let r = inner.pt.unmap_range(
-                &mut DirectMem,
-                at,
-                USER_HALF_END,
-                &mut budget,
-                |_, pa, _, f| {
-                    if !f.contains(PteFlags::BORROWED) {
-                        let _ = mem::free_frame(PhysFrame::containing(pa));
-                    }
-                    true
-                },
-            );
-            match r {
-                Ok(Some(resume)) => at = resume,
-                _ => break,
+        inner.pt.clear_user_half(&mut DirectMem, |_, pa, _, f| {
+            if !f.contains(PteFlags::BORROWED) {
+                let _ = mem::free_frame(PhysFrame::containing(pa));
             }
-        }
-        inner.pt.clear_user_half(&mut DirectMem, |_, _, _| {});
+        });
         // No CPU has this root loaded any more, so the PML4 frame can go back.
         let _ = mem::free_frame(PhysFrame::containing(self.root));
     }

@@ -208,6 +208,6 @@ pub fn irq_latency_worst() -> Result<(), &'static str> {
         HAMMER_OPS.load(Ordering::Relaxed),
         HAMMER_ERR.load(Ordering::Relaxed)
     );
-    println!("BENCH name=irq_latency_worst unit=us min={worst} median={worst} iters={n}");
+    println!("BENCH name=irq_latency_worst unit=us min={worst} median={worst} iters={n} failed=0");
     Ok(())
 }

@@ -578,7 +578,7 @@ impl PageTable {
     pub fn clear_user_half<M: PhysMem + ?Sized>(
         &self,
         mem: &mut M,
-        mut f: impl FnMut(u64, u64, PageSize),
+        mut f: impl FnMut(u64, u64, PageSize, PteFlags),
     ) {
         for index in 0..KERNEL_PML4_START {
             let entry = mem.table(self.root)[index];
@@ -711,7 +711,7 @@ fn clear_subtree<M: PhysMem + ?Sized>(
     table: u64,
     level: usize,
     base: u64,
-    f: &mut impl FnMut(u64, u64, PageSize),
+    f: &mut impl FnMut(u64, u64, PageSize, PteFlags),
 ) {
     for index in 0..ENTRIES {
         let entry = mem.table(table)[index];
@@ -721,7 +721,12 @@ fn clear_subtree<M: PhysMem + ?Sized>(
         let va = base | ((index as u64) << (12 + 9 * (level - 1)));
         if level == 1 || entry & PteFlags::HUGE.bits() != 0 {
             let size = PageSize::from_level(level);
-            f(va, leaf_addr(entry, size), size);
+            f(
+                va,
+                leaf_addr(entry, size),
+                size,
+                PteFlags::from_bits_truncate(entry),
+            );
         } else {
             let child = entry_addr(entry);
             clear_subtree(mem, child, level - 1, va, f);

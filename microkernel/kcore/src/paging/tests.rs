@@ -419,7 +419,7 @@ fn clearing_the_user_half_reports_every_page_and_frees_every_table() {
     expected.remove(&(0x2000, 0x9000, PageSize::Size4K));
 
     let mut seen = HashSet::new();
-    pt.clear_user_half(&mut mem, |va, pa, size| {
+    pt.clear_user_half(&mut mem, |va, pa, size, _| {
         assert!(seen.insert((va, pa, size)));
     });
     assert_eq!(seen, expected);

@@ -1,11 +1,14 @@
 //! The local APIC (xAPIC or x2APIC, through the `x2apic` crate) and its timer.
 //!
-//! x2APIC mode is used whenever CPUID reports it. The timer ticks at
-//! [`TICK_HZ`]: in TSC-deadline mode when the CPU has it (each tick arms the
-//! next), else periodically with a count calibrated once, on the boot CPU,
-//! against the PIT (channel 2, gated through port 0x61) — which also
-//! calibrates the TSC that [`crate::time`] uses for `clock_ns`. (QEMU's TCG has
-//! no TSC-deadline timer, so the boot tests exercise the periodic mode.)
+//! x2APIC mode is used whenever CPUID reports it. The timer is armed one
+//! interrupt at a time — in TSC-deadline mode when the CPU has it, else in
+//! one-shot mode with counts calibrated once, on the boot CPU, against the PIT
+//! (channel 2, gated through port 0x61), which also calibrates the TSC that
+//! [`crate::time`] uses for `clock_ns`. Each interrupt arms the next: the
+//! scheduler's tick at [`TICK_HZ`], or earlier when a thread on this CPU
+//! sleeps until before then ([`wake_me_by`]), so a sleeper's wake-up is not
+//! rounded up to the next tick. (QEMU's TCG has no TSC-deadline timer, so the
+//! boot tests exercise the one-shot mode.)
 
 use super::cpu;
 use core::cell::UnsafeCell;
@@ -32,6 +35,8 @@ pub const TICK_HZ: u64 = 1000;
 static TIMER_COUNT: AtomicU32 = AtomicU32::new(0);
 /// TSC ticks per millisecond.
 static TSC_PER_MS: AtomicU64 = AtomicU64::new(0);
+/// APIC timer counts (divide 16) per millisecond.
+static COUNT_PER_MS: AtomicU64 = AtomicU64::new(0);
 
 /// Maximum CPUs the per-CPU APIC table holds.
 pub const MAX_CPUS: usize = 64;
@@ -80,7 +85,12 @@ pub fn init_cpu(calibrate: bool, tsc_deadline: bool) -> Result<(), &'static str>
             ((count_per_ms * 1000) / TICK_HZ).max(1) as u32,
             Ordering::SeqCst,
         );
+        COUNT_PER_MS.store(count_per_ms.max(1), Ordering::SeqCst);
     }
+    let id = super::percpu::cpu_id() as usize;
+    let first = cpu::rdtsc() + tsc_per_tick();
+    NEXT_TICK_TSC[id].store(first, Ordering::Relaxed);
+    ARMED_TSC[id].store(first, Ordering::Relaxed);
     if tsc_deadline {
         // TSC-deadline mode: the LVT first, then the first deadline (SDM
         // 10.5.4.1); every tick arms the next one (`rearm_tick`).
@@ -92,15 +102,15 @@ pub fn init_cpu(calibrate: bool, tsc_deadline: bool) -> Result<(), &'static str>
         }
         TSC_DEADLINE.store(true, Ordering::SeqCst);
     } else {
-        // SAFETY: periodic timer with the calibrated count, on this CPU's APIC.
+        // SAFETY: one-shot timer with the calibrated count, on this CPU's APIC;
+        // every interrupt arms the next (`rearm_tick`).
         unsafe {
-            apic.set_timer_mode(TimerMode::Periodic);
+            apic.set_timer_mode(TimerMode::OneShot);
             apic.set_timer_divide(TimerDivide::Div16);
-            apic.set_timer_initial(TIMER_COUNT.load(Ordering::SeqCst));
             apic.enable_timer();
+            apic.set_timer_initial(TIMER_COUNT.load(Ordering::SeqCst));
         }
     }
-    let id = super::percpu::cpu_id() as usize;
     // SAFETY: this CPU's own slot, written before its timer can fire (IF off).
     unsafe { *APICS[id].0.get() = Some(apic) };
     Ok(())
@@ -120,14 +130,63 @@ pub fn tsc_deadline_mode() -> bool {
     TSC_DEADLINE.load(Ordering::Relaxed)
 }
 
-/// Arms the next tick in TSC-deadline mode (a periodic timer needs nothing).
-/// Called from the timer interrupt.
-pub fn rearm_tick() {
+/// When this CPU's next scheduler tick is due (TSC).
+static NEXT_TICK_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// When this CPU's timer is armed to fire next (TSC).
+static ARMED_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Arms this CPU's timer to fire at `tsc` (at once if that has passed).
+/// Interrupts must be off.
+fn arm_at(cpu_id: usize, tsc: u64) {
+    ARMED_TSC[cpu_id].store(tsc, Ordering::Relaxed);
     if tsc_deadline_mode() {
-        // SAFETY: IA32_TSC_DEADLINE exists in this mode; a deadline in the
-        // future only schedules this CPU's next timer interrupt.
-        unsafe { cpu::wrmsr(IA32_TSC_DEADLINE, cpu::rdtsc() + tsc_per_tick()) };
+        // SAFETY: IA32_TSC_DEADLINE exists in this mode; a deadline (past or
+        // future) only schedules this CPU's next timer interrupt.
+        unsafe { cpu::wrmsr(IA32_TSC_DEADLINE, tsc.max(1)) };
+        return;
     }
+    let delta = tsc.saturating_sub(cpu::rdtsc()) as u128;
+    let counts = delta * COUNT_PER_MS.load(Ordering::Relaxed) as u128
+        / TSC_PER_MS.load(Ordering::Relaxed).max(1) as u128;
+    let counts = counts.clamp(1, u32::MAX as u128) as u32;
+    with_local(|a| {
+        // SAFETY: writing the initial count starts this CPU's one-shot timer.
+        unsafe { a.set_timer_initial(counts) }
+    });
+}
+
+/// Arms this CPU's next timer interrupt from the timer interrupt. Returns
+/// whether this interrupt is a scheduler tick (the tick period has passed)
+/// rather than an early wake-up for a sleeper.
+pub fn rearm_tick() -> bool {
+    let id = super::percpu::cpu_id() as usize;
+    let now = cpu::rdtsc();
+    let mut next = NEXT_TICK_TSC[id].load(Ordering::Relaxed);
+    let is_tick = now >= next;
+    if is_tick {
+        next = now + tsc_per_tick();
+        NEXT_TICK_TSC[id].store(next, Ordering::Relaxed);
+    }
+    arm_at(id, next);
+    is_tick
+}
+
+/// Makes this CPU's timer fire no later than `tsc` (a thread going to sleep
+/// here until then). Interrupts must be off; the interrupt then wakes the
+/// sleepers that are due, and re-arms the tick.
+pub fn wake_me_by(tsc: u64) {
+    let id = super::percpu::cpu_id() as usize;
+    if tsc < ARMED_TSC[id].load(Ordering::Relaxed) {
+        arm_at(id, tsc);
+    }
+}
+
+/// Converts nanoseconds to TSC ticks (rounded up).
+pub fn ns_to_tsc(ns: u64) -> u64 {
+    let per_ms = tsc_per_ms().max(1) as u128;
+    (ns as u128 * per_ms)
+        .div_ceil(1_000_000)
+        .min(u64::MAX as u128) as u64
 }
 
 /// Counts TSC ticks and APIC timer counts over 10 ms of PIT time.
