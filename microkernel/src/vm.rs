@@ -40,7 +40,7 @@ use abi::{prot, Error};
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::frame::PhysFrame;
-use kcore::paging::{MapError, PageSize, PageTable, PteFlags, USER_HALF_END};
+use kcore::paging::{MapError, PageSize, PageTable, PteFlags};
 
 /// Page-table entries a range walk examines per chunk (each chunk runs with
 /// interrupts off and the page-table lock held).
