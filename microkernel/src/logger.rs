@@ -39,8 +39,13 @@ macro_rules! println {
 /// per printed line, so no hold lasts longer than one line of at most
 /// [`kcore::userlog::MAX_LINE_BYTES`] bytes plus its prefix, and a line is
 /// never interleaved with another CPU's output.
-pub fn user_write(pid: u64, bytes: &[u8]) {
-    for line in kcore::userlog::lines(bytes) {
+/// `between_lines` runs between two lines, with no lock held (the caller
+/// passes a preemption point).
+pub fn user_write(pid: u64, bytes: &[u8], mut between_lines: impl FnMut()) {
+    for (i, line) in kcore::userlog::lines(bytes).enumerate() {
+        if i != 0 {
+            between_lines();
+        }
         let mut serial = SERIAL.lock();
         let _ = write!(serial, "[pid {pid}] ");
         for &b in line {

@@ -130,7 +130,9 @@ fn debug_write(ptr: u64, len: u64) -> Result<u64, Error> {
     let mut buf = [0u8; MAX_DEBUG_WRITE as usize];
     copy_from_user(&mut buf[..len], ptr)?;
     let pid = sched::current().process.as_ref().map_or(0, |p| p.pid);
-    crate::logger::user_write(pid, &buf[..len]);
+    // Between lines no lock is held: let interrupts in (a real UART sends a
+    // 256-byte line in about 22 ms, all of it with interrupts off).
+    crate::logger::user_write(pid, &buf[..len], sched::preemption_point);
     Ok(len as u64)
 }
 
