@@ -192,15 +192,33 @@ fn wait(pid: u64) -> Option<Status> {
 /// for 300 ms; its parent, at the default priority on the same CPU, must
 /// still get its 2 ms sleeps back within 100 ms.
 fn priority_probe() {
+    // A stalled host vCPU can make one 2 ms sleep take 100+ ms of wall time:
+    // only a starvation seen in three runs out of three is a finding.
+    let mut worst_of_all = u64::MAX;
+    for _ in 0..3 {
+        match priority_probe_once() {
+            Some(worst) if worst > 100_000_000 => worst_of_all = worst_of_all.min(worst),
+            _ => return,
+        }
+    }
+    finding!(
+        "priority: a child at priority 0 starved its parent on CPU 0: a 2 ms sleep took {} ms (3 of 3 tries)",
+        worst_of_all / 1_000_000
+    );
+}
+
+/// One run of [`priority_probe`]: the worst 2 ms sleep, in ns, while the
+/// spinner runs (None if it could not be started).
+fn priority_probe_once() -> Option<u64> {
     let mut buf = [0u8; 256];
     let len = image(Prog::Spinner, &mut buf);
     if sys::set_affinity(0).is_err() {
-        return;
+        return None;
     }
     let deadline = rdtsc() + 300 * util::tsc_per_ms();
     let Ok(pid) = sys::process_spawn(&buf[..len], deadline) else {
         let _ = sys::set_affinity(u64::MAX);
-        return;
+        return None;
     };
     let mut worst = 0;
     while rdtsc() < deadline + 50 * util::tsc_per_ms() {
@@ -210,12 +228,7 @@ fn priority_probe() {
     }
     let _ = wait(pid);
     let _ = sys::set_affinity(u64::MAX);
-    if worst > 100_000_000 {
-        finding!(
-            "priority: a child at priority 0 starved its parent on CPU 0: a 2 ms sleep took {} ms",
-            worst / 1_000_000
-        );
-    }
+    Some(worst)
 }
 
 /// The breeders' status word once their wait returned (0: not yet).
