@@ -156,9 +156,10 @@ pub fn registers_survive_preemption() -> TestResult {
     Ok(())
 }
 
-/// Threads in [`registers_survive_migration`] at most (one more than the
-/// largest CPU count the boot tests use).
-const MIGRATE_THREADS: usize = 9;
+/// Threads in [`registers_survive_migration`] at most (twice the largest CPU
+/// count the boot tests use: with two threads per CPU, a preemption shows
+/// even when a loaded host runs the vCPUs one after another).
+const MIGRATE_THREADS: usize = 16;
 
 /// Case 2b: more unpinned threads than CPUs hold GPR, RFLAGS and SIMD
 /// values while the scheduler moves them between CPUs (where it balances).
@@ -187,7 +188,7 @@ const MIGRATE_ATTEMPTS: usize = 4;
 /// One round of [`registers_survive_migration`]: checks every thread's
 /// registers and returns whether some thread was descheduled mid-spin.
 fn migration_round(spin_ms: u64) -> Result<bool, &'static str> {
-    let n = (sys::cpu_count() as usize + 1).clamp(2, MIGRATE_THREADS);
+    let n = (2 * sys::cpu_count() as usize).clamp(2, MIGRATE_THREADS);
     let mut jobs: [HoldJob; MIGRATE_THREADS] = core::array::from_fn(|i| {
         let seed = 0x3c3c_0000_0000_0000 + ((i as u64) << 48) + ((i as u64) << 16) + 0x4400;
         let mut job = HoldJob::new(seed, PATTERNS[i % PATTERNS.len()], true, spin_ms);
