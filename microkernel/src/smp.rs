@@ -391,7 +391,19 @@ static PINGS: AtomicU64 = AtomicU64::new(0);
 pub const FULL_FLUSH_PAGES: u64 = 64;
 
 fn flush_pages(addr: u64, pages: u64) {
-    if pages > FULL_FLUSH_PAGES {
+    if pages > FULL_FLUSH_PAGES && addr >= abi::layout::USER_END {
+        // Kernel mappings are global: a CR3 reload keeps them. Toggling
+        // CR4.PGE flushes every entry, global ones included (SDM 4.10.4.1).
+        use x86_64::registers::control::{Cr4, Cr4Flags};
+        let cr4 = Cr4::read();
+        // SAFETY: clearing and restoring PGE changes no mapping, only drops
+        // cached translations; interrupts are off (callers), so nothing runs
+        // between the two writes on this CPU.
+        unsafe {
+            Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL);
+            Cr4::write(cr4);
+        }
+    } else if pages > FULL_FLUSH_PAGES {
         x86_64::instructions::tlb::flush_all();
     } else {
         for i in 0..pages {

@@ -115,6 +115,13 @@ static NEXT_TID: AtomicU64 = AtomicU64::new(1);
 /// The most user threads alive at once (each costs a 32 KiB stack and about
 /// 1.5 KiB of heap; the smallest heap is 4 MiB). More is an error, not a panic.
 pub const MAX_THREADS: usize = 1024;
+
+// Every thread's kernel stack, and the five stacks of each CPU, sit in slots
+// whose page tables exist from boot (no table is allocated per thread).
+const _: () = assert!(
+    MAX_THREADS as u64 + 5 * crate::arch::apic::MAX_CPUS as u64
+        <= crate::mem::kstack::PREALLOC_SLOTS
+);
 /// The most processes whose records exist at once (running or not yet waited
 /// for).
 pub const MAX_PROCESSES: usize = 256;

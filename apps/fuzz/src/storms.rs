@@ -192,23 +192,25 @@ fn wait(pid: u64) -> Option<Status> {
 /// for 300 ms; its parent, at the default priority on the same CPU, must
 /// still get its 2 ms sleeps back within 100 ms.
 fn priority_probe() {
-    // A stalled host vCPU can make one 2 ms sleep take 100+ ms of wall time:
-    // only a starvation seen in three runs out of three is a finding.
-    let mut worst_of_all = u64::MAX;
+    // Starved, the parent completes no sleep at all while the spinner runs;
+    // shared fairly, it completes one per slice or so (about 25 in the
+    // spinner's 300 ms). Counting completions, not the worst sleep, keeps a
+    // single host stall of the vCPU from looking like starvation; and only
+    // three starved runs out of three are a finding.
+    let mut best = u64::MAX;
     for _ in 0..3 {
         match priority_probe_once() {
-            Some(worst) if worst > 100_000_000 => worst_of_all = worst_of_all.min(worst),
+            Some(done) if done < 3 => best = best.min(done),
             _ => return,
         }
     }
     finding!(
-        "priority: a child at priority 0 starved its parent on CPU 0: a 2 ms sleep took {} ms (3 of 3 tries)",
-        worst_of_all / 1_000_000
+        "priority: a child at priority 0 starved its parent on CPU 0: {best} of its 2 ms sleeps completed in the child's 300 ms (3 of 3 tries)"
     );
 }
 
-/// One run of [`priority_probe`]: the worst 2 ms sleep, in ns, while the
-/// spinner runs (None if it could not be started).
+/// One run of [`priority_probe`]: how many 2 ms sleeps the parent completed
+/// while the spinner ran (None if it could not be started).
 fn priority_probe_once() -> Option<u64> {
     let mut buf = [0u8; 256];
     let len = image(Prog::Spinner, &mut buf);
@@ -220,15 +222,16 @@ fn priority_probe_once() -> Option<u64> {
         let _ = sys::set_affinity(u64::MAX);
         return None;
     };
-    let mut worst = 0;
+    let mut done = 0;
     while rdtsc() < deadline + 50 * util::tsc_per_ms() {
-        let t0 = sys::clock_ns();
         sys::sleep_ns(2_000_000);
-        worst = worst.max(sys::clock_ns() - t0);
+        if rdtsc() < deadline {
+            done += 1;
+        }
     }
     let _ = wait(pid);
     let _ = sys::set_affinity(u64::MAX);
-    Some(worst)
+    Some(done)
 }
 
 /// The breeders' status word once their wait returned (0: not yet).

@@ -286,6 +286,7 @@ pub fn init(
     KERNEL_ROOT.store(pt.root(), core::sync::atomic::Ordering::SeqCst);
     *KERNEL_PT.lock() = Some(pt);
     heap::init(usable_bytes)?;
+    kstack::preallocate_tables()?;
     Ok(MemStats {
         usable_bytes,
         direct_map_end,
