@@ -35,7 +35,7 @@ macro_rules! println {
 
 /// Prints bytes a process wrote (already copied into kernel memory): one
 /// `[pid N] `-prefixed line per line of `bytes`, a partial last line ended
-/// by the kernel, cursor-moving bytes shown as `?`. The serial lock is taken
+/// by the kernel, control characters and invalid UTF-8 shown as `?`. The serial lock is taken
 /// per printed line, so no hold lasts longer than one line of at most
 /// [`kcore::userlog::MAX_LINE_BYTES`] bytes plus its prefix, and a line is
 /// never interleaved with another CPU's output.
@@ -43,9 +43,7 @@ pub fn user_write(pid: u64, bytes: &[u8]) {
     for line in kcore::userlog::lines(bytes) {
         let mut serial = SERIAL.lock();
         let _ = write!(serial, "[pid {pid}] ");
-        for &b in line {
-            serial.write_byte(kcore::userlog::sanitize(b));
-        }
+        kcore::userlog::sanitize_line(line, |b| serial.write_byte(b));
         serial.write_byte(b'\r');
         serial.write_byte(b'\n');
     }
