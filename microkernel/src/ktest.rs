@@ -103,6 +103,10 @@ const CASES: &[Case] = &[
         "cpu_state_is_explicit_on_every_cpu",
         cpu_state_is_explicit_on_every_cpu,
     ),
+    (
+        "ap_features_must_match_the_boot_cpu",
+        ap_features_must_match_the_boot_cpu,
+    ),
     ("kernel_mode_nmi_returns", kernel_mode_nmi_returns),
     (
         "kernel_db_at_syscall_entry_is_ignored",
@@ -434,6 +438,68 @@ fn cpu_state_is_explicit_on_every_cpu() -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// An AP must match the boot CPU in every feature the kernel decides once for
+/// all CPUs: the FPU save format and area size (XSAVE, XSAVEOPT, AVX), the
+/// page-table format (NX, 1 GiB pages in the direct map), the APIC mode, and
+/// the protections (SMEP, SMAP, UMIP), which must not silently be weaker on
+/// one CPU. QEMU gives every vCPU the same model, so the decision is tested
+/// directly on synthetic feature sets.
+fn ap_features_must_match_the_boot_cpu() -> Result<(), &'static str> {
+    use crate::arch::cpu::Features;
+    use crate::arch::cpustate::ap_mismatch;
+    let all = Features {
+        nx: true,
+        page_1g: true,
+        pge: true,
+        smep: true,
+        smap: true,
+        umip: true,
+        xsave: true,
+        xsaveopt: true,
+        avx: true,
+        x2apic: true,
+        tsc_deadline: true,
+        pcid: true,
+        mce: true,
+        de: true,
+        pat: true,
+        rdtscp: true,
+        rdpid: true,
+    };
+    check(ap_mismatch(&all, &all).is_none(), "identical CPUs refused")?;
+    let must: [(&str, fn(&mut Features)); 9] = [
+        ("NX", |f| f.nx = false),
+        ("1 GiB pages", |f| f.page_1g = false),
+        ("XSAVE", |f| f.xsave = false),
+        ("XSAVEOPT", |f| f.xsaveopt = false),
+        ("AVX", |f| f.avx = false),
+        ("x2APIC", |f| f.x2apic = false),
+        ("SMEP", |f| f.smep = false),
+        ("SMAP", |f| f.smap = false),
+        ("UMIP", |f| f.umip = false),
+    ];
+    for (name, clear) in must {
+        let mut less = all;
+        clear(&mut less);
+        // In both directions: an AP without it, and an AP with it when the
+        // boot CPU (which decided for all) has none.
+        if ap_mismatch(&all, &less).is_none() || ap_mismatch(&less, &all).is_none() {
+            println!("  note: an AP differing in {name} was accepted");
+            return Err("an AP whose features differ from the boot CPU's was accepted");
+        }
+    }
+    // Per-CPU features the kernel decides on each CPU may differ.
+    let mut ap = all;
+    ap.tsc_deadline = false;
+    ap.rdtscp = false;
+    ap.rdpid = false;
+    ap.pat = false;
+    check(
+        ap_mismatch(&all, &ap).is_none(),
+        "a per-CPU feature difference was refused",
+    )
 }
 
 /// A self-NMI in kernel mode is counted and returns (it used to be fatal

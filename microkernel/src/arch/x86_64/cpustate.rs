@@ -179,11 +179,76 @@ pub unsafe fn init_this_cpu(f: &Features, cpu_id: u32, boot_cpu: bool) {
     syscall::init_msrs();
     if boot_cpu {
         uaccess::set_smap(f.smap);
-    } else if f.smap != uaccess::smap_on() {
-        // The entry stubs decide `clac` by one global flag.
-        panic!("CPU {cpu_id}: SMAP differs from the boot CPU's; mixed CPUs are not supported");
     }
     record_check(f, cpu_id);
+}
+
+/// The boot CPU's features, which every AP must match ([`check_ap_features`]).
+static BOOT_FEATURES: spin::Once<Features> = spin::Once::new();
+
+/// Records the boot CPU's features (once, before any AP starts).
+pub fn set_boot_features(f: &Features) {
+    BOOT_FEATURES.call_once(|| *f);
+}
+
+/// What an AP with features `ap` lacks or has beyond the boot CPU's `boot`
+/// that the kernel decided once for every CPU, or `None`.
+pub fn ap_mismatch(boot: &Features, ap: &Features) -> Option<&'static str> {
+    // Decided once, on the boot CPU, for all: the page-table format (the NX
+    // bit is reserved without EFER.NXE, the direct map uses 1 GiB pages), the
+    // FPU save instruction, XCR0 and save-area size (an AP with AVX but an
+    // area sized without it would XSAVE past the end of every thread's area;
+    // one without XSAVE would #UD on XRSTOR), the local APIC mode, and the
+    // entry stubs' `clac` byte. SMEP and UMIP are per-CPU bits, but a CPU
+    // quietly running without a protection the others have is refused too.
+    let pairs = [
+        (boot.nx, ap.nx, "NX (the page tables use the NX bit)"),
+        (
+            boot.page_1g,
+            ap.page_1g,
+            "1 GiB pages (the direct map uses them)",
+        ),
+        (
+            boot.xsave,
+            ap.xsave,
+            "XSAVE (the FPU save format is global)",
+        ),
+        (
+            boot.xsaveopt,
+            ap.xsaveopt,
+            "XSAVEOPT (the FPU save instruction is global)",
+        ),
+        (
+            boot.avx,
+            ap.avx,
+            "AVX (XCR0 and the FPU area size are global)",
+        ),
+        (boot.x2apic, ap.x2apic, "x2APIC (the APIC mode is global)"),
+        (boot.smep, ap.smep, "SMEP"),
+        (
+            boot.smap,
+            ap.smap,
+            "SMAP (the entry stubs' clac byte is global)",
+        ),
+        (boot.umip, ap.umip, "UMIP"),
+    ];
+    pairs
+        .iter()
+        .find(|(b, a, _)| b != a)
+        .map(|&(_, _, what)| what)
+}
+
+/// Stops the machine if this AP (features `f`) differs from the boot CPU in
+/// anything the kernel decided once for all CPUs. Called by every AP before
+/// [`init_this_cpu`] (which would otherwise write state this CPU cannot
+/// hold, or quietly run it with weaker protections).
+pub fn check_ap_features(f: &Features, cpu_id: u32) {
+    let boot = BOOT_FEATURES
+        .get()
+        .expect("boot CPU features recorded before APs start");
+    if let Some(what) = ap_mismatch(boot, f) {
+        panic!("CPU {cpu_id}: {what} differs from the boot CPU's; mixed CPUs are not supported");
+    }
 }
 
 /// The TSS I/O-bitmap offset meaning "no bitmap": one past the TSS limit (the
