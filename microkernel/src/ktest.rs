@@ -107,6 +107,10 @@ const CASES: &[Case] = &[
         "ap_features_must_match_the_boot_cpu",
         ap_features_must_match_the_boot_cpu,
     ),
+    (
+        "user_write_takes_interrupts_between_lines",
+        user_write_takes_interrupts_between_lines,
+    ),
     ("kernel_mode_nmi_returns", kernel_mode_nmi_returns),
     (
         "kernel_db_at_syscall_entry_is_ignored",
@@ -499,6 +503,34 @@ fn ap_features_must_match_the_boot_cpu() -> Result<(), &'static str> {
     check(
         ap_mismatch(&all, &ap).is_none(),
         "a per-CPU feature difference was refused",
+    )
+}
+
+/// `debug_write` prints up to 4 KiB from a syscall, which runs with
+/// interrupts off: about 350 ms on a real 115200-baud UART. The serial lock
+/// is taken per line, and between lines the printing must be a preemption
+/// point (issue 7 item 13), or one `debug_write` keeps interrupts off on its
+/// CPU for the whole write. A self-IPI made pending before the call must have
+/// been taken when it returns.
+fn user_write_takes_interrupts_between_lines() -> Result<(), &'static str> {
+    use crate::arch::{apic, cpu};
+    let were_enabled = cpu::interrupts_enabled();
+    cpu::disable_interrupts();
+    let before = crate::smp::pings();
+    apic::send_ipi(apic::PING_VECTOR, apic::local_id());
+    apic::delay_us(1000); // delivered to this CPU and pending (IF is off)
+    let held = crate::smp::pings() == before;
+    crate::logger::user_write(0, b"ktest: probe line 1 of 2\nktest: probe line 2 of 2\n");
+    let taken = crate::smp::pings() != before;
+    cpu::enable_interrupts(); // take it now, whatever happened
+    apic::delay_us(1000);
+    if !were_enabled {
+        cpu::disable_interrupts();
+    }
+    check(held, "the self-IPI was taken with interrupts off")?;
+    check(
+        taken,
+        "user_write kept interrupts off across its lines (no preemption point)",
     )
 }
 

@@ -38,7 +38,9 @@ macro_rules! println {
 /// by the kernel, control characters and invalid UTF-8 shown as `?`. The serial lock is taken
 /// per printed line, so no hold lasts longer than one line of at most
 /// [`kcore::userlog::MAX_LINE_BYTES`] bytes plus its prefix, and a line is
-/// never interleaved with another CPU's output.
+/// never interleaved with another CPU's output; between lines pending
+/// interrupts are taken ([`crate::sched::preemption_point`]). Call with no
+/// lock held.
 pub fn user_write(pid: u64, bytes: &[u8]) {
     for line in kcore::userlog::lines(bytes) {
         let mut serial = SERIAL.lock();
@@ -46,6 +48,12 @@ pub fn user_write(pid: u64, bytes: &[u8]) {
         kcore::userlog::sanitize_line(line, |b| serial.write_byte(b));
         serial.write_byte(b'\r');
         serial.write_byte(b'\n');
+        drop(serial);
+        // A preemption point between lines, with no lock held: `debug_write`
+        // runs with interrupts off, and 4 KiB take ~350 ms on a real
+        // 115200-baud UART. The bytes are the caller's copy (on its kernel
+        // stack), so a switch or migration here changes nothing printed.
+        crate::sched::preemption_point();
     }
 }
 

@@ -496,6 +496,11 @@ pub fn on_ping() {
     PINGS.fetch_add(1, Ordering::Release);
 }
 
+/// Ping IPIs handled so far, on every CPU.
+pub fn pings() -> u64 {
+    PINGS.load(Ordering::Acquire)
+}
+
 /// Sends a ping IPI to `cpu` and waits for it to be handled; returns the
 /// round trip in TSC cycles, or `None` if the CPU is not online.
 pub fn ping(cpu: usize) -> Option<u64> {
