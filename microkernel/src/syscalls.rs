@@ -43,6 +43,21 @@ const MAX_DEBUG_WRITE: u64 = 4096;
 /// kicks the CPUs running its threads, and the interrupt return path ends them.
 #[no_mangle]
 pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
+    // A non-canonical return RIP is the thread's fault, never SYSRET's
+    // (CVE-2012-0217): see `check_return`.
+    if dispatch(frame) == ReturnCheck::Fault {
+        sched::user_fault(frame);
+    }
+}
+
+/// The dispatcher proper: runs the syscall `frame` names, puts the result in
+/// RAX and says whether the frame may be resumed ([`check_return`]: a
+/// non-canonical or kernel return RIP makes it a #GP frame). Separate from
+/// [`syscall_dispatch`] so `ktest sysret_refuses_non_canonical_rip` can run
+/// the real path on synthetic frames without ending its own thread; inlined
+/// there, so the syscall path is the same code.
+#[inline(always)]
+pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
     let handler: Handler = match Sysnum::try_from(frame.rax) {
         Err(e) => return finish(frame, Err(e)),
         // Answered in the table.
@@ -87,7 +102,7 @@ pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
         Ok(Sysnum::SetChildMaxPriority) => |f| set_child_max_priority(f.rdi),
     };
     let r = handler(frame);
-    finish(frame, r);
+    finish(frame, r)
 }
 
 /// A syscall's handler: reads its arguments from the frame, returns the
@@ -97,13 +112,9 @@ type Handler = fn(&TrapFrame) -> Result<u64, Error>;
 
 /// Puts the result in RAX and checks the return RIP.
 #[inline(always)]
-fn finish(frame: &mut TrapFrame, r: Result<u64, Error>) {
+fn finish(frame: &mut TrapFrame, r: Result<u64, Error>) -> ReturnCheck {
     frame.rax = encode_result(r);
-    // A non-canonical return RIP is the thread's fault, never SYSRET's
-    // (CVE-2012-0217): see `check_return`.
-    if check_return(frame) == ReturnCheck::Fault {
-        sched::user_fault(frame);
-    }
+    check_return(frame)
 }
 
 fn current_space() -> Result<&'static crate::vm::AddressSpace, Error> {
