@@ -473,7 +473,8 @@ fn ap_features_must_match_the_boot_cpu() -> Result<(), &'static str> {
         rdpid: true,
     };
     check(ap_mismatch(&all, &all).is_none(), "identical CPUs refused")?;
-    let must: [(&str, fn(&mut Features)); 9] = [
+    type Clear = fn(&mut Features);
+    let must: [(&str, Clear); 9] = [
         ("NX", |f| f.nx = false),
         ("1 GiB pages", |f| f.page_1g = false),
         ("XSAVE", |f| f.xsave = false),
