@@ -88,7 +88,7 @@ static CHECKED: [AtomicU8; super::apic::MAX_CPUS] =
     [const { AtomicU8::new(0) }; super::apic::MAX_CPUS];
 
 /// What [`verdict`] reports for each field [`read_back`] compares, in order.
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 22] = [
     "CR0 differs",
     "CR4 differs",
     "EFER differs",
@@ -107,6 +107,10 @@ const FIELDS: [&str; 18] = [
     "STAR differs",
     "LSTAR differs",
     "SFMASK differs",
+    "XCR0 differs",
+    "CR8 differs",
+    "CSTAR differs",
+    "SYSENTER_CS differs",
 ];
 
 /// Sets every piece of CPU state the kernel relies on, on the CPU this runs
@@ -258,7 +262,7 @@ pub const IOMAP_NONE: u16 =
 
 /// Reads back the state [`init_this_cpu`] set, in [`FIELDS`] order, with the
 /// value intended for each.
-fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 18] {
+fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 22] {
     let (cr0, cr4, dr0, dr1, dr2, dr3, dr6, dr7, rflags): (
         u64,
         u64,
@@ -271,6 +275,7 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 18] {
         u64,
     );
     let (ldtr, tr): (u16, u16);
+    let cr8: u64;
     // SAFETY: reads of control, debug and descriptor-table registers in ring 0
     // have no side effects.
     unsafe {
@@ -285,10 +290,22 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 18] {
         asm!("pushfq", "pop {}", out(reg) rflags, options(nomem, preserves_flags));
         asm!("sldt {0:x}", out(reg) ldtr, options(nostack, nomem, preserves_flags));
         asm!("str {0:x}", out(reg) tr, options(nostack, nomem, preserves_flags));
+        asm!("mov {}, cr8", out(reg) cr8, options(nostack, nomem, preserves_flags));
     }
+    let (xcr0, want_xcr0) = if f.xsave {
+        let (lo, hi): (u32, u32);
+        // SAFETY: CR4.OSXSAVE is set when the CPU has XSAVE (cr4_for), so
+        // XGETBV with ECX = 0 reads XCR0 and has no other effect.
+        unsafe {
+            asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nostack, nomem, preserves_flags))
+        };
+        ((u64::from(hi) << 32) | u64::from(lo), fpu::xcr0_for(f))
+    } else {
+        (0, 0)
+    };
     // SAFETY: EFER and the syscall MSRs exist on every x86_64 CPU; PAT and
     // TSC_AUX are read only when CPUID reports them.
-    let (efer, pat, aux, star, lstar, sfmask) = unsafe {
+    let (efer, pat, aux, star, lstar, sfmask, cstar, sysenter_cs) = unsafe {
         (
             cpu::rdmsr(msr::EFER),
             if f.pat { cpu::rdmsr(msr::PAT) } else { PAT },
@@ -300,6 +317,8 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 18] {
             cpu::rdmsr(msr::STAR),
             cpu::rdmsr(msr::LSTAR),
             cpu::rdmsr(msr::SFMASK),
+            cpu::rdmsr(msr::CSTAR),
+            cpu::rdmsr(msr::SYSENTER_CS),
         )
     };
     let iomap = percpu::this().tss.iomap_base as u64;
@@ -326,6 +345,10 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 18] {
         (star, want_star),
         (lstar, want_lstar),
         (sfmask, want_sfmask),
+        (xcr0, want_xcr0),
+        (cr8, 0),
+        (cstar, 0),
+        (sysenter_cs, 0),
     ]
 }
 
