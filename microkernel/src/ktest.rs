@@ -446,7 +446,8 @@ fn cpu_state_is_explicit_on_every_cpu() -> Result<(), &'static str> {
 
 /// An AP must match the boot CPU in every feature the kernel decides once for
 /// all CPUs: the FPU save format and area size (XSAVE, XSAVEOPT, AVX), the
-/// page-table format (NX, 1 GiB pages in the direct map), the APIC mode, and
+/// page-table format (NX, 1 GiB pages in the direct map), the APIC and timer
+/// modes, and
 /// the protections (SMEP, SMAP, UMIP), which must not silently be weaker on
 /// one CPU. QEMU gives every vCPU the same model, so the decision is tested
 /// directly on synthetic feature sets.
@@ -474,13 +475,14 @@ fn ap_features_must_match_the_boot_cpu() -> Result<(), &'static str> {
     };
     check(ap_mismatch(&all, &all).is_none(), "identical CPUs refused")?;
     type Clear = fn(&mut Features);
-    let must: [(&str, Clear); 9] = [
+    let must: [(&str, Clear); 10] = [
         ("NX", |f| f.nx = false),
         ("1 GiB pages", |f| f.page_1g = false),
         ("XSAVE", |f| f.xsave = false),
         ("XSAVEOPT", |f| f.xsaveopt = false),
         ("AVX", |f| f.avx = false),
         ("x2APIC", |f| f.x2apic = false),
+        ("TSC-deadline timer", |f| f.tsc_deadline = false),
         ("SMEP", |f| f.smep = false),
         ("SMAP", |f| f.smap = false),
         ("UMIP", |f| f.umip = false),
@@ -497,7 +499,6 @@ fn ap_features_must_match_the_boot_cpu() -> Result<(), &'static str> {
     }
     // Per-CPU features the kernel decides on each CPU may differ.
     let mut ap = all;
-    ap.tsc_deadline = false;
     ap.rdtscp = false;
     ap.rdpid = false;
     ap.pat = false;

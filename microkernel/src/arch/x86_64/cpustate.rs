@@ -88,7 +88,7 @@ static CHECKED: [AtomicU8; super::apic::MAX_CPUS] =
     [const { AtomicU8::new(0) }; super::apic::MAX_CPUS];
 
 /// What [`verdict`] reports for each field [`read_back`] compares, in order.
-const FIELDS: [&str; 22] = [
+const FIELDS: [&str; 23] = [
     "CR0 differs",
     "CR4 differs",
     "EFER differs",
@@ -111,6 +111,7 @@ const FIELDS: [&str; 22] = [
     "CR8 differs",
     "CSTAR differs",
     "SYSENTER_CS differs",
+    "DEBUGCTL differs",
 ];
 
 /// Sets every piece of CPU state the kernel relies on, on the CPU this runs
@@ -126,6 +127,7 @@ const FIELDS: [&str; 22] = [
 /// - **PAT** := [`PAT`] (when the CPU has one);
 /// - **DR0-DR3** := 0, **DR6** := [`DR6_CLEAR`], **DR7** := [`DR7`];
 /// - **TSC_AUX** := the CPU id, so RDTSCP and RDPID report it (when present);
+/// - **DEBUGCTL** := 0 (no LBR, no branch single-step);
 /// - **LDTR** := 0, a null LDT: any selector with TI=1 raises #GP;
 /// - **TR**: loaded by [`percpu::init_cpu`] (it must be live before the IDT,
 ///   for the IST stacks) and checked here to be [`TSS_SEL`]; the TSS's
@@ -173,6 +175,10 @@ pub unsafe fn init_this_cpu(f: &Features, cpu_id: u32, boot_cpu: bool) {
         if f.rdtscp || f.rdpid {
             cpu::wrmsr(msr::TSC_AUX, cpu_id as u64);
         }
+        // DEBUGCTL exists on every x86_64 CPU (Intel since P6, AMD's
+        // DebugCtl); 0: no branch recording, and a user's TF single-steps
+        // instructions, not branches (BTF), whatever the firmware left.
+        cpu::wrmsr(msr::DEBUGCTL, 0);
         asm!("lldt {0:x}", in(reg) 0u16, options(nostack, preserves_flags, nomem));
         asm!("mov cr8, {}", in(reg) 0u64, options(nostack, preserves_flags, nomem));
     }
@@ -202,8 +208,9 @@ pub fn ap_mismatch(boot: &Features, ap: &Features) -> Option<&'static str> {
     // bit is reserved without EFER.NXE, the direct map uses 1 GiB pages), the
     // FPU save instruction, XCR0 and save-area size (an AP with AVX but an
     // area sized without it would XSAVE past the end of every thread's area;
-    // one without XSAVE would #UD on XRSTOR), the local APIC mode, and the
-    // entry stubs' `clac` byte. SMEP and UMIP are per-CPU bits, but a CPU
+    // one without XSAVE would #UD on XRSTOR), the local APIC mode and timer
+    // mode (`apic::TSC_DEADLINE` is one flag), and the entry stubs' `clac`
+    // byte. SMEP and UMIP are per-CPU bits, but a CPU
     // quietly running without a protection the others have is refused too.
     let pairs = [
         (boot.nx, ap.nx, "NX (the page tables use the NX bit)"),
@@ -228,6 +235,11 @@ pub fn ap_mismatch(boot: &Features, ap: &Features) -> Option<&'static str> {
             "AVX (XCR0 and the FPU area size are global)",
         ),
         (boot.x2apic, ap.x2apic, "x2APIC (the APIC mode is global)"),
+        (
+            boot.tsc_deadline,
+            ap.tsc_deadline,
+            "TSC-deadline timer (the timer mode is global: an AP with it would make a boot CPU without it write a missing MSR on every tick)",
+        ),
         (boot.smep, ap.smep, "SMEP"),
         (
             boot.smap,
@@ -262,7 +274,7 @@ pub const IOMAP_NONE: u16 =
 
 /// Reads back the state [`init_this_cpu`] set, in [`FIELDS`] order, with the
 /// value intended for each.
-fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 22] {
+fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 23] {
     let (cr0, cr4, dr0, dr1, dr2, dr3, dr6, dr7, rflags): (
         u64,
         u64,
@@ -305,7 +317,7 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 22] {
     };
     // SAFETY: EFER and the syscall MSRs exist on every x86_64 CPU; PAT and
     // TSC_AUX are read only when CPUID reports them.
-    let (efer, pat, aux, star, lstar, sfmask, cstar, sysenter_cs) = unsafe {
+    let (efer, pat, aux, star, lstar, sfmask, cstar, sysenter_cs, debugctl) = unsafe {
         (
             cpu::rdmsr(msr::EFER),
             if f.pat { cpu::rdmsr(msr::PAT) } else { PAT },
@@ -319,6 +331,7 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 22] {
             cpu::rdmsr(msr::SFMASK),
             cpu::rdmsr(msr::CSTAR),
             cpu::rdmsr(msr::SYSENTER_CS),
+            cpu::rdmsr(msr::DEBUGCTL),
         )
     };
     let iomap = percpu::this().tss.iomap_base as u64;
@@ -349,6 +362,7 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 22] {
         (cr8, 0),
         (cstar, 0),
         (sysenter_cs, 0),
+        (debugctl, 0),
     ]
 }
 
