@@ -606,7 +606,24 @@ fn kernel_db_at_syscall_entry_is_ignored() -> Result<(), &'static str> {
             return Err("a kernel #DB that must be fatal was ignored");
         }
     }
-    Ok(())
+    // The same case through the handler the #DB entry calls, with DR6 as the
+    // CPU leaves it: a handler that did not consult `kernel_debug` (or read
+    // DR6 wrongly) stops the machine here instead of returning.
+    let mut f = frame(entry, KERNEL_CS);
+    f.vector = 1;
+    // SAFETY: DR6 is a status register; BS only changes what the next #DB
+    // handler reads, and the handler called below resets it.
+    unsafe {
+        core::arch::asm!("mov dr6, {}", in(reg) DR6_CLEAR | DR6_BS, options(nostack, nomem, preserves_flags))
+    };
+    crate::arch::trap::trap_dispatch(&mut f);
+    let dr6: u64;
+    // SAFETY: reading DR6 has no effect.
+    unsafe {
+        core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nostack, nomem, preserves_flags))
+    };
+    check(f.rflags & TF == 0, "the #DB handler left TF set")?;
+    check(dr6 == DR6_CLEAR, "the #DB handler did not reset DR6")
 }
 
 fn sysret_refuses_non_canonical_rip() -> Result<(), &'static str> {
