@@ -88,7 +88,7 @@ static CHECKED: [AtomicU8; super::apic::MAX_CPUS] =
     [const { AtomicU8::new(0) }; super::apic::MAX_CPUS];
 
 /// What [`verdict`] reports for each field [`read_back`] compares, in order.
-const FIELDS: [&str; 23] = [
+const FIELDS: [&str; 24] = [
     "CR0 differs",
     "CR4 differs",
     "EFER differs",
@@ -112,6 +112,7 @@ const FIELDS: [&str; 23] = [
     "CSTAR differs",
     "SYSENTER_CS differs",
     "DEBUGCTL differs",
+    "MTRRs differ from the boot CPU's",
 ];
 
 /// Sets every piece of CPU state the kernel relies on, on the CPU this runs
@@ -128,6 +129,8 @@ const FIELDS: [&str; 23] = [
 /// - **DR0-DR3** := 0, **DR6** := [`DR6_CLEAR`], **DR7** := [`DR7`];
 /// - **TSC_AUX** := the CPU id, so RDTSCP and RDPID report it (when present);
 /// - **DEBUGCTL** := 0 (no LBR, no branch single-step);
+/// - **MTRRs** (APs): the boot CPU's, copied if the firmware left them
+///   different;
 /// - **LDTR** := 0, a null LDT: any selector with TI=1 raises #GP;
 /// - **TR**: loaded by [`percpu::init_cpu`] (it must be live before the IDT,
 ///   for the IST stacks) and checked here to be [`TSS_SEL`]; the TSS's
@@ -189,6 +192,14 @@ pub unsafe fn init_this_cpu(f: &Features, cpu_id: u32, boot_cpu: bool) {
     syscall::init_msrs();
     if boot_cpu {
         uaccess::set_smap(f.smap);
+        BOOT_MTRRS.call_once(read_mtrrs);
+    } else {
+        // SAFETY: an AP in bring-up, interrupts off, CR0/CR4 final (above).
+        if unsafe { sync_mtrrs() } {
+            // QEMU's INIT clears an AP's MTRRs (all memory uncached): this
+            // fires on every AP there; real firmware leaves them alike.
+            log::info!("CPU {cpu_id}: MTRRs differed from the boot CPU's; copied them");
+        }
     }
     record_check(f, cpu_id);
 }
@@ -267,6 +278,116 @@ pub fn check_ap_features(f: &Features, cpu_id: u32) {
     }
 }
 
+/// IA32_MTRRCAP: VCNT (bits 0-7), FIX (bit 8).
+const MTRR_CAP: u32 = 0xfe;
+/// IA32_MTRR_DEF_TYPE: default type (bits 0-7), FE (bit 10), E (bit 11).
+const MTRR_DEF_TYPE: u32 = 0x2ff;
+/// MTRR_DEF_TYPE.E: MTRRs enabled.
+const MTRR_ENABLE: u64 = 1 << 11;
+/// The eleven fixed-range MTRRs.
+const MTRR_FIXED: [u32; 11] = [
+    0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f,
+];
+/// IA32_MTRR_PHYSBASE0 (PHYSMASKn = PHYSBASEn + 1, pairs follow).
+const MTRR_PHYS_BASE0: u32 = 0x200;
+/// Variable ranges compared and copied (VCNT is 8 to 10 on real CPUs).
+const MTRR_MAX_VAR: usize = 32;
+
+/// One CPU's memory-type ranges (the MTRRs), as far as this CPU has them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Mtrrs {
+    def_type: u64,
+    fixed: [u64; 11],
+    var: [(u64, u64); MTRR_MAX_VAR],
+}
+
+/// This CPU's MTRRs, or `None` if CPUID reports none.
+fn read_mtrrs() -> Option<Mtrrs> {
+    if cpu::cpuid(1, 0).edx & (1 << 12) == 0 {
+        return None;
+    }
+    // SAFETY: CPUID reports MTRRs, so MTRRCAP, DEF_TYPE, the fixed ranges
+    // (when MTRRCAP.FIX) and VCNT variable pairs exist; reads have no effect.
+    unsafe {
+        let cap = cpu::rdmsr(MTRR_CAP);
+        let mut m = Mtrrs {
+            def_type: cpu::rdmsr(MTRR_DEF_TYPE),
+            fixed: [0; 11],
+            var: [(0, 0); MTRR_MAX_VAR],
+        };
+        if cap & (1 << 8) != 0 {
+            for (v, &msr) in m.fixed.iter_mut().zip(MTRR_FIXED.iter()) {
+                *v = cpu::rdmsr(msr);
+            }
+        }
+        let vcnt = ((cap & 0xff) as usize).min(MTRR_MAX_VAR);
+        for (i, pair) in m.var.iter_mut().enumerate().take(vcnt) {
+            let base = MTRR_PHYS_BASE0 + 2 * i as u32;
+            *pair = (cpu::rdmsr(base), cpu::rdmsr(base + 1));
+        }
+        Some(m)
+    }
+}
+
+/// The boot CPU's MTRRs, which every AP is made to match.
+static BOOT_MTRRS: spin::Once<Option<Mtrrs>> = spin::Once::new();
+
+/// Makes this AP's MTRRs the boot CPU's, if the firmware left them different
+/// (the memory type of a page must be the same on every CPU; firmware is
+/// meant to program all CPUs alike, and Linux copies the boot CPU's MTRRs to
+/// every AP in case it did not). Under QEMU every AP arrives with its MTRRs
+/// cleared by the INIT IPI (disabled: all memory uncached) while the boot
+/// CPU has SeaBIOS's or OVMF's (write-back, the PCI hole uncached). Follows the SDM's update procedure (vol. 3,
+/// 11.11.8): caches off (CD) and flushed, MTRRs disabled, written, enabled,
+/// caches flushed again and on. Returns whether anything was rewritten.
+///
+/// # Safety
+/// On an AP, with interrupts off, during bring-up (nothing else runs on it),
+/// after `CR0`/`CR4` hold their final values (they are restored as read).
+unsafe fn sync_mtrrs() -> bool {
+    let Some(Some(boot)) = BOOT_MTRRS.get() else {
+        return false;
+    };
+    let Some(mine) = read_mtrrs() else {
+        return false;
+    };
+    if mine == *boot {
+        return false;
+    }
+    // SAFETY: the caller's contract. Only MSRs this CPU's MTRRCAP reports
+    // are written (fixed ranges if FIX, VCNT variable pairs), with values
+    // the boot CPU holds in the same registers. CD/NW, WBINVD and the
+    // CR4.PGE toggle are the SDM's sequence and change no translation.
+    unsafe {
+        let cr0: u64;
+        let cr4: u64;
+        asm!("mov {}, cr0", out(reg) cr0, options(nostack, nomem, preserves_flags));
+        asm!("mov {}, cr4", out(reg) cr4, options(nostack, nomem, preserves_flags));
+        let cd = (cr0 | (1 << 30)) & !(1 << 29); // CD on, NW off
+        asm!("mov cr0, {}", "wbinvd", in(reg) cd, options(nostack, preserves_flags));
+        // A CR4.PGE toggle flushes the TLB, global entries included.
+        asm!("mov cr4, {}", in(reg) cr4 & !CR4_PGE, options(nostack, preserves_flags));
+        cpu::wrmsr(MTRR_DEF_TYPE, mine.def_type & !MTRR_ENABLE);
+        let cap = cpu::rdmsr(MTRR_CAP);
+        if cap & (1 << 8) != 0 {
+            for (&v, &msr) in boot.fixed.iter().zip(MTRR_FIXED.iter()) {
+                cpu::wrmsr(msr, v);
+            }
+        }
+        let vcnt = ((cap & 0xff) as usize).min(MTRR_MAX_VAR);
+        for (i, &(b, m)) in boot.var.iter().enumerate().take(vcnt) {
+            let base = MTRR_PHYS_BASE0 + 2 * i as u32;
+            cpu::wrmsr(base, b);
+            cpu::wrmsr(base + 1, m);
+        }
+        cpu::wrmsr(MTRR_DEF_TYPE, boot.def_type);
+        asm!("wbinvd", options(nostack, preserves_flags));
+        asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+        asm!("mov cr0, {}", in(reg) cr0, options(nostack, preserves_flags));
+    }
+    true
+}
+
 /// The TSS I/O-bitmap offset meaning "no bitmap": one past the TSS limit (the
 /// descriptor's limit is `size_of::<TaskStateSegment>() - 1`).
 pub const IOMAP_NONE: u16 =
@@ -274,7 +395,7 @@ pub const IOMAP_NONE: u16 =
 
 /// Reads back the state [`init_this_cpu`] set, in [`FIELDS`] order, with the
 /// value intended for each.
-fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 23] {
+fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 24] {
     let (cr0, cr4, dr0, dr1, dr2, dr3, dr6, dr7, rflags): (
         u64,
         u64,
@@ -363,6 +484,10 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 23] {
         (cstar, 0),
         (sysenter_cs, 0),
         (debugctl, 0),
+        (
+            u64::from(BOOT_MTRRS.get().is_some_and(|b| *b != read_mtrrs())),
+            0,
+        ),
     ]
 }
 
