@@ -6,6 +6,7 @@
 #   scripts/smoke.sh                  run every case
 #   scripts/smoke.sh boot-banner      run the named cases (shell globs work: 'ktest-*')
 #   scripts/smoke.sh --list           list the cases
+#   scripts/smoke.sh --lint           check that every required regex is anchored
 #
 # Environment: SMOKE_TIMEOUT (seconds per case, default 60), SMOKE_JOBS (cases
 # booted in parallel, default 2), SMOKE_NO_BUILD=1 (skip `cargo build`),
@@ -53,10 +54,13 @@ boot_case() {
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
 TESTS_CASES=56 # ring-3 cases in apps/tests/src/main.rs CASES
-KTEST_CASES=20 # in-kernel cases in microkernel/src/ktest.rs CASES
+KTEST_CASES=22 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
-TESTS_COUNTS=("${PID_PREFIX}tests: ${TESTS_CASES} cases\$" "${PID_PREFIX}${TESTS_CASES} passed, 0 failed\$")
+# The suite's own lines are judged by its pid: init starts it first (pid 2), and
+# any other process (a test's child) could print the same words behind its own.
+SUITE='^\[pid 2\] '
+TESTS_COUNTS=("${SUITE}tests: ${TESTS_CASES} cases\$" "${SUITE}${TESTS_CASES} passed, 0 failed\$")
 KTEST_COUNTS=("^ktest: ${KTEST_CASES} cases\$" "^${KTEST_CASES} passed, 0 failed\$")
 
 # --- the case table -------------------------------------------------------------------
@@ -76,12 +80,11 @@ boot_case hello "" 0 \
   '!PANIC' '!user fault'
 
 boot_case ktest-fault "--cmdline ktest=fault" 1 \
-  '#PF' \
-  'CR2=0x10000000' \
+  '^KERNEL PANIC on CPU 0: EXCEPTION #PF .*CR2=0x10000000' \
   '^  backtrace:'
 
 boot_case ktest-stack-overflow "--cmdline ktest=stack-overflow" 1 \
-  'EXCEPTION #DF double fault \(kernel stack overflow\?\)'
+  '^KERNEL PANIC on CPU 0: EXCEPTION #DF double fault \(kernel stack overflow\?\)'
 
 # A panic on an AP stops every CPU and prints exactly one report.
 boot_case ktest-ap-panic "--smp 4 --cmdline ktest=ap-panic" 1 \
@@ -91,13 +94,13 @@ boot_case ktest-ap-panic "--smp 4 --cmdline ktest=ap-panic" 1 \
 
 boot_case ktest-smp4 "--smp 4 --cmdline ktest" 0 \
   '^smp: 4 of 4 CPUs online' \
-  'percpu_fields_agree_on_every_cpu \.\.\. ok' \
-  'every_ap_answers_ipis \.\.\. ok' \
+  '^ktest percpu_fields_agree_on_every_cpu \.\.\. ok$' \
+  '^ktest every_ap_answers_ipis \.\.\. ok$' \
   "${KTEST_COUNTS[@]}" '!PANIC'
 
 # An AP that never arrives is reported and skipped; the rest run the suite.
 boot_case ap-never-arrives "--smp 4 --cmdline 'smp.withhold=2 init=tests'" 0 \
-  'CPU with APIC id 2 did not come up within 1000 ms' \
+  '^\[ *ERROR cpu0\] CPU with APIC id 2 did not come up within 1000 ms' \
   '^smp: 3 of 4 CPUs online' \
   "${TESTS_COUNTS[@]}" '!^KERNEL PANIC' '!FAILED'
 
@@ -106,7 +109,7 @@ boot_case ap-never-arrives "--smp 4 --cmdline 'smp.withhold=2 init=tests'" 0 \
 # arrival handshake and halts; the next AP takes the next slot and CPU id, and
 # the suite runs on the other three.
 boot_case ap-arrives-late "--smp 4 --cmdline 'smp.late=1 init=tests'" 0 \
-  'CPU with APIC id 1 did not come up within 0 ms; abandoned' \
+  '^\[ *ERROR cpu0\] CPU with APIC id 1 did not come up within 0 ms; abandoned' \
   '^smp: 3 of 4 CPUs online' \
   '^smp: APIC id 1 arrived after it was abandoned and halted' \
   "${TESTS_COUNTS[@]}" \
@@ -118,8 +121,8 @@ boot_case ap-arrives-late "--smp 4 --cmdline 'smp.late=1 init=tests'" 0 \
 boot_case ap-arrives-late-ktest "--smp 4 --cmdline 'smp.late=3 ktest'" 0 \
   '^smp: 3 of 4 CPUs online' \
   '^smp: APIC id 3 arrived after it was abandoned and halted' \
-  'percpu_fields_agree_on_every_cpu \.\.\. ok' \
-  'every_ap_answers_ipis \.\.\. ok' \
+  '^ktest percpu_fields_agree_on_every_cpu \.\.\. ok$' \
+  '^ktest every_ap_answers_ipis \.\.\. ok$' \
   "${KTEST_COUNTS[@]}" '!PANIC'
 
 # Ring 3 cannot speak in the kernel's voice: every line it writes, init's
@@ -132,7 +135,8 @@ boot_case console-pid-prefix "--smp 2 --cmdline init=tests" 0 \
   '^\[pid [0-9]+\] KERNEL PANIC on CPU 0: fake$' \
   '^\[pid [0-9]+\] shutdown requested by init \(success\)$' \
   '^\[pid [0-9]+\] 0 passed, 0 failed$' \
-  '^\[pid [0-9]+\] test user_output_cannot_forge_kernel_lines \.\.\. ok$' \
+  '^\[pid [0-9]+\] c1: x\?KERNEL PANIC on CPU 0: nel\?2K\?\?$' \
+  "${SUITE}"'test user_output_cannot_forge_kernel_lines \.\.\. ok$' \
   '^mica: shutdown requested by init \(success\)$' \
   '!^KERNEL PANIC' '!^shutdown requested' '!^0 passed' '!^Hello' \
   '!PARTIAL-WRITE-LEAKED' '!FAILED'
@@ -150,12 +154,12 @@ done
 # Both local-APIC modes, and the plainest CPU model.
 boot_case xapic-smp4 "--smp 4 --cpu qemu64,-x2apic --cmdline init=tests" 0 \
   '^smp: 4 of 4 CPUs online' \
-  'xAPIC APIC' \
+  '^\[ *INFO cpu0\] xAPIC APIC ' \
   "${TESTS_COUNTS[@]}" '!^KERNEL PANIC' '!FAILED'
 
 boot_case x2apic-smp4 "--smp 4 --cpu max,+x2apic --cmdline ktest" 0 \
   '^smp: 4 of 4 CPUs online' \
-  'x2APIC APIC' \
+  '^\[ *INFO cpu0\] x2APIC APIC ' \
   "${KTEST_COUNTS[@]}" '!PANIC'
 
 # UEFI (OVMF, through GRUB's EFI build on the same hybrid ISO) and the q35
@@ -164,7 +168,7 @@ boot_case x2apic-smp4 "--smp 4 --cpu max,+x2apic --cmdline ktest" 0 \
 # OVMF adds ~5 s under TCG on a lightly loaded host and 10+ s on a busy one,
 # hence the longer limit for the UEFI cases.
 boot_case uefi-tests-smp4 "--firmware uefi --smp 4 --timeout 120 --cmdline init=tests" 0 \
-  'firmware: UEFI \(from the multiboot2 tags\); memory map from the multiboot2 memory-map tag; ACPI RSDP from the multiboot2 tag' \
+  '^\[ *INFO cpu0\] firmware: UEFI \(from the multiboot2 tags\); memory map from the multiboot2 memory-map tag; ACPI RSDP from the multiboot2 tag' \
   '^smp: 4 of 4 CPUs online' \
   '^\[pid [0-9]+\] Hello from userland!' \
   "${TESTS_COUNTS[@]}" \
@@ -172,7 +176,7 @@ boot_case uefi-tests-smp4 "--firmware uefi --smp 4 --timeout 120 --cmdline init=
   '!^KERNEL PANIC' '!FAILED'
 
 boot_case q35-tests-smp4 "--machine q35 --smp 4 --cmdline init=tests" 0 \
-  'firmware: BIOS \(from the multiboot2 tags\)' \
+  '^\[ *INFO cpu0\] firmware: BIOS \(from the multiboot2 tags\)' \
   '^smp: 4 of 4 CPUs online' \
   '^\[pid [0-9]+\] Hello from userland!' \
   "${TESTS_COUNTS[@]}" \
@@ -180,7 +184,7 @@ boot_case q35-tests-smp4 "--machine q35 --smp 4 --cmdline init=tests" 0 \
   '!^KERNEL PANIC' '!FAILED'
 
 boot_case uefi-q35 "--firmware uefi --machine q35 --smp 2 --timeout 120" 0 \
-  'firmware: UEFI \(from the multiboot2 tags\)' \
+  '^\[ *INFO cpu0\] firmware: UEFI \(from the multiboot2 tags\)' \
   '^smp: 2 of 2 CPUs online' \
   '^\[pid [0-9]+\] Hello from userland!' \
   '^mica: init ended \(Exited\(0\)\)' \
@@ -190,7 +194,7 @@ boot_case uefi-q35 "--firmware uefi --machine q35 --smp 2 --timeout 120" 0 \
 # checks must hold there too.
 boot_case ktest-qemu64 "--smp 2 --cpu qemu64 --cmdline ktest" 0 \
   '^smp: 2 of 2 CPUs online' \
-  'cpu_state_is_explicit_on_every_cpu \.\.\. ok' \
+  '^ktest cpu_state_is_explicit_on_every_cpu \.\.\. ok$' \
   "${KTEST_COUNTS[@]}" '!PANIC'
 
 # The user-space suite while CPU 0 sends every other CPU an NMI on each tick:
@@ -198,7 +202,7 @@ boot_case ktest-qemu64 "--smp 2 --cpu qemu64 --cmdline ktest" 0 \
 boot_case nmi-storm-smp4 "--smp 4 --cmdline 'init=tests nmi.storm=1'" 0 \
   '^smp: 4 of 4 CPUs online' \
   '^nmi\.storm: [0-9]+ NMIs taken in ring 3 so far, no thread blamed' \
-  '^\[pid [0-9]+\] test nmi_in_ring3_leaves_threads_intact \.\.\. ok' \
+  "${SUITE}"'test nmi_in_ring3_leaves_threads_intact \.\.\. ok' \
   "${TESTS_COUNTS[@]}" \
   '^mica: shutdown requested by init \(success\)' \
   '!^KERNEL PANIC' '!FAILED'
@@ -300,12 +304,34 @@ run_case() {
   fi
 }
 
+# Every check a case requires must be anchored at the start of a line (`^`) and
+# not begin with a wildcard: user output always starts with `[pid N] `, so an
+# anchored regex can be met by a user line only if it names the pid prefix
+# itself. An unanchored one (`xAPIC APIC`) is met by any process that prints
+# those words. Kernel log lines are `[LEVEL cpuN] ...`: anchor on that.
+lint_checks() {
+  local name check bad=0
+  for name in "${CASES[@]}"; do
+    local -a checks=()
+    IFS=$'\x1f' read -r -a checks <<<"${CASE_CHECKS[$name]}" || true
+    for check in "${checks[@]}"; do
+      [[ $check == '!'* ]] && continue
+      if [[ $check != '^'* || $check == '^.'* || $check == '^('* ]]; then
+        echo "smoke: case $name: /$check/ is not anchored at a line start (a user line could meet it)" >&2
+        bad=1
+      fi
+    done
+  done
+  return $bad
+}
+
 # --- main -----------------------------------------------------------------------------
 selected=()
 for arg in "$@"; do
   case $arg in
     -h | --help) usage; exit 0 ;;
     --list) printf '%s\n' "${CASES[@]}"; exit 0 ;;
+    --lint) lint_checks && echo "smoke: every required check is anchored"; exit $? ;;
     -*) echo "smoke: unknown option $arg" >&2; usage >&2; exit 2 ;;
   esac
   matched=0
@@ -323,6 +349,11 @@ for arg in "$@"; do
 done
 [[ $# -gt 0 ]] || selected=("${CASES[@]}")
 
+if ! lint_checks; then
+  echo "FAIL lint: the case table has unanchored checks"
+  echo "0 passed, ${#selected[@]} failed"
+  exit 1
+fi
 mkdir -p "$OUT"
 if [[ ${SMOKE_NO_BUILD:-0} != 1 ]]; then
   echo "smoke: cargo build"

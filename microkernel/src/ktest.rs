@@ -103,6 +103,14 @@ const CASES: &[Case] = &[
         "cpu_state_is_explicit_on_every_cpu",
         cpu_state_is_explicit_on_every_cpu,
     ),
+    (
+        "ap_features_must_match_the_boot_cpu",
+        ap_features_must_match_the_boot_cpu,
+    ),
+    (
+        "user_write_takes_interrupts_between_lines",
+        user_write_takes_interrupts_between_lines,
+    ),
     ("kernel_mode_nmi_returns", kernel_mode_nmi_returns),
     (
         "kernel_db_at_syscall_entry_is_ignored",
@@ -436,6 +444,98 @@ fn cpu_state_is_explicit_on_every_cpu() -> Result<(), &'static str> {
     Ok(())
 }
 
+/// An AP must match the boot CPU in every feature the kernel decides once for
+/// all CPUs: the FPU save format and area size (XSAVE, XSAVEOPT, AVX), the
+/// page-table format (NX, 1 GiB pages in the direct map), the APIC and timer
+/// modes, and
+/// the protections (SMEP, SMAP, UMIP), which must not silently be weaker on
+/// one CPU. QEMU gives every vCPU the same model, so the decision is tested
+/// directly on synthetic feature sets.
+fn ap_features_must_match_the_boot_cpu() -> Result<(), &'static str> {
+    use crate::arch::cpu::Features;
+    use crate::arch::cpustate::ap_mismatch;
+    let all = Features {
+        nx: true,
+        page_1g: true,
+        pge: true,
+        smep: true,
+        smap: true,
+        umip: true,
+        xsave: true,
+        xsaveopt: true,
+        avx: true,
+        x2apic: true,
+        tsc_deadline: true,
+        pcid: true,
+        mce: true,
+        de: true,
+        pat: true,
+        rdtscp: true,
+        rdpid: true,
+    };
+    check(ap_mismatch(&all, &all).is_none(), "identical CPUs refused")?;
+    type Clear = fn(&mut Features);
+    let must: [(&str, Clear); 10] = [
+        ("NX", |f| f.nx = false),
+        ("1 GiB pages", |f| f.page_1g = false),
+        ("XSAVE", |f| f.xsave = false),
+        ("XSAVEOPT", |f| f.xsaveopt = false),
+        ("AVX", |f| f.avx = false),
+        ("x2APIC", |f| f.x2apic = false),
+        ("TSC-deadline timer", |f| f.tsc_deadline = false),
+        ("SMEP", |f| f.smep = false),
+        ("SMAP", |f| f.smap = false),
+        ("UMIP", |f| f.umip = false),
+    ];
+    for (name, clear) in must {
+        let mut less = all;
+        clear(&mut less);
+        // In both directions: an AP without it, and an AP with it when the
+        // boot CPU (which decided for all) has none.
+        if ap_mismatch(&all, &less).is_none() || ap_mismatch(&less, &all).is_none() {
+            println!("  note: an AP differing in {name} was accepted");
+            return Err("an AP whose features differ from the boot CPU's was accepted");
+        }
+    }
+    // Per-CPU features the kernel decides on each CPU may differ.
+    let mut ap = all;
+    ap.rdtscp = false;
+    ap.rdpid = false;
+    ap.pat = false;
+    check(
+        ap_mismatch(&all, &ap).is_none(),
+        "a per-CPU feature difference was refused",
+    )
+}
+
+/// `debug_write` prints up to 4 KiB from a syscall, which runs with
+/// interrupts off: about 350 ms on a real 115200-baud UART. The serial lock
+/// is taken per line, and between lines the printing must be a preemption
+/// point (issue 7 item 13), or one `debug_write` keeps interrupts off on its
+/// CPU for the whole write. A self-IPI made pending before the call must have
+/// been taken when it returns.
+fn user_write_takes_interrupts_between_lines() -> Result<(), &'static str> {
+    use crate::arch::{apic, cpu};
+    let were_enabled = cpu::interrupts_enabled();
+    cpu::disable_interrupts();
+    let before = crate::smp::pings();
+    apic::send_ipi(apic::PING_VECTOR, apic::local_id());
+    apic::delay_us(1000); // delivered to this CPU and pending (IF is off)
+    let held = crate::smp::pings() == before;
+    crate::syscalls::print_user(0, b"ktest: probe line 1 of 2\nktest: probe line 2 of 2\n");
+    let taken = crate::smp::pings() != before;
+    cpu::enable_interrupts(); // take it now, whatever happened
+    apic::delay_us(1000);
+    if !were_enabled {
+        cpu::disable_interrupts();
+    }
+    check(held, "the self-IPI was taken with interrupts off")?;
+    check(
+        taken,
+        "user_write kept interrupts off across its lines (no preemption point)",
+    )
+}
+
 /// A self-NMI in kernel mode is counted and returns (it used to be fatal
 /// whenever the machine was not stopping).
 fn kernel_mode_nmi_returns() -> Result<(), &'static str> {
@@ -506,7 +606,24 @@ fn kernel_db_at_syscall_entry_is_ignored() -> Result<(), &'static str> {
             return Err("a kernel #DB that must be fatal was ignored");
         }
     }
-    Ok(())
+    // The same case through the handler the #DB entry calls, with DR6 as the
+    // CPU leaves it: a handler that did not consult `kernel_debug` (or read
+    // DR6 wrongly) stops the machine here instead of returning.
+    let mut f = frame(entry, KERNEL_CS);
+    f.vector = 1;
+    // SAFETY: DR6 is a status register; BS only changes what the next #DB
+    // handler reads, and the handler called below resets it.
+    unsafe {
+        core::arch::asm!("mov dr6, {}", in(reg) DR6_CLEAR | DR6_BS, options(nostack, nomem, preserves_flags))
+    };
+    crate::arch::trap::trap_dispatch(&mut f);
+    let dr6: u64;
+    // SAFETY: reading DR6 has no effect.
+    unsafe {
+        core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nostack, nomem, preserves_flags))
+    };
+    check(f.rflags & TF == 0, "the #DB handler left TF set")?;
+    check(dr6 == DR6_CLEAR, "the #DB handler did not reset DR6")
 }
 
 fn sysret_refuses_non_canonical_rip() -> Result<(), &'static str> {
@@ -545,6 +662,29 @@ fn sysret_refuses_non_canonical_rip() -> Result<(), &'static str> {
             check_return(&mut f) == ReturnCheck::Resume && f.vector == SYSCALL_VECTOR,
             "a canonical user return RIP was faulted",
         )?;
+    }
+    // The same through the real dispatcher, which the entry stub calls: a
+    // guard that exists but is not on the return path protects nothing (and
+    // the ring-3 case cannot tell: TCG's SYSRET faults AMD-style). Numbers
+    // answered in the table, through a handler, and out of range.
+    for nr in [
+        abi::Sysnum::Null as u64,
+        abi::Sysnum::ThreadId as u64,
+        abi::Sysnum::ClockNs as u64,
+        u64::MAX,
+    ] {
+        for (rip, want) in [
+            (USER_END, ReturnCheck::Fault),
+            (USER_END - 2, ReturnCheck::Resume),
+        ] {
+            let mut f = frame(rip);
+            f.rax = nr;
+            let got = crate::syscalls::dispatch(&mut f);
+            if got != want || (want == ReturnCheck::Fault && f.vector != 13) {
+                println!("  note: syscall {nr} returning to 0x{rip:x}: {got:?}");
+                return Err("the syscall return path does not fault a non-canonical RIP");
+            }
+        }
     }
     Ok(())
 }

@@ -35,8 +35,8 @@ macro_rules! println {
 
 /// Prints bytes a process wrote (already copied into kernel memory): one
 /// `[pid N] `-prefixed line per line of `bytes`, a partial last line ended
-/// by the kernel, cursor-moving bytes shown as `?`. The serial lock is taken
-/// per printed line, so no hold lasts longer than one line of at most
+/// by the kernel, control characters and invalid UTF-8 shown as `?`. The
+/// serial lock is taken per printed line, so no hold lasts longer than one line of at most
 /// [`kcore::userlog::MAX_LINE_BYTES`] bytes plus its prefix, and a line is
 /// never interleaved with another CPU's output.
 /// `between_lines` runs between two lines, with no lock held (the caller
@@ -48,9 +48,7 @@ pub fn user_write(pid: u64, bytes: &[u8], mut between_lines: impl FnMut()) {
         }
         let mut serial = SERIAL.lock();
         let _ = write!(serial, "[pid {pid}] ");
-        for &b in line {
-            serial.write_byte(kcore::userlog::sanitize(b));
-        }
+        kcore::userlog::sanitize_line(line, |b| serial.write_byte(b));
         serial.write_byte(b'\r');
         serial.write_byte(b'\n');
     }

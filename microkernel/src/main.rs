@@ -60,6 +60,7 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
     let features = cpu::Features::detect();
     // SAFETY: the boot CPU, once, interrupts off, right after its per-CPU data.
     unsafe { arch::cpustate::init_this_cpu(&features, 0, true) };
+    arch::cpustate::set_boot_features(&features);
     arch::pic::disable();
 
     // SAFETY: the boot stub maps physical 0..1 GiB at KERNEL_VMA and passed the

@@ -336,6 +336,7 @@ pub extern "C" fn ap_entry(block: &'static ApBoot) -> ! {
     mem::load_address_space(block.cpu_id as usize, block.kernel_root);
     idt::load();
     let f = cpu::Features::detect();
+    crate::arch::cpustate::check_ap_features(&f, block.cpu_id);
     // SAFETY: this AP, once, interrupts off, right after its per-CPU data.
     unsafe { crate::arch::cpustate::init_this_cpu(&f, block.cpu_id, false) };
     if let Err(e) = apic::init_cpu(false, f.tsc_deadline) {
@@ -505,6 +506,11 @@ pub fn on_ping() {
         );
     }
     PINGS.fetch_add(1, Ordering::Release);
+}
+
+/// Ping IPIs handled so far, on every CPU.
+pub fn pings() -> u64 {
+    PINGS.load(Ordering::Acquire)
 }
 
 /// Sends a ping IPI to `cpu` and waits for it to be handled; returns the

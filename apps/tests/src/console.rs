@@ -6,6 +6,7 @@
 //! - Forged kernel lines in one write (embedded newlines, no trailing one)
 //!   must each appear behind `[pid N] `, and the partial last line must be
 //!   ended by the kernel (the runner's next `test ... ok` starts its own line).
+//! - C1 controls (NEL, CSI), encoded or raw, print as `?`.
 //! - A write whose range faults part-way fails with `BadAddress` and prints
 //!   nothing: the kernel copies everything before it prints anything (the
 //!   marker lines below must never reach the log).
@@ -17,6 +18,11 @@ use libipc::sys;
 /// Kernel lines a program might try to forge, in one write.
 const FORGED: &[u8] =
     b"KERNEL PANIC on CPU 0: fake\nshutdown requested by init (success)\n0 passed, 0 failed";
+/// A forged line behind C1 controls, as UTF-8 (NEL `C2 85`, CSI `C2 9B`) and
+/// as raw 8-bit bytes (0x85, 0x9b): a terminal honouring them would start a
+/// new, unprefixed line. The kernel prints each as `?` (the smoke case checks
+/// `c1: x?KERNEL PANIC on CPU 0: nel?2K??`).
+const FORGED_C1: &[u8] = b"c1: x\xc2\x85KERNEL PANIC on CPU 0: nel\xc2\x9b2K\x85\x9b\n";
 /// A line that must never be printed (the smoke case checks).
 const MARKER: &[u8] = b"PARTIAL-WRITE-LEAKED\n";
 /// A page followed by a hole, for the faulting write.
@@ -31,6 +37,10 @@ pub fn user_output_cannot_forge_kernel_lines() -> TestResult {
     match sys::debug_write(FORGED) {
         Ok(n) if n == FORGED.len() as u64 => {}
         _ => return Err("debug_write of forged kernel lines did not write them all"),
+    }
+    match sys::debug_write(FORGED_C1) {
+        Ok(n) if n == FORGED_C1.len() as u64 => {}
+        _ => return Err("debug_write of a line with C1 controls did not write it all"),
     }
     sys::map_anon(SCRATCH, 4096, prot::WRITE).map_err(|_| "map_anon failed")?;
     // SAFETY: the page was just mapped writable and nothing else uses it.

@@ -17,18 +17,48 @@
 //! - A line longer than [`MAX_LINE_BYTES`] is broken into several, each
 //!   with the prefix: the serial lock is held per printed line, so this
 //!   bounds every lock hold.
-//! - Bytes that would move a terminal's cursor or start an escape sequence
-//!   (C0 controls other than tab, and DEL) are printed as `?`, so a line
-//!   cannot visually erase its own prefix (`\r`, ESC `[2K`).
+//! - Characters that would move a terminal's cursor, start an escape
+//!   sequence or reorder the line (C0 controls other than tab, DEL, the C1
+//!   controls U+0080-U+009F such as NEL and CSI, line separators, bidi
+//!   overrides) and bytes that are not valid UTF-8 are printed as `?`, so a
+//!   line cannot visually erase its own prefix (`\r`, ESC `[2K`) or start a
+//!   new, unprefixed one (NEL).
 
 /// The most payload bytes one printed line carries.
 pub const MAX_LINE_BYTES: usize = 256;
 
-/// What a user byte is printed as.
-pub fn sanitize(b: u8) -> u8 {
-    match b {
-        b'\t' | 0x20..=0x7e | 0x80..=0xff => b,
-        _ => b'?',
+/// Whether a character may reach the console as itself: not a control
+/// character (C0 except tab, DEL, and the C1 range U+0080-U+009F, which
+/// holds NEL "next line", CSI and RI "reverse index"), not a line or
+/// paragraph separator, and not a bidirectional override or isolate (which
+/// could make a terminal draw the prefix after the text).
+fn printable(c: char) -> bool {
+    c == '\t'
+        || !(c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+}
+
+/// Emits the bytes one user line is printed as: its valid UTF-8 characters
+/// that are [`printable`] as themselves, every other character and every
+/// byte that is not part of valid UTF-8 as `?`. Decoding matters: a raw
+/// 0x85 or 0x9b byte is a C1 control to an 8-bit terminal and `C2 85` is
+/// NEL to a UTF-8 one, while 0x80-0x9f are also ordinary continuation bytes
+/// of printable characters (`€` is `E2 82 AC`).
+pub fn sanitize_line(line: &[u8], mut emit: impl FnMut(u8)) {
+    for chunk in line.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if printable(c) {
+                let mut utf8 = [0u8; 4];
+                for &b in c.encode_utf8(&mut utf8).as_bytes() {
+                    emit(b);
+                }
+            } else {
+                emit(b'?');
+            }
+        }
+        for _ in chunk.invalid() {
+            emit(b'?');
+        }
     }
 }
 
@@ -142,12 +172,32 @@ mod tests {
         );
     }
 
+    fn clean(line: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        sanitize_line(line, |b| out.push(b));
+        out
+    }
+
+    #[test]
+    fn c1_controls_and_invalid_utf8_are_neutralised() {
+        // NEL (next line), CSI and RI as UTF-8 (U+0085, U+009B, U+008D) and as
+        // raw 8-bit bytes: a terminal that honours C1 controls would start a
+        // new line ("[pid 7] x" NEL "KERNEL PANIC ...") or erase the prefix.
+        let out =
+            clean(b"x\xc2\x85KERNEL PANIC\xc2\x9b2K\xc2\x8d\x85\x9b1G\x8d\xe2\x80\xa8\xe2\x80\xae");
+        let text = core::str::from_utf8(&out).expect("output is valid UTF-8");
+        assert!(
+            !text.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')),
+            "{text:?}"
+        );
+        assert_eq!(text, "x?KERNEL PANIC?2K???1G???");
+        // Printable non-ASCII (continuation bytes 0x80-0x9f included) survives.
+        assert_eq!(clean("é€ü→".as_bytes()), "é€ü→".as_bytes());
+    }
+
     #[test]
     fn cursor_moving_bytes_are_neutralised() {
-        let out: Vec<u8> = b"ok\r\x1b[2K\x07\x7f\tx\xc3\xa9"
-            .iter()
-            .map(|&b| sanitize(b))
-            .collect();
+        let out = clean(b"ok\r\x1b[2K\x07\x7f\tx\xc3\xa9");
         assert_eq!(out, b"ok??[2K??\tx\xc3\xa9");
     }
 }

@@ -182,6 +182,8 @@ pub mod msr {
     pub const SYSENTER_EIP: u32 = 0x176;
     /// Machine-check global status (RIPV, EIPV, MCIP).
     pub const MCG_STATUS: u32 = 0x17a;
+    /// Debug control: LBR, BTF (single-step on branches), freeze bits.
+    pub const DEBUGCTL: u32 = 0x1d9;
 }
 
 /// Turns on global pages (CR4.PGE) when present; the boot CPU does this while

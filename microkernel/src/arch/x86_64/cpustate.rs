@@ -88,7 +88,7 @@ static CHECKED: [AtomicU8; super::apic::MAX_CPUS] =
     [const { AtomicU8::new(0) }; super::apic::MAX_CPUS];
 
 /// What [`verdict`] reports for each field [`read_back`] compares, in order.
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 24] = [
     "CR0 differs",
     "CR4 differs",
     "EFER differs",
@@ -107,6 +107,12 @@ const FIELDS: [&str; 18] = [
     "STAR differs",
     "LSTAR differs",
     "SFMASK differs",
+    "XCR0 differs",
+    "CR8 differs",
+    "CSTAR differs",
+    "SYSENTER_CS differs",
+    "DEBUGCTL differs",
+    "MTRRs differ from the boot CPU's",
 ];
 
 /// Sets every piece of CPU state the kernel relies on, on the CPU this runs
@@ -122,6 +128,9 @@ const FIELDS: [&str; 18] = [
 /// - **PAT** := [`PAT`] (when the CPU has one);
 /// - **DR0-DR3** := 0, **DR6** := [`DR6_CLEAR`], **DR7** := [`DR7`];
 /// - **TSC_AUX** := the CPU id, so RDTSCP and RDPID report it (when present);
+/// - **DEBUGCTL** := 0 (no LBR, no branch single-step);
+/// - **MTRRs** (APs): the boot CPU's, copied if the firmware left them
+///   different;
 /// - **LDTR** := 0, a null LDT: any selector with TI=1 raises #GP;
 /// - **TR**: loaded by [`percpu::init_cpu`] (it must be live before the IDT,
 ///   for the IST stacks) and checked here to be [`TSS_SEL`]; the TSS's
@@ -169,6 +178,10 @@ pub unsafe fn init_this_cpu(f: &Features, cpu_id: u32, boot_cpu: bool) {
         if f.rdtscp || f.rdpid {
             cpu::wrmsr(msr::TSC_AUX, cpu_id as u64);
         }
+        // DEBUGCTL exists on every x86_64 CPU (Intel since P6, AMD's
+        // DebugCtl); 0: no branch recording, and a user's TF single-steps
+        // instructions, not branches (BTF), whatever the firmware left.
+        cpu::wrmsr(msr::DEBUGCTL, 0);
         asm!("lldt {0:x}", in(reg) 0u16, options(nostack, preserves_flags, nomem));
         asm!("mov cr8, {}", in(reg) 0u64, options(nostack, preserves_flags, nomem));
     }
@@ -179,11 +192,200 @@ pub unsafe fn init_this_cpu(f: &Features, cpu_id: u32, boot_cpu: bool) {
     syscall::init_msrs();
     if boot_cpu {
         uaccess::set_smap(f.smap);
-    } else if f.smap != uaccess::smap_on() {
-        // The entry stubs decide `clac` by one global flag.
-        panic!("CPU {cpu_id}: SMAP differs from the boot CPU's; mixed CPUs are not supported");
+        BOOT_MTRRS.call_once(read_mtrrs);
+    } else {
+        // SAFETY: an AP in bring-up, interrupts off, CR0/CR4 final (above).
+        if unsafe { sync_mtrrs() } {
+            // QEMU's INIT clears an AP's MTRRs (all memory uncached): this
+            // fires on every AP there; real firmware leaves them alike.
+            log::info!("CPU {cpu_id}: MTRRs differed from the boot CPU's; copied them");
+        }
     }
     record_check(f, cpu_id);
+}
+
+/// The boot CPU's features, which every AP must match ([`check_ap_features`]).
+static BOOT_FEATURES: spin::Once<Features> = spin::Once::new();
+
+/// Records the boot CPU's features (once, before any AP starts).
+pub fn set_boot_features(f: &Features) {
+    BOOT_FEATURES.call_once(|| *f);
+}
+
+/// What an AP with features `ap` lacks or has beyond the boot CPU's `boot`
+/// that the kernel decided once for every CPU, or `None`.
+pub fn ap_mismatch(boot: &Features, ap: &Features) -> Option<&'static str> {
+    // Decided once, on the boot CPU, for all: the page-table format (the NX
+    // bit is reserved without EFER.NXE, the direct map uses 1 GiB pages), the
+    // FPU save instruction, XCR0 and save-area size (an AP with AVX but an
+    // area sized without it would XSAVE past the end of every thread's area;
+    // one without XSAVE would #UD on XRSTOR), the local APIC mode and timer
+    // mode (`apic::TSC_DEADLINE` is one flag), and the entry stubs' `clac`
+    // byte. SMEP and UMIP are per-CPU bits, but a CPU
+    // quietly running without a protection the others have is refused too.
+    let pairs = [
+        (boot.nx, ap.nx, "NX (the page tables use the NX bit)"),
+        (
+            boot.page_1g,
+            ap.page_1g,
+            "1 GiB pages (the direct map uses them)",
+        ),
+        (
+            boot.xsave,
+            ap.xsave,
+            "XSAVE (the FPU save format is global)",
+        ),
+        (
+            boot.xsaveopt,
+            ap.xsaveopt,
+            "XSAVEOPT (the FPU save instruction is global)",
+        ),
+        (
+            boot.avx,
+            ap.avx,
+            "AVX (XCR0 and the FPU area size are global)",
+        ),
+        (boot.x2apic, ap.x2apic, "x2APIC (the APIC mode is global)"),
+        (
+            boot.tsc_deadline,
+            ap.tsc_deadline,
+            "TSC-deadline timer (the timer mode is global: an AP with it would make a boot CPU without it write a missing MSR on every tick)",
+        ),
+        (boot.smep, ap.smep, "SMEP"),
+        (
+            boot.smap,
+            ap.smap,
+            "SMAP (the entry stubs' clac byte is global)",
+        ),
+        (boot.umip, ap.umip, "UMIP"),
+    ];
+    pairs
+        .iter()
+        .find(|(b, a, _)| b != a)
+        .map(|&(_, _, what)| what)
+}
+
+/// Stops the machine if this AP (features `f`) differs from the boot CPU in
+/// anything the kernel decided once for all CPUs. Called by every AP before
+/// [`init_this_cpu`] (which would otherwise write state this CPU cannot
+/// hold, or quietly run it with weaker protections).
+pub fn check_ap_features(f: &Features, cpu_id: u32) {
+    let boot = BOOT_FEATURES
+        .get()
+        .expect("boot CPU features recorded before APs start");
+    if let Some(what) = ap_mismatch(boot, f) {
+        panic!("CPU {cpu_id}: {what} differs from the boot CPU's; mixed CPUs are not supported");
+    }
+}
+
+/// IA32_MTRRCAP: VCNT (bits 0-7), FIX (bit 8).
+const MTRR_CAP: u32 = 0xfe;
+/// IA32_MTRR_DEF_TYPE: default type (bits 0-7), FE (bit 10), E (bit 11).
+const MTRR_DEF_TYPE: u32 = 0x2ff;
+/// MTRR_DEF_TYPE.E: MTRRs enabled.
+const MTRR_ENABLE: u64 = 1 << 11;
+/// The eleven fixed-range MTRRs.
+const MTRR_FIXED: [u32; 11] = [
+    0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f,
+];
+/// IA32_MTRR_PHYSBASE0 (PHYSMASKn = PHYSBASEn + 1, pairs follow).
+const MTRR_PHYS_BASE0: u32 = 0x200;
+/// Variable ranges compared and copied (VCNT is 8 to 10 on real CPUs).
+const MTRR_MAX_VAR: usize = 32;
+
+/// One CPU's memory-type ranges (the MTRRs), as far as this CPU has them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Mtrrs {
+    def_type: u64,
+    fixed: [u64; 11],
+    var: [(u64, u64); MTRR_MAX_VAR],
+}
+
+/// This CPU's MTRRs, or `None` if CPUID reports none.
+fn read_mtrrs() -> Option<Mtrrs> {
+    if cpu::cpuid(1, 0).edx & (1 << 12) == 0 {
+        return None;
+    }
+    // SAFETY: CPUID reports MTRRs, so MTRRCAP, DEF_TYPE, the fixed ranges
+    // (when MTRRCAP.FIX) and VCNT variable pairs exist; reads have no effect.
+    unsafe {
+        let cap = cpu::rdmsr(MTRR_CAP);
+        let mut m = Mtrrs {
+            def_type: cpu::rdmsr(MTRR_DEF_TYPE),
+            fixed: [0; 11],
+            var: [(0, 0); MTRR_MAX_VAR],
+        };
+        if cap & (1 << 8) != 0 {
+            for (v, &msr) in m.fixed.iter_mut().zip(MTRR_FIXED.iter()) {
+                *v = cpu::rdmsr(msr);
+            }
+        }
+        let vcnt = ((cap & 0xff) as usize).min(MTRR_MAX_VAR);
+        for (i, pair) in m.var.iter_mut().enumerate().take(vcnt) {
+            let base = MTRR_PHYS_BASE0 + 2 * i as u32;
+            *pair = (cpu::rdmsr(base), cpu::rdmsr(base + 1));
+        }
+        Some(m)
+    }
+}
+
+/// The boot CPU's MTRRs, which every AP is made to match.
+static BOOT_MTRRS: spin::Once<Option<Mtrrs>> = spin::Once::new();
+
+/// Makes this AP's MTRRs the boot CPU's, if the firmware left them different
+/// (the memory type of a page must be the same on every CPU; firmware is
+/// meant to program all CPUs alike, and Linux copies the boot CPU's MTRRs to
+/// every AP in case it did not). Under QEMU every AP arrives with its MTRRs
+/// cleared by the INIT IPI (disabled: all memory uncached) while the boot
+/// CPU has SeaBIOS's or OVMF's (write-back, the PCI hole uncached). Follows the SDM's update procedure (vol. 3,
+/// 11.11.8): caches off (CD) and flushed, MTRRs disabled, written, enabled,
+/// caches flushed again and on. Returns whether anything was rewritten.
+///
+/// # Safety
+/// On an AP, with interrupts off, during bring-up (nothing else runs on it),
+/// after `CR0`/`CR4` hold their final values (they are restored as read).
+unsafe fn sync_mtrrs() -> bool {
+    let Some(Some(boot)) = BOOT_MTRRS.get() else {
+        return false;
+    };
+    let Some(mine) = read_mtrrs() else {
+        return false;
+    };
+    if mine == *boot {
+        return false;
+    }
+    // SAFETY: the caller's contract. Only MSRs this CPU's MTRRCAP reports
+    // are written (fixed ranges if FIX, VCNT variable pairs), with values
+    // the boot CPU holds in the same registers. CD/NW, WBINVD and the
+    // CR4.PGE toggle are the SDM's sequence and change no translation.
+    unsafe {
+        let cr0: u64;
+        let cr4: u64;
+        asm!("mov {}, cr0", out(reg) cr0, options(nostack, nomem, preserves_flags));
+        asm!("mov {}, cr4", out(reg) cr4, options(nostack, nomem, preserves_flags));
+        let cd = (cr0 | (1 << 30)) & !(1 << 29); // CD on, NW off
+        asm!("mov cr0, {}", "wbinvd", in(reg) cd, options(nostack, preserves_flags));
+        // A CR4.PGE toggle flushes the TLB, global entries included.
+        asm!("mov cr4, {}", in(reg) cr4 & !CR4_PGE, options(nostack, preserves_flags));
+        cpu::wrmsr(MTRR_DEF_TYPE, mine.def_type & !MTRR_ENABLE);
+        let cap = cpu::rdmsr(MTRR_CAP);
+        if cap & (1 << 8) != 0 {
+            for (&v, &msr) in boot.fixed.iter().zip(MTRR_FIXED.iter()) {
+                cpu::wrmsr(msr, v);
+            }
+        }
+        let vcnt = ((cap & 0xff) as usize).min(MTRR_MAX_VAR);
+        for (i, &(b, m)) in boot.var.iter().enumerate().take(vcnt) {
+            let base = MTRR_PHYS_BASE0 + 2 * i as u32;
+            cpu::wrmsr(base, b);
+            cpu::wrmsr(base + 1, m);
+        }
+        cpu::wrmsr(MTRR_DEF_TYPE, boot.def_type);
+        asm!("wbinvd", options(nostack, preserves_flags));
+        asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+        asm!("mov cr0, {}", in(reg) cr0, options(nostack, preserves_flags));
+    }
+    true
 }
 
 /// The TSS I/O-bitmap offset meaning "no bitmap": one past the TSS limit (the
@@ -193,7 +395,7 @@ pub const IOMAP_NONE: u16 =
 
 /// Reads back the state [`init_this_cpu`] set, in [`FIELDS`] order, with the
 /// value intended for each.
-fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 18] {
+fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 24] {
     let (cr0, cr4, dr0, dr1, dr2, dr3, dr6, dr7, rflags): (
         u64,
         u64,
@@ -206,6 +408,7 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 18] {
         u64,
     );
     let (ldtr, tr): (u16, u16);
+    let cr8: u64;
     // SAFETY: reads of control, debug and descriptor-table registers in ring 0
     // have no side effects.
     unsafe {
@@ -220,10 +423,22 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 18] {
         asm!("pushfq", "pop {}", out(reg) rflags, options(nomem, preserves_flags));
         asm!("sldt {0:x}", out(reg) ldtr, options(nostack, nomem, preserves_flags));
         asm!("str {0:x}", out(reg) tr, options(nostack, nomem, preserves_flags));
+        asm!("mov {}, cr8", out(reg) cr8, options(nostack, nomem, preserves_flags));
     }
+    let (xcr0, want_xcr0) = if f.xsave {
+        let (lo, hi): (u32, u32);
+        // SAFETY: CR4.OSXSAVE is set when the CPU has XSAVE (cr4_for), so
+        // XGETBV with ECX = 0 reads XCR0 and has no other effect.
+        unsafe {
+            asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nostack, nomem, preserves_flags))
+        };
+        ((u64::from(hi) << 32) | u64::from(lo), fpu::xcr0_for(f))
+    } else {
+        (0, 0)
+    };
     // SAFETY: EFER and the syscall MSRs exist on every x86_64 CPU; PAT and
     // TSC_AUX are read only when CPUID reports them.
-    let (efer, pat, aux, star, lstar, sfmask) = unsafe {
+    let (efer, pat, aux, star, lstar, sfmask, cstar, sysenter_cs, debugctl) = unsafe {
         (
             cpu::rdmsr(msr::EFER),
             if f.pat { cpu::rdmsr(msr::PAT) } else { PAT },
@@ -235,6 +450,9 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 18] {
             cpu::rdmsr(msr::STAR),
             cpu::rdmsr(msr::LSTAR),
             cpu::rdmsr(msr::SFMASK),
+            cpu::rdmsr(msr::CSTAR),
+            cpu::rdmsr(msr::SYSENTER_CS),
+            cpu::rdmsr(msr::DEBUGCTL),
         )
     };
     let iomap = percpu::this().tss.iomap_base as u64;
@@ -261,6 +479,15 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 18] {
         (star, want_star),
         (lstar, want_lstar),
         (sfmask, want_sfmask),
+        (xcr0, want_xcr0),
+        (cr8, 0),
+        (cstar, 0),
+        (sysenter_cs, 0),
+        (debugctl, 0),
+        (
+            u64::from(BOOT_MTRRS.get().is_some_and(|b| *b != read_mtrrs())),
+            0,
+        ),
     ]
 }
 

@@ -18,7 +18,7 @@ static USE_XSAVEOPT: AtomicBool = AtomicBool::new(false);
 static AREA_BYTES: AtomicUsize = AtomicUsize::new(512);
 
 /// XCR0 components the kernel enables: x87, SSE, and AVX when present.
-fn xcr0_for(f: &Features) -> u64 {
+pub fn xcr0_for(f: &Features) -> u64 {
     if f.avx {
         0b111
     } else {
