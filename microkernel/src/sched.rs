@@ -418,8 +418,21 @@ pub fn exit_current(status: u64) -> ! {
     let cur = current_arc();
     cur.status.store(status, Ordering::SeqCst);
     if let Some(p) = &cur.process {
-        let row = p.threads.lock().record_exit(cur.tid, status);
+        let (row, last) = {
+            let mut table = p.threads.lock();
+            let row = table.record_exit(cur.tid, status);
+            (row, table.none_live())
+        };
         drop(row); // not the last reference: `cur` and PerCpu hold it
+        if last {
+            // The last thread of the process: no user code runs in its space
+            // again, so tear it down here, in preemptible chunks with no lock
+            // held, rather than with interrupts off wherever the last
+            // reference to the space drops (`finish_switch`).
+            if let Some(space) = &cur.space {
+                space.teardown();
+            }
+        }
     }
     cur.set_state(State::Dead);
     let joiners: Vec<Arc<Thread>> = core::mem::take(&mut *cur.joiners.lock());

@@ -385,6 +385,16 @@ impl ThreadTable {
         row.thread.take()
     }
 
+    /// Whether no listed thread is alive any more (all have recorded their
+    /// exit); if so the process is ending, so no thread is added from now on.
+    pub fn none_live(&mut self) -> bool {
+        let none = self.rows.iter().all(|r| r.thread.is_none());
+        if none {
+            self.exiting = true;
+        }
+        none
+    }
+
     /// Thread `tid`: `Ok(status)` (and the row removed) if it is dead,
     /// `Err(thread)` if it still runs; `None` if there is no such thread.
     pub fn join(&mut self, tid: u64) -> Option<Result<u64, Arc<Thread>>> {

@@ -40,7 +40,7 @@ use abi::{prot, Error};
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, Ordering};
 use kcore::frame::PhysFrame;
-use kcore::paging::{MapError, PageSize, PageTable, PteFlags, USER_HALF_END};
+use kcore::paging::{Freed, MapError, PageSize, PageTable, PteFlags, USER_HALF_END};
 
 /// Page-table entries a range walk examines per chunk (each chunk runs with
 /// interrupts off and the page-table lock held).
@@ -155,6 +155,73 @@ impl AddressSpace {
             }
         }
         EditGuard(self)
+    }
+
+    /// Tears the user half down in preemptible chunks, so that the final drop
+    /// (which runs where the last reference goes, often `finish_switch`,
+    /// with interrupts off) finds nothing left to free but the root.
+    ///
+    /// Called by the last thread of a dying process before it switches away
+    /// (`sched::exit_current`), and by a process build that failed: no thread
+    /// will run user code in this space again. Each chunk detaches at most
+    /// [`CHUNK_FRAMES`] frames (leaves and emptied tables) under the
+    /// page-table lock, then shoots down every CPU that still has the space
+    /// loaded with a *full* flush (detached tables may sit in
+    /// paging-structure caches, which only a full flush clears), then frees
+    /// them, then passes a preemption point. Callers hold no lock.
+    ///
+    /// If another operation holds the edit flag (it cannot, for a dying
+    /// space, but sleeping here is not an option: the caller may be killed)
+    /// this does nothing and the drop does the work.
+    pub fn teardown(&self) {
+        if self
+            .editing
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let _edit = EditGuard(self);
+        let mut at = 0;
+        loop {
+            let mut frames = [0u64; CHUNK_FRAMES];
+            let mut n = 0;
+            let mut removed = false;
+            let mut budget = CHUNK_ENTRIES;
+            let r = {
+                let inner = self.inner.lock();
+                inner
+                    .pt
+                    .teardown_user(&mut DirectMem, at, &mut budget, &mut |fr| {
+                        removed = true;
+                        match fr {
+                            Freed::Leaf(_, pa, _, f) if !f.contains(PteFlags::BORROWED) => {
+                                frames[n] = pa;
+                                n += 1;
+                            }
+                            Freed::Leaf(..) => {}
+                            Freed::Table(pa) => {
+                                frames[n] = pa;
+                                n += 1;
+                            }
+                        }
+                        n < CHUNK_FRAMES
+                    })
+            };
+            if removed {
+                // More than FULL_FLUSH_PAGES pages: a full (CR3) flush here
+                // and on every CPU that has this root loaded.
+                crate::smp::flush_tlb_range(self, 0, crate::smp::FULL_FLUSH_PAGES + 1);
+            }
+            for &pa in &frames[..n] {
+                let _ = mem::free_frame(PhysFrame::containing(pa));
+            }
+            match r {
+                None => return,
+                Some(resume) => at = resume,
+            }
+            preemption_point();
+        }
     }
 
     /// Maps `len` bytes of zeroed memory at `addr` with `prot`. All or nothing:
@@ -370,9 +437,12 @@ impl AddressSpace {
 impl Drop for AddressSpace {
     fn drop(&mut self) {
         // No thread runs in this space any more and no CPU has it loaded (the
-        // last thread is gone), so nothing needs flushing. This runs where the
-        // last reference drops, which may not be a preemption point: its cost
-        // is what is mapped (absent tables are skipped).
+        // last thread is gone; CPUs load the kernel root when they idle), so
+        // nothing needs flushing. This runs where the last reference drops,
+        // which is not a preemption point, so the last thread of a process
+        // already emptied the space in chunks (`teardown`); what is left here
+        // is only what that could not reach (a space whose process never ran
+        // a thread and was not torn down), at the cost of what is mapped.
         let inner = self.inner.lock();
         let mut at = 0;
         loop {
@@ -462,6 +532,55 @@ pub fn ktest_borrowed_record_goes_with_unmap() -> Result<(), &'static str> {
         let f = PhysFrame::containing(lent.addr() + i * PAGE_SIZE);
         if mem::free_frame(f).is_err() {
             return Err("a lent frame was freed by the address space");
+        }
+    }
+    r
+}
+
+/// ktest: `teardown` (what the last thread of a process runs before it
+/// switches away) frees every owned frame and every table below the root, in
+/// several chunks, and leaves lent frames alone; the final drop then has only
+/// the root left to free.
+pub fn ktest_teardown_empties_the_space() -> Result<(), &'static str> {
+    const SPARSE: u64 = 0x40_0000_0000; // 256 GiB: its own PDPT entry
+    const DENSE: u64 = 0x100_0000;
+    let lent = mem::alloc_contiguous(2, 1).map_err(|_| "out of memory")?;
+    let before = mem::free_frames();
+    let space = AddressSpace::new().map_err(|_| "AddressSpace::new failed")?;
+    let r = (|| {
+        // One page in each of 300 2 MiB regions (a page table each: far more
+        // frames than one chunk holds), 300 dense pages, 2 lent ones.
+        for i in 0..300 {
+            space
+                .map_anon(SPARSE + i * (2 << 20), PAGE_SIZE, prot::WRITE)
+                .map_err(|_| "map_anon (sparse) failed")?;
+        }
+        space
+            .map_anon(DENSE, 300 * PAGE_SIZE, prot::WRITE)
+            .map_err(|_| "map_anon (dense) failed")?;
+        let ro = prot_flags(0).map_err(|_| "prot_flags")?;
+        space
+            .map_frames(DENSE - 2 * PAGE_SIZE, lent.addr(), 2, ro, true)
+            .map_err(|_| "map_frames (lent) failed")?;
+        space.teardown();
+        if mem::free_frames() != before - 1 {
+            return Err("teardown left frames behind (only the root may stay)");
+        }
+        let inner = space.inner.lock();
+        for va in [SPARSE, DENSE, DENSE - PAGE_SIZE] {
+            if inner.pt.translate(&mut DirectMem, va).is_some() {
+                return Err("a page is still mapped after teardown");
+            }
+        }
+        Ok(())
+    })();
+    drop(space);
+    if r.is_ok() && mem::free_frames() != before {
+        return Err("the drop after teardown did not return exactly the root");
+    }
+    for i in 0..2 {
+        if mem::free_frame(PhysFrame::containing(lent.addr() + i * PAGE_SIZE)).is_err() {
+            return Err("a lent frame was freed by teardown");
         }
     }
     r

@@ -1023,3 +1023,64 @@ fn resumed_walks_equal_one_unbounded_walk_on_random_spaces() {
         assert_eq!(leaves(&mut ma, &pa), leaves(&mut mb, &pb), "{ctx}");
     }
 }
+
+/// Property: tearing a random space down in chunks (random budgets, random
+/// pauses, freeing what each chunk detached before the next starts) reports
+/// every leaf once, in order, and every table below the root once, never
+/// touches a table after it was reported, and leaves the user half empty.
+#[test]
+fn a_chunked_teardown_frees_every_leaf_and_table_once() {
+    let seeds = std::env::var("PAGING_PROP_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500u64);
+    for seed in 1..=seeds {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let [(mut mem, pt), _] = random_spaces(&mut rng);
+        let model = leaves(&mut mem, &pt);
+        let tables_below_root = mem.live_tables() - 1;
+        let mut seen = Vec::new();
+        let mut tables = 0;
+        let mut at = 0;
+        let mut rounds = 0;
+        loop {
+            let mut budget = match rng.below(4) {
+                0 => 1,
+                1 => 1 + rng.below(8) as usize,
+                2 => 1 + rng.below(600) as usize,
+                _ => usize::MAX,
+            };
+            let pause = rng.below(3) == 0;
+            let mut detached = Vec::new();
+            let r = pt.teardown_user(&mut mem, at, &mut budget, &mut |fr| {
+                match fr {
+                    Freed::Leaf(va, pa, size, f) => seen.push((va, pa, size, f.bits())),
+                    Freed::Table(t) => detached.push(t),
+                }
+                !(pause && rng.below(3) == 0)
+            });
+            tables += detached.len();
+            for t in detached {
+                mem.free_table(t); // a later access would panic (use after free)
+            }
+            rounds += 1;
+            assert!(rounds < 1_000_000, "seed {seed}: never ends");
+            match r {
+                None => break,
+                Some(resume) => {
+                    assert!(
+                        resume > at || (resume == at && at == 0 && rounds == 1),
+                        "seed {seed}: no progress at {at:#x}"
+                    );
+                    at = resume;
+                }
+            }
+        }
+        let want: Vec<_> = model.iter().map(|l| (l.0, l.1, l.2, l.3 & 0xfff)).collect();
+        let got: Vec<_> = seen.iter().map(|l| (l.0, l.1, l.2, l.3 & 0xfff)).collect();
+        assert_eq!(got, want, "seed {seed}: leaves");
+        assert_eq!(tables, tables_below_root, "seed {seed}: tables");
+        assert_eq!(mem.live_tables(), 1, "seed {seed}: only the root is left");
+        assert!(leaves(&mut mem, &pt).is_empty(), "seed {seed}");
+    }
+}
