@@ -38,7 +38,7 @@ use crate::sync::IrqMutex;
 use abi::layout::{PAGE_SIZE, USER_END, USER_MIN};
 use abi::{prot, Error};
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::frame::PhysFrame;
 use kcore::paging::{Freed, MapError, PageSize, PageTable, PteFlags, USER_HALF_END};
 
@@ -47,6 +47,9 @@ use kcore::paging::{Freed, MapError, PageSize, PageTable, PteFlags, USER_HALF_EN
 pub const CHUNK_ENTRIES: usize = 512;
 /// Pages `map_anon` allocates, zeroes and maps per chunk.
 pub const CHUNK_PAGES: u64 = 32;
+/// How long a failed attempt at the edit flag makes new operations wait
+/// behind the waiter (two ticks: a waiter polls once a tick).
+const CONTENDED_NS: u64 = 2_000_000;
 /// Frames an `unmap` chunk collects before it flushes and frees them.
 const CHUNK_FRAMES: usize = 128;
 
@@ -56,21 +59,34 @@ pub struct AddressSpace {
     root: u64,
     /// Held by the one operation editing this space (see the module docs).
     editing: AtomicBool,
+    /// When a thread last found `editing` taken (ns, 0: never): while this is
+    /// recent, a thread starting a new operation queues behind the waiters
+    /// instead of taking the flag the moment it is free (see `edit`).
+    contended: AtomicU64,
 }
 
 struct Inner {
     pt: PageTable,
 }
 
-/// Proof of holding [`AddressSpace::editing`]; releases it on drop.
-struct EditGuard<'a>(&'a AddressSpace);
+/// Proof of holding [`AddressSpace::editing`]; releases it on drop, and
+/// gives back the priority the holder had before the ceiling.
+struct EditGuard<'a> {
+    space: &'a AddressSpace,
+    /// The holder's own priority while it runs at its process's ceiling.
+    restore: Option<u8>,
+}
 
 impl Drop for EditGuard<'_> {
     fn drop(&mut self) {
         // Release: the page-table edits of this operation happen-before the
         // next editor's (the page-table lock orders them too; this is belt
         // and braces for the flag itself).
-        self.0.editing.store(false, Ordering::Release);
+        self.space.editing.store(false, Ordering::Release);
+        if let Some(p) = self.restore {
+            // The guard never leaves the thread that took it.
+            crate::sched::current().priority.store(p, Ordering::SeqCst);
+        }
     }
 }
 
@@ -131,6 +147,7 @@ impl AddressSpace {
             root: pt.root(),
             inner: IrqMutex::new(Inner { pt }),
             editing: AtomicBool::new(false),
+            contended: AtomicU64::new(0),
         }))
     }
 
@@ -141,12 +158,57 @@ impl AddressSpace {
 
     /// Takes the edit flag, sleeping a tick at a time while another thread
     /// holds it. Callers hold no lock (sleeping may switch threads).
+    ///
+    /// # Priority ceiling
+    /// The holder runs its whole operation at its process's ceiling (the MCP,
+    /// the best priority any thread of the process may have; immediate
+    /// priority-ceiling protocol), and gets its own priority back when the
+    /// guard drops. Only threads of one process share a space, so no waiter
+    /// is ever better than the holder: without this, a high-priority waiter
+    /// could wait forever for a low-priority holder preempted (at a
+    /// preemption point) on its CPU while any middle-priority thread of any
+    /// process runs there (unbounded priority inversion; ring-3 case
+    /// `edit_flag_holder_is_not_starved_by_a_middle_priority_hog`). It also
+    /// makes the fallback below sound: a waiter that yields queues behind a
+    /// holder on its CPU (same priority level, FIFO) instead of running
+    /// again at once. Not an escalation: a thread may set itself to the
+    /// MCP anyway.
+    ///
+    /// # No barging
+    /// A waiter polls once a tick, while a thread that loops over
+    /// map/unmap/protect holds the flag nearly all the time and takes it
+    /// again the instant it frees it, so a plain test-and-set starves the
+    /// waiter for good (ring-3 case
+    /// `edit_flag_holder_is_not_starved_by_a_middle_priority_hog`). So every
+    /// failed attempt stamps `contended`, and a thread *starting* an
+    /// operation while a stamp is recent (under [`CONTENDED_NS`]) waits a
+    /// tick first instead of taking the flag: the waiter gets it. A waiter
+    /// that took it clears the stamp (other waiters stamp it again at their
+    /// next poll). A stale stamp (its waiter was killed, or gave up) costs at
+    /// most one tick, never a deadlock: nothing here waits for a particular
+    /// thread.
     fn edit(&self) -> EditGuard<'_> {
-        while self
-            .editing
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        let mut waited = false;
+        loop {
+            let stamp = self.contended.load(Ordering::Relaxed);
+            let defer =
+                !waited && stamp != 0 && crate::time::now_ns().saturating_sub(stamp) < CONTENDED_NS;
+            if !defer
+                && self
+                    .editing
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                if waited {
+                    self.contended.store(0, Ordering::Relaxed);
+                }
+                break;
+            }
+            if !defer {
+                self.contended
+                    .store(crate::time::now_ns().max(1), Ordering::Relaxed);
+            }
+            waited = true;
             // A full sleep list (NoMemory) must not turn this into a spin with
             // interrupts off: let interrupts in and give the CPU away instead.
             if crate::time::sleep_ns(0).is_err() {
@@ -154,7 +216,18 @@ impl AddressSpace {
                 crate::sched::yield_now();
             }
         }
-        EditGuard(self)
+        let t = crate::sched::current();
+        let restore = t.process.as_ref().and_then(|p| {
+            let own = t.priority.load(Ordering::SeqCst);
+            (own > p.mcp).then(|| {
+                t.priority.store(p.mcp, Ordering::SeqCst);
+                own
+            })
+        });
+        EditGuard {
+            space: self,
+            restore,
+        }
     }
 
     /// Tears the user half down in preemptible chunks, so that the final drop
@@ -181,7 +254,10 @@ impl AddressSpace {
         {
             return;
         }
-        let _edit = EditGuard(self);
+        let _edit = EditGuard {
+            space: self,
+            restore: None,
+        };
         let mut at = 0;
         loop {
             let mut frames = [0u64; CHUNK_FRAMES];
