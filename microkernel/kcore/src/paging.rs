@@ -618,7 +618,11 @@ impl PageTable {
     /// will run again: removes every leaf at or above `start` and detaches
     /// every table below the root whose span lies at or above `start` once it
     /// is empty. Each is reported as `f(Freed)`, which returns false to pause
-    /// right after it. Nothing is freed here: the caller frees leaf frames
+    /// right after it — except that a pause right after the last entry of a
+    /// table still detaches and reports that table, and so on up: **up to
+    /// three more [`Freed::Table`] reports may follow a `false`** in the same
+    /// call (a PT, its PD, its PDPT), so a caller collecting into a fixed
+    /// buffer pauses with three slots to spare. Nothing is freed here: the caller frees leaf frames
     /// and table frames once no CPU can reach them (a full TLB flush of every
     /// CPU that has the space loaded: detached tables may sit in
     /// paging-structure caches).
@@ -798,15 +802,18 @@ fn teardown_table<M: PhysMem + ?Sized>(
         if entry & PteFlags::PRESENT.bits() == 0 {
             continue;
         }
+        let mut paused = false;
         let freed = if is_table {
             let child = entry_addr(entry);
             if let Some(resume) = teardown_table(mem, child, level - 1, va, start, budget, f) {
                 // Paused inside the child, unless right after its last
                 // entry: then the child is done, and a resumed call would
-                // start past it and never detach it.
+                // start past it and never detach it; detach and report it
+                // now, then stay paused.
                 if resume < va + span {
                     return Some(resume);
                 }
+                paused = true;
             }
             // The child's entries at or above `start` are gone now and those
             // below were gone before (the precondition): it is empty.
@@ -816,7 +823,7 @@ fn teardown_table<M: PhysMem + ?Sized>(
             Freed::Leaf(va, leaf_addr(entry, size), size, entry_flags(entry))
         };
         mem.table(table)[index] = 0;
-        if !f(freed) {
+        if !f(freed) || paused {
             return Some(va + span);
         }
     }

@@ -1052,12 +1052,27 @@ fn a_chunked_teardown_frees_every_leaf_and_table_once() {
             };
             let pause = rng.below(3) == 0;
             let mut detached = Vec::new();
+            // Reports after the callback asked to pause: at most three, all
+            // tables (the contract a fixed-size caller relies on).
+            let mut after_pause: Option<usize> = None;
             let r = pt.teardown_user(&mut mem, at, &mut budget, &mut |fr| {
+                if let Some(k) = after_pause.as_mut() {
+                    *k += 1;
+                    assert!(*k <= 3, "seed {seed}: a fourth report after a pause");
+                    assert!(
+                        matches!(fr, Freed::Table(_)),
+                        "seed {seed}: a leaf after a pause"
+                    );
+                }
                 match fr {
                     Freed::Leaf(va, pa, size, f) => seen.push((va, pa, size, f.bits())),
                     Freed::Table(t) => detached.push(t),
                 }
-                !(pause && rng.below(3) == 0)
+                let go_on = !(pause && rng.below(3) == 0);
+                if !go_on && after_pause.is_none() {
+                    after_pause = Some(0);
+                }
+                go_on
             });
             tables += detached.len();
             for t in detached {
