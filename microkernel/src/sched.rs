@@ -315,7 +315,14 @@ pub fn tick() {
     let c = &CPUS[me()];
     if c.queued.load(Ordering::Relaxed) > 0 && !current().is_idle() {
         let best = c.rq.lock_irqs_off().best_priority();
-        if best.is_some_and(|b| b < current().priority.load(Ordering::Relaxed) as usize) {
+        let cur = current();
+        let prio = cur.priority.load(Ordering::Relaxed) as usize;
+        // A thread raised to its process's ceiling for an address-space edit
+        // yields to threads at that level too: the ceiling keeps middle
+        // threads from starving the edit, not the process's own best ones
+        // from running (`irq_latency_worst`'s sleeper shares the level).
+        let ceiling = cur.ceiling.load(Ordering::Relaxed);
+        if best.is_some_and(|b| b < prio || ceiling && b == prio) {
             schedule();
             return;
         }

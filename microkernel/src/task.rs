@@ -85,6 +85,10 @@ pub struct Thread {
     state: AtomicU8,
     /// Scheduling priority (0 highest).
     pub priority: AtomicU8,
+    /// Set while `priority` is raised to its process's ceiling for an
+    /// address-space edit (`vm::AddressSpace::edit`): a thread queued at that
+    /// level or better may then preempt it (see `sched::tick`).
+    pub ceiling: AtomicBool,
     /// Pinned CPU, or `u32::MAX`.
     pub affinity: AtomicU32,
     /// The CPU it last ran on.
@@ -208,6 +212,7 @@ impl Thread {
             fpu,
             state: AtomicU8::new(State::Ready as u8),
             priority: AtomicU8::new(priority),
+            ceiling: AtomicBool::new(false),
             affinity: AtomicU32::new(u32::MAX),
             last_cpu: AtomicU32::new(crate::arch::percpu::cpu_id()),
             on_cpu: AtomicBool::new(false),
@@ -244,6 +249,7 @@ impl Thread {
             fpu: FpuState::new().ok_or(Error::NoMemory)?,
             state: AtomicU8::new(State::Ready as u8),
             priority: AtomicU8::new(abi::MAX_PRIORITY as u8),
+            ceiling: AtomicBool::new(false),
             affinity: AtomicU32::new(crate::arch::percpu::cpu_id()),
             last_cpu: AtomicU32::new(crate::arch::percpu::cpu_id()),
             on_cpu: AtomicBool::new(true),

@@ -85,7 +85,9 @@ impl Drop for EditGuard<'_> {
         self.space.editing.store(false, Ordering::Release);
         if let Some(p) = self.restore {
             // The guard never leaves the thread that took it.
-            crate::sched::current().priority.store(p, Ordering::SeqCst);
+            let t = crate::sched::current();
+            t.priority.store(p, Ordering::SeqCst);
+            t.ceiling.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -172,7 +174,9 @@ impl AddressSpace {
     /// makes the fallback below sound: a waiter that yields queues behind a
     /// holder on its CPU (same priority level, FIFO) instead of running
     /// again at once. Not an escalation: a thread may set itself to the
-    /// MCP anyway.
+    /// MCP anyway. A thread at the ceiling is still preempted by one queued
+    /// *at* the ceiling (`sched::tick`), so the process's own best threads
+    /// (a latency-critical sleeper) are not held up by its edits.
     ///
     /// # No barging
     /// A waiter polls once a tick, while a thread that loops over
@@ -220,6 +224,7 @@ impl AddressSpace {
         let restore = t.process.as_ref().and_then(|p| {
             let own = t.priority.load(Ordering::SeqCst);
             (own > p.mcp).then(|| {
+                t.ceiling.store(true, Ordering::SeqCst);
                 t.priority.store(p.mcp, Ordering::SeqCst);
                 own
             })
