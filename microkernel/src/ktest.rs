@@ -74,6 +74,10 @@ const CASES: &[Case] = &[
         "borrowed_record_goes_with_unmap",
         crate::vm::ktest_borrowed_record_goes_with_unmap,
     ),
+    (
+        "teardown_empties_the_space",
+        crate::vm::ktest_teardown_empties_the_space,
+    ),
     ("kernel_text_is_not_writable", kernel_text_is_not_writable),
     (
         "kernel_rodata_is_not_writable",

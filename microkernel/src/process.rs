@@ -99,6 +99,9 @@ pub fn build(image: &[u8], parent: Option<&Arc<Process>>) -> Result<(Arc<Process
     match r {
         Ok(()) => Ok((p, img.entry)),
         Err(e) => {
+            // Up to a whole image mapped: freed in preemptible chunks here,
+            // not in the drop (interrupts off throughout).
+            space.teardown();
             discard(&p, parent);
             Err(e)
         }

@@ -317,7 +317,14 @@ pub fn tick(is_tick: bool) {
     let c = &CPUS[me()];
     if c.queued.load(Ordering::Relaxed) > 0 && !current().is_idle() {
         let best = c.rq.lock_irqs_off().best_priority();
-        if best.is_some_and(|b| b < current().priority.load(Ordering::Relaxed) as usize) {
+        let cur = current();
+        let prio = cur.priority.load(Ordering::Relaxed) as usize;
+        // A thread raised to its process's ceiling for an address-space edit
+        // yields to threads at that level too: the ceiling keeps middle
+        // threads from starving the edit, not the process's own best ones
+        // from running (`irq_latency_worst`'s sleeper shares the level).
+        let ceiling = cur.ceiling.load(Ordering::Relaxed);
+        if best.is_some_and(|b| b < prio || ceiling && b == prio) {
             schedule();
             return;
         }
@@ -420,8 +427,21 @@ pub fn exit_current(status: u64) -> ! {
     let cur = current_arc();
     cur.status.store(status, Ordering::SeqCst);
     if let Some(p) = &cur.process {
-        let row = p.threads.lock().record_exit(cur.tid, status);
+        let (row, last) = {
+            let mut table = p.threads.lock();
+            let row = table.record_exit(cur.tid, status);
+            (row, table.none_live())
+        };
         drop(row); // not the last reference: `cur` and PerCpu hold it
+        if last {
+            // The last thread of the process: no user code runs in its space
+            // again, so tear it down here, in preemptible chunks with no lock
+            // held, rather than with interrupts off wherever the last
+            // reference to the space drops (`finish_switch`).
+            if let Some(space) = &cur.space {
+                space.teardown();
+            }
+        }
     }
     cur.set_state(State::Dead);
     let joiners: Vec<Arc<Thread>> = core::mem::take(&mut *cur.joiners.lock());

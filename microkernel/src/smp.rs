@@ -391,18 +391,24 @@ static PINGS: AtomicU64 = AtomicU64::new(0);
 /// named, however large.
 pub const FULL_FLUSH_PAGES: u64 = 64;
 
-fn flush_pages(addr: u64, pages: u64) {
-    if pages > FULL_FLUSH_PAGES && addr >= abi::layout::USER_END {
-        // Kernel mappings are global: a CR3 reload keeps them. Toggling
-        // CR4.PGE flushes every entry, global ones included (SDM 4.10.4.1).
+/// `global`: the range is kernel (global) mappings. A CR3 reload keeps
+/// global entries, so a full flush of those toggles CR4.PGE instead, which
+/// drops every entry, global ones included (SDM 4.10.4.1). (QEMU's TCG TLB
+/// ignores the G bit, so no test under TCG can see the difference: the rule
+/// is stated here instead.)
+fn flush_pages(addr: u64, pages: u64, global: bool) {
+    if pages > FULL_FLUSH_PAGES && global {
         use x86_64::registers::control::{Cr4, Cr4Flags};
-        let cr4 = Cr4::read();
-        // SAFETY: clearing and restoring PGE changes no mapping, only drops
-        // cached translations; interrupts are off (callers), so nothing runs
-        // between the two writes on this CPU.
+        // SAFETY: clearing and restoring PGE only flushes the TLB; interrupts
+        // are off (callers: shootdown paths), so nothing runs in between.
         unsafe {
-            Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL);
-            Cr4::write(cr4);
+            let cr4 = Cr4::read();
+            if cr4.contains(Cr4Flags::PAGE_GLOBAL) {
+                Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL);
+                Cr4::write(cr4);
+            } else {
+                x86_64::instructions::tlb::flush_all();
+            }
         }
     } else if pages > FULL_FLUSH_PAGES {
         x86_64::instructions::tlb::flush_all();
@@ -425,6 +431,7 @@ pub fn service_shootdown() {
         flush_pages(
             SD_ADDR.load(Ordering::Acquire),
             SD_PAGES.load(Ordering::Acquire),
+            root == 0, // kernel (global) mappings
         );
     }
     SD_PENDING.fetch_sub(1, Ordering::AcqRel);
@@ -466,7 +473,7 @@ fn shootdown(root: u64, mask: u64, addr: u64, pages: u64) {
 pub fn flush_tlb_range(space: &AddressSpace, addr: u64, pages: u64) {
     let (cur, _) = x86_64::registers::control::Cr3::read_raw();
     if cur.start_address().as_u64() == space.root() {
-        flush_pages(addr, pages);
+        flush_pages(addr, pages, false);
     }
     // Only CPUs running this space can cache its entries (CR3 loads flush
     // non-global entries; no PCID).
@@ -493,7 +500,7 @@ pub fn flush_tlb_range(space: &AddressSpace, addr: u64, pages: u64) {
 
 /// Invalidates kernel (global) mappings on every CPU.
 pub fn flush_kernel_range(addr: u64, pages: u64) {
-    flush_pages(addr, pages);
+    flush_pages(addr, pages, true);
     shootdown(0, u64::MAX, addr, pages);
 }
 

@@ -85,6 +85,10 @@ pub struct Thread {
     state: AtomicU8,
     /// Scheduling priority (0 highest).
     pub priority: AtomicU8,
+    /// Set while `priority` is raised to its process's ceiling for an
+    /// address-space edit (`vm::AddressSpace::edit`): a thread queued at that
+    /// level or better may then preempt it (see `sched::tick`).
+    pub ceiling: AtomicBool,
     /// Pinned CPU, or `u32::MAX`.
     pub affinity: AtomicU32,
     /// The CPU it last ran on.
@@ -215,6 +219,7 @@ impl Thread {
             fpu,
             state: AtomicU8::new(State::Ready as u8),
             priority: AtomicU8::new(priority),
+            ceiling: AtomicBool::new(false),
             affinity: AtomicU32::new(u32::MAX),
             last_cpu: AtomicU32::new(crate::arch::percpu::cpu_id()),
             on_cpu: AtomicBool::new(false),
@@ -251,6 +256,7 @@ impl Thread {
             fpu: FpuState::new().ok_or(Error::NoMemory)?,
             state: AtomicU8::new(State::Ready as u8),
             priority: AtomicU8::new(abi::MAX_PRIORITY as u8),
+            ceiling: AtomicBool::new(false),
             affinity: AtomicU32::new(crate::arch::percpu::cpu_id()),
             last_cpu: AtomicU32::new(crate::arch::percpu::cpu_id()),
             on_cpu: AtomicBool::new(true),
@@ -390,6 +396,16 @@ impl ThreadTable {
         let row = self.rows.iter_mut().find(|r| r.tid == tid)?;
         row.status = status;
         row.thread.take()
+    }
+
+    /// Whether no listed thread is alive any more (all have recorded their
+    /// exit); if so the process is ending, so no thread is added from now on.
+    pub fn none_live(&mut self) -> bool {
+        let none = self.rows.iter().all(|r| r.thread.is_none());
+        if none {
+            self.exiting = true;
+        }
+        none
     }
 
     /// Thread `tid`: `Ok(status)` (and the row removed) if it is dead,

@@ -38,15 +38,18 @@ use crate::sync::IrqMutex;
 use abi::layout::{PAGE_SIZE, USER_END, USER_MIN};
 use abi::{prot, Error};
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::frame::PhysFrame;
-use kcore::paging::{MapError, PageSize, PageTable, PteFlags};
+use kcore::paging::{Freed, MapError, PageSize, PageTable, PteFlags};
 
 /// Page-table entries a range walk examines per chunk (each chunk runs with
 /// interrupts off and the page-table lock held).
 pub const CHUNK_ENTRIES: usize = 512;
 /// Pages `map_anon` allocates, zeroes and maps per chunk.
 pub const CHUNK_PAGES: u64 = 32;
+/// How long a failed attempt at the edit flag makes new operations wait
+/// behind the waiter (two ticks: a waiter polls once a tick).
+const CONTENDED_NS: u64 = 2_000_000;
 /// Frames an `unmap` chunk collects before it flushes and frees them.
 const CHUNK_FRAMES: usize = 128;
 /// How long a thread waiting for another's edit sleeps between looks: a
@@ -59,21 +62,36 @@ pub struct AddressSpace {
     root: u64,
     /// Held by the one operation editing this space (see the module docs).
     editing: AtomicBool,
+    /// When a thread last found `editing` taken (ns, 0: never): while this is
+    /// recent, a thread starting a new operation queues behind the waiters
+    /// instead of taking the flag the moment it is free (see `edit`).
+    contended: AtomicU64,
 }
 
 struct Inner {
     pt: PageTable,
 }
 
-/// Proof of holding [`AddressSpace::editing`]; releases it on drop.
-struct EditGuard<'a>(&'a AddressSpace);
+/// Proof of holding [`AddressSpace::editing`]; releases it on drop, and
+/// gives back the priority the holder had before the ceiling.
+struct EditGuard<'a> {
+    space: &'a AddressSpace,
+    /// The holder's own priority while it runs at its process's ceiling.
+    restore: Option<u8>,
+}
 
 impl Drop for EditGuard<'_> {
     fn drop(&mut self) {
         // Release: the page-table edits of this operation happen-before the
         // next editor's (the page-table lock orders them too; this is belt
         // and braces for the flag itself).
-        self.0.editing.store(false, Ordering::Release);
+        self.space.editing.store(false, Ordering::Release);
+        if let Some(p) = self.restore {
+            // The guard never leaves the thread that took it.
+            let t = crate::sched::current();
+            t.priority.store(p, Ordering::SeqCst);
+            t.ceiling.store(false, Ordering::SeqCst);
+        }
     }
 }
 
@@ -134,6 +152,7 @@ impl AddressSpace {
             root: pt.root(),
             inner: IrqMutex::new(Inner { pt }),
             editing: AtomicBool::new(false),
+            contended: AtomicU64::new(0),
         }))
     }
 
@@ -144,12 +163,59 @@ impl AddressSpace {
 
     /// Takes the edit flag, sleeping a tick at a time while another thread
     /// holds it. Callers hold no lock (sleeping may switch threads).
+    ///
+    /// # Priority ceiling
+    /// The holder runs its whole operation at its process's ceiling (the MCP,
+    /// the best priority any thread of the process may have; immediate
+    /// priority-ceiling protocol), and gets its own priority back when the
+    /// guard drops. Only threads of one process share a space, so no waiter
+    /// is ever better than the holder: without this, a high-priority waiter
+    /// could wait forever for a low-priority holder preempted (at a
+    /// preemption point) on its CPU while any middle-priority thread of any
+    /// process runs there (unbounded priority inversion; ring-3 case
+    /// `edit_flag_holder_is_not_starved_by_a_middle_priority_hog`). It also
+    /// makes the fallback below sound: a waiter that yields queues behind a
+    /// holder on its CPU (same priority level, FIFO) instead of running
+    /// again at once. Not an escalation: a thread may set itself to the
+    /// MCP anyway. A thread at the ceiling is still preempted by one queued
+    /// *at* the ceiling (`sched::tick`), so the process's own best threads
+    /// (a latency-critical sleeper) are not held up by its edits.
+    ///
+    /// # No barging
+    /// A waiter polls once a tick, while a thread that loops over
+    /// map/unmap/protect holds the flag nearly all the time and takes it
+    /// again the instant it frees it, so a plain test-and-set starves the
+    /// waiter for good (ring-3 case
+    /// `edit_flag_holder_is_not_starved_by_a_middle_priority_hog`). So every
+    /// failed attempt stamps `contended`, and a thread *starting* an
+    /// operation while a stamp is recent (under [`CONTENDED_NS`]) waits a
+    /// tick first instead of taking the flag: the waiter gets it. A waiter
+    /// that took it clears the stamp (other waiters stamp it again at their
+    /// next poll). A stale stamp (its waiter was killed, or gave up) costs at
+    /// most one tick, never a deadlock: nothing here waits for a particular
+    /// thread.
     fn edit(&self) -> EditGuard<'_> {
-        while self
-            .editing
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        let mut waited = false;
+        loop {
+            let stamp = self.contended.load(Ordering::Relaxed);
+            let defer =
+                !waited && stamp != 0 && crate::time::now_ns().saturating_sub(stamp) < CONTENDED_NS;
+            if !defer
+                && self
+                    .editing
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                if waited {
+                    self.contended.store(0, Ordering::Relaxed);
+                }
+                break;
+            }
+            if !defer {
+                self.contended
+                    .store(crate::time::now_ns().max(1), Ordering::Relaxed);
+            }
+            waited = true;
             // A full sleep list (NoMemory) must not turn this into a spin with
             // interrupts off: let interrupts in and give the CPU away instead.
             if crate::time::sleep_ns(EDIT_WAIT_NS).is_err() {
@@ -157,7 +223,91 @@ impl AddressSpace {
                 crate::sched::yield_now();
             }
         }
-        EditGuard(self)
+        let t = crate::sched::current();
+        let restore = t.process.as_ref().and_then(|p| {
+            let own = t.priority.load(Ordering::SeqCst);
+            (own > p.mcp).then(|| {
+                t.ceiling.store(true, Ordering::SeqCst);
+                t.priority.store(p.mcp, Ordering::SeqCst);
+                own
+            })
+        });
+        EditGuard {
+            space: self,
+            restore,
+        }
+    }
+
+    /// Tears the user half down in preemptible chunks, so that the final drop
+    /// (which runs where the last reference goes, often `finish_switch`,
+    /// with interrupts off) finds nothing left to free but the root.
+    ///
+    /// Called by the last thread of a dying process before it switches away
+    /// (`sched::exit_current`), and by a process build that failed: no thread
+    /// will run user code in this space again. Each chunk detaches at most
+    /// [`CHUNK_FRAMES`] frames (leaves and emptied tables) under the
+    /// page-table lock, then shoots down every CPU that still has the space
+    /// loaded with a *full* flush (detached tables may sit in
+    /// paging-structure caches, which only a full flush clears), then frees
+    /// them, then passes a preemption point. Callers hold no lock.
+    ///
+    /// If another operation holds the edit flag (it cannot, for a dying
+    /// space, but sleeping here is not an option: the caller may be killed)
+    /// this does nothing and the drop does the work.
+    pub fn teardown(&self) {
+        if self
+            .editing
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let _edit = EditGuard {
+            space: self,
+            restore: None,
+        };
+        let mut at = 0;
+        loop {
+            let mut frames = [0u64; CHUNK_FRAMES];
+            let mut n = 0;
+            let mut removed = false;
+            let mut budget = CHUNK_ENTRIES;
+            let r = {
+                let inner = self.inner.lock();
+                inner
+                    .pt
+                    .teardown_user(&mut DirectMem, at, &mut budget, &mut |fr| {
+                        removed = true;
+                        match fr {
+                            Freed::Leaf(_, pa, _, f) if !f.contains(PteFlags::BORROWED) => {
+                                frames[n] = pa;
+                                n += 1;
+                            }
+                            Freed::Leaf(..) => {}
+                            Freed::Table(pa) => {
+                                frames[n] = pa;
+                                n += 1;
+                            }
+                        }
+                        // A pause may still be followed by up to three
+                        // table reports (see `teardown_user`): keep room.
+                        n + 3 < CHUNK_FRAMES
+                    })
+            };
+            if removed {
+                // More than FULL_FLUSH_PAGES pages: a full (CR3) flush here
+                // and on every CPU that has this root loaded.
+                crate::smp::flush_tlb_range(self, 0, crate::smp::FULL_FLUSH_PAGES + 1);
+            }
+            for &pa in &frames[..n] {
+                let _ = mem::free_frame(PhysFrame::containing(pa));
+            }
+            match r {
+                None => return,
+                Some(resume) => at = resume,
+            }
+            preemption_point();
+        }
     }
 
     /// Maps `len` bytes of zeroed memory at `addr` with `prot`. All or nothing:
@@ -372,10 +522,12 @@ impl AddressSpace {
 impl Drop for AddressSpace {
     fn drop(&mut self) {
         // No thread runs in this space any more and no CPU has it loaded (the
-        // last thread is gone), so nothing needs flushing. One walk frees the
-        // owned frames and the tables; its cost is what is mapped (absent
-        // tables are skipped). This runs where the last reference drops,
-        // which may not be a preemption point.
+        // last thread is gone; CPUs load the kernel root when they idle), so
+        // nothing needs flushing. This runs where the last reference drops,
+        // which is not a preemption point, so the last thread of a process
+        // already emptied the space in chunks (`teardown`); what is left here
+        // is only what that could not reach (a space whose process never ran
+        // a thread and was not torn down), at the cost of what is mapped.
         let inner = self.inner.lock();
         inner.pt.clear_user_half(&mut DirectMem, |_, pa, _, f| {
             if !f.contains(PteFlags::BORROWED) {
@@ -449,6 +601,58 @@ pub fn ktest_borrowed_record_goes_with_unmap() -> Result<(), &'static str> {
         let f = PhysFrame::containing(lent.addr() + i * PAGE_SIZE);
         if mem::free_frame(f).is_err() {
             return Err("a lent frame was freed by the address space");
+        }
+    }
+    r
+}
+
+/// ktest: `teardown` (what the last thread of a process runs before it
+/// switches away) frees every owned frame and every table below the root, in
+/// several chunks, and leaves lent frames alone; the final drop then has only
+/// the root left to free.
+pub fn ktest_teardown_empties_the_space() -> Result<(), &'static str> {
+    const SPARSE: u64 = 0x40_0000_0000; // 256 GiB: its own PDPT entry
+    const DENSE: u64 = 0x100_0000; // 2 MiB aligned: one page table
+    const LENT: u64 = 0x180_0000; // after it: the walk meets the dense table first
+    let lent = mem::alloc_contiguous(2, 1).map_err(|_| "out of memory")?;
+    let before = mem::free_frames();
+    let space = AddressSpace::new().map_err(|_| "AddressSpace::new failed")?;
+    let r = (|| {
+        // One page in each of 300 2 MiB regions (a page table each: far more
+        // frames than one chunk holds), one full page table of dense pages
+        // (512: a chunk fills its frame buffer right at the table's last
+        // entry, where the emptied table is reported too), 2 lent pages.
+        for i in 0..300 {
+            space
+                .map_anon(SPARSE + i * (2 << 20), PAGE_SIZE, prot::WRITE)
+                .map_err(|_| "map_anon (sparse) failed")?;
+        }
+        space
+            .map_anon(DENSE, 512 * PAGE_SIZE, prot::WRITE)
+            .map_err(|_| "map_anon (dense) failed")?;
+        let ro = prot_flags(0).map_err(|_| "prot_flags")?;
+        space
+            .map_frames(LENT, lent.addr(), 2, ro, true)
+            .map_err(|_| "map_frames (lent) failed")?;
+        space.teardown();
+        if mem::free_frames() != before - 1 {
+            return Err("teardown left frames behind (only the root may stay)");
+        }
+        let inner = space.inner.lock();
+        for va in [SPARSE, DENSE, DENSE + 511 * PAGE_SIZE, LENT] {
+            if inner.pt.translate(&mut DirectMem, va).is_some() {
+                return Err("a page is still mapped after teardown");
+            }
+        }
+        Ok(())
+    })();
+    drop(space);
+    if r.is_ok() && mem::free_frames() != before {
+        return Err("the drop after teardown did not return exactly the root");
+    }
+    for i in 0..2 {
+        if mem::free_frame(PhysFrame::containing(lent.addr() + i * PAGE_SIZE)).is_err() {
+            return Err("a lent frame was freed by teardown");
         }
     }
     r

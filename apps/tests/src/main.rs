@@ -42,6 +42,7 @@ mod smp;
 mod tls;
 mod util;
 mod vm;
+mod vm_review;
 
 use abi::status::Status;
 use libipc::{println, sys};
@@ -241,6 +242,10 @@ const CASES: &[Case] = &[
     (
         "sysinfo_refuses_bad_buffers",
         info::sysinfo_refuses_bad_buffers,
+    ),
+    (
+        "edit_flag_holder_is_not_starved_by_a_middle_priority_hog",
+        vm_review::edit_flag_holder_is_not_starved_by_a_middle_priority_hog,
     ),
 ];
 

@@ -538,7 +538,29 @@ impl PageTable {
             next = va + size.bytes();
             verdict = check;
             verdict.is_ok()
-        })?;
+        });
+        let r = match r {
+            // A large page straddling `end` is found only when the walk gets
+            // there, but a hole before it is the first problem in address
+            // order, and a walk paused between the two reports the hole:
+            // report it here too, so the result does not depend on the
+            // budget (host test `resumed_walks_equal_one_unbounded_walk_...`).
+            Err(MapError::Misaligned) if verdict.is_ok() => {
+                let at_start = self
+                    .find_leaf(mem, start)
+                    .is_ok_and(|l| start & (l.size.bytes() - 1) != 0);
+                if !at_start {
+                    if let Ok(leaf) = self.find_leaf(mem, end - 1) {
+                        let lva = (end - 1) & !(leaf.size.bytes() - 1);
+                        if lva > start && next < lva {
+                            return Err(MapError::NotMapped);
+                        }
+                    }
+                }
+                return Err(MapError::Misaligned);
+            }
+            r => r?,
+        };
         verdict?;
         let covered_to = r.unwrap_or(end);
         if next < covered_to {
@@ -590,6 +612,39 @@ impl PageTable {
             mem.table(self.root)[index] = 0;
             mem.free_table(child);
         }
+    }
+
+    /// Tears the user half down in bounded steps, for a space that no thread
+    /// will run again: removes every leaf at or above `start` and detaches
+    /// every table below the root whose span lies at or above `start` once it
+    /// is empty. Each is reported as `f(Freed)`, which returns false to pause
+    /// right after it — except that a pause right after the last entry of a
+    /// table still detaches and reports that table, and so on up: **up to
+    /// three more [`Freed::Table`] reports may follow a `false`** in the same
+    /// call (a PT, its PD, its PDPT), so a caller collecting into a fixed
+    /// buffer pauses with three slots to spare. Nothing is freed here: the caller frees leaf frames
+    /// and table frames once no CPU can reach them (a full TLB flush of every
+    /// CPU that has the space loaded: detached tables may sit in
+    /// paging-structure caches).
+    ///
+    /// **Precondition:** everything below `start` is already gone (the first
+    /// call passes 0, later calls the returned resume point) and nobody else
+    /// edits the tables meanwhile. Budget as in
+    /// [`unmap_range`](Self::unmap_range) (absent entries and leaves cost one
+    /// each). Returns `None` once the user half is empty (then
+    /// [`clear_user_half`](Self::clear_user_half) has nothing left to do), or
+    /// where to resume.
+    pub fn teardown_user<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        start: u64,
+        budget: &mut usize,
+        f: &mut dyn FnMut(Freed) -> bool,
+    ) -> Option<u64> {
+        if start >= USER_HALF_END {
+            return None;
+        }
+        teardown_table(mem, self.root, 4, 0, start, budget, f).filter(|&r| r < USER_HALF_END)
     }
 
     fn find_leaf<M: PhysMem + ?Sized>(&self, mem: &mut M, va: u64) -> Result<Leaf, MapError> {
@@ -696,6 +751,83 @@ fn walk_table<M: PhysMem + ?Sized>(
         }
     }
     Ok(None)
+}
+
+/// What [`PageTable::teardown_user`] removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freed {
+    /// A leaf: its address, frame, size and flags (software bits included).
+    Leaf(u64, u64, PageSize, PteFlags),
+    /// A table (now detached and empty): its frame.
+    Table(u64),
+}
+
+/// One table of [`PageTable::teardown_user`] (a level-`level` table mapping
+/// from `base`): removes what lies at or above `start`.
+fn teardown_table<M: PhysMem + ?Sized>(
+    mem: &mut M,
+    table: u64,
+    level: usize,
+    base: u64,
+    start: u64,
+    budget: &mut usize,
+    f: &mut dyn FnMut(Freed) -> bool,
+) -> Option<u64> {
+    let shift = 12 + 9 * (level - 1);
+    let span = 1u64 << shift;
+    let first = if start > base {
+        ((start - base) >> shift) as usize
+    } else {
+        0
+    };
+    let top = if level == 4 {
+        KERNEL_PML4_START
+    } else {
+        ENTRIES
+    };
+    for index in first..top {
+        let va = base + ((index as u64) << shift);
+        let entry = mem.table(table)[index];
+        let is_table = entry & PteFlags::PRESENT.bits() != 0
+            && level > 1
+            && (level == 4 || entry & PteFlags::HUGE.bits() == 0);
+        // As in `walk_table`: absent entries and leaves cost one unit,
+        // descending is free, so any budget > 0 makes progress.
+        if !is_table {
+            if *budget == 0 {
+                return Some(va.max(start));
+            }
+            *budget -= 1;
+        }
+        if entry & PteFlags::PRESENT.bits() == 0 {
+            continue;
+        }
+        let mut paused = false;
+        let freed = if is_table {
+            let child = entry_addr(entry);
+            if let Some(resume) = teardown_table(mem, child, level - 1, va, start, budget, f) {
+                // Paused inside the child, unless right after its last
+                // entry: then the child is done, and a resumed call would
+                // start past it and never detach it; detach and report it
+                // now, then stay paused.
+                if resume < va + span {
+                    return Some(resume);
+                }
+                paused = true;
+            }
+            // The child's entries at or above `start` are gone now and those
+            // below were gone before (the precondition): it is empty.
+            Freed::Table(child)
+        } else {
+            let size = PageSize::from_level(level);
+            Freed::Leaf(va, leaf_addr(entry, size), size, entry_flags(entry))
+        };
+        mem.table(table)[index] = 0;
+        if !f(freed) || paused {
+            return Some(va + span);
+        }
+    }
+    None
 }
 
 /// The frame address of a leaf entry (for large pages the PAT bit, bit 12,
