@@ -37,6 +37,7 @@ mod lifecycle;
 mod mem;
 mod process;
 mod regs;
+mod rev_life;
 mod sched;
 mod smp;
 mod tls;
@@ -202,6 +203,10 @@ const CASES: &[Case] = &[
     (
         "priority_is_capped_by_mcp",
         lifecycle::priority_is_capped_by_mcp,
+    ),
+    (
+        "kill_racing_process_wait_is_not_lost",
+        rev_life::kill_racing_process_wait_is_not_lost,
     ),
     (
         "thread_spawn_join_does_not_leak",
