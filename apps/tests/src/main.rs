@@ -209,6 +209,18 @@ const CASES: &[Case] = &[
         rev_life::kill_racing_process_wait_is_not_lost,
     ),
     (
+        "process_tree_cannot_fill_the_process_table",
+        rev_life::process_tree_cannot_fill_the_process_table,
+    ),
+    (
+        "process_tree_cannot_fill_the_thread_table",
+        rev_life::process_tree_cannot_fill_the_thread_table,
+    ),
+    (
+        "mapped_memory_is_limited",
+        rev_life::mapped_memory_is_limited,
+    ),
+    (
         "thread_spawn_join_does_not_leak",
         leaks::thread_spawn_join_does_not_leak,
     ),

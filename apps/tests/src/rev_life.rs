@@ -4,10 +4,14 @@
 //! Children are tiny position-independent programs that use no stack (as in
 //! [`crate::lifecycle`]).
 
-use crate::lifecycle::{code, settle, spawn_code};
+use crate::lifecycle::{code, info, settle, spawn_code};
 use crate::note;
 use crate::util::TestResult;
 use abi::bootimg::encode_code;
+use abi::limits::{
+    MAX_MAPPED_BYTES_PER_PROCESS, MAX_MAPPED_BYTES_PER_PROGRAM, MAX_PROCESSES_PER_PROGRAM,
+    MAX_THREADS_PER_PROGRAM,
+};
 use abi::status::{self, Status};
 use abi::Sysnum;
 use core::arch::global_asm;
@@ -16,6 +20,9 @@ use core::arch::global_asm;
 const CHILD_STACK_TOP: u64 = abi::layout::INIT_STACK_TOP;
 /// Threads of a racer that enter `process_wait` while their process dies.
 const RACER_WAITERS: u64 = 4;
+/// Where a mapper child maps its blocks, and their size.
+const MAPPER_BASE: u64 = 0x1000_0000;
+const MAPPER_BLOCK: u64 = 8 << 20;
 /// The racer's flag page (waiters spin on it until the race starts).
 const RACER_FLAG: u64 = 0x50_0000;
 
@@ -30,6 +37,16 @@ global_asm!(
     "syscall",
     "ud2",
     "mica_rev_sleeper_end:",
+    // fixed sleeper: sleeps 1.5 s, then process_exit(0).
+    "mica_rev_fixed_sleeper:",
+    "mov edi, 1500000000",
+    "mov eax, {sleep}",
+    "syscall",
+    "xor edi, edi",
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "mica_rev_fixed_sleeper_end:",
     // racer: RDI = the grandchild image's length (low 32 bits) | spin count
     // << 32; the image follows the code. Maps a flag page, spawns the
     // grandchild (a 6 s sleeper), starts RACER_WAITERS threads that spin on
@@ -95,6 +112,100 @@ global_asm!(
     "syscall",
     "ud2",
     "mica_rev_racer_end:",
+    // spawner: RDI = the tail image's length (low 32 bits) | the argument
+    // for each child (high 32 bits); the image follows the code. Spawns it
+    // until process_spawn fails (at most 1000 times), then exits with the
+    // number started, never waiting for any.
+    "mica_rev_spawner:",
+    "mov r12d, edi",               // r12: the image's length
+    "mov r15, rdi",
+    "shr r15, 32",                 // r15: each child's argument
+    "lea r13, [rip + mica_rev_spawner_end]", // r13: the image
+    "xor r14d, r14d",              // r14: children started
+    "1:",
+    "mov rdi, r13",
+    "mov rsi, r12",
+    "mov rdx, r15",
+    "mov eax, {pspawn}",
+    "syscall",
+    "cmp rax, -4095",
+    "jae 2f",
+    "inc r14",
+    "cmp r14, 1000",
+    "jb 1b",
+    "2:",
+    "mov rdi, r14",
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "mica_rev_spawner_end:",
+    // thread hog: starts threads that sleep RDI ns and end, until
+    // thread_spawn fails (at most 1000), sleeps RDI ns itself, then exits
+    // with the number started.
+    "mica_rev_thread_hog:",
+    "mov r15, rdi",                // r15: ns to sleep
+    "xor r14d, r14d",              // r14: threads started
+    "1:",
+    "lea rdi, [rip + 3f]",         // rdi: entry = a sleeper thread
+    "mov rsi, {stack_top}",        // rsi: stack top (unused)
+    "mov rdx, r15",                // rdx: its argument = ns to sleep
+    "mov eax, {spawn}",
+    "syscall",
+    "cmp rax, -4095",
+    "jae 2f",
+    "inc r14",
+    "cmp r14, 1000",
+    "jb 1b",
+    "2:",
+    "mov rdi, r15",
+    "mov eax, {sleep}",
+    "syscall",
+    "mov rdi, r14",
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "3:",                          // sleeper thread: rdi = ns
+    "mov eax, {sleep}",
+    "syscall",
+    "xor edi, edi",
+    "mov eax, {texit}",
+    "syscall",
+    "ud2",
+    "mica_rev_thread_hog_end:",
+    // mapper: maps 8 MiB blocks from MAPPER_BASE until map_anon fails (at
+    // most 64), holds them for RDI ns, then exits with the number mapped,
+    // plus 1000 if the failure was not NoMemory.
+    "mica_rev_mapper:",
+    "mov r15, rdi",                // r15: ns to hold the memory
+    "mov r12, {mbase}",            // r12: the next block's address
+    "xor r14d, r14d",              // r14: blocks mapped
+    "1:",
+    "mov rdi, r12",
+    "mov esi, {mblock}",
+    "mov edx, {write}",
+    "mov eax, {map}",
+    "syscall",
+    "cmp rax, -4095",
+    "jae 2f",
+    "inc r14",
+    "add r12, {mblock}",
+    "cmp r14, 64",
+    "jb 1b",
+    "jmp 3f",
+    "2:",
+    "mov rcx, {nomem}",
+    "cmp rax, rcx",                // failed with NoMemory?
+    "je 3f",
+    "add r14, 1000",
+    "3:",
+    "mov rdi, r15",
+    "mov eax, {sleep}",
+    "syscall",
+    "mov rdi, r14",
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "mica_rev_mapper_end:",
     ".popsection",
     pwait = const Sysnum::ProcessWait as u64,
     pexit = const Sysnum::ProcessExit as u64,
@@ -106,14 +217,25 @@ global_asm!(
     flag = const RACER_FLAG,
     write = const abi::prot::WRITE,
     map = const Sysnum::MapAnon as u64,
+    mbase = const MAPPER_BASE,
+    mblock = const MAPPER_BLOCK,
+    nomem = const abi::encode_result(Err(abi::Error::NoMemory)),
     stack_top = const CHILD_STACK_TOP,
 );
 
 extern "C" {
     static mica_rev_sleeper: u8;
     static mica_rev_sleeper_end: u8;
+    static mica_rev_fixed_sleeper: u8;
+    static mica_rev_fixed_sleeper_end: u8;
     static mica_rev_racer: u8;
     static mica_rev_racer_end: u8;
+    static mica_rev_spawner: u8;
+    static mica_rev_spawner_end: u8;
+    static mica_rev_thread_hog: u8;
+    static mica_rev_thread_hog_end: u8;
+    static mica_rev_mapper: u8;
+    static mica_rev_mapper_end: u8;
 }
 
 /// Case: `process_exit` racing threads on their way into `process_wait`
@@ -174,4 +296,162 @@ pub fn kill_racing_process_wait_is_not_lost() -> TestResult {
 
 fn sys_clock() -> u64 {
     libipc::sys::clock_ns()
+}
+
+/// Samples `sysinfo` every millisecond for `ms` and returns the largest
+/// process and thread counts seen.
+fn peak(ms: u32) -> Result<(u64, u64), &'static str> {
+    let (mut procs, mut threads) = (0, 0);
+    for _ in 0..ms {
+        let i = info()?;
+        procs = procs.max(i.processes);
+        threads = threads.max(i.threads);
+        libipc::sys::sleep_ns(1_000_000);
+    }
+    Ok((procs, threads))
+}
+
+/// Case: a process tree cannot fill the kernel-wide process table. A child
+/// starts 64 children (its own quota) that each start sleepers until
+/// `process_spawn` fails: with per-process quotas only, 64 x 64 filled all
+/// 256 records and every `process_spawn` in the system failed until the
+/// sleepers ended; charged to one program, the tree stops at
+/// `MAX_PROCESSES_PER_PROGRAM`.
+pub fn process_tree_cannot_fill_the_process_table() -> TestResult {
+    let (before, _) = settle(50, |_| false)?;
+    let sleeper = code(
+        core::ptr::addr_of!(mica_rev_fixed_sleeper),
+        core::ptr::addr_of!(mica_rev_fixed_sleeper_end),
+    );
+    let spawner = code(
+        core::ptr::addr_of!(mica_rev_spawner),
+        core::ptr::addr_of!(mica_rev_spawner_end),
+    );
+    let mut leaf = [0u8; 512];
+    let leaf_len = encode_code(0x40_0000, sleeper, &mut leaf).map_err(|_| "cannot encode")?;
+    let mut mid = [0u8; 1024];
+    let mut joined = [0u8; 1024];
+    joined[..spawner.len()].copy_from_slice(spawner);
+    joined[spawner.len()..spawner.len() + leaf_len].copy_from_slice(&leaf[..leaf_len]);
+    let mid_len = encode_code(0x40_0000, &joined[..spawner.len() + leaf_len], &mut mid)
+        .map_err(|_| "cannot encode")?;
+    // The leaves sleep 1.5 s; each middle spawner gets the leaf's length
+    // (and passes 0 on), the top one the middle's length and the leaf's.
+    let pid = spawn_code(
+        spawner,
+        &mid[..mid_len],
+        mid_len as u64 | (leaf_len as u64) << 32,
+    )?;
+    let (procs, _) = peak(800)?;
+    let st = libipc::sys::process_wait(pid).map(status::decode);
+    let (after, settled) = settle(5000, |a| {
+        a.processes <= before.processes && a.threads <= before.threads
+    })?;
+    note!(
+        "top spawner started {st:?} children; peak {procs} processes (baseline {}), then {}",
+        before.processes,
+        after.processes
+    );
+    if !matches!(st, Ok(Status::Exited(n)) if n > 0) {
+        return Err("the top spawner started nothing");
+    }
+    if procs as usize > MAX_PROCESSES_PER_PROGRAM + 8 {
+        return Err("one program's process tree took more than its share of the process table");
+    }
+    if (procs as usize) < MAX_PROCESSES_PER_PROGRAM / 2 {
+        return Err("the tree stopped far short of its quota");
+    }
+    if !settled {
+        return Err("the tree's processes were not reaped");
+    }
+    Ok(())
+}
+
+/// Case: children that each start threads until refused cannot fill the
+/// kernel-wide thread table (8 children x 128 threads = all 1024 slots with
+/// per-process quotas only): the program stops at `MAX_THREADS_PER_PROGRAM`.
+pub fn process_tree_cannot_fill_the_thread_table() -> TestResult {
+    let (before, _) = settle(50, |_| false)?;
+    let hog = code(
+        core::ptr::addr_of!(mica_rev_thread_hog),
+        core::ptr::addr_of!(mica_rev_thread_hog_end),
+    );
+    let mut pids = [0u64; 8];
+    for p in pids.iter_mut() {
+        *p = spawn_code(hog, &[], 1_500_000_000)?;
+    }
+    let (_, threads) = peak(800)?;
+    let mut started = 0;
+    for &p in &pids {
+        if let Ok(Status::Exited(n)) = libipc::sys::process_wait(p).map(status::decode) {
+            started += n;
+        }
+    }
+    let (_, settled) = settle(5000, |a| {
+        a.processes <= before.processes && a.threads <= before.threads
+    })?;
+    note!(
+        "8 children started {started} threads; peak {threads} threads (baseline {})",
+        before.threads
+    );
+    if threads as usize > MAX_THREADS_PER_PROGRAM + 8 {
+        return Err("one program's threads took more than its share of the thread table");
+    }
+    if (threads as usize) < MAX_THREADS_PER_PROGRAM / 2 {
+        return Err("the program's threads stopped far short of its quota");
+    }
+    if !settled {
+        return Err("the children's threads were not reaped");
+    }
+    Ok(())
+}
+
+/// Case (issue 7 item 5, mapped memory): a process cannot map more than
+/// `MAX_MAPPED_BYTES_PER_PROCESS` (`NoMemory` beyond it), and two processes
+/// of one program together not more than the program's limit -- so one
+/// program never takes all RAM from everyone. The memory comes back.
+pub fn mapped_memory_is_limited() -> TestResult {
+    let (before, _) = settle(50, |_| false)?;
+    let mapper = code(
+        core::ptr::addr_of!(mica_rev_mapper),
+        core::ptr::addr_of!(mica_rev_mapper_end),
+    );
+    // Alone, a mapper stops at the per-process limit.
+    let one = spawn_code(mapper, &[], 0)?;
+    let s1 = libipc::sys::process_wait(one).map(status::decode);
+    // Two at once, holding their memory, stop at the program's limit.
+    let a = spawn_code(mapper, &[], 1_000_000_000)?;
+    let b = spawn_code(mapper, &[], 1_000_000_000)?;
+    let sa = libipc::sys::process_wait(a).map(status::decode);
+    let sb = libipc::sys::process_wait(b).map(status::decode);
+    let (after, settled) = settle(3000, |i| i.free_bytes >= before.free_bytes)?;
+    note!(
+        "one mapper mapped {s1:?}, two at once {sa:?} and {sb:?} blocks of 8 MiB; free {} -> {} MiB of {} MiB",
+        before.free_bytes >> 20,
+        after.free_bytes >> 20,
+        before.total_bytes >> 20
+    );
+    let (Ok(Status::Exited(n1)), Ok(Status::Exited(na)), Ok(Status::Exited(nb))) = (s1, sa, sb)
+    else {
+        return Err("a mapper ended oddly");
+    };
+    if n1 >= 1000 || na >= 1000 || nb >= 1000 {
+        return Err("map_anon beyond the limit failed with something other than NoMemory");
+    }
+    let per_process = (MAX_MAPPED_BYTES_PER_PROCESS / MAPPER_BLOCK) as i32;
+    if n1.max(na).max(nb) >= per_process {
+        return Err("a process mapped MAX_MAPPED_BYTES_PER_PROCESS or more");
+    }
+    // Page tables and the stack take a little of the quota.
+    if n1 < per_process - 2 {
+        return Err("the per-process limit stopped a mapper far too early");
+    }
+    let program = MAX_MAPPED_BYTES_PER_PROGRAM.min(before.total_bytes / 4 * 3) / MAPPER_BLOCK;
+    if (na + nb) as u64 > program {
+        return Err("two processes of one program mapped more than the program's limit");
+    }
+    if !settled {
+        return Err("the mappers' memory did not come back");
+    }
+    Ok(())
 }
