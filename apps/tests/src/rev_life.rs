@@ -23,6 +23,8 @@ const RACER_WAITERS: u64 = 4;
 /// Where a mapper child maps its blocks, and their size.
 const MAPPER_BASE: u64 = 0x1000_0000;
 const MAPPER_BLOCK: u64 = 8 << 20;
+/// Where the sparse mapper starts (2 MiB aligned).
+const SPARSE_BASE: u64 = 0x100_0000_0000;
 /// The racer's flag page (waiters spin on it until the race starts).
 const RACER_FLAG: u64 = 0x50_0000;
 
@@ -206,6 +208,36 @@ global_asm!(
     "syscall",
     "ud2",
     "mica_rev_mapper_end:",
+    // sparse mapper: maps one page every 2 MiB from SPARSE_BASE (each needs
+    // a page table of its own) until map_anon fails, then exits with the
+    // number mapped (plus 1,000,000 if the failure was not NoMemory).
+    "mica_rev_sparse:",
+    "mov r12, {sbase}",            // r12: the next page's address
+    "xor r14d, r14d",              // r14: pages mapped
+    "1:",
+    "mov rdi, r12",
+    "mov esi, 4096",
+    "mov edx, {write}",
+    "mov eax, {map}",
+    "syscall",
+    "cmp rax, -4095",
+    "jae 2f",
+    "inc r14",
+    "add r12, 0x200000",           // next 2 MiB
+    "cmp r14, 100000",
+    "jb 1b",
+    "jmp 3f",
+    "2:",
+    "mov rcx, {nomem}",
+    "cmp rax, rcx",
+    "je 3f",
+    "add r14, 1000000",
+    "3:",
+    "mov rdi, r14",
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "mica_rev_sparse_end:",
     ".popsection",
     pwait = const Sysnum::ProcessWait as u64,
     pexit = const Sysnum::ProcessExit as u64,
@@ -219,6 +251,7 @@ global_asm!(
     map = const Sysnum::MapAnon as u64,
     mbase = const MAPPER_BASE,
     mblock = const MAPPER_BLOCK,
+    sbase = const SPARSE_BASE,
     nomem = const abi::encode_result(Err(abi::Error::NoMemory)),
     stack_top = const CHILD_STACK_TOP,
 );
@@ -236,6 +269,8 @@ extern "C" {
     static mica_rev_thread_hog_end: u8;
     static mica_rev_mapper: u8;
     static mica_rev_mapper_end: u8;
+    static mica_rev_sparse: u8;
+    static mica_rev_sparse_end: u8;
 }
 
 /// Case: `process_exit` racing threads on their way into `process_wait`
@@ -452,6 +487,39 @@ pub fn mapped_memory_is_limited() -> TestResult {
     }
     if !settled {
         return Err("the mappers' memory did not come back");
+    }
+    Ok(())
+}
+
+/// Case: page tables count against the mapped-memory limit. One page every
+/// 2 MiB costs a page table per page, so counting only the pages let a
+/// process hold twice its limit (and more with sparser layouts); counted,
+/// it maps at most half the limit's pages that way.
+pub fn page_tables_count_against_the_memory_limit() -> TestResult {
+    let (before, _) = settle(50, |_| false)?;
+    let sparse = code(
+        core::ptr::addr_of!(mica_rev_sparse),
+        core::ptr::addr_of!(mica_rev_sparse_end),
+    );
+    let pid = spawn_code(sparse, &[], 0)?;
+    let st = libipc::sys::process_wait(pid).map(status::decode);
+    let (_, settled) = settle(3000, |i| i.free_bytes >= before.free_bytes)?;
+    note!("the sparse mapper mapped {st:?} pages, 2 MiB apart");
+    let Ok(Status::Exited(n)) = st else {
+        return Err("the sparse mapper ended oddly");
+    };
+    if n >= 1_000_000 {
+        return Err("map_anon beyond the limit failed with something other than NoMemory");
+    }
+    let limit_pages = (MAX_MAPPED_BYTES_PER_PROCESS / 4096) as i32;
+    if n > limit_pages / 2 {
+        return Err("page tables were not charged to the mapped-memory limit");
+    }
+    if n < limit_pages / 2 - 64 {
+        return Err("the sparse mapper stopped far short of half the limit");
+    }
+    if !settled {
+        return Err("the sparse mapper's memory (pages and tables) did not come back");
     }
     Ok(())
 }
