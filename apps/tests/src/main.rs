@@ -221,6 +221,10 @@ const CASES: &[Case] = &[
         rev_life::mapped_memory_is_limited,
     ),
     (
+        "page_tables_count_against_the_memory_limit",
+        rev_life::page_tables_count_against_the_memory_limit,
+    ),
+    (
         "thread_spawn_join_does_not_leak",
         leaks::thread_spawn_join_does_not_leak,
     ),
