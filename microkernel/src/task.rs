@@ -416,6 +416,11 @@ impl ThreadTable {
         self.rows.try_reserve(1).map_err(|_| Error::NoMemory)
     }
 
+    /// Whether the process is ending (no thread or child may start).
+    pub fn is_exiting(&self) -> bool {
+        self.exiting
+    }
+
     fn insert(&mut self, t: &Arc<Thread>) -> Result<(), Error> {
         self.admit()?;
         self.rows.push(ThreadEntry {

@@ -225,6 +225,10 @@ const CASES: &[Case] = &[
         rev_life::page_tables_count_against_the_memory_limit,
     ),
     (
+        "killed_process_spawns_no_child",
+        rev_life::killed_process_spawns_no_child,
+    ),
+    (
         "thread_spawn_join_does_not_leak",
         leaks::thread_spawn_join_does_not_leak,
     ),

@@ -23,6 +23,12 @@ const RACER_WAITERS: u64 = 4;
 /// Where a mapper child maps its blocks, and their size.
 const MAPPER_BASE: u64 = 0x1000_0000;
 const MAPPER_BLOCK: u64 = 8 << 20;
+/// Where the spawn_killed child builds its image.
+const SPAWN_BUF: u64 = 0x2000_0000;
+/// Where this program builds that image first.
+const IMAGE_AT: u64 = 0x6300_0000_0000;
+/// The zero data segment of that image (large: slow to copy and map).
+const IMAGE_DATA_BYTES: usize = 12 << 20;
 /// Where the sparse mapper starts (2 MiB aligned).
 const SPARSE_BASE: u64 = 0x100_0000_0000;
 /// The racer's flag page (waiters spin on it until the race starts).
@@ -238,6 +244,57 @@ global_asm!(
     "syscall",
     "ud2",
     "mica_rev_sparse_end:",
+    // spawn_killed: RDI = a boot image's length (low 32 bits) | the length
+    // of its non-zero prefix (high 32 bits), which follows the code. Maps
+    // the image's bytes at SPAWN_BUF (zero-filled), copies the prefix in,
+    // starts a thread that sleeps 1 ms and calls process_exit(9), and
+    // spawns the (large, slow to copy) image: process_exit(8) if that
+    // returns first.
+    "mica_rev_spawn_killed:",
+    "mov r12d, edi",               // r12: the image's length
+    "mov r13, rdi",
+    "shr r13, 32",                 // r13: its prefix's length
+    "mov edi, {sbuf}",             // rdi: the buffer
+    "mov rsi, r12",                // rsi: the image's length
+    "mov edx, {write}",
+    "mov eax, {map}",
+    "syscall",
+    "cmp rax, -4095",
+    "jae 9f",
+    "lea rsi, [rip + mica_rev_spawn_killed_end]", // rsi: the prefix
+    "mov edi, {sbuf}",             // rdi: the buffer
+    "mov rcx, r13",                // rcx: bytes to copy
+    "rep movsb",
+    "lea rdi, [rip + 2f]",         // rdi: entry = the killer thread
+    "mov rsi, {stack_top}",
+    "xor edx, edx",
+    "mov eax, {spawn}",
+    "syscall",
+    "cmp rax, -4095",
+    "jae 9f",
+    "mov edi, {sbuf}",             // rdi: the image
+    "mov rsi, r12",                // rsi: its length
+    "xor edx, edx",
+    "mov eax, {pspawn}",
+    "syscall",
+    "mov edi, 8",                  // the spawn came back before the kill
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "2:",                          // killer: 1 ms, then end the process
+    "mov edi, 1000000",
+    "mov eax, {sleep}",
+    "syscall",
+    "mov edi, 9",
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "9:",
+    "mov edi, 99",
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "mica_rev_spawn_killed_end:",
     ".popsection",
     pwait = const Sysnum::ProcessWait as u64,
     pexit = const Sysnum::ProcessExit as u64,
@@ -252,6 +309,7 @@ global_asm!(
     mbase = const MAPPER_BASE,
     mblock = const MAPPER_BLOCK,
     sbase = const SPARSE_BASE,
+    sbuf = const SPAWN_BUF,
     nomem = const abi::encode_result(Err(abi::Error::NoMemory)),
     stack_top = const CHILD_STACK_TOP,
 );
@@ -271,6 +329,8 @@ extern "C" {
     static mica_rev_mapper_end: u8;
     static mica_rev_sparse: u8;
     static mica_rev_sparse_end: u8;
+    static mica_rev_spawn_killed: u8;
+    static mica_rev_spawn_killed_end: u8;
 }
 
 /// Case: `process_exit` racing threads on their way into `process_wait`
@@ -522,4 +582,110 @@ pub fn page_tables_count_against_the_memory_limit() -> TestResult {
         return Err("the sparse mapper's memory (pages and tables) did not come back");
     }
     Ok(())
+}
+
+/// Case: a process killed while one of its threads is inside a long
+/// `process_spawn` (copying and mapping a 12 MiB image, with preemption
+/// points where the kill lands) must not start the child: the old kernel
+/// finished the spawn and the child ran on as an orphan of a process that
+/// had already been ended. A round counts when the kill won the race (the
+/// process's status is the killer's 9, not the spawner's 8).
+pub fn killed_process_spawns_no_child() -> TestResult {
+    let sleeper = code(
+        core::ptr::addr_of!(mica_rev_fixed_sleeper),
+        core::ptr::addr_of!(mica_rev_fixed_sleeper_end),
+    );
+    let killed = code(
+        core::ptr::addr_of!(mica_rev_spawn_killed),
+        core::ptr::addr_of!(mica_rev_spawn_killed_end),
+    );
+    let specs_len = abi::bootimg::encoded_len(&image_specs(sleeper, &[]));
+    let total = specs_len + IMAGE_DATA_BYTES;
+    libipc::sys::map_anon(IMAGE_AT, total as u64, abi::prot::WRITE)
+        .map_err(|_| "map_anon(image) failed")?;
+    let r = (|| {
+        // SAFETY: mapped writable just above; nothing else references it.
+        let out = unsafe { core::slice::from_raw_parts_mut(IMAGE_AT as *mut u8, total) };
+        // The data bytes are zeros, read from a zero mapping of their own.
+        let zeros = ZeroSlice::new(IMAGE_DATA_BYTES)?;
+        let len = abi::bootimg::encode(0x40_0000, &image_specs(sleeper, zeros.bytes()), out)
+            .map_err(|_| "cannot encode the big image")?;
+        let prefix = out[..len]
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |i| i + 1);
+        let mut conclusive = 0;
+        for round in 0..5 {
+            let (before, _) = settle(3000, |_| false)?;
+            let pid = spawn_code(killed, &out[..prefix], len as u64 | (prefix as u64) << 32)?;
+            let st = libipc::sys::process_wait(pid).map(status::decode);
+            let now = info()?;
+            note!(
+                "round {round}: {st:?}; processes {} -> {}",
+                before.processes,
+                now.processes
+            );
+            match st {
+                Ok(Status::Exited(9)) => {
+                    conclusive += 1;
+                    if now.processes > before.processes {
+                        return Err("a child spawned after its creator's kill runs on");
+                    }
+                }
+                Ok(Status::Exited(8)) => {}
+                _ => return Err("the spawning child ended oddly"),
+            }
+            settle(3000, |a| a.processes <= before.processes)?;
+        }
+        if conclusive == 0 {
+            return Err("the kill never landed during the spawn");
+        }
+        Ok(())
+    })();
+    // SAFETY: nothing references the image buffer any more.
+    let _ = unsafe { libipc::sys::unmap(IMAGE_AT, total as u64) };
+    r
+}
+
+/// A code segment of `code` and a writable data segment of `data`.
+fn image_specs<'a>(code: &'a [u8], data: &'a [u8]) -> [abi::bootimg::SegmentSpec<'a>; 2] {
+    use abi::bootimg::{SegmentSpec, SEG_R, SEG_W, SEG_X};
+    [
+        SegmentSpec {
+            vaddr: 0x40_0000,
+            bytes: code,
+            mem_size: code.len() as u64,
+            flags: SEG_R | SEG_X,
+        },
+        SegmentSpec {
+            vaddr: 0x100_0000,
+            bytes: data,
+            mem_size: data.len() as u64,
+            flags: SEG_R | SEG_W,
+        },
+    ]
+}
+
+/// A read-only mapping of zero pages, unmapped on drop.
+struct ZeroSlice(usize);
+
+const ZERO_AT: u64 = 0x6380_0000_0000;
+
+impl ZeroSlice {
+    fn new(len: usize) -> Result<ZeroSlice, &'static str> {
+        libipc::sys::map_anon(ZERO_AT, len as u64, 0).map_err(|_| "map_anon(zeros) failed")?;
+        Ok(ZeroSlice(len))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: mapped read-only (zero-filled) by `new` until drop.
+        unsafe { core::slice::from_raw_parts(ZERO_AT as *const u8, self.0) }
+    }
+}
+
+impl Drop for ZeroSlice {
+    fn drop(&mut self) {
+        // SAFETY: the slice from `bytes` does not outlive `self`.
+        let _ = unsafe { libipc::sys::unmap(ZERO_AT, self.0 as u64) };
+    }
 }
