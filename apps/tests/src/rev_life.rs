@@ -28,7 +28,7 @@ const SPAWN_BUF: u64 = 0x2000_0000;
 /// Where this program builds that image first.
 const IMAGE_AT: u64 = 0x6300_0000_0000;
 /// The zero data segment of that image (large: slow to copy and map).
-const IMAGE_DATA_BYTES: usize = 12 << 20;
+const IMAGE_DATA_BYTES: usize = 8 << 20;
 /// Where the sparse mapper starts (2 MiB aligned).
 const SPARSE_BASE: u64 = 0x100_0000_0000;
 /// The racer's flag page (waiters spin on it until the race starts).
@@ -45,9 +45,9 @@ global_asm!(
     "syscall",
     "ud2",
     "mica_rev_sleeper_end:",
-    // fixed sleeper: sleeps 1.5 s, then process_exit(0).
+    // fixed sleeper: sleeps 1 s, then process_exit(0).
     "mica_rev_fixed_sleeper:",
-    "mov edi, 1500000000",
+    "mov edi, 1000000000",
     "mov eax, {sleep}",
     "syscall",
     "xor edi, edi",
@@ -57,7 +57,7 @@ global_asm!(
     "mica_rev_fixed_sleeper_end:",
     // racer: RDI = the grandchild image's length (low 32 bits) | spin count
     // << 32; the image follows the code. Maps a flag page, spawns the
-    // grandchild (a 6 s sleeper), starts RACER_WAITERS threads that spin on
+    // grandchild (a 4 s sleeper), starts RACER_WAITERS threads that spin on
     // the flag and then call process_wait(grandchild), sets the flag, spins
     // for the count, then process_exit(7) -- so the kill lands while the
     // waiters that were running are on their way into the wait, at a point
@@ -75,7 +75,7 @@ global_asm!(
     "jae 9f",
     "lea rdi, [rip + mica_rev_racer_end]", // rdi: the image
     "mov rsi, r12",                // rsi: its length
-    "mov rdx, 6000000000",         // rdx: the grandchild sleeps 6 s
+    "mov rdx, 4000000000",         // rdx: the grandchild sleeps 4 s
     "mov eax, {pspawn}",
     "syscall",
     "cmp rax, -4095",
@@ -337,10 +337,10 @@ extern "C" {
 /// for a long-lived child. A kill that lands after a waiter entered the
 /// kernel but before it marked itself Blocked used to be lost (the killer
 /// found it Ready, kicked a CPU that was still in the kernel), so the waiter
-/// slept until the grandchild ended 6 s later and the dying process lived
+/// slept until the grandchild ended 4 s later and the dying process lived
 /// on. Each round's wait must return in well under that.
 pub fn kill_racing_process_wait_is_not_lost() -> TestResult {
-    const ROUNDS: u64 = 64;
+    const ROUNDS: u64 = 32;
     let (before, _) = settle(50, |_| false)?;
     let sleeper = code(
         core::ptr::addr_of!(mica_rev_sleeper),
@@ -365,7 +365,7 @@ pub fn kill_racing_process_wait_is_not_lost() -> TestResult {
             note!("round {round}: {st:?}");
             return Err("a racer did not end with status 7");
         }
-        if dt > 5_000_000_000 {
+        if dt > 3_000_000_000 {
             failed = Some(round);
             break;
         }
@@ -373,9 +373,9 @@ pub fn kill_racing_process_wait_is_not_lost() -> TestResult {
             note!("round {round}: a slow wait ({} ms)", dt / 1_000_000);
         }
     }
-    // Let the orphaned grandchildren end (6 s sleeps) before later cases
+    // Let the orphaned grandchildren end (4 s sleeps) before later cases
     // take their baselines.
-    let (_, settled) = settle(9000, |a| {
+    let (_, settled) = settle(6000, |a| {
         a.processes <= before.processes && a.threads <= before.threads
     })?;
     note!("worst wait {} ms", worst / 1_000_000);
@@ -430,14 +430,14 @@ pub fn process_tree_cannot_fill_the_process_table() -> TestResult {
     joined[spawner.len()..spawner.len() + leaf_len].copy_from_slice(&leaf[..leaf_len]);
     let mid_len = encode_code(0x40_0000, &joined[..spawner.len() + leaf_len], &mut mid)
         .map_err(|_| "cannot encode")?;
-    // The leaves sleep 1.5 s; each middle spawner gets the leaf's length
+    // The leaves sleep 1 s; each middle spawner gets the leaf's length
     // (and passes 0 on), the top one the middle's length and the leaf's.
     let pid = spawn_code(
         spawner,
         &mid[..mid_len],
         mid_len as u64 | (leaf_len as u64) << 32,
     )?;
-    let (procs, _) = peak(800)?;
+    let (procs, _) = peak(500)?;
     let st = libipc::sys::process_wait(pid).map(status::decode);
     let (after, settled) = settle(5000, |a| {
         a.processes <= before.processes && a.threads <= before.threads
@@ -473,9 +473,9 @@ pub fn process_tree_cannot_fill_the_thread_table() -> TestResult {
     );
     let mut pids = [0u64; 8];
     for p in pids.iter_mut() {
-        *p = spawn_code(hog, &[], 1_500_000_000)?;
+        *p = spawn_code(hog, &[], 1_000_000_000)?;
     }
-    let (_, threads) = peak(800)?;
+    let (_, threads) = peak(500)?;
     let mut started = 0;
     for &p in &pids {
         if let Ok(Status::Exited(n)) = libipc::sys::process_wait(p).map(status::decode) {
@@ -515,8 +515,8 @@ pub fn mapped_memory_is_limited() -> TestResult {
     let one = spawn_code(mapper, &[], 0)?;
     let s1 = libipc::sys::process_wait(one).map(status::decode);
     // Two at once, holding their memory, stop at the program's limit.
-    let a = spawn_code(mapper, &[], 1_000_000_000)?;
-    let b = spawn_code(mapper, &[], 1_000_000_000)?;
+    let a = spawn_code(mapper, &[], 300_000_000)?;
+    let b = spawn_code(mapper, &[], 300_000_000)?;
     let sa = libipc::sys::process_wait(a).map(status::decode);
     let sb = libipc::sys::process_wait(b).map(status::decode);
     let (after, settled) = settle(3000, |i| i.free_bytes >= before.free_bytes)?;
@@ -585,7 +585,7 @@ pub fn page_tables_count_against_the_memory_limit() -> TestResult {
 }
 
 /// Case: a process killed while one of its threads is inside a long
-/// `process_spawn` (copying and mapping a 12 MiB image, with preemption
+/// `process_spawn` (copying and mapping an 8 MiB image, with preemption
 /// points where the kill lands) must not start the child: the old kernel
 /// finished the spawn and the child ran on as an orphan of a process that
 /// had already been ended. A round counts when the kill won the race (the
@@ -615,8 +615,8 @@ pub fn killed_process_spawns_no_child() -> TestResult {
             .rposition(|&b| b != 0)
             .map_or(0, |i| i + 1);
         let mut conclusive = 0;
-        for round in 0..5 {
-            let (before, _) = settle(3000, |_| false)?;
+        for round in 0..3 {
+            let (before, _) = settle(50, |_| false)?;
             let pid = spawn_code(killed, &out[..prefix], len as u64 | (prefix as u64) << 32)?;
             let st = libipc::sys::process_wait(pid).map(status::decode);
             let now = info()?;
