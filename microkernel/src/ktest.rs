@@ -74,6 +74,10 @@ const CASES: &[Case] = &[
         "borrowed_record_goes_with_unmap",
         crate::vm::ktest_borrowed_record_goes_with_unmap,
     ),
+    (
+        "mapped_pages_are_charged_and_returned",
+        crate::vm::ktest_mapped_pages_are_charged_and_returned,
+    ),
     ("kernel_text_is_not_writable", kernel_text_is_not_writable),
     (
         "kernel_rodata_is_not_writable",

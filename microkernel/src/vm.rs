@@ -643,3 +643,48 @@ pub fn ktest_borrowed_record_goes_with_unmap() -> Result<(), &'static str> {
     }
     r
 }
+
+/// ktest: mapped pages and page tables are charged to the space and its
+/// program, a refused `map_anon` charges nothing, `unmap` returns exactly
+/// what it frees (map/unmap churn does not drift), and the space's drop
+/// returns everything to the program.
+pub fn ktest_mapped_pages_are_charged_and_returned() -> Result<(), &'static str> {
+    const VA: u64 = 0x200_0000;
+    let program = Arc::new(PageBudget::new(64));
+    let space = AddressSpace::new_charged(Some(program.clone())).map_err(|_| "new_charged")?;
+    if space.charged_pages() != 1 || program.used() != 1 {
+        return Err("the PML4 is not charged");
+    }
+    space
+        .map_anon(VA, 16 * PAGE_SIZE, prot::WRITE)
+        .map_err(|_| "map_anon of 16 pages failed")?;
+    // 16 pages, and a PDPT, a PD and a PT for them.
+    if space.charged_pages() != 1 + 16 + 3 || program.used() != 1 + 16 + 3 {
+        return Err("16 mapped pages and their 3 tables are not charged");
+    }
+    for _ in 0..8 {
+        space
+            .unmap(VA, 16 * PAGE_SIZE)
+            .map_err(|_| "unmap failed")?;
+        space
+            .map_anon(VA, 16 * PAGE_SIZE, prot::WRITE)
+            .map_err(|_| "map_anon after unmap failed")?;
+    }
+    space
+        .unmap(VA, 16 * PAGE_SIZE)
+        .map_err(|_| "unmap failed")?;
+    if space.charged_pages() != 1 + 3 {
+        return Err("unmap did not return exactly the pages it freed");
+    }
+    if space.map_anon(VA, 61 * PAGE_SIZE, prot::WRITE) != Err(Error::NoMemory) {
+        return Err("map_anon beyond the program's limit was not NoMemory");
+    }
+    if space.charged_pages() != 1 + 3 || program.used() != 1 + 3 {
+        return Err("a refused map_anon left a charge behind");
+    }
+    drop(space);
+    if program.used() != 0 {
+        return Err("the space's drop did not return its charge to the program");
+    }
+    Ok(())
+}
