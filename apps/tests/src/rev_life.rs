@@ -23,6 +23,8 @@ const RACER_WAITERS: u64 = 4;
 /// Where a mapper child maps its blocks, and their size.
 const MAPPER_BASE: u64 = 0x1000_0000;
 const MAPPER_BLOCK: u64 = 8 << 20;
+/// The tracker's sysinfo page.
+const TRACKER_PAGE: u64 = 0x60_0000;
 /// Where the spawn_killed child builds its image.
 const SPAWN_BUF: u64 = 0x2000_0000;
 /// Where this program builds that image first.
@@ -36,15 +38,52 @@ const RACER_FLAG: u64 = 0x50_0000;
 
 global_asm!(
     ".pushsection .rodata.mica_rev_life_children, \"a\"",
-    // sleeper: sleeps for its argument (ns), then process_exit(0).
-    "mica_rev_sleeper:",
-    "mov eax, {sleep}",            // rdi: the spawn argument = ns to sleep
+    // tracker: lives until the process count drops below what it was when
+    // it started (its creator ended and was reaped), at most 4 s; then
+    // process_exit(0). So a grandchild outlives its racer by moments when
+    // the racer dies promptly, and by seconds when it does not.
+    "mica_rev_tracker:",
+    "mov edi, {tbuf}",             // rdi: a page for sysinfo
+    "mov esi, 4096",
+    "mov edx, {write}",
+    "mov eax, {map}",
     "syscall",
+    "cmp rax, -4095",
+    "jae 9f",
+    "mov edi, {tbuf}",
+    "mov esi, {info_len}",
+    "mov eax, {sysinfo}",
+    "syscall",
+    "mov r12, [{tbuf} + {info_procs}]", // r12: the process count at the start
+    "mov eax, {clock}",
+    "syscall",
+    "mov r15, 4000000000",
+    "add r15, rax",                // r15: give up at now + 4 s
+    "1:",
+    "mov edi, 1000000",            // 1 ms
+    "mov eax, {sleep}",
+    "syscall",
+    "mov edi, {tbuf}",
+    "mov esi, {info_len}",
+    "mov eax, {sysinfo}",
+    "syscall",
+    "cmp [{tbuf} + {info_procs}], r12", // fewer processes: the creator is gone
+    "jb 2f",
+    "mov eax, {clock}",
+    "syscall",
+    "cmp rax, r15",
+    "jb 1b",
+    "2:",
     "xor edi, edi",
     "mov eax, {pexit}",
     "syscall",
     "ud2",
-    "mica_rev_sleeper_end:",
+    "9:",
+    "mov edi, 4000000000",         // no page: a plain 4 s sleep
+    "mov eax, {sleep}",
+    "syscall",
+    "jmp 2b",
+    "mica_rev_tracker_end:",
     // fixed sleeper: sleeps 1 s, then process_exit(0).
     "mica_rev_fixed_sleeper:",
     "mov edi, 1000000000",
@@ -57,7 +96,7 @@ global_asm!(
     "mica_rev_fixed_sleeper_end:",
     // racer: RDI = the grandchild image's length (low 32 bits) | spin count
     // << 32; the image follows the code. Maps a flag page, spawns the
-    // grandchild (a 4 s sleeper), starts RACER_WAITERS threads that spin on
+    // grandchild (a tracker: up to 4 s), starts RACER_WAITERS threads that spin on
     // the flag and then call process_wait(grandchild), sets the flag, spins
     // for the count, then process_exit(7) -- so the kill lands while the
     // waiters that were running are on their way into the wait, at a point
@@ -75,7 +114,7 @@ global_asm!(
     "jae 9f",
     "lea rdi, [rip + mica_rev_racer_end]", // rdi: the image
     "mov rsi, r12",                // rsi: its length
-    "mov rdx, 4000000000",         // rdx: the grandchild sleeps 4 s
+    "xor edx, edx",                // rdx: (the tracker takes no argument)
     "mov eax, {pspawn}",
     "syscall",
     "cmp rax, -4095",
@@ -310,13 +349,18 @@ global_asm!(
     mblock = const MAPPER_BLOCK,
     sbase = const SPARSE_BASE,
     sbuf = const SPAWN_BUF,
+    tbuf = const TRACKER_PAGE,
+    sysinfo = const Sysnum::SysInfo as u64,
+    clock = const Sysnum::ClockNs as u64,
+    info_len = const core::mem::size_of::<abi::SysInfo>(),
+    info_procs = const core::mem::offset_of!(abi::SysInfo, processes),
     nomem = const abi::encode_result(Err(abi::Error::NoMemory)),
     stack_top = const CHILD_STACK_TOP,
 );
 
 extern "C" {
-    static mica_rev_sleeper: u8;
-    static mica_rev_sleeper_end: u8;
+    static mica_rev_tracker: u8;
+    static mica_rev_tracker_end: u8;
     static mica_rev_fixed_sleeper: u8;
     static mica_rev_fixed_sleeper_end: u8;
     static mica_rev_racer: u8;
@@ -342,12 +386,12 @@ extern "C" {
 pub fn kill_racing_process_wait_is_not_lost() -> TestResult {
     const ROUNDS: u64 = 32;
     let (before, _) = settle(50, |_| false)?;
-    let sleeper = code(
-        core::ptr::addr_of!(mica_rev_sleeper),
-        core::ptr::addr_of!(mica_rev_sleeper_end),
+    let tracker = code(
+        core::ptr::addr_of!(mica_rev_tracker),
+        core::ptr::addr_of!(mica_rev_tracker_end),
     );
     let mut image = [0u8; 512];
-    let len = encode_code(0x40_0000, sleeper, &mut image).map_err(|_| "cannot encode")?;
+    let len = encode_code(0x40_0000, tracker, &mut image).map_err(|_| "cannot encode")?;
     let racer = code(
         core::ptr::addr_of!(mica_rev_racer),
         core::ptr::addr_of!(mica_rev_racer_end),
@@ -355,6 +399,10 @@ pub fn kill_racing_process_wait_is_not_lost() -> TestResult {
     let mut worst = 0;
     let mut failed = None;
     for round in 0..ROUNDS {
+        // Each round's tracker ends when the count drops below what it saw
+        // at its start: start from the baseline, so only its own racer's
+        // end can do that.
+        settle(5000, |a| a.processes <= before.processes)?;
         let spin = (round % 32) * 64;
         let t0 = sys_clock();
         let pid = spawn_code(racer, &image[..len], len as u64 | spin << 32)?;
@@ -373,8 +421,8 @@ pub fn kill_racing_process_wait_is_not_lost() -> TestResult {
             note!("round {round}: a slow wait ({} ms)", dt / 1_000_000);
         }
     }
-    // Let the orphaned grandchildren end (4 s sleeps) before later cases
-    // take their baselines.
+    // Let the last orphaned grandchild end before later cases take their
+    // baselines.
     let (_, settled) = settle(6000, |a| {
         a.processes <= before.processes && a.threads <= before.threads
     })?;
