@@ -78,6 +78,10 @@ const CASES: &[Case] = &[
         "teardown_empties_the_space",
         crate::vm::ktest_teardown_empties_the_space,
     ),
+    (
+        "mapped_pages_are_charged_and_returned",
+        crate::vm::ktest_mapped_pages_are_charged_and_returned,
+    ),
     ("kernel_text_is_not_writable", kernel_text_is_not_writable),
     (
         "kernel_rodata_is_not_writable",

@@ -116,10 +116,10 @@ fn discard(p: &Arc<Process>, parent: Option<&Arc<Process>>) {
     }
 }
 
-/// Starts a thread of `p` in ring 3 at `entry` with `arg` in RDI and the stack
-/// at `stack_top`.
-pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {
-    let frame = TrapFrame {
+/// The first user frame of a thread at `entry` with `arg` in RDI and the
+/// stack at `stack_top`.
+fn user_frame(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
+    TrapFrame {
         rip: entry,
         cs: USER_CS as u64,
         rflags: 0x202,      // IF set, reserved bit 1
@@ -127,19 +127,59 @@ pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> R
         ss: USER_DS as u64,
         rdi: arg,
         ..TrapFrame::default()
-    };
-    let t = Thread::new_user(p, &frame, p.initial_priority())?;
+    }
+}
+
+/// Starts a thread of `p` in ring 3 at `entry` with `arg` in RDI and the stack
+/// at `stack_top`.
+pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {
+    let t = Thread::new_user(p, &user_frame(entry, stack_top, arg), p.initial_priority())?;
     let tid = t.tid;
     sched::enqueue(t);
     Ok(tid)
 }
 
 /// Spawns a process from a boot image (the `process_spawn` syscall).
+///
+/// A child never starts after its creator was killed: building it is long
+/// (the image is copied and mapped with preemption points between chunks,
+/// where a kill from another CPU lands without stopping this thread, which
+/// dies only on its way back to ring 3), and a child started then would run
+/// on as an orphan of a process that was already ending. So its first
+/// thread is queued under the creator's thread-table lock, the lock
+/// `process_exit` marks the creator exiting under: either the kill comes
+/// later (the child is an ordinary orphan), or the child is dropped here
+/// without ever running (as Linux's `copy_process` checks for a fatal
+/// signal under the siglock at its end).
 pub fn spawn(image: &[u8], parent: &Arc<Process>, arg: u64) -> Result<u64, Error> {
     let (p, entry) = build(image, Some(parent))?;
-    if let Err(e) = start_thread(&p, entry, INIT_STACK_TOP, arg) {
+    let frame = user_frame(entry, INIT_STACK_TOP, arg);
+    let t = match Thread::new_user(&p, &frame, p.initial_priority()) {
+        Ok(t) => t,
+        Err(e) => {
+            discard(&p, Some(parent));
+            return Err(e);
+        }
+    };
+    let mut t = Some(t);
+    {
+        let table = parent.threads.lock();
+        if !table.is_exiting() {
+            // Lock order: a thread table before a run queue (as kill_all).
+            sched::enqueue(t.take().expect("the thread is still ours"));
+        }
+    }
+    if let Some(t) = t {
+        // The creator is being killed. The child's thread table holds the
+        // thread too (a cycle through `Thread::process` until the thread
+        // exits, which it never will): empty it, then drop the last
+        // reference outside every lock. The child ends here without having
+        // run; its record stays the parent's child until `discard`.
+        let rows = p.threads.lock().take_rows();
+        drop(rows);
+        drop(t);
         discard(&p, Some(parent));
-        return Err(e);
+        return Err(Error::NotFound);
     }
     Ok(p.pid)
 }

@@ -402,7 +402,30 @@ pub fn yield_now() {
 
 /// Blocks the current thread, whose state the caller already set to
 /// Blocked while holding the lock of the list that will wake it.
+///
+/// A thread whose process is being killed does not block: it returns at
+/// once (still Ready, still on the caller's list, which the caller's
+/// `killed()` check after `block` cleans up). Without this a kill that lands
+/// between the syscall's entry and the `Blocked` store is lost: the killer's
+/// `wake` finds the thread Ready (nothing to wake), its kick interrupts a
+/// CPU that is still in the kernel (no return-to-user test), and the thread
+/// then sleeps until its event -- a child that may never end -- keeping its
+/// dying process alive.
+///
+/// # Ordering (Dekker, the victim half for waits)
+/// Victim: the caller's `set_state(Blocked)` (a SeqCst store, an `xchg`: a
+/// full barrier) *then* this load of the work word. Killer
+/// ([`Thread::kill`]): `fetch_or(KILL)` (locked, a full barrier) *then* the
+/// Blocked -> Ready compare-exchange in [`wake`]. Either this load sees
+/// KILL, or the killer's exchange sees Blocked and queues the thread.
 pub fn block() {
+    let cur = current();
+    // Only undo our own Blocked: if the exchange fails a waker has already
+    // made us Ready and queued us, and the switch below must happen (the
+    // queue's reference is put back by whoever pops us, after `on_cpu`).
+    if cur.killed() && cur.try_unblock() {
+        return;
+    }
     schedule_inner(false);
 }
 

@@ -248,8 +248,12 @@ fn process_spawn(image: u64, len: u64, arg: u64) -> Result<u64, Error> {
         .ok_or(Error::PermissionDenied)?;
     // The transient copy lives in frames of its own, not on the kernel heap
     // (which it could fill at small memory sizes, failing other CPUs'
-    // allocations); it is charged to nothing longer-lived than this call.
-    let mut buf = FrameBuf::new(len)?;
+    // allocations). Its frames are charged to the caller's memory limits
+    // while it lives: otherwise every thread of a program could hold a
+    // 16 MiB copy at once (128 threads: 2 GiB), past any limit, taking all
+    // free memory from everyone else meanwhile.
+    let space = current_space()?;
+    let mut buf = FrameBuf::new(len, space)?;
     // Copied in chunks with a preemption point between them (no lock is held;
     // another thread unmapping the source meanwhile makes this BadAddress).
     for (i, chunk) in buf.bytes_mut().chunks_mut(SPAWN_COPY_CHUNK).enumerate() {
@@ -265,21 +269,31 @@ fn process_spawn(image: u64, len: u64, arg: u64) -> Result<u64, Error> {
 const SPAWN_COPY_CHUNK: usize = 64 << 10;
 
 /// Physically contiguous frames used as a byte buffer through the direct
-/// map; freed on drop.
-struct FrameBuf {
+/// map, charged to an address space's limits; freed (and the charge
+/// returned) on drop.
+struct FrameBuf<'a> {
     first: u64,
     pages: usize,
     len: usize,
+    charged_to: &'a crate::vm::AddressSpace,
 }
 
-impl FrameBuf {
-    fn new(len: u64) -> Result<FrameBuf, Error> {
+impl<'a> FrameBuf<'a> {
+    fn new(len: u64, charge: &'a crate::vm::AddressSpace) -> Result<FrameBuf<'a>, Error> {
         let pages = (len.div_ceil(4096) as usize).max(1);
-        let f = crate::mem::alloc_contiguous(pages, 1).map_err(|_| Error::NoMemory)?;
+        charge.try_charge(pages as u64)?;
+        let f = match crate::mem::alloc_contiguous(pages, 1) {
+            Ok(f) => f,
+            Err(_) => {
+                charge.uncharge(pages as u64);
+                return Err(Error::NoMemory);
+            }
+        };
         Ok(FrameBuf {
             first: f.addr(),
             pages,
             len: len as usize,
+            charged_to: charge,
         })
     }
 
@@ -303,7 +317,7 @@ impl FrameBuf {
     }
 }
 
-impl Drop for FrameBuf {
+impl Drop for FrameBuf<'_> {
     fn drop(&mut self) {
         for i in 0..self.pages {
             if i % 64 == 63 {
@@ -313,6 +327,7 @@ impl Drop for FrameBuf {
                 let _ = crate::mem::free_frame(f);
             }
         }
+        self.charged_to.uncharge(self.pages as u64);
     }
 }
 

@@ -16,7 +16,7 @@ use crate::arch::fpu::FpuState;
 use crate::arch::trap::TrapFrame;
 use crate::mem::kstack::KernelStack;
 use crate::sync::IrqMutex;
-use crate::vm::AddressSpace;
+use crate::vm::{AddressSpace, PageBudget};
 use abi::Error;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -131,7 +131,50 @@ const _: () = assert!(
 pub const MAX_PROCESSES: usize = 256;
 /// Per-process quotas (see docs/decisions.md, "lifecycle"): each is a
 /// fraction of the global table it draws from, so one process cannot fill it.
-pub use abi::limits::{MAX_CHILDREN, MAX_THREADS_PER_PROCESS};
+pub use abi::limits::{
+    MAX_CHILDREN, MAX_MAPPED_BYTES_PER_PROGRAM, MAX_PROCESSES_PER_PROGRAM, MAX_THREADS_PER_PROCESS,
+    MAX_THREADS_PER_PROGRAM,
+};
+
+/// What one *program* holds: a process init started and every process it
+/// (or they, transitively) started, orphans included. Per-process quotas
+/// alone do not bound a tree (64 children with 64 children each are 4160
+/// processes; 8 children with 128 threads each fill the thread table), so
+/// every process, thread and mapped page is also charged here, each against
+/// half of the kernel-wide table it draws from.
+///
+/// init and each program it starts get an account of their own; every other
+/// process shares its creator's. (A process manager that starts programs on
+/// others' behalf will need a way to open fresh accounts; that is for the
+/// process-manager issue.)
+pub struct Account {
+    processes: AtomicUsize,
+    threads: AtomicUsize,
+    /// Frames mapped by all of the program's address spaces.
+    pub pages: Arc<PageBudget>,
+}
+
+impl Account {
+    fn new() -> Account {
+        // Never more than three quarters of RAM, whatever the constant says.
+        let cap = crate::mem::total_bytes() / 4 * 3;
+        let limit = MAX_MAPPED_BYTES_PER_PROGRAM.min(cap) / abi::layout::PAGE_SIZE;
+        Account {
+            processes: AtomicUsize::new(0),
+            threads: AtomicUsize::new(0),
+            pages: Arc::new(PageBudget::new(limit)),
+        }
+    }
+
+    /// Takes one unit of `counter` unless it is at `max`.
+    fn take(counter: &AtomicUsize, max: usize) -> Result<(), Error> {
+        if counter.fetch_add(1, Ordering::SeqCst) >= max {
+            counter.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::NoMemory);
+        }
+        Ok(())
+    }
+}
 
 static LIVE_THREADS: AtomicUsize = AtomicUsize::new(0);
 static LIVE_PROCESSES: AtomicUsize = AtomicUsize::new(0);
@@ -146,22 +189,26 @@ pub fn live_processes() -> usize {
     LIVE_PROCESSES.load(Ordering::SeqCst)
 }
 
-/// One unit of [`MAX_THREADS`], returned on drop.
-struct ThreadSlot;
+/// One unit of [`MAX_THREADS`] and of its program's
+/// [`MAX_THREADS_PER_PROGRAM`], returned on drop.
+struct ThreadSlot<'a>(&'a Account);
 
-impl ThreadSlot {
-    fn take() -> Result<ThreadSlot, Error> {
+impl ThreadSlot<'_> {
+    fn take(account: &Account) -> Result<ThreadSlot<'_>, Error> {
+        Account::take(&account.threads, MAX_THREADS_PER_PROGRAM)?;
         if LIVE_THREADS.fetch_add(1, Ordering::SeqCst) >= MAX_THREADS {
             LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
+            account.threads.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::NoMemory);
         }
-        Ok(ThreadSlot)
+        Ok(ThreadSlot(account))
     }
 }
 
-impl Drop for ThreadSlot {
+impl Drop for ThreadSlot<'_> {
     fn drop(&mut self) {
         LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
+        self.0.threads.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -173,8 +220,9 @@ impl Drop for Thread {
         drop(self.space.take()); // the process keeps its own reference
         if let Some(p) = self.process.take() {
             let last = p.live_threads.fetch_sub(1, Ordering::SeqCst) == 1;
-            // The global slot (its `ThreadSlot` was forgotten at creation).
-            drop(ThreadSlot);
+            // The global and program slots (its `ThreadSlot` was forgotten
+            // at creation).
+            drop(ThreadSlot(&p.account));
             if last {
                 // Only now does the process end: its waiters are woken after
                 // this thread's stack, slot and process reference are gone.
@@ -197,12 +245,13 @@ impl Thread {
         // Cheap checks first, so a process at its quota allocates nothing.
         process.threads.lock().admit()?;
         let space = process.space().ok_or(Error::NotFound)?;
-        let slot = ThreadSlot::take()?;
+        let slot = ThreadSlot::take(&process.account)?;
         let kstack = KernelStack::new().map_err(|_| Error::NoMemory)?;
         let fpu = FpuState::new().ok_or(Error::NoMemory)?;
         // SAFETY: the stack is freshly mapped, unused and 16-byte aligned.
         let rsp = unsafe { context::prepare_stack(kstack.top(), frame) };
-        // From here the Thread's drop releases the slot and the process count.
+        // From here the Thread's drop releases the slot (the global and the
+        // program's unit) and the process count.
         core::mem::forget(slot);
         process.live_threads.fetch_add(1, Ordering::SeqCst);
         let t = Arc::new(Thread {
@@ -380,6 +429,11 @@ impl ThreadTable {
         self.rows.try_reserve(1).map_err(|_| Error::NoMemory)
     }
 
+    /// Whether the process is ending (no thread or child may start).
+    pub fn is_exiting(&self) -> bool {
+        self.exiting
+    }
+
     fn insert(&mut self, t: &Arc<Thread>) -> Result<(), Error> {
         self.admit()?;
         self.rows.push(ThreadEntry {
@@ -447,6 +501,9 @@ pub struct Process {
     /// Child records alive (running, or ended and not yet waited for);
     /// at most [`MAX_CHILDREN`].
     children: AtomicUsize,
+    /// The program it belongs to (shared with its creator unless that is
+    /// init, or it is init).
+    pub account: Arc<Account>,
     /// Maximum controlled priority (seL4's MCP): no thread of the process may
     /// set a priority numerically below it (0 is the highest priority).
     pub mcp: u8,
@@ -497,14 +554,24 @@ impl Process {
     }
 
     fn new_charged(parent: Option<&Arc<Process>>) -> Result<Arc<Process>, Error> {
+        // init's children start programs of their own; everyone else's
+        // children belong to their creator's program. (The new account is
+        // charged to MAX_PROCESSES like the record: at most one per process.)
+        let account = match parent {
+            Some(pp) if pp.pid != crate::process::INIT_PID => pp.account.clone(),
+            _ => Arc::new(Account::new()),
+        };
+        Account::take(&account.processes, MAX_PROCESSES_PER_PROGRAM)?;
         if LIVE_PROCESSES.fetch_add(1, Ordering::SeqCst) >= MAX_PROCESSES {
             LIVE_PROCESSES.fetch_sub(1, Ordering::SeqCst);
+            account.processes.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::NoMemory);
         }
-        let space = match AddressSpace::new() {
+        let space = match AddressSpace::new_charged(Some(account.pages.clone())) {
             Ok(s) => s,
             Err(e) => {
                 LIVE_PROCESSES.fetch_sub(1, Ordering::SeqCst);
+                account.processes.fetch_sub(1, Ordering::SeqCst);
                 return Err(e);
             }
         };
@@ -515,6 +582,7 @@ impl Process {
             pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
             parent: AtomicU64::new(parent.map_or(0, |pp| pp.pid)),
             children: AtomicUsize::new(0),
+            account,
             mcp,
             child_mcp: AtomicU8::new(mcp),
             space: IrqMutex::new(Some(space)),
@@ -591,6 +659,7 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         LIVE_PROCESSES.fetch_sub(1, Ordering::SeqCst);
+        self.account.processes.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

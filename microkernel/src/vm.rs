@@ -40,7 +40,7 @@ use abi::{prot, Error};
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::frame::PhysFrame;
-use kcore::paging::{Freed, MapError, PageSize, PageTable, PteFlags};
+use kcore::paging::{Freed, MapError, PageSize, PageTable, PhysMem, PteFlags, ENTRIES};
 
 /// Page-table entries a range walk examines per chunk (each chunk runs with
 /// interrupts off and the page-table lock held).
@@ -56,6 +56,73 @@ const CHUNK_FRAMES: usize = 128;
 /// whole tick, so a lower-priority holder on the same CPU gets to run.
 const EDIT_WAIT_NS: u64 = 1_000_000;
 
+/// Frames held against a limit: one address space's, or a whole program's
+/// (a program and every process it starts share one, see
+/// `task::Account`). What is charged: every owned frame mapped into a user
+/// space (anonymous memory, boot-image pages) and every page-table frame,
+/// the PML4 included; lent (borrowed) frames are not.
+pub struct PageBudget {
+    used: AtomicU64,
+    limit: u64,
+}
+
+impl PageBudget {
+    /// An empty budget of `limit` pages.
+    pub const fn new(limit: u64) -> PageBudget {
+        PageBudget {
+            used: AtomicU64::new(0),
+            limit,
+        }
+    }
+
+    /// Charges `n` pages unless that would pass the limit.
+    fn try_charge(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                u.checked_add(n).filter(|&t| t <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Charges `n` pages already taken (page tables found allocated after a
+    /// map: at most three per page mapped, so the limit is passed by at most
+    /// that much before the next `try_charge` refuses).
+    fn force_charge(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::SeqCst);
+    }
+
+    fn uncharge(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// Pages charged now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+}
+
+/// [`DirectMem`] that counts the page-table frames it allocates and frees,
+/// so an operation can charge them.
+struct CountingMem {
+    mem: DirectMem,
+    tables: i64,
+}
+
+impl PhysMem for CountingMem {
+    fn table(&mut self, phys: u64) -> &mut [u64; ENTRIES] {
+        self.mem.table(phys)
+    }
+    fn alloc_table(&mut self) -> Option<u64> {
+        let t = self.mem.alloc_table();
+        self.tables += t.is_some() as i64;
+        t
+    }
+    fn free_table(&mut self, phys: u64) {
+        self.tables -= 1;
+        self.mem.free_table(phys)
+    }
+}
+
 /// One process's page tables.
 pub struct AddressSpace {
     inner: IrqMutex<Inner>,
@@ -66,6 +133,10 @@ pub struct AddressSpace {
     /// recent, a thread starting a new operation queues behind the waiters
     /// instead of taking the flag the moment it is free (see `edit`).
     contended: AtomicU64,
+    /// This space's frames, up to `abi::limits::MAX_MAPPED_BYTES_PER_PROCESS`.
+    own: PageBudget,
+    /// The program's budget the same frames are charged to as well.
+    program: Option<Arc<PageBudget>>,
 }
 
 struct Inner {
@@ -144,16 +215,83 @@ struct Removed {
 }
 
 impl AddressSpace {
-    /// A new address space with an empty user half.
+    /// A new address space with an empty user half, charged to no program.
     pub fn new() -> Result<Arc<AddressSpace>, Error> {
-        let pt = mem::with_kernel_pt(|kpt, m| PageTable::create_with_kernel_half(m, kpt))
-            .map_err(|_| Error::NoMemory)?;
+        Self::new_charged(None)
+    }
+
+    /// A new address space whose frames are charged to its own limit and
+    /// to `program`'s (the PML4 is charged at once).
+    pub fn new_charged(program: Option<Arc<PageBudget>>) -> Result<Arc<AddressSpace>, Error> {
+        if let Some(b) = &program {
+            if !b.try_charge(1) {
+                return Err(Error::NoMemory);
+            }
+        }
+        let pt = match mem::with_kernel_pt(|kpt, m| PageTable::create_with_kernel_half(m, kpt)) {
+            Ok(pt) => pt,
+            Err(_) => {
+                if let Some(b) = &program {
+                    b.uncharge(1);
+                }
+                return Err(Error::NoMemory);
+            }
+        };
+        let own = PageBudget::new(abi::limits::MAX_MAPPED_BYTES_PER_PROCESS / PAGE_SIZE);
+        own.force_charge(1);
         Ok(Arc::new(AddressSpace {
             root: pt.root(),
             inner: IrqMutex::new(Inner { pt }),
             editing: AtomicBool::new(false),
             contended: AtomicU64::new(0),
+            own,
+            program,
         }))
+    }
+
+    /// Charges `n` pages to this space and its program, or `NoMemory` (and
+    /// nothing charged) if either limit would be passed.
+    pub fn try_charge(&self, n: u64) -> Result<(), Error> {
+        if !self.own.try_charge(n) {
+            return Err(Error::NoMemory);
+        }
+        if let Some(b) = &self.program {
+            if !b.try_charge(n) {
+                self.own.uncharge(n);
+                return Err(Error::NoMemory);
+            }
+        }
+        Ok(())
+    }
+
+    fn force_charge(&self, n: u64) {
+        self.own.force_charge(n);
+        if let Some(b) = &self.program {
+            b.force_charge(n);
+        }
+    }
+
+    /// Returns `n` pages charged by [`Self::try_charge`].
+    pub fn uncharge(&self, n: u64) {
+        self.own.uncharge(n);
+        if let Some(b) = &self.program {
+            b.uncharge(n);
+        }
+    }
+
+    /// Charges (or returns) the page-table frames an operation allocated
+    /// (or freed).
+    fn charge_tables(&self, m: &CountingMem) {
+        if m.tables > 0 {
+            self.force_charge(m.tables as u64);
+        } else if m.tables < 0 {
+            self.uncharge(m.tables.unsigned_abs());
+        }
+    }
+
+    /// Frames charged to this space now (mapped owned pages and tables).
+    pub fn charged_pages(&self) -> u64 {
+        self.own.used()
     }
 
     /// The PML4's physical address (for CR3).
@@ -320,6 +458,10 @@ impl AddressSpace {
         if pages > mem::free_frames() as u64 {
             return Err(Error::NoMemory);
         }
+        // The pages are charged up front (a request beyond the process's or
+        // its program's limit fails before anything is allocated); page
+        // tables are charged as each chunk allocates them.
+        self.try_charge(pages)?;
         let _edit = self.edit();
         let end = addr + pages * PAGE_SIZE;
         let mut va = addr;
@@ -331,6 +473,9 @@ impl AddressSpace {
                 Err((at, _)) => at,
             };
             if let Err((_, e)) = r {
+                // The pages never mapped go back now; those mapped go back
+                // as the unmap below frees them.
+                self.uncharge((end - reached) / PAGE_SIZE);
                 // Other threads may have touched the pages already mapped
                 // (between chunks), so they go through the full unmap path
                 // with its shootdown before their frames are freed.
@@ -350,19 +495,24 @@ impl AddressSpace {
     /// Maps fresh zeroed frames at `[va, stop)` under one lock hold. On error
     /// returns how far it got (pages below are mapped) and why.
     fn map_chunk(&self, mut va: u64, stop: u64, flags: PteFlags) -> Result<(), (u64, Error)> {
-        let inner = self.inner.lock();
-        while va < stop {
-            let f = mem::alloc_zeroed_frame().map_err(|_| (va, Error::NoMemory))?;
-            if let Err(e) = inner
-                .pt
-                .map(&mut DirectMem, va, f.addr(), PageSize::Size4K, flags)
-            {
-                let _ = mem::free_frame(f);
-                return Err((va, map_err(e)));
+        let mut m = CountingMem {
+            mem: DirectMem,
+            tables: 0,
+        };
+        let r = (|| {
+            let inner = self.inner.lock();
+            while va < stop {
+                let f = mem::alloc_zeroed_frame().map_err(|_| (va, Error::NoMemory))?;
+                if let Err(e) = inner.pt.map(&mut m, va, f.addr(), PageSize::Size4K, flags) {
+                    let _ = mem::free_frame(f);
+                    return Err((va, map_err(e)));
+                }
+                va += PAGE_SIZE;
             }
-            va += PAGE_SIZE;
-        }
-        Ok(())
+            Ok(())
+        })();
+        self.charge_tables(&m);
+        r
     }
 
     /// Maps `pages` frames from `phys` (frames the caller owns, or lends when
@@ -382,12 +532,33 @@ impl AddressSpace {
         let flags = if borrowed {
             flags | PteFlags::BORROWED
         } else {
+            self.try_charge(pages)?;
             flags
         };
+        let mut m = CountingMem {
+            mem: DirectMem,
+            tables: 0,
+        };
+        let r = self.map_frames_locked(va, phys, pages, flags, &mut m);
+        self.charge_tables(&m);
+        if r.is_err() && !borrowed {
+            self.uncharge(pages);
+        }
+        r
+    }
+
+    fn map_frames_locked(
+        &self,
+        va: u64,
+        phys: u64,
+        pages: u64,
+        flags: PteFlags,
+        m: &mut CountingMem,
+    ) -> Result<(), Error> {
         let inner = self.inner.lock();
         for i in 0..pages {
             let r = inner.pt.map(
-                &mut DirectMem,
+                m,
                 va + i * PAGE_SIZE,
                 phys + i * PAGE_SIZE,
                 PageSize::Size4K,
@@ -398,7 +569,7 @@ impl AddressSpace {
                 // mapped before, so no TLB holds it; the frames stay the
                 // caller's).
                 for j in 0..i {
-                    let _ = inner.pt.unmap(&mut DirectMem, va + j * PAGE_SIZE);
+                    let _ = inner.pt.unmap(m, va + j * PAGE_SIZE);
                 }
                 return Err(map_err(e));
             }
@@ -447,6 +618,7 @@ impl AddressSpace {
             for &pa in &rm.frames {
                 let _ = mem::free_frame(PhysFrame::containing(pa));
             }
+            self.uncharge(rm.frames.len() as u64);
             match r {
                 // User spaces hold only 4 KiB leaves: a straddled large page
                 // (Misaligned) cannot happen; stop rather than loop.
@@ -536,6 +708,11 @@ impl Drop for AddressSpace {
         });
         // No CPU has this root loaded any more, so the PML4 frame can go back.
         let _ = mem::free_frame(PhysFrame::containing(self.root));
+        // Everything this space held (pages, tables, the root) goes back to
+        // its program.
+        if let Some(b) = &self.program {
+            b.uncharge(self.own.used());
+        }
     }
 }
 
@@ -656,4 +833,49 @@ pub fn ktest_teardown_empties_the_space() -> Result<(), &'static str> {
         }
     }
     r
+}
+
+/// ktest: mapped pages and page tables are charged to the space and its
+/// program, a refused `map_anon` charges nothing, `unmap` returns exactly
+/// what it frees (map/unmap churn does not drift), and the space's drop
+/// returns everything to the program.
+pub fn ktest_mapped_pages_are_charged_and_returned() -> Result<(), &'static str> {
+    const VA: u64 = 0x200_0000;
+    let program = Arc::new(PageBudget::new(64));
+    let space = AddressSpace::new_charged(Some(program.clone())).map_err(|_| "new_charged")?;
+    if space.charged_pages() != 1 || program.used() != 1 {
+        return Err("the PML4 is not charged");
+    }
+    space
+        .map_anon(VA, 16 * PAGE_SIZE, prot::WRITE)
+        .map_err(|_| "map_anon of 16 pages failed")?;
+    // 16 pages, and a PDPT, a PD and a PT for them.
+    if space.charged_pages() != 1 + 16 + 3 || program.used() != 1 + 16 + 3 {
+        return Err("16 mapped pages and their 3 tables are not charged");
+    }
+    for _ in 0..8 {
+        space
+            .unmap(VA, 16 * PAGE_SIZE)
+            .map_err(|_| "unmap failed")?;
+        space
+            .map_anon(VA, 16 * PAGE_SIZE, prot::WRITE)
+            .map_err(|_| "map_anon after unmap failed")?;
+    }
+    space
+        .unmap(VA, 16 * PAGE_SIZE)
+        .map_err(|_| "unmap failed")?;
+    if space.charged_pages() != 1 + 3 {
+        return Err("unmap did not return exactly the pages it freed");
+    }
+    if space.map_anon(VA, 61 * PAGE_SIZE, prot::WRITE) != Err(Error::NoMemory) {
+        return Err("map_anon beyond the program's limit was not NoMemory");
+    }
+    if space.charged_pages() != 1 + 3 || program.used() != 1 + 3 {
+        return Err("a refused map_anon left a charge behind");
+    }
+    drop(space);
+    if program.used() != 0 {
+        return Err("the space's drop did not return its charge to the program");
+    }
+    Ok(())
 }

@@ -250,7 +250,7 @@ extern "C" {
 }
 
 /// The bytes between two labels of the block above.
-fn code(start: *const u8, end: *const u8) -> &'static [u8] {
+pub(crate) fn code(start: *const u8, end: *const u8) -> &'static [u8] {
     // SAFETY: both labels are in the same read-only section, `end` after
     // `start`, and the bytes between them never change.
     unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) }
@@ -258,7 +258,7 @@ fn code(start: *const u8, end: *const u8) -> &'static [u8] {
 
 /// Builds a one-segment image of `text` (plus `tail` right after it) into
 /// `buf` and spawns it with `arg`.
-fn spawn_code(text: &[u8], tail: &[u8], arg: u64) -> Result<u64, &'static str> {
+pub(crate) fn spawn_code(text: &[u8], tail: &[u8], arg: u64) -> Result<u64, &'static str> {
     let mut joined = [0u8; 1024];
     let n = text.len() + tail.len();
     if n > joined.len() {
@@ -275,13 +275,13 @@ fn spawn_code(text: &[u8], tail: &[u8], arg: u64) -> Result<u64, &'static str> {
     })
 }
 
-fn info() -> Result<abi::SysInfo, &'static str> {
+pub(crate) fn info() -> Result<abi::SysInfo, &'static str> {
     sys::sysinfo().map_err(|_| "sysinfo failed")
 }
 
 /// Polls `sysinfo` (1 ms apart, up to `ms` times) until `ok` holds; returns
 /// the last sample and whether it held.
-fn settle(
+pub(crate) fn settle(
     ms: u32,
     ok: impl Fn(&abi::SysInfo) -> bool,
 ) -> Result<(abi::SysInfo, bool), &'static str> {

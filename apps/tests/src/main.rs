@@ -37,6 +37,7 @@ mod lifecycle;
 mod mem;
 mod process;
 mod regs;
+mod rev_life;
 mod sched;
 mod smp;
 mod tls;
@@ -207,6 +208,30 @@ const CASES: &[Case] = &[
     (
         "priority_is_capped_by_mcp",
         lifecycle::priority_is_capped_by_mcp,
+    ),
+    (
+        "kill_racing_process_wait_is_not_lost",
+        rev_life::kill_racing_process_wait_is_not_lost,
+    ),
+    (
+        "process_tree_cannot_fill_the_process_table",
+        rev_life::process_tree_cannot_fill_the_process_table,
+    ),
+    (
+        "process_tree_cannot_fill_the_thread_table",
+        rev_life::process_tree_cannot_fill_the_thread_table,
+    ),
+    (
+        "mapped_memory_is_limited",
+        rev_life::mapped_memory_is_limited,
+    ),
+    (
+        "page_tables_count_against_the_memory_limit",
+        rev_life::page_tables_count_against_the_memory_limit,
+    ),
+    (
+        "killed_process_spawns_no_child",
+        rev_life::killed_process_spawns_no_child,
     ),
     (
         "thread_spawn_join_does_not_leak",

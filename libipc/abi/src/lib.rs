@@ -168,6 +168,22 @@ pub mod limits {
     /// Child records of one process: running, or ended and not yet waited
     /// for (the kernel-wide table holds 256 processes).
     pub const MAX_CHILDREN: usize = 64;
+    /// Bytes one process may have mapped: its owned pages (anonymous memory,
+    /// its image) plus its page tables. The test, bench and fuzz programs
+    /// map at most about 70 MiB.
+    pub const MAX_MAPPED_BYTES_PER_PROCESS: u64 = 128 << 20;
+    /// A *program* is a process init starts plus every process it (or they)
+    /// start, orphans included: the per-process limits alone would let a
+    /// tree of them (64 children with 64 children each, or 8 children with
+    /// 128 threads each) fill the kernel-wide tables. Each limit here is
+    /// half of the kernel-wide one. Processes of one program:
+    pub const MAX_PROCESSES_PER_PROGRAM: usize = 128;
+    /// Threads of one program (the kernel-wide table holds 1024).
+    pub const MAX_THREADS_PER_PROGRAM: usize = 512;
+    /// Bytes one program may have mapped, `process_spawn`'s transient image
+    /// copies included (the kernel further caps it at three quarters of
+    /// RAM, so one program never takes all memory).
+    pub const MAX_MAPPED_BYTES_PER_PROGRAM: u64 = 192 << 20;
     /// The priority init runs at and keeps for itself: the programs it starts
     /// get [`INIT_CHILD_MCP`] as their maximum.
     pub const INIT_PRIORITY: u64 = 0;
