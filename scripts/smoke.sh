@@ -8,7 +8,7 @@
 #   scripts/smoke.sh --list           list the cases
 #   scripts/smoke.sh --lint           check that every required regex is anchored
 #
-# Environment: SMOKE_TIMEOUT (seconds per case, default 60), SMOKE_JOBS (cases
+# Environment: SMOKE_TIMEOUT (seconds per case, default 120), SMOKE_JOBS (cases
 # booted in parallel, default 2), SMOKE_NO_BUILD=1 (skip `cargo build`),
 # SMOKE_RUNNER (runner binary, default target/debug/mica).
 #
@@ -216,7 +216,7 @@ boot_case fuzz-smp4 "--smp 4 --timeout 120 --cmdline 'init=fuzz fuzz.seed=1 fuzz
   '!^KERNEL PANIC' '!FINDING'
 
 # --- machinery ------------------------------------------------------------------------
-SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-60}
+SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-120}
 SMOKE_JOBS=${SMOKE_JOBS:-2}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 RUNNER=${SMOKE_RUNNER:-$TARGET_DIR/debug/mica}
