@@ -179,6 +179,18 @@ impl Account {
 static LIVE_THREADS: AtomicUsize = AtomicUsize::new(0);
 static LIVE_PROCESSES: AtomicUsize = AtomicUsize::new(0);
 
+/// Gives one unit of a quota counter back. A release without a matching take
+/// is a kernel bug; it is logged and the counter stays at 0, because a
+/// wrapped counter would refuse every later take (NoMemory for good).
+fn release(counter: &AtomicUsize, what: &str) {
+    if counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_err()
+    {
+        log::error!("quota: {what} released more often than taken");
+    }
+}
+
 /// User threads alive (a thread counts until its kernel stack is freed).
 pub fn live_threads() -> usize {
     LIVE_THREADS.load(Ordering::SeqCst)
@@ -207,8 +219,8 @@ impl ThreadSlot<'_> {
 
 impl Drop for ThreadSlot<'_> {
     fn drop(&mut self) {
-        LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
-        self.0.threads.fetch_sub(1, Ordering::SeqCst);
+        release(&LIVE_THREADS, "a thread slot");
+        release(&self.0.threads, "a program's thread");
     }
 }
 
@@ -652,14 +664,14 @@ impl Process {
 
     /// Returns one unit of the children quota (a child record was removed).
     pub fn release_child(&self) {
-        self.children.fetch_sub(1, Ordering::SeqCst);
+        release(&self.children, "a child slot");
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
-        LIVE_PROCESSES.fetch_sub(1, Ordering::SeqCst);
-        self.account.processes.fetch_sub(1, Ordering::SeqCst);
+        release(&LIVE_PROCESSES, "a process slot");
+        release(&self.account.processes, "a program's process");
     }
 }
 

@@ -91,8 +91,18 @@ impl PageBudget {
         self.used.fetch_add(n, Ordering::SeqCst);
     }
 
+    /// Returns `n` pages. Returning more than was charged is a kernel bug:
+    /// logged, and the count stops at 0 (a wrapped count would refuse every
+    /// later charge, NoMemory for good).
     fn uncharge(&self, n: u64) {
-        self.used.fetch_sub(n, Ordering::SeqCst);
+        if self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| u.checked_sub(n))
+            .is_err()
+        {
+            log::error!("page budget: {n} pages returned, more than charged");
+            self.used.store(0, Ordering::SeqCst);
+        }
     }
 
     /// Pages charged now.
