@@ -210,18 +210,6 @@ const CASES: &[Case] = &[
         lifecycle::priority_is_capped_by_mcp,
     ),
     (
-        "kill_racing_process_wait_is_not_lost",
-        rev_life::kill_racing_process_wait_is_not_lost,
-    ),
-    (
-        "process_tree_cannot_fill_the_process_table",
-        rev_life::process_tree_cannot_fill_the_process_table,
-    ),
-    (
-        "process_tree_cannot_fill_the_thread_table",
-        rev_life::process_tree_cannot_fill_the_thread_table,
-    ),
-    (
         "mapped_memory_is_limited",
         rev_life::mapped_memory_is_limited,
     ),
@@ -271,6 +259,22 @@ const CASES: &[Case] = &[
     (
         "edit_flag_holder_is_not_starved_by_a_middle_priority_hog",
         vm_review::edit_flag_holder_is_not_starved_by_a_middle_priority_hog,
+    ),
+    // Last, on purpose: in about 1 boot of 20 under host load, the test
+    // program was left unable to spawn (NoMemory from then on) around these
+    // quota cases; under investigation (docs/decisions.md, "Open"). Run
+    // last, only they can fail from it.
+    (
+        "process_tree_cannot_fill_the_thread_table",
+        rev_life::process_tree_cannot_fill_the_thread_table,
+    ),
+    (
+        "process_tree_cannot_fill_the_process_table",
+        rev_life::process_tree_cannot_fill_the_process_table,
+    ),
+    (
+        "kill_racing_process_wait_is_not_lost",
+        rev_life::kill_racing_process_wait_is_not_lost,
     ),
 ];
 
