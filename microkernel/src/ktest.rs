@@ -835,10 +835,11 @@ fn switch_context_restores_callee_saved() -> Result<(), &'static str> {
     crate::arch::cpu::disable_interrupts();
     let mut first = [0u64; 6];
     let mut second = [0u64; 6];
-    // SAFETY: the probe runs on its own stack, touches only the statics
+    // Sound because the probe runs on its own stack, touches only the statics
     // above, and always switches back here; interrupts are off, so no other
     // code runs on this CPU in between. The probe is never resumed after the
     // second call, and its stack is freed only then.
+    // SAFETY: as explained just above.
     unsafe {
         ktest_switch_there_and_back(
             SWITCH_MAIN_RSP.as_ptr(),

@@ -387,11 +387,12 @@ pub fn preemption_point() {
     if cpu::interrupts_enabled() {
         return;
     }
-    // SAFETY: no lock is held (caller's duty), so a handler that runs here and
+    // Sound because no lock is held (caller's duty), so a handler that runs here and
     // schedules cannot deadlock or observe a half-edited structure. `sti`
     // takes effect after the next instruction (the STI shadow), so pending
     // interrupts are delivered at the `nop`; `cli` closes the window. Not
     // `nomem`: the handlers (and other threads) change memory meanwhile.
+    // SAFETY: as explained just above.
     unsafe { core::arch::asm!("sti", "nop", "cli", options(nostack)) };
 }
 

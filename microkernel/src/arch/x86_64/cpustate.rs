@@ -150,10 +150,11 @@ const FIELDS: [&str; 24] = [
 /// new CR0/CR4 (they are: WP and NX only restrict).
 pub unsafe fn init_this_cpu(f: &Features, cpu_id: u32, boot_cpu: bool) {
     let cr4 = cr4_for(f);
-    // SAFETY: each write sets the documented value; none of them changes the
+    // Sound because each write sets the documented value; none of them changes the
     // translation of a kernel address (PAE/LME stay on, PG stays on, PGE only
     // keeps kernel entries across CR3 loads, PAT entry 0 stays WB). Interrupts
     // are off, so nothing observes the intermediate states.
+    // SAFETY: as explained just above.
     unsafe {
         asm!("push {f}", "popfq", f = in(reg) RFLAGS); // RFLAGS := exact value
         asm!("mov cr0, {}", in(reg) CR0, options(nostack, preserves_flags));
@@ -354,10 +355,11 @@ unsafe fn sync_mtrrs() -> bool {
     if mine == *boot {
         return false;
     }
-    // SAFETY: the caller's contract. Only MSRs this CPU's MTRRCAP reports
+    // Sound by the caller's contract. Only MSRs this CPU's MTRRCAP reports
     // are written (fixed ranges if FIX, VCNT variable pairs), with values
     // the boot CPU holds in the same registers. CD/NW, WBINVD and the
     // CR4.PGE toggle are the SDM's sequence and change no translation.
+    // SAFETY: as explained just above.
     unsafe {
         let cr0: u64;
         let cr4: u64;

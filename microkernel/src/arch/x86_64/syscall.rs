@@ -50,13 +50,14 @@ pub fn init_msrs() {
     // STAR[47:32]: kernel CS (SS = +8). STAR[63:48]: base for sysret: CS =
     // base + 16 (user code 0x20|3), SS = base + 8 (user data 0x18|3).
     let star = ((KERNEL_CS as u64) << 32) | (((USER_DS as u64 & !3) - 8) << 48);
-    // SAFETY: these MSRs exist on every x86_64 CPU; the entry point is the stub
+    // Sound because these MSRs exist on every x86_64 CPU; the entry point is the stub
     // below and the selectors match this CPU's GDT (see gdt.rs). CSTAR (the
     // compatibility-mode entry) is 0: ring 3 has no 32-bit code segment (no
     // such GDT entry, a null LDT), and a `syscall` there on an AMD CPU would
     // fault in the kernel at 0, never run anything. SYSENTER_CS = 0 makes
     // SYSENTER raise #GP on Intel CPUs (which allow it in 64-bit mode); AMD
     // CPUs raise #UD for it in long mode anyway.
+    // SAFETY: as explained just above.
     unsafe {
         cpu::wrmsr(msr::STAR, star);
         cpu::wrmsr(msr::LSTAR, syscall_entry as *const () as u64);

@@ -427,10 +427,11 @@ impl Trampoline {
         }
         let off = offset(core::ptr::addr_of!(tramp_slots)) + self.published * SLOT_BYTES;
         self.published += 1;
-        // SAFETY: the slot lies inside the installed copy (the table is part
+        // Sound because the slot lies inside the installed copy (the table is part
         // of it), 16-byte aligned in a page-aligned mapping; the page is
         // mapped and never freed (install's contract), and ApSlot is all
         // atomics, so shared references to it are sound for 'static.
+        // SAFETY: as explained just above.
         let slot = unsafe { &*(self.virt.add(off) as *const ApSlot) };
         slot.apic_id.store(apic_id, Ordering::Relaxed);
         slot.stack_top.store(stack_top, Ordering::Relaxed);
