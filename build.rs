@@ -55,6 +55,12 @@ fn main() {
     println!("cargo:rustc-env=MICA_ISO={}", iso.display());
     let kernel_elf = cross.join("kernel/x86_64-unknown-none/release/kernel");
     println!("cargo:rustc-env=MICA_KERNEL_ELF={}", kernel_elf.display());
+    // The user programs' ELFs (before flattening), for the runner's symbolizer.
+    let user_elf_dir = cross.join("user/x86_64-unknown-none/release");
+    println!(
+        "cargo:rustc-env=MICA_USER_ELF_DIR={}",
+        user_elf_dir.display()
+    );
 
     if env::var_os("MICA_SKIP_IMAGE").is_some() {
         return;
@@ -91,7 +97,7 @@ fn main() {
     fs::create_dir_all(boot.join("grub")).unwrap();
     fs::copy(&kernel_elf, boot.join("kernel")).expect("copy kernel");
     for (_, bin, module, flat) in USER_PROGRAMS {
-        let elf_path = cross.join("user/x86_64-unknown-none/release").join(bin);
+        let elf_path = user_elf_dir.join(bin);
         let bytes = fs::read(&elf_path).unwrap_or_else(|e| panic!("{}: {e}", elf_path.display()));
         let image = if *flat {
             flatten(&elf_path, &bytes)

@@ -28,6 +28,9 @@ options:
   --cpu MODEL          QEMU CPU model (default max; with --icount max,-x2apic)
   --qemu-log FILE      log interrupts and CPU resets to FILE (-d int,cpu_reset)
   --iso PATH           boot PATH instead of the ISO built by cargo
+  --no-symbolize       pass the serial output through without adding
+                       `at function (file:line)` lines under kernel backtraces
+                       and user faults
   -h, --help           show this help
 
 exit status:
@@ -38,6 +41,9 @@ exit status:
 environment:
   MICA_VERBOSE=1       print the QEMU command line to stderr
   MICA_QEMU=PROGRAM    QEMU binary to run (default qemu-system-x86_64)
+  MICA_KERNEL_ELF, MICA_USER_ELF_DIR  the kernel ELF and the directory of the
+                       user programs' ELFs used to symbolize (fixed by build.rs;
+                       with --iso, only these variables enable symbolizing)
   MICA_ISO, MICA_ISO_ROOT  override the default ISO / its staging tree (both are
                        normally fixed by build.rs when the runner is compiled)
   MICA_OVMF_CODE, MICA_OVMF_VARS  OVMF's code and variable-store images for
@@ -120,6 +126,8 @@ pub struct Options {
     pub cpu: String,
     pub qemu_log: Option<PathBuf>,
     pub iso: Option<PathBuf>,
+    /// Annotate backtraces and user faults with function names (src/symbolize.rs).
+    pub symbolize: bool,
 }
 
 impl Default for Options {
@@ -139,6 +147,7 @@ impl Default for Options {
             cpu: "max".to_string(),
             qemu_log: None,
             iso: None,
+            symbolize: true,
         }
     }
 }
@@ -255,6 +264,7 @@ where
             }
             "--qemu-log" => opts.qemu_log = Some(PathBuf::from(value)),
             "--iso" => opts.iso = Some(PathBuf::from(value)),
+            "--no-symbolize" => opts.symbolize = false,
             _ if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             _ => return Err(format!("unexpected argument {arg:?}")),
         }

@@ -7,6 +7,7 @@ mod grubcfg;
 mod grubiso;
 mod iso;
 mod qemu;
+mod symbolize;
 
 use cli::{Command, Firmware, Options};
 use std::path::PathBuf;
@@ -199,14 +200,33 @@ fn boot(opts: &Options) -> Result<i32, String> {
     if opts.headless {
         cmd.stdin(Stdio::null());
     }
+    let annotator = opts.symbolize.then(|| annotator(opts));
+    if annotator.is_some() {
+        // The serial stream passes through the symbolizer (a thread that
+        // copies every byte as it comes and adds lines after some).
+        cmd.stdout(Stdio::piped());
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {program} (run scripts/deps.sh): {e}"))?;
+    let mut pump = match (annotator, child.stdout.take()) {
+        (Some(mut a), Some(out)) => Some(std::thread::spawn(move || {
+            symbolize::pump(out, std::io::stdout(), &mut a)
+        })),
+        _ => None,
+    };
+    // The whole transcript is out before the runner's own last words.
+    let mut drain = || {
+        if let Some(p) = pump.take() {
+            let _ = p.join();
+        }
+    };
 
     let status = match wait(&mut child, opts.timeout_secs.map(Duration::from_secs))? {
         Some(status) => status,
         None => {
             terminate(&mut child);
+            drain();
             eprintln!(
                 "mica: timeout after {} s",
                 opts.timeout_secs.unwrap_or_default()
@@ -214,11 +234,41 @@ fn boot(opts: &Options) -> Result<i32, String> {
             return Ok(qemu::EXIT_TIMEOUT);
         }
     };
+    drain();
     let verdict = qemu::verdict(status.code(), !opts.headless);
     if let Some(msg) = verdict.message {
         eprintln!("{msg}");
     }
     Ok(verdict.exit)
+}
+
+/// The symbolizer for this run: the kernel ELF and the user programs' ELFs
+/// build.rs made (or the `MICA_KERNEL_ELF` / `MICA_USER_ELF_DIR` given at run
+/// time), and every `--module FILE:NAME` as program NAME's ELF. An `--iso`
+/// from elsewhere is symbolized only against ELFs named at run time: the
+/// built ones may not be what it holds.
+fn annotator(opts: &Options) -> symbolize::Annotator {
+    let env = |k: &str| std::env::var_os(k);
+    let (kernel, user) = if opts.iso.is_some() {
+        (
+            build_path(env("MICA_KERNEL_ELF"), None),
+            build_path(env("MICA_USER_ELF_DIR"), None),
+        )
+    } else {
+        (
+            build_path(env("MICA_KERNEL_ELF"), option_env!("MICA_KERNEL_ELF")),
+            build_path(env("MICA_USER_ELF_DIR"), option_env!("MICA_USER_ELF_DIR")),
+        )
+    };
+    let mut programs = symbolize::Programs::new(user.into_iter().collect());
+    for m in &opts.modules {
+        programs.add(&m.name, m.file.clone());
+    }
+    symbolize::Annotator::new(
+        kernel,
+        programs,
+        Some(env!("CARGO_MANIFEST_DIR").to_string()),
+    )
 }
 
 /// Waits for `child` to exit; `None` if `timeout` passed first.

@@ -15,6 +15,7 @@ use abi::bootimg::{BootImage, SEG_W, SEG_X};
 use abi::layout::{INIT_STACK_BYTES, INIT_STACK_TOP, PAGE_SIZE};
 use abi::{prot, Error};
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 
 /// The pid of init.
 pub const INIT_PID: u64 = 1;
@@ -29,6 +30,31 @@ pub const MAX_IMAGE_MEM_BYTES: u64 = 16 << 20;
 
 /// Pages copied between two preemption points while building a process.
 const PREEMPT_PAGES: u64 = 16;
+
+/// The boot modules (names and physical bytes), recorded by [`start_init`]
+/// so [`spawn`] can tell which program an image is.
+static BOOT_PROGRAMS: spin::Once<Vec<kcore::bootinfo::Module>> = spin::Once::new();
+
+/// The boot module `image` is a byte-for-byte copy of, if any (init spawns
+/// the programs it was lent this way). Only modules of the same length are
+/// compared, so a spawn of anything else costs a few length checks.
+fn boot_program(image: &[u8]) -> Option<kcore::bootinfo::ModuleName> {
+    BOOT_PROGRAMS.get()?.iter().find_map(|m| {
+        if m.range.len() != image.len() as u64 {
+            return None;
+        }
+        // SAFETY: the module's physical range was validated at boot, is
+        // reserved from the frame allocator (never reused) and lies in the
+        // direct map; nothing writes it (init gets it read-only).
+        let bytes = unsafe {
+            core::slice::from_raw_parts(
+                phys_to_virt(m.range.start) as *const u8,
+                m.range.len() as usize,
+            )
+        };
+        (bytes == image).then(|| m.name.clone())
+    })
+}
 
 /// Builds a process from a boot image: maps every segment (file bytes copied,
 /// the rest zero) and a stack. Returns the process and its entry point.
@@ -153,6 +179,9 @@ pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> R
 /// signal under the siglock at its end).
 pub fn spawn(image: &[u8], parent: &Arc<Process>, arg: u64) -> Result<u64, Error> {
     let (p, entry) = build(image, Some(parent))?;
+    if let Some(name) = boot_program(image) {
+        p.program.call_once(|| name);
+    }
     let frame = user_frame(entry, INIT_STACK_TOP, arg);
     let t = match Thread::new_user(&p, &frame, p.initial_priority()) {
         Ok(t) => t,
@@ -187,6 +216,7 @@ pub fn spawn(image: &[u8], parent: &Arc<Process>, arg: u64) -> Result<u64, Error
 /// Starts init from its boot module, lending it the other modules.
 pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
     let m = boot.module("init").ok_or("no boot module named \"init\"")?;
+    BOOT_PROGRAMS.call_once(|| boot.modules.iter().cloned().collect());
     // SAFETY: the module's physical range was validated at boot, is reserved
     // from the frame allocator and lies in the direct map.
     let image = unsafe {
@@ -199,6 +229,7 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
     if p.pid != INIT_PID {
         return Err("init did not get pid 1");
     }
+    p.program.call_once(|| m.name.clone());
     let space = p.space().ok_or("init's address space vanished")?;
 
     let info_frame = mem::alloc_zeroed_frame().map_err(|_| "out of memory")?;

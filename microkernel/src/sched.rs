@@ -503,13 +503,19 @@ pub fn user_fault(frame: &mut TrapFrame) {
     let (short, long) = crate::arch::trap::exception_name(frame.vector);
     let t = current();
     let pid = t.process.as_ref().map_or(0, |p| p.pid);
+    // The program's name lets the runner symbolize RIP against its ELF.
+    let program = t
+        .process
+        .as_ref()
+        .and_then(|p| p.program.get())
+        .map_or("?", |n| n.as_str());
     let cr2 = if frame.vector == 14 {
         crate::fmt::Cr2(Some(cpu::cr2()))
     } else {
         crate::fmt::Cr2(None)
     };
     log::warn!(
-        "user fault: pid {pid} tid {} {short} {long}: error=0x{:x} RIP=0x{:x} RSP=0x{:x}{cr2}; thread stopped",
+        "user fault: pid {pid} ({program}) tid {} {short} {long}: error=0x{:x} RIP=0x{:x} RSP=0x{:x}{cr2}; thread stopped",
         t.tid,
         frame.error_code,
         frame.rip,

@@ -534,6 +534,11 @@ pub struct Process {
     ended: AtomicBool,
     /// Threads blocked in `process_wait` for it.
     pub waiters: IrqMutex<Vec<Arc<Thread>>>,
+    /// The program it runs, when known: the boot module whose bytes it was
+    /// spawned from (`process::spawn`), named in its fault lines so the
+    /// runner can symbolize them against that program's ELF. Set at most once;
+    /// the hook for the loader server to name the programs it loads.
+    pub program: spin::Once<kcore::bootinfo::ModuleName>,
 }
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
@@ -603,6 +608,7 @@ impl Process {
             status: IrqMutex::new(None),
             ended: AtomicBool::new(false),
             waiters: IrqMutex::new(Vec::new()),
+            program: spin::Once::new(),
         });
         PROCESSES.lock().insert(p.pid, p.clone());
         Ok(p)
