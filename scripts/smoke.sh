@@ -79,17 +79,28 @@ boot_case hello "" 0 \
   '^mica: init ended \(Exited\(0\)\)' \
   '!PANIC' '!user fault'
 
+# The crash reports, symbolized by the runner (src/symbolize.rs): under each
+# raw backtrace entry (kept as the kernel printed it), one `at function
+# (file:line)` line per frame, inlined frames first and marked.
+SYM='      at '
 boot_case ktest-fault "--cmdline ktest=fault" 1 \
   '^KERNEL PANIC on CPU 0: EXCEPTION #PF .*CR2=0x10000000' \
-  '^  backtrace:'
+  '^  backtrace:' \
+  '^    0xffffffff[0-9a-f]{8}$' \
+  "^${SYM}core::ptr::read_volatile \\(library/core/src/ptr/mod\\.rs:[0-9]+\\) \\[inlined\\]\$" \
+  "^${SYM}kernel::ktest::deliberate_page_fault \\(microkernel/src/ktest\\.rs:[0-9]+\\)\$" \
+  "^${SYM}kernel::ktest::run \\(microkernel/src/ktest\\.rs:[0-9]+\\)\$"
 
 boot_case ktest-stack-overflow "--cmdline ktest=stack-overflow" 1 \
-  '^KERNEL PANIC on CPU 0: EXCEPTION #DF double fault \(kernel stack overflow\?\)'
+  '^KERNEL PANIC on CPU 0: EXCEPTION #DF double fault \(kernel stack overflow\?\)' \
+  '^  backtrace:' \
+  "^${SYM}kernel::ktest::recurse \\(microkernel/src/ktest\\.rs:[0-9]+\\)\$"
 
 # A panic on an AP stops every CPU and prints exactly one report.
 boot_case ktest-ap-panic "--smp 4 --cmdline ktest=ap-panic" 1 \
   '^smp: 4 of 4 CPUs online' \
   '^KERNEL PANIC on CPU 1: deliberate panic' \
+  "^${SYM}kernel::smp::on_ping \\(microkernel/src/smp\\.rs:[0-9]+\\)( \\[inlined\\])?\$" \
   '!KERNEL PANIC on CPU [02-9]'
 
 boot_case ktest-smp4 "--smp 4 --cmdline ktest" 0 \
@@ -141,12 +152,17 @@ boot_case console-pid-prefix "--smp 2 --cmdline init=tests" 0 \
   '!^KERNEL PANIC' '!^shutdown requested' '!^0 passed' '!^Hello' \
   '!PARTIAL-WRITE-LEAKED' '!FAILED'
 
-# The user-space suite at every CPU count the design names.
+# The user-space suite at every CPU count the design names. Its
+# ud2_faults_thread_only case faults on purpose in `do_ud2`: the kernel's line
+# names the program (the boot module `tests`) and the runner symbolizes RIP
+# against that program's ELF.
 for n in 1 2 4 8; do
   boot_case "tests-smp$n" "--smp $n --cmdline init=tests" 0 \
     "^smp: $n of $n CPUs online" \
     '^\[pid 1\] Hello from userland!' \
     "${TESTS_COUNTS[@]}" \
+    '^\[ *WARN cpu[0-9]+\] user fault: pid 2 \(tests\) tid [0-9]+ #UD invalid opcode: error=0x0 RIP=0x[0-9a-f]+ ' \
+    '^    at tests::faults::do_ud2 \(apps/tests/src/faults\.rs:[0-9]+\)$' \
     '^mica: shutdown requested by init \(success\)' \
     '!^KERNEL PANIC' '!FAILED'
 done
