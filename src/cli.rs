@@ -382,6 +382,13 @@ mod tests {
     }
 
     #[test]
+    fn symbolizing_is_on_unless_switched_off() {
+        assert!(run(&[]).symbolize);
+        assert!(!run(&["--no-symbolize"]).symbolize);
+        assert!(parse(["--no-symbolize=1"]).is_err());
+    }
+
+    #[test]
     fn values_are_accepted_after_a_space_or_an_equals_sign() {
         let o = run(&["--smp", "4", "--mem=512", "--cpu", "qemu64", "--timeout=30"]);
         assert_eq!(o.smp, 4);

@@ -248,18 +248,11 @@ fn boot(opts: &Options) -> Result<i32, String> {
 /// from elsewhere is symbolized only against ELFs named at run time: the
 /// built ones may not be what it holds.
 fn annotator(opts: &Options) -> symbolize::Annotator {
-    let env = |k: &str| std::env::var_os(k);
-    let (kernel, user) = if opts.iso.is_some() {
-        (
-            build_path(env("MICA_KERNEL_ELF"), None),
-            build_path(env("MICA_USER_ELF_DIR"), None),
-        )
-    } else {
-        (
-            build_path(env("MICA_KERNEL_ELF"), option_env!("MICA_KERNEL_ELF")),
-            build_path(env("MICA_USER_ELF_DIR"), option_env!("MICA_USER_ELF_DIR")),
-        )
-    };
+    let (kernel, user) = elf_paths(
+        opts.iso.is_some(),
+        std::env::var_os("MICA_KERNEL_ELF"),
+        std::env::var_os("MICA_USER_ELF_DIR"),
+    );
     let mut programs = symbolize::Programs::new(user.into_iter().collect());
     for m in &opts.modules {
         programs.add(&m.name, m.file.clone());
@@ -268,6 +261,20 @@ fn annotator(opts: &Options) -> symbolize::Annotator {
         kernel,
         programs,
         Some(env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+}
+
+/// The kernel ELF and the user programs' ELF directory: the run-time
+/// variables if set, else build.rs's, except for an `--iso` (`iso_given`).
+fn elf_paths(
+    iso_given: bool,
+    kernel_env: Option<std::ffi::OsString>,
+    user_env: Option<std::ffi::OsString>,
+) -> (Option<PathBuf>, Option<PathBuf>) {
+    let built = |path: Option<&'static str>| if iso_given { None } else { path };
+    (
+        build_path(kernel_env, built(option_env!("MICA_KERNEL_ELF"))),
+        build_path(user_env, built(option_env!("MICA_USER_ELF_DIR"))),
     )
 }
 
@@ -331,6 +338,22 @@ mod tests {
             Some(PathBuf::from("/built"))
         );
         assert_eq!(build_path(None, None), None);
+    }
+
+    #[test]
+    fn an_iso_from_elsewhere_is_symbolized_only_against_elfs_named_at_run_time() {
+        assert_eq!(elf_paths(true, None, None), (None, None));
+        assert_eq!(
+            elf_paths(true, Some("/k".into()), Some("/u".into())),
+            (Some(PathBuf::from("/k")), Some(PathBuf::from("/u")))
+        );
+        let built = elf_paths(false, None, None);
+        assert_eq!(built.0, option_env!("MICA_KERNEL_ELF").map(PathBuf::from));
+        assert_eq!(built.1, option_env!("MICA_USER_ELF_DIR").map(PathBuf::from));
+        assert_eq!(
+            elf_paths(false, Some("/k".into()), None).0,
+            Some(PathBuf::from("/k"))
+        );
     }
 
     #[test]
