@@ -1,4 +1,4 @@
-//! Command-line parsing for the runner (hand-written; the runner has no dependencies).
+//! Command-line parsing for the runner (hand-written, no argument-parsing crate).
 
 use std::path::{Path, PathBuf};
 
