@@ -37,8 +37,10 @@ static BOOT_PROGRAMS: spin::Once<Vec<kcore::bootinfo::Module>> = spin::Once::new
 
 /// The boot module `image` is a byte-for-byte copy of, if any (init spawns
 /// the programs it was lent this way). Only modules of the same length are
-/// compared, so a spawn of anything else costs a few length checks.
+/// compared, so a spawn of anything else costs a few length checks; a
+/// comparison lets interrupts in between 64 KiB chunks, as the copy does.
 fn boot_program(image: &[u8]) -> Option<kcore::bootinfo::ModuleName> {
+    const CHUNK: usize = 64 << 10;
     BOOT_PROGRAMS.get()?.iter().find_map(|m| {
         if m.range.len() != image.len() as u64 {
             return None;
@@ -52,7 +54,15 @@ fn boot_program(image: &[u8]) -> Option<kcore::bootinfo::ModuleName> {
                 m.range.len() as usize,
             )
         };
-        (bytes == image).then(|| m.name.clone())
+        for (i, (a, b)) in bytes.chunks(CHUNK).zip(image.chunks(CHUNK)).enumerate() {
+            if i != 0 {
+                crate::sched::preemption_point();
+            }
+            if a != b {
+                return None;
+            }
+        }
+        Some(m.name.clone())
     })
 }
 
