@@ -361,7 +361,8 @@ impl Programs {
     }
 
     /// The symbolizer of program `name`, loaded on first use; `None` if the
-    /// name is not a plain file name or no readable ELF has it.
+    /// name is not a plain file name or no readable ELF has it (said once
+    /// on stderr, as the raw line then stands alone).
     fn get(&mut self, name: &str, root: Option<&str>) -> Option<&Symbolizer> {
         let plain = !name.is_empty()
             && !name.starts_with('.')
@@ -377,7 +378,15 @@ impl Programs {
                 .get(name)
                 .cloned()
                 .or_else(|| self.dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()));
-            let sym = path.and_then(|p| Symbolizer::load(&p, root).ok());
+            let sym = match path {
+                Some(p) => Symbolizer::load(&p, root)
+                    .map_err(|e| eprintln!("mica: cannot symbolize program {name}: {e}"))
+                    .ok(),
+                None => {
+                    eprintln!("mica: no ELF known for program {name}; its faults stay raw");
+                    None
+                }
+            };
             self.cache.insert(name.to_string(), sym);
         }
         self.cache.get(name)?.as_ref()
@@ -431,11 +440,12 @@ impl Annotator {
     fn kernel(&mut self) -> Option<&Symbolizer> {
         if self.kernel.is_none() {
             let root = self.root.as_deref();
-            self.kernel = Some(
-                self.kernel_path
-                    .as_deref()
-                    .and_then(|p| Symbolizer::load(p, root).ok()),
-            );
+            self.kernel = Some(match self.kernel_path.as_deref() {
+                Some(p) => Symbolizer::load(p, root)
+                    .map_err(|e| eprintln!("mica: cannot symbolize the kernel: {e}"))
+                    .ok(),
+                None => None,
+            });
         }
         self.kernel.as_ref()?.as_ref()
     }
