@@ -39,6 +39,9 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-changed=Cargo.lock");
+    // The root manifest holds the profiles (debug info, panic strategy) the
+    // cross builds use: a change there must rebuild the image.
+    println!("cargo:rerun-if-changed=Cargo.toml");
     println!("cargo:rerun-if-env-changed=MICA_SKIP_IMAGE");
     println!("cargo:rerun-if-env-changed={}", grubiso::DIRECTORY_ENV);
     // Installing or removing a GRUB platform (grub-efi-amd64-bin) changes the ISO.
