@@ -25,6 +25,7 @@ extern crate alloc;
 
 pub mod bootinfo;
 pub mod frame;
+pub mod handles;
 pub mod memmap;
 pub mod paging;
 pub mod runqueue;
