@@ -21,6 +21,18 @@
 //! A ticket carries a sequence number, so a stale timer entry from an earlier
 //! wait cannot end a later one.
 //!
+//! # Taking a caller without ending its wait
+//! A receiver that takes a queued call must read the caller's message while
+//! the caller cannot run, but the caller's wait goes on (now for the reply).
+//! So the receiver [`take`](WaitClaim::take)s it: exclusive, like a claim,
+//! but the wait is then [`rearm`](WaitClaim::rearm)ed with the same ticket
+//! once the reply capability names the caller. A timeout or kill that comes
+//! while the caller is taken cannot claim it; [`try_claim`](WaitClaim::try_claim)
+//! leaves a *late* mark instead, and `rearm` then fails with that reason: the
+//! receiver, still owning the caller, ends its wait for it (the server keeps
+//! the message; its reply will find the caller gone). So no timeout or kill
+//! is ever lost, and none ends a wait twice.
+//!
 //! # Orderings
 //! - `begin` stores with `Release` (the thread's wait arguments, saved before,
 //!   are visible to whoever sees "waiting").
@@ -101,6 +113,12 @@ impl WakeReason {
 const STATE_MASK: u64 = 0xff;
 const RUNNING: u64 = 0;
 const WAITING: u64 = 1;
+/// Taken by a receiver (exclusive, wait continues after `rearm`).
+const TAKEN: u64 = 6;
+/// Taken, and a timeout (`TAKEN | LATE_TIMEOUT`) or kill (`TAKEN | LATE_KILL`)
+/// arrived meanwhile.
+const LATE_TIMEOUT: u64 = 0x10;
+const LATE_KILL: u64 = 0x20;
 
 /// Names one wait of one thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -141,16 +159,89 @@ impl<A: AtomicWord> WaitClaim<A> {
     }
 
     /// Tries to end wait `ticket` for `reason`; true for exactly one caller.
+    ///
+    /// A `TimedOut` or `Cancelled` that finds the thread taken (see the
+    /// module docs) returns false but leaves a late mark that its taker's
+    /// `rearm` honours (a kill wins over a timeout).
     pub fn try_claim(&self, ticket: Ticket, reason: WakeReason) -> bool {
+        let waiting = ticket.0 << 8 | WAITING;
+        // AcqRel/Acquire: see the module docs.
+        let Err(mut cur) = self.word.compare_exchange(
+            waiting,
+            ticket.0 << 8 | reason as u64,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) else {
+            return true;
+        };
+        let late = match reason {
+            WakeReason::TimedOut => LATE_TIMEOUT,
+            WakeReason::Cancelled => LATE_KILL,
+            _ => return false,
+        };
+        // Mark a taken wait of this ticket (retry only while the word still
+        // shows it taken: the taker's rearm may race us).
+        while cur >> 8 == ticket.0 && cur & 0xf == TAKEN && cur & late == 0 {
+            // Release: the mark is read by the taker's rearm (Acquire).
+            match self
+                .word
+                .compare_exchange(cur, cur | late, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return false,
+                Err(now) => cur = now,
+            }
+        }
+        false
+    }
+
+    /// A receiver takes a queued caller: exclusive access to it while its
+    /// message is copied, without ending its wait. True for one party only,
+    /// exactly like a claim.
+    pub fn take(&self, ticket: Ticket) -> bool {
         self.word
             .compare_exchange(
                 ticket.0 << 8 | WAITING,
-                ticket.0 << 8 | reason as u64,
-                // AcqRel/Acquire: see the module docs.
+                ticket.0 << 8 | TAKEN,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             )
             .is_ok()
+    }
+
+    /// The taker hands the wait back (the caller now waits for its reply).
+    /// `Err(reason)`: a timeout or kill came meanwhile; the wait is now
+    /// claimed for that reason and the taker must end it (wake the thread).
+    pub fn rearm(&self, ticket: Ticket) -> Result<(), WakeReason> {
+        let mut cur = ticket.0 << 8 | TAKEN;
+        loop {
+            let (next, result) = if cur & LATE_KILL != 0 {
+                (
+                    ticket.0 << 8 | WakeReason::Cancelled as u64,
+                    Err(WakeReason::Cancelled),
+                )
+            } else if cur & LATE_TIMEOUT != 0 {
+                (
+                    ticket.0 << 8 | WakeReason::TimedOut as u64,
+                    Err(WakeReason::TimedOut),
+                )
+            } else {
+                (ticket.0 << 8 | WAITING, Ok(()))
+            };
+            // Release: publishes the copy-out to the next claimer; Acquire:
+            // sees a late mark's writer.
+            match self
+                .word
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return result,
+                Err(now) if now >> 8 == ticket.0 && now & 0xf == TAKEN => cur = now,
+                Err(_) => {
+                    // A kernel bug (rearm without take): change nothing.
+                    debug_assert!(false, "rearm of a wait that is not taken");
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// The current wait's ticket, if the thread is waiting and unclaimed.

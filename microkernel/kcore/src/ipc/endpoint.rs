@@ -224,7 +224,11 @@ impl<T> Endpoint<T> {
     }
 
     /// `recv`: take the longest-waiting caller, else queue the receiver (or
-    /// `WouldBlock`). `pick` claims the caller; false drops the entry.
+    /// `WouldBlock`). `pick` *takes* the caller ([`WaitClaim::take`]: its
+    /// wait goes on, for the reply); false (its wait already ended) drops the
+    /// entry and the next caller is tried.
+    ///
+    /// [`WaitClaim::take`]: super::WaitClaim::take
     pub fn recv(
         &mut self,
         receiver: Receiver<T>,
