@@ -165,33 +165,31 @@ impl<A: AtomicWord> WaitClaim<A> {
     /// `rearm` honours (a kill wins over a timeout).
     pub fn try_claim(&self, ticket: Ticket, reason: WakeReason) -> bool {
         let waiting = ticket.0 << 8 | WAITING;
-        // AcqRel/Acquire: see the module docs.
-        let Err(mut cur) = self.word.compare_exchange(
-            waiting,
-            ticket.0 << 8 | reason as u64,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) else {
-            return true;
-        };
         let late = match reason {
             WakeReason::TimedOut => LATE_TIMEOUT,
             WakeReason::Cancelled => LATE_KILL,
-            _ => return false,
+            _ => 0,
         };
-        // Mark a taken wait of this ticket (retry only while the word still
-        // shows it taken: the taker's rearm may race us).
-        while cur >> 8 == ticket.0 && cur & 0xf == TAKEN && cur & late == 0 {
-            // Release: the mark is read by the taker's rearm (Acquire).
-            match self
-                .word
-                .compare_exchange(cur, cur | late, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return false,
+        let mut cur = waiting;
+        loop {
+            let next = if cur == waiting {
+                ticket.0 << 8 | reason as u64
+            } else if late != 0 && cur >> 8 == ticket.0 && cur & 0xf == TAKEN && cur & late == 0 {
+                // Taken by a receiver: leave a late mark for its rearm.
+                cur | late
+            } else {
+                // Claimed by someone else, or a later wait: we lost.
+                return false;
+            };
+            // AcqRel/Acquire: see the module docs (the mark's Release pairs
+            // with rearm's Acquire).
+            match self.word.compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return cur == waiting,
+                // Retry on the value seen: a taken wait may be rearmed (then
+                // claim it) or marked by the other late party meanwhile.
                 Err(now) => cur = now,
             }
         }
-        false
     }
 
     /// A receiver takes a queued caller: exclusive access to it while its
