@@ -183,7 +183,10 @@ impl<A: AtomicWord> WaitClaim<A> {
             };
             // AcqRel/Acquire: see the module docs (the mark's Release pairs
             // with rearm's Acquire).
-            match self.word.compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .word
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return cur == waiting,
                 // Retry on the value seen: a taken wait may be rearmed (then
                 // claim it) or marked by the other late party meanwhile.

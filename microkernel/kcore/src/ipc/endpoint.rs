@@ -76,6 +76,17 @@ pub enum RecvStep<T> {
     Queued,
 }
 
+/// The threads a dying endpoint hands back (see
+/// [`Endpoint::drop_receive_ref`]); the kernel drops the queues' memory after
+/// releasing the endpoint's lock.
+#[derive(Debug)]
+pub struct Drained<T> {
+    /// Queued callers, in order.
+    pub callers: VecDeque<Caller<T>>,
+    /// Queued receivers, in order.
+    pub receivers: VecDeque<Receiver<T>>,
+}
+
 /// One endpoint. See the module docs.
 ///
 /// # Invariants
@@ -126,14 +137,12 @@ impl<T> Endpoint<T> {
     /// A handle with RECV was closed. When it was the last, returns every
     /// queued thread, to be woken with `PeerDied` (each through its claim:
     /// a lost claim means another party is already waking it).
-    pub fn drop_receive_ref(&mut self) -> Option<(VecDeque<Caller<T>>, VecDeque<Receiver<T>>)> {
+    pub fn drop_receive_ref(&mut self) -> Option<Drained<T>> {
         debug_assert!(self.receive_refs > 0);
         self.receive_refs = self.receive_refs.saturating_sub(1);
-        (self.receive_refs == 0).then(|| {
-            (
-                core::mem::take(&mut self.callers),
-                core::mem::take(&mut self.receivers),
-            )
+        (self.receive_refs == 0).then(|| Drained {
+            callers: core::mem::take(&mut self.callers),
+            receivers: core::mem::take(&mut self.receivers),
         })
     }
 

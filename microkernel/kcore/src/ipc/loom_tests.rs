@@ -21,7 +21,13 @@ impl AtomicWord for LoomU64 {
     fn store(&self, v: u64, order: Ordering) {
         LoomU64::store(self, v, order)
     }
-    fn compare_exchange(&self, current: u64, new: u64, success: Ordering, failure: Ordering) -> Result<u64, u64> {
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
         LoomU64::compare_exchange(self, current, new, success, failure)
     }
 }
@@ -39,7 +45,13 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 const WAITER: u32 = 7;
 
 /// The winner of a claim removes the thread from the queue and records why.
-fn end_wait(claim: &Claim, tk: Ticket, reason: WakeReason, queue: &Mutex<Vec<u32>>, wins: &AtomicUsize) {
+fn end_wait(
+    claim: &Claim,
+    tk: Ticket,
+    reason: WakeReason,
+    queue: &Mutex<Vec<u32>>,
+    wins: &AtomicUsize,
+) {
     if claim.try_claim(tk, reason) {
         wins.fetch_add(1, Ordering::Relaxed);
         queue.lock().unwrap().retain(|t| *t != WAITER);
@@ -56,7 +68,12 @@ fn deliver_timeout_and_kill_race_and_exactly_one_ends_the_wait() {
         let delivered = Arc::new(AtomicUsize::new(0));
 
         let deliverer = {
-            let (claim, queue, wins, delivered) = (claim.clone(), queue.clone(), wins.clone(), delivered.clone());
+            let (claim, queue, wins, delivered) = (
+                claim.clone(),
+                queue.clone(),
+                wins.clone(),
+                delivered.clone(),
+            );
             thread::spawn(move || {
                 // The endpoint path: pop under the lock, then claim (Pick).
                 let mut q = queue.lock().unwrap();
@@ -82,10 +99,21 @@ fn deliver_timeout_and_kill_race_and_exactly_one_ends_the_wait() {
         timer.join().unwrap();
         killer.join().unwrap();
 
-        assert_eq!(wins.load(Ordering::Relaxed), 1, "exactly one party ends the wait");
-        assert!(queue.lock().unwrap().is_empty(), "and the thread is in no queue");
+        assert_eq!(
+            wins.load(Ordering::Relaxed),
+            1,
+            "exactly one party ends the wait"
+        );
+        assert!(
+            queue.lock().unwrap().is_empty(),
+            "and the thread is in no queue"
+        );
         let why = claim.finish().expect("the wait ended");
-        assert_eq!(why == WakeReason::Delivered, delivered.load(Ordering::Relaxed) == 1, "a message is delivered iff the thread learns it was");
+        assert_eq!(
+            why == WakeReason::Delivered,
+            delivered.load(Ordering::Relaxed) == 1,
+            "a message is delivered iff the thread learns it was"
+        );
     });
 }
 
@@ -99,7 +127,8 @@ fn a_caller_taken_by_a_receiver_still_times_out_exactly_once_and_never_late() {
         let taken = Arc::new(AtomicUsize::new(0));
 
         let receiver = {
-            let (claim, cap, endings, taken) = (claim.clone(), cap.clone(), endings.clone(), taken.clone());
+            let (claim, cap, endings, taken) =
+                (claim.clone(), cap.clone(), endings.clone(), taken.clone());
             thread::spawn(move || {
                 if claim.take(tk) {
                     taken.fetch_add(1, Ordering::Relaxed);
@@ -133,14 +162,21 @@ fn a_caller_taken_by_a_receiver_still_times_out_exactly_once_and_never_late() {
         // The timer ran, so whatever the interleaving the call has ended
         // (a timeout is never lost, even one that came while taken) ...
         assert_eq!(claim.waiting(), None, "the timeout was lost");
-        assert_eq!(endings.load(Ordering::Relaxed), 1, "the call ends exactly once");
+        assert_eq!(
+            endings.load(Ordering::Relaxed),
+            1,
+            "the call ends exactly once"
+        );
         assert_eq!(claim.finish(), Some(WakeReason::TimedOut));
         // ... and the server's reply, if it got the call, finds it gone.
         let pending = cap.lock().unwrap().take();
         if let Ok(c) = pending {
             assert_eq!(c, WAITER);
             assert!(taken.load(Ordering::Relaxed) == 1);
-            assert!(!claim.try_claim(tk, WakeReason::Delivered), "reply after the timeout");
+            assert!(
+                !claim.try_claim(tk, WakeReason::Delivered),
+                "reply after the timeout"
+            );
         }
     });
 }
@@ -175,6 +211,10 @@ fn a_stale_timeout_never_ends_the_next_wait() {
         let t = timer.join().unwrap();
         let second = waiter.join().unwrap();
         assert!(d ^ t, "one of them ended the first wait");
-        assert_eq!(claim.waiting(), Some(second), "the second wait is untouched");
+        assert_eq!(
+            claim.waiting(),
+            Some(second),
+            "the second wait is untouched"
+        );
     });
 }

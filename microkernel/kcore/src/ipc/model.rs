@@ -55,7 +55,7 @@ enum Out {
     Sent,
     Replied,
     Err(IpcError),
-    TimedOut,
+    Expired,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,7 +237,7 @@ impl Real {
                 self.out[t] = Some(r);
             }
             Op::Timeout(t) => {
-                if self.wake(t, WakeReason::TimedOut, Out::TimedOut) {
+                if self.wake(t, WakeReason::TimedOut, Out::Expired) {
                     self.unlink(t);
                 }
             }
@@ -253,7 +253,7 @@ impl Real {
                     self.raced[t] = false;
                     self.unlink(t);
                     assert_eq!(self.claims[t].finish(), Some(WakeReason::TimedOut));
-                    self.out[t] = Some(Out::TimedOut);
+                    self.out[t] = Some(Out::Expired);
                 }
             }
             Op::Kill(t) => {
@@ -276,7 +276,7 @@ impl Real {
                 if !self.ep.is_alive() {
                     return;
                 }
-                if let Some((callers, receivers)) = self.ep.drop_receive_ref() {
+                if let Some(Drained { callers, receivers }) = self.ep.drop_receive_ref() {
                     let threads = callers
                         .iter()
                         .map(|c| c.thread)
@@ -349,10 +349,8 @@ impl Model {
         match self.st[t] {
             St::CallQ => self.callers.retain(|c| *c != t),
             St::RecvQ => self.receivers.retain(|r| r.0 != t),
-            St::AwaitReply(s) => {
-                if self.caps[s as usize] == Cap::Pending(t) {
-                    self.caps[s as usize] = Cap::Gone;
-                }
+            St::AwaitReply(s) if self.caps[s as usize] == Cap::Pending(t) => {
+                self.caps[s as usize] = Cap::Gone;
             }
             _ => {}
         }
@@ -453,7 +451,7 @@ impl Model {
             }
             Op::Timeout(t) => {
                 if self.waiting(t) && !self.raced[t] {
-                    self.end(t, Some(Out::TimedOut));
+                    self.end(t, Some(Out::Expired));
                 }
             }
             Op::Race(t) => {
@@ -464,7 +462,7 @@ impl Model {
             Op::FinishRace(t) => {
                 if self.raced[t] {
                     self.raced[t] = false;
-                    self.end(t, Some(Out::TimedOut));
+                    self.end(t, Some(Out::Expired));
                 }
             }
             Op::Kill(t) => {

@@ -100,7 +100,7 @@ fn closing_the_last_receiver_handle_hands_back_every_queued_caller() {
     for t in 1..=3 {
         ep.call(caller(t), 0, true, take).unwrap();
     }
-    let (callers, receivers) = ep.drop_receive_ref().unwrap();
+    let crate::ipc::Drained { callers, receivers } = ep.drop_receive_ref().unwrap();
     assert_eq!(
         callers
             .iter()
@@ -263,6 +263,43 @@ fn a_spurious_wake_up_is_not_an_ending() {
     let t = c.begin();
     assert_eq!(c.finish(), None);
     assert!(c.try_claim(t, WakeReason::Delivered));
+}
+
+#[test]
+fn a_taken_caller_keeps_waiting_for_its_reply_after_rearm() {
+    let c: WaitClaim = WaitClaim::new();
+    let t = c.begin();
+    assert!(c.take(t));
+    assert!(!c.take(t), "one taker");
+    assert!(
+        !c.try_claim(t, WakeReason::Delivered),
+        "no delivery while taken"
+    );
+    assert_eq!(c.finish(), None, "a taken thread is not woken");
+    assert_eq!(c.rearm(t), Ok(()));
+    assert_eq!(c.waiting(), Some(t));
+    assert!(c.try_claim(t, WakeReason::Delivered), "the reply");
+}
+
+#[test]
+fn a_timeout_or_kill_while_taken_is_honoured_by_the_rearm() {
+    let c: WaitClaim = WaitClaim::new();
+    let t = c.begin();
+    assert!(c.take(t));
+    assert!(!c.try_claim(t, WakeReason::TimedOut));
+    assert_eq!(c.rearm(t), Err(WakeReason::TimedOut));
+    assert_eq!(c.finish(), Some(WakeReason::TimedOut));
+
+    let t = c.begin();
+    assert!(c.take(t));
+    assert!(!c.try_claim(t, WakeReason::TimedOut));
+    assert!(!c.try_claim(t, WakeReason::Cancelled));
+    assert_eq!(
+        c.rearm(t),
+        Err(WakeReason::Cancelled),
+        "a kill wins over a timeout"
+    );
+    assert_eq!(c.finish(), Some(WakeReason::Cancelled));
 }
 
 // ---- notifications ----
