@@ -142,6 +142,7 @@ fn a_caller_taken_by_a_receiver_still_times_out_exactly_once_and_never_late() {
                         // reply will find the caller gone.
                         Err(_) => {
                             endings.fetch_add(1, Ordering::Relaxed);
+                            cap.lock().unwrap().accept_gone();
                         }
                     }
                 }

@@ -62,6 +62,18 @@ impl<T: Copy + PartialEq> ReplyCap<T> {
         old
     }
 
+    /// The server took a call whose caller's wait ended while the message was
+    /// being copied (a late timeout or kill, [`WaitClaim::rearm`] failed):
+    /// the server keeps the message and its reply will get `PeerDied`.
+    /// Returns an abandoned earlier caller as [`accept`](Self::accept) does.
+    ///
+    /// [`WaitClaim::rearm`]: super::WaitClaim::rearm
+    pub fn accept_gone(&mut self) -> Option<T> {
+        let old = self.caller();
+        self.state = State::CallerGone;
+        old
+    }
+
     /// `reply`: the caller to answer. `PeerDied` if it went away since the
     /// call (reported once), `NoCaller` if nothing is pending.
     pub fn take(&mut self) -> Result<T, IpcError> {

@@ -224,6 +224,13 @@ fn a_server_that_dies_hands_back_its_caller() {
 }
 
 #[test]
+fn a_call_whose_caller_timed_out_while_taken_gets_a_failing_reply() {
+    let mut cap = ReplyCap::<u32>::new();
+    assert_eq!(cap.accept_gone(), None);
+    assert_eq!(cap.take(), Err(IpcError::PeerDied));
+}
+
+#[test]
 fn receiving_again_without_replying_abandons_the_old_caller() {
     let mut cap = ReplyCap::new();
     cap.accept(7);
