@@ -1,7 +1,8 @@
 //! `loom` model checks of the wake claim: every interleaving (up to a
 //! preemption bound) of a partner delivering, a timeout and a kill racing for
 //! one blocked thread, of a receiver taking a caller while its timeout fires,
-//! and of a stale timeout against the thread's next wait.
+//! of a stale timeout against the thread's next wait, and of a signal and a
+//! call racing for a thread waiting on an endpoint and its bound notification.
 
 use super::claim::{AtomicWord, Ticket, WaitClaim, WakeReason};
 use super::ReplyCap;
@@ -217,5 +218,97 @@ fn a_stale_timeout_never_ends_the_next_wait() {
             Some(second),
             "the second wait is untouched"
         );
+    });
+}
+
+#[test]
+fn a_signal_and_a_call_racing_for_a_bound_receiver_lose_nothing() {
+    use super::{CallStep, Caller, Endpoint, Notification, Pick, Receiver, RecvStep, SignalStep};
+    model(|| {
+        let claim = Arc::new(Claim::new());
+        // The bound thread is in its endpoint receive, registered with its
+        // notification (the kernel's recv sequence).
+        let tk = claim.begin();
+        let ep = Arc::new(Mutex::new(Endpoint::<u32>::new()));
+        let ntf = Arc::new(Mutex::new(Notification::<u32>::new()));
+        {
+            let mut e = ep.lock().unwrap();
+            e.add_receive_ref();
+            let queued = e.recv(
+                Receiver {
+                    thread: WAITER,
+                    cpu: 0,
+                },
+                true,
+                |_| true,
+            );
+            assert_eq!(queued, Ok(RecvStep::Queued));
+            let mut n = ntf.lock().unwrap();
+            n.bind(WAITER).unwrap();
+            assert_eq!(n.bound_recv_begin(&WAITER), Ok(None));
+        }
+
+        let signaller = {
+            let (claim, ep, ntf) = (claim.clone(), ep.clone(), ntf.clone());
+            thread::spawn(move || {
+                let step = ntf
+                    .lock()
+                    .unwrap()
+                    .signal(0b100, |_| claim.try_claim(tk, WakeReason::Notified));
+                if let SignalStep::Wake { bound, bits, .. } = step {
+                    assert!(bound);
+                    assert_eq!(bits, 0b100);
+                    // Winner: unlink from the endpoint (its own lock, after).
+                    ep.lock().unwrap().remove(&WAITER);
+                }
+            })
+        };
+        let caller = {
+            let (claim, ep, ntf) = (claim.clone(), ep.clone(), ntf.clone());
+            thread::spawn(move || {
+                let step = ep.lock().unwrap().call(
+                    Caller {
+                        thread: 1,
+                        badge: 0,
+                    },
+                    0,
+                    true,
+                    |_| {
+                        if claim.try_claim(tk, WakeReason::Delivered) {
+                            Pick::Take
+                        } else {
+                            Pick::Skip
+                        }
+                    },
+                );
+                if let Ok(CallStep::Deliver(_)) = step {
+                    // Winner: end the bound registration.
+                    ntf.lock().unwrap().remove(&WAITER);
+                }
+                step
+            })
+        };
+        signaller.join().unwrap();
+        let step = caller.join().unwrap();
+
+        let why = claim.finish().expect("the receive ended");
+        let e = ep.lock().unwrap();
+        let n = ntf.lock().unwrap();
+        assert_eq!(e.receivers().count(), 0, "the thread left the endpoint");
+        assert!(!n.bound_waiting(), "and the notification");
+        match why {
+            // The call got through: the bits stay pending for the next wait.
+            WakeReason::Delivered => {
+                assert!(matches!(step, Ok(CallStep::Deliver(_))));
+                assert_eq!(n.pending(), 0b100);
+            }
+            // The signal got through: the call waits for the next receive.
+            WakeReason::Notified => {
+                assert_eq!(step, Ok(CallStep::Queued));
+                assert_eq!(e.callers().count(), 1);
+                assert_eq!(n.pending(), 0);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     });
 }
