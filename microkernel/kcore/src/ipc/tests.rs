@@ -576,3 +576,47 @@ fn ipc_errors_map_onto_abi_codes() {
         abi::Error::InvalidArgument
     );
 }
+
+// ---- any register value ----
+
+use proptest::strategy::Strategy as _;
+
+proptest::proptest! {
+    /// Whatever user space puts in the registers, decoding either refuses it
+    /// or yields a message within the limits; it never panics.
+    #[test]
+    fn any_register_values_decode_within_limits_or_are_refused(
+        rsi in proptest::prop_oneof![
+            proptest::prelude::any::<u64>(),
+            // Mostly well-formed words, every field pushed past its limit.
+            (
+                proptest::prelude::any::<u32>(),
+                0u64..8,
+                0u64..16,
+                proptest::prelude::any::<bool>(),
+                0u64..(1 << 17),
+                proptest::prop_oneof![4 => proptest::strategy::Just(0u64), 1 => 0u64..128],
+            )
+                .prop_map(|(label, n, copy, t, len, top)| {
+                    label as u64 | n << 32 | copy << 35 | (t as u64) << 39 | len << 40 | top << 57
+                }),
+        ],
+        r15 in proptest::prelude::any::<u64>(),
+        rbx in proptest::prelude::any::<u64>(),
+        rbp in proptest::prelude::any::<u64>(),
+        rdi in proptest::prelude::any::<u64>(),
+    ) {
+        if let Ok(info) = MsgInfo::from_user(rsi) {
+            proptest::prop_assert!(info.handles() <= crate::handles::MAX_TRANSFER);
+            proptest::prop_assert!(info.buffer_len() <= MAX_BUFFER);
+            proptest::prop_assert_eq!(info.copy_mask() >> info.handles(), 0);
+            proptest::prop_assert_eq!(info.transfers(rbx, rbp).len(), info.handles());
+            proptest::prop_assert_eq!(MsgInfo::from_user(info.raw()), Ok(info));
+            if let Ok(spec) = RecvSpec::from_user(r15, info) {
+                proptest::prop_assert!(spec.capacity <= MAX_BUFFER);
+                let _ = spec.accepts(info.buffer_len());
+            }
+        }
+        let _ = crate::handles::Handle::from_reg(rdi);
+    }
+}
