@@ -6,13 +6,18 @@
 //! - [`paging`]: x86_64 4-level page-table edits over an abstract
 //!   [`paging::PhysMem`], which the kernel implements with its direct map.
 //!
+//! - [`handles`]: a process's handle table (numbers with generations,
+//!   rights, badges, transfer between tables).
+//! - [`ipc`]: the endpoint state machine, reply capabilities, notifications,
+//!   the wake claim, the message format and the fast-path conditions.
 //! - [`runqueue`]: per-CPU priority run queues.
 //! - [`bootinfo`]: checking the multiboot2 boot information and copying it
 //!   into fixed-size data; the kernel only loads the structure.
 //! - [`userlog`]: splitting user output into pid-prefixed log lines.
 //!
-//! Only the run queue allocates (through `alloc`); everything else works in
-//! buffers its callers own.
+//! The run queue, the handle table and the IPC queues allocate (through
+//! `alloc`, the last two fallibly); everything else works in buffers its
+//! callers own.
 #![cfg_attr(not(test), no_std)]
 // All raw-pointer work lives in the kernel crate (e.g. its `PhysMem` impl);
 // this crate stays safe code so its tests cover everything it does.
@@ -25,6 +30,8 @@ extern crate alloc;
 
 pub mod bootinfo;
 pub mod frame;
+pub mod handles;
+pub mod ipc;
 pub mod memmap;
 pub mod paging;
 pub mod runqueue;

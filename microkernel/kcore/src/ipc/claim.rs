@@ -1,0 +1,264 @@
+//! The wake claim: one word per thread that decides, without locks, who ends
+//! a blocked thread's wait.
+//!
+//! A thread blocked in IPC can be ended by several parties on several CPUs at
+//! once: a partner that delivers a message (under the endpoint's lock), a
+//! timer (holding only its own sleep list), a kill, a notification signal, or
+//! the endpoint dying. Exactly one of them must win, write the result and wake
+//! the thread; the others must back off without touching it.
+//!
+//! The protocol: the thread calls [`WaitClaim::begin`] *before* it becomes
+//! visible in any queue and gets a [`Ticket`]. A party that wants to end the
+//! wait calls [`WaitClaim::try_claim`]; only one compare-and-swap from
+//! "waiting, this ticket" succeeds. The winner then
+//! 1. removes the thread from every queue of this wait (taking each queue's
+//!    lock in turn, never two at once: a remove that finds nothing is fine),
+//! 2. writes the result into the thread (message registers or error),
+//! 3. makes it runnable.
+//!
+//! A loser changes nothing. Because the winner removes the thread before it
+//! can run and wait again, a queue never holds an entry from an older wait.
+//! A ticket carries a sequence number, so a stale timer entry from an earlier
+//! wait cannot end a later one.
+//!
+//! # Taking a caller without ending its wait
+//! A receiver that takes a queued call must read the caller's message while
+//! the caller cannot run, but the caller's wait goes on (now for the reply).
+//! So the receiver [`take`](WaitClaim::take)s it: exclusive, like a claim,
+//! but the wait is then [`rearm`](WaitClaim::rearm)ed with the same ticket
+//! once the reply capability names the caller. A timeout or kill that comes
+//! while the caller is taken cannot claim it; [`try_claim`](WaitClaim::try_claim)
+//! leaves a *late* mark instead, and `rearm` then fails with that reason: the
+//! receiver, still owning the caller, ends its wait for it (the server keeps
+//! the message; its reply will find the caller gone). So no timeout or kill
+//! is ever lost, and none ends a wait twice.
+//!
+//! # Orderings
+//! - `begin` stores with `Release` (the thread's wait arguments, saved before,
+//!   are visible to whoever sees "waiting").
+//! - `try_claim` is an `AcqRel` compare-and-swap: `Acquire` pairs with the
+//!   `begin` store (the winner sees the arguments), `Release` publishes the
+//!   claim to the thread's later `finish` (an `Acquire` load). The result the
+//!   winner writes afterwards reaches the thread through the scheduler's wake
+//!   (its run-queue lock), not through this word.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The atomic operations the claim needs, so the loom tests can substitute
+/// loom's model-checked atomic for `core`'s.
+pub trait AtomicWord {
+    /// A new atomic holding `v`.
+    fn new(v: u64) -> Self;
+    /// `load`.
+    fn load(&self, order: Ordering) -> u64;
+    /// `store`.
+    fn store(&self, v: u64, order: Ordering);
+    /// `compare_exchange`.
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64>;
+}
+
+impl AtomicWord for AtomicU64 {
+    fn new(v: u64) -> Self {
+        AtomicU64::new(v)
+    }
+    fn load(&self, order: Ordering) -> u64 {
+        AtomicU64::load(self, order)
+    }
+    fn store(&self, v: u64, order: Ordering) {
+        AtomicU64::store(self, v, order)
+    }
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        AtomicU64::compare_exchange(self, current, new, success, failure)
+    }
+}
+
+/// Why a wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WakeReason {
+    /// A partner delivered a message or a reply (or took the caller's).
+    Delivered = 2,
+    /// The thread is being killed, or the object it waited on died.
+    Cancelled = 3,
+    /// Its timeout expired.
+    TimedOut = 4,
+    /// A notification (plain wait, or the one bound to its receive).
+    Notified = 5,
+}
+
+impl WakeReason {
+    fn from_state(s: u8) -> Option<Self> {
+        Some(match s {
+            2 => WakeReason::Delivered,
+            3 => WakeReason::Cancelled,
+            4 => WakeReason::TimedOut,
+            5 => WakeReason::Notified,
+            _ => return None,
+        })
+    }
+}
+
+const STATE_MASK: u64 = 0xff;
+const RUNNING: u64 = 0;
+const WAITING: u64 = 1;
+/// Taken by a receiver (exclusive, wait continues after `rearm`).
+const TAKEN: u64 = 6;
+/// Taken, and a timeout (`TAKEN | LATE_TIMEOUT`) or kill (`TAKEN | LATE_KILL`)
+/// arrived meanwhile.
+const LATE_TIMEOUT: u64 = 0x10;
+const LATE_KILL: u64 = 0x20;
+
+/// Names one wait of one thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ticket(u64);
+
+impl Ticket {
+    /// The sequence number (for logs and for storing beside a thread id).
+    pub const fn seq(self) -> u64 {
+        self.0
+    }
+}
+
+/// A thread's wake-claim word: `seq << 8 | state`.
+pub struct WaitClaim<A: AtomicWord = AtomicU64> {
+    word: A,
+}
+
+impl<A: AtomicWord> Default for WaitClaim<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A: AtomicWord> WaitClaim<A> {
+    /// Not waiting.
+    pub fn new() -> Self {
+        WaitClaim {
+            word: A::new(RUNNING),
+        }
+    }
+
+    /// Starts a wait. Only the thread itself calls this, while running.
+    pub fn begin(&self) -> Ticket {
+        let seq = (self.word.load(Ordering::Relaxed) >> 8) + 1;
+        // Release: see the module docs.
+        self.word.store(seq << 8 | WAITING, Ordering::Release);
+        Ticket(seq)
+    }
+
+    /// Tries to end wait `ticket` for `reason`; true for exactly one caller.
+    ///
+    /// A `TimedOut` or `Cancelled` that finds the thread taken (see the
+    /// module docs) returns false but leaves a late mark that its taker's
+    /// `rearm` honours (a kill wins over a timeout).
+    pub fn try_claim(&self, ticket: Ticket, reason: WakeReason) -> bool {
+        let waiting = ticket.0 << 8 | WAITING;
+        let late = match reason {
+            WakeReason::TimedOut => LATE_TIMEOUT,
+            WakeReason::Cancelled => LATE_KILL,
+            _ => 0,
+        };
+        let mut cur = waiting;
+        loop {
+            let next = if cur == waiting {
+                ticket.0 << 8 | reason as u64
+            } else if late != 0 && cur >> 8 == ticket.0 && cur & 0xf == TAKEN && cur & late == 0 {
+                // Taken by a receiver: leave a late mark for its rearm.
+                cur | late
+            } else {
+                // Claimed by someone else, or a later wait: we lost.
+                return false;
+            };
+            // AcqRel/Acquire: see the module docs (the mark's Release pairs
+            // with rearm's Acquire).
+            match self
+                .word
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return cur == waiting,
+                // Retry on the value seen: a taken wait may be rearmed (then
+                // claim it) or marked by the other late party meanwhile.
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// A receiver takes a queued caller: exclusive access to it while its
+    /// message is copied, without ending its wait. True for one party only,
+    /// exactly like a claim.
+    pub fn take(&self, ticket: Ticket) -> bool {
+        self.word
+            .compare_exchange(
+                ticket.0 << 8 | WAITING,
+                ticket.0 << 8 | TAKEN,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// The taker hands the wait back (the caller now waits for its reply).
+    /// `Err(reason)`: a timeout or kill came meanwhile; the wait is now
+    /// claimed for that reason and the taker must end it (wake the thread).
+    pub fn rearm(&self, ticket: Ticket) -> Result<(), WakeReason> {
+        let mut cur = ticket.0 << 8 | TAKEN;
+        loop {
+            let (next, result) = if cur & LATE_KILL != 0 {
+                (
+                    ticket.0 << 8 | WakeReason::Cancelled as u64,
+                    Err(WakeReason::Cancelled),
+                )
+            } else if cur & LATE_TIMEOUT != 0 {
+                (
+                    ticket.0 << 8 | WakeReason::TimedOut as u64,
+                    Err(WakeReason::TimedOut),
+                )
+            } else {
+                (ticket.0 << 8 | WAITING, Ok(()))
+            };
+            // Release: publishes the copy-out to the next claimer; Acquire:
+            // sees a late mark's writer.
+            match self
+                .word
+                .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return result,
+                Err(now) if now >> 8 == ticket.0 && now & 0xf == TAKEN => cur = now,
+                Err(_) => {
+                    // A kernel bug (rearm without take): change nothing.
+                    debug_assert!(false, "rearm of a wait that is not taken");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The current wait's ticket, if the thread is waiting and unclaimed.
+    pub fn waiting(&self) -> Option<Ticket> {
+        let w = self.word.load(Ordering::Acquire);
+        (w & STATE_MASK == WAITING).then_some(Ticket(w >> 8))
+    }
+
+    /// Ends the wait from the thread's side after it was woken: returns why,
+    /// and resets the word to running. `None` if nobody claimed it (a
+    /// spurious wake-up: the thread must keep waiting).
+    pub fn finish(&self) -> Option<WakeReason> {
+        // Acquire: pairs with the winner's claim.
+        let w = self.word.load(Ordering::Acquire);
+        let reason = WakeReason::from_state((w & STATE_MASK) as u8)?;
+        self.word.store(w & !STATE_MASK, Ordering::Relaxed);
+        Some(reason)
+    }
+}

@@ -1,0 +1,277 @@
+//! The endpoint state machine: who waits to send, who waits to receive.
+//!
+//! An endpoint holds two FIFO queues. Callers queue when no receiver waits;
+//! receivers queue when no caller waits; at most one of the two is non-empty
+//! after any operation (an arriving party always takes a waiting partner
+//! first). A non-blocking `send` never queues.
+//!
+//! Every operation that takes a waiting partner calls a `pick` closure on it:
+//! the kernel claims the partner's [`WaitClaim`](super::WaitClaim) there (and
+//! checks what it needs, e.g. that the message fits the receiver's buffer). A
+//! partner whose claim is lost (a timeout, kill or notification ended its wait
+//! first) is dropped from the queue and the next one is tried, so a racing
+//! wake-up never loses or duplicates a message.
+//!
+//! Threads are a type parameter `T` (the kernel's thread id, ideally carrying
+//! the wait's ticket); the queues are `VecDeque`s that grow fallibly, so a
+//! full kernel heap is `NoMemory`, and steady-state operation (a server going
+//! back to its receive) reuses the capacity without allocating. A queue holds
+//! each thread at most once and a thread waits in one place at a time, so the
+//! queues are bounded by the thread limits (`abi::limits`): one client cannot
+//! grow them beyond its own threads.
+//!
+//! The endpoint lives as long as there are receiver handles: when the last
+//! one closes ([`Endpoint::drop_receive_ref`]) it is dead for good (rights
+//! only shrink, so no RECV handle can be made again), every queued thread is
+//! handed back to be woken with `PeerDied`, and every later call fails.
+
+use super::IpcError;
+use alloc::collections::VecDeque;
+
+/// A caller waiting for a receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller<T> {
+    /// The calling thread.
+    pub thread: T,
+    /// The badge of the handle it called through.
+    pub badge: u64,
+}
+
+/// A receiver waiting for a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receiver<T> {
+    /// The receiving thread.
+    pub thread: T,
+    /// The CPU it waits on (a call prefers a receiver on its own CPU).
+    pub cpu: u32,
+}
+
+/// What the kernel's `pick` closure says about a waiting receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// Claimed: take it off the queue and deliver.
+    Take,
+    /// Its wait already ended (claim lost): drop the entry, try the next.
+    Skip,
+    /// It cannot take this message (e.g. too long for its buffer): leave it
+    /// queued and fail the operation with [`IpcError::Refused`].
+    Refuse,
+}
+
+/// The result of a call or send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallStep<T> {
+    /// Deliver to this receiver (already off the queue and claimed).
+    Deliver(Receiver<T>),
+    /// No receiver: the caller is queued and must block.
+    Queued,
+}
+
+/// The result of a receive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvStep<T> {
+    /// Take this caller's message (already off the queue and claimed).
+    Got(Caller<T>),
+    /// No caller: the receiver is queued and must block.
+    Queued,
+}
+
+/// The threads a dying endpoint hands back (see
+/// [`Endpoint::drop_receive_ref`]); the kernel drops the queues' memory after
+/// releasing the endpoint's lock.
+#[derive(Debug)]
+pub struct Drained<T> {
+    /// Queued callers, in order.
+    pub callers: VecDeque<Caller<T>>,
+    /// Queued receivers, in order.
+    pub receivers: VecDeque<Receiver<T>>,
+}
+
+/// One endpoint. See the module docs.
+///
+/// # Invariants
+/// - `callers.is_empty() || receivers.is_empty()`.
+/// - No thread appears twice in the queues.
+/// - Dead (`receive_refs == 0` after creation): both queues empty.
+#[derive(Debug)]
+pub struct Endpoint<T> {
+    callers: VecDeque<Caller<T>>,
+    receivers: VecDeque<Receiver<T>>,
+    receive_refs: u32,
+}
+
+impl<T> Default for Endpoint<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn push_back<X>(q: &mut VecDeque<X>, x: X) -> Result<(), IpcError> {
+    q.try_reserve(1).map_err(|_| IpcError::NoMemory)?;
+    q.push_back(x);
+    Ok(())
+}
+
+impl<T> Endpoint<T> {
+    /// A new endpoint with no receiver handle yet: the kernel creates the
+    /// first handle (with RECV) right after and calls
+    /// [`add_receive_ref`](Self::add_receive_ref).
+    pub const fn new() -> Self {
+        Endpoint {
+            callers: VecDeque::new(),
+            receivers: VecDeque::new(),
+            receive_refs: 0,
+        }
+    }
+
+    /// Whether any receiver handle exists.
+    pub fn is_alive(&self) -> bool {
+        self.receive_refs > 0
+    }
+
+    /// A handle with RECV was created (minted, duplicated or copied).
+    pub fn add_receive_ref(&mut self) {
+        self.receive_refs += 1;
+    }
+
+    /// A handle with RECV was closed. When it was the last, returns every
+    /// queued thread, to be woken with `PeerDied` (each through its claim:
+    /// a lost claim means another party is already waking it).
+    pub fn drop_receive_ref(&mut self) -> Option<Drained<T>> {
+        debug_assert!(self.receive_refs > 0);
+        self.receive_refs = self.receive_refs.saturating_sub(1);
+        (self.receive_refs == 0).then(|| Drained {
+            callers: core::mem::take(&mut self.callers),
+            receivers: core::mem::take(&mut self.receivers),
+        })
+    }
+
+    /// Queued callers.
+    pub fn callers(&self) -> impl Iterator<Item = &Caller<T>> {
+        self.callers.iter()
+    }
+
+    /// Queued receivers.
+    pub fn receivers(&self) -> impl Iterator<Item = &Receiver<T>> {
+        self.receivers.iter()
+    }
+
+    /// Whether a caller waits (reply_recv's fast path needs none).
+    pub fn has_callers(&self) -> bool {
+        !self.callers.is_empty()
+    }
+
+    /// The index of the receiver a call from `cpu` takes first: the first one
+    /// waiting on `cpu`, else the longest-waiting one.
+    fn preferred(&self, cpu: u32) -> Option<usize> {
+        if self.receivers.is_empty() {
+            return None;
+        }
+        Some(
+            self.receivers
+                .iter()
+                .position(|r| r.cpu == cpu)
+                .unwrap_or(0),
+        )
+    }
+
+    /// The receiver a call from `cpu` would try first (the fast path's check).
+    pub fn peek_receiver(&self, cpu: u32) -> Option<&Receiver<T>> {
+        self.preferred(cpu).map(|i| &self.receivers[i])
+    }
+
+    fn take_receiver(
+        &mut self,
+        cpu: u32,
+        pick: &mut impl FnMut(&Receiver<T>) -> Pick,
+    ) -> Result<Option<Receiver<T>>, IpcError> {
+        while let Some(i) = self.preferred(cpu) {
+            match pick(&self.receivers[i]) {
+                Pick::Take => return Ok(self.receivers.remove(i)),
+                Pick::Skip => {
+                    self.receivers.remove(i);
+                }
+                Pick::Refuse => return Err(IpcError::Refused),
+            }
+        }
+        Ok(None)
+    }
+
+    /// `call`: hand the message to a waiting receiver, else queue the caller
+    /// (or fail with `WouldBlock` when it may not block).
+    pub fn call(
+        &mut self,
+        caller: Caller<T>,
+        cpu: u32,
+        may_block: bool,
+        mut pick: impl FnMut(&Receiver<T>) -> Pick,
+    ) -> Result<CallStep<T>, IpcError> {
+        if !self.is_alive() {
+            return Err(IpcError::PeerDied);
+        }
+        if let Some(r) = self.take_receiver(cpu, &mut pick)? {
+            return Ok(CallStep::Deliver(r));
+        }
+        if !may_block {
+            return Err(IpcError::WouldBlock);
+        }
+        push_back(&mut self.callers, caller)?;
+        Ok(CallStep::Queued)
+    }
+
+    /// Non-blocking `send`: a waiting receiver, or `WouldBlock`.
+    pub fn send(
+        &mut self,
+        cpu: u32,
+        mut pick: impl FnMut(&Receiver<T>) -> Pick,
+    ) -> Result<Receiver<T>, IpcError> {
+        if !self.is_alive() {
+            return Err(IpcError::PeerDied);
+        }
+        self.take_receiver(cpu, &mut pick)?
+            .ok_or(IpcError::WouldBlock)
+    }
+
+    /// `recv`: take the longest-waiting caller, else queue the receiver (or
+    /// `WouldBlock`). `pick` *takes* the caller ([`WaitClaim::take`]: its
+    /// wait goes on, for the reply); false (its wait already ended) drops the
+    /// entry and the next caller is tried.
+    ///
+    /// [`WaitClaim::take`]: super::WaitClaim::take
+    pub fn recv(
+        &mut self,
+        receiver: Receiver<T>,
+        may_block: bool,
+        mut pick: impl FnMut(&Caller<T>) -> bool,
+    ) -> Result<RecvStep<T>, IpcError> {
+        if !self.is_alive() {
+            return Err(IpcError::PeerDied);
+        }
+        while let Some(c) = self.callers.pop_front() {
+            if pick(&c) {
+                return Ok(RecvStep::Got(c));
+            }
+        }
+        if !may_block {
+            return Err(IpcError::WouldBlock);
+        }
+        push_back(&mut self.receivers, receiver)?;
+        Ok(RecvStep::Queued)
+    }
+}
+
+impl<T: PartialEq> Endpoint<T> {
+    /// Removes `thread` from whichever queue holds it (kill, timeout, a
+    /// notification ending a receive). False if it is not queued here.
+    pub fn remove(&mut self, thread: &T) -> bool {
+        if let Some(i) = self.callers.iter().position(|c| c.thread == *thread) {
+            self.callers.remove(i);
+            return true;
+        }
+        if let Some(i) = self.receivers.iter().position(|r| r.thread == *thread) {
+            self.receivers.remove(i);
+            return true;
+        }
+        false
+    }
+}

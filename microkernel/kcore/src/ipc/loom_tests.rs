@@ -1,0 +1,314 @@
+//! `loom` model checks of the wake claim: every interleaving (up to a
+//! preemption bound) of a partner delivering, a timeout and a kill racing for
+//! one blocked thread, of a receiver taking a caller while its timeout fires,
+//! of a stale timeout against the thread's next wait, and of a signal and a
+//! call racing for a thread waiting on an endpoint and its bound notification.
+
+use super::claim::{AtomicWord, Ticket, WaitClaim, WakeReason};
+use super::ReplyCap;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use loom::sync::atomic::{AtomicU64 as LoomU64, AtomicUsize};
+use loom::sync::{Arc, Mutex};
+use loom::thread;
+
+impl AtomicWord for LoomU64 {
+    fn new(v: u64) -> Self {
+        LoomU64::new(v)
+    }
+    fn load(&self, order: Ordering) -> u64 {
+        LoomU64::load(self, order)
+    }
+    fn store(&self, v: u64, order: Ordering) {
+        LoomU64::store(self, v, order)
+    }
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        LoomU64::compare_exchange(self, current, new, success, failure)
+    }
+}
+
+type Claim = WaitClaim<LoomU64>;
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    // Bounded so `cargo test` stays fast on a 2-core machine; 3 preemptions
+    // cover every ordering of these three-party races.
+    b.preemption_bound = Some(3);
+    b.check(f);
+}
+
+const WAITER: u32 = 7;
+
+/// The winner of a claim removes the thread from the queue and records why.
+fn end_wait(
+    claim: &Claim,
+    tk: Ticket,
+    reason: WakeReason,
+    queue: &Mutex<Vec<u32>>,
+    wins: &AtomicUsize,
+) {
+    if claim.try_claim(tk, reason) {
+        wins.fetch_add(1, Ordering::Relaxed);
+        queue.lock().unwrap().retain(|t| *t != WAITER);
+    }
+}
+
+#[test]
+fn deliver_timeout_and_kill_race_and_exactly_one_ends_the_wait() {
+    model(|| {
+        let claim = Arc::new(Claim::new());
+        let tk = claim.begin();
+        let queue = Arc::new(Mutex::new(alloc::vec![WAITER]));
+        let wins = Arc::new(AtomicUsize::new(0));
+        let delivered = Arc::new(AtomicUsize::new(0));
+
+        let deliverer = {
+            let (claim, queue, wins, delivered) = (
+                claim.clone(),
+                queue.clone(),
+                wins.clone(),
+                delivered.clone(),
+            );
+            thread::spawn(move || {
+                // The endpoint path: pop under the lock, then claim (Pick).
+                let mut q = queue.lock().unwrap();
+                if let Some(i) = q.iter().position(|t| *t == WAITER) {
+                    q.remove(i);
+                    if claim.try_claim(tk, WakeReason::Delivered) {
+                        wins.fetch_add(1, Ordering::Relaxed);
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // else: Skip; the message stays with its sender.
+                }
+            })
+        };
+        let timer = {
+            let (claim, queue, wins) = (claim.clone(), queue.clone(), wins.clone());
+            thread::spawn(move || end_wait(&claim, tk, WakeReason::TimedOut, &queue, &wins))
+        };
+        let killer = {
+            let (claim, queue, wins) = (claim.clone(), queue.clone(), wins.clone());
+            thread::spawn(move || end_wait(&claim, tk, WakeReason::Cancelled, &queue, &wins))
+        };
+        deliverer.join().unwrap();
+        timer.join().unwrap();
+        killer.join().unwrap();
+
+        assert_eq!(
+            wins.load(Ordering::Relaxed),
+            1,
+            "exactly one party ends the wait"
+        );
+        assert!(
+            queue.lock().unwrap().is_empty(),
+            "and the thread is in no queue"
+        );
+        let why = claim.finish().expect("the wait ended");
+        assert_eq!(
+            why == WakeReason::Delivered,
+            delivered.load(Ordering::Relaxed) == 1,
+            "a message is delivered iff the thread learns it was"
+        );
+    });
+}
+
+#[test]
+fn a_caller_taken_by_a_receiver_still_times_out_exactly_once_and_never_late() {
+    model(|| {
+        let claim = Arc::new(Claim::new());
+        let tk = claim.begin();
+        let cap = Arc::new(Mutex::new(ReplyCap::<u32>::new()));
+        let endings = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::new(AtomicUsize::new(0));
+
+        let receiver = {
+            let (claim, cap, endings, taken) =
+                (claim.clone(), cap.clone(), endings.clone(), taken.clone());
+            thread::spawn(move || {
+                if claim.take(tk) {
+                    taken.fetch_add(1, Ordering::Relaxed);
+                    // ... the message is copied here, the caller cannot run ...
+                    match claim.rearm(tk) {
+                        Ok(()) => {
+                            cap.lock().unwrap().accept(WAITER);
+                        }
+                        // A timeout came while taken: the receiver ends the
+                        // wait for it; the server keeps the message and its
+                        // reply will find the caller gone.
+                        Err(_) => {
+                            endings.fetch_add(1, Ordering::Relaxed);
+                            cap.lock().unwrap().accept_gone();
+                        }
+                    }
+                }
+            })
+        };
+        let timer = {
+            let (claim, cap, endings) = (claim.clone(), cap.clone(), endings.clone());
+            thread::spawn(move || {
+                if claim.try_claim(tk, WakeReason::TimedOut) {
+                    endings.fetch_add(1, Ordering::Relaxed);
+                    cap.lock().unwrap().caller_gone(&WAITER);
+                }
+            })
+        };
+        receiver.join().unwrap();
+        timer.join().unwrap();
+
+        // The timer ran, so whatever the interleaving the call has ended
+        // (a timeout is never lost, even one that came while taken) ...
+        assert_eq!(claim.waiting(), None, "the timeout was lost");
+        assert_eq!(
+            endings.load(Ordering::Relaxed),
+            1,
+            "the call ends exactly once"
+        );
+        assert_eq!(claim.finish(), Some(WakeReason::TimedOut));
+        // ... and the server's reply, if it got the call, finds it gone.
+        let pending = cap.lock().unwrap().take();
+        if let Ok(c) = pending {
+            assert_eq!(c, WAITER);
+            assert!(taken.load(Ordering::Relaxed) == 1);
+            assert!(
+                !claim.try_claim(tk, WakeReason::Delivered),
+                "reply after the timeout"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_stale_timeout_never_ends_the_next_wait() {
+    model(|| {
+        let claim = Arc::new(Claim::new());
+        let first = claim.begin();
+        let deliverer = {
+            let claim = claim.clone();
+            thread::spawn(move || claim.try_claim(first, WakeReason::Delivered))
+        };
+        let timer = {
+            let claim = claim.clone();
+            thread::spawn(move || claim.try_claim(first, WakeReason::TimedOut))
+        };
+        let waiter = {
+            let claim = claim.clone();
+            thread::spawn(move || {
+                // Sleep until the first wait ends, then wait again.
+                loop {
+                    if claim.finish().is_some() {
+                        break;
+                    }
+                    thread::yield_now();
+                }
+                claim.begin()
+            })
+        };
+        let d = deliverer.join().unwrap();
+        let t = timer.join().unwrap();
+        let second = waiter.join().unwrap();
+        assert!(d ^ t, "one of them ended the first wait");
+        assert_eq!(
+            claim.waiting(),
+            Some(second),
+            "the second wait is untouched"
+        );
+    });
+}
+
+#[test]
+fn a_signal_and_a_call_racing_for_a_bound_receiver_lose_nothing() {
+    use super::{CallStep, Caller, Endpoint, Notification, Pick, Receiver, RecvStep, SignalStep};
+    model(|| {
+        let claim = Arc::new(Claim::new());
+        // The bound thread is in its endpoint receive, registered with its
+        // notification (the kernel's recv sequence).
+        let tk = claim.begin();
+        let ep = Arc::new(Mutex::new(Endpoint::<u32>::new()));
+        let ntf = Arc::new(Mutex::new(Notification::<u32>::new()));
+        {
+            let mut e = ep.lock().unwrap();
+            e.add_receive_ref();
+            let queued = e.recv(
+                Receiver {
+                    thread: WAITER,
+                    cpu: 0,
+                },
+                true,
+                |_| true,
+            );
+            assert_eq!(queued, Ok(RecvStep::Queued));
+            let mut n = ntf.lock().unwrap();
+            n.bind(WAITER).unwrap();
+            assert_eq!(n.bound_recv_begin(&WAITER), Ok(None));
+        }
+
+        let signaller = {
+            let (claim, ep, ntf) = (claim.clone(), ep.clone(), ntf.clone());
+            thread::spawn(move || {
+                let step = ntf
+                    .lock()
+                    .unwrap()
+                    .signal(0b100, |_| claim.try_claim(tk, WakeReason::Notified));
+                if let SignalStep::Wake { bound, bits, .. } = step {
+                    assert!(bound);
+                    assert_eq!(bits, 0b100);
+                    // Winner: unlink from the endpoint (its own lock, after).
+                    ep.lock().unwrap().remove(&WAITER);
+                }
+            })
+        };
+        let caller = {
+            let (claim, ep, ntf) = (claim.clone(), ep.clone(), ntf.clone());
+            thread::spawn(move || {
+                let step = ep.lock().unwrap().call(
+                    Caller {
+                        thread: 1,
+                        badge: 0,
+                    },
+                    0,
+                    true,
+                    |_| {
+                        if claim.try_claim(tk, WakeReason::Delivered) {
+                            Pick::Take
+                        } else {
+                            Pick::Skip
+                        }
+                    },
+                );
+                if let Ok(CallStep::Deliver(_)) = step {
+                    // Winner: end the bound registration.
+                    ntf.lock().unwrap().remove(&WAITER);
+                }
+                step
+            })
+        };
+        signaller.join().unwrap();
+        let step = caller.join().unwrap();
+
+        let why = claim.finish().expect("the receive ended");
+        let e = ep.lock().unwrap();
+        let n = ntf.lock().unwrap();
+        assert_eq!(e.receivers().count(), 0, "the thread left the endpoint");
+        assert!(!n.bound_waiting(), "and the notification");
+        match why {
+            // The call got through: the bits stay pending for the next wait.
+            WakeReason::Delivered => {
+                assert!(matches!(step, Ok(CallStep::Deliver(_))));
+                assert_eq!(n.pending(), 0b100);
+            }
+            // The signal got through: the call waits for the next receive.
+            WakeReason::Notified => {
+                assert_eq!(step, Ok(CallStep::Queued));
+                assert_eq!(e.callers().count(), 1);
+                assert_eq!(n.pending(), 0);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
