@@ -11,6 +11,19 @@ struct Counter {
     count: AtomicU64,
     spin_ms: u64,
     pinned: bool,
+    /// Shared by both counters of a run: the start line.
+    gate: *const Gate,
+}
+
+/// Both counters start counting at one moment, once both are pinned, and
+/// stop at one deadline: otherwise the first one counts alone while the
+/// second is still being created and migrated (hundreds of milliseconds on
+/// a loaded host), and the comparison measures thread creation, not
+/// preemption.
+struct Gate {
+    arrived: AtomicU64,
+    /// The common deadline (TSC), set by the second to arrive; 0 before.
+    end: AtomicU64,
 }
 
 extern "C" fn count_thread(arg: u64) -> ! {
@@ -18,7 +31,20 @@ extern "C" fn count_thread(arg: u64) -> ! {
     // `arg_of` and joins before touching or dropping it.
     let c: &mut Counter = unsafe { from_arg(arg) };
     c.pinned = util::pin0();
-    let end = deadline_ms(c.spin_ms);
+    // SAFETY: the gate outlives both threads (the test joins them first).
+    let gate = unsafe { &*c.gate };
+    if gate.arrived.fetch_add(1, Ordering::SeqCst) == 1 {
+        gate.end.store(deadline_ms(c.spin_ms), Ordering::SeqCst);
+    }
+    // Both run on CPU 0: the first spins here until preemption lets the
+    // second arrive.
+    let end = loop {
+        let e = gate.end.load(Ordering::SeqCst);
+        if e != 0 {
+            break e;
+        }
+        core::hint::spin_loop();
+    };
     while rdtsc() < end {
         c.count.fetch_add(1, Ordering::Relaxed);
     }
@@ -28,14 +54,23 @@ extern "C" fn count_thread(arg: u64) -> ! {
 /// Case 13: two threads pinned to CPU 0, neither yielding, both count for
 /// ~200 ms; preemption must let both make comparable progress.
 pub fn two_cpu_bound_threads_both_progress() -> TestResult {
+    let gate = Gate {
+        arrived: AtomicU64::new(0),
+        end: AtomicU64::new(0),
+    };
     let mut counters = [0, 1].map(|_| Counter {
         count: AtomicU64::new(0),
         spin_ms: 200,
         pinned: false,
+        gate: &gate,
     });
     let [a, b] = &mut counters;
     let ta = util::spawn(count_thread, arg_of(a))?;
     let tb = util::spawn(count_thread, arg_of(b));
+    if tb.is_err() {
+        // The first must not wait at the gate for ever.
+        gate.end.store(1, Ordering::SeqCst);
+    }
     util::expect_ok(ta.join()?)?;
     util::expect_ok(tb?.join()?)?;
     if counters.iter().any(|c| !c.pinned) {
