@@ -260,14 +260,6 @@ const CASES: &[Case] = &[
         "edit_flag_holder_is_not_starved_by_a_middle_priority_hog",
         vm_review::edit_flag_holder_is_not_starved_by_a_middle_priority_hog,
     ),
-];
-
-/// Cases written and seen to pass, but not run: in about 1 boot of 20 under
-/// host load they leave the test program unable to spawn (NoMemory from then
-/// on: a per-program or per-parent quota count not given back on some
-/// exit/orphan path, see docs/decisions.md "Open"). The harness lists them
-/// with that reason; they run again once the leak is fixed.
-const QUARANTINED: &[Case] = &[
     (
         "process_tree_cannot_fill_the_thread_table",
         rev_life::process_tree_cannot_fill_the_thread_table,
@@ -286,9 +278,6 @@ const QUARANTINED: &[Case] = &[
 fn main(_arg: u64) -> i32 {
     util::calibrate();
     println!("tests: {} cases", CASES.len());
-    for &(name, _) in QUARANTINED {
-        println!("quarantined: {name} (an open quota leak, docs/decisions.md)");
-    }
     let (mut passed, mut failed) = (0u32, 0u32);
     for &(name, case) in CASES {
         match run_case(name, case) {
