@@ -72,15 +72,15 @@ const CASES: &[Case] = &[
     ("map_write_translate_unmap", map_write_translate_unmap),
     (
         "borrowed_record_goes_with_unmap",
-        crate::vm::ktest_borrowed_record_goes_with_unmap,
+        crate::object::space::ktest_borrowed_record_goes_with_unmap,
     ),
     (
         "teardown_empties_the_space",
-        crate::vm::ktest_teardown_empties_the_space,
+        crate::object::space::ktest_teardown_empties_the_space,
     ),
     (
         "mapped_pages_are_charged_and_returned",
-        crate::vm::ktest_mapped_pages_are_charged_and_returned,
+        crate::object::space::ktest_mapped_pages_are_charged_and_returned,
     ),
     ("kernel_text_is_not_writable", kernel_text_is_not_writable),
     (

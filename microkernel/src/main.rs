@@ -20,19 +20,18 @@ extern crate alloc;
 mod arch;
 mod bootinfo;
 mod fmt;
-mod irq;
+mod interrupt;
 mod ktest;
+mod lifecycle;
 mod logger;
 mod mem;
+mod object;
 mod panic;
-mod process;
 mod sched;
 mod smp;
 mod sync;
 mod syscalls;
-mod task;
 mod time;
-mod vm;
 
 use arch::{apic, cpu, gdt, idt, percpu, qemu};
 
@@ -164,7 +163,7 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
     if let Some(which) = boot.arg("ktest") {
         ktest::run(which, &boot);
     }
-    if let Err(e) = process::start_init(&boot) {
+    if let Err(e) = lifecycle::start_init(&boot) {
         println!("mica: cannot start init: {e}");
         qemu::exit(false);
     }

@@ -13,7 +13,7 @@
 use crate::arch::syscall::{check_return, ReturnCheck};
 use crate::arch::trap::TrapFrame;
 use crate::arch::uaccess::{copy_from_user, user_range_ok};
-use crate::process;
+use crate::lifecycle as process;
 use crate::sched;
 use abi::layout::USER_END;
 use abi::{encode_result, Error, Sysnum};
@@ -117,7 +117,7 @@ fn finish(frame: &mut TrapFrame, r: Result<u64, Error>) -> ReturnCheck {
     check_return(frame)
 }
 
-fn current_space() -> Result<&'static crate::vm::AddressSpace, Error> {
+fn current_space() -> Result<&'static crate::object::space::AddressSpace, Error> {
     sched::current()
         .space
         .as_deref()
@@ -163,8 +163,8 @@ fn sysinfo(buf: u64, len: u64) -> Result<u64, Error> {
         cpus_found: crate::smp::found() as u64,
         total_bytes: crate::mem::total_bytes(),
         free_bytes: crate::mem::free_frames() as u64 * 4096,
-        threads: crate::task::live_threads() as u64,
-        processes: crate::task::live_processes() as u64,
+        threads: crate::object::thread::live_threads() as u64,
+        processes: crate::object::thread::live_processes() as u64,
         uptime_ns: crate::time::now_ns(),
         heap_used_bytes: crate::mem::heap::stats().0 as u64,
     };
@@ -275,11 +275,14 @@ struct FrameBuf<'a> {
     first: u64,
     pages: usize,
     len: usize,
-    charged_to: &'a crate::vm::AddressSpace,
+    charged_to: &'a crate::object::space::AddressSpace,
 }
 
 impl<'a> FrameBuf<'a> {
-    fn new(len: u64, charge: &'a crate::vm::AddressSpace) -> Result<FrameBuf<'a>, Error> {
+    fn new(
+        len: u64,
+        charge: &'a crate::object::space::AddressSpace,
+    ) -> Result<FrameBuf<'a>, Error> {
         let pages = (len.div_ceil(4096) as usize).max(1);
         charge.try_charge(pages as u64)?;
         let f = match crate::mem::alloc_contiguous(pages, 1) {

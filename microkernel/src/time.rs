@@ -2,9 +2,9 @@
 //! sleep list the timer interrupt checks.
 
 use crate::arch::{apic, cpu};
+use crate::object::thread::{State, Thread};
 use crate::sched;
 use crate::sync::IrqMutex;
-use crate::task::{State, Thread};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};

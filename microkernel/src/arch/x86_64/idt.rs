@@ -260,7 +260,7 @@ isr_paranoid:
     dispatch = sym super::trap::trap_dispatch,
     frame_cs = const offset_of!(TrapFrame, cs),
     cur = const super::percpu::OFF_CURRENT,
-    work = const crate::task::OFF_THREAD_WORK,
-    work_mask = const crate::task::work::MASK,
+    work = const crate::object::thread::OFF_THREAD_WORK,
+    work_mask = const crate::object::thread::work::MASK,
     work_fn = sym crate::sched::return_to_user_work,
 );

@@ -178,7 +178,7 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         if vector == u64::from(super::apic::TIMER_VECTOR) {
             crate::ktest::nmi_storm_tick();
         }
-        crate::irq::dispatch(frame);
+        crate::interrupt::dispatch(frame);
         if frame.from_user() {
             crate::sched::check_killed();
         }

@@ -15,8 +15,8 @@ use crate::arch::context;
 use crate::arch::fpu::FpuState;
 use crate::arch::trap::TrapFrame;
 use crate::mem::kstack::KernelStack;
+use crate::object::space::{AddressSpace, PageBudget};
 use crate::sync::IrqMutex;
-use crate::vm::{AddressSpace, PageBudget};
 use abi::Error;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -238,7 +238,7 @@ impl Drop for Thread {
             if last {
                 // Only now does the process end: its waiters are woken after
                 // this thread's stack, slot and process reference are gone.
-                crate::process::ended(p, self.status.load(Ordering::SeqCst));
+                crate::lifecycle::ended(p, self.status.load(Ordering::SeqCst));
             }
         }
     }
@@ -570,7 +570,7 @@ impl Process {
         // children belong to their creator's program. (The new account is
         // charged to MAX_PROCESSES like the record: at most one per process.)
         let account = match parent {
-            Some(pp) if pp.pid != crate::process::INIT_PID => pp.account.clone(),
+            Some(pp) if pp.pid != crate::lifecycle::INIT_PID => pp.account.clone(),
             _ => Arc::new(Account::new()),
         };
         Account::take(&account.processes, MAX_PROCESSES_PER_PROGRAM)?;

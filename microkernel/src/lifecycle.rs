@@ -9,8 +9,8 @@ use crate::arch::gdt::{USER_CS, USER_DS};
 use crate::arch::trap::TrapFrame;
 use crate::bootinfo::BootInfo;
 use crate::mem::{self, phys_to_virt};
+use crate::object::thread::{self as task, Process, State, Thread};
 use crate::sched;
-use crate::task::{self, Process, State, Thread};
 use abi::bootimg::{BootImage, SEG_W, SEG_X};
 use abi::layout::{INIT_STACK_BYTES, INIT_STACK_TOP, PAGE_SIZE};
 use abi::{prot, Error};
@@ -60,7 +60,7 @@ pub fn build(image: &[u8], parent: Option<&Arc<Process>>) -> Result<(Arc<Process
             if seg.flags & SEG_X != 0 {
                 p_bits |= prot::EXEC;
             }
-            let flags = crate::vm::prot_flags(p_bits)?;
+            let flags = crate::object::space::prot_flags(p_bits)?;
             let pages = seg.mem_size.div_ceil(PAGE_SIZE);
             for i in 0..pages {
                 // The image can be up to 16 MiB: let interrupts in every few
@@ -211,7 +211,7 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
     info.cmdline[..n].copy_from_slice(&cmd[..n]);
     info.cmdline_len = n as u64;
 
-    let ro = crate::vm::prot_flags(0).map_err(|_| "bad flags")?;
+    let ro = crate::object::space::prot_flags(0).map_err(|_| "bad flags")?;
     let mut va = abi::bootinfo::MODULES_BASE;
     let mut count = 0;
     for module in boot.modules.iter().filter(|x| x.name.as_str() != "init") {

@@ -33,8 +33,8 @@ use crate::arch::context::switch_context;
 use crate::arch::cpu::{self, msr};
 use crate::arch::percpu;
 use crate::arch::trap::TrapFrame;
+use crate::object::thread::{State, Thread};
 use crate::sync::IrqMutex;
-use crate::task::{State, Thread};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
@@ -486,7 +486,7 @@ pub fn check_killed() {
 }
 
 /// The slow path of every return to ring 3, taken when the current thread's
-/// work word ([`crate::task::work`]) is non-zero (one `test` in the
+/// work word ([`crate::object::thread::work`]) is non-zero (one `test` in the
 /// `sysret` path and in `isr_return`). Returns only when nothing is left
 /// that must happen before user code runs.
 #[no_mangle]

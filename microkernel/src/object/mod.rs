@@ -1,0 +1,4 @@
+//! Kernel objects: data and their invariants.
+
+pub mod space;
+pub mod thread;
