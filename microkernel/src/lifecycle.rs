@@ -1,116 +1,148 @@
-//! Creating processes from boot images, starting init, and ending processes.
-//!
-//! The kernel has no ELF parser: it maps only the trivial boot-image format of
-//! [`abi::bootimg`] (validated in full by its parser: user range, alignment,
-//! overlap, W^X). init gets the other boot modules read-only plus a boot-info
-//! page ([`abi::bootinfo`]); real ELF loading is the loader server's job.
+//! Lifecycle: spawning, exit, kill, wait, join and fault routing — the
+//! behaviour over the [`crate::object`] records; the scheduler below only
+//! blocks, wakes and switches.
 
+use crate::arch::cpu;
 use crate::arch::gdt::{USER_CS, USER_DS};
+use crate::arch::percpu;
 use crate::arch::trap::TrapFrame;
-use crate::bootinfo::BootInfo;
-use crate::mem::{self, phys_to_virt};
-use crate::object::thread::{self as task, Process, State, Thread};
+use crate::bootstrap;
+use crate::object::process::{self, Process, ProcessId, INIT_PID};
+use crate::object::thread::{current, current_arc, Thread, ThreadId, ThreadState};
 use crate::sched;
-use abi::bootimg::{BootImage, SEG_W, SEG_X};
-use abi::layout::{INIT_STACK_BYTES, INIT_STACK_TOP, PAGE_SIZE};
-use abi::{prot, Error};
+use abi::layout::INIT_STACK_TOP;
+use abi::Error;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
 
-/// The pid of init.
-pub const INIT_PID: u64 = 1;
-
-/// Where init finds its boot-information page.
-pub const BOOTINFO_VA: u64 = abi::bootinfo::MODULES_BASE - PAGE_SIZE;
-
-/// The most memory a boot image's segments may span in total (the flat-image
-/// format is the bootstrap path; programs with more memory are ELF files the
-/// loader maps with the memory syscalls).
-pub const MAX_IMAGE_MEM_BYTES: u64 = 16 << 20;
-
-/// Pages copied between two preemption points while building a process.
-const PREEMPT_PAGES: u64 = 16;
-
-/// Builds a process from a boot image: maps every segment (file bytes copied,
-/// the rest zero) and a stack. Returns the process and its entry point.
-pub fn build(image: &[u8], parent: Option<&Arc<Process>>) -> Result<(Arc<Process>, u64), Error> {
-    let img = BootImage::parse(image).map_err(|e| {
-        log::warn!("refusing boot image: {e}");
-        Error::InvalidArgument
-    })?;
-    // Refuse at once what could only end in NoMemory after filling memory
-    // (a huge `mem_size` costs nothing to write): the image's pages must fit
-    // the bootstrap bound and what is free right now.
-    let pages = img
-        .segments()
-        .iter()
-        .map(|s| s.mem_size.div_ceil(PAGE_SIZE))
-        .fold(0u64, u64::saturating_add);
-    if pages > MAX_IMAGE_MEM_BYTES / PAGE_SIZE || pages > mem::free_frames() as u64 {
-        return Err(Error::NoMemory);
-    }
-    let p = Process::new(parent)?;
-    let space = p.space().ok_or(Error::NotFound)?;
-    let r = (|| {
-        for seg in img.segments() {
-            let bytes = img.segment_bytes(seg);
-            let mut p_bits = 0;
-            if seg.flags & SEG_W != 0 {
-                p_bits |= prot::WRITE;
-            }
-            if seg.flags & SEG_X != 0 {
-                p_bits |= prot::EXEC;
-            }
-            let flags = crate::object::space::prot_flags(p_bits)?;
-            let pages = seg.mem_size.div_ceil(PAGE_SIZE);
-            for i in 0..pages {
-                // The image can be up to 16 MiB: let interrupts in every few
-                // pages (no lock is held here; the new process is not running).
-                if i % PREEMPT_PAGES == PREEMPT_PAGES - 1 {
-                    crate::sched::preemption_point();
-                }
-                let frame = mem::alloc_zeroed_frame().map_err(|_| Error::NoMemory)?;
-                let off = (i * PAGE_SIZE) as usize;
-                if off < bytes.len() {
-                    let n = (bytes.len() - off).min(PAGE_SIZE as usize);
-                    // SAFETY: the frame is fresh and mapped in the direct map;
-                    // `n` bytes fit in it.
-                    unsafe {
-                        core::ptr::copy_nonoverlapping(
-                            bytes[off..].as_ptr(),
-                            phys_to_virt(frame.addr()) as *mut u8,
-                            n,
-                        )
-                    };
-                }
-                if let Err(e) =
-                    space.map_frames(seg.vaddr + i * PAGE_SIZE, frame.addr(), 1, flags, false)
-                {
-                    let _ = mem::free_frame(frame);
-                    return Err(e);
-                }
-            }
+/// Installs the hooks through which the object layer hands work up: a
+/// process's last thread gone ([`ended`]) and a contended address-space
+/// edit (a short sleep). Once, on the boot CPU, before any thread runs.
+pub fn init() {
+    process::set_last_thread_hook(ended);
+    crate::object::space::set_edit_wait(|ns| {
+        if sleep_ns(ns).is_err() {
+            cpu::preemption_point();
+            sched::yield_now();
         }
-        space.map_anon(
-            INIT_STACK_TOP - INIT_STACK_BYTES,
-            INIT_STACK_BYTES,
-            prot::WRITE,
-        )
-    })();
-    match r {
-        Ok(()) => Ok((p, img.entry)),
-        Err(e) => {
-            // Up to a whole image mapped: freed in preemptible chunks here,
-            // not in the drop (interrupts off throughout).
-            space.teardown();
-            discard(&p, parent);
-            Err(e)
+    });
+}
+
+/// Blocks the current thread for at least `ns` nanoseconds (the `sleep_ns`
+/// syscall); a thread killed meanwhile wakes early and dies here.
+///
+/// The list entry is the only allocation: `NoMemory` if the heap cannot hold it.
+pub fn sleep_ns(ns: u64) -> Result<(), Error> {
+    sched::sleep::sleep_ns(ns)?;
+    check_killed();
+    Ok(())
+}
+
+/// Asks `t` to die before it next runs user code, and makes sure it
+/// notices: a blocked thread is woken (its wait loop checks
+/// [`Thread::killed`]), one running on another CPU is kicked (the
+/// interrupt's return path tests the work word), and a queued or
+/// just-created one tests the word on its way out of the kernel.
+///
+/// # Ordering (Dekker)
+/// Kill side: `fetch_or(KILL)` (a locked RMW, a full barrier) *then* load
+/// `on_cpu`/`last_cpu`. Victim side (`sched::switch_to`): store
+/// `last_cpu`, `on_cpu.swap(true)` (`xchg`, a full barrier) *then*, later,
+/// load the work word on the way back to ring 3. Each side stores before it
+/// loads with a full barrier between, so at least one sees the other:
+/// either the victim sees KILL, or the killer sees it on its new CPU and
+/// kicks that CPU, whose interrupt return then sees KILL.
+pub fn kill(t: &Arc<Thread>) {
+    t.mark_killed();
+    if !sched::wake(t) && t.sched.on_cpu.load(Ordering::SeqCst) {
+        let last = t.sched.last_cpu.load(Ordering::SeqCst);
+        if let Some(c) = percpu::CpuId::new(last) {
+            percpu::kick(c);
         }
     }
 }
 
+/// Ends the current thread with `status`. Never returns.
+///
+/// The status goes into the process's thread table (all that outlives the
+/// thread, for `thread_join`) before the thread turns Dead; its stack, FPU
+/// area and address-space reference go when the last reference to it does
+/// (normally in `sched::finish_switch` on this CPU), and only then do the live
+/// counts drop (`Thread`'s drop), so settled counts imply settled memory.
+pub fn exit_current(status: u64) -> ! {
+    let cur = current_arc();
+    cur.exit.exit_status.store(status, Ordering::SeqCst);
+    if let Some(p) = &cur.process {
+        let (row, last) = {
+            let mut table = p.threads.lock();
+            let row = table.record_exit(cur.tid, status);
+            (row, table.none_live())
+        };
+        drop(row); // not the last reference: `cur` and PerCpu hold it
+        if last {
+            // The last thread of the process: no user code runs in its space
+            // again, so tear it down here, in preemptible chunks with no lock
+            // held, rather than with interrupts off wherever the last
+            // reference to the space drops (`finish_switch`).
+            if let Some(space) = &cur.space {
+                space.teardown();
+            }
+        }
+    }
+    cur.set_state(ThreadState::Dead);
+    let joiners: Vec<Arc<Thread>> = core::mem::take(&mut *cur.exit.joiners.lock());
+    for j in joiners {
+        sched::wake(&j);
+    }
+    drop(cur);
+    sched::switch_away_dead()
+}
+
+/// For in-kernel wait loops: a thread whose process is ending dies here.
+#[inline(always)]
+pub fn check_killed() {
+    if current().killed() {
+        exit_current(abi::status::exited(-1));
+    }
+}
+
+/// The slow path of every return to ring 3, taken when the current thread's
+/// work word ([`crate::arch::percpu::work`]) is non-zero (one `test` in the
+/// `sysret` path and in `isr_return`). Returns only when nothing is left
+/// that must happen before user code runs.
+#[no_mangle]
+pub extern "C" fn return_to_user_work() {
+    debug_assert!(!cpu::interrupts_enabled());
+    if current().killed() {
+        exit_current(abi::status::exited(-1));
+    }
+}
+
+/// A ring-3 thread faulted: report it and end the thread (its process ends
+/// when its last thread does). The kernel keeps running.
+pub fn user_fault(frame: &mut TrapFrame) {
+    let (short, long) = crate::arch::trap::exception_name(frame.vector);
+    let t = current();
+    let pid = t.pid();
+    let cr2 = if frame.vector == 14 {
+        crate::fmt::Cr2(Some(cpu::cr2()))
+    } else {
+        crate::fmt::Cr2(None)
+    };
+    log::warn!(
+        "user fault: pid {pid} tid {} {short} {long}: error=0x{:x} RIP=0x{:x} RSP=0x{:x}{cr2}; thread stopped",
+        t.tid,
+        frame.error_code,
+        frame.rip,
+        frame.rsp
+    );
+    exit_current(abi::status::faulted(frame.vector as u8));
+}
+
 /// Drops the record of a process that never started (and its quota unit).
-fn discard(p: &Arc<Process>, parent: Option<&Arc<Process>>) {
-    task::forget_process(p.pid);
+pub fn discard(p: &Arc<Process>, parent: Option<&Arc<Process>>) {
+    process::forget_process(p.pid);
     if let Some(pp) = parent {
         pp.release_child();
     }
@@ -136,7 +168,7 @@ pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> R
     let t = Thread::new_user(p, &user_frame(entry, stack_top, arg), p.initial_priority())?;
     let tid = t.tid;
     sched::enqueue(t);
-    Ok(tid)
+    Ok(tid.get())
 }
 
 /// Spawns a process from a boot image (the `process_spawn` syscall).
@@ -152,7 +184,7 @@ pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> R
 /// without ever running (as Linux's `copy_process` checks for a fatal
 /// signal under the siglock at its end).
 pub fn spawn(image: &[u8], parent: &Arc<Process>, arg: u64) -> Result<u64, Error> {
-    let (p, entry) = build(image, Some(parent))?;
+    let (p, entry) = bootstrap::build(image, Some(parent))?;
     let frame = user_frame(entry, INIT_STACK_TOP, arg);
     let t = match Thread::new_user(&p, &frame, p.initial_priority()) {
         Ok(t) => t,
@@ -165,7 +197,7 @@ pub fn spawn(image: &[u8], parent: &Arc<Process>, arg: u64) -> Result<u64, Error
     {
         let table = parent.threads.lock();
         if !table.is_exiting() {
-            // Lock order: a thread table before a run queue (as kill_all).
+            // Lock order: a thread table before a run queue (as `exit_current_process`).
             sched::enqueue(t.take().expect("the thread is still ours"));
         }
     }
@@ -181,78 +213,16 @@ pub fn spawn(image: &[u8], parent: &Arc<Process>, arg: u64) -> Result<u64, Error
         discard(&p, Some(parent));
         return Err(Error::NotFound);
     }
-    Ok(p.pid)
-}
-
-/// Starts init from its boot module, lending it the other modules.
-pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
-    let m = boot.module("init").ok_or("no boot module named \"init\"")?;
-    // SAFETY: the module's physical range was validated at boot, is reserved
-    // from the frame allocator and lies in the direct map.
-    let image = unsafe {
-        core::slice::from_raw_parts(
-            phys_to_virt(m.range.start) as *const u8,
-            m.range.len() as usize,
-        )
-    };
-    let (p, entry) = build(image, None).map_err(|_| "init's boot image is invalid")?;
-    if p.pid != INIT_PID {
-        return Err("init did not get pid 1");
-    }
-    let space = p.space().ok_or("init's address space vanished")?;
-
-    let info_frame = mem::alloc_zeroed_frame().map_err(|_| "out of memory")?;
-    // SAFETY: fresh zeroed frame, page-sized, in the direct map; BootInfo fits
-    // in a page (compile-time assertion in abi).
-    let info = unsafe { &mut *(phys_to_virt(info_frame.addr()) as *mut abi::bootinfo::BootInfo) };
-    info.magic = abi::bootinfo::MAGIC;
-    let cmd = boot.cmdline.as_bytes();
-    let n = cmd.len().min(abi::bootinfo::CMDLINE_BYTES);
-    info.cmdline[..n].copy_from_slice(&cmd[..n]);
-    info.cmdline_len = n as u64;
-
-    let ro = crate::object::space::prot_flags(0).map_err(|_| "bad flags")?;
-    let mut va = abi::bootinfo::MODULES_BASE;
-    let mut count = 0;
-    for module in boot.modules.iter().filter(|x| x.name.as_str() != "init") {
-        if count == abi::bootinfo::MAX_MODULES {
-            log::warn!(
-                "more than {} modules; the rest are not lent to init",
-                abi::bootinfo::MAX_MODULES
-            );
-            break;
-        }
-        let first = module.range.start & !(PAGE_SIZE - 1);
-        let pages = (module.range.end - first).div_ceil(PAGE_SIZE);
-        space
-            .map_frames(va, first, pages, ro, true)
-            .map_err(|_| "cannot map a boot module into init")?;
-        let d = &mut info.modules[count];
-        let name = module.name.as_bytes();
-        let nl = name.len().min(abi::bootinfo::NAME_BYTES);
-        d.name[..nl].copy_from_slice(&name[..nl]);
-        d.name_len = nl as u64;
-        d.addr = va + (module.range.start - first);
-        d.len = module.range.len();
-        va += pages * PAGE_SIZE;
-        count += 1;
-    }
-    info.nmodules = count as u64;
-    space
-        .map_frames(BOOTINFO_VA, info_frame.addr(), 1, ro, false)
-        .map_err(|_| "cannot map the boot-info page")?;
-    start_thread(&p, entry, INIT_STACK_TOP, BOOTINFO_VA)
-        .map_err(|_| "cannot start init's thread")?;
-    Ok(())
+    Ok(p.pid.get())
 }
 
 /// The last thread of `p` is gone (called from the drop of that `Thread`,
 /// after its kernel stack and address-space reference were released): record
 /// the status, release the memory, settle the family's records, then wake
 /// waiters — so a parent whose wait returns sees the memory already freed.
-pub fn ended(p: Arc<Process>, status: u64) {
+fn ended(p: Arc<Process>, status: u64) {
     let status = {
-        let mut s = p.status.lock();
+        let mut s = p.exit_status.lock();
         *s.get_or_insert(status)
     };
     let rows = p.threads.lock().take_rows();
@@ -278,15 +248,18 @@ pub fn ended(p: Arc<Process>, status: u64) {
 ///
 /// Under the thread-table lock (the lock thread creation takes to add a
 /// thread) the process is marked exiting and every listed thread is killed
-/// ([`Thread::kill`]): no thread can be added afterwards, and none listed
+/// ([`kill`]): no thread can be added afterwards, and none listed
 /// before escapes, so every thread dies before it runs user code again.
 pub fn exit_current_process(status: u64) -> ! {
-    let cur = sched::current();
+    let cur = current();
     if let Some(p) = &cur.process {
-        p.status.lock().get_or_insert(status);
-        p.threads.lock().kill_all(cur.tid);
+        p.exit_status.lock().get_or_insert(status);
+        let mut table = p.threads.lock();
+        for t in table.mark_exiting(cur.tid) {
+            kill(t);
+        }
     }
-    sched::exit_current(status)
+    exit_current(status)
 }
 
 /// How a blocking wait ended: with a result, or because the waiter's own
@@ -303,7 +276,7 @@ fn finish(w: Woken) -> Result<u64, Error> {
     match w {
         Woken::Done(r) => r,
         Woken::Killed => {
-            sched::check_killed();
+            check_killed();
             unreachable!("a killed thread returned from check_killed")
         }
     }
@@ -311,18 +284,18 @@ fn finish(w: Woken) -> Result<u64, Error> {
 
 /// Waits for child `pid` of the caller to end; returns its status word.
 pub fn wait(pid: u64) -> Result<u64, Error> {
-    finish(wait_inner(pid))
+    finish(wait_inner(ProcessId::from_raw(pid)))
 }
 
-fn wait_inner(pid: u64) -> Woken {
-    let cur = sched::current_arc();
+fn wait_inner(pid: ProcessId) -> Woken {
+    let cur = current_arc();
     let Some(me) = cur.process.clone() else {
         return Woken::Done(Err(Error::NotFound));
     };
-    let Some(child) = task::process_by_id(pid) else {
+    let Some(child) = process::process_by_id(pid) else {
         return Woken::Done(Err(Error::NotFound));
     };
-    if child.parent() != me.pid {
+    if child.parent() != me.pid.get() {
         return Woken::Done(Err(Error::NotFound));
     }
     loop {
@@ -330,10 +303,10 @@ fn wait_inner(pid: u64) -> Woken {
             let mut w = child.waiters.lock();
             if child.has_ended() {
                 drop(w);
-                let st = child.status.lock().unwrap_or(0);
+                let st = child.exit_status.lock().unwrap_or(0);
                 // Only the parent removes a child that has a parent; two of
                 // its threads waiting at once: the second finds nothing.
-                if task::take_process(pid).is_some() {
+                if process::take_process(pid).is_some() {
                     me.release_child();
                     return Woken::Done(Ok(st));
                 }
@@ -342,7 +315,7 @@ fn wait_inner(pid: u64) -> Woken {
             if w.try_reserve(1).is_err() {
                 return Woken::Done(Err(Error::NoMemory));
             }
-            cur.set_state(State::Blocked);
+            cur.set_state(ThreadState::Blocked);
             w.push(cur.clone());
         }
         sched::block();
@@ -365,11 +338,11 @@ fn wait_inner(pid: u64) -> Woken {
 /// Waits for thread `tid` of the caller's process to end; returns its status
 /// and forgets it (its row in the thread table goes).
 pub fn join(tid: u64) -> Result<u64, Error> {
-    finish(join_inner(tid))
+    finish(join_inner(ThreadId::from_raw(tid)))
 }
 
-fn join_inner(tid: u64) -> Woken {
-    let cur = sched::current_arc();
+fn join_inner(tid: ThreadId) -> Woken {
+    let cur = current_arc();
     if tid == cur.tid {
         return Woken::Done(Err(Error::InvalidArgument));
     }
@@ -383,17 +356,17 @@ fn join_inner(tid: u64) -> Woken {
             Some(Ok(status)) => return Woken::Done(Ok(status)),
             Some(Err(t)) => t,
         };
-        let mut j = t.joiners.lock();
+        let mut j = t.exit.joiners.lock();
         // The exiting thread records its status in the table before it
         // turns Dead, and takes its joiners after: seen Dead => the table
         // has the status (loop); not Dead => it will wake us.
-        if t.state() == State::Dead {
+        if t.state() == ThreadState::Dead {
             continue;
         }
         if j.try_reserve(1).is_err() {
             return Woken::Done(Err(Error::NoMemory));
         }
-        cur.set_state(State::Blocked);
+        cur.set_state(ThreadState::Blocked);
         j.push(cur.clone());
         drop(j);
         sched::block();
@@ -401,7 +374,7 @@ fn join_inner(tid: u64) -> Woken {
             // The joinee is of the same process, so it is being killed too
             // and will drop its joiner list; leave it now all the same.
             let stale = {
-                let mut j = t.joiners.lock();
+                let mut j = t.exit.joiners.lock();
                 j.iter()
                     .position(|x| Arc::ptr_eq(x, &cur))
                     .map(|i| j.swap_remove(i))
