@@ -6,9 +6,10 @@
 //! The boot CPU reads the MADT, installs the real-mode trampoline in a free page
 //! below 1 MiB with bring-up page tables (the kernel half plus an identity map of
 //! that page), and starts the APs one at a time with INIT-SIPI-SIPI and the SDM's
-//! delays (10 ms, 200 us). Each AP gets its own guarded kernel stack, IST stacks,
-//! `PerCpu` (GDT, TSS, GS base), syscall MSRs, FPU setup, protections and APIC
-//! timer, then joins the scheduler. A CPU that does not arrive within 1 s is
+//! delays (10 ms, 200 us). Each AP gets its own guarded kernel stack and IST
+//! stacks, and runs the one per-CPU init sequence of `main.rs` (its slot of
+//! the per-CPU table: GDT, TSS, GS base; syscall MSRs, FPU setup, protections,
+//! APIC timer), then joins the scheduler. A CPU that does not arrive within 1 s is
 //! reported and skipped; the boot never hangs on it. (The SDM-era 200 ms was
 //! too short under TCG on a loaded host, where a vCPU thread can go
 //! unscheduled that long; with the handshake below a late AP is harmless, so
@@ -22,13 +23,15 @@
 //! does WAITING -> ABANDONED; exactly one of the two wins. An AP that arrives
 //! after that finds ABANDONED and parks in `cli; hlt` inside the trampoline
 //! page (recording HALTED for the report). Hence:
-//! - an abandoned slot, with its stacks, `PerCpu` and boot block, is never
-//!   reused or freed (leaked on purpose: a few hundred KiB at most, once);
+//! - an abandoned slot, with its stacks and boot block, is never reused or
+//!   freed (leaked on purpose: a few hundred KiB at most, once);
 //! - CPU ids stay dense (`0..online()` is the set of online CPUs, which the
 //!   shootdown targeting, `cpu_count` and the ktests rely on): an id is used
 //!   only by the CPU that won its slot, because the id lives in the boot
 //!   block that only a winner ever reads. An abandoned AP never held one, so
-//!   the next AP taking the same number reuses nothing the late AP can see;
+//!   the next AP taking the same number (and the same slot of the per-CPU
+//!   table, which a loser never touches: it parks before it reads its boot
+//!   block) reuses nothing the late AP can see;
 //! - the bring-up page tables are freed once every winner is online (each
 //!   has switched to the kernel root by then). A loser never loads them: it
 //!   parks before it enables paging. (No INIT is sent to abandoned APs: the
