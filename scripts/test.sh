@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything CI checks, in order: tools, host unit tests, formatting, clippy (host
-# and kernel-side crates), the boot tests (scripts/smoke.sh, which check each
+# Everything CI checks, in order: tools, host unit tests, formatting, the kernel's
+# layering, clippy (host and kernel-side crates), the boot tests (scripts/smoke.sh, which check each
 # suite's exact case count), then the benchmark check (scripts/bench.sh --check).
 # Stops at the first failing stage and exits non-zero. `.ci/run` runs exactly this.
 set -euo pipefail
@@ -37,6 +37,10 @@ cargo test "${HOST_P[@]}" 2>&1 | tee "$LOGS/unit.log"
 
 stage "format (cargo fmt --check)"
 cargo fmt --all -- --check
+
+# The kernel's layering (DESIGN.md 6a): no file names a higher layer.
+stage "kernel layering (scripts/layers.sh)"
+scripts/layers.sh
 
 stage "clippy, host (${HOST_CRATES[*]})"
 cargo clippy "${HOST_P[@]}" --all-targets -- -D warnings

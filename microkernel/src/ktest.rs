@@ -7,55 +7,15 @@
 //! The crash cases (`ktest=fault`, `ktest=stack-overflow`) never return: they
 //! prove that the diagnosis path works, and the smoke test reads it.
 
+use crate::arch::percpu::CpuId;
 use crate::arch::{probe, qemu};
 use crate::bootinfo::BootInfo;
 use crate::mem::{self, kstack::KernelStack, layout};
 use crate::println;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kcore::paging::{PageSize, PteFlags};
-
-/// Per CPU: 0 = not checked, 1 = `gs:` view agrees with the PerCpu, 2 = not.
-static PERCPU_OK: [AtomicU8; crate::arch::apic::MAX_CPUS] =
-    [const { AtomicU8::new(0) }; crate::arch::apic::MAX_CPUS];
-
-/// Set to make the next ping IPI panic on the CPU that receives it.
-pub static PANIC_ON_PING: AtomicBool = AtomicBool::new(false);
-
-/// `nmi.storm=1` (a test hook): every timer tick on CPU 0 sends an NMI to
-/// every other CPU, so the boot tests run with NMIs landing in ring 3 and in
-/// the kernel everywhere (`smoke.sh` case `nmi-storm-smp4`).
-pub static NMI_STORM: AtomicBool = AtomicBool::new(false);
-/// Whether the storm's "NMIs taken in ring 3" line was printed.
-static NMI_STORM_REPORTED: AtomicBool = AtomicBool::new(false);
-/// Ring-3 NMIs after which the storm reports (the boot test looks for it).
-const NMI_STORM_REPORT_AT: u64 = 100;
-
-/// Called by the timer interrupt: one step of the `nmi.storm` hook.
-pub fn nmi_storm_tick() {
-    if !NMI_STORM.load(Ordering::Relaxed) || crate::arch::percpu::cpu_index() != 0 {
-        return;
-    }
-    crate::arch::apic::send_nmi_all_others();
-    let from_user = crate::arch::trap::NMIS_FROM_USER.load(Ordering::Relaxed);
-    if from_user >= NMI_STORM_REPORT_AT && !NMI_STORM_REPORTED.swap(true, Ordering::Relaxed) {
-        println!("nmi.storm: {from_user} NMIs taken in ring 3 so far, no thread blamed");
-    }
-}
-
-/// Records whether this CPU's `gs:` view (self pointer, CPU id, APIC id) agrees
-/// with its PerCpu record and with the APIC. Every CPU runs it at bring-up.
-pub fn percpu_selfcheck() {
-    let (p, id, apic) = crate::arch::percpu::read_via_gs();
-    let pc = crate::arch::percpu::this();
-    let ok = p == pc as *const _ as u64
-        && id == pc.cpu_id
-        && apic == pc.apic_id
-        && apic == crate::arch::apic::local_id()
-        && apic == crate::smp::apic_id_of(id as usize);
-    PERCPU_OK[id as usize].store(if ok { 1 } else { 2 }, Ordering::SeqCst);
-}
 
 type Case = (&'static str, fn() -> Result<(), &'static str>);
 
@@ -72,15 +32,15 @@ const CASES: &[Case] = &[
     ("map_write_translate_unmap", map_write_translate_unmap),
     (
         "borrowed_record_goes_with_unmap",
-        crate::vm::ktest_borrowed_record_goes_with_unmap,
+        crate::object::space::ktest_borrowed_record_goes_with_unmap,
     ),
     (
         "teardown_empties_the_space",
-        crate::vm::ktest_teardown_empties_the_space,
+        crate::object::space::ktest_teardown_empties_the_space,
     ),
     (
         "mapped_pages_are_charged_and_returned",
-        crate::vm::ktest_mapped_pages_are_charged_and_returned,
+        crate::object::space::ktest_mapped_pages_are_charged_and_returned,
     ),
     ("kernel_text_is_not_writable", kernel_text_is_not_writable),
     (
@@ -330,10 +290,10 @@ fn kernel_stack_has_guard_page() -> Result<(), &'static str> {
 }
 
 fn percpu_fields_agree_on_every_cpu() -> Result<(), &'static str> {
-    percpu_selfcheck();
-    for ok in &PERCPU_OK[..crate::smp::online()] {
+    crate::arch::percpu::selfcheck();
+    for pc in crate::arch::percpu::online_cpus() {
         check(
-            ok.load(Ordering::SeqCst) == 1,
+            crate::arch::percpu::selfcheck_ok(pc.id()),
             "a CPU's gs: view disagrees with its PerCpu",
         )?;
     }
@@ -343,7 +303,7 @@ fn percpu_fields_agree_on_every_cpu() -> Result<(), &'static str> {
 fn every_ap_answers_ipis() -> Result<(), &'static str> {
     for cpu in 1..crate::smp::online() {
         for _ in 0..10 {
-            crate::smp::ping(cpu).ok_or("an AP did not answer a ping IPI")?;
+            crate::smp::ping(CpuId::from_index(cpu)).ok_or("an AP did not answer a ping IPI")?;
         }
     }
     Ok(())
@@ -355,7 +315,10 @@ fn isa_irq4_reaches_the_chosen_cpu() -> Result<(), &'static str> {
     use x86_64::instructions::port::Port;
     let target = crate::smp::online() - 1;
     let (before, _) = crate::arch::ioapic::hits(4);
-    crate::arch::ioapic::route_isa_irq(4, crate::smp::apic_id_of(target))?;
+    let dest = crate::arch::percpu::slot(CpuId::from_index(target))
+        .apic_id()
+        .ok_or("the target CPU has no APIC id")?;
+    crate::arch::ioapic::route_isa_irq(4, dest)?;
     let mut ier = Port::<u8>::new(0x3f9);
     // SAFETY: enabling only the UART's transmitter-empty interrupt; the kernel's
     // polled output is unaffected, and it is switched off again below.
@@ -380,8 +343,8 @@ fn deliberate_ap_panic() -> ! {
         qemu::exit(false)
     }
     println!("ktest: making CPU 1 panic on purpose");
-    PANIC_ON_PING.store(true, Ordering::SeqCst);
-    let _ = crate::smp::ping(1);
+    crate::arch::testhooks::PANIC_ON_PING.store(true, Ordering::SeqCst);
+    let _ = crate::smp::ping(CpuId::from_index(1));
     // The panic on CPU 1 stops this CPU with an NMI; reaching here means not.
     crate::arch::apic::delay_us(500_000);
     println!("ktest: CPU 1 did not panic");
@@ -442,7 +405,7 @@ fn cpu_state_is_explicit_on_every_cpu() -> Result<(), &'static str> {
     // bring-up (paging, APIC, scheduler); the APs' verdicts are from the end
     // of their bring-up.
     let f = crate::arch::cpu::Features::detect();
-    cpustate::record_check(&f, crate::arch::percpu::cpu_id());
+    cpustate::record_check(&f, crate::arch::percpu::cpu_id().get());
     for cpu in 0..crate::smp::online() {
         if let Err(field) = cpustate::verdict(cpu) {
             println!("  note: CPU {cpu}: {field}");
@@ -624,7 +587,7 @@ fn kernel_db_at_syscall_entry_is_ignored() -> Result<(), &'static str> {
     unsafe {
         core::arch::asm!("mov dr6, {}", in(reg) DR6_CLEAR | DR6_BS, options(nostack, nomem, preserves_flags))
     };
-    crate::arch::trap::trap_dispatch(&mut f);
+    crate::interrupt::trap_dispatch(&mut f);
     let dr6: u64;
     // SAFETY: reading DR6 has no effect.
     unsafe {

@@ -17,30 +17,126 @@
 
 extern crate alloc;
 
+// The layers (DESIGN.md 6a; `scripts/layers.sh` checks that every `crate::`
+// path points to the file's own layer or a lower one):
+// L0 arch; L1 sync, time, logger, panic, fmt, bootinfo; L2 mem;
+// L3 object; L4 sched; L6 lifecycle, bootstrap; L7 interrupt, smp, syscalls;
+// L8 this file. `ktest` is imported by nothing but this file's test entry.
 mod arch;
 mod bootinfo;
+mod bootstrap;
 mod fmt;
-mod irq;
+mod interrupt;
 mod ktest;
+mod lifecycle;
 mod logger;
 mod mem;
+mod object;
 mod panic;
-mod process;
 mod sched;
 mod smp;
 mod sync;
 mod syscalls;
-mod task;
 mod time;
-mod vm;
 
-use arch::{apic, cpu, gdt, idt, percpu, qemu};
+use arch::percpu::{self, CpuId};
+use arch::{apic, cpu, gdt, idt, qemu};
 
 /// IST stacks of the boot CPU (the APs get theirs from the heap).
 static mut BSP_IST: [arch::boot::Stack<{ 16 * 1024 }>; gdt::IST_COUNT] =
     [const { arch::boot::Stack([0; 16 * 1024]) }; gdt::IST_COUNT];
-/// The boot CPU's per-CPU record.
-static mut BSP_PERCPU: percpu::PerCpu = percpu::PerCpu::new();
+
+/// The first half of the per-CPU init sequence, the same on every CPU: its
+/// per-CPU record (GDT, TSS, GS base), the IDT, then every piece of CPU
+/// state ([`arch::cpustate::init_this_cpu`]). The boot CPU runs it first
+/// thing (on the boot tables, before memory is set up); an AP right after it
+/// arrives (on the bring-up tables, which share the kernel half).
+///
+/// # Safety
+/// Once per CPU, on that CPU, with interrupts off; `cpu` is this CPU's own
+/// slot (the boot CPU's, or the one an AP won at bring-up).
+unsafe fn init_cpu_early(
+    cpu: CpuId,
+    apic_id: Option<u32>,
+    ist_tops: [u64; gdt::IST_COUNT],
+    kernel_root: Option<u64>,
+) -> cpu::Features {
+    // SAFETY: the caller's contract.
+    unsafe { percpu::init_cpu(cpu, apic_id, ist_tops) };
+    // Per-CPU data came first: everything from here on, even CR3
+    // bookkeeping, reads gs:.
+    if let Some(root) = kernel_root {
+        // SAFETY: the kernel's own tables, live forever; they share the
+        // kernel half with the bring-up tables this AP runs on.
+        unsafe { arch::mmu::load_root(root) };
+    }
+    let is_boot = cpu == CpuId::BOOT;
+    if is_boot {
+        idt::init();
+    }
+    idt::load();
+    let features = cpu::Features::detect();
+    if !is_boot {
+        arch::cpustate::check_ap_features(&features, cpu.get());
+    }
+    // SAFETY: this CPU, once, interrupts off, right after its per-CPU data.
+    unsafe { arch::cpustate::init_this_cpu(&features, cpu.get(), is_boot) };
+    features
+}
+
+/// The second half of the per-CPU init sequence, once memory is up: the
+/// local APIC and its timer (calibrated on the boot CPU, which then starts
+/// the clock), joining the scheduler, and the per-CPU self-check.
+fn init_cpu_late(features: &cpu::Features) -> Result<(), CpuInitError> {
+    let is_boot = percpu::cpu_id() == CpuId::BOOT;
+    apic::init_cpu(is_boot, features.tsc_deadline).map_err(CpuInitError::Apic)?;
+    if is_boot {
+        time::init();
+        // An AP's APIC id came from the MADT with its boot block; the boot
+        // CPU learns its own now.
+        percpu::set_apic_id(apic::local_id());
+    }
+    sched::init_cpu().map_err(CpuInitError::Sched)?;
+    percpu::selfcheck();
+    Ok(())
+}
+
+/// Why a CPU could not finish its per-CPU init.
+enum CpuInitError {
+    Apic(&'static str),
+    Sched(abi::Error),
+}
+
+impl core::fmt::Display for CpuInitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CpuInitError::Apic(e) => write!(f, "local APIC: {e}"),
+            CpuInitError::Sched(e) => write!(f, "scheduler: {e}"),
+        }
+    }
+}
+
+/// Where an AP arrives in 64-bit mode (from the trampoline), on its own
+/// stack, after it won its slot: the same per-CPU init sequence as the boot
+/// CPU, then the idle loop.
+extern "C" fn ap_main(block: &'static smp::ApBoot) -> ! {
+    // SAFETY: the block was prepared for this CPU alone by the boot CPU, and
+    // only the winner of the slot that points to it gets here; nobody else
+    // runs on slot `block.cpu`.
+    let f = unsafe {
+        init_cpu_early(
+            block.cpu,
+            Some(block.apic_id),
+            block.ist_tops,
+            Some(mem::kernel_root()),
+        )
+    };
+    if let Err(e) = init_cpu_late(&f) {
+        panic!("CPU {}: {e}", block.cpu);
+    }
+    smp::ap_online(block);
+    sched::idle_loop()
+}
 
 /// Entered from the boot stub in 64-bit mode on the boot stack, with the
 /// multiboot2 magic and the boot-information address.
@@ -49,17 +145,12 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
     logger::init(log::LevelFilter::Info);
 
     // SAFETY: runs once, on the boot CPU, before interrupts are enabled; the
-    // statics are this CPU's and nothing else refers to them.
-    unsafe {
+    // IST statics are this CPU's and nothing else refers to them.
+    let features = unsafe {
         let ist = &*core::ptr::addr_of!(BSP_IST);
         let tops = core::array::from_fn(|i| ist[i].0.as_ptr() as u64 + ist[i].0.len() as u64);
-        percpu::init_cpu(&mut *core::ptr::addr_of_mut!(BSP_PERCPU), 0, 0, tops);
-    }
-    idt::init();
-    idt::load();
-    let features = cpu::Features::detect();
-    // SAFETY: the boot CPU, once, interrupts off, right after its per-CPU data.
-    unsafe { arch::cpustate::init_this_cpu(&features, 0, true) };
+        init_cpu_early(CpuId::BOOT, None, tops, None)
+    };
     arch::cpustate::set_boot_features(&features);
     arch::pic::disable();
 
@@ -127,11 +218,11 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         );
     }
 
-    if let Err(e) = apic::init_cpu(true, features.tsc_deadline) {
-        println!("mica: cannot boot: local APIC: {e}");
+    if let Err(e) = init_cpu_late(&features) {
+        println!("mica: cannot boot: {e}");
         qemu::exit(false);
     }
-    time::init();
+    lifecycle::init();
     log::info!(
         "{} APIC (CPU offers x2APIC: {}), TSC {} kHz, {} timer {} Hz; PCID {} SMEP {} SMAP {} UMIP {} NX {} XSAVE {}",
         if apic::x2apic_mode() { "x2APIC" } else { "xAPIC" },
@@ -146,16 +237,12 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         features.nx,
         features.xsave
     );
-    if let Err(e) = sched::init_cpu() {
-        println!("mica: cannot boot: scheduler: {e}");
-        qemu::exit(false);
-    }
 
     let withhold = boot.arg("smp.withhold").and_then(|v| v.parse().ok());
-    smp::start_aps(&boot, features.nx, withhold);
+    smp::start_aps(&boot, features.nx, withhold, ap_main);
     if boot.arg("nmi.storm") == Some("1") {
         println!("nmi.storm: CPU 0 sends every other CPU an NMI on each tick");
-        ktest::NMI_STORM.store(true, core::sync::atomic::Ordering::SeqCst);
+        arch::testhooks::NMI_STORM.store(true, core::sync::atomic::Ordering::SeqCst);
     }
     if boot.arg("init") == Some("bench") {
         smp_bench(boot.arg("bench.icount").is_some());
@@ -164,7 +251,7 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
     if let Some(which) = boot.arg("ktest") {
         ktest::run(which, &boot);
     }
-    if let Err(e) = process::start_init(&boot) {
+    if let Err(e) = bootstrap::start_init(&boot) {
         println!("mica: cannot start init: {e}");
         qemu::exit(false);
     }
@@ -180,14 +267,14 @@ fn smp_bench(icount: bool) {
     if smp::online() > 1 {
         let mut failed = 0;
         for _ in 0..200 {
-            match smp::ping(1) {
+            match smp::ping(CpuId::from_index(1)) {
                 Some(c) => samples.push(c),
                 None => failed += 1,
             }
         }
         report("ipi_roundtrip", icount, &mut samples, failed);
         samples.clear();
-        samples.extend((1..smp::online()).map(smp::bringup_cycles));
+        samples.extend((1..smp::online()).map(|c| smp::bringup_cycles(CpuId::from_index(c))));
         report("smp_bringup_per_cpu", icount, &mut samples, 0);
     } else {
         log::info!("ipi_roundtrip and smp_bringup_per_cpu need more than one CPU");

@@ -29,14 +29,14 @@ pub fn die(msg: core::fmt::Arguments<'_>, frame: Option<&TrapFrame>) -> ! {
     cpu::disable_interrupts();
     let me = percpu::cpu_id();
     if DYING_CPU
-        .compare_exchange(u32::MAX, me, Ordering::SeqCst, Ordering::SeqCst)
+        .compare_exchange(u32::MAX, me.get(), Ordering::SeqCst, Ordering::SeqCst)
         .is_err()
     {
         // Another CPU (or a nested fault on this one) is already reporting.
         cpu::halt_forever();
     }
     STOPPING.store(true, Ordering::SeqCst);
-    crate::smp::stop_others();
+    crate::arch::apic::stop_others();
     // SAFETY: every other CPU was asked to halt, and this CPU holds no serial
     // guard here (a panic inside print would have re-entered `die` and halted
     // above). Breaking the lock keeps the report from deadlocking.

@@ -6,9 +6,10 @@
 //! The boot CPU reads the MADT, installs the real-mode trampoline in a free page
 //! below 1 MiB with bring-up page tables (the kernel half plus an identity map of
 //! that page), and starts the APs one at a time with INIT-SIPI-SIPI and the SDM's
-//! delays (10 ms, 200 us). Each AP gets its own guarded kernel stack, IST stacks,
-//! `PerCpu` (GDT, TSS, GS base), syscall MSRs, FPU setup, protections and APIC
-//! timer, then joins the scheduler. A CPU that does not arrive within 1 s is
+//! delays (10 ms, 200 us). Each AP gets its own guarded kernel stack and IST
+//! stacks, and runs the one per-CPU init sequence of `main.rs` (its slot of
+//! the per-CPU table: GDT, TSS, GS base; syscall MSRs, FPU setup, protections,
+//! APIC timer), then joins the scheduler. A CPU that does not arrive within 1 s is
 //! reported and skipped; the boot never hangs on it. (The SDM-era 200 ms was
 //! too short under TCG on a loaded host, where a vCPU thread can go
 //! unscheduled that long; with the handshake below a late AP is harmless, so
@@ -22,13 +23,15 @@
 //! does WAITING -> ABANDONED; exactly one of the two wins. An AP that arrives
 //! after that finds ABANDONED and parks in `cli; hlt` inside the trampoline
 //! page (recording HALTED for the report). Hence:
-//! - an abandoned slot, with its stacks, `PerCpu` and boot block, is never
-//!   reused or freed (leaked on purpose: a few hundred KiB at most, once);
+//! - an abandoned slot, with its stacks and boot block, is never reused or
+//!   freed (leaked on purpose: a few hundred KiB at most, once);
 //! - CPU ids stay dense (`0..online()` is the set of online CPUs, which the
 //!   shootdown targeting, `cpu_count` and the ktests rely on): an id is used
 //!   only by the CPU that won its slot, because the id lives in the boot
 //!   block that only a winner ever reads. An abandoned AP never held one, so
-//!   the next AP taking the same number reuses nothing the late AP can see;
+//!   the next AP taking the same number (and the same slot of the per-CPU
+//!   table, which a loser never touches: it parks before it reads its boot
+//!   block) reuses nothing the late AP can see;
 //! - the bring-up page tables are freed once every winner is online (each
 //!   has switched to the kernel root by then). A loser never loads them: it
 //!   parks before it enables paging. (No INIT is sent to abandoned APs: the
@@ -40,25 +43,18 @@
 //! STARTUP IPIs — then try to claim its slot: an AP arriving late on
 //! purpose, while the next AP is being started.
 
-use crate::arch::apic::{self, MAX_CPUS};
-use crate::arch::percpu::{self, PerCpu};
+use crate::arch::apic;
+use crate::arch::percpu::{self, CpuId, MAX_CPUS};
 use crate::arch::trampoline::{ApSlot, Arrival, Trampoline};
-use crate::arch::{cpu, gdt, idt, madt};
+use crate::arch::{cpu, gdt, madt, testhooks};
 use crate::bootinfo::BootInfo;
 use crate::mem::{self, kstack::KernelStack, DirectMem};
 use crate::sync::IrqMutex;
-use crate::vm::AddressSpace;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kcore::paging::{PageSize, PageTable, PteFlags};
 
-/// APIC id of each CPU (index = CPU id).
-static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
-/// CPUs that finished bring-up.
-static ONLINE: AtomicUsize = AtomicUsize::new(1);
-/// Cycles from INIT to arrival, per AP.
-static BRINGUP_CYCLES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// Processors the MADT lists.
 static FOUND: AtomicUsize = AtomicUsize::new(1);
 
@@ -69,10 +65,12 @@ const ARRIVAL_TIMEOUT_MS: u64 = 1000;
 /// slot; never freed (an abandoned one is simply never read).
 #[repr(C)]
 pub struct ApBoot {
-    cpu_id: u32,
-    apic_id: u32,
-    percpu: *mut PerCpu,
-    ist_tops: [u64; gdt::IST_COUNT],
+    /// The CPU id it runs as (its slot of the per-CPU table).
+    pub cpu: CpuId,
+    /// Its APIC id, from the MADT.
+    pub apic_id: u32,
+    /// Tops of its IST stacks.
+    pub ist_tops: [u64; gdt::IST_COUNT],
     kernel_root: u64,
     /// Set (release) by the AP as its last bring-up step.
     online: AtomicBool,
@@ -90,7 +88,7 @@ struct Hooks {
 
 /// CPUs online.
 pub fn online() -> usize {
-    ONLINE.load(Ordering::SeqCst)
+    percpu::online()
 }
 
 /// Processors found in the MADT (1 without ACPI).
@@ -98,15 +96,15 @@ pub fn found() -> usize {
     FOUND.load(Ordering::SeqCst)
 }
 
-/// The APIC id of CPU `cpu`.
-pub fn apic_id_of(cpu: usize) -> u32 {
-    APIC_IDS[cpu].load(Ordering::Relaxed)
+/// Cycles from INIT to arrival of AP `cpu` (0 for the boot CPU).
+pub fn bringup_cycles(cpu: CpuId) -> u64 {
+    percpu::slot(cpu).bringup_cycles.load(Ordering::Relaxed)
 }
 
-/// Cycles from INIT to arrival of AP `cpu` (0 for the boot CPU).
-pub fn bringup_cycles(cpu: usize) -> u64 {
-    BRINGUP_CYCLES[cpu].load(Ordering::Relaxed)
-}
+/// What the boot CPU hands an AP that came up: its boot block. The AP
+/// then runs the one per-CPU init sequence (`main.rs`), then
+/// [`ap_online`].
+pub type ApMain = extern "C" fn(&'static ApBoot) -> !;
 
 fn leak_stack() -> Result<u64, &'static str> {
     let s = KernelStack::new()?;
@@ -121,13 +119,12 @@ fn leak_stack() -> Result<u64, &'static str> {
 /// INIT but no STARTUP IPI, so the boot tests can watch the timeout path
 /// report a CPU that never arrives; `smp.late=<apic id>` (read here) names
 /// one that arrives after the timeout (see the module docs).
-pub fn start_aps(boot: &BootInfo, nx: bool, withhold: Option<u32>) {
+pub fn start_aps(boot: &BootInfo, nx: bool, withhold: Option<u32>, ap_main: ApMain) {
     let hooks = Hooks {
         withhold,
         late: boot.arg("smp.late").and_then(|v| v.parse().ok()),
     };
     let bsp_apic = apic::local_id();
-    APIC_IDS[0].store(bsp_apic, Ordering::SeqCst);
     percpu::set_apic_id(bsp_apic);
     let topo = match boot
         .rsdp_phys
@@ -152,7 +149,7 @@ pub fn start_aps(boot: &BootInfo, nx: bool, withhold: Option<u32>) {
     let t_start = cpu::rdtsc();
     let mut abandoned = Vec::new();
     if topo.apic_ids.len() > 1 {
-        if let Err(e) = boot_all(&topo, bsp_apic, nx, hooks, &mut abandoned) {
+        if let Err(e) = boot_all(&topo, bsp_apic, nx, hooks, ap_main, &mut abandoned) {
             log::error!("AP bring-up aborted: {e}");
         }
     }
@@ -198,6 +195,7 @@ fn boot_all(
     bsp_apic: u32,
     nx: bool,
     hooks: Hooks,
+    ap_main: ApMain,
     abandoned: &mut Vec<&'static ApSlot>,
 ) -> Result<(), &'static str> {
     let page = mem::trampoline_page().ok_or("no free page below 1 MiB for the trampoline")?;
@@ -224,6 +222,7 @@ fn boot_all(
             mem::phys_to_virt(page.addr()) as *mut u8,
             pt.root(),
             nx,
+            ap_main as *const () as u64,
         )
     };
 
@@ -233,10 +232,10 @@ fn boot_all(
             break;
         }
         // The id is only ever read by the AP that wins this attempt's slot.
+        let cpu = CpuId::from_index(next_id);
         let block = Box::leak(Box::new(ApBoot {
-            cpu_id: next_id as u32,
+            cpu,
             apic_id,
-            percpu: Box::leak(Box::new(PerCpu::new())),
             ist_tops: [leak_stack()?, leak_stack()?, leak_stack()?, leak_stack()?],
             kernel_root,
             online: AtomicBool::new(false),
@@ -250,7 +249,7 @@ fn boot_all(
                 hooks.late == Some(apic_id),
             )
             .ok_or("out of trampoline slots")?;
-        APIC_IDS[next_id].store(apic_id, Ordering::SeqCst);
+        percpu::slot(cpu).set_apic_id(Some(apic_id));
         // The slot and the block must be visible before the AP can read
         // them: a full fence drains this CPU's store buffer here, and the
         // STARTUP IPI that lets the AP run follows 10 ms later, far beyond
@@ -287,7 +286,7 @@ fn boot_all(
                 "CPU with APIC id {apic_id} did not come up within {wait_ms} ms; \
                  abandoned (it halts if it arrives later), continuing without it"
             );
-            APIC_IDS[next_id].store(u32::MAX, Ordering::SeqCst);
+            percpu::slot(cpu).set_apic_id(None);
             abandoned.push(slot);
             continue;
         }
@@ -302,11 +301,11 @@ fn boot_all(
             }
             core::hint::spin_loop();
         }
-        BRINGUP_CYCLES[next_id].store(
+        percpu::slot(cpu).bringup_cycles.store(
             block.online_tsc.load(Ordering::Acquire) - t0,
             Ordering::SeqCst,
         );
-        ONLINE.fetch_add(1, Ordering::SeqCst);
+        percpu::mark_online();
         next_id += 1;
     }
     // Every winner is online, past its switch to the kernel root; losers
@@ -317,196 +316,22 @@ fn boot_all(
     Ok(())
 }
 
-/// Where an AP arrives in 64-bit mode (from the trampoline), on its own stack,
-/// after it won its slot.
-pub extern "C" fn ap_entry(block: &'static ApBoot) -> ! {
-    // SAFETY: the block was prepared for this CPU alone by the boot CPU, and
-    // only the winner of the slot that points to it gets here; the boot CPU
-    // waits for `online` and never touches the PerCpu afterwards.
-    unsafe {
-        percpu::init_cpu(
-            &mut *block.percpu,
-            block.cpu_id,
-            block.apic_id,
-            block.ist_tops,
-        )
-    };
-    // Per-CPU data came first (still on the bring-up tables, which share the
-    // kernel half): everything from here on, even CR3 bookkeeping, reads gs:.
-    mem::load_address_space(block.cpu_id as usize, block.kernel_root);
-    idt::load();
-    let f = cpu::Features::detect();
-    crate::arch::cpustate::check_ap_features(&f, block.cpu_id);
-    // SAFETY: this AP, once, interrupts off, right after its per-CPU data.
-    unsafe { crate::arch::cpustate::init_this_cpu(&f, block.cpu_id, false) };
-    if let Err(e) = apic::init_cpu(false, f.tsc_deadline) {
-        panic!("CPU {}: local APIC: {e}", block.cpu_id);
-    }
-    if let Err(e) = crate::sched::init_cpu() {
-        panic!("CPU {}: scheduler: {e}", block.cpu_id);
-    }
-    crate::ktest::percpu_selfcheck();
+/// The last step of an AP's bring-up, after the per-CPU init sequence:
+/// tells the waiting boot CPU it is online.
+pub fn ap_online(block: &ApBoot) {
     block.online_tsc.store(cpu::rdtsc(), Ordering::Release);
-    // Release: the boot CPU's acquire load sees all of the above.
+    // Release: the boot CPU's acquire load sees all of the AP's bring-up.
     block.online.store(true, Ordering::Release);
-    crate::sched::idle_loop()
 }
 
-/// Asks every other CPU to halt (panic path): an NMI, whose handler halts once
-/// the machine is stopping.
-pub fn stop_others() {
-    if online() > 1 {
-        apic::send_nmi_all_others();
-        apic::delay_us(1000);
-    }
-}
-
-/// Makes CPU `cpu` look at its run queue soon (it may be halted).
-pub fn kick(cpu: usize) {
-    let id = apic_id_of(cpu);
-    if id != u32::MAX && cpu != percpu::cpu_id() as usize {
-        apic::send_ipi(apic::RESCHED_VECTOR, id);
-    }
-}
-
-// ---- TLB shootdown --------------------------------------------------------
-
-/// One shootdown at a time; a CPU waiting for it keeps serving requests.
-static SHOOTDOWN_BUSY: AtomicBool = AtomicBool::new(false);
-/// Request: the root whose TLB entries go (0 = kernel/global mappings).
-static SD_ROOT: AtomicU64 = AtomicU64::new(0);
-static SD_ADDR: AtomicU64 = AtomicU64::new(0);
-static SD_PAGES: AtomicU64 = AtomicU64::new(0);
-/// Targets that still have to acknowledge.
-static SD_PENDING: AtomicUsize = AtomicUsize::new(0);
-/// Per-CPU: a request waits for this CPU.
-static SD_FOR: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 /// Serialises senders of the ping IPI.
 static PING_LOCK: IrqMutex<()> = IrqMutex::new(());
 /// Pings answered.
 static PINGS: AtomicU64 = AtomicU64::new(0);
 
-/// Above this many pages a range flush becomes a full flush (one CR3 reload
-/// instead of a loop of `invlpg`): no flush ever loops over a length a caller
-/// named, however large.
-pub const FULL_FLUSH_PAGES: u64 = 64;
-
-/// `global`: the range is kernel (global) mappings. A CR3 reload keeps
-/// global entries, so a full flush of those toggles CR4.PGE instead, which
-/// drops every entry, global ones included (SDM 4.10.4.1). (QEMU's TCG TLB
-/// ignores the G bit, so no test under TCG can see the difference: the rule
-/// is stated here instead.)
-fn flush_pages(addr: u64, pages: u64, global: bool) {
-    if pages > FULL_FLUSH_PAGES && global {
-        use x86_64::registers::control::{Cr4, Cr4Flags};
-        // SAFETY: clearing and restoring PGE only flushes the TLB; interrupts
-        // are off (callers: shootdown paths), so nothing runs in between.
-        unsafe {
-            let cr4 = Cr4::read();
-            if cr4.contains(Cr4Flags::PAGE_GLOBAL) {
-                Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL);
-                Cr4::write(cr4);
-            } else {
-                x86_64::instructions::tlb::flush_all();
-            }
-        }
-    } else if pages > FULL_FLUSH_PAGES {
-        x86_64::instructions::tlb::flush_all();
-    } else {
-        for i in 0..pages {
-            mem::flush_local(addr + i * 4096);
-        }
-    }
-}
-
-/// Serves a pending shootdown request for this CPU (IPI handler, and waiters).
-pub fn service_shootdown() {
-    let me = percpu::cpu_id() as usize;
-    if !SD_FOR[me].swap(false, Ordering::AcqRel) {
-        return;
-    }
-    let root = SD_ROOT.load(Ordering::Acquire);
-    let (cur, _) = x86_64::registers::control::Cr3::read_raw();
-    if root == 0 || cur.start_address().as_u64() == root {
-        flush_pages(
-            SD_ADDR.load(Ordering::Acquire),
-            SD_PAGES.load(Ordering::Acquire),
-            root == 0, // kernel (global) mappings
-        );
-    }
-    SD_PENDING.fetch_sub(1, Ordering::AcqRel);
-}
-
-fn shootdown(root: u64, mask: u64, addr: u64, pages: u64) {
-    let me = percpu::cpu_id() as usize;
-    let others = mask & !(1 << me);
-    if others == 0 || online() == 1 {
-        return;
-    }
-    while SHOOTDOWN_BUSY
-        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        service_shootdown(); // never deadlock against the current sender
-        core::hint::spin_loop();
-    }
-    SD_ROOT.store(root, Ordering::Release);
-    SD_ADDR.store(addr, Ordering::Release);
-    SD_PAGES.store(pages, Ordering::Release);
-    let targets: usize = (0..MAX_CPUS)
-        .filter(|&c| others & (1 << c) != 0 && apic_id_of(c) != u32::MAX)
-        .count();
-    SD_PENDING.store(targets, Ordering::Release);
-    for c in (0..MAX_CPUS).filter(|&c| others & (1 << c) != 0 && apic_id_of(c) != u32::MAX) {
-        SD_FOR[c].store(true, Ordering::Release);
-        apic::send_ipi(apic::TLB_VECTOR, apic_id_of(c));
-    }
-    while SD_PENDING.load(Ordering::Acquire) != 0 {
-        service_shootdown();
-        core::hint::spin_loop();
-    }
-    SHOOTDOWN_BUSY.store(false, Ordering::Release);
-}
-
-/// Invalidates `pages` pages from `addr` in `space` on every CPU that may cache
-/// them, before returning.
-pub fn flush_tlb_range(space: &AddressSpace, addr: u64, pages: u64) {
-    let (cur, _) = x86_64::registers::control::Cr3::read_raw();
-    if cur.start_address().as_u64() == space.root() {
-        flush_pages(addr, pages, false);
-    }
-    // Only CPUs running this space can cache its entries (CR3 loads flush
-    // non-global entries; no PCID).
-    //
-    // Ordering (the Dekker pattern, both sides): this CPU *stored* page-table
-    // entries and now *loads* every CPU's loaded root; a CPU switching to the
-    // space *stores* its loaded root (`mem::load_address_space`, a SeqCst
-    // `xchg`) and then *loads* page-table entries through its walks after the
-    // serialising CR3 write. Under x86-TSO a load may pass an earlier store to
-    // another location (the store buffer), so without a full fence here this
-    // CPU could read a stale root (miss the CPU) while that CPU walks the old
-    // entries: a physical use-after-free once the frames are freed. The local
-    // `invlpg` above used to serialise by luck, but an editor that does not
-    // run the space (a process manager editing a child) flushes nothing
-    // locally. With the fence (mfence) on this side and the `xchg` on the
-    // other, at least one CPU sees the other's store: either the root is seen
-    // here (the CPU is shot down) or that CPU's walk sees the edited tables.
-    core::sync::atomic::fence(Ordering::SeqCst);
-    let running = (0..online())
-        .filter(|&c| mem::loaded_root(c) == space.root())
-        .fold(0u64, |m, c| m | (1 << c));
-    shootdown(space.root(), running, addr, pages);
-}
-
-/// Invalidates kernel (global) mappings on every CPU.
-pub fn flush_kernel_range(addr: u64, pages: u64) {
-    flush_pages(addr, pages, true);
-    shootdown(0, u64::MAX, addr, pages);
-}
-
 /// Handles the ping IPI: counts it.
 pub fn on_ping() {
-    if crate::ktest::PANIC_ON_PING.load(Ordering::SeqCst) {
+    if testhooks::PANIC_ON_PING.load(Ordering::SeqCst) {
         panic!(
             "deliberate panic on CPU {} (ktest=ap-panic)",
             percpu::cpu_id()
@@ -522,9 +347,9 @@ pub fn pings() -> u64 {
 
 /// Sends a ping IPI to `cpu` and waits for it to be handled; returns the
 /// round trip in TSC cycles, or `None` if the CPU is not online.
-pub fn ping(cpu: usize) -> Option<u64> {
-    let id = apic_id_of(cpu);
-    if id == u32::MAX || cpu == percpu::cpu_id() as usize {
+pub fn ping(cpu: CpuId) -> Option<u64> {
+    let id = percpu::slot(cpu).apic_id()?;
+    if cpu == percpu::cpu_id() {
         return None;
     }
     let _g = PING_LOCK.lock();

@@ -55,7 +55,7 @@ impl<T> IrqMutex<T> {
             if let Some(g) = self.inner.try_lock() {
                 break g;
             }
-            crate::smp::service_shootdown();
+            crate::arch::tlb::service_shootdown();
             core::hint::spin_loop();
         };
         IrqMutexGuard {

@@ -13,7 +13,7 @@
 use crate::arch::syscall::{check_return, ReturnCheck};
 use crate::arch::trap::TrapFrame;
 use crate::arch::uaccess::{copy_from_user, user_range_ok};
-use crate::process;
+use crate::lifecycle;
 use crate::sched;
 use abi::layout::USER_END;
 use abi::{encode_result, Error, Sysnum};
@@ -46,7 +46,7 @@ pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
     // A non-canonical return RIP is the thread's fault, never SYSRET's
     // (CVE-2012-0217): see `check_return`.
     if dispatch(frame) == ReturnCheck::Fault {
-        sched::user_fault(frame);
+        lifecycle::user_fault(frame);
     }
 }
 
@@ -62,19 +62,19 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Err(e) => return finish(frame, Err(e)),
         // Answered in the table.
         Ok(Sysnum::Null) => return finish(frame, Ok(0)),
-        Ok(Sysnum::ThreadId) => return finish(frame, Ok(sched::current().tid)),
+        Ok(Sysnum::ThreadId) => return finish(frame, Ok(sched::current().tid.get())),
         Ok(Sysnum::CpuCount) => return finish(frame, Ok(crate::smp::online() as u64)),
         // Through a handler (arguments: RDI, RSI, RDX).
         Ok(Sysnum::DebugWrite) => |f| debug_write(f.rdi, f.rsi),
-        Ok(Sysnum::ThreadExit) => |f| sched::exit_current(abi::status::exited(f.rdi as i32)),
+        Ok(Sysnum::ThreadExit) => |f| lifecycle::exit_current(abi::status::exited(f.rdi as i32)),
         Ok(Sysnum::ProcessExit) => {
-            |f| process::exit_current_process(abi::status::exited(f.rdi as i32))
+            |f| lifecycle::exit_current_process(abi::status::exited(f.rdi as i32))
         }
         Ok(Sysnum::Yield) => |_| {
             sched::yield_now();
             Ok(0)
         },
-        Ok(Sysnum::SleepNs) => |f| crate::time::sleep_ns(f.rdi).map(|_| 0),
+        Ok(Sysnum::SleepNs) => |f| lifecycle::sleep_ns(f.rdi).map(|_| 0),
         Ok(Sysnum::ClockNs) => |_| Ok(crate::time::now_ns()),
         Ok(Sysnum::ThreadSpawn) => |f| thread_spawn(f.rdi, f.rsi, f.rdx),
         Ok(Sysnum::Shutdown) => |f| shutdown(f.rdi),
@@ -85,12 +85,12 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         },
         Ok(Sysnum::Unmap) => |f| current_space()?.unmap(f.rdi, f.rsi).map(|_| 0),
         Ok(Sysnum::Protect) => |f| current_space()?.protect(f.rdi, f.rsi, f.rdx).map(|_| 0),
-        Ok(Sysnum::CpuId) => |_| Ok(crate::arch::percpu::cpu_id() as u64),
+        Ok(Sysnum::CpuId) => |_| Ok(crate::arch::percpu::cpu_id().get() as u64),
         Ok(Sysnum::SetAffinity) => |f| sched::set_affinity(f.rdi),
         Ok(Sysnum::SetPriority) => |f| set_priority(f.rdi),
-        Ok(Sysnum::ThreadJoin) => |f| process::join(f.rdi),
+        Ok(Sysnum::ThreadJoin) => |f| lifecycle::join(f.rdi),
         Ok(Sysnum::ProcessSpawn) => |f| process_spawn(f.rdi, f.rsi, f.rdx),
-        Ok(Sysnum::ProcessWait) => |f| process::wait(f.rdi),
+        Ok(Sysnum::ProcessWait) => |f| lifecycle::wait(f.rdi),
         Ok(Sysnum::SetFsBase) => |f| set_base(crate::arch::cpu::msr::FS_BASE, f.rdi),
         Ok(Sysnum::SetGsBase) => |f| set_base(crate::arch::cpu::msr::KERNEL_GS_BASE, f.rdi),
         Ok(Sysnum::CpuSyscalls) => |f| {
@@ -117,7 +117,7 @@ fn finish(frame: &mut TrapFrame, r: Result<u64, Error>) -> ReturnCheck {
     check_return(frame)
 }
 
-fn current_space() -> Result<&'static crate::vm::AddressSpace, Error> {
+fn current_space() -> Result<&'static crate::object::space::AddressSpace, Error> {
     sched::current()
         .space
         .as_deref()
@@ -140,7 +140,7 @@ fn debug_write(ptr: u64, len: u64) -> Result<u64, Error> {
     let len = len.min(MAX_DEBUG_WRITE) as usize;
     let mut buf = [0u8; MAX_DEBUG_WRITE as usize];
     copy_from_user(&mut buf[..len], ptr)?;
-    let pid = sched::current().process.as_ref().map_or(0, |p| p.pid);
+    let pid = sched::current().pid();
     print_user(pid, &buf[..len]);
     Ok(len as u64)
 }
@@ -163,8 +163,8 @@ fn sysinfo(buf: u64, len: u64) -> Result<u64, Error> {
         cpus_found: crate::smp::found() as u64,
         total_bytes: crate::mem::total_bytes(),
         free_bytes: crate::mem::free_frames() as u64 * 4096,
-        threads: crate::task::live_threads() as u64,
-        processes: crate::task::live_processes() as u64,
+        threads: crate::object::thread::live_threads() as u64,
+        processes: crate::object::process::live_processes() as u64,
         uptime_ns: crate::time::now_ns(),
         heap_used_bytes: crate::mem::heap::stats().0 as u64,
     };
@@ -187,12 +187,12 @@ fn thread_spawn(entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {
         .process
         .clone()
         .ok_or(Error::PermissionDenied)?;
-    process::start_thread(&p, entry, stack_top, arg)
+    lifecycle::start_thread(&p, entry, stack_top, arg)
 }
 
 fn shutdown(success: u64) -> Result<u64, Error> {
-    let pid = sched::current().process.as_ref().map_or(0, |p| p.pid);
-    if pid != process::INIT_PID {
+    let pid = sched::current().pid();
+    if pid != crate::object::process::INIT_PID.get() {
         return Err(Error::PermissionDenied);
     }
     crate::println!(
@@ -213,7 +213,7 @@ fn set_priority(prio: u64) -> Result<u64, Error> {
     if (prio as u8) < mcp {
         return Err(Error::PermissionDenied);
     }
-    t.priority.store(prio as u8, Ordering::SeqCst);
+    t.sched.priority.store(prio as u8, Ordering::SeqCst);
     Ok(0)
 }
 
@@ -262,7 +262,7 @@ fn process_spawn(image: u64, len: u64, arg: u64) -> Result<u64, Error> {
         }
         copy_from_user(chunk, image + (i * SPAWN_COPY_CHUNK) as u64)?;
     }
-    process::spawn(buf.bytes(), &parent, arg)
+    lifecycle::spawn(buf.bytes(), &parent, arg)
 }
 
 /// Bytes `process_spawn` copies from the caller between preemption points.
@@ -275,11 +275,14 @@ struct FrameBuf<'a> {
     first: u64,
     pages: usize,
     len: usize,
-    charged_to: &'a crate::vm::AddressSpace,
+    charged_to: &'a crate::object::space::AddressSpace,
 }
 
 impl<'a> FrameBuf<'a> {
-    fn new(len: u64, charge: &'a crate::vm::AddressSpace) -> Result<FrameBuf<'a>, Error> {
+    fn new(
+        len: u64,
+        charge: &'a crate::object::space::AddressSpace,
+    ) -> Result<FrameBuf<'a>, Error> {
         let pages = (len.div_ceil(4096) as usize).max(1);
         charge.try_charge(pages as u64)?;
         let f = match crate::mem::alloc_contiguous(pages, 1) {

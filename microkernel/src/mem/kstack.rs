@@ -109,7 +109,7 @@ impl Drop for KernelStack {
         // Stacks are freed only once no CPU runs on them, but any CPU that ran
         // the thread may still cache the (global) translations: shoot them down
         // before the frames or the slot can be reused.
-        crate::smp::flush_kernel_range(self.bottom(), KSTACK_BYTES / 4096);
+        crate::arch::tlb::flush_kernel_range(self.bottom(), KSTACK_BYTES / 4096);
         for pa in frames {
             if let Some(f) = kcore::frame::PhysFrame::from_addr(pa) {
                 let _ = super::free_frame(f);

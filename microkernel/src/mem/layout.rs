@@ -1,7 +1,7 @@
 //! Fixed kernel virtual addresses (see the table in [`super`]).
 
 /// Start of the direct map of physical memory (PML4 entry 256).
-pub const DIRECT_MAP: u64 = 0xffff_8000_0000_0000;
+pub use crate::arch::mmu::DIRECT_MAP;
 /// Start of the kernel-stack region (PML4 entry 510).
 pub const KSTACK_BASE: u64 = 0xffff_ff00_0000_0000;
 /// Bytes of virtual space per kernel stack slot (guard page + stack).

@@ -39,10 +39,7 @@ static KERNEL_PT: IrqMutex<Option<PageTable>> = IrqMutex::new(None);
 /// Whether NX may be used in page-table entries.
 static mut NX: bool = false;
 
-/// The virtual address of physical `pa` in the direct map.
-pub const fn phys_to_virt(pa: u64) -> u64 {
-    pa + DIRECT_MAP
-}
+pub use crate::arch::mmu::phys_to_virt;
 
 /// The NO_EXECUTE flag if the CPU supports it, else nothing.
 pub fn nx_flag() -> PteFlags {
@@ -278,9 +275,7 @@ pub fn init(
     // SAFETY: the new tables map the kernel image (text, rodata, data, bss —
     // including the boot stack we run on) at the same virtual addresses, so
     // execution continues; the boot identity map is simply not part of them.
-    unsafe {
-        core::arch::asm!("mov cr3, {}", in(reg) pt.root(), options(nostack, preserves_flags));
-    }
+    unsafe { crate::arch::mmu::load_root(pt.root()) };
     crate::arch::cpu::init_paging_features(features);
     *FRAMES.lock() = Some(frames);
     KERNEL_ROOT.store(pt.root(), core::sync::atomic::Ordering::SeqCst);
@@ -334,10 +329,7 @@ pub fn with_kernel_pt<R>(f: impl FnOnce(&PageTable, &mut DirectMem) -> R) -> R {
     f(pt, &mut DirectMem)
 }
 
-/// Invalidates the TLB entry of `va` on this CPU.
-pub fn flush_local(va: u64) {
-    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
-}
+pub use crate::arch::mmu::flush_local;
 
 /// The kernel page tables' root, fixed at boot (what idle CPUs run on).
 static KERNEL_ROOT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
@@ -345,34 +337,4 @@ static KERNEL_ROOT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU6
 /// The kernel page tables' root (what idle CPUs run on).
 pub fn kernel_root() -> u64 {
     KERNEL_ROOT.load(core::sync::atomic::Ordering::Relaxed)
-}
-
-/// The page-table root each CPU has loaded (0 until it loads one). TLB
-/// shootdowns read it to interrupt only the CPUs that can cache a space's
-/// entries: without PCID, a CPU that switched away holds none.
-static LOADED_ROOT: [core::sync::atomic::AtomicU64; crate::arch::apic::MAX_CPUS] =
-    [const { core::sync::atomic::AtomicU64::new(0) }; crate::arch::apic::MAX_CPUS];
-
-/// The page-table root CPU `cpu` runs on.
-pub fn loaded_root(cpu: usize) -> u64 {
-    LOADED_ROOT[cpu].load(core::sync::atomic::Ordering::SeqCst)
-}
-
-/// Loads `root` into CR3 unless it is already loaded.
-///
-/// Ordering (the Dekker pattern with `smp::flush_tlb_range`): this side
-/// *stores* the loaded root, then *loads* page-table entries (the CPU's walks
-/// after the CR3 write); the editor *stores* entries, then *loads* the roots
-/// after a full fence. The SeqCst store here is an `xchg` (a full barrier on
-/// x86), so the walk cannot start before the root is visible; and the CR3
-/// write is serialising besides. Either the editor sees this root and shoots
-/// this CPU down, or this CPU's walks see the edited tables.
-pub fn load_address_space(cpu: usize, root: u64) {
-    LOADED_ROOT[cpu].store(root, core::sync::atomic::Ordering::SeqCst);
-    let (cur, _) = x86_64::registers::control::Cr3::read_raw();
-    if cur.start_address().as_u64() != root {
-        // SAFETY: every root the scheduler passes shares the kernel half, so the
-        // kernel keeps running; the user half is the next thread's.
-        unsafe { core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) };
-    }
 }

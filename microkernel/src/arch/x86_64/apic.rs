@@ -11,7 +11,7 @@
 //! boot tests exercise the one-shot mode.)
 
 use super::cpu;
-use core::cell::UnsafeCell;
+use super::percpu::{self, PerCpu};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x2apic::lapic::{LocalApic, LocalApicBuilder, TimerDivide, TimerMode};
 use x86_64::instructions::port::Port;
@@ -38,25 +38,16 @@ static TSC_PER_MS: AtomicU64 = AtomicU64::new(0);
 /// APIC timer counts (divide 16) per millisecond.
 static COUNT_PER_MS: AtomicU64 = AtomicU64::new(0);
 
-/// Maximum CPUs the per-CPU APIC table holds.
-pub const MAX_CPUS: usize = 64;
-
-struct ApicSlot(UnsafeCell<Option<LocalApic>>);
-// SAFETY: slot i is only touched by CPU i (LocalApic registers are per CPU).
-unsafe impl Sync for ApicSlot {}
-
-static APICS: [ApicSlot; MAX_CPUS] = [const { ApicSlot(UnsafeCell::new(None)) }; MAX_CPUS];
-
 /// Whether the local APICs run in x2APIC mode.
 pub fn x2apic_mode() -> bool {
     cpu::cpuid(1, 0).ecx & (1 << 21) != 0
 }
 
 fn with_local<R>(f: impl FnOnce(&mut LocalApic) -> R) -> Option<R> {
-    let id = super::percpu::cpu_id() as usize;
-    // SAFETY: slot `id` belongs to this CPU, and callers run with interrupts
-    // off or in interrupt context, so no re-entrant access aliases it.
-    let slot = unsafe { &mut *APICS[id].0.get() };
+    // SAFETY: this CPU's own record's APIC cell (the per-CPU sharing rule),
+    // and callers run with interrupts off or in interrupt context, so no
+    // re-entrant access aliases it.
+    let slot = unsafe { &mut *percpu::this_if_up()?.apic.get() };
     slot.as_mut().map(f)
 }
 
@@ -71,7 +62,7 @@ pub fn init_cpu(calibrate: bool, tsc_deadline: bool) -> Result<(), &'static str>
         .timer_vector(TIMER_VECTOR as usize)
         .error_vector(ERROR_VECTOR as usize)
         .spurious_vector(SPURIOUS_VECTOR as usize)
-        .set_xapic_base(crate::mem::phys_to_virt(base_phys))
+        .set_xapic_base(super::mmu::phys_to_virt(base_phys))
         .timer_mode(TimerMode::OneShot)
         .timer_divide(TimerDivide::Div16)
         .timer_initial(0)
@@ -87,10 +78,10 @@ pub fn init_cpu(calibrate: bool, tsc_deadline: bool) -> Result<(), &'static str>
         );
         COUNT_PER_MS.store(count_per_ms.max(1), Ordering::SeqCst);
     }
-    let id = super::percpu::cpu_id() as usize;
+    let me = percpu::this();
     let first = cpu::rdtsc() + tsc_per_tick();
-    NEXT_TICK_TSC[id].store(first, Ordering::Relaxed);
-    ARMED_TSC[id].store(first, Ordering::Relaxed);
+    me.next_tick_tsc.store(first, Ordering::Relaxed);
+    me.armed_tsc.store(first, Ordering::Relaxed);
     if tsc_deadline {
         // TSC-deadline mode: the LVT first, then the first deadline (SDM
         // 10.5.4.1); every tick arms the next one (`rearm_tick`).
@@ -111,8 +102,9 @@ pub fn init_cpu(calibrate: bool, tsc_deadline: bool) -> Result<(), &'static str>
             apic.set_timer_initial(TIMER_COUNT.load(Ordering::SeqCst));
         }
     }
-    // SAFETY: this CPU's own slot, written before its timer can fire (IF off).
-    unsafe { *APICS[id].0.get() = Some(apic) };
+    // SAFETY: this CPU's own record's APIC cell (the per-CPU sharing rule),
+    // written before its timer can fire (IF off).
+    unsafe { *me.apic.get() = Some(apic) };
     Ok(())
 }
 
@@ -130,15 +122,10 @@ pub fn tsc_deadline_mode() -> bool {
     TSC_DEADLINE.load(Ordering::Relaxed)
 }
 
-/// When this CPU's next scheduler tick is due (TSC).
-static NEXT_TICK_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-/// When this CPU's timer is armed to fire next (TSC).
-static ARMED_TSC: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-
 /// Arms this CPU's timer to fire at `tsc` (at once if that has passed).
 /// Interrupts must be off.
-fn arm_at(cpu_id: usize, tsc: u64) {
-    ARMED_TSC[cpu_id].store(tsc, Ordering::Relaxed);
+fn arm_at(me: &PerCpu, tsc: u64) {
+    me.armed_tsc.store(tsc, Ordering::Relaxed);
     if tsc_deadline_mode() {
         // SAFETY: IA32_TSC_DEADLINE exists in this mode; a deadline (past or
         // future) only schedules this CPU's next timer interrupt.
@@ -159,15 +146,15 @@ fn arm_at(cpu_id: usize, tsc: u64) {
 /// whether this interrupt is a scheduler tick (the tick period has passed)
 /// rather than an early wake-up for a sleeper.
 pub fn rearm_tick() -> bool {
-    let id = super::percpu::cpu_id() as usize;
+    let me = percpu::this();
     let now = cpu::rdtsc();
-    let mut next = NEXT_TICK_TSC[id].load(Ordering::Relaxed);
+    let mut next = me.next_tick_tsc.load(Ordering::Relaxed);
     let is_tick = now >= next;
     if is_tick {
         next = now + tsc_per_tick();
-        NEXT_TICK_TSC[id].store(next, Ordering::Relaxed);
+        me.next_tick_tsc.store(next, Ordering::Relaxed);
     }
-    arm_at(id, next);
+    arm_at(me, next);
     is_tick
 }
 
@@ -175,9 +162,9 @@ pub fn rearm_tick() -> bool {
 /// here until then). Interrupts must be off; the interrupt then wakes the
 /// sleepers that are due, and re-arms the tick.
 pub fn wake_me_by(tsc: u64) {
-    let id = super::percpu::cpu_id() as usize;
-    if tsc < ARMED_TSC[id].load(Ordering::Relaxed) {
-        arm_at(id, tsc);
+    let me = percpu::this();
+    if tsc < me.armed_tsc.load(Ordering::Relaxed) {
+        arm_at(me, tsc);
     }
 }
 
@@ -267,6 +254,15 @@ pub fn send_nmi_all_others() {
         unsafe { a.send_nmi_all(x2apic::lapic::IpiAllShorthand::AllExcludingSelf) };
         wait_icr_idle(a);
     });
+}
+
+/// Asks every other CPU to halt (panic path): an NMI, whose handler halts once
+/// the machine is stopping.
+pub fn stop_others() {
+    if percpu::online() > 1 {
+        send_nmi_all_others();
+        delay_us(1000);
+    }
 }
 
 /// Sends an NMI to the CPU with APIC id `apic_id` (possibly this one).

@@ -199,3 +199,28 @@ pub fn init_paging_features(f: &Features) {
         }
     }
 }
+
+/// A preemption point for long kernel work. Syscalls run with interrupts
+/// off; work that grows with an argument calls this between bounded chunks,
+/// with **no lock held** (an interrupt handler may switch threads here, and
+/// the thread may resume on this CPU much later). It opens the interrupt
+/// window for one instruction: every interrupt already pending (the timer, a
+/// reschedule or shootdown IPI) is taken at the `nop`, and the timer's
+/// `sched::tick` may switch to a better thread — a switch from kernel mode, exactly
+/// as the idle loop is switched away from, resumed here by the next switch
+/// back. Nothing pending costs three instructions.
+/// (Called with interrupts on — boot-time callers — it does nothing: they
+/// are taken anyway.)
+#[inline]
+pub fn preemption_point() {
+    if interrupts_enabled() {
+        return;
+    }
+    // Sound because no lock is held (caller's duty), so a handler that runs here and
+    // schedules cannot deadlock or observe a half-edited structure. `sti`
+    // takes effect after the next instruction (the STI shadow), so pending
+    // interrupts are delivered at the `nop`; `cli` closes the window. Not
+    // `nomem`: the handlers (and other threads) change memory meanwhile.
+    // SAFETY: as explained just above.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nostack)) };
+}

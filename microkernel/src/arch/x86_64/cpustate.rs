@@ -15,7 +15,7 @@ use super::cpu::{self, msr, Features};
 use super::gdt::TSS_SEL;
 use super::{fpu, percpu, syscall, uaccess};
 use core::arch::asm;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::Ordering;
 
 /// CR0: PE, MP, ET, NE, WP, PG. Cleared on purpose: EM and TS (the FPU is
 /// used eagerly, see `fpu`), CD and NW (caches on), AM (no alignment checks
@@ -81,11 +81,6 @@ pub const DR6_CLEAR: u64 = 0xffff_0ff0;
 /// enables interrupts when it is ready), IOPL 0 (no port access from ring 3
 /// even if a future path copied kernel flags to user), AC, DF, NT, TF clear.
 pub const RFLAGS: u64 = 0x2;
-
-/// Per CPU: 0 = not initialised, 1 = the read-back matched, 2 + i = field i of
-/// [`FIELDS`] did not.
-static CHECKED: [AtomicU8; super::apic::MAX_CPUS] =
-    [const { AtomicU8::new(0) }; super::apic::MAX_CPUS];
 
 /// What [`verdict`] reports for each field [`read_back`] compares, in order.
 const FIELDS: [&str; 24] = [
@@ -186,10 +181,9 @@ pub unsafe fn init_this_cpu(f: &Features, cpu_id: u32, boot_cpu: bool) {
         asm!("lldt {0:x}", in(reg) 0u16, options(nostack, preserves_flags, nomem));
         asm!("mov cr8, {}", in(reg) 0u64, options(nostack, preserves_flags, nomem));
     }
-    let pc = percpu::this() as *const percpu::PerCpu as *mut percpu::PerCpu;
-    // SAFETY: only this CPU writes its own TSS, with interrupts off; the CPU
-    // reads the I/O-bitmap offset only on a port access from ring 3.
-    unsafe { (*pc).tss.iomap_base = IOMAP_NONE };
+    // Only this CPU writes its own TSS, with interrupts off; the CPU reads
+    // the I/O-bitmap offset only on a port access from ring 3.
+    percpu::set_iomap_base(IOMAP_NONE);
     syscall::init_msrs();
     if boot_cpu {
         uaccess::set_smap(f.smap);
@@ -457,7 +451,7 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 24] {
             cpu::rdmsr(msr::DEBUGCTL),
         )
     };
-    let iomap = percpu::this().tss.iomap_base as u64;
+    let iomap = percpu::this().iomap_base() as u64;
     let (want_star, want_lstar, want_sfmask) = syscall::intended_msrs();
     [
         (cr0, CR0),
@@ -503,15 +497,18 @@ pub fn record_check(f: &Features, cpu_id: u32) {
         None => 1,
         Some(i) => 2 + i as u8,
     };
-    if let Some(slot) = CHECKED.get(cpu_id as usize) {
-        slot.store(verdict, Ordering::SeqCst);
+    // Per CPU (its record's `state_check`): 0 = not initialised, 1 = the
+    // read-back matched, 2 + i = field i of [`FIELDS`] did not.
+    if let Some(c) = percpu::CpuId::new(cpu_id) {
+        percpu::slot(c).state_check.store(verdict, Ordering::SeqCst);
     }
 }
 
 /// The recorded verdict for CPU `cpu`: `Ok` if its state read back as
 /// intended, else what was wrong.
 pub fn verdict(cpu: usize) -> Result<(), &'static str> {
-    match CHECKED.get(cpu).map(|c| c.load(Ordering::SeqCst)) {
+    let slot = percpu::CpuId::new(cpu as u32).map(percpu::slot);
+    match slot.map(|pc| pc.state_check.load(Ordering::SeqCst)) {
         Some(1) => Ok(()),
         Some(0) | None => Err("init_this_cpu never ran"),
         Some(v) => Err(FIELDS.get(v as usize - 2).copied().unwrap_or("?")),

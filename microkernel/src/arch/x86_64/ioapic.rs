@@ -7,7 +7,6 @@
 //! masked again and acknowledged, so a stuck device cannot storm a CPU.
 
 use super::madt::Topology;
-use crate::sync::IrqMutex;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use x2apic::ioapic::{IoApic, IrqFlags, IrqMode, RedirectionTableEntry};
 
@@ -25,7 +24,14 @@ struct State {
     overrides: heapless::Vec<(u8, u32, u16), 16>,
 }
 
-static STATE: IrqMutex<Option<State>> = IrqMutex::new(None);
+/// The chips and overrides. A plain spinlock taken only with interrupts off
+/// ([`with_state`]): [`unclaimed`] takes it from interrupt context, and no
+/// holder ever waits for another CPU (this file sits below `sync`).
+static STATE: spin::Mutex<Option<State>> = spin::Mutex::new(None);
+
+fn with_state<R>(f: impl FnOnce(&mut Option<State>) -> R) -> R {
+    x86_64::instructions::interrupts::without_interrupts(|| f(&mut STATE.lock()))
+}
 
 /// Times each ISA IRQ arrived unclaimed.
 static HITS: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
@@ -42,7 +48,7 @@ pub fn init(topo: &Topology) {
         // SAFETY: the MADT names this MMIO block as an I/O APIC; the direct map
         // covers the 32-bit MMIO hole (uncached through the firmware's MTRRs),
         // and this is the only IoApic created for it.
-        let mut apic = unsafe { IoApic::new(crate::mem::phys_to_virt(addr as u64)) };
+        let mut apic = unsafe { IoApic::new(super::mmu::phys_to_virt(addr as u64)) };
         // SAFETY: reading the version register, then masking every entry.
         let entries = unsafe { apic.max_table_entry() } as u32 + 1;
         for i in 0..entries {
@@ -63,7 +69,7 @@ pub fn init(topo: &Topology) {
         st.ioapics.len(),
         st.overrides.len()
     );
-    *STATE.lock() = Some(st);
+    with_state(|s| *s = Some(st));
 }
 
 /// Routes ISA IRQ `irq` to the CPU with APIC id `apic_id`, unmasked.
@@ -71,7 +77,10 @@ pub fn route_isa_irq(irq: u8, apic_id: u32) -> Result<(), &'static str> {
     if irq >= 16 || apic_id > 255 {
         return Err("ISA IRQ or APIC id out of range");
     }
-    let mut guard = STATE.lock();
+    with_state(|guard| route_locked(guard, irq, apic_id))
+}
+
+fn route_locked(guard: &mut Option<State>, irq: u8, apic_id: u32) -> Result<(), &'static str> {
     let st = guard.as_mut().ok_or("no I/O APIC")?;
     let (gsi, flags) = match st.overrides.iter().find(|o| o.0 == irq) {
         Some(&(_, gsi, f)) => (gsi, f),
@@ -103,7 +112,10 @@ pub fn route_isa_irq(irq: u8, apic_id: u32) -> Result<(), &'static str> {
 
 /// Masks ISA IRQ `irq`.
 pub fn mask_isa_irq(irq: u8) {
-    let mut guard = STATE.lock();
+    with_state(|guard| mask_locked(guard, irq));
+}
+
+fn mask_locked(guard: &mut Option<State>, irq: u8) {
     let Some(st) = guard.as_mut() else { return };
     let gsi = st
         .overrides
@@ -124,7 +136,7 @@ pub fn mask_isa_irq(irq: u8) {
 /// the line.
 pub fn unclaimed(irq: u8) {
     HITS[irq as usize].fetch_add(1, Ordering::SeqCst);
-    LAST_CPU[irq as usize].store(super::percpu::cpu_id(), Ordering::SeqCst);
+    LAST_CPU[irq as usize].store(super::percpu::cpu_id().get(), Ordering::SeqCst);
     mask_isa_irq(irq);
 }
 

@@ -8,7 +8,7 @@ use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
 use core::ptr::NonNull;
 
 /// The most CPUs recorded.
-pub const MAX_FOUND: usize = crate::arch::apic::MAX_CPUS;
+pub const MAX_FOUND: usize = super::percpu::MAX_CPUS;
 
 /// What the MADT says.
 pub struct Topology {
@@ -31,7 +31,7 @@ impl AcpiHandler for DirectMapHandler {
         physical_address: usize,
         size: usize,
     ) -> PhysicalMapping<Self, T> {
-        let virt = crate::mem::phys_to_virt(physical_address as u64) as *mut T;
+        let virt = super::mmu::phys_to_virt(physical_address as u64) as *mut T;
         // SAFETY: the direct map covers all physical memory the firmware tables
         // live in (RAM and the 32-bit hole); the crate guarantees `T` is there.
         unsafe {

@@ -1,5 +1,21 @@
 //! Everything x86_64-specific. Portable kernel code reaches the hardware only
 //! through this module.
+//!
+//! This is layer 0 (DESIGN.md 6a): it names nothing above it, with one
+//! exception.
+//!
+//! # Entry up-calls
+//! The entry stubs name the Rust code they enter with `sym`; these are the
+//! only paths from here to a higher layer (`scripts/layers.sh` reads this
+//! list):
+//! - `sym crate::kernel_entry` (boot.rs: the boot CPU's 64-bit entry)
+//! - `sym crate::interrupt::trap_dispatch` (idt.rs: every interrupt and exception)
+//! - `sym crate::syscalls::syscall_dispatch` (syscall.rs: every syscall)
+//! - `sym crate::lifecycle::return_to_user_work` (idt.rs, syscall.rs: deferred work)
+//! - `sym crate::sched::finish_switch` (context.rs: the first code after a switch)
+//!
+//! An AP enters `main.rs`'s `ap_main` through an address `smp` passes down
+//! to the trampoline, not through a path named here.
 
 pub mod apic;
 pub mod boot;
@@ -11,12 +27,15 @@ pub mod gdt;
 pub mod idt;
 pub mod ioapic;
 pub mod madt;
+pub mod mmu;
 pub mod percpu;
 pub mod pic;
 pub mod probe;
 pub mod qemu;
 pub mod serial;
 pub mod syscall;
+pub mod testhooks;
+pub mod tlb;
 pub mod trampoline;
 pub mod trap;
 pub mod uaccess;

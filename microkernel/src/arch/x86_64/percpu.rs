@@ -1,40 +1,144 @@
-//! Per-CPU state, reached through GS.
+//! The per-CPU table: one [`PerCpu`] record per CPU, in one static array
+//! ([`CPUS`]) indexed by [`CpuId`], reached through GS.
 //!
 //! In ring 0, `GS_BASE` holds this CPU's [`PerCpu`]; in ring 3 `GS_BASE` is the
 //! thread's own value and `KERNEL_GS_BASE` holds the `PerCpu` until the next
 //! `swapgs`. Fields that assembly touches are reached only through the `OFF_*`
 //! constants below, computed with `offset_of!` and checked at compile time.
+//!
+//! Every per-CPU datum of the layers up to the memory manager lives here (the
+//! APIC, its timer deadlines, the loaded root, the shootdown flag, bring-up
+//! figures); the scheduler's per-CPU part, whose type belongs to a higher
+//! layer, hangs off [`PerCpu::sched`]. There are no `[_; MAX_CPUS]` side
+//! arrays.
+//!
+//! # Sharing rule
+//! The table is shared by every CPU from the start (any CPU may look at any
+//! record: shootdown targeting, run-queue balancing, kicks), so no field is
+//! ever written through a plain `&mut`. A field written after boot is either
+//! an atomic, or sits in an [`UnsafeCell`] that **only the owning CPU**
+//! touches, with interrupts off (the TSS, the GDT, the local-APIC handle).
 
 use super::gdt::{Gdt, IST_COUNT};
-use super::{cpu, cpu::msr};
+use super::{apic, cpu, cpu::msr};
+use core::cell::UnsafeCell;
 use core::mem::offset_of;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
+use x2apic::lapic::LocalApic;
 use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
-/// One CPU's private data. Lives at a fixed address for the CPU's lifetime.
+/// The most CPUs the kernel runs on (more in the MADT are ignored).
+pub const MAX_CPUS: usize = 64;
+
+/// A dense CPU number: 0 is the boot CPU, `0..smp::online()` are online.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CpuId(u32);
+
+impl CpuId {
+    /// The boot CPU.
+    pub const BOOT: CpuId = CpuId(0);
+
+    /// `raw` if it names a slot of the table.
+    pub const fn new(raw: u32) -> Option<CpuId> {
+        if (raw as usize) < MAX_CPUS {
+            Some(CpuId(raw))
+        } else {
+            None
+        }
+    }
+
+    /// The CPU at table index `i` (`i < MAX_CPUS`, the caller's duty;
+    /// checked in debug builds, and every table access is bounds-checked).
+    #[inline(always)]
+    pub const fn from_index(i: usize) -> CpuId {
+        debug_assert!(i < MAX_CPUS);
+        CpuId(i as u32)
+    }
+
+    /// The raw number.
+    #[inline(always)]
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The table index.
+    #[inline(always)]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl core::fmt::Display for CpuId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Bits of a thread's work word: deferred work the thread must do before it
+/// runs user code again (Linux's TIF work mask). The return-to-user paths
+/// test the whole word once (`syscall.rs`, `isr_return` in `idt.rs`) at
+/// [`OFF_THREAD_WORK`] from the current-thread pointer.
+pub mod work {
+    /// Its process is ending: the thread dies instead of returning to ring 3.
+    pub const KILL: u32 = 1 << 0;
+    /// Every bit the return paths look at.
+    pub const MASK: u32 = KILL;
+}
+
+/// Where the work word (an `AtomicU32`) sits in the record
+/// [`PerCpu::current_thread`] points at. The thread type asserts it.
+pub const OFF_THREAD_WORK: usize = 0;
+
+/// One CPU's record. Lives in [`CPUS`] for the machine's lifetime.
 #[repr(C, align(64))]
 pub struct PerCpu {
-    /// Points at this struct, so `gs:[0]` yields a normal pointer.
-    pub self_ptr: *const PerCpu,
+    /// Points at this struct, so `gs:[0]` yields a normal pointer; 0 until
+    /// [`init_cpu`] (release-stored last: non-zero means "initialised").
+    self_ptr: AtomicU64,
     /// Scratch slot: the user RSP parked by the syscall entry stub.
-    pub user_rsp: u64,
+    user_rsp: AtomicU64,
     /// Top of the running thread's kernel stack (the syscall stub switches to it).
-    pub kernel_rsp: u64,
-    /// Dense CPU number (0 = boot CPU).
-    pub cpu_id: u32,
-    /// Local APIC id.
-    pub apic_id: u32,
-    /// The running thread (a `*const Thread`, null before the scheduler starts).
-    pub current_thread: u64,
+    kernel_rsp: AtomicU64,
+    /// Dense CPU number (the index in [`CPUS`]).
+    cpu_id: AtomicU32,
+    /// Local APIC id (`u32::MAX`: none yet, or the AP was abandoned).
+    apic_id: AtomicU32,
+    /// The running thread (a `*const Thread`, 0 before the scheduler starts).
+    current_thread: AtomicU64,
     /// Syscalls entered on this CPU.
     pub syscalls: AtomicU64,
     /// Interrupts taken on this CPU.
     pub interrupts: AtomicU64,
-    /// This CPU's task state segment (RSP0 and the IST stacks).
-    pub tss: TaskStateSegment,
-    /// This CPU's descriptor table.
-    pub gdt: Gdt,
+    /// The root this CPU's CR3 holds ([`super::mmu`]).
+    pub(super) loaded_root: AtomicU64,
+    /// A TLB shootdown request waits for this CPU ([`super::tlb`]).
+    pub(super) shootdown_pending: AtomicBool,
+    /// When this CPU's next scheduler tick is due (TSC; [`super::apic`]).
+    pub(super) next_tick_tsc: AtomicU64,
+    /// When this CPU's timer is armed to fire next (TSC; [`super::apic`]).
+    pub(super) armed_tsc: AtomicU64,
+    /// Result of the CPU-state read-back ([`super::cpustate`]): 0 = not
+    /// initialised, 1 = matched, 2 + i = field i did not.
+    pub(super) state_check: AtomicU8,
+    /// Result of [`selfcheck`]: 0 = not checked, 1 = the `gs:` view agrees
+    /// with this record and the APIC, 2 = it does not.
+    selfcheck: AtomicU8,
+    /// Cycles from INIT to arrival (0 for the boot CPU; `smp`).
+    pub bringup_cycles: AtomicU64,
+    /// The scheduler's per-CPU part (its type is the scheduler's, a higher
+    /// layer): null until this CPU joins the scheduler, then set once
+    /// (release) by this CPU and never changed.
+    pub sched: AtomicPtr<()>,
+    /// This CPU's local APIC (owning CPU only, interrupts off).
+    pub(super) apic: UnsafeCell<Option<LocalApic>>,
+    /// This CPU's task state segment, RSP0 and the IST stacks (owning CPU
+    /// only, interrupts off; the CPU reads it on ring changes).
+    tss: UnsafeCell<TaskStateSegment>,
+    /// This CPU's descriptor table (filled once by the owning CPU).
+    gdt: UnsafeCell<Gdt>,
 }
 
 /// `gs:` offset of [`PerCpu::self_ptr`].
@@ -51,6 +155,8 @@ pub const OFF_APIC_ID: usize = offset_of!(PerCpu, apic_id);
 pub const OFF_CURRENT: usize = offset_of!(PerCpu, current_thread);
 /// `gs:` offset of [`PerCpu::syscalls`].
 pub const OFF_SYSCALLS: usize = offset_of!(PerCpu, syscalls);
+/// `gs:` offset of [`PerCpu::sched`].
+pub const OFF_SCHED: usize = offset_of!(PerCpu, sched);
 
 const _: () = assert!(OFF_SELF == 0);
 const _: () = assert!(OFF_USER_RSP == 8);
@@ -59,81 +165,146 @@ const _: () = assert!(OFF_CPU_ID == 24);
 const _: () = assert!(OFF_APIC_ID == 28);
 const _: () = assert!(OFF_CURRENT == 32);
 const _: () = assert!(core::mem::size_of::<PerCpu>() <= 4096);
+// The asm reads and writes these as plain 64/32-bit words.
+const _: () = assert!(core::mem::size_of::<AtomicU64>() == 8);
+const _: () = assert!(core::mem::size_of::<AtomicU32>() == 4);
 
-/// Every CPU's record, by CPU id (null until that CPU is initialised).
-static ALL: [core::sync::atomic::AtomicPtr<PerCpu>; super::apic::MAX_CPUS] =
-    [const { core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()) }; super::apic::MAX_CPUS];
+// SAFETY: every field is atomic except the three UnsafeCells, which only the
+// owning CPU touches (module sharing rule); `LocalApic` holds an MMIO
+// pointer that is never used from another CPU.
+unsafe impl Sync for PerCpu {}
 
-/// The record of CPU `cpu`, if it is up.
+impl PerCpu {
+    /// A blank record for slot `id`.
+    const fn new(id: u32) -> PerCpu {
+        PerCpu {
+            self_ptr: AtomicU64::new(0),
+            user_rsp: AtomicU64::new(0),
+            kernel_rsp: AtomicU64::new(0),
+            cpu_id: AtomicU32::new(id),
+            apic_id: AtomicU32::new(u32::MAX),
+            current_thread: AtomicU64::new(0),
+            syscalls: AtomicU64::new(0),
+            interrupts: AtomicU64::new(0),
+            loaded_root: AtomicU64::new(0),
+            shootdown_pending: AtomicBool::new(false),
+            next_tick_tsc: AtomicU64::new(0),
+            armed_tsc: AtomicU64::new(0),
+            state_check: AtomicU8::new(0),
+            selfcheck: AtomicU8::new(0),
+            bringup_cycles: AtomicU64::new(0),
+            sched: AtomicPtr::new(core::ptr::null_mut()),
+            apic: UnsafeCell::new(None),
+            tss: UnsafeCell::new(TaskStateSegment::new()),
+            gdt: UnsafeCell::new(Gdt::empty()),
+        }
+    }
+
+    /// Its CPU.
+    pub fn id(&self) -> CpuId {
+        CpuId(self.cpu_id.load(Ordering::Relaxed))
+    }
+
+    /// Its local APIC id, if known (`None` before bring-up or once abandoned).
+    pub fn apic_id(&self) -> Option<u32> {
+        let id = self.apic_id.load(Ordering::Relaxed);
+        (id != u32::MAX).then_some(id)
+    }
+
+    /// Records the APIC id of the CPU this slot is for (`None`: forget it).
+    /// Written by the boot CPU while starting that CPU, and by the CPU itself.
+    pub fn set_apic_id(&self, id: Option<u32>) {
+        self.apic_id.store(id.unwrap_or(u32::MAX), Ordering::SeqCst);
+    }
+
+    /// Top of the running thread's kernel stack.
+    pub fn kernel_rsp(&self) -> u64 {
+        self.kernel_rsp.load(Ordering::Relaxed)
+    }
+
+    /// The TSS's I/O-bitmap offset.
+    pub fn iomap_base(&self) -> u16 {
+        // SAFETY: a read of a field the owning CPU wrote at bring-up; callers
+        // read their own record (interrupts off), so no write is concurrent.
+        unsafe { (*self.tss.get()).iomap_base }
+    }
+}
+
+/// The per-CPU table.
+static CPUS: [PerCpu; MAX_CPUS] = {
+    let mut t = [const { PerCpu::new(0) }; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        t[i] = PerCpu::new(i as u32);
+        i += 1;
+    }
+    t
+};
+
+/// The record of CPU `cpu` (whether or not it is up).
+pub fn slot(cpu: CpuId) -> &'static PerCpu {
+    &CPUS[cpu.index()]
+}
+
+/// The record of CPU number `cpu`, if it is up (a number from user space).
 pub fn of(cpu: u64) -> Option<&'static PerCpu> {
-    let p = ALL.get(cpu as usize)?.load(Ordering::Acquire);
-    // SAFETY: non-null entries point at 'static PerCpu records that live as
-    // long as their CPU (forever); shared reads of their atomics are fine.
-    (!p.is_null()).then(|| unsafe { &*p })
+    let pc = CPUS.get(usize::try_from(cpu).ok()?)?;
+    // Acquire: pairs with init_cpu's release of `self_ptr`.
+    (pc.self_ptr.load(Ordering::Acquire) != 0).then_some(pc)
+}
+
+/// CPUs online: the boot CPU, then each AP as the boot CPU counts it in
+/// ([`mark_online`]). CPU ids are dense: `0..online()` are online.
+static ONLINE: AtomicUsize = AtomicUsize::new(1);
+
+/// CPUs online.
+pub fn online() -> usize {
+    ONLINE.load(Ordering::SeqCst)
+}
+
+/// Counts one more CPU online (the boot CPU, once that AP is up).
+pub fn mark_online() {
+    ONLINE.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The records of the online CPUs, in CPU order.
+pub fn online_cpus() -> impl Iterator<Item = &'static PerCpu> {
+    CPUS[..online()].iter()
 }
 
 /// Set once the boot CPU's GS base is valid; before that `cpu_id()` is 0.
 static GS_READY: AtomicBool = AtomicBool::new(false);
 
-impl PerCpu {
-    /// A blank record (filled by [`init_cpu`]).
-    pub const fn new() -> PerCpu {
-        PerCpu {
-            self_ptr: core::ptr::null(),
-            user_rsp: 0,
-            kernel_rsp: 0,
-            cpu_id: 0,
-            apic_id: 0,
-            current_thread: 0,
-            syscalls: AtomicU64::new(0),
-            interrupts: AtomicU64::new(0),
-            tss: TaskStateSegment::new(),
-            gdt: Gdt::empty(),
-        }
-    }
-}
-
-impl Default for PerCpu {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Makes `pc` this CPU's per-CPU record: fills the TSS (IST stack tops) and the
-/// GDT, loads both, and points `GS_BASE` at `pc` (`KERNEL_GS_BASE` = 0, the
-/// initial user GS base).
+/// Makes slot `cpu` this CPU's record: fills the TSS (IST stack tops) and the
+/// GDT, loads both, and points `GS_BASE` at it (`KERNEL_GS_BASE` = 0, the
+/// initial user GS base). `apic_id`: `None` when not known yet (the boot
+/// CPU, before its APIC is up).
 ///
 /// # Safety
-/// Call once per CPU, on that CPU, with interrupts off; `pc` must not be used as
-/// another CPU's record.
-pub unsafe fn init_cpu(
-    pc: &'static mut PerCpu,
-    cpu_id: u32,
-    apic_id: u32,
-    ist_tops: [u64; IST_COUNT],
-) {
-    pc.self_ptr = pc as *const PerCpu;
-    pc.cpu_id = cpu_id;
-    pc.apic_id = apic_id;
-    for (i, top) in ist_tops.iter().enumerate() {
-        pc.tss.interrupt_stack_table[i] = VirtAddr::new(*top);
-    }
-    let pc: &'static PerCpu = pc;
-    // The GDT's TSS descriptor points into `pc`; both live as long as the CPU.
-    let gdt = &pc.gdt as *const Gdt as *mut Gdt;
-    // SAFETY: `pc` is this CPU's record, not yet loaded anywhere, so writing its
-    // GDT through a raw pointer aliases nothing in use; after `load` the GDT is
-    // only read by the CPU.
+/// Call once per CPU, on that CPU, with interrupts off; no other CPU may run
+/// on slot `cpu` (a CPU id is used only by the CPU that won its bring-up).
+pub unsafe fn init_cpu(cpu: CpuId, apic_id: Option<u32>, ist_tops: [u64; IST_COUNT]) {
+    let pc = slot(cpu);
+    pc.set_apic_id(apic_id);
+    let tss = pc.tss.get();
+    let gdt = pc.gdt.get();
+    // SAFETY: this CPU owns the slot (caller's duty) and nothing has loaded
+    // its TSS or GDT yet, so these writes alias nothing in use; after `load`
+    // the GDT is only read by the CPU, and the TSS written only by this CPU.
+    // Both live in a static: as long as the CPU.
     unsafe {
-        (*gdt).fill(&pc.tss);
+        for (i, top) in ist_tops.iter().enumerate() {
+            (*tss).interrupt_stack_table[i] = VirtAddr::new(*top);
+        }
+        (*gdt).fill(&*tss);
         (*gdt).load();
         cpu::wrmsr(msr::GS_BASE, pc as *const PerCpu as u64);
         cpu::wrmsr(msr::KERNEL_GS_BASE, 0);
     }
-    if let Some(slot) = ALL.get(cpu_id as usize) {
-        slot.store(pc as *const PerCpu as *mut PerCpu, Ordering::Release);
-    }
-    if cpu_id == 0 {
+    // Release: the record's fields above are visible to whoever sees it up.
+    pc.self_ptr
+        .store(pc as *const PerCpu as u64, Ordering::Release);
+    if cpu == CpuId::BOOT {
         GS_READY.store(true, Ordering::SeqCst);
     }
 }
@@ -141,17 +312,25 @@ pub unsafe fn init_cpu(
 /// This CPU's record.
 pub fn this() -> &'static PerCpu {
     let p: u64;
-    // SAFETY: in ring 0 after init_cpu, gs:[0] is the PerCpu's self pointer.
+    // SAFETY: in ring 0 after init_cpu, gs:[0] is the PerCpu's self pointer,
+    // an element of the static table.
     unsafe {
         core::arch::asm!("mov {}, gs:[{off}]", out(reg) p, off = const OFF_SELF, options(nostack, readonly, preserves_flags));
         &*(p as *const PerCpu)
     }
 }
 
-/// The id of the CPU this runs on (0 before per-CPU data is set up).
-pub fn cpu_id() -> u32 {
+/// This CPU's record, or `None` before the boot CPU's [`init_cpu`] (the
+/// panic path may run that early).
+pub fn this_if_up() -> Option<&'static PerCpu> {
+    GS_READY.load(Ordering::Relaxed).then(this)
+}
+
+/// The id of the CPU this runs on (the boot CPU before per-CPU data is set up).
+#[inline]
+pub fn cpu_id() -> CpuId {
     if !GS_READY.load(Ordering::Relaxed) {
-        return 0;
+        return CpuId::BOOT;
     }
     let id: u32;
     // SAFETY: once GS_READY is set every CPU that runs kernel code has its GS
@@ -159,12 +338,12 @@ pub fn cpu_id() -> u32 {
     unsafe {
         core::arch::asm!("mov {:e}, gs:[{off}]", out(reg) id, off = const OFF_CPU_ID, options(nostack, readonly, preserves_flags));
     }
-    id
+    CpuId(id)
 }
 
-/// This CPU's id in one `gs:` load, for code that only runs after this CPU's
-/// [`init_cpu`] (the scheduler, syscall and interrupt handlers); early boot
-/// code uses [`cpu_id`].
+/// This CPU's table index in one `gs:` load, for code that only runs after
+/// this CPU's [`init_cpu`] (the scheduler, syscall and interrupt handlers);
+/// early boot code uses [`cpu_id`].
 #[inline(always)]
 pub fn cpu_index() -> usize {
     let id: u32;
@@ -175,30 +354,43 @@ pub fn cpu_index() -> usize {
     id as usize
 }
 
+/// The scheduler's part of this CPU's record ([`PerCpu::sched`]), in one
+/// `gs:` load (null before this CPU joined the scheduler).
+#[inline(always)]
+pub fn sched_part() -> *mut () {
+    let p: u64;
+    // SAFETY: callers run after init_cpu on this CPU, so gs: is its PerCpu.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[{off}]", out(reg) p, off = const OFF_SCHED, options(nostack, readonly, preserves_flags));
+    }
+    p as *mut ()
+}
+
 /// Sets the stack the CPU switches to on an interrupt from ring 3 (TSS.RSP0) and
 /// the one the syscall stub switches to, both to `top`.
 pub fn set_kernel_stack(top: u64) {
-    let pc = this() as *const PerCpu as *mut PerCpu;
-    // SAFETY: only this CPU writes its own PerCpu's kernel_rsp and TSS.RSP0, with
-    // interrupts off (the scheduler calls this inside its critical section).
-    unsafe {
-        (*pc).kernel_rsp = top;
-        (*pc).tss.privilege_stack_table[0] = VirtAddr::new(top);
-    }
+    let pc = this();
+    pc.kernel_rsp.store(top, Ordering::Relaxed);
+    // SAFETY: only this CPU writes its own TSS, with interrupts off (the
+    // scheduler calls this inside its critical section); the CPU reads RSP0
+    // only on a ring change, which cannot happen during this store.
+    unsafe { (*pc.tss.get()).privilege_stack_table[0] = VirtAddr::new(top) };
+}
+
+/// Sets this CPU's TSS I/O-bitmap offset (bring-up, interrupts off).
+pub fn set_iomap_base(offset: u16) {
+    // SAFETY: only this CPU writes its own TSS, with interrupts off.
+    unsafe { (*this().tss.get()).iomap_base = offset };
 }
 
 /// Records the running thread (a raw strong reference, see `sched`).
 pub fn set_current(thread: u64) {
-    let pc = this() as *const PerCpu as *mut PerCpu;
-    // SAFETY: only this CPU writes its own current_thread, with interrupts off.
-    unsafe { (*pc).current_thread = thread };
+    this().current_thread.store(thread, Ordering::Relaxed);
 }
 
 /// Records this CPU's APIC id (the boot CPU learns it after its APIC is up).
 pub fn set_apic_id(id: u32) {
-    let pc = this() as *const PerCpu as *mut PerCpu;
-    // SAFETY: only this CPU writes its own PerCpu, with interrupts off.
-    unsafe { (*pc).apic_id = id };
+    this().set_apic_id(Some(id));
 }
 
 /// (self pointer, CPU id, APIC id) as this CPU reads them through `gs:`.
@@ -231,4 +423,32 @@ pub fn current_thread() -> u64 {
         core::arch::asm!("mov {}, gs:[{off}]", out(reg) p, off = const OFF_CURRENT, options(nostack, readonly, preserves_flags));
     }
     p
+}
+
+/// Makes CPU `cpu` look at its run queue soon (it may be halted): a
+/// reschedule IPI, unless it is this CPU or not up.
+pub fn kick(cpu: CpuId) {
+    if let Some(id) = slot(cpu).apic_id() {
+        if cpu != cpu_id() {
+            apic::send_ipi(apic::RESCHED_VECTOR, id);
+        }
+    }
+}
+
+/// Records whether this CPU's `gs:` view (self pointer, CPU id, APIC id)
+/// agrees with its record and with the APIC. Every CPU runs it at the end of
+/// its per-CPU init; `ktest` reads the verdicts ([`selfcheck_ok`]).
+pub fn selfcheck() {
+    let (p, id, apic) = read_via_gs();
+    let pc = this();
+    let ok = p == pc as *const PerCpu as u64
+        && id == pc.id().get()
+        && Some(apic) == pc.apic_id()
+        && apic == apic::local_id();
+    pc.selfcheck.store(if ok { 1 } else { 2 }, Ordering::SeqCst);
+}
+
+/// Whether CPU `cpu`'s [`selfcheck`] passed.
+pub fn selfcheck_ok(cpu: CpuId) -> bool {
+    slot(cpu).selfcheck.load(Ordering::SeqCst) == 1
 }

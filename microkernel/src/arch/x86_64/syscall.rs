@@ -17,8 +17,8 @@
 //! TF is set (single-stepping must resume exactly as the CPU defines).
 //!
 //! Before that, one `test` of the current thread's work word
-//! ([`crate::task::work`], Linux's TIF work mask) sends a thread with deferred
-//! work — a kill above all — to [`crate::sched::return_to_user_work`]; a thread
+//! ([`super::percpu::work`], Linux's TIF work mask) sends a thread with deferred
+//! work — a kill above all — to `crate::lifecycle::return_to_user_work`; a thread
 //! of a dying process therefore never runs user code again, whether it was
 //! in a syscall, parked by `yield`, or blocked when the kill came.
 //!
@@ -176,9 +176,9 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     user_flags = const USER_RFLAGS,
     dispatch = sym crate::syscalls::syscall_dispatch,
     cur = const super::percpu::OFF_CURRENT,
-    work = const crate::task::OFF_THREAD_WORK,
-    work_mask = const crate::task::work::MASK,
-    work_fn = sym crate::sched::return_to_user_work,
+    work = const super::percpu::OFF_THREAD_WORK,
+    work_mask = const super::percpu::work::MASK,
+    work_fn = sym crate::lifecycle::return_to_user_work,
 );
 
 // The offsets used after popping the 15 general registers: [rsp] = vector,

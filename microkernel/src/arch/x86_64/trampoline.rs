@@ -17,7 +17,7 @@
 //!    GDT; CR0.PE; far-jump to 32-bit code; PAE, CR3 := the bring-up page
 //!    tables, EFER.LME (+NXE), CR0.PG|WP; far-jump to 64-bit code;
 //! 3. long mode: RSP := the slot's stack, RDI := the slot's boot block, jump
-//!    to the kernel's `ap_entry` in the higher half.
+//!    to the kernel's `ap_main` (main.rs) in the higher half.
 //!
 //! # Invariants (the late-AP handshake)
 //! - Before its compare-and-swap an AP touches only the trampoline page: it
@@ -46,7 +46,7 @@
 //! that all push the same values there and read by nobody) or on the slot's
 //! private park stack.
 
-use super::apic::MAX_CPUS;
+use super::percpu::MAX_CPUS;
 use core::arch::global_asm;
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -91,7 +91,7 @@ pub struct ApSlot {
     state: AtomicU32,
     /// The AP's kernel stack top (read by a winner in 64-bit mode).
     stack_top: AtomicU64,
-    /// The address of its `smp::ApBoot` (RDI for `ap_entry`).
+    /// The address of its `smp::ApBoot` (RDI for `ap_main`).
     boot_block: AtomicU64,
     /// Test hook (`smp.late`): non-zero makes the AP wait in real mode until
     /// the boot CPU has decided (state != WAITING) before it tries to claim
@@ -135,7 +135,7 @@ global_asm!(
     .global tramp_64
     .code16
 tramp_start:
-    cli                                     # IF stays clear until ap_entry is done
+    cli                                     # IF stays clear until ap_main is done
     movw %cs, %ax
     movw %ax, %ss                           # ss: the trampoline page (mov ss holds off an NMI
     movw $(tramp_scratch_top - tramp_start), %sp # for one instruction: ss:sp is set atomically)
@@ -234,7 +234,7 @@ tramp_64:
     movl %edi, %edi                         # rdi: slot offset (upper half cleared)
     addq %rsi, %rdi                         # rdi: this AP's slot (identity-mapped)
     movq {s_stack}(%rdi), %rsp              # rsp: the AP's kernel stack
-    movq (tramp_entry - tramp_start)(%rsi), %rax # rax: ap_entry (higher half)
+    movq (tramp_entry - tramp_start)(%rsi), %rax # rax: ap_main (higher half)
     movq {s_block}(%rdi), %rdi              # rdi: its boot block (1st argument)
     xorl %ebp, %ebp                         # rbp: end of the frame chain
     jmpq *%rax
@@ -270,7 +270,7 @@ tramp_far64:
     .balign 8
 tramp_cr3:   .long 0, 0                     # patched: bring-up PML4
 tramp_efer:  .long 0, 0                     # patched: EFER bits to set
-tramp_entry: .quad 0                        # patched: ap_entry
+tramp_entry: .quad 0                        # patched: ap_main
     .balign 16
 tramp_scratch:
     .skip 16                                # NMI frame before the slot is known
@@ -357,13 +357,16 @@ pub struct Trampoline {
 
 impl Trampoline {
     /// Copies and patches the trampoline into the page at `phys` (below 1 MiB,
-    /// page-aligned) for the bring-up tables at `cr3` (below 4 GiB).
+    /// page-aligned) for the bring-up tables at `cr3` (below 4 GiB); an AP
+    /// that wins its slot jumps to `entry` (an `extern "C" fn(&ApBoot) -> !`,
+    /// `main.rs`'s `ap_main`, passed down by `smp`).
     ///
     /// # Safety
     /// The page must be owned by the caller for the rest of the kernel's life
     /// (never freed, never rewritten by anyone else: a parked AP executes it
-    /// forever) and mapped at `virt` permanently.
-    pub unsafe fn install(phys: u64, virt: *mut u8, cr3: u64, nx: bool) -> Trampoline {
+    /// forever) and mapped at `virt` permanently; `entry` must be such a
+    /// function.
+    pub unsafe fn install(phys: u64, virt: *mut u8, cr3: u64, nx: bool, entry: u64) -> Trampoline {
         let start = core::ptr::addr_of!(tramp_start);
         let len = core::ptr::addr_of!(tramp_end) as usize - start as usize;
         assert!(len <= 4096 && phys < 0x10_0000 && phys.is_multiple_of(4096) && cr3 < 1 << 32);
@@ -402,10 +405,7 @@ impl Trampoline {
         t.put32(offset(core::ptr::addr_of!(tramp_cr3)), cr3 as u32);
         let efer = (1u32 << 8) | if nx { 1 << 11 } else { 0 };
         t.put32(offset(core::ptr::addr_of!(tramp_efer)), efer);
-        t.put64(
-            offset(core::ptr::addr_of!(tramp_entry)),
-            crate::smp::ap_entry as *const () as u64,
-        );
+        t.put64(offset(core::ptr::addr_of!(tramp_entry)), entry);
         t
     }
 

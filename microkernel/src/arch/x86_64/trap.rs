@@ -1,22 +1,11 @@
-//! The saved register state of an interrupted context ([`TrapFrame`]) and the
-//! Rust side of every interrupt and exception.
-//!
-//! A fault in kernel mode is either expected — an instruction listed in the
-//! exception table (`.extable`: user-memory copies, probes) resumes at its fixup
-//! — or a kernel bug, which prints a full diagnosis and stops the machine. A fault
-//! in user mode is the user's problem and is handed to the scheduler, which ends
-//! the thread; the kernel keeps running.
-//!
-//! Three events are never the interrupted thread's fault and are decided
-//! first: an NMI (counted and ignored, or "halt" while the machine stops on a
-//! panic), a machine check (the machine stops), and a kernel-mode #DB, fatal
-//! except for the single-step trap ring 3 can carry into `syscall_entry`
-//! ([`kernel_debug`]). Every handler runs with RFLAGS.AC clear when SMAP is on
-//! (checked on entry), and nothing that schedules runs on an IST stack.
+//! The saved register state of an interrupted context ([`TrapFrame`]), the
+//! exception names, the exception table (`.extable`: user-memory copies and
+//! probes resume at their fixup), and the kernel-mode #DB rule
+//! ([`kernel_debug`]). The dispatch policy that uses them — what ends a
+//! thread, what stops the machine — is `crate::interrupt::trap_dispatch`.
 
-use super::cpu;
 use core::mem::offset_of;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::AtomicU64;
 
 /// Every general-purpose register plus the hardware interrupt frame, in the order
 /// the entry stubs push them (lowest address first). Syscall entry builds the
@@ -132,7 +121,8 @@ struct ExtableEntry {
     fixup: u64,
 }
 
-fn extable_fixup(rip: u64) -> Option<u64> {
+/// Where to resume after a fault at `rip`, if the exception table lists it.
+pub fn extable_fixup(rip: u64) -> Option<u64> {
     // SAFETY: the linker script brackets the `.extable` section with these
     // symbols; the section holds only ExtableEntry records emitted by our asm.
     let table = unsafe {
@@ -146,7 +136,7 @@ fn extable_fixup(rip: u64) -> Option<u64> {
 /// RFLAGS.TF (single step).
 const RFLAGS_TF: u64 = 1 << 8;
 /// RFLAGS.AC (alignment check; with SMAP: user access allowed).
-const RFLAGS_AC: u64 = 1 << 18;
+pub const RFLAGS_AC: u64 = 1 << 18;
 /// DR6.BS: the #DB was a single-step trap.
 pub const DR6_BS: u64 = 1 << 14;
 /// DR6 bits that name a #DB's cause: B0-B3, BD, BS, BT.
@@ -157,150 +147,9 @@ pub static NMIS: AtomicU64 = AtomicU64::new(0);
 /// NMIs taken while ring 3 was running.
 pub static NMIS_FROM_USER: AtomicU64 = AtomicU64::new(0);
 
-/// Called by every entry stub with the frame it built.
-///
-/// Order matters: NMI and #MC are decided before the "from user" test (an
-/// NMI is never the interrupted thread's fault), and nothing reached from an
-/// NMI schedules (the NMI runs on its IST stack with NMIs blocked until its
-/// `iretq`). #DB and #MC from ring 3 arrive here on the thread's kernel stack
-/// (see `idt.rs`), so ending the thread there is safe.
-#[no_mangle]
-pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    check_ac_clear(frame);
-    let vector = frame.vector;
-    if vector == 2 {
-        return nmi(frame);
-    }
-    if vector == 18 {
-        machine_check(frame);
-    }
-    if vector >= 32 {
-        if vector == u64::from(super::apic::TIMER_VECTOR) {
-            crate::ktest::nmi_storm_tick();
-        }
-        crate::irq::dispatch(frame);
-        if frame.from_user() {
-            crate::sched::check_killed();
-        }
-        return;
-    }
-    if vector == 1 {
-        let dr6 = take_dr6();
-        if !frame.from_user() {
-            match kernel_debug(frame, dr6) {
-                DebugVerdict::Ignore => return,
-                DebugVerdict::Fatal => kernel_fault(frame),
-            }
-        }
-    }
-    if frame.from_user() {
-        assert_on_thread_stack(frame);
-        crate::sched::user_fault(frame);
-        return;
-    }
-    if vector == 14 || vector == 13 {
-        if let Some(fixup) = extable_fixup(frame.rip) {
-            frame.rip = fixup;
-            return;
-        }
-    }
-    if vector == 14 {
-        let target = EXEC_PROBE_TARGET.load(Ordering::Relaxed);
-        if target != 0 && frame.rip == target && cpu::cr2() == target {
-            // probe_exec's `call` landed on a non-executable page: return to
-            // its caller with rax = 1 as if the callee had returned.
-            // SAFETY: the faulting `call` pushed its return address at RSP on
-            // the current, mapped kernel stack.
-            frame.rip = unsafe { *(frame.rsp as *const u64) };
-            frame.rsp += 8;
-            frame.rax = 1;
-            return;
-        }
-    }
-    kernel_fault(frame);
-}
-
-/// Ending a thread schedules, which must never happen on an IST stack (the
-/// stack belongs to the CPU, and the next NMI, #DB or #MC there would
-/// overwrite the parked context). A frame from ring 3 always sits at the very
-/// top of the thread's kernel stack: the CPU pushed it at TSS.RSP0, or the
-/// paranoid entry moved it there. Checked before every user fault.
-fn assert_on_thread_stack(frame: &TrapFrame) {
-    let top = frame as *const TrapFrame as u64 + core::mem::size_of::<TrapFrame>() as u64;
-    if top != super::percpu::this().kernel_rsp {
-        crate::panic::die(
-            format_args!(
-                "vector {} from ring 3 handled off the thread's kernel stack (frame top 0x{top:x})",
-                frame.vector
-            ),
-            Some(frame),
-        );
-    }
-}
-
-/// With SMAP on, every handler must run with RFLAGS.AC clear (the entry stubs
-/// `clac`); a handler entered with AC set would let the kernel touch user
-/// memory unchecked. Checked on every entry: a `pushfq` is cheap next to the
-/// interrupt itself, and the ring-3 case `ac_set_in_ring3_never_reaches_the_kernel`
-/// relies on it to see a missing `clac`.
-fn check_ac_clear(frame: &TrapFrame) {
-    let rflags: u64;
-    // SAFETY: reading RFLAGS through the stack has no other effect.
-    unsafe {
-        core::arch::asm!("pushfq", "pop {}", out(reg) rflags, options(nomem, preserves_flags))
-    };
-    if rflags & RFLAGS_AC != 0 && super::uaccess::smap_on() {
-        crate::panic::die(
-            format_args!(
-                "RFLAGS.AC set in the handler of vector {} (entry without clac: SMAP is off)",
-                frame.vector
-            ),
-            Some(frame),
-        );
-    }
-}
-
-/// An NMI. The kernel sends NMIs only to stop the machine on a panic; any
-/// other (a watchdog, a hardware report, the `nmi.storm` test hook) is
-/// counted and ignored, in either mode — never blamed on the interrupted
-/// thread. Nothing here takes a lock (the NMI may have interrupted its
-/// holder) or schedules.
-fn nmi(frame: &TrapFrame) {
-    if crate::panic::stopping() {
-        // Another CPU panicked and asked everyone to stop.
-        cpu::halt_forever();
-    }
-    NMIS.fetch_add(1, Ordering::Relaxed);
-    if frame.from_user() {
-        NMIS_FROM_USER.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A machine check: the hardware reports an error it could not correct. The
-/// kernel does not decode the MCA banks or isolate the damaged frame, so the
-/// policy is to report and stop the machine, in either mode (continuing could
-/// hand corrupted data to any process). Recorded in `docs/decisions.md`.
-fn machine_check(frame: &TrapFrame) -> ! {
-    // MCG_STATUS exists when CPUID reports MCA (leaf 1, EDX bit 14).
-    let status = if cpu::cpuid(1, 0).edx & (1 << 14) != 0 {
-        // SAFETY: the MSR exists (checked above); reading it has no effect.
-        unsafe { cpu::rdmsr(cpu::msr::MCG_STATUS) }
-    } else {
-        0
-    };
-    crate::panic::die(
-        format_args!(
-            "EXCEPTION #MC machine check in {} mode: MCG_STATUS=0x{status:x} RIP=0x{:x} (policy: stop the machine)",
-            if frame.from_user() { "user" } else { "kernel" },
-            frame.rip
-        ),
-        Some(frame),
-    )
-}
-
 /// Reads DR6 and resets it: the CPU never clears it, so a stale cause would
 /// confuse the next #DB.
-fn take_dr6() -> u64 {
+pub fn take_dr6() -> u64 {
     let dr6: u64;
     // SAFETY: DR6 is a status register; reading and resetting it affects only
     // what the next #DB reports.
@@ -345,23 +194,4 @@ pub fn kernel_debug(frame: &mut TrapFrame, dr6: u64) -> DebugVerdict {
     } else {
         DebugVerdict::Fatal
     }
-}
-
-/// Prints the diagnosis of an unexpected kernel-mode exception and stops.
-fn kernel_fault(frame: &TrapFrame) -> ! {
-    let (short, long) = exception_name(frame.vector);
-    let cr2 = if frame.vector == 14 {
-        crate::fmt::Cr2(Some(cpu::cr2()))
-    } else {
-        crate::fmt::Cr2(None)
-    };
-    let hint = if frame.vector == 8 {
-        " (kernel stack overflow?)"
-    } else {
-        ""
-    };
-    crate::panic::die(format_args!(
-        "EXCEPTION {short} {long}{hint} in kernel mode: error=0x{:x} RIP=0x{:x} CS=0x{:x} RFLAGS=0x{:x} RSP=0x{:x}{cr2}",
-        frame.error_code, frame.rip, frame.cs, frame.rflags, frame.rsp
-    ), Some(frame))
 }

@@ -15,7 +15,7 @@
 //! in chunks: each chunk takes the page-table lock, does a bounded amount of
 //! work (at most [`CHUNK_ENTRIES`] page-table entries examined, or
 //! [`CHUNK_PAGES`] pages allocated), releases the lock, shoots down what it
-//! removed, and then passes a preemption point ([`crate::sched::preemption_point`])
+//! removed, and then passes a preemption point ([`crate::arch::cpu::preemption_point`])
 //! where pending interrupts are taken and a better thread may run. Range walks
 //! skip absent upper-level tables, so they cost what is mapped, not what is
 //! named: unmapping the whole user half of a sparse space is a few hundred
@@ -32,8 +32,9 @@
 //! (pages already unmapped, already mapped, or already reprotected), as they
 //! could observe it under any kernel that lets other CPUs run meanwhile.
 
+use crate::arch::cpu::preemption_point;
+use crate::arch::tlb;
 use crate::mem::{self, DirectMem};
-use crate::sched::preemption_point;
 use crate::sync::IrqMutex;
 use abi::layout::{PAGE_SIZE, USER_END, USER_MIN};
 use abi::{prot, Error};
@@ -41,6 +42,24 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::frame::PhysFrame;
 use kcore::paging::{Freed, MapError, PageSize, PageTable, PhysMem, PteFlags, ENTRIES};
+
+/// How an editor that found the edit flag held waits about `ns` (a short
+/// sleep, or a yield when the sleep list is full). Installed once at boot by
+/// the scheduler layer, so this data layer never calls up into it.
+static EDIT_WAIT: spin::Once<fn(u64)> = spin::Once::new();
+
+/// Installs how a contended editor waits (once, at boot).
+pub fn set_edit_wait(f: fn(u64)) {
+    EDIT_WAIT.call_once(|| f);
+}
+
+fn edit_wait(ns: u64) {
+    match EDIT_WAIT.get() {
+        Some(f) => f(ns),
+        // Before the scheduler runs nothing else edits: just let interrupts in.
+        None => preemption_point(),
+    }
+}
 
 /// Page-table entries a range walk examines per chunk (each chunk runs with
 /// interrupts off and the page-table lock held).
@@ -58,7 +77,7 @@ const EDIT_WAIT_NS: u64 = 1_000_000;
 
 /// Frames held against a limit: one address space's, or a whole program's
 /// (a program and every process it starts share one, see
-/// `task::Account`). What is charged: every owned frame mapped into a user
+/// `process::Account`). What is charged: every owned frame mapped into a user
 /// space (anonymous memory, boot-image pages) and every page-table frame,
 /// the PML4 included; lent (borrowed) frames are not.
 pub struct PageBudget {
@@ -169,9 +188,9 @@ impl Drop for EditGuard<'_> {
         self.space.editing.store(false, Ordering::Release);
         if let Some(p) = self.restore {
             // The guard never leaves the thread that took it.
-            let t = crate::sched::current();
-            t.priority.store(p, Ordering::SeqCst);
-            t.ceiling.store(false, Ordering::SeqCst);
+            let t = super::thread::current();
+            t.sched.priority.store(p, Ordering::SeqCst);
+            t.sched.ceiling.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -366,17 +385,14 @@ impl AddressSpace {
             waited = true;
             // A full sleep list (NoMemory) must not turn this into a spin with
             // interrupts off: let interrupts in and give the CPU away instead.
-            if crate::time::sleep_ns(EDIT_WAIT_NS).is_err() {
-                crate::sched::preemption_point();
-                crate::sched::yield_now();
-            }
+            edit_wait(EDIT_WAIT_NS);
         }
-        let t = crate::sched::current();
+        let t = super::thread::current();
         let restore = t.process.as_ref().and_then(|p| {
-            let own = t.priority.load(Ordering::SeqCst);
+            let own = t.sched.priority.load(Ordering::SeqCst);
             (own > p.mcp).then(|| {
-                t.ceiling.store(true, Ordering::SeqCst);
-                t.priority.store(p.mcp, Ordering::SeqCst);
+                t.sched.ceiling.store(true, Ordering::SeqCst);
+                t.sched.priority.store(p.mcp, Ordering::SeqCst);
                 own
             })
         });
@@ -391,7 +407,7 @@ impl AddressSpace {
     /// with interrupts off) finds nothing left to free but the root.
     ///
     /// Called by the last thread of a dying process before it switches away
-    /// (`sched::exit_current`), and by a process build that failed: no thread
+    /// (`lifecycle::exit_current`), and by a process build that failed: no thread
     /// will run user code in this space again. Each chunk detaches at most
     /// [`CHUNK_FRAMES`] frames (leaves and emptied tables) under the
     /// page-table lock, then shoots down every CPU that still has the space
@@ -445,7 +461,7 @@ impl AddressSpace {
             if removed {
                 // More than FULL_FLUSH_PAGES pages: a full (CR3) flush here
                 // and on every CPU that has this root loaded.
-                crate::smp::flush_tlb_range(self, 0, crate::smp::FULL_FLUSH_PAGES + 1);
+                tlb::flush_range(self.root(), 0, tlb::FULL_FLUSH_PAGES + 1);
             }
             for &pa in &frames[..n] {
                 let _ = mem::free_frame(PhysFrame::containing(pa));
@@ -623,7 +639,7 @@ impl AddressSpace {
             // The frames may be reused only after no CPU can reach them any
             // more: shoot down first, free second.
             if rm.lo < rm.hi {
-                crate::smp::flush_tlb_range(self, rm.lo, (rm.hi - rm.lo) / PAGE_SIZE);
+                tlb::flush_range(self.root(), rm.lo, (rm.hi - rm.lo) / PAGE_SIZE);
             }
             for &pa in &rm.frames {
                 let _ = mem::free_frame(PhysFrame::containing(pa));
@@ -690,7 +706,7 @@ impl AddressSpace {
                 Ok(Some(resume)) => resume,
                 _ => end,
             };
-            crate::smp::flush_tlb_range(self, at, (done_to - at) / PAGE_SIZE);
+            tlb::flush_range(self.root(), at, (done_to - at) / PAGE_SIZE);
             match r {
                 Ok(None) => return Ok(()),
                 Ok(Some(resume)) => at = resume,

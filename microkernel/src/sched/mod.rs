@@ -1,5 +1,7 @@
 //! The scheduler: per-CPU priority run queues, preemption from the local APIC
-//! timer, blocking and waking, thread exit and reaping.
+//! timer, blocking, waking and switching (and the sleep list, [`sleep`]).
+//! Thread exit and kill are [`crate::lifecycle`]'s; the scheduler only
+//! switches away from a dead thread and frees it after the switch.
 //!
 //! # Invariants
 //! - Everything here runs with interrupts off.
@@ -21,22 +23,23 @@
 //!   ([`finish_switch`]), never while it is still in use.
 //!
 //! - Run-queue capacity is charged to the thread quotas: a thread occupies at
-//!   most one slot, so the queues never hold more than `task::MAX_THREADS`
+//!   most one slot, so the queues never hold more than `thread::MAX_THREADS`
 //!   plus the idle threads (their growth is a bounded high-water mark).
 //!
 //! # Lock order
 //! A thread's wait list (joiners, process waiters, sleepers) before a run queue;
 //! never two run queues at once (stealing uses `try_lock`).
 
-use crate::arch::apic::MAX_CPUS;
+pub mod sleep;
+
 use crate::arch::context::switch_context;
 use crate::arch::cpu::{self, msr};
-use crate::arch::percpu;
-use crate::arch::trap::TrapFrame;
+use crate::arch::mmu;
+use crate::arch::percpu::{self, CpuId, MAX_CPUS};
+use crate::object::thread::{Thread, ThreadState};
 use crate::sync::IrqMutex;
-use crate::task::{State, Thread};
+use alloc::boxed::Box;
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use kcore::runqueue::RunQueue;
@@ -44,6 +47,10 @@ use kcore::runqueue::RunQueue;
 /// Timer ticks in one time slice.
 const SLICE_TICKS: u32 = 10;
 
+/// The scheduler's part of a CPU's record: allocated when the CPU joins
+/// ([`init_cpu`]) and reached from its [`percpu::PerCpu::sched`] (the one
+/// per-CPU table; this type belongs to this layer, so the table holds a
+/// pointer to it).
 struct CpuSched {
     rq: IrqMutex<RunQueue<Arc<Thread>>>,
     /// Threads queued here (readable without the lock, for balancing).
@@ -58,28 +65,35 @@ struct CpuSched {
     migrate_prev: AtomicBool,
     /// Ticks left in the current slice.
     slice: AtomicU32,
-    online: AtomicBool,
 }
 
 // SAFETY: the UnsafeCell fields are touched only by their own CPU with
 // interrupts off; the rest is Sync.
 unsafe impl Sync for CpuSched {}
 
-static CPUS: [CpuSched; MAX_CPUS] = [const {
-    CpuSched {
-        rq: IrqMutex::new(RunQueue::new()),
-        queued: AtomicUsize::new(0),
-        idle: AtomicBool::new(false),
-        idle_thread: UnsafeCell::new(None),
-        prev: UnsafeCell::new(None),
-        migrate_prev: AtomicBool::new(false),
-        slice: AtomicU32::new(SLICE_TICKS),
-        online: AtomicBool::new(false),
-    }
-}; MAX_CPUS];
+/// The scheduler's part of CPU `cpu`, once it joined.
+fn sched_of(cpu: usize) -> Option<&'static CpuSched> {
+    let pc = percpu::slot(CpuId::new(u32::try_from(cpu).ok()?)?);
+    // Acquire: pairs with init_cpu's release store of the pointer.
+    let p = pc.sched.load(Ordering::Acquire) as *const CpuSched;
+    // SAFETY: non-null, the pointer is a leaked CpuSched, set once by its CPU
+    // in init_cpu and never freed or changed.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
 
-/// CPUs that have joined the scheduler.
-static ONLINE: AtomicUsize = AtomicUsize::new(0);
+/// Every CPU that joined, with its number.
+fn joined() -> impl Iterator<Item = (usize, &'static CpuSched)> {
+    (0..MAX_CPUS).filter_map(|i| sched_of(i).map(|c| (i, c)))
+}
+
+/// This CPU's part, in one `gs:` load. Only after this CPU's `init_cpu`.
+#[inline(always)]
+fn here() -> &'static CpuSched {
+    let p = percpu::sched_part() as *const CpuSched;
+    // SAFETY: set by init_cpu before this CPU schedules anything (every
+    // caller runs after it); a leaked CpuSched, never freed.
+    unsafe { &*p }
+}
 
 #[inline(always)]
 fn me() -> usize {
@@ -89,71 +103,65 @@ fn me() -> usize {
 /// Makes the code running now this CPU's idle thread and joins the scheduler.
 pub fn init_cpu() -> Result<(), abi::Error> {
     let idle = Thread::new_idle()?;
-    let c = &CPUS[me()];
-    // SAFETY: this CPU's own cells, before it schedules anything.
-    unsafe {
-        *c.idle_thread.get() = Some(idle.clone());
-    }
+    let c: &'static CpuSched = Box::leak(Box::new(CpuSched {
+        rq: IrqMutex::new(RunQueue::new()),
+        queued: AtomicUsize::new(0),
+        idle: AtomicBool::new(false),
+        idle_thread: UnsafeCell::new(Some(idle.clone())),
+        prev: UnsafeCell::new(None),
+        migrate_prev: AtomicBool::new(false),
+        slice: AtomicU32::new(SLICE_TICKS),
+    }));
     percpu::set_current(Arc::into_raw(idle) as u64);
-    c.online.store(true, Ordering::SeqCst);
-    ONLINE.fetch_add(1, Ordering::SeqCst);
+    // Release (SeqCst): the record above is complete before any CPU sees
+    // this one joined.
+    percpu::this()
+        .sched
+        .store(c as *const CpuSched as *mut (), Ordering::SeqCst);
     Ok(())
 }
 
-/// The running thread.
-#[inline(always)]
-pub fn current() -> &'static Thread {
-    let p = percpu::current_thread() as *const Thread;
-    // SAFETY: current_thread always holds a live strong reference (module
-    // invariant), which outlives any use on this CPU until the next switch.
-    unsafe { &*p }
-}
-
-/// A new strong reference to the running thread.
-pub fn current_arc() -> Arc<Thread> {
-    let p = percpu::current_thread() as *const Thread;
-    // SAFETY: as in `current`; incrementing first keeps PerCpu's reference.
-    unsafe {
-        Arc::increment_strong_count(p);
-        Arc::from_raw(p)
-    }
-}
+pub use crate::object::thread::{current, current_arc};
 
 /// Chooses the CPU a ready thread should run on: its pinned CPU, else an idle
 /// CPU, else the one it last ran on.
-fn pick_cpu(t: &Thread) -> usize {
-    let aff = t.affinity.load(Ordering::Relaxed);
-    if (aff as usize) < MAX_CPUS && CPUS[aff as usize].online.load(Ordering::Relaxed) {
-        return aff as usize;
+fn pick_cpu(t: &Thread) -> (usize, &'static CpuSched) {
+    let aff = t.sched.affinity.load(Ordering::Relaxed);
+    if let Some(c) = sched_of(aff as usize) {
+        return (aff as usize, c);
     }
-    let last = t.last_cpu.load(Ordering::Relaxed) as usize;
-    if CPUS[last].idle.load(Ordering::Relaxed) && CPUS[last].queued.load(Ordering::Relaxed) == 0 {
-        return last;
-    }
-    for (i, c) in CPUS.iter().enumerate() {
-        if c.online.load(Ordering::Relaxed)
-            && c.idle.load(Ordering::Relaxed)
-            && c.queued.load(Ordering::Relaxed) == 0
-        {
-            return i;
+    let last = t.sched.last_cpu.load(Ordering::Relaxed) as usize;
+    let last_c = sched_of(last);
+    if let Some(c) = last_c {
+        if c.idle.load(Ordering::Relaxed) && c.queued.load(Ordering::Relaxed) == 0 {
+            return (last, c);
         }
     }
-    last
+    for (i, c) in joined() {
+        if c.idle.load(Ordering::Relaxed) && c.queued.load(Ordering::Relaxed) == 0 {
+            return (i, c);
+        }
+    }
+    // A thread last ran on a CPU that joined (it was created or ran there).
+    match last_c {
+        Some(c) => (last, c),
+        None => (me(), here()),
+    }
 }
 
 /// Puts a ready thread on a run queue and, if that is another CPU, kicks it.
 /// The caller guarantees it is in no queue (see the module invariants).
 pub fn enqueue(t: Arc<Thread>) {
-    let cpu = pick_cpu(&t);
-    push(&CPUS[cpu], t);
+    let (cpu, c) = pick_cpu(&t);
+    push(c, t);
     if cpu != me() {
-        crate::smp::kick(cpu);
+        percpu::kick(percpu::CpuId::from_index(cpu));
     }
 }
 
 /// Queues `t` on `c`; `queued` mirrors the queue length under its lock.
 fn push(c: &CpuSched, t: Arc<Thread>) {
-    let prio = t.priority.load(Ordering::Relaxed) as usize;
+    let prio = t.sched.priority.load(Ordering::Relaxed) as usize;
     let mut rq = c.rq.lock_irqs_off();
     rq.push(t, prio);
     c.queued.store(rq.len(), Ordering::Relaxed);
@@ -168,7 +176,7 @@ fn pop_local(c: &CpuSched) -> Option<Arc<Thread>> {
 
 /// Takes a thread from a busier CPU that may run here.
 fn steal(me: usize) -> Option<Arc<Thread>> {
-    for (i, c) in CPUS.iter().enumerate() {
+    for (i, c) in joined() {
         if i == me || c.queued.load(Ordering::Relaxed) == 0 {
             continue;
         }
@@ -176,7 +184,7 @@ fn steal(me: usize) -> Option<Arc<Thread>> {
             continue;
         };
         let got = rq.steal(|t| {
-            let a = t.affinity.load(Ordering::Relaxed);
+            let a = t.sched.affinity.load(Ordering::Relaxed);
             a == u32::MAX || a as usize == me
         });
         c.queued.store(rq.len(), Ordering::Relaxed);
@@ -199,11 +207,11 @@ pub fn schedule() {
 fn schedule_inner(requeue: bool) {
     debug_assert!(!cpu::interrupts_enabled());
     let cpu = me();
-    let c = &CPUS[cpu];
+    let c = here();
     let cur = current_arc();
     let mut migrate = false;
-    if requeue && !cur.is_idle() && cur.state() == State::Ready {
-        let aff = cur.affinity.load(Ordering::Relaxed) as usize;
+    if requeue && !cur.is_idle() && cur.state() == ThreadState::Ready {
+        let aff = cur.sched.affinity.load(Ordering::Relaxed) as usize;
         if aff == u32::MAX as usize || aff == cpu {
             // Back on *this* CPU's queue: it keeps running here unless something
             // better is queued.
@@ -214,7 +222,7 @@ fn schedule_inner(requeue: bool) {
         }
     }
     let next = match pop_local(c).or_else(|| steal(cpu)) {
-        Some(n) if !Arc::ptr_eq(&n, &cur) && n.on_cpu.load(Ordering::Acquire) => {
+        Some(n) if !Arc::ptr_eq(&n, &cur) && n.sched.on_cpu.load(Ordering::Acquire) => {
             // Still being switched away from elsewhere: back it goes; idle
             // retries at once (it sees a non-empty queue).
             push(c, n);
@@ -240,14 +248,14 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
     let cpu = me();
     // Only the CPU that popped `next` may run it, and it was not on a CPU when
     // popped (checked in schedule_inner; the idle thread is only ever ours).
-    debug_assert!(!next.on_cpu.load(Ordering::Acquire) || next.is_idle());
+    debug_assert!(!next.sched.on_cpu.load(Ordering::Acquire) || next.is_idle());
     // `last_cpu` before `on_cpu`, and `on_cpu` by `xchg` (a full barrier):
-    // the victim half of the Dekker pattern in `Thread::kill` — this CPU's
+    // the victim half of the Dekker pattern in `lifecycle::kill` — this CPU's
     // later test of `next.work` cannot pass these stores, so a killer that
     // misses seeing KILL taken here sees `next` on this CPU and kicks it.
-    next.last_cpu.store(cpu as u32, Ordering::SeqCst);
-    next.on_cpu.swap(true, Ordering::SeqCst);
-    CPUS[cpu].idle.store(next.is_idle(), Ordering::Relaxed);
+    next.sched.last_cpu.store(cpu as u32, Ordering::SeqCst);
+    next.sched.on_cpu.swap(true, Ordering::SeqCst);
+    here().idle.store(next.is_idle(), Ordering::Relaxed);
 
     // SAFETY: interrupts are off; prev is this CPU's running thread and next is
     // owned by no other CPU (on_cpu handshake above), so their contexts are ours.
@@ -270,9 +278,12 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
                 cpu::wrmsr(msr::KERNEL_GS_BASE, nctx.gs_base);
             }
             percpu::set_kernel_stack(next.kstack_top());
-            crate::mem::load_address_space(cpu, space.root());
+            // SAFETY: every space's root shares the kernel half, and `next`
+            // holds the space (so the root) while it runs.
+            unsafe { mmu::load_root(space.root()) };
         }
-        None => crate::mem::load_address_space(cpu, crate::mem::kernel_root()),
+        // SAFETY: the kernel's own tables, live forever.
+        None => unsafe { mmu::load_root(crate::mem::kernel_root()) },
     }
 
     let prev_rsp = &mut pctx.saved_rsp as *mut u64;
@@ -283,7 +294,7 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
     let prev_ref = unsafe { Arc::from_raw(Arc::as_ptr(&prev)) };
     drop(prev);
     // SAFETY: this CPU's own cell.
-    unsafe { *CPUS[cpu].prev.get() = Some(prev_ref) };
+    unsafe { *here().prev.get() = Some(prev_ref) };
     // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
     // next's was parked by switch_context or prepared by prepare_stack.
     unsafe { switch_context(prev_rsp, next_rsp) };
@@ -294,11 +305,11 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
 /// the previous thread, and frees it if it died.
 #[no_mangle]
 pub extern "C" fn finish_switch() {
-    let c = &CPUS[me()];
+    let c = here();
     // SAFETY: this CPU's own cell, interrupts off.
     let prev = unsafe { (*c.prev.get()).take() };
     if let Some(p) = prev {
-        p.on_cpu.store(false, Ordering::Release);
+        p.sched.on_cpu.store(false, Ordering::Release);
         if c.migrate_prev.swap(false, Ordering::Relaxed) {
             enqueue(p); // now off this CPU: its pinned CPU may run it
         } else {
@@ -313,17 +324,17 @@ pub extern "C" fn finish_switch() {
 /// the tick period passed (slices count only those, not the early wake-ups
 /// armed for sleepers).
 pub fn tick(is_tick: bool) {
-    crate::time::wake_sleepers();
-    let c = &CPUS[me()];
+    sleep::wake_sleepers();
+    let c = here();
     if c.queued.load(Ordering::Relaxed) > 0 && !current().is_idle() {
         let best = c.rq.lock_irqs_off().best_priority();
         let cur = current();
-        let prio = cur.priority.load(Ordering::Relaxed) as usize;
+        let prio = cur.sched.priority.load(Ordering::Relaxed) as usize;
         // A thread raised to its process's ceiling for an address-space edit
         // yields to threads at that level too: the ceiling keeps middle
         // threads from starving the edit, not the process's own best ones
         // from running (`irq_latency_worst`'s sleeper shares the level).
-        let ceiling = cur.ceiling.load(Ordering::Relaxed);
+        let ceiling = cur.sched.ceiling.load(Ordering::Relaxed);
         if best.is_some_and(|b| b < prio || ceiling && b == prio) {
             schedule();
             return;
@@ -344,9 +355,7 @@ pub fn tick(is_tick: bool) {
 }
 
 fn any_stealable(me: usize) -> bool {
-    CPUS.iter()
-        .enumerate()
-        .any(|(i, c)| i != me && c.queued.load(Ordering::Relaxed) > 1)
+    joined().any(|(i, c)| i != me && c.queued.load(Ordering::Relaxed) > 1)
 }
 
 /// The idle loop of a CPU: runs whatever is ready, else halts until an
@@ -354,47 +363,25 @@ fn any_stealable(me: usize) -> bool {
 pub fn idle_loop() -> ! {
     loop {
         cpu::disable_interrupts();
-        if CPUS[me()].queued.load(Ordering::Relaxed) > 0 || any_stealable(me()) {
+        if here().queued.load(Ordering::Relaxed) > 0 || any_stealable(me()) {
             schedule();
         }
-        if CPUS[me()].queued.load(Ordering::Relaxed) > 0 {
+        if here().queued.load(Ordering::Relaxed) > 0 {
             // Something queued here could not run yet (its old CPU is still
             // switching away from it): retry soon, with interrupts open.
             cpu::enable_interrupts();
             core::hint::spin_loop();
             continue;
         }
-        CPUS[me()].idle.store(true, Ordering::Relaxed);
+        here().idle.store(true, Ordering::Relaxed);
         // `sti; hlt` is atomic with respect to interrupts: no wake-up is lost.
         // SAFETY: enabling interrupts and halting is the idle thread's job.
         unsafe { core::arch::asm!("sti", "hlt", options(nomem, nostack)) };
     }
 }
 
-/// A preemption point for long kernel work. Syscalls run with interrupts
-/// off; work that grows with an argument calls this between bounded chunks,
-/// with **no lock held** (an interrupt handler may switch threads here, and
-/// the thread may resume on this CPU much later). It opens the interrupt
-/// window for one instruction: every interrupt already pending (the timer, a
-/// reschedule or shootdown IPI) is taken at the `nop`, and the timer's
-/// `tick` may switch to a better thread — a switch from kernel mode, exactly
-/// as the idle loop is switched away from, resumed here by the next switch
-/// back. Nothing pending costs three instructions.
-/// (Called with interrupts on — boot-time callers — it does nothing: they
-/// are taken anyway.)
-#[inline]
-pub fn preemption_point() {
-    if cpu::interrupts_enabled() {
-        return;
-    }
-    // Sound because no lock is held (caller's duty), so a handler that runs here and
-    // schedules cannot deadlock or observe a half-edited structure. `sti`
-    // takes effect after the next instruction (the STI shadow), so pending
-    // interrupts are delivered at the `nop`; `cli` closes the window. Not
-    // `nomem`: the handlers (and other threads) change memory meanwhile.
-    // SAFETY: as explained just above.
-    unsafe { core::arch::asm!("sti", "nop", "cli", options(nostack)) };
-}
+/// A preemption point for long kernel work.
+pub use crate::arch::cpu::preemption_point;
 
 /// Gives up the CPU voluntarily.
 pub fn yield_now() {
@@ -416,7 +403,7 @@ pub fn yield_now() {
 /// # Ordering (Dekker, the victim half for waits)
 /// Victim: the caller's `set_state(Blocked)` (a SeqCst store, an `xchg`: a
 /// full barrier) *then* this load of the work word. Killer
-/// ([`Thread::kill`]): `fetch_or(KILL)` (locked, a full barrier) *then* the
+/// (`lifecycle::kill`): `fetch_or(KILL)` (locked, a full barrier) *then* the
 /// Blocked -> Ready compare-exchange in [`wake`]. Either this load sees
 /// KILL, or the killer's exchange sees Blocked and queues the thread.
 pub fn block() {
@@ -440,101 +427,25 @@ pub fn wake(t: &Arc<Thread>) -> bool {
     }
 }
 
-/// Ends the current thread with `status`. Never returns.
-///
-/// The status goes into the process's thread table (all that outlives the
-/// thread, for `thread_join`) before the thread turns Dead; its stack, FPU
-/// area and address-space reference go when the last reference to it does
-/// (normally in [`finish_switch`] on this CPU), and only then do the live
-/// counts drop (`Thread`'s drop), so settled counts imply settled memory.
-pub fn exit_current(status: u64) -> ! {
-    let cur = current_arc();
-    cur.status.store(status, Ordering::SeqCst);
-    if let Some(p) = &cur.process {
-        let (row, last) = {
-            let mut table = p.threads.lock();
-            let row = table.record_exit(cur.tid, status);
-            (row, table.none_live())
-        };
-        drop(row); // not the last reference: `cur` and PerCpu hold it
-        if last {
-            // The last thread of the process: no user code runs in its space
-            // again, so tear it down here, in preemptible chunks with no lock
-            // held, rather than with interrupts off wherever the last
-            // reference to the space drops (`finish_switch`).
-            if let Some(space) = &cur.space {
-                space.teardown();
-            }
-        }
-    }
-    cur.set_state(State::Dead);
-    let joiners: Vec<Arc<Thread>> = core::mem::take(&mut *cur.joiners.lock());
-    for j in joiners {
-        wake(&j);
-    }
-    drop(cur);
+/// Switches away from the current thread, which its caller
+/// (`lifecycle::exit_current`) has just made Dead: only a waker could queue
+/// it, and none will. Never returns.
+pub fn switch_away_dead() -> ! {
     schedule_inner(false);
     unreachable!("a dead thread was scheduled again");
-}
-
-/// For in-kernel wait loops: a thread whose process is ending dies here.
-#[inline(always)]
-pub fn check_killed() {
-    if current().killed() {
-        exit_current(abi::status::exited(-1));
-    }
-}
-
-/// The slow path of every return to ring 3, taken when the current thread's
-/// work word ([`crate::task::work`]) is non-zero (one `test` in the
-/// `sysret` path and in `isr_return`). Returns only when nothing is left
-/// that must happen before user code runs.
-#[no_mangle]
-pub extern "C" fn return_to_user_work() {
-    debug_assert!(!cpu::interrupts_enabled());
-    if current().killed() {
-        exit_current(abi::status::exited(-1));
-    }
-}
-
-/// A ring-3 thread faulted: report it and end the thread (its process ends
-/// when its last thread does). The kernel keeps running.
-pub fn user_fault(frame: &mut TrapFrame) {
-    let (short, long) = crate::arch::trap::exception_name(frame.vector);
-    let t = current();
-    let pid = t.process.as_ref().map_or(0, |p| p.pid);
-    // The program's name lets the runner symbolize RIP against its ELF.
-    let program = t
-        .process
-        .as_ref()
-        .and_then(|p| p.program.get())
-        .map_or("?", |n| n.as_str());
-    let cr2 = if frame.vector == 14 {
-        crate::fmt::Cr2(Some(cpu::cr2()))
-    } else {
-        crate::fmt::Cr2(None)
-    };
-    log::warn!(
-        "user fault: pid {pid} ({program}) tid {} {short} {long}: error=0x{:x} RIP=0x{:x} RSP=0x{:x}{cr2}; thread stopped",
-        t.tid,
-        frame.error_code,
-        frame.rip,
-        frame.rsp
-    );
-    exit_current(abi::status::faulted(frame.vector as u8));
 }
 
 /// Pins the current thread to `cpu` and moves it there.
 pub fn set_affinity(cpu_id: u64) -> Result<u64, abi::Error> {
     let t = current();
     if cpu_id == u64::MAX {
-        t.affinity.store(u32::MAX, Ordering::SeqCst);
+        t.sched.affinity.store(u32::MAX, Ordering::SeqCst);
         return Ok(0);
     }
-    if cpu_id as usize >= MAX_CPUS || !CPUS[cpu_id as usize].online.load(Ordering::SeqCst) {
+    if cpu_id >= MAX_CPUS as u64 || sched_of(cpu_id as usize).is_none() {
         return Err(abi::Error::NotFound);
     }
-    t.affinity.store(cpu_id as u32, Ordering::SeqCst);
+    t.sched.affinity.store(cpu_id as u32, Ordering::SeqCst);
     if me() != cpu_id as usize {
         schedule(); // re-queued on the pinned CPU by `enqueue`
     }

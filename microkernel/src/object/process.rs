@@ -1,0 +1,453 @@
+//! Processes: data and invariants only (spawning, killing and waiting are
+//! [`crate::lifecycle`]'s).
+//!
+//! A [`Process`] owns an address space and its thread table (the thread list
+//! and its "exiting" flag, under one lock); it ends when its last thread is
+//! gone (or one calls `process_exit`, or a fault kills it). The records of
+//! every process not yet waited for sit in one map by [`ProcessId`].
+
+use super::space::{AddressSpace, PageBudget};
+use super::thread::{Thread, ThreadId, LIVE_THREADS, MAX_THREADS};
+use crate::sync::IrqMutex;
+use abi::Error;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+/// A process's kernel-wide id (what `process_spawn` returns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProcessId(u64);
+
+impl ProcessId {
+    /// The id a user passed (an allegation until looked up).
+    pub const fn from_raw(raw: u64) -> ProcessId {
+        ProcessId(raw)
+    }
+
+    /// The raw value, for user space and logs.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl core::fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The pid of init.
+pub const INIT_PID: ProcessId = ProcessId(1);
+
+/// What ends a process once its last thread is gone (`lifecycle::ended`:
+/// records, memory, waking the waiters). Installed once at boot by the
+/// lifecycle layer, so this data layer never calls up into it.
+static ON_LAST_THREAD: spin::Once<fn(Arc<Process>, u64)> = spin::Once::new();
+
+/// Installs what runs when a process's last thread is gone (once, at boot).
+pub fn set_last_thread_hook(f: fn(Arc<Process>, u64)) {
+    ON_LAST_THREAD.call_once(|| f);
+}
+
+/// The last thread of `p` is gone (from the drop of that `Thread`).
+pub(super) fn last_thread_gone(p: Arc<Process>, status: u64) {
+    let f = ON_LAST_THREAD
+        .get()
+        .expect("lifecycle installs the last-thread hook before any thread runs");
+    f(p, status)
+}
+
+/// The most processes whose records exist at once (running or not yet waited
+/// for).
+pub const MAX_PROCESSES: usize = 256;
+/// Per-process quotas (see docs/decisions.md, "lifecycle"): each is a
+/// fraction of the global table it draws from, so one process cannot fill it.
+pub use abi::limits::{
+    MAX_CHILDREN, MAX_MAPPED_BYTES_PER_PROGRAM, MAX_PROCESSES_PER_PROGRAM, MAX_THREADS_PER_PROCESS,
+    MAX_THREADS_PER_PROGRAM,
+};
+
+/// What one *program* holds: a process init started and every process it
+/// (or they, transitively) started, orphans included. Per-process quotas
+/// alone do not bound a tree (64 children with 64 children each are 4160
+/// processes; 8 children with 128 threads each fill the thread table), so
+/// every process, thread and mapped page is also charged here, each against
+/// half of the kernel-wide table it draws from.
+///
+/// init and each program it starts get an account of their own; every other
+/// process shares its creator's. (A process manager that starts programs on
+/// others' behalf will need a way to open fresh accounts; that is for the
+/// process-manager issue.)
+pub struct Account {
+    processes: AtomicUsize,
+    threads: AtomicUsize,
+    /// Frames mapped by all of the program's address spaces.
+    pub pages: Arc<PageBudget>,
+}
+
+impl Account {
+    fn new() -> Account {
+        // Never more than three quarters of RAM, whatever the constant says.
+        let cap = crate::mem::total_bytes() / 4 * 3;
+        let limit = MAX_MAPPED_BYTES_PER_PROGRAM.min(cap) / abi::layout::PAGE_SIZE;
+        Account {
+            processes: AtomicUsize::new(0),
+            threads: AtomicUsize::new(0),
+            pages: Arc::new(PageBudget::new(limit)),
+        }
+    }
+
+    /// Takes one unit of `counter` unless it is at `max`.
+    fn take(counter: &AtomicUsize, max: usize) -> Result<(), Error> {
+        if counter.fetch_add(1, Ordering::SeqCst) >= max {
+            counter.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::NoMemory);
+        }
+        Ok(())
+    }
+}
+
+static LIVE_PROCESSES: AtomicUsize = AtomicUsize::new(0);
+
+/// Gives one unit of a quota counter back. A release without a matching take
+/// is a kernel bug; it is logged and the counter stays at 0, because a
+/// wrapped counter would refuse every later take (NoMemory for good).
+fn release(counter: &AtomicUsize, what: &str) {
+    if counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_err()
+    {
+        log::error!("quota: {what} released more often than taken");
+    }
+}
+
+/// Process records alive.
+pub fn live_processes() -> usize {
+    LIVE_PROCESSES.load(Ordering::SeqCst)
+}
+
+/// One unit of [`MAX_THREADS`] and of its program's
+/// [`MAX_THREADS_PER_PROGRAM`], returned on drop.
+pub(super) struct ThreadSlot<'a>(&'a Account);
+
+impl ThreadSlot<'_> {
+    /// The slot of a thread being dropped (its `ThreadSlot` was forgotten
+    /// at creation): dropping this releases it.
+    pub(super) fn returned(account: &Account) -> ThreadSlot<'_> {
+        ThreadSlot(account)
+    }
+
+    pub(super) fn take(account: &Account) -> Result<ThreadSlot<'_>, Error> {
+        Account::take(&account.threads, MAX_THREADS_PER_PROGRAM)?;
+        if LIVE_THREADS.fetch_add(1, Ordering::SeqCst) >= MAX_THREADS {
+            LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
+            account.threads.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::NoMemory);
+        }
+        Ok(ThreadSlot(account))
+    }
+}
+
+impl Drop for ThreadSlot<'_> {
+    fn drop(&mut self) {
+        release(&LIVE_THREADS, "a thread slot");
+        release(&self.0.threads, "a program's thread");
+    }
+}
+
+/// One row of a process's thread table: a live thread, or the status word
+/// of a dead one not yet joined.
+pub struct ThreadEntry {
+    tid: ThreadId,
+    /// `None` once the thread died (its status is in `status`).
+    thread: Option<Arc<Thread>>,
+    status: u64,
+}
+
+/// A process's threads: the authoritative list that kill walks. Live threads
+/// and dead unjoined ones (status only, 24 bytes) both count against
+/// [`MAX_THREADS_PER_PROCESS`]; a join removes the row.
+pub struct ThreadTable {
+    /// Set (under this lock) when the process starts ending; from then on no
+    /// thread is added.
+    exiting: bool,
+    rows: Vec<ThreadEntry>,
+}
+
+impl ThreadTable {
+    const fn new() -> ThreadTable {
+        ThreadTable {
+            exiting: false,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Whether one more thread may be added: not ending, under quota, and
+    /// room for its row (`try_reserve`: never an infallible allocation).
+    pub(super) fn admit(&mut self) -> Result<(), Error> {
+        if self.exiting {
+            return Err(Error::NotFound);
+        }
+        if self.rows.len() >= MAX_THREADS_PER_PROCESS {
+            return Err(Error::NoMemory);
+        }
+        self.rows.try_reserve(1).map_err(|_| Error::NoMemory)
+    }
+
+    /// Whether the process is ending (no thread or child may start).
+    pub fn is_exiting(&self) -> bool {
+        self.exiting
+    }
+
+    pub(super) fn insert(&mut self, t: &Arc<Thread>) -> Result<(), Error> {
+        self.admit()?;
+        self.rows.push(ThreadEntry {
+            tid: t.tid,
+            thread: Some(t.clone()),
+            status: 0,
+        });
+        Ok(())
+    }
+
+    /// Records that thread `tid` died with `status`; returns its reference
+    /// for the caller to drop outside the lock.
+    pub fn record_exit(&mut self, tid: ThreadId, status: u64) -> Option<Arc<Thread>> {
+        let row = self.rows.iter_mut().find(|r| r.tid == tid)?;
+        row.status = status;
+        row.thread.take()
+    }
+
+    /// Whether no listed thread is alive any more (all have recorded their
+    /// exit); if so the process is ending, so no thread is added from now on.
+    pub fn none_live(&mut self) -> bool {
+        let none = self.rows.iter().all(|r| r.thread.is_none());
+        if none {
+            self.exiting = true;
+        }
+        none
+    }
+
+    /// Thread `tid`: `Ok(status)` (and the row removed) if it is dead,
+    /// `Err(thread)` if it still runs; `None` if there is no such thread.
+    pub fn join(&mut self, tid: ThreadId) -> Option<Result<u64, Arc<Thread>>> {
+        let i = self.rows.iter().position(|r| r.tid == tid)?;
+        match &self.rows[i].thread {
+            Some(t) => Some(Err(t.clone())),
+            None => Some(Ok(self.rows.swap_remove(i).status)),
+        }
+    }
+
+    /// Marks the process as ending (no thread is added from now on) and
+    /// returns its live threads but `except`, for the caller to kill while
+    /// it still holds this lock (`lifecycle::exit_current_process`).
+    pub fn mark_exiting(&mut self, except: ThreadId) -> impl Iterator<Item = &Arc<Thread>> {
+        self.exiting = true;
+        self.rows
+            .iter()
+            .filter_map(|r| r.thread.as_ref())
+            .filter(move |t| t.tid != except)
+    }
+
+    /// Takes the rows (the process ended: nothing is left to join); the
+    /// caller drops them outside the lock.
+    pub fn take_rows(&mut self) -> Vec<ThreadEntry> {
+        self.exiting = true;
+        core::mem::take(&mut self.rows)
+    }
+}
+
+/// A process: an address space and the threads running in it.
+pub struct Process {
+    /// Process id.
+    pub pid: ProcessId,
+    /// The parent's pid; 0 for init and for orphans (whose parent ended: an
+    /// orphan's record is reaped as soon as it ends, nobody can wait for it).
+    parent: AtomicU64,
+    /// Child records alive (running, or ended and not yet waited for);
+    /// at most [`MAX_CHILDREN`].
+    children: AtomicUsize,
+    /// The program it belongs to (shared with its creator unless that is
+    /// init, or it is init).
+    pub account: Arc<Account>,
+    /// Maximum controlled priority (seL4's MCP): no thread of the process may
+    /// set a priority numerically below it (0 is the highest priority).
+    pub mcp: u8,
+    /// The MCP its future children get: never above its own (`mcp`).
+    pub child_mcp: AtomicU8,
+    /// Its memory, until it ends (its threads hold their own references).
+    space: IrqMutex<Option<Arc<AddressSpace>>>,
+    /// `Thread` objects alive (not yet dropped: a dead thread counts until
+    /// its stack is freed). The process ends when this reaches 0.
+    pub live_threads: AtomicUsize,
+    /// Its threads, live and dead-unjoined (the authoritative list for kill).
+    pub threads: IrqMutex<ThreadTable>,
+    /// Exit status once ended (or once `process_exit` chose it).
+    pub exit_status: IrqMutex<Option<u64>>,
+    /// Set once every thread is gone and the memory released.
+    ended: AtomicBool,
+    /// Threads blocked in `process_wait` for it.
+    pub waiters: IrqMutex<Vec<Arc<Thread>>>,
+    /// The program it runs, when known: the boot module whose bytes it was
+    /// spawned from (`lifecycle::spawn`), named in its fault lines so the
+    /// runner can symbolize them against that program's ELF. Set at most once;
+    /// the hook for the loader server to name the programs it loads.
+    pub program: spin::Once<kcore::bootinfo::ModuleName>,
+}
+
+static NEXT_PID: AtomicU64 = AtomicU64::new(1);
+
+/// Every process not yet waited for (or reaped), by pid.
+static PROCESSES: IrqMutex<BTreeMap<ProcessId, Arc<Process>>> = IrqMutex::new(BTreeMap::new());
+
+/// The default priority of a new thread (lowered to the process's MCP when
+/// that is lower).
+pub const DEFAULT_PRIORITY: u8 = 4;
+
+impl Process {
+    /// A new process with an empty address space, child of `parent` (`None`
+    /// for init). Charged to the global [`MAX_PROCESSES`] and to the parent's
+    /// [`MAX_CHILDREN`], both checked before anything is allocated.
+    pub fn new(parent: Option<&Arc<Process>>) -> Result<Arc<Process>, Error> {
+        if let Some(pp) = parent {
+            if pp.children.fetch_add(1, Ordering::SeqCst) >= MAX_CHILDREN {
+                pp.children.fetch_sub(1, Ordering::SeqCst);
+                return Err(Error::NoMemory);
+            }
+        }
+        let r = Self::new_charged(parent);
+        if r.is_err() {
+            if let Some(pp) = parent {
+                pp.children.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        r
+    }
+
+    fn new_charged(parent: Option<&Arc<Process>>) -> Result<Arc<Process>, Error> {
+        // init's children start programs of their own; everyone else's
+        // children belong to their creator's program. (The new account is
+        // charged to MAX_PROCESSES like the record: at most one per process.)
+        let account = match parent {
+            Some(pp) if pp.pid != INIT_PID => pp.account.clone(),
+            _ => Arc::new(Account::new()),
+        };
+        Account::take(&account.processes, MAX_PROCESSES_PER_PROGRAM)?;
+        if LIVE_PROCESSES.fetch_add(1, Ordering::SeqCst) >= MAX_PROCESSES {
+            LIVE_PROCESSES.fetch_sub(1, Ordering::SeqCst);
+            account.processes.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::NoMemory);
+        }
+        let space = match AddressSpace::new_charged(Some(account.pages.clone())) {
+            Ok(s) => s,
+            Err(e) => {
+                LIVE_PROCESSES.fetch_sub(1, Ordering::SeqCst);
+                account.processes.fetch_sub(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        let mcp = parent.map_or(0, |pp| pp.child_mcp.load(Ordering::SeqCst));
+        // The record and its map node are charged to the quotas above (at
+        // most MAX_PROCESSES of them exist).
+        let p = Arc::new(Process {
+            pid: ProcessId(NEXT_PID.fetch_add(1, Ordering::Relaxed)),
+            parent: AtomicU64::new(parent.map_or(0, |pp| pp.pid.get())),
+            children: AtomicUsize::new(0),
+            account,
+            mcp,
+            child_mcp: AtomicU8::new(mcp),
+            space: IrqMutex::new(Some(space)),
+            live_threads: AtomicUsize::new(0),
+            threads: IrqMutex::new(ThreadTable::new()),
+            exit_status: IrqMutex::new(None),
+            ended: AtomicBool::new(false),
+            waiters: IrqMutex::new(Vec::new()),
+            program: spin::Once::new(),
+        });
+        PROCESSES.lock().insert(p.pid, p.clone());
+        Ok(p)
+    }
+
+    /// The parent's pid (0: none, or it ended).
+    pub fn parent(&self) -> u64 {
+        self.parent.load(Ordering::SeqCst)
+    }
+
+    /// The priority its new threads start at.
+    pub fn initial_priority(&self) -> u8 {
+        DEFAULT_PRIORITY.max(self.mcp)
+    }
+
+    /// Its address space, unless it has ended.
+    pub fn space(&self) -> Option<Arc<AddressSpace>> {
+        self.space.lock().clone()
+    }
+
+    /// Drops the process's own reference to its memory (it ended); the memory
+    /// goes when the last thread is reaped.
+    pub fn release_space(&self) {
+        let space = self.space.lock().take();
+        drop(space); // outside the lock: the last reference tears the space down
+    }
+
+    /// Whether every thread is gone (the status is final).
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Marks the process ended and settles the records of the family:
+    /// its children become orphans (those already ended are reaped now, the
+    /// others when they end), and it reaps itself if it is an orphan.
+    ///
+    /// # Ordering
+    /// `ended` is stored before the table lock is taken, and both this
+    /// process's check of its own `parent` and a parent's check of a child's
+    /// `ended` happen under that lock, so whichever of parent and child gets
+    /// the lock second sees the other's state: an ended orphan is always
+    /// reaped exactly once.
+    pub fn mark_ended(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        let mut table = PROCESSES.lock();
+        // Removed records are dropped inside the lock: an ended process holds
+        // no memory or threads any more, so that drop only frees heap.
+        table.retain(|_, c| {
+            if c.parent.load(Ordering::SeqCst) != self.pid.get() {
+                return true;
+            }
+            c.parent.store(0, Ordering::SeqCst);
+            !c.ended.load(Ordering::SeqCst)
+        });
+        if self.parent.load(Ordering::SeqCst) == 0 && self.pid != INIT_PID {
+            table.remove(&self.pid);
+        }
+    }
+
+    /// Returns one unit of the children quota (a child record was removed).
+    pub fn release_child(&self) {
+        release(&self.children, "a child slot");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        release(&LIVE_PROCESSES, "a process slot");
+        release(&self.account.processes, "a program's process");
+    }
+}
+
+/// Looks a process up by pid.
+pub fn process_by_id(pid: ProcessId) -> Option<Arc<Process>> {
+    PROCESSES.lock().get(&pid).cloned()
+}
+
+/// Forgets a process (after it was waited for, or failed to start).
+pub fn forget_process(pid: ProcessId) {
+    // Drop the record outside the table lock.
+    let p = PROCESSES.lock().remove(&pid);
+    drop(p);
+}
+
+/// Removes a process record and returns it (a parent reaping its child).
+pub fn take_process(pid: ProcessId) -> Option<Arc<Process>> {
+    PROCESSES.lock().remove(&pid)
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Checks the kernel's layering (DESIGN.md 6a): a file under microkernel/src may
+# name only modules of its own layer or lower ones. Fails, listing each
+# offending line, on an upward path. What counts as naming a module:
+#   - `crate::x` and `$crate::x` (any position: `use` lines, paths in code,
+#     `sym`/`const` asm operands); `crate::println!`/`print!` are logger's;
+#   - a bare `println!`/`print!` (the logger's macros);
+#   - `super::` chains that climb out of the file's top-level module.
+# Comments (`//`, `//!`, `///`) are ignored.
+#
+# The one exception: the entry stubs' `sym crate::...` up-calls listed in the
+# "Entry up-calls" section of microkernel/src/arch/x86_64/mod.rs, and only on a
+# `sym` line of an arch file. `ktest` may name anything; only main.rs (the
+# composition root, which starts the test mode) may name `ktest`.
+#
+#   scripts/layers.sh [SRC_DIR]      (default microkernel/src)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+SRC=${1:-microkernel/src}
+export LC_ALL=C
+
+files=$(find "$SRC" -name '*.rs' | sort)
+upcalls=$(sed -n 's/^\/\/! - `sym \(crate::[A-Za-z0-9_:]*\)`.*/\1/p' "$SRC/arch/x86_64/mod.rs" | tr '\n' ' ')
+# shellcheck disable=SC2086
+awk -v src="$SRC" -v upcalls="$upcalls" '
+# The layer of each top-level module (a file x.rs or a directory x/).
+BEGIN {
+  split("arch:0 sync:1 time:1 logger:1 panic:1 fmt:1 bootinfo:1 mem:2 cpu:2 object:3 sched:4 ipc:5 lifecycle:6 bootstrap:6 interrupt:7 smp:7 syscalls:7 syscall:7 main:8 ktest:T", kv, " ")
+  for (i in kv) { split(kv[i], pr, ":"); layer[pr[1]] = pr[2] }
+  # Macros exported at the crate root by logger.
+  macro["println"] = "logger"; macro["print"] = "logger"
+  fail = 0; nfiles = 0
+  nup = split(upcalls, u, " ")
+  for (i = 1; i <= nup; i++) upcall[u[i]] = 1
+}
+FNR == 1 {
+  nfiles++
+  rel = substr(FILENAME, length(src) + 2)
+  n = split(rel, parts, "/")
+  # The file'"'"'s module path: x/y/z.rs -> x y z; x/mod.rs -> x.
+  depth = n
+  if (parts[n] == "mod.rs") depth = n - 1
+  else sub(/\.rs$/, "", parts[n])
+  mod = parts[1]; sub(/\.rs$/, "", mod)
+  mine = (mod in layer) ? layer[mod] : "?"
+  if (mine == "?") {
+    printf "layers: %s: module %s has no layer (add it to scripts/layers.sh)\n", FILENAME, mod
+    fail = 1
+  }
+}
+{
+  code = $0
+  sub(/\/\/.*/, "", code)
+  if (code ~ /^[ \t]*$/ || mine == "?") next
+  line = $0; sub(/^[ \t]+/, "", line)
+  nt = 0
+  # crate::x, $crate::x
+  rest = code
+  while (match(rest, /(^|[^A-Za-z0-9_])\$?crate::[A-Za-z_][A-Za-z0-9_]*/)) {
+    t = substr(rest, RSTART, RLENGTH); sub(/.*crate::/, "", t)
+    if (t in macro) t = macro[t]
+    tgt[++nt] = t
+    rest = substr(rest, RSTART + RLENGTH)
+  }
+  # bare print macros
+  if (code ~ /(^|[^A-Za-z0-9_:])(println|print)!/) tgt[++nt] = "logger"
+  # super:: chains: climbing `depth` levels reaches the crate root.
+  rest = code
+  while (match(rest, /(super::)+[A-Za-z_][A-Za-z0-9_]*/)) {
+    t = substr(rest, RSTART, RLENGTH)
+    ups = gsub(/super::/, "", t)
+    if (ups >= depth) tgt[++nt] = t
+    rest = substr(rest, RSTART + RLENGTH)
+  }
+  for (k = 1; k <= nt; k++) {
+    t = tgt[k]
+    if (t == mod) continue
+    theirs = (t in layer) ? layer[t] : 8   # other crate-root items: main.rs
+    if (theirs == "T") {
+      if (mod == "main" || mod == "ktest") continue
+      printf "layers: %s:%d: production code names ktest: %s\n", FILENAME, FNR, line
+      fail = 1; continue
+    }
+    if (mine == "T") continue
+    if (theirs + 0 > mine + 0) {
+      if (mine == "0" && match(code, /sym[ \t]+crate::[A-Za-z0-9_:]*/)) {
+        up = substr(code, RSTART, RLENGTH); sub(/sym[ \t]+/, "", up)
+        if (up in upcall) continue
+      }
+      printf "layers: %s:%d: layer %s (%s) names layer %s (%s): %s\n", FILENAME, FNR, mine, mod, theirs, t, line
+      fail = 1
+    }
+  }
+}
+END {
+  if (nup == 0) { print "layers: no entry up-calls listed in arch/x86_64/mod.rs"; fail = 1 }
+  if (fail) { print "layers: FAILED (a path points up; see DESIGN.md 6a)"; exit 1 }
+  printf "layers: ok (%d files, %d listed entry up-calls)\n", nfiles, nup
+}
+' $files
