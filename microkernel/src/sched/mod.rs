@@ -41,11 +41,15 @@ use crate::sync::IrqMutex;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kcore::runqueue::RunQueue;
 
-/// Timer ticks in one time slice.
-const SLICE_TICKS: u32 = 10;
+/// One time slice, in milliseconds of TSC time. Measured in time, not in
+/// timer interrupts taken: a CPU that runs only now and then (a virtual CPU
+/// on a busy host; QEMU's on this machine) takes few interrupts, and a slice
+/// counted in them stretched to hundreds of milliseconds, starving the other
+/// threads queued there (ring-3 case `two_cpu_bound_threads_both_progress`).
+const SLICE_MS: u64 = 10;
 
 /// The scheduler's part of a CPU's record: allocated when the CPU joins
 /// ([`init_cpu`]) and reached from its [`percpu::PerCpu::sched`] (the one
@@ -63,8 +67,8 @@ struct CpuSched {
     prev: UnsafeCell<Option<Arc<Thread>>>,
     /// Whether `prev` is to be queued on its pinned CPU once released.
     migrate_prev: AtomicBool,
-    /// Ticks left in the current slice.
-    slice: AtomicU32,
+    /// When the current slice ends (TSC).
+    slice_end: AtomicU64,
 }
 
 // SAFETY: the UnsafeCell fields are touched only by their own CPU with
@@ -110,7 +114,7 @@ pub fn init_cpu() -> Result<(), abi::Error> {
         idle_thread: UnsafeCell::new(Some(idle.clone())),
         prev: UnsafeCell::new(None),
         migrate_prev: AtomicBool::new(false),
-        slice: AtomicU32::new(SLICE_TICKS),
+        slice_end: AtomicU64::new(0),
     }));
     percpu::set_current(Arc::into_raw(idle) as u64);
     // Release (SeqCst): the record above is complete before any CPU sees
@@ -231,7 +235,7 @@ fn schedule_inner(requeue: bool) {
         Some(n) => n,
         None => idle_thread(c),
     };
-    c.slice.store(SLICE_TICKS, Ordering::Relaxed);
+    c.slice_end.store(slice_end_from(cpu::rdtsc()), Ordering::Relaxed);
     if Arc::ptr_eq(&next, &cur) {
         return;
     }
@@ -346,12 +350,21 @@ pub fn tick(is_tick: bool) {
         }
         return;
     }
-    if is_tick && c.slice.fetch_sub(1, Ordering::Relaxed) <= 1 {
-        c.slice.store(SLICE_TICKS, Ordering::Relaxed);
-        if c.queued.load(Ordering::Relaxed) > 0 {
-            schedule();
+    if is_tick {
+        let now = cpu::rdtsc();
+        if now >= c.slice_end.load(Ordering::Relaxed) {
+            // Nothing else to run: the thread starts a new slice.
+            c.slice_end.store(slice_end_from(now), Ordering::Relaxed);
+            if c.queued.load(Ordering::Relaxed) > 0 {
+                schedule();
+            }
         }
     }
+}
+
+/// The end of a slice starting at TSC `now`.
+fn slice_end_from(now: u64) -> u64 {
+    now.saturating_add(SLICE_MS * crate::arch::apic::tsc_per_ms())
 }
 
 fn any_stealable(me: usize) -> bool {
