@@ -147,21 +147,17 @@ pub fn run(which: &str, _boot: &BootInfo) -> ! {
         }
     }
     println!("ktest: {} cases", CASES.len());
-    let (mut passed, mut failed) = (0, 0);
+    let mut verdict = abi::report::Verdict::default();
     for (name, case) in CASES {
-        match case() {
-            Ok(()) => {
-                passed += 1;
-                println!("ktest {name} ... ok");
-            }
-            Err(why) => {
-                failed += 1;
-                println!("ktest {name} ... FAILED: {why}");
-            }
+        let r = case();
+        verdict.record(r.is_ok());
+        match r {
+            Ok(()) => println!("ktest {name} ... ok"),
+            Err(why) => println!("ktest {name} ... FAILED: {why}"),
         }
     }
-    println!("{passed} passed, {failed} failed");
-    qemu::exit(failed == 0)
+    println!("{verdict}");
+    qemu::exit(verdict.success())
 }
 
 fn check(cond: bool, why: &'static str) -> Result<(), &'static str> {
