@@ -29,7 +29,7 @@ mod process;
 mod sched;
 mod smp;
 mod sync;
-mod syscalls;
+mod syscall;
 mod task;
 mod time;
 mod vm;

@@ -10,6 +10,9 @@
 //!   line of a suite.
 //! - [`Bench`]: `BENCH name=<name> unit=<unit> min=<n> median=<n> iters=<n>
 //!   failed=<n>`, one per figure, then [`BENCH_DONE`].
+//! - [`FuzzSummary`]: the fuzzer's last line, `fuzz: seed=<s> syscalls=<n>
+//!   faults=<n> ok` or `... FAILED: <why>` (`scripts/fuzz.sh`, the
+//!   `fuzz-smp4` smoke case).
 
 use core::fmt;
 
@@ -153,6 +156,58 @@ impl fmt::Display for Bench<'_> {
     }
 }
 
+/// The fuzzer's last line: its seed, how many syscalls it made and how many
+/// of its threads faulted (on purpose), then `ok` or `FAILED: <why>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuzzSummary<W> {
+    /// The run's seed (the same seed makes the same calls).
+    pub seed: u64,
+    /// Syscalls made.
+    pub syscalls: u64,
+    /// Threads that ended by a fault the fuzzer provoked.
+    pub faults: u64,
+    /// Why the run failed, or `None`.
+    pub failure: Option<W>,
+}
+
+impl FuzzSummary<&'static str> {
+    /// A run that passed.
+    pub const fn ok(seed: u64, syscalls: u64, faults: u64) -> Self {
+        FuzzSummary {
+            seed,
+            syscalls,
+            faults,
+            failure: None,
+        }
+    }
+}
+
+impl<W: fmt::Display> FuzzSummary<W> {
+    /// A run that failed because of `why`.
+    pub const fn failed(seed: u64, syscalls: u64, faults: u64, why: W) -> Self {
+        FuzzSummary {
+            seed,
+            syscalls,
+            faults,
+            failure: Some(why),
+        }
+    }
+}
+
+impl<W: fmt::Display> fmt::Display for FuzzSummary<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fuzz: seed={} syscalls={} faults={} ",
+            self.seed, self.syscalls, self.faults
+        )?;
+        match &self.failure {
+            None => f.write_str("ok"),
+            Some(why) => write!(f, "FAILED: {why}"),
+        }
+    }
+}
+
 /// A decimal number without sign or padding.
 fn number(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -245,6 +300,20 @@ mod tests {
         ] {
             assert_eq!(Bench::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn fuzz_summary_is_what_fuzz_sh_and_the_smoke_case_match() {
+        // smoke.sh: 'fuzz: seed=1 syscalls=50000 faults=[0-9]+ ok$'
+        assert_eq!(
+            FuzzSummary::ok(1, 50000, 563).to_string(),
+            "fuzz: seed=1 syscalls=50000 faults=563 ok"
+        );
+        let n = 2;
+        assert_eq!(
+            FuzzSummary::failed(7, 10, 0, format_args!("{n} findings")).to_string(),
+            "fuzz: seed=7 syscalls=10 faults=0 FAILED: 2 findings"
+        );
     }
 
     #[test]
