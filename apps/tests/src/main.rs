@@ -40,7 +40,6 @@ mod regs;
 mod rev_life;
 mod sched;
 mod smp;
-mod syscall_abi;
 mod tls;
 mod util;
 mod vm;
@@ -257,18 +256,6 @@ const CASES: &[Case] = &[
     (
         "sysinfo_refuses_bad_buffers",
         info::sysinfo_refuses_bad_buffers,
-    ),
-    (
-        "sysinfo_checks_only_the_bytes_it_writes",
-        syscall_abi::sysinfo_checks_only_the_bytes_it_writes,
-    ),
-    (
-        "debug_write_checks_the_whole_range_before_the_cut",
-        syscall_abi::debug_write_checks_the_whole_range_before_the_cut,
-    ),
-    (
-        "thread_spawn_refuses_bad_entries_and_stacks",
-        syscall_abi::thread_spawn_refuses_bad_entries_and_stacks,
     ),
     (
         "edit_flag_holder_is_not_starved_by_a_middle_priority_hog",
