@@ -15,6 +15,7 @@
 //! trivial boot-image format of [`abi::bootimg`]; the other boot programs (the
 //! servers, later) stay ELF and are loaded by the loader server.
 
+use abi::bootinfo::modules;
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,11 +27,13 @@ mod grubiso;
 /// User programs built for the boot image: (package, binary, module name, flat?).
 /// `flat` programs are converted to the boot-image format (only init: the kernel
 /// maps it directly); the rest stay ELF.
+/// Module names come from [`abi::bootinfo::modules`] (grub/grub.cfg loads
+/// the same list; a runner test checks it).
 const USER_PROGRAMS: &[(&str, &str, &str, bool)] = &[
-    ("init", "init", "init", true),
-    ("tests", "tests", "tests", true),
-    ("bench", "bench", "bench", true),
-    ("fuzz", "fuzz", "fuzz", true),
+    ("init", "init", modules::INIT, true),
+    ("tests", "tests", modules::TESTS, true),
+    ("bench", "bench", modules::BENCH, true),
+    ("fuzz", "fuzz", modules::FUZZ, true),
 ];
 
 fn main() {

@@ -178,4 +178,30 @@ menuentry \"Mica\" {
         assert_eq!(quote("it's"), "\"it's\"");
         assert_eq!(quote("a'\"$\\"), "\"a'\\\"\\$\\\\\"");
     }
+
+    #[test]
+    fn the_shipped_grub_cfg_loads_exactly_the_modules_abi_names() {
+        // grub.cfg cannot import a Rust constant: this holds it to the list
+        // build.rs, init and the kernel use.
+        let cfg = include_str!("../grub/grub.cfg");
+        let loaded: Vec<(&str, &str)> = cfg
+            .lines()
+            .filter(|l| first_word(l) == Some("module2"))
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w[1], w[2])
+            })
+            .collect();
+        let want: Vec<String> = abi::bootinfo::modules::ALL
+            .iter()
+            .map(|m| format!("/boot/{m}"))
+            .collect();
+        assert_eq!(loaded.len(), want.len(), "{loaded:?}");
+        for ((path, name), (want_path, want_name)) in loaded
+            .iter()
+            .zip(want.iter().zip(abi::bootinfo::modules::ALL))
+        {
+            assert_eq!((*path, *name), (want_path.as_str(), want_name));
+        }
+    }
 }

@@ -15,7 +15,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
-use abi::bootinfo::{cmdline_arg, BootInfo, ModuleDesc, MAGIC};
+use abi::bootinfo::{cmdline_arg, modules, BootInfo, ModuleDesc, MAGIC};
 use abi::limits::{INIT_CHILD_MCP, INIT_PRIORITY};
 use abi::status::{self, Status};
 use libipc::bench::{Unit, ICOUNT_ARG, ICOUNT_CMDLINE_FLAG};
@@ -44,11 +44,11 @@ fn main(arg: u64) -> i32 {
         println!("init: cannot set its priority or its children's maximum");
         return 1;
     }
-    match cmdline_arg(info.cmdline(), "init") {
+    match cmdline_arg(info.cmdline(), modules::INIT_KEY) {
         None | Some("") => 0,
-        Some("tests") => verdict(run_module(info, "tests", 0)),
-        Some("bench") => bench(info),
-        Some("fuzz") => fuzz(info),
+        Some(modules::TESTS) => verdict(run_module(info, modules::TESTS, 0)),
+        Some(modules::BENCH) => bench(info),
+        Some(modules::FUZZ) => fuzz(info),
         Some(other) => {
             println!("init: unknown init={other} (tests, bench, fuzz)");
             let _ = sys::shutdown(false);
@@ -107,7 +107,7 @@ fn verdict(st: Option<Status>) -> i32 {
 /// from the command line, and powers off with its verdict.
 fn fuzz(info: &BootInfo) -> i32 {
     match fuzz::Config::from_cmdline(|key| cmdline_arg(info.cmdline(), key)) {
-        Ok(cfg) => verdict(run_module(info, "fuzz", cfg.encode())),
+        Ok(cfg) => verdict(run_module(info, modules::FUZZ, cfg.encode())),
         Err(e) => {
             println!("init: {e}");
             verdict(None)
@@ -126,7 +126,7 @@ fn bench(info: &BootInfo) -> i32 {
     // command line); the benchmark program learns it from its argument.
     let icount = cmdline_arg(info.cmdline(), ICOUNT_CMDLINE_FLAG).is_some();
     let mode = if icount { ICOUNT_ARG } else { 0 };
-    let st = run_module(info, "bench", mode);
+    let st = run_module(info, modules::BENCH, mode);
     if st != Some(Status::Exited(0)) {
         println!("init: bench ended with {st:?}");
         let _ = sys::shutdown(false);
@@ -137,7 +137,7 @@ fn bench(info: &BootInfo) -> i32 {
     let _ = sys::set_affinity(0);
     // `yield` alternates only between equals: the peer's default priority.
     let _ = sys::set_priority(u64::from(PEER_PRIORITY));
-    let Some(peer) = spawn(info, "bench", YIELD_ITERS + YIELD_WARMUP) else {
+    let Some(peer) = spawn(info, modules::BENCH, YIELD_ITERS + YIELD_WARMUP) else {
         let _ = sys::shutdown(false);
         return 1;
     };
@@ -181,7 +181,7 @@ fn bench(info: &BootInfo) -> i32 {
     );
     let _ = sys::process_wait(peer);
     let _ = sys::set_priority(INIT_PRIORITY);
-    println!("BENCH-DONE");
+    println!("{}", abi::report::BENCH_DONE);
     let _ = sys::shutdown(true);
     0
 }

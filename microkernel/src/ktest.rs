@@ -107,21 +107,17 @@ pub fn run(which: &str, _boot: &BootInfo) -> ! {
         }
     }
     println!("ktest: {} cases", CASES.len());
-    let (mut passed, mut failed) = (0, 0);
+    let mut verdict = abi::report::Verdict::default();
     for (name, case) in CASES {
-        match case() {
-            Ok(()) => {
-                passed += 1;
-                println!("ktest {name} ... ok");
-            }
-            Err(why) => {
-                failed += 1;
-                println!("ktest {name} ... FAILED: {why}");
-            }
+        let r = case();
+        verdict.record(r.is_ok());
+        match r {
+            Ok(()) => println!("ktest {name} ... ok"),
+            Err(why) => println!("ktest {name} ... FAILED: {why}"),
         }
     }
-    println!("{passed} passed, {failed} failed");
-    qemu::exit(failed == 0)
+    println!("{verdict}");
+    qemu::exit(verdict.success())
 }
 
 fn check(cond: bool, why: &'static str) -> Result<(), &'static str> {
@@ -493,7 +489,7 @@ fn user_write_takes_interrupts_between_lines() -> Result<(), &'static str> {
     apic::send_ipi(apic::PING_VECTOR, apic::local_id());
     apic::delay_us(1000); // delivered to this CPU and pending (IF is off)
     let held = crate::smp::pings() == before;
-    crate::syscalls::print_user(0, b"ktest: probe line 1 of 2\nktest: probe line 2 of 2\n");
+    crate::syscall::print_user(0, b"ktest: probe line 1 of 2\nktest: probe line 2 of 2\n");
     let taken = crate::smp::pings() != before;
     cpu::enable_interrupts(); // take it now, whatever happened
     apic::delay_us(1000);
@@ -650,7 +646,7 @@ fn sysret_refuses_non_canonical_rip() -> Result<(), &'static str> {
         ] {
             let mut f = frame(rip);
             f.rax = nr;
-            let got = crate::syscalls::dispatch(&mut f);
+            let got = crate::syscall::dispatch(&mut f);
             if got != want || (want == ReturnCheck::Fault && f.vector != 13) {
                 println!("  note: syscall {nr} returning to 0x{rip:x}: {got:?}");
                 return Err("the syscall return path does not fault a non-canonical RIP");

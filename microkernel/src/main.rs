@@ -36,9 +36,10 @@ mod panic;
 mod sched;
 mod smp;
 mod sync;
-mod syscalls;
+mod syscall;
 mod time;
 
+use abi::bootinfo::modules;
 use arch::percpu::{self, CpuId};
 use arch::{apic, cpu, gdt, idt, qemu};
 
@@ -244,7 +245,7 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         println!("nmi.storm: CPU 0 sends every other CPU an NMI on each tick");
         arch::testhooks::NMI_STORM.store(true, core::sync::atomic::Ordering::SeqCst);
     }
-    if boot.arg("init") == Some("bench") {
+    if boot.arg(modules::INIT_KEY) == Some(modules::BENCH) {
         smp_bench(boot.arg("bench.icount").is_some());
     }
 
@@ -281,16 +282,9 @@ fn smp_bench(icount: bool) {
     }
 }
 
-/// Prints a BENCH line in the format of `libipc::bench::report`.
+/// Prints a BENCH line ([`abi::report::Bench`]).
 fn report(name: &str, icount: bool, samples: &mut [u64], failed: usize) {
-    samples.sort_unstable();
-    let (min, median) = match &*samples {
-        [] => (0, 0),
-        s => (s[0], s[s.len() / 2]),
-    };
-    println!(
-        "BENCH name={name} unit={} min={min} median={median} iters={} failed={failed}",
-        if icount { "instructions" } else { "cycles" },
-        samples.len()
-    );
+    let unit = abi::report::Unit::rdtsc(icount);
+    let line = abi::report::Bench::from_samples(name, unit, samples, failed as u64);
+    println!("{line}");
 }

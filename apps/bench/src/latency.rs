@@ -10,6 +10,7 @@
 //! idle figure is printed alongside as the baseline.
 
 use abi::bootimg::{encode, SegmentSpec, SEG_R, SEG_W, SEG_X};
+use abi::report::{Bench, Unit};
 use abi::{prot, Sysnum};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use libipc::{println, sys};
@@ -246,9 +247,14 @@ pub fn irq_latency_worst() -> Result<(), &'static str> {
     );
     // `failed=` is required by scripts/bench.sh (a line without it is a
     // failed figure): hammer errors count as failures of the figure.
-    println!(
-        "BENCH name=irq_latency_worst unit=us min={worst} median={worst} iters={n} failed={}",
-        HAMMER_ERR.load(Ordering::Relaxed)
-    );
+    let line = Bench {
+        name: "irq_latency_worst",
+        unit: Unit::Us,
+        min: worst,
+        median: worst,
+        iters: n as u64,
+        failed: HAMMER_ERR.load(Ordering::Relaxed),
+    };
+    println!("{line}");
     Ok(())
 }

@@ -31,6 +31,7 @@ mod storms;
 mod util;
 mod worker;
 
+use abi::report::FuzzSummary;
 use core::sync::atomic::Ordering;
 use fuzz::{Category, Config};
 use libipc::{print, println, sys};
@@ -104,8 +105,8 @@ fn main(arg: u64) -> i32 {
     windows[workers + 2] = storms::STORM_WINDOW;
     if let Err(e) = util::pretouch(&windows[..workers + 3]) {
         println!(
-            "fuzz: seed={} syscalls=0 faults=0 FAILED: cannot map ({e})",
-            cfg.seed
+            "{}",
+            FuzzSummary::failed(cfg.seed.into(), 0, 0, format_args!("cannot map ({e})"))
         );
         return 1;
     }
@@ -113,10 +114,7 @@ fn main(arg: u64) -> i32 {
     storms::warm_up(&cfg);
     visit_every_cpu(ncpus);
     let Some(base) = settle(None, 2000) else {
-        println!(
-            "fuzz: seed={} syscalls=0 faults=0 FAILED: sysinfo",
-            cfg.seed
-        );
+        println!("{}", FuzzSummary::failed(cfg.seed.into(), 0, 0, "sysinfo"));
         return 1;
     };
     let t0 = sys::clock_ns();
@@ -146,9 +144,9 @@ fn main(arg: u64) -> i32 {
         COUNT.syscalls.load(Ordering::Relaxed),
         COUNT.faults.load(Ordering::Relaxed),
     );
-    let seed = cfg.seed;
+    let seed = u64::from(cfg.seed);
     if !finished {
-        println!("fuzz: seed={seed} syscalls={syscalls} faults={faults} FAILED: hang");
+        println!("{}", FuzzSummary::failed(seed, syscalls, faults, "hang"));
         return 1;
     }
     // Everything the run made must be gone again.
@@ -166,10 +164,11 @@ fn main(arg: u64) -> i32 {
     let findings = COUNT.findings.load(Ordering::Relaxed);
     if findings != 0 {
         println!(
-            "fuzz: seed={seed} syscalls={syscalls} faults={faults} FAILED: {findings} findings"
+            "{}",
+            FuzzSummary::failed(seed, syscalls, faults, format_args!("{findings} findings"))
         );
         return 1;
     }
-    println!("fuzz: seed={seed} syscalls={syscalls} faults={faults} ok");
+    println!("{}", FuzzSummary::ok(seed, syscalls, faults));
     0
 }

@@ -45,6 +45,7 @@ mod util;
 mod vm;
 mod vm_review;
 
+use abi::report::Verdict;
 use abi::status::Status;
 use libipc::{println, sys};
 use util::{arg_of, from_arg, TestResult};
@@ -278,23 +279,19 @@ const CASES: &[Case] = &[
 fn main(_arg: u64) -> i32 {
     util::calibrate();
     println!("tests: {} cases", CASES.len());
-    let (mut passed, mut failed) = (0u32, 0u32);
+    let mut verdict = Verdict::default();
     for &(name, case) in CASES {
-        match run_case(name, case) {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok");
-            }
-            Err(why) => {
-                failed += 1;
-                println!("test {name} ... FAILED: {why}");
-            }
+        let r = run_case(name, case);
+        verdict.record(r.is_ok());
+        match r {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(why) => println!("test {name} ... FAILED: {why}"),
         }
         // A case that pinned this thread must not leave it pinned.
         let _ = sys::set_affinity(u64::MAX);
     }
-    println!("{passed} passed, {failed} failed");
-    i32::from(failed != 0)
+    println!("{verdict}");
+    i32::from(!verdict.success())
 }
 
 /// What the harness hands a case thread, and what it hands back.

@@ -115,63 +115,37 @@ impl Segment {
     }
 }
 
-/// Why an image was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BootImageError {
-    /// The image ends before its header or segment table does (or, when
-    /// encoding, the output buffer is too small).
-    TooShort,
-    /// The image does not start with [`MAGIC`].
-    BadMagic,
-    /// The header declares zero segments.
-    NoSegments,
-    /// The header declares more than [`MAX_SEGMENTS`] segments.
-    TooManySegments,
-    /// A reserved field or an undefined flag bit is not zero.
-    ReservedNotZero,
-    /// A segment's file bytes are not inside the image (or overlap the
-    /// header and segment table).
-    SegmentOutOfFile,
-    /// A segment has `file_size > mem_size`.
-    FileSizeExceedsMemSize,
-    /// A segment maps zero bytes.
-    EmptySegment,
-    /// A segment's `vaddr` is not page-aligned.
-    NotPageAligned,
-    /// A segment is not entirely inside `[USER_MIN, USER_END)`.
-    OutsideUserRange,
-    /// A segment is both writable and executable.
-    WritableAndExecutable,
-    /// Two segments share a page.
-    Overlap,
-    /// The entry point is not inside an executable segment.
-    EntryNotExecutable,
-}
-
-impl BootImageError {
-    /// A short human-readable description.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            BootImageError::TooShort => "image too short",
-            BootImageError::BadMagic => "bad magic (not a Mica boot image)",
-            BootImageError::NoSegments => "image has no segments",
-            BootImageError::TooManySegments => "image has too many segments",
-            BootImageError::ReservedNotZero => "reserved field or flag bit not zero",
-            BootImageError::SegmentOutOfFile => "segment file bytes outside the image",
-            BootImageError::FileSizeExceedsMemSize => "segment file size exceeds memory size",
-            BootImageError::EmptySegment => "segment maps zero bytes",
-            BootImageError::NotPageAligned => "segment address not page-aligned",
-            BootImageError::OutsideUserRange => "segment outside the user address range",
-            BootImageError::WritableAndExecutable => "segment both writable and executable",
-            BootImageError::Overlap => "segments overlap",
-            BootImageError::EntryNotExecutable => "entry point not in an executable segment",
-        }
-    }
-}
-
-impl core::fmt::Display for BootImageError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.as_str())
+crate::shared_enum! {
+    /// Why an image was refused.
+    pub enum BootImageError {
+        /// The image ends before its header or segment table does (or, when
+        /// encoding, the output buffer is too small).
+        TooShort => "image too short",
+        /// The image does not start with [`MAGIC`].
+        BadMagic => "bad magic (not a Mica boot image)",
+        /// The header declares zero segments.
+        NoSegments => "image has no segments",
+        /// The header declares more than [`MAX_SEGMENTS`] segments.
+        TooManySegments => "image has too many segments",
+        /// A reserved field or an undefined flag bit is not zero.
+        ReservedNotZero => "reserved field or flag bit not zero",
+        /// A segment's file bytes are not inside the image (or overlap the
+        /// header and segment table).
+        SegmentOutOfFile => "segment file bytes outside the image",
+        /// A segment has `file_size > mem_size`.
+        FileSizeExceedsMemSize => "segment file size exceeds memory size",
+        /// A segment maps zero bytes.
+        EmptySegment => "segment maps zero bytes",
+        /// A segment's `vaddr` is not page-aligned.
+        NotPageAligned => "segment address not page-aligned",
+        /// A segment is not entirely inside `[USER_MIN, USER_END)`.
+        OutsideUserRange => "segment outside the user address range",
+        /// A segment is both writable and executable.
+        WritableAndExecutable => "segment both writable and executable",
+        /// Two segments share a page.
+        Overlap => "segments overlap",
+        /// The entry point is not inside an executable segment.
+        EntryNotExecutable => "entry point not in an executable segment",
     }
 }
 

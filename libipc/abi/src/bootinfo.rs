@@ -14,6 +14,24 @@ pub const CMDLINE_BYTES: usize = 1024;
 /// follow, each page-aligned.
 pub const MODULES_BASE: u64 = 0x0000_1000_0000_0000;
 
+/// The boot modules' names: the GRUB configuration (`grub/grub.cfg`, checked
+/// by a host test of the runner), `build.rs`, init's `init=` choices and the
+/// kernel all name them through these.
+pub mod modules {
+    /// The first process, the only one the kernel starts.
+    pub const INIT: &str = "init";
+    /// The ring-3 test program (`init=tests`).
+    pub const TESTS: &str = "tests";
+    /// The benchmark program (`init=bench`).
+    pub const BENCH: &str = "bench";
+    /// The syscall fuzzer (`init=fuzz`).
+    pub const FUZZ: &str = "fuzz";
+    /// Every module the boot image carries, in load order.
+    pub const ALL: [&str; 4] = [INIT, TESTS, BENCH, FUZZ];
+    /// The command-line key that picks what init runs (`init=tests`).
+    pub const INIT_KEY: &str = "init";
+}
+
 /// One boot module as init sees it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

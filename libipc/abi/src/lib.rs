@@ -14,84 +14,90 @@
 //! program and the host-side build script can all use it.
 #![cfg_attr(not(test), no_std)]
 
+#[macro_use]
+pub mod list;
+
 pub mod bootimg;
 pub mod bootinfo;
 pub mod layout;
+pub mod report;
 pub mod status;
 
-/// The syscall numbers. Unknown numbers fail with [`Error::BadSyscall`].
-#[repr(u64)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sysnum {
-    /// `debug_write(ptr, len)`: write bytes to the kernel's serial log. Returns
-    /// the number of bytes written. Exists until the console server does.
-    DebugWrite = 0,
-    /// `thread_exit(code)`: end the calling thread. Does not return.
-    ThreadExit = 1,
-    /// `yield()`: give up the CPU to another ready thread of equal priority.
-    Yield = 2,
-    /// `sleep_ns(ns)`: block for at least `ns` nanoseconds.
-    SleepNs = 3,
-    /// `clock_ns()`: nanoseconds since boot (monotonic).
-    ClockNs = 4,
-    /// `thread_spawn(entry, stack_top, arg)`: start a thread in the caller's
-    /// address space; returns its thread id.
-    ThreadSpawn = 5,
-    /// `process_exit(code)`: end every thread of the caller's process.
-    ProcessExit = 6,
-    /// `shutdown(code)`: power the machine off (tests and benchmarks report
-    /// their verdict this way). Only the first process may call it.
-    Shutdown = 7,
-    /// `map_anon(addr, len, prot)`: map zeroed memory at a page-aligned user
-    /// address. `prot` is a set of [`prot`] bits.
-    MapAnon = 8,
-    /// `unmap(addr, len)`: remove the mappings in a page-aligned range.
-    Unmap = 9,
-    /// `protect(addr, len, prot)`: change the protection of mapped pages.
-    Protect = 10,
-    /// `cpu_id()`: the id of the CPU the caller runs on (a hint: it may move
-    /// right after).
-    CpuId = 11,
-    /// `set_affinity(cpu)`: pin the calling thread to one CPU
-    /// (`u64::MAX` unpins).
-    SetAffinity = 12,
-    /// `thread_id()`: the caller's thread id.
-    ThreadId = 13,
-    /// `set_priority(prio)`: change the caller's scheduling priority
-    /// (0 = highest, [`MAX_PRIORITY`] = lowest).
-    SetPriority = 14,
-    /// `thread_join(tid)`: wait for a thread of the caller's process to end;
-    /// returns its [`status`] word.
-    ThreadJoin = 15,
-    /// `process_spawn(image, len, arg)`: start a new process from a boot image
-    /// ([`bootimg`]) in the caller's memory; its first thread gets `arg` in RDI.
-    /// Returns the child's pid. (The bootstrap path: the loader server builds
-    /// processes from ELF files with the memory syscalls.)
-    ProcessSpawn = 16,
-    /// `process_wait(pid)`: wait for a child to end; returns its [`status`] word.
-    ProcessWait = 17,
-    /// `set_fs_base(addr)`: set the caller's FS base (a user-half address).
-    SetFsBase = 18,
-    /// `set_gs_base(addr)`: set the caller's GS base (a user-half address).
-    SetGsBase = 19,
-    /// `null()`: does nothing and returns 0 (measures the syscall path).
-    Null = 20,
-    /// `cpu_syscalls(cpu)`: how many syscalls CPU `cpu` has entered since boot
-    /// (per-CPU accounting; tests check it). `NotFound` for an offline CPU.
-    CpuSyscalls = 21,
-    /// `cpu_count()`: CPUs online.
-    CpuCount = 22,
-    /// `sysinfo(buf, len)`: copies a [`SysInfo`] to `buf` (`len` must be at
-    /// least its size); returns the bytes written.
-    SysInfo = 23,
-    /// `set_child_max_priority(prio)`: set the maximum controlled priority
-    /// (MCP) that processes the caller spawns from now on get. A process's
-    /// threads may not [`SetPriority`](Sysnum::SetPriority) above (numerically
-    /// below) its MCP (`PermissionDenied`); a child's MCP is its creator's
-    /// setting at spawn time, and `prio` may not be above the caller's own
-    /// MCP (`PermissionDenied`), so priority is only ever handed down, never
-    /// gained. init gives every program it starts an MCP below its own.
-    SetChildMaxPriority = 24,
+shared_enum! {
+    /// The syscall numbers (each with its name). Unknown numbers fail with
+    /// [`Error::BadSyscall`]. The codes are dense from 0, so the kernel's
+    /// dispatcher is one bounds check and a jump table.
+    pub enum Sysnum: u64, else Error::BadSyscall => Error {
+        /// `debug_write(ptr, len)`: write bytes to the kernel's serial log. Returns
+        /// the number of bytes written. Exists until the console server does.
+        DebugWrite = 0 => "debug_write",
+        /// `thread_exit(code)`: end the calling thread. Does not return.
+        ThreadExit = 1 => "thread_exit",
+        /// `yield()`: give up the CPU to another ready thread of equal priority.
+        Yield = 2 => "yield",
+        /// `sleep_ns(ns)`: block for at least `ns` nanoseconds.
+        SleepNs = 3 => "sleep_ns",
+        /// `clock_ns()`: nanoseconds since boot (monotonic).
+        ClockNs = 4 => "clock_ns",
+        /// `thread_spawn(entry, stack_top, arg)`: start a thread in the caller's
+        /// address space; returns its thread id.
+        ThreadSpawn = 5 => "thread_spawn",
+        /// `process_exit(code)`: end every thread of the caller's process.
+        ProcessExit = 6 => "process_exit",
+        /// `shutdown(code)`: power the machine off (tests and benchmarks report
+        /// their verdict this way). Only the first process may call it.
+        Shutdown = 7 => "shutdown",
+        /// `map_anon(addr, len, prot)`: map zeroed memory at a page-aligned user
+        /// address. `prot` is a set of [`prot`] bits.
+        MapAnon = 8 => "map_anon",
+        /// `unmap(addr, len)`: remove the mappings in a page-aligned range.
+        Unmap = 9 => "unmap",
+        /// `protect(addr, len, prot)`: change the protection of mapped pages.
+        Protect = 10 => "protect",
+        /// `cpu_id()`: the id of the CPU the caller runs on (a hint: it may move
+        /// right after).
+        CpuId = 11 => "cpu_id",
+        /// `set_affinity(cpu)`: pin the calling thread to one CPU
+        /// (`u64::MAX` unpins).
+        SetAffinity = 12 => "set_affinity",
+        /// `thread_id()`: the caller's thread id.
+        ThreadId = 13 => "thread_id",
+        /// `set_priority(prio)`: change the caller's scheduling priority
+        /// (0 = highest, [`MAX_PRIORITY`] = lowest).
+        SetPriority = 14 => "set_priority",
+        /// `thread_join(tid)`: wait for a thread of the caller's process to end;
+        /// returns its [`status`] word.
+        ThreadJoin = 15 => "thread_join",
+        /// `process_spawn(image, len, arg)`: start a new process from a boot image
+        /// ([`bootimg`]) in the caller's memory; its first thread gets `arg` in RDI.
+        /// Returns the child's pid. (The bootstrap path: the loader server builds
+        /// processes from ELF files with the memory syscalls.)
+        ProcessSpawn = 16 => "process_spawn",
+        /// `process_wait(pid)`: wait for a child to end; returns its [`status`] word.
+        ProcessWait = 17 => "process_wait",
+        /// `set_fs_base(addr)`: set the caller's FS base (a user-half address).
+        SetFsBase = 18 => "set_fs_base",
+        /// `set_gs_base(addr)`: set the caller's GS base (a user-half address).
+        SetGsBase = 19 => "set_gs_base",
+        /// `null()`: does nothing and returns 0 (measures the syscall path).
+        Null = 20 => "null",
+        /// `cpu_syscalls(cpu)`: how many syscalls CPU `cpu` has entered since boot
+        /// (per-CPU accounting; tests check it). `NotFound` for an offline CPU.
+        CpuSyscalls = 21 => "cpu_syscalls",
+        /// `cpu_count()`: CPUs online.
+        CpuCount = 22 => "cpu_count",
+        /// `sysinfo(buf, len)`: copies a [`SysInfo`] to `buf` (`len` must be at
+        /// least its size); returns the bytes written.
+        SysInfo = 23 => "sysinfo",
+        /// `set_child_max_priority(prio)`: set the maximum controlled priority
+        /// (MCP) that processes the caller spawns from now on get. A process's
+        /// threads may not [`SetPriority`](Sysnum::SetPriority) above (numerically
+        /// below) its MCP (`PermissionDenied`); a child's MCP is its creator's
+        /// setting at spawn time, and `prio` may not be above the caller's own
+        /// MCP (`PermissionDenied`), so priority is only ever handed down, never
+        /// gained. init gives every program it starts an MCP below its own.
+        SetChildMaxPriority = 24 => "set_child_max_priority",
+    }
 }
 
 /// What `sysinfo` reports about the machine and the kernel's resources.
@@ -120,44 +126,13 @@ pub struct SysInfo {
 const _: () = assert!(core::mem::size_of::<SysInfo>() == 8 * 8);
 
 /// One past the highest syscall number: the first number that is refused.
-pub const SYSNUM_END: u64 = 25;
+pub const SYSNUM_END: u64 = Sysnum::END;
+
+// Dense codes from 0: `END` is the count, so every number below it is one.
+const _: () = assert!(Sysnum::END == Sysnum::ALL.len() as u64);
 
 /// The lowest scheduling priority a thread can ask for.
 pub const MAX_PRIORITY: u64 = 7;
-
-impl TryFrom<u64> for Sysnum {
-    type Error = Error;
-    fn try_from(n: u64) -> Result<Self, Error> {
-        Ok(match n {
-            0 => Sysnum::DebugWrite,
-            1 => Sysnum::ThreadExit,
-            2 => Sysnum::Yield,
-            3 => Sysnum::SleepNs,
-            4 => Sysnum::ClockNs,
-            5 => Sysnum::ThreadSpawn,
-            6 => Sysnum::ProcessExit,
-            7 => Sysnum::Shutdown,
-            8 => Sysnum::MapAnon,
-            9 => Sysnum::Unmap,
-            10 => Sysnum::Protect,
-            11 => Sysnum::CpuId,
-            12 => Sysnum::SetAffinity,
-            13 => Sysnum::ThreadId,
-            14 => Sysnum::SetPriority,
-            15 => Sysnum::ThreadJoin,
-            16 => Sysnum::ProcessSpawn,
-            17 => Sysnum::ProcessWait,
-            18 => Sysnum::SetFsBase,
-            19 => Sysnum::SetGsBase,
-            20 => Sysnum::Null,
-            21 => Sysnum::CpuSyscalls,
-            22 => Sysnum::CpuCount,
-            23 => Sysnum::SysInfo,
-            24 => Sysnum::SetChildMaxPriority,
-            _ => return Err(Error::BadSyscall),
-        })
-    }
-}
 
 /// Per-process limits: each is a fraction of the global table it draws
 /// from, so one process cannot exhaust it (exceeding one is `NoMemory`).
@@ -191,95 +166,48 @@ pub mod limits {
     pub const INIT_CHILD_MCP: u64 = 1;
 }
 
-/// Protection bits for [`Sysnum::MapAnon`] and [`Sysnum::Protect`]. Pages are
-/// always readable when mapped; writable and executable together is refused (W^X).
-pub mod prot {
-    /// The pages may be written.
-    pub const WRITE: u64 = 1 << 1;
-    /// The pages may be executed.
-    pub const EXEC: u64 = 1 << 2;
-    /// Every valid bit.
-    pub const ALL: u64 = WRITE | EXEC;
+shared_bits! {
+    /// Protection bits for [`Sysnum::MapAnon`] and [`Sysnum::Protect`]. Pages are
+    /// always readable when mapped; writable and executable together is refused (W^X).
+    pub mod prot: u64 {
+        /// The pages may be written.
+        WRITE = 1 << 1 => "write",
+        /// The pages may be executed.
+        EXEC = 1 << 2 => "exec",
+    }
 }
 
-/// Error codes. A syscall returns `-(code)` in RAX.
-#[repr(u64)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Error {
-    /// The syscall number is not one of [`Sysnum`].
-    BadSyscall = 1,
-    /// An argument is out of range or malformed.
-    InvalidArgument = 2,
-    /// A user pointer or range is not mapped, not in the user half, wraps, or
-    /// lacks the needed access.
-    BadAddress = 3,
-    /// The kernel ran out of memory (or of a bounded resource) for the request.
-    NoMemory = 4,
-    /// The caller lacks the right or handle this needs.
-    PermissionDenied = 5,
-    /// The target already exists (e.g. a page is already mapped).
-    AlreadyExists = 6,
-    /// The target does not exist (e.g. no such thread or CPU).
-    NotFound = 7,
-    /// The operation would block and the caller asked not to.
-    WouldBlock = 8,
-    /// The peer of an IPC operation died.
-    PeerDied = 9,
-    /// A timeout expired.
-    TimedOut = 10,
+shared_enum! {
+    /// Error codes. A syscall returns `-(code)` in RAX.
+    pub enum Error: u64, else () => () {
+        /// The syscall number is not one of [`Sysnum`].
+        BadSyscall = 1 => "bad syscall number",
+        /// An argument is out of range or malformed.
+        InvalidArgument = 2 => "invalid argument",
+        /// A user pointer or range is not mapped, not in the user half, wraps, or
+        /// lacks the needed access.
+        BadAddress = 3 => "bad address",
+        /// The kernel ran out of memory (or of a bounded resource) for the request.
+        NoMemory = 4 => "out of memory",
+        /// The caller lacks the right or handle this needs.
+        PermissionDenied = 5 => "permission denied",
+        /// The target already exists (e.g. a page is already mapped).
+        AlreadyExists = 6 => "already exists",
+        /// The target does not exist (e.g. no such thread or CPU).
+        NotFound = 7 => "not found",
+        /// The operation would block and the caller asked not to.
+        WouldBlock = 8 => "would block",
+        /// The peer of an IPC operation died.
+        PeerDied = 9 => "peer died",
+        /// A timeout expired.
+        TimedOut = 10 => "timed out",
+    }
 }
 
 impl Error {
-    /// Every error, in code order.
-    pub const ALL: [Error; 10] = [
-        Error::BadSyscall,
-        Error::InvalidArgument,
-        Error::BadAddress,
-        Error::NoMemory,
-        Error::PermissionDenied,
-        Error::AlreadyExists,
-        Error::NotFound,
-        Error::WouldBlock,
-        Error::PeerDied,
-        Error::TimedOut,
-    ];
-
-    /// A short human-readable name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Error::BadSyscall => "bad syscall number",
-            Error::InvalidArgument => "invalid argument",
-            Error::BadAddress => "bad address",
-            Error::NoMemory => "out of memory",
-            Error::PermissionDenied => "permission denied",
-            Error::AlreadyExists => "already exists",
-            Error::NotFound => "not found",
-            Error::WouldBlock => "would block",
-            Error::PeerDied => "peer died",
-            Error::TimedOut => "timed out",
-        }
-    }
-
     /// The value a syscall puts in RAX for this error.
     pub const fn to_ret(self) -> u64 {
         (self as u64).wrapping_neg()
-    }
-}
-
-impl TryFrom<u64> for Error {
-    type Error = ();
-    fn try_from(code: u64) -> Result<Self, ()> {
-        Error::ALL
-            .iter()
-            .copied()
-            .find(|e| *e as u64 == code)
-            .ok_or(())
-    }
-}
-
-impl core::fmt::Display for Error {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -329,6 +257,30 @@ mod tests {
         }
         assert_eq!(Sysnum::try_from(SYSNUM_END), Err(Error::BadSyscall));
         assert_eq!(Sysnum::try_from(u64::MAX), Err(Error::BadSyscall));
+    }
+
+    #[test]
+    fn the_declared_lists_are_complete_and_their_names_distinct() {
+        // Dense syscall numbers: ALL is exactly 0..END, in order.
+        for (i, s) in Sysnum::ALL.iter().enumerate() {
+            assert_eq!(s.code(), i as u64);
+        }
+        // Error codes 1..=10, in order.
+        for (i, e) in Error::ALL.iter().enumerate() {
+            assert_eq!(e.code(), i as u64 + 1);
+        }
+        assert_eq!(Error::END, Error::ALL.len() as u64 + 1);
+        let names: std::collections::HashSet<_> = Sysnum::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names.len(), Sysnum::ALL.len());
+        assert_eq!(
+            Sysnum::SetChildMaxPriority.to_string(),
+            "set_child_max_priority"
+        );
+        let descs: std::collections::HashSet<_> =
+            Error::ALL.iter().map(|e| e.to_string()).collect();
+        assert_eq!(descs.len(), Error::ALL.len());
+        assert_eq!(Error::NoMemory.to_string(), "out of memory");
+        assert_eq!(prot::ALL, prot::WRITE | prot::EXEC);
     }
 
     #[test]

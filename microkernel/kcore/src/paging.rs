@@ -124,44 +124,24 @@ impl PageSize {
     }
 }
 
-/// Why a page-table operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MapError {
-    /// The leaf slot is already in use.
-    AlreadyMapped,
-    /// Nothing is mapped at the address.
-    NotMapped,
-    /// A table could not be allocated.
-    NoMemory,
-    /// The virtual or physical address is not aligned to the page size (for
-    /// `unmap`/`protect`: the address is inside a larger page, not at its start).
-    Misaligned,
-    /// The virtual address is not canonical.
-    NonCanonical,
-    /// A larger page already covers part of the requested range.
-    HugePageInTheWay,
-    /// The physical address does not fit in 52 bits.
-    InvalidPhysAddr,
-}
-
-impl MapError {
-    /// A short human-readable description.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            MapError::AlreadyMapped => "already mapped",
-            MapError::NotMapped => "not mapped",
-            MapError::NoMemory => "out of memory for page tables",
-            MapError::Misaligned => "address not aligned to the page size",
-            MapError::NonCanonical => "non-canonical virtual address",
-            MapError::HugePageInTheWay => "a huge page is in the way",
-            MapError::InvalidPhysAddr => "physical address out of range",
-        }
-    }
-}
-
-impl core::fmt::Display for MapError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.as_str())
+abi::shared_enum! {
+    /// Why a page-table operation failed.
+    pub enum MapError {
+        /// The leaf slot is already in use.
+        AlreadyMapped => "already mapped",
+        /// Nothing is mapped at the address.
+        NotMapped => "not mapped",
+        /// A table could not be allocated.
+        NoMemory => "out of memory for page tables",
+        /// The virtual or physical address is not aligned to the page size (for
+        /// `unmap`/`protect`: the address is inside a larger page, not at its start).
+        Misaligned => "address not aligned to the page size",
+        /// The virtual address is not canonical.
+        NonCanonical => "non-canonical virtual address",
+        /// A larger page already covers part of the requested range.
+        HugePageInTheWay => "a huge page is in the way",
+        /// The physical address does not fit in 52 bits.
+        InvalidPhysAddr => "physical address out of range",
     }
 }
 

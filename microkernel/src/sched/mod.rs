@@ -41,7 +41,7 @@ use crate::sync::IrqMutex;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kcore::runqueue::RunQueue;
 
 /// One time slice, in milliseconds of TSC time. Measured in time, not in
@@ -235,7 +235,8 @@ fn schedule_inner(requeue: bool) {
         Some(n) => n,
         None => idle_thread(c),
     };
-    c.slice_end.store(slice_end_from(cpu::rdtsc()), Ordering::Relaxed);
+    c.slice_end
+        .store(slice_end_from(cpu::rdtsc()), Ordering::Relaxed);
     if Arc::ptr_eq(&next, &cur) {
         return;
     }

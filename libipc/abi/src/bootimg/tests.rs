@@ -295,22 +295,7 @@ fn an_entry_outside_executable_segments_is_refused() {
 
 #[test]
 fn every_error_has_a_distinct_description() {
-    use BootImageError::*;
-    let all = [
-        TooShort,
-        BadMagic,
-        NoSegments,
-        TooManySegments,
-        ReservedNotZero,
-        SegmentOutOfFile,
-        FileSizeExceedsMemSize,
-        EmptySegment,
-        NotPageAligned,
-        OutsideUserRange,
-        WritableAndExecutable,
-        Overlap,
-        EntryNotExecutable,
-    ];
+    let all = BootImageError::ALL;
     for (i, a) in all.iter().enumerate() {
         assert_eq!(a.to_string(), a.as_str());
         for b in &all[i + 1..] {

@@ -432,16 +432,7 @@ fn clearing_the_user_half_reports_every_page_and_frees_every_table() {
 
 #[test]
 fn map_error_descriptions_are_distinct() {
-    use MapError::*;
-    let all = [
-        AlreadyMapped,
-        NotMapped,
-        NoMemory,
-        Misaligned,
-        NonCanonical,
-        HugePageInTheWay,
-        InvalidPhysAddr,
-    ];
+    let all = MapError::ALL;
     let set: HashSet<_> = all.iter().map(|e| e.to_string()).collect();
     assert_eq!(set.len(), all.len());
 }

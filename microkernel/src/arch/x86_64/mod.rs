@@ -10,7 +10,7 @@
 //! list):
 //! - `sym crate::kernel_entry` (boot.rs: the boot CPU's 64-bit entry)
 //! - `sym crate::interrupt::trap_dispatch` (idt.rs: every interrupt and exception)
-//! - `sym crate::syscalls::syscall_dispatch` (syscall.rs: every syscall)
+//! - `sym crate::syscall::syscall_dispatch` (syscall.rs: every syscall)
 //! - `sym crate::lifecycle::return_to_user_work` (idt.rs, syscall.rs: deferred work)
 //! - `sym crate::sched::finish_switch` (context.rs: the first code after a switch)
 //!

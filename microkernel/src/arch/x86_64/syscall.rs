@@ -8,7 +8,7 @@
 //!
 //! The stub switches to the thread's kernel stack through `gs:`, builds a full
 //! [`TrapFrame`] (the same shape interrupts build, at the same place: the top of
-//! the kernel stack), and calls [`crate::syscalls::syscall_dispatch`], which puts
+//! the kernel stack), and calls [`crate::syscall::syscall_dispatch`], which puts
 //! the result in the frame's RAX and guarantees the return RIP is canonical
 //! (SYSRET to a non-canonical RCX faults in ring 0 on the user stack on Intel
 //! CPUs: CVE-2012-0217). The stub then sanitises the saved RFLAGS — only the
@@ -174,7 +174,7 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     vector = const SYSCALL_VECTOR,
     rflags = const core::mem::offset_of!(TrapFrame, rflags),
     user_flags = const USER_RFLAGS,
-    dispatch = sym crate::syscalls::syscall_dispatch,
+    dispatch = sym crate::syscall::syscall_dispatch,
     cur = const super::percpu::OFF_CURRENT,
     work = const super::percpu::OFF_THREAD_WORK,
     work_mask = const super::percpu::work::MASK,

@@ -1,0 +1,182 @@
+//! The syscall layer: decode, then invoke.
+//!
+//! The entry stub calls [`syscall_dispatch`] with the caller's saved
+//! registers. One `match` on the number ([`abi`] register convention) picks
+//! the family function; it *decodes* the argument registers into a typed
+//! request — user memory becomes a [`UserSlice`](crate::mem::user::UserSlice)
+//! or [`UserSliceMut`](crate::mem::user::UserSliceMut) with its range
+//! checked, numbers are range-checked, authority (the caller's process, its
+//! priority ceiling) is looked up — and then *invokes* the kernel method
+//! that does the work. Every argument is untrusted; every refusal is an
+//! [`Error`] in RAX, never a kernel panic.
+//!
+//! Two kinds of failure:
+//! - [`Error`]: the request cannot be done (bad argument, no memory, no such
+//!   thread); the caller gets the code back and carries on.
+//! - [`Fault`]: the caller broke the protocol so that it cannot be answered
+//!   at all; the thread is stopped with a logged reason ([`Fault::stop`]).
+//!
+//! One file per family: [`thread`], [`process`], [`memory`], [`system`].
+//!
+//! Adding a syscall: one arm in [`dispatch`],
+//! `Ok(Sysnum::Foo) => |f| family::foo(family::Foo::decode(f)?),` with the
+//! request type and the function in the family's file. Only a syscall that
+//! is a single load may be answered in its arm (`scripts/bench.sh --check`
+//! watches what that path costs).
+
+mod memory;
+mod process;
+mod system;
+mod thread;
+
+use crate::arch::syscall::{check_return, ReturnCheck};
+use crate::arch::trap::TrapFrame;
+use crate::lifecycle::user_fault;
+use crate::sched::current;
+use crate::smp::online;
+use abi::{encode_result, Error, Sysnum};
+
+pub use system::print_user;
+
+/// Called by the syscall entry stub with the caller's saved registers; leaves
+/// the result in the frame's RAX. The stub sanitises RFLAGS and picks
+/// `sysretq` or `iretq` itself.
+///
+/// One `match` on the number, compiled to a bounds check and a jump table
+/// (`Sysnum::try_from` is an identity match and folds into that check:
+/// nothing is converted per call). Every syscall goes through this table;
+/// none is answered before it. A one-line syscall is answered in its arm
+/// (no call, no stack frame); every other arm picks its [`Handler`], and the
+/// one indirect call after the match is the only place that sets up a stack
+/// frame (the compiler "shrink-wraps" the prologue into that block, which it
+/// cannot do when several arms make calls of their own). Handlers are
+/// closures over the family functions, so a handler's locals never enlarge
+/// this function's frame.
+///
+/// A thread whose process is being killed is not checked here: the killer
+/// kicks the CPUs running its threads, and the interrupt return path ends them.
+#[no_mangle]
+pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
+    // A non-canonical return RIP is the thread's fault, never SYSRET's
+    // (CVE-2012-0217): see `check_return`.
+    if dispatch(frame) == ReturnCheck::Fault {
+        Fault::NonCanonicalReturn.stop(frame);
+    }
+}
+
+/// The dispatcher proper: runs the syscall `frame` names, puts the result in
+/// RAX and says whether the frame may be resumed ([`check_return`]: a
+/// non-canonical or kernel return RIP makes it a #GP frame). Separate from
+/// [`syscall_dispatch`] so `ktest sysret_refuses_non_canonical_rip` can run
+/// the real path on synthetic frames without ending its own thread; inlined
+/// there, so the syscall path is the same code.
+#[inline(always)]
+pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
+    let handler: Handler = match Sysnum::try_from(frame.rax) {
+        Err(e) => return finish(frame, Err(e)),
+        // Answered in the table.
+        Ok(Sysnum::Null) => return finish(frame, Ok(0)),
+        Ok(Sysnum::ThreadId) => return finish(frame, Ok(current().tid.get())),
+        Ok(Sysnum::CpuCount) => return finish(frame, Ok(online() as u64)),
+        // Through a handler: decode the registers, invoke.
+        Ok(Sysnum::ThreadExit) => |f| thread::exit(thread::Exit::decode(f)),
+        Ok(Sysnum::Yield) => |_| thread::yield_now(),
+        Ok(Sysnum::SleepNs) => |f| thread::sleep_ns(f.rdi),
+        Ok(Sysnum::ThreadSpawn) => |f| thread::spawn(thread::Spawn::decode(f)?),
+        Ok(Sysnum::SetAffinity) => |f| thread::set_affinity(f.rdi),
+        Ok(Sysnum::SetPriority) => |f| thread::set_priority(thread::Priority::decode(f)?),
+        Ok(Sysnum::ThreadJoin) => |f| thread::join(f.rdi),
+        Ok(Sysnum::SetFsBase) => |f| thread::set_fs_base(thread::Base::decode(f)?),
+        Ok(Sysnum::SetGsBase) => |f| thread::set_gs_base(thread::Base::decode(f)?),
+        Ok(Sysnum::ProcessExit) => |f| process::exit(thread::Exit::decode(f)),
+        Ok(Sysnum::ProcessSpawn) => |f| process::spawn(process::Spawn::decode(f)?),
+        Ok(Sysnum::ProcessWait) => |f| process::wait(f.rdi),
+        Ok(Sysnum::SetChildMaxPriority) => {
+            |f| process::set_child_max_priority(process::ChildMcp::decode(f)?)
+        }
+        Ok(Sysnum::MapAnon) => |f| memory::map_anon(memory::Range::decode(f)?),
+        Ok(Sysnum::Unmap) => |f| memory::unmap(memory::Range::decode(f)?),
+        Ok(Sysnum::Protect) => |f| memory::protect(memory::Range::decode(f)?),
+        Ok(Sysnum::DebugWrite) => |f| system::debug_write(system::DebugWrite::decode(f)?),
+        Ok(Sysnum::ClockNs) => |_| system::clock_ns(),
+        Ok(Sysnum::CpuId) => |_| system::cpu_id(),
+        Ok(Sysnum::CpuSyscalls) => |f| system::cpu_syscalls(f.rdi),
+        Ok(Sysnum::SysInfo) => |f| system::sysinfo(system::SysInfoBuf::decode(f)?),
+        Ok(Sysnum::Shutdown) => |f| system::shutdown(system::Shutdown::decode(f)?),
+    };
+    let r = handler(frame);
+    finish(frame, r)
+}
+
+/// A syscall's handler: decodes its arguments from the frame, invokes, and
+/// returns the result. (A closure in [`dispatch`]'s table; called
+/// indirectly, so never inlined into the dispatcher.)
+type Handler = fn(&TrapFrame) -> Result<u64, Error>;
+
+/// Puts the result in RAX and checks the return RIP.
+#[inline(always)]
+fn finish(frame: &mut TrapFrame, r: Result<u64, Error>) -> ReturnCheck {
+    frame.rax = encode_result(r);
+    check_return(frame)
+}
+
+/// The caller's pid (0 for a kernel thread, which never makes syscalls).
+fn caller_pid() -> u64 {
+    current().pid()
+}
+
+/// A client that broke the syscall protocol: unlike an [`Error`] there is no
+/// answer to give it, so the thread is stopped.
+///
+/// Today one case fits; IPC adds the rest (a reply to nobody, a message that
+/// contradicts its own header, a receive on an endpoint the caller only
+/// sends to...). Data-dependent refusals stay [`Error`]s: a fault is for a
+/// request the caller could not have meant to be answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The `syscall` instruction was the last one of the user half, so the
+    /// return address is not a canonical user address (CVE-2012-0217:
+    /// SYSRET would fault in ring 0). Reported as #GP, as a jump there
+    /// would be.
+    NonCanonicalReturn,
+}
+
+impl Fault {
+    /// What the log says.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Fault::NonCanonicalReturn => "syscall return address not a user address",
+        }
+    }
+
+    /// The CPU exception the thread's status word reports
+    /// ([`abi::status::faulted`]).
+    pub const fn vector(self) -> u8 {
+        match self {
+            Fault::NonCanonicalReturn => 13,
+        }
+    }
+
+    /// Stops the calling thread: logs the reason, turns `frame` into the
+    /// fault's exception frame and hands it to the scheduler's user-fault
+    /// path, which logs the registers and ends the thread with status
+    /// `faulted(vector)` (its process ends with its last thread). Does not
+    /// return to the caller's user code.
+    ///
+    /// Never inlined, and neither `#[cold]` nor `-> !`: with any of those
+    /// the compiler sets up [`syscall_dispatch`]'s stack frame on every
+    /// syscall instead of only on the paths that call (+7 instructions for
+    /// `null`, which `scripts/bench.sh --check` catches).
+    #[inline(never)]
+    pub fn stop(self, frame: &mut TrapFrame) {
+        log::warn!(
+            "syscall fault: pid {} tid {}: {}",
+            caller_pid(),
+            current().tid,
+            self.as_str()
+        );
+        frame.vector = u64::from(self.vector());
+        frame.error_code = 0;
+        user_fault(frame);
+    }
+}

@@ -1,0 +1,153 @@
+//! The thread family: exit, yield, sleep, spawn, affinity, priority, join,
+//! and the FS/GS bases.
+
+use crate::arch::cpu::{msr, wrmsr};
+use crate::arch::trap::TrapFrame;
+use crate::arch::uaccess::user_range_ok;
+use crate::lifecycle::exit_current;
+use crate::lifecycle::sleep_ns as sleep;
+use crate::lifecycle::{join as join_thread, start_thread};
+use crate::sched::{current, set_affinity as pin, yield_now as give_way};
+use abi::layout::USER_END;
+use abi::{status, Error, MAX_PRIORITY};
+use core::sync::atomic::Ordering;
+
+/// `thread_exit(code)` / `process_exit(code)`: the status word to leave.
+pub struct Exit {
+    pub status: u64,
+}
+
+impl Exit {
+    /// Any value is a code: only its low 32 bits count.
+    pub fn decode(f: &TrapFrame) -> Exit {
+        Exit {
+            status: status::exited(f.rdi as i32),
+        }
+    }
+}
+
+/// Ends the calling thread.
+pub fn exit(req: Exit) -> Result<u64, Error> {
+    exit_current(req.status)
+}
+
+/// Gives the CPU to another ready thread.
+pub fn yield_now() -> Result<u64, Error> {
+    give_way();
+    Ok(0)
+}
+
+/// Blocks for at least `ns` nanoseconds (any value: a deadline past the end
+/// of time is refused by the sleep list).
+pub fn sleep_ns(ns: u64) -> Result<u64, Error> {
+    sleep(ns).map(|_| 0)
+}
+
+/// `thread_spawn(entry, stack_top, arg)`, checked: the entry is a user
+/// address and the stack's top is 16-byte aligned with its last 16 bytes in
+/// the user half.
+pub struct Spawn {
+    entry: u64,
+    stack_top: u64,
+    arg: u64,
+}
+
+impl Spawn {
+    /// `InvalidArgument` for an entry or stack outside the user half or a
+    /// misaligned stack top.
+    pub fn decode(f: &TrapFrame) -> Result<Spawn, Error> {
+        let (entry, stack_top, arg) = (f.rdi, f.rsi, f.rdx);
+        if !user_range_ok(entry, 1)
+            || !user_range_ok(stack_top.wrapping_sub(16), 16)
+            || !stack_top.is_multiple_of(16)
+        {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(Spawn {
+            entry,
+            stack_top,
+            arg,
+        })
+    }
+}
+
+/// Starts a thread in the caller's process; returns its id.
+pub fn spawn(req: Spawn) -> Result<u64, Error> {
+    let p = current().process.clone().ok_or(Error::PermissionDenied)?;
+    start_thread(&p, req.entry, req.stack_top, req.arg)
+}
+
+/// Pins the caller to CPU `cpu` (`u64::MAX` unpins; `NotFound` for a CPU
+/// that is not online).
+pub fn set_affinity(cpu: u64) -> Result<u64, Error> {
+    pin(cpu)
+}
+
+/// A priority the caller may take: at most [`MAX_PRIORITY`] and not above
+/// (numerically below) its process's maximum controlled priority (seL4's
+/// MCP; 0 is the highest priority).
+pub struct Priority {
+    prio: u8,
+}
+
+impl Priority {
+    /// `InvalidArgument` past [`MAX_PRIORITY`]; `PermissionDenied` above the
+    /// caller's MCP.
+    pub fn decode(f: &TrapFrame) -> Result<Priority, Error> {
+        let prio = f.rdi;
+        if prio > MAX_PRIORITY {
+            return Err(Error::InvalidArgument);
+        }
+        let mcp = current().process.as_ref().map_or(0, |p| p.mcp);
+        if (prio as u8) < mcp {
+            return Err(Error::PermissionDenied);
+        }
+        Ok(Priority { prio: prio as u8 })
+    }
+}
+
+/// Sets the caller's priority.
+pub fn set_priority(req: Priority) -> Result<u64, Error> {
+    current().sched.priority.store(req.prio, Ordering::SeqCst);
+    Ok(0)
+}
+
+/// Waits for thread `tid` of the caller's process to end; returns its
+/// status word.
+pub fn join(tid: u64) -> Result<u64, Error> {
+    join_thread(tid)
+}
+
+/// A new FS or GS base: a user-half address (a kernel-half GS base would
+/// confuse the paranoid entry, which reads GS_BASE's sign to decide
+/// `swapgs`).
+pub struct Base {
+    value: u64,
+}
+
+impl Base {
+    /// `BadAddress` for a kernel-half or non-canonical value.
+    pub fn decode(f: &TrapFrame) -> Result<Base, Error> {
+        if f.rdi >= USER_END {
+            return Err(Error::BadAddress);
+        }
+        Ok(Base { value: f.rdi })
+    }
+}
+
+/// Sets the FS base MSR.
+pub fn set_fs_base(req: Base) -> Result<u64, Error> {
+    // SAFETY: FS_BASE holds the user's FS base while this thread runs (the
+    // kernel never uses FS); a user-half value cannot affect the kernel.
+    unsafe { wrmsr(msr::FS_BASE, req.value) };
+    Ok(0)
+}
+
+/// Sets the user GS base, parked in KERNEL_GS_BASE while the thread is in
+/// the kernel (`swapgs` puts it back on the way out).
+pub fn set_gs_base(req: Base) -> Result<u64, Error> {
+    // SAFETY: KERNEL_GS_BASE holds the user's GS base while this thread
+    // runs in the kernel; a user-half value cannot affect the kernel.
+    unsafe { wrmsr(msr::KERNEL_GS_BASE, req.value) };
+    Ok(0)
+}
