@@ -4,7 +4,7 @@
 #   scripts/bench.sh [--icount] [--smp N] [--timeout SECS]
 #   scripts/bench.sh --check
 #
-#   --icount   deterministic mode (-accel tcg,thread=single -icount shift=0): rdtsc
+#   --icount   deterministic mode (-accel tcg,thread=single -icount shift=0,sleep=off): rdtsc
 #              counts guest instructions, so figures are exact path lengths and
 #              print unit=instructions (the runner adds `bench.icount` to the kernel
 #              command line so the guest knows). Without it, figures are noisy TCG

@@ -7,6 +7,14 @@
 #   scripts/smoke.sh boot-banner      run the named cases (shell globs work: 'ktest-*')
 #   scripts/smoke.sh --list           list the cases
 #   scripts/smoke.sh --lint           check that every required regex is anchored
+#   scripts/smoke.sh --repeat N CASE...  run each named case N times in the
+#                                     deterministic icount mode (runner --icount)
+#                                     and report how often it failed
+#   scripts/smoke.sh --record-failures [CASE...]  boot each single-CPU BIOS
+#                                     case under record/replay (runner --record)
+#                                     and keep the recording of every one that
+#                                     fails in target/smoke/recordings/<case>
+#                                     (printed); passing cases' are deleted
 #
 # Environment: SMOKE_TIMEOUT (seconds per case, default 120), SMOKE_JOBS (cases
 # booted in parallel, default 2), SMOKE_NO_BUILD=1 (skip `cargo build`),
@@ -20,7 +28,7 @@ export LC_ALL=C
 
 # --- case registry ------------------------------------------------------------------
 CASES=()
-declare -A CASE_ARGS=() CASE_EXIT=() CASE_CHECKS=()
+declare -A CASE_ARGS=() CASE_EXIT=() CASE_CHECKS=() CASE_KIND=()
 
 # boot_case NAME "RUNNER ARGS" EXPECTED_EXIT REGEX... [!REGEX...]
 #   NAME           the case's name (also target/smoke/NAME.log)
@@ -29,7 +37,7 @@ declare -A CASE_ARGS=() CASE_EXIT=() CASE_CHECKS=()
 #                  adds --headless and --timeout $SMOKE_TIMEOUT before them (a
 #                  --timeout here overrides it for this case).
 #   EXPECTED_EXIT  the runner's exit status: 0 guest success, 1 guest failure,
-#                  3 reset/triple fault, 124 timeout
+#                  3 reset/triple fault, 124 timeout; '0|1' accepts either
 #   REGEX          an extended regex (grep -E) some transcript line must match;
 #   !REGEX         one that no line may match.
 # (`case` itself is a bash keyword, hence the name.)
@@ -41,6 +49,7 @@ boot_case() {
     exit 2
   fi
   CASES+=("$name")
+  CASE_KIND[$name]=${KIND:-boot}
   CASE_ARGS[$name]=$args
   CASE_EXIT[$name]=$expect
   local checks="" c
@@ -72,8 +81,10 @@ boot_case boot-banner "--cmdline ktest" 0 \
   '!PANIC'
 
 # The plain boot: banner, then init greets from ring 3 and ends cleanly.
+# (Under --repeat and --record-failures the runner's icount mode adds
+# `bench.icount` to the command line.)
 boot_case hello "" 0 \
-  "${BANNER}\"" \
+  "${BANNER}(bench\\.icount)?\"" \
   '^smp: 1 of 1 CPUs online' \
   '^\[pid 1\] Hello from userland!$' \
   '^mica: init ended \(Exited\(0\)\)' \
@@ -236,6 +247,20 @@ boot_case fuzz-smp4 "--smp 4 --timeout 120 --cmdline 'init=fuzz fuzz.seed=1 fuzz
   '^mica: shutdown requested by init \(success\)' \
   '!^KERNEL PANIC' '!FINDING'
 
+# Record and replay (runner --record/--replay, src/replay.rs): the suite at
+# one CPU is recorded, the recording replayed, and the two raw serial
+# transcripts (before the symbolizer adds lines) must be byte-identical, with
+# the same exit status. The checks apply to the recorded run. What is tested
+# here is the replay's fidelity, not the suite's verdict (tests-smp1 judges
+# that): in icount mode at one CPU, killed_process_spawns_no_child fails
+# every time ("the kill never landed during the spawn"), so exit 0 or 1.
+KIND=record-replay boot_case record-replay-tests "--timeout 300 --cmdline init=tests" '0|1' \
+  '^smp: 1 of 1 CPUs online' \
+  "${TESTS_COUNTS[0]}" \
+  "${SUITE}"'[0-9]+ passed, [0-9]+ failed$' \
+  '^mica: shutdown requested by init' \
+  '!^KERNEL PANIC'
+
 # --- machinery ------------------------------------------------------------------------
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-120}
 SMOKE_JOBS=${SMOKE_JOBS:-2}
@@ -284,10 +309,34 @@ run_case() {
     esac
   done
 
+  # --repeat runs: their own logs, in icount mode.
+  if [[ -n $RUN_SUFFIX ]]; then
+    log=$OUT/$name$RUN_SUFFIX.log raw=$OUT/$name$RUN_SUFFIX.raw
+    args+=(--icount)
+  fi
+  local rec=""
+  if [[ ${CASE_KIND[$name]} == record-replay ]]; then
+    rec=$OUT/$name$RUN_SUFFIX.rec
+  elif [[ $RECORD_FAILURES == 1 ]] && recordable "${args[@]}"; then
+    rec=$OUT/recordings/$name
+  fi
+  if [[ -n $rec ]]; then
+    rm -rf "$rec"
+    mkdir -p "$(dirname "$rec")"
+    args+=(--record "$rec")
+  fi
+
   local start=$EPOCHREALTIME status=0
   timeout --kill-after=5 $((limit + 30)) \
     "$RUNNER" --headless --timeout "$SMOKE_TIMEOUT" "${args[@]}" \
     </dev/null >"$raw" 2>&1 || status=$?
+  local rstatus=""
+  if [[ ${CASE_KIND[$name]} == record-replay && -f $rec/manifest ]]; then
+    rstatus=0
+    timeout --kill-after=5 $((limit + 30)) \
+      "$RUNNER" --headless --timeout "$limit" --replay "$rec" \
+      </dev/null >"$OUT/$name.replay.log" 2>&1 || rstatus=$?
+  fi
   local secs
   secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
   # Judge a plain-text copy: no CRs, no terminal escapes (GRUB draws its menu with them).
@@ -295,7 +344,8 @@ run_case() {
   rm -f "$raw"
 
   local reasons=() check
-  if [[ $status != "${CASE_EXIT[$name]}" ]]; then
+  # (EXPECTED_EXIT may list alternatives: '0|1'.)
+  if ! [[ $status =~ ^(${CASE_EXIT[$name]})$ ]]; then
     reasons+=("exit $(describe_exit "$status"), expected $(describe_exit "${CASE_EXIT[$name]}")")
   fi
   local -a checks=()
@@ -311,18 +361,49 @@ run_case() {
     fi
   done
 
+  if [[ ${CASE_KIND[$name]} == record-replay ]]; then
+    if [[ -z $rstatus ]]; then
+      reasons+=("the recording left no $rec/manifest")
+    elif [[ $rstatus != "$status" ]]; then
+      reasons+=("replay exit $(describe_exit "$rstatus"), the recording's $(describe_exit "$status") (see $OUT/$name.replay.log)")
+    elif ! cmp -s "$rec/serial.log" "$rec/replay-serial.log"; then
+      local first
+      first=$(cmp "$rec/serial.log" "$rec/replay-serial.log" 2>&1 | head -n 1) || true
+      reasons+=("the replay's serial transcript differs from the recording's: $first")
+    fi
+  fi
+
   if [[ ${#reasons[@]} -eq 0 ]]; then
-    echo PASS >"$OUT/$name.status"
+    echo PASS >"$OUT/$name$RUN_SUFFIX.status"
+    [[ ${CASE_KIND[$name]} == record-replay || -z $rec ]] || rm -rf "$rec"
     emit "PASS $name (${secs}s)"
   else
-    echo FAIL >"$OUT/$name.status"
+    echo FAIL >"$OUT/$name$RUN_SUFFIX.status"
     local block="FAIL $name: ${reasons[0]}" r
     for r in "${reasons[@]:1}"; do block+=$'\n'"     also: $r"; done
-    block+=$'\n'"  runner: mica --headless --timeout $SMOKE_TIMEOUT ${CASE_ARGS[$name]} (${secs}s)"
+    block+=$'\n'"  runner: mica --headless --timeout $SMOKE_TIMEOUT ${args[*]} (${secs}s)"
+    if [[ -n $rec && -f $rec/manifest ]]; then
+      block+=$'\n'"  recording: $rec (replay: $RUNNER --replay $rec [--gdb])"
+    fi
     block+=$'\n'"  last 20 lines of $log:"
     block+=$'\n'"$(tail -n 20 "$log" | sed 's/^/    | /')"
     emit "$block"
   fi
+}
+
+# Whether runner ARGS can be recorded: one CPU, BIOS (the runner's --record
+# refuses the rest).
+recordable() {
+  local i a=("$@")
+  for ((i = 0; i < ${#a[@]}; i++)); do
+    case ${a[i]} in
+      --smp) [[ ${a[i + 1]} == 1 ]] || return 1 ;;
+      --smp=*) [[ ${a[i]#--smp=} == 1 ]] || return 1 ;;
+      --firmware) [[ ${a[i + 1]} == bios ]] || return 1 ;;
+      --firmware=uefi) return 1 ;;
+    esac
+  done
+  return 0
 }
 
 # Every check a case requires must be anchored at the start of a line (`^`) and
@@ -348,6 +429,26 @@ lint_checks() {
 
 # --- main -----------------------------------------------------------------------------
 selected=()
+REPEAT=0 RECORD_FAILURES=0 RUN_SUFFIX=""
+names=()
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --repeat)
+      REPEAT=${2:-}
+      [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "smoke: --repeat needs a count" >&2; exit 2; }
+      shift ;;
+    --repeat=*) REPEAT=${1#--repeat=}
+      [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "smoke: --repeat needs a count" >&2; exit 2; } ;;
+    --record-failures) RECORD_FAILURES=1 ;;
+    *) names+=("$1") ;;
+  esac
+  shift
+done
+if [[ $REPEAT -gt 0 && ${#names[@]} -eq 0 ]]; then
+  echo "smoke: --repeat N needs the cases to repeat" >&2
+  exit 2
+fi
+set -- "${names[@]+"${names[@]}"}"
 for arg in "$@"; do
   case $arg in
     -h | --help) usage; exit 0 ;;
@@ -390,6 +491,41 @@ if [[ ! -x $RUNNER ]]; then
   exit 1
 fi
 
+if [[ $REPEAT -gt 0 ]]; then
+  # Each case N times in icount mode (sequentially within a case, SMOKE_JOBS
+  # runs at a time); the tally says how often it failed.
+  echo "smoke: ${#selected[@]} case(s) x $REPEAT in icount mode (runner --icount); transcripts in $OUT/<case>.run<i>.log"
+  total_failed=0
+  declare -A done_case=()
+  for name in "${selected[@]}"; do
+    [[ -z ${done_case[$name]+x} ]] || continue
+    done_case[$name]=1
+    running=0
+    for ((r = 1; r <= REPEAT; r++)); do
+      rm -f "$OUT/$name.run$r.status"
+      RUN_SUFFIX=.run$r run_case "$name" &
+      running=$((running + 1))
+      if [[ $running -ge $SMOKE_JOBS ]]; then
+        wait -n || true
+        running=$((running - 1))
+      fi
+    done
+    wait || true
+    fails=0
+    for ((r = 1; r <= REPEAT; r++)); do
+      [[ $(cat "$OUT/$name.run$r.status" 2>/dev/null) == PASS ]] || fails=$((fails + 1))
+    done
+    echo "repeat $name: failed $fails of $REPEAT runs (icount mode)"
+    total_failed=$((total_failed + fails))
+  done
+  echo "$(( ${#done_case[@]} * REPEAT - total_failed )) passed, $total_failed failed"
+  [[ $total_failed -eq 0 ]]
+  exit
+fi
+
+if [[ $RECORD_FAILURES == 1 ]]; then
+  echo "smoke: --record-failures: single-CPU BIOS cases run under record/replay; failing ones keep their recording in $OUT/recordings/<case>"
+fi
 echo "smoke: ${#selected[@]} case(s), $SMOKE_JOBS at a time, ${SMOKE_TIMEOUT}s each; transcripts in $OUT/"
 declare -A seen=()
 running=0

@@ -24,7 +24,14 @@ options:
                        OVMF's code read-only with a private copy of its
                        variable store, deleted afterwards (needs the ovmf package)
   --machine pc|q35     QEMU machine: pc (i440fx, default) or q35 (ICH9, PCIe)
-  --icount             deterministic mode: -accel tcg,thread=single -icount shift=0
+  --icount             deterministic mode: -accel tcg,thread=single
+                       -icount shift=0,sleep=off (guest time never waits for the
+                       host; what still varies at --smp 2+: README.md)
+  --record DIR         record the run with QEMU's record/replay (single CPU
+                       only) into DIR (new or empty): the ISO, the QEMU command
+                       line (DIR/manifest), the replay log, the serial transcript
+  --replay DIR         replay a recording instruction for instruction; with
+                       --gdb, gdb can step backwards (reverse-stepi)
   --cpu MODEL          QEMU CPU model (default max; with --icount max,-x2apic)
   --qemu-log FILE      log interrupts and CPU resets to FILE (-d int,cpu_reset)
   --iso PATH           boot PATH instead of the ISO built by cargo
@@ -128,6 +135,10 @@ pub struct Options {
     pub iso: Option<PathBuf>,
     /// Annotate backtraces and user faults with function names (src/symbolize.rs).
     pub symbolize: bool,
+    /// `--record DIR`: record the run into DIR (src/replay.rs).
+    pub record: Option<PathBuf>,
+    /// `--replay DIR`: replay the recording in DIR.
+    pub replay: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -148,6 +159,8 @@ impl Default for Options {
             qemu_log: None,
             iso: None,
             symbolize: true,
+            record: None,
+            replay: None,
         }
     }
 }
@@ -202,6 +215,8 @@ where
                 | "--cpu"
                 | "--qemu-log"
                 | "--iso"
+                | "--record"
+                | "--replay"
         );
         let value = if takes_value {
             match inline {
@@ -265,9 +280,23 @@ where
             "--qemu-log" => opts.qemu_log = Some(PathBuf::from(value)),
             "--iso" => opts.iso = Some(PathBuf::from(value)),
             "--no-symbolize" => opts.symbolize = false,
+            "--record" | "--replay" if value.is_empty() => {
+                return Err(format!("{flag} needs a directory"))
+            }
+            "--record" => opts.record = Some(PathBuf::from(value)),
+            "--replay" => opts.replay = Some(PathBuf::from(value)),
             _ if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
+    }
+    if opts.replay.is_some() {
+        return check_replay(opts);
+    }
+    if opts.record.is_some() {
+        check_record(&opts)?;
+        // A recording runs in icount mode: the same CPU model and the same
+        // `bench.icount` word as --icount.
+        opts.icount = true;
     }
     if opts.icount && opts.accel == Accel::Kvm {
         return Err("--icount needs TCG; it cannot be combined with --accel kvm".to_string());
@@ -297,6 +326,59 @@ where
         if opts.modules[..i].iter().any(|o| o.name == m.name) {
             return Err(format!("module name {:?} given twice", m.name));
         }
+    }
+    Ok(Command::Run(opts))
+}
+
+/// What `--record` cannot be combined with.
+fn check_record(opts: &Options) -> Result<(), String> {
+    if opts.smp > 1 {
+        return Err(format!(
+            "--record needs a single CPU (QEMU's record/replay does not support \
+             multiple CPUs), not --smp {}; for SMP, the closest tool is the \
+             deterministic --icount mode (scripts/smoke.sh --repeat N CASE reruns \
+             a case in it)",
+            opts.smp
+        ));
+    }
+    if opts.accel == Accel::Kvm {
+        return Err("--record needs TCG; it cannot be combined with --accel kvm".to_string());
+    }
+    if opts.firmware == Firmware::Uefi {
+        return Err(
+            "--record supports --firmware bios only (OVMF's writable variable \
+             flash is not behind a blkreplay drive)"
+                .to_string(),
+        );
+    }
+    if opts.gdb {
+        return Err(
+            "--record cannot be combined with --gdb; attach gdb to the replay \
+             (--replay DIR --gdb)"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// `--replay DIR` takes the machine from the recording: only the options
+/// that do not change what QEMU runs are allowed beside it.
+fn check_replay(opts: Options) -> Result<Command, String> {
+    let free = Options {
+        gdb: opts.gdb,
+        headless: opts.headless,
+        timeout_secs: opts.timeout_secs,
+        symbolize: opts.symbolize,
+        qemu_log: opts.qemu_log.clone(),
+        replay: opts.replay.clone(),
+        ..Options::default()
+    };
+    if free != opts {
+        return Err(
+            "--replay takes the machine, CPU count and ISO from the recording; only \
+             --gdb, --headless, --timeout, --qemu-log and --no-symbolize go with it"
+                .to_string(),
+        );
     }
     Ok(Command::Run(opts))
 }
@@ -547,5 +629,52 @@ mod tests {
         assert_eq!(run(&["--machine", "q35"]).machine, Machine::Q35);
         assert_eq!(run(&["--machine=pc"]).machine, Machine::Pc);
         assert!(err(&["--machine", "microvm"]).contains("pc or q35"));
+    }
+
+    #[test]
+    fn record_runs_in_icount_mode_on_one_cpu() {
+        let o = run(&["--record", "/tmp/rec", "--cmdline", "init=tests"]);
+        assert_eq!(o.record, Some(PathBuf::from("/tmp/rec")));
+        assert!(o.icount);
+        assert_eq!(o.cpu, ICOUNT_CPU);
+        assert_eq!(o.cmdline.as_deref(), Some("init=tests bench.icount"));
+    }
+
+    #[test]
+    fn record_refuses_smp_and_names_the_icount_alternative() {
+        let e = err(&["--record", "/tmp/rec", "--smp", "2"]);
+        assert!(e.contains("single CPU") && e.contains("--smp 2"), "{e}");
+        assert!(e.contains("--icount") && e.contains("--repeat"), "{e}");
+        assert!(err(&["--record", "/tmp/r", "--firmware", "uefi"]).contains("bios only"));
+        assert!(err(&["--record", "/tmp/r", "--accel", "kvm"]).contains("TCG"));
+        assert!(err(&["--record", "/tmp/r", "--gdb"]).contains("--replay DIR --gdb"));
+        assert!(err(&["--record", ""]).contains("needs a directory"));
+    }
+
+    #[test]
+    fn replay_takes_everything_that_shapes_the_machine_from_the_recording() {
+        let o = run(&[
+            "--replay",
+            "/tmp/rec",
+            "--gdb",
+            "--headless",
+            "--timeout",
+            "9",
+        ]);
+        assert_eq!(o.replay, Some(PathBuf::from("/tmp/rec")));
+        assert!(o.gdb && o.headless && !o.icount);
+        assert_eq!(o.timeout_secs, Some(9));
+        for extra in [
+            &["--smp", "2"][..],
+            &["--cmdline", "ktest"],
+            &["--icount"],
+            &["--cpu", "qemu64"],
+            &["--iso", "/tmp/x.iso"],
+            &["--record", "/tmp/other"],
+        ] {
+            let mut a = vec!["--replay", "/tmp/rec"];
+            a.extend_from_slice(extra);
+            assert!(err(&a).contains("from the recording"), "{extra:?}");
+        }
     }
 }

@@ -104,21 +104,67 @@ pub fn argv(iso: &Path, opts: &Options, ovmf: Option<&Ovmf>) -> Vec<OsString> {
             a.push(d);
         }
     }
-    push(&mut a, &["-cdrom"]);
-    a.push(iso.as_os_str().to_owned());
-    push(&mut a, &["-boot", "d"]);
+    let record = opts.record.is_some();
+    if record {
+        // Record/replay: every block read goes through a blkreplay node so its
+        // completion lands at the same instruction in the replay; the qcow2
+        // image (attached to no device) holds QEMU's start-of-recording
+        // snapshot, which reverse execution rewinds to.
+        let mut cd = OsString::from("if=none,id=cd0,media=cdrom,readonly=on,file=");
+        cd.push(iso);
+        a.push("-drive".into());
+        a.push(cd);
+        push(
+            &mut a,
+            &[
+                "-drive",
+                "driver=blkreplay,if=none,image=cd0,id=cd,readonly=on",
+                "-device",
+                "ide-cd,drive=cd,bootindex=0",
+                "-drive",
+                &format!("file={},if=none,id=rrsnap", crate::replay::SNAPSHOTS),
+            ],
+        );
+    } else {
+        push(&mut a, &["-cdrom"]);
+        a.push(iso.as_os_str().to_owned());
+        push(&mut a, &["-boot", "d"]);
+    }
     push(&mut a, &["-m", &opts.mem_mib.to_string()]);
     push(&mut a, &["-smp", &opts.smp.to_string()]);
     push(&mut a, &["-cpu", &opts.cpu]);
-    match (opts.icount, opts.accel) {
-        (true, _) => push(
+    match (record, opts.icount, opts.accel) {
+        (true, _, _) => push(
             &mut a,
-            &["-accel", "tcg,thread=single", "-icount", "shift=0"],
+            &[
+                "-accel",
+                "tcg,thread=single",
+                "-icount",
+                &crate::replay::icount_value("record"),
+                // A NIC would need a filter-replay; the guest uses none.
+                "-nic",
+                "none",
+            ],
         ),
-        (false, Accel::Tcg) => push(&mut a, &["-accel", "tcg"]),
-        (false, Accel::Kvm) => push(&mut a, &["-accel", "kvm"]),
+        // sleep=off: when every CPU idles, guest time jumps to the next timer
+        // instead of waiting for the host clock, so host load does not change
+        // what the guest sees (with sleep=on, two runs' thread ids and fault
+        // lines differed).
+        (false, true, _) => push(
+            &mut a,
+            &[
+                "-accel",
+                "tcg,thread=single",
+                "-icount",
+                "shift=0,sleep=off",
+            ],
+        ),
+        (false, false, Accel::Tcg) => push(&mut a, &["-accel", "tcg"]),
+        (false, false, Accel::Kvm) => push(&mut a, &["-accel", "kvm"]),
     }
-    if opts.headless {
+    if opts.headless || record {
+        // (A recording's serial is plain stdio, interactive or not: the
+        // replay needs the same character device.)
         push(&mut a, &["-serial", "stdio"]);
     } else {
         // The terminal stays raw with signals off, so Ctrl-C reaches the guest as a
@@ -310,7 +356,7 @@ mod tests {
         };
         let w = words(&opts);
         assert!(has_pair(&w, "-accel", "tcg,thread=single"));
-        assert!(has_pair(&w, "-icount", "shift=0"));
+        assert!(has_pair(&w, "-icount", "shift=0,sleep=off"));
         assert_eq!(w.iter().filter(|s| *s == "-accel").count(), 1);
     }
 
@@ -467,5 +513,30 @@ mod tests {
         assert!(find_ovmf(Some(c), None, |_| true)
             .unwrap_err()
             .contains("together"));
+    }
+
+    #[test]
+    fn a_recording_puts_the_cdrom_behind_blkreplay_and_keeps_a_snapshot_image() {
+        let opts = Options {
+            record: Some(PathBuf::from("/tmp/rec")),
+            icount: true,
+            headless: false,
+            ..Options::default()
+        };
+        let w = argv(Path::new("mica.iso"), &opts, None)
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(
+            w.join(" "),
+            "-machine pc -drive if=none,id=cd0,media=cdrom,readonly=on,file=mica.iso \
+             -drive driver=blkreplay,if=none,image=cd0,id=cd,readonly=on \
+             -device ide-cd,drive=cd,bootindex=0 \
+             -drive file=snapshots.qcow2,if=none,id=rrsnap -m 256 -smp 1 -cpu max \
+             -accel tcg,thread=single \
+             -icount shift=0,rr=record,rrfile=replay.bin,rrsnapshot=init -nic none \
+             -serial stdio -display none -no-reboot \
+             -device isa-debug-exit,iobase=0xf4,iosize=0x04 -monitor none"
+        );
     }
 }
