@@ -235,7 +235,8 @@ fn schedule_inner(requeue: bool) {
         Some(n) => n,
         None => idle_thread(c),
     };
-    c.slice_end.store(slice_end_from(cpu::rdtsc()), Ordering::Relaxed);
+    c.slice_end
+        .store(slice_end_from(cpu::rdtsc()), Ordering::Relaxed);
     if Arc::ptr_eq(&next, &cur) {
         return;
     }
