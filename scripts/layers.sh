@@ -83,7 +83,7 @@ FNR == 1 {
   sub(/\/\/.*/, "", code)
   if (code ~ /^[ \t]*$/ || mine == "?") next
   line = $0; sub(/^[ \t]+/, "", line)
-  nt = 0
+  nt = 0; split("", tsym)
   # A crate::{...} group: open from an earlier line, then any on this one.
   rest = code
   if (gdepth > 0) rest = scan_group(rest)
@@ -98,10 +98,19 @@ FNR == 1 {
   }
   # crate::x, $crate::x
   rest = code
-  while (match(rest, /(^|[^A-Za-z0-9_])\$?crate::[A-Za-z_][A-Za-z0-9_]*/)) {
-    t = substr(rest, RSTART, RLENGTH); sub(/.*crate::/, "", t)
+  # Each occurrence remembers its full path if it is a `sym` operand: only
+  # such an occurrence, and only a listed one, may point up (below).
+  seen = ""
+  while (match(rest, /(^|[^A-Za-z0-9_])\$?crate::[A-Za-z_][A-Za-z0-9_:]*/)) {
+    m = substr(rest, RSTART, RLENGTH)
+    path = m; sub(/.*crate::/, "crate::", path)
+    lead = m; sub(/\$?crate::.*/, "", lead)
+    seen = seen substr(rest, 1, RSTART - 1) lead
+    t = path; sub(/^crate::/, "", t); sub(/::.*/, "", t)
     if (t in macro) t = macro[t]
     tgt[++nt] = t
+    tsym[nt] = (seen ~ /(^|[^A-Za-z0-9_])sym[ \t]+$/) ? path : ""
+    seen = seen substr(m, length(lead) + 1)
     rest = substr(rest, RSTART + RLENGTH)
   }
   # bare print macros
@@ -125,10 +134,7 @@ FNR == 1 {
     }
     if (mine == "T") continue
     if (theirs + 0 > mine + 0) {
-      if (mine == "0" && match(code, /sym[ \t]+crate::[A-Za-z0-9_:]*/)) {
-        up = substr(code, RSTART, RLENGTH); sub(/sym[ \t]+/, "", up)
-        if (up in upcall) continue
-      }
+      if (mine == "0" && (k in tsym) && (tsym[k] in upcall)) continue
       printf "layers: %s:%d: layer %s (%s) names layer %s (%s): %s\n", FILENAME, FNR, mine, mod, theirs, t, line
       fail = 1
     }
