@@ -41,7 +41,7 @@ use crate::sync::IrqMutex;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kcore::runqueue::RunQueue;
 
 /// One time slice, in milliseconds of TSC time. Measured in time, not in
