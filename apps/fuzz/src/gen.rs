@@ -7,9 +7,8 @@
 //! (the worker's own arena, or the child's code, data and stack), an
 //! unmapped user address, a kernel-half address, a non-canonical address,
 //! the last user page, a wrapping length, a length up to the whole user
-//! range, a page multiple, a small number with high bits set, a small
-//! negative number, an address one either side of the user half's ends, or
-//! 64 random bits. Numbers are sometimes a declared code with high bits set.
+//! range, a page multiple, or 64 random bits. Numbers are sometimes a
+//! declared code with high bits set.
 //!
 //! # Direct or child
 //! A call runs directly when it cannot hurt the fuzzer: it ends nobody, it
@@ -87,7 +86,7 @@ const TRUNCATED: [u64; 6] = [
 /// A random argument; `mapped` is a mapped user address of the target.
 fn arg(r: &mut Rng, mapped: u64) -> u64 {
     let page = r.below(512) * PAGE_SIZE;
-    match r.below(12) {
+    match r.below(11) {
         0 => r.below(17),
         1 => r.pick(&[0, 1, 2, 3, 4, 7, 8, 0xfff, 0x1000, 0x1001, u32::MAX as u64]),
         2 => mapped + page + if r.one_in(4) { r.below(PAGE_SIZE) } else { 0 },
@@ -122,21 +121,6 @@ fn arg(r: &mut Rng, mapped: u64) -> u64 {
             1 << 30,
         ]),
         9 => (r.below(64) + 1) * PAGE_SIZE,
-        // Edges and truncations: a small valid number (priority, CPU,
-        // tid, exit code) with high bits set, "negative" small values, and
-        // addresses one either side of the user half's ends.
-        10 => match r.below(3) {
-            0 => r.pick(&TRUNCATED) | r.below(8),
-            1 => 0u64.wrapping_sub(r.below(16) + 1),
-            _ => r.pick(&[
-                USER_MIN - 1,
-                USER_MIN,
-                USER_END - 1,
-                USER_END + 1,
-                USER_END - 64,
-                USER_END - 63,
-            ]),
-        },
         _ => r.next(),
     }
 }
