@@ -7,7 +7,8 @@
 //! (the worker's own arena, or the child's code, data and stack), an
 //! unmapped user address, a kernel-half address, a non-canonical address,
 //! the last user page, a wrapping length, a length up to the whole user
-//! range, a page multiple, or 64 random bits.
+//! range, a page multiple, or 64 random bits. Numbers are sometimes a
+//! declared code with high bits set.
 //!
 //! # Direct or child
 //! A call runs directly when it cannot hurt the fuzzer: it ends nobody, it
@@ -64,9 +65,23 @@ fn number(r: &mut Rng) -> u64 {
         0 => SYSNUM_END + r.below(8),
         1 => r.pick(&[u64::MAX, 1 << 32, 1 << 63, 0xffff_ffff, SYSNUM_END + 0x100]),
         2 => r.next(),
+        // A declared code with high bits set (a dispatcher that truncated
+        // the number would run that syscall instead of refusing it).
+        3 => r.pick(&TRUNCATED) | r.below(SYSNUM_END),
         _ => r.below(SYSNUM_END),
     }
 }
+
+/// High bits a cast to u8, u16 or u32 would drop, or a signed view would
+/// read as negative.
+const TRUNCATED: [u64; 6] = [
+    1 << 8,
+    1 << 16,
+    1 << 32,
+    1 << 63,
+    0xffff_ffff_0000_0000,
+    0xffff_ffff_ffff_ff00,
+];
 
 /// A random argument; `mapped` is a mapped user address of the target.
 fn arg(r: &mut Rng, mapped: u64) -> u64 {

@@ -39,6 +39,7 @@ mod process;
 mod regs;
 mod rev_layers;
 mod rev_life;
+mod rev_syscall;
 mod sched;
 mod smp;
 mod tls;
@@ -277,6 +278,23 @@ const CASES: &[Case] = &[
     (
         "cpu_numbers_name_whole_online_cpus",
         rev_layers::cpu_numbers_name_whole_online_cpus,
+    ),
+    (
+        "rev_syscall_numbers",
+        rev_syscall::syscall_numbers_with_high_bits_are_refused,
+    ),
+    (
+        "rev_syscall_arguments",
+        rev_syscall::argument_numbers_with_high_bits_are_refused,
+    ),
+    (
+        "rev_syscall_exit_codes",
+        rev_syscall::exit_code_high_bits_do_not_forge_a_fault,
+    ),
+    ("rev_syscall_ranges", rev_syscall::user_ranges_at_the_edges),
+    (
+        "rev_syscall_spawn_race",
+        rev_syscall::process_spawn_source_unmapped_mid_copy,
     ),
 ];
 

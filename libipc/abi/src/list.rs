@@ -258,6 +258,60 @@ mod tests {
         assert_eq!(Plain::Y.to_string(), "why");
     }
 
+    /// High bits a truncating cast (to u8, u16, u32) would drop, and the
+    /// sign bit.
+    const HIGH: [u64; 6] = [
+        1 << 8,
+        1 << 16,
+        1 << 32,
+        1 << 63,
+        0xffff_ffff_0000_0000,
+        0xffff_ffff_ffff_ff00,
+    ];
+
+    #[test]
+    fn the_abi_lists_accept_exactly_their_codes_and_nothing_with_high_bits() {
+        use crate::{Error, Sysnum};
+        // Every value up to well past END, and every declared code with
+        // high bits set: a generated match that compared a truncated value
+        // would accept some of them.
+        for n in 0..0x1_0000u64 {
+            let declared = Sysnum::ALL.iter().any(|s| s.code() == n);
+            assert_eq!(Sysnum::from_code(n).is_some(), declared, "sysnum {n}");
+            assert_eq!(Sysnum::try_from(n).is_ok(), declared, "sysnum {n}");
+            let declared = Error::ALL.iter().any(|e| e.code() == n);
+            assert_eq!(Error::from_code(n).is_some(), declared, "error {n}");
+            assert_eq!(Error::try_from(n).is_ok(), declared, "error {n}");
+        }
+        for h in HIGH {
+            for s in Sysnum::ALL {
+                assert_eq!(Sysnum::try_from(h | s.code()), Err(Error::BadSyscall));
+                assert_eq!(Sysnum::from_code(h | s.code()), None);
+            }
+            for e in Error::ALL {
+                assert_eq!(Error::try_from(h | e.code()), Err(()));
+                assert_eq!(Error::from_code(h | e.code()), None);
+            }
+        }
+        for n in [
+            Sysnum::END,
+            Sysnum::END + 1,
+            u64::MAX,
+            0u64.wrapping_sub(20),
+        ] {
+            assert_eq!(Sysnum::try_from(n), Err(Error::BadSyscall), "{n:#x}");
+        }
+        for n in [0, Error::END, Error::END + 1, u64::MAX] {
+            assert_eq!(Error::try_from(n), Err(()), "{n:#x}");
+        }
+        // A decoded syscall result never names an undeclared error.
+        for n in 0..=4096u64 {
+            if let Err(e) = crate::decode_result(n.wrapping_neg()) {
+                assert!(Error::ALL.contains(&e));
+            }
+        }
+    }
+
     #[test]
     fn shared_bits_derive_the_mask_the_names_and_validity() {
         assert_eq!(flags::ALL, 0b1101);
