@@ -278,6 +278,15 @@ fn exit_race_probe() -> bool {
             finding!(
                 "exit race: a child whose threads keep spawning threads called process_exit(5); 5 s later it had not ended"
             );
+            // Which half failed: threads still alive (a kill that did not
+            // land) or all gone while the wait sleeps on (a lost wake-up).
+            if let Ok(i) = sys::sysinfo() {
+                libipc::println!(
+                    "fuzz: exit race detail: now {} threads and {} processes alive in the system",
+                    i.threads,
+                    i.processes
+                );
+            }
             return false;
         }
         sys::sleep_ns(10_000_000);
