@@ -298,6 +298,7 @@ pub fn ended(p: Arc<Process>, status: u64) {
     };
     let rows = p.threads.lock().take_rows();
     drop(rows); // only status words are left: no thread references
+    crate::ipc::close_all(&p.ipc.handles); // peers see peer death
     p.release_space();
     p.mark_ended();
     let waiters = core::mem::take(&mut *p.waiters.lock());

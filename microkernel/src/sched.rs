@@ -449,6 +449,8 @@ pub fn wake(t: &Arc<Thread>) -> bool {
 /// counts drop (`Thread`'s drop), so settled counts imply settled memory.
 pub fn exit_current(status: u64) -> ! {
     let cur = current_arc();
+    // IPC first: the caller awaiting this thread's reply gets PeerDied.
+    crate::ipc::thread_exiting(&cur);
     cur.status.store(status, Ordering::SeqCst);
     if let Some(p) = &cur.process {
         let (row, last) = {

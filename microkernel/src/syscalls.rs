@@ -100,6 +100,24 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         },
         Ok(Sysnum::SysInfo) => |f| sysinfo(f.rdi, f.rsi),
         Ok(Sysnum::SetChildMaxPriority) => |f| set_child_max_priority(f.rdi),
+        // The IPC family writes output registers: it gets the whole frame.
+        Ok(
+            n @ (Sysnum::HandleDup
+            | Sysnum::HandleClose
+            | Sysnum::EndpointCreate
+            | Sysnum::NotificationCreate
+            | Sysnum::IpcCall
+            | Sysnum::IpcSend
+            | Sysnum::IpcRecv
+            | Sysnum::IpcReply
+            | Sysnum::IpcReplyRecv
+            | Sysnum::NtfSignal
+            | Sysnum::NtfWait
+            | Sysnum::NtfBind),
+        ) => {
+            let r = crate::syscall_ipc::invoke(n, frame);
+            return finish(frame, r);
+        }
     };
     let r = handler(frame);
     finish(frame, r)

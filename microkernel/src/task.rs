@@ -101,6 +101,8 @@ pub struct Thread {
     pub wake_at_ns: AtomicU64,
     /// Threads waiting in `thread_join` for this one.
     pub joiners: IrqMutex<Vec<Arc<Thread>>>,
+    /// IPC: wake claim, wait record, reply capability (`ipc/`).
+    pub ipc: crate::object::waitstate::ThreadIpc,
 }
 
 /// Offset of [`Thread::work`] inside a `Thread` (what `PerCpu::current_thread`
@@ -287,6 +289,7 @@ impl Thread {
             status: AtomicU64::new(0),
             wake_at_ns: AtomicU64::new(0),
             joiners: IrqMutex::new(Vec::new()),
+            ipc: Default::default(),
         });
         // Under the table lock: either the process is not ending and the
         // thread is listed (so a later kill finds it), or creation fails.
@@ -324,6 +327,7 @@ impl Thread {
             status: AtomicU64::new(0),
             wake_at_ns: AtomicU64::new(0),
             joiners: IrqMutex::new(Vec::new()),
+            ipc: Default::default(),
         }))
     }
 
@@ -539,6 +543,8 @@ pub struct Process {
     /// runner can symbolize them against that program's ELF. Set at most once;
     /// the hook for the loader server to name the programs it loads.
     pub program: spin::Once<kcore::bootinfo::ModuleName>,
+    /// IPC: the handle table (closed when the process ends).
+    pub ipc: crate::object::kobject::ProcessIpc,
 }
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
@@ -609,6 +615,7 @@ impl Process {
             ended: AtomicBool::new(false),
             waiters: IrqMutex::new(Vec::new()),
             program: spin::Once::new(),
+            ipc: Default::default(),
         });
         PROCESSES.lock().insert(p.pid, p.clone());
         Ok(p)

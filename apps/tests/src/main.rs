@@ -32,6 +32,7 @@ mod faults;
 mod fpu;
 mod gpr;
 mod info;
+mod ipc;
 mod leaks;
 mod lifecycle;
 mod mem;
@@ -259,6 +260,34 @@ const CASES: &[Case] = &[
     (
         "edit_flag_holder_is_not_starved_by_a_middle_priority_hog",
         vm_review::edit_flag_holder_is_not_starved_by_a_middle_priority_hog,
+    ),
+    (
+        "ipc_handles_rights_and_staleness",
+        ipc::handles_rights_and_staleness,
+    ),
+    (
+        "ipc_call_reply_carries_label_words_and_badge",
+        ipc::call_reply_carries_label_words_and_badge,
+    ),
+    (
+        "ipc_many_clients_many_workers_each_call_answered_once",
+        ipc::many_clients_many_workers_each_call_answered_once,
+    ),
+    (
+        "ipc_peer_death_and_timeouts_are_errors",
+        ipc::peer_death_and_timeouts_are_errors,
+    ),
+    (
+        "ipc_notifications_accumulate_wake_and_die",
+        ipc::notifications_accumulate_wake_and_die,
+    ),
+    (
+        "ipc_bound_notification_ends_an_endpoint_receive",
+        ipc::bound_notification_ends_an_endpoint_receive,
+    ),
+    (
+        "ipc_malformed_arguments_are_refused",
+        ipc::malformed_ipc_arguments_are_refused,
     ),
 ];
 

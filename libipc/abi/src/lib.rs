@@ -92,6 +92,36 @@ pub enum Sysnum {
     /// MCP (`PermissionDenied`), so priority is only ever handed down, never
     /// gained. init gives every program it starts an MCP below its own.
     SetChildMaxPriority = 24,
+    /// `handle_dup(h, rights, badge)`: a new handle to `h`'s object with
+    /// `rights` (a subset of `h`'s; needs DUPLICATE) and, if `badge` is not
+    /// 0, that badge (only on an unbadged handle). Returns the new number.
+    HandleDup = 25,
+    /// `handle_close(h)`: close a handle.
+    HandleClose = 26,
+    /// `endpoint_create()`: a new endpoint; returns a handle with every right.
+    EndpointCreate = 27,
+    /// `notification_create()`: a new notification; returns a handle with
+    /// every right.
+    NotificationCreate = 28,
+    /// `ipc_call(ep, info, w0..w5, ...)`: send a message and wait for the
+    /// reply (register layout: `kcore::ipc::msg`).
+    IpcCall = 29,
+    /// `ipc_send(ep, info, w0..w5)`: deliver to a waiting receiver or fail
+    /// with `WouldBlock`; never blocks.
+    IpcSend = 30,
+    /// `ipc_recv(ep, info, .., spec)`: wait for a message.
+    IpcRecv = 31,
+    /// `ipc_reply(-, info, w0..w5)`: answer the call the thread holds.
+    IpcReply = 32,
+    /// `ipc_reply_recv(ep, info, w0..w5, .., spec)`: reply, then receive.
+    IpcReplyRecv = 33,
+    /// `ntf_signal(ntf, bits)`: OR bits into a notification; never blocks.
+    NtfSignal = 34,
+    /// `ntf_wait(ntf, info, .., spec)`: wait for bits; returns them in w0.
+    NtfWait = 35,
+    /// `ntf_bind(ntf)`: bind a notification to the calling thread, so its
+    /// endpoint receives also end on a signal (0 unbinds).
+    NtfBind = 36,
 }
 
 /// What `sysinfo` reports about the machine and the kernel's resources.
@@ -120,7 +150,7 @@ pub struct SysInfo {
 const _: () = assert!(core::mem::size_of::<SysInfo>() == 8 * 8);
 
 /// One past the highest syscall number: the first number that is refused.
-pub const SYSNUM_END: u64 = 25;
+pub const SYSNUM_END: u64 = 37;
 
 /// The lowest scheduling priority a thread can ask for.
 pub const MAX_PRIORITY: u64 = 7;
@@ -154,6 +184,18 @@ impl TryFrom<u64> for Sysnum {
             22 => Sysnum::CpuCount,
             23 => Sysnum::SysInfo,
             24 => Sysnum::SetChildMaxPriority,
+            25 => Sysnum::HandleDup,
+            26 => Sysnum::HandleClose,
+            27 => Sysnum::EndpointCreate,
+            28 => Sysnum::NotificationCreate,
+            29 => Sysnum::IpcCall,
+            30 => Sysnum::IpcSend,
+            31 => Sysnum::IpcRecv,
+            32 => Sysnum::IpcReply,
+            33 => Sysnum::IpcReplyRecv,
+            34 => Sysnum::NtfSignal,
+            35 => Sysnum::NtfWait,
+            36 => Sysnum::NtfBind,
             _ => return Err(Error::BadSyscall),
         })
     }
@@ -227,11 +269,16 @@ pub enum Error {
     PeerDied = 9,
     /// A timeout expired.
     TimedOut = 10,
+    /// The handle number names nothing in this process (never was, closed,
+    /// or stale).
+    BadHandle = 11,
+    /// The handle names an object of another kind than the call needs.
+    WrongType = 12,
 }
 
 impl Error {
     /// Every error, in code order.
-    pub const ALL: [Error; 10] = [
+    pub const ALL: [Error; 12] = [
         Error::BadSyscall,
         Error::InvalidArgument,
         Error::BadAddress,
@@ -242,6 +289,8 @@ impl Error {
         Error::WouldBlock,
         Error::PeerDied,
         Error::TimedOut,
+        Error::BadHandle,
+        Error::WrongType,
     ];
 
     /// A short human-readable name.
@@ -257,6 +306,8 @@ impl Error {
             Error::WouldBlock => "would block",
             Error::PeerDied => "peer died",
             Error::TimedOut => "timed out",
+            Error::BadHandle => "bad handle",
+            Error::WrongType => "wrong object type",
         }
     }
 

@@ -1,0 +1,394 @@
+//! The slow path of every IPC operation: register messages, badges, several
+//! receivers, peer death, timeouts, notifications and the bound
+//! endpoint+notification receive. Each function follows the sequence in
+//! docs/ipc.md section 6; the claim discipline is in [`super`].
+
+use super::{cancel_own, claim, end_wait, unlink, wait};
+use crate::object::endpoint::EndpointObj;
+use crate::object::kobject::ObjBox;
+use crate::object::notification::NotificationObj;
+use crate::object::waitstate::{Msg, Outcome, TRef, WaitOn};
+use crate::sched;
+use crate::task::Thread;
+use abi::Error;
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
+use kcore::ipc::{CallStep, Caller, Pick, Receiver, RecvStep, SignalStep, WaitStep, WakeReason};
+
+/// An endpoint reference as the handle table gives it.
+pub type Ep = Arc<ObjBox<EndpointObj>>;
+/// A notification reference.
+pub type Ntf = Arc<ObjBox<NotificationObj>>;
+
+/// How long an operation may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    /// For ever.
+    Never,
+    /// Not at all (`WouldBlock` instead of queueing).
+    Poll,
+    /// Until this time (ns since boot).
+    At(u64),
+}
+
+impl Timeout {
+    fn may_block(self) -> bool {
+        self != Timeout::Poll
+    }
+    fn deadline(self) -> Option<u64> {
+        match self {
+            Timeout::At(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+fn cpu() -> u32 {
+    crate::arch::percpu::cpu_id()
+}
+
+/// `pick` for a call or send: claims a waiting receiver whose receive buffer
+/// can take `len` bytes.
+fn pick_receiver(len: usize) -> impl FnMut(&Receiver<TRef>) -> Pick {
+    move |r| {
+        // SAFETY: `r` is in the endpoint queue whose lock our caller holds.
+        let t = unsafe { r.thread.thread() };
+        if (t.ipc.capacity.load(Ordering::Relaxed) as usize) < len {
+            return Pick::Refuse;
+        }
+        if claim(&r.thread, WakeReason::Delivered) {
+            Pick::Take
+        } else {
+            Pick::Skip
+        }
+    }
+}
+
+/// Hands a message to receiver `r` (claimed by us, off the endpoint queue).
+/// `caller`: the call `r` must answer (its reply capability takes it; a
+/// caller it abandons by not replying gets `PeerDied`).
+fn deliver(r: TRef, m: Msg, caller: Option<TRef>) {
+    // SAFETY: we won r's claim (pick) and have not handed it an outcome.
+    let arc = unsafe { r.arc() };
+    unlink(&arc, r); // its bound-notification registration, if any
+    let abandoned = {
+        let mut g = arc.ipc.inner.lock();
+        let old = caller.and_then(|c| g.reply.accept(c));
+        // Claimed here, under r's lock where it was found.
+        let old = old.filter(|o| claim(o, WakeReason::Cancelled));
+        g.result = Some(Outcome::Msg(m));
+        old
+    };
+    sched::wake(&arc);
+    drop(arc);
+    if let Some(o) = abandoned {
+        end_wait(o, Outcome::Err(Error::PeerDied));
+    }
+}
+
+/// `call`: sends `m` (badge already set) through `ep` and waits for the
+/// reply.
+pub fn call(ep: &Ep, m: Msg, timeout: Timeout) -> Result<Msg, Error> {
+    let cur = sched::current_arc();
+    {
+        let mut g = cur.ipc.inner.lock();
+        g.out = m;
+        g.wait = WaitOn::Endpoint(ep.clone());
+    }
+    // Release (inside begin): the message and wait record above are visible
+    // to whoever sees the wait.
+    let tk = cur.ipc.claim.begin();
+    let me = TRef::new(&cur, Some(tk));
+    let step = ep.q.lock().call(
+        Caller {
+            thread: me,
+            badge: m.badge,
+        },
+        cpu(),
+        timeout.may_block(),
+        pick_receiver(m.info.buffer_len()),
+    );
+    match step {
+        Err(e) => {
+            cancel_own(tk);
+            Err(e.into())
+        }
+        Ok(CallStep::Deliver(r)) => {
+            // SAFETY: r is claimed by us (the pick).
+            let server = unsafe { r.thread.arc() };
+            // Our wait is now for r's reply: set before r's reply capability
+            // names us, so our own timeout or kill finds r there.
+            let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Reply(server));
+            drop(old);
+            deliver(r.thread, m, Some(me));
+            drop(cur);
+            outcome_msg(wait(tk, timeout.deadline()))
+        }
+        Ok(CallStep::Queued) => {
+            drop(cur);
+            outcome_msg(wait(tk, timeout.deadline()))
+        }
+    }
+}
+
+fn outcome_msg(o: Outcome) -> Result<Msg, Error> {
+    match o {
+        Outcome::Msg(m) => Ok(m),
+        Outcome::Err(e) => Err(e),
+        // A call is never bound to a notification.
+        Outcome::Notified(_) => Err(Error::InvalidArgument),
+    }
+}
+
+/// Non-blocking `send`: to a waiting receiver, else `WouldBlock`.
+pub fn send(ep: &Ep, m: Msg) -> Result<(), Error> {
+    let r =
+        ep.q.lock()
+            .send(cpu(), pick_receiver(m.info.buffer_len()))?;
+    deliver(r.thread, m, None);
+    Ok(())
+}
+
+/// `reply`: answers the call this thread holds. `PeerDied` if the caller
+/// went away, `InvalidArgument` if no call is held.
+pub fn reply(m: Msg) -> Result<(), Error> {
+    let cur = sched::current();
+    let c = {
+        let mut g = cur.ipc.inner.lock();
+        let c = g.reply.take()?;
+        // Under our lock, where the caller was found.
+        claim(&c, WakeReason::Delivered).then_some(c)
+    };
+    match c {
+        Some(c) => {
+            end_wait(c, Outcome::Msg(Msg { badge: 0, ..m }));
+            Ok(())
+        }
+        // Its timeout or kill is ending it right now.
+        None => Err(Error::PeerDied),
+    }
+}
+
+/// What a receive returns.
+pub enum Received {
+    /// A message and the badge it came through (in `Msg::badge`).
+    Msg(Msg),
+    /// The bound notification's bits.
+    Notified(u64),
+}
+
+/// `recv`: takes the longest-waiting call on `ep`, or waits for one (or for
+/// the bound notification).
+pub fn recv(ep: &Ep, capacity: usize, timeout: Timeout) -> Result<Received, Error> {
+    let cur = sched::current_arc();
+    let bound = cur.ipc.inner.lock().bound.clone();
+    // Bits already pending on the bound notification come first.
+    if let Some(n) = &bound {
+        let mut s = n.s.lock();
+        if s.n.pending() != 0 {
+            if let Ok(Some(bits)) = s.n.bound_recv_begin(&TRef::new(&cur, None)) {
+                return Ok(Received::Notified(bits));
+            }
+        }
+    }
+    {
+        let mut g = cur.ipc.inner.lock();
+        g.wait = match &bound {
+            Some(n) => WaitOn::EndpointBound(ep.clone(), n.clone()),
+            None => WaitOn::Endpoint(ep.clone()),
+        };
+    }
+    cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
+    let tk = cur.ipc.claim.begin();
+    let me = TRef::new(&cur, Some(tk));
+    let step = ep.q.lock().recv(
+        Receiver {
+            thread: me,
+            cpu: cpu(),
+        },
+        timeout.may_block(),
+        |c| match c.thread.ticket {
+            // SAFETY: `c` is in the queue whose lock we hold.
+            Some(ctk) => unsafe { c.thread.thread() }.ipc.claim.take(ctk),
+            None => false,
+        },
+    );
+    match step {
+        Err(e) => {
+            cancel_own(tk);
+            Err(e.into())
+        }
+        Ok(RecvStep::Got(c)) => {
+            cancel_own(tk);
+            let m = take_call(&cur, c.thread);
+            Ok(Received::Msg(Msg {
+                badge: c.badge,
+                ..m
+            }))
+        }
+        Ok(RecvStep::Queued) => {
+            if let Some(n) = &bound {
+                let mut s = n.s.lock();
+                // Register for a signal only while this wait is unclaimed (a
+                // deliverer that claims us later unregisters us after this:
+                // it removes us from the notification under this lock).
+                if cur.ipc.claim.waiting() == Some(tk) {
+                    if let Ok(Some(bits)) = s.n.bound_recv_begin(&TRef::new(&cur, None)) {
+                        if cur.ipc.claim.try_claim(tk, WakeReason::Notified) {
+                            drop(s);
+                            unlink(&cur, me);
+                            cur.ipc.claim.finish();
+                            return Ok(Received::Notified(bits));
+                        }
+                        // A deliverer won meanwhile: the bits stay pending
+                        // (no thread waits: `pending` was non-zero).
+                        s.n.signal(bits, |_| false);
+                    }
+                }
+            }
+            drop(cur);
+            match wait(tk, timeout.deadline()) {
+                Outcome::Msg(m) => Ok(Received::Msg(m)),
+                Outcome::Notified(bits) => Ok(Received::Notified(bits)),
+                Outcome::Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// The receiver `cur` took caller `c` (its wait is ours while taken): reads
+/// its message, makes it wait for our reply, hands the wait back and puts it
+/// in our reply capability. A timeout or kill that came meanwhile ends the
+/// caller's wait here (we keep the message; our reply gets `PeerDied`).
+fn take_call(cur: &Arc<Thread>, c: TRef) -> Msg {
+    // SAFETY: we hold c's wait (take); it cannot leave it until we rearm.
+    let carc = unsafe { c.arc() };
+    let (m, old) = {
+        let mut g = carc.ipc.inner.lock();
+        let old = core::mem::replace(&mut g.wait, WaitOn::Reply(cur.clone()));
+        (g.out, old)
+    };
+    drop(old);
+    let ctk = c.ticket.expect("a caller entry carries its ticket");
+    // Ordering: our reply capability names the caller only after the rearm,
+    // so a timeout that wins after the rearm finds us there (caller_gone).
+    // To close the window between the rearm and the accept, both happen
+    // under our IPC lock (caller_gone takes it too).
+    let (late, abandoned) = {
+        let mut g = cur.ipc.inner.lock();
+        match carc.ipc.claim.rearm(ctk) {
+            Ok(()) => {
+                let old = g.reply.accept(c);
+                (None, old.filter(|o| claim(o, WakeReason::Cancelled)))
+            }
+            Err(reason) => {
+                let old = g.reply.accept_gone();
+                (
+                    Some(reason),
+                    old.filter(|o| claim(o, WakeReason::Cancelled)),
+                )
+            }
+        }
+    };
+    if let Some(reason) = late {
+        let e = if reason == WakeReason::TimedOut {
+            Error::TimedOut
+        } else {
+            Error::PeerDied
+        };
+        end_wait(c, Outcome::Err(e));
+    }
+    if let Some(o) = abandoned {
+        end_wait(o, Outcome::Err(Error::PeerDied));
+    }
+    drop(carc);
+    m
+}
+
+/// `signal`: ORs `bits` into the notification; wakes one waiter (or the
+/// bound thread's receive) with everything pending. Never blocks.
+pub fn signal(n: &Ntf, bits: u64) {
+    let mut bound_tk = None;
+    let step = n.s.lock().n.signal(bits, |t| match t.ticket {
+        Some(_) => claim(t, WakeReason::Notified),
+        None => {
+            // The bound thread, registered by its current receive.
+            // SAFETY: the binding is cleared (under this lock) before the
+            // thread exits.
+            let c = &unsafe { t.thread() }.ipc.claim;
+            match c.waiting() {
+                Some(tk) if c.try_claim(tk, WakeReason::Notified) => {
+                    bound_tk = Some(tk);
+                    true
+                }
+                _ => false,
+            }
+        }
+    });
+    if let SignalStep::Wake {
+        thread,
+        bits,
+        bound,
+    } = step
+    {
+        let t = if bound {
+            // SAFETY: we won its claim just now.
+            TRef::new(unsafe { thread.thread() }, bound_tk)
+        } else {
+            thread
+        };
+        end_wait(t, Outcome::Notified(bits));
+    }
+}
+
+/// `wait`: the pending bits (cleared), or waits for a signal.
+pub fn ntf_wait(n: &Ntf, timeout: Timeout) -> Result<u64, Error> {
+    let cur = sched::current_arc();
+    cur.ipc.inner.lock().wait = WaitOn::Notification(n.clone());
+    let tk = cur.ipc.claim.begin();
+    let me = TRef::new(&cur, Some(tk));
+    let step = n.s.lock().n.wait(me, timeout.may_block());
+    match step {
+        Err(e) => {
+            cancel_own(tk);
+            Err(e.into())
+        }
+        Ok(WaitStep::Got(bits)) => {
+            cancel_own(tk);
+            Ok(bits)
+        }
+        Ok(WaitStep::Queued) => {
+            drop(cur);
+            match wait(tk, timeout.deadline()) {
+                Outcome::Notified(bits) => Ok(bits),
+                Outcome::Err(e) => Err(e),
+                Outcome::Msg(_) => Err(Error::InvalidArgument),
+            }
+        }
+    }
+}
+
+/// Binds `n` to the current thread (`None`: unbinds its notification).
+pub fn bind(n: Option<&Ntf>) -> Result<(), Error> {
+    let cur = sched::current();
+    match n {
+        None => {
+            let old = cur.ipc.inner.lock().bound.take();
+            match old {
+                Some(o) => {
+                    o.s.lock().n.unbind(&TRef::new(cur, None));
+                    Ok(())
+                }
+                None => Err(Error::NotFound),
+            }
+        }
+        Some(n) => {
+            if cur.ipc.inner.lock().bound.is_some() {
+                return Err(Error::AlreadyExists);
+            }
+            n.s.lock().n.bind(TRef::new(cur, None))?;
+            cur.ipc.inner.lock().bound = Some(n.clone());
+            Ok(())
+        }
+    }
+}
