@@ -289,6 +289,10 @@ const CASES: &[Case] = &[
         "ipc_malformed_arguments_are_refused",
         ipc::malformed_ipc_arguments_are_refused,
     ),
+    (
+        "ipc_process_killed_in_every_ipc_wait_ends_cleanly",
+        ipc::process_killed_in_every_ipc_wait_ends_cleanly,
+    ),
 ];
 
 /// Cases written and seen to pass, but not run: in about 1 boot of 20 under
