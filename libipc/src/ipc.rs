@@ -293,3 +293,46 @@ pub fn serve(ep: Endpoint, h: &mut impl Handler) -> Error {
         };
     }
 }
+
+/// The message-info word (`kcore::ipc::MsgInfo`'s layout): `label`,
+/// `handles` sent (0..=4, numbers in [`IpcRegs::handles`]), `copy_mask`
+/// (bit i: handle i is copied, else moved), `len` buffer bytes sent, and
+/// whether the timeout in R15 applies.
+pub const fn info(label: u32, handles: u64, copy_mask: u64, len: u64, timeout: bool) -> u64 {
+    label as u64
+        | handles << 32
+        | copy_mask << 35
+        | if timeout { TIMEOUT_BIT } else { 0 }
+        | len << 40
+}
+
+/// The buffer length of a received message-info word.
+pub const fn info_len(info: u64) -> usize {
+    ((info >> 40) & ((1 << 17) - 1)) as usize
+}
+
+/// The handle count of a received message-info word.
+pub const fn info_handles(info: u64) -> usize {
+    ((info >> 32) & 7) as usize
+}
+
+/// The receive spec (R15): buffer capacity and timeout in µs.
+pub const fn spec(capacity: u32, timeout_us: u32) -> u64 {
+    capacity as u64 | (timeout_us as u64) << 32
+}
+
+/// Packs up to four handle numbers for [`IpcRegs::handles`].
+pub fn pack(h: &[u32]) -> [u64; 2] {
+    let g = |i: usize| h.get(i).copied().unwrap_or(0) as u64;
+    [g(0) | g(1) << 32, g(2) | g(3) << 32]
+}
+
+/// Unpacks received handle numbers.
+pub fn unpack(h: [u64; 2]) -> [u32; 4] {
+    [
+        h[0] as u32,
+        (h[0] >> 32) as u32,
+        h[1] as u32,
+        (h[1] >> 32) as u32,
+    ]
+}

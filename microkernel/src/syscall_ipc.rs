@@ -10,7 +10,9 @@
 //! [`ProcessIpc`]: crate::object::kobject::ProcessIpc
 
 use crate::arch::trap::TrapFrame;
+use crate::arch::uaccess::user_range_ok;
 use crate::ipc::slowpath::{self, Ep, Ntf, Received, Timeout};
+use crate::ipc::transfer::Extra;
 use crate::object::endpoint::EndpointObj;
 use crate::object::kobject::{charge, Object};
 use crate::object::notification::NotificationObj;
@@ -46,7 +48,8 @@ pub fn invoke(n: Sysnum, frame: &mut TrapFrame) -> Result<u64, Error> {
         Sysnum::IpcRecv => recv(frame, false),
         Sysnum::IpcReply => {
             let info = MsgInfo::from_user(frame.rsi)?;
-            slowpath::reply(message(info, frame, 0)?).map(|_| 0)
+            let (m, extra) = message(info, frame, 0)?;
+            slowpath::reply(m, extra).map(|_| 0)
         }
         Sysnum::IpcReplyRecv => recv(frame, true),
         Sysnum::NtfSignal => {
@@ -167,17 +170,28 @@ fn create(endpoint: bool) -> Result<u64, Error> {
     }
 }
 
-/// The message a sender describes: for now registers only (a buffer or
-/// handles are refused until their transfer exists).
-fn message(info: MsgInfo, f: &TrapFrame, badge: u64) -> Result<Msg, Error> {
-    if info.handles() != 0 || info.buffer_len() != 0 {
-        return Err(Error::InvalidArgument);
-    }
-    Ok(Msg {
+/// The message a sender describes: registers, and its buffer and handles
+/// taken from the sender now (a bad buffer or handle is its error before
+/// anything is delivered).
+fn message(info: MsgInfo, f: &TrapFrame, badge: u64) -> Result<(Msg, Extra), Error> {
+    let extra = Extra::take(f.r14, info.buffer_len(), &info.transfers(f.rbx, f.rbp))?;
+    let m = Msg {
         badge,
-        info: MsgInfo::new(info.label(), 0, 0, 0),
+        // What the receiver sees: label and buffer length (its handle
+        // count is set when they are placed).
+        info: MsgInfo::new(info.label(), 0, 0, info.buffer_len()),
         words: [f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13],
-    })
+        handles: [0; 4],
+    };
+    Ok((m, extra))
+}
+
+/// The receive buffer R14/R15 name: its range must be a user range.
+fn recv_buf(f: &TrapFrame, spec: RecvSpec) -> Result<u64, Error> {
+    if spec.capacity > 0 && !user_range_ok(f.r14, spec.capacity as u64) {
+        return Err(Error::BadAddress);
+    }
+    Ok(f.r14)
 }
 
 /// The timeout a `RecvSpec` asks for.
@@ -194,16 +208,19 @@ fn put_msg(f: &mut TrapFrame, m: &Msg) {
     f.rdi = m.badge;
     f.rsi = m.info.raw();
     [f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13] = m.words;
-    f.rbx = 0;
-    f.rbp = 0;
+    (f.rbx, f.rbp) = (
+        m.handles[0] as u64 | (m.handles[1] as u64) << 32,
+        m.handles[2] as u64 | (m.handles[3] as u64) << 32,
+    );
 }
 
 fn call(f: &mut TrapFrame) -> Result<u64, Error> {
     let info = MsgInfo::from_user(f.rsi)?;
     let spec = RecvSpec::from_user(f.r15, info)?;
+    let buf = recv_buf(f, spec)?;
     let (ep, badge) = ep(f.rdi, Rights::SEND)?;
-    let m = message(info, f, badge)?;
-    let r = slowpath::call(&ep, m, timeout(spec))?;
+    let (m, extra) = message(info, f, badge)?;
+    let r = slowpath::call(&ep, m, extra, buf, spec.capacity, timeout(spec))?;
     put_msg(f, &r);
     Ok(0)
 }
@@ -214,7 +231,8 @@ fn send(f: &mut TrapFrame) -> Result<u64, Error> {
         return Err(Error::InvalidArgument);
     }
     let (ep, badge) = ep(f.rdi, Rights::SEND)?;
-    slowpath::send(&ep, message(info, f, badge)?).map(|_| 0)
+    let (m, extra) = message(info, f, badge)?;
+    slowpath::send(&ep, m, extra).map(|_| 0)
 }
 
 /// `recv`, or `reply_recv` (`reply` first: a dead or missing caller is not
@@ -222,9 +240,11 @@ fn send(f: &mut TrapFrame) -> Result<u64, Error> {
 fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
     let info = MsgInfo::from_user(f.rsi)?;
     let spec = RecvSpec::from_user(f.r15, info)?;
+    let buf = recv_buf(f, spec)?;
     let (ep, _) = ep(f.rdi, Rights::RECV)?;
     if reply_first {
-        match slowpath::reply(message(info, f, 0)?) {
+        let (m, extra) = message(info, f, 0)?;
+        match slowpath::reply(m, extra) {
             Ok(()) | Err(Error::PeerDied) | Err(Error::InvalidArgument) => {}
             Err(e) => return Err(e),
         }
@@ -232,7 +252,7 @@ fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
         // A receive sends nothing: only the timeout bit may be set.
         return Err(Error::InvalidArgument);
     }
-    match slowpath::recv(&ep, spec.capacity, timeout(spec))? {
+    match slowpath::recv(&ep, buf, spec.capacity, timeout(spec))? {
         Received::Msg(m) => put_msg(f, &m),
         Received::Notified(bits) => put_msg(
             f,
@@ -240,6 +260,7 @@ fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
                 badge: 0,
                 info: MsgInfo::new(0, 0, 0, 0).with_notified(),
                 words: [bits, 0, 0, 0, 0, 0],
+                handles: [0; 4],
             },
         ),
     }

@@ -293,6 +293,14 @@ const CASES: &[Case] = &[
         "ipc_process_killed_in_every_ipc_wait_ends_cleanly",
         ipc::process_killed_in_every_ipc_wait_ends_cleanly,
     ),
+    (
+        "ipc_buffers_and_handles_travel",
+        ipc::buffers_and_handles_travel,
+    ),
+    (
+        "ipc_bad_buffers_fail_their_own_side",
+        ipc::bad_buffers_fail_their_own_side,
+    ),
 ];
 
 /// Cases written and seen to pass, but not run: in about 1 boot of 20 under

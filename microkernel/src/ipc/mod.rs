@@ -26,6 +26,7 @@
 //! [`WaitClaim`]: kcore::ipc::WaitClaim
 
 pub mod slowpath;
+pub mod transfer;
 
 use crate::object::kobject::Object;
 use crate::object::waitstate::{Outcome, TRef, WaitOn};

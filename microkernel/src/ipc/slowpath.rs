@@ -3,6 +3,7 @@
 //! endpoint+notification receive. Each function follows the sequence in
 //! docs/ipc.md section 6; the claim discipline is in [`super`].
 
+use super::transfer::{self, Extra, Placed};
 use super::{cancel_own, claim, end_wait, unlink, wait};
 use crate::object::endpoint::EndpointObj;
 use crate::object::kobject::ObjBox;
@@ -13,7 +14,9 @@ use crate::task::Thread;
 use abi::Error;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
-use kcore::ipc::{CallStep, Caller, Pick, Receiver, RecvStep, SignalStep, WaitStep, WakeReason};
+use kcore::ipc::{
+    CallStep, Caller, MsgInfo, Pick, Receiver, RecvStep, SignalStep, WaitStep, WakeReason,
+};
 
 /// An endpoint reference as the handle table gives it.
 pub type Ep = Arc<ObjBox<EndpointObj>>;
@@ -86,49 +89,98 @@ fn deliver(r: TRef, m: Msg, caller: Option<TRef>) {
     }
 }
 
-/// `call`: sends `m` (badge already set) through `ep` and waits for the
-/// reply.
-pub fn call(ep: &Ep, m: Msg, timeout: Timeout) -> Result<Msg, Error> {
+/// The message as the receiver sees it once `p` was placed.
+fn with_placed(m: Msg, p: Placed) -> Msg {
+    Msg {
+        info: MsgInfo::new(m.info.label(), p.count, 0, p.len),
+        handles: p.handles,
+        ..m
+    }
+}
+
+/// Writes the current thread's pending `extra` into claimed receiver `r`.
+/// On failure (the receiver's side) `r`'s wait ends with the error, the
+/// extra stays ours, and the caller tries again.
+fn place_into(r: TRef, m: Msg, extra: &mut Extra) -> Result<Msg, ()> {
+    if extra.is_empty() {
+        return Ok(m);
+    }
+    // SAFETY: r is claimed by us (the pick).
+    let rt = unsafe { r.thread() };
+    let addr = rt.ipc.buf_addr.load(Ordering::Relaxed);
+    match transfer::place(rt, addr, extra) {
+        Ok(p) => Ok(with_placed(m, p)),
+        Err(e) => {
+            end_wait(r, Outcome::Err(e));
+            Err(())
+        }
+    }
+}
+
+/// `call`: sends `m` (badge already set) and `extra` through `ep` and waits
+/// for the reply, which is written to the current thread's receive buffer
+/// (`capacity` bytes at `buf`).
+pub fn call(
+    ep: &Ep,
+    m: Msg,
+    extra: Extra,
+    buf: u64,
+    capacity: usize,
+    timeout: Timeout,
+) -> Result<Msg, Error> {
     let cur = sched::current_arc();
     {
         let mut g = cur.ipc.inner.lock();
         g.out = m;
+        g.extra = extra;
         g.wait = WaitOn::Endpoint(ep.clone());
     }
-    // Release (inside begin): the message and wait record above are visible
-    // to whoever sees the wait.
+    cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
+    cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
+    // Release (inside begin): the message, wait record and capacity above
+    // are visible to whoever sees the wait.
     let tk = cur.ipc.claim.begin();
     let me = TRef::new(&cur, Some(tk));
-    let step = ep.q.lock().call(
-        Caller {
-            thread: me,
-            badge: m.badge,
-        },
-        cpu(),
-        timeout.may_block(),
-        pick_receiver(m.info.buffer_len()),
-    );
-    match step {
-        Err(e) => {
-            cancel_own(tk);
-            Err(e.into())
+    let out = loop {
+        let step = ep.q.lock().call(
+            Caller {
+                thread: me,
+                badge: m.badge,
+            },
+            cpu(),
+            timeout.may_block(),
+            pick_receiver(m.info.buffer_len()),
+        );
+        match step {
+            Err(e) => {
+                cancel_own(tk);
+                break Outcome::Err(e.into());
+            }
+            Ok(CallStep::Deliver(r)) => {
+                // Not visible to anyone: our own record is ours to edit.
+                let mut extra = core::mem::take(&mut cur.ipc.inner.lock().extra);
+                let Ok(placed) = place_into(r.thread, m, &mut extra) else {
+                    cur.ipc.inner.lock().extra = extra;
+                    continue; // that receiver failed on its side: the next
+                };
+                drop(extra);
+                // SAFETY: r is claimed by us (the pick).
+                let server = unsafe { r.thread.arc() };
+                // Our wait is now for r's reply: set before r's reply
+                // capability names us, so our own timeout or kill finds r.
+                let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Reply(server));
+                drop(old);
+                deliver(r.thread, placed, Some(me));
+                break wait(tk, timeout.deadline());
+            }
+            Ok(CallStep::Queued) => break wait(tk, timeout.deadline()),
         }
-        Ok(CallStep::Deliver(r)) => {
-            // SAFETY: r is claimed by us (the pick).
-            let server = unsafe { r.thread.arc() };
-            // Our wait is now for r's reply: set before r's reply capability
-            // names us, so our own timeout or kill finds r there.
-            let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Reply(server));
-            drop(old);
-            deliver(r.thread, m, Some(me));
-            drop(cur);
-            outcome_msg(wait(tk, timeout.deadline()))
-        }
-        Ok(CallStep::Queued) => {
-            drop(cur);
-            outcome_msg(wait(tk, timeout.deadline()))
-        }
-    }
+    };
+    // Whatever no receiver took (the call failed): see transfer::restore.
+    let left = core::mem::take(&mut cur.ipc.inner.lock().extra);
+    transfer::restore(left);
+    drop(cur);
+    outcome_msg(out)
 }
 
 fn outcome_msg(o: Outcome) -> Result<Msg, Error> {
@@ -141,32 +193,70 @@ fn outcome_msg(o: Outcome) -> Result<Msg, Error> {
 }
 
 /// Non-blocking `send`: to a waiting receiver, else `WouldBlock`.
-pub fn send(ep: &Ep, m: Msg) -> Result<(), Error> {
-    let r =
-        ep.q.lock()
-            .send(cpu(), pick_receiver(m.info.buffer_len()))?;
-    deliver(r.thread, m, None);
+pub fn send(ep: &Ep, m: Msg, mut extra: Extra) -> Result<(), Error> {
+    let r = loop {
+        let r = match ep.q.lock().send(cpu(), pick_receiver(m.info.buffer_len())) {
+            Ok(r) => r,
+            Err(e) => {
+                transfer::restore(extra);
+                return Err(e.into());
+            }
+        };
+        if let Ok(placed) = place_into(r.thread, m, &mut extra) {
+            break (r, placed);
+        }
+    };
+    deliver(r.0.thread, r.1, None);
     Ok(())
 }
 
 /// `reply`: answers the call this thread holds. `PeerDied` if the caller
 /// went away, `InvalidArgument` if no call is held.
-pub fn reply(m: Msg) -> Result<(), Error> {
+pub fn reply(m: Msg, mut extra: Extra) -> Result<(), Error> {
     let cur = sched::current();
     let c = {
         let mut g = cur.ipc.inner.lock();
-        let c = g.reply.take()?;
-        // Under our lock, where the caller was found.
-        claim(&c, WakeReason::Delivered).then_some(c)
-    };
-    match c {
-        Some(c) => {
-            end_wait(c, Outcome::Msg(Msg { badge: 0, ..m }));
-            Ok(())
+        // A reply longer than the caller's buffer is the replier's error;
+        // the call stays held.
+        if let Some(c) = g.reply.caller() {
+            // SAFETY: c is in our reply capability, under our lock.
+            let cap = unsafe { c.thread() }.ipc.capacity.load(Ordering::Relaxed);
+            if m.info.buffer_len() > cap as usize {
+                drop(g);
+                transfer::restore(extra);
+                return Err(Error::InvalidArgument);
+            }
         }
+        match g.reply.take() {
+            // Claimed under our lock, where the caller was found.
+            Ok(c) => claim(&c, WakeReason::Delivered).then_some(c),
+            Err(e) => {
+                drop(g);
+                transfer::restore(extra);
+                return Err(e.into());
+            }
+        }
+    };
+    let Some(c) = c else {
         // Its timeout or kill is ending it right now.
-        None => Err(Error::PeerDied),
-    }
+        transfer::restore(extra);
+        return Err(Error::PeerDied);
+    };
+    let m = Msg { badge: 0, ..m };
+    let out = if extra.is_empty() {
+        Outcome::Msg(m)
+    } else {
+        // SAFETY: we won c's claim.
+        let ct = unsafe { c.thread() };
+        match transfer::place(ct, ct.ipc.buf_addr.load(Ordering::Relaxed), &mut extra) {
+            Ok(p) => Outcome::Msg(with_placed(m, p)),
+            // The caller's buffer or table: its error.
+            Err(e) => Outcome::Err(e),
+        }
+    };
+    transfer::restore(extra);
+    end_wait(c, out);
+    Ok(())
 }
 
 /// What a receive returns.
@@ -179,7 +269,7 @@ pub enum Received {
 
 /// `recv`: takes the longest-waiting call on `ep`, or waits for one (or for
 /// the bound notification).
-pub fn recv(ep: &Ep, capacity: usize, timeout: Timeout) -> Result<Received, Error> {
+pub fn recv(ep: &Ep, buf: u64, capacity: usize, timeout: Timeout) -> Result<Received, Error> {
     let cur = sched::current_arc();
     let bound = cur.ipc.inner.lock().bound.clone();
     // Bits already pending on the bound notification come first.
@@ -199,20 +289,31 @@ pub fn recv(ep: &Ep, capacity: usize, timeout: Timeout) -> Result<Received, Erro
         };
     }
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
+    cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
     let tk = cur.ipc.claim.begin();
     let me = TRef::new(&cur, Some(tk));
-    let step = ep.q.lock().recv(
-        Receiver {
-            thread: me,
-            cpu: cpu(),
-        },
-        timeout.may_block(),
-        |c| match c.thread.ticket {
-            // SAFETY: `c` is in the queue whose lock we hold.
-            Some(ctk) => unsafe { c.thread.thread() }.ipc.claim.take(ctk),
-            None => false,
-        },
-    );
+    let step = loop {
+        let step = ep.q.lock().recv(
+            Receiver {
+                thread: me,
+                cpu: cpu(),
+            },
+            timeout.may_block(),
+            |c| match c.thread.ticket {
+                // SAFETY: `c` is in the queue whose lock we hold.
+                Some(ctk) => unsafe { c.thread.thread() }.ipc.claim.take(ctk),
+                None => false,
+            },
+        );
+        // A queued message longer than our buffer is its sender's error
+        // (as when the receiver waits first); we go on receiving.
+        if let Ok(RecvStep::Got(c)) = &step {
+            if !fits(c.thread, capacity) {
+                continue;
+            }
+        }
+        break step;
+    };
     match step {
         Err(e) => {
             cancel_own(tk);
@@ -220,7 +321,7 @@ pub fn recv(ep: &Ep, capacity: usize, timeout: Timeout) -> Result<Received, Erro
         }
         Ok(RecvStep::Got(c)) => {
             cancel_own(tk);
-            let m = take_call(&cur, c.thread);
+            let m = take_call(&cur, c.thread, buf)?;
             Ok(Received::Msg(Msg {
                 badge: c.badge,
                 ..m
@@ -260,13 +361,44 @@ pub fn recv(ep: &Ep, capacity: usize, timeout: Timeout) -> Result<Received, Erro
 /// its message, makes it wait for our reply, hands the wait back and puts it
 /// in our reply capability. A timeout or kill that came meanwhile ends the
 /// caller's wait here (we keep the message; our reply gets `PeerDied`).
-fn take_call(cur: &Arc<Thread>, c: TRef) -> Msg {
+/// The error a late timeout or kill (a failed `rearm`) ends a wait with.
+fn late_error(reason: WakeReason) -> Error {
+    if reason == WakeReason::TimedOut {
+        Error::TimedOut
+    } else {
+        Error::PeerDied
+    }
+}
+
+/// Whether taken caller `c`'s message fits `capacity`; if not, its wait
+/// ends with `InvalidArgument` (it was taken, and is in no queue now).
+fn fits(c: TRef, capacity: usize) -> bool {
+    // SAFETY: we hold c's wait (take).
+    let ct = unsafe { c.thread() };
+    if ct.ipc.inner.lock().out.info.buffer_len() <= capacity {
+        return true;
+    }
+    let ctk = c.ticket.expect("a caller entry carries its ticket");
+    // Hand the wait back, then end it (a timeout or kill may win instead).
+    match ct.ipc.claim.rearm(ctk) {
+        Ok(()) => {
+            if claim(&c, WakeReason::Delivered) {
+                end_wait(c, Outcome::Err(Error::InvalidArgument));
+            }
+        }
+        // A timeout or kill came while taken: the wait is ours to end.
+        Err(reason) => end_wait(c, Outcome::Err(late_error(reason))),
+    }
+    false
+}
+
+fn take_call(cur: &Arc<Thread>, c: TRef, buf: u64) -> Result<Msg, Error> {
     // SAFETY: we hold c's wait (take); it cannot leave it until we rearm.
     let carc = unsafe { c.arc() };
-    let (m, old) = {
+    let (m, old, mut extra) = {
         let mut g = carc.ipc.inner.lock();
         let old = core::mem::replace(&mut g.wait, WaitOn::Reply(cur.clone()));
-        (g.out, old)
+        (g.out, old, core::mem::take(&mut g.extra))
     };
     drop(old);
     let ctk = c.ticket.expect("a caller entry carries its ticket");
@@ -291,18 +423,20 @@ fn take_call(cur: &Arc<Thread>, c: TRef) -> Msg {
         }
     };
     if let Some(reason) = late {
-        let e = if reason == WakeReason::TimedOut {
-            Error::TimedOut
-        } else {
-            Error::PeerDied
-        };
-        end_wait(c, Outcome::Err(e));
+        end_wait(c, Outcome::Err(late_error(reason)));
     }
     if let Some(o) = abandoned {
         end_wait(o, Outcome::Err(Error::PeerDied));
     }
     drop(carc);
-    m
+    if extra.is_empty() {
+        return Ok(m);
+    }
+    // Our own buffer and table: a failure is our error (we hold the call;
+    // its handles are dropped, see transfer::restore).
+    let r = transfer::place(cur, buf, &mut extra).map(|p| with_placed(m, p));
+    transfer::restore(extra);
+    r
 }
 
 /// `signal`: ORs `bits` into the notification; wakes one waiter (or the

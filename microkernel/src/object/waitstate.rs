@@ -15,11 +15,12 @@
 use super::endpoint::EndpointObj;
 use super::kobject::ObjBox;
 use super::notification::NotificationObj;
+use crate::ipc::transfer::Extra;
 use crate::sync::IrqMutex;
 use crate::task::Thread;
 use abi::Error;
 use alloc::sync::Arc;
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 use kcore::ipc::{MsgInfo, ReplyCap, Ticket, WaitClaim};
 
 /// A thread in an IPC queue: see the module docs. `ticket` is `None` only
@@ -98,6 +99,8 @@ pub struct Msg {
     pub info: MsgInfo,
     /// w0..w5.
     pub words: [u64; 6],
+    /// Handle numbers received (in the receiver's table; 0 = none).
+    pub handles: [u32; 4],
 }
 
 /// How a wait ended, as its winner hands it to the thread.
@@ -121,6 +124,8 @@ pub struct IpcInner {
     /// The message of its pending call (a receiver that takes the call
     /// reads it here).
     pub out: Msg,
+    /// Its pending call's buffer and handles (taken with the call).
+    pub extra: Extra,
     /// Its pending reply (as a server thread).
     pub reply: ReplyCap<TRef>,
     /// The notification bound to it.
@@ -131,10 +136,14 @@ pub struct IpcInner {
 pub struct ThreadIpc {
     /// Who ends its current wait (atomics, no lock).
     pub claim: WaitClaim,
-    /// Receive capacity of its current receive, readable under an endpoint
-    /// lock (the thread's own lock cannot be taken there). Written before
-    /// `claim.begin()`, whose Release store publishes it.
+    /// Receive capacity of its current receive (or of a call's reply),
+    /// readable under an endpoint lock (the thread's own lock cannot be
+    /// taken there). Written before `claim.begin()`, whose Release store
+    /// publishes it.
     pub capacity: AtomicU32,
+    /// Where that receive's buffer is (user address in its space; the
+    /// decoder checked the range). Published like `capacity`.
+    pub buf_addr: AtomicU64,
     /// See [`IpcInner`].
     pub inner: IrqMutex<IpcInner>,
 }
@@ -145,6 +154,7 @@ impl ThreadIpc {
         ThreadIpc {
             claim: WaitClaim::new(),
             capacity: AtomicU32::new(0),
+            buf_addr: AtomicU64::new(0),
             inner: IrqMutex::new(IpcInner::default()),
         }
     }
