@@ -192,6 +192,22 @@ pub fn handle_dup(h: u32, rights: u32, badge: u64) -> Result<u32, Error> {
     run(Sysnum::HandleDup, &mut r).map(|h| h as u32)
 }
 
+/// Puts a copy of `h` with `rights` into child process `pid`'s table;
+/// returns its number there (the child's first handle is [`FIRST_HANDLE`]).
+pub fn handle_give(pid: u64, h: u32, rights: u32) -> Result<u32, Error> {
+    let mut r = IpcRegs {
+        rdi: pid,
+        rsi: h as u64,
+        ..IpcRegs::default()
+    };
+    r.w[0] = rights as u64;
+    run(Sysnum::HandleGive, &mut r).map(|h| h as u32)
+}
+
+/// The number of the first handle a fresh process gets (slot 0,
+/// generation 1).
+pub const FIRST_HANDLE: u32 = 1 << 10;
+
 /// Closes a handle.
 pub fn handle_close(h: u32) -> Result<(), Error> {
     let mut r = IpcRegs {

@@ -41,6 +41,7 @@ pub fn invoke(n: Sysnum, frame: &mut TrapFrame) -> Result<u64, Error> {
     match n {
         Sysnum::HandleDup => dup(frame.rdi, frame.rsi, frame.rdx),
         Sysnum::HandleClose => close(frame.rdi),
+        Sysnum::HandleGive => give(frame.rdi, frame.rsi, frame.rdx),
         Sysnum::EndpointCreate => create(true),
         Sysnum::NotificationCreate => create(false),
         Sysnum::IpcCall => call(frame),
@@ -125,6 +126,49 @@ fn dup(h: u64, rights: u64, badge: u64) -> Result<u64, Error> {
     drop(t);
     drop(obj);
     Ok(new.raw() as u64)
+}
+
+/// `handle_give(pid, h, rights)`: a copy of `h` into a child's table.
+fn give(pid: u64, h: u64, rights: u64) -> Result<u64, Error> {
+    let me = process()?;
+    let h = Handle::from_reg(h)?;
+    let rights = u32::try_from(rights)
+        .ok()
+        .and_then(Rights::from_bits)
+        .ok_or(Error::InvalidArgument)?;
+    let child = crate::task::process_by_id(pid)
+        .filter(|c| c.parent() == me.pid)
+        .ok_or(Error::NotFound)?;
+    let entry = {
+        let t = me.ipc.handles.lock();
+        let e = t.get(h, Rights::DUPLICATE | Rights::TRANSFER)?;
+        if !e.rights.contains(rights) {
+            return Err(Error::PermissionDenied);
+        }
+        Entry {
+            object: e.object.clone(),
+            rights,
+            badge: e.badge,
+        }
+    };
+    crate::ipc::retain(&entry.object, rights);
+    let r = {
+        let mut t = child.ipc.handles.lock();
+        // Under the child's table lock: a child that is ending has closed
+        // (or is about to close, after this lock) its table for good.
+        if child.threads.lock().is_exiting() {
+            Err(Error::NotFound)
+        } else {
+            t.insert(entry.clone()).map_err(Error::from)
+        }
+    };
+    match r {
+        Ok(n) => Ok(n.raw() as u64),
+        Err(e) => {
+            crate::ipc::release(entry);
+            Err(e)
+        }
+    }
 }
 
 /// `handle_close(h)`.

@@ -113,7 +113,8 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
             | Sysnum::IpcReplyRecv
             | Sysnum::NtfSignal
             | Sysnum::NtfWait
-            | Sysnum::NtfBind),
+            | Sysnum::NtfBind
+            | Sysnum::HandleGive),
         ) => {
             let r = crate::syscall_ipc::invoke(n, frame);
             return finish(frame, r);

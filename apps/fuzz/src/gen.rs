@@ -268,7 +268,8 @@ pub fn place(c: &mut Call, w: usize, cfg: &Config, r: &mut Rng) -> Target {
         | Sysnum::IpcReplyRecv
         | Sysnum::NtfSignal
         | Sysnum::NtfWait
-        | Sysnum::NtfBind => false,
+        | Sysnum::NtfBind
+        | Sysnum::HandleGive => false,
     };
     if direct && r.below(8) != 0 {
         Target::Direct

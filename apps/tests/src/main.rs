@@ -301,6 +301,7 @@ const CASES: &[Case] = &[
         "ipc_bad_buffers_fail_their_own_side",
         ipc::bad_buffers_fail_their_own_side,
     ),
+    ("ipc_calls_between_processes", ipc::calls_between_processes),
 ];
 
 /// Cases written and seen to pass, but not run: in about 1 boot of 20 under

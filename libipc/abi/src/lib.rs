@@ -122,6 +122,11 @@ pub enum Sysnum {
     /// `ntf_bind(ntf)`: bind a notification to the calling thread, so its
     /// endpoint receives also end on a signal (0 unbinds).
     NtfBind = 36,
+    /// `handle_give(pid, h, rights)`: put a copy of `h` with `rights` (a
+    /// subset; `h` needs DUPLICATE and TRANSFER) into the table of the
+    /// caller's child `pid`; returns its number there. The bootstrap until
+    /// a name service hands out endpoints.
+    HandleGive = 37,
 }
 
 /// What `sysinfo` reports about the machine and the kernel's resources.
@@ -150,7 +155,7 @@ pub struct SysInfo {
 const _: () = assert!(core::mem::size_of::<SysInfo>() == 8 * 8);
 
 /// One past the highest syscall number: the first number that is refused.
-pub const SYSNUM_END: u64 = 37;
+pub const SYSNUM_END: u64 = 38;
 
 /// The lowest scheduling priority a thread can ask for.
 pub const MAX_PRIORITY: u64 = 7;
@@ -196,6 +201,7 @@ impl TryFrom<u64> for Sysnum {
             34 => Sysnum::NtfSignal,
             35 => Sysnum::NtfWait,
             36 => Sysnum::NtfBind,
+            37 => Sysnum::HandleGive,
             _ => return Err(Error::BadSyscall),
         })
     }
