@@ -100,25 +100,22 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         },
         Ok(Sysnum::SysInfo) => |f| sysinfo(f.rdi, f.rsi),
         Ok(Sysnum::SetChildMaxPriority) => |f| set_child_max_priority(f.rdi),
-        // The IPC family writes output registers: it gets the whole frame.
-        Ok(
-            n @ (Sysnum::HandleDup
-            | Sysnum::HandleClose
-            | Sysnum::EndpointCreate
-            | Sysnum::NotificationCreate
-            | Sysnum::IpcCall
-            | Sysnum::IpcSend
-            | Sysnum::IpcRecv
-            | Sysnum::IpcReply
-            | Sysnum::IpcReplyRecv
-            | Sysnum::NtfSignal
-            | Sysnum::NtfWait
-            | Sysnum::NtfBind
-            | Sysnum::HandleGive),
-        ) => {
-            let r = crate::syscall_ipc::invoke(n, frame);
-            return finish(frame, r);
+        // The IPC family (it writes output registers into the frame).
+        Ok(Sysnum::HandleDup) => |f| crate::syscall_ipc::invoke(Sysnum::HandleDup, f),
+        Ok(Sysnum::HandleClose) => |f| crate::syscall_ipc::invoke(Sysnum::HandleClose, f),
+        Ok(Sysnum::EndpointCreate) => |f| crate::syscall_ipc::invoke(Sysnum::EndpointCreate, f),
+        Ok(Sysnum::NotificationCreate) => {
+            |f| crate::syscall_ipc::invoke(Sysnum::NotificationCreate, f)
         }
+        Ok(Sysnum::IpcCall) => |f| crate::syscall_ipc::invoke(Sysnum::IpcCall, f),
+        Ok(Sysnum::IpcSend) => |f| crate::syscall_ipc::invoke(Sysnum::IpcSend, f),
+        Ok(Sysnum::IpcRecv) => |f| crate::syscall_ipc::invoke(Sysnum::IpcRecv, f),
+        Ok(Sysnum::IpcReply) => |f| crate::syscall_ipc::invoke(Sysnum::IpcReply, f),
+        Ok(Sysnum::IpcReplyRecv) => |f| crate::syscall_ipc::invoke(Sysnum::IpcReplyRecv, f),
+        Ok(Sysnum::NtfSignal) => |f| crate::syscall_ipc::invoke(Sysnum::NtfSignal, f),
+        Ok(Sysnum::NtfWait) => |f| crate::syscall_ipc::invoke(Sysnum::NtfWait, f),
+        Ok(Sysnum::NtfBind) => |f| crate::syscall_ipc::invoke(Sysnum::NtfBind, f),
+        Ok(Sysnum::HandleGive) => |f| crate::syscall_ipc::invoke(Sysnum::HandleGive, f),
     };
     let r = handler(frame);
     finish(frame, r)
@@ -127,7 +124,7 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
 /// A syscall's handler: reads its arguments from the frame, returns the
 /// result. (A closure in [`syscall_dispatch`]'s table; called indirectly, so
 /// never inlined into the dispatcher.)
-type Handler = fn(&TrapFrame) -> Result<u64, Error>;
+type Handler = fn(&mut TrapFrame) -> Result<u64, Error>;
 
 /// Puts the result in RAX and checks the return RIP.
 #[inline(always)]
