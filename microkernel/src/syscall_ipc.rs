@@ -13,6 +13,7 @@ use crate::arch::trap::TrapFrame;
 use crate::arch::uaccess::user_range_ok;
 use crate::ipc::slowpath::{self, Ep, Ntf, Received, Timeout};
 use crate::ipc::transfer::Extra;
+use crate::ipc::Handoff;
 use crate::object::endpoint::EndpointObj;
 use crate::object::kobject::{charge, Object};
 use crate::object::notification::NotificationObj;
@@ -50,7 +51,7 @@ pub fn invoke(n: Sysnum, frame: &mut TrapFrame) -> Result<u64, Error> {
         Sysnum::IpcReply => {
             let info = MsgInfo::from_user(frame.rsi)?;
             let (m, extra) = message(info, frame, 0)?;
-            slowpath::reply(m, extra).map(|_| 0)
+            slowpath::reply(m, extra, false).map(|_| 0)
         }
         Sysnum::IpcReplyRecv => recv(frame, true),
         Sysnum::NtfSignal => {
@@ -286,17 +287,22 @@ fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
     let spec = RecvSpec::from_user(f.r15, info)?;
     let buf = recv_buf(f, spec)?;
     let (ep, _) = ep(f.rdi, Rights::RECV)?;
+    let mut handoff = Handoff::none();
     if reply_first {
+        // The fast path's hand-off back to the caller: a register-only
+        // reply, and no timeout on the receive that follows.
+        let fast = info.is_register_only();
         let (m, extra) = message(info, f, 0)?;
-        match slowpath::reply(m, extra) {
-            Ok(()) | Err(Error::PeerDied) | Err(Error::InvalidArgument) => {}
+        match slowpath::reply(m, extra, fast) {
+            Ok(h) => handoff = h,
+            Err(Error::PeerDied) | Err(Error::InvalidArgument) => {}
             Err(e) => return Err(e),
         }
     } else if info.label() != 0 || info.handles() != 0 || info.buffer_len() != 0 {
         // A receive sends nothing: only the timeout bit may be set.
         return Err(Error::InvalidArgument);
     }
-    match slowpath::recv(&ep, buf, spec.capacity, timeout(spec))? {
+    match slowpath::recv(&ep, buf, spec.capacity, timeout(spec), handoff)? {
         Received::Msg(m) => put_msg(f, &m),
         Received::Notified(bits) => put_msg(
             f,

@@ -1283,3 +1283,89 @@ pub fn calls_between_processes() -> TestResult {
         "the echo child did not end as told",
     )
 }
+
+static FAST_DONE: AtomicU64 = AtomicU64::new(0);
+const FAST_CALLS: u64 = 200;
+
+/// Fast-path worker: pinned to CPU 0, answers with no timeouts (register
+/// only: the hand-off back to the caller) until label 2.
+extern "C" fn fast_server(ep: u64) -> ! {
+    util::pin0();
+    let ep = Endpoint(ep as u32);
+    let mut next = recv(ep, None);
+    loop {
+        match next {
+            Ok(Received::Msg { msg, .. }) => {
+                let a = Message {
+                    label: 0,
+                    words: [msg.words[0], msg.words[1] + 1, 0, 0, 0, 0],
+                };
+                if msg.label == 2 {
+                    let _ = reply(&a);
+                    sys::thread_exit(0);
+                }
+                next = reply_recv(ep, &a, None);
+            }
+            _ => sys::thread_exit(1),
+        }
+    }
+}
+
+/// Fast-path client: pinned to CPU 0, register-only calls with no timeout.
+extern "C" fn fast_client(arg: u64) -> ! {
+    util::pin0();
+    let (ep, id) = (Endpoint(arg as u32), arg >> 32);
+    for s in 0..FAST_CALLS {
+        let m = Message {
+            label: 1,
+            words: [id, s, 0, 0, 0, 0],
+        };
+        match call(ep, &m, None) {
+            Ok(r) if r.words[..2] == [id, s + 1] => {}
+            _ => sys::thread_exit(1),
+        }
+    }
+    FAST_DONE.fetch_add(1, Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+/// The fast path's hand-off (register-only calls and replies with no
+/// timeout, all on one CPU): several clients keep callers queued, so the
+/// server's reply_recv often takes the next call at once and the caller it
+/// answered must still be run. Every call is answered; no thread is lost
+/// (a lost one shows as a client that never finishes).
+pub fn fast_path_handoff_loses_no_thread() -> TestResult {
+    FAST_DONE.store(0, Ordering::SeqCst);
+    let ep = ok(endpoint_create(), "endpoint_create")?;
+    let server = util::spawn(fast_server, ep.0 as u64)?;
+    let mut clients = heapless_vec();
+    for id in 0..3u64 {
+        clients.push(util::spawn(fast_client, ep.0 as u64 | id << 32)?);
+    }
+    let t0 = sys::clock_ns();
+    while FAST_DONE.load(Ordering::SeqCst) < 3 {
+        if sys::clock_ns() - t0 > 20_000_000_000 {
+            note!("{} of 3 clients finished", FAST_DONE.load(Ordering::SeqCst));
+            return Err("a client never finished (a thread lost by the hand-off?)");
+        }
+        sys::sleep_ns(1_000_000);
+    }
+    let mut failed = false;
+    for c in clients {
+        failed |= util::expect_ok(c.join()?).is_err();
+    }
+    ok(
+        call(
+            ep,
+            &Message {
+                label: 2,
+                words: [0; 6],
+            },
+            GUARD_US,
+        ),
+        "stop",
+    )?;
+    failed |= util::expect_ok(server.join()?).is_err();
+    ok(handle_close(ep.0), "close")?;
+    check(!failed, "a fast-path reply was wrong")
+}

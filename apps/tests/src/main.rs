@@ -302,6 +302,10 @@ const CASES: &[Case] = &[
         ipc::bad_buffers_fail_their_own_side,
     ),
     ("ipc_calls_between_processes", ipc::calls_between_processes),
+    (
+        "ipc_fast_path_handoff_loses_no_thread",
+        ipc::fast_path_handoff_loses_no_thread,
+    ),
 ];
 
 /// Cases written and seen to pass, but not run: in about 1 boot of 20 under

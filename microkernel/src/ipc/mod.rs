@@ -25,6 +25,7 @@
 //!
 //! [`WaitClaim`]: kcore::ipc::WaitClaim
 
+pub mod fastpath;
 pub mod slowpath;
 pub mod transfer;
 
@@ -80,6 +81,20 @@ pub(crate) fn end_wait(t: TRef, out: Outcome) {
     sched::wake(&arc);
 }
 
+/// Like [`end_wait`], but when `t` last ran on this CPU and was blocked,
+/// makes it Ready without queueing it and returns it as a [`Handoff`]: the
+/// current thread switches straight to it when it blocks next
+/// ([`fastpath`]). Otherwise `t` is woken as usual.
+pub(crate) fn end_wait_handoff(t: TRef, out: Outcome) -> Handoff {
+    // SAFETY: as in `end_wait`.
+    let arc = unsafe { t.arc() };
+    unlink(&arc, t);
+    arc.ipc.inner.lock().result = Some(out);
+    Handoff::or_wake(arc)
+}
+
+pub use fastpath::Handoff;
+
 /// Claims `t`'s wait for `reason` (atomics only: callable under the lock of
 /// the place `t` was found in). True if we won and must [`end_wait`] it.
 pub(crate) fn claim(t: &TRef, reason: WakeReason) -> bool {
@@ -95,7 +110,7 @@ pub(crate) fn claim(t: &TRef, reason: WakeReason) -> bool {
 /// already): blocks until a partner hands it an outcome, or ends the wait
 /// itself on a kill (`PeerDied`; the thread dies on its way out) or when
 /// `deadline` (ns since boot) passes (`TimedOut`).
-pub(crate) fn wait(ticket: Ticket, deadline: Option<u64>) -> Outcome {
+pub(crate) fn wait(ticket: Ticket, deadline: Option<u64>, mut handoff: Handoff) -> Outcome {
     let cur = sched::current_arc();
     let me = TRef::new(&cur, Some(ticket));
     let claim = &cur.ipc.claim;
@@ -143,8 +158,12 @@ pub(crate) fn wait(ticket: Ticket, deadline: Option<u64>) -> Outcome {
         }
         // Not ready, or a waker already made us Ready and queued us (then
         // the switch must happen so the queue's entry is consumed).
-        sched::block();
+        match handoff.take() {
+            Some(next) => sched::switch_direct(next),
+            None => sched::block(),
+        }
     };
+    drop(handoff); // queued now if it was not switched to
     claim.finish();
     if deadline.is_some() {
         time::disarm_wakeup(&cur);

@@ -4,7 +4,7 @@
 //! docs/ipc.md section 6; the claim discipline is in [`super`].
 
 use super::transfer::{self, Extra, Placed};
-use super::{cancel_own, claim, end_wait, unlink, wait};
+use super::{cancel_own, claim, end_wait, end_wait_handoff, unlink, wait, Handoff};
 use crate::object::endpoint::EndpointObj;
 use crate::object::kobject::ObjBox;
 use crate::object::notification::NotificationObj;
@@ -70,7 +70,7 @@ fn pick_receiver(len: usize) -> impl FnMut(&Receiver<TRef>) -> Pick {
 /// Hands a message to receiver `r` (claimed by us, off the endpoint queue).
 /// `caller`: the call `r` must answer (its reply capability takes it; a
 /// caller it abandons by not replying gets `PeerDied`).
-fn deliver(r: TRef, m: Msg, caller: Option<TRef>) {
+fn deliver(r: TRef, m: Msg, caller: Option<TRef>, fast: bool) -> Handoff {
     // SAFETY: we won r's claim (pick) and have not handed it an outcome.
     let arc = unsafe { r.arc() };
     unlink(&arc, r); // its bound-notification registration, if any
@@ -82,11 +82,16 @@ fn deliver(r: TRef, m: Msg, caller: Option<TRef>) {
         g.result = Some(Outcome::Msg(m));
         old
     };
-    sched::wake(&arc);
-    drop(arc);
+    let h = if fast {
+        Handoff::or_wake(arc)
+    } else {
+        sched::wake(&arc);
+        Handoff::none()
+    };
     if let Some(o) = abandoned {
         end_wait(o, Outcome::Err(Error::PeerDied));
     }
+    h
 }
 
 /// The message as the receiver sees it once `p` was placed.
@@ -170,10 +175,14 @@ pub fn call(
                 // capability names us, so our own timeout or kill finds r.
                 let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Reply(server));
                 drop(old);
-                deliver(r.thread, placed, Some(me));
-                break wait(tk, timeout.deadline());
+                // The fast path's hand-off: register-only, no timeout, the
+                // receiver waits on this CPU.
+                let fast =
+                    placed.info.is_register_only() && timeout == Timeout::Never && r.cpu == cpu();
+                let h = deliver(r.thread, placed, Some(me), fast);
+                break wait(tk, timeout.deadline(), h);
             }
-            Ok(CallStep::Queued) => break wait(tk, timeout.deadline()),
+            Ok(CallStep::Queued) => break wait(tk, timeout.deadline(), Handoff::none()),
         }
     };
     // Whatever no receiver took (the call failed): see transfer::restore.
@@ -206,13 +215,13 @@ pub fn send(ep: &Ep, m: Msg, mut extra: Extra) -> Result<(), Error> {
             break (r, placed);
         }
     };
-    deliver(r.0.thread, r.1, None);
+    drop(deliver(r.0.thread, r.1, None, false));
     Ok(())
 }
 
 /// `reply`: answers the call this thread holds. `PeerDied` if the caller
 /// went away, `InvalidArgument` if no call is held.
-pub fn reply(m: Msg, mut extra: Extra) -> Result<(), Error> {
+pub fn reply(m: Msg, mut extra: Extra, fast: bool) -> Result<Handoff, Error> {
     let cur = sched::current();
     let c = {
         let mut g = cur.ipc.inner.lock();
@@ -255,8 +264,11 @@ pub fn reply(m: Msg, mut extra: Extra) -> Result<(), Error> {
         }
     };
     transfer::restore(extra);
+    if fast && matches!(out, Outcome::Msg(_)) {
+        return Ok(end_wait_handoff(c, out));
+    }
     end_wait(c, out);
-    Ok(())
+    Ok(Handoff::none())
 }
 
 /// What a receive returns.
@@ -269,7 +281,13 @@ pub enum Received {
 
 /// `recv`: takes the longest-waiting call on `ep`, or waits for one (or for
 /// the bound notification).
-pub fn recv(ep: &Ep, buf: u64, capacity: usize, timeout: Timeout) -> Result<Received, Error> {
+pub fn recv(
+    ep: &Ep,
+    buf: u64,
+    capacity: usize,
+    timeout: Timeout,
+    handoff: Handoff,
+) -> Result<Received, Error> {
     let cur = sched::current_arc();
     let bound = cur.ipc.inner.lock().bound.clone();
     // Bits already pending on the bound notification come first.
@@ -348,7 +366,7 @@ pub fn recv(ep: &Ep, buf: u64, capacity: usize, timeout: Timeout) -> Result<Rece
                 }
             }
             drop(cur);
-            match wait(tk, timeout.deadline()) {
+            match wait(tk, timeout.deadline(), handoff) {
                 Outcome::Msg(m) => Ok(Received::Msg(m)),
                 Outcome::Notified(bits) => Ok(Received::Notified(bits)),
                 Outcome::Err(e) => Err(e),
@@ -493,7 +511,7 @@ pub fn ntf_wait(n: &Ntf, timeout: Timeout) -> Result<u64, Error> {
         }
         Ok(WaitStep::Queued) => {
             drop(cur);
-            match wait(tk, timeout.deadline()) {
+            match wait(tk, timeout.deadline(), Handoff::none()) {
                 Outcome::Notified(bits) => Ok(bits),
                 Outcome::Err(e) => Err(e),
                 Outcome::Msg(_) => Err(Error::InvalidArgument),
