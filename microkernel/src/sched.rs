@@ -447,7 +447,9 @@ pub fn switch_direct(next: Arc<Thread>) {
         return;
     }
     CPUS[cpu].migrate_prev.store(false, Ordering::Relaxed);
-    CPUS[cpu].slice.store(SLICE_TICKS, Ordering::Relaxed);
+    // The slice is not renewed: `next` runs out the rest of it, so a pair
+    // handing the CPU back and forth is still preempted when it ends and
+    // threads queued here get their turn (the queue was bypassed).
     switch_to(current_arc(), next);
 }
 
