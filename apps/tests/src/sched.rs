@@ -80,8 +80,15 @@ pub fn two_cpu_bound_threads_both_progress() -> TestResult {
         counters[0].count.load(Ordering::Relaxed),
         counters[1].count.load(Ordering::Relaxed),
     );
+    // Neither thread yields, and both count only between the common start
+    // and the common deadline: so the one that got the CPU second counts at
+    // all only if preemption took the CPU from the first within the window.
+    // A count of 0 is starvation. The ratio bound is loose on purpose: the
+    // host may stall this vCPU for most of the 200 ms (it then resumes past
+    // the deadline with one thread on it), which skews the split without
+    // any kernel fault -- seen at 1:60 with 24 vCPUs on 2 loaded host cores.
     let (lo, hi) = (x.min(y), x.max(y));
-    if lo == 0 || lo * 10 < hi {
+    if lo == 0 || lo * 100 < hi {
         note!("counts {x} and {y}");
         return Err("one CPU-bound thread starved the other");
     }
