@@ -16,7 +16,7 @@
 #                                     fails in target/smoke/recordings/<case>
 #                                     (printed); passing cases' are deleted
 #
-# Environment: SMOKE_TIMEOUT (seconds per case, default 120), SMOKE_JOBS (cases
+# Environment: SMOKE_TIMEOUT (seconds per case, default 240), SMOKE_JOBS (cases
 # booted in parallel, default 2), SMOKE_NO_BUILD=1 (skip `cargo build`),
 # SMOKE_RUNNER (runner binary, default target/debug/mica).
 #
@@ -62,7 +62,7 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=75 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=76 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=24 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
@@ -262,7 +262,7 @@ KIND=record-replay boot_case record-replay-tests "--timeout 300 --cmdline init=t
   '!^KERNEL PANIC'
 
 # --- machinery ------------------------------------------------------------------------
-SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-120}
+SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-240}
 SMOKE_JOBS=${SMOKE_JOBS:-2}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 RUNNER=${SMOKE_RUNNER:-$TARGET_DIR/debug/mica}

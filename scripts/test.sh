@@ -41,6 +41,7 @@ cargo fmt --all -- --check
 # The kernel's layering (DESIGN.md 6a): no file names a higher layer.
 stage "kernel layering (scripts/layers.sh)"
 scripts/layers.sh
+scripts/layers-selftest.sh
 
 stage "clippy, host (${HOST_CRATES[*]})"
 cargo clippy "${HOST_P[@]}" --all-targets -- -D warnings

@@ -38,6 +38,7 @@ mod lifecycle;
 mod mem;
 mod process;
 mod regs;
+mod rev_layers;
 mod rev_life;
 mod sched;
 mod smp;
@@ -318,6 +319,10 @@ const CASES: &[Case] = &[
     (
         "kill_racing_process_wait_is_not_lost",
         rev_life::kill_racing_process_wait_is_not_lost,
+    ),
+    (
+        "cpu_numbers_name_whole_online_cpus",
+        rev_layers::cpu_numbers_name_whole_online_cpus,
     ),
 ];
 
