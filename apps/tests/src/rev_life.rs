@@ -186,9 +186,9 @@ global_asm!(
     "syscall",
     "ud2",
     "mica_rev_spawner_end:",
-    // thread hog: starts threads that sleep RDI ns and end, until
+    // thread hog: starts threads that sleep until killed, until
     // thread_spawn fails (at most 1000), sleeps RDI ns itself, then exits
-    // with the number started.
+    // with the number started (process_exit kills its threads).
     "mica_rev_thread_hog:",
     "mov r15, rdi",                // r15: ns to sleep
     "xor r14d, r14d",              // r14: threads started
@@ -211,9 +211,10 @@ global_asm!(
     "mov eax, {pexit}",
     "syscall",
     "ud2",
-    "3:",                          // sleeper thread: rdi = ns
-    "mov eax, {sleep}",
-    "syscall",
+    "3:",                          // sleeper thread: 30 s, i.e. until
+    "mov rdi, 30000000000",        // its process exits and kills it (so
+    "mov eax, {sleep}",            // every thread started is alive at once,
+    "syscall",                     // however slowly they were created)
     "xor edi, edi",
     "mov eax, {texit}",
     "syscall",
@@ -560,7 +561,7 @@ pub fn process_tree_cannot_fill_the_thread_table() -> TestResult {
     let mut spawned = 0;
     let mut refused = None;
     for _ in 0..pids.len() {
-        match spawn_code(hog, &[], 1_000_000_000) {
+        match spawn_code(hog, &[], 3_000_000_000) {
             Ok(pid) => {
                 pids[spawned] = pid;
                 spawned += 1;
@@ -568,7 +569,23 @@ pub fn process_tree_cannot_fill_the_thread_table() -> TestResult {
             Err(e) => refused = refused.or(Some(e)),
         }
     }
-    let (_, threads) = peak(500)?;
+    // The peak, sampled until the hogs' threads are gone (each hog holds its
+    // threads -- they sleep until killed -- for 3 s after its own loop
+    // ends; on a loaded host filling the quota can take seconds), at most 60 s.
+    let t0 = libipc::sys::clock_ns();
+    let mut threads = 0;
+    loop {
+        let i = info()?;
+        threads = threads.max(i.threads);
+        let high = threads > before.threads + 8;
+        if high && i.threads <= before.threads + 1 {
+            break;
+        }
+        if libipc::sys::clock_ns() - t0 > 60_000_000_000 {
+            break;
+        }
+        libipc::sys::sleep_ns(1_000_000);
+    }
     let mut started = 0;
     for &p in &pids[..spawned] {
         if let Ok(Status::Exited(n)) = libipc::sys::process_wait(p).map(status::decode) {
