@@ -72,6 +72,8 @@ pub fn kill(t: &Arc<Thread>) {
 /// counts drop (`Thread`'s drop), so settled counts imply settled memory.
 pub fn exit_current(status: u64) -> ! {
     let cur = current_arc();
+    // IPC first: the caller awaiting this thread's reply gets PeerDied.
+    crate::ipc::thread_exiting(&cur);
     cur.exit.exit_status.store(status, Ordering::SeqCst);
     if let Some(p) = &cur.process {
         let (row, last) = {
@@ -236,6 +238,7 @@ fn ended(p: Arc<Process>, status: u64) {
     };
     let rows = p.threads.lock().take_rows();
     drop(rows); // only status words are left: no thread references
+    crate::ipc::close_all(&p.ipc.handles); // peers see peer death
     p.release_space();
     p.mark_ended();
     let waiters = core::mem::take(&mut *p.waiters.lock());

@@ -27,6 +27,7 @@ mod bootinfo;
 mod bootstrap;
 mod fmt;
 mod interrupt;
+mod ipc;
 mod ktest;
 mod lifecycle;
 mod logger;

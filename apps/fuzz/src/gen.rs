@@ -173,7 +173,13 @@ pub fn blocking(nr: u64) -> bool {
             // (migration, a lower priority, a new thread preempting).
             | Sysnum::SetAffinity
             | Sysnum::SetPriority
-            | Sysnum::ThreadSpawn)
+            | Sysnum::ThreadSpawn
+            // IPC waits (a random handle is almost never valid; a valid
+            // one may wait for its timeout).
+            | Sysnum::IpcCall
+            | Sysnum::IpcRecv
+            | Sysnum::IpcReplyRecv
+            | Sysnum::NtfWait)
     )
 }
 
@@ -265,6 +271,20 @@ pub fn place(c: &mut Call, w: usize, cfg: &Config, r: &mut Rng) -> Target {
         | Sysnum::ThreadSpawn
         | Sysnum::ThreadJoin
         | Sysnum::SetChildMaxPriority => false,
+        // IPC: handles are per process; in a child they name its own.
+        Sysnum::HandleDup
+        | Sysnum::HandleClose
+        | Sysnum::EndpointCreate
+        | Sysnum::NotificationCreate
+        | Sysnum::IpcCall
+        | Sysnum::IpcSend
+        | Sysnum::IpcRecv
+        | Sysnum::IpcReply
+        | Sysnum::IpcReplyRecv
+        | Sysnum::NtfSignal
+        | Sysnum::NtfWait
+        | Sysnum::NtfBind
+        | Sysnum::HandleGive => false,
     };
     if direct && r.below(8) != 0 {
         Target::Direct

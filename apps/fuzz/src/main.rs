@@ -27,6 +27,7 @@
 mod child;
 mod gen;
 mod hazards;
+mod ipc;
 mod storms;
 mod util;
 mod worker;
@@ -134,9 +135,13 @@ fn main(arg: u64) -> i32 {
         let t2 = sys::clock_ns();
         println!("fuzz: phase 2 (hazards): {} ms", (t2 - t1) / 1_000_000);
         finished = storms::run(&cfg);
+        let t3 = sys::clock_ns();
+        println!("fuzz: phase 3 (storms): {} ms", (t3 - t2) / 1_000_000);
+        finished = finished && ipc::run(cfg.seed as u64);
         println!(
-            "fuzz: phase 3 (storms): {} ms",
-            (sys::clock_ns() - t2) / 1_000_000
+            "fuzz: phase 4 (ipc): {} operations in {} ms",
+            ipc::OPS_DONE.load(Ordering::Relaxed),
+            (sys::clock_ns() - t3) / 1_000_000
         );
     }
 

@@ -32,6 +32,7 @@ mod faults;
 mod fpu;
 mod gpr;
 mod info;
+mod ipc;
 mod leaks;
 mod lifecycle;
 mod mem;
@@ -262,6 +263,51 @@ const CASES: &[Case] = &[
     (
         "edit_flag_holder_is_not_starved_by_a_middle_priority_hog",
         vm_review::edit_flag_holder_is_not_starved_by_a_middle_priority_hog,
+    ),
+    (
+        "ipc_handles_rights_and_staleness",
+        ipc::handles_rights_and_staleness,
+    ),
+    (
+        "ipc_call_reply_carries_label_words_and_badge",
+        ipc::call_reply_carries_label_words_and_badge,
+    ),
+    (
+        "ipc_many_clients_many_workers_each_call_answered_once",
+        ipc::many_clients_many_workers_each_call_answered_once,
+    ),
+    (
+        "ipc_peer_death_and_timeouts_are_errors",
+        ipc::peer_death_and_timeouts_are_errors,
+    ),
+    (
+        "ipc_notifications_accumulate_wake_and_die",
+        ipc::notifications_accumulate_wake_and_die,
+    ),
+    (
+        "ipc_bound_notification_ends_an_endpoint_receive",
+        ipc::bound_notification_ends_an_endpoint_receive,
+    ),
+    (
+        "ipc_malformed_arguments_are_refused",
+        ipc::malformed_ipc_arguments_are_refused,
+    ),
+    (
+        "ipc_process_killed_in_every_ipc_wait_ends_cleanly",
+        ipc::process_killed_in_every_ipc_wait_ends_cleanly,
+    ),
+    (
+        "ipc_buffers_and_handles_travel",
+        ipc::buffers_and_handles_travel,
+    ),
+    (
+        "ipc_bad_buffers_fail_their_own_side",
+        ipc::bad_buffers_fail_their_own_side,
+    ),
+    ("ipc_calls_between_processes", ipc::calls_between_processes),
+    (
+        "ipc_fast_path_handoff_loses_no_thread",
+        ipc::fast_path_handoff_loses_no_thread,
     ),
     (
         "process_tree_cannot_fill_the_thread_table",

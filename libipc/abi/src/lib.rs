@@ -97,6 +97,41 @@ shared_enum! {
         /// MCP (`PermissionDenied`), so priority is only ever handed down, never
         /// gained. init gives every program it starts an MCP below its own.
         SetChildMaxPriority = 24 => "set_child_max_priority",
+        /// `handle_dup(h, rights, badge)`: a new handle to `h`'s object with
+        /// `rights` (a subset of `h`'s; needs DUPLICATE) and, if `badge` is not
+        /// 0, that badge (only on an unbadged handle). Returns the new number.
+        HandleDup = 25 => "handle_dup",
+        /// `handle_close(h)`: close a handle.
+        HandleClose = 26 => "handle_close",
+        /// `endpoint_create()`: a new endpoint; returns a handle with every right.
+        EndpointCreate = 27 => "endpoint_create",
+        /// `notification_create()`: a new notification; returns a handle with
+        /// every right.
+        NotificationCreate = 28 => "notification_create",
+        /// `ipc_call(ep, info, w0..w5, ...)`: send a message and wait for the
+        /// reply (register layout: `kcore::ipc::msg`).
+        IpcCall = 29 => "ipc_call",
+        /// `ipc_send(ep, info, w0..w5)`: deliver to a waiting receiver or fail
+        /// with `WouldBlock`; never blocks.
+        IpcSend = 30 => "ipc_send",
+        /// `ipc_recv(ep, info, .., spec)`: wait for a message.
+        IpcRecv = 31 => "ipc_recv",
+        /// `ipc_reply(-, info, w0..w5)`: answer the call the thread holds.
+        IpcReply = 32 => "ipc_reply",
+        /// `ipc_reply_recv(ep, info, w0..w5, .., spec)`: reply, then receive.
+        IpcReplyRecv = 33 => "ipc_reply_recv",
+        /// `ntf_signal(ntf, bits)`: OR bits into a notification; never blocks.
+        NtfSignal = 34 => "ntf_signal",
+        /// `ntf_wait(ntf, info, .., spec)`: wait for bits; returns them in w0.
+        NtfWait = 35 => "ntf_wait",
+        /// `ntf_bind(ntf)`: bind a notification to the calling thread, so its
+        /// endpoint receives also end on a signal (0 unbinds).
+        NtfBind = 36 => "ntf_bind",
+        /// `handle_give(pid, h, rights)`: put a copy of `h` with `rights` (a
+        /// subset; `h` needs DUPLICATE and TRANSFER) into the table of the
+        /// caller's child `pid`; returns its number there. The bootstrap until
+        /// a name service hands out endpoints.
+        HandleGive = 37 => "handle_give",
     }
 }
 
@@ -201,6 +236,11 @@ shared_enum! {
         PeerDied = 9 => "peer died",
         /// A timeout expired.
         TimedOut = 10 => "timed out",
+        /// The handle number names nothing in this process (never was, closed,
+        /// or stale).
+        BadHandle = 11 => "bad handle",
+        /// The handle names an object of another kind than the call needs.
+        WrongType = 12 => "wrong object type",
     }
 }
 

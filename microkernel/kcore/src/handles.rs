@@ -136,9 +136,7 @@ pub enum HandleError {
 impl From<HandleError> for abi::Error {
     fn from(e: HandleError) -> Self {
         match e {
-            // abi has no dedicated code yet; NotFound is what an unknown id
-            // gets elsewhere. One line to change when `abi` grows `BadHandle`.
-            HandleError::BadHandle => abi::Error::NotFound,
+            HandleError::BadHandle => abi::Error::BadHandle,
             HandleError::PermissionDenied => abi::Error::PermissionDenied,
             HandleError::AlreadyBadged | HandleError::InvalidTransfer => {
                 abi::Error::InvalidArgument

@@ -7,3 +7,9 @@
 pub mod process;
 pub mod space;
 pub mod thread;
+
+pub mod endpoint;
+pub mod kobject;
+pub mod message;
+pub mod notification;
+pub mod waitstate;

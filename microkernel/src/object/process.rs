@@ -293,6 +293,8 @@ pub struct Process {
     /// runner can symbolize them against that program's ELF. Set at most once;
     /// the hook for the loader server to name the programs it loads.
     pub program: spin::Once<kcore::bootinfo::ModuleName>,
+    /// IPC: the handle table (closed when the process ends).
+    pub ipc: super::kobject::ProcessIpc,
 }
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
@@ -363,6 +365,7 @@ impl Process {
             ended: AtomicBool::new(false),
             waiters: IrqMutex::new(Vec::new()),
             program: spin::Once::new(),
+            ipc: Default::default(),
         });
         PROCESSES.lock().insert(p.pid, p.clone());
         Ok(p)

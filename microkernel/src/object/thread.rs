@@ -127,6 +127,8 @@ pub struct Thread {
     pub sched: SchedState,
     /// Exit and join.
     pub exit: ExitState,
+    /// IPC: wake claim, wait record, reply capability (`ipc/`).
+    pub ipc: super::waitstate::ThreadIpc,
 }
 
 // The return-to-user asm tests `[current_thread + OFF_THREAD_WORK]`.
@@ -238,6 +240,7 @@ impl Thread {
                 exit_status: AtomicU64::new(0),
                 joiners: IrqMutex::new(Vec::new()),
             },
+            ipc: Default::default(),
         }
     }
 

@@ -431,6 +431,29 @@ pub fn block() {
     schedule_inner(false);
 }
 
+/// IPC's direct hand-off (DESIGN 7): switches from the current thread,
+/// which is blocking (Blocked, or already made Ready and queued by a
+/// waker), straight to `next`, which the caller made Ready with its own
+/// successful Blocked -> Ready exchange and did not queue: no run-queue
+/// trip. When `next` cannot run here now (pinned elsewhere, still being
+/// switched away from) or the current thread is being killed, `next` is
+/// queued and the current thread blocks as usual.
+pub fn switch_direct(next: Arc<Thread>) {
+    let cpu = me();
+    let aff = next.sched.affinity.load(Ordering::Relaxed);
+    let pinned_elsewhere = aff != u32::MAX && aff as usize != cpu;
+    if current().killed() || pinned_elsewhere || next.sched.on_cpu.load(Ordering::Acquire) {
+        enqueue(next);
+        block();
+        return;
+    }
+    here().migrate_prev.store(false, Ordering::Relaxed);
+    // The slice is not renewed: `next` runs out the rest of it, so a pair
+    // handing the CPU back and forth is still preempted when it ends and
+    // threads queued here get their turn (the queue was bypassed).
+    switch_to(current_arc(), next);
+}
+
 /// Makes a blocked thread ready. Returns false if it was not blocked.
 pub fn wake(t: &Arc<Thread>) -> bool {
     if t.try_unblock() {

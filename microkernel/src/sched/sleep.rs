@@ -47,6 +47,36 @@ pub fn sleep_ns(ns: u64) -> Result<(), abi::Error> {
     Ok(())
 }
 
+/// Puts the current thread `t` on the sleep list until `deadline` (an IPC
+/// wait with a timeout; replaces an entry it already has) and marks it
+/// Blocked under the list's lock, as [`sleep_ns`] does, so the timer cannot
+/// drop the entry as "not blocked" before the thread blocks.
+pub fn arm_wakeup(t: &Arc<Thread>, deadline: u64) -> Result<(), abi::Error> {
+    t.sched.wake_at_ns.store(deadline, Ordering::SeqCst);
+    {
+        let mut s = SLEEPERS.lock();
+        if !s.iter().any(|x| Arc::ptr_eq(x, t)) {
+            s.try_reserve(1).map_err(|_| abi::Error::NoMemory)?;
+            s.push(t.clone());
+        }
+        t.set_state(ThreadState::Blocked);
+    }
+    let ns = deadline.saturating_sub(now_ns());
+    apic::wake_me_by(cpu::rdtsc().saturating_add(apic::ns_to_tsc(ns)));
+    Ok(())
+}
+
+/// Takes `t` off the sleep list (its timed IPC wait ended).
+pub fn disarm_wakeup(t: &Arc<Thread>) {
+    let stale = {
+        let mut s = SLEEPERS.lock();
+        s.iter()
+            .position(|x| Arc::ptr_eq(x, t))
+            .map(|i| s.swap_remove(i))
+    };
+    drop(stale);
+}
+
 /// Wakes every sleeper whose deadline passed (from the timer interrupt).
 /// Threads leave the list under its lock but are woken, and their references
 /// dropped, after it is released (a last reference frees a kernel stack, which

@@ -24,6 +24,7 @@
 //! is a single load may be answered in its arm (`scripts/bench.sh --check`
 //! watches what that path costs).
 
+mod ipc;
 mod memory;
 mod process;
 mod system;
@@ -103,6 +104,20 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Ok(Sysnum::CpuSyscalls) => |f| system::cpu_syscalls(f.rdi),
         Ok(Sysnum::SysInfo) => |f| system::sysinfo(system::SysInfoBuf::decode(f)?),
         Ok(Sysnum::Shutdown) => |f| system::shutdown(system::Shutdown::decode(f)?),
+        // The IPC family (it writes output registers into the frame).
+        Ok(Sysnum::HandleDup) => |f| ipc::invoke(Sysnum::HandleDup, f),
+        Ok(Sysnum::HandleClose) => |f| ipc::invoke(Sysnum::HandleClose, f),
+        Ok(Sysnum::EndpointCreate) => |f| ipc::invoke(Sysnum::EndpointCreate, f),
+        Ok(Sysnum::NotificationCreate) => |f| ipc::invoke(Sysnum::NotificationCreate, f),
+        Ok(Sysnum::IpcCall) => |f| ipc::invoke(Sysnum::IpcCall, f),
+        Ok(Sysnum::IpcSend) => |f| ipc::invoke(Sysnum::IpcSend, f),
+        Ok(Sysnum::IpcRecv) => |f| ipc::invoke(Sysnum::IpcRecv, f),
+        Ok(Sysnum::IpcReply) => |f| ipc::invoke(Sysnum::IpcReply, f),
+        Ok(Sysnum::IpcReplyRecv) => |f| ipc::invoke(Sysnum::IpcReplyRecv, f),
+        Ok(Sysnum::NtfSignal) => |f| ipc::invoke(Sysnum::NtfSignal, f),
+        Ok(Sysnum::NtfWait) => |f| ipc::invoke(Sysnum::NtfWait, f),
+        Ok(Sysnum::NtfBind) => |f| ipc::invoke(Sysnum::NtfBind, f),
+        Ok(Sysnum::HandleGive) => |f| ipc::invoke(Sysnum::HandleGive, f),
     };
     let r = handler(frame);
     finish(frame, r)
@@ -111,7 +126,7 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
 /// A syscall's handler: decodes its arguments from the frame, invokes, and
 /// returns the result. (A closure in [`dispatch`]'s table; called
 /// indirectly, so never inlined into the dispatcher.)
-type Handler = fn(&TrapFrame) -> Result<u64, Error>;
+type Handler = fn(&mut TrapFrame) -> Result<u64, Error>;
 
 /// Puts the result in RAX and checks the return RIP.
 #[inline(always)]

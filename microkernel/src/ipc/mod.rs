@@ -1,0 +1,267 @@
+//! IPC behaviour (DESIGN 6a, L5): drives the `kcore` state machines held by
+//! the objects in `object/` (endpoint, notification, a thread's wait state,
+//! a process's handle table).
+//!
+//! - [`slowpath`]: call, send, recv, reply, reply_recv, signal, wait, bind.
+//! - this file: what every path shares — ending another thread's wait
+//!   ([`end_wait`]), a thread's own wait loop ([`wait`]), unlinking
+//!   ([`unlink`]), closing handles ([`release`]) and thread exit
+//!   ([`thread_exiting`]).
+//!
+//! # The claim discipline (docs/ipc.md, sections 4 and 6)
+//! Whoever ends a thread's wait first wins its [`WaitClaim`] (or takes it)
+//! *under the lock of the place the thread was found in* (an endpoint queue,
+//! a notification, a server's reply capability), so the thread cannot leave
+//! meanwhile; only the winner unlinks it from the other places of that wait,
+//! writes its [`Outcome`] (last, under the thread's IPC lock) and wakes it.
+//! The thread leaves its wait only with an outcome (handed to it, or its own
+//! claim for a kill or timeout), so a queue entry always names a live
+//! thread ([`TRef`]).
+//!
+//! # Locks
+//! At most one of {endpoint, notification, thread-ipc} at a time; a handle
+//! table before any of them (never under one); the run-queue lock (inside
+//! `sched::wake`) under any. Claims are atomics, taken under the object lock.
+//!
+//! [`WaitClaim`]: kcore::ipc::WaitClaim
+
+pub mod fastpath;
+pub mod slowpath;
+pub mod transfer;
+
+use crate::object::kobject::Object;
+use crate::object::thread::{Thread, ThreadState as State};
+use crate::object::waitstate::{Outcome, TRef, WaitOn};
+use crate::sched;
+use crate::sched::sleep;
+use crate::time;
+use abi::Error;
+use core::sync::atomic::{fence, Ordering};
+use kcore::handles::{Entry, Rights};
+use kcore::ipc::{Ticket, WakeReason};
+
+/// Removes `t` (in wait `me`) from every place its wait record names and
+/// clears the record. The caller won its claim (or is `t` itself after
+/// winning its own) and holds no lock. Removal is idempotent: places the
+/// winner already removed it from (the queue it was picked from) find
+/// nothing.
+pub(crate) fn unlink(t: &Thread, me: TRef) {
+    let wait = core::mem::take(&mut t.ipc.inner.lock().wait);
+    match &wait {
+        WaitOn::None => {}
+        WaitOn::Endpoint(ep) => {
+            ep.q.lock().remove(&me);
+        }
+        WaitOn::EndpointBound(ep, n) => {
+            ep.q.lock().remove(&me);
+            n.s.lock().n.remove(&TRef::new(t, None));
+        }
+        WaitOn::Reply(server) => {
+            server.ipc.inner.lock().reply.caller_gone(&me);
+        }
+        WaitOn::Notification(n) => {
+            n.s.lock().n.remove(&me);
+        }
+    }
+    // Outside every lock: the record may hold the last reference to a
+    // server thread or an object.
+    drop(wait);
+}
+
+/// Ends `t`'s wait with `out`: unlinks it, hands it the outcome and wakes
+/// it. The caller won `t`'s claim (or owns it after a failed `rearm`) and
+/// holds no lock.
+pub(crate) fn end_wait(t: TRef, out: Outcome) {
+    // SAFETY: we own t's claim and have not handed it an outcome: it is
+    // still in its wait (module docs).
+    let arc = unsafe { t.arc() };
+    unlink(&arc, t);
+    // The outcome is the last thing written: from here the thread may run,
+    // return and exit (our `arc` keeps the memory until the wake below).
+    arc.ipc.inner.lock().result = Some(out);
+    sched::wake(&arc);
+}
+
+/// Like [`end_wait`], but when `t` last ran on this CPU and was blocked,
+/// makes it Ready without queueing it and returns it as a [`Handoff`]: the
+/// current thread switches straight to it when it blocks next
+/// ([`fastpath`]). Otherwise `t` is woken as usual.
+pub(crate) fn end_wait_handoff(t: TRef, out: Outcome) -> Handoff {
+    // SAFETY: as in `end_wait`.
+    let arc = unsafe { t.arc() };
+    unlink(&arc, t);
+    arc.ipc.inner.lock().result = Some(out);
+    Handoff::or_wake(arc)
+}
+
+pub use fastpath::Handoff;
+
+/// Claims `t`'s wait for `reason` (atomics only: callable under the lock of
+/// the place `t` was found in). True if we won and must [`end_wait`] it.
+pub(crate) fn claim(t: &TRef, reason: WakeReason) -> bool {
+    match t.ticket {
+        // SAFETY: the caller found `t` in a place of its wait, under that
+        // place's lock (the claim discipline).
+        Some(tk) => unsafe { t.thread() }.ipc.claim.try_claim(tk, reason),
+        None => false,
+    }
+}
+
+/// The current thread's own wait for `ticket` (it is visible in some place
+/// already): blocks until a partner hands it an outcome, or ends the wait
+/// itself on a kill (`PeerDied`; the thread dies on its way out) or when
+/// `deadline` (ns since boot) passes (`TimedOut`).
+pub(crate) fn wait(ticket: Ticket, deadline: Option<u64>, mut handoff: Handoff) -> Outcome {
+    let cur = sched::current_arc();
+    let me = TRef::new(&cur, Some(ticket));
+    let claim = &cur.ipc.claim;
+    let out = loop {
+        if let Some(o) = cur.ipc.inner.lock().result.take() {
+            break o;
+        }
+        if cur.killed() && claim.try_claim(ticket, WakeReason::Cancelled) {
+            unlink(&cur, me);
+            break Outcome::Err(Error::PeerDied);
+        }
+        let due = deadline.is_some_and(|d| time::now_ns() >= d);
+        if due && claim.try_claim(ticket, WakeReason::TimedOut) {
+            unlink(&cur, me);
+            break Outcome::Err(Error::TimedOut);
+        }
+        match deadline {
+            // On the sleep list, Blocked set under its lock (so the timer
+            // cannot drop the entry as "not blocked").
+            Some(d) if !due => {
+                if sleep::arm_wakeup(&cur, d).is_err() {
+                    if claim.try_claim(ticket, WakeReason::Cancelled) {
+                        unlink(&cur, me);
+                        break Outcome::Err(Error::NoMemory);
+                    }
+                    cur.set_state(State::Blocked);
+                }
+            }
+            _ => cur.set_state(State::Blocked),
+        }
+        // Ordering: `set_state` is a SeqCst store (an `xchg`, a full
+        // barrier) and the result is read under the thread's IPC lock; a
+        // winner writes the result under that lock *then* does the
+        // Blocked -> Ready exchange in `sched::wake`. So either we see the
+        // result here, or its exchange sees Blocked and queues us. The
+        // fence states the store-before-load for the kill flag too (the
+        // victim half of `Thread::kill`'s Dekker pattern, as in
+        // `sched::block`).
+        fence(Ordering::SeqCst);
+        let ready = cur.ipc.inner.lock().result.is_some()
+            || cur.killed()
+            || deadline.is_some_and(|d| time::now_ns() >= d);
+        if ready && cur.try_unblock() {
+            continue;
+        }
+        // Not ready, or a waker already made us Ready and queued us (then
+        // the switch must happen so the queue's entry is consumed).
+        match handoff.take() {
+            Some(next) => sched::switch_direct(next),
+            None => sched::block(),
+        }
+    };
+    drop(handoff); // queued now if it was not switched to
+    claim.finish();
+    if deadline.is_some() {
+        sleep::disarm_wakeup(&cur);
+    }
+    out
+}
+
+/// Ends the current thread's wait for `ticket` that never became visible
+/// (the operation completed or failed at once).
+pub(crate) fn cancel_own(ticket: Ticket) {
+    let cur = sched::current();
+    cur.ipc.claim.try_claim(ticket, WakeReason::Delivered);
+    cur.ipc.claim.finish();
+    let wait = core::mem::take(&mut cur.ipc.inner.lock().wait);
+    drop(wait);
+}
+
+/// Drops a closed handle-table entry: the last receive handle of an
+/// endpoint kills it (its queued threads get `PeerDied`), the last handle of
+/// a notification drains its waiters. Called with no lock held, or under
+/// the table's lock only (process teardown).
+pub fn release(entry: Entry<Object>) {
+    match &entry.object {
+        Object::Endpoint(ep) if entry.rights.contains(Rights::RECV) => {
+            let won = {
+                let mut q = ep.q.lock();
+                q.drop_receive_ref().map(|mut d| {
+                    // Claimed under the endpoint's lock, where they were
+                    // found (the claim discipline); losers are being ended
+                    // by someone else.
+                    d.callers
+                        .retain(|c| claim(&c.thread, WakeReason::Cancelled));
+                    d.receivers
+                        .retain(|r| claim(&r.thread, WakeReason::Cancelled));
+                    d
+                })
+            };
+            if let Some(d) = won {
+                for c in d.callers {
+                    end_wait(c.thread, Outcome::Err(Error::PeerDied));
+                }
+                for r in d.receivers {
+                    end_wait(r.thread, Outcome::Err(Error::PeerDied));
+                }
+            }
+        }
+        Object::Endpoint(_) => {}
+        Object::Notification(n) => {
+            let mut won = {
+                let mut s = n.s.lock();
+                s.handles -= 1;
+                if s.handles == 0 {
+                    let mut w = s.n.drain();
+                    w.retain(|t| claim(t, WakeReason::Cancelled));
+                    w
+                } else {
+                    Default::default()
+                }
+            };
+            for t in won.drain(..) {
+                end_wait(t, Outcome::Err(Error::PeerDied));
+            }
+        }
+    }
+    drop(entry);
+}
+
+/// Registers one more handle to `obj` (created, duplicated or copied with
+/// `rights`): endpoint receive count, notification handle count.
+pub fn retain(obj: &Object, rights: Rights) {
+    match obj {
+        Object::Endpoint(ep) if rights.contains(Rights::RECV) => ep.q.lock().add_receive_ref(),
+        Object::Endpoint(_) => {}
+        Object::Notification(n) => n.s.lock().handles += 1,
+    }
+}
+
+/// The current thread is exiting: the caller awaiting its reply gets
+/// `PeerDied`, and its bound notification forgets it.
+pub fn thread_exiting(cur: &Thread) {
+    let (caller, bound) = {
+        let mut g = cur.ipc.inner.lock();
+        let c = g
+            .reply
+            .server_gone()
+            .filter(|c| claim(c, WakeReason::Cancelled));
+        (c, g.bound.take())
+    };
+    if let Some(c) = caller {
+        end_wait(c, Outcome::Err(Error::PeerDied));
+    }
+    if let Some(n) = bound {
+        n.s.lock().n.unbind(&TRef::new(cur, None));
+    }
+}
+
+/// Process teardown: closes every handle (peers see peer death).
+pub fn close_all(handles: &crate::sync::IrqMutex<crate::object::kobject::Handles>) {
+    handles.lock().close_all(release);
+}

@@ -1,0 +1,546 @@
+//! The slow path of every IPC operation: register messages, badges, several
+//! receivers, peer death, timeouts, notifications and the bound
+//! endpoint+notification receive. Each function follows the sequence in
+//! docs/ipc.md section 6; the claim discipline is in [`super`].
+
+use super::transfer::{self, Extra, Placed};
+use super::{cancel_own, claim, end_wait, end_wait_handoff, unlink, wait, Handoff};
+use crate::object::endpoint::EndpointObj;
+use crate::object::kobject::ObjBox;
+use crate::object::notification::NotificationObj;
+use crate::object::thread::Thread;
+use crate::object::waitstate::{Msg, Outcome, TRef, WaitOn};
+use crate::sched;
+use abi::Error;
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
+use kcore::ipc::{
+    CallStep, Caller, MsgInfo, Pick, Receiver, RecvStep, SignalStep, WaitStep, WakeReason,
+};
+
+/// An endpoint reference as the handle table gives it.
+pub type Ep = Arc<ObjBox<EndpointObj>>;
+/// A notification reference.
+pub type Ntf = Arc<ObjBox<NotificationObj>>;
+
+/// How long an operation may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    /// For ever.
+    Never,
+    /// Not at all (`WouldBlock` instead of queueing).
+    Poll,
+    /// Until this time (ns since boot).
+    At(u64),
+}
+
+impl Timeout {
+    fn may_block(self) -> bool {
+        self != Timeout::Poll
+    }
+    fn deadline(self) -> Option<u64> {
+        match self {
+            Timeout::At(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+fn cpu() -> u32 {
+    crate::arch::percpu::cpu_id().get()
+}
+
+/// `pick` for a call or send: claims a waiting receiver whose receive buffer
+/// can take `len` bytes.
+fn pick_receiver(len: usize) -> impl FnMut(&Receiver<TRef>) -> Pick {
+    move |r| {
+        // SAFETY: `r` is in the endpoint queue whose lock our caller holds.
+        let t = unsafe { r.thread.thread() };
+        if (t.ipc.capacity.load(Ordering::Relaxed) as usize) < len {
+            return Pick::Refuse;
+        }
+        if claim(&r.thread, WakeReason::Delivered) {
+            Pick::Take
+        } else {
+            Pick::Skip
+        }
+    }
+}
+
+/// Hands a message to receiver `r` (claimed by us, off the endpoint queue).
+/// `caller`: the call `r` must answer (its reply capability takes it; a
+/// caller it abandons by not replying gets `PeerDied`).
+fn deliver(r: TRef, m: Msg, caller: Option<TRef>, fast: bool) -> Handoff {
+    // SAFETY: we won r's claim (pick) and have not handed it an outcome.
+    let arc = unsafe { r.arc() };
+    unlink(&arc, r); // its bound-notification registration, if any
+    let abandoned = {
+        let mut g = arc.ipc.inner.lock();
+        let old = caller.and_then(|c| g.reply.accept(c));
+        // Claimed here, under r's lock where it was found.
+        let old = old.filter(|o| claim(o, WakeReason::Cancelled));
+        g.result = Some(Outcome::Msg(m));
+        old
+    };
+    let h = if fast {
+        Handoff::or_wake(arc)
+    } else {
+        sched::wake(&arc);
+        Handoff::none()
+    };
+    if let Some(o) = abandoned {
+        end_wait(o, Outcome::Err(Error::PeerDied));
+    }
+    h
+}
+
+/// The message as the receiver sees it once `p` was placed.
+fn with_placed(m: Msg, p: Placed) -> Msg {
+    Msg {
+        info: MsgInfo::new(m.info.label(), p.count, 0, p.len),
+        handles: p.handles,
+        ..m
+    }
+}
+
+/// Writes the current thread's pending `extra` into claimed receiver `r`.
+/// On failure (the receiver's side) `r`'s wait ends with the error, the
+/// extra stays ours, and the caller tries again.
+fn place_into(r: TRef, m: Msg, extra: &mut Extra) -> Result<Msg, ()> {
+    if extra.is_empty() {
+        return Ok(m);
+    }
+    // SAFETY: r is claimed by us (the pick).
+    let rt = unsafe { r.thread() };
+    let addr = rt.ipc.buf_addr.load(Ordering::Relaxed);
+    match transfer::place(rt, addr, extra) {
+        Ok(p) => Ok(with_placed(m, p)),
+        Err(e) => {
+            end_wait(r, Outcome::Err(e));
+            Err(())
+        }
+    }
+}
+
+/// `call`: sends `m` (badge already set) and `extra` through `ep` and waits
+/// for the reply, which is written to the current thread's receive buffer
+/// (`capacity` bytes at `buf`).
+pub fn call(
+    ep: &Ep,
+    m: Msg,
+    extra: Extra,
+    buf: u64,
+    capacity: usize,
+    timeout: Timeout,
+) -> Result<Msg, Error> {
+    let cur = sched::current_arc();
+    {
+        let mut g = cur.ipc.inner.lock();
+        g.out = m;
+        g.extra = extra;
+        g.wait = WaitOn::Endpoint(ep.clone());
+    }
+    cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
+    cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
+    // Release (inside begin): the message, wait record and capacity above
+    // are visible to whoever sees the wait.
+    let tk = cur.ipc.claim.begin();
+    let me = TRef::new(&cur, Some(tk));
+    let out = loop {
+        let step = ep.q.lock().call(
+            Caller {
+                thread: me,
+                badge: m.badge,
+            },
+            cpu(),
+            timeout.may_block(),
+            pick_receiver(m.info.buffer_len()),
+        );
+        match step {
+            Err(e) => {
+                cancel_own(tk);
+                break Outcome::Err(e.into());
+            }
+            Ok(CallStep::Deliver(r)) => {
+                // Not visible to anyone: our own record is ours to edit.
+                let mut extra = core::mem::take(&mut cur.ipc.inner.lock().extra);
+                let Ok(placed) = place_into(r.thread, m, &mut extra) else {
+                    cur.ipc.inner.lock().extra = extra;
+                    continue; // that receiver failed on its side: the next
+                };
+                drop(extra);
+                // SAFETY: r is claimed by us (the pick).
+                let server = unsafe { r.thread.arc() };
+                // Our wait is now for r's reply: set before r's reply
+                // capability names us, so our own timeout or kill finds r.
+                let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Reply(server));
+                drop(old);
+                // The fast path's hand-off: register-only, no timeout, the
+                // receiver waits on this CPU.
+                let fast =
+                    placed.info.is_register_only() && timeout == Timeout::Never && r.cpu == cpu();
+                let h = deliver(r.thread, placed, Some(me), fast);
+                break wait(tk, timeout.deadline(), h);
+            }
+            Ok(CallStep::Queued) => break wait(tk, timeout.deadline(), Handoff::none()),
+        }
+    };
+    // Whatever no receiver took (the call failed): see transfer::restore.
+    let left = core::mem::take(&mut cur.ipc.inner.lock().extra);
+    transfer::restore(left);
+    drop(cur);
+    outcome_msg(out)
+}
+
+fn outcome_msg(o: Outcome) -> Result<Msg, Error> {
+    match o {
+        Outcome::Msg(m) => Ok(m),
+        Outcome::Err(e) => Err(e),
+        // A call is never bound to a notification.
+        Outcome::Notified(_) => Err(Error::InvalidArgument),
+    }
+}
+
+/// Non-blocking `send`: to a waiting receiver, else `WouldBlock`.
+pub fn send(ep: &Ep, m: Msg, mut extra: Extra) -> Result<(), Error> {
+    let r = loop {
+        let r = match ep.q.lock().send(cpu(), pick_receiver(m.info.buffer_len())) {
+            Ok(r) => r,
+            Err(e) => {
+                transfer::restore(extra);
+                return Err(e.into());
+            }
+        };
+        if let Ok(placed) = place_into(r.thread, m, &mut extra) {
+            break (r, placed);
+        }
+    };
+    drop(deliver(r.0.thread, r.1, None, false));
+    Ok(())
+}
+
+/// `reply`: answers the call this thread holds. `PeerDied` if the caller
+/// went away, `InvalidArgument` if no call is held.
+pub fn reply(m: Msg, mut extra: Extra, fast: bool) -> Result<Handoff, Error> {
+    let cur = sched::current();
+    let c = {
+        let mut g = cur.ipc.inner.lock();
+        // A reply longer than the caller's buffer is the replier's error;
+        // the call stays held.
+        if let Some(c) = g.reply.caller() {
+            // SAFETY: c is in our reply capability, under our lock.
+            let cap = unsafe { c.thread() }.ipc.capacity.load(Ordering::Relaxed);
+            if m.info.buffer_len() > cap as usize {
+                drop(g);
+                transfer::restore(extra);
+                return Err(Error::InvalidArgument);
+            }
+        }
+        match g.reply.take() {
+            // Claimed under our lock, where the caller was found.
+            Ok(c) => claim(&c, WakeReason::Delivered).then_some(c),
+            Err(e) => {
+                drop(g);
+                transfer::restore(extra);
+                return Err(e.into());
+            }
+        }
+    };
+    let Some(c) = c else {
+        // Its timeout or kill is ending it right now.
+        transfer::restore(extra);
+        return Err(Error::PeerDied);
+    };
+    let m = Msg { badge: 0, ..m };
+    let out = if extra.is_empty() {
+        Outcome::Msg(m)
+    } else {
+        // SAFETY: we won c's claim.
+        let ct = unsafe { c.thread() };
+        match transfer::place(ct, ct.ipc.buf_addr.load(Ordering::Relaxed), &mut extra) {
+            Ok(p) => Outcome::Msg(with_placed(m, p)),
+            // The caller's buffer or table: its error.
+            Err(e) => Outcome::Err(e),
+        }
+    };
+    transfer::restore(extra);
+    if fast && matches!(out, Outcome::Msg(_)) {
+        return Ok(end_wait_handoff(c, out));
+    }
+    end_wait(c, out);
+    Ok(Handoff::none())
+}
+
+/// What a receive returns.
+pub enum Received {
+    /// A message and the badge it came through (in `Msg::badge`).
+    Msg(Msg),
+    /// The bound notification's bits.
+    Notified(u64),
+}
+
+/// `recv`: takes the longest-waiting call on `ep`, or waits for one (or for
+/// the bound notification).
+pub fn recv(
+    ep: &Ep,
+    buf: u64,
+    capacity: usize,
+    timeout: Timeout,
+    handoff: Handoff,
+) -> Result<Received, Error> {
+    let cur = sched::current_arc();
+    let bound = cur.ipc.inner.lock().bound.clone();
+    // Bits already pending on the bound notification come first.
+    if let Some(n) = &bound {
+        let mut s = n.s.lock();
+        if s.n.pending() != 0 {
+            if let Ok(Some(bits)) = s.n.bound_recv_begin(&TRef::new(&cur, None)) {
+                return Ok(Received::Notified(bits));
+            }
+        }
+    }
+    {
+        let mut g = cur.ipc.inner.lock();
+        g.wait = match &bound {
+            Some(n) => WaitOn::EndpointBound(ep.clone(), n.clone()),
+            None => WaitOn::Endpoint(ep.clone()),
+        };
+    }
+    cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
+    cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
+    let tk = cur.ipc.claim.begin();
+    let me = TRef::new(&cur, Some(tk));
+    let step = loop {
+        let step = ep.q.lock().recv(
+            Receiver {
+                thread: me,
+                cpu: cpu(),
+            },
+            timeout.may_block(),
+            |c| match c.thread.ticket {
+                // SAFETY: `c` is in the queue whose lock we hold.
+                Some(ctk) => unsafe { c.thread.thread() }.ipc.claim.take(ctk),
+                None => false,
+            },
+        );
+        // A queued message longer than our buffer is its sender's error
+        // (as when the receiver waits first); we go on receiving.
+        if let Ok(RecvStep::Got(c)) = &step {
+            if !fits(c.thread, capacity) {
+                continue;
+            }
+        }
+        break step;
+    };
+    match step {
+        Err(e) => {
+            cancel_own(tk);
+            Err(e.into())
+        }
+        Ok(RecvStep::Got(c)) => {
+            cancel_own(tk);
+            let m = take_call(&cur, c.thread, buf)?;
+            Ok(Received::Msg(Msg {
+                badge: c.badge,
+                ..m
+            }))
+        }
+        Ok(RecvStep::Queued) => {
+            if let Some(n) = &bound {
+                let mut s = n.s.lock();
+                // Register for a signal only while this wait is unclaimed (a
+                // deliverer that claims us later unregisters us after this:
+                // it removes us from the notification under this lock).
+                if cur.ipc.claim.waiting() == Some(tk) {
+                    if let Ok(Some(bits)) = s.n.bound_recv_begin(&TRef::new(&cur, None)) {
+                        if cur.ipc.claim.try_claim(tk, WakeReason::Notified) {
+                            drop(s);
+                            unlink(&cur, me);
+                            cur.ipc.claim.finish();
+                            return Ok(Received::Notified(bits));
+                        }
+                        // A deliverer won meanwhile: the bits stay pending
+                        // (no thread waits: `pending` was non-zero).
+                        s.n.signal(bits, |_| false);
+                    }
+                }
+            }
+            drop(cur);
+            match wait(tk, timeout.deadline(), handoff) {
+                Outcome::Msg(m) => Ok(Received::Msg(m)),
+                Outcome::Notified(bits) => Ok(Received::Notified(bits)),
+                Outcome::Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// The receiver `cur` took caller `c` (its wait is ours while taken): reads
+/// its message, makes it wait for our reply, hands the wait back and puts it
+/// in our reply capability. A timeout or kill that came meanwhile ends the
+/// caller's wait here (we keep the message; our reply gets `PeerDied`).
+/// The error a late timeout or kill (a failed `rearm`) ends a wait with.
+fn late_error(reason: WakeReason) -> Error {
+    if reason == WakeReason::TimedOut {
+        Error::TimedOut
+    } else {
+        Error::PeerDied
+    }
+}
+
+/// Whether taken caller `c`'s message fits `capacity`; if not, its wait
+/// ends with `InvalidArgument` (it was taken, and is in no queue now).
+fn fits(c: TRef, capacity: usize) -> bool {
+    // SAFETY: we hold c's wait (take).
+    let ct = unsafe { c.thread() };
+    if ct.ipc.inner.lock().out.info.buffer_len() <= capacity {
+        return true;
+    }
+    let ctk = c.ticket.expect("a caller entry carries its ticket");
+    // Hand the wait back, then end it (a timeout or kill may win instead).
+    match ct.ipc.claim.rearm(ctk) {
+        Ok(()) => {
+            if claim(&c, WakeReason::Delivered) {
+                end_wait(c, Outcome::Err(Error::InvalidArgument));
+            }
+        }
+        // A timeout or kill came while taken: the wait is ours to end.
+        Err(reason) => end_wait(c, Outcome::Err(late_error(reason))),
+    }
+    false
+}
+
+fn take_call(cur: &Arc<Thread>, c: TRef, buf: u64) -> Result<Msg, Error> {
+    // SAFETY: we hold c's wait (take); it cannot leave it until we rearm.
+    let carc = unsafe { c.arc() };
+    let (m, old, mut extra) = {
+        let mut g = carc.ipc.inner.lock();
+        let old = core::mem::replace(&mut g.wait, WaitOn::Reply(cur.clone()));
+        (g.out, old, core::mem::take(&mut g.extra))
+    };
+    drop(old);
+    let ctk = c.ticket.expect("a caller entry carries its ticket");
+    // Ordering: our reply capability names the caller only after the rearm,
+    // so a timeout that wins after the rearm finds us there (caller_gone).
+    // To close the window between the rearm and the accept, both happen
+    // under our IPC lock (caller_gone takes it too).
+    let (late, abandoned) = {
+        let mut g = cur.ipc.inner.lock();
+        match carc.ipc.claim.rearm(ctk) {
+            Ok(()) => {
+                let old = g.reply.accept(c);
+                (None, old.filter(|o| claim(o, WakeReason::Cancelled)))
+            }
+            Err(reason) => {
+                let old = g.reply.accept_gone();
+                (
+                    Some(reason),
+                    old.filter(|o| claim(o, WakeReason::Cancelled)),
+                )
+            }
+        }
+    };
+    if let Some(reason) = late {
+        end_wait(c, Outcome::Err(late_error(reason)));
+    }
+    if let Some(o) = abandoned {
+        end_wait(o, Outcome::Err(Error::PeerDied));
+    }
+    drop(carc);
+    if extra.is_empty() {
+        return Ok(m);
+    }
+    // Our own buffer and table: a failure is our error (we hold the call;
+    // its handles are dropped, see transfer::restore).
+    let r = transfer::place(cur, buf, &mut extra).map(|p| with_placed(m, p));
+    transfer::restore(extra);
+    r
+}
+
+/// `signal`: ORs `bits` into the notification; wakes one waiter (or the
+/// bound thread's receive) with everything pending. Never blocks.
+pub fn signal(n: &Ntf, bits: u64) {
+    let mut bound_tk = None;
+    let step = n.s.lock().n.signal(bits, |t| match t.ticket {
+        Some(_) => claim(t, WakeReason::Notified),
+        None => {
+            // The bound thread, registered by its current receive.
+            // SAFETY: the binding is cleared (under this lock) before the
+            // thread exits.
+            let c = &unsafe { t.thread() }.ipc.claim;
+            match c.waiting() {
+                Some(tk) if c.try_claim(tk, WakeReason::Notified) => {
+                    bound_tk = Some(tk);
+                    true
+                }
+                _ => false,
+            }
+        }
+    });
+    if let SignalStep::Wake {
+        thread,
+        bits,
+        bound,
+    } = step
+    {
+        let t = if bound {
+            // SAFETY: we won its claim just now.
+            TRef::new(unsafe { thread.thread() }, bound_tk)
+        } else {
+            thread
+        };
+        end_wait(t, Outcome::Notified(bits));
+    }
+}
+
+/// `wait`: the pending bits (cleared), or waits for a signal.
+pub fn ntf_wait(n: &Ntf, timeout: Timeout) -> Result<u64, Error> {
+    let cur = sched::current_arc();
+    cur.ipc.inner.lock().wait = WaitOn::Notification(n.clone());
+    let tk = cur.ipc.claim.begin();
+    let me = TRef::new(&cur, Some(tk));
+    let step = n.s.lock().n.wait(me, timeout.may_block());
+    match step {
+        Err(e) => {
+            cancel_own(tk);
+            Err(e.into())
+        }
+        Ok(WaitStep::Got(bits)) => {
+            cancel_own(tk);
+            Ok(bits)
+        }
+        Ok(WaitStep::Queued) => {
+            drop(cur);
+            match wait(tk, timeout.deadline(), Handoff::none()) {
+                Outcome::Notified(bits) => Ok(bits),
+                Outcome::Err(e) => Err(e),
+                Outcome::Msg(_) => Err(Error::InvalidArgument),
+            }
+        }
+    }
+}
+
+/// Binds `n` to the current thread (`None`: unbinds its notification).
+pub fn bind(n: Option<&Ntf>) -> Result<(), Error> {
+    let cur = sched::current();
+    match n {
+        None => {
+            let old = cur.ipc.inner.lock().bound.take();
+            match old {
+                Some(o) => {
+                    o.s.lock().n.unbind(&TRef::new(cur, None));
+                    Ok(())
+                }
+                None => Err(Error::NotFound),
+            }
+        }
+        Some(n) => {
+            if cur.ipc.inner.lock().bound.is_some() {
+                return Err(Error::AlreadyExists);
+            }
+            n.s.lock().n.bind(TRef::new(cur, None))?;
+            cur.ipc.inner.lock().bound = Some(n.clone());
+            Ok(())
+        }
+    }
+}

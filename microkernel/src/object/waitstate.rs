@@ -1,0 +1,167 @@
+//! A thread's IPC state: its wake claim, its wait record, its reply
+//! capability and the outcome a partner hands it.
+//!
+//! # Thread references in queues ([`TRef`])
+//! Endpoint and notification queues and reply capabilities name threads by
+//! a plain pointer plus the ticket of the wait (`kcore` needs `Copy`). The
+//! pointer is valid because of the claim protocol (docs/ipc.md, section 4):
+//! a thread appears only in places of its *current* wait; whoever ends that
+//! wait (the claim winner) removes it from each of them and only then hands
+//! it its [`Outcome`]; and the thread does not leave the wait (and so cannot
+//! exit) before it has an outcome — its own claim, or one handed to it. The
+//! one place outside a wait, a notification's bound thread, is cleared when
+//! the thread exits (`ipc::thread_exiting`).
+
+use super::endpoint::EndpointObj;
+use super::kobject::ObjBox;
+use super::message::Extra;
+use super::notification::NotificationObj;
+use crate::object::thread::Thread;
+use crate::sync::IrqMutex;
+use abi::Error;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU32, AtomicU64};
+use kcore::ipc::{MsgInfo, ReplyCap, Ticket, WaitClaim};
+
+/// A thread in an IPC queue: see the module docs. `ticket` is `None` only
+/// for a notification's bound thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TRef {
+    ptr: *const Thread,
+    /// The wait this entry belongs to.
+    pub ticket: Option<Ticket>,
+}
+
+// SAFETY: a TRef is an address and a ticket; the thread it names is Sync and
+// is only dereferenced under the protocol in the module docs, on any CPU.
+unsafe impl Send for TRef {}
+
+impl TRef {
+    /// Names `t` in wait `ticket`.
+    pub fn new(t: &Thread, ticket: Option<Ticket>) -> TRef {
+        TRef {
+            ptr: t as *const Thread,
+            ticket,
+        }
+    }
+
+    /// The thread.
+    ///
+    /// # Safety
+    /// The caller holds this entry under the protocol of the module docs: it
+    /// is in a queue whose lock the caller holds, or the caller won (or took)
+    /// the thread's claim for this ticket and has not yet handed it an
+    /// outcome.
+    pub unsafe fn thread(&self) -> &Thread {
+        // SAFETY: per the contract the thread has not exited.
+        unsafe { &*self.ptr }
+    }
+
+    /// A counted reference to the thread (to wake it, or to keep it past the
+    /// point where it may exit).
+    ///
+    /// # Safety
+    /// As for [`TRef::thread`].
+    pub unsafe fn arc(&self) -> Arc<Thread> {
+        // SAFETY: the thread is alive (contract), and every Thread lives in an
+        // Arc (created by `Thread::new_user`/`new_idle`); incrementing first
+        // makes the `from_raw` below own a reference of its own.
+        unsafe {
+            Arc::increment_strong_count(self.ptr);
+            Arc::from_raw(self.ptr)
+        }
+    }
+}
+
+/// Where a thread waits (what a claim winner unlinks it from).
+#[derive(Default)]
+pub enum WaitOn {
+    /// Not waiting.
+    #[default]
+    None,
+    /// Queued on an endpoint (a caller, or a receiver without binding).
+    Endpoint(Arc<ObjBox<EndpointObj>>),
+    /// A receiver on an endpoint that also waits for its bound notification.
+    EndpointBound(Arc<ObjBox<EndpointObj>>, Arc<ObjBox<NotificationObj>>),
+    /// Waiting for the reply of this server thread (its reply capability
+    /// names us).
+    Reply(Arc<Thread>),
+    /// In `wait` on a notification.
+    Notification(Arc<ObjBox<NotificationObj>>),
+}
+
+/// A message as it travels: register part plus badge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Msg {
+    /// The badge of the handle it was sent through (0 for a reply).
+    pub badge: u64,
+    /// Label and shape (the kernel's output form).
+    pub info: MsgInfo,
+    /// w0..w5.
+    pub words: [u64; 6],
+    /// Handle numbers received (in the receiver's table; 0 = none).
+    pub handles: [u32; 4],
+}
+
+/// How a wait ended, as its winner hands it to the thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A message (a receive) or a reply (a call).
+    Msg(Msg),
+    /// Notification bits.
+    Notified(u64),
+    /// An error for the waiter.
+    Err(Error),
+}
+
+/// The state under a thread's IPC lock.
+#[derive(Default)]
+pub struct IpcInner {
+    /// What it waits on.
+    pub wait: WaitOn,
+    /// Set by the winner of its claim, last; taken by the thread.
+    pub result: Option<Outcome>,
+    /// The message of its pending call (a receiver that takes the call
+    /// reads it here).
+    pub out: Msg,
+    /// Its pending call's buffer and handles (taken with the call).
+    pub extra: Extra,
+    /// Its pending reply (as a server thread).
+    pub reply: ReplyCap<TRef>,
+    /// The notification bound to it.
+    pub bound: Option<Arc<ObjBox<NotificationObj>>>,
+}
+
+/// A thread's IPC state (the one field `Thread` has for IPC).
+pub struct ThreadIpc {
+    /// Who ends its current wait (atomics, no lock).
+    pub claim: WaitClaim,
+    /// Receive capacity of its current receive (or of a call's reply),
+    /// readable under an endpoint lock (the thread's own lock cannot be
+    /// taken there). Written before `claim.begin()`, whose Release store
+    /// publishes it.
+    pub capacity: AtomicU32,
+    /// Where that receive's buffer is (user address in its space; the
+    /// decoder checked the range). Published like `capacity`.
+    pub buf_addr: AtomicU64,
+    /// See [`IpcInner`].
+    pub inner: IrqMutex<IpcInner>,
+}
+
+impl ThreadIpc {
+    /// Not waiting, nothing pending.
+    pub fn new() -> Self {
+        ThreadIpc {
+            claim: WaitClaim::new(),
+            capacity: AtomicU32::new(0),
+            buf_addr: AtomicU64::new(0),
+            inner: IrqMutex::new(IpcInner::default()),
+        }
+    }
+}
+
+impl Default for ThreadIpc {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,319 @@
+//! The IPC syscall family: decode the registers (`kcore::ipc::msg`'s table)
+//! into typed requests — handles looked up with the rights each call needs,
+//! `MsgInfo`/`RecvSpec` checked — then invoke `ipc::slowpath`. Every
+//! malformed argument is an `Error` before anything happens.
+//!
+//! Handle numbers index the caller's own table ([`ProcessIpc`]); an entry
+//! of the wrong kind is `WrongType`, a missing right `PermissionDenied`, a
+//! closed or stale number `BadHandle`.
+//!
+//! [`ProcessIpc`]: crate::object::kobject::ProcessIpc
+
+use crate::arch::trap::TrapFrame;
+use crate::arch::uaccess::user_range_ok;
+use crate::ipc::slowpath::{self, Ep, Ntf, Received, Timeout};
+use crate::ipc::transfer::Extra;
+use crate::ipc::Handoff;
+use crate::object::endpoint::EndpointObj;
+use crate::object::kobject::{charge, Object};
+use crate::object::notification::NotificationObj;
+use crate::object::process::Process;
+use crate::object::waitstate::Msg;
+use crate::sched;
+use abi::{Error, Sysnum};
+use alloc::sync::Arc;
+use kcore::handles::{Entry, Handle, Rights};
+use kcore::ipc::{MsgInfo, RecvSpec};
+
+/// Rights of a new endpoint's handle.
+const EP_RIGHTS: Rights = Rights::SEND
+    .union(Rights::RECV)
+    .union(Rights::DUPLICATE)
+    .union(Rights::TRANSFER);
+/// Rights of a new notification's handle.
+const NTF_RIGHTS: Rights = Rights::SIGNAL
+    .union(Rights::WAIT)
+    .union(Rights::DUPLICATE)
+    .union(Rights::TRANSFER);
+
+/// Runs IPC syscall `n` on `frame`: the result for RAX; output registers are
+/// written into the frame.
+pub fn invoke(n: Sysnum, frame: &mut TrapFrame) -> Result<u64, Error> {
+    match n {
+        Sysnum::HandleDup => dup(frame.rdi, frame.rsi, frame.rdx),
+        Sysnum::HandleClose => close(frame.rdi),
+        Sysnum::HandleGive => give(frame.rdi, frame.rsi, frame.rdx),
+        Sysnum::EndpointCreate => create(true),
+        Sysnum::NotificationCreate => create(false),
+        Sysnum::IpcCall => call(frame),
+        Sysnum::IpcSend => send(frame),
+        Sysnum::IpcRecv => recv(frame, false),
+        Sysnum::IpcReply => {
+            let info = MsgInfo::from_user(frame.rsi)?;
+            let (m, extra) = message(info, frame, 0)?;
+            slowpath::reply(m, extra, false).map(|_| 0)
+        }
+        Sysnum::IpcReplyRecv => recv(frame, true),
+        Sysnum::NtfSignal => {
+            let n = ntf(frame.rdi, Rights::SIGNAL)?;
+            slowpath::signal(&n, frame.rsi);
+            Ok(0)
+        }
+        Sysnum::NtfWait => {
+            let info = MsgInfo::from_user(frame.rsi)?;
+            let spec = RecvSpec::from_user(frame.r15, info)?;
+            let n = ntf(frame.rdi, Rights::WAIT)?;
+            let bits = slowpath::ntf_wait(&n, timeout(spec))?;
+            frame.rsi = MsgInfo::new(0, 0, 0, 0).with_notified().raw();
+            frame.rdx = bits;
+            Ok(0)
+        }
+        Sysnum::NtfBind => if frame.rdi == 0 {
+            slowpath::bind(None)
+        } else {
+            slowpath::bind(Some(&ntf(frame.rdi, Rights::WAIT)?))
+        }
+        .map(|_| 0),
+        _ => Err(Error::BadSyscall),
+    }
+}
+
+fn process() -> Result<&'static Arc<Process>, Error> {
+    sched::current()
+        .process
+        .as_ref()
+        .ok_or(Error::PermissionDenied)
+}
+
+fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
+    let h = Handle::from_reg(h)?;
+    let t = process()?.ipc.handles.lock();
+    let e = t.get(h, Rights::empty())?;
+    let Object::Endpoint(ep) = &e.object else {
+        return Err(Error::WrongType);
+    };
+    if !e.rights.contains(rights) {
+        return Err(Error::PermissionDenied);
+    }
+    Ok((ep.clone(), e.badge))
+}
+
+fn ntf(h: u64, rights: Rights) -> Result<Ntf, Error> {
+    let h = Handle::from_reg(h)?;
+    let t = process()?.ipc.handles.lock();
+    let e = t.get(h, Rights::empty())?;
+    let Object::Notification(n) = &e.object else {
+        return Err(Error::WrongType);
+    };
+    if !e.rights.contains(rights) {
+        return Err(Error::PermissionDenied);
+    }
+    Ok(n.clone())
+}
+
+/// `handle_dup(h, rights, badge)`.
+fn dup(h: u64, rights: u64, badge: u64) -> Result<u64, Error> {
+    let h = Handle::from_reg(h)?;
+    let rights = u32::try_from(rights)
+        .ok()
+        .and_then(Rights::from_bits)
+        .ok_or(Error::InvalidArgument)?;
+    let mut t = process()?.ipc.handles.lock();
+    let new = t.duplicate(h, rights, (badge != 0).then_some(badge))?;
+    // Counted under the table lock (table before object: the lock order),
+    // so a concurrent close of the source cannot kill the endpoint between.
+    let obj = t.get(new, Rights::empty())?.object.clone();
+    crate::ipc::retain(&obj, rights);
+    drop(t);
+    drop(obj);
+    Ok(new.raw() as u64)
+}
+
+/// `handle_give(pid, h, rights)`: a copy of `h` into a child's table.
+fn give(pid: u64, h: u64, rights: u64) -> Result<u64, Error> {
+    let me = process()?;
+    let h = Handle::from_reg(h)?;
+    let rights = u32::try_from(rights)
+        .ok()
+        .and_then(Rights::from_bits)
+        .ok_or(Error::InvalidArgument)?;
+    let child =
+        crate::object::process::process_by_id(crate::object::process::ProcessId::from_raw(pid))
+            .filter(|c| c.parent() == me.pid.get())
+            .ok_or(Error::NotFound)?;
+    let entry = {
+        let t = me.ipc.handles.lock();
+        let e = t.get(h, Rights::DUPLICATE | Rights::TRANSFER)?;
+        if !e.rights.contains(rights) {
+            return Err(Error::PermissionDenied);
+        }
+        Entry {
+            object: e.object.clone(),
+            rights,
+            badge: e.badge,
+        }
+    };
+    crate::ipc::retain(&entry.object, rights);
+    let r = {
+        let mut t = child.ipc.handles.lock();
+        // Under the child's table lock: a child that is ending has closed
+        // (or is about to close, after this lock) its table for good.
+        if child.threads.lock().is_exiting() {
+            Err(Error::NotFound)
+        } else {
+            t.insert(entry.clone()).map_err(Error::from)
+        }
+    };
+    match r {
+        Ok(n) => Ok(n.raw() as u64),
+        Err(e) => {
+            crate::ipc::release(entry);
+            Err(e)
+        }
+    }
+}
+
+/// `handle_close(h)`.
+fn close(h: u64) -> Result<u64, Error> {
+    let h = Handle::from_reg(h)?;
+    let entry = process()?.ipc.handles.lock().close(h)?;
+    // Outside the table lock (it may wake threads and free the object).
+    crate::ipc::release(entry);
+    Ok(0)
+}
+
+/// `endpoint_create()` / `notification_create()`.
+fn create(endpoint: bool) -> Result<u64, Error> {
+    let p = process()?;
+    let (object, rights) = if endpoint {
+        (
+            Object::Endpoint(charge(&p.ipc.objects, EndpointObj::new())?),
+            EP_RIGHTS,
+        )
+    } else {
+        (
+            Object::Notification(charge(&p.ipc.objects, NotificationObj::new())?),
+            NTF_RIGHTS,
+        )
+    };
+    crate::ipc::retain(&object, rights);
+    let entry = Entry {
+        object: object.clone(),
+        rights,
+        badge: 0,
+    };
+    let r = p.ipc.handles.lock().insert(entry);
+    match r {
+        Ok(h) => Ok(h.raw() as u64),
+        Err(e) => {
+            crate::ipc::release(Entry {
+                object,
+                rights,
+                badge: 0,
+            });
+            Err(e.into())
+        }
+    }
+}
+
+/// The message a sender describes: registers, and its buffer and handles
+/// taken from the sender now (a bad buffer or handle is its error before
+/// anything is delivered).
+fn message(info: MsgInfo, f: &TrapFrame, badge: u64) -> Result<(Msg, Extra), Error> {
+    let extra = Extra::take(f.r14, info.buffer_len(), &info.transfers(f.rbx, f.rbp))?;
+    let m = Msg {
+        badge,
+        // What the receiver sees: label and buffer length (its handle
+        // count is set when they are placed).
+        info: MsgInfo::new(info.label(), 0, 0, info.buffer_len()),
+        words: [f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13],
+        handles: [0; 4],
+    };
+    Ok((m, extra))
+}
+
+/// The receive buffer R14/R15 name: its range must be a user range.
+fn recv_buf(f: &TrapFrame, spec: RecvSpec) -> Result<u64, Error> {
+    if spec.capacity > 0 && !user_range_ok(f.r14, spec.capacity as u64) {
+        return Err(Error::BadAddress);
+    }
+    Ok(f.r14)
+}
+
+/// The timeout a `RecvSpec` asks for.
+fn timeout(spec: RecvSpec) -> Timeout {
+    match spec.timeout_us {
+        None => Timeout::Never,
+        Some(0) => Timeout::Poll,
+        Some(us) => Timeout::At(crate::time::now_ns().saturating_add(us as u64 * 1000)),
+    }
+}
+
+/// Writes a received message into the output registers.
+fn put_msg(f: &mut TrapFrame, m: &Msg) {
+    f.rdi = m.badge;
+    f.rsi = m.info.raw();
+    [f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13] = m.words;
+    (f.rbx, f.rbp) = (
+        m.handles[0] as u64 | (m.handles[1] as u64) << 32,
+        m.handles[2] as u64 | (m.handles[3] as u64) << 32,
+    );
+}
+
+fn call(f: &mut TrapFrame) -> Result<u64, Error> {
+    let info = MsgInfo::from_user(f.rsi)?;
+    let spec = RecvSpec::from_user(f.r15, info)?;
+    let buf = recv_buf(f, spec)?;
+    let (ep, badge) = ep(f.rdi, Rights::SEND)?;
+    let (m, extra) = message(info, f, badge)?;
+    let r = slowpath::call(&ep, m, extra, buf, spec.capacity, timeout(spec))?;
+    put_msg(f, &r);
+    Ok(0)
+}
+
+fn send(f: &mut TrapFrame) -> Result<u64, Error> {
+    let info = MsgInfo::from_user(f.rsi)?;
+    if info.has_timeout() {
+        return Err(Error::InvalidArgument);
+    }
+    let (ep, badge) = ep(f.rdi, Rights::SEND)?;
+    let (m, extra) = message(info, f, badge)?;
+    slowpath::send(&ep, m, extra).map(|_| 0)
+}
+
+/// `recv`, or `reply_recv` (`reply` first: a dead or missing caller is not
+/// this call's error, it goes on receiving).
+fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
+    let info = MsgInfo::from_user(f.rsi)?;
+    let spec = RecvSpec::from_user(f.r15, info)?;
+    let buf = recv_buf(f, spec)?;
+    let (ep, _) = ep(f.rdi, Rights::RECV)?;
+    let mut handoff = Handoff::none();
+    if reply_first {
+        // The fast path's hand-off back to the caller: a register-only
+        // reply, and no timeout on the receive that follows.
+        let fast = info.is_register_only();
+        let (m, extra) = message(info, f, 0)?;
+        match slowpath::reply(m, extra, fast) {
+            Ok(h) => handoff = h,
+            Err(Error::PeerDied) | Err(Error::InvalidArgument) => {}
+            Err(e) => return Err(e),
+        }
+    } else if info.label() != 0 || info.handles() != 0 || info.buffer_len() != 0 {
+        // A receive sends nothing: only the timeout bit may be set.
+        return Err(Error::InvalidArgument);
+    }
+    match slowpath::recv(&ep, buf, spec.capacity, timeout(spec), handoff)? {
+        Received::Msg(m) => put_msg(f, &m),
+        Received::Notified(bits) => put_msg(
+            f,
+            &Msg {
+                badge: 0,
+                info: MsgInfo::new(0, 0, 0, 0).with_notified(),
+                words: [bits, 0, 0, 0, 0, 0],
+                handles: [0; 4],
+            },
+        ),
+    }
+    Ok(0)
+}
