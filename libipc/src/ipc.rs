@@ -61,11 +61,12 @@ pub struct IpcRegs {
 pub unsafe fn ipc_syscall(n: Sysnum, r: &mut IpcRegs) -> u64 {
     let ret: u64;
     let hp = r.handles.as_mut_ptr();
-    // SAFETY: `syscall` clobbers only RCX and R11 beyond the registers named
-    // here; RBX and RBP (not operands: reserved by the compiler) are saved
-    // on the stack and restored; RCX carries the pointer to `r.handles`
-    // (saved across the syscall on the stack). Memory effects: `r.handles`
-    // and the caller's contract for the buffer.
+    // `syscall` clobbers only RCX and R11 beyond the registers named here;
+    // RBX and RBP (not operands: reserved by the compiler) are saved on the
+    // stack and restored; RCX carries the pointer to `r.handles` (saved
+    // across the syscall on the stack).
+    // SAFETY: as above; memory effects are `r.handles` and the caller's
+    // contract for the buffer.
     unsafe {
         asm!(
             "push rbp",

@@ -267,13 +267,16 @@ extern "C" fn seq_client(arg: u64) -> ! {
 pub fn many_clients_many_workers_each_call_answered_once() -> TestResult {
     ANSWERED.store(0, Ordering::SeqCst);
     let ep = ok(endpoint_create(), "endpoint_create")?;
-    let mut workers = heapless_vec();
+    let mut workers = Threads::new();
     for _ in 0..WORKERS {
-        workers.push(util::spawn(seq_worker, ep.0 as u64)?);
+        keep(&mut workers, util::spawn(seq_worker, ep.0 as u64)?)?;
     }
-    let mut clients = heapless_vec();
+    let mut clients = Threads::new();
     for id in 0..CLIENTS {
-        clients.push(util::spawn(seq_client, ep.0 as u64 | id << 32)?);
+        keep(
+            &mut clients,
+            util::spawn(seq_client, ep.0 as u64 | id << 32)?,
+        )?;
     }
     let mut failed = false;
     for c in clients {
@@ -305,32 +308,12 @@ pub fn many_clients_many_workers_each_call_answered_once() -> TestResult {
     Ok(())
 }
 
-fn heapless_vec() -> Vec8 {
-    Vec8 {
-        items: [const { None }; 8],
-        len: 0,
-    }
-}
+/// The threads of one case (the test program has no heap).
+type Threads = heapless::Vec<util::Thread, 8>;
 
-/// A tiny fixed vector of threads (the test program has no heap).
-struct Vec8 {
-    items: [Option<util::Thread>; 8],
-    len: usize,
-}
-
-impl Vec8 {
-    fn push(&mut self, t: util::Thread) {
-        self.items[self.len] = Some(t);
-        self.len += 1;
-    }
-}
-
-impl IntoIterator for Vec8 {
-    type Item = util::Thread;
-    type IntoIter = core::iter::Flatten<core::array::IntoIter<Option<util::Thread>, 8>>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.items.into_iter().flatten()
-    }
+/// Adds `t`; more than the capacity is a case bug, reported as a failure.
+fn keep(v: &mut Threads, t: util::Thread) -> TestResult {
+    v.push(t).map_err(|_| "more threads than the case keeps")
 }
 
 static RESULT: AtomicU64 = AtomicU64::new(0);
@@ -1338,9 +1321,12 @@ pub fn fast_path_handoff_loses_no_thread() -> TestResult {
     FAST_DONE.store(0, Ordering::SeqCst);
     let ep = ok(endpoint_create(), "endpoint_create")?;
     let server = util::spawn(fast_server, ep.0 as u64)?;
-    let mut clients = heapless_vec();
+    let mut clients = Threads::new();
     for id in 0..3u64 {
-        clients.push(util::spawn(fast_client, ep.0 as u64 | id << 32)?);
+        keep(
+            &mut clients,
+            util::spawn(fast_client, ep.0 as u64 | id << 32)?,
+        )?;
     }
     let t0 = sys::clock_ns();
     while FAST_DONE.load(Ordering::SeqCst) < 3 {

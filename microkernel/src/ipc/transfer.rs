@@ -121,10 +121,10 @@ fn copy_into(to: &Thread, addr: u64, bytes: &[u8]) -> Result<(), Error> {
     if Arc::ptr_eq(mine, theirs) {
         return copy_to_user(addr, bytes);
     }
+    // Interrupts are off, so nothing runs in between but the copy, and the
+    // caller's own root is back before it returns to its space.
     // SAFETY: both roots are live address spaces (each held by a thread
-    // reference here) whose kernel halves are the kernel's; interrupts are
-    // off, so nothing runs in between but the copy, and the caller's own
-    // root is back before it returns to its space.
+    // reference here) whose kernel halves are the kernel's.
     unsafe { crate::arch::mmu::load_root(theirs.root()) };
     let r = copy_to_user(addr, bytes);
     // SAFETY: as above: the caller's own space again.

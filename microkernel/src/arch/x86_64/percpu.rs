@@ -288,10 +288,10 @@ pub unsafe fn init_cpu(cpu: CpuId, apic_id: Option<u32>, ist_tops: [u64; IST_COU
     pc.set_apic_id(apic_id);
     let tss = pc.tss.get();
     let gdt = pc.gdt.get();
+    // After `load` the GDT is only read by the CPU, and the TSS written only
+    // by this CPU; both live in a static, as long as the CPU.
     // SAFETY: this CPU owns the slot (caller's duty) and nothing has loaded
-    // its TSS or GDT yet, so these writes alias nothing in use; after `load`
-    // the GDT is only read by the CPU, and the TSS written only by this CPU.
-    // Both live in a static: as long as the CPU.
+    // its TSS or GDT yet, so these writes alias nothing in use.
     unsafe {
         for (i, top) in ist_tops.iter().enumerate() {
             (*tss).interrupt_stack_table[i] = VirtAddr::new(*top);
