@@ -25,8 +25,9 @@ use std::process::Command;
 mod grubiso;
 
 /// User programs built for the boot image: (package, binary, module name, flat?).
-/// `flat` programs are converted to the boot-image format (only init: the kernel
-/// maps it directly); the rest stay ELF.
+/// `flat` programs are converted to the boot-image format (the kernel maps it
+/// directly, and `process_spawn` takes only it until the loader server reads
+/// ELF); the rest stay ELF.
 /// Module names come from [`abi::bootinfo::modules`] (grub/grub.cfg loads
 /// the same list; a runner test checks it).
 const USER_PROGRAMS: &[(&str, &str, &str, bool)] = &[
@@ -34,7 +35,14 @@ const USER_PROGRAMS: &[(&str, &str, &str, bool)] = &[
     ("tests", "tests", modules::TESTS, true),
     ("bench", "bench", modules::BENCH, true),
     ("fuzz", "fuzz", modules::FUZZ, true),
+    ("kv", "kv", modules::KV, true),
 ];
+
+/// Boot programs other programs embed (the tests program spawns the kv
+/// server from its own copy until a name service hands out endpoints):
+/// built first; each flat image's path reaches the second build as
+/// `MICA_<NAME>_IMAGE` (apps/tests/build.rs reads it).
+const EMBEDDED: &[&str] = &["kv"];
 
 fn main() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -84,33 +92,49 @@ fn main() {
             "-Ccode-model=kernel",
             "-Cforce-frame-pointers=yes",
         ],
+        &[],
     );
-    // User programs: plain static executables at lld's default base.
-    let packages: Vec<&str> = USER_PROGRAMS.iter().map(|p| p.0).collect();
-    cross_build(
-        &root,
-        &cross.join("user"),
-        &packages,
-        &[
-            "-Crelocation-model=static",
-            "-Cforce-frame-pointers=yes",
-            // Page-aligned segments map 1:1 onto pages in the boot image.
-            "-Clink-arg=-zseparate-loadable-segments",
-        ],
-    );
-
     let boot = iso_root.join("boot");
     fs::create_dir_all(boot.join("grub")).unwrap();
     fs::copy(&kernel_elf, boot.join("kernel")).expect("copy kernel");
-    for (_, bin, module, flat) in USER_PROGRAMS {
-        let elf_path = user_elf_dir.join(bin);
-        let bytes = fs::read(&elf_path).unwrap_or_else(|e| panic!("{}: {e}", elf_path.display()));
-        let image = if *flat {
-            flatten(&elf_path, &bytes)
-        } else {
-            bytes
-        };
-        fs::write(boot.join(module), image).unwrap();
+    // User programs: plain static executables at lld's default base; the
+    // embedded ones first, then the rest with their images' paths.
+    let user_flags = [
+        "-Crelocation-model=static",
+        "-Cforce-frame-pointers=yes",
+        // Page-aligned segments map 1:1 onto pages in the boot image.
+        "-Clink-arg=-zseparate-loadable-segments",
+    ];
+    let (first, rest): (Vec<_>, Vec<_>) =
+        USER_PROGRAMS.iter().partition(|p| EMBEDDED.contains(&p.0));
+    // Empty for the first build; the embedded images' paths for the second.
+    let mut embedded_env = Vec::new();
+    for programs in [first, rest] {
+        let packages: Vec<&str> = programs.iter().map(|p| p.0).collect();
+        cross_build(
+            &root,
+            &cross.join("user"),
+            &packages,
+            &user_flags,
+            &embedded_env,
+        );
+        for (package, bin, module, flat) in programs {
+            let elf_path = user_elf_dir.join(bin);
+            let bytes =
+                fs::read(&elf_path).unwrap_or_else(|e| panic!("{}: {e}", elf_path.display()));
+            let image = if *flat {
+                flatten(&elf_path, &bytes)
+            } else {
+                bytes
+            };
+            fs::write(boot.join(module), image).unwrap();
+            if EMBEDDED.contains(package) {
+                embedded_env.push((
+                    format!("MICA_{}_IMAGE", package.to_uppercase()),
+                    boot.join(module),
+                ));
+            }
+        }
     }
     fs::copy(root.join("grub/grub.cfg"), boot.join("grub/grub.cfg")).expect("copy grub.cfg");
 
@@ -128,8 +152,14 @@ fn main() {
 }
 
 /// Runs `cargo build --release --target x86_64-unknown-none` for `packages` with
-/// exactly `rustflags`, in its own target dir.
-fn cross_build(root: &Path, target_dir: &Path, packages: &[&str], rustflags: &[&str]) {
+/// exactly `rustflags` and the extra environment `env`, in its own target dir.
+fn cross_build(
+    root: &Path,
+    target_dir: &Path,
+    packages: &[&str],
+    rustflags: &[&str],
+    env: &[(String, PathBuf)],
+) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
@@ -152,6 +182,9 @@ fn cross_build(root: &Path, target_dir: &Path, packages: &[&str], rustflags: &[&
         cmd.env_remove(var);
     }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\x1f"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let output = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));

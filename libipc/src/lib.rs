@@ -1,6 +1,10 @@
 //! What every Mica user program links against: the raw syscall layer, the
 //! program entry point and the panic handler.
 //!
+//! Servers: declare a protocol once with [`protocol!`] ([`wire`]), serve
+//! it with [`server::serve`], call it with its generated client over
+//! [`server::Caller`].
+//!
 //! A program is a `#![no_std] #![no_main]` binary that defines
 //! `#[no_mangle] fn main(arg: u64) -> i32`; `_start` (here) calls it and ends the process
 //! with its return value.
@@ -11,6 +15,9 @@
 pub mod bench;
 pub mod ipc;
 pub mod rt;
+pub mod server;
 pub mod sys;
 
 pub use abi::Error;
+pub use wire;
+pub use wire::protocol;

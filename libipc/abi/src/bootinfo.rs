@@ -26,8 +26,11 @@ pub mod modules {
     pub const BENCH: &str = "bench";
     /// The syscall fuzzer (`init=fuzz`).
     pub const FUZZ: &str = "fuzz";
+    /// The example key-value server (`servers/kv`); the tests program
+    /// embeds the same image and spawns it.
+    pub const KV: &str = "kv";
     /// Every module the boot image carries, in load order.
-    pub const ALL: [&str; 4] = [INIT, TESTS, BENCH, FUZZ];
+    pub const ALL: [&str; 5] = [INIT, TESTS, BENCH, FUZZ, KV];
     /// The command-line key that picks what init runs (`init=tests`).
     pub const INIT_KEY: &str = "init";
 }

@@ -294,10 +294,7 @@ impl<'de> Decoder<'de> {
     /// always arrive); asking for a seventh is a protocol bug, reported as
     /// [`WireError::TooManyWords`].
     pub fn word(&mut self) -> Result<u64, WireError> {
-        let w = *self
-            .words
-            .get(self.nwords)
-            .ok_or(WireError::TooManyWords)?;
+        let w = *self.words.get(self.nwords).ok_or(WireError::TooManyWords)?;
         self.nwords += 1;
         Ok(w)
     }
@@ -379,6 +376,13 @@ pub trait Handler<P: Protocol> {
     /// The notification bound to the serving thread fired with `bits`
     /// (default: ignored).
     fn notified(&mut self, _bits: u64) {}
+
+    /// Whether the server is done: checked after each request; once true,
+    /// the serve loop sends that request's reply and returns (default:
+    /// never).
+    fn done(&self) -> bool {
+        false
+    }
 }
 
 /// What [`dispatch`] did with one message.

@@ -86,7 +86,7 @@ macro_rules! protocol {
 
             $(
                 $(#[$vm])*
-                #[allow(clippy::needless_lifetimes)]
+                #[allow(clippy::needless_lifetimes, clippy::extra_unused_lifetimes, clippy::too_many_arguments)]
                 pub fn $method<$lt>(
                     &mut self,
                     $($f: $t),*

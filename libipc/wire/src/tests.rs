@@ -286,10 +286,7 @@ fn typed_client_talks_to_a_handler_through_a_loopback() {
     assert_eq!(c.bytes(b"abc", b"", "x"), Ok(Reply::Echo { b: b"abc" }));
     let long = [7u8; 40];
     assert_eq!(c.bytes(&long, b"", ""), Ok(Reply::Echo { b: &long }));
-    assert_eq!(
-        c.give(0, Handle(3), Handle(4)),
-        Ok(Reply::Sum { sum: 7 })
-    );
+    assert_eq!(c.give(0, Handle(3), Handle(4)), Ok(Reply::Sum { sum: 7 }));
     // A request too big for the buffer fails on our side, nothing sent.
     let huge = [0u8; 300];
     assert_eq!(
