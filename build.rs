@@ -24,13 +24,16 @@ use std::process::Command;
 #[path = "src/grubiso.rs"]
 mod grubiso;
 
+/// (package, binary, module name, flat?).
+type Program = (&'static str, &'static str, &'static str, bool);
+
 /// User programs built for the boot image: (package, binary, module name, flat?).
 /// `flat` programs are converted to the boot-image format (the kernel maps it
 /// directly, and `process_spawn` takes only it until the loader server reads
 /// ELF); the rest stay ELF.
 /// Module names come from [`abi::bootinfo::modules`] (grub/grub.cfg loads
 /// the same list; a runner test checks it).
-const USER_PROGRAMS: &[(&str, &str, &str, bool)] = &[
+const USER_PROGRAMS: &[Program] = &[
     ("init", "init", modules::INIT, true),
     ("tests", "tests", modules::TESTS, true),
     ("bench", "bench", modules::BENCH, true),
@@ -105,7 +108,7 @@ fn main() {
         // Page-aligned segments map 1:1 onto pages in the boot image.
         "-Clink-arg=-zseparate-loadable-segments",
     ];
-    let (first, rest): (Vec<_>, Vec<_>) =
+    let (first, rest): (Vec<&Program>, Vec<&Program>) =
         USER_PROGRAMS.iter().partition(|p| EMBEDDED.contains(&p.0));
     // Empty for the first build; the embedded images' paths for the second.
     let mut embedded_env = Vec::new();

@@ -33,6 +33,8 @@ mod fpu;
 mod gpr;
 mod info;
 mod ipc;
+mod ipc_order;
+mod kv;
 mod leaks;
 mod lifecycle;
 mod mem;
@@ -308,6 +310,19 @@ const CASES: &[Case] = &[
     (
         "ipc_fast_path_handoff_loses_no_thread",
         ipc::fast_path_handoff_loses_no_thread,
+    ),
+    // libipc's server toolkit and the kv example server (toolkit).
+    (
+        "ipc_calls_from_many_cpus_are_answered_once_in_order",
+        ipc_order::calls_from_many_cpus_are_answered_once_in_order,
+    ),
+    (
+        "kv_server_answers_every_request",
+        kv::kv_server_answers_every_request,
+    ),
+    (
+        "kv_server_survives_hostile_messages",
+        kv::kv_server_survives_hostile_messages,
     ),
     (
         "process_tree_cannot_fill_the_thread_table",
