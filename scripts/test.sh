@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Host-testable crates (unit tests and host clippy).
-HOST_CRATES=(mica kcore abi fuzz)
+HOST_CRATES=(mica kcore abi wire kv fuzz)
 # Crates built for x86_64-unknown-none (clippy for that target).
-KERNEL_CRATES=(mica-kernel init libipc tests bench fuzz)
+KERNEL_CRATES=(mica-kernel init libipc kv tests bench fuzz)
 
 pkg_flags() {
   local c

@@ -101,7 +101,8 @@ fn close_all(m: &Incoming<'_>) {
 /// hold the largest request and reply. Returns `Ok` once the handler is
 /// [`done`](Handler::done) (after sending its last reply), or an error of
 /// the endpoint itself (`BadHandle`, `PermissionDenied`, `WrongType`, or
-/// `PeerDied` once it is dead).
+/// `PeerDied` once it is dead); a receive that fails for the moment
+/// (`NoMemory`: a message's handles did not fit our table) is retried.
 pub fn serve<P: Protocol, H: Handler<P>>(
     ep: Endpoint,
     h: &mut H,
@@ -109,12 +110,18 @@ pub fn serve<P: Protocol, H: Handler<P>>(
     b: &mut [u8],
 ) -> Result<(), Error> {
     let (mut rx, mut tx) = (a, b);
-    let mut regs = recv_into(ep, rx)?;
+    let mut regs = match recv_into(ep, rx) {
+        Ok(r) => r,
+        Err(e) => receive_again(ep, e, rx)?,
+    };
     loop {
         let (badge, m) = match got(&regs, rx) {
             Got::Notified(bits) => {
                 h.notified(bits);
-                regs = recv_into(ep, rx)?;
+                regs = match recv_into(ep, rx) {
+                    Ok(r) => r,
+                    Err(e) => receive_again(ep, e, rx)?,
+                };
                 continue;
             }
             Got::Msg(badge, m) => (badge, m),
@@ -137,8 +144,29 @@ pub fn serve<P: Protocol, H: Handler<P>>(
             reply_buffered(&frame, tx);
             recv_into(ep, tx)
         };
-        regs = next?;
         core::mem::swap(&mut rx, &mut tx);
+        regs = match next {
+            Ok(r) => r,
+            Err(e) => receive_again(ep, e, rx)?,
+        };
+    }
+}
+
+/// After a failed receive: an error of the endpoint (or of our own
+/// arguments) ends the loop; one of the moment goes on receiving. The
+/// kernel fails a receive with `NoMemory` when a message's handles do not
+/// fit this process's table (the sender is retried elsewhere): that must
+/// not end the server, or a client could stop it by sending handles.
+fn receive_again(ep: Endpoint, mut e: Error, buf: &mut [u8]) -> Result<IpcRegs, Error> {
+    loop {
+        match e {
+            Error::NoMemory | Error::TimedOut | Error::WouldBlock => {}
+            fatal => return Err(fatal),
+        }
+        match recv_into(ep, buf) {
+            Ok(r) => return Ok(r),
+            Err(again) => e = again,
+        }
     }
 }
 

@@ -45,11 +45,14 @@ libipc::protocol! {
 }
 
 /// Client threads.
-const CLIENTS: usize = 4;
+const CLIENTS: usize = 6;
 /// Calls each client makes.
-const CALLS: u64 = 2000;
-/// Server worker threads.
-const WORKERS: usize = 4;
+const CALLS: u64 = 3000;
+/// Server worker threads: fewer than the clients, so calls queue, and at
+/// `-smp 4` fewer than the CPUs, so some calls always cross CPUs (the
+/// client on CPU 3 has no local worker) while others can take the
+/// same-CPU hand-off.
+const WORKERS: usize = 3;
 /// Per call: long enough never to expire in a passing run, so a lost
 /// reply shows as `TimedOut`, not as a hang.
 const GUARD_US: Option<u32> = Some(3_000_000);

@@ -265,8 +265,8 @@ const COUNT: u32 = 4;
 const WATCH: u32 = 6;
 
 /// Hostile messages sent raw: an unknown label, a truncated buffer, length
-/// words near `u64::MAX`, a watch without its handle, an extra handle, a
-/// non-zero unused word, a buffer above the server's capacity and above
+/// words near `u64::MAX`, a watch without its handle, extra handles (400
+/// of them: more than the server's table holds), a non-zero unused word, a buffer above the server's capacity and above
 /// 64 KiB, then 300 random messages. Each gets an error reply (or the
 /// kernel refuses it on our side); the server answers correctly after each
 /// and exits 0 at the end.
@@ -335,6 +335,32 @@ pub fn kv_server_survives_hostile_messages() -> TestResult {
             raw_call(h, COUNT, z, &mut buf, 0, &[extra]),
             WireError::Trailing,
             "a handle nobody asked for",
+        )?;
+        // Nor can unasked handles fill the server's table (256 entries):
+        // every refused message's handles are closed.
+        for _ in 0..100 {
+            let mut four = [0u32; 4];
+            for x in four.iter_mut() {
+                *x = ok(
+                    handle_dup(ntf.0, rights::SIGNAL | rights::TRANSFER, 0),
+                    "dup",
+                )?;
+            }
+            refused(
+                raw_call(h, COUNT, z, &mut buf, 0, &four),
+                WireError::Trailing,
+                "four handles nobody asked for",
+            )?;
+        }
+        let give = ok(
+            handle_dup(ntf.0, rights::SIGNAL | rights::TRANSFER, 0),
+            "dup",
+        )?;
+        let mut c = Client::new(Caller::new(h, GUARD_US), &mut cbuf);
+        expect(
+            c.watch(Handle(give)),
+            Ok(Reply::Watching { replaced: false }),
+            "a watch after 400 unasked handles",
         )?;
         let _ = handle_close(ntf.0);
         refused(
