@@ -14,8 +14,8 @@ mod ring3 {
 
     impl Kernel for Syscalls {
         fn signal(&mut self, ntf: u32, bits: u64) {
-            // A watcher that sent something else than a notification
-            // (`WrongType`) or closed nothing of ours: its loss.
+            // A watcher that handed over something other than a
+            // notification gets no signals (`WrongType`, ignored).
             let _ = signal(Notification(ntf), bits);
         }
         fn close(&mut self, h: u32) {
