@@ -1,5 +1,6 @@
 //! IPC for user programs: typed handles, messages, safe wrappers for every
-//! IPC syscall, and the server toolkit's receive/reply loop ([`serve`]).
+//! IPC syscall, and an untyped receive/reply loop ([`serve`]; servers with
+//! a declared protocol use [`crate::server::serve`]).
 //!
 //! The register layout is `kcore::ipc::msg`'s table (see docs/ipc.md): RDI
 //! the handle, RSI the message-info word, RDX R10 R8 R9 R12 R13 the six

@@ -36,7 +36,7 @@ fn frame_regs(h: u32, f: &Frame, buf: &mut [u8], timeout: Timeout) -> IpcRegs {
         rsi: ipc::info(
             f.label,
             f.nhandles.min(wire::MAX_HANDLES) as u64,
-            0,
+            u64::from(f.copy_mask & 0xf),
             f.len.min(buf.len()) as u64,
             timeout.is_some(),
         ),

@@ -17,7 +17,7 @@ use libipc::ipc::{
 };
 use libipc::server::Caller;
 use libipc::sys;
-use libipc::wire::{CallError, Handle, WireError, ERROR_LABEL};
+use libipc::wire::{CallError, CopiedHandle, WireError, ERROR_LABEL};
 
 /// The kv server's flat boot image (apps/tests/build.rs; empty if this
 /// program was built outside the workspace build).
@@ -126,7 +126,7 @@ fn with_server(body: impl FnOnce(&Server) -> TestResult) -> TestResult {
 
 /// Every request through the typed client: put (new, replace), get,
 /// delete, count, full and too long (clear errors that change nothing),
-/// watch (a notification moved in the message, signalled on changes),
+/// watch (a notification copied in the message, signalled on changes),
 /// shutdown refused through a badged handle, and a reply larger than the
 /// client's buffer (an error reply, and the server goes on).
 pub fn kv_server_answers_every_request() -> TestResult {
@@ -153,14 +153,12 @@ pub fn kv_server_answers_every_request() -> TestResult {
         expect(c.get(b"b"), Ok(Reply::NotFound {}), "get of a missing key")?;
         expect(c.delete(b"a"), Ok(Reply::Deleted {}), "delete")?;
         expect(c.delete(b"a"), Ok(Reply::NotFound {}), "delete again")?;
-        // Watch: a notification moved to the server, signalled on change.
+        // Watch: the server gets a copy of our notification (we keep
+        // ours: the wait below would fail with BadHandle had it moved)
+        // and signals it on change.
         let ntf = ok(notification_create(), "notification_create")?;
-        let give = ok(
-            handle_dup(ntf.0, rights::SIGNAL | rights::TRANSFER, 0),
-            "dup the notification",
-        )?;
         expect(
-            c.watch(Handle(give)),
+            c.watch(CopiedHandle(ntf.0)),
             Ok(Reply::Watching { replaced: false }),
             "watch",
         )?;
@@ -352,13 +350,9 @@ pub fn kv_server_survives_hostile_messages() -> TestResult {
                 "four handles nobody asked for",
             )?;
         }
-        let give = ok(
-            handle_dup(ntf.0, rights::SIGNAL | rights::TRANSFER, 0),
-            "dup",
-        )?;
         let mut c = Client::new(Caller::new(h, GUARD_US), &mut cbuf);
         expect(
-            c.watch(Handle(give)),
+            c.watch(CopiedHandle(ntf.0)),
             Ok(Reply::Watching { replaced: false }),
             "a watch after 400 unasked handles",
         )?;

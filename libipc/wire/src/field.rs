@@ -88,9 +88,24 @@ pub struct Handle(pub u32);
 
 impl Field<'_> for Handle {
     fn put(&self, e: &mut Encoder<'_>) -> Result<(), WireError> {
-        e.handle(self.0)
+        e.handle(self.0, false)
     }
     fn get(d: &mut Decoder<'_>) -> Result<Self, WireError> {
         d.handle().map(Handle)
+    }
+}
+
+/// A handle sent as a copy: the sender keeps its own (the handle needs
+/// `DUPLICATE` as well as `TRANSFER`). The receiver gets a handle like any
+/// other; decoding yields its number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CopiedHandle(pub u32);
+
+impl Field<'_> for CopiedHandle {
+    fn put(&self, e: &mut Encoder<'_>) -> Result<(), WireError> {
+        e.handle(self.0, true)
+    }
+    fn get(d: &mut Decoder<'_>) -> Result<Self, WireError> {
+        d.handle().map(CopiedHandle)
     }
 }

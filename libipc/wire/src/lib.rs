@@ -13,7 +13,7 @@
 //! Fields are laid out in declaration order ([`Field`]): each integer or
 //! `bool` takes one word; a byte slice or `&str` takes one word (its
 //! length) and that many bytes of the buffer, appended in order; a
-//! [`Handle`] takes the next handle slot. More than six words, or than four
+//! [`Handle`] (moved) or [`CopiedHandle`] takes the next handle slot. More than six words, or than four
 //! handles, is a protocol bug reported when encoding ([`WireError::TooManyWords`]).
 //!
 //! # What decode checks (before any handler runs)
@@ -39,7 +39,7 @@
 mod field;
 mod macros;
 
-pub use field::{Field, Handle};
+pub use field::{CopiedHandle, Field, Handle};
 
 /// Words in a message's register part.
 pub const WORDS: usize = 6;
@@ -171,10 +171,13 @@ pub struct Frame {
     pub words: [u64; WORDS],
     /// Buffer bytes used.
     pub len: usize,
-    /// Handles to send (`[..nhandles]`), each moved.
+    /// Handles to send (`[..nhandles]`).
     pub handles: [u32; MAX_HANDLES],
     /// How many handles.
     pub nhandles: usize,
+    /// Bit i: handle i is copied (the sender keeps it; needs `DUPLICATE`),
+    /// else moved.
+    pub copy_mask: u8,
 }
 
 impl Frame {
@@ -246,14 +249,18 @@ impl<'b> Encoder<'b> {
         Ok(())
     }
 
-    /// Appends a handle (moved to the receiver).
-    pub fn handle(&mut self, h: u32) -> Result<(), WireError> {
+    /// Appends a handle: copied to the receiver if `copy`, else moved.
+    pub fn handle(&mut self, h: u32, copy: bool) -> Result<(), WireError> {
+        let i = self.frame.nhandles;
         let slot = self
             .frame
             .handles
-            .get_mut(self.frame.nhandles)
+            .get_mut(i)
             .ok_or(WireError::TooManyHandles)?;
         *slot = h;
+        if copy {
+            self.frame.copy_mask |= 1 << i;
+        }
         self.frame.nhandles += 1;
         Ok(())
     }

@@ -16,8 +16,8 @@ crate::protocol! {
         Ints = 2 => fn ints { a: u64, b: u32, c: u16, d: u8, e: bool, f: i64 },
         /// Two byte strings and a str.
         Bytes = 3 => fn bytes { k: &'a [u8], v: &'a [u8], s: &'a str },
-        /// A handle between words.
-        Give = 4 => fn give { tag: u64, h: Handle, h2: Handle },
+        /// A handle between words, then a copied one.
+        Give = 4 => fn give { tag: u64, h: Handle, h2: CopiedHandle },
         /// Seven words: a protocol bug, refused at encode.
         TooBig = 5 => fn too_big { a: u64, b: u64, c: u64, d: u64, e: u64, f: u64, g: u64 },
     }
@@ -65,7 +65,7 @@ fn every_field_kind_round_trips() {
     roundtrip(Request::Give {
         tag: 9,
         h: Handle(0x401),
-        h2: Handle(0x802),
+        h2: CopiedHandle(0x802),
     });
 }
 
@@ -85,11 +85,13 @@ fn layout_is_words_then_buffer_then_handles_in_field_order() {
     let f = Request::Give {
         tag: 1,
         h: Handle(5),
-        h2: Handle(6),
+        h2: CopiedHandle(6),
     }
     .encode_into(&mut buf)
     .unwrap();
     assert_eq!((f.nhandles, f.handles), (2, [5, 6, 0, 0]));
+    // The second handle is copied, the first moved.
+    assert_eq!(f.copy_mask, 0b10);
     assert_eq!(f.words, [1, 0, 0, 0, 0, 0]);
 }
 
@@ -286,7 +288,10 @@ fn typed_client_talks_to_a_handler_through_a_loopback() {
     assert_eq!(c.bytes(b"abc", b"", "x"), Ok(Reply::Echo { b: b"abc" }));
     let long = [7u8; 40];
     assert_eq!(c.bytes(&long, b"", ""), Ok(Reply::Echo { b: &long }));
-    assert_eq!(c.give(0, Handle(3), Handle(4)), Ok(Reply::Sum { sum: 7 }));
+    assert_eq!(
+        c.give(0, Handle(3), CopiedHandle(4)),
+        Ok(Reply::Sum { sum: 7 })
+    );
     // A request too big for the buffer fails on our side, nothing sent.
     let huge = [0u8; 300];
     assert_eq!(
@@ -387,7 +392,7 @@ proptest! {
             Request::Ping {},
             Request::Ints { a, b, c, d, e, f },
             Request::Bytes { k: &k, v: &v, s: &s },
-            Request::Give { tag: a, h: Handle(h), h2: Handle(h2) },
+            Request::Give { tag: a, h: Handle(h), h2: CopiedHandle(h2) },
         ] {
             let mut buf = [0u8; 256];
             let fr = r.encode_into(&mut buf).unwrap();

@@ -5,11 +5,12 @@
 //! Keys and values are bytes, at most [`MAX_KEY`] and [`MAX_VALUE`] long;
 //! the store holds at most [`MAX_ENTRIES`] pairs. Too long is
 //! [`Reply::TooLong`], full is [`Reply::Full`]; neither changes the store.
-//! A client may hand over a notification ([`Request::Watch`], a handle
-//! moved in the message): every change signals it with [`CHANGED`].
+//! A client may hand over a notification ([`Request::Watch`], a copy of
+//! its handle sent in the message): every change signals it with
+//! [`CHANGED`].
 #![cfg_attr(not(test), no_std)]
 
-use wire::{Handle, Handler};
+use wire::{CopiedHandle, Handler};
 
 /// Longest key, in bytes.
 pub const MAX_KEY: usize = 32;
@@ -49,9 +50,10 @@ wire::protocol! {
         /// Ends the server: `Bye`, or `Denied` through a badged handle
         /// (only its owner's unbadged handle may).
         Shutdown = 5 => fn shutdown {},
-        /// Signals `ntf` (a notification, moved here) on every change from
-        /// now on: `Watching`. A previous watcher's handle is closed.
-        Watch = 6 => fn watch { ntf: Handle },
+        /// Signals `ntf` (a notification; the server gets a copy) on every
+        /// change from now on: `Watching`. A previous watcher's copy is
+        /// closed.
+        Watch = 6 => fn watch { ntf: CopiedHandle },
     }
     /// What the server answers.
     pub enum Reply {

@@ -176,7 +176,7 @@ fn hostile_raw_messages_get_error_replies_and_the_store_goes_on() {
 fn a_watcher_is_signalled_on_every_change_and_a_replaced_one_closed() {
     with_client(7, |c| {
         assert_eq!(
-            c.watch(wire::Handle(0x401)),
+            c.watch(wire::CopiedHandle(0x401)),
             Ok(Reply::Watching { replaced: false })
         );
         assert_eq!(c.put(b"k", b"v"), Ok(Reply::Stored { replaced: false }));
@@ -189,7 +189,7 @@ fn a_watcher_is_signalled_on_every_change_and_a_replaced_one_closed() {
             })
         );
         assert_eq!(
-            c.watch(wire::Handle(0x802)),
+            c.watch(wire::CopiedHandle(0x802)),
             Ok(Reply::Watching { replaced: true })
         );
         assert_eq!(c.delete(b"k"), Ok(Reply::Deleted {}));
