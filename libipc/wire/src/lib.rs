@@ -13,8 +13,10 @@
 //! Fields are laid out in declaration order ([`Field`]): each integer or
 //! `bool` takes one word; a byte slice or `&str` takes one word (its
 //! length) and that many bytes of the buffer, appended in order; a
-//! [`Handle`] (moved) or [`CopiedHandle`] takes the next handle slot. More than six words, or than four
-//! handles, is a protocol bug reported when encoding ([`WireError::TooManyWords`]).
+//! [`Handle`] (moved) or [`CopiedHandle`] takes the next handle slot.
+//! More than six words, or than four handles, is a protocol bug reported
+//! when encoding ([`WireError::TooManyWords`], [`WireError::TooManyHandles`]);
+//! a server refuses every message of such an op.
 //!
 //! # What decode checks (before any handler runs)
 //! - the label names an op ([`WireError::UnknownOp`]);
@@ -139,7 +141,8 @@ pub struct Incoming<'b> {
     pub buf: &'b [u8],
     /// Received handle numbers (`[..nhandles]` valid).
     pub handles: [u32; MAX_HANDLES],
-    /// How many handles came (clamped to [`MAX_HANDLES`] by [`Decoder`]).
+    /// How many handles came (a count above [`MAX_HANDLES`] is never read
+    /// past the array: it decodes as [`WireError::Trailing`]).
     pub nhandles: usize,
 }
 
