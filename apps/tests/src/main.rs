@@ -33,6 +33,7 @@ mod fpu;
 mod gpr;
 mod info;
 mod ipc;
+mod ipc_attack;
 mod leaks;
 mod lifecycle;
 mod mem;
@@ -308,6 +309,14 @@ const CASES: &[Case] = &[
     (
         "ipc_fast_path_handoff_loses_no_thread",
         ipc::fast_path_handoff_loses_no_thread,
+    ),
+    (
+        "ipc_attack_queued_call_survives_a_receivers_bad_buffer",
+        ipc_attack::queued_call_survives_a_receivers_bad_buffer,
+    ),
+    (
+        "ipc_attack_handles_given_to_a_stillborn_child_are_released",
+        ipc_attack::handles_given_to_a_stillborn_child_are_released,
     ),
     (
         "process_tree_cannot_fill_the_thread_table",

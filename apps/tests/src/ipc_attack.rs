@@ -1,0 +1,255 @@
+//! IPC under attack (issue 10 review): each case is a finding of the
+//! review of the IPC kernel side, turned into a test that failed on the code
+//! it names before the fix (the report lists how each was seen failing).
+//!
+//! - [`queued_call_survives_a_receivers_bad_buffer`]: a receiver whose
+//!   buffer is unmapped took a *queued* call, failed with `BadAddress` and
+//!   silently kept the call (message lost, caller left waiting in the
+//!   receiver's reply capability).
+//! - [`handles_given_to_a_stillborn_child_are_released`]: handles given to a
+//!   child whose spawn then failed were dropped without being released: the
+//!   endpoint never died (its callers queued for ever instead of `PeerDied`).
+
+use crate::note;
+use crate::util::{self, TestResult};
+use abi::{Error, Sysnum};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use libipc::ipc::{self, endpoint_create, handle_close, handle_dup, rights, Endpoint, IpcRegs};
+use libipc::sys;
+
+fn ok<T>(r: Result<T, Error>, what: &'static str) -> Result<T, &'static str> {
+    r.map_err(|e| {
+        note!("{what}: {e}");
+        what
+    })
+}
+
+/// Raw IPC with every register.
+fn raw(n: Sysnum, r: &mut IpcRegs) -> Result<u64, Error> {
+    // SAFETY: the buffers the cases name are the static pages below (or
+    // deliberately bad addresses the kernel must refuse).
+    abi::decode_result(unsafe { ipc::ipc_syscall(n, r) })
+}
+
+/// A page-aligned 4 KiB buffer (the test program has no heap).
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+static mut CALLER_BUF: Page = Page([0; 4096]);
+static mut SERVER_BUF: Page = Page([0; 4096]);
+
+fn caller_buf() -> u64 {
+    core::ptr::addr_of_mut!(CALLER_BUF) as u64
+}
+
+fn server_buf() -> &'static mut [u8; 4096] {
+    // SAFETY: only the case's own thread uses SERVER_BUF.
+    unsafe { &mut (*core::ptr::addr_of_mut!(SERVER_BUF)).0 }
+}
+
+/// A user address nothing maps.
+const UNMAPPED: u64 = 0x3000_0000_0000;
+/// Long enough never to expire in a passing run.
+const GUARD_US: u32 = 3_000_000;
+
+static CALL_RESULT: AtomicU64 = AtomicU64::new(0);
+
+/// Calls `ep` with 100 bytes (pattern i * 3) and stores the result: 1000 +
+/// the reply's label, or the error code.
+extern "C" fn buffer_caller(ep: u64) -> ! {
+    // SAFETY: only this thread uses CALLER_BUF while the case runs.
+    let buf = unsafe { &mut (*core::ptr::addr_of_mut!(CALLER_BUF)).0 };
+    for (i, b) in buf[..100].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(3);
+    }
+    let mut r = IpcRegs {
+        rdi: ep,
+        rsi: ipc::info(0x51, 0, 0, 100, true),
+        r14: caller_buf(),
+        r15: ipc::spec(4096, GUARD_US),
+        ..IpcRegs::default()
+    };
+    let v = match raw(Sysnum::IpcCall, &mut r) {
+        Ok(_) => 1000 + (r.rsi as u32) as u64,
+        Err(e) => e as u64,
+    };
+    CALL_RESULT.store(v, Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+/// A receive on `ep` into `buf` (capacity 4096) with a timeout.
+fn recv_into(ep: Endpoint, buf: u64, timeout_us: u32) -> (Result<u64, Error>, IpcRegs) {
+    let mut r = IpcRegs {
+        rdi: ep.0 as u64,
+        rsi: ipc::info(0, 0, 0, 0, true),
+        r14: buf,
+        r15: ipc::spec(4096, timeout_us),
+        ..IpcRegs::default()
+    };
+    (raw(Sysnum::IpcRecv, &mut r), r)
+}
+
+/// A call queued first, then a receive into an unmapped buffer: the receive
+/// fails with `BadAddress` (its own error) and the call stays intact for
+/// the next receive, exactly as when the receiver waits first
+/// (`ipc_bad_buffers_fail_their_own_side`). Before the fix the failed
+/// receive had taken the call: its message was gone and its caller sat in
+/// the failed receiver's reply capability until its own timeout.
+pub fn queued_call_survives_a_receivers_bad_buffer() -> TestResult {
+    let ep = ok(endpoint_create(), "endpoint_create")?;
+    CALL_RESULT.store(0, Ordering::SeqCst);
+    let t = util::spawn(buffer_caller, ep.0 as u64)?;
+    sys::sleep_ns(20_000_000); // the call queues meanwhile
+    let (first, _) = recv_into(ep, UNMAPPED, 0);
+    // The next receive must find the same call, all 100 bytes of it.
+    let (second, r) = recv_into(ep, server_buf().as_mut_ptr() as u64, 500_000);
+    let intact = second.is_ok()
+        && r.rsi as u32 == 0x51
+        && ipc::info_len(r.rsi) == 100
+        && (0..100).all(|i| server_buf()[i] == (i as u8).wrapping_mul(3));
+    if second.is_ok() {
+        let mut a = IpcRegs {
+            rsi: ipc::info(0x52, 0, 0, 0, false),
+            ..IpcRegs::default()
+        };
+        let _ = raw(Sysnum::IpcReply, &mut a);
+    }
+    let st = t.join()?;
+    let _ = handle_close(ep.0);
+    if first != Err(Error::BadAddress) || !intact {
+        note!(
+            "receive into an unmapped buffer: {first:?}; next receive: {second:?} \
+             (label {:#x}, {} bytes); caller got {}",
+            r.rsi as u32,
+            ipc::info_len(r.rsi),
+            CALL_RESULT.load(Ordering::SeqCst)
+        );
+        return Err("a queued call was lost to a receiver's bad buffer");
+    }
+    util::expect_ok(st)?;
+    if CALL_RESULT.load(Ordering::SeqCst) != 1000 + 0x52 {
+        note!("caller got {}", CALL_RESULT.load(Ordering::SeqCst));
+        return Err("the caller did not get the reply of the second receive");
+    }
+    Ok(())
+}
+
+/// Where the stillborn child's code goes.
+const CHILD_TEXT: u64 = 0x40_0000;
+
+/// The stillborn image: a code page, and a large writable segment that
+/// covers the initial stack, so the kernel maps the whole segment (a long
+/// window in which the child's record exists and takes handles) and then
+/// fails to map the stack.
+fn stillborn_image(out: &mut [u8]) -> Result<usize, &'static str> {
+    use abi::bootimg::{encode, SegmentSpec, SEG_R, SEG_W, SEG_X};
+    use abi::layout::{INIT_STACK_BYTES, INIT_STACK_TOP};
+    const BIG: u64 = 4 << 20;
+    let code = [0x0f, 0x0b]; // ud2
+    let specs = [
+        SegmentSpec {
+            vaddr: CHILD_TEXT,
+            bytes: &code,
+            mem_size: 2,
+            flags: SEG_R | SEG_X,
+        },
+        SegmentSpec {
+            vaddr: INIT_STACK_TOP - INIT_STACK_BYTES - BIG + 4096,
+            bytes: &[],
+            mem_size: BIG,
+            flags: SEG_R | SEG_W,
+        },
+    ];
+    encode(CHILD_TEXT, &specs, out).map_err(|_| "cannot encode the stillborn image")
+}
+
+/// Spawns a child that exits at once; returns its pid (waited for).
+fn throwaway_child() -> Result<u64, &'static str> {
+    // mov edi, 0; mov eax, ProcessExit; syscall
+    let n = Sysnum::ProcessExit as u32;
+    let code = [
+        0xbf,
+        0,
+        0,
+        0,
+        0,
+        0xb8,
+        n as u8,
+        (n >> 8) as u8,
+        (n >> 16) as u8,
+        (n >> 24) as u8,
+        0x0f,
+        0x05,
+    ];
+    let mut buf = [0u8; 256];
+    let len = abi::bootimg::encode_code(CHILD_TEXT, &code, &mut buf)
+        .map_err(|_| "cannot encode the throwaway child")?;
+    let pid = ok(sys::process_spawn(&buf[..len], 0), "process_spawn")?;
+    ok(sys::process_wait(pid), "process_wait")?;
+    Ok(pid)
+}
+
+static GIVE_TO: AtomicU64 = AtomicU64::new(0);
+static GIVE_EP: AtomicU64 = AtomicU64::new(0);
+static GIVE_STOP: AtomicBool = AtomicBool::new(false);
+static GIVEN: AtomicBool = AtomicBool::new(false);
+
+/// Gives a receive handle to pid `GIVE_TO` until that works or the case
+/// says stop.
+extern "C" fn giver(_: u64) -> ! {
+    let (pid, ep) = (
+        GIVE_TO.load(Ordering::SeqCst),
+        GIVE_EP.load(Ordering::SeqCst) as u32,
+    );
+    while !GIVE_STOP.load(Ordering::SeqCst) {
+        if ipc::handle_give(pid, ep, rights::RECV).is_ok() {
+            GIVEN.store(true, Ordering::SeqCst);
+            break;
+        }
+    }
+    sys::thread_exit(0)
+}
+
+/// A receive handle given to a child whose spawn fails after its record
+/// exists (its image maps, its stack does not) is released with the
+/// child: once the parent closes its own receive handle, the endpoint has
+/// no receiver and a call fails with `PeerDied`. Before the fix the
+/// stillborn child's table was dropped without releasing its entries, so
+/// the endpoint counted a receiver for ever (calls queued instead).
+pub fn handles_given_to_a_stillborn_child_are_released() -> TestResult {
+    let mut img = [0u8; 512];
+    let len = stillborn_image(&mut img)?;
+    let mut hits = 0;
+    for _ in 0..6 {
+        let ep = ok(endpoint_create(), "endpoint_create")?;
+        let send = ok(handle_dup(ep.0, rights::SEND, 0), "dup")?;
+        // Pids are handed out in order: the stillborn child gets the next.
+        let next = throwaway_child()? + 1;
+        GIVE_TO.store(next, Ordering::SeqCst);
+        GIVE_EP.store(ep.0 as u64, Ordering::SeqCst);
+        GIVE_STOP.store(false, Ordering::SeqCst);
+        GIVEN.store(false, Ordering::SeqCst);
+        let g = util::spawn(giver, 0)?;
+        sys::yield_now();
+        let spawned = sys::process_spawn(&img[..len], 0);
+        GIVE_STOP.store(true, Ordering::SeqCst);
+        util::expect_ok(g.join()?)?;
+        if let Ok(pid) = spawned {
+            note!("the stillborn image started as pid {pid}");
+            return Err("the stillborn image was not refused (test premise)");
+        }
+        ok(handle_close(ep.0), "close the receive handle")?;
+        let r = ipc::call(Endpoint(send), &ipc::Message::default(), Some(0));
+        let _ = handle_close(send);
+        if GIVEN.load(Ordering::SeqCst) {
+            hits += 1;
+            if r != Err(Error::PeerDied) {
+                note!("call after the last live receive handle closed: {r:?}");
+                return Err("a handle given to a stillborn child was never released");
+            }
+        }
+    }
+    if hits == 0 {
+        note!("the give never landed in the stillborn child's window");
+    }
+    Ok(())
+}
