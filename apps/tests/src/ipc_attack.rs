@@ -259,3 +259,131 @@ pub fn handles_given_to_a_stillborn_child_are_released() -> TestResult {
     note!("{hits} of 6 gives landed in the stillborn child's window");
     Ok(())
 }
+
+static RACE_GO: AtomicBool = AtomicBool::new(false);
+static RACE_CALLER: AtomicU64 = AtomicU64::new(0);
+/// What the carrier's receiver saw: 0 nothing yet, 1 no handle came, 2 the
+/// copy came and the queued call was there, 3 the copy came and the
+/// endpoint was empty (the queued call was drained as dead), 4 other.
+static RACE_SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// Calls `ep` (the raced endpoint, through a send handle) with a timeout;
+/// stores 1000 + the reply label, or the error code.
+extern "C" fn race_caller(ep: u64) -> ! {
+    let r = ipc::call(Endpoint(ep as u32), &ipc::Message::default(), Some(GUARD_US));
+    RACE_CALLER.store(
+        match r {
+            Ok(m) => 1000 + m.label as u64,
+            Err(e) => e as u64,
+        },
+        Ordering::SeqCst,
+    );
+    sys::thread_exit(0)
+}
+
+/// Receives once on the carrier endpoint `ep`; if a handle came (the copied
+/// receive handle), polls it: the raced endpoint's queued call must be
+/// there, since a receive handle to it still exists.
+extern "C" fn race_receiver(ep: u64) -> ! {
+    let mut r = IpcRegs {
+        rdi: ep,
+        rsi: ipc::info(0, 0, 0, 0, true),
+        r15: ipc::spec(0, GUARD_US),
+        ..IpcRegs::default()
+    };
+    if raw(Sysnum::IpcRecv, &mut r).is_err() {
+        RACE_SEEN.store(4, Ordering::SeqCst);
+        sys::thread_exit(0);
+    }
+    if ipc::info_handles(r.rsi) != 1 {
+        RACE_SEEN.store(1, Ordering::SeqCst);
+        sys::thread_exit(0);
+    }
+    let copy = ipc::unpack(r.handles)[0];
+    let seen = match ipc::recv(Endpoint(copy), Some(0)) {
+        Ok(ipc::Received::Msg { .. }) => {
+            let _ = ipc::reply(&ipc::Message {
+                label: 7,
+                words: [0; 6],
+            });
+            2
+        }
+        Err(Error::WouldBlock) => 3,
+        _ => 4,
+    };
+    RACE_SEEN.store(seen, Ordering::SeqCst);
+    let _ = handle_close(copy);
+    sys::thread_exit(0)
+}
+
+/// Closes the handle `h` once the case says go.
+extern "C" fn race_closer(h: u64) -> ! {
+    while !RACE_GO.load(Ordering::SeqCst) {
+        core::hint::spin_loop();
+    }
+    let _ = handle_close(h as u32);
+    sys::thread_exit(0)
+}
+
+/// A receive handle copied into a message while another thread closes it:
+/// either the close comes first (the copy is `BadHandle`, the endpoint dies,
+/// its queued caller gets `PeerDied`) or the copy does (the endpoint lives
+/// on in the copy, its queued call waits for it). Before the fix the copy's
+/// receive count was added after the sender's table lock was released, so
+/// a close in between killed the endpoint (its caller drained with
+/// `PeerDied`) and the copy then revived it: a live receive handle to an
+/// endpoint that had told its callers it was dead.
+pub fn copied_receive_handle_racing_its_close_is_one_or_the_other() -> TestResult {
+    let carrier = ok(endpoint_create(), "endpoint_create")?;
+    let (mut first, mut second) = (0, 0);
+    for _ in 0..24 {
+        let ep = ok(endpoint_create(), "endpoint_create")?;
+        let send = ok(handle_dup(ep.0, rights::SEND, 0), "dup")?;
+        RACE_CALLER.store(0, Ordering::SeqCst);
+        RACE_SEEN.store(0, Ordering::SeqCst);
+        RACE_GO.store(false, Ordering::SeqCst);
+        let c = util::spawn(race_caller, send as u64)?;
+        let r = util::spawn(race_receiver, carrier.0 as u64)?;
+        let k = util::spawn(race_closer, ep.0 as u64)?;
+        sys::sleep_ns(5_000_000); // the call queues, the receiver waits
+        RACE_GO.store(true, Ordering::SeqCst);
+        let mut m = IpcRegs {
+            rdi: carrier.0 as u64,
+            rsi: ipc::info(1, 1, 0b1, 0, false),
+            handles: ipc::pack(&[ep.0]),
+            ..IpcRegs::default()
+        };
+        let sent = raw(Sysnum::IpcSend, &mut m);
+        if sent.is_err() {
+            // The close came first: nothing travels; wake the receiver.
+            let _ = ipc::send(carrier, &ipc::Message::default());
+        }
+        util::expect_ok(k.join()?)?;
+        util::expect_ok(r.join()?)?;
+        if RACE_SEEN.load(Ordering::SeqCst) == 1 {
+            // The endpoint died with our close: its caller is told.
+            first += 1;
+        } else {
+            second += 1;
+        }
+        let _ = handle_close(send);
+        util::expect_ok(c.join()?)?;
+        let (seen, called) = (
+            RACE_SEEN.load(Ordering::SeqCst),
+            RACE_CALLER.load(Ordering::SeqCst),
+        );
+        let consistent = match seen {
+            1 => sent == Err(Error::BadHandle) && called == Error::PeerDied as u64,
+            2 => sent.is_ok() && called == 1007,
+            _ => false,
+        };
+        if !consistent {
+            note!("send {sent:?}; the copy's receiver saw {seen}; the queued caller got {called}");
+            let _ = handle_close(carrier.0);
+            return Err("a receive handle was copied out of an endpoint that had died");
+        }
+    }
+    let _ = handle_close(carrier.0);
+    note!("close first {first} times, copy first {second} times");
+    Ok(())
+}

@@ -319,6 +319,10 @@ const CASES: &[Case] = &[
         ipc_attack::handles_given_to_a_stillborn_child_are_released,
     ),
     (
+        "ipc_attack_copied_receive_handle_racing_its_close_is_one_or_the_other",
+        ipc_attack::copied_receive_handle_racing_its_close_is_one_or_the_other,
+    ),
+    (
         "process_tree_cannot_fill_the_thread_table",
         rev_life::process_tree_cannot_fill_the_thread_table,
     ),
