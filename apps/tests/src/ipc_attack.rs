@@ -270,7 +270,11 @@ static RACE_SEEN: AtomicU64 = AtomicU64::new(0);
 /// Calls `ep` (the raced endpoint, through a send handle) with a timeout;
 /// stores 1000 + the reply label, or the error code.
 extern "C" fn race_caller(ep: u64) -> ! {
-    let r = ipc::call(Endpoint(ep as u32), &ipc::Message::default(), Some(GUARD_US));
+    let r = ipc::call(
+        Endpoint(ep as u32),
+        &ipc::Message::default(),
+        Some(GUARD_US),
+    );
     RACE_CALLER.store(
         match r {
             Ok(m) => 1000 + m.label as u64,

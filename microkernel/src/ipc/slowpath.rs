@@ -159,10 +159,7 @@ pub fn call(
 
 /// One attempt of [`call`]: the message and its extra are in `cur`'s record.
 fn call_once(ep: &Ep, cur: &Arc<Thread>, m: Msg, timeout: Timeout) -> Outcome {
-    let old = core::mem::replace(
-        &mut cur.ipc.inner.lock().wait,
-        WaitOn::Endpoint(ep.clone()),
-    );
+    let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Endpoint(ep.clone()));
     drop(old);
     // Release (inside begin): the message, wait record and capacity above
     // are visible to whoever sees the wait.
