@@ -391,3 +391,85 @@ pub fn copied_receive_handle_racing_its_close_is_one_or_the_other() -> TestResul
     note!("close first {first} times, copy first {second} times");
     Ok(())
 }
+
+/// Calls `ep` (low 32 bits) copying handle `arg >> 32`; stores 1000 + the
+/// reply label, or the error code.
+extern "C" fn handle_caller(arg: u64) -> ! {
+    let mut r = IpcRegs {
+        rdi: arg & 0xffff_ffff,
+        rsi: ipc::info(0x61, 1, 0b1, 0, true),
+        r15: ipc::spec(0, GUARD_US),
+        handles: ipc::pack(&[(arg >> 32) as u32]),
+        ..IpcRegs::default()
+    };
+    let v = match raw(Sysnum::IpcCall, &mut r) {
+        Ok(_) => 1000 + (r.rsi as u32) as u64,
+        Err(e) => e as u64,
+    };
+    CALL_RESULT.store(v, Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+/// The same as [`queued_call_survives_a_receivers_bad_buffer`] for the
+/// handle table: a queued call copying a handle, received while the
+/// receiver's table is full, fails that receive with `NoMemory` and comes
+/// whole to the next receive (after a slot was freed). Before the fix the
+/// call was lost and its copied handle dropped.
+pub fn queued_call_survives_a_receivers_full_table() -> TestResult {
+    let ep = ok(endpoint_create(), "endpoint_create")?;
+    let ntf = ok(ipc::notification_create(), "notification_create")?;
+    CALL_RESULT.store(0, Ordering::SeqCst);
+    let t = util::spawn(handle_caller, ep.0 as u64 | (ntf.0 as u64) << 32)?;
+    sys::sleep_ns(20_000_000); // the call queues meanwhile
+                               // Fill the table (this process's: the caller is our thread).
+    let mut filler = [0u32; 256];
+    let mut n = 0;
+    while n < filler.len() {
+        match handle_dup(ntf.0, rights::SIGNAL, 0) {
+            Ok(h) => {
+                filler[n] = h;
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    let buf = server_buf().as_mut_ptr() as u64;
+    let (first, _) = recv_into(ep, buf, 0);
+    if n > 0 {
+        n -= 1;
+        let _ = handle_close(filler[n]);
+    }
+    let (second, r) = recv_into(ep, buf, 500_000);
+    let mut got = 0;
+    if second.is_ok() {
+        got = r.rsi as u32;
+        if ipc::info_handles(r.rsi) == 1 {
+            let _ = handle_close(ipc::unpack(r.handles)[0]);
+        } else {
+            got = 0;
+        }
+        let _ = ipc::reply(&ipc::Message {
+            label: 0x62,
+            words: [0; 6],
+        });
+    }
+    for h in &filler[..n] {
+        let _ = handle_close(*h);
+    }
+    let st = t.join()?;
+    let _ = handle_close(ep.0);
+    let _ = handle_close(ntf.0);
+    if first.is_ok() || got != 0x61 {
+        note!(
+            "receive with a full table ({n} dups): {first:?}; next receive: {second:?}; caller got {}",
+            CALL_RESULT.load(Ordering::SeqCst)
+        );
+        return Err("a queued call was lost to a receiver's full handle table");
+    }
+    util::expect_ok(st)?;
+    if CALL_RESULT.load(Ordering::SeqCst) != 1000 + 0x62 {
+        note!("caller got {}", CALL_RESULT.load(Ordering::SeqCst));
+        return Err("the caller did not get the reply of the second receive");
+    }
+    Ok(())
+}

@@ -315,6 +315,10 @@ const CASES: &[Case] = &[
         ipc_attack::queued_call_survives_a_receivers_bad_buffer,
     ),
     (
+        "ipc_attack_queued_call_survives_a_receivers_full_table",
+        ipc_attack::queued_call_survives_a_receivers_full_table,
+    ),
+    (
         "ipc_attack_handles_given_to_a_stillborn_child_are_released",
         ipc_attack::handles_given_to_a_stillborn_child_are_released,
     ),
