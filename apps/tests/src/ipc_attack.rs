@@ -473,3 +473,102 @@ pub fn queued_call_survives_a_receivers_full_table() -> TestResult {
     }
     Ok(())
 }
+
+const STORM_CLIENTS: u64 = 4;
+const STORM_CALLS: u64 = 400;
+static STORM_BAD: AtomicU64 = AtomicU64::new(0);
+static STORM_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+static STORM_DONE: AtomicU64 = AtomicU64::new(0);
+
+/// A worker: answers (id, seq) with (id, seq, seq ^ id) until label 2.
+extern "C" fn storm_worker(ep: u64) -> ! {
+    let ep = Endpoint(ep as u32);
+    let mut next = ipc::recv(ep, Some(GUARD_US));
+    loop {
+        match next {
+            Ok(ipc::Received::Msg { msg, .. }) => {
+                let [c, s, ..] = msg.words;
+                let a = ipc::Message {
+                    label: 9,
+                    words: [c, s, s ^ c, 0, 0, 0],
+                };
+                if msg.label == 2 {
+                    let _ = ipc::reply(&a);
+                    sys::thread_exit(0);
+                }
+                next = ipc::reply_recv(ep, &a, Some(GUARD_US));
+            }
+            _ => sys::thread_exit(1),
+        }
+    }
+}
+
+/// A client: calls with timeouts of 1 to 256 µs, so timeouts land before
+/// the call is taken, while it is taken (copied), and while the reply is
+/// held; every reply that does come must be its own.
+extern "C" fn storm_client(arg: u64) -> ! {
+    let (ep, id) = (Endpoint(arg as u32), arg >> 32);
+    let mut x = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for s in 0..STORM_CALLS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let m = ipc::Message {
+            label: 1,
+            words: [id, s, 0, 0, 0, 0],
+        };
+        match ipc::call(ep, &m, Some(1 + (x % 256) as u32)) {
+            Ok(r) if r.label == 9 && r.words[..3] == [id, s, s ^ id] => {}
+            Err(Error::TimedOut) => {
+                STORM_TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                STORM_BAD.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    STORM_DONE.fetch_add(1, Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+/// Timeouts racing delivery, the take of a queued call and the held reply,
+/// on every CPU: each call ends once, with its own reply or `TimedOut`,
+/// never another's reply and never a hang; the workers survive every
+/// reply to a caller that is gone.
+pub fn timeouts_racing_every_stage_of_a_call() -> TestResult {
+    STORM_BAD.store(0, Ordering::SeqCst);
+    STORM_TIMEOUTS.store(0, Ordering::SeqCst);
+    STORM_DONE.store(0, Ordering::SeqCst);
+    let ep = ok(endpoint_create(), "endpoint_create")?;
+    let w1 = util::spawn(storm_worker, ep.0 as u64)?;
+    let w2 = util::spawn(storm_worker, ep.0 as u64)?;
+    let mut clients: heapless::Vec<util::Thread, 4> = heapless::Vec::new();
+    for id in 0..STORM_CLIENTS {
+        let t = util::spawn(storm_client, ep.0 as u64 | id << 32)?;
+        let _ = clients.push(t);
+    }
+    let mut failed = false;
+    for c in clients {
+        failed |= util::expect_ok(c.join()?).is_err();
+    }
+    for _ in 0..2 {
+        let stop = ipc::Message {
+            label: 2,
+            words: [0; 6],
+        };
+        ok(ipc::call(ep, &stop, Some(GUARD_US)), "stop a worker")?;
+    }
+    failed |= util::expect_ok(w1.join()?).is_err();
+    failed |= util::expect_ok(w2.join()?).is_err();
+    let _ = handle_close(ep.0);
+    note!(
+        "{} calls, {} timed out",
+        STORM_CLIENTS * STORM_CALLS,
+        STORM_TIMEOUTS.load(Ordering::Relaxed)
+    );
+    if STORM_BAD.load(Ordering::SeqCst) != 0 || failed {
+        note!("{} wrong answers", STORM_BAD.load(Ordering::SeqCst));
+        return Err("a call ended with a wrong reply or error, or a thread failed");
+    }
+    Ok(())
+}

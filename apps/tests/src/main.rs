@@ -327,6 +327,10 @@ const CASES: &[Case] = &[
         ipc_attack::copied_receive_handle_racing_its_close_is_one_or_the_other,
     ),
     (
+        "ipc_attack_timeouts_racing_every_stage_of_a_call",
+        ipc_attack::timeouts_racing_every_stage_of_a_call,
+    ),
+    (
         "process_tree_cannot_fill_the_thread_table",
         rev_life::process_tree_cannot_fill_the_thread_table,
     ),
