@@ -6,9 +6,17 @@
 //!   buffer is unmapped took a *queued* call, failed with `BadAddress` and
 //!   silently kept the call (message lost, caller left waiting in the
 //!   receiver's reply capability).
+//! - [`queued_call_survives_a_receivers_full_table`]: the same with the
+//!   receiver's handle table full (`NoMemory`; the copied handle dropped).
 //! - [`handles_given_to_a_stillborn_child_are_released`]: handles given to a
 //!   child whose spawn then failed were dropped without being released: the
 //!   endpoint never died (its callers queued for ever instead of `PeerDied`).
+//! - [`copied_receive_handle_racing_its_close_is_one_or_the_other`]: a copy
+//!   transfer counted the new receive handle after dropping the table lock,
+//!   so a close in between killed the endpoint and the copy revived it
+//!   (seen failing with the window widened by a deliberate 2 ms delay).
+//! - [`timeouts_racing_every_stage_of_a_call`]: a guard, not a finding:
+//!   1-256 µs timeouts racing delivery, the take and the held reply.
 
 use crate::note;
 use crate::util::{self, TestResult};
