@@ -150,6 +150,15 @@ pub fn user_fault(frame: &mut TrapFrame) {
 
 /// Drops the record of a process that never started (and its quota unit).
 pub fn discard(p: &Arc<Process>, parent: Option<&Arc<Process>>) {
+    // Handles its parent gave it while it was being built (`handle_give`
+    // finds the record from its creation on) are released as `ended` does
+    // for a process that ran: an endpoint must not count a receiver in a
+    // table that is dropped unreleased. Marked exiting first, under its
+    // thread-table lock, so a give racing this is refused (it checks that
+    // flag under the handle-table lock `close_all` takes).
+    let rows = p.threads.lock().take_rows();
+    drop(rows); // no live thread: status words only
+    crate::ipc::close_all(&p.ipc.handles);
     process::forget_process(p.pid);
     if let Some(pp) = parent {
         pp.release_child();

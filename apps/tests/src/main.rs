@@ -33,6 +33,7 @@ mod fpu;
 mod gpr;
 mod info;
 mod ipc;
+mod ipc_attack;
 mod ipc_order;
 mod kv;
 mod leaks;
@@ -323,6 +324,26 @@ const CASES: &[Case] = &[
     (
         "kv_server_survives_hostile_messages",
         kv::kv_server_survives_hostile_messages,
+    ),
+    (
+        "ipc_attack_queued_call_survives_a_receivers_bad_buffer",
+        ipc_attack::queued_call_survives_a_receivers_bad_buffer,
+    ),
+    (
+        "ipc_attack_queued_call_survives_a_receivers_full_table",
+        ipc_attack::queued_call_survives_a_receivers_full_table,
+    ),
+    (
+        "ipc_attack_handles_given_to_a_stillborn_child_are_released",
+        ipc_attack::handles_given_to_a_stillborn_child_are_released,
+    ),
+    (
+        "ipc_attack_copied_receive_handle_racing_its_close_is_one_or_the_other",
+        ipc_attack::copied_receive_handle_racing_its_close_is_one_or_the_other,
+    ),
+    (
+        "ipc_attack_timeouts_racing_every_stage_of_a_call",
+        ipc_attack::timeouts_racing_every_stage_of_a_call,
     ),
     (
         "process_tree_cannot_fill_the_thread_table",

@@ -138,15 +138,34 @@ pub fn call(
         let mut g = cur.ipc.inner.lock();
         g.out = m;
         g.extra = extra;
-        g.wait = WaitOn::Endpoint(ep.clone());
     }
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
+    // A receiver that took the queued call but could not place it on its
+    // side hands it back (`Outcome::Retry`, see `take_call`): the call is
+    // made again, as a new wait with the same deadline.
+    let out = loop {
+        let out = call_once(ep, &cur, m, timeout);
+        if out != Outcome::Retry {
+            break out;
+        }
+    };
+    // Whatever no receiver took (the call failed): see transfer::restore.
+    let left = core::mem::take(&mut cur.ipc.inner.lock().extra);
+    transfer::restore(left);
+    drop(cur);
+    outcome_msg(out)
+}
+
+/// One attempt of [`call`]: the message and its extra are in `cur`'s record.
+fn call_once(ep: &Ep, cur: &Arc<Thread>, m: Msg, timeout: Timeout) -> Outcome {
+    let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Endpoint(ep.clone()));
+    drop(old);
     // Release (inside begin): the message, wait record and capacity above
     // are visible to whoever sees the wait.
     let tk = cur.ipc.claim.begin();
-    let me = TRef::new(&cur, Some(tk));
-    let out = loop {
+    let me = TRef::new(cur, Some(tk));
+    loop {
         let step = ep.q.lock().call(
             Caller {
                 thread: me,
@@ -184,20 +203,15 @@ pub fn call(
             }
             Ok(CallStep::Queued) => break wait(tk, timeout.deadline(), Handoff::none()),
         }
-    };
-    // Whatever no receiver took (the call failed): see transfer::restore.
-    let left = core::mem::take(&mut cur.ipc.inner.lock().extra);
-    transfer::restore(left);
-    drop(cur);
-    outcome_msg(out)
+    }
 }
 
 fn outcome_msg(o: Outcome) -> Result<Msg, Error> {
     match o {
         Outcome::Msg(m) => Ok(m),
         Outcome::Err(e) => Err(e),
-        // A call is never bound to a notification.
-        Outcome::Notified(_) => Err(Error::InvalidArgument),
+        // A call is never bound to a notification; `call` retries a Retry.
+        Outcome::Notified(_) | Outcome::Retry => Err(Error::InvalidArgument),
     }
 }
 
@@ -370,6 +384,8 @@ pub fn recv(
                 Outcome::Msg(m) => Ok(Received::Msg(m)),
                 Outcome::Notified(bits) => Ok(Received::Notified(bits)),
                 Outcome::Err(e) => Err(e),
+                // Only a caller is handed back its call.
+                Outcome::Retry => Err(Error::InvalidArgument),
             }
         }
     }
@@ -413,13 +429,38 @@ fn fits(c: TRef, capacity: usize) -> bool {
 fn take_call(cur: &Arc<Thread>, c: TRef, buf: u64) -> Result<Msg, Error> {
     // SAFETY: we hold c's wait (take); it cannot leave it until we rearm.
     let carc = unsafe { c.arc() };
-    let (m, old, mut extra) = {
-        let mut g = carc.ipc.inner.lock();
-        let old = core::mem::replace(&mut g.wait, WaitOn::Reply(cur.clone()));
-        (g.out, old, core::mem::take(&mut g.extra))
-    };
-    drop(old);
     let ctk = c.ticket.expect("a caller entry carries its ticket");
+    let (mut m, mut extra) = {
+        let mut g = carc.ipc.inner.lock();
+        (g.out, core::mem::take(&mut g.extra))
+    };
+    // Our own buffer and table first, while the call is still only taken:
+    // a failure there is our error, and the call goes back to its caller
+    // whole (its extra back in its record), which makes it again
+    // (`Outcome::Retry`): nothing is delivered half, nothing is lost.
+    if !extra.is_empty() {
+        match transfer::place(cur, buf, &mut extra) {
+            Ok(p) => m = with_placed(m, p),
+            Err(e) => {
+                carc.ipc.inner.lock().extra = extra;
+                match carc.ipc.claim.rearm(ctk) {
+                    Ok(()) => {
+                        // A timeout or kill may win instead: it ends the
+                        // call, and the caller drops its extra itself.
+                        if claim(&c, WakeReason::Delivered) {
+                            end_wait(c, Outcome::Retry);
+                        }
+                    }
+                    Err(reason) => end_wait(c, Outcome::Err(late_error(reason))),
+                }
+                return Err(e);
+            }
+        }
+    }
+    // What was placed is ours now (its buffer was copied).
+    transfer::restore(extra);
+    let old = core::mem::replace(&mut carc.ipc.inner.lock().wait, WaitOn::Reply(cur.clone()));
+    drop(old);
     // Ordering: our reply capability names the caller only after the rearm,
     // so a timeout that wins after the rearm finds us there (caller_gone).
     // To close the window between the rearm and the accept, both happen
@@ -447,14 +488,7 @@ fn take_call(cur: &Arc<Thread>, c: TRef, buf: u64) -> Result<Msg, Error> {
         end_wait(o, Outcome::Err(Error::PeerDied));
     }
     drop(carc);
-    if extra.is_empty() {
-        return Ok(m);
-    }
-    // Our own buffer and table: a failure is our error (we hold the call;
-    // its handles are dropped, see transfer::restore).
-    let r = transfer::place(cur, buf, &mut extra).map(|p| with_placed(m, p));
-    transfer::restore(extra);
-    r
+    Ok(m)
 }
 
 /// `signal`: ORs `bits` into the notification; wakes one waiter (or the
@@ -514,7 +548,7 @@ pub fn ntf_wait(n: &Ntf, timeout: Timeout) -> Result<u64, Error> {
             match wait(tk, timeout.deadline(), Handoff::none()) {
                 Outcome::Notified(bits) => Ok(bits),
                 Outcome::Err(e) => Err(e),
-                Outcome::Msg(_) => Err(Error::InvalidArgument),
+                Outcome::Msg(_) | Outcome::Retry => Err(Error::InvalidArgument),
             }
         }
     }

@@ -57,10 +57,15 @@ impl Extra {
         let mut handles = heapless::Vec::new();
         if !specs.is_empty() {
             let p = process_of(sched::current())?;
-            let entries = p.ipc.handles.lock().take_transfer(specs)?;
+            let mut t = p.ipc.handles.lock();
+            let entries = t.take_transfer(specs)?;
             for (e, (_, mode)) in entries.into_iter().zip(specs) {
                 if *mode == TransferMode::Copy {
-                    // A copy is one more handle to the object.
+                    // A copy is one more handle to the object. Counted under
+                    // the table lock (table before object: the lock order),
+                    // as `dup` does: a close of the source in between would
+                    // otherwise kill the endpoint (its callers told
+                    // `PeerDied`) and this count then revive it.
                     super::retain(&e.object, e.rights);
                 }
                 // Cannot fail: at most MAX_TRANSFER specs.

@@ -112,6 +112,11 @@ pub enum Outcome {
     Notified(u64),
     /// An error for the waiter.
     Err(Error),
+    /// A caller's queued call was taken by a receiver that could not place
+    /// it (its own buffer or table failed): the message and what travels
+    /// with it are back in the caller's record, and the caller makes its
+    /// call again (`ipc::slowpath::call`).
+    Retry,
 }
 
 /// The state under a thread's IPC lock.

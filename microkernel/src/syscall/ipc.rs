@@ -147,13 +147,16 @@ fn give(pid: u64, h: u64, rights: u64) -> Result<u64, Error> {
         if !e.rights.contains(rights) {
             return Err(Error::PermissionDenied);
         }
-        Entry {
+        let entry = Entry {
             object: e.object.clone(),
             rights,
             badge: e.badge,
-        }
+        };
+        // Counted under our table lock (as `dup`): a close of `h` between
+        // could otherwise kill the endpoint and this count revive it.
+        crate::ipc::retain(&entry.object, rights);
+        entry
     };
-    crate::ipc::retain(&entry.object, rights);
     let r = {
         let mut t = child.ipc.handles.lock();
         // Under the child's table lock: a child that is ending has closed

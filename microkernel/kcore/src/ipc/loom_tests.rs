@@ -312,3 +312,66 @@ fn a_signal_and_a_call_racing_for_a_bound_receiver_lose_nothing() {
         }
     });
 }
+
+/// The hand-back (review finding, `ipc::slowpath::take_call`): a receiver
+/// takes a queued caller, fails to place its message on its own side, and
+/// gives the call back (`rearm`, then a claim that ends the wait with
+/// "retry"), while the caller's timeout and a kill race it. Exactly one
+/// party ends the wait, none is lost, and a retry is reported only when
+/// no timeout or kill ended it.
+#[test]
+fn a_taken_call_handed_back_races_timeout_and_kill_and_ends_once() {
+    model(|| {
+        let claim = Arc::new(Claim::new());
+        let tk = claim.begin();
+        let endings = Arc::new(AtomicUsize::new(0));
+        let retried = Arc::new(AtomicUsize::new(0));
+
+        let receiver = {
+            let (claim, endings, retried) = (claim.clone(), endings.clone(), retried.clone());
+            thread::spawn(move || {
+                if claim.take(tk) {
+                    // ... placing the message on the receiver's side failed ...
+                    match claim.rearm(tk) {
+                        Ok(()) => {
+                            if claim.try_claim(tk, WakeReason::Delivered) {
+                                endings.fetch_add(1, Ordering::Relaxed);
+                                retried.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(_) => {
+                            endings.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        };
+        let timer = {
+            let (claim, endings) = (claim.clone(), endings.clone());
+            thread::spawn(move || {
+                if claim.try_claim(tk, WakeReason::TimedOut) {
+                    endings.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let killer = {
+            let (claim, endings) = (claim.clone(), endings.clone());
+            thread::spawn(move || {
+                if claim.try_claim(tk, WakeReason::Cancelled) {
+                    endings.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        receiver.join().unwrap();
+        timer.join().unwrap();
+        killer.join().unwrap();
+
+        assert_eq!(endings.load(Ordering::Relaxed), 1, "the wait ends once");
+        let why = claim.finish().expect("the wait ended");
+        assert_eq!(
+            why == WakeReason::Delivered,
+            retried.load(Ordering::Relaxed) == 1,
+            "a retry is reported iff the receiver's hand-back ended the wait"
+        );
+    });
+}

@@ -21,7 +21,7 @@ pub mod notification;
 pub mod reply;
 
 pub use claim::{AtomicWord, Ticket, WaitClaim, WakeReason};
-pub use endpoint::{CallStep, Caller, Drained, Endpoint, Pick, Receiver, RecvStep};
+pub use endpoint::{CallStep, Caller, Drained, Endpoint, Pick, Receiver, RecvStep, QUEUE_KEEP};
 pub use msg::{Message, MsgError, MsgInfo, RecvSpec, MAX_BUFFER};
 pub use notification::{Notification, SignalStep, WaitStep};
 pub use reply::ReplyCap;

@@ -76,6 +76,11 @@ impl<T> Notification<T> {
         self.pending
     }
 
+    /// Entries the waiter queue has room for (its heap footprint).
+    pub fn waiters_capacity(&self) -> usize {
+        self.waiters.capacity()
+    }
+
     /// Threads in `wait`.
     pub fn waiters(&self) -> impl Iterator<Item = &T> {
         self.waiters.iter()
@@ -103,6 +108,7 @@ impl<T: Copy + PartialEq> Notification<T> {
         }
         while let Some(t) = self.waiters.pop_front() {
             if pick(&t) {
+                super::endpoint::trim(&mut self.waiters);
                 let bits = core::mem::take(&mut self.pending);
                 return SignalStep::Wake {
                     thread: t,
@@ -111,6 +117,7 @@ impl<T: Copy + PartialEq> Notification<T> {
                 };
             }
         }
+        super::endpoint::trim(&mut self.waiters);
         if self.bound_waiting {
             if let Some(t) = self.bound {
                 self.bound_waiting = false;
@@ -149,6 +156,7 @@ impl<T: Copy + PartialEq> Notification<T> {
     pub fn remove(&mut self, thread: &T) -> bool {
         if let Some(i) = self.waiters.iter().position(|t| t == thread) {
             self.waiters.remove(i);
+            super::endpoint::trim(&mut self.waiters);
             return true;
         }
         if self.bound_waiting && self.bound.as_ref() == Some(thread) {

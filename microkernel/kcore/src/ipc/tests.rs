@@ -620,3 +620,80 @@ proptest::proptest! {
         let _ = crate::handles::Handle::from_reg(rdi);
     }
 }
+
+// ---- review (breakit): queue memory after a burst ----
+
+#[test]
+fn a_drained_burst_gives_its_queue_memory_back() {
+    // One client's 500 threads queue at once, then are served (or time
+    // out): the endpoint must not keep heap for 500 entries for ever (a
+    // program cycling its threads through 4096 endpoints held tens of MiB
+    // of kernel heap this way).
+    let mut ep = live_ep();
+    for t in 0..500 {
+        assert_eq!(ep.call(caller(t), 0, true, take), Ok(CallStep::Queued));
+    }
+    for t in 0..500 {
+        assert_eq!(
+            ep.recv(rcv(9999, 0), true, |_| true),
+            Ok(RecvStep::Got(caller(t)))
+        );
+    }
+    assert!(
+        ep.queue_capacity() <= QUEUE_KEEP * 2,
+        "{}",
+        ep.queue_capacity()
+    );
+    // Receivers that leave by timeout or kill.
+    for t in 0..500 {
+        assert_eq!(ep.recv(rcv(t, 0), true, |_| true), Ok(RecvStep::Queued));
+    }
+    for t in 0..500 {
+        assert!(ep.remove(&t));
+    }
+    assert!(
+        ep.queue_capacity() <= QUEUE_KEEP * 2,
+        "{}",
+        ep.queue_capacity()
+    );
+    // Receivers served by calls.
+    for t in 0..500 {
+        assert_eq!(ep.recv(rcv(t, 0), true, |_| true), Ok(RecvStep::Queued));
+    }
+    for t in 0..500 {
+        assert_eq!(
+            ep.call(caller(1000 + t), 0, true, take),
+            Ok(CallStep::Deliver(rcv(t, 0)))
+        );
+    }
+    assert!(
+        ep.queue_capacity() <= QUEUE_KEEP * 2,
+        "{}",
+        ep.queue_capacity()
+    );
+    // A steady state below the bound keeps its memory (no allocation).
+    let cap = {
+        for t in 0..QUEUE_KEEP as u32 {
+            assert_eq!(ep.recv(rcv(t, 0), true, |_| true), Ok(RecvStep::Queued));
+        }
+        ep.queue_capacity()
+    };
+    for t in 0..QUEUE_KEEP as u32 {
+        assert!(ep.remove(&t));
+    }
+    assert_eq!(ep.queue_capacity(), cap);
+
+    let mut n = Notification::<u32>::new();
+    for t in 0..500 {
+        assert_eq!(n.wait(t, true), Ok(WaitStep::Queued));
+    }
+    for t in 0..499 {
+        assert!(n.remove(&t));
+    }
+    assert!(matches!(n.signal(1, |_| true), SignalStep::Wake { .. }));
+    assert!(
+        n.waiters_capacity() <= QUEUE_KEEP,
+        "{}",
+        n.waiters_capacity()
+    );
+}
