@@ -12,5 +12,6 @@ pub mod bench;
 pub mod ipc;
 pub mod rt;
 pub mod sys;
+pub mod task;
 
 pub use abi::Error;
