@@ -9,7 +9,9 @@ use crate::arch::trap::TrapFrame;
 use crate::bootstrap;
 use crate::object::kobject::{Handles, Object, MAX_HANDLES};
 use crate::object::process::{self, Process, ProcessId, INIT_PID};
-use crate::object::thread::{current, current_arc, Joined, Thread, ThreadExit, ThreadId, ThreadState};
+use crate::object::thread::{
+    current, current_arc, Joined, Thread, ThreadExit, ThreadId, ThreadState,
+};
 use crate::sched;
 use abi::layout::INIT_STACK_TOP;
 use abi::Error;
@@ -286,10 +288,10 @@ fn ended(p: Arc<Process>, status: u64) {
     };
     let rows = p.threads.lock().take_rows();
     drop(rows); // empty: every thread left the list when it exited
-    // Peers see peer death; the table's memory goes now, not with the
-    // record (which handles may keep for long). Swapped out under the lock
-    // after `take_rows` marked the process exiting, so `handle_give` adds
-    // nothing afterwards.
+                // Peers see peer death; the table's memory goes now, not with the
+                // record (which handles may keep for long). Swapped out under the lock
+                // after `take_rows` marked the process exiting, so `handle_give` adds
+                // nothing afterwards.
     crate::ipc::close_all(&p.ipc.handles);
     let table = core::mem::replace(&mut *p.ipc.handles.lock(), Handles::new(MAX_HANDLES));
     drop(table);
@@ -334,9 +336,7 @@ pub fn exit_current_process(status: u64) -> ! {
 /// `exited(-1)` unless it chose one already. A process that already ended
 /// is left as it is; the caller's own process dies on the way out.
 pub fn kill_process(p: &Arc<Process>) {
-    p.exit_status
-        .lock()
-        .get_or_insert(abi::status::exited(-1));
+    p.exit_status.lock().get_or_insert(abi::status::exited(-1));
     let mut table = p.threads.lock();
     for t in table.mark_exiting(None) {
         kill(t);
@@ -372,7 +372,11 @@ pub fn wait(child: &Arc<Process>) -> Result<u64, Error> {
 
 fn wait_inner(child: &Arc<Process>) -> Woken {
     let cur = current_arc();
-    if cur.process.as_ref().is_some_and(|me| Arc::ptr_eq(me, child)) {
+    if cur
+        .process
+        .as_ref()
+        .is_some_and(|me| Arc::ptr_eq(me, child))
+    {
         return Woken::Done(Err(Error::InvalidArgument));
     }
     loop {

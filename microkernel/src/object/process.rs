@@ -243,10 +243,7 @@ impl ThreadTable {
     /// returns its live threads but `except` (`None`: all of them), for the
     /// caller to kill while it still holds this lock
     /// (`lifecycle::exit_current_process`, `lifecycle::kill_process`).
-    pub fn mark_exiting(
-        &mut self,
-        except: Option<ThreadId>,
-    ) -> impl Iterator<Item = &Arc<Thread>> {
+    pub fn mark_exiting(&mut self, except: Option<ThreadId>) -> impl Iterator<Item = &Arc<Thread>> {
         self.exiting = true;
         self.rows.iter().filter(move |t| Some(t.tid) != except)
     }
@@ -427,4 +424,3 @@ impl Drop for Process {
         release(&self.account.processes, "a program's process");
     }
 }
-

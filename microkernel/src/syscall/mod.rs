@@ -33,9 +33,9 @@ mod thread;
 use crate::arch::syscall::{check_return, ReturnCheck};
 use crate::arch::trap::TrapFrame;
 use crate::lifecycle::user_fault;
+use crate::object::kobject::Object;
 use crate::sched::current;
 use crate::smp::online;
-use crate::object::kobject::Object;
 use abi::{encode_result, Error, Sysnum};
 use kcore::handles::{Handle, Rights};
 

@@ -4,11 +4,12 @@
 
 use super::thread::Exit;
 use crate::arch::trap::TrapFrame;
-use crate::lifecycle::{exit_current_process, kill_process, spawn as spawn_process, wait as wait_child};
-use crate::object::kobject::Object;
-use kcore::handles::{Handle, Rights};
+use crate::lifecycle::{
+    exit_current_process, kill_process, spawn as spawn_process, wait as wait_child,
+};
 use crate::mem::user::UserSlice;
 use crate::mem::{alloc_contiguous, free_frame, phys_to_virt};
+use crate::object::kobject::Object;
 use crate::object::process::Process;
 use crate::object::space::AddressSpace;
 use crate::sched::{current, preemption_point};
@@ -16,6 +17,7 @@ use abi::{Error, MAX_PRIORITY};
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use kcore::frame::PhysFrame;
+use kcore::handles::{Handle, Rights};
 
 /// The largest image `process_spawn` accepts.
 const MAX_IMAGE_BYTES: u64 = 16 << 20;
@@ -95,9 +97,8 @@ impl ProcessRef {
     /// `BadHandle` for a number that names nothing here, `WrongType` for
     /// another kind of object, `PermissionDenied` without `rights`.
     pub fn decode(reg: u64, rights: Rights) -> Result<ProcessRef, Error> {
-        let (handle, object) = super::handle_object(reg, rights, |o| {
-            matches!(o, Object::Process(_))
-        })?;
+        let (handle, object) =
+            super::handle_object(reg, rights, |o| matches!(o, Object::Process(_)))?;
         let Object::Process(process) = object else {
             return Err(Error::WrongType);
         };

@@ -10,12 +10,12 @@ use crate::lifecycle::sleep_ns as sleep;
 use crate::lifecycle::{join as join_thread, kill as kill_thread, spawn_thread};
 use crate::object::kobject::Object;
 use crate::object::thread::ThreadExit;
-use alloc::sync::Arc;
-use kcore::handles::{Handle, Rights};
 use crate::sched::{current, set_affinity as pin, yield_now as give_way};
 use abi::layout::USER_END;
 use abi::{status, Error, MAX_PRIORITY};
+use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
+use kcore::handles::{Handle, Rights};
 
 /// `thread_exit(code)` / `process_exit(code)`: the status word to leave.
 pub struct Exit {
@@ -96,9 +96,8 @@ impl ThreadRef {
     /// `BadHandle` for a number that names nothing here, `WrongType` for
     /// another kind of object, `PermissionDenied` without `rights`.
     pub fn decode(reg: u64, rights: Rights) -> Result<ThreadRef, Error> {
-        let (handle, object) = super::handle_object(reg, rights, |o| {
-            matches!(o, Object::Thread(_))
-        })?;
+        let (handle, object) =
+            super::handle_object(reg, rights, |o| matches!(o, Object::Thread(_)))?;
         let Object::Thread(rec) = object else {
             return Err(Error::WrongType);
         };
