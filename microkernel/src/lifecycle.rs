@@ -366,8 +366,14 @@ fn finish(w: Woken) -> Result<u64, Error> {
 /// Waits for process `child` (named by a handle of the caller's) to end;
 /// returns its status word. Exactly one wait reaps a process: later ones
 /// get `NotFound`. Waiting for one's own process is `InvalidArgument`.
-pub fn wait(child: &Arc<Process>) -> Result<u64, Error> {
-    finish(wait_inner(child))
+///
+/// Takes the reference by value: a waiter killed meanwhile dies inside
+/// [`finish`] and never returns, so a reference its caller still held would
+/// leak and keep the child's record alive for good.
+pub fn wait(child: Arc<Process>) -> Result<u64, Error> {
+    let w = wait_inner(&child);
+    drop(child);
+    finish(w)
 }
 
 fn wait_inner(child: &Arc<Process>) -> Woken {
@@ -414,8 +420,11 @@ fn wait_inner(child: &Arc<Process>) -> Woken {
 /// Waits for the thread whose exit record `rec` is (named by a handle of the
 /// caller's) to end; returns its status. Exactly one join reaps a thread:
 /// later ones get `NotFound`. Joining oneself is `InvalidArgument`.
-pub fn join(rec: &Arc<ThreadExit>) -> Result<u64, Error> {
-    finish(join_inner(rec))
+/// By value, as in [`wait`].
+pub fn join(rec: Arc<ThreadExit>) -> Result<u64, Error> {
+    let w = join_inner(&rec);
+    drop(rec);
+    finish(w)
 }
 
 fn join_inner(rec: &Arc<ThreadExit>) -> Woken {

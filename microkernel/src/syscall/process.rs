@@ -109,7 +109,8 @@ impl ProcessRef {
 /// Waits for the process `req` names to end; returns its status word and
 /// closes the handle (the reap consumes it).
 pub fn wait(req: ProcessRef) -> Result<u64, Error> {
-    let st = wait_child(&req.process)?;
+    // The reference moves into the wait (a killed waiter never returns).
+    let st = wait_child(req.process)?;
     super::close_reaped(req.handle);
     Ok(st)
 }

@@ -143,7 +143,8 @@ pub fn set_priority(req: Priority) -> Result<u64, Error> {
 /// Waits for the thread `req` names to end; returns its status word and
 /// closes the handle (the reap consumes it).
 pub fn join(req: ThreadRef) -> Result<u64, Error> {
-    let st = join_thread(&req.rec)?;
+    // The reference moves into the join (a killed joiner never returns).
+    let st = join_thread(req.rec)?;
     super::close_reaped(req.handle);
     Ok(st)
 }
