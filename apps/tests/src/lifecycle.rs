@@ -191,7 +191,7 @@ global_asm!(
     "syscall",
     "cmp rax, -4095",              // -4095..-1: an error code
     "jae 3f",
-    "mov rdx, rax",                // rdx: thread argument = the grandchild's pid
+    "mov rdx, rax",                // rdx: thread argument = the grandchild's handle
     "lea rdi, [rip + 2f]",         // rdi: entry = the waiting thread
     "mov rsi, {stack_top}",
     "mov eax, {spawn}",
@@ -203,7 +203,7 @@ global_asm!(
     "mov eax, {pexit}",
     "syscall",
     "ud2",
-    "2:",                          // waiting thread: rdi = pid
+    "2:",                          // waiting thread: rdi = the handle
     "mov eax, {pwait}",
     "syscall",
     "xor edi, edi",
