@@ -163,6 +163,11 @@ enum Prog {
     Breeders,
 }
 
+/// The sleeper's boot image (20 ms, then exit 0) in `out`; its length.
+pub(crate) fn sleeper_image(out: &mut [u8]) -> usize {
+    image(Prog::Sleeper, out)
+}
+
 /// A child program's boot image in `out`; its length.
 fn image(p: Prog, out: &mut [u8]) -> usize {
     use core::ptr::addr_of;
