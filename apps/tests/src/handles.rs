@@ -116,8 +116,11 @@ fn sleeper(ns: u64) -> Result<ProcessHandle, &'static str> {
 /// Set to let every [`parked`] thread end.
 static RELEASE: AtomicBool = AtomicBool::new(false);
 
+/// Waits for [`RELEASE`] (at most 5 s, so a kill that does not land shows
+/// as a wrong status rather than a hang), then exits 0.
 extern "C" fn parked(_: u64) -> ! {
-    while !RELEASE.load(Ordering::SeqCst) {
+    let end = sys::clock_ns() + 5_000_000_000;
+    while !RELEASE.load(Ordering::SeqCst) && sys::clock_ns() < end {
         sys::sleep_ns(1_000_000);
     }
     sys::thread_exit(0)
