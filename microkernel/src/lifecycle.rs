@@ -288,10 +288,10 @@ fn ended(p: Arc<Process>, status: u64) {
     };
     let rows = p.threads.lock().take_rows();
     drop(rows); // empty: every thread left the list when it exited
-                // Peers see peer death; the table's memory goes now, not with the
-                // record (which handles may keep for long). Swapped out under the lock
-                // after `take_rows` marked the process exiting, so `handle_give` adds
-                // nothing afterwards.
+
+    // Peers see peer death; the table's memory goes now, not with the
+    // record (which handles may keep for long). After `take_rows` marked
+    // the process exiting, so `handle_give` adds nothing afterwards.
     crate::ipc::close_all(&p.ipc.handles);
     let table = core::mem::replace(&mut *p.ipc.handles.lock(), Handles::new(MAX_HANDLES));
     drop(table);
