@@ -5,7 +5,7 @@
 //! reduced duplicates, what closing the last handle frees, and that a full
 //! handle table makes a spawn fail with nothing left running.
 
-use crate::lifecycle::{code, info, settle, spawn_code};
+use crate::lifecycle::{code, settle, spawn_code};
 use crate::note;
 use crate::util::{self, TestResult};
 use abi::rights::{DUPLICATE, KILL, TRANSFER, WAIT};
