@@ -43,7 +43,17 @@ fn pick_handle(r: &mut Rng) -> u32 {
     }
 }
 
+/// Per table slot, the newest handle number seen in it (the generation is
+/// the number's high bits, so the largest is the newest). A slot's live
+/// handle, if any, is its newest: the end of the phase closes these too,
+/// which the fixed generation scan misses for slots reused more often
+/// (spawn and wait churn slots thousands of times).
+static NEWEST: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
+
 fn put_handle(r: &mut Rng, h: u32) {
+    if let Some(n) = NEWEST.get((h & 0x3ff) as usize) {
+        n.fetch_max(h, Ordering::Relaxed);
+    }
     let slot = &HANDLES[r.below(POOL as u64) as usize];
     let old = slot.swap(h, Ordering::Relaxed);
     // The displaced one is closed half the time, leaked into the table the
@@ -254,6 +264,12 @@ fn close_all_handles() {
     for slot in 0..256u32 {
         for gen in 1..64u32 {
             let _ = ipc::handle_close(gen << 10 | slot);
+        }
+    }
+    for n in NEWEST.iter() {
+        let h = n.swap(0, Ordering::Relaxed);
+        if h != 0 {
+            let _ = ipc::handle_close(h);
         }
     }
 }
