@@ -29,8 +29,14 @@ pub const PROCESS_RIGHTS: Rights = Rights::from_bits_retain(abi::rights_sets::PR
 /// edit (a short sleep). Once, on the boot CPU, before any thread runs.
 pub fn init() {
     process::set_last_thread_hook(ended);
+    // Not `sleep_ns`: a thread killed while it waits must not die here,
+    // inside `map_anon` & co., holding its reference to the space and the
+    // pages charged up front (both leaked for good). Its sleeps return at
+    // once from then on (a killed thread never blocks), so it gives the CPU
+    // away instead (the holder may need this one), finishes the operation
+    // (bounded: the holder's is) and dies on its way out.
     crate::object::space::set_edit_wait(|ns| {
-        if sleep_ns(ns).is_err() {
+        if sched::sleep::sleep_ns(ns).is_err() || current().killed() {
             cpu::preemption_point();
             sched::yield_now();
         }

@@ -353,6 +353,10 @@ const CASES: &[Case] = &[
     ),
     ("kill_through_a_handle", handles::kill_through_a_handle),
     (
+        "killed_while_waiting_to_edit_keeps_nothing",
+        handles::killed_while_waiting_to_edit_keeps_nothing,
+    ),
+    (
         "cpu_numbers_name_whole_online_cpus",
         rev_layers::cpu_numbers_name_whole_online_cpus,
     ),
