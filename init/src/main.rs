@@ -79,7 +79,7 @@ fn run_module(info: &BootInfo, name: &str, arg: u64) -> Option<Status> {
     }
 }
 
-fn spawn(info: &BootInfo, name: &str, arg: u64) -> Option<u64> {
+fn spawn(info: &BootInfo, name: &str, arg: u64) -> Option<sys::ProcessHandle> {
     let Some(m) = module(info, name) else {
         println!("init: no boot module named {name:?}");
         return None;

@@ -12,23 +12,9 @@
 use abi::{decode_result, Error, Sysnum};
 use core::arch::asm;
 
-/// Handle rights (the bits of `kcore::handles::Rights`; ABI).
-pub mod rights {
-    /// `call` / `send` on an endpoint.
-    pub const SEND: u32 = 1 << 0;
-    /// `recv` / `reply_recv` on an endpoint.
-    pub const RECV: u32 = 1 << 1;
-    /// `signal` a notification.
-    pub const SIGNAL: u32 = 1 << 2;
-    /// `wait` on (or bind) a notification.
-    pub const WAIT: u32 = 1 << 3;
-    /// Kill a thread or process.
-    pub const KILL: u32 = 1 << 4;
-    /// Duplicate the handle (and copy it in a message).
-    pub const DUPLICATE: u32 = 1 << 5;
-    /// Let it leave the process in a message.
-    pub const TRANSFER: u32 = 1 << 6;
-}
+/// Handle rights: the ABI's one declaration (`kcore::handles::Rights` takes
+/// its bits from there too).
+pub use abi::rights;
 
 /// The message-info word's timeout bit (`kcore::ipc::MsgInfo`).
 const TIMEOUT_BIT: u64 = 1 << 39;
@@ -194,11 +180,12 @@ pub fn handle_dup(h: u32, rights: u32, badge: u64) -> Result<u32, Error> {
     run(Sysnum::HandleDup, &mut r).map(|h| h as u32)
 }
 
-/// Puts a copy of `h` with `rights` into child process `pid`'s table;
-/// returns its number there (the child's first handle is [`FIRST_HANDLE`]).
-pub fn handle_give(pid: u64, h: u32, rights: u32) -> Result<u32, Error> {
+/// Puts a copy of `h` with `rights` into the table of the process `to`
+/// names (needs `KILL` on `to`); returns its number there (a fresh child's
+/// first handle is [`FIRST_HANDLE`]).
+pub fn handle_give(to: crate::task::ProcessHandle, h: u32, rights: u32) -> Result<u32, Error> {
     let mut r = IpcRegs {
-        rdi: pid,
+        rdi: to.raw() as u64,
         rsi: h as u64,
         ..IpcRegs::default()
     };

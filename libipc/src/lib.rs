@@ -17,6 +17,7 @@ pub mod ipc;
 pub mod rt;
 pub mod server;
 pub mod sys;
+pub mod task;
 
 pub use abi::Error;
 pub use wire;

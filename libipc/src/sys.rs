@@ -1,6 +1,7 @@
 //! Raw syscalls, one safe function each (the kernel validates every argument,
 //! so no call can break this program's memory safety except where noted).
 
+pub use crate::task::{ProcessHandle, ThreadHandle};
 use abi::{decode_result, Error, Sysnum};
 use core::arch::asm;
 
@@ -32,6 +33,30 @@ pub unsafe fn syscall6(n: Sysnum, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a
         );
     }
     ret
+}
+
+/// A syscall with three arguments that also returns a second value in RDX
+/// (`thread_spawn`, `process_spawn`: the new id).
+///
+/// # Safety
+/// As [`syscall6`].
+#[inline(always)]
+unsafe fn syscall3_rdx(n: Sysnum, a0: u64, a1: u64, a2: u64) -> (u64, u64) {
+    let (ret, rdx): (u64, u64);
+    // SAFETY: as in `syscall6`; RDX is an argument in and a result out.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") n as u64 => ret, // rax: number in, result out
+            in("rdi") a0,
+            in("rsi") a1,
+            inlateout("rdx") a2 => rdx,       // rdx: argument in, id out
+            lateout("rcx") _,                 // return RIP
+            lateout("r11") _,                 // RFLAGS
+            options(nostack),
+        );
+    }
+    (ret, rdx)
 }
 
 /// A syscall that only reads its arguments and touches no user memory.
@@ -100,13 +125,28 @@ pub fn thread_id() -> u64 {
     pure(Sysnum::ThreadId, 0, 0, 0).unwrap_or(0)
 }
 
-/// Starts a thread at `entry(arg)` on the stack ending at `stack_top`.
+/// Starts a thread at `entry(arg)` on the stack ending at `stack_top`;
+/// returns a handle to it (which knows the thread's id).
 pub fn thread_spawn(
     entry: extern "C" fn(u64) -> !,
     stack_top: u64,
     arg: u64,
-) -> Result<u64, Error> {
-    pure(Sysnum::ThreadSpawn, entry as usize as u64, stack_top, arg)
+) -> Result<ThreadHandle, Error> {
+    // SAFETY: `entry` is a Rust function with the entry signature the
+    // kernel calls; whatever the thread does is its own code's contract.
+    unsafe { thread_spawn_at(entry as usize as u64, stack_top, arg) }
+}
+
+/// [`thread_spawn`] at a raw address (which need not be a function, or valid).
+///
+/// # Safety
+/// Whatever runs at `entry` shares this address space: it must not corrupt
+/// memory the program relies on.
+pub unsafe fn thread_spawn_at(entry: u64, stack_top: u64, arg: u64) -> Result<ThreadHandle, Error> {
+    // SAFETY: thread_spawn writes no memory of ours; the thread is the
+    // caller's contract.
+    let (rax, tid) = unsafe { syscall3_rdx(Sysnum::ThreadSpawn, entry, stack_top, arg) };
+    decode_result(rax).map(|h| ThreadHandle::new(h as u32, tid))
 }
 
 /// Maps `len` bytes of zeroed memory at `addr` with `prot` ([`abi::prot`]).
@@ -147,26 +187,41 @@ pub fn set_child_max_priority(prio: u64) -> Result<u64, Error> {
     pure(Sysnum::SetChildMaxPriority, prio, 0, 0)
 }
 
-/// Waits for thread `tid` of this process to end; returns its status word
-/// ([`abi::status`]).
-pub fn thread_join(tid: u64) -> Result<u64, Error> {
-    pure(Sysnum::ThreadJoin, tid, 0, 0)
+/// Waits for the thread `h` names to end; returns its status word
+/// ([`abi::status`]) and closes `h` (needs `WAIT`; one join reaps).
+pub fn thread_join(h: ThreadHandle) -> Result<u64, Error> {
+    pure(Sysnum::ThreadJoin, h.raw() as u64, 0, 0)
+}
+
+/// Makes the thread `h` names end (needs `KILL`).
+pub fn thread_kill(h: ThreadHandle) -> Result<(), Error> {
+    pure(Sysnum::ThreadKill, h.raw() as u64, 0, 0).map(|_| ())
 }
 
 /// Starts a process from a boot image ([`abi::bootimg`]); its first thread
-/// receives `arg`. Returns the pid.
-pub fn process_spawn(image: &[u8], arg: u64) -> Result<u64, Error> {
-    pure(
-        Sysnum::ProcessSpawn,
-        image.as_ptr() as u64,
-        image.len() as u64,
-        arg,
-    )
+/// receives `arg`. Returns a handle to it (which knows the pid).
+pub fn process_spawn(image: &[u8], arg: u64) -> Result<ProcessHandle, Error> {
+    // SAFETY: process_spawn only reads the image.
+    let (rax, pid) = unsafe {
+        syscall3_rdx(
+            Sysnum::ProcessSpawn,
+            image.as_ptr() as u64,
+            image.len() as u64,
+            arg,
+        )
+    };
+    decode_result(rax).map(|h| ProcessHandle::new(h as u32, pid))
 }
 
-/// Waits for child `pid` to end; returns its status word ([`abi::status`]).
-pub fn process_wait(pid: u64) -> Result<u64, Error> {
-    pure(Sysnum::ProcessWait, pid, 0, 0)
+/// Waits for the process `h` names to end; returns its status word
+/// ([`abi::status`]) and closes `h` (needs `WAIT`; one wait reaps).
+pub fn process_wait(h: ProcessHandle) -> Result<u64, Error> {
+    pure(Sysnum::ProcessWait, h.raw() as u64, 0, 0)
+}
+
+/// Ends every thread of the process `h` names (needs `KILL`).
+pub fn process_kill(h: ProcessHandle) -> Result<(), Error> {
+    pure(Sysnum::ProcessKill, h.raw() as u64, 0, 0).map(|_| ())
 }
 
 /// Sets this thread's FS base.

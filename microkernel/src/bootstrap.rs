@@ -135,8 +135,8 @@ pub fn build(image: &[u8], parent: Option<&Arc<Process>>) -> Result<(Arc<Process
         Err(e) => {
             // Up to a whole image mapped: freed in preemptible chunks here,
             // not in the drop (interrupts off throughout).
+            // The record and its quota units go with `p`.
             space.teardown();
-            lifecycle::discard(&p, parent);
             Err(e)
         }
     }

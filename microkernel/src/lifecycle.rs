@@ -7,22 +7,36 @@ use crate::arch::gdt::{USER_CS, USER_DS};
 use crate::arch::percpu;
 use crate::arch::trap::TrapFrame;
 use crate::bootstrap;
+use crate::object::kobject::{Handles, Object, MAX_HANDLES};
 use crate::object::process::{self, Process, ProcessId, INIT_PID};
-use crate::object::thread::{current, current_arc, Thread, ThreadId, ThreadState};
+use crate::object::thread::{
+    current, current_arc, Joined, Thread, ThreadExit, ThreadId, ThreadState,
+};
 use crate::sched;
 use abi::layout::INIT_STACK_TOP;
 use abi::Error;
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
+use kcore::handles::{Entry, Handle, Rights};
+
+/// Rights of the handle `thread_spawn` gives its caller.
+pub const THREAD_RIGHTS: Rights = Rights::from_bits_retain(abi::rights_sets::THREAD_CREATOR);
+/// Rights of the handle `process_spawn` gives its caller.
+pub const PROCESS_RIGHTS: Rights = Rights::from_bits_retain(abi::rights_sets::PROCESS_CREATOR);
 
 /// Installs the hooks through which the object layer hands work up: a
 /// process's last thread gone ([`ended`]) and a contended address-space
 /// edit (a short sleep). Once, on the boot CPU, before any thread runs.
 pub fn init() {
     process::set_last_thread_hook(ended);
+    // Not `sleep_ns`: a thread killed while it waits must not die here,
+    // inside `map_anon` & co., holding its reference to the space and the
+    // pages charged up front (both leaked for good). Its sleeps return at
+    // once from then on (a killed thread never blocks), so it gives the CPU
+    // away instead (the holder may need this one), finishes the operation
+    // (bounded: the holder's is) and dies on its way out.
     crate::object::space::set_edit_wait(|ns| {
-        if sleep_ns(ns).is_err() {
+        if sched::sleep::sleep_ns(ns).is_err() || current().killed() {
             cpu::preemption_point();
             sched::yield_now();
         }
@@ -74,11 +88,10 @@ pub fn exit_current(status: u64) -> ! {
     let cur = current_arc();
     // IPC first: the caller awaiting this thread's reply gets PeerDied.
     crate::ipc::thread_exiting(&cur);
-    cur.exit.exit_status.store(status, Ordering::SeqCst);
     if let Some(p) = &cur.process {
         let (row, last) = {
             let mut table = p.threads.lock();
-            let row = table.record_exit(cur.tid, status);
+            let row = table.remove(cur.tid);
             (row, table.none_live())
         };
         drop(row); // not the last reference: `cur` and PerCpu hold it
@@ -93,7 +106,9 @@ pub fn exit_current(status: u64) -> ! {
         }
     }
     cur.set_state(ThreadState::Dead);
-    let joiners: Vec<Arc<Thread>> = core::mem::take(&mut *cur.exit.joiners.lock());
+    // The status goes into the exit record (what outlives the thread, for
+    // `thread_join` through a handle) together with taking its joiners.
+    let joiners = cur.exit.finish(status);
     for j in joiners {
         sched::wake(&j);
     }
@@ -148,23 +163,6 @@ pub fn user_fault(frame: &mut TrapFrame) {
     exit_current(abi::status::faulted(frame.vector as u8));
 }
 
-/// Drops the record of a process that never started (and its quota unit).
-pub fn discard(p: &Arc<Process>, parent: Option<&Arc<Process>>) {
-    // Handles its parent gave it while it was being built (`handle_give`
-    // finds the record from its creation on) are released as `ended` does
-    // for a process that ran: an endpoint must not count a receiver in a
-    // table that is dropped unreleased. Marked exiting first, under its
-    // thread-table lock, so a give racing this is refused (it checks that
-    // flag under the handle-table lock `close_all` takes).
-    let rows = p.threads.lock().take_rows();
-    drop(rows); // no live thread: status words only
-    crate::ipc::close_all(&p.ipc.handles);
-    process::forget_process(p.pid);
-    if let Some(pp) = parent {
-        pp.release_child();
-    }
-}
-
 /// The first user frame of a thread at `entry` with `arg` in RDI and the
 /// stack at `stack_top`.
 fn user_frame(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
@@ -180,7 +178,7 @@ fn user_frame(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
 }
 
 /// Starts a thread of `p` in ring 3 at `entry` with `arg` in RDI and the stack
-/// at `stack_top`.
+/// at `stack_top`, with no handle to it (init's first thread).
 pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {
     let t = Thread::new_user(p, &user_frame(entry, stack_top, arg), p.initial_priority())?;
     let tid = t.tid;
@@ -188,7 +186,47 @@ pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> R
     Ok(tid.get())
 }
 
-/// Spawns a process from a boot image (the `process_spawn` syscall).
+/// Takes a thread that was created but never queued back out of its
+/// process and drops it (outside every lock; frees its stack).
+fn unstart(p: &Arc<Process>, t: Arc<Thread>) {
+    let row = p.threads.lock().remove(t.tid);
+    drop(row);
+    drop(t);
+}
+
+/// Starts a thread of `p` (the caller's process) like [`start_thread`] and
+/// gives the caller a handle to it ([`THREAD_RIGHTS`]); returns the handle
+/// and the thread's id. The handle is installed before the thread is queued:
+/// a full table (`NoMemory`) means the thread never ran and is gone again.
+pub fn spawn_thread(
+    p: &Arc<Process>,
+    entry: u64,
+    stack_top: u64,
+    arg: u64,
+) -> Result<(Handle, ThreadId), Error> {
+    let t = Thread::new_user(p, &user_frame(entry, stack_top, arg), p.initial_priority())?;
+    let handle = Entry {
+        object: Object::Thread(t.exit.clone()),
+        rights: THREAD_RIGHTS,
+        badge: 0,
+    };
+    let r = p.ipc.handles.lock().insert(handle);
+    match r {
+        Ok(h) => {
+            let tid = t.tid;
+            sched::enqueue(t);
+            Ok((h, tid))
+        }
+        Err(e) => {
+            unstart(p, t);
+            Err(e.into())
+        }
+    }
+}
+
+/// Spawns a process from a boot image (the `process_spawn` syscall) and
+/// gives its creator a handle to it ([`PROCESS_RIGHTS`]); returns the
+/// handle and the child's pid.
 ///
 /// A child never starts after its creator was killed: building it is long
 /// (the image is copied and mapped with preemption points between chunks,
@@ -199,41 +237,50 @@ pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> R
 /// `process_exit` marks the creator exiting under: either the kill comes
 /// later (the child is an ordinary orphan), or the child is dropped here
 /// without ever running (as Linux's `copy_process` checks for a fatal
-/// signal under the siglock at its end).
-pub fn spawn(image: &[u8], parent: &Arc<Process>, arg: u64) -> Result<u64, Error> {
+/// signal under the siglock at its end). The handle goes into the creator's
+/// table under the same locks (handle table, then thread table: the order
+/// `handle_give` takes them in), so a full table also means the child never
+/// ran.
+pub fn spawn(image: &[u8], parent: &Arc<Process>, arg: u64) -> Result<(Handle, ProcessId), Error> {
     let (p, entry) = bootstrap::build(image, Some(parent))?;
     if let Some(name) = bootstrap::boot_program(image) {
         p.program.call_once(|| name);
     }
     let frame = user_frame(entry, INIT_STACK_TOP, arg);
-    let t = match Thread::new_user(&p, &frame, p.initial_priority()) {
-        Ok(t) => t,
-        Err(e) => {
-            discard(&p, Some(parent));
-            return Err(e);
-        }
+    let t = Thread::new_user(&p, &frame, p.initial_priority())?;
+    let handle = Entry {
+        object: Object::Process(p.clone()),
+        rights: PROCESS_RIGHTS,
+        badge: 0,
     };
     let mut t = Some(t);
-    {
+    let r = {
+        let mut handles = parent.ipc.handles.lock();
         let table = parent.threads.lock();
-        if !table.is_exiting() {
-            // Lock order: a thread table before a run queue (as `exit_current_process`).
-            sched::enqueue(t.take().expect("the thread is still ours"));
+        if table.is_exiting() {
+            Err(Error::NotFound)
+        } else {
+            let r = handles.insert(handle).map_err(Error::from);
+            if r.is_ok() {
+                // Lock order: a thread table before a run queue (as
+                // `exit_current_process`).
+                sched::enqueue(t.take().expect("the thread is still ours"));
+            }
+            r
         }
-    }
+    };
     if let Some(t) = t {
-        // The creator is being killed. The child's thread table holds the
-        // thread too (a cycle through `Thread::process` until the thread
-        // exits, which it never will): empty it, then drop the last
-        // reference outside every lock. The child ends here without having
-        // run; its record stays the parent's child until `discard`.
+        // The creator is being killed, or its table is full. The child's
+        // thread table holds the thread too (a cycle through
+        // `Thread::process` until the thread exits, which it never will):
+        // empty it, then drop the last references outside every lock. The
+        // child ends here without having run; its record goes with `p`.
         let rows = p.threads.lock().take_rows();
         drop(rows);
         drop(t);
-        discard(&p, Some(parent));
-        return Err(Error::NotFound);
+        return Err(r.err().unwrap_or(Error::NotFound));
     }
-    Ok(p.pid.get())
+    r.map(|h| (h, p.pid))
 }
 
 /// The last thread of `p` is gone (called from the drop of that `Thread`,
@@ -246,8 +293,14 @@ fn ended(p: Arc<Process>, status: u64) {
         *s.get_or_insert(status)
     };
     let rows = p.threads.lock().take_rows();
-    drop(rows); // only status words are left: no thread references
-    crate::ipc::close_all(&p.ipc.handles); // peers see peer death
+    drop(rows); // empty: every thread left the list when it exited
+
+    // Peers see peer death; the table's memory goes now, not with the
+    // record (which handles may keep for long). After `take_rows` marked
+    // the process exiting, so `handle_give` adds nothing afterwards.
+    crate::ipc::close_all(&p.ipc.handles);
+    let table = core::mem::replace(&mut *p.ipc.handles.lock(), Handles::new(MAX_HANDLES));
+    drop(table);
     p.release_space();
     p.mark_ended();
     let waiters = core::mem::take(&mut *p.waiters.lock());
@@ -276,11 +329,24 @@ pub fn exit_current_process(status: u64) -> ! {
     if let Some(p) = &cur.process {
         p.exit_status.lock().get_or_insert(status);
         let mut table = p.threads.lock();
-        for t in table.mark_exiting(cur.tid) {
+        for t in table.mark_exiting(Some(cur.tid)) {
             kill(t);
         }
     }
     exit_current(status)
+}
+
+/// Ends every thread of `p` (the `process_kill` syscall), as
+/// [`exit_current_process`] does for the caller's own: marked exiting and
+/// each thread killed under the thread-table lock. Its status is
+/// `exited(-1)` unless it chose one already. A process that already ended
+/// is left as it is; the caller's own process dies on the way out.
+pub fn kill_process(p: &Arc<Process>) {
+    p.exit_status.lock().get_or_insert(abi::status::exited(-1));
+    let mut table = p.threads.lock();
+    for t in table.mark_exiting(None) {
+        kill(t);
+    }
 }
 
 /// How a blocking wait ended: with a result, or because the waiter's own
@@ -303,35 +369,36 @@ fn finish(w: Woken) -> Result<u64, Error> {
     }
 }
 
-/// Waits for child `pid` of the caller to end; returns its status word.
-pub fn wait(pid: u64) -> Result<u64, Error> {
-    finish(wait_inner(ProcessId::from_raw(pid)))
+/// Waits for process `child` (named by a handle of the caller's) to end;
+/// returns its status word. Exactly one wait reaps a process: later ones
+/// get `NotFound`. Waiting for one's own process is `InvalidArgument`.
+///
+/// Takes the reference by value: a waiter killed meanwhile dies inside
+/// [`finish`] and never returns, so a reference its caller still held would
+/// leak and keep the child's record alive for good.
+pub fn wait(child: Arc<Process>) -> Result<u64, Error> {
+    let w = wait_inner(&child);
+    drop(child);
+    finish(w)
 }
 
-fn wait_inner(pid: ProcessId) -> Woken {
+fn wait_inner(child: &Arc<Process>) -> Woken {
     let cur = current_arc();
-    let Some(me) = cur.process.clone() else {
-        return Woken::Done(Err(Error::NotFound));
-    };
-    let Some(child) = process::process_by_id(pid) else {
-        return Woken::Done(Err(Error::NotFound));
-    };
-    if child.parent() != me.pid.get() {
-        return Woken::Done(Err(Error::NotFound));
+    if cur
+        .process
+        .as_ref()
+        .is_some_and(|me| Arc::ptr_eq(me, child))
+    {
+        return Woken::Done(Err(Error::InvalidArgument));
     }
     loop {
         {
             let mut w = child.waiters.lock();
+            // `ended()` marks the process ended before it takes the waiters:
+            // seen not ended here => it will wake us.
             if child.has_ended() {
                 drop(w);
-                let st = child.exit_status.lock().unwrap_or(0);
-                // Only the parent removes a child that has a parent; two of
-                // its threads waiting at once: the second finds nothing.
-                if process::take_process(pid).is_some() {
-                    me.release_child();
-                    return Woken::Done(Ok(st));
-                }
-                return Woken::Done(Err(Error::NotFound));
+                return Woken::Done(child.reap().ok_or(Error::NotFound));
             }
             if w.try_reserve(1).is_err() {
                 return Woken::Done(Err(Error::NoMemory));
@@ -356,50 +423,33 @@ fn wait_inner(pid: ProcessId) -> Woken {
     }
 }
 
-/// Waits for thread `tid` of the caller's process to end; returns its status
-/// and forgets it (its row in the thread table goes).
-pub fn join(tid: u64) -> Result<u64, Error> {
-    finish(join_inner(ThreadId::from_raw(tid)))
+/// Waits for the thread whose exit record `rec` is (named by a handle of the
+/// caller's) to end; returns its status. Exactly one join reaps a thread:
+/// later ones get `NotFound`. Joining oneself is `InvalidArgument`.
+/// By value, as in [`wait`].
+pub fn join(rec: Arc<ThreadExit>) -> Result<u64, Error> {
+    let w = join_inner(&rec);
+    drop(rec);
+    finish(w)
 }
 
-fn join_inner(tid: ThreadId) -> Woken {
+fn join_inner(rec: &Arc<ThreadExit>) -> Woken {
     let cur = current_arc();
-    if tid == cur.tid {
+    if Arc::ptr_eq(rec, &cur.exit) {
         return Woken::Done(Err(Error::InvalidArgument));
     }
-    let Some(p) = cur.process.clone() else {
-        return Woken::Done(Err(Error::NotFound));
-    };
     loop {
-        let r = p.threads.lock().join(tid);
-        let t = match r {
-            None => return Woken::Done(Err(Error::NotFound)),
-            Some(Ok(status)) => return Woken::Done(Ok(status)),
-            Some(Err(t)) => t,
-        };
-        let mut j = t.exit.joiners.lock();
-        // The exiting thread records its status in the table before it
-        // turns Dead, and takes its joiners after: seen Dead => the table
-        // has the status (loop); not Dead => it will wake us.
-        if t.state() == ThreadState::Dead {
-            continue;
+        match rec.join(&cur) {
+            Err(e) => return Woken::Done(Err(e)),
+            Ok(Joined::Status(st)) => return Woken::Done(Ok(st)),
+            Ok(Joined::Reaped) => return Woken::Done(Err(Error::NotFound)),
+            Ok(Joined::Waiting) => {}
         }
-        if j.try_reserve(1).is_err() {
-            return Woken::Done(Err(Error::NoMemory));
-        }
-        cur.set_state(ThreadState::Blocked);
-        j.push(cur.clone());
-        drop(j);
         sched::block();
         if cur.killed() {
-            // The joinee is of the same process, so it is being killed too
-            // and will drop its joiner list; leave it now all the same.
-            let stale = {
-                let mut j = t.exit.joiners.lock();
-                j.iter()
-                    .position(|x| Arc::ptr_eq(x, &cur))
-                    .map(|i| j.swap_remove(i))
-            };
+            // Leave the joiner list now (the joinee may be of another
+            // process and live on).
+            let stale = rec.leave(&cur);
             drop(stale);
             return Woken::Killed;
         }

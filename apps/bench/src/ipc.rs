@@ -85,7 +85,7 @@ extern "C" {
 /// An echo server process pinned to `cpu`, serving a fresh endpoint.
 struct Echo {
     ep: Endpoint,
-    pid: u64,
+    pid: sys::ProcessHandle,
 }
 
 impl Echo {

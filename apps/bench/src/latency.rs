@@ -205,7 +205,7 @@ pub fn irq_latency_worst() -> Result<(), &'static str> {
     let (idle_worst, idle_median, _) = sample(&mut buf);
 
     build_image()?;
-    let mut tids = [0u64; 2];
+    let mut tids = [sys::ThreadHandle::from_raw(0); 2];
     let entries: [extern "C" fn(u64) -> !; 2] = [vm_hammer, spawn_hammer];
     let mut phases = [(0u64, 0u64, 0usize); 2];
     for (i, entry) in entries.into_iter().enumerate() {

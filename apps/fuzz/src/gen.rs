@@ -271,6 +271,9 @@ pub fn place(c: &mut Call, w: usize, cfg: &Config, r: &mut Rng) -> Target {
         | Sysnum::ThreadSpawn
         | Sysnum::ThreadJoin
         | Sysnum::SetChildMaxPriority => false,
+        // A random handle here could name one of the fuzzer's own threads
+        // or a worker's child: in a child they name its own.
+        Sysnum::ThreadKill | Sysnum::ProcessKill => false,
         // IPC: handles are per process; in a child they name its own.
         Sysnum::HandleDup
         | Sysnum::HandleClose

@@ -29,6 +29,7 @@ mod gen;
 mod hazards;
 mod ipc;
 mod storms;
+mod tasks;
 mod util;
 mod worker;
 

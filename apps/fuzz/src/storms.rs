@@ -163,6 +163,11 @@ enum Prog {
     Breeders,
 }
 
+/// The sleeper's boot image (20 ms, then exit 0) in `out`; its length.
+pub(crate) fn sleeper_image(out: &mut [u8]) -> usize {
+    image(Prog::Sleeper, out)
+}
+
 /// A child program's boot image in `out`; its length.
 fn image(p: Prog, out: &mut [u8]) -> usize {
     use core::ptr::addr_of;
@@ -180,7 +185,7 @@ fn image(p: Prog, out: &mut [u8]) -> usize {
     encode_code(child::CHILD_TEXT, code, out).unwrap_or(0)
 }
 
-fn wait(pid: u64) -> Option<Status> {
+fn wait(pid: sys::ProcessHandle) -> Option<Status> {
     let st = sys::process_wait(pid).ok().map(status::decode);
     if let Some(Status::Faulted(_)) = st {
         bump(&COUNT.faults);
@@ -236,7 +241,8 @@ fn priority_probe_once() -> Option<u64> {
 
 /// The breeders' status word once their wait returned (0: not yet).
 static BRED: AtomicU64 = AtomicU64::new(0);
-/// The breeders' pid once spawned (0: not yet; u64::MAX: spawn failed).
+/// The breeders' process handle once spawned (0: not yet; u64::MAX: spawn
+/// failed).
 static BRED_PID: AtomicU64 = AtomicU64::new(0);
 
 /// Started before the breeders (which may fill the thread table): waits
@@ -248,7 +254,7 @@ extern "C" fn wait_breeders(_: u64) -> ! {
             pid => break pid,
         }
     };
-    let w = sys::process_wait(pid).unwrap_or(u64::MAX);
+    let w = sys::process_wait(sys::ProcessHandle::from_raw(pid as u32)).unwrap_or(u64::MAX);
     BRED.store(w | 1 << 63, Ordering::Release);
     sys::thread_exit(0)
 }
@@ -265,7 +271,7 @@ fn exit_race_probe() -> bool {
         return true;
     };
     match sys::process_spawn(&buf[..len], 0) {
-        Ok(pid) => BRED_PID.store(pid, Ordering::Release),
+        Ok(pid) => BRED_PID.store(pid.raw() as u64, Ordering::Release),
         Err(_) => {
             BRED_PID.store(u64::MAX, Ordering::Release);
             let _ = waiter.join();
@@ -340,7 +346,8 @@ fn thread_storm(report: bool) {
     STOP.store(1, Ordering::Release);
     let mut bad = 0;
     for t in &TIDS[..n] {
-        if sys::thread_join(t.load(Ordering::Relaxed)) != Ok(status::exited(0)) {
+        let h = sys::ThreadHandle::from_raw(t.load(Ordering::Relaxed) as u32);
+        if sys::thread_join(h) != Ok(status::exited(0)) {
             bad += 1;
         }
     }
@@ -367,7 +374,7 @@ fn thread_churn(rounds: u64) {
     for i in 0..rounds {
         // SAFETY: the quick code uses no stack and only exits.
         let r = unsafe { util::syscall3(Sysnum::ThreadSpawn, entry, STORM_WINDOW + 4096, 0) };
-        match r.map(sys::thread_join) {
+        match r.map(|h| sys::thread_join(sys::ThreadHandle::from_raw(h as u32))) {
             Ok(Ok(w)) if w == status::exited(0) => {}
             other => {
                 finding!("thread churn: round {i}: {other:?}");
@@ -390,7 +397,7 @@ fn process_storm() {
     while n < MAX_STORM {
         match sys::process_spawn(&buf[..len], 0) {
             Ok(pid) => {
-                PIDS[n].store(pid, Ordering::Relaxed);
+                PIDS[n].store(pid.raw() as u64, Ordering::Relaxed);
                 n += 1;
             }
             Err(e) => {
@@ -401,7 +408,8 @@ fn process_storm() {
     }
     let mut bad = 0;
     for p in &PIDS[..n] {
-        if wait(p.load(Ordering::Relaxed)) != Some(Status::Exited(0)) {
+        let h = sys::ProcessHandle::from_raw(p.load(Ordering::Relaxed) as u32);
+        if wait(h) != Some(Status::Exited(0)) {
             bad += 1;
         }
     }

@@ -176,8 +176,8 @@ static STACK_USED: [AtomicBool; STACK_SLOTS] = [const { AtomicBool::new(false) }
 
 /// A spawned thread not joined yet.
 pub struct Thread {
-    /// Its thread id.
-    pub tid: u64,
+    /// Its handle.
+    pub handle: sys::ThreadHandle,
     slot: usize,
 }
 
@@ -216,7 +216,10 @@ pub unsafe fn spawn_at(entry: u64, arg: u64) -> Result<Thread, Error> {
     // SAFETY: thread_spawn writes no memory of ours; the thread's effects are
     // the caller's contract.
     match unsafe { syscall3(Sysnum::ThreadSpawn, entry, base + STACK_BYTES, arg) } {
-        Ok(tid) => Ok(Thread { tid, slot }),
+        Ok(h) => Ok(Thread {
+            handle: sys::ThreadHandle::from_raw(h as u32),
+            slot,
+        }),
         Err(e) => {
             free_slot(slot);
             Err(e)
@@ -235,7 +238,7 @@ impl Thread {
     /// Waits for the thread and frees its stack; the status word, or the
     /// join's error (the stack then stays: the thread may still run).
     pub fn join(self) -> Result<u64, Error> {
-        let r = sys::thread_join(self.tid);
+        let r = sys::thread_join(self.handle);
         if r.is_ok() {
             free_slot(self.slot);
         }

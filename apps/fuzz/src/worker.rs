@@ -85,7 +85,7 @@ fn direct(w: usize, i: u64, c: &Call) {
         if let Ok(pid) = decode_result(ret) {
             // A random image that happened to be valid: reap it (another
             // worker's random process_wait may have reaped it first).
-            if let Ok(st) = sys::process_wait(pid) {
+            if let Ok(st) = sys::process_wait(sys::ProcessHandle::from_raw(pid as u32)) {
                 count_status(st);
             }
         }

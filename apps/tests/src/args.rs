@@ -103,7 +103,8 @@ extern "C" fn exit_minus_1(_arg: u64) -> ! {
     sys::thread_exit(-1)
 }
 
-/// Case 18: `thread_join` hands back the exit code; unknown tids are NotFound.
+/// Case 18: `thread_join` hands back the exit code; a number that is no
+/// handle is BadHandle.
 pub fn thread_join_reports_exit_code() -> TestResult {
     if util::run(exit_42, 0)? != Status::Exited(42) {
         return Err("join did not report Exited(42)");
@@ -112,9 +113,9 @@ pub fn thread_join_reports_exit_code() -> TestResult {
         return Err("join did not report Exited(-1)");
     }
     expect_err(
-        sys::thread_join(0xdead_beef),
-        &[Error::NotFound],
-        "joining a nonexistent thread was not NotFound",
+        sys::thread_join(sys::ThreadHandle::from_raw(0xdead_beef)),
+        &[Error::BadHandle],
+        "joining through a number that is no handle was not BadHandle",
     )
 }
 
@@ -147,18 +148,20 @@ pub fn thread_spawn_rejects_kernel_addresses() -> TestResult {
             note!("thread_spawn(kernel stack): {e}");
             Err("thread_spawn with a kernel stack failed oddly")
         }
-        Ok(tid) => match sys::thread_join(tid).map(abi::status::decode) {
-            Ok(Status::Faulted(14)) => Ok(()),
-            other => {
-                note!("thread on a kernel stack ended with {other:?}");
-                Err("a thread on a kernel stack did not fault")
+        Ok(h) => {
+            match sys::thread_join(sys::ThreadHandle::from_raw(h as u32)).map(abi::status::decode) {
+                Ok(Status::Faulted(14)) => Ok(()),
+                other => {
+                    note!("thread on a kernel stack ended with {other:?}");
+                    Err("a thread on a kernel stack did not fault")
+                }
             }
-        },
+        }
     }
 }
 
 /// Case 20: `process_spawn` refuses a kernel pointer and a garbage image;
-/// `process_wait` on an unknown pid is NotFound.
+/// `process_wait` through a number that is no handle is BadHandle.
 pub fn process_spawn_rejects_bad_images() -> TestResult {
     // SAFETY: process_spawn only reads the image (or refuses).
     let r =
@@ -174,8 +177,8 @@ pub fn process_spawn_rejects_bad_images() -> TestResult {
         return Err("process_spawn accepted a garbage image");
     }
     expect_err(
-        sys::process_wait(0xdead_beef),
-        &[Error::NotFound],
-        "waiting for a nonexistent process was not NotFound",
+        sys::process_wait(sys::ProcessHandle::from_raw(0xdead_beef)),
+        &[Error::BadHandle],
+        "waiting through a number that is no handle was not BadHandle",
     )
 }

@@ -1174,7 +1174,7 @@ extern "C" {
 
 /// Starts the echo child and gives it `ep` (receive right only); returns
 /// its pid.
-fn start_echo(ep: Endpoint) -> Result<u64, &'static str> {
+fn start_echo(ep: Endpoint) -> Result<sys::ProcessHandle, &'static str> {
     // SAFETY: both symbols are in the global_asm above, start < end.
     let text = unsafe {
         let start = core::ptr::addr_of!(mica_tests_ipc_echo);
@@ -1200,9 +1200,9 @@ fn start_echo(ep: Endpoint) -> Result<u64, &'static str> {
 pub fn calls_between_processes() -> TestResult {
     let ep = ok(endpoint_create(), "endpoint_create")?;
     want(
-        ipc::handle_give(1, ep.0, rights::SEND),
-        Error::NotFound,
-        "handle_give to a process that is not our child",
+        ipc::handle_give(sys::ProcessHandle::from_raw(1), ep.0, rights::SEND),
+        Error::BadHandle,
+        "handle_give through a number that is no process handle",
     )?;
     let pid = start_echo(ep)?;
     let mut fail = None;

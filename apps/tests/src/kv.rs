@@ -17,6 +17,7 @@ use libipc::ipc::{
 };
 use libipc::server::Caller;
 use libipc::sys;
+use libipc::task::ProcessHandle;
 use libipc::wire::{CallError, CopiedHandle, WireError, ERROR_LABEL};
 
 /// The kv server's flat boot image (apps/tests/build.rs; empty if this
@@ -58,7 +59,7 @@ fn expect<T: PartialEq + core::fmt::Debug>(got: T, want: T, what: &'static str) 
 /// A running kv server: its pid and the owner's (unbadged, every right)
 /// endpoint handle.
 struct Server {
-    pid: u64,
+    pid: ProcessHandle,
     ep: Endpoint,
 }
 
@@ -89,8 +90,8 @@ fn start() -> Result<Server, &'static str> {
 
 /// Waits for child `pid` (the one place this file does: `process_wait`'s
 /// argument is about to become a handle).
-fn wait_process(pid: u64) -> Result<Status, &'static str> {
-    ok(sys::process_wait(pid), "process_wait").map(status::decode)
+fn wait_process(pid: ProcessHandle) -> Result<Status, &'static str> {
+    ok(pid.wait(), "process_wait").map(status::decode)
 }
 
 impl Server {

@@ -191,7 +191,7 @@ global_asm!(
     "syscall",
     "cmp rax, -4095",              // -4095..-1: an error code
     "jae 3f",
-    "mov rdx, rax",                // rdx: thread argument = the grandchild's pid
+    "mov rdx, rax",                // rdx: thread argument = the grandchild's handle
     "lea rdi, [rip + 2f]",         // rdi: entry = the waiting thread
     "mov rsi, {stack_top}",
     "mov eax, {spawn}",
@@ -203,7 +203,7 @@ global_asm!(
     "mov eax, {pexit}",
     "syscall",
     "ud2",
-    "2:",                          // waiting thread: rdi = pid
+    "2:",                          // waiting thread: rdi = the handle
     "mov eax, {pwait}",
     "syscall",
     "xor edi, edi",
@@ -258,7 +258,11 @@ pub(crate) fn code(start: *const u8, end: *const u8) -> &'static [u8] {
 
 /// Builds a one-segment image of `text` (plus `tail` right after it) into
 /// `buf` and spawns it with `arg`.
-pub(crate) fn spawn_code(text: &[u8], tail: &[u8], arg: u64) -> Result<u64, &'static str> {
+pub(crate) fn spawn_code(
+    text: &[u8],
+    tail: &[u8],
+    arg: u64,
+) -> Result<sys::ProcessHandle, &'static str> {
     let mut joined = [0u8; 1024];
     let n = text.len() + tail.len();
     if n > joined.len() {
@@ -331,7 +335,7 @@ fn churn(top: u64, rounds: u32) -> TestResult {
             )
         })
         .map_err(|_| "thread_spawn failed")?;
-        match sys::thread_join(tid).map(status::decode) {
+        match sys::thread_join(sys::ThreadHandle::from_raw(tid as u32)).map(status::decode) {
             Ok(Status::Exited(0)) => Ok(()),
             _ => Err("a churned thread did not exit with 0"),
         }
@@ -384,7 +388,7 @@ pub fn dead_unjoined_thread_frees_its_stack() -> TestResult {
     let (after, ok) = settle(1000, |a| {
         a.threads <= before.threads && a.free_bytes >= before.free_bytes
     })?;
-    let joined = sys::thread_join(tid).map(status::decode);
+    let joined = sys::thread_join(sys::ThreadHandle::from_raw(tid as u32)).map(status::decode);
     // SAFETY: the thread has ended.
     let _ = unsafe { sys::unmap(base, 16 * 1024) };
     if !ok {
@@ -447,7 +451,10 @@ pub fn thread_quota_is_per_process() -> TestResult {
     STOP_PARKED.store(true, Ordering::SeqCst);
     let mut joined_ok = true;
     for &tid in &tids[..n] {
-        joined_ok &= matches!(sys::thread_join(tid), Ok(0));
+        joined_ok &= matches!(
+            sys::thread_join(sys::ThreadHandle::from_raw(tid as u32)),
+            Ok(0)
+        );
     }
     // SAFETY: every thread that used the stacks has been joined.
     let _ = unsafe { sys::unmap(base, bytes) };

@@ -31,6 +31,7 @@ mod entry;
 mod faults;
 mod fpu;
 mod gpr;
+mod handles;
 mod info;
 mod ipc;
 mod ipc_attack;
@@ -334,10 +335,6 @@ const CASES: &[Case] = &[
         ipc_attack::queued_call_survives_a_receivers_full_table,
     ),
     (
-        "ipc_attack_handles_given_to_a_stillborn_child_are_released",
-        ipc_attack::handles_given_to_a_stillborn_child_are_released,
-    ),
-    (
         "ipc_attack_copied_receive_handle_racing_its_close_is_one_or_the_other",
         ipc_attack::copied_receive_handle_racing_its_close_is_one_or_the_other,
     ),
@@ -356,6 +353,40 @@ const CASES: &[Case] = &[
     (
         "kill_racing_process_wait_is_not_lost",
         rev_life::kill_racing_process_wait_is_not_lost,
+    ),
+    // Thread and process handles (issue 10 item 1).
+    (
+        "join_and_wait_go_through_handles",
+        handles::join_and_wait_go_through_handles,
+    ),
+    (
+        "task_handles_without_the_right_are_refused",
+        handles::task_handles_without_the_right_are_refused,
+    ),
+    (
+        "stale_task_handles_are_bad_handles",
+        handles::stale_task_handles_are_bad_handles,
+    ),
+    (
+        "task_handle_numbers_mean_nothing_in_another_process",
+        handles::task_handle_numbers_mean_nothing_in_another_process,
+    ),
+    (
+        "task_handle_of_the_wrong_kind_is_wrong_type",
+        handles::task_handle_of_the_wrong_kind_is_wrong_type,
+    ),
+    (
+        "closing_the_last_handle_reclaims_an_exited_child",
+        handles::closing_the_last_handle_reclaims_an_exited_child,
+    ),
+    (
+        "full_handle_table_fails_spawns_cleanly",
+        handles::full_handle_table_fails_spawns_cleanly,
+    ),
+    ("kill_through_a_handle", handles::kill_through_a_handle),
+    (
+        "killed_while_waiting_to_edit_keeps_nothing",
+        handles::killed_while_waiting_to_edit_keeps_nothing,
     ),
     (
         "cpu_numbers_name_whole_online_cpus",

@@ -153,10 +153,11 @@ fn run_child(child: Child, arg: u64) -> Result<Status, &'static str> {
         note!("process_wait({pid}): {e}");
         "process_wait failed"
     })?;
+    // The reaping wait closed the handle.
     expect_err(
         sys::process_wait(pid),
-        &[Error::NotFound],
-        "waiting twice for a child was not NotFound",
+        &[Error::BadHandle],
+        "waiting twice through one handle was not BadHandle",
     )?;
     Ok(status::decode(st))
 }
@@ -353,7 +354,9 @@ fn race(image_len: u64) -> TestResult {
         let r = abi::decode_result(unsafe {
             crate::util::raw_syscall(Sysnum::ProcessSpawn as u64, RACE_IMAGE, image_len, i)
         });
-        match r.map(|pid| sys::process_wait(pid).map(status::decode)) {
+        match r
+            .map(|h| sys::process_wait(sys::ProcessHandle::from_raw(h as u32)).map(status::decode))
+        {
             Err(Error::BadAddress) => gone += 1,
             Ok(Ok(Status::Exited(c))) if c as u64 == i => ok += 1,
             Ok(Ok(Status::Faulted(_))) => zeroed += 1,
@@ -392,7 +395,11 @@ pub fn spawn_of_huge_image_is_refused_at_once() -> TestResult {
                 let _ = sys::process_wait(pid);
                 return Err("a boot image beyond the memory bound was started");
             }
-            expect_err(r, &[Error::NoMemory], "a huge boot image was not NoMemory")?;
+            expect_err(
+                r.map(|h| h.raw() as u64),
+                &[Error::NoMemory],
+                "a huge boot image was not NoMemory",
+            )?;
             if sys::sysinfo().map_err(|_| "sysinfo failed")?.free_bytes < free_before {
                 return Err("a refused spawn kept memory");
             }

@@ -557,7 +557,7 @@ pub fn process_tree_cannot_fill_the_thread_table() -> TestResult {
     // Whatever happens, every hog spawned is waited for before returning,
     // so none outlives the case (a hog left running held the quota for a
     // second and made the next cases' spawns fail).
-    let mut pids = [0u64; 8];
+    let mut pids = [libipc::sys::ProcessHandle::from_raw(0); 8];
     let mut spawned = 0;
     let mut refused = None;
     for _ in 0..pids.len() {

@@ -84,7 +84,7 @@ pub fn syscall_numbers_with_high_bits_are_refused() -> TestResult {
 }
 
 /// Arguments whose low bits are valid but whose high bits are not: a
-/// priority, an MCP, a CPU number, a thread id.
+/// priority, an MCP, a CPU number, a thread handle.
 pub fn argument_numbers_with_high_bits_are_refused() -> TestResult {
     for h in HIGH {
         // Low bits 7: the lowest priority, which any thread may take.
@@ -118,18 +118,20 @@ pub fn argument_numbers_with_high_bits_are_refused() -> TestResult {
         "set_affinity(u64::MAX - 1) accepted",
     )?;
     let _ = sys::set_affinity(u64::MAX);
-    // A finished thread's id with high bits names no thread (joining the
-    // real id afterwards still works, so nothing was consumed).
+    // A finished thread's handle with high bits names no thread (joining
+    // through the real handle afterwards still works, so nothing was
+    // consumed).
     let t = spawn(report_tid, 0)?;
     while TID.load(Ordering::SeqCst) == 0 {
         sys::yield_now();
     }
-    let tid = TID.swap(0, Ordering::SeqCst);
+    TID.store(0, Ordering::SeqCst);
+    let handle = t.handle().raw() as u64;
     for h in [1u64 << 32, 1 << 63] {
         expect_err(
-            sys::thread_join(h | tid),
-            &[Error::NotFound],
-            "thread_join accepted a tid with high bits",
+            raw(Sysnum::ThreadJoin as u64, h | handle, 0, 0),
+            &[Error::BadHandle],
+            "thread_join accepted a handle with high bits",
         )?;
     }
     match t.join()? {

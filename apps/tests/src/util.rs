@@ -12,7 +12,7 @@
 //!   over a later test's stack.
 
 use abi::status::{self, Status};
-use abi::{decode_result, prot, Error, Sysnum};
+use abi::{prot, Error};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::{bench::rdtsc, println, sys};
@@ -41,7 +41,7 @@ static NEXT_STACK: AtomicU64 = AtomicU64::new(0);
 
 /// A spawned thread that has not been joined yet.
 pub struct Thread {
-    tid: u64,
+    handle: sys::ThreadHandle,
     stack: u64,
 }
 
@@ -66,11 +66,10 @@ pub unsafe fn spawn_at(entry: u64, arg: u64) -> Result<Thread, Error> {
     sys::map_anon(stack, STACK_BYTES, prot::WRITE)?;
     // The top is 16-byte aligned (the kernel enters "as if called").
     let top = stack + STACK_BYTES;
-    // SAFETY: thread_spawn writes no memory of ours; the new thread's effects
-    // are the caller's contract.
-    let r = decode_result(unsafe { raw_syscall(Sysnum::ThreadSpawn as u64, entry, top, arg) });
+    // SAFETY: the new thread's effects are the caller's contract.
+    let r = unsafe { sys::thread_spawn_at(entry, top, arg) };
     match r {
-        Ok(tid) => Ok(Thread { tid, stack }),
+        Ok(handle) => Ok(Thread { handle, stack }),
         Err(e) => {
             // SAFETY: no thread was started on the stack just mapped.
             let _ = unsafe { sys::unmap(stack, STACK_BYTES) };
@@ -80,9 +79,14 @@ pub unsafe fn spawn_at(entry: u64, arg: u64) -> Result<Thread, Error> {
 }
 
 impl Thread {
+    /// The handle `thread_spawn` gave.
+    pub fn handle(&self) -> sys::ThreadHandle {
+        self.handle
+    }
+
     /// Waits for the thread to end and frees its stack.
     pub fn join(self) -> Result<Status, &'static str> {
-        match sys::thread_join(self.tid) {
+        match sys::thread_join(self.handle) {
             Ok(word) => {
                 // SAFETY: the thread has ended; nothing else uses its stack.
                 let _ = unsafe { sys::unmap(self.stack, STACK_BYTES) };
@@ -90,7 +94,7 @@ impl Thread {
             }
             Err(e) => {
                 // The stack is leaked on purpose: the thread may still run.
-                println!("  note: thread_join({}) failed: {e}", self.tid);
+                println!("  note: thread_join({}) failed: {e}", self.handle);
                 Err("thread_join failed")
             }
         }

@@ -40,7 +40,9 @@ shared_enum! {
         /// `clock_ns()`: nanoseconds since boot (monotonic).
         ClockNs = 4 => "clock_ns",
         /// `thread_spawn(entry, stack_top, arg)`: start a thread in the caller's
-        /// address space; returns its thread id.
+        /// address space; returns a thread handle (rights
+        /// [`rights_sets::THREAD_CREATOR`]) and puts the thread's id (for display) in RDX.
+        /// A full handle table is `NoMemory` and no thread is started.
         ThreadSpawn = 5 => "thread_spawn",
         /// `process_exit(code)`: end every thread of the caller's process.
         ProcessExit = 6 => "process_exit",
@@ -65,15 +67,22 @@ shared_enum! {
         /// `set_priority(prio)`: change the caller's scheduling priority
         /// (0 = highest, [`MAX_PRIORITY`] = lowest).
         SetPriority = 14 => "set_priority",
-        /// `thread_join(tid)`: wait for a thread of the caller's process to end;
-        /// returns its [`status`] word.
+        /// `thread_join(h)`: wait for the thread handle `h` names (needs
+        /// [`rights::WAIT`]) to end; returns its [`status`] word and closes `h`.
+        /// One join reaps a thread: a later one through another handle is
+        /// `NotFound`. Joining oneself is `InvalidArgument`.
         ThreadJoin = 15 => "thread_join",
         /// `process_spawn(image, len, arg)`: start a new process from a boot image
         /// ([`bootimg`]) in the caller's memory; its first thread gets `arg` in RDI.
-        /// Returns the child's pid. (The bootstrap path: the loader server builds
+        /// Returns a process handle (rights [`rights_sets::PROCESS_CREATOR`]) and puts the
+        /// child's pid (for display) in RDX; a full handle table is `NoMemory` and
+        /// no child is started. (The bootstrap path: the loader server builds
         /// processes from ELF files with the memory syscalls.)
         ProcessSpawn = 16 => "process_spawn",
-        /// `process_wait(pid)`: wait for a child to end; returns its [`status`] word.
+        /// `process_wait(h)`: wait for the process handle `h` names (needs
+        /// [`rights::WAIT`]) to end; returns its [`status`] word and closes `h`.
+        /// One wait reaps a process: a later one through another handle is
+        /// `NotFound`.
         ProcessWait = 17 => "process_wait",
         /// `set_fs_base(addr)`: set the caller's FS base (a user-half address).
         SetFsBase = 18 => "set_fs_base",
@@ -127,11 +136,20 @@ shared_enum! {
         /// `ntf_bind(ntf)`: bind a notification to the calling thread, so its
         /// endpoint receives also end on a signal (0 unbinds).
         NtfBind = 36 => "ntf_bind",
-        /// `handle_give(pid, h, rights)`: put a copy of `h` with `rights` (a
+        /// `handle_give(proc, h, rights)`: put a copy of `h` with `rights` (a
         /// subset; `h` needs DUPLICATE and TRANSFER) into the table of the
-        /// caller's child `pid`; returns its number there. The bootstrap until
-        /// a name service hands out endpoints.
+        /// process that handle `proc` names (needs [`rights::KILL`]: whoever
+        /// may end a process may hand it handles); returns its number there.
+        /// The bootstrap until a name service hands out endpoints.
         HandleGive = 37 => "handle_give",
+        /// `thread_kill(h)`: make the thread handle `h` names (needs
+        /// [`rights::KILL`]) end before it runs user code again, with status
+        /// `exited(-1)`. A thread that already ended: nothing happens.
+        ThreadKill = 38 => "thread_kill",
+        /// `process_kill(h)`: end every thread of the process handle `h` names
+        /// (needs [`rights::KILL`]); its status is `exited(-1)` unless it had
+        /// already chosen one. A process that already ended: nothing happens.
+        ProcessKill = 39 => "process_kill",
     }
 }
 
@@ -173,10 +191,11 @@ pub const MAX_PRIORITY: u64 = 7;
 /// from, so one process cannot exhaust it (exceeding one is `NoMemory`).
 pub mod limits {
     /// Threads of one process: live ones plus dead ones not yet joined
-    /// (the kernel-wide table holds 1024).
+    /// whose handle is still open (the kernel-wide table holds 1024).
     pub const MAX_THREADS_PER_PROCESS: usize = 128;
-    /// Child records of one process: running, or ended and not yet waited
-    /// for (the kernel-wide table holds 256 processes).
+    /// Child records of one process: running, or ended, not yet waited for
+    /// and still named by a handle (the kernel-wide table holds 256
+    /// processes).
     pub const MAX_CHILDREN: usize = 64;
     /// Bytes one process may have mapped: its owned pages (anonymous memory,
     /// its image) plus its page tables. The test, bench and fuzz programs
@@ -210,6 +229,41 @@ shared_bits! {
         /// The pages may be executed.
         EXEC = 1 << 2 => "exec",
     }
+}
+
+shared_bits! {
+    /// Handle rights: what a handle allows (checked on every use; a duplicate
+    /// or transfer can only keep or drop them). The single source for the
+    /// kernel's `kcore::handles::Rights` and libipc.
+    pub mod rights: u32 {
+        /// `call` / `send` on an endpoint.
+        SEND = 1 << 0 => "send",
+        /// `recv` / `reply_recv` on an endpoint (a receiver handle; the last
+        /// one closed kills the endpoint for its callers).
+        RECV = 1 << 1 => "recv",
+        /// `signal` a notification.
+        SIGNAL = 1 << 2 => "signal",
+        /// `wait` on (or bind) a notification; `thread_join` a thread;
+        /// `process_wait` for a process.
+        WAIT = 1 << 3 => "wait",
+        /// `thread_kill` a thread, `process_kill` a process; `handle_give`
+        /// into a process.
+        KILL = 1 << 4 => "kill",
+        /// Copy the handle: `handle_dup`, or a copied transfer.
+        DUPLICATE = 1 << 5 => "duplicate",
+        /// Let the handle leave the process in a message (moved, or copied
+        /// when `DUPLICATE` is also held).
+        TRANSFER = 1 << 6 => "transfer",
+    }
+}
+
+/// Rights combinations the kernel hands out (not bits of their own).
+pub mod rights_sets {
+    use super::rights::*;
+    /// The handle `thread_spawn` gives its caller.
+    pub const THREAD_CREATOR: u32 = WAIT | KILL | DUPLICATE | TRANSFER;
+    /// The handle `process_spawn` gives its caller.
+    pub const PROCESS_CREATOR: u32 = WAIT | KILL | DUPLICATE | TRANSFER;
 }
 
 shared_enum! {

@@ -5,7 +5,7 @@
 //! wanted "every variant" wrote a fourth copy that silently missed a new one.
 //! [`shared_enum!`](crate::shared_enum) writes them all from one declaration;
 //! [`shared_bits!`](crate::shared_bits) does the same for a set of flag bits
-//! ([`prot`](crate::prot) today, handle rights when IPC lands).
+//! ([`prot`](crate::prot), handle [`rights`](crate::rights)).
 
 /// Declares an enum once and derives from that one list what used to be
 /// written by hand beside it.

@@ -29,8 +29,8 @@
 //! or a transfer can only keep or drop rights, never add them. `DUPLICATE`
 //! allows copies (a `dup` in the own table, and a *copied* transfer);
 //! `TRANSFER` allows the handle to leave the process at all (a move, or a copy
-//! when `DUPLICATE` is held as well). The list is meant to move into `abi`'s
-//! shared declaration macro once that exists; the bit values are the ABI.
+//! when `DUPLICATE` is held as well). The bits are declared once, in
+//! [`abi::rights`]; [`Rights`] takes its values from there.
 //!
 //! # Memory
 //! Slots live in a `Vec` that grows by doubling, fallibly (`try_reserve`), up
@@ -48,28 +48,31 @@
 use alloc::vec::Vec;
 
 bitflags::bitflags! {
-    /// What a handle allows. The bit values are part of the syscall ABI.
+    /// What a handle allows. The bit values are part of the syscall ABI and
+    /// come from its one declaration, [`abi::rights`] (see its docs for what
+    /// each allows); the assertion below fails the build if a bit is added
+    /// there and not here.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub struct Rights: u32 {
         /// `call` / `send` on an endpoint.
-        const SEND = 1 << 0;
-        /// `recv` / `reply_recv` on an endpoint (a receiver handle; the last
-        /// one closed kills the endpoint for its callers).
-        const RECV = 1 << 1;
+        const SEND = abi::rights::SEND;
+        /// `recv` / `reply_recv` on an endpoint.
+        const RECV = abi::rights::RECV;
         /// `signal` on a notification.
-        const SIGNAL = 1 << 2;
-        /// `wait` on (or binding of) a notification; join/wait on a thread or
-        /// process.
-        const WAIT = 1 << 3;
-        /// Kill a thread or process.
-        const KILL = 1 << 4;
+        const SIGNAL = abi::rights::SIGNAL;
+        /// Wait on / bind a notification; join a thread; wait for a process.
+        const WAIT = abi::rights::WAIT;
+        /// Kill a thread or process; give handles to a process.
+        const KILL = abi::rights::KILL;
         /// Copy the handle: `dup` in the own table, or a copied transfer.
-        const DUPLICATE = 1 << 5;
-        /// Let the handle leave the process in a message (moved, or copied
-        /// when `DUPLICATE` is also held).
-        const TRANSFER = 1 << 6;
+        const DUPLICATE = abi::rights::DUPLICATE;
+        /// Let the handle leave the process in a message.
+        const TRANSFER = abi::rights::TRANSFER;
     }
 }
+
+// Every bit the ABI declares is a `Rights` flag and no other.
+const _: () = assert!(Rights::all().bits() == abi::rights::ALL);
 
 /// Bits of a handle number that name the slot.
 pub const SLOT_BITS: u32 = 10;

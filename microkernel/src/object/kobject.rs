@@ -9,6 +9,8 @@
 
 use super::endpoint::EndpointObj;
 use super::notification::NotificationObj;
+use super::process::Process;
+use super::thread::ThreadExit;
 use crate::sync::IrqMutex;
 use abi::Error;
 use alloc::sync::Arc;
@@ -22,6 +24,12 @@ pub enum Object {
     Endpoint(Arc<ObjBox<EndpointObj>>),
     /// A notification.
     Notification(Arc<ObjBox<NotificationObj>>),
+    /// A thread: its exit record (join, and the live thread for a kill).
+    /// Charged to its process's joinable-thread count, not to [`charge`].
+    Thread(Arc<ThreadExit>),
+    /// A process (wait, kill, handle_give). Charged to the process quotas;
+    /// an ended process is freed with the last handle naming it.
+    Process(Arc<Process>),
 }
 
 /// The most handles one process holds (docs/ipc.md suggests 256).

@@ -3,14 +3,22 @@
 //!
 //! A [`Process`] owns an address space and its thread table (the thread list
 //! and its "exiting" flag, under one lock); it ends when its last thread is
-//! gone (or one calls `process_exit`, or a fault kills it). The records of
-//! every process not yet waited for sit in one map by [`ProcessId`].
+//! gone (or one calls `process_exit`, or a fault or a kill ends it).
+//!
+//! # Who keeps a record
+//! Nothing looks a process up by id: authority is a handle. The record is
+//! reference counted, held by its own threads while they live and by every
+//! handle naming it (`Object::Process`) after, so an ended process nobody
+//! can wait for any more (its last handle closed, or never given: init) is
+//! freed at once, and a child whose creator ended runs on, held by its
+//! threads, and is freed when it ends. Its quota units (the kernel-wide and
+//! program process counts, its creator's child count) go with the record;
+//! the child unit goes earlier, at the wait that reaps it.
 
 use super::space::{AddressSpace, PageBudget};
 use super::thread::{Thread, ThreadId, LIVE_THREADS, MAX_THREADS};
 use crate::sync::IrqMutex;
 use abi::Error;
-use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -20,11 +28,6 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering}
 pub struct ProcessId(u64);
 
 impl ProcessId {
-    /// The id a user passed (an allegation until looked up).
-    pub const fn from_raw(raw: u64) -> ProcessId {
-        ProcessId(raw)
-    }
-
     /// The raw value, for user space and logs.
     pub const fn get(self) -> u64 {
         self.0
@@ -113,7 +116,7 @@ static LIVE_PROCESSES: AtomicUsize = AtomicUsize::new(0);
 /// Gives one unit of a quota counter back. A release without a matching take
 /// is a kernel bug; it is logged and the counter stays at 0, because a
 /// wrapped counter would refuse every later take (NoMemory for good).
-fn release(counter: &AtomicUsize, what: &str) {
+pub(super) fn release(counter: &AtomicUsize, what: &str) {
     if counter
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_err()
@@ -156,23 +159,38 @@ impl Drop for ThreadSlot<'_> {
     }
 }
 
-/// One row of a process's thread table: a live thread, or the status word
-/// of a dead one not yet joined.
-pub struct ThreadEntry {
-    tid: ThreadId,
-    /// `None` once the thread died (its status is in `status`).
-    thread: Option<Arc<Thread>>,
-    status: u64,
+/// One unit of a process's joinable-thread count
+/// ([`MAX_THREADS_PER_PROCESS`]): returned on drop unless kept.
+pub(super) struct JoinableSlot<'a>(&'a Arc<AtomicUsize>);
+
+impl JoinableSlot<'_> {
+    pub(super) fn take(counter: &Arc<AtomicUsize>) -> Result<JoinableSlot<'_>, Error> {
+        Account::take(counter, MAX_THREADS_PER_PROCESS)?;
+        Ok(JoinableSlot(counter))
+    }
+
+    /// Hands the unit to a thread's exit record (which gives it back).
+    pub(super) fn keep(self) -> Arc<AtomicUsize> {
+        let c = self.0.clone();
+        core::mem::forget(self);
+        c
+    }
 }
 
-/// A process's threads: the authoritative list that kill walks. Live threads
-/// and dead unjoined ones (status only, 24 bytes) both count against
-/// [`MAX_THREADS_PER_PROCESS`]; a join removes the row.
+impl Drop for JoinableSlot<'_> {
+    fn drop(&mut self) {
+        release(self.0, "a joinable thread");
+    }
+}
+
+/// A process's live threads: the authoritative list that kill walks. A dead
+/// thread leaves it at once; what is left of it for `thread_join` is its
+/// exit record (`ThreadExit`), held by its handles.
 pub struct ThreadTable {
     /// Set (under this lock) when the process starts ending; from then on no
     /// thread is added.
     exiting: bool,
-    rows: Vec<ThreadEntry>,
+    rows: Vec<Arc<Thread>>,
 }
 
 impl ThreadTable {
@@ -183,14 +201,12 @@ impl ThreadTable {
         }
     }
 
-    /// Whether one more thread may be added: not ending, under quota, and
-    /// room for its row (`try_reserve`: never an infallible allocation).
+    /// Whether one more thread may be added: not ending, and room for its
+    /// row (`try_reserve`: never an infallible allocation). The quota is the
+    /// joinable-thread count's (`Thread::new_user`).
     pub(super) fn admit(&mut self) -> Result<(), Error> {
         if self.exiting {
             return Err(Error::NotFound);
-        }
-        if self.rows.len() >= MAX_THREADS_PER_PROCESS {
-            return Err(Error::NoMemory);
         }
         self.rows.try_reserve(1).map_err(|_| Error::NoMemory)
     }
@@ -202,56 +218,39 @@ impl ThreadTable {
 
     pub(super) fn insert(&mut self, t: &Arc<Thread>) -> Result<(), Error> {
         self.admit()?;
-        self.rows.push(ThreadEntry {
-            tid: t.tid,
-            thread: Some(t.clone()),
-            status: 0,
-        });
+        self.rows.push(t.clone());
         Ok(())
     }
 
-    /// Records that thread `tid` died with `status`; returns its reference
-    /// for the caller to drop outside the lock.
-    pub fn record_exit(&mut self, tid: ThreadId, status: u64) -> Option<Arc<Thread>> {
-        let row = self.rows.iter_mut().find(|r| r.tid == tid)?;
-        row.status = status;
-        row.thread.take()
+    /// Takes thread `tid` off the list (it is ending, or was never started);
+    /// returns its reference for the caller to drop outside the lock.
+    pub fn remove(&mut self, tid: ThreadId) -> Option<Arc<Thread>> {
+        let i = self.rows.iter().position(|t| t.tid == tid)?;
+        Some(self.rows.swap_remove(i))
     }
 
-    /// Whether no listed thread is alive any more (all have recorded their
-    /// exit); if so the process is ending, so no thread is added from now on.
+    /// Whether no thread is alive any more; if so the process is ending, so
+    /// no thread is added from now on.
     pub fn none_live(&mut self) -> bool {
-        let none = self.rows.iter().all(|r| r.thread.is_none());
+        let none = self.rows.is_empty();
         if none {
             self.exiting = true;
         }
         none
     }
 
-    /// Thread `tid`: `Ok(status)` (and the row removed) if it is dead,
-    /// `Err(thread)` if it still runs; `None` if there is no such thread.
-    pub fn join(&mut self, tid: ThreadId) -> Option<Result<u64, Arc<Thread>>> {
-        let i = self.rows.iter().position(|r| r.tid == tid)?;
-        match &self.rows[i].thread {
-            Some(t) => Some(Err(t.clone())),
-            None => Some(Ok(self.rows.swap_remove(i).status)),
-        }
-    }
-
     /// Marks the process as ending (no thread is added from now on) and
-    /// returns its live threads but `except`, for the caller to kill while
-    /// it still holds this lock (`lifecycle::exit_current_process`).
-    pub fn mark_exiting(&mut self, except: ThreadId) -> impl Iterator<Item = &Arc<Thread>> {
+    /// returns its live threads but `except` (`None`: all of them), for the
+    /// caller to kill while it still holds this lock
+    /// (`lifecycle::exit_current_process`, `lifecycle::kill_process`).
+    pub fn mark_exiting(&mut self, except: Option<ThreadId>) -> impl Iterator<Item = &Arc<Thread>> {
         self.exiting = true;
-        self.rows
-            .iter()
-            .filter_map(|r| r.thread.as_ref())
-            .filter(move |t| t.tid != except)
+        self.rows.iter().filter(move |t| Some(t.tid) != except)
     }
 
-    /// Takes the rows (the process ended: nothing is left to join); the
-    /// caller drops them outside the lock.
-    pub fn take_rows(&mut self) -> Vec<ThreadEntry> {
+    /// Takes the rows (the process ended, or never started); the caller
+    /// drops them outside the lock.
+    pub fn take_rows(&mut self) -> Vec<Arc<Thread>> {
         self.exiting = true;
         core::mem::take(&mut self.rows)
     }
@@ -261,12 +260,18 @@ impl ThreadTable {
 pub struct Process {
     /// Process id.
     pub pid: ProcessId,
-    /// The parent's pid; 0 for init and for orphans (whose parent ended: an
-    /// orphan's record is reaped as soon as it ends, nobody can wait for it).
-    parent: AtomicU64,
-    /// Child records alive (running, or ended and not yet waited for);
-    /// at most [`MAX_CHILDREN`].
-    children: AtomicUsize,
+    /// Child records alive that no wait reaped yet (running, or ended and
+    /// still named by a handle); at most [`MAX_CHILDREN`]. Shared with the
+    /// children, which give their unit back.
+    children: Arc<AtomicUsize>,
+    /// The creator's `children` count this record holds a unit of (`None`
+    /// for init, or once given back).
+    child_unit: IrqMutex<Option<Arc<AtomicUsize>>>,
+    /// Joinable thread records of this process (live threads, and dead ones
+    /// not joined whose handle is open); at most [`MAX_THREADS_PER_PROCESS`].
+    pub(super) joinable: Arc<AtomicUsize>,
+    /// A `process_wait` took the status: later waits find nothing.
+    reaped: AtomicBool,
     /// The program it belongs to (shared with its creator unless that is
     /// init, or it is init).
     pub account: Arc<Account>,
@@ -286,7 +291,8 @@ pub struct Process {
     pub exit_status: IrqMutex<Option<u64>>,
     /// Set once every thread is gone and the memory released.
     ended: AtomicBool,
-    /// Threads blocked in `process_wait` for it.
+    /// Threads blocked in `process_wait` for it (any process holding a
+    /// handle with `WAIT`).
     pub waiters: IrqMutex<Vec<Arc<Thread>>>,
     /// The program it runs, when known: the boot module whose bytes it was
     /// spawned from (`lifecycle::spawn`), named in its fault lines so the
@@ -299,9 +305,6 @@ pub struct Process {
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
 
-/// Every process not yet waited for (or reaped), by pid.
-static PROCESSES: IrqMutex<BTreeMap<ProcessId, Arc<Process>>> = IrqMutex::new(BTreeMap::new());
-
 /// The default priority of a new thread (lowered to the process's MCP when
 /// that is lower).
 pub const DEFAULT_PRIORITY: u8 = 4;
@@ -312,15 +315,12 @@ impl Process {
     /// [`MAX_CHILDREN`], both checked before anything is allocated.
     pub fn new(parent: Option<&Arc<Process>>) -> Result<Arc<Process>, Error> {
         if let Some(pp) = parent {
-            if pp.children.fetch_add(1, Ordering::SeqCst) >= MAX_CHILDREN {
-                pp.children.fetch_sub(1, Ordering::SeqCst);
-                return Err(Error::NoMemory);
-            }
+            Account::take(&pp.children, MAX_CHILDREN)?;
         }
         let r = Self::new_charged(parent);
         if r.is_err() {
             if let Some(pp) = parent {
-                pp.children.fetch_sub(1, Ordering::SeqCst);
+                release(&pp.children, "a child slot");
             }
         }
         r
@@ -349,12 +349,14 @@ impl Process {
             }
         };
         let mcp = parent.map_or(0, |pp| pp.child_mcp.load(Ordering::SeqCst));
-        // The record and its map node are charged to the quotas above (at
-        // most MAX_PROCESSES of them exist).
+        // The record is charged to the quotas above (at most MAX_PROCESSES
+        // of them exist).
         let p = Arc::new(Process {
             pid: ProcessId(NEXT_PID.fetch_add(1, Ordering::Relaxed)),
-            parent: AtomicU64::new(parent.map_or(0, |pp| pp.pid.get())),
-            children: AtomicUsize::new(0),
+            children: Arc::new(AtomicUsize::new(0)),
+            child_unit: IrqMutex::new(parent.map(|pp| pp.children.clone())),
+            joinable: Arc::new(AtomicUsize::new(0)),
+            reaped: AtomicBool::new(false),
             account,
             mcp,
             child_mcp: AtomicU8::new(mcp),
@@ -367,13 +369,7 @@ impl Process {
             program: spin::Once::new(),
             ipc: Default::default(),
         });
-        PROCESSES.lock().insert(p.pid, p.clone());
         Ok(p)
-    }
-
-    /// The parent's pid (0: none, or it ended).
-    pub fn parent(&self) -> u64 {
-        self.parent.load(Ordering::SeqCst)
     }
 
     /// The priority its new threads start at.
@@ -398,59 +394,33 @@ impl Process {
         self.ended.load(Ordering::SeqCst)
     }
 
-    /// Marks the process ended and settles the records of the family:
-    /// its children become orphans (those already ended are reaped now, the
-    /// others when they end), and it reaps itself if it is an orphan.
-    ///
-    /// # Ordering
-    /// `ended` is stored before the table lock is taken, and both this
-    /// process's check of its own `parent` and a parent's check of a child's
-    /// `ended` happen under that lock, so whichever of parent and child gets
-    /// the lock second sees the other's state: an ended orphan is always
-    /// reaped exactly once.
+    /// Marks the process ended (its status is final, its memory released).
     pub fn mark_ended(&self) {
         self.ended.store(true, Ordering::SeqCst);
-        let mut table = PROCESSES.lock();
-        // Removed records are dropped inside the lock: an ended process holds
-        // no memory or threads any more, so that drop only frees heap.
-        table.retain(|_, c| {
-            if c.parent.load(Ordering::SeqCst) != self.pid.get() {
-                return true;
-            }
-            c.parent.store(0, Ordering::SeqCst);
-            !c.ended.load(Ordering::SeqCst)
-        });
-        if self.parent.load(Ordering::SeqCst) == 0 && self.pid != INIT_PID {
-            table.remove(&self.pid);
-        }
     }
 
-    /// Returns one unit of the children quota (a child record was removed).
-    pub fn release_child(&self) {
-        release(&self.children, "a child slot");
+    /// Takes the status for the one wait that reaps the process: `Some`
+    /// exactly once after it ended (and gives its creator's child unit back
+    /// then), `None` before or after.
+    pub fn reap(&self) -> Option<u64> {
+        if !self.has_ended() || self.reaped.swap(true, Ordering::SeqCst) {
+            return None;
+        }
+        let unit = self.child_unit.lock().take();
+        if let Some(c) = unit {
+            release(&c, "a child slot");
+        }
+        Some(self.exit_status.lock().unwrap_or(0))
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
+        let unit = self.child_unit.lock().take();
+        if let Some(c) = unit {
+            release(&c, "a child slot");
+        }
         release(&LIVE_PROCESSES, "a process slot");
         release(&self.account.processes, "a program's process");
     }
-}
-
-/// Looks a process up by pid.
-pub fn process_by_id(pid: ProcessId) -> Option<Arc<Process>> {
-    PROCESSES.lock().get(&pid).cloned()
-}
-
-/// Forgets a process (after it was waited for, or failed to start).
-pub fn forget_process(pid: ProcessId) {
-    // Drop the record outside the table lock.
-    let p = PROCESSES.lock().remove(&pid);
-    drop(p);
-}
-
-/// Removes a process record and returns it (a parent reaping its child).
-pub fn take_process(pid: ProcessId) -> Option<Arc<Process>> {
-    PROCESSES.lock().remove(&pid)
 }

@@ -5,14 +5,15 @@
 //! its parked context, an FPU/SIMD save area and its user FS/GS bases; its user
 //! register state lives in the [`TrapFrame`] at the top of its kernel stack.
 //! Its shared fields are grouped by who uses them: [`SchedState`] (the
-//! scheduler's), [`ExitState`] (exit and join); IPC state comes next.
+//! scheduler's), [`ThreadExit`] (exit and join: what a thread handle names);
+//! IPC state comes next.
 //!
 //! # Concurrency
 //! The fields in [`ThreadCtx`] are touched only by the CPU that runs the thread
 //! or is switching it in or out (with interrupts off); everything shared between
 //! CPUs is atomic or behind an [`IrqMutex`].
 
-use super::process::{Process, ThreadSlot};
+use super::process::{JoinableSlot, Process, ThreadSlot};
 use super::space::AddressSpace;
 use crate::arch::context;
 use crate::arch::fpu::FpuState;
@@ -21,7 +22,7 @@ use crate::arch::trap::TrapFrame;
 use crate::mem::kstack::KernelStack;
 use crate::sync::IrqMutex;
 use abi::Error;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -31,11 +32,6 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize
 pub struct ThreadId(u64);
 
 impl ThreadId {
-    /// The id a user passed (an allegation until looked up).
-    pub const fn from_raw(raw: u64) -> ThreadId {
-        ThreadId(raw)
-    }
-
     /// The raw value, for user space and logs.
     pub const fn get(self) -> u64 {
         self.0
@@ -89,12 +85,115 @@ pub struct SchedState {
     pub wake_at_ns: AtomicU64,
 }
 
-/// How the thread ended, and who waits for that.
-pub struct ExitState {
-    /// Exit status word, valid once Dead.
-    pub exit_status: AtomicU64,
-    /// Threads waiting in `thread_join` for this one.
-    pub joiners: IrqMutex<Vec<Arc<Thread>>>,
+/// How the thread ended, and who waits for that: the record a thread handle
+/// names (`Object::Thread`). The thread holds it while it lives and every
+/// handle holds it after, so a joiner gets the status however long after the
+/// thread's stack is gone; it is freed with the last of them.
+pub struct ThreadExit {
+    inner: IrqMutex<ExitInner>,
+    /// The creating process's count of joinable thread records
+    /// ([`MAX_THREADS_PER_PROCESS`](super::process::MAX_THREADS_PER_PROCESS)):
+    /// one unit, given back by the join that reaps this record or, if none
+    /// does, by its drop. `None` for idle threads.
+    charge: Option<Arc<AtomicUsize>>,
+}
+
+struct ExitInner {
+    /// Set (with `status`) when the thread ends.
+    done: bool,
+    status: u64,
+    /// A join took the status: later joins find nothing.
+    reaped: bool,
+    /// Threads blocked in `thread_join` for it.
+    joiners: Vec<Arc<Thread>>,
+    /// The thread while it lives (for a kill through a handle). Weak: a
+    /// handle must not keep a dead thread's memory, and no cycle forms.
+    thread: Option<Weak<Thread>>,
+}
+
+/// What a join found.
+pub enum Joined {
+    /// The thread ended: its status (the record is now reaped).
+    Status(u64),
+    /// Another join reaped it already.
+    Reaped,
+    /// Still running: the caller was added to the joiners (Blocked).
+    Waiting,
+}
+
+impl ThreadExit {
+    fn new(charge: Option<Arc<AtomicUsize>>) -> ThreadExit {
+        ThreadExit {
+            inner: IrqMutex::new(ExitInner {
+                done: false,
+                status: 0,
+                reaped: false,
+                joiners: Vec::new(),
+                thread: None,
+            }),
+            charge,
+        }
+    }
+
+    /// The live thread, if it has not ended.
+    pub fn thread(&self) -> Option<Arc<Thread>> {
+        self.inner.lock().thread.as_ref().and_then(Weak::upgrade)
+    }
+
+    /// The exit status (0 until the thread ended).
+    pub fn status(&self) -> u64 {
+        self.inner.lock().status
+    }
+
+    /// Records that the thread ended with `status` and returns its joiners to
+    /// wake. Under the record's lock, so a join either sees `done` or is on
+    /// the list returned here.
+    pub fn finish(&self, status: u64) -> Vec<Arc<Thread>> {
+        let mut g = self.inner.lock();
+        g.done = true;
+        g.status = status;
+        g.thread = None;
+        core::mem::take(&mut g.joiners)
+    }
+
+    /// One join step for `cur`: the status (reaping the record), `Reaped`, or
+    /// `cur` queued and marked Blocked (`NoMemory` if the list cannot grow).
+    pub fn join(&self, cur: &Arc<Thread>) -> Result<Joined, Error> {
+        let mut g = self.inner.lock();
+        if g.done {
+            if core::mem::replace(&mut g.reaped, true) {
+                return Ok(Joined::Reaped);
+            }
+            let st = g.status;
+            drop(g);
+            if let Some(c) = &self.charge {
+                super::process::release(c, "a joinable thread");
+            }
+            return Ok(Joined::Status(st));
+        }
+        g.joiners.try_reserve(1).map_err(|_| Error::NoMemory)?;
+        cur.set_state(ThreadState::Blocked);
+        g.joiners.push(cur.clone());
+        Ok(Joined::Waiting)
+    }
+
+    /// Takes `cur` off the joiner list (it was woken by a kill); returns its
+    /// entry for the caller to drop outside the lock.
+    pub fn leave(&self, cur: &Arc<Thread>) -> Option<Arc<Thread>> {
+        let mut g = self.inner.lock();
+        let i = g.joiners.iter().position(|x| Arc::ptr_eq(x, cur))?;
+        Some(g.joiners.swap_remove(i))
+    }
+}
+
+impl Drop for ThreadExit {
+    fn drop(&mut self) {
+        if let Some(c) = &self.charge {
+            if !self.inner.lock().reaped {
+                super::process::release(c, "a joinable thread");
+            }
+        }
+    }
 }
 
 /// A thread of execution.
@@ -125,8 +224,8 @@ pub struct Thread {
     pub fpu: FpuState,
     /// The scheduler's fields.
     pub sched: SchedState,
-    /// Exit and join.
-    pub exit: ExitState,
+    /// Exit and join: the record thread handles name.
+    pub exit: Arc<ThreadExit>,
     /// IPC: wake claim, wait record, reply capability (`ipc/`).
     pub ipc: super::waitstate::ThreadIpc,
 }
@@ -193,7 +292,7 @@ impl Drop for Thread {
             if last {
                 // Only now does the process end: its waiters are woken after
                 // this thread's stack, slot and process reference are gone.
-                super::process::last_thread_gone(p, self.exit.exit_status.load(Ordering::SeqCst));
+                super::process::last_thread_gone(p, self.exit.status());
             }
         }
     }
@@ -209,15 +308,18 @@ struct Parts {
     priority: u8,
     affinity: u32,
     on_cpu: bool,
+    /// The unit of its process's joinable-thread count (`None`: idle).
+    charge: Option<Arc<AtomicUsize>>,
 }
 
 impl Thread {
     /// The one constructor: every field is written here.
     fn from_parts(p: Parts) -> Thread {
         let here = percpu::cpu_id().get();
+        let tid = ThreadId(NEXT_TID.fetch_add(1, Ordering::Relaxed));
         Thread {
             work: AtomicU32::new(0),
-            tid: ThreadId(NEXT_TID.fetch_add(1, Ordering::Relaxed)),
+            tid,
             process: p.process,
             space: p.space,
             kstack: p.kstack,
@@ -236,10 +338,9 @@ impl Thread {
                 on_cpu: AtomicBool::new(p.on_cpu),
                 wake_at_ns: AtomicU64::new(0),
             },
-            exit: ExitState {
-                exit_status: AtomicU64::new(0),
-                joiners: IrqMutex::new(Vec::new()),
-            },
+            // Bounded like the thread itself (a record per thread, kept
+            // after it only by handles, which are bounded per table).
+            exit: Arc::new(ThreadExit::new(p.charge)),
             ipc: Default::default(),
         }
     }
@@ -247,7 +348,8 @@ impl Thread {
     /// A user thread of `process` that will enter ring 3 with `frame`, at
     /// `priority`. Entered in the process's thread table (the authoritative
     /// list kill walks) unless the process is ending (`NotFound`) or at its
-    /// thread quota (`NoMemory`); the caller queues it.
+    /// thread quota (`NoMemory`); the caller queues it (or, if it cannot,
+    /// takes it out again with `ThreadTable::remove` and drops it).
     pub fn new_user(
         process: &Arc<Process>,
         frame: &TrapFrame,
@@ -256,6 +358,7 @@ impl Thread {
         // Cheap checks first, so a process at its quota allocates nothing.
         process.threads.lock().admit()?;
         let space = process.space().ok_or(Error::NotFound)?;
+        let charge = JoinableSlot::take(&process.joinable)?;
         let slot = ThreadSlot::take(&process.account)?;
         let kstack = KernelStack::new().map_err(|_| Error::NoMemory)?;
         let fpu = FpuState::new().ok_or(Error::NoMemory)?;
@@ -274,7 +377,11 @@ impl Thread {
             priority,
             affinity: u32::MAX,
             on_cpu: false,
+            charge: Some(charge.keep()),
         }));
+        // Before any handle can name the record: a kill through one always
+        // finds the thread until it ends.
+        t.exit.inner.lock().thread = Some(Arc::downgrade(&t));
         // Under the table lock: either the process is not ending and the
         // thread is listed (so a later kill finds it), or creation fails.
         let r = process.threads.lock().insert(&t);
@@ -299,6 +406,7 @@ impl Thread {
             priority: abi::MAX_PRIORITY as u8,
             affinity: percpu::cpu_id().get(),
             on_cpu: true,
+            charge: None,
         })))
     }
 

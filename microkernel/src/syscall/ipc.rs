@@ -129,7 +129,8 @@ fn dup(h: u64, rights: u64, badge: u64) -> Result<u64, Error> {
     Ok(new.raw() as u64)
 }
 
-/// `handle_give(pid, h, rights)`: a copy of `h` into a child's table.
+/// `handle_give(proc, h, rights)`: a copy of `h` into the table of the
+/// process handle `proc` names (needs `KILL`).
 fn give(pid: u64, h: u64, rights: u64) -> Result<u64, Error> {
     let me = process()?;
     let h = Handle::from_reg(h)?;
@@ -137,10 +138,7 @@ fn give(pid: u64, h: u64, rights: u64) -> Result<u64, Error> {
         .ok()
         .and_then(Rights::from_bits)
         .ok_or(Error::InvalidArgument)?;
-    let child =
-        crate::object::process::process_by_id(crate::object::process::ProcessId::from_raw(pid))
-            .filter(|c| c.parent() == me.pid.get())
-            .ok_or(Error::NotFound)?;
+    let child = super::ProcessRef::decode(pid, Rights::KILL)?.process;
     let entry = {
         let t = me.ipc.handles.lock();
         let e = t.get(h, Rights::DUPLICATE | Rights::TRANSFER)?;

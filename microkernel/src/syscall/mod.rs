@@ -33,11 +33,17 @@ mod thread;
 use crate::arch::syscall::{check_return, ReturnCheck};
 use crate::arch::trap::TrapFrame;
 use crate::lifecycle::user_fault;
+use crate::object::kobject::Object;
 use crate::sched::current;
 use crate::smp::online;
 use abi::{encode_result, Error, Sysnum};
+use kcore::handles::{Handle, Rights};
 
+pub use process::ProcessRef;
 pub use system::print_user;
+
+const WAIT: Rights = Rights::WAIT;
+const KILL: Rights = Rights::KILL;
 
 /// Called by the syscall entry stub with the caller's saved registers; leaves
 /// the result in the frame's RAX. The stub sanitises RFLAGS and picks
@@ -83,15 +89,17 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Ok(Sysnum::ThreadExit) => |f| thread::exit(thread::Exit::decode(f)),
         Ok(Sysnum::Yield) => |_| thread::yield_now(),
         Ok(Sysnum::SleepNs) => |f| thread::sleep_ns(f.rdi),
-        Ok(Sysnum::ThreadSpawn) => |f| thread::spawn(thread::Spawn::decode(f)?),
+        Ok(Sysnum::ThreadSpawn) => |f| thread::spawn(thread::Spawn::decode(f)?, f),
         Ok(Sysnum::SetAffinity) => |f| thread::set_affinity(f.rdi),
         Ok(Sysnum::SetPriority) => |f| thread::set_priority(thread::Priority::decode(f)?),
-        Ok(Sysnum::ThreadJoin) => |f| thread::join(f.rdi),
+        Ok(Sysnum::ThreadJoin) => |f| thread::join(thread::ThreadRef::decode(f.rdi, WAIT)?),
+        Ok(Sysnum::ThreadKill) => |f| thread::kill(thread::ThreadRef::decode(f.rdi, KILL)?),
         Ok(Sysnum::SetFsBase) => |f| thread::set_fs_base(thread::Base::decode(f)?),
         Ok(Sysnum::SetGsBase) => |f| thread::set_gs_base(thread::Base::decode(f)?),
         Ok(Sysnum::ProcessExit) => |f| process::exit(thread::Exit::decode(f)),
-        Ok(Sysnum::ProcessSpawn) => |f| process::spawn(process::Spawn::decode(f)?),
-        Ok(Sysnum::ProcessWait) => |f| process::wait(f.rdi),
+        Ok(Sysnum::ProcessSpawn) => |f| process::spawn(process::Spawn::decode(f)?, f),
+        Ok(Sysnum::ProcessWait) => |f| process::wait(process::ProcessRef::decode(f.rdi, WAIT)?),
+        Ok(Sysnum::ProcessKill) => |f| process::kill(process::ProcessRef::decode(f.rdi, KILL)?),
         Ok(Sysnum::SetChildMaxPriority) => {
             |f| process::set_child_max_priority(process::ChildMcp::decode(f)?)
         }
@@ -133,6 +141,42 @@ type Handler = fn(&mut TrapFrame) -> Result<u64, Error>;
 fn finish(frame: &mut TrapFrame, r: Result<u64, Error>) -> ReturnCheck {
     frame.rax = encode_result(r);
     check_return(frame)
+}
+
+/// The object handle number `reg` names in the caller's table, if it is of
+/// the kind `is_kind` accepts and has `rights`. Errors in this order:
+/// `BadHandle` (not a number of this table: never was, closed, stale, or
+/// upper bits set), `WrongType`, `PermissionDenied`.
+fn handle_object(
+    reg: u64,
+    rights: Rights,
+    is_kind: impl Fn(&Object) -> bool,
+) -> Result<(Handle, Object), Error> {
+    let h = Handle::from_reg(reg)?;
+    let p = current().process.as_ref().ok_or(Error::PermissionDenied)?;
+    let t = p.ipc.handles.lock();
+    let e = t.get(h, Rights::empty())?;
+    if !is_kind(&e.object) {
+        return Err(Error::WrongType);
+    }
+    if !e.rights.contains(rights) {
+        return Err(Error::PermissionDenied);
+    }
+    Ok((h, e.object.clone()))
+}
+
+/// Closes handle `h` of the caller after a join or wait reaped what it
+/// names. Another thread may have closed it meanwhile (then its slot has a
+/// new generation and this finds nothing).
+fn close_reaped(h: Handle) {
+    let Some(p) = current().process.as_ref() else {
+        return;
+    };
+    let entry = p.ipc.handles.lock().close(h);
+    // Outside the table lock.
+    if let Ok(e) = entry {
+        crate::ipc::release(e);
+    }
 }
 
 /// The caller's pid (0 for a kernel thread, which never makes syscalls).

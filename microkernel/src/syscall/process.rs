@@ -1,11 +1,15 @@
-//! The process family: exit, spawn, wait, and the priority ceiling handed
-//! to children.
+//! The process family: exit, spawn, wait, kill, and the priority ceiling
+//! handed to children. `process_spawn` gives its caller a process handle;
+//! wait and kill take one (pids are for display).
 
 use super::thread::Exit;
 use crate::arch::trap::TrapFrame;
-use crate::lifecycle::{exit_current_process, spawn as spawn_process, wait as wait_child};
+use crate::lifecycle::{
+    exit_current_process, kill_process, spawn as spawn_process, wait as wait_child,
+};
 use crate::mem::user::UserSlice;
 use crate::mem::{alloc_contiguous, free_frame, phys_to_virt};
+use crate::object::kobject::Object;
 use crate::object::process::Process;
 use crate::object::space::AddressSpace;
 use crate::sched::{current, preemption_point};
@@ -13,6 +17,7 @@ use abi::{Error, MAX_PRIORITY};
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use kcore::frame::PhysFrame;
+use kcore::handles::{Handle, Rights};
 
 /// The largest image `process_spawn` accepts.
 const MAX_IMAGE_BYTES: u64 = 16 << 20;
@@ -56,10 +61,10 @@ impl Spawn {
 }
 
 /// Copies the image into the kernel and starts a process from it; returns
-/// the child's pid. (The image is parsed — and a bad one refused — by the
+/// a handle to the child and puts its pid (for display) in RDX. (The image is parsed — and a bad one refused — by the
 /// lifecycle code once the copy exists: the bytes in user memory could
 /// change under a parse done earlier.)
-pub fn spawn(req: Spawn) -> Result<u64, Error> {
+pub fn spawn(req: Spawn, f: &mut TrapFrame) -> Result<u64, Error> {
     // The transient copy lives in frames of its own, not on the kernel heap
     // (which it could fill at small memory sizes, failing other CPUs'
     // allocations). Its frames are charged to the caller's memory limits
@@ -75,12 +80,45 @@ pub fn spawn(req: Spawn) -> Result<u64, Error> {
         }
         req.image.skip((i * SPAWN_COPY_CHUNK) as u64).read(chunk)?;
     }
-    spawn_process(buf.bytes(), &req.parent, req.arg)
+    let (h, pid) = spawn_process(buf.bytes(), &req.parent, req.arg)?;
+    f.rdx = pid.get();
+    Ok(h.raw() as u64)
 }
 
-/// Waits for child `pid` to end; returns its status word.
-pub fn wait(pid: u64) -> Result<u64, Error> {
-    wait_child(pid)
+/// A process handle of the caller's with the rights a call needs: the
+/// process, and the number (which a reaping wait closes).
+pub struct ProcessRef {
+    /// The process the handle names.
+    pub process: Arc<Process>,
+    handle: Handle,
+}
+
+impl ProcessRef {
+    /// `BadHandle` for a number that names nothing here, `WrongType` for
+    /// another kind of object, `PermissionDenied` without `rights`.
+    pub fn decode(reg: u64, rights: Rights) -> Result<ProcessRef, Error> {
+        let (handle, object) =
+            super::handle_object(reg, rights, |o| matches!(o, Object::Process(_)))?;
+        let Object::Process(process) = object else {
+            return Err(Error::WrongType);
+        };
+        Ok(ProcessRef { process, handle })
+    }
+}
+
+/// Waits for the process `req` names to end; returns its status word and
+/// closes the handle (the reap consumes it).
+pub fn wait(req: ProcessRef) -> Result<u64, Error> {
+    // The reference moves into the wait (a killed waiter never returns).
+    let st = wait_child(req.process)?;
+    super::close_reaped(req.handle);
+    Ok(st)
+}
+
+/// Ends every thread of the process `req` names.
+pub fn kill(req: ProcessRef) -> Result<u64, Error> {
+    kill_process(&req.process);
+    Ok(0)
 }
 
 /// `set_child_max_priority(prio)`, checked: at most as high as the caller's

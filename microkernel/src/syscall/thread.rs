@@ -1,16 +1,21 @@
 //! The thread family: exit, yield, sleep, spawn, affinity, priority, join,
-//! and the FS/GS bases.
+//! kill, and the FS/GS bases. `thread_spawn` gives its caller a thread
+//! handle; join and kill take one (ids are for display).
 
 use crate::arch::cpu::{msr, wrmsr};
 use crate::arch::trap::TrapFrame;
 use crate::arch::uaccess::user_range_ok;
 use crate::lifecycle::exit_current;
 use crate::lifecycle::sleep_ns as sleep;
-use crate::lifecycle::{join as join_thread, start_thread};
+use crate::lifecycle::{join as join_thread, kill as kill_thread, spawn_thread};
+use crate::object::kobject::Object;
+use crate::object::thread::ThreadExit;
 use crate::sched::{current, set_affinity as pin, yield_now as give_way};
 use abi::layout::USER_END;
 use abi::{status, Error, MAX_PRIORITY};
+use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
+use kcore::handles::{Handle, Rights};
 
 /// `thread_exit(code)` / `process_exit(code)`: the status word to leave.
 pub struct Exit {
@@ -71,10 +76,33 @@ impl Spawn {
     }
 }
 
-/// Starts a thread in the caller's process; returns its id.
-pub fn spawn(req: Spawn) -> Result<u64, Error> {
+/// Starts a thread in the caller's process; returns a handle to it and
+/// puts its id (for display) in RDX.
+pub fn spawn(req: Spawn, f: &mut TrapFrame) -> Result<u64, Error> {
     let p = current().process.clone().ok_or(Error::PermissionDenied)?;
-    start_thread(&p, req.entry, req.stack_top, req.arg)
+    let (h, tid) = spawn_thread(&p, req.entry, req.stack_top, req.arg)?;
+    f.rdx = tid.get();
+    Ok(h.raw() as u64)
+}
+
+/// A thread handle of the caller's with the rights a call needs: the exit
+/// record it names, and the number (which a reaping join closes).
+pub struct ThreadRef {
+    rec: Arc<ThreadExit>,
+    handle: Handle,
+}
+
+impl ThreadRef {
+    /// `BadHandle` for a number that names nothing here, `WrongType` for
+    /// another kind of object, `PermissionDenied` without `rights`.
+    pub fn decode(reg: u64, rights: Rights) -> Result<ThreadRef, Error> {
+        let (handle, object) =
+            super::handle_object(reg, rights, |o| matches!(o, Object::Thread(_)))?;
+        let Object::Thread(rec) = object else {
+            return Err(Error::WrongType);
+        };
+        Ok(ThreadRef { rec, handle })
+    }
 }
 
 /// Pins the caller to CPU `cpu` (`u64::MAX` unpins; `NotFound` for a CPU
@@ -112,10 +140,21 @@ pub fn set_priority(req: Priority) -> Result<u64, Error> {
     Ok(0)
 }
 
-/// Waits for thread `tid` of the caller's process to end; returns its
-/// status word.
-pub fn join(tid: u64) -> Result<u64, Error> {
-    join_thread(tid)
+/// Waits for the thread `req` names to end; returns its status word and
+/// closes the handle (the reap consumes it).
+pub fn join(req: ThreadRef) -> Result<u64, Error> {
+    // The reference moves into the join (a killed joiner never returns).
+    let st = join_thread(req.rec)?;
+    super::close_reaped(req.handle);
+    Ok(st)
+}
+
+/// Makes the thread `req` names end before it runs user code again.
+pub fn kill(req: ThreadRef) -> Result<u64, Error> {
+    if let Some(t) = req.rec.thread() {
+        kill_thread(&t);
+    }
+    Ok(0)
 }
 
 /// A new FS or GS base: a user-half address (a kernel-half GS base would

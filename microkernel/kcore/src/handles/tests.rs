@@ -256,3 +256,20 @@ fn errors_map_onto_abi_codes() {
         abi::Error::NoMemory
     );
 }
+
+#[test]
+fn rights_are_the_abi_declaration_bit_for_bit_and_name_for_name() {
+    // The kernel's flags and the ABI list (what libipc re-exports) must
+    // agree on every bit and its meaning: a flag wired to another ABI bit,
+    // or a bit on one side only, fails here.
+    let kernel: Vec<(String, u32)> = Rights::all()
+        .iter_names()
+        .map(|(n, r)| (n.to_lowercase(), r.bits()))
+        .collect();
+    let abi: Vec<(String, u32)> = abi::rights::NAMES
+        .iter()
+        .map(|(b, n)| (n.to_string(), *b))
+        .collect();
+    assert_eq!(kernel, abi);
+    assert_eq!(Rights::all().bits(), abi::rights::ALL);
+}
