@@ -71,12 +71,21 @@ pub fn cpu_id() -> Result<u64, Error> {
 }
 
 /// Syscalls CPU `cpu` has entered since boot (`NotFound` for a CPU that is
-/// not online).
-pub fn cpu_syscalls(cpu: u64) -> Result<u64, Error> {
-    percpu_of(cpu)
-        .map(|pc| pc.syscalls.load(Ordering::Relaxed))
-        .ok_or(Error::NotFound)
+/// not online). Test hook: with `counter` = [`FASTPATH_COUNTER`] (RSI), the
+/// IPC operations that CPU completed on the fast path instead; any other
+/// non-zero `counter` is `InvalidArgument`.
+pub fn cpu_syscalls(cpu: u64, counter: u64) -> Result<u64, Error> {
+    let pc = percpu_of(cpu).ok_or(Error::NotFound)?;
+    match counter {
+        0 => Ok(pc.syscalls.load(Ordering::Relaxed)),
+        FASTPATH_COUNTER => Ok(crate::ipc::fastpath::hits(pc)),
+        _ => Err(Error::InvalidArgument),
+    }
 }
+
+/// `cpu_syscalls`' RSI selecting the fast-path counter (the ring-3
+/// fast-path tests read it).
+pub const FASTPATH_COUNTER: u64 = 1;
 
 /// `sysinfo(buf, len)`: where the [`SysInfo`] goes.
 pub struct SysInfoBuf {
