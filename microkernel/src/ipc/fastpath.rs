@@ -85,17 +85,23 @@ impl Drop for Handoff {
     }
 }
 
-/// Counts one fast-path operation on this CPU
-/// ([`crate::arch::percpu::PerCpu::fastpath`], read by a test hook).
-fn count_hit() {
-    crate::arch::percpu::this()
-        .fastpath
-        .fetch_add(1, Ordering::Relaxed);
+/// Which fast-path counter ([`hits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// `call`s completed on the fast path.
+    Calls,
+    /// `reply_recv`s completed on the fast path.
+    Replies,
 }
 
-/// Fast-path operations completed on CPU `pc` (the test hook).
-pub fn hits(pc: &crate::arch::percpu::PerCpu) -> u64 {
-    pc.fastpath.load(Ordering::Relaxed)
+/// The fast-path operations of kind `c` CPU `pc` completed (a test hook:
+/// the ring-3 fast-path cases prove the path is taken, and that the
+/// excluded cases are not, by these counts).
+pub fn hits(pc: &crate::arch::percpu::PerCpu, c: Counter) -> u64 {
+    match c {
+        Counter::Calls => pc.fast_calls.load(Ordering::Relaxed),
+        Counter::Replies => pc.fast_replies.load(Ordering::Relaxed),
+    }
 }
 
 fn cpu() -> u32 {
@@ -171,7 +177,8 @@ pub fn call(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> Option<Result<Msg, Er
     if let Some(o) = abandoned {
         end_wait(o, Outcome::Err(Error::PeerDied));
     }
-    count_hit();
+    let pc = crate::arch::percpu::this();
+    pc.fast_calls.fetch_add(1, Ordering::Relaxed);
     Some(match wait(tk, None, h) {
         Outcome::Msg(m) => Ok(m),
         Outcome::Err(e) => Err(e),
@@ -260,7 +267,8 @@ pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> ReplyRecv {
         super::cancel_own(tk);
         return ReplyRecv::ReceiveSlow(h);
     }
-    count_hit();
+    let pc = crate::arch::percpu::this();
+    pc.fast_replies.fetch_add(1, Ordering::Relaxed);
     ReplyRecv::Done(match wait(tk, None, h) {
         Outcome::Msg(m) => Ok(m),
         Outcome::Err(e) => Err(e),
