@@ -355,7 +355,7 @@ pub fn fast_path_keeps_both_sides_fpu_state() -> TestResult {
 // endpoint. `arg` (rdi): mode | CPU-for-the-killer << 8.
 // - mode 0 (server killed): a server thread on CPU 0 answers every call
 //   with reply_recv (fast-path eligible); the main thread moves to the
-//   killer CPU, sleeps 30 ms and calls process_exit(7) while the parent's
+//   killer CPU, sleeps 100 ms and calls process_exit(7) while the parent's
 //   clients ping-pong with the server.
 // - mode 1 (client killed): a client thread on CPU 0 calls the parent's
 //   server in a loop (register-only, no timeout); the main thread kills
@@ -380,7 +380,7 @@ core::arch::global_asm!(
     "shr rdi, 8",
     "mov eax, {affinity}",
     "syscall",
-    "mov edi, 30000000",         // 30 ms of fast calls
+    "mov edi, 100000000",        // 100 ms of fast calls
     "mov eax, {sleep}",
     "syscall",
     "mov edi, 7",
@@ -541,6 +541,7 @@ fn child_ends(pid: u64) -> TestResult {
 pub fn fast_path_kill_races_end_in_errors() -> TestResult {
     check(util::pin0(), "set_affinity(0)")?;
     // (1) The server dies.
+    let mut answered = 0;
     for round in 0..3 {
         let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
         let send = ok(ipc::handle_dup(ep.0, ipc::rights::SEND, 0), "dup")?;
@@ -577,15 +578,11 @@ pub fn fast_path_kill_races_end_in_errors() -> TestResult {
                 return Err("a client of a killed server did not get PeerDied");
             }
         }
-        note!(
-            "round {round}: {} calls answered before the kill",
-            CALLS_MADE.load(Ordering::SeqCst)
-        );
-        if round == 0 && CALLS_MADE.load(Ordering::SeqCst) == 0 {
-            return Err("no call was answered before the kill");
-        }
+        answered += CALLS_MADE.load(Ordering::SeqCst);
         ok(ipc::handle_close(send), "close")?;
     }
+    note!("{answered} calls answered before the kills");
+    check(answered > 0, "no call was answered before the kills")?;
     // (2) The client dies; our server goes on.
     for _ in 0..3 {
         let (ep, t) = start_echo(0, 0)?;
