@@ -39,13 +39,13 @@
 
 use super::slowpath::Ep;
 use super::{claim, end_wait, wait};
-use crate::object::thread::Thread;
+use crate::object::thread::{Thread, ThreadState};
 use crate::object::waitstate::{Msg, Outcome, TRef, WaitOn};
 use crate::sched;
 use abi::Error;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
-use kcore::ipc::{Pick, Receiver, RecvStep, WakeReason};
+use kcore::ipc::{Receiver, Ticket, WakeReason};
 
 /// A thread made Ready by us and not queued: the current thread switches to
 /// it when it blocks; if it never does, the drop queues it (a Ready thread
@@ -119,59 +119,57 @@ pub fn call(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> Option<Result<Msg, Er
         return None; // the slow path notices the kill
     }
     let here = cpu();
-    // 1. Claim the receiver: the one a call from this CPU takes first, if it
-    //    waits on this CPU. `send` never queues us; `Refuse` changes nothing.
+    // 1. Claim the receiver at the front of the queue if it waits on this
+    //    CPU: under the endpoint lock, where it was found (the claim
+    //    discipline). A lost claim (its wait is ending elsewhere) or any
+    //    other receiver is the slow path's; nothing changed.
     let r =
-        ep.q.lock()
-            .send(here, |r: &Receiver<TRef>| {
-                if r.cpu != here {
-                    return Pick::Refuse;
-                }
-                // Claimed under the endpoint lock, where it was found (the claim
-                // discipline). A lost claim: its wait is ending elsewhere; the
-                // slow path drops the entry.
-                if claim(&r.thread, WakeReason::Delivered) {
-                    Pick::Take
-                } else {
-                    Pick::Refuse
-                }
-            })
-            .ok()?;
+        ep.q.lock_irqs_off()
+            .take_front_receiver(here, |r| claim(&r.thread, WakeReason::Delivered))?;
     // From here the receiver is ours: nothing else may end its wait.
     // SAFETY: we won r's claim and have not handed it an outcome.
     let rt = unsafe { r.thread.arc() };
     // 2. Our wait, for rt's reply: recorded (so our own kill finds rt's
     //    reply capability) and published by `begin` (Release) before rt's
     //    reply capability names us (step 3). Nobody else can see us yet.
-    let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Reply(rt.clone()));
+    let old = core::mem::replace(
+        &mut cur.ipc.inner.lock_irqs_off().wait,
+        WaitOn::Reply(rt.clone()),
+    );
     drop(old);
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
     let tk = cur.ipc.claim.begin();
     let me = TRef::new(cur, Some(tk));
-    // 3. rt: its wait record goes (we took it off the endpoint queue
-    //    ourselves), our call goes into its reply capability, the message
-    //    into its outcome. A bound receiver is also registered with its
-    //    notification: unregistered before it gets its outcome, as `unlink`
-    //    does (a stale registration would let a later signal claim an
-    //    unrelated wait).
-    let (record, abandoned) = {
-        let mut g = rt.ipc.inner.lock();
-        let record = core::mem::take(&mut g.wait);
+    // 3. rt: our call goes into its reply capability, the message into its
+    //    outcome (the last thing written). Its wait record stays when it is
+    //    a plain endpoint wait: we took it off that queue ourselves, and a
+    //    record is read only by the winner of a later claim of a later
+    //    wait, which writes its own record first (the server's next
+    //    receive usually names the same endpoint again). A bound receiver
+    //    is also registered with its notification: unregistered before it
+    //    gets its outcome, as `unlink` does (a stale registration would let
+    //    a later signal claim an unrelated wait).
+    let (bound, abandoned) = {
+        let mut g = rt.ipc.inner.lock_irqs_off();
+        let bound = match &g.wait {
+            WaitOn::EndpointBound(..) => Some(core::mem::take(&mut g.wait)),
+            _ => None,
+        };
         let abandoned = g
             .reply
             .accept(me)
             .filter(|o| claim(o, WakeReason::Cancelled));
-        if !matches!(record, WaitOn::EndpointBound(..)) {
+        if bound.is_none() {
             g.result = Some(Outcome::Msg(m));
         }
-        (record, abandoned)
+        (bound, abandoned)
     };
-    if let WaitOn::EndpointBound(_, n) = &record {
-        n.s.lock().n.remove(&TRef::new(&rt, None));
-        rt.ipc.inner.lock().result = Some(Outcome::Msg(m));
+    if let Some(WaitOn::EndpointBound(_, n)) = &bound {
+        n.s.lock_irqs_off().n.remove(&TRef::new(&rt, None));
+        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(m));
     }
-    drop(record);
+    drop(bound);
     // 4. Switch straight to rt (or wake it, if it cannot run here now).
     let h = Handoff::or_wake(rt);
     if let Some(o) = abandoned {
@@ -179,11 +177,43 @@ pub fn call(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> Option<Result<Msg, Er
     }
     let pc = crate::arch::percpu::this();
     pc.fast_calls.fetch_add(1, Ordering::Relaxed);
-    Some(match wait(tk, None, h) {
+    Some(match fast_wait(tk, h) {
         Outcome::Msg(m) => Ok(m),
         Outcome::Err(e) => Err(e),
         Outcome::Notified(_) => Err(Error::InvalidArgument),
     })
+}
+
+/// The current thread's wait for `ticket` (no deadline), switching to the
+/// hand-off first: [`wait`]'s common case in a few steps, and [`wait`]
+/// itself for everything else (a kill, a result that came before we
+/// blocked, a wake-up without a result).
+fn fast_wait(ticket: Ticket, mut h: Handoff) -> Outcome {
+    let cur = sched::current();
+    cur.set_state(ThreadState::Blocked);
+    // Ordering: `set_state` is a SeqCst store (an `xchg`, a full barrier)
+    // before the loads of the kill flag and the result; a partner writes
+    // the result under our IPC lock, then exchanges Blocked -> Ready in
+    // `sched::wake`; a killer sets KILL, then exchanges. So either we see
+    // it here, or its exchange sees Blocked and queues us (as in `wait`).
+    let ready = cur.killed() || cur.ipc.inner.lock_irqs_off().result.is_some();
+    if ready && cur.try_unblock() {
+        return wait(ticket, None, h);
+    }
+    match h.take() {
+        Some(next) => sched::switch_direct(next),
+        None => sched::block(),
+    }
+    drop(h);
+    let got = cur.ipc.inner.lock_irqs_off().result.take();
+    match got {
+        Some(o) => {
+            cur.ipc.claim.finish();
+            o
+        }
+        // Woken without a result (a kill): the general loop.
+        None => wait(ticket, None, Handoff::none()),
+    }
 }
 
 /// What the fast `reply_recv` did.
@@ -208,7 +238,7 @@ pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> ReplyRecv {
     // 1. Take and claim the caller our reply capability holds (under our
     //    IPC lock, where it was found).
     let c = {
-        let mut g = cur.ipc.inner.lock();
+        let mut g = cur.ipc.inner.lock_irqs_off();
         if g.bound.is_some() || g.reply.caller().is_none() {
             return ReplyRecv::NotTaken;
         }
@@ -228,7 +258,7 @@ pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> ReplyRecv {
     // SAFETY: we won c's claim and have not handed it an outcome.
     let ct = unsafe { c.arc() };
     let record = {
-        let mut g = ct.ipc.inner.lock();
+        let mut g = ct.ipc.inner.lock_irqs_off();
         g.result = Some(Outcome::Msg(Msg { badge: 0, ..m }));
         core::mem::take(&mut g.wait)
     };
@@ -238,38 +268,31 @@ pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> ReplyRecv {
     //    visible in the endpoint queue. A caller already queued (or a dead
     //    endpoint) is the slow path's: it takes the call (or fails) and
     //    switches with our hand-off.
-    let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Endpoint(ep.clone()));
-    drop(old);
+    {
+        let mut g = cur.ipc.inner.lock_irqs_off();
+        // (A server going back to the endpoint it received from last keeps
+        // that record: see `call` step 3.)
+        if !matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, ep)) {
+            let old = core::mem::replace(&mut g.wait, WaitOn::Endpoint(ep.clone()));
+            drop(g);
+            drop(old);
+        }
+    }
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
     let tk = cur.ipc.claim.begin();
     let me = TRef::new(cur, Some(tk));
-    let queued = {
-        let mut q = ep.q.lock();
-        if q.has_callers() || !q.is_alive() {
-            false
-        } else {
-            // No caller: `pick` is never called, and we are queued.
-            matches!(
-                q.recv(
-                    Receiver {
-                        thread: me,
-                        cpu: cpu()
-                    },
-                    true,
-                    |_| false
-                ),
-                Ok(RecvStep::Queued)
-            )
-        }
-    };
+    let queued = ep.q.lock_irqs_off().queue_receiver_if_idle(Receiver {
+        thread: me,
+        cpu: cpu(),
+    });
     if !queued {
         super::cancel_own(tk);
         return ReplyRecv::ReceiveSlow(h);
     }
     let pc = crate::arch::percpu::this();
     pc.fast_replies.fetch_add(1, Ordering::Relaxed);
-    ReplyRecv::Done(match wait(tk, None, h) {
+    ReplyRecv::Done(match fast_wait(tk, h) {
         Outcome::Msg(m) => Ok(m),
         Outcome::Err(e) => Err(e),
         // Not bound (checked above; binding needs this thread to run).

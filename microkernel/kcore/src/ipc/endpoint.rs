@@ -232,6 +232,35 @@ impl<T> Endpoint<T> {
             .ok_or(IpcError::WouldBlock)
     }
 
+    /// The fast path's `call`: takes the receiver at the *front* of the
+    /// queue if it waits on `cpu` and `claim` (the kernel's claim of its
+    /// wait) succeeds; otherwise changes nothing and returns `None` (the
+    /// slow path then does the call: it also looks past the front for a
+    /// receiver on `cpu`, and drops entries whose claim was lost).
+    #[inline]
+    pub fn take_front_receiver(
+        &mut self,
+        cpu: u32,
+        claim: impl FnOnce(&Receiver<T>) -> bool,
+    ) -> Option<Receiver<T>> {
+        let r = self.receivers.front()?;
+        if r.cpu != cpu || !claim(r) {
+            return None;
+        }
+        self.receivers.pop_front()
+    }
+
+    /// The fast path's receive: queues `receiver` when the endpoint is
+    /// alive and no caller waits (true); otherwise changes nothing (false:
+    /// the slow path takes the caller, or reports the dead endpoint, or the
+    /// queue could not grow).
+    #[inline]
+    pub fn queue_receiver_if_idle(&mut self, receiver: Receiver<T>) -> bool {
+        self.is_alive()
+            && self.callers.is_empty()
+            && push_back(&mut self.receivers, receiver).is_ok()
+    }
+
     /// `recv`: take the longest-waiting caller, else queue the receiver (or
     /// `WouldBlock`). `pick` *takes* the caller ([`WaitClaim::take`]: its
     /// wait goes on, for the reply); false (its wait already ended) drops the
