@@ -91,7 +91,8 @@ fn process() -> Result<&'static Arc<Process>, Error> {
 
 fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
     let h = Handle::from_reg(h)?;
-    let t = process()?.ipc.handles.lock();
+    // Syscalls run with interrupts off: no RFLAGS save and restore.
+    let t = process()?.ipc.handles.lock_irqs_off();
     let e = t.get(h, Rights::empty())?;
     let Object::Endpoint(ep) = &e.object else {
         return Err(Error::WrongType);
