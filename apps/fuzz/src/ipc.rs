@@ -230,7 +230,6 @@ pub fn run(seed: u64) -> bool {
             }
         }
     }
-    fast_pair(&mut r);
     // Close everything this process holds: every slot number of the table
     // (handles lost from the pool included), any generation.
     let _ = ipc::bind(None);
@@ -241,6 +240,8 @@ pub fn run(seed: u64) -> bool {
         }
     }
     close_all_handles();
+    // With the table empty again (the random phase may have filled it).
+    fast_pair(&mut r);
     true
 }
 
@@ -323,9 +324,11 @@ fn fast_pair(r: &mut Rng) {
     let _ = sys::set_affinity(0);
     ECHO_FAILED.store(0, Ordering::SeqCst);
     let Ok(ep) = ipc::endpoint_create() else {
+        finding!("ipc fast pair: endpoint_create failed with an empty table");
         return;
     };
     let Ok(echo) = util::spawn(fast_echo, ep.0 as u64 | (r.next() & 0xffff_ffff) << 32) else {
+        libipc::println!("fuzz: ipc fast pair: no thread for the echo; skipped");
         let _ = ipc::handle_close(ep.0);
         return;
     };
