@@ -24,11 +24,21 @@ pub const SKIP: &str = "skipped";
 
 const ECHO_BUF: u64 = 0x5556_0000_0000;
 const STOP: u32 = 0xdead;
+/// Or'ed into the echo's CPU argument: it gives itself live SIMD and x87
+/// state first (`ipc_call_same_core_fpu`).
+const FPU_LIVE: u64 = 0x100;
 
 global_asm!(
     ".pushsection .rodata.mica_bench_echo, \"a\"",
     "mica_bench_echo:",
-    "mov eax, {affinity}",       // rdi: the CPU to pin to (spawn argument)
+    "test edi, {fpu}",           // rdi: the CPU to pin to, | FPU_LIVE:
+    "jz 4f",                     // give the echo live SIMD/x87 state
+    "movq xmm1, rdi",            // xmm1, xmm2: non-zero (SSE not in init)
+    "pcmpeqd xmm2, xmm2",
+    "fld1",                      // st0: 1.0 (x87 not in init state)
+    "4:",
+    "and edi, 0xff",
+    "mov eax, {affinity}",
     "syscall",
     "mov rdi, {buf}",
     "mov esi, 65536",
@@ -75,6 +85,7 @@ global_asm!(
     buf = const ECHO_BUF,
     h = const ipc::FIRST_HANDLE,
     stop = const STOP,
+    fpu = const FPU_LIVE,
 );
 
 extern "C" {
@@ -149,6 +160,27 @@ fn calls(samples: &mut [u64], cpu: u64) -> Result<usize, &'static str> {
 /// `ipc_call_same_core`: client and server both on CPU 0.
 pub fn ipc_call_same_core(samples: &mut [u64]) -> Result<usize, &'static str> {
     calls(samples, 0)
+}
+
+/// `ipc_call_same_core_fpu`: the same, with live SIMD and x87 state on both
+/// sides (so each switch saves and restores real FPU state, whatever a
+/// kernel does to spare threads that never touched it).
+pub fn ipc_call_same_core_fpu(samples: &mut [u64]) -> Result<usize, &'static str> {
+    // SAFETY: the target is soft-float: compiled code never uses XMM or x87
+    // registers, so giving them values breaks no compiler assumption.
+    unsafe {
+        core::arch::asm!(
+            "movq xmm3, {v}",    // xmm3: non-zero (SSE state not in init)
+            "pcmpeqd xmm4, xmm4", // xmm4: all ones
+            "fld1",              // st0: 1.0 (x87 state not in init)
+            v = in(reg) 0x5eed_u64,
+            options(nostack, nomem),
+        );
+    }
+    let r = calls(samples, FPU_LIVE);
+    // SAFETY: pops the x87 value pushed above.
+    unsafe { core::arch::asm!("fstp st(0)", options(nostack, nomem)) };
+    r
 }
 
 /// `ipc_call_cross_core`: the server on CPU 1 (left out on one CPU).

@@ -44,6 +44,7 @@ const BENCHES: &[(&str, BenchFn)] = &[
     ("page_map_unmap", page_map_unmap),
     ("spawn_exit_wait", spawn_exit_wait),
     ("ipc_call_same_core", ipc::ipc_call_same_core),
+    ("ipc_call_same_core_fpu", ipc::ipc_call_same_core_fpu),
     ("ipc_call_cross_core", ipc::ipc_call_cross_core),
     ("ipc_buffer_4k_same_core", ipc::ipc_buffer_4k_same_core),
     ("notify_signal_wait", ipc::notify_signal_wait),

@@ -7,6 +7,14 @@
 //! blocking operation carries a timeout of at most 2 ms, so a lost wake-up
 //! shows as a hang of this phase (the caller's watchdog), and the run's
 //! final leak check covers what the phase created.
+//!
+//! Then the fast path's conditions ([`fast_pair`]): calls without a timeout
+//! need a partner that surely answers, so an echo thread of our own serves
+//! a fresh endpoint while this thread mixes fast-path-eligible calls with
+//! every near miss (a timeout, a buffer, a moved handle, a stale, a
+//! receive-only or a wrong-type handle) and the echo mixes fast replies
+//! with timed ones, buffer replies and moves to another CPU; every answer
+//! is checked.
 
 use crate::finding;
 use crate::util::{self, Rng};
@@ -255,6 +263,8 @@ pub fn run(seed: u64) -> bool {
         }
     }
     close_all_handles();
+    // With the table empty again (the random phase may have filled it).
+    fast_pair(&mut r);
     true
 }
 
@@ -272,4 +282,201 @@ fn close_all_handles() {
             let _ = ipc::handle_close(h);
         }
     }
+}
+
+/// The label that makes the fast-pair echo reply and exit.
+const ECHO_STOP: u32 = 0xdead;
+/// Set by the echo when a receive failed (it then exits).
+static ECHO_FAILED: AtomicU64 = AtomicU64::new(0);
+/// A 4 KiB receive buffer for the echo (never read by Rust code).
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+static mut ECHO_BUF: Page = Page([0; 4096]);
+
+/// The fast pair's echo: `arg` = endpoint | seed << 32. Receives into its
+/// page (4 KiB) and answers each message with its label and words: mostly
+/// a register-only `reply_recv` without timeout (the fast path), sometimes
+/// with the timeout bit or a buffer (the slow path), and now and then it
+/// moves to another CPU (the caller's fast call then finds no receiver on
+/// its CPU). Received handles are closed.
+extern "C" fn fast_echo(arg: u64) -> ! {
+    let ep = arg as u32 as u64;
+    let mut r = Rng::new(arg >> 32, 0xfa57);
+    let cpus = sys::cpu_count();
+    let _ = sys::set_affinity(0);
+    let page = core::ptr::addr_of_mut!(ECHO_BUF) as u64;
+    let mut regs = IpcRegs {
+        rdi: ep,
+        r14: page,
+        r15: ipc::spec(4096, 0),
+        ..IpcRegs::default()
+    };
+    let mut n = Sysnum::IpcRecv;
+    loop {
+        // SAFETY: the buffer named is the echo's own page.
+        let res = abi::decode_result(unsafe { ipc::ipc_syscall(n, &mut regs) });
+        if res.is_err() {
+            ECHO_FAILED.store(1, Ordering::SeqCst);
+            sys::thread_exit(1);
+        }
+        for h in ipc::unpack(regs.handles) {
+            if h != 0 {
+                let _ = ipc::handle_close(h);
+            }
+        }
+        let label = regs.rsi as u32;
+        if label == ECHO_STOP {
+            let _ = ipc::reply(&ipc::Message::default());
+            sys::thread_exit(0);
+        }
+        if cpus > 1 && r.one_in(64) {
+            let _ = sys::set_affinity(r.below(cpus));
+        }
+        let timed = r.one_in(8);
+        let len = if r.one_in(16) { r.below(64) } else { 0 };
+        regs = IpcRegs {
+            rdi: ep,
+            rsi: ipc::info(label, 0, 0, len, timed),
+            w: regs.w,
+            r14: page,
+            r15: ipc::spec(4096, if timed { 2_000_000 } else { 0 }),
+            ..IpcRegs::default()
+        };
+        n = Sysnum::IpcReplyRecv;
+    }
+}
+
+/// The fast path's conditions, against an echo that surely answers (see
+/// the module docs). Findings: a wrong answer, an error where none is due,
+/// or the echo failing.
+fn fast_pair(r: &mut Rng) {
+    let _ = sys::set_affinity(0);
+    ECHO_FAILED.store(0, Ordering::SeqCst);
+    let Ok(ep) = ipc::endpoint_create() else {
+        finding!("ipc fast pair: endpoint_create failed with an empty table");
+        return;
+    };
+    let Ok(echo) = util::spawn(fast_echo, ep.0 as u64 | (r.next() & 0xffff_ffff) << 32) else {
+        libipc::println!("fuzz: ipc fast pair: no thread for the echo; skipped");
+        let _ = ipc::handle_close(ep.0);
+        return;
+    };
+    let ntf = ipc::notification_create().map(|n| n.0).unwrap_or(0);
+    let fast0 = fast_counts();
+    let mut calls = 0;
+    for i in 0..2000u64 {
+        if ECHO_FAILED.load(Ordering::SeqCst) != 0 {
+            finding!("ipc fast pair: the echo's receive failed");
+            break;
+        }
+        let label = (r.next() as u32) & 0x7fff_ffff;
+        let w: [u64; 6] = core::array::from_fn(|_| r.next());
+        // Every call can take a reply buffer (the echo sometimes sends one;
+        // a reply longer than the caller's capacity would stay held).
+        let mut regs = IpcRegs {
+            rdi: ep.0 as u64,
+            rsi: ipc::info(label, 0, 0, 0, false),
+            w,
+            r14: buf_addr(),
+            r15: ipc::spec(4096, 0),
+            ..IpcRegs::default()
+        };
+        // What this call should end with: `None` = the echo.
+        let mut want_err = None;
+        let mut cleanup = 0;
+        match r.below(10) {
+            // 0-4: fast-path eligible (register-only, no timeout).
+            0..=4 => {}
+            5 => regs.rsi |= 1 << 39, // a timeout (slow path)
+            6 => {
+                // A buffer (slow path), within the echo's 4 KiB.
+                regs.rsi = ipc::info(label, 0, 0, 1 + r.below(64), true);
+            }
+            7 => {
+                // A moved handle (slow path).
+                match ipc::handle_dup(ep.0, ipc::rights::SEND | ipc::rights::TRANSFER, 0) {
+                    Ok(h) => {
+                        regs.rsi = ipc::info(label, 1, 0, 0, true);
+                        regs.handles = ipc::pack(&[h]);
+                    }
+                    Err(_) => continue,
+                }
+            }
+            8 => {
+                // A stale number (a closed duplicate), no timeout.
+                match ipc::handle_dup(ep.0, ipc::rights::SEND, 0) {
+                    Ok(h) => {
+                        let _ = ipc::handle_close(h);
+                        regs.rdi = h as u64;
+                        want_err = Some(Error::BadHandle);
+                    }
+                    Err(_) => continue,
+                }
+            }
+            _ => {
+                // A receive-only duplicate, or a notification: refused.
+                if r.one_in(2) || ntf == 0 {
+                    match ipc::handle_dup(ep.0, ipc::rights::RECV, 0) {
+                        Ok(h) => {
+                            regs.rdi = h as u64;
+                            cleanup = h;
+                            want_err = Some(Error::PermissionDenied);
+                        }
+                        Err(_) => continue,
+                    }
+                } else {
+                    regs.rdi = ntf as u64;
+                    want_err = Some(Error::WrongType);
+                }
+            }
+        }
+        if regs.rsi & (1 << 39) != 0 {
+            regs.r15 = ipc::spec(4096, 2_000_000);
+        }
+        // SAFETY: the only buffer named is BUF (never read by Rust code).
+        let res = abi::decode_result(unsafe { ipc::ipc_syscall(Sysnum::IpcCall, &mut regs) });
+        if cleanup != 0 {
+            let _ = ipc::handle_close(cleanup);
+        }
+        calls += 1;
+        match (want_err, res) {
+            (None, Ok(_)) if regs.rsi as u32 == label && regs.w == w => {}
+            (Some(e), Err(got)) if e == got => {}
+            (want, got) => {
+                finding!(
+                    "ipc fast pair: call {i} wanted {want:?} (none: the echo), got {got:?} label {:#x}/{label:#x}",
+                    regs.rsi as u32
+                );
+                break;
+            }
+        }
+    }
+    let fast1 = fast_counts();
+    libipc::println!(
+        "fuzz: ipc fast pair: {calls} calls, {} fast calls, {} fast reply_recvs",
+        fast1.0 - fast0.0,
+        fast1.1 - fast0.1
+    );
+    let stop = ipc::Message {
+        label: ECHO_STOP,
+        words: [0; 6],
+    };
+    if ipc::call(ep, &stop, Some(1_000_000)).is_err() || echo.join() != Ok(0) {
+        finding!("ipc fast pair: the echo did not stop cleanly");
+    }
+    let _ = ipc::handle_close(ep.0);
+    if ntf != 0 {
+        let _ = ipc::handle_close(ntf);
+    }
+}
+
+/// The kernel's fast-path counters summed over the CPUs: (calls,
+/// reply_recvs) (`cpu_syscalls`' RSI selector).
+fn fast_counts() -> (u64, u64) {
+    let read = |k: u64, sel: u64| {
+        // SAFETY: cpu_syscalls writes no memory.
+        abi::decode_result(unsafe { sys::syscall6(Sysnum::CpuSyscalls, k, sel, 0, 0, 0, 0) })
+            .unwrap_or(0)
+    };
+    (0..sys::cpu_count()).fold((0, 0), |(c, r), k| (c + read(k, 1), r + read(k, 2)))
 }

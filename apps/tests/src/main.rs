@@ -28,6 +28,7 @@ mod args;
 mod console;
 mod cpu_state;
 mod entry;
+mod fastpath;
 mod faults;
 mod fpu;
 mod gpr;
@@ -341,6 +342,18 @@ const CASES: &[Case] = &[
     (
         "ipc_attack_timeouts_racing_every_stage_of_a_call",
         ipc_attack::timeouts_racing_every_stage_of_a_call,
+    ),
+    (
+        "ipc_fast_path_is_taken_and_excluded_cases_are_not",
+        fastpath::fast_path_is_taken_and_excluded_cases_are_not,
+    ),
+    (
+        "ipc_fast_path_keeps_both_sides_fpu_state",
+        fastpath::fast_path_keeps_both_sides_fpu_state,
+    ),
+    (
+        "ipc_fast_path_kill_races_end_in_errors",
+        fastpath::fast_path_kill_races_end_in_errors,
     ),
     (
         "process_tree_cannot_fill_the_thread_table",

@@ -1,25 +1,51 @@
-//! The fast path's hand-off (DESIGN 7, issue 10 item 4), partial.
+//! The IPC fast path (DESIGN 7, issue 10 item 4).
 //!
-//! What is done: a register-only `call` that finds a receiver waiting on
-//! the caller's own CPU, and a register-only `reply_recv` whose caller last
-//! ran on this CPU, make the partner Ready *without queueing it* and switch
-//! straight to it when the current thread blocks ([`sched::switch_direct`]:
-//! no run-queue push, pop or pick; address space and FPU switched as every
-//! switch does). Everything else — buffers, handles, timeouts, a partner on
-//! another CPU (woken by IPI) — wakes the partner through the run queue.
-//! The "work pending" test is the one on the syscall return path.
+//! Two operations have a path of their own, tried by `syscall/ipc.rs`
+//! before the slow path:
 //!
-//! What is not done: the seL4-style path that skips the slow path's
-//! bookkeeping (locks, claim, wait record) and returns to the partner's
-//! user code directly; the hand-off still runs both threads' kernel-side
-//! IPC code.
+//! - [`call`]: a register-only `call` (no buffer, no handles, no timeout)
+//!   to an endpoint where a receiver already waits *on this CPU*;
+//! - [`reply_recv`]: a register-only `reply_recv` (no timeout on the
+//!   receive, no notification bound to the server thread) whose held caller
+//!   waits for the reply, followed by a receive that finds no caller queued.
 //!
-//! [`sched::switch_direct`]: crate::sched::switch_direct
+//! Each is one straight line: the partner is claimed under the one lock of
+//! the place it was found in (the endpoint queue, or our own reply
+//! capability), the label and six words go straight into the partner's
+//! outcome, our own wait is recorded, and the CPU switches directly to the
+//! partner ([`sched::switch_direct`]: no run-queue push, pop or pick; CR3,
+//! FPU and kernel stack switched as by every switch). The partner resumes in
+//! its own wait and returns from its syscall; the "work pending" test is the
+//! one on its syscall return path. No global lock is taken, nothing is
+//! allocated (the endpoint queues keep their capacity), and nothing
+//! touched is indexed by another CPU.
+//!
+//! Anything else returns `None` *before any state changed* (or, for
+//! `reply_recv`, after the reply part completed, with the receive left to
+//! the slow path), and the slow path does the operation. The fast path
+//! keeps every protocol of the slow path (docs/ipc.md sections 4 and 6);
+//! only the generic parts are left out:
+//!
+//! - The receiver we deliver to was found in the endpoint queue under its
+//!   lock and claimed there (`try_claim`, the single-winner CAS): a
+//!   notification signal, the endpoint's death or the receiver's own kill
+//!   racing us on another CPU either won the claim first (we leave it to the
+//!   slow path) or loses it to us (it backs off, as on the slow path).
+//! - Our own wait becomes visible (in the receiver's reply capability) only
+//!   after its record names the receiver and `begin()` published it.
+//! - A caller we reply to is claimed under our own IPC lock, where our reply
+//!   capability names it; a caller whose kill or timeout won first is
+//!   dropped silently, as `reply_recv` does on the slow path.
 
-use crate::object::thread::Thread;
+use super::slowpath::Ep;
+use super::{claim, end_wait, wait};
+use crate::object::thread::{Thread, ThreadState};
+use crate::object::waitstate::{Msg, Outcome, TRef, WaitOn};
 use crate::sched;
+use abi::Error;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
+use kcore::ipc::{Receiver, Ticket, WakeReason};
 
 /// A thread made Ready by us and not queued: the current thread switches to
 /// it when it blocks; if it never does, the drop queues it (a Ready thread
@@ -57,4 +83,223 @@ impl Drop for Handoff {
             sched::enqueue(t);
         }
     }
+}
+
+/// Which fast-path counter ([`hits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// `call`s completed on the fast path.
+    Calls,
+    /// `reply_recv`s completed on the fast path.
+    Replies,
+}
+
+/// The fast-path operations of kind `c` CPU `pc` completed (a test hook:
+/// the ring-3 fast-path cases prove the path is taken, and that the
+/// excluded cases are not, by these counts).
+pub fn hits(pc: &crate::arch::percpu::PerCpu, c: Counter) -> u64 {
+    match c {
+        Counter::Calls => pc.fast_calls.load(Ordering::Relaxed),
+        Counter::Replies => pc.fast_replies.load(Ordering::Relaxed),
+    }
+}
+
+fn cpu() -> u32 {
+    crate::arch::percpu::cpu_index() as u32
+}
+
+/// The fast `call`: `m` (label, words and badge set; register-only) through
+/// `ep` to a receiver waiting on this CPU, then the wait for its reply,
+/// which may come back through [`reply_recv`] or the slow path. `buf` and
+/// `capacity` are the reply's receive buffer (checked by the decoder).
+/// `None`: not eligible, nothing changed; the caller takes the slow path.
+pub fn call(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> Option<Result<Msg, Error>> {
+    let cur = sched::current();
+    if cur.killed() {
+        return None; // the slow path notices the kill
+    }
+    let here = cpu();
+    // 1. Claim the receiver at the front of the queue if it waits on this
+    //    CPU: under the endpoint lock, where it was found (the claim
+    //    discipline). A lost claim (its wait is ending elsewhere) or any
+    //    other receiver is the slow path's; nothing changed.
+    let r =
+        ep.q.lock_irqs_off()
+            .take_front_receiver(here, |r| claim(&r.thread, WakeReason::Delivered))?;
+    // From here the receiver is ours: nothing else may end its wait.
+    // SAFETY: we won r's claim and have not handed it an outcome.
+    let rt = unsafe { r.thread.arc() };
+    // 2. Our wait, for rt's reply: recorded (so our own kill finds rt's
+    //    reply capability) and published by `begin` (Release) before rt's
+    //    reply capability names us (step 3). Nobody else can see us yet.
+    let old = core::mem::replace(
+        &mut cur.ipc.inner.lock_irqs_off().wait,
+        WaitOn::Reply(rt.clone()),
+    );
+    drop(old);
+    cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
+    cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
+    let tk = cur.ipc.claim.begin();
+    let me = TRef::new(cur, Some(tk));
+    // 3. rt: our call goes into its reply capability, the message into its
+    //    outcome (the last thing written). Its wait record stays when it is
+    //    a plain endpoint wait: we took it off that queue ourselves, and a
+    //    record is read only by the winner of a later claim of a later
+    //    wait, which writes its own record first (the server's next
+    //    receive usually names the same endpoint again). A bound receiver
+    //    is also registered with its notification: unregistered before it
+    //    gets its outcome, as `unlink` does (a stale registration would let
+    //    a later signal claim an unrelated wait).
+    let (bound, abandoned) = {
+        let mut g = rt.ipc.inner.lock_irqs_off();
+        let bound = match &g.wait {
+            WaitOn::EndpointBound(..) => Some(core::mem::take(&mut g.wait)),
+            _ => None,
+        };
+        let abandoned = g
+            .reply
+            .accept(me)
+            .filter(|o| claim(o, WakeReason::Cancelled));
+        if bound.is_none() {
+            g.result = Some(Outcome::Msg(m));
+        }
+        (bound, abandoned)
+    };
+    if let Some(WaitOn::EndpointBound(_, n)) = &bound {
+        n.s.lock_irqs_off().n.remove(&TRef::new(&rt, None));
+        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(m));
+    }
+    drop(bound);
+    // 4. Switch straight to rt (or wake it, if it cannot run here now).
+    let h = Handoff::or_wake(rt);
+    if let Some(o) = abandoned {
+        end_wait(o, Outcome::Err(Error::PeerDied));
+    }
+    let pc = crate::arch::percpu::this();
+    pc.fast_calls.fetch_add(1, Ordering::Relaxed);
+    Some(match fast_wait(tk, h) {
+        Outcome::Msg(m) => Ok(m),
+        Outcome::Err(e) => Err(e),
+        // A call is never bound; `Retry` ends only a *queued* caller that a
+        // receiver took and handed back (`take_call`), and this one was
+        // delivered straight to its receiver, never queued.
+        Outcome::Notified(_) | Outcome::Retry => Err(Error::InvalidArgument),
+    })
+}
+
+/// The current thread's wait for `ticket` (no deadline), switching to the
+/// hand-off first: [`wait`]'s common case in a few steps, and [`wait`]
+/// itself for everything else (a kill, a result that came before we
+/// blocked, a wake-up without a result).
+fn fast_wait(ticket: Ticket, mut h: Handoff) -> Outcome {
+    let cur = sched::current();
+    cur.set_state(ThreadState::Blocked);
+    // Ordering: `set_state` is a SeqCst store (an `xchg`, a full barrier)
+    // before the loads of the kill flag and the result; a partner writes
+    // the result under our IPC lock, then exchanges Blocked -> Ready in
+    // `sched::wake`; a killer sets KILL, then exchanges. So either we see
+    // it here, or its exchange sees Blocked and queues us (as in `wait`).
+    let ready = cur.killed() || cur.ipc.inner.lock_irqs_off().result.is_some();
+    if ready && cur.try_unblock() {
+        return wait(ticket, None, h);
+    }
+    match h.take() {
+        Some(next) => sched::switch_direct(next),
+        None => sched::block(),
+    }
+    drop(h);
+    let got = cur.ipc.inner.lock_irqs_off().result.take();
+    match got {
+        Some(o) => {
+            cur.ipc.claim.finish();
+            o
+        }
+        // Woken without a result (a kill): the general loop.
+        None => wait(ticket, None, Handoff::none()),
+    }
+}
+
+/// What the fast `reply_recv` did.
+pub enum ReplyRecv {
+    /// The whole operation: the message received.
+    Done(Result<Msg, Error>),
+    /// Not eligible; nothing changed.
+    NotTaken,
+    /// The reply is done (or was dropped: its caller is gone); the receive
+    /// is the slow path's, with this hand-off.
+    ReceiveSlow(super::Handoff),
+}
+
+/// The fast `reply_recv`: the register-only reply `m` to the caller this
+/// thread holds, then a receive on `ep` (buffer `buf`, `capacity` bytes, no
+/// timeout) that queues us, and the switch back to the caller.
+pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> ReplyRecv {
+    let cur = sched::current();
+    if cur.killed() {
+        return ReplyRecv::NotTaken;
+    }
+    // 1. Take and claim the caller our reply capability holds (under our
+    //    IPC lock, where it was found).
+    let c = {
+        let mut g = cur.ipc.inner.lock_irqs_off();
+        if g.bound.is_some() || g.reply.caller().is_none() {
+            return ReplyRecv::NotTaken;
+        }
+        match g.reply.take() {
+            Ok(c) => claim(&c, WakeReason::Delivered).then_some(c),
+            Err(_) => None,
+        }
+    };
+    let Some(c) = c else {
+        // Its kill or timeout is ending it right now: `reply_recv` drops a
+        // reply to a caller that is gone and goes on receiving.
+        return ReplyRecv::ReceiveSlow(Handoff::none());
+    };
+    // 2. The caller's wait (for our reply) ends: its record named us, and
+    //    our reply capability no longer names it, so there is nothing to
+    //    unlink; its outcome is the last thing written.
+    // SAFETY: we won c's claim and have not handed it an outcome.
+    let ct = unsafe { c.arc() };
+    let record = {
+        let mut g = ct.ipc.inner.lock_irqs_off();
+        g.result = Some(Outcome::Msg(Msg { badge: 0, ..m }));
+        core::mem::take(&mut g.wait)
+    };
+    drop(record);
+    let h = Handoff::or_wake(ct);
+    // 3. Our receive: recorded and published (`begin`) before we are
+    //    visible in the endpoint queue. A caller already queued (or a dead
+    //    endpoint) is the slow path's: it takes the call (or fails) and
+    //    switches with our hand-off.
+    {
+        let mut g = cur.ipc.inner.lock_irqs_off();
+        // (A server going back to the endpoint it received from last keeps
+        // that record: see `call` step 3.)
+        if !matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, ep)) {
+            let old = core::mem::replace(&mut g.wait, WaitOn::Endpoint(ep.clone()));
+            drop(g);
+            drop(old);
+        }
+    }
+    cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
+    cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
+    let tk = cur.ipc.claim.begin();
+    let me = TRef::new(cur, Some(tk));
+    let queued = ep.q.lock_irqs_off().queue_receiver_if_idle(Receiver {
+        thread: me,
+        cpu: cpu(),
+    });
+    if !queued {
+        super::cancel_own(tk);
+        return ReplyRecv::ReceiveSlow(h);
+    }
+    let pc = crate::arch::percpu::this();
+    pc.fast_replies.fetch_add(1, Ordering::Relaxed);
+    ReplyRecv::Done(match fast_wait(tk, h) {
+        Outcome::Msg(m) => Ok(m),
+        Outcome::Err(e) => Err(e),
+        // Not bound (checked above; binding needs this thread to run).
+        // `Retry` ends only a caller's wait, never a receive.
+        Outcome::Notified(_) | Outcome::Retry => Err(Error::InvalidArgument),
+    })
 }

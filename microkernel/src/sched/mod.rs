@@ -276,11 +276,24 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
     match &next.space {
         Some(space) => {
             next.fpu.restore();
+            // The MSRs hold prev's bases (read above; an idle prev ran on
+            // the last user thread's, which its switch saved): written only
+            // when next's differ (threads of one process, and most threads,
+            // share them), as a WRMSR is far dearer than the compare.
+            let (fs, gs) = if prev.is_idle() {
+                (None, None)
+            } else {
+                (Some(pctx.fs_base), Some(pctx.gs_base))
+            };
             // SAFETY: the bases were validated as user addresses when set (or
             // read back from the MSRs); the kernel's own GS base is untouched.
             unsafe {
-                cpu::wrmsr(msr::FS_BASE, nctx.fs_base);
-                cpu::wrmsr(msr::KERNEL_GS_BASE, nctx.gs_base);
+                if fs != Some(nctx.fs_base) {
+                    cpu::wrmsr(msr::FS_BASE, nctx.fs_base);
+                }
+                if gs != Some(nctx.gs_base) {
+                    cpu::wrmsr(msr::KERNEL_GS_BASE, nctx.gs_base);
+                }
             }
             percpu::set_kernel_stack(next.kstack_top());
             // SAFETY: every space's root shares the kernel half, and `next`

@@ -11,6 +11,7 @@
 
 use crate::arch::trap::TrapFrame;
 use crate::arch::uaccess::user_range_ok;
+use crate::ipc::fastpath::{self, ReplyRecv};
 use crate::ipc::slowpath::{self, Ep, Ntf, Received, Timeout};
 use crate::ipc::transfer::Extra;
 use crate::ipc::Handoff;
@@ -37,7 +38,10 @@ const NTF_RIGHTS: Rights = Rights::SIGNAL
     .union(Rights::TRANSFER);
 
 /// Runs IPC syscall `n` on `frame`: the result for RAX; output registers are
-/// written into the frame.
+/// written into the frame. Inlined into each of the dispatcher's handlers,
+/// where `n` is a constant, so the `match` folds away (the fast path's
+/// calls pay for no second dispatch).
+#[inline(always)]
 pub fn invoke(n: Sysnum, frame: &mut TrapFrame) -> Result<u64, Error> {
     match n {
         Sysnum::HandleDup => dup(frame.rdi, frame.rsi, frame.rdx),
@@ -87,7 +91,8 @@ fn process() -> Result<&'static Arc<Process>, Error> {
 
 fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
     let h = Handle::from_reg(h)?;
-    let t = process()?.ipc.handles.lock();
+    // Syscalls run with interrupts off: no RFLAGS save and restore.
+    let t = process()?.ipc.handles.lock_irqs_off();
     let e = t.get(h, Rights::empty())?;
     let Object::Endpoint(ep) = &e.object else {
         return Err(Error::WrongType);
@@ -233,6 +238,17 @@ fn message(info: MsgInfo, f: &TrapFrame, badge: u64) -> Result<(Msg, Extra), Err
     Ok((m, extra))
 }
 
+/// A register-only message (`info.is_register_only()`): label and six
+/// words, nothing taken from the sender.
+fn register_msg(info: MsgInfo, f: &TrapFrame, badge: u64) -> Msg {
+    Msg {
+        badge,
+        info: MsgInfo::new(info.label(), 0, 0, 0),
+        words: [f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13],
+        handles: [0; 4],
+    }
+}
+
 /// The receive buffer R14/R15 name: its range must be a user range.
 fn recv_buf(f: &TrapFrame, spec: RecvSpec) -> Result<u64, Error> {
     if spec.capacity > 0 && !user_range_ok(f.r14, spec.capacity as u64) {
@@ -266,6 +282,14 @@ fn call(f: &mut TrapFrame) -> Result<u64, Error> {
     let spec = RecvSpec::from_user(f.r15, info)?;
     let buf = recv_buf(f, spec)?;
     let (ep, badge) = ep(f.rdi, Rights::SEND)?;
+    if info.is_register_only() {
+        // The fast path (`ipc::fastpath`): tried first; `None` changed
+        // nothing.
+        if let Some(r) = fastpath::call(&ep, register_msg(info, f, badge), buf, spec.capacity) {
+            put_msg(f, &r?);
+            return Ok(0);
+        }
+    }
     let (m, extra) = message(info, f, badge)?;
     let r = slowpath::call(&ep, m, extra, buf, spec.capacity, timeout(spec))?;
     put_msg(f, &r);
@@ -290,6 +314,22 @@ fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
     let buf = recv_buf(f, spec)?;
     let (ep, _) = ep(f.rdi, Rights::RECV)?;
     let mut handoff = Handoff::none();
+    if reply_first && info.is_register_only() && spec.timeout_us.is_none() {
+        // The fast path back to the caller (`ipc::fastpath`).
+        match fastpath::reply_recv(&ep, register_msg(info, f, 0), buf, spec.capacity) {
+            ReplyRecv::Done(r) => {
+                put_msg(f, &r?);
+                return Ok(0);
+            }
+            ReplyRecv::ReceiveSlow(h) => {
+                return finish_recv(
+                    f,
+                    slowpath::recv(&ep, buf, spec.capacity, Timeout::Never, h)?,
+                )
+            }
+            ReplyRecv::NotTaken => {}
+        }
+    }
     if reply_first {
         // The fast path's hand-off back to the caller: a register-only
         // reply, and no timeout on the receive that follows.
@@ -304,7 +344,13 @@ fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
         // A receive sends nothing: only the timeout bit may be set.
         return Err(Error::InvalidArgument);
     }
-    match slowpath::recv(&ep, buf, spec.capacity, timeout(spec), handoff)? {
+    let r = slowpath::recv(&ep, buf, spec.capacity, timeout(spec), handoff)?;
+    finish_recv(f, r)
+}
+
+/// Writes what a receive got into the output registers.
+fn finish_recv(f: &mut TrapFrame, r: Received) -> Result<u64, Error> {
+    match r {
         Received::Msg(m) => put_msg(f, &m),
         Received::Notified(bits) => put_msg(
             f,

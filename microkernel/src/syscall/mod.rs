@@ -109,7 +109,7 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Ok(Sysnum::DebugWrite) => |f| system::debug_write(system::DebugWrite::decode(f)?),
         Ok(Sysnum::ClockNs) => |_| system::clock_ns(),
         Ok(Sysnum::CpuId) => |_| system::cpu_id(),
-        Ok(Sysnum::CpuSyscalls) => |f| system::cpu_syscalls(f.rdi),
+        Ok(Sysnum::CpuSyscalls) => |f| system::cpu_syscalls(f.rdi, f.rsi),
         Ok(Sysnum::SysInfo) => |f| system::sysinfo(system::SysInfoBuf::decode(f)?),
         Ok(Sysnum::Shutdown) => |f| system::shutdown(system::Shutdown::decode(f)?),
         // The IPC family (it writes output registers into the frame).

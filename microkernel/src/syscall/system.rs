@@ -5,6 +5,7 @@ use super::caller_pid;
 use crate::arch::percpu::{cpu_id as this_cpu, of as percpu_of};
 use crate::arch::qemu::exit as qemu_exit;
 use crate::arch::trap::TrapFrame;
+use crate::ipc::fastpath::{hits, Counter};
 use crate::logger::user_write;
 use crate::mem::heap::stats as heap_stats;
 use crate::mem::user::{UserSlice, UserSliceMut};
@@ -71,11 +72,17 @@ pub fn cpu_id() -> Result<u64, Error> {
 }
 
 /// Syscalls CPU `cpu` has entered since boot (`NotFound` for a CPU that is
-/// not online).
-pub fn cpu_syscalls(cpu: u64) -> Result<u64, Error> {
-    percpu_of(cpu)
-        .map(|pc| pc.syscalls.load(Ordering::Relaxed))
-        .ok_or(Error::NotFound)
+/// not online). Test hook: with `counter` (RSI) 1 or 2, the `call`s or the
+/// `reply_recv`s that CPU completed on the IPC fast path instead; any other
+/// non-zero `counter` is `InvalidArgument`.
+pub fn cpu_syscalls(cpu: u64, counter: u64) -> Result<u64, Error> {
+    let pc = percpu_of(cpu).ok_or(Error::NotFound)?;
+    match counter {
+        0 => Ok(pc.syscalls.load(Ordering::Relaxed)),
+        1 => Ok(hits(pc, Counter::Calls)),
+        2 => Ok(hits(pc, Counter::Replies)),
+        _ => Err(Error::InvalidArgument),
+    }
 }
 
 /// `sysinfo(buf, len)`: where the [`SysInfo`] goes.

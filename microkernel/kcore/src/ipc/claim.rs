@@ -63,16 +63,21 @@ pub trait AtomicWord {
     ) -> Result<u64, u64>;
 }
 
+// Inlined: the IPC fast path runs these on every call and reply.
 impl AtomicWord for AtomicU64 {
+    #[inline(always)]
     fn new(v: u64) -> Self {
         AtomicU64::new(v)
     }
+    #[inline(always)]
     fn load(&self, order: Ordering) -> u64 {
         AtomicU64::load(self, order)
     }
+    #[inline(always)]
     fn store(&self, v: u64, order: Ordering) {
         AtomicU64::store(self, v, order)
     }
+    #[inline(always)]
     fn compare_exchange(
         &self,
         current: u64,
@@ -151,6 +156,7 @@ impl<A: AtomicWord> WaitClaim<A> {
     }
 
     /// Starts a wait. Only the thread itself calls this, while running.
+    #[inline]
     pub fn begin(&self) -> Ticket {
         let seq = (self.word.load(Ordering::Relaxed) >> 8) + 1;
         // Release: see the module docs.
@@ -163,6 +169,7 @@ impl<A: AtomicWord> WaitClaim<A> {
     /// A `TimedOut` or `Cancelled` that finds the thread taken (see the
     /// module docs) returns false but leaves a late mark that its taker's
     /// `rearm` honours (a kill wins over a timeout).
+    #[inline]
     pub fn try_claim(&self, ticket: Ticket, reason: WakeReason) -> bool {
         let waiting = ticket.0 << 8 | WAITING;
         let late = match reason {
@@ -246,6 +253,7 @@ impl<A: AtomicWord> WaitClaim<A> {
     }
 
     /// The current wait's ticket, if the thread is waiting and unclaimed.
+    #[inline]
     pub fn waiting(&self) -> Option<Ticket> {
         let w = self.word.load(Ordering::Acquire);
         (w & STATE_MASK == WAITING).then_some(Ticket(w >> 8))
@@ -254,6 +262,7 @@ impl<A: AtomicWord> WaitClaim<A> {
     /// Ends the wait from the thread's side after it was woken: returns why,
     /// and resets the word to running. `None` if nobody claimed it (a
     /// spurious wake-up: the thread must keep waiting).
+    #[inline]
     pub fn finish(&self) -> Option<WakeReason> {
         // Acquire: pairs with the winner's claim.
         let w = self.word.load(Ordering::Acquire);

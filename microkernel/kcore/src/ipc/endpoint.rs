@@ -123,8 +123,13 @@ pub(super) fn trim<X>(q: &mut VecDeque<X>) {
     }
 }
 
+#[inline]
 fn push_back<X>(q: &mut VecDeque<X>, x: X) -> Result<(), IpcError> {
-    q.try_reserve(1).map_err(|_| IpcError::NoMemory)?;
+    // The steady state (a server back in its receive) has the room already:
+    // only growing asks the allocator.
+    if q.len() == q.capacity() {
+        q.try_reserve(1).map_err(|_| IpcError::NoMemory)?;
+    }
     q.push_back(x);
     Ok(())
 }
@@ -260,6 +265,37 @@ impl<T> Endpoint<T> {
         }
         self.take_receiver(cpu, &mut pick)?
             .ok_or(IpcError::WouldBlock)
+    }
+
+    /// The fast path's `call`: takes the receiver at the *front* of the
+    /// queue if it waits on `cpu` and `claim` (the kernel's claim of its
+    /// wait) succeeds; otherwise changes nothing and returns `None` (the
+    /// slow path then does the call: it also looks past the front for a
+    /// receiver on `cpu`, and drops entries whose claim was lost).
+    #[inline]
+    pub fn take_front_receiver(
+        &mut self,
+        cpu: u32,
+        claim: impl FnOnce(&Receiver<T>) -> bool,
+    ) -> Option<Receiver<T>> {
+        let r = self.receivers.front()?;
+        if r.cpu != cpu || !claim(r) {
+            return None;
+        }
+        let taken = self.receivers.pop_front();
+        trim(&mut self.receivers); // a burst of receivers gives its room back
+        taken
+    }
+
+    /// The fast path's receive: queues `receiver` when the endpoint is
+    /// alive and no caller waits (true); otherwise changes nothing (false:
+    /// the slow path takes the caller, or reports the dead endpoint, or the
+    /// queue could not grow).
+    #[inline]
+    pub fn queue_receiver_if_idle(&mut self, receiver: Receiver<T>) -> bool {
+        self.is_alive()
+            && self.callers.is_empty()
+            && push_back(&mut self.receivers, receiver).is_ok()
     }
 
     /// `recv`: take the longest-waiting caller, else queue the receiver (or

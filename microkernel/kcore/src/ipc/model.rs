@@ -1,7 +1,9 @@
 //! Model-based test of the endpoint state machine together with the reply
 //! capability and the wake claim, driven the way the kernel will drive them.
 //!
-//! A small "kernel" runs random operation sequences (call, send, recv, reply,
+//! A small "kernel" runs random operation sequences (call, send, recv, the
+//! fast path's call and receive (which must behave exactly as the slow
+//! ones), reply,
 //! timeouts, races where another CPU has claimed a thread but not yet removed
 //! it, kills, receiver handles closing) on the real [`Endpoint`],
 //! [`ReplyCap`]s and [`WaitClaim`]s, and a reference model (plain vectors and
@@ -21,6 +23,12 @@ enum Op {
     Call(usize, u32, bool),
     Send(usize, u32),
     Recv(usize, u32, bool),
+    /// The kernel's fast-path call: `take_front_receiver`, else the slow
+    /// path's `Call` (blocking). The model: exactly a blocking `Call`.
+    FastCall(usize, u32),
+    /// The fast-path receive of a `reply_recv`: `queue_receiver_if_idle`,
+    /// else the slow path's `Recv`. The model: exactly a blocking `Recv`.
+    FastRecv(usize, u32),
     Reply(usize),
     Timeout(usize),
     Race(usize),
@@ -36,7 +44,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (t.clone(), cpu.clone(), prop::bool::weighted(0.9)).prop_map(|(t, c, b)| Op::Call(t, c, b)),
         1 => (t.clone(), cpu.clone()).prop_map(|(t, c)| Op::Send(t, c)),
-        4 => (t.clone(), cpu, prop::bool::weighted(0.9)).prop_map(|(t, c, b)| Op::Recv(t, c, b)),
+        4 => (t.clone(), cpu.clone(), prop::bool::weighted(0.9)).prop_map(|(t, c, b)| Op::Recv(t, c, b)),
+        3 => (t.clone(), cpu.clone()).prop_map(|(t, c)| Op::FastCall(t, c)),
+        3 => (t.clone(), cpu).prop_map(|(t, c)| Op::FastRecv(t, c)),
         4 => t.clone().prop_map(Op::Reply),
         1 => t.clone().prop_map(Op::Timeout),
         1 => t.clone().prop_map(Op::Race),
@@ -221,6 +231,40 @@ impl Real {
                     }
                     Ok(RecvStep::Queued) => {}
                     Err(e) => self.ret(t, Out::Err(e)),
+                }
+            }
+            Op::FastCall(t, cpu) => {
+                let (claims, tickets) = (&self.claims, &self.tickets);
+                let got = self.ep.take_front_receiver(cpu, |r| {
+                    let tk = tickets[r.thread as usize].unwrap();
+                    claims[r.thread as usize].try_claim(tk, WakeReason::Delivered)
+                });
+                match got {
+                    // As the kernel: the receiver claimed first, then our
+                    // wait begins, then its reply capability names us.
+                    Some(r) => {
+                        self.begin(t);
+                        let r = r.thread as usize;
+                        assert_eq!(self.claims[r].finish(), Some(WakeReason::Delivered));
+                        self.out[r] = Some(Out::Msg(t as u32, badge(t)));
+                        let a = self.caps[r].accept(t as u32);
+                        self.abandon(a);
+                    }
+                    None => self.step(Op::Call(t, cpu, true)),
+                }
+            }
+            Op::FastRecv(t, cpu) => {
+                self.begin(t);
+                let me = Receiver {
+                    thread: t as u32,
+                    cpu,
+                };
+                if !self.ep.queue_receiver_if_idle(me) {
+                    // As the kernel: `cancel_own`, then the slow receive.
+                    let tk = self.tickets[t].unwrap();
+                    assert!(self.claims[t].try_claim(tk, WakeReason::Delivered));
+                    self.claims[t].finish();
+                    self.step(Op::Recv(t, cpu, true));
                 }
             }
             Op::Reply(t) => {
@@ -437,6 +481,8 @@ impl Model {
                     None => self.out[t] = Some(Out::Err(IpcError::WouldBlock)),
                 }
             }
+            Op::FastCall(t, cpu) => self.step(Op::Call(t, cpu, true)),
+            Op::FastRecv(t, cpu) => self.step(Op::Recv(t, cpu, true)),
             Op::Reply(t) => {
                 self.out[t] = Some(match core::mem::replace(&mut self.caps[t], Cap::Empty) {
                     Cap::Pending(c) if self.raced[c] => Out::Err(IpcError::PeerDied),
@@ -501,9 +547,12 @@ impl Model {
 fn runnable(m: &Model, op: Op) -> bool {
     // A thread that is blocked or dead makes no syscalls.
     match op {
-        Op::Call(t, ..) | Op::Send(t, _) | Op::Recv(t, ..) | Op::Reply(t) => {
-            m.st[t] == St::Idle && !m.raced[t]
-        }
+        Op::Call(t, ..)
+        | Op::Send(t, _)
+        | Op::Recv(t, ..)
+        | Op::FastCall(t, _)
+        | Op::FastRecv(t, _)
+        | Op::Reply(t) => m.st[t] == St::Idle && !m.raced[t],
         _ => true,
     }
 }

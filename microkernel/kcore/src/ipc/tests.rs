@@ -46,6 +46,45 @@ fn a_call_goes_to_a_waiting_receiver_and_a_recv_takes_a_queued_caller() {
 }
 
 #[test]
+fn the_fast_call_takes_only_a_front_receiver_on_its_cpu_whose_claim_wins() {
+    let mut ep = live_ep();
+    assert_eq!(ep.take_front_receiver(0, |_| true), None, "nobody waits");
+    assert_eq!(ep.recv(rcv(1, 1), true, |_| true), Ok(RecvStep::Queued));
+    assert_eq!(ep.recv(rcv(2, 0), true, |_| true), Ok(RecvStep::Queued));
+    // The front waits on CPU 1: a call from CPU 0 is the slow path's.
+    assert_eq!(ep.take_front_receiver(0, |_| panic!("not claimed")), None);
+    // A lost claim changes nothing.
+    assert_eq!(ep.take_front_receiver(1, |_| false), None);
+    assert_eq!(ep.receivers().count(), 2);
+    assert_eq!(
+        ep.take_front_receiver(1, |r| r.thread == 1),
+        Some(rcv(1, 1))
+    );
+    assert_eq!(ep.take_front_receiver(0, |_| true), Some(rcv(2, 0)));
+    assert_eq!(ep.receivers().count(), 0);
+}
+
+#[test]
+fn the_fast_receive_queues_only_on_an_idle_live_endpoint() {
+    let mut ep = live_ep();
+    assert_eq!(ep.call(caller(3), 0, true, take), Ok(CallStep::Queued));
+    assert!(!ep.queue_receiver_if_idle(rcv(1, 0)), "a caller waits");
+    assert_eq!(ep.receivers().count(), 0);
+    assert_eq!(
+        ep.recv(rcv(1, 0), true, |_| true),
+        Ok(RecvStep::Got(caller(3)))
+    );
+    assert!(ep.queue_receiver_if_idle(rcv(1, 0)));
+    assert_eq!(
+        ep.call(caller(4), 0, true, take),
+        Ok(CallStep::Deliver(rcv(1, 0)))
+    );
+    let mut dead = Ep::new();
+    assert!(!dead.queue_receiver_if_idle(rcv(1, 0)), "a dead endpoint");
+    assert_eq!(dead.receivers().count(), 0);
+}
+
+#[test]
 fn queued_callers_are_served_in_order_with_their_badges() {
     let mut ep = live_ep();
     for t in 1..=4 {
@@ -665,6 +704,18 @@ fn a_drained_burst_gives_its_queue_memory_back() {
             ep.call(caller(1000 + t), 0, true, take),
             Ok(CallStep::Deliver(rcv(t, 0)))
         );
+    }
+    assert!(
+        ep.queue_capacity() <= QUEUE_KEEP * 2,
+        "{}",
+        ep.queue_capacity()
+    );
+    // Receivers taken by the fast path's call.
+    for t in 0..500 {
+        assert_eq!(ep.recv(rcv(t, 0), true, |_| true), Ok(RecvStep::Queued));
+    }
+    for t in 0..500 {
+        assert_eq!(ep.take_front_receiver(0, |_| true), Some(rcv(t, 0)));
     }
     assert!(
         ep.queue_capacity() <= QUEUE_KEEP * 2,

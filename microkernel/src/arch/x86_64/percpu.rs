@@ -112,6 +112,11 @@ pub struct PerCpu {
     pub syscalls: AtomicU64,
     /// Interrupts taken on this CPU.
     pub interrupts: AtomicU64,
+    /// `call`s this CPU completed on the IPC fast path (`ipc::fastpath`;
+    /// ring-3 tests read it through `cpu_syscalls`' counter selector).
+    pub fast_calls: AtomicU64,
+    /// `reply_recv`s this CPU completed on the IPC fast path.
+    pub fast_replies: AtomicU64,
     /// The root this CPU's CR3 holds ([`super::mmu`]).
     pub(super) loaded_root: AtomicU64,
     /// A TLB shootdown request waits for this CPU ([`super::tlb`]).
@@ -186,6 +191,8 @@ impl PerCpu {
             current_thread: AtomicU64::new(0),
             syscalls: AtomicU64::new(0),
             interrupts: AtomicU64::new(0),
+            fast_calls: AtomicU64::new(0),
+            fast_replies: AtomicU64::new(0),
             loaded_root: AtomicU64::new(0),
             shootdown_pending: AtomicBool::new(false),
             next_tick_tsc: AtomicU64::new(0),
