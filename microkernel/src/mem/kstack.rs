@@ -4,6 +4,15 @@
 //! region: the top [`KSTACK_BYTES`] are mapped, and the page below them is left
 //! unmapped, so running off the bottom faults (and, because the fault cannot
 //! push its frame, escalates to #DF on its own IST stack, which reports it).
+//!
+//! A freed stack is unmapped at once but its frames and slot are held back
+//! until [`PURGE_BATCH`] stacks have gathered: then one global TLB flush
+//! covers them all and they are recycled ([`purge`]), as Linux batches its
+//! vmalloc frees. A shootdown per freed stack made a process whose hundred
+//! threads die at once cost a hundred all-CPU IPI rounds, each spinning with
+//! interrupts off on every CPU; on an oversubscribed host (vCPUs waiting for
+//! host time) that took seconds (the fuzzer's exit-race probe, seen with
+//! every CPU's stack in `tlb::shootdown` under `KernelStack::drop`).
 
 use super::layout::{KSTACK_BASE, KSTACK_BYTES, KSTACK_SLOT};
 use crate::sync::IrqMutex;
@@ -18,11 +27,28 @@ pub struct KernelStack {
 struct Slots {
     next: u64,
     free: Vec<u64>,
+    /// Unmapped stacks whose translations other CPUs may still cache: not
+    /// reusable (slot or frames) until a global flush ([`purge`]).
+    unflushed: heapless::Vec<Unflushed, PURGE_BATCH>,
 }
+
+/// A freed stack awaiting the flush: its slot and frames.
+struct Unflushed {
+    slot: u64,
+    frames: [u64; STACK_PAGES],
+}
+
+const STACK_PAGES: usize = (KSTACK_BYTES / 4096) as usize;
+
+/// Freed stacks gathered before one flush recycles them all: at most this
+/// many stacks' frames (2 MiB) are out of use at once, and the slots they
+/// hold fit below [`PREALLOC_SLOTS`] (checked with the thread limits).
+pub const PURGE_BATCH: usize = 64;
 
 static SLOTS: IrqMutex<Slots> = IrqMutex::new(Slots {
     next: 0,
     free: Vec::new(),
+    unflushed: heapless::Vec::new(),
 });
 
 /// Slots that fit in the region (one PML4 entry: 512 GiB).
@@ -98,23 +124,54 @@ impl KernelStack {
 
 impl Drop for KernelStack {
     fn drop(&mut self) {
-        let mut frames = Vec::new();
+        let mut frames = [0u64; STACK_PAGES];
         let mut va = self.bottom();
-        while va < self.top() {
+        for f in frames.iter_mut() {
             if let Ok((pa, _)) = super::with_kernel_pt(|pt, mem| pt.unmap(mem, va)) {
-                frames.push(pa);
+                *f = pa;
             }
             va += 4096;
         }
         // Stacks are freed only once no CPU runs on them, but any CPU that ran
-        // the thread may still cache the (global) translations: shoot them down
-        // before the frames or the slot can be reused.
-        crate::arch::tlb::flush_kernel_range(self.bottom(), KSTACK_BYTES / 4096);
-        for pa in frames {
+        // the thread may still cache the (global) translations: neither the
+        // frames nor the slot are reused before a flush on every CPU. Held
+        // back until a batch is full (then one flush for all), so the
+        // unmapped pages are never reachable through a new mapping meanwhile.
+        let full = {
+            let mut s = SLOTS.lock();
+            let _ = s.unflushed.push(Unflushed {
+                slot: self.slot,
+                frames,
+            });
+            s.unflushed.is_full()
+        };
+        if full {
+            purge();
+        }
+    }
+}
+
+/// Flushes every CPU's TLB of the stacks freed since the last purge, then
+/// recycles their frames and slots. Cheap when there are none. Called when
+/// a batch is full, and by `sysinfo` so the free-memory figure it reports
+/// is exact (the leak checks compare it).
+pub fn purge() {
+    let batch = core::mem::take(&mut SLOTS.lock().unflushed);
+    if batch.is_empty() {
+        return;
+    }
+    // One global flush for the whole region (more than FULL_FLUSH_PAGES: a
+    // full flush, global entries included), on every CPU, before reuse.
+    crate::arch::tlb::flush_kernel_range(KSTACK_BASE, u64::MAX / 4096);
+    for u in &batch {
+        for &pa in u.frames.iter().filter(|&&pa| pa != 0) {
             if let Some(f) = kcore::frame::PhysFrame::from_addr(pa) {
                 let _ = super::free_frame(f);
             }
         }
-        SLOTS.lock().free.push(self.slot);
+    }
+    let mut s = SLOTS.lock();
+    for u in &batch {
+        s.free.push(u.slot);
     }
 }

@@ -245,10 +245,13 @@ static NEXT_TID: AtomicU64 = AtomicU64::new(1);
 /// 1.5 KiB of heap; the smallest heap is 4 MiB). More is an error, not a panic.
 pub const MAX_THREADS: usize = 1024;
 
-// Every thread's kernel stack, and the five stacks of each CPU, sit in slots
+// Every thread's kernel stack, the five stacks of each CPU and the freed
+// stacks awaiting their batched flush (`kstack::PURGE_BATCH`) sit in slots
 // whose page tables exist from boot (no table is allocated per thread).
-const _: () =
-    assert!(MAX_THREADS as u64 + 5 * MAX_CPUS as u64 <= crate::mem::kstack::PREALLOC_SLOTS);
+const _: () = assert!(
+    MAX_THREADS as u64 + 5 * MAX_CPUS as u64 + crate::mem::kstack::PURGE_BATCH as u64
+        <= crate::mem::kstack::PREALLOC_SLOTS
+);
 
 /// User threads alive (a thread counts until its kernel stack is freed).
 pub(super) static LIVE_THREADS: AtomicUsize = AtomicUsize::new(0);
