@@ -518,3 +518,83 @@ pub fn fast_path_server_thread_killed_through_its_handle() -> TestResult {
     }
     settled(base)
 }
+
+/// The fast-path calls CPU 0 completed.
+fn fast_calls_cpu0() -> u64 {
+    // SAFETY: cpu_syscalls writes no memory.
+    abi::decode_result(unsafe { sys::syscall6(Sysnum::CpuSyscalls, 0, 1, 0, 0, 0, 0) }).unwrap_or(0)
+}
+
+static PIN_EP: AtomicU64 = AtomicU64::new(0);
+static PIN_STEP: AtomicU64 = AtomicU64::new(0);
+
+/// On CPU 0: parks (sleeping, no IPC) until told an endpoint, receives one
+/// call on it, answers with a plain `reply`, then parks again until
+/// released.
+extern "C" fn one_shot_server(_: u64) -> ! {
+    let _ = sys::set_affinity(0);
+    PIN_STEP.store(1, Ordering::SeqCst);
+    while PIN_STEP.load(Ordering::SeqCst) == 1 {
+        sys::sleep_ns(200_000);
+    }
+    let ep = Endpoint(PIN_EP.load(Ordering::SeqCst) as u32);
+    if let Ok(Received::Msg { msg, .. }) = ipc::recv(ep, None) {
+        let _ = ipc::reply(&Message {
+            label: 0,
+            words: [msg.words[0] + 1, 0, 0, 0, 0, 0],
+        });
+    }
+    PIN_STEP.store(3, Ordering::SeqCst);
+    while PIN_STEP.load(Ordering::SeqCst) == 3 {
+        sys::sleep_ns(200_000);
+    }
+    sys::thread_exit(0)
+}
+
+/// An endpoint whose every handle is closed is freed at once, even when
+/// the last message it carried went through the fast path (whose receiver
+/// keeps its wait record): the kernel heap is back where it was while the
+/// server thread that received it is still alive and parked.
+pub fn endpoint_freed_after_a_fast_call_and_close() -> TestResult {
+    let _ = sys::set_affinity(0);
+    PIN_STEP.store(0, Ordering::SeqCst);
+    let w = util::spawn(one_shot_server, 0)?;
+    while PIN_STEP.load(Ordering::SeqCst) != 1 {
+        sys::sleep_ns(200_000);
+    }
+    // Warm up what a call and a close allocate once (queues, the sleep list).
+    let r = (|| -> TestResult {
+        let base = crate::lifecycle::info()?.heap_used_bytes;
+        let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
+        PIN_EP.store(ep.0 as u64, Ordering::SeqCst);
+        PIN_STEP.store(2, Ordering::SeqCst);
+        // The server reaches its receive first (it sleeps 0.2 ms steps).
+        sys::sleep_ns(5_000_000);
+        let before = fast_calls_cpu0();
+        let m = Message {
+            label: 1,
+            words: [41, 0, 0, 0, 0, 0],
+        };
+        let got = ok(ipc::call(ep, &m, None), "call")?;
+        check(got.words[0] == 42, "wrong answer")?;
+        let fast = fast_calls_cpu0() > before;
+        while PIN_STEP.load(Ordering::SeqCst) != 3 {
+            sys::sleep_ns(200_000);
+        }
+        ok(ipc::handle_close(ep.0), "close the endpoint")?;
+        let (s, held) = settle(200, |s| s.heap_used_bytes <= base)?;
+        if !held {
+            note!(
+                "heap {} bytes, {} before the endpoint (fast call taken: {fast})",
+                s.heap_used_bytes,
+                base
+            );
+            return Err("a closed endpoint stays allocated after a fast call");
+        }
+        Ok(())
+    })();
+    PIN_STEP.store(4, Ordering::SeqCst);
+    util::expect_ok(w.join()?)?;
+    let _ = sys::set_affinity(u64::MAX);
+    r
+}

@@ -444,6 +444,10 @@ const CASES: &[Case] = &[
         "attack2_fast_path_server_thread_killed_through_its_handle",
         attack2::fast_path_server_thread_killed_through_its_handle,
     ),
+    (
+        "attack2_endpoint_freed_after_a_fast_call_and_close",
+        attack2::endpoint_freed_after_a_fast_call_and_close,
+    ),
 ];
 
 #[no_mangle]
