@@ -329,8 +329,8 @@ pub fn two_reapers_race_one_wins() -> TestResult {
         let h = t.handle();
         let dup = ok(h.dup(WAIT), "dup thread handle")?;
         race_reapers(h.raw(), dup.raw(), false, status::exited(7), round)?;
-        core::mem::forget(t); // joined by a reaper (its stack stays mapped)
-                              // Processes.
+        let _ = t; // joined by a reaper (its stack stays mapped)
+                   // Processes.
         let p = sleeper((round % 4) * 300_000)?;
         let dup = ok(p.dup(WAIT), "dup process handle")?;
         race_reapers(p.raw(), dup.raw(), true, status::exited(0), round)?;
@@ -397,7 +397,7 @@ pub fn kill_races_join_and_close() -> TestResult {
         } else {
             ok(k.close(), "close the killer's handle")?;
         }
-        core::mem::forget(t);
+        let _ = t; // joined above (its stack stays mapped)
     }
     let _ = sys::set_affinity(u64::MAX);
     settled(base)
