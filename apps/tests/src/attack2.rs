@@ -598,3 +598,23 @@ pub fn endpoint_freed_after_a_fast_call_and_close() -> TestResult {
     let _ = sys::set_affinity(u64::MAX);
     r
 }
+
+/// Two children holding handles to each other (and each to itself), their
+/// creator's handles closed before they end: when both have ended, neither
+/// record is left (no cycle through the handle tables).
+pub fn children_holding_each_other_are_freed() -> TestResult {
+    let base = counts()?;
+    for round in 0..4u64 {
+        let a = sleeper(20_000_000 + round * 5_000_000)?;
+        let b = sleeper(30_000_000)?;
+        for (to, h) in [(a, b), (b, a), (a, a), (b, b)] {
+            ok(ipc::handle_give(to, h.raw(), WAIT | KILL), "cross give")?;
+        }
+        if round % 2 == 1 {
+            ok(a.kill(), "kill a")?;
+        }
+        ok(a.close(), "close a")?;
+        ok(b.close(), "close b")?;
+    }
+    settled(base)
+}

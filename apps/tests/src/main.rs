@@ -448,6 +448,10 @@ const CASES: &[Case] = &[
         "attack2_endpoint_freed_after_a_fast_call_and_close",
         attack2::endpoint_freed_after_a_fast_call_and_close,
     ),
+    (
+        "attack2_children_holding_each_other_are_freed",
+        attack2::children_holding_each_other_are_freed,
+    ),
 ];
 
 #[no_mangle]
