@@ -20,6 +20,12 @@
 //! - [`fast_path_server_thread_killed_through_its_handle`]: fast calls
 //!   on one CPU while another CPU kills the server thread through its
 //!   handle: every call ends answered or `PeerDied`.
+//! - [`endpoint_freed_after_a_fast_call_and_close`]: an endpoint whose
+//!   handles are all closed is freed although its last message went
+//!   through the fast path and its receiver is still alive (failed before
+//!   the fast call took its receiver's wait record).
+//! - [`children_holding_each_other_are_freed`]: two children holding
+//!   handles to each other and to themselves are both freed once ended.
 
 use crate::lifecycle::{code, settle, spawn_code};
 use crate::note;
