@@ -381,6 +381,23 @@ core::arch::global_asm!(
     ".pushsection .rodata.mica_tests_fastpath_child, \"a\"",
     "mica_tests_fastpath_child:",
     "mov r12, rdi",              // r12: the argument
+    // Wait for the parent's handle_give before thread_spawn: the spawn's
+    // thread handle would otherwise take the first slot (FIRST_HANDLE)
+    // and the endpoint land in the next, so the server (or client) used
+    // a thread handle for ever (breakit2: 0 calls answered in about one
+    // boot of five at -smp 2, where the child runs before the give). A
+    // zero-bit signal is BadHandle until the slot names something.
+    "30:",
+    "mov edi, {h}",
+    "xor esi, esi",
+    "mov eax, {signal}",
+    "syscall",
+    "cmp rax, -{bad_handle}",
+    "jne 31f",
+    "mov eax, {yield_}",
+    "syscall",
+    "jmp 30b",
+    "31:",
     "mov rdi, {stack}",          // a page for the spawned thread's stack
     "mov esi, 4096",
     "mov edx, {write}",
@@ -449,6 +466,8 @@ core::arch::global_asm!(
     reply_recv = const Sysnum::IpcReplyRecv as u64,
     call = const Sysnum::IpcCall as u64,
     yield_ = const Sysnum::Yield as u64,
+    signal = const Sysnum::NtfSignal as u64,
+    bad_handle = const Error::BadHandle as u64,
     h = const ipc::FIRST_HANDLE,
 );
 

@@ -25,6 +25,7 @@
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 mod args;
+mod attack2;
 mod console;
 mod cpu_state;
 mod entry;
@@ -421,6 +422,35 @@ const CASES: &[Case] = &[
     (
         "rev_syscall_spawn_race",
         rev_syscall::process_spawn_source_unmapped_mid_copy,
+    ),
+    // breakit2: task handles and the fast path, attacked.
+    (
+        "attack2_self_process_handle_wait_refused_kill_ends_it",
+        attack2::self_process_handle_wait_refused_kill_ends_it,
+    ),
+    (
+        "attack2_two_reapers_race_one_wins",
+        attack2::two_reapers_race_one_wins,
+    ),
+    (
+        "attack2_kill_races_join_and_close",
+        attack2::kill_races_join_and_close,
+    ),
+    (
+        "attack2_task_handles_used_from_another_process",
+        attack2::task_handles_used_from_another_process,
+    ),
+    (
+        "attack2_fast_path_server_thread_killed_through_its_handle",
+        attack2::fast_path_server_thread_killed_through_its_handle,
+    ),
+    (
+        "attack2_endpoint_freed_after_a_fast_call_and_close",
+        attack2::endpoint_freed_after_a_fast_call_and_close,
+    ),
+    (
+        "attack2_children_holding_each_other_are_freed",
+        attack2::children_holding_each_other_are_freed,
     ),
 ];
 

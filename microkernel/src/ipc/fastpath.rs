@@ -142,34 +142,33 @@ pub fn call(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> Option<Result<Msg, Er
     let tk = cur.ipc.claim.begin();
     let me = TRef::new(cur, Some(tk));
     // 3. rt: our call goes into its reply capability, the message into its
-    //    outcome (the last thing written). Its wait record stays when it is
-    //    a plain endpoint wait: we took it off that queue ourselves, and a
-    //    record is read only by the winner of a later claim of a later
-    //    wait, which writes its own record first (the server's next
-    //    receive usually names the same endpoint again). A bound receiver
-    //    is also registered with its notification: unregistered before it
-    //    gets its outcome, as `unlink` does (a stale registration would let
-    //    a later signal claim an unrelated wait).
-    let (bound, abandoned) = {
+    //    outcome (the last thing written). Its wait record is taken (we
+    //    took it off that queue ourselves; dropped outside the lock): a
+    //    record left in place kept its endpoint allocated, and charged to
+    //    its creator, after every handle to it was closed, for as long as
+    //    rt did not wait again (breakit2, ring-3 case
+    //    `attack2_endpoint_freed_after_a_fast_call_and_close`). A bound
+    //    receiver is also registered with its notification: unregistered
+    //    before it gets its outcome, as `unlink` does (a stale registration
+    //    would let a later signal claim an unrelated wait).
+    let (old, abandoned) = {
         let mut g = rt.ipc.inner.lock_irqs_off();
-        let bound = match &g.wait {
-            WaitOn::EndpointBound(..) => Some(core::mem::take(&mut g.wait)),
-            _ => None,
-        };
+        let old = core::mem::take(&mut g.wait);
         let abandoned = g
             .reply
             .accept(me)
             .filter(|o| claim(o, WakeReason::Cancelled));
-        if bound.is_none() {
+        if !matches!(old, WaitOn::EndpointBound(..)) {
             g.result = Some(Outcome::Msg(m));
         }
-        (bound, abandoned)
+        (old, abandoned)
     };
-    if let Some(WaitOn::EndpointBound(_, n)) = &bound {
+    if let WaitOn::EndpointBound(_, n) = &old {
         n.s.lock_irqs_off().n.remove(&TRef::new(&rt, None));
         rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(m));
     }
-    drop(bound);
+    // Outside rt's lock: it may hold the last reference to the endpoint.
+    drop(old);
     // 4. Switch straight to rt (or wake it, if it cannot run here now).
     let h = Handoff::or_wake(rt);
     if let Some(o) = abandoned {
@@ -273,8 +272,8 @@ pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> ReplyRecv {
     //    switches with our hand-off.
     {
         let mut g = cur.ipc.inner.lock_irqs_off();
-        // (A server going back to the endpoint it received from last keeps
-        // that record: see `call` step 3.)
+        // (A record still naming this endpoint is kept; every delivery
+        // takes the receiver's record, so this is rarely the case.)
         if !matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, ep)) {
             let old = core::mem::replace(&mut g.wait, WaitOn::Endpoint(ep.clone()));
             drop(g);
