@@ -400,11 +400,16 @@ fn wait_inner(child: &Arc<Process>) -> Woken {
                 drop(w);
                 return Woken::Done(child.reap().ok_or(Error::NotFound));
             }
-            if w.try_reserve(1).is_err() {
-                return Woken::Done(Err(Error::NoMemory));
+            // Listed once: a spurious wake-up (a sleep-list entry that
+            // outlived its sleep) brings us back here still listed, and a
+            // duplicate would outlive the kill path's removal below.
+            if !w.iter().any(|x| Arc::ptr_eq(x, &cur)) {
+                if w.try_reserve(1).is_err() {
+                    return Woken::Done(Err(Error::NoMemory));
+                }
+                w.push(cur.clone());
             }
             cur.set_state(ThreadState::Blocked);
-            w.push(cur.clone());
         }
         sched::block();
         if cur.killed() {

@@ -171,9 +171,15 @@ impl ThreadExit {
             }
             return Ok(Joined::Status(st));
         }
-        g.joiners.try_reserve(1).map_err(|_| Error::NoMemory)?;
+        // Listed once: after a spurious wake-up (a sleep-list entry that
+        // outlived its sleep) the caller comes back still listed, and a
+        // second entry would outlive a kill's `leave` (keeping the dead
+        // thread, its stack and its process, until this thread ends).
+        if !g.joiners.iter().any(|x| Arc::ptr_eq(x, cur)) {
+            g.joiners.try_reserve(1).map_err(|_| Error::NoMemory)?;
+            g.joiners.push(cur.clone());
+        }
         cur.set_state(ThreadState::Blocked);
-        g.joiners.push(cur.clone());
         Ok(Joined::Waiting)
     }
 
