@@ -342,8 +342,16 @@ pub fn exit_current_process(status: u64) -> ! {
 /// `exited(-1)` unless it chose one already. A process that already ended
 /// is left as it is; the caller's own process dies on the way out.
 pub fn kill_process(p: &Arc<Process>) {
-    p.exit_status.lock().get_or_insert(abi::status::exited(-1));
     let mut table = p.threads.lock();
+    if table.none_live() {
+        // Its last thread already left (`thread_exit(code)`), and the
+        // process is ending with that code: a kill landing during the
+        // teardown must not turn it into `exited(-1)` (breakit2's note).
+        return;
+    }
+    // Lock order: thread table, then status (nothing takes them the other
+    // way round; `exit_current_process` and `ended` take one at a time).
+    p.exit_status.lock().get_or_insert(abi::status::exited(-1));
     for t in table.mark_exiting(None) {
         kill(t);
     }
