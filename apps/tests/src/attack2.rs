@@ -29,7 +29,7 @@
 
 use crate::lifecycle::{code, settle, spawn_code};
 use crate::note;
-use crate::util::{self, TestResult};
+use crate::util::{self, ok, TestResult};
 use abi::rights::{KILL, WAIT};
 use abi::status::{self, Status};
 use abi::{Error, Sysnum};
@@ -141,13 +141,6 @@ extern "C" {
     static mica_attack2_user_end: u8;
     static mica_attack2_sleeper: u8;
     static mica_attack2_sleeper_end: u8;
-}
-
-fn ok<T>(r: Result<T, Error>, what: &'static str) -> Result<T, &'static str> {
-    r.map_err(|e| {
-        note!("{what}: {e}");
-        what
-    })
 }
 
 fn check(cond: bool, what: &'static str) -> TestResult {

@@ -7,7 +7,7 @@
 
 use crate::fpu::{self, SimdState};
 use crate::note;
-use crate::util::{self, TestResult};
+use crate::util::{self, check, ok, TestResult};
 use abi::{decode_result, Error, Sysnum};
 use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::ipc::{self, Endpoint, IpcRegs, Message};
@@ -24,21 +24,6 @@ const GUARD_US: u32 = 3_000_000;
 /// Echo modes (bits of the spawn argument above bit 40).
 const TIMED: u64 = 1;
 const BOUND: u64 = 2;
-
-fn check(ok: bool, what: &'static str) -> TestResult {
-    if ok {
-        Ok(())
-    } else {
-        Err(what)
-    }
-}
-
-fn ok<T>(r: Result<T, Error>, what: &'static str) -> Result<T, &'static str> {
-    r.map_err(|e| {
-        note!("{what}: {e}");
-        what
-    })
-}
 
 /// The fast-path counters of every CPU, summed: (calls, reply_recvs).
 fn fast_counts() -> (u64, u64) {

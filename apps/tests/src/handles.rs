@@ -7,7 +7,7 @@
 
 use crate::lifecycle::{code, settle, spawn_code};
 use crate::note;
-use crate::util::{self, TestResult};
+use crate::util::{self, ok, want, TestResult};
 use abi::rights::{DUPLICATE, KILL, TRANSFER, WAIT};
 use abi::status::{self, Status};
 use abi::{Error, Sysnum};
@@ -145,22 +145,6 @@ extern "C" fn exit_7(_: u64) -> ! {
 }
 
 /// `r` must be exactly `Err(want)`.
-fn want<T: core::fmt::Debug>(r: Result<T, Error>, want: Error, what: &'static str) -> TestResult {
-    match r {
-        Err(e) if e == want => Ok(()),
-        other => {
-            note!("{what}: {other:?}, expected {want:?}");
-            Err(what)
-        }
-    }
-}
-
-fn ok<T>(r: Result<T, Error>, what: &'static str) -> Result<T, &'static str> {
-    r.map_err(|e| {
-        note!("{what}: {e}");
-        what
-    })
-}
 
 /// Join and wait through the handle the spawn gave: the status comes back,
 /// the reap closes that handle (a second try through it is BadHandle), and a

@@ -5,7 +5,7 @@
 //! are per process, so each case's handles are this program's.
 
 use crate::note;
-use crate::util::{self, TestResult};
+use crate::util::{self, check, ok, want, TestResult};
 use abi::{Error, Sysnum};
 use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::ipc::{
@@ -13,31 +13,6 @@ use libipc::ipc::{
     reply_recv, rights, send, signal, wait, Endpoint, IpcRegs, Message, Notification, Received,
 };
 use libipc::sys;
-
-fn check(ok: bool, what: &'static str) -> TestResult {
-    if ok {
-        Ok(())
-    } else {
-        Err(what)
-    }
-}
-
-fn want<T: core::fmt::Debug>(r: Result<T, Error>, e: Error, what: &'static str) -> TestResult {
-    match r {
-        Err(got) if got == e => Ok(()),
-        other => {
-            note!("{what}: got {other:?}, expected Err({e:?})");
-            Err(what)
-        }
-    }
-}
-
-fn ok<T>(r: Result<T, Error>, what: &'static str) -> Result<T, &'static str> {
-    r.map_err(|e| {
-        note!("{what}: {e}");
-        what
-    })
-}
 
 /// Rights: a reduced duplicate cannot receive or regain rights; badges
 /// cannot be re-minted; a closed or stale number, a number with junk in its

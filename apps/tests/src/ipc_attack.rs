@@ -19,18 +19,11 @@
 //!   1-256 µs timeouts racing delivery, the take and the held reply.
 
 use crate::note;
-use crate::util::{self, TestResult};
+use crate::util::{self, ok, TestResult};
 use abi::{Error, Sysnum};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use libipc::ipc::{self, endpoint_create, handle_close, handle_dup, rights, Endpoint, IpcRegs};
 use libipc::sys;
-
-fn ok<T>(r: Result<T, Error>, what: &'static str) -> Result<T, &'static str> {
-    r.map_err(|e| {
-        note!("{what}: {e}");
-        what
-    })
-}
 
 /// Raw IPC with every register.
 fn raw(n: Sysnum, r: &mut IpcRegs) -> Result<u64, Error> {

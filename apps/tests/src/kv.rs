@@ -7,7 +7,7 @@
 //! checking it exited with 0: its serve loop never crashed.
 
 use crate::note;
-use crate::util::TestResult;
+use crate::util::{check, ok, TestResult};
 use abi::status::{self, Status};
 use abi::{Error, Sysnum};
 use kv::{Client, Reply, CHANGED, MAX_ENTRIES, MAX_KEY, MAX_VALUE};
@@ -30,21 +30,6 @@ const GUARD_US: Option<u32> = Some(3_000_000);
 
 /// The badge the test's client handle carries (the owner's is unbadged).
 const CLIENT_BADGE: u64 = 7;
-
-fn check(ok: bool, what: &'static str) -> TestResult {
-    if ok {
-        Ok(())
-    } else {
-        Err(what)
-    }
-}
-
-fn ok<T>(r: Result<T, Error>, what: &'static str) -> Result<T, &'static str> {
-    r.map_err(|e| {
-        note!("{what}: {e}");
-        what
-    })
-}
 
 /// Checks a typed call's outcome.
 fn expect<T: PartialEq + core::fmt::Debug>(got: T, want: T, what: &'static str) -> TestResult {

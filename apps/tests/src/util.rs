@@ -159,6 +159,38 @@ pub fn run_expect_fault(entry: Entry, vectors: &[u8]) -> TestResult {
     expect_fault(run(entry, 0)?, vectors)
 }
 
+/// `Err(what)` unless `ok`.
+pub fn check(ok: bool, what: &'static str) -> TestResult {
+    if ok {
+        Ok(())
+    } else {
+        Err(what)
+    }
+}
+
+/// The value, or `what` (the error noted).
+pub fn ok<T>(r: Result<T, Error>, what: &'static str) -> Result<T, &'static str> {
+    r.map_err(|e| {
+        crate::note!("{what}: {e}");
+        what
+    })
+}
+
+/// Ok if `r` failed with exactly `want`; else `what` (what came noted).
+pub fn want<T: core::fmt::Debug>(
+    r: Result<T, Error>,
+    want: Error,
+    what: &'static str,
+) -> TestResult {
+    match r {
+        Err(e) if e == want => Ok(()),
+        other => {
+            crate::note!("{what}: got {other:?}, expected Err({want:?})");
+            Err(what)
+        }
+    }
+}
+
 /// Checks a syscall result is one of the `allowed` errors.
 pub fn expect_err(r: Result<u64, Error>, allowed: &[Error], what: &'static str) -> TestResult {
     match r {
