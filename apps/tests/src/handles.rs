@@ -144,8 +144,6 @@ extern "C" fn exit_7(_: u64) -> ! {
     sys::thread_exit(7)
 }
 
-/// `r` must be exactly `Err(want)`.
-
 /// Join and wait through the handle the spawn gave: the status comes back,
 /// the reap closes that handle (a second try through it is BadHandle), and a
 /// duplicate taken before finds the thread or process reaped (NotFound: one
