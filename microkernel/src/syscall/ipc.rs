@@ -11,7 +11,7 @@
 
 use crate::arch::trap::TrapFrame;
 use crate::arch::uaccess::user_range_ok;
-use crate::ipc::fastpath::{self, ReplyRecv};
+use crate::ipc::fastpath::{self, put_msg, ReplyRecv};
 use crate::ipc::slowpath::{self, Ep, Ntf, Received, Timeout};
 use crate::ipc::transfer::Extra;
 use crate::ipc::Handoff;
@@ -266,17 +266,6 @@ fn timeout(spec: RecvSpec) -> Timeout {
     }
 }
 
-/// Writes a received message into the output registers.
-fn put_msg(f: &mut TrapFrame, m: &Msg) {
-    f.rdi = m.badge;
-    f.rsi = m.info.raw();
-    [f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13] = m.words;
-    (f.rbx, f.rbp) = (
-        m.handles[0] as u64 | (m.handles[1] as u64) << 32,
-        m.handles[2] as u64 | (m.handles[3] as u64) << 32,
-    );
-}
-
 fn call(f: &mut TrapFrame) -> Result<u64, Error> {
     let info = MsgInfo::from_user(f.rsi)?;
     let spec = RecvSpec::from_user(f.r15, info)?;
@@ -285,9 +274,10 @@ fn call(f: &mut TrapFrame) -> Result<u64, Error> {
     if info.is_register_only() {
         // The fast path (`ipc::fastpath`): tried first; `None` changed
         // nothing.
-        if let Some(r) = fastpath::call(&ep, register_msg(info, f, badge), buf, spec.capacity) {
-            put_msg(f, &r?);
-            return Ok(0);
+        // The reply is in the frame already.
+        let m = register_msg(info, f, badge);
+        if let Some(r) = fastpath::call(&ep, m, buf, spec.capacity, f) {
+            return r.map(|_| 0);
         }
     }
     let (m, extra) = message(info, f, badge)?;
@@ -316,11 +306,9 @@ fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
     let mut handoff = Handoff::none();
     if reply_first && info.is_register_only() && spec.timeout_us.is_none() {
         // The fast path back to the caller (`ipc::fastpath`).
-        match fastpath::reply_recv(&ep, register_msg(info, f, 0), buf, spec.capacity) {
-            ReplyRecv::Done(r) => {
-                put_msg(f, &r?);
-                return Ok(0);
-            }
+        let m = register_msg(info, f, 0);
+        match fastpath::reply_recv(&ep, m, buf, spec.capacity, f) {
+            ReplyRecv::Done(r) => return r.map(|_| 0),
             ReplyRecv::ReceiveSlow(h) => {
                 return finish_recv(
                     f,
