@@ -619,3 +619,39 @@ pub fn fast_path_kill_races_end_in_errors() -> TestResult {
     }
     Ok(())
 }
+
+/// The fast paths' register decode (`syscall/ipc.rs` `decode`, which reads
+/// a label-only RSI straight from the register) refuses what the generic
+/// decoder refuses, in the same order: a receive capacity over 64 KiB is
+/// `InvalidArgument` and a receive buffer outside the user half
+/// `BadAddress`, both before the handle is looked up (so a bad handle
+/// number does not mask them), for `call`, `recv` and `reply_recv`.
+pub fn fast_decode_refuses_what_the_decoder_refuses() -> TestResult {
+    let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
+    let cases: [(u64, u64, u64, Error); 4] = [
+        // (handle, buffer, R15, expected)
+        (ep.0 as u64, cli_page(), 65537, Error::InvalidArgument),
+        (0x7fff_0000, cli_page(), 65537, Error::InvalidArgument),
+        (ep.0 as u64, 0xffff_8000_0000_0000, 4096, Error::BadAddress),
+        (0x7fff_0000, 0xffff_8000_0000_0000, 4096, Error::BadAddress),
+    ];
+    for n in [Sysnum::IpcCall, Sysnum::IpcRecv, Sysnum::IpcReplyRecv] {
+        for (h, buf, r15, want) in cases {
+            let mut r = IpcRegs {
+                rdi: h,
+                rsi: ipc::info(if n == Sysnum::IpcRecv { 0 } else { 1 }, 0, 0, 0, false),
+                r14: buf,
+                r15,
+                ..IpcRegs::default()
+            };
+            let got = raw(n, &mut r);
+            if got != Err(want) {
+                note!("{n:?} h {h:#x} buf {buf:#x} r15 {r15:#x}: {got:?}, expected {want:?}");
+                let _ = ipc::handle_close(ep.0);
+                return Err("the fast decode did not refuse as the decoder does");
+            }
+        }
+    }
+    ok(ipc::handle_close(ep.0), "handle_close")?;
+    Ok(())
+}

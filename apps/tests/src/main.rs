@@ -357,6 +357,10 @@ const CASES: &[Case] = &[
         fastpath::fast_path_kill_races_end_in_errors,
     ),
     (
+        "ipc_fast_decode_refuses_what_the_decoder_refuses",
+        fastpath::fast_decode_refuses_what_the_decoder_refuses,
+    ),
+    (
         "process_tree_cannot_fill_the_thread_table",
         rev_life::process_tree_cannot_fill_the_thread_table,
     ),

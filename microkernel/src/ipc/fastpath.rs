@@ -39,6 +39,7 @@
 
 use super::slowpath::Ep;
 use super::{claim, end_wait, wait};
+use crate::arch::trap::TrapFrame;
 use crate::object::thread::{Thread, ThreadState};
 use crate::object::waitstate::{Msg, Outcome, TRef, WaitOn};
 use crate::sched;
@@ -111,9 +112,16 @@ fn cpu() -> u32 {
 /// The fast `call`: `m` (label, words and badge set; register-only) through
 /// `ep` to a receiver waiting on this CPU, then the wait for its reply,
 /// which may come back through [`reply_recv`] or the slow path. `buf` and
-/// `capacity` are the reply's receive buffer (checked by the decoder).
+/// `capacity` are the reply's receive buffer (checked by the decoder). The
+/// reply goes straight into `out`'s output registers ([`put_msg`]).
 /// `None`: not eligible, nothing changed; the caller takes the slow path.
-pub fn call(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> Option<Result<Msg, Error>> {
+pub fn call(
+    ep: &Ep,
+    m: Msg,
+    buf: u64,
+    capacity: usize,
+    out: &mut TrapFrame,
+) -> Option<Result<(), Error>> {
     let cur = sched::current();
     if cur.killed() {
         return None; // the slow path notices the kill
@@ -176,21 +184,47 @@ pub fn call(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> Option<Result<Msg, Er
     }
     let pc = crate::arch::percpu::this();
     pc.fast_calls.fetch_add(1, Ordering::Relaxed);
-    Some(match fast_wait(tk, h) {
-        Outcome::Msg(m) => Ok(m),
+    // A call is never bound; `Retry` ends only a *queued* caller that a
+    // receiver took and handed back (`take_call`), and this one was
+    // delivered straight to its receiver, never queued: both are
+    // `InvalidArgument` in `deliver`.
+    Some(fast_wait(tk, h, out))
+}
+
+/// Writes a received message into `f`'s output registers (the register
+/// layout of docs/ipc.md section 2).
+pub fn put_msg(f: &mut TrapFrame, m: &Msg) {
+    f.rdi = m.badge;
+    f.rsi = m.info.raw();
+    [f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13] = m.words;
+    (f.rbx, f.rbp) = (
+        m.handles[0] as u64 | (m.handles[1] as u64) << 32,
+        m.handles[2] as u64 | (m.handles[3] as u64) << 32,
+    );
+}
+
+/// A fast wait's outcome into `out`: a message into its registers, an
+/// error returned. Neither fast wait is bound to a notification (a call
+/// never is; `reply_recv` checked), so `Notified` cannot come, nor `Retry`
+/// (see `call`).
+fn deliver(o: Outcome, out: &mut TrapFrame) -> Result<(), Error> {
+    match o {
+        Outcome::Msg(m) => {
+            put_msg(out, &m);
+            Ok(())
+        }
         Outcome::Err(e) => Err(e),
-        // A call is never bound; `Retry` ends only a *queued* caller that a
-        // receiver took and handed back (`take_call`), and this one was
-        // delivered straight to its receiver, never queued.
         Outcome::Notified(_) | Outcome::Retry => Err(Error::InvalidArgument),
-    })
+    }
 }
 
 /// The current thread's wait for `ticket` (no deadline), switching to the
 /// hand-off first: [`wait`]'s common case in a few steps, and [`wait`]
 /// itself for everything else (a kill, a result that came before we
-/// blocked, a wake-up without a result).
-fn fast_wait(ticket: Ticket, mut h: Handoff) -> Outcome {
+/// blocked, a wake-up without a result). The outcome goes to `out`
+/// ([`deliver`]); a message is written into the frame straight from our
+/// result slot, under our IPC lock, with no copy of it on the way.
+fn fast_wait(ticket: Ticket, mut h: Handoff, out: &mut TrapFrame) -> Result<(), Error> {
     let cur = sched::current();
     cur.set_state(ThreadState::Blocked);
     // Ordering: `set_state` is a SeqCst store (an `xchg`, a full barrier)
@@ -200,28 +234,44 @@ fn fast_wait(ticket: Ticket, mut h: Handoff) -> Outcome {
     // it here, or its exchange sees Blocked and queues us (as in `wait`).
     let ready = cur.killed() || cur.ipc.inner.lock_irqs_off().result.is_some();
     if ready && cur.try_unblock() {
-        return wait(ticket, None, h);
+        return deliver(wait(ticket, None, h), out);
     }
     match h.take() {
         Some(next) => sched::switch_direct(next),
         None => sched::block(),
     }
     drop(h);
-    let got = cur.ipc.inner.lock_irqs_off().result.take();
+    let got = {
+        let mut g = cur.ipc.inner.lock_irqs_off();
+        match &g.result {
+            // The common case: the message, from the slot to the frame.
+            Some(Outcome::Msg(m)) => {
+                put_msg(out, m);
+                g.result = None;
+                None
+            }
+            _ => Some(g.result.take()),
+        }
+    };
     match got {
-        Some(o) => {
+        None => {
             cur.ipc.claim.finish();
-            o
+            Ok(())
+        }
+        Some(Some(o)) => {
+            cur.ipc.claim.finish();
+            deliver(o, out)
         }
         // Woken without a result (a kill): the general loop.
-        None => wait(ticket, None, Handoff::none()),
+        Some(None) => deliver(wait(ticket, None, Handoff::none()), out),
     }
 }
 
 /// What the fast `reply_recv` did.
 pub enum ReplyRecv {
-    /// The whole operation: the message received.
-    Done(Result<Msg, Error>),
+    /// The whole operation: the message received (in the frame's output
+    /// registers), or the receive's error.
+    Done(Result<(), Error>),
     /// Not eligible; nothing changed.
     NotTaken,
     /// The reply is done (or was dropped: its caller is gone); the receive
@@ -231,8 +281,9 @@ pub enum ReplyRecv {
 
 /// The fast `reply_recv`: the register-only reply `m` to the caller this
 /// thread holds, then a receive on `ep` (buffer `buf`, `capacity` bytes, no
-/// timeout) that queues us, and the switch back to the caller.
-pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> ReplyRecv {
+/// timeout) that queues us, and the switch back to the caller; what it
+/// receives goes into `out`'s output registers.
+pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize, out: &mut TrapFrame) -> ReplyRecv {
     let cur = sched::current();
     if cur.killed() {
         return ReplyRecv::NotTaken;
@@ -294,11 +345,8 @@ pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize) -> ReplyRecv {
     }
     let pc = crate::arch::percpu::this();
     pc.fast_replies.fetch_add(1, Ordering::Relaxed);
-    ReplyRecv::Done(match fast_wait(tk, h) {
-        Outcome::Msg(m) => Ok(m),
-        Outcome::Err(e) => Err(e),
-        // Not bound (checked above; binding needs this thread to run).
-        // `Retry` ends only a caller's wait, never a receive.
-        Outcome::Notified(_) | Outcome::Retry => Err(Error::InvalidArgument),
-    })
+    // Not bound (checked above; binding needs this thread to run), and
+    // `Retry` ends only a caller's wait, never a receive: `deliver` makes
+    // both `InvalidArgument`.
+    ReplyRecv::Done(fast_wait(tk, h, out))
 }

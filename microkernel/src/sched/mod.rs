@@ -241,7 +241,10 @@ fn schedule_inner(requeue: bool) {
         return;
     }
     c.migrate_prev.store(migrate, Ordering::Relaxed);
-    switch_to(cur, next);
+    // Our clone goes before the switch: a dying thread never comes back to
+    // drop it (PerCpu's reference is the one `switch_to` hands on).
+    drop(cur);
+    switch_to(current(), next);
 }
 
 fn idle_thread(c: &CpuSched) -> Arc<Thread> {
@@ -249,7 +252,11 @@ fn idle_thread(c: &CpuSched) -> Arc<Thread> {
     unsafe { (*c.idle_thread.get()).clone().expect("idle thread exists") }
 }
 
-fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
+/// Switches from `prev`, this CPU's running thread (the one PerCpu's
+/// current-thread pointer holds a reference to), to `next`. Borrowed: the
+/// reference that moves into the CPU's `prev` cell is PerCpu's own, so no
+/// clone of `prev` is made and dropped per switch.
+fn switch_to(prev: &Thread, next: Arc<Thread>) {
     let cpu = me();
     // Only the CPU that popped `next` may run it, and it was not on a CPU when
     // popped (checked in schedule_inner; the idle thread is only ever ours).
@@ -306,11 +313,13 @@ fn switch_to(prev: Arc<Thread>, next: Arc<Thread>) {
 
     let prev_rsp = &mut pctx.saved_rsp as *mut u64;
     let next_rsp = nctx.saved_rsp;
+    // `prev` is the current thread, so its address is that pointer's.
+    debug_assert_eq!(prev as *const Thread as u64, percpu::current_thread());
     percpu::set_current(Arc::into_raw(next) as u64);
     // PerCpu's reference to prev moves into `prev`, released after the switch.
-    // SAFETY: current_thread held a strong reference to prev (invariant).
-    let prev_ref = unsafe { Arc::from_raw(Arc::as_ptr(&prev)) };
-    drop(prev);
+    // SAFETY: current_thread held a strong reference to prev (invariant),
+    // made by `Arc::into_raw` of an `Arc<Thread>`.
+    let prev_ref = unsafe { Arc::from_raw(prev as *const Thread) };
     // SAFETY: this CPU's own cell.
     unsafe { *here().prev.get() = Some(prev_ref) };
     // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
@@ -464,7 +473,7 @@ pub fn switch_direct(next: Arc<Thread>) {
     // The slice is not renewed: `next` runs out the rest of it, so a pair
     // handing the CPU back and forth is still preempted when it ends and
     // threads queued here get their turn (the queue was bypassed).
-    switch_to(current_arc(), next);
+    switch_to(current(), next);
 }
 
 /// Makes a blocked thread ready. Returns false if it was not blocked.

@@ -81,7 +81,9 @@ impl FpuState {
         Some(FpuState { area: p })
     }
 
-    /// Saves this CPU's FPU registers into the area.
+    /// Saves this CPU's FPU registers into the area. (Inlined: it is on
+    /// every switch, where the call would cost more than the body.)
+    #[inline(always)]
     pub fn save(&self) {
         let p = self.area.as_ptr();
         // SAFETY: the area is 64-byte aligned and as large as CPUID says the
@@ -97,7 +99,8 @@ impl FpuState {
         }
     }
 
-    /// Loads the area into this CPU's FPU registers.
+    /// Loads the area into this CPU's FPU registers. (Inlined: see `save`.)
+    #[inline(always)]
     pub fn restore(&self) {
         let p = self.area.as_ptr();
         // SAFETY: the area holds a state written by `new` or `save` (reserved
