@@ -113,19 +113,9 @@ fn start_echo(cpu: u64, mode: u64) -> Result<(Endpoint, util::Thread), &'static 
     Ok((ep, t))
 }
 
+/// Stops the echo thread `t` serving `ep`, then closes `ep`.
 fn stop_echo(ep: Endpoint, t: util::Thread) -> TestResult {
-    ok(
-        ipc::call(
-            ep,
-            &Message {
-                label: STOP,
-                words: [0; 6],
-            },
-            Some(GUARD_US),
-        ),
-        "stop the echo",
-    )?;
-    util::expect_ok(t.join()?)?;
+    stop_echo_thread(ep, t)?;
     ok(ipc::handle_close(ep.0), "close")
 }
 
