@@ -45,6 +45,9 @@ const STACK_PAGES: usize = (KSTACK_BYTES / 4096) as usize;
 /// hold fit below [`PREALLOC_SLOTS`] (checked with the thread limits).
 pub const PURGE_BATCH: usize = 64;
 
+/// Serialises [`purge`]s (see there).
+static PURGE: IrqMutex<()> = IrqMutex::new(());
+
 static SLOTS: IrqMutex<Slots> = IrqMutex::new(Slots {
     next: 0,
     free: Vec::new(),
@@ -156,6 +159,13 @@ impl Drop for KernelStack {
 /// a batch is full, and by `sysinfo` so the free-memory figure it reports
 /// is exact (the leak checks compare it).
 pub fn purge() {
+    // Held for the whole purge: a second caller (`sysinfo` above all) waits
+    // until an in-flight purge has freed its frames, so the free-memory figure
+    // it reads afterwards is exact (without it a `fuzz-smp4` run saw one
+    // stack, 32 KiB, missing: another CPU's purge was still in its
+    // shootdown). Waiters spin serving shootdowns (`IrqMutex`), so holding it
+    // across the flush cannot deadlock; order: PURGE, then SLOTS.
+    let _in_flight = PURGE.lock();
     let batch = core::mem::take(&mut SLOTS.lock().unflushed);
     if batch.is_empty() {
         return;
