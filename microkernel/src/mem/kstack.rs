@@ -140,15 +140,24 @@ impl Drop for KernelStack {
         // frames nor the slot are reused before a flush on every CPU. Held
         // back until a batch is full (then one flush for all), so the
         // unmapped pages are never reachable through a new mapping meanwhile.
-        let full = {
-            let mut s = SLOTS.lock();
-            let _ = s.unflushed.push(Unflushed {
-                slot: self.slot,
-                frames,
-            });
-            s.unflushed.is_full()
+        let mut u = Unflushed {
+            slot: self.slot,
+            frames,
         };
-        if full {
+        loop {
+            // Another CPU may have filled the batch since our last look (its
+            // purge not yet begun): then purge first and try again, never
+            // drop the stack on the floor.
+            let pushed = SLOTS.lock().unflushed.push(u);
+            match pushed {
+                Ok(()) => break,
+                Err(back) => {
+                    u = back;
+                    purge();
+                }
+            }
+        }
+        if SLOTS.lock().unflushed.is_full() {
             purge();
         }
     }
