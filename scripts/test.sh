@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Host-testable crates (unit tests and host clippy).
-HOST_CRATES=(mica kcore abi wire kv fuzz)
+HOST_CRATES=(mica kcore abi wire kv fuzz loader)
 # Crates built for x86_64-unknown-none (clippy for that target).
-KERNEL_CRATES=(mica-kernel init libipc kv tests bench fuzz)
+KERNEL_CRATES=(mica-kernel init libipc kv tests bench fuzz loader)
 
 pkg_flags() {
   local c
@@ -34,6 +34,11 @@ trap_cleanup() { rm -rf "$LOGS"; }
 
 stage "host unit tests (${HOST_CRATES[*]})"
 cargo test "${HOST_P[@]}" 2>&1 | tee "$LOGS/unit.log"
+
+# The ELF loader's host fuzzer (servers/loader/src/fuzz.rs): a seeded mutation
+# loop for LOADER_FUZZ_SECS seconds (20 unless set); LOADER_FUZZ_SEED replays.
+stage "loader fuzz (${LOADER_FUZZ_SECS:-20}s)"
+cargo test -p loader --lib fuzz_timed -- --ignored --nocapture
 
 stage "format (cargo fmt --check)"
 cargo fmt --all -- --check

@@ -84,7 +84,7 @@ pub(crate) fn check<'a>(
     limits: &Limits,
 ) -> Result<Relocations<'a>, LoadError> {
     let bytes = file_bytes(image, dynamic, index)?;
-    if bytes.len() as u64 % DYN_SIZE != 0 {
+    if !(bytes.len() as u64).is_multiple_of(DYN_SIZE) {
         return Err(LoadError::BadDynamic);
     }
     let (mut rela, mut relasz, mut relaent) = (None, None, None);

@@ -107,7 +107,7 @@ pub fn build(
     let bottom = stack_top
         .checked_sub(buf.len() as u64)
         .ok_or(StackError::BadStackTop)?;
-    if stack_top % 16 != 0 || stack_top > USER_END {
+    if !stack_top.is_multiple_of(16) || stack_top > USER_END {
         return Err(StackError::BadStackTop);
     }
 

@@ -90,7 +90,7 @@ impl FakeSpace {
 impl Target for FakeSpace {
     type Error = FakeError;
     fn map(&mut self, start: u64, len: u64, perms: Perms) -> Result<(), FakeError> {
-        if start % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 || len == 0 {
+        if !start.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) || len == 0 {
             return Err(FakeError::Unaligned);
         }
         if self.maps.iter().any(|m| start < m.1 && m.0 < start + len) {
@@ -124,7 +124,7 @@ impl Target for FakeSpace {
         Ok(())
     }
     fn protect(&mut self, start: u64, len: u64, perms: Perms) -> Result<(), FakeError> {
-        if start % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 {
+        if !start.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
             return Err(FakeError::Unaligned);
         }
         if !self.mapped(start, len) {
@@ -216,8 +216,8 @@ fn exec_applied_to_a_fake_space_matches_byte_for_byte() {
     assert_eq!(space.read(b + 0x2080, 0x2f80), vec![0; 0x2f80]);
     assert_eq!(space.read(b + 0x1123, 0xedd), vec![0; 0xedd]);
     assert_eq!(space.read(b, 64), image[..64].to_vec());
-    assert_eq!(space.perms_at(b + 0x1000).unwrap().execute, true);
-    assert_eq!(space.perms_at(b + 0x2000).unwrap().write, true);
+    assert!(space.perms_at(b + 0x1000).unwrap().execute);
+    assert!(space.perms_at(b + 0x2000).unwrap().write);
 }
 
 /// The expected relocation stores of `testelf::pie` at `base`.
@@ -1024,7 +1024,8 @@ fn stack_bounds_are_errors() {
     let long = vec![b'a'; stack::MAX_STRING + 1];
     let big = vec![b'a'; stack::MAX_STRING];
     let bigs = vec![&big[..]; 9];
-    let cases: [(&[&[u8]], &[&[u8]], u64, StackError); 8] = [
+    type Case<'a> = (&'a [&'a [u8]], &'a [&'a [u8]], u64, StackError);
+    let cases: [Case<'_>; 8] = [
         (&many, &[], TOP, StackError::TooManyArgs),
         (&[], &many, TOP, StackError::TooManyEnvs),
         (&[&long], &[], TOP, StackError::StringTooLong),
