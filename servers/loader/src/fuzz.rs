@@ -226,6 +226,10 @@ fn check_invariants(p: &LoadPlan<'_>, image: &[u8], limits: &Limits) {
     }
 }
 
+fn relocated_at(p: &LoadPlan<'_>, a: u64) -> bool {
+    p.relocations().any(|r| a >= r.addr && a < r.addr + 8)
+}
+
 fn round(seed: u64, corpus: &[Vec<u8>]) -> bool {
     let mut rng = Rng(seed | 1);
     let mut image = corpus[rng.below(corpus.len() as u64) as usize].clone();
@@ -253,23 +257,35 @@ fn round(seed: u64, corpus: &[Vec<u8>]) -> bool {
     };
     check_invariants(&p, &image, &limits);
     let mut space = FakeSpace::default();
+    // Stale bytes where zeroing matters most (the first page, and the page
+    // where the file bytes end), so a skipped zero shows.
+    for s in p.segments() {
+        let file_end_page = (s.vaddr + s.file.len() as u64) & !(PAGE_SIZE - 1);
+        for page in [s.start, file_end_page.min(s.end - PAGE_SIZE)] {
+            space.dirty(page, PAGE_SIZE as usize);
+        }
+    }
     apply(&p, &mut space).expect("an accepted plan applies");
     for s in p.segments() {
         // Spot-check rather than compare whole (possibly 256 MiB) segments:
-        // the file bytes (minus relocated words) and the first BSS bytes.
+        // the file bytes (minus relocated words), the head of the first page
+        // and the first BSS bytes.
         let n = s.file.len().min(512);
         let got = space.read(s.vaddr, n);
         for (i, (&g, &w)) in got.iter().zip(s.file).enumerate() {
             let a = s.vaddr + i as u64;
-            let relocated = p.relocations().any(|r| a >= r.addr && a < r.addr + 8);
-            assert!(relocated || g == w, "byte at {a:#x}");
+            assert!(g == w || relocated_at(&p, a), "byte at {a:#x}");
+        }
+        let head = space.read(s.start, (s.vaddr - s.start) as usize);
+        for (i, &b) in head.iter().enumerate() {
+            let a = s.start + i as u64;
+            assert!(b == 0 || relocated_at(&p, a), "head byte at {a:#x}");
         }
         let tail = s.vaddr + s.file.len() as u64;
         let zeros = space.read(tail, ((s.end - tail).min(64)) as usize);
-        let relocated = |a: u64| p.relocations().any(|r| a >= r.addr && a < r.addr + 8);
         for (i, &b) in zeros.iter().enumerate() {
             assert!(
-                b == 0 || relocated(tail + i as u64),
+                b == 0 || relocated_at(&p, tail + i as u64),
                 "BSS byte at {:#x}",
                 tail + i as u64
             );

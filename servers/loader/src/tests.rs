@@ -75,14 +75,22 @@ impl FakeSpace {
             })
             .collect()
     }
+    /// Fills `len` bytes at `addr` with 0xAA, mapped or not (stale memory).
+    pub fn dirty(&mut self, addr: u64, len: usize) {
+        self.store(addr, &vec![0xAA; len]);
+    }
     fn store(&mut self, addr: u64, bytes: &[u8]) {
-        for (i, &b) in bytes.iter().enumerate() {
-            let a = addr + i as u64;
+        let mut done = 0;
+        while done < bytes.len() {
+            let a = addr + done as u64;
+            let off = (a % PAGE_SIZE) as usize;
+            let n = (bytes.len() - done).min(PAGE_SIZE as usize - off);
             let page = self
                 .pages
-                .entry(a & !(PAGE_SIZE - 1))
+                .entry(a - off as u64)
                 .or_insert_with(|| Box::new([0; 4096]));
-            page[(a % PAGE_SIZE) as usize] = b;
+            page[off..off + n].copy_from_slice(&bytes[done..done + n]);
+            done += n;
         }
     }
 }
@@ -140,7 +148,7 @@ impl Target for FakeSpace {
 fn load_dirty(plan: &LoadPlan<'_>) -> FakeSpace {
     let mut space = FakeSpace::default();
     for s in plan.segments() {
-        space.store(s.start, &vec![0xAA; s.len() as usize]);
+        space.dirty(s.start, s.len() as usize);
     }
     apply(plan, &mut space).expect("apply");
     space
@@ -218,6 +226,24 @@ fn exec_applied_to_a_fake_space_matches_byte_for_byte() {
     assert_eq!(space.read(b, 64), image[..64].to_vec());
     assert!(space.perms_at(b + 0x1000).unwrap().execute);
     assert!(space.perms_at(b + 0x2000).unwrap().write);
+}
+
+#[test]
+fn bytes_before_an_unaligned_segment_start_are_zeroed() {
+    // The data segment starts 0x40 into its page (as lld lays out segments
+    // without -zseparate-loadable-segments): the page's first 0x40 bytes
+    // belong to no segment and must read as zero, not as stale memory or
+    // the file bytes before p_offset.
+    let mut s = testelf::exec();
+    let b = testelf::EXEC_BASE;
+    s.phdrs[3] = load(RW, 0x2040, b + 0x2040, 0x40, 0x1000);
+    let image = s.build();
+    let p = plan(&image, 0, &Limits::DEFAULT).unwrap();
+    assert_eq!(p.segments()[2].zero_ranges()[0], (b + 0x2000, 0x40));
+    let space = load_dirty(&p);
+    check_image(&p, &space, &[]);
+    assert_eq!(space.read(b + 0x2000, 0x40), vec![0; 0x40]);
+    assert_eq!(space.read(b + 0x2040, 0x40), image[0x2040..0x2080].to_vec());
 }
 
 /// The expected relocation stores of `testelf::pie` at `base`.
