@@ -176,6 +176,13 @@ fn corpus() -> Vec<Vec<u8>> {
     c.push(s.build());
     c.push(testelf::pie_with_relocs(&[(0x1000, 8, 0), (0x3000, 1, 0)]).build());
     c.push(Vec::new());
+    // What linkers make: a static PIE, and init as the build links it.
+    c.push(crate::tests::LINKED_PIE.to_vec());
+    if let Some(dir) = crate::tests::real_elf_dir() {
+        if let Ok(init) = std::fs::read(dir.join("init")) {
+            c.push(init);
+        }
+    }
     c
 }
 

@@ -878,7 +878,7 @@ fn every_error_displays() {
 // ---------------------------------------------------------------------------
 // The programs the build produces.
 
-fn real_elf_dir() -> Option<std::path::PathBuf> {
+pub(crate) fn real_elf_dir() -> Option<std::path::PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
@@ -930,6 +930,43 @@ fn programs_from_the_build_are_accepted_and_match_their_boot_images() {
         }
     }
     assert!(seen >= 4, "only {seen} programs found in {}", dir.display());
+}
+
+/// A static PIE as rustc and rust-lld make it (see testdata/README.md).
+pub(crate) const LINKED_PIE: &[u8] = include_bytes!("testdata/pie.elf");
+
+/// The linker's own PIE: its relocations, read by `plan`, equal
+/// `.rela.dyn` as the `elf` crate's section reader sees it, and the loaded
+/// image matches byte for byte at several bases.
+#[test]
+fn a_static_pie_from_the_linker_loads_at_any_base() {
+    use elf::endian::LittleEndian;
+    let file = elf::ElfBytes::<LittleEndian>::minimal_parse(LINKED_PIE).unwrap();
+    let shdr = file.section_header_by_name(".rela.dyn").unwrap().unwrap();
+    let relas: Vec<_> = file.section_data_as_relas(&shdr).unwrap().collect();
+    assert_eq!(relas.len(), 8, "the fixture has 8 RELATIVE relocations");
+    for base in [0x1_0000, PIE_BASE, 0x5555_5555_4000] {
+        let p = plan(LINKED_PIE, base, &Limits::DEFAULT).unwrap();
+        assert_eq!(p.kind(), Kind::Pie);
+        assert_eq!(p.entry(), base + file.ehdr.e_entry);
+        assert_eq!(p.segments().len(), 4);
+        let want: Vec<_> = relas
+            .iter()
+            .map(|r| (base + r.r_offset, base.wrapping_add(r.r_addend as u64)))
+            .collect();
+        let got: Vec<_> = p.relocations().map(|r| (r.addr, r.value)).collect();
+        assert_eq!(got, want);
+        // RELRO covers the first RW segment's page: read-only after the
+        // stores into it.
+        assert_eq!(p.relro(), Some((base + 0x2000, 0x1000)));
+        let space = load_dirty(&p);
+        check_image(&p, &space, &want);
+        assert_eq!(space.perms_at(base + 0x2418), Some(Perms::R));
+        assert!(space.perms_at(base + 0x3528).unwrap().write);
+        // TABLE[0] (the first relocation) points at a byte holding 1.
+        let ptr = u64::from_le_bytes(space.read(base + 0x2418, 8).try_into().unwrap());
+        assert_eq!(space.read(ptr, 1), [1]);
+    }
 }
 
 // ---------------------------------------------------------------------------
