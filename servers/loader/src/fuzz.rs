@@ -17,13 +17,17 @@
 //! (20 unless set) from `LOADER_FUZZ_SEED` (the clock unless set):
 //! `scripts/test.sh` runs it.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use abi::layout::{PAGE_SIZE, USER_END, USER_MIN};
 
 use crate::plan::{EHDR_SIZE, PHDR_SIZE};
 use crate::tests::FakeSpace;
-use crate::{apply, plan, stack, testelf, Limits, LoadPlan};
+use crate::{apply, plan, stack, testelf, Limits, LoadError, LoadPlan};
+
+/// How many distinct errors `fuzz_smoke`'s 3,000 rounds must provoke.
+const MIN_VARIANTS: usize = 30;
 
 /// xorshift64*: small, seedable, good enough to drive mutations.
 struct Rng(u64);
@@ -237,7 +241,9 @@ fn relocated_at(p: &LoadPlan<'_>, a: u64) -> bool {
     p.relocations().any(|r| a >= r.addr && a < r.addr + 8)
 }
 
-fn round(seed: u64, corpus: &[Vec<u8>]) -> bool {
+/// One round: `Ok` if the image was accepted (and every check passed),
+/// else the error `plan` gave.
+fn round(seed: u64, corpus: &[Vec<u8>]) -> Result<(), LoadError> {
     let mut rng = Rng(seed | 1);
     let mut image = corpus[rng.below(corpus.len() as u64) as usize].clone();
     for _ in 0..1 + rng.below(4) {
@@ -259,9 +265,7 @@ fn round(seed: u64, corpus: &[Vec<u8>]) -> bool {
     } else {
         Limits::DEFAULT
     };
-    let Ok(p) = plan(&image, base, &limits) else {
-        return false;
-    };
+    let p = plan(&image, base, &limits)?;
     check_invariants(&p, &image, &limits);
     let mut space = FakeSpace::default();
     // Stale bytes where zeroing matters most (the first page, and the page
@@ -321,21 +325,34 @@ fn round(seed: u64, corpus: &[Vec<u8>]) -> bool {
     )
     .expect("stack");
     assert_eq!(rsp % 16, 0);
-    true
+    Ok(())
 }
 
-/// Runs rounds until `budget` is spent (or `max_rounds` is reached);
-/// returns (rounds, accepted).
-fn run(seed: u64, budget: Duration, max_rounds: u64) -> (u64, u64) {
+/// What a run saw: rounds, accepted images, and how often each error
+/// variant (by name) was the verdict.
+struct Outcome {
+    rounds: u64,
+    accepted: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+/// Runs rounds until `budget` is spent (or `max_rounds` is reached).
+fn run(seed: u64, budget: Duration, max_rounds: u64) -> Outcome {
     let corpus = corpus();
     let t0 = Instant::now();
     let mut master = Rng(seed | 1);
     let (mut rounds, mut accepted) = (0u64, 0u64);
+    let mut errors = BTreeMap::new();
     while rounds < max_rounds && t0.elapsed() < budget {
         let s = master.next();
         let r = std::panic::catch_unwind(|| round(s, &corpus));
         match r {
-            Ok(ok) => accepted += u64::from(ok),
+            Ok(Ok(())) => accepted += 1,
+            Ok(Err(e)) => {
+                let name = format!("{e:?}");
+                let name = name.split([' ', '(']).next().unwrap_or("").to_string();
+                *errors.entry(name).or_insert(0) += 1;
+            }
             Err(e) => {
                 eprintln!("loader fuzz: round seed {s:#x} (master seed {seed:#x}) failed");
                 std::panic::resume_unwind(e);
@@ -343,16 +360,23 @@ fn run(seed: u64, budget: Duration, max_rounds: u64) -> (u64, u64) {
         }
         rounds += 1;
     }
-    (rounds, accepted)
+    Outcome {
+        rounds,
+        accepted,
+        errors,
+    }
 }
 
 #[test]
 fn fuzz_smoke() {
-    let (rounds, accepted) = run(0x5eed_1234, Duration::from_secs(60), 3000);
-    assert_eq!(rounds, 3000);
+    let o = run(0x5eed_1234, Duration::from_secs(60), 3000);
+    assert_eq!(o.rounds, 3000);
+    eprintln!("loader fuzz smoke: {} accepted, verdicts {:?}", o.accepted, o.errors);
     // The mutations must leave some images valid, or the invariants are
-    // never exercised.
-    assert!(accepted > 100, "only {accepted} accepted");
+    // never exercised, and must reach most rules, or the fuzzer only ever
+    // tests the header checks.
+    assert!(o.accepted > 100, "only {} accepted", o.accepted);
+    assert!(o.errors.len() >= MIN_VARIANTS, "only {:?}", o.errors);
 }
 
 #[test]
@@ -372,7 +396,13 @@ fn fuzz_timed() {
                 .as_nanos() as u64
         });
     eprintln!("loader fuzz: seed {seed:#x} (LOADER_FUZZ_SEED), {secs} s");
-    let (rounds, accepted) = run(seed, Duration::from_secs(secs), u64::MAX);
-    eprintln!("loader fuzz: {rounds} rounds, {accepted} accepted, no failure");
-    assert!(rounds > 0);
+    let o = run(seed, Duration::from_secs(secs), u64::MAX);
+    eprintln!(
+        "loader fuzz: {} rounds, {} accepted, {} error variants seen, no failure",
+        o.rounds,
+        o.accepted,
+        o.errors.len()
+    );
+    eprintln!("loader fuzz: verdicts {:?}", o.errors);
+    assert!(o.rounds > 0);
 }
