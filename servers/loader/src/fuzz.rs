@@ -371,7 +371,10 @@ fn run(seed: u64, budget: Duration, max_rounds: u64) -> Outcome {
 fn fuzz_smoke() {
     let o = run(0x5eed_1234, Duration::from_secs(60), 3000);
     assert_eq!(o.rounds, 3000);
-    eprintln!("loader fuzz smoke: {} accepted, verdicts {:?}", o.accepted, o.errors);
+    eprintln!(
+        "loader fuzz smoke: {} accepted, verdicts {:?}",
+        o.accepted, o.errors
+    );
     // The mutations must leave some images valid, or the invariants are
     // never exercised, and must reach most rules, or the fuzzer only ever
     // tests the header checks.

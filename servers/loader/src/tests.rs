@@ -308,6 +308,20 @@ fn empty_segments_and_unknown_types_are_skipped() {
 }
 
 #[test]
+fn overlaps_tells_whether_a_range_shares_a_page_with_a_segment() {
+    // The server places the stack and its guard page with this.
+    let image = testelf::exec().build();
+    let p = plan(&image, 0, &Limits::DEFAULT).unwrap();
+    let b = testelf::EXEC_BASE;
+    assert!(p.overlaps(b + 0x4fff, 1));
+    assert!(p.overlaps(b - 0x1000, 0x1001));
+    assert!(!p.overlaps(b + 0x5000, 0x1000));
+    assert!(!p.overlaps(b - 0x1000, 0x1000));
+    assert!(!p.overlaps(u64::MAX - 0xfff, 0x1000));
+    assert!(!p.overlaps(b, 0));
+}
+
+#[test]
 fn phdr_address_is_found_without_pt_phdr() {
     let mut s = testelf::exec();
     s.phdrs[0].p_type = 0x6fff_0001;
