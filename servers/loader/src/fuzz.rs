@@ -10,7 +10,9 @@
 //!   here from the plan's public view, independently of how it was made;
 //! - applying it to a strict fake address space succeeds and leaves
 //!   exactly the file bytes and relocation stores, zeros elsewhere;
-//! - the initial stack builds for it and reads back.
+//! - the initial stack, from random arguments (some past the bounds) at a
+//!   random top in a random buffer, reads back exactly, or is refused for
+//!   a reason that holds, checked from the inputs.
 //!
 //! `fuzz_smoke` runs a few thousand rounds with every `cargo test`;
 //! `fuzz_timed` (ignored by default) runs for `LOADER_FUZZ_SECS` seconds
@@ -313,19 +315,85 @@ fn round(seed: u64, corpus: &[Vec<u8>]) -> Result<(), LoadError> {
     for (&a, &b) in &stores {
         assert_eq!(space.read(a, 1)[0], b, "relocated byte at {a:#x}");
     }
-    let mut buf = vec![0u8; 2048];
-    let top = 0x7fff_ff00_0000;
-    let rsp = stack::build(
-        &mut buf,
-        top,
-        &[b"prog", b"x"],
-        &[b"A=B"],
-        &p.aux(),
-        &[9; 16],
-    )
-    .expect("stack");
-    assert_eq!(rsp % 16, 0);
+    stack_round(&mut rng, &p.aux());
     Ok(())
+}
+
+/// A random string: mostly short, sometimes at or past the length bound,
+/// rarely holding a NUL.
+fn arg(rng: &mut Rng) -> Vec<u8> {
+    let len = match rng.below(16) {
+        0 => stack::MAX_STRING + rng.below(2) as usize,
+        1 => rng.below(stack::MAX_STRING as u64) as usize,
+        _ => rng.below(24) as usize,
+    };
+    let mut v: Vec<u8> = (0..len).map(|_| (rng.next() as u8).max(1)).collect();
+    if !v.is_empty() && rng.chance(64) {
+        let i = rng.below(v.len() as u64) as usize;
+        v[i] = 0;
+    }
+    v
+}
+
+/// Builds an initial stack from random arguments into a random buffer at a
+/// random top. Accepted: it reads back exactly and `rsp` is aligned.
+/// Refused: the reason holds, checked from the inputs.
+fn stack_round(rng: &mut Rng, aux: &crate::AuxValues) {
+    let count = |rng: &mut Rng| match rng.below(32) {
+        0 => stack::MAX_ARGS + rng.below(2) as usize,
+        _ => rng.below(6) as usize,
+    };
+    let (na, ne) = (count(rng), count(rng));
+    let argv: Vec<Vec<u8>> = (0..na).map(|_| arg(rng)).collect();
+    let envp: Vec<Vec<u8>> = (0..ne).map(|_| arg(rng)).collect();
+    let a: Vec<&[u8]> = argv.iter().map(|v| &v[..]).collect();
+    let e: Vec<&[u8]> = envp.iter().map(|v| &v[..]).collect();
+    let top = match rng.below(8) {
+        0 => rng.next() & (USER_END * 2 - 1),
+        1 => USER_END,
+        _ => 0x7fff_ff00_0000 - 16 * rng.below(1 << 20),
+    };
+    let mut buf = vec![0u8; [256, 4096, 40 * 1024][rng.below(3) as usize]];
+    let mut random = [0u8; 16];
+    random[..8].copy_from_slice(&rng.next().to_le_bytes());
+    random[8..].copy_from_slice(&rng.next().to_le_bytes());
+    let strings: usize = a.iter().chain(&e).map(|s| s.len() + 1).sum();
+    // The psABI layout's size, from the inputs: AT_RANDOM's bytes, the
+    // strings, argc, argv + NULL, envp + NULL, the auxv pairs (PHENT, PHNUM,
+    // PAGESZ, ENTRY, RANDOM, NULL, and PHDR and BASE when known), then rsp
+    // rounded down to 16.
+    let pairs = 6 + usize::from(aux.phdr.is_some()) + usize::from(aux.base.is_some());
+    let need = (16 + strings + 8 * (na + ne + 3) + 16 * pairs) as u64;
+    let too_small = top
+        .checked_sub(need)
+        .is_none_or(|rsp| (rsp & !15) < top.saturating_sub(buf.len() as u64));
+    match stack::build(&mut buf, top, &a, &e, aux, &random) {
+        Ok(rsp) => {
+            assert!(!too_small, "built in a buffer too small");
+            assert_eq!(rsp % 16, 0);
+            assert_eq!(rsp, (top - need) & !15);
+            assert!(rsp >= top - buf.len() as u64 && rsp < top);
+            let got = crate::tests::parse_stack(&buf, top, rsp);
+            assert_eq!((got.argv, got.envp, got.random), (argv, envp, random));
+        }
+        Err(err) => {
+            use stack::StackError::*;
+            let holds = match err {
+                TooManyArgs => na > stack::MAX_ARGS,
+                TooManyEnvs => ne > stack::MAX_ENVS,
+                StringTooLong => a.iter().chain(&e).any(|s| s.len() > stack::MAX_STRING),
+                StringHasNul => a.iter().chain(&e).any(|s| s.contains(&0)),
+                TooMuchData => strings > stack::MAX_STRINGS_TOTAL,
+                BadStackTop => top % 16 != 0 || top > USER_END || top < buf.len() as u64,
+                StackTooSmall => too_small,
+            };
+            assert!(
+                holds,
+                "{err:?} with {na} args, {ne} envs, {strings} bytes, top {top:#x}, buffer {}",
+                buf.len()
+            );
+        }
+    }
 }
 
 /// What a run saw: rounds, accepted images, and how often each error

@@ -990,14 +990,14 @@ const TOP: u64 = 0x7fff_ff00_0000;
 
 /// What a built stack says, read back the way a C runtime's `_start` would.
 #[derive(Debug, PartialEq)]
-struct Parsed {
-    argv: Vec<Vec<u8>>,
-    envp: Vec<Vec<u8>>,
-    auxv: Vec<(u64, u64)>,
-    random: [u8; 16],
+pub(crate) struct Parsed {
+    pub argv: Vec<Vec<u8>>,
+    pub envp: Vec<Vec<u8>>,
+    pub auxv: Vec<(u64, u64)>,
+    pub random: [u8; 16],
 }
 
-fn parse_stack(buf: &[u8], top: u64, rsp: u64) -> Parsed {
+pub(crate) fn parse_stack(buf: &[u8], top: u64, rsp: u64) -> Parsed {
     let bottom = top - buf.len() as u64;
     let word = |a: u64| {
         let i = (a - bottom) as usize;
