@@ -23,10 +23,10 @@ use abi::status;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use libipc::ipc::{self, Endpoint, Notification};
 use libipc::names::{valid_name, Names, Reply, Request, BUFFER, MAX_NAME, MAX_NAMES};
+use libipc::println;
 use libipc::server::{self, Caller};
 use libipc::sys::{self, ProcessHandle};
 use libipc::wire::{Handle, Handler};
-use libipc::println;
 
 /// A server init starts and restarts.
 pub struct Spec {
@@ -96,16 +96,19 @@ extern "C" fn service_thread(_arg: u64) -> ! {
     let _ = sys::set_priority(INIT_PRIORITY);
     let ep = Endpoint(ENDPOINT.load(Ordering::Relaxed));
     let mut svc = Service::new(boot_info());
-    for slot in 0..SERVERS.len() {
+    for (slot, spec) in SERVERS.iter().enumerate() {
         match svc.spawn(slot) {
             Ok(watch) => {
-                if spawn_stack(watcher_thread, (slot as u64) | (u64::from(watch.raw()) << 32))
-                    .is_err()
+                if spawn_stack(
+                    watcher_thread,
+                    (slot as u64) | (u64::from(watch.raw()) << 32),
+                )
+                .is_err()
                 {
-                    println!("init: cannot watch {}", SERVERS[slot].name);
+                    println!("init: cannot watch {}", spec.name);
                 }
             }
-            Err(e) => println!("init: cannot start {}: {e}", SERVERS[slot].name),
+            Err(e) => println!("init: cannot start {}: {e}", spec.name),
         }
     }
     let (mut a, mut b) = ([0u8; BUFFER], [0u8; BUFFER]);
@@ -364,7 +367,9 @@ impl Service {
     }
 
     fn exited(&mut self, badge: u64, slot: u64, st: u64) -> Reply<'static> {
-        let Some(slot) = usize::try_from(slot).ok().filter(|&s| badge == 0 && s < SERVERS.len())
+        let Some(slot) = usize::try_from(slot)
+            .ok()
+            .filter(|&s| badge == 0 && s < SERVERS.len())
         else {
             return Reply::Denied {};
         };

@@ -41,8 +41,8 @@ mod ipc_order;
 mod kv;
 mod leaks;
 mod lifecycle;
-mod names;
 mod mem;
+mod names;
 mod process;
 mod regs;
 mod rev_layers;
@@ -460,8 +460,14 @@ const CASES: &[Case] = &[
     // --- names (issue 11 item 1) ---
     ("names_kv_found_by_name", names::kv_found_by_name),
     ("names_bad_input_is_refused", names::bad_input_is_refused),
-    ("names_stale_endpoint_after_restart", names::stale_endpoint_after_restart),
-    ("names_supervision_survives_100_kills", names::supervision_survives_100_kills),
+    (
+        "names_stale_endpoint_after_restart",
+        names::stale_endpoint_after_restart,
+    ),
+    (
+        "names_supervision_survives_100_kills",
+        names::supervision_survives_100_kills,
+    ),
 ];
 
 #[no_mangle]

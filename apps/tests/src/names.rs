@@ -47,7 +47,9 @@ macro_rules! with {
 }
 
 /// `r` without borrows (a `Server` record's name becomes `"kv"` or `"?"`).
-fn owned(r: Result<Reply<'_>, CallError<libipc::Error>>) -> Result<Reply<'static>, CallError<libipc::Error>> {
+fn owned(
+    r: Result<Reply<'_>, CallError<libipc::Error>>,
+) -> Result<Reply<'static>, CallError<libipc::Error>> {
     r.map(|r| match r {
         Reply::Server {
             name,
@@ -143,7 +145,12 @@ pub fn bad_input_is_refused() -> TestResult {
     let ep = service()?;
     let long = [b'a'; MAX_NAME + 1];
     let long = core::str::from_utf8(&long).unwrap_or("");
-    let bad = [("", "empty"), (long, "too long"), ("KV", "capital"), ("k v", "space")];
+    let bad = [
+        ("", "empty"),
+        (long, "too long"),
+        ("KV", "capital"),
+        ("k v", "space"),
+    ];
     for (name, what) in bad {
         let want = Ok(Reply::BadName {
             max: MAX_NAME as u64,
@@ -293,10 +300,7 @@ pub fn stale_endpoint_after_restart() -> TestResult {
         .count()
         .map(|r| matches!(r, kv::Reply::Count { .. }));
     let _ = handle_close(new.0);
-    check(
-        back == Ok(true),
-        "the new kv does not answer",
-    )?;
+    check(back == Ok(true), "the new kv does not answer")?;
     check(inst2 > inst, "the new instance is not newer")?;
     let (_, restarts1, _) = kv_record(ep)?;
     expect(restarts1, restarts0 + 1, "restarts counted")
@@ -429,7 +433,7 @@ pub fn supervision_survives_100_kills() -> TestResult {
     let mut rng = util_seed();
     let mut recover_us = [0u64; KILLS as usize];
     let mut outcome: TestResult = Ok(());
-    for k in 0..KILLS as usize {
+    for (k, recovered) in recover_us.iter_mut().enumerate() {
         // Every client has called the current instance: the kill lands on
         // a fresh call (or between calls), never on a retry.
         let t0 = sys::clock_ns();
@@ -458,7 +462,7 @@ pub fn supervision_survives_100_kills() -> TestResult {
         }
         match names::lookup_newer(ep, "kv", inst, BACK_NS) {
             Ok((h, i)) => {
-                recover_us[k] = (sys::clock_ns() - killed) / 1000;
+                *recovered = (sys::clock_ns() - killed) / 1000;
                 let _ = handle_close(h.0);
                 inst = i;
             }

@@ -8,9 +8,9 @@
 
 #[cfg(target_os = "none")]
 mod ring3 {
-    use kv::{Kernel, Kv, Store, BUFFER};
     use abi::bootinfo::names::SUPERVISED_ARG;
     use abi::rights;
+    use kv::{Kernel, Kv, Store, BUFFER};
     use libipc::ipc::{endpoint_create, handle_close, handle_dup, signal, Endpoint, Notification};
     use libipc::server::Caller;
     use libipc::wire::CopiedHandle;
