@@ -178,7 +178,7 @@ for n in 1 2 4 8; do
     '^\[pid 1\] Hello from userland!' \
     '^\[ *WARN cpu[0-9]+\] syscall fault: pid [0-9]+ tid [0-9]+: syscall return address not a user address$' \
     "${TESTS_COUNTS[@]}" \
-    '^\[ *WARN cpu[0-9]+\] user fault: pid 2 \(tests\) tid [0-9]+ #UD invalid opcode: error=0x0 RIP=0x[0-9a-f]+ ' \
+    '^\[ *WARN cpu[0-9]+\] user fault: pid 3 \(tests\) tid [0-9]+ #UD invalid opcode: error=0x0 RIP=0x[0-9a-f]+ ' \
     '^    at tests::faults::do_ud2 \(apps/tests/src/faults\.rs:[0-9]+\)$' \
     '^\[ *WARN cpu[0-9]+\] user fault: pid [0-9]+ \(\?\) tid [0-9]+ #UD invalid opcode: ' \
     '^mica: shutdown requested by init \(success\)' \
