@@ -43,6 +43,9 @@ pub const SERVERS: &[Spec] = &[Spec {
     module: modules::KV,
 }];
 
+/// Names other than the supervised ones (each of those has its slot).
+const OTHER_NAMES: usize = MAX_NAMES - SERVERS.len();
+
 /// init's name-service endpoint (every right; set by [`start`] before any
 /// thread that reads it is spawned: `thread_spawn` orders it).
 static ENDPOINT: AtomicU32 = AtomicU32::new(0);
@@ -273,10 +276,23 @@ impl Service {
                 return Reply::Denied {};
             }
         }
-        let free = existing.or_else(|| self.names.iter().position(Option::is_none));
+        // Every supervised name keeps a slot of its own: other names take
+        // at most the rest, so filling the table cannot keep a restarted
+        // server from registering.
+        let others = self
+            .names
+            .iter()
+            .flatten()
+            .filter(|e| !SERVERS.iter().any(|s| s.name.as_bytes() == e.name()))
+            .count();
+        let room = supervised.is_some() || others < OTHER_NAMES;
+        let free = existing.or_else(|| {
+            room.then(|| self.names.iter().position(Option::is_none))
+                .flatten()
+        });
         let Some(i) = free else {
             return Reply::Full {
-                capacity: MAX_NAMES as u64,
+                capacity: OTHER_NAMES as u64,
             };
         };
         // Its kind first, through a copy with no rights (so no probe can

@@ -12,8 +12,10 @@
 //!
 //! # Names
 //! 1 to [`MAX_NAME`] bytes of `a-z`, `0-9`, `.`, `_`, `-`; at most
-//! [`MAX_NAMES`] registered at once. A bad name is [`Reply::BadName`], a
-//! full table [`Reply::Full`]. A name init supervises (its server table)
+//! [`MAX_NAMES`] registered at once, of which each supervised server's name
+//! keeps one slot (so other names cannot crowd out a restarted server). A
+//! bad name is [`Reply::BadName`], a full table [`Reply::Full`] (with how
+//! many names other than the supervised ones fit). A name init supervises (its server table)
 //! may be registered only by the instance init started for it
 //! ([`Reply::Denied`] otherwise); any other name belongs to whoever
 //! registered it first ([`Reply::Taken`] for anyone else; the owner may

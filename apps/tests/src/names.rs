@@ -257,7 +257,8 @@ fn ok_wire(r: Result<(), WireError>) -> TestResult {
 
 /// A stale endpoint: after `restart("kv")` the handle a client held fails
 /// with `PeerDied`, a lookup never returns the killed instance, and a
-/// newer one is found once kv registered again.
+/// newer one is found once kv registered again -- even with the table
+/// filled by this program's names (kv's slot is kept for it).
 pub fn stale_endpoint_after_restart() -> TestResult {
     let ep = service()?;
     let (old, inst) = names::lookup_newer(ep, "kv", 0, BACK_NS).map_err(|e| {
@@ -271,6 +272,33 @@ pub fn stale_endpoint_after_restart() -> TestResult {
         note!("restart: {r:?}");
         return Err("restart kv failed");
     }
+    // While kv is down (its name dropped), fill the table with our own
+    // names: it says Full before kv's reserved slot is taken, so the
+    // restarted kv can still register.
+    let mine = util::ok(endpoint_create(), "endpoint_create")?;
+    let mut full = None;
+    for i in 0..=MAX_NAMES as u8 {
+        let name = [b't', b'.', b'f', b'a' + i];
+        let name = core::str::from_utf8(&name).unwrap_or("t.f");
+        match with!(ep, |c| c.register(name, CopiedHandle(mine.0))) {
+            Ok(Reply::Registered { .. }) => {}
+            Ok(Reply::Full { capacity }) => {
+                full = Some(capacity);
+                break;
+            }
+            other => {
+                note!("register {name}: {other:?}");
+                let _ = handle_close(mine.0);
+                let _ = handle_close(old.0);
+                return Err("filling the table failed");
+            }
+        }
+    }
+    let _ = handle_close(mine.0);
+    check(
+        full.is_some_and(|c| c < MAX_NAMES as u64),
+        "the table never said Full before its end",
+    )?;
     let mut buf = [0u8; 64];
     let dead = kv::Client::new(Caller::new(old, GUARD_US), &mut buf)
         .count()
