@@ -9,7 +9,11 @@
 //!   a second copy of `bench` started as a yield peer, then prints `BENCH-DONE`;
 //! - `init=fuzz`: runs the `fuzz` module (the syscall fuzzer) with the
 //!   command line's `fuzz.*` parameters and powers off with its verdict;
-//! - nothing: exits after the greeting (the servers land here later).
+//! - nothing: exits after the greeting.
+//!
+//! Before any of them it starts its name service and the servers it
+//! supervises (`names.rs`) and prints `init: all servers up` once each
+//! has registered its name; `init=tests` gets a handle to the service.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -21,6 +25,12 @@ use abi::status::{self, Status};
 use libipc::bench::{Unit, ICOUNT_ARG, ICOUNT_CMDLINE_FLAG};
 use libipc::{println, sys};
 
+mod names;
+
+/// How long init waits for every server to register before it goes on
+/// without them (a loaded TCG host is slow; a passing boot takes ms).
+const SERVERS_UP_TIMEOUT_US: u32 = 20_000_000;
+
 #[no_mangle]
 fn main(arg: u64) -> i32 {
     println!("Hello from userland!");
@@ -30,7 +40,7 @@ fn main(arg: u64) -> i32 {
     }
     // SAFETY: the kernel maps the boot-information page read-only at `arg`
     // for init's whole life and never changes it.
-    let info = unsafe { &*(arg as *const BootInfo) };
+    let info: &'static BootInfo = unsafe { &*(arg as *const BootInfo) };
     if info.magic != MAGIC {
         println!("init: boot information page has a bad magic");
         return 1;
@@ -44,9 +54,11 @@ fn main(arg: u64) -> i32 {
         println!("init: cannot set its priority or its children's maximum");
         return 1;
     }
-    match cmdline_arg(info.cmdline(), modules::INIT_KEY) {
+    let program = cmdline_arg(info.cmdline(), modules::INIT_KEY);
+    start_servers(info, program == Some(modules::TESTS));
+    match program {
         None | Some("") => 0,
-        Some(modules::TESTS) => verdict(run_module(info, modules::TESTS, 0)),
+        Some(modules::TESTS) => verdict(run_tests(info)),
         Some(modules::BENCH) => bench(info),
         Some(modules::FUZZ) => fuzz(info),
         Some(other) => {
@@ -57,11 +69,65 @@ fn main(arg: u64) -> i32 {
     }
 }
 
+/// Starts the name service and the supervised servers and waits until
+/// each registered; goes on (saying so) if that fails or takes too long.
+fn start_servers(info: &'static BootInfo, test_controls: bool) {
+    let up = match names::start(info, test_controls) {
+        Ok(up) => up,
+        Err(why) => {
+            println!("init: no name service: {why}");
+            return;
+        }
+    };
+    match libipc::ipc::wait(up, Some(SERVERS_UP_TIMEOUT_US)) {
+        Ok(_) => println!("init: all servers up"),
+        Err(e) => println!("init: the servers did not all register: {e}"),
+    }
+}
+
+/// Runs the tests program with a handle to the name service.
+fn run_tests(info: &BootInfo) -> Option<Status> {
+    let pid = spawn(info, modules::TESTS, 0)?;
+    if let Err(e) = names::give(pid) {
+        println!("init: cannot give tests the name service: {e}");
+    }
+    match sys::process_wait(pid) {
+        Ok(word) => Some(status::decode(word)),
+        Err(e) => {
+            println!("init: waiting for tests failed: {e}");
+            None
+        }
+    }
+}
+
+/// Where init's own threads' stacks go (far from the image, the modules at
+/// `0x1000_0000_0000` and the main stack near the top).
+const STACK_REGION: u64 = 0x5000_0000_0000;
+/// Distance between two stacks (the unmapped rest is a guard).
+const STACK_STRIDE: u64 = 0x10_0000;
+/// Bytes of each stack.
+const STACK_BYTES: u64 = 64 * 1024;
+/// The next stack slot (init's threads never end, so slots are not reused).
+static NEXT_STACK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Starts `entry(arg)` in a new thread of init on a fresh stack.
+fn spawn_stack(entry: extern "C" fn(u64) -> !, arg: u64) -> Result<(), libipc::Error> {
+    // Relaxed: only distinct slots matter.
+    let n = NEXT_STACK.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    let stack = STACK_REGION + n * STACK_STRIDE;
+    sys::map_anon(stack, STACK_BYTES, abi::prot::WRITE)?;
+    // The top is 16-byte aligned (the kernel enters "as if called").
+    let t = sys::thread_spawn(entry, stack + STACK_BYTES, arg)?;
+    // Nobody joins init's threads: they end with init.
+    let _ = t.close();
+    Ok(())
+}
+
 fn module<'a>(info: &'a BootInfo, name: &str) -> Option<&'a ModuleDesc> {
     info.modules().iter().find(|m| m.name() == name)
 }
 
-fn module_bytes(m: &ModuleDesc) -> &'static [u8] {
+pub(crate) fn module_bytes(m: &ModuleDesc) -> &'static [u8] {
     // SAFETY: the kernel maps every module read-only at `addr` for `len`
     // bytes for init's whole life.
     unsafe { core::slice::from_raw_parts(m.addr as *const u8, m.len as usize) }

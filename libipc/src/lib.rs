@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod ipc;
+pub mod names;
 pub mod rt;
 pub mod server;
 pub mod sys;

@@ -69,7 +69,7 @@ fn got<'b>(r: &IpcRegs, buf: &'b [u8]) -> Got<'b> {
 }
 
 /// The message in the output registers, its bytes in `buf`.
-fn incoming<'b>(r: &IpcRegs, buf: &'b [u8]) -> Incoming<'b> {
+pub(crate) fn incoming<'b>(r: &IpcRegs, buf: &'b [u8]) -> Incoming<'b> {
     let nhandles = ipc::info_handles(r.rsi).min(wire::MAX_HANDLES);
     Incoming {
         label: r.rsi as u32,
@@ -206,10 +206,23 @@ impl Transport for Caller {
     type Error = Error;
 
     fn call<'b>(&mut self, frame: &Frame, buf: &'b mut [u8]) -> Result<Incoming<'b>, Error> {
-        let mut r = frame_regs(self.ep.0, frame, buf, self.timeout);
-        run_buf(Sysnum::IpcCall, &mut r, buf)?;
+        let r = call_regs(self.ep, frame, buf, self.timeout)?;
         Ok(incoming(&r, buf))
     }
+}
+
+/// Calls `ep` with `frame` from `buf`, the reply landing in `buf`: the
+/// output registers (read them with [`incoming`]). A failed call leaves
+/// `buf` as it was (the kernel writes it only with a reply).
+pub(crate) fn call_regs(
+    ep: Endpoint,
+    frame: &Frame,
+    buf: &mut [u8],
+    timeout: Timeout,
+) -> Result<IpcRegs, Error> {
+    let mut r = frame_regs(ep.0, frame, buf, timeout);
+    run_buf(Sysnum::IpcCall, &mut r, buf)?;
+    Ok(r)
 }
 
 /// The endpoint a parent gives this process first (`handle_give` right

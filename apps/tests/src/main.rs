@@ -42,6 +42,7 @@ mod kv;
 mod leaks;
 mod lifecycle;
 mod mem;
+mod names;
 mod process;
 mod regs;
 mod rev_layers;
@@ -455,6 +456,17 @@ const CASES: &[Case] = &[
     (
         "attack2_children_holding_each_other_are_freed",
         attack2::children_holding_each_other_are_freed,
+    ),
+    // --- names (issue 11 item 1) ---
+    ("names_kv_found_by_name", names::kv_found_by_name),
+    ("names_bad_input_is_refused", names::bad_input_is_refused),
+    (
+        "names_stale_endpoint_after_restart",
+        names::stale_endpoint_after_restart,
+    ),
+    (
+        "names_supervision_survives_100_kills",
+        names::supervision_survives_100_kills,
     ),
 ];
 

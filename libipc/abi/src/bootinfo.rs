@@ -114,3 +114,17 @@ mod tests {
         assert_eq!(cmdline_arg("k=v=w", "k"), Some("v=w"));
     }
 }
+
+/// How programs init starts find its name service (issue 11 item 1;
+/// libipc's `names` module has the protocol).
+pub mod names {
+    /// The handle number of the name-service endpoint in every program init
+    /// starts with it (the supervised servers, `init=tests`): init gives it
+    /// with `handle_give` right after `process_spawn`, so it is the child's
+    /// first handle (slot 0, generation 1). A badged SEND handle.
+    pub const HANDLE: u32 = 1 << 10;
+    /// The argument init starts a supervised server with: "register your
+    /// endpoint with the name service at [`HANDLE`]" (a server spawned by
+    /// another program gets its own endpoint there instead, argument 0).
+    pub const SUPERVISED_ARG: u64 = 0x4e41_4d45; // "NAME"
+}

@@ -374,6 +374,14 @@ pub trait Protocol {
     type Request<'a>: Message<'a>;
     /// The replies it sends.
     type Reply<'a>: Message<'a>;
+
+    /// Whether request `op` is marked `(idempotent)` in the declaration:
+    /// running it twice has the effect of running it once, so a client
+    /// whose server died mid-call may send it again (libipc's name-based
+    /// clients do, once). Unknown ops are not.
+    fn idempotent(_op: u32) -> bool {
+        false
+    }
 }
 
 /// What a server does with each (already checked) request.

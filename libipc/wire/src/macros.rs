@@ -34,8 +34,11 @@
 ///   [u8]`, `&'a str`) borrow: the received buffer. Both enums carry it (a
 ///   hidden, uninhabited variant uses it, so a protocol without borrowed
 ///   fields still compiles; a by-value `match` need not name it).
-/// - A request variant is `Name = op => fn method { fields }`; a reply
-///   variant `Name = label { fields }`. Ops and labels must be distinct and
+/// - A request variant is `Name = op => fn method { fields }`, or
+///   `Name = op (idempotent) => fn method { fields }` for a request that
+///   may safely run twice ([`Protocol::idempotent`](crate::Protocol::idempotent):
+///   a client may retry it after the server died); a reply variant
+///   `Name = label { fields }`. Ops and labels must be distinct and
 ///   not [`ERROR_LABEL`](crate::ERROR_LABEL) (checked at compile time).
 /// - Field types implement [`Field`](crate::Field); fields are laid out in
 ///   declaration order.
@@ -47,7 +50,7 @@ macro_rules! protocol {
     (
         $(#[$pm:meta])* $pv:vis protocol $proto:ident <$lt:lifetime>;
         $(#[$qm:meta])* $qv:vis enum $req:ident {
-            $( $(#[$vm:meta])* $var:ident = $op:literal => fn $method:ident { $($f:ident : $t:ty),* $(,)? } ),* $(,)?
+            $( $(#[$vm:meta])* $var:ident = $op:literal $(($idem:ident))? => fn $method:ident { $($f:ident : $t:ty),* $(,)? } ),* $(,)?
         }
         $(#[$rm:meta])* $rv:vis enum $rep:ident {
             $( $(#[$wm:meta])* $rvar:ident = $rop:literal { $($rf:ident : $rt:ty),* $(,)? } ),* $(,)?
@@ -61,6 +64,13 @@ macro_rules! protocol {
         impl $crate::Protocol for $proto {
             type Request<$lt> = $req<$lt>;
             type Reply<$lt> = $rep<$lt>;
+
+            fn idempotent(op: u32) -> bool {
+                match op {
+                    $( $op => false $(|| $crate::protocol!(@idempotent $idem))?, )*
+                    _ => false,
+                }
+            }
         }
 
         $crate::protocol!(@enum $lt; $(#[$qm])* $qv $req { $( $(#[$vm])* $var = $op { $($f : $t),* } ),* });
@@ -100,6 +110,9 @@ macro_rules! protocol {
             )*
         }
     };
+
+    // The only marker a request takes: `(idempotent)`.
+    (@idempotent idempotent) => { true };
 
     (@enum $lt:lifetime; $(#[$em:meta])* $ev:vis $name:ident {
         $( $(#[$vm:meta])* $var:ident = $op:literal { $($f:ident : $t:ty),* } ),*

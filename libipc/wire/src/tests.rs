@@ -10,8 +10,8 @@ crate::protocol! {
     pub protocol Test<'a>;
     /// Requests.
     pub enum Request {
-        /// No field.
-        Ping = 1 => fn ping {},
+        /// No field (idempotent: a client may send it again).
+        Ping = 1 (idempotent) => fn ping {},
         /// Words of each integer kind.
         Ints = 2 => fn ints { a: u64, b: u32, c: u16, d: u8, e: bool, f: i64 },
         /// Two byte strings and a str.
@@ -404,5 +404,16 @@ proptest! {
 impl Frame {
     fn handles(&self) -> &[u32] {
         &self.handles[..self.nhandles]
+    }
+}
+
+/// `(idempotent)` in the declaration is what `Protocol::idempotent` says,
+/// for that op only; an op nobody declared is not.
+#[test]
+fn idempotent_marks_only_the_marked_ops() {
+    use crate::Protocol;
+    assert!(Test::idempotent(1));
+    for op in [2, 3, 4, 0, 99, crate::ERROR_LABEL] {
+        assert!(!Test::idempotent(op), "op {op}");
     }
 }

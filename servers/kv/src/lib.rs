@@ -40,13 +40,17 @@ wire::protocol! {
     /// What clients ask.
     pub enum Request {
         /// Stores `value` under `key`: `Stored`, `TooLong` or `Full`.
-        Put = 1 => fn put { key: &'a [u8], value: &'a [u8] },
+        /// Idempotent (marked so: a client by name retries it after the
+        /// server died): storing the same pair twice leaves the same store
+        /// (only `replaced` can differ). `Delete` is not marked, so a
+        /// client sees a death under it.
+        Put = 1 (idempotent) => fn put { key: &'a [u8], value: &'a [u8] },
         /// The value under `key`: `Value` or `NotFound`.
-        Get = 2 => fn get { key: &'a [u8] },
+        Get = 2 (idempotent) => fn get { key: &'a [u8] },
         /// Removes `key`: `Deleted` or `NotFound`.
         Delete = 3 => fn delete { key: &'a [u8] },
         /// How many pairs are held: `Count`.
-        Count = 4 => fn count {},
+        Count = 4 (idempotent) => fn count {},
         /// Ends the server: `Bye`, or `Denied` through a badged handle
         /// (only its owner's unbadged handle may).
         Shutdown = 5 => fn shutdown {},

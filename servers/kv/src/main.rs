@@ -1,13 +1,20 @@
-//! The key-value server: takes the endpoint its parent gives it, then
-//! serves the [`kv::Kv`] protocol with a [`kv::Store`] until its owner
-//! asks it to shut down.
+//! The key-value server: serves the [`kv::Kv`] protocol with a
+//! [`kv::Store`] until its owner asks it to shut down. Started by init
+//! (argument [`SUPERVISED_ARG`](abi::bootinfo::names::SUPERVISED_ARG)) it
+//! makes its endpoint and registers it as `kv` with the name service init
+//! gave it; started by another program (argument 0) it takes the endpoint
+//! that parent gives it.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 mod ring3 {
+    use abi::bootinfo::names::SUPERVISED_ARG;
+    use abi::rights;
     use kv::{Kernel, Kv, Store, BUFFER};
-    use libipc::ipc::{handle_close, signal, Notification};
-    use libipc::{println, server};
+    use libipc::ipc::{endpoint_create, handle_close, handle_dup, signal, Endpoint, Notification};
+    use libipc::server::Caller;
+    use libipc::wire::CopiedHandle;
+    use libipc::{names, println, server};
 
     /// The store's kernel side: the real syscalls.
     struct Syscalls;
@@ -26,9 +33,41 @@ mod ring3 {
     /// How long to wait for the parent's `handle_give`.
     const GIVE_TIMEOUT_NS: u64 = 5_000_000_000;
 
+    /// The badge of the handle clients get by name: not the owner's
+    /// unbadged one, so no client can shut the supervised server down.
+    const NAMED_BADGE: u64 = 1;
+
+    /// Makes an endpoint and registers it as `kv`; returns it.
+    fn register() -> Option<Endpoint> {
+        let names = server::first_endpoint(GIVE_TIMEOUT_NS)?;
+        let ep = endpoint_create().ok()?;
+        let copy = handle_dup(
+            ep.0,
+            rights::SEND | rights::DUPLICATE | rights::TRANSFER,
+            NAMED_BADGE,
+        )
+        .ok()?;
+        let mut buf = [0u8; names::BUFFER];
+        let mut c = names::Client::new(Caller::new(names, None), &mut buf);
+        let r = c.register("kv", CopiedHandle(copy));
+        let _ = handle_close(copy);
+        match r {
+            Ok(names::Reply::Registered { .. }) => Some(ep),
+            other => {
+                println!("kv: registering failed: {other:?}");
+                None
+            }
+        }
+    }
+
     #[no_mangle]
-    fn main(_arg: u64) -> i32 {
-        let Some(ep) = server::first_endpoint(GIVE_TIMEOUT_NS) else {
+    fn main(arg: u64) -> i32 {
+        let ep = if arg == SUPERVISED_ARG {
+            register()
+        } else {
+            server::first_endpoint(GIVE_TIMEOUT_NS)
+        };
+        let Some(ep) = ep else {
             println!("kv: no endpoint was given");
             return 1;
         };

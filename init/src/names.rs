@@ -1,0 +1,448 @@
+//! init's name service and supervisor (issue 11 item 1): one thread serves
+//! [`libipc::names::Names`] on init's endpoint and owns every piece of
+//! state; one watcher thread per supervised server waits for its process
+//! to end and reports it to the service with the internal `Exited` request
+//! (init's own unbadged handle, badge 0), whose reply names the successor
+//! to watch. So the registry has a single owner and needs no lock.
+//!
+//! The servers are the [`SERVERS`] table: each is started from its boot
+//! module with [`SUPERVISED_ARG`], given a badged SEND handle to the
+//! service at [`abi::bootinfo::names::HANDLE`], and registers its name.
+//! Once every one has registered, the service signals the notification
+//! main waits on (`init: all servers up`). When a server dies the service
+//! logs `init: <name> died (<status>), restarting`, drops its names (a
+//! lookup never returns the dead endpoint once init knows), starts it
+//! again from its boot module and the new instance registers anew.
+
+use crate::spawn_stack;
+use abi::bootinfo::names::SUPERVISED_ARG;
+use abi::bootinfo::{modules, BootInfo};
+use abi::limits::INIT_PRIORITY;
+use abi::rights;
+use abi::status;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use libipc::ipc::{self, Endpoint, Notification};
+use libipc::names::{valid_name, Names, Reply, Request, BUFFER, MAX_NAME, MAX_NAMES};
+use libipc::println;
+use libipc::server::{self, Caller};
+use libipc::sys::{self, ProcessHandle};
+use libipc::wire::{Handle, Handler};
+
+/// A server init starts and restarts.
+pub struct Spec {
+    /// The name it registers (and `servers` shows).
+    pub name: &'static str,
+    /// Its boot module.
+    pub module: &'static str,
+}
+
+/// The supervised servers, started in this order (console, loader and
+/// procmgr join when they exist).
+pub const SERVERS: &[Spec] = &[Spec {
+    name: "kv",
+    module: modules::KV,
+}];
+
+/// Names other than the supervised ones (each of those has its slot).
+const OTHER_NAMES: usize = MAX_NAMES - SERVERS.len();
+
+/// init's name-service endpoint (every right; set by [`start`] before any
+/// thread that reads it is spawned: `thread_spawn` orders it).
+static ENDPOINT: AtomicU32 = AtomicU32::new(0);
+/// The notification the service signals once every server registered.
+static UP: AtomicU32 = AtomicU32::new(0);
+/// The boot-information page's address (set before the thread starts).
+static INFO: AtomicU64 = AtomicU64::new(0);
+/// Whether `Restart` (the test-only control) is allowed: `init=tests`.
+static TEST_CONTROLS: AtomicU32 = AtomicU32::new(0);
+/// The next badge a client of the service gets (0 is init's own).
+static NEXT_BADGE: AtomicU64 = AtomicU64::new(1);
+
+/// Starts the service thread, which starts the servers. `Err` if the
+/// endpoint, the notification or the thread could not be made.
+pub fn start(info: &'static BootInfo, test_controls: bool) -> Result<Notification, &'static str> {
+    let ep = ipc::endpoint_create().map_err(|_| "cannot create its endpoint")?;
+    let up = ipc::notification_create().map_err(|_| "cannot create a notification")?;
+    // Relaxed: the thread_spawn below is a syscall that publishes these to
+    // the new thread (it starts after the kernel saw them stored).
+    ENDPOINT.store(ep.0, Ordering::Relaxed);
+    UP.store(up.0, Ordering::Relaxed);
+    INFO.store(info as *const BootInfo as u64, Ordering::Relaxed);
+    TEST_CONTROLS.store(u32::from(test_controls), Ordering::Relaxed);
+    spawn_stack(service_thread, 0).map_err(|_| "cannot start its name-service thread")?;
+    Ok(up)
+}
+
+/// Gives the program `child` a badged SEND handle to the service at
+/// [`abi::bootinfo::names::HANDLE`] (its first handle if it has none yet).
+pub fn give(child: ProcessHandle) -> Result<u64, libipc::Error> {
+    let ep = ENDPOINT.load(Ordering::Relaxed);
+    // Relaxed: badges only need to be distinct.
+    let badge = NEXT_BADGE.fetch_add(1, Ordering::Relaxed);
+    let h = ipc::handle_dup(
+        ep,
+        rights::SEND | rights::DUPLICATE | rights::TRANSFER,
+        badge,
+    )?;
+    let r = ipc::handle_give(child, h, rights::SEND);
+    let _ = ipc::handle_close(h);
+    r.map(|_| badge)
+}
+
+fn boot_info() -> &'static BootInfo {
+    // SAFETY: `start` stored the address of the boot-information page,
+    // which the kernel maps read-only for init's whole life.
+    unsafe { &*(INFO.load(Ordering::Relaxed) as *const BootInfo) }
+}
+
+extern "C" fn service_thread(_arg: u64) -> ! {
+    let _ = sys::set_priority(INIT_PRIORITY);
+    let ep = Endpoint(ENDPOINT.load(Ordering::Relaxed));
+    let mut svc = Service::new(boot_info());
+    for (slot, spec) in SERVERS.iter().enumerate() {
+        match svc.spawn(slot) {
+            Ok(watch) => {
+                if spawn_stack(
+                    watcher_thread,
+                    (slot as u64) | (u64::from(watch.raw()) << 32),
+                )
+                .is_err()
+                {
+                    println!("init: cannot watch {}", spec.name);
+                }
+            }
+            Err(e) => println!("init: cannot start {}: {e}", spec.name),
+        }
+    }
+    let (mut a, mut b) = ([0u8; BUFFER], [0u8; BUFFER]);
+    let e = server::serve::<Names, _>(ep, &mut svc, &mut a, &mut b);
+    println!("init: the name service ended: {e:?}");
+    sys::thread_exit(1)
+}
+
+/// The one place that learns a supervised process ended (today a thread
+/// blocked in `process_wait`; an exit notification can replace it).
+fn wait_for_exit(p: ProcessHandle) -> u64 {
+    match p.wait() {
+        Ok(word) => word,
+        // Not ours any more (cannot happen: nobody else waits): report it
+        // as killed so the server is started again.
+        Err(_) => status::exited(-1),
+    }
+}
+
+/// A watcher: waits for slot `arg & 0xffff_ffff`'s process (handle `arg >>
+/// 32`), reports its end and watches the successor the service names.
+extern "C" fn watcher_thread(arg: u64) -> ! {
+    let _ = sys::set_priority(INIT_PRIORITY);
+    let slot = arg & 0xffff_ffff;
+    let mut p = ProcessHandle::from_raw((arg >> 32) as u32);
+    let ep = Endpoint(ENDPOINT.load(Ordering::Relaxed));
+    let mut buf = [0u8; BUFFER];
+    loop {
+        let st = wait_for_exit(p);
+        loop {
+            let mut c = libipc::names::Client::new(Caller::new(ep, None), &mut buf);
+            match c.exited(slot, st) {
+                Ok(Reply::Respawned { process }) if process != 0 => {
+                    p = ProcessHandle::from_raw(process as u32);
+                    break;
+                }
+                // Could not start it now: try again shortly.
+                _ => sys::sleep_ns(50_000_000),
+            }
+        }
+    }
+}
+
+/// One registered name.
+#[derive(Clone, Copy)]
+struct Entry {
+    name: [u8; MAX_NAME],
+    len: usize,
+    /// init's copy: SEND | DUPLICATE | TRANSFER, never RECV.
+    ep: u32,
+    /// The badge of the registrant.
+    owner: u64,
+    instance: u64,
+}
+
+impl Entry {
+    fn name(&self) -> &[u8] {
+        &self.name[..self.len]
+    }
+}
+
+/// A supervised server's state.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// The running instance (init's handle: kill, give), if any.
+    process: Option<ProcessHandle>,
+    /// Its badge: the registrations it may make.
+    badge: u64,
+    restarts: u64,
+    registered: bool,
+}
+
+struct Service {
+    info: &'static BootInfo,
+    names: [Option<Entry>; MAX_NAMES],
+    slots: [Slot; SERVERS.len()],
+    next_instance: u64,
+    up_signalled: bool,
+}
+
+impl Service {
+    fn new(info: &'static BootInfo) -> Self {
+        Service {
+            info,
+            names: [None; MAX_NAMES],
+            slots: [Slot::default(); SERVERS.len()],
+            next_instance: 1,
+            up_signalled: false,
+        }
+    }
+
+    /// Starts slot `slot`'s server: returns the handle its watcher waits on.
+    fn spawn(&mut self, slot: usize) -> Result<ProcessHandle, libipc::Error> {
+        let spec = &SERVERS[slot];
+        let m = self
+            .info
+            .modules()
+            .iter()
+            .find(|m| m.name() == spec.module)
+            .ok_or(libipc::Error::NotFound)?;
+        let p = sys::process_spawn(crate::module_bytes(m), SUPERVISED_ARG)?;
+        let started = give(p).and_then(|badge| p.dup(rights::WAIT).map(|w| (badge, w)));
+        match started {
+            Ok((badge, watch)) => {
+                self.slots[slot] = Slot {
+                    process: Some(p),
+                    badge,
+                    registered: false,
+                    ..self.slots[slot]
+                };
+                Ok(watch)
+            }
+            Err(e) => {
+                // It would wait for its name service for ever: end it.
+                let _ = p.kill();
+                let _ = p.wait();
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops every name `owner` registered.
+    fn drop_owner(&mut self, owner: u64) {
+        for e in self.names.iter_mut() {
+            if let Some(x) = e {
+                if x.owner == owner {
+                    let _ = ipc::handle_close(x.ep);
+                    *e = None;
+                }
+            }
+        }
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.names
+            .iter()
+            .position(|e| e.is_some_and(|e| e.name() == name.as_bytes()))
+    }
+
+    fn register(&mut self, badge: u64, name: &str, h: u32) -> Reply<'static> {
+        // The received copy is ours to close whatever the answer.
+        let r = self.register_inner(badge, name, h);
+        let _ = ipc::handle_close(h);
+        r
+    }
+
+    fn register_inner(&mut self, badge: u64, name: &str, h: u32) -> Reply<'static> {
+        if !valid_name(name) {
+            return Reply::BadName {
+                max: MAX_NAME as u64,
+            };
+        }
+        let existing = self.find(name);
+        if let Some(i) = existing {
+            if self.names[i].is_some_and(|e| e.owner != badge) {
+                return Reply::Taken {};
+            }
+        }
+        let supervised = SERVERS.iter().position(|s| s.name == name);
+        if let Some(slot) = supervised {
+            if self.slots[slot].process.is_none() || self.slots[slot].badge != badge {
+                return Reply::Denied {};
+            }
+        }
+        // Every supervised name keeps a slot of its own: other names take
+        // at most the rest, so filling the table cannot keep a restarted
+        // server from registering.
+        let others = self
+            .names
+            .iter()
+            .flatten()
+            .filter(|e| !SERVERS.iter().any(|s| s.name.as_bytes() == e.name()))
+            .count();
+        let room = supervised.is_some() || others < OTHER_NAMES;
+        let free = existing.or_else(|| {
+            room.then(|| self.names.iter().position(Option::is_none))
+                .flatten()
+        });
+        let Some(i) = free else {
+            return Reply::Full {
+                capacity: OTHER_NAMES as u64,
+            };
+        };
+        // Its kind first, through a copy with no rights (so no probe can
+        // act on it), then init's copy with the rights it keeps.
+        let probe = match ipc::handle_dup(h, 0, 0) {
+            Ok(p) => p,
+            Err(libipc::Error::NoMemory) => return Reply::NoRoom {},
+            Err(_) => return Reply::NoRights {},
+        };
+        let endpoint = is_endpoint(probe);
+        let _ = ipc::handle_close(probe);
+        if !endpoint {
+            return Reply::NotEndpoint {};
+        }
+        let ours = match ipc::handle_dup(h, rights::SEND | rights::DUPLICATE | rights::TRANSFER, 0)
+        {
+            Ok(ours) => ours,
+            Err(libipc::Error::NoMemory) => return Reply::NoRoom {},
+            Err(_) => return Reply::NoRights {},
+        };
+        if let Some(old) = self.names[i] {
+            let _ = ipc::handle_close(old.ep);
+        }
+        let mut n = [0u8; MAX_NAME];
+        n[..name.len()].copy_from_slice(name.as_bytes());
+        let instance = self.next_instance;
+        self.next_instance += 1;
+        self.names[i] = Some(Entry {
+            name: n,
+            len: name.len(),
+            ep: ours,
+            owner: badge,
+            instance,
+        });
+        if let Some(slot) = supervised {
+            self.slots[slot].registered = true;
+            self.signal_up_once();
+        }
+        Reply::Registered { instance }
+    }
+
+    /// Once every supervised server registered (the first time), tells
+    /// main (`init: all servers up`).
+    fn signal_up_once(&mut self) {
+        if !self.up_signalled && self.slots.iter().all(|s| s.registered) {
+            self.up_signalled = true;
+            let _ = ipc::signal(Notification(UP.load(Ordering::Relaxed)), 1);
+        }
+    }
+
+    fn lookup(&mut self, name: &str) -> Reply<'static> {
+        if !valid_name(name) {
+            return Reply::BadName {
+                max: MAX_NAME as u64,
+            };
+        }
+        let Some(e) = self.find(name).and_then(|i| self.names[i]) else {
+            return Reply::NotFound {};
+        };
+        // A new handle, moved to the caller with the reply (the kernel
+        // closes it if the caller is gone).
+        match ipc::handle_dup(e.ep, rights::SEND | rights::TRANSFER, 0) {
+            Ok(h) => Reply::Found {
+                ep: Handle(h),
+                instance: e.instance,
+            },
+            Err(_) => Reply::NoRoom {},
+        }
+    }
+
+    fn restart(&mut self, badge: u64, name: &str) -> Reply<'static> {
+        // Test-only: a kill switch for every supervised server.
+        if TEST_CONTROLS.load(Ordering::Relaxed) == 0 || badge == 0 {
+            return Reply::Denied {};
+        }
+        let Some(slot) = SERVERS.iter().position(|s| s.name == name) else {
+            return Reply::NotFound {};
+        };
+        let Some(p) = self.slots[slot].process else {
+            // Already restarting.
+            return Reply::Restarting {};
+        };
+        let _ = p.kill();
+        // Its names go now, so no lookup after this reply sees them.
+        self.drop_owner(self.slots[slot].badge);
+        self.slots[slot].registered = false;
+        Reply::Restarting {}
+    }
+
+    fn exited(&mut self, badge: u64, slot: u64, st: u64) -> Reply<'static> {
+        let Some(slot) = usize::try_from(slot)
+            .ok()
+            .filter(|&s| badge == 0 && s < SERVERS.len())
+        else {
+            return Reply::Denied {};
+        };
+        let name = SERVERS[slot].name;
+        if let Some(p) = self.slots[slot].process.take() {
+            println!("init: {name} died ({:?}), restarting", status::decode(st));
+            let _ = p.close();
+            let owner = self.slots[slot].badge;
+            self.drop_owner(owner);
+            self.slots[slot].registered = false;
+            self.slots[slot].restarts += 1;
+        }
+        match self.spawn(slot) {
+            Ok(watch) => Reply::Respawned {
+                process: u64::from(watch.raw()),
+            },
+            Err(e) => {
+                println!("init: cannot restart {name}: {e}");
+                Reply::Respawned { process: 0 }
+            }
+        }
+    }
+
+    fn server(&self, index: u64) -> Reply<'static> {
+        let Some((spec, s)) = usize::try_from(index)
+            .ok()
+            .and_then(|i| Some((SERVERS.get(i)?, self.slots[i])))
+        else {
+            return Reply::End {};
+        };
+        Reply::Server {
+            name: spec.name,
+            pid: s.process.map_or(0, |p| p.id()),
+            restarts: s.restarts,
+            registered: s.registered && s.process.is_some(),
+        }
+    }
+}
+
+/// Whether `h` (a handle with no rights) names an endpoint. Each probe checks the object's kind before the right, so on
+/// a handle without the right it changes nothing: a notification answers
+/// `signal` with `PermissionDenied`, a process `process_kill` and a thread
+/// `thread_kill` likewise; an endpoint answers all three `WrongType`.
+fn is_endpoint(h: u32) -> bool {
+    ipc::signal(Notification(h), 0) == Err(libipc::Error::WrongType)
+        && sys::process_kill(ProcessHandle::from_raw(h)) == Err(libipc::Error::WrongType)
+        && sys::thread_kill(sys::ThreadHandle::from_raw(h)) == Err(libipc::Error::WrongType)
+}
+
+impl Handler<Names> for Service {
+    fn handle<'r>(&'r mut self, badge: u64, req: Request<'r>) -> Reply<'r> {
+        match req {
+            Request::Register { name, ep } => self.register(badge, name, ep.0),
+            Request::Lookup { name } => self.lookup(name),
+            Request::Server { index } => self.server(index),
+            Request::Restart { name } => self.restart(badge, name),
+            Request::Exited { slot, status } => self.exited(badge, slot, status),
+        }
+    }
+}
