@@ -30,6 +30,7 @@ mod console;
 mod cpu_state;
 mod entry;
 mod fastpath;
+mod fastpath3;
 mod faults;
 mod fpu;
 mod gpr;
@@ -455,6 +456,11 @@ const CASES: &[Case] = &[
     (
         "attack2_children_holding_each_other_are_freed",
         attack2::children_holding_each_other_are_freed,
+    ),
+    // --- fastpath3 (issue 10) ---
+    (
+        "fastpath3_killed_spawner_leaves_no_child",
+        fastpath3::killed_spawner_leaves_no_child,
     ),
 ];
 
