@@ -6,10 +6,18 @@
 //!   handle installed where no thread can name it (breakit2's note 2):
 //!   the syscall exit of the killed spawner kills the child and closes the
 //!   handle, so the process count settles back.
+//! - [`first_fpu_use_after_many_switches_sees_init_state`]: a thread that
+//!   never touched the FPU makes thousands of fast-path round trips to a
+//!   server whose SIMD/x87 registers hold live values (so no XSAVE/XRSTOR
+//!   is done for it: the first-use trap, CR0.TS), then uses the FPU for the
+//!   first time: it must see the init state, never the server's values;
+//!   afterwards both sides keep their own values across more round trips.
 
+use crate::fpu::{self, SimdState};
 use crate::lifecycle::{code, info, settle};
 use crate::note;
-use crate::util::{self, TestResult};
+use crate::util::{self, check, ok, TestResult};
+use libipc::ipc::{self, Endpoint, Message};
 use abi::bootimg::{encode, SegmentSpec, SEG_R, SEG_X};
 use abi::{prot, Sysnum};
 use core::arch::global_asm;
@@ -127,5 +135,120 @@ fn rounds() -> TestResult {
         }
     }
     note!("{inside} spawns killed inside, {after} completed first");
+    Ok(())
+}
+
+const STOP: u32 = 0xdead;
+const CALLS: u64 = 2000;
+/// Set by the FPU server when its registers were wrong after a receive.
+static SERVER_BAD: AtomicU64 = AtomicU64::new(0);
+
+/// An echo on CPU 0 whose SIMD/FPU registers hold pattern `arg >> 32` for
+/// its whole life, checked after every receive. `arg`: endpoint (low 32).
+extern "C" fn fpu_server(arg: u64) -> ! {
+    let ep = Endpoint(arg as u32);
+    if sys::set_affinity(0).is_err() {
+        sys::thread_exit(1);
+    }
+    let avx = util::has_avx();
+    let want = SimdState::pattern(arg >> 32);
+    fpu::load(&want, avx);
+    let mut got = SimdState::zeroed();
+    let mut next = ipc::recv(ep, None);
+    loop {
+        let Ok(ipc::Received::Msg { msg, .. }) = next else {
+            sys::thread_exit(3);
+        };
+        fpu::store(&mut got, avx);
+        if !same(&got, &want, avx) {
+            SERVER_BAD.fetch_add(1, Ordering::SeqCst);
+        }
+        if msg.label == STOP {
+            let _ = ipc::reply(&Message::default());
+            sys::thread_exit(0);
+        }
+        next = ipc::reply_recv(ep, &msg, None);
+    }
+}
+
+/// `got` holds `want` as `fpu::store` reads it back (XMM, YMM upper halves
+/// with `avx`; MXCSR and FCW without their status bits), quietly.
+fn same(got: &SimdState, want: &SimdState, avx: bool) -> bool {
+    let lanes = if avx { 4 } else { 2 };
+    got.regs
+        .iter()
+        .zip(want.regs.iter())
+        .all(|(g, w)| g[..lanes] == w[..lanes])
+        && got.mxcsr & !0x3f == want.mxcsr & !0x3f
+        && got.fcw & 0x0f3f == want.fcw & 0x0f3f
+}
+
+/// `CALLS` register-only round trips to the server.
+fn ping(ep: Endpoint, after: impl Fn() -> TestResult) -> TestResult {
+    for i in 0..CALLS {
+        let m = Message {
+            label: 1 + i as u32,
+            words: [i, i + 1, i + 2, i + 3, i + 4, i + 5],
+        };
+        if ok(ipc::call(ep, &m, Some(3_000_000)), "call")? != m {
+            return Err("a reply was not the echo of its call");
+        }
+        after()?;
+    }
+    Ok(())
+}
+
+/// Case: see the module docs. The case's own thread is the client: it is
+/// fresh, and this code is soft-float, so nothing touched the FPU in it
+/// before `fpu::store` below.
+pub fn first_fpu_use_after_many_switches_sees_init_state() -> TestResult {
+    check(util::pin0(), "set_affinity(0)")?;
+    SERVER_BAD.store(0, Ordering::SeqCst);
+    let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
+    let t = util::spawn(fpu_server, ep.0 as u64 | 0x5eed_0003 << 32)?;
+    let avx = util::has_avx();
+    let r = (|| {
+        ping(ep, || Ok(()))?;
+        // The first FPU instruction of this thread, after 2 * CALLS
+        // switches to and from a server with live values.
+        let mut got = SimdState::zeroed();
+        fpu::store(&mut got, avx);
+        let mut init = SimdState::zeroed();
+        init.mxcsr = 0x1f80;
+        init.fcw = 0x037f;
+        if let Err(e) = got.check(&init, avx) {
+            note!("first FPU use after {} round trips", CALLS);
+            return Err(e);
+        }
+        let want = SimdState::pattern(0x0c1e_0004);
+        fpu::load(&want, avx);
+        let bad = AtomicU64::new(0);
+        ping(ep, || {
+            let mut got = SimdState::zeroed();
+            fpu::store(&mut got, avx);
+            if !same(&got, &want, avx) {
+                bad.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })?;
+        if bad.load(Ordering::Relaxed) != 0 {
+            note!("client's registers wrong after {} calls", bad.load(Ordering::Relaxed));
+            return Err("the client's SIMD/FPU state changed");
+        }
+        Ok(())
+    })();
+    let stop = Message {
+        label: STOP,
+        words: [0; 6],
+    };
+    ok(ipc::call(ep, &stop, Some(3_000_000)), "stop the server")?;
+    util::expect_ok(t.join()?)?;
+    ok(ipc::handle_close(ep.0), "close")?;
+    r?;
+    let srv = SERVER_BAD.load(Ordering::SeqCst);
+    if srv != 0 {
+        note!("server's registers wrong after {srv} receives");
+        return Err("the server's SIMD/FPU state changed");
+    }
     Ok(())
 }

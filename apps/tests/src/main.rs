@@ -462,6 +462,10 @@ const CASES: &[Case] = &[
         "fastpath3_killed_spawner_leaves_no_child",
         fastpath3::killed_spawner_leaves_no_child,
     ),
+    (
+        "fastpath3_first_fpu_use_after_many_switches_sees_init_state",
+        fastpath3::first_fpu_use_after_many_switches_sees_init_state,
+    ),
 ];
 
 #[no_mangle]
