@@ -17,11 +17,11 @@ use crate::fpu::{self, SimdState};
 use crate::lifecycle::{code, info, settle};
 use crate::note;
 use crate::util::{self, check, ok, TestResult};
-use libipc::ipc::{self, Endpoint, Message};
 use abi::bootimg::{encode, SegmentSpec, SEG_R, SEG_X};
 use abi::{prot, Sysnum};
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
+use libipc::ipc::{self, Endpoint, Message};
 use libipc::sys;
 
 global_asm!(
@@ -232,7 +232,10 @@ pub fn first_fpu_use_after_many_switches_sees_init_state() -> TestResult {
             Ok(())
         })?;
         if bad.load(Ordering::Relaxed) != 0 {
-            note!("client's registers wrong after {} calls", bad.load(Ordering::Relaxed));
+            note!(
+                "client's registers wrong after {} calls",
+                bad.load(Ordering::Relaxed)
+            );
             return Err("the client's SIMD/FPU state changed");
         }
         Ok(())
