@@ -216,6 +216,48 @@ pub fn call(ep: Endpoint, m: &Message, timeout: Timeout) -> Result<Message, Erro
     })
 }
 
+/// The register-only call: `label` and six words to `ep`, no buffer, no
+/// handles, no timeout; the reply's label and words come back in the same
+/// registers. The shape the kernel's fast path takes (docs/ipc.md section
+/// 5): nothing is marshalled through memory, so the user side of a round
+/// trip is the `syscall` and a few register moves. Returns the raw RAX
+/// (0 or a negated [`Error`]: [`abi::decode_result`]) so a timed loop can
+/// test it without building a `Result`.
+#[inline(always)]
+pub fn call_regs(ep: Endpoint, label: u32, words: &mut [u64; 6]) -> (u64, u32) {
+    let ret: u64;
+    let info: u64;
+    // SAFETY: a register-only call touches no user memory (RSI's buffer
+    // length and handle count are 0, R14/R15 are 0: no receive buffer, no
+    // timeout). RBX and RBP (the received handle numbers, 0 here) cannot be
+    // asm operands: they are saved on the stack around the `syscall`. RCX
+    // and R11 are clobbered by `syscall`; every other register is preserved
+    // by the kernel (the `abi` convention).
+    unsafe {
+        asm!(
+            "push rbp",
+            "push rbx",
+            "syscall",
+            "pop rbx",
+            "pop rbp",
+            inlateout("rax") Sysnum::IpcCall as u64 => ret,
+            inlateout("rdi") ep.0 as u64 => _,          // in: endpoint; out: badge
+            inlateout("rsi") label as u64 => info,      // in/out: MsgInfo (label only)
+            inlateout("rdx") words[0] => words[0],
+            inlateout("r10") words[1] => words[1],
+            inlateout("r8") words[2] => words[2],
+            inlateout("r9") words[3] => words[3],
+            inlateout("r12") words[4] => words[4],
+            inlateout("r13") words[5] => words[5],
+            in("r14") 0u64,                              // no buffer
+            in("r15") 0u64,                              // capacity 0, no timeout
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    (ret, info as u32)
+}
+
 /// Delivers `m` to a waiting receiver; `WouldBlock` if none waits.
 pub fn send(ep: Endpoint, m: &Message) -> Result<(), Error> {
     let mut r = regs(ep.0, m.label, m.words, None);

@@ -103,6 +103,10 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
     if frame.from_user() {
         assert_on_thread_stack(frame);
+        // #NM: a thread's first FPU instruction (fpu.rs, "First use").
+        if vector == 7 && crate::arch::fpu::first_use(&crate::sched::current().fpu) {
+            return;
+        }
         crate::lifecycle::user_fault(frame);
         return;
     }

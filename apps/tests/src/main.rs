@@ -30,6 +30,7 @@ mod console;
 mod cpu_state;
 mod entry;
 mod fastpath;
+mod fastpath3;
 mod faults;
 mod fpu;
 mod gpr;
@@ -467,6 +468,15 @@ const CASES: &[Case] = &[
     (
         "names_supervision_survives_100_kills",
         names::supervision_survives_100_kills,
+    ),
+    // --- fastpath3 (issue 10) ---
+    (
+        "fastpath3_killed_spawner_leaves_no_child",
+        fastpath3::killed_spawner_leaves_no_child,
+    ),
+    (
+        "fastpath3_first_fpu_use_after_many_switches_sees_init_state",
+        fastpath3::first_fpu_use_after_many_switches_sees_init_state,
     ),
 ];
 

@@ -273,7 +273,11 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
     // owned by no other CPU (on_cpu handshake above), so their contexts are ours.
     let (pctx, nctx) = unsafe { (prev.ctx(), next.ctx()) };
     if !prev.is_idle() {
-        prev.fpu.save();
+        // A thread that never used the FPU has nothing to save (and runs
+        // with CR0.TS set, under which XSAVE would raise #NM): fpu.rs.
+        if prev.fpu.used() {
+            prev.fpu.save();
+        }
         // SAFETY: reading this CPU's FS base and the parked user GS base.
         unsafe {
             pctx.fs_base = cpu::rdmsr(msr::FS_BASE);
@@ -282,7 +286,7 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
     }
     match &next.space {
         Some(space) => {
-            next.fpu.restore();
+            crate::arch::fpu::switch_in(&next.fpu);
             // The MSRs hold prev's bases (read above; an idle prev ran on
             // the last user thread's, which its switch saved): written only
             // when next's differ (threads of one process, and most threads,

@@ -165,6 +165,51 @@ fn handle_object(
     Ok((h, e.object.clone()))
 }
 
+/// The syscall exit's slow path (the entry stub calls it with the frame
+/// when the work word is set; interrupts are off): before a killed thread
+/// dies in [`crate::lifecycle::return_to_user_work`], a `thread_spawn` or
+/// `process_spawn` that succeeded is undone, since its handle number never
+/// reaches user space. Without this the new handle stayed in the table
+/// until the process ended (and a child kept its `MAX_CHILDREN` unit that
+/// long) while nobody could name it (breakit2's note 2). The new thread or
+/// child is killed and the handle closed: for the program the spawn did
+/// not happen (a thread or child that already ran user code ends). The
+/// kill may land at any point up to the work test in the stub: whatever
+/// sets KILL also sets the work bit the stub tests after the handler
+/// returned, so a successful spawn result is always seen here.
+#[no_mangle]
+pub extern "C" fn syscall_return_work(frame: &mut TrapFrame) {
+    if current().killed() && frame.vector == crate::arch::trap::SYSCALL_VECTOR {
+        undo_spawn(frame.error_code, frame.rax);
+    }
+    crate::lifecycle::return_to_user_work();
+}
+
+/// Kills what spawn syscall `nr` created and closes its handle (`rax`, the
+/// syscall's result); nothing for another syscall or a failed spawn.
+#[cold]
+fn undo_spawn(nr: u64, rax: u64) {
+    let Ok(h) = abi::decode_result(rax) else {
+        return;
+    };
+    match Sysnum::try_from(nr) {
+        Ok(Sysnum::ThreadSpawn) => {
+            if let Ok(r) = thread::ThreadRef::decode(h, Rights::empty()) {
+                let _ = thread::kill(r);
+            }
+        }
+        Ok(Sysnum::ProcessSpawn) => {
+            if let Ok(r) = process::ProcessRef::decode(h, Rights::empty()) {
+                let _ = process::kill(r);
+            }
+        }
+        _ => return,
+    }
+    if let Ok(h) = Handle::from_reg(h) {
+        close_reaped(h);
+    }
+}
+
 /// Closes handle `h` of the caller after a join or wait reaped what it
 /// names. Another thread may have closed it meanwhile (then its slot has a
 /// new generation and this finds nothing).

@@ -18,7 +18,8 @@ use core::arch::asm;
 use core::sync::atomic::Ordering;
 
 /// CR0: PE, MP, ET, NE, WP, PG. Cleared on purpose: EM and TS (the FPU is
-/// used eagerly, see `fpu`), CD and NW (caches on), AM (no alignment checks
+/// switched eagerly, see `fpu`; TS is set later only while a thread that
+/// never used the FPU runs, its first-use trap), CD and NW (caches on), AM (no alignment checks
 /// in ring 3 even with RFLAGS.AC set: AC is a flag user code may hold).
 pub const CR0: u64 = (1 << 0) | (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 31);
 
@@ -454,7 +455,9 @@ fn read_back(f: &Features, cpu_id: u32) -> [(u64, u64); 24] {
     let iomap = percpu::this().iomap_base() as u64;
     let (want_star, want_lstar, want_sfmask) = syscall::intended_msrs();
     [
-        (cr0, CR0),
+        // CR0.TS is per-thread state (the FPU first-use trap, fpu.rs):
+        // set while a thread that never used the FPU runs, so not compared.
+        (cr0 & !fpu::CR0_TS, CR0),
         (cr4, cr4_for(f)),
         (efer, efer_for(f)),
         (pat, PAT),

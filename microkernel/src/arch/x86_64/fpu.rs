@@ -1,7 +1,22 @@
 //! FPU/SSE/AVX state: enabled per CPU, saved eagerly on every context switch
 //! with XSAVEOPT/XRSTOR (FXSAVE/FXRSTOR when the CPU has no XSAVE). Never the
-//! lazy CR0.TS scheme (CVE-2018-3665: lazy restore leaks another thread's
-//! registers through speculation).
+//! lazy CR0.TS *restore* (CVE-2018-3665: registers left holding another
+//! thread's values behind TS leak through speculation).
+//!
+//! # First use (issue 10 item 4)
+//! A thread that never executed an FPU/SIMD instruction (`FpuState::used`
+//! false) has nothing to save: its state is the init image its area was
+//! created with. Such a thread runs with CR0.TS set and the registers
+//! *holding the init image* (loaded by [`switch_in`] whenever they held
+//! anything else), so no other thread's values are ever in the registers
+//! while it runs — unlike the lazy-restore scheme, TS here guards nothing
+//! secret. Its first FPU instruction raises #NM; [`first_use`] marks the
+//! thread used and clears TS (the registers already hold its state), and
+//! from then on it is switched eagerly like every other. The invariant, per
+//! CPU: **CR0.TS set implies the registers hold the init image**; and a
+//! used thread runs only with TS clear (XSAVE would raise #NM otherwise).
+//! Switching between threads that never touched the FPU then costs no
+//! XSAVE and no XRSTOR, only a CR0 read.
 //!
 //! The kernel itself is built soft-float and never touches these registers, so
 //! user FPU state stays live in the registers across syscalls and interrupts and
@@ -52,9 +67,85 @@ pub fn init_cpu(f: &Features, boot_cpu: bool) {
     }
 }
 
+/// CR0.TS: FPU/SIMD instructions raise #NM (the first-use trap).
+pub const CR0_TS: u64 = 1 << 3;
+
+/// Whether CR0.TS is set on this CPU.
+#[inline(always)]
+fn ts_set() -> bool {
+    let cr0: u64;
+    // SAFETY: reading CR0 in ring 0 has no side effects.
+    unsafe { asm!("mov {}, cr0", out(reg) cr0, options(nostack, nomem, preserves_flags)) };
+    cr0 & CR0_TS != 0
+}
+
+/// Sets CR0.TS (arms the first-use trap). Only with the init image in the
+/// registers (the module's invariant).
+#[inline(always)]
+fn set_ts() {
+    // SAFETY: CR0 is read and written back with only TS changed, with
+    // interrupts off (switch path), so nothing else writes CR0 in between.
+    unsafe {
+        asm!(
+            "mov {t}, cr0",
+            "or {t}, {ts}",
+            "mov cr0, {t}",
+            t = out(reg) _,
+            ts = const CR0_TS,
+            options(nostack, nomem, preserves_flags),
+        )
+    };
+}
+
+/// Clears CR0.TS.
+#[inline(always)]
+fn clts() {
+    // SAFETY: CLTS only clears CR0.TS.
+    unsafe { asm!("clts", options(nostack, nomem, preserves_flags)) };
+}
+
+/// Loads `next`'s FPU state for a switch to a user thread (interrupts off):
+/// a used thread gets its registers (TS cleared first if set); a thread
+/// that never used the FPU gets the init image (its own area, never saved
+/// into) and TS set, unless TS is set already — then the registers hold
+/// the init image (invariant) and nothing is done.
+#[inline(always)]
+pub fn switch_in(next: &FpuState) {
+    let ts = ts_set();
+    if next.used() {
+        if ts {
+            clts();
+        }
+        next.restore();
+    } else if !ts {
+        next.restore();
+        set_ts();
+    }
+}
+
+/// The #NM handler's test (interrupts off, from ring 3): `cur` (the current
+/// thread's state) never used the FPU and TS is set, so this is its first
+/// FPU instruction: it becomes used and TS is cleared; the registers
+/// already hold its init image, and the instruction runs again. `false`
+/// for any other #NM (the caller reports it as a fault: none is expected,
+/// as EM is clear and a used thread never runs with TS set).
+pub fn first_use(cur: &FpuState) -> bool {
+    if cur.used() || !ts_set() {
+        return false;
+    }
+    // Ordering: `used` is read and written only by the CPU running or
+    // switching the thread (interrupts off here), so Relaxed suffices.
+    cur.used.store(true, Ordering::Relaxed);
+    clts();
+    true
+}
+
 /// One thread's saved FPU/SIMD registers (64-byte aligned, as XSAVE needs).
 pub struct FpuState {
     area: NonNull<u8>,
+    /// The thread executed an FPU/SIMD instruction (the first-use trap
+    /// fired): its registers are saved and restored on every switch.
+    used: AtomicBool,
 }
 
 // SAFETY: the area is owned by one thread and only touched by the CPU that is
@@ -78,7 +169,17 @@ impl FpuState {
             *(p.as_ptr() as *mut u16) = 0x037f;
             *(p.as_ptr().add(24) as *mut u32) = 0x1f80;
         }
-        Some(FpuState { area: p })
+        Some(FpuState {
+            area: p,
+            used: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the thread used the FPU ([`first_use`] fired). Only the CPU
+    /// running or switching the thread reads or writes it: Relaxed.
+    #[inline(always)]
+    pub fn used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
     }
 
     /// Saves this CPU's FPU registers into the area. (Inlined: it is on

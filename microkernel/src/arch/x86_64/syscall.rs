@@ -18,7 +18,10 @@
 //!
 //! Before that, one `test` of the current thread's work word
 //! ([`super::percpu::work`], Linux's TIF work mask) sends a thread with deferred
-//! work — a kill above all — to `crate::lifecycle::return_to_user_work`; a thread
+//! work — a kill above all — to `crate::syscall::syscall_return_work` (with the
+//! frame: a killed thread whose spawn succeeded releases what it created, the
+//! frame's `error_code` slot holding the syscall number) and from there to
+//! `crate::lifecycle::return_to_user_work`; a thread
 //! of a dying process therefore never runs user code again, whether it was
 //! in a syscall, parked by `yield`, or blocked when the kill came.
 //!
@@ -135,7 +138,7 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     push r11                                // frame.rflags (SYSCALL put them in R11)
     push {user_cs}                          // frame.cs
     push rcx                                // frame.rip (SYSCALL put it in RCX)
-    push 0                                  // frame.error_code
+    push rax                                // frame.error_code: the syscall number (Linux's orig_rax; the kill path reads it)
     push {vector}                           // frame.vector: marks a syscall frame
     "#,
     push_gprs!(),                           // general registers, r15 .. rax
@@ -158,7 +161,8 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     mov rsp, [rsp + 40]                     // rsp := user stack (IF is off: no IRQ here)
     swapgs                                  // GS base := the user's
     sysretq
-6:  call {work_fn}                          // does the work (a killed thread never returns)
+6:  mov rdi, rsp                            // rdi: &mut TrapFrame (a killed spawner undoes its spawn)
+    call {work_fn}                          // does the work (a killed thread never returns)
     jmp 5b                                  // test again: work may have been added meanwhile
 7:  mov r11, [rsp + {rflags}]               // r11: the user's RFLAGS as saved
     and r11, {user_flags}                   // keep only flags ring 3 may set
@@ -178,7 +182,7 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     cur = const super::percpu::OFF_CURRENT,
     work = const super::percpu::OFF_THREAD_WORK,
     work_mask = const super::percpu::work::MASK,
-    work_fn = sym crate::lifecycle::return_to_user_work,
+    work_fn = sym crate::syscall::syscall_return_work,
 );
 
 // The offsets used after popping the 15 general registers: [rsp] = vector,
