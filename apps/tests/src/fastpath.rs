@@ -17,7 +17,7 @@ use libipc::task::ProcessHandle;
 /// Round trips of the "taken" and FPU checks.
 const CALLS: u64 = 2000;
 /// The label that makes an echo thread reply and exit.
-const STOP: u32 = 0xdead;
+pub(crate) const STOP: u32 = 0xdead;
 /// Never expires in a passing run: a failure shows as `TimedOut`.
 const GUARD_US: u32 = 3_000_000;
 
@@ -261,7 +261,7 @@ fn stop_echo_thread(ep: Endpoint, t: util::Thread) -> TestResult {
 /// Whether `got` holds `want` as far as `fpu::store` reads it back (XMM, and
 /// the YMM upper halves with `avx`; MXCSR and FCW without their status
 /// bits), as [`SimdState::check`] compares, without its note.
-fn same(got: &SimdState, want: &SimdState, avx: bool) -> bool {
+pub(crate) fn same(got: &SimdState, want: &SimdState, avx: bool) -> bool {
     let lanes = if avx { 4 } else { 2 };
     got.regs
         .iter()
@@ -272,11 +272,11 @@ fn same(got: &SimdState, want: &SimdState, avx: bool) -> bool {
 }
 
 /// Set by the FPU echo when its registers were wrong after a round trip.
-static FPU_BAD: AtomicU64 = AtomicU64::new(0);
+pub(crate) static FPU_BAD: AtomicU64 = AtomicU64::new(0);
 
 /// An echo on CPU 0 whose SIMD/FPU registers hold pattern `arg >> 32` for
 /// its whole life: checked after every receive. `arg`: endpoint (low 32).
-extern "C" fn fpu_echo(arg: u64) -> ! {
+pub(crate) extern "C" fn fpu_echo(arg: u64) -> ! {
     let ep = Endpoint(arg as u32);
     if sys::set_affinity(0).is_err() {
         sys::thread_exit(1);

@@ -13,6 +13,7 @@
 //!   first time: it must see the init state, never the server's values;
 //!   afterwards both sides keep their own values across more round trips.
 
+use crate::fastpath::{fpu_echo, same, FPU_BAD, STOP};
 use crate::fpu::{self, SimdState};
 use crate::lifecycle::{code, info, settle};
 use crate::note;
@@ -138,50 +139,8 @@ fn rounds() -> TestResult {
     Ok(())
 }
 
-const STOP: u32 = 0xdead;
+/// Round trips on each side of the first FPU use.
 const CALLS: u64 = 2000;
-/// Set by the FPU server when its registers were wrong after a receive.
-static SERVER_BAD: AtomicU64 = AtomicU64::new(0);
-
-/// An echo on CPU 0 whose SIMD/FPU registers hold pattern `arg >> 32` for
-/// its whole life, checked after every receive. `arg`: endpoint (low 32).
-extern "C" fn fpu_server(arg: u64) -> ! {
-    let ep = Endpoint(arg as u32);
-    if sys::set_affinity(0).is_err() {
-        sys::thread_exit(1);
-    }
-    let avx = util::has_avx();
-    let want = SimdState::pattern(arg >> 32);
-    fpu::load(&want, avx);
-    let mut got = SimdState::zeroed();
-    let mut next = ipc::recv(ep, None);
-    loop {
-        let Ok(ipc::Received::Msg { msg, .. }) = next else {
-            sys::thread_exit(3);
-        };
-        fpu::store(&mut got, avx);
-        if !same(&got, &want, avx) {
-            SERVER_BAD.fetch_add(1, Ordering::SeqCst);
-        }
-        if msg.label == STOP {
-            let _ = ipc::reply(&Message::default());
-            sys::thread_exit(0);
-        }
-        next = ipc::reply_recv(ep, &msg, None);
-    }
-}
-
-/// `got` holds `want` as `fpu::store` reads it back (XMM, YMM upper halves
-/// with `avx`; MXCSR and FCW without their status bits), quietly.
-fn same(got: &SimdState, want: &SimdState, avx: bool) -> bool {
-    let lanes = if avx { 4 } else { 2 };
-    got.regs
-        .iter()
-        .zip(want.regs.iter())
-        .all(|(g, w)| g[..lanes] == w[..lanes])
-        && got.mxcsr & !0x3f == want.mxcsr & !0x3f
-        && got.fcw & 0x0f3f == want.fcw & 0x0f3f
-}
 
 /// `CALLS` register-only round trips to the server.
 fn ping(ep: Endpoint, after: impl Fn() -> TestResult) -> TestResult {
@@ -203,9 +162,9 @@ fn ping(ep: Endpoint, after: impl Fn() -> TestResult) -> TestResult {
 /// before `fpu::store` below.
 pub fn first_fpu_use_after_many_switches_sees_init_state() -> TestResult {
     check(util::pin0(), "set_affinity(0)")?;
-    SERVER_BAD.store(0, Ordering::SeqCst);
+    FPU_BAD.store(0, Ordering::SeqCst);
     let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
-    let t = util::spawn(fpu_server, ep.0 as u64 | 0x5eed_0003 << 32)?;
+    let t = util::spawn(fpu_echo, ep.0 as u64 | 0x5eed_0003 << 32)?;
     let avx = util::has_avx();
     let r = (|| {
         ping(ep, || Ok(()))?;
@@ -248,7 +207,7 @@ pub fn first_fpu_use_after_many_switches_sees_init_state() -> TestResult {
     util::expect_ok(t.join()?)?;
     ok(ipc::handle_close(ep.0), "close")?;
     r?;
-    let srv = SERVER_BAD.load(Ordering::SeqCst);
+    let srv = FPU_BAD.load(Ordering::SeqCst);
     if srv != 0 {
         note!("server's registers wrong after {srv} receives");
         return Err("the server's SIMD/FPU state changed");
