@@ -7,7 +7,7 @@
 //! checking it exited with 0: its serve loop never crashed.
 
 use crate::note;
-use crate::util::{check, ok, TestResult};
+use crate::util::{check, expect, ok, TestResult};
 use abi::status::{self, Status};
 use abi::{Error, Sysnum};
 use kv::{Client, Reply, CHANGED, MAX_ENTRIES, MAX_KEY, MAX_VALUE};
@@ -30,16 +30,6 @@ const GUARD_US: Option<u32> = Some(3_000_000);
 
 /// The badge the test's client handle carries (the owner's is unbadged).
 const CLIENT_BADGE: u64 = 7;
-
-/// Checks a typed call's outcome.
-fn expect<T: PartialEq + core::fmt::Debug>(got: T, want: T, what: &'static str) -> TestResult {
-    if got == want {
-        Ok(())
-    } else {
-        note!("{what}: got {got:?}, expected {want:?}");
-        Err(what)
-    }
-}
 
 /// A running kv server: its pid and the owner's (unbadged, every right)
 /// endpoint handle.

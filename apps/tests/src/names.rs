@@ -7,7 +7,7 @@
 //! keep calling it by name.
 
 use crate::note;
-use crate::util::{self, check, TestResult};
+use crate::util::{self, check, expect, TestResult};
 use abi::rights;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kv::Kv;
@@ -25,15 +25,6 @@ const BACK_NS: u64 = 10_000_000_000;
 /// The name-service endpoint init gave us.
 fn service() -> Result<Endpoint, &'static str> {
     names::endpoint(1_000_000_000).ok_or("init gave no name-service handle")
-}
-
-fn expect<T: PartialEq + core::fmt::Debug>(got: T, want: T, what: &'static str) -> TestResult {
-    if got == want {
-        Ok(())
-    } else {
-        note!("{what}: got {got:?}, expected {want:?}");
-        Err(what)
-    }
 }
 
 /// One call through a fresh name-service client over `ep`, its reply

@@ -176,6 +176,16 @@ pub fn ok<T>(r: Result<T, Error>, what: &'static str) -> Result<T, &'static str>
     })
 }
 
+/// Ok if `got == want`; else `what` (both values noted).
+pub fn expect<T: PartialEq + core::fmt::Debug>(got: T, want: T, what: &'static str) -> TestResult {
+    if got == want {
+        Ok(())
+    } else {
+        crate::note!("{what}: got {got:?}, expected {want:?}");
+        Err(what)
+    }
+}
+
 /// Ok if `r` failed with exactly `want`; else `what` (what came noted).
 pub fn want<T: core::fmt::Debug>(
     r: Result<T, Error>,
