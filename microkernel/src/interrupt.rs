@@ -86,7 +86,9 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
                 crate::println!("nmi.storm: {n} NMIs taken in ring 3 so far, no thread blamed");
             }
         }
+        crate::trace::irq(vector, true);
         dispatch(frame);
+        crate::trace::irq(vector, false);
         if frame.from_user() {
             crate::lifecycle::check_killed();
         }
@@ -103,6 +105,14 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
     if frame.from_user() {
         assert_on_thread_stack(frame);
+        crate::trace::fault(|| {
+            (
+                vector,
+                crate::sched::current().tid.get(),
+                frame.rip,
+                frame.error_code,
+            )
+        });
         crate::lifecycle::user_fault(frame);
         return;
     }

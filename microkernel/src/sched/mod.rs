@@ -241,6 +241,12 @@ fn schedule_inner(requeue: bool) {
         return;
     }
     c.migrate_prev.store(migrate, Ordering::Relaxed);
+    crate::trace::switch(|| {
+        (
+            crate::trace::reason(requeue, cur.state() == ThreadState::Dead),
+            [cur.tid.get(), next.tid.get(), cur.pid(), next.pid()],
+        )
+    });
     // Our clone goes before the switch: a dying thread never comes back to
     // drop it (PerCpu's reference is the one `switch_to` hands on).
     drop(cur);
@@ -473,6 +479,17 @@ pub fn switch_direct(next: Arc<Thread>) {
     // The slice is not renewed: `next` runs out the rest of it, so a pair
     // handing the CPU back and forth is still preempted when it ends and
     // threads queued here get their turn (the queue was bypassed).
+    crate::trace::switch(|| {
+        (
+            abi::trace::reason::HANDOFF,
+            [
+                current().tid.get(),
+                next.tid.get(),
+                current().pid(),
+                next.pid(),
+            ],
+        )
+    });
     switch_to(current(), next);
 }
 

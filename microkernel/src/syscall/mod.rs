@@ -29,6 +29,7 @@ mod memory;
 mod process;
 mod system;
 mod thread;
+mod trace;
 
 use crate::arch::syscall::{check_return, ReturnCheck};
 use crate::arch::trap::TrapFrame;
@@ -126,8 +127,13 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Ok(Sysnum::NtfWait) => |f| ipc::invoke(Sysnum::NtfWait, f),
         Ok(Sysnum::NtfBind) => |f| ipc::invoke(Sysnum::NtfBind, f),
         Ok(Sysnum::HandleGive) => |f| ipc::invoke(Sysnum::HandleGive, f),
+        // --- trace (issue 12) ---
+        Ok(Sysnum::TraceMark) => |f| trace::mark(trace::Mark::decode(f)?),
     };
+    let n = frame.rax;
+    crate::trace::syscall(None, || (n, current().tid.get()));
     let r = handler(frame);
+    crate::trace::syscall(Some(encode_result(r)), || (n, current().tid.get()));
     finish(frame, r)
 }
 
