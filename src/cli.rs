@@ -181,6 +181,9 @@ impl Options {
 }
 
 /// What the runner should do.
+// One value per run, never stored in bulk: its size does not matter, and
+// boxing `Options` would only add derefs at every use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(Options),

@@ -391,9 +391,9 @@ pub fn dump() {
         l.send();
     }
     let mut lines = 0u64;
-    for (i, pc) in percpu::online_cpus().enumerate() {
+    for pc in percpu::online_cpus() {
         let Some(r) = ring_of(pc) else { continue };
-        lines += dump_ring(i, r);
+        lines += dump_ring(pc.id().index(), r);
     }
     let mut l = Line::new('Z');
     let _ = write!(l, " {lines}");

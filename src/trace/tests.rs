@@ -45,14 +45,19 @@ fn a_recorded_boot_decodes_into_a_valid_timeline_with_every_cpu() {
 #[test]
 fn a_frame_with_a_wrong_checksum_is_dropped_and_counted() {
     let mut lines = fixture_lines();
-    let i = lines
-        .iter()
-        .position(|l| l.starts_with("TRACE D "))
-        .unwrap();
-    // Another writer's bytes inside the line.
-    lines[i].insert_str(20, "[pid 3] hi");
+    let d: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("TRACE D "))
+        .collect();
+    // Another writer's bytes inside one line.
+    lines[d[0]].insert_str(20, "[pid 3] hi");
+    // One hex digit of a record changed (still well-formed: only the
+    // checksum can tell).
+    let l = &mut lines[d[1]];
+    let at = l.rfind('*').unwrap() - 1;
+    let flipped = if &l[at..=at] == "0" { "1" } else { "0" };
+    l.replace_range(at..=at, flipped);
     let f = Frames::parse(&lines).unwrap();
-    assert_eq!(f.bad_lines, 1);
+    assert_eq!(f.bad_lines, 2);
 }
 
 #[test]

@@ -50,6 +50,7 @@ mod rev_syscall;
 mod sched;
 mod smp;
 mod tls;
+mod trace;
 mod util;
 mod vm;
 mod vm_review;
@@ -455,6 +456,11 @@ const CASES: &[Case] = &[
     (
         "attack2_children_holding_each_other_are_freed",
         attack2::children_holding_each_other_are_freed,
+    ),
+    // --- trace (issue 12) ---
+    (
+        "trace_mark_validates_its_name",
+        trace::trace_mark_validates_its_name,
     ),
 ];
 

@@ -466,6 +466,11 @@ pub fn block() {
 /// trip. When `next` cannot run here now (pinned elsewhere, still being
 /// switched away from) or the current thread is being killed, `next` is
 /// queued and the current thread blocks as usual.
+///
+/// Always inlined (into the IPC fast path): with its trace point the
+/// compiler stopped inlining it, and the call cost the fast path ~10
+/// instructions per switch (`ipc_call_same_core`, docs/decisions.md "trace").
+#[inline(always)]
 pub fn switch_direct(next: Arc<Thread>) {
     let cpu = me();
     let aff = next.sched.affinity.load(Ordering::Relaxed);

@@ -130,17 +130,18 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         // --- trace (issue 12) ---
         Ok(Sysnum::TraceMark) => |f| trace::mark(trace::Mark::decode(f)?),
     };
-    let n = frame.rax;
-    crate::trace::syscall(None, || (n, current().tid.get()));
-    let r = handler(frame);
-    crate::trace::syscall(Some(encode_result(r)), || (n, current().tid.get()));
+    let r = if crate::trace::on(abi::trace::cat::SYSCALL) {
+        trace::traced(handler, frame)
+    } else {
+        handler(frame)
+    };
     finish(frame, r)
 }
 
 /// A syscall's handler: decodes its arguments from the frame, invokes, and
 /// returns the result. (A closure in [`dispatch`]'s table; called
 /// indirectly, so never inlined into the dispatcher.)
-type Handler = fn(&mut TrapFrame) -> Result<u64, Error>;
+pub(super) type Handler = fn(&mut TrapFrame) -> Result<u64, Error>;
 
 /// Puts the result in RAX and checks the return RIP.
 #[inline(always)]
