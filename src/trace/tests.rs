@@ -1,4 +1,5 @@
 use super::*;
+use std::io::Read;
 
 /// A real boot's frames: `init=tests` at `--smp 4` with `trace=on
 /// trace.events=512`, cut from the raw serial transcript (how to remake it:
