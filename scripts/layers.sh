@@ -29,7 +29,7 @@ upcalls=$(sed -n 's/^\/\/! - `sym \(crate::[A-Za-z0-9_:]*\)`.*/\1/p' "$SRC/arch/
 awk -v src="$SRC" -v upcalls="$upcalls" '
 # The layer of each top-level module (a file x.rs or a directory x/).
 BEGIN {
-  split("arch:0 sync:1 time:1 logger:1 panic:1 fmt:1 bootinfo:1 mem:2 cpu:2 object:3 sched:4 ipc:5 lifecycle:6 bootstrap:6 interrupt:7 smp:7 syscall:7 main:8 ktest:T", kv, " ")
+  split("arch:0 sync:1 time:1 logger:1 panic:1 fmt:1 bootinfo:1 trace:1 mem:2 cpu:2 object:3 sched:4 ipc:5 lifecycle:6 bootstrap:6 interrupt:7 smp:7 syscall:7 main:8 ktest:T", kv, " ")
   for (i in kv) { split(kv[i], pr, ":"); layer[pr[1]] = pr[2] }
   # Macros exported at the crate root by logger.
   macro["println"] = "logger"; macro["print"] = "logger"

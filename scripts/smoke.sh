@@ -62,7 +62,7 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=114 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=115 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=24 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
@@ -262,6 +262,24 @@ KIND=record-replay boot_case record-replay-tests "--timeout 300 --cmdline init=t
   "${SUITE}"'[0-9]+ passed, [0-9]+ failed$' \
   '^mica: shutdown requested by init' \
   '!^KERNEL PANIC'
+
+# The kernel trace (issue 12 part 4; runner --trace, src/trace.rs): the suite at
+# four CPUs with every category on. The runner folds the TRACE frames out of the
+# transcript, writes the Chrome trace-event JSON and reads it back against the
+# format (valid JSON, required fields, time order per track, nested slices,
+# both ends of every flow); the line it prints says so and counts the CPUs
+# with events.
+boot_case trace-tests-smp4 "--smp 4 --cmdline init=tests --trace \$OUT/trace-tests-smp4.json" 0 \
+  "${TESTS_COUNTS[@]}" \
+  '^mica: trace: wrote .*/trace-tests-smp4\.json \([0-9]+ events, [1-9][0-9]* flows; CPUs with events 4/4; [0-9]+ frame lines, 0 bad, .*\); validated$' \
+  '!^TRACE ' '!^KERNEL PANIC' '!FAILED'
+
+# A kernel panic dumps the rings too (no lock, no allocation): CPU 1's ring
+# holds the ping that made it panic.
+boot_case trace-panic "--smp 2 --cmdline ktest=ap-panic --trace \$OUT/trace-panic.json" 1 \
+  '^KERNEL PANIC on CPU 1: deliberate panic' \
+  '^mica: trace: wrote .*/trace-panic\.json \([1-9][0-9]* events, .*\); validated$' \
+  '!^TRACE ' '!dump was cut short'
 
 # --- machinery ------------------------------------------------------------------------
 SMOKE_TIMEOUT=${SMOKE_TIMEOUT:-240}

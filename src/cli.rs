@@ -38,6 +38,11 @@ options:
   --no-symbolize       pass the serial output through without adding
                        `at function (file:line)` lines under kernel backtraces
                        and user faults
+  --trace FILE.json    turn the kernel trace on (adds `trace=on` to the kernel
+                       command line unless it names `trace=` itself) and write
+                       the rings the kernel prints at shutdown or panic as a
+                       Chrome trace-event file for ui.perfetto.dev (the frame
+                       lines are folded out of the transcript; src/trace.rs)
   -h, --help           show this help
 
 exit status:
@@ -139,6 +144,8 @@ pub struct Options {
     pub record: Option<PathBuf>,
     /// `--replay DIR`: replay the recording in DIR.
     pub replay: Option<PathBuf>,
+    /// `--trace FILE.json`: where the decoded kernel trace goes (src/trace.rs).
+    pub trace: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -161,6 +168,7 @@ impl Default for Options {
             symbolize: true,
             record: None,
             replay: None,
+            trace: None,
         }
     }
 }
@@ -173,6 +181,9 @@ impl Options {
 }
 
 /// What the runner should do.
+// One value per run, never stored in bulk: its size does not matter, and
+// boxing `Options` would only add derefs at every use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Run(Options),
@@ -182,6 +193,18 @@ pub enum Command {
 /// The kernel command-line word `--icount` adds (libipc's
 /// `bench::ICOUNT_CMDLINE_FLAG`): rdtsc counts instructions.
 pub const ICOUNT_CMDLINE_FLAG: &str = "bench.icount";
+
+/// The kernel command-line word `--trace` adds when the command line does
+/// not choose categories itself.
+pub const TRACE_ON: &str = "trace=on";
+
+/// Whether a kernel command line already says what to trace.
+fn names_trace(cmdline: Option<&str>) -> bool {
+    cmdline.is_some_and(|c| {
+        c.split_whitespace()
+            .any(|w| w == "trace" || w.starts_with("trace="))
+    })
+}
 
 /// The CPU model `--icount` uses unless `--cpu` says otherwise.
 pub const ICOUNT_CPU: &str = "max,-x2apic";
@@ -217,6 +240,7 @@ where
                 | "--iso"
                 | "--record"
                 | "--replay"
+                | "--trace"
         );
         let value = if takes_value {
             match inline {
@@ -285,12 +309,20 @@ where
             }
             "--record" => opts.record = Some(PathBuf::from(value)),
             "--replay" => opts.replay = Some(PathBuf::from(value)),
+            "--trace" if value.is_empty() => return Err("--trace needs a file name".to_string()),
+            "--trace" => opts.trace = Some(PathBuf::from(value)),
             _ if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
     if opts.replay.is_some() {
         return check_replay(opts);
+    }
+    if opts.trace.is_some() && !names_trace(opts.cmdline.as_deref()) {
+        opts.cmdline = Some(match opts.cmdline.take() {
+            Some(prev) => format!("{prev} {TRACE_ON}"),
+            None => TRACE_ON.to_string(),
+        });
     }
     if opts.record.is_some() {
         check_record(&opts)?;
@@ -676,5 +708,23 @@ mod tests {
             a.extend_from_slice(extra);
             assert!(err(&a).contains("from the recording"), "{extra:?}");
         }
+    }
+
+    #[test]
+    fn trace_turns_the_kernel_trace_on_unless_the_command_line_chooses() {
+        let o = run(&["--trace", "t.json"]);
+        assert_eq!(o.trace, Some(PathBuf::from("t.json")));
+        assert_eq!(o.cmdline.as_deref(), Some("trace=on"));
+        assert!(o.needs_custom_iso());
+        let o = run(&["--cmdline", "init=bench", "--trace=t.json"]);
+        assert_eq!(o.cmdline.as_deref(), Some("init=bench trace=on"));
+        let o = run(&["--cmdline", "trace=ipc,sched", "--trace", "t.json"]);
+        assert_eq!(o.cmdline.as_deref(), Some("trace=ipc,sched"));
+        // `tracer=x` is not `trace=`.
+        let o = run(&["--cmdline", "tracer=x", "--trace", "t.json"]);
+        assert_eq!(o.cmdline.as_deref(), Some("tracer=x trace=on"));
+        assert!(err(&["--trace"]).contains("needs a value"));
+        assert!(err(&["--trace="]).contains("needs a file name"));
+        assert!(run(&[]).trace.is_none());
     }
 }

@@ -9,6 +9,7 @@ mod iso;
 mod qemu;
 mod replay;
 mod symbolize;
+mod trace;
 
 use cli::{Command, Firmware, Options};
 use std::ffi::OsString;
@@ -257,7 +258,11 @@ fn spawn_and_wait(
     if opts.headless || opts.replay.is_some() {
         cmd.stdin(Stdio::null());
     }
-    let piped = annotator.is_some() || transcript.is_some();
+    let piped = annotator.is_some() || transcript.is_some() || opts.trace.is_some();
+    // Kernel trace frames (`TRACE ...` lines) are taken out of the stream
+    // here, whether or not --trace asked for them (src/trace.rs).
+    let frames: trace::Sink = Default::default();
+    let sink = frames.clone();
     if piped {
         // The serial stream passes through the symbolizer (a thread that
         // copies every byte as it comes and adds lines after some).
@@ -272,6 +277,7 @@ fn spawn_and_wait(
                 Some(copy) => Box::new(Tee { inner: out, copy }),
                 None => Box::new(out),
             };
+            let input = trace::FrameFilter::new(input, sink);
             match annotator {
                 Some(mut a) => symbolize::pump(input, std::io::stdout(), &mut a),
                 None => {
@@ -289,6 +295,10 @@ fn spawn_and_wait(
         }
     };
 
+    let mut drain = || {
+        drain();
+        report_trace(opts, &frames.lock().map(|f| f.clone()).unwrap_or_default());
+    };
     match wait(&mut child, opts.timeout_secs.map(Duration::from_secs))? {
         Some(status) => {
             drain();
@@ -303,6 +313,21 @@ fn spawn_and_wait(
             );
             Ok(None)
         }
+    }
+}
+
+/// After a run: writes the `--trace` file from the frame lines, or says
+/// that frames were folded out of the transcript without one.
+fn report_trace(opts: &Options, lines: &[String]) {
+    match &opts.trace {
+        Some(path) => match trace::write(lines, path) {
+            Ok(line) | Err(line) => eprintln!("{line}"),
+        },
+        None if !lines.is_empty() => eprintln!(
+            "mica: trace: {} frame lines folded out of the transcript (pass --trace FILE.json to keep them)",
+            lines.len()
+        ),
+        None => {}
     }
 }
 

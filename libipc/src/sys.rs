@@ -100,6 +100,18 @@ pub fn shutdown(success: bool) -> Result<u64, Error> {
     pure(Sysnum::Shutdown, success as u64, 0, 0)
 }
 
+/// Puts a named mark with `value` into the kernel trace (`name`: 1 to
+/// [`abi::trace::MAX_MARK_NAME`] bytes of printable ASCII). `Ok(1)` if it
+/// was recorded, `Ok(0)` if the kernel's `mark` category is off.
+pub fn trace_mark(name: &[u8], value: u64) -> Result<u64, Error> {
+    pure(
+        Sysnum::TraceMark,
+        name.as_ptr() as u64,
+        name.len() as u64,
+        value,
+    )
+}
+
 /// Gives the CPU to another ready thread.
 pub fn yield_now() {
     let _ = pure(Sysnum::Yield, 0, 0, 0);

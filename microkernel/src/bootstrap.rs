@@ -159,6 +159,7 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
         return Err("init did not get pid 1");
     }
     p.program.call_once(|| m.name.clone());
+    crate::trace::process_start(p.pid.get(), m.name.as_str());
     let space = p.space().ok_or("init's address space vanished")?;
 
     let info_frame = mem::alloc_zeroed_frame().map_err(|_| "out of memory")?;

@@ -86,7 +86,9 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
                 crate::println!("nmi.storm: {n} NMIs taken in ring 3 so far, no thread blamed");
             }
         }
+        crate::trace::irq(vector, true);
         dispatch(frame);
+        crate::trace::irq(vector, false);
         if frame.from_user() {
             crate::lifecycle::check_killed();
         }
@@ -107,6 +109,14 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         if vector == 7 && crate::arch::fpu::first_use(&crate::sched::current().fpu) {
             return;
         }
+        crate::trace::fault(|| {
+            (
+                vector,
+                crate::sched::current().tid.get(),
+                frame.rip,
+                frame.error_code,
+            )
+        });
         crate::lifecycle::user_fault(frame);
         return;
     }

@@ -246,6 +246,7 @@ pub fn spawn(image: &[u8], parent: &Arc<Process>, arg: u64) -> Result<(Handle, P
     if let Some(name) = bootstrap::boot_program(image) {
         p.program.call_once(|| name);
     }
+    crate::trace::process_start(p.pid.get(), p.program.get().map_or("", |n| n.as_str()));
     let frame = user_frame(entry, INIT_STACK_TOP, arg);
     let t = Thread::new_user(&p, &frame, p.initial_priority())?;
     let handle = Entry {
@@ -305,6 +306,7 @@ fn ended(p: Arc<Process>, status: u64) {
     p.mark_ended();
     let waiters = core::mem::take(&mut *p.waiters.lock());
     let pid = p.pid;
+    crate::trace::process_exit(pid.get(), status);
     // The dying thread's reference goes before anyone is woken (if it is
     // the last one, the process count drops now).
     drop(p);
@@ -314,6 +316,7 @@ fn ended(p: Arc<Process>, status: u64) {
     if pid == INIT_PID {
         let code = abi::status::decode(status);
         crate::println!("mica: init ended ({code:?}); powering off");
+        crate::trace::dump();
         crate::arch::qemu::exit(code == abi::status::Status::Exited(0));
     }
 }

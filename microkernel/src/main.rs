@@ -19,7 +19,7 @@ extern crate alloc;
 
 // The layers (DESIGN.md 6a; `scripts/layers.sh` checks that every `crate::`
 // path points to the file's own layer or a lower one):
-// L0 arch; L1 sync, time, logger, panic, fmt, bootinfo; L2 mem;
+// L0 arch; L1 sync, time, logger, panic, fmt, bootinfo, trace; L2 mem;
 // L3 object; L4 sched; L6 lifecycle, bootstrap; L7 interrupt, smp, syscalls;
 // L8 this file. `ktest` is imported by nothing but this file's test entry.
 mod arch;
@@ -39,6 +39,7 @@ mod smp;
 mod sync;
 mod syscall;
 mod time;
+mod trace;
 
 use abi::bootinfo::modules;
 use arch::percpu::{self, CpuId};
@@ -99,6 +100,7 @@ fn init_cpu_late(features: &cpu::Features) -> Result<(), CpuInitError> {
         percpu::set_apic_id(apic::local_id());
     }
     sched::init_cpu().map_err(CpuInitError::Sched)?;
+    trace::init_cpu();
     percpu::selfcheck();
     Ok(())
 }
@@ -220,6 +222,7 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         );
     }
 
+    trace::configure(boot.arg("trace"), boot.arg("trace.events"));
     if let Err(e) = init_cpu_late(&features) {
         println!("mica: cannot boot: {e}");
         qemu::exit(false);

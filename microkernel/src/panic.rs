@@ -80,6 +80,8 @@ pub fn die(msg: core::fmt::Arguments<'_>, frame: Option<&TrapFrame>) -> ! {
         }
     };
     backtrace(rbp);
+    // Best effort: the rings are read without locks or allocation.
+    crate::trace::dump();
     qemu::exit(false)
 }
 

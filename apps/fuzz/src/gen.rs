@@ -288,6 +288,8 @@ pub fn place(c: &mut Call, w: usize, cfg: &Config, r: &mut Rng) -> Target {
         | Sysnum::NtfWait
         | Sysnum::NtfBind
         | Sysnum::HandleGive => false,
+        // --- trace (issue 12) --- only reads the caller's memory.
+        Sysnum::TraceMark => true,
     };
     if direct && r.below(8) != 0 {
         Target::Direct

@@ -52,6 +52,7 @@ mod rev_syscall;
 mod sched;
 mod smp;
 mod tls;
+mod trace;
 mod util;
 mod vm;
 mod vm_review;
@@ -477,6 +478,11 @@ const CASES: &[Case] = &[
     (
         "fastpath3_first_fpu_use_after_many_switches_sees_init_state",
         fastpath3::first_fpu_use_after_many_switches_sees_init_state,
+    ),
+    // --- trace (issue 12) ---
+    (
+        "trace_mark_validates_its_name",
+        trace::trace_mark_validates_its_name,
     ),
 ];
 

@@ -22,6 +22,7 @@ pub mod bootinfo;
 pub mod layout;
 pub mod report;
 pub mod status;
+pub mod trace;
 
 shared_enum! {
     /// The syscall numbers (each with its name). Unknown numbers fail with
@@ -150,6 +151,14 @@ shared_enum! {
         /// (needs [`rights::KILL`]); its status is `exited(-1)` unless it had
         /// already chosen one. A process that already ended: nothing happens.
         ProcessKill = 39 => "process_kill",
+        // --- trace (issue 12) ---
+        /// `trace_mark(name_ptr, name_len, value)`: puts a named mark with
+        /// `value` into the kernel trace (category `mark`) of the caller's
+        /// CPU. The name is 1 to [`trace::MAX_MARK_NAME`] bytes of printable
+        /// ASCII (`InvalidArgument` otherwise, `BadAddress` for a range
+        /// outside the user half), checked whether tracing is on or not.
+        /// Returns 1 if the mark was recorded, 0 if the category is off.
+        TraceMark = 65 => "trace_mark",
     }
 }
 
@@ -182,7 +191,11 @@ const _: () = assert!(core::mem::size_of::<SysInfo>() == 8 * 8);
 pub const SYSNUM_END: u64 = Sysnum::END;
 
 // Dense codes from 0: `END` is the count, so every number below it is one.
-const _: () = assert!(Sysnum::END == Sysnum::ALL.len() as u64);
+// Until the vm (40-54) and hw (55-64) blocks are merged beside trace's 65,
+// those 25 numbers are the one allowed gap (issue-12 trace branch).
+const _: () = assert!(Sysnum::END == Sysnum::ALL.len() as u64 + SYSNUM_GAP);
+/// Syscall numbers below [`SYSNUM_END`] not (yet) assigned on this branch.
+const SYSNUM_GAP: u64 = 25;
 
 /// The lowest scheduling priority a thread can ask for.
 pub const MAX_PRIORITY: u64 = 7;
@@ -346,8 +359,11 @@ mod tests {
     #[test]
     fn every_sysnum_round_trips_and_unknown_numbers_fail() {
         for n in 0..SYSNUM_END {
-            let s = Sysnum::try_from(n).unwrap();
-            assert_eq!(s as u64, n);
+            match Sysnum::try_from(n) {
+                Ok(s) => assert_eq!(s as u64, n),
+                // The numbers of the blocks merged from other branches.
+                Err(e) => assert!((40..65).contains(&n), "{n}: {e:?}"),
+            }
         }
         assert_eq!(Sysnum::try_from(SYSNUM_END), Err(Error::BadSyscall));
         assert_eq!(Sysnum::try_from(u64::MAX), Err(Error::BadSyscall));
@@ -357,7 +373,13 @@ mod tests {
     fn the_declared_lists_are_complete_and_their_names_distinct() {
         // Dense syscall numbers: ALL is exactly 0..END, in order.
         for (i, s) in Sysnum::ALL.iter().enumerate() {
-            assert_eq!(s.code(), i as u64);
+            // (Past 39: the next merged block's numbers.)
+            let i = if i >= 40 {
+                i as u64 + SYSNUM_GAP
+            } else {
+                i as u64
+            };
+            assert_eq!(s.code(), i);
         }
         // Error codes 1..=10, in order.
         for (i, e) in Error::ALL.iter().enumerate() {

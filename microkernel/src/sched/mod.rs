@@ -241,6 +241,12 @@ fn schedule_inner(requeue: bool) {
         return;
     }
     c.migrate_prev.store(migrate, Ordering::Relaxed);
+    crate::trace::switch(|| {
+        (
+            crate::trace::reason(requeue, cur.state() == ThreadState::Dead),
+            [cur.tid.get(), next.tid.get(), cur.pid(), next.pid()],
+        )
+    });
     // Our clone goes before the switch: a dying thread never comes back to
     // drop it (PerCpu's reference is the one `switch_to` hands on).
     drop(cur);
@@ -464,6 +470,11 @@ pub fn block() {
 /// trip. When `next` cannot run here now (pinned elsewhere, still being
 /// switched away from) or the current thread is being killed, `next` is
 /// queued and the current thread blocks as usual.
+///
+/// Always inlined (into the IPC fast path): with its trace point the
+/// compiler stopped inlining it, and the call cost the fast path ~10
+/// instructions per switch (`ipc_call_same_core`, docs/decisions.md "trace").
+#[inline(always)]
 pub fn switch_direct(next: Arc<Thread>) {
     let cpu = me();
     let aff = next.sched.affinity.load(Ordering::Relaxed);
@@ -477,6 +488,17 @@ pub fn switch_direct(next: Arc<Thread>) {
     // The slice is not renewed: `next` runs out the rest of it, so a pair
     // handing the CPU back and forth is still preempted when it ends and
     // threads queued here get their turn (the queue was bypassed).
+    crate::trace::switch(|| {
+        (
+            abi::trace::reason::HANDOFF,
+            [
+                current().tid.get(),
+                next.tid.get(),
+                current().pid(),
+                next.pid(),
+            ],
+        )
+    });
     switch_to(current(), next);
 }
 

@@ -21,6 +21,7 @@ use crate::object::notification::NotificationObj;
 use crate::object::process::Process;
 use crate::object::waitstate::Msg;
 use crate::sched;
+use abi::trace::Kind;
 use abi::{Error, Sysnum};
 use alloc::sync::Arc;
 use kcore::handles::{Entry, Handle, Rights};
@@ -55,6 +56,7 @@ pub fn invoke(n: Sysnum, frame: &mut TrapFrame) -> Result<u64, Error> {
         Sysnum::IpcReply => {
             let info = MsgInfo::from_user(frame.rsi)?;
             let (m, extra) = message(info, frame, 0)?;
+            super::trace::reply(None);
             slowpath::reply(m, extra, false).map(|_| 0)
         }
         Sysnum::IpcReplyRecv => recv(frame, true),
@@ -297,6 +299,7 @@ fn call(f: &mut TrapFrame) -> Result<u64, Error> {
     let (info, spec) = decode(f)?;
     let buf = recv_buf(f, spec)?;
     let (ep, badge) = ep(f.rdi, Rights::SEND)?;
+    super::trace::sent(Kind::IpcCall, &ep, badge);
     if info.is_register_only() {
         // The fast path (`ipc::fastpath`): tried first; `None` changed
         // nothing.
@@ -318,6 +321,7 @@ fn send(f: &mut TrapFrame) -> Result<u64, Error> {
         return Err(Error::InvalidArgument);
     }
     let (ep, badge) = ep(f.rdi, Rights::SEND)?;
+    super::trace::sent(Kind::IpcSend, &ep, badge);
     let (m, extra) = message(info, f, badge)?;
     slowpath::send(&ep, m, extra).map(|_| 0)
 }
@@ -329,16 +333,18 @@ fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
     let buf = recv_buf(f, spec)?;
     let (ep, _) = ep(f.rdi, Rights::RECV)?;
     let mut handoff = Handoff::none();
+    if reply_first {
+        super::trace::reply(Some(&ep));
+    }
     if reply_first && info.is_register_only() && spec.timeout_us.is_none() {
         // The fast path back to the caller (`ipc::fastpath`).
         let m = register_msg(info, f, 0);
         match fastpath::reply_recv(&ep, m, buf, spec.capacity, f) {
             ReplyRecv::Done(r) => return r.map(|_| 0),
             ReplyRecv::ReceiveSlow(h) => {
-                return finish_recv(
-                    f,
-                    slowpath::recv(&ep, buf, spec.capacity, Timeout::Never, h)?,
-                )
+                let r = slowpath::recv(&ep, buf, spec.capacity, Timeout::Never, h)?;
+                super::trace::received(&ep, &r);
+                return finish_recv(f, r);
             }
             ReplyRecv::NotTaken => {}
         }
@@ -358,6 +364,7 @@ fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
         return Err(Error::InvalidArgument);
     }
     let r = slowpath::recv(&ep, buf, spec.capacity, timeout(spec), handoff)?;
+    super::trace::received(&ep, &r);
     finish_recv(f, r)
 }
 

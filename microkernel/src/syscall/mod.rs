@@ -29,6 +29,7 @@ mod memory;
 mod process;
 mod system;
 mod thread;
+mod trace;
 
 use crate::arch::syscall::{check_return, ReturnCheck};
 use crate::arch::trap::TrapFrame;
@@ -126,15 +127,21 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Ok(Sysnum::NtfWait) => |f| ipc::invoke(Sysnum::NtfWait, f),
         Ok(Sysnum::NtfBind) => |f| ipc::invoke(Sysnum::NtfBind, f),
         Ok(Sysnum::HandleGive) => |f| ipc::invoke(Sysnum::HandleGive, f),
+        // --- trace (issue 12) ---
+        Ok(Sysnum::TraceMark) => |f| trace::mark(trace::Mark::decode(f)?),
     };
-    let r = handler(frame);
+    let r = if crate::trace::on(abi::trace::cat::SYSCALL) {
+        trace::traced(handler, frame)
+    } else {
+        handler(frame)
+    };
     finish(frame, r)
 }
 
 /// A syscall's handler: decodes its arguments from the frame, invokes, and
 /// returns the result. (A closure in [`dispatch`]'s table; called
 /// indirectly, so never inlined into the dispatcher.)
-type Handler = fn(&mut TrapFrame) -> Result<u64, Error>;
+pub(super) type Handler = fn(&mut TrapFrame) -> Result<u64, Error>;
 
 /// Puts the result in RAX and checks the return RIP.
 #[inline(always)]

@@ -151,5 +151,6 @@ pub fn shutdown(req: Shutdown) -> Result<u64, Error> {
         "mica: shutdown requested by init ({})",
         if req.success { "success" } else { "failure" }
     );
+    crate::trace::dump();
     qemu_exit(req.success)
 }

@@ -137,6 +137,9 @@ pub struct PerCpu {
     /// layer): null until this CPU joins the scheduler, then set once
     /// (release) by this CPU and never changed.
     pub sched: AtomicPtr<()>,
+    /// This CPU's trace ring (`crate::trace`, a higher layer's type): null
+    /// while tracing is off, else set once (release) at this CPU's init.
+    pub trace: AtomicPtr<()>,
     /// This CPU's local APIC (owning CPU only, interrupts off).
     pub(super) apic: UnsafeCell<Option<LocalApic>>,
     /// This CPU's task state segment, RSP0 and the IST stacks (owning CPU
@@ -201,6 +204,7 @@ impl PerCpu {
             selfcheck: AtomicU8::new(0),
             bringup_cycles: AtomicU64::new(0),
             sched: AtomicPtr::new(core::ptr::null_mut()),
+            trace: AtomicPtr::new(core::ptr::null_mut()),
             apic: UnsafeCell::new(None),
             tss: UnsafeCell::new(TaskStateSegment::new()),
             gdt: UnsafeCell::new(Gdt::empty()),
