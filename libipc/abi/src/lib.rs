@@ -150,6 +150,46 @@ shared_enum! {
         /// (needs [`rights::KILL`]); its status is `exited(-1)` unless it had
         /// already chosen one. A process that already ended: nothing happens.
         ProcessKill = 39 => "process_kill",
+        // --- vm (issue 11) ---
+        /// `process_create()`: a new, empty process (its own address space, an
+        /// empty handle table, no thread), charged to the caller's quotas like
+        /// `process_spawn`; it runs once [`ThreadStart`](Sysnum::ThreadStart)
+        /// starts a thread in it. Returns a process handle (rights
+        /// [`rights_sets::PROCESS_BUILDER`]) and puts its pid in RDX.
+        ProcessCreate = 40 => "process_create",
+        /// `space_map(proc, addr, len, prot)`: map fresh zeroed pages into the
+        /// space of the process `proc` names (needs [`rights::MAP`];
+        /// [`vm::SELF`] is the caller's own), charged to that process. Same
+        /// rules as `map_anon`.
+        SpaceMap = 41 => "space_map",
+        /// `space_unmap(proc, addr, len)`: `unmap` in `proc`'s space (MAP).
+        SpaceUnmap = 42 => "space_unmap",
+        /// `space_protect(proc, addr, len, prot)`: `protect` in `proc`'s space
+        /// (MAP).
+        SpaceProtect = 43 => "space_protect",
+        /// `mem_create(len)`: a memory object of `len` bytes (rounded up to
+        /// pages, at most [`vm::MAX_MEMORY_BYTES`]) of zeroed frames, charged
+        /// to the caller's program. Returns a memory handle (rights
+        /// [`rights_sets::MEMORY_CREATOR`]).
+        MemCreate = 44 => "mem_create",
+        /// `mem_map(mem, proc, addr, offset, len, prot)`: map the pages
+        /// `[offset, offset + len)` of the memory object `mem` names (needs
+        /// MAP) at `addr` in `proc`'s space (MAP; [`vm::SELF`] is the
+        /// caller's own), shared, not copied: writes through any mapping are
+        /// seen through all. Charged to the target like `space_map`. The
+        /// frames live while any mapping or handle does.
+        MemMap = 45 => "mem_map",
+        /// `thread_start(proc, entry, stack_top, arg)`: start a thread in the
+        /// process `proc` names (MAP) at `entry` with `arg` in RDI and RSP
+        /// `stack_top - 8`; both must be user addresses. Returns a thread
+        /// handle ([`rights_sets::THREAD_CREATOR`]) and puts its tid in RDX.
+        ThreadStart = 46 => "thread_start",
+        /// `space_clone(proc)`: a new process (quotas as `process_create`)
+        /// whose space is a copy-on-write copy of `proc`'s (MAP;
+        /// [`vm::SELF`]: the caller's). It has no thread and an empty
+        /// handle table. Returns a process handle
+        /// ([`rights_sets::PROCESS_BUILDER`]) and puts its pid in RDX.
+        SpaceClone = 47 => "space_clone",
     }
 }
 
@@ -254,6 +294,11 @@ shared_bits! {
         /// Let the handle leave the process in a message (moved, or copied
         /// when `DUPLICATE` is also held).
         TRANSFER = 1 << 6 => "transfer",
+        // --- vm (issue 11) ---
+        /// Edit the address space of the process a handle names
+        /// (`space_map`, `space_unmap`, `space_protect`, `mem_map` into it,
+        /// `thread_start` in it, `space_clone` of it); map a memory object.
+        MAP = 1 << 7 => "map",
     }
 }
 
@@ -264,6 +309,25 @@ pub mod rights_sets {
     pub const THREAD_CREATOR: u32 = WAIT | KILL | DUPLICATE | TRANSFER;
     /// The handle `process_spawn` gives its caller.
     pub const PROCESS_CREATOR: u32 = WAIT | KILL | DUPLICATE | TRANSFER;
+    /// The handle `process_create` and `space_clone` give their caller.
+    pub const PROCESS_BUILDER: u32 = PROCESS_CREATOR | MAP;
+    /// The handle `mem_create` gives its caller.
+    pub const MEMORY_CREATOR: u32 = MAP | DUPLICATE | TRANSFER;
+}
+
+/// Address-space and memory-object constants (issue 11).
+pub mod vm {
+    /// The process argument that names the caller's own process in
+    /// `space_map`, `space_unmap`, `space_protect`, `mem_map`,
+    /// `thread_start` and `space_clone`: a process always holds MAP on
+    /// itself (it can `map_anon` its own space anyway), so the loader and
+    /// procmgr use one code path for "self" and "child" without a handle to
+    /// themselves (which would also make the process hold itself alive).
+    /// Not a handle number: those fit in 32 bits.
+    pub const SELF: u64 = u64::MAX;
+    /// The largest memory object (16 MiB: its frames are freed at once
+    /// when the last reference goes, so this bounds that work).
+    pub const MAX_MEMORY_BYTES: u64 = 16 << 20;
 }
 
 shared_enum! {
