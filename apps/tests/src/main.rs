@@ -52,6 +52,7 @@ mod smp;
 mod tls;
 mod util;
 mod vm;
+mod vm_build;
 mod vm_review;
 
 use abi::report::Verdict;
@@ -455,6 +456,39 @@ const CASES: &[Case] = &[
     (
         "attack2_children_holding_each_other_are_freed",
         attack2::children_holding_each_other_are_freed,
+    ),
+    // --- vm (issue 11) ---
+    (
+        "vm_process_built_from_scratch_runs_and_exits",
+        vm_build::process_built_from_scratch_runs_and_exits,
+    ),
+    (
+        "vm_calls_check_rights_and_ranges",
+        vm_build::vm_calls_check_rights_and_ranges,
+    ),
+    (
+        "vm_target_quota_exhaustion_is_no_memory_and_leaks_nothing",
+        vm_build::target_quota_exhaustion_is_no_memory_and_leaks_nothing,
+    ),
+    (
+        "vm_memory_object_is_shared_and_freed_with_its_last_mapping",
+        vm_build::memory_object_is_shared_and_freed_with_its_last_mapping,
+    ),
+    (
+        "vm_cow_parent_and_child_see_only_their_own_writes",
+        vm_build::cow_parent_and_child_see_only_their_own_writes,
+    ),
+    (
+        "vm_cow_child_writing_1mib_returns_every_frame",
+        vm_build::cow_child_writing_1mib_returns_every_frame,
+    ),
+    (
+        "vm_kill_races_a_cow_fault",
+        vm_build::kill_races_a_cow_fault,
+    ),
+    (
+        "vm_clone_while_another_thread_writes",
+        vm_build::clone_while_another_thread_writes,
     ),
 ];
 
