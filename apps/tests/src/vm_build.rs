@@ -97,8 +97,8 @@ pub fn process_built_from_scratch_runs_and_exits() -> TestResult {
     unsafe {
         core::ptr::copy_nonoverlapping(CHILD_CODE.as_ptr(), mine as *mut u8, CHILD_CODE.len())
     };
-    // SAFETY: only this function uses the page at `mine`.
     ok(
+        // SAFETY: only this function uses the page at `mine`.
         unsafe { Space::Own.unmap(mine, PAGE) },
         "unmap the builder's view",
     )?;
@@ -145,14 +145,14 @@ pub fn vm_calls_check_rights_and_ranges() -> TestResult {
         &denied,
         "space_protect without MAP",
     )?;
-    // SAFETY: the target is the child, not this program.
     expect_err(
+        // SAFETY: the target is the child, not this program.
         unsafe { s.unmap(CHILD_TEXT, PAGE) }.map(|_| 0),
         &denied,
         "space_unmap without MAP",
     )?;
-    // SAFETY: as above (nothing starts).
     expect_err(
+        // SAFETY: as above (nothing starts).
         unsafe { s.start_thread(CHILD_TEXT, CHILD_STACK, 0) }.map(|_| 0),
         &denied,
         "thread_start without MAP",
@@ -326,8 +326,8 @@ pub fn target_quota_exhaustion_is_no_memory_and_leaks_nothing() -> TestResult {
         Space::Own.map(BASE + 0x100_0000, 1 << 20, prot::WRITE),
         "the caller's own map",
     )?;
-    // SAFETY: this function's own region.
     ok(
+        // SAFETY: this function's own region.
         unsafe { Space::Own.unmap(BASE + 0x100_0000, 1 << 20) },
         "unmap",
     )?;
@@ -374,6 +374,7 @@ pub fn memory_object_is_shared_and_freed_with_its_last_mapping() -> TestResult {
     }
     // SAFETY: this function's own views.
     ok(unsafe { Space::Own.unmap(a, 4 * PAGE) }, "unmap A")?;
+    // SAFETY: as above.
     ok(unsafe { Space::Own.unmap(b, 3 * PAGE) }, "unmap B")?;
     ok(child.kill(), "kill")?;
     let _ = ok(child.wait(), "wait")?;
@@ -452,7 +453,7 @@ fn start_clone(
     let t = ok(
         unsafe {
             child.space().start_thread(
-                cow_child as usize as u64,
+                cow_child as *const () as usize as u64,
                 stack_top,
                 job as *const CowJob as u64,
             )
@@ -506,8 +507,8 @@ pub fn cow_parent_and_child_see_only_their_own_writes() -> TestResult {
         abi::decode_result(r).is_ok(),
         "sysinfo into a copy-on-write page",
     )?;
-    // SAFETY: sysinfo filled it.
     check(
+        // SAFETY: sysinfo filled it.
         unsafe { (*(info_at as *const abi::SysInfo)).cpus_online } >= 1,
         "the kernel's copy landed in the parent's page",
     )?;
@@ -515,7 +516,7 @@ pub fn cow_parent_and_child_see_only_their_own_writes() -> TestResult {
     let t = ok(
         unsafe {
             child.space().start_thread(
-                cow_child as usize as u64,
+                cow_child as *const () as usize as u64,
                 stack,
                 &job as *const CowJob as u64,
             )
@@ -605,7 +606,7 @@ pub fn kill_races_a_cow_fault() -> TestResult {
         let t = ok(
             unsafe {
                 child.space().start_thread(
-                    cow_writer as usize as u64,
+                    cow_writer as *const () as usize as u64,
                     stack,
                     &job as *const CowJob as u64,
                 )
@@ -695,6 +696,7 @@ pub fn clone_while_another_thread_writes() -> TestResult {
     crate::util::expect_ok(st)?;
     // SAFETY: this function's own pages (the writer has ended).
     let _ = unsafe { Space::Own.unmap(at, 2 * PAGE) };
+    // SAFETY: as above.
     let _ = unsafe { Space::Own.unmap(at + 0x10_0000, 4 * PAGE) };
     result
 }

@@ -74,11 +74,16 @@ impl<'a> FrameRefs<'a> {
         let Some(c) = self.counts.get(n) else {
             return true;
         };
+        // One owner (the common case: a private page): nobody else can add
+        // one (only owners may), so no read-modify-write is needed.
+        if c.load(Ordering::Acquire) == 0 {
+            return true;
+        }
         // AcqRel: the last releaser sees every other owner's release (and so
         // their writes through the frame) before it frees it.
         let old = c
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| match v {
-                0 | 1 | 2 => Some(0),
+                0..=2 => Some(0),
                 v => Some(v - 1),
             })
             .unwrap_or(0);
