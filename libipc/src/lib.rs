@@ -19,6 +19,7 @@ pub mod rt;
 pub mod server;
 pub mod sys;
 pub mod task;
+pub mod vm;
 
 pub use abi::Error;
 pub use wire;

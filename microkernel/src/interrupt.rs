@@ -103,6 +103,12 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             }
         }
     }
+    // A write to a present page (error code P|W) may be a copy-on-write
+    // page, from ring 3 or from a kernel copy to user memory: resolved, the
+    // access is retried.
+    if vector == 14 && frame.error_code & 0b11 == 0b11 && resolve_cow_fault() {
+        return;
+    }
     if frame.from_user() {
         assert_on_thread_stack(frame);
         // #NM: a thread's first FPU instruction (fpu.rs, "First use").
@@ -140,6 +146,27 @@ pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         }
     }
     kernel_fault(frame);
+}
+
+/// Resolves a write fault at CR2 in the current thread's space if it hit a
+/// copy-on-write page (`AddressSpace::resolve_write_fault`); false for a real
+/// fault (then handled as before) or when no frame was free for the copy.
+fn resolve_cow_fault() -> bool {
+    let addr = cpu::cr2();
+    // Only user addresses, and only once threads run (a kernel-mode fault
+    // during boot has no current thread).
+    if addr >= abi::layout::USER_END
+        || percpu::this_if_up().is_none()
+        || percpu::current_thread() == 0
+    {
+        return false;
+    }
+    let t = crate::sched::current();
+    let Some(space) = t.space.as_ref() else {
+        return false;
+    };
+    use crate::object::space::WriteFaultOutcome;
+    space.resolve_write_fault(addr) == WriteFaultOutcome::Retry
 }
 
 /// Ending a thread schedules, which must never happen on an IST stack (the

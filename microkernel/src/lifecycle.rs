@@ -224,6 +224,37 @@ pub fn spawn_thread(
     }
 }
 
+/// Starts a thread of `p` (any process the caller holds MAP on, its own
+/// included: `thread_start`) like [`start_thread`] and gives `caller` a
+/// handle to it ([`THREAD_RIGHTS`]); returns the handle and the thread's id.
+/// As in [`spawn_thread`], a full table means the thread never ran.
+pub fn start_thread_in(
+    p: &Arc<Process>,
+    caller: &Arc<Process>,
+    entry: u64,
+    stack_top: u64,
+    arg: u64,
+) -> Result<(Handle, ThreadId), Error> {
+    let t = Thread::new_user(p, &user_frame(entry, stack_top, arg), p.initial_priority())?;
+    let handle = Entry {
+        object: Object::Thread(t.exit.clone()),
+        rights: THREAD_RIGHTS,
+        badge: 0,
+    };
+    let r = caller.ipc.handles.lock().insert(handle);
+    match r {
+        Ok(h) => {
+            let tid = t.tid;
+            sched::enqueue(t);
+            Ok((h, tid))
+        }
+        Err(e) => {
+            unstart(p, t);
+            Err(e.into())
+        }
+    }
+}
+
 /// Spawns a process from a boot image (the `process_spawn` syscall) and
 /// gives its creator a handle to it ([`PROCESS_RIGHTS`]); returns the
 /// handle and the child's pid.
@@ -347,7 +378,19 @@ pub fn exit_current_process(status: u64) -> ! {
 pub fn kill_process(p: &Arc<Process>) {
     let mut table = p.threads.lock();
     if table.none_live() {
-        // Its last thread already left (`thread_exit(code)`), and the
+        // A `process_create`d process that never got a thread: no last
+        // thread will end it, so the kill does (once), or its waiters
+        // would wait for good.
+        let unstarted = table.claim_unstarted_end();
+        drop(table);
+        if unstarted && !p.has_ended() {
+            // In preemptible chunks here, not in the space's drop.
+            if let Some(space) = p.space() {
+                space.teardown();
+            }
+            ended(p.clone(), abi::status::exited(-1));
+        }
+        // Otherwise its last thread already left (`thread_exit(code)`), and the
         // process is ending with that code: a kill landing during the
         // teardown must not turn it into `exited(-1)` (breakit2's note).
         return;

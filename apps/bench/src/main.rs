@@ -48,10 +48,13 @@ const BENCHES: &[(&str, BenchFn)] = &[
     ("ipc_call_cross_core", ipc::ipc_call_cross_core),
     ("ipc_buffer_4k_same_core", ipc::ipc_buffer_4k_same_core),
     ("notify_signal_wait", ipc::notify_signal_wait),
+    // --- vm (issue 11) ---
+    ("cow_fault", vm::cow_fault),
 ];
 
 mod ipc;
 mod latency;
+mod vm;
 
 /// `null()`: the bare syscall entry and exit path.
 fn null_syscall(samples: &mut [u64]) -> Result<usize, &'static str> {

@@ -136,6 +136,16 @@ pub fn random_call(r: &mut Rng, mapped: u64) -> Call {
     if matches!(Sysnum::try_from(nr), Ok(Sysnum::MapAnon | Sysnum::Protect)) && r.one_in(2) {
         args[2] = r.pick(&[0, prot::WRITE, prot::EXEC, prot::ALL, 1, 1 << 40]);
     }
+    // vm (issue 11): the process argument is often SELF or a small handle
+    // number, the protection often a valid one.
+    if matches!(
+        Sysnum::try_from(nr),
+        Ok(Sysnum::SpaceMap | Sysnum::SpaceProtect | Sysnum::SpaceUnmap | Sysnum::SpaceClone)
+    ) && r.one_in(2)
+    {
+        args[0] = r.pick(&[abi::vm::SELF, 0, 1, 2, 3]);
+        args[3] = r.pick(&[0, prot::WRITE, prot::EXEC, prot::ALL, 1, 1 << 40]);
+    }
     Call { flags: 0, nr, args }
 }
 
@@ -174,6 +184,7 @@ pub fn blocking(nr: u64) -> bool {
             | Sysnum::SetAffinity
             | Sysnum::SetPriority
             | Sysnum::ThreadSpawn
+            | Sysnum::ThreadStart
             // IPC waits (a random handle is almost never valid; a valid
             // one may wait for its timeout).
             | Sysnum::IpcCall
@@ -290,6 +301,17 @@ pub fn place(c: &mut Call, w: usize, cfg: &Config, r: &mut Rng) -> Target {
         | Sysnum::HandleGive => false,
         // --- trace (issue 12) --- only reads the caller's memory.
         Sysnum::TraceMark => true,
+        // vm (issue 11): random process and memory handles, random
+        // addresses. In a child, SELF and its own handles edit only the
+        // child (a worker's arena is not at risk there).
+        Sysnum::ProcessCreate
+        | Sysnum::SpaceMap
+        | Sysnum::SpaceUnmap
+        | Sysnum::SpaceProtect
+        | Sysnum::MemCreate
+        | Sysnum::MemMap
+        | Sysnum::ThreadStart
+        | Sysnum::SpaceClone => false,
     };
     if direct && r.below(8) != 0 {
         Target::Direct
@@ -343,6 +365,25 @@ pub fn for_child(c: &mut Call, index: usize, cfg: &Config, r: &mut Rng) {
                 && c.args[0].saturating_add(c.args[1]) > CHILD_DATA =>
         {
             c.args[2] &= !prot::EXEC;
+        }
+        // vm (issue 11): as for `thread_spawn`, a thread started in the
+        // child itself must not begin mid-interpreter (it could loop).
+        Sysnum::ThreadStart => {
+            if c.args[1] > CHILD_TEXT && c.args[1] < CHILD_TEXT + PAGE_SIZE {
+                c.args[1] = CHILD_TEXT + 0x800;
+            }
+            if r.one_in(4) {
+                c.args[0] = abi::vm::SELF;
+            }
+        }
+        // Its space, edited through SELF: the script's data never becomes
+        // code (as for `protect`; the arguments sit one further on).
+        Sysnum::SpaceMap | Sysnum::SpaceProtect
+            if c.args[3] & prot::EXEC != 0
+                && c.args[1] < CHILD_DATA + child::DATA_PAGES * PAGE_SIZE
+                && c.args[1].saturating_add(c.args[2]) > CHILD_DATA =>
+        {
+            c.args[3] &= !prot::EXEC;
         }
         Sysnum::ProcessSpawn => {
             if r.one_in(3) {

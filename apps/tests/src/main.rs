@@ -55,6 +55,7 @@ mod tls;
 mod trace;
 mod util;
 mod vm;
+mod vm_build;
 mod vm_review;
 
 use abi::report::Verdict;
@@ -483,6 +484,43 @@ const CASES: &[Case] = &[
     (
         "trace_mark_validates_its_name",
         trace::trace_mark_validates_its_name,
+    ),
+    // --- vm (issue 11) ---
+    (
+        "vm_process_built_from_scratch_runs_and_exits",
+        vm_build::process_built_from_scratch_runs_and_exits,
+    ),
+    (
+        "vm_calls_check_rights_and_ranges",
+        vm_build::vm_calls_check_rights_and_ranges,
+    ),
+    (
+        "vm_target_quota_exhaustion_is_no_memory_and_leaks_nothing",
+        vm_build::target_quota_exhaustion_is_no_memory_and_leaks_nothing,
+    ),
+    (
+        "vm_memory_object_is_shared_and_freed_with_its_last_mapping",
+        vm_build::memory_object_is_shared_and_freed_with_its_last_mapping,
+    ),
+    (
+        "vm_cow_parent_and_child_see_only_their_own_writes",
+        vm_build::cow_parent_and_child_see_only_their_own_writes,
+    ),
+    (
+        "vm_cow_child_writing_1mib_returns_every_frame",
+        vm_build::cow_child_writing_1mib_returns_every_frame,
+    ),
+    (
+        "vm_kill_races_a_cow_fault",
+        vm_build::kill_races_a_cow_fault,
+    ),
+    (
+        "vm_clone_while_another_thread_writes",
+        vm_build::clone_while_another_thread_writes,
+    ),
+    (
+        "vm_protect_after_clone_keeps_the_shared_frame_private",
+        vm_build::protect_after_clone_keeps_the_shared_frame_private,
     ),
 ];
 

@@ -151,6 +151,46 @@ shared_enum! {
         /// (needs [`rights::KILL`]); its status is `exited(-1)` unless it had
         /// already chosen one. A process that already ended: nothing happens.
         ProcessKill = 39 => "process_kill",
+        // --- vm (issue 11) ---
+        /// `process_create()`: a new, empty process (its own address space, an
+        /// empty handle table, no thread), charged to the caller's quotas like
+        /// `process_spawn`; it runs once [`ThreadStart`](Sysnum::ThreadStart)
+        /// starts a thread in it. Returns a process handle (rights
+        /// [`rights_sets::PROCESS_BUILDER`]) and puts its pid in RDX.
+        ProcessCreate = 40 => "process_create",
+        /// `space_map(proc, addr, len, prot)`: map fresh zeroed pages into the
+        /// space of the process `proc` names (needs [`rights::MAP`];
+        /// [`vm::SELF`] is the caller's own), charged to that process. Same
+        /// rules as `map_anon`.
+        SpaceMap = 41 => "space_map",
+        /// `space_unmap(proc, addr, len)`: `unmap` in `proc`'s space (MAP).
+        SpaceUnmap = 42 => "space_unmap",
+        /// `space_protect(proc, addr, len, prot)`: `protect` in `proc`'s space
+        /// (MAP).
+        SpaceProtect = 43 => "space_protect",
+        /// `mem_create(len)`: a memory object of `len` bytes (rounded up to
+        /// pages, at most [`vm::MAX_MEMORY_BYTES`]) of zeroed frames, charged
+        /// to the caller's program. Returns a memory handle (rights
+        /// [`rights_sets::MEMORY_CREATOR`]).
+        MemCreate = 44 => "mem_create",
+        /// `mem_map(mem, proc, addr, offset, len, prot)`: map the pages
+        /// `[offset, offset + len)` of the memory object `mem` names (needs
+        /// MAP) at `addr` in `proc`'s space (MAP; [`vm::SELF`] is the
+        /// caller's own), shared, not copied: writes through any mapping are
+        /// seen through all. Charged to the target like `space_map`. The
+        /// frames live while any mapping or handle does.
+        MemMap = 45 => "mem_map",
+        /// `thread_start(proc, entry, stack_top, arg)`: start a thread in the
+        /// process `proc` names (MAP) at `entry` with `arg` in RDI and RSP
+        /// `stack_top - 8`; both must be user addresses. Returns a thread
+        /// handle ([`rights_sets::THREAD_CREATOR`]) and puts its tid in RDX.
+        ThreadStart = 46 => "thread_start",
+        /// `space_clone(proc)`: a new process (quotas as `process_create`)
+        /// whose space is a copy-on-write copy of `proc`'s (MAP;
+        /// [`vm::SELF`]: the caller's). It has no thread and an empty
+        /// handle table. Returns a process handle
+        /// ([`rights_sets::PROCESS_BUILDER`]) and puts its pid in RDX.
+        SpaceClone = 47 => "space_clone",
         // --- trace (issue 12) ---
         /// `trace_mark(name_ptr, name_len, value)`: puts a named mark with
         /// `value` into the kernel trace (category `mark`) of the caller's
@@ -158,7 +198,7 @@ shared_enum! {
         /// ASCII (`InvalidArgument` otherwise, `BadAddress` for a range
         /// outside the user half), checked whether tracing is on or not.
         /// Returns 1 if the mark was recorded, 0 if the category is off.
-        TraceMark = 65 => "trace_mark",
+        TraceMark = 56 => "trace_mark",
     }
 }
 
@@ -191,11 +231,11 @@ const _: () = assert!(core::mem::size_of::<SysInfo>() == 8 * 8);
 pub const SYSNUM_END: u64 = Sysnum::END;
 
 // Dense codes from 0: `END` is the count, so every number below it is one.
-// Until the vm (40-54) and hw (55-64) blocks are merged beside trace's 65,
-// those 25 numbers are the one allowed gap (issue-12 trace branch).
+// Until the hw block (48-55) is merged beside trace's 56, those 8 numbers
+// are the one allowed gap.
 const _: () = assert!(Sysnum::END == Sysnum::ALL.len() as u64 + SYSNUM_GAP);
 /// Syscall numbers below [`SYSNUM_END`] not (yet) assigned on this branch.
-const SYSNUM_GAP: u64 = 25;
+const SYSNUM_GAP: u64 = 8;
 
 /// The lowest scheduling priority a thread can ask for.
 pub const MAX_PRIORITY: u64 = 7;
@@ -267,6 +307,11 @@ shared_bits! {
         /// Let the handle leave the process in a message (moved, or copied
         /// when `DUPLICATE` is also held).
         TRANSFER = 1 << 6 => "transfer",
+        // --- vm (issue 11) ---
+        /// Edit the address space of the process a handle names
+        /// (`space_map`, `space_unmap`, `space_protect`, `mem_map` into it,
+        /// `thread_start` in it, `space_clone` of it); map a memory object.
+        MAP = 1 << 7 => "map",
     }
 }
 
@@ -277,6 +322,25 @@ pub mod rights_sets {
     pub const THREAD_CREATOR: u32 = WAIT | KILL | DUPLICATE | TRANSFER;
     /// The handle `process_spawn` gives its caller.
     pub const PROCESS_CREATOR: u32 = WAIT | KILL | DUPLICATE | TRANSFER;
+    /// The handle `process_create` and `space_clone` give their caller.
+    pub const PROCESS_BUILDER: u32 = PROCESS_CREATOR | MAP;
+    /// The handle `mem_create` gives its caller.
+    pub const MEMORY_CREATOR: u32 = MAP | DUPLICATE | TRANSFER;
+}
+
+/// Address-space and memory-object constants (issue 11).
+pub mod vm {
+    /// The process argument that names the caller's own process in
+    /// `space_map`, `space_unmap`, `space_protect`, `mem_map`,
+    /// `thread_start` and `space_clone`: a process always holds MAP on
+    /// itself (it can `map_anon` its own space anyway), so the loader and
+    /// procmgr use one code path for "self" and "child" without a handle to
+    /// themselves (which would also make the process hold itself alive).
+    /// Not a handle number: those fit in 32 bits.
+    pub const SELF: u64 = u64::MAX;
+    /// The largest memory object (16 MiB: its frames are freed at once
+    /// when the last reference goes, so this bounds that work).
+    pub const MAX_MEMORY_BYTES: u64 = 16 << 20;
 }
 
 shared_enum! {
@@ -362,7 +426,7 @@ mod tests {
             match Sysnum::try_from(n) {
                 Ok(s) => assert_eq!(s as u64, n),
                 // The numbers of the blocks merged from other branches.
-                Err(e) => assert!((40..65).contains(&n), "{n}: {e:?}"),
+                Err(e) => assert!((48..56).contains(&n), "{n}: {e:?}"),
             }
         }
         assert_eq!(Sysnum::try_from(SYSNUM_END), Err(Error::BadSyscall));
@@ -373,8 +437,8 @@ mod tests {
     fn the_declared_lists_are_complete_and_their_names_distinct() {
         // Dense syscall numbers: ALL is exactly 0..END, in order.
         for (i, s) in Sysnum::ALL.iter().enumerate() {
-            // (Past 39: the next merged block's numbers.)
-            let i = if i >= 40 {
+            // (Past 47: the next merged block's numbers.)
+            let i = if i >= 48 {
                 i as u64 + SYSNUM_GAP
             } else {
                 i as u64

@@ -68,6 +68,8 @@ bitflags::bitflags! {
         const DUPLICATE = abi::rights::DUPLICATE;
         /// Let the handle leave the process in a message.
         const TRANSFER = abi::rights::TRANSFER;
+        /// Edit a process's address space; map a memory object (issue 11).
+        const MAP = abi::rights::MAP;
     }
 }
 

@@ -29,6 +29,7 @@
 extern crate alloc;
 
 pub mod bootinfo;
+pub mod cow;
 pub mod frame;
 pub mod handles;
 pub mod ipc;

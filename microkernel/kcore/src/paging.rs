@@ -80,6 +80,17 @@ bitflags! {
         /// owned (boot modules lent to init). The record lives in the entry
         /// itself, so it goes away with the mapping and can never outlive it.
         const BORROWED = 1 << 9;
+        /// Software bit: the leaf's frame is reference-counted and logically
+        /// private to this space (copy-on-write, see [`crate::cow`]): the
+        /// entry is never hardware-writable while this bit is set.
+        const COW = 1 << 10;
+        /// Software bit, only with [`COW`](Self::COW): the page is logically
+        /// writable (a write fault copies the frame, or takes it over when
+        /// this is its last reference).
+        const COW_WRITE = 1 << 11;
+        /// Software bit: the leaf's frame is reference-counted and shared on
+        /// purpose (a memory object's frame): writes go to the shared frame.
+        const SHARED = 1 << 52;
         /// Instruction fetch faults (needs EFER.NXE).
         const NO_EXECUTE = 1 << 63;
     }
@@ -549,6 +560,43 @@ impl PageTable {
         Ok(r)
     }
 
+    /// Runs `f` on the leaf entry that maps `va` (any page size), letting it
+    /// rewrite the entry in place; returns what `f` returns. The caller keeps
+    /// the module's leaf invariants (present, address aligned) and flushes.
+    ///
+    /// # Errors
+    /// [`MapError::NonCanonical`], [`MapError::NotMapped`].
+    pub fn update_leaf<M: PhysMem + ?Sized, R>(
+        &self,
+        mem: &mut M,
+        va: u64,
+        f: impl FnOnce(&mut u64, PageSize) -> R,
+    ) -> Result<R, MapError> {
+        let leaf = self.find_leaf(mem, va)?;
+        Ok(f(&mut mem.table(leaf.table)[leaf.index], leaf.size))
+    }
+
+    /// Calls `f(va, entry, size)` on every leaf of `[start, end)` in address
+    /// order with the entry to rewrite in place (holes are skipped); `f`
+    /// returns false to pause right after that leaf. Budget and result as in
+    /// [`unmap_range`](Self::unmap_range). The caller keeps the leaf
+    /// invariants and flushes.
+    ///
+    /// # Errors
+    /// As [`unmap_range`](Self::unmap_range).
+    pub fn edit_range<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        start: u64,
+        end: u64,
+        budget: &mut usize,
+        mut f: impl FnMut(u64, &mut u64, PageSize) -> bool,
+    ) -> Result<Option<u64>, MapError> {
+        self.range_walk(mem, start, end, budget, 0, &mut |m, t, i, va, size| {
+            f(va, &mut m.table(t)[i], size)
+        })
+    }
+
     /// Walks the leaves of `[start, end)` in address order, skipping absent
     /// upper-level entries whole; `upgrade` bits are OR-ed into every
     /// intermediate entry it descends through. See [`unmap_range`](Self::unmap_range).
@@ -658,13 +706,22 @@ impl PageTable {
     }
 }
 
-/// The bits of an entry the CPU ignores and software may use (9..12).
-const SOFTWARE_BITS: u64 = 0xe00;
+/// The bits of a leaf the CPU ignores and software uses (9..12, and 52 with
+/// no protection keys enabled).
+const SOFTWARE_BITS: u64 = 0xe00 | (1 << 52);
 
 /// `entry` (a leaf of `size`) with its flags replaced by `flags`, keeping its
-/// frame and its software bits.
+/// frame and its software bits. A copy-on-write leaf is never made
+/// hardware-writable: asking for `WRITABLE` sets [`PteFlags::COW_WRITE`]
+/// instead (the first write then copies), and asking for read-only clears it.
 fn reflag(entry: u64, flags: PteFlags, size: PageSize) -> u64 {
-    leaf_addr(entry, size) | leaf_flags(flags, size).bits() | (entry & SOFTWARE_BITS)
+    let mut f = leaf_flags(flags, size);
+    let mut soft = entry & SOFTWARE_BITS & !PteFlags::COW_WRITE.bits();
+    if entry & PteFlags::COW.bits() != 0 && f.contains(PteFlags::WRITABLE) {
+        f.remove(PteFlags::WRITABLE);
+        soft |= PteFlags::COW_WRITE.bits();
+    }
+    leaf_addr(entry, size) | f.bits() | soft
 }
 
 /// One table of a range walk (see [`PageTable::range_walk`]): examines the

@@ -19,6 +19,7 @@ pub mod user;
 
 use crate::bootinfo::BootInfo;
 use crate::sync::IrqMutex;
+use kcore::cow::FrameRefs;
 use kcore::frame::{bitmap_words_for, FrameAllocator, FrameError, PhysFrame};
 use kcore::memmap::{self, Range};
 use kcore::paging::{MapError, PageSize, PageTable, PhysMem, PteFlags, ENTRIES, KERNEL_PML4_START};
@@ -95,6 +96,39 @@ pub fn free_frame(f: PhysFrame) -> Result<(), FrameError> {
         .as_mut()
         .ok_or(FrameError::OutOfMemory)?
         .free(f)
+}
+
+/// One counter per managed frame (see [`kcore::cow`]): set up at boot.
+static FRAME_REFS: spin::Once<&'static [core::sync::atomic::AtomicU32]> = spin::Once::new();
+
+fn frame_refs() -> FrameRefs<'static> {
+    FrameRefs::new(FRAME_REFS.get().copied().unwrap_or(&[]))
+}
+
+fn frame_number(pa: u64) -> usize {
+    (pa / 4096) as usize
+}
+
+/// Owners of the frame at `pa` (1 unless it is shared).
+pub fn frame_owners(pa: u64) -> u32 {
+    frame_refs().owners(frame_number(pa))
+}
+
+/// Adds an owner to the frame at `pa`, which the caller owns a reference to
+/// (`NoMemory` if its counter is full).
+pub fn frame_acquire(pa: u64) -> Result<(), abi::Error> {
+    frame_refs()
+        .acquire(frame_number(pa))
+        .map_err(|_| abi::Error::NoMemory)
+}
+
+/// Drops one owner of the user frame at `pa` and frees it when that was the
+/// last. The caller has made sure no CPU reaches it through a mapping it
+/// removed (shot down first).
+pub fn frame_release(pa: u64) {
+    if frame_refs().release(frame_number(pa)) {
+        let _ = free_frame(PhysFrame::containing(pa));
+    }
 }
 
 /// Bytes of memory the frame allocator started with.
@@ -278,7 +312,20 @@ pub fn init(
     // execution continues; the boot identity map is simply not part of them.
     unsafe { crate::arch::mmu::load_root(pt.root()) };
     crate::arch::cpu::init_paging_features(features);
+    let refs_pages = (nframes * 4).div_ceil(4096);
+    let refs = frames
+        .alloc_contiguous(refs_pages, 1)
+        .map_err(|_| "out of memory for the frame reference counts")?;
     *FRAMES.lock() = Some(frames);
+    // SAFETY: the frames were just allocated for this table alone and lie in
+    // the direct map (loaded above); zeroed (every frame: one owner) before
+    // the table is published, and never freed. AtomicU32 has u32's layout.
+    let counts = unsafe {
+        let p = phys_to_virt(refs.addr()) as *mut u32;
+        core::ptr::write_bytes(p, 0, nframes);
+        core::slice::from_raw_parts(p as *const core::sync::atomic::AtomicU32, nframes)
+    };
+    FRAME_REFS.call_once(|| counts);
     KERNEL_ROOT.store(pt.root(), core::sync::atomic::Ordering::SeqCst);
     *KERNEL_PT.lock() = Some(pt);
     heap::init(usable_bytes)?;

@@ -30,6 +30,11 @@ pub enum Object {
     /// A process (wait, kill, handle_give). Charged to the process quotas;
     /// an ended process is freed with the last handle naming it.
     Process(Arc<Process>),
+    // --- vm (issue 11) ---
+    /// A memory object (`mem_create`): frames shared into spaces by
+    /// `mem_map`. Charged to [`charge`] and its frames to the creator's
+    /// program pages.
+    Memory(Arc<ObjBox<super::memory::MemoryObj>>),
 }
 
 /// The most handles one process holds (docs/ipc.md suggests 256).

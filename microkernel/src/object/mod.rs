@@ -10,6 +10,7 @@ pub mod thread;
 
 pub mod endpoint;
 pub mod kobject;
+pub mod memory;
 pub mod message;
 pub mod notification;
 pub mod waitstate;

@@ -191,6 +191,9 @@ pub struct ThreadTable {
     /// thread is added.
     exiting: bool,
     rows: Vec<Arc<Thread>>,
+    /// A thread was ever listed (false only for a `process_create`d process
+    /// before its first `thread_start`; see [`Self::claim_unstarted_end`]).
+    started: bool,
 }
 
 impl ThreadTable {
@@ -198,6 +201,7 @@ impl ThreadTable {
         ThreadTable {
             exiting: false,
             rows: Vec::new(),
+            started: false,
         }
     }
 
@@ -219,7 +223,18 @@ impl ThreadTable {
     pub(super) fn insert(&mut self, t: &Arc<Thread>) -> Result<(), Error> {
         self.admit()?;
         self.rows.push(t.clone());
+        self.started = true;
         Ok(())
+    }
+
+    /// For a kill of a process that never had a thread (nothing else would
+    /// ever end it): true exactly once, and only if no thread was ever
+    /// listed; marks it exiting, so none will be.
+    pub fn claim_unstarted_end(&mut self) -> bool {
+        self.exiting = true;
+        let never = !self.started;
+        self.started = true;
+        never
     }
 
     /// Takes thread `tid` off the list (it is ending, or was never started);

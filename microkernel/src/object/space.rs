@@ -41,7 +41,9 @@ use abi::{prot, Error};
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::frame::PhysFrame;
-use kcore::paging::{Freed, MapError, PageSize, PageTable, PhysMem, PteFlags, ENTRIES};
+use kcore::paging::{
+    Freed, MapError, PageSize, PageTable, PhysMem, PteFlags, ENTRIES, PHYS_ADDR_MASK,
+};
 
 /// How an editor that found the edit flag held waits about `ns` (a short
 /// sleep, or a yield when the sleep list is full). Installed once at boot by
@@ -95,7 +97,7 @@ impl PageBudget {
     }
 
     /// Charges `n` pages unless that would pass the limit.
-    fn try_charge(&self, n: u64) -> bool {
+    pub fn try_charge(&self, n: u64) -> bool {
         self.used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
                 u.checked_add(n).filter(|&t| t <= self.limit)
@@ -113,7 +115,7 @@ impl PageBudget {
     /// Returns `n` pages. Returning more than was charged is a kernel bug:
     /// logged, and the count stops at 0 (a wrapped count would refuse every
     /// later charge, NoMemory for good).
-    fn uncharge(&self, n: u64) {
+    pub fn uncharge(&self, n: u64) {
         if self
             .used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| u.checked_sub(n))
@@ -442,6 +444,9 @@ impl AddressSpace {
                     .pt
                     .teardown_user(&mut DirectMem, at, &mut budget, &mut |fr| {
                         removed = true;
+                        // Bit 0 of a recorded address (always 4 KiB
+                        // aligned) marks a table: freed outright, while a
+                        // leaf's frame loses one owner.
                         match fr {
                             Freed::Leaf(_, pa, _, f) if !f.contains(PteFlags::BORROWED) => {
                                 frames[n] = pa;
@@ -449,7 +454,7 @@ impl AddressSpace {
                             }
                             Freed::Leaf(..) => {}
                             Freed::Table(pa) => {
-                                frames[n] = pa;
+                                frames[n] = pa | 1;
                                 n += 1;
                             }
                         }
@@ -464,7 +469,11 @@ impl AddressSpace {
                 tlb::flush_range(self.root(), 0, tlb::FULL_FLUSH_PAGES + 1);
             }
             for &pa in &frames[..n] {
-                let _ = mem::free_frame(PhysFrame::containing(pa));
+                if pa & 1 != 0 {
+                    let _ = mem::free_frame(PhysFrame::containing(pa));
+                } else {
+                    mem::frame_release(pa);
+                }
             }
             match r {
                 None => return,
@@ -642,7 +651,9 @@ impl AddressSpace {
                 tlb::flush_range(self.root(), rm.lo, (rm.hi - rm.lo) / PAGE_SIZE);
             }
             for &pa in &rm.frames {
-                let _ = mem::free_frame(PhysFrame::containing(pa));
+                // A shared frame (memory object, copy-on-write) goes back
+                // only with its last owner.
+                mem::frame_release(pa);
             }
             self.uncharge(rm.frames.len() as u64);
             match r {
@@ -717,6 +728,232 @@ impl AddressSpace {
     }
 }
 
+/// What the page-fault path did with a write fault ([`AddressSpace::resolve_write_fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteFaultOutcome {
+    /// Resolved (copied, taken over, or already writable): retry the access.
+    Retry,
+    /// A real fault: the page is absent or read-only.
+    Fault,
+    /// A copy was needed and no frame was free.
+    NoMemory,
+}
+
+impl AddressSpace {
+    /// Maps the frames `frames` (owned by a memory object, which keeps its
+    /// own references) at `va` with `flags`, shared: each gains an owner and
+    /// the leaves carry [`PteFlags::SHARED`]. Each page is charged to this
+    /// space like an anonymous one. All or nothing; in preemptible chunks.
+    pub fn map_shared(&self, va: u64, frames: &[u64], p: u64) -> Result<(), Error> {
+        let len = (frames.len() as u64)
+            .checked_mul(PAGE_SIZE)
+            .ok_or(Error::InvalidArgument)?;
+        let pages = check_range(va, len)?;
+        let flags = prot_flags(p)? | PteFlags::SHARED;
+        self.try_charge(pages)?;
+        let _edit = self.edit();
+        let end = va + pages * PAGE_SIZE;
+        let mut at = va;
+        let mut failed = None;
+        for chunk in frames.chunks(CHUNK_PAGES as usize) {
+            let mut m = CountingMem {
+                mem: DirectMem,
+                tables: 0,
+            };
+            {
+                let inner = self.inner.lock();
+                for &pa in chunk {
+                    if let Err(e) = mem::frame_acquire(pa) {
+                        failed = Some(e);
+                        break;
+                    }
+                    if let Err(e) = inner.pt.map(&mut m, at, pa, PageSize::Size4K, flags) {
+                        mem::frame_release(pa);
+                        failed = Some(map_err(e));
+                        break;
+                    }
+                    at += PAGE_SIZE;
+                }
+            }
+            self.charge_tables(&m);
+            if failed.is_some() {
+                break;
+            }
+            if at < end {
+                preemption_point();
+            }
+        }
+        if let Some(e) = failed {
+            self.uncharge((end - at) / PAGE_SIZE);
+            // Pages mapped so far may have been touched by other threads
+            // (between chunks): the full unmap path, shootdown first.
+            if at > va {
+                self.unmap_edited(va, at);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Fills this new, empty space (nobody else holds it yet) with a
+    /// copy-on-write clone of `src`'s user half ([`kcore::cow`]): private
+    /// pages become read-only-shared on both sides, memory-object pages stay
+    /// shared, lent pages stay lent. Every page is charged to this space.
+    ///
+    /// `src` is edited under its edit flag, in chunks; each chunk shoots
+    /// down the source's pages it write-protected on every CPU that runs the
+    /// source before the next chunk starts (so before this returns): from
+    /// then on every write by the source's threads faults and copies. A
+    /// write that lands between a chunk's edit and its shootdown (through a
+    /// stale writable TLB entry) goes into the shared frame, so the clone
+    /// sees either the value before it or that one, never a torn mix of
+    /// frames (a page is one frame). On error the source keeps its COW
+    /// leaves (still correct: a later write copies or takes the frame back)
+    /// and the caller drops this space, which releases what it mapped.
+    pub fn copy_on_write_from(&self, src: &AddressSpace) -> Result<(), Error> {
+        let _edit = src.edit();
+        let mut at = USER_MIN;
+        loop {
+            let mut budget = CHUNK_ENTRIES;
+            let mut m = CountingMem {
+                mem: DirectMem,
+                tables: 0,
+            };
+            let mut failed = None;
+            let (mut lo, mut hi) = (u64::MAX, 0);
+            let r = {
+                let sinner = src.inner.lock();
+                let cinner = self.inner.lock();
+                sinner
+                    .pt
+                    .edit_range(&mut DirectMem, at, USER_END, &mut budget, |va, e, size| {
+                        if size != PageSize::Size4K {
+                            failed = Some(Error::InvalidArgument);
+                            return false;
+                        }
+                        let cl = kcore::cow::share_for_clone(*e);
+                        let pa = *e & PHYS_ADDR_MASK;
+                        if cl.acquire {
+                            if let Err(err) = self.try_charge(1) {
+                                failed = Some(err);
+                                return false;
+                            }
+                            if let Err(err) = mem::frame_acquire(pa) {
+                                self.uncharge(1);
+                                failed = Some(err);
+                                return false;
+                            }
+                        }
+                        let flags = PteFlags::from_bits_retain(cl.child & !PHYS_ADDR_MASK);
+                        if let Err(err) = cinner.pt.map(&mut m, va, pa, PageSize::Size4K, flags) {
+                            if cl.acquire {
+                                mem::frame_release(pa);
+                                self.uncharge(1);
+                            }
+                            failed = Some(map_err(err));
+                            return false;
+                        }
+                        if *e != cl.source {
+                            *e = cl.source;
+                            lo = lo.min(va);
+                            hi = hi.max(va + PAGE_SIZE);
+                        }
+                        true
+                    })
+            };
+            self.charge_tables(&m);
+            // Shoot the source's write-protected pages down before anything
+            // else (a failed chunk included: what it changed stays changed).
+            if lo < hi {
+                tlb::flush_range(src.root(), lo, (hi - lo) / PAGE_SIZE);
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            match r {
+                Ok(None) => return Ok(()),
+                Ok(Some(resume)) => at = resume,
+                Err(e) => return Err(map_err(e)),
+            }
+            preemption_point();
+        }
+    }
+
+    /// Resolves a write fault at `va` (from ring 3, or from a kernel copy to
+    /// user memory) if it hit a copy-on-write page: the frame is copied into
+    /// a fresh one, or taken over when this is its last owner; a page
+    /// another CPU already resolved is just retried. Called with interrupts
+    /// off, holding no lock.
+    ///
+    /// The copy replaces the leaf's frame, so every CPU that runs this space
+    /// is shot down before the old frame loses this owner (it may then be
+    /// freed): no thread of this space reads the old frame afterwards. The
+    /// take-over only adds write permission to the same frame, so a stale
+    /// read-only TLB entry elsewhere at worst faults once more (spurious).
+    pub fn resolve_write_fault(&self, va: u64) -> WriteFaultOutcome {
+        use kcore::cow::{on_write_fault, private_writable, WriteFault};
+        let page = va & !(PAGE_SIZE - 1);
+        if !(USER_MIN..USER_END).contains(&page) {
+            return WriteFaultOutcome::Fault;
+        }
+        enum Done {
+            Local,
+            Copied(u64),
+            Fault,
+            NoMemory,
+        }
+        let r = {
+            let inner = self.inner.lock();
+            inner.pt.update_leaf(&mut DirectMem, page, |e, size| {
+                if size != PageSize::Size4K {
+                    return Done::Fault;
+                }
+                let pa = *e & PHYS_ADDR_MASK;
+                match on_write_fault(*e, mem::frame_owners(pa)) {
+                    WriteFault::Spurious => Done::Local,
+                    WriteFault::Reuse => {
+                        *e = private_writable(*e, pa);
+                        Done::Local
+                    }
+                    WriteFault::Copy => {
+                        let Ok(f) = mem::alloc_frame() else {
+                            return Done::NoMemory;
+                        };
+                        // SAFETY: `f` is fresh (only this code reaches it);
+                        // `pa` is a frame this leaf owns a reference to, so
+                        // it stays allocated, and nobody writes it (every
+                        // leaf mapping it is copy-on-write, read-only). Both
+                        // lie in the direct map.
+                        unsafe {
+                            core::ptr::copy_nonoverlapping(
+                                mem::phys_to_virt(pa) as *const u8,
+                                mem::phys_to_virt(f.addr()) as *mut u8,
+                                PAGE_SIZE as usize,
+                            );
+                        }
+                        *e = private_writable(*e, f.addr());
+                        Done::Copied(pa)
+                    }
+                    WriteFault::Refuse => Done::Fault,
+                }
+            })
+        };
+        match r {
+            Ok(Done::Local) => {
+                mem::flush_local(page);
+                WriteFaultOutcome::Retry
+            }
+            Ok(Done::Copied(old)) => {
+                tlb::flush_range(self.root(), page, 1);
+                mem::frame_release(old);
+                WriteFaultOutcome::Retry
+            }
+            Ok(Done::NoMemory) => WriteFaultOutcome::NoMemory,
+            Ok(Done::Fault) | Err(_) => WriteFaultOutcome::Fault,
+        }
+    }
+}
+
 impl Drop for AddressSpace {
     fn drop(&mut self) {
         // No thread runs in this space any more and no CPU has it loaded (the
@@ -729,7 +966,7 @@ impl Drop for AddressSpace {
         let inner = self.inner.lock();
         inner.pt.clear_user_half(&mut DirectMem, |_, pa, _, f| {
             if !f.contains(PteFlags::BORROWED) {
-                let _ = mem::free_frame(PhysFrame::containing(pa));
+                mem::frame_release(pa);
             }
         });
         // No CPU has this root loaded any more, so the PML4 frame can go back.
@@ -902,6 +1139,76 @@ pub fn ktest_mapped_pages_are_charged_and_returned() -> Result<(), &'static str>
     drop(space);
     if program.used() != 0 {
         return Err("the space's drop did not return its charge to the program");
+    }
+    Ok(())
+}
+
+/// ktest (issue 11): a copy-on-write clone shares every frame (only its
+/// tables are new) and is charged for every page it maps; a write fault in
+/// the source copies one frame; dropping the clone frees exactly its tables,
+/// its root and the frame only it still held. A memory object's frames
+/// mapped into a space are charged to that space, survive the object, and
+/// go back with the last mapping.
+pub fn ktest_shared_and_cow_frames_are_counted() -> Result<(), &'static str> {
+    const VA: u64 = 0x300_0000;
+    const MEM_VA: u64 = 0x400_0000;
+    let program = Arc::new(PageBudget::new(256));
+    let a = AddressSpace::new_charged(Some(program.clone())).map_err(|_| "new_charged")?;
+    a.map_anon(VA, 4 * PAGE_SIZE, prot::WRITE)
+        .map_err(|_| "map_anon")?;
+    let f0 = mem::free_frames();
+    let b = AddressSpace::new_charged(Some(program.clone())).map_err(|_| "new_charged")?;
+    b.copy_on_write_from(&a).map_err(|_| "copy_on_write_from")?;
+    // The clone's root and its PDPT, PD, PT; no data frame.
+    if mem::free_frames() != f0 - 4 {
+        return Err("a clone copied frames (or leaked tables)");
+    }
+    if b.charged_pages() != 1 + 3 + 4 {
+        return Err("the clone is not charged for its root, tables and pages");
+    }
+    if a.resolve_write_fault(VA + 8) != WriteFaultOutcome::Retry {
+        return Err("a write fault on a COW page did not resolve");
+    }
+    if mem::free_frames() != f0 - 5 {
+        return Err("a COW write fault did not copy exactly one frame");
+    }
+    // Already resolved: a second fault is spurious (no copy).
+    if a.resolve_write_fault(VA) != WriteFaultOutcome::Retry || mem::free_frames() != f0 - 5 {
+        return Err("a resolved page was copied again");
+    }
+    drop(b);
+    if mem::free_frames() != f0 {
+        return Err("dropping the clone did not return exactly its own frames");
+    }
+    // The source's other pages are its own again: taken over, not copied.
+    if a.resolve_write_fault(VA + PAGE_SIZE) != WriteFaultOutcome::Retry || mem::free_frames() != f0
+    {
+        return Err("a page whose clone is gone was copied instead of taken over");
+    }
+    // A real fault stays one.
+    if a.resolve_write_fault(MEM_VA) != WriteFaultOutcome::Fault {
+        return Err("a write fault on an unmapped page was resolved");
+    }
+    let before_obj = mem::free_frames();
+    let obj = super::memory::MemoryObj::new(4, program.clone()).map_err(|_| "MemoryObj::new")?;
+    let charged = a.charged_pages();
+    a.map_shared(MEM_VA, obj.frames(), prot::WRITE)
+        .map_err(|_| "map_shared")?;
+    if a.charged_pages() < charged + 4 {
+        return Err("shared pages are not charged to the space they are mapped in");
+    }
+    drop(obj);
+    if mem::free_frames() >= before_obj {
+        return Err("the object's frames went while still mapped");
+    }
+    a.unmap(MEM_VA, 4 * PAGE_SIZE).map_err(|_| "unmap")?;
+    // Back, but for the page tables the mapping made (kept until teardown).
+    if mem::free_frames() + 1 < before_obj {
+        return Err("the last unmap did not free the object's frames");
+    }
+    drop(a);
+    if program.used() != 0 {
+        return Err("charges were not returned to the program");
     }
     Ok(())
 }

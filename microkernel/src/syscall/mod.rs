@@ -30,6 +30,7 @@ mod process;
 mod system;
 mod thread;
 mod trace;
+mod vm;
 
 use crate::arch::syscall::{check_return, ReturnCheck};
 use crate::arch::trap::TrapFrame;
@@ -127,6 +128,15 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Ok(Sysnum::NtfWait) => |f| ipc::invoke(Sysnum::NtfWait, f),
         Ok(Sysnum::NtfBind) => |f| ipc::invoke(Sysnum::NtfBind, f),
         Ok(Sysnum::HandleGive) => |f| ipc::invoke(Sysnum::HandleGive, f),
+        // --- vm (issue 11) ---
+        Ok(Sysnum::ProcessCreate) => vm::process_create,
+        Ok(Sysnum::SpaceMap) => vm::space_map,
+        Ok(Sysnum::SpaceUnmap) => vm::space_unmap,
+        Ok(Sysnum::SpaceProtect) => vm::space_protect,
+        Ok(Sysnum::MemCreate) => vm::mem_create,
+        Ok(Sysnum::MemMap) => vm::mem_map,
+        Ok(Sysnum::ThreadStart) => vm::thread_start,
+        Ok(Sysnum::SpaceClone) => vm::space_clone,
         // --- trace (issue 12) ---
         Ok(Sysnum::TraceMark) => |f| trace::mark(trace::Mark::decode(f)?),
     };

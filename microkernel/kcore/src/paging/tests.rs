@@ -751,6 +751,102 @@ fn protect_range_rewrites_leaves_and_keeps_software_bits() {
     assert!(f.contains(PteFlags::BORROWED));
 }
 
+/// A copy-on-write leaf is never made hardware-writable by a protect: the
+/// write permission goes into `COW_WRITE` (and a read-only protect clears
+/// it), and `SHARED` survives like every software bit.
+#[test]
+fn protect_keeps_cow_leaves_read_only_and_records_the_wish() {
+    let (mut mem, pt) = setup();
+    pt.map(
+        &mut mem,
+        0x10_0000,
+        0x5000,
+        PageSize::Size4K,
+        PteFlags::USER | PteFlags::COW,
+    )
+    .unwrap();
+    pt.map(
+        &mut mem,
+        0x10_1000,
+        0x6000,
+        PageSize::Size4K,
+        PteFlags::USER | PteFlags::SHARED,
+    )
+    .unwrap();
+    let mut budget = usize::MAX;
+    assert_eq!(
+        pt.protect_range(&mut mem, LOW, USER_HALF_END, &mut budget, urw()),
+        Ok(None)
+    );
+    let (_, f, _) = pt.translate(&mut mem, 0x10_0000).unwrap();
+    assert!(!f.contains(PteFlags::WRITABLE));
+    assert!(f.contains(PteFlags::COW | PteFlags::COW_WRITE));
+    let (_, f, _) = pt.translate(&mut mem, 0x10_1000).unwrap();
+    assert!(f.contains(PteFlags::WRITABLE | PteFlags::SHARED));
+    pt.protect(&mut mem, 0x10_0000, PteFlags::USER).unwrap();
+    let (pa, f, _) = pt.translate(&mut mem, 0x10_0000).unwrap();
+    assert_eq!(pa, 0x5000);
+    assert_eq!(f, PteFlags::PRESENT | PteFlags::USER | PteFlags::COW);
+}
+
+/// `edit_range` visits every leaf in order, skips holes, rewrites in place
+/// and pauses where asked; `update_leaf` rewrites one leaf.
+#[test]
+fn edit_range_and_update_leaf_rewrite_leaves_in_place() {
+    let (mut mem, pt) = setup();
+    for (i, va) in [0x10_0000u64, 0x10_2000, 0x4000_0000]
+        .into_iter()
+        .enumerate()
+    {
+        pt.map(
+            &mut mem,
+            va,
+            0x5000 + i as u64 * 0x1000,
+            PageSize::Size4K,
+            urw(),
+        )
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut budget = usize::MAX;
+    let r = pt.edit_range(&mut mem, LOW, USER_HALF_END, &mut budget, |va, e, _| {
+        seen.push(va);
+        *e &= !PteFlags::WRITABLE.bits();
+        seen.len() < 2
+    });
+    assert_eq!(r, Ok(Some(0x10_3000)));
+    assert_eq!(seen, [0x10_0000, 0x10_2000]);
+    let r = pt.edit_range(
+        &mut mem,
+        0x10_3000,
+        USER_HALF_END,
+        &mut budget,
+        |va, _, _| {
+            seen.push(va);
+            true
+        },
+    );
+    assert_eq!(r, Ok(None));
+    assert_eq!(seen, [0x10_0000, 0x10_2000, 0x4000_0000]);
+    let (_, f, _) = pt.translate(&mut mem, 0x10_2000).unwrap();
+    assert!(!f.contains(PteFlags::WRITABLE));
+    let (_, f, _) = pt.translate(&mut mem, 0x4000_0000).unwrap();
+    assert!(f.contains(PteFlags::WRITABLE));
+    assert_eq!(
+        pt.update_leaf(&mut mem, 0x10_2000, |e, s| {
+            *e |= PteFlags::WRITABLE.bits();
+            s
+        }),
+        Ok(PageSize::Size4K)
+    );
+    let (_, f, _) = pt.translate(&mut mem, 0x10_2000).unwrap();
+    assert!(f.contains(PteFlags::WRITABLE));
+    assert_eq!(
+        pt.update_leaf(&mut mem, 0x10_1000, |_, _| ()),
+        Err(MapError::NotMapped)
+    );
+}
+
 /// A seeded xorshift64* generator (no dependencies, reproducible).
 struct Rng(u64);
 

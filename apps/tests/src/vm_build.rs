@@ -1,0 +1,746 @@
+//! Building processes through handles and copy-on-write cloning (issue 11):
+//! `process_create`, `space_map`/`space_unmap`/`space_protect`,
+//! `mem_create`/`mem_map`, `thread_start`, `space_clone`. Hostile arguments
+//! get errors, quotas are the target's, and every frame comes back (the
+//! `sysinfo` free figure returns to its baseline exactly).
+
+use crate::note;
+use crate::util::{check, expect_err, ok, TestResult};
+use abi::rights;
+use abi::status::{self, Status};
+use abi::{prot, Error};
+use libipc::sys;
+use libipc::vm::{process_create, space_clone, MemoryHandle, Space};
+
+const PAGE: u64 = 4096;
+/// This file's own region of the tests program's space.
+const BASE: u64 = 0x5b00_0000_0000;
+/// Where the from-scratch child's code and stack live (in the child).
+const CHILD_TEXT: u64 = 0x40_0000;
+const CHILD_STACK: u64 = 0x7000_0000;
+
+/// Position-independent child code: `push rdi; pop rdi` (the stack works),
+/// `mov eax, process_exit; syscall` (exits with its argument), `ud2`.
+const CHILD_CODE: [u8; 11] = [
+    0x57, // push rdi
+    0x5f, // pop rdi
+    0xb8,
+    abi::Sysnum::ProcessExit as u8,
+    0,
+    0,
+    0, // mov eax, process_exit
+    0x0f,
+    0x05, // syscall
+    0x0f,
+    0x0b, // ud2
+];
+
+fn free_bytes() -> Result<u64, &'static str> {
+    sys::sysinfo()
+        .map(|i| i.free_bytes)
+        .map_err(|_| "sysinfo failed")
+}
+
+/// Waits (up to 2 s) for the free figure to come back to `before`: a
+/// process's last frames go when its last thread's CPU switches away, which
+/// may lag its wait. A leak never comes back, so it still fails.
+fn free_back_to(before: u64, what: &'static str) -> TestResult {
+    let mut now = free_bytes()?;
+    for _ in 0..1000 {
+        if now >= before {
+            return Ok(());
+        }
+        sys::sleep_ns(2_000_000);
+        now = free_bytes()?;
+    }
+    note!(
+        "{what}: {} pages missing from the free figure",
+        (before - now) / PAGE
+    );
+    Err("frames were not returned")
+}
+
+/// Maps and unmaps `[at, at + len)` in this program, so the page tables
+/// for it exist before a baseline is taken (an unmap keeps its tables: they
+/// are not a leak, and a case must not count them as one).
+fn warm(at: u64, len: u64) -> TestResult {
+    ok(Space::Own.map(at, len, 0), "warm-up map")?;
+    // SAFETY: this file's own region, unused between cases.
+    ok(unsafe { Space::Own.unmap(at, len) }, "warm-up unmap")
+}
+
+fn want_exit(st: u64, code: i32, what: &'static str) -> TestResult {
+    match status::decode(st) {
+        Status::Exited(c) if c == code => Ok(()),
+        other => {
+            note!("{what}: {other:?}, expected exited({code})");
+            Err("the child did not end as expected")
+        }
+    }
+}
+
+/// Builds a child from nothing: an empty process, a memory object filled
+/// through the builder's own mapping and then mapped (shared) as the child's
+/// code, a fresh stack, a thread. The child exits with the argument it was
+/// given; the parent sees the status; every frame comes back.
+pub fn process_built_from_scratch_runs_and_exits() -> TestResult {
+    warm(BASE, PAGE)?;
+    let before = free_bytes()?;
+    let child = ok(process_create(), "process_create")?;
+    let mem = ok(MemoryHandle::create(PAGE), "mem_create")?;
+    let mine = BASE;
+    ok(
+        mem.map(Space::Own, mine, 0, PAGE, prot::WRITE),
+        "mem_map into the builder",
+    )?;
+    // SAFETY: the page was just mapped writable at `mine` for this code.
+    unsafe {
+        core::ptr::copy_nonoverlapping(CHILD_CODE.as_ptr(), mine as *mut u8, CHILD_CODE.len())
+    };
+    ok(
+        // SAFETY: only this function uses the page at `mine`.
+        unsafe { Space::Own.unmap(mine, PAGE) },
+        "unmap the builder's view",
+    )?;
+    ok(
+        mem.map(child.space(), CHILD_TEXT, 0, PAGE, prot::EXEC),
+        "mem_map into the child",
+    )?;
+    // Closing the handle while the frame is mapped is fine.
+    ok(mem.close(), "close the memory handle")?;
+    ok(
+        child
+            .space()
+            .map(CHILD_STACK - 4 * PAGE, 4 * PAGE, prot::WRITE),
+        "space_map the child's stack",
+    )?;
+    // SAFETY: the thread runs in the child, not in this program.
+    let t = ok(
+        unsafe { child.space().start_thread(CHILD_TEXT, CHILD_STACK, 42) },
+        "thread_start",
+    )?;
+    check(t.id() != 0 && child.id() != 0, "ids in RDX")?;
+    let st = ok(child.wait(), "process_wait")?;
+    want_exit(st, 42, "built child")?;
+    let _ = t.close();
+    free_back_to(before, "build from scratch")
+}
+
+/// Every vm call refuses a handle without MAP (PermissionDenied), a handle
+/// of another kind (WrongType), a number naming nothing (BadHandle); bad
+/// ranges and protections in the target are refused as `map_anon` refuses
+/// them; nothing is mapped or started on bad input.
+pub fn vm_calls_check_rights_and_ranges() -> TestResult {
+    let before = free_bytes()?;
+    let child = ok(process_create(), "process_create")?;
+    let no_map = ok(
+        child.dup(rights::WAIT | rights::KILL | rights::DUPLICATE),
+        "dup without MAP",
+    )?;
+    let s = no_map.space();
+    let denied = [Error::PermissionDenied];
+    expect_err(s.map(CHILD_TEXT, PAGE, 0), &denied, "space_map without MAP")?;
+    expect_err(
+        s.protect(CHILD_TEXT, PAGE, 0).map(|_| 0),
+        &denied,
+        "space_protect without MAP",
+    )?;
+    expect_err(
+        // SAFETY: the target is the child, not this program.
+        unsafe { s.unmap(CHILD_TEXT, PAGE) }.map(|_| 0),
+        &denied,
+        "space_unmap without MAP",
+    )?;
+    expect_err(
+        // SAFETY: as above (nothing starts).
+        unsafe { s.start_thread(CHILD_TEXT, CHILD_STACK, 0) }.map(|_| 0),
+        &denied,
+        "thread_start without MAP",
+    )?;
+    expect_err(
+        space_clone(s).map(|_| 0),
+        &denied,
+        "space_clone without MAP",
+    )?;
+    let mem = ok(MemoryHandle::create(2 * PAGE), "mem_create")?;
+    expect_err(
+        mem.map(s, CHILD_TEXT, 0, PAGE, 0),
+        &denied,
+        "mem_map into a space without MAP",
+    )?;
+    let mem_ro = ok(
+        mem.dup(rights::DUPLICATE),
+        "dup the memory handle without MAP",
+    )?;
+    expect_err(
+        mem_ro.map(child.space(), CHILD_TEXT, 0, PAGE, 0),
+        &denied,
+        "mem_map of an object without MAP",
+    )?;
+    // Kinds and numbers.
+    let as_proc = Space::Of(libipc::sys::ProcessHandle::from_raw(mem.raw()));
+    expect_err(
+        as_proc.map(CHILD_TEXT, PAGE, 0),
+        &[Error::WrongType],
+        "a memory handle as a process",
+    )?;
+    expect_err(
+        MemoryHandle::from_raw(child.raw()).map(Space::Own, BASE, 0, PAGE, 0),
+        &[Error::WrongType],
+        "a process handle as a memory object",
+    )?;
+    let stale = Space::Of(libipc::sys::ProcessHandle::from_raw(0x3ff));
+    expect_err(
+        stale.map(CHILD_TEXT, PAGE, 0),
+        &[Error::BadHandle],
+        "a number naming nothing",
+    )?;
+    let huge = Space::Of(libipc::sys::ProcessHandle::from_raw(u32::MAX));
+    expect_err(
+        huge.map(CHILD_TEXT, PAGE, 0),
+        &[Error::BadHandle],
+        "a huge handle number",
+    )?;
+    // Ranges in the target.
+    let c = child.space();
+    let bad = [Error::BadAddress, Error::InvalidArgument];
+    for (addr, len, what) in [
+        (0xffff_8000_0000_0000, PAGE, "kernel address"),
+        (0x0000_8000_0000_0000, PAGE, "non-canonical address"),
+        (0x7fff_ffff_f000, 2 * PAGE, "range past the user half"),
+        (u64::MAX - 0xfff, 2 * PAGE, "wrapping range"),
+        (CHILD_TEXT + 1, PAGE, "unaligned address"),
+        (CHILD_TEXT, 0, "empty range"),
+        (CHILD_TEXT, 1 << 62, "huge length"),
+        (0, PAGE, "page 0"),
+    ] {
+        if c.map(addr, len, prot::WRITE).is_ok() {
+            note!("space_map accepted a {what}");
+            return Err("a bad range was mapped");
+        }
+        if len != 0 && mem.map(c, addr, 0, len, 0).is_ok() {
+            note!("mem_map accepted a {what}");
+            return Err("a bad range was mapped");
+        }
+    }
+    expect_err(
+        c.map(CHILD_TEXT, 1 << 62, 0),
+        &[Error::BadAddress, Error::NoMemory],
+        "huge map",
+    )?;
+    expect_err(
+        c.map(CHILD_TEXT, PAGE, prot::WRITE | prot::EXEC),
+        &bad,
+        "W+X in the target",
+    )?;
+    expect_err(c.map(CHILD_TEXT, PAGE, 1 << 40), &bad, "unknown prot bits")?;
+    // Memory-object windows.
+    for (off, len, what) in [
+        (1u64, PAGE, "unaligned offset"),
+        (PAGE, 2 * PAGE, "window past the end"),
+        (2 * PAGE, PAGE, "offset at the end"),
+        (u64::MAX - 0xfff, 2 * PAGE, "wrapping window"),
+        (0, 0, "empty window"),
+        (0, u64::MAX, "huge window"),
+    ] {
+        if mem.map(c, CHILD_TEXT, off, len, 0).is_ok() {
+            note!("mem_map accepted a {what}");
+            return Err("a bad memory window was mapped");
+        }
+    }
+    expect_err(
+        MemoryHandle::create(0).map(|_| 0),
+        &[Error::InvalidArgument],
+        "mem_create(0)",
+    )?;
+    expect_err(
+        MemoryHandle::create(abi::vm::MAX_MEMORY_BYTES + 1).map(|_| 0),
+        &[Error::InvalidArgument],
+        "mem_create over the limit",
+    )?;
+    expect_err(
+        MemoryHandle::create(u64::MAX).map(|_| 0),
+        &[Error::InvalidArgument],
+        "mem_create(u64::MAX)",
+    )?;
+    // Protect needs every page mapped; unmap of holes is fine.
+    expect_err(
+        c.protect(CHILD_TEXT, PAGE, 0).map(|_| 0),
+        &[Error::NotFound],
+        "protect of an unmapped page",
+    )?;
+    // Thread entries and stacks.
+    for (entry, stack, what) in [
+        (0xffff_ffff_8000_0000, CHILD_STACK, "kernel entry"),
+        (0x0000_8000_0000_0000, CHILD_STACK, "non-canonical entry"),
+        (CHILD_TEXT, 0xffff_8000_0000_0000, "kernel stack"),
+        (CHILD_TEXT, CHILD_STACK + 8, "misaligned stack"),
+        (CHILD_TEXT, 0, "stack at 0"),
+    ] {
+        // SAFETY: the target is the child; nothing may start.
+        if unsafe { c.start_thread(entry, stack, 0) }.is_ok() {
+            note!("thread_start accepted a {what}");
+            return Err("a thread started on bad input");
+        }
+    }
+    // Nothing was started: a kill ends the never-started child, and its
+    // wait returns (it must not hang).
+    ok(child.kill(), "kill the never-started child")?;
+    expect_err(
+        // SAFETY: the target is the child.
+        unsafe { c.start_thread(CHILD_TEXT, CHILD_STACK, 0) }.map(|_| 0),
+        &[Error::NotFound],
+        "thread_start in a killed process",
+    )?;
+    let st = ok(child.wait(), "wait for the killed, never-started child")?;
+    want_exit(st, -1, "killed unstarted child")?;
+    let _ = no_map.close();
+    let _ = mem_ro.close();
+    let _ = mem.close();
+    free_back_to(before, "rights and ranges")
+}
+
+/// Quotas are the target's: a map past its per-process limit is NoMemory
+/// before anything is allocated, and a map that fits is charged to the
+/// target (its own limit shrinks, not the caller's); everything is returned.
+pub fn target_quota_exhaustion_is_no_memory_and_leaks_nothing() -> TestResult {
+    warm(BASE + 0x100_0000, 1 << 20)?;
+    let before = free_bytes()?;
+    let child = ok(process_create(), "process_create")?;
+    let c = child.space();
+    let limit = abi::limits::MAX_MAPPED_BYTES_PER_PROCESS;
+    expect_err(
+        c.map(0x1000_0000, limit + PAGE, prot::WRITE),
+        &[Error::NoMemory],
+        "a map past the target's limit",
+    )?;
+    // 1 MiB fits; then the rest of the limit plus one page does not.
+    ok(c.map(0x1000_0000, 1 << 20, prot::WRITE), "a map that fits")?;
+    expect_err(
+        c.map(0x2000_0000, limit - (1 << 20), prot::WRITE),
+        &[Error::NoMemory],
+        "a map past what is left of the target's limit",
+    )?;
+    // The caller's own limit is untouched: it can still map 1 MiB itself.
+    ok(
+        Space::Own.map(BASE + 0x100_0000, 1 << 20, prot::WRITE),
+        "the caller's own map",
+    )?;
+    ok(
+        // SAFETY: this function's own region.
+        unsafe { Space::Own.unmap(BASE + 0x100_0000, 1 << 20) },
+        "unmap",
+    )?;
+    ok(child.kill(), "kill")?;
+    let _ = ok(child.wait(), "wait")?;
+    free_back_to(before, "target quota")
+}
+
+/// A memory object mapped twice into this space and once into a child is
+/// one set of frames: a write through one mapping is read through the
+/// others; closing the handle keeps mapped frames; the last unmap frees them.
+pub fn memory_object_is_shared_and_freed_with_its_last_mapping() -> TestResult {
+    let (a, b) = (BASE + 0x10_0000, BASE + 0x20_0000);
+    warm(a, 4 * PAGE)?;
+    warm(b, 3 * PAGE)?;
+    let before = free_bytes()?;
+    let mem = ok(MemoryHandle::create(4 * PAGE), "mem_create")?;
+    ok(mem.map(Space::Own, a, 0, 4 * PAGE, prot::WRITE), "map A")?;
+    ok(
+        mem.map(Space::Own, b, PAGE, 3 * PAGE, 0),
+        "map B (pages 1..4, read-only)",
+    )?;
+    // SAFETY: both views were just mapped; A is writable.
+    unsafe {
+        check(*((a + PAGE) as *const u64) == 0, "fresh frames are zeroed")?;
+        *((a + 2 * PAGE + 8) as *mut u64) = 0x1234_5678;
+        check(
+            *((b + PAGE + 8) as *const u64) == 0x1234_5678,
+            "a write through A is seen through B",
+        )?;
+    }
+    let child = ok(process_create(), "process_create")?;
+    ok(
+        mem.map(child.space(), CHILD_TEXT, 0, 4 * PAGE, 0),
+        "map into a child",
+    )?;
+    ok(mem.close(), "close while mapped")?;
+    // SAFETY: still mapped (the handle only named the object).
+    unsafe {
+        check(
+            *((b + PAGE + 8) as *const u64) == 0x1234_5678,
+            "frames outlive the handle",
+        )?;
+    }
+    // SAFETY: this function's own views.
+    ok(unsafe { Space::Own.unmap(a, 4 * PAGE) }, "unmap A")?;
+    // SAFETY: as above.
+    ok(unsafe { Space::Own.unmap(b, 3 * PAGE) }, "unmap B")?;
+    ok(child.kill(), "kill")?;
+    let _ = ok(child.wait(), "wait")?;
+    free_back_to(before, "memory object")
+}
+
+/// What a clone's thread gets: where to look and what to expect.
+#[repr(C)]
+struct CowJob {
+    region: u64,
+    pages: u64,
+    /// The value every page's first word had at the clone.
+    expect: u64,
+    /// The child writes `expect + 1` into every page's first word when set.
+    write_all: u64,
+    /// For the racing-writer case: a word the parent keeps changing.
+    racing: u64,
+}
+
+/// The clone's thread: checks that it sees the memory as it was at the
+/// clone, writes its own values, and exits with 0 (or a code naming what
+/// was wrong). Runs in the clone (a copy of this program), on a stack of
+/// its own; touches only the job and the region.
+extern "C" fn cow_child(arg: u64) -> ! {
+    // SAFETY: `arg` points at a `CowJob` in the clone's copy of the caller's
+    // memory (set up before the clone, never changed after).
+    let job = unsafe { &*(arg as *const CowJob) };
+    for i in 0..job.pages {
+        let p = (job.region + i * PAGE) as *mut u64;
+        // SAFETY: the region is mapped in the clone as in the parent.
+        unsafe {
+            if core::ptr::read_volatile(p) != job.expect {
+                sys::process_exit(10)
+            }
+            if job.write_all != 0 {
+                core::ptr::write_volatile(p, job.expect + 1);
+            }
+        }
+    }
+    if job.racing != 0 {
+        let p = job.racing as *const u64;
+        // SAFETY: as above.
+        let first = unsafe { core::ptr::read_volatile(p) };
+        sys::sleep_ns(5_000_000);
+        // SAFETY: as above.
+        let again = unsafe { core::ptr::read_volatile(p) };
+        if first != again || first == 0 {
+            sys::process_exit(11) // the parent's writes reach the clone
+        }
+    }
+    sys::process_exit(0)
+}
+
+/// Maps `pages` writable pages at `at` (plus a stack for the clone's
+/// thread after them) and fills each page's first word with `v`.
+fn region(at: u64, pages: u64, v: u64) -> Result<u64, &'static str> {
+    ok(
+        Space::Own.map(at, (pages + 4) * PAGE, prot::WRITE),
+        "map the region and a stack",
+    )?;
+    for i in 0..pages {
+        // SAFETY: just mapped writable.
+        unsafe { core::ptr::write_volatile((at + i * PAGE) as *mut u64, v) };
+    }
+    Ok(at + (pages + 4) * PAGE)
+}
+
+/// Clones this process, starts `cow_child` in the clone with `job` and the
+/// stack at `stack_top`, and returns the clone's handle and thread handle.
+fn start_clone(
+    job: &CowJob,
+    stack_top: u64,
+) -> Result<(libipc::sys::ProcessHandle, libipc::sys::ThreadHandle), &'static str> {
+    let child = ok(space_clone(Space::Own), "space_clone")?;
+    // SAFETY: the thread runs `cow_child` in the clone.
+    let t = ok(
+        unsafe {
+            child.space().start_thread(
+                cow_child as *const () as usize as u64,
+                stack_top,
+                job as *const CowJob as u64,
+            )
+        },
+        "thread_start in the clone",
+    )?;
+    Ok((child, t))
+}
+
+/// After a clone, parent and child each see only their own writes (the
+/// child checks it sees the values from before the parent's later writes;
+/// the parent checks the child's writes did not reach it), including a
+/// kernel copy (`sysinfo`) into a page the clone shares; every frame comes
+/// back once the child has exited.
+pub fn cow_parent_and_child_see_only_their_own_writes() -> TestResult {
+    const PAGES: u64 = 8;
+    let at = BASE + 0x100_0000;
+    let stack = region(at, PAGES, 7)?;
+    let before = free_bytes()?;
+    let job = CowJob {
+        region: at,
+        pages: PAGES,
+        expect: 7,
+        write_all: 1,
+        racing: 0,
+    };
+    // The child is created but not started until the parent has written.
+    let child = ok(space_clone(Space::Own), "space_clone")?;
+    // Every page but the last, which only the kernel writes (below).
+    for i in 0..PAGES - 1 {
+        // SAFETY: mapped above (now copy-on-write).
+        unsafe { core::ptr::write_volatile((at + i * PAGE) as *mut u64, 99) };
+    }
+    // A kernel copy into a copy-on-write page nothing wrote since the
+    // clone (`copy_to_user` faults in ring 0 and the fault resolves): the
+    // last page's second half.
+    let info_at = at + (PAGES - 1) * PAGE + 2048;
+    // SAFETY: sysinfo writes exactly one SysInfo into this mapped page.
+    let r = unsafe {
+        sys::syscall6(
+            abi::Sysnum::SysInfo,
+            info_at,
+            core::mem::size_of::<abi::SysInfo>() as u64,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    check(
+        abi::decode_result(r).is_ok(),
+        "sysinfo into a copy-on-write page",
+    )?;
+    check(
+        // SAFETY: sysinfo filled it.
+        unsafe { (*(info_at as *const abi::SysInfo)).cpus_online } >= 1,
+        "the kernel's copy landed in the parent's page",
+    )?;
+    // SAFETY: the thread runs `cow_child` in the clone.
+    let t = ok(
+        unsafe {
+            child.space().start_thread(
+                cow_child as *const () as usize as u64,
+                stack,
+                &job as *const CowJob as u64,
+            )
+        },
+        "thread_start in the clone",
+    )?;
+    let st = ok(child.wait(), "wait for the clone")?;
+    let _ = t.close();
+    want_exit(st, 0, "clone's view of memory")?;
+    for i in 0..PAGES {
+        // SAFETY: mapped above.
+        let v = unsafe { core::ptr::read_volatile((at + i * PAGE) as *const u64) };
+        if v != if i == PAGES - 1 { 7 } else { 99 } {
+            note!("page {i}: {v}");
+            return Err("the clone's write reached the parent");
+        }
+    }
+    // The parent's pages were copied on its writes; the clone's frames went
+    // with it.
+    let r = free_back_to(before, "cow parent/child");
+    // SAFETY: this function's own region.
+    let _ = unsafe { Space::Own.unmap(at, (PAGES + 4) * PAGE) };
+    r
+}
+
+/// A clone that writes every page of a 1 MiB region and exits returns
+/// every frame it copied (and its tables): the free figure is back at its
+/// baseline.
+pub fn cow_child_writing_1mib_returns_every_frame() -> TestResult {
+    const PAGES: u64 = 256;
+    let at = BASE + 0x200_0000;
+    let stack = region(at, PAGES, 3)?;
+    let before = free_bytes()?;
+    let job = CowJob {
+        region: at,
+        pages: PAGES,
+        expect: 3,
+        write_all: 1,
+        racing: 0,
+    };
+    let (child, t) = start_clone(&job, stack)?;
+    let st = ok(child.wait(), "wait")?;
+    let _ = t.close();
+    want_exit(st, 0, "1 MiB writer")?;
+    let r = free_back_to(before, "1 MiB cow writer");
+    // SAFETY: this function's own region.
+    let _ = unsafe { Space::Own.unmap(at, (PAGES + 4) * PAGE) };
+    r
+}
+
+/// The clone's thread for the kill race: writes every page of its region
+/// over and over (a copy-on-write fault per page the first time round).
+extern "C" fn cow_writer(arg: u64) -> ! {
+    // SAFETY: as in `cow_child`.
+    let job = unsafe { &*(arg as *const CowJob) };
+    let _ = sys::set_affinity(1);
+    let mut v = 0u64;
+    loop {
+        for i in 0..job.pages {
+            // SAFETY: mapped in the clone.
+            unsafe {
+                core::ptr::write_volatile((job.region + i * PAGE + (v % 512) * 8) as *mut u64, v)
+            };
+        }
+        v += 1;
+    }
+}
+
+/// A kill lands while the clone's thread is taking copy-on-write faults on
+/// another CPU: the clone ends, the parent's memory is intact, and every
+/// frame comes back.
+pub fn kill_races_a_cow_fault() -> TestResult {
+    const PAGES: u64 = 512;
+    let at = BASE + 0x400_0000;
+    let stack = region(at, PAGES, 5)?;
+    let before = free_bytes()?;
+    for round in 0..4u64 {
+        let job = CowJob {
+            region: at,
+            pages: PAGES,
+            expect: 5,
+            write_all: 0,
+            racing: 0,
+        };
+        let child = ok(space_clone(Space::Own), "space_clone")?;
+        // SAFETY: the thread runs `cow_writer` in the clone.
+        let t = ok(
+            unsafe {
+                child.space().start_thread(
+                    cow_writer as *const () as usize as u64,
+                    stack,
+                    &job as *const CowJob as u64,
+                )
+            },
+            "thread_start",
+        )?;
+        sys::sleep_ns(500_000 + round * 1_500_000);
+        ok(child.kill(), "kill the clone")?;
+        let st = ok(child.wait(), "wait")?;
+        let _ = t.close();
+        want_exit(st, -1, "killed writer")?;
+    }
+    for i in 0..PAGES {
+        // SAFETY: mapped above.
+        if unsafe { core::ptr::read_volatile((at + i * PAGE) as *const u64) } != 5 {
+            return Err("the clone's writes reached the parent");
+        }
+    }
+    let r = free_back_to(before, "kill racing cow faults");
+    // SAFETY: this function's own region.
+    let _ = unsafe { Space::Own.unmap(at, (PAGES + 4) * PAGE) };
+    r
+}
+
+/// The parent's writer thread for the clone race: stores 1, 2, 3, ... into
+/// the first word of its page (one atomic store each) until told to stop.
+extern "C" fn page_filler(arg: u64) -> ! {
+    // `arg` is the page (mapped, writable); the next page's first word is
+    // the stop flag, its second the count of stores so far.
+    let page = arg as *mut u64;
+    let stop = (arg + PAGE) as *const u64;
+    let count = (arg + PAGE + 8) as *mut u64;
+    let _ = sys::set_affinity(1);
+    let mut v = 1u64;
+    // SAFETY: both pages are mapped writable for this thread's whole life.
+    unsafe {
+        while core::ptr::read_volatile(stop) == 0 {
+            core::ptr::write_volatile(page, v);
+            core::ptr::write_volatile(count, v);
+            v += 1;
+        }
+    }
+    sys::thread_exit(0)
+}
+
+/// A clone taken while another thread of the source keeps storing to a
+/// word: the clone holds one value the writer stored (a word store is one
+/// store: never torn) and keeps it while the writer goes on (the page is
+/// not shared with the source after the clone returns).
+pub fn clone_while_another_thread_writes() -> TestResult {
+    let at = BASE + 0x800_0000;
+    ok(
+        Space::Own.map(at, 2 * PAGE, prot::WRITE),
+        "map the racing pages",
+    )?;
+    let stack = region(at + 0x10_0000, 0, 0)?;
+    let writer = crate::util::spawn(page_filler, at)?;
+    // Let it write for a while.
+    sys::sleep_ns(2_000_000);
+    let job = CowJob {
+        region: at,
+        pages: 0,
+        expect: 0,
+        write_all: 0,
+        racing: at,
+    };
+    let mut result = Ok(());
+    for _ in 0..5 {
+        // SAFETY: the count word is mapped.
+        let count0 = unsafe { core::ptr::read_volatile((at + PAGE + 8) as *const u64) };
+        let (child, t) = start_clone(&job, stack)?;
+        let st = ok(child.wait(), "wait")?;
+        let _ = t.close();
+        // SAFETY: the count word is mapped.
+        let count1 = unsafe { core::ptr::read_volatile((at + PAGE + 8) as *const u64) };
+        if let Err(e) = want_exit(st, 0, "clone during writes") {
+            result = Err(e);
+            break;
+        }
+        if count1 <= count0 {
+            note!("the writer made no progress ({count0} -> {count1})");
+        }
+    }
+    // SAFETY: the stop flag is mapped.
+    unsafe { core::ptr::write_volatile((at + PAGE) as *mut u64, 1) };
+    let st = writer.join()?;
+    crate::util::expect_ok(st)?;
+    // SAFETY: this function's own pages (the writer has ended).
+    let _ = unsafe { Space::Own.unmap(at, 2 * PAGE) };
+    // SAFETY: as above.
+    let _ = unsafe { Space::Own.unmap(at + 0x10_0000, 4 * PAGE) };
+    result
+}
+
+/// A page made read-only, cloned, then made writable again in the source:
+/// the protect must not expose the frame the clone shares (it stays
+/// copy-on-write), so the source's write copies and the clone keeps the
+/// old value.
+pub fn protect_after_clone_keeps_the_shared_frame_private() -> TestResult {
+    let at = BASE + 0xa00_0000;
+    let stack = region(at, 1, 21)?;
+    ok(Space::Own.protect(at, PAGE, 0), "make the page read-only")?;
+    // Before the clone: the clone sees this stack as it is at the clone.
+    let job = CowJob {
+        region: at,
+        pages: 1,
+        expect: 21,
+        write_all: 0,
+        racing: 0,
+    };
+    let child = ok(space_clone(Space::Own), "space_clone")?;
+    ok(
+        Space::Own.protect(at, PAGE, prot::WRITE),
+        "make it writable again after the clone",
+    )?;
+    // SAFETY: mapped and writable again.
+    unsafe { core::ptr::write_volatile(at as *mut u64, 22) };
+    // SAFETY: the thread runs `cow_child` in the clone.
+    let t = ok(
+        unsafe {
+            child.space().start_thread(
+                cow_child as *const () as usize as u64,
+                stack,
+                &job as *const CowJob as u64,
+            )
+        },
+        "thread_start in the clone",
+    )?;
+    let st = ok(child.wait(), "wait")?;
+    let _ = t.close();
+    // SAFETY: mapped above.
+    let mine = unsafe { core::ptr::read_volatile(at as *const u64) };
+    // SAFETY: this function's own region.
+    let _ = unsafe { Space::Own.unmap(at, 5 * PAGE) };
+    want_exit(st, 0, "the clone's view after the source's protect")?;
+    check(mine == 22, "the source's write is its own")
+}
