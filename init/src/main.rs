@@ -46,7 +46,7 @@ fn main(arg: u64) -> i32 {
     }
     match cmdline_arg(info.cmdline(), modules::INIT_KEY) {
         None | Some("") => 0,
-        Some(modules::TESTS) => verdict(run_module(info, modules::TESTS, 0)),
+        Some(modules::TESTS) => verdict(run_tests(info)),
         Some(modules::BENCH) => bench(info),
         Some(modules::FUZZ) => fuzz(info),
         Some(other) => {
@@ -88,6 +88,26 @@ fn spawn(info: &BootInfo, name: &str, arg: u64) -> Option<sys::ProcessHandle> {
         Ok(pid) => Some(pid),
         Err(e) => {
             println!("init: cannot start {name}: {e}");
+            None
+        }
+    }
+}
+
+/// hw (issue 11): runs the `tests` module with init's hardware roots. They
+/// are given right after the spawn, so they are the first handles of its
+/// fresh table and land at the numbers `abi::boot_handles` names (the
+/// program waits for them before anything makes a handle).
+fn run_tests(info: &BootInfo) -> Option<Status> {
+    let pid = spawn(info, modules::TESTS, 0)?;
+    for root in [abi::boot_handles::IOPORTS, abi::boot_handles::IRQS] {
+        if let Err(e) = libipc::ipc::handle_give(pid, root, abi::rights_sets::HW) {
+            println!("init: cannot give the tests its hardware roots: {e}");
+        }
+    }
+    match sys::process_wait(pid) {
+        Ok(word) => Some(status::decode(word)),
+        Err(e) => {
+            println!("init: waiting for tests failed: {e}");
             None
         }
     }

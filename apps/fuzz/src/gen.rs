@@ -288,6 +288,13 @@ pub fn place(c: &mut Call, w: usize, cfg: &Config, r: &mut Rng) -> Target {
         | Sysnum::NtfWait
         | Sysnum::NtfBind
         | Sysnum::HandleGive => false,
+        // hw (issue 11): handles again (the fuzzer holds no hardware root,
+        // so only the refusals are reachable; a child finds its own table).
+        Sysnum::ProcessNotify
+        | Sysnum::IoportGrant
+        | Sysnum::IoportEnable
+        | Sysnum::IrqBind
+        | Sysnum::IrqAck => false,
     };
     if direct && r.below(8) != 0 {
         Target::Direct

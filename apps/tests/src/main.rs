@@ -34,6 +34,7 @@ mod faults;
 mod fpu;
 mod gpr;
 mod handles;
+mod hw;
 mod info;
 mod ipc;
 mod ipc_attack;
@@ -456,10 +457,27 @@ const CASES: &[Case] = &[
         "attack2_children_holding_each_other_are_freed",
         attack2::children_holding_each_other_are_freed,
     ),
+    // --- hw (issue 11) ---
+    ("hw_ioport_grants_are_checked", hw::ioport_grants_are_checked),
+    (
+        "hw_ioport_grant_gives_exactly_its_ports",
+        hw::ioport_grant_gives_exactly_its_ports,
+    ),
+    ("hw_irq_rtc_signals_and_ack_unmasks", hw::irq_rtc_signals_and_ack_unmasks),
+    (
+        "hw_process_notify_signals_exit_and_kill",
+        hw::process_notify_signals_exit_and_kill,
+    ),
+    (
+        "hw_dead_process_handles_are_closed",
+        hw::dead_process_handles_are_closed,
+    ),
 ];
 
 #[no_mangle]
 fn main(_arg: u64) -> i32 {
+    // Before anything makes a handle: init's hardware roots land first.
+    hw::wait_for_roots();
     util::calibrate();
     println!("tests: {} cases", CASES.len());
     let mut verdict = Verdict::default();

@@ -75,7 +75,7 @@ pub fn syscall_numbers_with_high_bits_are_refused() -> TestResult {
         }
     }
     // And every declared code below END is one.
-    for n in 0..SYSNUM_END {
+    for n in (0..SYSNUM_END).filter(|n| !abi::RESERVED_SYSNUMS.contains(n)) {
         if Sysnum::from_code(n).is_none() {
             return Err("a code below END is not declared");
         }

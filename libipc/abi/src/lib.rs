@@ -150,6 +150,31 @@ shared_enum! {
         /// (needs [`rights::KILL`]); its status is `exited(-1)` unless it had
         /// already chosen one. A process that already ended: nothing happens.
         ProcessKill = 39 => "process_kill",
+        // --- hw (issue 11) ---
+        /// `process_notify(proc, ntf, bits)`: when the process handle `proc`
+        /// names (needs [`rights::WAIT`]) ends, signal `bits` (non-zero) on
+        /// the notification `ntf` (needs [`rights::SIGNAL`]). One
+        /// registration per process: a later call replaces it. A process
+        /// that already ended is signalled at once.
+        ProcessNotify = 55 => "process_notify",
+        /// `ioport_grant(h, first, count)`: a new I/O-port handle (rights of
+        /// `h`) for ports `first..first+count`, which must lie inside the
+        /// range of `h` (needs [`rights::IO`]); `count` >= 1, no wrap.
+        IoportGrant = 56 => "ioport_grant",
+        /// `ioport_enable(h)`: allow the calling process's threads `in`/`out`
+        /// on every port of `h` (needs [`rights::IO`]) through its I/O
+        /// permission bitmap. Sticky for the process's life.
+        IoportEnable = 57 => "ioport_enable",
+        /// `irq_bind(root, line, ntf, bits)`: an IRQ handle for ISA line
+        /// `line` (0..16; `root` an IRQ root handle with [`rights::IO`]) that
+        /// signals `bits` (non-zero) on `ntf` (needs [`rights::SIGNAL`]) each
+        /// time the line fires; the line is masked after each interrupt
+        /// until `irq_ack`. A line already bound: [`Error::Busy`]. Closing
+        /// the last handle masks and frees the line.
+        IrqBind = 58 => "irq_bind",
+        /// `irq_ack(irq)`: unmask the line of IRQ handle `irq` (needs
+        /// [`rights::IO`]).
+        IrqAck = 59 => "irq_ack",
     }
 }
 
@@ -181,8 +206,28 @@ const _: () = assert!(core::mem::size_of::<SysInfo>() == 8 * 8);
 /// One past the highest syscall number: the first number that is refused.
 pub const SYSNUM_END: u64 = Sysnum::END;
 
-// Dense codes from 0: `END` is the count, so every number below it is one.
-const _: () = assert!(Sysnum::END == Sysnum::ALL.len() as u64);
+// Dense codes from 0 except the blocks other branches of this session fill
+// (vm 40-54: the hw block starts at 55); `END` minus those is the count.
+const _: () = assert!(Sysnum::END - (RESERVED_SYSNUMS.end - RESERVED_SYSNUMS.start) == Sysnum::ALL.len() as u64);
+
+/// Syscall numbers assigned to a parallel branch and not declared here yet
+/// (the vm block, issue 11). Empty once merged.
+pub const RESERVED_SYSNUMS: core::ops::Range<u64> = 40..55;
+/// Error codes assigned to a parallel branch (vm, issue 11).
+pub const RESERVED_ERRORS: core::ops::Range<u64> = 13..16;
+
+/// Where init finds its hardware roots: the kernel installs them first in
+/// init's fresh handle table, so they have these numbers (slot 0 and 1,
+/// generation 1). init hands them on with `handle_give`.
+pub mod boot_handles {
+    /// The I/O-port root: all 65536 ports, rights [`HW`](super::rights_sets::HW).
+    pub const IOPORTS: u32 = 1 << 10;
+    /// The IRQ root: every ISA line, rights [`HW`](super::rights_sets::HW).
+    pub const IRQS: u32 = (1 << 10) | 1;
+}
+
+/// ISA IRQ lines `irq_bind` accepts: `0..IRQ_LINES` (hw, issue 11).
+pub const IRQ_LINES: u64 = 16;
 
 /// The lowest scheduling priority a thread can ask for.
 pub const MAX_PRIORITY: u64 = 7;
@@ -254,12 +299,17 @@ shared_bits! {
         /// Let the handle leave the process in a message (moved, or copied
         /// when `DUPLICATE` is also held).
         TRANSFER = 1 << 6 => "transfer",
+        /// Use of a hardware object: grant or enable I/O ports, bind or
+        /// acknowledge an IRQ (hw, issue 11).
+        IO = 1 << 8 => "io",
     }
 }
 
 /// Rights combinations the kernel hands out (not bits of their own).
 pub mod rights_sets {
     use super::rights::*;
+    /// Rights of the boot I/O-port and IRQ roots and of what they grant.
+    pub const HW: u32 = IO | DUPLICATE | TRANSFER;
     /// The handle `thread_spawn` gives its caller.
     pub const THREAD_CREATOR: u32 = WAIT | KILL | DUPLICATE | TRANSFER;
     /// The handle `process_spawn` gives its caller.
@@ -295,6 +345,12 @@ shared_enum! {
         BadHandle = 11 => "bad handle",
         /// The handle names an object of another kind than the call needs.
         WrongType = 12 => "wrong object type",
+        // --- hw (issue 11) ---
+        /// The resource is taken (an IRQ line already bound).
+        Busy = 16 => "resource busy",
+        /// The machine lacks what the call needs (no I/O APIC serves the
+        /// line).
+        NoDevice = 17 => "no such device",
     }
 }
 
@@ -345,7 +401,7 @@ mod tests {
 
     #[test]
     fn every_sysnum_round_trips_and_unknown_numbers_fail() {
-        for n in 0..SYSNUM_END {
+        for n in (0..SYSNUM_END).filter(|n| !RESERVED_SYSNUMS.contains(n)) {
             let s = Sysnum::try_from(n).unwrap();
             assert_eq!(s as u64, n);
         }
@@ -356,14 +412,19 @@ mod tests {
     #[test]
     fn the_declared_lists_are_complete_and_their_names_distinct() {
         // Dense syscall numbers: ALL is exactly 0..END, in order.
-        for (i, s) in Sysnum::ALL.iter().enumerate() {
-            assert_eq!(s.code(), i as u64);
+        let codes = (0..SYSNUM_END).filter(|n| !RESERVED_SYSNUMS.contains(n));
+        for (s, n) in Sysnum::ALL.iter().zip(codes) {
+            assert_eq!(s.code(), n);
         }
-        // Error codes 1..=10, in order.
-        for (i, e) in Error::ALL.iter().enumerate() {
-            assert_eq!(e.code(), i as u64 + 1);
+        // Error codes from 1, in order (but the reserved block).
+        let codes = (1..Error::END).filter(|n| !RESERVED_ERRORS.contains(n));
+        for (e, n) in Error::ALL.iter().zip(codes) {
+            assert_eq!(e.code(), n);
         }
-        assert_eq!(Error::END, Error::ALL.len() as u64 + 1);
+        assert_eq!(
+            Error::END,
+            Error::ALL.len() as u64 + 1 + (RESERVED_ERRORS.end - RESERVED_ERRORS.start)
+        );
         let names: std::collections::HashSet<_> = Sysnum::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(names.len(), Sysnum::ALL.len());
         assert_eq!(

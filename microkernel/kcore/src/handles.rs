@@ -68,6 +68,8 @@ bitflags::bitflags! {
         const DUPLICATE = abi::rights::DUPLICATE;
         /// Let the handle leave the process in a message.
         const TRANSFER = abi::rights::TRANSFER;
+        /// Use a hardware object: grant/enable I/O ports, bind/ack an IRQ.
+        const IO = abi::rights::IO;
     }
 }
 

@@ -30,6 +30,11 @@ pub enum Object {
     /// A process (wait, kill, handle_give). Charged to the process quotas;
     /// an ended process is freed with the last handle naming it.
     Process(Arc<Process>),
+    // --- hw (issue 11) ---
+    /// A range of I/O ports (`ioport_grant`, `ioport_enable`).
+    IoPorts(Arc<ObjBox<super::hw::IoPorts>>),
+    /// An IRQ root or a bound line (`irq_bind`, `irq_ack`).
+    Irq(Arc<ObjBox<super::hw::IrqObj>>),
 }
 
 /// The most handles one process holds (docs/ipc.md suggests 256).

@@ -301,6 +301,12 @@ pub struct Process {
     pub program: spin::Once<kcore::bootinfo::ModuleName>,
     /// IPC: the handle table (closed when the process ends).
     pub ipc: super::kobject::ProcessIpc,
+    // --- hw (issue 11) ---
+    /// Its I/O permission bitmap (switched in with its threads).
+    pub io: crate::arch::iopb::IoPerm,
+    /// `process_notify`: what to signal when it ends (taken, under this
+    /// lock, after `mark_ended`; see `lifecycle::ended`).
+    pub exit_notify: IrqMutex<Option<(super::hw::Ntf, u64)>>,
 }
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
@@ -368,6 +374,8 @@ impl Process {
             waiters: IrqMutex::new(Vec::new()),
             program: spin::Once::new(),
             ipc: Default::default(),
+            io: Default::default(),
+            exit_notify: IrqMutex::new(None),
         });
         Ok(p)
     }

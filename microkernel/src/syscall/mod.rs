@@ -24,6 +24,7 @@
 //! is a single load may be answered in its arm (`scripts/bench.sh --check`
 //! watches what that path costs).
 
+mod hw;
 mod ipc;
 mod memory;
 mod process;
@@ -126,6 +127,12 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Ok(Sysnum::NtfWait) => |f| ipc::invoke(Sysnum::NtfWait, f),
         Ok(Sysnum::NtfBind) => |f| ipc::invoke(Sysnum::NtfBind, f),
         Ok(Sysnum::HandleGive) => |f| ipc::invoke(Sysnum::HandleGive, f),
+        // --- hw (issue 11) ---
+        Ok(Sysnum::ProcessNotify) => |f| hw::process_notify(f),
+        Ok(Sysnum::IoportGrant) => |f| hw::ioport_grant(f),
+        Ok(Sysnum::IoportEnable) => |f| hw::ioport_enable(f),
+        Ok(Sysnum::IrqBind) => |f| hw::irq_bind(f),
+        Ok(Sysnum::IrqAck) => |f| hw::irq_ack(f),
     };
     let r = handler(frame);
     finish(frame, r)
