@@ -89,6 +89,9 @@ global_asm!(
     "mov edi, 3",                // exit 3: the enable failed
     "test rax, rax",
     "jnz 9f",
+    "mov edi, 1000000",          // rdi: 1 ms: switched out and back in, so
+    "mov eax, {sleep}",          // the bitmap must come back with it
+    "syscall",
     "mov dx, {scratch}",         // dx: COM1's scratch register
     "mov al, 0x5a",
     "out dx, al",
@@ -108,6 +111,15 @@ global_asm!(
     "syscall",
     "ud2",
     "mica_tests_hw_child_io_end:",
+    // io_none: reads COM1's scratch register with no grant (must #GP).
+    "mica_tests_hw_child_io_none:",
+    "mov dx, {scratch}",
+    "in al, dx",
+    "xor edi, edi",
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "mica_tests_hw_child_io_none_end:",
     // exit_arg: process_exit(arg).
     "mica_tests_hw_child_exit:",
     "mov eax, {pexit}",
@@ -124,6 +136,7 @@ global_asm!(
     enable = const Sysnum::IoportEnable as u64,
     bad_handle = const Error::BadHandle as u64,
     yield_ = const Sysnum::Yield as u64,
+    sleep = const Sysnum::SleepNs as u64,
     scratch = const COM1_SCRATCH,
     pexit = const Sysnum::ProcessExit as u64,
 );
@@ -131,6 +144,8 @@ global_asm!(
 extern "C" {
     static mica_tests_hw_child_io: u8;
     static mica_tests_hw_child_io_end: u8;
+    static mica_tests_hw_child_io_none: u8;
+    static mica_tests_hw_child_io_none_end: u8;
     static mica_tests_hw_child_exit: u8;
     static mica_tests_hw_child_exit_end: u8;
     static mica_tests_hw_child_spin: u8;
@@ -140,6 +155,7 @@ extern "C" {
 #[derive(Clone, Copy)]
 enum Child {
     Io,
+    IoNone,
     Exit,
     Spin,
 }
@@ -151,6 +167,10 @@ impl Child {
             Child::Io => (
                 addr_of!(mica_tests_hw_child_io),
                 addr_of!(mica_tests_hw_child_io_end),
+            ),
+            Child::IoNone => (
+                addr_of!(mica_tests_hw_child_io_none),
+                addr_of!(mica_tests_hw_child_io_none_end),
             ),
             Child::Exit => (
                 addr_of!(mica_tests_hw_child_exit),
@@ -230,7 +250,10 @@ fn io_child(probe: u64) -> Result<Status, &'static str> {
 }
 
 /// Case: a child granted COM1's eight ports reads back the scratch register
-/// through its I/O bitmap, and faults (#GP) on the ports just outside.
+/// through its I/O bitmap (also after a sleep switched it out and back in),
+/// and faults (#GP) on the ports just outside; a process started right
+/// after it, without a grant, faults on COM1 (the bitmap is switched out
+/// with its owner).
 pub fn ioport_grant_gives_exactly_its_ports() -> TestResult {
     roots()?;
     let cases: [(u64, Status, &str); 3] = [
@@ -243,6 +266,16 @@ pub fn ioport_grant_gives_exactly_its_ports() -> TestResult {
         if st != want {
             note!("probe {probe:#x}: child ended with {st:?}, expected {want:?}");
             return Err(what);
+        }
+    }
+    for round in 0..4 {
+        if io_child(0)? != Status::Exited(0) {
+            return Err("in/out on a granted port did not work");
+        }
+        let st = wait(spawn(Child::IoNone, 0)?)?;
+        if st != Status::Faulted(13) {
+            note!("round {round}: the child without a grant ended with {st:?}");
+            return Err("a process without a grant used the previous process's ports");
         }
     }
     Ok(())
