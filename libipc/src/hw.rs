@@ -5,7 +5,7 @@
 //! and hands them on with [`handle_give`](crate::ipc::handle_give).
 
 use crate::ipc::Notification;
-use crate::task::ProcessHandle;
+use crate::task::{ProcessHandle, ThreadHandle};
 use abi::{decode_result, Error, Sysnum};
 use core::arch::asm;
 
@@ -66,4 +66,14 @@ pub fn outb(port: u16, v: u8) {
     // SAFETY: as in `inb`; what the device does with the byte is the
     // caller's business, never this program's memory.
     unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Stops the thread `t` names before it next runs user code.
+pub fn thread_suspend(t: ThreadHandle) -> Result<(), Error> {
+    sys4(Sysnum::ThreadSuspend, t.raw() as u64, 0, 0, 0).map(|_| ())
+}
+
+/// Undoes [`thread_suspend`].
+pub fn thread_resume(t: ThreadHandle) -> Result<(), Error> {
+    sys4(Sysnum::ThreadResume, t.raw() as u64, 0, 0, 0).map(|_| ())
 }

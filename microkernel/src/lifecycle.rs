@@ -131,8 +131,70 @@ pub fn check_killed() {
 #[no_mangle]
 pub extern "C" fn return_to_user_work() {
     debug_assert!(!cpu::interrupts_enabled());
-    if current().killed() {
-        exit_current(abi::status::exited(-1));
+    loop {
+        if current().killed() {
+            exit_current(abi::status::exited(-1));
+        }
+        if !park_suspended() {
+            return;
+        }
+    }
+}
+
+// --- hw (issue 11): suspend and resume ---
+
+/// If the current thread is suspended, blocks it until a resume or a kill
+/// wakes it and returns true (the caller checks the work word again);
+/// false when it is not suspended.
+///
+/// # Ordering
+/// The parker sets Blocked and the parked flag under the thread's
+/// `suspend_parked` lock after seeing SUSPEND; [`resume`] clears SUSPEND
+/// (SeqCst RMW) *then* takes that lock. Either the resume finds the flag
+/// and wakes the thread, or the parker, locking after the resume, sees
+/// SUSPEND clear and does not park. A kill wakes it through `sched::wake`
+/// (Blocked -> Ready), and `sched::block` returns at once for a killed
+/// thread.
+fn park_suspended() -> bool {
+    use percpu::work;
+    let cur = current();
+    {
+        let mut parked = cur.suspend_parked.lock();
+        if cur.work.load(Ordering::SeqCst) & work::SUSPEND == 0 {
+            return false;
+        }
+        cur.set_state(ThreadState::Blocked);
+        *parked = true;
+    }
+    sched::block();
+    *cur.suspend_parked.lock() = false;
+    true
+}
+
+/// `thread_suspend`: `t` stops before it next runs user code (at once if
+/// it is on a CPU: the CPU is kicked, as for a kill; when it is blocked in
+/// IPC, after that IPC completes). Suspending oneself parks at the
+/// syscall's return.
+pub fn suspend(t: &Arc<Thread>) {
+    use percpu::work;
+    // A locked RMW (full barrier) before the `on_cpu` load: the Dekker
+    // pattern of `kill` (the victim's `on_cpu` store, then its work test).
+    t.work.fetch_or(work::SUSPEND, Ordering::SeqCst);
+    if t.sched.on_cpu.load(Ordering::SeqCst) && !Arc::ptr_eq(t, &current_arc()) {
+        let last = t.sched.last_cpu.load(Ordering::SeqCst);
+        if let Some(c) = percpu::CpuId::new(last) {
+            percpu::kick(c);
+        }
+    }
+}
+
+/// `thread_resume`: undoes [`suspend`]; wakes `t` if it is parked.
+pub fn resume(t: &Arc<Thread>) {
+    use percpu::work;
+    t.work.fetch_and(!work::SUSPEND, Ordering::SeqCst);
+    let parked = core::mem::take(&mut *t.suspend_parked.lock());
+    if parked {
+        sched::wake(t);
     }
 }
 

@@ -295,6 +295,8 @@ pub fn place(c: &mut Call, w: usize, cfg: &Config, r: &mut Rng) -> Target {
         | Sysnum::IoportEnable
         | Sysnum::IrqBind
         | Sysnum::IrqAck => false,
+        // Like ThreadKill: a random handle could name a fuzzer thread.
+        Sysnum::ThreadSuspend | Sysnum::ThreadResume => false,
     };
     if direct && r.below(8) != 0 {
         Target::Direct

@@ -472,6 +472,7 @@ const CASES: &[Case] = &[
         "hw_dead_process_handles_are_closed",
         hw::dead_process_handles_are_closed,
     ),
+    ("hw_thread_suspend_and_resume", hw::thread_suspend_and_resume),
 ];
 
 #[no_mangle]

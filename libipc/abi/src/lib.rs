@@ -175,6 +175,15 @@ shared_enum! {
         /// `irq_ack(irq)`: unmask the line of IRQ handle `irq` (needs
         /// [`rights::IO`]).
         IrqAck = 59 => "irq_ack",
+        /// `thread_suspend(th)`: the thread handle `th` names (needs
+        /// [`rights::KILL`]) stops before it next runs user code: at once
+        /// when running, after the IPC it is blocked in completes, at the
+        /// syscall's return when it is the caller. Not counted: one resume
+        /// undoes any number of suspends. A thread that ended: nothing.
+        ThreadSuspend = 60 => "thread_suspend",
+        /// `thread_resume(th)`: undoes `thread_suspend` (needs
+        /// [`rights::KILL`]); a thread not suspended is left as it is.
+        ThreadResume = 61 => "thread_resume",
     }
 }
 

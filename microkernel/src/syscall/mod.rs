@@ -133,6 +133,8 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Ok(Sysnum::IoportEnable) => |f| hw::ioport_enable(f),
         Ok(Sysnum::IrqBind) => |f| hw::irq_bind(f),
         Ok(Sysnum::IrqAck) => |f| hw::irq_ack(f),
+        Ok(Sysnum::ThreadSuspend) => |f| thread::suspend(thread::ThreadRef::decode(f.rdi, KILL)?),
+        Ok(Sysnum::ThreadResume) => |f| thread::resume(thread::ThreadRef::decode(f.rdi, KILL)?),
     };
     let r = handler(frame);
     finish(frame, r)

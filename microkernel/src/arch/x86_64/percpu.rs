@@ -83,8 +83,11 @@ impl core::fmt::Display for CpuId {
 pub mod work {
     /// Its process is ending: the thread dies instead of returning to ring 3.
     pub const KILL: u32 = 1 << 0;
+    /// `thread_suspend` (hw, issue 11): the thread parks before it runs user
+    /// code again, until `thread_resume` clears the bit.
+    pub const SUSPEND: u32 = 1 << 1;
     /// Every bit the return paths look at.
-    pub const MASK: u32 = KILL;
+    pub const MASK: u32 = KILL | SUSPEND;
 }
 
 /// Where the work word (an `AtomicU32`) sits in the record
