@@ -77,3 +77,10 @@ pub fn thread_suspend(t: ThreadHandle) -> Result<(), Error> {
 pub fn thread_resume(t: ThreadHandle) -> Result<(), Error> {
     sys4(Sysnum::ThreadResume, t.raw() as u64, 0, 0, 0).map(|_| ())
 }
+
+/// Makes `ep` (`None`: nobody) the fault handler of the process `p` names:
+/// its threads' faults become [`abi::fault`] messages.
+pub fn process_set_fault_ep(p: ProcessHandle, ep: Option<crate::ipc::Endpoint>) -> Result<(), Error> {
+    let ep = ep.map_or(0, |e| e.0 as u64);
+    sys4(Sysnum::ProcessSetFaultEp, p.raw() as u64, ep, 0, 0).map(|_| ())
+}

@@ -211,6 +211,33 @@ pub fn user_fault(frame: &mut TrapFrame) {
             }
         }
     }
+    // hw (issue 11): to the process's fault handler, if it has one (not
+    // for a thread already being killed: it ends on the way out).
+    // CR2 now: a wait for the handler lets other threads fault.
+    let cr2_value = if frame.vector == 14 { cpu::cr2() } else { 0 };
+    if !t.killed() {
+        match crate::ipc::fault::deliver(t, frame, cr2_value) {
+            crate::ipc::fault::Verdict::Resume => return,
+            crate::ipc::fault::Verdict::Kill => {
+                exit_current_process(abi::status::faulted(frame.vector as u8))
+            }
+            crate::ipc::fault::Verdict::NotDelivered if t.killed() => {
+                // Killed while it waited for the handler.
+                exit_current(abi::status::exited(-1))
+            }
+            crate::ipc::fault::Verdict::NotDelivered => {}
+        }
+    }
+    end_faulted(frame, cr2_value);
+}
+
+/// Today's policy for a user fault: logs it and ends the thread with status
+/// `faulted(vector)` (its process ends when its last thread does). Never
+/// returns. Also the path of a syscall-protocol fault (`syscall::Fault`),
+/// which is never delivered to a handler: the return address it cannot
+/// resume at is in registers a handler cannot change (hw, issue 11).
+pub fn end_faulted(frame: &TrapFrame, cr2_value: u64) {
+    let t = current();
     let (short, long) = crate::arch::trap::exception_name(frame.vector);
     let pid = t.pid();
     // The program's name lets the runner symbolize RIP against its ELF.
@@ -220,7 +247,7 @@ pub fn user_fault(frame: &mut TrapFrame) {
         .and_then(|p| p.program.get())
         .map_or("?", |n| n.as_str());
     let cr2 = if frame.vector == 14 {
-        crate::fmt::Cr2(Some(cpu::cr2()))
+        crate::fmt::Cr2(Some(cr2_value))
     } else {
         crate::fmt::Cr2(None)
     };

@@ -296,7 +296,7 @@ pub fn place(c: &mut Call, w: usize, cfg: &Config, r: &mut Rng) -> Target {
         | Sysnum::IrqBind
         | Sysnum::IrqAck => false,
         // Like ThreadKill: a random handle could name a fuzzer thread.
-        Sysnum::ThreadSuspend | Sysnum::ThreadResume => false,
+        Sysnum::ThreadSuspend | Sysnum::ThreadResume | Sysnum::ProcessSetFaultEp => false,
     };
     if direct && r.below(8) != 0 {
         Target::Direct

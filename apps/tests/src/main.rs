@@ -473,6 +473,7 @@ const CASES: &[Case] = &[
         hw::dead_process_handles_are_closed,
     ),
     ("hw_thread_suspend_and_resume", hw::thread_suspend_and_resume),
+    ("hw_fault_delivery", hw::fault_delivery),
 ];
 
 #[no_mangle]

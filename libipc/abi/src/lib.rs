@@ -184,6 +184,12 @@ shared_enum! {
         /// `thread_resume(th)`: undoes `thread_suspend` (needs
         /// [`rights::KILL`]); a thread not suspended is left as it is.
         ThreadResume = 61 => "thread_resume",
+        /// `process_set_fault_ep(proc, ep)`: from now on a user fault in any
+        /// thread of the process `proc` names (needs [`rights::KILL`]) is
+        /// a [`fault`] message to the endpoint `ep` (needs
+        /// [`rights::SEND`]; its badge names the process to the handler)
+        /// instead of ending the thread. `ep` = 0 removes the handler.
+        ProcessSetFaultEp = 62 => "process_set_fault_ep",
     }
 }
 
@@ -233,6 +239,28 @@ pub mod boot_handles {
     pub const IOPORTS: u32 = 1 << 10;
     /// The IRQ root: every ISA line, rights [`HW`](super::rights_sets::HW).
     pub const IRQS: u32 = (1 << 10) | 1;
+}
+
+/// The fault message (hw, issue 11): what a faulting thread's implicit
+/// call on its process's fault endpoint carries.
+pub mod fault {
+    /// Its label.
+    pub const LABEL: u32 = 0xfa17;
+    /// Word 0: the exception vector.
+    pub const VECTOR: usize = 0;
+    /// Word 1: the error code (0 for a vector without one).
+    pub const ERROR_CODE: usize = 1;
+    /// Word 2: the faulting RIP.
+    pub const RIP: usize = 2;
+    /// Word 3: CR2 for a page fault, else 0.
+    pub const CR2: usize = 3;
+    /// Word 4: the faulting thread's id.
+    pub const TID: usize = 4;
+    /// Word 5: its RSP.
+    pub const RSP: usize = 5;
+    /// A reply with this label resumes the thread (retrying the faulting
+    /// instruction); any other ends its process with `faulted(vector)`.
+    pub const RESUME: u32 = 0;
 }
 
 /// ISA IRQ lines `irq_bind` accepts: `0..IRQ_LINES` (hw, issue 11).

@@ -26,6 +26,7 @@
 //! [`WaitClaim`]: kcore::ipc::WaitClaim
 
 pub mod fastpath;
+pub mod fault;
 pub mod slowpath;
 pub mod transfer;
 

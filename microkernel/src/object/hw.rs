@@ -18,6 +18,8 @@ use alloc::sync::Arc;
 
 /// A notification object (what `ipc::slowpath` calls `Ntf`).
 pub type Ntf = Arc<ObjBox<NotificationObj>>;
+/// An endpoint object (what `ipc::slowpath` calls `Ep`).
+pub type Ep = Arc<ObjBox<super::endpoint::EndpointObj>>;
 
 /// Ports `first..first + count` (`count` >= 1, `first + count` <= 65536).
 pub struct IoPorts {

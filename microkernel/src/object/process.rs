@@ -307,6 +307,9 @@ pub struct Process {
     /// `process_notify`: what to signal when it ends (taken, under this
     /// lock, after `mark_ended`; see `lifecycle::ended`).
     pub exit_notify: IrqMutex<Option<(super::hw::Ntf, u64)>>,
+    /// `process_set_fault_ep`: the endpoint its threads' faults are
+    /// delivered to, with the badge of the handle it was set through.
+    pub fault_ep: IrqMutex<Option<(super::hw::Ep, u64)>>,
 }
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
@@ -376,6 +379,7 @@ impl Process {
             ipc: Default::default(),
             io: Default::default(),
             exit_notify: IrqMutex::new(None),
+            fault_ep: IrqMutex::new(None),
         });
         Ok(p)
     }

@@ -151,3 +151,29 @@ pub fn irq_ack(f: &TrapFrame) -> Result<u64, Error> {
     crate::object::hw::ack(l.line)?;
     Ok(0)
 }
+
+/// `process_set_fault_ep(proc, ep)`: `ep` 0 removes the handler.
+pub fn process_set_fault_ep(f: &TrapFrame) -> Result<u64, Error> {
+    let (_, o) = handle_object(f.rdi, Rights::KILL, |o| matches!(o, Object::Process(_)))?;
+    let Object::Process(p) = o else {
+        return Err(Error::WrongType);
+    };
+    let handler = if f.rsi == 0 {
+        None
+    } else {
+        let h = kcore::handles::Handle::from_reg(f.rsi)?;
+        let t = process()?.ipc.handles.lock();
+        let e = t.get(h, Rights::empty())?;
+        let Object::Endpoint(ep) = &e.object else {
+            return Err(Error::WrongType);
+        };
+        if !e.rights.contains(Rights::SEND) {
+            return Err(Error::PermissionDenied);
+        }
+        Some((ep.clone(), e.badge))
+    };
+    // The replaced endpoint reference goes outside the lock.
+    let old = core::mem::replace(&mut *p.fault_ep.lock(), handler);
+    drop(old);
+    Ok(0)
+}

@@ -33,7 +33,7 @@ mod thread;
 
 use crate::arch::syscall::{check_return, ReturnCheck};
 use crate::arch::trap::TrapFrame;
-use crate::lifecycle::user_fault;
+use crate::lifecycle::end_faulted;
 use crate::object::kobject::Object;
 use crate::sched::current;
 use crate::smp::online;
@@ -134,6 +134,7 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Ok(Sysnum::IrqBind) => |f| hw::irq_bind(f),
         Ok(Sysnum::IrqAck) => |f| hw::irq_ack(f),
         Ok(Sysnum::ThreadSuspend) => |f| thread::suspend(thread::ThreadRef::decode(f.rdi, KILL)?),
+        Ok(Sysnum::ProcessSetFaultEp) => |f| hw::process_set_fault_ep(f),
         Ok(Sysnum::ThreadResume) => |f| thread::resume(thread::ThreadRef::decode(f.rdi, KILL)?),
     };
     let r = handler(frame);
@@ -245,6 +246,6 @@ impl Fault {
         );
         frame.vector = u64::from(self.vector());
         frame.error_code = 0;
-        user_fault(frame);
+        end_faulted(frame, 0);
     }
 }
