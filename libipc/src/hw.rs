@@ -57,7 +57,9 @@ pub fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: port input touches no memory of this program; a port not in
     // the process's I/O bitmap faults before it has any effect.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+    };
     v
 }
 
@@ -65,7 +67,9 @@ pub fn inb(port: u16) -> u8 {
 pub fn outb(port: u16, v: u8) {
     // SAFETY: as in `inb`; what the device does with the byte is the
     // caller's business, never this program's memory.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Stops the thread `t` names before it next runs user code.
@@ -80,7 +84,10 @@ pub fn thread_resume(t: ThreadHandle) -> Result<(), Error> {
 
 /// Makes `ep` (`None`: nobody) the fault handler of the process `p` names:
 /// its threads' faults become [`abi::fault`] messages.
-pub fn process_set_fault_ep(p: ProcessHandle, ep: Option<crate::ipc::Endpoint>) -> Result<(), Error> {
+pub fn process_set_fault_ep(
+    p: ProcessHandle,
+    ep: Option<crate::ipc::Endpoint>,
+) -> Result<(), Error> {
     let ep = ep.map_or(0, |e| e.0 as u64);
     sys4(Sysnum::ProcessSetFaultEp, p.raw() as u64, ep, 0, 0).map(|_| ())
 }

@@ -238,36 +238,119 @@ pub fn ioport_grants_are_checked() -> TestResult {
     roots()?;
     let com1 = ok(hw::ioport_grant(IOPORTS_ROOT, COM1, 8), "grant COM1")?;
     let bad: [(IoPorts, u64, u64, Error, &str); 8] = [
-        (com1, COM1, 9, Error::PermissionDenied, "a grant one port wider than its parent"),
-        (com1, COM1 - 1, 1, Error::PermissionDenied, "a grant of the port below its parent"),
-        (com1, COM1 + 8, 1, Error::PermissionDenied, "a grant of the port above its parent"),
+        (
+            com1,
+            COM1,
+            9,
+            Error::PermissionDenied,
+            "a grant one port wider than its parent",
+        ),
+        (
+            com1,
+            COM1 - 1,
+            1,
+            Error::PermissionDenied,
+            "a grant of the port below its parent",
+        ),
+        (
+            com1,
+            COM1 + 8,
+            1,
+            Error::PermissionDenied,
+            "a grant of the port above its parent",
+        ),
         (com1, COM1, 0, Error::InvalidArgument, "an empty grant"),
-        (IOPORTS_ROOT, 0xffff, 2, Error::InvalidArgument, "a grant past port 0xffff"),
-        (IOPORTS_ROOT, u64::MAX, 2, Error::InvalidArgument, "a grant whose end wraps"),
-        (IOPORTS_ROOT, 1 << 16, 1, Error::InvalidArgument, "a grant starting past 0xffff"),
-        (IOPORTS_ROOT, 0, u64::MAX, Error::InvalidArgument, "a grant of 2^64 ports"),
+        (
+            IOPORTS_ROOT,
+            0xffff,
+            2,
+            Error::InvalidArgument,
+            "a grant past port 0xffff",
+        ),
+        (
+            IOPORTS_ROOT,
+            u64::MAX,
+            2,
+            Error::InvalidArgument,
+            "a grant whose end wraps",
+        ),
+        (
+            IOPORTS_ROOT,
+            1 << 16,
+            1,
+            Error::InvalidArgument,
+            "a grant starting past 0xffff",
+        ),
+        (
+            IOPORTS_ROOT,
+            0,
+            u64::MAX,
+            Error::InvalidArgument,
+            "a grant of 2^64 ports",
+        ),
     ];
     for (h, first, count, want, what) in bad {
         expect_err(ports(hw::ioport_grant(h, first, count)), &[want], what)?;
     }
-    let last = ok(hw::ioport_grant(com1, COM1 + 7, 1), "grant COM1's last port")?;
-    let all = ok(hw::ioport_grant(IOPORTS_ROOT, 0, 1 << 16), "grant every port")?;
+    let last = ok(
+        hw::ioport_grant(com1, COM1 + 7, 1),
+        "grant COM1's last port",
+    )?;
+    let all = ok(
+        hw::ioport_grant(IOPORTS_ROOT, 0, 1 << 16),
+        "grant every port",
+    )?;
     // Wrong kinds: a notification is no port range, a port range no IRQ.
     let n = ok(ipc::notification_create(), "notification_create")?;
-    expect_err(ports(hw::ioport_grant(IoPorts(n.0), 0, 1)), &[Error::WrongType], "grant from a notification")?;
-    expect_err(unit(hw::ioport_enable(IoPorts(n.0))), &[Error::WrongType], "enable of a notification")?;
-    expect_err(unit(hw::irq_ack(Irq(com1.0))), &[Error::WrongType], "irq_ack of a port range")?;
+    expect_err(
+        ports(hw::ioport_grant(IoPorts(n.0), 0, 1)),
+        &[Error::WrongType],
+        "grant from a notification",
+    )?;
+    expect_err(
+        unit(hw::ioport_enable(IoPorts(n.0))),
+        &[Error::WrongType],
+        "enable of a notification",
+    )?;
+    expect_err(
+        unit(hw::irq_ack(Irq(com1.0))),
+        &[Error::WrongType],
+        "irq_ack of a port range",
+    )?;
     // Without IO: a copy with DUPLICATE only can neither grant nor enable.
-    let weak = IoPorts(ok(ipc::handle_dup(com1.0, rights::DUPLICATE, 0), "dup without IO")?);
-    expect_err(ports(hw::ioport_grant(weak, COM1, 1)), &[Error::PermissionDenied], "grant without IO")?;
-    expect_err(unit(hw::ioport_enable(weak)), &[Error::PermissionDenied], "enable without IO")?;
+    let weak = IoPorts(ok(
+        ipc::handle_dup(com1.0, rights::DUPLICATE, 0),
+        "dup without IO",
+    )?);
+    expect_err(
+        ports(hw::ioport_grant(weak, COM1, 1)),
+        &[Error::PermissionDenied],
+        "grant without IO",
+    )?;
+    expect_err(
+        unit(hw::ioport_enable(weak)),
+        &[Error::PermissionDenied],
+        "enable without IO",
+    )?;
     // Stale: closed handles name nothing.
     for h in [weak, last, all] {
         ok(ipc::handle_close(h.0), "close")?;
-        expect_err(ports(hw::ioport_grant(h, COM1, 1)), &[Error::BadHandle], "grant from a closed handle")?;
-        expect_err(unit(hw::ioport_enable(h)), &[Error::BadHandle], "enable of a closed handle")?;
+        expect_err(
+            ports(hw::ioport_grant(h, COM1, 1)),
+            &[Error::BadHandle],
+            "grant from a closed handle",
+        )?;
+        expect_err(
+            unit(hw::ioport_enable(h)),
+            &[Error::BadHandle],
+            "enable of a closed handle",
+        )?;
     }
-    expect_err(ports(hw::ioport_grant(IoPorts(u32::MAX), 0, 1)), &[Error::BadHandle], "grant from a bogus number")?;
+    expect_err(
+        ports(hw::ioport_grant(IoPorts(u32::MAX), 0, 1)),
+        &[Error::BadHandle],
+        "grant from a bogus number",
+    )?;
     ok(ipc::handle_close(n.0), "close")?;
     ok(ipc::handle_close(com1.0), "close")?;
     Ok(())
@@ -291,9 +374,21 @@ fn io_child(probe: u64) -> Result<Status, &'static str> {
 pub fn ioport_grant_gives_exactly_its_ports() -> TestResult {
     roots()?;
     let cases: [(u64, Status, &str); 3] = [
-        (0, Status::Exited(0), "in/out on a granted port did not work"),
-        (COM1 + 8, Status::Faulted(13), "the port just above the grant was allowed"),
-        (COM1 - 1, Status::Faulted(13), "the port just below the grant was allowed"),
+        (
+            0,
+            Status::Exited(0),
+            "in/out on a granted port did not work",
+        ),
+        (
+            COM1 + 8,
+            Status::Faulted(13),
+            "the port just above the grant was allowed",
+        ),
+        (
+            COM1 - 1,
+            Status::Faulted(13),
+            "the port just below the grant was allowed",
+        ),
     ];
     for (probe, want, what) in cases {
         let st = io_child(probe)?;
@@ -343,15 +438,54 @@ pub fn irq_rtc_signals_and_ack_unmasks() -> TestResult {
     // Hostile binds first.
     let bad: [(Irq, u64, u32, u64, Error, &str); 7] = [
         (IRQ_ROOT, 16, n.0, BIT, Error::InvalidArgument, "line 16"),
-        (IRQ_ROOT, u64::MAX, n.0, BIT, Error::InvalidArgument, "line 2^64-1"),
-        (IRQ_ROOT, 2, n.0, BIT, Error::InvalidArgument, "the cascade line"),
+        (
+            IRQ_ROOT,
+            u64::MAX,
+            n.0,
+            BIT,
+            Error::InvalidArgument,
+            "line 2^64-1",
+        ),
+        (
+            IRQ_ROOT,
+            2,
+            n.0,
+            BIT,
+            Error::InvalidArgument,
+            "the cascade line",
+        ),
         (IRQ_ROOT, RTC_IRQ, n.0, 0, Error::InvalidArgument, "no bits"),
-        (Irq(cmos.0), RTC_IRQ, n.0, BIT, Error::WrongType, "a port range as IRQ root"),
-        (IRQ_ROOT, RTC_IRQ, cmos.0, BIT, Error::WrongType, "a port range as notification"),
-        (Irq(u32::MAX), RTC_IRQ, n.0, BIT, Error::BadHandle, "a bogus root"),
+        (
+            Irq(cmos.0),
+            RTC_IRQ,
+            n.0,
+            BIT,
+            Error::WrongType,
+            "a port range as IRQ root",
+        ),
+        (
+            IRQ_ROOT,
+            RTC_IRQ,
+            cmos.0,
+            BIT,
+            Error::WrongType,
+            "a port range as notification",
+        ),
+        (
+            Irq(u32::MAX),
+            RTC_IRQ,
+            n.0,
+            BIT,
+            Error::BadHandle,
+            "a bogus root",
+        ),
     ];
     for (root, line, ntf, bits, want, what) in bad {
-        expect_err(irq(hw::irq_bind(root, line, Notification(ntf), bits)), &[want], what)?;
+        expect_err(
+            irq(hw::irq_bind(root, line, Notification(ntf), bits)),
+            &[want],
+            what,
+        )?;
     }
     let wait_only = Notification(ok(ipc::handle_dup(n.0, rights::WAIT, 0), "dup WAIT")?);
     expect_err(
@@ -360,9 +494,21 @@ pub fn irq_rtc_signals_and_ack_unmasks() -> TestResult {
         "a bind to a notification without SIGNAL",
     )?;
     let line = ok(hw::irq_bind(IRQ_ROOT, RTC_IRQ, n, BIT), "irq_bind")?;
-    expect_err(irq(hw::irq_bind(IRQ_ROOT, RTC_IRQ, n, BIT)), &[Error::Busy], "a second bind of a bound line")?;
-    expect_err(irq(hw::irq_bind(line, 3, n, BIT)), &[Error::WrongType], "a bind through a bound line")?;
-    expect_err(unit(hw::irq_ack(IRQ_ROOT)), &[Error::WrongType], "irq_ack of the root")?;
+    expect_err(
+        irq(hw::irq_bind(IRQ_ROOT, RTC_IRQ, n, BIT)),
+        &[Error::Busy],
+        "a second bind of a bound line",
+    )?;
+    expect_err(
+        irq(hw::irq_bind(line, 3, n, BIT)),
+        &[Error::WrongType],
+        "a bind through a bound line",
+    )?;
+    expect_err(
+        unit(hw::irq_ack(IRQ_ROOT)),
+        &[Error::WrongType],
+        "irq_ack of the root",
+    )?;
     // The RTC: 1024 Hz periodic interrupt (rate 6), PIE on; reading
     // register C acknowledges the RTC (it raises no new one until then).
     let a = cmos_read(0x0a);
@@ -377,7 +523,11 @@ pub fn irq_rtc_signals_and_ack_unmasks() -> TestResult {
     r?;
     // Closing the handle frees the line: a new bind succeeds.
     ok(ipc::handle_close(line.0), "close the IRQ")?;
-    expect_err(unit(hw::irq_ack(line)), &[Error::BadHandle], "irq_ack of a closed IRQ")?;
+    expect_err(
+        unit(hw::irq_ack(line)),
+        &[Error::BadHandle],
+        "irq_ack of a closed IRQ",
+    )?;
     let again = ok(hw::irq_bind(IRQ_ROOT, RTC_IRQ, n, BIT), "bind after close")?;
     ok(ipc::handle_close(again.0), "close")?;
     for h in [wait_only.0, n.0, cmos.0] {
@@ -422,7 +572,11 @@ pub fn process_notify_signals_exit_and_kill() -> TestResult {
     let b = spawn(Child::Spin, 0)?;
     ok(hw::process_notify(a, n, 1), "notify a")?;
     ok(hw::process_notify(b, n, 2), "notify b")?;
-    expect_err(unit(hw::process_notify(a, n, 0)), &[Error::InvalidArgument], "notify with no bits")?;
+    expect_err(
+        unit(hw::process_notify(a, n, 0)),
+        &[Error::InvalidArgument],
+        "notify with no bits",
+    )?;
     expect_err(
         unit(hw::process_notify(a, Notification(a.raw()), 1)),
         &[Error::WrongType],
@@ -440,7 +594,11 @@ pub fn process_notify_signals_exit_and_kill() -> TestResult {
         "notify without WAIT",
     )?;
     let _ = ipc::handle_close(kill_only);
-    expect_err(ntf_wait(n, 20), &[Error::TimedOut], "a signal before anything ended")?;
+    expect_err(
+        ntf_wait(n, 20),
+        &[Error::TimedOut],
+        "a signal before anything ended",
+    )?;
     ok(sys::process_kill(b), "kill b")?;
     match ntf_wait(n, 2000) {
         Ok(2) => {}
@@ -467,7 +625,10 @@ pub fn process_notify_signals_exit_and_kill() -> TestResult {
     if wait(c)? != Status::Exited(7) {
         return Err("the exiting child's status was not exited(7)");
     }
-    ok(hw::process_notify(ProcessHandle::from_raw(d), n, 4), "notify an ended process")?;
+    ok(
+        hw::process_notify(ProcessHandle::from_raw(d), n, 4),
+        "notify an ended process",
+    )?;
     match ntf_wait(n, 0) {
         Ok(4) => {}
         other => {
@@ -494,7 +655,11 @@ pub fn dead_process_handles_are_closed() -> TestResult {
     ok(ipc::handle_close(ep.0), "close own receive side")?;
     ok(sys::process_kill(c), "kill")?;
     let _ = wait(c)?;
-    let r = ipc::call(ipc::Endpoint(send), &ipc::Message::default(), Some(1_000_000));
+    let r = ipc::call(
+        ipc::Endpoint(send),
+        &ipc::Message::default(),
+        Some(1_000_000),
+    );
     let _ = ipc::handle_close(send);
     match r {
         Err(Error::PeerDied) => Ok(()),
@@ -598,21 +763,42 @@ pub fn thread_suspend_and_resume() -> TestResult {
     ok(sys::thread_kill(w.handle()), "kill the waiter")?;
     let _ = w.join()?;
     // Hostile handles.
-    expect_err(unit(hw::thread_suspend(ThreadHandle::from_raw(u32::MAX))), &[Error::BadHandle], "suspend of a bogus handle")?;
-    expect_err(unit(hw::thread_resume(ThreadHandle::from_raw(n.0))), &[Error::WrongType], "resume of a notification")?;
+    expect_err(
+        unit(hw::thread_suspend(ThreadHandle::from_raw(u32::MAX))),
+        &[Error::BadHandle],
+        "suspend of a bogus handle",
+    )?;
+    expect_err(
+        unit(hw::thread_resume(ThreadHandle::from_raw(n.0))),
+        &[Error::WrongType],
+        "resume of a notification",
+    )?;
     // Itself.
     let slot = AtomicU64::new(0);
     let s = crate::util::spawn(self_suspender, &slot as *const AtomicU64 as u64)?;
-    let weak = ok(ipc::handle_dup(s.handle().raw(), rights::WAIT, 0), "dup WAIT")?;
-    expect_err(unit(hw::thread_suspend(ThreadHandle::from_raw(weak))), &[Error::PermissionDenied], "suspend without KILL")?;
+    let weak = ok(
+        ipc::handle_dup(s.handle().raw(), rights::WAIT, 0),
+        "dup WAIT",
+    )?;
+    expect_err(
+        unit(hw::thread_suspend(ThreadHandle::from_raw(weak))),
+        &[Error::PermissionDenied],
+        "suspend without KILL",
+    )?;
     let _ = ipc::handle_close(weak);
-    let own = ok(ipc::handle_dup(s.handle().raw(), rights::KILL, 0), "dup KILL")?;
+    let own = ok(
+        ipc::handle_dup(s.handle().raw(), rights::KILL, 0),
+        "dup KILL",
+    )?;
     slot.store(u64::from(own), Ordering::SeqCst);
     sleep_ms(50);
     if SELF_DONE.load(Ordering::SeqCst) != 0 {
         return Err("a thread that suspended itself went on");
     }
-    ok(hw::thread_resume(s.handle()), "resume the self-suspended thread")?;
+    ok(
+        hw::thread_resume(s.handle()),
+        "resume the self-suspended thread",
+    )?;
     if s.join()? != Status::Exited(0) || SELF_DONE.load(Ordering::SeqCst) != 1 {
         return Err("a self-suspended thread did not return 0 from its suspend");
     }
@@ -643,7 +829,10 @@ fn fault_msg(ep: ipc::Endpoint, vector: u64) -> Result<ipc::Message, &'static st
     match ipc::recv(ep, Some(2_000_000)) {
         Ok(ipc::Received::Msg { badge, msg }) => {
             let w = msg.words;
-            if msg.label != abi::fault::LABEL || badge != FAULT_BADGE || w[abi::fault::VECTOR] != vector {
+            if msg.label != abi::fault::LABEL
+                || badge != FAULT_BADGE
+                || w[abi::fault::VECTOR] != vector
+            {
                 note!("label {:#x} badge {badge:#x} words {w:x?}", msg.label);
                 return Err("the fault message is not the one expected");
             }
@@ -662,7 +851,10 @@ fn fault_msg(ep: ipc::Endpoint, vector: u64) -> Result<ipc::Message, &'static st
 }
 
 fn reply_label(label: u32) -> Result<(), Error> {
-    ipc::reply(&ipc::Message { label, words: [0; 6] })
+    ipc::reply(&ipc::Message {
+        label,
+        words: [0; 6],
+    })
 }
 
 /// Case: a fault becomes a message to the process's fault endpoint (label,
@@ -673,7 +865,10 @@ fn reply_label(label: u32) -> Result<(), Error> {
 /// policy. Hostile arguments refused.
 pub fn fault_delivery() -> TestResult {
     let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
-    let send = ipc::Endpoint(ok(ipc::handle_dup(ep.0, rights::SEND, FAULT_BADGE), "dup SEND with badge")?);
+    let send = ipc::Endpoint(ok(
+        ipc::handle_dup(ep.0, rights::SEND, FAULT_BADGE),
+        "dup SEND with badge",
+    )?);
     // int3, resumed: the child goes on and exits 5.
     let c = fault_child(0, Some(send))?;
     fault_msg(ep, 3)?;
@@ -712,15 +907,46 @@ pub fn fault_delivery() -> TestResult {
     // Hostile arguments.
     let c = spawn(Child::Spin, 0)?;
     let recv_only = ipc::Endpoint(ok(ipc::handle_dup(ep.0, rights::RECV, 0), "dup RECV")?);
-    let wait_only = ProcessHandle::from_raw(ok(ipc::handle_dup(c.raw(), rights::WAIT, 0), "dup WAIT")?);
+    let wait_only =
+        ProcessHandle::from_raw(ok(ipc::handle_dup(c.raw(), rights::WAIT, 0), "dup WAIT")?);
     let n = ok(ipc::notification_create(), "notification_create")?;
     let bad: [(ProcessHandle, Option<ipc::Endpoint>, Error, &str); 6] = [
-        (ProcessHandle::from_raw(u32::MAX), Some(send), Error::BadHandle, "a bogus process"),
-        (ProcessHandle::from_raw(n.0), Some(send), Error::WrongType, "a notification as process"),
-        (c, Some(ipc::Endpoint(n.0)), Error::WrongType, "a notification as endpoint"),
-        (c, Some(ipc::Endpoint(u32::MAX)), Error::BadHandle, "a bogus endpoint"),
-        (c, Some(recv_only), Error::PermissionDenied, "an endpoint without SEND"),
-        (wait_only, Some(send), Error::PermissionDenied, "a process without KILL"),
+        (
+            ProcessHandle::from_raw(u32::MAX),
+            Some(send),
+            Error::BadHandle,
+            "a bogus process",
+        ),
+        (
+            ProcessHandle::from_raw(n.0),
+            Some(send),
+            Error::WrongType,
+            "a notification as process",
+        ),
+        (
+            c,
+            Some(ipc::Endpoint(n.0)),
+            Error::WrongType,
+            "a notification as endpoint",
+        ),
+        (
+            c,
+            Some(ipc::Endpoint(u32::MAX)),
+            Error::BadHandle,
+            "a bogus endpoint",
+        ),
+        (
+            c,
+            Some(recv_only),
+            Error::PermissionDenied,
+            "an endpoint without SEND",
+        ),
+        (
+            wait_only,
+            Some(send),
+            Error::PermissionDenied,
+            "a process without KILL",
+        ),
     ];
     for (p, e, want, what) in bad {
         expect_err(unit(hw::process_set_fault_ep(p, e)), &[want], what)?;

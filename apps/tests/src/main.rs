@@ -458,12 +458,18 @@ const CASES: &[Case] = &[
         attack2::children_holding_each_other_are_freed,
     ),
     // --- hw (issue 11) ---
-    ("hw_ioport_grants_are_checked", hw::ioport_grants_are_checked),
+    (
+        "hw_ioport_grants_are_checked",
+        hw::ioport_grants_are_checked,
+    ),
     (
         "hw_ioport_grant_gives_exactly_its_ports",
         hw::ioport_grant_gives_exactly_its_ports,
     ),
-    ("hw_irq_rtc_signals_and_ack_unmasks", hw::irq_rtc_signals_and_ack_unmasks),
+    (
+        "hw_irq_rtc_signals_and_ack_unmasks",
+        hw::irq_rtc_signals_and_ack_unmasks,
+    ),
     (
         "hw_process_notify_signals_exit_and_kill",
         hw::process_notify_signals_exit_and_kill,
@@ -472,7 +478,10 @@ const CASES: &[Case] = &[
         "hw_dead_process_handles_are_closed",
         hw::dead_process_handles_are_closed,
     ),
-    ("hw_thread_suspend_and_resume", hw::thread_suspend_and_resume),
+    (
+        "hw_thread_suspend_and_resume",
+        hw::thread_suspend_and_resume,
+    ),
     ("hw_fault_delivery", hw::fault_delivery),
 ];
 

@@ -223,7 +223,9 @@ pub const SYSNUM_END: u64 = Sysnum::END;
 
 // Dense codes from 0 except the blocks other branches of this session fill
 // (vm 40-54: the hw block starts at 55); `END` minus those is the count.
-const _: () = assert!(Sysnum::END - (RESERVED_SYSNUMS.end - RESERVED_SYSNUMS.start) == Sysnum::ALL.len() as u64);
+const _: () = assert!(
+    Sysnum::END - (RESERVED_SYSNUMS.end - RESERVED_SYSNUMS.start) == Sysnum::ALL.len() as u64
+);
 
 /// Syscall numbers assigned to a parallel branch and not declared here yet
 /// (the vm block, issue 11). Empty once merged.

@@ -67,13 +67,11 @@ unsafe impl Sync for Slot {}
 
 /// Every CPU's TSS. All zero at link time (in `.bss`): [`init_cpu`] fills
 /// the bitmap and the TSS fields before the TSS is loaded.
-static TSS: [Slot; MAX_CPUS] = [ZERO_SLOT; MAX_CPUS];
-
-const ZERO_SLOT: Slot = Slot(UnsafeCell::new(
+static TSS: [Slot; MAX_CPUS] = [const {
     // SAFETY: all-zero is a valid TaskStateSegment (integers only) and a
     // valid byte array.
-    unsafe { core::mem::zeroed() },
-));
+    Slot(UnsafeCell::new(unsafe { core::mem::zeroed() }))
+}; MAX_CPUS];
 
 /// (process id, generation) of the bitmap each CPU holds (0: none yet).
 static LOADED_ID: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
