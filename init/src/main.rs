@@ -85,21 +85,6 @@ fn start_servers(info: &'static BootInfo, test_controls: bool) {
     }
 }
 
-/// Runs the tests program with a handle to the name service.
-fn run_tests(info: &BootInfo) -> Option<Status> {
-    let pid = spawn(info, modules::TESTS, 0)?;
-    if let Err(e) = names::give(pid) {
-        println!("init: cannot give tests the name service: {e}");
-    }
-    match sys::process_wait(pid) {
-        Ok(word) => Some(status::decode(word)),
-        Err(e) => {
-            println!("init: waiting for tests failed: {e}");
-            None
-        }
-    }
-}
-
 /// Where init's own threads' stacks go (far from the image, the modules at
 /// `0x1000_0000_0000` and the main stack near the top).
 const STACK_REGION: u64 = 0x5000_0000_0000;
@@ -154,6 +139,30 @@ fn spawn(info: &BootInfo, name: &str, arg: u64) -> Option<sys::ProcessHandle> {
         Ok(pid) => Some(pid),
         Err(e) => {
             println!("init: cannot start {name}: {e}");
+            None
+        }
+    }
+}
+
+/// Runs the tests program with a handle to the name service and init's
+/// hardware roots (hw, issue 11). They are given right after the spawn, in
+/// this order, so they are the first handles of its fresh table and land at
+/// the numbers `abi::boot_handles::tests` names (the program waits for them
+/// before anything makes a handle).
+fn run_tests(info: &BootInfo) -> Option<Status> {
+    let pid = spawn(info, modules::TESTS, 0)?;
+    if let Err(e) = names::give(pid) {
+        println!("init: cannot give tests the name service: {e}");
+    }
+    for root in [abi::boot_handles::IOPORTS, abi::boot_handles::IRQS] {
+        if let Err(e) = libipc::ipc::handle_give(pid, root, abi::rights_sets::HW) {
+            println!("init: cannot give the tests its hardware roots: {e}");
+        }
+    }
+    match sys::process_wait(pid) {
+        Ok(word) => Some(status::decode(word)),
+        Err(e) => {
+            println!("init: waiting for tests failed: {e}");
             None
         }
     }

@@ -160,6 +160,7 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
     }
     p.program.call_once(|| m.name.clone());
     crate::trace::process_start(p.pid.get(), m.name.as_str());
+    install_hw_roots(&p)?;
     let space = p.space().ok_or("init's address space vanished")?;
 
     let info_frame = mem::alloc_zeroed_frame().map_err(|_| "out of memory")?;
@@ -204,5 +205,34 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
         .map_err(|_| "cannot map the boot-info page")?;
     lifecycle::start_thread(&p, entry, INIT_STACK_TOP, BOOTINFO_VA)
         .map_err(|_| "cannot start init's thread")?;
+    Ok(())
+}
+
+/// hw (issue 11): puts init's I/O-port root (every port) and IRQ root first
+/// in its fresh handle table, so they have the numbers `abi::boot_handles`
+/// promises.
+fn install_hw_roots(p: &Arc<Process>) -> Result<(), &'static str> {
+    use crate::object::hw::{IoPorts, IrqObj};
+    use crate::object::kobject::{charge, Object};
+    use kcore::handles::{Entry, Rights};
+    let rights = Rights::from_bits_truncate(abi::rights_sets::HW);
+    let ports = charge(&p.ipc.objects, IoPorts::ALL).map_err(|_| "out of memory")?;
+    let irqs = charge(&p.ipc.objects, IrqObj::Root).map_err(|_| "out of memory")?;
+    let mut t = p.ipc.handles.lock();
+    for (object, want) in [
+        (Object::IoPorts(ports), abi::boot_handles::IOPORTS),
+        (Object::Irq(irqs), abi::boot_handles::IRQS),
+    ] {
+        let h = t
+            .insert(Entry {
+                object,
+                rights,
+                badge: 0,
+            })
+            .map_err(|_| "cannot install init's hardware roots")?;
+        if h.raw() != want {
+            return Err("init's hardware roots did not get their abi numbers");
+        }
+    }
     Ok(())
 }

@@ -43,7 +43,12 @@ pub fn dispatch(frame: &mut TrapFrame) {
             apic::eoi();
         }
         v if (crate::arch::ioapic::IRQ_BASE..crate::arch::ioapic::IRQ_BASE + 16).contains(&v) => {
-            crate::arch::ioapic::unclaimed(v - crate::arch::ioapic::IRQ_BASE);
+            let line = v - crate::arch::ioapic::IRQ_BASE;
+            // hw (issue 11): a line bound to a notification is masked and
+            // signalled; any other is counted and masked.
+            if !crate::object::hw::irq_arrived(line, crate::ipc::slowpath::signal) {
+                crate::arch::ioapic::unclaimed(line);
+            }
             apic::eoi();
         }
         apic::SPURIOUS_VECTOR => {} // no EOI for spurious interrupts

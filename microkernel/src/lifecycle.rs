@@ -131,16 +131,114 @@ pub fn check_killed() {
 #[no_mangle]
 pub extern "C" fn return_to_user_work() {
     debug_assert!(!cpu::interrupts_enabled());
-    if current().killed() {
-        exit_current(abi::status::exited(-1));
+    loop {
+        if current().killed() {
+            exit_current(abi::status::exited(-1));
+        }
+        if !park_suspended() {
+            return;
+        }
+    }
+}
+
+// --- hw (issue 11): suspend and resume ---
+
+/// If the current thread is suspended, blocks it until a resume or a kill
+/// wakes it and returns true (the caller checks the work word again);
+/// false when it is not suspended.
+///
+/// # Ordering
+/// The parker sets Blocked and the parked flag under the thread's
+/// `suspend_parked` lock after seeing SUSPEND; [`resume`] clears SUSPEND
+/// (SeqCst RMW) *then* takes that lock. Either the resume finds the flag
+/// and wakes the thread, or the parker, locking after the resume, sees
+/// SUSPEND clear and does not park. A kill wakes it through `sched::wake`
+/// (Blocked -> Ready), and `sched::block` returns at once for a killed
+/// thread.
+fn park_suspended() -> bool {
+    use percpu::work;
+    let cur = current();
+    {
+        let mut parked = cur.suspend_parked.lock();
+        if cur.work.load(Ordering::SeqCst) & work::SUSPEND == 0 {
+            return false;
+        }
+        cur.set_state(ThreadState::Blocked);
+        *parked = true;
+    }
+    sched::block();
+    *cur.suspend_parked.lock() = false;
+    true
+}
+
+/// `thread_suspend`: `t` stops before it next runs user code (at once if
+/// it is on a CPU: the CPU is kicked, as for a kill; when it is blocked in
+/// IPC, after that IPC completes). Suspending oneself parks at the
+/// syscall's return.
+pub fn suspend(t: &Arc<Thread>) {
+    use percpu::work;
+    // A locked RMW (full barrier) before the `on_cpu` load: the Dekker
+    // pattern of `kill` (the victim's `on_cpu` store, then its work test).
+    t.work.fetch_or(work::SUSPEND, Ordering::SeqCst);
+    if t.sched.on_cpu.load(Ordering::SeqCst) && !Arc::ptr_eq(t, &current_arc()) {
+        let last = t.sched.last_cpu.load(Ordering::SeqCst);
+        if let Some(c) = percpu::CpuId::new(last) {
+            percpu::kick(c);
+        }
+    }
+}
+
+/// `thread_resume`: undoes [`suspend`]; wakes `t` if it is parked.
+pub fn resume(t: &Arc<Thread>) {
+    use percpu::work;
+    t.work.fetch_and(!work::SUSPEND, Ordering::SeqCst);
+    let parked = core::mem::take(&mut *t.suspend_parked.lock());
+    if parked {
+        sched::wake(t);
     }
 }
 
 /// A ring-3 thread faulted: report it and end the thread (its process ends
 /// when its last thread does). The kernel keeps running.
 pub fn user_fault(frame: &mut TrapFrame) {
-    let (short, long) = crate::arch::trap::exception_name(frame.vector);
     let t = current();
+    // hw (issue 11): a #GP on a port another thread enabled since this CPU
+    // loaded the process's I/O bitmap is retried with the new bitmap.
+    if frame.vector == 13 {
+        if let Some(p) = t.process.as_ref() {
+            if crate::arch::iopb::refresh(&p.io) {
+                return;
+            }
+        }
+    }
+    // hw (issue 11): to the process's fault handler, if it has one (not
+    // for a thread already being killed: it ends on the way out).
+    // CR2 now: a wait for the handler lets other threads fault.
+    let cr2_value = if frame.vector == 14 { cpu::cr2() } else { 0 };
+    if !t.killed() {
+        match crate::ipc::fault::deliver(t, frame, cr2_value) {
+            crate::ipc::fault::Verdict::Resume => return,
+            crate::ipc::fault::Verdict::Kill => {
+                exit_current_process(abi::status::faulted(frame.vector as u8))
+            }
+            crate::ipc::fault::Verdict::NotDelivered if t.killed() => {
+                // Killed while it waited for the handler.
+                exit_current(abi::status::exited(-1))
+            }
+            crate::ipc::fault::Verdict::NotDelivered => {}
+        }
+    }
+    end_faulted(frame, cr2_value);
+}
+
+/// Today's policy for a user fault: logs it and ends the thread with status
+/// `faulted(vector)` (its process ends when its last thread does). Never
+/// returns. Also the path of a syscall-protocol fault (`syscall::Fault`),
+/// which is never delivered to a handler: the return address it cannot
+/// resume at is in registers a handler cannot change (hw, issue 11).
+pub fn end_faulted(frame: &TrapFrame, cr2_value: u64) {
+    let t = current();
+    let (short, long) = crate::arch::trap::exception_name(frame.vector);
     let pid = t.pid();
     // The program's name lets the runner symbolize RIP against its ELF.
     let program = t
@@ -149,7 +247,7 @@ pub fn user_fault(frame: &mut TrapFrame) {
         .and_then(|p| p.program.get())
         .map_or("?", |n| n.as_str());
     let cr2 = if frame.vector == 14 {
-        crate::fmt::Cr2(Some(cpu::cr2()))
+        crate::fmt::Cr2(Some(cr2_value))
     } else {
         crate::fmt::Cr2(None)
     };
@@ -335,6 +433,13 @@ fn ended(p: Arc<Process>, status: u64) {
     drop(table);
     p.release_space();
     p.mark_ended();
+    // hw (issue 11): the exit notification, after `mark_ended` (so a wait
+    // it prompts finds the process ended; a registration racing with this
+    // sees `has_ended` under the same lock and signals itself).
+    let notify = p.exit_notify.lock().take();
+    if let Some((n, bits)) = notify {
+        crate::ipc::slowpath::signal(&n, bits);
+    }
     let waiters = core::mem::take(&mut *p.waiters.lock());
     let pid = p.pid;
     crate::trace::process_exit(pid.get(), status);

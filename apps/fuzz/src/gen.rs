@@ -312,6 +312,15 @@ pub fn place(c: &mut Call, w: usize, cfg: &Config, r: &mut Rng) -> Target {
         | Sysnum::MemMap
         | Sysnum::ThreadStart
         | Sysnum::SpaceClone => false,
+        // hw (issue 11): handles again (the fuzzer holds no hardware root,
+        // so only the refusals are reachable; a child finds its own table).
+        Sysnum::ProcessNotify
+        | Sysnum::IoportGrant
+        | Sysnum::IoportEnable
+        | Sysnum::IrqBind
+        | Sysnum::IrqAck => false,
+        // Like ThreadKill: a random handle could name a fuzzer thread.
+        Sysnum::ThreadSuspend | Sysnum::ThreadResume | Sysnum::ProcessSetFaultEp => false,
     };
     if direct && r.below(8) != 0 {
         Target::Direct

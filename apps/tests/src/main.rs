@@ -35,6 +35,7 @@ mod faults;
 mod fpu;
 mod gpr;
 mod handles;
+mod hw;
 mod info;
 mod ipc;
 mod ipc_attack;
@@ -522,10 +523,38 @@ const CASES: &[Case] = &[
         "vm_protect_after_clone_keeps_the_shared_frame_private",
         vm_build::protect_after_clone_keeps_the_shared_frame_private,
     ),
+    // --- hw (issue 11) ---
+    (
+        "hw_ioport_grants_are_checked",
+        hw::ioport_grants_are_checked,
+    ),
+    (
+        "hw_ioport_grant_gives_exactly_its_ports",
+        hw::ioport_grant_gives_exactly_its_ports,
+    ),
+    (
+        "hw_irq_rtc_signals_and_ack_unmasks",
+        hw::irq_rtc_signals_and_ack_unmasks,
+    ),
+    (
+        "hw_process_notify_signals_exit_and_kill",
+        hw::process_notify_signals_exit_and_kill,
+    ),
+    (
+        "hw_dead_process_handles_are_closed",
+        hw::dead_process_handles_are_closed,
+    ),
+    (
+        "hw_thread_suspend_and_resume",
+        hw::thread_suspend_and_resume,
+    ),
+    ("hw_fault_delivery", hw::fault_delivery),
 ];
 
 #[no_mangle]
 fn main(_arg: u64) -> i32 {
+    // Before anything makes a handle: init's hardware roots land first.
+    hw::wait_for_roots();
     util::calibrate();
     println!("tests: {} cases", CASES.len());
     let mut verdict = Verdict::default();

@@ -191,6 +191,46 @@ shared_enum! {
         /// handle table. Returns a process handle
         /// ([`rights_sets::PROCESS_BUILDER`]) and puts its pid in RDX.
         SpaceClone = 47 => "space_clone",
+        // --- hw (issue 11) ---
+        /// `process_notify(proc, ntf, bits)`: when the process handle `proc`
+        /// names (needs [`rights::WAIT`]) ends, signal `bits` (non-zero) on
+        /// the notification `ntf` (needs [`rights::SIGNAL`]). One
+        /// registration per process: a later call replaces it. A process
+        /// that already ended is signalled at once.
+        ProcessNotify = 48 => "process_notify",
+        /// `ioport_grant(h, first, count)`: a new I/O-port handle (rights of
+        /// `h`) for ports `first..first+count`, which must lie inside the
+        /// range of `h` (needs [`rights::IO`]); `count` >= 1, no wrap.
+        IoportGrant = 49 => "ioport_grant",
+        /// `ioport_enable(h)`: allow the calling process's threads `in`/`out`
+        /// on every port of `h` (needs [`rights::IO`]) through its I/O
+        /// permission bitmap. Sticky for the process's life.
+        IoportEnable = 50 => "ioport_enable",
+        /// `irq_bind(root, line, ntf, bits)`: an IRQ handle for ISA line
+        /// `line` (0..16; `root` an IRQ root handle with [`rights::IO`]) that
+        /// signals `bits` (non-zero) on `ntf` (needs [`rights::SIGNAL`]) each
+        /// time the line fires; the line is masked after each interrupt
+        /// until `irq_ack`. A line already bound: [`Error::Busy`]. Closing
+        /// the last handle masks and frees the line.
+        IrqBind = 51 => "irq_bind",
+        /// `irq_ack(irq)`: unmask the line of IRQ handle `irq` (needs
+        /// [`rights::IO`]).
+        IrqAck = 52 => "irq_ack",
+        /// `thread_suspend(th)`: the thread handle `th` names (needs
+        /// [`rights::KILL`]) stops before it next runs user code: at once
+        /// when running, after the IPC it is blocked in completes, at the
+        /// syscall's return when it is the caller. Not counted: one resume
+        /// undoes any number of suspends. A thread that ended: nothing.
+        ThreadSuspend = 53 => "thread_suspend",
+        /// `thread_resume(th)`: undoes `thread_suspend` (needs
+        /// [`rights::KILL`]); a thread not suspended is left as it is.
+        ThreadResume = 54 => "thread_resume",
+        /// `process_set_fault_ep(proc, ep)`: from now on a user fault in any
+        /// thread of the process `proc` names (needs [`rights::KILL`]) is
+        /// a [`fault`] message to the endpoint `ep` (needs
+        /// [`rights::SEND`]; its badge names the process to the handler)
+        /// instead of ending the thread. `ep` = 0 removes the handler.
+        ProcessSetFaultEp = 55 => "process_set_fault_ep",
         // --- trace (issue 12) ---
         /// `trace_mark(name_ptr, name_len, value)`: puts a named mark with
         /// `value` into the kernel trace (category `mark`) of the caller's
@@ -231,11 +271,54 @@ const _: () = assert!(core::mem::size_of::<SysInfo>() == 8 * 8);
 pub const SYSNUM_END: u64 = Sysnum::END;
 
 // Dense codes from 0: `END` is the count, so every number below it is one.
-// Until the hw block (48-55) is merged beside trace's 56, those 8 numbers
-// are the one allowed gap.
-const _: () = assert!(Sysnum::END == Sysnum::ALL.len() as u64 + SYSNUM_GAP);
-/// Syscall numbers below [`SYSNUM_END`] not (yet) assigned on this branch.
-const SYSNUM_GAP: u64 = 8;
+const _: () = assert!(Sysnum::END == Sysnum::ALL.len() as u64);
+
+/// Where init finds its hardware roots: the kernel installs them first in
+/// init's fresh handle table, so they have these numbers (slot 0 and 1,
+/// generation 1). init hands them on with `handle_give`.
+pub mod boot_handles {
+    /// The I/O-port root: all 65536 ports, rights [`HW`](super::rights_sets::HW).
+    pub const IOPORTS: u32 = 1 << 10;
+    /// The IRQ root: every ISA line, rights [`HW`](super::rights_sets::HW).
+    pub const IRQS: u32 = (1 << 10) | 1;
+
+    /// What init gives the `tests` program, in this order, before it makes a
+    /// handle of its own: the name service (slot 0, as every child of init
+    /// gets it: [`bootinfo::names::HANDLE`](crate::bootinfo::names::HANDLE)),
+    /// then the two hardware roots.
+    pub mod tests {
+        /// The I/O-port root (slot 1).
+        pub const IOPORTS: u32 = (1 << 10) | 1;
+        /// The IRQ root (slot 2).
+        pub const IRQS: u32 = (1 << 10) | 2;
+        const _: () = assert!(crate::bootinfo::names::HANDLE == 1 << 10);
+    }
+}
+
+/// The fault message (hw, issue 11): what a faulting thread's implicit
+/// call on its process's fault endpoint carries.
+pub mod fault {
+    /// Its label.
+    pub const LABEL: u32 = 0xfa17;
+    /// Word 0: the exception vector.
+    pub const VECTOR: usize = 0;
+    /// Word 1: the error code (0 for a vector without one).
+    pub const ERROR_CODE: usize = 1;
+    /// Word 2: the faulting RIP.
+    pub const RIP: usize = 2;
+    /// Word 3: CR2 for a page fault, else 0.
+    pub const CR2: usize = 3;
+    /// Word 4: the faulting thread's id.
+    pub const TID: usize = 4;
+    /// Word 5: its RSP.
+    pub const RSP: usize = 5;
+    /// A reply with this label resumes the thread (retrying the faulting
+    /// instruction); any other ends its process with `faulted(vector)`.
+    pub const RESUME: u32 = 0;
+}
+
+/// ISA IRQ lines `irq_bind` accepts: `0..IRQ_LINES` (hw, issue 11).
+pub const IRQ_LINES: u64 = 16;
 
 /// The lowest scheduling priority a thread can ask for.
 pub const MAX_PRIORITY: u64 = 7;
@@ -312,12 +395,17 @@ shared_bits! {
         /// (`space_map`, `space_unmap`, `space_protect`, `mem_map` into it,
         /// `thread_start` in it, `space_clone` of it); map a memory object.
         MAP = 1 << 7 => "map",
+        /// Use of a hardware object: grant or enable I/O ports, bind or
+        /// acknowledge an IRQ (hw, issue 11).
+        IO = 1 << 8 => "io",
     }
 }
 
 /// Rights combinations the kernel hands out (not bits of their own).
 pub mod rights_sets {
     use super::rights::*;
+    /// Rights of the boot I/O-port and IRQ roots and of what they grant.
+    pub const HW: u32 = IO | DUPLICATE | TRANSFER;
     /// The handle `thread_spawn` gives its caller.
     pub const THREAD_CREATOR: u32 = WAIT | KILL | DUPLICATE | TRANSFER;
     /// The handle `process_spawn` gives its caller.
@@ -372,6 +460,12 @@ shared_enum! {
         BadHandle = 11 => "bad handle",
         /// The handle names an object of another kind than the call needs.
         WrongType = 12 => "wrong object type",
+        // --- hw (issue 11) ---
+        /// The resource is taken (an IRQ line already bound).
+        Busy = 13 => "resource busy",
+        /// The machine lacks what the call needs (no I/O APIC serves the
+        /// line).
+        NoDevice = 14 => "no such device",
     }
 }
 
@@ -423,11 +517,8 @@ mod tests {
     #[test]
     fn every_sysnum_round_trips_and_unknown_numbers_fail() {
         for n in 0..SYSNUM_END {
-            match Sysnum::try_from(n) {
-                Ok(s) => assert_eq!(s as u64, n),
-                // The numbers of the blocks merged from other branches.
-                Err(e) => assert!((48..56).contains(&n), "{n}: {e:?}"),
-            }
+            let s = Sysnum::try_from(n).unwrap();
+            assert_eq!(s as u64, n);
         }
         assert_eq!(Sysnum::try_from(SYSNUM_END), Err(Error::BadSyscall));
         assert_eq!(Sysnum::try_from(u64::MAX), Err(Error::BadSyscall));
@@ -437,15 +528,9 @@ mod tests {
     fn the_declared_lists_are_complete_and_their_names_distinct() {
         // Dense syscall numbers: ALL is exactly 0..END, in order.
         for (i, s) in Sysnum::ALL.iter().enumerate() {
-            // (Past 47: the next merged block's numbers.)
-            let i = if i >= 48 {
-                i as u64 + SYSNUM_GAP
-            } else {
-                i as u64
-            };
-            assert_eq!(s.code(), i);
+            assert_eq!(s.code(), i as u64);
         }
-        // Error codes 1..=10, in order.
+        // Error codes from 1, in order.
         for (i, e) in Error::ALL.iter().enumerate() {
             assert_eq!(e.code(), i as u64 + 1);
         }

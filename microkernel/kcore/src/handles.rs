@@ -70,6 +70,8 @@ bitflags::bitflags! {
         const TRANSFER = abi::rights::TRANSFER;
         /// Edit a process's address space; map a memory object (issue 11).
         const MAP = abi::rights::MAP;
+        /// Use a hardware object: grant/enable I/O ports, bind/ack an IRQ.
+        const IO = abi::rights::IO;
     }
 }
 

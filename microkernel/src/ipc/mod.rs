@@ -26,6 +26,7 @@
 //! [`WaitClaim`]: kcore::ipc::WaitClaim
 
 pub mod fastpath;
+pub mod fault;
 pub mod slowpath;
 pub mod transfer;
 
@@ -212,6 +213,7 @@ pub fn release(entry: Entry<Object>) {
             }
         }
         Object::Endpoint(_) | Object::Thread(_) | Object::Process(_) | Object::Memory(_) => {}
+        Object::IoPorts(_) | Object::Irq(_) => {}
         Object::Notification(n) => {
             let mut won = {
                 let mut s = n.s.lock();
@@ -238,6 +240,7 @@ pub fn retain(obj: &Object, rights: Rights) {
     match obj {
         Object::Endpoint(ep) if rights.contains(Rights::RECV) => ep.q.lock().add_receive_ref(),
         Object::Endpoint(_) | Object::Thread(_) | Object::Process(_) | Object::Memory(_) => {}
+        Object::IoPorts(_) | Object::Irq(_) => {}
         Object::Notification(n) => n.s.lock().handles += 1,
     }
 }

@@ -35,6 +35,11 @@ pub enum Object {
     /// `mem_map`. Charged to [`charge`] and its frames to the creator's
     /// program pages.
     Memory(Arc<ObjBox<super::memory::MemoryObj>>),
+    // --- hw (issue 11) ---
+    /// A range of I/O ports (`ioport_grant`, `ioport_enable`).
+    IoPorts(Arc<ObjBox<super::hw::IoPorts>>),
+    /// An IRQ root or a bound line (`irq_bind`, `irq_ack`).
+    Irq(Arc<ObjBox<super::hw::IrqObj>>),
 }
 
 /// The most handles one process holds (docs/ipc.md suggests 256).

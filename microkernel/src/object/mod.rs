@@ -9,6 +9,7 @@ pub mod space;
 pub mod thread;
 
 pub mod endpoint;
+pub mod hw;
 pub mod kobject;
 pub mod memory;
 pub mod message;

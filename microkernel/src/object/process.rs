@@ -316,6 +316,15 @@ pub struct Process {
     pub program: spin::Once<kcore::bootinfo::ModuleName>,
     /// IPC: the handle table (closed when the process ends).
     pub ipc: super::kobject::ProcessIpc,
+    // --- hw (issue 11) ---
+    /// Its I/O permission bitmap (switched in with its threads).
+    pub io: crate::arch::iopb::IoPerm,
+    /// `process_notify`: what to signal when it ends (taken, under this
+    /// lock, after `mark_ended`; see `lifecycle::ended`).
+    pub exit_notify: IrqMutex<Option<(super::hw::Ntf, u64)>>,
+    /// `process_set_fault_ep`: the endpoint its threads' faults are
+    /// delivered to, with the badge of the handle it was set through.
+    pub fault_ep: IrqMutex<Option<(super::hw::Ep, u64)>>,
 }
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
@@ -383,6 +392,9 @@ impl Process {
             waiters: IrqMutex::new(Vec::new()),
             program: spin::Once::new(),
             ipc: Default::default(),
+            io: Default::default(),
+            exit_notify: IrqMutex::new(None),
+            fault_ep: IrqMutex::new(None),
         });
         Ok(p)
     }

@@ -234,6 +234,11 @@ pub struct Thread {
     pub exit: Arc<ThreadExit>,
     /// IPC: wake claim, wait record, reply capability (`ipc/`).
     pub ipc: super::waitstate::ThreadIpc,
+    // --- hw (issue 11) ---
+    /// Parked by a suspension (`lifecycle::park_suspended`): set, under
+    /// this lock, with the thread's Blocked state; taken by the resume that
+    /// wakes it. No other waker touches a parked thread but a kill.
+    pub suspend_parked: IrqMutex<bool>,
 }
 
 // The return-to-user asm tests `[current_thread + OFF_THREAD_WORK]`.
@@ -337,6 +342,7 @@ impl Thread {
                 fs_base: 0,
                 gs_base: 0,
             }),
+            suspend_parked: IrqMutex::new(false),
             fpu: p.fpu,
             sched: SchedState {
                 state: AtomicU8::new(ThreadState::Ready as u8),

@@ -313,12 +313,19 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
                 }
             }
             percpu::set_kernel_stack(next.kstack_top());
+            // hw (issue 11): next's process's I/O bitmap, or none.
+            crate::arch::iopb::switch_to(next.process.as_deref().map(|p| &p.io));
             // SAFETY: every space's root shares the kernel half, and `next`
             // holds the space (so the root) while it runs.
             unsafe { mmu::load_root(space.root()) };
         }
-        // SAFETY: the kernel's own tables, live forever.
-        None => unsafe { mmu::load_root(crate::mem::kernel_root()) },
+        None => {
+            // hw (issue 11): no bitmap while kernel threads run (cpustate's
+            // read-back expects none outside user threads).
+            crate::arch::iopb::switch_to(None);
+            // SAFETY: the kernel's own tables, live forever.
+            unsafe { mmu::load_root(crate::mem::kernel_root()) }
+        }
     }
 
     let prev_rsp = &mut pctx.saved_rsp as *mut u64;

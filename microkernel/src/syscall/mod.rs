@@ -24,6 +24,7 @@
 //! is a single load may be answered in its arm (`scripts/bench.sh --check`
 //! watches what that path costs).
 
+mod hw;
 mod ipc;
 mod memory;
 mod process;
@@ -34,7 +35,7 @@ mod vm;
 
 use crate::arch::syscall::{check_return, ReturnCheck};
 use crate::arch::trap::TrapFrame;
-use crate::lifecycle::user_fault;
+use crate::lifecycle::end_faulted;
 use crate::object::kobject::Object;
 use crate::sched::current;
 use crate::smp::online;
@@ -137,6 +138,15 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Ok(Sysnum::MemMap) => vm::mem_map,
         Ok(Sysnum::ThreadStart) => vm::thread_start,
         Ok(Sysnum::SpaceClone) => vm::space_clone,
+        // --- hw (issue 11) ---
+        Ok(Sysnum::ProcessNotify) => |f| hw::process_notify(f),
+        Ok(Sysnum::IoportGrant) => |f| hw::ioport_grant(f),
+        Ok(Sysnum::IoportEnable) => |f| hw::ioport_enable(f),
+        Ok(Sysnum::IrqBind) => |f| hw::irq_bind(f),
+        Ok(Sysnum::IrqAck) => |f| hw::irq_ack(f),
+        Ok(Sysnum::ThreadSuspend) => |f| thread::suspend(thread::ThreadRef::decode(f.rdi, KILL)?),
+        Ok(Sysnum::ProcessSetFaultEp) => |f| hw::process_set_fault_ep(f),
+        Ok(Sysnum::ThreadResume) => |f| thread::resume(thread::ThreadRef::decode(f.rdi, KILL)?),
         // --- trace (issue 12) ---
         Ok(Sysnum::TraceMark) => |f| trace::mark(trace::Mark::decode(f)?),
     };
@@ -298,6 +308,6 @@ impl Fault {
         );
         frame.vector = u64::from(self.vector());
         frame.error_code = 0;
-        user_fault(frame);
+        end_faulted(frame, 0);
     }
 }

@@ -157,6 +157,23 @@ pub fn kill(req: ThreadRef) -> Result<u64, Error> {
     Ok(0)
 }
 
+/// hw (issue 11): `thread_suspend` of the thread `req` names (an ended one:
+/// nothing).
+pub fn suspend(req: ThreadRef) -> Result<u64, Error> {
+    if let Some(t) = req.rec.thread() {
+        crate::lifecycle::suspend(&t);
+    }
+    Ok(0)
+}
+
+/// hw (issue 11): `thread_resume` of the thread `req` names.
+pub fn resume(req: ThreadRef) -> Result<u64, Error> {
+    if let Some(t) = req.rec.thread() {
+        crate::lifecycle::resume(&t);
+    }
+    Ok(0)
+}
+
 /// A new FS or GS base: a user-half address (a kernel-half GS base would
 /// confuse the paranoid entry, which reads GS_BASE's sign to decide
 /// `swapgs`).

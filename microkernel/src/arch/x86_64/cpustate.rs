@@ -385,10 +385,9 @@ unsafe fn sync_mtrrs() -> bool {
     true
 }
 
-/// The TSS I/O-bitmap offset meaning "no bitmap": one past the TSS limit (the
-/// descriptor's limit is `size_of::<TaskStateSegment>() - 1`).
-pub const IOMAP_NONE: u16 =
-    core::mem::size_of::<x86_64::structures::tss::TaskStateSegment>() as u16;
+/// The TSS I/O-bitmap offset meaning "no bitmap": one past the TSS limit
+/// (`iopb`: a process that enabled ports switches its bitmap in).
+pub const IOMAP_NONE: u16 = super::iopb::IOMAP_NONE;
 
 /// Reads back the state [`init_this_cpu`] set, in [`FIELDS`] order, with the
 /// value intended for each.

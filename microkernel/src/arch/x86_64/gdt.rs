@@ -7,7 +7,6 @@
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
 use x86_64::instructions::tables::{lgdt, load_tss};
 use x86_64::structures::gdt::SegmentSelector;
-use x86_64::structures::tss::TaskStateSegment;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::{PrivilegeLevel, VirtAddr};
 
@@ -50,10 +49,10 @@ impl Gdt {
         Gdt { entries: [0; 7] }
     }
 
-    /// Writes the kernel/user segments and a TSS descriptor for `tss`.
-    pub fn fill(&mut self, tss: &TaskStateSegment) {
-        let base = tss as *const TaskStateSegment as u64;
-        let limit = (core::mem::size_of::<TaskStateSegment>() - 1) as u64;
+    /// Writes the kernel/user segments and a TSS descriptor for the TSS at
+    /// `base` whose last byte is at `base + limit` (the hardware TSS plus
+    /// its I/O bitmap, `iopb`).
+    pub fn fill(&mut self, base: u64, limit: u64) {
         let tss_low = (limit & 0xffff)
             | ((base & 0xff_ffff) << 16)
             | (0x9 << 40) // type: available 64-bit TSS

@@ -27,6 +27,7 @@ pub mod fpu;
 pub mod gdt;
 pub mod idt;
 pub mod ioapic;
+pub mod iopb;
 pub mod madt;
 pub mod mmu;
 pub mod percpu;

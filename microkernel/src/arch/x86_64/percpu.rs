@@ -27,7 +27,6 @@ use core::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 use x2apic::lapic::LocalApic;
-use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
 /// The most CPUs the kernel runs on (more in the MADT are ignored).
@@ -84,8 +83,11 @@ impl core::fmt::Display for CpuId {
 pub mod work {
     /// Its process is ending: the thread dies instead of returning to ring 3.
     pub const KILL: u32 = 1 << 0;
+    /// `thread_suspend` (hw, issue 11): the thread parks before it runs user
+    /// code again, until `thread_resume` clears the bit.
+    pub const SUSPEND: u32 = 1 << 1;
     /// Every bit the return paths look at.
-    pub const MASK: u32 = KILL;
+    pub const MASK: u32 = KILL | SUSPEND;
 }
 
 /// Where the work word (an `AtomicU32`) sits in the record
@@ -142,9 +144,6 @@ pub struct PerCpu {
     pub trace: AtomicPtr<()>,
     /// This CPU's local APIC (owning CPU only, interrupts off).
     pub(super) apic: UnsafeCell<Option<LocalApic>>,
-    /// This CPU's task state segment, RSP0 and the IST stacks (owning CPU
-    /// only, interrupts off; the CPU reads it on ring changes).
-    tss: UnsafeCell<TaskStateSegment>,
     /// This CPU's descriptor table (filled once by the owning CPU).
     gdt: UnsafeCell<Gdt>,
 }
@@ -206,7 +205,6 @@ impl PerCpu {
             sched: AtomicPtr::new(core::ptr::null_mut()),
             trace: AtomicPtr::new(core::ptr::null_mut()),
             apic: UnsafeCell::new(None),
-            tss: UnsafeCell::new(TaskStateSegment::new()),
             gdt: UnsafeCell::new(Gdt::empty()),
         }
     }
@@ -237,7 +235,7 @@ impl PerCpu {
     pub fn iomap_base(&self) -> u16 {
         // SAFETY: a read of a field the owning CPU wrote at bring-up; callers
         // read their own record (interrupts off), so no write is concurrent.
-        unsafe { (*self.tss.get()).iomap_base }
+        unsafe { (*super::iopb::tss(self.id())).tss.iomap_base }
     }
 }
 
@@ -297,7 +295,7 @@ static GS_READY: AtomicBool = AtomicBool::new(false);
 pub unsafe fn init_cpu(cpu: CpuId, apic_id: Option<u32>, ist_tops: [u64; IST_COUNT]) {
     let pc = slot(cpu);
     pc.set_apic_id(apic_id);
-    let tss = pc.tss.get();
+    let tss = super::iopb::tss(cpu);
     let gdt = pc.gdt.get();
     // After `load` the GDT is only read by the CPU, and the TSS written only
     // by this CPU; both live in a static, as long as the CPU.
@@ -305,9 +303,10 @@ pub unsafe fn init_cpu(cpu: CpuId, apic_id: Option<u32>, ist_tops: [u64; IST_COU
     // its TSS or GDT yet, so these writes alias nothing in use.
     unsafe {
         for (i, top) in ist_tops.iter().enumerate() {
-            (*tss).interrupt_stack_table[i] = VirtAddr::new(*top);
+            (*tss).tss.interrupt_stack_table[i] = VirtAddr::new(*top);
         }
-        (*gdt).fill(&*tss);
+        super::iopb::init_cpu(cpu);
+        (*gdt).fill(tss as u64, super::iopb::TSS_LIMIT);
         (*gdt).load();
         cpu::wrmsr(msr::GS_BASE, pc as *const PerCpu as u64);
         cpu::wrmsr(msr::KERNEL_GS_BASE, 0);
@@ -385,13 +384,13 @@ pub fn set_kernel_stack(top: u64) {
     // SAFETY: only this CPU writes its own TSS, with interrupts off (the
     // scheduler calls this inside its critical section); the CPU reads RSP0
     // only on a ring change, which cannot happen during this store.
-    unsafe { (*pc.tss.get()).privilege_stack_table[0] = VirtAddr::new(top) };
+    unsafe { (*super::iopb::tss(pc.id())).tss.privilege_stack_table[0] = VirtAddr::new(top) };
 }
 
 /// Sets this CPU's TSS I/O-bitmap offset (bring-up, interrupts off).
 pub fn set_iomap_base(offset: u16) {
     // SAFETY: only this CPU writes its own TSS, with interrupts off.
-    unsafe { (*this().tss.get()).iomap_base = offset };
+    unsafe { (*super::iopb::tss(this().id())).tss.iomap_base = offset };
 }
 
 /// Records the running thread (a raw strong reference, see `sched`).

@@ -1,0 +1,228 @@
+//! Each CPU's task state segment with its I/O permission bitmap, and the
+//! per-process bitmaps switched into it (hw, issue 11).
+//!
+//! Ring 3 runs with IOPL 0, so every `in`/`out` is checked against the TSS's
+//! I/O permission bitmap: one bit per port, a clear bit allows the port. The
+//! bitmap must sit inside the TSS segment, so each CPU's TSS lives here, in a
+//! [`TssIo`] that is the 104-byte hardware TSS followed by 8192 bytes of
+//! bitmap and the terminating all-ones byte the CPU may read past the last
+//! port. The TSS's I/O-map offset is either [`IOMAP_BASE`] (the bitmap is
+//! live) or [`IOMAP_NONE`] (past the segment limit: every port faults).
+//!
+//! A process that enabled ports owns an [`IoPerm`]: its own bitmap and a
+//! generation bumped by every change. Switching to a thread ([`switch_to`])
+//! turns the CPU's bitmap off for a process without one (a compare and, at
+//! most, one store) and, for one with one, copies its 8 KiB into the CPU's
+//! bitmap only when this CPU does not hold that generation of it already.
+//! Permissions only grow (an enable is sticky for the process's life), so a
+//! CPU holding an older generation grants a subset: a thread there whose
+//! `in` faults on a port enabled meanwhile gets its bitmap refreshed and
+//! the instruction retried ([`refresh`], from the user-fault path).
+//!
+//! Each CPU's record is touched only by that CPU with interrupts off (the
+//! rule of `percpu`), so the statics below need no locks.
+
+use super::percpu::{CpuId, MAX_CPUS};
+use alloc::boxed::Box;
+use core::cell::UnsafeCell;
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use x86_64::structures::tss::TaskStateSegment;
+
+/// Ports an x86 CPU addresses.
+pub const PORTS: usize = 1 << 16;
+/// Bytes of a full bitmap (one bit per port).
+pub const BITMAP_BYTES: usize = PORTS / 8;
+
+/// One CPU's TSS and I/O bitmap, in the layout the CPU reads.
+#[repr(C)]
+pub struct TssIo {
+    /// The hardware TSS (RSP0, IST stacks, I/O-map offset).
+    pub tss: TaskStateSegment,
+    /// One bit per port; a clear bit allows it.
+    bitmap: [u8; BITMAP_BYTES],
+    /// All ones: the CPU reads two bytes for an access near port 0xffff.
+    tail: u8,
+}
+
+/// The I/O-map offset of a live bitmap.
+pub const IOMAP_BASE: u16 = offset_of!(TssIo, bitmap) as u16;
+/// The last byte of the TSS segment (its descriptor's limit).
+pub const TSS_LIMIT: u64 = offset_of!(TssIo, tail) as u64;
+/// The I/O-map offset meaning "no bitmap": past the limit, so every port
+/// access from ring 3 is a #GP.
+pub const IOMAP_NONE: u16 = TSS_LIMIT as u16 + 1;
+
+const _: () = assert!(offset_of!(TssIo, tss) == 0);
+const _: () = assert!(offset_of!(TssIo, bitmap) == size_of::<TaskStateSegment>());
+const _: () = assert!(offset_of!(TssIo, tail) == offset_of!(TssIo, bitmap) + BITMAP_BYTES);
+// The offset field is 16 bits wide.
+const _: () = assert!(TSS_LIMIT < u16::MAX as u64);
+
+struct Slot(UnsafeCell<TssIo>);
+
+// SAFETY: slot `i` is read and written only by CPU `i` with interrupts off
+// (and by the CPU itself on ring changes and port accesses).
+unsafe impl Sync for Slot {}
+
+/// Every CPU's TSS. All zero at link time (in `.bss`): [`init_cpu`] fills
+/// the bitmap and the TSS fields before the TSS is loaded.
+static TSS: [Slot; MAX_CPUS] = [const {
+    // SAFETY: all-zero is a valid TaskStateSegment (integers only) and a
+    // valid byte array.
+    Slot(UnsafeCell::new(unsafe { core::mem::zeroed() }))
+}; MAX_CPUS];
+
+/// Whether each CPU's I/O-map offset is [`IOMAP_BASE`] (owning CPU only,
+/// interrupts off): lets the switch to a thread without a bitmap on a CPU
+/// without one cost two loads and a test.
+static LIVE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// (process id, generation) of the bitmap each CPU holds (0: none yet).
+static LOADED_ID: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static LOADED_GEN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// CPU `cpu`'s TSS.
+pub fn tss(cpu: CpuId) -> *mut TssIo {
+    TSS[cpu.get() as usize].0.get()
+}
+
+/// Fills CPU `cpu`'s bitmap with ones (every port denied) and turns it off.
+///
+/// # Safety
+/// On CPU `cpu`, with interrupts off, before its TSS is loaded.
+pub unsafe fn init_cpu(cpu: CpuId) {
+    let t = tss(cpu);
+    // SAFETY: the caller owns the slot and nothing has loaded it yet.
+    unsafe {
+        (*t).bitmap.fill(0xff);
+        (*t).tail = 0xff;
+        (*t).tss.iomap_base = IOMAP_NONE;
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A process's I/O permissions: its bitmap once it enabled a port.
+pub struct IoPerm {
+    /// Unique among every `IoPerm` ever made (never reused, so a CPU's
+    /// record of a dead process's bitmap never matches a new one).
+    id: u64,
+    /// 0 while there is no bitmap; bumped (Release, under `bits`' lock)
+    /// after every change, read (Acquire) by [`switch_to`].
+    generation: AtomicU64,
+    bits: spin::Mutex<Option<Box<[u8; BITMAP_BYTES]>>>,
+}
+
+impl Default for IoPerm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IoPerm {
+    /// No port allowed.
+    pub fn new() -> Self {
+        IoPerm {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            bits: spin::Mutex::new(None),
+        }
+    }
+
+    /// Allows ports `first..first + count` (the caller checked the range
+    /// lies within 0..65536) and loads the result on this CPU. `Err` when
+    /// the first bitmap cannot be allocated. Call with interrupts off (a
+    /// syscall), from a thread of the process this belongs to.
+    pub fn enable(&self, first: u16, count: u32) -> Result<(), abi::Error> {
+        {
+            let mut g = self.bits.lock();
+            if g.is_none() {
+                *g = Some(new_bitmap().ok_or(abi::Error::NoMemory)?);
+            }
+            let b = g.as_mut().expect("allocated above");
+            for port in first as usize..first as usize + count as usize {
+                b[port / 8] &= !(1 << (port % 8));
+            }
+            // Release: the bits above are visible to a CPU that reads this
+            // generation (Acquire) before copying under the lock.
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+        switch_to(Some(self));
+        Ok(())
+    }
+}
+
+/// A bitmap with every port denied, or `None` when the heap is exhausted.
+fn new_bitmap() -> Option<Box<[u8; BITMAP_BYTES]>> {
+    let layout = core::alloc::Layout::new::<[u8; BITMAP_BYTES]>();
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { alloc::alloc::alloc(layout) } as *mut [u8; BITMAP_BYTES];
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a fresh allocation of this layout; writing every byte
+    // initialises it, and Box takes ownership with the same layout.
+    unsafe {
+        p.write_bytes(0xff, 1);
+        Some(Box::from_raw(p))
+    }
+}
+
+/// Makes this CPU's bitmap that of `perm` (the process of the thread about
+/// to run; `None`: a process without one). Interrupts off (the scheduler's
+/// switch, or a syscall). Inlined: the common case (no bitmap before or
+/// after) is a few loads on every context switch.
+#[inline(always)]
+pub fn switch_to(perm: Option<&IoPerm>) {
+    let gen = perm.map_or(0, |p| p.generation.load(Ordering::Acquire));
+    let cpu = super::percpu::this().id();
+    if gen == 0 && !LIVE[cpu.index()].load(Ordering::Relaxed) {
+        return;
+    }
+    switch_slow(perm, gen, cpu);
+}
+
+/// [`switch_to`] when either side has a bitmap.
+#[inline(never)]
+fn switch_slow(perm: Option<&IoPerm>, gen: u64, cpu: CpuId) {
+    let t = tss(cpu);
+    let base = if gen == 0 {
+        IOMAP_NONE
+    } else {
+        let p = perm.expect("a generation means a bitmap");
+        let i = cpu.get() as usize;
+        if LOADED_ID[i].load(Ordering::Relaxed) != p.id
+            || LOADED_GEN[i].load(Ordering::Relaxed) != gen
+        {
+            let g = p.bits.lock();
+            let b = g.as_ref().expect("a generation means a bitmap");
+            // SAFETY: this CPU's own slot, interrupts off; the CPU reads the
+            // bitmap only on a ring-3 port access, not during this copy.
+            unsafe { (*t).bitmap.copy_from_slice(&b[..]) };
+            // Under the lock the generation cannot move: record the one copied.
+            LOADED_ID[i].store(p.id, Ordering::Relaxed);
+            LOADED_GEN[i].store(p.generation.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        IOMAP_BASE
+    };
+    LIVE[cpu.index()].store(base == IOMAP_BASE, Ordering::Relaxed);
+    // SAFETY: this CPU's own slot, interrupts off.
+    unsafe { (*t).tss.iomap_base = base };
+}
+
+/// A #GP from ring 3 in a thread of the process owning `perm`: if this CPU
+/// holds an older generation of its bitmap (another thread enabled ports
+/// since this CPU loaded it), loads the current one and says so — the
+/// faulting instruction is retried. False: the fault stands.
+pub fn refresh(perm: &IoPerm) -> bool {
+    let gen = perm.generation.load(Ordering::Acquire);
+    let i = super::percpu::this().id().get() as usize;
+    let stale = gen != 0
+        && (LOADED_ID[i].load(Ordering::Relaxed) != perm.id
+            || LOADED_GEN[i].load(Ordering::Relaxed) != gen);
+    if stale {
+        switch_to(Some(perm));
+    }
+    stale
+}
