@@ -26,6 +26,7 @@
 
 mod args;
 mod attack2;
+mod attackvm;
 mod console;
 mod cpu_state;
 mod entry;
@@ -489,6 +490,11 @@ const CASES: &[Case] = &[
     (
         "vm_clone_while_another_thread_writes",
         vm_build::clone_while_another_thread_writes,
+    ),
+    // --- breakvm (issue 11) ---
+    (
+        "attackvm_reply_into_a_clones_cow_buffer",
+        attackvm::reply_into_a_clones_cow_buffer,
     ),
 ];
 

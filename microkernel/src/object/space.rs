@@ -954,6 +954,56 @@ impl AddressSpace {
     }
 }
 
+/// The space a kernel copy loaded on each CPU in place of the running
+/// thread's own ([`with_loaded`]; null when none): a write fault during the
+/// copy is resolved in it. Each slot is written and read only by its own CPU
+/// with interrupts off (the fault is synchronous), so Relaxed is enough.
+static BORROWED_LOAD: [core::sync::atomic::AtomicPtr<AddressSpace>; crate::arch::percpu::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()) };
+        crate::arch::percpu::MAX_CPUS];
+
+/// Runs `f` with `space` loaded on this CPU in place of `own` (the running
+/// thread's), then loads `own` again: for a kernel copy into another
+/// process's memory (IPC delivery). A copy-on-write fault during `f` is
+/// resolved in `space` ([`resolve_loaded_write_fault`]); before, it was
+/// resolved in `own`, which either failed the copy or, where `own` had a
+/// writable page at that address, retried the faulting write for good.
+/// Interrupts must be off (nothing else runs on this CPU in between) and
+/// the caller keeps both spaces alive.
+pub fn with_loaded<R>(space: &AddressSpace, own: &AddressSpace, f: impl FnOnce() -> R) -> R {
+    let slot = &BORROWED_LOAD[crate::arch::percpu::cpu_index()];
+    slot.store(
+        space as *const AddressSpace as *mut AddressSpace,
+        Ordering::Relaxed,
+    );
+    // SAFETY: both roots are live address spaces (the caller keeps them)
+    // whose kernel halves are the kernel's; interrupts are off, so nothing
+    // but `f` runs with `space` loaded, and `own` is back before return.
+    unsafe { crate::arch::mmu::load_root(space.root()) };
+    let r = f();
+    // SAFETY: as above: the caller's own space again.
+    unsafe { crate::arch::mmu::load_root(own.root()) };
+    slot.store(core::ptr::null_mut(), Ordering::Relaxed);
+    r
+}
+
+/// Resolves a write fault at `addr` in the address space loaded on this CPU
+/// (the running thread's `own`, or the one [`with_loaded`] put there), with
+/// interrupts off; `Fault` when neither is loaded.
+pub fn resolve_loaded_write_fault(own: Option<&AddressSpace>, addr: u64) -> WriteFaultOutcome {
+    let root = crate::arch::mmu::current_root();
+    if let Some(s) = own.filter(|s| s.root() == root) {
+        return s.resolve_write_fault(addr);
+    }
+    let p = BORROWED_LOAD[crate::arch::percpu::cpu_index()].load(Ordering::Relaxed);
+    // SAFETY: non-null only inside `with_loaded` on this CPU, whose caller
+    // keeps the space alive for the whole of it; this fault interrupted it.
+    match unsafe { p.as_ref() } {
+        Some(s) if s.root() == root => s.resolve_write_fault(addr),
+        _ => WriteFaultOutcome::Fault,
+    }
+}
+
 impl Drop for AddressSpace {
     fn drop(&mut self) {
         // No thread runs in this space any more and no CPU has it loaded (the
