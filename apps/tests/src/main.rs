@@ -496,6 +496,10 @@ const CASES: &[Case] = &[
         "attackvm_reply_into_a_clones_cow_buffer",
         attackvm::reply_into_a_clones_cow_buffer,
     ),
+    (
+        "attackvm_clone_loses_no_racing_write",
+        attackvm::clone_loses_no_racing_write,
+    ),
 ];
 
 #[no_mangle]
