@@ -42,6 +42,10 @@ const CASES: &[Case] = &[
         "mapped_pages_are_charged_and_returned",
         crate::object::space::ktest_mapped_pages_are_charged_and_returned,
     ),
+    (
+        "shared_and_cow_frames_are_counted",
+        crate::object::space::ktest_shared_and_cow_frames_are_counted,
+    ),
     ("kernel_text_is_not_writable", kernel_text_is_not_writable),
     (
         "kernel_rodata_is_not_writable",

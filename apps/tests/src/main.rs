@@ -491,6 +491,10 @@ const CASES: &[Case] = &[
         "vm_clone_while_another_thread_writes",
         vm_build::clone_while_another_thread_writes,
     ),
+    (
+        "vm_protect_after_clone_keeps_the_shared_frame_private",
+        vm_build::protect_after_clone_keeps_the_shared_frame_private,
+    ),
     // --- breakvm (issue 11) ---
     (
         "attackvm_reply_into_a_clones_cow_buffer",

@@ -700,3 +700,47 @@ pub fn clone_while_another_thread_writes() -> TestResult {
     let _ = unsafe { Space::Own.unmap(at + 0x10_0000, 4 * PAGE) };
     result
 }
+
+/// A page made read-only, cloned, then made writable again in the source:
+/// the protect must not expose the frame the clone shares (it stays
+/// copy-on-write), so the source's write copies and the clone keeps the
+/// old value.
+pub fn protect_after_clone_keeps_the_shared_frame_private() -> TestResult {
+    let at = BASE + 0xa00_0000;
+    let stack = region(at, 1, 21)?;
+    ok(Space::Own.protect(at, PAGE, 0), "make the page read-only")?;
+    // Before the clone: the clone sees this stack as it is at the clone.
+    let job = CowJob {
+        region: at,
+        pages: 1,
+        expect: 21,
+        write_all: 0,
+        racing: 0,
+    };
+    let child = ok(space_clone(Space::Own), "space_clone")?;
+    ok(
+        Space::Own.protect(at, PAGE, prot::WRITE),
+        "make it writable again after the clone",
+    )?;
+    // SAFETY: mapped and writable again.
+    unsafe { core::ptr::write_volatile(at as *mut u64, 22) };
+    // SAFETY: the thread runs `cow_child` in the clone.
+    let t = ok(
+        unsafe {
+            child.space().start_thread(
+                cow_child as *const () as usize as u64,
+                stack,
+                &job as *const CowJob as u64,
+            )
+        },
+        "thread_start in the clone",
+    )?;
+    let st = ok(child.wait(), "wait")?;
+    let _ = t.close();
+    // SAFETY: mapped above.
+    let mine = unsafe { core::ptr::read_volatile(at as *const u64) };
+    // SAFETY: this function's own region.
+    let _ = unsafe { Space::Own.unmap(at, 5 * PAGE) };
+    want_exit(st, 0, "the clone's view after the source's protect")?;
+    check(mine == 22, "the source's write is its own")
+}

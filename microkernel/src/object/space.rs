@@ -1233,3 +1233,73 @@ pub fn ktest_mapped_pages_are_charged_and_returned() -> Result<(), &'static str>
     }
     Ok(())
 }
+
+/// ktest (issue 11): a copy-on-write clone shares every frame (only its
+/// tables are new) and is charged for every page it maps; a write fault in
+/// the source copies one frame; dropping the clone frees exactly its tables,
+/// its root and the frame only it still held. A memory object's frames
+/// mapped into a space are charged to that space, survive the object, and
+/// go back with the last mapping.
+pub fn ktest_shared_and_cow_frames_are_counted() -> Result<(), &'static str> {
+    const VA: u64 = 0x300_0000;
+    const MEM_VA: u64 = 0x400_0000;
+    let program = Arc::new(PageBudget::new(256));
+    let a = AddressSpace::new_charged(Some(program.clone())).map_err(|_| "new_charged")?;
+    a.map_anon(VA, 4 * PAGE_SIZE, prot::WRITE)
+        .map_err(|_| "map_anon")?;
+    let f0 = mem::free_frames();
+    let b = AddressSpace::new_charged(Some(program.clone())).map_err(|_| "new_charged")?;
+    b.copy_on_write_from(&a).map_err(|_| "copy_on_write_from")?;
+    // The clone's root and its PDPT, PD, PT; no data frame.
+    if mem::free_frames() != f0 - 4 {
+        return Err("a clone copied frames (or leaked tables)");
+    }
+    if b.charged_pages() != 1 + 3 + 4 {
+        return Err("the clone is not charged for its root, tables and pages");
+    }
+    if a.resolve_write_fault(VA + 8) != WriteFaultOutcome::Retry {
+        return Err("a write fault on a COW page did not resolve");
+    }
+    if mem::free_frames() != f0 - 5 {
+        return Err("a COW write fault did not copy exactly one frame");
+    }
+    // Already resolved: a second fault is spurious (no copy).
+    if a.resolve_write_fault(VA) != WriteFaultOutcome::Retry || mem::free_frames() != f0 - 5 {
+        return Err("a resolved page was copied again");
+    }
+    drop(b);
+    if mem::free_frames() != f0 {
+        return Err("dropping the clone did not return exactly its own frames");
+    }
+    // The source's other pages are its own again: taken over, not copied.
+    if a.resolve_write_fault(VA + PAGE_SIZE) != WriteFaultOutcome::Retry || mem::free_frames() != f0
+    {
+        return Err("a page whose clone is gone was copied instead of taken over");
+    }
+    // A real fault stays one.
+    if a.resolve_write_fault(MEM_VA) != WriteFaultOutcome::Fault {
+        return Err("a write fault on an unmapped page was resolved");
+    }
+    let before_obj = mem::free_frames();
+    let obj = super::memory::MemoryObj::new(4, program.clone()).map_err(|_| "MemoryObj::new")?;
+    let charged = a.charged_pages();
+    a.map_shared(MEM_VA, obj.frames(), prot::WRITE)
+        .map_err(|_| "map_shared")?;
+    if a.charged_pages() < charged + 4 {
+        return Err("shared pages are not charged to the space they are mapped in");
+    }
+    drop(obj);
+    if mem::free_frames() >= before_obj {
+        return Err("the object's frames went while still mapped");
+    }
+    a.unmap(MEM_VA, 4 * PAGE_SIZE).map_err(|_| "unmap")?;
+    // Back, but for the page tables the mapping made (kept until teardown).
+    if mem::free_frames() + 1 < before_obj {
+        return Err("the last unmap did not free the object's frames");
+    }
+    drop(a);
+    if program.used() != 0 {
+        return Err("charges were not returned to the program");
+    }
+    Ok(())
+}

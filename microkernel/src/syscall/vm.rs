@@ -95,8 +95,13 @@ pub fn space_clone(f: &mut TrapFrame) -> Result<u64, Error> {
         space.teardown();
         return Err(e);
     }
-    drop(space);
-    give_process(&parent, p, f)
+    let r = give_process(&parent, p.clone(), f);
+    if r.is_err() {
+        // The child never becomes anyone's: empty it here, in chunks,
+        // rather than in the record's drop with interrupts off.
+        space.teardown();
+    }
+    r
 }
 
 /// `space_map(proc, addr, len, prot)`: fresh zeroed pages in `proc`'s space.
