@@ -167,11 +167,10 @@ fn resolve_cow_fault() -> bool {
         return false;
     }
     let t = crate::sched::current();
-    let Some(space) = t.space.as_ref() else {
-        return false;
-    };
-    use crate::object::space::WriteFaultOutcome;
-    space.resolve_write_fault(addr) == WriteFaultOutcome::Retry
+    // The space loaded here, which is not the thread's own while an IPC
+    // delivery copies into another process (`space::with_loaded`).
+    use crate::object::space::{resolve_loaded_write_fault, WriteFaultOutcome};
+    resolve_loaded_write_fault(t.space.as_deref(), addr) == WriteFaultOutcome::Retry
 }
 
 /// Ending a thread schedules, which must never happen on an IST stack (the

@@ -26,6 +26,7 @@
 
 mod args;
 mod attack2;
+mod attackvm;
 mod console;
 mod cpu_state;
 mod entry;
@@ -549,6 +550,15 @@ const CASES: &[Case] = &[
         hw::thread_suspend_and_resume,
     ),
     ("hw_fault_delivery", hw::fault_delivery),
+    // --- breakvm (issue 11) ---
+    (
+        "attackvm_reply_into_a_clones_cow_buffer",
+        attackvm::reply_into_a_clones_cow_buffer,
+    ),
+    (
+        "attackvm_clone_loses_no_racing_write",
+        attackvm::clone_loses_no_racing_write,
+    ),
 ];
 
 #[no_mangle]

@@ -127,14 +127,10 @@ fn copy_into(to: &Thread, addr: u64, bytes: &[u8]) -> Result<(), Error> {
         return copy_to_user(addr, bytes);
     }
     // Interrupts are off, so nothing runs in between but the copy, and the
-    // caller's own root is back before it returns to its space.
-    // SAFETY: both roots are live address spaces (each held by a thread
-    // reference here) whose kernel halves are the kernel's.
-    unsafe { crate::arch::mmu::load_root(theirs.root()) };
-    let r = copy_to_user(addr, bytes);
-    // SAFETY: as above: the caller's own space again.
-    unsafe { crate::arch::mmu::load_root(mine.root()) };
-    r
+    // caller's own root is back before it returns to its space. Both spaces
+    // are held by a thread reference here. A copy-on-write fault in the
+    // copy is resolved in `theirs` (breakvm).
+    crate::object::space::with_loaded(theirs, mine, || copy_to_user(addr, bytes))
 }
 
 /// Drops what an operation could not deliver: the bounce buffer, and the

@@ -168,6 +168,12 @@ pub struct AddressSpace {
     own: PageBudget,
     /// The program's budget the same frames are charged to as well.
     program: Option<Arc<PageBudget>>,
+    /// Set while a clone's chunk has write-protected leaves of this space
+    /// that it has not shot down yet: another CPU may still store to their
+    /// frames through a writable TLB entry, so a copy-on-write copy must
+    /// not be taken from them until that page is shot down
+    /// ([`Self::resolve_write_fault`]).
+    wp_unflushed: AtomicBool,
 }
 
 struct Inner {
@@ -277,6 +283,7 @@ impl AddressSpace {
             contended: AtomicU64::new(0),
             own,
             program,
+            wp_unflushed: AtomicBool::new(false),
         }))
     }
 
@@ -821,6 +828,10 @@ impl AddressSpace {
             };
             let mut failed = None;
             let (mut lo, mut hi) = (u64::MAX, 0);
+            // Before this chunk's edits (the page-table lock publishes it
+            // with them): a write fault that sees a leaf this chunk made
+            // copy-on-write sees the flag too, until the shootdown below.
+            src.wp_unflushed.store(true, Ordering::Relaxed);
             let r = {
                 let sinner = src.inner.lock();
                 let cinner = self.inner.lock();
@@ -867,6 +878,9 @@ impl AddressSpace {
             if lo < hi {
                 tlb::flush_range(src.root(), lo, (hi - lo) / PAGE_SIZE);
             }
+            // Release: pairs with the fault path's Acquire load; a fault
+            // that reads false has this shootdown behind it.
+            src.wp_unflushed.store(false, Ordering::Release);
             if let Some(e) = failed {
                 return Err(e);
             }
@@ -891,6 +905,14 @@ impl AddressSpace {
     /// take-over only adds write permission to the same frame, so a stale
     /// read-only TLB entry elsewhere at worst faults once more (spurious).
     pub fn resolve_write_fault(&self, va: u64) -> WriteFaultOutcome {
+        self.resolve_write_fault_as(va, false)
+    }
+
+    /// [`Self::resolve_write_fault`]; `flushed`: this CPU has just shot the
+    /// page down on every CPU running this space, so no stale writable TLB
+    /// entry can store to the old frame any more and a pending clone
+    /// shootdown need not be waited for.
+    fn resolve_write_fault_as(&self, va: u64, flushed: bool) -> WriteFaultOutcome {
         use kcore::cow::{on_write_fault, private_writable, WriteFault};
         let page = va & !(PAGE_SIZE - 1);
         if !(USER_MIN..USER_END).contains(&page) {
@@ -899,6 +921,9 @@ impl AddressSpace {
         enum Done {
             Local,
             Copied(u64),
+            /// A copy is due but a clone's write-protection of this space is
+            /// not shot down yet: shoot the page down first, then copy.
+            FlushFirst,
             Fault,
             NoMemory,
         }
@@ -914,6 +939,14 @@ impl AddressSpace {
                     WriteFault::Reuse => {
                         *e = private_writable(*e, pa);
                         Done::Local
+                    }
+                    // Acquire: pairs with the clone's Release after its
+                    // shootdown (the flag's store before its edits is
+                    // ordered by this lock). Another CPU may still store to
+                    // `pa` through a writable TLB entry from before the
+                    // clone: a copy taken now would lose those stores.
+                    WriteFault::Copy if !flushed && self.wp_unflushed.load(Ordering::Acquire) => {
+                        Done::FlushFirst
                     }
                     WriteFault::Copy => {
                         let Ok(f) = mem::alloc_frame() else {
@@ -948,9 +981,67 @@ impl AddressSpace {
                 mem::frame_release(old);
                 WriteFaultOutcome::Retry
             }
+            Ok(Done::FlushFirst) => {
+                // No CPU stores to the frame through this space once this
+                // returns (the leaf is read-only, and a leaf made writable
+                // on it meanwhile is found again below): the copy is then
+                // complete.
+                tlb::flush_range(self.root(), page, 1);
+                self.resolve_write_fault_as(va, true)
+            }
             Ok(Done::NoMemory) => WriteFaultOutcome::NoMemory,
             Ok(Done::Fault) | Err(_) => WriteFaultOutcome::Fault,
         }
+    }
+}
+
+/// The space a kernel copy loaded on each CPU in place of the running
+/// thread's own ([`with_loaded`]; null when none): a write fault during the
+/// copy is resolved in it. Each slot is written and read only by its own CPU
+/// with interrupts off (the fault is synchronous), so Relaxed is enough.
+static BORROWED_LOAD: [core::sync::atomic::AtomicPtr<AddressSpace>; crate::arch::percpu::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()) };
+        crate::arch::percpu::MAX_CPUS];
+
+/// Runs `f` with `space` loaded on this CPU in place of `own` (the running
+/// thread's), then loads `own` again: for a kernel copy into another
+/// process's memory (IPC delivery). A copy-on-write fault during `f` is
+/// resolved in `space` ([`resolve_loaded_write_fault`]); before, it was
+/// resolved in `own`, which either failed the copy or, where `own` had a
+/// writable page at that address, retried the faulting write for good.
+/// Interrupts must be off (nothing else runs on this CPU in between) and
+/// the caller keeps both spaces alive.
+pub fn with_loaded<R>(space: &AddressSpace, own: &AddressSpace, f: impl FnOnce() -> R) -> R {
+    let slot = &BORROWED_LOAD[crate::arch::percpu::cpu_index()];
+    slot.store(
+        space as *const AddressSpace as *mut AddressSpace,
+        Ordering::Relaxed,
+    );
+    // SAFETY: both roots are live address spaces (the caller keeps them)
+    // whose kernel halves are the kernel's; interrupts are off, so nothing
+    // but `f` runs with `space` loaded, and `own` is back before return.
+    unsafe { crate::arch::mmu::load_root(space.root()) };
+    let r = f();
+    // SAFETY: as above: the caller's own space again.
+    unsafe { crate::arch::mmu::load_root(own.root()) };
+    slot.store(core::ptr::null_mut(), Ordering::Relaxed);
+    r
+}
+
+/// Resolves a write fault at `addr` in the address space loaded on this CPU
+/// (the running thread's `own`, or the one [`with_loaded`] put there), with
+/// interrupts off; `Fault` when neither is loaded.
+pub fn resolve_loaded_write_fault(own: Option<&AddressSpace>, addr: u64) -> WriteFaultOutcome {
+    let root = crate::arch::mmu::current_root();
+    if let Some(s) = own.filter(|s| s.root() == root) {
+        return s.resolve_write_fault(addr);
+    }
+    let p = BORROWED_LOAD[crate::arch::percpu::cpu_index()].load(Ordering::Relaxed);
+    // SAFETY: non-null only inside `with_loaded` on this CPU, whose caller
+    // keeps the space alive for the whole of it; this fault interrupted it.
+    match unsafe { p.as_ref() } {
+        Some(s) if s.root() == root => s.resolve_write_fault(addr),
+        _ => WriteFaultOutcome::Fault,
     }
 }
 
