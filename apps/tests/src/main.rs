@@ -26,6 +26,7 @@
 
 mod args;
 mod attack2;
+mod attackfp;
 mod console;
 mod cpu_state;
 mod entry;
@@ -477,6 +478,23 @@ const CASES: &[Case] = &[
     (
         "fastpath3_first_fpu_use_after_many_switches_sees_init_state",
         fastpath3::first_fpu_use_after_many_switches_sees_init_state,
+    ),
+    // --- breakfp (issue 10) ---
+    (
+        "attackfp_x87_regs_init_at_first_use",
+        attackfp::x87_regs_init_at_first_use,
+    ),
+    (
+        "attackfp_first_fpu_insn_faults_with_its_own_vector",
+        attackfp::first_fpu_insn_faults_with_its_own_vector,
+    ),
+    (
+        "attackfp_first_use_state_follows_migration",
+        attackfp::first_use_state_follows_migration,
+    ),
+    (
+        "attackfp_spawn_in_last_user_page_leaves_no_thread",
+        attackfp::spawn_in_last_user_page_leaves_no_thread,
     ),
 ];
 
