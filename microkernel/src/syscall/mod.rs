@@ -67,6 +67,10 @@ pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
     // A non-canonical return RIP is the thread's fault, never SYSRET's
     // (CVE-2012-0217): see `check_return`.
     if dispatch(frame) == ReturnCheck::Fault {
+        // The handler ran, but its result never reaches ring 3: a spawn's
+        // new thread or child would run on with a handle nobody was given
+        // (as for a kill inside the spawn, `syscall_return_work`).
+        undo_spawn(frame.error_code, frame.rax);
         Fault::NonCanonicalReturn.stop(frame);
     }
 }
