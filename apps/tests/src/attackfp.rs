@@ -18,7 +18,8 @@
 use crate::fpu::{self, SimdState};
 use crate::note;
 use crate::util::{self, arg_of, from_arg, TestResult};
-use core::arch::asm;
+use abi::bootimg::{encode, SegmentSpec, SEG_R, SEG_X};
+use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::sys;
 
@@ -351,34 +352,19 @@ pub fn spawn_in_last_user_page_leaves_no_thread() -> TestResult {
     let base = crate::lifecycle::info()?.threads;
     sys::map_anon(ORPHAN_STACK, ORPHAN_STACK_LEN, abi::prot::WRITE)
         .map_err(|_| "map_anon(stack) failed")?;
-    if sys::map_anon(LAST_PAGE, 4096, abi::prot::WRITE).is_err() {
-        // SAFETY: nothing uses the stack yet.
-        let _ = unsafe { sys::unmap(ORPHAN_STACK, ORPHAN_STACK_LEN) };
-        return Err("map_anon of the last user page failed");
-    }
     // mov rdi, entry ; mov rsi, stack top ; xor edx, edx ;
     // mov eax, ThreadSpawn ; syscall -- ending exactly at USER_END.
-    let mut code = [0u8; 29];
-    code[..2].copy_from_slice(&[0x48, 0xbf]);
-    code[2..10].copy_from_slice(&(orphan as *const () as u64).to_le_bytes());
-    code[10..12].copy_from_slice(&[0x48, 0xbe]);
-    code[12..20].copy_from_slice(&(ORPHAN_STACK + ORPHAN_STACK_LEN).to_le_bytes());
-    code[20..22].copy_from_slice(&[0x31, 0xd2]);
-    code[22] = 0xb8;
-    code[23..27].copy_from_slice(&(abi::Sysnum::ThreadSpawn as u32).to_le_bytes());
-    code[27..29].copy_from_slice(&[0x0f, 0x05]);
-    let start = LAST_PAGE + 4096 - code.len() as u64;
-    // SAFETY: the page was just mapped writable and nothing else uses it.
-    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), start as *mut u8, code.len()) };
-    // SAFETY: nothing holds a reference into the page.
-    let r = match unsafe { sys::protect(LAST_PAGE, 4096, abi::prot::EXEC) } {
-        Err(_) => Err("protect(last page, EXEC) failed"),
-        // SAFETY: the thread runs the code above and then faults.
-        Ok(_) => match unsafe { util::spawn_at(start, 0) } {
-            Ok(t) => t.join().and_then(|st| util::expect_fault(st, &[13, 14])),
-            Err(_) => Err("thread_spawn at the last page failed"),
-        },
-    };
+    let code = last_page_code(
+        orphan as *const () as u64,
+        ORPHAN_STACK + ORPHAN_STACK_LEN,
+        abi::Sysnum::ThreadSpawn,
+    );
+    let r = run_in_last_page(&code);
+    if r.is_err() {
+        // SAFETY: an orphan started on it, if any, only faults there.
+        let _ = unsafe { sys::unmap(ORPHAN_STACK, ORPHAN_STACK_LEN) };
+        return r;
+    }
     let r = r.and_then(|()| {
         let (s, ok) = crate::lifecycle::settle(500, |s| s.threads <= base)?;
         let b0 = ORPHAN_BEAT.load(Ordering::SeqCst);
@@ -393,12 +379,97 @@ pub fn spawn_in_last_user_page_leaves_no_thread() -> TestResult {
         }
         Ok(())
     });
-    // SAFETY: the spawner ended; the orphan, if any, is left its stack
-    // (unmapping it under a running thread would only fault it).
-    let _ = unsafe { sys::unmap(LAST_PAGE, 4096) };
     if r.is_ok() {
         // SAFETY: no thread runs on it any more (checked above).
         let _ = unsafe { sys::unmap(ORPHAN_STACK, ORPHAN_STACK_LEN) };
     }
     r
+}
+
+/// `mov rdi, a0 ; mov rsi, a1 ; xor edx, edx ; mov eax, nr ; syscall`.
+fn last_page_code(a0: u64, a1: u64, nr: abi::Sysnum) -> [u8; 29] {
+    let mut code = [0u8; 29];
+    code[..2].copy_from_slice(&[0x48, 0xbf]);
+    code[2..10].copy_from_slice(&a0.to_le_bytes());
+    code[10..12].copy_from_slice(&[0x48, 0xbe]);
+    code[12..20].copy_from_slice(&a1.to_le_bytes());
+    code[20..22].copy_from_slice(&[0x31, 0xd2]);
+    code[22] = 0xb8;
+    code[23..27].copy_from_slice(&(nr as u32).to_le_bytes());
+    code[27..29].copy_from_slice(&[0x0f, 0x05]);
+    code
+}
+
+/// Runs `code` in a thread, placed so that its end is the end of the user
+/// half (the `syscall` returns to 0x8000_0000_0000); the thread must end
+/// with #GP (or #PF).
+fn run_in_last_page(code: &[u8]) -> TestResult {
+    if sys::map_anon(LAST_PAGE, 4096, abi::prot::WRITE).is_err() {
+        return Err("map_anon of the last user page failed");
+    }
+    let start = LAST_PAGE + 4096 - code.len() as u64;
+    // SAFETY: the page was just mapped writable and nothing else uses it.
+    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), start as *mut u8, code.len()) };
+    // SAFETY: nothing holds a reference into the page.
+    let r = match unsafe { sys::protect(LAST_PAGE, 4096, abi::prot::EXEC) } {
+        Err(_) => Err("protect(last page, EXEC) failed"),
+        // SAFETY: the thread runs `code` and then faults.
+        Ok(_) => match unsafe { util::spawn_at(start, 0) } {
+            Ok(t) => t.join().and_then(|st| util::expect_fault(st, &[13, 14])),
+            Err(_) => Err("thread_spawn at the last page failed"),
+        },
+    };
+    // SAFETY: the thread that ran there ended.
+    let _ = unsafe { sys::unmap(LAST_PAGE, 4096) };
+    r
+}
+
+global_asm!(
+    ".pushsection .rodata.mica_afp_children, \"a\"",
+    // sleeper: sleeps 1 ms at a time, forever (only a kill ends it).
+    "mica_afp_sleeper:",
+    "1:",
+    "mov edi, 1000000",
+    "mov eax, {sleep}",
+    "syscall",
+    "jmp 1b",
+    "mica_afp_sleeper_end:",
+    ".popsection",
+    sleep = const abi::Sysnum::SleepNs as u64,
+);
+
+extern "C" {
+    static mica_afp_sleeper: u8;
+    static mica_afp_sleeper_end: u8;
+}
+
+/// Case: as [`spawn_in_last_user_page_leaves_no_thread`], with
+/// `process_spawn` of a child that sleeps forever: the process count must
+/// settle back (before the fix the child ran on, counted and unnamed).
+pub fn process_spawn_in_last_user_page_leaves_no_child() -> TestResult {
+    let text = crate::lifecycle::code(
+        core::ptr::addr_of!(mica_afp_sleeper),
+        core::ptr::addr_of!(mica_afp_sleeper_end),
+    );
+    let spec = SegmentSpec {
+        vaddr: 0x40_0000,
+        bytes: text,
+        mem_size: 4096,
+        flags: SEG_R | SEG_X,
+    };
+    let mut img = [0u8; 2048];
+    let len = encode(0x40_0000, &[spec], &mut img).map_err(|_| "cannot encode the image")?;
+    let base = crate::lifecycle::info()?.processes;
+    // The spawner reads `img` while this thread waits in its join.
+    let code = last_page_code(img.as_ptr() as u64, len as u64, abi::Sysnum::ProcessSpawn);
+    run_in_last_page(&code)?;
+    let (s, ok) = crate::lifecycle::settle(2000, |s| s.processes == base)?;
+    if !ok {
+        note!(
+            "processes {} after the spawner's #GP, {base} before",
+            s.processes
+        );
+        return Err("a process_spawn whose return faulted left its child running");
+    }
+    Ok(())
 }

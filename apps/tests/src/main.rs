@@ -496,6 +496,10 @@ const CASES: &[Case] = &[
         "attackfp_spawn_in_last_user_page_leaves_no_thread",
         attackfp::spawn_in_last_user_page_leaves_no_thread,
     ),
+    (
+        "attackfp_process_spawn_in_last_user_page_leaves_no_child",
+        attackfp::process_spawn_in_last_user_page_leaves_no_child,
+    ),
 ];
 
 #[no_mangle]
