@@ -26,6 +26,7 @@
 
 mod args;
 mod attack2;
+mod attackfp;
 mod attackvm;
 mod console;
 mod cpu_state;
@@ -558,6 +559,27 @@ const CASES: &[Case] = &[
     (
         "attackvm_clone_loses_no_racing_write",
         attackvm::clone_loses_no_racing_write,
+    ),
+    // --- breakfp (issue 10) ---
+    (
+        "attackfp_x87_regs_init_at_first_use",
+        attackfp::x87_regs_init_at_first_use,
+    ),
+    (
+        "attackfp_first_fpu_insn_faults_with_its_own_vector",
+        attackfp::first_fpu_insn_faults_with_its_own_vector,
+    ),
+    (
+        "attackfp_first_use_state_follows_migration",
+        attackfp::first_use_state_follows_migration,
+    ),
+    (
+        "attackfp_spawn_in_last_user_page_leaves_no_thread",
+        attackfp::spawn_in_last_user_page_leaves_no_thread,
+    ),
+    (
+        "attackfp_process_spawn_in_last_user_page_leaves_no_child",
+        attackfp::process_spawn_in_last_user_page_leaves_no_child,
     ),
 ];
 

@@ -70,8 +70,21 @@ pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
     // A non-canonical return RIP is the thread's fault, never SYSRET's
     // (CVE-2012-0217): see `check_return`.
     if dispatch(frame) == ReturnCheck::Fault {
-        Fault::NonCanonicalReturn.stop(frame);
+        non_canonical_return(frame);
     }
+}
+
+/// A syscall whose return RIP is not a user address: the handler ran, but
+/// its result never reaches ring 3, so a spawn's new thread or child would
+/// run on with a handle nobody was given; it is undone as for a kill inside
+/// the spawn ([`syscall_return_work`]; `check_return` left the syscall
+/// number in `error_code`), then the thread is stopped with #GP. Never
+/// inlined and not `#[cold]`, like [`Fault::stop`], or every syscall pays
+/// for `syscall_dispatch`'s stack frame.
+#[inline(never)]
+fn non_canonical_return(frame: &mut TrapFrame) {
+    undo_spawn(frame.error_code, frame.rax);
+    Fault::NonCanonicalReturn.stop(frame);
 }
 
 /// The dispatcher proper: runs the syscall `frame` names, puts the result in
@@ -214,7 +227,10 @@ pub extern "C" fn syscall_return_work(frame: &mut TrapFrame) {
 
 /// Kills what spawn syscall `nr` created and closes its handle (`rax`, the
 /// syscall's result); nothing for another syscall or a failed spawn.
-#[cold]
+/// `inline(never)`, not `#[cold]`: with `#[cold]` (inlined into
+/// [`non_canonical_return`]) `syscall_dispatch` set up its stack frame on
+/// every syscall again (+8 instructions for `null`, `bench.sh --check`).
+#[inline(never)]
 fn undo_spawn(nr: u64, rax: u64) {
     let Ok(h) = abi::decode_result(rax) else {
         return;

@@ -102,8 +102,10 @@ pub fn check_return(frame: &mut TrapFrame) -> ReturnCheck {
     if frame.rip < abi::layout::USER_END {
         return ReturnCheck::Resume;
     }
+    // `error_code` keeps the syscall number: the caller undoes a spawn
+    // whose handle this return would have carried (`syscall_dispatch`),
+    // and the #GP report zeroes it (`Fault::stop`).
     frame.vector = 13;
-    frame.error_code = 0;
     ReturnCheck::Fault
 }
 
