@@ -26,6 +26,7 @@
 
 mod args;
 mod attack2;
+mod attackhw;
 mod console;
 mod cpu_state;
 mod entry;
@@ -483,6 +484,15 @@ const CASES: &[Case] = &[
         hw::thread_suspend_and_resume,
     ),
     ("hw_fault_delivery", hw::fault_delivery),
+    // --- breakhw (issue 11) ---
+    (
+        "attackhw_fault_error_code_hides_kernel_layout",
+        attackhw::fault_error_code_hides_kernel_layout,
+    ),
+    (
+        "attackhw_exit_notify_is_per_notification",
+        attackhw::exit_notify_is_per_notification,
+    ),
 ];
 
 #[no_mangle]
