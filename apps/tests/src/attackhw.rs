@@ -9,6 +9,7 @@ use abi::bootimg::encode_code;
 use abi::status::{self, Status};
 use abi::{rights, Error, Sysnum};
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicBool, Ordering};
 use libipc::hw;
 use libipc::ipc::{self, Notification};
 use libipc::sys::{self, ProcessHandle};
@@ -41,6 +42,82 @@ global_asm!(
     "syscall",
     "ud2",
     "mica_tests_attackhw_child_load_end:",
+    // regs: waits for its first handle as `load` does, then sets every
+    // general register but RSP to a known value and executes `int3` twice,
+    // checking all of them after each resume; exit 0 when all held, 1 when
+    // one did not (after the second `int3` in any case, so the handler
+    // always gets two faults).
+    "mica_tests_attackhw_child_regs:",
+    "2:",
+    "mov edi, {first}",
+    "xor esi, esi",
+    "mov eax, {signal}",
+    "syscall",
+    "cmp rax, -{bad_handle}",
+    "jne 3f",
+    "mov eax, {yield_}",
+    "syscall",
+    "jmp 2b",
+    "3:",
+    "mov rax, 0x1000",           // every register: 0x1000 + its number
+    "mov rcx, 0x1001",
+    "mov rdx, 0x1002",
+    "mov rbx, 0x1003",
+    "mov rbp, 0x1005",
+    "mov rsi, 0x1006",
+    "mov rdi, 0x1007",
+    "mov r8, 0x1008",
+    "mov r9, 0x1009",
+    "mov r10, 0x100a",
+    "mov r11, 0x100b",
+    "mov r12, 0x100c",
+    "mov r13, 0x100d",
+    "mov r14, 0x100e",
+    "mov r15, 0x100f",
+    "int3",                      // first fault (the handler: fast reply_recv)
+    "cmp rax, 0x1000", "jne 8f",
+    "cmp rcx, 0x1001", "jne 8f",
+    "cmp rdx, 0x1002", "jne 8f",
+    "cmp rbx, 0x1003", "jne 8f",
+    "cmp rbp, 0x1005", "jne 8f",
+    "cmp rsi, 0x1006", "jne 8f",
+    "cmp rdi, 0x1007", "jne 8f",
+    "cmp r8, 0x1008", "jne 8f",
+    "cmp r9, 0x1009", "jne 8f",
+    "cmp r10, 0x100a", "jne 8f",
+    "cmp r11, 0x100b", "jne 8f",
+    "cmp r12, 0x100c", "jne 8f",
+    "cmp r13, 0x100d", "jne 8f",
+    "cmp r14, 0x100e", "jne 8f",
+    "cmp r15, 0x100f", "jne 8f",
+    "int3",                      // second fault (the handler: slow reply)
+    "cmp rax, 0x1000", "jne 9f",
+    "cmp rcx, 0x1001", "jne 9f",
+    "cmp rdx, 0x1002", "jne 9f",
+    "cmp rbx, 0x1003", "jne 9f",
+    "cmp rbp, 0x1005", "jne 9f",
+    "cmp rsi, 0x1006", "jne 9f",
+    "cmp rdi, 0x1007", "jne 9f",
+    "cmp r8, 0x1008", "jne 9f",
+    "cmp r9, 0x1009", "jne 9f",
+    "cmp r10, 0x100a", "jne 9f",
+    "cmp r11, 0x100b", "jne 9f",
+    "cmp r12, 0x100c", "jne 9f",
+    "cmp r13, 0x100d", "jne 9f",
+    "cmp r14, 0x100e", "jne 9f",
+    "cmp r15, 0x100f", "jne 9f",
+    "xor edi, edi",              // exit 0: every register held
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "8:",
+    "int3",                      // the handler still gets its second fault
+    "9:",
+    "mov edi, 1",                // exit 1: a register changed
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "mica_tests_attackhw_child_regs_end:",
     // spin: runs until killed.
     "mica_tests_attackhw_child_spin:",
     "pause",
@@ -57,6 +134,8 @@ global_asm!(
 extern "C" {
     static mica_tests_attackhw_child_load: u8;
     static mica_tests_attackhw_child_load_end: u8;
+    static mica_tests_attackhw_child_regs: u8;
+    static mica_tests_attackhw_child_regs_end: u8;
     static mica_tests_attackhw_child_spin: u8;
     static mica_tests_attackhw_child_spin_end: u8;
 }
@@ -64,6 +143,7 @@ extern "C" {
 #[derive(Clone, Copy)]
 enum Child {
     Load,
+    Regs,
     Spin,
 }
 
@@ -74,6 +154,10 @@ impl Child {
             Child::Load => (
                 addr_of!(mica_tests_attackhw_child_load),
                 addr_of!(mica_tests_attackhw_child_load_end),
+            ),
+            Child::Regs => (
+                addr_of!(mica_tests_attackhw_child_regs),
+                addr_of!(mica_tests_attackhw_child_regs_end),
             ),
             Child::Spin => (
                 addr_of!(mica_tests_attackhw_child_spin),
@@ -87,7 +171,7 @@ impl Child {
 }
 
 fn spawn(child: Child, arg: u64) -> Result<ProcessHandle, &'static str> {
-    let mut buf = [0u8; 512];
+    let mut buf = [0u8; 2048];
     let len = encode_code(CHILD_TEXT, child.code(), &mut buf)
         .map_err(|_| "cannot encode a child image")?;
     ok(sys::process_spawn(&buf[..len], arg), "process_spawn")
@@ -209,6 +293,94 @@ pub fn exit_notify_is_per_notification() -> TestResult {
     }
     if st != Status::Exited(-1) {
         return Err("the killed child's status was not exited(-1)");
+    }
+    Ok(())
+}
+
+// --- a resumed fault keeps every user register ---
+
+/// Set once the handler got its second fault (the watchdog stands down).
+static SECOND_FAULT: AtomicBool = AtomicBool::new(false);
+
+/// If the second fault has not come within 3 s, sends the handler's
+/// endpoint (`arg`) a plain message, so its untimed receive ends.
+extern "C" fn fault_watchdog(arg: u64) -> ! {
+    let t0 = sys::clock_ns();
+    while !SECOND_FAULT.load(Ordering::SeqCst) && sys::clock_ns() - t0 < 3_000_000_000 {
+        sys::sleep_ns(10_000_000);
+    }
+    if !SECOND_FAULT.load(Ordering::SeqCst) {
+        let _ = ipc::call(
+            ipc::Endpoint(arg as u32),
+            &ipc::Message {
+                label: 0x77,
+                words: [0; 6],
+            },
+            Some(1000),
+        );
+    }
+    sys::thread_exit(0)
+}
+
+/// Case: a fault the handler resumes returns to ring 3 with every general
+/// register as it was, whichever reply path carried the verdict: the first
+/// through `reply_recv` with no receive timeout (the IPC fast path's
+/// shape, which writes a reply's words straight into a register caller's
+/// frame), the second through a plain `reply`; both replies carry non-zero
+/// words that must land nowhere.
+pub fn fault_resume_keeps_registers() -> TestResult {
+    let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
+    let send = ipc::Endpoint(ok(ipc::handle_dup(ep.0, rights::SEND, 2), "dup SEND")?);
+    let c = spawn(Child::Regs, 0)?;
+    let set = hw::process_set_fault_ep(c, Some(send));
+    let _ = ipc::handle_close(send.0);
+    ok(set, "process_set_fault_ep")?;
+    let go = ok(ipc::notification_create(), "notification_create")?;
+    let given = ipc::handle_give(c, go.0, rights::SIGNAL);
+    let _ = ipc::handle_close(go.0);
+    ok(given, "handle_give")?;
+    let resume = ipc::Message {
+        label: abi::fault::RESUME,
+        words: [
+            0xdead_0001,
+            0xdead_0002,
+            0xdead_0003,
+            0xdead_0004,
+            0xdead_0005,
+            0xdead_0006,
+        ],
+    };
+    let is_int3 = |r: &Result<ipc::Received, Error>| {
+        matches!(r, Ok(ipc::Received::Msg { msg, .. })
+            if msg.label == abi::fault::LABEL && msg.words[abi::fault::VECTOR] == 3)
+    };
+    let first = ipc::recv(ep, Some(2_000_000));
+    let mut verdict = Ok(());
+    if is_int3(&first) {
+        SECOND_FAULT.store(false, Ordering::SeqCst);
+        let dog = crate::util::spawn(fault_watchdog, u64::from(ep.0))?;
+        let second = ipc::reply_recv(ep, &resume, None);
+        SECOND_FAULT.store(true, Ordering::SeqCst);
+        if is_int3(&second) {
+            ok(ipc::reply(&resume), "the second resume")?;
+        } else {
+            note!("after the first resume: {second:?}");
+            verdict = Err("the resumed child did not reach its second int3");
+        }
+        let _ = dog.join()?;
+    } else {
+        note!("first fault: {first:?}");
+        verdict = Err("no int3 fault message arrived");
+    }
+    if verdict.is_err() {
+        let _ = sys::process_kill(c);
+    }
+    let st = wait(c)?;
+    let _ = ipc::handle_close(ep.0);
+    verdict?;
+    if st != Status::Exited(0) {
+        note!("child status {st:?} (exited(1): a register changed across a resume)");
+        return Err("a resumed fault did not keep the thread's registers");
     }
     Ok(())
 }

@@ -493,6 +493,10 @@ const CASES: &[Case] = &[
         "attackhw_exit_notify_is_per_notification",
         attackhw::exit_notify_is_per_notification,
     ),
+    (
+        "attackhw_fault_resume_keeps_registers",
+        attackhw::fault_resume_keeps_registers,
+    ),
 ];
 
 #[no_mangle]
