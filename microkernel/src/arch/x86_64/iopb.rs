@@ -26,7 +26,7 @@ use super::percpu::{CpuId, MAX_CPUS};
 use alloc::boxed::Box;
 use core::cell::UnsafeCell;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use x86_64::structures::tss::TaskStateSegment;
 
 /// Ports an x86 CPU addresses.
@@ -72,6 +72,11 @@ static TSS: [Slot; MAX_CPUS] = [const {
     // valid byte array.
     Slot(UnsafeCell::new(unsafe { core::mem::zeroed() }))
 }; MAX_CPUS];
+
+/// Whether each CPU's I/O-map offset is [`IOMAP_BASE`] (owning CPU only,
+/// interrupts off): lets the switch to a thread without a bitmap on a CPU
+/// without one cost two loads and a test.
+static LIVE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// (process id, generation) of the bitmap each CPU holds (0: none yet).
 static LOADED_ID: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -166,11 +171,22 @@ fn new_bitmap() -> Option<Box<[u8; BITMAP_BYTES]>> {
 
 /// Makes this CPU's bitmap that of `perm` (the process of the thread about
 /// to run; `None`: a process without one). Interrupts off (the scheduler's
-/// switch, or a syscall).
+/// switch, or a syscall). Inlined: the common case (no bitmap before or
+/// after) is a few loads on every context switch.
+#[inline(always)]
 pub fn switch_to(perm: Option<&IoPerm>) {
-    let cpu = super::percpu::this().id();
-    let t = tss(cpu);
     let gen = perm.map_or(0, |p| p.generation.load(Ordering::Acquire));
+    let cpu = super::percpu::this().id();
+    if gen == 0 && !LIVE[cpu.index()].load(Ordering::Relaxed) {
+        return;
+    }
+    switch_slow(perm, gen, cpu);
+}
+
+/// [`switch_to`] when either side has a bitmap.
+#[inline(never)]
+fn switch_slow(perm: Option<&IoPerm>, gen: u64, cpu: CpuId) {
+    let t = tss(cpu);
     let base = if gen == 0 {
         IOMAP_NONE
     } else {
@@ -190,12 +206,9 @@ pub fn switch_to(perm: Option<&IoPerm>) {
         }
         IOMAP_BASE
     };
+    LIVE[cpu.index()].store(base == IOMAP_BASE, Ordering::Relaxed);
     // SAFETY: this CPU's own slot, interrupts off.
-    unsafe {
-        if (*t).tss.iomap_base != base {
-            (*t).tss.iomap_base = base;
-        }
-    }
+    unsafe { (*t).tss.iomap_base = base };
 }
 
 /// A #GP from ring 3 in a thread of the process owning `perm`: if this CPU
