@@ -436,8 +436,8 @@ fn ended(p: Arc<Process>, status: u64) {
     // hw (issue 11): the exit notification, after `mark_ended` (so a wait
     // it prompts finds the process ended; a registration racing with this
     // sees `has_ended` under the same lock and signals itself).
-    let notify = p.exit_notify.lock().take();
-    if let Some((n, bits)) = notify {
+    let notify = core::mem::take(&mut *p.exit_notify.lock());
+    for (n, bits) in notify {
         crate::ipc::slowpath::signal(&n, bits);
     }
     let waiters = core::mem::take(&mut *p.waiters.lock());

@@ -10,6 +10,8 @@
 //!    finding; a run where no thread progresses for 20 s is a hang.
 //! 2. [`hazards`]: register and instruction hazards in throwaway threads.
 //! 3. [`storms`]: the priority probe, resource storms, bit-flipped images.
+//! 4. [`ipc`]: random IPC on a pool of real handles.
+//! 5. [`hw`]: suspend/resume storms across CPUs, exit notifications.
 //!
 //! Then free memory and the thread and process counts must settle back to
 //! the baseline taken before phase 1. The last line is
@@ -27,6 +29,7 @@
 mod child;
 mod gen;
 mod hazards;
+mod hw;
 mod ipc;
 mod storms;
 mod tasks;
@@ -143,6 +146,14 @@ fn main(arg: u64) -> i32 {
             "fuzz: phase 4 (ipc): {} operations in {} ms",
             ipc::OPS_DONE.load(Ordering::Relaxed),
             (sys::clock_ns() - t3) / 1_000_000
+        );
+        // --- breakhw (issue 11) ---
+        let t4 = sys::clock_ns();
+        finished = finished && hw::run(cfg.seed as u64);
+        println!(
+            "fuzz: phase 5 (hw): {} operations in {} ms",
+            hw::OPS_DONE.load(Ordering::Relaxed),
+            (sys::clock_ns() - t4) / 1_000_000
         );
     }
 

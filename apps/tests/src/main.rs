@@ -27,6 +27,7 @@
 mod args;
 mod attack2;
 mod attackfp;
+mod attackhw;
 mod attackvm;
 mod console;
 mod cpu_state;
@@ -580,6 +581,19 @@ const CASES: &[Case] = &[
     (
         "attackfp_process_spawn_in_last_user_page_leaves_no_child",
         attackfp::process_spawn_in_last_user_page_leaves_no_child,
+    ),
+    // --- breakhw (issue 11) ---
+    (
+        "attackhw_fault_error_code_hides_kernel_layout",
+        attackhw::fault_error_code_hides_kernel_layout,
+    ),
+    (
+        "attackhw_exit_notify_is_per_notification",
+        attackhw::exit_notify_is_per_notification,
+    ),
+    (
+        "attackhw_fault_resume_keeps_registers",
+        attackhw::fault_resume_keeps_registers,
     ),
 ];
 

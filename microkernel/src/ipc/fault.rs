@@ -22,6 +22,21 @@ use crate::object::thread::Thread;
 use crate::object::waitstate::Msg;
 use kcore::ipc::MsgInfo;
 
+/// The error code a handler is told. breakhw (issue 11): a ring-3 access
+/// to a kernel-half address always reads as a protection fault (P, bit 0,
+/// set), as Linux's `sanitize_error_code` does, so the P bit cannot tell a
+/// probing process which kernel pages are mapped. The kernel's own log
+/// (`end_faulted`) keeps the real code.
+fn reported_error_code(vector: u64, error_code: u64, cr2: u64) -> u64 {
+    /// #PF's error-code bit: the page was present (a protection fault).
+    const PF_PROT: u64 = 1;
+    if vector == 14 && cr2 >= kcore::paging::USER_HALF_END {
+        error_code | PF_PROT
+    } else {
+        error_code
+    }
+}
+
 /// What the fault path does after [`deliver`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -49,7 +64,7 @@ pub fn deliver(t: &Thread, frame: &TrapFrame, cr2: u64) -> Verdict {
         info: MsgInfo::new(abi::fault::LABEL, 0, 0, 0),
         words: [
             frame.vector,
-            frame.error_code,
+            reported_error_code(frame.vector, frame.error_code, cr2),
             frame.rip,
             cr2,
             t.tid.get(),

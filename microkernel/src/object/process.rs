@@ -320,8 +320,10 @@ pub struct Process {
     /// Its I/O permission bitmap (switched in with its threads).
     pub io: crate::arch::iopb::IoPerm,
     /// `process_notify`: what to signal when it ends (taken, under this
-    /// lock, after `mark_ended`; see `lifecycle::ended`).
-    pub exit_notify: IrqMutex<Option<(super::hw::Ntf, u64)>>,
+    /// lock, after `mark_ended`; see `lifecycle::ended`). One entry per
+    /// notification (breakhw: one holder's registration never replaces
+    /// another's), pruned of notifications without handles on each insert.
+    pub exit_notify: IrqMutex<Vec<(super::hw::Ntf, u64)>>,
     /// `process_set_fault_ep`: the endpoint its threads' faults are
     /// delivered to, with the badge of the handle it was set through.
     pub fault_ep: IrqMutex<Option<(super::hw::Ep, u64)>>,
@@ -393,7 +395,7 @@ impl Process {
             program: spin::Once::new(),
             ipc: Default::default(),
             io: Default::default(),
-            exit_notify: IrqMutex::new(None),
+            exit_notify: IrqMutex::new(Vec::new()),
             fault_ep: IrqMutex::new(None),
         });
         Ok(p)

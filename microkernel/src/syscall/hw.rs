@@ -12,6 +12,7 @@ use crate::object::process::Process;
 use crate::sched::current;
 use abi::{rights_sets, Error, IRQ_LINES};
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use kcore::handles::{Entry, Rights};
 
 /// The caller's process (`PermissionDenied` for a kernel thread).
@@ -58,20 +59,41 @@ pub fn process_notify(f: &TrapFrame) -> Result<u64, Error> {
     };
     let n = ntf(f.rsi)?;
     let bits = bits(f.rdx)?;
-    let old = {
+    // breakhw: one registration per notification, so a second holder of
+    // WAIT adds its own instead of replacing (silently cancelling) the
+    // first's; the same notification again replaces its bits.
+    let (ended, pruned) = {
         let mut g = p.exit_notify.lock();
         if p.has_ended() {
-            // `ended` took its registration already (or will find none):
+            // `ended` took the registrations already (or will find none):
             // signal now, outside the lock.
-            None
+            (true, Vec::new())
         } else {
-            Some(g.replace((n.clone(), bits)))
+            // Registrations whose notification lost its last handle signal
+            // nobody: pruned here, so a process that registers and closes
+            // in a loop cannot grow the list (lock order: exit_notify, then
+            // the notification's). Moved out, dropped outside the lock.
+            let mut pruned = Vec::new();
+            let mut i = 0;
+            while i < g.len() {
+                if g[i].0.s.lock().handles == 0 && pruned.try_reserve(1).is_ok() {
+                    pruned.push(g.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            if let Some(e) = g.iter_mut().find(|e| Arc::ptr_eq(&e.0, &n)) {
+                e.1 = bits;
+            } else {
+                g.try_reserve(1).map_err(|_| Error::NoMemory)?;
+                g.push((n.clone(), bits));
+            }
+            (false, pruned)
         }
     };
-    match old {
-        None => crate::ipc::slowpath::signal(&n, bits),
-        // A replaced registration is dropped outside the lock.
-        Some(prev) => drop(prev),
+    drop(pruned);
+    if ended {
+        crate::ipc::slowpath::signal(&n, bits);
     }
     Ok(0)
 }
