@@ -115,6 +115,7 @@ fn cpu() -> u32 {
 /// `capacity` are the reply's receive buffer (checked by the decoder). The
 /// reply goes straight into `out`'s output registers ([`put_msg`]).
 /// `None`: not eligible, nothing changed; the caller takes the slow path.
+#[inline(always)]
 pub fn call(
     ep: &Ep,
     m: Msg,
@@ -238,6 +239,7 @@ fn deliver(o: Outcome, out: &mut TrapFrame) -> Result<(), Error> {
 /// blocked, a wake-up without a result). The outcome goes to `out`
 /// ([`deliver`]); a message is written into the frame straight from our
 /// result slot, under our IPC lock, with no copy of it on the way.
+#[inline(always)]
 fn fast_wait(ticket: Ticket, mut h: Handoff, out: &mut TrapFrame) -> Result<(), Error> {
     let cur = sched::current();
     cur.set_state(ThreadState::Blocked);
@@ -297,6 +299,7 @@ pub enum ReplyRecv {
 /// thread holds, then a receive on `ep` (buffer `buf`, `capacity` bytes, no
 /// timeout) that queues us, and the switch back to the caller; what it
 /// receives goes into `out`'s output registers.
+#[inline(always)]
 pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize, out: &mut TrapFrame) -> ReplyRecv {
     let cur = sched::current();
     if cur.killed() {
