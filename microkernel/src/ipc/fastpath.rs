@@ -62,6 +62,7 @@ impl Handoff {
 
     /// `t` has its outcome: hand it off if it last ran on this CPU and we
     /// win its Blocked -> Ready exchange; else wake it as usual.
+    #[inline(always)]
     pub fn or_wake(t: Arc<Thread>) -> Handoff {
         let here = t.sched.last_cpu.load(Ordering::Relaxed) == crate::arch::percpu::cpu_id().get();
         if here && t.try_unblock() {
@@ -208,6 +209,7 @@ fn drop_wait(w: WaitOn) {
 
 /// Writes a received message into `f`'s output registers (the register
 /// layout of docs/ipc.md section 2).
+#[inline(always)]
 pub fn put_msg(f: &mut TrapFrame, m: &Msg) {
     f.rdi = m.badge;
     f.rsi = m.info.raw();

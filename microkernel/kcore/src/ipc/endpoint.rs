@@ -432,7 +432,7 @@ impl<T> Endpoint<T> {
     /// alive and no caller waits (true); otherwise changes nothing (false:
     /// the slow path takes the caller, or reports the dead endpoint, or the
     /// queue could not grow).
-    #[inline]
+    #[inline(always)]
     pub fn queue_receiver_if_idle(&mut self, receiver: Receiver<T>) -> bool {
         self.is_alive() && self.callers.is_empty() && self.receivers.push_back(receiver).is_ok()
     }
