@@ -62,6 +62,7 @@ impl Handoff {
 
     /// `t` has its outcome: hand it off if it last ran on this CPU and we
     /// win its Blocked -> Ready exchange; else wake it as usual.
+    #[inline(always)]
     pub fn or_wake(t: Arc<Thread>) -> Handoff {
         let here = t.sched.last_cpu.load(Ordering::Relaxed) == crate::arch::percpu::cpu_id().get();
         if here && t.try_unblock() {
@@ -115,6 +116,7 @@ fn cpu() -> u32 {
 /// `capacity` are the reply's receive buffer (checked by the decoder). The
 /// reply goes straight into `out`'s output registers ([`put_msg`]).
 /// `None`: not eligible, nothing changed; the caller takes the slow path.
+#[inline(always)]
 pub fn call(
     ep: &Ep,
     m: Msg,
@@ -144,7 +146,7 @@ pub fn call(
         &mut cur.ipc.inner.lock_irqs_off().wait,
         WaitOn::Reply(rt.clone()),
     );
-    drop(old);
+    drop_wait(old);
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
     let tk = cur.ipc.claim.begin();
@@ -191,8 +193,23 @@ pub fn call(
     Some(fast_wait(tk, h, out))
 }
 
+/// Drops a wait record taken out of a thread's IPC state (outside its
+/// lock). The round trip's common record is `None` (the partner took it):
+/// tested inline, so only a real record pays for the out-of-line
+/// `drop_in_place` (fastpath4: a call and a return per `None`).
+#[inline(always)]
+fn drop_wait(w: WaitOn) {
+    if matches!(w, WaitOn::None) {
+        // Nothing to release: `None` holds no reference.
+        core::mem::forget(w);
+    } else {
+        drop(w);
+    }
+}
+
 /// Writes a received message into `f`'s output registers (the register
 /// layout of docs/ipc.md section 2).
+#[inline(always)]
 pub fn put_msg(f: &mut TrapFrame, m: &Msg) {
     f.rdi = m.badge;
     f.rsi = m.info.raw();
@@ -224,6 +241,7 @@ fn deliver(o: Outcome, out: &mut TrapFrame) -> Result<(), Error> {
 /// blocked, a wake-up without a result). The outcome goes to `out`
 /// ([`deliver`]); a message is written into the frame straight from our
 /// result slot, under our IPC lock, with no copy of it on the way.
+#[inline(always)]
 fn fast_wait(ticket: Ticket, mut h: Handoff, out: &mut TrapFrame) -> Result<(), Error> {
     let cur = sched::current();
     cur.set_state(ThreadState::Blocked);
@@ -283,6 +301,7 @@ pub enum ReplyRecv {
 /// thread holds, then a receive on `ep` (buffer `buf`, `capacity` bytes, no
 /// timeout) that queues us, and the switch back to the caller; what it
 /// receives goes into `out`'s output registers.
+#[inline(always)]
 pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize, out: &mut TrapFrame) -> ReplyRecv {
     let cur = sched::current();
     if cur.killed() {
@@ -290,16 +309,36 @@ pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize, out: &mut TrapFram
     }
     // 1. Take and claim the caller our reply capability holds (under our
     //    IPC lock, where it was found).
-    let c = {
+    //    Under the same lock, our receive's wait record (used in step 3):
+    //    written here rather than under a second acquisition of this lock
+    //    (fastpath4: one lock round trip less). This is sound because
+    //    nobody else reads the record before our claim is published:
+    //    only a winner of our claim (`unlink`) or we ourselves
+    //    (`cancel_own`, the slow receive, which overwrites it) look at it,
+    //    and our ticket is begun only in step 3. Every exit after this
+    //    point leaves the record to the slow receive (ReceiveSlow: it
+    //    assigns its own record) or to step 3; NotTaken returns before it
+    //    is touched. (A record still naming this endpoint is kept; every
+    //    delivery takes the receiver's record, so this is rarely the case.)
+    let (c, old) = {
         let mut g = cur.ipc.inner.lock_irqs_off();
         if g.bound.is_some() || g.reply.caller().is_none() {
             return ReplyRecv::NotTaken;
         }
-        match g.reply.take() {
+        let c = match g.reply.take() {
             Ok(c) => claim(&c, WakeReason::Delivered).then_some(c),
             Err(_) => None,
-        }
+        };
+        let old = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, ep)) {
+            WaitOn::None
+        } else {
+            core::mem::replace(&mut g.wait, WaitOn::Endpoint(ep.clone()))
+        };
+        (c, old)
     };
+    // Outside the lock: the old record may hold the last reference to an
+    // object or a thread.
+    drop_wait(old);
     let Some(c) = c else {
         // Its kill or timeout is ending it right now: `reply_recv` drops a
         // reply to a caller that is gone and goes on receiving.
@@ -317,20 +356,10 @@ pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize, out: &mut TrapFram
     };
     drop(record);
     let h = Handoff::or_wake(ct);
-    // 3. Our receive: recorded and published (`begin`) before we are
-    //    visible in the endpoint queue. A caller already queued (or a dead
-    //    endpoint) is the slow path's: it takes the call (or fails) and
-    //    switches with our hand-off.
-    {
-        let mut g = cur.ipc.inner.lock_irqs_off();
-        // (A record still naming this endpoint is kept; every delivery
-        // takes the receiver's record, so this is rarely the case.)
-        if !matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, ep)) {
-            let old = core::mem::replace(&mut g.wait, WaitOn::Endpoint(ep.clone()));
-            drop(g);
-            drop(old);
-        }
-    }
+    // 3. Our receive: recorded (step 1) and published (`begin`) before we
+    //    are visible in the endpoint queue. A caller already queued (or a
+    //    dead endpoint) is the slow path's: it takes the call (or fails)
+    //    and switches with our hand-off.
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
     let tk = cur.ipc.claim.begin();
