@@ -302,24 +302,7 @@ pub fn spawn_thread(
     stack_top: u64,
     arg: u64,
 ) -> Result<(Handle, ThreadId), Error> {
-    let t = Thread::new_user(p, &user_frame(entry, stack_top, arg), p.initial_priority())?;
-    let handle = Entry {
-        object: Object::Thread(t.exit.clone()),
-        rights: THREAD_RIGHTS,
-        badge: 0,
-    };
-    let r = p.ipc.handles.lock().insert(handle);
-    match r {
-        Ok(h) => {
-            let tid = t.tid;
-            sched::enqueue(t);
-            Ok((h, tid))
-        }
-        Err(e) => {
-            unstart(p, t);
-            Err(e.into())
-        }
-    }
+    start_thread_in(p, p, entry, stack_top, arg)
 }
 
 /// Starts a thread of `p` (any process the caller holds MAP on, its own

@@ -4,18 +4,14 @@
 //! Children are tiny flat images built on the fly, as in `hw.rs`.
 
 use crate::note;
-use crate::util::{ok, TestResult};
-use abi::bootimg::encode_code;
-use abi::status::{self, Status};
+use crate::util::{self, ok, wait_status as wait, TestResult};
+use abi::status::Status;
 use abi::{rights, Error, Sysnum};
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 use libipc::hw;
 use libipc::ipc::{self, Notification};
 use libipc::sys::{self, ProcessHandle};
-
-/// Where a child's code is mapped.
-const CHILD_TEXT: u64 = 0x40_0000;
 
 // The children. Position-independent, no stack; RDI = the spawn argument.
 global_asm!(
@@ -171,14 +167,7 @@ impl Child {
 }
 
 fn spawn(child: Child, arg: u64) -> Result<ProcessHandle, &'static str> {
-    let mut buf = [0u8; 2048];
-    let len = encode_code(CHILD_TEXT, child.code(), &mut buf)
-        .map_err(|_| "cannot encode a child image")?;
-    ok(sys::process_spawn(&buf[..len], arg), "process_spawn")
-}
-
-fn wait(pid: ProcessHandle) -> Result<Status, &'static str> {
-    ok(sys::process_wait(pid), "process_wait").map(status::decode)
+    util::spawn_code(child.code(), arg)
 }
 
 /// Waits up to `ms` for `n`; the bits, or the error.

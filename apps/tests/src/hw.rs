@@ -6,9 +6,8 @@
 //! images built on the fly, as in `process.rs`.
 
 use crate::note;
-use crate::util::{expect_err, ok, TestResult};
-use abi::bootimg::encode_code;
-use abi::status::{self, Status};
+use crate::util::{self, expect_err, ok, wait_status as wait, TestResult, CHILD_TEXT};
+use abi::status::Status;
 use abi::{rights, Error, Sysnum};
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,8 +19,6 @@ const IRQ_ROOT: Irq = Irq(abi::boot_handles::tests::IRQS);
 use libipc::ipc::{self, Notification};
 use libipc::sys::{self, ProcessHandle, ThreadHandle};
 
-/// Where a child's code is mapped.
-const CHILD_TEXT: u64 = 0x40_0000;
 /// COM1's eight ports.
 const COM1: u64 = 0x3f8;
 /// COM1's scratch register (no UART function; the kernel's log never uses it).
@@ -226,14 +223,7 @@ impl Child {
 }
 
 fn spawn(child: Child, arg: u64) -> Result<ProcessHandle, &'static str> {
-    let mut buf = [0u8; 512];
-    let len = encode_code(CHILD_TEXT, child.code(), &mut buf)
-        .map_err(|_| "cannot encode a child image")?;
-    ok(sys::process_spawn(&buf[..len], arg), "process_spawn")
-}
-
-fn wait(pid: ProcessHandle) -> Result<Status, &'static str> {
-    ok(sys::process_wait(pid), "process_wait").map(status::decode)
+    util::spawn_code(child.code(), arg)
 }
 
 /// Case: grants narrow and never widen; bad ranges, wrong kinds, stale

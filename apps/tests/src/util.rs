@@ -159,6 +159,23 @@ pub fn run_expect_fault(entry: Entry, vectors: &[u8]) -> TestResult {
     expect_fault(run(entry, 0)?, vectors)
 }
 
+/// Where [`spawn_code`] links a child's position-dependent text.
+pub const CHILD_TEXT: u64 = 0x40_0000;
+
+/// Starts a child process whose one segment is `code` (read and execute, at
+/// [`CHILD_TEXT`]), its first thread at the start with `arg` in RDI.
+pub fn spawn_code(code: &[u8], arg: u64) -> Result<sys::ProcessHandle, &'static str> {
+    let mut buf = [0u8; 2048];
+    let len = abi::bootimg::encode_code(CHILD_TEXT, code, &mut buf)
+        .map_err(|_| "cannot encode a child image")?;
+    ok(sys::process_spawn(&buf[..len], arg), "process_spawn")
+}
+
+/// Waits for the child `pid` names and decodes its status.
+pub fn wait_status(pid: sys::ProcessHandle) -> Result<Status, &'static str> {
+    ok(sys::process_wait(pid), "process_wait").map(status::decode)
+}
+
 /// `Err(what)` unless `ok`.
 pub fn check(ok: bool, what: &'static str) -> TestResult {
     if ok {
