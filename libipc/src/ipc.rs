@@ -227,12 +227,12 @@ pub fn call(ep: Endpoint, m: &Message, timeout: Timeout) -> Result<Message, Erro
 pub fn call_regs(ep: Endpoint, label: u32, words: &mut [u64; 6]) -> (u64, u32) {
     let ret: u64;
     let info: u64;
+    // RBX and RBP (the received handle numbers, 0 here) cannot be asm
+    // operands: they are saved on the stack around the `syscall`. RCX and
+    // R11 are clobbered by `syscall`; the kernel preserves every other
+    // register (the `abi` convention).
     // SAFETY: a register-only call touches no user memory (RSI's buffer
-    // length and handle count are 0, R14/R15 are 0: no receive buffer, no
-    // timeout). RBX and RBP (the received handle numbers, 0 here) cannot be
-    // asm operands: they are saved on the stack around the `syscall`. RCX
-    // and R11 are clobbered by `syscall`; every other register is preserved
-    // by the kernel (the `abi` convention).
+    // length and handle count are 0, R14/R15 are 0: no receive buffer, no timeout).
     unsafe {
         asm!(
             "push rbp",

@@ -35,13 +35,14 @@ pub unsafe fn syscall6(n: Sysnum, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a
     ret
 }
 
-/// A syscall with three arguments that also returns a second value in RDX
-/// (`thread_spawn`, `process_spawn`: the new id).
+/// A syscall with up to four arguments that also returns a second value in
+/// RDX (`thread_spawn`, `process_spawn`, `process_create`, `space_clone`,
+/// `thread_start`: the new id).
 ///
 /// # Safety
 /// As [`syscall6`].
 #[inline(always)]
-unsafe fn syscall3_rdx(n: Sysnum, a0: u64, a1: u64, a2: u64) -> (u64, u64) {
+pub(crate) unsafe fn syscall4_rdx(n: Sysnum, a0: u64, a1: u64, a2: u64, a3: u64) -> (u64, u64) {
     let (ret, rdx): (u64, u64);
     // SAFETY: as in `syscall6`; RDX is an argument in and a result out.
     unsafe {
@@ -51,6 +52,7 @@ unsafe fn syscall3_rdx(n: Sysnum, a0: u64, a1: u64, a2: u64) -> (u64, u64) {
             in("rdi") a0,
             in("rsi") a1,
             inlateout("rdx") a2 => rdx,       // rdx: argument in, id out
+            in("r10") a3,                     // r10: argument 4 (rcx is the return RIP)
             lateout("rcx") _,                 // return RIP
             lateout("r11") _,                 // RFLAGS
             options(nostack),
@@ -157,7 +159,7 @@ pub fn thread_spawn(
 pub unsafe fn thread_spawn_at(entry: u64, stack_top: u64, arg: u64) -> Result<ThreadHandle, Error> {
     // SAFETY: thread_spawn writes no memory of ours; the thread is the
     // caller's contract.
-    let (rax, tid) = unsafe { syscall3_rdx(Sysnum::ThreadSpawn, entry, stack_top, arg) };
+    let (rax, tid) = unsafe { syscall4_rdx(Sysnum::ThreadSpawn, entry, stack_top, arg, 0) };
     decode_result(rax).map(|h| ThreadHandle::new(h as u32, tid))
 }
 
@@ -215,11 +217,12 @@ pub fn thread_kill(h: ThreadHandle) -> Result<(), Error> {
 pub fn process_spawn(image: &[u8], arg: u64) -> Result<ProcessHandle, Error> {
     // SAFETY: process_spawn only reads the image.
     let (rax, pid) = unsafe {
-        syscall3_rdx(
+        syscall4_rdx(
             Sysnum::ProcessSpawn,
             image.as_ptr() as u64,
             image.len() as u64,
             arg,
+            0,
         )
     };
     decode_result(rax).map(|h| ProcessHandle::new(h as u32, pid))

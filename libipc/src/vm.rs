@@ -4,36 +4,9 @@
 //! ([`MemoryHandle`]) shared into spaces, and threads started in another
 //! process ([`Space::start_thread`]).
 
-use crate::sys::syscall6;
+use crate::sys::{syscall4_rdx, syscall6};
 use crate::task::{ProcessHandle, ThreadHandle};
 use abi::{decode_result, Error, Sysnum};
-use core::arch::asm;
-
-/// A syscall with four arguments that also returns a second value in RDX
-/// (`process_create`, `space_clone`, `thread_start`: the new id).
-///
-/// # Safety
-/// As [`syscall6`]: the syscall writes no memory the program relies on.
-#[inline(always)]
-unsafe fn syscall4_rdx(n: Sysnum, a0: u64, a1: u64, a2: u64, a3: u64) -> (u64, u64) {
-    let (ret, rdx): (u64, u64);
-    // SAFETY: `syscall` clobbers only RCX and R11 beyond RAX and RDX (the
-    // second result); the kernel preserves every other register.
-    unsafe {
-        asm!(
-            "syscall",
-            inlateout("rax") n as u64 => ret, // rax: number in, result out
-            in("rdi") a0,
-            in("rsi") a1,
-            inlateout("rdx") a2 => rdx,       // rdx: argument in, id out
-            in("r10") a3,                     // r10: argument 4 (rcx is the return RIP)
-            lateout("rcx") _,                 // return RIP
-            lateout("r11") _,                 // RFLAGS
-            options(nostack),
-        );
-    }
-    (ret, rdx)
-}
 
 /// A vm syscall that writes no user memory.
 fn call(n: Sysnum, a: [u64; 6]) -> Result<u64, Error> {

@@ -449,8 +449,20 @@ fn start_clone(
     stack_top: u64,
 ) -> Result<(libipc::sys::ProcessHandle, libipc::sys::ThreadHandle), &'static str> {
     let child = ok(space_clone(Space::Own), "space_clone")?;
+    let t = start_cow_child(&child, job, stack_top)?;
+    Ok((child, t))
+}
+
+/// Starts `cow_child` with `job` and the stack at `stack_top` in `child`, a
+/// clone of this process (so `job` and the stack are at the same addresses
+/// there).
+fn start_cow_child(
+    child: &libipc::sys::ProcessHandle,
+    job: &CowJob,
+    stack_top: u64,
+) -> Result<libipc::sys::ThreadHandle, &'static str> {
     // SAFETY: the thread runs `cow_child` in the clone.
-    let t = ok(
+    ok(
         unsafe {
             child.space().start_thread(
                 cow_child as *const () as usize as u64,
@@ -459,8 +471,7 @@ fn start_clone(
             )
         },
         "thread_start in the clone",
-    )?;
-    Ok((child, t))
+    )
 }
 
 /// After a clone, parent and child each see only their own writes (the
@@ -512,17 +523,7 @@ pub fn cow_parent_and_child_see_only_their_own_writes() -> TestResult {
         unsafe { (*(info_at as *const abi::SysInfo)).cpus_online } >= 1,
         "the kernel's copy landed in the parent's page",
     )?;
-    // SAFETY: the thread runs `cow_child` in the clone.
-    let t = ok(
-        unsafe {
-            child.space().start_thread(
-                cow_child as *const () as usize as u64,
-                stack,
-                &job as *const CowJob as u64,
-            )
-        },
-        "thread_start in the clone",
-    )?;
+    let t = start_cow_child(&child, &job, stack)?;
     let st = ok(child.wait(), "wait for the clone")?;
     let _ = t.close();
     want_exit(st, 0, "clone's view of memory")?;
@@ -724,17 +725,7 @@ pub fn protect_after_clone_keeps_the_shared_frame_private() -> TestResult {
     )?;
     // SAFETY: mapped and writable again.
     unsafe { core::ptr::write_volatile(at as *mut u64, 22) };
-    // SAFETY: the thread runs `cow_child` in the clone.
-    let t = ok(
-        unsafe {
-            child.space().start_thread(
-                cow_child as *const () as usize as u64,
-                stack,
-                &job as *const CowJob as u64,
-            )
-        },
-        "thread_start in the clone",
-    )?;
+    let t = start_cow_child(&child, &job, stack)?;
     let st = ok(child.wait(), "wait")?;
     let _ = t.close();
     // SAFETY: mapped above.
