@@ -35,6 +35,12 @@ static HANDLES: [AtomicU64; SPINNERS] = [const { AtomicU64::new(0) }; SPINNERS];
 static STOP: AtomicBool = AtomicBool::new(false);
 /// The helper runs while this is set.
 static HELPING: AtomicBool = AtomicBool::new(false);
+/// Ends the helper thread.
+static STOP_HELPER: AtomicBool = AtomicBool::new(false);
+/// Set by the helper around each operation, so a checkpoint can wait out
+/// one already under way (a resume landing after the checkpoint's suspends
+/// would look like a suspended thread running).
+static BUSY: AtomicBool = AtomicBool::new(false);
 /// A notification the spinners sometimes wait on (1 ms at most).
 static NTF: AtomicU64 = AtomicU64::new(0);
 
@@ -77,10 +83,31 @@ fn op(r: &mut Rng) {
 
 extern "C" fn helper(seed: u64) -> ! {
     let mut r = Rng::new(seed, 0x5b2);
-    while HELPING.load(Ordering::Relaxed) {
+    // SeqCst on both flags (Dekker with `pause_helper`): once the main
+    // thread has cleared HELPING and then seen BUSY clear, every later
+    // iteration here sees HELPING clear before it operates.
+    loop {
+        BUSY.store(true, Ordering::SeqCst);
+        if !HELPING.load(Ordering::SeqCst) {
+            BUSY.store(false, Ordering::SeqCst);
+            if STOP_HELPER.load(Ordering::SeqCst) {
+                break;
+            }
+            sys::yield_now();
+            continue;
+        }
         op(&mut r);
+        BUSY.store(false, Ordering::SeqCst);
     }
     sys::thread_exit(0)
+}
+
+/// Stops the helper's operations and waits for one under way to end.
+fn pause_helper() {
+    HELPING.store(false, Ordering::SeqCst);
+    while BUSY.load(Ordering::SeqCst) {
+        sys::yield_now();
+    }
 }
 
 fn counts() -> [u64; SPINNERS] {
@@ -134,17 +161,19 @@ fn storm(seed: u64) -> bool {
     let all = spinners.iter().all(Option::is_some);
     let mut r = Rng::new(seed, 0x5b0);
     if all {
-        HELPING.store(true, Ordering::Relaxed);
+        STOP_HELPER.store(false, Ordering::SeqCst);
+        HELPING.store(true, Ordering::SeqCst);
         let helper_t = util::spawn(helper, seed);
         for round in 0..4 {
             for _ in 0..OPS / 4 {
                 op(&mut r);
             }
-            HELPING.store(false, Ordering::Relaxed);
+            pause_helper();
             checkpoint(round);
-            HELPING.store(true, Ordering::Relaxed);
+            HELPING.store(true, Ordering::SeqCst);
         }
-        HELPING.store(false, Ordering::Relaxed);
+        pause_helper();
+        STOP_HELPER.store(true, Ordering::SeqCst);
         if let Ok(t) = helper_t {
             let _ = t.join();
         }
