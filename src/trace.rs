@@ -459,6 +459,26 @@ pub fn to_json(frames: &mut Frames) -> (String, Summary) {
                 }
             }
         }
+        // Still inside a syscall or an IRQ when the ring was dumped (a panic
+        // in an interrupt handler, say): shown as instants, not dropped.
+        if let Some((n, tid, at)) = syscall {
+            evs.push(instant(
+                cpu,
+                at,
+                &syscall_name(n),
+                "syscall",
+                format!("\"tid\":{tid},\"open\":true"),
+            ));
+        }
+        if let Some((v, at)) = irq {
+            evs.push(instant(
+                cpu,
+                at,
+                &format!("irq {v}"),
+                "irq",
+                format!("\"vector\":{v},\"open\":true"),
+            ));
+        }
         if let Some((pid, tid, since, came)) = running {
             evs.push(slice(
                 cpu,

@@ -243,3 +243,26 @@ fn json_strings_are_escaped_and_parse_back() {
     let s = "a\"b\\c\u{1}d";
     assert_eq!(parse_json(&jstr(s)).unwrap(), Json::Str(s.to_string()));
 }
+
+#[test]
+fn a_ring_ending_inside_an_irq_keeps_it_as_an_open_instant() {
+    // A panic in an interrupt handler dumps the ring before the IRQ's exit
+    // record: the entry must still show (it was dropped before).
+    let recs = [
+        rec(Kind::Switch, wire::reason::PREEMPT, 0, 1000, 7, 0, 4),
+        rec(Kind::IrqEnter, 48, 0, 2000, 0, 0, 0),
+    ];
+    let lines = vec![
+        framed("TRACE H 1 1 1000 127"),
+        framed("TRACE C 0 2 0 8"),
+        framed(&format!("TRACE D 0 0 {}{}", recs[0], recs[1])),
+        framed("TRACE V 0 2"),
+        framed("TRACE Z 2"),
+    ];
+    let mut f = Frames::parse(&lines).unwrap();
+    assert_eq!(f.bad_lines, 0);
+    let (json, _) = to_json(&mut f);
+    validate(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
+    assert!(json.contains("\"name\":\"irq 48\""), "{json}");
+    assert!(json.contains("\"open\":true"), "{json}");
+}
