@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod hw;
 pub mod ipc;
+pub mod loader;
 pub mod names;
 pub mod rt;
 pub mod server;
