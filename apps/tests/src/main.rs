@@ -43,6 +43,7 @@ mod info;
 mod ipc;
 mod ipc_attack;
 mod ipc_order;
+mod ipcfast;
 mod kv;
 mod leaks;
 mod lifecycle;
@@ -594,6 +595,11 @@ const CASES: &[Case] = &[
     (
         "attackhw_fault_resume_keeps_registers",
         attackhw::fault_resume_keeps_registers,
+    ),
+    // --- ipcfast (issue 10) ---
+    (
+        "ipcfast_port_enabled_by_a_sibling_is_usable_at_once",
+        ipcfast::port_enabled_by_a_sibling_is_usable_at_once,
     ),
 ];
 

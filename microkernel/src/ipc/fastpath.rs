@@ -110,7 +110,8 @@ fn cpu() -> u32 {
     crate::arch::percpu::cpu_index() as u32
 }
 
-/// The fast `call`: `m` (label, words and badge set; register-only) through
+/// The fast `call`: the register-only message `out` holds (label `label`,
+/// the six words in its registers, [`frame_msg`]) with `badge`, through
 /// `ep` to a receiver waiting on this CPU, then the wait for its reply,
 /// which may come back through [`reply_recv`] or the slow path. `buf` and
 /// `capacity` are the reply's receive buffer (checked by the decoder). The
@@ -119,7 +120,8 @@ fn cpu() -> u32 {
 #[inline(always)]
 pub fn call(
     ep: &Ep,
-    m: Msg,
+    label: u32,
+    badge: u64,
     buf: u64,
     capacity: usize,
     out: &mut TrapFrame,
@@ -169,13 +171,13 @@ pub fn call(
             .accept(me)
             .filter(|o| claim(o, WakeReason::Cancelled));
         if !matches!(old, WaitOn::EndpointBound(..)) {
-            g.result = Some(Outcome::Msg(m));
+            g.result = Some(Outcome::Msg(frame_msg(out, label, badge)));
         }
         (old, abandoned)
     };
     if let WaitOn::EndpointBound(_, n) = &old {
         n.s.lock_irqs_off().n.remove(&TRef::new(&rt, None));
-        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(m));
+        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(frame_msg(out, label, badge)));
     }
     // Outside rt's lock: it may hold the last reference to the endpoint.
     drop(old);
@@ -204,6 +206,23 @@ fn drop_wait(w: WaitOn) {
         core::mem::forget(w);
     } else {
         drop(w);
+    }
+}
+
+/// The register-only message a fast `call` or `reply_recv` sends: label
+/// `label`, the six words of `f`'s registers (docs/ipc.md section 2),
+/// `badge`. Built where it is written into the partner's result slot
+/// (ipcfast): built earlier, its words were spilled to the stack across
+/// the claims and locks and copied twice (two instructions a word more).
+/// The frame is the current thread's own, which nothing else writes while
+/// the thread runs, so the words are those of the syscall's entry.
+#[inline(always)]
+pub fn frame_msg(f: &TrapFrame, label: u32, badge: u64) -> Msg {
+    Msg {
+        badge,
+        info: kcore::ipc::MsgInfo::new(label, 0, 0, 0),
+        words: [f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13],
+        handles: [0; 4],
     }
 }
 
@@ -297,12 +316,19 @@ pub enum ReplyRecv {
     ReceiveSlow(super::Handoff),
 }
 
-/// The fast `reply_recv`: the register-only reply `m` to the caller this
+/// The fast `reply_recv`: the register-only reply `out` holds (label
+/// `label`, [`frame_msg`]) to the caller this
 /// thread holds, then a receive on `ep` (buffer `buf`, `capacity` bytes, no
 /// timeout) that queues us, and the switch back to the caller; what it
 /// receives goes into `out`'s output registers.
 #[inline(always)]
-pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize, out: &mut TrapFrame) -> ReplyRecv {
+pub fn reply_recv(
+    ep: &Ep,
+    label: u32,
+    buf: u64,
+    capacity: usize,
+    out: &mut TrapFrame,
+) -> ReplyRecv {
     let cur = sched::current();
     if cur.killed() {
         return ReplyRecv::NotTaken;
@@ -351,7 +377,7 @@ pub fn reply_recv(ep: &Ep, m: Msg, buf: u64, capacity: usize, out: &mut TrapFram
     let ct = unsafe { c.arc() };
     let record = {
         let mut g = ct.ipc.inner.lock_irqs_off();
-        g.result = Some(Outcome::Msg(Msg { badge: 0, ..m }));
+        g.result = Some(Outcome::Msg(frame_msg(out, label, 0)));
         core::mem::take(&mut g.wait)
     };
     drop(record);

@@ -245,17 +245,6 @@ fn message(info: MsgInfo, f: &TrapFrame, badge: u64) -> Result<(Msg, Extra), Err
     Ok((m, extra))
 }
 
-/// A register-only message (`info.is_register_only()`): label and six
-/// words, nothing taken from the sender.
-fn register_msg(info: MsgInfo, f: &TrapFrame, badge: u64) -> Msg {
-    Msg {
-        badge,
-        info: MsgInfo::new(info.label(), 0, 0, 0),
-        words: [f.rdx, f.r10, f.r8, f.r9, f.r12, f.r13],
-        handles: [0; 4],
-    }
-}
-
 /// RSI and R15 decoded, with the fast paths' case read straight from the
 /// registers first: an RSI with nothing above its label (no handles, copy
 /// mask, timeout, buffer, reserved or notified bit) is always a valid
@@ -304,8 +293,7 @@ fn call(f: &mut TrapFrame) -> Result<u64, Error> {
         // The fast path (`ipc::fastpath`): tried first; `None` changed
         // nothing.
         // The reply is in the frame already.
-        let m = register_msg(info, f, badge);
-        if let Some(r) = fastpath::call(&ep, m, buf, spec.capacity, f) {
+        if let Some(r) = fastpath::call(&ep, info.label(), badge, buf, spec.capacity, f) {
             return r.map(|_| 0);
         }
     }
@@ -338,8 +326,7 @@ fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
     }
     if reply_first && info.is_register_only() && spec.timeout_us.is_none() {
         // The fast path back to the caller (`ipc::fastpath`).
-        let m = register_msg(info, f, 0);
-        match fastpath::reply_recv(&ep, m, buf, spec.capacity, f) {
+        match fastpath::reply_recv(&ep, info.label(), buf, spec.capacity, f) {
             ReplyRecv::Done(r) => return r.map(|_| 0),
             ReplyRecv::ReceiveSlow(h) => {
                 let r = slowpath::recv(&ep, buf, spec.capacity, Timeout::Never, h)?;

@@ -10,14 +10,21 @@
 //! live) or [`IOMAP_NONE`] (past the segment limit: every port faults).
 //!
 //! A process that enabled ports owns an [`IoPerm`]: its own bitmap and a
-//! generation bumped by every change. Switching to a thread ([`switch_to`])
-//! turns the CPU's bitmap off for a process without one (a compare and, at
-//! most, one store) and, for one with one, copies its 8 KiB into the CPU's
-//! bitmap only when this CPU does not hold that generation of it already.
-//! Permissions only grow (an enable is sticky for the process's life), so a
-//! CPU holding an older generation grants a subset: a thread there whose
-//! `in` faults on a port enabled meanwhile gets its bitmap refreshed and
-//! the instruction retried ([`refresh`], from the user-fault path).
+//! key naming its current version, a number taken afresh from one global
+//! counter by every change (so no two versions of any process's bitmaps
+//! ever share a key; 0 means no bitmap). Each CPU records the key of the
+//! bitmap live in its TSS (`LIVE_KEY`, 0 while the I/O-map offset is
+//! [`IOMAP_NONE`]) and the key of the bits its bitmap holds (`LOADED_KEY`,
+//! live or not). Switching to a thread ([`switch_to`]) is one compare when
+//! nothing changes -- neither process has a bitmap, or both are the same
+//! version of one (ipcfast: the IPC fast path switches twice per round
+//! trip) -- and otherwise turns the CPU's bitmap off for a process without
+//! one and, for one with one, copies its 8 KiB into the CPU's bitmap only
+//! when this CPU does not hold that version already. Permissions only grow
+//! (an enable is sticky for the process's life), so a CPU holding an older
+//! version grants a subset: a thread there whose `in` faults on a port
+//! enabled meanwhile gets its bitmap refreshed and the instruction retried
+//! ([`refresh`], from the user-fault path).
 //!
 //! Each CPU's record is touched only by that CPU with interrupts off (the
 //! rule of `percpu`), so the statics below need no locks.
@@ -26,7 +33,7 @@ use super::percpu::{CpuId, MAX_CPUS};
 use alloc::boxed::Box;
 use core::cell::UnsafeCell;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::structures::tss::TaskStateSegment;
 
 /// Ports an x86 CPU addresses.
@@ -73,14 +80,16 @@ static TSS: [Slot; MAX_CPUS] = [const {
     Slot(UnsafeCell::new(unsafe { core::mem::zeroed() }))
 }; MAX_CPUS];
 
-/// Whether each CPU's I/O-map offset is [`IOMAP_BASE`] (owning CPU only,
-/// interrupts off): lets the switch to a thread without a bitmap on a CPU
-/// without one cost two loads and a test.
-static LIVE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// The key of the bitmap live in each CPU's TSS: 0 exactly when its
+/// I/O-map offset is [`IOMAP_NONE`] (owning CPU only, interrupts off; the
+/// offset is written only here after bring-up, which leaves it NONE with
+/// this 0). [`switch_to`]'s one compare.
+static LIVE_KEY: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
-/// (process id, generation) of the bitmap each CPU holds (0: none yet).
-static LOADED_ID: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-static LOADED_GEN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The key of the bits each CPU's bitmap holds, live or not (0: none yet).
+/// Kept while a process without ports runs, so switching back to the one
+/// with them does not copy its 8 KiB again.
+static LOADED_KEY: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// CPU `cpu`'s TSS.
 pub fn tss(cpu: CpuId) -> *mut TssIo {
@@ -101,16 +110,17 @@ pub unsafe fn init_cpu(cpu: CpuId) {
     }
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// The next bitmap version's key (never 0, never reused: 2^64 changes do
+/// not happen, so a CPU's record of a dead process's bitmap, or of an older
+/// version of a live one, never matches another).
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// A process's I/O permissions: its bitmap once it enabled a port.
 pub struct IoPerm {
-    /// Unique among every `IoPerm` ever made (never reused, so a CPU's
-    /// record of a dead process's bitmap never matches a new one).
-    id: u64,
-    /// 0 while there is no bitmap; bumped (Release, under `bits`' lock)
-    /// after every change, read (Acquire) by [`switch_to`].
-    generation: AtomicU64,
+    /// 0 while there is no bitmap; else the key of its current version,
+    /// replaced (Release, under `bits`' lock, after the bits changed) by
+    /// every change, read by [`switch_to`].
+    key: AtomicU64,
     bits: spin::Mutex<Option<Box<[u8; BITMAP_BYTES]>>>,
 }
 
@@ -124,8 +134,7 @@ impl IoPerm {
     /// No port allowed.
     pub fn new() -> Self {
         IoPerm {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            generation: AtomicU64::new(0),
+            key: AtomicU64::new(0),
             bits: spin::Mutex::new(None),
         }
     }
@@ -144,9 +153,12 @@ impl IoPerm {
             for port in first as usize..first as usize + count as usize {
                 b[port / 8] &= !(1 << (port % 8));
             }
-            // Release: the bits above are visible to a CPU that reads this
-            // generation (Acquire) before copying under the lock.
-            self.generation.fetch_add(1, Ordering::Release);
+            // A new version: its key, fresh from the global counter
+            // (Relaxed: only uniqueness matters). Release: the bits above
+            // are visible to a CPU that reads this key (Acquire); the copy
+            // itself reads them under the lock.
+            let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+            self.key.store(key, Ordering::Release);
         }
         switch_to(Some(self));
         Ok(())
@@ -171,58 +183,59 @@ fn new_bitmap() -> Option<Box<[u8; BITMAP_BYTES]>> {
 
 /// Makes this CPU's bitmap that of `perm` (the process of the thread about
 /// to run; `None`: a process without one). Interrupts off (the scheduler's
-/// switch, or a syscall). Inlined: the common case (no bitmap before or
-/// after) is a few loads on every context switch.
+/// switch, or a syscall). Inlined: the common case (nothing to change: no
+/// bitmap before or after, or the same version of the same one) is one
+/// compare of `perm`'s key with the CPU's live one on every context switch.
 #[inline(always)]
 pub fn switch_to(perm: Option<&IoPerm>) {
-    let gen = perm.map_or(0, |p| p.generation.load(Ordering::Acquire));
-    let cpu = super::percpu::this().id();
-    if gen == 0 && !LIVE[cpu.index()].load(Ordering::Relaxed) {
+    let key = perm.map_or(0, |p| p.key.load(Ordering::Acquire));
+    let i = super::percpu::cpu_index();
+    // Equal keys: the TSS's bitmap is live with exactly that version's bits
+    // (LIVE_KEY is set only after they were copied, below), or both are 0
+    // and the offset is IOMAP_NONE. Either way nothing to write.
+    if key == LIVE_KEY[i].load(Ordering::Relaxed) {
         return;
     }
-    switch_slow(perm, gen, cpu);
+    switch_slow(perm, key, i);
 }
 
-/// [`switch_to`] when either side has a bitmap.
+/// [`switch_to`] when the live bitmap must change: off, on, or another
+/// version. `key` is `perm`'s key as `switch_to` read it; `i` this CPU.
 #[inline(never)]
-fn switch_slow(perm: Option<&IoPerm>, gen: u64, cpu: CpuId) {
-    let t = tss(cpu);
-    let base = if gen == 0 {
-        IOMAP_NONE
+fn switch_slow(perm: Option<&IoPerm>, key: u64, i: usize) {
+    let t = TSS[i].0.get();
+    let (base, live) = if key == 0 {
+        (IOMAP_NONE, 0)
     } else {
-        let p = perm.expect("a generation means a bitmap");
-        let i = cpu.get() as usize;
-        if LOADED_ID[i].load(Ordering::Relaxed) != p.id
-            || LOADED_GEN[i].load(Ordering::Relaxed) != gen
-        {
+        let p = perm.expect("a key means a bitmap");
+        if LOADED_KEY[i].load(Ordering::Relaxed) != key {
             let g = p.bits.lock();
-            let b = g.as_ref().expect("a generation means a bitmap");
+            let b = g.as_ref().expect("a key means a bitmap");
             // SAFETY: this CPU's own slot, interrupts off; the CPU reads the
             // bitmap only on a ring-3 port access, not during this copy.
             unsafe { (*t).bitmap.copy_from_slice(&b[..]) };
-            // Under the lock the generation cannot move: record the one copied.
-            LOADED_ID[i].store(p.id, Ordering::Relaxed);
-            LOADED_GEN[i].store(p.generation.load(Ordering::Relaxed), Ordering::Relaxed);
+            // Under the lock the key cannot move: record the version copied
+            // (it may be newer than `key`, never older).
+            LOADED_KEY[i].store(p.key.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        IOMAP_BASE
+        (IOMAP_BASE, LOADED_KEY[i].load(Ordering::Relaxed))
     };
-    LIVE[cpu.index()].store(base == IOMAP_BASE, Ordering::Relaxed);
     // SAFETY: this CPU's own slot, interrupts off.
     unsafe { (*t).tss.iomap_base = base };
+    LIVE_KEY[i].store(live, Ordering::Relaxed);
 }
 
-/// A #GP from ring 3 in a thread of the process owning `perm`: if this CPU
-/// holds an older generation of its bitmap (another thread enabled ports
-/// since this CPU loaded it), loads the current one and says so — the
+/// A #GP from ring 3 in a thread of the process owning `perm`: if the
+/// bitmap live on this CPU is not the current version of `perm`'s (another
+/// thread enabled ports since this CPU loaded it, or it had none when this
+/// thread was switched in), loads the current one and says so -- the
 /// faulting instruction is retried. False: the fault stands.
 pub fn refresh(perm: &IoPerm) -> bool {
-    let gen = perm.generation.load(Ordering::Acquire);
-    let i = super::percpu::this().id().get() as usize;
-    let stale = gen != 0
-        && (LOADED_ID[i].load(Ordering::Relaxed) != perm.id
-            || LOADED_GEN[i].load(Ordering::Relaxed) != gen);
+    let key = perm.key.load(Ordering::Acquire);
+    let i = super::percpu::cpu_index();
+    let stale = key != 0 && LIVE_KEY[i].load(Ordering::Relaxed) != key;
     if stale {
-        switch_to(Some(perm));
+        switch_slow(Some(perm), key, i);
     }
     stale
 }
