@@ -300,11 +300,8 @@ pub fn cow_parent_and_child_see_own_writes() -> TestResult {
         "the child saw only its own write",
     )?;
     // SAFETY: as above.
-    expect(
-        unsafe { cow_word().read_volatile() },
-        3,
-        "the parent's word",
-    )?;
+    let parent_word = unsafe { cow_word().read_volatile() };
+    expect(parent_word, 3, "the parent's word")?;
     let mut now = free_bytes()?;
     for _ in 0..1000 {
         if now >= before {
@@ -332,9 +329,11 @@ enum Crash {
 
 fn crash(how: Crash) -> ! {
     match how {
-        // SAFETY (each arm): the process is meant to fault here; nothing
-        // runs after the faulting instruction in this process.
-        Crash::Null => unsafe { asm!("mov rax, [0]", out("rax") _, options(nostack)) },
+        Crash::Null => {
+            // SAFETY: the process is meant to fault here (each arm); nothing
+            // runs after the faulting instruction in this process.
+            unsafe { asm!("mov rax, [0]", out("rax") _, options(nostack)) }
+        }
         // SAFETY: as above: a write to this program's read-only text.
         Crash::WriteText => unsafe {
             asm!("lea rax, [rip]", "mov byte ptr [rax], 0", out("rax") _, options(nostack))

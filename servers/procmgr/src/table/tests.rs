@@ -223,7 +223,7 @@ proptest! {
         let mut next_token = 0u32;
         let mut ended: BTreeMap<Pid, (Pid, Ended)> = BTreeMap::new();
         let pick = |pids: &Vec<Pid>, i: usize| pids[i % pids.len()];
-        let mut released_ok = |r: &Released, outstanding: &mut BTreeMap<u32, Pid>| {
+        let released_ok = |r: &Released, outstanding: &mut BTreeMap<u32, Pid>| {
             for (tok, _) in r.iter() {
                 prop_assert!(outstanding.remove(&tok).is_some(), "token {} handed back twice", tok);
             }
