@@ -327,7 +327,19 @@ enum Crash {
     Ud2,
 }
 
+/// A second thread of a crashing child: it would keep the process alive
+/// for 30 s if only the faulting thread ended.
+extern "C" fn sleeper(_: u64) -> ! {
+    sys::sleep_ns(30_000_000_000);
+    sys::thread_exit(0)
+}
+
 fn crash(how: Crash) -> ! {
+    // procmgr kills the whole process, this thread too (the kernel's
+    // default would end only the faulting thread).
+    if crate::util::spawn(sleeper, 0).is_err() {
+        pm::exit(98);
+    }
     match how {
         Crash::Null => {
             // SAFETY: the process is meant to fault here (each arm); nothing
@@ -354,9 +366,10 @@ fn crash(how: Crash) -> ! {
 }
 
 /// Fault isolation: children that dereference NULL, write their text,
-/// execute their stack, divide by zero and run ud2 are each killed (procmgr
-/// logs one diagnostic line each); the parent's wait sees the vector; procmgr
-/// keeps serving.
+/// execute their stack, divide by zero and run ud2 are each killed whole
+/// (a second thread of theirs too; procmgr logs one diagnostic line each,
+/// which the smoke boots check); the parent's wait sees the vector;
+/// procmgr keeps serving.
 pub fn faulting_children_are_killed_and_reported() -> TestResult {
     attached()?;
     let cases = [
