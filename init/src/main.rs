@@ -225,7 +225,18 @@ fn bench(info: &BootInfo) -> i32 {
     // command line); the benchmark program learns it from its argument.
     let icount = cmdline_arg(info.cmdline(), ICOUNT_CMDLINE_FLAG).is_some();
     let mode = if icount { ICOUNT_ARG } else { 0 };
-    let st = run_module(info, modules::BENCH, mode);
+    // Adopted into procmgr (its endpoint is the program's first handle),
+    // so the fork figures can fork and wait.
+    let st = spawn(info, modules::BENCH, mode).and_then(|pid| {
+        adopt(pid, modules::BENCH);
+        match sys::process_wait(pid) {
+            Ok(word) => Some(status::decode(word)),
+            Err(e) => {
+                println!("init: waiting for bench failed: {e}");
+                None
+            }
+        }
+    });
     if st != Some(Status::Exited(0)) {
         println!("init: bench ended with {st:?}");
         let _ = sys::shutdown(false);
