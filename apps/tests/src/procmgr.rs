@@ -267,41 +267,58 @@ fn free_bytes() -> Result<u64, &'static str> {
         .map_err(|_| "sysinfo failed")
 }
 
-/// COW: after a fork, parent and child each see only their own writes;
-/// once the child is reaped, the free figure is back to its baseline.
+/// COW: after a fork, parent and child each see only their own writes,
+/// in a fixed order (through a shared page): the parent writes first, the
+/// child must still read the value from before the fork, then the child
+/// writes, and the parent must still read its own; once the child is
+/// reaped, the free figure is back to its baseline.
 pub fn cow_parent_and_child_see_own_writes() -> TestResult {
     attached()?;
     // SAFETY: only this case touches COW_WORD (cases run one at a time).
     unsafe { cow_word().write_volatile(1) };
+    let sh = Shared::new()?;
     // A warm-up fork, so page tables and procmgr's state exist before the
     // baseline.
     let w = fork_child(|| 0)?;
     wait_pid(w)?;
     let before = free_bytes()?;
+    // Slot 0: 1 = the parent wrote, 2 = the child wrote.
+    let step = sh.slot(0);
+    step.store(0, Ordering::SeqCst);
     let child = fork_child(|| {
+        let t0 = sys::clock_ns();
+        while step.load(Ordering::SeqCst) != 1 {
+            if sys::clock_ns() - t0 > 5_000_000_000 {
+                return 3;
+            }
+            sys::yield_now();
+        }
         // SAFETY: this process's own copy of the word.
         let saw = unsafe { cow_word().read_volatile() };
         // SAFETY: as above.
         unsafe { cow_word().write_volatile(2) };
-        sys::sleep_ns(20_000_000);
         // SAFETY: as above.
         let mine = unsafe { cow_word().read_volatile() };
-        if saw == 1 && mine == 2 {
-            0
-        } else {
-            1
+        step.store(2, Ordering::SeqCst);
+        match (saw, mine) {
+            (1, 2) => 0,
+            (3, _) => 1, // saw the parent's write
+            _ => 2,
         }
     })?;
     // SAFETY: as above (the parent's copy).
     unsafe { cow_word().write_volatile(3) };
+    step.store(1, Ordering::SeqCst);
     expect(
         wait_pid(child)?,
         Ended::Exited(0),
-        "the child saw only its own write",
+        "the child saw only its own write (1: it saw the parent's)",
     )?;
+    expect(step.load(Ordering::SeqCst), 2, "the child's step")?;
     // SAFETY: as above.
     let parent_word = unsafe { cow_word().read_volatile() };
-    expect(parent_word, 3, "the parent's word")?;
+    expect(parent_word, 3, "the parent's word after the child's write")?;
+    drop(sh);
     let mut now = free_bytes()?;
     for _ in 0..1000 {
         if now >= before {
