@@ -62,14 +62,14 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=142 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=151 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=25 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
 # The suite's own lines are judged by its pid: init starts its supervised
-# server kv first (pid 2), then the suite (pid 3); any other process (a test's
-# child) could print the same words behind its own.
-SUITE='^\[pid 3\] '
+# servers kv (pid 2) and procmgr (pid 3) first, then the suite (pid 4); any
+# other process (a test's child) could print the same words behind its own.
+SUITE='^\[pid 4\] '
 TESTS_COUNTS=("${SUITE}tests: ${TESTS_CASES} cases\$" "${SUITE}${TESTS_CASES} passed, 0 failed\$")
 KTEST_COUNTS=("^ktest: ${KTEST_CASES} cases\$" "^${KTEST_CASES} passed, 0 failed\$")
 
@@ -178,7 +178,10 @@ for n in 1 2 4 8; do
     '^\[pid 1\] Hello from userland!' \
     '^\[ *WARN cpu[0-9]+\] syscall fault: pid [0-9]+ tid [0-9]+: syscall return address not a user address$' \
     "${TESTS_COUNTS[@]}" \
-    '^\[ *WARN cpu[0-9]+\] user fault: pid 3 \(tests\) tid [0-9]+ #UD invalid opcode: error=0x0 RIP=0x[0-9a-f]+ ' \
+    '^\[ *WARN cpu[0-9]+\] user fault: pid 4 \(tests\) tid [0-9]+ #UD invalid opcode: error=0x0 RIP=0x[0-9a-f]+ ' \
+    '^\[pid 3\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 14 \(page fault\) rip=0x[0-9a-f]+ cr2=0x0$' \
+    '^\[pid 3\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 0 \(divide error\) rip=0x[0-9a-f]+ cr2=0x0$' \
+    '^\[pid 3\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 6 \(invalid opcode\) rip=0x[0-9a-f]+ cr2=0x0$' \
     '^    at tests::faults::do_ud2 \(apps/tests/src/faults\.rs:[0-9]+\)$' \
     '^\[ *WARN cpu[0-9]+\] user fault: pid [0-9]+ \(\?\) tid [0-9]+ #UD invalid opcode: ' \
     '^mica: shutdown requested by init \(success\)' \

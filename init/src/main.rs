@@ -159,12 +159,36 @@ fn run_tests(info: &BootInfo) -> Option<Status> {
             println!("init: cannot give the tests its hardware roots: {e}");
         }
     }
+    adopt(pid, modules::TESTS);
     match sys::process_wait(pid) {
         Ok(word) => Some(status::decode(word)),
         Err(e) => {
             println!("init: waiting for tests failed: {e}");
             None
         }
+    }
+}
+
+/// Makes the running program `pid` a procmgr child of init, so it has a
+/// PID and can fork and wait: procmgr becomes its fault handler and gives
+/// it its procmgr endpoint as its next handle
+/// (`abi::boot_handles::tests::PROCMGR` for the tests program). init still
+/// waits for it itself (procmgr never reaps an adopted process).
+fn adopt(pid: sys::ProcessHandle, program: &str) {
+    let Some(names) = names::own_endpoint() else {
+        return;
+    };
+    let r = libipc::names::lookup(names, libipc::procmgr::NAME)
+        .map_err(|_| libipc::Error::NotFound)
+        .and_then(|(ep, _)| {
+            // Not its fault handler: the tests' faulting threads must end
+            // alone, as the kernel's default does.
+            let r = libipc::procmgr::adopt(ep, pid, program, false);
+            let _ = libipc::ipc::handle_close(ep.0);
+            r
+        });
+    if let Err(e) = r {
+        println!("init: procmgr cannot adopt {program}: {e}");
     }
 }
 
@@ -201,7 +225,18 @@ fn bench(info: &BootInfo) -> i32 {
     // command line); the benchmark program learns it from its argument.
     let icount = cmdline_arg(info.cmdline(), ICOUNT_CMDLINE_FLAG).is_some();
     let mode = if icount { ICOUNT_ARG } else { 0 };
-    let st = run_module(info, modules::BENCH, mode);
+    // Adopted into procmgr (its endpoint is the program's first handle),
+    // so the fork figures can fork and wait.
+    let st = spawn(info, modules::BENCH, mode).and_then(|pid| {
+        adopt(pid, modules::BENCH);
+        match sys::process_wait(pid) {
+            Ok(word) => Some(status::decode(word)),
+            Err(e) => {
+                println!("init: waiting for bench failed: {e}");
+                None
+            }
+        }
+    });
     if st != Some(Status::Exited(0)) {
         println!("init: bench ended with {st:?}");
         let _ = sys::shutdown(false);

@@ -38,10 +38,16 @@ pub struct Spec {
 
 /// The supervised servers, started in this order (console, loader and
 /// procmgr join when they exist).
-pub const SERVERS: &[Spec] = &[Spec {
-    name: "kv",
-    module: modules::KV,
-}];
+pub const SERVERS: &[Spec] = &[
+    Spec {
+        name: "kv",
+        module: modules::KV,
+    },
+    Spec {
+        name: libipc::procmgr::NAME,
+        module: modules::PROCMGR,
+    },
+];
 
 /// Names other than the supervised ones (each of those has its slot).
 const OTHER_NAMES: usize = MAX_NAMES - SERVERS.len();
@@ -87,6 +93,14 @@ pub fn give(child: ProcessHandle) -> Result<u64, libipc::Error> {
     let r = ipc::handle_give(child, h, rights::SEND);
     let _ = ipc::handle_close(h);
     r.map(|_| badge)
+}
+
+/// init's own (unbadged) name-service endpoint, once started.
+pub fn own_endpoint() -> Option<Endpoint> {
+    match ENDPOINT.load(Ordering::Relaxed) {
+        0 => None,
+        h => Some(Endpoint(h)),
+    }
 }
 
 fn boot_info() -> &'static BootInfo {

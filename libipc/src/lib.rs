@@ -17,6 +17,7 @@ pub mod hw;
 pub mod ipc;
 pub mod loader;
 pub mod names;
+pub mod procmgr;
 pub mod rt;
 pub mod server;
 pub mod sys;

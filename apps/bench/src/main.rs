@@ -50,8 +50,12 @@ const BENCHES: &[(&str, BenchFn)] = &[
     ("notify_signal_wait", ipc::notify_signal_wait),
     // --- vm (issue 11) ---
     ("cow_fault", vm::cow_fault),
+    // --- procmgr (issue 11 item 3) ---
+    ("fork_exit_wait", fork::fork_exit_wait),
+    ("fork_chain_10", fork::fork_chain_10),
 ];
 
+mod fork;
 mod ipc;
 mod latency;
 mod vm;
@@ -234,6 +238,8 @@ fn main(arg: u64) -> i32 {
     if peer_yields != 0 {
         return yield_peer(peer_yields);
     }
+    // Before anything makes a handle: procmgr's lands first.
+    fork::attach();
     if let Err(e) = sys::set_affinity(0) {
         println!("bench: set_affinity(0) failed: {e}");
         return 1;

@@ -50,6 +50,7 @@ mod lifecycle;
 mod mem;
 mod names;
 mod process;
+mod procmgr;
 mod regs;
 mod rev_layers;
 mod rev_life;
@@ -601,12 +602,47 @@ const CASES: &[Case] = &[
         "ipcfast_port_enabled_by_a_sibling_is_usable_at_once",
         ipcfast::port_enabled_by_a_sibling_is_usable_at_once,
     ),
+    // --- procmgr (issue 11 item 3) ---
+    (
+        "procmgr_fork_wait_exit_codes",
+        procmgr::fork_wait_exit_codes,
+    ),
+    ("procmgr_getpid_getppid", procmgr::getpid_getppid),
+    (
+        "procmgr_fork_chain_10_leaves_no_zombies",
+        procmgr::fork_chain_10_leaves_no_zombies,
+    ),
+    (
+        "procmgr_hundred_children_all_waited",
+        procmgr::hundred_children_all_waited,
+    ),
+    (
+        "procmgr_cow_parent_and_child_see_own_writes",
+        procmgr::cow_parent_and_child_see_own_writes,
+    ),
+    (
+        "procmgr_faulting_children_are_killed_and_reported",
+        procmgr::faulting_children_are_killed_and_reported,
+    ),
+    (
+        "procmgr_hostile_waits_and_kills_are_refused",
+        procmgr::hostile_waits_and_kills_are_refused,
+    ),
+    (
+        "procmgr_orphan_is_reparented_to_init",
+        procmgr::orphan_is_reparented_to_init,
+    ),
+    (
+        "procmgr_fork_storm_to_the_limit_is_an_error",
+        procmgr::fork_storm_to_the_limit_is_an_error,
+    ),
 ];
 
 #[no_mangle]
 fn main(_arg: u64) -> i32 {
     // Before anything makes a handle: init's hardware roots land first.
     hw::wait_for_roots();
+    procmgr::attach();
     util::calibrate();
     println!("tests: {} cases", CASES.len());
     let mut verdict = Verdict::default();

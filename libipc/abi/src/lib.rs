@@ -291,6 +291,10 @@ pub mod boot_handles {
         pub const IOPORTS: u32 = (1 << 10) | 1;
         /// The IRQ root (slot 2).
         pub const IRQS: u32 = (1 << 10) | 2;
+        /// Its procmgr endpoint, badged with its PID (slot 3): procmgr
+        /// gives it when init adopts the program, after the three above
+        /// (procmgr, issue 11 item 3).
+        pub const PROCMGR: u32 = (1 << 10) | 3;
         const _: () = assert!(crate::bootinfo::names::HANDLE == 1 << 10);
     }
 }

@@ -35,6 +35,52 @@ pub const fn decode(word: u64) -> Status {
     }
 }
 
+// --- procmgr (issue 11 item 3) ---
+
+/// Bit 33: the process was killed (procmgr's `kill`, or ended by someone
+/// holding its process handle) rather than exiting or faulting. Only
+/// procmgr's status words carry it; the kernel's say `exited(-1)`.
+const KILLED_BIT: u64 = 1 << 33;
+
+/// The process was killed (procmgr's status words).
+pub const fn killed() -> u64 {
+    KILLED_BIT
+}
+
+/// How a process ended, as procmgr reports it to `wait`: the kernel's
+/// [`Status`] plus "killed".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed.
+    Killed,
+    /// It was killed by a CPU exception with this vector.
+    Faulted(u8),
+}
+
+impl Ended {
+    /// The status word ([`exited`], [`killed`] or [`faulted`]).
+    pub const fn word(self) -> u64 {
+        match self {
+            Ended::Exited(c) => exited(c),
+            Ended::Killed => killed(),
+            Ended::Faulted(v) => faulted(v),
+        }
+    }
+
+    /// Decodes a status word (a kernel one too: it never has bit 33).
+    pub const fn from_word(word: u64) -> Ended {
+        if word & KILLED_BIT != 0 {
+            return Ended::Killed;
+        }
+        match decode(word) {
+            Status::Exited(c) => Ended::Exited(c),
+            Status::Faulted(v) => Ended::Faulted(v),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +93,21 @@ mod tests {
         for v in [0u8, 6, 13, 14, 255] {
             assert_eq!(decode(faulted(v)), Status::Faulted(v));
         }
+    }
+
+    #[test]
+    fn procmgr_statuses_round_trip_and_kernel_words_decode_alike() {
+        for e in [
+            Ended::Exited(0),
+            Ended::Exited(-1),
+            Ended::Exited(i32::MIN),
+            Ended::Killed,
+            Ended::Faulted(14),
+            Ended::Faulted(0),
+        ] {
+            assert_eq!(Ended::from_word(e.word()), e);
+        }
+        assert_eq!(Ended::from_word(exited(7)), Ended::Exited(7));
+        assert_eq!(Ended::from_word(faulted(6)), Ended::Faulted(6));
     }
 }

@@ -1,0 +1,94 @@
+//! Process figures through procmgr (issue 11 item 3): `fork_exit_wait`
+//! (fork, the child exits at once, the parent waits for it) and
+//! `fork_chain_10` (a chain of 10 processes, each forking the next and
+//! waiting for it). init adopts this program into procmgr, whose endpoint
+//! is this program's first handle ([`attach`]).
+//!
+//! `spawn_exit_wait` and `fork_exec_wait` through procmgr need the loader
+//! server (`libipc::procmgr::spawn`/`exec` are ready behind its lookup);
+//! until it runs they are not measured here (`spawn_exit_wait` above is the
+//! kernel's flat-image `process_spawn`).
+
+use libipc::bench::rdtsc;
+use libipc::procmgr::{self as pm, Ended, Fork};
+
+/// Samples of `fork_exit_wait` (each is a whole process's life).
+const FORK_ITERS: usize = 200;
+/// Samples of `fork_chain_10`.
+const CHAIN_ITERS: usize = 20;
+/// Untimed rounds first.
+const WARMUP: usize = 5;
+/// How long a wait may take.
+const WAIT_US: u32 = 10_000_000;
+
+/// Waits (up to 2 s) for the procmgr endpoint init's adoption gives.
+pub fn attach() {
+    if let Some(ep) = libipc::server::first_endpoint(2_000_000_000) {
+        pm::set_endpoint(ep);
+    }
+}
+
+fn fork_exit_wait_once() -> Result<(), &'static str> {
+    match pm::fork().map_err(|_| "fork failed")? {
+        Fork::Child => pm::exit(0),
+        Fork::Parent(pid) => match pm::wait(Some(pid), Some(WAIT_US)) {
+            Ok((_, Ended::Exited(0))) => Ok(()),
+            _ => Err("the child did not exit with 0"),
+        },
+    }
+}
+
+/// `fork_exit_wait`: one fork, the child's `exit(0)`, the parent's wait.
+pub fn fork_exit_wait(samples: &mut [u64]) -> Result<usize, &'static str> {
+    if pm::endpoint().is_none() {
+        return Err("no procmgr endpoint (init did not adopt bench)");
+    }
+    for _ in 0..WARMUP {
+        fork_exit_wait_once()?;
+    }
+    let n = samples.len().min(FORK_ITERS);
+    for s in samples[..n].iter_mut() {
+        let t0 = rdtsc();
+        fork_exit_wait_once()?;
+        *s = rdtsc() - t0;
+    }
+    Ok(n)
+}
+
+/// A chain member at `depth`: forks the next unless 10 deep, waits for it.
+fn chain(depth: i32) -> i32 {
+    if depth == 10 {
+        return depth;
+    }
+    match pm::fork() {
+        Ok(Fork::Child) => pm::exit(chain(depth + 1)),
+        Ok(Fork::Parent(pid)) => match pm::wait(Some(pid), Some(WAIT_US)) {
+            Ok((_, Ended::Exited(c))) => c,
+            _ => -1,
+        },
+        Err(_) => -1,
+    }
+}
+
+/// `fork_chain_10`: this process and 9 descendants, each forking the next
+/// and waiting for it (10 forks, exits and waits in all).
+pub fn fork_chain_10(samples: &mut [u64]) -> Result<usize, &'static str> {
+    if pm::endpoint().is_none() {
+        return Err("no procmgr endpoint (init did not adopt bench)");
+    }
+    for _ in 0..WARMUP {
+        if chain(0) != 10 {
+            return Err("the chain broke");
+        }
+    }
+    let n = samples.len().min(CHAIN_ITERS);
+    for s in samples[..n].iter_mut() {
+        let t0 = rdtsc();
+        let depth = chain(0);
+        *s = rdtsc() - t0;
+        if depth != 10 {
+            return Err("the chain broke");
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,348 @@
+//! The process manager's protocol and client (issue 11 item 3): PIDs,
+//! `fork`, `spawn`, `exec`, `exit`, `wait`/`waitpid`, `getpid`, `getppid`,
+//! `kill`, `list`. The server is `servers/procmgr`; `docs/decisions.md`,
+//! "procmgr", gives the rules.
+//!
+//! # Who calls
+//! Every process procmgr manages holds one SEND handle to it badged with its
+//! PID (given by procmgr, without DUPLICATE or TRANSFER, so it never leaves
+//! the process): the badge is the caller's identity, a process can act only
+//! as itself. A process procmgr forked or spawned finds it at
+//! [`CHILD_HANDLE`] (its first handle); the `init=tests` program at
+//! `abi::boot_handles::tests::PROCMGR`. Anyone else reaches procmgr by
+//! name ([`NAME`]) with a handle that names no process: it may `list`,
+//! `lookup` and `adopt`, nothing else.
+//!
+//! # Blocking waits
+//! The kernel gives a server thread one reply capability: receiving the
+//! next call abandons a held one. So procmgr never holds a waiter's call:
+//! [`wait`] asks once without blocking (`TryWait`), and if the child still
+//! runs sends `WaitOn` with a copy of a fresh notification, which procmgr
+//! records and signals exactly once (the child became a zombie or went, or
+//! the waiter's process ended); the client then asks again.
+//!
+//! # Errors
+//! Calls return [`abi::Error`]: `NotFound` for no such child or process
+//! (the ECHILD of `wait`), `PermissionDenied` for a caller who may not,
+//! `NoMemory` at a limit (processes, waiters), `BadHandle` when this
+//! process has no procmgr endpoint, `PeerDied` when procmgr died.
+
+mod fork;
+
+pub use abi::status::Ended;
+pub use fork::{fork, Fork};
+
+use crate::ipc::{self, Endpoint, Notification, Timeout};
+use crate::server::Caller;
+use abi::Error;
+use core::sync::atomic::{AtomicU32, Ordering};
+use wire::{CallError, CopiedHandle, Handle};
+
+/// The name procmgr registers with init's name service.
+pub const NAME: &str = "procmgr";
+/// Bytes a procmgr client or server buffer needs (a module name and the
+/// loader's arguments, with their words).
+pub const BUFFER: usize = crate::loader::BUFFER;
+/// Where a process procmgr forked, spawned or exec'd finds its procmgr
+/// endpoint: its first handle.
+pub const CHILD_HANDLE: u32 = ipc::FIRST_HANDLE;
+/// The label of procmgr's answer to a fault message (not
+/// [`abi::fault::RESUME`]: the kernel ends the faulting process).
+pub const FAULT_KILL_LABEL: u32 = 7;
+
+wire::protocol! {
+    /// The process manager.
+    pub protocol Procmgr<'a>;
+    /// What clients ask.
+    pub enum Request {
+        /// Starts boot module `module` through the loader as a child of the
+        /// caller: `Pid`, or `Failed` (`NotFound`: no loader or no such
+        /// module; `InvalidArgument`: refused image or arguments).
+        Spawn = 1 => fn spawn { module: &'a str, argv: &'a [u8], envp: &'a [u8] },
+        /// Makes the running process `process` (a copy of a handle with
+        /// KILL and WAIT) a child of init with a PID and gives it its
+        /// procmgr endpoint: `Pid`. With `faults`, procmgr becomes its fault
+        /// handler too (a fault kills the whole process); without, its
+        /// faults keep the kernel's default (the faulting thread ends),
+        /// which the tests program's deliberately faulting threads need.
+        Adopt = 2 => fn adopt { process: CopiedHandle, program: &'a str, faults: bool },
+        /// Registers `child` (a copy of the handle `space_clone` gave, not
+        /// started yet) as the caller's child: `Pid`. See [`fork`].
+        Fork = 3 => fn fork { child: CopiedHandle },
+        /// Replaces the caller with boot module `module` loaded anew (same
+        /// PID): no reply on success (the caller is gone), `Failed` if the
+        /// load failed (the caller goes on).
+        Exec = 4 => fn exec { module: &'a str, argv: &'a [u8], envp: &'a [u8] },
+        /// The caller is about to exit with `code`: `Done`.
+        Exit = 5 => fn exit { code: i64 },
+        /// Reaps a zombie child (`pid` 0: any): `Reaped`, `Running` if a
+        /// matching child still runs, `Failed(NotFound)` if none.
+        TryWait = 6 => fn try_wait { pid: u64 },
+        /// As `TryWait`, but when a matching child still runs records
+        /// `ntf` (a copy of a notification with SIGNAL) and signals it once
+        /// that changes: `Queued`.
+        WaitOn = 7 => fn wait_on { pid: u64, ntf: CopiedHandle },
+        /// The caller's PID: `Pid`.
+        GetPid = 8 (idempotent) => fn getpid {},
+        /// The caller's parent's PID: `Pid`.
+        GetPpid = 9 (idempotent) => fn getppid {},
+        /// Kills process `pid` (the caller's own descendants only; init's
+        /// may kill any but init): `Done`.
+        Kill = 10 => fn kill { pid: u64 },
+        /// The first process in a table slot at or after `index`: `Entry`
+        /// or `End`.
+        List = 11 (idempotent) => fn list { index: u64 },
+        /// Looks `name` up in init's name service on the caller's behalf
+        /// (procmgr's children get no name-service handle of their own):
+        /// `Found` or `Failed(NotFound)`.
+        Lookup = 12 (idempotent) => fn lookup { name: &'a str },
+        /// The kernel's fault message (`abi::fault`), through the badged
+        /// handle procmgr made the process's fault endpoint: the process is
+        /// killed (reply label [`FAULT_KILL_LABEL`]).
+        Fault = 0xfa17 => fn fault { vector: u64, error_code: u64, rip: u64, cr2: u64, tid: u64, rsp: u64 },
+    }
+    /// What procmgr answers.
+    pub enum Reply {
+        /// A PID (spawn, adopt, fork, getpid, getppid).
+        Pid = 1 { pid: u64 },
+        /// Done.
+        Done = 2 {},
+        /// Child `pid` was reaped; it ended with `status`
+        /// ([`Ended::word`]).
+        Reaped = 3 { pid: u64, status: u64 },
+        /// A matching child still runs.
+        Running = 4 {},
+        /// The waiter is recorded; its notification will be signalled.
+        Queued = 5 {},
+        /// One process: its slot (ask for `index + 1` next), PID, parent,
+        /// whether it is a zombie (then `status`), its program.
+        Entry = 6 { index: u64, pid: u64, ppid: u64, zombie: bool, status: u64, program: &'a str },
+        /// No process at or after that index.
+        End = 7 {},
+        /// An endpoint (moved to the caller).
+        Found = 8 { ep: Handle },
+        /// Refused: the `abi::Error` code.
+        Failed = 9 { error: u64 },
+    }
+    /// Typed calls.
+    pub struct Client;
+}
+
+const _: () = assert!(FAULT_KILL_LABEL == 7 && FAULT_KILL_LABEL != abi::fault::RESUME);
+
+/// This process's procmgr endpoint (0: none known).
+static ENDPOINT: AtomicU32 = AtomicU32::new(0);
+
+/// Tells libipc where this process's procmgr endpoint is (the tests
+/// program: `abi::boot_handles::tests::PROCMGR`). A forked child's is set
+/// by [`fork`].
+pub fn set_endpoint(ep: Endpoint) {
+    // Relaxed: a handle number, read by this process's own calls.
+    ENDPOINT.store(ep.0, Ordering::Relaxed);
+}
+
+/// This process's procmgr endpoint, if known.
+pub fn endpoint() -> Option<Endpoint> {
+    match ENDPOINT.load(Ordering::Relaxed) {
+        0 => None,
+        h => Some(Endpoint(h)),
+    }
+}
+
+/// Small requests' buffer (no names, no arguments).
+const SMALL: usize = 128;
+
+fn err(e: CallError<Error>) -> Error {
+    match e {
+        CallError::Transport(e) => e,
+        _ => Error::InvalidArgument,
+    }
+}
+
+fn failed(code: u64) -> Error {
+    Error::try_from(code).unwrap_or(Error::InvalidArgument)
+}
+
+/// A client over this process's procmgr endpoint, encoding into `buf`.
+fn client(buf: &mut [u8]) -> Result<Client<'_, Caller>, Error> {
+    let ep = endpoint().ok_or(Error::BadHandle)?;
+    Ok(Client::new(Caller::new(ep, None), buf))
+}
+
+/// A reply's result: `Failed` is its error, anything `ok` does not accept
+/// a protocol violation.
+fn answer<R>(
+    r: Result<Reply<'_>, CallError<Error>>,
+    ok: impl FnOnce(Reply<'_>) -> Option<R>,
+) -> Result<R, Error> {
+    match r.map_err(err)? {
+        Reply::Failed { error } => Err(failed(error)),
+        r => ok(r).ok_or(Error::InvalidArgument),
+    }
+}
+
+fn pid_of(r: Reply<'_>) -> Option<u32> {
+    match r {
+        Reply::Pid { pid } => u32::try_from(pid).ok(),
+        _ => None,
+    }
+}
+
+/// This process's PID.
+pub fn getpid() -> Result<u32, Error> {
+    answer(client(&mut [0; SMALL])?.getpid(), pid_of)
+}
+
+/// This process's parent's PID (1 once re-parented to init).
+pub fn getppid() -> Result<u32, Error> {
+    answer(client(&mut [0; SMALL])?.getppid(), pid_of)
+}
+
+/// Kills process `pid` (a descendant of the caller).
+pub fn kill(pid: u32) -> Result<(), Error> {
+    answer(client(&mut [0; SMALL])?.kill(u64::from(pid)), |r| {
+        matches!(r, Reply::Done {}).then_some(())
+    })
+}
+
+/// Tells procmgr, then ends this process with `code`.
+pub fn exit(code: i32) -> ! {
+    // procmgr learns of the end from the kernel anyway: the notice only
+    // records the code first, so a failure changes nothing.
+    let mut buf = [0; SMALL];
+    if let Ok(mut c) = client(&mut buf) {
+        let _ = c.exit(i64::from(code));
+    }
+    crate::sys::process_exit(code)
+}
+
+/// Starts boot module `module` with `argv`/`envp` (see
+/// [`crate::loader`]) as a child: its PID.
+pub fn spawn(module: &str, argv: &[u8], envp: &[u8]) -> Result<u32, Error> {
+    answer(client(&mut [0; BUFFER])?.spawn(module, argv, envp), pid_of)
+}
+
+/// Replaces this process with boot module `module` (same PID); returns
+/// only if that failed.
+pub fn exec(module: &str, argv: &[u8], envp: &[u8]) -> Error {
+    let mut buf = [0; BUFFER];
+    let r = match client(&mut buf) {
+        Ok(mut c) => answer(c.exec(module, argv, envp), |_| Some(())),
+        Err(e) => Err(e),
+    };
+    match r {
+        Err(e) => e,
+        // procmgr answers a successful exec only if it could not end us.
+        Ok(()) => Error::InvalidArgument,
+    }
+}
+
+/// Adopts the running process `process` as a child of init (init, for
+/// the programs it starts itself), with procmgr as its fault handler if
+/// `faults`: its PID.
+pub fn adopt(
+    ep: Endpoint,
+    process: crate::task::ProcessHandle,
+    program: &str,
+    faults: bool,
+) -> Result<u32, Error> {
+    let mut buf = [0u8; SMALL];
+    let mut c = Client::new(Caller::new(ep, None), &mut buf);
+    match c
+        .adopt(CopiedHandle(process.raw()), program, faults)
+        .map_err(err)?
+    {
+        Reply::Failed { error } => Err(failed(error)),
+        r => pid_of(r).ok_or(Error::InvalidArgument),
+    }
+}
+
+/// Looks `name` up in the name service through procmgr: a SEND handle.
+pub fn lookup(name: &str) -> Result<Endpoint, Error> {
+    answer(client(&mut [0; SMALL])?.lookup(name), |r| match r {
+        Reply::Found { ep } => Some(Endpoint(ep.0)),
+        _ => None,
+    })
+}
+
+/// One line of [`list`]: a process as procmgr sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// Its table slot (the next `list` index is `index + 1`).
+    pub index: u64,
+    /// PID.
+    pub pid: u32,
+    /// Parent's PID (0 for init).
+    pub ppid: u32,
+    /// `Some` for a zombie: how it ended.
+    pub zombie: Option<Ended>,
+    /// Its program's name (cut to 16 bytes).
+    pub program: [u8; 16],
+    /// Valid bytes of `program`.
+    pub program_len: usize,
+}
+
+/// The first process at or after table slot `index` (`None`: no more).
+pub fn list(index: u64) -> Result<Option<ProcInfo>, Error> {
+    answer(client(&mut [0; SMALL])?.list(index), |r| match r {
+        Reply::End {} => Some(None),
+        Reply::Entry {
+            index,
+            pid,
+            ppid,
+            zombie,
+            status,
+            program,
+        } => {
+            let mut p = [0u8; 16];
+            let n = program.len().min(16);
+            p[..n].copy_from_slice(&program.as_bytes()[..n]);
+            Some(Some(ProcInfo {
+                index,
+                pid: pid as u32,
+                ppid: ppid as u32,
+                zombie: zombie.then(|| Ended::from_word(status)),
+                program: p,
+                program_len: n,
+            }))
+        }
+        _ => None,
+    })
+}
+
+/// Waits for child `pid` (`None`: any) to end and reaps it: its PID and
+/// how it ended. `NotFound` if there is no such child; `TimedOut` after
+/// `timeout` (the recorded waiter is then handed back when the child ends).
+pub fn wait(pid: Option<u32>, timeout: Timeout) -> Result<(u32, Ended), Error> {
+    let target = u64::from(pid.unwrap_or(0));
+    let reaped = |r: Reply<'_>| match r {
+        Reply::Reaped { pid, status } => Some(Some((pid as u32, Ended::from_word(status)))),
+        Reply::Running {} | Reply::Queued {} => Some(None),
+        _ => None,
+    };
+    if let Some(done) = answer(client(&mut [0; SMALL])?.try_wait(target), reaped)? {
+        return Ok(done);
+    }
+    let ntf = ipc::notification_create()?;
+    let r = wait_on(target, ntf, timeout, reaped);
+    let _ = ipc::handle_close(ntf.0);
+    r
+}
+
+fn wait_on(
+    target: u64,
+    ntf: Notification,
+    timeout: Timeout,
+    reaped: impl Fn(Reply<'_>) -> Option<Option<(u32, Ended)>>,
+) -> Result<(u32, Ended), Error> {
+    loop {
+        let got = answer(
+            client(&mut [0; SMALL])?.wait_on(target, CopiedHandle(ntf.0)),
+            &reaped,
+        )?;
+        if let Some(done) = got {
+            return Ok(done);
+        }
+        ipc::wait(ntf, timeout)?;
+    }
+}

@@ -1,0 +1,657 @@
+//! procmgr: serves [`libipc::procmgr::Procmgr`] over the process
+//! [`table`](procmgr::table). Started by init (argument
+//! [`SUPERVISED_ARG`](abi::bootinfo::names::SUPERVISED_ARG)), it registers
+//! as `procmgr` with the name service init gave it.
+//!
+//! One thread does everything (the table has one owner, no lock):
+//! - requests arrive badged: a process's own handle carries its PID, the
+//!   fault endpoint of process P carries `FAULT_BADGE | P`, the handle
+//!   registered by name carries [`NAMED_BADGE`];
+//! - a notification bound to the thread learns of ends: every process's
+//!   kernel handle is registered with `process_notify` on bit `slot % 64`;
+//!   a signal makes procmgr check the processes on that bit (a probe
+//!   re-registration, which signals at once for an ended process) and turn
+//!   each ended one into a zombie with its status.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod ring3 {
+    use abi::bootinfo::names::SUPERVISED_ARG;
+    use abi::rights;
+    use abi::status::Ended;
+    use libipc::hw::{process_notify, process_set_fault_ep};
+    use libipc::ipc::{self, Endpoint, Notification};
+    use libipc::loader;
+    use libipc::procmgr::{Procmgr, Reply, Request, BUFFER, NAME};
+    use libipc::server::{self, Caller};
+    use libipc::sys::ProcessHandle;
+    use libipc::wire::{CallError, Handle, Handler};
+    use libipc::{names, println, Error};
+    use procmgr::table::{self, Pid, Table, Target, INIT, MAX_PROCS};
+
+    /// How long to wait for init's `handle_give`.
+    const GIVE_TIMEOUT_NS: u64 = 5_000_000_000;
+    /// The badge of the handle clients get by name (above every PID).
+    const NAMED_BADGE: u64 = 1 << 40;
+    /// The fault endpoint of process P is badged `FAULT_BADGE | P`.
+    const FAULT_BADGE: u64 = 1 << 41;
+    const _: () = assert!((table::PID_LIMIT as u64) < NAMED_BADGE);
+
+    /// Who called.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Caller_ {
+        /// A managed process (its own handle).
+        Process(Pid),
+        /// The kernel, for a fault of this process.
+        Fault(Pid),
+        /// Anyone through the named handle.
+        Named,
+        /// Nobody we know (a stale or forged badge).
+        Unknown,
+    }
+
+    fn who(badge: u64) -> Caller_ {
+        let pid = (badge & 0xffff_ffff) as Pid;
+        match badge & !0xffff_ffff {
+            0 if pid > INIT => Caller_::Process(pid),
+            FAULT_BADGE if pid > INIT => Caller_::Fault(pid),
+            NAMED_BADGE if pid == 0 => Caller_::Named,
+            _ => Caller_::Unknown,
+        }
+    }
+
+    /// The kernel side of one table slot.
+    #[derive(Clone, Copy, Default)]
+    struct Kernel {
+        /// procmgr's handle to the process (0: none).
+        process: u32,
+        /// Whether procmgr may reap it with `process_wait` (not for an
+        /// adopted process: its starter waits, and one wait reaps).
+        reaps: bool,
+        /// How procmgr ended it (kill, fault) or what it said at exit:
+        /// wins over the kernel's word (which says `exited(-1)` for a kill).
+        reason: Option<Ended>,
+    }
+
+    struct Server {
+        table: Table,
+        kernel: [Kernel; MAX_PROCS],
+        /// Our endpoint (every right).
+        ep: Endpoint,
+        /// Bound to the serving thread: process ends.
+        ends: Notification,
+        /// Tells ended from running (see the module docs).
+        probe: Notification,
+        /// init's name service.
+        names: Endpoint,
+        /// The loader, once looked up.
+        loader: Option<Endpoint>,
+    }
+
+    fn bit(slot: usize) -> u64 {
+        1 << (slot % 64)
+    }
+
+    fn code(e: table::Error) -> Error {
+        match e {
+            table::Error::Full | table::Error::TooManyWaiters => Error::NoMemory,
+            table::Error::NoSuchProcess | table::Error::NoChild => Error::NotFound,
+            table::Error::Denied => Error::PermissionDenied,
+        }
+    }
+
+    fn failed(e: Error) -> Reply<'static> {
+        Reply::Failed { error: e as u64 }
+    }
+
+    impl Server {
+        /// Makes procmgr the fault handler of `p` (PID `pid`), gives it its
+        /// procmgr endpoint and watches its end; records the handle in
+        /// `slot`.
+        fn attach(
+            &mut self,
+            slot: usize,
+            pid: Pid,
+            p: ProcessHandle,
+            reaps: bool,
+            faults: bool,
+        ) -> Result<(), Error> {
+            let give = rights::SEND | rights::DUPLICATE | rights::TRANSFER;
+            let own = ipc::handle_dup(self.ep.0, give, u64::from(pid))?;
+            // SEND only in the process: the handle can never leave it, so
+            // its badge stays its identity.
+            let r = ipc::handle_give(p, own, rights::SEND);
+            let _ = ipc::handle_close(own);
+            r?;
+            process_notify(p, self.ends, bit(slot))?;
+            if faults {
+                // Last, so nothing after it can fail and leave procmgr the
+                // fault handler of a process it does not know.
+                let fault = ipc::handle_dup(self.ep.0, rights::SEND, FAULT_BADGE | u64::from(pid))?;
+                let r = process_set_fault_ep(p, Some(Endpoint(fault)));
+                let _ = ipc::handle_close(fault);
+                r?;
+            }
+            self.kernel[slot] = Kernel {
+                process: p.raw(),
+                reaps,
+                reason: None,
+            };
+            Ok(())
+        }
+
+        /// Records a new child of `parent` for process `p` and attaches it;
+        /// on failure kills `p` (if `kill`), closes it and drops the entry.
+        fn register(
+            &mut self,
+            parent: Pid,
+            name: &str,
+            p: ProcessHandle,
+            reaps: bool,
+            faults: bool,
+        ) -> Result<Pid, Error> {
+            let (pid, slot) = match self.table.insert(parent, name) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = p.close();
+                    return Err(code(e));
+                }
+            };
+            if let Err(e) = self.attach(slot, pid, p, reaps, faults) {
+                if reaps {
+                    let _ = p.kill();
+                }
+                let _ = p.close();
+                self.kernel[slot] = Kernel::default();
+                let _ = self
+                    .table
+                    .end(pid, Ended::Killed)
+                    .map(|o| self.release(&o.released));
+                let _ = self
+                    .table
+                    .wait(parent, Target::Pid(pid))
+                    .map(|(_, r)| self.release(&r));
+                return Err(e);
+            }
+            Ok(pid)
+        }
+
+        fn release(&self, r: &table::Released) {
+            for (token, wake) in r.iter() {
+                if wake {
+                    let _ = ipc::signal(Notification(token), 1);
+                }
+                let _ = ipc::handle_close(token);
+            }
+        }
+
+        /// The loader's endpoint (looked up again after `PeerDied`).
+        fn loader(&mut self, again: bool) -> Result<Endpoint, Error> {
+            if again {
+                if let Some(old) = self.loader.take() {
+                    let _ = ipc::handle_close(old.0);
+                }
+            }
+            if let Some(l) = self.loader {
+                return Ok(l);
+            }
+            let (ep, _) = names::lookup(self.names, loader::NAME).map_err(|_| Error::NotFound)?;
+            self.loader = Some(ep);
+            Ok(ep)
+        }
+
+        /// Loads `module` through the loader: the process (not started),
+        /// its entry and stack pointer.
+        fn load(
+            &mut self,
+            module: &str,
+            argv: &[u8],
+            envp: &[u8],
+        ) -> Result<(ProcessHandle, u64, u64), Error> {
+            let mut buf = [0u8; loader::BUFFER];
+            let mut again = false;
+            loop {
+                let ep = self.loader(again)?;
+                let mut c = loader::Client::new(Caller::new(ep, None), &mut buf);
+                return match c.load(module, argv, envp) {
+                    Ok(loader::Reply::Loaded {
+                        process,
+                        entry,
+                        rsp,
+                    }) => Ok((ProcessHandle::from_raw(process.0), entry, rsp)),
+                    Ok(loader::Reply::NotFound {}) => Err(Error::NotFound),
+                    Ok(loader::Reply::Refused { .. } | loader::Reply::BadArgs { .. }) => {
+                        Err(Error::InvalidArgument)
+                    }
+                    Ok(loader::Reply::Failed { error }) => {
+                        Err(Error::try_from(error).unwrap_or(Error::InvalidArgument))
+                    }
+                    Err(CallError::Transport(Error::PeerDied)) if !again => {
+                        again = true;
+                        continue;
+                    }
+                    Err(CallError::Transport(e)) => Err(e),
+                    Err(_) => Err(Error::InvalidArgument),
+                };
+            }
+        }
+
+        fn spawn(&mut self, caller: Pid, module: &str, argv: &[u8], envp: &[u8]) -> Reply<'static> {
+            let (p, entry, rsp) = match self.load(module, argv, envp) {
+                Ok(x) => x,
+                Err(e) => return failed(e),
+            };
+            let pid = match self.register(caller, module, p, true, true) {
+                Ok(pid) => pid,
+                Err(e) => return failed(e),
+            };
+            // SAFETY: the thread runs in the new process, at the entry the
+            // loader mapped, on the stack it built.
+            match unsafe { p.space().start_thread(entry, rsp, 0) } {
+                Ok(t) => {
+                    let _ = t.close();
+                    Reply::Pid {
+                        pid: u64::from(pid),
+                    }
+                }
+                Err(e) => {
+                    self.kill_slot(pid, Ended::Killed);
+                    failed(e)
+                }
+            }
+        }
+
+        fn exec(&mut self, caller: Pid, module: &str, argv: &[u8], envp: &[u8]) -> Reply<'static> {
+            let Some(slot) = self.table.slot(caller) else {
+                return failed(Error::NotFound);
+            };
+            let (p, entry, rsp) = match self.load(module, argv, envp) {
+                Ok(x) => x,
+                Err(e) => return failed(e),
+            };
+            let old = self.kernel[slot];
+            // The old image goes first (its handles with it: the kernel
+            // closes them), then the new one takes its slot and PID.
+            let oldp = ProcessHandle::from_raw(old.process);
+            let _ = oldp.kill();
+            if old.reaps {
+                let _ = oldp.wait();
+            } else {
+                let _ = oldp.close();
+            }
+            self.kernel[slot] = Kernel::default();
+            if let Err(e) = self.attach(slot, caller, p, true, true) {
+                let _ = p.kill();
+                let _ = p.close();
+                self.ended(slot, Ended::Killed);
+                return failed(e);
+            }
+            self.table.rename(caller, module);
+            // SAFETY: as in `spawn`.
+            match unsafe { p.space().start_thread(entry, rsp, 0) } {
+                Ok(t) => {
+                    let _ = t.close();
+                }
+                Err(_) => self.kill_slot(caller, Ended::Killed),
+            }
+            // Nobody hears this: the caller was the old image.
+            Reply::Done {}
+        }
+
+        fn adopt(&mut self, process: u32, program: &str, faults: bool) -> Reply<'static> {
+            match self.register(
+                INIT,
+                program,
+                ProcessHandle::from_raw(process),
+                false,
+                faults,
+            ) {
+                Ok(pid) => Reply::Pid {
+                    pid: u64::from(pid),
+                },
+                Err(e) => failed(e),
+            }
+        }
+
+        fn fork(&mut self, caller: Pid, child: u32) -> Reply<'static> {
+            let name = match self.table.get(caller) {
+                Some(p) => {
+                    let mut n = [0u8; table::NAME_BYTES];
+                    let s = p.name();
+                    n[..s.len()].copy_from_slice(s.as_bytes());
+                    (n, s.len())
+                }
+                None => {
+                    let _ = ipc::handle_close(child);
+                    return failed(Error::NotFound);
+                }
+            };
+            let name = core::str::from_utf8(&name.0[..name.1]).unwrap_or("");
+            match self.register(caller, name, ProcessHandle::from_raw(child), true, true) {
+                Ok(pid) => Reply::Pid {
+                    pid: u64::from(pid),
+                },
+                Err(e) => failed(e),
+            }
+        }
+
+        /// Kills the process `pid`, recording `why` (its end arrives as a
+        /// notification).
+        fn kill_slot(&mut self, pid: Pid, why: Ended) {
+            if let Some(slot) = self.table.slot(pid) {
+                let k = &mut self.kernel[slot];
+                if k.process != 0 {
+                    k.reason = Some(why);
+                    let _ = ProcessHandle::from_raw(k.process).kill();
+                }
+            }
+        }
+
+        fn wait(&mut self, caller: Pid, pid: u64, ntf: Option<u32>) -> Reply<'static> {
+            let target = match pid {
+                0 => Target::Any,
+                p => match Pid::try_from(p) {
+                    Ok(p) => Target::Pid(p),
+                    Err(_) => Target::Pid(0),
+                },
+            };
+            let r = match self.table.wait(caller, target) {
+                Ok((Some((pid, st)), rel)) => {
+                    self.release(&rel);
+                    Reply::Reaped {
+                        pid: u64::from(pid),
+                        status: st.word(),
+                    }
+                }
+                Ok((None, _)) => match ntf {
+                    None => Reply::Running {},
+                    Some(n) => match self.table.add_waiter(caller, target, n) {
+                        // The copy is the table's now (closed on release).
+                        Ok(()) => return Reply::Queued {},
+                        Err(e) => failed(code(e)),
+                    },
+                },
+                Err(e) => failed(code(e)),
+            };
+            if let Some(n) = ntf {
+                let _ = ipc::handle_close(n);
+            }
+            r
+        }
+
+        fn list(&self, index: u64) -> Reply<'_> {
+            let start = usize::try_from(index).unwrap_or(usize::MAX);
+            for i in start..MAX_PROCS {
+                if let Some(p) = self.table.at(i) {
+                    let (zombie, status) = match p.state {
+                        table::State::Running => (false, 0),
+                        table::State::Zombie(st) => (true, st.word()),
+                    };
+                    return Reply::Entry {
+                        index: i as u64,
+                        pid: u64::from(p.pid),
+                        ppid: u64::from(p.ppid),
+                        zombie,
+                        status,
+                        program: p.name(),
+                    };
+                }
+            }
+            Reply::End {}
+        }
+
+        fn lookup(&mut self, name: &str) -> Reply<'static> {
+            match names::lookup(self.names, name) {
+                // Moved on to the caller with the reply.
+                Ok((ep, _)) => Reply::Found { ep: Handle(ep.0) },
+                Err(_) => failed(Error::NotFound),
+            }
+        }
+
+        fn fault(&mut self, pid: Pid, vector: u64, rip: u64, cr2: u64) -> Reply<'static> {
+            let name = self.table.get(pid).map_or("?", |p| p.name());
+            println!(
+                "procmgr: pid {pid} ({name}) killed by fault: vector {vector} ({}) rip={rip:#x} cr2={cr2:#x}",
+                fault_name(vector)
+            );
+            if let Some(slot) = self.table.slot(pid) {
+                self.kernel[slot].reason = Some(Ended::Faulted(vector as u8));
+            }
+            // Any label but RESUME ends the process with faulted(vector).
+            Reply::Done {}
+        }
+
+        /// The process in `slot` ended with `st` (the kernel handle is
+        /// already gone): record it in the table.
+        fn ended(&mut self, slot: usize, st: Ended) {
+            let Some(pid) = self.table.at(slot).map(|p| p.pid) else {
+                return;
+            };
+            self.kernel[slot] = Kernel::default();
+            if let Ok(out) = self.table.end(pid, st) {
+                self.release(&out.released);
+            }
+        }
+
+        /// Whether the process behind `h` has ended (see the module docs).
+        fn has_ended(&self, slot: usize, h: ProcessHandle) -> bool {
+            if process_notify(h, self.probe, 1).is_err() {
+                return false;
+            }
+            let ended = ipc::wait(self.probe, Some(0)).is_ok();
+            if !ended {
+                // Back on the shared notification; an end in between signals
+                // it at the registration (the kernel checks under its lock).
+                let _ = process_notify(h, self.ends, bit(slot));
+            }
+            ended
+        }
+
+        fn check_ends(&mut self, bits: u64) {
+            for slot in 0..MAX_PROCS {
+                let k = self.kernel[slot];
+                if k.process == 0 || bit(slot) & bits == 0 {
+                    continue;
+                }
+                let h = ProcessHandle::from_raw(k.process);
+                if !self.has_ended(slot, h) {
+                    continue;
+                }
+                let kernel_word = if k.reaps {
+                    h.wait().ok()
+                } else {
+                    let _ = h.close();
+                    None
+                };
+                let st = k
+                    .reason
+                    .or(kernel_word.map(Ended::from_word))
+                    .unwrap_or(Ended::Killed);
+                self.ended(slot, st);
+            }
+        }
+    }
+
+    fn fault_name(v: u64) -> &'static str {
+        match v {
+            0 => "divide error",
+            6 => "invalid opcode",
+            13 => "general protection",
+            14 => "page fault",
+            _ => "exception",
+        }
+    }
+
+    impl Handler<Procmgr> for Server {
+        fn handle<'r>(&'r mut self, badge: u64, req: Request<'r>) -> Reply<'r> {
+            let me = who(badge);
+            // A process is served only while the table knows it running.
+            let me = match me {
+                Caller_::Process(p) | Caller_::Fault(p)
+                    if !self
+                        .table
+                        .get(p)
+                        .is_some_and(|e| e.state == table::State::Running) =>
+                {
+                    Caller_::Unknown
+                }
+                other => other,
+            };
+            match (me, req) {
+                (
+                    Caller_::Fault(p),
+                    Request::Fault {
+                        vector, rip, cr2, ..
+                    },
+                ) => self.fault(p, vector, rip, cr2),
+                (_, Request::Fault { .. }) | (Caller_::Fault(_), _) => {
+                    failed(Error::PermissionDenied)
+                }
+                (
+                    Caller_::Named,
+                    Request::Adopt {
+                        process,
+                        program,
+                        faults,
+                    },
+                ) => self.adopt(process.0, program, faults),
+                (_, Request::Adopt { process, .. }) => {
+                    let _ = ipc::handle_close(process.0);
+                    failed(Error::PermissionDenied)
+                }
+                (Caller_::Named | Caller_::Process(_), Request::List { index }) => self.list(index),
+                (Caller_::Named | Caller_::Process(_), Request::Lookup { name }) => {
+                    self.lookup(name)
+                }
+                (Caller_::Process(p), req) => self.serve_process(p, req),
+                (_, Request::Fork { child }) => {
+                    let _ = ipc::handle_close(child.0);
+                    failed(Error::PermissionDenied)
+                }
+                (_, Request::WaitOn { ntf, .. }) => {
+                    let _ = ipc::handle_close(ntf.0);
+                    failed(Error::PermissionDenied)
+                }
+                _ => failed(Error::PermissionDenied),
+            }
+        }
+
+        fn notified(&mut self, bits: u64) {
+            self.check_ends(bits);
+        }
+    }
+
+    impl Server {
+        fn serve_process<'r>(&'r mut self, p: Pid, req: Request<'r>) -> Reply<'r> {
+            match req {
+                Request::Spawn { module, argv, envp } => self.spawn(p, module, argv, envp),
+                Request::Fork { child } => self.fork(p, child.0),
+                Request::Exec { module, argv, envp } => self.exec(p, module, argv, envp),
+                Request::Exit { code } => {
+                    if let Some(slot) = self.table.slot(p) {
+                        if self.kernel[slot].reason.is_none() {
+                            self.kernel[slot].reason = Some(Ended::Exited(code as i32));
+                        }
+                    }
+                    Reply::Done {}
+                }
+                Request::TryWait { pid } => self.wait(p, pid, None),
+                Request::WaitOn { pid, ntf } => self.wait(p, pid, Some(ntf.0)),
+                Request::GetPid {} => Reply::Pid { pid: u64::from(p) },
+                Request::GetPpid {} => Reply::Pid {
+                    pid: u64::from(self.table.ppid(p).unwrap_or(0)),
+                },
+                Request::Kill { pid } => {
+                    let Ok(target) = Pid::try_from(pid) else {
+                        return failed(Error::NotFound);
+                    };
+                    match self.table.may_kill(p, target) {
+                        Ok(()) => {
+                            self.kill_slot(target, Ended::Killed);
+                            Reply::Done {}
+                        }
+                        Err(e) => failed(code(e)),
+                    }
+                }
+                // Handled by the caller.
+                Request::List { .. }
+                | Request::Lookup { .. }
+                | Request::Adopt { .. }
+                | Request::Fault { .. } => failed(Error::PermissionDenied),
+            }
+        }
+    }
+
+    /// Makes our endpoint and registers a badged copy as `procmgr`.
+    fn register(names: Endpoint, ep: Endpoint) -> Result<(), Error> {
+        let copy = ipc::handle_dup(
+            ep.0,
+            rights::SEND | rights::DUPLICATE | rights::TRANSFER,
+            NAMED_BADGE,
+        )?;
+        let mut buf = [0u8; names::BUFFER];
+        let mut c = names::Client::new(Caller::new(names, None), &mut buf);
+        let r = c.register(NAME, libipc::wire::CopiedHandle(copy));
+        let _ = ipc::handle_close(copy);
+        match r {
+            Ok(names::Reply::Registered { .. }) => Ok(()),
+            other => {
+                println!("procmgr: registering failed: {other:?}");
+                Err(Error::PermissionDenied)
+            }
+        }
+    }
+
+    fn setup() -> Result<Server, Error> {
+        let names = server::first_endpoint(GIVE_TIMEOUT_NS).ok_or(Error::BadHandle)?;
+        let ep = ipc::endpoint_create()?;
+        let ends = ipc::notification_create()?;
+        let probe = ipc::notification_create()?;
+        ipc::bind(Some(ends))?;
+        register(names, ep)?;
+        Ok(Server {
+            table: Table::new(),
+            kernel: [Kernel::default(); MAX_PROCS],
+            ep,
+            ends,
+            probe,
+            names,
+            loader: None,
+        })
+    }
+
+    /// The server lives in a static (its table is a few KiB; a server
+    /// thread's stack is not the place).
+    static mut SERVER: Option<Server> = None;
+
+    #[no_mangle]
+    fn main(arg: u64) -> i32 {
+        if arg != SUPERVISED_ARG {
+            println!("procmgr: not started by init");
+            return 1;
+        }
+        let server = match setup() {
+            Ok(s) => s,
+            Err(e) => {
+                println!("procmgr: cannot start: {e}");
+                return 1;
+            }
+        };
+        // SAFETY: main is procmgr's only thread and runs once: this is the
+        // only reference to SERVER ever made.
+        let s = unsafe { &mut *core::ptr::addr_of_mut!(SERVER) }.insert(server);
+        let ep = s.ep;
+        let (mut a, mut b) = ([0u8; BUFFER], [0u8; BUFFER]);
+        match server::serve::<Procmgr, _>(ep, s, &mut a, &mut b) {
+            Ok(()) => 0,
+            Err(e) => {
+                println!("procmgr: serving failed: {e}");
+                2
+            }
+        }
+    }
+}
+
+/// On the host the server is a stub (its logic is tested in `lib.rs`).
+#[cfg(not(target_os = "none"))]
+fn main() {}

@@ -1,0 +1,474 @@
+//! The process table: PIDs, parent and child, running and zombie, exit
+//! statuses, waiters. Pure logic with no syscalls (the server in `main.rs`
+//! holds the kernel handles beside it), host-tested and property-tested.
+//!
+//! # Invariants
+//! - PID 1 is init, always present, always running, its own root (parent
+//!   0). It never waits through procmgr, so its zombie children are reaped
+//!   at once (orphans re-parented to it included).
+//! - A PID names at most one entry; a PID is not handed out again while any
+//!   entry (running or zombie) holds it. PIDs run from 2 up to the limit and
+//!   wrap around to 2, skipping those in use.
+//! - Every entry's parent is a live (running) entry: a process that ends
+//!   hands its children to init first.
+//! - A waiter is recorded only for a running parent that has a running
+//!   child it could wait for; it is handed back exactly once: woken when a
+//!   matching child becomes a zombie or is reaped by someone else, or
+//!   dropped when the waiter's own process ends.
+//! - Every failure is an [`Error`]; nothing panics, whatever the sequence.
+
+use abi::status::Ended;
+
+/// A process id (for display and for naming a child in `waitpid`/`kill`;
+/// authority is the badge of the caller's procmgr endpoint).
+pub type Pid = u32;
+/// init's PID.
+pub const INIT: Pid = 1;
+/// Most entries, running or zombie, init included.
+pub const MAX_PROCS: usize = 128;
+/// Most blocked waiters at once.
+pub const MAX_WAITERS: usize = 32;
+/// PIDs are below this (wrapping to 2).
+pub const PID_LIMIT: Pid = 1 << 15;
+/// Bytes of a program name kept.
+pub const NAME_BYTES: usize = 16;
+
+/// Why an operation was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The table holds [`MAX_PROCS`] entries.
+    Full,
+    /// [`MAX_WAITERS`] waiters are recorded.
+    TooManyWaiters,
+    /// No such process (or it is not running).
+    NoSuchProcess,
+    /// The caller has no such child (none at all, for `wait(any)`).
+    NoChild,
+    /// The caller may not do this to that process.
+    Denied,
+}
+
+/// Whether an entry runs or waits to be reaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Running (or not yet started).
+    Running,
+    /// Ended; its parent has not reaped it yet.
+    Zombie(Ended),
+}
+
+/// One process.
+#[derive(Clone, Copy, Debug)]
+pub struct Proc {
+    /// Its PID.
+    pub pid: Pid,
+    /// Its parent's PID (0 for init).
+    pub ppid: Pid,
+    /// Running or zombie.
+    pub state: State,
+    name: [u8; NAME_BYTES],
+    name_len: usize,
+}
+
+impl Proc {
+    /// The program's name (as given when it was registered, cut to
+    /// [`NAME_BYTES`] at a character boundary).
+    pub fn name(&self) -> &str {
+        core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("")
+    }
+
+    fn running(&self) -> bool {
+        self.state == State::Running
+    }
+}
+
+/// Which child a wait is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Any child.
+    Any,
+    /// This child.
+    Pid(Pid),
+}
+
+impl Target {
+    fn matches(self, pid: Pid) -> bool {
+        match self {
+            Target::Any => true,
+            Target::Pid(p) => p == pid,
+        }
+    }
+}
+
+/// A blocked wait: `parent` waits for `target`; `token` is the server's
+/// (its copy of the waiter's notification).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waiter {
+    /// The waiting process.
+    pub parent: Pid,
+    /// What it waits for.
+    pub target: Target,
+    /// The server's token for it.
+    pub token: u32,
+}
+
+/// Waiters handed back by one operation: `wake` ones are to be told
+/// (their child ended or went), `drop` ones only released (their own
+/// process ended). Each recorded waiter comes back exactly once.
+#[derive(Clone, Copy, Debug)]
+pub struct Released {
+    tokens: [(u32, bool); MAX_WAITERS],
+    n: usize,
+}
+
+impl Released {
+    const fn new() -> Self {
+        Released {
+            tokens: [(0, false); MAX_WAITERS],
+            n: 0,
+        }
+    }
+
+    fn push(&mut self, token: u32, wake: bool) {
+        // At most MAX_WAITERS are recorded, and each is taken out once.
+        if let Some(slot) = self.tokens.get_mut(self.n) {
+            *slot = (token, wake);
+            self.n += 1;
+        }
+    }
+
+    /// `(token, wake)` for each released waiter.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, bool)> + '_ {
+        self.tokens[..self.n].iter().copied()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// None released.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// What `end` did.
+#[derive(Clone, Copy, Debug)]
+pub struct EndOutcome {
+    /// The waiters released.
+    pub released: Released,
+    /// Zombies reaped on init's behalf (the process itself if init was its
+    /// parent, its own zombie children, now init's): their count.
+    pub reaped_for_init: usize,
+}
+
+/// The table.
+pub struct Table {
+    procs: [Option<Proc>; MAX_PROCS],
+    waiters: [Option<Waiter>; MAX_WAITERS],
+    next_pid: Pid,
+    pid_limit: Pid,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table::new()
+    }
+}
+
+impl Table {
+    /// A table holding only init.
+    pub const fn new() -> Self {
+        Table::with_pid_limit(PID_LIMIT)
+    }
+
+    /// As [`new`](Table::new) with PIDs below `limit` (at least
+    /// `MAX_PROCS + 2`, raised to it): for the wrap-around tests.
+    pub const fn with_pid_limit(limit: Pid) -> Self {
+        let min = MAX_PROCS as Pid + 2;
+        let mut procs = [None; MAX_PROCS];
+        procs[0] = Some(Proc {
+            pid: INIT,
+            ppid: 0,
+            state: State::Running,
+            name: *b"init\0\0\0\0\0\0\0\0\0\0\0\0",
+            name_len: 4,
+        });
+        Table {
+            procs,
+            waiters: [None; MAX_WAITERS],
+            next_pid: INIT + 1,
+            pid_limit: if limit < min { min } else { limit },
+        }
+    }
+
+    fn index(&self, pid: Pid) -> Option<usize> {
+        if pid == 0 {
+            return None;
+        }
+        self.procs
+            .iter()
+            .position(|p| p.is_some_and(|p| p.pid == pid))
+    }
+
+    /// The entry for `pid`.
+    pub fn get(&self, pid: Pid) -> Option<&Proc> {
+        self.index(pid).and_then(|i| self.procs[i].as_ref())
+    }
+
+    /// The slot `pid` lives in (the server keeps its handles per slot).
+    pub fn slot(&self, pid: Pid) -> Option<usize> {
+        self.index(pid)
+    }
+
+    /// The entry in slot `i`, if any.
+    pub fn at(&self, i: usize) -> Option<&Proc> {
+        self.procs.get(i).and_then(Option::as_ref)
+    }
+
+    /// Entries in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = &Proc> {
+        self.procs.iter().flatten()
+    }
+
+    /// How many entries (init included).
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Only init is left.
+    pub fn is_empty(&self) -> bool {
+        self.len() <= 1
+    }
+
+    /// Recorded waiters.
+    pub fn waiters(&self) -> usize {
+        self.waiters.iter().flatten().count()
+    }
+
+    fn alloc_pid(&mut self) -> Option<Pid> {
+        for _ in 0..self.pid_limit {
+            let pid = self.next_pid;
+            self.next_pid = if pid + 1 >= self.pid_limit {
+                2
+            } else {
+                pid + 1
+            };
+            if self.index(pid).is_none() {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// Records a new running process, child of `ppid` (running), named
+    /// `name`: its PID and slot.
+    pub fn insert(&mut self, ppid: Pid, name: &str) -> Result<(Pid, usize), Error> {
+        if !self.get(ppid).is_some_and(Proc::running) {
+            return Err(Error::NoSuchProcess);
+        }
+        let slot = self
+            .procs
+            .iter()
+            .position(Option::is_none)
+            .ok_or(Error::Full)?;
+        let pid = self.alloc_pid().ok_or(Error::Full)?;
+        let mut n = name.len().min(NAME_BYTES);
+        while !name.is_char_boundary(n) {
+            n -= 1;
+        }
+        let mut bytes = [0u8; NAME_BYTES];
+        bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+        self.procs[slot] = Some(Proc {
+            pid,
+            ppid,
+            state: State::Running,
+            name: bytes,
+            name_len: n,
+        });
+        Ok((pid, slot))
+    }
+
+    /// Renames `pid` (exec).
+    pub fn rename(&mut self, pid: Pid, name: &str) {
+        if let Some(p) = self.index(pid).and_then(|i| self.procs[i].as_mut()) {
+            let mut n = name.len().min(NAME_BYTES);
+            while !name.is_char_boundary(n) {
+                n -= 1;
+            }
+            p.name = [0; NAME_BYTES];
+            p.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+            p.name_len = n;
+        }
+    }
+
+    /// `pid`'s parent, if `pid` is running or a zombie.
+    pub fn ppid(&self, pid: Pid) -> Option<Pid> {
+        self.get(pid).map(|p| p.ppid)
+    }
+
+    /// Whether `anc` is a proper ancestor of `pid`.
+    pub fn is_ancestor(&self, anc: Pid, pid: Pid) -> bool {
+        let mut cur = pid;
+        // The parent chain is acyclic (parents are older entries, init is
+        // its own root); the bound only guards the loop.
+        for _ in 0..MAX_PROCS {
+            match self.ppid(cur) {
+                Some(0) | None => return false,
+                Some(p) if p == anc => return true,
+                Some(p) => cur = p,
+            }
+        }
+        false
+    }
+
+    /// Whether `caller` may kill `target`: init may kill any process but
+    /// itself; any other process only its own running descendants.
+    pub fn may_kill(&self, caller: Pid, target: Pid) -> Result<(), Error> {
+        let t = self.get(target).ok_or(Error::NoSuchProcess)?;
+        if !t.running() {
+            return Err(Error::NoSuchProcess);
+        }
+        if target == INIT {
+            return Err(Error::Denied);
+        }
+        if caller == INIT || self.is_ancestor(caller, target) {
+            Ok(())
+        } else {
+            Err(Error::Denied)
+        }
+    }
+
+    /// Frees `pid`'s entry and wakes the waiters that named it.
+    fn reap(&mut self, pid: Pid, released: &mut Released) {
+        if let Some(i) = self.index(pid) {
+            self.procs[i] = None;
+        }
+        for w in self.waiters.iter_mut() {
+            if w.is_some_and(|w| w.target == Target::Pid(pid)) {
+                if let Some(w) = w.take() {
+                    released.push(w.token, true);
+                }
+            }
+        }
+    }
+
+    /// `pid` ended with `status`: it becomes a zombie for its parent (or is
+    /// reaped at once if that is init), its children go to init (zombies
+    /// among them reaped), its own waiters are dropped, its parent's
+    /// matching waiters woken. `NoSuchProcess` if it is not running (an end
+    /// is recorded once) or is init.
+    pub fn end(&mut self, pid: Pid, status: Ended) -> Result<EndOutcome, Error> {
+        let i = self.index(pid).ok_or(Error::NoSuchProcess)?;
+        let Some(me) = self.procs[i].filter(|p| p.running() && p.pid != INIT) else {
+            return Err(Error::NoSuchProcess);
+        };
+        let mut out = EndOutcome {
+            released: Released::new(),
+            reaped_for_init: 0,
+        };
+        for w in self.waiters.iter_mut() {
+            if w.is_some_and(|w| w.parent == pid) {
+                if let Some(w) = w.take() {
+                    out.released.push(w.token, false);
+                }
+            }
+        }
+        // Orphans to init; the zombies among them are reaped at once.
+        let mut zombies = [0 as Pid; MAX_PROCS];
+        let mut nz = 0;
+        for p in self.procs.iter_mut().flatten() {
+            if p.ppid == pid {
+                p.ppid = INIT;
+                if !p.running() {
+                    zombies[nz] = p.pid;
+                    nz += 1;
+                }
+            }
+        }
+        for &z in &zombies[..nz] {
+            self.reap(z, &mut out.released);
+            out.reaped_for_init += 1;
+        }
+        if me.ppid == INIT {
+            self.reap(pid, &mut out.released);
+            out.reaped_for_init += 1;
+            return Ok(out);
+        }
+        if let Some(p) = self.procs[i].as_mut() {
+            p.state = State::Zombie(status);
+        }
+        for w in self.waiters.iter_mut() {
+            if w.is_some_and(|w| w.parent == me.ppid && w.target.matches(pid)) {
+                if let Some(w) = w.take() {
+                    out.released.push(w.token, true);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `caller` waits for `target` without blocking: `Ok(Some((pid,
+    /// status)))` reaps a zombie child, `Ok(None)` means a matching child
+    /// still runs (block: [`add_waiter`](Table::add_waiter)), `NoChild` if
+    /// there is none. Reaping may wake other waiters (returned).
+    pub fn wait(
+        &mut self,
+        caller: Pid,
+        target: Target,
+    ) -> Result<(Option<(Pid, Ended)>, Released), Error> {
+        let mut released = Released::new();
+        let mut any = false;
+        let mut zombie = None;
+        for p in self.iter() {
+            if p.ppid == caller && target.matches(p.pid) {
+                any = true;
+                if let State::Zombie(st) = p.state {
+                    zombie = Some((p.pid, st));
+                    break;
+                }
+            }
+        }
+        // init's zombies never wait: it has nothing to reap here.
+        if !any || caller == INIT {
+            return Err(Error::NoChild);
+        }
+        if let Some((pid, _)) = zombie {
+            self.reap(pid, &mut released);
+        }
+        Ok((zombie, released))
+    }
+
+    /// Records that `caller` blocks waiting for `target` (after
+    /// [`wait`](Table::wait) said `Ok(None)`); `token` comes back once in
+    /// a [`Released`].
+    pub fn add_waiter(&mut self, caller: Pid, target: Target, token: u32) -> Result<(), Error> {
+        if !self.get(caller).is_some_and(Proc::running) {
+            return Err(Error::NoSuchProcess);
+        }
+        if caller == INIT {
+            return Err(Error::NoChild);
+        }
+        let running_child = self
+            .iter()
+            .any(|p| p.ppid == caller && target.matches(p.pid) && p.running());
+        if !running_child {
+            return Err(Error::NoChild);
+        }
+        let slot = self
+            .waiters
+            .iter()
+            .position(Option::is_none)
+            .ok_or(Error::TooManyWaiters)?;
+        self.waiters[slot] = Some(Waiter {
+            parent: caller,
+            target,
+            token,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,309 @@
+use super::*;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn woken(r: &Released) -> Vec<u32> {
+    r.iter().filter(|x| x.1).map(|x| x.0).collect()
+}
+
+fn dropped(r: &Released) -> Vec<u32> {
+    r.iter().filter(|x| !x.1).map(|x| x.0).collect()
+}
+
+#[test]
+fn init_is_pid_1_and_children_get_fresh_pids() {
+    let mut t = Table::new();
+    assert_eq!(t.get(INIT).unwrap().ppid, 0);
+    let (a, _) = t.insert(INIT, "tests").unwrap();
+    let (b, _) = t.insert(a, "child").unwrap();
+    assert_eq!((a, b), (2, 3));
+    assert_eq!(t.ppid(b), Some(a));
+    assert_eq!(t.get(b).unwrap().name(), "child");
+    assert_eq!(t.insert(99, "x"), Err(Error::NoSuchProcess));
+}
+
+#[test]
+fn exit_status_reaches_the_parent_once() {
+    let mut t = Table::new();
+    let (p, _) = t.insert(INIT, "p").unwrap();
+    let (c, _) = t.insert(p, "c").unwrap();
+    assert_eq!(t.wait(p, Target::Pid(c)).unwrap().0, None);
+    t.end(c, Ended::Exited(42)).unwrap();
+    assert_eq!(t.get(c).unwrap().state, State::Zombie(Ended::Exited(42)));
+    assert_eq!(
+        t.wait(p, Target::Any).unwrap().0,
+        Some((c, Ended::Exited(42)))
+    );
+    assert_eq!(t.wait(p, Target::Any).unwrap_err(), Error::NoChild);
+    assert!(t.get(c).is_none());
+    // An end is recorded once.
+    assert_eq!(t.end(c, Ended::Killed).unwrap_err(), Error::NoSuchProcess);
+}
+
+#[test]
+fn waitpid_of_a_non_child_a_bogus_pid_or_init_is_no_child() {
+    let mut t = Table::new();
+    let (a, _) = t.insert(INIT, "a").unwrap();
+    let (b, _) = t.insert(INIT, "b").unwrap();
+    let (bc, _) = t.insert(b, "bc").unwrap();
+    for target in [
+        Target::Pid(bc),
+        Target::Pid(12345),
+        Target::Pid(INIT),
+        Target::Pid(a),
+    ] {
+        assert_eq!(t.wait(a, target).unwrap_err(), Error::NoChild);
+        assert_eq!(t.add_waiter(a, target, 7).unwrap_err(), Error::NoChild);
+    }
+    assert_eq!(t.wait(a, Target::Any).unwrap_err(), Error::NoChild);
+}
+
+#[test]
+fn a_blocked_waiter_is_woken_exactly_once() {
+    let mut t = Table::new();
+    let (p, _) = t.insert(INIT, "p").unwrap();
+    let (c1, _) = t.insert(p, "c1").unwrap();
+    let (c2, _) = t.insert(p, "c2").unwrap();
+    t.add_waiter(p, Target::Pid(c2), 10).unwrap();
+    t.add_waiter(p, Target::Any, 11).unwrap();
+    let out = t.end(c1, Ended::Exited(1)).unwrap();
+    assert_eq!(woken(&out.released), vec![11]);
+    let out = t.end(c2, Ended::Faulted(14)).unwrap();
+    assert_eq!(woken(&out.released), vec![10]);
+    assert_eq!(t.waiters(), 0);
+}
+
+#[test]
+fn a_waiter_for_a_child_reaped_elsewhere_is_woken() {
+    let mut t = Table::new();
+    let (p, _) = t.insert(INIT, "p").unwrap();
+    let (c, _) = t.insert(p, "c").unwrap();
+    let (_d, _) = t.insert(p, "d").unwrap();
+    t.add_waiter(p, Target::Pid(c), 5).unwrap();
+    t.add_waiter(p, Target::Any, 6).unwrap();
+    let out = t.end(c, Ended::Killed).unwrap();
+    let mut w = woken(&out.released);
+    w.sort();
+    assert_eq!(w, vec![5, 6]);
+    t.add_waiter(p, Target::Any, 7).unwrap();
+    let (got, rel) = t.wait(p, Target::Pid(c)).unwrap();
+    assert_eq!(got, Some((c, Ended::Killed)));
+    assert!(rel.is_empty(), "the Any waiter still has d to wait for");
+}
+
+#[test]
+fn orphans_go_to_init_and_their_zombies_are_reaped() {
+    let mut t = Table::new();
+    let (p, _) = t.insert(INIT, "p").unwrap();
+    let (c, _) = t.insert(p, "c").unwrap();
+    let (z, _) = t.insert(p, "z").unwrap();
+    t.end(z, Ended::Exited(0)).unwrap();
+    t.add_waiter(p, Target::Pid(c), 9).unwrap();
+    let out = t.end(p, Ended::Exited(3)).unwrap();
+    // p's parent is init: p itself and its zombie z are reaped at once.
+    assert_eq!(out.reaped_for_init, 2);
+    assert_eq!(dropped(&out.released), vec![9]);
+    assert!(t.get(p).is_none() && t.get(z).is_none());
+    assert_eq!(t.ppid(c), Some(INIT));
+    // c ends later: init's child, reaped at once.
+    let out = t.end(c, Ended::Exited(0)).unwrap();
+    assert_eq!(out.reaped_for_init, 1);
+    assert!(t.is_empty());
+}
+
+#[test]
+fn init_cannot_end_and_cannot_be_killed() {
+    let mut t = Table::new();
+    let (a, _) = t.insert(INIT, "a").unwrap();
+    assert_eq!(
+        t.end(INIT, Ended::Killed).unwrap_err(),
+        Error::NoSuchProcess
+    );
+    assert_eq!(t.may_kill(a, INIT), Err(Error::Denied));
+    assert_eq!(t.may_kill(INIT, INIT), Err(Error::Denied));
+}
+
+#[test]
+fn kill_reaches_descendants_only() {
+    let mut t = Table::new();
+    let (a, _) = t.insert(INIT, "a").unwrap();
+    let (b, _) = t.insert(a, "b").unwrap();
+    let (c, _) = t.insert(b, "c").unwrap();
+    let (x, _) = t.insert(INIT, "x").unwrap();
+    assert_eq!(t.may_kill(a, c), Ok(()));
+    assert_eq!(t.may_kill(a, b), Ok(()));
+    assert_eq!(t.may_kill(c, a), Err(Error::Denied));
+    assert_eq!(t.may_kill(x, b), Err(Error::Denied));
+    assert_eq!(t.may_kill(a, a), Err(Error::Denied));
+    assert_eq!(t.may_kill(INIT, c), Ok(()));
+    assert_eq!(t.may_kill(a, 999), Err(Error::NoSuchProcess));
+    t.end(c, Ended::Exited(0)).unwrap();
+    assert_eq!(t.may_kill(a, c), Err(Error::NoSuchProcess));
+}
+
+#[test]
+fn the_table_and_the_waiters_are_bounded() {
+    let mut t = Table::new();
+    let (p, _) = t.insert(INIT, "p").unwrap();
+    let mut kids = vec![];
+    while let Ok((c, _)) = t.insert(p, "c") {
+        kids.push(c);
+    }
+    assert_eq!(t.len(), MAX_PROCS);
+    assert_eq!(t.insert(p, "c"), Err(Error::Full));
+    for i in 0..MAX_WAITERS as u32 {
+        t.add_waiter(p, Target::Any, i).unwrap();
+    }
+    assert_eq!(t.add_waiter(p, Target::Any, 99), Err(Error::TooManyWaiters));
+    // One end wakes every Any waiter.
+    let out = t.end(kids[0], Ended::Exited(0)).unwrap();
+    assert_eq!(woken(&out.released).len(), MAX_WAITERS);
+}
+
+#[test]
+fn pids_wrap_around_and_skip_zombies() {
+    let mut t = Table::with_pid_limit(0); // raised to MAX_PROCS + 2
+    let limit = MAX_PROCS as Pid + 2;
+    let (p, _) = t.insert(INIT, "p").unwrap();
+    assert_eq!(p, 2);
+    let (z, _) = t.insert(p, "z").unwrap();
+    t.end(z, Ended::Exited(0)).unwrap(); // a zombie holding PID 3
+    let mut seen = BTreeSet::new();
+    for _ in 0..3 * limit {
+        let (c, _) = t.insert(p, "c").unwrap();
+        assert!(c >= 2 && c < limit);
+        assert!(c != p && c != z, "pid {c} reused while held");
+        seen.insert(c);
+        t.end(c, Ended::Exited(0)).unwrap();
+        t.wait(p, Target::Pid(c)).unwrap();
+    }
+    // Every free PID came round.
+    assert_eq!(seen.len(), (limit - 4) as usize);
+}
+
+#[test]
+fn long_names_are_cut_at_a_character_boundary() {
+    let mut t = Table::new();
+    let (a, _) = t.insert(INIT, "aaaaaaaaaaaaaaa\u{e9}b").unwrap();
+    assert_eq!(t.get(a).unwrap().name(), "aaaaaaaaaaaaaaa");
+    t.rename(a, "sh");
+    assert_eq!(t.get(a).unwrap().name(), "sh");
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Insert(usize),
+    End(usize, u8),
+    Wait(usize, Option<usize>),
+    Block(usize, Option<usize>),
+    Kill(usize, usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..40usize).prop_map(Op::Insert),
+        2 => (0..40usize, any::<u8>()).prop_map(|(a, b)| Op::End(a, b)),
+        2 => (0..40usize, proptest::option::of(0..40usize)).prop_map(|(a, b)| Op::Wait(a, b)),
+        2 => (0..40usize, proptest::option::of(0..40usize)).prop_map(|(a, b)| Op::Block(a, b)),
+        1 => (0..40usize, 0..40usize).prop_map(|(a, b)| Op::Kill(a, b)),
+    ]
+}
+
+proptest! {
+    /// Random sequences never panic and keep every invariant: unique PIDs,
+    /// live parents, init present, each waiter handed back exactly once,
+    /// statuses delivered to the right parent.
+    #[test]
+    fn random_operation_sequences_keep_the_invariants(ops in proptest::collection::vec(op(), 1..300)) {
+        let mut t = Table::with_pid_limit(200);
+        // Every PID ever handed out, to pick operands from (dead ones too:
+        // bogus PIDs are part of the input).
+        let mut pids: Vec<Pid> = vec![INIT, 0, 7777];
+        let mut outstanding: BTreeMap<u32, Pid> = BTreeMap::new();
+        let mut next_token = 0u32;
+        let mut ended: BTreeMap<Pid, (Pid, Ended)> = BTreeMap::new();
+        let pick = |pids: &Vec<Pid>, i: usize| pids[i % pids.len()];
+        let released_ok = |r: &Released, outstanding: &mut BTreeMap<u32, Pid>| {
+            for (tok, _) in r.iter() {
+                prop_assert!(outstanding.remove(&tok).is_some(), "token {} handed back twice", tok);
+            }
+            Ok(())
+        };
+        for o in ops {
+            match o {
+                Op::Insert(p) => {
+                    let pp = pick(&pids, p);
+                    if let Ok((c, _)) = t.insert(pp, "x") {
+                        prop_assert!(!pids[3..].contains(&c) || t.iter().filter(|e| e.pid == c).count() == 1);
+                        ended.remove(&c);
+                        pids.push(c);
+                    }
+                }
+                Op::End(p, s) => {
+                    let pid = pick(&pids, p);
+                    let st = match s % 3 { 0 => Ended::Exited(s as i32), 1 => Ended::Killed, _ => Ended::Faulted(s) };
+                    let parent = t.ppid(pid);
+                    if let Ok(out) = t.end(pid, st) {
+                        released_ok(&out.released, &mut outstanding)?;
+                        if let Some(pp) = parent { ended.insert(pid, (pp, st)); }
+                    }
+                }
+                Op::Wait(p, c) => {
+                    let caller = pick(&pids, p);
+                    let target = c.map_or(Target::Any, |c| Target::Pid(pick(&pids, c)));
+                    if let Ok((got, rel)) = t.wait(caller, target) {
+                        released_ok(&rel, &mut outstanding)?;
+                        if let Some((pid, st)) = got {
+                            let (_, want) = ended.remove(&pid).expect("reaped a pid that never ended");
+                            prop_assert_eq!(st, want);
+                            prop_assert!(t.get(pid).is_none());
+                        }
+                    }
+                }
+                Op::Block(p, c) => {
+                    let caller = pick(&pids, p);
+                    let target = c.map_or(Target::Any, |c| Target::Pid(pick(&pids, c)));
+                    if t.add_waiter(caller, target, next_token).is_ok() {
+                        outstanding.insert(next_token, caller);
+                        next_token += 1;
+                    }
+                }
+                Op::Kill(a, b) => {
+                    let (a, b) = (pick(&pids, a), pick(&pids, b));
+                    if t.may_kill(a, b).is_ok() {
+                        prop_assert!(b != INIT);
+                        prop_assert!(a == INIT || t.is_ancestor(a, b));
+                    }
+                }
+            }
+            // Invariants.
+            prop_assert_eq!(t.get(INIT).map(|p| p.state), Some(State::Running));
+            let live: Vec<Pid> = t.iter().map(|p| p.pid).collect();
+            let uniq: BTreeSet<Pid> = live.iter().copied().collect();
+            prop_assert_eq!(uniq.len(), live.len());
+            for p in t.iter() {
+                if p.pid != INIT {
+                    prop_assert!(t.get(p.ppid).is_some_and(|q| q.state == State::Running),
+                        "pid {} has a dead parent {}", p.pid, p.ppid);
+                    // init never keeps zombies.
+                    prop_assert!(!(p.ppid == INIT && p.state != State::Running));
+                }
+            }
+            prop_assert_eq!(t.waiters(), outstanding.len());
+            prop_assert!(t.len() <= MAX_PROCS && t.waiters() <= MAX_WAITERS);
+        }
+        // End everything (children before parents is not needed: orphans go
+        // to init): every waiter comes back exactly once, the table empties.
+        loop {
+            let running: Vec<Pid> = t.iter().filter(|p| p.pid != INIT && p.state == State::Running).map(|p| p.pid).collect();
+            if running.is_empty() { break; }
+            for pid in running {
+                if let Ok(out) = t.end(pid, Ended::Killed) {
+                    released_ok(&out.released, &mut outstanding)?;
+                }
+            }
+        }
+        prop_assert!(outstanding.is_empty(), "waiters never handed back: {:?}", outstanding);
+        prop_assert!(t.is_empty(), "left: {:?}", t.iter().map(|p| p.pid).collect::<Vec<_>>());
+    }
+}
