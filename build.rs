@@ -39,6 +39,7 @@ const USER_PROGRAMS: &[Program] = &[
     ("bench", "bench", modules::BENCH, true),
     ("fuzz", "fuzz", modules::FUZZ, true),
     ("kv", "kv", modules::KV, true),
+    ("console", "console", modules::CONSOLE, true),
 ];
 
 /// Boot programs other programs embed (the tests program spawns the kv

@@ -25,6 +25,7 @@ use abi::status::{self, Status};
 use libipc::bench::{Unit, ICOUNT_ARG, ICOUNT_CMDLINE_FLAG};
 use libipc::{println, sys};
 
+mod console;
 mod names;
 
 /// How long init waits for every server to register before it goes on

@@ -1,5 +1,6 @@
-//! The runtime: `_start`, `print!`/`println!` (to the kernel log until the
-//! console server exists), and a panic handler that reports and exits.
+//! The runtime: `_start`, `print!`/`println!` (to the console server once
+//! the program [attached](crate::console::attach) to it, else to the kernel
+//! log), and a panic handler that reports and exits.
 
 use core::fmt::{self, Write};
 
@@ -41,10 +42,13 @@ impl LineWriter {
         }
     }
 
-    /// Sends what is buffered.
+    /// Sends what is buffered: to the console server when this program
+    /// attached to it, else (or when it is gone for good) to the kernel log.
     pub fn flush(&mut self) {
         if self.len > 0 {
-            let _ = crate::sys::debug_write(&self.buf[..self.len]);
+            if !crate::console::write_bytes(&self.buf[..self.len]) {
+                let _ = crate::sys::debug_write(&self.buf[..self.len]);
+            }
             self.len = 0;
         }
     }

@@ -601,6 +601,10 @@ const CASES: &[Case] = &[
 fn main(_arg: u64) -> i32 {
     // Before anything makes a handle: init's hardware roots land first.
     hw::wait_for_roots();
+    // From here on, print through the console server (issue 11 item 4).
+    if !libipc::console::attach(libipc::ipc::Endpoint(abi::bootinfo::names::HANDLE)) {
+        println!("tests: no console server; printing through the kernel");
+    }
     util::calibrate();
     println!("tests: {} cases", CASES.len());
     let mut verdict = Verdict::default();

@@ -29,8 +29,10 @@ pub mod modules {
     /// The example key-value server (`servers/kv`); the tests program
     /// embeds the same image and spawns it.
     pub const KV: &str = "kv";
+    /// The console server (`servers/console`), supervised by init.
+    pub const CONSOLE: &str = "console";
     /// Every module the boot image carries, in load order.
-    pub const ALL: [&str; 5] = [INIT, TESTS, BENCH, FUZZ, KV];
+    pub const ALL: [&str; 6] = [INIT, TESTS, BENCH, FUZZ, KV, CONSOLE];
     /// The command-line key that picks what init runs (`init=tests`).
     pub const INIT_KEY: &str = "init";
 }
