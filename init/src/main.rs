@@ -62,8 +62,9 @@ fn main(arg: u64) -> i32 {
         Some(modules::TESTS) => verdict(run_tests(info)),
         Some(modules::BENCH) => bench(info),
         Some(modules::FUZZ) => fuzz(info),
+        Some(modules::SHELL) => verdict(run_shell(info)),
         Some(other) => {
-            println!("init: unknown init={other} (tests, bench, fuzz)");
+            println!("init: unknown init={other} (tests, bench, fuzz, shell)");
             let _ = sys::shutdown(false);
             1
         }
@@ -164,6 +165,22 @@ fn run_tests(info: &BootInfo) -> Option<Status> {
         Ok(word) => Some(status::decode(word)),
         Err(e) => {
             println!("init: waiting for tests failed: {e}");
+            None
+        }
+    }
+}
+
+/// Runs the shell with a handle to the name service (it finds the console
+/// through it) and waits for it (its `exit` powers off first).
+fn run_shell(info: &BootInfo) -> Option<Status> {
+    let pid = spawn(info, modules::SHELL, 0)?;
+    if let Err(e) = names::give(pid) {
+        println!("init: cannot give the shell the name service: {e}");
+    }
+    match sys::process_wait(pid) {
+        Ok(word) => Some(status::decode(word)),
+        Err(e) => {
+            println!("init: waiting for the shell failed: {e}");
             None
         }
     }

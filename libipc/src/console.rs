@@ -23,6 +23,11 @@
 //! mix inside a line; a line longer than [`MAX_LINE`] is printed in pieces
 //! of [`MAX_LINE`] bytes, each cut piece ending with [`CUT_MARKER`].
 //!
+//! A program may [`open`](Client::open) more sessions, each a handle of
+//! its own with its own unfinished line and the same pid in front (the
+//! badge's low 32 bits are the pid, the session number is above): the
+//! opener speaks for whoever it gives them to.
+//!
 //! # Reads
 //! `read(max)` answers the next cooked line (at most `max` bytes of it, the
 //! rest for the next read; the line's `\n` included when it fits),
@@ -31,7 +36,7 @@
 //! [`Reply::EndOfInput`] for Ctrl-D on an empty line. `max` 0 is
 //! [`Reply::Invalid`]; a larger `max` than [`MAX_READ`] is clamped.
 
-use wire::CallError;
+use wire::{CallError, Handle};
 
 /// The name the console's write endpoint is registered under.
 pub const NAME: &str = "console";
@@ -41,12 +46,15 @@ pub const INPUT_NAME: &str = "console.in";
 pub const MAX_LINE: usize = 512;
 /// What ends a cut piece of an over-long line.
 pub const CUT_MARKER: &[u8] = b" [cut]";
+/// Sessions one server instance opens in its life (their badges carry a
+/// 31-bit number).
+pub const MAX_SESSIONS: u64 = (1 << 31) - 1;
 /// The most bytes one `read` answers.
 pub const MAX_READ: usize = 1024;
 /// The most bytes one `write` carries.
 pub const MAX_WRITE: usize = 4096;
 /// The piece `print!` sends at a time (its line buffer's size).
-const PRINT_CHUNK: usize = 256;
+const PRINT_CHUNK: usize = crate::rt::LINE_BUFFER;
 /// Bytes a client or server buffer needs: the largest write.
 pub const BUFFER: usize = MAX_WRITE + 64;
 
@@ -64,6 +72,11 @@ wire::protocol! {
         /// `EndOfInput`, `Empty` (only on `console`: nothing typed yet) or
         /// `Invalid` (`max` 0).
         Read = 2 => fn read { max: u64 },
+        /// A new handle to `console` for a session of its own (its own
+        /// unfinished line), printed under the caller's pid: `Opened`
+        /// (SEND | TRANSFER, moved to the caller; give it to a child or a
+        /// thread), or `Invalid` once the server made [`MAX_SESSIONS`].
+        Open = 3 => fn open {},
     }
     /// What the server answers.
     pub enum Reply {
@@ -79,6 +92,8 @@ wire::protocol! {
         Empty = 5 {},
         /// A bad argument: `max` 0, or a write longer than `limit`.
         Invalid = 6 { limit: u64 },
+        /// A session's handle.
+        Opened = 7 { ep: Handle },
     }
     /// Typed calls.
     pub struct Client;

@@ -20,16 +20,22 @@ pub extern "C" fn _start(arg: u64) -> ! {
     crate::sys::process_exit(code)
 }
 
+/// [`LineWriter`]'s size: the console's longest kept line, so a line up to
+/// that long reaches the console in one write (threads of one program,
+/// which share its console session, never mix inside one).
+pub const LINE_BUFFER: usize = 512;
+
 /// A line buffer so a `println!` reaches the log as one write (one line is
 /// never interleaved with another thread's output).
 ///
 /// The kernel prints every line of a write behind `[pid N] ` and ends a last
 /// line that has no `\n` itself (it keeps no state between writes), so each
 /// `print!` call comes out as whole lines: `print!("a"); println!("b")`
-/// prints two lines. Text longer than the buffer (256 bytes) is flushed in
-/// pieces and so splits into several lines.
+/// prints two lines. Text longer than the buffer ([`LINE_BUFFER`]) is flushed in
+/// pieces and so splits into several lines in the kernel's log (the
+/// console joins them again).
 pub struct LineWriter {
-    buf: [u8; 256],
+    buf: [u8; LINE_BUFFER],
     len: usize,
 }
 
@@ -37,7 +43,7 @@ impl LineWriter {
     /// An empty buffer.
     pub const fn new() -> Self {
         LineWriter {
-            buf: [0; 256],
+            buf: [0; LINE_BUFFER],
             len: 0,
         }
     }

@@ -47,6 +47,7 @@ mod kv;
 mod leaks;
 mod lifecycle;
 mod mem;
+mod consrv;
 mod names;
 mod process;
 mod regs;
@@ -594,6 +595,19 @@ const CASES: &[Case] = &[
     (
         "attackhw_fault_resume_keeps_registers",
         attackhw::fault_resume_keeps_registers,
+    ),
+    // --- console server (issue 11 item 4) ---
+    (
+        "consrv_sessions_print_whole_lines",
+        consrv::sessions_print_whole_lines,
+    ),
+    (
+        "consrv_hostile_requests_get_typed_errors",
+        consrv::hostile_requests_get_typed_errors,
+    ),
+    (
+        "consrv_restart_while_clients_print",
+        consrv::restart_while_clients_print,
     ),
 ];
 

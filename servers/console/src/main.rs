@@ -31,13 +31,15 @@ mod ring3 {
     use abi::boot_handles::console as given;
     use abi::rights;
     use console::{Cooked, Editor, Lines, CUT_MARKER, MAX_LINE};
-    use libipc::console::{Console, Reply, Request, BUFFER, INPUT_NAME, MAX_READ, MAX_WRITE, NAME};
+    use libipc::console::{
+        Console, Reply, Request, BUFFER, INPUT_NAME, MAX_READ, MAX_SESSIONS, MAX_WRITE, NAME,
+    };
     use libipc::hw::{self, Irq, IoPorts};
     use libipc::ipc::{self, Endpoint, Notification};
     use libipc::server::{self, Caller};
-    use libipc::wire::{CopiedHandle, Handler};
+    use libipc::wire::{CopiedHandle, Handle, Handler};
     use libipc::{names, sys};
-    use core::sync::atomic::{AtomicU32, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use spin::Mutex;
     use uart_16550::backend::PioBackend;
     use uart_16550::{Config, Uart16550};
@@ -64,6 +66,9 @@ mod ring3 {
     /// Each client's unfinished line (both endpoints take writes). Lock
     /// order: `LINES`, then `UART`; `UART`, then `INPUT`.
     static LINES: Mutex<Lines> = Mutex::new(Lines::new());
+    /// Whether the last bytes sent were echoed input not ending a line
+    /// (read and written under the `UART` lock: Relaxed).
+    static ECHO_OPEN: AtomicBool = AtomicBool::new(false);
     /// The notification the reader waits on (set before it starts).
     static COOKED_NTF: AtomicU32 = AtomicU32::new(0);
 
@@ -101,12 +106,14 @@ mod ring3 {
         for &b in b"[pid " {
             put(b);
         }
-        if badge == 0 {
+        // The pid: the badge's low 32 bits (a session's number is above).
+        let pid = badge & 0xffff_ffff;
+        if pid == 0 {
             put(b'?');
         } else {
             let mut digits = [0u8; 20];
             let mut d = 0;
-            let mut v = badge;
+            let mut v = pid;
             while v > 0 || d == 0 {
                 digits[d] = b'0' + (v % 10) as u8;
                 v /= 10;
@@ -127,6 +134,11 @@ mod ring3 {
         put(b'\r');
         put(b'\n');
         if let Some(u) = UART.lock().as_mut() {
+            // Echoed input left the cursor inside a line: start a new one,
+            // so every printed line begins with its prefix.
+            if ECHO_OPEN.swap(false, Ordering::Relaxed) {
+                send(u, b"\r\n");
+            }
             send(u, &out[..n]);
         }
     }
@@ -158,6 +170,9 @@ mod ring3 {
 
     /// The write endpoint's server.
     struct Main {
+        /// `console`'s endpoint (unbadged: sessions are cut from it).
+        ep: Endpoint,
+        sessions: u64,
         irq: Irq,
         out: [u8; MAX_READ],
     }
@@ -167,6 +182,7 @@ mod ring3 {
             match req {
                 Request::Write { bytes } => write(badge, bytes),
                 Request::Read { max } => take(max, &mut self.out).unwrap_or(Reply::Empty {}),
+                Request::Open {} => self.open(badge),
             }
         }
 
@@ -174,6 +190,24 @@ mod ring3 {
             if bits & given::IRQ_BIT != 0 {
                 receive();
                 let _ = hw::irq_ack(self.irq);
+            }
+        }
+    }
+
+    impl Main {
+        /// A new session's handle: the console's endpoint badged with the
+        /// caller's pid (low 32 bits) and the next session number.
+        fn open<'r>(&mut self, badge: u64) -> Reply<'r> {
+            if self.sessions >= MAX_SESSIONS {
+                return Reply::Invalid {
+                    limit: MAX_SESSIONS,
+                };
+            }
+            self.sessions += 1;
+            let b = (badge & 0xffff_ffff) | (self.sessions << 32);
+            match ipc::handle_dup(self.ep.0, rights::SEND | rights::TRANSFER, b) {
+                Ok(h) => Reply::Opened { ep: Handle(h) },
+                Err(_) => Reply::Invalid { limit: 0 },
             }
         }
     }
@@ -213,6 +247,9 @@ mod ring3 {
                 });
                 cooked |= input.ready();
             }
+            if elen > 0 {
+                ECHO_OPEN.store(echo[elen - 1] != b'\n', Ordering::Relaxed);
+            }
             send(uart, &echo[..elen]);
         }
         drop(guard);
@@ -241,6 +278,8 @@ mod ring3 {
                     }
                     take(max, &mut self.out).unwrap_or(Reply::Empty {})
                 }
+                // Sessions are the write endpoint's.
+                Request::Open {} => Reply::Invalid { limit: 0 },
             }
         }
     }
@@ -293,6 +332,9 @@ mod ring3 {
             ..Config::DEFAULT
         };
         uart.init(config).map_err(|_| "the UART did not initialise")?;
+        // A predecessor killed in the middle of a line left it open: end it,
+        // so the next line starts with its prefix.
+        send(&mut uart, b"\r\n");
         *UART.lock() = Some(uart);
         let ntf = ipc::notification_create().map_err(|_| "no notification")?;
         COOKED_NTF.store(ntf.0, Ordering::Relaxed);
@@ -325,6 +367,8 @@ mod ring3 {
             }
         };
         let mut m = Main {
+            ep,
+            sessions: 0,
             irq,
             out: [0; MAX_READ],
         };
