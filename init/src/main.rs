@@ -173,14 +173,20 @@ fn run_tests(info: &BootInfo) -> Option<Status> {
 /// Runs the shell with a handle to the name service (it finds the console
 /// through it) and waits for it (its `exit` powers off first).
 fn run_shell(info: &BootInfo) -> Option<Status> {
-    let pid = spawn(info, modules::SHELL, 0)?;
+    run_with_names(info, modules::SHELL, 0)
+}
+
+/// Spawns module `name` with `arg`, gives it the name service as its first
+/// handle, and waits for it; `None` if that failed.
+fn run_with_names(info: &BootInfo, name: &str, arg: u64) -> Option<Status> {
+    let pid = spawn(info, name, arg)?;
     if let Err(e) = names::give(pid) {
-        println!("init: cannot give the shell the name service: {e}");
+        println!("init: cannot give {name} the name service: {e}");
     }
     match sys::process_wait(pid) {
         Ok(word) => Some(status::decode(word)),
         Err(e) => {
-            println!("init: waiting for the shell failed: {e}");
+            println!("init: waiting for {name} failed: {e}");
             None
         }
     }
@@ -219,7 +225,8 @@ fn bench(info: &BootInfo) -> i32 {
     // command line); the benchmark program learns it from its argument.
     let icount = cmdline_arg(info.cmdline(), ICOUNT_CMDLINE_FLAG).is_some();
     let mode = if icount { ICOUNT_ARG } else { 0 };
-    let st = run_module(info, modules::BENCH, mode);
+    // With the name service (first handle), for `console_write_line`.
+    let st = run_with_names(info, modules::BENCH, mode);
     if st != Some(Status::Exited(0)) {
         println!("init: bench ended with {st:?}");
         let _ = sys::shutdown(false);

@@ -50,8 +50,11 @@ const BENCHES: &[(&str, BenchFn)] = &[
     ("notify_signal_wait", ipc::notify_signal_wait),
     // --- vm (issue 11) ---
     ("cow_fault", vm::cow_fault),
+    // --- console (issue 11 item 4) ---
+    ("console_write_line", console::console_write_line),
 ];
 
+mod console;
 mod ipc;
 mod latency;
 mod vm;
