@@ -292,7 +292,11 @@ impl<R: Read> Read for ReadyWatch<R> {
         let n = self.inner.read(buf)?;
         if self.ready.is_some() {
             self.tail.extend_from_slice(&buf[..n]);
-            if self.tail.windows(GUEST_READY.len()).any(|w| w == GUEST_READY) {
+            if self
+                .tail
+                .windows(GUEST_READY.len())
+                .any(|w| w == GUEST_READY)
+            {
                 if let Some(tx) = self.ready.take() {
                     let _ = tx.send(());
                 }

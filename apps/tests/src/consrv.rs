@@ -131,7 +131,10 @@ pub fn hostile_requests_get_typed_errors() -> TestResult {
     let write = 1; // Console's `Write` label.
     for (addr, what) in [
         (0xffff_8000_0000_0000u64, "a kernel buffer was not refused"),
-        (0x0000_8000_0000_0000, "a non-canonical buffer was not refused"),
+        (
+            0x0000_8000_0000_0000,
+            "a non-canonical buffer was not refused",
+        ),
         (0x0000_4d00_0000_0000, "an unmapped buffer was not refused"),
     ] {
         let r = raw_call(ep, write, addr, 64, 0);
@@ -159,7 +162,9 @@ pub fn hostile_requests_get_typed_errors() -> TestResult {
             matches!(
                 r,
                 Ok(Reply::Invalid { .. })
-                    | Err(CallError::Transport(Error::InvalidArgument | Error::NoMemory))
+                    | Err(CallError::Transport(
+                        Error::InvalidArgument | Error::NoMemory
+                    ))
             ),
             "an over-long write was not refused",
         )?;

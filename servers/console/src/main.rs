@@ -27,19 +27,19 @@
 
 #[cfg(target_os = "none")]
 mod ring3 {
-    use abi::bootinfo::names::SUPERVISED_ARG;
     use abi::boot_handles::console as given;
+    use abi::bootinfo::names::SUPERVISED_ARG;
     use abi::rights;
     use console::{Cooked, Editor, Lines, CUT_MARKER, MAX_LINE};
+    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use libipc::console::{
         Console, Reply, Request, BUFFER, INPUT_NAME, MAX_READ, MAX_SESSIONS, MAX_WRITE, NAME,
     };
-    use libipc::hw::{self, Irq, IoPorts};
+    use libipc::hw::{self, IoPorts, Irq};
     use libipc::ipc::{self, Endpoint, Notification};
     use libipc::server::{self, Caller};
     use libipc::wire::{CopiedHandle, Handle, Handler};
     use libipc::{names, sys};
-    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use spin::Mutex;
     use uart_16550::backend::PioBackend;
     use uart_16550::{Config, Uart16550};
@@ -235,7 +235,9 @@ mod ring3 {
         // Bounded: at most a FIFO's worth and then some per interrupt (the
         // line stays masked until the acknowledge, so nothing is lost).
         for _ in 0..256 {
-            let Ok(b) = uart.try_receive_byte() else { break };
+            let Ok(b) = uart.try_receive_byte() else {
+                break;
+            };
             let mut echo = [0u8; 8];
             let mut elen = 0;
             {
@@ -285,9 +287,7 @@ mod ring3 {
     }
 
     extern "C" fn reader_thread(ep: u64) -> ! {
-        let mut r = Reader {
-            out: [0; MAX_READ],
-        };
+        let mut r = Reader { out: [0; MAX_READ] };
         let (mut a, mut b) = ([0u8; BUFFER], [0u8; BUFFER]);
         let e = server::serve::<Console, _>(Endpoint(ep as u32), &mut r, &mut a, &mut b);
         libipc::println!("console: the reader ended: {e:?}");
@@ -298,8 +298,8 @@ mod ring3 {
     /// init's lookups badge each client's handle with its pid).
     fn register(names_ep: Endpoint, name: &str) -> Option<Endpoint> {
         let ep = ipc::endpoint_create().ok()?;
-        let copy = ipc::handle_dup(ep.0, rights::SEND | rights::DUPLICATE | rights::TRANSFER, 0)
-            .ok()?;
+        let copy =
+            ipc::handle_dup(ep.0, rights::SEND | rights::DUPLICATE | rights::TRANSFER, 0).ok()?;
         let mut buf = [0u8; names::BUFFER];
         let mut c = names::Client::new(Caller::new(names_ep, None), &mut buf);
         let r = c.register(name, CopiedHandle(copy));
@@ -331,14 +331,16 @@ mod ring3 {
             fifo_trigger_level: Some(uart_16550::spec::registers::FifoTriggerLevel::One),
             ..Config::DEFAULT
         };
-        uart.init(config).map_err(|_| "the UART did not initialise")?;
+        uart.init(config)
+            .map_err(|_| "the UART did not initialise")?;
         // A predecessor killed in the middle of a line left it open: end it,
         // so the next line starts with its prefix.
         send(&mut uart, b"\r\n");
         *UART.lock() = Some(uart);
         let ntf = ipc::notification_create().map_err(|_| "no notification")?;
         COOKED_NTF.store(ntf.0, Ordering::Relaxed);
-        ipc::bind(Some(Notification(given::NOTIFY))).map_err(|_| "cannot bind IRQ 4's notification")?;
+        ipc::bind(Some(Notification(given::NOTIFY)))
+            .map_err(|_| "cannot bind IRQ 4's notification")?;
         let irq = Irq(given::IRQ);
         // A previous instance may have died with the line masked.
         receive();
@@ -347,8 +349,12 @@ mod ring3 {
         let input = register(names_ep, INPUT_NAME).ok_or("cannot register console.in")?;
         sys::map_anon(READER_STACK, READER_STACK_BYTES, abi::prot::WRITE)
             .map_err(|_| "no reader stack")?;
-        let t = sys::thread_spawn(reader_thread, READER_STACK + READER_STACK_BYTES, u64::from(input.0))
-            .map_err(|_| "no reader thread")?;
+        let t = sys::thread_spawn(
+            reader_thread,
+            READER_STACK + READER_STACK_BYTES,
+            u64::from(input.0),
+        )
+        .map_err(|_| "no reader thread")?;
         let _ = t.close();
         Ok((out, irq))
     }

@@ -26,7 +26,10 @@ fn concurrent_writers_never_mix_inside_a_line() {
     collect(&mut l, 2, b"BBB\n", &mut out);
     assert_eq!(
         out,
-        vec![(1, b"aaaAAA".to_vec(), false), (2, b"bbbBBB".to_vec(), false)]
+        vec![
+            (1, b"aaaAAA".to_vec(), false),
+            (2, b"bbbBBB".to_vec(), false)
+        ]
     );
 }
 
