@@ -184,13 +184,15 @@ boot_case console-pid-prefix "--smp 2 --cmdline init=tests" 0 \
 # A scripted shell session through the serial port (the runner feeds its
 # stdin to the guest once init's servers are up; the console server echoes
 # and edits the line): `helx<DEL>p` must arrive as `help` and `echo ab<BS>c`
-# as `echo ac`, proving backspace was applied before the shell read the line.
-STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nservers\ncpus\nexit\n' \
+# as `echo ac`, proving backspace was applied before the shell read the line;
+# Ctrl-C drops `rm -rf` (the shell gets an interrupt, not a line).
+STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers\ncpus\nexit\n' \
 boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^\[pid 1\] init: all servers up$' \
   '^\[pid [0-9]+\] hi$' \
   '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, exit$' \
   '^\[pid [0-9]+\] ac$' \
+  '^\[pid [0-9]+\] after-ctrl-c$' \
   '^\[pid [0-9]+\] servers: console [0-9]+ 0$' \
   '^\[pid [0-9]+\] cpus: 2 online$' \
   '^\[pid [0-9]+\] shell: bye$' \
