@@ -709,6 +709,38 @@ fn terminate(child: &mut Child) {
 mod tests {
     use super::*;
 
+    /// Reads `chunks` one per `read` call.
+    struct Chunks(Vec<&'static [u8]>);
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let c = self.0.remove(0);
+            buf[..c.len()].copy_from_slice(c);
+            Ok(c.len())
+        }
+    }
+
+    fn ready_after(chunks: Vec<&'static [u8]>) -> (bool, Vec<u8>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut w = ReadyWatch::new(Chunks(chunks), Some(tx));
+        let mut out = Vec::new();
+        w.read_to_end(&mut out).unwrap();
+        drop(w);
+        (rx.try_recv().is_ok(), out)
+    }
+
+    #[test]
+    fn stdin_is_fed_once_the_guest_says_its_servers_are_up_even_across_reads() {
+        let (ready, out) = ready_after(vec![b"[pid 1] init: all ser", b"vers up\r\n"]);
+        assert!(ready);
+        assert_eq!(out, b"[pid 1] init: all servers up\r\n");
+        let (ready, _) = ready_after(vec![b"[pid 1] Hello\r\n", b"init: all servers"]);
+        assert!(!ready);
+    }
+
     #[test]
     fn a_runtime_path_overrides_the_compiled_one() {
         assert_eq!(
