@@ -40,6 +40,8 @@ const USER_PROGRAMS: &[Program] = &[
     ("fuzz", "fuzz", modules::FUZZ, true),
     ("kv", "kv", modules::KV, true),
     ("procmgr", "procmgr", modules::PROCMGR, true),
+    ("console", "console", modules::CONSOLE, true),
+    ("shell", "shell", modules::SHELL, true),
 ];
 
 /// Boot programs other programs embed (the tests program spawns the kv

@@ -28,7 +28,7 @@ export LC_ALL=C
 
 # --- case registry ------------------------------------------------------------------
 CASES=()
-declare -A CASE_ARGS=() CASE_EXIT=() CASE_CHECKS=() CASE_KIND=()
+declare -A CASE_ARGS=() CASE_EXIT=() CASE_CHECKS=() CASE_KIND=() CASE_STDIN=()
 
 # boot_case NAME "RUNNER ARGS" EXPECTED_EXIT REGEX... [!REGEX...]
 #   NAME           the case's name (also target/smoke/NAME.log)
@@ -50,6 +50,7 @@ boot_case() {
   fi
   CASES+=("$name")
   CASE_KIND[$name]=${KIND:-boot}
+  CASE_STDIN[$name]=${STDIN:-}
   CASE_ARGS[$name]=$args
   CASE_EXIT[$name]=$expect
   local checks="" c
@@ -62,14 +63,15 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=151 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=154 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=25 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
 # The suite's own lines are judged by its pid: init starts its supervised
-# servers kv (pid 2) and procmgr (pid 3) first, then the suite (pid 4); any
-# other process (a test's child) could print the same words behind its own.
-SUITE='^\[pid 4\] '
+# servers kv (pid 2), console (pid 3) and procmgr (pid 4) first, then the
+# suite (pid 5); any other process (a test's child) could print the same
+# words behind its own.
+SUITE='^\[pid 5\] '
 TESTS_COUNTS=("${SUITE}tests: ${TESTS_CASES} cases\$" "${SUITE}${TESTS_CASES} passed, 0 failed\$")
 KTEST_COUNTS=("^ktest: ${KTEST_CASES} cases\$" "^${KTEST_CASES} passed, 0 failed\$")
 
@@ -149,6 +151,18 @@ boot_case ap-arrives-late-ktest "--smp 4 --cmdline 'smp.late=3 ktest'" 0 \
   '^ktest every_ap_answers_ipis \.\.\. ok$' \
   "${KTEST_COUNTS[@]}" '!PANIC'
 
+# The console server (issue 11 item 4): apps/tests/src/consrv.rs's four
+# sessions each print 8 lines of 300 letters in 37-byte pieces at once; every
+# one of the 32 lines must be in the transcript whole (the server keeps each
+# session's unfinished line until its newline), and no line holds two.
+CONSRV_LINES=()
+for k in 0 1 2 3; do
+  letter=$(printf "\\x$(printf %x $((97 + k)))")
+  for j in 0 1 2 3 4 5 6 7; do
+    CONSRV_LINES+=("${SUITE}consrv-w$k-$j: ${letter}{300} end\$")
+  done
+done
+
 # Ring 3 cannot speak in the kernel's voice: every line it writes, init's
 # too, appears behind its pid, including forged kernel lines sent in one
 # write with embedded newlines and no trailing one (the kernel ends it); a
@@ -163,7 +177,28 @@ boot_case console-pid-prefix "--smp 2 --cmdline init=tests" 0 \
   "${SUITE}"'test user_output_cannot_forge_kernel_lines \.\.\. ok$' \
   '^mica: shutdown requested by init \(success\)$' \
   '!^KERNEL PANIC' '!^shutdown requested' '!^0 passed' '!^Hello' \
-  '!PARTIAL-WRITE-LEAKED' '!FAILED'
+  '!PARTIAL-WRITE-LEAKED' '!FAILED' \
+  "${CONSRV_LINES[@]}" \
+  "${SUITE}"'consrv-restart-done$' \
+  '!consrv-w.*consrv-w' '!consrv-w.*\[pid'
+
+# A scripted shell session through the serial port (the runner feeds its
+# stdin to the guest once init's servers are up; the console server echoes
+# and edits the line): `helx<DEL>p` must arrive as `help` and `echo ab<BS>c`
+# as `echo ac`, proving backspace was applied before the shell read the line;
+# Ctrl-C drops `rm -rf` (the shell gets an interrupt, not a line).
+STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers\ncpus\nexit\n' \
+boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
+  '^\[pid 1\] init: all servers up$' \
+  '^\[pid [0-9]+\] hi$' \
+  '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, exit$' \
+  '^\[pid [0-9]+\] ac$' \
+  '^\[pid [0-9]+\] after-ctrl-c$' \
+  '^\[pid [0-9]+\] servers: console [0-9]+ 0$' \
+  '^\[pid [0-9]+\] cpus: 2 online$' \
+  '^\[pid [0-9]+\] shell: bye$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!unknown command' '!^\[pid [0-9]+\] abc$' '!PANIC'
 
 # The user-space suite at every CPU count the design names. Its
 # ud2_faults_thread_only case faults on purpose in `do_ud2`: the kernel's line
@@ -178,10 +213,10 @@ for n in 1 2 4 8; do
     '^\[pid 1\] Hello from userland!' \
     '^\[ *WARN cpu[0-9]+\] syscall fault: pid [0-9]+ tid [0-9]+: syscall return address not a user address$' \
     "${TESTS_COUNTS[@]}" \
-    '^\[ *WARN cpu[0-9]+\] user fault: pid 4 \(tests\) tid [0-9]+ #UD invalid opcode: error=0x0 RIP=0x[0-9a-f]+ ' \
-    '^\[pid 3\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 14 \(page fault\) rip=0x[0-9a-f]+ cr2=0x0$' \
-    '^\[pid 3\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 0 \(divide error\) rip=0x[0-9a-f]+ cr2=0x0$' \
-    '^\[pid 3\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 6 \(invalid opcode\) rip=0x[0-9a-f]+ cr2=0x0$' \
+    '^\[ *WARN cpu[0-9]+\] user fault: pid 5 \(tests\) tid [0-9]+ #UD invalid opcode: error=0x0 RIP=0x[0-9a-f]+ ' \
+    '^\[pid 4\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 14 \(page fault\) rip=0x[0-9a-f]+ cr2=0x0$' \
+    '^\[pid 4\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 0 \(divide error\) rip=0x[0-9a-f]+ cr2=0x0$' \
+    '^\[pid 4\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 6 \(invalid opcode\) rip=0x[0-9a-f]+ cr2=0x0$' \
     '^    at tests::faults::do_ud2 \(apps/tests/src/faults\.rs:[0-9]+\)$' \
     '^\[ *WARN cpu[0-9]+\] user fault: pid [0-9]+ \(\?\) tid [0-9]+ #UD invalid opcode: ' \
     '^mica: shutdown requested by init \(success\)' \
@@ -352,9 +387,16 @@ run_case() {
   fi
 
   local start=$EPOCHREALTIME status=0
+  # STDIN='...' boot_case: printf-%b text fed to the guest's serial port (the
+  # runner sends it once init says all servers are up); else no input.
+  local input=/dev/null
+  if [[ -n ${CASE_STDIN[$name]} ]]; then
+    input=$OUT/$name$RUN_SUFFIX.stdin
+    printf '%b' "${CASE_STDIN[$name]}" >"$input"
+  fi
   timeout --kill-after=5 $((limit + 30)) \
     "$RUNNER" --headless --timeout "$SMOKE_TIMEOUT" "${args[@]}" \
-    </dev/null >"$raw" 2>&1 || status=$?
+    <"$input" >"$raw" 2>&1 || status=$?
   local rstatus=""
   if [[ ${CASE_KIND[$name]} == record-replay && -f $rec/manifest ]]; then
     rstatus=0

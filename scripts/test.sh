@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Host-testable crates (unit tests and host clippy).
-HOST_CRATES=(mica kcore abi wire kv fuzz loader procmgr)
+HOST_CRATES=(mica kcore abi wire kv fuzz loader procmgr console)
 # Crates built for x86_64-unknown-none (clippy for that target).
-KERNEL_CRATES=(mica-kernel init libipc kv tests bench fuzz loader procmgr)
+KERNEL_CRATES=(mica-kernel init libipc kv tests bench fuzz loader procmgr console shell)
 
 pkg_flags() {
   local c

@@ -239,6 +239,77 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
+/// The guest line after which its console reads input: init prints it once
+/// every supervised server, the console among them, registered.
+const GUEST_READY: &[u8] = b"init: all servers up";
+
+/// Whether this run feeds the runner's standard input to the guest's
+/// serial port: headless (`-serial stdio`), not recording or replaying, and
+/// stdin is not a terminal (a pipe or a file: `printf 'ps\n' | cargo run --
+/// --headless`).
+fn stdin_feeds_guest(opts: &Options) -> bool {
+    use std::io::IsTerminal;
+    opts.headless
+        && opts.replay.is_none()
+        && opts.record.is_none()
+        && !std::io::stdin().is_terminal()
+}
+
+/// Copies the runner's standard input into QEMU's once the guest said it
+/// is ready ([`GUEST_READY`]), then closes it. Bytes sent earlier would
+/// meet no reader: GRUB and the console's UART reset discard what waits in
+/// the receive FIFO. QEMU takes bytes only as the UART's FIFO has room, so
+/// nothing is lost on the way. Never ready (the guest never got there):
+/// nothing is sent.
+fn feed_stdin(ready: std::sync::mpsc::Receiver<()>, mut qemu_in: std::process::ChildStdin) {
+    if ready.recv().is_err() {
+        return;
+    }
+    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut qemu_in);
+}
+
+/// Passes the serial stream through and sends once on `ready` when it
+/// first shows [`GUEST_READY`].
+struct ReadyWatch<R> {
+    inner: R,
+    ready: Option<std::sync::mpsc::Sender<()>>,
+    /// The last bytes seen, so a marker split across reads is found.
+    tail: Vec<u8>,
+}
+
+impl<R> ReadyWatch<R> {
+    fn new(inner: R, ready: Option<std::sync::mpsc::Sender<()>>) -> Self {
+        ReadyWatch {
+            inner,
+            ready,
+            tail: Vec::new(),
+        }
+    }
+}
+
+impl<R: Read> Read for ReadyWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.ready.is_some() {
+            self.tail.extend_from_slice(&buf[..n]);
+            if self
+                .tail
+                .windows(GUEST_READY.len())
+                .any(|w| w == GUEST_READY)
+            {
+                if let Some(tx) = self.ready.take() {
+                    let _ = tx.send(());
+                }
+                self.tail = Vec::new();
+            } else {
+                let keep = self.tail.len().saturating_sub(GUEST_READY.len());
+                self.tail.drain(..keep);
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// Runs QEMU (in `cwd` if given), passing its serial output through the
 /// symbolizer and into `transcript` (raw) if given; `None` on timeout (QEMU
 /// is then stopped).
@@ -255,10 +326,17 @@ fn spawn_and_wait(
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
-    if opts.headless || opts.replay.is_some() {
+    // A headless run whose standard input is not a terminal feeds it to the
+    // guest's serial port (stdin feeding, below); a recording or a replay
+    // never does (the replay must see the recorded input only).
+    let feed = stdin_feeds_guest(opts);
+    if feed {
+        cmd.stdin(Stdio::piped());
+    } else if opts.headless || opts.replay.is_some() {
         cmd.stdin(Stdio::null());
     }
-    let piped = annotator.is_some() || transcript.is_some() || opts.trace.is_some();
+    let piped = feed || annotator.is_some() || transcript.is_some() || opts.trace.is_some();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     // Kernel trace frames (`TRACE ...` lines) are taken out of the stream
     // here, whether or not --trace asked for them (src/trace.rs).
     let frames: trace::Sink = Default::default();
@@ -271,8 +349,12 @@ fn spawn_and_wait(
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {program} (run scripts/deps.sh): {e}"))?;
+    if let (true, Some(qemu_in)) = (feed, child.stdin.take()) {
+        std::thread::spawn(move || feed_stdin(ready_rx, qemu_in));
+    }
     let mut pump = match (piped, child.stdout.take()) {
         (true, Some(out)) => Some(std::thread::spawn(move || {
+            let out = ReadyWatch::new(out, feed.then_some(ready_tx));
             let input: Box<dyn Read + Send> = match transcript {
                 Some(copy) => Box::new(Tee { inner: out, copy }),
                 None => Box::new(out),
@@ -626,6 +708,38 @@ fn terminate(child: &mut Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads `chunks` one per `read` call.
+    struct Chunks(Vec<&'static [u8]>);
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let c = self.0.remove(0);
+            buf[..c.len()].copy_from_slice(c);
+            Ok(c.len())
+        }
+    }
+
+    fn ready_after(chunks: Vec<&'static [u8]>) -> (bool, Vec<u8>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut w = ReadyWatch::new(Chunks(chunks), Some(tx));
+        let mut out = Vec::new();
+        w.read_to_end(&mut out).unwrap();
+        drop(w);
+        (rx.try_recv().is_ok(), out)
+    }
+
+    #[test]
+    fn stdin_is_fed_once_the_guest_says_its_servers_are_up_even_across_reads() {
+        let (ready, out) = ready_after(vec![b"[pid 1] init: all ser", b"vers up\r\n"]);
+        assert!(ready);
+        assert_eq!(out, b"[pid 1] init: all servers up\r\n");
+        let (ready, _) = ready_after(vec![b"[pid 1] Hello\r\n", b"init: all servers"]);
+        assert!(!ready);
+    }
 
     #[test]
     fn a_runtime_path_overrides_the_compiled_one() {

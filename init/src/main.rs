@@ -25,6 +25,7 @@ use abi::status::{self, Status};
 use libipc::bench::{Unit, ICOUNT_ARG, ICOUNT_CMDLINE_FLAG};
 use libipc::{println, sys};
 
+mod console;
 mod names;
 
 /// How long init waits for every server to register before it goes on
@@ -61,8 +62,9 @@ fn main(arg: u64) -> i32 {
         Some(modules::TESTS) => verdict(run_tests(info)),
         Some(modules::BENCH) => bench(info),
         Some(modules::FUZZ) => fuzz(info),
+        Some(modules::SHELL) => verdict(run_shell(info)),
         Some(other) => {
-            println!("init: unknown init={other} (tests, bench, fuzz)");
+            println!("init: unknown init={other} (tests, bench, fuzz, shell)");
             let _ = sys::shutdown(false);
             1
         }
@@ -192,6 +194,28 @@ fn adopt(pid: sys::ProcessHandle, program: &str) {
     }
 }
 
+/// Runs the shell with a handle to the name service (it finds the console
+/// through it) and waits for it (its `exit` powers off first).
+fn run_shell(info: &BootInfo) -> Option<Status> {
+    run_with_names(info, modules::SHELL, 0)
+}
+
+/// Spawns module `name` with `arg`, gives it the name service as its first
+/// handle, and waits for it; `None` if that failed.
+fn run_with_names(info: &BootInfo, name: &str, arg: u64) -> Option<Status> {
+    let pid = spawn(info, name, arg)?;
+    if let Err(e) = names::give(pid) {
+        println!("init: cannot give {name} the name service: {e}");
+    }
+    match sys::process_wait(pid) {
+        Ok(word) => Some(status::decode(word)),
+        Err(e) => {
+            println!("init: waiting for {name} failed: {e}");
+            None
+        }
+    }
+}
+
 /// Powers off with success iff the program exited with 0.
 fn verdict(st: Option<Status>) -> i32 {
     let ok = st == Some(Status::Exited(0));
@@ -225,9 +249,13 @@ fn bench(info: &BootInfo) -> i32 {
     // command line); the benchmark program learns it from its argument.
     let icount = cmdline_arg(info.cmdline(), ICOUNT_CMDLINE_FLAG).is_some();
     let mode = if icount { ICOUNT_ARG } else { 0 };
-    // Adopted into procmgr (its endpoint is the program's first handle),
-    // so the fork figures can fork and wait.
+    // The name service first (for `console_write_line`), then adopted into
+    // procmgr (its endpoint lands next: `abi::boot_handles::bench`), so the
+    // fork figures can fork and wait.
     let st = spawn(info, modules::BENCH, mode).and_then(|pid| {
+        if let Err(e) = names::give(pid) {
+            println!("init: cannot give bench the name service: {e}");
+        }
         adopt(pid, modules::BENCH);
         match sys::process_wait(pid) {
             Ok(word) => Some(status::decode(word)),

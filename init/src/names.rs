@@ -44,6 +44,10 @@ pub const SERVERS: &[Spec] = &[
         module: modules::KV,
     },
     Spec {
+        name: libipc::console::NAME,
+        module: modules::CONSOLE,
+    },
+    Spec {
         name: libipc::procmgr::NAME,
         module: modules::PROCMGR,
     },
@@ -62,7 +66,7 @@ static INFO: AtomicU64 = AtomicU64::new(0);
 /// Whether `Restart` (the test-only control) is allowed: `init=tests`.
 static TEST_CONTROLS: AtomicU32 = AtomicU32::new(0);
 /// The next badge a client of the service gets (0 is init's own).
-static NEXT_BADGE: AtomicU64 = AtomicU64::new(1);
+static NEXT_BADGE: AtomicU64 = AtomicU64::new(1 << 62);
 
 /// Starts the service thread, which starts the servers. `Err` if the
 /// endpoint, the notification or the thread could not be made.
@@ -83,8 +87,14 @@ pub fn start(info: &'static BootInfo, test_controls: bool) -> Result<Notificatio
 /// [`abi::bootinfo::names::HANDLE`] (its first handle if it has none yet).
 pub fn give(child: ProcessHandle) -> Result<u64, libipc::Error> {
     let ep = ENDPOINT.load(Ordering::Relaxed);
+    // The badge is the child's pid (never reused, never 0: init is 1), so
+    // a lookup can badge a server's handle with its client's pid (see
+    // `lookup`); a handle with no id gets a counter value above every pid.
     // Relaxed: badges only need to be distinct.
-    let badge = NEXT_BADGE.fetch_add(1, Ordering::Relaxed);
+    let badge = match child.id() {
+        0 => NEXT_BADGE.fetch_add(1, Ordering::Relaxed),
+        pid => pid,
+    };
     let h = ipc::handle_dup(
         ep,
         rights::SEND | rights::DUPLICATE | rights::TRANSFER,
@@ -227,7 +237,14 @@ impl Service {
             .find(|m| m.name() == spec.module)
             .ok_or(libipc::Error::NotFound)?;
         let p = sys::process_spawn(crate::module_bytes(m), SUPERVISED_ARG)?;
-        let started = give(p).and_then(|badge| p.dup(rights::WAIT).map(|w| (badge, w)));
+        let started = give(p)
+            .and_then(|badge| {
+                if spec.module == modules::CONSOLE {
+                    crate::console::give(p)?;
+                }
+                Ok(badge)
+            })
+            .and_then(|badge| p.dup(rights::WAIT).map(|w| (badge, w)));
         match started {
             Ok((badge, watch)) => {
                 self.slots[slot] = Slot {
@@ -357,7 +374,7 @@ impl Service {
         }
     }
 
-    fn lookup(&mut self, name: &str) -> Reply<'static> {
+    fn lookup(&mut self, badge: u64, name: &str) -> Reply<'static> {
         if !valid_name(name) {
             return Reply::BadName {
                 max: MAX_NAME as u64,
@@ -367,8 +384,17 @@ impl Service {
             return Reply::NotFound {};
         };
         // A new handle, moved to the caller with the reply (the kernel
-        // closes it if the caller is gone).
-        match ipc::handle_dup(e.ep, rights::SEND | rights::TRANSFER, 0) {
+        // closes it if the caller is gone). A server that registered an
+        // unbadged copy (the console) gets the caller's badge -- its pid --
+        // on it, so it knows who writes; a badged registration (the kernel
+        // refuses a second badge) is handed out as it is.
+        let rights = rights::SEND | rights::TRANSFER;
+        let dup = match ipc::handle_dup(e.ep, rights, badge) {
+            Err(libipc::Error::NoMemory) => Err(libipc::Error::NoMemory),
+            Err(_) => ipc::handle_dup(e.ep, rights, 0),
+            ok => ok,
+        };
+        match dup {
             Ok(h) => Reply::Found {
                 ep: Handle(h),
                 instance: e.instance,
@@ -453,7 +479,7 @@ impl Handler<Names> for Service {
     fn handle<'r>(&'r mut self, badge: u64, req: Request<'r>) -> Reply<'r> {
         match req {
             Request::Register { name, ep } => self.register(badge, name, ep.0),
-            Request::Lookup { name } => self.lookup(name),
+            Request::Lookup { name } => self.lookup(badge, name),
             Request::Server { index } => self.server(index),
             Request::Restart { name } => self.restart(badge, name),
             Request::Exited { slot, status } => self.exited(badge, slot, status),

@@ -13,6 +13,7 @@
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 pub mod bench;
+pub mod console;
 pub mod hw;
 pub mod ipc;
 pub mod loader;

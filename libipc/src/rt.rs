@@ -1,5 +1,6 @@
-//! The runtime: `_start`, `print!`/`println!` (to the kernel log until the
-//! console server exists), and a panic handler that reports and exits.
+//! The runtime: `_start`, `print!`/`println!` (to the console server once
+//! the program [attached](crate::console::attach) to it, else to the kernel
+//! log), and a panic handler that reports and exits.
 
 use core::fmt::{self, Write};
 
@@ -19,16 +20,22 @@ pub extern "C" fn _start(arg: u64) -> ! {
     crate::sys::process_exit(code)
 }
 
+/// [`LineWriter`]'s size: the console's longest kept line, so a line up to
+/// that long reaches the console in one write (threads of one program,
+/// which share its console session, never mix inside one).
+pub const LINE_BUFFER: usize = 512;
+
 /// A line buffer so a `println!` reaches the log as one write (one line is
 /// never interleaved with another thread's output).
 ///
 /// The kernel prints every line of a write behind `[pid N] ` and ends a last
 /// line that has no `\n` itself (it keeps no state between writes), so each
 /// `print!` call comes out as whole lines: `print!("a"); println!("b")`
-/// prints two lines. Text longer than the buffer (256 bytes) is flushed in
-/// pieces and so splits into several lines.
+/// prints two lines. Text longer than the buffer ([`LINE_BUFFER`]) is flushed in
+/// pieces and so splits into several lines in the kernel's log (the
+/// console joins them again).
 pub struct LineWriter {
-    buf: [u8; 256],
+    buf: [u8; LINE_BUFFER],
     len: usize,
 }
 
@@ -36,15 +43,18 @@ impl LineWriter {
     /// An empty buffer.
     pub const fn new() -> Self {
         LineWriter {
-            buf: [0; 256],
+            buf: [0; LINE_BUFFER],
             len: 0,
         }
     }
 
-    /// Sends what is buffered.
+    /// Sends what is buffered: to the console server when this program
+    /// attached to it, else (or when it is gone for good) to the kernel log.
     pub fn flush(&mut self) {
         if self.len > 0 {
-            let _ = crate::sys::debug_write(&self.buf[..self.len]);
+            if !crate::console::write_bytes(&self.buf[..self.len]) {
+                let _ = crate::sys::debug_write(&self.buf[..self.len]);
+            }
             self.len = 0;
         }
     }

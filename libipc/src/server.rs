@@ -235,7 +235,13 @@ pub(crate) fn call_regs(
 /// error that is not `BadHandle`) once an endpoint is there. The bootstrap
 /// until init's name service hands out endpoints.
 pub fn first_endpoint(timeout_ns: u64) -> Option<Endpoint> {
-    let h = ipc::FIRST_HANDLE;
+    endpoint_at(ipc::FIRST_HANDLE, timeout_ns)
+}
+
+/// The endpoint another process gives this one at handle number `h`,
+/// waiting at most `timeout_ns` for it to land (`None`: nothing came, or
+/// the handle there is no endpoint).
+pub fn endpoint_at(h: u32, timeout_ns: u64) -> Option<Endpoint> {
     let start = crate::sys::clock_ns();
     loop {
         match ipc::signal(ipc::Notification(h), 0) {

@@ -2,7 +2,7 @@
 //! (fork, the child exits at once, the parent waits for it) and
 //! `fork_chain_10` (a chain of 10 processes, each forking the next and
 //! waiting for it). init adopts this program into procmgr, whose endpoint
-//! is this program's first handle ([`attach`]).
+//! lands at `abi::boot_handles::bench::PROCMGR` ([`attach`]).
 //!
 //! `spawn_exit_wait` and `fork_exec_wait` through procmgr need the loader
 //! server (`libipc::procmgr::spawn`/`exec` are ready behind its lookup);
@@ -23,7 +23,8 @@ const WAIT_US: u32 = 10_000_000;
 
 /// Waits (up to 2 s) for the procmgr endpoint init's adoption gives.
 pub fn attach() {
-    if let Some(ep) = libipc::server::first_endpoint(2_000_000_000) {
+    if let Some(ep) = libipc::server::endpoint_at(abi::boot_handles::bench::PROCMGR, 2_000_000_000)
+    {
         pm::set_endpoint(ep);
     }
 }

@@ -53,8 +53,11 @@ const BENCHES: &[(&str, BenchFn)] = &[
     // --- procmgr (issue 11 item 3) ---
     ("fork_exit_wait", fork::fork_exit_wait),
     ("fork_chain_10", fork::fork_chain_10),
+    // --- console (issue 11 item 4) ---
+    ("console_write_line", console::console_write_line),
 ];
 
+mod console;
 mod fork;
 mod ipc;
 mod latency;
@@ -238,7 +241,7 @@ fn main(arg: u64) -> i32 {
     if peer_yields != 0 {
         return yield_peer(peer_yields);
     }
-    // Before anything makes a handle: procmgr's lands first.
+    // Before anything makes a handle: init gives the name service, then procmgr adopts it.
     fork::attach();
     if let Err(e) = sys::set_affinity(0) {
         println!("bench: set_affinity(0) failed: {e}");

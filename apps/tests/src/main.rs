@@ -30,6 +30,7 @@ mod attackfp;
 mod attackhw;
 mod attackvm;
 mod console;
+mod consrv;
 mod cpu_state;
 mod entry;
 mod fastpath;
@@ -636,6 +637,19 @@ const CASES: &[Case] = &[
         "procmgr_fork_storm_to_the_limit_is_an_error",
         procmgr::fork_storm_to_the_limit_is_an_error,
     ),
+    // --- console server (issue 11 item 4) ---
+    (
+        "consrv_sessions_print_whole_lines",
+        consrv::sessions_print_whole_lines,
+    ),
+    (
+        "consrv_hostile_requests_get_typed_errors",
+        consrv::hostile_requests_get_typed_errors,
+    ),
+    (
+        "consrv_restart_while_clients_print",
+        consrv::restart_while_clients_print,
+    ),
 ];
 
 #[no_mangle]
@@ -643,6 +657,10 @@ fn main(_arg: u64) -> i32 {
     // Before anything makes a handle: init's hardware roots land first.
     hw::wait_for_roots();
     procmgr::attach();
+    // From here on, print through the console server (issue 11 item 4).
+    if !libipc::console::attach(libipc::ipc::Endpoint(abi::bootinfo::names::HANDLE)) {
+        println!("tests: no console server; printing through the kernel");
+    }
     util::calibrate();
     println!("tests: {} cases", CASES.len());
     let mut verdict = Verdict::default();

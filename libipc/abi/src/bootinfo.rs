@@ -31,8 +31,12 @@ pub mod modules {
     pub const KV: &str = "kv";
     /// The process manager (`servers/procmgr`), supervised by init.
     pub const PROCMGR: &str = "procmgr";
+    /// The console server (`servers/console`), supervised by init.
+    pub const CONSOLE: &str = "console";
+    /// The shell (`apps/shell`, `init=shell`).
+    pub const SHELL: &str = "shell";
     /// Every module the boot image carries, in load order.
-    pub const ALL: [&str; 6] = [INIT, TESTS, BENCH, FUZZ, KV, PROCMGR];
+    pub const ALL: [&str; 8] = [INIT, TESTS, BENCH, FUZZ, KV, PROCMGR, CONSOLE, SHELL];
     /// The command-line key that picks what init runs (`init=tests`).
     pub const INIT_KEY: &str = "init";
 }

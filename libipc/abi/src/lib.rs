@@ -297,6 +297,33 @@ pub mod boot_handles {
         pub const PROCMGR: u32 = (1 << 10) | 3;
         const _: () = assert!(crate::bootinfo::names::HANDLE == 1 << 10);
     }
+
+    /// What init gives the `init=bench` program, in this order, before it
+    /// makes a handle of its own.
+    pub mod bench {
+        /// The name service (slot 0), for `console_write_line`.
+        pub const NAMES: u32 = crate::bootinfo::names::HANDLE;
+        /// Its procmgr endpoint (slot 1), given when init adopts it.
+        pub const PROCMGR: u32 = (1 << 10) | 1;
+    }
+
+    /// What init gives the console server, in this order, before it makes
+    /// a handle of its own: the name service (slot 0), then exactly what
+    /// drives COM1 (least privilege: no root).
+    pub mod console {
+        /// COM1's eight ports (0x3f8-0x3ff), right `IO`.
+        pub const PORTS: u32 = (1 << 10) | 1;
+        /// IRQ 4, bound by init to [`NOTIFY`], right `IO` (to acknowledge).
+        pub const IRQ: u32 = (1 << 10) | 2;
+        /// The notification IRQ 4 signals, right `WAIT` (to bind it).
+        pub const NOTIFY: u32 = (1 << 10) | 3;
+        /// COM1's base port.
+        pub const COM1: u16 = 0x3f8;
+        /// COM1's ISA line.
+        pub const COM1_IRQ: u64 = 4;
+        /// The bit IRQ 4 signals.
+        pub const IRQ_BIT: u64 = 1;
+    }
 }
 
 /// The fault message (hw, issue 11): what a faulting thread's implicit

@@ -1,0 +1,233 @@
+//! The console server's protocol (issue 11 item 4) and the client side of
+//! `print!`/`println!` through it.
+//!
+//! # Two names, one protocol
+//! The server (`servers/console`) registers two endpoints with init's name
+//! service: [`NAME`] (`console`), served by its main thread (writes, and the
+//! UART's interrupts), and [`INPUT_NAME`] (`console.in`), served by a reader
+//! thread that may hold one caller's `read` until a line is typed. A
+//! server thread holds one reply capability at a time, so a blocking read
+//! cannot share a thread with the writers: queued readers wait in the
+//! kernel's queue of `console.in`, and `console` keeps serving. Both take
+//! every [`Request`]; `read` on `console` answers at once ([`Reply::Empty`]
+//! when no line is ready), `write` on `console.in` is served like on
+//! `console`.
+//!
+//! # Who writes
+//! The server prints each line as `[pid N] text`, like the kernel's log of
+//! user output: `N` is the badge of the client's handle, which init's name
+//! service sets to the pid of the program that looked the name up (the
+//! console registers an unbadged copy; see `## console` in
+//! docs/decisions.md). A client's unfinished line (no `\n` yet) is kept by
+//! the server, per badge, until its newline, so concurrent writers never
+//! mix inside a line; a line longer than [`MAX_LINE`] is printed in pieces
+//! of [`MAX_LINE`] bytes, each cut piece ending with [`CUT_MARKER`].
+//!
+//! A program may [`open`](Client::open) more sessions, each a handle of
+//! its own with its own unfinished line and the same pid in front (the
+//! badge's low 32 bits are the pid, the session number is above): the
+//! opener speaks for whoever it gives them to.
+//!
+//! # Reads
+//! `read(max)` answers the next cooked line (at most `max` bytes of it, the
+//! rest for the next read; the line's `\n` included when it fits),
+//! [`Reply::Interrupt`] when Ctrl-C was typed (the line being edited is
+//! dropped; procmgr will turn it into a kill of the foreground process),
+//! [`Reply::EndOfInput`] for Ctrl-D on an empty line. `max` 0 is
+//! [`Reply::Invalid`]; a larger `max` than [`MAX_READ`] is clamped.
+
+use wire::{CallError, Handle};
+
+/// The name the console's write endpoint is registered under.
+pub const NAME: &str = "console";
+/// The name of its input endpoint (blocking `read`).
+pub const INPUT_NAME: &str = "console.in";
+/// The longest line the server keeps for a client before it prints a piece.
+pub const MAX_LINE: usize = 512;
+/// What ends a cut piece of an over-long line.
+pub const CUT_MARKER: &[u8] = b" [cut]";
+/// Sessions one server instance opens in its life (their badges carry a
+/// 31-bit number).
+pub const MAX_SESSIONS: u64 = (1 << 31) - 1;
+/// The most bytes one `read` answers.
+pub const MAX_READ: usize = 1024;
+/// The most bytes one `write` carries.
+pub const MAX_WRITE: usize = 4096;
+/// The piece `print!` sends at a time (its line buffer's size).
+const PRINT_CHUNK: usize = crate::rt::LINE_BUFFER;
+/// Bytes a client or server buffer needs: the largest write.
+pub const BUFFER: usize = MAX_WRITE + 64;
+
+wire::protocol! {
+    /// The console.
+    pub protocol Console<'a>;
+    /// What clients ask.
+    pub enum Request {
+        /// Prints `bytes` (whole lines at once, an unfinished line kept for
+        /// the next write): `Written`, or `Invalid` for more than
+        /// [`MAX_WRITE`] bytes. Not idempotent: a retry after the server
+        /// died under it could print the line twice.
+        Write = 1 => fn write { bytes: &'a [u8] },
+        /// The next input line, at most `max` bytes: `Line`, `Interrupt`,
+        /// `EndOfInput`, `Empty` (only on `console`: nothing typed yet) or
+        /// `Invalid` (`max` 0).
+        Read = 2 => fn read { max: u64 },
+        /// A new handle to `console` for a session of its own (its own
+        /// unfinished line), printed under the caller's pid: `Opened`
+        /// (SEND | TRANSFER, moved to the caller; give it to a child or a
+        /// thread), or `Invalid` once the server made [`MAX_SESSIONS`].
+        Open = 3 => fn open {},
+    }
+    /// What the server answers.
+    pub enum Reply {
+        /// `len` bytes were taken.
+        Written = 1 { len: u64 },
+        /// Input: a line or the first part of one.
+        Line = 2 { bytes: &'a [u8] },
+        /// Ctrl-C was typed.
+        Interrupt = 3 {},
+        /// Ctrl-D on an empty line: the end of input.
+        EndOfInput = 4 {},
+        /// No line is ready (a `read` on the write endpoint never waits).
+        Empty = 5 {},
+        /// A bad argument: `max` 0, or a write longer than `limit`.
+        Invalid = 6 { limit: u64 },
+        /// A session's handle.
+        Opened = 7 { ep: Handle },
+    }
+    /// Typed calls.
+    pub struct Client;
+}
+
+/// What a [`read`] gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// `n` bytes of a line were stored.
+    Line(usize),
+    /// Ctrl-C.
+    Interrupt,
+    /// Ctrl-D: no more input.
+    End,
+}
+
+/// Why a console call failed.
+pub type ConsoleError = CallError<abi::Error>;
+
+pub use ring3::*;
+
+/// The client side (ring 3 only, like the rest of libipc).
+mod ring3 {
+    use super::*;
+    use crate::ipc::{self, Endpoint};
+    use crate::names;
+    use crate::server::Caller;
+    use abi::Error;
+    use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+    /// The name-service endpoint `print!` finds the console through (0:
+    /// none: the kernel's log).
+    static NAMES: AtomicU32 = AtomicU32::new(0);
+    /// The console endpoint `print!` writes to: handle number in the low 32
+    /// bits, its registration's instance above (0: not looked up yet).
+    static CONSOLE: AtomicU64 = AtomicU64::new(0);
+
+    /// Makes `print!`/`println!` go to the console server found through the
+    /// name service `names` from now on. Programs that hold the name
+    /// service call it once (a program without it keeps printing through
+    /// the kernel). Returns whether the console was found.
+    pub fn attach(names: Endpoint) -> bool {
+        NAMES.store(names.0, Ordering::Relaxed);
+        refresh(0).is_some()
+    }
+
+    /// Stops sending `print!` to the console (back to the kernel's log).
+    pub fn detach() {
+        NAMES.store(0, Ordering::Relaxed);
+        let old = CONSOLE.swap(0, Ordering::AcqRel);
+        if old != 0 {
+            let _ = ipc::handle_close(old as u32);
+        }
+    }
+
+    /// Looks the console up again (a registration newer than `stale`):
+    /// the new packed (instance, handle) word. Lock-free: a thread that
+    /// loses the race closes its copy and takes the winner's.
+    fn refresh(stale: u64) -> Option<u64> {
+        let names = NAMES.load(Ordering::Relaxed);
+        if names == 0 {
+            return None;
+        }
+        let stale_instance = stale >> 32;
+        let (ep, instance) =
+            names::lookup_newer(Endpoint(names), NAME, stale_instance, names::RECOVERY_NS).ok()?;
+        let word = (instance << 32) | u64::from(ep.0);
+        // AcqRel: a thread that reads the new word uses a handle this
+        // thread made (the handle table is the kernel's: ordering here only
+        // keeps the word itself consistent).
+        match CONSOLE.compare_exchange(stale, word, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                if stale != 0 {
+                    let _ = ipc::handle_close(stale as u32);
+                }
+                Some(word)
+            }
+            Err(now) => {
+                let _ = ipc::handle_close(ep.0);
+                (now != 0).then_some(now)
+            }
+        }
+    }
+
+    /// Writes `bytes` to the console; `false` if this program has no
+    /// console (the caller prints through the kernel instead). A write
+    /// the console died under is not sent again (it may have been printed:
+    /// nothing is printed twice); the next goes to its successor.
+    pub fn write_bytes(bytes: &[u8]) -> bool {
+        let mut word = CONSOLE.load(Ordering::Acquire);
+        if word == 0 {
+            if NAMES.load(Ordering::Relaxed) == 0 {
+                return false;
+            }
+            match refresh(0) {
+                Some(w) => word = w,
+                None => return false,
+            }
+        }
+        // Small pieces, so a thread with a small stack can print: the
+        // server joins them into lines.
+        let mut buf = [0u8; PRINT_CHUNK + 64];
+        for chunk in bytes.chunks(PRINT_CHUNK) {
+            let mut c = Client::new(Caller::new(Endpoint(word as u32), None), &mut buf);
+            match c.write(chunk) {
+                Ok(_) => {}
+                Err(CallError::Transport(Error::PeerDied | Error::BadHandle)) => {
+                    // Dead (or our copy was replaced by another thread):
+                    // find the successor for the next write.
+                    if refresh(word).is_none() {
+                        return false;
+                    }
+                    return true;
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Reads the next input line into `out` through `console.in`'s
+    /// endpoint `input` (blocking until a line, Ctrl-C or Ctrl-D).
+    pub fn read(input: Endpoint, out: &mut [u8]) -> Result<Input, ConsoleError> {
+        let mut buf = [0u8; MAX_READ + 64];
+        let mut c = Client::new(Caller::new(input, None), &mut buf);
+        match c.read(out.len() as u64)? {
+            Reply::Line { bytes } => {
+                let n = bytes.len().min(out.len());
+                out[..n].copy_from_slice(&bytes[..n]);
+                Ok(Input::Line(n))
+            }
+            Reply::Interrupt {} => Ok(Input::Interrupt),
+            Reply::EndOfInput {} => Ok(Input::End),
+            _ => Err(CallError::Transport(Error::InvalidArgument)),
+        }
+    }
+}

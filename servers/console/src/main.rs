@@ -1,0 +1,394 @@
+//! The console server (issue 11 item 4): COM1's 16550 driven from ring 3
+//! with the `uart_16550` crate over an I/O-port grant of exactly COM1's
+//! eight ports, receive interrupt-driven through IRQ 4.
+//!
+//! init gives it, before anything else, the name service and the three
+//! handles of [`abi::boot_handles::console`]: the port grant, IRQ 4 (which
+//! init bound to a notification once, so the binding outlives a restart)
+//! and that notification. Two threads:
+//! - main serves `console` ([`libipc::console::NAME`]): writes are joined
+//!   into whole lines per client ([`console::Lines`]) and printed at once,
+//!   `[pid N] ` in front (N is the badge init's name service gave the
+//!   client's handle: its pid); IRQ 4's notification is bound to this
+//!   thread, so the serve loop also drains the receiver into the line
+//!   editor ([`console::Editor`]) and acknowledges the line.
+//! - the reader serves `console.in`: a `read` takes the next cooked entry,
+//!   waiting (holding that one caller) for the main thread's signal when
+//!   none is ready; other readers queue in the kernel, writers never wait.
+//!
+//! Transmit polls LSR's THR-empty bit (`send_bytes_exact`), no THRE
+//! interrupt: a line is printed inside the write that completes it, before
+//! the reply (so a program's output keeps its order with the kernel's log
+//! of it), and QEMU's UART empties its FIFO at once, so the poll never
+//! spins; a THRE interrupt would cost a notification and an acknowledge per
+//! 16 bytes. On real hardware at 115200 baud a line of 512 bytes holds the
+//! main thread for about 45 ms, a bound, not a hang.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod ring3 {
+    use abi::boot_handles::console as given;
+    use abi::bootinfo::names::SUPERVISED_ARG;
+    use abi::rights;
+    use console::{Cooked, Editor, Lines, CUT_MARKER, MAX_LINE};
+    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use libipc::console::{
+        Console, Reply, Request, BUFFER, INPUT_NAME, MAX_READ, MAX_SESSIONS, MAX_WRITE, NAME,
+    };
+    use libipc::hw::{self, IoPorts, Irq};
+    use libipc::ipc::{self, Endpoint, Notification};
+    use libipc::server::{self, Caller};
+    use libipc::wire::{CopiedHandle, Handle, Handler};
+    use libipc::{names, sys};
+    use spin::Mutex;
+    use uart_16550::backend::PioBackend;
+    use uart_16550::{Config, Uart16550};
+
+    // The protocol's promises are this crate's constants.
+    const _: () = assert!(MAX_LINE == libipc::console::MAX_LINE);
+    const _: () = assert!(console::MAX_INPUT <= MAX_READ);
+
+    /// How long to wait for init's handles.
+    const GIVE_TIMEOUT_NS: u64 = 5_000_000_000;
+    /// The reader thread's stack.
+    const READER_STACK: u64 = 0x5000_0000_0000;
+    const READER_STACK_BYTES: u64 = 64 * 1024;
+    /// The bit the main thread signals the reader with when input is cooked.
+    const COOKED: u64 = 1;
+
+    /// The UART (the main thread prints and receives; the reader never
+    /// touches it).
+    static UART: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
+    /// Cooked input, shared by the main thread (which feeds it) and the
+    /// reader (which takes from it). Held only for a copy, never across
+    /// a syscall.
+    static INPUT: Mutex<Editor> = Mutex::new(Editor::new());
+    /// Each client's unfinished line (both endpoints take writes). Lock
+    /// order: `LINES`, then `UART`; `UART`, then `INPUT`.
+    static LINES: Mutex<Lines> = Mutex::new(Lines::new());
+    /// Whether the last bytes sent were echoed input not ending a line
+    /// (read and written under the `UART` lock: Relaxed).
+    static ECHO_OPEN: AtomicBool = AtomicBool::new(false);
+    /// The notification the reader waits on (set before it starts).
+    static COOKED_NTF: AtomicU32 = AtomicU32::new(0);
+
+    /// Waits until handle `h` names something (init gives them in order
+    /// right after the spawn; the last one arriving means all did).
+    fn wait_for(h: u32) -> bool {
+        let start = sys::clock_ns();
+        loop {
+            if ipc::signal(Notification(h), 0) != Err(libipc::Error::BadHandle) {
+                return true;
+            }
+            if sys::clock_ns().wrapping_sub(start) > GIVE_TIMEOUT_NS {
+                return false;
+            }
+            sys::yield_now();
+        }
+    }
+
+    /// Sends `bytes` (polling THR-empty).
+    fn send(uart: &mut Uart16550<PioBackend>, bytes: &[u8]) {
+        uart.send_bytes_exact(bytes);
+    }
+
+    /// Prints one client line: `[pid N] ` (or `[pid ?] ` for an unbadged
+    /// handle), the sanitized text, the cut marker if cut, CRLF.
+    fn print_line(badge: u64, line: &[u8], cut: bool) {
+        let mut out = [0u8; 32 + MAX_LINE * 3 + 16];
+        let mut n = 0;
+        let mut put = |b: u8| {
+            if n < out.len() {
+                out[n] = b;
+                n += 1;
+            }
+        };
+        for &b in b"[pid " {
+            put(b);
+        }
+        // The pid: the badge's low 32 bits (a session's number is above).
+        let pid = badge & 0xffff_ffff;
+        if pid == 0 {
+            put(b'?');
+        } else {
+            let mut digits = [0u8; 20];
+            let mut d = 0;
+            let mut v = pid;
+            while v > 0 || d == 0 {
+                digits[d] = b'0' + (v % 10) as u8;
+                v /= 10;
+                d += 1;
+            }
+            for i in (0..d).rev() {
+                put(digits[i]);
+            }
+        }
+        put(b']');
+        put(b' ');
+        console::sanitize(line, &mut put);
+        if cut {
+            for &b in CUT_MARKER {
+                put(b);
+            }
+        }
+        put(b'\r');
+        put(b'\n');
+        if let Some(u) = UART.lock().as_mut() {
+            // Echoed input left the cursor inside a line: start a new one,
+            // so every printed line begins with its prefix.
+            if ECHO_OPEN.swap(false, Ordering::Relaxed) {
+                send(u, b"\r\n");
+            }
+            send(u, &out[..n]);
+        }
+    }
+
+    fn cooked_ntf() -> Notification {
+        // Relaxed: stored before the reader thread was spawned (the spawn
+        // syscall orders it), never changed.
+        Notification(COOKED_NTF.load(Ordering::Relaxed))
+    }
+
+    /// The answer to `read(max)` from the cooked queue, `None` if empty.
+    fn take<'r>(max: u64, out: &'r mut [u8; MAX_READ]) -> Option<Reply<'r>> {
+        if max == 0 {
+            return Some(Reply::Invalid { limit: 0 });
+        }
+        let max = usize::try_from(max).unwrap_or(MAX_READ).min(MAX_READ);
+        let mut input = INPUT.lock();
+        Some(match input.take(max)? {
+            Cooked::Line(bytes) => {
+                out[..bytes.len()].copy_from_slice(bytes);
+                let n = bytes.len();
+                drop(input);
+                Reply::Line { bytes: &out[..n] }
+            }
+            Cooked::Interrupt => Reply::Interrupt {},
+            Cooked::End => Reply::EndOfInput {},
+        })
+    }
+
+    /// The write endpoint's server.
+    struct Main {
+        /// `console`'s endpoint (unbadged: sessions are cut from it).
+        ep: Endpoint,
+        sessions: u64,
+        irq: Irq,
+        out: [u8; MAX_READ],
+    }
+
+    impl Handler<Console> for Main {
+        fn handle<'r>(&'r mut self, badge: u64, req: Request<'r>) -> Reply<'r> {
+            match req {
+                Request::Write { bytes } => write(badge, bytes),
+                Request::Read { max } => take(max, &mut self.out).unwrap_or(Reply::Empty {}),
+                Request::Open {} => self.open(badge),
+            }
+        }
+
+        fn notified(&mut self, bits: u64) {
+            if bits & given::IRQ_BIT != 0 {
+                receive();
+                let _ = hw::irq_ack(self.irq);
+            }
+        }
+    }
+
+    impl Main {
+        /// A new session's handle: the console's endpoint badged with the
+        /// caller's pid (low 32 bits) and the next session number.
+        fn open<'r>(&mut self, badge: u64) -> Reply<'r> {
+            if self.sessions >= MAX_SESSIONS {
+                return Reply::Invalid {
+                    limit: MAX_SESSIONS,
+                };
+            }
+            self.sessions += 1;
+            let b = (badge & 0xffff_ffff) | (self.sessions << 32);
+            match ipc::handle_dup(self.ep.0, rights::SEND | rights::TRANSFER, b) {
+                Ok(h) => Reply::Opened { ep: Handle(h) },
+                Err(_) => Reply::Invalid { limit: 0 },
+            }
+        }
+    }
+
+    fn write<'r>(badge: u64, bytes: &[u8]) -> Reply<'r> {
+        if bytes.len() > MAX_WRITE {
+            return Reply::Invalid {
+                limit: MAX_WRITE as u64,
+            };
+        }
+        LINES
+            .lock()
+            .write(badge, bytes, |(b, line, cut)| print_line(b, line, cut));
+        Reply::Written {
+            len: bytes.len() as u64,
+        }
+    }
+
+    /// Drains the receiver into the line editor, echoing; wakes the reader
+    /// if anything was cooked.
+    fn receive() {
+        let mut cooked = false;
+        let mut guard = UART.lock();
+        let Some(uart) = guard.as_mut() else { return };
+        // Bounded: at most a FIFO's worth and then some per interrupt (the
+        // line stays masked until the acknowledge, so nothing is lost).
+        for _ in 0..256 {
+            let Ok(b) = uart.try_receive_byte() else {
+                break;
+            };
+            let mut echo = [0u8; 8];
+            let mut elen = 0;
+            {
+                let mut input = INPUT.lock();
+                input.feed(b, |e| {
+                    let n = e.len().min(echo.len());
+                    echo[..n].copy_from_slice(&e[..n]);
+                    elen = n;
+                });
+                cooked |= input.ready();
+            }
+            if elen > 0 {
+                ECHO_OPEN.store(echo[elen - 1] != b'\n', Ordering::Relaxed);
+            }
+            send(uart, &echo[..elen]);
+        }
+        drop(guard);
+        if cooked {
+            let _ = ipc::signal(cooked_ntf(), COOKED);
+        }
+    }
+
+    /// The input endpoint's server: a read waits for cooked input.
+    struct Reader {
+        out: [u8; MAX_READ],
+    }
+
+    impl Handler<Console> for Reader {
+        fn handle<'r>(&'r mut self, badge: u64, req: Request<'r>) -> Reply<'r> {
+            match req {
+                Request::Write { bytes } => write(badge, bytes),
+                Request::Read { max } => {
+                    loop {
+                        // Checked before each wait: a signal that came
+                        // before the wait is kept by the notification.
+                        if INPUT.lock().ready() || max == 0 {
+                            break;
+                        }
+                        let _ = ipc::wait(cooked_ntf(), None);
+                    }
+                    take(max, &mut self.out).unwrap_or(Reply::Empty {})
+                }
+                // Sessions are the write endpoint's.
+                Request::Open {} => Reply::Invalid { limit: 0 },
+            }
+        }
+    }
+
+    extern "C" fn reader_thread(ep: u64) -> ! {
+        let mut r = Reader { out: [0; MAX_READ] };
+        let (mut a, mut b) = ([0u8; BUFFER], [0u8; BUFFER]);
+        let e = server::serve::<Console, _>(Endpoint(ep as u32), &mut r, &mut a, &mut b);
+        libipc::println!("console: the reader ended: {e:?}");
+        sys::thread_exit(1)
+    }
+
+    /// Makes an endpoint and registers an unbadged copy as `name` (so
+    /// init's lookups badge each client's handle with its pid).
+    fn register(names_ep: Endpoint, name: &str) -> Option<Endpoint> {
+        let ep = ipc::endpoint_create().ok()?;
+        let copy =
+            ipc::handle_dup(ep.0, rights::SEND | rights::DUPLICATE | rights::TRANSFER, 0).ok()?;
+        let mut buf = [0u8; names::BUFFER];
+        let mut c = names::Client::new(Caller::new(names_ep, None), &mut buf);
+        let r = c.register(name, CopiedHandle(copy));
+        let _ = ipc::handle_close(copy);
+        match r {
+            Ok(names::Reply::Registered { .. }) => Some(ep),
+            other => {
+                libipc::println!("console: registering {name} failed: {other:?}");
+                None
+            }
+        }
+    }
+
+    fn start() -> Result<(Endpoint, Irq), &'static str> {
+        let names_ep = server::first_endpoint(GIVE_TIMEOUT_NS).ok_or("no name service")?;
+        if !wait_for(given::NOTIFY) {
+            return Err("init did not give COM1");
+        }
+        hw::ioport_enable(IoPorts(given::PORTS)).map_err(|_| "cannot enable COM1's ports")?;
+        // SAFETY: COM1's eight ports are this process's by init's grant
+        // for its whole life; the kernel only writes THR (its log).
+        let mut uart = unsafe { Uart16550::new_port(given::COM1) }.map_err(|_| "bad port")?;
+        let config = Config {
+            // The kernel's line setting: its log keeps working.
+            baud_rate: uart_16550::BaudRate::Baud115200,
+            interrupts: uart_16550::spec::registers::IER::DATA_READY,
+            // An interrupt per received byte: typing is slow, and a piped
+            // stdin is drained a FIFO at a time anyway.
+            fifo_trigger_level: Some(uart_16550::spec::registers::FifoTriggerLevel::One),
+            ..Config::DEFAULT
+        };
+        uart.init(config)
+            .map_err(|_| "the UART did not initialise")?;
+        // A predecessor killed in the middle of a line left it open: end it,
+        // so the next line starts with its prefix.
+        send(&mut uart, b"\r\n");
+        *UART.lock() = Some(uart);
+        let ntf = ipc::notification_create().map_err(|_| "no notification")?;
+        COOKED_NTF.store(ntf.0, Ordering::Relaxed);
+        ipc::bind(Some(Notification(given::NOTIFY)))
+            .map_err(|_| "cannot bind IRQ 4's notification")?;
+        let irq = Irq(given::IRQ);
+        // A previous instance may have died with the line masked.
+        receive();
+        let _ = hw::irq_ack(irq);
+        let out = register(names_ep, NAME).ok_or("cannot register console")?;
+        let input = register(names_ep, INPUT_NAME).ok_or("cannot register console.in")?;
+        sys::map_anon(READER_STACK, READER_STACK_BYTES, abi::prot::WRITE)
+            .map_err(|_| "no reader stack")?;
+        let t = sys::thread_spawn(
+            reader_thread,
+            READER_STACK + READER_STACK_BYTES,
+            u64::from(input.0),
+        )
+        .map_err(|_| "no reader thread")?;
+        let _ = t.close();
+        Ok((out, irq))
+    }
+
+    #[no_mangle]
+    fn main(arg: u64) -> i32 {
+        if arg != SUPERVISED_ARG {
+            libipc::println!("console: started by something other than init");
+            return 1;
+        }
+        let (ep, irq) = match start() {
+            Ok(x) => x,
+            Err(why) => {
+                libipc::println!("console: {why}");
+                return 1;
+            }
+        };
+        let mut m = Main {
+            ep,
+            sessions: 0,
+            irq,
+            out: [0; MAX_READ],
+        };
+        let (mut a, mut b) = ([0u8; BUFFER], [0u8; BUFFER]);
+        match server::serve::<Console, _>(ep, &mut m, &mut a, &mut b) {
+            Ok(()) => 0,
+            Err(e) => {
+                libipc::println!("console: serving failed: {e}");
+                2
+            }
+        }
+    }
+}
+
+/// On the host the server is a stub (its logic is tested in `lib.rs`).
+#[cfg(not(target_os = "none"))]
+fn main() {}
