@@ -25,6 +25,7 @@ use abi::status::{self, Status};
 use libipc::bench::{Unit, ICOUNT_ARG, ICOUNT_CMDLINE_FLAG};
 use libipc::{println, sys};
 
+mod load;
 mod names;
 
 /// How long init waits for every server to register before it goes on
@@ -55,6 +56,7 @@ fn main(arg: u64) -> i32 {
         return 1;
     }
     let program = cmdline_arg(info.cmdline(), modules::INIT_KEY);
+    load::copy_modules(info);
     start_servers(info, program == Some(modules::TESTS));
     match program {
         None | Some("") => 0,
@@ -80,10 +82,20 @@ fn start_servers(info: &'static BootInfo, test_controls: bool) {
         }
     };
     match libipc::ipc::wait(up, Some(SERVERS_UP_TIMEOUT_US)) {
-        Ok(_) => println!("init: all servers up"),
+        Ok(_) => {
+            // Relaxed: read by this thread only (bench).
+            SERVERS_UP_TSC.store(
+                libipc::bench::rdtsc(),
+                core::sync::atomic::Ordering::Relaxed,
+            );
+            println!("init: all servers up");
+        }
         Err(e) => println!("init: the servers did not all register: {e}"),
     }
 }
+
+/// The TSC when every server had registered (0: never).
+static SERVERS_UP_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Where init's own threads' stacks go (far from the image, the modules at
 /// `0x1000_0000_0000` and the main stack near the top).
@@ -108,10 +120,6 @@ fn spawn_stack(entry: extern "C" fn(u64) -> !, arg: u64) -> Result<(), libipc::E
     Ok(())
 }
 
-fn module<'a>(info: &'a BootInfo, name: &str) -> Option<&'a ModuleDesc> {
-    info.modules().iter().find(|m| m.name() == name)
-}
-
 pub(crate) fn module_bytes(m: &ModuleDesc) -> &'static [u8] {
     // SAFETY: the kernel maps every module read-only at `addr` for `len`
     // bytes for init's whole life.
@@ -121,6 +129,10 @@ pub(crate) fn module_bytes(m: &ModuleDesc) -> &'static [u8] {
 /// Spawns module `name` with `arg` and waits for it; `None` if that failed.
 fn run_module(info: &BootInfo, name: &str, arg: u64) -> Option<Status> {
     let pid = spawn(info, name, arg)?;
+    wait(name, pid)
+}
+
+fn wait(name: &str, pid: sys::ProcessHandle) -> Option<Status> {
     match sys::process_wait(pid) {
         Ok(word) => Some(status::decode(word)),
         Err(e) => {
@@ -130,42 +142,61 @@ fn run_module(info: &BootInfo, name: &str, arg: u64) -> Option<Status> {
     }
 }
 
+/// Starts boot module `name` with `arg` in RDI (and argv `name`).
 fn spawn(info: &BootInfo, name: &str, arg: u64) -> Option<sys::ProcessHandle> {
-    let Some(m) = module(info, name) else {
-        println!("init: no boot module named {name:?}");
+    spawn_with(info, name, arg, |_| {})
+}
+
+/// Loads boot module `name` through the loader, lets `give` hand the new
+/// process its handles (before it runs, so they land at the slots
+/// `abi::boot_handles` names), then starts it with `arg` in RDI.
+fn spawn_with(
+    _info: &BootInfo,
+    name: &str,
+    arg: u64,
+    give: impl FnOnce(sys::ProcessHandle),
+) -> Option<sys::ProcessHandle> {
+    let Some(loader) = names::loader() else {
+        println!("init: cannot start {name}: no loader");
         return None;
     };
-    match sys::process_spawn(module_bytes(m), arg) {
-        Ok(pid) => Some(pid),
+    let r = load::load(loader, name);
+    let _ = libipc::ipc::handle_close(loader.0);
+    let l = match r {
+        Ok(l) => l,
+        Err(e) => {
+            println!("init: cannot load {name}: {e}");
+            return None;
+        }
+    };
+    give(l.process);
+    match load::start(l.process, l.entry, l.rsp, arg) {
+        Ok(()) => Some(l.process),
         Err(e) => {
             println!("init: cannot start {name}: {e}");
+            let _ = l.process.kill();
+            let _ = l.process.close();
             None
         }
     }
 }
 
 /// Runs the tests program with a handle to the name service and init's
-/// hardware roots (hw, issue 11). They are given right after the spawn, in
-/// this order, so they are the first handles of its fresh table and land at
-/// the numbers `abi::boot_handles::tests` names (the program waits for them
-/// before anything makes a handle).
+/// hardware roots (hw, issue 11). They are given before it starts, in this
+/// order, so they are the first handles of its fresh table and land at the
+/// numbers `abi::boot_handles::tests` names.
 fn run_tests(info: &BootInfo) -> Option<Status> {
-    let pid = spawn(info, modules::TESTS, 0)?;
-    if let Err(e) = names::give(pid) {
-        println!("init: cannot give tests the name service: {e}");
-    }
-    for root in [abi::boot_handles::IOPORTS, abi::boot_handles::IRQS] {
-        if let Err(e) = libipc::ipc::handle_give(pid, root, abi::rights_sets::HW) {
-            println!("init: cannot give the tests its hardware roots: {e}");
+    let pid = spawn_with(info, modules::TESTS, 0, |pid| {
+        if let Err(e) = names::give(pid) {
+            println!("init: cannot give tests the name service: {e}");
         }
-    }
-    match sys::process_wait(pid) {
-        Ok(word) => Some(status::decode(word)),
-        Err(e) => {
-            println!("init: waiting for tests failed: {e}");
-            None
+        for root in [abi::boot_handles::IOPORTS, abi::boot_handles::IRQS] {
+            if let Err(e) = libipc::ipc::handle_give(pid, root, abi::rights_sets::HW) {
+                println!("init: cannot give the tests its hardware roots: {e}");
+            }
         }
-    }
+    })?;
+    wait(modules::TESTS, pid)
 }
 
 /// Powers off with success iff the program exited with 0.
@@ -201,6 +232,17 @@ fn bench(info: &BootInfo) -> i32 {
     // command line); the benchmark program learns it from its argument.
     let icount = cmdline_arg(info.cmdline(), ICOUNT_CMDLINE_FLAG).is_some();
     let mode = if icount { ICOUNT_ARG } else { 0 };
+    // boot_to_servers_up: the TSC from the kernel's entry to `init: all
+    // servers up` (one sample; failed if the servers never came up).
+    let up = SERVERS_UP_TSC.load(core::sync::atomic::Ordering::Relaxed);
+    let mut boot = [up.wrapping_sub(info.entry_tsc)];
+    let ok = up != 0 && info.entry_tsc != 0 && up > info.entry_tsc;
+    libipc::bench::report(
+        "boot_to_servers_up",
+        Unit::rdtsc(icount),
+        if ok { &mut boot[..] } else { &mut [] },
+        usize::from(!ok),
+    );
     let st = run_module(info, modules::BENCH, mode);
     if st != Some(Status::Exited(0)) {
         println!("init: bench ended with {st:?}");

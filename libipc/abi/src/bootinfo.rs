@@ -29,8 +29,13 @@ pub mod modules {
     /// The example key-value server (`servers/kv`); the tests program
     /// embeds the same image and spawns it.
     pub const KV: &str = "kv";
+    /// The ELF loader server (`servers/loader`): init loads it itself.
+    pub const LOADER: &str = "loader";
+    /// The smallest program (`apps/hello`): the loader's tests and the
+    /// `spawn_exit_wait` benchmark load it.
+    pub const HELLO: &str = "hello";
     /// Every module the boot image carries, in load order.
-    pub const ALL: [&str; 5] = [INIT, TESTS, BENCH, FUZZ, KV];
+    pub const ALL: [&str; 7] = [INIT, TESTS, BENCH, FUZZ, KV, LOADER, HELLO];
     /// The command-line key that picks what init runs (`init=tests`).
     pub const INIT_KEY: &str = "init";
 }
@@ -62,6 +67,9 @@ pub struct BootInfo {
     pub nmodules: u64,
     /// The modules.
     pub modules: [ModuleDesc; MAX_MODULES],
+    /// The TSC when the kernel entered Rust on the boot CPU (loader,
+    /// issue 11: init's `boot_to_servers_up` benchmark).
+    pub entry_tsc: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= 4096);
