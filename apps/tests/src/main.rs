@@ -46,6 +46,7 @@ mod ipc_order;
 mod kv;
 mod leaks;
 mod lifecycle;
+mod loader;
 mod mem;
 mod names;
 mod process;
@@ -594,6 +595,24 @@ const CASES: &[Case] = &[
     (
         "attackhw_fault_resume_keeps_registers",
         attackhw::fault_resume_keeps_registers,
+    ),
+    // --- loader (issue 11 item 2) ---
+    ("loader_hello_gets_its_stack", loader::hello_gets_its_stack),
+    (
+        "loader_malformed_corpus_is_refused",
+        loader::malformed_corpus_is_refused,
+    ),
+    (
+        "loader_hostile_requests_get_typed_replies",
+        loader::hostile_requests_get_typed_replies,
+    ),
+    (
+        "loader_hundred_loads_leak_nothing",
+        loader::hundred_loads_leak_nothing,
+    ),
+    (
+        "loader_killed_under_a_client",
+        loader::killed_under_a_client,
     ),
 ];
 
