@@ -243,7 +243,13 @@ fn bench(info: &BootInfo) -> i32 {
         if ok { &mut boot[..] } else { &mut [] },
         usize::from(!ok),
     );
-    let st = run_module(info, modules::BENCH, mode);
+    // The name service first (slot 0): `spawn_exit_wait` finds the loader.
+    let st = spawn_with(info, modules::BENCH, mode, |p| {
+        if let Err(e) = names::give(p) {
+            println!("init: cannot give bench the name service: {e}");
+        }
+    })
+    .and_then(|p| wait(modules::BENCH, p));
     if st != Some(Status::Exited(0)) {
         println!("init: bench ended with {st:?}");
         let _ = sys::shutdown(false);

@@ -3,16 +3,19 @@
 //! and `LoadImage` and by init to load the loader itself.
 //!
 //! [`load`] creates an empty process, plans the image ([`crate::plan()`]),
-//! and carries the plan out through [`Builder`], a [`Target`] over memory
-//! objects: each segment's pages are one fresh memory object, mapped into
-//! the builder's own space at a scratch address (writable) and into the new
-//! space with the segment's final rights; the builder writes the file bytes
-//! and the relocations through its scratch mapping, so nothing is copied
-//! through the kernel and the new process never holds a writable mapping
-//! the image did not ask for. BSS needs no store: the object's frames are
-//! zeroed by the kernel. PT_GNU_RELRO is then made read-only in the new
-//! space. The stack is one more object under an unmapped guard page,
-//! holding the SysV initial stack ([`crate::stack::build`]).
+//! and carries the plan out through [`Builder`], a [`Target`] over one
+//! memory object as large as the plan's pages and the stack's top: it is
+//! mapped once into the builder's own space at a scratch address
+//! (writable), and each segment is the next part of it, mapped into the
+//! new space with the segment's final rights; the builder writes the file
+//! bytes and the relocations through its scratch view, so nothing is
+//! copied through the kernel and the new process never holds a writable
+//! mapping the image did not ask for. BSS needs no store: the object's
+//! frames are zeroed by the kernel. PT_GNU_RELRO is then made read-only in
+//! the new space. The stack's top (the last part of the object) holds the
+//! SysV initial stack ([`crate::stack::build`]); the rest of the stack is
+//! fresh pages, and the page below it stays unmapped (the guard). One
+//! object, one scratch mapping: the fewest syscalls per load.
 //!
 //! Any failure kills and closes the half-built process, closes every
 //! object handle and unmaps the scratch mappings: nothing is left behind.
@@ -32,9 +35,23 @@ pub const STACK_TOP: u64 = abi::layout::INIT_STACK_TOP;
 pub const STACK_BYTES: u64 = abi::layout::INIT_STACK_BYTES;
 /// Where a static PIE's address 0 goes.
 pub const PIE_BASE: u64 = 0x40_0000;
-/// Bytes of the stack's top given to [`stack::build`] (argv and envp are at
-/// most [`libipc::loader::MAX_ARGS_BYTES`] bytes: well inside).
-const ARGS_AREA: u64 = 16 * 1024;
+/// Bytes of the stack's top given to [`stack::build`], part of the image's
+/// object: at most 3072 bytes of strings, 531 words of pointers and auxv,
+/// and AT_RANDOM's 16 bytes fit. The rest of the stack is fresh pages.
+const ARGS_AREA: u64 = 8 * 1024;
+const _: () = assert!(
+    libipc::loader::MAX_ARGS_BYTES as u64
+        + 8 * (1 + (stack::MAX_ARGS as u64 + 1) + (stack::MAX_ENVS as u64 + 1) + 16)
+        + 32
+        <= ARGS_AREA
+);
+
+/// What one image may ask for: the plan's defaults, its pages and the
+/// stack's top fitting the largest memory object.
+pub const LIMITS: Limits = Limits {
+    max_memory_bytes: abi::vm::MAX_MEMORY_BYTES - ARGS_AREA,
+    ..Limits::DEFAULT
+};
 
 /// Why a load failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +81,7 @@ pub struct Loaded {
     pub rsp: u64,
 }
 
-/// One segment's object, mapped in both spaces.
+/// One segment's part of the object, mapped in both spaces.
 #[derive(Clone, Copy)]
 struct Mapped {
     /// Its first address in the new process, and its length.
@@ -74,16 +91,21 @@ struct Mapped {
     scratch: u64,
 }
 
-/// Most objects one load maps: the plan's segments and the stack.
+/// Most parts one load maps: the plan's segments and the stack's top.
 const MAX_MAPPED: usize = crate::plan::MAX_SEGMENTS + 1;
 
-/// A [`Target`] building a new process through memory objects (see the
-/// module docs). Dropping it unmaps its scratch mappings (the new process
-/// keeps its own).
+/// A [`Target`] building a new process through one memory object (see the
+/// module docs): the object is mapped writable at the builder's scratch
+/// address once, and each segment is the next part of it, mapped into the
+/// child with the segment's rights. Dropping it unmaps the scratch view and
+/// closes the object's handle (the child's mappings keep the frames).
 pub struct Builder {
     child: ProcessHandle,
-    scratch_base: u64,
-    scratch_next: u64,
+    mem: MemoryHandle,
+    scratch: u64,
+    size: u64,
+    /// Bytes of the object handed out so far.
+    used: u64,
     mapped: [Mapped; MAX_MAPPED],
     n: usize,
 }
@@ -100,58 +122,52 @@ fn prot_of(p: Perms) -> u64 {
 }
 
 impl Builder {
-    /// A builder for `child`, mapping scratch views from `scratch_base`
-    /// upwards in the caller's own space (a range it keeps free for this:
-    /// at most the plan's bytes plus the stack's).
-    pub fn new(child: ProcessHandle, scratch_base: u64) -> Self {
-        Builder {
+    /// A builder for `child` with an object of `size` bytes (page-aligned),
+    /// seen at `scratch` in the caller's own space (a range it keeps free
+    /// for this).
+    pub fn new(child: ProcessHandle, scratch: u64, size: u64) -> Result<Self, Error> {
+        let mem = MemoryHandle::create(size)?;
+        if let Err(e) = mem.map(Space::Own, scratch, 0, size, prot::WRITE) {
+            let _ = mem.close();
+            return Err(e);
+        }
+        Ok(Builder {
             child,
-            scratch_base,
-            scratch_next: scratch_base,
+            mem,
+            scratch,
+            size,
+            used: 0,
             mapped: [Mapped {
                 start: 0,
                 len: 0,
                 scratch: 0,
             }; MAX_MAPPED],
             n: 0,
-        }
+        })
     }
 
-    /// Maps `len` bytes of a new object at `start` in the child with `p`,
-    /// and writable at the next scratch address here; returns that address.
-    fn map_object(&mut self, start: u64, len: u64, p: u64) -> Result<u64, Error> {
-        if self.n == MAX_MAPPED {
+    /// Maps the next `len` bytes of the object at `start` in the child with
+    /// `p`.
+    fn map_part(&mut self, start: u64, len: u64, p: u64) -> Result<(), Error> {
+        let fits = self
+            .used
+            .checked_add(len)
+            .is_some_and(|end| end <= self.size);
+        if self.n == MAX_MAPPED || !fits {
             return Err(Error::NoMemory);
         }
-        let scratch = self.scratch_next;
-        let mem = MemoryHandle::create(len)?;
-        let r = mem
-            .map(Space::Own, scratch, 0, len, prot::WRITE)
-            .and_then(|_| {
-                let r = mem.map(self.child.space(), start, 0, len, p);
-                if r.is_err() {
-                    // SAFETY: `scratch..+len` is this builder's range,
-                    // mapped just above; nothing else uses it.
-                    let _ = unsafe { Space::Own.unmap(scratch, len) };
-                }
-                r
-            });
-        // The mappings hold the frames: the handle is not needed.
-        let _ = mem.close();
-        r?;
+        self.mem.map(self.child.space(), start, self.used, len, p)?;
         self.mapped[self.n] = Mapped {
             start,
             len,
-            scratch,
+            scratch: self.scratch + self.used,
         };
         self.n += 1;
-        // Cannot overflow: the plan's pages add up to at most
-        // Limits::max_memory_bytes and the stack is small.
-        self.scratch_next += len + PAGE_SIZE;
-        Ok(scratch)
+        self.used += len;
+        Ok(())
     }
 
-    /// The builder's view of `addr..addr+len` in the child, if one object
+    /// The builder's view of `addr..addr+len` in the child, if one part
     /// holds it all.
     fn view(&mut self, addr: u64, len: u64) -> Result<&mut [u8], Error> {
         let end = addr.checked_add(len).ok_or(Error::InvalidArgument)?;
@@ -160,30 +176,27 @@ impl Builder {
             .find(|m| addr >= m.start && end <= m.start + m.len)
             .ok_or(Error::InvalidArgument)?;
         let at = m.scratch + (addr - m.start);
-        // SAFETY: `at..at+len` lies inside the scratch mapping of one
-        // object (checked just above), mapped writable by `map_object`
-        // and unmapped only when the builder drops; nothing else in this
-        // program refers to it, and `&mut self` makes the view unique.
+        // SAFETY: `at..at+len` lies inside one part of the object's scratch
+        // view (checked just above), mapped writable by `new` and unmapped
+        // only when the builder drops; nothing else in this program refers
+        // to it, and `&mut self` makes the view unique.
         Ok(unsafe { core::slice::from_raw_parts_mut(at as *mut u8, len as usize) })
     }
 }
 
 impl Drop for Builder {
     fn drop(&mut self) {
-        if self.scratch_next > self.scratch_base {
-            // SAFETY: the scratch range is this builder's alone; the views
-            // borrowed from it ended with their `&mut self` borrows.
-            let _ = unsafe {
-                Space::Own.unmap(self.scratch_base, self.scratch_next - self.scratch_base)
-            };
-        }
+        // SAFETY: the scratch view is this builder's alone; the views
+        // borrowed from it ended with their `&mut self` borrows.
+        let _ = unsafe { Space::Own.unmap(self.scratch, self.size) };
+        let _ = self.mem.close();
     }
 }
 
 impl Target for Builder {
     type Error = Error;
     fn map(&mut self, start: u64, len: u64, perms: Perms) -> Result<(), Error> {
-        self.map_object(start, len, prot_of(perms)).map(|_| ())
+        self.map_part(start, len, prot_of(perms))
     }
     fn write(&mut self, addr: u64, bytes: &[u8]) -> Result<(), Error> {
         self.view(addr, bytes.len() as u64)?.copy_from_slice(bytes);
@@ -275,7 +288,7 @@ pub fn load(
     envp: &[u8],
     scratch_base: u64,
 ) -> Result<Loaded, Fail> {
-    let plan = plan(image, PIE_BASE, &Limits::DEFAULT).map_err(Fail::Refused)?;
+    let plan = plan(image, PIE_BASE, &LIMITS).map_err(Fail::Refused)?;
     // Checked before anything is made: bad arguments cost nothing.
     let mut args: [&[u8]; stack::MAX_ARGS] = [&[]; stack::MAX_ARGS];
     let mut envs: [&[u8]; stack::MAX_ENVS] = [&[]; stack::MAX_ENVS];
@@ -307,10 +320,16 @@ fn build(
     envp: &[&[u8]],
     scratch_base: u64,
 ) -> Result<Loaded, Fail> {
-    let mut b = Builder::new(process, scratch_base);
+    let mut b = Builder::new(process, scratch_base, plan.memory_bytes() + ARGS_AREA)?;
     apply(plan, &mut b)?;
-    let bottom = STACK_TOP - STACK_BYTES;
-    b.map_object(bottom, STACK_BYTES, prot::WRITE)?;
+    // The stack: its top from the object (the builder writes it), the rest
+    // fresh zeroed pages; the page below stays unmapped (the guard).
+    b.map_part(STACK_TOP - ARGS_AREA, ARGS_AREA, prot::WRITE)?;
+    process.space().map(
+        STACK_TOP - STACK_BYTES,
+        STACK_BYTES - ARGS_AREA,
+        prot::WRITE,
+    )?;
     let buf = b.view(STACK_TOP - ARGS_AREA, ARGS_AREA)?;
     let rsp = stack::build(buf, STACK_TOP, argv, envp, &plan.aux(), &random_bytes()).map_err(
         |e| match e {
