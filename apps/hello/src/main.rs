@@ -109,7 +109,7 @@ fn main(arg: u64) -> i32 {
     if phnum == 0 || phnum > 64 {
         return BAD_PHNUM;
     }
-    if entry != _start as usize as u64 {
+    if entry != _start as *const () as u64 {
         return BAD_ENTRY;
     }
     if pagesz != 4096 {

@@ -177,13 +177,13 @@ impl Image {
         i.u16(52, 64); // e_ehsize
         i.u16(54, 56); // e_phentsize
         i.u16(56, 1); // e_phnum
-        i.phdr(0, 1, 5, 0, BASE, 0x200, 0x200);
+        i.phdr(0, 1, 5, [0, BASE, 0x200, 0x200]);
         i.put(CODE_AT, &EXIT_42);
         i
     }
 
-    /// Program header `n`: type, flags, offset, vaddr, filesz, memsz.
-    fn phdr(&mut self, n: usize, t: u32, flags: u32, off: u64, vaddr: u64, fsz: u64, msz: u64) {
+    /// Program header `n`: type, flags, [offset, vaddr, filesz, memsz].
+    fn phdr(&mut self, n: usize, t: u32, flags: u32, [off, vaddr, fsz, msz]: [u64; 4]) {
         let at = 64 + 56 * n;
         self.u32(at, t);
         self.u32(at + 4, flags);
@@ -203,8 +203,8 @@ impl Image {
         i.u16(16, 3); // ET_DYN
         i.u64(24, CODE_AT as u64);
         i.u16(56, 2);
-        i.phdr(0, 1, 5, 0, 0, 0x200, 0x200);
-        i.phdr(1, 2, 6, 0x180, 0x180, 64, 64); // PT_DYNAMIC
+        i.phdr(0, 1, 5, [0, 0, 0x200, 0x200]);
+        i.phdr(1, 2, 6, [0x180, 0x180, 64, 64]); // PT_DYNAMIC
         for (k, (tag, val)) in [(7u64, 0x1c0u64), (8, 24), (9, 24), (0, 0)]
             .iter()
             .enumerate()
@@ -303,19 +303,19 @@ pub fn malformed_corpus_is_refused() -> TestResult {
         ),
         (
             "segment outside user space",
-            with(&|i| i.phdr(0, 1, 5, 0, 0xffff_8000_0000_0000, 0x200, 0x200)),
+            with(&|i| i.phdr(0, 1, 5, [0, 0xffff_8000_0000_0000, 0x200, 0x200])),
             0x200,
             LoadError::OutsideUserRange { index: 0 },
         ),
         (
             "huge p_memsz",
-            with(&|i| i.phdr(0, 1, 5, 0, BASE, 0x200, 1 << 40)),
+            with(&|i| i.phdr(0, 1, 5, [0, BASE, 0x200, 1 << 40])),
             0x200,
             LoadError::TooMuchMemory,
         ),
         (
             "overflowing offset",
-            with(&|i| i.phdr(0, 1, 5, huge, BASE, 0x100, 0x200)),
+            with(&|i| i.phdr(0, 1, 5, [huge, BASE, 0x100, 0x200])),
             0x200,
             LoadError::OffsetOverflow { index: 0 },
         ),
@@ -323,7 +323,7 @@ pub fn malformed_corpus_is_refused() -> TestResult {
             "overlapping segments",
             with(&|i| {
                 i.u16(56, 2);
-                i.phdr(1, 1, 4, 0, BASE, 0x200, 0x200);
+                i.phdr(1, 1, 4, [0, BASE, 0x200, 0x200]);
             }),
             0x200,
             LoadError::SegmentsOverlap { index: 1 },
