@@ -67,9 +67,11 @@ KTEST_CASES=25 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
 # The suite's own lines are judged by its pid: init starts its supervised
-# server kv first (pid 2), then the suite (pid 3); any other process (a test's
-# child) could print the same words behind its own.
-SUITE='^\[pid 3\] '
+# servers first, in init/src/names.rs SERVERS order (loader pid 2, kv pid 3),
+# then the suite (pid 4); any other process (a test's child) could print the
+# same words behind its own. A server added to SERVERS moves it by one.
+SUITE_PID=4
+SUITE="^\[pid ${SUITE_PID}\] "
 TESTS_COUNTS=("${SUITE}tests: ${TESTS_CASES} cases\$" "${SUITE}${TESTS_CASES} passed, 0 failed\$")
 KTEST_COUNTS=("^ktest: ${KTEST_CASES} cases\$" "^${KTEST_CASES} passed, 0 failed\$")
 
@@ -178,7 +180,7 @@ for n in 1 2 4 8; do
     '^\[pid 1\] Hello from userland!' \
     '^\[ *WARN cpu[0-9]+\] syscall fault: pid [0-9]+ tid [0-9]+: syscall return address not a user address$' \
     "${TESTS_COUNTS[@]}" \
-    '^\[ *WARN cpu[0-9]+\] user fault: pid 3 \(tests\) tid [0-9]+ #UD invalid opcode: error=0x0 RIP=0x[0-9a-f]+ ' \
+    '^\[ *WARN cpu[0-9]+\] user fault: pid '"${SUITE_PID}"' \(tests\) tid [0-9]+ #UD invalid opcode: error=0x0 RIP=0x[0-9a-f]+ ' \
     '^    at tests::faults::do_ud2 \(apps/tests/src/faults\.rs:[0-9]+\)$' \
     '^\[ *WARN cpu[0-9]+\] user fault: pid [0-9]+ \(\?\) tid [0-9]+ #UD invalid opcode: ' \
     '^mica: shutdown requested by init \(success\)' \

@@ -2,8 +2,10 @@
 //!
 //! The kernel maps init from its boot image, maps the other boot modules
 //! read-only into init's address space, and passes the address of an
-//! [`abi::bootinfo::BootInfo`] page in RDI. init greets, then runs what the
-//! command line's `init=` names:
+//! [`abi::bootinfo::BootInfo`] page in RDI. Every other program is an ELF
+//! module: init loads the loader server itself and every other program
+//! through it (`load.rs`), hands the new process its handles, then starts
+//! it. init greets, then runs what the command line's `init=` names:
 //! - `init=tests`: runs the `tests` module and powers off with its verdict;
 //! - `init=bench`: runs the `bench` module, then measures `yield_switch` against
 //!   a second copy of `bench` started as a yield peer, then prints `BENCH-DONE`;
@@ -60,7 +62,7 @@ fn main(arg: u64) -> i32 {
     start_servers(info, program == Some(modules::TESTS));
     match program {
         None | Some("") => 0,
-        Some(modules::TESTS) => verdict(run_tests(info)),
+        Some(modules::TESTS) => verdict(run_tests()),
         Some(modules::BENCH) => bench(info),
         Some(modules::FUZZ) => fuzz(info),
         Some(other) => {
@@ -127,8 +129,8 @@ pub(crate) fn module_bytes(m: &ModuleDesc) -> &'static [u8] {
 }
 
 /// Spawns module `name` with `arg` and waits for it; `None` if that failed.
-fn run_module(info: &BootInfo, name: &str, arg: u64) -> Option<Status> {
-    let pid = spawn(info, name, arg)?;
+fn run_module(name: &str, arg: u64) -> Option<Status> {
+    let pid = spawn(name, arg)?;
     wait(name, pid)
 }
 
@@ -143,15 +145,14 @@ fn wait(name: &str, pid: sys::ProcessHandle) -> Option<Status> {
 }
 
 /// Starts boot module `name` with `arg` in RDI (and argv `name`).
-fn spawn(info: &BootInfo, name: &str, arg: u64) -> Option<sys::ProcessHandle> {
-    spawn_with(info, name, arg, |_| {})
+fn spawn(name: &str, arg: u64) -> Option<sys::ProcessHandle> {
+    spawn_with(name, arg, |_| {})
 }
 
 /// Loads boot module `name` through the loader, lets `give` hand the new
 /// process its handles (before it runs, so they land at the slots
 /// `abi::boot_handles` names), then starts it with `arg` in RDI.
 fn spawn_with(
-    _info: &BootInfo,
     name: &str,
     arg: u64,
     give: impl FnOnce(sys::ProcessHandle),
@@ -185,8 +186,8 @@ fn spawn_with(
 /// hardware roots (hw, issue 11). They are given before it starts, in this
 /// order, so they are the first handles of its fresh table and land at the
 /// numbers `abi::boot_handles::tests` names.
-fn run_tests(info: &BootInfo) -> Option<Status> {
-    let pid = spawn_with(info, modules::TESTS, 0, |pid| {
+fn run_tests() -> Option<Status> {
+    let pid = spawn_with(modules::TESTS, 0, |pid| {
         if let Err(e) = names::give(pid) {
             println!("init: cannot give tests the name service: {e}");
         }
@@ -213,7 +214,7 @@ fn verdict(st: Option<Status>) -> i32 {
 /// from the command line, and powers off with its verdict.
 fn fuzz(info: &BootInfo) -> i32 {
     match fuzz::Config::from_cmdline(|key| cmdline_arg(info.cmdline(), key)) {
-        Ok(cfg) => verdict(run_module(info, modules::FUZZ, cfg.encode())),
+        Ok(cfg) => verdict(run_module(modules::FUZZ, cfg.encode())),
         Err(e) => {
             println!("init: {e}");
             verdict(None)
@@ -244,7 +245,7 @@ fn bench(info: &BootInfo) -> i32 {
         usize::from(!ok),
     );
     // The name service first (slot 0): `spawn_exit_wait` finds the loader.
-    let st = spawn_with(info, modules::BENCH, mode, |p| {
+    let st = spawn_with(modules::BENCH, mode, |p| {
         if let Err(e) = names::give(p) {
             println!("init: cannot give bench the name service: {e}");
         }
@@ -260,7 +261,7 @@ fn bench(info: &BootInfo) -> i32 {
     let _ = sys::set_affinity(0);
     // `yield` alternates only between equals: the peer's default priority.
     let _ = sys::set_priority(u64::from(PEER_PRIORITY));
-    let Some(peer) = spawn(info, modules::BENCH, YIELD_ITERS + YIELD_WARMUP) else {
+    let Some(peer) = spawn(modules::BENCH, YIELD_ITERS + YIELD_WARMUP) else {
         let _ = sys::shutdown(false);
         return 1;
     };
