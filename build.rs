@@ -12,8 +12,10 @@
 //! - the nested output shown when it fails.
 //!
 //! The kernel contains no ELF parser, so init's ELF is converted here into the
-//! trivial boot-image format of [`abi::bootimg`]; the other boot programs (the
-//! servers, later) stay ELF and are loaded by the loader server.
+//! trivial boot-image format of [`abi::bootimg`]; every other boot program
+//! stays ELF (its section headers and debug info cut off: see [`strip`]) and
+//! is loaded by the loader server (init loads the loader itself). The
+//! runner's symbolizer reads the unstripped ELFs in `MICA_USER_ELF_DIR`.
 
 use abi::bootinfo::modules;
 use std::env;
@@ -28,26 +30,30 @@ mod grubiso;
 type Program = (&'static str, &'static str, &'static str, bool);
 
 /// User programs built for the boot image: (package, binary, module name, flat?).
-/// `flat` programs are converted to the boot-image format (the kernel maps it
-/// directly, and `process_spawn` takes only it until the loader server reads
-/// ELF); the rest stay ELF.
+/// `flat` programs (init alone) are converted to the boot-image format the
+/// kernel maps directly; the rest stay ELF for the loader. To add a program:
+/// a workspace member, a line here, its name in `abi::bootinfo::modules`
+/// and a `module2` line in grub/grub.cfg (README, "Adding a program").
 /// Module names come from [`abi::bootinfo::modules`] (grub/grub.cfg loads
 /// the same list; a runner test checks it).
 const USER_PROGRAMS: &[Program] = &[
     ("init", "init", modules::INIT, true),
-    ("tests", "tests", modules::TESTS, true),
-    ("bench", "bench", modules::BENCH, true),
-    ("fuzz", "fuzz", modules::FUZZ, true),
-    ("kv", "kv", modules::KV, true),
-    ("procmgr", "procmgr", modules::PROCMGR, true),
-    ("console", "console", modules::CONSOLE, true),
-    ("shell", "shell", modules::SHELL, true),
+    ("tests", "tests", modules::TESTS, false),
+    ("bench", "bench", modules::BENCH, false),
+    ("fuzz", "fuzz", modules::FUZZ, false),
+    ("kv", "kv", modules::KV, false),
+    ("loader", "loader", modules::LOADER, false),
+    ("hello", "hello", modules::HELLO, false),
+    ("procmgr", "procmgr", modules::PROCMGR, false),
+    ("console", "console", modules::CONSOLE, false),
+    ("shell", "shell", modules::SHELL, false),
 ];
 
-/// Boot programs other programs embed (the tests program spawns the kv
-/// server from its own copy until a name service hands out endpoints):
-/// built first; each flat image's path reaches the second build as
-/// `MICA_<NAME>_IMAGE` (apps/tests/build.rs reads it).
+/// Boot programs other programs embed as flat images (the tests program
+/// spawns the kv server from its own copy with the kernel's
+/// `process_spawn`): built first; each one's flat image (next to the ISO
+/// root, not in it) reaches the second build as `MICA_<NAME>_IMAGE`
+/// (apps/tests/build.rs reads it).
 const EMBEDDED: &[&str] = &["kv"];
 
 fn main() {
@@ -131,14 +137,13 @@ fn main() {
             let image = if *flat {
                 flatten(&elf_path, &bytes)
             } else {
-                bytes
+                strip(&elf_path, &bytes)
             };
             fs::write(boot.join(module), image).unwrap();
             if EMBEDDED.contains(package) {
-                embedded_env.push((
-                    format!("MICA_{}_IMAGE", package.to_uppercase()),
-                    boot.join(module),
-                ));
+                let flat_path = out.join(format!("{module}.flat"));
+                fs::write(&flat_path, flatten(&elf_path, &bytes)).unwrap();
+                embedded_env.push((format!("MICA_{}_IMAGE", package.to_uppercase()), flat_path));
             }
         }
     }
@@ -200,6 +205,30 @@ fn cross_build(
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// What the loader needs of an ELF: the bytes up to the end of the last
+/// segment's file bytes (and of the program headers), with the section
+/// header fields zeroed, as the section headers and the debug info after
+/// the segments are cut off. A static executable lays its segments out
+/// first, so this is `strip` without a tool: tests goes from megabytes of
+/// DWARF to its code and data.
+fn strip(path: &Path, bytes: &[u8]) -> Vec<u8> {
+    use elf::endian::LittleEndian;
+    let file = elf::ElfBytes::<LittleEndian>::minimal_parse(bytes)
+        .unwrap_or_else(|e| panic!("{}: not an ELF: {e}", path.display()));
+    let phdrs_end = file.ehdr.e_phoff + u64::from(file.ehdr.e_phnum) * 56;
+    let end = file
+        .segments()
+        .expect("program headers")
+        .iter()
+        .map(|ph| ph.p_offset + ph.p_filesz)
+        .fold(phdrs_end, u64::max);
+    let mut out = bytes[..end as usize].to_vec();
+    // e_shoff (8 bytes at 0x28), e_shnum (2 at 0x3c), e_shstrndx (2 at 0x3e).
+    out[0x28..0x30].fill(0);
+    out[0x3c..0x40].fill(0);
+    out
 }
 
 /// Converts a static ELF executable into the boot-image format: one record per

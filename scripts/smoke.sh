@@ -63,15 +63,18 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=154 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=159 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=25 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
 # The suite's own lines are judged by its pid: init starts its supervised
-# servers kv (pid 2), console (pid 3) and procmgr (pid 4) first, then the
-# suite (pid 5); any other process (a test's child) could print the same
-# words behind its own.
-SUITE='^\[pid 5\] '
+# servers first, in init/src/names.rs SERVERS order (loader pid 2, kv pid 3,
+# console pid 4, procmgr pid 5), then the suite (pid 6); any other process (a
+# test's child) could print the same words behind its own. A server added to
+# SERVERS moves it by one.
+SUITE_PID=6
+PROCMGR_PID=5
+SUITE="^\[pid ${SUITE_PID}\] "
 TESTS_COUNTS=("${SUITE}tests: ${TESTS_CASES} cases\$" "${SUITE}${TESTS_CASES} passed, 0 failed\$")
 KTEST_COUNTS=("^ktest: ${KTEST_CASES} cases\$" "^${KTEST_CASES} passed, 0 failed\$")
 
@@ -213,10 +216,10 @@ for n in 1 2 4 8; do
     '^\[pid 1\] Hello from userland!' \
     '^\[ *WARN cpu[0-9]+\] syscall fault: pid [0-9]+ tid [0-9]+: syscall return address not a user address$' \
     "${TESTS_COUNTS[@]}" \
-    '^\[ *WARN cpu[0-9]+\] user fault: pid 5 \(tests\) tid [0-9]+ #UD invalid opcode: error=0x0 RIP=0x[0-9a-f]+ ' \
-    '^\[pid 4\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 14 \(page fault\) rip=0x[0-9a-f]+ cr2=0x0$' \
-    '^\[pid 4\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 0 \(divide error\) rip=0x[0-9a-f]+ cr2=0x0$' \
-    '^\[pid 4\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 6 \(invalid opcode\) rip=0x[0-9a-f]+ cr2=0x0$' \
+    '^\[ *WARN cpu[0-9]+\] user fault: pid '"${SUITE_PID}"' \(tests\) tid [0-9]+ #UD invalid opcode: error=0x0 RIP=0x[0-9a-f]+ ' \
+    '^\[pid '"${PROCMGR_PID}"'\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 14 \(page fault\) rip=0x[0-9a-f]+ cr2=0x0$' \
+    '^\[pid '"${PROCMGR_PID}"'\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 0 \(divide error\) rip=0x[0-9a-f]+ cr2=0x0$' \
+    '^\[pid '"${PROCMGR_PID}"'\] procmgr: pid [0-9]+ \(tests\) killed by fault: vector 6 \(invalid opcode\) rip=0x[0-9a-f]+ cr2=0x0$' \
     '^    at tests::faults::do_ud2 \(apps/tests/src/faults\.rs:[0-9]+\)$' \
     '^\[ *WARN cpu[0-9]+\] user fault: pid [0-9]+ \(\?\) tid [0-9]+ #UD invalid opcode: ' \
     '^mica: shutdown requested by init \(success\)' \

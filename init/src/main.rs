@@ -2,8 +2,10 @@
 //!
 //! The kernel maps init from its boot image, maps the other boot modules
 //! read-only into init's address space, and passes the address of an
-//! [`abi::bootinfo::BootInfo`] page in RDI. init greets, then runs what the
-//! command line's `init=` names:
+//! [`abi::bootinfo::BootInfo`] page in RDI. Every other program is an ELF
+//! module: init loads the loader server itself and every other program
+//! through it (`load.rs`), hands the new process its handles, then starts
+//! it. init greets, then runs what the command line's `init=` names:
 //! - `init=tests`: runs the `tests` module and powers off with its verdict;
 //! - `init=bench`: runs the `bench` module, then measures `yield_switch` against
 //!   a second copy of `bench` started as a yield peer, then prints `BENCH-DONE`;
@@ -26,6 +28,7 @@ use libipc::bench::{Unit, ICOUNT_ARG, ICOUNT_CMDLINE_FLAG};
 use libipc::{println, sys};
 
 mod console;
+mod load;
 mod names;
 
 /// How long init waits for every server to register before it goes on
@@ -56,13 +59,14 @@ fn main(arg: u64) -> i32 {
         return 1;
     }
     let program = cmdline_arg(info.cmdline(), modules::INIT_KEY);
+    load::copy_modules(info);
     start_servers(info, program == Some(modules::TESTS));
     match program {
         None | Some("") => 0,
-        Some(modules::TESTS) => verdict(run_tests(info)),
+        Some(modules::TESTS) => verdict(run_tests()),
         Some(modules::BENCH) => bench(info),
         Some(modules::FUZZ) => fuzz(info),
-        Some(modules::SHELL) => verdict(run_shell(info)),
+        Some(modules::SHELL) => verdict(run_shell()),
         Some(other) => {
             println!("init: unknown init={other} (tests, bench, fuzz, shell)");
             let _ = sys::shutdown(false);
@@ -82,10 +86,20 @@ fn start_servers(info: &'static BootInfo, test_controls: bool) {
         }
     };
     match libipc::ipc::wait(up, Some(SERVERS_UP_TIMEOUT_US)) {
-        Ok(_) => println!("init: all servers up"),
+        Ok(_) => {
+            // Relaxed: read by this thread only (bench).
+            SERVERS_UP_TSC.store(
+                libipc::bench::rdtsc(),
+                core::sync::atomic::Ordering::Relaxed,
+            );
+            println!("init: all servers up");
+        }
         Err(e) => println!("init: the servers did not all register: {e}"),
     }
 }
+
+/// The TSC when every server had registered (0: never).
+static SERVERS_UP_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Where init's own threads' stacks go (far from the image, the modules at
 /// `0x1000_0000_0000` and the main stack near the top).
@@ -110,10 +124,6 @@ fn spawn_stack(entry: extern "C" fn(u64) -> !, arg: u64) -> Result<(), libipc::E
     Ok(())
 }
 
-fn module<'a>(info: &'a BootInfo, name: &str) -> Option<&'a ModuleDesc> {
-    info.modules().iter().find(|m| m.name() == name)
-}
-
 pub(crate) fn module_bytes(m: &ModuleDesc) -> &'static [u8] {
     // SAFETY: the kernel maps every module read-only at `addr` for `len`
     // bytes for init's whole life.
@@ -121,8 +131,12 @@ pub(crate) fn module_bytes(m: &ModuleDesc) -> &'static [u8] {
 }
 
 /// Spawns module `name` with `arg` and waits for it; `None` if that failed.
-fn run_module(info: &BootInfo, name: &str, arg: u64) -> Option<Status> {
-    let pid = spawn(info, name, arg)?;
+fn run_module(name: &str, arg: u64) -> Option<Status> {
+    let pid = spawn(name, arg)?;
+    wait(name, pid)
+}
+
+fn wait(name: &str, pid: sys::ProcessHandle) -> Option<Status> {
     match sys::process_wait(pid) {
         Ok(word) => Some(status::decode(word)),
         Err(e) => {
@@ -132,43 +146,61 @@ fn run_module(info: &BootInfo, name: &str, arg: u64) -> Option<Status> {
     }
 }
 
-fn spawn(info: &BootInfo, name: &str, arg: u64) -> Option<sys::ProcessHandle> {
-    let Some(m) = module(info, name) else {
-        println!("init: no boot module named {name:?}");
+/// Starts boot module `name` with `arg` in RDI (and argv `name`).
+fn spawn(name: &str, arg: u64) -> Option<sys::ProcessHandle> {
+    spawn_with(name, arg, |_| {})
+}
+
+/// Loads boot module `name` through the loader, lets `give` hand the new
+/// process its handles (before it runs, so they land at the slots
+/// `abi::boot_handles` names), then starts it with `arg` in RDI.
+fn spawn_with(
+    name: &str,
+    arg: u64,
+    give: impl FnOnce(sys::ProcessHandle),
+) -> Option<sys::ProcessHandle> {
+    let Some(loader) = names::loader() else {
+        println!("init: cannot start {name}: no loader");
         return None;
     };
-    match sys::process_spawn(module_bytes(m), arg) {
-        Ok(pid) => Some(pid),
+    let r = load::load(loader, name);
+    let _ = libipc::ipc::handle_close(loader.0);
+    let l = match r {
+        Ok(l) => l,
+        Err(e) => {
+            println!("init: cannot load {name}: {e}");
+            return None;
+        }
+    };
+    give(l.process);
+    match load::start(l.process, l.entry, l.rsp, arg) {
+        Ok(()) => Some(l.process),
         Err(e) => {
             println!("init: cannot start {name}: {e}");
+            let _ = l.process.kill();
+            let _ = l.process.close();
             None
         }
     }
 }
 
 /// Runs the tests program with a handle to the name service and init's
-/// hardware roots (hw, issue 11). They are given right after the spawn, in
-/// this order, so they are the first handles of its fresh table and land at
-/// the numbers `abi::boot_handles::tests` names (the program waits for them
-/// before anything makes a handle).
-fn run_tests(info: &BootInfo) -> Option<Status> {
-    let pid = spawn(info, modules::TESTS, 0)?;
-    if let Err(e) = names::give(pid) {
-        println!("init: cannot give tests the name service: {e}");
-    }
-    for root in [abi::boot_handles::IOPORTS, abi::boot_handles::IRQS] {
-        if let Err(e) = libipc::ipc::handle_give(pid, root, abi::rights_sets::HW) {
-            println!("init: cannot give the tests its hardware roots: {e}");
+/// hardware roots (hw, issue 11). They are given before it starts, in this
+/// order, so they are the first handles of its fresh table and land at the
+/// numbers `abi::boot_handles::tests` names.
+fn run_tests() -> Option<Status> {
+    let pid = spawn_with(modules::TESTS, 0, |pid| {
+        if let Err(e) = names::give(pid) {
+            println!("init: cannot give tests the name service: {e}");
         }
-    }
-    adopt(pid, modules::TESTS);
-    match sys::process_wait(pid) {
-        Ok(word) => Some(status::decode(word)),
-        Err(e) => {
-            println!("init: waiting for tests failed: {e}");
-            None
+        for root in [abi::boot_handles::IOPORTS, abi::boot_handles::IRQS] {
+            if let Err(e) = libipc::ipc::handle_give(pid, root, abi::rights_sets::HW) {
+                println!("init: cannot give the tests its hardware roots: {e}");
+            }
         }
-    }
+        adopt(pid, modules::TESTS);
+    })?;
+    wait(modules::TESTS, pid)
 }
 
 /// Makes the running program `pid` a procmgr child of init, so it has a
@@ -196,24 +228,13 @@ fn adopt(pid: sys::ProcessHandle, program: &str) {
 
 /// Runs the shell with a handle to the name service (it finds the console
 /// through it) and waits for it (its `exit` powers off first).
-fn run_shell(info: &BootInfo) -> Option<Status> {
-    run_with_names(info, modules::SHELL, 0)
-}
-
-/// Spawns module `name` with `arg`, gives it the name service as its first
-/// handle, and waits for it; `None` if that failed.
-fn run_with_names(info: &BootInfo, name: &str, arg: u64) -> Option<Status> {
-    let pid = spawn(info, name, arg)?;
-    if let Err(e) = names::give(pid) {
-        println!("init: cannot give {name} the name service: {e}");
-    }
-    match sys::process_wait(pid) {
-        Ok(word) => Some(status::decode(word)),
-        Err(e) => {
-            println!("init: waiting for {name} failed: {e}");
-            None
+fn run_shell() -> Option<Status> {
+    let pid = spawn_with(modules::SHELL, 0, |p| {
+        if let Err(e) = names::give(p) {
+            println!("init: cannot give the shell the name service: {e}");
         }
-    }
+    })?;
+    wait(modules::SHELL, pid)
 }
 
 /// Powers off with success iff the program exited with 0.
@@ -230,7 +251,7 @@ fn verdict(st: Option<Status>) -> i32 {
 /// from the command line, and powers off with its verdict.
 fn fuzz(info: &BootInfo) -> i32 {
     match fuzz::Config::from_cmdline(|key| cmdline_arg(info.cmdline(), key)) {
-        Ok(cfg) => verdict(run_module(info, modules::FUZZ, cfg.encode())),
+        Ok(cfg) => verdict(run_module(modules::FUZZ, cfg.encode())),
         Err(e) => {
             println!("init: {e}");
             verdict(None)
@@ -249,22 +270,28 @@ fn bench(info: &BootInfo) -> i32 {
     // command line); the benchmark program learns it from its argument.
     let icount = cmdline_arg(info.cmdline(), ICOUNT_CMDLINE_FLAG).is_some();
     let mode = if icount { ICOUNT_ARG } else { 0 };
-    // The name service first (for `console_write_line`), then adopted into
-    // procmgr (its endpoint lands next: `abi::boot_handles::bench`), so the
-    // fork figures can fork and wait.
-    let st = spawn(info, modules::BENCH, mode).and_then(|pid| {
-        if let Err(e) = names::give(pid) {
+    // boot_to_servers_up: the TSC from the kernel's entry to `init: all
+    // servers up` (one sample; failed if the servers never came up).
+    let up = SERVERS_UP_TSC.load(core::sync::atomic::Ordering::Relaxed);
+    let mut boot = [up.wrapping_sub(info.entry_tsc)];
+    let ok = up != 0 && info.entry_tsc != 0 && up > info.entry_tsc;
+    libipc::bench::report(
+        "boot_to_servers_up",
+        Unit::rdtsc(icount),
+        if ok { &mut boot[..] } else { &mut [] },
+        usize::from(!ok),
+    );
+    // The name service first (slot 0: `spawn_exit_wait` finds the loader,
+    // `console_write_line` the console), then adopted into procmgr (its
+    // endpoint lands next: `abi::boot_handles::bench`), so the fork figures
+    // can fork and wait.
+    let st = spawn_with(modules::BENCH, mode, |p| {
+        if let Err(e) = names::give(p) {
             println!("init: cannot give bench the name service: {e}");
         }
-        adopt(pid, modules::BENCH);
-        match sys::process_wait(pid) {
-            Ok(word) => Some(status::decode(word)),
-            Err(e) => {
-                println!("init: waiting for bench failed: {e}");
-                None
-            }
-        }
-    });
+        adopt(p, modules::BENCH);
+    })
+    .and_then(|p| wait(modules::BENCH, p));
     if st != Some(Status::Exited(0)) {
         println!("init: bench ended with {st:?}");
         let _ = sys::shutdown(false);
@@ -275,7 +302,7 @@ fn bench(info: &BootInfo) -> i32 {
     let _ = sys::set_affinity(0);
     // `yield` alternates only between equals: the peer's default priority.
     let _ = sys::set_priority(u64::from(PEER_PRIORITY));
-    let Some(peer) = spawn(info, modules::BENCH, YIELD_ITERS + YIELD_WARMUP) else {
+    let Some(peer) = spawn(modules::BENCH, YIELD_ITERS + YIELD_WARMUP) else {
         let _ = sys::shutdown(false);
         return 1;
     };

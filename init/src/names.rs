@@ -6,14 +6,21 @@
 //! to watch. So the registry has a single owner and needs no lock.
 //!
 //! The servers are the [`SERVERS`] table: each is started from its boot
-//! module with [`SUPERVISED_ARG`], given a badged SEND handle to the
-//! service at [`abi::bootinfo::names::HANDLE`], and registers its name.
+//! module ([`Service::spawn`], the one place: the loader by init itself,
+//! every other through the loader's `Load`, see `load.rs`) with
+//! [`SUPERVISED_ARG`], given a badged SEND handle to the service at
+//! [`abi::bootinfo::names::HANDLE`] before its thread starts, and registers
+//! its name. The loader is the exception: it never calls the service (the
+//! service calls *it* to start the others, so it must not wait on the
+//! service), and init registers `loader` for it with the endpoint init made
+//! and gave it.
 //! Once every one has registered, the service signals the notification
 //! main waits on (`init: all servers up`). When a server dies the service
 //! logs `init: <name> died (<status>), restarting`, drops its names (a
 //! lookup never returns the dead endpoint once init knows), starts it
 //! again from its boot module and the new instance registers anew.
 
+use crate::load;
 use crate::spawn_stack;
 use abi::bootinfo::names::SUPERVISED_ARG;
 use abi::bootinfo::{modules, BootInfo};
@@ -36,9 +43,13 @@ pub struct Spec {
     pub module: &'static str,
 }
 
-/// The supervised servers, started in this order (console, loader and
-/// procmgr join when they exist).
+/// The supervised servers, started in this order. The loader comes first:
+/// the others are loaded by it.
 pub const SERVERS: &[Spec] = &[
+    Spec {
+        name: libipc::loader::NAME,
+        module: modules::LOADER,
+    },
     Spec {
         name: "kv",
         module: modules::KV,
@@ -214,6 +225,9 @@ struct Service {
     slots: [Slot; SERVERS.len()],
     next_instance: u64,
     up_signalled: bool,
+    /// A SEND handle to the running loader's endpoint (the service's own
+    /// way to it: it cannot look itself up).
+    loader: Option<Endpoint>,
 }
 
 impl Service {
@@ -224,27 +238,44 @@ impl Service {
             slots: [Slot::default(); SERVERS.len()],
             next_instance: 1,
             up_signalled: false,
+            loader: None,
         }
     }
 
-    /// Starts slot `slot`'s server: returns the handle its watcher waits on.
+    /// Starts slot `slot`'s server from its boot module (the one place
+    /// servers start, at boot and after a death): returns the handle its
+    /// watcher waits on.
     fn spawn(&mut self, slot: usize) -> Result<ProcessHandle, libipc::Error> {
         let spec = &SERVERS[slot];
-        let m = self
-            .info
-            .modules()
-            .iter()
-            .find(|m| m.name() == spec.module)
-            .ok_or(libipc::Error::NotFound)?;
-        let p = sys::process_spawn(crate::module_bytes(m), SUPERVISED_ARG)?;
+        if spec.module == modules::LOADER {
+            return self.spawn_loader(slot);
+        }
+        // The loader restarting: the watcher asks again shortly.
+        let loader = self.loader.ok_or(libipc::Error::NotFound)?;
+        let l = load::load(loader, spec.module).map_err(|e| {
+            println!("init: cannot load {}: {e}", spec.name);
+            libipc::Error::NotFound
+        })?;
+        let p = l.process;
         let started = give(p)
             .and_then(|badge| {
+                // The console's COM1 handles land after the name service
+                // (`abi::boot_handles::console`), before it runs.
                 if spec.module == modules::CONSOLE {
                     crate::console::give(p)?;
                 }
                 Ok(badge)
             })
-            .and_then(|badge| p.dup(rights::WAIT).map(|w| (badge, w)));
+            .and_then(|badge| {
+                let watch = p.dup(rights::WAIT)?;
+                match load::start(p, l.entry, l.rsp, SUPERVISED_ARG) {
+                    Ok(()) => Ok((badge, watch)),
+                    Err(e) => {
+                        let _ = watch.close();
+                        Err(e)
+                    }
+                }
+            });
         match started {
             Ok((badge, watch)) => {
                 self.slots[slot] = Slot {
@@ -256,12 +287,64 @@ impl Service {
                 Ok(watch)
             }
             Err(e) => {
-                // It would wait for its name service for ever: end it.
+                // Not started, or without its name service: end it.
                 let _ = p.kill();
-                let _ = p.wait();
+                let _ = p.close();
                 Err(e)
             }
         }
+    }
+
+    /// Loads and starts the loader (init itself, `load::load_loader`) and
+    /// registers `loader` for it.
+    fn spawn_loader(&mut self, slot: usize) -> Result<ProcessHandle, libipc::Error> {
+        let (l, badge) = load::load_loader(self.info, give)?;
+        let p = l.process;
+        let ep = l.endpoint;
+        self.slots[slot] = Slot {
+            process: Some(p),
+            badge,
+            registered: false,
+            ..self.slots[slot]
+        };
+        let send = ipc::handle_dup(ep.0, rights::SEND, 0);
+        let registered = matches!(
+            self.register_inner(badge, SERVERS[slot].name, ep.0),
+            Reply::Registered { .. }
+        );
+        // From here only the loader holds RECV: the endpoint dies with it.
+        let _ = ipc::handle_close(ep.0);
+        let watch = p.dup(rights::WAIT);
+        let r = match (registered, send, watch) {
+            (true, Ok(send), Ok(watch)) => match load::start(p, l.entry, l.rsp, SUPERVISED_ARG) {
+                Ok(()) => {
+                    if let Some(old) = self.loader.replace(Endpoint(send)) {
+                        let _ = ipc::handle_close(old.0);
+                    }
+                    return Ok(watch);
+                }
+                Err(e) => {
+                    let _ = ipc::handle_close(send);
+                    let _ = watch.close();
+                    Err(e)
+                }
+            },
+            (_, send, watch) => {
+                if let Ok(h) = send {
+                    let _ = ipc::handle_close(h);
+                }
+                if let Ok(w) = watch {
+                    let _ = w.close();
+                }
+                Err(libipc::Error::NoMemory)
+            }
+        };
+        self.drop_owner(badge);
+        self.slots[slot].process = None;
+        self.slots[slot].registered = false;
+        let _ = p.kill();
+        let _ = p.close();
+        r
     }
 
     /// Drops every name `owner` registered.
@@ -485,4 +568,13 @@ impl Handler<Names> for Service {
             Request::Exited { slot, status } => self.exited(badge, slot, status),
         }
     }
+}
+
+/// A SEND handle to the loader's endpoint, looked up through the service
+/// (the caller closes it); `None` if it is not registered.
+pub fn loader() -> Option<Endpoint> {
+    let ep = Endpoint(ENDPOINT.load(Ordering::Relaxed));
+    libipc::names::lookup_newer(ep, libipc::loader::NAME, 0, libipc::names::RECOVERY_NS)
+        .ok()
+        .map(|(ep, _)| ep)
 }

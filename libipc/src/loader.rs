@@ -15,6 +15,16 @@
 //! them on the new process's SysV initial stack with the auxiliary vector
 //! (AT_PHDR, AT_PHNUM, AT_ENTRY, AT_PAGESZ, AT_RANDOM). Together at most
 //! [`MAX_ARGS_BYTES`] bytes; a string without its NUL is [`Reply::BadArgs`].
+//!
+//! # Retrying after the loader died
+//! Both requests are marked idempotent, so a [`crate::names::Named`]
+//! client sends one again to the restarted loader when the first died with
+//! `PeerDied`. That is safe: until the loader's reply moves the process
+//! handle to the caller, the half-built process is held by the loader
+//! alone and ends with it (its memory freed with its last handle), so a
+//! failed call has no effect the caller can see and the retry builds the
+//! one process the caller gets. `LoadImage`'s image travels as a *copy*,
+//! which the caller still holds for the retry.
 
 /// The name the loader registers with init's name service.
 pub const NAME: &str = "loader";
@@ -31,11 +41,11 @@ wire::protocol! {
     pub enum Request {
         /// Loads the boot module named `module` (an ELF64 program):
         /// `Loaded`, or `NotFound`, `Refused`, `BadArgs`, `Failed`.
-        Load = 1 => fn load { module: &'a str, argv: &'a [u8], envp: &'a [u8] },
+        Load = 1 (idempotent) => fn load { module: &'a str, argv: &'a [u8], envp: &'a [u8] },
         /// Loads the ELF64 image in the first `len` bytes of memory object
         /// `image` (a copy of the caller's handle with at least READ; the
         /// loader closes its copy before it answers): as `Load`.
-        LoadImage = 2 => fn load_image { image: wire::CopiedHandle, len: u64, argv: &'a [u8], envp: &'a [u8] },
+        LoadImage = 2 (idempotent) => fn load_image { image: wire::CopiedHandle, len: u64, argv: &'a [u8], envp: &'a [u8] },
     }
     /// What the loader answers.
     pub enum Reply {

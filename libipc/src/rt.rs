@@ -10,10 +10,29 @@ extern "Rust" {
     fn main(arg: u64) -> i32;
 }
 
-/// The entry point. The kernel enters with RDI = the creator's argument and RSP
-/// at the top of the user stack minus 8 (as if `_start` had been called).
-#[no_mangle]
-pub extern "C" fn _start(arg: u64) -> ! {
+// The entry point. The kernel enters every thread "as if called": RDI =
+// the creator's argument, RSP = the stack top it was given minus 8. A
+// program the loader built has its SysV initial stack (argc, argv, envp,
+// auxv) at that top, i.e. at RSP + 8; a flat image (init) has nothing there.
+// `_start` passes that address on and jumps (not calls), so `mica_start`
+// sees the same "just called" alignment the kernel set up.
+core::arch::global_asm!(
+    ".globl _start",
+    "_start:",
+    // rdi: the creator's argument, left as mica_start's first parameter.
+    // rsi: mica_start's second parameter, the initial-stack address.
+    "lea rsi, [rsp + 8]",
+    "jmp {start}",
+    start = sym mica_start,
+);
+
+/// Where the initial stack was (see [`initial_stack`]).
+static INITIAL_STACK: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn mica_start(arg: u64, initial_stack: u64) -> ! {
+    // Relaxed: stored before `main` runs, read by this program's threads
+    // only after a thread_spawn (a syscall) that follows it.
+    INITIAL_STACK.store(initial_stack, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: every program built against libipc defines `main` with this
     // signature (link error otherwise).
     let code = unsafe { main(arg) };
@@ -24,6 +43,15 @@ pub extern "C" fn _start(arg: u64) -> ! {
 /// that long reaches the console in one write (threads of one program,
 /// which share its console session, never mix inside one).
 pub const LINE_BUFFER: usize = 512;
+
+/// The address of the SysV initial stack (argc, then argv, envp and auxv)
+/// the loader built for this program: the main thread's stack top. Only
+/// meaningful in a program started by the loader (`libipc::loader`) at the
+/// `rsp` its `Loaded` reply named; a flat image (init) may have no memory
+/// there.
+pub fn initial_stack() -> u64 {
+    INITIAL_STACK.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 /// A line buffer so a `println!` reaches the log as one write (one line is
 /// never interleaved with another thread's output).

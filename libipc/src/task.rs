@@ -104,3 +104,14 @@ impl ProcessHandle {
         sys::process_kill(self)
     }
 }
+
+impl ProcessHandle {
+    /// The handle with its pid filled in from the kernel (`process_id`):
+    /// for a handle that came in a message (e.g. the loader's `Loaded`).
+    pub fn with_id(self) -> Result<ProcessHandle, Error> {
+        // SAFETY: process_id writes no user memory.
+        let r =
+            unsafe { crate::sys::syscall6(abi::Sysnum::ProcessId, self.raw as u64, 0, 0, 0, 0, 0) };
+        abi::decode_result(r).map(|id| ProcessHandle { raw: self.raw, id })
+    }
+}

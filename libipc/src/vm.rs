@@ -82,6 +82,33 @@ pub fn process_create() -> Result<ProcessHandle, Error> {
     decode_result(rax).map(|h| ProcessHandle::new(h as u32, pid))
 }
 
+/// A new, empty process that is a program of its own named `name` (its
+/// own budgets; its fault lines carry the name): init and the loader only
+/// (`PermissionDenied` for others; see `Sysnum::ProcessCreate`).
+pub fn process_create_program(name: &str) -> Result<ProcessHandle, Error> {
+    // SAFETY: process_create reads `name` (the kernel checks the range)
+    // and writes no user memory.
+    let (rax, pid) = unsafe {
+        syscall4_rdx(
+            Sysnum::ProcessCreate,
+            name.as_ptr() as u64,
+            name.len() as u64,
+            0,
+            0,
+        )
+    };
+    decode_result(rax).map(|h| ProcessHandle::new(h as u32, pid))
+}
+
+/// Lets `p` create programs ([`process_create_program`]): init only.
+pub fn process_allow_programs(p: ProcessHandle) -> Result<(), Error> {
+    call(
+        Sysnum::ProcessAllowPrograms,
+        [p.raw() as u64, 0, 0, 0, 0, 0],
+    )
+    .map(|_| ())
+}
+
 /// A new process whose space is a copy-on-write copy of `src`'s (no
 /// thread, no handles).
 pub fn space_clone(src: Space) -> Result<ProcessHandle, Error> {

@@ -142,6 +142,18 @@ pub fn build(image: &[u8], parent: Option<&Arc<Process>>) -> Result<(Arc<Process
     }
 }
 
+/// The TSC when the boot CPU entered Rust (`kernel_entry`).
+static ENTRY_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Records the TSC at the kernel's entry (called first thing).
+pub fn record_entry_tsc() {
+    // Relaxed: read later by the same CPU (start_init).
+    ENTRY_TSC.store(
+        crate::arch::cpu::rdtsc(),
+        core::sync::atomic::Ordering::Relaxed,
+    );
+}
+
 /// Starts init from its boot module, lending it the other modules.
 pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
     let m = boot.module("init").ok_or("no boot module named \"init\"")?;
@@ -200,6 +212,8 @@ pub fn start_init(boot: &BootInfo) -> Result<(), &'static str> {
         count += 1;
     }
     info.nmodules = count as u64;
+    // Relaxed: stored by this CPU at entry, before any other CPU started.
+    info.entry_tsc = ENTRY_TSC.load(core::sync::atomic::Ordering::Relaxed);
     space
         .map_frames(BOOTINFO_VA, info_frame.addr(), 1, ro, false)
         .map_err(|_| "cannot map the boot-info page")?;

@@ -146,6 +146,9 @@ extern "C" fn ap_main(block: &'static smp::ApBoot) -> ! {
 /// multiboot2 magic and the boot-information address.
 #[no_mangle]
 pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
+    // First thing: the TSC at the kernel's entry, for init's
+    // `boot_to_servers_up` (BootInfo::entry_tsc).
+    bootstrap::record_entry_tsc();
     logger::init(log::LevelFilter::Info);
 
     // SAFETY: runs once, on the boot CPU, before interrupts are enabled; the

@@ -321,6 +321,10 @@ pub fn place(c: &mut Call, w: usize, cfg: &Config, r: &mut Rng) -> Target {
         | Sysnum::IrqAck => false,
         // Like ThreadKill: a random handle could name a fuzzer thread.
         Sysnum::ThreadSuspend | Sysnum::ThreadResume | Sysnum::ProcessSetFaultEp => false,
+        // --- loader (issue 11) --- reads a handle's pid, changes nothing.
+        Sysnum::ProcessId => true,
+        // init only: always refused here.
+        Sysnum::ProcessAllowPrograms => true,
     };
     if direct && r.below(8) != 0 {
         Target::Direct

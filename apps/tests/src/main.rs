@@ -48,6 +48,7 @@ mod ipcfast;
 mod kv;
 mod leaks;
 mod lifecycle;
+mod loader;
 mod mem;
 mod names;
 mod process;
@@ -649,6 +650,24 @@ const CASES: &[Case] = &[
     (
         "consrv_restart_while_clients_print",
         consrv::restart_while_clients_print,
+    ),
+    // --- loader (issue 11 item 2) ---
+    ("loader_hello_gets_its_stack", loader::hello_gets_its_stack),
+    (
+        "loader_malformed_corpus_is_refused",
+        loader::malformed_corpus_is_refused,
+    ),
+    (
+        "loader_hostile_requests_get_typed_replies",
+        loader::hostile_requests_get_typed_replies,
+    ),
+    (
+        "loader_hundred_loads_leak_nothing",
+        loader::hundred_loads_leak_nothing,
+    ),
+    (
+        "loader_killed_under_a_client",
+        loader::killed_under_a_client,
     ),
 ];
 

@@ -35,8 +35,15 @@ pub mod modules {
     pub const CONSOLE: &str = "console";
     /// The shell (`apps/shell`, `init=shell`).
     pub const SHELL: &str = "shell";
+    /// The ELF loader server (`servers/loader`): init loads it itself.
+    pub const LOADER: &str = "loader";
+    /// The smallest program (`apps/hello`): the loader's tests and the
+    /// `spawn_exit_wait` benchmark load it.
+    pub const HELLO: &str = "hello";
     /// Every module the boot image carries, in load order.
-    pub const ALL: [&str; 8] = [INIT, TESTS, BENCH, FUZZ, KV, PROCMGR, CONSOLE, SHELL];
+    pub const ALL: [&str; 10] = [
+        INIT, TESTS, BENCH, FUZZ, KV, LOADER, HELLO, PROCMGR, CONSOLE, SHELL,
+    ];
     /// The command-line key that picks what init runs (`init=tests`).
     pub const INIT_KEY: &str = "init";
 }
@@ -68,6 +75,9 @@ pub struct BootInfo {
     pub nmodules: u64,
     /// The modules.
     pub modules: [ModuleDesc; MAX_MODULES],
+    /// The TSC when the kernel entered Rust on the boot CPU (loader,
+    /// issue 11: init's `boot_to_servers_up` benchmark).
+    pub entry_tsc: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() <= 4096);

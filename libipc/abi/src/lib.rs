@@ -157,6 +157,10 @@ shared_enum! {
         /// `process_spawn`; it runs once [`ThreadStart`](Sysnum::ThreadStart)
         /// starts a thread in it. Returns a process handle (rights
         /// [`rights_sets::PROCESS_BUILDER`]) and puts its pid in RDX.
+        /// `process_create(name, len)` with `len > 0` (init and processes
+        /// [`Sysnum::ProcessAllowPrograms`] allowed only, `PermissionDenied`
+        /// otherwise): the child is a program of its own named `name`
+        /// (1 to 32 bytes of `a-z0-9._-`), as init's children are.
         ProcessCreate = 40 => "process_create",
         /// `space_map(proc, addr, len, prot)`: map fresh zeroed pages into the
         /// space of the process `proc` names (needs [`rights::MAP`];
@@ -239,6 +243,17 @@ shared_enum! {
         /// outside the user half), checked whether tracing is on or not.
         /// Returns 1 if the mark was recorded, 0 if the category is off.
         TraceMark = 56 => "trace_mark",
+        // --- loader (issue 11) ---
+        /// `process_id(proc)`: the pid of the process the handle `proc`
+        /// names (any rights: the pid is for display and bookkeeping, as
+        /// `process_create` reports it). A process the loader built comes
+        /// back with only a handle: its starter learns the pid this way.
+        ProcessId = 57 => "process_id",
+        /// `process_allow_programs(proc)`: lets the process `proc` names
+        /// (needs [`rights::MAP`]) create programs: `process_create` with a
+        /// name gives its child an account of its own and that name (the
+        /// loader). Only init may (`PermissionDenied`).
+        ProcessAllowPrograms = 58 => "process_allow_programs",
     }
 }
 

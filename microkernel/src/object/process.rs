@@ -314,6 +314,10 @@ pub struct Process {
     /// runner can symbolize them against that program's ELF. Set at most once;
     /// the hook for the loader server to name the programs it loads.
     pub program: spin::Once<kcore::bootinfo::ModuleName>,
+    /// May name the processes it creates, each then a program of its own
+    /// (`process_create` with a name): set by init only, with
+    /// `process_allow_programs`, on the loader (issue 11).
+    pub starts_programs: AtomicBool,
     /// IPC: the handle table (closed when the process ends).
     pub ipc: super::kobject::ProcessIpc,
     // --- hw (issue 11) ---
@@ -340,10 +344,20 @@ impl Process {
     /// for init). Charged to the global [`MAX_PROCESSES`] and to the parent's
     /// [`MAX_CHILDREN`], both checked before anything is allocated.
     pub fn new(parent: Option<&Arc<Process>>) -> Result<Arc<Process>, Error> {
+        Self::new_program(parent, false)
+    }
+
+    /// As [`Process::new`]; `program` asks for an account of its own even
+    /// when the creator is not init (the loader, issue 11: its caller
+    /// checked the creator [`starts_programs`](Process::starts_programs)).
+    pub fn new_program(
+        parent: Option<&Arc<Process>>,
+        program: bool,
+    ) -> Result<Arc<Process>, Error> {
         if let Some(pp) = parent {
             Account::take(&pp.children, MAX_CHILDREN)?;
         }
-        let r = Self::new_charged(parent);
+        let r = Self::new_charged(parent, program);
         if r.is_err() {
             if let Some(pp) = parent {
                 release(&pp.children, "a child slot");
@@ -352,12 +366,13 @@ impl Process {
         r
     }
 
-    fn new_charged(parent: Option<&Arc<Process>>) -> Result<Arc<Process>, Error> {
-        // init's children start programs of their own; everyone else's
+    fn new_charged(parent: Option<&Arc<Process>>, program: bool) -> Result<Arc<Process>, Error> {
+        // init's children start programs of their own, and so do the named
+        // children of a program starter (the loader); everyone else's
         // children belong to their creator's program. (The new account is
         // charged to MAX_PROCESSES like the record: at most one per process.)
         let account = match parent {
-            Some(pp) if pp.pid != INIT_PID => pp.account.clone(),
+            Some(pp) if pp.pid != INIT_PID && !program => pp.account.clone(),
             _ => Arc::new(Account::new()),
         };
         Account::take(&account.processes, MAX_PROCESSES_PER_PROGRAM)?;
@@ -393,6 +408,7 @@ impl Process {
             ended: AtomicBool::new(false),
             waiters: IrqMutex::new(Vec::new()),
             program: spin::Once::new(),
+            starts_programs: AtomicBool::new(false),
             ipc: Default::default(),
             io: Default::default(),
             exit_notify: IrqMutex::new(Vec::new()),

@@ -26,6 +26,7 @@
 
 mod hw;
 mod ipc;
+mod loader;
 mod memory;
 mod process;
 mod system;
@@ -162,6 +163,9 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         Ok(Sysnum::ThreadResume) => |f| thread::resume(thread::ThreadRef::decode(f.rdi, KILL)?),
         // --- trace (issue 12) ---
         Ok(Sysnum::TraceMark) => |f| trace::mark(trace::Mark::decode(f)?),
+        // --- loader (issue 11) ---
+        Ok(Sysnum::ProcessId) => loader::process_id,
+        Ok(Sysnum::ProcessAllowPrograms) => loader::process_allow_programs,
     };
     let r = if crate::trace::on(abi::trace::cat::SYSCALL) {
         trace::traced(handler, frame)

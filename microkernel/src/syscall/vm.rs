@@ -76,9 +76,17 @@ fn give_process(parent: &Arc<Process>, p: Arc<Process>, f: &mut TrapFrame) -> Re
 }
 
 /// `process_create()`: an empty process; returns its handle, pid in RDX.
+///
+/// With a name (`process_create(name, len)`, `len > 0`; loader, issue 11)
+/// the process is a program of its own, named `name`: see
+/// `syscall::loader::program_name` for who may and what is refused.
 pub fn process_create(f: &mut TrapFrame) -> Result<u64, Error> {
     let parent = caller()?;
-    let p = Process::new(Some(&parent))?;
+    let name = super::loader::program_name(&parent, f.rdi, f.rsi)?;
+    let p = Process::new_program(Some(&parent), name.is_some())?;
+    if let Some(name) = name {
+        p.program.call_once(|| name);
+    }
     give_process(&parent, p, f)
 }
 

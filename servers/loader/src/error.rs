@@ -92,6 +92,9 @@ pub enum LoadError {
     /// A relocation that would write outside a writable PT_LOAD segment (its
     /// `r_offset`).
     RelocationOutsideWritable(u64),
+    /// A segment shares a page with the initial stack or its guard page
+    /// (the loader's placement, not a rule of [`crate::plan`]).
+    StackOverlap,
 }
 
 impl fmt::Display for LoadError {
@@ -140,6 +143,123 @@ impl fmt::Display for LoadError {
             RelocationOutsideWritable(o) => {
                 write!(f, "relocation at {o:#x} outside a writable segment")
             }
+            StackOverlap => write!(f, "a segment overlaps the initial stack"),
         }
+    }
+}
+
+/// A field's value back from a wire `detail`.
+trait Detail: Sized {
+    fn from_detail(d: u64) -> Option<Self>;
+    fn to_detail(self) -> u64;
+}
+macro_rules! detail_unsigned {
+    ($($t:ty),*) => {$(
+        impl Detail for $t {
+            fn from_detail(d: u64) -> Option<Self> {
+                Self::try_from(d).ok()
+            }
+            fn to_detail(self) -> u64 {
+                self as u64
+            }
+        }
+    )*};
+}
+detail_unsigned!(u8, u16, u32, u64, usize);
+impl Detail for i64 {
+    fn from_detail(d: u64) -> Option<Self> {
+        Some(d as i64) // two's complement, as `to_detail` made it
+    }
+    fn to_detail(self) -> u64 {
+        self as u64
+    }
+}
+
+/// Each variant's wire code, in one table so `code`, `detail` and
+/// `from_wire` cannot disagree. Codes are stable: a new variant takes the
+/// next free number, none is ever reused.
+macro_rules! wire_codes {
+    (
+        unit { $($uc:literal => $u:ident,)* }
+        value { $($vc:literal => $v:ident,)* }
+        index { $($ic:literal => $i:ident,)* }
+    ) => {
+        impl LoadError {
+            /// The stable wire code of `libipc::loader::Reply::Refused`.
+            pub fn code(&self) -> u64 {
+                match self {
+                    $(LoadError::$u => $uc,)*
+                    $(LoadError::$v(_) => $vc,)*
+                    $(LoadError::$i { .. } => $ic,)*
+                }
+            }
+            /// The variant's value (program-header index, value found,
+            /// tag, type or offset); 0 if it has none.
+            pub fn detail(&self) -> u64 {
+                match *self {
+                    $(LoadError::$u => 0,)*
+                    $(LoadError::$v(x) => x.to_detail(),)*
+                    $(LoadError::$i { index } => index.to_detail(),)*
+                }
+            }
+            /// The error `code` and `detail` stand for; `None` for an
+            /// unknown code or a detail its field cannot hold.
+            pub fn from_wire(code: u64, detail: u64) -> Option<LoadError> {
+                match code {
+                    $($uc => Some(LoadError::$u),)*
+                    $($vc => Some(LoadError::$v(Detail::from_detail(detail)?)),)*
+                    $($ic => Some(LoadError::$i { index: Detail::from_detail(detail)? }),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+wire_codes! {
+    unit {
+        1 => Empty,
+        2 => Truncated,
+        3 => NotElf,
+        6 => BadVersion,
+        11 => PhdrsOutsideFile,
+        12 => NoSegments,
+        13 => Interpreter,
+        14 => TlsUnsupported,
+        15 => ExecutableStack,
+        26 => TooManySegments,
+        27 => TooMuchMemory,
+        28 => EntryNotExecutable,
+        29 => BadBase,
+        30 => PhdrNotLoaded,
+        31 => BadRelro,
+        32 => BadDynamic,
+        33 => NeedsSharedLibrary,
+        35 => BadRelaTable,
+        36 => TooManyRelocations,
+        39 => StackOverlap,
+    }
+    value {
+        4 => WrongClass,
+        5 => WrongData,
+        7 => WrongMachine,
+        8 => WrongType,
+        9 => BadPhentsize,
+        10 => TooManyPhdrs,
+        34 => UnsupportedRelocationTable,
+        37 => UnsupportedRelocation,
+        38 => RelocationOutsideWritable,
+    }
+    index {
+        16 => FileSizeExceedsMemSize,
+        17 => OffsetOverflow,
+        18 => SegmentOutsideFile,
+        19 => AddressOverflow,
+        20 => BadAlignment,
+        21 => Misaligned,
+        22 => OutsideUserRange,
+        23 => SegmentsUnsorted,
+        24 => SegmentsOverlap,
+        25 => WriteAndExecute,
     }
 }

@@ -11,8 +11,11 @@
 //! - [`stack::build`]: the SysV initial stack (argc, argv, envp, auxv, the
 //!   strings and AT_RANDOM's bytes) in a buffer standing for the stack's top.
 //!
-//! No allocation, no globals, no target cfgs: the plan borrows the image and
-//! holds its segments in a fixed array. Nothing here panics on any input
+//! - [`ring3`] (ring 3 only): the one load path over the kernel's vm
+//!   syscalls, shared by the loader server (`src/main.rs`) and init.
+//!
+//! No allocation, no globals: the plan borrows the image and holds its
+//! segments in a fixed array; only [`ring3`] is target-specific. Nothing here panics on any input
 //! (the host fuzzer, `fuzz::fuzz_timed`, checks that and the plan
 //! invariants listed in [`plan`](mod@plan)).
 #![cfg_attr(not(test), no_std)]
@@ -21,6 +24,8 @@ pub mod apply;
 mod error;
 pub mod plan;
 pub mod reloc;
+#[cfg(target_os = "none")]
+pub mod ring3;
 pub mod stack;
 
 pub use apply::{apply, Target};

@@ -193,3 +193,5 @@ fn fake_space_refuses_what_a_kernel_would() {
     f.zero(0x1ffc, 4).unwrap();
     assert_eq!(f.read(0x1ff8, 8), [1, 1, 1, 1, 0, 0, 0, 0]);
 }
+
+mod wire;

@@ -12,9 +12,11 @@ pub(crate) fn real_elf_dir() -> Option<std::path::PathBuf> {
     dir.join("init").exists().then_some(dir)
 }
 
-/// Every user program build.rs makes is accepted, and its plan matches the
-/// flat boot image build.rs made from the same ELF (an independent reader:
-/// `abi::bootimg` via `elf::ElfBytes`) and loads byte for byte.
+/// Every user program build.rs makes is accepted, and its plan matches
+/// what build.rs put in the boot image: init's flat image (an independent
+/// reader: `abi::bootimg` via `elf::ElfBytes`), and for every other
+/// program the stripped ELF (build.rs `strip`), which must plan exactly as
+/// the full one.
 #[test]
 fn programs_from_the_build_are_accepted_and_match_their_boot_images() {
     let Some(dir) = real_elf_dir() else {
@@ -25,7 +27,7 @@ fn programs_from_the_build_are_accepted_and_match_their_boot_images() {
     };
     let boot = dir.join("../../../../mica/iso_root/boot");
     let mut seen = 0;
-    for name in ["init", "tests", "bench", "fuzz", "kv"] {
+    for name in ["init", "tests", "bench", "fuzz", "kv", "loader", "hello"] {
         let Ok(image) = std::fs::read(dir.join(name)) else {
             continue;
         };
@@ -41,8 +43,31 @@ fn programs_from_the_build_are_accepted_and_match_their_boot_images() {
             Some(0x20_0040),
             "{name}: lld puts them at base+64"
         );
-        if let Ok(flat) = std::fs::read(boot.join(name)) {
-            let flat = abi::bootimg::BootImage::parse(&flat).unwrap();
+        let Ok(module) = std::fs::read(boot.join(name)) else {
+            continue;
+        };
+        if name != "init" {
+            assert!(module.len() <= image.len(), "{name}: stripped is larger");
+            let q = plan(&module, PIE_BASE, &Limits::DEFAULT)
+                .unwrap_or_else(|e| panic!("{name}: stripped module refused: {e}"));
+            assert_eq!(q.entry(), p.entry(), "{name}");
+            assert_eq!(q.aux(), p.aux(), "{name}");
+            assert_eq!(q.segments().len(), p.segments().len(), "{name}");
+            for (a, b) in q.segments().iter().zip(p.segments()) {
+                let place = |s: &crate::Segment<'_>| (s.start, s.end, s.perms, s.vaddr, s.mem_len);
+                assert_eq!(place(a), place(b), "{name}: stripped plans differently");
+                assert_eq!(a.file.len(), b.file.len(), "{name}");
+                // Only the section-header fields of the file header differ.
+                let shdr_fields = |i: u64| (0x28..0x30).contains(&i) || (0x3c..0x40).contains(&i);
+                for (i, (x, y)) in a.file.iter().zip(b.file).enumerate() {
+                    let at = a.file_offset + i as u64;
+                    assert!(x == y || shdr_fields(at), "{name}: byte {at:#x} differs");
+                }
+            }
+            continue;
+        }
+        {
+            let flat = abi::bootimg::BootImage::parse(&module).unwrap();
             assert_eq!(flat.segments().len(), p.segments().len(), "{name}");
             for (f, s) in flat.segments().iter().zip(p.segments()) {
                 assert_eq!((f.vaddr, f.mem_size), (s.vaddr, s.mem_len), "{name}");

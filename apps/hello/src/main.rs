@@ -1,0 +1,135 @@
+//! hello: the smallest program, loaded through the loader (boot module
+//! `hello`). Its argument (RDI) says what to do:
+//! - [`QUIET`]: exit 0 at once (the `spawn_exit_wait` benchmark);
+//! - anything else: check the SysV initial stack (argc, argv, envp and
+//!   the auxiliary vector: AT_PHDR, AT_PHNUM, AT_ENTRY, AT_PAGESZ,
+//!   AT_RANDOM), print `Hello from userland!`, and exit with
+//!   [`args_hash`] of its argv and envp (so the starter can tell they
+//!   arrived intact), or with a negative code naming the first check that
+//!   failed.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
+use libipc::println;
+
+/// The argument that makes hello exit at once.
+pub const QUIET: u64 = 0x5155_4954; // "QUIT"
+
+/// Exit codes of failed checks.
+const BAD_ARGC: i32 = -1;
+const NO_PHDR: i32 = -2;
+const BAD_PHNUM: i32 = -3;
+const BAD_ENTRY: i32 = -4;
+const BAD_PAGESZ: i32 = -5;
+const BAD_RANDOM: i32 = -6;
+const BAD_PHDRS: i32 = -7;
+
+const AT_NULL: u64 = 0;
+const AT_PHDR: u64 = 3;
+const AT_PHNUM: u64 = 5;
+const AT_PAGESZ: u64 = 6;
+const AT_ENTRY: u64 = 9;
+const AT_RANDOM: u64 = 25;
+
+/// FNV-1a over each string followed by a NUL, argv then a 0xff byte then
+/// envp, masked to a non-negative i32: what hello exits with when every
+/// check passed (apps/tests computes the same over what it sent).
+pub fn args_hash<'a>(
+    argv: impl Iterator<Item = &'a [u8]>,
+    envp: impl Iterator<Item = &'a [u8]>,
+) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |b: u8| h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    for s in argv {
+        s.iter().for_each(|&b| eat(b));
+        eat(0);
+    }
+    eat(0xff);
+    for s in envp {
+        s.iter().for_each(|&b| eat(b));
+        eat(0);
+    }
+    (h & 0x7fff_ffff) as i32
+}
+
+/// The NUL-terminated string at `p`.
+///
+/// # Safety
+/// `p` points at a NUL-terminated string that lives for ever.
+unsafe fn string(p: u64) -> &'static [u8] {
+    // SAFETY: the caller's contract.
+    unsafe { core::ffi::CStr::from_ptr(p as *const core::ffi::c_char) }.to_bytes()
+}
+
+extern "C" {
+    /// The entry point (libipc's runtime), for AT_ENTRY.
+    fn _start();
+}
+
+#[no_mangle]
+fn main(arg: u64) -> i32 {
+    if arg == QUIET {
+        return 0;
+    }
+    let sp = libipc::rt::initial_stack() as *const u64;
+    // SAFETY: the loader built the SysV stack at `sp` (hello is only ever
+    // started by it): argc, argv[argc], NULL, envp..., NULL, auxv pairs
+    // ending in AT_NULL, all inside the mapped stack.
+    let word = |i: usize| unsafe { sp.add(i).read() };
+    let argc = word(0) as usize;
+    if argc == 0 || argc > 256 || word(1 + argc) != 0 {
+        return BAD_ARGC;
+    }
+    let mut i = 2 + argc;
+    let env_start = i;
+    while word(i) != 0 {
+        i += 1;
+    }
+    let envc = i - env_start;
+    i += 1;
+    let (mut phdr, mut phnum, mut entry, mut pagesz, mut random) = (0, 0, 0, 0, 0);
+    loop {
+        let (t, v) = (word(i), word(i + 1));
+        i += 2;
+        match t {
+            AT_NULL => break,
+            AT_PHDR => phdr = v,
+            AT_PHNUM => phnum = v,
+            AT_ENTRY => entry = v,
+            AT_PAGESZ => pagesz = v,
+            AT_RANDOM => random = v,
+            _ => {}
+        }
+    }
+    if phdr == 0 {
+        return NO_PHDR;
+    }
+    if phnum == 0 || phnum > 64 {
+        return BAD_PHNUM;
+    }
+    if entry != _start as *const () as u64 {
+        return BAD_ENTRY;
+    }
+    if pagesz != 4096 {
+        return BAD_PAGESZ;
+    }
+    // SAFETY: AT_RANDOM points at 16 bytes on the stack.
+    let rnd = unsafe { core::slice::from_raw_parts(random as *const u8, 16) };
+    if random == 0 || rnd.iter().all(|&b| b == 0) {
+        return BAD_RANDOM;
+    }
+    // The program headers are loaded: the first PT_LOAD (type 1) among them.
+    // SAFETY: AT_PHDR points at `phnum` 56-byte headers in a loaded segment.
+    let loads = (0..phnum).any(|k| unsafe { ((phdr + 56 * k) as *const u32).read() } == 1);
+    if !loads {
+        return BAD_PHDRS;
+    }
+    // SAFETY: argv[k] and envp[k] point at NUL-terminated strings on the stack.
+    let argv = (0..argc).map(|k| unsafe { string(word(1 + k)) });
+    // SAFETY: as above.
+    let envp = (0..envc).map(|k| unsafe { string(word(env_start + k)) });
+    println!("Hello from userland! (argc {argc}, envc {envc})");
+    args_hash(argv, envp)
+}
