@@ -530,6 +530,10 @@ const CASES: &[Case] = &[
         "vm_protect_after_clone_keeps_the_shared_frame_private",
         vm_build::protect_after_clone_keeps_the_shared_frame_private,
     ),
+    (
+        "vm_private_mapping_is_copy_on_write",
+        vm_build::private_mapping_is_copy_on_write,
+    ),
     // --- hw (issue 11) ---
     (
         "hw_ioport_grants_are_checked",

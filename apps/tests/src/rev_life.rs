@@ -602,7 +602,11 @@ pub fn process_tree_cannot_fill_the_thread_table() -> TestResult {
         "{spawned} of 8 children spawned ({refused:?}) started {started} threads; peak {threads} threads (baseline {})",
         before.threads
     );
-    if threads as usize > MAX_THREADS_PER_PROGRAM + 8 {
+    // The peak counts every thread in the system: the baseline's (the
+    // servers' and this program's own, which count against the same
+    // quota) plus the hogs'. A fixed allowance for the servers broke when
+    // init came to supervise more of them (13 threads at baseline now).
+    if threads as usize > before.threads as usize + MAX_THREADS_PER_PROGRAM {
         return Err("one program's threads took more than its share of the thread table");
     }
     if (threads as usize) < MAX_THREADS_PER_PROGRAM / 2 {

@@ -735,3 +735,118 @@ pub fn protect_after_clone_keeps_the_shared_frame_private() -> TestResult {
     want_exit(st, 0, "the clone's view after the source's protect")?;
     check(mine == 22, "the source's write is its own")
 }
+
+/// Reads the first word of page `i` of the region at `at`.
+fn word(at: u64, i: u64) -> u64 {
+    // SAFETY: the callers read only pages they mapped.
+    unsafe { core::ptr::read_volatile((at + i * PAGE) as *const u64) }
+}
+
+/// `mem_map` with `abi::vm::MAP_PRIVATE` (how the loader maps programs):
+/// the pages read the object's bytes, a write gives the space a copy of
+/// its own that the object never sees, and a `space_clone` of a space
+/// whose private pages were never written copies them on write like any
+/// private page -- the clone's writes reach neither the parent nor the
+/// object. Every frame comes back afterwards.
+pub fn private_mapping_is_copy_on_write() -> TestResult {
+    const PAGES: u64 = 4;
+    let (a, b, c) = (BASE + 0x300_0000, BASE + 0x310_0000, BASE + 0x320_0000);
+    let stack = BASE + 0x330_0000;
+    for at in [a, b, c, stack] {
+        warm(at, PAGES * PAGE)?;
+    }
+    let before = free_bytes()?;
+    let private = prot::WRITE | abi::vm::MAP_PRIVATE;
+    let mem = ok(MemoryHandle::create(PAGES * PAGE), "mem_create")?;
+    ok(
+        mem.map(Space::Own, a, 0, PAGES * PAGE, prot::WRITE),
+        "map A shared",
+    )?;
+    for i in 0..PAGES {
+        // SAFETY: A was just mapped writable.
+        unsafe { core::ptr::write_volatile((a + i * PAGE) as *mut u64, 0x11) };
+    }
+    ok(
+        mem.map(Space::Own, b, 0, PAGES * PAGE, private),
+        "map B private",
+    )?;
+    check(
+        word(b, 0) == 0x11,
+        "a private page reads the object's bytes",
+    )?;
+    // SAFETY: B is mapped, logically writable.
+    unsafe { core::ptr::write_volatile(b as *mut u64, 0x22) };
+    check(word(b, 0) == 0x22, "a private write is seen by its writer")?;
+    check(word(a, 0) == 0x11, "a private write reached the object")?;
+    // SAFETY: as above (A is the object's shared view).
+    unsafe { core::ptr::write_volatile((a + PAGE) as *mut u64, 0x33) };
+    check(
+        word(b, 1) == 0x33,
+        "an unwritten private page shows the object's later writes (MAP_PRIVATE)",
+    )?;
+    check(word(b, 0) == 0x22, "a written private page kept its copy")?;
+    // A read-only private view made writable writes its own copy too.
+    ok(
+        mem.map(Space::Own, c, 0, PAGES * PAGE, abi::vm::MAP_PRIVATE),
+        "map C private read-only",
+    )?;
+    ok(
+        Space::Own.protect(c, PAGES * PAGE, prot::WRITE),
+        "protect C writable",
+    )?;
+    // SAFETY: C is now writable.
+    unsafe { core::ptr::write_volatile((c + 2 * PAGE) as *mut u64, 0x44) };
+    check(
+        word(a, 2) == 0x11,
+        "a write after protect reached the object",
+    )?;
+    // SAFETY: this function's own views.
+    ok(unsafe { Space::Own.unmap(c, PAGES * PAGE) }, "unmap C")?;
+    // The loader's case: the object closed and its shared view gone, the
+    // private pages are the frames' only owners, never written -- then a
+    // clone writes them.
+    ok(
+        mem.map(Space::Own, c, 0, PAGES * PAGE, private),
+        "map C private again",
+    )?;
+    ok(mem.close(), "close the object")?;
+    // SAFETY: as above.
+    ok(unsafe { Space::Own.unmap(a, PAGES * PAGE) }, "unmap A")?;
+    ok(
+        Space::Own.map(stack, PAGES * PAGE, prot::WRITE),
+        "map the clone's stack",
+    )?;
+    for i in 0..PAGES {
+        check(
+            word(c, i) == if i == 1 { 0x33 } else { 0x11 },
+            "the private view lost the object's bytes",
+        )?;
+    }
+    // Every page's first word equal, as the clone's check wants.
+    // SAFETY: C page 1 is mapped, logically writable (this copies it).
+    unsafe { core::ptr::write_volatile((c + PAGE) as *mut u64, 0x11) };
+    let job = CowJob {
+        region: c,
+        pages: PAGES,
+        expect: 0x11,
+        write_all: 1,
+        racing: 0,
+    };
+    let (child, t) = start_clone(&job, stack + PAGES * PAGE)?;
+    let st = ok(child.wait(), "wait for the clone")?;
+    let _ = t.close();
+    want_exit(st, 0, "the clone's view of the private pages")?;
+    for i in 0..PAGES {
+        if word(c, i) != 0x11 {
+            note!("page {i}: {:#x}", word(c, i));
+            return Err("the clone's write to a private page reached the parent");
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        ok(Space::Own.unmap(b, PAGES * PAGE), "unmap B")?;
+        ok(Space::Own.unmap(c, PAGES * PAGE), "unmap C")?;
+        ok(Space::Own.unmap(stack, PAGES * PAGE), "unmap the stack")?;
+    }
+    free_back_to(before, "private mappings")
+}

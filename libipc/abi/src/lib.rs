@@ -181,8 +181,9 @@ shared_enum! {
         /// `[offset, offset + len)` of the memory object `mem` names (needs
         /// MAP) at `addr` in `proc`'s space (MAP; [`vm::SELF`] is the
         /// caller's own), shared, not copied: writes through any mapping are
-        /// seen through all. Charged to the target like `space_map`. The
-        /// frames live while any mapping or handle does.
+        /// seen through all -- or, with [`vm::MAP_PRIVATE`] in `prot`,
+        /// private and copy-on-write. Charged to the target like
+        /// `space_map`. The frames live while any mapping or handle does.
         MemMap = 45 => "mem_map",
         /// `thread_start(proc, entry, stack_top, arg)`: start a thread in the
         /// process `proc` names (MAP) at `entry` with `arg` in RDI and RSP
@@ -475,6 +476,17 @@ pub mod vm {
     /// The largest memory object (16 MiB: its frames are freed at once
     /// when the last reference goes, so this bounds that work).
     pub const MAX_MEMORY_BYTES: u64 = 16 << 20;
+    /// A flag of `mem_map`'s protection argument (with [`crate::prot`]'s
+    /// bits): map the object's frames *private*, copy-on-write, as POSIX
+    /// `MAP_PRIVATE` does: the pages read the object's bytes until the
+    /// space writes one, which then gets a copy of its own (or takes the
+    /// frame over when nothing else holds it any more). A private page is
+    /// an ordinary page of the space: `space_clone` copies it on write like
+    /// any other. Without it the mapping is shared (writes go to the
+    /// object, and a clone keeps sharing it). The loader maps programs this
+    /// way, so a forked program's data and stack are its own.
+    pub const MAP_PRIVATE: u64 = 1 << 32;
+    const _: () = assert!(MAP_PRIVATE & crate::prot::ALL == 0);
 }
 
 shared_enum! {

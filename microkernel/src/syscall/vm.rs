@@ -146,7 +146,8 @@ pub fn mem_create(f: &mut TrapFrame) -> Result<u64, Error> {
 }
 
 /// `mem_map(mem, proc, addr, offset, len, prot)`: the object's pages
-/// `[offset, offset + len)` at `addr` in `proc`'s space, shared.
+/// `[offset, offset + len)` at `addr` in `proc`'s space, shared -- or
+/// private, copy-on-write, with `abi::vm::MAP_PRIVATE` in `prot`.
 pub fn mem_map(f: &mut TrapFrame) -> Result<u64, Error> {
     let (addr, offset, len, prot) = (f.rdx, f.r10, f.r8, f.r9);
     let (_, object) = super::handle_object(f.rdi, Rights::MAP, |o| matches!(o, Object::Memory(_)))?;
@@ -163,8 +164,10 @@ pub fn mem_map(f: &mut TrapFrame) -> Result<u64, Error> {
         return Err(Error::InvalidArgument);
     }
     let space = target_space(f.rsi)?;
+    let frames = &obj.frames()[first as usize..end as usize];
+    let private = prot & abi::vm::MAP_PRIVATE != 0;
     space
-        .map_shared(addr, &obj.frames()[first as usize..end as usize], prot)
+        .map_object_frames(addr, frames, prot & !abi::vm::MAP_PRIVATE, private)
         .map(|_| addr)
 }
 

@@ -147,7 +147,9 @@ impl Builder {
     }
 
     /// Maps the next `len` bytes of the object at `start` in the child with
-    /// `p`.
+    /// `p`, private (`abi::vm::MAP_PRIVATE`): the child's pages are its own
+    /// copy-on-write pages, so a `space_clone` of it (fork) copies its data
+    /// and stack on write instead of sharing them with the clone.
     fn map_part(&mut self, start: u64, len: u64, p: u64) -> Result<(), Error> {
         let fits = self
             .used
@@ -156,7 +158,13 @@ impl Builder {
         if self.n == MAX_MAPPED || !fits {
             return Err(Error::NoMemory);
         }
-        self.mem.map(self.child.space(), start, self.used, len, p)?;
+        self.mem.map(
+            self.child.space(),
+            start,
+            self.used,
+            len,
+            p | abi::vm::MAP_PRIVATE,
+        )?;
         self.mapped[self.n] = Mapped {
             start,
             len,

@@ -18,15 +18,36 @@ pub enum WriteFaultOutcome {
 
 impl AddressSpace {
     /// Maps the frames `frames` (owned by a memory object, which keeps its
-    /// own references) at `va` with `flags`, shared: each gains an owner and
-    /// the leaves carry [`PteFlags::SHARED`]. Each page is charged to this
+    /// own references) at `va` with protection `p`: each gains an owner and
+    /// the leaves carry [`PteFlags::SHARED`] (writes go to the object's
+    /// frames, and a clone keeps sharing them). Each page is charged to this
     /// space like an anonymous one. All or nothing; in preemptible chunks.
-    pub fn map_shared(&self, va: u64, frames: &[u64], p: u64) -> Result<(), Error> {
+    ///
+    /// `private` (`abi::vm::MAP_PRIVATE`): the leaves are copy-on-write
+    /// instead ([`PteFlags::COW`], read-only in hardware, `COW_WRITE` when
+    /// `p` asks for writing): logically the space's own pages, whose first
+    /// write copies the frame (or takes it over once this leaf is its last
+    /// owner), and which a clone treats like any private page.
+    pub fn map_object_frames(
+        &self,
+        va: u64,
+        frames: &[u64],
+        p: u64,
+        private: bool,
+    ) -> Result<(), Error> {
         let len = (frames.len() as u64)
             .checked_mul(PAGE_SIZE)
             .ok_or(Error::InvalidArgument)?;
         let pages = check_range(va, len)?;
-        let flags = prot_flags(p)? | PteFlags::SHARED;
+        let mut flags = prot_flags(p)?;
+        if !private {
+            flags |= PteFlags::SHARED;
+        } else if flags.contains(PteFlags::WRITABLE) {
+            flags.remove(PteFlags::WRITABLE);
+            flags |= PteFlags::COW | PteFlags::COW_WRITE;
+        } else {
+            flags |= PteFlags::COW;
+        }
         self.try_charge(pages)?;
         let _edit = self.edit();
         let end = va + pages * PAGE_SIZE;

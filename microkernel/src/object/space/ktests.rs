@@ -217,8 +217,8 @@ pub fn ktest_shared_and_cow_frames_are_counted() -> Result<(), &'static str> {
     let obj =
         crate::object::memory::MemoryObj::new(4, program.clone()).map_err(|_| "MemoryObj::new")?;
     let charged = a.charged_pages();
-    a.map_shared(MEM_VA, obj.frames(), prot::WRITE)
-        .map_err(|_| "map_shared")?;
+    a.map_object_frames(MEM_VA, obj.frames(), prot::WRITE, false)
+        .map_err(|_| "map_object_frames")?;
     if a.charged_pages() < charged + 4 {
         return Err("shared pages are not charged to the space they are mapped in");
     }
