@@ -190,15 +190,28 @@ boot_case console-pid-prefix "--smp 2 --cmdline init=tests" 0 \
 # and edits the line): `helx<DEL>p` must arrive as `help` and `echo ab<BS>c`
 # as `echo ac`, proving backspace was applied before the shell read the line;
 # Ctrl-C drops `rm -rf` (the shell gets an interrupt, not a line).
-STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers\ncpus\nexit\n' \
+# Then procmgr through the shell: `run hello a b` spawns hello (its line goes
+# through the console; it exits with the hash of its argv, 1491904583 for
+# `hello a b`), `run` of an unknown module is NotFound, `ps` lists init, the
+# servers' absence (procmgr manages only what it forked, spawned or adopted)
+# and the shell as init's child, and `kill 4242` (no such process) is refused.
+STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers\ncpus\nrun hello a b\nrun nosuch\nps\nkill 4242\nkill\nexit\n' \
 boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^\[pid 1\] init: all servers up$' \
   '^\[pid [0-9]+\] hi$' \
-  '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, exit$' \
+  '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, ps \(no CPU column\), run <program> \[args\], kill <pid>, exit$' \
   '^\[pid [0-9]+\] ac$' \
   '^\[pid [0-9]+\] after-ctrl-c$' \
   '^\[pid [0-9]+\] servers: console [0-9]+ 0$' \
   '^\[pid [0-9]+\] cpus: 2 online$' \
+  '^\[pid [0-9]+\] Hello from userland! \(argc 3, envc 0\)$' \
+  '^\[pid [0-9]+\] run: hello \(pid [0-9]+\) exited with 1491904583$' \
+  '^\[pid [0-9]+\] run: nosuch: not found$' \
+  '^\[pid [0-9]+\] ps: pid ppid state program$' \
+  '^\[pid [0-9]+\] ps: 1 0 running init$' \
+  '^\[pid [0-9]+\] ps: [0-9]+ 1 running shell$' \
+  '^\[pid [0-9]+\] kill: pid 4242: not found$' \
+  '^\[pid [0-9]+\] kill: usage: kill <pid>$' \
   '^\[pid [0-9]+\] shell: bye$' \
   '^mica: shutdown requested by init \(success\)$' \
   '!unknown command' '!^\[pid [0-9]+\] abc$' '!PANIC'

@@ -3,9 +3,18 @@
 //! `init=shell` with the name service as its first handle.
 //!
 //! Commands: `help`, `echo`, `cpus`, `mem`, `servers` (init's supervised
-//! servers: name, pid, restarts), `exit` (powers off). Ctrl-C drops the
-//! line being typed; Ctrl-D (end of input) exits like `exit`. `ps`, `run`
-//! and `kill` need procmgr and come with it.
+//! servers: name, pid, restarts), `ps` (procmgr's table: pid, ppid, state,
+//! program; there is no CPU column, no syscall reports a process's CPU
+//! time), `run <program> [args]` (procmgr spawns boot module `program`
+//! through the loader with argv `program args...` and no environment; the
+//! shell waits in the foreground and prints how it ended: exit code,
+//! procmgr kill or fault vector), `kill <pid>` (procmgr's rule: the
+//! shell's own descendants only), `exit` (powers off). Ctrl-C drops the
+//! line being typed (it does not stop a `run`: the shell reads no input
+//! while one runs); Ctrl-D (end of input) exits like `exit`.
+//!
+//! init adopts the shell into procmgr before it starts: its procmgr
+//! endpoint is its second handle ([`PROCMGR`]), after the name service.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -14,13 +23,22 @@
 use libipc::console::{self, Input};
 use libipc::ipc::Endpoint;
 use libipc::names::{self, Reply};
+use libipc::procmgr::{self as pm, Ended};
 use libipc::server::Caller;
 use libipc::{println, sys};
+
+/// The shell's procmgr endpoint: init's adoption gives it right after the
+/// name service (slot 1, as `abi::boot_handles::bench::PROCMGR`).
+const PROCMGR: u32 = abi::boot_handles::bench::PROCMGR;
+/// How long to wait for it.
+const PROCMGR_TIMEOUT_NS: u64 = 2_000_000_000;
+/// Bytes of argv `run` builds (the loader's request buffer bounds it too).
+const ARGV_BYTES: usize = 512;
 
 /// How long to wait for init's name-service handle.
 const NAMES_TIMEOUT_NS: u64 = 5_000_000_000;
 
-const HELP: &str = "commands: help, echo [words], cpus, mem, servers, exit";
+const HELP: &str = "commands: help, echo [words], cpus, mem, servers, ps (no CPU column), run <program> [args], kill <pid>, exit";
 
 #[no_mangle]
 fn main(_arg: u64) -> i32 {
@@ -39,6 +57,10 @@ fn main(_arg: u64) -> i32 {
             return 1;
         }
     };
+    match libipc::server::endpoint_at(PROCMGR, PROCMGR_TIMEOUT_NS) {
+        Some(ep) => pm::set_endpoint(ep),
+        None => println!("shell: no procmgr endpoint (ps, run and kill will fail)"),
+    }
     println!("mica shell: type `help`");
     let mut line = [0u8; console::MAX_READ];
     loop {
@@ -73,6 +95,18 @@ fn main(_arg: u64) -> i32 {
                 Err(e) => println!("mem: {e}"),
             },
             Some("servers") => servers(names_ep),
+            Some("ps") => ps(),
+            Some("run") => match words.next() {
+                Some(program) => run(program, words),
+                None => println!("run: usage: run <program> [args]"),
+            },
+            Some("kill") => match words.next().map(str::parse::<u32>) {
+                Some(Ok(pid)) => match pm::kill(pid) {
+                    Ok(()) => println!("kill: pid {pid} killed"),
+                    Err(e) => println!("kill: pid {pid}: {e}"),
+                },
+                _ => println!("kill: usage: kill <pid>"),
+            },
             Some("exit") => return exit(),
             Some(other) => println!("{other}: unknown command ({HELP})"),
         }
@@ -101,6 +135,70 @@ fn servers(names_ep: Endpoint) {
                 break;
             }
         }
+    }
+}
+
+/// Prints procmgr's table: pid, parent, state, program.
+fn ps() {
+    println!("ps: pid ppid state program");
+    let mut index = 0;
+    loop {
+        match pm::list(index) {
+            Ok(Some(p)) => {
+                let program = core::str::from_utf8(&p.program[..p.program_len]).unwrap_or("?");
+                match p.zombie {
+                    None => println!("ps: {} {} running {program}", p.pid, p.ppid),
+                    Some(e) => println!("ps: {} {} zombie({}) {program}", p.pid, p.ppid, How(e)),
+                }
+                index = p.index + 1;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                println!("ps: {e}");
+                break;
+            }
+        }
+    }
+}
+
+/// How a process ended ([`Ended`]), in words.
+struct How(Ended);
+
+impl core::fmt::Display for How {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Ended::Exited(c) => write!(f, "exited with {c}"),
+            Ended::Killed => write!(f, "killed"),
+            Ended::Faulted(v) => write!(f, "killed by fault vector {v}"),
+        }
+    }
+}
+
+/// Spawns boot module `program` with argv `program args...` through
+/// procmgr and waits for it in the foreground.
+fn run<'a>(program: &'a str, args: impl Iterator<Item = &'a str>) {
+    let mut argv = [0u8; ARGV_BYTES];
+    let mut len = 0;
+    for word in core::iter::once(program).chain(args) {
+        let end = len + word.len() + 1;
+        if end > argv.len() {
+            println!("run: arguments longer than {ARGV_BYTES} bytes");
+            return;
+        }
+        argv[len..end - 1].copy_from_slice(word.as_bytes());
+        argv[end - 1] = 0;
+        len = end;
+    }
+    let pid = match pm::spawn(program, &argv[..len], b"") {
+        Ok(pid) => pid,
+        Err(e) => {
+            println!("run: {program}: {e}");
+            return;
+        }
+    };
+    match pm::wait(Some(pid), None) {
+        Ok((_, e)) => println!("run: {program} (pid {pid}) {}", How(e)),
+        Err(e) => println!("run: waiting for {program} (pid {pid}): {e}"),
     }
 }
 
