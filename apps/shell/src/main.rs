@@ -46,6 +46,11 @@ fn main(_arg: u64) -> i32 {
         println!("shell: init gave no name service");
         return 1;
     };
+    // Before this program makes a handle of its own (slot 1 is procmgr's).
+    let procmgr = libipc::server::endpoint_at(PROCMGR, PROCMGR_TIMEOUT_NS);
+    if let Some(ep) = procmgr {
+        pm::set_endpoint(ep);
+    }
     if !console::attach(names_ep) {
         println!("shell: no console server");
         return 1;
@@ -57,9 +62,8 @@ fn main(_arg: u64) -> i32 {
             return 1;
         }
     };
-    match libipc::server::endpoint_at(PROCMGR, PROCMGR_TIMEOUT_NS) {
-        Some(ep) => pm::set_endpoint(ep),
-        None => println!("shell: no procmgr endpoint (ps, run and kill will fail)"),
+    if procmgr.is_none() {
+        println!("shell: no procmgr endpoint (ps, run and kill will fail)");
     }
     println!("mica shell: type `help`");
     let mut line = [0u8; console::MAX_READ];
