@@ -9,7 +9,8 @@
 //! through the loader with argv `program args...` and no environment; the
 //! shell waits in the foreground and prints how it ended: exit code,
 //! procmgr kill or fault vector), `kill <pid>` (procmgr's rule: the
-//! shell's own descendants only), `exit` (powers off). Ctrl-C drops the
+//! shell's own descendants only), `exit` (powers off). `;` separates
+//! commands on one line. Ctrl-C drops the
 //! line being typed (it does not stop a `run`: the shell reads no input
 //! while one runs); Ctrl-D (end of input) exits like `exit`.
 //!
@@ -79,42 +80,53 @@ fn main(_arg: u64) -> i32 {
             }
         };
         let text = core::str::from_utf8(&line[..n]).unwrap_or("");
-        let mut words = text.split_ascii_whitespace();
-        match words.next() {
-            None => {}
-            Some("help") => println!("{HELP}"),
-            Some("echo") => {
-                let rest = text.trim_start().strip_prefix("echo").unwrap_or("");
-                println!("{}", rest.trim());
+        // `;` separates commands on one line.
+        for text in text.split(';') {
+            if command(text, names_ep) {
+                return exit();
             }
-            Some("cpus") => println!("cpus: {} online", sys::cpu_count()),
-            Some("mem") => match sys::sysinfo() {
-                Ok(i) => println!(
-                    "mem: {} KiB free of {} KiB; {} processes, {} threads",
-                    i.free_bytes / 1024,
-                    i.total_bytes / 1024,
-                    i.processes,
-                    i.threads
-                ),
-                Err(e) => println!("mem: {e}"),
-            },
-            Some("servers") => servers(names_ep),
-            Some("ps") => ps(),
-            Some("run") => match words.next() {
-                Some(program) => run(program, words),
-                None => println!("run: usage: run <program> [args]"),
-            },
-            Some("kill") => match words.next().map(str::parse::<u32>) {
-                Some(Ok(pid)) => match pm::kill(pid) {
-                    Ok(()) => println!("kill: pid {pid} killed"),
-                    Err(e) => println!("kill: pid {pid}: {e}"),
-                },
-                _ => println!("kill: usage: kill <pid>"),
-            },
-            Some("exit") => return exit(),
-            Some(other) => println!("{other}: unknown command ({HELP})"),
         }
     }
+}
+
+/// Runs one command; `true` for `exit`.
+fn command(text: &str, names_ep: Endpoint) -> bool {
+    let mut words = text.split_ascii_whitespace();
+    match words.next() {
+        None => {}
+        Some("help") => println!("{HELP}"),
+        Some("echo") => {
+            let rest = text.trim_start().strip_prefix("echo").unwrap_or("");
+            println!("{}", rest.trim());
+        }
+        Some("cpus") => println!("cpus: {} online", sys::cpu_count()),
+        Some("mem") => match sys::sysinfo() {
+            Ok(i) => println!(
+                "mem: {} KiB free of {} KiB; {} processes, {} threads",
+                i.free_bytes / 1024,
+                i.total_bytes / 1024,
+                i.processes,
+                i.threads
+            ),
+            Err(e) => println!("mem: {e}"),
+        },
+        Some("servers") => servers(names_ep),
+        Some("ps") => ps(),
+        Some("run") => match words.next() {
+            Some(program) => run(program, words),
+            None => println!("run: usage: run <program> [args]"),
+        },
+        Some("kill") => match words.next().map(str::parse::<u32>) {
+            Some(Ok(pid)) => match pm::kill(pid) {
+                Ok(()) => println!("kill: pid {pid} killed"),
+                Err(e) => println!("kill: pid {pid}: {e}"),
+            },
+            _ => println!("kill: usage: kill <pid>"),
+        },
+        Some("exit") => return true,
+        Some(other) => println!("{other}: unknown command ({HELP})"),
+    }
+    false
 }
 
 /// Prints init's supervised servers.
