@@ -195,9 +195,11 @@ boot_case console-pid-prefix "--smp 2 --cmdline init=tests" 0 \
 # `hello a b`), `run` of an unknown module is NotFound, `ps` lists init, the
 # servers' absence (procmgr manages only what it forked, spawned or adopted)
 # and the shell as init's child, and `kill 4242` (no such process) is refused.
-# They share one line with `cpus` (`;`): the console queues at most 8 input
-# entries, and a shell still starting when the runner feeds could lose more.
-STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers\ncpus; run hello a b; run nosuch; ps; kill 4242; kill\nexit\n' \
+# `run hello sleep` never ends by itself: the Ctrl-C after it (polled while
+# the shell waits in the foreground) kills it. They share one line with
+# `servers` and `cpus` (`;`): the console queues at most 8 input entries, and
+# a shell still starting when the runner feeds could lose more.
+STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers; cpus; run hello a b; run nosuch; ps; kill 4242; kill; run hello sleep\n\x03exit\n' \
 boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^\[pid 1\] init: all servers up$' \
   '^\[pid [0-9]+\] hi$' \
@@ -214,6 +216,9 @@ boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^\[pid [0-9]+\] ps: [0-9]+ 1 running shell$' \
   '^\[pid [0-9]+\] kill: pid 4242: not found$' \
   '^\[pid [0-9]+\] kill: usage: kill <pid>$' \
+  '^\[pid [0-9]+\] Hello from userland! \(argc 2, envc 0\)$' \
+  '^\[pid [0-9]+\] run: \^C: pid [0-9]+ killed$' \
+  '^\[pid [0-9]+\] run: hello \(pid [0-9]+\) killed$' \
   '^\[pid [0-9]+\] shell: bye$' \
   '^mica: shutdown requested by init \(success\)$' \
   '!unknown command' '!^\[pid [0-9]+\] abc$' '!PANIC'

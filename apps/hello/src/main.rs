@@ -9,7 +9,9 @@
 //!   arrived intact), or with a negative code naming the first check that
 //!   failed. With argv exactly [`QUIET_ARGV`] it exits 0 right after the
 //!   argc check (procmgr starts programs with argument 0: the
-//!   `spawn_exit_wait` and `fork_exec_wait` benchmarks).
+//!   `spawn_exit_wait` and `fork_exec_wait` benchmarks). With argv
+//!   `hello sleep` it greets, then sleeps until killed (the shell's
+//!   Ctrl-C test).
 //!
 //! Started by procmgr (`spawn`/`exec`), hello holds procmgr's endpoint at
 //! its first handle and nothing else: it finds the console through
@@ -154,6 +156,13 @@ fn main(arg: u64) -> i32 {
     let envp = (0..envc).map(|k| unsafe { string(word(env_start + k)) });
     if !greet(argc, envc) {
         return NO_CONSOLE;
+    }
+    // SAFETY: as above (argc >= 2 checked first).
+    if argc == 2 && unsafe { string(word(2)) } == b"sleep" {
+        // Until killed: the shell's Ctrl-C in `run` has something to stop.
+        loop {
+            libipc::sys::sleep_ns(1_000_000_000);
+        }
     }
     args_hash(argv, envp)
 }

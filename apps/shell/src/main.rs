@@ -33,6 +33,8 @@ use libipc::{println, sys};
 const PROCMGR: u32 = abi::boot_handles::bench::PROCMGR;
 /// How long to wait for it.
 const PROCMGR_TIMEOUT_NS: u64 = 2_000_000_000;
+/// How often a foreground `run` polls for Ctrl-C (microseconds).
+const POLL_US: u32 = 20_000;
 /// Bytes of argv `run` builds (the loader's request buffer bounds it too).
 const ARGV_BYTES: usize = 512;
 
@@ -63,6 +65,17 @@ fn main(_arg: u64) -> i32 {
             return 1;
         }
     };
+    // `console` (not `console.in`): its `read` never waits, so a
+    // foreground `run` can poll it for Ctrl-C.
+    let ctl = names::lookup_newer(names_ep, console::NAME, 0, names::RECOVERY_NS)
+        .ok()
+        .map(|(ep, _)| ep);
+    let mut shell = Shell {
+        names_ep,
+        ctl,
+        pending: [0; console::MAX_READ],
+        pending_len: None,
+    };
     if procmgr.is_none() {
         println!("shell: no procmgr endpoint (ps, run and kill will fail)");
     }
@@ -70,7 +83,15 @@ fn main(_arg: u64) -> i32 {
     let mut line = [0u8; console::MAX_READ];
     loop {
         println!("mica>");
-        let n = match console::read(input, &mut line) {
+        // A line typed during a foreground `run` is run next.
+        let got = match shell.pending_len.take() {
+            Some(n) => {
+                line[..n].copy_from_slice(&shell.pending[..n]);
+                Ok(Input::Line(n))
+            }
+            None => console::read(input, &mut line),
+        };
+        let n = match got {
             Ok(Input::Line(n)) => n,
             Ok(Input::Interrupt) => continue,
             Ok(Input::End) => return exit(),
@@ -82,51 +103,115 @@ fn main(_arg: u64) -> i32 {
         let text = core::str::from_utf8(&line[..n]).unwrap_or("");
         // `;` separates commands on one line.
         for text in text.split(';') {
-            if command(text, names_ep) {
+            if shell.command(text) {
                 return exit();
             }
         }
     }
 }
 
-/// Runs one command; `true` for `exit`.
-fn command(text: &str, names_ep: Endpoint) -> bool {
-    let mut words = text.split_ascii_whitespace();
-    match words.next() {
-        None => {}
-        Some("help") => println!("{HELP}"),
-        Some("echo") => {
-            let rest = text.trim_start().strip_prefix("echo").unwrap_or("");
-            println!("{}", rest.trim());
-        }
-        Some("cpus") => println!("cpus: {} online", sys::cpu_count()),
-        Some("mem") => match sys::sysinfo() {
-            Ok(i) => println!(
-                "mem: {} KiB free of {} KiB; {} processes, {} threads",
-                i.free_bytes / 1024,
-                i.total_bytes / 1024,
-                i.processes,
-                i.threads
-            ),
-            Err(e) => println!("mem: {e}"),
-        },
-        Some("servers") => servers(names_ep),
-        Some("ps") => ps(),
-        Some("run") => match words.next() {
-            Some(program) => run(program, words),
-            None => println!("run: usage: run <program> [args]"),
-        },
-        Some("kill") => match words.next().map(str::parse::<u32>) {
-            Some(Ok(pid)) => match pm::kill(pid) {
-                Ok(()) => println!("kill: pid {pid} killed"),
-                Err(e) => println!("kill: pid {pid}: {e}"),
+/// The shell's state between commands.
+struct Shell {
+    /// init's name service.
+    names_ep: Endpoint,
+    /// The console's `console` endpoint (non-blocking reads), if found.
+    ctl: Option<Endpoint>,
+    /// A line typed while a `run` was in the foreground, run next.
+    pending: [u8; console::MAX_READ],
+    /// Its length (`None`: no line).
+    pending_len: Option<usize>,
+}
+
+impl Shell {
+    /// Runs one command; `true` for `exit`.
+    fn command(&mut self, text: &str) -> bool {
+        let mut words = text.split_ascii_whitespace();
+        match words.next() {
+            None => {}
+            Some("help") => println!("{HELP}"),
+            Some("echo") => {
+                let rest = text.trim_start().strip_prefix("echo").unwrap_or("");
+                println!("{}", rest.trim());
+            }
+            Some("cpus") => println!("cpus: {} online", sys::cpu_count()),
+            Some("mem") => match sys::sysinfo() {
+                Ok(i) => println!(
+                    "mem: {} KiB free of {} KiB; {} processes, {} threads",
+                    i.free_bytes / 1024,
+                    i.total_bytes / 1024,
+                    i.processes,
+                    i.threads
+                ),
+                Err(e) => println!("mem: {e}"),
             },
-            _ => println!("kill: usage: kill <pid>"),
-        },
-        Some("exit") => return true,
-        Some(other) => println!("{other}: unknown command ({HELP})"),
+            Some("servers") => servers(self.names_ep),
+            Some("ps") => ps(),
+            Some("run") => match words.next() {
+                Some(program) => self.run(program, words),
+                None => println!("run: usage: run <program> [args]"),
+            },
+            Some("kill") => match words.next().map(str::parse::<u32>) {
+                Some(Ok(pid)) => match pm::kill(pid) {
+                    Ok(()) => println!("kill: pid {pid} killed"),
+                    Err(e) => println!("kill: pid {pid}: {e}"),
+                },
+                _ => println!("kill: usage: kill <pid>"),
+            },
+            Some("exit") => return true,
+            Some(other) => println!("{other}: unknown command ({HELP})"),
+        }
+        false
     }
-    false
+    /// Spawns boot module `program` with argv `program args...` through
+    /// procmgr and waits for it in the foreground.
+    fn run<'a>(&mut self, program: &'a str, args: impl Iterator<Item = &'a str>) {
+        let mut argv = [0u8; ARGV_BYTES];
+        let mut len = 0;
+        for word in core::iter::once(program).chain(args) {
+            let end = len + word.len() + 1;
+            if end > argv.len() {
+                println!("run: arguments longer than {ARGV_BYTES} bytes");
+                return;
+            }
+            argv[len..end - 1].copy_from_slice(word.as_bytes());
+            argv[end - 1] = 0;
+            len = end;
+        }
+        let pid = match pm::spawn(program, &argv[..len], b"") {
+            Ok(pid) => pid,
+            Err(e) => {
+                println!("run: {program}: {e}");
+                return;
+            }
+        };
+        // Ctrl-C (polled on `console`, whose `read` never waits) kills it;
+        // the first line typed meanwhile is kept for after it.
+        let (ctl, pending, pending_len) = (self.ctl, &mut self.pending, &mut self.pending_len);
+        let tick = || {
+            let Some(ctl) = ctl else { return };
+            if pending_len.is_some() {
+                return;
+            }
+            let mut buf = [0u8; console::MAX_READ + 64];
+            let mut c = console::Client::new(Caller::new(ctl, None), &mut buf);
+            match c.read(pending.len() as u64) {
+                Ok(console::Reply::Interrupt {}) => match pm::kill(pid) {
+                    Ok(()) => println!("run: ^C: pid {pid} killed"),
+                    Err(e) => println!("run: ^C: kill pid {pid}: {e}"),
+                },
+                Ok(console::Reply::Line { bytes }) => {
+                    let n = bytes.len().min(pending.len());
+                    pending[..n].copy_from_slice(&bytes[..n]);
+                    *pending_len = Some(n);
+                }
+                _ => {}
+            }
+        };
+        match pm::wait_ticking(pid, POLL_US, tick) {
+            Ok((_, e)) => println!("run: {program} (pid {pid}) {}", How(e)),
+            Err(e) => println!("run: waiting for {program} (pid {pid}): {e}"),
+        }
+    }
 }
 
 /// Prints init's supervised servers.
@@ -187,34 +272,6 @@ impl core::fmt::Display for How {
             Ended::Killed => write!(f, "killed"),
             Ended::Faulted(v) => write!(f, "killed by fault vector {v}"),
         }
-    }
-}
-
-/// Spawns boot module `program` with argv `program args...` through
-/// procmgr and waits for it in the foreground.
-fn run<'a>(program: &'a str, args: impl Iterator<Item = &'a str>) {
-    let mut argv = [0u8; ARGV_BYTES];
-    let mut len = 0;
-    for word in core::iter::once(program).chain(args) {
-        let end = len + word.len() + 1;
-        if end > argv.len() {
-            println!("run: arguments longer than {ARGV_BYTES} bytes");
-            return;
-        }
-        argv[len..end - 1].copy_from_slice(word.as_bytes());
-        argv[end - 1] = 0;
-        len = end;
-    }
-    let pid = match pm::spawn(program, &argv[..len], b"") {
-        Ok(pid) => pid,
-        Err(e) => {
-            println!("run: {program}: {e}");
-            return;
-        }
-    };
-    match pm::wait(Some(pid), None) {
-        Ok((_, e)) => println!("run: {program} (pid {pid}) {}", How(e)),
-        Err(e) => println!("run: waiting for {program} (pid {pid}): {e}"),
     }
 }
 
