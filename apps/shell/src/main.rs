@@ -11,8 +11,11 @@
 //! procmgr kill or fault vector), `kill <pid>` (procmgr's rule: the
 //! shell's own descendants only), `exit` (powers off). `;` separates
 //! commands on one line. Ctrl-C drops the
-//! line being typed (it does not stop a `run`: the shell reads no input
-//! while one runs); Ctrl-D (end of input) exits like `exit`.
+//! line being typed, and during a foreground `run` kills the program (the
+//! shell polls `console`'s non-blocking `read` every 20 ms while it waits;
+//! the first line typed meanwhile runs next, later ones wait in the
+//! console's queue and Ctrl-C is not seen behind them); Ctrl-D (end of
+//! input) exits like `exit`.
 //!
 //! init adopts the shell into procmgr before it starts: its procmgr
 //! endpoint is its second handle ([`PROCMGR`]), after the name service.
