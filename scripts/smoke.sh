@@ -63,7 +63,7 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=160 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=162 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=25 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
@@ -190,15 +190,35 @@ boot_case console-pid-prefix "--smp 2 --cmdline init=tests" 0 \
 # and edits the line): `helx<DEL>p` must arrive as `help` and `echo ab<BS>c`
 # as `echo ac`, proving backspace was applied before the shell read the line;
 # Ctrl-C drops `rm -rf` (the shell gets an interrupt, not a line).
-STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers\ncpus\nexit\n' \
+# Then procmgr through the shell: `run hello a b` spawns hello (its line goes
+# through the console; it exits with the hash of its argv, 1491904583 for
+# `hello a b`), `run` of an unknown module is NotFound, `ps` lists init, the
+# servers' absence (procmgr manages only what it forked, spawned or adopted)
+# and the shell as init's child, and `kill 4242` (no such process) is refused.
+# `run hello sleep` never ends by itself: the Ctrl-C after it (polled while
+# the shell waits in the foreground) kills it. They share one line with
+# `servers` and `cpus` (`;`): the console queues at most 8 input entries, and
+# a shell still starting when the runner feeds could lose more.
+STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers; cpus; run hello a b; run nosuch; ps; kill 4242; kill; run hello sleep\n\x03exit\n' \
 boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^\[pid 1\] init: all servers up$' \
   '^\[pid [0-9]+\] hi$' \
-  '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, exit$' \
+  '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, ps \(no CPU column\), run <program> \[args\], kill <pid>, exit$' \
   '^\[pid [0-9]+\] ac$' \
   '^\[pid [0-9]+\] after-ctrl-c$' \
   '^\[pid [0-9]+\] servers: console [0-9]+ 0$' \
   '^\[pid [0-9]+\] cpus: 2 online$' \
+  '^\[pid [0-9]+\] Hello from userland! \(argc 3, envc 0\)$' \
+  '^\[pid [0-9]+\] run: hello \(pid [0-9]+\) exited with 1491904583$' \
+  '^\[pid [0-9]+\] run: nosuch: not found$' \
+  '^\[pid [0-9]+\] ps: pid ppid state program$' \
+  '^\[pid [0-9]+\] ps: 1 0 running init$' \
+  '^\[pid [0-9]+\] ps: [0-9]+ 1 running shell$' \
+  '^\[pid [0-9]+\] kill: pid 4242: not found$' \
+  '^\[pid [0-9]+\] kill: usage: kill <pid>$' \
+  '^\[pid [0-9]+\] Hello from userland! \(argc 2, envc 0\)$' \
+  '^\[pid [0-9]+\] run: \^C: pid [0-9]+ killed$' \
+  '^\[pid [0-9]+\] run: hello \(pid [0-9]+\) killed$' \
   '^\[pid [0-9]+\] shell: bye$' \
   '^mica: shutdown requested by init \(success\)$' \
   '!unknown command' '!^\[pid [0-9]+\] abc$' '!PANIC'

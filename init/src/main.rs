@@ -227,12 +227,15 @@ fn adopt(pid: sys::ProcessHandle, program: &str) {
 }
 
 /// Runs the shell with a handle to the name service (it finds the console
-/// through it) and waits for it (its `exit` powers off first).
+/// through it), adopted into procmgr, and waits for it (its `exit` powers
+/// off first).
 fn run_shell() -> Option<Status> {
     let pid = spawn_with(modules::SHELL, 0, |p| {
         if let Err(e) = names::give(p) {
             println!("init: cannot give the shell the name service: {e}");
         }
+        // Its procmgr endpoint lands next (slot 1): `ps`, `run`, `kill`.
+        adopt(p, modules::SHELL);
     })?;
     wait(modules::SHELL, pid)
 }

@@ -346,3 +346,42 @@ fn wait_on(
         ipc::wait(ntf, timeout)?;
     }
 }
+
+/// As [`wait`] for child `pid` with no timeout, but calls `tick` every
+/// `every_us` microseconds while the child runs (a foreground shell polls
+/// for Ctrl-C there). Records one waiter at a time: a new one only after
+/// procmgr signalled the last.
+pub fn wait_ticking(
+    pid: u32,
+    every_us: u32,
+    mut tick: impl FnMut(),
+) -> Result<(u32, Ended), Error> {
+    let target = u64::from(pid);
+    let reaped = |r: Reply<'_>| match r {
+        Reply::Reaped { pid, status } => Some(Some((pid as u32, Ended::from_word(status)))),
+        Reply::Running {} | Reply::Queued {} => Some(None),
+        _ => None,
+    };
+    if let Some(done) = answer(client(&mut [0; SMALL])?.try_wait(target), reaped)? {
+        return Ok(done);
+    }
+    let ntf = ipc::notification_create()?;
+    let r = (|| loop {
+        let got = answer(
+            client(&mut [0; SMALL])?.wait_on(target, CopiedHandle(ntf.0)),
+            reaped,
+        )?;
+        if let Some(done) = got {
+            return Ok(done);
+        }
+        loop {
+            match ipc::wait(ntf, Some(every_us)) {
+                Ok(_) => break,
+                Err(Error::TimedOut) => tick(),
+                Err(e) => return Err(e),
+            }
+        }
+    })();
+    let _ = ipc::handle_close(ntf.0);
+    r
+}

@@ -42,7 +42,7 @@ const BENCHES: &[(&str, BenchFn)] = &[
     ("syscall_trivial", syscall_trivial),
     ("syscall_handler_trivial", syscall_handler_trivial),
     ("page_map_unmap", page_map_unmap),
-    ("spawn_exit_wait", spawn::spawn_exit_wait),
+    ("spawn_loader_exit_wait", spawn::spawn_exit_wait),
     ("spawn_flat_exit_wait", spawn_flat_exit_wait),
     ("ipc_call_same_core", ipc::ipc_call_same_core),
     ("ipc_call_same_core_fpu", ipc::ipc_call_same_core_fpu),
@@ -56,6 +56,9 @@ const BENCHES: &[(&str, BenchFn)] = &[
     ("fork_chain_10", fork::fork_chain_10),
     // --- console (issue 11 item 4) ---
     ("console_write_line", console::console_write_line),
+    // --- shell2 (issue 11: spawn/exec through procmgr) ---
+    ("spawn_exit_wait", fork::spawn_exit_wait),
+    ("fork_exec_wait", fork::fork_exec_wait),
 ];
 
 mod console;

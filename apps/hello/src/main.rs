@@ -1,18 +1,33 @@
 //! hello: the smallest program, loaded through the loader (boot module
 //! `hello`). Its argument (RDI) says what to do:
-//! - [`QUIET`]: exit 0 at once (the `spawn_exit_wait` benchmark);
+//! - [`QUIET`]: exit 0 at once (the loader-only `spawn_loader_exit_wait`
+//!   benchmark);
 //! - anything else: check the SysV initial stack (argc, argv, envp and
 //!   the auxiliary vector: AT_PHDR, AT_PHNUM, AT_ENTRY, AT_PAGESZ,
 //!   AT_RANDOM), print `Hello from userland!`, and exit with
 //!   [`args_hash`] of its argv and envp (so the starter can tell they
 //!   arrived intact), or with a negative code naming the first check that
-//!   failed.
+//!   failed. With argv exactly [`QUIET_ARGV`] it exits 0 right after the
+//!   argc check (procmgr starts programs with argument 0: the
+//!   `spawn_exit_wait` and `fork_exec_wait` benchmarks). With argv
+//!   `hello sleep` it greets, then sleeps until killed (the shell's
+//!   Ctrl-C test).
+//!
+//! Started by procmgr (`spawn`/`exec`), hello holds procmgr's endpoint at
+//! its first handle and nothing else: it finds the console through
+//! procmgr's `Lookup` and prints there; if that fails it exits with
+//! [`NO_CONSOLE`] (so a starter's status check covers the console path).
+//! Started by the loader alone (no handle at all) it prints through the
+//! kernel's log.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
-use libipc::println;
+use core::fmt::Write as _;
+use libipc::ipc::{self, Endpoint, Notification};
+use libipc::server::Caller;
+use libipc::{console, procmgr};
 
 /// The argument that makes hello exit at once.
 pub const QUIET: u64 = 0x5155_4954; // "QUIT"
@@ -25,6 +40,11 @@ const BAD_ENTRY: i32 = -4;
 const BAD_PAGESZ: i32 = -5;
 const BAD_RANDOM: i32 = -6;
 const BAD_PHDRS: i32 = -7;
+/// Started by procmgr, but the console could not be found or written.
+pub const NO_CONSOLE: i32 = -8;
+
+/// The argv (one string, NUL-terminated) that makes hello exit 0 at once.
+pub const QUIET_ARGV: &[u8] = b"quiet\0";
 
 const AT_NULL: u64 = 0;
 const AT_PHDR: u64 = 3;
@@ -82,6 +102,10 @@ fn main(arg: u64) -> i32 {
     if argc == 0 || argc > 256 || word(1 + argc) != 0 {
         return BAD_ARGC;
     }
+    // SAFETY: argv[0] points at a NUL-terminated string on the stack.
+    if argc == 1 && unsafe { string(word(1)) } == &QUIET_ARGV[..QUIET_ARGV.len() - 1] {
+        return 0;
+    }
     let mut i = 2 + argc;
     let env_start = i;
     while word(i) != 0 {
@@ -130,6 +154,60 @@ fn main(arg: u64) -> i32 {
     let argv = (0..argc).map(|k| unsafe { string(word(1 + k)) });
     // SAFETY: as above.
     let envp = (0..envc).map(|k| unsafe { string(word(env_start + k)) });
-    println!("Hello from userland! (argc {argc}, envc {envc})");
+    if !greet(argc, envc) {
+        return NO_CONSOLE;
+    }
+    // SAFETY: as above (argc >= 2 checked first).
+    if argc == 2 && unsafe { string(word(2)) } == b"sleep" {
+        // Until killed: the shell's Ctrl-C in `run` has something to stop.
+        loop {
+            libipc::sys::sleep_ns(1_000_000_000);
+        }
+    }
     args_hash(argv, envp)
+}
+
+/// A line built on the stack.
+struct Line {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(core::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Prints the greeting: through the console when procmgr started hello
+/// (its endpoint at `procmgr::CHILD_HANDLE`), else through the kernel.
+/// `false` if procmgr started hello and the console could not be used.
+fn greet(argc: usize, envc: usize) -> bool {
+    let mut line = Line {
+        buf: [0; 128],
+        len: 0,
+    };
+    if writeln!(line, "Hello from userland! (argc {argc}, envc {envc})").is_err() {
+        return false;
+    }
+    // A zero-bit signal to an endpoint is WrongType; an empty slot (the
+    // loader alone started hello) is BadHandle.
+    let pm = procmgr::CHILD_HANDLE;
+    if ipc::signal(Notification(pm), 0) != Err(libipc::Error::WrongType) {
+        let _ = libipc::sys::debug_write(&line.buf[..line.len]);
+        return true;
+    }
+    procmgr::set_endpoint(Endpoint(pm));
+    let Ok(con) = procmgr::lookup(console::NAME) else {
+        return false;
+    };
+    let mut buf = [0u8; 256];
+    let mut c = console::Client::new(Caller::new(con, None), &mut buf);
+    let ok = matches!(c.write(&line.buf[..line.len]), Ok(console::Reply::Written { len }) if len as usize == line.len);
+    let _ = ipc::handle_close(con.0);
+    ok
 }

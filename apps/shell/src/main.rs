@@ -3,9 +3,22 @@
 //! `init=shell` with the name service as its first handle.
 //!
 //! Commands: `help`, `echo`, `cpus`, `mem`, `servers` (init's supervised
-//! servers: name, pid, restarts), `exit` (powers off). Ctrl-C drops the
-//! line being typed; Ctrl-D (end of input) exits like `exit`. `ps`, `run`
-//! and `kill` need procmgr and come with it.
+//! servers: name, pid, restarts), `ps` (procmgr's table: pid, ppid, state,
+//! program; there is no CPU column, no syscall reports a process's CPU
+//! time), `run <program> [args]` (procmgr spawns boot module `program`
+//! through the loader with argv `program args...` and no environment; the
+//! shell waits in the foreground and prints how it ended: exit code,
+//! procmgr kill or fault vector), `kill <pid>` (procmgr's rule: the
+//! shell's own descendants only), `exit` (powers off). `;` separates
+//! commands on one line. Ctrl-C drops the
+//! line being typed, and during a foreground `run` kills the program (the
+//! shell polls `console`'s non-blocking `read` every 20 ms while it waits;
+//! the first line typed meanwhile runs next, later ones wait in the
+//! console's queue and Ctrl-C is not seen behind them); Ctrl-D (end of
+//! input) exits like `exit`.
+//!
+//! init adopts the shell into procmgr before it starts: its procmgr
+//! endpoint is its second handle ([`PROCMGR`]), after the name service.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -14,13 +27,24 @@
 use libipc::console::{self, Input};
 use libipc::ipc::Endpoint;
 use libipc::names::{self, Reply};
+use libipc::procmgr::{self as pm, Ended};
 use libipc::server::Caller;
 use libipc::{println, sys};
+
+/// The shell's procmgr endpoint: init's adoption gives it right after the
+/// name service (slot 1, as `abi::boot_handles::bench::PROCMGR`).
+const PROCMGR: u32 = abi::boot_handles::bench::PROCMGR;
+/// How long to wait for it.
+const PROCMGR_TIMEOUT_NS: u64 = 2_000_000_000;
+/// How often a foreground `run` polls for Ctrl-C (microseconds).
+const POLL_US: u32 = 20_000;
+/// Bytes of argv `run` builds (the loader's request buffer bounds it too).
+const ARGV_BYTES: usize = 512;
 
 /// How long to wait for init's name-service handle.
 const NAMES_TIMEOUT_NS: u64 = 5_000_000_000;
 
-const HELP: &str = "commands: help, echo [words], cpus, mem, servers, exit";
+const HELP: &str = "commands: help, echo [words], cpus, mem, servers, ps (no CPU column), run <program> [args], kill <pid>, exit";
 
 #[no_mangle]
 fn main(_arg: u64) -> i32 {
@@ -28,6 +52,11 @@ fn main(_arg: u64) -> i32 {
         println!("shell: init gave no name service");
         return 1;
     };
+    // Before this program makes a handle of its own (slot 1 is procmgr's).
+    let procmgr = libipc::server::endpoint_at(PROCMGR, PROCMGR_TIMEOUT_NS);
+    if let Some(ep) = procmgr {
+        pm::set_endpoint(ep);
+    }
     if !console::attach(names_ep) {
         println!("shell: no console server");
         return 1;
@@ -39,11 +68,33 @@ fn main(_arg: u64) -> i32 {
             return 1;
         }
     };
+    // `console` (not `console.in`): its `read` never waits, so a
+    // foreground `run` can poll it for Ctrl-C.
+    let ctl = names::lookup_newer(names_ep, console::NAME, 0, names::RECOVERY_NS)
+        .ok()
+        .map(|(ep, _)| ep);
+    let mut shell = Shell {
+        names_ep,
+        ctl,
+        pending: [0; console::MAX_READ],
+        pending_len: None,
+    };
+    if procmgr.is_none() {
+        println!("shell: no procmgr endpoint (ps, run and kill will fail)");
+    }
     println!("mica shell: type `help`");
     let mut line = [0u8; console::MAX_READ];
     loop {
         println!("mica>");
-        let n = match console::read(input, &mut line) {
+        // A line typed during a foreground `run` is run next.
+        let got = match shell.pending_len.take() {
+            Some(n) => {
+                line[..n].copy_from_slice(&shell.pending[..n]);
+                Ok(Input::Line(n))
+            }
+            None => console::read(input, &mut line),
+        };
+        let n = match got {
             Ok(Input::Line(n)) => n,
             Ok(Input::Interrupt) => continue,
             Ok(Input::End) => return exit(),
@@ -53,6 +104,30 @@ fn main(_arg: u64) -> i32 {
             }
         };
         let text = core::str::from_utf8(&line[..n]).unwrap_or("");
+        // `;` separates commands on one line.
+        for text in text.split(';') {
+            if shell.command(text) {
+                return exit();
+            }
+        }
+    }
+}
+
+/// The shell's state between commands.
+struct Shell {
+    /// init's name service.
+    names_ep: Endpoint,
+    /// The console's `console` endpoint (non-blocking reads), if found.
+    ctl: Option<Endpoint>,
+    /// A line typed while a `run` was in the foreground, run next.
+    pending: [u8; console::MAX_READ],
+    /// Its length (`None`: no line).
+    pending_len: Option<usize>,
+}
+
+impl Shell {
+    /// Runs one command; `true` for `exit`.
+    fn command(&mut self, text: &str) -> bool {
         let mut words = text.split_ascii_whitespace();
         match words.next() {
             None => {}
@@ -72,9 +147,72 @@ fn main(_arg: u64) -> i32 {
                 ),
                 Err(e) => println!("mem: {e}"),
             },
-            Some("servers") => servers(names_ep),
-            Some("exit") => return exit(),
+            Some("servers") => servers(self.names_ep),
+            Some("ps") => ps(),
+            Some("run") => match words.next() {
+                Some(program) => self.run(program, words),
+                None => println!("run: usage: run <program> [args]"),
+            },
+            Some("kill") => match words.next().map(str::parse::<u32>) {
+                Some(Ok(pid)) => match pm::kill(pid) {
+                    Ok(()) => println!("kill: pid {pid} killed"),
+                    Err(e) => println!("kill: pid {pid}: {e}"),
+                },
+                _ => println!("kill: usage: kill <pid>"),
+            },
+            Some("exit") => return true,
             Some(other) => println!("{other}: unknown command ({HELP})"),
+        }
+        false
+    }
+    /// Spawns boot module `program` with argv `program args...` through
+    /// procmgr and waits for it in the foreground.
+    fn run<'a>(&mut self, program: &'a str, args: impl Iterator<Item = &'a str>) {
+        let mut argv = [0u8; ARGV_BYTES];
+        let mut len = 0;
+        for word in core::iter::once(program).chain(args) {
+            let end = len + word.len() + 1;
+            if end > argv.len() {
+                println!("run: arguments longer than {ARGV_BYTES} bytes");
+                return;
+            }
+            argv[len..end - 1].copy_from_slice(word.as_bytes());
+            argv[end - 1] = 0;
+            len = end;
+        }
+        let pid = match pm::spawn(program, &argv[..len], b"") {
+            Ok(pid) => pid,
+            Err(e) => {
+                println!("run: {program}: {e}");
+                return;
+            }
+        };
+        // Ctrl-C (polled on `console`, whose `read` never waits) kills it;
+        // the first line typed meanwhile is kept for after it.
+        let (ctl, pending, pending_len) = (self.ctl, &mut self.pending, &mut self.pending_len);
+        let tick = || {
+            let Some(ctl) = ctl else { return };
+            if pending_len.is_some() {
+                return;
+            }
+            let mut buf = [0u8; console::MAX_READ + 64];
+            let mut c = console::Client::new(Caller::new(ctl, None), &mut buf);
+            match c.read(pending.len() as u64) {
+                Ok(console::Reply::Interrupt {}) => match pm::kill(pid) {
+                    Ok(()) => println!("run: ^C: pid {pid} killed"),
+                    Err(e) => println!("run: ^C: kill pid {pid}: {e}"),
+                },
+                Ok(console::Reply::Line { bytes }) => {
+                    let n = bytes.len().min(pending.len());
+                    pending[..n].copy_from_slice(&bytes[..n]);
+                    *pending_len = Some(n);
+                }
+                _ => {}
+            }
+        };
+        match pm::wait_ticking(pid, POLL_US, tick) {
+            Ok((_, e)) => println!("run: {program} (pid {pid}) {}", How(e)),
+            Err(e) => println!("run: waiting for {program} (pid {pid}): {e}"),
         }
     }
 }
@@ -100,6 +238,42 @@ fn servers(names_ep: Endpoint) {
                 println!("servers: {e:?}");
                 break;
             }
+        }
+    }
+}
+
+/// Prints procmgr's table: pid, parent, state, program.
+fn ps() {
+    println!("ps: pid ppid state program");
+    let mut index = 0;
+    loop {
+        match pm::list(index) {
+            Ok(Some(p)) => {
+                let program = core::str::from_utf8(&p.program[..p.program_len]).unwrap_or("?");
+                match p.zombie {
+                    None => println!("ps: {} {} running {program}", p.pid, p.ppid),
+                    Some(e) => println!("ps: {} {} zombie({}) {program}", p.pid, p.ppid, How(e)),
+                }
+                index = p.index + 1;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                println!("ps: {e}");
+                break;
+            }
+        }
+    }
+}
+
+/// How a process ended ([`Ended`]), in words.
+struct How(Ended);
+
+impl core::fmt::Display for How {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Ended::Exited(c) => write!(f, "exited with {c}"),
+            Ended::Killed => write!(f, "killed"),
+            Ended::Faulted(v) => write!(f, "killed by fault vector {v}"),
         }
     }
 }

@@ -673,6 +673,15 @@ const CASES: &[Case] = &[
         "loader_killed_under_a_client",
         loader::killed_under_a_client,
     ),
+    // --- shell2 (issue 11: spawn/exec through procmgr) ---
+    (
+        "procmgr_spawn_hello_through_the_loader",
+        procmgr::spawn_hello_through_the_loader,
+    ),
+    (
+        "procmgr_fork_exec_hello_keeps_the_pid",
+        procmgr::fork_exec_hello_keeps_the_pid,
+    ),
 ];
 
 #[no_mangle]

@@ -549,3 +549,67 @@ pub fn fork_storm_to_the_limit_is_an_error() -> TestResult {
     expect(children_of(me)?, (0, 0), "children and zombies left")?;
     ok(pm::getpid(), "procmgr serves after the storm").map(|_| ())
 }
+
+// --- shell2 (issue 11: spawn/exec through the loader) ---
+
+/// hello's exit code for `argv`/`envp` (apps/hello `args_hash`).
+fn hello_hash(argv: &[u8], envp: &[u8]) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |b: u8| h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    argv.iter().for_each(|&b| eat(b));
+    eat(0xff);
+    envp.iter().for_each(|&b| eat(b));
+    (h & 0x7fff_ffff) as i32
+}
+
+/// `spawn("hello", argv, envp)` through procmgr (which loads it through the
+/// loader): hello checks its SysV stack, prints `Hello from userland!`
+/// through the console (found with procmgr's `Lookup`; it exits -8 if it
+/// could not) and exits with the hash of its argv and envp, which
+/// `waitpid` must return under the spawned PID. An unknown module is
+/// `NotFound` and leaves no child.
+pub fn spawn_hello_through_the_loader() -> TestResult {
+    attached()?;
+    let argv = b"hello\0spawned\0\0by procmgr\0";
+    let envp = b"MICA=1\0";
+    let pid = pm::spawn("hello", argv, envp).map_err(|e| {
+        note!("spawn hello: {e}");
+        "spawn failed"
+    })?;
+    expect(
+        wait_pid(pid)?,
+        Ended::Exited(hello_hash(argv, envp)),
+        "spawned hello's status",
+    )?;
+    expect(
+        pm::spawn("no-such-module", b"x\0", b""),
+        Err(Error::NotFound),
+        "spawn of an unknown module",
+    )?;
+    expect(
+        pm::wait(None, Some(WAIT_US)).map(|_| ()),
+        Err(Error::NotFound),
+        "children left after the spawns",
+    )
+}
+
+/// A forked child `exec`s hello with argv: the parent's `waitpid` on the
+/// child's PID sees hello's status (so the PID stayed). A failed exec
+/// (unknown module) returns `NotFound` to the caller, which goes on.
+pub fn fork_exec_hello_keeps_the_pid() -> TestResult {
+    attached()?;
+    const ARGV: &[u8] = b"hello\0exec'd\0";
+    const ENVP: &[u8] = b"E=2\0";
+    let pid = fork_child(|| {
+        if pm::exec("no-such-module", b"x\0", b"") != Error::NotFound {
+            return 90;
+        }
+        let _ = pm::exec("hello", ARGV, ENVP);
+        91
+    })?;
+    expect(
+        wait_pid(pid)?,
+        Ended::Exited(hello_hash(ARGV, ENVP)),
+        "exec'd hello's status under the child's PID",
+    )
+}
