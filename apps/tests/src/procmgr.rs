@@ -6,7 +6,7 @@
 //! memory object's leaves stay shared across `space_clone`).
 
 use crate::note;
-use crate::util::{check, expect, ok, TestResult};
+use crate::util::{check, expect, free_back_to, free_bytes, ok, TestResult};
 use abi::status::Ended;
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -261,12 +261,6 @@ fn cow_word() -> *mut u64 {
     core::ptr::addr_of_mut!(COW_WORD).cast::<u64>()
 }
 
-fn free_bytes() -> Result<u64, &'static str> {
-    sys::sysinfo()
-        .map(|i| i.free_bytes)
-        .map_err(|_| "sysinfo failed")
-}
-
 /// COW: after a fork, parent and child each see only their own writes,
 /// in a fixed order (through a shared page): the parent writes first, the
 /// child must still read the value from before the fork, then the child
@@ -319,19 +313,7 @@ pub fn cow_parent_and_child_see_own_writes() -> TestResult {
     let parent_word = unsafe { cow_word().read_volatile() };
     expect(parent_word, 3, "the parent's word after the child's write")?;
     drop(sh);
-    let mut now = free_bytes()?;
-    for _ in 0..1000 {
-        if now >= before {
-            return Ok(());
-        }
-        sys::sleep_ns(2_000_000);
-        now = free_bytes()?;
-    }
-    note!(
-        "{} pages missing from the free figure",
-        (before - now) / PAGE
-    );
-    Err("frames were not returned")
+    free_back_to(before, "fork COW")
 }
 
 /// How a forked child faults.

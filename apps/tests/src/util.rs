@@ -373,3 +373,29 @@ pub fn read_fs_gs() -> (u64, u64) {
     }
     (fs, gs)
 }
+
+/// The kernel's free-memory figure (`sysinfo`), in bytes.
+pub fn free_bytes() -> Result<u64, &'static str> {
+    sys::sysinfo()
+        .map(|i| i.free_bytes)
+        .map_err(|_| "sysinfo failed")
+}
+
+/// Waits (up to 2 s) for the free figure to come back to `before`: a
+/// process's last frames go when its last thread's CPU switches away, which
+/// may lag its wait. A leak never comes back, so it still fails.
+pub fn free_back_to(before: u64, what: &'static str) -> TestResult {
+    let mut now = free_bytes()?;
+    for _ in 0..1000 {
+        if now >= before {
+            return Ok(());
+        }
+        sys::sleep_ns(2_000_000);
+        now = free_bytes()?;
+    }
+    note!(
+        "{what}: {} pages missing from the free figure",
+        (before - now) / 4096
+    );
+    Err("frames were not returned")
+}

@@ -5,7 +5,7 @@
 //! `sysinfo` free figure returns to its baseline exactly).
 
 use crate::note;
-use crate::util::{check, expect_err, ok, TestResult};
+use crate::util::{check, expect_err, free_back_to, free_bytes, ok, TestResult};
 use abi::rights;
 use abi::status::{self, Status};
 use abi::{prot, Error};
@@ -34,31 +34,6 @@ const CHILD_CODE: [u8; 11] = [
     0x0f,
     0x0b, // ud2
 ];
-
-fn free_bytes() -> Result<u64, &'static str> {
-    sys::sysinfo()
-        .map(|i| i.free_bytes)
-        .map_err(|_| "sysinfo failed")
-}
-
-/// Waits (up to 2 s) for the free figure to come back to `before`: a
-/// process's last frames go when its last thread's CPU switches away, which
-/// may lag its wait. A leak never comes back, so it still fails.
-fn free_back_to(before: u64, what: &'static str) -> TestResult {
-    let mut now = free_bytes()?;
-    for _ in 0..1000 {
-        if now >= before {
-            return Ok(());
-        }
-        sys::sleep_ns(2_000_000);
-        now = free_bytes()?;
-    }
-    note!(
-        "{what}: {} pages missing from the free figure",
-        (before - now) / PAGE
-    );
-    Err("frames were not returned")
-}
 
 /// Maps and unmaps `[at, at + len)` in this program, so the page tables
 /// for it exist before a baseline is taken (an unmap keeps its tables: they

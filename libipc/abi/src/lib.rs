@@ -22,6 +22,7 @@ pub mod bootinfo;
 pub mod layout;
 pub mod report;
 pub mod status;
+pub mod text;
 pub mod trace;
 
 shared_enum! {

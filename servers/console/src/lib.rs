@@ -19,36 +19,10 @@ pub const MAX_INPUT: usize = 1024;
 /// the queue is full is dropped.
 pub const MAX_QUEUED: usize = 8;
 
-/// Whether a character may reach the terminal as itself (the kernel's rule
-/// for user output, `kcore::userlog`): not a control character (C0 except
-/// tab, DEL, C1 such as NEL and CSI), not a line or paragraph separator, not
-/// a bidirectional override or isolate.
-fn printable(c: char) -> bool {
-    c == '\t'
-        || !(c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-}
-
-/// Emits `line` as it is printed: printable UTF-8 characters as themselves,
-/// every other character and every byte of invalid UTF-8 as `?`, so a
-/// client cannot erase its `[pid N] ` prefix or start an unprefixed line.
-pub fn sanitize(line: &[u8], mut emit: impl FnMut(u8)) {
-    for chunk in line.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if printable(c) {
-                let mut utf8 = [0u8; 4];
-                for &b in c.encode_utf8(&mut utf8).as_bytes() {
-                    emit(b);
-                }
-            } else {
-                emit(b'?');
-            }
-        }
-        for _ in chunk.invalid() {
-            emit(b'?');
-        }
-    }
-}
+/// Emits `line` as it is printed: the kernel's rule for user output
+/// ([`abi::text::sanitize_line`]), so a client cannot erase its `[pid N] `
+/// prefix or start an unprefixed line.
+pub use abi::text::sanitize_line as sanitize;
 
 /// One client's unfinished line.
 #[derive(Clone, Copy)]
