@@ -103,7 +103,7 @@ fn run(g: Got, arg: u64) -> Result<Status, &'static str> {
 }
 
 /// hello's exit code for `argv`/`envp` (apps/hello `args_hash`).
-fn args_hash(argv: &[u8], envp: &[u8]) -> i32 {
+pub(crate) fn args_hash(argv: &[u8], envp: &[u8]) -> i32 {
     let mut h: u32 = 0x811c_9dc5;
     let mut eat = |b: u8| h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     argv.iter().for_each(|&b| eat(b));

@@ -534,16 +534,6 @@ pub fn fork_storm_to_the_limit_is_an_error() -> TestResult {
 
 // --- shell2 (issue 11: spawn/exec through the loader) ---
 
-/// hello's exit code for `argv`/`envp` (apps/hello `args_hash`).
-fn hello_hash(argv: &[u8], envp: &[u8]) -> i32 {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut eat = |b: u8| h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    argv.iter().for_each(|&b| eat(b));
-    eat(0xff);
-    envp.iter().for_each(|&b| eat(b));
-    (h & 0x7fff_ffff) as i32
-}
-
 /// `spawn("hello", argv, envp)` through procmgr (which loads it through the
 /// loader): hello checks its SysV stack, prints `Hello from userland!`
 /// through the console (found with procmgr's `Lookup`; it exits -8 if it
@@ -560,7 +550,7 @@ pub fn spawn_hello_through_the_loader() -> TestResult {
     })?;
     expect(
         wait_pid(pid)?,
-        Ended::Exited(hello_hash(argv, envp)),
+        Ended::Exited(crate::loader::args_hash(argv, envp)),
         "spawned hello's status",
     )?;
     expect(
@@ -591,7 +581,7 @@ pub fn fork_exec_hello_keeps_the_pid() -> TestResult {
     })?;
     expect(
         wait_pid(pid)?,
-        Ended::Exited(hello_hash(ARGV, ENVP)),
+        Ended::Exited(crate::loader::args_hash(ARGV, ENVP)),
         "exec'd hello's status under the child's PID",
     )
 }

@@ -188,7 +188,8 @@ impl Builder {
         // view (checked just above), mapped writable by `new` and unmapped
         // only when the builder drops; nothing else in this program refers
         // to it, and `&mut self` makes the view unique.
-        Ok(unsafe { core::slice::from_raw_parts_mut(at as *mut u8, len as usize) })
+        let view = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, len as usize) };
+        Ok(view)
     }
 }
 
