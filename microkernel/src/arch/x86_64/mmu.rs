@@ -17,7 +17,9 @@ pub fn flush_local(va: u64) {
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
 }
 
-/// The root in this CPU's CR3.
+/// The root in this CPU's CR3 (always inlined: `load_root` reads it on each
+/// switch).
+#[inline(always)]
 pub fn current_root() -> u64 {
     let (cur, _) = x86_64::registers::control::Cr3::read_raw();
     cur.start_address().as_u64()
@@ -45,6 +47,9 @@ pub fn loaded_root(pc: &PerCpu) -> u64 {
 /// `root` must be a live top-level table that maps the kernel (the kernel
 /// half every address space shares, or the kernel's own tables), so that
 /// execution continues at the same addresses; it must stay live while loaded.
+///
+/// Always inlined (each switch calls it: see `percpu::set_kernel_stack`).
+#[inline(always)]
 pub unsafe fn load_root(root: u64) {
     percpu::this().loaded_root.store(root, Ordering::SeqCst);
     if current_root() != root {

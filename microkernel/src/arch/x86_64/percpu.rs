@@ -378,6 +378,12 @@ pub fn sched_part() -> *mut () {
 
 /// Sets the stack the CPU switches to on an interrupt from ring 3 (TSS.RSP0) and
 /// the one the syscall stub switches to, both to `top`.
+///
+/// Always inlined, as are [`set_current`] and `mmu::load_root`: each switch
+/// calls them, and out of line (the kernel's codegen units split them from
+/// `sched::switch_to` after the loader merge) they cost 36 instructions per
+/// IPC round trip (docs/ipc.md section 5, sixth round).
+#[inline(always)]
 pub fn set_kernel_stack(top: u64) {
     let pc = this();
     pc.kernel_rsp.store(top, Ordering::Relaxed);
@@ -394,6 +400,8 @@ pub fn set_iomap_base(offset: u16) {
 }
 
 /// Records the running thread (a raw strong reference, see `sched`).
+/// Always inlined (each switch calls it: see [`set_kernel_stack`]).
+#[inline(always)]
 pub fn set_current(thread: u64) {
     this().current_thread.store(thread, Ordering::Relaxed);
 }
