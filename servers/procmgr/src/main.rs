@@ -367,7 +367,15 @@ mod ring3 {
                     None => Reply::Running {},
                     Some(n) => match self.table.add_waiter(caller, target, n) {
                         // The copy is the table's now (closed on release).
-                        Ok(()) => return Reply::Queued {},
+                        Ok(replaced) => {
+                            // A waiter this one replaced (the caller's
+                            // bound): woken, so a live one asks again.
+                            if let Some(old) = replaced {
+                                let _ = ipc::signal(Notification(old), 1);
+                                let _ = ipc::handle_close(old);
+                            }
+                            return Reply::Queued {};
+                        }
                         Err(e) => failed(code(e)),
                     },
                 },
