@@ -254,7 +254,16 @@ fn verdict(st: Option<Status>) -> i32 {
 /// from the command line, and powers off with its verdict.
 fn fuzz(info: &BootInfo) -> i32 {
     match fuzz::Config::from_cmdline(|key| cmdline_arg(info.cmdline(), key)) {
-        Ok(cfg) => verdict(run_module(modules::FUZZ, cfg.encode())),
+        // The name service (slot 0): the fuzzer's servers phase (breakit)
+        // sends the servers random requests.
+        Ok(cfg) => verdict(
+            spawn_with(modules::FUZZ, cfg.encode(), |p| {
+                if let Err(e) = names::give(p) {
+                    println!("init: cannot give fuzz the name service: {e}");
+                }
+            })
+            .and_then(|p| wait(modules::FUZZ, p)),
+        ),
         Err(e) => {
             println!("init: {e}");
             verdict(None)
