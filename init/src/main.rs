@@ -130,12 +130,6 @@ pub(crate) fn module_bytes(m: &ModuleDesc) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(m.addr as *const u8, m.len as usize) }
 }
 
-/// Spawns module `name` with `arg` and waits for it; `None` if that failed.
-fn run_module(name: &str, arg: u64) -> Option<Status> {
-    let pid = spawn(name, arg)?;
-    wait(name, pid)
-}
-
 fn wait(name: &str, pid: sys::ProcessHandle) -> Option<Status> {
     match sys::process_wait(pid) {
         Ok(word) => Some(status::decode(word)),
