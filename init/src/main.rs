@@ -130,12 +130,6 @@ pub(crate) fn module_bytes(m: &ModuleDesc) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(m.addr as *const u8, m.len as usize) }
 }
 
-/// Spawns module `name` with `arg` and waits for it; `None` if that failed.
-fn run_module(name: &str, arg: u64) -> Option<Status> {
-    let pid = spawn(name, arg)?;
-    wait(name, pid)
-}
-
 fn wait(name: &str, pid: sys::ProcessHandle) -> Option<Status> {
     match sys::process_wait(pid) {
         Ok(word) => Some(status::decode(word)),
@@ -254,7 +248,16 @@ fn verdict(st: Option<Status>) -> i32 {
 /// from the command line, and powers off with its verdict.
 fn fuzz(info: &BootInfo) -> i32 {
     match fuzz::Config::from_cmdline(|key| cmdline_arg(info.cmdline(), key)) {
-        Ok(cfg) => verdict(run_module(modules::FUZZ, cfg.encode())),
+        // The name service (slot 0): the fuzzer's servers phase (breakit)
+        // sends the servers random requests.
+        Ok(cfg) => verdict(
+            spawn_with(modules::FUZZ, cfg.encode(), |p| {
+                if let Err(e) = names::give(p) {
+                    println!("init: cannot give fuzz the name service: {e}");
+                }
+            })
+            .and_then(|p| wait(modules::FUZZ, p)),
+        ),
         Err(e) => {
             println!("init: {e}");
             verdict(None)

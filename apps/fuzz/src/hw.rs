@@ -258,7 +258,7 @@ extern "C" {
 }
 
 /// The spinning child's image in `out`; its length (0: it did not fit).
-fn spin_image(out: &mut [u8]) -> usize {
+pub(crate) fn spin_image(out: &mut [u8]) -> usize {
     use core::ptr::addr_of;
     let (s, e) = (addr_of!(mica_fuzz_hw_spin), addr_of!(mica_fuzz_hw_spin_end));
     // SAFETY: both labels are in the same read-only section, `e` after `s`.

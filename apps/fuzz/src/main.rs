@@ -31,6 +31,7 @@ mod gen;
 mod hazards;
 mod hw;
 mod ipc;
+mod servers;
 mod storms;
 mod tasks;
 mod util;
@@ -117,6 +118,7 @@ fn main(arg: u64) -> i32 {
     }
     // The baseline: let the figures stop moving first.
     storms::warm_up(&cfg);
+    servers::warm_up();
     visit_every_cpu(ncpus);
     let Some(base) = settle(None, 2000) else {
         println!("{}", FuzzSummary::failed(cfg.seed.into(), 0, 0, "sysinfo"));
@@ -141,6 +143,15 @@ fn main(arg: u64) -> i32 {
         finished = storms::run(&cfg);
         let t3 = sys::clock_ns();
         println!("fuzz: phase 3 (storms): {} ms", (t3 - t2) / 1_000_000);
+        // --- breakit (issue 11): before phase 4, which closes every
+        // handle (the name service's too) ---
+        let ts = sys::clock_ns();
+        finished = finished && servers::run(cfg.seed as u64);
+        println!(
+            "fuzz: phase servers: {} requests in {} ms",
+            servers::OPS_DONE.load(Ordering::Relaxed),
+            (sys::clock_ns() - ts) / 1_000_000
+        );
         finished = finished && ipc::run(cfg.seed as u64);
         println!(
             "fuzz: phase 4 (ipc): {} operations in {} ms",

@@ -26,6 +26,7 @@
 
 mod args;
 mod attack2;
+mod attack_servers;
 mod attackfp;
 mod attackhw;
 mod attackvm;
@@ -681,6 +682,19 @@ const CASES: &[Case] = &[
     (
         "procmgr_fork_exec_hello_keeps_the_pid",
         procmgr::fork_exec_hello_keeps_the_pid,
+    ),
+    // --- breakit (issue 11, the servers attacked) ---
+    (
+        "attack_servers_timed_out_waits_do_not_starve_other_waiters",
+        attack_servers::timed_out_waits_do_not_starve_other_waiters,
+    ),
+    (
+        "attack_servers_procmgr_table_full_of_zombies_is_an_error",
+        attack_servers::procmgr_table_full_of_zombies_is_an_error,
+    ),
+    (
+        "attack_servers_procmgr_end_probe_has_no_stale_signal",
+        attack_servers::procmgr_end_probe_has_no_stale_signal,
     ),
 ];
 

@@ -10,8 +10,8 @@
 //! - a notification bound to the thread learns of ends: every process's
 //!   kernel handle is registered with `process_notify` on bit `slot % 64`;
 //!   a signal makes procmgr check the processes on that bit (a probe
-//!   re-registration, which signals at once for an ended process) and turn
-//!   each ended one into a zombie with its status.
+//!   registration on a fresh notification, which signals at once for an
+//!   ended process) and turn each ended one into a zombie with its status.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -80,8 +80,6 @@ mod ring3 {
         ep: Endpoint,
         /// Bound to the serving thread: process ends.
         ends: Notification,
-        /// Tells ended from running (see the module docs).
-        probe: Notification,
         /// init's name service.
         names: Endpoint,
         /// The loader, once looked up.
@@ -367,7 +365,15 @@ mod ring3 {
                     None => Reply::Running {},
                     Some(n) => match self.table.add_waiter(caller, target, n) {
                         // The copy is the table's now (closed on release).
-                        Ok(()) => return Reply::Queued {},
+                        Ok(replaced) => {
+                            // A waiter this one replaced (the caller's
+                            // bound): woken, so a live one asks again.
+                            if let Some(old) = replaced {
+                                let _ = ipc::signal(Notification(old), 1);
+                                let _ = ipc::handle_close(old);
+                            }
+                            return Reply::Queued {};
+                        }
                         Err(e) => failed(code(e)),
                     },
                 },
@@ -433,17 +439,23 @@ mod ring3 {
             }
         }
 
-        /// Whether the process behind `h` has ended (see the module docs).
-        fn has_ended(&self, slot: usize, h: ProcessHandle) -> bool {
-            if process_notify(h, self.probe, 1).is_err() {
+        /// Whether the process behind `h` has ended (see the module docs):
+        /// registering it on a notification signals that at once if it
+        /// has. A fresh notification each time (breakit): the kernel keeps
+        /// one registration per notification, so with one shared probe
+        /// every process probed while running stayed registered on it and
+        /// its later end left a signal there that the next probe of a
+        /// running process took for its own end (procmgr then blocked in
+        /// `process_wait` on a running process). Closing the notification
+        /// leaves its registration signalling nobody (the kernel prunes
+        /// it); the process stays registered on `ends`.
+        fn has_ended(&self, h: ProcessHandle) -> bool {
+            let Ok(probe) = ipc::notification_create() else {
+                // Checked again at the next signal of its bit.
                 return false;
-            }
-            let ended = ipc::wait(self.probe, Some(0)).is_ok();
-            if !ended {
-                // Back on the shared notification; an end in between signals
-                // it at the registration (the kernel checks under its lock).
-                let _ = process_notify(h, self.ends, bit(slot));
-            }
+            };
+            let ended = process_notify(h, probe, 1).is_ok() && ipc::wait(probe, Some(0)).is_ok();
+            let _ = ipc::handle_close(probe.0);
             ended
         }
 
@@ -454,7 +466,7 @@ mod ring3 {
                     continue;
                 }
                 let h = ProcessHandle::from_raw(k.process);
-                if !self.has_ended(slot, h) {
+                if !self.has_ended(h) {
                     continue;
                 }
                 let kernel_word = if k.reaps {
@@ -606,7 +618,6 @@ mod ring3 {
         let names = server::first_endpoint(GIVE_TIMEOUT_NS).ok_or(Error::BadHandle)?;
         let ep = ipc::endpoint_create()?;
         let ends = ipc::notification_create()?;
-        let probe = ipc::notification_create()?;
         ipc::bind(Some(ends))?;
         register(names, ep)?;
         Ok(Server {
@@ -614,7 +625,6 @@ mod ring3 {
             kernel: [Kernel::default(); MAX_PROCS],
             ep,
             ends,
-            probe,
             names,
             loader: None,
         })

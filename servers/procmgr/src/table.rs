@@ -26,8 +26,17 @@ pub type Pid = u32;
 pub const INIT: Pid = 1;
 /// Most entries, running or zombie, init included.
 pub const MAX_PROCS: usize = 128;
-/// Most blocked waiters at once.
-pub const MAX_WAITERS: usize = 32;
+/// Most blocked waiters one process may have recorded at once (breakit:
+/// a waiter whose client timed out stays recorded, so without a bound per
+/// process one process polling `wait` with a timeout filled a pool shared
+/// by all). At the bound a new waiter replaces (wakes) the process's
+/// oldest: a timed-out client's stale waiter goes, a live thread woken
+/// that way asks again (more than this many threads of one process blocked
+/// in `wait` at once keep waking each other: they spin, correctly).
+pub const MAX_WAITERS_PER_PROCESS: usize = 4;
+/// Most blocked waiters at once: every process at its own bound, so the
+/// pool never fills before a process's share does.
+pub const MAX_WAITERS: usize = MAX_PROCS * MAX_WAITERS_PER_PROCESS;
 /// PIDs are below this (wrapping to 2).
 pub const PID_LIMIT: Pid = 1 << 15;
 /// Bytes of a program name kept.
@@ -38,7 +47,8 @@ pub const NAME_BYTES: usize = 16;
 pub enum Error {
     /// The table holds [`MAX_PROCS`] entries.
     Full,
-    /// [`MAX_WAITERS`] waiters are recorded.
+    /// [`MAX_WAITERS`] are recorded in all (cannot happen while each
+    /// process keeps to [`MAX_WAITERS_PER_PROCESS`]).
     TooManyWaiters,
     /// No such process (or it is not running).
     NoSuchProcess,
@@ -110,6 +120,8 @@ pub struct Waiter {
     pub target: Target,
     /// The server's token for it.
     pub token: u32,
+    /// When it was recorded (the table's counter): the oldest is replaced.
+    age: u64,
 }
 
 /// Waiters handed back by one operation: `wake` ones are to be told
@@ -167,6 +179,8 @@ pub struct EndOutcome {
 pub struct Table {
     procs: [Option<Proc>; MAX_PROCS],
     waiters: [Option<Waiter>; MAX_WAITERS],
+    /// Counts recorded waiters (their `age`).
+    clock: u64,
     next_pid: Pid,
     pid_limit: Pid,
 }
@@ -198,6 +212,7 @@ impl Table {
         Table {
             procs,
             waiters: [None; MAX_WAITERS],
+            clock: 0,
             next_pid: INIT + 1,
             pid_limit: if limit < min { min } else { limit },
         }
@@ -442,8 +457,16 @@ impl Table {
 
     /// Records that `caller` blocks waiting for `target` (after
     /// [`wait`](Table::wait) said `Ok(None)`); `token` comes back once in
-    /// a [`Released`].
-    pub fn add_waiter(&mut self, caller: Pid, target: Target, token: u32) -> Result<(), Error> {
+    /// a [`Released`]. When `caller` already has
+    /// [`MAX_WAITERS_PER_PROCESS`] waiters, its oldest is replaced: that
+    /// token is returned here, to be woken (handed back, like any released
+    /// one).
+    pub fn add_waiter(
+        &mut self,
+        caller: Pid,
+        target: Target,
+        token: u32,
+    ) -> Result<Option<u32>, Error> {
         if !self.get(caller).is_some_and(Proc::running) {
             return Err(Error::NoSuchProcess);
         }
@@ -456,17 +479,39 @@ impl Table {
         if !running_child {
             return Err(Error::NoChild);
         }
-        let slot = self
+        let mine = self
             .waiters
             .iter()
-            .position(Option::is_none)
-            .ok_or(Error::TooManyWaiters)?;
+            .flatten()
+            .filter(|w| w.parent == caller)
+            .count();
+        let (slot, replaced) = if mine >= MAX_WAITERS_PER_PROCESS {
+            let oldest = self
+                .waiters
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| w.filter(|w| w.parent == caller).map(|w| (i, w)))
+                .min_by_key(|(_, w)| w.age);
+            match oldest {
+                Some((i, w)) => (i, Some(w.token)),
+                None => return Err(Error::TooManyWaiters),
+            }
+        } else {
+            let slot = self
+                .waiters
+                .iter()
+                .position(Option::is_none)
+                .ok_or(Error::TooManyWaiters)?;
+            (slot, None)
+        };
+        self.clock += 1;
         self.waiters[slot] = Some(Waiter {
             parent: caller,
             target,
             token,
+            age: self.clock,
         });
-        Ok(())
+        Ok(replaced)
     }
 }
 

@@ -151,13 +151,47 @@ fn the_table_and_the_waiters_are_bounded() {
     }
     assert_eq!(t.len(), MAX_PROCS);
     assert_eq!(t.insert(p, "c"), Err(Error::Full));
-    for i in 0..MAX_WAITERS as u32 {
-        t.add_waiter(p, Target::Any, i).unwrap();
+    for i in 0..MAX_WAITERS_PER_PROCESS as u32 {
+        assert_eq!(t.add_waiter(p, Target::Any, i), Ok(None));
     }
-    assert_eq!(t.add_waiter(p, Target::Any, 99), Err(Error::TooManyWaiters));
-    // One end wakes every Any waiter.
-    let out = t.end(kids[0], Ended::Exited(0)).unwrap();
-    assert_eq!(woken(&out.released).len(), MAX_WAITERS);
+    // At its bound a process's oldest waiter is replaced (whatever it
+    // waited for), then the next oldest.
+    assert_eq!(t.add_waiter(p, Target::Pid(kids[1]), 98), Ok(Some(0)));
+    assert_eq!(t.add_waiter(p, Target::Any, 99), Ok(Some(1)));
+    assert_eq!(t.waiters(), MAX_WAITERS_PER_PROCESS);
+    // One end of kids[1] wakes every Any waiter and the one for it.
+    let out = t.end(kids[1], Ended::Exited(0)).unwrap();
+    assert_eq!(woken(&out.released).len(), MAX_WAITERS_PER_PROCESS);
+    assert!(!woken(&out.released).contains(&0));
+}
+
+/// breakit finding 1: a process whose timed-out waits stay recorded (the
+/// client cannot take a waiter back) keeps at most its bound, so every
+/// other process can still block in `wait`.
+#[test]
+fn one_process_cannot_fill_the_waiters_of_all() {
+    let mut t = Table::new();
+    let (greedy, _) = t.insert(INIT, "greedy").unwrap();
+    let (sleeper, _) = t.insert(greedy, "sleeper").unwrap();
+    let (other, _) = t.insert(INIT, "other").unwrap();
+    let (kid, _) = t.insert(other, "kid").unwrap();
+    let mut handed_back = vec![];
+    for token in 0..1000 {
+        if let Some(old) = t.add_waiter(greedy, Target::Pid(sleeper), token).unwrap() {
+            handed_back.push(old);
+        }
+    }
+    assert_eq!(t.waiters(), MAX_WAITERS_PER_PROCESS);
+    assert_eq!(handed_back.len(), 1000 - MAX_WAITERS_PER_PROCESS);
+    assert_eq!(t.add_waiter(other, Target::Pid(kid), 5000), Ok(None));
+    // Nor its own waits for another child.
+    let (second, _) = t.insert(greedy, "second").unwrap();
+    assert_eq!(
+        t.add_waiter(greedy, Target::Pid(second), 6000),
+        Ok(Some(1000 - MAX_WAITERS_PER_PROCESS as u32))
+    );
+    let out = t.end(kid, Ended::Exited(3)).unwrap();
+    assert_eq!(woken(&out.released), vec![5000]);
 }
 
 #[test]
@@ -263,7 +297,10 @@ proptest! {
                 Op::Block(p, c) => {
                     let caller = pick(&pids, p);
                     let target = c.map_or(Target::Any, |c| Target::Pid(pick(&pids, c)));
-                    if t.add_waiter(caller, target, next_token).is_ok() {
+                    if let Ok(replaced) = t.add_waiter(caller, target, next_token) {
+                        if let Some(old) = replaced {
+                            prop_assert_eq!(outstanding.remove(&old), Some(caller), "replaced a waiter not the caller's");
+                        }
                         outstanding.insert(next_token, caller);
                         next_token += 1;
                     }
@@ -291,6 +328,9 @@ proptest! {
             }
             prop_assert_eq!(t.waiters(), outstanding.len());
             prop_assert!(t.len() <= MAX_PROCS && t.waiters() <= MAX_WAITERS);
+            for p in t.iter() {
+                prop_assert!(t.waiters.iter().flatten().filter(|w| w.parent == p.pid).count() <= MAX_WAITERS_PER_PROCESS);
+            }
         }
         // End everything (children before parents is not needed: orphans go
         // to init): every waiter comes back exactly once, the table empties.
