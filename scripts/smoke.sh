@@ -63,7 +63,7 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=162 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=163 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=25 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
@@ -230,8 +230,13 @@ boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
 # module: its fault line says `(?)` and gets no symbolized line.
 # Its syscall_in_last_user_page case breaks the syscall protocol on purpose:
 # the kernel stops that thread with a logged syscall Fault.
+# tests-smp4 runs the supervision case (apps/tests/src/supervise.rs) with 100
+# kills each of the console and the loader; every other init=tests boot runs
+# its default 5 of each. Its sequence-numbered lines are judged in run_case.
 for n in 1 2 4 8; do
-  boot_case "tests-smp$n" "--smp $n --cmdline init=tests" 0 \
+  kills=""
+  [[ $n == 4 ]] && kills=" supervise.kills=100"
+  boot_case "tests-smp$n" "--smp $n --cmdline 'init=tests$kills'" 0 \
     "^smp: $n of $n CPUs online" \
     '^\[pid 1\] Hello from userland!' \
     '^\[ *WARN cpu[0-9]+\] syscall fault: pid [0-9]+ tid [0-9]+: syscall return address not a user address$' \
@@ -450,6 +455,13 @@ run_case() {
       reasons+=("missing /$check/")
     fi
   done
+
+  # apps/tests/src/supervise.rs's sequence-numbered lines (any init=tests
+  # transcript): each exactly once, lost only if its writer was told so.
+  local seq
+  if grep -q 'svq-w' "$log" && ! seq=$(scripts/check-supervise-seq.sh "$log"); then
+    while IFS= read -r check; do reasons+=("$check"); done <<<"$seq"
+  fi
 
   if [[ ${CASE_KIND[$name]} == record-replay ]]; then
     if [[ -z $rstatus ]]; then

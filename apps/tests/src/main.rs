@@ -59,6 +59,7 @@ mod rev_life;
 mod rev_syscall;
 mod sched;
 mod smp;
+mod supervise;
 mod tls;
 mod trace;
 mod util;
@@ -682,10 +683,16 @@ const CASES: &[Case] = &[
         "procmgr_fork_exec_hello_keeps_the_pid",
         procmgr::fork_exec_hello_keeps_the_pid,
     ),
+    // --- supervise (issue 11: supervision under injected faults) ---
+    (
+        "supervise_console_and_loader_killed_at_random",
+        supervise::console_and_loader_killed_at_random,
+    ),
 ];
 
 #[no_mangle]
-fn main(_arg: u64) -> i32 {
+fn main(arg: u64) -> i32 {
+    supervise::configure(arg);
     // Before anything makes a handle: init's hardware roots land first.
     hw::wait_for_roots();
     procmgr::attach();

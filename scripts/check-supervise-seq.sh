@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Judges the sequence-numbered lines of apps/tests/src/supervise.rs in a serial
+# transcript (scripts/smoke.sh runs it on every case whose transcript has them).
+#
+#   scripts/check-supervise-seq.sh LOG
+#
+# Writer k prints `svq-w<k>-<n>-end` through the console for n = 0, 1, ...; a
+# write the console died under is reported in the kernel's voice as
+# `supervise: told-failed w<k> <n>`, and at the end `supervise: w<k> wrote <N>
+# lines`. Every token for n < N must appear exactly once -- at most once if it
+# was told failed (the request in flight) -- in increasing order, and none at
+# n >= N. Tokens are matched anywhere in a line: a console killed part-way
+# through a line leaves its beginning without the `-end`, and the next output
+# follows on the same line. Prints one line per problem (at most 20) and exits
+# 1 if there is any; exits 0 with no output when all hold (or when the
+# transcript has no such lines).
+set -euo pipefail
+export LC_ALL=C
+log=${1:?usage: check-supervise-seq.sh LOG}
+
+awk '
+  {
+    line = $0
+    while (match(line, /svq-w[0-9]+-[0-9]+-end/)) {
+      tok = substr(line, RSTART + 5, RLENGTH - 9)
+      line = substr(line, RSTART + RLENGTH)
+      split(tok, p, "-")
+      k = p[1] + 0; n = p[2] + 0
+      seen[k, n]++
+      writers[k] = 1
+      if ((k in last) && n <= last[k]) {
+        bad[++nbad] = sprintf("writer %d: seq %d printed after seq %d", k, n, last[k])
+      }
+      last[k] = n
+    }
+  }
+  /supervise: told-failed w[0-9]+ [0-9]+$/ {
+    m = $0; sub(/.*supervise: told-failed w/, "", m); split(m, p, " ")
+    failed[p[1] + 0, p[2] + 0] = 1
+  }
+  /supervise: w[0-9]+ wrote [0-9]+ lines$/ {
+    m = $0; sub(/.*supervise: w/, "", m); split(m, p, " ")
+    wrote[p[1] + 0] = p[3] + 0
+    writers[p[1] + 0] = 1
+    runs++
+  }
+  END {
+    for (k in writers) {
+      if (!(k in wrote)) {
+        bad[++nbad] = sprintf("writer %d: no \"supervise: w%d wrote N lines\" summary", k, k)
+        continue
+      }
+      n_ok = 0; n_lost = 0
+      for (n = 0; n < wrote[k]; n++) {
+        c = seen[k, n] + 0
+        if (c > 1) {
+          bad[++nbad] = sprintf("writer %d: seq %d printed %d times", k, n, c)
+        } else if (c == 0 && !((k, n) in failed)) {
+          bad[++nbad] = sprintf("writer %d: seq %d lost (its write was answered Written)", k, n)
+        }
+      }
+      for (key in seen) {
+        split(key, p, SUBSEP)
+        if (p[1] == k && p[2] + 0 >= wrote[k]) {
+          bad[++nbad] = sprintf("writer %d: seq %d printed beyond the %d written", k, p[2], wrote[k])
+        }
+      }
+    }
+    for (i = 1; i <= nbad && i <= 20; i++) print "supervise seq: " bad[i]
+    if (nbad > 20) print "supervise seq: ... and " (nbad - 20) " more"
+    exit nbad > 0
+  }
+' "$log"
