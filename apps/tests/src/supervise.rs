@@ -87,6 +87,11 @@ static STOP: AtomicBool = AtomicBool::new(false);
 static CONSOLE_KILLS: AtomicU64 = AtomicU64::new(0);
 /// Per writer: lines told failed.
 static TOLD_FAILED: [AtomicU64; WRITERS as usize] = [const { AtomicU64::new(0) }; WRITERS as usize];
+/// Per writer: the sequence numbers told failed (the first [`MAX_KILLS`];
+/// reported after the run, so the kernel's log stays quiet while the
+/// console prints).
+static FAILED_SEQ: [[AtomicU64; MAX_KILLS as usize]; WRITERS as usize] =
+    [const { [const { AtomicU64::new(0) }; MAX_KILLS as usize] }; WRITERS as usize];
 /// Per writer: lines written (the next sequence number).
 static WROTE: [AtomicU64; WRITERS as usize] = [const { AtomicU64::new(0) }; WRITERS as usize];
 /// Spawns that succeeded and that failed (and were tried again).
@@ -156,8 +161,10 @@ extern "C" fn writer(k: u64) -> ! {
         match c.write(l.bytes()) {
             Ok(console::Reply::Written { .. }) => {}
             Err(CallError::Transport(Error::PeerDied)) => {
-                kernel_say(format_args!("supervise: told-failed w{k} {n}\n"));
-                TOLD_FAILED[k as usize].fetch_add(1, Ordering::Relaxed);
+                let i = TOLD_FAILED[k as usize].fetch_add(1, Ordering::Relaxed);
+                if let Some(slot) = FAILED_SEQ[k as usize].get(i as usize) {
+                    slot.store(n, Ordering::Relaxed);
+                }
             }
             other => {
                 kernel_say(format_args!("supervise: w{k} write {n}: {other:?}\n"));
@@ -170,7 +177,6 @@ extern "C" fn writer(k: u64) -> ! {
         sys::sleep_ns(300_000);
     }
     WROTE[k as usize].store(n, Ordering::Relaxed);
-    kernel_say(format_args!("supervise: w{k} wrote {n} lines\n"));
     sys::thread_exit(code)
 }
 
@@ -358,6 +364,18 @@ pub fn console_and_loader_killed_at_random() -> TestResult {
     for (i, t) in threads.into_iter().enumerate() {
         statuses[i] = t.join().ok();
     }
+    // What the transcript's judge needs (scripts/check-supervise-seq.sh), in
+    // the kernel's voice: the console may be the one that is broken.
+    // Relaxed: the joins above ordered the writers' stores.
+    for k in 0..WRITERS as usize {
+        let told = TOLD_FAILED[k].load(Ordering::Relaxed) as usize;
+        for slot in FAILED_SEQ[k].iter().take(told) {
+            let n = slot.load(Ordering::Relaxed);
+            kernel_say(format_args!("supervise: told-failed w{k} {n}\n"));
+        }
+        let wrote = WROTE[k].load(Ordering::Relaxed);
+        kernel_say(format_args!("supervise: w{k} wrote {wrote} lines\n"));
+    }
     if let Some(e) = failed {
         return Err(e);
     }
@@ -402,6 +420,12 @@ pub fn console_and_loader_killed_at_random() -> TestResult {
         record(names_ep, libipc::procmgr::NAME) == Some((pm_pid, pm_restarts)),
         "procmgr died or was restarted",
     )?;
+    // `print!` learns of a console death only from its next write, which it
+    // does not send again (see libipc's console client): this thread's
+    // handle is from before the kills, so look the console up afresh and
+    // the note below reaches the successor.
+    console::detach();
+    let _ = console::attach(names_ep);
     let times = &mut times[..n];
     times.sort_unstable();
     let us = |t: u64| t / 1000;
