@@ -22,7 +22,7 @@ awk '
   { sub(/\r$/, "") }
   # A line with a broken token: kept, with the line after it, for the
   # interleaving check below.
-  /svq/ && $0 !~ /^\[pid [0-9]+\] svq-w[0-9]+-[0-9]+-end$/ { frag[++nfrag] = NR }
+  /s.*v.*q.*-.*w/ && $0 !~ /^\[pid [0-9]+\] svq-w[0-9]+-[0-9]+-end$/ { frag[++nfrag] = NR }
   { text[NR] = $0 }
   {
     line = $0
@@ -60,7 +60,8 @@ awk '
   # (seen at -smp 4: the `init: X died, restarting` line of init woven byte by byte
   # through one or two console lines). A seq answered Written but with no
   # intact token counts as printed if its token is a subsequence of a broken
-  # line (one with `svq` that is not a whole `[pid N] svq-...-end` line)
+  # line (one holding s, v, q, -, w in order that is not a whole
+  # `[pid N] svq-...-end` line)
   # and the two lines after it; each broken line accounts for one seq.
   function interleaved(k, n,    i, t) {
     t = "svq-w" k "-" n "-end"
