@@ -20,10 +20,11 @@ log=${1:?usage: check-supervise-seq.sh LOG}
 
 awk '
   { sub(/\r$/, "") }
-  # A line with a broken token: kept, with the line after it, for the
-  # interleaving check below.
-  /s.*v.*q.*-.*w/ && $0 !~ /^\[pid [0-9]+\] svq-w[0-9]+-[0-9]+-end$/ { frag[++nfrag] = NR }
+  # Every line but a whole token line may hold part of a broken one: kept
+  # for the interleaving check below.
   { text[NR] = $0 }
+  /^\[pid [0-9]+\] svq-w[0-9]+-[0-9]+-end$/ { whole[NR] = 1 }
+  !/^\[pid [0-9]+\] svq-w[0-9]+-[0-9]+-end$/ { frag[++nfrag] = NR }
   {
     line = $0
     while (match(line, /svq-w[0-9]+-[0-9]+-end/)) {
@@ -60,18 +61,36 @@ awk '
   # (seen at -smp 4: the `init: X died, restarting` line of init woven byte by byte
   # through one or two console lines). A seq answered Written but with no
   # intact token counts as printed if its token is a subsequence of a broken
-  # line (one holding s, v, q, -, w in order that is not a whole
-  # `[pid N] svq-...-end` line)
-  # and the two lines after it; each broken line accounts for one seq.
-  function interleaved(k, n,    i, t) {
-    t = "svq-w" k "-" n "-end"
-    for (i = 1; i <= nfrag; i++) {
-      if (!(i in used) && subseq(t, text[frag[i]] "\n" text[frag[i] + 1] "\n" text[frag[i] + 2])) {
-        used[i] = 1
-        return 1
+  # line (any line but a whole `[pid N] svq-...-end` one) and the next
+  # one or two lines that are not whole token lines either; each broken
+  # line accounts for one seq.
+  # Window `size` (1 to 3 lines) from broken line l: it and the lines after
+  # it that are not whole token lines either.
+  function window(l, size,    w, j) {
+    w = text[l]
+    for (j = 1; j < size; j++) {
+      if ((l + j) in whole || (l + j) > NR) return ""
+      w = w "\n" text[l + j]
+    }
+    return w
+  }
+  # Credits the missing seqs to broken lines: one-line windows first, so
+  # a line that holds one token whole-but-woven is not taken by a
+  # token of a neighbour spread over it and the next line.
+  function credit(    size, m, i, w) {
+    for (size = 1; size <= 3; size++) {
+      for (m = 1; m <= nmissing; m++) {
+        if (m in credited) continue
+        for (i = 1; i <= nfrag; i++) {
+          if (i in used) continue
+          w = window(frag[i], size)
+          if (w != "" && subseq(missing[m], w)) {
+            used[i] = 1; credited[m] = 1
+            break
+          }
+        }
       }
     }
-    return 0
   }
   END {
     for (k in writers) {
@@ -79,13 +98,12 @@ awk '
         bad[++nbad] = sprintf("writer %d: no \"supervise: w%d wrote N lines\" summary", k, k)
         continue
       }
-      n_ok = 0; n_lost = 0
       for (n = 0; n < wrote[k]; n++) {
         c = seen[k, n] + 0
         if (c > 1) {
           bad[++nbad] = sprintf("writer %d: seq %d printed %d times", k, n, c)
-        } else if (c == 0 && !((k, n) in failed) && !interleaved(k, n)) {
-          bad[++nbad] = sprintf("writer %d: seq %d lost (its write was answered Written)", k, n)
+        } else if (c == 0 && !((k, n) in failed)) {
+          missing[++nmissing] = "svq-w" k "-" n "-end"
         }
       }
       for (key in seen) {
@@ -93,6 +111,13 @@ awk '
         if (p[1] == k && p[2] + 0 >= wrote[k]) {
           bad[++nbad] = sprintf("writer %d: seq %d printed beyond the %d written", k, p[2], wrote[k])
         }
+      }
+    }
+    credit()
+    for (m = 1; m <= nmissing; m++) {
+      if (!(m in credited)) {
+        split(missing[m], p, "-")
+        bad[++nbad] = sprintf("writer %s: seq %s lost (its write was answered Written)", substr(p[2], 2), p[3])
       }
     }
     for (i = 1; i <= nbad && i <= 20; i++) print "supervise seq: " bad[i]
