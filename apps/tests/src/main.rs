@@ -688,6 +688,10 @@ const CASES: &[Case] = &[
         "supervise_console_and_loader_killed_at_random",
         supervise::console_and_loader_killed_at_random,
     ),
+    (
+        "supervise_supervised_names_are_reserved",
+        supervise::supervised_names_are_reserved,
+    ),
 ];
 
 #[no_mangle]

@@ -273,7 +273,10 @@ fn answers(ep: Endpoint, name: &str) -> bool {
         // Builds nothing: the module does not exist.
         let mut buf = [0u8; 256];
         let mut c = loader::Client::new(Caller::new(ep, CALL_US), &mut buf);
-        matches!(c.load("no-such-module", b"", b""), Ok(loader::Reply::NotFound {}))
+        matches!(
+            c.load("no-such-module", b"", b""),
+            Ok(loader::Reply::NotFound {})
+        )
     }
 }
 
@@ -444,5 +447,109 @@ pub fn console_and_loader_killed_at_random() -> TestResult {
         "supervise: {n} kills (console {each}, loader {each}), {n} recoveries; kill to answered: min {min} us, median {med} us, max {max} us; {told} writes told failed, {spawned} spawns ({spawn_failed} failed and retried)"
     );
     println!("BENCH name=supervise_recovery unit=us min={min} median={med} iters={n}");
+    Ok(())
+}
+
+/// Every name a supervised server registers (init/src/names.rs SERVERS).
+const RESERVED: [&str; 5] = [
+    console::NAME,
+    console::INPUT_NAME,
+    loader::NAME,
+    libipc::procmgr::NAME,
+    "kv",
+];
+
+/// What registering `name` for our own endpoint `ep` is answered.
+fn register(names_ep: Endpoint, name: &str, ep: Endpoint) -> Option<u64> {
+    let mut buf = [0u8; names::BUFFER];
+    let mut c = names::Client::new(Caller::new(names_ep, CALL_US), &mut buf);
+    match c.register(name, libipc::wire::CopiedHandle(ep.0)) {
+        Ok(names::Reply::Denied {}) => Some(0),
+        Ok(names::Reply::Registered { .. }) => Some(1),
+        Ok(names::Reply::Taken {}) => Some(2),
+        _ => None,
+    }
+}
+
+/// Case: a program other than the instance init started for a supervised
+/// server cannot register any of that server's names (`console.in` too),
+/// neither while it runs nor in the window while init restarts it (the
+/// name is dropped, the successor not registered yet): `Denied`. The
+/// console comes back with both its names.
+pub fn supervised_names_are_reserved() -> TestResult {
+    let names_ep = names_ep()?;
+    let ep = ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
+    let r = reserved_inner(names_ep, ep);
+    let _ = ipc::handle_close(ep.0);
+    r
+}
+
+fn reserved_inner(names_ep: Endpoint, ep: Endpoint) -> TestResult {
+    // While the servers run: refused (`Denied`; before init reserved them
+    // whatever their state, a held name was answered `Taken`, which also
+    // refuses).
+    for name in RESERVED {
+        match register(names_ep, name, ep) {
+            Some(0 | 2) => {}
+            other => {
+                note!("register {name} (the server running): {other:?} (0 Denied, 1 Registered, 2 Taken)");
+                return Err("a supervised name was not refused");
+            }
+        }
+    }
+    // The window: the console killed, its names dropped at once, its
+    // successor not started yet. Keep trying until it is back.
+    let (old_ep, old) = names::lookup_newer(names_ep, console::INPUT_NAME, 0, names::RECOVERY_NS)
+        .map_err(|_| "console.in is not registered")?;
+    let _ = ipc::handle_close(old_ep.0);
+    let mut buf = [0u8; names::BUFFER];
+    let mut c = names::Client::new(Caller::new(names_ep, CALL_US), &mut buf);
+    check(
+        matches!(c.restart(console::NAME), Ok(names::Reply::Restarting {})),
+        "the Restart control was refused",
+    )?;
+    let start = sys::clock_ns();
+    let mut tries = 0u64;
+    loop {
+        for name in [console::INPUT_NAME, console::NAME] {
+            tries += 1;
+            match register(names_ep, name, ep) {
+                Some(0) => {}
+                other => {
+                    // In the kernel's voice too: a name taken from the
+                    // console may keep it from coming back.
+                    kernel_say(format_args!(
+                        "supervise: register {name} during the restart: {other:?}\n"
+                    ));
+                    note!("register {name} during the restart (try {tries}): {other:?} (0 Denied, 1 Registered, 2 Taken)");
+                    return Err("a supervised name was taken while its server restarted");
+                }
+            }
+        }
+        match names::lookup(names_ep, console::INPUT_NAME) {
+            Ok((e, instance)) if instance != old => {
+                let _ = ipc::handle_close(e.0);
+                break;
+            }
+            Ok((e, _)) => {
+                let _ = ipc::handle_close(e.0);
+            }
+            Err(_) => {}
+        }
+        check(
+            sys::clock_ns() - start < names::RECOVERY_NS,
+            "the console did not register console.in again",
+        )?;
+    }
+    // And it serves under its name again.
+    let (e, _) = names::lookup_newer(names_ep, console::NAME, 0, names::RECOVERY_NS)
+        .map_err(|_| "the console did not come back")?;
+    let ok = answers(e, console::NAME);
+    let _ = ipc::handle_close(e.0);
+    check(ok, "the restarted console does not answer")?;
+    // (print! would drop its first line to the dead console: see above.)
+    console::detach();
+    let _ = console::attach(names_ep);
+    note!("{tries} registrations of console names refused during a console restart");
     Ok(())
 }

@@ -202,7 +202,13 @@ mod ring3 {
             }
             let wait = if again { names::RECOVERY_NS } else { 0 };
             let (ep, instance) = names::lookup_newer(self.names, loader::NAME, stale, wait)
-                .map_err(|_| if again { Error::PeerDied } else { Error::NotFound })?;
+                .map_err(|_| {
+                    if again {
+                        Error::PeerDied
+                    } else {
+                        Error::NotFound
+                    }
+                })?;
             self.loader = Some((ep, instance));
             Ok(ep)
         }
