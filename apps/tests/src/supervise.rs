@@ -41,7 +41,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use libipc::console::{self, Console};
 use libipc::ipc::{self, Endpoint};
-use libipc::loader::{self, Loader};
+use libipc::loader;
 use libipc::names::{self, Named};
 use libipc::procmgr as pm;
 use libipc::server::Caller;
