@@ -402,18 +402,18 @@ impl Service {
                 max: MAX_NAME as u64,
             };
         }
-        // A supervised server's names first: `Denied` to anyone else,
-        // whether the server holds them now or is restarting.
-        let supervised = slot_of(name.as_bytes());
-        if let Some(slot) = supervised {
-            if self.slots[slot].process.is_none() || self.slots[slot].badge != badge {
-                return Reply::Denied {};
-            }
-        }
         let existing = self.find(name);
         if let Some(i) = existing {
             if self.names[i].is_some_and(|e| e.owner != badge) {
                 return Reply::Taken {};
+            }
+        }
+        // A supervised server's names are reserved for it also while it
+        // restarts (its names dropped, the successor not registered yet).
+        let supervised = slot_of(name.as_bytes());
+        if let Some(slot) = supervised {
+            if self.slots[slot].process.is_none() || self.slots[slot].badge != badge {
+                return Reply::Denied {};
             }
         }
         // Every supervised name keeps a slot of its own: other names take

@@ -18,8 +18,9 @@
 //! many names other than the supervised ones fit). A name init supervises
 //! (its server table: each server's name and the other names it registers,
 //! such as `console.in`) may be registered only by the instance init
-//! started for it ([`Reply::Denied`] otherwise, also while the server
-//! restarts and the name is free); any other name belongs to whoever
+//! started for it ([`Reply::Taken`] while its server holds it,
+//! [`Reply::Denied`] while the server restarts and the name is free); any
+//! other name belongs to whoever
 //! registered it first ([`Reply::Taken`] for anyone else; the owner may
 //! register it again, replacing the endpoint). A name is dropped when its
 //! owner ends, so a lookup never hands out the endpoint of a dead

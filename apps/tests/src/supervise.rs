@@ -485,9 +485,8 @@ pub fn supervised_names_are_reserved() -> TestResult {
 }
 
 fn reserved_inner(names_ep: Endpoint, ep: Endpoint) -> TestResult {
-    // While the servers run: refused (`Denied`; before init reserved them
-    // whatever their state, a held name was answered `Taken`, which also
-    // refuses).
+    // While the servers run: refused (`Taken`: held by the server; a
+    // reserved name nobody holds is `Denied`).
     for name in RESERVED {
         match register(names_ep, name, ep) {
             Some(0 | 2) => {}
@@ -513,8 +512,10 @@ fn reserved_inner(names_ep: Endpoint, ep: Endpoint) -> TestResult {
     loop {
         for name in [console::INPUT_NAME, console::NAME] {
             tries += 1;
+            // `Denied` while the name is free, `Taken` once the successor
+            // holds it: refused either way.
             match register(names_ep, name, ep) {
-                Some(0) => {}
+                Some(0 | 2) => {}
                 other => {
                     // In the kernel's voice too: a name taken from the
                     // console may keep it from coming back.
