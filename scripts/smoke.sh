@@ -63,7 +63,7 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=165 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=167 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=25 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
@@ -230,8 +230,13 @@ boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
 # module: its fault line says `(?)` and gets no symbolized line.
 # Its syscall_in_last_user_page case breaks the syscall protocol on purpose:
 # the kernel stops that thread with a logged syscall Fault.
+# tests-smp4 runs the supervision case (apps/tests/src/supervise.rs) with 100
+# kills each of the console and the loader; every other init=tests boot runs
+# its default 5 of each. Its sequence-numbered lines are judged in run_case.
 for n in 1 2 4 8; do
-  boot_case "tests-smp$n" "--smp $n --cmdline init=tests" 0 \
+  kills=""
+  [[ $n == 4 ]] && kills=" supervise.kills=100"
+  boot_case "tests-smp$n" "--smp $n --cmdline 'init=tests$kills'" 0 \
     "^smp: $n of $n CPUs online" \
     '^\[pid 1\] Hello from userland!' \
     '^\[ *WARN cpu[0-9]+\] syscall fault: pid [0-9]+ tid [0-9]+: syscall return address not a user address$' \
@@ -332,8 +337,12 @@ KIND=record-replay boot_case record-replay-tests "--timeout 300 --cmdline init=t
 # JSON and reads it back against the format (valid JSON, required fields, time
 # order per track, nested slices, both ends of every flow); the line it prints
 # says so and counts the CPUs with events.
+# init marks each server restart (`restart:<name>`, init/src/names.rs
+# trace_restart): the suite's last case restarts the console and the loader,
+# so their marks are still in the rings at shutdown.
 boot_case trace-tests-smp4 "--smp 4 --cmdline 'init=tests trace=ipc,sched,fault,proc,syscall,mark' --trace \$OUT/trace-tests-smp4.json" 0 \
   "${TESTS_COUNTS[@]}" \
+  'json:"name":"mark restart:console"' 'json:"name":"mark restart:loader"' \
   '^mica: trace: wrote .*/trace-tests-smp4\.json \([0-9]+ events, [1-9][0-9]* flows; CPUs with events 4/4; [0-9]+ frame lines, 0 bad, .*\); validated$' \
   '!^TRACE ' '!^KERNEL PANIC' '!FAILED'
 
@@ -440,8 +449,17 @@ run_case() {
   fi
   local -a checks=()
   IFS=$'\x1f' read -r -a checks <<<"${CASE_CHECKS[$name]}" || true
+  # The file the case's `--trace` wrote (for `json:REGEX` checks).
+  local json=""
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    [[ ${args[i]} == --trace ]] && json=${args[i + 1]:-}
+  done
   for check in "${checks[@]}"; do
-    if [[ $check == '!'* ]]; then
+    if [[ $check == json:* ]]; then
+      if [[ -z $json || ! -f $json ]] || ! grep -Eq -e "${check#json:}" "$json"; then
+        reasons+=("missing /${check#json:}/ in the trace JSON ${json:-(no --trace)}")
+      fi
+    elif [[ $check == '!'* ]]; then
       local line
       if line=$(grep -E -m1 -e "${check#!}" "$log"); then
         reasons+=("unexpected /${check#!}/: $line")
@@ -450,6 +468,13 @@ run_case() {
       reasons+=("missing /$check/")
     fi
   done
+
+  # apps/tests/src/supervise.rs's sequence-numbered lines (any init=tests
+  # transcript): each exactly once, lost only if its writer was told so.
+  local seq
+  if grep -q 'svq-w' "$log" && ! seq=$(scripts/check-supervise-seq.sh "$log"); then
+    while IFS= read -r check; do reasons+=("$check"); done <<<"$seq"
+  fi
 
   if [[ ${CASE_KIND[$name]} == record-replay ]]; then
     if [[ -z $rstatus ]]; then
@@ -507,7 +532,8 @@ lint_checks() {
     local -a checks=()
     IFS=$'\x1f' read -r -a checks <<<"${CASE_CHECKS[$name]}" || true
     for check in "${checks[@]}"; do
-      [[ $check == '!'* ]] && continue
+      # (json: checks read the --trace file, not the transcript)
+      [[ $check == '!'* || $check == json:* ]] && continue
       if [[ $check != '^'* || $check == '^.'* || $check == '^('* ]]; then
         echo "smoke: case $name: /$check/ is not anchored at a line start (a user line could meet it)" >&2
         bad=1

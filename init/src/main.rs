@@ -63,7 +63,7 @@ fn main(arg: u64) -> i32 {
     start_servers(info, program == Some(modules::TESTS));
     match program {
         None | Some("") => 0,
-        Some(modules::TESTS) => verdict(run_tests()),
+        Some(modules::TESTS) => verdict(run_tests(tests_arg(info))),
         Some(modules::BENCH) => bench(info),
         Some(modules::FUZZ) => fuzz(info),
         Some(modules::SHELL) => verdict(run_shell()),
@@ -182,8 +182,8 @@ fn spawn_with(
 /// hardware roots (hw, issue 11). They are given before it starts, in this
 /// order, so they are the first handles of its fresh table and land at the
 /// numbers `abi::boot_handles::tests` names.
-fn run_tests() -> Option<Status> {
-    let pid = spawn_with(modules::TESTS, 0, |pid| {
+fn run_tests(arg: u64) -> Option<Status> {
+    let pid = spawn_with(modules::TESTS, arg, |pid| {
         if let Err(e) = names::give(pid) {
             println!("init: cannot give tests the name service: {e}");
         }
@@ -195,6 +195,18 @@ fn run_tests() -> Option<Status> {
         adopt(pid, modules::TESTS);
     })?;
     wait(modules::TESTS, pid)
+}
+
+/// The tests program's argument: its supervision case's kills of each
+/// server (`supervise.kills=`, bits 0..16) and seed (`supervise.seed=`,
+/// above); 0 for either keeps its default (apps/tests/src/supervise.rs).
+fn tests_arg(info: &BootInfo) -> u64 {
+    let num = |key| {
+        cmdline_arg(info.cmdline(), key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (num("supervise.kills") & 0xffff) | (num("supervise.seed") << 16)
 }
 
 /// Makes the running program `pid` a procmgr child of init, so it has a

@@ -41,6 +41,8 @@ pub struct Spec {
     pub name: &'static str,
     /// Its boot module.
     pub module: &'static str,
+    /// Other names it registers (reserved for it like `name`).
+    pub also: &'static [&'static str],
 }
 
 /// The supervised servers, started in this order. The loader comes first:
@@ -49,23 +51,45 @@ pub const SERVERS: &[Spec] = &[
     Spec {
         name: libipc::loader::NAME,
         module: modules::LOADER,
+        also: &[],
     },
     Spec {
         name: "kv",
         module: modules::KV,
+        also: &[],
     },
     Spec {
         name: libipc::console::NAME,
         module: modules::CONSOLE,
+        also: &[libipc::console::INPUT_NAME],
     },
     Spec {
         name: libipc::procmgr::NAME,
         module: modules::PROCMGR,
+        also: &[],
     },
 ];
 
+/// Every name a supervised server registers (its `name` and `also`).
+const SUPERVISED_NAMES: usize = {
+    let (mut i, mut n) = (0, 0);
+    while i < SERVERS.len() {
+        n += 1 + SERVERS[i].also.len();
+        i += 1;
+    }
+    n
+};
 /// Names other than the supervised ones (each of those has its slot).
-const OTHER_NAMES: usize = MAX_NAMES - SERVERS.len();
+const OTHER_NAMES: usize = MAX_NAMES - SUPERVISED_NAMES;
+
+/// The supervised slot whose server registers `name`, if any: only the
+/// instance init started for that slot may register it, so nobody can
+/// take a server's name (`console.in` too) while the server restarts.
+fn slot_of(name: &[u8]) -> Option<usize> {
+    SERVERS
+        .iter()
+        .position(|s| s.name.as_bytes() == name || s.also.iter().any(|a| a.as_bytes() == name))
+}
 
 /// init's name-service endpoint (every right; set by [`start`] before any
 /// thread that reads it is spawned: `thread_spawn` orders it).
@@ -384,7 +408,9 @@ impl Service {
                 return Reply::Taken {};
             }
         }
-        let supervised = SERVERS.iter().position(|s| s.name == name);
+        // A supervised server's names are reserved for it also while it
+        // restarts (its names dropped, the successor not registered yet).
+        let supervised = slot_of(name.as_bytes());
         if let Some(slot) = supervised {
             if self.slots[slot].process.is_none() || self.slots[slot].badge != badge {
                 return Reply::Denied {};
@@ -397,7 +423,7 @@ impl Service {
             .names
             .iter()
             .flatten()
-            .filter(|e| !SERVERS.iter().any(|s| s.name.as_bytes() == e.name()))
+            .filter(|e| slot_of(e.name()).is_none())
             .count();
         let room = supervised.is_some() || others < OTHER_NAMES;
         let free = existing.or_else(|| {
@@ -441,7 +467,7 @@ impl Service {
             owner: badge,
             instance,
         });
-        if let Some(slot) = supervised {
+        if let Some(slot) = supervised.filter(|&i| SERVERS[i].name == name) {
             self.slots[slot].registered = true;
             self.signal_up_once();
         }
@@ -520,6 +546,7 @@ impl Service {
             self.drop_owner(owner);
             self.slots[slot].registered = false;
             self.slots[slot].restarts += 1;
+            trace_restart(name, self.slots[slot].restarts);
         }
         match self.spawn(slot) {
             Ok(watch) => Reply::Respawned {
@@ -547,6 +574,29 @@ impl Service {
         }
     }
 }
+
+/// Puts the restart of server `name` into the kernel trace (issue 12 part
+/// 4): a `trace_mark` named `restart:<name>` whose value is its restart
+/// count, shown by the runner's `--trace` JSON as the instant `mark
+/// restart:<name>` on the CPU init's service ran on. A no-op unless the
+/// kernel's `mark` category is on.
+fn trace_restart(name: &str, restarts: u64) {
+    const PREFIX: &[u8] = b"restart:";
+    let mut buf = [0u8; abi::trace::MAX_MARK_NAME];
+    let n = (PREFIX.len() + name.len()).min(buf.len());
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    buf[PREFIX.len()..n].copy_from_slice(&name.as_bytes()[..n - PREFIX.len()]);
+    let _ = sys::trace_mark(&buf[..n], restarts);
+}
+
+// Every supervised server's mark name fits whole.
+const _: () = {
+    let mut i = 0;
+    while i < SERVERS.len() {
+        assert!(b"restart:".len() + SERVERS[i].name.len() <= abi::trace::MAX_MARK_NAME);
+        i += 1;
+    }
+};
 
 /// Whether `h` (a handle with no rights) names an endpoint. Each probe checks the object's kind before the right, so on
 /// a handle without the right it changes nothing: a notification answers

@@ -15,9 +15,12 @@
 //! [`MAX_NAMES`] registered at once, of which each supervised server's name
 //! keeps one slot (so other names cannot crowd out a restarted server). A
 //! bad name is [`Reply::BadName`], a full table [`Reply::Full`] (with how
-//! many names other than the supervised ones fit). A name init supervises (its server table)
-//! may be registered only by the instance init started for it
-//! ([`Reply::Denied`] otherwise); any other name belongs to whoever
+//! many names other than the supervised ones fit). A name init supervises
+//! (its server table: each server's name and the other names it registers,
+//! such as `console.in`) may be registered only by the instance init
+//! started for it ([`Reply::Taken`] while its server holds it,
+//! [`Reply::Denied`] while the server restarts and the name is free); any
+//! other name belongs to whoever
 //! registered it first ([`Reply::Taken`] for anyone else; the owner may
 //! register it again, replacing the endpoint). A name is dropped when its
 //! owner ends, so a lookup never hands out the endpoint of a dead

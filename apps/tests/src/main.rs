@@ -60,6 +60,7 @@ mod rev_life;
 mod rev_syscall;
 mod sched;
 mod smp;
+mod supervise;
 mod tls;
 mod trace;
 mod util;
@@ -696,10 +697,20 @@ const CASES: &[Case] = &[
         "attack_servers_procmgr_end_probe_has_no_stale_signal",
         attack_servers::procmgr_end_probe_has_no_stale_signal,
     ),
+    // --- supervise (issue 11: supervision under injected faults) ---
+    (
+        "supervise_console_and_loader_killed_at_random",
+        supervise::console_and_loader_killed_at_random,
+    ),
+    (
+        "supervise_supervised_names_are_reserved",
+        supervise::supervised_names_are_reserved,
+    ),
 ];
 
 #[no_mangle]
-fn main(_arg: u64) -> i32 {
+fn main(arg: u64) -> i32 {
+    supervise::configure(arg);
     // Before anything makes a handle: init's hardware roots land first.
     hw::wait_for_roots();
     procmgr::attach();

@@ -82,8 +82,8 @@ mod ring3 {
         ends: Notification,
         /// init's name service.
         names: Endpoint,
-        /// The loader, once looked up.
-        loader: Option<Endpoint>,
+        /// The loader, once looked up, and its registration's instance.
+        loader: Option<(Endpoint, u64)>,
     }
 
     fn bit(slot: usize) -> u64 {
@@ -184,17 +184,30 @@ mod ring3 {
         }
 
         /// The loader's endpoint (looked up again after `PeerDied`).
+        /// After a death it waits (at most `names::RECOVERY_NS`) for init
+        /// to register the successor: a spawn while the loader restarts is
+        /// retried on the new one, not refused `NotFound` (supervise).
         fn loader(&mut self, again: bool) -> Result<Endpoint, Error> {
+            let mut stale = 0;
             if again {
-                if let Some(old) = self.loader.take() {
+                if let Some((old, instance)) = self.loader.take() {
                     let _ = ipc::handle_close(old.0);
+                    stale = instance;
                 }
             }
-            if let Some(l) = self.loader {
+            if let Some((l, _)) = self.loader {
                 return Ok(l);
             }
-            let (ep, _) = names::lookup(self.names, loader::NAME).map_err(|_| Error::NotFound)?;
-            self.loader = Some(ep);
+            let wait = if again { names::RECOVERY_NS } else { 0 };
+            let (ep, instance) = names::lookup_newer(self.names, loader::NAME, stale, wait)
+                .map_err(|_| {
+                    if again {
+                        Error::PeerDied
+                    } else {
+                        Error::NotFound
+                    }
+                })?;
+            self.loader = Some((ep, instance));
             Ok(ep)
         }
 
