@@ -86,16 +86,28 @@ boot_case boot-banner "--cmdline ktest" 0 \
   "${KTEST_COUNTS[@]}" \
   '!PANIC'
 
-# The plain boot: banner, then init greets from ring 3 and ends cleanly.
-# (Under --repeat and --record-failures the runner's icount mode adds
-# `bench.icount` to the command line.)
+# The plain boot, what `scripts/run.sh` shows a person: banner, init greets
+# from ring 3, starts its servers and the shell (the default `init=`). The
+# harness's stdin is /dev/null: at its end the runner sends Ctrl-D, which
+# the console echoes and the shell takes as the end of input, so the boot
+# ends by itself, powered off by init. (Under --repeat and --record-failures
+# the runner's icount mode adds `bench.icount` to the command line.)
 boot_case hello "" 0 \
   "${BANNER}(bench\\.icount)?\"" \
   '^smp: 1 of 1 CPUs online' \
   '^\[pid 1\] Hello from userland!$' \
   '^\[pid 1\] init: all servers up$' \
+  '^\[pid [0-9]+\] mica shell: type `help`$' \
+  '^\[pid [0-9]+\] shell: bye$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!PANIC' '!user fault' '!timeout'
+
+# `init=none`: init greets, starts its servers and ends cleanly.
+boot_case init-none "--cmdline init=none" 0 \
+  '^\[pid 1\] Hello from userland!$' \
+  '^\[pid 1\] init: all servers up$' \
   '^mica: init ended \(Exited\(0\)\)' \
-  '!PANIC' '!user fault'
+  '!PANIC' '!user fault' '!mica shell'
 
 # The crash reports, symbolized by the runner (src/symbolize.rs): under each
 # raw backtrace entry (kept as the kernel printed it), one `at function
@@ -282,7 +294,8 @@ boot_case uefi-q35 "--firmware uefi --machine q35 --smp 2 --timeout 120" 0 \
   '^\[ *INFO cpu0\] firmware: UEFI \(from the multiboot2 tags\)' \
   '^smp: 2 of 2 CPUs online' \
   '^\[pid [0-9]+\] Hello from userland!' \
-  '^mica: init ended \(Exited\(0\)\)' \
+  '^\[pid [0-9]+\] shell: bye$' \
+  '^mica: shutdown requested by init \(success\)$' \
   '!^KERNEL PANIC' '!user fault'
 
 # The kernel tests on the plainest CPU (no SMEP/SMAP/UMIP): the CPU-state

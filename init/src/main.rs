@@ -11,7 +11,10 @@
 //!   a second copy of `bench` started as a yield peer, then prints `BENCH-DONE`;
 //! - `init=fuzz`: runs the `fuzz` module (the syscall fuzzer) with the
 //!   command line's `fuzz.*` parameters and powers off with its verdict;
-//! - nothing: exits after the greeting.
+//! - `init=shell`, and no `init=` at all: the shell (`apps/shell`), which
+//!   a person at the serial console uses; init powers off when it ends;
+//! - `init=none`: exits after the greeting (a boot that checks only that
+//!   init runs).
 //!
 //! Before any of them it starts its name service and the servers it
 //! supervises (`names.rs`) and prints `init: all servers up` once each
@@ -30,6 +33,9 @@ use libipc::{println, sys};
 mod console;
 mod load;
 mod names;
+
+/// `init=none`: init greets, starts its servers and exits.
+const NONE: &str = "none";
 
 /// How long init waits for every server to register before it goes on
 /// without them (a loaded TCG host is slow; a passing boot takes ms).
@@ -62,13 +68,14 @@ fn main(arg: u64) -> i32 {
     load::copy_modules(info);
     start_servers(info, program == Some(modules::TESTS));
     match program {
-        None | Some("") => 0,
+        Some(NONE) => 0,
         Some(modules::TESTS) => verdict(run_tests()),
         Some(modules::BENCH) => bench(info),
         Some(modules::FUZZ) => fuzz(info),
-        Some(modules::SHELL) => verdict(run_shell()),
+        // The shell is the default: what `scripts/run.sh` shows a person.
+        None | Some("") | Some(modules::SHELL) => verdict(run_shell()),
         Some(other) => {
-            println!("init: unknown init={other} (tests, bench, fuzz, shell)");
+            println!("init: unknown init={other} (shell, tests, bench, fuzz, none)");
             let _ = sys::shutdown(false);
             1
         }
