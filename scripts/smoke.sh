@@ -235,6 +235,25 @@ boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^mica: shutdown requested by init \(success\)$' \
   '!unknown command' '!^\[pid [0-9]+\] abc$' '!PANIC'
 
+# The shell's `tests` and `bench` (shell3): init runs the suite and the
+# benchmark program for the shell with the handles it gives them under
+# init=tests / init=bench, argv[1] keeping only the names with that prefix;
+# their lines come through the console, then the shell's result line. A
+# prefix that matches nothing runs nothing (0 cases, passed); the end of
+# the runner's input (Ctrl-D) ends the session.
+STDIN='tests procmgr_getpid\nbench null_sys\ntests no_such_case\n' \
+boot_case shell-programs "--smp 2 --timeout 120" 0 \
+  '^\[pid [0-9]+\] tests: 1 cases matching "procmgr_getpid"$' \
+  '^\[pid [0-9]+\] test procmgr_getpid_getppid \.\.\. ok$' \
+  '^\[pid [0-9]+\] 1 passed, 0 failed$' \
+  '^\[pid [0-9]+\] tests: passed \(exited with 0\)$' \
+  '^\[pid [0-9]+\] BENCH name=null_syscall unit=cycles min=[0-9]+ median=[0-9]+ iters=[1-9][0-9]* ' \
+  '^\[pid [0-9]+\] bench: passed \(exited with 0\)$' \
+  '^\[pid [0-9]+\] tests: 0 cases matching "no_such_case"$' \
+  '^\[pid [0-9]+\] shell: bye$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!BENCH name=(syscall_trivial|ipc_|irq_latency)' '!FAILED' '!PANIC'
+
 # The user-space suite at every CPU count the design names. Its
 # ud2_faults_thread_only case faults on purpose in `do_ud2`: the kernel's line
 # names the program (the boot module `tests`) and the runner symbolizes RIP

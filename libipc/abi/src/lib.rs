@@ -324,6 +324,18 @@ pub mod boot_handles {
         pub const PROCMGR: u32 = (1 << 10) | 1;
     }
 
+    /// What init gives the shell (shell3), in this order, before it makes
+    /// a handle of its own.
+    pub mod shell {
+        /// The name service (slot 0).
+        pub const NAMES: u32 = crate::bootinfo::names::HANDLE;
+        /// Its procmgr endpoint (slot 1), given when init adopts it.
+        pub const PROCMGR: u32 = (1 << 10) | 1;
+        /// init's program runner (slot 2, SEND only): `tests`, `bench` and
+        /// `trace` (libipc::programs).
+        pub const PROGRAMS: u32 = (1 << 10) | 2;
+    }
+
     /// What init gives the console server, in this order, before it makes
     /// a handle of its own: the name service (slot 0), then exactly what
     /// drives COM1 (least privilege: no root).
