@@ -63,7 +63,7 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=162 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=164 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=25 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
@@ -215,7 +215,7 @@ STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers; c
 boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^\[pid 1\] init: all servers up$' \
   '^\[pid [0-9]+\] hi$' \
-  '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, ps \(no CPU column\), run <program> \[args\], kill <pid>, exit$' \
+  '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, ps \(no CPU column\), run <program> \[args\], kill <pid>, tests \[prefix\], bench \[prefix\], trace, exit$' \
   '^\[pid [0-9]+\] ac$' \
   '^\[pid [0-9]+\] after-ctrl-c$' \
   '^\[pid [0-9]+\] servers: console [0-9]+ 0$' \
@@ -368,6 +368,19 @@ boot_case trace-tests-smp4 "--smp 4 --cmdline 'init=tests trace=ipc,sched,fault,
   "${TESTS_COUNTS[@]}" \
   '^mica: trace: wrote .*/trace-tests-smp4\.json \([0-9]+ events, [1-9][0-9]* flows; CPUs with events 4/4; [0-9]+ frame lines, 0 bad, .*\); validated$' \
   '!^TRACE ' '!^KERNEL PANIC' '!FAILED'
+
+# The shell's `trace` (shell3): init's `trace_dump` (a syscall only init
+# may make; the tests' trace_dump_is_init_only checks the refusal) prints
+# the rings in the same framed encoding as at shutdown, while the system
+# runs; the runner decodes them into the JSON. Once per boot: the second
+# `trace` is told so, and the shutdown dump prints nothing more.
+STDIN='run hello a\ntrace\ntrace\n' \
+boot_case shell-trace "--smp 2 --cmdline trace=on --trace \$OUT/shell-trace.json" 0 \
+  '^\[pid [0-9]+\] trace: [1-9][0-9]* record lines dumped$' \
+  '^\[pid [0-9]+\] trace: the rings were dumped already \(once per boot\)$' \
+  '^mica: trace: wrote .*/shell-trace\.json \([1-9][0-9]* events, .*CPUs with events 2/2; .*\); validated$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!^TRACE ' '!PANIC' '!dump was cut short'
 
 # A kernel panic dumps the rings too (no lock, no allocation): CPU 1's ring
 # holds the ping that made it panic.

@@ -16,8 +16,8 @@ use abi::status;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use libipc::bench::{ICOUNT_ARG, ICOUNT_CMDLINE_FLAG};
 use libipc::ipc::{self, Endpoint, Message, Received};
-use libipc::println;
 use libipc::programs::{self as p, MAX_PREFIX};
+use libipc::{println, sys};
 
 /// The runner's endpoint (init's handle, every right).
 static ENDPOINT: AtomicU32 = AtomicU32::new(0);
@@ -84,6 +84,12 @@ fn handle(info: &BootInfo, msg: &Message) -> Message {
     let Some(prefix) = prefix else {
         return reply(p::BAD_REQUEST, 0);
     };
+    if msg.label == p::TRACE {
+        if !prefix.is_empty() {
+            return reply(p::BAD_REQUEST, 0);
+        }
+        return reply(p::RAN, abi::encode_result(sys::trace_dump()));
+    }
     let args: &[&str] = if prefix.is_empty() { &[] } else { &[prefix] };
     let started = match msg.label {
         p::TESTS => spawn_args(modules::TESTS, args, 0, give_tests),

@@ -13,7 +13,9 @@
 //! prefix's length (at most [`MAX_PREFIX`]), `w1..w5` its bytes
 //! (little-endian). The reply's label is [`RAN`] with the program's status
 //! word in `w0` ([`abi::status`]), [`BAD_REQUEST`] for anything else, or
-//! [`NOT_STARTED`] if init could not start it.
+//! [`NOT_STARTED`] if init could not start it. Label [`TRACE`] (with an
+//! empty prefix) makes init call `trace_dump`: the reply is [`RAN`] with
+//! the kernel's raw result (`abi::encode_result`) in `w0`.
 
 use crate::ipc::{self, Endpoint, Message};
 use abi::status::Status;
@@ -22,6 +24,9 @@ use abi::status::Status;
 pub const TESTS: u32 = 1;
 /// Run the benchmark program (`apps/bench`).
 pub const BENCH: u32 = 2;
+
+/// Dump the kernel trace rings (`trace_dump`, which only init may call).
+pub const TRACE: u32 = 3;
 
 /// Reply: the program ran; `w0` is its status word.
 pub const RAN: u32 = 0;
@@ -46,6 +51,8 @@ pub enum RunError {
     Call(abi::Error),
     /// A reply label this client does not know.
     Unknown(u32),
+    /// The kernel refused `trace_dump`.
+    Kernel(abi::Error),
 }
 
 impl core::fmt::Display for RunError {
@@ -56,6 +63,7 @@ impl core::fmt::Display for RunError {
             RunError::NotStarted => write!(f, "init could not start it"),
             RunError::Call(e) => write!(f, "calling init failed: {e}"),
             RunError::Unknown(l) => write!(f, "unknown reply {l}"),
+            RunError::Kernel(e) => write!(f, "{e}"),
         }
     }
 }
@@ -98,6 +106,18 @@ pub fn run(ep: Endpoint, program: u32, prefix: &[u8]) -> Result<Status, RunError
         RAN => Ok(abi::status::decode(r.words[0])),
         BAD_REQUEST => Err(RunError::BadRequest),
         NOT_STARTED => Err(RunError::NotStarted),
+        other => Err(RunError::Unknown(other)),
+    }
+}
+
+/// Asks init at `ep` to dump the kernel trace rings over serial: the number
+/// of record lines printed.
+pub fn trace(ep: Endpoint) -> Result<u64, RunError> {
+    let m = encode(TRACE, b"").ok_or(RunError::TooLong)?;
+    let r = ipc::call(ep, &m, None).map_err(RunError::Call)?;
+    match r.label {
+        RAN => abi::decode_result(r.words[0]).map_err(RunError::Kernel),
+        BAD_REQUEST => Err(RunError::BadRequest),
         other => Err(RunError::Unknown(other)),
     }
 }

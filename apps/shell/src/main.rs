@@ -184,6 +184,17 @@ impl Shell {
                     self.program(cmd, prefix);
                 }
             }
+            Some("trace") => match self.programs.map(programs::trace) {
+                Some(Ok(lines)) => println!("trace: {lines} record lines dumped"),
+                Some(Err(programs::RunError::Kernel(abi::Error::NotFound))) => {
+                    println!("trace: tracing is off (boot with trace=on)")
+                }
+                Some(Err(programs::RunError::Kernel(abi::Error::AlreadyExists))) => {
+                    println!("trace: the rings were dumped already (once per boot)")
+                }
+                Some(Err(e)) => println!("trace: {e}"),
+                None => println!("trace: init gave no program runner"),
+            },
             Some("exit") => return true,
             Some(other) => println!("{other}: unknown command ({HELP})"),
         }

@@ -60,6 +60,7 @@ mod rev_layers;
 mod rev_life;
 mod rev_syscall;
 mod sched;
+mod shell3;
 mod smp;
 mod tls;
 mod trace;
@@ -683,6 +684,12 @@ const CASES: &[Case] = &[
     (
         "procmgr_fork_exec_hello_keeps_the_pid",
         procmgr::fork_exec_hello_keeps_the_pid,
+    ),
+    // --- shell3 (init-only trace dump and adopt) ---
+    ("trace_dump_is_init_only", shell3::trace_dump_is_init_only),
+    (
+        "procmgr_adopt_is_init_only",
+        shell3::procmgr_adopt_is_init_only,
     ),
 ];
 

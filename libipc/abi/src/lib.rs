@@ -256,6 +256,16 @@ shared_enum! {
         /// name gives its child an account of its own and that name (the
         /// loader). Only init may (`PermissionDenied`).
         ProcessAllowPrograms = 58 => "process_allow_programs",
+        // --- shell3 (issue 12 part 4) ---
+        /// `trace_dump()`: prints the kernel's trace rings over serial in
+        /// the framed encoding of [`trace`] (as at shutdown and on panic) and
+        /// stops tracing; returns the number of record lines printed. Only
+        /// init may (`PermissionDenied`: the rings show every process's
+        /// timing; the shell's `trace` asks init). Once per boot, like every
+        /// dump: `NotFound` when tracing is off, `AlreadyExists` once the
+        /// rings were dumped. Its cost is bounded by the rings' size, fixed
+        /// at boot (`trace.events` times the CPUs), not by the caller.
+        TraceDump = 59 => "trace_dump",
     }
 }
 
