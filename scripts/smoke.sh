@@ -247,7 +247,7 @@ boot_case shell-programs "--smp 2 --timeout 120" 0 \
   '^\[pid [0-9]+\] test procmgr_getpid_getppid \.\.\. ok$' \
   '^\[pid [0-9]+\] 1 passed, 0 failed$' \
   '^\[pid [0-9]+\] tests: passed \(exited with 0\)$' \
-  '^\[pid [0-9]+\] BENCH name=null_syscall unit=cycles min=[0-9]+ median=[0-9]+ iters=[1-9][0-9]* ' \
+  '^\[pid [0-9]+\] BENCH name=null_syscall unit=(cycles|instructions) min=[0-9]+ median=[0-9]+ iters=[1-9][0-9]* ' \
   '^\[pid [0-9]+\] bench: passed \(exited with 0\)$' \
   '^\[pid [0-9]+\] tests: 0 cases matching "no_such_case"$' \
   '^\[pid [0-9]+\] shell: bye$' \
