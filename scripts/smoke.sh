@@ -63,7 +63,7 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=167 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=169 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=25 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
@@ -86,16 +86,28 @@ boot_case boot-banner "--cmdline ktest" 0 \
   "${KTEST_COUNTS[@]}" \
   '!PANIC'
 
-# The plain boot: banner, then init greets from ring 3 and ends cleanly.
-# (Under --repeat and --record-failures the runner's icount mode adds
-# `bench.icount` to the command line.)
+# The plain boot, what `scripts/run.sh` shows a person: banner, init greets
+# from ring 3, starts its servers and the shell (the default `init=`). The
+# harness's stdin is /dev/null: at its end the runner sends Ctrl-D, which
+# the console echoes and the shell takes as the end of input, so the boot
+# ends by itself, powered off by init. (Under --repeat and --record-failures
+# the runner's icount mode adds `bench.icount` to the command line.)
 boot_case hello "" 0 \
   "${BANNER}(bench\\.icount)?\"" \
   '^smp: 1 of 1 CPUs online' \
   '^\[pid 1\] Hello from userland!$' \
   '^\[pid 1\] init: all servers up$' \
+  '^\[pid [0-9]+\] mica shell: type `help`$' \
+  '^\[pid [0-9]+\] shell: bye$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!PANIC' '!user fault' '!timeout'
+
+# `init=none`: init greets, starts its servers and ends cleanly.
+boot_case init-none "--cmdline init=none" 0 \
+  '^\[pid 1\] Hello from userland!$' \
+  '^\[pid 1\] init: all servers up$' \
   '^mica: init ended \(Exited\(0\)\)' \
-  '!PANIC' '!user fault'
+  '!PANIC' '!user fault' '!mica shell'
 
 # The crash reports, symbolized by the runner (src/symbolize.rs): under each
 # raw backtrace entry (kept as the kernel printed it), one `at function
@@ -203,7 +215,7 @@ STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers; c
 boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^\[pid 1\] init: all servers up$' \
   '^\[pid [0-9]+\] hi$' \
-  '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, ps \(no CPU column\), run <program> \[args\], kill <pid>, exit$' \
+  '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, ps \(no CPU column\), run <program> \[args\], kill <pid>, tests \[prefix\], bench \[prefix\], trace, exit$' \
   '^\[pid [0-9]+\] ac$' \
   '^\[pid [0-9]+\] after-ctrl-c$' \
   '^\[pid [0-9]+\] servers: console [0-9]+ 0$' \
@@ -222,6 +234,25 @@ boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^\[pid [0-9]+\] shell: bye$' \
   '^mica: shutdown requested by init \(success\)$' \
   '!unknown command' '!^\[pid [0-9]+\] abc$' '!PANIC'
+
+# The shell's `tests` and `bench` (shell3): init runs the suite and the
+# benchmark program for the shell with the handles it gives them under
+# init=tests / init=bench, argv[1] keeping only the names with that prefix;
+# their lines come through the console, then the shell's result line. A
+# prefix that matches nothing runs nothing (0 cases, passed); the end of
+# the runner's input (Ctrl-D) ends the session.
+STDIN='tests procmgr_getpid\nbench null_sys\ntests no_such_case\n' \
+boot_case shell-programs "--smp 2 --timeout 120" 0 \
+  '^\[pid [0-9]+\] tests: 1 cases matching "procmgr_getpid"$' \
+  '^\[pid [0-9]+\] test procmgr_getpid_getppid \.\.\. ok$' \
+  '^\[pid [0-9]+\] 1 passed, 0 failed$' \
+  '^\[pid [0-9]+\] tests: passed \(exited with 0\)$' \
+  '^\[pid [0-9]+\] BENCH name=null_syscall unit=(cycles|instructions) min=[0-9]+ median=[0-9]+ iters=[1-9][0-9]* ' \
+  '^\[pid [0-9]+\] bench: passed \(exited with 0\)$' \
+  '^\[pid [0-9]+\] tests: 0 cases matching "no_such_case"$' \
+  '^\[pid [0-9]+\] shell: bye$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!BENCH name=(syscall_trivial|ipc_|irq_latency)' '!FAILED' '!PANIC'
 
 # The user-space suite at every CPU count the design names. Its
 # ud2_faults_thread_only case faults on purpose in `do_ud2`: the kernel's line
@@ -287,7 +318,8 @@ boot_case uefi-q35 "--firmware uefi --machine q35 --smp 2 --timeout 120" 0 \
   '^\[ *INFO cpu0\] firmware: UEFI \(from the multiboot2 tags\)' \
   '^smp: 2 of 2 CPUs online' \
   '^\[pid [0-9]+\] Hello from userland!' \
-  '^mica: init ended \(Exited\(0\)\)' \
+  '^\[pid [0-9]+\] shell: bye$' \
+  '^mica: shutdown requested by init \(success\)$' \
   '!^KERNEL PANIC' '!user fault'
 
 # The kernel tests on the plainest CPU (no SMEP/SMAP/UMIP): the CPU-state
@@ -345,6 +377,19 @@ boot_case trace-tests-smp4 "--smp 4 --cmdline 'init=tests trace=ipc,sched,fault,
   'json:"name":"mark restart:console"' 'json:"name":"mark restart:loader"' \
   '^mica: trace: wrote .*/trace-tests-smp4\.json \([0-9]+ events, [1-9][0-9]* flows; CPUs with events 4/4; [0-9]+ frame lines, 0 bad, .*\); validated$' \
   '!^TRACE ' '!^KERNEL PANIC' '!FAILED'
+
+# The shell's `trace` (shell3): init's `trace_dump` (a syscall only init
+# may make; the tests' trace_dump_is_init_only checks the refusal) prints
+# the rings in the same framed encoding as at shutdown, while the system
+# runs; the runner decodes them into the JSON. Once per boot: the second
+# `trace` is told so, and the shutdown dump prints nothing more.
+STDIN='run hello a\ntrace\ntrace\n' \
+boot_case shell-trace "--smp 2 --cmdline trace=on --trace \$OUT/shell-trace.json" 0 \
+  '^\[pid [0-9]+\] trace: [1-9][0-9]* record lines dumped$' \
+  '^\[pid [0-9]+\] trace: the rings were dumped already \(once per boot\)$' \
+  '^mica: trace: wrote .*/shell-trace\.json \([1-9][0-9]* events, .*CPUs with events 2/2; .*\); validated$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!^TRACE ' '!PANIC' '!dump was cut short'
 
 # A kernel panic dumps the rings too (no lock, no allocation): CPU 1's ring
 # holds the ping that made it panic.

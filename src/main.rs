@@ -62,7 +62,7 @@ fn run() -> i32 {
             }
         }
     }
-    let opts = match cli::parse(args) {
+    let mut opts = match cli::parse(args) {
         Ok(Command::Run(opts)) => opts,
         Ok(Command::Help) => {
             println!("{}", cli::USAGE);
@@ -73,6 +73,16 @@ fn run() -> i32 {
             return qemu::EXIT_USAGE;
         }
     };
+    // Standard input that is not a terminal (a pipe, a file, /dev/null)
+    // cannot be a person at a console: such a run is headless (`-serial
+    // stdio`, no mux escape keys) and its input is fed to the guest, ending
+    // with Ctrl-D (`feed_stdin`), so `scripts/run.sh </dev/null` ends.
+    {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            opts.headless = true;
+        }
+    }
     match boot(&opts) {
         Ok(code) => code,
         Err(e) => {
@@ -244,28 +254,62 @@ impl<R: Read> Read for Tee<R> {
 const GUEST_READY: &[u8] = b"init: all servers up";
 
 /// Whether this run feeds the runner's standard input to the guest's
-/// serial port: headless (`-serial stdio`), not recording or replaying, and
-/// stdin is not a terminal (a pipe or a file: `printf 'ps\n' | cargo run --
-/// --headless`).
+/// serial port: headless (`-serial stdio`; a run whose stdin is not a
+/// terminal always is, see `run`), not replaying, and stdin is not a
+/// terminal (a pipe or a file: `printf 'ps\n' | scripts/run.sh`). A
+/// recording feeds it too: QEMU records the serial input in its replay log,
+/// and the replay takes it from there (never from stdin).
 fn stdin_feeds_guest(opts: &Options) -> bool {
     use std::io::IsTerminal;
-    opts.headless
-        && opts.replay.is_none()
-        && opts.record.is_none()
-        && !std::io::stdin().is_terminal()
+    opts.headless && opts.replay.is_none() && !std::io::stdin().is_terminal()
+}
+
+/// Ctrl-D, the console server's end of input (`servers/console`: on an
+/// empty line it is the end; on a non-empty one it hands the line over).
+const CTRL_D: u8 = 0x04;
+
+/// What the runner sends after the last byte of its standard input, so the
+/// guest sees the end of input as a terminal user would type it: Ctrl-D on
+/// an empty line. If the input ended inside a line (no Enter, Ctrl-C or
+/// Ctrl-D after its last character), a first Ctrl-D hands that line over
+/// and a second one ends the input.
+fn end_of_input(last: Option<u8>) -> &'static [u8] {
+    match last {
+        None | Some(b'\n' | b'\r' | 0x03 | CTRL_D) => &[CTRL_D],
+        Some(_) => &[CTRL_D, CTRL_D],
+    }
+}
+
+/// Copies `input` into `out` and then [`end_of_input`]'s bytes.
+fn copy_then_end(mut input: impl Read, out: &mut impl Write) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    let mut last = None;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+        last = Some(buf[n - 1]);
+    }
+    out.write_all(end_of_input(last))?;
+    out.flush()
 }
 
 /// Copies the runner's standard input into QEMU's once the guest said it
-/// is ready ([`GUEST_READY`]), then closes it. Bytes sent earlier would
-/// meet no reader: GRUB and the console's UART reset discard what waits in
-/// the receive FIFO. QEMU takes bytes only as the UART's FIFO has room, so
-/// nothing is lost on the way. Never ready (the guest never got there):
-/// nothing is sent.
+/// is ready ([`GUEST_READY`]), then sends Ctrl-D ([`end_of_input`]) and
+/// closes it. Bytes sent earlier would meet no reader: GRUB and the
+/// console's UART reset discard what waits in the receive FIFO. QEMU takes
+/// bytes only as the UART's FIFO has room, so nothing is lost on the way.
+/// Never ready (the guest never got there): nothing is sent.
 fn feed_stdin(ready: std::sync::mpsc::Receiver<()>, mut qemu_in: std::process::ChildStdin) {
     if ready.recv().is_err() {
         return;
     }
-    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut qemu_in);
+    let _ = copy_then_end(std::io::stdin().lock(), &mut qemu_in);
 }
 
 /// Passes the serial stream through and sends once on `ready` when it
@@ -327,8 +371,8 @@ fn spawn_and_wait(
         cmd.current_dir(dir);
     }
     // A headless run whose standard input is not a terminal feeds it to the
-    // guest's serial port (stdin feeding, below); a recording or a replay
-    // never does (the replay must see the recorded input only).
+    // guest's serial port (stdin feeding, below); a replay never does (it
+    // must see the recorded input only).
     let feed = stdin_feeds_guest(opts);
     if feed {
         cmd.stdin(Stdio::piped());
@@ -739,6 +783,22 @@ mod tests {
         assert_eq!(out, b"[pid 1] init: all servers up\r\n");
         let (ready, _) = ready_after(vec![b"[pid 1] Hello\r\n", b"init: all servers"]);
         assert!(!ready);
+    }
+
+    #[test]
+    fn the_end_of_the_runners_input_reaches_the_guest_as_ctrl_d() {
+        let fed = |input: &[u8]| {
+            let mut out = Vec::new();
+            copy_then_end(input, &mut out).unwrap();
+            out
+        };
+        // `</dev/null`: one Ctrl-D on the empty line.
+        assert_eq!(fed(b""), b"\x04");
+        assert_eq!(fed(b"ps\nexit\n"), b"ps\nexit\n\x04");
+        assert_eq!(fed(b"ps\r"), b"ps\r\x04");
+        assert_eq!(fed(b"rm\x03"), b"rm\x03\x04");
+        // A last line without Enter is handed over, then the end.
+        assert_eq!(fed(b"echo hi"), b"echo hi\x04\x04");
     }
 
     #[test]

@@ -182,11 +182,23 @@ pub fn load_loader(
 /// Asks the loader at `loader` to load boot module `module` (argv: its
 /// name); the process not started, its pid known.
 pub fn load(loader: Endpoint, module: &str) -> Result<Loaded, LoadFailed> {
+    load_args(loader, module, &[])
+}
+
+/// [`load`] with argv `module` then `args` (`BadArgs` if they hold a NUL
+/// or do not fit the loader's argv buffer).
+pub fn load_args(loader: Endpoint, module: &str, args: &[&str]) -> Result<Loaded, LoadFailed> {
     let mut argv = Args {
         buf: [0; libipc::loader::MAX_ARGS_BYTES],
         len: 0,
     };
     write!(argv, "{module}\0").map_err(|_| LoadFailed::BadArgs)?;
+    for a in args {
+        if a.contains('\0') {
+            return Err(LoadFailed::BadArgs);
+        }
+        write!(argv, "{a}\0").map_err(|_| LoadFailed::BadArgs)?;
+    }
     let argv = &argv.buf[..argv.len];
     let mut buf = [0u8; BUFFER];
     let mut c = libipc::loader::Client::new(Caller::new(loader, Some(LOAD_TIMEOUT_US)), &mut buf);

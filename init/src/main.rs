@@ -11,7 +11,10 @@
 //!   a second copy of `bench` started as a yield peer, then prints `BENCH-DONE`;
 //! - `init=fuzz`: runs the `fuzz` module (the syscall fuzzer) with the
 //!   command line's `fuzz.*` parameters and powers off with its verdict;
-//! - nothing: exits after the greeting.
+//! - `init=shell`, and no `init=` at all: the shell (`apps/shell`), which
+//!   a person at the serial console uses; init powers off when it ends;
+//! - `init=none`: exits after the greeting (a boot that checks only that
+//!   init runs).
 //!
 //! Before any of them it starts its name service and the servers it
 //! supervises (`names.rs`) and prints `init: all servers up` once each
@@ -30,6 +33,10 @@ use libipc::{println, sys};
 mod console;
 mod load;
 mod names;
+mod programs;
+
+/// `init=none`: init greets, starts its servers and exits.
+const NONE: &str = "none";
 
 /// How long init waits for every server to register before it goes on
 /// without them (a loaded TCG host is slow; a passing boot takes ms).
@@ -62,13 +69,14 @@ fn main(arg: u64) -> i32 {
     load::copy_modules(info);
     start_servers(info, program == Some(modules::TESTS));
     match program {
-        None | Some("") => 0,
+        Some(NONE) => 0,
         Some(modules::TESTS) => verdict(run_tests(tests_arg(info))),
         Some(modules::BENCH) => bench(info),
         Some(modules::FUZZ) => fuzz(info),
-        Some(modules::SHELL) => verdict(run_shell()),
+        // The shell is the default: what `scripts/run.sh` shows a person.
+        None | Some("") | Some(modules::SHELL) => verdict(run_shell(info)),
         Some(other) => {
-            println!("init: unknown init={other} (tests, bench, fuzz, shell)");
+            println!("init: unknown init={other} (shell, tests, bench, fuzz, none)");
             let _ = sys::shutdown(false);
             1
         }
@@ -153,11 +161,21 @@ fn spawn_with(
     arg: u64,
     give: impl FnOnce(sys::ProcessHandle),
 ) -> Option<sys::ProcessHandle> {
+    spawn_args(name, &[], arg, give)
+}
+
+/// [`spawn_with`] with argv `name` then `args`.
+fn spawn_args(
+    name: &str,
+    args: &[&str],
+    arg: u64,
+    give: impl FnOnce(sys::ProcessHandle),
+) -> Option<sys::ProcessHandle> {
     let Some(loader) = names::loader() else {
         println!("init: cannot start {name}: no loader");
         return None;
     };
-    let r = load::load(loader, name);
+    let r = load::load_args(loader, name, args);
     let _ = libipc::ipc::handle_close(loader.0);
     let l = match r {
         Ok(l) => l,
@@ -183,18 +201,33 @@ fn spawn_with(
 /// order, so they are the first handles of its fresh table and land at the
 /// numbers `abi::boot_handles::tests` names.
 fn run_tests(arg: u64) -> Option<Status> {
-    let pid = spawn_with(modules::TESTS, arg, |pid| {
-        if let Err(e) = names::give(pid) {
-            println!("init: cannot give tests the name service: {e}");
-        }
-        for root in [abi::boot_handles::IOPORTS, abi::boot_handles::IRQS] {
-            if let Err(e) = libipc::ipc::handle_give(pid, root, abi::rights_sets::HW) {
-                println!("init: cannot give the tests its hardware roots: {e}");
-            }
-        }
-        adopt(pid, modules::TESTS);
-    })?;
+    let pid = spawn_with(modules::TESTS, arg, give_tests)?;
     wait(modules::TESTS, pid)
+}
+
+/// What the tests program gets before it starts (`run_tests`; the shell's
+/// `tests` through `programs.rs` too).
+fn give_tests(pid: sys::ProcessHandle) {
+    if let Err(e) = names::give(pid) {
+        println!("init: cannot give tests the name service: {e}");
+    }
+    for root in [abi::boot_handles::IOPORTS, abi::boot_handles::IRQS] {
+        if let Err(e) = libipc::ipc::handle_give(pid, root, abi::rights_sets::HW) {
+            println!("init: cannot give the tests its hardware roots: {e}");
+        }
+    }
+    adopt(pid, modules::TESTS);
+}
+
+/// What the benchmark program gets before it starts: the name service
+/// (slot 0: `spawn_exit_wait` finds the loader, `console_write_line` the
+/// console), then its procmgr endpoint from the adoption
+/// (`abi::boot_handles::bench`), so the fork figures can fork and wait.
+fn give_bench(pid: sys::ProcessHandle) {
+    if let Err(e) = names::give(pid) {
+        println!("init: cannot give bench the name service: {e}");
+    }
+    adopt(pid, modules::BENCH);
 }
 
 /// The tests program's argument: its supervision case's kills of each
@@ -233,15 +266,26 @@ fn adopt(pid: sys::ProcessHandle, program: &str) {
 }
 
 /// Runs the shell with a handle to the name service (it finds the console
-/// through it), adopted into procmgr, and waits for it (its `exit` powers
-/// off first).
-fn run_shell() -> Option<Status> {
+/// through it), adopted into procmgr, with a SEND handle to init's program
+/// runner (`programs.rs`: `tests`, `bench`, `trace`), and waits for it
+/// (init then powers off).
+fn run_shell(info: &'static BootInfo) -> Option<Status> {
+    let runner = programs::start(info);
     let pid = spawn_with(modules::SHELL, 0, |p| {
         if let Err(e) = names::give(p) {
             println!("init: cannot give the shell the name service: {e}");
         }
         // Its procmgr endpoint lands next (slot 1): `ps`, `run`, `kill`.
         adopt(p, modules::SHELL);
+        // Then the runner (slot 2: abi::boot_handles::shell::PROGRAMS).
+        match runner {
+            Some(ep) => {
+                if let Err(e) = libipc::ipc::handle_give(p, ep.0, abi::rights::SEND) {
+                    println!("init: cannot give the shell its program runner: {e}");
+                }
+            }
+            None => println!("init: no program runner for the shell (tests, bench, trace fail)"),
+        }
     })?;
     wait(modules::SHELL, pid)
 }
@@ -299,17 +343,7 @@ fn bench(info: &BootInfo) -> i32 {
         if ok { &mut boot[..] } else { &mut [] },
         usize::from(!ok),
     );
-    // The name service first (slot 0: `spawn_exit_wait` finds the loader,
-    // `console_write_line` the console), then adopted into procmgr (its
-    // endpoint lands next: `abi::boot_handles::bench`), so the fork figures
-    // can fork and wait.
-    let st = spawn_with(modules::BENCH, mode, |p| {
-        if let Err(e) = names::give(p) {
-            println!("init: cannot give bench the name service: {e}");
-        }
-        adopt(p, modules::BENCH);
-    })
-    .and_then(|p| wait(modules::BENCH, p));
+    let st = spawn_with(modules::BENCH, mode, give_bench).and_then(|p| wait(modules::BENCH, p));
     if st != Some(Status::Exited(0)) {
         println!("init: bench ended with {st:?}");
         let _ = sys::shutdown(false);

@@ -489,6 +489,11 @@ impl Service {
                 max: MAX_NAME as u64,
             };
         }
+        // procmgr's named endpoint adopts processes (parent and fault
+        // handler of any process handle sent): init's alone (shell3).
+        if name == libipc::procmgr::NAME && badge != 0 {
+            return Reply::Denied {};
+        }
         let Some(e) = self.find(name).and_then(|i| self.names[i]) else {
             return Reply::NotFound {};
         };

@@ -19,6 +19,7 @@ pub mod ipc;
 pub mod loader;
 pub mod names;
 pub mod procmgr;
+pub mod programs;
 pub mod rt;
 pub mod server;
 pub mod sys;

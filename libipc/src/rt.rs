@@ -53,6 +53,44 @@ pub fn initial_stack() -> u64 {
     INITIAL_STACK.load(core::sync::atomic::Ordering::Relaxed)
 }
 
+/// Longest argument [`arg`] returns (bytes before its NUL).
+pub const MAX_ARG_BYTES: usize = 256;
+
+/// `argv[n]` of the SysV initial stack the loader built (without its NUL),
+/// or `None` past argc, for a string that is not NUL-terminated within
+/// [`MAX_ARG_BYTES`], or when there is no initial stack (`initial_stack` 0).
+///
+/// Only for a program started by the loader at its `rsp` (every program but
+/// init): a flat image has no initial stack, so it must not call this.
+pub fn arg(n: usize) -> Option<&'static [u8]> {
+    let sp = initial_stack();
+    if sp == 0 {
+        return None;
+    }
+    // SAFETY: the loader built argc, then argc argv pointers, at `sp`, in
+    // the stack it mapped for this program's whole life (nothing writes it:
+    // the main thread's stack grows down from below it).
+    let argc = unsafe { *(sp as *const u64) };
+    if n as u64 >= argc {
+        return None;
+    }
+    // SAFETY: as above, `n < argc`: argv[n] is a pointer on that stack.
+    let p = unsafe { *((sp + 8 + 8 * n as u64) as *const u64) } as *const u8;
+    // The strings are on the same stack, above the pointers; the length is
+    // bounded so a malformed stack cannot make this read without end.
+    let mut len = 0;
+    // SAFETY: the loader's argv strings are NUL-terminated inside the
+    // mapped stack; reading stops at the NUL or at MAX_ARG_BYTES.
+    while len < MAX_ARG_BYTES && unsafe { *p.add(len) } != 0 {
+        len += 1;
+    }
+    if len == MAX_ARG_BYTES {
+        return None;
+    }
+    // SAFETY: the `len` bytes just read, which never change.
+    Some(unsafe { core::slice::from_raw_parts(p, len) })
+}
+
 /// A line buffer so a `println!` reaches the log as one write (one line is
 /// never interleaved with another thread's output).
 ///

@@ -114,6 +114,12 @@ pub fn trace_mark(name: &[u8], value: u64) -> Result<u64, Error> {
     )
 }
 
+/// Prints the kernel's trace rings over serial (init only; once per boot):
+/// the number of record lines printed. See [`Sysnum::TraceDump`].
+pub fn trace_dump() -> Result<u64, Error> {
+    pure(Sysnum::TraceDump, 0, 0, 0)
+}
+
 /// Gives the CPU to another ready thread.
 pub fn yield_now() {
     let _ = pure(Sysnum::Yield, 0, 0, 0);

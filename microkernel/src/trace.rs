@@ -354,14 +354,28 @@ impl Write for Line {
     }
 }
 
+/// What [`dump`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dumped {
+    /// Tracing is off: there are no rings.
+    Off,
+    /// An earlier call dumped them (they are read out once).
+    Already,
+    /// This call printed them: this many `D` (record) lines.
+    Lines(u64),
+}
+
 /// Reads every CPU's ring out over serial in the framed encoding of
 /// [`abi::trace`], once (later calls print nothing), and stops tracing.
-/// Called at shutdown and on panic (the shell's `trace` command is the
-/// next caller); prints nothing when tracing is off.
-pub fn dump() {
+/// Called at shutdown, on panic and by `trace_dump` (init only: the
+/// shell's `trace`); prints nothing when tracing is off.
+pub fn dump() -> Dumped {
     let mask = WANTED.load(Ordering::Relaxed);
-    if mask == 0 || DUMPED.swap(true, Ordering::SeqCst) {
-        return;
+    if mask == 0 {
+        return Dumped::Off;
+    }
+    if DUMPED.swap(true, Ordering::SeqCst) {
+        return Dumped::Already;
     }
     // SeqCst: writers that load the mask after this record nothing more;
     // one already inside `record` is handled by the head check below.
@@ -398,6 +412,7 @@ pub fn dump() {
     let mut l = Line::new('Z');
     let _ = write!(l, " {lines}");
     l.send();
+    Dumped::Lines(lines)
 }
 
 /// Prints ring `r` of CPU `cpu` as `C`, `D` and `V` lines, straight from

@@ -4,7 +4,9 @@
 //! entry of [`BENCHES`] and prints one `BENCH name=.. unit=.. min=..
 //! median=.. iters=.. failed=..` line each ([`libipc::bench::report`]; the
 //! unit is `instructions` when init passed [`ICOUNT_ARG`], else `cycles`);
-//! init then measures `yield_switch` and prints `BENCH-DONE`. With other
+//! init then measures `yield_switch` and prints `BENCH-DONE`. argv[1], if
+//! given (the shell's `bench <prefix>`), keeps only the figures whose names
+//! start with it. With other
 //! bits in `arg` it is init's yield peer: pinned to CPU 0, it yields exactly
 //! that many times and exits.
 //!
@@ -257,12 +259,18 @@ fn main(arg: u64) -> i32 {
     let Some(buf) = take_samples() else {
         return 1;
     };
+    // argv[1], if given (the shell's `bench <prefix>` through init): only
+    // the figures whose names start with it.
+    let filter = libipc::rt::arg(1).unwrap_or(b"");
+    let chosen = |name: &str| name.as_bytes().starts_with(filter);
     let mut failed = false;
-    if let Err(why) = latency::irq_latency_worst() {
-        println!("bench: irq_latency_worst failed: {why}");
-        failed = true;
+    if chosen("irq_latency_worst") {
+        if let Err(why) = latency::irq_latency_worst() {
+            println!("bench: irq_latency_worst failed: {why}");
+            failed = true;
+        }
     }
-    for &(name, bench) in BENCHES {
+    for &(name, bench) in BENCHES.iter().filter(|(name, _)| chosen(name)) {
         buf.fill(0);
         match bench(buf) {
             Ok(n) => report(name, unit, &mut buf[..n.min(ITERS)], 0),

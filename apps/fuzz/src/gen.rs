@@ -325,6 +325,8 @@ pub fn place(c: &mut Call, w: usize, cfg: &Config, r: &mut Rng) -> Target {
         Sysnum::ProcessId => true,
         // init only: always refused here.
         Sysnum::ProcessAllowPrograms => true,
+        // --- shell3 --- init only: always refused here.
+        Sysnum::TraceDump => true,
     };
     if direct && r.below(8) != 0 {
         Target::Direct

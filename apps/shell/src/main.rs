@@ -9,7 +9,12 @@
 //! through the loader with argv `program args...` and no environment; the
 //! shell waits in the foreground and prints how it ended: exit code,
 //! procmgr kill or fault vector), `kill <pid>` (procmgr's rule: the
-//! shell's own descendants only), `exit` (powers off). `;` separates
+//! shell's own descendants only), `tests [prefix]` and `bench [prefix]`
+//! (init runs the test suite or the benchmark program, only the cases or
+//! figures whose names start with `prefix`, in the foreground: their lines
+//! come through the console, then the shell prints how it ended), `trace`
+//! (init dumps the kernel's trace rings over serial), `exit` (powers off).
+//! `;` separates
 //! commands on one line. Ctrl-C drops the
 //! line being typed, and during a foreground `run` kills the program (the
 //! shell polls `console`'s non-blocking `read` every 20 ms while it waits;
@@ -18,22 +23,28 @@
 //! input) exits like `exit`.
 //!
 //! init adopts the shell into procmgr before it starts: its procmgr
-//! endpoint is its second handle ([`PROCMGR`]), after the name service.
+//! endpoint is its second handle ([`PROCMGR`]), after the name service;
+//! the third is init's program runner ([`PROGRAMS`], `libipc::programs`),
+//! the shell's only way to `tests`, `bench` and `trace`: the authority
+//! those need (hardware roots, the trace dump) stays init's.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
+use abi::status::Status;
 use libipc::console::{self, Input};
 use libipc::ipc::Endpoint;
 use libipc::names::{self, Reply};
 use libipc::procmgr::{self as pm, Ended};
 use libipc::server::Caller;
-use libipc::{println, sys};
+use libipc::{println, programs, sys};
 
 /// The shell's procmgr endpoint: init's adoption gives it right after the
 /// name service (slot 1, as `abi::boot_handles::bench::PROCMGR`).
-const PROCMGR: u32 = abi::boot_handles::bench::PROCMGR;
+const PROCMGR: u32 = abi::boot_handles::shell::PROCMGR;
+/// init's program runner (slot 2).
+const PROGRAMS: u32 = abi::boot_handles::shell::PROGRAMS;
 /// How long to wait for it.
 const PROCMGR_TIMEOUT_NS: u64 = 2_000_000_000;
 /// How often a foreground `run` polls for Ctrl-C (microseconds).
@@ -44,7 +55,7 @@ const ARGV_BYTES: usize = 512;
 /// How long to wait for init's name-service handle.
 const NAMES_TIMEOUT_NS: u64 = 5_000_000_000;
 
-const HELP: &str = "commands: help, echo [words], cpus, mem, servers, ps (no CPU column), run <program> [args], kill <pid>, exit";
+const HELP: &str = "commands: help, echo [words], cpus, mem, servers, ps (no CPU column), run <program> [args], kill <pid>, tests [prefix], bench [prefix], trace, exit";
 
 #[no_mangle]
 fn main(_arg: u64) -> i32 {
@@ -57,6 +68,8 @@ fn main(_arg: u64) -> i32 {
     if let Some(ep) = procmgr {
         pm::set_endpoint(ep);
     }
+    // init gives it right after the adoption.
+    let programs = procmgr.and_then(|_| libipc::server::endpoint_at(PROGRAMS, PROCMGR_TIMEOUT_NS));
     if !console::attach(names_ep) {
         println!("shell: no console server");
         return 1;
@@ -75,6 +88,7 @@ fn main(_arg: u64) -> i32 {
         .map(|(ep, _)| ep);
     let mut shell = Shell {
         names_ep,
+        programs,
         ctl,
         pending: [0; console::MAX_READ],
         pending_len: None,
@@ -117,6 +131,8 @@ fn main(_arg: u64) -> i32 {
 struct Shell {
     /// init's name service.
     names_ep: Endpoint,
+    /// init's program runner, if init gave it.
+    programs: Option<Endpoint>,
     /// The console's `console` endpoint (non-blocking reads), if found.
     ctl: Option<Endpoint>,
     /// A line typed while a `run` was in the foreground, run next.
@@ -160,10 +176,47 @@ impl Shell {
                 },
                 _ => println!("kill: usage: kill <pid>"),
             },
+            Some(cmd @ ("tests" | "bench")) => {
+                let prefix = words.next().unwrap_or("");
+                if words.next().is_some() {
+                    println!("{cmd}: usage: {cmd} [prefix]");
+                } else {
+                    self.program(cmd, prefix);
+                }
+            }
+            Some("trace") => match self.programs.map(programs::trace) {
+                Some(Ok(lines)) => println!("trace: {lines} record lines dumped"),
+                Some(Err(programs::RunError::Kernel(abi::Error::NotFound))) => {
+                    println!("trace: tracing is off (boot with trace=on)")
+                }
+                Some(Err(programs::RunError::Kernel(abi::Error::AlreadyExists))) => {
+                    println!("trace: the rings were dumped already (once per boot)")
+                }
+                Some(Err(e)) => println!("trace: {e}"),
+                None => println!("trace: init gave no program runner"),
+            },
             Some("exit") => return true,
             Some(other) => println!("{other}: unknown command ({HELP})"),
         }
         false
+    }
+    /// Asks init to run `tests` or `bench` with `prefix` and waits.
+    fn program(&self, cmd: &str, prefix: &str) {
+        let Some(ep) = self.programs else {
+            println!("{cmd}: init gave no program runner");
+            return;
+        };
+        let label = if cmd == "tests" {
+            programs::TESTS
+        } else {
+            programs::BENCH
+        };
+        match programs::run(ep, label, prefix.as_bytes()) {
+            Ok(Status::Exited(0)) => println!("{cmd}: passed (exited with 0)"),
+            Ok(Status::Exited(c)) => println!("{cmd}: FAILED (exited with {c})"),
+            Ok(Status::Faulted(v)) => println!("{cmd}: FAILED (killed by fault vector {v})"),
+            Err(e) => println!("{cmd}: {e}"),
+        }
     }
     /// Spawns boot module `program` with argv `program args...` through
     /// procmgr and waits for it in the foreground.

@@ -1,4 +1,6 @@
-//! User-space kernel tests (run by init under `init=tests`).
+//! User-space kernel tests (run by init under `init=tests`, and for the
+//! shell's `tests [prefix]`: argv[1], if given, runs only the cases whose
+//! names start with it).
 //!
 //! Prints `tests: <N> cases` first, then `test <name> ... ok` or
 //! `test <name> ... FAILED: <why>` per case (detail lines, indented `note:`,
@@ -59,6 +61,7 @@ mod rev_layers;
 mod rev_life;
 mod rev_syscall;
 mod sched;
+mod shell3;
 mod smp;
 mod supervise;
 mod tls;
@@ -706,6 +709,12 @@ const CASES: &[Case] = &[
         "supervise_supervised_names_are_reserved",
         supervise::supervised_names_are_reserved,
     ),
+    // --- shell3 (init-only trace dump and adopt) ---
+    ("trace_dump_is_init_only", shell3::trace_dump_is_init_only),
+    (
+        "procmgr_adopt_is_init_only",
+        shell3::procmgr_adopt_is_init_only,
+    ),
 ];
 
 #[no_mangle]
@@ -719,9 +728,24 @@ fn main(arg: u64) -> i32 {
         println!("tests: no console server; printing through the kernel");
     }
     util::calibrate();
-    println!("tests: {} cases", CASES.len());
+    // argv[1], if given (the shell's `tests <prefix>` through init): only
+    // the cases whose names start with it run.
+    let filter = libipc::rt::arg(1).unwrap_or(b"");
+    let chosen = || {
+        CASES
+            .iter()
+            .filter(move |(name, _)| name.as_bytes().starts_with(filter))
+    };
+    match core::str::from_utf8(filter) {
+        Ok("") => println!("tests: {} cases", CASES.len()),
+        Ok(f) => println!("tests: {} cases matching \"{f}\"", chosen().count()),
+        Err(_) => println!(
+            "tests: {} cases matching a non-UTF-8 prefix",
+            chosen().count()
+        ),
+    }
     let mut verdict = Verdict::default();
-    for &(name, case) in CASES {
+    for &(name, case) in chosen() {
         let r = run_case(name, case);
         verdict.record(r.is_ok());
         match r {

@@ -256,6 +256,16 @@ shared_enum! {
         /// name gives its child an account of its own and that name (the
         /// loader). Only init may (`PermissionDenied`).
         ProcessAllowPrograms = 58 => "process_allow_programs",
+        // --- shell3 (issue 12 part 4) ---
+        /// `trace_dump()`: prints the kernel's trace rings over serial in
+        /// the framed encoding of [`trace`] (as at shutdown and on panic) and
+        /// stops tracing; returns the number of record lines printed. Only
+        /// init may (`PermissionDenied`: the rings show every process's
+        /// timing; the shell's `trace` asks init). Once per boot, like every
+        /// dump: `NotFound` when tracing is off, `AlreadyExists` once the
+        /// rings were dumped. Its cost is bounded by the rings' size, fixed
+        /// at boot (`trace.events` times the CPUs), not by the caller.
+        TraceDump = 59 => "trace_dump",
     }
 }
 
@@ -322,6 +332,18 @@ pub mod boot_handles {
         pub const NAMES: u32 = crate::bootinfo::names::HANDLE;
         /// Its procmgr endpoint (slot 1), given when init adopts it.
         pub const PROCMGR: u32 = (1 << 10) | 1;
+    }
+
+    /// What init gives the shell (shell3), in this order, before it makes
+    /// a handle of its own.
+    pub mod shell {
+        /// The name service (slot 0).
+        pub const NAMES: u32 = crate::bootinfo::names::HANDLE;
+        /// Its procmgr endpoint (slot 1), given when init adopts it.
+        pub const PROCMGR: u32 = (1 << 10) | 1;
+        /// init's program runner (slot 2, SEND only): `tests`, `bench` and
+        /// `trace` (libipc::programs).
+        pub const PROGRAMS: u32 = (1 << 10) | 2;
     }
 
     /// What init gives the console server, in this order, before it makes

@@ -29,6 +29,7 @@ mod ipc;
 mod loader;
 mod memory;
 mod process;
+mod shell3;
 mod system;
 mod thread;
 mod trace;
@@ -166,6 +167,8 @@ pub fn dispatch(frame: &mut TrapFrame) -> ReturnCheck {
         // --- loader (issue 11) ---
         Ok(Sysnum::ProcessId) => loader::process_id,
         Ok(Sysnum::ProcessAllowPrograms) => loader::process_allow_programs,
+        // --- shell3 (issue 12 part 4) ---
+        Ok(Sysnum::TraceDump) => |_| shell3::trace_dump(),
     };
     let r = if crate::trace::on(abi::trace::cat::SYSCALL) {
         trace::traced(handler, frame)
