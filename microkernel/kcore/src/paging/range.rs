@@ -413,10 +413,16 @@ fn walk_table<M: PhysMem + ?Sized>(
 /// How many entries of `t` from `from` (absent itself) up to `to` are
 /// absent in a row: at least 1.
 fn absent_run(t: &[u64; ENTRIES], from: usize, to: usize) -> usize {
-    t[from..to]
-        .iter()
-        .take_while(|&&e| e & PteFlags::PRESENT.bits() == 0)
-        .count()
+    const P: u64 = PteFlags::PRESENT.bits();
+    let s = &t[from..to];
+    // Eight at a time first (OR-ed: one test per eight entries, which the
+    // compiler turns into a few vector ORs), then one by one.
+    let octets = s
+        .chunks_exact(8)
+        .take_while(|c| c.iter().fold(0, |a, e| a | e) & P == 0)
+        .count();
+    let rest = s[octets * 8..].iter().take_while(|&&e| e & P == 0).count();
+    octets * 8 + rest
 }
 
 /// What [`PageTable::teardown_user`] removed.
