@@ -36,6 +36,7 @@ mod entry;
 mod fastpath;
 mod fastpath3;
 mod faults;
+mod forkperf;
 mod fpu;
 mod gpr;
 mod handles;
@@ -681,6 +682,11 @@ const CASES: &[Case] = &[
     (
         "procmgr_fork_exec_hello_keeps_the_pid",
         procmgr::fork_exec_hello_keeps_the_pid,
+    ),
+    // --- forkperf (issue 11: fork and spawn costs) ---
+    (
+        "procmgr_waits_keep_a_notification_and_forks_forget_it",
+        forkperf::waits_keep_a_notification_and_forks_forget_it,
     ),
 ];
 
