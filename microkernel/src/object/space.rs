@@ -568,6 +568,9 @@ impl AddressSpace {
     /// teardown walked their 512 empty entries (a bench process that had
     /// mapped and unmapped 64 MiB paid ~430,000 instructions per fork).
     fn unmap_edited(&self, addr: u64, end: u64) {
+        // A range shorter than a page table's span (2 MiB) covers no table
+        // whole: the plain walk (page_map_unmap's one page).
+        let prune = end - addr >= PageSize::Size2M.bytes();
         let mut at = addr;
         loop {
             let mut rm = Removed {
@@ -583,31 +586,38 @@ impl AddressSpace {
                 // for the up to three table reports that may follow it.
                 let room = |rm: &Removed| rm.frames.len() + 3 < CHUNK_FRAMES;
                 let rm = core::cell::RefCell::new(&mut rm);
-                inner.pt.unmap_range_pruning(
-                    &mut DirectMem,
-                    addr,
-                    at,
-                    end,
-                    &mut budget,
-                    |va, pa, size, f| {
-                        let mut rm = rm.borrow_mut();
-                        rm.lo = rm.lo.min(va);
-                        rm.hi = rm.hi.max(va + size.bytes());
-                        if !f.contains(PteFlags::BORROWED) {
-                            // Cannot fail: the walk stops with room to spare.
-                            let _ = rm.frames.push(pa);
-                        }
-                        room(&rm)
-                    },
-                    &mut |table| {
-                        let mut rm = rm.borrow_mut();
-                        // Bit 0 (a frame address is 4 KiB aligned) marks a
-                        // table: freed outright, not released.
-                        let _ = rm.frames.push(table | 1);
-                        rm.tables += 1;
-                        room(&rm)
-                    },
-                )
+                let mut leaf = |va, pa, size: PageSize, f: PteFlags| {
+                    let mut rm = rm.borrow_mut();
+                    rm.lo = rm.lo.min(va);
+                    rm.hi = rm.hi.max(va + size.bytes());
+                    if !f.contains(PteFlags::BORROWED) {
+                        // Cannot fail: the walk stops with room to spare.
+                        let _ = rm.frames.push(pa);
+                    }
+                    room(&rm)
+                };
+                if prune {
+                    inner.pt.unmap_range_pruning(
+                        &mut DirectMem,
+                        addr,
+                        at,
+                        end,
+                        &mut budget,
+                        &mut leaf,
+                        &mut |table| {
+                            let mut rm = rm.borrow_mut();
+                            // Bit 0 (a frame address is 4 KiB aligned)
+                            // marks a table: freed outright, not released.
+                            let _ = rm.frames.push(table | 1);
+                            rm.tables += 1;
+                            room(&rm)
+                        },
+                    )
+                } else {
+                    inner
+                        .pt
+                        .unmap_range(&mut DirectMem, at, end, &mut budget, &mut leaf)
+                }
             };
             // The frames may be reused only after no CPU can reach them any
             // more: shoot down first, free second. A detached table may sit
