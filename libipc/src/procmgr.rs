@@ -16,10 +16,11 @@
 //! # Blocking waits
 //! The kernel gives a server thread one reply capability: receiving the
 //! next call abandons a held one. So procmgr never holds a waiter's call:
-//! [`wait`] asks once without blocking (`TryWait`), and if the child still
-//! runs sends `WaitOn` with a copy of a fresh notification, which procmgr
-//! records and signals exactly once (the child became a zombie or went, or
-//! the waiter's process ended); the client then asks again.
+//! [`wait`] sends `WaitOn` with a copy of a notification, which reaps a
+//! zombie at once or, if the child still runs, is recorded and signalled
+//! exactly once (the child became a zombie or went, or the waiter's process
+//! ended); the client then asks again. A notification that ended a wait
+//! clean (reaped, its signal consumed) is kept for the next wait.
 //!
 //! # Errors
 //! Calls return [`abi::Error`]: `NotFound` for no such child or process
@@ -320,13 +321,56 @@ pub fn wait(pid: Option<u32>, timeout: Timeout) -> Result<(u32, Ended), Error> {
         Reply::Running {} | Reply::Queued {} => Some(None),
         _ => None,
     };
-    if let Some(done) = answer(client(&mut [0; SMALL])?.try_wait(target), reaped)? {
-        return Ok(done);
-    }
-    let ntf = ipc::notification_create()?;
+    // No `TryWait` first: `WaitOn` reaps a zombie just the same, and
+    // records the notification only if the child still runs.
+    let ntf = take_wait_ntf()?;
     let r = wait_on(target, ntf, timeout, reaped);
-    let _ = ipc::handle_close(ntf.0);
+    match r {
+        // Reaped: every waiter this call recorded was signalled and its
+        // signal consumed (one at a time, see `wait_on`), so the
+        // notification is clean and no record of procmgr names it.
+        Ok(_) => put_wait_ntf(ntf),
+        // A record may still be signalled later (a timeout), or the state
+        // is unknown: not reused.
+        Err(_) => {
+            let _ = ipc::handle_close(ntf.0);
+        }
+    }
     r
+}
+
+/// A clean notification kept for the next [`wait`] (0: none): creating
+/// and closing one per wait cost ~1,400 instructions of fork_exit_wait's.
+/// A handle number of this process; a forked child forgets it
+/// ([`forget_wait_ntf`]: handles are not inherited).
+static WAIT_NTF: AtomicU32 = AtomicU32::new(0);
+
+/// The kept notification, or a new one. Each is used by one waiting
+/// thread at a time: taking it empties the slot.
+fn take_wait_ntf() -> Result<Notification, Error> {
+    // Relaxed: a handle number, used only by this process's threads, and
+    // the swap hands it to exactly one of them.
+    match WAIT_NTF.swap(0, Ordering::Relaxed) {
+        0 => ipc::notification_create(),
+        h => Ok(Notification(h)),
+    }
+}
+
+/// Keeps `ntf` (clean: no signal pending, no record at procmgr) for the
+/// next wait, or closes it if another is kept already.
+fn put_wait_ntf(ntf: Notification) {
+    if WAIT_NTF
+        .compare_exchange(0, ntf.0, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        let _ = ipc::handle_close(ntf.0);
+    }
+}
+
+/// In a forked child: the kept notification's number names nothing here
+/// (or, later, some other object).
+fn forget_wait_ntf() {
+    WAIT_NTF.store(0, Ordering::Relaxed);
 }
 
 fn wait_on(

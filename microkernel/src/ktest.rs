@@ -51,6 +51,10 @@ const CASES: &[Case] = &[
         "shared_and_cow_frames_are_counted",
         crate::object::space::ktest_shared_and_cow_frames_are_counted,
     ),
+    (
+        "unmap_frees_the_tables_it_empties",
+        crate::object::space::ktest_unmap_frees_the_tables_it_empties,
+    ),
     ("kernel_text_is_not_writable", kernel_text_is_not_writable),
     (
         "kernel_rodata_is_not_writable",

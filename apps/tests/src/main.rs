@@ -39,6 +39,7 @@ mod entry;
 mod fastpath;
 mod fastpath3;
 mod faults;
+mod forkperf;
 mod fpu;
 mod gpr;
 mod handles;
@@ -714,6 +715,11 @@ const CASES: &[Case] = &[
     (
         "procmgr_adopt_is_init_only",
         shell3::procmgr_adopt_is_init_only,
+    ),
+    // --- forkperf (issue 11: fork and spawn costs) ---
+    (
+        "procmgr_waits_keep_a_notification_and_forks_forget_it",
+        forkperf::waits_keep_a_notification_and_forks_forget_it,
     ),
 ];
 

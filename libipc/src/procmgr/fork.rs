@@ -154,8 +154,10 @@ pub fn fork() -> Result<Fork, Error> {
     // a SysV function.
     let r = unsafe { fork_save(&mut frame, fork_parent) };
     if r == CHILD {
-        // Our first handle is the procmgr endpoint procmgr gave us.
+        // Our first handle is the procmgr endpoint procmgr gave us, and
+        // the only one: the parent's kept wait notification is not ours.
         super::set_endpoint(crate::ipc::Endpoint(super::CHILD_HANDLE));
+        super::forget_wait_ntf();
         return Ok(Fork::Child);
     }
     abi::decode_result(r).map(|pid| Fork::Parent(pid as u32))

@@ -25,7 +25,12 @@
 //!   table while other CPUs may still hold it in their paging-structure
 //!   caches would need a TLB shootdown *before* the frame is reused, which this
 //!   module cannot do; empty tables are instead reclaimed when the address
-//!   space dies, by [`PageTable::clear_user_half`]. A consequence: mapping a
+//!   space dies, by [`PageTable::clear_user_half`] — or by a range unmap
+//!   that covers a table's whole span ([`PageTable::unmap_range_pruning`]
+//!   detaches those and leaves freeing them to the caller, after its
+//!   shootdown), so a space that maps and unmaps large ranges does not keep
+//!   (and have every clone and teardown walk) their empty tables. A
+//!   consequence of keeping the others: mapping a
 //!   2 MiB page where an (even empty) page table hangs fails with
 //!   `AlreadyMapped`.
 //! - No operation flushes the TLB. After `unmap` or `protect` the caller must

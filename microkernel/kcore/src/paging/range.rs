@@ -39,6 +39,65 @@ impl PageTable {
         })
     }
 
+    /// As [`unmap_range`](Self::unmap_range), and also detaches every table
+    /// below the root whose whole span lies inside `[origin, end)` once the
+    /// walk is past its last entry: it is empty then (this walk removed
+    /// every leaf of it at or above `start`, and earlier calls of the same
+    /// unmap removed those in `[origin, start)`). Each detached table is
+    /// reported as `t(pa)`, which returns false to pause right after it. As
+    /// with [`teardown_user`](Self::teardown_user), **up to three more table
+    /// reports may follow a `false`** from `f` or `t` in the same call (a
+    /// PT, its PD, its PDPT), so a caller collecting into a fixed buffer
+    /// pauses with three slots to spare. A table only partly inside the
+    /// range stays even if it ends up empty (finding out would cost a scan
+    /// of its 512 entries; it goes with the space).
+    ///
+    /// **Precondition:** `origin <= start`, and the first call of an unmap
+    /// passes `start == origin`, later ones the returned resume point with
+    /// nobody mapping into the range in between. Nothing is freed or
+    /// flushed here: the caller frees the tables once no CPU can reach them
+    /// (a full TLB flush of every CPU that has the space loaded, since
+    /// detached tables may sit in paging-structure caches).
+    ///
+    /// # Errors
+    /// As [`unmap_range`](Self::unmap_range).
+    #[allow(clippy::too_many_arguments)] // unmap_range's, plus the pruning pair
+    pub fn unmap_range_pruning<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        origin: u64,
+        start: u64,
+        end: u64,
+        budget: &mut usize,
+        mut f: impl FnMut(u64, u64, PageSize, PteFlags) -> bool,
+        t: &mut dyn FnMut(u64) -> bool,
+    ) -> Result<Option<u64>, MapError> {
+        if start >= end {
+            return Ok(None);
+        }
+        if end > USER_HALF_END || origin > start {
+            return Err(MapError::NonCanonical);
+        }
+        let mut prune = Prune { origin, report: t };
+        let r = walk_table(
+            mem,
+            self.root,
+            4,
+            0,
+            start,
+            end,
+            budget,
+            0,
+            &mut |m, t, i, va, size| {
+                let entry = m.table(t)[i];
+                m.table(t)[i] = 0;
+                f(va, leaf_addr(entry, size), size, entry_flags(entry))
+            },
+            Some(&mut prune),
+        )?;
+        Ok(r.filter(|&resume| resume < end))
+    }
+
     /// Replaces the flags of every leaf in `[start, end)` as
     /// [`protect`](Self::protect) does (software bits such as
     /// [`PteFlags::BORROWED`] are kept); holes are skipped. Budget and result
@@ -176,7 +235,7 @@ impl PageTable {
         if end > USER_HALF_END {
             return Err(MapError::NonCanonical);
         }
-        let r = walk_table(mem, self.root, 4, 0, start, end, budget, upgrade, f)?;
+        let r = walk_table(mem, self.root, 4, 0, start, end, budget, upgrade, f, None)?;
         Ok(r.filter(|&resume| resume < end))
     }
 
@@ -237,6 +296,13 @@ impl PageTable {
     }
 }
 
+/// What [`PageTable::unmap_range_pruning`] adds to a walk: detach tables
+/// whose whole span lies in `[origin, end)` once passed, reporting them.
+struct Prune<'a> {
+    origin: u64,
+    report: &'a mut dyn FnMut(u64) -> bool,
+}
+
 /// One table of a range walk (see [`PageTable::range_walk`]): examines the
 /// entries of the level-`level` table at `table` (mapping from `base`) that
 /// overlap `[start, end)`, one unit of `budget` each. Returns where to resume
@@ -252,6 +318,7 @@ fn walk_table<M: PhysMem + ?Sized>(
     budget: &mut usize,
     upgrade: u64,
     f: &mut dyn FnMut(&mut M, u64, usize, u64, PageSize) -> bool,
+    mut prune: Option<&mut Prune<'_>>,
 ) -> Result<Option<u64>, MapError> {
     let shift = 12 + 9 * (level - 1);
     let span = 1u64 << shift;
@@ -260,12 +327,32 @@ fn walk_table<M: PhysMem + ?Sized>(
     } else {
         0
     };
-    for index in first..ENTRIES {
+    // Entries whose span starts below `end` (`base < end`: a parent
+    // descends only into entries that start below it).
+    let limit = if end - base >= span << 9 {
+        ENTRIES
+    } else {
+        (end - base).div_ceil(span) as usize
+    };
+    let mut index = first;
+    while index < limit {
         let va = base + ((index as u64) << shift);
-        if va >= end {
-            break;
-        }
         let entry = mem.table(table)[index];
+        if entry & PteFlags::PRESENT.bits() == 0 {
+            // A run of absent entries in one tight scan (most entries of a
+            // sparse space's tables), still one unit each.
+            if *budget == 0 {
+                return Ok(Some(va.max(start)));
+            }
+            let n = absent_run(
+                mem.table(table),
+                index,
+                limit.min(index.saturating_add(*budget)),
+            );
+            *budget -= n;
+            index += n;
+            continue;
+        }
         let is_table = entry & PteFlags::PRESENT.bits() != 0
             && level > 1
             && (level == 4 || entry & PteFlags::HUGE.bits() == 0);
@@ -277,9 +364,6 @@ fn walk_table<M: PhysMem + ?Sized>(
                 return Ok(Some(va.max(start)));
             }
             *budget -= 1;
-        }
-        if entry & PteFlags::PRESENT.bits() == 0 {
-            continue; // nothing mapped in the whole span: skipped in one step
         }
         if !is_table {
             if va < start || va + span > end {
@@ -293,14 +377,52 @@ fn walk_table<M: PhysMem + ?Sized>(
                 mem.table(table)[index] = entry | upgrade;
             }
             let child = entry_addr(entry);
-            if let Some(resume) =
-                walk_table(mem, child, level - 1, va, start, end, budget, upgrade, f)?
-            {
+            let r = walk_table(
+                mem,
+                child,
+                level - 1,
+                va,
+                start,
+                end,
+                budget,
+                upgrade,
+                f,
+                prune.as_deref_mut(),
+            )?;
+            // Past the child's last entry (finished, or paused right after
+            // it: a resumed walk starts beyond it and would never see it
+            // again) with its whole span in the pruned range: it is empty.
+            let passed = r.is_none_or(|resume| resume >= va + span);
+            if let Some(p) = prune.as_deref_mut() {
+                if passed && va >= p.origin && va + span <= end {
+                    mem.table(table)[index] = 0;
+                    if !(p.report)(child) {
+                        return Ok(Some(va + span));
+                    }
+                }
+            }
+            if let Some(resume) = r {
                 return Ok(Some(resume));
             }
         }
+        index += 1;
     }
     Ok(None)
+}
+
+/// How many entries of `t` from `from` (absent itself) up to `to` are
+/// absent in a row: at least 1.
+fn absent_run(t: &[u64; ENTRIES], from: usize, to: usize) -> usize {
+    const P: u64 = PteFlags::PRESENT.bits();
+    let s = &t[from..to];
+    // Eight at a time first (OR-ed: one test per eight entries, which the
+    // compiler turns into a few vector ORs), then one by one.
+    let octets = s
+        .chunks_exact(8)
+        .take_while(|c| c.iter().fold(0, |a, e| a | e) & P == 0)
+        .count();
+    let rest = s[octets * 8..].iter().take_while(|&&e| e & P == 0).count();
+    octets * 8 + rest
 }
 
 /// What [`PageTable::teardown_user`] removed.
@@ -335,9 +457,24 @@ fn teardown_table<M: PhysMem + ?Sized>(
     } else {
         ENTRIES
     };
-    for index in first..top {
+    let mut index = first;
+    while index < top {
         let va = base + ((index as u64) << shift);
         let entry = mem.table(table)[index];
+        if entry & PteFlags::PRESENT.bits() == 0 {
+            // As in `walk_table`: a run of absent entries in one scan.
+            if *budget == 0 {
+                return Some(va.max(start));
+            }
+            let n = absent_run(
+                mem.table(table),
+                index,
+                top.min(index.saturating_add(*budget)),
+            );
+            *budget -= n;
+            index += n;
+            continue;
+        }
         let is_table = entry & PteFlags::PRESENT.bits() != 0
             && level > 1
             && (level == 4 || entry & PteFlags::HUGE.bits() == 0);
@@ -348,9 +485,6 @@ fn teardown_table<M: PhysMem + ?Sized>(
                 return Some(va.max(start));
             }
             *budget -= 1;
-        }
-        if entry & PteFlags::PRESENT.bits() == 0 {
-            continue;
         }
         let mut paused = false;
         let freed = if is_table {
@@ -376,6 +510,7 @@ fn teardown_table<M: PhysMem + ?Sized>(
         if !f(freed) || paused {
             return Some(va + span);
         }
+        index += 1;
     }
     None
 }

@@ -237,3 +237,45 @@ pub fn ktest_shared_and_cow_frames_are_counted() -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+/// ktest (forkperf): an `unmap` that names the whole span of page tables
+/// frees those tables and returns their charge (in several chunks: far more
+/// tables than one chunk's frame buffer holds), so the space's frames and
+/// charge are back where they were before the map; a later map builds them
+/// again.
+pub fn ktest_unmap_frees_the_tables_it_empties() -> Result<(), &'static str> {
+    const BASE: u64 = 0x40_0000_0000; // 256 GiB: its own PDPT entry
+    const SPAN: u64 = 1 << 30; // one PD's span: 512 PTs
+    const PTS: u64 = 200; // one page in each of 200 2 MiB regions
+    let space = AddressSpace::new().map_err(|_| "AddressSpace::new failed")?;
+    let before = mem::free_frames();
+    let charged = space.charged_pages();
+    for i in 0..PTS {
+        space
+            .map_anon(BASE + i * (2 << 20), PAGE_SIZE, prot::WRITE)
+            .map_err(|_| "map_anon failed")?;
+    }
+    // A range that names part of a table leaves it (empty or not).
+    let edge = BASE + SPAN - (2 << 20);
+    space
+        .map_anon(edge, 2 * PAGE_SIZE, prot::WRITE)
+        .map_err(|_| "map_anon (edge) failed")?;
+    space
+        .unmap(edge + PAGE_SIZE, PAGE_SIZE)
+        .map_err(|_| "unmap (edge) failed")?;
+    // This one names the whole PD's span: every PT under it and the PD go;
+    // only the PDPT (its span is 512 GiB) stays.
+    space.unmap(BASE, SPAN).map_err(|_| "unmap failed")?;
+    if mem::free_frames() != before - 1 || space.charged_pages() != charged + 1 {
+        return Err("unmap kept the page tables it emptied (frames or charge)");
+    }
+    space
+        .map_anon(BASE, PAGE_SIZE, prot::WRITE)
+        .map_err(|_| "map_anon after the unmap failed")?;
+    // The PDPT, and a new PD, PT and the page.
+    if space.charged_pages() != charged + 4 {
+        return Err("the map after the unmap charged other than its tables and page");
+    }
+    drop(space);
+    Ok(())
+}
