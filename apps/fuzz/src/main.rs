@@ -177,7 +177,10 @@ fn main(arg: u64) -> i32 {
         println!("{}", FuzzSummary::failed(seed, syscalls, faults, "hang"));
         return 1;
     }
-    // Everything the run made must be gone again.
+    // Everything the run made must be gone again. An unmap frees the page
+    // tables whose whole span it names, so the run's wide unmaps may have
+    // freed the windows' tables the baseline counted: build them again first.
+    let _ = util::pretouch(&windows[..workers + 3]);
     visit_every_cpu(ncpus);
     let after = settle(Some(base), 3000);
     let noise = COUNT.noise.load(Ordering::Relaxed);

@@ -5,8 +5,10 @@
 //! # Memory windows
 //! Every page the fuzz process itself maps lies in a few 2 MiB windows whose
 //! page tables are created once, before the baseline `sysinfo` is taken
-//! ([`pretouch`]): the kernel keeps empty page tables until the process ends,
-//! so mapping anywhere else would look like a leak at the final check.
+//! ([`pretouch`]): the kernel keeps empty page tables until the process ends
+//! (unless an unmap names a table's whole span: then the final check
+//! pretouches again first), so mapping anywhere else would look like a leak
+//! at the final check.
 
 use abi::{decode_result, prot, Error, Sysnum};
 use core::arch::asm;
