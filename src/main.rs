@@ -255,13 +255,17 @@ const GUEST_READY: &[u8] = b"init: all servers up";
 
 /// Whether this run feeds the runner's standard input to the guest's
 /// serial port: headless (`-serial stdio`; a run whose stdin is not a
-/// terminal always is, see `run`), not replaying, and stdin is not a
-/// terminal (a pipe or a file: `printf 'ps\n' | scripts/run.sh`). A
-/// recording feeds it too: QEMU records the serial input in its replay log,
-/// and the replay takes it from there (never from stdin).
+/// terminal always is, see `run`), not recording or replaying, and stdin
+/// is not a terminal (a pipe or a file: `printf 'ps\n' | scripts/run.sh`).
+/// A recording does not: fed (with the Ctrl-D and the closed stdin after
+/// it), the `init=tests` replay stalled at the same byte twice, so a
+/// recorded shell boot waits for input until its timeout.
 fn stdin_feeds_guest(opts: &Options) -> bool {
     use std::io::IsTerminal;
-    opts.headless && opts.replay.is_none() && !std::io::stdin().is_terminal()
+    opts.headless
+        && opts.replay.is_none()
+        && opts.record.is_none()
+        && !std::io::stdin().is_terminal()
 }
 
 /// Ctrl-D, the console server's end of input (`servers/console`: on an
@@ -371,8 +375,8 @@ fn spawn_and_wait(
         cmd.current_dir(dir);
     }
     // A headless run whose standard input is not a terminal feeds it to the
-    // guest's serial port (stdin feeding, below); a replay never does (it
-    // must see the recorded input only).
+    // guest's serial port (stdin feeding, below); a recording or a replay
+    // never does (the replay must see the recorded input only).
     let feed = stdin_feeds_guest(opts);
     if feed {
         cmd.stdin(Stdio::piped());
