@@ -304,13 +304,15 @@ fn verdict(st: Option<Status>) -> i32 {
 /// from the command line, and powers off with its verdict.
 fn fuzz(info: &BootInfo) -> i32 {
     match fuzz::Config::from_cmdline(|key| cmdline_arg(info.cmdline(), key)) {
-        // The name service (slot 0): the fuzzer's servers phase (breakit)
-        // sends the servers random requests.
+        // The name service (slot 0) and, adopted, its procmgr endpoint
+        // (slot 1: abi::boot_handles::fuzz): the fuzzer's servers phase
+        // (breakit) sends the servers random requests.
         Ok(cfg) => verdict(
             spawn_with(modules::FUZZ, cfg.encode(), |p| {
                 if let Err(e) = names::give(p) {
                     println!("init: cannot give fuzz the name service: {e}");
                 }
+                adopt(p, modules::FUZZ);
             })
             .and_then(|p| wait(modules::FUZZ, p)),
         ),

@@ -4,9 +4,11 @@
 //! lengths and memory objects, one of them scribbled on by a thread of
 //! ours while the loader copies it), the console (writes of random lengths
 //! and bytes, reads, sessions; `console.in` gets writes only, a read there
-//! would wait for typed input), procmgr through its named handle (list,
-//! lookup, adopt of bogus handles and of a real child, and every request
-//! the named badge may not make), and raw frames with random labels,
+//! would wait for typed input), procmgr through the endpoint init's
+//! adoption gave this program (list, lookup, adopt — refused: the named
+//! endpoint that may adopt is init's alone, which the phase checks too —
+//! spawn, fork, wait, kill with bogus and real arguments; a child a spawn
+//! made is killed and reaped at once), and raw frames with random labels,
 //! words, buffers and handles to each. Every call carries a timeout: one
 //! that expires is a finding (a server stuck on input). Afterwards each
 //! server must still be the same instance (none died and was restarted)
@@ -339,7 +341,13 @@ fn procmgr_op(r: &mut Rng, ep: Endpoint, scratch: u32) {
             got
         }
         3 => c.adopt(CopiedHandle(bogus(r)), name(r), r.one_in(2)),
-        4 => c.spawn(name(r), b"", b""),
+        4 => {
+            let got = c.spawn(name(r), b"", b"");
+            if let Ok(procmgr::Reply::Pid { pid }) = got {
+                reap(ep, pid);
+            }
+            got
+        }
         5 => c.fork(CopiedHandle(bogus(r))),
         6 => c.wait_on(r.next() & 0xffff, CopiedHandle(bogus(r))),
         7 => c.kill(r.pick(&[0, 1, 2, 3, 1 << 15, u64::MAX])),
@@ -354,6 +362,30 @@ fn procmgr_op(r: &mut Rng, ep: Endpoint, scratch: u32) {
         Err(e) => transport("procmgr", &e),
     }
     OPS_DONE.fetch_add(1, Ordering::Relaxed);
+}
+
+/// This program's PID, from procmgr.
+fn procmgr_pid() -> Result<u64, ()> {
+    let mut buf = [0u8; procmgr::BUFFER];
+    match procmgr::Client::new(caller(PROCMGR), &mut buf).getpid() {
+        Ok(procmgr::Reply::Pid { pid }) => Ok(pid),
+        _ => Err(()),
+    }
+}
+
+/// Kills and reaps the child `pid` a spawn made (it may be a real
+/// program: the leak check must not find it running).
+fn reap(ep: Endpoint, pid: u64) {
+    let mut buf = [0u8; procmgr::BUFFER];
+    let mut c = procmgr::Client::new(caller(ep), &mut buf);
+    let _ = c.kill(pid);
+    for _ in 0..1000 {
+        match c.try_wait(pid) {
+            Ok(procmgr::Reply::Running {}) => sys::sleep_ns(1_000_000),
+            _ => return,
+        }
+    }
+    finding!("servers: procmgr never reaped killed child {pid}");
 }
 
 /// Before the run's baseline: one of each request that makes a server
@@ -387,13 +419,12 @@ pub fn warm_up() {
     let _ = ipc::handle_close(ep.0);
 }
 
-/// The servers this phase talks to.
-const SERVERS: [&str; 4] = [
-    loader::NAME,
-    console::NAME,
-    console::INPUT_NAME,
-    procmgr::NAME,
-];
+/// The servers this phase finds by name (procmgr is the fourth target,
+/// through the endpoint init's adoption gave).
+const SERVERS: [&str; 3] = [loader::NAME, console::NAME, console::INPUT_NAME];
+
+/// This program's procmgr endpoint (init adopts it).
+const PROCMGR: Endpoint = Endpoint(abi::boot_handles::fuzz::PROCMGR);
 
 /// The phase; false only when it could not stop its scribbler.
 pub fn run(seed: u64) -> bool {
@@ -408,6 +439,16 @@ pub fn run(seed: u64) -> bool {
             }
         }
     }
+    // procmgr's named endpoint (adopt, list of all) is init's alone.
+    if let Ok((ep, _)) = names::lookup(names_ep, procmgr::NAME) {
+        finding!("servers: the name service gave this program procmgr's named endpoint");
+        let _ = ipc::handle_close(ep.0);
+    }
+    let Ok(pid) = procmgr_pid() else {
+        finding!("servers: procmgr does not answer this program (adopted by init?)");
+        return true;
+    };
+    eps[3] = (PROCMGR, pid);
     let Ok(scratch) = ipc::notification_create() else {
         return true;
     };
@@ -425,7 +466,10 @@ pub fn run(seed: u64) -> bool {
                     2 => &[0, 1, 3, 4],
                     _ => &[0, 1, 2, 3, 6, 7, 11, 12, 13, 0xfa17],
                 };
-                let what = SERVERS[(i % 4) as usize];
+                let what = SERVERS
+                    .get((i % 4) as usize)
+                    .copied()
+                    .unwrap_or(procmgr::NAME);
                 raw(&mut r, ep, what, labels, scratch.0);
             }
             (0, 1) if started => load_image(&mut r, ep, scratch.0),
@@ -443,7 +487,11 @@ pub fn run(seed: u64) -> bool {
         stopped = t.join().is_ok();
         SCRIBBLE_STOP.store(false, Ordering::Relaxed);
     }
-    // Every server is the instance it was (none died) and still answers.
+    // Every server is the instance it was (none died) and still answers:
+    // procmgr still knows this program by the same PID.
+    if procmgr_pid() != Ok(eps[3].1) {
+        finding!("servers: procmgr lost this program (it died, or its table did)");
+    }
     for (i, n) in SERVERS.iter().enumerate() {
         match names::lookup(names_ep, n) {
             Ok((ep, inst)) => {
@@ -465,7 +513,7 @@ pub fn run(seed: u64) -> bool {
         Ok(procmgr::Reply::Entry { .. }) => {}
         other => finding!("servers: procmgr no longer lists: {other:?}"),
     }
-    for (ep, _) in eps {
+    for (ep, _) in &eps[..3] {
         let _ = ipc::handle_close(ep.0);
     }
     let _ = ipc::handle_close(scratch.0);

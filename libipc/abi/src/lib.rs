@@ -334,6 +334,17 @@ pub mod boot_handles {
         pub const PROCMGR: u32 = (1 << 10) | 1;
     }
 
+    /// What init gives the `init=fuzz` program, in this order, before it
+    /// makes a handle of its own.
+    pub mod fuzz {
+        /// The name service (slot 0): the servers phase finds the loader
+        /// and the console through it.
+        pub const NAMES: u32 = crate::bootinfo::names::HANDLE;
+        /// Its procmgr endpoint (slot 1), given when init adopts it: the
+        /// servers phase's procmgr target (the named one is init's alone).
+        pub const PROCMGR: u32 = (1 << 10) | 1;
+    }
+
     /// What init gives the shell (shell3), in this order, before it makes
     /// a handle of its own.
     pub mod shell {
