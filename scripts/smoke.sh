@@ -63,7 +63,7 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=170 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=171 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=26 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
@@ -215,7 +215,7 @@ STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers; c
 boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^\[pid 1\] init: all servers up$' \
   '^\[pid [0-9]+\] hi$' \
-  '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, ps \(no CPU column\), run <program> \[args\], kill <pid>, tests \[prefix\], bench \[prefix\], trace, exit$' \
+  '^\[pid [0-9]+\] commands: help, echo \[words\], cpus, mem, servers, ps, run <program> \[args\], kill <pid>, tests \[prefix\], bench \[prefix\], trace, exit$' \
   '^\[pid [0-9]+\] ac$' \
   '^\[pid [0-9]+\] after-ctrl-c$' \
   '^\[pid [0-9]+\] servers: console [0-9]+ 0$' \
@@ -223,9 +223,9 @@ boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^\[pid [0-9]+\] Hello from userland! \(argc 3, envc 0\)$' \
   '^\[pid [0-9]+\] run: hello \(pid [0-9]+\) exited with 1491904583$' \
   '^\[pid [0-9]+\] run: nosuch: not found$' \
-  '^\[pid [0-9]+\] ps: pid ppid state program$' \
-  '^\[pid [0-9]+\] ps: 1 0 running init$' \
-  '^\[pid [0-9]+\] ps: [0-9]+ 1 running shell$' \
+  '^\[pid [0-9]+\] ps: pid ppid state cpu program$' \
+  '^\[pid [0-9]+\] ps: 1 0 running - init$' \
+  '^\[pid [0-9]+\] ps: [0-9]+ 1 running [01] shell$' \
   '^\[pid [0-9]+\] kill: pid 4242: not found$' \
   '^\[pid [0-9]+\] kill: usage: kill <pid>$' \
   '^\[pid [0-9]+\] Hello from userland! \(argc 2, envc 0\)$' \

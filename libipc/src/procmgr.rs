@@ -117,7 +117,7 @@ wire::protocol! {
         Queued = 5 {},
         /// One process: its slot (ask for `index + 1` next), PID, parent,
         /// whether it is a zombie (then `status`), its program.
-        Entry = 6 { index: u64, pid: u64, ppid: u64, zombie: bool, status: u64, program: &'a str },
+        Entry = 6 { index: u64, pid: u64, ppid_cpu: u64, zombie: bool, status: u64, program: &'a str },
         /// No process at or after that index.
         End = 7 {},
         /// An endpoint (moved to the caller).
@@ -277,6 +277,9 @@ pub struct ProcInfo {
     pub ppid: u32,
     /// `Some` for a zombie: how it ended.
     pub zombie: Option<Ended>,
+    /// The CPU it runs on or last ran on (`None`: not known, e.g. a
+    /// zombie, or init, which procmgr holds no handle to).
+    pub cpu: Option<u32>,
     /// Its program's name (cut to 16 bytes).
     pub program: [u8; 16],
     /// Valid bytes of `program`.
@@ -290,19 +293,23 @@ pub fn list(index: u64) -> Result<Option<ProcInfo>, Error> {
         Reply::Entry {
             index,
             pid,
-            ppid,
+            ppid_cpu,
             zombie,
             status,
             program,
         } => {
+            // Six words at most: the parent in the low half, the CPU
+            // (`u32::MAX`: unknown) in the high half.
+            let (ppid, cpu) = (ppid_cpu as u32, (ppid_cpu >> 32) as u32);
             let mut p = [0u8; 16];
             let n = program.len().min(16);
             p[..n].copy_from_slice(&program.as_bytes()[..n]);
             Some(Some(ProcInfo {
                 index,
                 pid: pid as u32,
-                ppid: ppid as u32,
+                ppid,
                 zombie: zombie.then(|| Ended::from_word(status)),
+                cpu: (cpu != u32::MAX).then_some(cpu),
                 program: p,
                 program_len: n,
             }))

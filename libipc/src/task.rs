@@ -114,4 +114,14 @@ impl ProcessHandle {
             unsafe { crate::sys::syscall6(abi::Sysnum::ProcessId, self.raw as u64, 0, 0, 0, 0, 0) };
         abi::decode_result(r).map(|id| ProcessHandle { raw: self.raw, id })
     }
+
+    /// The CPU the process runs on now, or last ran on (`process_id`'s
+    /// second result): `Ok(None)` when it has no thread (not started yet,
+    /// or ended).
+    pub fn cpu(&self) -> Result<Option<u32>, Error> {
+        // SAFETY: process_id writes no user memory.
+        let (r, cpu) =
+            unsafe { crate::sys::syscall4_rdx(abi::Sysnum::ProcessId, self.raw as u64, 0, 0, 0) };
+        abi::decode_result(r).map(|_| u32::try_from(cpu).ok())
+    }
 }

@@ -4,8 +4,8 @@
 //!
 //! Commands: `help`, `echo`, `cpus`, `mem`, `servers` (init's supervised
 //! servers: name, pid, restarts), `ps` (procmgr's table: pid, ppid, state,
-//! program; there is no CPU column, no syscall reports a process's CPU
-//! time), `run <program> [args]` (procmgr spawns boot module `program`
+//! CPU — the one it runs on or last ran on, `-` when unknown — and
+//! program), `run <program> [args]` (procmgr spawns boot module `program`
 //! through the loader with argv `program args...` and no environment; the
 //! shell waits in the foreground and prints how it ended: exit code,
 //! procmgr kill or fault vector), `kill <pid>` (procmgr's rule: the
@@ -55,7 +55,7 @@ const ARGV_BYTES: usize = 512;
 /// How long to wait for init's name-service handle.
 const NAMES_TIMEOUT_NS: u64 = 5_000_000_000;
 
-const HELP: &str = "commands: help, echo [words], cpus, mem, servers, ps (no CPU column), run <program> [args], kill <pid>, tests [prefix], bench [prefix], trace, exit";
+const HELP: &str = "commands: help, echo [words], cpus, mem, servers, ps, run <program> [args], kill <pid>, tests [prefix], bench [prefix], trace, exit";
 
 #[no_mangle]
 fn main(_arg: u64) -> i32 {
@@ -295,17 +295,37 @@ fn servers(names_ep: Endpoint) {
     }
 }
 
-/// Prints procmgr's table: pid, parent, state, program.
+/// A `ps` CPU column: the number, or `-` when not known (init, zombies).
+struct Cpu(Option<u32>);
+
+impl core::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, "{c}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// Prints procmgr's table: pid, parent, state, CPU, program.
 fn ps() {
-    println!("ps: pid ppid state program");
+    println!("ps: pid ppid state cpu program");
     let mut index = 0;
     loop {
         match pm::list(index) {
             Ok(Some(p)) => {
                 let program = core::str::from_utf8(&p.program[..p.program_len]).unwrap_or("?");
+                let cpu = Cpu(p.cpu);
                 match p.zombie {
-                    None => println!("ps: {} {} running {program}", p.pid, p.ppid),
-                    Some(e) => println!("ps: {} {} zombie({}) {program}", p.pid, p.ppid, How(e)),
+                    None => println!("ps: {} {} running {cpu} {program}", p.pid, p.ppid),
+                    Some(e) => {
+                        println!(
+                            "ps: {} {} zombie({}) {cpu} {program}",
+                            p.pid,
+                            p.ppid,
+                            How(e)
+                        )
+                    }
                 }
                 index = p.index + 1;
             }

@@ -57,6 +57,7 @@ mod mem;
 mod names;
 mod process;
 mod procmgr;
+mod pscpu;
 mod regs;
 mod rev_layers;
 mod rev_life;
@@ -720,6 +721,11 @@ const CASES: &[Case] = &[
     (
         "procmgr_waits_keep_a_notification_and_forks_forget_it",
         forkperf::waits_keep_a_notification_and_forks_forget_it,
+    ),
+    // --- pscpu (issue 11: ps's CPU column) ---
+    (
+        "process_cpu_names_the_cpu_it_runs_on",
+        pscpu::process_cpu_names_the_cpu_it_runs_on,
     ),
 ];
 

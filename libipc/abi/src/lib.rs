@@ -250,6 +250,8 @@ shared_enum! {
         /// names (any rights: the pid is for display and bookkeeping, as
         /// `process_create` reports it). A process the loader built comes
         /// back with only a handle: its starter learns the pid this way.
+        /// RDX: the CPU one of its threads runs on now, else the one its
+        /// first thread last ran on; `u64::MAX` with no thread (`ps`).
         ProcessId = 57 => "process_id",
         /// `process_allow_programs(proc)`: lets the process `proc` names
         /// (needs [`rights::MAP`]) create programs: `process_create` with a

@@ -263,6 +263,20 @@ impl ThreadTable {
         self.rows.iter().filter(move |t| Some(t.tid) != except)
     }
 
+    /// The CPU to show for the process (`ps`, issue 11): the CPU one of
+    /// its threads is running on now, else the one its first listed thread
+    /// last ran on; `None` with no thread listed. A snapshot (Relaxed: the
+    /// answer is stale the moment the lock drops anyway).
+    pub fn cpu(&self) -> Option<u32> {
+        let running = self
+            .rows
+            .iter()
+            .find(|t| t.sched.on_cpu.load(Ordering::Relaxed));
+        running
+            .or(self.rows.first())
+            .map(|t| t.sched.last_cpu.load(Ordering::Relaxed))
+    }
+
     /// Takes the rows (the process ended, or never started); the caller
     /// drops them outside the lock.
     pub fn take_rows(&mut self) -> Vec<Arc<Thread>> {

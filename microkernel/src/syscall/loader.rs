@@ -30,9 +30,14 @@ fn process(reg: u64, rights: Rights) -> Result<Arc<Process>, Error> {
     Ok(p)
 }
 
-/// `process_id(proc)`: the pid of the process `proc` names (any rights).
+/// `process_id(proc)`: the pid of the process `proc` names (any rights),
+/// and in RDX the CPU it runs on or last ran on (`ps`'s CPU column;
+/// `u64::MAX` when it has no thread: not started, or ended).
 pub fn process_id(f: &mut TrapFrame) -> Result<u64, Error> {
-    Ok(process(f.rdi, Rights::empty())?.pid.get())
+    let p = process(f.rdi, Rights::empty())?;
+    let cpu = p.threads.lock().cpu();
+    f.rdx = cpu.map_or(u64::MAX, u64::from);
+    Ok(p.pid.get())
 }
 
 /// `process_allow_programs(proc)`: lets `proc` (a handle with MAP) create

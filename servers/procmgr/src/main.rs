@@ -406,10 +406,17 @@ mod ring3 {
                         table::State::Running => (false, 0),
                         table::State::Zombie(st) => (true, st.word()),
                     };
+                    // The kernel's answer for the process behind our handle
+                    // (none for init, or once it ended): `u32::MAX` unknown.
+                    let k = self.kernel[i].process;
+                    let cpu = (k != 0 && !zombie)
+                        .then(|| ProcessHandle::from_raw(k).cpu().ok().flatten())
+                        .flatten()
+                        .unwrap_or(u32::MAX);
                     return Reply::Entry {
                         index: i as u64,
                         pid: u64::from(p.pid),
-                        ppid: u64::from(p.ppid),
+                        ppid_cpu: u64::from(p.ppid) | u64::from(cpu) << 32,
                         zombie,
                         status,
                         program: p.name(),
