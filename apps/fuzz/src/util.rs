@@ -17,7 +17,7 @@ use libipc::{bench::rdtsc, sys};
 
 /// A small, fast, seedable PRNG (xorshift64*; seeded through SplitMix64 so
 /// nearby seeds give unrelated streams).
-pub struct Rng(u64);
+pub struct Rng(abi::rng::XorShift64Star);
 
 impl Rng {
     /// A generator for `seed` and `stream` (one stream per worker).
@@ -26,17 +26,12 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
-        Rng(z | 1)
+        Rng(abi::rng::XorShift64Star(z | 1))
     }
 
     /// The next 64 random bits.
     pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.next_u64()
     }
 
     /// A number in `0..n` (`n > 0`).

@@ -227,16 +227,11 @@ fn hello_quiet() -> &'static [u8] {
 }
 
 /// A small seeded generator (xorshift64*).
-struct Rng(u64);
+struct Rng(abi::rng::XorShift64Star);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
@@ -332,7 +327,7 @@ fn killed_at_random(names_ep: Endpoint) -> TestResult {
         s => s,
     };
     note!("supervise: seed {seed} (replay with supervise.seed={seed}), {each} kills of each");
-    let mut rng = Rng(seed);
+    let mut rng = Rng(abi::rng::XorShift64Star(seed));
     let (pm_pid, pm_restarts) =
         record(names_ep, libipc::procmgr::NAME).ok_or("no procmgr in init's server table")?;
     let (_, console0) = record(names_ep, console::NAME).ok_or("no console in init's table")?;

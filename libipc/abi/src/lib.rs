@@ -21,6 +21,7 @@ pub mod bootimg;
 pub mod bootinfo;
 pub mod layout;
 pub mod report;
+pub mod rng;
 pub mod status;
 pub mod text;
 pub mod trace;

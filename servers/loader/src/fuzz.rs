@@ -32,14 +32,11 @@ use crate::{apply, plan, stack, testelf, Limits, LoadError, LoadPlan};
 const MIN_VARIANTS: usize = 30;
 
 /// xorshift64*: small, seedable, good enough to drive mutations.
-struct Rng(u64);
+struct Rng(abi::rng::XorShift64Star);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
@@ -246,7 +243,7 @@ fn relocated_at(p: &LoadPlan<'_>, a: u64) -> bool {
 /// One round: `Ok` if the image was accepted (and every check passed),
 /// else the error `plan` gave.
 fn round(seed: u64, corpus: &[Vec<u8>]) -> Result<(), LoadError> {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng(abi::rng::XorShift64Star(seed | 1));
     let mut image = corpus[rng.below(corpus.len() as u64) as usize].clone();
     for _ in 0..1 + rng.below(4) {
         mutate(&mut rng, &mut image);
@@ -408,7 +405,7 @@ struct Outcome {
 fn run(seed: u64, budget: Duration, max_rounds: u64) -> Outcome {
     let corpus = corpus();
     let t0 = Instant::now();
-    let mut master = Rng(seed | 1);
+    let mut master = Rng(abi::rng::XorShift64Star(seed | 1));
     let (mut rounds, mut accepted) = (0u64, 0u64);
     let mut errors = BTreeMap::new();
     while rounds < max_rounds && t0.elapsed() < budget {
