@@ -55,6 +55,7 @@ mod lifecycle;
 mod loader;
 mod mem;
 mod names;
+mod notdeliv;
 mod process;
 mod procmgr;
 mod regs;
@@ -720,6 +721,23 @@ const CASES: &[Case] = &[
     (
         "procmgr_waits_keep_a_notification_and_forks_forget_it",
         forkperf::waits_keep_a_notification_and_forks_forget_it,
+    ),
+    // --- notdeliv (issue 11: NotDelivered versus PeerDied) ---
+    (
+        "notdeliv_call_without_receivers",
+        notdeliv::call_without_receivers,
+    ),
+    (
+        "notdeliv_queued_call_behind_a_busy_server_that_dies",
+        notdeliv::queued_call_behind_a_busy_server_that_dies,
+    ),
+    (
+        "notdeliv_taken_call_whose_server_dies_is_peer_died",
+        notdeliv::taken_call_whose_server_dies_is_peer_died,
+    ),
+    (
+        "notdeliv_last_receiver_closing_races_callers",
+        notdeliv::last_receiver_closing_races_callers,
     ),
 ];
 
