@@ -328,7 +328,8 @@ pub fn last_receiver_closing_races_callers() -> TestResult {
             };
             if !fine {
                 note!("round {round}: client {c}'s call {seq} ended with code {code}; servers saw up to {seen}");
-                result = Err("a call ended other than NotDelivered (never taken) or PeerDied (taken)");
+                result =
+                    Err("a call ended other than NotDelivered (never taken) or PeerDied (taken)");
             }
         }
         let (a, r) = (

@@ -221,9 +221,7 @@ extern "C" fn writer(k: u64) -> ! {
             Ok(true) => {}
             Err(CallError::Transport(Error::PeerDied)) => told_failed(k, n, 0),
             // Never taken: Named sent it once more, and that failed too.
-            Err(CallError::Transport(Error::NotDelivered)) if resent => {
-                told_failed(k, n, RESENT)
-            }
+            Err(CallError::Transport(Error::NotDelivered)) if resent => told_failed(k, n, RESENT),
             other => {
                 kernel_say(format_args!("supervise: w{k} write {n}: {other:?}\n"));
                 code = 1;
@@ -446,7 +444,14 @@ fn killed_at_random(names_ep: Endpoint) -> TestResult {
         let told = TOLD_FAILED[k].load(Ordering::Relaxed) as usize;
         for slot in FAILED_SEQ[k].iter().take(told) {
             let v = slot.load(Ordering::Relaxed);
-            let (n, how) = (v & !RESENT, if v & RESENT != 0 { "resent" } else { "peer-died" });
+            let (n, how) = (
+                v & !RESENT,
+                if v & RESENT != 0 {
+                    "resent"
+                } else {
+                    "peer-died"
+                },
+            );
             kernel_say(format_args!("supervise: told-failed w{k} {n} {how}\n"));
         }
         let wrote = WROTE[k].load(Ordering::Relaxed);

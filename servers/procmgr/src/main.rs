@@ -240,9 +240,7 @@ mod ring3 {
                     }
                     // Peer death: one retry on the successor (a load is
                     // idempotent, and NotDelivered was never taken).
-                    Err(CallError::Transport(Error::PeerDied | Error::NotDelivered))
-                        if !again =>
-                    {
+                    Err(CallError::Transport(Error::PeerDied | Error::NotDelivered)) if !again => {
                         again = true;
                         continue;
                     }

@@ -123,14 +123,23 @@ fn a_call_prefers_an_idle_receiver_on_its_own_cpu() {
 #[test]
 fn calling_an_endpoint_without_receiver_handles_fails_not_delivered() {
     let mut ep = Ep::new();
-    assert_eq!(ep.call(caller(1), 0, true, take), Err(IpcError::NotDelivered));
+    assert_eq!(
+        ep.call(caller(1), 0, true, take),
+        Err(IpcError::NotDelivered)
+    );
     ep.add_receive_ref();
     ep.add_receive_ref();
     assert!(ep.drop_receive_ref().is_none());
     assert!(ep.is_alive());
     assert!(ep.drop_receive_ref().is_some());
-    assert_eq!(ep.call(caller(1), 0, true, take), Err(IpcError::NotDelivered));
-    assert_eq!(ep.call(caller(1), 0, false, take), Err(IpcError::NotDelivered));
+    assert_eq!(
+        ep.call(caller(1), 0, true, take),
+        Err(IpcError::NotDelivered)
+    );
+    assert_eq!(
+        ep.call(caller(1), 0, false, take),
+        Err(IpcError::NotDelivered)
+    );
     assert_eq!(ep.send(0, take), Err(IpcError::NotDelivered));
     // A receive on it (a stale RECV-less view cannot, but the state
     // machine still answers) is the server side: PeerDied.
