@@ -5,8 +5,11 @@
 #   scripts/check-supervise-seq.sh LOG
 #
 # Writer k prints `svq-w<k>-<n>-end` through the console for n = 0, 1, ...; a
-# write the console died under is reported in the kernel's voice as
-# `supervise: told-failed w<k> <n>`, and at the end `supervise: w<k> wrote <N>
+# write the console died holding (PeerDied) is reported in the kernel's voice
+# as `supervise: told-failed w<k> <n> peer-died`, one no console ever took
+# (NotDelivered) that libipc sent again once and that failed again as
+# `... resent`; a NotDelivered write must otherwise be resent, never reported
+# (any other reason is a problem). At the end `supervise: w<k> wrote <N>
 # lines`. Every token for n < N must appear exactly once -- at most once if it
 # was told failed (the request in flight) -- in increasing order, and none at
 # n >= N. Tokens are matched anywhere in a line: a console killed part-way
@@ -40,9 +43,12 @@ awk '
       last[k] = n
     }
   }
-  /supervise: told-failed w[0-9]+ [0-9]+$/ {
+  /supervise: told-failed w[0-9]+ [0-9]+ (peer-died|resent)$/ {
     m = $0; sub(/.*supervise: told-failed w/, "", m); split(m, p, " ")
     failed[p[1] + 0, p[2] + 0] = 1
+  }
+  /supervise: told-failed w/ && !/supervise: told-failed w[0-9]+ [0-9]+ (peer-died|resent)$/ {
+    bad[++nbad] = sprintf("a write told failed without PeerDied or a resend: %s", $0)
   }
   /supervise: w[0-9]+ wrote [0-9]+ lines$/ {
     m = $0; sub(/.*supervise: w/, "", m); split(m, p, " ")

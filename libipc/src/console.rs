@@ -178,40 +178,83 @@ mod ring3 {
         }
     }
 
-    /// Writes `bytes` to the console; `false` if this program has no
-    /// console (the caller prints through the kernel instead). A write
-    /// the console died under is not sent again (it may have been printed:
-    /// nothing is printed twice); the next goes to its successor.
+    /// How a [`write_piece`] ended.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Printed {
+        /// The console took every piece.
+        Yes,
+        /// A piece failed with `error` and the rest of the bytes were
+        /// dropped; the next write goes to the successor. `PeerDied`: the
+        /// console died holding the piece, which may have been printed, so
+        /// it is never sent again (nothing is printed twice).
+        /// `NotDelivered` (or a handle another thread had just replaced)
+        /// means it was never taken: it was sent once more to the
+        /// successor (`resent`), and `error` is what that attempt got.
+        Dropped {
+            /// The kernel's answer to the last attempt.
+            error: Error,
+            /// Whether the piece was sent a second time.
+            resent: bool,
+        },
+        /// No console (not attached, or it did not come back in time):
+        /// the caller prints elsewhere.
+        NoConsole,
+    }
+
+    /// Writes `bytes` to the console: `false` if this program has no
+    /// console (the caller prints through the kernel instead). See
+    /// [`write_piece`].
     pub fn write_bytes(bytes: &[u8]) -> bool {
+        write_piece(bytes) != Printed::NoConsole
+    }
+
+    /// `print!`'s path: writes `bytes` to the console in pieces. A piece
+    /// the console died holding (`PeerDied`) is not sent again (it may
+    /// have been printed); a piece no console ever took (`NotDelivered`,
+    /// or `BadHandle` because another thread replaced our copy of the
+    /// handle) is sent once more to the successor, since it cannot have
+    /// been printed.
+    pub fn write_piece(bytes: &[u8]) -> Printed {
         let mut word = CONSOLE.load(Ordering::Acquire);
         if word == 0 {
             if NAMES.load(Ordering::Relaxed) == 0 {
-                return false;
+                return Printed::NoConsole;
             }
             match refresh(0) {
                 Some(w) => word = w,
-                None => return false,
+                None => return Printed::NoConsole,
             }
         }
         // Small pieces, so a thread with a small stack can print: the
         // server joins them into lines.
         let mut buf = [0u8; PRINT_CHUNK + 64];
         for chunk in bytes.chunks(PRINT_CHUNK) {
-            let mut c = Client::new(Caller::new(Endpoint(word as u32), None), &mut buf);
-            match c.write(chunk) {
-                Ok(_) => {}
-                Err(CallError::Transport(Error::PeerDied | Error::BadHandle)) => {
-                    // Dead (or our copy was replaced by another thread):
-                    // find the successor for the next write.
-                    if refresh(word).is_none() {
-                        return false;
+            let mut resent = false;
+            loop {
+                let mut c = Client::new(Caller::new(Endpoint(word as u32), None), &mut buf);
+                match c.write(chunk) {
+                    Ok(_) => break,
+                    Err(CallError::Transport(
+                        e @ (Error::PeerDied | Error::NotDelivered | Error::BadHandle),
+                    )) => {
+                        // Dead (or our copy was replaced by another
+                        // thread): find the successor.
+                        let Some(w) = refresh(word) else {
+                            return Printed::NoConsole;
+                        };
+                        word = w;
+                        // Never taken: not printed, send it once more.
+                        if e != Error::PeerDied && !resent {
+                            resent = true;
+                            continue;
+                        }
+                        return Printed::Dropped { error: e, resent };
                     }
-                    return true;
+                    Err(_) => return Printed::NoConsole,
                 }
-                Err(_) => return false,
             }
         }
-        true
+        Printed::Yes
     }
 
     /// Reads the next input line into `out` through `console.in`'s

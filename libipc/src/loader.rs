@@ -19,7 +19,7 @@
 //! # Retrying after the loader died
 //! Both requests are marked idempotent, so a [`crate::names::Named`]
 //! client sends one again to the restarted loader when the first died with
-//! `PeerDied`. That is safe: until the loader's reply moves the process
+//! `PeerDied` (a `NotDelivered` call is always sent again). That is safe: until the loader's reply moves the process
 //! handle to the caller, the half-built process is held by the loader
 //! alone and ends with it (its memory freed with its last handle), so a
 //! failed call has no effect the caller can see and the retry builds the

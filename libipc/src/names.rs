@@ -30,7 +30,7 @@
 //! `register` carries a *copy* of the server's endpoint handle
 //! ([`CopiedHandle`]: the server keeps its own); init keeps a copy with only
 //! `SEND | DUPLICATE | TRANSFER` (never `RECV`, so the endpoint still dies
-//! with its server and callers see `PeerDied`) and refuses a handle that is
+//! with its server and callers see `PeerDied` or `NotDelivered`) and refuses a handle that is
 //! no endpoint ([`Reply::NotEndpoint`]) or lacks those rights
 //! ([`Reply::NoRights`]). `lookup` answers with a new handle moved to the
 //! caller with `SEND | TRANSFER` (TRANSFER only so it can travel in the
@@ -38,12 +38,19 @@
 //!
 //! # Clients by name ([`Named`])
 //! A [`Named`] transport looks a name up and calls the endpoint. When a
-//! call fails with `PeerDied` (the server died holding or before taking
-//! the call), it looks the name up again, waiting until init hands out a
-//! *newer* instance (at most [`RECOVERY_NS`]); a request the protocol marks
-//! `(idempotent)` (and that moves no handle, which the failed call lost) is
-//! then sent once more, any other request returns `PeerDied` and the next
-//! call goes to the new instance.
+//! call fails with peer death it looks the name up again, waiting until
+//! init hands out a *newer* instance (at most [`RECOVERY_NS`]), and then:
+//! - `NotDelivered` (the kernel proves no server thread ever took the call:
+//!   the endpoint was dead already, or the call was still queued when it
+//!   died): any request is sent once more, idempotent or not, since the
+//!   old server never saw it;
+//! - `PeerDied` (the server took the call and died holding it: it may
+//!   have acted on it): only a request the protocol marks `(idempotent)` is
+//!   sent once more; any other returns `PeerDied`.
+//!
+//! Either way a request that moves a handle is not sent again (the failed
+//! call closed the moved handles: the kernel does not give them back): it
+//! returns the error and the next call goes to the new instance.
 
 use crate::ipc::{self, Endpoint, Timeout};
 use crate::server::{call_regs, incoming, Caller};
@@ -201,7 +208,8 @@ pub struct Named<P> {
     /// first finds the successor.
     stale: bool,
     timeout: Timeout,
-    /// How many times a call was sent again after `PeerDied`.
+    /// How many times a call was sent again after `PeerDied` or
+    /// `NotDelivered`.
     pub retries: u64,
     _p: PhantomData<P>,
 }
@@ -257,6 +265,14 @@ impl<P> Drop for Named<P> {
     }
 }
 
+/// Whether a call that failed with peer death `e` may be sent once more to
+/// the successor: never if it moved a handle (the failed call closed it);
+/// always after `NotDelivered` (the dead server never took it); after
+/// `PeerDied` only if `idempotent` (the server may have acted on it).
+pub fn may_resend(e: Error, idempotent: bool, moved_handles: bool) -> bool {
+    !moved_handles && (e == Error::NotDelivered || (e == Error::PeerDied && idempotent))
+}
+
 /// Whether `f` moves a handle (a failed call closed it: no retry).
 fn moves_handles(f: &Frame) -> bool {
     let all = (1u16 << f.nhandles.min(wire::MAX_HANDLES)) - 1;
@@ -273,10 +289,10 @@ impl<P: Protocol> Transport for Named<P> {
         // The request's bytes stay in `buf` until a reply arrives: a call
         // that failed left them there for the retry.
         let regs = match call_regs(self.ep, frame, buf, self.timeout) {
-            Err(Error::PeerDied) => {
-                if !P::idempotent(frame.label) || moves_handles(frame) {
+            Err(e @ (Error::PeerDied | Error::NotDelivered)) => {
+                if !may_resend(e, P::idempotent(frame.label), moves_handles(frame)) {
                     self.stale = true;
-                    return Err(Error::PeerDied);
+                    return Err(e);
                 }
                 self.refind()?;
                 self.retries += 1;

@@ -26,7 +26,8 @@
 //! Calls return [`abi::Error`]: `NotFound` for no such child or process
 //! (the ECHILD of `wait`), `PermissionDenied` for a caller who may not,
 //! `NoMemory` at a limit (processes, waiters), `BadHandle` when this
-//! process has no procmgr endpoint, `PeerDied` when procmgr died.
+//! process has no procmgr endpoint, `PeerDied` when procmgr died holding
+//! the call, `NotDelivered` when it was dead (or died) before taking it.
 
 mod fork;
 

@@ -548,7 +548,8 @@ fn child_ends(pid: ProcessHandle) -> TestResult {
 
 /// A kill racing fast-path calls from another CPU ends exactly as on the
 /// slow path: (1) the server's process dies while two clients ping-pong
-/// with it: each client's call fails with `PeerDied`; (2) a client's
+/// with it: each client's call fails with `PeerDied` (the server held it)
+/// or `NotDelivered` (queued or made after the death); (2) a client's
 /// process dies while it ping-pongs with our server: the server goes on
 /// and answers the next caller. Watchdogs turn a hang into a failure.
 pub fn fast_path_kill_races_end_in_errors() -> TestResult {
@@ -580,9 +581,9 @@ pub fn fast_path_kill_races_end_in_errors() -> TestResult {
         }
         for c in &CLIENT_END {
             let code = c.load(Ordering::SeqCst);
-            if code != Error::PeerDied as u64 {
+            if code != Error::PeerDied as u64 && code != Error::NotDelivered as u64 {
                 note!("round {round}: a client ended with code {code}");
-                return Err("a client of a killed server did not get PeerDied");
+                return Err("a client of a killed server did not get PeerDied or NotDelivered");
             }
         }
         answered += CALLS_MADE.load(Ordering::SeqCst);

@@ -642,7 +642,7 @@ pub fn process_notify_signals_exit_and_kill() -> TestResult {
 }
 
 /// Case: a killed process's handles are closed: the endpoint whose only
-/// receive handle it held is dead, so a call on it fails with `PeerDied`
+/// receive handle it held is dead, so a call on it fails with `NotDelivered`
 /// instead of waiting.
 pub fn dead_process_handles_are_closed() -> TestResult {
     let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
@@ -662,7 +662,7 @@ pub fn dead_process_handles_are_closed() -> TestResult {
     );
     let _ = ipc::handle_close(send);
     match r {
-        Err(Error::PeerDied) => Ok(()),
+        Err(Error::NotDelivered) => Ok(()),
         other => {
             note!("call after the receiver's death: {other:?}");
             Err("a dead process's receive handle was not closed")

@@ -214,11 +214,11 @@ extern "C" fn race_closer(h: u64) -> ! {
 
 /// A receive handle copied into a message while another thread closes it:
 /// either the close comes first (the copy is `BadHandle`, the endpoint dies,
-/// its queued caller gets `PeerDied`) or the copy does (the endpoint lives
+/// its queued caller gets `NotDelivered`) or the copy does (the endpoint lives
 /// on in the copy, its queued call waits for it). Before the fix the copy's
 /// receive count was added after the sender's table lock was released, so
 /// a close in between killed the endpoint (its caller drained with
-/// `PeerDied`) and the copy then revived it: a live receive handle to an
+/// `PeerDied`, now `NotDelivered`) and the copy then revived it: a live receive handle to an
 /// endpoint that had told its callers it was dead.
 pub fn copied_receive_handle_racing_its_close_is_one_or_the_other() -> TestResult {
     let carrier = ok(endpoint_create(), "endpoint_create")?;
@@ -261,7 +261,7 @@ pub fn copied_receive_handle_racing_its_close_is_one_or_the_other() -> TestResul
             RACE_CALLER.load(Ordering::SeqCst),
         );
         let consistent = match seen {
-            1 => sent == Err(Error::BadHandle) && called == Error::PeerDied as u64,
+            1 => sent == Err(Error::BadHandle) && called == Error::NotDelivered as u64,
             2 => sent.is_ok() && called == 1007,
             _ => false,
         };

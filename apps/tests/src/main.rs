@@ -55,6 +55,7 @@ mod lifecycle;
 mod loader;
 mod mem;
 mod names;
+mod notdeliv;
 mod process;
 mod procmgr;
 mod pscpu;
@@ -726,6 +727,23 @@ const CASES: &[Case] = &[
     (
         "process_cpu_names_the_cpu_it_runs_on",
         pscpu::process_cpu_names_the_cpu_it_runs_on,
+    ),
+    // --- notdeliv (issue 11: NotDelivered versus PeerDied) ---
+    (
+        "notdeliv_call_without_receivers",
+        notdeliv::call_without_receivers,
+    ),
+    (
+        "notdeliv_queued_call_behind_a_busy_server_that_dies",
+        notdeliv::queued_call_behind_a_busy_server_that_dies,
+    ),
+    (
+        "notdeliv_taken_call_whose_server_dies_is_peer_died",
+        notdeliv::taken_call_whose_server_dies_is_peer_died,
+    ),
+    (
+        "notdeliv_last_receiver_closing_races_callers",
+        notdeliv::last_receiver_closing_races_callers,
     ),
 ];
 

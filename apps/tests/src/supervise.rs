@@ -10,12 +10,17 @@
 //!   to it succeeds (a `read` on `console`, a `load` of an unknown module
 //!   on `loader`): that is the recovery time it reports (min/median/max,
 //!   as a `note:` and as `BENCH` lines). Meanwhile [`WRITERS`] threads
-//!   print sequence-numbered lines (`svq-w<k>-<n>-end`) through a named
-//!   console client, and one thread spawns `hello` through procmgr and
-//!   waits for it, again and again.
+//!   print sequence-numbered lines (`svq-w<k>-<n>-end`), all but the last
+//!   through a named console client ([`Named`]), the last through
+//!   `print!`'s own path ([`console::write_piece`]), and one thread spawns
+//!   `hello` through procmgr and waits for it, again and again.
 //!
-//! A write the console died under is *told* failed (`PeerDied`, never sent
-//! again: it may or may not have been printed) and the writer says so in
+//! A write the console died holding is *told* failed (`PeerDied`, never
+//! sent again: it may or may not have been printed). A write no console
+//! ever took (`NotDelivered`) must be sent once more to the successor by
+//! libipc, so it may be told failed only if that resend failed too; a
+//! writer that sees a `NotDelivered` write given up without a resend
+//! fails the case (notdeliv). A told-failed write is reported in
 //! the kernel's voice (`supervise: told-failed w<k> <n>`, through
 //! `debug_write`, which does not depend on the console); at the end each
 //! writer says how many it wrote (`supervise: w<k> wrote <N> lines`).
@@ -23,8 +28,9 @@
 //! checks the transcript: every `svq-w<k>-<n>-end` for `n < N` appears
 //! exactly once (at most once if told failed), in order, and none beyond.
 //! Here the case checks that each writer's failures were only `PeerDied`
-//! and no more than the console's deaths, that a spawn failed only with
-//! `PeerDied` (the loader died under procmgr's retry too), never for long,
+//! or a resent `NotDelivered`, no more than the console's deaths, that a
+//! spawn failed only with peer death (the loader died under procmgr's
+//! retry too), never for long,
 //! and that `hello` exited 0,
 //! that init counted exactly the kills as restarts, and that procmgr never
 //! died (same pid, no restart).
@@ -52,8 +58,8 @@ use libipc::{println, sys, Error};
 pub const DEFAULT_KILLS: u64 = 5;
 /// The most kills of each a run takes (the recovery times' array).
 pub const MAX_KILLS: u64 = 500;
-/// Printing threads.
-pub const WRITERS: u64 = 2;
+/// Printing threads (the last one through `print!`'s path).
+pub const WRITERS: u64 = 3;
 /// The longest random pause before a kill.
 const MAX_PAUSE_NS: u64 = 8_000_000;
 /// A spawn is tried again this long before the case fails.
@@ -142,8 +148,55 @@ fn names_ep() -> Result<Endpoint, &'static str> {
     names::endpoint(1_000_000_000).ok_or("init gave no name-service handle")
 }
 
+/// In a [`FAILED_SEQ`] slot: the write was `NotDelivered` twice (sent
+/// again once), not `PeerDied`.
+const RESENT: u64 = 1 << 63;
+
+/// Records writer `k`'s write `n` as told failed (`how`: 0 for
+/// `PeerDied`, [`RESENT`]).
+fn told_failed(k: u64, n: u64, how: u64) {
+    let i = TOLD_FAILED[k as usize].fetch_add(1, Ordering::Relaxed);
+    if let Some(slot) = FAILED_SEQ[k as usize].get(i as usize) {
+        slot.store(n | how, Ordering::Relaxed);
+    }
+}
+
+/// The last writer: the same lines through `print!`'s path
+/// ([`console::write_piece`], what `println!`'s flush calls). Exit 0, or 1
+/// if a line was given up other than after `PeerDied` or a resend.
+extern "C" fn print_writer(k: u64) -> ! {
+    let mut n = 0u64;
+    let mut code = 0;
+    // Relaxed: a flag polled in a loop.
+    while !STOP.load(Ordering::Relaxed) {
+        let mut l = Line::new();
+        let _ = writeln!(l, "svq-w{k}-{n}-end");
+        match console::write_piece(l.bytes()) {
+            console::Printed::Yes => {}
+            // Maybe printed: never sent again.
+            console::Printed::Dropped {
+                error: Error::PeerDied,
+                ..
+            } => told_failed(k, n, 0),
+            // Never taken, sent once more, and that failed too.
+            console::Printed::Dropped { resent: true, .. } => told_failed(k, n, RESENT),
+            other => {
+                kernel_say(format_args!("supervise: w{k} print {n}: {other:?}\n"));
+                code = 1;
+                n += 1;
+                break;
+            }
+        }
+        n += 1;
+        sys::sleep_ns(300_000);
+    }
+    WROTE[k as usize].store(n, Ordering::Relaxed);
+    sys::thread_exit(code)
+}
+
 /// A writer: prints `svq-w<k>-<n>-end` for n = 0, 1, ... until told to stop.
-/// Exit 0, or 1 if a write failed with anything but `PeerDied`.
+/// Exit 0, or 1 if a write failed with anything but `PeerDied` or a
+/// `NotDelivered` that was sent again (and failed again).
 extern "C" fn writer(k: u64) -> ! {
     let Some(names_ep) = names::endpoint(1_000_000_000) else {
         sys::thread_exit(2)
@@ -159,14 +212,16 @@ extern "C" fn writer(k: u64) -> ! {
     while !STOP.load(Ordering::Relaxed) {
         let mut l = Line::new();
         let _ = writeln!(l, "svq-w{k}-{n}-end");
-        match c.write(l.bytes()) {
-            Ok(console::Reply::Written { .. }) => {}
-            Err(CallError::Transport(Error::PeerDied)) => {
-                let i = TOLD_FAILED[k as usize].fetch_add(1, Ordering::Relaxed);
-                if let Some(slot) = FAILED_SEQ[k as usize].get(i as usize) {
-                    slot.store(n, Ordering::Relaxed);
-                }
-            }
+        let retries = c.transport().retries;
+        let r = c
+            .write(l.bytes())
+            .map(|r| matches!(r, console::Reply::Written { .. }));
+        let resent = c.transport().retries > retries;
+        match r {
+            Ok(true) => {}
+            Err(CallError::Transport(Error::PeerDied)) => told_failed(k, n, 0),
+            // Never taken: Named sent it once more, and that failed too.
+            Err(CallError::Transport(Error::NotDelivered)) if resent => told_failed(k, n, RESENT),
             other => {
                 kernel_say(format_args!("supervise: w{k} write {n}: {other:?}\n"));
                 code = 1;
@@ -183,7 +238,7 @@ extern "C" fn writer(k: u64) -> ! {
 
 /// The spawner: `hello quiet` through procmgr, waited for, again and again.
 /// Exit 0, 1 if a spawn kept failing, 2 if hello did not exit 0, 3 if a
-/// spawn failed with anything but `PeerDied`.
+/// spawn failed with anything but peer death.
 extern "C" fn spawner(_: u64) -> ! {
     let mut failing_since = None;
     while !STOP.load(Ordering::Relaxed) {
@@ -202,7 +257,7 @@ extern "C" fn spawner(_: u64) -> ! {
             }
             // Only the loader dying under procmgr's retry too may fail a
             // spawn (`hello` exists: `NotFound` would be a lie).
-            Err(e) if e != Error::PeerDied => {
+            Err(e) if e != Error::PeerDied && e != Error::NotDelivered => {
                 kernel_say(format_args!("supervise: spawn failed: {e}\n"));
                 sys::thread_exit(3)
             }
@@ -338,9 +393,10 @@ fn killed_at_random(names_ep: Endpoint) -> TestResult {
     SPAWNED.store(0, Ordering::Relaxed);
     SPAWN_FAILED.store(0, Ordering::Relaxed);
     let mut threads = heapless::Vec::<util::Thread, { WRITERS as usize + 1 }>::new();
-    for k in 0..WRITERS {
+    for k in 0..WRITERS - 1 {
         let _ = threads.push(util::spawn(writer, k)?);
     }
+    let _ = threads.push(util::spawn(print_writer, WRITERS - 1)?);
     let _ = threads.push(util::spawn(spawner, 0)?);
 
     // SAFETY: only this case touches TIMES, from this one thread.
@@ -382,8 +438,16 @@ fn killed_at_random(names_ep: Endpoint) -> TestResult {
     for k in 0..WRITERS as usize {
         let told = TOLD_FAILED[k].load(Ordering::Relaxed) as usize;
         for slot in FAILED_SEQ[k].iter().take(told) {
-            let n = slot.load(Ordering::Relaxed);
-            kernel_say(format_args!("supervise: told-failed w{k} {n}\n"));
+            let v = slot.load(Ordering::Relaxed);
+            let (n, how) = (
+                v & !RESENT,
+                if v & RESENT != 0 {
+                    "resent"
+                } else {
+                    "peer-died"
+                },
+            );
+            kernel_say(format_args!("supervise: told-failed w{k} {n} {how}\n"));
         }
         let wrote = WROTE[k].load(Ordering::Relaxed);
         kernel_say(format_args!("supervise: w{k} wrote {wrote} lines\n"));
@@ -394,7 +458,7 @@ fn killed_at_random(names_ep: Endpoint) -> TestResult {
     for (k, st) in statuses[..WRITERS as usize].iter().enumerate() {
         if *st != Some(Status::Exited(0)) {
             note!("writer {k}: {st:?}");
-            return Err("a writer's write failed with something other than PeerDied");
+            return Err("a writer's write failed other than PeerDied or a resent NotDelivered");
         }
     }
     if statuses[WRITERS as usize] != Some(Status::Exited(0)) {

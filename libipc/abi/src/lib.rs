@@ -561,6 +561,13 @@ shared_enum! {
         /// The machine lacks what the call needs (no I/O APIC serves the
         /// line).
         NoDevice = 14 => "no such device",
+        // --- notdeliv (issue 11) ---
+        /// The IPC peer is gone and the kernel can prove this call or send
+        /// never reached it: the endpoint had no receiver handle left, or the
+        /// call was still queued (no receiver had taken it) when the last
+        /// receiver handle closed. Always safe to send again to a successor.
+        /// (A call a receiver took and never answered is `PeerDied`.)
+        NotDelivered = 15 => "not delivered: peer gone",
     }
 }
 

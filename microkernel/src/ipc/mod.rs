@@ -184,7 +184,8 @@ pub(crate) fn cancel_own(ticket: Ticket) {
 }
 
 /// Drops a closed handle-table entry: the last receive handle of an
-/// endpoint kills it (its queued threads get `PeerDied`), the last handle of
+/// endpoint kills it (its queued callers get `NotDelivered`, its queued
+/// receivers `PeerDied`), the last handle of
 /// a notification drains its waiters. Called with no lock held, or under
 /// the table's lock only (process teardown).
 pub fn release(entry: Entry<Object>) {
@@ -204,8 +205,14 @@ pub fn release(entry: Entry<Object>) {
                 })
             };
             if let Some(d) = won {
+                // Still queued when the last receiver handle went: no
+                // receiver ever took these calls (a receiver takes a caller
+                // off this queue under the same endpoint lock the drain
+                // held, so each caller was either taken before it, and ends
+                // with the reply or PeerDied, or drained here). Safe to
+                // send again: NotDelivered.
                 for c in d.callers {
-                    end_wait(c.thread, Outcome::Err(Error::PeerDied));
+                    end_wait(c.thread, Outcome::Err(Error::NotDelivered));
                 }
                 for r in d.receivers {
                     end_wait(r.thread, Outcome::Err(Error::PeerDied));

@@ -65,7 +65,7 @@ impl Extra {
                     // the table lock (table before object: the lock order),
                     // as `dup` does: a close of the source in between would
                     // otherwise kill the endpoint (its callers told
-                    // `PeerDied`) and this count then revive it.
+                    // `NotDelivered`) and this count then revive it.
                     super::retain(&e.object, e.rights);
                 }
                 // Cannot fail: at most MAX_TRANSFER specs.

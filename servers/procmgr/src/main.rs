@@ -183,7 +183,8 @@ mod ring3 {
             }
         }
 
-        /// The loader's endpoint (looked up again after `PeerDied`).
+        /// The loader's endpoint (looked up again after `PeerDied` or
+        /// `NotDelivered`).
         /// After a death it waits (at most `names::RECOVERY_NS`) for init
         /// to register the successor: a spawn while the loader restarts is
         /// retried on the new one, not refused `NotFound` (supervise).
@@ -237,7 +238,9 @@ mod ring3 {
                     Ok(loader::Reply::Failed { error }) => {
                         Err(Error::try_from(error).unwrap_or(Error::InvalidArgument))
                     }
-                    Err(CallError::Transport(Error::PeerDied)) if !again => {
+                    // Peer death: one retry on the successor (a load is
+                    // idempotent, and NotDelivered was never taken).
+                    Err(CallError::Transport(Error::PeerDied | Error::NotDelivered)) if !again => {
                         again = true;
                         continue;
                     }

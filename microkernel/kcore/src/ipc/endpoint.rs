@@ -23,7 +23,16 @@
 //! The endpoint lives as long as there are receiver handles: when the last
 //! one closes ([`Endpoint::drop_receive_ref`]) it is dead for good (rights
 //! only shrink, so no RECV handle can be made again), every queued thread is
-//! handed back to be woken with `PeerDied`, and every later call fails.
+//! handed back to be woken (queued callers with `NotDelivered`: no receiver
+//! ever took their message; queued receivers with `PeerDied`), and every
+//! later call or send fails with `NotDelivered`.
+//!
+//! Exactness: a caller leaves the caller queue only under the endpoint's
+//! lock, either taken by a receiver (`recv`'s pick: from then on its fate is
+//! that receiver's reply or `PeerDied`) or drained here (`NotDelivered`).
+//! The drain runs under the same lock, so on any CPU each caller is in
+//! exactly one of the two sets; a taken call handed back (`Retry`) is
+//! made again from the start and meets the dead endpoint as a new call.
 
 use super::IpcError;
 use alloc::collections::VecDeque;
@@ -293,8 +302,9 @@ impl<T> Endpoint<T> {
     }
 
     /// A handle with RECV was closed. When it was the last, returns every
-    /// queued thread, to be woken with `PeerDied` (each through its claim:
-    /// a lost claim means another party is already waking it).
+    /// queued thread, to be woken (callers with `NotDelivered`, receivers
+    /// with `PeerDied`), each through its claim: a lost claim means another
+    /// party is already waking it.
     pub fn drop_receive_ref(&mut self) -> Option<Drained<T>> {
         debug_assert!(self.receive_refs > 0);
         self.receive_refs = self.receive_refs.saturating_sub(1);
@@ -381,7 +391,7 @@ impl<T> Endpoint<T> {
         mut pick: impl FnMut(&Receiver<T>) -> Pick,
     ) -> Result<CallStep<T>, IpcError> {
         if !self.is_alive() {
-            return Err(IpcError::PeerDied);
+            return Err(IpcError::NotDelivered);
         }
         if let Some(r) = self.take_receiver(cpu, &mut pick)? {
             return Ok(CallStep::Deliver(r));
@@ -400,7 +410,7 @@ impl<T> Endpoint<T> {
         mut pick: impl FnMut(&Receiver<T>) -> Pick,
     ) -> Result<Receiver<T>, IpcError> {
         if !self.is_alive() {
-            return Err(IpcError::PeerDied);
+            return Err(IpcError::NotDelivered);
         }
         self.take_receiver(cpu, &mut pick)?
             .ok_or(IpcError::WouldBlock)

@@ -375,3 +375,73 @@ fn a_taken_call_handed_back_races_timeout_and_kill_and_ends_once() {
         );
     });
 }
+
+/// notdeliv: the last receive handle closes on one CPU while a receiver on
+/// another takes the queued call. The endpoint's lock orders the two: the
+/// caller is either taken (its fate is the receiver's: here it dies
+/// holding the call, `PeerDied`) or drained (`NotDelivered`), never both,
+/// never neither, and `NotDelivered` never follows a take.
+#[test]
+fn last_receiver_closing_races_a_receive_and_the_caller_learns_exactly_one() {
+    use super::endpoint::{Caller, Endpoint, Receiver, RecvStep};
+    use super::IpcError;
+    const NOT_DELIVERED: usize = 1;
+    const PEER_DIED: usize = 2;
+    model(|| {
+        let claim = Arc::new(Claim::new());
+        let tk = claim.begin();
+        let mut e = Endpoint::<u32>::new();
+        e.add_receive_ref();
+        let caller = Caller {
+            thread: WAITER,
+            badge: 0,
+        };
+        assert!(e.call(caller, 0, true, |_| unreachable!()).is_ok());
+        let ep = Arc::new(Mutex::new(e));
+        let outcome = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::new(AtomicUsize::new(0));
+
+        let receiver = {
+            let (claim, ep, outcome, taken) =
+                (claim.clone(), ep.clone(), outcome.clone(), taken.clone());
+            thread::spawn(move || {
+                let me = Receiver { thread: 1, cpu: 1 };
+                let got = ep.lock().unwrap().recv(me, false, |_| claim.take(tk));
+                match got {
+                    Ok(RecvStep::Got(_)) => {
+                        taken.store(1, Ordering::Relaxed);
+                        assert_eq!(claim.rearm(tk), Ok(()));
+                        // The server dies holding the call.
+                        if claim.try_claim(tk, WakeReason::Cancelled) {
+                            outcome.store(PEER_DIED, Ordering::Relaxed);
+                        }
+                    }
+                    // Dead already: the drain had the caller.
+                    Err(IpcError::PeerDied) => {}
+                    other => panic!("receive: {other:?}"),
+                }
+            })
+        };
+        let closer = {
+            let (claim, ep, outcome) = (claim.clone(), ep.clone(), outcome.clone());
+            thread::spawn(move || {
+                let d = ep.lock().unwrap().drop_receive_ref().expect("the last");
+                for c in d.callers {
+                    assert_eq!(c.thread, WAITER);
+                    if claim.try_claim(tk, WakeReason::Cancelled) {
+                        outcome.store(NOT_DELIVERED, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        receiver.join().unwrap();
+        closer.join().unwrap();
+        assert!(claim.finish().is_some(), "the wait ended");
+        let (o, t) = (
+            outcome.load(Ordering::Relaxed),
+            taken.load(Ordering::Relaxed),
+        );
+        assert!(o == NOT_DELIVERED || o == PEER_DIED, "exactly one outcome");
+        assert_eq!(o == PEER_DIED, t == 1, "PeerDied iff a receiver took it");
+    });
+}

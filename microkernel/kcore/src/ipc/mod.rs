@@ -29,8 +29,9 @@ pub use reply::ReplyCap;
 /// Why an IPC operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IpcError {
-    /// The peer is gone: the endpoint has no receiver handle left, the server
-    /// died holding the call, or the caller died before the reply.
+    /// The peer is gone after it may have seen the message: the server died
+    /// holding the call (taken, reply pending), or the caller died before
+    /// the reply.
     PeerDied,
     /// No partner was waiting and the operation may not block.
     WouldBlock,
@@ -43,6 +44,10 @@ pub enum IpcError {
     NoCaller,
     /// The notification is already bound to a thread.
     AlreadyBound,
+    /// The peer is gone and the message provably never reached it: a call
+    /// or send on an endpoint with no receiver handle left, or a call still
+    /// queued (no receiver took it) when the last receiver handle closed.
+    NotDelivered,
     /// A bound receive on a notification bound to another thread.
     NotBound,
 }
@@ -57,6 +62,7 @@ impl From<IpcError> for abi::Error {
                 abi::Error::InvalidArgument
             }
             IpcError::AlreadyBound => abi::Error::AlreadyExists,
+            IpcError::NotDelivered => abi::Error::NotDelivered,
         }
     }
 }

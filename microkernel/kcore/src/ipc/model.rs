@@ -9,8 +9,10 @@
 //! [`ReplyCap`]s and [`WaitClaim`]s, and a reference model (plain vectors and
 //! the rules of `docs/ipc.md`) runs the same sequence. After every step:
 //! every thread's state, every wake-up's outcome and the queue orders agree,
-//! at most one queue is non-empty, a dead endpoint queues nothing, and a
-//! stale ticket never ends a wait.
+//! at most one queue is non-empty, a dead endpoint queues nothing, a
+//! stale ticket never ends a wait, and a call that ends `NotDelivered` was
+//! never handed to a receiver (while one a receiver got ends answered,
+//! expired or `PeerDied`, never `NotDelivered`).
 
 use super::*;
 use alloc::vec::Vec;
@@ -92,6 +94,9 @@ struct Real {
     raced: [bool; N],
     dead: [bool; N],
     out: [Option<Out>; N],
+    /// The thread's current call reached a receiver (its message was
+    /// handed over): it may never end `NotDelivered`.
+    delivered: [bool; N],
 }
 
 impl Real {
@@ -107,6 +112,7 @@ impl Real {
             raced: [false; N],
             dead: [false; N],
             out: [None; N],
+            delivered: [false; N],
         }
     }
 
@@ -125,6 +131,11 @@ impl Real {
             return false;
         }
         assert_eq!(self.claims[t].finish(), Some(reason));
+        // NotDelivered only for a call no receiver was handed.
+        assert!(
+            !(out == Out::Err(IpcError::NotDelivered) && self.delivered[t]),
+            "thread {t}: its message reached a receiver, yet NotDelivered"
+        );
         self.out[t] = Some(out);
         true
     }
@@ -175,6 +186,7 @@ impl Real {
         match op {
             Op::Call(t, cpu, block) => {
                 self.begin(t);
+                self.delivered[t] = false;
                 let got = self.ep.call(
                     Caller {
                         thread: t as u32,
@@ -189,6 +201,7 @@ impl Real {
                         let r = r.thread as usize;
                         assert_eq!(self.claims[r].finish(), Some(WakeReason::Delivered));
                         self.out[r] = Some(Out::Msg(t as u32, badge(t)));
+                        self.delivered[t] = true;
                         let a = self.caps[r].accept(t as u32);
                         self.abandon(a);
                     }
@@ -196,18 +209,26 @@ impl Real {
                     Err(e) => self.ret(t, Out::Err(e)),
                 }
             }
-            Op::Send(t, cpu) => match self
-                .ep
-                .send(cpu, Self::pick_receiver(&self.claims, &self.tickets))
-            {
-                Ok(r) => {
-                    let r = r.thread as usize;
-                    assert_eq!(self.claims[r].finish(), Some(WakeReason::Delivered));
-                    self.out[r] = Some(Out::Msg(t as u32, badge(t)));
-                    self.out[t] = Some(Out::Sent);
+            Op::Send(t, cpu) => {
+                // A new message: not delivered yet.
+                self.delivered[t] = false;
+                let got = self
+                    .ep
+                    .send(cpu, Self::pick_receiver(&self.claims, &self.tickets));
+                match got {
+                    Ok(r) => {
+                        let r = r.thread as usize;
+                        assert_eq!(self.claims[r].finish(), Some(WakeReason::Delivered));
+                        self.out[r] = Some(Out::Msg(t as u32, badge(t)));
+                        self.out[t] = Some(Out::Sent);
+                        self.delivered[t] = true;
+                    }
+                    Err(e) => {
+                        assert!(!self.delivered[t]);
+                        self.out[t] = Some(Out::Err(e));
+                    }
                 }
-                Err(e) => self.out[t] = Some(Out::Err(e)),
-            },
+            }
             Op::Recv(t, cpu, block) => {
                 self.begin(t);
                 let (claims, tickets) = (&self.claims, &self.tickets);
@@ -225,6 +246,7 @@ impl Real {
                         // Message copied while taken; the caller now waits
                         // for the reply.
                         assert_eq!(self.claims[ct].rearm(self.tickets[ct].unwrap()), Ok(()));
+                        self.delivered[ct] = true;
                         let a = self.caps[t].accept(c.thread);
                         self.abandon(a);
                         self.ret(t, Out::Msg(c.thread, c.badge));
@@ -244,9 +266,11 @@ impl Real {
                     // wait begins, then its reply capability names us.
                     Some(r) => {
                         self.begin(t);
+                        self.delivered[t] = false;
                         let r = r.thread as usize;
                         assert_eq!(self.claims[r].finish(), Some(WakeReason::Delivered));
                         self.out[r] = Some(Out::Msg(t as u32, badge(t)));
+                        self.delivered[t] = true;
                         let a = self.caps[r].accept(t as u32);
                         self.abandon(a);
                     }
@@ -321,16 +345,13 @@ impl Real {
                     return;
                 }
                 if let Some(Drained { callers, receivers }) = self.ep.drop_receive_ref() {
+                    // Queued callers were never taken: NotDelivered.
                     let threads = callers
                         .iter()
-                        .map(|c| c.thread)
-                        .chain(receivers.iter().map(|r| r.thread));
-                    for th in threads.collect::<Vec<_>>() {
-                        self.wake(
-                            th as usize,
-                            WakeReason::Cancelled,
-                            Out::Err(IpcError::PeerDied),
-                        );
+                        .map(|c| (c.thread, IpcError::NotDelivered))
+                        .chain(receivers.iter().map(|r| (r.thread, IpcError::PeerDied)));
+                    for (th, e) in threads.collect::<Vec<_>>() {
+                        self.wake(th as usize, WakeReason::Cancelled, Out::Err(e));
                     }
                 }
             }
@@ -415,7 +436,7 @@ impl Model {
         match op {
             Op::Call(t, cpu, block) => {
                 if self.refs == 0 {
-                    self.out[t] = Some(Out::Err(IpcError::PeerDied));
+                    self.out[t] = Some(Out::Err(IpcError::NotDelivered));
                     return;
                 }
                 let live: Vec<(usize, u32)> = self
@@ -442,7 +463,7 @@ impl Model {
             }
             Op::Send(t, cpu) => {
                 if self.refs == 0 {
-                    self.out[t] = Some(Out::Err(IpcError::PeerDied));
+                    self.out[t] = Some(Out::Err(IpcError::NotDelivered));
                     return;
                 }
                 let live: Vec<(usize, u32)> = self
@@ -527,15 +548,17 @@ impl Model {
                 }
                 self.refs -= 1;
                 if self.refs == 0 {
-                    let queued: Vec<usize> = self
+                    // A queued caller's message reached nobody.
+                    let queued: Vec<(usize, IpcError)> = self
                         .callers
                         .drain(..)
-                        .chain(self.receivers.drain(..).map(|r| r.0))
+                        .map(|c| (c, IpcError::NotDelivered))
+                        .chain(self.receivers.drain(..).map(|r| (r.0, IpcError::PeerDied)))
                         .collect();
-                    for q in queued {
+                    for (q, e) in queued {
                         if !self.raced[q] {
                             self.st[q] = St::Idle;
-                            self.out[q] = Some(Out::Err(IpcError::PeerDied));
+                            self.out[q] = Some(Out::Err(e));
                         }
                     }
                 }

@@ -121,16 +121,29 @@ fn a_call_prefers_an_idle_receiver_on_its_own_cpu() {
 }
 
 #[test]
-fn calling_an_endpoint_without_receiver_handles_fails_with_peer_died() {
+fn calling_an_endpoint_without_receiver_handles_fails_not_delivered() {
     let mut ep = Ep::new();
-    assert_eq!(ep.call(caller(1), 0, true, take), Err(IpcError::PeerDied));
+    assert_eq!(
+        ep.call(caller(1), 0, true, take),
+        Err(IpcError::NotDelivered)
+    );
     ep.add_receive_ref();
     ep.add_receive_ref();
     assert!(ep.drop_receive_ref().is_none());
     assert!(ep.is_alive());
     assert!(ep.drop_receive_ref().is_some());
-    assert_eq!(ep.call(caller(1), 0, true, take), Err(IpcError::PeerDied));
-    assert_eq!(ep.send(0, take), Err(IpcError::PeerDied));
+    assert_eq!(
+        ep.call(caller(1), 0, true, take),
+        Err(IpcError::NotDelivered)
+    );
+    assert_eq!(
+        ep.call(caller(1), 0, false, take),
+        Err(IpcError::NotDelivered)
+    );
+    assert_eq!(ep.send(0, take), Err(IpcError::NotDelivered));
+    // A receive on it (a stale RECV-less view cannot, but the state
+    // machine still answers) is the server side: PeerDied.
+    assert_eq!(ep.recv(rcv(2, 0), true, |_| true), Err(IpcError::PeerDied));
 }
 
 #[test]
@@ -606,6 +619,10 @@ fn reply_recv_takes_the_fast_path_only_back_to_a_same_cpu_caller_with_no_one_que
 #[test]
 fn ipc_errors_map_onto_abi_codes() {
     assert_eq!(abi::Error::from(IpcError::PeerDied), abi::Error::PeerDied);
+    assert_eq!(
+        abi::Error::from(IpcError::NotDelivered),
+        abi::Error::NotDelivered
+    );
     assert_eq!(
         abi::Error::from(IpcError::WouldBlock),
         abi::Error::WouldBlock
