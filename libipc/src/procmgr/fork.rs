@@ -158,6 +158,9 @@ pub fn fork() -> Result<Fork, Error> {
         // the only one: the parent's kept wait notification is not ours.
         super::set_endpoint(crate::ipc::Endpoint(super::CHILD_HANDLE));
         super::forget_wait_ntf();
+        // procmgr registered us as a child it reaps (`Fork` answered
+        // before this thread started): exit needs no notice.
+        super::reaped_by_procmgr();
         return Ok(Fork::Child);
     }
     abi::decode_result(r).map(|pid| Fork::Parent(pid as u32))

@@ -260,6 +260,21 @@ struct Leaf {
     depth: usize,
 }
 
+/// Where [`PageTable::map_4k_with`] maps next without a walk: the page
+/// table of the last 2 MiB it mapped into. Starts empty (`default`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapCursor(Option<CursorAt>);
+
+#[derive(Clone, Copy, Debug)]
+struct CursorAt {
+    /// The 2 MiB-aligned base the table maps.
+    region: u64,
+    /// The page table's physical address.
+    table: u64,
+    /// Intermediate flags every entry on its path carries.
+    inter: u64,
+}
+
 /// One address space's page tables, named by the physical address of its PML4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageTable {
@@ -325,6 +340,71 @@ impl PageTable {
         size: PageSize,
         flags: PteFlags,
     ) -> Result<(), MapError> {
+        self.map_in(mem, va, pa, size, flags).map(|_| ())
+    }
+
+    /// Maps the 4 KiB page `va` to `pa` as [`map`](Self::map) does, through
+    /// `cursor`: when the page lies in the same 2 MiB as the cursor's last
+    /// one and that path's intermediate entries already allow `flags`, the
+    /// leaf is written straight into the page table the cursor keeps (one
+    /// table access instead of a walk from the root); otherwise it maps from
+    /// the root and the cursor moves to that page's table. For many pages
+    /// mapped in address order (a clone: ~400 instructions a page from the
+    /// root, forkperf2).
+    ///
+    /// **Precondition:** between calls with the same cursor, no table on its
+    /// path is detached or freed (nobody else edits these tables: the
+    /// caller holds their lock across the calls, or starts a new cursor).
+    ///
+    /// # Errors
+    /// As [`map`](Self::map) with [`PageSize::Size4K`]; the tables (and the
+    /// cursor) are unchanged on error.
+    pub fn map_4k_with<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        cursor: &mut MapCursor,
+        va: u64,
+        pa: u64,
+        flags: PteFlags,
+    ) -> Result<(), MapError> {
+        let inter = intermediate_flags(flags);
+        let region = va & !(PageSize::Size2M.bytes() - 1);
+        if let Some(c) = cursor.0 {
+            // `va` in the region of a page mapped before is canonical.
+            if c.region == region && c.inter & inter == inter {
+                if !va.is_multiple_of(PAGE_SIZE) || !pa.is_multiple_of(PAGE_SIZE) {
+                    return Err(MapError::Misaligned);
+                }
+                if pa & !PHYS_ADDR_MASK != 0 {
+                    return Err(MapError::InvalidPhysAddr);
+                }
+                let slot = &mut mem.table(c.table)[pt_index(va)];
+                if *slot & PteFlags::PRESENT.bits() != 0 {
+                    return Err(MapError::AlreadyMapped);
+                }
+                *slot = pa | leaf_flags(flags, PageSize::Size4K).bits();
+                return Ok(());
+            }
+        }
+        let table = self.map_in(mem, va, pa, PageSize::Size4K, flags)?;
+        // The walk upgraded every entry on the path to at least `inter`.
+        cursor.0 = Some(CursorAt {
+            region,
+            table,
+            inter,
+        });
+        Ok(())
+    }
+
+    /// [`map`](Self::map); returns the table the leaf went into.
+    fn map_in<M: PhysMem + ?Sized>(
+        &self,
+        mem: &mut M,
+        va: u64,
+        pa: u64,
+        size: PageSize,
+        flags: PteFlags,
+    ) -> Result<u64, MapError> {
         if !is_canonical(va) {
             return Err(MapError::NonCanonical);
         }
@@ -385,7 +465,7 @@ impl PageTable {
                 }
             }
         }
-        result
+        result.map(|()| table)
     }
 
     /// Removes the page that starts at `va` and returns its physical address

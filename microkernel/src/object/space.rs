@@ -41,7 +41,7 @@ use abi::{prot, Error};
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kcore::frame::PhysFrame;
-use kcore::paging::{Freed, MapError, PageSize, PageTable, PteFlags, PHYS_ADDR_MASK};
+use kcore::paging::{Freed, MapCursor, MapError, PageSize, PageTable, PteFlags, PHYS_ADDR_MASK};
 
 /// How an editor that found the edit flag held waits about `ns` (a short
 /// sleep, or a yield when the sleep list is full). Installed once at boot by

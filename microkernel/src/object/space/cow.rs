@@ -126,6 +126,11 @@ impl AddressSpace {
             let r = {
                 let sinner = src.inner.lock();
                 let cinner = self.inner.lock();
+                // The child's page table last mapped into (forkperf2): the
+                // chunk's leaves come in address order, so most go straight
+                // into it. Per chunk: the child's lock is held throughout,
+                // and nobody else holds the new space anyway.
+                let mut cursor = MapCursor::default();
                 sinner
                     .pt
                     .edit_range(&mut DirectMem, at, USER_END, &mut budget, |va, e, size| {
@@ -147,7 +152,8 @@ impl AddressSpace {
                             }
                         }
                         let flags = PteFlags::from_bits_retain(cl.child & !PHYS_ADDR_MASK);
-                        if let Err(err) = cinner.pt.map(&mut m, va, pa, PageSize::Size4K, flags) {
+                        if let Err(err) = cinner.pt.map_4k_with(&mut m, &mut cursor, va, pa, flags)
+                        {
                             if cl.acquire {
                                 mem::frame_release(pa);
                                 self.uncharge(1);

@@ -328,8 +328,18 @@ proptest! {
             }
             prop_assert_eq!(t.waiters(), outstanding.len());
             prop_assert!(t.len() <= MAX_PROCS && t.waiters() <= MAX_WAITERS);
-            for p in t.iter() {
-                prop_assert!(t.waiters.iter().flatten().filter(|w| w.parent == p.pid).count() <= MAX_WAITERS_PER_PROCESS);
+            // The index (forkperf2): a row holds only waiters of the process
+            // in its slot, running, each for a running child of it (so a
+            // reap or an end finds every waiter it must wake in the parent's
+            // row); an empty slot has an empty row.
+            for (i, row) in t.waiters.iter().enumerate() {
+                for w in row.iter().flatten() {
+                    let owner = t.at(i);
+                    prop_assert!(owner.is_some_and(|p| p.pid == w.parent && p.state == State::Running),
+                        "waiter {:?} in the row of slot {} ({:?})", w, i, owner.map(|p| p.pid));
+                    prop_assert!(t.iter().any(|c| c.ppid == w.parent && c.state == State::Running && w.target.matches(c.pid)),
+                        "waiter {:?} has no running child to wait for", w);
+                }
             }
         }
         // End everything (children before parents is not needed: orphans go

@@ -439,3 +439,73 @@ fn map_error_descriptions_are_distinct() {
 
 mod random;
 mod range;
+
+/// forkperf2: a cursor maps exactly what `map` maps (same leaves, same
+/// tables, same intermediate flags), across 2 MiB and 1 GiB boundaries, and
+/// reads one table per page inside a region.
+#[test]
+fn a_map_cursor_maps_what_map_maps_with_one_table_access_a_page() {
+    let (mut a, pa_t) = setup();
+    let (mut b, pb_t) = setup();
+    let mut cur = MapCursor::default();
+    // Pages around a 2 MiB and a 1 GiB boundary, in address order, then a
+    // jump back to an earlier region.
+    let mut vas: Vec<u64> = (0..40u64)
+        .map(|i| 0x3fe0_0000 - 20 * 4096 + i * 4096)
+        .collect();
+    vas.extend((0..5u64).map(|i| 0x7f00_0000_0000 + i * 4096));
+    vas.push(0x3fe0_0000 + 100 * 4096);
+    for (i, &va) in vas.iter().enumerate() {
+        let flags = if i % 3 == 0 { urw() } else { PteFlags::USER };
+        pa_t.map(
+            &mut a,
+            va,
+            0x10_0000 + i as u64 * 4096,
+            PageSize::Size4K,
+            flags,
+        )
+        .unwrap();
+        pb_t.map_4k_with(&mut b, &mut cur, va, 0x10_0000 + i as u64 * 4096, flags)
+            .unwrap();
+    }
+    assert_eq!(a.live_tables(), b.live_tables());
+    assert_eq!(a.tables, b.tables, "the cursor built different tables");
+    // Inside one region: one table access per page.
+    let va = 0x3fe0_0000 + 200 * 4096;
+    pb_t.map_4k_with(&mut b, &mut cur, va, 0x9000, urw())
+        .unwrap();
+    b.reads.set(0);
+    pb_t.map_4k_with(&mut b, &mut cur, va + 4096, 0xa000, urw())
+        .unwrap();
+    assert_eq!(b.reads(), 1);
+    // Occupied: refused, nothing changed; misaligned and oversized too.
+    let before = b.tables.clone();
+    assert_eq!(
+        pb_t.map_4k_with(&mut b, &mut cur, va, 0xb000, urw()),
+        Err(MapError::AlreadyMapped)
+    );
+    assert_eq!(
+        pb_t.map_4k_with(&mut b, &mut cur, va + 2 * 4096, 0xb001, urw()),
+        Err(MapError::Misaligned)
+    );
+    assert_eq!(
+        pb_t.map_4k_with(&mut b, &mut cur, va + 2 * 4096, 1 << 52, urw()),
+        Err(MapError::InvalidPhysAddr)
+    );
+    assert_eq!(b.tables, before);
+}
+
+/// forkperf2: a cursor whose path was built for a kernel page walks again
+/// (and upgrades the intermediate entries) for a user page in the same
+/// 2 MiB, as `map` does.
+#[test]
+fn a_map_cursor_upgrades_the_path_for_a_user_page() {
+    let (mut mem, pt) = setup();
+    let mut cur = MapCursor::default();
+    pt.map_4k_with(&mut mem, &mut cur, 0x20_0000, 0x9000, PteFlags::WRITABLE)
+        .unwrap();
+    pt.map_4k_with(&mut mem, &mut cur, 0x20_1000, 0xa000, PteFlags::USER)
+        .unwrap();
+    let (_, flags, _) = pt.translate(&mut mem, 0x20_1000).unwrap();
+    assert!(flags.contains(PteFlags::USER), "the path was not upgraded");
+}
