@@ -29,6 +29,7 @@
 mod args;
 mod attack2;
 mod attack_servers;
+mod attack_session18;
 mod attackfp;
 mod attackhw;
 mod attackvm;
@@ -726,6 +727,27 @@ const CASES: &[Case] = &[
     (
         "process_cpu_names_the_cpu_it_runs_on",
         pscpu::process_cpu_names_the_cpu_it_runs_on,
+    ),
+    // --- breakit2 (session 18 break-it review) ---
+    (
+        "attack18_prune_unmap_cycles_return_every_frame",
+        attack_session18::prune_unmap_cycles_return_every_frame,
+    ),
+    (
+        "attack18_prune_unmap_last_table_of_user_half",
+        attack_session18::prune_unmap_last_table_of_user_half,
+    ),
+    (
+        "attack18_unmap_whole_user_half_frees_all_tables",
+        attack_session18::unmap_whole_user_half_frees_all_tables,
+    ),
+    (
+        "attack18_user_copy_races_pruning_unmap",
+        attack_session18::user_copy_races_pruning_unmap,
+    ),
+    (
+        "attack18_process_cpu_of_unstarted_ended_closed",
+        attack_session18::process_cpu_of_unstarted_ended_closed,
     ),
 ];
 
