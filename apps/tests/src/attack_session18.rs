@@ -142,6 +142,18 @@ pub fn unmap_whole_user_half_frees_all_tables() -> TestResult {
         for at in [GIB, 300 * GIB, 0x2000_0000_0000, USER_END - PAGE] {
             ok(s.map(at, PAGE, prot::WRITE), "a sparse map")?;
         }
+        // Past the user half, wrapping, or below USER_MIN: refused, nothing
+        // removed (the figure check below would see a removal).
+        for (at, len) in [
+            (USER_MIN, USER_END),
+            (USER_END - PAGE, u64::MAX - PAGE),
+            (0, USER_END),
+            (USER_END, PAGE),
+        ] {
+            // SAFETY: the child's space; it runs nothing.
+            let r = unsafe { s.unmap(at, len) };
+            util::expect(r, Err(Error::BadAddress), "an unmap beyond the user half")?;
+        }
         let t0 = sys::clock_ns();
         // SAFETY: the child's space; it runs nothing.
         ok(
