@@ -156,10 +156,8 @@ pub fn unmap_whole_user_half_frees_all_tables() -> TestResult {
         }
         let t0 = sys::clock_ns();
         // SAFETY: the child's space; it runs nothing.
-        ok(
-            unsafe { s.unmap(USER_MIN, USER_END - USER_MIN) },
-            "unmap of the whole user half",
-        )?;
+        let whole = unsafe { s.unmap(USER_MIN, USER_END - USER_MIN) };
+        ok(whole, "unmap of the whole user half")?;
         let ms = (sys::clock_ns() - t0) / 1_000_000;
         if ms > 2000 {
             crate::note!("the whole-half unmap took {ms} ms");
