@@ -271,6 +271,92 @@ fn s_map(at: u64, len: u64) -> Result<u64, Error> {
     Space::Own.map(at, len, prot::WRITE)
 }
 
+/// Where the COW race maps (another 512 GiB slot of its own).
+const COW_AT: u64 = 0x2c00_0000_0000;
+/// Pages of the COW race range.
+const COW_PAGES: u64 = 512;
+/// Pages whose contents did not read back.
+static COW_BAD: AtomicU64 = AtomicU64::new(0);
+
+/// Racer: writes a fresh stamp into every page of the COW range and reads
+/// it back, over and over (each write after a clone is a COW fault).
+extern "C" fn cow_writer(_: u64) -> ! {
+    let mut stamp = 1u64;
+    // Relaxed: a stop flag; the join publishes the counter.
+    while !RACE_STOP.load(Ordering::Relaxed) {
+        for i in 0..COW_PAGES {
+            let p = (COW_AT + i * PAGE) as *mut u64;
+            // SAFETY: `COW_AT` is mapped writable for the whole race and
+            // nothing else of this program touches it; volatile, so every
+            // write and read happens.
+            let back = unsafe {
+                p.write_volatile(stamp ^ i);
+                p.read_volatile()
+            };
+            if back != stamp ^ i {
+                COW_BAD.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        stamp += 1;
+    }
+    sys::thread_exit(0)
+}
+
+/// Case: clones of this space have their copy of a range pruned away
+/// while a thread here takes COW faults on the same frames. Two rounds of
+/// clones under one writer: the first grows whatever the kernel keeps
+/// (heap for the clones' objects), the second must give back everything
+/// it took (measured while the writer still runs: its stack and the
+/// range stay mapped).
+pub fn cow_faults_race_pruning_of_a_clone() -> TestResult {
+    COW_BAD.store(0, Ordering::Relaxed);
+    RACE_STOP.store(false, Ordering::Relaxed);
+    ok(s_map(COW_AT, COW_PAGES * PAGE), "map of the COW range")?;
+    let writer = util::spawn(cow_writer, 0)?;
+    let mut r = cow_round();
+    let mut before = 0;
+    if r.is_ok() {
+        // The last clone's frames go back as its space drops.
+        sys::sleep_ns(50_000_000);
+        before = free_bytes()?;
+        r = cow_round();
+    }
+    if r.is_ok() {
+        r = free_back_to(before, "clones pruned under COW faults");
+    }
+    RACE_STOP.store(true, Ordering::Relaxed);
+    util::expect_ok(writer.join()?)?;
+    // SAFETY: the writer has ended; nothing else uses the range.
+    let _ = unsafe { Space::Own.unmap(COW_AT, GIB) };
+    r?;
+    check(
+        COW_BAD.load(Ordering::Relaxed) == 0,
+        "a page of the COW range did not read back what was written",
+    )
+}
+
+/// One round of [`cow_faults_race_pruning_of_a_clone`]: 12 clones, each
+/// with its copy of the range (its tables and PD) pruned while the writer
+/// copies or takes over the same frames.
+fn cow_round() -> TestResult {
+    for _ in 0..12 {
+        let child = match vm::space_clone(Space::Own) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::note!("space_clone: {e}");
+                return Err("space_clone failed");
+            }
+        };
+        // SAFETY: the child's space; it runs nothing.
+        let u = unsafe { child.space().unmap(COW_AT, GIB) };
+        let _ = child.close();
+        if u.is_err() {
+            return Err("unmap in the clone failed");
+        }
+    }
+    Ok(())
+}
+
 /// The child: spins.
 const SPIN: &[u8] = &[0xeb, 0xfe]; // jmp $
 

@@ -749,6 +749,10 @@ const CASES: &[Case] = &[
         "attack18_process_cpu_of_unstarted_ended_closed",
         attack_session18::process_cpu_of_unstarted_ended_closed,
     ),
+    (
+        "attack18_cow_faults_race_pruning_of_a_clone",
+        attack_session18::cow_faults_race_pruning_of_a_clone,
+    ),
 ];
 
 #[no_mangle]
