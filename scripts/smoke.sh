@@ -63,7 +63,7 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=175 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=181 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=26 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
@@ -80,6 +80,23 @@ KTEST_COUNTS=("^ktest: ${KTEST_CASES} cases\$" "^${KTEST_CASES} passed, 0 failed
 
 # --- the case table -------------------------------------------------------------------
 BANNER='^mica: booted on x86_64, [0-9]+ MiB usable RAM, [0-9]+ boot modules, cmdline "'
+
+# Record and replay (runner --record/--replay, src/replay.rs): the suite at
+# one CPU is recorded, the recording replayed, and the two raw serial
+# transcripts (before the symbolizer adds lines) must be byte-identical, with
+# the same exit status. The checks apply to the recorded run. What is tested
+# here is the replay's fidelity, not the suite's verdict (tests-smp1 judges
+# that): in icount mode at one CPU, killed_process_spawns_no_child fails
+# every time ("the kill never landed during the spawn"), so exit 0 or 1.
+# Defined first so it starts first: the longest case (one CPU, icount, the
+# whole suite twice: about 3-4 minutes a half on a quiet 2-core host, more
+# under load) runs beside all the others instead of after them.
+KIND=record-replay boot_case record-replay-tests "--timeout 540 --cmdline init=tests" '0|1' \
+  '^smp: 1 of 1 CPUs online' \
+  "${TESTS_COUNTS[0]}" \
+  "${SUITE}"'[0-9]+ passed, [0-9]+ failed$' \
+  '^mica: shutdown requested by init' \
+  '!^KERNEL PANIC'
 
 boot_case boot-banner "--cmdline ktest" 0 \
   "${BANNER}.*ktest.*\"" \
@@ -346,20 +363,6 @@ boot_case fuzz-smp4 "--smp 4 --timeout 120 --cmdline 'init=fuzz fuzz.seed=1 fuzz
   '^\[pid [0-9]+\] fuzz: seed=1 syscalls=50000 faults=[0-9]+ ok$' \
   '^mica: shutdown requested by init \(success\)' \
   '!^KERNEL PANIC' '!FINDING'
-
-# Record and replay (runner --record/--replay, src/replay.rs): the suite at
-# one CPU is recorded, the recording replayed, and the two raw serial
-# transcripts (before the symbolizer adds lines) must be byte-identical, with
-# the same exit status. The checks apply to the recorded run. What is tested
-# here is the replay's fidelity, not the suite's verdict (tests-smp1 judges
-# that): in icount mode at one CPU, killed_process_spawns_no_child fails
-# every time ("the kill never landed during the spawn"), so exit 0 or 1.
-KIND=record-replay boot_case record-replay-tests "--timeout 300 --cmdline init=tests" '0|1' \
-  '^smp: 1 of 1 CPUs online' \
-  "${TESTS_COUNTS[0]}" \
-  "${SUITE}"'[0-9]+ passed, [0-9]+ failed$' \
-  '^mica: shutdown requested by init' \
-  '!^KERNEL PANIC'
 
 # The kernel trace (issue 12 part 4; runner --trace, src/trace.rs): the suite at
 # four CPUs with every category but `irq` on (the timer's entries and exits,

@@ -29,6 +29,7 @@
 mod args;
 mod attack2;
 mod attack_servers;
+mod attack_session18;
 mod attackfp;
 mod attackhw;
 mod attackvm;
@@ -703,15 +704,6 @@ const CASES: &[Case] = &[
         "attack_servers_procmgr_end_probe_has_no_stale_signal",
         attack_servers::procmgr_end_probe_has_no_stale_signal,
     ),
-    // --- supervise (issue 11: supervision under injected faults) ---
-    (
-        "supervise_console_and_loader_killed_at_random",
-        supervise::console_and_loader_killed_at_random,
-    ),
-    (
-        "supervise_supervised_names_are_reserved",
-        supervise::supervised_names_are_reserved,
-    ),
     // --- shell3 (init-only trace dump and adopt) ---
     ("trace_dump_is_init_only", shell3::trace_dump_is_init_only),
     (
@@ -744,6 +736,43 @@ const CASES: &[Case] = &[
     (
         "notdeliv_last_receiver_closing_races_callers",
         notdeliv::last_receiver_closing_races_callers,
+    ),
+    // --- breakit2 (session 18 break-it review) ---
+    (
+        "attack18_prune_unmap_cycles_return_every_frame",
+        attack_session18::prune_unmap_cycles_return_every_frame,
+    ),
+    (
+        "attack18_prune_unmap_last_table_of_user_half",
+        attack_session18::prune_unmap_last_table_of_user_half,
+    ),
+    (
+        "attack18_unmap_whole_user_half_frees_all_tables",
+        attack_session18::unmap_whole_user_half_frees_all_tables,
+    ),
+    (
+        "attack18_user_copy_races_pruning_unmap",
+        attack_session18::user_copy_races_pruning_unmap,
+    ),
+    (
+        "attack18_process_cpu_of_unstarted_ended_closed",
+        attack_session18::process_cpu_of_unstarted_ended_closed,
+    ),
+    (
+        "attack18_cow_faults_race_pruning_of_a_clone",
+        attack_session18::cow_faults_race_pruning_of_a_clone,
+    ),
+    // --- supervise (issue 11: supervision under injected faults) ---
+    // Last on purpose: the trace-tests-smp4 boot checks init's restart
+    // marks (`mark restart:console`, `restart:loader`) are in the rings at
+    // shutdown, and the cases after a restart would push them out.
+    (
+        "supervise_console_and_loader_killed_at_random",
+        supervise::console_and_loader_killed_at_random,
+    ),
+    (
+        "supervise_supervised_names_are_reserved",
+        supervise::supervised_names_are_reserved,
     ),
 ];
 
