@@ -184,10 +184,10 @@ impl Builder {
             .find(|m| addr >= m.start && end <= m.start + m.len)
             .ok_or(Error::InvalidArgument)?;
         let at = m.scratch + (addr - m.start);
-        // SAFETY: `at..at+len` lies inside one part of the object's scratch
-        // view (checked just above), mapped writable by `new` and unmapped
-        // only when the builder drops; nothing else in this program refers
-        // to it, and `&mut self` makes the view unique.
+        // The range lies inside one part of the object's scratch view
+        // (checked just above), mapped writable by `new` and unmapped only
+        // when the builder drops; nothing else in this program refers to it.
+        // SAFETY: a mapped, writable range of ours; `&mut self` makes it unique.
         let view = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, len as usize) };
         Ok(view)
     }
