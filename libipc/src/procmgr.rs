@@ -17,10 +17,17 @@
 //! The kernel gives a server thread one reply capability: receiving the
 //! next call abandons a held one. So procmgr never holds a waiter's call:
 //! [`wait`] sends `WaitOn` with a copy of a notification, which reaps a
-//! zombie at once or, if the child still runs, is recorded and signalled
-//! exactly once (the child became a zombie or went, or the waiter's process
-//! ended); the client then asks again. A notification that ended a wait
-//! clean (reaped, its signal consumed) is kept for the next wait.
+//! zombie at once or, if the child still runs, is recorded. When a
+//! matching child ends procmgr reaps it for that waiter and signals the
+//! outcome itself in the notification's word
+//! ([`abi::status::wake`]): a wait is one request and one notification
+//! wait (forku). A waiter that was not met (its child went to another
+//! waiter, or it was replaced) is signalled "ask again". A wait that times
+//! out takes its waiter back with `CancelWait`; if procmgr says it has
+//! none, the signal is already in the notification and is read from there
+//! ([`cancel_wait`]), so no status is lost. A notification that ended a
+//! wait clean (no record at procmgr, its signal consumed) is kept for the
+//! next wait.
 //!
 //! # Errors
 //! Calls return [`abi::Error`]: `NotFound` for no such child or process
@@ -81,9 +88,11 @@ wire::protocol! {
         /// matching child still runs, `Failed(NotFound)` if none.
         TryWait = 6 => fn try_wait { pid: u64 },
         /// As `TryWait`, but when a matching child still runs records
-        /// `ntf` (a copy of a notification with SIGNAL) and signals it once
-        /// that changes: `Queued`.
-        WaitOn = 7 => fn wait_on { pid: u64, ntf: CopiedHandle },
+        /// `ntf` (a copy of a notification with SIGNAL) under the caller's
+        /// name `cookie`: `Queued`. procmgr signals it once, with
+        /// [`abi::status::wake`]'s word: the outcome (the child is reaped
+        /// for this waiter) or "ask again".
+        WaitOn = 7 => fn wait_on { pid: u64, ntf: CopiedHandle, cookie: u64 },
         /// The caller's PID: `Pid`.
         GetPid = 8 (idempotent) => fn getpid {},
         /// The caller's parent's PID: `Pid`.
@@ -98,6 +107,10 @@ wire::protocol! {
         /// (procmgr's children get no name-service handle of their own):
         /// `Found` or `Failed(NotFound)`.
         Lookup = 12 (idempotent) => fn lookup { name: &'a str },
+        /// Takes back the caller's waiter recorded as `cookie`, unsignalled:
+        /// `Done`; `Failed(NotFound)` if there is none (it was signalled
+        /// already: read the notification).
+        CancelWait = 13 => fn cancel_wait { cookie: u64 },
         /// The kernel's fault message (`abi::fault`), through the badged
         /// handle procmgr made the process's fault endpoint: the process is
         /// killed (reply label [`FAULT_KILL_LABEL`]).
@@ -336,30 +349,92 @@ pub fn list(index: u64) -> Result<Option<ProcInfo>, Error> {
 
 /// Waits for child `pid` (`None`: any) to end and reaps it: its PID and
 /// how it ended. `NotFound` if there is no such child; `TimedOut` after
-/// `timeout` (the recorded waiter is then handed back when the child ends).
+/// `timeout` (the waiter is then taken back: the child stays for a later
+/// wait).
 pub fn wait(pid: Option<u32>, timeout: Timeout) -> Result<(u32, Ended), Error> {
     let target = u64::from(pid.unwrap_or(0));
-    let reaped = |r: Reply<'_>| match r {
-        Reply::Reaped { pid, status } => Some(Some((pid as u32, Ended::from_word(status)))),
-        Reply::Running {} | Reply::Queued {} => Some(None),
-        _ => None,
-    };
-    // No `TryWait` first: `WaitOn` reaps a zombie just the same, and
-    // records the notification only if the child still runs.
     let ntf = take_wait_ntf()?;
-    let r = wait_on(target, ntf, timeout, reaped);
-    match r {
-        // Reaped: every waiter this call recorded was signalled and its
-        // signal consumed (one at a time, see `wait_on`), so the
-        // notification is clean and no record of procmgr names it.
-        Ok(_) => put_wait_ntf(ntf),
-        // A record may still be signalled later (a timeout), or the state
-        // is unknown: not reused.
-        Err(_) => {
-            let _ = ipc::handle_close(ntf.0);
-        }
+    let (r, clean) = wait_with(target, ntf, |n| ipc::wait(n, timeout));
+    // A clean notification (no record at procmgr names it, no signal
+    // pending) is kept for the next wait; any other is closed (procmgr may
+    // still signal it, or its state is unknown).
+    if clean {
+        put_wait_ntf(ntf);
+    } else {
+        let _ = ipc::handle_close(ntf.0);
     }
     r
+}
+
+/// The wait protocol over `ntf` (see the module docs), blocking with
+/// `block` (which returns the signalled word, or `TimedOut` to stop
+/// waiting): the outcome, and whether `ntf` is clean after it.
+fn wait_with(
+    target: u64,
+    ntf: Notification,
+    mut block: impl FnMut(Notification) -> Result<u64, Error>,
+) -> (Result<(u32, Ended), Error>, bool) {
+    use abi::status::wake::{decode, Wake};
+    loop {
+        let mut buf = [0; SMALL];
+        let mut c = match client(&mut buf) {
+            Ok(c) => c,
+            Err(e) => return (Err(e), true),
+        };
+        match c.wait_on(target, CopiedHandle(ntf.0), u64::from(ntf.0)) {
+            Ok(Reply::Reaped { pid, status }) => {
+                return (Ok((pid as u32, Ended::from_word(status))), true)
+            }
+            Ok(Reply::Queued {}) => {}
+            // Not recorded (procmgr closed its copy).
+            Ok(Reply::Failed { error }) => return (Err(failed(error)), true),
+            Ok(_) => return (Err(Error::InvalidArgument), false),
+            // procmgr may have recorded it and died, or never saw it.
+            Err(e) => return (Err(err(e)), false),
+        }
+        let word = match block(ntf) {
+            Ok(w) => w,
+            Err(Error::TimedOut) => {
+                return match cancel_wait(ntf) {
+                    Ok(None) => (Err(Error::TimedOut), true),
+                    Ok(Some(done)) => (Ok(done), true),
+                    Err(_) => (Err(Error::TimedOut), false),
+                }
+            }
+            Err(e) => return (Err(e), false),
+        };
+        match decode(word) {
+            Wake::Delivered(pid, ended) => return (Ok((pid, ended)), true),
+            // Clean again: ask again with it.
+            Wake::Again => continue,
+            Wake::Invalid => return (Err(Error::InvalidArgument), false),
+        }
+    }
+}
+
+/// Stops a wait recorded with `WaitOn` on `ntf` (cookie: its handle
+/// number here) whose signal was not consumed: `None` if procmgr took the
+/// waiter back unsignalled, the outcome if it had delivered one (read from
+/// `ntf`, so it is never lost); either way `ntf` is clean after. `TimedOut`
+/// if it had only said "ask again"; any other error leaves `ntf`'s state
+/// unknown (do not reuse it).
+pub fn cancel_wait(ntf: Notification) -> Result<Option<(u32, Ended)>, Error> {
+    use abi::status::wake::{decode, Wake};
+    let cancelled = answer(
+        client(&mut [0; SMALL])?.cancel_wait(u64::from(ntf.0)),
+        |r| matches!(r, Reply::Done {}).then_some(()),
+    );
+    match cancelled {
+        Ok(()) => Ok(None),
+        // No record: procmgr signalled it before this answer (one thread
+        // serves both), so the word is there now.
+        Err(Error::NotFound) => match decode(ipc::wait(ntf, Some(0))?) {
+            Wake::Delivered(pid, ended) => Ok(Some((pid, ended))),
+            Wake::Again => Err(Error::TimedOut),
+            Wake::Invalid => Err(Error::InvalidArgument),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 /// A clean notification kept for the next [`wait`] (0: none): creating
@@ -401,59 +476,25 @@ fn reaped_by_procmgr() {
     REAPED_BY_PROCMGR.store(true, Ordering::Relaxed);
 }
 
-fn wait_on(
-    target: u64,
-    ntf: Notification,
-    timeout: Timeout,
-    reaped: impl Fn(Reply<'_>) -> Option<Option<(u32, Ended)>>,
-) -> Result<(u32, Ended), Error> {
-    loop {
-        let got = answer(
-            client(&mut [0; SMALL])?.wait_on(target, CopiedHandle(ntf.0)),
-            &reaped,
-        )?;
-        if let Some(done) = got {
-            return Ok(done);
-        }
-        ipc::wait(ntf, timeout)?;
-    }
-}
-
 /// As [`wait`] for child `pid` with no timeout, but calls `tick` every
 /// `every_us` microseconds while the child runs (a foreground shell polls
-/// for Ctrl-C there). Records one waiter at a time: a new one only after
-/// procmgr signalled the last.
+/// for Ctrl-C there). One waiter stays recorded across the ticks.
 pub fn wait_ticking(
     pid: u32,
     every_us: u32,
     mut tick: impl FnMut(),
 ) -> Result<(u32, Ended), Error> {
-    let target = u64::from(pid);
-    let reaped = |r: Reply<'_>| match r {
-        Reply::Reaped { pid, status } => Some(Some((pid as u32, Ended::from_word(status)))),
-        Reply::Running {} | Reply::Queued {} => Some(None),
-        _ => None,
-    };
-    if let Some(done) = answer(client(&mut [0; SMALL])?.try_wait(target), reaped)? {
-        return Ok(done);
+    let ntf = take_wait_ntf()?;
+    let (r, clean) = wait_with(u64::from(pid), ntf, |n| loop {
+        match ipc::wait(n, Some(every_us)) {
+            Err(Error::TimedOut) => tick(),
+            other => return other,
+        }
+    });
+    if clean {
+        put_wait_ntf(ntf);
+    } else {
+        let _ = ipc::handle_close(ntf.0);
     }
-    let ntf = ipc::notification_create()?;
-    let r = (|| loop {
-        let got = answer(
-            client(&mut [0; SMALL])?.wait_on(target, CopiedHandle(ntf.0)),
-            reaped,
-        )?;
-        if let Some(done) = got {
-            return Ok(done);
-        }
-        loop {
-            match ipc::wait(ntf, Some(every_us)) {
-                Ok(_) => break,
-                Err(Error::TimedOut) => tick(),
-                Err(e) => return Err(e),
-            }
-        }
-    })();
-    let _ = ipc::handle_close(ntf.0);
     r
 }

@@ -325,7 +325,7 @@ fn procmgr_op(r: &mut Rng, ep: Endpoint, scratch: u32) {
         1 => r.next() as u32,
         _ => 0,
     };
-    let got = match r.below(10) {
+    let got = match r.below(11) {
         0 => {
             let any = r.next();
             c.list(r.pick(&[0, 1, 127, 128, u64::MAX, any]))
@@ -349,9 +349,18 @@ fn procmgr_op(r: &mut Rng, ep: Endpoint, scratch: u32) {
             got
         }
         5 => c.fork(CopiedHandle(bogus(r))),
-        6 => c.wait_on(r.next() & 0xffff, CopiedHandle(bogus(r))),
+        6 => {
+            let any = r.next();
+            let cookie = r.pick(&[0, u64::from(scratch), u64::MAX, any]);
+            c.wait_on(r.next() & 0xffff, CopiedHandle(bogus(r)), cookie)
+        }
         7 => c.kill(r.pick(&[0, 1, 2, 3, 1 << 15, u64::MAX])),
         8 => c.try_wait(r.below(8)),
+        // forku: taking back waiters we may or may not have recorded.
+        9 => {
+            let any = r.next();
+            c.cancel_wait(r.pick(&[0, u64::from(scratch), u64::MAX, any]))
+        }
         _ => c.getpid(),
     };
     match got {

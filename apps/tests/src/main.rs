@@ -41,6 +41,7 @@ mod fastpath;
 mod fastpath3;
 mod faults;
 mod forkperf;
+mod forku;
 mod fpu;
 mod gpr;
 mod handles;
@@ -714,6 +715,19 @@ const CASES: &[Case] = &[
     (
         "procmgr_waits_keep_a_notification_and_forks_forget_it",
         forkperf::waits_keep_a_notification_and_forks_forget_it,
+    ),
+    // --- forku (issue 11: the wake-up carries the wait's outcome) ---
+    (
+        "procmgr_wait_cancel_after_delivery_reads_the_status",
+        forku::cancel_after_delivery_reads_the_status,
+    ),
+    (
+        "procmgr_timed_waits_race_the_end_and_lose_nothing",
+        forku::timed_waits_race_the_end_and_lose_nothing,
+    ),
+    (
+        "procmgr_waiter_killed_while_waiting",
+        forku::waiter_killed_while_waiting,
     ),
     // --- pscpu (issue 11: ps's CPU column) ---
     (

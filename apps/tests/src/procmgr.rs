@@ -70,7 +70,7 @@ fn fork_child(f: impl FnOnce() -> i32) -> Result<u32, &'static str> {
 }
 
 /// A page shared by this process and the children it forks afterwards.
-struct Shared {
+pub(crate) struct Shared {
     mem: MemoryHandle,
 }
 
@@ -78,7 +78,7 @@ const SHARED_AT: u64 = 0x6200_0000_0000;
 const PAGE: u64 = 4096;
 
 impl Shared {
-    fn new() -> Result<Shared, &'static str> {
+    pub(crate) fn new() -> Result<Shared, &'static str> {
         let mem = ok(MemoryHandle::create(PAGE), "mem_create")?;
         if let Err(e) = mem.map(Space::Own, SHARED_AT, 0, PAGE, abi::prot::WRITE) {
             let _ = mem.close();
@@ -88,7 +88,7 @@ impl Shared {
         Ok(Shared { mem })
     }
 
-    fn slot(&self, i: usize) -> &AtomicU64 {
+    pub(crate) fn slot(&self, i: usize) -> &AtomicU64 {
         assert!(i < (PAGE / 8) as usize);
         // SAFETY: the page is mapped writable at SHARED_AT while `self`
         // lives; AtomicU64 has u64's layout and the slot is aligned.

@@ -81,6 +81,58 @@ impl Ended {
     }
 }
 
+/// procmgr's wake-up word: what it signals to the notification a `WaitOn`
+/// recorded (forku). Either the wait's outcome, so the client needs no
+/// second request to reap, or "ask again".
+///
+/// Layout: bit 62 [`wake::DELIVERED`] with the child's PID in bits 34..50
+/// and its [`Ended::word`] in bits 0..34; or exactly [`wake::AGAIN`]. Both
+/// are nonzero, so a signal is never lost to a zero word. procmgr signals a
+/// recorded notification once and forgets it, so a client that records
+/// each of its notifications once at a time never sees two words OR-ed
+/// together; any other word decodes as [`wake::Wake::Invalid`].
+pub mod wake {
+    use super::Ended;
+
+    /// The word carries a delivered status.
+    pub const DELIVERED: u64 = 1 << 62;
+    /// No status: the wait was not met (the child went to another waiter
+    /// or the waiter was replaced); ask again.
+    pub const AGAIN: u64 = 1 << 63;
+    const PID_SHIFT: u32 = 34;
+    const PID_MASK: u64 = 0xffff;
+    const STATUS_MASK: u64 = (1 << PID_SHIFT) - 1;
+
+    /// A decoded wake-up word.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Wake {
+        /// Child `pid` ended so and was reaped for this waiter.
+        Delivered(u32, Ended),
+        /// Ask again.
+        Again,
+        /// Not a word procmgr sends alone.
+        Invalid,
+    }
+
+    /// The word delivering `ended` of child `pid` (below 2^16).
+    pub const fn delivered(pid: u32, ended: Ended) -> u64 {
+        DELIVERED | (pid as u64 & PID_MASK) << PID_SHIFT | ended.word()
+    }
+
+    /// Decodes a word.
+    pub const fn decode(word: u64) -> Wake {
+        if word == AGAIN {
+            return Wake::Again;
+        }
+        let pid_bits = PID_MASK << PID_SHIFT;
+        if word & !(DELIVERED | pid_bits | STATUS_MASK) != 0 || word & DELIVERED == 0 {
+            return Wake::Invalid;
+        }
+        let pid = ((word & pid_bits) >> PID_SHIFT) as u32;
+        Wake::Delivered(pid, Ended::from_word(word & STATUS_MASK))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +161,27 @@ mod tests {
         }
         assert_eq!(Ended::from_word(exited(7)), Ended::Exited(7));
         assert_eq!(Ended::from_word(faulted(6)), Ended::Faulted(6));
+    }
+
+    #[test]
+    fn wake_words_round_trip_and_mixed_words_are_invalid() {
+        use wake::{decode, delivered, Wake};
+        for pid in [2u32, 77, 32767, 65535] {
+            for e in [
+                Ended::Exited(0),
+                Ended::Exited(-1),
+                Ended::Exited(i32::MIN),
+                Ended::Killed,
+                Ended::Faulted(14),
+            ] {
+                assert_eq!(decode(delivered(pid, e)), Wake::Delivered(pid, e));
+                // Two signals OR-ed together are not taken for either.
+                assert_eq!(decode(delivered(pid, e) | wake::AGAIN), Wake::Invalid);
+            }
+        }
+        assert_eq!(decode(wake::AGAIN), Wake::Again);
+        assert_eq!(decode(0), Wake::Invalid);
+        assert_eq!(decode(1), Wake::Invalid);
+        assert_eq!(decode(1 << 55 | wake::DELIVERED), Wake::Invalid);
     }
 }

@@ -19,6 +19,7 @@
 mod ring3 {
     use abi::bootinfo::names::SUPERVISED_ARG;
     use abi::rights;
+    use abi::status::wake;
     use abi::status::Ended;
     use libipc::hw::{process_notify, process_set_fault_ep};
     use libipc::ipc::{self, Endpoint, Notification};
@@ -28,7 +29,7 @@ mod ring3 {
     use libipc::sys::ProcessHandle;
     use libipc::wire::{CallError, Handle, Handler};
     use libipc::{names, println, Error};
-    use procmgr::table::{self, Pid, Table, Target, INIT, MAX_PROCS};
+    use procmgr::table::{self, Pid, Table, Target, Wake, INIT, MAX_PROCS};
 
     /// How long to wait for init's `handle_give`.
     const GIVE_TIMEOUT_NS: u64 = 5_000_000_000;
@@ -165,23 +166,25 @@ mod ring3 {
                 }
                 let _ = p.close();
                 self.kernel[slot] = Kernel::default();
-                let _ = self
-                    .table
-                    .end(pid, Ended::Killed)
-                    .map(|o| self.release(&o.released));
-                let _ = self
-                    .table
-                    .wait(parent, Target::Pid(pid))
-                    .map(|(_, r)| self.release(&r));
+                // Never started and never named to anyone: gone without a
+                // status (a wait-any of the parent must not get it).
+                let _ = self.table.remove_new(pid);
                 return Err(e);
             }
             Ok(pid)
         }
 
+        /// Tells each released waiter ([`abi::status::wake`]'s word) and
+        /// closes our copy of its notification.
         fn release(&self, r: &table::Released) {
-            for (token, wake) in r.iter() {
-                if wake {
-                    let _ = ipc::signal(Notification(token), 1);
+            for (token, how) in r.iter() {
+                let word = match how {
+                    Wake::Drop => None,
+                    Wake::Again => Some(wake::AGAIN),
+                    Wake::Delivered(pid, st) => Some(wake::delivered(pid, st)),
+                };
+                if let Some(w) = word {
+                    let _ = ipc::signal(Notification(token), w);
                 }
                 let _ = ipc::handle_close(token);
             }
@@ -365,7 +368,7 @@ mod ring3 {
             }
         }
 
-        fn wait(&mut self, caller: Pid, pid: u64, ntf: Option<u32>) -> Reply<'static> {
+        fn wait(&mut self, caller: Pid, pid: u64, ntf: Option<(u32, u64)>) -> Reply<'static> {
             let target = match pid {
                 0 => Target::Any,
                 p => match Pid::try_from(p) {
@@ -383,13 +386,13 @@ mod ring3 {
                 }
                 Ok((None, _)) => match ntf {
                     None => Reply::Running {},
-                    Some(n) => match self.table.add_waiter(caller, target, n) {
+                    Some((n, cookie)) => match self.table.add_waiter(caller, target, n, cookie) {
                         // The copy is the table's now (closed on release).
                         Ok(replaced) => {
                             // A waiter this one replaced (the caller's
                             // bound): woken, so a live one asks again.
                             if let Some(old) = replaced {
-                                let _ = ipc::signal(Notification(old), 1);
+                                let _ = ipc::signal(Notification(old), wake::AGAIN);
                                 let _ = ipc::handle_close(old);
                             }
                             return Reply::Queued {};
@@ -399,10 +402,22 @@ mod ring3 {
                 },
                 Err(e) => failed(code(e)),
             };
-            if let Some(n) = ntf {
+            if let Some((n, _)) = ntf {
                 let _ = ipc::handle_close(n);
             }
             r
+        }
+
+        /// `CancelWait`: the caller's waiter `cookie` taken back
+        /// unsignalled, or `NotFound` (it was signalled already).
+        fn cancel_wait(&mut self, caller: Pid, cookie: u64) -> Reply<'static> {
+            match self.table.cancel_waiter(caller, cookie) {
+                Some(token) => {
+                    let _ = ipc::handle_close(token);
+                    Reply::Done {}
+                }
+                None => failed(Error::NotFound),
+            }
         }
 
         fn list(&self, index: u64) -> Reply<'_> {
@@ -613,7 +628,8 @@ mod ring3 {
                     Reply::Done {}
                 }
                 Request::TryWait { pid } => self.wait(p, pid, None),
-                Request::WaitOn { pid, ntf } => self.wait(p, pid, Some(ntf.0)),
+                Request::WaitOn { pid, ntf, cookie } => self.wait(p, pid, Some((ntf.0, cookie))),
+                Request::CancelWait { cookie } => self.cancel_wait(p, cookie),
                 Request::GetPid {} => Reply::Pid { pid: u64::from(p) },
                 Request::GetPpid {} => Reply::Pid {
                     pid: u64::from(self.table.ppid(p).unwrap_or(0)),

@@ -2,12 +2,33 @@ use super::*;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Waiters told anything (delivered or asked again).
 fn woken(r: &Released) -> Vec<u32> {
-    r.iter().filter(|x| x.1).map(|x| x.0).collect()
+    r.iter()
+        .filter(|x| x.1 != Wake::Drop)
+        .map(|x| x.0)
+        .collect()
 }
 
 fn dropped(r: &Released) -> Vec<u32> {
-    r.iter().filter(|x| !x.1).map(|x| x.0).collect()
+    r.iter()
+        .filter(|x| x.1 == Wake::Drop)
+        .map(|x| x.0)
+        .collect()
+}
+
+fn delivered(r: &Released) -> Vec<(u32, Pid, Ended)> {
+    r.iter()
+        .filter_map(|(t, w)| match w {
+            Wake::Delivered(p, e) => Some((t, p, e)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Records a waiter whose cookie is its token.
+fn aw(t: &mut Table, caller: Pid, target: Target, token: u32) -> Result<Option<u32>, Error> {
+    t.add_waiter(caller, target, token, u64::from(token))
 }
 
 #[test]
@@ -53,7 +74,7 @@ fn waitpid_of_a_non_child_a_bogus_pid_or_init_is_no_child() {
         Target::Pid(a),
     ] {
         assert_eq!(t.wait(a, target).unwrap_err(), Error::NoChild);
-        assert_eq!(t.add_waiter(a, target, 7).unwrap_err(), Error::NoChild);
+        assert_eq!(aw(&mut t, a, target, 7).unwrap_err(), Error::NoChild);
     }
     assert_eq!(t.wait(a, Target::Any).unwrap_err(), Error::NoChild);
 }
@@ -64,31 +85,91 @@ fn a_blocked_waiter_is_woken_exactly_once() {
     let (p, _) = t.insert(INIT, "p").unwrap();
     let (c1, _) = t.insert(p, "c1").unwrap();
     let (c2, _) = t.insert(p, "c2").unwrap();
-    t.add_waiter(p, Target::Pid(c2), 10).unwrap();
-    t.add_waiter(p, Target::Any, 11).unwrap();
+    aw(&mut t, p, Target::Pid(c2), 10).unwrap();
+    aw(&mut t, p, Target::Any, 11).unwrap();
     let out = t.end(c1, Ended::Exited(1)).unwrap();
-    assert_eq!(woken(&out.released), vec![11]);
+    assert_eq!(delivered(&out.released), vec![(11, c1, Ended::Exited(1))]);
     let out = t.end(c2, Ended::Faulted(14)).unwrap();
-    assert_eq!(woken(&out.released), vec![10]);
+    assert_eq!(delivered(&out.released), vec![(10, c2, Ended::Faulted(14))]);
     assert_eq!(t.waiters(), 0);
+    // Both were reaped for their waiters: no zombie left.
+    assert!(t.get(c1).is_none() && t.get(c2).is_none());
+    assert_eq!(t.wait(p, Target::Any).unwrap_err(), Error::NoChild);
 }
 
+/// forku: an end goes to one waiter, one for that PID before a wait-any;
+/// a wait-any stays while another child runs, and is asked again when the
+/// last one went to someone else.
 #[test]
-fn a_waiter_for_a_child_reaped_elsewhere_is_woken() {
+fn an_end_is_delivered_to_one_waiter_pid_first() {
     let mut t = Table::new();
     let (p, _) = t.insert(INIT, "p").unwrap();
     let (c, _) = t.insert(p, "c").unwrap();
-    let (_d, _) = t.insert(p, "d").unwrap();
-    t.add_waiter(p, Target::Pid(c), 5).unwrap();
-    t.add_waiter(p, Target::Any, 6).unwrap();
+    let (d, _) = t.insert(p, "d").unwrap();
+    aw(&mut t, p, Target::Any, 6).unwrap();
+    aw(&mut t, p, Target::Pid(c), 5).unwrap();
+    aw(&mut t, p, Target::Pid(c), 4).unwrap();
     let out = t.end(c, Ended::Killed).unwrap();
+    assert_eq!(delivered(&out.released), vec![(5, c, Ended::Killed)]);
+    // The other waiter for c asks again (and finds no child c); the
+    // wait-any still has d.
+    assert_eq!(woken(&out.released), vec![5, 4]);
+    assert_eq!(t.waiters(), 1);
+    aw(&mut t, p, Target::Pid(d), 7).unwrap();
+    let out = t.end(d, Ended::Exited(2)).unwrap();
+    assert_eq!(delivered(&out.released), vec![(7, d, Ended::Exited(2))]);
+    // d was the last child: the wait-any is asked again.
     let mut w = woken(&out.released);
     w.sort();
-    assert_eq!(w, vec![5, 6]);
-    t.add_waiter(p, Target::Any, 7).unwrap();
-    let (got, rel) = t.wait(p, Target::Pid(c)).unwrap();
-    assert_eq!(got, Some((c, Ended::Killed)));
-    assert!(rel.is_empty(), "the Any waiter still has d to wait for");
+    assert_eq!(w, vec![6, 7]);
+    assert_eq!(t.waiters(), 0);
+    assert_eq!(t.wait(p, Target::Any).unwrap_err(), Error::NoChild);
+}
+
+/// forku: a cancelled waiter is never told; the end then leaves a zombie
+/// for a later wait. A cancel after the delivery finds nothing (the
+/// client reads its notification instead).
+#[test]
+fn a_cancelled_waiter_is_not_told_and_a_late_cancel_finds_nothing() {
+    let mut t = Table::new();
+    let (p, _) = t.insert(INIT, "p").unwrap();
+    let (q, _) = t.insert(INIT, "q").unwrap();
+    let (c, _) = t.insert(p, "c").unwrap();
+    let (d, _) = t.insert(p, "d").unwrap();
+    t.add_waiter(p, Target::Pid(c), 20, 900).unwrap();
+    // Only the caller's own, by its cookie.
+    assert_eq!(t.cancel_waiter(q, 900), None);
+    assert_eq!(t.cancel_waiter(p, 901), None);
+    assert_eq!(t.cancel_waiter(p, 900), Some(20));
+    assert_eq!(t.cancel_waiter(p, 900), None);
+    let out = t.end(c, Ended::Exited(9)).unwrap();
+    assert!(out.released.is_empty());
+    assert_eq!(t.get(c).unwrap().state, State::Zombie(Ended::Exited(9)));
+    assert_eq!(
+        t.wait(p, Target::Pid(c)).unwrap().0,
+        Some((c, Ended::Exited(9)))
+    );
+    t.add_waiter(p, Target::Pid(d), 21, 901).unwrap();
+    let out = t.end(d, Ended::Exited(1)).unwrap();
+    assert_eq!(delivered(&out.released), vec![(21, d, Ended::Exited(1))]);
+    assert_eq!(t.cancel_waiter(p, 901), None);
+}
+
+#[test]
+fn a_process_whose_attach_failed_is_removed_without_a_status() {
+    let mut t = Table::new();
+    let (p, _) = t.insert(INIT, "p").unwrap();
+    let (c, _) = t.insert(p, "c").unwrap();
+    aw(&mut t, p, Target::Any, 3).unwrap();
+    let (n, _) = t.insert(p, "new").unwrap();
+    assert_eq!(t.remove_new(n), Ok(()));
+    assert!(t.get(n).is_none());
+    assert_eq!(t.waiters(), 1, "the wait-any was not told");
+    // Not for a process with children or waiters, nor init.
+    assert_eq!(t.remove_new(p), Err(Error::NoSuchProcess));
+    assert_eq!(t.remove_new(INIT), Err(Error::NoSuchProcess));
+    let out = t.end(c, Ended::Exited(0)).unwrap();
+    assert_eq!(delivered(&out.released), vec![(3, c, Ended::Exited(0))]);
 }
 
 #[test]
@@ -98,7 +179,7 @@ fn orphans_go_to_init_and_their_zombies_are_reaped() {
     let (c, _) = t.insert(p, "c").unwrap();
     let (z, _) = t.insert(p, "z").unwrap();
     t.end(z, Ended::Exited(0)).unwrap();
-    t.add_waiter(p, Target::Pid(c), 9).unwrap();
+    aw(&mut t, p, Target::Pid(c), 9).unwrap();
     let out = t.end(p, Ended::Exited(3)).unwrap();
     // p's parent is init: p itself and its zombie z are reaped at once.
     assert_eq!(out.reaped_for_init, 2);
@@ -152,17 +233,22 @@ fn the_table_and_the_waiters_are_bounded() {
     assert_eq!(t.len(), MAX_PROCS);
     assert_eq!(t.insert(p, "c"), Err(Error::Full));
     for i in 0..MAX_WAITERS_PER_PROCESS as u32 {
-        assert_eq!(t.add_waiter(p, Target::Any, i), Ok(None));
+        assert_eq!(aw(&mut t, p, Target::Any, i), Ok(None));
     }
     // At its bound a process's oldest waiter is replaced (whatever it
     // waited for), then the next oldest.
-    assert_eq!(t.add_waiter(p, Target::Pid(kids[1]), 98), Ok(Some(0)));
-    assert_eq!(t.add_waiter(p, Target::Any, 99), Ok(Some(1)));
+    assert_eq!(aw(&mut t, p, Target::Pid(kids[1]), 98), Ok(Some(0)));
+    assert_eq!(aw(&mut t, p, Target::Any, 99), Ok(Some(1)));
     assert_eq!(t.waiters(), MAX_WAITERS_PER_PROCESS);
-    // One end of kids[1] wakes every Any waiter and the one for it.
+    // The end of kids[1] goes to the one waiter for it; the wait-anys stay
+    // (other children run).
     let out = t.end(kids[1], Ended::Exited(0)).unwrap();
-    assert_eq!(woken(&out.released).len(), MAX_WAITERS_PER_PROCESS);
-    assert!(!woken(&out.released).contains(&0));
+    assert_eq!(
+        delivered(&out.released),
+        vec![(98, kids[1], Ended::Exited(0))]
+    );
+    assert_eq!(woken(&out.released), vec![98]);
+    assert_eq!(t.waiters(), MAX_WAITERS_PER_PROCESS - 1);
 }
 
 /// breakit finding 1: a process whose timed-out waits stay recorded (the
@@ -177,17 +263,17 @@ fn one_process_cannot_fill_the_waiters_of_all() {
     let (kid, _) = t.insert(other, "kid").unwrap();
     let mut handed_back = vec![];
     for token in 0..1000 {
-        if let Some(old) = t.add_waiter(greedy, Target::Pid(sleeper), token).unwrap() {
+        if let Some(old) = aw(&mut t, greedy, Target::Pid(sleeper), token).unwrap() {
             handed_back.push(old);
         }
     }
     assert_eq!(t.waiters(), MAX_WAITERS_PER_PROCESS);
     assert_eq!(handed_back.len(), 1000 - MAX_WAITERS_PER_PROCESS);
-    assert_eq!(t.add_waiter(other, Target::Pid(kid), 5000), Ok(None));
+    assert_eq!(aw(&mut t, other, Target::Pid(kid), 5000), Ok(None));
     // Nor its own waits for another child.
     let (second, _) = t.insert(greedy, "second").unwrap();
     assert_eq!(
-        t.add_waiter(greedy, Target::Pid(second), 6000),
+        aw(&mut t, greedy, Target::Pid(second), 6000),
         Ok(Some(1000 - MAX_WAITERS_PER_PROCESS as u32))
     );
     let out = t.end(kid, Ended::Exited(3)).unwrap();
@@ -231,6 +317,7 @@ enum Op {
     Wait(usize, Option<usize>),
     Block(usize, Option<usize>),
     Kill(usize, usize),
+    Cancel(usize, u32),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -240,6 +327,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..40usize, proptest::option::of(0..40usize)).prop_map(|(a, b)| Op::Wait(a, b)),
         2 => (0..40usize, proptest::option::of(0..40usize)).prop_map(|(a, b)| Op::Block(a, b)),
         1 => (0..40usize, 0..40usize).prop_map(|(a, b)| Op::Kill(a, b)),
+        1 => (0..40usize, 0..60u32).prop_map(|(a, b)| Op::Cancel(a, b)),
     ]
 }
 
@@ -277,9 +365,20 @@ proptest! {
                     let pid = pick(&pids, p);
                     let st = match s % 3 { 0 => Ended::Exited(s as i32), 1 => Ended::Killed, _ => Ended::Faulted(s) };
                     let parent = t.ppid(pid);
+                    let owners = outstanding.clone();
                     if let Ok(out) = t.end(pid, st) {
                         released_ok(&out.released, &mut outstanding)?;
-                        if let Some(pp) = parent { ended.insert(pid, (pp, st)); }
+                        let d = delivered(&out.released);
+                        prop_assert!(d.len() <= 1, "one end delivered twice: {:?}", d);
+                        if let Some(&(tok, dpid, dst)) = d.first() {
+                            // To a waiter of its parent, with its status; it
+                            // is reaped (no zombie).
+                            prop_assert_eq!((dpid, dst), (pid, st));
+                            prop_assert_eq!(Some(owners[&tok]), parent);
+                            prop_assert!(t.get(pid).is_none());
+                        } else if let Some(pp) = parent {
+                            ended.insert(pid, (pp, st));
+                        }
                     }
                 }
                 Op::Wait(p, c) => {
@@ -297,12 +396,24 @@ proptest! {
                 Op::Block(p, c) => {
                     let caller = pick(&pids, p);
                     let target = c.map_or(Target::Any, |c| Target::Pid(pick(&pids, c)));
-                    if let Ok(replaced) = t.add_waiter(caller, target, next_token) {
+                    if let Ok(replaced) = aw(&mut t, caller, target, next_token) {
                         if let Some(old) = replaced {
                             prop_assert_eq!(outstanding.remove(&old), Some(caller), "replaced a waiter not the caller's");
                         }
                         outstanding.insert(next_token, caller);
                         next_token += 1;
+                    }
+                }
+                Op::Cancel(p, tok) => {
+                    let caller = pick(&pids, p);
+                    // Cookies are tokens here: only the caller's own come back.
+                    let mine = outstanding.get(&tok) == Some(&caller);
+                    match t.cancel_waiter(caller, u64::from(tok)) {
+                        Some(got) => {
+                            prop_assert!(mine && got == tok, "cancelled {} for {}", got, caller);
+                            outstanding.remove(&tok);
+                        }
+                        None => prop_assert!(!mine, "waiter {} of {} not cancelled", tok, caller),
                     }
                 }
                 Op::Kill(a, b) => {
