@@ -91,3 +91,21 @@ pub fn process_set_fault_ep(
     let ep = ep.map_or(0, |e| e.0 as u64);
     sys4(Sysnum::ProcessSetFaultEp, p.raw() as u64, ep, 0, 0).map(|_| ())
 }
+
+/// As [`process_set_fault_ep`] with `ep`, its messages badged `badge`
+/// (non-zero; `ep` unbadged, with DUPLICATE): no copy of `ep` to make and
+/// close.
+pub fn process_set_fault_ep_badged(
+    p: ProcessHandle,
+    ep: crate::ipc::Endpoint,
+    badge: u64,
+) -> Result<(), Error> {
+    sys4(
+        Sysnum::ProcessSetFaultEp,
+        p.raw() as u64,
+        ep.0 as u64,
+        badge,
+        0,
+    )
+    .map(|_| ())
+}

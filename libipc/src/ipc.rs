@@ -184,12 +184,24 @@ pub fn handle_dup(h: u32, rights: u32, badge: u64) -> Result<u32, Error> {
 /// names (needs `KILL` on `to`); returns its number there (a fresh child's
 /// first handle is [`FIRST_HANDLE`]).
 pub fn handle_give(to: crate::task::ProcessHandle, h: u32, rights: u32) -> Result<u32, Error> {
+    handle_give_badged(to, h, rights, 0)
+}
+
+/// As [`handle_give`], the copy badged `badge` (non-zero; `h` unbadged):
+/// one call for what a `handle_dup` with the badge, a give and a close do.
+pub fn handle_give_badged(
+    to: crate::task::ProcessHandle,
+    h: u32,
+    rights: u32,
+    badge: u64,
+) -> Result<u32, Error> {
     let mut r = IpcRegs {
         rdi: to.raw() as u64,
         rsi: h as u64,
         ..IpcRegs::default()
     };
     r.w[0] = rights as u64;
+    r.w[1] = badge;
     run(Sysnum::HandleGive, &mut r).map(|h| h as u32)
 }
 

@@ -227,3 +227,97 @@ pub fn waiter_killed_while_waiting() -> TestResult {
         "a wait after the waiter's death",
     )
 }
+
+/// The kernel's badging give and fault endpoint (procmgr's `Fork` in 2
+/// calls instead of 6): a fault message carries the badge
+/// `process_set_fault_ep` was given, a badged give lands in the child's
+/// table, and badging a badged handle, or a fault endpoint without
+/// DUPLICATE, is refused.
+pub fn badged_give_and_fault_endpoint() -> TestResult {
+    use crate::hw::{spawn, Child};
+    use crate::util::{expect_err, wait_status};
+    use abi::rights;
+    use abi::status::Status;
+    use libipc::hw;
+    const BADGE: u64 = 0xfeed;
+    let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
+    let badged = ok(
+        ipc::handle_dup(
+            ep.0,
+            rights::SEND | rights::DUPLICATE | rights::TRANSFER,
+            0x55,
+        ),
+        "dup with a badge",
+    )?;
+    let no_dup = ok(
+        ipc::handle_dup(ep.0, rights::SEND | rights::TRANSFER, 0),
+        "dup without DUPLICATE",
+    )?;
+    let r = (|| {
+        // ud2 until the handler refuses it; it waits for its first handle.
+        let c = spawn(Child::Fault, 1)?;
+        ok(
+            hw::process_set_fault_ep_badged(c, ipc::Endpoint(ep.0), BADGE),
+            "process_set_fault_ep with a badge",
+        )?;
+        expect(
+            ipc::handle_give_badged(c, ep.0, rights::SEND, 0x77),
+            Ok(ipc::FIRST_HANDLE),
+            "a badged give (the child's go)",
+        )?;
+        match ipc::recv(ep, Some(2_000_000)) {
+            Ok(ipc::Received::Msg { badge, msg })
+                if badge == BADGE
+                    && msg.label == abi::fault::LABEL
+                    && msg.words[abi::fault::VECTOR] == 6 => {}
+            other => {
+                note!("fault message: {other:?}");
+                return Err("the fault message did not carry the badge");
+            }
+        }
+        ok(
+            ipc::reply(&ipc::Message {
+                label: 1,
+                words: [0; 6],
+            }),
+            "reply kill",
+        )?;
+        expect(
+            wait_status(c)?,
+            Status::Faulted(6),
+            "the refused fault's end",
+        )?;
+        // Hostile arguments.
+        let s = spawn(Child::Spin, 0)?;
+        let bad = [
+            (
+                hw::process_set_fault_ep_badged(s, ipc::Endpoint(badged), 1),
+                Error::InvalidArgument,
+                "a fault endpoint badged twice",
+            ),
+            (
+                hw::process_set_fault_ep_badged(s, ipc::Endpoint(no_dup), 1),
+                Error::PermissionDenied,
+                "a badged fault endpoint without DUPLICATE",
+            ),
+            (
+                ipc::handle_give_badged(s, badged, rights::SEND, 1).map(|_| ()),
+                Error::InvalidArgument,
+                "a badged give of a badged handle",
+            ),
+        ];
+        let mut r = Ok(());
+        for (got, want, what) in bad {
+            if r.is_ok() {
+                r = expect_err(got.map(|_| 0), &[want], what);
+            }
+        }
+        let _ = sys::process_kill(s);
+        let _ = wait_status(s);
+        r
+    })();
+    for h in [badged, no_dup, ep.0] {
+        let _ = ipc::handle_close(h);
+    }
+    r
+}

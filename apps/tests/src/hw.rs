@@ -183,7 +183,7 @@ extern "C" {
 }
 
 #[derive(Clone, Copy)]
-enum Child {
+pub(crate) enum Child {
     Io,
     IoNone,
     Fault,
@@ -222,7 +222,7 @@ impl Child {
     }
 }
 
-fn spawn(child: Child, arg: u64) -> Result<ProcessHandle, &'static str> {
+pub(crate) fn spawn(child: Child, arg: u64) -> Result<ProcessHandle, &'static str> {
     util::spawn_code(child.code(), arg)
 }
 

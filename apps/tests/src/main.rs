@@ -729,6 +729,10 @@ const CASES: &[Case] = &[
         "procmgr_waiter_killed_while_waiting",
         forku::waiter_killed_while_waiting,
     ),
+    (
+        "procmgr_badged_give_and_fault_endpoint",
+        forku::badged_give_and_fault_endpoint,
+    ),
     // --- pscpu (issue 11: ps's CPU column) ---
     (
         "process_cpu_names_the_cpu_it_runs_on",

@@ -139,11 +139,14 @@ shared_enum! {
         /// `ntf_bind(ntf)`: bind a notification to the calling thread, so its
         /// endpoint receives also end on a signal (0 unbinds).
         NtfBind = 36 => "ntf_bind",
-        /// `handle_give(proc, h, rights)`: put a copy of `h` with `rights` (a
-        /// subset; `h` needs DUPLICATE and TRANSFER) into the table of the
-        /// process that handle `proc` names (needs [`rights::KILL`]: whoever
-        /// may end a process may hand it handles); returns its number there.
-        /// The bootstrap until a name service hands out endpoints.
+        /// `handle_give(proc, h, rights, badge)`: put a copy of `h` with
+        /// `rights` (a subset; `h` needs DUPLICATE and TRANSFER) into the
+        /// table of the process that handle `proc` names (needs
+        /// [`rights::KILL`]: whoever may end a process may hand it handles);
+        /// returns its number there. A non-zero `badge` badges the copy as
+        /// `handle_dup` does (only from an unbadged `h`, else
+        /// `InvalidArgument`). The bootstrap until a name service hands out
+        /// endpoints, and how procmgr gives each process its badged handle.
         HandleGive = 37 => "handle_give",
         /// `thread_kill(h)`: make the thread handle `h` names (needs
         /// [`rights::KILL`]) end before it runs user code again, with status
@@ -237,6 +240,10 @@ shared_enum! {
         /// a [`fault`] message to the endpoint `ep` (needs
         /// [`rights::SEND`]; its badge names the process to the handler)
         /// instead of ending the thread. `ep` = 0 removes the handler.
+        /// `process_set_fault_ep(proc, ep, badge)` with a non-zero `badge`
+        /// makes the messages carry that badge, as a copy of `ep` made by
+        /// `handle_dup` with it would (so `ep` needs DUPLICATE too and no
+        /// badge of its own).
         ProcessSetFaultEp = 55 => "process_set_fault_ep",
         // --- trace (issue 12) ---
         /// `trace_mark(name_ptr, name_len, value)`: puts a named mark with

@@ -174,7 +174,10 @@ pub fn irq_ack(f: &TrapFrame) -> Result<u64, Error> {
     Ok(0)
 }
 
-/// `process_set_fault_ep(proc, ep)`: `ep` 0 removes the handler.
+/// `process_set_fault_ep(proc, ep, badge)`: `ep` 0 removes the handler; a
+/// non-zero `badge` is the badge fault messages carry, as if `ep` had been
+/// duplicated with it (so `ep` needs DUPLICATE too and no badge of its
+/// own): one call instead of a dup, this and a close (forku).
 pub fn process_set_fault_ep(f: &TrapFrame) -> Result<u64, Error> {
     let (_, o) = handle_object(f.rdi, Rights::KILL, |o| matches!(o, Object::Process(_)))?;
     let Object::Process(p) = o else {
@@ -192,7 +195,13 @@ pub fn process_set_fault_ep(f: &TrapFrame) -> Result<u64, Error> {
         if !e.rights.contains(Rights::SEND) {
             return Err(Error::PermissionDenied);
         }
-        Some((ep.clone(), e.badge))
+        let badge = match f.rdx {
+            0 => e.badge,
+            _ if !e.rights.contains(Rights::DUPLICATE) => return Err(Error::PermissionDenied),
+            b if e.badge == 0 => b,
+            _ => return Err(kcore::handles::HandleError::AlreadyBadged.into()),
+        };
+        Some((ep.clone(), badge))
     };
     // The replaced endpoint reference goes outside the lock.
     let old = core::mem::replace(&mut *p.fault_ep.lock(), handler);

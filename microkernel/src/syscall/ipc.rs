@@ -47,7 +47,7 @@ pub fn invoke(n: Sysnum, frame: &mut TrapFrame) -> Result<u64, Error> {
     match n {
         Sysnum::HandleDup => dup(frame.rdi, frame.rsi, frame.rdx),
         Sysnum::HandleClose => close(frame.rdi),
-        Sysnum::HandleGive => give(frame.rdi, frame.rsi, frame.rdx),
+        Sysnum::HandleGive => give(frame.rdi, frame.rsi, frame.rdx, frame.r10),
         Sysnum::EndpointCreate => create(true),
         Sysnum::NotificationCreate => create(false),
         Sysnum::IpcCall => call(frame),
@@ -141,9 +141,12 @@ fn dup(h: u64, rights: u64, badge: u64) -> Result<u64, Error> {
     Ok(new.raw() as u64)
 }
 
-/// `handle_give(proc, h, rights)`: a copy of `h` into the table of the
-/// process handle `proc` names (needs `KILL`).
-fn give(pid: u64, h: u64, rights: u64) -> Result<u64, Error> {
+/// `handle_give(proc, h, rights, badge)`: a copy of `h` into the table of
+/// the process handle `proc` names (needs `KILL`); a non-zero `badge`
+/// badges the copy as `handle_dup` would (only from an unbadged `h`), so
+/// a server gives a client its own badged handle in one call, not a dup,
+/// a give and a close (forku: procmgr's `Fork`).
+fn give(pid: u64, h: u64, rights: u64, badge: u64) -> Result<u64, Error> {
     let me = process()?;
     let h = Handle::from_reg(h)?;
     let rights = u32::try_from(rights)
@@ -157,10 +160,15 @@ fn give(pid: u64, h: u64, rights: u64) -> Result<u64, Error> {
         if !e.rights.contains(rights) {
             return Err(Error::PermissionDenied);
         }
+        let badge = match badge {
+            0 => e.badge,
+            b if e.badge == 0 => b,
+            _ => return Err(kcore::handles::HandleError::AlreadyBadged.into()),
+        };
         let entry = Entry {
             object: e.object.clone(),
             rights,
-            badge: e.badge,
+            badge,
         };
         // Counted under our table lock (as `dup`): a close of `h` between
         // could otherwise kill the endpoint and this count revive it.

@@ -21,7 +21,7 @@ mod ring3 {
     use abi::rights;
     use abi::status::wake;
     use abi::status::Ended;
-    use libipc::hw::{process_notify, process_set_fault_ep};
+    use libipc::hw::{process_notify, process_set_fault_ep_badged};
     use libipc::ipc::{self, Endpoint, Notification};
     use libipc::loader;
     use libipc::procmgr::{Procmgr, Reply, Request, BUFFER, NAME};
@@ -119,21 +119,16 @@ mod ring3 {
             reaps: bool,
             faults: bool,
         ) -> Result<(), Error> {
-            let give = rights::SEND | rights::DUPLICATE | rights::TRANSFER;
-            let own = ipc::handle_dup(self.ep.0, give, u64::from(pid))?;
             // SEND only in the process: the handle can never leave it, so
-            // its badge stays its identity.
-            let r = ipc::handle_give(p, own, rights::SEND);
-            let _ = ipc::handle_close(own);
-            r?;
+            // its badge stays its identity. Badged in the give itself (one
+            // call, not a dup, a give and a close: forku).
+            ipc::handle_give_badged(p, self.ep.0, rights::SEND, u64::from(pid))?;
             process_notify(p, self.ends, bit(slot))?;
             if faults {
                 // Last, so nothing after it can fail and leave procmgr the
-                // fault handler of a process it does not know.
-                let fault = ipc::handle_dup(self.ep.0, rights::SEND, FAULT_BADGE | u64::from(pid))?;
-                let r = process_set_fault_ep(p, Some(Endpoint(fault)));
-                let _ = ipc::handle_close(fault);
-                r?;
+                // fault handler of a process it does not know. Badged by
+                // the kernel as it records it (no copy to make and close).
+                process_set_fault_ep_badged(p, self.ep, FAULT_BADGE | u64::from(pid))?;
             }
             self.kernel[slot] = Kernel {
                 process: p.raw(),
