@@ -24,7 +24,7 @@ mod ring3 {
     use abi::layout::PAGE_SIZE;
     use abi::vm::MAX_MEMORY_BYTES;
     use abi::Error;
-    use elfload::ring3::{load, Fail, Loaded};
+    use elfload::ring3::{load, load_from, Fail, Loaded};
     use libipc::ipc::{Endpoint, FIRST_HANDLE};
     use libipc::loader::{Loader, Reply, Request, BUFFER};
     use libipc::vm::{MemoryHandle, Space};
@@ -55,6 +55,9 @@ mod ring3 {
         name_len: usize,
         at: u64,
         len: u64,
+        /// Its memory object (the image from byte 0; init never writes it
+        /// after boot).
+        mem: MemoryHandle,
     }
 
     struct Server {
@@ -86,6 +89,7 @@ mod ring3 {
                     name_len: 0,
                     at: 0,
                     len: 0,
+                    mem: MemoryHandle::from_raw(0),
                 }; MAX_MODULES],
                 n: 0,
             };
@@ -115,6 +119,7 @@ mod ring3 {
                     name_len: name.len(),
                     at,
                     len,
+                    mem,
                 };
                 m.name[..name.len()].copy_from_slice(name);
                 s.modules[s.n] = m;
@@ -123,13 +128,14 @@ mod ring3 {
             s
         }
 
-        fn module(&self, name: &str) -> Option<&'static [u8]> {
+        fn module(&self, name: &str) -> Option<(&'static [u8], MemoryHandle)> {
             let m = self.modules[..self.n]
                 .iter()
                 .find(|m| &m.name[..m.name_len] == name.as_bytes())?;
             // SAFETY: `new` mapped the module's object read-only at `at`
             // for at least `len` bytes, and it stays mapped for ever.
-            Some(unsafe { core::slice::from_raw_parts(m.at as *const u8, m.len as usize) })
+            let bytes = unsafe { core::slice::from_raw_parts(m.at as *const u8, m.len as usize) };
+            Some((bytes, m.mem))
         }
 
         /// `LoadImage`: the first `len` bytes of the object, copied here
@@ -215,7 +221,9 @@ mod ring3 {
         fn handle<'r>(&'r mut self, _badge: u64, req: Request<'r>) -> Reply<'r> {
             match req {
                 Request::Load { module, argv, envp } => match self.module(module) {
-                    Some(image) => loaded(load(image, module, argv, envp, SCRATCH_AT)),
+                    Some((image, mem)) => {
+                        loaded(load_from(image, Some(mem), module, argv, envp, SCRATCH_AT))
+                    }
                     None => Reply::NotFound {},
                 },
                 Request::LoadImage {

@@ -101,6 +101,10 @@ const MAX_MAPPED: usize = crate::plan::MAX_SEGMENTS + 1;
 /// closes the object's handle (the child's mappings keep the frames).
 pub struct Builder {
     child: ProcessHandle,
+    /// The memory object holding the image from its byte 0, if the image
+    /// is one that never changes (a boot module): read-only segments are
+    /// mapped from it ([`apply::shares_image`]), not copied.
+    image: Option<MemoryHandle>,
     mem: MemoryHandle,
     scratch: u64,
     size: u64,
@@ -133,6 +137,7 @@ impl Builder {
         }
         Ok(Builder {
             child,
+            image: None,
             mem,
             scratch,
             size,
@@ -218,6 +223,21 @@ impl Target for Builder {
     fn protect(&mut self, start: u64, len: u64, perms: Perms) -> Result<(), Error> {
         self.child.space().protect(start, len, prot_of(perms))
     }
+    fn map_image(&mut self, start: u64, len: u64, perms: Perms, at: u64) -> Result<bool, Error> {
+        let Some(image) = self.image else {
+            return Ok(false);
+        };
+        // Private, as the object's parts (`map_part`): a fork copies on
+        // write, never shares (read-only here, so it never copies).
+        image.map(
+            self.child.space(),
+            start,
+            at,
+            len,
+            prot_of(perms) | abi::vm::MAP_PRIVATE,
+        )?;
+        Ok(true)
+    }
 }
 
 /// Splits `blob` (NUL-terminated strings end to end) into `out`; the count,
@@ -297,6 +317,21 @@ pub fn load(
     envp: &[u8],
     scratch_base: u64,
 ) -> Result<Loaded, Fail> {
+    load_from(image, None, name, argv, envp, scratch_base)
+}
+
+/// As [`load`], `image` being the bytes of memory object `object` from its
+/// byte 0 (mapped by the caller, and never written while any process it
+/// loaded lives): its read-only segments are mapped from the object, not
+/// copied (the loader's boot modules).
+pub fn load_from(
+    image: &[u8],
+    object: Option<MemoryHandle>,
+    name: &str,
+    argv: &[u8],
+    envp: &[u8],
+    scratch_base: u64,
+) -> Result<Loaded, Fail> {
     let plan = plan(image, PIE_BASE, &LIMITS).map_err(Fail::Refused)?;
     // Checked before anything is made: bad arguments cost nothing.
     let mut args: [&[u8]; stack::MAX_ARGS] = [&[]; stack::MAX_ARGS];
@@ -312,7 +347,14 @@ pub fn load(
     }
     const _: () = assert!(STACK_TOP <= USER_END && STACK_BYTES >= ARGS_AREA);
     let process = process_create_program(name)?;
-    let r = build(&plan, process, &args[..na], &envs[..ne], scratch_base);
+    let r = build(
+        &plan,
+        process,
+        object,
+        &args[..na],
+        &envs[..ne],
+        scratch_base,
+    );
     if r.is_err() {
         // Not started: it has no thread; killing it (and closing the
         // only handle) frees its space and everything mapped there.
@@ -325,11 +367,20 @@ pub fn load(
 fn build(
     plan: &LoadPlan<'_>,
     process: ProcessHandle,
+    object: Option<MemoryHandle>,
     argv: &[&[u8]],
     envp: &[&[u8]],
     scratch_base: u64,
 ) -> Result<Loaded, Fail> {
-    let mut b = Builder::new(process, scratch_base, plan.memory_bytes() + ARGS_AREA)?;
+    // The object holds what is copied: less what the image's own pages
+    // give.
+    let shared = object.map_or(0, |_| apply::shared_bytes(plan));
+    let mut b = Builder::new(
+        process,
+        scratch_base,
+        plan.memory_bytes() - shared + ARGS_AREA,
+    )?;
+    b.image = object;
     apply(plan, &mut b)?;
     // The stack: its top from the object (the builder writes it), the rest
     // fresh zeroed pages; the page below stays unmapped (the guard).

@@ -14,6 +14,7 @@ use crate::{apply, plan, Limits, LoadError, LoadPlan, Perms, Target};
 mod accepted;
 mod corpus;
 mod real;
+mod shared;
 mod stack;
 
 pub(crate) use real::{real_elf_dir, LINKED_PIE};
