@@ -11,8 +11,10 @@
 //!   kernel handle is registered with `process_notify` on bit `slot % 64`;
 //!   a signal makes procmgr check the processes on that bit (a probe
 //!   registration on a notification no running process is registered on,
-//!   which signals at once for an ended process) and turn each ended one
-//!   into a zombie with its status.
+//!   which signals at once for an ended process) and hand each ended
+//!   one's status to a waiter of its parent, reaped at once (the waiter's
+//!   notification word carries it: `abi::status::wake`), or keep it as a
+//!   zombie with its status.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
