@@ -31,9 +31,16 @@
 //! # Reads
 //! `read(max)` answers the next cooked line (at most `max` bytes of it, the
 //! rest for the next read; the line's `\n` included when it fits),
-//! [`Reply::Interrupt`] when Ctrl-C was typed (the line being edited is
-//! dropped; procmgr will turn it into a kill of the foreground process),
-//! [`Reply::EndOfInput`] for Ctrl-D on an empty line. `max` 0 is
+//! [`Reply::Interrupt`] when Ctrl-C was typed, [`Reply::EndOfInput`] for
+//! Ctrl-D on an empty line.
+//!
+//! # Ctrl-C
+//! The console acts on Ctrl-C when it receives it, as a tty's ISIG does:
+//! the line being edited and every queued entry not yet read (input typed
+//! ahead) are discarded and the interrupt is queued alone. The shell, which
+//! knows the foreground program, polls [`interrupted`] on `console` while
+//! it waits for one and kills it; lines typed after the Ctrl-C stay
+//! queued for the shell's next `read`. `max` 0 is
 //! [`Reply::Invalid`]; a larger `max` than [`MAX_READ`] is clamped.
 
 use wire::{CallError, Handle};
@@ -77,6 +84,11 @@ wire::protocol! {
         /// (SEND | TRANSFER, moved to the caller; give it to a child or a
         /// thread), or `Invalid` once the server made [`MAX_SESSIONS`].
         Open = 3 => fn open {},
+        /// Takes a Ctrl-C if one waits, and nothing else: `Interrupt`, or
+        /// `Empty` (never waits, on either endpoint). Lines typed ahead
+        /// stay queued; a Ctrl-C discards them when typed, so it is never
+        /// behind one (a foreground job's owner polls this).
+        Interrupted = 4 => fn interrupted {},
     }
     /// What the server answers.
     pub enum Reply {
@@ -255,6 +267,18 @@ mod ring3 {
             }
         }
         Printed::Yes
+    }
+
+    /// Takes a waiting Ctrl-C through `console`'s endpoint `ctl` (never
+    /// waits; takes no line): `true` if one was typed since the last.
+    pub fn interrupted(ctl: Endpoint) -> Result<bool, ConsoleError> {
+        let mut buf = [0u8; 64];
+        let mut c = Client::new(Caller::new(ctl, None), &mut buf);
+        match c.interrupted()? {
+            Reply::Interrupt {} => Ok(true),
+            Reply::Empty {} => Ok(false),
+            _ => Err(CallError::Transport(Error::InvalidArgument)),
+        }
     }
 
     /// Reads the next input line into `out` through `console.in`'s

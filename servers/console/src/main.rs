@@ -168,6 +168,15 @@ mod ring3 {
         })
     }
 
+    /// A waiting Ctrl-C, taken (lines typed after it stay queued).
+    fn interrupted<'r>() -> Reply<'r> {
+        if INPUT.lock().take_interrupt() {
+            Reply::Interrupt {}
+        } else {
+            Reply::Empty {}
+        }
+    }
+
     /// The write endpoint's server.
     struct Main {
         /// `console`'s endpoint (unbadged: sessions are cut from it).
@@ -183,6 +192,7 @@ mod ring3 {
                 Request::Write { bytes } => write(badge, bytes),
                 Request::Read { max } => take(max, &mut self.out).unwrap_or(Reply::Empty {}),
                 Request::Open {} => self.open(badge),
+                Request::Interrupted {} => interrupted(),
             }
         }
 
@@ -282,6 +292,7 @@ mod ring3 {
                 }
                 // Sessions are the write endpoint's.
                 Request::Open {} => Reply::Invalid { limit: 0 },
+                Request::Interrupted {} => interrupted(),
             }
         }
     }
