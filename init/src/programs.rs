@@ -108,9 +108,11 @@ fn handle(info: &BootInfo, msg: &Message, current: &mut Option<Current>) -> Mess
         p::KILL => {
             return match current {
                 Some(c) => {
-                    c.killed = true;
-                    // An error means it has ended already: the wait sees it.
-                    let _ = c.process.kill();
+                    // An error means it has ended already: the wait sees it
+                    // and gives its own status.
+                    if c.process.kill().is_ok() {
+                        c.killed = true;
+                    }
                     reply(p::KILLED, 0)
                 }
                 None => reply(p::IDLE, 0),

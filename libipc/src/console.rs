@@ -43,6 +43,7 @@
 //! queued for the shell's next `read`. `max` 0 is
 //! [`Reply::Invalid`]; a larger `max` than [`MAX_READ`] is clamped.
 
+use wire::resend::{Fate, Resends};
 use wire::{CallError, Handle};
 
 /// The name the console's write endpoint is registered under.
@@ -200,8 +201,9 @@ mod ring3 {
         /// console died holding the piece, which may have been printed, so
         /// it is never sent again (nothing is printed twice).
         /// `NotDelivered` (or a handle another thread had just replaced)
-        /// means it was never taken: it was sent once more to the
-        /// successor (`resent`), and `error` is what that attempt got.
+        /// means it was never taken: it was sent again to each newer
+        /// successor, at most `wire::resend::MAX_RESENDS` times
+        /// (`resent`), and `error` is what the last attempt got.
         Dropped {
             /// The kernel's answer to the last attempt.
             error: Error,
@@ -224,8 +226,9 @@ mod ring3 {
     /// the console died holding (`PeerDied`) is not sent again (it may
     /// have been printed); a piece no console ever took (`NotDelivered`,
     /// or `BadHandle` because another thread replaced our copy of the
-    /// handle) is sent once more to the successor, since it cannot have
-    /// been printed.
+    /// handle) is sent again to the successor, since it cannot have been
+    /// printed: to each newer instance while the registration keeps
+    /// changing, at most `wire::resend::MAX_RESENDS` times.
     pub fn write_piece(bytes: &[u8]) -> Printed {
         let mut word = CONSOLE.load(Ordering::Acquire);
         if word == 0 {
@@ -241,7 +244,7 @@ mod ring3 {
         // server joins them into lines.
         let mut buf = [0u8; PRINT_CHUNK + 64];
         for chunk in bytes.chunks(PRINT_CHUNK) {
-            let mut resent = false;
+            let mut resends = Resends::new(word >> 32);
             loop {
                 let mut c = Client::new(Caller::new(Endpoint(word as u32), None), &mut buf);
                 match c.write(chunk) {
@@ -255,12 +258,20 @@ mod ring3 {
                             return Printed::NoConsole;
                         };
                         word = w;
-                        // Never taken: not printed, send it once more.
-                        if e != Error::PeerDied && !resent {
-                            resent = true;
+                        // Never taken: not printed, so it is sent again,
+                        // to each newer instance, a bounded number of times.
+                        let fate = if e == Error::PeerDied {
+                            Fate::MaybeTaken
+                        } else {
+                            Fate::NotTaken
+                        };
+                        if resends.again(fate, false, false, w >> 32) {
                             continue;
                         }
-                        return Printed::Dropped { error: e, resent };
+                        return Printed::Dropped {
+                            error: e,
+                            resent: resends.count() > 0,
+                        };
                     }
                     Err(_) => return Printed::NoConsole,
                 }

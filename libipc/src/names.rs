@@ -42,11 +42,15 @@
 //! init hands out a *newer* instance (at most [`RECOVERY_NS`]), and then:
 //! - `NotDelivered` (the kernel proves no server thread ever took the call:
 //!   the endpoint was dead already, or the call was still queued when it
-//!   died): any request is sent once more, idempotent or not, since the
+//!   died): any request is sent again, idempotent or not, since the
 //!   old server never saw it;
 //! - `PeerDied` (the server took the call and died holding it: it may
 //!   have acted on it): only a request the protocol marks `(idempotent)` is
-//!   sent once more; any other returns `PeerDied`.
+//!   sent again; any other returns `PeerDied`.
+//!
+//! A resent request that meets a dead successor is decided again by the
+//! same rule, each time to a newer instance, at most
+//! `wire::resend::MAX_RESENDS` times (`wire::resend::Resends`).
 //!
 //! Either way a request that moves a handle is not sent again (the failed
 //! call closed the moved handles: the kernel does not give them back): it
@@ -57,6 +61,7 @@ use crate::server::{call_regs, incoming, Caller};
 use crate::sys;
 use abi::Error;
 use core::marker::PhantomData;
+use wire::resend::{Fate, Resends};
 use wire::{CallError, CopiedHandle, Frame, Handle, Incoming, Protocol, Transport};
 
 /// Longest name, in bytes.
@@ -288,19 +293,30 @@ impl<P: Protocol> Transport for Named<P> {
         }
         // The request's bytes stay in `buf` until a reply arrives: a call
         // that failed left them there for the retry.
-        let regs = match call_regs(self.ep, frame, buf, self.timeout) {
-            Err(e @ (Error::PeerDied | Error::NotDelivered)) => {
-                if !may_resend(e, P::idempotent(frame.label), moves_handles(frame)) {
-                    self.stale = true;
-                    return Err(e);
-                }
-                self.refind()?;
-                self.retries += 1;
-                call_regs(self.ep, frame, buf, self.timeout)?
+        let (idempotent, moved) = (P::idempotent(frame.label), moves_handles(frame));
+        let mut resends = Resends::new(self.instance);
+        loop {
+            let e = match call_regs(self.ep, frame, buf, self.timeout) {
+                Err(e @ (Error::PeerDied | Error::NotDelivered)) => e,
+                other => return Ok(incoming(&other?, buf)),
+            };
+            if !may_resend(e, idempotent, moved) {
+                self.stale = true;
+                return Err(e);
             }
-            other => other?,
-        };
-        Ok(incoming(&regs, buf))
+            self.refind()?;
+            // To each newer instance while the registration keeps
+            // changing, a bounded number of times (`wire::resend`).
+            let fate = if e == Error::NotDelivered {
+                Fate::NotTaken
+            } else {
+                Fate::MaybeTaken
+            };
+            if !resends.again(fate, idempotent, moved, self.instance) {
+                return Err(e);
+            }
+            self.retries += 1;
+        }
     }
 }
 
