@@ -287,7 +287,8 @@ boot_case console-ctrl-c-typeahead "--smp 2 --timeout 90" 0 \
   '^\[pid [0-9]+\] after$' \
   '^\[pid [0-9]+\] shell: bye$' \
   '^mica: shutdown requested by init \(success\)$' \
-  '!^\[pid [0-9]+\] typed-ahead$' '!PANIC'
+  '!^\[pid [0-9]+\] typed-ahead$' '!PANIC' \
+  "!^\\[pid ${PROCMGR_PID}\\] Hello from userland"
 
 # Ctrl-C during the shell's `tests` and `bench` (gaps, session 19): init's
 # program runner starts the program and the shell waits for it in steps,

@@ -203,12 +203,13 @@ mod ring3 {
         /// `NotDelivered` (or a handle another thread had just replaced)
         /// means it was never taken: it was sent again to each newer
         /// successor, at most `wire::resend::MAX_RESENDS` times
-        /// (`resent`), and `error` is what the last attempt got.
+        /// (`resends`), and `error` is what the last attempt got. A
+        /// `NotDelivered` piece is given up only after all of them.
         Dropped {
             /// The kernel's answer to the last attempt.
             error: Error,
-            /// Whether the piece was sent a second time.
-            resent: bool,
+            /// How many times the piece was sent again.
+            resends: u32,
         },
         /// No console (not attached, or it did not come back in time):
         /// the caller prints elsewhere.
@@ -270,7 +271,7 @@ mod ring3 {
                         }
                         return Printed::Dropped {
                             error: e,
-                            resent: resends.count() > 0,
+                            resends: resends.count(),
                         };
                     }
                     Err(_) => return Printed::NoConsole,

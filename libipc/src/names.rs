@@ -107,6 +107,12 @@ wire::protocol! {
         /// supervised slot `slot` saw its process end with `status`; the
         /// reply names the next process to watch.
         Exited = 5 => fn exited { slot: u64, status: u64 },
+        /// procmgr only (`Denied` for anyone else, or for `pid` 0 or not a
+        /// pid): as `Lookup`, but the handle is badged as if process `pid`
+        /// (a kernel pid) had looked `name` up itself. procmgr looks names
+        /// up for the programs it spawns, so the console prefixes their
+        /// lines with their own pid, not procmgr's.
+        LookupFor = 6 (idempotent) => fn lookup_for { name: &'a str, pid: u64 },
     }
     /// What the service answers.
     pub enum Reply {
@@ -167,6 +173,18 @@ pub fn lookup(names: Endpoint, name: &str) -> Result<(Endpoint, u64), LookupErro
     let mut buf = [0u8; BUFFER];
     let mut c = Client::new(Caller::new(names, None), &mut buf);
     match c.lookup(name) {
+        Ok(Reply::Found { ep, instance }) => Ok((Endpoint(ep.0), instance)),
+        Ok(Reply::BadName { .. }) => Err(LookupError::BadName),
+        Ok(_) => Err(LookupError::NotFound),
+        Err(e) => Err(LookupError::Service(e)),
+    }
+}
+
+/// [`lookup`] on behalf of kernel pid `pid` (procmgr only: `Request::LookupFor`).
+pub fn lookup_for(names: Endpoint, name: &str, pid: u64) -> Result<(Endpoint, u64), LookupError> {
+    let mut buf = [0u8; BUFFER];
+    let mut c = Client::new(Caller::new(names, None), &mut buf);
+    match c.lookup_for(name, pid) {
         Ok(Reply::Found { ep, instance }) => Ok((Endpoint(ep.0), instance)),
         Ok(Reply::BadName { .. }) => Err(LookupError::BadName),
         Ok(_) => Err(LookupError::NotFound),
