@@ -42,6 +42,7 @@ mod fastpath3;
 mod faults;
 mod forkperf;
 mod fpu;
+mod gaps;
 mod gpr;
 mod handles;
 mod hw;
@@ -706,6 +707,10 @@ const CASES: &[Case] = &[
     ),
     // --- shell3 (init-only trace dump and adopt) ---
     ("trace_dump_is_init_only", shell3::trace_dump_is_init_only),
+    (
+        "names_lookup_for_is_procmgr_only",
+        gaps::names_lookup_for_is_procmgr_only,
+    ),
     (
         "procmgr_adopt_is_init_only",
         shell3::procmgr_adopt_is_init_only,
