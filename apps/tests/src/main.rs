@@ -712,6 +712,10 @@ const CASES: &[Case] = &[
         gaps::names_lookup_for_is_procmgr_only,
     ),
     (
+        "names_resend_follows_newer_instances_up_to_the_bound",
+        gaps::names_resend_follows_newer_instances_up_to_the_bound,
+    ),
+    (
         "procmgr_adopt_is_init_only",
         shell3::procmgr_adopt_is_init_only,
     ),
