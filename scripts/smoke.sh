@@ -63,7 +63,7 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=185 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=187 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=26 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
@@ -228,7 +228,9 @@ boot_case console-pid-prefix "--smp 2 --cmdline init=tests" 0 \
 # the shell waits in the foreground) kills it. They share one line with
 # `servers` and `cpus` (`;`): the console queues at most 8 input entries, and
 # a shell still starting when the runner feeds could lose more.
-STDIN='echo hi\nhelx\x7fp\necho ab\x08c\nrm -rf\x03echo after-ctrl-c\nservers; cpus; run hello a b; run nosuch; ps; kill 4242; kill; run hello sleep\n\x03exit\n' \
+# A Ctrl-C discards everything typed ahead and not yet read (gaps, session
+# 19), so each waits (`@@wait:REGEX@@`) until the lines before it were run.
+STDIN='echo hi\nhelx\x7fp\necho ab\x08c\n@@wait:\] ac$@@rm -rf\x03echo after-ctrl-c\nservers; cpus; run hello a b; run nosuch; ps; kill 4242; kill; run hello sleep\n@@wait:Hello from userland! \(argc 2,@@\x03exit\n' \
 boot_case console-shell "--smp 2 --timeout 90 --cmdline init=shell" 0 \
   '^\[pid 1\] init: all servers up$' \
   '^\[pid [0-9]+\] hi$' \
@@ -270,6 +272,38 @@ boot_case shell-programs "--smp 2 --timeout 120" 0 \
   '^\[pid [0-9]+\] shell: bye$' \
   '^mica: shutdown requested by init \(success\)$' \
   '!BENCH name=(syscall_trivial|ipc_|irq_latency)' '!FAILED' '!PANIC'
+
+# Ctrl-C behind a typed-ahead line (gaps, session 19): while `run hello
+# sleep` runs, a line is typed and then Ctrl-C. The console acts on the
+# Ctrl-C when it receives it: the typed-ahead line is discarded (never
+# run) and the interrupt is at the head of its queue, where the shell's
+# poll (`interrupted`, which takes no line) finds it and kills hello. A
+# line typed after the Ctrl-C runs once the prompt is back.
+STDIN='run hello sleep\n@@wait:Hello from userland! \(argc 2,@@echo typed-ahead\n\x03@@wait:run: hello \(pid [0-9]+\) killed@@echo after\n' \
+boot_case console-ctrl-c-typeahead "--smp 2 --timeout 90" 0 \
+  '^\[pid [0-9]+\] Hello from userland! \(argc 2, envc 0\)$' \
+  '^\[pid [0-9]+\] run: \^C: pid [0-9]+ killed$' \
+  '^\[pid [0-9]+\] run: hello \(pid [0-9]+\) killed$' \
+  '^\[pid [0-9]+\] after$' \
+  '^\[pid [0-9]+\] shell: bye$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!^\[pid [0-9]+\] typed-ahead$' '!PANIC' \
+  "!^\\[pid ${PROCMGR_PID}\\] Hello from userland"
+
+# Ctrl-C during the shell's `tests` and `bench` (gaps, session 19): init's
+# program runner starts the program and the shell waits for it in steps,
+# polling the console for Ctrl-C between them; on one init kills the
+# program, the shell says so and its prompt comes back (`echo back`).
+STDIN='tests\n@@wait:tests: [0-9]+ cases$@@\x03@@wait:tests: interrupted@@bench\n@@wait:BENCH name=@@\x03@@wait:bench: interrupted@@echo back\n' \
+boot_case shell-programs-ctrl-c "--smp 2 --timeout 120" 0 \
+  '^\[pid [0-9]+\] tests: \^C: stopping it$' \
+  '^\[pid [0-9]+\] tests: interrupted \(killed\)$' \
+  '^\[pid [0-9]+\] bench: \^C: stopping it$' \
+  '^\[pid [0-9]+\] bench: interrupted \(killed\)$' \
+  '^\[pid [0-9]+\] back$' \
+  '^\[pid [0-9]+\] shell: bye$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!tests: passed' '!bench: passed' '!^\[pid [0-9]+\] [1-9][0-9]* passed, [0-9]+ failed$' '!^KERNEL PANIC'
 
 # The user-space suite at every CPU count the design names. Its
 # ud2_faults_thread_only case faults on purpose in `do_ud2`: the kernel's line
@@ -433,6 +467,27 @@ describe_exit() {
   esac
 }
 
+# feed_input TEXT RAW DEADLINE: prints TEXT (printf %b) to stdout, stopping
+# at each `@@wait:REGEX@@` until a line of the transcript RAW (CRs removed)
+# matches REGEX or SECONDS passes DEADLINE (then the rest is fed anyway, and
+# the case's own checks fail). Always succeeds: a runner that ended early
+# closed the pipe, which is not the case's verdict (its exit status is).
+feed_input() (
+  trap '' PIPE
+  local text=$1 raw=$2 deadline=$3 re
+  while [[ $text == *@@wait:* ]]; do
+    printf '%b' "${text%%@@wait:*}" 2>/dev/null || exit 0
+    text=${text#*@@wait:}
+    re=${text%%@@*}
+    text=${text#*@@}
+    until tr -d '\r' <"$raw" | grep -qE -- "$re"; do
+      ((SECONDS < deadline)) || break
+      sleep 0.2
+    done
+  done
+  printf '%b' "$text" 2>/dev/null || true
+)
+
 # Runs one case; writes PASS/FAIL to $OUT/NAME.status and prints the verdict.
 run_case() {
   local name=$1
@@ -468,15 +523,25 @@ run_case() {
 
   local start=$EPOCHREALTIME status=0
   # STDIN='...' boot_case: printf-%b text fed to the guest's serial port (the
-  # runner sends it once init says all servers are up); else no input.
+  # runner sends it once init says all servers are up); else no input. Text
+  # with `@@wait:REGEX@@` marks is fed piece by piece through a pipe: each
+  # mark holds the rest back until a transcript line matches REGEX.
   local input=/dev/null
   if [[ -n ${CASE_STDIN[$name]} ]]; then
     input=$OUT/$name$RUN_SUFFIX.stdin
     printf '%b' "${CASE_STDIN[$name]}" >"$input"
   fi
-  timeout --kill-after=5 $((limit + 30)) \
-    "$RUNNER" --headless --timeout "$SMOKE_TIMEOUT" "${args[@]}" \
-    <"$input" >"$raw" 2>&1 || status=$?
+  if [[ ${CASE_STDIN[$name]} == *@@wait:* ]]; then
+    : >"$raw"
+    feed_input "${CASE_STDIN[$name]}" "$raw" $((SECONDS + limit + 30)) |
+      timeout --kill-after=5 $((limit + 30)) \
+        "$RUNNER" --headless --timeout "$SMOKE_TIMEOUT" "${args[@]}" \
+        >"$raw" 2>&1 || status=$?
+  else
+    timeout --kill-after=5 $((limit + 30)) \
+      "$RUNNER" --headless --timeout "$SMOKE_TIMEOUT" "${args[@]}" \
+      <"$input" >"$raw" 2>&1 || status=$?
+  fi
   local rstatus=""
   if [[ ${CASE_KIND[$name]} == record-replay && -f $rec/manifest ]]; then
     rstatus=0

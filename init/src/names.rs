@@ -101,7 +101,9 @@ static INFO: AtomicU64 = AtomicU64::new(0);
 /// Whether `Restart` (the test-only control) is allowed: `init=tests`.
 static TEST_CONTROLS: AtomicU32 = AtomicU32::new(0);
 /// The next badge a client of the service gets (0 is init's own).
-static NEXT_BADGE: AtomicU64 = AtomicU64::new(1 << 62);
+static NEXT_BADGE: AtomicU64 = AtomicU64::new(FIRST_COUNTER_BADGE);
+/// The first badge that is no pid.
+const FIRST_COUNTER_BADGE: u64 = 1 << 62;
 
 /// Starts the service thread, which starts the servers. `Err` if the
 /// endpoint, the notification or the thread could not be made.
@@ -517,6 +519,23 @@ impl Service {
         }
     }
 
+    /// `lookup` badged for kernel pid `pid`: procmgr's alone (its
+    /// supervised slot's badge), for the programs it spawns (gaps).
+    fn lookup_for(&mut self, badge: u64, name: &str, pid: u64) -> Reply<'static> {
+        let procmgr = SERVERS
+            .iter()
+            .position(|s| s.name == libipc::procmgr::NAME)
+            .map(|i| self.slots[i]);
+        let from_procmgr =
+            procmgr.is_some_and(|s| s.process.is_some() && s.badge == badge && badge != 0);
+        // Only a pid (init's counter badges for id-less handles start at
+        // 2^62), never 0 (init's own badge: the procmgr name, unbadged).
+        if !from_procmgr || pid == 0 || pid >= FIRST_COUNTER_BADGE {
+            return Reply::Denied {};
+        }
+        self.lookup(pid, name)
+    }
+
     fn restart(&mut self, badge: u64, name: &str) -> Reply<'static> {
         // Test-only: a kill switch for every supervised server.
         if TEST_CONTROLS.load(Ordering::Relaxed) == 0 || badge == 0 {
@@ -621,6 +640,7 @@ impl Handler<Names> for Service {
             Request::Server { index } => self.server(index),
             Request::Restart { name } => self.restart(badge, name),
             Request::Exited { slot, status } => self.exited(badge, slot, status),
+            Request::LookupFor { name, pid } => self.lookup_for(badge, name, pid),
         }
     }
 }

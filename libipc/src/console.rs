@@ -31,11 +31,19 @@
 //! # Reads
 //! `read(max)` answers the next cooked line (at most `max` bytes of it, the
 //! rest for the next read; the line's `\n` included when it fits),
-//! [`Reply::Interrupt`] when Ctrl-C was typed (the line being edited is
-//! dropped; procmgr will turn it into a kill of the foreground process),
-//! [`Reply::EndOfInput`] for Ctrl-D on an empty line. `max` 0 is
+//! [`Reply::Interrupt`] when Ctrl-C was typed, [`Reply::EndOfInput`] for
+//! Ctrl-D on an empty line.
+//!
+//! # Ctrl-C
+//! The console acts on Ctrl-C when it receives it, as a tty's ISIG does:
+//! the line being edited and every queued entry not yet read (input typed
+//! ahead) are discarded and the interrupt is queued alone. The shell, which
+//! knows the foreground program, polls [`interrupted`] on `console` while
+//! it waits for one and kills it; lines typed after the Ctrl-C stay
+//! queued for the shell's next `read`. `max` 0 is
 //! [`Reply::Invalid`]; a larger `max` than [`MAX_READ`] is clamped.
 
+use wire::resend::{Fate, Resends};
 use wire::{CallError, Handle};
 
 /// The name the console's write endpoint is registered under.
@@ -77,6 +85,11 @@ wire::protocol! {
         /// (SEND | TRANSFER, moved to the caller; give it to a child or a
         /// thread), or `Invalid` once the server made [`MAX_SESSIONS`].
         Open = 3 => fn open {},
+        /// Takes a Ctrl-C if one waits, and nothing else: `Interrupt`, or
+        /// `Empty` (never waits, on either endpoint). Lines typed ahead
+        /// stay queued; a Ctrl-C discards them when typed, so it is never
+        /// behind one (a foreground job's owner polls this).
+        Interrupted = 4 => fn interrupted {},
     }
     /// What the server answers.
     pub enum Reply {
@@ -188,13 +201,15 @@ mod ring3 {
         /// console died holding the piece, which may have been printed, so
         /// it is never sent again (nothing is printed twice).
         /// `NotDelivered` (or a handle another thread had just replaced)
-        /// means it was never taken: it was sent once more to the
-        /// successor (`resent`), and `error` is what that attempt got.
+        /// means it was never taken: it was sent again to each newer
+        /// successor, at most `wire::resend::MAX_RESENDS` times
+        /// (`resends`), and `error` is what the last attempt got. A
+        /// `NotDelivered` piece is given up only after all of them.
         Dropped {
             /// The kernel's answer to the last attempt.
             error: Error,
-            /// Whether the piece was sent a second time.
-            resent: bool,
+            /// How many times the piece was sent again.
+            resends: u32,
         },
         /// No console (not attached, or it did not come back in time):
         /// the caller prints elsewhere.
@@ -212,8 +227,9 @@ mod ring3 {
     /// the console died holding (`PeerDied`) is not sent again (it may
     /// have been printed); a piece no console ever took (`NotDelivered`,
     /// or `BadHandle` because another thread replaced our copy of the
-    /// handle) is sent once more to the successor, since it cannot have
-    /// been printed.
+    /// handle) is sent again to the successor, since it cannot have been
+    /// printed: to each newer instance while the registration keeps
+    /// changing, at most `wire::resend::MAX_RESENDS` times.
     pub fn write_piece(bytes: &[u8]) -> Printed {
         let mut word = CONSOLE.load(Ordering::Acquire);
         if word == 0 {
@@ -229,7 +245,7 @@ mod ring3 {
         // server joins them into lines.
         let mut buf = [0u8; PRINT_CHUNK + 64];
         for chunk in bytes.chunks(PRINT_CHUNK) {
-            let mut resent = false;
+            let mut resends = Resends::new(word >> 32);
             loop {
                 let mut c = Client::new(Caller::new(Endpoint(word as u32), None), &mut buf);
                 match c.write(chunk) {
@@ -243,18 +259,38 @@ mod ring3 {
                             return Printed::NoConsole;
                         };
                         word = w;
-                        // Never taken: not printed, send it once more.
-                        if e != Error::PeerDied && !resent {
-                            resent = true;
+                        // Never taken: not printed, so it is sent again,
+                        // to each newer instance, a bounded number of times.
+                        let fate = if e == Error::PeerDied {
+                            Fate::MaybeTaken
+                        } else {
+                            Fate::NotTaken
+                        };
+                        if resends.again(fate, false, false, w >> 32) {
                             continue;
                         }
-                        return Printed::Dropped { error: e, resent };
+                        return Printed::Dropped {
+                            error: e,
+                            resends: resends.count(),
+                        };
                     }
                     Err(_) => return Printed::NoConsole,
                 }
             }
         }
         Printed::Yes
+    }
+
+    /// Takes a waiting Ctrl-C through `console`'s endpoint `ctl` (never
+    /// waits; takes no line): `true` if one was typed since the last.
+    pub fn interrupted(ctl: Endpoint) -> Result<bool, ConsoleError> {
+        let mut buf = [0u8; 64];
+        let mut c = Client::new(Caller::new(ctl, None), &mut buf);
+        match c.interrupted()? {
+            Reply::Interrupt {} => Ok(true),
+            Reply::Empty {} => Ok(false),
+            _ => Err(CallError::Transport(Error::InvalidArgument)),
+        }
     }
 
     /// Reads the next input line into `out` through `console.in`'s

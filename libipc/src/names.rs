@@ -42,11 +42,15 @@
 //! init hands out a *newer* instance (at most [`RECOVERY_NS`]), and then:
 //! - `NotDelivered` (the kernel proves no server thread ever took the call:
 //!   the endpoint was dead already, or the call was still queued when it
-//!   died): any request is sent once more, idempotent or not, since the
+//!   died): any request is sent again, idempotent or not, since the
 //!   old server never saw it;
 //! - `PeerDied` (the server took the call and died holding it: it may
 //!   have acted on it): only a request the protocol marks `(idempotent)` is
-//!   sent once more; any other returns `PeerDied`.
+//!   sent again; any other returns `PeerDied`.
+//!
+//! A resent request that meets a dead successor is decided again by the
+//! same rule, each time to a newer instance, at most
+//! `wire::resend::MAX_RESENDS` times (`wire::resend::Resends`).
 //!
 //! Either way a request that moves a handle is not sent again (the failed
 //! call closed the moved handles: the kernel does not give them back): it
@@ -57,6 +61,7 @@ use crate::server::{call_regs, incoming, Caller};
 use crate::sys;
 use abi::Error;
 use core::marker::PhantomData;
+use wire::resend::{Fate, Resends};
 use wire::{CallError, CopiedHandle, Frame, Handle, Incoming, Protocol, Transport};
 
 /// Longest name, in bytes.
@@ -102,6 +107,12 @@ wire::protocol! {
         /// supervised slot `slot` saw its process end with `status`; the
         /// reply names the next process to watch.
         Exited = 5 => fn exited { slot: u64, status: u64 },
+        /// procmgr only (`Denied` for anyone else, or for `pid` 0 or not a
+        /// pid): as `Lookup`, but the handle is badged as if process `pid`
+        /// (a kernel pid) had looked `name` up itself. procmgr looks names
+        /// up for the programs it spawns, so the console prefixes their
+        /// lines with their own pid, not procmgr's.
+        LookupFor = 6 (idempotent) => fn lookup_for { name: &'a str, pid: u64 },
     }
     /// What the service answers.
     pub enum Reply {
@@ -162,6 +173,18 @@ pub fn lookup(names: Endpoint, name: &str) -> Result<(Endpoint, u64), LookupErro
     let mut buf = [0u8; BUFFER];
     let mut c = Client::new(Caller::new(names, None), &mut buf);
     match c.lookup(name) {
+        Ok(Reply::Found { ep, instance }) => Ok((Endpoint(ep.0), instance)),
+        Ok(Reply::BadName { .. }) => Err(LookupError::BadName),
+        Ok(_) => Err(LookupError::NotFound),
+        Err(e) => Err(LookupError::Service(e)),
+    }
+}
+
+/// [`lookup`] on behalf of kernel pid `pid` (procmgr only: `Request::LookupFor`).
+pub fn lookup_for(names: Endpoint, name: &str, pid: u64) -> Result<(Endpoint, u64), LookupError> {
+    let mut buf = [0u8; BUFFER];
+    let mut c = Client::new(Caller::new(names, None), &mut buf);
+    match c.lookup_for(name, pid) {
         Ok(Reply::Found { ep, instance }) => Ok((Endpoint(ep.0), instance)),
         Ok(Reply::BadName { .. }) => Err(LookupError::BadName),
         Ok(_) => Err(LookupError::NotFound),
@@ -288,19 +311,30 @@ impl<P: Protocol> Transport for Named<P> {
         }
         // The request's bytes stay in `buf` until a reply arrives: a call
         // that failed left them there for the retry.
-        let regs = match call_regs(self.ep, frame, buf, self.timeout) {
-            Err(e @ (Error::PeerDied | Error::NotDelivered)) => {
-                if !may_resend(e, P::idempotent(frame.label), moves_handles(frame)) {
-                    self.stale = true;
-                    return Err(e);
-                }
-                self.refind()?;
-                self.retries += 1;
-                call_regs(self.ep, frame, buf, self.timeout)?
+        let (idempotent, moved) = (P::idempotent(frame.label), moves_handles(frame));
+        let mut resends = Resends::new(self.instance);
+        loop {
+            let e = match call_regs(self.ep, frame, buf, self.timeout) {
+                Err(e @ (Error::PeerDied | Error::NotDelivered)) => e,
+                other => return Ok(incoming(&other?, buf)),
+            };
+            if !may_resend(e, idempotent, moved) {
+                self.stale = true;
+                return Err(e);
             }
-            other => other?,
-        };
-        Ok(incoming(&regs, buf))
+            self.refind()?;
+            // To each newer instance while the registration keeps
+            // changing, a bounded number of times (`wire::resend`).
+            let fate = if e == Error::NotDelivered {
+                Fate::NotTaken
+            } else {
+                Fate::MaybeTaken
+            };
+            if !resends.again(fate, idempotent, moved, self.instance) {
+                return Err(e);
+            }
+            self.retries += 1;
+        }
     }
 }
 

@@ -11,14 +11,22 @@
 //!
 //! The protocol is registers only: label [`TESTS`] or [`BENCH`], `w0` the
 //! prefix's length (at most [`MAX_PREFIX`]), `w1..w5` its bytes
-//! (little-endian). The reply's label is [`RAN`] with the program's status
-//! word in `w0` ([`abi::status`]), [`BAD_REQUEST`] for anything else, or
-//! [`NOT_STARTED`] if init could not start it. Label [`TRACE`] (with an
-//! empty prefix) makes init call `trace_dump`: the reply is [`RAN`] with
-//! the kernel's raw result (`abi::encode_result`) in `w0`.
+//! (little-endian), starts the program: the reply is [`STARTED`],
+//! [`BAD_REQUEST`] for anything malformed, [`NOT_STARTED`] if init could
+//! not start it, or [`BUSY`] while an earlier one has not been waited for.
+//! Then [`WAIT`] (`w0` a timeout in microseconds, at most
+//! [`MAX_WAIT_US`]) answers [`RAN`] with the program's status word in
+//! `w0` (`abi::status::Ended`'s word: [`KILL`]ed is `killed()`) once it
+//! ended, [`RUNNING`] at the timeout, [`IDLE`] with no program; [`KILL`]
+//! ends it ([`KILLED`], or [`IDLE`]). Two steps, so the shell keeps
+//! polling the console for Ctrl-C while its program runs ([`run`]) and
+//! init's runner is never held longer than a wait's timeout. Label
+//! [`TRACE`] (with an empty prefix) makes init call `trace_dump`: the
+//! reply is [`RAN`] with the kernel's raw result (`abi::encode_result`) in
+//! `w0`.
 
 use crate::ipc::{self, Endpoint, Message};
-use abi::status::Status;
+use abi::status::Ended;
 
 /// Run the test suite (`apps/tests`).
 pub const TESTS: u32 = 1;
@@ -27,6 +35,10 @@ pub const BENCH: u32 = 2;
 
 /// Dump the kernel trace rings (`trace_dump`, which only init may call).
 pub const TRACE: u32 = 3;
+/// Wait (at most `w0` microseconds) for the program started last.
+pub const WAIT: u32 = 4;
+/// Kill the program started last.
+pub const KILL: u32 = 5;
 
 /// Reply: the program ran; `w0` is its status word.
 pub const RAN: u32 = 0;
@@ -34,6 +46,20 @@ pub const RAN: u32 = 0;
 pub const BAD_REQUEST: u32 = 1;
 /// Reply: init could not load or start the program.
 pub const NOT_STARTED: u32 = 2;
+
+/// Reply: the program was started; [`WAIT`] for it.
+pub const STARTED: u32 = 3;
+/// Reply: [`WAIT`] timed out, the program still runs.
+pub const RUNNING: u32 = 4;
+/// Reply: a program started earlier was not waited for yet.
+pub const BUSY: u32 = 5;
+/// Reply: no program was started (nothing to wait for or kill).
+pub const IDLE: u32 = 6;
+/// Reply: the program was killed; [`WAIT`] for it.
+pub const KILLED: u32 = 7;
+
+/// The longest one [`WAIT`] holds init's runner (longer is clamped).
+pub const MAX_WAIT_US: u64 = 1_000_000;
 
 /// Longest prefix: the five words after the length.
 pub const MAX_PREFIX: usize = 40;
@@ -47,6 +73,8 @@ pub enum RunError {
     BadRequest,
     /// init could not start the program.
     NotStarted,
+    /// init still runs a program started earlier.
+    Busy,
     /// The call failed (no runner, init gone).
     Call(abi::Error),
     /// A reply label this client does not know.
@@ -61,6 +89,7 @@ impl core::fmt::Display for RunError {
             RunError::TooLong => write!(f, "prefix longer than {MAX_PREFIX} bytes"),
             RunError::BadRequest => write!(f, "init refused the request"),
             RunError::NotStarted => write!(f, "init could not start it"),
+            RunError::Busy => write!(f, "init still runs an earlier program"),
             RunError::Call(e) => write!(f, "calling init failed: {e}"),
             RunError::Unknown(l) => write!(f, "unknown reply {l}"),
             RunError::Kernel(e) => write!(f, "{e}"),
@@ -97,16 +126,49 @@ pub fn decode(words: &[u64; 6], out: &mut [u8; MAX_PREFIX]) -> Option<usize> {
     Some(len)
 }
 
+fn ask(ep: Endpoint, label: u32, w0: u64) -> Result<Message, RunError> {
+    let m = Message {
+        label,
+        words: [w0, 0, 0, 0, 0, 0],
+    };
+    ipc::call(ep, &m, None).map_err(RunError::Call)
+}
+
 /// Asks init at `ep` to run `program` ([`TESTS`] or [`BENCH`]) with argv[1]
-/// `prefix` and waits for it to end.
-pub fn run(ep: Endpoint, program: u32, prefix: &[u8]) -> Result<Status, RunError> {
+/// `prefix` and waits for it to end, calling `interrupted` every
+/// `every_us` microseconds while it runs: when that says so, init kills the
+/// program (at most once), which then ends [`Ended::Killed`].
+pub fn run(
+    ep: Endpoint,
+    program: u32,
+    prefix: &[u8],
+    every_us: u32,
+    mut interrupted: impl FnMut() -> bool,
+) -> Result<Ended, RunError> {
     let m = encode(program, prefix).ok_or(RunError::TooLong)?;
     let r = ipc::call(ep, &m, None).map_err(RunError::Call)?;
     match r.label {
-        RAN => Ok(abi::status::decode(r.words[0])),
-        BAD_REQUEST => Err(RunError::BadRequest),
-        NOT_STARTED => Err(RunError::NotStarted),
-        other => Err(RunError::Unknown(other)),
+        STARTED => {}
+        BAD_REQUEST => return Err(RunError::BadRequest),
+        NOT_STARTED => return Err(RunError::NotStarted),
+        BUSY => return Err(RunError::Busy),
+        other => return Err(RunError::Unknown(other)),
+    }
+    let mut killed = false;
+    loop {
+        let r = ask(ep, WAIT, u64::from(every_us))?;
+        match r.label {
+            RAN => return Ok(Ended::from_word(r.words[0])),
+            RUNNING => {}
+            other => return Err(RunError::Unknown(other)),
+        }
+        if !killed && interrupted() {
+            killed = true;
+            match ask(ep, KILL, 0)?.label {
+                KILLED => {}
+                other => return Err(RunError::Unknown(other)),
+            }
+        }
     }
 }
 

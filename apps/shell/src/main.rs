@@ -15,12 +15,12 @@
 //! come through the console, then the shell prints how it ended), `trace`
 //! (init dumps the kernel's trace rings over serial), `exit` (powers off).
 //! `;` separates
-//! commands on one line. Ctrl-C drops the
-//! line being typed, and during a foreground `run` kills the program (the
-//! shell polls `console`'s non-blocking `read` every 20 ms while it waits;
-//! the first line typed meanwhile runs next, later ones wait in the
-//! console's queue and Ctrl-C is not seen behind them); Ctrl-D (end of
-//! input) exits like `exit`.
+//! commands on one line. Ctrl-C drops the line being typed and every line
+//! typed ahead (the console discards them when it receives the Ctrl-C),
+//! and during a foreground `run`, `tests` or `bench` ends the program (the
+//! shell polls `console`'s non-blocking `interrupted` every 20 ms while it
+//! waits; lines typed meanwhile stay in the console's queue and run after
+//! it); Ctrl-D (end of input) exits like `exit`.
 //!
 //! init adopts the shell into procmgr before it starts: its procmgr
 //! endpoint is its second handle ([`PROCMGR`]), after the name service;
@@ -32,7 +32,6 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
-use abi::status::Status;
 use libipc::console::{self, Input};
 use libipc::ipc::Endpoint;
 use libipc::names::{self, Reply};
@@ -47,7 +46,8 @@ const PROCMGR: u32 = abi::boot_handles::shell::PROCMGR;
 const PROGRAMS: u32 = abi::boot_handles::shell::PROGRAMS;
 /// How long to wait for it.
 const PROCMGR_TIMEOUT_NS: u64 = 2_000_000_000;
-/// How often a foreground `run` polls for Ctrl-C (microseconds).
+/// How often a foreground `run`, `tests` or `bench` polls for Ctrl-C
+/// (microseconds).
 const POLL_US: u32 = 20_000;
 /// Bytes of argv `run` builds (the loader's request buffer bounds it too).
 const ARGV_BYTES: usize = 512;
@@ -90,8 +90,6 @@ fn main(_arg: u64) -> i32 {
         names_ep,
         programs,
         ctl,
-        pending: [0; console::MAX_READ],
-        pending_len: None,
     };
     if procmgr.is_none() {
         println!("shell: no procmgr endpoint (ps, run and kill will fail)");
@@ -100,15 +98,7 @@ fn main(_arg: u64) -> i32 {
     let mut line = [0u8; console::MAX_READ];
     loop {
         println!("mica>");
-        // A line typed during a foreground `run` is run next.
-        let got = match shell.pending_len.take() {
-            Some(n) => {
-                line[..n].copy_from_slice(&shell.pending[..n]);
-                Ok(Input::Line(n))
-            }
-            None => console::read(input, &mut line),
-        };
-        let n = match got {
+        let n = match console::read(input, &mut line) {
             Ok(Input::Line(n)) => n,
             Ok(Input::Interrupt) => continue,
             Ok(Input::End) => return exit(),
@@ -133,12 +123,9 @@ struct Shell {
     names_ep: Endpoint,
     /// init's program runner, if init gave it.
     programs: Option<Endpoint>,
-    /// The console's `console` endpoint (non-blocking reads), if found.
+    /// The console's `console` endpoint (the non-blocking Ctrl-C poll), if
+    /// found.
     ctl: Option<Endpoint>,
-    /// A line typed while a `run` was in the foreground, run next.
-    pending: [u8; console::MAX_READ],
-    /// Its length (`None`: no line).
-    pending_len: Option<usize>,
 }
 
 impl Shell {
@@ -211,10 +198,20 @@ impl Shell {
         } else {
             programs::BENCH
         };
-        match programs::run(ep, label, prefix.as_bytes()) {
-            Ok(Status::Exited(0)) => println!("{cmd}: passed (exited with 0)"),
-            Ok(Status::Exited(c)) => println!("{cmd}: FAILED (exited with {c})"),
-            Ok(Status::Faulted(v)) => println!("{cmd}: FAILED (killed by fault vector {v})"),
+        // Ctrl-C (polled as in `run`) makes init kill it.
+        let ctl = self.ctl;
+        let tick = || {
+            let hit = interrupted(ctl);
+            if hit {
+                println!("{cmd}: ^C: stopping it");
+            }
+            hit
+        };
+        match programs::run(ep, label, prefix.as_bytes(), POLL_US, tick) {
+            Ok(Ended::Exited(0)) => println!("{cmd}: passed (exited with 0)"),
+            Ok(Ended::Exited(c)) => println!("{cmd}: FAILED (exited with {c})"),
+            Ok(Ended::Faulted(v)) => println!("{cmd}: FAILED (killed by fault vector {v})"),
+            Ok(Ended::Killed) => println!("{cmd}: interrupted (killed)"),
             Err(e) => println!("{cmd}: {e}"),
         }
     }
@@ -240,27 +237,15 @@ impl Shell {
                 return;
             }
         };
-        // Ctrl-C (polled on `console`, whose `read` never waits) kills it;
-        // the first line typed meanwhile is kept for after it.
-        let (ctl, pending, pending_len) = (self.ctl, &mut self.pending, &mut self.pending_len);
+        // Ctrl-C (polled on `console`: it never waits and takes no line)
+        // kills it; lines typed meanwhile stay queued for after it.
+        let ctl = self.ctl;
         let tick = || {
-            let Some(ctl) = ctl else { return };
-            if pending_len.is_some() {
-                return;
-            }
-            let mut buf = [0u8; console::MAX_READ + 64];
-            let mut c = console::Client::new(Caller::new(ctl, None), &mut buf);
-            match c.read(pending.len() as u64) {
-                Ok(console::Reply::Interrupt {}) => match pm::kill(pid) {
+            if interrupted(ctl) {
+                match pm::kill(pid) {
                     Ok(()) => println!("run: ^C: pid {pid} killed"),
                     Err(e) => println!("run: ^C: kill pid {pid}: {e}"),
-                },
-                Ok(console::Reply::Line { bytes }) => {
-                    let n = bytes.len().min(pending.len());
-                    pending[..n].copy_from_slice(&bytes[..n]);
-                    *pending_len = Some(n);
                 }
-                _ => {}
             }
         };
         match pm::wait_ticking(pid, POLL_US, tick) {
@@ -268,6 +253,12 @@ impl Shell {
             Err(e) => println!("run: waiting for {program} (pid {pid}): {e}"),
         }
     }
+}
+
+/// Whether a Ctrl-C was typed (taken from the console; `false` without
+/// one, or when the console cannot be asked).
+fn interrupted(ctl: Option<Endpoint>) -> bool {
+    ctl.is_some_and(|ctl| console::interrupted(ctl) == Ok(true))
 }
 
 /// Prints init's supervised servers.

@@ -43,6 +43,7 @@ mod faults;
 mod forkperf;
 mod forku;
 mod fpu;
+mod gaps;
 mod gpr;
 mod handles;
 mod hw;
@@ -707,6 +708,14 @@ const CASES: &[Case] = &[
     ),
     // --- shell3 (init-only trace dump and adopt) ---
     ("trace_dump_is_init_only", shell3::trace_dump_is_init_only),
+    (
+        "names_lookup_for_is_procmgr_only",
+        gaps::names_lookup_for_is_procmgr_only,
+    ),
+    (
+        "names_resend_follows_newer_instances_up_to_the_bound",
+        gaps::names_resend_follows_newer_instances_up_to_the_bound,
+    ),
     (
         "procmgr_adopt_is_init_only",
         shell3::procmgr_adopt_is_init_only,

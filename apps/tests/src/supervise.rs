@@ -17,10 +17,11 @@
 //!
 //! A write the console died holding is *told* failed (`PeerDied`, never
 //! sent again: it may or may not have been printed). A write no console
-//! ever took (`NotDelivered`) must be sent once more to the successor by
-//! libipc, so it may be told failed only if that resend failed too; a
-//! writer that sees a `NotDelivered` write given up without a resend
-//! fails the case (notdeliv). A told-failed write is reported in
+//! ever took (`NotDelivered`) must be sent again to the successor by
+//! libipc, to each newer instance up to `wire::resend::MAX_RESENDS`
+//! times, so it may be told failed only if all those resends failed too;
+//! a writer that sees a `NotDelivered` write given up after fewer
+//! resends fails the case (notdeliv; the bound is gaps, session 19). A told-failed write is reported in
 //! the kernel's voice (`supervise: told-failed w<k> <n>`, through
 //! `debug_write`, which does not depend on the console); at the end each
 //! writer says how many it wrote (`supervise: w<k> wrote <N> lines`).
@@ -51,6 +52,7 @@ use libipc::loader;
 use libipc::names::{self, Named};
 use libipc::procmgr as pm;
 use libipc::server::Caller;
+use libipc::wire::resend::MAX_RESENDS;
 use libipc::wire::CallError;
 use libipc::{println, sys, Error};
 
@@ -148,8 +150,8 @@ fn names_ep() -> Result<Endpoint, &'static str> {
     names::endpoint(1_000_000_000).ok_or("init gave no name-service handle")
 }
 
-/// In a [`FAILED_SEQ`] slot: the write was `NotDelivered` twice (sent
-/// again once), not `PeerDied`.
+/// In a [`FAILED_SEQ`] slot: the write was `NotDelivered` after it was
+/// sent again [`MAX_RESENDS`] times, not `PeerDied`.
 const RESENT: u64 = 1 << 63;
 
 /// Records writer `k`'s write `n` as told failed (`how`: 0 for
@@ -178,8 +180,12 @@ extern "C" fn print_writer(k: u64) -> ! {
                 error: Error::PeerDied,
                 ..
             } => told_failed(k, n, 0),
-            // Never taken, sent once more, and that failed too.
-            console::Printed::Dropped { resent: true, .. } => told_failed(k, n, RESENT),
+            // Never taken, sent again to each newer console up to the
+            // bound, and every one failed too (gaps: fewer resends than
+            // the bound would be a line given up too early).
+            console::Printed::Dropped { resends, .. } if resends == MAX_RESENDS => {
+                told_failed(k, n, RESENT)
+            }
             other => {
                 kernel_say(format_args!("supervise: w{k} print {n}: {other:?}\n"));
                 code = 1;
@@ -216,11 +222,13 @@ extern "C" fn writer(k: u64) -> ! {
         let r = c
             .write(l.bytes())
             .map(|r| matches!(r, console::Reply::Written { .. }));
-        let resent = c.transport().retries > retries;
+        // Sent again up to the bound (gaps), each to a newer console.
+        let resent = c.transport().retries - retries == u64::from(MAX_RESENDS);
         match r {
             Ok(true) => {}
             Err(CallError::Transport(Error::PeerDied)) => told_failed(k, n, 0),
-            // Never taken: Named sent it once more, and that failed too.
+            // Never taken: Named sent it again up to the bound, and every
+            // resend failed too.
             Err(CallError::Transport(Error::NotDelivered)) if resent => told_failed(k, n, RESENT),
             other => {
                 kernel_say(format_args!("supervise: w{k} write {n}: {other:?}\n"));

@@ -40,6 +40,7 @@
 
 mod field;
 mod macros;
+pub mod resend;
 
 pub use field::{CopiedHandle, Field, Handle};
 

@@ -175,8 +175,8 @@ const NO_ENTRY: Entry = Entry {
 ///
 /// Enter (`\r` or `\n`; a `\n` right after `\r` is the same Enter) ends a
 /// line; backspace (0x08) or DEL (0x7f) erases the last character on
-/// screen (`\x08 \x08`); Ctrl-C drops the line being edited and queues an
-/// interrupt; Ctrl-D on an empty line queues the end of input, on a
+/// screen (`\x08 \x08`); Ctrl-C discards the line being edited and every
+/// queued entry (typed ahead, not yet read) and queues an interrupt; Ctrl-D on an empty line queues the end of input, on a
 /// non-empty one hands the line over without a `\n`; other control bytes
 /// are ignored. Typed characters are echoed.
 pub struct Editor {
@@ -188,6 +188,8 @@ pub struct Editor {
     count: usize,
     /// Typed bytes dropped because the queue or the line was full.
     pub dropped: u64,
+    /// Queued entries a Ctrl-C discarded (typed ahead, never read).
+    pub flushed: u64,
 }
 
 impl Default for Editor {
@@ -216,6 +218,7 @@ impl Editor {
             head: 0,
             count: 0,
             dropped: 0,
+            flushed: 0,
         }
     }
 
@@ -273,10 +276,16 @@ impl Editor {
                 }
             }
             CTRL_C => {
-                if self.push(Kind::Interrupt, false) {
-                    self.len = 0;
-                    echo(b"^C\r\n");
-                }
+                // As a tty's ISIG: the interrupt acts now, so everything
+                // typed ahead (queued lines, the line being edited) is
+                // discarded and the interrupt is the only entry, at the
+                // head, where `take_interrupt` finds it behind no line.
+                self.flushed += self.count as u64;
+                self.count = 0;
+                self.len = 0;
+                let queued = self.push(Kind::Interrupt, false);
+                debug_assert!(queued, "the queue was just emptied");
+                echo(b"^C\r\n");
             }
             CTRL_D => {
                 if self.len == 0 {
@@ -298,6 +307,21 @@ impl Editor {
                 echo(&[b]);
             }
         }
+    }
+
+    /// Takes a Ctrl-C if one waits: `true` when the next entry was an
+    /// interrupt (now taken), `false` otherwise (nothing is taken). A
+    /// Ctrl-C empties the queue before it is queued, so an interrupt is
+    /// always at the head, never behind a typed-ahead line: a foreground
+    /// job's owner can poll for it and leave the lines typed after it
+    /// queued for later.
+    pub fn take_interrupt(&mut self) -> bool {
+        if self.count == 0 || !matches!(self.queue[self.head].kind, Kind::Interrupt) {
+            return false;
+        }
+        self.head = (self.head + 1) % MAX_QUEUED;
+        self.count -= 1;
+        true
     }
 
     /// The next cooked entry, at most `max` (at least 1) bytes of a line:

@@ -168,6 +168,15 @@ mod ring3 {
         })
     }
 
+    /// A waiting Ctrl-C, taken (lines typed after it stay queued).
+    fn interrupted<'r>() -> Reply<'r> {
+        if INPUT.lock().take_interrupt() {
+            Reply::Interrupt {}
+        } else {
+            Reply::Empty {}
+        }
+    }
+
     /// The write endpoint's server.
     struct Main {
         /// `console`'s endpoint (unbadged: sessions are cut from it).
@@ -183,13 +192,13 @@ mod ring3 {
                 Request::Write { bytes } => write(badge, bytes),
                 Request::Read { max } => take(max, &mut self.out).unwrap_or(Reply::Empty {}),
                 Request::Open {} => self.open(badge),
+                Request::Interrupted {} => interrupted(),
             }
         }
 
         fn notified(&mut self, bits: u64) {
             if bits & given::IRQ_BIT != 0 {
-                receive();
-                let _ = hw::irq_ack(self.irq);
+                drain_and_ack(self.irq);
             }
         }
     }
@@ -224,6 +233,23 @@ mod ring3 {
         Reply::Written {
             len: bytes.len() as u64,
         }
+    }
+
+    /// Drains the receiver, unmasks IRQ 4, and drains again. The second
+    /// drain closes a window: a byte that arrives after the first drain
+    /// found the FIFO empty but before the acknowledge raises the line while
+    /// it is masked, and an edge on a masked I/O APIC pin is ignored (QEMU
+    /// does as the 82093AA manual says). QEMU's 16550 with a trigger level
+    /// of 1 hands over the next byte only once this one is read, so without
+    /// the second drain that byte would sit in the FIFO with no interrupt
+    /// to come, and input would stop for good (seen: `console-shell`'s
+    /// input stopped mid-line under load, gaps session 19). Reading the
+    /// FIFO empty after the unmask means the next byte raises the line
+    /// while it is unmasked.
+    fn drain_and_ack(irq: Irq) {
+        receive();
+        let _ = hw::irq_ack(irq);
+        receive();
     }
 
     /// Drains the receiver into the line editor, echoing; wakes the reader
@@ -282,6 +308,7 @@ mod ring3 {
                 }
                 // Sessions are the write endpoint's.
                 Request::Open {} => Reply::Invalid { limit: 0 },
+                Request::Interrupted {} => interrupted(),
             }
         }
     }
@@ -343,8 +370,7 @@ mod ring3 {
             .map_err(|_| "cannot bind IRQ 4's notification")?;
         let irq = Irq(given::IRQ);
         // A previous instance may have died with the line masked.
-        receive();
-        let _ = hw::irq_ack(irq);
+        drain_and_ack(irq);
         let out = register(names_ep, NAME).ok_or("cannot register console")?;
         let input = register(names_ep, INPUT_NAME).ok_or("cannot register console.in")?;
         sys::map_anon(READER_STACK, READER_STACK_BYTES, abi::prot::WRITE)

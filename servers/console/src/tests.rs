@@ -139,3 +139,38 @@ fn a_full_queue_drops_input_and_counts_it() {
     }
     assert_eq!(e.take(10), None);
 }
+
+#[test]
+fn ctrl_c_discards_the_lines_typed_ahead_and_is_seen_first() {
+    let mut e = Editor::new();
+    typed(&mut e, b"echo one\necho two\nhalf");
+    let echo = typed(&mut e, b"\x03after\n");
+    assert!(echo.starts_with(b"^C\r\n"));
+    assert_eq!(e.flushed, 2);
+    // The interrupt is at the head: a poll for it finds it at once ...
+    assert!(e.take_interrupt());
+    // ... and leaves what was typed after it queued.
+    assert!(!e.take_interrupt());
+    assert_eq!(e.take(100), Some(Cooked::Line(b"after\n")));
+    assert_eq!(e.take(100), None);
+}
+
+#[test]
+fn ctrl_c_is_queued_even_when_the_queue_was_full() {
+    let mut e = Editor::new();
+    for _ in 0..MAX_QUEUED {
+        typed(&mut e, b"x\n");
+    }
+    typed(&mut e, b"\x03");
+    assert!(e.take_interrupt());
+    assert_eq!(e.take(10), None);
+}
+
+#[test]
+fn a_poll_for_ctrl_c_takes_no_line() {
+    let mut e = Editor::new();
+    typed(&mut e, b"ls\n");
+    assert!(!e.take_interrupt());
+    assert_eq!(e.take(100), Some(Cooked::Line(b"ls\n")));
+    assert!(!e.take_interrupt());
+}

@@ -445,8 +445,22 @@ mod ring3 {
             Reply::End {}
         }
 
-        fn lookup(&mut self, name: &str) -> Reply<'static> {
-            match names::lookup(self.names, name) {
+        /// Looks `name` up for `caller`: badged with the caller's own
+        /// kernel pid (`LookupFor`), so the console prints its lines under
+        /// it, not procmgr's; under procmgr's badge when the caller's pid
+        /// is not known (no kernel handle).
+        fn lookup(&mut self, caller: Option<Pid>, name: &str) -> Reply<'static> {
+            let kernel_pid = caller
+                .and_then(|p| self.table.slot(p))
+                .map(|slot| self.kernel[slot].process)
+                .filter(|&h| h != 0)
+                .and_then(|h| ProcessHandle::from_raw(h).with_id().ok())
+                .map(|h| h.id());
+            let found = match kernel_pid {
+                Some(pid) => names::lookup_for(self.names, name, pid),
+                None => names::lookup(self.names, name),
+            };
+            match found {
                 // Moved on to the caller with the reply.
                 Ok((ep, _)) => Reply::Found { ep: Handle(ep.0) },
                 Err(_) => failed(Error::NotFound),
@@ -589,9 +603,8 @@ mod ring3 {
                     failed(Error::PermissionDenied)
                 }
                 (Caller_::Named | Caller_::Process(_), Request::List { index }) => self.list(index),
-                (Caller_::Named | Caller_::Process(_), Request::Lookup { name }) => {
-                    self.lookup(name)
-                }
+                (Caller_::Named, Request::Lookup { name }) => self.lookup(None, name),
+                (Caller_::Process(p), Request::Lookup { name }) => self.lookup(Some(p), name),
                 (Caller_::Process(p), req) => self.serve_process(p, req),
                 (_, Request::Fork { child }) => {
                     let _ = ipc::handle_close(child.0);
