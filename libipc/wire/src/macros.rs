@@ -182,7 +182,7 @@ macro_rules! protocol {
         // which only a generic item can name.
         const _: () = {
             $(
-                #[allow(non_snake_case)]
+                #[allow(non_snake_case, clippy::extra_unused_lifetimes)]
                 const fn $var<$lt>() -> (usize, usize) {
                     (
                         0 $(+ <$t as $crate::Field<$lt>>::WORDS)*,
