@@ -762,7 +762,10 @@ pub fn page_tables_count_against_the_memory_limit() -> TestResult {
 /// killer thread ends the process once the kernel's copy of the image
 /// shows in the free memory), so it lands inside the spawn in every mode,
 /// icount included. A round counts when the kill won (the process's status
-/// is the killer's 9, not the spawner's 8 or the killer's late 10).
+/// is the killer's 9, not the spawner's 8 or the killer's late 10). Two
+/// layers stop the orphan today: `lifecycle::spawn`'s exiting check and
+/// the syscall exit's `undo_spawn` (which kills a child whose handle never
+/// reached user space); the case fails, in every mode, once both are gone.
 pub fn killed_process_spawns_no_child() -> TestResult {
     let sleeper = code(
         core::ptr::addr_of!(mica_rev_fixed_sleeper),
