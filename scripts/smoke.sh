@@ -85,16 +85,16 @@ BANNER='^mica: booted on x86_64, [0-9]+ MiB usable RAM, [0-9]+ boot modules, cmd
 # one CPU is recorded, the recording replayed, and the two raw serial
 # transcripts (before the symbolizer adds lines) must be byte-identical, with
 # the same exit status. The checks apply to the recorded run. What is tested
-# here is the replay's fidelity, not the suite's verdict (tests-smp1 judges
-# that): in icount mode at one CPU, killed_process_spawns_no_child fails
-# every time ("the kill never landed during the spawn"), so exit 0 or 1.
+# here is the replay's fidelity, but the suite must pass too: the one case
+# that failed under icount (killed_process_spawns_no_child, whose kill was
+# a 1 ms timer the spawn outran) is timed by the spawn itself since tidy,
+# session 19, so exit 0 and every case passed.
 # Defined first so it starts first: the longest case (one CPU, icount, the
 # whole suite twice: about 3-4 minutes a half on a quiet 2-core host, more
 # under load) runs beside all the others instead of after them.
-KIND=record-replay boot_case record-replay-tests "--timeout 540 --cmdline init=tests" '0|1' \
+KIND=record-replay boot_case record-replay-tests "--timeout 540 --cmdline init=tests" 0 \
   '^smp: 1 of 1 CPUs online' \
-  "${TESTS_COUNTS[0]}" \
-  "${SUITE}"'[0-9]+ passed, [0-9]+ failed$' \
+  "${TESTS_COUNTS[@]}" \
   '^mica: shutdown requested by init' \
   '!^KERNEL PANIC'
 

@@ -5,8 +5,10 @@
 mod cli;
 mod grubcfg;
 mod grubiso;
+mod input;
 mod iso;
 mod qemu;
+mod record;
 mod replay;
 mod symbolize;
 mod trace;
@@ -76,7 +78,7 @@ fn run() -> i32 {
     // Standard input that is not a terminal (a pipe, a file, /dev/null)
     // cannot be a person at a console: such a run is headless (`-serial
     // stdio`, no mux escape keys) and its input is fed to the guest, ending
-    // with Ctrl-D (`feed_stdin`), so `scripts/run.sh </dev/null` ends.
+    // with Ctrl-D (`input::feed_stdin`), so `scripts/run.sh </dev/null` ends.
     {
         use std::io::IsTerminal;
         if !std::io::stdin().is_terminal() {
@@ -149,7 +151,7 @@ fn private_ovmf() -> Result<(iso::TempDir, qemu::Ovmf), String> {
 
 fn boot(opts: &Options) -> Result<i32, String> {
     if let Some(dir) = &opts.replay {
-        return replay_run(opts, dir);
+        return record::replay_run(opts, dir);
     }
     // Keeps a one-off ISO alive until QEMU has exited.
     let mut _custom = None;
@@ -194,7 +196,7 @@ fn boot(opts: &Options) -> Result<i32, String> {
 
     let program = qemu_program();
     if let Some(dir) = &opts.record {
-        return record_run(opts, &program, &iso, dir);
+        return record::record_run(opts, &program, &iso, dir);
     }
     let args = qemu::argv(&iso, opts, ovmf.as_ref());
     if std::env::var("MICA_VERBOSE").is_ok_and(|v| v == "1") {
@@ -249,115 +251,6 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// The guest line after which its console reads input: init prints it once
-/// every supervised server, the console among them, registered.
-const GUEST_READY: &[u8] = b"init: all servers up";
-
-/// Whether this run feeds the runner's standard input to the guest's
-/// serial port: headless (`-serial stdio`; a run whose stdin is not a
-/// terminal always is, see `run`), not recording or replaying, and stdin
-/// is not a terminal (a pipe or a file: `printf 'ps\n' | scripts/run.sh`).
-/// A recording does not: fed (with the Ctrl-D and the closed stdin after
-/// it), the `init=tests` replay stalled at the same byte twice, so a
-/// recorded shell boot waits for input until its timeout.
-fn stdin_feeds_guest(opts: &Options) -> bool {
-    use std::io::IsTerminal;
-    opts.headless
-        && opts.replay.is_none()
-        && opts.record.is_none()
-        && !std::io::stdin().is_terminal()
-}
-
-/// Ctrl-D, the console server's end of input (`servers/console`: on an
-/// empty line it is the end; on a non-empty one it hands the line over).
-const CTRL_D: u8 = 0x04;
-
-/// What the runner sends after the last byte of its standard input, so the
-/// guest sees the end of input as a terminal user would type it: Ctrl-D on
-/// an empty line. If the input ended inside a line (no Enter, Ctrl-C or
-/// Ctrl-D after its last character), a first Ctrl-D hands that line over
-/// and a second one ends the input.
-fn end_of_input(last: Option<u8>) -> &'static [u8] {
-    match last {
-        None | Some(b'\n' | b'\r' | 0x03 | CTRL_D) => &[CTRL_D],
-        Some(_) => &[CTRL_D, CTRL_D],
-    }
-}
-
-/// Copies `input` into `out` and then [`end_of_input`]'s bytes.
-fn copy_then_end(mut input: impl Read, out: &mut impl Write) -> std::io::Result<()> {
-    let mut buf = [0u8; 4096];
-    let mut last = None;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        out.write_all(&buf[..n])?;
-        out.flush()?;
-        last = Some(buf[n - 1]);
-    }
-    out.write_all(end_of_input(last))?;
-    out.flush()
-}
-
-/// Copies the runner's standard input into QEMU's once the guest said it
-/// is ready ([`GUEST_READY`]), then sends Ctrl-D ([`end_of_input`]) and
-/// closes it. Bytes sent earlier would meet no reader: GRUB and the
-/// console's UART reset discard what waits in the receive FIFO. QEMU takes
-/// bytes only as the UART's FIFO has room, so nothing is lost on the way.
-/// Never ready (the guest never got there): nothing is sent.
-fn feed_stdin(ready: std::sync::mpsc::Receiver<()>, mut qemu_in: std::process::ChildStdin) {
-    if ready.recv().is_err() {
-        return;
-    }
-    let _ = copy_then_end(std::io::stdin().lock(), &mut qemu_in);
-}
-
-/// Passes the serial stream through and sends once on `ready` when it
-/// first shows [`GUEST_READY`].
-struct ReadyWatch<R> {
-    inner: R,
-    ready: Option<std::sync::mpsc::Sender<()>>,
-    /// The last bytes seen, so a marker split across reads is found.
-    tail: Vec<u8>,
-}
-
-impl<R> ReadyWatch<R> {
-    fn new(inner: R, ready: Option<std::sync::mpsc::Sender<()>>) -> Self {
-        ReadyWatch {
-            inner,
-            ready,
-            tail: Vec::new(),
-        }
-    }
-}
-
-impl<R: Read> Read for ReadyWatch<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if self.ready.is_some() {
-            self.tail.extend_from_slice(&buf[..n]);
-            if self
-                .tail
-                .windows(GUEST_READY.len())
-                .any(|w| w == GUEST_READY)
-            {
-                if let Some(tx) = self.ready.take() {
-                    let _ = tx.send(());
-                }
-                self.tail = Vec::new();
-            } else {
-                let keep = self.tail.len().saturating_sub(GUEST_READY.len());
-                self.tail.drain(..keep);
-            }
-        }
-        Ok(n)
-    }
-}
-
 /// Runs QEMU (in `cwd` if given), passing its serial output through the
 /// symbolizer and into `transcript` (raw) if given; `None` on timeout (QEMU
 /// is then stopped).
@@ -377,7 +270,7 @@ fn spawn_and_wait(
     // A headless run whose standard input is not a terminal feeds it to the
     // guest's serial port (stdin feeding, below); a recording or a replay
     // never does (the replay must see the recorded input only).
-    let feed = stdin_feeds_guest(opts);
+    let feed = input::stdin_feeds_guest(opts);
     if feed {
         cmd.stdin(Stdio::piped());
     } else if opts.headless || opts.replay.is_some() {
@@ -398,11 +291,11 @@ fn spawn_and_wait(
         .spawn()
         .map_err(|e| format!("cannot start {program} (run scripts/deps.sh): {e}"))?;
     if let (true, Some(qemu_in)) = (feed, child.stdin.take()) {
-        std::thread::spawn(move || feed_stdin(ready_rx, qemu_in));
+        std::thread::spawn(move || input::feed_stdin(ready_rx, qemu_in));
     }
     let mut pump = match (piped, child.stdout.take()) {
         (true, Some(out)) => Some(std::thread::spawn(move || {
-            let out = ReadyWatch::new(out, feed.then_some(ready_tx));
+            let out = input::ReadyWatch::new(out, feed.then_some(ready_tx));
             let input: Box<dyn Read + Send> = match transcript {
                 Some(copy) => Box::new(Tee { inner: out, copy }),
                 None => Box::new(out),
@@ -478,205 +371,6 @@ fn qemu_log_args(opts: &Options) -> Vec<OsString> {
             absolute(log).into_os_string(),
         ],
         None => Vec::new(),
-    }
-}
-
-/// `--record DIR`: copies the ISO (and kernel ELF) into DIR, boots with
-/// record/replay on, and writes DIR/manifest when QEMU has exited.
-fn record_run(opts: &Options, program: &str, iso: &Path, dir: &Path) -> Result<i32, String> {
-    let ctx = |what: &str, e: std::io::Error| format!("--record {}: {what}: {e}", dir.display());
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(format!(
-                    "--record {}: the directory is not empty (pick a new one; a \
-                     recording is never overwritten)",
-                    dir.display()
-                ));
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| ctx("cannot create it", e))?
-        }
-        Err(e) => return Err(ctx("cannot read it", e)),
-    }
-    std::fs::copy(iso, dir.join(replay::ISO)).map_err(|e| ctx("cannot copy the ISO", e))?;
-    let iso_digest = replay::Digest::of_file(&dir.join(replay::ISO))?;
-    let kernel = build_path(
-        std::env::var_os("MICA_KERNEL_ELF"),
-        if opts.iso.is_some() {
-            None
-        } else {
-            option_env!("MICA_KERNEL_ELF")
-        },
-    );
-    if let Some(k) = kernel.filter(|k| k.is_file()) {
-        std::fs::copy(&k, dir.join(replay::KERNEL_ELF))
-            .map_err(|e| ctx("cannot copy the kernel ELF", e))?;
-    }
-    let img = qemu_img(program);
-    let made = std::process::Command::new(&img)
-        .args(["create", "-q", "-f", "qcow2", replay::SNAPSHOTS, "64M"])
-        .current_dir(dir)
-        .status()
-        .map_err(|e| format!("cannot run {img}: {e}"))?;
-    if !made.success() {
-        return Err(format!("{img} could not create {}", replay::SNAPSHOTS));
-    }
-    let rec_opts = Options {
-        qemu_log: None,
-        ..opts.clone()
-    };
-    let args = qemu::argv(Path::new(replay::ISO), &rec_opts, None);
-    let mut all = args.clone();
-    all.extend(qemu_log_args(opts));
-    if std::env::var("MICA_VERBOSE").is_ok_and(|v| v == "1") {
-        eprintln!(
-            "mica: (in {}) {}",
-            dir.display(),
-            qemu::shell_words(program, &all)
-        );
-    }
-    let transcript = std::fs::File::create(dir.join(replay::SERIAL))
-        .map_err(|e| ctx("cannot create serial.log", e))?;
-    let status = spawn_and_wait(
-        opts,
-        program,
-        &all,
-        Some(dir),
-        Some(transcript),
-        annotator_for(opts),
-    )?;
-    let exit = match status {
-        Some(status) => {
-            let verdict = qemu::verdict(status.code(), !opts.headless);
-            if let Some(msg) = verdict.message {
-                eprintln!("{msg}");
-            }
-            verdict.exit
-        }
-        None => qemu::EXIT_TIMEOUT,
-    };
-    let manifest = replay::Manifest {
-        iso: iso_digest,
-        log: replay::Digest::of_file(&dir.join(replay::LOG))?,
-        exit,
-        args: args
-            .iter()
-            .map(|a| {
-                a.to_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| format!("QEMU argument {a:?} is not UTF-8"))
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    std::fs::write(dir.join(replay::MANIFEST), manifest.render()?)
-        .map_err(|e| ctx("cannot write the manifest", e))?;
-    eprintln!(
-        "mica: recorded into {} (exit {exit}); replay with: cargo run -- --replay {} [--gdb]",
-        dir.display(),
-        dir.display()
-    );
-    Ok(exit)
-}
-
-/// `qemu-img`, next to a `MICA_QEMU` given as a path, else from PATH.
-fn qemu_img(program: &str) -> String {
-    match Path::new(program).parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.join("qemu-img").display().to_string(),
-        _ => "qemu-img".to_string(),
-    }
-}
-
-/// `--replay DIR`: checks the ISO and log against the manifest and runs the
-/// recorded command line with `rr=replay`.
-fn replay_run(opts: &Options, dir: &Path) -> Result<i32, String> {
-    let mpath = dir.join(replay::MANIFEST);
-    let text = std::fs::read_to_string(&mpath).map_err(|e| {
-        format!(
-            "--replay {}: cannot read {} ({e}); is it a --record directory?",
-            dir.display(),
-            mpath.display()
-        )
-    })?;
-    let manifest =
-        replay::Manifest::parse(&text).map_err(|e| format!("{}: {e}", mpath.display()))?;
-    manifest
-        .check_files(
-            replay::Digest::of_file(&dir.join(replay::ISO))?,
-            replay::Digest::of_file(&dir.join(replay::LOG))?,
-        )
-        .map_err(|e| format!("--replay {}: {e}", dir.display()))?;
-    let program = qemu_program();
-    let mut args: Vec<OsString> = manifest
-        .replay_args(opts.gdb)
-        .into_iter()
-        .map(OsString::from)
-        .collect();
-    args.extend(qemu_log_args(opts));
-    if std::env::var("MICA_VERBOSE").is_ok_and(|v| v == "1") {
-        eprintln!(
-            "mica: (in {}) {}",
-            dir.display(),
-            qemu::shell_words(&program, &args)
-        );
-    }
-    if opts.gdb {
-        let elf = dir.join(replay::KERNEL_ELF);
-        eprintln!("mica: replay halted at reset; QEMU waits for gdb on :1234; attach with:");
-        eprintln!("    gdb {} -ex 'target remote :1234'", elf.display());
-        eprintln!("  (reverse-stepi and reverse-continue work; they rewind to the snapshot taken when recording began)");
-    }
-    let transcript = std::fs::File::create(dir.join(replay::REPLAY_SERIAL)).map_err(|e| {
-        format!(
-            "--replay {}: cannot create {}: {e}",
-            dir.display(),
-            replay::REPLAY_SERIAL
-        )
-    })?;
-    let annot = opts.symbolize.then(|| {
-        let (_, user) = elf_paths(false, None, std::env::var_os("MICA_USER_ELF_DIR"));
-        let kernel = Some(dir.join(replay::KERNEL_ELF)).filter(|k| k.is_file());
-        symbolize::Annotator::new(
-            kernel,
-            symbolize::Programs::new(user.into_iter().collect()),
-            Some(env!("CARGO_MANIFEST_DIR").to_string()),
-        )
-    });
-    let Some(status) = spawn_and_wait(opts, &program, &args, Some(dir), Some(transcript), annot)?
-    else {
-        return Ok(qemu::EXIT_TIMEOUT);
-    };
-    let (exit, msg) = replay_verdict(status.code(), manifest.exit);
-    eprintln!("{msg}");
-    Ok(exit)
-}
-
-/// The runner's status after a replay: the recorded one when QEMU reached the
-/// end of the log (it exits 0 there) or ended as the recording did; 1 when
-/// QEMU gave up (it aborts when the log does not match what the guest does).
-fn replay_verdict(code: Option<i32>, recorded: i32) -> (i32, String) {
-    let replayed = qemu::verdict(code, false).exit;
-    match code {
-        Some(0) => (
-            recorded,
-            format!("mica: replay reached the end of the recording (recorded exit {recorded})"),
-        ),
-        _ if replayed == recorded && code != Some(1) => (
-            recorded,
-            format!("mica: replay ended as recorded (exit {recorded})"),
-        ),
-        _ => (
-            1,
-            format!(
-                "mica: replay FAILED: QEMU {} (the recording ended with exit {recorded}); \
-                 the log does not match this ISO or this QEMU",
-                match code {
-                    Some(c) => format!("exited with status {c}"),
-                    None => "was killed by a signal (it aborts when the log diverges)".to_string(),
-                }
-            ),
-        ),
     }
 }
 
@@ -757,54 +451,6 @@ fn terminate(child: &mut Child) {
 mod tests {
     use super::*;
 
-    /// Reads `chunks` one per `read` call.
-    struct Chunks(Vec<&'static [u8]>);
-
-    impl Read for Chunks {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            if self.0.is_empty() {
-                return Ok(0);
-            }
-            let c = self.0.remove(0);
-            buf[..c.len()].copy_from_slice(c);
-            Ok(c.len())
-        }
-    }
-
-    fn ready_after(chunks: Vec<&'static [u8]>) -> (bool, Vec<u8>) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let mut w = ReadyWatch::new(Chunks(chunks), Some(tx));
-        let mut out = Vec::new();
-        w.read_to_end(&mut out).unwrap();
-        drop(w);
-        (rx.try_recv().is_ok(), out)
-    }
-
-    #[test]
-    fn stdin_is_fed_once_the_guest_says_its_servers_are_up_even_across_reads() {
-        let (ready, out) = ready_after(vec![b"[pid 1] init: all ser", b"vers up\r\n"]);
-        assert!(ready);
-        assert_eq!(out, b"[pid 1] init: all servers up\r\n");
-        let (ready, _) = ready_after(vec![b"[pid 1] Hello\r\n", b"init: all servers"]);
-        assert!(!ready);
-    }
-
-    #[test]
-    fn the_end_of_the_runners_input_reaches_the_guest_as_ctrl_d() {
-        let fed = |input: &[u8]| {
-            let mut out = Vec::new();
-            copy_then_end(input, &mut out).unwrap();
-            out
-        };
-        // `</dev/null`: one Ctrl-D on the empty line.
-        assert_eq!(fed(b""), b"\x04");
-        assert_eq!(fed(b"ps\nexit\n"), b"ps\nexit\n\x04");
-        assert_eq!(fed(b"ps\r"), b"ps\r\x04");
-        assert_eq!(fed(b"rm\x03"), b"rm\x03\x04");
-        // A last line without Enter is handed over, then the end.
-        assert_eq!(fed(b"echo hi"), b"echo hi\x04\x04");
-    }
-
     #[test]
     fn a_runtime_path_overrides_the_compiled_one() {
         assert_eq!(
@@ -852,20 +498,5 @@ mod tests {
         assert!(check_iso_firmware(Firmware::Bios, Some(&["uefi"])).is_err());
         // An ISO the runner did not build (--iso, MICA_ISO) is not second-guessed.
         assert!(check_iso_firmware(Firmware::Uefi, None).is_ok());
-    }
-
-    #[test]
-    fn a_replay_that_reaches_the_end_or_ends_alike_gives_the_recorded_status() {
-        assert_eq!(replay_verdict(Some(0), 1).0, 1);
-        assert_eq!(replay_verdict(Some(0), 0).0, 0);
-        assert_eq!(replay_verdict(Some(33), 0).0, 0);
-        assert_eq!(replay_verdict(Some(35), 1).0, 1);
-        // QEMU aborts (SIGABRT) when the log diverges: a failure, said so.
-        let (exit, msg) = replay_verdict(None, 0);
-        assert_eq!(exit, 1);
-        assert!(msg.contains("replay FAILED"), "{msg}");
-        // A result other than the recorded one is a failure too.
-        assert!(replay_verdict(Some(35), 0).1.contains("FAILED"));
-        assert!(replay_verdict(Some(1), 1).1.contains("FAILED"));
     }
 }

@@ -451,28 +451,18 @@ extern "C" {
     static mica_tests_fastpath_child_end: u8;
 }
 
-/// Where the child's image is loaded, and its spawned thread's stack.
-const CHILD_TEXT: u64 = 0x40_0000;
+/// Where the child's spawned thread's stack is (its image is at
+/// [`util::CHILD_TEXT`]).
 const CHILD_STACK: u64 = 0x5555_0000_0000;
 
 /// Spawns the kill-race child in `mode` with a copy of `ep` (`rights`).
 fn spawn_child(mode: u64, ep: Endpoint, rights: u32) -> Result<ProcessHandle, &'static str> {
-    // SAFETY: both symbols are in the global_asm above, start < end.
-    let text = unsafe {
-        let start = core::ptr::addr_of!(mica_tests_fastpath_child);
-        let end = core::ptr::addr_of!(mica_tests_fastpath_child_end);
-        core::slice::from_raw_parts(start, end as usize - start as usize)
-    };
-    let mut buf = [0u8; 512];
-    let len = abi::bootimg::encode_code(CHILD_TEXT, text, &mut buf)
-        .map_err(|_| "cannot encode the child image")?;
+    let text = crate::lifecycle::code(
+        core::ptr::addr_of!(mica_tests_fastpath_child),
+        core::ptr::addr_of!(mica_tests_fastpath_child_end),
+    );
     let killer = if sys::cpu_count() >= 2 { 1 } else { 0 };
-    let pid = ok(
-        sys::process_spawn(&buf[..len], mode | killer << 8),
-        "process_spawn",
-    )?;
-    ok(ipc::handle_give(pid, ep.0, rights), "handle_give")?;
-    Ok(pid)
+    crate::util::spawn_server(text, mode | killer << 8, ep, rights)
 }
 
 /// Result of a client thread of [`clients_until_error`]: the error code

@@ -1151,22 +1151,11 @@ extern "C" {
 /// Starts the echo child and gives it `ep` (receive right only); returns
 /// its pid.
 fn start_echo(ep: Endpoint) -> Result<sys::ProcessHandle, &'static str> {
-    // SAFETY: both symbols are in the global_asm above, start < end.
-    let text = unsafe {
-        let start = core::ptr::addr_of!(mica_tests_ipc_echo);
-        let end = core::ptr::addr_of!(mica_tests_ipc_echo_end);
-        core::slice::from_raw_parts(start, end as usize - start as usize)
-    };
-    let mut buf = [0u8; 512];
-    let len = abi::bootimg::encode_code(CHILD_TEXT, text, &mut buf)
-        .map_err(|_| "cannot encode the echo child")?;
-    let pid = ok(sys::process_spawn(&buf[..len], 0), "process_spawn")?;
-    let h = ok(ipc::handle_give(pid, ep.0, rights::RECV), "handle_give")?;
-    check(
-        h == ipc::FIRST_HANDLE,
-        "the child's first handle has another number",
-    )?;
-    Ok(pid)
+    let text = crate::lifecycle::code(
+        core::ptr::addr_of!(mica_tests_ipc_echo),
+        core::ptr::addr_of!(mica_tests_ipc_echo_end),
+    );
+    crate::util::spawn_server(text, 0, ep, rights::RECV)
 }
 
 /// Between two processes: the label, the words and buffers up to 64 KiB go

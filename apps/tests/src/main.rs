@@ -36,6 +36,7 @@ mod attackvm;
 mod console;
 mod consrv;
 mod cpu_state;
+mod edit_wait;
 mod entry;
 mod fastpath;
 mod fastpath3;
@@ -427,7 +428,7 @@ const CASES: &[Case] = &[
     ("kill_through_a_handle", handles::kill_through_a_handle),
     (
         "killed_while_waiting_to_edit_keeps_nothing",
-        handles::killed_while_waiting_to_edit_keeps_nothing,
+        edit_wait::killed_while_waiting_to_edit_keeps_nothing,
     ),
     (
         "cpu_numbers_name_whole_online_cpus",

@@ -19,8 +19,9 @@
 //!   (each reply counted once by its server), `PeerDied` only for a call a
 //!   server took, `NotDelivered` only for one no server took; no hang.
 
+use crate::lifecycle::code;
 use crate::note;
-use crate::util::{self, check, ok, want, TestResult, CHILD_TEXT};
+use crate::util::{self, check, ok, want, TestResult};
 use abi::{Error, Sysnum};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use libipc::ipc::{
@@ -94,22 +95,11 @@ extern "C" {
 
 /// Starts the receiving child and gives it `ep`'s receive side.
 fn start_child(ep: Endpoint) -> Result<sys::ProcessHandle, &'static str> {
-    // SAFETY: both symbols are in the global_asm above, start < end.
-    let text = unsafe {
-        let start = core::ptr::addr_of!(mica_tests_notdeliv_child);
-        let end = core::ptr::addr_of!(mica_tests_notdeliv_child_end);
-        core::slice::from_raw_parts(start, end as usize - start as usize)
-    };
-    let mut buf = [0u8; 512];
-    let len = abi::bootimg::encode_code(CHILD_TEXT, text, &mut buf)
-        .map_err(|_| "cannot encode the receiving child")?;
-    let pid = ok(sys::process_spawn(&buf[..len], 0), "process_spawn")?;
-    let h = ok(ipc::handle_give(pid, ep.0, rights::RECV), "handle_give")?;
-    check(
-        h == ipc::FIRST_HANDLE,
-        "the child's first handle has another number",
-    )?;
-    Ok(pid)
+    let text = code(
+        core::ptr::addr_of!(mica_tests_notdeliv_child),
+        core::ptr::addr_of!(mica_tests_notdeliv_child_end),
+    );
+    util::spawn_server(text, 0, ep, rights::RECV)
 }
 
 /// Per calling thread: its call's error code (1000: answered), 0 while it

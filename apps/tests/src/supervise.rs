@@ -163,31 +163,37 @@ fn told_failed(k: u64, n: u64, how: u64) {
     }
 }
 
-/// The last writer: the same lines through `print!`'s path
-/// ([`console::write_piece`], what `println!`'s flush calls). Exit 0, or 1
-/// if a line was given up other than after `PeerDied` or a resend.
-extern "C" fn print_writer(k: u64) -> ! {
+/// How one line's write ended, for [`write_lines`].
+enum Wrote<E> {
+    /// Written.
+    Yes,
+    /// Told failed as it may be: [`told_failed`]'s `how` (0 for
+    /// `PeerDied`, [`RESENT`]).
+    Failed(u64),
+    /// Anything else: the writer reports it and stops with 1.
+    Other(E),
+}
+
+/// The loop both kinds of writer run: `svq-w<k>-<n>-end` for n = 0, 1, ...
+/// through `write`, 300 µs apart, until told to stop; then the count goes
+/// to [`WROTE`] and the thread ends: 0, or 1 after an unexpected outcome
+/// (`what` names the call in the report).
+fn write_lines<E: core::fmt::Debug>(
+    k: u64,
+    what: &str,
+    mut write: impl FnMut(&[u8]) -> Wrote<E>,
+) -> ! {
     let mut n = 0u64;
     let mut code = 0;
     // Relaxed: a flag polled in a loop.
     while !STOP.load(Ordering::Relaxed) {
         let mut l = Line::new();
         let _ = writeln!(l, "svq-w{k}-{n}-end");
-        match console::write_piece(l.bytes()) {
-            console::Printed::Yes => {}
-            // Maybe printed: never sent again.
-            console::Printed::Dropped {
-                error: Error::PeerDied,
-                ..
-            } => told_failed(k, n, 0),
-            // Never taken, sent again to each newer console up to the
-            // bound, and every one failed too (gaps: fewer resends than
-            // the bound would be a line given up too early).
-            console::Printed::Dropped { resends, .. } if resends == MAX_RESENDS => {
-                told_failed(k, n, RESENT)
-            }
-            other => {
-                kernel_say(format_args!("supervise: w{k} print {n}: {other:?}\n"));
+        match write(l.bytes()) {
+            Wrote::Yes => {}
+            Wrote::Failed(how) => told_failed(k, n, how),
+            Wrote::Other(other) => {
+                kernel_say(format_args!("supervise: w{k} {what} {n}: {other:?}\n"));
                 code = 1;
                 n += 1;
                 break;
@@ -198,6 +204,27 @@ extern "C" fn print_writer(k: u64) -> ! {
     }
     WROTE[k as usize].store(n, Ordering::Relaxed);
     sys::thread_exit(code)
+}
+
+/// The last writer: the same lines through `print!`'s path
+/// ([`console::write_piece`], what `println!`'s flush calls). Exit 0, or 1
+/// if a line was given up other than after `PeerDied` or a resend.
+extern "C" fn print_writer(k: u64) -> ! {
+    write_lines(k, "print", |line| match console::write_piece(line) {
+        console::Printed::Yes => Wrote::Yes,
+        // Maybe printed: never sent again.
+        console::Printed::Dropped {
+            error: Error::PeerDied,
+            ..
+        } => Wrote::Failed(0),
+        // Never taken, sent again to each newer console up to the bound,
+        // and every one failed too (gaps: fewer resends than the bound
+        // would be a line given up too early).
+        console::Printed::Dropped { resends, .. } if resends == MAX_RESENDS => {
+            Wrote::Failed(RESENT)
+        }
+        other => Wrote::Other(other),
+    })
 }
 
 /// A writer: prints `svq-w<k>-<n>-end` for n = 0, 1, ... until told to stop.
@@ -212,36 +239,22 @@ extern "C" fn writer(k: u64) -> ! {
     };
     let mut buf = [0u8; 160];
     let mut c = console::Client::new(named, &mut buf);
-    let mut n = 0u64;
-    let mut code = 0;
-    // Relaxed: a flag polled in a loop.
-    while !STOP.load(Ordering::Relaxed) {
-        let mut l = Line::new();
-        let _ = writeln!(l, "svq-w{k}-{n}-end");
+    write_lines(k, "write", |line| {
         let retries = c.transport().retries;
         let r = c
-            .write(l.bytes())
+            .write(line)
             .map(|r| matches!(r, console::Reply::Written { .. }));
         // Sent again up to the bound (gaps), each to a newer console.
         let resent = c.transport().retries - retries == u64::from(MAX_RESENDS);
         match r {
-            Ok(true) => {}
-            Err(CallError::Transport(Error::PeerDied)) => told_failed(k, n, 0),
+            Ok(true) => Wrote::Yes,
+            Err(CallError::Transport(Error::PeerDied)) => Wrote::Failed(0),
             // Never taken: Named sent it again up to the bound, and every
             // resend failed too.
-            Err(CallError::Transport(Error::NotDelivered)) if resent => told_failed(k, n, RESENT),
-            other => {
-                kernel_say(format_args!("supervise: w{k} write {n}: {other:?}\n"));
-                code = 1;
-                n += 1;
-                break;
-            }
+            Err(CallError::Transport(Error::NotDelivered)) if resent => Wrote::Failed(RESENT),
+            other => Wrote::Other(other),
         }
-        n += 1;
-        sys::sleep_ns(300_000);
-    }
-    WROTE[k as usize].store(n, Ordering::Relaxed);
-    sys::thread_exit(code)
+    })
 }
 
 /// The spawner: `hello quiet` through procmgr, waited for, again and again.

@@ -15,7 +15,7 @@ use abi::status::{self, Status};
 use abi::{prot, Error};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
-use libipc::{bench::rdtsc, println, sys};
+use libipc::{bench::rdtsc, ipc, println, sys};
 
 /// Prints an indented detail line (before the case's verdict line).
 #[macro_export]
@@ -169,6 +169,25 @@ pub fn spawn_code(code: &[u8], arg: u64) -> Result<sys::ProcessHandle, &'static 
     let len = abi::bootimg::encode_code(CHILD_TEXT, code, &mut buf)
         .map_err(|_| "cannot encode a child image")?;
     ok(sys::process_spawn(&buf[..len], arg), "process_spawn")
+}
+
+/// Starts a server child: [`spawn_code`] with `arg`, then gives it a copy
+/// of `ep` with `rights`, which must land as its first handle
+/// ([`ipc::FIRST_HANDLE`], the number its code waits on). The setup the
+/// `ipc`, `fastpath` and `notdeliv` cases share.
+pub fn spawn_server(
+    code: &[u8],
+    arg: u64,
+    ep: ipc::Endpoint,
+    rights: u32,
+) -> Result<sys::ProcessHandle, &'static str> {
+    let pid = spawn_code(code, arg)?;
+    let h = ok(ipc::handle_give(pid, ep.0, rights), "handle_give")?;
+    check(
+        h == ipc::FIRST_HANDLE,
+        "the child's first handle has another number",
+    )?;
+    Ok(pid)
 }
 
 /// Waits for the child `pid` names and decodes its status.

@@ -5,6 +5,13 @@ use crate::{Decoder, Encoder, WireError};
 /// A type that can be a field of a request or reply. `'de` is the lifetime
 /// of the received buffer a decoded value may borrow.
 pub trait Field<'de>: Sized {
+    /// Words of the message this field takes (its value, or a length).
+    /// [`protocol!`](crate::protocol) adds them up at compile time, so a
+    /// variant past [`WORDS`](crate::WORDS) does not build.
+    const WORDS: usize;
+    /// Handle slots this field takes; checked against
+    /// [`MAX_HANDLES`](crate::MAX_HANDLES) the same way.
+    const HANDLES: usize;
     /// Appends `self` to the message.
     fn put(&self, e: &mut Encoder<'_>) -> Result<(), WireError>;
     /// Reads the next value, checking it.
@@ -12,6 +19,8 @@ pub trait Field<'de>: Sized {
 }
 
 impl Field<'_> for u64 {
+    const WORDS: usize = 1;
+    const HANDLES: usize = 0;
     fn put(&self, e: &mut Encoder<'_>) -> Result<(), WireError> {
         e.word(*self)
     }
@@ -21,6 +30,8 @@ impl Field<'_> for u64 {
 }
 
 impl Field<'_> for i64 {
+    const WORDS: usize = 1;
+    const HANDLES: usize = 0;
     fn put(&self, e: &mut Encoder<'_>) -> Result<(), WireError> {
         e.word(*self as u64)
     }
@@ -33,6 +44,8 @@ impl Field<'_> for i64 {
 macro_rules! narrow {
     ($($t:ty),*) => {$(
         impl Field<'_> for $t {
+            const WORDS: usize = 1;
+            const HANDLES: usize = 0;
             fn put(&self, e: &mut Encoder<'_>) -> Result<(), WireError> {
                 e.word(u64::from(*self))
             }
@@ -45,6 +58,8 @@ macro_rules! narrow {
 narrow!(u8, u16, u32);
 
 impl Field<'_> for bool {
+    const WORDS: usize = 1;
+    const HANDLES: usize = 0;
     fn put(&self, e: &mut Encoder<'_>) -> Result<(), WireError> {
         e.word(u64::from(*self))
     }
@@ -59,6 +74,8 @@ impl Field<'_> for bool {
 
 /// Bytes: a length word, the bytes in the buffer.
 impl<'de: 'a, 'a> Field<'de> for &'a [u8] {
+    const WORDS: usize = 1;
+    const HANDLES: usize = 0;
     fn put(&self, e: &mut Encoder<'_>) -> Result<(), WireError> {
         e.word(self.len() as u64)?;
         e.bytes(self)
@@ -71,6 +88,8 @@ impl<'de: 'a, 'a> Field<'de> for &'a [u8] {
 
 /// Text: as bytes, and must be UTF-8.
 impl<'de: 'a, 'a> Field<'de> for &'a str {
+    const WORDS: usize = 1;
+    const HANDLES: usize = 0;
     fn put(&self, e: &mut Encoder<'_>) -> Result<(), WireError> {
         self.as_bytes().put(e)
     }
@@ -87,6 +106,8 @@ impl<'de: 'a, 'a> Field<'de> for &'a str {
 pub struct Handle(pub u32);
 
 impl Field<'_> for Handle {
+    const WORDS: usize = 0;
+    const HANDLES: usize = 1;
     fn put(&self, e: &mut Encoder<'_>) -> Result<(), WireError> {
         e.handle(self.0, false)
     }
@@ -102,6 +123,8 @@ impl Field<'_> for Handle {
 pub struct CopiedHandle(pub u32);
 
 impl Field<'_> for CopiedHandle {
+    const WORDS: usize = 0;
+    const HANDLES: usize = 1;
     fn put(&self, e: &mut Encoder<'_>) -> Result<(), WireError> {
         e.handle(self.0, true)
     }

@@ -41,7 +41,42 @@
 ///   `Name = label { fields }`. Ops and labels must be distinct and
 ///   not [`ERROR_LABEL`](crate::ERROR_LABEL) (checked at compile time).
 /// - Field types implement [`Field`](crate::Field); fields are laid out in
-///   declaration order.
+///   declaration order. A variant whose fields need more than six words
+///   ([`WORDS`](crate::WORDS)) or four handles
+///   ([`MAX_HANDLES`](crate::MAX_HANDLES)) does not compile:
+///
+/// ```compile_fail,E0080
+/// wire::protocol! {
+///     pub protocol Wide<'a>;
+///     pub enum Request {
+///         /// Seven words: one more than a message has.
+///         Seven = 1 => fn seven { a: u64, b: u64, c: u64, d: u64, e: u64, f: u64, g: u64 },
+///     }
+///     pub enum Reply {
+///         Done = 1 {},
+///     }
+///     pub struct Client;
+/// }
+/// ```
+///
+/// Nor do five handles:
+///
+/// ```compile_fail,E0080
+/// use wire::Handle;
+/// wire::protocol! {
+///     pub protocol Many<'a>;
+///     pub enum Request {
+///         /// Five handles: one more than a message carries.
+///         Five = 1 => fn five { a: Handle, b: Handle, c: Handle, d: Handle, e: Handle },
+///     }
+///     pub enum Reply {
+///         Done = 1 {},
+///     }
+///     pub struct Client;
+/// }
+/// ```
+///
+/// (Six words compile: the crate's host tests have `Request::Six`.)
 /// - The client is `Client<'buf, T: Transport>`, made with
 ///   `Client::new(transport, buf)`: each method encodes its request into
 ///   `buf`, calls, and decodes the reply (which borrows `buf`).
@@ -138,6 +173,31 @@ macro_rules! protocol {
                 }
                 i += 1;
             }
+        };
+
+        // Every variant within a message's six words and four handles: a
+        // seventh word is a compile error here, not an `InvalidArgument`
+        // (`TooManyWords`) at the first call. A `const fn` per variant
+        // because the field types may borrow the protocol's lifetime,
+        // which only a generic item can name.
+        const _: () = {
+            $(
+                #[allow(non_snake_case, clippy::extra_unused_lifetimes)]
+                const fn $var<$lt>() -> (usize, usize) {
+                    (
+                        0 $(+ <$t as $crate::Field<$lt>>::WORDS)*,
+                        0 $(+ <$t as $crate::Field<$lt>>::HANDLES)*,
+                    )
+                }
+                assert!(
+                    $var().0 <= $crate::WORDS,
+                    concat!(stringify!($name), "::", stringify!($var), " needs more than six words"),
+                );
+                assert!(
+                    $var().1 <= $crate::MAX_HANDLES,
+                    concat!(stringify!($name), "::", stringify!($var), " carries more than four handles"),
+                );
+            )*
         };
 
         impl<'de: $lt, $lt> $crate::Message<'de> for $name<$lt> {

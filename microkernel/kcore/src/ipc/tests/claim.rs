@@ -1,0 +1,73 @@
+//! The wake claim: exactly one party ends a wait, and a taken caller
+//! keeps waiting for its reply.
+
+use super::*;
+
+#[test]
+fn exactly_one_claim_ends_a_wait_and_the_thread_learns_why() {
+    let c: WaitClaim = WaitClaim::new();
+    let t = c.begin();
+    assert_eq!(c.waiting(), Some(t));
+    assert!(c.try_claim(t, WakeReason::TimedOut));
+    assert!(!c.try_claim(t, WakeReason::Delivered));
+    assert_eq!(c.waiting(), None);
+    assert_eq!(c.finish(), Some(WakeReason::TimedOut));
+}
+
+#[test]
+fn a_stale_timeout_cannot_end_a_later_wait() {
+    let c: WaitClaim = WaitClaim::new();
+    let first = c.begin();
+    assert!(c.try_claim(first, WakeReason::Delivered));
+    assert_eq!(c.finish(), Some(WakeReason::Delivered));
+    let second = c.begin();
+    assert_ne!(first, second);
+    assert!(!c.try_claim(first, WakeReason::TimedOut), "old timer entry");
+    assert!(c.try_claim(second, WakeReason::Cancelled));
+    assert_eq!(c.finish(), Some(WakeReason::Cancelled));
+}
+
+#[test]
+fn a_spurious_wake_up_is_not_an_ending() {
+    let c: WaitClaim = WaitClaim::new();
+    let t = c.begin();
+    assert_eq!(c.finish(), None);
+    assert!(c.try_claim(t, WakeReason::Delivered));
+}
+
+#[test]
+fn a_taken_caller_keeps_waiting_for_its_reply_after_rearm() {
+    let c: WaitClaim = WaitClaim::new();
+    let t = c.begin();
+    assert!(c.take(t));
+    assert!(!c.take(t), "one taker");
+    assert!(
+        !c.try_claim(t, WakeReason::Delivered),
+        "no delivery while taken"
+    );
+    assert_eq!(c.finish(), None, "a taken thread is not woken");
+    assert_eq!(c.rearm(t), Ok(()));
+    assert_eq!(c.waiting(), Some(t));
+    assert!(c.try_claim(t, WakeReason::Delivered), "the reply");
+}
+
+#[test]
+fn a_timeout_or_kill_while_taken_is_honoured_by_the_rearm() {
+    let c: WaitClaim = WaitClaim::new();
+    let t = c.begin();
+    assert!(c.take(t));
+    assert!(!c.try_claim(t, WakeReason::TimedOut));
+    assert_eq!(c.rearm(t), Err(WakeReason::TimedOut));
+    assert_eq!(c.finish(), Some(WakeReason::TimedOut));
+
+    let t = c.begin();
+    assert!(c.take(t));
+    assert!(!c.try_claim(t, WakeReason::TimedOut));
+    assert!(!c.try_claim(t, WakeReason::Cancelled));
+    assert_eq!(
+        c.rearm(t),
+        Err(WakeReason::Cancelled),
+        "a kill wins over a timeout"
+    );
+    assert_eq!(c.finish(), Some(WakeReason::Cancelled));
+}
