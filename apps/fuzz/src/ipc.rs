@@ -265,6 +265,8 @@ pub fn run(seed: u64) -> bool {
     close_all_handles();
     // With the table empty again (the random phase may have filled it).
     fast_pair(&mut r);
+    // A number closed and refilled under its calls (`reuse`).
+    crate::reuse::run(&mut r);
     true
 }
 

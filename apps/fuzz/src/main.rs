@@ -31,6 +31,7 @@ mod gen;
 mod hazards;
 mod hw;
 mod ipc;
+mod reuse;
 mod servers;
 mod storms;
 mod tasks;

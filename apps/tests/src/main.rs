@@ -53,6 +53,7 @@ mod ipc;
 mod ipc_attack;
 mod ipc_order;
 mod ipcfast;
+mod ipcl;
 mod kv;
 mod leaks;
 mod lifecycle;
@@ -619,6 +620,11 @@ const CASES: &[Case] = &[
     (
         "ipcfast_port_enabled_by_a_sibling_is_usable_at_once",
         ipcfast::port_enabled_by_a_sibling_is_usable_at_once,
+    ),
+    // --- ipcl (issue 10, session 19) ---
+    (
+        "ipcl_call_racing_close_and_reuse_of_its_number",
+        ipcl::call_racing_close_and_reuse_of_its_number,
     ),
     // --- procmgr (issue 11 item 3) ---
     (

@@ -453,6 +453,8 @@ pub fn transfer_within<O: Clone>(
 }
 
 #[cfg(test)]
+mod lockfree_loom;
+#[cfg(test)]
 mod model;
 #[cfg(test)]
 mod tests;
