@@ -19,8 +19,8 @@
 //! - Every operation is all-or-nothing: on error the tables are as before
 //!   (tables allocated by a failing `map` are freed again).
 //! - **Every table keeps a count of its present entries in the entry that
-//!   points at it** ([`table_count`]: bits 9-11 and 52-58 of a non-leaf
-//!   entry, which the CPU ignores; 10 bits, 0..=512), so a walk knows a
+//!   points at it** ([`table_count`]: bits 52-61 of a non-leaf entry,
+//!   which the CPU ignores; 0..=512), so a walk knows a
 //!   table is empty without scanning its 512 entries: range walks skip an
 //!   empty table as one entry, and teardowns detach it at once (forkk,
 //!   session 19: a clone walked ~12 empty tables, ~17,000 instructions).
@@ -243,32 +243,30 @@ pub const fn entry_addr(entry: u64) -> u64 {
 }
 
 /// Where a table's present-entry count sits in the (non-leaf) entry that
-/// points at it: the low 3 bits at 9..12, the high 7 bits at 52..59. The
-/// CPU ignores both fields in a non-leaf entry (bits 59..63 would be
-/// protection keys only in leaves).
-const COUNT_LO_SHIFT: u32 = 9;
-const COUNT_HI_SHIFT: u32 = 52;
-pub(crate) const COUNT_MASK: u64 = (0x7 << COUNT_LO_SHIFT) | (0x7f << COUNT_HI_SHIFT);
+/// points at it: bits 52..62 (10 bits, 0..=512). The CPU ignores bits
+/// 52..63 of an entry that references a table (protection keys, 59..63,
+/// apply to leaves only), and `entry_addr` masks them off. One field, so
+/// a change of the count is one add.
+const COUNT_SHIFT: u32 = 52;
+pub(crate) const COUNT_MASK: u64 = 0x3ff << COUNT_SHIFT;
 
 /// The number of present entries in the table a non-leaf `entry` points
 /// at (see the module invariants).
 pub const fn table_count(entry: u64) -> usize {
-    (((entry >> COUNT_LO_SHIFT) & 0x7) | (((entry >> COUNT_HI_SHIFT) & 0x7f) << 3)) as usize
-}
-
-/// `entry` with its table count set to `n` (at most [`ENTRIES`]).
-const fn with_count(entry: u64, n: usize) -> u64 {
-    let n = n as u64;
-    (entry & !COUNT_MASK) | ((n & 0x7) << COUNT_LO_SHIFT) | ((n >> 3) << COUNT_HI_SHIFT)
+    ((entry & COUNT_MASK) >> COUNT_SHIFT) as usize
 }
 
 /// Adds `delta` to the count of the table that the entry at `index` of
 /// `parent` points at.
 fn bump<M: PhysMem + ?Sized>(mem: &mut M, parent: u64, index: usize, delta: isize) {
     let e = &mut mem.table(parent)[index];
-    let n = table_count(*e).wrapping_add_signed(delta);
-    debug_assert!(n <= ENTRIES, "page-table count out of range");
-    *e = with_count(*e, n);
+    debug_assert!(
+        table_count(*e)
+            .checked_add_signed(delta)
+            .is_some_and(|n| n <= ENTRIES),
+        "page-table count out of range"
+    );
+    *e = e.wrapping_add((delta as u64) << COUNT_SHIFT);
 }
 
 /// The flags a leaf of `size` is stored with (see the module invariants).
@@ -315,8 +313,9 @@ struct CursorAt {
     table: u64,
     /// Intermediate flags every entry on its path carries.
     inter: u64,
-    /// The PD entry that points at the table (it holds the table's count).
-    parent: (u64, usize),
+    /// The PD entry that points at the table (it holds the table's count;
+    /// always there for a page table).
+    parent: Option<(u64, usize)>,
 }
 
 /// One address space's page tables, named by the physical address of its PML4.
@@ -427,7 +426,9 @@ impl PageTable {
                     return Err(MapError::AlreadyMapped);
                 }
                 *slot = pa | leaf_flags(flags, PageSize::Size4K).bits();
-                bump(mem, c.parent.0, c.parent.1, 1);
+                if let Some((t, i)) = c.parent {
+                    bump(mem, t, i, 1);
+                }
                 return Ok(());
             }
         }
@@ -460,7 +461,7 @@ impl PageTable {
         pa: u64,
         size: PageSize,
         flags: PteFlags,
-    ) -> Result<(u64, (u64, usize)), MapError> {
+    ) -> Result<(u64, Option<(u64, usize)>), MapError> {
         if !is_canonical(va) {
             return Err(MapError::NonCanonical);
         }
@@ -473,26 +474,29 @@ impl PageTable {
         let inter = intermediate_flags(flags);
 
         // Entries to upgrade (existing) and tables allocated, applied or
-        // rolled back at the end so that failure leaves no trace.
+        // rolled back at the end so that failure leaves no trace. A table
+        // allocated is counted in its parent at once (`above`: the entry
+        // that points at the table being walked, `None` for the root and
+        // the kernel half's PML4 entries, which keep no count).
         let mut upgrades: [Option<(u64, usize)>; 3] = [None; 3];
-        let mut allocated: [Option<(u64, usize, u64)>; 3] = [None; 3];
+        let mut allocated: [Option<(u64, usize, u64, Option<(u64, usize)>)>; 3] = [None; 3];
         let mut table = self.root;
+        let mut above = None;
         let mut result = Ok(());
-        // The entries walked through, root first (each holds the count of
-        // the table it points at).
-        let mut path = [(0u64, 0usize); 3];
-        let depth = 4 - size.level();
         for (slot, level) in (size.level() + 1..=4).rev().enumerate() {
             let index = table_index(va, level);
-            path[slot] = (table, index);
             let entry = mem.table(table)[index];
+            let here = (table != self.root || index < KERNEL_PML4_START).then_some((table, index));
             if entry & PteFlags::PRESENT.bits() == 0 {
                 let Some(new) = mem.alloc_table() else {
                     result = Err(MapError::NoMemory);
                     break;
                 };
                 mem.table(table)[index] = new | inter;
-                allocated[slot] = Some((table, index, new));
+                if let Some((t, i)) = above {
+                    bump(mem, t, i, 1);
+                }
+                allocated[slot] = Some((table, index, new, above));
                 table = new;
             } else if entry & PteFlags::HUGE.bits() != 0 {
                 result = Err(MapError::HugePageInTheWay);
@@ -503,6 +507,7 @@ impl PageTable {
                 }
                 table = entry_addr(entry);
             }
+            above = here;
         }
         if result.is_ok() {
             let index = table_index(va, size.level());
@@ -511,6 +516,9 @@ impl PageTable {
                 result = Err(MapError::AlreadyMapped);
             } else {
                 *slot = pa | leaf_flags(flags, size).bits();
+                if let Some((t, i)) = above {
+                    bump(mem, t, i, 1);
+                }
             }
         }
         match result {
@@ -518,23 +526,18 @@ impl PageTable {
                 for (t, i) in upgrades.into_iter().flatten() {
                     mem.table(t)[i] |= inter;
                 }
-                // One more present entry in the leaf's table, and in each
-                // table that got a new table below it.
-                self.bump_counted(mem, path[depth - 1], 1);
-                for (slot, a) in allocated.iter().enumerate() {
-                    if a.is_some() && slot > 0 {
-                        self.bump_counted(mem, path[slot - 1], 1);
-                    }
-                }
             }
             Err(_) => {
-                for (parent, index, new) in allocated.into_iter().flatten().rev() {
+                for (parent, index, new, counted_in) in allocated.into_iter().flatten().rev() {
                     mem.table(parent)[index] = 0;
+                    if let Some((t, i)) = counted_in {
+                        bump(mem, t, i, -1);
+                    }
                     mem.free_table(new);
                 }
             }
         }
-        result.map(|()| (table, path[depth - 1]))
+        result.map(|()| (table, above))
     }
 
     /// Removes the page that starts at `va` and returns its physical address

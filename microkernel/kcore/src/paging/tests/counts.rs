@@ -92,7 +92,7 @@ fn free_all(mem: &mut FakeMem, tables: Vec<u64>) {
 }
 
 /// Property: random sequences of every operation that writes entries (map,
-/// the clone's cursor map, unmap, range unmaps plain and pruning, protect,
+/// maps that run out of tables and roll back, the clone's cursor map, unmap, range unmaps plain and pruning, protect,
 /// edits that keep or clear leaves, single-leaf updates, chunked
 /// teardowns), each resumed with random budgets, keep every table's count
 /// equal to its number of present entries after every step.
@@ -118,7 +118,14 @@ fn table_counts_stay_exact_under_random_edits() {
                     };
                     let va = rng.va() & !(size.bytes() - 1);
                     pa += 1 << 30;
+                    // Sometimes short of tables: a map that allocated some
+                    // and rolls them back must take their counts back too.
+                    let short = rng.below(3) == 0;
+                    if short {
+                        mem.budget = rng.below(3) as usize;
+                    }
                     let _ = pt.map(&mut mem, va, pa, size, urw());
+                    mem.budget = 1_000_000;
                 }
                 2 => {
                     // A clone: every 4 KiB leaf of the source, through the
