@@ -300,6 +300,10 @@ struct Leaf {
     depth: usize,
 }
 
+/// A table a `map` allocated: (parent table, index in it, the new table,
+/// the entry that counts the parent's entries if any), for its rollback.
+type Allocated = (u64, usize, u64, Option<(u64, usize)>);
+
 /// Where [`PageTable::map_4k_with`] maps next without a walk: the page
 /// table of the last 2 MiB it mapped into. Starts empty (`default`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -479,7 +483,7 @@ impl PageTable {
         // that points at the table being walked, `None` for the root and
         // the kernel half's PML4 entries, which keep no count).
         let mut upgrades: [Option<(u64, usize)>; 3] = [None; 3];
-        let mut allocated: [Option<(u64, usize, u64, Option<(u64, usize)>)>; 3] = [None; 3];
+        let mut allocated: [Option<Allocated>; 3] = [None; 3];
         let mut table = self.root;
         let mut above = None;
         let mut result = Ok(());
