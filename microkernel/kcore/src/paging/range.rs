@@ -482,17 +482,24 @@ fn unseen_present<M: PhysMem + ?Sized>(
 
 /// How many entries of `t` from `from` (absent itself) up to `to` are
 /// absent in a row: at least 1.
-fn absent_run(t: &[u64; ENTRIES], from: usize, to: usize) -> usize {
+pub(super) fn absent_run(t: &[u64; ENTRIES], from: usize, to: usize) -> usize {
     const P: u64 = PteFlags::PRESENT.bits();
     let s = &t[from..to];
-    // Eight at a time first (OR-ed: one test per eight entries, which the
-    // compiler turns into a few vector ORs), then one by one.
-    let octets = s
+    // Thirty-two at a time first, OR-ed: one test per 32 entries (the
+    // kernel has no vector registers, so each entry is one `or` with a
+    // memory operand: ~1.15 instructions an entry, against 1.75 with eight;
+    // forkk), then eight at a time, then one by one.
+    let blocks = s
+        .chunks_exact(32)
+        .take_while(|c| c.iter().fold(0, |a, e| a | e) & P == 0)
+        .count();
+    let s8 = &s[blocks * 32..];
+    let octets = s8
         .chunks_exact(8)
         .take_while(|c| c.iter().fold(0, |a, e| a | e) & P == 0)
         .count();
-    let rest = s[octets * 8..].iter().take_while(|&&e| e & P == 0).count();
-    octets * 8 + rest
+    let rest = s8[octets * 8..].iter().take_while(|&&e| e & P == 0).count();
+    blocks * 32 + octets * 8 + rest
 }
 
 /// What [`PageTable::teardown_user`] removed.

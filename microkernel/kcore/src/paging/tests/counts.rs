@@ -314,3 +314,48 @@ fn walks_skip_the_tables_their_counts_say_are_empty() {
     free_all(&mut mem, freed);
     assert_eq!(mem.live_tables(), live - 12);
 }
+
+/// `absent_run` (blocks of 32, then 8, then single entries) counts exactly
+/// the absent entries from `from` up to the first present one or `to`, for
+/// every start and end around a present entry at every offset.
+#[test]
+fn absent_run_counts_up_to_the_first_present_entry() {
+    use super::super::range::absent_run;
+    let mut t = [0u64; ENTRIES];
+    for present in [
+        None,
+        Some(0),
+        Some(1),
+        Some(7),
+        Some(8),
+        Some(31),
+        Some(32),
+        Some(33),
+        Some(100),
+        Some(511),
+    ] {
+        t.fill(0);
+        if let Some(p) = present {
+            t[p] = PteFlags::PRESENT.bits() | 0x5000;
+        }
+        // Non-present junk (software bits) must not stop a run.
+        t[300] |= PteFlags::WRITABLE.bits();
+        for from in 0..ENTRIES {
+            if t[from] & PteFlags::PRESENT.bits() != 0 {
+                continue;
+            }
+            for to in [from + 1, from + 9, from + 33, from + 64, ENTRIES] {
+                let to = to.min(ENTRIES);
+                let want = t[from..to]
+                    .iter()
+                    .take_while(|&&e| e & PteFlags::PRESENT.bits() == 0)
+                    .count();
+                assert_eq!(
+                    absent_run(&t, from, to),
+                    want,
+                    "present {present:?} from {from} to {to}"
+                );
+            }
+        }
+    }
+}
