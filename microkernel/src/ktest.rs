@@ -55,6 +55,10 @@ const CASES: &[Case] = &[
         "unmap_frees_the_tables_it_empties",
         crate::object::space::ktest_unmap_frees_the_tables_it_empties,
     ),
+    (
+        "a_freed_stack_is_reused_mapped_and_drained",
+        crate::mem::kstack::ktest_a_freed_stack_is_reused_mapped_and_drained,
+    ),
     ("kernel_text_is_not_writable", kernel_text_is_not_writable),
     (
         "kernel_rodata_is_not_writable",

@@ -261,11 +261,15 @@ static NEXT_TID: AtomicU64 = AtomicU64::new(1);
 /// 1.5 KiB of heap; the smallest heap is 4 MiB). More is an error, not a panic.
 pub const MAX_THREADS: usize = 1024;
 
-// Every thread's kernel stack, the five stacks of each CPU and the freed
-// stacks awaiting their batched flush (`kstack::PURGE_BATCH`) sit in slots
-// whose page tables exist from boot (no table is allocated per thread).
+// Every thread's kernel stack, the five stacks of each CPU, the freed
+// stacks awaiting their batched flush (`kstack::PURGE_BATCH`) and those
+// kept for reuse (`kstack::CACHE`) sit in slots whose page tables exist
+// from boot (no table is allocated per thread).
 const _: () = assert!(
-    MAX_THREADS as u64 + 5 * MAX_CPUS as u64 + crate::mem::kstack::PURGE_BATCH as u64
+    MAX_THREADS as u64
+        + 5 * MAX_CPUS as u64
+        + crate::mem::kstack::PURGE_BATCH as u64
+        + crate::mem::kstack::CACHE as u64
         <= crate::mem::kstack::PREALLOC_SLOTS
 );
 

@@ -108,8 +108,10 @@ impl SysInfoBuf {
 /// Copies the machine's and the kernel's figures out; returns the bytes
 /// written.
 pub fn sysinfo(req: SysInfoBuf) -> Result<u64, Error> {
-    // Freed kernel stacks awaiting their batched flush count as used until
-    // recycled: recycle them first, so the figure is exact (leak checks).
+    // Freed kernel stacks, cached or awaiting their batched flush, count as
+    // used until recycled: recycle them first, so the figure is exact (leak
+    // checks).
+    crate::mem::kstack::drain_cache();
     crate::mem::kstack::purge();
     let info = SysInfo {
         cpus_online: online() as u64,

@@ -242,7 +242,8 @@ fn user_mappings_make_intermediate_entries_user_writable() {
     let mut table = pt.root();
     for level in (2..=4).rev() {
         let e = mem.table(table)[table_index(va, level)];
-        assert_eq!(e & !PHYS_ADDR_MASK, want, "level {level}");
+        // (The table count lives in the same entry: masked off.)
+        assert_eq!(e & !PHYS_ADDR_MASK & !COUNT_MASK, want, "level {level}");
         table = entry_addr(e);
     }
     let leaf = mem.table(table)[pt_index(va)];
@@ -263,7 +264,7 @@ fn kernel_mappings_get_supervisor_intermediates_and_user_maps_upgrade_them() {
         PteFlags::WRITABLE,
     )
     .unwrap();
-    let pml4e = mem.table(pt.root())[0];
+    let pml4e = mem.table(pt.root())[0] & !COUNT_MASK;
     assert_eq!(entry_flags(pml4e), PteFlags::PRESENT | PteFlags::WRITABLE);
     let (_, flags, _) = pt.translate(&mut mem, 0x1000).unwrap();
     assert!(!flags.contains(PteFlags::USER));
@@ -437,6 +438,7 @@ fn map_error_descriptions_are_distinct() {
     assert_eq!(set.len(), all.len());
 }
 
+mod counts;
 mod random;
 mod range;
 
@@ -477,7 +479,8 @@ fn a_map_cursor_maps_what_map_maps_with_one_table_access_a_page() {
     b.reads.set(0);
     pb_t.map_4k_with(&mut b, &mut cur, va + 4096, 0xa000, urw())
         .unwrap();
-    assert_eq!(b.reads(), 1);
+    // The page table, and the PD entry that keeps its count.
+    assert_eq!(b.reads(), 2);
     // Occupied: refused, nothing changed; misaligned and oversized too.
     let before = b.tables.clone();
     assert_eq!(
