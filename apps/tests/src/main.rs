@@ -42,6 +42,7 @@ mod fastpath;
 mod fastpath3;
 mod faults;
 mod forkperf;
+mod breaku;
 mod forku;
 mod fpu;
 mod gaps;
@@ -748,6 +749,11 @@ const CASES: &[Case] = &[
     (
         "procmgr_badged_give_and_fault_endpoint",
         forku::badged_give_and_fault_endpoint,
+    ),
+    // --- breaku (session 19: break-it review of forku, gaps, ipcl) ---
+    (
+        "loader_shared_module_pages_stay_unchanged",
+        breaku::shared_module_pages_stay_unchanged,
     ),
     // --- pscpu (issue 11: ps's CPU column) ---
     (
