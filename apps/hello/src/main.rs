@@ -239,9 +239,7 @@ fn scribble() -> i32 {
     }
     procmgr::set_endpoint(Endpoint(procmgr::CHILD_HANDLE));
     let child = match procmgr::fork() {
-        Ok(procmgr::Fork::Child) => {
-            procmgr::exit(if write_pristine() { 0 } else { CHILD_FAILED })
-        }
+        Ok(procmgr::Fork::Child) => procmgr::exit(if write_pristine() { 0 } else { CHILD_FAILED }),
         Ok(procmgr::Fork::Parent(pid)) => pid,
         Err(_) => return NO_FORK,
     };
