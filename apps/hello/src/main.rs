@@ -14,6 +14,8 @@
 //!   Ctrl-C test). With argv exactly `scribble` it attacks its own
 //!   read-only segment, which the loader maps from the boot module's own
 //!   frames ([`scribble`]), and exits 0 if the module stayed unchanged.
+//!   With argv exactly `reap` it waits for any child (one it inherited
+//!   through an exec) and exits with what [`reap`] says.
 //!
 //! Started by procmgr (`spawn`/`exec`), hello holds procmgr's endpoint at
 //! its first handle and nothing else: it finds the console through
@@ -111,6 +113,10 @@ fn main(arg: u64) -> i32 {
     // SAFETY: as above.
     if argc == 1 && unsafe { string(word(1)) } == SCRIBBLE_ARGV {
         return scribble();
+    }
+    // SAFETY: as above.
+    if argc == 1 && unsafe { string(word(1)) } == b"reap" {
+        return reap();
     }
     let mut i = 2 + argc;
     let env_start = i;
@@ -255,6 +261,34 @@ fn scribble() -> i32 {
         return OWN_WRITE_FAILED;
     }
     0
+}
+
+/// Exit codes of [`reap`] for a child that did not exit.
+pub mod reap_exit {
+    /// The child was killed.
+    pub const KILLED: i32 = 100;
+    /// The child faulted.
+    pub const FAULTED: i32 = 101;
+    /// No child to wait for (`NotFound`).
+    pub const NO_CHILD: i32 = 102;
+    /// The wait failed otherwise.
+    pub const FAILED: i32 = 103;
+}
+
+/// breaku: hello exec'd by a process that has a child waits for any child
+/// (10 s at most) and exits with its exit code, or [`reap_exit`]'s code.
+/// The waiters of the image it replaced must not take that child's status.
+fn reap() -> i32 {
+    use abi::status::Ended;
+    use reap_exit::*;
+    procmgr::set_endpoint(Endpoint(procmgr::CHILD_HANDLE));
+    match procmgr::wait(None, Some(10_000_000)) {
+        Ok((_, Ended::Exited(c))) => c,
+        Ok((_, Ended::Killed)) => KILLED,
+        Ok((_, Ended::Faulted(_))) => FAULTED,
+        Err(libipc::Error::NotFound) => NO_CHILD,
+        Err(_) => FAILED,
+    }
 }
 
 /// [`PRISTINE`]'s first byte as built.

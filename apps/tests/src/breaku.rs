@@ -1,13 +1,18 @@
 //! breaku (session 19's break-it review of forku, gaps and ipcl): the
 //! loader maps a boot module's read-only segments straight from the
 //! module's memory object, so one frame backs that page in every process
-//! the module started. Nothing a program does with its own space may
-//! change it for the others.
+//! the module started: nothing a program does with its own space may
+//! change it for the others. And procmgr delivers a child's end to the
+//! oldest matching waiter: an exec must not leave the old image's waiters
+//! there to take it.
 
 use crate::note;
+use crate::procmgr::Shared;
 use crate::util::{expect, TestResult};
 use abi::status::Ended;
-use libipc::procmgr as pm;
+use core::sync::atomic::Ordering;
+use libipc::procmgr::{self as pm, Fork};
+use libipc::sys;
 
 /// How long one hello may take (a loaded TCG host is slow).
 const WAIT_US: u32 = 10_000_000;
@@ -63,4 +68,96 @@ pub fn shared_module_pages_stay_unchanged() -> TestResult {
         "hello quiet after the scribbles",
     )?;
     crate::util::free_back_to(before, "hello scribbles")
+}
+
+/// How long procmgr may take to record a fork or an exec.
+const SETTLE_NS: u64 = 5_000_000_000;
+
+/// Forks a child that exits with `f()`: its PID.
+fn fork_with(f: impl FnOnce() -> i32) -> Result<u32, &'static str> {
+    match pm::fork() {
+        Ok(Fork::Parent(pid)) => Ok(pid),
+        Ok(Fork::Child) => pm::exit(f()),
+        Err(_) => Err("fork failed"),
+    }
+}
+
+/// A thread of the image about to be replaced: waits for child `c` (for
+/// ever; the exec ends it).
+extern "C" fn old_image_waiter(c: u64) -> ! {
+    let _ = pm::wait(Some(c as u32), None);
+    sys::thread_exit(0)
+}
+
+/// Whether procmgr lists `pid` running `program`.
+fn runs(pid: u32, program: &[u8]) -> Result<bool, &'static str> {
+    let mut i = 0;
+    while let Some(p) = pm::list(i).map_err(|_| "list failed")? {
+        if p.pid == pid {
+            return Ok(p.zombie.is_none() && &p.program[..p.program_len] == program);
+        }
+        i = p.index + 1;
+    }
+    Ok(false)
+}
+
+/// P forks C (which sleeps until killed); a thread of P blocks in a wait
+/// for C (a waiter recorded at procmgr), and P execs `hello reap`, which
+/// waits for any child. C is then killed: its end must reach the new
+/// image (hello exits 100, "killed"), not the dead thread's waiter, which
+/// as the oldest match took it and reaped C for nobody, so hello found no
+/// child (exit 102) before procmgr's exec dropped the old image's waiters.
+pub fn exec_drops_the_old_images_waiters() -> TestResult {
+    if pm::endpoint().is_none() {
+        return Err("init did not adopt this program into procmgr");
+    }
+    let shared = Shared::new()?;
+    let slot = shared.slot(0);
+    let p = fork_with(|| {
+        let Ok(c) = fork_with(|| loop {
+            sys::sleep_ns(1_000_000_000);
+        }) else {
+            return 1;
+        };
+        // Relaxed: the test polls the word itself.
+        slot.store(u64::from(c), Ordering::Relaxed);
+        let Ok(t) = crate::util::spawn(old_image_waiter, u64::from(c)) else {
+            return 2;
+        };
+        // Let the thread record its waiter; the exec ends it.
+        sys::sleep_ns(100_000_000);
+        let _ = t;
+        let _ = pm::exec("hello", b"reap\0", b"");
+        3
+    })?;
+    let t0 = sys::clock_ns();
+    let c = loop {
+        match slot.load(Ordering::Relaxed) {
+            0 if sys::clock_ns() - t0 > SETTLE_NS => return Err("P never forked C"),
+            0 => sys::sleep_ns(1_000_000),
+            c => break c as u32,
+        }
+    };
+    while !runs(p, b"hello")? {
+        if sys::clock_ns() - t0 > SETTLE_NS {
+            let _ = pm::kill(c);
+            let _ = pm::wait(Some(p), Some(WAIT_US));
+            return Err("P never became hello");
+        }
+        sys::sleep_ns(2_000_000);
+    }
+    if pm::kill(c).is_err() {
+        let _ = pm::wait(Some(p), Some(WAIT_US));
+        return Err("kill C failed");
+    }
+    match pm::wait(Some(p), Some(WAIT_US)) {
+        Ok((got, Ended::Exited(100))) if got == p => Ok(()),
+        Ok((got, Ended::Exited(102))) if got == p => {
+            Err("the old image's waiter took C's end: the new image found no child")
+        }
+        other => {
+            note!("P (hello reap): {other:?}");
+            Err("P did not reap C as killed")
+        }
+    }
 }

@@ -755,6 +755,10 @@ const CASES: &[Case] = &[
         "loader_shared_module_pages_stay_unchanged",
         breaku::shared_module_pages_stay_unchanged,
     ),
+    (
+        "procmgr_exec_drops_the_old_images_waiters",
+        breaku::exec_drops_the_old_images_waiters,
+    ),
     // --- pscpu (issue 11: ps's CPU column) ---
     (
         "process_cpu_names_the_cpu_it_runs_on",
