@@ -11,7 +11,11 @@
 //!   argc check (procmgr starts programs with argument 0: the
 //!   `spawn_exit_wait` and `fork_exec_wait` benchmarks). With argv
 //!   `hello sleep` it greets, then sleeps until killed (the shell's
-//!   Ctrl-C test).
+//!   Ctrl-C test). With argv exactly `scribble` it attacks its own
+//!   read-only segment, which the loader maps from the boot module's own
+//!   frames ([`scribble`]), and exits 0 if the module stayed unchanged.
+//!   With argv exactly `reap` it waits for any child (one it inherited
+//!   through an exec) and exits with what [`reap`] says.
 //!
 //! Started by procmgr (`spawn`/`exec`), hello holds procmgr's endpoint at
 //! its first handle and nothing else: it finds the console through
@@ -106,6 +110,14 @@ fn main(arg: u64) -> i32 {
     if argc == 1 && unsafe { string(word(1)) } == &QUIET_ARGV[..QUIET_ARGV.len() - 1] {
         return 0;
     }
+    // SAFETY: as above.
+    if argc == 1 && unsafe { string(word(1)) } == SCRIBBLE_ARGV {
+        return scribble();
+    }
+    // SAFETY: as above.
+    if argc == 1 && unsafe { string(word(1)) } == b"reap" {
+        return reap();
+    }
     let mut i = 2 + argc;
     let env_start = i;
     while word(i) != 0 {
@@ -166,6 +178,121 @@ fn main(arg: u64) -> i32 {
     }
     args_hash(argv, envp)
 }
+
+/// The argv (one string) that runs [`scribble`].
+pub const SCRIBBLE_ARGV: &[u8] = b"scribble";
+
+/// Bytes in hello's read-only data, which the loader maps straight from
+/// the `hello` module's memory object (forku); aligned so they sit in one
+/// page.
+#[repr(C, align(16))]
+struct Pristine([u8; 16]);
+static PRISTINE: Pristine = Pristine(*b"hello's rodata!!");
+
+/// Exit codes of [`scribble`] (0: the module stayed unchanged).
+pub mod scribble_exit {
+    /// The bytes were not pristine at the start: an earlier hello's write
+    /// reached the module's frames.
+    pub const CHANGED_BEFORE: i32 = 1;
+    /// The forked child could not make the page writable or write it.
+    pub const CHILD_FAILED: i32 = 2;
+    /// The child's write showed in the parent's copy (shared, not COW).
+    pub const CHILD_WRITE_SHARED: i32 = 3;
+    /// The parent could not make the page writable, or its write did not
+    /// show in its own copy.
+    pub const OWN_WRITE_FAILED: i32 = 4;
+    /// Fork or wait failed.
+    pub const NO_FORK: i32 = 5;
+}
+
+/// The page holding [`PRISTINE`] and a volatile read of its first byte.
+fn pristine() -> (u64, u8) {
+    let at = PRISTINE.0.as_ptr();
+    // SAFETY: `at` points into a static (mapped for the program's life);
+    // volatile, so a write through the page made writable is seen.
+    (at as u64, unsafe { at.read_volatile() })
+}
+
+/// Makes [`PRISTINE`]'s page writable (a private mapping: the write must
+/// copy the frame) and writes its first byte; `true` if the write reads
+/// back.
+fn write_pristine() -> bool {
+    use abi::layout::PAGE_SIZE;
+    let (at, _) = pristine();
+    let page = at & !(PAGE_SIZE - 1);
+    if libipc::vm::Space::Own
+        .protect(page, PAGE_SIZE, abi::prot::WRITE)
+        .is_err()
+    {
+        return false;
+    }
+    // SAFETY: the page is mapped and now writable; nothing relies on the
+    // static's contents but `pristine`, which reads it volatile.
+    unsafe { (at as *mut u8).write_volatile(b'X') };
+    pristine().1 == b'X'
+}
+
+/// breaku: the loader maps hello's read-only segments from the `hello`
+/// module's frames, shared by every hello. Checks the bytes are pristine
+/// (no earlier hello changed the module), forks a child that makes the
+/// page writable and writes it (the clone's copy-on-write), checks the
+/// parent's copy did not change, then writes its own copy the same way.
+/// Every later hello must find the bytes pristine again.
+fn scribble() -> i32 {
+    use scribble_exit::*;
+    if pristine().1 != PRISTINE_FIRST {
+        return CHANGED_BEFORE;
+    }
+    procmgr::set_endpoint(Endpoint(procmgr::CHILD_HANDLE));
+    let child = match procmgr::fork() {
+        Ok(procmgr::Fork::Child) => procmgr::exit(if write_pristine() { 0 } else { CHILD_FAILED }),
+        Ok(procmgr::Fork::Parent(pid)) => pid,
+        Err(_) => return NO_FORK,
+    };
+    match procmgr::wait(Some(child), None) {
+        Ok((_, abi::status::Ended::Exited(0))) => {}
+        Ok(_) => return CHILD_FAILED,
+        Err(_) => return NO_FORK,
+    }
+    if pristine().1 != PRISTINE_FIRST {
+        return CHILD_WRITE_SHARED;
+    }
+    if !write_pristine() {
+        return OWN_WRITE_FAILED;
+    }
+    0
+}
+
+/// Exit codes of [`reap`] for a child that did not exit.
+pub mod reap_exit {
+    /// The child was killed.
+    pub const KILLED: i32 = 100;
+    /// The child faulted.
+    pub const FAULTED: i32 = 101;
+    /// No child to wait for (`NotFound`).
+    pub const NO_CHILD: i32 = 102;
+    /// The wait failed otherwise.
+    pub const FAILED: i32 = 103;
+}
+
+/// breaku: hello exec'd by a process that has a child waits for any child
+/// (10 s at most) and exits with its exit code, or [`reap_exit`]'s code.
+/// The waiters of the image it replaced must not take that child's status.
+fn reap() -> i32 {
+    use abi::status::Ended;
+    use reap_exit::*;
+    procmgr::set_endpoint(Endpoint(procmgr::CHILD_HANDLE));
+    match procmgr::wait(None, Some(10_000_000)) {
+        Ok((_, Ended::Exited(c))) => c,
+        Ok((_, Ended::Killed)) => KILLED,
+        Ok((_, Ended::Faulted(_))) => FAULTED,
+        Err(libipc::Error::NotFound) => NO_CHILD,
+        Err(_) => FAILED,
+    }
+}
+
+/// [`PRISTINE`]'s first byte as built.
+const PRISTINE_FIRST: u8 = b'h';
 
 /// A line built on the stack.
 struct Line {

@@ -33,6 +33,7 @@ mod attack_session18;
 mod attackfp;
 mod attackhw;
 mod attackvm;
+mod breaku;
 mod console;
 mod consrv;
 mod cpu_state;
@@ -748,6 +749,15 @@ const CASES: &[Case] = &[
     (
         "procmgr_badged_give_and_fault_endpoint",
         forku::badged_give_and_fault_endpoint,
+    ),
+    // --- breaku (session 19: break-it review of forku, gaps, ipcl) ---
+    (
+        "loader_shared_module_pages_stay_unchanged",
+        breaku::shared_module_pages_stay_unchanged,
+    ),
+    (
+        "procmgr_exec_drops_the_old_images_waiters",
+        breaku::exec_drops_the_old_images_waiters,
     ),
     // --- pscpu (issue 11: ps's CPU column) ---
     (

@@ -298,6 +298,10 @@ mod ring3 {
                 let _ = oldp.close();
             }
             self.kernel[slot] = Kernel::default();
+            // The old image's waits died with it: its waiters go untold,
+            // so none takes a child's status from the new image (breaku).
+            let stale = self.table.replace_image(caller);
+            self.release(&stale);
             if let Err(e) = self.attach(slot, caller, p, true, true) {
                 let _ = p.kill();
                 let _ = p.close();

@@ -510,6 +510,26 @@ impl Table {
         ws[k].take()
     }
 
+    /// `pid`'s image was replaced (`Exec`: same PID, same children, a new
+    /// program): the old image's waiters are dropped (handed back to be
+    /// released, never told: their notifications were the old image's, and
+    /// nobody reads them). Kept, the oldest of them would take the status
+    /// of the next child to end (`end` delivers to the oldest match) and
+    /// reap it for nobody: the new image's own wait for that child would
+    /// find no child (breaku, session 19). Empty if `pid` is not running.
+    pub fn replace_image(&mut self, pid: Pid) -> Released {
+        let mut out = Released::new();
+        let running = self.get(pid).is_some_and(|p| p.running());
+        if let (true, Some(i)) = (running, self.index(pid)) {
+            for w in self.waiters[i].iter_mut() {
+                if let Some(w) = w.take() {
+                    out.push(w.token, Wake::Drop);
+                }
+            }
+        }
+        out
+    }
+
     /// `caller` stops waiting: takes back its waiter named `cookie` (the
     /// token, to be closed unsignalled). `None` if it has none of that
     /// name: it was handed back already (delivered or woken: its signal is

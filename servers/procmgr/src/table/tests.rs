@@ -156,6 +156,37 @@ fn a_cancelled_waiter_is_not_told_and_a_late_cancel_finds_nothing() {
 }
 
 #[test]
+fn an_exec_drops_the_old_images_waiters_and_the_new_image_reaps_the_child() {
+    let mut t = Table::new();
+    let (p, _) = t.insert(INIT, "p").unwrap();
+    let (c, _) = t.insert(p, "c").unwrap();
+    let (d, _) = t.insert(p, "d").unwrap();
+    // The old image: one thread waits for c, another for any child.
+    aw(&mut t, p, Target::Pid(c), 30).unwrap();
+    aw(&mut t, p, Target::Any, 31).unwrap();
+    // It execs: both are dropped, untold; the children stay p's.
+    let out = t.replace_image(p);
+    assert_eq!(dropped(&out), vec![30, 31]);
+    assert!(woken(&out).is_empty());
+    assert_eq!(t.waiters(), 0);
+    assert_eq!(t.ppid(c), Some(p));
+    // c's end is kept for the new image (no stale waiter reaps it).
+    let out = t.end(c, Ended::Exited(4)).unwrap();
+    assert!(out.released.is_empty(), "told a waiter of the old image");
+    assert_eq!(
+        t.wait(p, Target::Pid(c)).unwrap().0,
+        Some((c, Ended::Exited(4)))
+    );
+    // The new image's own waiter gets d's end.
+    aw(&mut t, p, Target::Pid(d), 32).unwrap();
+    let out = t.end(d, Ended::Killed).unwrap();
+    assert_eq!(delivered(&out.released), vec![(32, d, Ended::Killed)]);
+    // Not running: nothing.
+    assert!(t.replace_image(d).is_empty());
+    assert!(t.replace_image(999).is_empty());
+}
+
+#[test]
 fn a_process_whose_attach_failed_is_removed_without_a_status() {
     let mut t = Table::new();
     let (p, _) = t.insert(INIT, "p").unwrap();
@@ -318,6 +349,7 @@ enum Op {
     Block(usize, Option<usize>),
     Kill(usize, usize),
     Cancel(usize, u32),
+    Exec(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -328,6 +360,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..40usize, proptest::option::of(0..40usize)).prop_map(|(a, b)| Op::Block(a, b)),
         1 => (0..40usize, 0..40usize).prop_map(|(a, b)| Op::Kill(a, b)),
         1 => (0..40usize, 0..60u32).prop_map(|(a, b)| Op::Cancel(a, b)),
+        1 => (0..40usize).prop_map(Op::Exec),
     ]
 }
 
@@ -415,6 +448,17 @@ proptest! {
                         }
                         None => prop_assert!(!mine, "waiter {} of {} not cancelled", tok, caller),
                     }
+                }
+                Op::Exec(p) => {
+                    // Exec: the image's waiters dropped untold, only its own.
+                    let pid = pick(&pids, p);
+                    let out = t.replace_image(pid);
+                    prop_assert!(woken(&out).is_empty(), "an exec told a waiter");
+                    for tok in dropped(&out) {
+                        prop_assert_eq!(outstanding.get(&tok), Some(&pid), "dropped another's waiter");
+                    }
+                    released_ok(&out, &mut outstanding)?;
+                    prop_assert!(!outstanding.values().any(|&o| o == pid), "a waiter of the old image stayed");
                 }
                 Op::Kill(a, b) => {
                     let (a, b) = (pick(&pids, a), pick(&pids, b));
