@@ -59,6 +59,10 @@ const CASES: &[Case] = &[
         "a_freed_stack_is_reused_mapped_and_drained",
         crate::mem::kstack::ktest_a_freed_stack_is_reused_mapped_and_drained,
     ),
+    (
+        "a_half_built_stack_is_not_cached",
+        crate::mem::kstack::ktest_a_half_built_stack_is_not_cached,
+    ),
     ("kernel_text_is_not_writable", kernel_text_is_not_writable),
     (
         "kernel_rodata_is_not_writable",

@@ -121,18 +121,31 @@ impl KernelStack {
                 None => return Err("kernel stack region exhausted"),
             }
         };
-        let stack = KernelStack { slot };
-        let bottom = stack.top() - KSTACK_BYTES;
+        // Not a `KernelStack` (whose drop caches it as ready) until every
+        // page is mapped: a half-built one is unmapped and freed instead
+        // (breakk: cached, it gave the next thread unmapped top pages).
+        let stack = core::mem::ManuallyDrop::new(KernelStack { slot });
+        let (bottom, top) = (stack.bottom(), stack.top());
         let flags = PteFlags::WRITABLE | PteFlags::GLOBAL | super::nx_flag();
         let mut va = bottom;
-        while va < stack.top() {
-            let frame =
-                super::alloc_zeroed_frame().map_err(|_| "out of memory for a kernel stack")?;
-            super::with_kernel_pt(|pt, mem| pt.map(mem, va, frame.addr(), PageSize::Size4K, flags))
-                .map_err(|_| "kernel stack slot already mapped")?;
+        while va < top {
+            let mapped = match super::alloc_zeroed_frame() {
+                Err(_) => Err("out of memory for a kernel stack"),
+                Ok(frame) => super::with_kernel_pt(|pt, mem| {
+                    pt.map(mem, va, frame.addr(), PageSize::Size4K, flags)
+                })
+                .map_err(|_| {
+                    let _ = super::free_frame(frame);
+                    "kernel stack slot already mapped"
+                }),
+            };
+            if let Err(e) = mapped {
+                release(bottom, slot);
+                return Err(e);
+            }
             va += 4096;
         }
-        Ok(stack)
+        Ok(core::mem::ManuallyDrop::into_inner(stack))
     }
 
     /// The (exclusive) top address: the initial RSP.
@@ -272,6 +285,63 @@ pub fn ktest_a_freed_stack_is_reused_mapped_and_drained() -> Result<(), &'static
     purge();
     if super::free_frames() != before {
         return Err("draining the cache did not return the stack's frames");
+    }
+    Ok(())
+}
+
+/// ktest (breakk, session 19): a stack whose creation ran out of memory
+/// part-way (some pages mapped, the rest not) is never cached: the next
+/// stack handed out has every page mapped, and no frame is lost. Before
+/// the fix the half-built stack's drop put it in the cache as "ready", and
+/// the next thread got a stack whose top pages (where `prepare_stack`
+/// writes first) were unmapped: a kernel page fault.
+pub fn ktest_a_half_built_stack_is_not_cached() -> Result<(), &'static str> {
+    drain_cache();
+    purge();
+    let before = super::free_frames();
+    // Hoard all but three frames (a stack needs eight), chained through
+    // their own first word, so the fourth of the stack's pages fails.
+    let mut hoard = 0u64;
+    let mut hoarded = 0usize;
+    while super::free_frames() > 3 {
+        let Ok(f) = super::alloc_frame() else { break };
+        // SAFETY: the frame was just allocated (ours alone) and lies in the
+        // direct map.
+        unsafe { (super::phys_to_virt(f.addr()) as *mut u64).write(hoard) };
+        hoard = f.addr();
+        hoarded += 1;
+    }
+    let failed = KernelStack::new();
+    // Give the hoard back before anything else can need memory.
+    while hoard != 0 {
+        // SAFETY: every frame of the chain is one this test allocated and
+        // wrote its link into.
+        let next = unsafe { (super::phys_to_virt(hoard) as *const u64).read() };
+        if let Some(f) = kcore::frame::PhysFrame::from_addr(hoard) {
+            let _ = super::free_frame(f);
+        }
+        hoard = next;
+    }
+    if hoarded == 0 {
+        return Err("could not take the free frames");
+    }
+    if failed.is_ok() {
+        return Err("a stack was made with three free frames");
+    }
+    let next = KernelStack::new()?;
+    let mut va = next.bottom();
+    while va < next.top() {
+        if super::with_kernel_pt(|pt, mem| pt.translate(mem, va)).is_none() {
+            crate::println!("  note: page 0x{va:x} of a new stack is unmapped");
+            return Err("a new stack has unmapped pages (a half-built stack was cached)");
+        }
+        va += 4096;
+    }
+    drop(next);
+    drain_cache();
+    purge();
+    if super::free_frames() != before {
+        return Err("a failed stack creation lost frames");
     }
     Ok(())
 }
