@@ -351,10 +351,29 @@ pub fn list(index: u64) -> Result<Option<ProcInfo>, Error> {
 /// how it ended. `NotFound` if there is no such child; `TimedOut` after
 /// `timeout` (the waiter is then taken back: the child stays for a later
 /// wait).
+///
+/// With no timeout the wait is still made again every [`RECHECK_US`], so
+/// a procmgr that died (a restarted one never knew the child) ends it
+/// with an error instead of a sleep for good.
 pub fn wait(pid: Option<u32>, timeout: Timeout) -> Result<(u32, Ended), Error> {
     let target = u64::from(pid.unwrap_or(0));
+    match timeout {
+        Some(_) => wait_once(target, |n| ipc::wait(n, timeout)),
+        None => wait_rechecking(target, |n| ipc::wait(n, Some(RECHECK_US))),
+    }
+}
+
+/// How long a wait with no timeout blocks before it asks procmgr again:
+/// a procmgr that died never signals the waits recorded with it.
+pub const RECHECK_US: u32 = 1_000_000;
+
+/// One wait over a kept or new notification, blocking with `block`.
+fn wait_once(
+    target: u64,
+    block: impl FnMut(Notification) -> Result<u64, Error>,
+) -> Result<(u32, Ended), Error> {
     let ntf = take_wait_ntf()?;
-    let (r, clean) = wait_with(target, ntf, |n| ipc::wait(n, timeout));
+    let (r, clean) = wait_with(target, ntf, block);
     // A clean notification (no record at procmgr names it, no signal
     // pending) is kept for the next wait; any other is closed (procmgr may
     // still signal it, or its state is unknown).
@@ -364,6 +383,23 @@ pub fn wait(pid: Option<u32>, timeout: Timeout) -> Result<(u32, Ended), Error> {
         let _ = ipc::handle_close(ntf.0);
     }
     r
+}
+
+/// A wait with no timeout: `block` gives up with `TimedOut` now and then;
+/// the wait is then taken back (`CancelWait`) and made again. A live
+/// procmgr records it again; a dead one fails the cancel or the new
+/// `WaitOn` (peer death: nobody would ever signal the old record), and
+/// that error ends the wait.
+fn wait_rechecking(
+    target: u64,
+    mut block: impl FnMut(Notification) -> Result<u64, Error>,
+) -> Result<(u32, Ended), Error> {
+    loop {
+        match wait_once(target, &mut block) {
+            Err(Error::TimedOut) => continue,
+            r => return r,
+        }
+    }
 }
 
 /// The wait protocol over `ntf` (see the module docs), blocking with
@@ -398,8 +434,10 @@ fn wait_with(
                 return match cancel_wait(ntf) {
                     Ok(None) => (Err(Error::TimedOut), true),
                     Ok(Some(done)) => (Ok(done), true),
+                    // procmgr gone: the record can never be signalled.
+                    Err(e @ (Error::PeerDied | Error::NotDelivered)) => (Err(e), false),
                     Err(_) => (Err(Error::TimedOut), false),
-                }
+                };
             }
             Err(e) => return (Err(e), false),
         };
@@ -484,17 +522,15 @@ pub fn wait_ticking(
     every_us: u32,
     mut tick: impl FnMut(),
 ) -> Result<(u32, Ended), Error> {
-    let ntf = take_wait_ntf()?;
-    let (r, clean) = wait_with(u64::from(pid), ntf, |n| loop {
-        match ipc::wait(n, Some(every_us)) {
-            Err(Error::TimedOut) => tick(),
-            other => return other,
+    let ticks = (RECHECK_US / every_us.max(1)).max(1);
+    wait_rechecking(u64::from(pid), |n| {
+        for _ in 0..ticks {
+            match ipc::wait(n, Some(every_us)) {
+                Err(Error::TimedOut) => tick(),
+                other => return other,
+            }
         }
-    });
-    if clean {
-        put_wait_ntf(ntf);
-    } else {
-        let _ = ipc::handle_close(ntf.0);
-    }
-    r
+        // Ask procmgr again (see `wait_rechecking`).
+        Err(Error::TimedOut)
+    })
 }

@@ -62,6 +62,7 @@ mod loader;
 mod mem;
 mod names;
 mod notdeliv;
+mod pmrestart;
 mod process;
 mod procmgr;
 mod pscpu;
@@ -817,6 +818,12 @@ const CASES: &[Case] = &[
     (
         "supervise_supervised_names_are_reserved",
         supervise::supervised_names_are_reserved,
+    ),
+    // Last of all: it restarts procmgr, whose successor starts with an
+    // empty table (no later case could fork or wait through it).
+    (
+        "procmgr_restart_ends_an_untimed_wait",
+        pmrestart::restart_ends_an_untimed_wait,
     ),
 ];
 
