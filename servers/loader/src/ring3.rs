@@ -334,7 +334,25 @@ pub fn load_from(
     envp: &[u8],
     scratch_base: u64,
 ) -> Result<Loaded, Fail> {
-    let plan = plan(image, PIE_BASE, &LIMITS).map_err(Fail::Refused)?;
+    let plan = plan_image(image)?;
+    load_planned(&plan, object, name, argv, envp, scratch_base)
+}
+
+/// The plan [`load_from`] makes of `image` (this module's base and limits).
+pub fn plan_image(image: &[u8]) -> Result<LoadPlan<'_>, Fail> {
+    plan(image, PIE_BASE, &LIMITS).map_err(Fail::Refused)
+}
+
+/// As [`load_from`], with the image already planned by [`plan_image`] (the
+/// loader plans each boot module once: its bytes never change).
+pub fn load_planned(
+    plan: &LoadPlan<'_>,
+    object: Option<MemoryHandle>,
+    name: &str,
+    argv: &[u8],
+    envp: &[u8],
+    scratch_base: u64,
+) -> Result<Loaded, Fail> {
     // Checked before anything is made: bad arguments cost nothing.
     let mut args: [&[u8]; stack::MAX_ARGS] = [&[]; stack::MAX_ARGS];
     let mut envs: [&[u8]; stack::MAX_ENVS] = [&[]; stack::MAX_ENVS];
@@ -350,7 +368,7 @@ pub fn load_from(
     const _: () = assert!(STACK_TOP <= USER_END && STACK_BYTES >= ARGS_AREA);
     let process = process_create_program(name)?;
     let r = build(
-        &plan,
+        plan,
         process,
         object,
         &args[..na],
