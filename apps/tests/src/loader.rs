@@ -576,3 +576,59 @@ pub fn killed_under_a_client() -> TestResult {
     let st = run(load(&mut c, "hello", b"hello\0", b""), HELLO_QUIET)?;
     expect(st, Status::Exited(0), "hello after the restart")
 }
+
+/// The stack's lowest page (execp: mapped copy-on-write from the loader's
+/// one zero object, not fresh frames).
+const STACK_BOTTOM: u64 = abi::layout::INIT_STACK_TOP - abi::layout::INIT_STACK_BYTES;
+/// The page under the stack's top, where `LoadImage`'s initial stack ends.
+const STACK_UNDER_ARGS: u64 = abi::layout::INIT_STACK_TOP - 0x3000;
+
+/// Code that reads the word at `at`, writes 0x55 there and exits with
+/// what it read plus what it reads back: 0x55 when the page was zero and
+/// is the process's own.
+fn read_write_exit(at: u64) -> [u8; 32] {
+    let mut c = [0u8; 32];
+    c[..2].copy_from_slice(&[0x48, 0xb8]); // mov rax, imm64
+    c[2..10].copy_from_slice(&at.to_le_bytes());
+    c[10..32].copy_from_slice(&[
+        0x48, 0x8b, 0x38, // mov rdi, [rax]
+        0x48, 0xc7, 0x00, 0x55, 0, 0, 0, // mov qword [rax], 0x55
+        0x48, 0x03, 0x38, // add rdi, [rax]
+        0xb8, 6, 0, 0, 0, // mov eax, 6 (process_exit)
+        0x0f, 0x05, // syscall
+        0x0f, 0x0b, // ud2
+    ]);
+    c
+}
+
+/// Every load's stack is zero and writable, and the process's own: images
+/// that write 0x55 deep in their stack (its lowest page, and a page under
+/// the initial stack), loaded one after another and two at a time, each
+/// read 0 first and their own write back (exit 0x55). A stack page shared
+/// between loads (the zero object mapped without `MAP_PRIVATE`) shows the
+/// last run's 0x55 (exit 0xaa); one mapped read-only faults (killed).
+pub fn stacks_are_zero_and_private() -> TestResult {
+    let mut buf = [0u8; libipc::loader::BUFFER];
+    let mut c = Client::new(loader()?, &mut buf);
+    for at in [STACK_BOTTOM, STACK_UNDER_ARGS, STACK_BOTTOM + 0x8000] {
+        let mut i = Image::exec();
+        i.put(CODE_AT, &read_write_exit(at));
+        for round in 0..3 {
+            let st = run(load_bytes(&mut c, &i.b, 0x200)?, 0)?;
+            if st != Status::Exited(0x55) {
+                note!("stack word {at:#x}, round {round}: {st:?}");
+                return Err("a loaded stack page was not zero and private");
+            }
+        }
+        // Two loaded before either runs: the first's write is not the
+        // second's.
+        let a = load_bytes(&mut c, &i.b, 0x200)?;
+        let b = load_bytes(&mut c, &i.b, 0x200)?;
+        let (sa, sb) = (run(a, 0)?, run(b, 0)?);
+        check(
+            sa == Status::Exited(0x55) && sb == Status::Exited(0x55),
+            "two loads share a stack page",
+        )?;
+    }
+    Ok(())
+}

@@ -693,6 +693,10 @@ const CASES: &[Case] = &[
         "loader_killed_under_a_client",
         loader::killed_under_a_client,
     ),
+    (
+        "loader_stacks_are_zero_and_private",
+        loader::stacks_are_zero_and_private,
+    ),
     // --- shell2 (issue 11: spawn/exec through procmgr) ---
     (
         "procmgr_spawn_hello_through_the_loader",

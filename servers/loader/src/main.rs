@@ -24,7 +24,8 @@ mod ring3 {
     use abi::layout::PAGE_SIZE;
     use abi::vm::MAX_MEMORY_BYTES;
     use abi::Error;
-    use elfload::ring3::{load, load_from, Fail, Loaded};
+    use elfload::ring3::{load, load_planned, plan_image, Fail, Loaded};
+    use elfload::LoadPlan;
     use libipc::ipc::{Endpoint, FIRST_HANDLE};
     use libipc::loader::{Loader, Reply, Request, BUFFER};
     use libipc::vm::{MemoryHandle, Space};
@@ -62,6 +63,9 @@ mod ring3 {
 
     struct Server {
         modules: [Module; MAX_MODULES],
+        /// Each module's plan, made once in [`Server::new`] (a module's
+        /// bytes never change: execp), or why it is refused.
+        plans: [Option<Result<LoadPlan<'static>, Fail>>; MAX_MODULES],
         n: usize,
     }
 
@@ -80,6 +84,16 @@ mod ring3 {
         })
     }
 
+    impl Module {
+        /// The module's bytes.
+        fn bytes(&self) -> &'static [u8] {
+            // SAFETY: `Server::new` mapped the module's object read-only
+            // at `at` for at least `len` bytes before recording it, and it
+            // stays mapped for ever.
+            unsafe { core::slice::from_raw_parts(self.at as *const u8, self.len as usize) }
+        }
+    }
+
     impl Server {
         /// Maps each module init gave (argv `NAME=LEN`, handles from slot 2).
         fn new() -> Server {
@@ -91,6 +105,7 @@ mod ring3 {
                     len: 0,
                     mem: MemoryHandle::from_raw(0),
                 }; MAX_MODULES],
+                plans: [const { None }; MAX_MODULES],
                 n: 0,
             };
             for (i, arg) in args().skip(1).enumerate() {
@@ -123,19 +138,18 @@ mod ring3 {
                 };
                 m.name[..name.len()].copy_from_slice(name);
                 s.modules[s.n] = m;
+                s.plans[s.n] = Some(plan_image(m.bytes()));
                 s.n += 1;
             }
             s
         }
 
-        fn module(&self, name: &str) -> Option<(&'static [u8], MemoryHandle)> {
-            let m = self.modules[..self.n]
+        /// The module `name`'s plan (or why it is refused) and object.
+        fn module(&self, name: &str) -> Option<(&Result<LoadPlan<'static>, Fail>, MemoryHandle)> {
+            let i = self.modules[..self.n]
                 .iter()
-                .find(|m| &m.name[..m.name_len] == name.as_bytes())?;
-            // SAFETY: `new` mapped the module's object read-only at `at`
-            // for at least `len` bytes, and it stays mapped for ever.
-            let bytes = unsafe { core::slice::from_raw_parts(m.at as *const u8, m.len as usize) };
-            Some((bytes, m.mem))
+                .position(|m| &m.name[..m.name_len] == name.as_bytes())?;
+            Some((self.plans[i].as_ref()?, self.modules[i].mem))
         }
 
         /// `LoadImage`: the first `len` bytes of the object, copied here
@@ -221,9 +235,15 @@ mod ring3 {
         fn handle<'r>(&'r mut self, _badge: u64, req: Request<'r>) -> Reply<'r> {
             match req {
                 Request::Load { module, argv, envp } => match self.module(module) {
-                    Some((image, mem)) => {
-                        loaded(load_from(image, Some(mem), module, argv, envp, SCRATCH_AT))
-                    }
+                    Some((Ok(plan), mem)) => loaded(load_planned(
+                        plan,
+                        Some(mem),
+                        module,
+                        argv,
+                        envp,
+                        SCRATCH_AT,
+                    )),
+                    Some((Err(e), _)) => loaded(Err(*e)),
                     None => Reply::NotFound {},
                 },
                 Request::LoadImage {
