@@ -697,6 +697,10 @@ const CASES: &[Case] = &[
         "loader_stacks_are_zero_and_private",
         loader::stacks_are_zero_and_private,
     ),
+    (
+        "loader_stack_zero_object_survives_protect_and_kernel_writes",
+        loader::stack_zero_object_survives_protect_and_kernel_writes,
+    ),
     // --- shell2 (issue 11: spawn/exec through procmgr) ---
     (
         "procmgr_spawn_hello_through_the_loader",
