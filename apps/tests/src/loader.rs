@@ -683,7 +683,7 @@ pub fn stack_zero_object_survives_protect_and_kernel_writes() -> TestResult {
             note!("round {round}: attacker {st:?}");
             return Err("the attacker's protect or sysinfo did not work");
         }
-        for at in [wp, kp] {
+        for at in [kp, wp] {
             let mut i = Image::exec();
             i.put(CODE_AT, &read_write_exit(at));
             let st = run(load_bytes(&mut c, &i.b, 0x200)?, 0)?;
