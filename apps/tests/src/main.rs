@@ -66,6 +66,7 @@ mod pmrestart;
 mod process;
 mod procmgr;
 mod pscpu;
+mod waitrecheck;
 mod regs;
 mod rev_layers;
 mod rev_life;
@@ -700,6 +701,10 @@ const CASES: &[Case] = &[
     (
         "loader_stack_zero_object_survives_protect_and_kernel_writes",
         loader::stack_zero_object_survives_protect_and_kernel_writes,
+    ),
+    (
+        "procmgr_rechecked_wait_delivers_once",
+        waitrecheck::rechecked_wait_delivers_once,
     ),
     // --- shell2 (issue 11: spawn/exec through procmgr) ---
     (
