@@ -66,7 +66,6 @@ mod pmrestart;
 mod process;
 mod procmgr;
 mod pscpu;
-mod waitrecheck;
 mod regs;
 mod rev_layers;
 mod rev_life;
@@ -81,6 +80,7 @@ mod util;
 mod vm;
 mod vm_build;
 mod vm_review;
+mod waitrecheck;
 
 use abi::report::Verdict;
 use abi::status::Status;
