@@ -632,3 +632,66 @@ pub fn stacks_are_zero_and_private() -> TestResult {
     }
     Ok(())
 }
+
+/// Code that asks for write access to its stack page `wp` (`protect`)
+/// and writes 0x77 there, then has the kernel write a `SysInfo` into the
+/// untouched stack page `kp` (`sysinfo`), and exits with sysinfo's result
+/// plus 8 x protect's (64 when both worked).
+fn dirty_stack_exit(wp: u64, kp: u64) -> [u8; 82] {
+    let mut c = [0u8; 82];
+    let mut n = 0;
+    let mut put = |b: &[u8]| {
+        c[n..n + b.len()].copy_from_slice(b);
+        n += b.len();
+    };
+    put(&[0x48, 0xbf]); // mov rdi, imm64
+    put(&wp.to_le_bytes());
+    put(&[0xbe, 0, 0x10, 0, 0]); // mov esi, 4096
+    put(&[0xba, abi::prot::WRITE as u8, 0, 0, 0]); // mov edx, WRITE
+    put(&[0xb8, abi::Sysnum::Protect as u8, 0, 0, 0]); // mov eax, protect
+    put(&[0x0f, 0x05]); // syscall
+    put(&[0x48, 0x89, 0xc3]); // mov rbx, rax
+    put(&[0x48, 0xb8]); // mov rax, imm64
+    put(&wp.to_le_bytes());
+    put(&[0x48, 0xc7, 0x00, 0x77, 0, 0, 0]); // mov qword [rax], 0x77
+    put(&[0x48, 0xbf]); // mov rdi, imm64
+    put(&kp.to_le_bytes());
+    put(&[0xbe, 64, 0, 0, 0]); // mov esi, 64
+    put(&[0xb8, abi::Sysnum::SysInfo as u8, 0, 0, 0]); // mov eax, sysinfo
+    put(&[0x0f, 0x05]); // syscall
+    put(&[0x48, 0x8d, 0x3c, 0xd8]); // lea rdi, [rax + rbx*8]
+    put(&[0xb8, 6, 0, 0, 0]); // mov eax, 6 (process_exit)
+    put(&[0x0f, 0x05, 0x0f, 0x0b]); // syscall; ud2
+    c
+}
+
+/// The zero object behind every loaded stack (execp) stays zero when a
+/// program attacks it (breakx): `protect` making its stack page writable
+/// and a write there, and a kernel write (`sysinfo`) into another stack
+/// page, both land in the program's own copies; images loaded after it
+/// read zero on both pages (exit 0x55). A write that reached the shared
+/// frames shows in the next load's stack (0x77 or the sysinfo figures).
+pub fn stack_zero_object_survives_protect_and_kernel_writes() -> TestResult {
+    let mut buf = [0u8; libipc::loader::BUFFER];
+    let mut c = Client::new(loader()?, &mut buf);
+    let (wp, kp) = (STACK_BOTTOM + 0x4000, STACK_BOTTOM + 0x6000);
+    let mut attack = Image::exec();
+    attack.put(CODE_AT, &dirty_stack_exit(wp, kp));
+    for round in 0..2 {
+        let st = run(load_bytes(&mut c, &attack.b, 0x200)?, 0)?;
+        if st != Status::Exited(64) {
+            note!("round {round}: attacker {st:?}");
+            return Err("the attacker's protect or sysinfo did not work");
+        }
+        for at in [kp, wp] {
+            let mut i = Image::exec();
+            i.put(CODE_AT, &read_write_exit(at));
+            let st = run(load_bytes(&mut c, &i.b, 0x200)?, 0)?;
+            if st != Status::Exited(0x55) {
+                note!("round {round}, stack word {at:#x} after the attack: {st:?}");
+                return Err("a later load's stack was not zero");
+            }
+        }
+    }
+    Ok(())
+}

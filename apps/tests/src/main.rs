@@ -80,6 +80,7 @@ mod util;
 mod vm;
 mod vm_build;
 mod vm_review;
+mod waitrecheck;
 
 use abi::report::Verdict;
 use abi::status::Status;
@@ -696,6 +697,14 @@ const CASES: &[Case] = &[
     (
         "loader_stacks_are_zero_and_private",
         loader::stacks_are_zero_and_private,
+    ),
+    (
+        "loader_stack_zero_object_survives_protect_and_kernel_writes",
+        loader::stack_zero_object_survives_protect_and_kernel_writes,
+    ),
+    (
+        "procmgr_rechecked_wait_delivers_once",
+        waitrecheck::rechecked_wait_delivers_once,
     ),
     // --- shell2 (issue 11: spawn/exec through procmgr) ---
     (
