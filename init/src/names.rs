@@ -564,11 +564,14 @@ impl Service {
         };
         let name = SERVERS[slot].name;
         if let Some(p) = self.slots[slot].process.take() {
-            println!("init: {name} died ({:?}), restarting", status::decode(st));
             let _ = p.close();
             let owner = self.slots[slot].badge;
             self.drop_owner(owner);
             self.slots[slot].registered = false;
+            self.say(format_args!(
+                "init: {name} died ({:?}), restarting\n",
+                status::decode(st)
+            ));
             self.slots[slot].restarts += 1;
             trace_restart(name, self.slots[slot].restarts);
         }
@@ -577,10 +580,48 @@ impl Service {
                 process: u64::from(watch.raw()),
             },
             Err(e) => {
-                println!("init: cannot restart {name}: {e}");
+                self.say(format_args!("init: cannot restart {name}: {e}\n"));
                 Reply::Respawned { process: 0 }
             }
         }
+    }
+
+    /// Prints one line of init's while servers run: through the console
+    /// when it is registered (on a handle badged with init's pid, 1, so it
+    /// reads `[pid 1] ...` as the kernel's prefix does), else through the
+    /// kernel. Through the kernel, under load, the line was woven byte by
+    /// byte into a console line on COM1 (two writers of one UART); the
+    /// console keeps lines whole. A console that does not answer within
+    /// [`SAY_TIMEOUT_US`] (starting, and calling this service) gets the
+    /// kernel path, so the name service never waits on it for long.
+    fn say(&self, args: core::fmt::Arguments<'_>) {
+        let mut line = SayLine {
+            buf: [0; SAY_MAX],
+            len: 0,
+        };
+        let _ = core::fmt::Write::write_fmt(&mut line, args);
+        if line.len == SAY_MAX {
+            // Cut: still one whole line.
+            line.buf[SAY_MAX - 1] = b'\n';
+        }
+        let bytes = &line.buf[..line.len];
+        let console = self
+            .find(libipc::console::NAME)
+            .and_then(|i| self.names[i])
+            .and_then(|e| ipc::handle_dup(e.ep, rights::SEND, INIT_PID).ok());
+        if let Some(h) = console {
+            let mut buf = [0u8; SAY_MAX + 64];
+            let mut c = libipc::console::Client::new(
+                Caller::new(Endpoint(h), Some(SAY_TIMEOUT_US)),
+                &mut buf,
+            );
+            let written = matches!(c.write(bytes), Ok(libipc::console::Reply::Written { .. }));
+            let _ = ipc::handle_close(h);
+            if written {
+                return;
+            }
+        }
+        let _ = sys::debug_write(bytes);
     }
 
     fn server(&self, index: u64) -> Reply<'static> {
@@ -652,4 +693,27 @@ pub fn loader() -> Option<Endpoint> {
     libipc::names::lookup_newer(ep, libipc::loader::NAME, 0, libipc::names::RECOVERY_NS)
         .ok()
         .map(|(ep, _)| ep)
+}
+
+/// Init's pid (the kernel's): the badge of the console handle
+/// [`Service::say`] writes through.
+const INIT_PID: u64 = 1;
+/// The longest line [`Service::say`] prints (longer is cut).
+const SAY_MAX: usize = 160;
+/// How long [`Service::say`] waits for the console.
+const SAY_TIMEOUT_US: u32 = 100_000;
+
+/// A line being formatted for [`Service::say`].
+struct SayLine {
+    buf: [u8; SAY_MAX],
+    len: usize,
+}
+
+impl core::fmt::Write for SayLine {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(SAY_MAX - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
 }

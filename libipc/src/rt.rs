@@ -53,6 +53,36 @@ pub fn initial_stack() -> u64 {
     INITIAL_STACK.load(core::sync::atomic::Ordering::Relaxed)
 }
 
+/// Writes each page of the main thread's stack below the caller's frame
+/// once, so all of it has its frames now. The loader maps a new stack
+/// demand-zero (copy-on-write from one zero object: a page takes a frame
+/// at its first write), so without this a deeper call later takes frames
+/// then. Long-lived servers call it at start, and so do programs whose
+/// leak checks compare free memory (the fuzzer, the test suite), so their
+/// footprint does not grow while they run. Only from the main thread of a
+/// program the loader started (a flat image has no such stack: nothing is
+/// done there).
+#[inline(never)]
+pub fn pretouch_stack() {
+    if initial_stack() == 0 {
+        return;
+    }
+    let bottom = abi::layout::INIT_STACK_TOP - abi::layout::INIT_STACK_BYTES;
+    let marker = 0u8;
+    let here = core::ptr::addr_of!(marker) as u64;
+    let mut p = bottom;
+    // Whole pages below this frame only (a margin for the write's own
+    // spills): what lies above belongs to live frames.
+    while p + abi::layout::PAGE_SIZE + 512 <= here {
+        // SAFETY: `[bottom, here)` is this thread's own stack (the loader
+        // maps all of it), unused below the current frame, and no handler
+        // ever runs on it asynchronously: a zero written there changes
+        // nothing anyone reads.
+        unsafe { (p as *mut u64).write_volatile(0) };
+        p += abi::layout::PAGE_SIZE;
+    }
+}
+
 /// Longest argument [`arg`] returns (bytes before its NUL).
 pub const MAX_ARG_BYTES: usize = 256;
 

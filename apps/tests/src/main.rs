@@ -842,6 +842,8 @@ const CASES: &[Case] = &[
 
 #[no_mangle]
 fn main(arg: u64) -> i32 {
+    // A demand-zero stack takes all its frames now (see the function).
+    libipc::rt::pretouch_stack();
     supervise::configure(arg);
     // Before anything makes a handle: init's hardware roots land first.
     hw::wait_for_roots();

@@ -387,6 +387,8 @@ mod ring3 {
 
     #[no_mangle]
     fn main(arg: u64) -> i32 {
+        // A demand-zero stack takes all its frames now (see the function).
+        libipc::rt::pretouch_stack();
         if arg != SUPERVISED_ARG {
             libipc::println!("console: started by something other than init");
             return 1;

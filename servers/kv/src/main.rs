@@ -62,6 +62,8 @@ mod ring3 {
 
     #[no_mangle]
     fn main(arg: u64) -> i32 {
+        // A demand-zero stack takes all its frames now (see the function).
+        libipc::rt::pretouch_stack();
         let ep = if arg == SUPERVISED_ARG {
             register()
         } else {

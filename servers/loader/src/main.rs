@@ -258,6 +258,8 @@ mod ring3 {
 
     #[no_mangle]
     fn main(_arg: u64) -> i32 {
+        // A demand-zero stack takes all its frames now (see the function).
+        libipc::rt::pretouch_stack();
         let mut s = Server::new();
         let (mut a, mut b) = ([0u8; BUFFER], [0u8; BUFFER]);
         let e = server::serve::<Loader, _>(Endpoint(ENDPOINT), &mut s, &mut a, &mut b);

@@ -14,7 +14,8 @@
 //! frames are zeroed by the kernel. PT_GNU_RELRO is then made read-only in
 //! the new space. The stack's top (the last part of the object) holds the
 //! SysV initial stack ([`crate::stack::build`]); the rest of the stack is
-//! fresh pages, and the page below it stays unmapped (the guard). One
+//! mapped copy-on-write from one zero object (a frame only for a page the
+//! program writes), and the page below it stays unmapped (the guard). One
 //! object, one scratch mapping: the fewest syscalls per load.
 //!
 //! Any failure kills and closes the half-built process, closes every
@@ -25,6 +26,7 @@ use crate::stack::{self, StackError};
 use crate::{apply, plan, Limits, LoadError, Target};
 use abi::layout::{PAGE_SIZE, USER_END};
 use abi::{prot, Error};
+use core::sync::atomic::{AtomicU32, Ordering};
 use libipc::task::ProcessHandle;
 use libipc::vm::{process_create_program, MemoryHandle, Space};
 
@@ -382,6 +384,59 @@ pub fn load_planned(
     r
 }
 
+/// Bytes of the stack below its top: zero pages the program may never touch.
+const FRESH_STACK: u64 = STACK_BYTES - ARGS_AREA;
+
+/// This program's zero object for [`map_fresh_stack`] (0 until made).
+static ZERO_STACK: AtomicU32 = AtomicU32::new(0);
+
+/// The stack below its top in `process`: [`FRESH_STACK`] bytes mapped
+/// private (copy-on-write) from one object of zero frames this program
+/// makes once and never writes, so a page costs a frame and its zeroing
+/// only when the process first writes it (as a demand-zero stack), not at
+/// every load: a program that never goes deep (hello) maps 14 pages for
+/// the price of sharing them (execp). No process can write the object:
+/// its only handle stays here and every mapping of it is private.
+/// Without the object (it could not be made) the pages are mapped fresh.
+fn map_fresh_stack(process: ProcessHandle) -> Result<(), Error> {
+    let at = STACK_TOP - STACK_BYTES;
+    match zero_stack() {
+        Some(zero) => zero
+            .map(
+                process.space(),
+                at,
+                0,
+                FRESH_STACK,
+                prot::WRITE | abi::vm::MAP_PRIVATE,
+            )
+            .map(|_| ()),
+        None => process
+            .space()
+            .map(at, FRESH_STACK, prot::WRITE)
+            .map(|_| ()),
+    }
+}
+
+/// The zero object, made on first use.
+fn zero_stack() -> Option<MemoryHandle> {
+    // Acquire pairs with the Release of the compare-exchange below: a
+    // handle number seen here was made (and is open) before it was stored.
+    let h = ZERO_STACK.load(Ordering::Acquire);
+    if h != 0 {
+        return Some(MemoryHandle::from_raw(h));
+    }
+    let made = MemoryHandle::create(FRESH_STACK).ok()?;
+    // AcqRel: Release publishes the made object; Acquire, on failure,
+    // sees the one another thread stored (ours is closed: one object).
+    match ZERO_STACK.compare_exchange(0, made.raw(), Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(made),
+        Err(other) => {
+            let _ = made.close();
+            Some(MemoryHandle::from_raw(other))
+        }
+    }
+}
+
 fn build(
     plan: &LoadPlan<'_>,
     process: ProcessHandle,
@@ -401,13 +456,10 @@ fn build(
     b.image = object;
     apply(plan, &mut b)?;
     // The stack: its top from the object (the builder writes it), the rest
-    // fresh zeroed pages; the page below stays unmapped (the guard).
+    // zero pages copied on first write; the page below stays unmapped (the
+    // guard).
     b.map_part(STACK_TOP - ARGS_AREA, ARGS_AREA, prot::WRITE)?;
-    process.space().map(
-        STACK_TOP - STACK_BYTES,
-        STACK_BYTES - ARGS_AREA,
-        prot::WRITE,
-    )?;
+    map_fresh_stack(process)?;
     let buf = b.view(STACK_TOP - ARGS_AREA, ARGS_AREA)?;
     let rsp = stack::build(buf, STACK_TOP, argv, envp, &plan.aux(), &random_bytes()).map_err(
         |e| match e {

@@ -728,6 +728,8 @@ mod ring3 {
 
     #[no_mangle]
     fn main(arg: u64) -> i32 {
+        // A demand-zero stack takes all its frames now (see the function).
+        libipc::rt::pretouch_stack();
         if arg != SUPERVISED_ARG {
             println!("procmgr: not started by init");
             return 1;
