@@ -34,6 +34,7 @@ mod console;
 mod load;
 mod names;
 mod programs;
+mod say;
 
 /// `init=none`: init greets, starts its servers and exits.
 const NONE: &str = "none";

@@ -21,6 +21,7 @@
 //! again from its boot module and the new instance registers anew.
 
 use crate::load;
+use crate::say::{SayLine, INIT_PID, SAY_MAX, SAY_TIMEOUT_US};
 use crate::spawn_stack;
 use abi::bootinfo::names::SUPERVISED_ARG;
 use abi::bootinfo::{modules, BootInfo};
@@ -592,7 +593,7 @@ impl Service {
     /// kernel. Through the kernel, under load, the line was woven byte by
     /// byte into a console line on COM1 (two writers of one UART); the
     /// console keeps lines whole. A console that does not answer within
-    /// [`SAY_TIMEOUT_US`] (starting, and calling this service) gets the
+    /// [`SAY_TIMEOUT_US`](crate::say::SAY_TIMEOUT_US) (starting, and calling this service) gets the
     /// kernel path, so the name service never waits on it for long.
     fn say(&self, args: core::fmt::Arguments<'_>) {
         let mut line = SayLine {
@@ -693,27 +694,4 @@ pub fn loader() -> Option<Endpoint> {
     libipc::names::lookup_newer(ep, libipc::loader::NAME, 0, libipc::names::RECOVERY_NS)
         .ok()
         .map(|(ep, _)| ep)
-}
-
-/// Init's pid (the kernel's): the badge of the console handle
-/// [`Service::say`] writes through.
-const INIT_PID: u64 = 1;
-/// The longest line [`Service::say`] prints (longer is cut).
-const SAY_MAX: usize = 160;
-/// How long [`Service::say`] waits for the console.
-const SAY_TIMEOUT_US: u32 = 100_000;
-
-/// A line being formatted for [`Service::say`].
-struct SayLine {
-    buf: [u8; SAY_MAX],
-    len: usize,
-}
-
-impl core::fmt::Write for SayLine {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let n = s.len().min(SAY_MAX - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
-    }
 }

@@ -74,10 +74,10 @@ pub fn pretouch_stack() {
     // Whole pages below this frame only (a margin for the write's own
     // spills): what lies above belongs to live frames.
     while p + abi::layout::PAGE_SIZE + 512 <= here {
-        // SAFETY: `[bottom, here)` is this thread's own stack (the loader
-        // maps all of it), unused below the current frame, and no handler
-        // ever runs on it asynchronously: a zero written there changes
-        // nothing anyone reads.
+        // `[bottom, here)` is this thread's own stack (the loader maps all
+        // of it), unused below the current frame, and no handler ever runs
+        // on it asynchronously.
+        // SAFETY: a zero written there changes nothing anyone reads (above).
         unsafe { (p as *mut u64).write_volatile(0) };
         p += abi::layout::PAGE_SIZE;
     }
