@@ -532,9 +532,11 @@ fn fast_calls_cpu0() -> u64 {
 static PIN_EP: AtomicU64 = AtomicU64::new(0);
 static PIN_STEP: AtomicU64 = AtomicU64::new(0);
 
-/// On CPU 0: parks (sleeping, no IPC) until told an endpoint, receives one
-/// call on it, answers with a plain `reply`, then parks again until
-/// released.
+static PIN_RELEASE: AtomicU64 = AtomicU64::new(0);
+
+/// On CPU 0: parks (sleeping, no IPC) until told an endpoint (step 2),
+/// receives one call on it, answers with a plain `reply` (step 3), then
+/// parks again until released: its wait record stays as the call left it.
 extern "C" fn one_shot_server(_: u64) -> ! {
     let _ = sys::set_affinity(0);
     PIN_STEP.store(1, Ordering::SeqCst);
@@ -549,56 +551,91 @@ extern "C" fn one_shot_server(_: u64) -> ! {
         });
     }
     PIN_STEP.store(3, Ordering::SeqCst);
-    while PIN_STEP.load(Ordering::SeqCst) == 3 {
+    while PIN_RELEASE.load(Ordering::SeqCst) == 0 {
         sys::sleep_ns(200_000);
     }
     sys::thread_exit(0)
+}
+
+/// One round of [`endpoint_freed_after_a_fast_call_and_close`]: a fresh
+/// server thread and endpoint, one call the server answers, every handle
+/// to the endpoint closed; the server stays parked. `Ok(None)` when the
+/// heap came back to where it was before the endpoint, else
+/// `Some((heap, base, fast call taken))`.
+fn fast_call_and_close_round(
+    servers: &mut heapless::Vec<util::Thread, 4>,
+) -> Result<Option<(u64, u64, bool)>, &'static str> {
+    PIN_STEP.store(0, Ordering::SeqCst);
+    let w = util::spawn(one_shot_server, 0)?;
+    let _ = servers.push(w);
+    while PIN_STEP.load(Ordering::SeqCst) != 1 {
+        sys::sleep_ns(200_000);
+    }
+    let base = crate::lifecycle::info()?.heap_used_bytes;
+    let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
+    PIN_EP.store(ep.0 as u64, Ordering::SeqCst);
+    PIN_STEP.store(2, Ordering::SeqCst);
+    // The server reaches its receive first (it sleeps 0.2 ms steps).
+    sys::sleep_ns(5_000_000);
+    let before = fast_calls_cpu0();
+    let m = Message {
+        label: 1,
+        words: [41, 0, 0, 0, 0, 0],
+    };
+    let got = ok(ipc::call(ep, &m, None), "call")?;
+    check(got.words[0] == 42, "wrong answer")?;
+    let fast = fast_calls_cpu0() > before;
+    while PIN_STEP.load(Ordering::SeqCst) != 3 {
+        sys::sleep_ns(200_000);
+    }
+    ok(ipc::handle_close(ep.0), "close the endpoint")?;
+    let (s, held) = settle(200, |s| s.heap_used_bytes <= base)?;
+    Ok(if held {
+        None
+    } else {
+        Some((s.heap_used_bytes, base, fast))
+    })
 }
 
 /// An endpoint whose every handle is closed is freed at once, even when
 /// the last message it carried went through the fast path (whose receiver
 /// keeps its wait record): the kernel heap is back where it was while the
 /// server thread that received it is still alive and parked.
+///
+/// The heap figure is the whole kernel's: another CPU may grow a queue's
+/// capacity for good inside the window (32 bytes at -smp 4 under load,
+/// once in a full run: a first `VecDeque` allocation, not this endpoint).
+/// So a round that misses its base is retried, up to 4 rounds, each with
+/// a new server thread and endpoint while the earlier servers stay parked
+/// (a server's next receive would release the record it kept): the bug
+/// this names (the record kept the endpoint, 136 bytes) leaks in every
+/// round, an unrelated one-time growth in one.
 pub fn endpoint_freed_after_a_fast_call_and_close() -> TestResult {
     let _ = sys::set_affinity(0);
-    PIN_STEP.store(0, Ordering::SeqCst);
-    let w = util::spawn(one_shot_server, 0)?;
-    while PIN_STEP.load(Ordering::SeqCst) != 1 {
-        sys::sleep_ns(200_000);
+    PIN_RELEASE.store(0, Ordering::SeqCst);
+    let mut servers = heapless::Vec::<util::Thread, 4>::new();
+    let mut r = Err("a closed endpoint stays allocated after a fast call");
+    for round in 0..4 {
+        match fast_call_and_close_round(&mut servers) {
+            Ok(None) => {
+                r = Ok(());
+                break;
+            }
+            Ok(Some((heap, base, fast))) => {
+                note!(
+                    "round {round}: heap {heap} bytes, {base} before the endpoint (fast call taken: {fast})"
+                );
+            }
+            Err(e) => {
+                r = Err(e);
+                break;
+            }
+        }
     }
-    // Warm up what a call and a close allocate once (queues, the sleep list).
-    let r = (|| -> TestResult {
-        let base = crate::lifecycle::info()?.heap_used_bytes;
-        let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
-        PIN_EP.store(ep.0 as u64, Ordering::SeqCst);
-        PIN_STEP.store(2, Ordering::SeqCst);
-        // The server reaches its receive first (it sleeps 0.2 ms steps).
-        sys::sleep_ns(5_000_000);
-        let before = fast_calls_cpu0();
-        let m = Message {
-            label: 1,
-            words: [41, 0, 0, 0, 0, 0],
-        };
-        let got = ok(ipc::call(ep, &m, None), "call")?;
-        check(got.words[0] == 42, "wrong answer")?;
-        let fast = fast_calls_cpu0() > before;
-        while PIN_STEP.load(Ordering::SeqCst) != 3 {
-            sys::sleep_ns(200_000);
-        }
-        ok(ipc::handle_close(ep.0), "close the endpoint")?;
-        let (s, held) = settle(200, |s| s.heap_used_bytes <= base)?;
-        if !held {
-            note!(
-                "heap {} bytes, {} before the endpoint (fast call taken: {fast})",
-                s.heap_used_bytes,
-                base
-            );
-            return Err("a closed endpoint stays allocated after a fast call");
-        }
-        Ok(())
-    })();
-    PIN_STEP.store(4, Ordering::SeqCst);
-    util::expect_ok(w.join()?)?;
+    PIN_RELEASE.store(1, Ordering::SeqCst);
+    for w in servers {
+        util::expect_ok(w.join()?)?;
+    }
     let _ = sys::set_affinity(u64::MAX);
     r
 }
