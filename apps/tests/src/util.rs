@@ -15,7 +15,7 @@ use abi::status::{self, Status};
 use abi::{prot, Error};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
-use libipc::{bench::rdtsc, ipc, println, sys};
+use libipc::{bench::rdtsc, ipc, println, procmgr, sys};
 
 /// Prints an indented detail line (before the case's verdict line).
 #[macro_export]
@@ -188,6 +188,16 @@ pub fn spawn_server(
         "the child's first handle has another number",
     )?;
     Ok(pid)
+}
+
+/// Forks (through procmgr) a child that exits with `f()`: its PID. The
+/// fork helper of the `breaku`, `forku` and `forkperf` cases.
+pub fn fork_with(f: impl FnOnce() -> i32) -> Result<u32, &'static str> {
+    match procmgr::fork() {
+        Ok(procmgr::Fork::Parent(pid)) => Ok(pid),
+        Ok(procmgr::Fork::Child) => procmgr::exit(f()),
+        Err(_) => Err("fork failed"),
+    }
 }
 
 /// Waits for the child `pid` names and decodes its status.
