@@ -353,6 +353,17 @@ extern "C" {
     static mica_rev_sparse_end: u8;
 }
 
+/// The fixed sleeper's code, for [`spawn_killed`]. Its labels are local
+/// to the object file of this module's `global_asm!` (its codegen unit),
+/// so only code of this module may name them: not inlined elsewhere.
+#[inline(never)]
+fn fixed_sleeper() -> &'static [u8] {
+    code(
+        core::ptr::addr_of!(mica_rev_fixed_sleeper),
+        core::ptr::addr_of!(mica_rev_fixed_sleeper_end),
+    )
+}
+
 /// Case: `process_exit` racing threads on their way into `process_wait`
 /// for a long-lived child. A kill that lands after a waiter entered the
 /// kernel but before it marked itself Blocked used to be lost (the killer

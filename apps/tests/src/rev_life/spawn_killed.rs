@@ -3,7 +3,7 @@
 //! program (spawn_killed), the image it spawns and the zero pages that
 //! image's data segment is copied from.
 
-use super::{mica_rev_fixed_sleeper, mica_rev_fixed_sleeper_end, CHILD_STACK_TOP};
+use super::{fixed_sleeper, CHILD_STACK_TOP};
 use crate::lifecycle::{code, info, settle, spawn_code};
 use crate::note;
 use crate::util::TestResult;
@@ -145,10 +145,7 @@ extern "C" {
 /// the syscall exit's `undo_spawn` (which kills a child whose handle never
 /// reached user space); the case fails, in every mode, once both are gone.
 pub fn killed_process_spawns_no_child() -> TestResult {
-    let sleeper = code(
-        core::ptr::addr_of!(mica_rev_fixed_sleeper),
-        core::ptr::addr_of!(mica_rev_fixed_sleeper_end),
-    );
+    let sleeper = fixed_sleeper();
     let killed = code(
         core::ptr::addr_of!(mica_rev_spawn_killed),
         core::ptr::addr_of!(mica_rev_spawn_killed_end),
