@@ -24,7 +24,6 @@ pub mod rt;
 pub mod server;
 pub mod sys;
 pub mod task;
-pub mod testkit;
 pub mod vm;
 
 pub use abi::Error;

@@ -13,7 +13,7 @@ use crate::util::{self, Rng};
 use abi::Error;
 use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::ipc::{self, Endpoint, Message};
-use libipc::{sys, testkit};
+use libipc::sys;
 
 /// What the current number is (bits 32..): an echo's tag (1, 2), a
 /// receive-only duplicate, or a notification.
@@ -35,7 +35,7 @@ static DONE: AtomicU64 = AtomicU64::new(0);
 static EPS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 /// An echo on CPU 0: `arg` = endpoint | tag << 32. Answers with label =
-/// tag ([`libipc::testkit::tag_echo`]).
+/// tag ([`testkit::tag_echo`]).
 extern "C" fn tag_echo(arg: u64) -> ! {
     let _ = sys::set_affinity(0);
     let served = testkit::tag_echo(arg as u32, (arg >> 32) as u32, STOP);

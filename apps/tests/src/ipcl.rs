@@ -14,7 +14,7 @@ use crate::util::{self, check, ok, TestResult};
 use abi::Error;
 use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::ipc::{self, Endpoint, Message};
-use libipc::{sys, testkit};
+use libipc::sys;
 
 /// The label that makes a tag echo reply and exit.
 const STOP: u32 = 0xdead;
@@ -37,7 +37,7 @@ static EPS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 /// A server thread: `arg` = endpoint | CPU << 32 | tag << 40. Answers
 /// every call with label = its tag and the caller's words
-/// ([`libipc::testkit::tag_echo`]: register-only `reply_recv`, the fast
+/// ([`testkit::tag_echo`]: register-only `reply_recv`, the fast
 /// path when the caller waits on the same CPU).
 extern "C" fn tag_echo(arg: u64) -> ! {
     if sys::set_affinity((arg >> 32) & 0xff).is_err() {

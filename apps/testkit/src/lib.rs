@@ -1,10 +1,12 @@
 //! Pieces the ring-3 test programs share (`tests` and `fuzz`): servers a
-//! case or a fuzzer step starts in a thread of its own. Nothing here is
-//! used by a server or the shell; a program that does not call it links
-//! none of it.
+//! case or a fuzzer step starts in a thread of its own. No server or
+//! other program depends on this crate.
+#![no_std]
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
-use crate::ipc::{self, IpcRegs, Message};
 use abi::{Error, Sysnum};
+use libipc::ipc::{self, IpcRegs, Message};
 
 /// Serves `ep` as a *tag echo*: answers every call with label `tag` and
 /// the caller's six words, register-only (no buffer, no handles, no
