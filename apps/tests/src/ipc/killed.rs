@@ -6,9 +6,7 @@ use crate::util::{check, ok, TestResult};
 use abi::Sysnum;
 use libipc::sys;
 
-/// Where the IPC child's code is mapped, and the page its threads get as a
-/// (never used) stack.
-const CHILD_TEXT: u64 = 0x40_0000;
+/// The page the IPC child's threads get as a (never used) stack.
 const CHILD_STACK: u64 = 0x5555_0000_0000;
 
 // The IPC child: position-independent, stackless. It creates two endpoints
@@ -154,16 +152,11 @@ pub fn process_killed_in_every_ipc_wait_ends_cleanly() -> TestResult {
 
 /// Runs the IPC child once; it must end with its own exit status.
 fn run_ipc_child() -> TestResult {
-    // SAFETY: both symbols are in the global_asm above, start < end.
-    let text = unsafe {
-        let start = core::ptr::addr_of!(mica_tests_ipc_child);
-        let end = core::ptr::addr_of!(mica_tests_ipc_child_end);
-        core::slice::from_raw_parts(start, end as usize - start as usize)
-    };
-    let mut buf = [0u8; 512];
-    let len = abi::bootimg::encode_code(CHILD_TEXT, text, &mut buf)
-        .map_err(|_| "cannot encode the child image")?;
-    let pid = ok(sys::process_spawn(&buf[..len], 0), "process_spawn")?;
+    let text = crate::lifecycle::code(
+        core::ptr::addr_of!(mica_tests_ipc_child),
+        core::ptr::addr_of!(mica_tests_ipc_child_end),
+    );
+    let pid = crate::util::spawn_code(text, 0)?;
     let st = ok(sys::process_wait(pid), "process_wait")?;
     check(
         abi::status::decode(st) == abi::status::Status::Exited(7),
