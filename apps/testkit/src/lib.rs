@@ -1,12 +1,44 @@
-//! Pieces the ring-3 test programs share (`tests` and `fuzz`): servers a
-//! case or a fuzzer step starts in a thread of its own. No server or
-//! other program depends on this crate.
+//! Pieces the ring-3 test programs share (`tests` and `fuzz`): the TSC's
+//! rate (for spins "long enough to be preempted" and slow-call limits) and
+//! servers a case or a fuzzer step starts in a thread of its own. No
+//! server or other program depends on this crate.
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 use abi::{Error, Sysnum};
+use core::sync::atomic::{AtomicU64, Ordering};
+use libipc::bench::rdtsc;
 use libipc::ipc::{self, IpcRegs, Message};
+use libipc::sys;
+
+/// TSC ticks per millisecond, measured by [`calibrate_tsc`] (1 GHz until
+/// then). Relaxed is enough: one figure, stored by the program's first
+/// thread before it starts the threads that read it (the spawn orders
+/// them), and a stale read would only size a spin or a limit.
+static TSC_PER_MS: AtomicU64 = AtomicU64::new(1_000_000);
+
+/// Measures TSC ticks per millisecond over a 20 ms sleep. A failed
+/// measurement (under 1 ms of clock time, or no ticks) keeps the figure
+/// there was and returns what it saw: `Err((ns, ticks))`.
+pub fn calibrate_tsc() -> Result<(), (u64, u64)> {
+    let (t0, c0) = (sys::clock_ns(), rdtsc());
+    sys::sleep_ns(20_000_000);
+    let (t1, c1) = (sys::clock_ns(), rdtsc());
+    let ns = t1.saturating_sub(t0);
+    let ticks = c1.saturating_sub(c0);
+    if ns < 1_000_000 || ticks == 0 {
+        return Err((ns, ticks));
+    }
+    let per_ms = (ticks as u128 * 1_000_000 / ns as u128) as u64;
+    TSC_PER_MS.store(per_ms.max(1000), Ordering::Relaxed);
+    Ok(())
+}
+
+/// TSC ticks per millisecond ([`calibrate_tsc`]).
+pub fn tsc_per_ms() -> u64 {
+    TSC_PER_MS.load(Ordering::Relaxed)
+}
 
 /// Serves `ep` as a *tag echo*: answers every call with label `tag` and
 /// the caller's six words, register-only (no buffer, no handles, no
