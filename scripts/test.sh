@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Host-testable crates (unit tests and host clippy).
 HOST_CRATES=(mica kcore abi wire kv fuzz loader procmgr console)
 # Crates built for x86_64-unknown-none (clippy for that target).
-KERNEL_CRATES=(mica-kernel init libipc kv tests bench fuzz loader hello procmgr console shell)
+KERNEL_CRATES=(mica-kernel init libipc kv tests testkit bench fuzz loader hello procmgr console shell)
 
 pkg_flags() {
   local c

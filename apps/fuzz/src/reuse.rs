@@ -10,9 +10,9 @@
 
 use crate::finding;
 use crate::util::{self, Rng};
-use abi::{Error, Sysnum};
+use abi::Error;
 use core::sync::atomic::{AtomicU64, Ordering};
-use libipc::ipc::{self, Endpoint, IpcRegs, Message};
+use libipc::ipc::{self, Endpoint, Message};
 use libipc::sys;
 
 /// What the current number is (bits 32..): an echo's tag (1, 2), a
@@ -34,33 +34,12 @@ static DONE: AtomicU64 = AtomicU64::new(0);
 /// The two echo endpoints (full handles).
 static EPS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
-/// An echo: `arg` = endpoint | tag << 32. Answers with label = tag.
+/// An echo on CPU 0: `arg` = endpoint | tag << 32. Answers with label =
+/// tag ([`testkit::tag_echo`]).
 extern "C" fn tag_echo(arg: u64) -> ! {
-    let ep = arg as u32 as u64;
-    let tag = (arg >> 32) as u32;
     let _ = sys::set_affinity(0);
-    let mut r = IpcRegs {
-        rdi: ep,
-        ..IpcRegs::default()
-    };
-    let mut n = Sysnum::IpcRecv;
-    loop {
-        // SAFETY: no buffer is named (capacity 0).
-        if abi::decode_result(unsafe { ipc::ipc_syscall(n, &mut r) }).is_err() {
-            sys::thread_exit(1);
-        }
-        if r.rsi as u32 == STOP {
-            let _ = ipc::reply(&Message::default());
-            sys::thread_exit(0);
-        }
-        r = IpcRegs {
-            rdi: ep,
-            rsi: ipc::info(tag, 0, 0, 0, false),
-            w: r.w,
-            ..IpcRegs::default()
-        };
-        n = Sysnum::IpcReplyRecv;
-    }
+    let served = testkit::tag_echo(arg as u32, (arg >> 32) as u32, STOP);
+    sys::thread_exit(if served.is_ok() { 0 } else { 1 })
 }
 
 /// The sibling: `arg` = seed. Closes the current number after a random

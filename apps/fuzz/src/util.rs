@@ -13,7 +13,7 @@
 use abi::{decode_result, prot, Error, Sysnum};
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use libipc::{bench::rdtsc, sys};
+use libipc::sys;
 
 /// A small, fast, seedable PRNG (xorshift64*; seeded through SplitMix64 so
 /// nearby seeds give unrelated streams).
@@ -87,26 +87,13 @@ pub unsafe fn syscall3(n: Sysnum, a0: u64, a1: u64, a2: u64) -> Result<u64, Erro
     decode_result(unsafe { syscall6(n as u64, &[a0, a1, a2, 0, 0, 0]) })
 }
 
-/// TSC ticks per millisecond, measured by [`calibrate`].
-static TSC_PER_MS: AtomicU64 = AtomicU64::new(1_000_000);
-
-/// Measures TSC ticks per millisecond over a 20 ms sleep.
+/// Measures the TSC's rate ([`testkit::calibrate_tsc`]); a failed
+/// measurement keeps the 1 GHz guess.
 pub fn calibrate() {
-    let (t0, c0) = (sys::clock_ns(), rdtsc());
-    sys::sleep_ns(20_000_000);
-    let (t1, c1) = (sys::clock_ns(), rdtsc());
-    let ns = t1.saturating_sub(t0);
-    let ticks = c1.saturating_sub(c0);
-    if ns >= 1_000_000 && ticks > 0 {
-        let per_ms = (ticks as u128 * 1_000_000 / ns as u128) as u64;
-        TSC_PER_MS.store(per_ms.max(1000), Ordering::Relaxed);
-    }
+    let _ = testkit::calibrate_tsc();
 }
 
-/// TSC ticks per millisecond.
-pub fn tsc_per_ms() -> u64 {
-    TSC_PER_MS.load(Ordering::Relaxed)
-}
+pub use testkit::tsc_per_ms;
 
 /// A call slower than this is a finding (issue 7: "over 10 ms").
 pub const SLOW_MS: u64 = 10;

@@ -160,9 +160,7 @@ impl Child {
                 addr_of!(mica_tests_attackhw_child_spin_end),
             ),
         };
-        // SAFETY: both labels are in the same read-only section, `end` after
-        // `start`, and the bytes between them never change.
-        unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) }
+        crate::lifecycle::code(start, end)
     }
 }
 

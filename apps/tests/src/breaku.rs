@@ -8,10 +8,10 @@
 
 use crate::note;
 use crate::procmgr::Shared;
-use crate::util::{expect, TestResult};
+use crate::util::{expect, fork_with, TestResult};
 use abi::status::Ended;
 use core::sync::atomic::Ordering;
-use libipc::procmgr::{self as pm, Fork};
+use libipc::procmgr as pm;
 use libipc::sys;
 
 /// How long one hello may take (a loaded TCG host is slow).
@@ -72,15 +72,6 @@ pub fn shared_module_pages_stay_unchanged() -> TestResult {
 
 /// How long procmgr may take to record a fork or an exec.
 const SETTLE_NS: u64 = 5_000_000_000;
-
-/// Forks a child that exits with `f()`: its PID.
-fn fork_with(f: impl FnOnce() -> i32) -> Result<u32, &'static str> {
-    match pm::fork() {
-        Ok(Fork::Parent(pid)) => Ok(pid),
-        Ok(Fork::Child) => pm::exit(f()),
-        Err(_) => Err("fork failed"),
-    }
-}
 
 /// A thread of the image about to be replaced: waits for child `c` (for
 /// ever; the exec ends it).

@@ -2,22 +2,13 @@
 //! notification of a wait that ended clean for the next one, and a forked
 //! child, which inherits the number but not the handle, forgets it.
 
-use crate::util::{expect, TestResult};
+use crate::util::{expect, fork_with, TestResult};
 use abi::status::Ended;
-use libipc::procmgr::{self as pm, Fork};
+use libipc::procmgr as pm;
 use libipc::{sys, Error};
 
 /// How long any one wait may take (a loaded TCG host is slow).
 const WAIT_US: u32 = 10_000_000;
-
-/// Forks a child that exits with `f()`: its PID.
-fn fork_with(f: impl FnOnce() -> i32) -> Result<u32, &'static str> {
-    match pm::fork() {
-        Ok(Fork::Parent(pid)) => Ok(pid),
-        Ok(Fork::Child) => pm::exit(f()),
-        Err(_) => Err("fork failed"),
-    }
-}
 
 fn wait(pid: u32, us: u32) -> Result<Ended, Error> {
     pm::wait(Some(pid), Some(us)).map(|(_, st)| st)

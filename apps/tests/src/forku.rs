@@ -5,11 +5,11 @@
 
 use crate::note;
 use crate::procmgr::Shared;
-use crate::util::{check, expect, ok, TestResult};
+use crate::util::{check, expect, fork_with, ok, TestResult};
 use abi::status::Ended;
 use core::sync::atomic::Ordering;
 use libipc::ipc::{self, Notification};
-use libipc::procmgr::{self as pm, Fork, Reply};
+use libipc::procmgr::{self as pm, Reply};
 use libipc::server::Caller;
 use libipc::sys;
 use libipc::wire::CopiedHandle;
@@ -19,15 +19,6 @@ use libipc::Error;
 const WAIT_US: u32 = 10_000_000;
 /// How long procmgr may take to record an end.
 const SETTLE_NS: u64 = 5_000_000_000;
-
-/// Forks a child that exits with `f()`: its PID.
-fn fork_with(f: impl FnOnce() -> i32) -> Result<u32, &'static str> {
-    match pm::fork() {
-        Ok(Fork::Parent(pid)) => Ok(pid),
-        Ok(Fork::Child) => pm::exit(f()),
-        Err(_) => Err("fork failed"),
-    }
-}
 
 /// A child that sleeps until killed.
 fn sleeper() -> Result<u32, &'static str> {

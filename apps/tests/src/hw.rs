@@ -4,20 +4,32 @@
 //! init gives this program its hardware roots right after the spawn
 //! ([`wait_for_roots`], first thing in `main`). Children are tiny flat
 //! images built on the fly, as in `process.rs`.
+//!
+//! This file holds the roots, the children, the I/O-port and exit
+//! notification cases; the rest by concern: [`irq`] (IRQs),
+//! [`suspend`] (`thread_suspend`/`thread_resume`), [`fault`] (fault
+//! delivery).
+
+mod fault;
+mod irq;
+mod suspend;
+pub use fault::fault_delivery;
+pub use irq::irq_rtc_signals_and_ack_unmasks;
+pub use suspend::thread_suspend_and_resume;
 
 use crate::note;
-use crate::util::{self, expect_err, ok, wait_status as wait, TestResult, CHILD_TEXT};
+use crate::util::{self, expect_err, ok, wait_status as wait, TestResult};
 use abi::status::Status;
 use abi::{rights, Error, Sysnum};
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use libipc::hw::{self, IoPorts, Irq};
 
 /// The hardware roots init gives this program (after the name service).
 const IOPORTS_ROOT: IoPorts = IoPorts(abi::boot_handles::tests::IOPORTS);
 const IRQ_ROOT: Irq = Irq(abi::boot_handles::tests::IRQS);
 use libipc::ipc::{self, Notification};
-use libipc::sys::{self, ProcessHandle, ThreadHandle};
+use libipc::sys::{self, ProcessHandle};
 
 /// COM1's eight ports.
 const COM1: u64 = 0x3f8;
@@ -66,6 +78,15 @@ fn ports(r: Result<IoPorts, Error>) -> Result<u64, Error> {
 
 fn irq(r: Result<Irq, Error>) -> Result<u64, Error> {
     r.map(|h| h.0 as u64)
+}
+
+/// Waits up to `ms` for `n`; the bits, or the error.
+fn ntf_wait(n: Notification, ms: u32) -> Result<u64, Error> {
+    ipc::wait(n, Some(ms * 1000))
+}
+
+fn sleep_ms(ms: u64) {
+    sys::sleep_ns(ms * 1_000_000);
 }
 
 // The children. Position-independent, no stack; RDI = the spawn argument.
@@ -216,9 +237,7 @@ impl Child {
                 addr_of!(mica_tests_hw_child_spin_end),
             ),
         };
-        // SAFETY: both labels are in the same read-only section, `end` after
-        // `start`, and the bytes between them never change.
-        unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) }
+        crate::lifecycle::code(start, end)
     }
 }
 
@@ -404,165 +423,6 @@ pub fn ioport_grant_gives_exactly_its_ports() -> TestResult {
     Ok(())
 }
 
-fn cmos_read(reg: u8) -> u8 {
-    hw::outb(CMOS as u16, 0x80 | reg); // bit 7: NMI stays disabled while we poke
-    hw::inb(CMOS as u16 + 1)
-}
-
-fn cmos_write(reg: u8, v: u8) {
-    hw::outb(CMOS as u16, 0x80 | reg);
-    hw::outb(CMOS as u16 + 1, v);
-}
-
-/// Waits up to `ms` for `n`; the bits, or the error.
-fn ntf_wait(n: Notification, ms: u32) -> Result<u64, Error> {
-    ipc::wait(n, Some(ms * 1000))
-}
-
-/// Case: the RTC's periodic interrupt (IRQ 8, programmed through a grant of
-/// ports 0x70-0x71) signals the bound notification; the line stays masked
-/// until `irq_ack`; a closed IRQ handle frees the line. Hostile binds
-/// refused.
-pub fn irq_rtc_signals_and_ack_unmasks() -> TestResult {
-    roots()?;
-    let cmos = ok(hw::ioport_grant(IOPORTS_ROOT, CMOS, 2), "grant CMOS")?;
-    ok(hw::ioport_enable(cmos), "enable CMOS")?;
-    let n = ok(ipc::notification_create(), "notification_create")?;
-    const BIT: u64 = 1 << 5;
-    // Hostile binds first.
-    let bad: [(Irq, u64, u32, u64, Error, &str); 7] = [
-        (IRQ_ROOT, 16, n.0, BIT, Error::InvalidArgument, "line 16"),
-        (
-            IRQ_ROOT,
-            u64::MAX,
-            n.0,
-            BIT,
-            Error::InvalidArgument,
-            "line 2^64-1",
-        ),
-        (
-            IRQ_ROOT,
-            2,
-            n.0,
-            BIT,
-            Error::InvalidArgument,
-            "the cascade line",
-        ),
-        (IRQ_ROOT, RTC_IRQ, n.0, 0, Error::InvalidArgument, "no bits"),
-        (
-            Irq(cmos.0),
-            RTC_IRQ,
-            n.0,
-            BIT,
-            Error::WrongType,
-            "a port range as IRQ root",
-        ),
-        (
-            IRQ_ROOT,
-            RTC_IRQ,
-            cmos.0,
-            BIT,
-            Error::WrongType,
-            "a port range as notification",
-        ),
-        (
-            Irq(u32::MAX),
-            RTC_IRQ,
-            n.0,
-            BIT,
-            Error::BadHandle,
-            "a bogus root",
-        ),
-    ];
-    for (root, line, ntf, bits, want, what) in bad {
-        expect_err(
-            irq(hw::irq_bind(root, line, Notification(ntf), bits)),
-            &[want],
-            what,
-        )?;
-    }
-    let wait_only = Notification(ok(ipc::handle_dup(n.0, rights::WAIT, 0), "dup WAIT")?);
-    expect_err(
-        irq(hw::irq_bind(IRQ_ROOT, RTC_IRQ, wait_only, BIT)),
-        &[Error::PermissionDenied],
-        "a bind to a notification without SIGNAL",
-    )?;
-    let line = ok(hw::irq_bind(IRQ_ROOT, RTC_IRQ, n, BIT), "irq_bind")?;
-    expect_err(
-        irq(hw::irq_bind(IRQ_ROOT, RTC_IRQ, n, BIT)),
-        &[Error::Busy],
-        "a second bind of a bound line",
-    )?;
-    expect_err(
-        irq(hw::irq_bind(line, 3, n, BIT)),
-        &[Error::WrongType],
-        "a bind through a bound line",
-    )?;
-    expect_err(
-        unit(hw::irq_ack(IRQ_ROOT)),
-        &[Error::WrongType],
-        "irq_ack of the root",
-    )?;
-    // The RTC: 1024 Hz periodic interrupt (rate 6), PIE on; reading
-    // register C acknowledges the RTC (it raises no new one until then).
-    let a = cmos_read(0x0a);
-    cmos_write(0x0a, (a & 0xf0) | 0x06);
-    let b = cmos_read(0x0b);
-    cmos_write(0x0b, b | 0x40);
-    let _ = cmos_read(0x0c);
-    let r = rtc_rounds(n, line, BIT);
-    // PIE off again, whatever happened.
-    cmos_write(0x0b, b & !0x40);
-    let _ = cmos_read(0x0c);
-    r?;
-    // Closing the handle frees the line: a new bind succeeds.
-    ok(ipc::handle_close(line.0), "close the IRQ")?;
-    expect_err(
-        unit(hw::irq_ack(line)),
-        &[Error::BadHandle],
-        "irq_ack of a closed IRQ",
-    )?;
-    let again = ok(hw::irq_bind(IRQ_ROOT, RTC_IRQ, n, BIT), "bind after close")?;
-    ok(ipc::handle_close(again.0), "close")?;
-    for h in [wait_only.0, n.0, cmos.0] {
-        ok(ipc::handle_close(h), "close")?;
-    }
-    Ok(())
-}
-
-fn rtc_rounds(n: Notification, line: Irq, bit: u64) -> TestResult {
-    for round in 0..3 {
-        match ntf_wait(n, 1000) {
-            Ok(bits) if bits & bit != 0 => {}
-            other => {
-                note!("round {round}: wait gave {other:?}");
-                return Err("the RTC interrupt did not signal the notification");
-            }
-        }
-        let _ = cmos_read(0x0c);
-        if round == 1 {
-            // Not acknowledged: the line stays masked although the RTC
-            // raises the next interrupt in ~1 ms. One interrupt may already
-            // be in flight past the I/O APIC (delivered to the local APIC
-            // before the handler masked the line: tests-smp8 saw one), so
-            // let it land and drop it first.
-            sleep_ms(20);
-            let _ = ntf_wait(n, 0);
-            let _ = cmos_read(0x0c);
-            match ntf_wait(n, 50) {
-                Err(Error::TimedOut) => {}
-                other => {
-                    note!("unacknowledged line: wait gave {other:?}");
-                    return Err("the line was not masked until irq_ack");
-                }
-            }
-            let _ = cmos_read(0x0c);
-        }
-        ok(hw::irq_ack(line), "irq_ack")?;
-    }
-    Ok(())
-}
-
 /// Case: `process_notify` signals its bits when a process exits, when it
 /// is killed, and at once for one that ended already; the wait that
 /// follows finds the status. Refusals for wrong kinds, rights and bits.
@@ -668,303 +528,4 @@ pub fn dead_process_handles_are_closed() -> TestResult {
             Err("a dead process's receive handle was not closed")
         }
     }
-}
-
-// --- thread_suspend / thread_resume ---
-
-static SPINS: AtomicU64 = AtomicU64::new(0);
-static WOKEN: AtomicU64 = AtomicU64::new(0);
-static SELF_DONE: AtomicU64 = AtomicU64::new(0);
-
-/// Counts for ever (until killed).
-extern "C" fn spinner(_: u64) -> ! {
-    loop {
-        SPINS.fetch_add(1, Ordering::Relaxed);
-        core::hint::spin_loop();
-    }
-}
-
-/// Waits on notification `arg`, then counts the wake-up; for ever.
-extern "C" fn ntf_waiter(arg: u64) -> ! {
-    loop {
-        if ipc::wait(Notification(arg as u32), None).is_ok() {
-            WOKEN.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Suspends itself through the handle at `*arg` (set before the parent lets
-/// it go), then records that it was resumed.
-extern "C" fn self_suspender(arg: u64) -> ! {
-    // SAFETY: the parent keeps the AtomicU64 alive until it joined this thread.
-    let h = unsafe { &*(arg as *const AtomicU64) };
-    let mut raw = 0;
-    while raw == 0 {
-        raw = h.load(Ordering::SeqCst);
-        sys::yield_now();
-    }
-    let r = hw::thread_suspend(ThreadHandle::from_raw(raw as u32));
-    SELF_DONE.store(if r.is_ok() { 1 } else { 2 }, Ordering::SeqCst);
-    sys::thread_exit(0)
-}
-
-fn sleep_ms(ms: u64) {
-    sys::sleep_ns(ms * 1_000_000);
-}
-
-/// Case: a suspended thread does not run — whether it was spinning, blocked
-/// in IPC (it stays stopped after the IPC completes) or suspended itself —
-/// until resumed; a suspended thread can be killed; refusals for bad
-/// handles, kinds and rights.
-pub fn thread_suspend_and_resume() -> TestResult {
-    // Spinning.
-    let t = crate::util::spawn(spinner, 0)?;
-    sleep_ms(10);
-    ok(hw::thread_suspend(t.handle()), "suspend the spinner")?;
-    sleep_ms(10);
-    let c1 = SPINS.load(Ordering::Relaxed);
-    sleep_ms(50);
-    let c2 = SPINS.load(Ordering::Relaxed);
-    if c1 != c2 {
-        note!("the spinner counted {c1} -> {c2} while suspended");
-        return Err("a suspended thread ran");
-    }
-    ok(hw::thread_resume(t.handle()), "resume the spinner")?;
-    sleep_ms(20);
-    if SPINS.load(Ordering::Relaxed) == c2 {
-        return Err("a resumed thread did not run again");
-    }
-    // Suspended, then killed: the kill ends it.
-    ok(hw::thread_suspend(t.handle()), "suspend again")?;
-    sleep_ms(10);
-    ok(sys::thread_kill(t.handle()), "kill the suspended thread")?;
-    if t.join()? != Status::Exited(-1) {
-        return Err("a killed suspended thread did not end with exited(-1)");
-    }
-    // Blocked in IPC.
-    let n = ok(ipc::notification_create(), "notification_create")?;
-    let w = crate::util::spawn(ntf_waiter, n.0 as u64)?;
-    sleep_ms(10);
-    ok(hw::thread_suspend(w.handle()), "suspend the waiter")?;
-    let before = WOKEN.load(Ordering::SeqCst);
-    ok(ipc::signal(n, 1), "signal")?;
-    sleep_ms(50);
-    if WOKEN.load(Ordering::SeqCst) != before {
-        return Err("a thread suspended in IPC ran when the IPC completed");
-    }
-    ok(hw::thread_resume(w.handle()), "resume the waiter")?;
-    let t0 = sys::clock_ns();
-    while WOKEN.load(Ordering::SeqCst) == before && sys::clock_ns() - t0 < 2_000_000_000 {
-        sleep_ms(1);
-    }
-    if WOKEN.load(Ordering::SeqCst) == before {
-        return Err("a resumed waiter did not finish its IPC");
-    }
-    ok(sys::thread_kill(w.handle()), "kill the waiter")?;
-    let _ = w.join()?;
-    // Hostile handles.
-    expect_err(
-        unit(hw::thread_suspend(ThreadHandle::from_raw(u32::MAX))),
-        &[Error::BadHandle],
-        "suspend of a bogus handle",
-    )?;
-    expect_err(
-        unit(hw::thread_resume(ThreadHandle::from_raw(n.0))),
-        &[Error::WrongType],
-        "resume of a notification",
-    )?;
-    // Itself.
-    let slot = AtomicU64::new(0);
-    let s = crate::util::spawn(self_suspender, &slot as *const AtomicU64 as u64)?;
-    let weak = ok(
-        ipc::handle_dup(s.handle().raw(), rights::WAIT, 0),
-        "dup WAIT",
-    )?;
-    expect_err(
-        unit(hw::thread_suspend(ThreadHandle::from_raw(weak))),
-        &[Error::PermissionDenied],
-        "suspend without KILL",
-    )?;
-    let _ = ipc::handle_close(weak);
-    let own = ok(
-        ipc::handle_dup(s.handle().raw(), rights::KILL, 0),
-        "dup KILL",
-    )?;
-    slot.store(u64::from(own), Ordering::SeqCst);
-    sleep_ms(50);
-    if SELF_DONE.load(Ordering::SeqCst) != 0 {
-        return Err("a thread that suspended itself went on");
-    }
-    ok(
-        hw::thread_resume(s.handle()),
-        "resume the self-suspended thread",
-    )?;
-    if s.join()? != Status::Exited(0) || SELF_DONE.load(Ordering::SeqCst) != 1 {
-        return Err("a self-suspended thread did not return 0 from its suspend");
-    }
-    ok(ipc::handle_close(n.0), "close")?;
-    Ok(())
-}
-
-// --- fault delivery ---
-
-/// The badge the fault handler's endpoint handle carries.
-const FAULT_BADGE: u64 = 0xb0b;
-
-/// Starts the fault child in `mode` with `ep` (`None`: no handler) as its
-/// fault endpoint, then lets it go.
-fn fault_child(mode: u64, ep: Option<ipc::Endpoint>) -> Result<ProcessHandle, &'static str> {
-    let pid = spawn(Child::Fault, mode)?;
-    ok(hw::process_set_fault_ep(pid, ep), "process_set_fault_ep")?;
-    let go = ok(ipc::notification_create(), "notification_create")?;
-    let given = ipc::handle_give(pid, go.0, rights::SIGNAL);
-    let _ = ipc::handle_close(go.0);
-    ok(given, "handle_give")?;
-    Ok(pid)
-}
-
-/// Receives one fault message on `ep` (2 s at most); checks label, badge
-/// and vector.
-fn fault_msg(ep: ipc::Endpoint, vector: u64) -> Result<ipc::Message, &'static str> {
-    match ipc::recv(ep, Some(2_000_000)) {
-        Ok(ipc::Received::Msg { badge, msg }) => {
-            let w = msg.words;
-            if msg.label != abi::fault::LABEL
-                || badge != FAULT_BADGE
-                || w[abi::fault::VECTOR] != vector
-            {
-                note!("label {:#x} badge {badge:#x} words {w:x?}", msg.label);
-                return Err("the fault message is not the one expected");
-            }
-            let rip = w[abi::fault::RIP];
-            if !(CHILD_TEXT..CHILD_TEXT + 4096).contains(&rip) || w[abi::fault::TID] == 0 {
-                note!("words {w:x?}");
-                return Err("the fault message's RIP or tid is wrong");
-            }
-            Ok(msg)
-        }
-        other => {
-            note!("recv on the fault endpoint: {other:?}");
-            Err("no fault message arrived")
-        }
-    }
-}
-
-fn reply_label(label: u32) -> Result<(), Error> {
-    ipc::reply(&ipc::Message {
-        label,
-        words: [0; 6],
-    })
-}
-
-/// Case: a fault becomes a message to the process's fault endpoint (label,
-/// badge, vector, RIP, tid); reply 0 resumes the thread (an `int3` goes
-/// on, a `ud2` is retried and delivered again at the same RIP); another
-/// label ends the process with `faulted(vector)`; a handler that never
-/// replies does not stop a kill; a dead endpoint falls back to today's
-/// policy. Hostile arguments refused.
-pub fn fault_delivery() -> TestResult {
-    let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
-    let send = ipc::Endpoint(ok(
-        ipc::handle_dup(ep.0, rights::SEND, FAULT_BADGE),
-        "dup SEND with badge",
-    )?);
-    // int3, resumed: the child goes on and exits 5.
-    let c = fault_child(0, Some(send))?;
-    fault_msg(ep, 3)?;
-    ok(reply_label(abi::fault::RESUME), "reply resume")?;
-    let st = wait(c)?;
-    if st != Status::Exited(5) {
-        note!("resumed int3 child: {st:?}");
-        return Err("a fault the handler resumed did not go on");
-    }
-    // ud2: resumed once (retried, delivered again at the same RIP), then
-    // refused: the process ends faulted(6).
-    let c = fault_child(1, Some(send))?;
-    let first = fault_msg(ep, 6)?;
-    ok(reply_label(abi::fault::RESUME), "reply resume")?;
-    let again = fault_msg(ep, 6)?;
-    if again.words[abi::fault::RIP] != first.words[abi::fault::RIP] {
-        return Err("a resumed fault was not retried at the same instruction");
-    }
-    ok(reply_label(1), "reply kill")?;
-    let st = wait(c)?;
-    if st != Status::Faulted(6) {
-        note!("refused ud2 child: {st:?}");
-        return Err("a fault the handler refused did not end the process faulted(6)");
-    }
-    // A handler that never replies: the kill still ends the child.
-    let c = fault_child(1, Some(send))?;
-    fault_msg(ep, 6)?;
-    ok(sys::process_kill(c), "kill the stopped child")?;
-    let st = wait(c)?;
-    if st != Status::Exited(-1) {
-        note!("killed stopped child: {st:?}");
-        return Err("a thread stopped in a fault did not end on kill");
-    }
-    // The late reply finds no caller: refused or ignored, never delivered.
-    let _ = reply_label(abi::fault::RESUME);
-    // Hostile arguments.
-    let c = spawn(Child::Spin, 0)?;
-    let recv_only = ipc::Endpoint(ok(ipc::handle_dup(ep.0, rights::RECV, 0), "dup RECV")?);
-    let wait_only =
-        ProcessHandle::from_raw(ok(ipc::handle_dup(c.raw(), rights::WAIT, 0), "dup WAIT")?);
-    let n = ok(ipc::notification_create(), "notification_create")?;
-    let bad: [(ProcessHandle, Option<ipc::Endpoint>, Error, &str); 6] = [
-        (
-            ProcessHandle::from_raw(u32::MAX),
-            Some(send),
-            Error::BadHandle,
-            "a bogus process",
-        ),
-        (
-            ProcessHandle::from_raw(n.0),
-            Some(send),
-            Error::WrongType,
-            "a notification as process",
-        ),
-        (
-            c,
-            Some(ipc::Endpoint(n.0)),
-            Error::WrongType,
-            "a notification as endpoint",
-        ),
-        (
-            c,
-            Some(ipc::Endpoint(u32::MAX)),
-            Error::BadHandle,
-            "a bogus endpoint",
-        ),
-        (
-            c,
-            Some(recv_only),
-            Error::PermissionDenied,
-            "an endpoint without SEND",
-        ),
-        (
-            wait_only,
-            Some(send),
-            Error::PermissionDenied,
-            "a process without KILL",
-        ),
-    ];
-    for (p, e, want, what) in bad {
-        expect_err(unit(hw::process_set_fault_ep(p, e)), &[want], what)?;
-    }
-    ok(sys::process_kill(c), "kill")?;
-    let _ = wait(c)?;
-    for h in [recv_only.0, wait_only.raw(), n.0] {
-        let _ = ipc::handle_close(h);
-    }
-    // The handler's endpoint dies (its only receive handle closed): the
-    // fault is handled as without a handler.
-    ok(ipc::handle_close(ep.0), "close the receive side")?;
-    let c = fault_child(1, Some(send))?;
-    let st = wait(c)?;
-    let _ = ipc::handle_close(send.0);
-    if st != Status::Faulted(6) {
-        note!("child with a dead handler: {st:?}");
-        return Err("a fault with a dead handler was not handled as today");
-    }
-    Ok(())
 }

@@ -13,7 +13,7 @@ use crate::note;
 use crate::util::{self, check, ok, TestResult};
 use abi::Error;
 use core::sync::atomic::{AtomicU64, Ordering};
-use libipc::ipc::{self, Endpoint, IpcRegs, Message};
+use libipc::ipc::{self, Endpoint, Message};
 use libipc::sys;
 
 /// The label that makes a tag echo reply and exit.
@@ -36,37 +36,15 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 static EPS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 /// A server thread: `arg` = endpoint | CPU << 32 | tag << 40. Answers
-/// every call with label = its tag and the caller's words (register-only
-/// `reply_recv`: the fast path when the caller waits on the same CPU).
+/// every call with label = its tag and the caller's words
+/// ([`testkit::tag_echo`]: register-only `reply_recv`, the fast
+/// path when the caller waits on the same CPU).
 extern "C" fn tag_echo(arg: u64) -> ! {
-    let ep = arg as u32 as u64;
-    let tag = (arg >> 40) as u32;
     if sys::set_affinity((arg >> 32) & 0xff).is_err() {
         sys::thread_exit(1);
     }
-    let mut r = IpcRegs {
-        rdi: ep,
-        ..IpcRegs::default()
-    };
-    // SAFETY: no buffer is named (capacity 0).
-    let mut rc = abi::decode_result(unsafe { ipc::ipc_syscall(abi::Sysnum::IpcRecv, &mut r) });
-    loop {
-        if rc.is_err() {
-            sys::thread_exit(3);
-        }
-        if r.rsi as u32 == STOP {
-            let _ = ipc::reply(&Message::default());
-            sys::thread_exit(0);
-        }
-        r = IpcRegs {
-            rdi: ep,
-            rsi: ipc::info(tag, 0, 0, 0, false),
-            w: r.w,
-            ..IpcRegs::default()
-        };
-        // SAFETY: as above.
-        rc = abi::decode_result(unsafe { ipc::ipc_syscall(abi::Sysnum::IpcReplyRecv, &mut r) });
-    }
+    let served = testkit::tag_echo(arg as u32, (arg >> 40) as u32, STOP);
+    sys::thread_exit(if served.is_ok() { 0 } else { 3 })
 }
 
 /// The sibling, pinned to `cpu`: closes the number the caller uses and

@@ -5,6 +5,7 @@
 //! `process_exit` ends every thread (spinning or blocked), and that spawning
 //! and reaping many processes does not leak.
 
+use crate::lifecycle::code;
 use crate::note;
 use crate::util::{expect_err, TestResult};
 use abi::bootimg::encode_code;
@@ -97,13 +98,6 @@ extern "C" {
     static mica_tests_child_read_parent_end: u8;
     static mica_tests_child_threads: u8;
     static mica_tests_child_threads_end: u8;
-}
-
-/// The bytes between two labels of the block above.
-fn code(start: *const u8, end: *const u8) -> &'static [u8] {
-    // SAFETY: both labels are in the same read-only section, `end` after
-    // `start`, and the bytes between them never change.
-    unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) }
 }
 
 /// The children's code.

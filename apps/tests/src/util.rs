@@ -15,7 +15,7 @@ use abi::status::{self, Status};
 use abi::{prot, Error};
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
-use libipc::{bench::rdtsc, ipc, println, sys};
+use libipc::{bench::rdtsc, ipc, println, procmgr, sys};
 
 /// Prints an indented detail line (before the case's verdict line).
 #[macro_export]
@@ -190,6 +190,16 @@ pub fn spawn_server(
     Ok(pid)
 }
 
+/// Forks (through procmgr) a child that exits with `f()`: its PID. The
+/// fork helper of the `breaku`, `forku` and `forkperf` cases.
+pub fn fork_with(f: impl FnOnce() -> i32) -> Result<u32, &'static str> {
+    match procmgr::fork() {
+        Ok(procmgr::Fork::Parent(pid)) => Ok(pid),
+        Ok(procmgr::Fork::Child) => procmgr::exit(f()),
+        Err(_) => Err("fork failed"),
+    }
+}
+
 /// Waits for the child `pid` names and decodes its status.
 pub fn wait_status(pid: sys::ProcessHandle) -> Result<Status, &'static str> {
     ok(sys::process_wait(pid), "process_wait").map(status::decode)
@@ -292,28 +302,15 @@ pub unsafe fn raw_syscall(n: u64, a0: u64, a1: u64, a2: u64) -> u64 {
     ret
 }
 
-/// TSC ticks per millisecond, measured by [`calibrate`].
-static TSC_PER_MS: AtomicU64 = AtomicU64::new(1_000_000);
-
-/// Measures TSC ticks per millisecond over a 20 ms sleep.
+/// Measures the TSC's rate ([`testkit::calibrate_tsc`]); a failure is
+/// noted and the 1 GHz guess stays.
 pub fn calibrate() {
-    let (t0, c0) = (sys::clock_ns(), rdtsc());
-    sys::sleep_ns(20_000_000);
-    let (t1, c1) = (sys::clock_ns(), rdtsc());
-    let ns = t1.saturating_sub(t0);
-    let ticks = c1.saturating_sub(c0);
-    if ns < 1_000_000 || ticks == 0 {
+    if let Err((ns, ticks)) = testkit::calibrate_tsc() {
         println!("  note: TSC calibration failed (ns={ns}, ticks={ticks}); assuming 1 GHz");
-        return;
     }
-    let per_ms = (ticks as u128 * 1_000_000 / ns as u128) as u64;
-    TSC_PER_MS.store(per_ms.max(1000), Ordering::Relaxed);
 }
 
-/// TSC ticks per millisecond.
-pub fn tsc_per_ms() -> u64 {
-    TSC_PER_MS.load(Ordering::Relaxed)
-}
+pub use testkit::tsc_per_ms;
 
 /// The TSC value `ms` milliseconds from now.
 pub fn deadline_ms(ms: u64) -> u64 {

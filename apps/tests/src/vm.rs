@@ -160,12 +160,10 @@ fn huge_ranges_once() -> TestResult {
 /// included) and protects the whole user range, timing itself: all of it
 /// within a few milliseconds.
 pub fn whole_user_range_unmap_is_fast() -> TestResult {
-    let (start, end) = (
+    let text = crate::lifecycle::code(
         addr_of!(mica_tests_vm_child),
         addr_of!(mica_tests_vm_child_end),
     );
-    // SAFETY: both labels are in one read-only section, `end` after `start`.
-    let text = unsafe { core::slice::from_raw_parts(start, end.offset_from(start) as usize) };
     let mut buf = [0u8; 512];
     let len = encode_code(CHILD_TEXT, text, &mut buf).map_err(|_| "cannot encode the child")?;
     // Up to three tries: a host that deschedules the emulator for 5 ms

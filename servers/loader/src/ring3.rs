@@ -319,32 +319,21 @@ pub fn load(
     envp: &[u8],
     scratch_base: u64,
 ) -> Result<Loaded, Fail> {
-    load_from(image, None, name, argv, envp, scratch_base)
-}
-
-/// As [`load`], `image` being the bytes of memory object `object` from its
-/// byte 0 (mapped by the caller, and never written while any process it
-/// loaded lives): its read-only segments are mapped from the object, not
-/// copied (the loader's boot modules).
-pub fn load_from(
-    image: &[u8],
-    object: Option<MemoryHandle>,
-    name: &str,
-    argv: &[u8],
-    envp: &[u8],
-    scratch_base: u64,
-) -> Result<Loaded, Fail> {
     let plan = plan_image(image)?;
-    load_planned(&plan, object, name, argv, envp, scratch_base)
+    load_planned(&plan, None, name, argv, envp, scratch_base)
 }
 
-/// The plan [`load_from`] makes of `image` (this module's base and limits).
+/// The plan [`load`] makes of `image` (this module's base and limits).
 pub fn plan_image(image: &[u8]) -> Result<LoadPlan<'_>, Fail> {
     plan(image, PIE_BASE, &LIMITS).map_err(Fail::Refused)
 }
 
-/// As [`load_from`], with the image already planned by [`plan_image`] (the
-/// loader plans each boot module once: its bytes never change).
+/// As [`load`], with the image already planned by [`plan_image`] (the
+/// loader plans each boot module once: its bytes never change). With
+/// `object`, the planned image is the bytes of that memory object from its
+/// byte 0 (mapped by the caller, and never written while any process it
+/// loaded lives): its read-only segments are mapped from the object, not
+/// copied (the loader's boot modules).
 pub fn load_planned(
     plan: &LoadPlan<'_>,
     object: Option<MemoryHandle>,
