@@ -273,8 +273,10 @@ fn adopt(pid: sys::ProcessHandle, program: &str) {
 fn run_shell(info: &'static BootInfo) -> Option<Status> {
     let runner = programs::start(info);
     let pid = spawn_with(modules::SHELL, 0, |p| {
-        if let Err(e) = names::give(p) {
-            println!("init: cannot give the shell the name service: {e}");
+        match names::give(p) {
+            // The shell controls the console: it names who takes a Ctrl-C.
+            Ok(badge) => console::set_controller(badge),
+            Err(e) => println!("init: cannot give the shell the name service: {e}"),
         }
         // Its procmgr endpoint lands next (slot 1): `ps`, `run`, `kill`.
         adopt(p, modules::SHELL);

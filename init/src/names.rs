@@ -506,6 +506,7 @@ impl Service {
         // on it, so it knows who writes; a badged registration (the kernel
         // refuses a second badge) is handed out as it is.
         let rights = rights::SEND | rights::TRANSFER;
+        let badge = crate::console::lookup_badge(name, badge);
         let dup = match ipc::handle_dup(e.ep, rights, badge) {
             Err(libipc::Error::NoMemory) => Err(libipc::Error::NoMemory),
             Err(_) => ipc::handle_dup(e.ep, rights, 0),

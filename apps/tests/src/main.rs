@@ -46,6 +46,7 @@ mod forkperf;
 mod forku;
 mod fpu;
 mod gaps;
+mod gaps2;
 mod gpr;
 mod handles;
 mod hw;
@@ -741,6 +742,11 @@ const CASES: &[Case] = &[
     (
         "procmgr_adopt_is_init_only",
         shell3::procmgr_adopt_is_init_only,
+    ),
+    // --- gaps2 (session 20: who takes a Ctrl-C) ---
+    (
+        "console_foreground_is_the_controllers_alone",
+        gaps2::console_foreground_is_the_controllers_alone,
     ),
     // --- forkperf (issue 11: fork and spawn costs) ---
     (
