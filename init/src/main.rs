@@ -34,6 +34,7 @@ mod console;
 mod load;
 mod names;
 mod programs;
+mod rejoin;
 mod say;
 
 /// `init=none`: init greets, starts its servers and exits.
@@ -105,6 +106,8 @@ fn start_servers(info: &'static BootInfo, test_controls: bool) {
         }
         Err(e) => println!("init: the servers did not all register: {e}"),
     }
+    // After procmgr registered: the thread notes its instance first.
+    rejoin::start();
 }
 
 /// The TSC when every server had registered (0: never).
@@ -248,7 +251,7 @@ fn tests_arg(info: &BootInfo) -> u64 {
 /// it its procmgr endpoint as its next handle
 /// (`abi::boot_handles::tests::PROCMGR` for the tests program). init still
 /// waits for it itself (procmgr never reaps an adopted process).
-fn adopt(pid: sys::ProcessHandle, program: &str) {
+fn adopt(pid: sys::ProcessHandle, program: &'static str) {
     let Some(names) = names::own_endpoint() else {
         return;
     };
@@ -261,8 +264,10 @@ fn adopt(pid: sys::ProcessHandle, program: &str) {
             let _ = libipc::ipc::handle_close(ep.0);
             r
         });
-    if let Err(e) = r {
-        println!("init: procmgr cannot adopt {program}: {e}");
+    match r {
+        // Adopted again into a restarted procmgr (rejoin.rs).
+        Ok((_, handle)) => rejoin::record(pid, program, handle),
+        Err(e) => println!("init: procmgr cannot adopt {program}: {e}"),
     }
 }
 

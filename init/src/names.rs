@@ -576,6 +576,9 @@ impl Service {
             ));
             self.slots[slot].restarts += 1;
             trace_restart(name, self.slots[slot].restarts);
+            if name == libipc::procmgr::NAME {
+                crate::rejoin::procmgr_died();
+            }
         }
         match self.spawn(slot) {
             Ok(watch) => Reply::Respawned {
@@ -684,6 +687,7 @@ impl Handler<Names> for Service {
             Request::Restart { name } => self.restart(badge, name),
             Request::Exited { slot, status } => self.exited(badge, slot, status),
             Request::LookupFor { name, pid } => self.lookup_for(badge, name, pid),
+            Request::Rejoin {} => crate::rejoin::answer(badge),
         }
     }
 }

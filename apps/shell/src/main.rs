@@ -69,6 +69,9 @@ fn main(_arg: u64) -> i32 {
     let procmgr = libipc::server::endpoint_at(PROCMGR, PROCMGR_TIMEOUT_NS);
     if let Some(ep) = procmgr {
         pm::set_endpoint(ep);
+        // After a procmgr restart init adopts the shell again (`ps`, `run`
+        // and `kill` work again; its earlier children are gone).
+        pm::rejoin_through(names_ep);
     }
     // init gives it right after the adoption.
     let programs = procmgr.and_then(|_| libipc::server::endpoint_at(PROGRAMS, PROCMGR_TIMEOUT_NS));

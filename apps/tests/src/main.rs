@@ -839,10 +839,16 @@ const CASES: &[Case] = &[
         supervise::supervised_names_are_reserved,
     ),
     // Last of all: it restarts procmgr, whose successor starts with an
-    // empty table (no later case could fork or wait through it).
+    // empty table (no other case's children survive; only the rejoin case
+    // below, which needs the restart, follows).
     (
         "procmgr_restart_ends_an_untimed_wait",
         pmrestart::restart_ends_an_untimed_wait,
+    ),
+    // After it (gaps2): init adopted this program into the successor.
+    (
+        "procmgr_restart_rejoins_inits_programs",
+        pmrestart::restart_rejoins_inits_programs,
     ),
 ];
 

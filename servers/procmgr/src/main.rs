@@ -120,11 +120,11 @@ mod ring3 {
             p: ProcessHandle,
             reaps: bool,
             faults: bool,
-        ) -> Result<(), Error> {
+        ) -> Result<u32, Error> {
             // SEND only in the process: the handle can never leave it, so
             // its badge stays its identity. Badged in the give itself (one
             // call, not a dup, a give and a close: forku).
-            ipc::handle_give_badged(p, self.ep.0, rights::SEND, u64::from(pid))?;
+            let given = ipc::handle_give_badged(p, self.ep.0, rights::SEND, u64::from(pid))?;
             process_notify(p, self.ends, bit(slot))?;
             if faults {
                 // Last, so nothing after it can fail and leave procmgr the
@@ -137,7 +137,7 @@ mod ring3 {
                 reaps,
                 reason: None,
             };
-            Ok(())
+            Ok(given)
         }
 
         /// Records a new child of `parent` for process `p` and attaches it;
@@ -149,7 +149,7 @@ mod ring3 {
             p: ProcessHandle,
             reaps: bool,
             faults: bool,
-        ) -> Result<Pid, Error> {
+        ) -> Result<(Pid, u32), Error> {
             let (pid, slot) = match self.table.insert(parent, name) {
                 Ok(x) => x,
                 Err(e) => {
@@ -157,7 +157,8 @@ mod ring3 {
                     return Err(code(e));
                 }
             };
-            if let Err(e) = self.attach(slot, pid, p, reaps, faults) {
+            let given = self.attach(slot, pid, p, reaps, faults);
+            if let Err(e) = given {
                 if reaps {
                     let _ = p.kill();
                 }
@@ -168,7 +169,7 @@ mod ring3 {
                 let _ = self.table.remove_new(pid);
                 return Err(e);
             }
-            Ok(pid)
+            Ok((pid, given.unwrap_or(0)))
         }
 
         /// Tells each released waiter ([`abi::status::wake`]'s word) and
@@ -260,7 +261,7 @@ mod ring3 {
                 Err(e) => return failed(e),
             };
             let pid = match self.register(caller, module, p, true, true) {
-                Ok(pid) => pid,
+                Ok((pid, _)) => pid,
                 Err(e) => return failed(e),
             };
             // SAFETY: the thread runs in the new process, at the entry the
@@ -328,8 +329,11 @@ mod ring3 {
                 false,
                 faults,
             ) {
-                Ok(pid) => Reply::Pid {
+                // Where its endpoint landed in the process: init tells a
+                // process it re-adopted after a restart (gaps2).
+                Ok((pid, handle)) => Reply::Adopted {
                     pid: u64::from(pid),
+                    handle: u64::from(handle),
                 },
                 Err(e) => failed(e),
             }
@@ -350,7 +354,7 @@ mod ring3 {
             };
             let name = core::str::from_utf8(&name.0[..name.1]).unwrap_or("");
             match self.register(caller, name, ProcessHandle::from_raw(child), true, true) {
-                Ok(pid) => Reply::Pid {
+                Ok((pid, _)) => Reply::Pid {
                     pid: u64::from(pid),
                 },
                 Err(e) => failed(e),
