@@ -106,8 +106,6 @@ fn start_servers(info: &'static BootInfo, test_controls: bool) {
         }
         Err(e) => println!("init: the servers did not all register: {e}"),
     }
-    // After procmgr registered: the thread notes its instance first.
-    rejoin::start();
 }
 
 /// The TSC when every server had registered (0: never).
@@ -257,16 +255,16 @@ fn adopt(pid: sys::ProcessHandle, program: &'static str) {
     };
     let r = libipc::names::lookup(names, libipc::procmgr::NAME)
         .map_err(|_| libipc::Error::NotFound)
-        .and_then(|(ep, _)| {
+        .and_then(|(ep, instance)| {
             // Not its fault handler: the tests' faulting threads must end
             // alone, as the kernel's default does.
             let r = libipc::procmgr::adopt(ep, pid, program, false);
             let _ = libipc::ipc::handle_close(ep.0);
-            r
+            r.map(|(_, handle)| (handle, instance))
         });
     match r {
         // Adopted again into a restarted procmgr (rejoin.rs).
-        Ok((_, handle)) => rejoin::record(pid, program, handle),
+        Ok((handle, instance)) => rejoin::record(pid, program, handle, instance),
         Err(e) => println!("init: procmgr cannot adopt {program}: {e}"),
     }
 }

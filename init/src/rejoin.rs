@@ -18,7 +18,7 @@
 //! its clients, so the name-service thread calling procmgr could deadlock.
 
 use crate::spawn_stack;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use libipc::ipc::{self, Notification};
 use libipc::names::{self, Reply};
 use libipc::println;
@@ -40,6 +40,8 @@ struct Adopted {
     program: &'static str,
     /// Where its current procmgr endpoint is, in its own handle table.
     handle: u32,
+    /// The procmgr registration that endpoint belongs to.
+    instance: u64,
 }
 
 struct Records {
@@ -52,34 +54,46 @@ static RECORDS_LOCK: Mutex<Records> = Mutex::new(Records {
     at: [None; RECORDS],
     next: 0,
 });
-/// The notification [`procmgr_died`] signals (0: the thread did not start).
+/// The notification [`procmgr_died`] signals (0: the thread is not
+/// started yet). Only the name-service thread reads or writes it.
 static DIED: AtomicU32 = AtomicU32::new(0);
+/// The procmgr registration (instance) the records' endpoints belong to:
+/// a death's successor is a newer one.
+static INSTANCE: AtomicU64 = AtomicU64::new(0);
 
-/// Starts the re-adopting thread (said so if it cannot).
-pub fn start() {
+/// Starts the re-adopting thread (on the first procmgr death: no thread
+/// of init's exists for it before, so a boot without a restart runs as
+/// before); `None` (said so) if it cannot.
+fn start() -> Option<u32> {
     let ntf = match ipc::notification_create() {
         Ok(n) => n,
         Err(e) => {
             println!("init: no procmgr re-adoption: {e}");
-            return;
+            return None;
         }
     };
-    // Release: pairs with `procmgr_died`'s Acquire (another thread); the
-    // new thread gets it through the spawn syscall.
-    DIED.store(ntf.0, Ordering::Release);
     if let Err(e) = spawn_stack(readopt_thread, u64::from(ntf.0)) {
         println!("init: no procmgr re-adoption thread: {e}");
-        DIED.store(0, Ordering::Relaxed);
+        let _ = ipc::handle_close(ntf.0);
+        return None;
     }
+    // Relaxed: read and written by the name-service thread only.
+    DIED.store(ntf.0, Ordering::Relaxed);
+    Some(ntf.0)
 }
 
-/// Records that init adopted `process` (program `program`) and that its
-/// procmgr endpoint is its handle `handle`.
-pub fn record(process: ProcessHandle, program: &'static str, handle: u32) {
+/// Records that init adopted `process` (program `program`) into procmgr's
+/// registration `instance` and that its procmgr endpoint is its handle
+/// `handle`.
+pub fn record(process: ProcessHandle, program: &'static str, handle: u32, instance: u64) {
     let pid = process.id();
     if pid == 0 {
         return;
     }
+    // Relaxed: only the largest matters; the re-adopting thread reads it
+    // after a death the name service saw, long after any adoption into
+    // that instance.
+    INSTANCE.fetch_max(instance, Ordering::Relaxed);
     let mut r = RECORDS_LOCK.lock();
     let i = r.next % RECORDS;
     r.next = r.next.wrapping_add(1);
@@ -88,15 +102,20 @@ pub fn record(process: ProcessHandle, program: &'static str, handle: u32) {
         pid,
         program,
         handle,
+        instance,
     });
 }
 
 /// The name service's watcher saw procmgr die: adopt the records into
 /// its successor.
+/// Called by the name-service thread only.
 pub fn procmgr_died() {
-    // Acquire: pairs with `start`'s Release.
-    let ntf = DIED.load(Ordering::Acquire);
-    if ntf != 0 {
+    // Relaxed: this thread's own variable (see `DIED`).
+    let ntf = match DIED.load(Ordering::Relaxed) {
+        0 => start(),
+        h => Some(h),
+    };
+    if let Some(ntf) = ntf {
         let _ = ipc::signal(Notification(ntf), 1);
     }
 }
@@ -115,15 +134,6 @@ pub fn answer(badge: u64) -> Reply<'static> {
 
 extern "C" fn readopt_thread(ntf: u64) -> ! {
     let ntf = Notification(ntf as u32);
-    // The registration the records' endpoints belong to: procmgr's now
-    // (started after every server registered); a death's successor is
-    // newer.
-    let mut adopted_into = crate::names::own_endpoint()
-        .and_then(|n| names::lookup(n, libipc::procmgr::NAME).ok())
-        .map_or(0, |(ep, instance)| {
-            let _ = ipc::handle_close(ep.0);
-            instance
-        });
     loop {
         if ipc::wait(ntf, None).is_err() {
             continue;
@@ -131,6 +141,8 @@ extern "C" fn readopt_thread(ntf: u64) -> ! {
         let Some(names_ep) = crate::names::own_endpoint() else {
             continue;
         };
+        // Relaxed: see `record`.
+        let adopted_into = INSTANCE.load(Ordering::Relaxed);
         // The successor, registered after the death (init restarts it).
         let (ep, instance) = match names::lookup_newer(
             names_ep,
@@ -144,9 +156,11 @@ extern "C" fn readopt_thread(ntf: u64) -> ! {
                 continue;
             }
         };
-        adopted_into = instance;
+        // Relaxed: see `record`.
+        INSTANCE.fetch_max(instance, Ordering::Relaxed);
         for i in 0..RECORDS {
-            let Some(a) = RECORDS_LOCK.lock().at[i] else {
+            // Adopted into this successor already (after its start).
+            let Some(a) = RECORDS_LOCK.lock().at[i].filter(|a| a.instance < instance) else {
                 continue;
             };
             let p = ProcessHandle::from_raw(a.process);
@@ -155,7 +169,13 @@ extern "C" fn readopt_thread(ntf: u64) -> ! {
             // Still the same record (a new adoption may have replaced it).
             if r.at[i].is_some_and(|b| b.pid == a.pid) {
                 match got {
-                    Ok((_, handle)) => r.at[i] = Some(Adopted { handle, ..a }),
+                    Ok((_, handle)) => {
+                        r.at[i] = Some(Adopted {
+                            handle,
+                            instance,
+                            ..a
+                        })
+                    }
                     // Ended (or init closed it): nothing to rejoin.
                     Err(_) => r.at[i] = None,
                 }
