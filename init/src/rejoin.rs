@@ -95,8 +95,15 @@ pub fn record(process: ProcessHandle, program: &'static str, handle: u32, instan
     // that instance.
     INSTANCE.fetch_max(instance, Ordering::Relaxed);
     let mut r = RECORDS_LOCK.lock();
-    let i = r.next % RECORDS;
-    r.next = r.next.wrapping_add(1);
+    // A free slot first; else the oldest record is replaced.
+    let i = match r.at.iter().position(Option::is_none) {
+        Some(i) => i,
+        None => {
+            let i = r.next % RECORDS;
+            r.next = r.next.wrapping_add(1);
+            i
+        }
+    };
     r.at[i] = Some(Adopted {
         process: process.raw(),
         pid,
@@ -106,9 +113,20 @@ pub fn record(process: ProcessHandle, program: &'static str, handle: u32, instan
     });
 }
 
+/// Drops the record of `process` (init is about to close its handle: the
+/// program ended), so a long-lived record (the shell's) is never the one
+/// a later adoption replaces.
+pub fn forget(process: ProcessHandle) {
+    let mut r = RECORDS_LOCK.lock();
+    for a in r.at.iter_mut() {
+        if a.is_some_and(|a| a.process == process.raw()) {
+            *a = None;
+        }
+    }
+}
+
 /// The name service's watcher saw procmgr die: adopt the records into
-/// its successor.
-/// Called by the name-service thread only.
+/// its successor. Called by the name-service thread only.
 pub fn procmgr_died() {
     // Relaxed: this thread's own variable (see `DIED`).
     let ntf = match DIED.load(Ordering::Relaxed) {
