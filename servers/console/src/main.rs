@@ -16,6 +16,11 @@
 //!   waiting (holding that one caller) for the main thread's signal when
 //!   none is ready; other readers queue in the kernel, writers never wait.
 //!
+//! A Ctrl-C goes only to the foreground reader once the console's
+//! controller (the shell: init badges its `console` handle with
+//! `CONTROL_BADGE`) named one (`Foreground`; [`console::Foreground`]);
+//! to everyone else it is invisible until the foreground took it.
+//!
 //! Transmit polls LSR's THR-empty bit (`send_bytes_exact`), no THRE
 //! interrupt: a line is printed inside the write that completes it, before
 //! the reply (so a program's output keeps its order with the kernel's log
