@@ -63,7 +63,7 @@ boot_case() {
 # from the kernel's ktest) and ends with `N passed, 0 failed`. Both must equal the
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
-TESTS_CASES=194 # ring-3 cases in apps/tests/src/main.rs CASES
+TESTS_CASES=196 # ring-3 cases in apps/tests/src/main.rs CASES
 KTEST_CASES=28 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
@@ -289,6 +289,20 @@ boot_case console-ctrl-c-typeahead "--smp 2 --timeout 90" 0 \
   '^mica: shutdown requested by init \(success\)$' \
   '!^\[pid [0-9]+\] typed-ahead$' '!PANIC' \
   "!^\\[pid ${PROCMGR_PID}\\] Hello from userland"
+
+# Only the foreground reader takes a Ctrl-C (gaps2, session 20): the shell
+# names itself the console's foreground reader (init made it the console's
+# controller) and runs `hello steal`, which polls the console for a Ctrl-C
+# every millisecond, far more often than the shell's 20 ms. The Ctrl-C must
+# reach the shell (hello killed), never hello (it would say so and exit 3).
+STDIN='run hello steal\n@@wait:Hello from userland! \(argc 2,@@\x03@@wait:run: hello \(pid [0-9]+\) killed@@echo after\n' \
+boot_case console-ctrl-c-foreground "--smp 2 --timeout 90" 0 \
+  '^\[pid [0-9]+\] run: \^C: pid [0-9]+ killed$' \
+  '^\[pid [0-9]+\] run: hello \(pid [0-9]+\) killed$' \
+  '^\[pid [0-9]+\] after$' \
+  '^\[pid [0-9]+\] shell: bye$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!took a Ctrl-C' '!refused it the foreground' '!PANIC'
 
 # Ctrl-C during the shell's `tests` and `bench` (gaps, session 19): init's
 # program runner starts the program and the shell waits for it in steps,

@@ -11,10 +11,17 @@
 //! [`abi::boot_handles::console`] right after the name service: the ports
 //! (`IO`), the line (`IO`: acknowledge only) and the notification (`WAIT`:
 //! bind and wait, never signal).
+//!
+//! init also names the console's controller (gaps2): the shell it starts.
+//! Its name service badges the shell's lookups of `console` with
+//! [`CONTROL_BADGE`] on top of its pid, and only a handle so badged may
+//! name the console's foreground reader (the one client that takes a
+//! Ctrl-C: `libipc::console`, "Who takes a Ctrl-C").
 
 use abi::boot_handles::console as given;
 use abi::rights;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use libipc::console::{CONTROL_BADGE, NAME};
 use libipc::hw::{self, IOPORTS_ROOT, IRQ_ROOT};
 use libipc::ipc;
 use libipc::sys::ProcessHandle;
@@ -50,4 +57,27 @@ pub fn give(p: ProcessHandle) -> Result<(), libipc::Error> {
         return Err(libipc::Error::InvalidArgument);
     }
     Ok(())
+}
+
+/// The name-service badge of the console's controller (0: none).
+static CONTROLLER: AtomicU64 = AtomicU64::new(0);
+
+/// Makes the client with name-service badge `badge` (the shell's, before
+/// it starts) the console's controller.
+pub fn set_controller(badge: u64) {
+    // Release: pairs with `lookup_badge`'s Acquire on the name-service
+    // thread (the shell's first lookup comes after this store anyway,
+    // through the kernel's IPC; the pair says so without relying on it).
+    CONTROLLER.store(badge, Ordering::Release);
+}
+
+/// The badge a lookup of `name` by the client with `badge` puts on its
+/// handle: the controller's bit on top for the controller's `console`.
+pub fn lookup_badge(name: &str, badge: u64) -> u64 {
+    // Acquire: pairs with `set_controller`'s Release.
+    if name == NAME && badge != 0 && badge == CONTROLLER.load(Ordering::Acquire) {
+        badge | CONTROL_BADGE
+    } else {
+        badge
+    }
 }

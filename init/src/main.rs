@@ -34,6 +34,7 @@ mod console;
 mod load;
 mod names;
 mod programs;
+mod rejoin;
 mod say;
 
 /// `init=none`: init greets, starts its servers and exits.
@@ -248,21 +249,23 @@ fn tests_arg(info: &BootInfo) -> u64 {
 /// it its procmgr endpoint as its next handle
 /// (`abi::boot_handles::tests::PROCMGR` for the tests program). init still
 /// waits for it itself (procmgr never reaps an adopted process).
-fn adopt(pid: sys::ProcessHandle, program: &str) {
+fn adopt(pid: sys::ProcessHandle, program: &'static str) {
     let Some(names) = names::own_endpoint() else {
         return;
     };
     let r = libipc::names::lookup(names, libipc::procmgr::NAME)
         .map_err(|_| libipc::Error::NotFound)
-        .and_then(|(ep, _)| {
+        .and_then(|(ep, instance)| {
             // Not its fault handler: the tests' faulting threads must end
             // alone, as the kernel's default does.
             let r = libipc::procmgr::adopt(ep, pid, program, false);
             let _ = libipc::ipc::handle_close(ep.0);
-            r
+            r.map(|(_, handle)| (handle, instance))
         });
-    if let Err(e) = r {
-        println!("init: procmgr cannot adopt {program}: {e}");
+    match r {
+        // Adopted again into a restarted procmgr (rejoin.rs).
+        Ok((handle, instance)) => rejoin::record(pid, program, handle, instance),
+        Err(e) => println!("init: procmgr cannot adopt {program}: {e}"),
     }
 }
 
@@ -273,8 +276,10 @@ fn adopt(pid: sys::ProcessHandle, program: &str) {
 fn run_shell(info: &'static BootInfo) -> Option<Status> {
     let runner = programs::start(info);
     let pid = spawn_with(modules::SHELL, 0, |p| {
-        if let Err(e) = names::give(p) {
-            println!("init: cannot give the shell the name service: {e}");
+        match names::give(p) {
+            // The shell controls the console: it names who takes a Ctrl-C.
+            Ok(badge) => console::set_controller(badge),
+            Err(e) => println!("init: cannot give the shell the name service: {e}"),
         }
         // Its procmgr endpoint lands next (slot 1): `ps`, `run`, `kill`.
         adopt(p, modules::SHELL);

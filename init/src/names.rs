@@ -506,6 +506,7 @@ impl Service {
         // on it, so it knows who writes; a badged registration (the kernel
         // refuses a second badge) is handed out as it is.
         let rights = rights::SEND | rights::TRANSFER;
+        let badge = crate::console::lookup_badge(name, badge);
         let dup = match ipc::handle_dup(e.ep, rights, badge) {
             Err(libipc::Error::NoMemory) => Err(libipc::Error::NoMemory),
             Err(_) => ipc::handle_dup(e.ep, rights, 0),
@@ -575,6 +576,9 @@ impl Service {
             ));
             self.slots[slot].restarts += 1;
             trace_restart(name, self.slots[slot].restarts);
+            if name == libipc::procmgr::NAME {
+                crate::rejoin::procmgr_died();
+            }
         }
         match self.spawn(slot) {
             Ok(watch) => Reply::Respawned {
@@ -683,6 +687,7 @@ impl Handler<Names> for Service {
             Request::Restart { name } => self.restart(badge, name),
             Request::Exited { slot, status } => self.exited(badge, slot, status),
             Request::LookupFor { name, pid } => self.lookup_for(badge, name, pid),
+            Request::Rejoin {} => crate::rejoin::answer(badge),
         }
     }
 }

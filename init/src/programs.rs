@@ -96,6 +96,7 @@ const ENDED: u64 = 1;
 impl Current {
     /// Closes what it holds.
     fn close(self) {
+        crate::rejoin::forget(self.process);
         let _ = self.process.close();
         let _ = ipc::handle_close(self.ended.0);
     }
@@ -178,6 +179,7 @@ fn handle(info: &BootInfo, msg: &Message, current: &mut Option<Current>) -> Mess
             println!("init: program runner: cannot watch {name}: {e}");
             let _ = process.kill();
             let _ = wait(name, process);
+            crate::rejoin::forget(process);
             let _ = process.close();
             reply(p::NOT_STARTED, 0)
         }

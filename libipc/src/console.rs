@@ -42,6 +42,19 @@
 //! it waits for one and kills it; lines typed after the Ctrl-C stay
 //! queued for the shell's next `read`. `max` 0 is
 //! [`Reply::Invalid`]; a larger `max` than [`MAX_READ`] is clamped.
+//!
+//! # Who takes a Ctrl-C (gaps2)
+//! Once a foreground reader is named ([`Request::Foreground`]), only it
+//! takes an interrupt: to every other client a waiting Ctrl-C is invisible
+//! (`interrupted` answers `Empty`, a `read` on `console` answers `Empty`
+//! and one on `console.in` waits, until the foreground took it). Only the
+//! console's controller may name one: a handle carrying
+//! [`CONTROL_BADGE`], which init's name service puts on the `console`
+//! lookups of the shell it started and of nobody else (no other badge can
+//! have that bit: pids are below 2^32, init's counter badges count up
+//! from 2^62 and a session's badge is a pid with a 31-bit number above).
+//! With none named (a boot without a shell, or a console restarted since)
+//! any client takes it, as before.
 
 use wire::resend::{Fate, Resends};
 use wire::{CallError, Handle};
@@ -54,6 +67,11 @@ pub const INPUT_NAME: &str = "console.in";
 pub const MAX_LINE: usize = 512;
 /// What ends a cut piece of an over-long line.
 pub const CUT_MARKER: &[u8] = b" [cut]";
+/// The badge bit of the console's controller (the shell init started):
+/// only a handle carrying it may name the foreground reader.
+pub const CONTROL_BADGE: u64 = 1 << 63;
+/// [`Request::Foreground`]'s `pid` for "the caller itself".
+pub const FOREGROUND_SELF: u64 = u64::MAX;
 /// Sessions one server instance opens in its life (their badges carry a
 /// 31-bit number).
 pub const MAX_SESSIONS: u64 = (1 << 31) - 1;
@@ -90,6 +108,12 @@ wire::protocol! {
         /// stay queued; a Ctrl-C discards them when typed, so it is never
         /// behind one (a foreground job's owner polls this).
         Interrupted = 4 => fn interrupted {},
+        /// Names the foreground reader, the one process that takes a
+        /// Ctrl-C: the kernel pid `pid` (the low 32 bits of its handles'
+        /// badges), [`FOREGROUND_SELF`] for the caller, 0 for anyone.
+        /// `Set`, or `Denied` unless the caller's badge carries
+        /// [`CONTROL_BADGE`] (`Invalid` for a pid that is none).
+        Foreground = 5 => fn foreground { pid: u64 },
     }
     /// What the server answers.
     pub enum Reply {
@@ -107,6 +131,10 @@ wire::protocol! {
         Invalid = 6 { limit: u64 },
         /// A session's handle.
         Opened = 7 { ep: Handle },
+        /// The foreground reader is named.
+        Set = 8 {},
+        /// The caller is not the console's controller.
+        Denied = 9 {},
     }
     /// Typed calls.
     pub struct Client;
@@ -289,6 +317,19 @@ mod ring3 {
         match c.interrupted()? {
             Reply::Interrupt {} => Ok(true),
             Reply::Empty {} => Ok(false),
+            _ => Err(CallError::Transport(Error::InvalidArgument)),
+        }
+    }
+
+    /// Names the foreground reader (see [`Request::Foreground`]) through
+    /// the controller's handle `ctl`: `Ok(false)` if the console refused
+    /// (the handle is not the controller's).
+    pub fn set_foreground(ctl: Endpoint, pid: u64) -> Result<bool, ConsoleError> {
+        let mut buf = [0u8; 64];
+        let mut c = Client::new(Caller::new(ctl, None), &mut buf);
+        match c.foreground(pid)? {
+            Reply::Set {} => Ok(true),
+            Reply::Denied {} => Ok(false),
             _ => Err(CallError::Transport(Error::InvalidArgument)),
         }
     }

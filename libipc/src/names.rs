@@ -113,6 +113,12 @@ wire::protocol! {
         /// up for the programs it spawns, so the console prefixes their
         /// lines with their own pid, not procmgr's.
         LookupFor = 6 (idempotent) => fn lookup_for { name: &'a str, pid: u64 },
+        /// Where the caller's procmgr endpoint is now (gaps2): after a
+        /// procmgr restart init adopts the programs it started (and holds)
+        /// into the successor; `Rejoined` names the handle the successor's
+        /// endpoint got in the caller, `NotFound` if init holds no such
+        /// program (or has not adopted it yet).
+        Rejoin = 7 (idempotent) => fn rejoin {},
     }
     /// What the service answers.
     pub enum Reply {
@@ -145,6 +151,8 @@ wire::protocol! {
         /// init-internal: the process handle to watch next (0: none yet,
         /// ask again later).
         Respawned = 14 { process: u64 },
+        /// The caller's procmgr endpoint is handle `handle` (its own).
+        Rejoined = 15 { handle: u64 },
     }
     /// Typed calls.
     pub struct Client;
@@ -297,7 +305,7 @@ pub fn may_resend(e: Error, idempotent: bool, moved_handles: bool) -> bool {
 }
 
 /// Whether `f` moves a handle (a failed call closed it: no retry).
-fn moves_handles(f: &Frame) -> bool {
+pub(crate) fn moves_handles(f: &Frame) -> bool {
     let all = (1u16 << f.nhandles.min(wire::MAX_HANDLES)) - 1;
     u16::from(f.copy_mask) & all != all
 }

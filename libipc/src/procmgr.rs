@@ -37,9 +37,11 @@
 //! the call, `NotDelivered` when it was dead (or died) before taking it.
 
 mod fork;
+mod rejoin;
 
 pub use abi::status::Ended;
 pub use fork::{fork, Fork};
+pub use rejoin::{rejoin, rejoin_through};
 
 use crate::ipc::{self, Endpoint, Notification, Timeout};
 use crate::server::Caller;
@@ -70,7 +72,7 @@ wire::protocol! {
         Spawn = 1 => fn spawn { module: &'a str, argv: &'a [u8], envp: &'a [u8] },
         /// Makes the running process `process` (a copy of a handle with
         /// KILL and WAIT) a child of init with a PID and gives it its
-        /// procmgr endpoint: `Pid`. With `faults`, procmgr becomes its fault
+        /// procmgr endpoint: `Adopted`. With `faults`, procmgr becomes its fault
         /// handler too (a fault kills the whole process); without, its
         /// faults keep the kernel's default (the faulting thread ends),
         /// which the tests program's deliberately faulting threads need.
@@ -138,6 +140,10 @@ wire::protocol! {
         Found = 8 { ep: Handle },
         /// Refused: the `abi::Error` code.
         Failed = 9 { error: u64 },
+        /// `Adopt`'s answer: the PID, and the handle number the procmgr
+        /// endpoint got in the adopted process (its owner, init, tells
+        /// a process re-adopted after a procmgr restart where it is).
+        Adopted = 10 { pid: u64, handle: u64 },
     }
     /// Typed calls.
     pub struct Client;
@@ -179,9 +185,11 @@ fn failed(code: u64) -> Error {
 }
 
 /// A client over this process's procmgr endpoint, encoding into `buf`.
-fn client(buf: &mut [u8]) -> Result<Client<'_, Caller>, Error> {
+/// After a procmgr restart it finds the successor once, if this process
+/// can ([`rejoin`]).
+fn client(buf: &mut [u8]) -> Result<Client<'_, rejoin::Rejoining>, Error> {
     let ep = endpoint().ok_or(Error::BadHandle)?;
-    Ok(Client::new(Caller::new(ep, None), buf))
+    Ok(Client::new(rejoin::Rejoining { ep, timeout: None }, buf))
 }
 
 /// A reply's result: `Failed` is its error, anything `ok` does not accept
@@ -269,13 +277,13 @@ pub fn exec(module: &str, argv: &[u8], envp: &[u8]) -> Error {
 
 /// Adopts the running process `process` as a child of init (init, for
 /// the programs it starts itself), with procmgr as its fault handler if
-/// `faults`: its PID.
+/// `faults`: its PID and the handle number its procmgr endpoint got in it.
 pub fn adopt(
     ep: Endpoint,
     process: crate::task::ProcessHandle,
     program: &str,
     faults: bool,
-) -> Result<u32, Error> {
+) -> Result<(u32, u32), Error> {
     let mut buf = [0u8; SMALL];
     let mut c = Client::new(Caller::new(ep, None), &mut buf);
     match c
@@ -283,7 +291,11 @@ pub fn adopt(
         .map_err(err)?
     {
         Reply::Failed { error } => Err(failed(error)),
-        r => pid_of(r).ok_or(Error::InvalidArgument),
+        Reply::Adopted { pid, handle } => match (u32::try_from(pid), u32::try_from(handle)) {
+            (Ok(pid), Ok(handle)) => Ok((pid, handle)),
+            _ => Err(Error::InvalidArgument),
+        },
+        _ => Err(Error::InvalidArgument),
     }
 }
 

@@ -11,7 +11,9 @@
 //!   argc check (procmgr starts programs with argument 0: the
 //!   `spawn_exit_wait` and `fork_exec_wait` benchmarks). With argv
 //!   `hello sleep` it greets, then sleeps until killed (the shell's
-//!   Ctrl-C test). With argv exactly `scribble` it attacks its own
+//!   Ctrl-C test). With argv `hello steal` it greets, then polls the
+//!   console for a Ctrl-C every millisecond ([`steal`]): the shell must
+//!   take it, not hello (gaps2). With argv exactly `scribble` it attacks its own
 //!   read-only segment, which the loader maps from the boot module's own
 //!   frames ([`scribble`]), and exits 0 if the module stayed unchanged.
 //!   With argv exactly `reap` it waits for any child (one it inherited
@@ -170,6 +172,10 @@ fn main(arg: u64) -> i32 {
         return NO_CONSOLE;
     }
     // SAFETY: as above (argc >= 2 checked first).
+    if argc == 2 && unsafe { string(word(2)) } == b"steal" {
+        return steal();
+    }
+    // SAFETY: as above (argc >= 2 checked first).
     if argc == 2 && unsafe { string(word(2)) } == b"sleep" {
         // Until killed: the shell's Ctrl-C in `run` has something to stop.
         loop {
@@ -177,6 +183,32 @@ fn main(arg: u64) -> i32 {
         }
     }
     args_hash(argv, envp)
+}
+
+/// What `hello steal` exits with when it took a Ctrl-C.
+pub const STOLE: i32 = 3;
+/// How long `hello steal` polls before it exits 0.
+const STEAL_NS: u64 = 60_000_000_000;
+
+/// `hello steal`: polls `console`'s `interrupted` every millisecond (far
+/// more often than the shell's 20 ms) for [`STEAL_NS`]. A Ctrl-C meant for
+/// the shell, which names itself the console's foreground reader, must
+/// never reach it: if one does, hello says so and exits [`STOLE`].
+fn steal() -> i32 {
+    let Ok(con) = procmgr::lookup(console::NAME) else {
+        return NO_CONSOLE;
+    };
+    let start = libipc::sys::clock_ns();
+    while libipc::sys::clock_ns().wrapping_sub(start) < STEAL_NS {
+        if console::interrupted(con) == Ok(true) {
+            let mut buf = [0u8; 128];
+            let mut c = console::Client::new(Caller::new(con, None), &mut buf);
+            let _ = c.write(b"hello: took a Ctrl-C meant for the shell\n");
+            return STOLE;
+        }
+        libipc::sys::sleep_ns(1_000_000);
+    }
+    0
 }
 
 /// The argv (one string) that runs [`scribble`].

@@ -20,7 +20,9 @@
 //! and during a foreground `run`, `tests` or `bench` ends the program (the
 //! shell polls `console`'s non-blocking `interrupted` every 20 ms while it
 //! waits; lines typed meanwhile stay in the console's queue and run after
-//! it); Ctrl-D (end of input) exits like `exit`.
+//! it); Ctrl-D (end of input) exits like `exit`. The shell names itself the
+//! console's foreground reader at start (init made it the console's
+//! controller), so no program it runs can take a Ctrl-C meant for it.
 //!
 //! init adopts the shell into procmgr before it starts: its procmgr
 //! endpoint is its second handle ([`PROCMGR`]), after the name service;
@@ -67,6 +69,9 @@ fn main(_arg: u64) -> i32 {
     let procmgr = libipc::server::endpoint_at(PROCMGR, PROCMGR_TIMEOUT_NS);
     if let Some(ep) = procmgr {
         pm::set_endpoint(ep);
+        // After a procmgr restart init adopts the shell again (`ps`, `run`
+        // and `kill` work again; its earlier children are gone).
+        pm::rejoin_through(names_ep);
     }
     // init gives it right after the adoption.
     let programs = procmgr.and_then(|_| libipc::server::endpoint_at(PROGRAMS, PROCMGR_TIMEOUT_NS));
@@ -86,6 +91,15 @@ fn main(_arg: u64) -> i32 {
     let ctl = names::lookup_newer(names_ep, console::NAME, 0, names::RECOVERY_NS)
         .ok()
         .map(|(ep, _)| ep);
+    // The shell takes every Ctrl-C (gaps2): it kills its foreground program
+    // on one, and a program it runs must not take one meant for it. Its
+    // `console` handle is the controller's (init badged it so).
+    match ctl.map(|ep| console::set_foreground(ep, console::FOREGROUND_SELF)) {
+        Some(Ok(true)) => {}
+        Some(Ok(false)) => println!("shell: the console refused it the foreground"),
+        Some(Err(e)) => println!("shell: naming the console's foreground failed: {e:?}"),
+        None => println!("shell: no console control (Ctrl-C will not stop programs)"),
+    }
     let mut shell = Shell {
         names_ep,
         programs,

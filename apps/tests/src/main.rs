@@ -46,6 +46,7 @@ mod forkperf;
 mod forku;
 mod fpu;
 mod gaps;
+mod gaps2;
 mod gpr;
 mod handles;
 mod hw;
@@ -742,6 +743,11 @@ const CASES: &[Case] = &[
         "procmgr_adopt_is_init_only",
         shell3::procmgr_adopt_is_init_only,
     ),
+    // --- gaps2 (session 20: who takes a Ctrl-C) ---
+    (
+        "console_foreground_is_the_controllers_alone",
+        gaps2::console_foreground_is_the_controllers_alone,
+    ),
     // --- forkperf (issue 11: fork and spawn costs) ---
     (
         "procmgr_waits_keep_a_notification_and_forks_forget_it",
@@ -833,10 +839,16 @@ const CASES: &[Case] = &[
         supervise::supervised_names_are_reserved,
     ),
     // Last of all: it restarts procmgr, whose successor starts with an
-    // empty table (no later case could fork or wait through it).
+    // empty table (no other case's children survive; only the rejoin case
+    // below, which needs the restart, follows).
     (
         "procmgr_restart_ends_an_untimed_wait",
         pmrestart::restart_ends_an_untimed_wait,
+    ),
+    // After it (gaps2): init adopted this program into the successor.
+    (
+        "procmgr_restart_rejoins_inits_programs",
+        pmrestart::restart_rejoins_inits_programs,
     ),
 ];
 

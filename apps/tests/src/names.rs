@@ -66,6 +66,7 @@ fn owned(
         Reply::End {} => Reply::End {},
         Reply::Restarting {} => Reply::Restarting {},
         Reply::Respawned { process } => Reply::Respawned { process },
+        Reply::Rejoined { handle } => Reply::Rejoined { handle },
     })
 }
 

@@ -3,8 +3,10 @@
 //! since nobody ever signals a wait recorded at a dead procmgr).
 //!
 //! The case restarts procmgr, so it runs last: the restarted procmgr
-//! starts with an empty table (a known gap: docs/decisions.md), and no
-//! later case could fork, spawn or wait through it.
+//! starts with an empty table (the kernel gives no way to rebuild it:
+//! docs/decisions.md, `## gaps2`). init adopts this program into the
+//! successor again; the case after it checks that its procmgr calls work
+//! again (gaps2), the other cases' children are gone.
 
 use crate::note;
 use crate::util::{self, check, TestResult};
@@ -83,4 +85,44 @@ pub fn restart_ends_an_untimed_wait() -> TestResult {
         (sys::clock_ns() - start) / 1_000_000
     );
     check(v != 1, "the wait reaped a child that still sleeps")
+}
+
+/// Case (gaps2), after [`restart_ends_an_untimed_wait`]: init adopted this
+/// program again into the restarted procmgr, and libipc's client found the
+/// new endpoint through the name service (`Rejoin`): `getpid` answers (a
+/// new PID), a fork and its wait work again, and the child forked before
+/// the restart is unknown to the successor (`NotFound`, not a hang).
+pub fn restart_rejoins_inits_programs() -> TestResult {
+    let before = pm::endpoint().ok_or("init did not adopt this program")?;
+    let start = sys::clock_ns();
+    let pid = pm::getpid().map_err(|e| {
+        note!("getpid after the restart: {e}");
+        "getpid failed after procmgr's restart"
+    })?;
+    note!(
+        "getpid after the restart: {pid} ({} ms; endpoint {} -> {:?})",
+        (sys::clock_ns() - start) / 1_000_000,
+        before.0,
+        pm::endpoint().map(|e| e.0)
+    );
+    let child = match pm::fork() {
+        Ok(pm::Fork::Parent(c)) => c,
+        Ok(pm::Fork::Child) => pm::exit(3),
+        Err(e) => {
+            note!("fork after the restart: {e}");
+            return Err("fork failed after procmgr's restart");
+        }
+    };
+    match pm::wait(Some(child), Some(5_000_000)) {
+        Ok((c, pm::Ended::Exited(3))) if c == child => {}
+        other => {
+            note!("wait for the new child: {other:?}");
+            return Err("the child forked after the restart was not reaped with its code");
+        }
+    }
+    // Any child of the old table: the successor knows none.
+    check(
+        pm::wait(None, Some(100_000)).err() == Some(libipc::Error::NotFound),
+        "a wait for the old table's children did not fail NotFound",
+    )
 }

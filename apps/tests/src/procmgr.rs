@@ -30,6 +30,9 @@ pub fn attach() {
         // BadHandle.
         if ipc::signal(Notification(h), 0) == Err(Error::WrongType) {
             pm::set_endpoint(Endpoint(h));
+            // After a procmgr restart init adopts this program again; its
+            // client finds the new endpoint through the name service.
+            pm::rejoin_through(Endpoint(abi::bootinfo::names::HANDLE));
             return;
         }
         sys::yield_now();

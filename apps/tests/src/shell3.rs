@@ -40,7 +40,7 @@ fn adopt_refused(ep: Endpoint, what: &'static str) -> TestResult {
     let _ = victim.close();
     match r {
         Err(_) => Ok(()),
-        Ok(pid) => {
+        Ok((pid, _)) => {
             crate::note!("{what}: procmgr adopted it as pid {pid}");
             Err(what)
         }

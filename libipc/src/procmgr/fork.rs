@@ -158,6 +158,8 @@ pub fn fork() -> Result<Fork, Error> {
         // the only one: the parent's kept wait notification is not ours.
         super::set_endpoint(crate::ipc::Endpoint(super::CHILD_HANDLE));
         super::forget_wait_ntf();
+        // Nor does it hold the parent's name service.
+        super::rejoin::forget();
         // procmgr registered us as a child it reaps (`Fork` answered
         // before this thread started): exit needs no notice.
         super::reaped_by_procmgr();

@@ -324,6 +324,27 @@ impl Editor {
         true
     }
 
+    /// Whether a cooked entry waits for a reader that may (`interrupts`)
+    /// or may not take a Ctrl-C: to one that may not, an interrupt at the
+    /// head hides what is queued behind it until the foreground takes it.
+    pub fn ready_for(&self, interrupts: bool) -> bool {
+        self.count > 0 && (interrupts || !self.interrupt_first())
+    }
+
+    fn interrupt_first(&self) -> bool {
+        self.count > 0 && matches!(self.queue[self.head].kind, Kind::Interrupt)
+    }
+
+    /// As [`Editor::take`] for a reader that may (`interrupts`) or may not
+    /// take a Ctrl-C: `None` for one that may not while an interrupt is at
+    /// the head (it is left there for the foreground).
+    pub fn take_for(&mut self, max: usize, interrupts: bool) -> Option<Cooked<'_>> {
+        if !interrupts && self.interrupt_first() {
+            return None;
+        }
+        self.take(max)
+    }
+
     /// The next cooked entry, at most `max` (at least 1) bytes of a line:
     /// the rest of that line stays for the next call.
     pub fn take(&mut self, max: usize) -> Option<Cooked<'_>> {
@@ -352,6 +373,59 @@ impl Editor {
         Some(out)
     }
 }
+
+/// Who takes a Ctrl-C (gaps2): the foreground reader the console's
+/// controller named, or anyone while none is named. A reader is known by
+/// its handle's badge; its low 32 bits are the pid (a session's number is
+/// above, the controller's bit at the top).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Foreground {
+    /// The foreground reader's pid; 0: none named (anyone takes it).
+    pid: u32,
+}
+
+/// Why the foreground reader was not named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotNamed {
+    /// The caller's badge lacks the controller's bit.
+    Denied,
+    /// The pid is out of range (above 32 bits and not "the caller").
+    Invalid,
+}
+
+impl Foreground {
+    /// None named.
+    pub const fn new() -> Self {
+        Foreground { pid: 0 }
+    }
+
+    /// Whether the client with `badge` may take a Ctrl-C.
+    pub fn may_interrupt(&self, badge: u64) -> bool {
+        self.pid == 0 || badge & PID_MASK == u64::from(self.pid)
+    }
+
+    /// `pid` becomes the foreground reader ([`FOREGROUND_SELF`]: the
+    /// caller; 0: anyone), if the caller with `badge` carries `control`
+    /// (the controller's badge bit).
+    pub fn name(&mut self, badge: u64, control: u64, pid: u64) -> Result<(), NotNamed> {
+        if badge & control == 0 {
+            return Err(NotNamed::Denied);
+        }
+        let pid = if pid == FOREGROUND_SELF {
+            badge & PID_MASK
+        } else {
+            pid
+        };
+        self.pid = u32::try_from(pid).map_err(|_| NotNamed::Invalid)?;
+        Ok(())
+    }
+}
+
+/// A badge's pid bits.
+const PID_MASK: u64 = 0xffff_ffff;
+/// `Foreground`'s "the caller itself" (`libipc::console::FOREGROUND_SELF`,
+/// checked in `main.rs`).
+pub const FOREGROUND_SELF: u64 = u64::MAX;
 
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,11 @@
 //!   waiting (holding that one caller) for the main thread's signal when
 //!   none is ready; other readers queue in the kernel, writers never wait.
 //!
+//! A Ctrl-C goes only to the foreground reader once the console's
+//! controller (the shell: init badges its `console` handle with
+//! `CONTROL_BADGE`) named one (`Foreground`; [`console::Foreground`]);
+//! to everyone else it is invisible until the foreground took it.
+//!
 //! Transmit polls LSR's THR-empty bit (`send_bytes_exact`), no THRE
 //! interrupt: a line is printed inside the write that completes it, before
 //! the reply (so a program's output keeps its order with the kernel's log
@@ -30,10 +35,11 @@ mod ring3 {
     use abi::boot_handles::console as given;
     use abi::bootinfo::names::SUPERVISED_ARG;
     use abi::rights;
-    use console::{Cooked, Editor, Lines, CUT_MARKER, MAX_LINE};
+    use console::{Cooked, Editor, Foreground, Lines, NotNamed, CUT_MARKER, MAX_LINE};
     use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use libipc::console::{
-        Console, Reply, Request, BUFFER, INPUT_NAME, MAX_READ, MAX_SESSIONS, MAX_WRITE, NAME,
+        Console, Reply, Request, BUFFER, CONTROL_BADGE, FOREGROUND_SELF, INPUT_NAME, MAX_READ,
+        MAX_SESSIONS, MAX_WRITE, NAME,
     };
     use libipc::hw::{self, IoPorts, Irq};
     use libipc::ipc::{self, Endpoint, Notification};
@@ -47,6 +53,7 @@ mod ring3 {
     // The protocol's promises are this crate's constants.
     const _: () = assert!(MAX_LINE == libipc::console::MAX_LINE);
     const _: () = assert!(console::MAX_INPUT <= MAX_READ);
+    const _: () = assert!(console::FOREGROUND_SELF == FOREGROUND_SELF);
 
     /// How long to wait for init's handles.
     const GIVE_TIMEOUT_NS: u64 = 5_000_000_000;
@@ -69,6 +76,9 @@ mod ring3 {
     /// Whether the last bytes sent were echoed input not ending a line
     /// (read and written under the `UART` lock: Relaxed).
     static ECHO_OPEN: AtomicBool = AtomicBool::new(false);
+    /// Who takes a Ctrl-C (gaps2). Held only for a copy or an update; never
+    /// taken with another lock held.
+    static FOREGROUND: Mutex<Foreground> = Mutex::new(Foreground::new());
     /// The notification the reader waits on (set before it starts).
     static COOKED_NTF: AtomicU32 = AtomicU32::new(0);
 
@@ -149,32 +159,81 @@ mod ring3 {
         Notification(COOKED_NTF.load(Ordering::Relaxed))
     }
 
-    /// The answer to `read(max)` from the cooked queue, `None` if empty.
-    fn take<'r>(max: u64, out: &'r mut [u8; MAX_READ]) -> Option<Reply<'r>> {
+    /// Whether the client with `badge` may take a Ctrl-C.
+    fn may_interrupt(badge: u64) -> bool {
+        FOREGROUND.lock().may_interrupt(badge)
+    }
+
+    /// What a `read` took from the cooked queue (a line's bytes are in the
+    /// reader's buffer).
+    enum Taken {
+        Line(usize),
+        Interrupt,
+        End,
+        /// `max` 0.
+        Invalid,
+    }
+
+    /// Takes the client with `badge`'s `read(max)` from the cooked queue
+    /// into `out`: `None` if nothing is there for it.
+    fn take(badge: u64, max: u64, out: &mut [u8; MAX_READ]) -> Option<Taken> {
         if max == 0 {
-            return Some(Reply::Invalid { limit: 0 });
+            return Some(Taken::Invalid);
         }
         let max = usize::try_from(max).unwrap_or(MAX_READ).min(MAX_READ);
+        let interrupts = may_interrupt(badge);
         let mut input = INPUT.lock();
-        Some(match input.take(max)? {
+        Some(match input.take_for(max, interrupts)? {
             Cooked::Line(bytes) => {
                 out[..bytes.len()].copy_from_slice(bytes);
-                let n = bytes.len();
-                drop(input);
-                Reply::Line { bytes: &out[..n] }
+                Taken::Line(bytes.len())
             }
-            Cooked::Interrupt => Reply::Interrupt {},
-            Cooked::End => Reply::EndOfInput {},
+            Cooked::Interrupt => Taken::Interrupt,
+            Cooked::End => Taken::End,
         })
     }
 
-    /// A waiting Ctrl-C, taken (lines typed after it stay queued).
-    fn interrupted<'r>() -> Reply<'r> {
-        if INPUT.lock().take_interrupt() {
-            Reply::Interrupt {}
-        } else {
-            Reply::Empty {}
+    /// The reply for what a `read` took (`None`: `Empty`).
+    fn answer(t: Option<Taken>, out: &[u8; MAX_READ]) -> Reply<'_> {
+        match t {
+            Some(Taken::Line(n)) => Reply::Line { bytes: &out[..n] },
+            Some(Taken::Interrupt) => Reply::Interrupt {},
+            Some(Taken::End) => Reply::EndOfInput {},
+            Some(Taken::Invalid) => Reply::Invalid { limit: 0 },
+            None => Reply::Empty {},
         }
+    }
+
+    /// A waiting Ctrl-C, taken if the client with `badge` may (lines typed
+    /// after it stay queued).
+    fn interrupted<'r>(badge: u64) -> Reply<'r> {
+        if !may_interrupt(badge) {
+            return Reply::Empty {};
+        }
+        let mut input = INPUT.lock();
+        if !input.take_interrupt() {
+            return Reply::Empty {};
+        }
+        let behind = input.ready();
+        drop(input);
+        // A reader that may not take it waits on `console.in` for what is
+        // queued behind it: now it is at the head.
+        if behind {
+            let _ = ipc::signal(cooked_ntf(), COOKED);
+        }
+        Reply::Interrupt {}
+    }
+
+    /// `Foreground { pid }` from the client with `badge`.
+    fn foreground<'r>(badge: u64, pid: u64) -> Reply<'r> {
+        match FOREGROUND.lock().name(badge, CONTROL_BADGE, pid) {
+            Ok(()) => {}
+            Err(NotNamed::Denied) => return Reply::Denied {},
+            Err(NotNamed::Invalid) => return Reply::Invalid { limit: 0 },
+        }
+        // A reader that may now take a waiting interrupt looks again.
+        let _ = ipc::signal(cooked_ntf(), COOKED);
+        Reply::Set {}
     }
 
     /// The write endpoint's server.
@@ -190,9 +249,13 @@ mod ring3 {
         fn handle<'r>(&'r mut self, badge: u64, req: Request<'r>) -> Reply<'r> {
             match req {
                 Request::Write { bytes } => write(badge, bytes),
-                Request::Read { max } => take(max, &mut self.out).unwrap_or(Reply::Empty {}),
+                Request::Read { max } => {
+                    let t = take(badge, max, &mut self.out);
+                    answer(t, &self.out)
+                }
                 Request::Open {} => self.open(badge),
-                Request::Interrupted {} => interrupted(),
+                Request::Interrupted {} => interrupted(badge),
+                Request::Foreground { pid } => foreground(badge, pid),
             }
         }
 
@@ -296,19 +359,22 @@ mod ring3 {
             match req {
                 Request::Write { bytes } => write(badge, bytes),
                 Request::Read { max } => {
-                    loop {
-                        // Checked before each wait: a signal that came
-                        // before the wait is kept by the notification.
-                        if INPUT.lock().ready() || max == 0 {
-                            break;
+                    let t = loop {
+                        // A Ctrl-C this reader may not take hides the queue
+                        // from it until the foreground took it.
+                        if let Some(t) = take(badge, max, &mut self.out) {
+                            break t;
                         }
+                        // A signal that came before this wait is kept by
+                        // the notification.
                         let _ = ipc::wait(cooked_ntf(), None);
-                    }
-                    take(max, &mut self.out).unwrap_or(Reply::Empty {})
+                    };
+                    answer(Some(t), &self.out)
                 }
                 // Sessions are the write endpoint's.
                 Request::Open {} => Reply::Invalid { limit: 0 },
-                Request::Interrupted {} => interrupted(),
+                Request::Interrupted {} => interrupted(badge),
+                Request::Foreground { pid } => foreground(badge, pid),
             }
         }
     }

@@ -174,3 +174,54 @@ fn a_poll_for_ctrl_c_takes_no_line() {
     assert_eq!(e.take(100), Some(Cooked::Line(b"ls\n")));
     assert!(!e.take_interrupt());
 }
+
+/// The controller's badge bit, as `libipc::console::CONTROL_BADGE`.
+const CONTROL: u64 = 1 << 63;
+
+#[test]
+fn only_the_named_foreground_reader_takes_a_ctrl_c() {
+    let (shell, program) = (7u64, 9u64);
+    let mut fg = Foreground::new();
+    // None named: anyone may (a boot without a shell).
+    assert!(fg.may_interrupt(program));
+    assert_eq!(fg.name(shell | CONTROL, CONTROL, FOREGROUND_SELF), Ok(()));
+    assert!(fg.may_interrupt(shell));
+    // The shell's other handles (no control bit, a session) are the shell.
+    assert!(fg.may_interrupt(shell | (3 << 32)));
+    assert!(!fg.may_interrupt(program));
+    assert!(!fg.may_interrupt(program | (7 << 32)));
+    let mut e = Editor::new();
+    typed(&mut e, b"\x03after\n");
+    // To the program the interrupt is invisible, and so is what is behind
+    // it: it is left for the shell.
+    assert!(!e.ready_for(fg.may_interrupt(program)));
+    assert_eq!(e.take_for(100, fg.may_interrupt(program)), None);
+    assert!(e.ready_for(fg.may_interrupt(shell)));
+    assert_eq!(
+        e.take_for(100, fg.may_interrupt(shell)),
+        Some(Cooked::Interrupt)
+    );
+    // Once taken, the line typed after it is anyone's.
+    assert!(e.ready_for(false));
+    assert_eq!(e.take_for(100, false), Some(Cooked::Line(b"after\n")));
+}
+
+#[test]
+fn only_the_controller_names_the_foreground_reader() {
+    let mut fg = Foreground::new();
+    assert_eq!(fg.name(9, CONTROL, 9), Err(NotNamed::Denied));
+    assert_eq!(
+        fg.name(9 | (5 << 32), CONTROL, FOREGROUND_SELF),
+        Err(NotNamed::Denied)
+    );
+    assert_eq!(fg, Foreground::new());
+    assert_eq!(
+        fg.name(7 | CONTROL, CONTROL, 1 << 32),
+        Err(NotNamed::Invalid)
+    );
+    // The controller may name another process, and then anyone again.
+    assert_eq!(fg.name(7 | CONTROL, CONTROL, 9), Ok(()));
+    assert!(fg.may_interrupt(9) && !fg.may_interrupt(7));
+    assert_eq!(fg.name(7 | CONTROL, CONTROL, 0), Ok(()));
+    assert!(fg.may_interrupt(9) && fg.may_interrupt(7));
+}

@@ -123,11 +123,11 @@ mod ring3 {
             p: ProcessHandle,
             reaps: bool,
             faults: bool,
-        ) -> Result<(), Error> {
+        ) -> Result<u32, Error> {
             // SEND only in the process: the handle can never leave it, so
             // its badge stays its identity. Badged in the give itself (one
             // call, not a dup, a give and a close: forku).
-            ipc::handle_give_badged(p, self.ep.0, rights::SEND, u64::from(pid))?;
+            let given = ipc::handle_give_badged(p, self.ep.0, rights::SEND, u64::from(pid))?;
             process_notify(p, self.ends, bit(slot))?;
             if faults {
                 // Last, so nothing after it can fail and leave procmgr the
@@ -140,7 +140,7 @@ mod ring3 {
                 reaps,
                 reason: None,
             };
-            Ok(())
+            Ok(given)
         }
 
         /// Records a new child of `parent` for process `p` and attaches it;
@@ -152,7 +152,7 @@ mod ring3 {
             p: ProcessHandle,
             reaps: bool,
             faults: bool,
-        ) -> Result<Pid, Error> {
+        ) -> Result<(Pid, u32), Error> {
             let (pid, slot) = match self.table.insert(parent, name) {
                 Ok(x) => x,
                 Err(e) => {
@@ -160,7 +160,8 @@ mod ring3 {
                     return Err(code(e));
                 }
             };
-            if let Err(e) = self.attach(slot, pid, p, reaps, faults) {
+            let given = self.attach(slot, pid, p, reaps, faults);
+            if let Err(e) = given {
                 if reaps {
                     let _ = p.kill();
                 }
@@ -171,7 +172,7 @@ mod ring3 {
                 let _ = self.table.remove_new(pid);
                 return Err(e);
             }
-            Ok(pid)
+            Ok((pid, given.unwrap_or(0)))
         }
 
         /// Tells each released waiter ([`abi::status::wake`]'s word) and

@@ -94,7 +94,7 @@ impl Server {
             Err(e) => return failed(e),
         };
         let pid = match self.register(caller, module, p, true, true) {
-            Ok(pid) => pid,
+            Ok((pid, _)) => pid,
             Err(e) => return failed(e),
         };
         // SAFETY: the thread runs in the new process, at the entry the
@@ -168,8 +168,11 @@ impl Server {
             false,
             faults,
         ) {
-            Ok(pid) => Reply::Pid {
+            // Where its endpoint landed in the process: init tells a
+            // process it re-adopted after a restart (gaps2).
+            Ok((pid, handle)) => Reply::Adopted {
                 pid: u64::from(pid),
+                handle: u64::from(handle),
             },
             Err(e) => failed(e),
         }
@@ -190,7 +193,7 @@ impl Server {
         };
         let name = core::str::from_utf8(&name.0[..name.1]).unwrap_or("");
         match self.register(caller, name, ProcessHandle::from_raw(child), true, true) {
-            Ok(pid) => Reply::Pid {
+            Ok((pid, _)) => Reply::Pid {
                 pid: u64::from(pid),
             },
             Err(e) => failed(e),
