@@ -32,6 +32,7 @@ use libipc::{println, sys};
 
 mod console;
 mod load;
+mod mark;
 mod names;
 mod programs;
 mod rejoin;
