@@ -85,9 +85,27 @@ fn sched_of(cpu: usize) -> Option<&'static CpuSched> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
+/// One more than the highest CPU number that joined the scheduler (a
+/// high-water mark; CPU numbers are dense, so this is the joined count once
+/// bring-up ends). Scans stop here, not at `MAX_CPUS`: walking 64 slots
+/// cost ~700 instructions a scan (xcore, session 20).
+static JOINED: AtomicUsize = AtomicUsize::new(0);
+
+/// Unpinned threads in all run queues: the only ones another CPU may steal
+/// (a thread pinned to CPU n is only ever queued on n: `pick_cpu`, and
+/// `schedule_inner`'s migration). Changed by whoever queues or takes such
+/// a thread, under that queue's lock, so it is exact; read without a lock
+/// as a hint, like `CpuSched::queued`. While it is 0 a CPU with nothing of
+/// its own does not scan the other CPUs for work (`steal`,
+/// `any_stealable`), so blocking and idling cost the same at any CPU count.
+static STEALABLE: AtomicUsize = AtomicUsize::new(0);
+
 /// Every CPU that joined, with its number.
 fn joined() -> impl Iterator<Item = (usize, &'static CpuSched)> {
-    (0..MAX_CPUS).filter_map(|i| sched_of(i).map(|c| (i, c)))
+    // Acquire: pairs with init_cpu's SeqCst fetch_max, made after its
+    // pointer store (sched_of's Acquire load then sees the pointer).
+    let n = JOINED.load(Ordering::Acquire);
+    (0..n).filter_map(|i| sched_of(i).map(|c| (i, c)))
 }
 
 /// This CPU's part, in one `gs:` load. Only after this CPU's `init_cpu`.
@@ -122,6 +140,9 @@ pub fn init_cpu() -> Result<(), abi::Error> {
     percpu::this()
         .sched
         .store(c as *const CpuSched as *mut (), Ordering::SeqCst);
+    // After the pointer (SeqCst, so ordered after it): a scan bounded by
+    // JOINED covers this CPU from now on.
+    JOINED.fetch_max(me() + 1, Ordering::SeqCst);
     Ok(())
 }
 
@@ -163,23 +184,51 @@ pub fn enqueue(t: Arc<Thread>) {
     }
 }
 
-/// Queues `t` on `c`; `queued` mirrors the queue length under its lock.
+/// Queues `t` on `c`; `queued` mirrors the queue length under its lock,
+/// and an unpinned `t` is counted in [`STEALABLE`] (its `stealable` flag
+/// says so, so the count comes back down exactly by what it went up,
+/// whatever happens to the affinity meanwhile).
 fn push(c: &CpuSched, t: Arc<Thread>) {
     let prio = t.sched.priority.load(Ordering::Relaxed) as usize;
+    let unpinned = t.sched.affinity.load(Ordering::Relaxed) == u32::MAX;
     let mut rq = c.rq.lock_irqs_off();
+    if unpinned {
+        // Relaxed: the flag is only read and written under this queue's
+        // lock; the count is a hint (see STEALABLE).
+        t.sched.stealable.store(true, Ordering::Relaxed);
+        STEALABLE.fetch_add(1, Ordering::Relaxed);
+    }
     rq.push(t, prio);
     c.queued.store(rq.len(), Ordering::Relaxed);
+}
+
+/// `t` was just taken off a run queue, whose lock the caller holds.
+fn taken(t: &Thread) {
+    // Relaxed: as in `push`.
+    if t.sched.stealable.swap(false, Ordering::Relaxed) {
+        STEALABLE.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn pop_local(c: &CpuSched) -> Option<Arc<Thread>> {
     let mut rq = c.rq.lock_irqs_off();
     let t = rq.pop();
+    if let Some(t) = &t {
+        taken(t);
+    }
     c.queued.store(rq.len(), Ordering::Relaxed);
     t
 }
 
 /// Takes a thread from a busier CPU that may run here.
 fn steal(me: usize) -> Option<Arc<Thread>> {
+    // Nothing unpinned is queued anywhere: nothing here may run (a thread
+    // pinned to this CPU is queued only here). A count read just before
+    // another CPU queues one misses it for this scan only; the idle loop
+    // and the tick look again (the hint's guarantee, as for `queued`).
+    if STEALABLE.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
     for (i, c) in joined() {
         if i == me || c.queued.load(Ordering::Relaxed) == 0 {
             continue;
@@ -191,6 +240,9 @@ fn steal(me: usize) -> Option<Arc<Thread>> {
             let a = t.sched.affinity.load(Ordering::Relaxed);
             a == u32::MAX || a as usize == me
         });
+        if let Some(t) = &got {
+            taken(t);
+        }
         c.queued.store(rq.len(), Ordering::Relaxed);
         drop(rq);
         if got.is_some() {
@@ -408,7 +460,10 @@ fn slice_end_from(now: u64) -> u64 {
 }
 
 fn any_stealable(me: usize) -> bool {
-    joined().any(|(i, c)| i != me && c.queued.load(Ordering::Relaxed) > 1)
+    // Relaxed: a hint (see STEALABLE); 0 means no other CPU holds a thread
+    // this one could take.
+    STEALABLE.load(Ordering::Relaxed) != 0
+        && joined().any(|(i, c)| i != me && c.queued.load(Ordering::Relaxed) > 1)
 }
 
 /// The idle loop of a CPU: runs whatever is ready, else halts until an
