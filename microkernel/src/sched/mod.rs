@@ -42,6 +42,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use kcore::idlepoll::IdlePoll;
 use kcore::runqueue::RunQueue;
 
 /// One time slice, in milliseconds of TSC time. Measured in time, not in
@@ -61,6 +62,13 @@ struct CpuSched {
     queued: AtomicUsize,
     /// The CPU sits in its idle loop.
     idle: AtomicBool,
+    /// Up while the idle loop polls this queue before halting: a waker
+    /// then sends no IPI ([`enqueue`], kcore's `idlepoll`).
+    poll: IdlePoll,
+    /// A thread switched away to the idle thread since the idle loop last
+    /// polled: the next idle pass polls (once) before it halts. Only this
+    /// CPU touches it, with interrupts off.
+    poll_armed: AtomicBool,
     /// This CPU's idle thread.
     idle_thread: UnsafeCell<Option<Arc<Thread>>>,
     /// The thread switched away from, released by `finish_switch`.
@@ -129,6 +137,8 @@ pub fn init_cpu() -> Result<(), abi::Error> {
         rq: IrqMutex::new(RunQueue::new()),
         queued: AtomicUsize::new(0),
         idle: AtomicBool::new(false),
+        poll: IdlePoll::new(AtomicBool::new(false)),
+        poll_armed: AtomicBool::new(false),
         idle_thread: UnsafeCell::new(Some(idle.clone())),
         prev: UnsafeCell::new(None),
         migrate_prev: AtomicBool::new(false),
@@ -174,12 +184,15 @@ fn pick_cpu(t: &Thread) -> (usize, &'static CpuSched) {
     }
 }
 
-/// Puts a ready thread on a run queue and, if that is another CPU, kicks it.
-/// The caller guarantees it is in no queue (see the module invariants).
+/// Puts a ready thread on a run queue and, if that is another CPU, kicks it
+/// -- unless that CPU is polling its queue in the idle loop, which will
+/// find the thread without the IPI (the handshake: kcore's `idlepoll`;
+/// `push` raised `queued` before the flag is taken). The caller guarantees
+/// it is in no queue (see the module invariants).
 pub fn enqueue(t: Arc<Thread>) {
     let (cpu, c) = pick_cpu(&t);
     push(c, t);
-    if cpu != me() {
+    if cpu != me() && !c.poll.take_for_wake() {
         percpu::kick(percpu::CpuId::from_index(cpu));
     }
 }
@@ -293,6 +306,10 @@ fn schedule_inner(requeue: bool) {
         return;
     }
     c.migrate_prev.store(migrate, Ordering::Relaxed);
+    if next.is_idle() {
+        // Relaxed: this CPU's own flag (interrupts off).
+        c.poll_armed.store(true, Ordering::Relaxed);
+    }
     crate::trace::switch(|| {
         (
             crate::trace::reason(requeue, cur.state() == ThreadState::Dead),
@@ -466,8 +483,9 @@ fn any_stealable(me: usize) -> bool {
         && joined().any(|(i, c)| i != me && c.queued.load(Ordering::Relaxed) > 1)
 }
 
-/// The idle loop of a CPU: runs whatever is ready, else halts until an
-/// interrupt. Never returns.
+/// The idle loop of a CPU: runs whatever is ready, else -- right after a
+/// thread switched away to it -- polls its queue a bounded while
+/// ([`poll_queue`]), else halts until an interrupt. Never returns.
 pub fn idle_loop() -> ! {
     loop {
         cpu::disable_interrupts();
@@ -482,10 +500,42 @@ pub fn idle_loop() -> ! {
             continue;
         }
         here().idle.store(true, Ordering::Relaxed);
-        // `sti; hlt` is atomic with respect to interrupts: no wake-up is lost.
+        // Relaxed: this CPU's own flag. Set by a switch to idle, so a
+        // timer tick that finds nothing to do halts again at once.
+        if here().poll_armed.swap(false, Ordering::Relaxed) && poll_queue(here()) {
+            continue;
+        }
+        // `sti; hlt` is atomic with respect to interrupts: no wake-up is lost
+        // (an IPI sent while interrupts were off is taken at the `hlt`).
         // SAFETY: enabling interrupts and halting is the idle thread's job.
         unsafe { core::arch::asm!("sti", "hlt", options(nomem, nostack)) };
     }
+}
+
+/// How many times the idle loop looks at its queue before it halts: each
+/// look is a load and a `pause`. Bounded so an idle CPU does not burn
+/// power: at most ~256 `pause`s (tens of microseconds on hardware; under
+/// QEMU TCG each `pause` also hands the host thread to the other vCPUs)
+/// once per switch to idle, never after a timer tick that found nothing
+/// (`poll_armed`). Interrupts stay off meanwhile, so the poll also bounds
+/// the interrupt latency it adds. What it saves: a partner on another CPU
+/// that answers within the poll sends no IPI, and this CPU runs the
+/// thread without an interrupt entry and exit (docs/decisions.md,
+/// `## xcore (session 20)`).
+const POLL_LOOKS: u32 = 256;
+
+/// Polls this CPU's queue (interrupts off): true when something was queued
+/// (the caller runs it), false when the CPU may halt. A waker that saw the
+/// flag up sent no IPI; `end` says so, and then the queue has its thread.
+fn poll_queue(c: &CpuSched) -> bool {
+    c.poll.begin();
+    for _ in 0..POLL_LOOKS {
+        if c.queued.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    c.poll.end() || c.queued.load(Ordering::Relaxed) > 0
 }
 
 /// A preemption point for long kernel work.
