@@ -104,6 +104,10 @@ pub fn call(
     if let Some(o) = abandoned {
         end_wait(o, Outcome::Err(Error::PeerDied));
     }
+    // Relaxed: a statistic (the ring-3 `xcore` cases read it).
+    crate::arch::percpu::this()
+        .xcalls
+        .fetch_add(1, Ordering::Relaxed);
     Some(match wait(tk, None, h) {
         Outcome::Msg(m) => {
             put_msg(out, &m);

@@ -437,8 +437,14 @@ pub extern "C" fn finish_switch() {
 /// the tick period passed (slices count only those, not the early wake-ups
 /// armed for sleepers).
 pub fn tick(is_tick: bool) {
-    sleep::wake_sleepers();
     let c = here();
+    // Before this tick's own wake-ups: a thread queued on an idle CPU should
+    // have been run at once (its waker's IPI, or the idle poll), not found
+    // by the tick. Relaxed: a statistic read by the ring-3 `xcore` cases.
+    if current().is_idle() && c.queued.load(Ordering::Relaxed) > 0 {
+        percpu::this().late_wakes.fetch_add(1, Ordering::Relaxed);
+    }
+    sleep::wake_sleepers();
     if c.queued.load(Ordering::Relaxed) > 0 && !current().is_idle() {
         let best = c.rq.lock_irqs_off().best_priority();
         let cur = current();
