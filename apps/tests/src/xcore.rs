@@ -9,14 +9,14 @@
 //! wake that neither its IPI nor the poll delivered, found up to a tick
 //! late): `cpu_syscalls` counters 3 and 4.
 //!
-//! - [`cross_core_calls_take_the_xcall_path`]: 200 calls to an echo on
+//! - [`cross_core_calls_take_the_xcall_path`] -- 200 calls to an echo on
 //!   CPU 1 are answered correctly, on the cross-core path.
-//! - [`replies_across_the_poll_window_are_never_left_to_the_tick`]: the
+//! - [`replies_across_the_poll_window_are_never_left_to_the_tick`] -- the
 //!   echo answers after delays swept from 0 to 1.9 ms, so the reply meets
 //!   the client's CPU before its poll, during it, at its end and halted
 //!   after it; the replies may not be left to that CPU's tick (a few are,
 //!   on a loaded host, with or without the poll: see the case).
-//! - [`kill_racing_a_cross_core_call`]: a caller on CPU 1 killed while its
+//! - [`kill_racing_a_cross_core_call`] -- a caller on CPU 1 killed while its
 //!   call is held by a server on CPU 0 ends at once, the server's reply
 //!   gets `PeerDied`, and the kernel heap comes back once the endpoint is
 //!   closed.
