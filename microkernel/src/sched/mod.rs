@@ -65,9 +65,9 @@ struct CpuSched {
     /// Up while the idle loop polls this queue before halting: a waker
     /// then sends no IPI ([`enqueue`], kcore's `idlepoll`).
     poll: IdlePoll,
-    /// A thread switched away to the idle thread since the idle loop last
-    /// polled: the next idle pass polls (once) before it halts. Only this
-    /// CPU touches it, with interrupts off.
+    /// A thread blocked here since the idle loop last polled (`block`):
+    /// the next idle pass polls (once) before it halts. Only this CPU
+    /// touches it, with interrupts off.
     poll_armed: AtomicBool,
     /// This CPU's idle thread.
     idle_thread: UnsafeCell<Option<Arc<Thread>>>,
@@ -217,8 +217,10 @@ fn push(c: &CpuSched, t: Arc<Thread>) {
 
 /// `t` was just taken off a run queue, whose lock the caller holds.
 fn taken(t: &Thread) {
-    // Relaxed: as in `push`.
-    if t.sched.stealable.swap(false, Ordering::Relaxed) {
+    // Relaxed: as in `push`. A load first: a pinned thread (the common
+    // case on the switch paths) pays no locked instruction.
+    if t.sched.stealable.load(Ordering::Relaxed) {
+        t.sched.stealable.store(false, Ordering::Relaxed);
         STEALABLE.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -306,10 +308,6 @@ fn schedule_inner(requeue: bool) {
         return;
     }
     c.migrate_prev.store(migrate, Ordering::Relaxed);
-    if next.is_idle() {
-        // Relaxed: this CPU's own flag (interrupts off).
-        c.poll_armed.store(true, Ordering::Relaxed);
-    }
     crate::trace::switch(|| {
         (
             crate::trace::reason(requeue, cur.state() == ThreadState::Dead),
@@ -506,7 +504,7 @@ pub fn idle_loop() -> ! {
             continue;
         }
         here().idle.store(true, Ordering::Relaxed);
-        // Relaxed: this CPU's own flag. Set by a switch to idle, so a
+        // Relaxed: this CPU's own flag. Set when a thread blocks, so a
         // timer tick that finds nothing to do halts again at once.
         if here().poll_armed.swap(false, Ordering::Relaxed) && poll_queue(here()) {
             continue;
@@ -518,16 +516,22 @@ pub fn idle_loop() -> ! {
     }
 }
 
-/// How many times the idle loop looks at its queue before it halts: each
-/// look is a load and a `pause`. Bounded so an idle CPU does not burn
-/// power: at most ~256 `pause`s (tens of microseconds on hardware; under
-/// QEMU TCG each `pause` also hands the host thread to the other vCPUs)
-/// once per switch to idle, never after a timer tick that found nothing
-/// (`poll_armed`). Interrupts stay off meanwhile, so the poll also bounds
-/// the interrupt latency it adds. What it saves: a partner on another CPU
-/// that answers within the poll sends no IPI, and this CPU runs the
-/// thread without an interrupt entry and exit (docs/decisions.md,
-/// `## xcore (session 20)`).
+/// How long the idle loop polls its queue before it halts, at most: 20 us
+/// of TSC time and [`POLL_LOOKS`] looks (a load, a TSC read and a `pause`
+/// each), once per thread that blocked here, never after a timer tick that found
+/// nothing (`poll_armed`). Interrupts stay off meanwhile, so this also
+/// bounds the interrupt latency the poll adds. Bounded in time and not
+/// only in looks: under QEMU's single-threaded icount mode each `pause`
+/// hands the host thread to the other vCPUs for their whole slice, and
+/// 256 looks counted alone kept interrupts off for ~140 us of guest time
+/// (`irq_latency_worst` 66 -> 206 us). The power argument: an idle CPU
+/// spins at most 20 us per thread that blocked on it, and not at all
+/// while nothing runs (an idle shell prompt: docs/decisions.md,
+/// `## xcore (session 20)`, measured). What it saves: a partner on another
+/// CPU that answers within the poll sends no IPI, and this CPU runs the
+/// thread without an interrupt entry and exit.
+const POLL_US: u64 = 20;
+/// The most looks of one poll (the time bound's backstop).
 const POLL_LOOKS: u32 = 256;
 
 /// Polls this CPU's queue (interrupts off): true when something was queued
@@ -535,8 +539,9 @@ const POLL_LOOKS: u32 = 256;
 /// flag up sent no IPI; `end` says so, and then the queue has its thread.
 fn poll_queue(c: &CpuSched) -> bool {
     c.poll.begin();
+    let until = cpu::rdtsc().saturating_add(POLL_US * crate::arch::apic::tsc_per_ms() / 1000);
     for _ in 0..POLL_LOOKS {
-        if c.queued.load(Ordering::Relaxed) > 0 {
+        if c.queued.load(Ordering::Relaxed) > 0 || cpu::rdtsc() >= until {
             break;
         }
         core::hint::spin_loop();
@@ -578,6 +583,11 @@ pub fn block() {
     if cur.killed() && cur.try_unblock() {
         return;
     }
+    // A thread blocks here: if the CPU goes idle now, its next idle pass
+    // polls for the wake (`idle_loop`). Armed here, not on every switch,
+    // so yields and preemptions pay nothing for it. Relaxed: this CPU's
+    // own flag, interrupts off.
+    here().poll_armed.store(true, Ordering::Relaxed);
     schedule_inner(false);
 }
 
