@@ -62,13 +62,10 @@ struct CpuSched {
     queued: AtomicUsize,
     /// The CPU sits in its idle loop.
     idle: AtomicBool,
-    /// Up while the idle loop polls this queue before halting: a waker
-    /// then sends no IPI ([`enqueue`], kcore's `idlepoll`).
+    /// Up while a blocking thread polls this queue for its wake before
+    /// the CPU would go idle ([`block`]): a waker then sends no IPI
+    /// ([`enqueue`], kcore's `idlepoll`).
     poll: IdlePoll,
-    /// A thread blocked here since the idle loop last polled (`block`):
-    /// the next idle pass polls (once) before it halts. Only this CPU
-    /// touches it, with interrupts off.
-    poll_armed: AtomicBool,
     /// This CPU's idle thread.
     idle_thread: UnsafeCell<Option<Arc<Thread>>>,
     /// The thread switched away from, released by `finish_switch`.
@@ -138,7 +135,6 @@ pub fn init_cpu() -> Result<(), abi::Error> {
         queued: AtomicUsize::new(0),
         idle: AtomicBool::new(false),
         poll: IdlePoll::new(AtomicBool::new(false)),
-        poll_armed: AtomicBool::new(false),
         idle_thread: UnsafeCell::new(Some(idle.clone())),
         prev: UnsafeCell::new(None),
         migrate_prev: AtomicBool::new(false),
@@ -487,9 +483,8 @@ fn any_stealable(me: usize) -> bool {
         && joined().any(|(i, c)| i != me && c.queued.load(Ordering::Relaxed) > 1)
 }
 
-/// The idle loop of a CPU: runs whatever is ready, else -- right after a
-/// thread switched away to it -- polls its queue a bounded while
-/// ([`poll_queue`]), else halts until an interrupt. Never returns.
+/// The idle loop of a CPU: runs whatever is ready, else halts until an
+/// interrupt. Never returns.
 pub fn idle_loop() -> ! {
     loop {
         cpu::disable_interrupts();
@@ -504,11 +499,6 @@ pub fn idle_loop() -> ! {
             continue;
         }
         here().idle.store(true, Ordering::Relaxed);
-        // Relaxed: this CPU's own flag. Set when a thread blocks, so a
-        // timer tick that finds nothing to do halts again at once.
-        if here().poll_armed.swap(false, Ordering::Relaxed) && poll_queue(here()) {
-            continue;
-        }
         // `sti; hlt` is atomic with respect to interrupts: no wake-up is lost
         // (an IPI sent while interrupts were off is taken at the `hlt`).
         // SAFETY: enabling interrupts and halting is the idle thread's job.
@@ -516,28 +506,30 @@ pub fn idle_loop() -> ! {
     }
 }
 
-/// How long the idle loop polls its queue before it halts, at most: 20 us
-/// of TSC time and [`POLL_LOOKS`] looks (a load, a TSC read and a `pause`
-/// each), once per thread that blocked here, never after a timer tick that found
-/// nothing (`poll_armed`). Interrupts stay off meanwhile, so this also
-/// bounds the interrupt latency the poll adds. Bounded in time and not
-/// only in looks: under QEMU's single-threaded icount mode each `pause`
-/// hands the host thread to the other vCPUs for their whole slice, and
-/// 256 looks counted alone kept interrupts off for ~140 us of guest time
-/// (`irq_latency_worst` 66 -> 206 us). The power argument: an idle CPU
-/// spins at most 20 us per thread that blocked on it, and not at all
-/// while nothing runs (an idle shell prompt: docs/decisions.md,
-/// `## xcore (session 20)`, measured). What it saves: a partner on another
-/// CPU that answers within the poll sends no IPI, and this CPU runs the
-/// thread without an interrupt entry and exit.
+/// How long a blocking thread polls its CPU's queue for its own wake
+/// before the CPU goes idle, at most: 20 us of TSC time and [`POLL_LOOKS`]
+/// looks (a load, a TSC read and a `pause` each), and only when nothing
+/// else is queued there ([`block`]). Interrupts stay off meanwhile, so
+/// this also bounds the interrupt latency it adds. Bounded in time and
+/// not only in looks: under QEMU's single-threaded icount mode each
+/// `pause` hands the host thread to the other vCPUs for their whole
+/// slice. The power argument: a CPU spins at most 20 us per thread that
+/// blocks on it with nothing else to run, and not at all while nothing
+/// runs (an idle shell prompt: docs/decisions.md, `## xcore (session
+/// 20)`, measured). What it saves when the wake comes within the poll (a
+/// partner on another CPU answering): the waker's IPI, the switch to the
+/// idle thread, the interrupt entry and exit, and the switch back -- the
+/// thread takes itself off the queue in `schedule_inner` and runs on.
 const POLL_US: u64 = 20;
 /// The most looks of one poll (the time bound's backstop).
 const POLL_LOOKS: u32 = 256;
 
-/// Polls this CPU's queue (interrupts off): true when something was queued
-/// (the caller runs it), false when the CPU may halt. A waker that saw the
-/// flag up sent no IPI; `end` says so, and then the queue has its thread.
-fn poll_queue(c: &CpuSched) -> bool {
+/// Polls this CPU's queue (interrupts off) until something is queued or
+/// the bound passes, with the poll flag up so a waker sends no IPI. The
+/// caller then schedules: `schedule_inner` takes what was queued under
+/// the queue's lock (a waker that took the flag pushed first; one that
+/// did not sends its IPI).
+fn poll_queue(c: &CpuSched) {
     c.poll.begin();
     let until = cpu::rdtsc().saturating_add(POLL_US * crate::arch::apic::tsc_per_ms() / 1000);
     for _ in 0..POLL_LOOKS {
@@ -546,7 +538,9 @@ fn poll_queue(c: &CpuSched) -> bool {
         }
         core::hint::spin_loop();
     }
-    c.poll.end() || c.queued.load(Ordering::Relaxed) > 0
+    // Whether a waker took the flag does not matter here: either way the
+    // thread it queued is in the queue `schedule_inner` pops next.
+    let _ = c.poll.end();
 }
 
 /// A preemption point for long kernel work.
@@ -583,11 +577,14 @@ pub fn block() {
     if cur.killed() && cur.try_unblock() {
         return;
     }
-    // A thread blocks here: if the CPU goes idle now, its next idle pass
-    // polls for the wake (`idle_loop`). Armed here, not on every switch,
-    // so yields and preemptions pay nothing for it. Relaxed: this CPU's
-    // own flag, interrupts off.
-    here().poll_armed.store(true, Ordering::Relaxed);
+    // Nothing else to run here: the CPU would go idle. Poll a bounded
+    // while for our own wake first (`poll_queue`); if it comes, the
+    // schedule below takes us off the queue and we run on, never
+    // switched away. Relaxed: a hint; the schedule pops under the lock.
+    let c = here();
+    if c.queued.load(Ordering::Relaxed) == 0 {
+        poll_queue(c);
+    }
     schedule_inner(false);
 }
 
