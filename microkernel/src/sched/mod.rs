@@ -530,6 +530,12 @@ const POLL_LOOKS: u32 = 256;
 /// the queue's lock (a waker that took the flag pushed first; one that
 /// did not sends its IPI).
 fn poll_queue(c: &CpuSched) {
+    // Idle for `pick_cpu` meanwhile (Relaxed: a hint, as everywhere): the
+    // wake of this very thread, if it is unpinned, comes back here rather
+    // than to another idle CPU, which could not run it before this poll
+    // ends (`on_cpu`). Another thread queued here ends the poll (it runs
+    // next, as it would have on the idle CPU).
+    c.idle.store(true, Ordering::Relaxed);
     c.poll.begin();
     let until = cpu::rdtsc().saturating_add(POLL_US * crate::arch::apic::tsc_per_ms() / 1000);
     for _ in 0..POLL_LOOKS {
@@ -541,6 +547,8 @@ fn poll_queue(c: &CpuSched) {
     // Whether a waker took the flag does not matter here: either way the
     // thread it queued is in the queue `schedule_inner` pops next.
     let _ = c.poll.end();
+    // Running again (this thread, or the switch below sets it anew).
+    c.idle.store(false, Ordering::Relaxed);
 }
 
 /// A preemption point for long kernel work.
