@@ -1,16 +1,19 @@
-//! The idle CPU's poll handshake (xcore, session 20): a CPU that has just
-//! switched to its idle thread looks at its run queue for a short, bounded
-//! while before it halts, and a waker that queues a thread there skips the
-//! reschedule IPI when the CPU is known to be polling.
+//! The poll handshake of a CPU about to go idle (xcore, session 20): a
+//! thread that blocks with nothing else queued on its CPU looks at that
+//! run queue for a short, bounded while first (the kernel's `sched::block`;
+//! the first version polled in the idle loop), and a waker that queues a
+//! thread there skips the reschedule IPI when the CPU is known to be
+//! polling.
 //!
 //! The protocol, over one flag per CPU (`polling`) and the queue's length
 //! (`queued`, written under the queue's lock):
 //!
-//! - idle CPU: [`IdlePoll::begin`] (flag up), look at `queued` a bounded
-//!   number of times, then [`IdlePoll::end`] (flag down). If `end` says a
-//!   waker took the flag, or `queued` is non-zero after it, the CPU runs
-//!   what is queued; otherwise it halts (with interrupts enabled
-//!   atomically, `sti; hlt`, so a pending IPI still wakes it).
+//! - polling CPU: [`IdlePoll::begin`] (flag up), look at `queued` a
+//!   bounded number of times, then [`IdlePoll::end`] (flag down). If `end`
+//!   says a waker took the flag, or `queued` is non-zero after it, the CPU
+//!   runs what is queued; otherwise it may halt (with interrupts enabled
+//!   atomically, `sti; hlt`, so a pending IPI still wakes it). The kernel
+//!   then schedules, which pops the queue under its lock either way.
 //! - waker: queue the thread (`queued` goes up under the lock), then
 //!   [`IdlePoll::take_for_wake`]; `true` means the CPU was polling and will
 //!   see the thread, so no IPI; `false` means send the IPI.

@@ -11,7 +11,7 @@
 //! - [`ipc`]: the endpoint state machine, reply capabilities, notifications,
 //!   the wake claim, the message format and the fast-path conditions.
 //! - [`runqueue`]: per-CPU priority run queues.
-//! - [`idlepoll`]: the idle CPU's poll handshake (no IPI to a polling CPU).
+//! - [`idlepoll`]: the poll handshake of a CPU about to idle (no IPI to a polling CPU).
 //! - [`bootinfo`]: checking the multiboot2 boot information and copying it
 //!   into fixed-size data; the kernel only loads the structure.
 //! - [`userlog`]: splitting user output into pid-prefixed log lines.
