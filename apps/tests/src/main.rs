@@ -82,6 +82,7 @@ mod vm;
 mod vm_build;
 mod vm_review;
 mod waitrecheck;
+mod xcore;
 
 use abi::report::Verdict;
 use abi::status::Status;
@@ -837,6 +838,19 @@ const CASES: &[Case] = &[
     (
         "supervise_supervised_names_are_reserved",
         supervise::supervised_names_are_reserved,
+    ),
+    // --- xcore (session 20): the cross-core round trip ---
+    (
+        "xcore_cross_core_calls_take_the_xcall_path",
+        xcore::cross_core_calls_take_the_xcall_path,
+    ),
+    (
+        "xcore_replies_across_the_poll_window_are_never_left_to_the_tick",
+        xcore::replies_across_the_poll_window_are_never_left_to_the_tick,
+    ),
+    (
+        "xcore_kill_racing_a_cross_core_call",
+        xcore::kill_racing_a_cross_core_call,
     ),
     // Last of all: it restarts procmgr, whose successor starts with an
     // empty table (no other case's children survive; only the rejoin case

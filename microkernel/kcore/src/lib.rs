@@ -11,6 +11,7 @@
 //! - [`ipc`]: the endpoint state machine, reply capabilities, notifications,
 //!   the wake claim, the message format and the fast-path conditions.
 //! - [`runqueue`]: per-CPU priority run queues.
+//! - [`idlepoll`]: the poll handshake of a CPU about to idle (no IPI to a polling CPU).
 //! - [`bootinfo`]: checking the multiboot2 boot information and copying it
 //!   into fixed-size data; the kernel only loads the structure.
 //! - [`userlog`]: splitting user output into pid-prefixed log lines.
@@ -32,6 +33,7 @@ pub mod bootinfo;
 pub mod cow;
 pub mod frame;
 pub mod handles;
+pub mod idlepoll;
 pub mod ipc;
 pub mod memmap;
 pub mod paging;

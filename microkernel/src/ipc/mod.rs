@@ -3,6 +3,7 @@
 //! a process's handle table).
 //!
 //! - [`slowpath`]: call, send, recv, reply, reply_recv, signal, wait, bind.
+//! - [`xcall`]: the register-only call to a receiver on another CPU.
 //! - this file: what every path shares — ending another thread's wait
 //!   ([`end_wait`]), a thread's own wait loop ([`wait`]), unlinking
 //!   ([`unlink`]), closing handles ([`release`]) and thread exit
@@ -29,6 +30,7 @@ pub mod fastpath;
 pub mod fault;
 pub mod slowpath;
 pub mod transfer;
+pub mod xcall;
 
 use crate::object::kobject::Object;
 use crate::object::thread::{Thread, ThreadState as State};

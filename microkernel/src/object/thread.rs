@@ -81,6 +81,10 @@ pub struct SchedState {
     pub last_cpu: AtomicU32,
     /// Set while a CPU is running it (or still switching away from it).
     pub on_cpu: AtomicBool,
+    /// Counted in the scheduler's stealable-thread count: set when it was
+    /// queued unpinned, cleared when taken off that queue (both under the
+    /// queue's lock; `sched::push`).
+    pub stealable: AtomicBool,
     /// Wake-up deadline while sleeping (ns since boot).
     pub wake_at_ns: AtomicU64,
 }
@@ -361,6 +365,7 @@ impl Thread {
                 affinity: AtomicU32::new(p.affinity),
                 last_cpu: AtomicU32::new(here),
                 on_cpu: AtomicBool::new(p.on_cpu),
+                stealable: AtomicBool::new(false),
                 wake_at_ns: AtomicU64::new(0),
             },
             // Bounded like the thread itself (a record per thread, kept

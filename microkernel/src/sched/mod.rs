@@ -42,6 +42,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use kcore::idlepoll::IdlePoll;
 use kcore::runqueue::RunQueue;
 
 /// One time slice, in milliseconds of TSC time. Measured in time, not in
@@ -61,6 +62,10 @@ struct CpuSched {
     queued: AtomicUsize,
     /// The CPU sits in its idle loop.
     idle: AtomicBool,
+    /// Up while a blocking thread polls this queue for its wake before
+    /// the CPU would go idle ([`block`]): a waker then sends no IPI
+    /// ([`enqueue`], kcore's `idlepoll`).
+    poll: IdlePoll,
     /// This CPU's idle thread.
     idle_thread: UnsafeCell<Option<Arc<Thread>>>,
     /// The thread switched away from, released by `finish_switch`.
@@ -85,9 +90,27 @@ fn sched_of(cpu: usize) -> Option<&'static CpuSched> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
+/// One more than the highest CPU number that joined the scheduler (a
+/// high-water mark; CPU numbers are dense, so this is the joined count once
+/// bring-up ends). Scans stop here, not at `MAX_CPUS`: walking 64 slots
+/// cost ~700 instructions a scan (xcore, session 20).
+static JOINED: AtomicUsize = AtomicUsize::new(0);
+
+/// Unpinned threads in all run queues: the only ones another CPU may steal
+/// (a thread pinned to CPU n is only ever queued on n: `pick_cpu`, and
+/// `schedule_inner`'s migration). Changed by whoever queues or takes such
+/// a thread, under that queue's lock, so it is exact; read without a lock
+/// as a hint, like `CpuSched::queued`. While it is 0 a CPU with nothing of
+/// its own does not scan the other CPUs for work (`steal`,
+/// `any_stealable`), so blocking and idling cost the same at any CPU count.
+static STEALABLE: AtomicUsize = AtomicUsize::new(0);
+
 /// Every CPU that joined, with its number.
 fn joined() -> impl Iterator<Item = (usize, &'static CpuSched)> {
-    (0..MAX_CPUS).filter_map(|i| sched_of(i).map(|c| (i, c)))
+    // Acquire: pairs with init_cpu's SeqCst fetch_max, made after its
+    // pointer store (sched_of's Acquire load then sees the pointer).
+    let n = JOINED.load(Ordering::Acquire);
+    (0..n).filter_map(|i| sched_of(i).map(|c| (i, c)))
 }
 
 /// This CPU's part, in one `gs:` load. Only after this CPU's `init_cpu`.
@@ -111,6 +134,7 @@ pub fn init_cpu() -> Result<(), abi::Error> {
         rq: IrqMutex::new(RunQueue::new()),
         queued: AtomicUsize::new(0),
         idle: AtomicBool::new(false),
+        poll: IdlePoll::new(AtomicBool::new(false)),
         idle_thread: UnsafeCell::new(Some(idle.clone())),
         prev: UnsafeCell::new(None),
         migrate_prev: AtomicBool::new(false),
@@ -122,6 +146,9 @@ pub fn init_cpu() -> Result<(), abi::Error> {
     percpu::this()
         .sched
         .store(c as *const CpuSched as *mut (), Ordering::SeqCst);
+    // After the pointer (SeqCst, so ordered after it): a scan bounded by
+    // JOINED covers this CPU from now on.
+    JOINED.fetch_max(me() + 1, Ordering::SeqCst);
     Ok(())
 }
 
@@ -153,33 +180,66 @@ fn pick_cpu(t: &Thread) -> (usize, &'static CpuSched) {
     }
 }
 
-/// Puts a ready thread on a run queue and, if that is another CPU, kicks it.
-/// The caller guarantees it is in no queue (see the module invariants).
+/// Puts a ready thread on a run queue and, if that is another CPU, kicks it
+/// -- unless that CPU is polling its queue in the idle loop, which will
+/// find the thread without the IPI (the handshake: kcore's `idlepoll`;
+/// `push` raised `queued` before the flag is taken). The caller guarantees
+/// it is in no queue (see the module invariants).
 pub fn enqueue(t: Arc<Thread>) {
     let (cpu, c) = pick_cpu(&t);
     push(c, t);
-    if cpu != me() {
+    if cpu != me() && !c.poll.take_for_wake() {
         percpu::kick(percpu::CpuId::from_index(cpu));
     }
 }
 
-/// Queues `t` on `c`; `queued` mirrors the queue length under its lock.
+/// Queues `t` on `c`; `queued` mirrors the queue length under its lock,
+/// and an unpinned `t` is counted in [`STEALABLE`] (its `stealable` flag
+/// says so, so the count comes back down exactly by what it went up,
+/// whatever happens to the affinity meanwhile).
 fn push(c: &CpuSched, t: Arc<Thread>) {
     let prio = t.sched.priority.load(Ordering::Relaxed) as usize;
+    let unpinned = t.sched.affinity.load(Ordering::Relaxed) == u32::MAX;
     let mut rq = c.rq.lock_irqs_off();
+    if unpinned {
+        // Relaxed: the flag is only read and written under this queue's
+        // lock; the count is a hint (see STEALABLE).
+        t.sched.stealable.store(true, Ordering::Relaxed);
+        STEALABLE.fetch_add(1, Ordering::Relaxed);
+    }
     rq.push(t, prio);
     c.queued.store(rq.len(), Ordering::Relaxed);
+}
+
+/// `t` was just taken off a run queue, whose lock the caller holds.
+fn taken(t: &Thread) {
+    // Relaxed: as in `push`. A load first: a pinned thread (the common
+    // case on the switch paths) pays no locked instruction.
+    if t.sched.stealable.load(Ordering::Relaxed) {
+        t.sched.stealable.store(false, Ordering::Relaxed);
+        STEALABLE.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn pop_local(c: &CpuSched) -> Option<Arc<Thread>> {
     let mut rq = c.rq.lock_irqs_off();
     let t = rq.pop();
+    if let Some(t) = &t {
+        taken(t);
+    }
     c.queued.store(rq.len(), Ordering::Relaxed);
     t
 }
 
 /// Takes a thread from a busier CPU that may run here.
 fn steal(me: usize) -> Option<Arc<Thread>> {
+    // Nothing unpinned is queued anywhere: nothing here may run (a thread
+    // pinned to this CPU is queued only here). A count read just before
+    // another CPU queues one misses it for this scan only; the idle loop
+    // and the tick look again (the hint's guarantee, as for `queued`).
+    if STEALABLE.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
     for (i, c) in joined() {
         if i == me || c.queued.load(Ordering::Relaxed) == 0 {
             continue;
@@ -191,6 +251,9 @@ fn steal(me: usize) -> Option<Arc<Thread>> {
             let a = t.sched.affinity.load(Ordering::Relaxed);
             a == u32::MAX || a as usize == me
         });
+        if let Some(t) = &got {
+            taken(t);
+        }
         c.queued.store(rq.len(), Ordering::Relaxed);
         drop(rq);
         if got.is_some() {
@@ -368,8 +431,14 @@ pub extern "C" fn finish_switch() {
 /// the tick period passed (slices count only those, not the early wake-ups
 /// armed for sleepers).
 pub fn tick(is_tick: bool) {
-    sleep::wake_sleepers();
     let c = here();
+    // Before this tick's own wake-ups: a thread queued on an idle CPU should
+    // have been run at once (its waker's IPI, or the idle poll), not found
+    // by the tick. Relaxed: a statistic read by the ring-3 `xcore` cases.
+    if current().is_idle() && c.queued.load(Ordering::Relaxed) > 0 {
+        percpu::this().late_wakes.fetch_add(1, Ordering::Relaxed);
+    }
+    sleep::wake_sleepers();
     if c.queued.load(Ordering::Relaxed) > 0 && !current().is_idle() {
         let best = c.rq.lock_irqs_off().best_priority();
         let cur = current();
@@ -408,7 +477,10 @@ fn slice_end_from(now: u64) -> u64 {
 }
 
 fn any_stealable(me: usize) -> bool {
-    joined().any(|(i, c)| i != me && c.queued.load(Ordering::Relaxed) > 1)
+    // Relaxed: a hint (see STEALABLE); 0 means no other CPU holds a thread
+    // this one could take.
+    STEALABLE.load(Ordering::Relaxed) != 0
+        && joined().any(|(i, c)| i != me && c.queued.load(Ordering::Relaxed) > 1)
 }
 
 /// The idle loop of a CPU: runs whatever is ready, else halts until an
@@ -427,10 +499,56 @@ pub fn idle_loop() -> ! {
             continue;
         }
         here().idle.store(true, Ordering::Relaxed);
-        // `sti; hlt` is atomic with respect to interrupts: no wake-up is lost.
+        // `sti; hlt` is atomic with respect to interrupts: no wake-up is lost
+        // (an IPI sent while interrupts were off is taken at the `hlt`).
         // SAFETY: enabling interrupts and halting is the idle thread's job.
         unsafe { core::arch::asm!("sti", "hlt", options(nomem, nostack)) };
     }
+}
+
+/// How long a blocking thread polls its CPU's queue for its own wake
+/// before the CPU goes idle, at most: 20 us of TSC time and [`POLL_LOOKS`]
+/// looks (a load, a TSC read and a `pause` each), and only when nothing
+/// else is queued there ([`block`]). Interrupts stay off meanwhile, so
+/// this also bounds the interrupt latency it adds. Bounded in time and
+/// not only in looks: under QEMU's single-threaded icount mode each
+/// `pause` hands the host thread to the other vCPUs for their whole
+/// slice. The power argument: a CPU spins at most 20 us per thread that
+/// blocks on it with nothing else to run, and not at all while nothing
+/// runs (an idle shell prompt: docs/decisions.md, `## xcore (session
+/// 20)`, measured). What it saves when the wake comes within the poll (a
+/// partner on another CPU answering): the waker's IPI, the switch to the
+/// idle thread, the interrupt entry and exit, and the switch back -- the
+/// thread takes itself off the queue in `schedule_inner` and runs on.
+const POLL_US: u64 = 20;
+/// The most looks of one poll (the time bound's backstop).
+const POLL_LOOKS: u32 = 256;
+
+/// Polls this CPU's queue (interrupts off) until something is queued or
+/// the bound passes, with the poll flag up so a waker sends no IPI. The
+/// caller then schedules: `schedule_inner` takes what was queued under
+/// the queue's lock (a waker that took the flag pushed first; one that
+/// did not sends its IPI).
+fn poll_queue(c: &CpuSched) {
+    // Idle for `pick_cpu` meanwhile (Relaxed: a hint, as everywhere): the
+    // wake of this very thread, if it is unpinned, comes back here rather
+    // than to another idle CPU, which could not run it before this poll
+    // ends (`on_cpu`). Another thread queued here ends the poll (it runs
+    // next, as it would have on the idle CPU).
+    c.idle.store(true, Ordering::Relaxed);
+    c.poll.begin();
+    let until = cpu::rdtsc().saturating_add(POLL_US * crate::arch::apic::tsc_per_ms() / 1000);
+    for _ in 0..POLL_LOOKS {
+        if c.queued.load(Ordering::Relaxed) > 0 || cpu::rdtsc() >= until {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    // Whether a waker took the flag does not matter here: either way the
+    // thread it queued is in the queue `schedule_inner` pops next.
+    let _ = c.poll.end();
+    // Running again (this thread, or the switch below sets it anew).
+    c.idle.store(false, Ordering::Relaxed);
 }
 
 /// A preemption point for long kernel work.
@@ -466,6 +584,14 @@ pub fn block() {
     // queue's reference is put back by whoever pops us, after `on_cpu`).
     if cur.killed() && cur.try_unblock() {
         return;
+    }
+    // Nothing else to run here: the CPU would go idle. Poll a bounded
+    // while for our own wake first (`poll_queue`); if it comes, the
+    // schedule below takes us off the queue and we run on, never
+    // switched away. Relaxed: a hint; the schedule pops under the lock.
+    let c = here();
+    if c.queued.load(Ordering::Relaxed) == 0 {
+        poll_queue(c);
     }
     schedule_inner(false);
 }

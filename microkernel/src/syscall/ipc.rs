@@ -14,6 +14,7 @@ use crate::arch::uaccess::user_range_ok;
 use crate::ipc::fastpath::{self, put_msg, ReplyRecv};
 use crate::ipc::slowpath::{self, Ep, Ntf, Received, Timeout};
 use crate::ipc::transfer::Extra;
+use crate::ipc::xcall;
 use crate::ipc::Handoff;
 use crate::object::endpoint::EndpointObj;
 use crate::object::kobject::{charge, Object};
@@ -302,6 +303,11 @@ fn call(f: &mut TrapFrame) -> Result<u64, Error> {
         // nothing.
         // The reply is in the frame already.
         if let Some(r) = fastpath::call(&ep, info.label(), badge, buf, spec.capacity, f) {
+            return r.map(|_| 0);
+        }
+        // The receiver waits on another CPU: the same steps, with a wake
+        // instead of the switch (`ipc::xcall`); `None` changed nothing.
+        if let Some(r) = xcall::call(&ep, info.label(), badge, buf, spec.capacity, f) {
             return r.map(|_| 0);
         }
     }

@@ -73,14 +73,19 @@ pub fn cpu_id() -> Result<u64, Error> {
 
 /// Syscalls CPU `cpu` has entered since boot (`NotFound` for a CPU that is
 /// not online). Test hook: with `counter` (RSI) 1 or 2, the `call`s or the
-/// `reply_recv`s that CPU completed on the IPC fast path instead; any other
-/// non-zero `counter` is `InvalidArgument`.
+/// `reply_recv`s that CPU completed on the IPC fast path instead; 3: the
+/// `call`s it completed on the cross-core path (`ipc::xcall`); 4: its timer
+/// ticks that found it idle with a thread queued (a wake that neither its
+/// IPI nor the idle poll delivered); any other non-zero `counter` is
+/// `InvalidArgument`.
 pub fn cpu_syscalls(cpu: u64, counter: u64) -> Result<u64, Error> {
     let pc = percpu_of(cpu).ok_or(Error::NotFound)?;
     match counter {
         0 => Ok(pc.syscalls.load(Ordering::Relaxed)),
         1 => Ok(hits(pc, Counter::Calls)),
         2 => Ok(hits(pc, Counter::Replies)),
+        3 => Ok(pc.xcalls.load(Ordering::Relaxed)),
+        4 => Ok(pc.late_wakes.load(Ordering::Relaxed)),
         _ => Err(Error::InvalidArgument),
     }
 }

@@ -119,6 +119,12 @@ pub struct PerCpu {
     pub fast_calls: AtomicU64,
     /// `reply_recv`s this CPU completed on the IPC fast path.
     pub fast_replies: AtomicU64,
+    /// `call`s this CPU completed on the cross-core path (`ipc::xcall`).
+    pub xcalls: AtomicU64,
+    /// Timer ticks that found this CPU idle with a thread queued: a wake
+    /// that neither its IPI nor the idle poll delivered (`sched::tick`;
+    /// the ring-3 `xcore` cases expect none).
+    pub late_wakes: AtomicU64,
     /// The root this CPU's CR3 holds ([`super::mmu`]).
     pub(super) loaded_root: AtomicU64,
     /// A TLB shootdown request waits for this CPU ([`super::tlb`]).
@@ -195,6 +201,8 @@ impl PerCpu {
             interrupts: AtomicU64::new(0),
             fast_calls: AtomicU64::new(0),
             fast_replies: AtomicU64::new(0),
+            xcalls: AtomicU64::new(0),
+            late_wakes: AtomicU64::new(0),
             loaded_root: AtomicU64::new(0),
             shootdown_pending: AtomicBool::new(false),
             next_tick_tsc: AtomicU64::new(0),
