@@ -96,11 +96,13 @@ pub unsafe fn route<F: FnOnce(&mut TrapFrame)>(frame: *mut TrapFrame, fault: F) 
     // SAFETY: the caller's contract; each reference below ends before the
     // next is made.
     match choose(unsafe { &mut *frame }) {
+        // SAFETY: as above (`choose`'s reference has ended).
         Chosen::Answered(check) => end(unsafe { &mut *frame }, check, fault),
         // A tail jump: the handler's call and its stack frame are
         // `run_handler`'s, so the syscalls answered in the table run with
         // no prologue here (in one codegen unit, the handler call in this
         // function put one on every syscall: +8 on `null_syscall`).
+        // SAFETY: as above (`choose`'s reference has ended).
         Chosen::Handler(handler) => run_handler(unsafe { &mut *frame }, handler, fault),
         // Also a tail jump, with the raw frame (its wait may end
         // frameless).
