@@ -17,6 +17,10 @@ use libipc::{hw, sys};
 
 /// Round trips that leave the echo blocked frameless.
 const PINGS: u64 = 50;
+/// Rounds of each case: a round whose server last blocked with frames (a
+/// timer preemption at the wrong moment) resumes through the ordinary
+/// exit and tests nothing, so each case is repeated.
+const ROUNDS: u32 = 4;
 /// The label that makes the echo reply and exit.
 const STOP: u32 = 0xdead;
 
@@ -87,6 +91,10 @@ fn frameless_echo() -> Result<(Endpoint, util::Thread), &'static str> {
 /// the work test (skipping it, the server returned `PeerDied` to its loop
 /// and exited 3).
 pub fn killed_while_blocked_frameless_never_runs_user_code() -> TestResult {
+    (0..ROUNDS).try_for_each(|_| killed_once())
+}
+
+fn killed_once() -> TestResult {
     let (ep, t) = frameless_echo()?;
     ok(sys::thread_kill(t.handle()), "thread_kill")?;
     let st = t.join()?;
@@ -119,6 +127,10 @@ extern "C" fn one_call(arg: u64) -> ! {
 /// not answer until it is resumed: the resume entry's exit parks it in
 /// the work test. Then it answers with the right message.
 pub fn suspended_frameless_server_answers_after_resume() -> TestResult {
+    (0..ROUNDS).try_for_each(|_| suspended_once())
+}
+
+fn suspended_once() -> TestResult {
     let (ep, t) = frameless_echo()?;
     ok(hw::thread_suspend(t.handle()), "thread_suspend")?;
     CALLED.store(0, Ordering::Release);
