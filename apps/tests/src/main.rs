@@ -55,6 +55,7 @@ mod ipc;
 mod ipc_attack;
 mod ipc_order;
 mod ipcfast;
+mod ipcfr;
 mod ipcl;
 mod kv;
 mod leaks;
@@ -389,6 +390,15 @@ const CASES: &[Case] = &[
     (
         "ipc_fast_decode_refuses_what_the_decoder_refuses",
         fastpath::fast_decode_refuses_what_the_decoder_refuses,
+    ),
+    // --- ipcfr (session 20): the frameless resume ---
+    (
+        "ipcfr_killed_while_blocked_frameless_never_runs_user_code",
+        ipcfr::killed_while_blocked_frameless_never_runs_user_code,
+    ),
+    (
+        "ipcfr_suspended_frameless_server_answers_after_resume",
+        ipcfr::suspended_frameless_server_answers_after_resume,
     ),
     (
         "process_tree_cannot_fill_the_thread_table",

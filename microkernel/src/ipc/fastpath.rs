@@ -116,28 +116,44 @@ fn cpu() -> u32 {
 /// which may come back through [`reply_recv`] or the slow path. `buf` and
 /// `capacity` are the reply's receive buffer (checked by the decoder). The
 /// reply goes straight into `out`'s output registers ([`put_msg`]).
-/// `None`: not eligible, nothing changed; the caller takes the slow path.
+/// `Err(ep)`: not eligible, nothing changed; the caller takes the slow
+/// path with the endpoint given back.
+///
+/// `FRAMELESS` (the dispatcher's own IPC entry, `syscall::ipc`): the wait
+/// may end frameless ([`fast_wait`]); the endpoint reference is dropped
+/// before it, so nothing on the stack is owned when it blocks. `out` is a
+/// raw pointer (the stub's frame): only short-lived references to it are
+/// made, none across the block.
 #[inline(always)]
-pub fn call(
-    ep: &Ep,
+pub fn call<const FRAMELESS: bool>(
+    ep: Ep,
     label: u32,
     badge: u64,
     buf: u64,
     capacity: usize,
-    out: &mut TrapFrame,
-) -> Option<Result<(), Error>> {
+    out: *mut TrapFrame,
+) -> Result<Result<(), Error>, Ep> {
     let cur = sched::current();
     if cur.killed() {
-        return None; // the slow path notices the kill
+        return Err(ep); // the slow path notices the kill
     }
     let here = cpu();
     // 1. Claim the receiver at the front of the queue if it waits on this
     //    CPU: under the endpoint lock, where it was found (the claim
     //    discipline). A lost claim (its wait is ending elsewhere) or any
     //    other receiver is the slow path's; nothing changed.
-    let r =
+    let taken =
         ep.q.lock_irqs_off()
-            .take_front_receiver(here, |r| claim(&r.thread, WakeReason::Delivered))?;
+            .take_front_receiver(here, |r| claim(&r.thread, WakeReason::Delivered));
+    let Some(r) = taken else {
+        return Err(ep);
+    };
+    // The endpoint is not needed past the claim (the receiver's record
+    // holds its own reference until we drop it below).
+    drop(ep);
+    // SAFETY: `out` is the current thread's own frame (the caller's
+    // contract); nothing else writes it while the thread runs.
+    let msg_of = |label, badge| frame_msg(unsafe { &*out }, label, badge);
     // From here the receiver is ours: nothing else may end its wait.
     // SAFETY: we won r's claim and have not handed it an outcome.
     let rt = unsafe { r.thread.arc() };
@@ -171,13 +187,13 @@ pub fn call(
             .accept(me)
             .filter(|o| claim(o, WakeReason::Cancelled));
         if !matches!(old, WaitOn::EndpointBound(..)) {
-            g.result = Some(Outcome::Msg(frame_msg(out, label, badge)));
+            g.result = Some(Outcome::Msg(msg_of(label, badge)));
         }
         (old, abandoned)
     };
     if let WaitOn::EndpointBound(_, n) = &old {
         n.s.lock_irqs_off().n.remove(&TRef::new(&rt, None));
-        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(frame_msg(out, label, badge)));
+        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg_of(label, badge)));
     }
     // Outside rt's lock: it may hold the last reference to the endpoint.
     drop(old);
@@ -192,7 +208,7 @@ pub fn call(
     // receiver took and handed back (`take_call`), and this one was
     // delivered straight to its receiver, never queued: both are
     // `InvalidArgument` in `deliver`.
-    Some(fast_wait(tk, h, out))
+    Ok(fast_wait::<FRAMELESS>(tk, h, out))
 }
 
 /// Drops a wait record taken out of a thread's IPC state (outside its
@@ -243,10 +259,12 @@ pub fn put_msg(f: &mut TrapFrame, m: &Msg) {
 /// error returned. Neither fast wait is bound to a notification (a call
 /// never is; `reply_recv` checked), so `Notified` cannot come, nor `Retry`
 /// (see `call`).
-fn deliver(o: Outcome, out: &mut TrapFrame) -> Result<(), Error> {
+fn deliver(o: Outcome, out: *mut TrapFrame) -> Result<(), Error> {
     match o {
         Outcome::Msg(m) => {
-            put_msg(out, &m);
+            // SAFETY: the current thread's own frame (callers' contract),
+            // written only by the thread itself.
+            put_msg(unsafe { &mut *out }, &m);
             Ok(())
         }
         Outcome::Err(e) => Err(e),
@@ -260,8 +278,19 @@ fn deliver(o: Outcome, out: &mut TrapFrame) -> Result<(), Error> {
 /// blocked, a wake-up without a result). The outcome goes to `out`
 /// ([`deliver`]); a message is written into the frame straight from our
 /// result slot, under our IPC lock, with no copy of it on the way.
+///
+/// `FRAMELESS`: the switch to the hand-off leaves this stack behind
+/// (`sched::switch_direct_frameless`); the wait then ends in
+/// [`wait_end`], called by `syscall::frameless_resume` when this thread
+/// next runs, and this function returns only when it did not block
+/// frameless. The caller's frames must own nothing (the fast entry's
+/// contract, see [`call`]).
 #[inline(always)]
-fn fast_wait(ticket: Ticket, mut h: Handoff, out: &mut TrapFrame) -> Result<(), Error> {
+fn fast_wait<const FRAMELESS: bool>(
+    ticket: Ticket,
+    mut h: Handoff,
+    out: *mut TrapFrame,
+) -> Result<(), Error> {
     let cur = sched::current();
     cur.set_state(ThreadState::Blocked);
     // Ordering: `set_state` is a SeqCst store (an `xchg`, a full barrier)
@@ -273,17 +302,36 @@ fn fast_wait(ticket: Ticket, mut h: Handoff, out: &mut TrapFrame) -> Result<(), 
     if ready && cur.try_unblock() {
         return deliver(wait(ticket, None, h), out);
     }
-    match h.take() {
+    let next = h.take();
+    // Empty now: nothing to queue (and nothing owned across the switch).
+    drop(h);
+    match next {
+        // SAFETY: the caller's contract (FRAMELESS: nothing owned on the
+        // stack; a user thread in the fast IPC entry, whose wait ends in
+        // `frameless_resume`); we are Blocked (set above).
+        Some(next) if FRAMELESS => unsafe { sched::switch_direct_frameless(next) },
         Some(next) => sched::switch_direct(next),
         None => sched::block(),
     }
-    drop(h);
+    wait_end(ticket, out)
+}
+
+/// The end of a fast wait for `ticket` once the thread runs again: the
+/// message from the result slot into `out`'s registers, or the outcome
+/// [`deliver`]ed, or (woken without a result: a kill, a suspension) the
+/// general [`wait`] loop. Run by [`fast_wait`], or by the frameless resume
+/// (`syscall::frameless_resume`) for a thread that blocked frameless.
+#[inline(always)]
+pub fn wait_end(ticket: Ticket, out: *mut TrapFrame) -> Result<(), Error> {
+    let cur = sched::current();
     let got = {
         let mut g = cur.ipc.inner.lock_irqs_off();
         match &g.result {
             // The common case: the message, from the slot to the frame.
             Some(Outcome::Msg(m)) => {
-                put_msg(out, m);
+                // SAFETY: the current thread's own frame (callers'
+                // contract), written only by the thread itself.
+                put_msg(unsafe { &mut *out }, m);
                 g.result = None;
                 None
             }
@@ -309,29 +357,30 @@ pub enum ReplyRecv {
     /// The whole operation: the message received (in the frame's output
     /// registers), or the receive's error.
     Done(Result<(), Error>),
-    /// Not eligible; nothing changed.
-    NotTaken,
+    /// Not eligible; nothing changed (the endpoint given back).
+    NotTaken(Ep),
     /// The reply is done (or was dropped: its caller is gone); the receive
-    /// is the slow path's, with this hand-off.
-    ReceiveSlow(super::Handoff),
+    /// is the slow path's, with this hand-off (and the endpoint).
+    ReceiveSlow(super::Handoff, Ep),
 }
 
 /// The fast `reply_recv`: the register-only reply `out` holds (label
 /// `label`, [`frame_msg`]) to the caller this
 /// thread holds, then a receive on `ep` (buffer `buf`, `capacity` bytes, no
 /// timeout) that queues us, and the switch back to the caller; what it
-/// receives goes into `out`'s output registers.
+/// receives goes into `out`'s output registers. `FRAMELESS` and `out`: as
+/// for [`call`] (the endpoint is dropped before the wait).
 #[inline(always)]
-pub fn reply_recv(
-    ep: &Ep,
+pub fn reply_recv<const FRAMELESS: bool>(
+    ep: Ep,
     label: u32,
     buf: u64,
     capacity: usize,
-    out: &mut TrapFrame,
+    out: *mut TrapFrame,
 ) -> ReplyRecv {
     let cur = sched::current();
     if cur.killed() {
-        return ReplyRecv::NotTaken;
+        return ReplyRecv::NotTaken(ep);
     }
     // 1. Take and claim the caller our reply capability holds (under our
     //    IPC lock, where it was found).
@@ -349,13 +398,14 @@ pub fn reply_recv(
     let (c, old) = {
         let mut g = cur.ipc.inner.lock_irqs_off();
         if g.bound.is_some() || g.reply.caller().is_none() {
-            return ReplyRecv::NotTaken;
+            drop(g);
+            return ReplyRecv::NotTaken(ep);
         }
         let c = match g.reply.take() {
             Ok(c) => claim(&c, WakeReason::Delivered).then_some(c),
             Err(_) => None,
         };
-        let old = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, ep)) {
+        let old = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {
             WaitOn::None
         } else {
             core::mem::replace(&mut g.wait, WaitOn::Endpoint(ep.clone()))
@@ -368,7 +418,7 @@ pub fn reply_recv(
     let Some(c) = c else {
         // Its kill or timeout is ending it right now: `reply_recv` drops a
         // reply to a caller that is gone and goes on receiving.
-        return ReplyRecv::ReceiveSlow(Handoff::none());
+        return ReplyRecv::ReceiveSlow(Handoff::none(), ep);
     };
     // 2. The caller's wait (for our reply) ends: its record named us, and
     //    our reply capability no longer names it, so there is nothing to
@@ -377,7 +427,9 @@ pub fn reply_recv(
     let ct = unsafe { c.arc() };
     let record = {
         let mut g = ct.ipc.inner.lock_irqs_off();
-        g.result = Some(Outcome::Msg(frame_msg(out, label, 0)));
+        // SAFETY: `out` is the current thread's own frame (the caller's
+        // contract); nothing else writes it while the thread runs.
+        g.result = Some(Outcome::Msg(frame_msg(unsafe { &*out }, label, 0)));
         core::mem::take(&mut g.wait)
     };
     drop(record);
@@ -396,12 +448,14 @@ pub fn reply_recv(
     });
     if !queued {
         super::cancel_own(tk);
-        return ReplyRecv::ReceiveSlow(h);
+        return ReplyRecv::ReceiveSlow(h, ep);
     }
+    // Our record holds its own reference to the endpoint.
+    drop(ep);
     let pc = crate::arch::percpu::this();
     pc.fast_replies.fetch_add(1, Ordering::Relaxed);
     // Not bound (checked above; binding needs this thread to run), and
     // `Retry` ends only a caller's wait, never a receive: `deliver` makes
     // both `InvalidArgument`.
-    ReplyRecv::Done(fast_wait(tk, h, out))
+    ReplyRecv::Done(fast_wait::<FRAMELESS>(tk, h, out))
 }

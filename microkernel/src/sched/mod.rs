@@ -326,6 +326,19 @@ fn idle_thread(c: &CpuSched) -> Arc<Thread> {
 /// reference that moves into the CPU's `prev` cell is PerCpu's own, so no
 /// clone of `prev` is made and dropped per switch.
 fn switch_to(prev: &Thread, next: Arc<Thread>) {
+    let (prev_rsp, next_rsp) = switch_prepare(prev, next);
+    // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
+    // next's was parked by switch_context or prepared by prepare_stack.
+    unsafe { switch_context(prev_rsp, next_rsp) };
+    finish_switch();
+}
+
+/// Everything [`switch_to`] does before `switch_context`: returns where
+/// prev's saved RSP goes and next's saved RSP. Afterwards `next` is this
+/// CPU's current thread and PerCpu's reference to prev is in the CPU's
+/// `prev` cell, for [`finish_switch`] on next's stack.
+#[inline(always)]
+fn switch_prepare(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
     let cpu = me();
     // Only the CPU that popped `next` may run it, and it was not on a CPU when
     // popped (checked in schedule_inner; the idle thread is only ever ours).
@@ -400,12 +413,17 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
     // SAFETY: current_thread held a strong reference to prev (invariant),
     // made by `Arc::into_raw` of an `Arc<Thread>`.
     let prev_ref = unsafe { Arc::from_raw(prev as *const Thread) };
-    // SAFETY: this CPU's own cell.
-    unsafe { *here().prev.get() = Some(prev_ref) };
-    // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
-    // next's was parked by switch_context or prepared by prepare_stack.
-    unsafe { switch_context(prev_rsp, next_rsp) };
-    finish_switch();
+    // SAFETY: this CPU's own cell, empty: every switch ends in
+    // `finish_switch` (after `switch_context`, in `thread_start`, or in the
+    // frameless resume entry), which takes it. Written without dropping
+    // the old value (the drop of an `Option<Arc>` was an out-of-line call
+    // here once `switch_prepare` was inlined into the IPC fast path).
+    unsafe {
+        let cell = here().prev.get();
+        debug_assert!((*cell).is_none());
+        core::ptr::write(cell, Some(prev_ref));
+    }
+    (prev_rsp, next_rsp)
 }
 
 /// Runs on the next thread's stack right after a switch: lets other CPUs run
@@ -633,6 +651,54 @@ pub fn switch_direct(next: Arc<Thread>) {
         )
     });
     switch_to(current(), next);
+}
+
+/// [`switch_direct`] for a thread blocking *frameless* in the IPC fast
+/// path (`crate::arch::frameless`): its saved context becomes the shared
+/// frameless record and its kernel stack is abandoned, so this returns
+/// only when the switch could not be made here (then `next` was queued and
+/// the current thread blocked as usual, with its frames: it resumes here).
+///
+/// # Safety
+/// The caller owns nothing that must be dropped or released (every frame
+/// between the syscall stub and this call is abandoned), the current
+/// thread is a user thread in a syscall whose wait ends in
+/// `crate::syscall::frameless_resume` (its TrapFrame is the stub's), and it
+/// is Blocked (or already made Ready and queued by a waker).
+#[inline(always)]
+pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
+    let cpu = me();
+    let aff = next.sched.affinity.load(Ordering::Relaxed);
+    let pinned_elsewhere = aff != u32::MAX && aff as usize != cpu;
+    if current().killed() || pinned_elsewhere || next.sched.on_cpu.load(Ordering::Acquire) {
+        enqueue(next);
+        block();
+        return;
+    }
+    here().migrate_prev.store(false, Ordering::Relaxed);
+    crate::trace::switch(|| {
+        (
+            abi::trace::reason::HANDOFF,
+            [
+                current().tid.get(),
+                next.tid.get(),
+                current().pid(),
+                next.pid(),
+            ],
+        )
+    });
+    let (prev_rsp, next_rsp) = switch_prepare(current(), next);
+    // SAFETY: `prev_rsp` is the previous thread's saved-RSP slot; nothing
+    // else writes it while that thread is not running, and it is read only
+    // by a CPU that switches to it, after `finish_switch` (on next's stack,
+    // after the jump below) released it with `on_cpu` (Release, paired
+    // with that CPU's Acquire load in `schedule_inner`/`switch_direct`).
+    // Then the caller's contract: nothing on this stack is owned, and the
+    // thread's wait ends in the frameless resume.
+    unsafe {
+        *prev_rsp = crate::arch::frameless::frameless_rsp();
+        crate::arch::frameless::abandon_stack_for(next_rsp)
+    }
 }
 
 /// Makes a blocked thread ready. Returns false if it was not blocked.

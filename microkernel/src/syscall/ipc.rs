@@ -51,16 +51,16 @@ pub fn invoke(n: Sysnum, frame: &mut TrapFrame) -> Result<u64, Error> {
         Sysnum::HandleGive => give(frame.rdi, frame.rsi, frame.rdx, frame.r10),
         Sysnum::EndpointCreate => create(true),
         Sysnum::NotificationCreate => create(false),
-        Sysnum::IpcCall => call(frame),
+        Sysnum::IpcCall => call::<false>(frame),
         Sysnum::IpcSend => send(frame),
-        Sysnum::IpcRecv => recv(frame, false),
+        Sysnum::IpcRecv => recv::<false>(frame, false),
         Sysnum::IpcReply => {
             let info = MsgInfo::from_user(frame.rsi)?;
             let (m, extra) = message(info, frame, 0)?;
             super::trace::reply(None);
             slowpath::reply(m, extra, false).map(|_| 0)
         }
-        Sysnum::IpcReplyRecv => recv(frame, true),
+        Sysnum::IpcReplyRecv => recv::<false>(frame, true),
         Sysnum::NtfSignal => {
             let n = ntf(frame.rdi, Rights::SIGNAL)?;
             slowpath::signal(&n, frame.rsi);
@@ -293,17 +293,29 @@ fn timeout(spec: RecvSpec) -> Timeout {
     }
 }
 
-fn call(f: &mut TrapFrame) -> Result<u64, Error> {
-    let (info, spec) = decode(f)?;
-    let buf = recv_buf(f, spec)?;
-    let (ep, badge) = ep(f.rdi, Rights::SEND)?;
+/// `ipc_call` on the frame `f` points at. `FRAMELESS`: the fast path's
+/// wait may end frameless (the dispatcher's IPC entry,
+/// [`fast_entry`]); then this never returns, and its locals must own
+/// nothing at the fast path's call (the endpoint moves into it).
+///
+/// `f` is the current thread's own frame; only short-lived references to
+/// it are made, none across a block.
+#[inline(always)]
+fn call<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> {
+    // SAFETY: the current thread's own frame (see above), not written
+    // while this reference lives.
+    let fr = unsafe { &*f };
+    let (info, spec) = decode(fr)?;
+    let buf = recv_buf(fr, spec)?;
+    let (mut ep, badge) = ep(fr.rdi, Rights::SEND)?;
     super::trace::sent(Kind::IpcCall, &ep, badge);
     if info.is_register_only() {
-        // The fast path (`ipc::fastpath`): tried first; `None` changed
-        // nothing.
+        // The fast path (`ipc::fastpath`): tried first; `Err` changed
+        // nothing and gives the endpoint back.
         // The reply is in the frame already.
-        if let Some(r) = fastpath::call(&ep, info.label(), badge, buf, spec.capacity, f) {
-            return r.map(|_| 0);
+        match fastpath::call::<FRAMELESS>(ep, info.label(), badge, buf, spec.capacity, f) {
+            Ok(r) => return r.map(|_| 0),
+            Err(e) => ep = e,
         }
         // The receiver waits on another CPU: the same steps, with a wake
         // instead of the switch (`ipc::xcall`); `None` changed nothing.
@@ -311,10 +323,39 @@ fn call(f: &mut TrapFrame) -> Result<u64, Error> {
             return r.map(|_| 0);
         }
     }
-    let (m, extra) = message(info, f, badge)?;
+    // SAFETY: as above.
+    let (m, extra) = message(info, unsafe { &*f }, badge)?;
     let r = slowpath::call(&ep, m, extra, buf, spec.capacity, timeout(spec))?;
-    put_msg(f, &r);
+    // SAFETY: as above; the call's wait is over.
+    put_msg(unsafe { &mut *f }, &r);
     Ok(0)
+}
+
+/// Which IPC syscall the dispatcher's own IPC entry runs ([`fast_entry`]).
+#[derive(Clone, Copy)]
+pub(super) enum FastOp {
+    /// `ipc_call`.
+    Call,
+    /// `ipc_reply_recv`.
+    ReplyRecv,
+}
+
+/// The dispatcher's entry for `ipc_call` and `ipc_reply_recv`: their
+/// fast path may block *frameless* (`arch::frameless`), so they run from
+/// the raw frame pointer, with no handler frame in between; a wait that
+/// blocked frameless ends in [`super::frameless_resume`] instead of
+/// returning here. The result is for RAX. Traced syscalls do not come
+/// here (the tracing handler wraps the call in frames of its own).
+///
+/// # Safety
+/// `f` is the current thread's syscall frame (the stub's), and the frames
+/// above this call own nothing (the dispatcher's tail jump).
+#[inline(always)]
+pub(super) unsafe fn fast_entry(op: FastOp, f: *mut TrapFrame) -> Result<u64, Error> {
+    match op {
+        FastOp::Call => call::<true>(f),
+        FastOp::ReplyRecv => recv::<true>(f, true),
+    }
 }
 
 fn send(f: &mut TrapFrame) -> Result<u64, Error> {
@@ -329,32 +370,39 @@ fn send(f: &mut TrapFrame) -> Result<u64, Error> {
 }
 
 /// `recv`, or `reply_recv` (`reply` first: a dead or missing caller is not
-/// this call's error, it goes on receiving).
-fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
-    let (info, spec) = decode(f)?;
-    let buf = recv_buf(f, spec)?;
-    let (ep, _) = ep(f.rdi, Rights::RECV)?;
-    let mut handoff = Handoff::none();
+/// this call's error, it goes on receiving). `FRAMELESS` and `f`: as for
+/// [`call`].
+#[inline(always)]
+fn recv<const FRAMELESS: bool>(f: *mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
+    // SAFETY: the current thread's own frame, not written while this
+    // reference lives.
+    let fr = unsafe { &*f };
+    let (info, spec) = decode(fr)?;
+    let buf = recv_buf(fr, spec)?;
+    let (mut ep, _) = ep(fr.rdi, Rights::RECV)?;
     if reply_first {
         super::trace::reply(Some(&ep));
     }
     if reply_first && info.is_register_only() && spec.timeout_us.is_none() {
         // The fast path back to the caller (`ipc::fastpath`).
-        match fastpath::reply_recv(&ep, info.label(), buf, spec.capacity, f) {
+        match fastpath::reply_recv::<FRAMELESS>(ep, info.label(), buf, spec.capacity, f) {
             ReplyRecv::Done(r) => return r.map(|_| 0),
-            ReplyRecv::ReceiveSlow(h) => {
+            ReplyRecv::ReceiveSlow(h, ep) => {
                 let r = slowpath::recv(&ep, buf, spec.capacity, Timeout::Never, h)?;
                 super::trace::received(&ep, &r);
-                return finish_recv(f, r);
+                // SAFETY: as above; the receive is over.
+                return finish_recv(unsafe { &mut *f }, r);
             }
-            ReplyRecv::NotTaken => {}
+            ReplyRecv::NotTaken(e) => ep = e,
         }
     }
+    let mut handoff = Handoff::none();
     if reply_first {
         // The fast path's hand-off back to the caller: a register-only
         // reply, and no timeout on the receive that follows.
         let fast = info.is_register_only();
-        let (m, extra) = message(info, f, 0)?;
+        // SAFETY: as above.
+        let (m, extra) = message(info, unsafe { &*f }, 0)?;
         match slowpath::reply(m, extra, fast) {
             Ok(h) => handoff = h,
             Err(Error::PeerDied) | Err(Error::InvalidArgument) => {}
@@ -366,7 +414,8 @@ fn recv(f: &mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
     }
     let r = slowpath::recv(&ep, buf, spec.capacity, timeout(spec), handoff)?;
     super::trace::received(&ep, &r);
-    finish_recv(f, r)
+    // SAFETY: as above; the receive is over.
+    finish_recv(unsafe { &mut *f }, r)
 }
 
 /// Writes what a receive got into the output registers.

@@ -67,9 +67,15 @@ const KILL: Rights = Rights::KILL;
 ///
 /// A thread whose process is being killed is not checked here: the killer
 /// kicks the CPUs running its threads, and the interrupt return path ends them.
+///
+/// # Safety
+/// Called by the stub only: `frame` is the current thread's syscall frame
+/// at the top of its kernel stack, and nothing above this call owns
+/// anything (the IPC entry may leave this stack behind: [`ipc_entry`]).
 #[no_mangle]
-pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
-    route(frame, non_canonical_return);
+pub unsafe extern "C" fn syscall_dispatch(frame: *mut TrapFrame) {
+    // SAFETY: the stub's frame (this function's contract).
+    unsafe { route(frame, non_canonical_return) };
 }
 
 /// [`syscall_dispatch`]'s body, with what a non-canonical return does as
@@ -80,16 +86,78 @@ pub extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
 /// records (breakk, session 19: the ktest ran a copy of the match
 /// without `end`, so dropping a path's check went unseen; TCG's SYSRET
 /// faults AMD-style, so no ring-3 case sees it either).
+///
+/// # Safety
+/// `frame` is the current thread's syscall frame (or, for the ktest, a
+/// frame of its own whose number is not one of the fast IPC entry's), no
+/// other reference to it is live, and the caller's frames own nothing.
 #[inline(always)]
-pub fn route<F: FnOnce(&mut TrapFrame)>(frame: &mut TrapFrame, fault: F) {
-    match choose(frame) {
-        Chosen::Answered(check) => end(frame, check, fault),
+pub unsafe fn route<F: FnOnce(&mut TrapFrame)>(frame: *mut TrapFrame, fault: F) {
+    // SAFETY: the caller's contract; each reference below ends before the
+    // next is made.
+    match choose(unsafe { &mut *frame }) {
+        // SAFETY: as above (`choose`'s reference has ended).
+        Chosen::Answered(check) => end(unsafe { &mut *frame }, check, fault),
         // A tail jump: the handler's call and its stack frame are
         // `run_handler`'s, so the syscalls answered in the table run with
         // no prologue here (in one codegen unit, the handler call in this
         // function put one on every syscall: +8 on `null_syscall`).
-        Chosen::Handler(handler) => run_handler(frame, handler, fault),
+        // SAFETY: as above (`choose`'s reference has ended).
+        Chosen::Handler(handler) => run_handler(unsafe { &mut *frame }, handler, fault),
+        // Also a tail jump, with the raw frame (its wait may end
+        // frameless).
+        // SAFETY: the caller's contract.
+        Chosen::Ipc(op, handler) => unsafe { ipc_entry(frame, op, handler, fault) },
     }
+}
+
+/// Runs `ipc_call` or `ipc_reply_recv` (`op`) for [`route`] from the raw
+/// frame pointer (`ipc::fast_entry`: their fast path may leave this stack
+/// behind, and then the syscall ends in [`frameless_resume`]), or through
+/// `handler` when syscalls are traced.
+///
+/// # Safety
+/// As [`route`]'s.
+#[inline(never)]
+unsafe fn ipc_entry<F: FnOnce(&mut TrapFrame)>(
+    frame: *mut TrapFrame,
+    op: ipc::FastOp,
+    handler: Handler,
+    fault: F,
+) {
+    if crate::trace::on(abi::trace::cat::SYSCALL) {
+        // SAFETY: the caller's contract.
+        return run_handler(unsafe { &mut *frame }, handler, fault);
+    }
+    // SAFETY: the caller's contract.
+    let r = unsafe { ipc::fast_entry(op, frame) };
+    // SAFETY: the caller's contract; the syscall's work is over.
+    let frame = unsafe { &mut *frame };
+    let check = finish(frame, r);
+    end(frame, check, fault);
+}
+
+/// Where a syscall whose IPC wait blocked frameless ends (`arch::frameless`'s
+/// resume entry calls it on the thread's own stack, right after the switch
+/// to it, then takes the stub's exit): the wait's outcome into the frame
+/// (`ipc::fastpath::wait_end`), then the dispatcher's own end of a
+/// syscall: RAX and the return-RIP check.
+///
+/// # Safety
+/// `frame` is the current thread's syscall frame, and the thread blocked
+/// frameless in [`ipc_entry`].
+#[no_mangle]
+pub unsafe extern "C" fn frameless_resume(frame: *mut TrapFrame) {
+    // The switch's last step, inlined here (a call of its own from the
+    // resume entry cost ~9 instructions a switch): RSP left the previous
+    // thread's stack before this runs (the entry's contract).
+    crate::sched::finish_switch();
+    let ticket = current().ipc.claim.latest();
+    let r = crate::ipc::fastpath::wait_end(ticket, frame).map(|_| 0);
+    // SAFETY: the caller's contract; the wait is over.
+    let frame = unsafe { &mut *frame };
+    let check = finish(frame, r);
+    end(frame, check, non_canonical_return);
 }
 
 /// Runs a syscall's `handler` for [`route`] and ends the syscall.
@@ -127,6 +195,9 @@ enum Chosen {
     Answered(ReturnCheck),
     /// Run by this handler.
     Handler(Handler),
+    /// `ipc_call` or `ipc_reply_recv`: the IPC entry ([`ipc_entry`]); the
+    /// handler is for a traced syscall.
+    Ipc(ipc::FastOp, Handler),
 }
 
 /// Answers the syscalls the table answers (an unknown number, `null`,
@@ -171,11 +242,17 @@ fn choose(frame: &mut TrapFrame) -> Chosen {
         Ok(Sysnum::HandleClose) => |f| ipc::invoke(Sysnum::HandleClose, f),
         Ok(Sysnum::EndpointCreate) => |f| ipc::invoke(Sysnum::EndpointCreate, f),
         Ok(Sysnum::NotificationCreate) => |f| ipc::invoke(Sysnum::NotificationCreate, f),
-        Ok(Sysnum::IpcCall) => |f| ipc::invoke(Sysnum::IpcCall, f),
+        Ok(Sysnum::IpcCall) => {
+            return Chosen::Ipc(ipc::FastOp::Call, |f| ipc::invoke(Sysnum::IpcCall, f))
+        }
         Ok(Sysnum::IpcSend) => |f| ipc::invoke(Sysnum::IpcSend, f),
         Ok(Sysnum::IpcRecv) => |f| ipc::invoke(Sysnum::IpcRecv, f),
         Ok(Sysnum::IpcReply) => |f| ipc::invoke(Sysnum::IpcReply, f),
-        Ok(Sysnum::IpcReplyRecv) => |f| ipc::invoke(Sysnum::IpcReplyRecv, f),
+        Ok(Sysnum::IpcReplyRecv) => {
+            return Chosen::Ipc(ipc::FastOp::ReplyRecv, |f| {
+                ipc::invoke(Sysnum::IpcReplyRecv, f)
+            })
+        }
         Ok(Sysnum::NtfSignal) => |f| ipc::invoke(Sysnum::NtfSignal, f),
         Ok(Sysnum::NtfWait) => |f| ipc::invoke(Sysnum::NtfWait, f),
         Ok(Sysnum::NtfBind) => |f| ipc::invoke(Sysnum::NtfBind, f),

@@ -252,6 +252,15 @@ impl<A: AtomicWord> WaitClaim<A> {
         }
     }
 
+    /// The ticket of the thread's latest wait, whatever its state (the
+    /// frameless resume's: it ends the wait `begin` last started). Only
+    /// the thread itself calls this; `begin`, also the thread's own, is the
+    /// only writer of the sequence number, so Relaxed reads its own store.
+    #[inline]
+    pub fn latest(&self) -> Ticket {
+        Ticket(self.word.load(Ordering::Relaxed) >> 8)
+    }
+
     /// The current wait's ticket, if the thread is waiting and unclaimed.
     #[inline]
     pub fn waiting(&self) -> Option<Ticket> {

@@ -14,6 +14,7 @@
 //! - `sym crate::lifecycle::return_to_user_work` (idt.rs: deferred work)
 //! - `sym crate::syscall::syscall_return_work` (syscall.rs: deferred work, with the frame)
 //! - `sym crate::sched::finish_switch` (context.rs: the first code after a switch)
+//! - `sym crate::syscall::frameless_resume` (frameless.rs: a frameless IPC wait's end, which runs `finish_switch` first)
 //!
 //! An AP enters `main.rs`'s `ap_main` through an address `smp` passes down
 //! to the trampoline, not through a path named here.
@@ -24,6 +25,7 @@ pub mod context;
 pub mod cpu;
 pub mod cpustate;
 pub mod fpu;
+pub mod frameless;
 pub mod gdt;
 pub mod idt;
 pub mod ioapic;

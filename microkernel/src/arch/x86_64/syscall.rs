@@ -148,6 +148,8 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     inc qword ptr gs:[{count}]              // per-CPU syscall counter
     mov rdi, rsp                            // rdi: &mut TrapFrame
     call {dispatch}                         // frame.rax := result; frame.rip canonical
+    .global syscall_exit_to_user            // (also where a frameless IPC wait ends: frameless.rs)
+syscall_exit_to_user:
 5:  mov rax, gs:[{cur}]                     // rax: the current Thread (IF is off: it stays)
     test dword ptr [rax + {work}], {work_mask} // any work before ring 3 (kill, ...)?
     jnz 6f                                  // rare: the slow path below

@@ -71,3 +71,22 @@ fn a_timeout_or_kill_while_taken_is_honoured_by_the_rearm() {
     );
     assert_eq!(c.finish(), Some(WakeReason::Cancelled));
 }
+
+#[test]
+fn the_latest_ticket_names_the_last_begun_wait_in_every_state() {
+    // The frameless resume recovers its wait's ticket from the word: it
+    // must be the one `begin` returned, waiting, claimed, taken and
+    // rearmed, or finished.
+    let c: WaitClaim = WaitClaim::new();
+    let first = c.begin();
+    assert_eq!(c.latest(), first);
+    assert!(c.try_claim(first, WakeReason::Delivered));
+    assert_eq!(c.latest(), first);
+    assert_eq!(c.finish(), Some(WakeReason::Delivered));
+    assert_eq!(c.latest(), first);
+    let second = c.begin();
+    assert_eq!(c.latest(), second);
+    assert!(c.take(second));
+    assert!(!c.try_claim(second, WakeReason::Cancelled));
+    assert_eq!(c.latest(), second);
+}

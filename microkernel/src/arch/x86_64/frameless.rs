@@ -1,0 +1,113 @@
+//! The frameless resume (issue 10's same-core fast path): a thread that
+//! blocks in the fast IPC `call` or `reply_recv` and hands the CPU straight
+//! to its partner keeps no kernel frames. Its user state is its
+//! [`TrapFrame`] at the top of its kernel stack, and its saved context is
+//! not a `switch_context` frame but [`FRAMELESS_CONTEXT`], one read-only
+//! record shared by every such thread, whose return address is
+//! `frameless_resume_entry`.
+//!
+//! Whoever switches to such a thread next (the partner handing the CPU
+//! back on the fast path, or the scheduler after any other wake-up: a kill,
+//! a slow sender, a resume) restores that record with the ordinary
+//! `switch_context` (or [`load_context`]) and lands in
+//! `frameless_resume_entry`, which:
+//! 1. moves RSP to the thread's own frame (the top of its kernel stack,
+//!    which the switch just made this CPU's `PerCpu::kernel_rsp`): RSP left
+//!    the previous thread's stack before anything below runs;
+//! 2. calls the resume function (`crate::syscall::frameless_resume`),
+//!    which first runs `finish_switch`: it releases the previous thread
+//!    (`on_cpu` := false), so only now may another CPU run it (its context
+//!    was written before the switch, and RSP has left its stack); then it
+//!    ends the IPC wait into the frame (the message, or the general wait
+//!    loop for a wake-up without one) and does the dispatcher's `finish`
+//!    (RAX, the return-RIP check);
+//! 3. jumps to the syscall stub's exit (`syscall_exit_to_user`): the work
+//!    test (a kill), the TF test, SYSRET — the same exit every syscall
+//!    takes.
+//!
+//! A thread leaves its frames behind only through [`load_context`], which
+//! restores the next context without saving the current one; when the next
+//! thread is frameless too, it goes straight to its resume entry (the
+//! shared record's registers are never used, so nothing is popped).
+
+use super::percpu::OFF_KERNEL_RSP;
+use super::trap::TrapFrame;
+use core::arch::global_asm;
+
+extern "C" {
+    /// Restores the context `next_rsp` points at (the second half of
+    /// `switch_context`) and returns into it; the current stack and
+    /// registers are abandoned.
+    fn load_context(next_rsp: u64) -> !;
+    /// The saved context of every thread blocked frameless.
+    static FRAMELESS_CONTEXT: [u64; 8];
+}
+
+/// The saved RSP of a thread blocked frameless: the address of the shared
+/// record `switch_context` restores it from.
+#[inline(always)]
+pub fn frameless_rsp() -> u64 {
+    // Only the address is taken (safe for an extern static); the record is
+    // never written.
+    core::ptr::addr_of!(FRAMELESS_CONTEXT) as u64
+}
+
+/// Abandons the current kernel stack and runs the context `next_rsp`
+/// names.
+///
+/// # Safety
+/// Interrupts are off; the caller did all of a switch's bookkeeping
+/// (`sched::switch_to` up to `switch_context`): the current thread's saved
+/// RSP is [`frameless_rsp`] (or it never runs again), `next_rsp` is the
+/// saved RSP of the thread now current, and nothing on the current stack
+/// is owned (no value whose drop or release is still due: it never runs).
+#[inline(always)]
+pub unsafe fn abandon_stack_for(next_rsp: u64) -> ! {
+    // SAFETY: the caller's contract.
+    unsafe { load_context(next_rsp) }
+}
+
+global_asm!(
+    r#"
+    .section .text.switch, "ax"
+    .global load_context
+load_context:                               // rdi: the next thread's saved RSP
+    lea rax, [rip + FRAMELESS_CONTEXT]      // rax: the shared frameless record
+    cmp rdi, rax                            // next blocked frameless too?
+    je frameless_resume_entry               // then nothing to pop: straight to its frame
+    mov rsp, rdi                            // rsp := next's context (the old stack is left as it is)
+    pop r15                                 // callee-saved registers, as switch_context saved them
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    popfq                                   // RFLAGS (IF off in every saved context)
+    ret                                     // into next's code (switch_to, thread_start or the entry below)
+
+frameless_resume_entry:                     // rsp: past FRAMELESS_CONTEXT (read-only: push nothing) or the
+                                            // abandoned stack (from load_context); IF off either way
+    mov rsp, gs:[{krsp}]                    // rsp := top of this thread's kernel stack (switch_to set it)
+    sub rsp, {frame_size}                   // rsp := its TrapFrame (16-byte aligned, as at the stub's call)
+    mov rdi, rsp                            // rdi: *mut TrapFrame, this thread's own
+    call {resume}                           // finish_switch first (RSP left the previous stack), then the
+                                            // wait's outcome into the frame; RAX; the RIP check
+    jmp syscall_exit_to_user                // the stub's exit: work test, TF, sysret
+
+    .section .rodata.frameless, "a"
+    .balign 8
+    .global FRAMELESS_CONTEXT
+FRAMELESS_CONTEXT:                          // what switch_context pops for a frameless thread
+    .quad 0, 0, 0, 0, 0, 0                  // r15, r14, r13, r12, rbx, rbp: unused by the entry
+    .quad 0x2                               // rflags: IF off (reserved bit 1)
+    .quad frameless_resume_entry            // return address
+    "#,
+    krsp = const OFF_KERNEL_RSP,
+    frame_size = const core::mem::size_of::<TrapFrame>(),
+    resume = sym crate::syscall::frameless_resume,
+);
+
+// The entry puts RSP at the frame with a plain subtraction and calls from
+// there: the frame must keep the stack 16-byte aligned (as the stub's own
+// call relies on).
+const _: () = assert!(core::mem::size_of::<TrapFrame>().is_multiple_of(16));
