@@ -45,13 +45,17 @@ use kcore::ipc::WakeReason;
 /// buffer (register-only replies leave it untouched). `None`: not
 /// eligible (no receiver waiting, its claim lost, or a kill pending),
 /// nothing changed; the caller takes the slow path.
+///
+/// `out` is the current thread's own frame (ipcfr: the IPC entry works
+/// from the raw pointer); only short-lived references to it are made,
+/// none across the wait.
 pub fn call(
     ep: &Ep,
     label: u32,
     badge: u64,
     buf: u64,
     capacity: usize,
-    out: &mut TrapFrame,
+    out: *mut TrapFrame,
 ) -> Option<Result<(), Error>> {
     let cur = sched::current();
     if cur.killed() {
@@ -88,13 +92,16 @@ pub fn call(
             .accept(me)
             .filter(|o| claim(o, WakeReason::Cancelled));
         if !matches!(old, WaitOn::EndpointBound(..)) {
-            g.result = Some(Outcome::Msg(frame_msg(out, label, badge)));
+            // SAFETY: our own frame (see above), not written meanwhile.
+            g.result = Some(Outcome::Msg(frame_msg(unsafe { &*out }, label, badge)));
         }
         (old, abandoned)
     };
     if let WaitOn::EndpointBound(_, n) = &old {
         n.s.lock_irqs_off().n.remove(&TRef::new(&rt, None));
-        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(frame_msg(out, label, badge)));
+        // SAFETY: as above.
+        let m = frame_msg(unsafe { &*out }, label, badge);
+        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(m));
     }
     // Outside rt's lock: it may hold the last reference to the endpoint.
     drop(old);
@@ -110,7 +117,8 @@ pub fn call(
         .fetch_add(1, Ordering::Relaxed);
     Some(match wait(tk, None, h) {
         Outcome::Msg(m) => {
-            put_msg(out, &m);
+            // SAFETY: as above; the wait is over.
+            put_msg(unsafe { &mut *out }, &m);
             Ok(())
         }
         Outcome::Err(e) => Err(e),
