@@ -157,46 +157,8 @@ pub fn call<const FRAMELESS: bool>(
     // From here the receiver is ours: nothing else may end its wait.
     // SAFETY: we won r's claim and have not handed it an outcome.
     let rt = unsafe { r.thread.arc() };
-    // 2. Our wait, for rt's reply: recorded (so our own kill finds rt's
-    //    reply capability) and published by `begin` (Release) before rt's
-    //    reply capability names us (step 3). Nobody else can see us yet.
-    let old = core::mem::replace(
-        &mut cur.ipc.inner.lock_irqs_off().wait,
-        WaitOn::Reply(rt.clone()),
-    );
-    drop_wait(old);
-    cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
-    cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
-    let tk = cur.ipc.claim.begin();
-    let me = TRef::new(cur, Some(tk));
-    // 3. rt: our call goes into its reply capability, the message into its
-    //    outcome (the last thing written). Its wait record is taken (we
-    //    took it off that queue ourselves; dropped outside the lock): a
-    //    record left in place kept its endpoint allocated, and charged to
-    //    its creator, after every handle to it was closed, for as long as
-    //    rt did not wait again (breakit2, ring-3 case
-    //    `attack2_endpoint_freed_after_a_fast_call_and_close`). A bound
-    //    receiver is also registered with its notification: unregistered
-    //    before it gets its outcome, as `unlink` does (a stale registration
-    //    would let a later signal claim an unrelated wait).
-    let (old, abandoned) = {
-        let mut g = rt.ipc.inner.lock_irqs_off();
-        let old = core::mem::take(&mut g.wait);
-        let abandoned = g
-            .reply
-            .accept(me)
-            .filter(|o| claim(o, WakeReason::Cancelled));
-        if !matches!(old, WaitOn::EndpointBound(..)) {
-            g.result = Some(Outcome::Msg(msg_of(label, badge)));
-        }
-        (old, abandoned)
-    };
-    if let WaitOn::EndpointBound(_, n) = &old {
-        n.s.lock_irqs_off().n.remove(&TRef::new(&rt, None));
-        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg_of(label, badge)));
-    }
-    // Outside rt's lock: it may hold the last reference to the endpoint.
-    drop(old);
+    // 2 and 3: our wait recorded, the call handed to rt (`give_call`).
+    let (tk, abandoned) = give_call(cur, &rt, buf, capacity, || msg_of(label, badge));
     // 4. Switch straight to rt (or wake it, if it cannot run here now).
     let h = Handoff::or_wake(rt);
     if let Some(o) = abandoned {
@@ -209,6 +171,63 @@ pub fn call<const FRAMELESS: bool>(
     // delivered straight to its receiver, never queued: both are
     // `InvalidArgument` in `deliver`.
     Ok(fast_wait::<FRAMELESS>(tk, h, out))
+}
+
+/// Steps 2 and 3 of a register-only call to the receiver `rt` whose claim
+/// the current thread `cur` won (the same-core fast [`call`] and the
+/// cross-core `xcall::call`); returns our wait's ticket and the caller rt
+/// had held and abandoned, if its claim was won here (to be ended
+/// `PeerDied` after the hand-off).
+///
+/// 2. Our wait, for rt's reply: recorded (so our own kill finds rt's
+///    reply capability) and published by `begin` (Release) before rt's
+///    reply capability names us (step 3). Nobody else can see us yet.
+/// 3. rt: our call goes into its reply capability, the message (`msg`,
+///    built from our own frame) into its outcome, the last thing written.
+///    Its wait record is taken (we took it off that queue ourselves;
+///    dropped outside the lock): a record left in place kept its endpoint
+///    allocated, and charged to its creator, after every handle to it was
+///    closed, for as long as rt did not wait again (breakit2, ring-3 case
+///    `attack2_endpoint_freed_after_a_fast_call_and_close`). A bound
+///    receiver is also registered with its notification: unregistered
+///    before it gets its outcome, as `unlink` does (a stale registration
+///    would let a later signal claim an unrelated wait).
+#[inline(always)]
+pub(super) fn give_call(
+    cur: &Thread,
+    rt: &Arc<Thread>,
+    buf: u64,
+    capacity: usize,
+    msg: impl Fn() -> Msg,
+) -> (Ticket, Option<TRef>) {
+    let old = core::mem::replace(
+        &mut cur.ipc.inner.lock_irqs_off().wait,
+        WaitOn::Reply(rt.clone()),
+    );
+    drop_wait(old);
+    cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
+    cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
+    let tk = cur.ipc.claim.begin();
+    let me = TRef::new(cur, Some(tk));
+    let (old, abandoned) = {
+        let mut g = rt.ipc.inner.lock_irqs_off();
+        let old = core::mem::take(&mut g.wait);
+        let abandoned = g
+            .reply
+            .accept(me)
+            .filter(|o| claim(o, WakeReason::Cancelled));
+        if !matches!(old, WaitOn::EndpointBound(..)) {
+            g.result = Some(Outcome::Msg(msg()));
+        }
+        (old, abandoned)
+    };
+    if let WaitOn::EndpointBound(_, n) = &old {
+        n.s.lock_irqs_off().n.remove(&TRef::new(rt, None));
+        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg()));
+    }
+    // Outside rt's lock: it may hold the last reference to the endpoint.
+    drop(old);
+    (tk, abandoned)
 }
 
 /// Drops a wait record taken out of a thread's IPC state (outside its

@@ -29,11 +29,11 @@
 //! Kept out of `fastpath.rs` on purpose (that file and the same-core path
 //! are another helper's this session); it shares its message helpers.
 
-use super::fastpath::{frame_msg, put_msg};
+use super::fastpath::{frame_msg, give_call, put_msg};
 use super::slowpath::Ep;
 use super::{claim, end_wait, wait, Handoff};
 use crate::arch::trap::TrapFrame;
-use crate::object::waitstate::{Outcome, TRef, WaitOn};
+use crate::object::waitstate::Outcome;
 use crate::sched;
 use abi::Error;
 use core::sync::atomic::Ordering;
@@ -70,41 +70,11 @@ pub fn call(
     };
     // SAFETY: we won r's claim and have not handed it an outcome.
     let rt = unsafe { r.thread.arc() };
-    // 2. Our wait, for rt's reply: recorded, then published by `begin`
-    //    (Release) before rt's reply capability names us (step 3).
-    let old = core::mem::replace(
-        &mut cur.ipc.inner.lock_irqs_off().wait,
-        WaitOn::Reply(rt.clone()),
-    );
-    drop(old);
-    cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
-    cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
-    let tk = cur.ipc.claim.begin();
-    let me = TRef::new(cur, Some(tk));
-    // 3. rt: our call into its reply capability, its wait record taken (we
-    //    took it off the queue; a bound receiver is unregistered from its
-    //    notification first), the message last.
-    let (old, abandoned) = {
-        let mut g = rt.ipc.inner.lock_irqs_off();
-        let old = core::mem::take(&mut g.wait);
-        let abandoned = g
-            .reply
-            .accept(me)
-            .filter(|o| claim(o, WakeReason::Cancelled));
-        if !matches!(old, WaitOn::EndpointBound(..)) {
-            // SAFETY: our own frame (see above), not written meanwhile.
-            g.result = Some(Outcome::Msg(frame_msg(unsafe { &*out }, label, badge)));
-        }
-        (old, abandoned)
-    };
-    if let WaitOn::EndpointBound(_, n) = &old {
-        n.s.lock_irqs_off().n.remove(&TRef::new(&rt, None));
-        // SAFETY: as above.
-        let m = frame_msg(unsafe { &*out }, label, badge);
-        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(m));
-    }
-    // Outside rt's lock: it may hold the last reference to the endpoint.
-    drop(old);
+    // 2 and 3: our wait recorded, the call handed to rt, as on the fast
+    // path (`fastpath::give_call`).
+    // SAFETY: our own frame (see above), not written meanwhile.
+    let msg = || frame_msg(unsafe { &*out }, label, badge);
+    let (tk, abandoned) = give_call(cur, &rt, buf, capacity, msg);
     // 4. Wake rt (on its CPU; a receiver that last ran here is handed off
     //    by our block, as on the fast path), then wait for the reply.
     let h = Handoff::or_wake(rt);

@@ -614,26 +614,19 @@ pub fn block() {
     schedule_inner(false);
 }
 
-/// IPC's direct hand-off (DESIGN 7): switches from the current thread,
-/// which is blocking (Blocked, or already made Ready and queued by a
-/// waker), straight to `next`, which the caller made Ready with its own
-/// successful Blocked -> Ready exchange and did not queue: no run-queue
-/// trip. When `next` cannot run here now (pinned elsewhere, still being
-/// switched away from) or the current thread is being killed, `next` is
-/// queued and the current thread blocks as usual.
-///
-/// Always inlined (into the IPC fast path): with its trace point the
-/// compiler stopped inlining it, and the call cost the fast path ~10
-/// instructions per switch (`ipc_call_same_core`, docs/decisions.md "trace").
+/// The common start of [`switch_direct`] and [`switch_direct_frameless`]:
+/// `Some(next)` when the switch to `next` may be made here now; else
+/// `next` was queued, the current thread blocked as usual (with its
+/// frames) and has resumed: `None`.
 #[inline(always)]
-pub fn switch_direct(next: Arc<Thread>) {
+fn direct_or_block(next: Arc<Thread>) -> Option<Arc<Thread>> {
     let cpu = me();
     let aff = next.sched.affinity.load(Ordering::Relaxed);
     let pinned_elsewhere = aff != u32::MAX && aff as usize != cpu;
     if current().killed() || pinned_elsewhere || next.sched.on_cpu.load(Ordering::Acquire) {
         enqueue(next);
         block();
-        return;
+        return None;
     }
     here().migrate_prev.store(false, Ordering::Relaxed);
     // The slice is not renewed: `next` runs out the rest of it, so a pair
@@ -650,6 +643,25 @@ pub fn switch_direct(next: Arc<Thread>) {
             ],
         )
     });
+    Some(next)
+}
+
+/// IPC's direct hand-off (DESIGN 7): switches from the current thread,
+/// which is blocking (Blocked, or already made Ready and queued by a
+/// waker), straight to `next`, which the caller made Ready with its own
+/// successful Blocked -> Ready exchange and did not queue: no run-queue
+/// trip. When `next` cannot run here now (pinned elsewhere, still being
+/// switched away from) or the current thread is being killed, `next` is
+/// queued and the current thread blocks as usual.
+///
+/// Always inlined (into the IPC fast path): with its trace point the
+/// compiler stopped inlining it, and the call cost the fast path ~10
+/// instructions per switch (`ipc_call_same_core`, docs/decisions.md "trace").
+#[inline(always)]
+pub fn switch_direct(next: Arc<Thread>) {
+    let Some(next) = direct_or_block(next) else {
+        return;
+    };
     switch_to(current(), next);
 }
 
@@ -667,26 +679,9 @@ pub fn switch_direct(next: Arc<Thread>) {
 /// is Blocked (or already made Ready and queued by a waker).
 #[inline(always)]
 pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
-    let cpu = me();
-    let aff = next.sched.affinity.load(Ordering::Relaxed);
-    let pinned_elsewhere = aff != u32::MAX && aff as usize != cpu;
-    if current().killed() || pinned_elsewhere || next.sched.on_cpu.load(Ordering::Acquire) {
-        enqueue(next);
-        block();
+    let Some(next) = direct_or_block(next) else {
         return;
-    }
-    here().migrate_prev.store(false, Ordering::Relaxed);
-    crate::trace::switch(|| {
-        (
-            abi::trace::reason::HANDOFF,
-            [
-                current().tid.get(),
-                next.tid.get(),
-                current().pid(),
-                next.pid(),
-            ],
-        )
-    });
+    };
     let (prev_rsp, next_rsp) = switch_prepare(current(), next);
     // SAFETY: `prev_rsp` is the previous thread's saved-RSP slot; nothing
     // else writes it while that thread is not running, and it is read only
