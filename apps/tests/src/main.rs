@@ -843,6 +843,7 @@ const CASES: &[Case] = &[
         "breakk2_no_poll_without_another_cpu_to_wake_the_blocker",
         breakk2::no_poll_without_another_cpu_to_wake_the_blocker,
     ),
+    ("breakk2_sleeps_do_not_poll", breakk2::sleeps_do_not_poll),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at

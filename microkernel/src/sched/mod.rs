@@ -605,6 +605,22 @@ pub fn yield_now() {
 /// Blocked -> Ready compare-exchange in [`wake`]. Either this load sees
 /// KILL, or the killer's exchange sees Blocked and queues the thread.
 pub fn block() {
+    block_inner(true);
+}
+
+/// [`block`] without the poll for a wake: for a wait that only a timer
+/// ends (`sleep::sleep_ns`). The wake is then a timer interrupt, this
+/// CPU's (masked during the poll) or, if due within it, another CPU's
+/// tick: the poll ran to its bound on almost every sleep, up to 20 us of
+/// spinning with interrupts masked (breakk2, ring-3 case
+/// `breakk2_sleeps_do_not_poll`). A kill still ends the wait at once.
+pub fn block_no_poll() {
+    block_inner(false);
+}
+
+/// [`block`], polling first when `poll` says so.
+#[inline(always)]
+fn block_inner(poll: bool) {
     let cur = current();
     // Only undo our own Blocked: if the exchange fails a waker has already
     // made us Ready and queued us, and the switch below must happen (the
@@ -624,7 +640,7 @@ pub fn block() {
     // Relaxed: a hint as well; a CPU that joins meanwhile only misses
     // this one poll.
     let c = here();
-    if c.queued.load(Ordering::Relaxed) == 0 && JOINED.load(Ordering::Relaxed) > 1 {
+    if poll && c.queued.load(Ordering::Relaxed) == 0 && JOINED.load(Ordering::Relaxed) > 1 {
         poll_queue(c);
     }
     schedule_inner(false);
