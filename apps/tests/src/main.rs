@@ -33,6 +33,7 @@ mod attack_session18;
 mod attackfp;
 mod attackhw;
 mod attackvm;
+mod breakk2;
 mod breaku;
 mod console;
 mod consrv;
@@ -837,6 +838,12 @@ const CASES: &[Case] = &[
         "attack18_cow_faults_race_pruning_of_a_clone",
         attack_session18::cow_faults_race_pruning_of_a_clone,
     ),
+    // --- breakk2 (session 20): attacks on ipcfr and xcore ---
+    (
+        "breakk2_no_poll_without_another_cpu_to_wake_the_blocker",
+        breakk2::no_poll_without_another_cpu_to_wake_the_blocker,
+    ),
+    ("breakk2_sleeps_do_not_poll", breakk2::sleeps_do_not_poll),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at

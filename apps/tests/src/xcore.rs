@@ -49,7 +49,7 @@ fn late_wakes(cpu: u64) -> u64 {
 /// The echo's endpoint, its reply delay step (TSC ticks; 0: none) and
 /// its state (1: started, 2: stop asked).
 static EP: AtomicU64 = AtomicU64::new(0);
-static DELAY_STEP: AtomicU64 = AtomicU64::new(0);
+pub(crate) static DELAY_STEP: AtomicU64 = AtomicU64::new(0);
 
 /// On CPU 1: echoes every call with words[0] + 1, first spinning
 /// `words[1] * DELAY_STEP` TSC ticks (the client's CPU goes idle
@@ -83,7 +83,7 @@ extern "C" fn echo(_: u64) -> ! {
 
 /// Runs `body` with the caller on CPU 0 and the echo on CPU 1, then stops
 /// the echo. `Ok` with a note on one CPU.
-fn with_echo(body: impl FnOnce(Endpoint) -> TestResult) -> TestResult {
+pub(crate) fn with_echo(body: impl FnOnce(Endpoint) -> TestResult) -> TestResult {
     if sys::cpu_count() < 2 {
         note!("one CPU: nothing crosses cores");
         return Ok(());
@@ -110,7 +110,7 @@ fn with_echo(body: impl FnOnce(Endpoint) -> TestResult) -> TestResult {
 }
 
 /// One call with `n` and delay factor `delay`; checks the echo.
-fn call(ep: Endpoint, n: u64, delay: u64) -> TestResult {
+pub(crate) fn call(ep: Endpoint, n: u64, delay: u64) -> TestResult {
     let m = Message {
         label: 7,
         words: [n, delay, 0, 0, 0, 0],

@@ -556,11 +556,20 @@ fn poll_queue(c: &CpuSched) {
     c.idle.store(true, Ordering::Relaxed);
     c.poll.begin();
     let until = cpu::rdtsc().saturating_add(POLL_US * crate::arch::apic::tsc_per_ms() / 1000);
+    let mut found = false;
     for _ in 0..POLL_LOOKS {
-        if c.queued.load(Ordering::Relaxed) > 0 || cpu::rdtsc() >= until {
+        if c.queued.load(Ordering::Relaxed) > 0 {
+            found = true;
+            break;
+        }
+        if cpu::rdtsc() >= until {
             break;
         }
         core::hint::spin_loop();
+    }
+    if !found {
+        // Relaxed: a statistic (the ring-3 `breakk2` case reads it).
+        percpu::this().poll_misses.fetch_add(1, Ordering::Relaxed);
     }
     // Whether a waker took the flag does not matter here: either way the
     // thread it queued is in the queue `schedule_inner` pops next.
@@ -596,6 +605,22 @@ pub fn yield_now() {
 /// Blocked -> Ready compare-exchange in [`wake`]. Either this load sees
 /// KILL, or the killer's exchange sees Blocked and queues the thread.
 pub fn block() {
+    block_inner(true);
+}
+
+/// [`block`] without the poll for a wake: for a wait that only a timer
+/// ends (`sleep::sleep_ns`). The wake is then a timer interrupt, this
+/// CPU's (masked during the poll) or, if due within it, another CPU's
+/// tick: the poll ran to its bound on almost every sleep, up to 20 us of
+/// spinning with interrupts masked (breakk2, ring-3 case
+/// `breakk2_sleeps_do_not_poll`). A kill still ends the wait at once.
+pub fn block_no_poll() {
+    block_inner(false);
+}
+
+/// [`block`], polling first when `poll` says so.
+#[inline(always)]
+fn block_inner(poll: bool) {
     let cur = current();
     // Only undo our own Blocked: if the exchange fails a waker has already
     // made us Ready and queued us, and the switch below must happen (the
@@ -607,8 +632,15 @@ pub fn block() {
     // while for our own wake first (`poll_queue`); if it comes, the
     // schedule below takes us off the queue and we run on, never
     // switched away. Relaxed: a hint; the schedule pops under the lock.
+    // Only another CPU can end the poll early (interrupts are off during
+    // it): with this CPU the only one that joined, every poll ran to its
+    // bound, up to 20 us of spinning with interrupts masked on each block
+    // (breakk2, ring-3 case
+    // `breakk2_no_poll_without_another_cpu_to_wake_the_blocker`).
+    // Relaxed: a hint as well; a CPU that joins meanwhile only misses
+    // this one poll.
     let c = here();
-    if c.queued.load(Ordering::Relaxed) == 0 {
+    if poll && c.queued.load(Ordering::Relaxed) == 0 && JOINED.load(Ordering::Relaxed) > 1 {
         poll_queue(c);
     }
     schedule_inner(false);

@@ -31,7 +31,8 @@ pub fn sleep_ns(ns: u64) -> Result<(), abi::Error> {
     }
     // This CPU's timer fires by the deadline (not at the next tick after it).
     apic::wake_me_by(cpu::rdtsc().saturating_add(apic::ns_to_tsc(ns)));
-    sched::block();
+    // No poll: only a timer ends this wait (or a kill).
+    sched::block_no_poll();
     if now_ns() < deadline {
         // Woken early (its process is ending): leave the list now rather than
         // letting it hold this thread until the deadline.

@@ -76,8 +76,9 @@ pub fn cpu_id() -> Result<u64, Error> {
 /// `reply_recv`s that CPU completed on the IPC fast path instead; 3: the
 /// `call`s it completed on the cross-core path (`ipc::xcall`); 4: its timer
 /// ticks that found it idle with a thread queued (a wake that neither its
-/// IPI nor the idle poll delivered); any other non-zero `counter` is
-/// `InvalidArgument`.
+/// IPI nor the idle poll delivered); 5: the polls of a blocking thread
+/// that reached their bound with nothing queued (`sched::block`); any
+/// other non-zero `counter` is `InvalidArgument`.
 pub fn cpu_syscalls(cpu: u64, counter: u64) -> Result<u64, Error> {
     let pc = percpu_of(cpu).ok_or(Error::NotFound)?;
     match counter {
@@ -86,6 +87,7 @@ pub fn cpu_syscalls(cpu: u64, counter: u64) -> Result<u64, Error> {
         2 => Ok(hits(pc, Counter::Replies)),
         3 => Ok(pc.xcalls.load(Ordering::Relaxed)),
         4 => Ok(pc.late_wakes.load(Ordering::Relaxed)),
+        5 => Ok(pc.poll_misses.load(Ordering::Relaxed)),
         _ => Err(Error::InvalidArgument),
     }
 }

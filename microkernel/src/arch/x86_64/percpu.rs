@@ -125,6 +125,10 @@ pub struct PerCpu {
     /// that neither its IPI nor the idle poll delivered (`sched::tick`;
     /// the ring-3 `xcore` cases expect none).
     pub late_wakes: AtomicU64,
+    /// Polls of a blocking thread (`sched::block`) that reached their
+    /// bound with nothing queued: spins that bought nothing (breakk2: the
+    /// ring-3 case expects none on a CPU with no other CPU to wake it).
+    pub poll_misses: AtomicU64,
     /// The root this CPU's CR3 holds ([`super::mmu`]).
     pub(super) loaded_root: AtomicU64,
     /// A TLB shootdown request waits for this CPU ([`super::tlb`]).
@@ -203,6 +207,7 @@ impl PerCpu {
             fast_replies: AtomicU64::new(0),
             xcalls: AtomicU64::new(0),
             late_wakes: AtomicU64::new(0),
+            poll_misses: AtomicU64::new(0),
             loaded_root: AtomicU64::new(0),
             shootdown_pending: AtomicBool::new(false),
             next_tick_tsc: AtomicU64::new(0),
