@@ -304,6 +304,21 @@ boot_case console-ctrl-c-foreground "--smp 2 --timeout 90" 0 \
   '^mica: shutdown requested by init \(success\)$' \
   '!took a Ctrl-C' '!refused it the foreground' '!PANIC'
 
+# A reader that is not the foreground must not hold the console (breaku2,
+# session 20): `hello lurk` leaves a forked child that outlives it waiting
+# in a `read` on `console.in`, ahead of the shell's prompt `read` in the
+# console's one reader thread. A Ctrl-C then typed is the shell's: the
+# child's `read` must be refused at once so the shell's, queued behind it,
+# takes the Ctrl-C and the line after it (before the fix the child waited
+# for the foreground to take it and the shell never read again).
+STDIN='run hello lurk\n@@wait:hello: lurking on console.in@@@@wait:run: hello \(pid [0-9]+\) exited with 0@@\x03echo after\n' \
+boot_case console-ctrl-c-lurker "--smp 2 --timeout 60" 0 \
+  '^\[pid [0-9]+\] hello: the lurker.s read was refused$' \
+  '^\[pid [0-9]+\] after$' \
+  '^\[pid [0-9]+\] shell: bye$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!the lurker took a Ctrl-C' '!the lurker read a line' '!PANIC'
+
 # Ctrl-C during the shell's `tests` and `bench` (gaps, session 19): init's
 # program runner starts the program and the shell waits for it in steps,
 # polling the console for Ctrl-C between them; on one init kills the
