@@ -63,6 +63,7 @@ mod loader;
 mod mem;
 mod names;
 mod notdeliv;
+mod pmrejoin;
 mod pmrestart;
 mod process;
 mod procmgr;
@@ -849,6 +850,12 @@ const CASES: &[Case] = &[
     (
         "procmgr_restart_rejoins_inits_programs",
         pmrestart::restart_rejoins_inits_programs,
+    ),
+    // After it (breaku2): two more restarts; a failed re-adoption is
+    // retried at the next one.
+    (
+        "procmgr_failed_readoption_is_retried",
+        pmrejoin::failed_readoption_is_retried,
     ),
 ];
 
