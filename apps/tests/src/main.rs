@@ -851,11 +851,15 @@ const CASES: &[Case] = &[
         "procmgr_restart_rejoins_inits_programs",
         pmrestart::restart_rejoins_inits_programs,
     ),
-    // After it (breaku2): two more restarts; a failed re-adoption is
-    // retried at the next one.
+    // After it (breaku2): three more restarts; a failed re-adoption is
+    // retried at the next one, and `fork` finds the successor too.
     (
         "procmgr_failed_readoption_is_retried",
         pmrejoin::failed_readoption_is_retried,
+    ),
+    (
+        "procmgr_fork_first_after_a_restart_rejoins",
+        pmrejoin::fork_first_after_a_restart_rejoins,
     ),
 ];
 

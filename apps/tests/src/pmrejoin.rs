@@ -92,18 +92,7 @@ pub fn failed_readoption_is_retried() -> TestResult {
     )?;
     // The next restart adopts it again: its calls work again.
     restart_procmgr(names_ep)?;
-    let start = sys::clock_ns();
-    loop {
-        if let names::Reply::Rejoined { handle } = rejoin_answer(names_ep)? {
-            if handle != 0 {
-                break;
-            }
-        }
-        if sys::clock_ns() - start > READOPT_NS {
-            return Err("the next restart did not adopt this program again");
-        }
-        sys::sleep_ns(10_000_000);
-    }
+    readopted(names_ep, 0)?;
     let pid = pm::getpid().map_err(|e| {
         note!("getpid after the second restart: {e}");
         "getpid failed after the next restart"
@@ -126,5 +115,54 @@ fn restart_and_watch(names_ep: Endpoint, old: u64) -> Result<names::Reply<'stati
             return Err("init's re-adoption never answered");
         }
         sys::sleep_ns(10_000_000);
+    }
+}
+
+/// Waits until init's record of this program names an endpoint other than
+/// `old` (and not none): init re-adopted it.
+fn readopted(names_ep: Endpoint, old: u64) -> TestResult {
+    let start = sys::clock_ns();
+    loop {
+        if let names::Reply::Rejoined { handle } = rejoin_answer(names_ep)? {
+            if handle != 0 && handle != old {
+                return Ok(());
+            }
+        }
+        if sys::clock_ns() - start > READOPT_NS {
+            return Err("init did not adopt this program again");
+        }
+        sys::sleep_ns(10_000_000);
+    }
+}
+
+/// Case: `fork` as the first procmgr call after a restart finds the
+/// successor, as every other call does. Before the fix `fork` called
+/// through the bare endpoint, not libipc's rejoining client, so it failed
+/// with the dead endpoint's error although init had adopted this program
+/// into the successor.
+pub fn fork_first_after_a_restart_rejoins() -> TestResult {
+    let names_ep: Endpoint =
+        names::endpoint(1_000_000_000).ok_or("init gave no name-service handle")?;
+    pm::getpid().map_err(|_| "procmgr was not reachable before the restart")?;
+    let old = match rejoin_answer(names_ep)? {
+        names::Reply::Rejoined { handle } => handle,
+        _ => return Err("init holds no adoption record of this program"),
+    };
+    restart_procmgr(names_ep)?;
+    readopted(names_ep, old)?;
+    let child = match pm::fork() {
+        Ok(pm::Fork::Parent(c)) => c,
+        Ok(pm::Fork::Child) => pm::exit(5),
+        Err(e) => {
+            note!("fork as the first call after the restart: {e}");
+            return Err("fork did not find the restarted procmgr");
+        }
+    };
+    match pm::wait(Some(child), Some(5_000_000)) {
+        Ok((c, pm::Ended::Exited(5))) if c == child => Ok(()),
+        other => {
+            note!("wait for the child: {other:?}");
+            Err("the child forked after the restart was not reaped with its code")
+        }
     }
 }
