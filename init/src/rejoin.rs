@@ -38,7 +38,8 @@ struct Adopted {
     /// Its kernel pid: the badge of its name-service handle.
     pid: u64,
     program: &'static str,
-    /// Where its current procmgr endpoint is, in its own handle table.
+    /// Where its current procmgr endpoint is, in its own handle table (0:
+    /// none; its re-adoption into `instance` failed).
     handle: u32,
     /// The procmgr registration that endpoint belongs to.
     instance: u64,
@@ -186,17 +187,19 @@ extern "C" fn readopt_thread(ntf: u64) -> ! {
             let mut r = RECORDS_LOCK.lock();
             // Still the same record (a new adoption may have replaced it).
             if r.at[i].is_some_and(|b| b.pid == a.pid) {
-                match got {
-                    Ok((_, handle)) => {
-                        r.at[i] = Some(Adopted {
-                            handle,
-                            instance,
-                            ..a
-                        })
-                    }
-                    // Ended (or init closed it): nothing to rejoin.
-                    Err(_) => r.at[i] = None,
-                }
+                // Not adopted (breaku2: the successor died under the call,
+                // its table or the process's was full, or the process
+                // ended): kept with no endpoint (0), so `Rejoin` answers at
+                // once that there is none and the next restart tries
+                // again. Dropping it made init forget the program for good
+                // after one failure; the record goes when init closes the
+                // process (`forget`).
+                let handle = got.map_or(0, |(_, handle)| handle);
+                r.at[i] = Some(Adopted {
+                    handle,
+                    instance,
+                    ..a
+                });
             }
         }
         let _ = ipc::handle_close(ep.0);

@@ -46,8 +46,11 @@
 //! # Who takes a Ctrl-C (gaps2)
 //! Once a foreground reader is named ([`Request::Foreground`]), only it
 //! takes an interrupt: to every other client a waiting Ctrl-C is invisible
-//! (`interrupted` answers `Empty`, a `read` on `console` answers `Empty`
-//! and one on `console.in` waits, until the foreground took it). Only the
+//! (`interrupted` and a `read` on `console` or `console.in` answer
+//! `Empty` at once, until the foreground took it: a `read` on `console.in`
+//! that waited instead would hold the console's one reader thread, and the
+//! foreground's own `read` queued behind it would never take the Ctrl-C,
+//! breaku2; [`read`] says `WouldBlock`). Only the
 //! console's controller may name one: a handle carrying
 //! [`CONTROL_BADGE`], which init's name service puts on the `console`
 //! lookups of the shell it started and of nobody else (no other badge can
@@ -95,7 +98,8 @@ wire::protocol! {
         /// died under it could print the line twice.
         Write = 1 => fn write { bytes: &'a [u8] },
         /// The next input line, at most `max` bytes: `Line`, `Interrupt`,
-        /// `EndOfInput`, `Empty` (only on `console`: nothing typed yet) or
+        /// `EndOfInput`, `Empty` (on `console`: nothing typed yet; on
+        /// either: a Ctrl-C waits for another, foreground reader) or
         /// `Invalid` (`max` 0).
         Read = 2 => fn read { max: u64 },
         /// A new handle to `console` for a session of its own (its own
@@ -335,7 +339,8 @@ mod ring3 {
     }
 
     /// Reads the next input line into `out` through `console.in`'s
-    /// endpoint `input` (blocking until a line, Ctrl-C or Ctrl-D).
+    /// endpoint `input` (blocking until a line, Ctrl-C or Ctrl-D; at once
+    /// `WouldBlock` while a Ctrl-C waits for another, foreground reader).
     pub fn read(input: Endpoint, out: &mut [u8]) -> Result<Input, ConsoleError> {
         let mut buf = [0u8; MAX_READ + 64];
         let mut c = Client::new(Caller::new(input, None), &mut buf);
@@ -347,6 +352,8 @@ mod ring3 {
             }
             Reply::Interrupt {} => Ok(Input::Interrupt),
             Reply::EndOfInput {} => Ok(Input::End),
+            // A Ctrl-C waits for the foreground reader, who is not us.
+            Reply::Empty {} => Err(CallError::Transport(Error::WouldBlock)),
             _ => Err(CallError::Transport(Error::InvalidArgument)),
         }
     }

@@ -116,8 +116,9 @@ wire::protocol! {
         /// Where the caller's procmgr endpoint is now (gaps2): after a
         /// procmgr restart init adopts the programs it started (and holds)
         /// into the successor; `Rejoined` names the handle the successor's
-        /// endpoint got in the caller, `NotFound` if init holds no such
-        /// program (or has not adopted it yet).
+        /// endpoint got in the caller (0: init could not adopt it into the
+        /// successor; the next restart tries again), `NotFound` if init
+        /// holds no such program.
         Rejoin = 7 (idempotent) => fn rejoin {},
     }
     /// What the service answers.
@@ -151,7 +152,8 @@ wire::protocol! {
         /// init-internal: the process handle to watch next (0: none yet,
         /// ask again later).
         Respawned = 14 { process: u64 },
-        /// The caller's procmgr endpoint is handle `handle` (its own).
+        /// The caller's procmgr endpoint is handle `handle` (its own; 0:
+        /// none now).
         Rejoined = 15 { handle: u64 },
     }
     /// Typed calls.

@@ -13,7 +13,10 @@
 //!   `hello sleep` it greets, then sleeps until killed (the shell's
 //!   Ctrl-C test). With argv `hello steal` it greets, then polls the
 //!   console for a Ctrl-C every millisecond ([`steal`]): the shell must
-//!   take it, not hello (gaps2). With argv exactly `scribble` it attacks its own
+//!   take it, not hello (gaps2). With argv `hello lurk` it greets and
+//!   forks a child that outlives it and waits in a `read` on `console.in`
+//!   ([`lurk`]): a Ctrl-C typed at the shell's prompt must still reach the
+//!   shell (breaku2). With argv exactly `scribble` it attacks its own
 //!   read-only segment, which the loader maps from the boot module's own
 //!   frames ([`scribble`]), and exits 0 if the module stayed unchanged.
 //!   With argv exactly `reap` it waits for any child (one it inherited
@@ -176,6 +179,10 @@ fn main(arg: u64) -> i32 {
         return steal();
     }
     // SAFETY: as above (argc >= 2 checked first).
+    if argc == 2 && unsafe { string(word(2)) } == b"lurk" {
+        return lurk();
+    }
+    // SAFETY: as above (argc >= 2 checked first).
     if argc == 2 && unsafe { string(word(2)) } == b"sleep" {
         // Until killed: the shell's Ctrl-C in `run` has something to stop.
         loop {
@@ -209,6 +216,53 @@ fn steal() -> i32 {
         libipc::sys::sleep_ns(1_000_000);
     }
     0
+}
+
+/// How long `hello lurk` waits before it exits: its child is in its
+/// `read` on `console.in` by then, ahead of the shell's next one.
+const LURK_NS: u64 = 500_000_000;
+
+/// `hello lurk` (breaku2): forks a child that outlives hello (procmgr
+/// re-parents it to init), looks up `console.in` and waits in one `read`
+/// there, holding the console's one reader thread while the shell's
+/// prompt `read` queues behind it. A Ctrl-C then typed is the shell's
+/// (its foreground reader): the child's `read` must be refused at once
+/// (`would block`), not wait for the shell to take it, which the shell,
+/// queued behind, never could. The child says what its `read` got, then
+/// sleeps until power-off without reading again.
+fn lurk() -> i32 {
+    match procmgr::fork() {
+        Ok(procmgr::Fork::Child) => lurker(),
+        Ok(procmgr::Fork::Parent(_)) => {}
+        Err(_) => return scribble_exit::NO_FORK,
+    }
+    libipc::sys::sleep_ns(LURK_NS);
+    0
+}
+
+/// `hello lurk`'s child: one `read` on `console.in`, said, then sleeps.
+fn lurker() -> ! {
+    let (Ok(input), Ok(con)) = (
+        procmgr::lookup(console::INPUT_NAME),
+        procmgr::lookup(console::NAME),
+    ) else {
+        procmgr::exit(NO_CONSOLE)
+    };
+    let mut buf = [0u8; 128];
+    let mut c = console::Client::new(Caller::new(con, None), &mut buf);
+    let _ = c.write(b"hello: lurking on console.in\n");
+    let mut line = [0u8; 64];
+    let said: &[u8] = match console::read(input, &mut line) {
+        Ok(console::Input::Line(_)) => b"hello: the lurker read a line\n",
+        Ok(console::Input::Interrupt) => b"hello: the lurker took a Ctrl-C\n",
+        Ok(console::Input::End) => b"hello: the lurker read the end\n",
+        Err(_) => b"hello: the lurker's read was refused\n",
+    };
+    let mut c = console::Client::new(Caller::new(con, None), &mut buf);
+    let _ = c.write(said);
+    loop {
+        libipc::sys::sleep_ns(1_000_000_000);
+    }
 }
 
 /// The argv (one string) that runs [`scribble`].

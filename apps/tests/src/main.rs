@@ -65,6 +65,7 @@ mod loader;
 mod mem;
 mod names;
 mod notdeliv;
+mod pmrejoin;
 mod pmrestart;
 mod process;
 mod procmgr;
@@ -880,6 +881,16 @@ const CASES: &[Case] = &[
     (
         "procmgr_restart_rejoins_inits_programs",
         pmrestart::restart_rejoins_inits_programs,
+    ),
+    // After it (breaku2): three more restarts; a failed re-adoption is
+    // retried at the next one, and `fork` finds the successor too.
+    (
+        "procmgr_failed_readoption_is_retried",
+        pmrejoin::failed_readoption_is_retried,
+    ),
+    (
+        "procmgr_fork_first_after_a_restart_rejoins",
+        pmrejoin::fork_first_after_a_restart_rejoins,
     ),
 ];
 

@@ -25,7 +25,6 @@
 //! bases, priority and affinity (a fresh thread's).
 
 use super::Reply;
-use crate::server::Caller;
 use crate::vm::{space_clone, Space};
 use abi::Error;
 use core::arch::naked_asm;
@@ -180,10 +179,12 @@ extern "C" fn fork_parent(frame: *mut ForkFrame) -> u64 {
 }
 
 fn parent(frame: *mut ForkFrame) -> Result<u32, Error> {
-    let ep = super::endpoint().ok_or(Error::BadHandle)?;
-    let child = space_clone(Space::Own)?;
     let mut buf = [0u8; 128];
-    let mut c = super::Client::new(Caller::new(ep, None), &mut buf);
+    // Through the rejoining client, as every other call (breaku2): after a
+    // procmgr restart a `Fork` never taken goes to the successor (the
+    // child's handle is a copy, so the resend has it too).
+    let mut c = super::client(&mut buf)?;
+    let child = space_clone(Space::Own)?;
     let pid = match c.fork(CopiedHandle(child.raw())) {
         Ok(Reply::Pid { pid }) => pid as u32,
         other => {

@@ -45,8 +45,9 @@ pub(super) fn forget() {
 
 /// Asks init where this process's procmgr endpoint is now, instead of the
 /// dead `dead`: the new one (made current), or `None` at once if this
-/// process has no name service or init holds no record of it, or when
-/// init's record did not move on within the recovery time.
+/// process has no name service, init holds no record of it or init could
+/// not adopt it into the successor (handle 0: the next restart tries
+/// again), or when init's record did not move on within the recovery time.
 pub fn rejoin(dead: Endpoint) -> Option<Endpoint> {
     // Relaxed: as in `rejoin_through`.
     let names_ep = match NAMES.load(Ordering::Relaxed) {

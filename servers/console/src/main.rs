@@ -172,6 +172,11 @@ mod ring3 {
         End,
         /// `max` 0.
         Invalid,
+        /// Something is queued, but behind a Ctrl-C this reader may not
+        /// take (breaku2): answered `Empty` at once, even on `console.in`,
+        /// so it never holds the reader thread the foreground's own `read`
+        /// queues behind (the shell at its prompt would never read again).
+        Withheld,
     }
 
     /// Takes the client with `badge`'s `read(max)` from the cooked queue
@@ -183,13 +188,16 @@ mod ring3 {
         let max = usize::try_from(max).unwrap_or(MAX_READ).min(MAX_READ);
         let interrupts = may_interrupt(badge);
         let mut input = INPUT.lock();
-        Some(match input.take_for(max, interrupts)? {
-            Cooked::Line(bytes) => {
+        let queued = input.ready();
+        Some(match input.take_for(max, interrupts) {
+            Some(Cooked::Line(bytes)) => {
                 out[..bytes.len()].copy_from_slice(bytes);
                 Taken::Line(bytes.len())
             }
-            Cooked::Interrupt => Taken::Interrupt,
-            Cooked::End => Taken::End,
+            Some(Cooked::Interrupt) => Taken::Interrupt,
+            Some(Cooked::End) => Taken::End,
+            None if queued => Taken::Withheld,
+            None => return None,
         })
     }
 
@@ -200,7 +208,7 @@ mod ring3 {
             Some(Taken::Interrupt) => Reply::Interrupt {},
             Some(Taken::End) => Reply::EndOfInput {},
             Some(Taken::Invalid) => Reply::Invalid { limit: 0 },
-            None => Reply::Empty {},
+            Some(Taken::Withheld) | None => Reply::Empty {},
         }
     }
 
@@ -361,7 +369,8 @@ mod ring3 {
                 Request::Read { max } => {
                     let t = loop {
                         // A Ctrl-C this reader may not take hides the queue
-                        // from it until the foreground took it.
+                        // from it until the foreground took it: `Empty` at
+                        // once (`Taken::Withheld`), never a wait.
                         if let Some(t) = take(badge, max, &mut self.out) {
                             break t;
                         }
