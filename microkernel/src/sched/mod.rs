@@ -30,7 +30,12 @@
 //! A thread's wait list (joiners, process waiters, sleepers) before a run queue;
 //! never two run queues at once (stealing uses `try_lock`).
 
+mod poll;
 pub mod sleep;
+mod steal;
+
+use poll::poll_queue;
+use steal::{any_stealable, steal};
 
 use crate::arch::context::switch_context;
 use crate::arch::cpu::{self, msr};
@@ -229,38 +234,6 @@ fn pop_local(c: &CpuSched) -> Option<Arc<Thread>> {
     }
     c.queued.store(rq.len(), Ordering::Relaxed);
     t
-}
-
-/// Takes a thread from a busier CPU that may run here.
-fn steal(me: usize) -> Option<Arc<Thread>> {
-    // Nothing unpinned is queued anywhere: nothing here may run (a thread
-    // pinned to this CPU is queued only here). A count read just before
-    // another CPU queues one misses it for this scan only; the idle loop
-    // and the tick look again (the hint's guarantee, as for `queued`).
-    if STEALABLE.load(Ordering::Relaxed) == 0 {
-        return None;
-    }
-    for (i, c) in joined() {
-        if i == me || c.queued.load(Ordering::Relaxed) == 0 {
-            continue;
-        }
-        let Some(mut rq) = c.rq.try_lock() else {
-            continue;
-        };
-        let got = rq.steal(|t| {
-            let a = t.sched.affinity.load(Ordering::Relaxed);
-            a == u32::MAX || a as usize == me
-        });
-        if let Some(t) = &got {
-            taken(t);
-        }
-        c.queued.store(rq.len(), Ordering::Relaxed);
-        drop(rq);
-        if got.is_some() {
-            return got;
-        }
-    }
-    None
 }
 
 /// Gives the CPU to the best ready thread (possibly the current one again),
@@ -494,13 +467,6 @@ fn slice_end_from(now: u64) -> u64 {
     now.saturating_add(SLICE_MS * crate::arch::apic::tsc_per_ms())
 }
 
-fn any_stealable(me: usize) -> bool {
-    // Relaxed: a hint (see STEALABLE); 0 means no other CPU holds a thread
-    // this one could take.
-    STEALABLE.load(Ordering::Relaxed) != 0
-        && joined().any(|(i, c)| i != me && c.queued.load(Ordering::Relaxed) > 1)
-}
-
 /// The idle loop of a CPU: runs whatever is ready, else halts until an
 /// interrupt. Never returns.
 pub fn idle_loop() -> ! {
@@ -522,60 +488,6 @@ pub fn idle_loop() -> ! {
         // SAFETY: enabling interrupts and halting is the idle thread's job.
         unsafe { core::arch::asm!("sti", "hlt", options(nomem, nostack)) };
     }
-}
-
-/// How long a blocking thread polls its CPU's queue for its own wake
-/// before the CPU goes idle, at most: 20 us of TSC time and [`POLL_LOOKS`]
-/// looks (a load, a TSC read and a `pause` each), and only when nothing
-/// else is queued there ([`block`]). Interrupts stay off meanwhile, so
-/// this also bounds the interrupt latency it adds. Bounded in time and
-/// not only in looks: under QEMU's single-threaded icount mode each
-/// `pause` hands the host thread to the other vCPUs for their whole
-/// slice. The power argument: a CPU spins at most 20 us per thread that
-/// blocks on it with nothing else to run, and not at all while nothing
-/// runs (an idle shell prompt: docs/decisions.md, `## xcore (session
-/// 20)`, measured). What it saves when the wake comes within the poll (a
-/// partner on another CPU answering): the waker's IPI, the switch to the
-/// idle thread, the interrupt entry and exit, and the switch back -- the
-/// thread takes itself off the queue in `schedule_inner` and runs on.
-const POLL_US: u64 = 20;
-/// The most looks of one poll (the time bound's backstop).
-const POLL_LOOKS: u32 = 256;
-
-/// Polls this CPU's queue (interrupts off) until something is queued or
-/// the bound passes, with the poll flag up so a waker sends no IPI. The
-/// caller then schedules: `schedule_inner` takes what was queued under
-/// the queue's lock (a waker that took the flag pushed first; one that
-/// did not sends its IPI).
-fn poll_queue(c: &CpuSched) {
-    // Idle for `pick_cpu` meanwhile (Relaxed: a hint, as everywhere): the
-    // wake of this very thread, if it is unpinned, comes back here rather
-    // than to another idle CPU, which could not run it before this poll
-    // ends (`on_cpu`). Another thread queued here ends the poll (it runs
-    // next, as it would have on the idle CPU).
-    c.idle.store(true, Ordering::Relaxed);
-    c.poll.begin();
-    let until = cpu::rdtsc().saturating_add(POLL_US * crate::arch::apic::tsc_per_ms() / 1000);
-    let mut found = false;
-    for _ in 0..POLL_LOOKS {
-        if c.queued.load(Ordering::Relaxed) > 0 {
-            found = true;
-            break;
-        }
-        if cpu::rdtsc() >= until {
-            break;
-        }
-        core::hint::spin_loop();
-    }
-    if !found {
-        // Relaxed: a statistic (the ring-3 `breakk2` case reads it).
-        percpu::this().poll_misses.fetch_add(1, Ordering::Relaxed);
-    }
-    // Whether a waker took the flag does not matter here: either way the
-    // thread it queued is in the queue `schedule_inner` pops next.
-    let _ = c.poll.end();
-    // Running again (this thread, or the switch below sets it anew).
-    c.idle.store(false, Ordering::Relaxed);
 }
 
 /// A preemption point for long kernel work.
