@@ -386,11 +386,12 @@ fn switch_prepare(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
     // SAFETY: current_thread held a strong reference to prev (invariant),
     // made by `Arc::into_raw` of an `Arc<Thread>`.
     let prev_ref = unsafe { Arc::from_raw(prev as *const Thread) };
-    // SAFETY: this CPU's own cell, empty: every switch ends in
-    // `finish_switch` (after `switch_context`, in `thread_start`, or in the
-    // frameless resume entry), which takes it. Written without dropping
-    // the old value (the drop of an `Option<Arc>` was an out-of-line call
-    // here once `switch_prepare` was inlined into the IPC fast path).
+    // The cell is empty: every switch ends in `finish_switch` (after
+    // `switch_context`, in `thread_start`, or in the frameless resume
+    // entry), which takes it. Written without dropping the old value (the
+    // drop of an `Option<Arc>` was an out-of-line call here once
+    // `switch_prepare` was inlined into the IPC fast path).
+    // SAFETY: this CPU's own cell, empty (above), touched by no other CPU.
     unsafe {
         let cell = here().prev.get();
         debug_assert!((*cell).is_none());
@@ -627,13 +628,13 @@ pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
         return;
     };
     let (prev_rsp, next_rsp) = switch_prepare(current(), next);
-    // SAFETY: `prev_rsp` is the previous thread's saved-RSP slot; nothing
-    // else writes it while that thread is not running, and it is read only
-    // by a CPU that switches to it, after `finish_switch` (on next's stack,
+    // `prev_rsp` is the previous thread's saved-RSP slot: nothing else
+    // writes it while that thread is not running, and it is read only by a
+    // CPU that switches to it, after `finish_switch` (on next's stack,
     // after the jump below) released it with `on_cpu` (Release, paired
     // with that CPU's Acquire load in `schedule_inner`/`switch_direct`).
-    // Then the caller's contract: nothing on this stack is owned, and the
-    // thread's wait ends in the frameless resume.
+    // SAFETY: that slot (above); and the caller's contract: nothing on this
+    // stack is owned, and the thread's wait ends in the frameless resume.
     unsafe {
         *prev_rsp = crate::arch::frameless::frameless_rsp();
         crate::arch::frameless::abandon_stack_for(next_rsp)

@@ -1,0 +1,404 @@
+//! The second half of the case table: the servers, fast path, trace,
+//! vm, hw, the reviewers' cases and, last, the supervision and restart
+//! cases.
+
+use super::super::*;
+use super::Case;
+
+/// In the order run, after [`super::early::CASES`].
+pub const CASES: &[Case] = &[
+    // --- names (issue 11 item 1) ---
+    ("names_kv_found_by_name", names::kv_found_by_name),
+    ("names_bad_input_is_refused", names::bad_input_is_refused),
+    (
+        "names_stale_endpoint_after_restart",
+        names::stale_endpoint_after_restart,
+    ),
+    (
+        "names_supervision_survives_100_kills",
+        names::supervision_survives_100_kills,
+    ),
+    // --- fastpath3 (issue 10) ---
+    (
+        "fastpath3_killed_spawner_leaves_no_child",
+        fastpath3::killed_spawner_leaves_no_child,
+    ),
+    (
+        "fastpath3_first_fpu_use_after_many_switches_sees_init_state",
+        fastpath3::first_fpu_use_after_many_switches_sees_init_state,
+    ),
+    // --- trace (issue 12) ---
+    (
+        "trace_mark_validates_its_name",
+        trace::trace_mark_validates_its_name,
+    ),
+    // --- vm (issue 11) ---
+    (
+        "vm_process_built_from_scratch_runs_and_exits",
+        vm_build::process_built_from_scratch_runs_and_exits,
+    ),
+    (
+        "vm_calls_check_rights_and_ranges",
+        vm_build::vm_calls_check_rights_and_ranges,
+    ),
+    (
+        "vm_target_quota_exhaustion_is_no_memory_and_leaks_nothing",
+        vm_build::target_quota_exhaustion_is_no_memory_and_leaks_nothing,
+    ),
+    (
+        "vm_memory_object_is_shared_and_freed_with_its_last_mapping",
+        vm_build::memory_object_is_shared_and_freed_with_its_last_mapping,
+    ),
+    (
+        "vm_cow_parent_and_child_see_only_their_own_writes",
+        vm_build::cow_parent_and_child_see_only_their_own_writes,
+    ),
+    (
+        "vm_cow_child_writing_1mib_returns_every_frame",
+        vm_build::cow_child_writing_1mib_returns_every_frame,
+    ),
+    (
+        "vm_kill_races_a_cow_fault",
+        vm_build::kill_races_a_cow_fault,
+    ),
+    (
+        "vm_clone_while_another_thread_writes",
+        vm_build::clone_while_another_thread_writes,
+    ),
+    (
+        "vm_protect_after_clone_keeps_the_shared_frame_private",
+        vm_build::protect_after_clone_keeps_the_shared_frame_private,
+    ),
+    (
+        "vm_private_mapping_is_copy_on_write",
+        vm_build::private_mapping_is_copy_on_write,
+    ),
+    // --- hw (issue 11) ---
+    (
+        "hw_ioport_grants_are_checked",
+        hw::ioport_grants_are_checked,
+    ),
+    (
+        "hw_ioport_grant_gives_exactly_its_ports",
+        hw::ioport_grant_gives_exactly_its_ports,
+    ),
+    (
+        "hw_irq_rtc_signals_and_ack_unmasks",
+        hw::irq_rtc_signals_and_ack_unmasks,
+    ),
+    (
+        "hw_process_notify_signals_exit_and_kill",
+        hw::process_notify_signals_exit_and_kill,
+    ),
+    (
+        "hw_dead_process_handles_are_closed",
+        hw::dead_process_handles_are_closed,
+    ),
+    (
+        "hw_thread_suspend_and_resume",
+        hw::thread_suspend_and_resume,
+    ),
+    ("hw_fault_delivery", hw::fault_delivery),
+    // --- breakvm (issue 11) ---
+    (
+        "attackvm_reply_into_a_clones_cow_buffer",
+        attackvm::reply_into_a_clones_cow_buffer,
+    ),
+    (
+        "attackvm_clone_loses_no_racing_write",
+        attackvm::clone_loses_no_racing_write,
+    ),
+    // --- breakfp (issue 10) ---
+    (
+        "attackfp_x87_regs_init_at_first_use",
+        attackfp::x87_regs_init_at_first_use,
+    ),
+    (
+        "attackfp_first_fpu_insn_faults_with_its_own_vector",
+        attackfp::first_fpu_insn_faults_with_its_own_vector,
+    ),
+    (
+        "attackfp_first_use_state_follows_migration",
+        attackfp::first_use_state_follows_migration,
+    ),
+    (
+        "attackfp_spawn_in_last_user_page_leaves_no_thread",
+        attackfp::spawn_in_last_user_page_leaves_no_thread,
+    ),
+    (
+        "attackfp_process_spawn_in_last_user_page_leaves_no_child",
+        attackfp::process_spawn_in_last_user_page_leaves_no_child,
+    ),
+    // --- breakhw (issue 11) ---
+    (
+        "attackhw_fault_error_code_hides_kernel_layout",
+        attackhw::fault_error_code_hides_kernel_layout,
+    ),
+    (
+        "attackhw_exit_notify_is_per_notification",
+        attackhw::exit_notify_is_per_notification,
+    ),
+    (
+        "attackhw_fault_resume_keeps_registers",
+        attackhw::fault_resume_keeps_registers,
+    ),
+    // --- ipcfast (issue 10) ---
+    (
+        "ipcfast_port_enabled_by_a_sibling_is_usable_at_once",
+        ipcfast::port_enabled_by_a_sibling_is_usable_at_once,
+    ),
+    // --- ipcl (issue 10, session 19) ---
+    (
+        "ipcl_call_racing_close_and_reuse_of_its_number",
+        ipcl::call_racing_close_and_reuse_of_its_number,
+    ),
+    // --- procmgr (issue 11 item 3) ---
+    (
+        "procmgr_fork_wait_exit_codes",
+        procmgr::fork_wait_exit_codes,
+    ),
+    ("procmgr_getpid_getppid", procmgr::getpid_getppid),
+    (
+        "procmgr_fork_chain_10_leaves_no_zombies",
+        procmgr::fork_chain_10_leaves_no_zombies,
+    ),
+    (
+        "procmgr_hundred_children_all_waited",
+        procmgr::hundred_children_all_waited,
+    ),
+    (
+        "procmgr_cow_parent_and_child_see_own_writes",
+        procmgr::cow_parent_and_child_see_own_writes,
+    ),
+    (
+        "procmgr_faulting_children_are_killed_and_reported",
+        procmgr::faulting_children_are_killed_and_reported,
+    ),
+    (
+        "procmgr_hostile_waits_and_kills_are_refused",
+        procmgr::hostile_waits_and_kills_are_refused,
+    ),
+    (
+        "procmgr_orphan_is_reparented_to_init",
+        procmgr::orphan_is_reparented_to_init,
+    ),
+    (
+        "procmgr_fork_storm_to_the_limit_is_an_error",
+        procmgr::fork_storm_to_the_limit_is_an_error,
+    ),
+    // --- console server (issue 11 item 4) ---
+    (
+        "consrv_sessions_print_whole_lines",
+        consrv::sessions_print_whole_lines,
+    ),
+    (
+        "consrv_hostile_requests_get_typed_errors",
+        consrv::hostile_requests_get_typed_errors,
+    ),
+    (
+        "consrv_restart_while_clients_print",
+        consrv::restart_while_clients_print,
+    ),
+    // --- loader (issue 11 item 2) ---
+    ("loader_hello_gets_its_stack", loader::hello_gets_its_stack),
+    (
+        "loader_malformed_corpus_is_refused",
+        loader::malformed_corpus_is_refused,
+    ),
+    (
+        "loader_hostile_requests_get_typed_replies",
+        loader::hostile_requests_get_typed_replies,
+    ),
+    (
+        "loader_hundred_loads_leak_nothing",
+        loader::hundred_loads_leak_nothing,
+    ),
+    (
+        "loader_killed_under_a_client",
+        loader::killed_under_a_client,
+    ),
+    (
+        "loader_stacks_are_zero_and_private",
+        loader::stacks_are_zero_and_private,
+    ),
+    (
+        "loader_stack_zero_object_survives_protect_and_kernel_writes",
+        loader::stack_zero_object_survives_protect_and_kernel_writes,
+    ),
+    (
+        "procmgr_rechecked_wait_delivers_once",
+        waitrecheck::rechecked_wait_delivers_once,
+    ),
+    // --- shell2 (issue 11: spawn/exec through procmgr) ---
+    (
+        "procmgr_spawn_hello_through_the_loader",
+        procmgr::spawn_hello_through_the_loader,
+    ),
+    (
+        "procmgr_fork_exec_hello_keeps_the_pid",
+        procmgr::fork_exec_hello_keeps_the_pid,
+    ),
+    // --- breakit (issue 11, the servers attacked) ---
+    (
+        "attack_servers_timed_out_waits_do_not_starve_other_waiters",
+        attack_servers::timed_out_waits_do_not_starve_other_waiters,
+    ),
+    (
+        "attack_servers_procmgr_table_full_of_zombies_is_an_error",
+        attack_servers::procmgr_table_full_of_zombies_is_an_error,
+    ),
+    (
+        "attack_servers_procmgr_end_probe_has_no_stale_signal",
+        attack_servers::procmgr_end_probe_has_no_stale_signal,
+    ),
+    // --- shell3 (init-only trace dump and adopt) ---
+    ("trace_dump_is_init_only", shell3::trace_dump_is_init_only),
+    (
+        "names_lookup_for_is_procmgr_only",
+        gaps::names_lookup_for_is_procmgr_only,
+    ),
+    (
+        "names_resend_follows_newer_instances_up_to_the_bound",
+        gaps::names_resend_follows_newer_instances_up_to_the_bound,
+    ),
+    (
+        "procmgr_adopt_is_init_only",
+        shell3::procmgr_adopt_is_init_only,
+    ),
+    // --- gaps2 (session 20: who takes a Ctrl-C) ---
+    (
+        "console_foreground_is_the_controllers_alone",
+        gaps2::console_foreground_is_the_controllers_alone,
+    ),
+    // --- forkperf (issue 11: fork and spawn costs) ---
+    (
+        "procmgr_waits_keep_a_notification_and_forks_forget_it",
+        forkperf::waits_keep_a_notification_and_forks_forget_it,
+    ),
+    // --- forku (issue 11: the wake-up carries the wait's outcome) ---
+    (
+        "procmgr_wait_cancel_after_delivery_reads_the_status",
+        forku::cancel_after_delivery_reads_the_status,
+    ),
+    (
+        "procmgr_timed_waits_race_the_end_and_lose_nothing",
+        forku::timed_waits_race_the_end_and_lose_nothing,
+    ),
+    (
+        "procmgr_waiter_killed_while_waiting",
+        forku::waiter_killed_while_waiting,
+    ),
+    (
+        "procmgr_badged_give_and_fault_endpoint",
+        forku::badged_give_and_fault_endpoint,
+    ),
+    // --- breaku (session 19: break-it review of forku, gaps, ipcl) ---
+    (
+        "loader_shared_module_pages_stay_unchanged",
+        breaku::shared_module_pages_stay_unchanged,
+    ),
+    (
+        "procmgr_exec_drops_the_old_images_waiters",
+        breaku::exec_drops_the_old_images_waiters,
+    ),
+    // --- pscpu (issue 11: ps's CPU column) ---
+    (
+        "process_cpu_names_the_cpu_it_runs_on",
+        pscpu::process_cpu_names_the_cpu_it_runs_on,
+    ),
+    // --- notdeliv (issue 11: NotDelivered versus PeerDied) ---
+    (
+        "notdeliv_call_without_receivers",
+        notdeliv::call_without_receivers,
+    ),
+    (
+        "notdeliv_queued_call_behind_a_busy_server_that_dies",
+        notdeliv::queued_call_behind_a_busy_server_that_dies,
+    ),
+    (
+        "notdeliv_taken_call_whose_server_dies_is_peer_died",
+        notdeliv::taken_call_whose_server_dies_is_peer_died,
+    ),
+    (
+        "notdeliv_last_receiver_closing_races_callers",
+        notdeliv::last_receiver_closing_races_callers,
+    ),
+    // --- breakit2 (session 18 break-it review) ---
+    (
+        "attack18_prune_unmap_cycles_return_every_frame",
+        attack_session18::prune_unmap_cycles_return_every_frame,
+    ),
+    (
+        "attack18_prune_unmap_last_table_of_user_half",
+        attack_session18::prune_unmap_last_table_of_user_half,
+    ),
+    (
+        "attack18_unmap_whole_user_half_frees_all_tables",
+        attack_session18::unmap_whole_user_half_frees_all_tables,
+    ),
+    (
+        "attack18_user_copy_races_pruning_unmap",
+        attack_session18::user_copy_races_pruning_unmap,
+    ),
+    (
+        "attack18_process_cpu_of_unstarted_ended_closed",
+        attack_session18::process_cpu_of_unstarted_ended_closed,
+    ),
+    (
+        "attack18_cow_faults_race_pruning_of_a_clone",
+        attack_session18::cow_faults_race_pruning_of_a_clone,
+    ),
+    // --- breakk2 (session 20): attacks on ipcfr and xcore ---
+    (
+        "breakk2_no_poll_without_another_cpu_to_wake_the_blocker",
+        breakk2::no_poll_without_another_cpu_to_wake_the_blocker,
+    ),
+    ("breakk2_sleeps_do_not_poll", breakk2::sleeps_do_not_poll),
+    // --- supervise (issue 11: supervision under injected faults) ---
+    // Last on purpose: the trace-tests-smp4 boot checks init's restart
+    // marks (`mark restart:console`, `restart:loader`) are in the rings at
+    // shutdown, and the cases after a restart would push them out.
+    (
+        "supervise_console_and_loader_killed_at_random",
+        supervise::console_and_loader_killed_at_random,
+    ),
+    (
+        "supervise_supervised_names_are_reserved",
+        supervise::supervised_names_are_reserved,
+    ),
+    // --- xcore (session 20): the cross-core round trip ---
+    (
+        "xcore_cross_core_calls_take_the_xcall_path",
+        xcore::cross_core_calls_take_the_xcall_path,
+    ),
+    (
+        "xcore_replies_across_the_poll_window_are_never_left_to_the_tick",
+        xcore::replies_across_the_poll_window_are_never_left_to_the_tick,
+    ),
+    (
+        "xcore_kill_racing_a_cross_core_call",
+        xcore::kill_racing_a_cross_core_call,
+    ),
+    // Last of all: it restarts procmgr, whose successor starts with an
+    // empty table (no other case's children survive; only the rejoin case
+    // below, which needs the restart, follows).
+    (
+        "procmgr_restart_ends_an_untimed_wait",
+        pmrestart::restart_ends_an_untimed_wait,
+    ),
+    // After it (gaps2): init adopted this program into the successor.
+    (
+        "procmgr_restart_rejoins_inits_programs",
+        pmrestart::restart_rejoins_inits_programs,
+    ),
+    // After it (breaku2): three more restarts; a failed re-adoption is
+    // retried at the next one, and `fork` finds the successor too.
+    (
+        "procmgr_failed_readoption_is_retried",
+        pmrejoin::failed_readoption_is_retried,
+    ),
+    (
+        "procmgr_fork_first_after_a_restart_rejoins",
+        pmrejoin::fork_first_after_a_restart_rejoins,
+    ),
+];
