@@ -81,6 +81,13 @@ pub fn spawn(req: Spawn, f: &mut TrapFrame) -> Result<u64, Error> {
         req.image.skip((i * SPAWN_COPY_CHUNK) as u64).read(chunk)?;
     }
     let (h, pid) = spawn_process(buf.bytes(), &req.parent, req.arg)?;
+    drop(buf);
+    // The build's tail ran with interrupts off: take what came meanwhile
+    // here, not on the first user instruction. A kill a timer interrupt
+    // brings (a killer woken on this CPU) is then seen by the syscall
+    // exit's work test, which undoes the spawn, instead of landing after
+    // the return, where the thread dies holding the handle in RAX.
+    preemption_point();
     f.rdx = pid.get();
     Ok(h.raw() as u64)
 }
