@@ -36,11 +36,13 @@ const RACER_FLAG: u64 = 0x50_0000;
 
 global_asm!(
     ".pushsection .rodata.mica_rev_life_children, \"a\"",
-    // tracker: lives until the process count drops below what it was when
-    // it started (its creator ended and was reaped), at most 4 s; then
-    // process_exit(0). So a grandchild outlives its racer by moments when
-    // the racer dies promptly, and by seconds when it does not.
+    // tracker: RDI = the process count to watch (0: the count it sees at
+    // its start). Lives until the count drops below that (its creator
+    // ended and was reaped), at most 4 s; then process_exit(0). So a
+    // grandchild outlives its racer by moments when the racer dies
+    // promptly, and by seconds when it does not.
     "mica_rev_tracker:",
+    "mov rbx, rdi",                // rbx: the count to watch, or 0
     "mov edi, {tbuf}",             // rdi: a page for sysinfo
     "mov esi, 4096",
     "mov edx, {write}",
@@ -52,7 +54,9 @@ global_asm!(
     "mov esi, {info_len}",
     "mov eax, {sysinfo}",
     "syscall",
-    "mov r12, [{tbuf} + {info_procs}]", // r12: the process count at the start
+    "mov r12, [{tbuf} + {info_procs}]", // r12: the process count at the start,
+    "test rbx, rbx",
+    "cmovnz r12, rbx",             //   or the one the creator passed
     "mov eax, {clock}",
     "syscall",
     "mov r15, 4000000000",
@@ -92,8 +96,9 @@ global_asm!(
     "syscall",
     "ud2",
     "mica_rev_fixed_sleeper_end:",
-    // racer: RDI = the grandchild image's length (low 32 bits) | spin count
-    // << 32; the image follows the code. Maps a flag page, spawns the
+    // racer: RDI = the grandchild image's length (bits 0-31) | spin count
+    // << 32 (bits 32-47) | the count the tracker watches << 48; the image
+    // follows the code. Maps a flag page, spawns the
     // grandchild (a tracker: up to 4 s), starts RACER_WAITERS threads that spin on
     // the flag and then call process_wait(grandchild), sets the flag, spins
     // for the count, then process_exit(7) -- so the kill lands while the
@@ -101,7 +106,10 @@ global_asm!(
     // each round moves a little.
     "mica_rev_racer:",
     "mov r15, rdi",
-    "shr r15, 32",                 // r15: spin count
+    "shr r15, 32",
+    "movzx r15d, r15w",            // r15: spin count
+    "mov rbx, rdi",
+    "shr rbx, 48",                 // rbx: the tracker's count
     "mov r12d, edi",               // r12: image length (zero-extended)
     "mov edi, {flag}",             // rdi: the flag page
     "mov esi, 4096",               // rsi: one page
@@ -112,7 +120,7 @@ global_asm!(
     "jae 9f",
     "lea rdi, [rip + mica_rev_racer_end]", // rdi: the image
     "mov rsi, r12",                // rsi: its length
-    "xor edx, edx",                // rdx: (the tracker takes no argument)
+    "mov rdx, rbx",                // rdx: the tracker's count
     "mov eax, {pspawn}",
     "syscall",
     "cmp rax, -4095",
@@ -389,10 +397,15 @@ pub fn kill_racing_process_wait_is_not_lost() -> TestResult {
         // Each round's tracker ends when the count drops below what it saw
         // at its start: start from the baseline, so only its own racer's
         // end can do that.
-        settle(5000, |a| a.processes <= before.processes)?;
+        let (now, _) = settle(5000, |a| a.processes <= before.processes)?;
         let spin = (round % 32) * 64;
         let t0 = sys_clock();
-        let pid = spawn_code(racer, &image[..len], len as u64 | spin << 32)?;
+        // The tracker watches for fewer than now + racer + tracker: it
+        // gets that count from the test, since under load the racer could
+        // end and be reaped before the tracker's first look (then it
+        // waited its whole 4 s: 88 s for the case once, 2 s alone).
+        let watch = (now.processes + 2) << 48;
+        let pid = spawn_code(racer, &image[..len], len as u64 | spin << 32 | watch)?;
         let st = libipc::sys::process_wait(pid).map(status::decode);
         let dt = sys_clock() - t0;
         worst = worst.max(dt);
