@@ -143,22 +143,30 @@ fn counted(
     what: &'static str,
     calls: Option<u64>,
     replies: Option<u64>,
-    f: impl FnOnce() -> TestResult,
+    mut f: impl FnMut() -> TestResult,
 ) -> TestResult {
-    let (c0, r0) = fast_counts();
-    f()?;
-    let (c1, r1) = fast_counts();
-    let (dc, dr) = (c1 - c0, r1 - r0);
     let bad = |want: Option<u64>, got: u64| match want {
         Some(0) => got != 0,
         Some(min) => got < min,
         None => false,
     };
-    if bad(calls, dc) || bad(replies, dr) {
-        note!("{what}: {dc} fast calls, {dr} fast reply_recvs (wanted {calls:?}, {replies:?})");
-        return Err(what);
+    // The counters are the whole machine's: a round trip of another
+    // process in the window counts too (seen once: 2 fast calls beside a
+    // timed call). Up to three tries; a path that is wrong is wrong in
+    // each.
+    let mut last = (0, 0);
+    for _ in 0..3 {
+        let (c0, r0) = fast_counts();
+        f()?;
+        let (c1, r1) = fast_counts();
+        last = (c1 - c0, r1 - r0);
+        if !bad(calls, last.0) && !bad(replies, last.1) {
+            return Ok(());
+        }
     }
-    Ok(())
+    let (dc, dr) = last;
+    note!("{what}: {dc} fast calls, {dr} fast reply_recvs (wanted {calls:?}, {replies:?}), three tries");
+    Err(what)
 }
 
 /// A same-CPU ping-pong takes the fast path both ways; every excluded case
