@@ -213,15 +213,17 @@ fn check_ac_clear(frame: &TrapFrame) {
     }
 }
 
-/// An NMI. The kernel sends NMIs only to stop the machine on a panic; any
+/// An NMI. The kernel sends NMIs only to stop the machine (a panic, a
+/// power-off); any
 /// other (a watchdog, a hardware report, the `nmi.storm` test hook) is
 /// counted and ignored, in either mode — never blamed on the interrupted
 /// thread. Nothing here takes a lock (the NMI may have interrupted its
 /// holder) or schedules.
 fn nmi(frame: &TrapFrame) {
     if crate::panic::stopping() {
-        // Another CPU panicked and asked everyone to stop.
-        cpu::halt_forever();
+        // Another CPU panicked, or is powering off, and asked everyone to
+        // stop.
+        crate::panic::halt_stopped();
     }
     NMIS.fetch_add(1, Ordering::Relaxed);
     if frame.from_user() {

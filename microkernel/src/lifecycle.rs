@@ -434,9 +434,10 @@ fn ended(p: Arc<Process>, status: u64) {
     }
     if pid == INIT_PID {
         let code = abi::status::decode(status);
-        crate::println!("mica: init ended ({code:?}); powering off");
-        crate::trace::dump();
-        crate::arch::qemu::exit(code == abi::status::Status::Exited(0));
+        crate::panic::power_off(
+            format_args!("mica: init ended ({code:?}); powering off"),
+            code == abi::status::Status::Exited(0),
+        );
     }
 }
 

@@ -1,6 +1,8 @@
 //! Kernel panics and fatal exceptions: print the CPU, the message, the location,
 //! the registers (for exceptions) and a frame-pointer backtrace, stop the other
-//! CPUs, then leave QEMU with a failure status.
+//! CPUs, then leave QEMU with a failure status. And the orderly power-off
+//! (init's `shutdown`, or init's end), which stops the other CPUs the same
+//! way before its last lines.
 
 use crate::arch::trap::TrapFrame;
 use crate::arch::{cpu, percpu, probe, qemu};
@@ -9,10 +11,63 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 /// The CPU that is reporting a fatal error (u32::MAX = none).
 static DYING_CPU: AtomicU32 = AtomicU32::new(u32::MAX);
 static STOPPING: AtomicBool = AtomicBool::new(false);
+/// Other CPUs that took the stop (their NMI handler counts itself here).
+static HALTED: AtomicU32 = AtomicU32::new(0);
+/// How long the stopping CPU waits for the others to take the stop.
+const STOP_WAIT_US: u64 = 200_000;
 
 /// Whether the machine is being stopped (NMIs then mean "halt").
 pub fn stopping() -> bool {
     STOPPING.load(Ordering::SeqCst)
+}
+
+/// The NMI handler's part once the machine is stopping: counts this CPU
+/// as stopped and halts it for good.
+pub fn halt_stopped() -> ! {
+    HALTED.fetch_add(1, Ordering::SeqCst);
+    cpu::halt_forever()
+}
+
+/// Marks the machine stopping and NMIs every other CPU, then waits (at
+/// most [`STOP_WAIT_US`]) until each has taken the stop: a fixed short
+/// delay let a vCPU the host had not run yet go on writing COM1 into the
+/// last lines (and a held serial lock could be taken over under it).
+fn stop_others() {
+    STOPPING.store(true, Ordering::SeqCst);
+    crate::arch::apic::stop_others();
+    let others = (percpu::online() as u32).saturating_sub(1);
+    let mut waited = 0;
+    while HALTED.load(Ordering::SeqCst) < others && waited < STOP_WAIT_US {
+        crate::arch::apic::delay_us(100);
+        waited += 100;
+    }
+}
+
+/// Powers the machine off with `success` (init's `shutdown`, or init's
+/// end): the other CPUs are stopped first, so nothing a program on them
+/// writes to COM1 (the console server drives the port itself) lands inside
+/// `line` or the trace dump (seen: "bad" trace frame lines under host
+/// load); then `line`, the trace rings, and QEMU is left. A panic racing
+/// this halts in `die`, or this halts here: whoever claimed the machine
+/// first reports.
+pub fn power_off(line: core::fmt::Arguments<'_>, success: bool) -> ! {
+    cpu::disable_interrupts();
+    let me = percpu::cpu_id();
+    if DYING_CPU
+        .compare_exchange(u32::MAX, me.get(), Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        cpu::halt_forever();
+    }
+    stop_others();
+    // SAFETY: every other CPU was asked to halt, and this CPU holds no
+    // serial guard (its callers are a syscall handler and the exit path,
+    // outside any print). Breaking the lock keeps a stopped holder from
+    // deadlocking the last lines.
+    unsafe { crate::logger::SERIAL.force_unlock() };
+    crate::println!("{line}");
+    crate::trace::dump();
+    qemu::exit(success)
 }
 
 #[panic_handler]
@@ -35,8 +90,7 @@ pub fn die(msg: core::fmt::Arguments<'_>, frame: Option<&TrapFrame>) -> ! {
         // Another CPU (or a nested fault on this one) is already reporting.
         cpu::halt_forever();
     }
-    STOPPING.store(true, Ordering::SeqCst);
-    crate::arch::apic::stop_others();
+    stop_others();
     // SAFETY: every other CPU was asked to halt, and this CPU holds no serial
     // guard here (a panic inside print would have re-entered `die` and halted
     // above). Breaking the lock keeps the report from deadlocking.

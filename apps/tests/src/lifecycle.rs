@@ -320,8 +320,12 @@ pub fn thread_churn_does_not_grow_kernel_heap() -> TestResult {
     r
 }
 
-/// Heap growth tolerated over the churn (see `churn`).
-const HEAP_SLACK_BYTES: u64 = 512;
+/// Heap growth tolerated over the churn (see `churn`). At -smp 4 the
+/// capacity high-water marks grow by 512 bytes in most runs, and by more
+/// now and then under host load (seen failing at 512); the leak this case
+/// is for grew 8 bytes a round, 8,192 over the 1,024 rounds: four times
+/// this.
+const HEAP_SLACK_BYTES: u64 = 2048;
 
 fn churn(top: u64, rounds: u32) -> TestResult {
     let round = || -> TestResult {

@@ -3,7 +3,6 @@
 
 use super::caller_pid;
 use crate::arch::percpu::{cpu_id as this_cpu, of as percpu_of};
-use crate::arch::qemu::exit as qemu_exit;
 use crate::arch::trap::TrapFrame;
 use crate::ipc::fastpath::{hits, Counter};
 use crate::logger::user_write;
@@ -156,10 +155,11 @@ impl Shutdown {
 
 /// Powers the machine off with the verdict.
 pub fn shutdown(req: Shutdown) -> Result<u64, Error> {
-    crate::println!(
-        "mica: shutdown requested by init ({})",
-        if req.success { "success" } else { "failure" }
-    );
-    crate::trace::dump();
-    qemu_exit(req.success)
+    crate::panic::power_off(
+        format_args!(
+            "mica: shutdown requested by init ({})",
+            if req.success { "success" } else { "failure" }
+        ),
+        req.success,
+    )
 }
