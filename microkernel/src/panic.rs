@@ -51,6 +51,17 @@ fn stop_others() {
 /// this halts in `die`, or this halts here: whoever claimed the machine
 /// first reports.
 pub fn power_off(line: core::fmt::Arguments<'_>, success: bool) -> ! {
+    take_machine();
+    crate::println!("{line}");
+    crate::trace::dump();
+    qemu::exit(success)
+}
+
+/// The start of a panic report or a power-off: interrupts off, this CPU
+/// the machine's last (or halted here for good if another CPU, or a nested
+/// fault on this one, is already reporting), the others stopped and the
+/// serial lock free. Returns this CPU's number.
+fn take_machine() -> percpu::CpuId {
     cpu::disable_interrupts();
     let me = percpu::cpu_id();
     if DYING_CPU
@@ -61,13 +72,12 @@ pub fn power_off(line: core::fmt::Arguments<'_>, success: bool) -> ! {
     }
     stop_others();
     // SAFETY: every other CPU was asked to halt, and this CPU holds no
-    // serial guard (its callers are a syscall handler and the exit path,
-    // outside any print). Breaking the lock keeps a stopped holder from
-    // deadlocking the last lines.
+    // serial guard here (a panic inside print would have re-entered `die`
+    // and halted above; a power-off comes from a syscall handler or the
+    // exit path, outside any print). Breaking the lock keeps a stopped
+    // holder from deadlocking the last lines.
     unsafe { crate::logger::SERIAL.force_unlock() };
-    crate::println!("{line}");
-    crate::trace::dump();
-    qemu::exit(success)
+    me
 }
 
 #[panic_handler]
@@ -81,21 +91,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 
 /// Reports a fatal kernel error and stops the machine.
 pub fn die(msg: core::fmt::Arguments<'_>, frame: Option<&TrapFrame>) -> ! {
-    cpu::disable_interrupts();
-    let me = percpu::cpu_id();
-    if DYING_CPU
-        .compare_exchange(u32::MAX, me.get(), Ordering::SeqCst, Ordering::SeqCst)
-        .is_err()
-    {
-        // Another CPU (or a nested fault on this one) is already reporting.
-        cpu::halt_forever();
-    }
-    stop_others();
-    // SAFETY: every other CPU was asked to halt, and this CPU holds no serial
-    // guard here (a panic inside print would have re-entered `die` and halted
-    // above). Breaking the lock keeps the report from deadlocking.
-    unsafe { crate::logger::SERIAL.force_unlock() };
-
+    let me = take_machine();
     crate::println!("KERNEL PANIC on CPU {me}: {msg}");
     let rbp = match frame {
         Some(f) => {
