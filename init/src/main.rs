@@ -193,6 +193,8 @@ fn spawn_args(
         Err(e) => {
             println!("init: cannot start {name}: {e}");
             let _ = l.process.kill();
+            // `give` may have recorded an adoption: the process is gone.
+            rejoin::forget(l.process);
             let _ = l.process.close();
             None
         }
