@@ -151,7 +151,10 @@ fn rounds() -> TestResult {
             return Err("a killed spawner left its child behind");
         }
     }
-    note!("{inside} spawns killed inside, {after} completed first (a whole spawn: {} us)", whole / 1000);
+    note!(
+        "{inside} spawns killed inside, {after} completed first (a whole spawn: {} us)",
+        whole / 1000
+    );
     Ok(())
 }
 
