@@ -562,9 +562,10 @@ fn block_inner(poll: bool) {
 /// The common start of [`switch_direct`] and [`switch_direct_frameless`]:
 /// `Some(next)` when the switch to `next` may be made here now; else
 /// `next` was queued, the current thread blocked as usual (with its
-/// frames) and has resumed: `None`.
+/// frames) and has resumed: `None`. `TRACE`: record the hand-off's switch
+/// (the frameless path's caller tested the trace categories already).
 #[inline(always)]
-fn direct_or_block(next: Arc<Thread>) -> Option<Arc<Thread>> {
+fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> {
     let cpu = me();
     let aff = next.sched.affinity.load(Ordering::Relaxed);
     let pinned_elsewhere = aff != u32::MAX && aff as usize != cpu;
@@ -577,6 +578,9 @@ fn direct_or_block(next: Arc<Thread>) -> Option<Arc<Thread>> {
     // The slice is not renewed: `next` runs out the rest of it, so a pair
     // handing the CPU back and forth is still preempted when it ends and
     // threads queued here get their turn (the queue was bypassed).
+    if !TRACE {
+        return Some(next);
+    }
     crate::trace::switch(|| {
         (
             abi::trace::reason::HANDOFF,
@@ -604,7 +608,7 @@ fn direct_or_block(next: Arc<Thread>) -> Option<Arc<Thread>> {
 /// instructions per switch (`ipc_call_same_core`, docs/decisions.md "trace").
 #[inline(always)]
 pub fn switch_direct(next: Arc<Thread>) {
-    let Some(next) = direct_or_block(next) else {
+    let Some(next) = direct_or_block::<true>(next) else {
         return;
     };
     switch_to(current(), next);
@@ -621,10 +625,12 @@ pub fn switch_direct(next: Arc<Thread>) {
 /// between the syscall stub and this call is abandoned), the current
 /// thread is a user thread in a syscall whose wait ends in
 /// `crate::syscall::frameless_resume` (its TrapFrame is the stub's), and it
-/// is Blocked (or already made Ready and queued by a waker).
+/// is Blocked (or already made Ready and queued by a waker). The hand-off
+/// is not traced: the caller (the frameless IPC entry) runs only while the
+/// `SCHED` trace category is off.
 #[inline(always)]
 pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
-    let Some(next) = direct_or_block(next) else {
+    let Some(next) = direct_or_block::<false>(next) else {
         return;
     };
     let (prev_rsp, next_rsp) = switch_prepare(current(), next);
