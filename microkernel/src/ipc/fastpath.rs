@@ -64,7 +64,10 @@ impl Handoff {
     /// win its Blocked -> Ready exchange; else wake it as usual.
     #[inline(always)]
     pub fn or_wake(t: Arc<Thread>) -> Handoff {
-        let here = t.sched.last_cpu.load(Ordering::Relaxed) == crate::arch::percpu::cpu_id().get();
+        // `cpu_index`, one `gs:` load: IPC runs only after this CPU's
+        // per-CPU setup (`cpu_id`'s early-boot test cost 3 a side, ipccut).
+        let here =
+            t.sched.last_cpu.load(Ordering::Relaxed) as usize == crate::arch::percpu::cpu_index();
         if here && t.try_unblock() {
             Handoff(Some(t))
         } else {
