@@ -564,12 +564,19 @@ fn block_inner(poll: bool) {
 /// `next` was queued, the current thread blocked as usual (with its
 /// frames) and has resumed: `None`. `TRACE`: record the hand-off's switch
 /// (the frameless path's caller tested the trace categories already).
+///
+/// The current thread's kill is not tested here (ipccut): both callers
+/// (`ipc::wait`, the fast path's `fast_wait`) tested it after their
+/// Blocked store, and a kill that comes after that test finds the thread
+/// Blocked, makes it Ready and queues it (`lifecycle::kill`'s exchange):
+/// it switches to `next` all the same and dies when the queue runs it
+/// again, as for a kill a few instructions later, after the switch.
 #[inline(always)]
 fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> {
     let cpu = me();
     let aff = next.sched.affinity.load(Ordering::Relaxed);
     let pinned_elsewhere = aff != u32::MAX && aff as usize != cpu;
-    if current().killed() || pinned_elsewhere || next.sched.on_cpu.load(Ordering::Acquire) {
+    if pinned_elsewhere || next.sched.on_cpu.load(Ordering::Acquire) {
         enqueue(next);
         block();
         return None;
@@ -600,8 +607,9 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> 
 /// waker), straight to `next`, which the caller made Ready with its own
 /// successful Blocked -> Ready exchange and did not queue: no run-queue
 /// trip. When `next` cannot run here now (pinned elsewhere, still being
-/// switched away from) or the current thread is being killed, `next` is
-/// queued and the current thread blocks as usual.
+/// switched away from), `next` is queued and the current thread blocks as
+/// usual. The caller tested the current thread's kill after its Blocked
+/// store ([`direct_or_block`]).
 ///
 /// Always inlined (into the IPC fast path): with its trace point the
 /// compiler stopped inlining it, and the call cost the fast path ~10
