@@ -299,7 +299,7 @@ fn idle_thread(c: &CpuSched) -> Arc<Thread> {
 /// reference that moves into the CPU's `prev` cell is PerCpu's own, so no
 /// clone of `prev` is made and dropped per switch.
 fn switch_to(prev: &Thread, next: Arc<Thread>) {
-    let (prev_rsp, next_rsp) = switch_prepare(prev, next);
+    let (prev_rsp, next_rsp) = switch_prepare::<false>(prev, next);
     // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
     // next's was parked by switch_context or prepared by prepare_stack.
     unsafe { switch_context(prev_rsp, next_rsp) };
@@ -310,8 +310,18 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
 /// prev's saved RSP goes and next's saved RSP. Afterwards `next` is this
 /// CPU's current thread and PerCpu's reference to prev is in the CPU's
 /// `prev` cell, for [`finish_switch`] on next's stack.
+///
+/// `USER_TO_USER`: both are user threads (the frameless IPC hand-off: a
+/// thread in a syscall to its IPC partner), so the idle tests are known
+/// false and the CPU's `idle` hint, false while a user thread runs (only
+/// the idle loop and the blocking poll raise it, and the poll lowers it
+/// before it returns), stays false: not written (ipccut: ~8 instructions
+/// a switch).
 #[inline(always)]
-fn switch_prepare(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
+fn switch_prepare<const USER_TO_USER: bool>(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
+    debug_assert!(!USER_TO_USER || !(prev.is_idle() || next.is_idle()));
+    debug_assert!(!USER_TO_USER || !here().idle.load(Ordering::Relaxed));
+    let prev_idle = !USER_TO_USER && prev.is_idle();
     let cpu = me();
     // Only the CPU that popped `next` may run it, and it was not on a CPU when
     // popped (checked in schedule_inner; the idle thread is only ever ours).
@@ -322,12 +332,14 @@ fn switch_prepare(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
     // misses seeing KILL taken here sees `next` on this CPU and kicks it.
     next.sched.last_cpu.store(cpu as u32, Ordering::SeqCst);
     next.sched.on_cpu.swap(true, Ordering::SeqCst);
-    here().idle.store(next.is_idle(), Ordering::Relaxed);
+    if !USER_TO_USER {
+        here().idle.store(next.is_idle(), Ordering::Relaxed);
+    }
 
     // SAFETY: interrupts are off; prev is this CPU's running thread and next is
     // owned by no other CPU (on_cpu handshake above), so their contexts are ours.
     let (pctx, nctx) = unsafe { (prev.ctx(), next.ctx()) };
-    if !prev.is_idle() {
+    if !prev_idle {
         // A thread that never used the FPU has nothing to save (and runs
         // with CR0.TS set, under which XSAVE would raise #NM): fpu.rs.
         if prev.fpu.used() {
@@ -346,7 +358,7 @@ fn switch_prepare(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
             // the last user thread's, which its switch saved): written only
             // when next's differ (threads of one process, and most threads,
             // share them), as a WRMSR is far dearer than the compare.
-            let (fs, gs) = if prev.is_idle() {
+            let (fs, gs) = if prev_idle {
                 (None, None)
             } else {
                 (Some(pctx.fs_base), Some(pctx.gs_base))
@@ -641,7 +653,7 @@ pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
     let Some(next) = direct_or_block::<false>(next) else {
         return;
     };
-    let (prev_rsp, next_rsp) = switch_prepare(current(), next);
+    let (prev_rsp, next_rsp) = switch_prepare::<true>(current(), next);
     // `prev_rsp` is the previous thread's saved-RSP slot: nothing else
     // writes it while that thread is not running, and it is read only by a
     // CPU that switches to it, after `finish_switch` (on next's stack,
