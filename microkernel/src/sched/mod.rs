@@ -593,7 +593,11 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> 
         block();
         return None;
     }
-    here().migrate_prev.store(false, Ordering::Relaxed);
+    // No `migrate_prev` to clear for the coming `finish_switch`: only
+    // `schedule_inner` raises it, right before its switch, and that
+    // switch's own `finish_switch` lowers it, so it is false while any
+    // thread runs (ipccut: the store here was redundant).
+    debug_assert!(!here().migrate_prev.load(Ordering::Relaxed));
     // The slice is not renewed: `next` runs out the rest of it, so a pair
     // handing the CPU back and forth is still preempted when it ends and
     // threads queued here get their turn (the queue was bypassed).
