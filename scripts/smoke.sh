@@ -453,6 +453,18 @@ boot_case trace-tests-smp4 "--smp 4 --cmdline 'init=tests trace=ipc,sched,fault,
 # the rings in the same framed encoding as at shutdown, while the system
 # runs; the runner decodes them into the JSON. Once per boot: the second
 # `trace` is told so, and the shutdown dump prints nothing more.
+# The frameless IPC entry tests the trace categories once (ipccut): with
+# any of syscall, ipc or sched on, the call goes to the traced handler, so
+# `trace=ipc` alone still records the fast path's events. The bench's
+# 10,000 same-core round trips fill the ring with call/reply flows; with
+# the entry testing `syscall` only, the run recorded 52 events, 0 flows.
+STDIN='bench ipc_call_same_core_fpu\ntrace\n' \
+boot_case trace-ipc-fast-path "--smp 1 --cmdline trace=ipc --trace \$OUT/trace-ipc-fast-path.json" 0 \
+  '^\[pid [0-9]+\] BENCH name=ipc_call_same_core_fpu .* failed=0$' \
+  '^mica: trace: wrote .*/trace-ipc-fast-path\.json \([0-9]+ events, [1-9][0-9]{3,} flows; .*\); validated$' \
+  '^mica: shutdown requested by init \(success\)$' \
+  '!^TRACE ' '!PANIC' '!dump was cut short'
+
 STDIN='run hello a\ntrace\ntrace\n' \
 boot_case shell-trace "--smp 2 --cmdline trace=on --trace \$OUT/shell-trace.json" 0 \
   '^\[pid [0-9]+\] trace: [1-9][0-9]* record lines dumped$' \

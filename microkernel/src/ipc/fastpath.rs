@@ -64,7 +64,10 @@ impl Handoff {
     /// win its Blocked -> Ready exchange; else wake it as usual.
     #[inline(always)]
     pub fn or_wake(t: Arc<Thread>) -> Handoff {
-        let here = t.sched.last_cpu.load(Ordering::Relaxed) == crate::arch::percpu::cpu_id().get();
+        // `cpu_index`, one `gs:` load: IPC runs only after this CPU's
+        // per-CPU setup (`cpu_id`'s early-boot test cost 3 a side, ipccut).
+        let here =
+            t.sched.last_cpu.load(Ordering::Relaxed) as usize == crate::arch::percpu::cpu_index();
         if here && t.try_unblock() {
             Handoff(Some(t))
         } else {
@@ -313,11 +316,15 @@ fn fast_wait<const FRAMELESS: bool>(
     let cur = sched::current();
     cur.set_state(ThreadState::Blocked);
     // Ordering: `set_state` is a SeqCst store (an `xchg`, a full barrier)
-    // before the loads of the kill flag and the result; a partner writes
-    // the result under our IPC lock, then exchanges Blocked -> Ready in
-    // `sched::wake`; a killer sets KILL, then exchanges. So either we see
-    // it here, or its exchange sees Blocked and queues us (as in `wait`).
-    let ready = cur.killed() || cur.ipc.inner.lock_irqs_off().result.is_some();
+    // before the SeqCst loads of the kill flag and our claim word; a
+    // partner claims our wait (a locked compare-and-swap) before it writes
+    // the result and exchanges Blocked -> Ready in `sched::wake`; a killer
+    // sets KILL, then exchanges. So either we see the claim (or the kill)
+    // here, or its exchange sees Blocked and queues us (the Dekker pattern
+    // of `wait`). The claim word stands in for the result slot, which
+    // needed our IPC lock (ipccut: one lock round trip less a side): a
+    // claim whose result is not written yet is `wait`'s to wait for.
+    let ready = cur.killed() || !cur.ipc.claim.is_waiting(ticket);
     if ready && cur.try_unblock() {
         return deliver(wait(ticket, None, h), out);
     }

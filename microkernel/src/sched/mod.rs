@@ -299,7 +299,7 @@ fn idle_thread(c: &CpuSched) -> Arc<Thread> {
 /// reference that moves into the CPU's `prev` cell is PerCpu's own, so no
 /// clone of `prev` is made and dropped per switch.
 fn switch_to(prev: &Thread, next: Arc<Thread>) {
-    let (prev_rsp, next_rsp) = switch_prepare(prev, next);
+    let (prev_rsp, next_rsp) = switch_prepare::<false>(prev, next);
     // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
     // next's was parked by switch_context or prepared by prepare_stack.
     unsafe { switch_context(prev_rsp, next_rsp) };
@@ -310,8 +310,18 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
 /// prev's saved RSP goes and next's saved RSP. Afterwards `next` is this
 /// CPU's current thread and PerCpu's reference to prev is in the CPU's
 /// `prev` cell, for [`finish_switch`] on next's stack.
+///
+/// `USER_TO_USER`: both are user threads (the frameless IPC hand-off: a
+/// thread in a syscall to its IPC partner), so the idle tests are known
+/// false and the CPU's `idle` hint, false while a user thread runs (only
+/// the idle loop and the blocking poll raise it, and the poll lowers it
+/// before it returns), stays false: not written (ipccut: ~8 instructions
+/// a switch).
 #[inline(always)]
-fn switch_prepare(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
+fn switch_prepare<const USER_TO_USER: bool>(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
+    debug_assert!(!USER_TO_USER || !(prev.is_idle() || next.is_idle()));
+    debug_assert!(!USER_TO_USER || !here().idle.load(Ordering::Relaxed));
+    let prev_idle = !USER_TO_USER && prev.is_idle();
     let cpu = me();
     // Only the CPU that popped `next` may run it, and it was not on a CPU when
     // popped (checked in schedule_inner; the idle thread is only ever ours).
@@ -322,12 +332,14 @@ fn switch_prepare(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
     // misses seeing KILL taken here sees `next` on this CPU and kicks it.
     next.sched.last_cpu.store(cpu as u32, Ordering::SeqCst);
     next.sched.on_cpu.swap(true, Ordering::SeqCst);
-    here().idle.store(next.is_idle(), Ordering::Relaxed);
+    if !USER_TO_USER {
+        here().idle.store(next.is_idle(), Ordering::Relaxed);
+    }
 
     // SAFETY: interrupts are off; prev is this CPU's running thread and next is
     // owned by no other CPU (on_cpu handshake above), so their contexts are ours.
     let (pctx, nctx) = unsafe { (prev.ctx(), next.ctx()) };
-    if !prev.is_idle() {
+    if !prev_idle {
         // A thread that never used the FPU has nothing to save (and runs
         // with CR0.TS set, under which XSAVE would raise #NM): fpu.rs.
         if prev.fpu.used() {
@@ -346,7 +358,7 @@ fn switch_prepare(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
             // the last user thread's, which its switch saved): written only
             // when next's differ (threads of one process, and most threads,
             // share them), as a WRMSR is far dearer than the compare.
-            let (fs, gs) = if prev.is_idle() {
+            let (fs, gs) = if prev_idle {
                 (None, None)
             } else {
                 (Some(pctx.fs_base), Some(pctx.gs_base))
@@ -562,21 +574,36 @@ fn block_inner(poll: bool) {
 /// The common start of [`switch_direct`] and [`switch_direct_frameless`]:
 /// `Some(next)` when the switch to `next` may be made here now; else
 /// `next` was queued, the current thread blocked as usual (with its
-/// frames) and has resumed: `None`.
+/// frames) and has resumed: `None`. `TRACE`: record the hand-off's switch
+/// (the frameless path's caller tested the trace categories already).
+///
+/// The current thread's kill is not tested here (ipccut): both callers
+/// (`ipc::wait`, the fast path's `fast_wait`) tested it after their
+/// Blocked store, and a kill that comes after that test finds the thread
+/// Blocked, makes it Ready and queues it (`lifecycle::kill`'s exchange):
+/// it switches to `next` all the same and dies when the queue runs it
+/// again, as for a kill a few instructions later, after the switch.
 #[inline(always)]
-fn direct_or_block(next: Arc<Thread>) -> Option<Arc<Thread>> {
+fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> {
     let cpu = me();
     let aff = next.sched.affinity.load(Ordering::Relaxed);
     let pinned_elsewhere = aff != u32::MAX && aff as usize != cpu;
-    if current().killed() || pinned_elsewhere || next.sched.on_cpu.load(Ordering::Acquire) {
+    if pinned_elsewhere || next.sched.on_cpu.load(Ordering::Acquire) {
         enqueue(next);
         block();
         return None;
     }
-    here().migrate_prev.store(false, Ordering::Relaxed);
+    // No `migrate_prev` to clear for the coming `finish_switch`: only
+    // `schedule_inner` raises it, right before its switch, and that
+    // switch's own `finish_switch` lowers it, so it is false while any
+    // thread runs (ipccut: the store here was redundant).
+    debug_assert!(!here().migrate_prev.load(Ordering::Relaxed));
     // The slice is not renewed: `next` runs out the rest of it, so a pair
     // handing the CPU back and forth is still preempted when it ends and
     // threads queued here get their turn (the queue was bypassed).
+    if !TRACE {
+        return Some(next);
+    }
     crate::trace::switch(|| {
         (
             abi::trace::reason::HANDOFF,
@@ -596,15 +623,16 @@ fn direct_or_block(next: Arc<Thread>) -> Option<Arc<Thread>> {
 /// waker), straight to `next`, which the caller made Ready with its own
 /// successful Blocked -> Ready exchange and did not queue: no run-queue
 /// trip. When `next` cannot run here now (pinned elsewhere, still being
-/// switched away from) or the current thread is being killed, `next` is
-/// queued and the current thread blocks as usual.
+/// switched away from), `next` is queued and the current thread blocks as
+/// usual. The caller tested the current thread's kill after its Blocked
+/// store ([`direct_or_block`]).
 ///
 /// Always inlined (into the IPC fast path): with its trace point the
 /// compiler stopped inlining it, and the call cost the fast path ~10
 /// instructions per switch (`ipc_call_same_core`, docs/decisions.md "trace").
 #[inline(always)]
 pub fn switch_direct(next: Arc<Thread>) {
-    let Some(next) = direct_or_block(next) else {
+    let Some(next) = direct_or_block::<true>(next) else {
         return;
     };
     switch_to(current(), next);
@@ -621,13 +649,15 @@ pub fn switch_direct(next: Arc<Thread>) {
 /// between the syscall stub and this call is abandoned), the current
 /// thread is a user thread in a syscall whose wait ends in
 /// `crate::syscall::frameless_resume` (its TrapFrame is the stub's), and it
-/// is Blocked (or already made Ready and queued by a waker).
+/// is Blocked (or already made Ready and queued by a waker). The hand-off
+/// is not traced: the caller (the frameless IPC entry) runs only while the
+/// `SCHED` trace category is off.
 #[inline(always)]
 pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
-    let Some(next) = direct_or_block(next) else {
+    let Some(next) = direct_or_block::<false>(next) else {
         return;
     };
-    let (prev_rsp, next_rsp) = switch_prepare(current(), next);
+    let (prev_rsp, next_rsp) = switch_prepare::<true>(current(), next);
     // `prev_rsp` is the previous thread's saved-RSP slot: nothing else
     // writes it while that thread is not running, and it is read only by a
     // CPU that switches to it, after `finish_switch` (on next's stack,

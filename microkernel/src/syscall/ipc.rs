@@ -308,7 +308,10 @@ fn call<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> {
     let (info, spec) = decode(fr)?;
     let buf = recv_buf(fr, spec)?;
     let (mut ep, badge) = ep(fr.rdi, Rights::SEND)?;
-    super::trace::sent(Kind::IpcCall, &ep, badge);
+    if !FRAMELESS {
+        // (The frameless entry runs only with the IPC category off.)
+        super::trace::sent(Kind::IpcCall, &ep, badge);
+    }
     if info.is_register_only() {
         // The fast path (`ipc::fastpath`): tried first; `Err` changed
         // nothing and gives the endpoint back.
@@ -380,7 +383,8 @@ fn recv<const FRAMELESS: bool>(f: *mut TrapFrame, reply_first: bool) -> Result<u
     let (info, spec) = decode(fr)?;
     let buf = recv_buf(fr, spec)?;
     let (mut ep, _) = ep(fr.rdi, Rights::RECV)?;
-    if reply_first {
+    if reply_first && !FRAMELESS {
+        // (The frameless entry runs only with the IPC category off.)
         super::trace::reply(Some(&ep));
     }
     if reply_first && info.is_register_only() && spec.timeout_us.is_none() {

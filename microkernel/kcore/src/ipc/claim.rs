@@ -268,6 +268,19 @@ impl<A: AtomicWord> WaitClaim<A> {
         (w & STATE_MASK == WAITING).then_some(Ticket(w >> 8))
     }
 
+    /// Whether wait `ticket` is still waiting and unclaimed: the thread's
+    /// own test, after it stored Blocked, that nobody ended its wait yet
+    /// (the IPC fast path's block, ipccut). `SeqCst`: the thread's Blocked
+    /// store before this load is the store-then-load half of a Dekker
+    /// pattern; a winner's claim (a locked compare-and-swap) comes before
+    /// its Blocked -> Ready exchange, so either this load sees the claim or
+    /// that exchange sees Blocked (and queues the thread). On x86 it is a
+    /// plain load, as `Acquire` would be.
+    #[inline]
+    pub fn is_waiting(&self, ticket: Ticket) -> bool {
+        self.word.load(Ordering::SeqCst) == (ticket.0 << 8 | WAITING)
+    }
+
     /// Ends the wait from the thread's side after it was woken: returns why,
     /// and resets the word to running. `None` if nobody claimed it (a
     /// spurious wake-up: the thread must keep waiting).

@@ -90,3 +90,22 @@ fn the_latest_ticket_names_the_last_begun_wait_in_every_state() {
     assert!(!c.try_claim(second, WakeReason::Cancelled));
     assert_eq!(c.latest(), second);
 }
+
+#[test]
+fn is_waiting_is_true_only_for_the_unclaimed_current_wait() {
+    let c: WaitClaim = WaitClaim::new();
+    let t = c.begin();
+    assert!(c.is_waiting(t), "begun, nobody claimed it");
+    assert!(c.try_claim(t, WakeReason::Delivered));
+    assert!(
+        !c.is_waiting(t),
+        "claimed: the fast path must not block on it"
+    );
+    assert_eq!(c.finish(), Some(WakeReason::Delivered));
+    assert!(!c.is_waiting(t), "finished");
+    let u = c.begin();
+    assert!(!c.is_waiting(t), "an older ticket");
+    assert!(c.is_waiting(u));
+    assert!(c.take(u), "a receiver took the caller");
+    assert!(!c.is_waiting(u), "taken is not plain waiting");
+}
