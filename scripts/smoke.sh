@@ -423,6 +423,21 @@ boot_case nmi-storm-smp4 "--smp 4 --cmdline 'init=tests nmi.storm=1'" 0 \
   '^mica: shutdown requested by init \(success\)' \
   '!^KERNEL PANIC' '!FAILED'
 
+# A stray NMI (a watchdog, a hardware report) on the CPU that is stopping
+# the machine is counted and ignored there: the power-off or the panic
+# report goes on (break21: the NMI handler halted the reporter as a
+# stopped CPU, and the boot hung until the timeout). `nmi.atstop=1` makes
+# that CPU NMI itself right after it stopped the others.
+boot_case nmi-at-power-off "--smp 2 --timeout 30 --cmdline 'init=none nmi.atstop=1'" 0 \
+  '^nmi\.atstop: ' \
+  '^mica: init ended \(Exited\(0\)\); powering off' \
+  '!PANIC'
+boot_case nmi-at-panic "--smp 2 --timeout 30 --cmdline 'ktest=ap-panic nmi.atstop=1'" 1 \
+  '^nmi\.atstop: ' \
+  '^KERNEL PANIC on CPU 1: deliberate panic' \
+  '^  backtrace:' \
+  '!KERNEL PANIC on CPU 0'
+
 # The syscall fuzzer, bounded: a fixed seed, 50000 random syscalls over 8
 # threads on 4 CPUs, then the hazards and storms and the leak check, with every
 # category on. Longer runs: scripts/fuzz.sh.

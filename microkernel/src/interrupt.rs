@@ -220,9 +220,10 @@ fn check_ac_clear(frame: &TrapFrame) {
 /// thread. Nothing here takes a lock (the NMI may have interrupted its
 /// holder) or schedules.
 fn nmi(frame: &TrapFrame) {
-    if crate::panic::stopping() {
+    if crate::panic::stopped_by_other() {
         // Another CPU panicked, or is powering off, and asked everyone to
-        // stop.
+        // stop. (On the CPU doing that, an NMI is counted and ignored like
+        // any other: break21's `nmi.atstop` cases.)
         crate::panic::halt_stopped();
     }
     NMIS.fetch_add(1, Ordering::Relaxed);

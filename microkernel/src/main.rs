@@ -252,6 +252,10 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         println!("nmi.storm: CPU 0 sends every other CPU an NMI on each tick");
         arch::testhooks::NMI_STORM.store(true, core::sync::atomic::Ordering::SeqCst);
     }
+    if boot.arg("nmi.atstop") == Some("1") {
+        println!("nmi.atstop: the CPU that stops the machine NMIs itself");
+        arch::testhooks::NMI_AT_STOP.store(true, core::sync::atomic::Ordering::SeqCst);
+    }
     if boot.arg(modules::INIT_KEY) == Some(modules::BENCH) {
         smp_bench(boot.arg("bench.icount").is_some());
     }

@@ -11,6 +11,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 /// The CPU that is reporting a fatal error (u32::MAX = none).
 static DYING_CPU: AtomicU32 = AtomicU32::new(u32::MAX);
 static STOPPING: AtomicBool = AtomicBool::new(false);
+/// The APIC id of the CPU that claimed the machine (u32::MAX = none): the
+/// NMI handler tells the reporter from the CPUs it stopped by the APIC id,
+/// not by `gs:` (an NMI may land where `gs` is still the user's).
+static REPORTER_APIC: AtomicU32 = AtomicU32::new(u32::MAX);
 /// Other CPUs that took the stop (their NMI handler counts itself here).
 static HALTED: AtomicU32 = AtomicU32::new(0);
 /// How long the stopping CPU waits for the others to take the stop.
@@ -21,8 +25,19 @@ pub fn stopping() -> bool {
     STOPPING.load(Ordering::SeqCst)
 }
 
-/// The NMI handler's part once the machine is stopping: counts this CPU
-/// as stopped and halts it for good.
+/// Whether the machine is being stopped by another CPU (NMIs then mean
+/// "halt"). On the CPU that stops it an NMI is a stray one (a watchdog, a
+/// hardware report, `nmi.atstop`): halting there would end the report, and
+/// the power-off, before either happened (break21). SeqCst: on this CPU
+/// the loads see its own stores in program order; another CPU that sees
+/// `STOPPING` also sees `REPORTER_APIC`, stored before it, and its APIC id
+/// differs from the reporter's either way.
+pub fn stopped_by_other() -> bool {
+    stopping() && REPORTER_APIC.load(Ordering::SeqCst) != crate::arch::apic::local_id()
+}
+
+/// The NMI handler's part once another CPU is stopping the machine:
+/// counts this CPU as stopped and halts it for good.
 pub fn halt_stopped() -> ! {
     HALTED.fetch_add(1, Ordering::SeqCst);
     cpu::halt_forever()
@@ -70,7 +85,13 @@ fn take_machine() -> percpu::CpuId {
     {
         cpu::halt_forever();
     }
+    // Before `STOPPING` (stop_others): see `stopped_by_other`.
+    REPORTER_APIC.store(crate::arch::apic::local_id(), Ordering::SeqCst);
     stop_others();
+    if crate::arch::testhooks::NMI_AT_STOP.load(Ordering::Relaxed) {
+        // The `nmi.atstop` hook: a stray NMI on the reporting CPU.
+        crate::arch::apic::send_nmi(crate::arch::apic::local_id());
+    }
     // SAFETY: every other CPU was asked to halt, and this CPU holds no
     // serial guard here (a panic inside print would have re-entered `die`
     // and halted above; a power-off comes from a syscall handler or the

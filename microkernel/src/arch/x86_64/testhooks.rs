@@ -13,6 +13,11 @@ pub static PANIC_ON_PING: AtomicBool = AtomicBool::new(false);
 /// every other CPU, so the boot tests run with NMIs landing in ring 3 and in
 /// the kernel everywhere (`smoke.sh` case `nmi-storm-smp4`).
 pub static NMI_STORM: AtomicBool = AtomicBool::new(false);
+/// `nmi.atstop=1` (a test hook, break21): the CPU that takes the machine
+/// (a panic, a power-off) sends itself an NMI right after it stopped the
+/// others, as a watchdog or a hardware report could at that moment; the
+/// report must go on (`smoke.sh` cases `nmi-at-power-off`, `nmi-at-panic`).
+pub static NMI_AT_STOP: AtomicBool = AtomicBool::new(false);
 /// Whether the storm's "NMIs taken in ring 3" line was printed.
 static NMI_STORM_REPORTED: AtomicBool = AtomicBool::new(false);
 /// Ring-3 NMIs after which the storm reports (the boot test looks for it).
