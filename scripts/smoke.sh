@@ -437,6 +437,14 @@ boot_case nmi-at-panic "--smp 2 --timeout 30 --cmdline 'ktest=ap-panic nmi.atsto
   '^KERNEL PANIC on CPU 1: deliberate panic' \
   '^  backtrace:' \
   '!KERNEL PANIC on CPU 0'
+# A power-off that stops a CPU in the middle of a kernel line (its serial
+# lock broken) starts its own line on a line of its own (break21: it was
+# glued to the stopped CPU's half line, and `^mica: ` did not match).
+# `stop.midline=1` makes another CPU hold the serial lock mid-line first.
+boot_case midline-at-power-off "--smp 2 --timeout 30 --cmdline 'init=none stop.midline=1'" 0 \
+  '^stop\.midline: CPU [0-9]+ stopped mid-line' \
+  '^mica: init ended \(Exited\(0\)\); powering off' \
+  '!PANIC'
 
 # The syscall fuzzer, bounded: a fixed seed, 50000 random syscalls over 8
 # threads on 4 CPUs, then the hazards and storms and the leak check, with every

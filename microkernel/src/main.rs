@@ -256,6 +256,10 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
         println!("nmi.atstop: the CPU that stops the machine NMIs itself");
         arch::testhooks::NMI_AT_STOP.store(true, core::sync::atomic::Ordering::SeqCst);
     }
+    if boot.arg("stop.midline") == Some("1") {
+        println!("stop.midline: a power-off first leaves another CPU mid-line");
+        arch::testhooks::MIDLINE_AT_STOP.store(true, core::sync::atomic::Ordering::SeqCst);
+    }
     if boot.arg(modules::INIT_KEY) == Some(modules::BENCH) {
         smp_bench(boot.arg("bench.icount").is_some());
     }

@@ -6,6 +6,7 @@
 
 use crate::arch::trap::TrapFrame;
 use crate::arch::{cpu, percpu, probe, qemu};
+use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The CPU that is reporting a fatal error (u32::MAX = none).
@@ -66,6 +67,9 @@ fn stop_others() {
 /// this halts in `die`, or this halts here: whoever claimed the machine
 /// first reports.
 pub fn power_off(line: core::fmt::Arguments<'_>, success: bool) -> ! {
+    if crate::arch::testhooks::MIDLINE_AT_STOP.load(Ordering::Relaxed) {
+        crate::smp::hold_serial_elsewhere();
+    }
     take_machine();
     crate::println!("{line}");
     crate::trace::dump();
@@ -98,6 +102,13 @@ fn take_machine() -> percpu::CpuId {
     // exit path, outside any print). Breaking the lock keeps a stopped
     // holder from deadlocking the last lines.
     unsafe { crate::logger::SERIAL.force_unlock() };
+    // A CPU stopped in the middle of a line (a kernel `println` under the
+    // lock just broken, or the console server, which drives COM1 itself
+    // and whose lines the kernel cannot see) left it open: the last lines
+    // start lines of their own, at the cost of an empty line when none was
+    // open (break21, `midline-at-power-off`; a power-off line glued to the
+    // console server's "[" was seen too).
+    let _ = crate::logger::SERIAL.lock().write_str("\n");
     me
 }
 

@@ -337,7 +337,49 @@ pub fn on_ping() {
             percpu::cpu_id()
         );
     }
+    if testhooks::HOLD_SERIAL_ON_PING.swap(false, Ordering::SeqCst) {
+        hold_serial();
+    }
     PINGS.fetch_add(1, Ordering::Release);
+}
+
+/// Set once a CPU holds the serial lock for `stop.midline`.
+static SERIAL_HELD: AtomicBool = AtomicBool::new(false);
+
+/// The `stop.midline` hook's victim: opens a line under the serial lock
+/// and keeps the lock (interrupts off) until the stop's NMI halts it.
+fn hold_serial() -> ! {
+    use core::fmt::Write;
+    let mut serial = crate::logger::SERIAL.lock();
+    let _ = write!(
+        serial,
+        "stop.midline: CPU {} stopped mid-line",
+        percpu::cpu_id()
+    );
+    // SeqCst: the waiting CPU's load; the bytes are out already (port I/O).
+    SERIAL_HELD.store(true, Ordering::SeqCst);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// The `stop.midline` hook (`testhooks::MIDLINE_AT_STOP`): makes another
+/// online CPU hold the serial lock in the middle of a line and waits (at
+/// most 1 s) until it does. Nothing if this is the only CPU.
+pub fn hold_serial_elsewhere() {
+    let me = percpu::cpu_id();
+    let Some(id) = percpu::online_cpus()
+        .filter(|pc| pc.id() != me)
+        .find_map(|pc| pc.apic_id())
+    else {
+        return;
+    };
+    testhooks::HOLD_SERIAL_ON_PING.store(true, Ordering::SeqCst);
+    apic::send_ipi(apic::PING_VECTOR, id);
+    let deadline = cpu::rdtsc() + 1000 * apic::tsc_per_ms();
+    while !SERIAL_HELD.load(Ordering::SeqCst) && cpu::rdtsc() < deadline {
+        core::hint::spin_loop();
+    }
 }
 
 /// Ping IPIs handled so far, on every CPU.
