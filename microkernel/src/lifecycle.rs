@@ -130,9 +130,20 @@ pub fn check_killed() {
 /// that must happen before user code runs.
 #[no_mangle]
 pub extern "C" fn return_to_user_work() {
+    user_work(|| {});
+}
+
+/// [`return_to_user_work`]'s loop, with `before_death` run (once,
+/// interrupts off) when the thread dies in it: a kill that finds the
+/// thread parked by a suspend wakes it here, so the syscall exit's undo of
+/// a spawn must run inside the loop, not only before it (break21:
+/// `crate::syscall::syscall_return_work`).
+#[inline(always)]
+pub fn user_work(before_death: impl FnOnce()) {
     debug_assert!(!cpu::interrupts_enabled());
     loop {
         if current().killed() {
+            before_death();
             exit_current(abi::status::exited(-1));
         }
         if !park_suspended() {

@@ -33,6 +33,7 @@ mod attack_session18;
 mod attackfp;
 mod attackhw;
 mod attackvm;
+mod break21;
 mod breakk2;
 mod breaku;
 mod cases;

@@ -350,13 +350,24 @@ fn handle_object(
 /// not happen (a thread or child that already ran user code ends). The
 /// kill may land at any point up to the work test in the stub: whatever
 /// sets KILL also sets the work bit the stub tests after the handler
-/// returned, so a successful spawn result is always seen here.
+/// returned, so a successful spawn result is always seen here; a kill
+/// that comes while a suspend parks the thread here is seen too.
 #[no_mangle]
 pub extern "C" fn syscall_return_work(frame: &mut TrapFrame) {
-    if current().killed() && frame.vector == crate::arch::trap::SYSCALL_VECTOR {
-        undo_spawn(frame.error_code, frame.rax);
-    }
-    crate::lifecycle::return_to_user_work();
+    // Tested inside the work loop, not once before it: a suspend parks the
+    // thread there first (the handle still only in RAX), and a kill that
+    // comes while it is parked ends it in that loop (break21, ring-3 case
+    // `break21_suspended_spawner_killed_leaves_no_child`).
+    let (syscall, nr, rax) = (
+        frame.vector == crate::arch::trap::SYSCALL_VECTOR,
+        frame.error_code,
+        frame.rax,
+    );
+    crate::lifecycle::user_work(|| {
+        if syscall {
+            undo_spawn(nr, rax);
+        }
+    });
 }
 
 /// Kills what spawn syscall `nr` created and closes its handle (`rax`, the

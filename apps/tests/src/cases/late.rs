@@ -401,4 +401,9 @@ pub const CASES: &[Case] = &[
         "procmgr_fork_first_after_a_restart_rejoins",
         pmrejoin::fork_first_after_a_restart_rejoins,
     ),
+    // break21: a spawn whose thread is suspended at its return, then killed.
+    (
+        "break21_suspended_spawner_killed_leaves_no_child",
+        break21::suspended_spawner_killed_leaves_no_child,
+    ),
 ];
