@@ -79,6 +79,7 @@ mod rev_syscall;
 mod sched;
 mod shell3;
 mod smp;
+mod spawnrace;
 mod supervise;
 mod tls;
 mod trace;
