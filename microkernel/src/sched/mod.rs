@@ -30,10 +30,12 @@
 //! A thread's wait list (joiners, process waiters, sleepers) before a run queue;
 //! never two run queues at once (stealing uses `try_lock`).
 
+mod direct;
 mod poll;
 pub mod sleep;
 mod steal;
 
+pub use direct::{switch_direct, switch_direct_frameless};
 use poll::poll_queue;
 use steal::{any_stealable, steal};
 
@@ -569,106 +571,6 @@ fn block_inner(poll: bool) {
         poll_queue(c);
     }
     schedule_inner(false);
-}
-
-/// The common start of [`switch_direct`] and [`switch_direct_frameless`]:
-/// `Some(next)` when the switch to `next` may be made here now; else
-/// `next` was queued, the current thread blocked as usual (with its
-/// frames) and has resumed: `None`. `TRACE`: record the hand-off's switch
-/// (the frameless path's caller tested the trace categories already).
-///
-/// The current thread's kill is not tested here (ipccut): both callers
-/// (`ipc::wait`, the fast path's `fast_wait`) tested it after their
-/// Blocked store, and a kill that comes after that test finds the thread
-/// Blocked, makes it Ready and queues it (`lifecycle::kill`'s exchange):
-/// it switches to `next` all the same and dies when the queue runs it
-/// again, as for a kill a few instructions later, after the switch.
-#[inline(always)]
-fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> {
-    let cpu = me();
-    let aff = next.sched.affinity.load(Ordering::Relaxed);
-    let pinned_elsewhere = aff != u32::MAX && aff as usize != cpu;
-    if pinned_elsewhere || next.sched.on_cpu.load(Ordering::Acquire) {
-        enqueue(next);
-        block();
-        return None;
-    }
-    // No `migrate_prev` to clear for the coming `finish_switch`: only
-    // `schedule_inner` raises it, right before its switch, and that
-    // switch's own `finish_switch` lowers it, so it is false while any
-    // thread runs (ipccut: the store here was redundant).
-    debug_assert!(!here().migrate_prev.load(Ordering::Relaxed));
-    // The slice is not renewed: `next` runs out the rest of it, so a pair
-    // handing the CPU back and forth is still preempted when it ends and
-    // threads queued here get their turn (the queue was bypassed).
-    if !TRACE {
-        return Some(next);
-    }
-    crate::trace::switch(|| {
-        (
-            abi::trace::reason::HANDOFF,
-            [
-                current().tid.get(),
-                next.tid.get(),
-                current().pid(),
-                next.pid(),
-            ],
-        )
-    });
-    Some(next)
-}
-
-/// IPC's direct hand-off (DESIGN 7): switches from the current thread,
-/// which is blocking (Blocked, or already made Ready and queued by a
-/// waker), straight to `next`, which the caller made Ready with its own
-/// successful Blocked -> Ready exchange and did not queue: no run-queue
-/// trip. When `next` cannot run here now (pinned elsewhere, still being
-/// switched away from), `next` is queued and the current thread blocks as
-/// usual. The caller tested the current thread's kill after its Blocked
-/// store ([`direct_or_block`]).
-///
-/// Always inlined (into the IPC fast path): with its trace point the
-/// compiler stopped inlining it, and the call cost the fast path ~10
-/// instructions per switch (`ipc_call_same_core`, docs/decisions.md "trace").
-#[inline(always)]
-pub fn switch_direct(next: Arc<Thread>) {
-    let Some(next) = direct_or_block::<true>(next) else {
-        return;
-    };
-    switch_to(current(), next);
-}
-
-/// [`switch_direct`] for a thread blocking *frameless* in the IPC fast
-/// path (`crate::arch::frameless`): its saved context becomes the shared
-/// frameless record and its kernel stack is abandoned, so this returns
-/// only when the switch could not be made here (then `next` was queued and
-/// the current thread blocked as usual, with its frames: it resumes here).
-///
-/// # Safety
-/// The caller owns nothing that must be dropped or released (every frame
-/// between the syscall stub and this call is abandoned), the current
-/// thread is a user thread in a syscall whose wait ends in
-/// `crate::syscall::frameless_resume` (its TrapFrame is the stub's), and it
-/// is Blocked (or already made Ready and queued by a waker). The hand-off
-/// is not traced: the caller (the frameless IPC entry) runs only while the
-/// `SCHED` trace category is off.
-#[inline(always)]
-pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
-    let Some(next) = direct_or_block::<false>(next) else {
-        return;
-    };
-    let (prev_rsp, next_rsp) = switch_prepare::<true>(current(), next);
-    // `prev_rsp` is the previous thread's saved-RSP slot: nothing else
-    // writes it while that thread is not running, and it is read only by a
-    // CPU that switches to it, after `finish_switch` (on next's stack,
-    // after the jump below) released it with `on_cpu` (Release, paired
-    // with that CPU's Acquire load in `schedule_inner`/`switch_direct`).
-    // SAFETY: that slot (above); and the caller's contract: nothing on this
-    // stack is owned, and the thread's wait ends in the frameless resume.
-    unsafe {
-        *prev_rsp = crate::arch::frameless::frameless_rsp();
-        crate::arch::frameless::abandon_stack_for(next_rsp)
-    }
 }
 
 /// Makes a blocked thread ready. Returns false if it was not blocked.
