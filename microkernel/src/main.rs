@@ -258,7 +258,7 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
     }
     if boot.arg("stop.midline") == Some("1") {
         println!("stop.midline: a power-off first leaves another CPU mid-line");
-        arch::testhooks::MIDLINE_AT_STOP.store(true, core::sync::atomic::Ordering::SeqCst);
+        panic::before_power_off(smp::hold_serial_elsewhere);
     }
     if boot.arg(modules::INIT_KEY) == Some(modules::BENCH) {
         smp_bench(boot.arg("bench.icount").is_some());

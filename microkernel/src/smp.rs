@@ -363,7 +363,7 @@ fn hold_serial() -> ! {
     }
 }
 
-/// The `stop.midline` hook (`testhooks::MIDLINE_AT_STOP`): makes another
+/// The `stop.midline` hook (`panic::before_power_off`): makes another
 /// online CPU hold the serial lock in the middle of a line and waits (at
 /// most 1 s) until it does. Nothing if this is the only CPU.
 pub fn hold_serial_elsewhere() {

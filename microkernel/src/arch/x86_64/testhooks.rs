@@ -18,12 +18,6 @@ pub static NMI_STORM: AtomicBool = AtomicBool::new(false);
 /// others, as a watchdog or a hardware report could at that moment; the
 /// report must go on (`smoke.sh` cases `nmi-at-power-off`, `nmi-at-panic`).
 pub static NMI_AT_STOP: AtomicBool = AtomicBool::new(false);
-/// `stop.midline=1` (a test hook, break21): before a power-off takes the
-/// machine, another CPU is made to hold the serial lock in the middle of a
-/// line of its own (`smp::hold_serial_elsewhere`), where the stop halts it;
-/// the power-off's line must still start a line (`smoke.sh` case
-/// `midline-at-power-off`).
-pub static MIDLINE_AT_STOP: AtomicBool = AtomicBool::new(false);
 /// Set by `smp::hold_serial_elsewhere`: the next ping IPI makes its CPU
 /// open a line under the serial lock and keep the lock until stopped.
 pub static HOLD_SERIAL_ON_PING: AtomicBool = AtomicBool::new(false);
