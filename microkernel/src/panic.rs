@@ -108,11 +108,12 @@ fn take_machine() -> percpu::CpuId {
         // The `nmi.atstop` hook: a stray NMI on the reporting CPU.
         crate::arch::apic::send_nmi(crate::arch::apic::local_id());
     }
-    // SAFETY: every other CPU was asked to halt, and this CPU holds no
-    // serial guard here (a panic inside print would have re-entered `die`
-    // and halted above; a power-off comes from a syscall handler or the
-    // exit path, outside any print). Breaking the lock keeps a stopped
-    // holder from deadlocking the last lines.
+    // Every other CPU was asked to halt, and this CPU holds no serial
+    // guard here (a panic inside print would have re-entered `die` and
+    // halted above; a power-off comes from a syscall handler or the exit
+    // path, outside any print). Breaking the lock keeps a stopped holder
+    // from deadlocking the last lines.
+    // SAFETY: as explained just above.
     unsafe { crate::logger::SERIAL.force_unlock() };
     // A CPU stopped in the middle of a line (a kernel `println` under the
     // lock just broken, or the console server, which drives COM1 itself

@@ -47,13 +47,7 @@ fn restart_procmgr(names_ep: Endpoint) -> TestResult {
 /// with no endpoint (`Rejoined { handle: 0 }`: the client gives up at once
 /// instead of polling), and the next restart adopts it again.
 pub fn failed_readoption_is_retried() -> TestResult {
-    let names_ep: Endpoint =
-        names::endpoint(1_000_000_000).ok_or("init gave no name-service handle")?;
-    pm::getpid().map_err(|_| "procmgr was not reachable before the restart")?;
-    let old = match rejoin_answer(names_ep)? {
-        names::Reply::Rejoined { handle } => handle,
-        _ => return Err("init holds no adoption record of this program"),
-    };
+    let (names_ep, old) = adoption()?;
     // Fill this program's handle table.
     let mut held = [0u32; FILL];
     let mut n = 0;
@@ -141,13 +135,7 @@ fn readopted(names_ep: Endpoint, old: u64) -> TestResult {
 /// with the dead endpoint's error although init had adopted this program
 /// into the successor.
 pub fn fork_first_after_a_restart_rejoins() -> TestResult {
-    let names_ep: Endpoint =
-        names::endpoint(1_000_000_000).ok_or("init gave no name-service handle")?;
-    pm::getpid().map_err(|_| "procmgr was not reachable before the restart")?;
-    let old = match rejoin_answer(names_ep)? {
-        names::Reply::Rejoined { handle } => handle,
-        _ => return Err("init holds no adoption record of this program"),
-    };
+    let (names_ep, old) = adoption()?;
     restart_procmgr(names_ep)?;
     readopted(names_ep, old)?;
     let child = match pm::fork() {
@@ -164,5 +152,17 @@ pub fn fork_first_after_a_restart_rejoins() -> TestResult {
             note!("wait for the child: {other:?}");
             Err("the child forked after the restart was not reaped with its code")
         }
+    }
+}
+
+/// The name service's endpoint and the procmgr handle init's adoption
+/// record of this program names (checking procmgr answers first).
+fn adoption() -> Result<(Endpoint, u64), &'static str> {
+    let names_ep: Endpoint =
+        names::endpoint(1_000_000_000).ok_or("init gave no name-service handle")?;
+    pm::getpid().map_err(|_| "procmgr was not reachable before the restart")?;
+    match rejoin_answer(names_ep)? {
+        names::Reply::Rejoined { handle } => Ok((names_ep, handle)),
+        _ => Err("init holds no adoption record of this program"),
     }
 }
