@@ -41,7 +41,7 @@ use super::slowpath::Ep;
 use super::{claim, end_wait, wait};
 use crate::arch::trap::TrapFrame;
 use crate::object::thread::{Thread, ThreadState};
-use crate::object::waitstate::{Msg, Outcome, TRef, WaitOn};
+use crate::object::waitstate::{IpcInner, Msg, Outcome, TRef, WaitOn};
 use crate::sched;
 use abi::Error;
 use alloc::sync::Arc;
@@ -137,6 +137,8 @@ pub fn call<const FRAMELESS: bool>(
     out: *mut TrapFrame,
 ) -> Result<Result<(), Error>, Ep> {
     let cur = sched::current();
+    // Frame delivery (`hand`) writes the reply where the stub's frame is.
+    debug_assert_eq!(out, cur.syscall_frame());
     if cur.killed() {
         return Err(ep); // the slow path notices the kill
     }
@@ -161,7 +163,9 @@ pub fn call<const FRAMELESS: bool>(
     // SAFETY: we won r's claim and have not handed it an outcome.
     let rt = unsafe { r.thread.arc() };
     // 2 and 3: our wait recorded, the call handed to rt (`give_call`).
-    let (tk, abandoned) = give_call(cur, &rt, buf, capacity, || msg_of(label, badge));
+    let (tk, abandoned) = give_call(cur, &rt, r.thread.ticket, buf, capacity, || {
+        msg_of(label, badge)
+    });
     // 4. Switch straight to rt (or wake it, if it cannot run here now).
     let h = Handoff::or_wake(rt);
     if let Some(o) = abandoned {
@@ -199,14 +203,19 @@ pub fn call<const FRAMELESS: bool>(
 pub(super) fn give_call(
     cur: &Thread,
     rt: &Arc<Thread>,
+    rtk: Option<Ticket>,
     buf: u64,
     capacity: usize,
     msg: impl Fn() -> Msg,
 ) -> (Ticket, Option<TRef>) {
-    let old = core::mem::replace(
-        &mut cur.ipc.inner.lock_irqs_off().wait,
-        WaitOn::Reply(rt.clone()),
-    );
+    let old = {
+        let mut g = cur.ipc.inner.lock_irqs_off();
+        // Our wait ends with our syscall frame as its output (both callers
+        // put the reply there): the reply may be written into it directly
+        // ([`hand`]).
+        g.frame_seq = cur.ipc.claim.next_seq();
+        core::mem::replace(&mut g.wait, WaitOn::Reply(rt.clone()))
+    };
     drop_wait(old);
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
@@ -220,7 +229,7 @@ pub(super) fn give_call(
             .accept(me)
             .filter(|o| claim(o, WakeReason::Cancelled));
         if !matches!(old, WaitOn::EndpointBound(..)) {
-            g.result = Some(Outcome::Msg(msg()));
+            hand(&mut g, rt, rtk, &msg);
         }
         (old, abandoned)
     };
@@ -231,6 +240,43 @@ pub(super) fn give_call(
     // Outside rt's lock: it may hold the last reference to the endpoint.
     drop(old);
     (tk, abandoned)
+}
+
+/// Hands the register-only message `msg` to `t`, whose wait `tk` we won
+/// and have not handed an outcome yet, as the last thing written, under
+/// `t`'s IPC lock (`g`): straight into `t`'s syscall frame when that wait
+/// asked for it ([`IpcInner::frame_seq`]: a fast wait, whose outcome ends
+/// in its frame anyway), else into its result slot. The frame delivery
+/// saves building the message in the slot and the partner's copy of it
+/// into its frame when it resumes ([`wait_end`]; -80 a round trip, frame
+/// delivery, session 22).
+///
+/// Ordering: the frame's registers first, then `framed` (SeqCst); the
+/// thread reads its frame only after it saw `framed` name its wait (an
+/// Acquire or SeqCst load: `wait_end`, `ipc::wait`), and our wake of it
+/// (its Blocked -> Ready exchange, SeqCst) comes after, so its wait loop
+/// either sees `framed` or is queued by that exchange (the Dekker pattern
+/// of `ipc::wait`, with `framed` beside the result slot).
+///
+/// [`IpcInner::frame_seq`]: crate::object::waitstate::IpcInner::frame_seq
+#[inline(always)]
+pub(super) fn hand(g: &mut IpcInner, t: &Thread, tk: Option<Ticket>, msg: impl Fn() -> Msg) {
+    match tk {
+        Some(tk) if g.frame_seq == tk.seq() => {
+            // The frame is the stub's, at the top of t's kernel stack: t is
+            // in its syscall, in the wait `frame_seq` named, which ends
+            // with that frame as its output. Nothing else writes a
+            // thread's syscall frame, and t itself reads or writes its
+            // output registers only once it saw `framed` (below) or, for
+            // any other ending, only after taking a result we have not
+            // written; we won the claim, so no other party writes one.
+            // SAFETY: t is a live user thread (our `Arc`) and its frame's
+            // output registers are ours until `framed` (as just argued).
+            put_msg(unsafe { &mut *t.syscall_frame() }, &msg());
+            t.ipc.framed.store(tk.seq(), Ordering::SeqCst);
+        }
+        _ => g.result = Some(Outcome::Msg(msg())),
+    }
 }
 
 /// Drops a wait record taken out of a thread's IPC state (outside its
@@ -289,6 +335,8 @@ fn deliver(o: Outcome, out: *mut TrapFrame) -> Result<(), Error> {
             put_msg(unsafe { &mut *out }, &m);
             Ok(())
         }
+        // The message is in the frame already.
+        Outcome::Framed => Ok(()),
         Outcome::Err(e) => Err(e),
         Outcome::Notified(_) | Outcome::Retry => Err(Error::InvalidArgument),
     }
@@ -350,6 +398,12 @@ fn fast_wait<const FRAMELESS: bool>(
 #[inline(always)]
 pub fn wait_end(ticket: Ticket, out: *mut TrapFrame) -> Result<(), Error> {
     let cur = sched::current();
+    // The common case: the partner wrote the message into our frame
+    // ([`hand`]); Acquire pairs with its store after the frame's registers.
+    if cur.ipc.framed.load(Ordering::Acquire) == ticket.seq() {
+        cur.ipc.claim.finish();
+        return Ok(());
+    }
     let got = {
         let mut g = cur.ipc.inner.lock_irqs_off();
         match &g.result {
@@ -405,6 +459,8 @@ pub fn reply_recv<const FRAMELESS: bool>(
     out: *mut TrapFrame,
 ) -> ReplyRecv {
     let cur = sched::current();
+    // Frame delivery (`hand`) writes the message where the stub's frame is.
+    debug_assert_eq!(out, cur.syscall_frame());
     if cur.killed() {
         return ReplyRecv::NotTaken(ep);
     }
@@ -431,6 +487,12 @@ pub fn reply_recv<const FRAMELESS: bool>(
             Ok(c) => claim(&c, WakeReason::Delivered).then_some(c),
             Err(_) => None,
         };
+        if c.is_some() {
+            // Our receive (step 3 begins it next, or cancels it and leaves
+            // the receive to the slow path under a later ticket) ends with
+            // our frame as its output: a caller may write it there.
+            g.frame_seq = cur.ipc.claim.next_seq();
+        }
         let old = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {
             WaitOn::None
         } else {
@@ -455,7 +517,9 @@ pub fn reply_recv<const FRAMELESS: bool>(
         let mut g = ct.ipc.inner.lock_irqs_off();
         // SAFETY: `out` is the current thread's own frame (the caller's
         // contract); nothing else writes it while the thread runs.
-        g.result = Some(Outcome::Msg(frame_msg(unsafe { &*out }, label, 0)));
+        hand(&mut g, &ct, c.ticket, || {
+            frame_msg(unsafe { &*out }, label, 0)
+        });
         core::mem::take(&mut g.wait)
     };
     drop(record);

@@ -118,9 +118,14 @@ pub(crate) fn wait(ticket: Ticket, deadline: Option<u64>, mut handoff: Handoff) 
     let cur = sched::current_arc();
     let me = TRef::new(&cur, Some(ticket));
     let claim = &cur.ipc.claim;
+    let framed = || cur.ipc.framed.load(Ordering::SeqCst) == ticket.seq();
     let out = loop {
         if let Some(o) = cur.ipc.inner.lock().result.take() {
             break o;
+        }
+        // A fast wait's message, in our frame already (`fastpath::hand`).
+        if framed() {
+            break Outcome::Framed;
         }
         if cur.killed() && claim.try_claim(ticket, WakeReason::Cancelled) {
             unlink(&cur, me);
@@ -149,12 +154,15 @@ pub(crate) fn wait(ticket: Ticket, deadline: Option<u64>, mut handoff: Handoff) 
         // barrier) and the result is read under the thread's IPC lock; a
         // winner writes the result under that lock *then* does the
         // Blocked -> Ready exchange in `sched::wake`. So either we see the
-        // result here, or its exchange sees Blocked and queues us. The
+        // result here, or its exchange sees Blocked and queues us; the
+        // same for `framed`, which a fast winner stores (SeqCst) in place
+        // of the result, before that exchange. The
         // fence states the store-before-load for the kill flag too (the
         // victim half of `Thread::kill`'s Dekker pattern, as in
         // `sched::block`).
         fence(Ordering::SeqCst);
         let ready = cur.ipc.inner.lock().result.is_some()
+            || framed()
             || cur.killed()
             || deadline.is_some_and(|d| time::now_ns() >= d);
         if ready && cur.try_unblock() {

@@ -210,8 +210,9 @@ fn outcome_msg(o: Outcome) -> Result<Msg, Error> {
     match o {
         Outcome::Msg(m) => Ok(m),
         Outcome::Err(e) => Err(e),
-        // A call is never bound to a notification; `call` retries a Retry.
-        Outcome::Notified(_) | Outcome::Retry => Err(Error::InvalidArgument),
+        // A call is never bound to a notification; `call` retries a Retry;
+        // a slow wait never asks for frame delivery (`IpcInner::frame_seq`).
+        Outcome::Notified(_) | Outcome::Retry | Outcome::Framed => Err(Error::InvalidArgument),
     }
 }
 
@@ -384,8 +385,9 @@ pub fn recv(
                 Outcome::Msg(m) => Ok(Received::Msg(m)),
                 Outcome::Notified(bits) => Ok(Received::Notified(bits)),
                 Outcome::Err(e) => Err(e),
-                // Only a caller is handed back its call.
-                Outcome::Retry => Err(Error::InvalidArgument),
+                // Only a caller is handed back its call; a slow receive
+                // never asks for frame delivery (`IpcInner::frame_seq`).
+                Outcome::Retry | Outcome::Framed => Err(Error::InvalidArgument),
             }
         }
     }
@@ -548,7 +550,7 @@ pub fn ntf_wait(n: &Ntf, timeout: Timeout) -> Result<u64, Error> {
             match wait(tk, timeout.deadline(), Handoff::none()) {
                 Outcome::Notified(bits) => Ok(bits),
                 Outcome::Err(e) => Err(e),
-                Outcome::Msg(_) | Outcome::Retry => Err(Error::InvalidArgument),
+                Outcome::Msg(_) | Outcome::Retry | Outcome::Framed => Err(Error::InvalidArgument),
             }
         }
     }

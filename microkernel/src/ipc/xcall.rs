@@ -58,6 +58,9 @@ pub fn call(
     out: *mut TrapFrame,
 ) -> Option<Result<(), Error>> {
     let cur = sched::current();
+    // Frame delivery (`fastpath::hand`) writes the reply where the stub's
+    // frame is.
+    debug_assert_eq!(out, cur.syscall_frame());
     if cur.killed() {
         return None; // the slow path notices the kill
     }
@@ -74,7 +77,7 @@ pub fn call(
     // path (`fastpath::give_call`).
     // SAFETY: our own frame (see above), not written meanwhile.
     let msg = || frame_msg(unsafe { &*out }, label, badge);
-    let (tk, abandoned) = give_call(cur, &rt, buf, capacity, msg);
+    let (tk, abandoned) = give_call(cur, &rt, r.thread.ticket, buf, capacity, msg);
     // 4. Wake rt (on its CPU; a receiver that last ran here is handed off
     //    by our block, as on the fast path), then wait for the reply.
     let h = Handoff::or_wake(rt);
@@ -91,6 +94,8 @@ pub fn call(
             put_msg(unsafe { &mut *out }, &m);
             Ok(())
         }
+        // The reply is in our frame already (`fastpath::hand`).
+        Outcome::Framed => Ok(()),
         Outcome::Err(e) => Err(e),
         // A call is never bound, and `Retry` ends only a queued caller
         // (this one was delivered straight to its receiver): as the fast

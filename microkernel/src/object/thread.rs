@@ -452,6 +452,19 @@ impl Thread {
         unsafe { &mut *self.ctx.get() }
     }
 
+    /// Where the thread's syscall frame is while it is in a syscall: the
+    /// [`TrapFrame`](crate::arch::trap::TrapFrame) the entry stub builds at
+    /// the top of its kernel stack (a user thread's; meaningless for a
+    /// kernel thread). Only an address: who writes through it must own the
+    /// frame's output registers (the IPC fast path's frame delivery, by
+    /// the wait claim it won).
+    #[inline(always)]
+    pub fn syscall_frame(&self) -> *mut crate::arch::trap::TrapFrame {
+        self.kstack_top
+            .wrapping_sub(core::mem::size_of::<crate::arch::trap::TrapFrame>() as u64)
+            as *mut crate::arch::trap::TrapFrame
+    }
+
     /// Top of the kernel stack (0 for the boot idle thread).
     pub fn kstack_top(&self) -> u64 {
         self.kstack_top

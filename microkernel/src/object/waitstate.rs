@@ -117,6 +117,11 @@ pub enum Outcome {
     /// with it are back in the caller's record, and the caller makes its
     /// call again (`ipc::slowpath::call`).
     Retry,
+    /// The message is in the waiter's syscall frame already (the fast
+    /// path's frame delivery, [`ThreadIpc::framed`]): nothing to copy.
+    /// Only a fast wait, which asked for it ([`IpcInner::frame_seq`]), ends
+    /// so.
+    Framed,
 }
 
 /// The state under a thread's IPC lock.
@@ -135,6 +140,16 @@ pub struct IpcInner {
     pub reply: ReplyCap<TRef>,
     /// The notification bound to it.
     pub bound: Option<Arc<ObjBox<NotificationObj>>>,
+    /// The wait (its ticket's sequence number; 0: none) whose message a
+    /// partner may write straight into the thread's syscall frame instead
+    /// of `result` (the fast path's frame delivery, `ipc::fastpath`). Set
+    /// by the thread, under this lock, just before it begins that wait
+    /// (`WaitClaim::next_seq`), only for a wait that ends in the fast
+    /// path's own `wait_end` or in `ipc::wait` with the frame as its
+    /// output (the fast `call`, the cross-core `call`, the fast
+    /// `reply_recv`'s receive); read by the winner of that wait's claim,
+    /// under this lock.
+    pub frame_seq: u64,
 }
 
 /// A thread's IPC state (the one field `Thread` has for IPC).
@@ -149,6 +164,12 @@ pub struct ThreadIpc {
     /// Where that receive's buffer is (user address in its space; the
     /// decoder checked the range). Published like `capacity`.
     pub buf_addr: AtomicU64,
+    /// The sequence number of the last wait whose message its winner wrote
+    /// into the thread's syscall frame ([`IpcInner::frame_seq`]), stored
+    /// (SeqCst) after the frame: a wait whose ticket this names has ended
+    /// with [`Outcome::Framed`], and `result` stays empty. Read by the
+    /// thread itself.
+    pub framed: AtomicU64,
     /// See [`IpcInner`].
     pub inner: IrqMutex<IpcInner>,
 }
@@ -160,6 +181,7 @@ impl ThreadIpc {
             claim: WaitClaim::new(),
             capacity: AtomicU32::new(0),
             buf_addr: AtomicU64::new(0),
+            framed: AtomicU64::new(0),
             inner: IrqMutex::new(IpcInner::default()),
         }
     }

@@ -261,6 +261,15 @@ impl<A: AtomicWord> WaitClaim<A> {
         Ticket(self.word.load(Ordering::Relaxed) >> 8)
     }
 
+    /// The sequence number the thread's next [`begin`](Self::begin) will
+    /// give: a wait that says, before it begins, how its outcome may be
+    /// handed to it (the IPC fast path's frame delivery) names it by this.
+    /// Only the thread itself calls this (as `latest`).
+    #[inline]
+    pub fn next_seq(&self) -> u64 {
+        (self.word.load(Ordering::Relaxed) >> 8) + 1
+    }
+
     /// The current wait's ticket, if the thread is waiting and unclaimed.
     #[inline]
     pub fn waiting(&self) -> Option<Ticket> {

@@ -109,3 +109,29 @@ fn is_waiting_is_true_only_for_the_unclaimed_current_wait() {
     assert!(c.take(u), "a receiver took the caller");
     assert!(!c.is_waiting(u), "taken is not plain waiting");
 }
+
+#[test]
+fn next_seq_names_the_wait_the_next_begin_starts_in_every_state() {
+    let c: WaitClaim = WaitClaim::new();
+    for round in 0..4 {
+        let promised = c.next_seq();
+        let t = c.begin();
+        assert_eq!(t.seq(), promised, "round {round}: begin");
+        assert_eq!(c.next_seq(), promised + 1, "while waiting");
+        match round % 2 {
+            0 => {
+                assert!(c.try_claim(t, WakeReason::Delivered));
+                assert_eq!(c.next_seq(), promised + 1, "claimed");
+                c.finish();
+            }
+            _ => {
+                assert!(c.take(t));
+                assert_eq!(c.next_seq(), promised + 1, "taken");
+                assert_eq!(c.rearm(t), Ok(()));
+                assert!(c.try_claim(t, WakeReason::Cancelled));
+                c.finish();
+            }
+        }
+        assert_eq!(c.next_seq(), promised + 1, "finished");
+    }
+}
