@@ -515,9 +515,9 @@ pub fn reply_recv<const FRAMELESS: bool>(
     let ct = unsafe { c.arc() };
     let record = {
         let mut g = ct.ipc.inner.lock_irqs_off();
-        // SAFETY: `out` is the current thread's own frame (the caller's
-        // contract); nothing else writes it while the thread runs.
         hand(&mut g, &ct, c.ticket, || {
+            // SAFETY: `out` is the current thread's own frame (the
+            // caller's contract); nothing else writes it while it runs.
             frame_msg(unsafe { &*out }, label, 0)
         });
         core::mem::take(&mut g.wait)
