@@ -7,8 +7,9 @@
 //! init then measures `yield_switch` and prints `BENCH-DONE`. argv[1], if
 //! given (the shell's `bench <prefix>`), keeps only the figures whose names
 //! start with it. With other
-//! bits in `arg` it is init's yield peer: pinned to CPU 0, it yields exactly
-//! that many times and exits.
+//! bits in `arg` it is init's yield peer: pinned to CPU 0, it yields that
+//! many times (init passes the largest count, and kills it when its
+//! measurement is done) and exits.
 //!
 //! Each sample is the TSC delta around one operation. Under `--icount` the
 //! TSC counts guest instructions, so the figures are exact path lengths.
