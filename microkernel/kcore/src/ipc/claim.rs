@@ -177,6 +177,23 @@ impl<A: AtomicWord> WaitClaim<A> {
             WakeReason::Cancelled => LATE_KILL,
             _ => 0,
         };
+        if late == 0 {
+            // A delivery or a notification leaves no late mark: one
+            // compare-and-swap decides (the loop below would only retry to
+            // find a value other than `waiting` and give up). Spelled out
+            // because the compiler cannot see that a failed exchange never
+            // returns the value it compared with, and kept the loop (four
+            // instructions more on each IPC fast path's claim).
+            return self
+                .word
+                .compare_exchange(
+                    waiting,
+                    ticket.0 << 8 | reason as u64,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+        }
         let mut cur = waiting;
         loop {
             let next = if cur == waiting {
