@@ -477,7 +477,12 @@ pub fn reply_recv<const FRAMELESS: bool>(
     //    assigns its own record) or to step 3; NotTaken returns before it
     //    is touched. (A record still naming this endpoint is kept; every
     //    delivery takes the receiver's record, so this is rarely the case.)
-    let (c, old) = {
+    // The endpoint's address: the lookup's reference moves into our
+    // record below (no clone for the record and no drop of the lookup's:
+    // six instructions a round trip), and the record's reference keeps it
+    // alive for the uses of this address (see `ep_ref`).
+    let epp = Arc::as_ptr(&ep);
+    let (c, old, spare) = {
         let mut g = cur.ipc.inner.lock_irqs_off();
         if g.bound.is_some() || g.reply.caller().is_none() {
             drop(g);
@@ -493,20 +498,30 @@ pub fn reply_recv<const FRAMELESS: bool>(
             // our frame as its output: a caller may write it there.
             g.frame_seq = cur.ipc.claim.next_seq();
         }
-        let old = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {
-            WaitOn::None
+        let (old, spare) = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {
+            (WaitOn::None, Some(ep))
         } else {
-            core::mem::replace(&mut g.wait, WaitOn::Endpoint(ep.clone()))
+            (core::mem::replace(&mut g.wait, WaitOn::Endpoint(ep)), None)
         };
-        (c, old)
+        (c, old, spare)
     };
     // Outside the lock: the old record may hold the last reference to an
     // object or a thread.
     drop_wait(old);
+    // A counted reference to the endpoint again, for the slow path (the
+    // rare exits below), made while our record still holds its own.
+    // SAFETY: our record names the endpoint and holds a reference to it
+    // until we drop the record (`cancel_own`, or a winner of the wait we
+    // begin below, which only exists once we are queued); every call is
+    // made before either.
+    let ep_arc = || unsafe {
+        Arc::increment_strong_count(epp);
+        Arc::from_raw(epp)
+    };
     let Some(c) = c else {
         // Its kill or timeout is ending it right now: `reply_recv` drops a
         // reply to a caller that is gone and goes on receiving.
-        return ReplyRecv::ReceiveSlow(Handoff::none(), ep);
+        return ReplyRecv::ReceiveSlow(Handoff::none(), spare.unwrap_or_else(ep_arc));
     };
     // 2. The caller's wait (for our reply) ends: its record named us, and
     //    our reply capability no longer names it, so there is nothing to
@@ -532,16 +547,24 @@ pub fn reply_recv<const FRAMELESS: bool>(
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
     let tk = cur.ipc.claim.begin();
     let me = TRef::new(cur, Some(tk));
-    let queued = ep.q.lock_irqs_off().queue_receiver_if_idle(Receiver {
+    // Our record's reference keeps the endpoint alive through this lock
+    // and its release: the record is dropped only by us (`cancel_own`
+    // below) or by a winner of our wait, who must first find us in a place
+    // of it; the only such place is this queue, under this lock (no
+    // timeout, no binding, no reply capability names a receiver).
+    // SAFETY: as just argued, the endpoint outlives this reference.
+    let epr = unsafe { &*epp };
+    let queued = epr.q.lock_irqs_off().queue_receiver_if_idle(Receiver {
         thread: me,
         cpu: cpu(),
     });
     if !queued {
+        let ep = spare.unwrap_or_else(ep_arc);
         super::cancel_own(tk);
         return ReplyRecv::ReceiveSlow(h, ep);
     }
-    // Our record holds its own reference to the endpoint.
-    drop(ep);
+    // The record has a reference of its own in this (rare) case.
+    drop(spare);
     let pc = crate::arch::percpu::this();
     pc.fast_replies.fetch_add(1, Ordering::Relaxed);
     // Not bound (checked above; binding needs this thread to run), and
