@@ -163,7 +163,7 @@ pub fn call<const FRAMELESS: bool>(
     // SAFETY: we won r's claim and have not handed it an outcome.
     let rt = unsafe { r.thread.arc() };
     // 2 and 3: our wait recorded, the call handed to rt (`give_call`).
-    let (tk, abandoned) = give_call(cur, &rt, r.thread.ticket, buf, capacity, || {
+    let (tk, abandoned) = give_call(cur, &rt, r.thread.ticket, FRAMELESS, buf, capacity, || {
         msg_of(label, badge)
     });
     // 4. Switch straight to rt (or wake it, if it cannot run here now).
@@ -180,8 +180,8 @@ pub fn call<const FRAMELESS: bool>(
     Ok(fast_wait::<FRAMELESS>(tk, h, out))
 }
 
-/// Steps 2 and 3 of a register-only call to the receiver `rt` whose claim
-/// the current thread `cur` won (the same-core fast [`call`] and the
+/// Steps 2 and 3 of a register-only call to the receiver `rt` (in wait
+/// `rtk`) whose claim the current thread `cur` won (the same-core fast [`call`] and the
 /// cross-core `xcall::call`); returns our wait's ticket and the caller rt
 /// had held and abandoned, if its claim was won here (to be ended
 /// `PeerDied` after the hand-off).
@@ -204,16 +204,19 @@ pub(super) fn give_call(
     cur: &Thread,
     rt: &Arc<Thread>,
     rtk: Option<Ticket>,
+    frame_ok: bool,
     buf: u64,
     capacity: usize,
     msg: impl Fn() -> Msg,
 ) -> (Ticket, Option<TRef>) {
     let old = {
         let mut g = cur.ipc.inner.lock_irqs_off();
-        // Our wait ends with our syscall frame as its output (both callers
-        // put the reply there): the reply may be written into it directly
-        // ([`hand`]).
-        g.frame_seq = cur.ipc.claim.next_seq();
+        if frame_ok {
+            // Our wait ends with our syscall frame as its output, and no
+            // reference to that frame is live across it (`frame_ok`): the
+            // reply may be written into it directly ([`hand`]).
+            g.frame_seq = cur.ipc.claim.next_seq();
+        }
         core::mem::replace(&mut g.wait, WaitOn::Reply(rt.clone()))
     };
     drop_wait(old);
@@ -492,10 +495,12 @@ pub fn reply_recv<const FRAMELESS: bool>(
             Ok(c) => claim(&c, WakeReason::Delivered).then_some(c),
             Err(_) => None,
         };
-        if c.is_some() {
+        if FRAMELESS && c.is_some() {
             // Our receive (step 3 begins it next, or cancels it and leaves
             // the receive to the slow path under a later ticket) ends with
-            // our frame as its output: a caller may write it there.
+            // our frame as its output, and the frameless entry holds no
+            // reference to that frame across it: a caller may write it
+            // there.
             g.frame_seq = cur.ipc.claim.next_seq();
         }
         let (old, spare) = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {

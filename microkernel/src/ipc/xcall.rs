@@ -44,12 +44,17 @@ use kcore::ipc::WakeReason;
 /// into `out`'s output registers. `buf`/`capacity`: the reply's receive
 /// buffer (register-only replies leave it untouched). `None`: not
 /// eligible (no receiver waiting, its claim lost, or a kill pending),
-/// nothing changed; the caller takes the slow path.
+/// nothing changed; the caller takes the slow path. `frame_ok`: no
+/// reference to the frame is live across the wait (the frameless IPC
+/// entry's call), so the replier may write the reply straight into it
+/// (`fastpath::hand`); the traced handler holds a `&mut` to it, so its
+/// replies go through the result slot.
 ///
 /// `out` is the current thread's own frame (ipcfr: the IPC entry works
 /// from the raw pointer); only short-lived references to it are made,
 /// none across the wait.
 pub fn call(
+    frame_ok: bool,
     ep: &Ep,
     label: u32,
     badge: u64,
@@ -77,7 +82,7 @@ pub fn call(
     // path (`fastpath::give_call`).
     // SAFETY: our own frame (see above), not written meanwhile.
     let msg = || frame_msg(unsafe { &*out }, label, badge);
-    let (tk, abandoned) = give_call(cur, &rt, r.thread.ticket, buf, capacity, msg);
+    let (tk, abandoned) = give_call(cur, &rt, r.thread.ticket, frame_ok, buf, capacity, msg);
     // 4. Wake rt (on its CPU; a receiver that last ran here is handed off
     //    by our block, as on the fast path), then wait for the reply.
     let h = Handoff::or_wake(rt);

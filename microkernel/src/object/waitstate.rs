@@ -146,8 +146,10 @@ pub struct IpcInner {
     /// by the thread, under this lock, just before it begins that wait
     /// (`WaitClaim::next_seq`), only for a wait that ends in the fast
     /// path's own `wait_end` or in `ipc::wait` with the frame as its
-    /// output (the fast `call`, the cross-core `call`, the fast
-    /// `reply_recv`'s receive); read by the winner of that wait's claim,
+    /// output and no reference to the frame live across the wait (the
+    /// frameless IPC entry's fast `call`, cross-core `call` and fast
+    /// `reply_recv` receive; not the traced handler, whose caller holds a
+    /// `&mut` to the frame); read by the winner of that wait's claim,
     /// under this lock.
     pub frame_seq: u64,
 }

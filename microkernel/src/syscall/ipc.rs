@@ -322,7 +322,7 @@ fn call<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> {
         }
         // The receiver waits on another CPU: the same steps, with a wake
         // instead of the switch (`ipc::xcall`); `None` changed nothing.
-        if let Some(r) = xcall::call(&ep, info.label(), badge, buf, spec.capacity, f) {
+        if let Some(r) = xcall::call(FRAMELESS, &ep, info.label(), badge, buf, spec.capacity, f) {
             return r.map(|_| 0);
         }
     }
