@@ -184,7 +184,45 @@ pub fn user_ranges_at_the_edges() -> TestResult {
     let r = edges();
     // SAFETY: only this case uses the last user page.
     let _ = unsafe { sys::unmap(LAST_PAGE, 4096) };
+    r?;
+    sys::map_anon(EDGE_PAGE, 4096, prot::WRITE).map_err(|_| "map_anon(edge page) failed")?;
+    let r = copy_faults();
+    // SAFETY: only this case uses the edge page.
+    let _ = unsafe { sys::unmap(EDGE_PAGE, 4096) };
     r
+}
+
+/// A mapped page with an unmapped one after it (the user copy's faults).
+const EDGE_PAGE: u64 = 0x4e00_0000_0000;
+
+/// A copy that faults part-way, in its whole quadwords or in its tail
+/// bytes (the user copy moves 8 bytes a step, then the rest one by one:
+/// session 22), is `BadAddress` for the whole range; one wholly inside
+/// the page, ending at its end, copies.
+fn copy_faults() -> TestResult {
+    let dw = Sysnum::DebugWrite as u64;
+    let end = EDGE_PAGE + 4096;
+    // (start, length, what): each ends past the mapped page.
+    for (addr, len, what) in [
+        (end - 8, 11, "in its tail bytes"),
+        (end - 1, 2, "at its second byte"),
+        (end - 16, 24, "at its third quadword"),
+        (end - 4088, 4096, "at its last quadword, after 511"),
+    ] {
+        if raw(dw, addr, len, 0) != Err(Error::BadAddress) {
+            note!("debug_write({addr:#x}, {len}) past the mapped page: faults {what}");
+            return Err("a copy that faulted part-way was not BadAddress");
+        }
+    }
+    // Wholly inside: quadwords and a tail, ending at the page's end.
+    let text = b"rev_syscall: a user copy that ends at a page end\n";
+    let at = end - text.len() as u64;
+    // SAFETY: the edge page is mapped writable and used by nobody else.
+    unsafe { core::ptr::copy_nonoverlapping(text.as_ptr(), at as *mut u8, text.len()) };
+    if raw(dw, at, text.len() as u64, 0) != Ok(text.len() as u64) {
+        return Err("a copy ending at a mapped page's end failed");
+    }
+    Ok(())
 }
 
 fn edges() -> TestResult {

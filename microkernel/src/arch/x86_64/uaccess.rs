@@ -1,7 +1,8 @@
 //! Copies between kernel and user memory.
 //!
 //! User pointers are allegations: every copy first checks that the range lies in
-//! the user half without wrapping, then copies with `rep movsb` under `stac`
+//! the user half without wrapping, then copies with `rep movsq` and `rep movsb`
+//! (the tail) under `stac`
 //! (SMAP would otherwise fault the access); a fault during the copy resumes at a
 //! fixup through the exception table, so a bad pointer becomes
 //! [`Error::BadAddress`], never a kernel panic.
@@ -35,10 +36,19 @@ global_asm!(
     r#"
     .section .text.uaccess, "ax"
     // uaccess_copy_asm(rdi = dst, rsi = src, rdx = len) -> rax = 0 ok / 1 fault
+    // Whole quadwords first, then the tail bytes: a `rep` iteration per 8
+    // bytes, not per byte (under icount each iteration is an instruction:
+    // ipc_buffer_4k_same_core ~25,100 -> ~11,700; real CPUs without fast
+    // short `rep movsb` gain too). Either `rep` may fault on the user
+    // side; both resume at the one fixup.
     .global uaccess_copy_asm
 uaccess_copy_asm:
-    mov rcx, rdx                            // rcx: byte count for rep movsb
-30: rep movsb                               // may fault on the user side: .extable
+    mov rcx, rdx                            // rcx: byte count
+    shr rcx, 3                              // rcx: whole quadwords
+30: rep movsq                               // rdi/rsi advance 8 a step; may fault: .extable
+    mov rcx, rdx                            // rcx: byte count again
+    and rcx, 7                              // rcx: the tail bytes (0..=7)
+32: rep movsb                               // the tail; may fault: .extable
     xor eax, eax                            // rax: 0 = copied
     ret
 31: mov eax, 1                              // fixup: rax = 1 = faulted
@@ -46,6 +56,7 @@ uaccess_copy_asm:
     .pushsection .extable, "a"
     .balign 8
     .quad 30b, 31b
+    .quad 32b, 31b
     .popsection
     "#
 );
