@@ -34,6 +34,7 @@ mod attackfp;
 mod attackhw;
 mod attackvm;
 mod break21;
+mod break22;
 mod breakk2;
 mod breaku;
 mod cases;
