@@ -35,6 +35,7 @@ mod attackhw;
 mod attackvm;
 mod break21;
 mod break22;
+mod break22b;
 mod breakk2;
 mod breaku;
 mod cases;

@@ -389,6 +389,10 @@ pub const CASES: &[Case] = &[
         "break22_close_racing_fast_reply_recv",
         break22::close_racing_fast_reply_recv,
     ),
+    (
+        "break22_timed_out_callers_leave_the_receive_unframed",
+        break22b::timed_out_callers_leave_the_receive_unframed,
+    ),
     // Last of all: it restarts procmgr, whose successor starts with an
     // empty table (no other case's children survive; only the rejoin case
     // below, which needs the restart, follows).
