@@ -215,11 +215,9 @@ fn every_removal_mix_gives_a_burst_back() {
                 }
             }
             // A timeout or kill anywhere in the queue.
-            8..=11 => {
-                if !queued.is_empty() {
-                    let t = queued.remove((r >> 8) as usize % queued.len());
-                    assert!(ep.remove(&t));
-                }
+            8..=11 if !queued.is_empty() => {
+                let t = queued.remove((r >> 8) as usize % queued.len());
+                assert!(ep.remove(&t));
             }
             // A slow receive (queues; there are no callers).
             12 | 13 => {
