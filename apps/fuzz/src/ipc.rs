@@ -14,7 +14,9 @@
 //! every near miss (a timeout, a buffer, a moved handle, a stale, a
 //! receive-only or a wrong-type handle) and the echo mixes fast replies
 //! with timed ones, buffer replies and moves to another CPU; every answer
-//! is checked.
+//! is checked. A second caller on CPU 1 (break22) makes register-only
+//! calls meanwhile, so cross-core calls meet the echo's fast and slow
+//! receives, and its fast `reply_recv` finds callers queued.
 
 use crate::finding;
 use crate::util::{self, Rng};
@@ -348,6 +350,63 @@ extern "C" fn fast_echo(arg: u64) -> ! {
     }
 }
 
+/// The fast pair's second caller (break22), stopped by [`SIDE_STOP`];
+/// [`SIDE_BAD`] is 1 after a wrong answer, 2 after a failed call.
+static SIDE_STOP: AtomicBool = AtomicBool::new(false);
+static SIDE_BAD: AtomicU64 = AtomicU64::new(0);
+static SIDE_CALLS: AtomicU64 = AtomicU64::new(0);
+static mut SIDE_BUF: Page = Page([0; 4096]);
+
+/// The fast pair's second caller (break22): register-only calls without a
+/// timeout from CPU 1 while the pair runs, each answer checked. Its calls
+/// cross cores (the cross-core call hands its message straight into the
+/// echo's frame when the echo's wait asked for it: never a slow one's),
+/// queue behind the first caller's (the echo's fast `reply_recv` then
+/// finds a caller queued: its exit to the slow receive) or, after the echo
+/// moved to CPU 1, take the same-core fast path. `arg`: endpoint | seed
+/// << 32.
+extern "C" fn side_caller(arg: u64) -> ! {
+    let ep = arg as u32 as u64;
+    let mut r = Rng::new(arg >> 32, 0x51de);
+    let _ = sys::set_affinity(1);
+    let page = core::ptr::addr_of_mut!(SIDE_BUF) as u64;
+    while !SIDE_STOP.load(Ordering::SeqCst) {
+        let label = (r.next() as u32) & 0x7fff_ffff;
+        if label == ECHO_STOP {
+            continue;
+        }
+        let w: [u64; 6] = core::array::from_fn(|_| r.next());
+        // A reply buffer: the echo sometimes answers with one.
+        let mut regs = IpcRegs {
+            rdi: ep,
+            rsi: ipc::info(label, 0, 0, 0, false),
+            w,
+            r14: page,
+            r15: ipc::spec(4096, 0),
+            ..IpcRegs::default()
+        };
+        // SAFETY: the only buffer named is SIDE_BUF (never read by Rust
+        // code).
+        let res = abi::decode_result(unsafe { ipc::ipc_syscall(Sysnum::IpcCall, &mut regs) });
+        let bad = match res {
+            Ok(_) if regs.rsi as u32 == label && regs.w == w => 0,
+            Ok(_) => 1,
+            Err(_) => 2,
+        };
+        if bad != 0 {
+            SIDE_BAD.store(bad, Ordering::SeqCst);
+            sys::thread_exit(1);
+        }
+        SIDE_CALLS.fetch_add(1, Ordering::Relaxed);
+        if r.one_in(4) {
+            for _ in 0..r.below(4000) {
+                core::hint::spin_loop();
+            }
+        }
+    }
+    sys::thread_exit(0)
+}
+
 /// The fast path's conditions, against an echo that surely answers (see
 /// the module docs). Findings: a wrong answer, an error where none is due,
 /// or the echo failing.
@@ -362,6 +421,14 @@ fn fast_pair(r: &mut Rng) {
         libipc::println!("fuzz: ipc fast pair: no thread for the echo; skipped");
         let _ = ipc::handle_close(ep.0);
         return;
+    };
+    SIDE_STOP.store(false, Ordering::SeqCst);
+    SIDE_BAD.store(0, Ordering::SeqCst);
+    SIDE_CALLS.store(0, Ordering::SeqCst);
+    let side = if sys::cpu_count() > 1 {
+        util::spawn(side_caller, ep.0 as u64 | (r.next() & 0xffff_ffff) << 32).ok()
+    } else {
+        None
     };
     let ntf = ipc::notification_create().map(|n| n.0).unwrap_or(0);
     let fast0 = fast_counts();
@@ -454,8 +521,24 @@ fn fast_pair(r: &mut Rng) {
         }
     }
     let fast1 = fast_counts();
+    SIDE_STOP.store(true, Ordering::SeqCst);
+    if ECHO_FAILED.load(Ordering::SeqCst) != 0 {
+        // A call of the side caller's may be queued for good: the close
+        // of the only receive handle ends it (`NotDelivered`).
+        let _ = ipc::handle_close(ep.0);
+    }
+    if let Some(t) = side {
+        if t.join() != Ok(0) && ECHO_FAILED.load(Ordering::SeqCst) == 0 {
+            finding!(
+                "ipc fast pair: the side caller's call {} failed ({}: 1 a wrong answer, 2 an error)",
+                SIDE_CALLS.load(Ordering::SeqCst),
+                SIDE_BAD.load(Ordering::SeqCst)
+            );
+        }
+    }
     libipc::println!(
-        "fuzz: ipc fast pair: {calls} calls, {} fast calls, {} fast reply_recvs",
+        "fuzz: ipc fast pair: {calls} calls (and {} from CPU 1), {} fast calls, {} fast reply_recvs",
+        SIDE_CALLS.load(Ordering::SeqCst),
         fast1.0 - fast0.0,
         fast1.1 - fast0.1
     );

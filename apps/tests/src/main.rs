@@ -34,6 +34,8 @@ mod attackfp;
 mod attackhw;
 mod attackvm;
 mod break21;
+mod break22;
+mod break22b;
 mod breakk2;
 mod breaku;
 mod cases;

@@ -379,6 +379,20 @@ pub const CASES: &[Case] = &[
         "xcore_kill_racing_a_cross_core_call",
         xcore::kill_racing_a_cross_core_call,
     ),
+    // break22: frame delivery never reaches a slow wait; a close racing
+    // the fast reply_recv.
+    (
+        "break22_slow_waits_after_fast_ones_get_their_messages",
+        break22::slow_waits_after_fast_ones_get_their_messages,
+    ),
+    (
+        "break22_close_racing_fast_reply_recv",
+        break22::close_racing_fast_reply_recv,
+    ),
+    (
+        "break22_timed_out_callers_leave_the_receive_unframed",
+        break22b::timed_out_callers_leave_the_receive_unframed,
+    ),
     // Last of all: it restarts procmgr, whose successor starts with an
     // empty table (no other case's children survive; only the rejoin case
     // below, which needs the restart, follows).

@@ -1,8 +1,10 @@
 //! `loom` model checks of the wake claim: every interleaving (up to a
 //! preemption bound) of a partner delivering, a timeout and a kill racing for
 //! one blocked thread, of a receiver taking a caller while its timeout fires,
-//! of a stale timeout against the thread's next wait, and of a signal and a
-//! call racing for a thread waiting on an endpoint and its bound notification.
+//! of a stale timeout against the thread's next wait, of a signal and a
+//! call racing for a thread waiting on an endpoint and its bound
+//! notification, and of frame delivery's `framed` against the waiter's
+//! block.
 
 use super::claim::{AtomicWord, Ticket, WaitClaim, WakeReason};
 use super::ReplyCap;
@@ -443,5 +445,91 @@ fn last_receiver_closing_races_a_receive_and_the_caller_learns_exactly_one() {
         );
         assert!(o == NOT_DELIVERED || o == PEER_DIED, "exactly one outcome");
         assert_eq!(o == PEER_DIED, t == 1, "PeerDied iff a receiver took it");
+    });
+}
+
+/// break22: frame delivery's Dekker pattern, as the kernel runs it
+/// (`ipc::fastpath::hand` and `sched::wake` for the winner, `ipc::wait`'s
+/// loop for the waiter): the winner of the claim writes the frame, stores
+/// `framed` (SeqCst), then exchanges Blocked -> Ready; the waiter tests
+/// `framed`, stores Blocked, fences, tests `framed` again before it blocks.
+/// Never lost (a waiter that blocks is made Ready), and a frame read after
+/// `framed` sees the message (the frame is a Relaxed atomic here, so loom
+/// explores the stale values an unordered read could see). A model of the
+/// protocol, not the kernel's code: seen failing with the waiter's second
+/// test removed ("lost wake-up"), with its fence removed (the same), and
+/// with the `framed` store Relaxed (a frame read of 0).
+#[test]
+fn a_frame_delivery_is_never_lost_nor_read_before_framed() {
+    use loom::sync::atomic::fence;
+    const RUNNING: u64 = 0;
+    const BLOCKED: u64 = 1;
+    const READY: u64 = 2;
+    struct Shared {
+        claim: Claim,
+        state: LoomU64,
+        framed: LoomU64,
+        frame: LoomU64,
+    }
+    model(|| {
+        let s = Arc::new(Shared {
+            claim: Claim::new(),
+            state: LoomU64::new(RUNNING),
+            framed: LoomU64::new(0),
+            frame: LoomU64::new(0),
+        });
+        let tk = s.claim.begin();
+        let seq = tk.seq();
+        let winner = {
+            let s = s.clone();
+            thread::spawn(move || {
+                if s.claim.try_claim(tk, WakeReason::Delivered) {
+                    // The frame's registers (plain stores in the kernel).
+                    s.frame.store(42, Ordering::Relaxed);
+                    s.framed.store(seq, Ordering::SeqCst);
+                    // Loom models SeqCst loads and stores as AcqRel, so
+                    // the store-then-load the kernel's SeqCst store and
+                    // SeqCst exchange give (on x86: the exchange is a
+                    // locked instruction, a full barrier) is this fence.
+                    fence(Ordering::SeqCst);
+                    // `sched::wake`: Blocked -> Ready, or nothing.
+                    let _ = s.state.compare_exchange(
+                        BLOCKED,
+                        READY,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                }
+            })
+        };
+        // The waiter: `ipc::wait`'s loop, up to its block.
+        let framed = || s.framed.load(Ordering::SeqCst) == seq;
+        let mut blocked = false;
+        loop {
+            if framed() {
+                assert_eq!(s.frame.load(Ordering::Relaxed), 42, "frame read early");
+                break;
+            }
+            // `set_state(Blocked)` (an exchange), then the fence.
+            s.state.swap(BLOCKED, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if framed()
+                && s.state
+                    .compare_exchange(BLOCKED, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                continue;
+            }
+            blocked = true;
+            break;
+        }
+        winner.join().unwrap();
+        if blocked {
+            assert_eq!(
+                s.state.load(Ordering::SeqCst),
+                READY,
+                "lost wake-up: blocked with its message framed and nobody to wake it"
+            );
+        }
     });
 }

@@ -164,3 +164,89 @@ fn a_call_takes_the_receiver_on_its_cpu_behind_the_head() {
     assert_eq!(ep.take_front_receiver(1, |_| true), None);
     assert_eq!(order(&ep), [1, 3]);
 }
+
+/// break22: every way a receiver leaves the queue, mixed at random with
+/// bursts far above [`QUEUE_KEEP`]: whenever the queues are down to at
+/// most one entry each (so each heap part is empty), their memory is back
+/// to the bound. The fast call's `pop_front_trim` trims only when it takes
+/// the heap part's last entry, so it relies on every other removal having
+/// trimmed when *it* emptied the heap part: this checks that premise, not
+/// only the fast call's own trim (seen failing with the trim in
+/// `pop_front_trim`, the one in `take_receiver` or the one in
+/// `Endpoint::remove` removed).
+#[test]
+fn every_removal_mix_gives_a_burst_back() {
+    let mut ep = live_ep();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut queued: Vec<u32> = Vec::new();
+    let mut id = 0u32;
+    let (mut peak, mut drained) = (0, 0);
+    for step in 0..60_000 {
+        let r = next();
+        match r % 16 {
+            // A burst of receivers (some on another CPU).
+            0 if (r >> 40) % 16 == 0 => {
+                for _ in 0..(r >> 8) % 40 {
+                    id += 1;
+                    let cpu = ((r >> 20) % 2) as u32;
+                    if ep.queue_receiver_if_idle(rcv(id, cpu)) {
+                        queued.push(id);
+                    }
+                }
+            }
+            // The fast call's take (front receiver, CPU 0 only).
+            1..=5 => {
+                if let Some(x) = ep.take_front_receiver(0, |_| true) {
+                    queued.retain(|t| *t != x.thread);
+                }
+            }
+            // A slow call (prefers a receiver on its CPU, else the front).
+            6 | 7 => {
+                id += 1;
+                let cpu = ((r >> 8) % 2) as u32;
+                if let Ok(CallStep::Deliver(x)) = ep.call(caller(id), cpu, false, take) {
+                    queued.retain(|t| *t != x.thread);
+                }
+            }
+            // A timeout or kill anywhere in the queue.
+            8..=11 if !queued.is_empty() => {
+                let t = queued.remove((r >> 8) as usize % queued.len());
+                assert!(ep.remove(&t));
+            }
+            // A slow receive (queues; there are no callers).
+            12 | 13 => {
+                id += 1;
+                if let Ok(RecvStep::Queued) = ep.recv(rcv(id, 0), true, |_| true) {
+                    queued.push(id);
+                }
+            }
+            _ => {}
+        }
+        peak = peak.max(queued.len());
+        assert_eq!(ep.callers().count(), 0);
+        assert_eq!(ep.receivers().count(), queued.len(), "step {step}");
+        if queued.len() <= 1 {
+            if peak > QUEUE_KEEP * 2 {
+                drained += 1;
+            }
+            peak = queued.len();
+            assert!(
+                ep.queue_capacity() <= QUEUE_KEEP * 2,
+                "step {step}: {} entries of room for {} receivers",
+                ep.queue_capacity(),
+                queued.len()
+            );
+        }
+    }
+    assert!(
+        drained > 50,
+        "only {drained} bursts drained (peak {peak}, {} queued)",
+        queued.len()
+    );
+}
