@@ -531,6 +531,12 @@ pub fn signal(n: &Ntf, bits: u64) {
 
 /// `wait`: the pending bits (cleared), or waits for a signal.
 pub fn ntf_wait(n: &Ntf, timeout: Timeout) -> Result<u64, Error> {
+    // Bits pending already: taken under the notification's lock, with no
+    // wait recorded, begun and cancelled around them (the same result as
+    // `wait`'s `Got` below; bits that come after this look are the wait's).
+    if let Some(bits) = n.s.lock().n.take_pending() {
+        return Ok(bits);
+    }
     let cur = sched::current_arc();
     cur.ipc.inner.lock().wait = WaitOn::Notification(n.clone());
     let tk = cur.ipc.claim.begin();

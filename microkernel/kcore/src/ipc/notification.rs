@@ -134,6 +134,13 @@ impl<T: Copy + PartialEq> Notification<T> {
         SignalStep::Pending
     }
 
+    /// The pending bits, taken (cleared), if any: a `wait` that would get
+    /// them at once, without a waiter to name (the kernel's wait takes them
+    /// here before it records and begins a wait; `notify_signal_wait`).
+    pub fn take_pending(&mut self) -> Option<u64> {
+        (self.pending != 0).then(|| core::mem::take(&mut self.pending))
+    }
+
     /// `wait`: the pending bits (cleared), else queue `thread` (or
     /// `WouldBlock` when it may not block).
     pub fn wait(&mut self, thread: T, may_block: bool) -> Result<WaitStep, IpcError> {

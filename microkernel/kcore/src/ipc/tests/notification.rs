@@ -15,6 +15,29 @@ fn signal_before_wait_is_returned_by_the_wait_and_cleared() {
 }
 
 #[test]
+fn take_pending_is_a_wait_that_gets_bits_at_once_and_nothing_else() {
+    let mut n = Ntf::new();
+    assert_eq!(n.take_pending(), None, "nothing pending");
+    assert_eq!(n.wait(7, true), Ok(WaitStep::Queued));
+    assert_eq!(n.take_pending(), None, "a waiter is no bits");
+    // The waiter takes the signal; nothing is left pending.
+    assert!(matches!(
+        n.signal(2, |_| true),
+        SignalStep::Wake {
+            thread: 7,
+            bits: 2,
+            ..
+        }
+    ));
+    assert_eq!(n.take_pending(), None);
+    n.signal(1, |_| true);
+    n.signal(8, |_| true);
+    assert_eq!(n.take_pending(), Some(9), "accumulated bits, taken");
+    assert_eq!(n.pending(), 0, "and cleared");
+    assert_eq!(n.wait(1, false), Err(IpcError::WouldBlock));
+}
+
+#[test]
 fn bits_accumulate_between_waits() {
     let mut n = Ntf::new();
     n.signal(1, |_| true);
