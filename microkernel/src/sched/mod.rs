@@ -377,7 +377,16 @@ fn switch_prepare<const USER_TO_USER: bool>(prev: &Thread, next: Arc<Thread>) ->
             }
             percpu::set_kernel_stack(next.kstack_top());
             // hw (issue 11): next's process's I/O bitmap, or none.
-            crate::arch::iopb::switch_to(next.process.as_deref().map(|p| &p.io));
+            let process = if USER_TO_USER {
+                // SAFETY: `next` is not idle (asserted above: the hand-off's
+                // partner is a thread of a process), and `is_idle` is
+                // exactly `process.is_none()`: the `Option`'s test is one
+                // of a known value (switchcut).
+                Some(unsafe { next.process.as_deref().unwrap_unchecked() })
+            } else {
+                next.process.as_deref()
+            };
+            crate::arch::iopb::switch_to(process.map(|p| &p.io));
             // SAFETY: every space's root shares the kernel half, and `next`
             // holds the space (so the root) while it runs.
             unsafe { mmu::load_root(space.root()) };

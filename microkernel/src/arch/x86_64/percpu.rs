@@ -135,6 +135,10 @@ pub struct PerCpu {
     /// slot), set once by [`init_cpu`]: [`set_kernel_stack`] writes it
     /// through this in one `gs:` load (switchcut).
     tss_rsp0: AtomicU64,
+    /// The key of the I/O bitmap live in this CPU's TSS, 0 for none
+    /// ([`super::iopb`]'s `switch_to` compares it in one `gs:` load; owning
+    /// CPU only, interrupts off).
+    io_live_key: AtomicU64,
     /// A TLB shootdown request waits for this CPU ([`super::tlb`]).
     pub(super) shootdown_pending: AtomicBool,
     /// When this CPU's next scheduler tick is due (TSC; [`super::apic`]).
@@ -180,6 +184,8 @@ pub const OFF_SYSCALLS: usize = offset_of!(PerCpu, syscalls);
 pub const OFF_SCHED: usize = offset_of!(PerCpu, sched);
 /// `gs:` offset of [`PerCpu::tss_rsp0`].
 const OFF_TSS_RSP0: usize = offset_of!(PerCpu, tss_rsp0);
+/// `gs:` offset of [`PerCpu::io_live_key`].
+const OFF_IO_LIVE_KEY: usize = offset_of!(PerCpu, io_live_key);
 
 const _: () = assert!(OFF_SELF == 0);
 const _: () = assert!(OFF_USER_RSP == 8);
@@ -216,6 +222,7 @@ impl PerCpu {
             poll_misses: AtomicU64::new(0),
             loaded_root: AtomicU64::new(0),
             tss_rsp0: AtomicU64::new(0),
+            io_live_key: AtomicU64::new(0),
             shootdown_pending: AtomicBool::new(false),
             next_tick_tsc: AtomicU64::new(0),
             armed_tsc: AtomicU64::new(0),
@@ -433,6 +440,24 @@ pub fn set_kernel_stack(top: u64) {
             options(nostack, preserves_flags),
         );
     }
+}
+
+/// The key of this CPU's live I/O bitmap ([`PerCpu::io_live_key`]), in one
+/// `gs:` load (after this CPU's [`init_cpu`]).
+#[inline(always)]
+pub fn io_live_key() -> u64 {
+    let k: u64;
+    // SAFETY: callers run after init_cpu on this CPU, so gs: is its PerCpu.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[{off}]", out(reg) k, off = const OFF_IO_LIVE_KEY, options(nostack, readonly, preserves_flags));
+    }
+    k
+}
+
+/// Records the key of this CPU's live I/O bitmap (owning CPU, interrupts
+/// off: [`super::iopb`]).
+pub fn set_io_live_key(key: u64) {
+    this().io_live_key.store(key, Ordering::Relaxed);
 }
 
 /// Sets this CPU's TSS I/O-bitmap offset (bring-up, interrupts off).
