@@ -3,7 +3,7 @@
 //! run-queue trip; with frames ([`switch_direct`]) or frameless
 //! ([`switch_direct_frameless`]). Split from `sched/mod.rs` (its size).
 
-use super::{block, current, enqueue, here, me, switch_prepare, switch_to};
+use super::{block, current, enqueue, here, me, park_prev, switch_prepare, switch_to};
 use crate::object::thread::Thread;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
@@ -94,16 +94,56 @@ pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
     let Some(next) = direct_or_block::<false>(next) else {
         return;
     };
-    let (prev_rsp, next_rsp) = switch_prepare::<true>(current(), next);
+    let prev = current();
+    let (prev_rsp, next_rsp) = switch_prepare::<true, false>(prev, next);
+    let frameless = crate::arch::frameless::frameless_rsp();
     // `prev_rsp` is the previous thread's saved-RSP slot: nothing else
     // writes it while that thread is not running, and it is read only by a
-    // CPU that switches to it, after `finish_switch` (on next's stack,
-    // after the jump below) released it with `on_cpu` (Release, paired
-    // with that CPU's Acquire load in `schedule_inner`/`switch_direct`).
-    // SAFETY: that slot (above); and the caller's contract: nothing on this
-    // stack is owned, and the thread's wait ends in the frameless resume.
-    unsafe {
-        *prev_rsp = crate::arch::frameless::frameless_rsp();
-        crate::arch::frameless::abandon_stack_for(next_rsp)
+    // CPU that switches to it, after `prev`'s `on_cpu` was released (Release,
+    // paired with that CPU's Acquire load in `schedule_inner`/
+    // `switch_direct`) on next's stack, after the jump below.
+    // SAFETY: that slot (above).
+    unsafe { *prev_rsp = frameless };
+    if next_rsp == frameless {
+        // `next` blocked frameless too (its partner's hand-off, the usual
+        // round trip): straight to its resume, with PerCpu's reference to
+        // `prev` in a register instead of the CPU's `prev` cell
+        // (switchcut): `finish_handoff` there releases it, without the
+        // cell's take and test and `finish_switch`'s `migrate_prev` swap
+        // (false here: `direct_or_block` asserts it).
+        // SAFETY: the caller's contract (nothing on this stack is owned,
+        // the thread's wait ends in the frameless resume); `prev` was the
+        // current thread, whose reference PerCpu held (now replaced by
+        // next's), made by `Arc::into_raw`; next's context is the shared
+        // frameless record, so its own frame is where the entry resumes it.
+        unsafe { crate::arch::frameless::handoff_to_frameless(prev as *const Thread as u64) }
     }
+    park_prev(prev);
+    // SAFETY: the caller's contract: nothing on this stack is owned, and the
+    // thread's wait ends in the frameless resume; `next_rsp` is next's saved
+    // context (a `switch_context` frame), `prev` parked for `finish_switch`.
+    unsafe { crate::arch::frameless::abandon_stack_for(next_rsp) }
+}
+
+/// The switch's last step for [`switch_direct_frameless`]'s hand-off to a
+/// frameless thread (`finish_switch` without the CPU's `prev` cell): runs
+/// on next's stack (the resume entry moved RSP there first), so only now
+/// may another CPU run `prev`: its `on_cpu` is released, then PerCpu's
+/// old reference to it dropped (a dead thread's stack goes away here if
+/// nobody else holds it).
+///
+/// # Safety
+/// `prev` is the reference `switch_direct_frameless` passed (the raw
+/// `Arc<Thread>` PerCpu held for the thread switched away from), used once;
+/// RSP has left prev's stack.
+#[inline(always)]
+pub unsafe fn finish_handoff(prev: u64) {
+    debug_assert!(!here().migrate_prev.load(Ordering::Relaxed));
+    // SAFETY: the caller's contract: a strong reference made by `into_raw`.
+    let p = unsafe { Arc::from_raw(prev as *const Thread) };
+    // Release: prev's context and every write of its last run are visible
+    // to a CPU that sees it off this CPU (the Acquire loads of `on_cpu`
+    // in `schedule_inner` and `direct_or_block`), as in `finish_switch`.
+    p.sched.on_cpu.store(false, Ordering::Release);
+    drop(p);
 }

@@ -35,7 +35,7 @@ mod poll;
 pub mod sleep;
 mod steal;
 
-pub use direct::{switch_direct, switch_direct_frameless};
+pub use direct::{finish_handoff, switch_direct, switch_direct_frameless};
 use poll::poll_queue;
 use steal::{any_stealable, steal};
 
@@ -301,7 +301,7 @@ fn idle_thread(c: &CpuSched) -> Arc<Thread> {
 /// reference that moves into the CPU's `prev` cell is PerCpu's own, so no
 /// clone of `prev` is made and dropped per switch.
 fn switch_to(prev: &Thread, next: Arc<Thread>) {
-    let (prev_rsp, next_rsp) = switch_prepare::<false>(prev, next);
+    let (prev_rsp, next_rsp) = switch_prepare::<false, true>(prev, next);
     // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
     // next's was parked by switch_context or prepared by prepare_stack.
     unsafe { switch_context(prev_rsp, next_rsp) };
@@ -310,8 +310,10 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
 
 /// Everything [`switch_to`] does before `switch_context`: returns where
 /// prev's saved RSP goes and next's saved RSP. Afterwards `next` is this
-/// CPU's current thread and PerCpu's reference to prev is in the CPU's
-/// `prev` cell, for [`finish_switch`] on next's stack.
+/// CPU's current thread and, with `PARK_PREV`, PerCpu's reference to prev
+/// is in the CPU's `prev` cell, for [`finish_switch`] on next's stack;
+/// without it ([`direct::switch_direct_frameless`] only), the caller owns
+/// that reference and must hand it to [`park_prev`] or to its own finish.
 ///
 /// `USER_TO_USER`: both are user threads (the frameless IPC hand-off: a
 /// thread in a syscall to its IPC partner), so the idle tests are known
@@ -320,7 +322,10 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
 /// before it returns), stays false: not written (ipccut: ~8 instructions
 /// a switch).
 #[inline(always)]
-fn switch_prepare<const USER_TO_USER: bool>(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
+fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
+    prev: &Thread,
+    next: Arc<Thread>,
+) -> (*mut u64, u64) {
     debug_assert!(!USER_TO_USER || !(prev.is_idle() || next.is_idle()));
     debug_assert!(!USER_TO_USER || !here().idle.load(Ordering::Relaxed));
     let prev_idle = !USER_TO_USER && prev.is_idle();
@@ -405,22 +410,33 @@ fn switch_prepare<const USER_TO_USER: bool>(prev: &Thread, next: Arc<Thread>) ->
     // `prev` is the current thread, so its address is that pointer's.
     debug_assert_eq!(prev as *const Thread as u64, percpu::current_thread());
     percpu::set_current(Arc::into_raw(next) as u64);
-    // PerCpu's reference to prev moves into `prev`, released after the switch.
+    if PARK_PREV {
+        park_prev(prev);
+    }
+    (prev_rsp, next_rsp)
+}
+
+/// The last step of [`switch_prepare`]: PerCpu's reference to `prev` (the
+/// thread just switched away from, no longer current) moves into the CPU's
+/// `prev` cell, released by [`finish_switch`] after the switch.
+#[inline(always)]
+fn park_prev(prev: &Thread) {
     // SAFETY: current_thread held a strong reference to prev (invariant),
-    // made by `Arc::into_raw` of an `Arc<Thread>`.
+    // made by `Arc::into_raw` of an `Arc<Thread>`; `set_current` replaced
+    // it, so that reference is ours to move.
     let prev_ref = unsafe { Arc::from_raw(prev as *const Thread) };
-    // The cell is empty: every switch ends in `finish_switch` (after
-    // `switch_context`, in `thread_start`, or in the frameless resume
-    // entry), which takes it. Written without dropping the old value (the
-    // drop of an `Option<Arc>` was an out-of-line call here once
-    // `switch_prepare` was inlined into the IPC fast path).
+    // The cell is empty: every switch that fills it ends in `finish_switch`
+    // (after `switch_context`, in `thread_start`, or in the frameless resume
+    // entry), which takes it; the frameless hand-off to a frameless thread
+    // does not fill it (`direct::finish_handoff`). Written without dropping
+    // the old value (the drop of an `Option<Arc>` was an out-of-line call
+    // here once `switch_prepare` was inlined into the IPC fast path).
     // SAFETY: this CPU's own cell, empty (above), touched by no other CPU.
     unsafe {
         let cell = here().prev.get();
         debug_assert!((*cell).is_none());
         core::ptr::write(cell, Some(prev_ref));
     }
-    (prev_rsp, next_rsp)
 }
 
 /// Runs on the next thread's stack right after a switch: lets other CPUs run

@@ -159,6 +159,33 @@ pub unsafe extern "C" fn frameless_resume(frame: *mut TrapFrame) {
     // resume entry cost ~9 instructions a switch): RSP left the previous
     // thread's stack before this runs (the entry's contract).
     crate::sched::finish_switch();
+    // SAFETY: the caller's contract.
+    unsafe { resume_end(frame) }
+}
+
+/// [`frameless_resume`] for the frameless hand-off from one frameless
+/// thread to another (`sched::switch_direct_frameless`, through
+/// `arch::frameless`'s hand-off entry): the switch ends with
+/// `sched::finish_handoff(prev)` instead of `finish_switch`.
+///
+/// # Safety
+/// As [`frameless_resume`]; `prev` is the previous thread's reference the
+/// hand-off passed (`sched::finish_handoff`'s contract).
+#[no_mangle]
+pub unsafe extern "C" fn frameless_handoff_resume(prev: u64, frame: *mut TrapFrame) {
+    // SAFETY: the caller's contract; RSP left prev's stack (the entry's).
+    unsafe { crate::sched::finish_handoff(prev) };
+    // SAFETY: the caller's contract.
+    unsafe { resume_end(frame) }
+}
+
+/// The frameless resume after the switch's last step: the wait's outcome
+/// into the frame, RAX, the return-RIP check.
+///
+/// # Safety
+/// As [`frameless_resume`].
+#[inline(always)]
+unsafe fn resume_end(frame: *mut TrapFrame) {
     let ticket = current().ipc.claim.latest();
     let r = crate::ipc::fastpath::wait_end(ticket, frame).map(|_| 0);
     // SAFETY: the caller's contract; the wait is over.

@@ -29,6 +29,14 @@
 //! restores the next context without saving the current one; when the next
 //! thread is frameless too, it goes straight to its resume entry (the
 //! shared record's registers are never used, so nothing is popped).
+//!
+//! The IPC hand-off between two frameless threads (the same-core round
+//! trip) takes `frameless_handoff_entry` instead ([`handoff_to_frameless`],
+//! switchcut): the same steps, but the previous thread's reference comes in
+//! RDI rather than through the CPU's `prev` cell, and step 2 runs
+//! `crate::syscall::frameless_handoff_resume`, whose
+//! `sched::finish_handoff` releases it (`on_cpu` := false, then the
+//! reference dropped) with no cell to take and no `migrate_prev` to test.
 
 use super::percpu::OFF_KERNEL_RSP;
 use super::trap::TrapFrame;
@@ -39,6 +47,10 @@ extern "C" {
     /// `switch_context`) and returns into it; the current stack and
     /// registers are abandoned.
     fn load_context(next_rsp: u64) -> !;
+    /// The hand-off's way into a frameless thread: `frameless_resume_entry`
+    /// with the previous thread's reference in RDI (see
+    /// [`handoff_to_frameless`]).
+    fn frameless_handoff_entry(prev: u64) -> !;
     /// The saved context of every thread blocked frameless.
     static FRAMELESS_CONTEXT: [u64; 8];
 }
@@ -65,6 +77,23 @@ pub fn frameless_rsp() -> u64 {
 pub unsafe fn abandon_stack_for(next_rsp: u64) -> ! {
     // SAFETY: the caller's contract.
     unsafe { load_context(next_rsp) }
+}
+
+/// Abandons the current kernel stack and resumes the current thread, which
+/// blocked frameless: like [`abandon_stack_for`] with [`frameless_rsp`], but
+/// the previous thread's reference comes in a register, not in the CPU's
+/// `prev` cell, and the resume ends the switch with
+/// `crate::sched::finish_handoff` (switchcut).
+///
+/// # Safety
+/// As [`abandon_stack_for`], the current thread's saved RSP being
+/// [`frameless_rsp`]; `prev` is PerCpu's strong reference (`Arc::into_raw`)
+/// to the thread switched away from, which the CPU's `prev` cell does not
+/// hold, and `migrate_prev` is false.
+#[inline(always)]
+pub unsafe fn handoff_to_frameless(prev: u64) -> ! {
+    // SAFETY: the caller's contract.
+    unsafe { frameless_handoff_entry(prev) }
 }
 
 global_asm!(
@@ -94,6 +123,16 @@ frameless_resume_entry:                     // rsp: past FRAMELESS_CONTEXT (read
                                             // wait's outcome into the frame; RAX; the RIP check
     jmp syscall_exit_to_user                // the stub's exit: work test, TF, sysret
 
+    .global frameless_handoff_entry
+frameless_handoff_entry:                    // rdi: the previous thread's reference (kept for the call);
+                                            // rsp: the abandoned stack; IF off
+    mov rsp, gs:[{krsp}]                    // rsp := top of this thread's kernel stack (the switch set it)
+    sub rsp, {frame_size}                   // rsp := its TrapFrame (16-byte aligned)
+    mov rsi, rsp                            // rsi: *mut TrapFrame, this thread's own
+    call {handoff}                          // finish_handoff first (RSP left the previous stack), then as
+                                            // the resume above
+    jmp syscall_exit_to_user                // the stub's exit
+
     .section .rodata.frameless, "a"
     .balign 8
     .global FRAMELESS_CONTEXT
@@ -105,6 +144,7 @@ FRAMELESS_CONTEXT:                          // what switch_context pops for a fr
     krsp = const OFF_KERNEL_RSP,
     frame_size = const core::mem::size_of::<TrapFrame>(),
     resume = sym crate::syscall::frameless_resume,
+    handoff = sym crate::syscall::frameless_handoff_resume,
 );
 
 // The entry puts RSP at the frame with a plain subtraction and calls from
