@@ -346,10 +346,12 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     // SAFETY: interrupts are off; prev is this CPU's running thread and next is
     // owned by no other CPU (on_cpu handshake above), so their contexts are ours.
     let (pctx, nctx) = unsafe { (prev.ctx(), next.ctx()) };
+    // Read once: the save's test, and (a user-to-user switch) CR0.TS.
+    let prev_used = prev.fpu.used();
     if !prev_idle {
         // A thread that never used the FPU has nothing to save (and runs
         // with CR0.TS set, under which XSAVE would raise #NM): fpu.rs.
-        if prev.fpu.used() {
+        if prev_used {
             prev.fpu.save();
         }
         // SAFETY: reading this CPU's FS base and the parked user GS base.
@@ -360,7 +362,13 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     }
     match &next.space {
         Some(space) => {
-            crate::arch::fpu::switch_in(&next.fpu);
+            if USER_TO_USER {
+                // prev is a user thread, running until now: CR0.TS is set
+                // exactly when it never used the FPU (`fpu::switch_in_ts`).
+                crate::arch::fpu::switch_in_ts(!prev_used, &next.fpu);
+            } else {
+                crate::arch::fpu::switch_in(&next.fpu);
+            }
             // The MSRs hold prev's bases (read above; an idle prev ran on
             // the last user thread's, which its switch saved): written only
             // when next's differ (threads of one process, and most threads,

@@ -111,7 +111,17 @@ fn clts() {
 /// the init image (invariant) and nothing is done.
 #[inline(always)]
 pub fn switch_in(next: &FpuState) {
-    let ts = ts_set();
+    switch_in_ts(ts_set(), next);
+}
+
+/// [`switch_in`] with CR0.TS known to the caller (switchcut: no CR0 read):
+/// `ts` must be its value on this CPU. A switch away from a user thread
+/// knows it: while a user thread runs, TS is set exactly when it never
+/// used the FPU (its switch-in set TS iff it was unused, and only
+/// [`first_use`] changes either, both at once), so `ts` is `!prev.used()`.
+#[inline(always)]
+pub fn switch_in_ts(ts: bool, next: &FpuState) {
+    debug_assert_eq!(ts, ts_set());
     if next.used() {
         if ts {
             clts();
