@@ -9,7 +9,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
 /// The common start of [`switch_direct`] and [`switch_direct_frameless`]:
-/// `Some(next)` when the switch to `next` may be made here now; else
+/// `Some((next, this CPU's index))` when the switch to `next` may be made here now; else
 /// `next` was queued, the current thread blocked as usual (with its
 /// frames) and has resumed: `None`. `TRACE`: record the hand-off's switch
 /// (the frameless path's caller tested the trace categories already).
@@ -21,7 +21,7 @@ use core::sync::atomic::Ordering;
 /// it switches to `next` all the same and dies when the queue runs it
 /// again, as for a kill a few instructions later, after the switch.
 #[inline(always)]
-fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> {
+fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<(Arc<Thread>, usize)> {
     let cpu = me();
     let aff = next.sched.affinity.load(Ordering::Relaxed);
     let pinned_elsewhere = aff != u32::MAX && aff as usize != cpu;
@@ -39,7 +39,7 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> 
     // handing the CPU back and forth is still preempted when it ends and
     // threads queued here get their turn (the queue was bypassed).
     if !TRACE {
-        return Some(next);
+        return Some((next, cpu));
     }
     crate::trace::switch(|| {
         (
@@ -52,7 +52,7 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> 
             ],
         )
     });
-    Some(next)
+    Some((next, cpu))
 }
 
 /// IPC's direct hand-off (DESIGN 7): switches from the current thread,
@@ -69,7 +69,7 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> 
 /// instructions per switch (`ipc_call_same_core`, docs/decisions.md "trace").
 #[inline(always)]
 pub fn switch_direct(next: Arc<Thread>) {
-    let Some(next) = direct_or_block::<true>(next) else {
+    let Some((next, _)) = direct_or_block::<true>(next) else {
         return;
     };
     switch_to(current(), next);
@@ -91,11 +91,11 @@ pub fn switch_direct(next: Arc<Thread>) {
 /// `SCHED` trace category is off.
 #[inline(always)]
 pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
-    let Some(next) = direct_or_block::<false>(next) else {
+    let Some((next, cpu)) = direct_or_block::<false>(next) else {
         return;
     };
     let prev = current();
-    let (prev_rsp, next_rsp) = switch_prepare::<true, false>(prev, next);
+    let (prev_rsp, next_rsp) = switch_prepare::<true, false>(prev, next, cpu);
     let frameless = crate::arch::frameless::frameless_rsp();
     // `prev_rsp` is the previous thread's saved-RSP slot: nothing else
     // writes it while that thread is not running, and it is read only by a

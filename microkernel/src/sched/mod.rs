@@ -301,7 +301,7 @@ fn idle_thread(c: &CpuSched) -> Arc<Thread> {
 /// reference that moves into the CPU's `prev` cell is PerCpu's own, so no
 /// clone of `prev` is made and dropped per switch.
 fn switch_to(prev: &Thread, next: Arc<Thread>) {
-    let (prev_rsp, next_rsp) = switch_prepare::<false, true>(prev, next);
+    let (prev_rsp, next_rsp) = switch_prepare::<false, true>(prev, next, me());
     // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
     // next's was parked by switch_context or prepared by prepare_stack.
     unsafe { switch_context(prev_rsp, next_rsp) };
@@ -315,7 +315,8 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
 /// without it ([`direct::switch_direct_frameless`] only), the caller owns
 /// that reference and must hand it to [`park_prev`] or to its own finish.
 ///
-/// `USER_TO_USER`: both are user threads (the frameless IPC hand-off: a
+/// `cpu` is this CPU's index ([`me`]; the hand-off's caller read it
+/// already). `USER_TO_USER`: both are user threads (the frameless IPC hand-off: a
 /// thread in a syscall to its IPC partner), so the idle tests are known
 /// false and the CPU's `idle` hint, false while a user thread runs (only
 /// the idle loop and the blocking poll raise it, and the poll lowers it
@@ -325,11 +326,12 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
 fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     prev: &Thread,
     next: Arc<Thread>,
+    cpu: usize,
 ) -> (*mut u64, u64) {
     debug_assert!(!USER_TO_USER || !(prev.is_idle() || next.is_idle()));
     debug_assert!(!USER_TO_USER || !here().idle.load(Ordering::Relaxed));
+    debug_assert_eq!(cpu, me());
     let prev_idle = !USER_TO_USER && prev.is_idle();
-    let cpu = me();
     // Only the CPU that popped `next` may run it, and it was not on a CPU when
     // popped (checked in schedule_inner; the idle thread is only ever ours).
     debug_assert!(!next.sched.on_cpu.load(Ordering::Acquire) || next.is_idle());
@@ -360,7 +362,17 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
             pctx.gs_base = cpu::rdmsr(msr::KERNEL_GS_BASE);
         }
     }
-    match &next.space {
+    let space = if USER_TO_USER {
+        // SAFETY: `next` is a user thread (not idle, asserted above: the
+        // hand-off's partner is a thread of a process), made by
+        // `Thread::new_user`, which sets both `space` and `process`
+        // (`new_idle` sets neither): the `Option` tests here and for the
+        // process below are of known values (switchcut).
+        Some(unsafe { next.space.as_ref().unwrap_unchecked() })
+    } else {
+        next.space.as_ref()
+    };
+    match space {
         Some(space) => {
             if USER_TO_USER {
                 // prev is a user thread, running until now: CR0.TS is set
@@ -391,10 +403,8 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
             percpu::set_kernel_stack(next.kstack_top());
             // hw (issue 11): next's process's I/O bitmap, or none.
             let process = if USER_TO_USER {
-                // SAFETY: `next` is not idle (asserted above: the hand-off's
-                // partner is a thread of a process), and `is_idle` is
-                // exactly `process.is_none()`: the `Option`'s test is one
-                // of a known value (switchcut).
+                // SAFETY: `next` is a user thread (above); `is_idle`, which
+                // the assertion tested, is exactly `process.is_none()`.
                 Some(unsafe { next.process.as_deref().unwrap_unchecked() })
             } else {
                 next.process.as_deref()
