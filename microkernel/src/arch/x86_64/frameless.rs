@@ -21,9 +21,10 @@
 //!    ends the IPC wait into the frame (the message, or the general wait
 //!    loop for a wake-up without one) and does the dispatcher's `finish`
 //!    (RAX, the return-RIP check);
-//! 3. jumps to the syscall stub's exit (`syscall_exit_to_user`): the work
-//!    test (a kill), the TF test, SYSRET — the same exit every syscall
-//!    takes.
+//! 3. the resume function leaves through the syscall stub's exit
+//!    (`syscall_exit_to_user`, [`exit_to_user`]: RSP := the frame, a jump;
+//!    switchcut: no epilogue, no return into the entry): the work test (a
+//!    kill), the TF test, SYSRET — the same exit every syscall takes.
 //!
 //! A thread leaves its frames behind only through [`load_context`], which
 //! restores the next context without saving the current one; when the next
@@ -96,6 +97,30 @@ pub unsafe fn handoff_to_frameless(prev: u64) -> ! {
     unsafe { frameless_handoff_entry(prev) }
 }
 
+/// Leaves for ring 3 through the syscall stub's exit
+/// (`syscall_exit_to_user`: the work test, TF, SYSRET) with RSP at
+/// `frame`, abandoning the current Rust frame (switchcut: both frameless
+/// resumes end here, with no epilogue and no return into their entry).
+///
+/// # Safety
+/// `frame` is the current thread's syscall frame at the top of its kernel
+/// stack (where the resume entry put RSP before its call), interrupts are
+/// off, the syscall's result is in the frame, and nothing on the current
+/// stack is owned (no drop or release is still due).
+#[inline(always)]
+pub unsafe fn exit_to_user(frame: *mut TrapFrame) -> ! {
+    // SAFETY: the caller's contract; the exit reads only the frame, the
+    // per-CPU record and the current thread.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {f}",           // rsp := the frame, as the stub's exit expects
+            "jmp syscall_exit_to_user",
+            f = in(reg) frame,
+            options(noreturn),
+        )
+    }
+}
+
 global_asm!(
     r#"
     .section .text.switch, "ax"
@@ -120,8 +145,10 @@ frameless_resume_entry:                     // rsp: past FRAMELESS_CONTEXT (read
     sub rsp, {frame_size}                   // rsp := its TrapFrame (16-byte aligned, as at the stub's call)
     mov rdi, rsp                            // rdi: *mut TrapFrame, this thread's own
     call {resume}                           // finish_switch first (RSP left the previous stack), then the
-                                            // wait's outcome into the frame; RAX; the RIP check
-    jmp syscall_exit_to_user                // the stub's exit: work test, TF, sysret
+                                            // wait's outcome into the frame; RAX; the RIP check; it leaves
+                                            // through the stub's exit (work test, TF, sysret) itself
+                                            // (`exit_to_user`) and never returns here
+    ud2
 
     .global frameless_handoff_entry
 frameless_handoff_entry:                    // rdi: the previous thread's reference (kept for the call);
@@ -130,8 +157,9 @@ frameless_handoff_entry:                    // rdi: the previous thread's refere
     sub rsp, {frame_size}                   // rsp := its TrapFrame (16-byte aligned)
     mov rsi, rsp                            // rsi: *mut TrapFrame, this thread's own
     call {handoff}                          // finish_handoff first (RSP left the previous stack), then as
-                                            // the resume above
-    jmp syscall_exit_to_user                // the stub's exit
+                                            // the resume above; it leaves through the stub's exit itself
+                                            // (`exit_to_user`) and never returns here
+    ud2
 
     .section .rodata.frameless, "a"
     .balign 8
