@@ -38,8 +38,8 @@ pub fn loaded_root(pc: &PerCpu) -> u64 {
 /// Ordering (the Dekker pattern with [`super::tlb::flush_range`]): this side
 /// *stores* the loaded root, then *loads* page-table entries (the CPU's walks
 /// after the CR3 write); the editor *stores* entries, then *loads* the roots
-/// after a full fence. The SeqCst swap here is an `xchg` (a full barrier on
-/// x86), so the walk cannot start before the root is visible; and the CR3
+/// after a full fence. The swap here is an `xchg` (a full barrier on x86:
+/// `percpu::swap_loaded_root`), so the walk cannot start before the root is visible; and the CR3
 /// write is serialising besides. Either the editor sees this root and shoots
 /// this CPU down, or this CPU's walks see the edited tables.
 ///
@@ -56,7 +56,7 @@ pub fn loaded_root(pc: &PerCpu) -> u64 {
 /// Always inlined (each switch calls it: see `percpu::set_kernel_stack`).
 #[inline(always)]
 pub unsafe fn load_root(root: u64) {
-    let old = percpu::this().loaded_root.swap(root, Ordering::SeqCst);
+    let old = percpu::swap_loaded_root(root);
     debug_assert!(old == 0 || old == current_root());
     if old != root {
         // SAFETY: the caller's contract: the kernel keeps running; the user

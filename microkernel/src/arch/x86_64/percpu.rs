@@ -184,6 +184,8 @@ pub const OFF_SYSCALLS: usize = offset_of!(PerCpu, syscalls);
 pub const OFF_SCHED: usize = offset_of!(PerCpu, sched);
 /// `gs:` offset of [`PerCpu::tss_rsp0`].
 const OFF_TSS_RSP0: usize = offset_of!(PerCpu, tss_rsp0);
+/// `gs:` offset of [`PerCpu::loaded_root`].
+const OFF_LOADED_ROOT: usize = offset_of!(PerCpu, loaded_root);
 /// `gs:` offset of [`PerCpu::io_live_key`].
 const OFF_IO_LIVE_KEY: usize = offset_of!(PerCpu, io_live_key);
 
@@ -452,6 +454,29 @@ pub fn io_live_key() -> u64 {
         core::arch::asm!("mov {}, gs:[{off}]", out(reg) k, off = const OFF_IO_LIVE_KEY, options(nostack, readonly, preserves_flags));
     }
     k
+}
+
+/// Records `root` as the root this CPU's CR3 holds ([`PerCpu::loaded_root`])
+/// and returns the one recorded before, in one `gs:` `xchg` (switchcut:
+/// `this().loaded_root.swap(root, SeqCst)` took a `gs:[0]` load first).
+/// The `xchg` with memory is locked, a full barrier, as that SeqCst swap
+/// compiled to (`mmu::load_root`'s Dekker pattern relies on it); the asm
+/// block is a compiler barrier too (no `nomem`).
+#[inline(always)]
+pub fn swap_loaded_root(root: u64) -> u64 {
+    let mut r = root;
+    // SAFETY: callers run after init_cpu on this CPU, so gs: is its PerCpu;
+    // the field is an AtomicU64 (8 bytes, aligned), written only by this
+    // CPU and read by others with SeqCst loads.
+    unsafe {
+        core::arch::asm!(
+            "xchg gs:[{off}], {r}",
+            r = inout(reg) r,
+            off = const OFF_LOADED_ROOT,
+            options(nostack, preserves_flags),
+        );
+    }
+    r
 }
 
 /// Records the key of this CPU's live I/O bitmap (owning CPU, interrupts
