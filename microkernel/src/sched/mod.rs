@@ -351,15 +351,17 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     // Read once: the save's test, and (a user-to-user switch) CR0.TS.
     let prev_used = prev.fpu.used();
     if !prev_idle {
-        // A thread that never used the FPU has nothing to save (and runs
-        // with CR0.TS set, under which XSAVE would raise #NM): fpu.rs.
-        if prev_used {
-            prev.fpu.save();
-        }
         // SAFETY: reading this CPU's FS base and the parked user GS base.
         unsafe {
             pctx.fs_base = cpu::rdmsr(msr::FS_BASE);
             pctx.gs_base = cpu::rdmsr(msr::KERNEL_GS_BASE);
+        }
+        // A thread that never used the FPU has nothing to save (and runs
+        // with CR0.TS set, under which XSAVE would raise #NM): fpu.rs.
+        // After the RDMSRs (switchcut): the save's EDX:EAX mask can then
+        // stay in place for the restore below.
+        if prev_used {
+            prev.fpu.save();
         }
     }
     let space = if USER_TO_USER {
