@@ -359,8 +359,9 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
         // A thread that never used the FPU has nothing to save (and runs
         // with CR0.TS set, under which XSAVE would raise #NM): fpu.rs.
         // After the RDMSRs (switchcut): the save's EDX:EAX mask can then
-        // stay in place for the restore below.
-        if prev_used {
+        // stay in place for the restore below. The user-to-user switch
+        // saves and restores in one step below (`fpu::switch_user`).
+        if prev_used && !USER_TO_USER {
             prev.fpu.save();
         }
     }
@@ -378,8 +379,10 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
         Some(space) => {
             if USER_TO_USER {
                 // prev is a user thread, running until now: CR0.TS is set
-                // exactly when it never used the FPU (`fpu::switch_in_ts`).
-                crate::arch::fpu::switch_in_ts(!prev_used, &next.fpu);
+                // exactly when it never used the FPU (`fpu::switch_in_ts`);
+                // its registers are still its own (the kernel never touches
+                // them), so its save may come this late.
+                crate::arch::fpu::switch_user(&prev.fpu, prev_used, &next.fpu);
             } else {
                 crate::arch::fpu::switch_in(&next.fpu);
             }
