@@ -350,12 +350,15 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     let (pctx, nctx) = unsafe { (prev.ctx(), next.ctx()) };
     // Read once: the save's test, and (a user-to-user switch) CR0.TS.
     let prev_used = prev.fpu.used();
+    // prev's bases as read (None: an idle prev), kept for the compare
+    // below without a reload from its context (switchcut).
+    let mut prev_bases = None;
     if !prev_idle {
         // SAFETY: reading this CPU's FS base and the parked user GS base.
-        unsafe {
-            pctx.fs_base = cpu::rdmsr(msr::FS_BASE);
-            pctx.gs_base = cpu::rdmsr(msr::KERNEL_GS_BASE);
-        }
+        let (fs, gs) = unsafe { (cpu::rdmsr(msr::FS_BASE), cpu::rdmsr(msr::KERNEL_GS_BASE)) };
+        pctx.fs_base = fs;
+        pctx.gs_base = gs;
+        prev_bases = Some((fs, gs));
         // A thread that never used the FPU has nothing to save (and runs
         // with CR0.TS set, under which XSAVE would raise #NM): fpu.rs.
         // After the RDMSRs (switchcut): the save's EDX:EAX mask can then
@@ -390,10 +393,9 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
             // the last user thread's, which its switch saved): written only
             // when next's differ (threads of one process, and most threads,
             // share them), as a WRMSR is far dearer than the compare.
-            let (fs, gs) = if prev_idle {
-                (None, None)
-            } else {
-                (Some(pctx.fs_base), Some(pctx.gs_base))
+            let (fs, gs) = match prev_bases {
+                None => (None, None),
+                Some((fs, gs)) => (Some(fs), Some(gs)),
             };
             // SAFETY: the bases were validated as user addresses when set (or
             // read back from the MSRs); the kernel's own GS base is untouched.
