@@ -3,13 +3,13 @@
 //! run-queue trip; with frames ([`switch_direct`]) or frameless
 //! ([`switch_direct_frameless`]). Split from `sched/mod.rs` (its size).
 
-use super::{block, current, enqueue, here, me, switch_prepare, switch_to};
+use super::{block, current, enqueue, here, me, park_prev, switch_prepare, switch_to};
 use crate::object::thread::Thread;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
 /// The common start of [`switch_direct`] and [`switch_direct_frameless`]:
-/// `Some(next)` when the switch to `next` may be made here now; else
+/// `Some((next, this CPU's index))` when the switch to `next` may be made here now; else
 /// `next` was queued, the current thread blocked as usual (with its
 /// frames) and has resumed: `None`. `TRACE`: record the hand-off's switch
 /// (the frameless path's caller tested the trace categories already).
@@ -21,7 +21,7 @@ use core::sync::atomic::Ordering;
 /// it switches to `next` all the same and dies when the queue runs it
 /// again, as for a kill a few instructions later, after the switch.
 #[inline(always)]
-fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> {
+fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<(Arc<Thread>, usize)> {
     let cpu = me();
     let aff = next.sched.affinity.load(Ordering::Relaxed);
     let pinned_elsewhere = aff != u32::MAX && aff as usize != cpu;
@@ -39,7 +39,7 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> 
     // handing the CPU back and forth is still preempted when it ends and
     // threads queued here get their turn (the queue was bypassed).
     if !TRACE {
-        return Some(next);
+        return Some((next, cpu));
     }
     crate::trace::switch(|| {
         (
@@ -52,7 +52,7 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> 
             ],
         )
     });
-    Some(next)
+    Some((next, cpu))
 }
 
 /// IPC's direct hand-off (DESIGN 7): switches from the current thread,
@@ -69,7 +69,7 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<Arc<Thread>> 
 /// instructions per switch (`ipc_call_same_core`, docs/decisions.md "trace").
 #[inline(always)]
 pub fn switch_direct(next: Arc<Thread>) {
-    let Some(next) = direct_or_block::<true>(next) else {
+    let Some((next, _)) = direct_or_block::<true>(next) else {
         return;
     };
     switch_to(current(), next);
@@ -91,19 +91,59 @@ pub fn switch_direct(next: Arc<Thread>) {
 /// `SCHED` trace category is off.
 #[inline(always)]
 pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
-    let Some(next) = direct_or_block::<false>(next) else {
+    let Some((next, cpu)) = direct_or_block::<false>(next) else {
         return;
     };
-    let (prev_rsp, next_rsp) = switch_prepare::<true>(current(), next);
+    let prev = current();
+    let (prev_rsp, next_rsp) = switch_prepare::<true, false>(prev, next, cpu);
+    let frameless = crate::arch::frameless::frameless_rsp();
     // `prev_rsp` is the previous thread's saved-RSP slot: nothing else
     // writes it while that thread is not running, and it is read only by a
-    // CPU that switches to it, after `finish_switch` (on next's stack,
-    // after the jump below) released it with `on_cpu` (Release, paired
-    // with that CPU's Acquire load in `schedule_inner`/`switch_direct`).
-    // SAFETY: that slot (above); and the caller's contract: nothing on this
-    // stack is owned, and the thread's wait ends in the frameless resume.
-    unsafe {
-        *prev_rsp = crate::arch::frameless::frameless_rsp();
-        crate::arch::frameless::abandon_stack_for(next_rsp)
+    // CPU that switches to it, after `prev`'s `on_cpu` was released (Release,
+    // paired with that CPU's Acquire load in `schedule_inner`/
+    // `switch_direct`) on next's stack, after the jump below.
+    // SAFETY: that slot (above).
+    unsafe { *prev_rsp = frameless };
+    if next_rsp == frameless {
+        // `next` blocked frameless too (its partner's hand-off, the usual
+        // round trip): straight to its resume, with PerCpu's reference to
+        // `prev` in a register instead of the CPU's `prev` cell
+        // (switchcut): `finish_handoff` there releases it, without the
+        // cell's take and test and `finish_switch`'s `migrate_prev` swap
+        // (false here: `direct_or_block` asserts it).
+        // SAFETY: the caller's contract (nothing on this stack is owned,
+        // the thread's wait ends in the frameless resume); `prev` was the
+        // current thread, whose reference PerCpu held (now replaced by
+        // next's), made by `Arc::into_raw`; next's context is the shared
+        // frameless record, so its own frame is where the entry resumes it.
+        unsafe { crate::arch::frameless::handoff_to_frameless(prev as *const Thread as u64) }
     }
+    park_prev(prev);
+    // SAFETY: the caller's contract: nothing on this stack is owned, and the
+    // thread's wait ends in the frameless resume; `next_rsp` is next's saved
+    // context (a `switch_context` frame), `prev` parked for `finish_switch`.
+    unsafe { crate::arch::frameless::abandon_stack_for(next_rsp) }
+}
+
+/// The switch's last step for [`switch_direct_frameless`]'s hand-off to a
+/// frameless thread (`finish_switch` without the CPU's `prev` cell): runs
+/// on next's stack (the resume entry moved RSP there first), so only now
+/// may another CPU run `prev`: its `on_cpu` is released, then PerCpu's
+/// old reference to it dropped (a dead thread's stack goes away here if
+/// nobody else holds it).
+///
+/// # Safety
+/// `prev` is the reference `switch_direct_frameless` passed (the raw
+/// `Arc<Thread>` PerCpu held for the thread switched away from), used once;
+/// RSP has left prev's stack.
+#[inline(always)]
+pub unsafe fn finish_handoff(prev: u64) {
+    debug_assert!(!here().migrate_prev.load(Ordering::Relaxed));
+    // SAFETY: the caller's contract: a strong reference made by `into_raw`.
+    let p = unsafe { Arc::from_raw(prev as *const Thread) };
+    // Release: prev's context and every write of its last run are visible
+    // to a CPU that sees it off this CPU (the Acquire loads of `on_cpu`
+    // in `schedule_inner` and `direct_or_block`), as in `finish_switch`.
+    p.sched.on_cpu.store(false, Ordering::Release);
+    drop(p);
 }

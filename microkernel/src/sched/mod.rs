@@ -35,7 +35,7 @@ mod poll;
 pub mod sleep;
 mod steal;
 
-pub use direct::{switch_direct, switch_direct_frameless};
+pub use direct::{finish_handoff, switch_direct, switch_direct_frameless};
 use poll::poll_queue;
 use steal::{any_stealable, steal};
 
@@ -301,7 +301,7 @@ fn idle_thread(c: &CpuSched) -> Arc<Thread> {
 /// reference that moves into the CPU's `prev` cell is PerCpu's own, so no
 /// clone of `prev` is made and dropped per switch.
 fn switch_to(prev: &Thread, next: Arc<Thread>) {
-    let (prev_rsp, next_rsp) = switch_prepare::<false>(prev, next);
+    let (prev_rsp, next_rsp) = switch_prepare::<false, true>(prev, next, me());
     // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
     // next's was parked by switch_context or prepared by prepare_stack.
     unsafe { switch_context(prev_rsp, next_rsp) };
@@ -310,21 +310,28 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
 
 /// Everything [`switch_to`] does before `switch_context`: returns where
 /// prev's saved RSP goes and next's saved RSP. Afterwards `next` is this
-/// CPU's current thread and PerCpu's reference to prev is in the CPU's
-/// `prev` cell, for [`finish_switch`] on next's stack.
+/// CPU's current thread and, with `PARK_PREV`, PerCpu's reference to prev
+/// is in the CPU's `prev` cell, for [`finish_switch`] on next's stack;
+/// without it ([`direct::switch_direct_frameless`] only), the caller owns
+/// that reference and must hand it to [`park_prev`] or to its own finish.
 ///
-/// `USER_TO_USER`: both are user threads (the frameless IPC hand-off: a
+/// `cpu` is this CPU's index ([`me`]; the hand-off's caller read it
+/// already). `USER_TO_USER`: both are user threads (the frameless IPC hand-off: a
 /// thread in a syscall to its IPC partner), so the idle tests are known
 /// false and the CPU's `idle` hint, false while a user thread runs (only
 /// the idle loop and the blocking poll raise it, and the poll lowers it
 /// before it returns), stays false: not written (ipccut: ~8 instructions
 /// a switch).
 #[inline(always)]
-fn switch_prepare<const USER_TO_USER: bool>(prev: &Thread, next: Arc<Thread>) -> (*mut u64, u64) {
+fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
+    prev: &Thread,
+    next: Arc<Thread>,
+    cpu: usize,
+) -> (*mut u64, u64) {
     debug_assert!(!USER_TO_USER || !(prev.is_idle() || next.is_idle()));
     debug_assert!(!USER_TO_USER || !here().idle.load(Ordering::Relaxed));
+    debug_assert_eq!(cpu, me());
     let prev_idle = !USER_TO_USER && prev.is_idle();
-    let cpu = me();
     // Only the CPU that popped `next` may run it, and it was not on a CPU when
     // popped (checked in schedule_inner; the idle thread is only ever ours).
     debug_assert!(!next.sched.on_cpu.load(Ordering::Acquire) || next.is_idle());
@@ -341,29 +348,54 @@ fn switch_prepare<const USER_TO_USER: bool>(prev: &Thread, next: Arc<Thread>) ->
     // SAFETY: interrupts are off; prev is this CPU's running thread and next is
     // owned by no other CPU (on_cpu handshake above), so their contexts are ours.
     let (pctx, nctx) = unsafe { (prev.ctx(), next.ctx()) };
+    // Read once: the save's test, and (a user-to-user switch) CR0.TS.
+    let prev_used = prev.fpu.used();
+    // prev's bases as read (None: an idle prev), kept for the compare
+    // below without a reload from its context (switchcut).
+    let mut prev_bases = None;
     if !prev_idle {
+        // SAFETY: reading this CPU's FS base and the parked user GS base.
+        let (fs, gs) = unsafe { (cpu::rdmsr(msr::FS_BASE), cpu::rdmsr(msr::KERNEL_GS_BASE)) };
+        pctx.fs_base = fs;
+        pctx.gs_base = gs;
+        prev_bases = Some((fs, gs));
         // A thread that never used the FPU has nothing to save (and runs
         // with CR0.TS set, under which XSAVE would raise #NM): fpu.rs.
-        if prev.fpu.used() {
+        // After the RDMSRs (switchcut): the save's EDX:EAX mask can then
+        // stay in place for the restore below. The user-to-user switch
+        // saves and restores in one step below (`fpu::switch_user`).
+        if prev_used && !USER_TO_USER {
             prev.fpu.save();
         }
-        // SAFETY: reading this CPU's FS base and the parked user GS base.
-        unsafe {
-            pctx.fs_base = cpu::rdmsr(msr::FS_BASE);
-            pctx.gs_base = cpu::rdmsr(msr::KERNEL_GS_BASE);
-        }
     }
-    match &next.space {
+    let space = if USER_TO_USER {
+        // SAFETY: `next` is a user thread (not idle, asserted above: the
+        // hand-off's partner is a thread of a process), made by
+        // `Thread::new_user`, which sets both `space` and `process`
+        // (`new_idle` sets neither): the `Option` tests here and for the
+        // process below are of known values (switchcut).
+        Some(unsafe { next.space.as_ref().unwrap_unchecked() })
+    } else {
+        next.space.as_ref()
+    };
+    match space {
         Some(space) => {
-            crate::arch::fpu::switch_in(&next.fpu);
+            if USER_TO_USER {
+                // prev is a user thread, running until now: CR0.TS is set
+                // exactly when it never used the FPU (`fpu::switch_in_ts`);
+                // its registers are still its own (the kernel never touches
+                // them), so its save may come this late.
+                crate::arch::fpu::switch_user(&prev.fpu, prev_used, &next.fpu);
+            } else {
+                crate::arch::fpu::switch_in(&next.fpu);
+            }
             // The MSRs hold prev's bases (read above; an idle prev ran on
             // the last user thread's, which its switch saved): written only
             // when next's differ (threads of one process, and most threads,
             // share them), as a WRMSR is far dearer than the compare.
-            let (fs, gs) = if prev_idle {
-                (None, None)
-            } else {
-                (Some(pctx.fs_base), Some(pctx.gs_base))
+            let (fs, gs) = match prev_bases {
+                None => (None, None),
+                Some((fs, gs)) => (Some(fs), Some(gs)),
             };
             // SAFETY: the bases were validated as user addresses when set (or
             // read back from the MSRs); the kernel's own GS base is untouched.
@@ -377,7 +409,14 @@ fn switch_prepare<const USER_TO_USER: bool>(prev: &Thread, next: Arc<Thread>) ->
             }
             percpu::set_kernel_stack(next.kstack_top());
             // hw (issue 11): next's process's I/O bitmap, or none.
-            crate::arch::iopb::switch_to(next.process.as_deref().map(|p| &p.io));
+            let process = if USER_TO_USER {
+                // SAFETY: `next` is a user thread (above); `is_idle`, which
+                // the assertion tested, is exactly `process.is_none()`.
+                Some(unsafe { next.process.as_deref().unwrap_unchecked() })
+            } else {
+                next.process.as_deref()
+            };
+            crate::arch::iopb::switch_to(process.map(|p| &p.io));
             // SAFETY: every space's root shares the kernel half, and `next`
             // holds the space (so the root) while it runs.
             unsafe { mmu::load_root(space.root()) };
@@ -396,22 +435,33 @@ fn switch_prepare<const USER_TO_USER: bool>(prev: &Thread, next: Arc<Thread>) ->
     // `prev` is the current thread, so its address is that pointer's.
     debug_assert_eq!(prev as *const Thread as u64, percpu::current_thread());
     percpu::set_current(Arc::into_raw(next) as u64);
-    // PerCpu's reference to prev moves into `prev`, released after the switch.
+    if PARK_PREV {
+        park_prev(prev);
+    }
+    (prev_rsp, next_rsp)
+}
+
+/// The last step of [`switch_prepare`]: PerCpu's reference to `prev` (the
+/// thread just switched away from, no longer current) moves into the CPU's
+/// `prev` cell, released by [`finish_switch`] after the switch.
+#[inline(always)]
+fn park_prev(prev: &Thread) {
     // SAFETY: current_thread held a strong reference to prev (invariant),
-    // made by `Arc::into_raw` of an `Arc<Thread>`.
+    // made by `Arc::into_raw` of an `Arc<Thread>`; `set_current` replaced
+    // it, so that reference is ours to move.
     let prev_ref = unsafe { Arc::from_raw(prev as *const Thread) };
-    // The cell is empty: every switch ends in `finish_switch` (after
-    // `switch_context`, in `thread_start`, or in the frameless resume
-    // entry), which takes it. Written without dropping the old value (the
-    // drop of an `Option<Arc>` was an out-of-line call here once
-    // `switch_prepare` was inlined into the IPC fast path).
+    // The cell is empty: every switch that fills it ends in `finish_switch`
+    // (after `switch_context`, in `thread_start`, or in the frameless resume
+    // entry), which takes it; the frameless hand-off to a frameless thread
+    // does not fill it (`direct::finish_handoff`). Written without dropping
+    // the old value (the drop of an `Option<Arc>` was an out-of-line call
+    // here once `switch_prepare` was inlined into the IPC fast path).
     // SAFETY: this CPU's own cell, empty (above), touched by no other CPU.
     unsafe {
         let cell = here().prev.get();
         debug_assert!((*cell).is_none());
         core::ptr::write(cell, Some(prev_ref));
     }
-    (prev_rsp, next_rsp)
 }
 
 /// Runs on the next thread's stack right after a switch: lets other CPUs run

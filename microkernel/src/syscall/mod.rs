@@ -146,7 +146,7 @@ unsafe fn ipc_entry<F: FnOnce(&mut TrapFrame)>(
 
 /// Where a syscall whose IPC wait blocked frameless ends (`arch::frameless`'s
 /// resume entry calls it on the thread's own stack, right after the switch
-/// to it, then takes the stub's exit): the wait's outcome into the frame
+/// to it; it leaves through the stub's exit itself): the wait's outcome into the frame
 /// (`ipc::fastpath::wait_end`), then the dispatcher's own end of a
 /// syscall: RAX and the return-RIP check.
 ///
@@ -154,11 +154,45 @@ unsafe fn ipc_entry<F: FnOnce(&mut TrapFrame)>(
 /// `frame` is the current thread's syscall frame, and the thread blocked
 /// frameless in [`ipc_entry`].
 #[no_mangle]
-pub unsafe extern "C" fn frameless_resume(frame: *mut TrapFrame) {
+pub unsafe extern "C" fn frameless_resume(frame: *mut TrapFrame) -> ! {
     // The switch's last step, inlined here (a call of its own from the
     // resume entry cost ~9 instructions a switch): RSP left the previous
     // thread's stack before this runs (the entry's contract).
     crate::sched::finish_switch();
+    // SAFETY: the caller's contract.
+    unsafe { resume_end(frame) };
+    // SAFETY: as in `frameless_handoff_resume`.
+    unsafe { crate::arch::frameless::exit_to_user(frame) }
+}
+
+/// [`frameless_resume`] for the frameless hand-off from one frameless
+/// thread to another (`sched::switch_direct_frameless`, through
+/// `arch::frameless`'s hand-off entry): the switch ends with
+/// `sched::finish_handoff(prev)` instead of `finish_switch`.
+///
+/// # Safety
+/// As [`frameless_resume`]; `prev` is the previous thread's reference the
+/// hand-off passed (`sched::finish_handoff`'s contract).
+#[no_mangle]
+pub unsafe extern "C" fn frameless_handoff_resume(prev: u64, frame: *mut TrapFrame) -> ! {
+    // SAFETY: the caller's contract; RSP left prev's stack (the entry's).
+    unsafe { crate::sched::finish_handoff(prev) };
+    // SAFETY: the caller's contract.
+    unsafe { resume_end(frame) };
+    // SAFETY: `frame` is this thread's syscall frame at its stack's top, the
+    // result is in it, and nothing here is owned any more (`resume_end`
+    // dropped its values): a `ret` into the entry and its `jmp` to the same
+    // exit, without this function's epilogue (switchcut).
+    unsafe { crate::arch::frameless::exit_to_user(frame) }
+}
+
+/// The frameless resume after the switch's last step: the wait's outcome
+/// into the frame, RAX, the return-RIP check.
+///
+/// # Safety
+/// As [`frameless_resume`].
+#[inline(always)]
+unsafe fn resume_end(frame: *mut TrapFrame) {
     let ticket = current().ipc.claim.latest();
     let r = crate::ipc::fastpath::wait_end(ticket, frame).map(|_| 0);
     // SAFETY: the caller's contract; the wait is over.

@@ -111,7 +111,17 @@ fn clts() {
 /// the init image (invariant) and nothing is done.
 #[inline(always)]
 pub fn switch_in(next: &FpuState) {
-    let ts = ts_set();
+    switch_in_ts(ts_set(), next);
+}
+
+/// [`switch_in`] with CR0.TS known to the caller (switchcut: no CR0 read):
+/// `ts` must be its value on this CPU. A switch away from a user thread
+/// knows it: while a user thread runs, TS is set exactly when it never
+/// used the FPU (its switch-in set TS iff it was unused, and only
+/// [`first_use`] changes either, both at once), so `ts` is `!prev.used()`.
+#[inline(always)]
+pub fn switch_in_ts(ts: bool, next: &FpuState) {
+    debug_assert_eq!(ts, ts_set());
     if next.used() {
         if ts {
             clts();
@@ -121,6 +131,42 @@ pub fn switch_in(next: &FpuState) {
         next.restore();
         set_ts();
     }
+}
+
+/// The user-to-user switch's FPU work (switchcut): `prev`'s registers
+/// saved if it used the FPU (`prev_used`, which also gives CR0.TS:
+/// [`switch_in_ts`]), `next`'s loaded. When both used it and the CPU has
+/// XSAVEOPT (the usual case once a pair of threads exchange messages with
+/// SIMD code), one test of the save format covers both instructions:
+/// XSAVEOPT into prev's area, XRSTOR from next's (XSAVEOPT implies XSAVE:
+/// `cpu::Features`), TS clear before and after (both used).
+#[inline(always)]
+pub fn switch_user(prev: &FpuState, prev_used: bool, next: &FpuState) {
+    if prev_used && next.used() && USE_XSAVEOPT.load(Ordering::Relaxed) {
+        debug_assert!(!ts_set() && USE_XSAVE.load(Ordering::Relaxed));
+        // SAFETY: as in `save` and `restore`: both areas 64-byte aligned
+        // and sized for XCR0's components; prev's registers are still live
+        // (nothing since its last instruction in ring 3 touched them), and
+        // next's area holds a state written by `new` or `save`. Registers:
+        // `p` prev's area, `n` next's, EDX:EAX the all-ones mask (limited by
+        // XCR0) of both instructions.
+        unsafe {
+            asm!(
+                "xsaveopt64 [{p}]",
+                "xrstor64 [{n}]",
+                p = in(reg) prev.area.as_ptr(),
+                n = in(reg) next.area.as_ptr(),
+                in("eax") u32::MAX,
+                in("edx") u32::MAX,
+                options(nostack),
+            );
+        }
+        return;
+    }
+    if prev_used {
+        prev.save();
+    }
+    switch_in_ts(!prev_used, next);
 }
 
 /// The #NM handler's test (interrupts off, from ring 3): `cur` (the current

@@ -21,14 +21,23 @@
 //!    ends the IPC wait into the frame (the message, or the general wait
 //!    loop for a wake-up without one) and does the dispatcher's `finish`
 //!    (RAX, the return-RIP check);
-//! 3. jumps to the syscall stub's exit (`syscall_exit_to_user`): the work
-//!    test (a kill), the TF test, SYSRET — the same exit every syscall
-//!    takes.
+//! 3. the resume function leaves through the syscall stub's exit
+//!    (`syscall_exit_to_user`, [`exit_to_user`]: RSP := the frame, a jump;
+//!    switchcut: no epilogue, no return into the entry): the work test (a
+//!    kill), the TF test, SYSRET — the same exit every syscall takes.
 //!
 //! A thread leaves its frames behind only through [`load_context`], which
 //! restores the next context without saving the current one; when the next
 //! thread is frameless too, it goes straight to its resume entry (the
 //! shared record's registers are never used, so nothing is popped).
+//!
+//! The IPC hand-off between two frameless threads (the same-core round
+//! trip) takes `frameless_handoff_entry` instead ([`handoff_to_frameless`],
+//! switchcut): the same steps, but the previous thread's reference comes in
+//! RDI rather than through the CPU's `prev` cell, and step 2 runs
+//! `crate::syscall::frameless_handoff_resume`, whose
+//! `sched::finish_handoff` releases it (`on_cpu` := false, then the
+//! reference dropped) with no cell to take and no `migrate_prev` to test.
 
 use super::percpu::OFF_KERNEL_RSP;
 use super::trap::TrapFrame;
@@ -39,6 +48,10 @@ extern "C" {
     /// `switch_context`) and returns into it; the current stack and
     /// registers are abandoned.
     fn load_context(next_rsp: u64) -> !;
+    /// The hand-off's way into a frameless thread: `frameless_resume_entry`
+    /// with the previous thread's reference in RDI (see
+    /// [`handoff_to_frameless`]).
+    fn frameless_handoff_entry(prev: u64) -> !;
     /// The saved context of every thread blocked frameless.
     static FRAMELESS_CONTEXT: [u64; 8];
 }
@@ -67,6 +80,47 @@ pub unsafe fn abandon_stack_for(next_rsp: u64) -> ! {
     unsafe { load_context(next_rsp) }
 }
 
+/// Abandons the current kernel stack and resumes the current thread, which
+/// blocked frameless: like [`abandon_stack_for`] with [`frameless_rsp`], but
+/// the previous thread's reference comes in a register, not in the CPU's
+/// `prev` cell, and the resume ends the switch with
+/// `crate::sched::finish_handoff` (switchcut).
+///
+/// # Safety
+/// As [`abandon_stack_for`], the current thread's saved RSP being
+/// [`frameless_rsp`]; `prev` is PerCpu's strong reference (`Arc::into_raw`)
+/// to the thread switched away from, which the CPU's `prev` cell does not
+/// hold, and `migrate_prev` is false.
+#[inline(always)]
+pub unsafe fn handoff_to_frameless(prev: u64) -> ! {
+    // SAFETY: the caller's contract.
+    unsafe { frameless_handoff_entry(prev) }
+}
+
+/// Leaves for ring 3 through the syscall stub's exit
+/// (`syscall_exit_to_user`: the work test, TF, SYSRET) with RSP at
+/// `frame`, abandoning the current Rust frame (switchcut: both frameless
+/// resumes end here, with no epilogue and no return into their entry).
+///
+/// # Safety
+/// `frame` is the current thread's syscall frame at the top of its kernel
+/// stack (where the resume entry put RSP before its call), interrupts are
+/// off, the syscall's result is in the frame, and nothing on the current
+/// stack is owned (no drop or release is still due).
+#[inline(always)]
+pub unsafe fn exit_to_user(frame: *mut TrapFrame) -> ! {
+    // SAFETY: the caller's contract; the exit reads only the frame, the
+    // per-CPU record and the current thread.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {f}",           // rsp := the frame, as the stub's exit expects
+            "jmp syscall_exit_to_user",
+            f = in(reg) frame,
+            options(noreturn),
+        )
+    }
+}
+
 global_asm!(
     r#"
     .section .text.switch, "ax"
@@ -91,8 +145,21 @@ frameless_resume_entry:                     // rsp: past FRAMELESS_CONTEXT (read
     sub rsp, {frame_size}                   // rsp := its TrapFrame (16-byte aligned, as at the stub's call)
     mov rdi, rsp                            // rdi: *mut TrapFrame, this thread's own
     call {resume}                           // finish_switch first (RSP left the previous stack), then the
-                                            // wait's outcome into the frame; RAX; the RIP check
-    jmp syscall_exit_to_user                // the stub's exit: work test, TF, sysret
+                                            // wait's outcome into the frame; RAX; the RIP check; it leaves
+                                            // through the stub's exit (work test, TF, sysret) itself
+                                            // (`exit_to_user`) and never returns here
+    ud2
+
+    .global frameless_handoff_entry
+frameless_handoff_entry:                    // rdi: the previous thread's reference (kept for the call);
+                                            // rsp: the abandoned stack; IF off
+    mov rsp, gs:[{krsp}]                    // rsp := top of this thread's kernel stack (the switch set it)
+    sub rsp, {frame_size}                   // rsp := its TrapFrame (16-byte aligned)
+    mov rsi, rsp                            // rsi: *mut TrapFrame, this thread's own
+    call {handoff}                          // finish_handoff first (RSP left the previous stack), then as
+                                            // the resume above; it leaves through the stub's exit itself
+                                            // (`exit_to_user`) and never returns here
+    ud2
 
     .section .rodata.frameless, "a"
     .balign 8
@@ -105,6 +172,7 @@ FRAMELESS_CONTEXT:                          // what switch_context pops for a fr
     krsp = const OFF_KERNEL_RSP,
     frame_size = const core::mem::size_of::<TrapFrame>(),
     resume = sym crate::syscall::frameless_resume,
+    handoff = sym crate::syscall::frameless_handoff_resume,
 );
 
 // The entry puts RSP at the frame with a plain subtraction and calls from

@@ -13,7 +13,7 @@
 //! key naming its current version, a number taken afresh from one global
 //! counter by every change (so no two versions of any process's bitmaps
 //! ever share a key; 0 means no bitmap). Each CPU records the key of the
-//! bitmap live in its TSS (`LIVE_KEY`, 0 while the I/O-map offset is
+//! bitmap live in its TSS (`PerCpu::io_live_key`, 0 while the I/O-map offset is
 //! [`IOMAP_NONE`]) and the key of the bits its bitmap holds (`LOADED_KEY`,
 //! live or not). Switching to a thread ([`switch_to`]) is one compare when
 //! nothing changes -- neither process has a bitmap, or both are the same
@@ -79,12 +79,6 @@ static TSS: [Slot; MAX_CPUS] = [const {
     // valid byte array.
     Slot(UnsafeCell::new(unsafe { core::mem::zeroed() }))
 }; MAX_CPUS];
-
-/// The key of the bitmap live in each CPU's TSS: 0 exactly when its
-/// I/O-map offset is [`IOMAP_NONE`] (owning CPU only, interrupts off; the
-/// offset is written only here after bring-up, which leaves it NONE with
-/// this 0). [`switch_to`]'s one compare.
-static LIVE_KEY: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// The key of the bits each CPU's bitmap holds, live or not (0: none yet).
 /// Kept while a process without ports runs, so switching back to the one
@@ -189,14 +183,13 @@ fn new_bitmap() -> Option<Box<[u8; BITMAP_BYTES]>> {
 #[inline(always)]
 pub fn switch_to(perm: Option<&IoPerm>) {
     let key = perm.map_or(0, |p| p.key.load(Ordering::Acquire));
-    let i = super::percpu::cpu_index();
     // Equal keys: the TSS's bitmap is live with exactly that version's bits
-    // (LIVE_KEY is set only after they were copied, below), or both are 0
-    // and the offset is IOMAP_NONE. Either way nothing to write.
-    if key == LIVE_KEY[i].load(Ordering::Relaxed) {
+    // (the live key is set only after they were copied, below), or both
+    // are 0 and the offset is IOMAP_NONE. Either way nothing to write.
+    if key == super::percpu::io_live_key() {
         return;
     }
-    switch_slow(perm, key, i);
+    switch_slow(perm, key, super::percpu::cpu_index());
 }
 
 /// [`switch_to`] when the live bitmap must change: off, on, or another
@@ -222,7 +215,7 @@ fn switch_slow(perm: Option<&IoPerm>, key: u64, i: usize) {
     };
     // SAFETY: this CPU's own slot, interrupts off.
     unsafe { (*t).tss.iomap_base = base };
-    LIVE_KEY[i].store(live, Ordering::Relaxed);
+    super::percpu::set_io_live_key(live);
 }
 
 /// A #GP from ring 3 in a thread of the process owning `perm`: if the
@@ -233,7 +226,7 @@ fn switch_slow(perm: Option<&IoPerm>, key: u64, i: usize) {
 pub fn refresh(perm: &IoPerm) -> bool {
     let key = perm.key.load(Ordering::Acquire);
     let i = super::percpu::cpu_index();
-    let stale = key != 0 && LIVE_KEY[i].load(Ordering::Relaxed) != key;
+    let stale = key != 0 && super::percpu::io_live_key() != key;
     if stale {
         switch_slow(Some(perm), key, i);
     }

@@ -38,10 +38,15 @@ pub fn loaded_root(pc: &PerCpu) -> u64 {
 /// Ordering (the Dekker pattern with [`super::tlb::flush_range`]): this side
 /// *stores* the loaded root, then *loads* page-table entries (the CPU's walks
 /// after the CR3 write); the editor *stores* entries, then *loads* the roots
-/// after a full fence. The SeqCst store here is an `xchg` (a full barrier on
-/// x86), so the walk cannot start before the root is visible; and the CR3
+/// after a full fence. The swap here is an `xchg` (a full barrier on x86:
+/// `percpu::swap_loaded_root`), so the walk cannot start before the root is visible; and the CR3
 /// write is serialising besides. Either the editor sees this root and shoots
 /// this CPU down, or this CPU's walks see the edited tables.
+///
+/// "Already loaded" is the swap's old value (switchcut; a CR3 read and its
+/// mask before): after boot CR3 is written only here, right after the
+/// record, so the record names the root CR3 holds, except before this CPU's
+/// first call (0 then, never a root: the write is made).
 ///
 /// # Safety
 /// `root` must be a live top-level table that maps the kernel (the kernel
@@ -51,8 +56,9 @@ pub fn loaded_root(pc: &PerCpu) -> u64 {
 /// Always inlined (each switch calls it: see `percpu::set_kernel_stack`).
 #[inline(always)]
 pub unsafe fn load_root(root: u64) {
-    percpu::this().loaded_root.store(root, Ordering::SeqCst);
-    if current_root() != root {
+    let old = percpu::swap_loaded_root(root);
+    debug_assert!(old == 0 || old == current_root());
+    if old != root {
         // SAFETY: the caller's contract: the kernel keeps running; the user
         // half is the next thread's.
         unsafe { core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) };

@@ -131,6 +131,14 @@ pub struct PerCpu {
     pub poll_misses: AtomicU64,
     /// The root this CPU's CR3 holds ([`super::mmu`]).
     pub(super) loaded_root: AtomicU64,
+    /// The address of this CPU's TSS.RSP0 (a field of its [`super::iopb`]
+    /// slot), set once by [`init_cpu`]: [`set_kernel_stack`] writes it
+    /// through this in one `gs:` load (switchcut).
+    tss_rsp0: AtomicU64,
+    /// The key of the I/O bitmap live in this CPU's TSS, 0 for none
+    /// ([`super::iopb`]'s `switch_to` compares it in one `gs:` load; owning
+    /// CPU only, interrupts off).
+    io_live_key: AtomicU64,
     /// A TLB shootdown request waits for this CPU ([`super::tlb`]).
     pub(super) shootdown_pending: AtomicBool,
     /// When this CPU's next scheduler tick is due (TSC; [`super::apic`]).
@@ -174,6 +182,12 @@ pub const OFF_CURRENT: usize = offset_of!(PerCpu, current_thread);
 pub const OFF_SYSCALLS: usize = offset_of!(PerCpu, syscalls);
 /// `gs:` offset of [`PerCpu::sched`].
 pub const OFF_SCHED: usize = offset_of!(PerCpu, sched);
+/// `gs:` offset of [`PerCpu::tss_rsp0`].
+const OFF_TSS_RSP0: usize = offset_of!(PerCpu, tss_rsp0);
+/// `gs:` offset of [`PerCpu::loaded_root`].
+const OFF_LOADED_ROOT: usize = offset_of!(PerCpu, loaded_root);
+/// `gs:` offset of [`PerCpu::io_live_key`].
+const OFF_IO_LIVE_KEY: usize = offset_of!(PerCpu, io_live_key);
 
 const _: () = assert!(OFF_SELF == 0);
 const _: () = assert!(OFF_USER_RSP == 8);
@@ -209,6 +223,8 @@ impl PerCpu {
             late_wakes: AtomicU64::new(0),
             poll_misses: AtomicU64::new(0),
             loaded_root: AtomicU64::new(0),
+            tss_rsp0: AtomicU64::new(0),
+            io_live_key: AtomicU64::new(0),
             shootdown_pending: AtomicBool::new(false),
             next_tick_tsc: AtomicU64::new(0),
             armed_tsc: AtomicU64::new(0),
@@ -319,6 +335,8 @@ pub unsafe fn init_cpu(cpu: CpuId, apic_id: Option<u32>, ist_tops: [u64; IST_COU
             (*tss).tss.interrupt_stack_table[i] = VirtAddr::new(*top);
         }
         super::iopb::init_cpu(cpu);
+        let rsp0 = core::ptr::addr_of_mut!((*tss).tss.privilege_stack_table) as u64;
+        pc.tss_rsp0.store(rsp0, Ordering::Relaxed);
         (*gdt).fill(tss as u64, super::iopb::TSS_LIMIT);
         (*gdt).load();
         cpu::wrmsr(msr::GS_BASE, pc as *const PerCpu as u64);
@@ -398,12 +416,73 @@ pub fn sched_part() -> *mut () {
 /// IPC round trip (docs/ipc.md section 5, sixth round).
 #[inline(always)]
 pub fn set_kernel_stack(top: u64) {
-    let pc = this();
-    pc.kernel_rsp.store(top, Ordering::Relaxed);
-    // SAFETY: only this CPU writes its own TSS, with interrupts off (the
-    // scheduler calls this inside its critical section); the CPU reads RSP0
-    // only on a ring change, which cannot happen during this store.
-    unsafe { (*super::iopb::tss(pc.id())).tss.privilege_stack_table[0] = VirtAddr::new(top) };
+    // Three instructions (switchcut; 12 through `this()`, `id()`, the TSS
+    // table's bounds check and `VirtAddr::new`'s canonical test): `top` is a
+    // thread's kernel stack top, a kernel address, so the check could not
+    // fail. `tss_rsp0` was set by this CPU's `init_cpu`, before any switch.
+    debug_assert!(top >= 0xffff_8000_0000_0000);
+    debug_assert_ne!(this().tss_rsp0.load(Ordering::Relaxed), 0);
+    // Registers: `top` the new stack top; `p` the address of this CPU's
+    // TSS.RSP0 (8 bytes, 4-aligned in the packed TSS: a plain `mov` stores
+    // it). Only this CPU writes its own `kernel_rsp` and TSS, with
+    // interrupts off (the scheduler calls this inside its critical
+    // section); the CPU reads RSP0 only on a ring change, which cannot
+    // happen during these stores.
+    // SAFETY: in ring 0 after `init_cpu`, `gs:` is this CPU's PerCpu, whose
+    // `tss_rsp0` points at its own TSS's RSP0 field (above).
+    unsafe {
+        core::arch::asm!(
+            "mov gs:[{krsp}], {top}",
+            "mov {p}, gs:[{rsp0}]",
+            "mov [{p}], {top}",
+            top = in(reg) top,
+            p = out(reg) _,
+            krsp = const OFF_KERNEL_RSP,
+            rsp0 = const OFF_TSS_RSP0,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// The key of this CPU's live I/O bitmap ([`PerCpu::io_live_key`]), in one
+/// `gs:` load (after this CPU's [`init_cpu`]).
+#[inline(always)]
+pub fn io_live_key() -> u64 {
+    let k: u64;
+    // SAFETY: callers run after init_cpu on this CPU, so gs: is its PerCpu.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[{off}]", out(reg) k, off = const OFF_IO_LIVE_KEY, options(nostack, readonly, preserves_flags));
+    }
+    k
+}
+
+/// Records `root` as the root this CPU's CR3 holds ([`PerCpu::loaded_root`])
+/// and returns the one recorded before, in one `gs:` `xchg` (switchcut:
+/// `this().loaded_root.swap(root, SeqCst)` took a `gs:[0]` load first).
+/// The `xchg` with memory is locked, a full barrier, as that SeqCst swap
+/// compiled to (`mmu::load_root`'s Dekker pattern relies on it); the asm
+/// block is a compiler barrier too (no `nomem`).
+#[inline(always)]
+pub fn swap_loaded_root(root: u64) -> u64 {
+    let mut r = root;
+    // SAFETY: callers run after init_cpu on this CPU, so gs: is its PerCpu;
+    // the field is an AtomicU64 (8 bytes, aligned), written only by this
+    // CPU and read by others with SeqCst loads.
+    unsafe {
+        core::arch::asm!(
+            "xchg gs:[{off}], {r}",
+            r = inout(reg) r,
+            off = const OFF_LOADED_ROOT,
+            options(nostack, preserves_flags),
+        );
+    }
+    r
+}
+
+/// Records the key of this CPU's live I/O bitmap (owning CPU, interrupts
+/// off: [`super::iopb`]).
+pub fn set_io_live_key(key: u64) {
+    this().io_live_key.store(key, Ordering::Relaxed);
 }
 
 /// Sets this CPU's TSS I/O-bitmap offset (bring-up, interrupts off).
@@ -416,7 +495,17 @@ pub fn set_iomap_base(offset: u16) {
 /// Always inlined (each switch calls it: see [`set_kernel_stack`]).
 #[inline(always)]
 pub fn set_current(thread: u64) {
-    this().current_thread.store(thread, Ordering::Relaxed);
+    // SAFETY: in ring 0 after `init_cpu`, `gs:` is this CPU's PerCpu; only
+    // this CPU writes its `current_thread` (interrupts off), and one `gs:`
+    // store is what `this().current_thread.store(.., Relaxed)` did in two.
+    unsafe {
+        core::arch::asm!(
+            "mov gs:[{off}], {t}",
+            t = in(reg) thread,
+            off = const OFF_CURRENT,
+            options(nostack, preserves_flags),
+        );
+    }
 }
 
 /// Records this CPU's APIC id (the boot CPU learns it after its APIC is up).
