@@ -447,14 +447,22 @@ impl Trampoline {
         (self.phys >> 12) as u8
     }
 
+    // The 16- and 32-bit fields are immediates inside the copied code, at
+    // any alignment: written as byte arrays (alignment 1), so the volatile
+    // write is never an unaligned access of a wider type (undefined
+    // behaviour, and a panic of the standard library's check in a build
+    // with debug assertions, which then could not start an AP: switchcut,
+    // session 22).
+
     fn put16(&self, off: usize, v: u16) {
-        // SAFETY: `off` is a field inside the installed copy (within the page).
-        unsafe { core::ptr::write_volatile(self.virt.add(off) as *mut u16, v) };
+        // SAFETY: `off` is a field inside the installed copy (within the
+        // page); `[u8; 2]` has alignment 1.
+        unsafe { core::ptr::write_volatile(self.virt.add(off) as *mut [u8; 2], v.to_le_bytes()) };
     }
 
     fn put32(&self, off: usize, v: u32) {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_volatile(self.virt.add(off) as *mut u32, v) };
+        // SAFETY: as above; `[u8; 4]` has alignment 1.
+        unsafe { core::ptr::write_volatile(self.virt.add(off) as *mut [u8; 4], v.to_le_bytes()) };
     }
 
     fn put64(&self, off: usize, v: u64) {
