@@ -12,10 +12,21 @@
 //!   and `gs:[0]` after every message: always its own.
 //!   (`tls::fs_gs_base_survive_preemption` covers the scheduler's generic
 //!   switch only.)
+//! - [`handoff_switches_the_io_bitmap_out`]: the user-to-user switch's
+//!   I/O bitmap compare (the live key in `PerCpu`, 9e20b68). A child
+//!   process granted one port echoes on CPU 0, reading that port before
+//!   every reply (a #GP there loads its bitmap through `iopb::refresh`:
+//!   its bitmap is live whenever it hands the CPU back); a thread of this
+//!   program (which has a bitmap of its own without that port) calls it
+//!   through the fast path, then reads the port: it must fault (#GP). A
+//!   hand-off that left the child's bitmap live would let it read.
 
 use crate::note;
 use crate::util::{self, check, ok, TestResult};
+use abi::{rights, Sysnum};
+use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
+use libipc::hw::{self, IoPorts};
 use libipc::ipc::{self, Endpoint, Message, Received};
 use libipc::sys;
 
@@ -146,4 +157,138 @@ pub fn handoff_keeps_each_threads_fs_gs_bases() -> TestResult {
         return Err("the echo did not answer on the fast path");
     }
     Ok(())
+}
+
+/// COM1's interrupt-enable register: reading it has no effect, and no
+/// other case enables it in this program (ipcfast enables only the
+/// scratch register, for good: enables are sticky).
+const PORT: u16 = 0x3f9;
+const IOPORTS_ROOT: IoPorts = IoPorts(abi::boot_handles::tests::IOPORTS);
+/// The endpoint the client thread calls.
+static IO_EP: AtomicU64 = AtomicU64::new(0);
+/// Round trips before the client reads the port.
+const IO_CALLS: u64 = 200;
+
+// The child: pins itself to CPU 0, waits for its second handle (the port
+// grant, given after the endpoint) and enables it (exit 3 if that fails),
+// receives on its first handle (the endpoint), then forever: reads PORT
+// (the first read of each hand-off's run faults and is retried with its
+// bitmap loaded) and answers with `reply_recv` (register-only, no
+// timeout: the fast path). Position-independent, no stack.
+global_asm!(
+    ".pushsection .rodata.mica_tests_break22s_child, \"a\"",
+    "mica_tests_break22s_child:",
+    "xor edi, edi",
+    "mov eax, {affinity}",       // CPU 0
+    "syscall",
+    "2:",
+    "mov edi, {h} + 1",          // the grant
+    "mov eax, {enable}",
+    "syscall",
+    "cmp rax, -{bad_handle}",    // not given yet?
+    "jne 3f",
+    "mov eax, {yield_}",
+    "syscall",
+    "jmp 2b",
+    "3:",
+    "test rax, rax",
+    "jnz 9f",
+    "4:",
+    "mov edi, {h}",              // the endpoint
+    "xor esi, esi",
+    "xor r14d, r14d",            // no buffer
+    "xor r15d, r15d",            // no timeout
+    "mov eax, {recv}",
+    "syscall",
+    "test rax, rax",
+    "jz 5f",
+    "mov eax, {yield_}",
+    "syscall",
+    "jmp 4b",
+    "5:",
+    "mov dx, {port}",            // dx: the granted port (words[0] clobbered)
+    "in al, dx",
+    "mov edi, {h}",              // echo: rsi (label) and the other words stay
+    "mov eax, {reply_recv}",
+    "syscall",
+    "jmp 5b",
+    "9:",
+    "mov edi, 3",
+    "mov eax, {pexit}",
+    "syscall",
+    "ud2",
+    "mica_tests_break22s_child_end:",
+    ".popsection",
+    affinity = const Sysnum::SetAffinity as u64,
+    enable = const Sysnum::IoportEnable as u64,
+    recv = const Sysnum::IpcRecv as u64,
+    reply_recv = const Sysnum::IpcReplyRecv as u64,
+    yield_ = const Sysnum::Yield as u64,
+    pexit = const Sysnum::ProcessExit as u64,
+    bad_handle = const abi::Error::BadHandle as u64,
+    port = const PORT,
+    h = const ipc::FIRST_HANDLE,
+);
+
+extern "C" {
+    static mica_tests_break22s_child: u8;
+    static mica_tests_break22s_child_end: u8;
+}
+
+/// Pinned to CPU 0: [`IO_CALLS`] register-only calls to the child (exit 2
+/// if one fails), then a read of [`PORT`], which must fault; exit 0 if
+/// it did not.
+extern "C" fn io_client(_: u64) -> ! {
+    if !util::pin0() {
+        sys::thread_exit(1);
+    }
+    let ep = Endpoint(IO_EP.load(Ordering::SeqCst) as u32);
+    for i in 0..IO_CALLS {
+        let mut w = [i, 1, 2, 3, 4, 5];
+        let (rc, _) = ipc::call_regs(ep, 7, &mut w);
+        if rc != 0 {
+            sys::thread_exit(2);
+        }
+    }
+    let _ = hw::inb(PORT);
+    sys::thread_exit(0)
+}
+
+/// Case: see the module docs.
+pub fn handoff_switches_the_io_bitmap_out() -> TestResult {
+    check(util::pin0(), "set_affinity(0)")?;
+    let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
+    IO_EP.store(ep.0 as u64, Ordering::SeqCst);
+    let text = crate::lifecycle::code(
+        core::ptr::addr_of!(mica_tests_break22s_child),
+        core::ptr::addr_of!(mica_tests_break22s_child_end),
+    );
+    let pid = util::spawn_server(text, 0, ep, rights::RECV)?;
+    let r = (|| {
+        let grant = ok(hw::ioport_grant(IOPORTS_ROOT, PORT as u64, 1), "grant")?;
+        let given = ipc::handle_give(pid, grant.0, rights::IO);
+        let _ = ipc::handle_close(grant.0);
+        check(
+            ok(given, "handle_give")? == ipc::FIRST_HANDLE + 1,
+            "the grant is not the child's second handle",
+        )?;
+        let before = fast_replies();
+        let st = util::run(io_client, 0)?;
+        let fast = fast_replies() - before;
+        if st == abi::status::Status::Exited(2) {
+            return Err("a call to the child failed");
+        }
+        if fast < IO_CALLS * 9 / 10 {
+            note!("{fast} of {IO_CALLS} replies on the fast path");
+            return Err("the child did not answer on the fast path");
+        }
+        if st == abi::status::Status::Exited(0) {
+            return Err("a thread read a port only its IPC partner's process has");
+        }
+        util::expect_fault(st, &[13])
+    })();
+    let _ = sys::process_kill(pid);
+    let _ = util::wait_status(pid);
+    ok(ipc::handle_close(ep.0), "close")?;
+    r
 }

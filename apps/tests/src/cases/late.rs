@@ -398,6 +398,10 @@ pub const CASES: &[Case] = &[
         "break22s_handoff_keeps_each_threads_fs_gs_bases",
         break22s::handoff_keeps_each_threads_fs_gs_bases,
     ),
+    (
+        "break22s_handoff_switches_the_io_bitmap_out",
+        break22s::handoff_switches_the_io_bitmap_out,
+    ),
     // Last of all: it restarts procmgr, whose successor starts with an
     // empty table (no other case's children survive; only the rejoin case
     // below, which needs the restart, follows).
