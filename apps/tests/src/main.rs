@@ -36,6 +36,7 @@ mod attackvm;
 mod break21;
 mod break22;
 mod break22b;
+mod break22s;
 mod breakk2;
 mod breaku;
 mod cases;

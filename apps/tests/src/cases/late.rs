@@ -393,6 +393,15 @@ pub const CASES: &[Case] = &[
         "break22_timed_out_callers_leave_the_receive_unframed",
         break22b::timed_out_callers_leave_the_receive_unframed,
     ),
+    // break22s: the user-to-user switch's FS/GS base compare.
+    (
+        "break22s_handoff_keeps_each_threads_fs_gs_bases",
+        break22s::handoff_keeps_each_threads_fs_gs_bases,
+    ),
+    (
+        "break22s_handoff_switches_the_io_bitmap_out",
+        break22s::handoff_switches_the_io_bitmap_out,
+    ),
     // Last of all: it restarts procmgr, whose successor starts with an
     // empty table (no other case's children survive; only the rejoin case
     // below, which needs the restart, follows).
