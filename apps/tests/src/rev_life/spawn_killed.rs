@@ -38,6 +38,11 @@ global_asm!(
     // progress, not by a timer (the old 1 ms sleep lost the race to the
     // whole spawn under icount), so it lands inside the spawn at one CPU too,
     // where the killer runs only when the spawn reaches a preemption point.
+    // The spawner runs below the killer, and the killer sleeps 20 us
+    // between looks: its wake-up preempts the spawn at the next preemption
+    // point. (With equal priorities the killer ran only when the spawner's
+    // time slice ended; once the user copy moved quadwords, session 22, an
+    // 8 MiB spawn under icount ended inside one slice and no kill landed.)
     "mica_rev_spawn_killed:",
     "mov r12d, edi",               // r12: the image's length
     "mov r13, rdi",
@@ -71,6 +76,9 @@ global_asm!(
     "syscall",
     "cmp rax, -4095",
     "jae 9f",
+    "mov edi, {lowest}",           // the spawner below its killer: the
+    "mov eax, {setprio}",          // killer's wake-up preempts the spawn at
+    "syscall",                     // its next preemption point
     "mov edi, {sbuf}",             // rdi: the image
     "mov rsi, r12",                // rsi: its length
     "xor edx, edx",
@@ -92,8 +100,9 @@ global_asm!(
     "syscall",
     "cmp [{sinfo} + {info_free}], r12", // at or below the mark: in flight
     "jbe 4f",
-    "mov eax, {yield_}",
-    "syscall",
+    "mov edi, {nap}",              // not yet: sleep (the spawner runs
+    "mov eax, {sleep}",            // meanwhile, even on this CPU: it is
+    "syscall",                     // below us, so a yield would not run it)
     "jmp 3b",
     "4:",
     "mov edi, 9",                  // the spawn is in flight
@@ -124,7 +133,10 @@ global_asm!(
     sflag = const SPAWN_FLAG_AT,
     info_free = const core::mem::offset_of!(abi::SysInfo, free_bytes),
     mark = const IMAGE_DATA_BYTES / 2,
-    yield_ = const Sysnum::Yield as u64,
+    sleep = const Sysnum::SleepNs as u64,
+    nap = const 20_000,
+    setprio = const Sysnum::SetPriority as u64,
+    lowest = const abi::MAX_PRIORITY,
 );
 
 extern "C" {
