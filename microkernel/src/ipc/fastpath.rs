@@ -251,7 +251,7 @@ pub(super) fn give_call(
 /// asked for it ([`IpcInner::frame_seq`]: a fast wait, whose outcome ends
 /// in its frame anyway), else into its result slot. The frame delivery
 /// saves building the message in the slot and the partner's copy of it
-/// into its frame when it resumes ([`wait_end`]; -80 a round trip, frame
+/// into its frame when it resumes ([`wait_end`]; -25 a round trip net, frame
 /// delivery, session 22).
 ///
 /// Ordering: the frame's registers first, then `framed` (SeqCst); the
@@ -515,10 +515,10 @@ pub fn reply_recv<const FRAMELESS: bool>(
     drop_wait(old);
     // A counted reference to the endpoint again, for the slow path (the
     // rare exits below), made while our record still holds its own.
-    // SAFETY: our record names the endpoint and holds a reference to it
-    // until we drop the record (`cancel_own`, or a winner of the wait we
-    // begin below, which only exists once we are queued); every call is
-    // made before either.
+    // Our record names the endpoint and holds a reference to it until we
+    // drop the record (`cancel_own`, or a winner of the wait we begin
+    // below, which only exists once we are queued).
+    // SAFETY: as just said; every call is made before either drop.
     let ep_arc = || unsafe {
         Arc::increment_strong_count(epp);
         Arc::from_raw(epp)

@@ -111,11 +111,11 @@ pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
         // (switchcut): `finish_handoff` there releases it, without the
         // cell's take and test and `finish_switch`'s `migrate_prev` swap
         // (false here: `direct_or_block` asserts it).
+        // `prev` was the current thread, whose reference (`Arc::into_raw`)
+        // PerCpu held until next's replaced it; next's context is the
+        // shared frameless record, so the entry resumes it at its frame.
         // SAFETY: the caller's contract (nothing on this stack is owned,
-        // the thread's wait ends in the frameless resume); `prev` was the
-        // current thread, whose reference PerCpu held (now replaced by
-        // next's), made by `Arc::into_raw`; next's context is the shared
-        // frameless record, so its own frame is where the entry resumes it.
+        // the wait ends in the frameless resume), and `prev` as just said.
         unsafe { crate::arch::frameless::handoff_to_frameless(prev as *const Thread as u64) }
     }
     park_prev(prev);

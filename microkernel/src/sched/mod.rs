@@ -369,11 +369,12 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
         }
     }
     let space = if USER_TO_USER {
-        // SAFETY: `next` is a user thread (not idle, asserted above: the
-        // hand-off's partner is a thread of a process), made by
-        // `Thread::new_user`, which sets both `space` and `process`
-        // (`new_idle` sets neither): the `Option` tests here and for the
-        // process below are of known values (switchcut).
+        // `next` is a user thread (not idle, asserted above: the hand-off's
+        // partner is a thread of a process), made by `Thread::new_user`,
+        // which sets both `space` and `process` (`new_idle` neither): the
+        // `Option` tests here and for the process below are of known
+        // values (switchcut).
+        // SAFETY: as just said, `space` is `Some`.
         Some(unsafe { next.space.as_ref().unwrap_unchecked() })
     } else {
         next.space.as_ref()

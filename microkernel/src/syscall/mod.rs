@@ -179,10 +179,10 @@ pub unsafe extern "C" fn frameless_handoff_resume(prev: u64, frame: *mut TrapFra
     unsafe { crate::sched::finish_handoff(prev) };
     // SAFETY: the caller's contract.
     unsafe { resume_end(frame) };
-    // SAFETY: `frame` is this thread's syscall frame at its stack's top, the
-    // result is in it, and nothing here is owned any more (`resume_end`
-    // dropped its values): a `ret` into the entry and its `jmp` to the same
-    // exit, without this function's epilogue (switchcut).
+    // Not a `ret` into the entry and its `jmp` to the same exit: no
+    // epilogue for this function (switchcut).
+    // SAFETY: `frame` is this thread's syscall frame, holding the result;
+    // nothing here is owned any more (`resume_end` dropped its values).
     unsafe { crate::arch::frameless::exit_to_user(frame) }
 }
 

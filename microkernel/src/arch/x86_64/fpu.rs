@@ -144,12 +144,12 @@ pub fn switch_in_ts(ts: bool, next: &FpuState) {
 pub fn switch_user(prev: &FpuState, prev_used: bool, next: &FpuState) {
     if prev_used && next.used() && USE_XSAVEOPT.load(Ordering::Relaxed) {
         debug_assert!(!ts_set() && USE_XSAVE.load(Ordering::Relaxed));
-        // SAFETY: as in `save` and `restore`: both areas 64-byte aligned
-        // and sized for XCR0's components; prev's registers are still live
-        // (nothing since its last instruction in ring 3 touched them), and
-        // next's area holds a state written by `new` or `save`. Registers:
-        // `p` prev's area, `n` next's, EDX:EAX the all-ones mask (limited by
-        // XCR0) of both instructions.
+        // Registers: `p` prev's area, `n` next's, EDX:EAX the all-ones
+        // mask (limited by XCR0) of both instructions. Prev's registers are
+        // still live (nothing since its last ring-3 instruction touched
+        // them); next's area holds a state written by `new` or `save`.
+        // SAFETY: as in `save` and `restore`: both areas are 64-byte
+        // aligned and sized for XCR0's components (see above).
         unsafe {
             asm!(
                 "xsaveopt64 [{p}]",
