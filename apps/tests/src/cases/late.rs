@@ -354,6 +354,19 @@ pub const CASES: &[Case] = &[
         breakk2::no_poll_without_another_cpu_to_wake_the_blocker,
     ),
     ("breakk2_sleeps_do_not_poll", breakk2::sleeps_do_not_poll),
+    // --- xcore (session 20): the cross-core round trip ---
+    (
+        "xcore_cross_core_calls_take_the_xcall_path",
+        xcore::cross_core_calls_take_the_xcall_path,
+    ),
+    (
+        "xcore_replies_across_the_poll_window_are_never_left_to_the_tick",
+        xcore::replies_across_the_poll_window_are_never_left_to_the_tick,
+    ),
+    (
+        "xcore_kill_racing_a_cross_core_call",
+        xcore::kill_racing_a_cross_core_call,
+    ),
     // break22: frame delivery never reaches a slow wait; a close racing
     // the fast reply_recv.
     (
@@ -381,8 +394,8 @@ pub const CASES: &[Case] = &[
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at
     // shutdown, and the cases after a restart would push them out (the
-    // break22 cases, IPC-heavy, did when they came after it: add new cases
-    // above this one).
+    // break22 and xcore cases, IPC-heavy, did when they came after it: add
+    // new cases above this one).
     (
         "supervise_console_and_loader_killed_at_random",
         supervise::console_and_loader_killed_at_random,
@@ -390,19 +403,6 @@ pub const CASES: &[Case] = &[
     (
         "supervise_supervised_names_are_reserved",
         supervise::supervised_names_are_reserved,
-    ),
-    // --- xcore (session 20): the cross-core round trip ---
-    (
-        "xcore_cross_core_calls_take_the_xcall_path",
-        xcore::cross_core_calls_take_the_xcall_path,
-    ),
-    (
-        "xcore_replies_across_the_poll_window_are_never_left_to_the_tick",
-        xcore::replies_across_the_poll_window_are_never_left_to_the_tick,
-    ),
-    (
-        "xcore_kill_racing_a_cross_core_call",
-        xcore::kill_racing_a_cross_core_call,
     ),
     // Last of all: it restarts procmgr, whose successor starts with an
     // empty table (no other case's children survive; only the rejoin case
