@@ -354,7 +354,7 @@ fn deliver(o: Outcome, out: *mut TrapFrame) -> Result<(), Error> {
 ///
 /// `FRAMELESS`: the switch to the hand-off leaves this stack behind
 /// (`sched::switch_direct_frameless`); the wait then ends in
-/// [`wait_end`], called by `syscall::frameless_resume` when this thread
+/// [`framed_end`] or [`wait_end`], run by `syscall::frameless_resume` when this thread
 /// next runs, and this function returns only when it did not block
 /// frameless. The caller's frames must own nothing (the fast entry's
 /// contract, see [`call`]).
@@ -393,11 +393,29 @@ fn fast_wait<const FRAMELESS: bool>(
     wait_end(ticket, out)
 }
 
+/// The frameless resume's common case (`syscall::frameless_resume`): the
+/// partner wrote the message into our frame ([`hand`]) for our latest
+/// wait, which then ends (true); false changes nothing and leaves the wait
+/// to [`wait_end`] (the caller's cold path). [`wait_end`]'s own test
+/// (`framed` names the latest wait, then `finish`) with one load of the
+/// claim word instead of two and no decoding of its state: a wait that
+/// `framed` names was claimed `Delivered` (both callers of [`hand`] won
+/// such a claim before it), and only the thread's own `finish` changes a
+/// claimed word, so "the word is `framed`'s wait, claimed `Delivered`" is
+/// that test.
+#[inline(always)]
+pub fn framed_end(cur: &Thread) -> bool {
+    // Acquire pairs with [`hand`]'s store after the frame's registers.
+    let seq = cur.ipc.framed.load(Ordering::Acquire);
+    cur.ipc.claim.finish_delivered(seq)
+}
+
 /// The end of a fast wait for `ticket` once the thread runs again: the
 /// message from the result slot into `out`'s registers, or the outcome
 /// [`deliver`]ed, or (woken without a result: a kill, a suspension) the
 /// general [`wait`] loop. Run by [`fast_wait`], or by the frameless resume
-/// (`syscall::frameless_resume`) for a thread that blocked frameless.
+/// (`syscall::frameless_resume`, its cold path: [`framed_end`] is its
+/// common case) for a thread that blocked frameless.
 #[inline(always)]
 pub fn wait_end(ticket: Ticket, out: *mut TrapFrame) -> Result<(), Error> {
     let cur = sched::current();

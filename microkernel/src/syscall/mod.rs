@@ -160,9 +160,7 @@ pub unsafe extern "C" fn frameless_resume(frame: *mut TrapFrame) -> ! {
     // thread's stack before this runs (the entry's contract).
     crate::sched::finish_switch();
     // SAFETY: the caller's contract.
-    unsafe { resume_end(frame) };
-    // SAFETY: as in `frameless_handoff_resume`.
-    unsafe { crate::arch::frameless::exit_to_user(frame) }
+    unsafe { resume_end(frame) }
 }
 
 /// [`frameless_resume`] for the frameless hand-off from one frameless
@@ -178,27 +176,75 @@ pub unsafe extern "C" fn frameless_handoff_resume(prev: u64, frame: *mut TrapFra
     // SAFETY: the caller's contract; RSP left prev's stack (the entry's).
     unsafe { crate::sched::finish_handoff(prev) };
     // SAFETY: the caller's contract.
-    unsafe { resume_end(frame) };
-    // Not a `ret` into the entry and its `jmp` to the same exit: no
-    // epilogue for this function (switchcut).
-    // SAFETY: `frame` is this thread's syscall frame, holding the result;
-    // nothing here is owned any more (`resume_end` dropped its values).
-    unsafe { crate::arch::frameless::exit_to_user(frame) }
+    unsafe { resume_end(frame) }
 }
 
 /// The frameless resume after the switch's last step: the wait's outcome
-/// into the frame, RAX, the return-RIP check.
+/// into the frame, RAX, the return-RIP check, and the stub's exit. The
+/// common case (the partner wrote the message into the frame:
+/// `ipc::fastpath::framed_end`) is a straight line that calls nothing and
+/// keeps nothing in a callee-saved register, so the resume functions need
+/// no prologue; everything else leaves through a cold function of its own
+/// that ends in the same exit. Not a `ret` into the entry and its `jmp` to
+/// the same exit: no epilogue either (switchcut).
 ///
 /// # Safety
 /// As [`frameless_resume`].
 #[inline(always)]
-unsafe fn resume_end(frame: *mut TrapFrame) {
+unsafe fn resume_end(frame: *mut TrapFrame) -> ! {
+    if !crate::ipc::fastpath::framed_end(current()) {
+        // SAFETY: the caller's contract.
+        unsafe { resume_slow(frame) }
+    }
+    // SAFETY: the caller's contract; the wait is over.
+    let f = unsafe { &mut *frame };
+    // The message is in the frame already: the result is `Ok(0)`.
+    if finish(f, Ok(0)) == ReturnCheck::Fault {
+        // SAFETY: the caller's contract.
+        unsafe { resume_fault(frame) }
+    }
+    // SAFETY: `frame` is this thread's syscall frame, holding the result;
+    // nothing here is owned (the previous thread's reference was dropped).
+    unsafe { crate::arch::frameless::exit_to_user(frame) }
+}
+
+/// [`resume_end`] for any other end of the wait (the message in the
+/// result slot, an error, a wake-up without a result: a kill): the general
+/// [`ipc::fastpath::wait_end`](crate::ipc::fastpath::wait_end), RAX, the
+/// return-RIP check, the exit.
+///
+/// # Safety
+/// As [`frameless_resume`].
+#[cold]
+#[inline(never)]
+unsafe fn resume_slow(frame: *mut TrapFrame) -> ! {
     let ticket = current().ipc.claim.latest();
     let r = crate::ipc::fastpath::wait_end(ticket, frame).map(|_| 0);
     // SAFETY: the caller's contract; the wait is over.
-    let frame = unsafe { &mut *frame };
-    let check = finish(frame, r);
-    end(frame, check, non_canonical_return);
+    let f = unsafe { &mut *frame };
+    let check = finish(f, r);
+    end(f, check, non_canonical_return);
+    // SAFETY: as in `resume_end` (`wait_end` dropped its values).
+    unsafe { crate::arch::frameless::exit_to_user(frame) }
+}
+
+/// [`resume_end`] for a return RIP that is not a user address
+/// (`check_return` marked the frame): the thread is stopped
+/// ([`non_canonical_return`]); the exit's work test ends it.
+///
+/// # Safety
+/// As [`frameless_resume`]; the result is in the frame.
+#[cold]
+#[inline(never)]
+unsafe fn resume_fault(frame: *mut TrapFrame) -> ! {
+    // SAFETY: the caller's contract.
+    end(
+        unsafe { &mut *frame },
+        ReturnCheck::Fault,
+        non_canonical_return,
+    );
+    // SAFETY: as in `resume_end`.
+    unsafe { crate::arch::frameless::exit_to_user(frame) }
 }
 
 /// Runs a syscall's `handler` for [`route`] and ends the syscall.

@@ -318,4 +318,21 @@ impl<A: AtomicWord> WaitClaim<A> {
         self.word.store(w & !STATE_MASK, Ordering::Relaxed);
         Some(reason)
     }
+
+    /// [`finish`](Self::finish) for wait `seq` when a partner claimed it
+    /// for a delivery: true (and the word reset to running) if the word
+    /// says exactly that, else false with nothing changed. One load and
+    /// one compare, with no separate [`latest`](Self::latest) and no
+    /// decoding of the state (the frameless IPC resume's common case,
+    /// where the delivering partner named the wait it claimed). Only the
+    /// thread itself calls this. Acquire: as in `finish`.
+    #[inline]
+    pub fn finish_delivered(&self, seq: u64) -> bool {
+        let claimed = seq << 8 | WakeReason::Delivered as u64;
+        if self.word.load(Ordering::Acquire) != claimed {
+            return false;
+        }
+        self.word.store(seq << 8 | RUNNING, Ordering::Relaxed);
+        true
+    }
 }

@@ -36,6 +36,23 @@ fn a_spurious_wake_up_is_not_an_ending() {
 }
 
 #[test]
+fn finish_delivered_ends_only_a_delivered_claim_of_that_wait() {
+    let c: WaitClaim = WaitClaim::new();
+    let t = c.begin();
+    assert!(!c.finish_delivered(t.seq()), "still waiting");
+    assert!(c.try_claim(t, WakeReason::Cancelled));
+    assert!(!c.finish_delivered(t.seq()), "not a delivery");
+    assert_eq!(c.finish(), Some(WakeReason::Cancelled));
+    let u = c.begin();
+    assert!(c.try_claim(u, WakeReason::Delivered));
+    assert!(!c.finish_delivered(t.seq()), "an earlier wait");
+    assert!(c.finish_delivered(u.seq()));
+    assert_eq!(c.latest(), u);
+    assert_eq!(c.finish(), None, "running again");
+    assert_eq!(c.next_seq(), u.seq() + 1);
+}
+
+#[test]
 fn a_taken_caller_keeps_waiting_for_its_reply_after_rearm() {
     let c: WaitClaim = WaitClaim::new();
     let t = c.begin();
