@@ -151,16 +151,16 @@ unsafe fn ipc_entry<F: FnOnce(&mut TrapFrame)>(
 /// syscall: RAX and the return-RIP check.
 ///
 /// # Safety
-/// `frame` is the current thread's syscall frame, and the thread blocked
-/// frameless in [`ipc_entry`].
+/// The current thread blocked frameless in [`ipc_entry`], and RSP is below
+/// its syscall frame (the entry put it there).
 #[no_mangle]
-pub unsafe extern "C" fn frameless_resume(frame: *mut TrapFrame) -> ! {
+pub unsafe extern "C" fn frameless_resume() -> ! {
     // The switch's last step, inlined here (a call of its own from the
     // resume entry cost ~9 instructions a switch): RSP left the previous
     // thread's stack before this runs (the entry's contract).
     crate::sched::finish_switch();
     // SAFETY: the caller's contract.
-    unsafe { resume_end(frame) }
+    unsafe { resume_end() }
 }
 
 /// [`frameless_resume`] for the frameless hand-off from one frameless
@@ -172,40 +172,51 @@ pub unsafe extern "C" fn frameless_resume(frame: *mut TrapFrame) -> ! {
 /// As [`frameless_resume`]; `prev` is the previous thread's reference the
 /// hand-off passed (`sched::finish_handoff`'s contract).
 #[no_mangle]
-pub unsafe extern "C" fn frameless_handoff_resume(prev: u64, frame: *mut TrapFrame) -> ! {
+pub unsafe extern "C" fn frameless_handoff_resume(prev: u64) -> ! {
     // SAFETY: the caller's contract; RSP left prev's stack (the entry's).
     unsafe { crate::sched::finish_handoff(prev) };
     // SAFETY: the caller's contract.
-    unsafe { resume_end(frame) }
+    unsafe { resume_end() }
 }
 
 /// The frameless resume after the switch's last step: the wait's outcome
 /// into the frame, RAX, the return-RIP check, and the stub's exit. The
 /// common case (the partner wrote the message into the frame:
-/// `ipc::fastpath::framed_end`) is a straight line that calls nothing and
-/// keeps nothing in a callee-saved register, so the resume functions need
-/// no prologue; everything else leaves through a cold function of its own
-/// that ends in the same exit. Not a `ret` into the entry and its `jmp` to
-/// the same exit: no epilogue either (switchcut).
+/// `ipc::fastpath::framed_end`) is a straight line that calls nothing;
+/// everything else leaves through a cold function of its own that ends in
+/// the same exit. Not a `ret` into the entry and its `jmp` to the same
+/// exit: no epilogue (switchcut).
 ///
 /// # Safety
 /// As [`frameless_resume`].
 #[inline(always)]
-unsafe fn resume_end(frame: *mut TrapFrame) -> ! {
-    if !crate::ipc::fastpath::framed_end(current()) {
+unsafe fn resume_end() -> ! {
+    let cur = current();
+    // The frame the entry put RSP at (the syscall stub's, at the top of
+    // this thread's kernel stack, which the switch made the CPU's
+    // `kernel_rsp`), found from the thread only now: nothing is kept
+    // across the switch's last step, whose rare calls (the last
+    // reference's drop, a migration's enqueue) then need no callee-saved
+    // register, so the resume's prologue is the frame pointer's and the
+    // drop's slot alone.
+    let top = cur.kstack_top();
+    debug_assert_eq!(top, crate::arch::percpu::this().kernel_rsp());
+    let frame = (top as *mut TrapFrame).wrapping_sub(1);
+    if !crate::ipc::fastpath::framed_end(cur) {
         // SAFETY: the caller's contract.
-        unsafe { resume_slow(frame) }
+        unsafe { resume_slow() }
     }
-    // SAFETY: the caller's contract; the wait is over.
+    // SAFETY: the caller's contract (the current thread's syscall frame);
+    // the wait is over.
     let f = unsafe { &mut *frame };
     // The message is in the frame already: the result is `Ok(0)`.
     if finish(f, Ok(0)) == ReturnCheck::Fault {
         // SAFETY: the caller's contract.
-        unsafe { resume_fault(frame) }
+        unsafe { resume_fault() }
     }
-    // SAFETY: `frame` is this thread's syscall frame, holding the result;
+    // SAFETY: the current thread's stack; its frame holds the result;
     // nothing here is owned (the previous thread's reference was dropped).
-    unsafe { crate::arch::frameless::exit_to_user(frame) }
+    unsafe { crate::arch::frameless::exit_to_user(top) }
 }
 
 /// [`resume_end`] for any other end of the wait (the message in the
@@ -217,15 +228,16 @@ unsafe fn resume_end(frame: *mut TrapFrame) -> ! {
 /// As [`frameless_resume`].
 #[cold]
 #[inline(never)]
-unsafe fn resume_slow(frame: *mut TrapFrame) -> ! {
-    let ticket = current().ipc.claim.latest();
-    let r = crate::ipc::fastpath::wait_end(ticket, frame).map(|_| 0);
+unsafe fn resume_slow() -> ! {
+    let cur = current();
+    let frame = cur.syscall_frame();
+    let r = crate::ipc::fastpath::wait_end(cur.ipc.claim.latest(), frame).map(|_| 0);
     // SAFETY: the caller's contract; the wait is over.
     let f = unsafe { &mut *frame };
     let check = finish(f, r);
     end(f, check, non_canonical_return);
     // SAFETY: as in `resume_end` (`wait_end` dropped its values).
-    unsafe { crate::arch::frameless::exit_to_user(frame) }
+    unsafe { crate::arch::frameless::exit_to_user(current().kstack_top()) }
 }
 
 /// [`resume_end`] for a return RIP that is not a user address
@@ -236,15 +248,12 @@ unsafe fn resume_slow(frame: *mut TrapFrame) -> ! {
 /// As [`frameless_resume`]; the result is in the frame.
 #[cold]
 #[inline(never)]
-unsafe fn resume_fault(frame: *mut TrapFrame) -> ! {
+unsafe fn resume_fault() -> ! {
     // SAFETY: the caller's contract.
-    end(
-        unsafe { &mut *frame },
-        ReturnCheck::Fault,
-        non_canonical_return,
-    );
+    let f = unsafe { &mut *current().syscall_frame() };
+    end(f, ReturnCheck::Fault, non_canonical_return);
     // SAFETY: as in `resume_end`.
-    unsafe { crate::arch::frameless::exit_to_user(frame) }
+    unsafe { crate::arch::frameless::exit_to_user(current().kstack_top()) }
 }
 
 /// Runs a syscall's `handler` for [`route`] and ends the syscall.

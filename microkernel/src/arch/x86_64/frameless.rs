@@ -98,24 +98,27 @@ pub unsafe fn handoff_to_frameless(prev: u64) -> ! {
 }
 
 /// Leaves for ring 3 through the syscall stub's exit
-/// (`syscall_exit_to_user`: the work test, TF, SYSRET) with RSP at
-/// `frame`, abandoning the current Rust frame (switchcut: both frameless
-/// resumes end here, with no epilogue and no return into their entry).
+/// (`syscall_exit_to_user`: the work test, TF, SYSRET) with RSP at the
+/// syscall frame of the kernel stack whose top is `kstack_top`,
+/// abandoning the current Rust frame (switchcut: both frameless resumes
+/// end here, with no epilogue and no return into their entry).
 ///
 /// # Safety
-/// `frame` is the current thread's syscall frame at the top of its kernel
-/// stack (where the resume entry put RSP before its call), interrupts are
-/// off, the syscall's result is in the frame, and nothing on the current
-/// stack is owned (no drop or release is still due).
+/// `kstack_top` is the top of the current thread's kernel stack, so the
+/// frame below it is the thread's syscall frame (where the resume entry
+/// put RSP before its call); interrupts are off, the syscall's result is
+/// in the frame, and nothing on the current stack is owned (no drop or
+/// release is still due).
 #[inline(always)]
-pub unsafe fn exit_to_user(frame: *mut TrapFrame) -> ! {
+pub unsafe fn exit_to_user(kstack_top: u64) -> ! {
     // SAFETY: the caller's contract; the exit reads only the frame, the
     // per-CPU record and the current thread.
     unsafe {
         core::arch::asm!(
-            "mov rsp, {f}",           // rsp := the frame, as the stub's exit expects
+            "lea rsp, [{top} - {size}]", // rsp := the frame, as the stub's exit expects
             "jmp syscall_exit_to_user",
-            f = in(reg) frame,
+            top = in(reg) kstack_top,
+            size = const core::mem::size_of::<TrapFrame>(),
             options(noreturn),
         )
     }
@@ -142,8 +145,8 @@ load_context:                               // rdi: the next thread's saved RSP
 frameless_resume_entry:                     // rsp: past FRAMELESS_CONTEXT (read-only: push nothing) or the
                                             // abandoned stack (from load_context); IF off either way
     mov rsp, gs:[{krsp}]                    // rsp := top of this thread's kernel stack (switch_to set it)
-    sub rsp, {frame_size}                   // rsp := its TrapFrame (16-byte aligned, as at the stub's call)
-    mov rdi, rsp                            // rdi: *mut TrapFrame, this thread's own
+    sub rsp, {frame_size}                   // rsp := its TrapFrame (16-byte aligned, as at the stub's call;
+                                            // the resume finds it from the thread itself)
     call {resume}                           // finish_switch first (RSP left the previous stack), then the
                                             // wait's outcome into the frame; RAX; the RIP check; it leaves
                                             // through the stub's exit (work test, TF, sysret) itself
@@ -154,8 +157,7 @@ frameless_resume_entry:                     // rsp: past FRAMELESS_CONTEXT (read
 frameless_handoff_entry:                    // rdi: the previous thread's reference (kept for the call);
                                             // rsp: the abandoned stack; IF off
     mov rsp, gs:[{krsp}]                    // rsp := top of this thread's kernel stack (the switch set it)
-    sub rsp, {frame_size}                   // rsp := its TrapFrame (16-byte aligned)
-    mov rsi, rsp                            // rsi: *mut TrapFrame, this thread's own
+    sub rsp, {frame_size}                   // rsp := its TrapFrame (16-byte aligned; found as above)
     call {handoff}                          // finish_handoff first (RSP left the previous stack), then as
                                             // the resume above; it leaves through the stub's exit itself
                                             // (`exit_to_user`) and never returns here
