@@ -216,7 +216,7 @@ unsafe fn resume_end() -> ! {
     }
     // SAFETY: the current thread's stack; its frame holds the result;
     // nothing here is owned (the previous thread's reference was dropped).
-    unsafe { crate::arch::frameless::exit_to_user(top) }
+    unsafe { crate::arch::frameless::exit_to_user(cur as *const _ as u64, top) }
 }
 
 /// [`resume_end`] for any other end of the wait (the message in the
@@ -237,7 +237,7 @@ unsafe fn resume_slow() -> ! {
     let check = finish(f, r);
     end(f, check, non_canonical_return);
     // SAFETY: as in `resume_end` (`wait_end` dropped its values).
-    unsafe { crate::arch::frameless::exit_to_user(current().kstack_top()) }
+    unsafe { crate::arch::frameless::exit_to_user(cur as *const _ as u64, cur.kstack_top()) }
 }
 
 /// [`resume_end`] for a return RIP that is not a user address
@@ -249,11 +249,12 @@ unsafe fn resume_slow() -> ! {
 #[cold]
 #[inline(never)]
 unsafe fn resume_fault() -> ! {
+    let cur = current();
     // SAFETY: the caller's contract.
-    let f = unsafe { &mut *current().syscall_frame() };
+    let f = unsafe { &mut *cur.syscall_frame() };
     end(f, ReturnCheck::Fault, non_canonical_return);
     // SAFETY: as in `resume_end`.
-    unsafe { crate::arch::frameless::exit_to_user(current().kstack_top()) }
+    unsafe { crate::arch::frameless::exit_to_user(cur as *const _ as u64, cur.kstack_top()) }
 }
 
 /// Runs a syscall's `handler` for [`route`] and ends the syscall.

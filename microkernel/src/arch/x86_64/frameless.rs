@@ -101,24 +101,28 @@ pub unsafe fn handoff_to_frameless(prev: u64) -> ! {
 /// (`syscall_exit_to_user`: the work test, TF, SYSRET) with RSP at the
 /// syscall frame of the kernel stack whose top is `kstack_top`,
 /// abandoning the current Rust frame (switchcut: both frameless resumes
-/// end here, with no epilogue and no return into their entry).
+/// end here, with no epilogue and no return into their entry). The exit
+/// is entered past its load of the current thread, which `cur` is
+/// (`syscall_exit_to_user_cur`: the resumes have it in a register).
 ///
 /// # Safety
-/// `kstack_top` is the top of the current thread's kernel stack, so the
-/// frame below it is the thread's syscall frame (where the resume entry
-/// put RSP before its call); interrupts are off, the syscall's result is
-/// in the frame, and nothing on the current stack is owned (no drop or
-/// release is still due).
+/// `cur` is the current thread's address (the CPU's `current_thread`) and
+/// `kstack_top` the top of its kernel stack, so the frame below it is the
+/// thread's syscall frame (where the resume entry put RSP before its
+/// call); interrupts are off, the syscall's result is in the frame, and
+/// nothing on the current stack is owned (no drop or release is still
+/// due).
 #[inline(always)]
-pub unsafe fn exit_to_user(kstack_top: u64) -> ! {
+pub unsafe fn exit_to_user(cur: u64, kstack_top: u64) -> ! {
     // SAFETY: the caller's contract; the exit reads only the frame, the
     // per-CPU record and the current thread.
     unsafe {
         core::arch::asm!(
             "lea rsp, [{top} - {size}]", // rsp := the frame, as the stub's exit expects
-            "jmp syscall_exit_to_user",
+            "jmp syscall_exit_to_user_cur", // rax: the current thread, as that entry expects
             top = in(reg) kstack_top,
             size = const core::mem::size_of::<TrapFrame>(),
+            in("rax") cur,
             options(noreturn),
         )
     }

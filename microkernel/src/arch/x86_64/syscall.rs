@@ -151,6 +151,8 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     .global syscall_exit_to_user            // (also where a frameless IPC wait ends: frameless.rs)
 syscall_exit_to_user:
 5:  mov rax, gs:[{cur}]                     // rax: the current Thread (IF is off: it stays)
+    .global syscall_exit_to_user_cur        // (the frameless resumes enter here with it in rax already)
+syscall_exit_to_user_cur:
     test dword ptr [rax + {work}], {work_mask} // any work before ring 3 (kill, ...)?
     jnz 6f                                  // rare: the slow path below
     test byte ptr [rsp + {rflags} + 1], 1   // frame.rflags.TF (bit 8): single-step?
