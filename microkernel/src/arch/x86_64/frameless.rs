@@ -22,7 +22,8 @@
 //!    loop for a wake-up without one) and does the dispatcher's `finish`
 //!    (RAX, the return-RIP check);
 //! 3. the resume function leaves through the syscall stub's exit
-//!    (`syscall_exit_to_user`, [`exit_to_user`]: RSP := the frame, a jump;
+//!    (`syscall_exit_to_user`, [`exit_to_user`]: RSP := the frame, RAX :=
+//!    the current thread, a jump past the exit's own load of it;
 //!    switchcut: no epilogue, no return into the entry): the work test (a
 //!    kill), the TF test, SYSRET — the same exit every syscall takes.
 //!

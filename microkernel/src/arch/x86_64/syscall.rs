@@ -148,11 +148,11 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     inc qword ptr gs:[{count}]              // per-CPU syscall counter
     mov rdi, rsp                            // rdi: &mut TrapFrame
     call {dispatch}                         // frame.rax := result; frame.rip canonical
-    .global syscall_exit_to_user            // (also where a frameless IPC wait ends: frameless.rs)
+    .global syscall_exit_to_user
 syscall_exit_to_user:
 5:  mov rax, gs:[{cur}]                     // rax: the current Thread (IF is off: it stays)
-    .global syscall_exit_to_user_cur        // (the frameless resumes enter here with it in rax already)
-syscall_exit_to_user_cur:
+    .global syscall_exit_to_user_cur        // where a frameless IPC wait ends (frameless.rs), with rax
+syscall_exit_to_user_cur:                   // the current Thread already and rsp at its frame
     test dword ptr [rax + {work}], {work_mask} // any work before ring 3 (kill, ...)?
     jnz 6f                                  // rare: the slow path below
     test byte ptr [rsp + {rflags} + 1], 1   // frame.rflags.TF (bit 8): single-step?
