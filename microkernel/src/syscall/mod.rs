@@ -147,8 +147,8 @@ unsafe fn ipc_entry<F: FnOnce(&mut TrapFrame)>(
 /// Where a syscall whose IPC wait blocked frameless ends (`arch::frameless`'s
 /// resume entry calls it on the thread's own stack, right after the switch
 /// to it; it leaves through the stub's exit itself): the wait's outcome into the frame
-/// (`ipc::fastpath::wait_end`), then the dispatcher's own end of a
-/// syscall: RAX and the return-RIP check.
+/// (`ipc::fastpath::framed_end`, or `wait_end` for any other end), then
+/// the dispatcher's own end of a syscall: RAX and the return-RIP check.
 ///
 /// # Safety
 /// The current thread blocked frameless in [`ipc_entry`], and RSP is below
