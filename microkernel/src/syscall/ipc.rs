@@ -17,7 +17,7 @@ use crate::ipc::transfer::Extra;
 use crate::ipc::xcall;
 use crate::ipc::Handoff;
 use crate::object::endpoint::EndpointObj;
-use crate::object::kobject::{charge, Object};
+use crate::object::kobject::{charge, Handles, Object};
 use crate::object::notification::NotificationObj;
 use crate::object::process::Process;
 use crate::object::waitstate::Msg;
@@ -96,19 +96,47 @@ fn process() -> Result<&'static Arc<Process>, Error> {
 /// lock, one slot and generation compare. Inlined: it is on both fast
 /// paths (`call`, `reply_recv`), where a call's frame setup is a fifth of
 /// its cost.
+///
+/// The lookup that succeeds is tested as one condition (a live slot of
+/// this generation holding an endpoint with `rights`), and a refusal is
+/// told apart out of line ([`ep_refusal`], the same tests in their
+/// order): entrycut, the error codes were set up before each test on the
+/// fast path, and "live slot" was a test of its own.
 #[inline(always)]
 fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
     let h = Handle::from_reg(h)?;
     // Syscalls run with interrupts off: no RFLAGS save and restore.
     let t = process()?.ipc.handles.lock_irqs_off();
-    let e = t.get(h, Rights::empty())?;
-    let Object::Endpoint(ep) = &e.object else {
-        return Err(Error::WrongType);
-    };
-    if !e.rights.contains(rights) {
-        return Err(Error::PermissionDenied);
+    if let Ok(Entry {
+        object: Object::Endpoint(ep),
+        rights: r,
+        badge,
+    }) = t.get(h, Rights::empty())
+    {
+        if r.contains(rights) {
+            return Ok((ep.clone(), *badge));
+        }
     }
-    Ok((ep.clone(), e.badge))
+    Err(ep_refusal(&t, h, rights))
+}
+
+/// Why [`ep`] refused `h`: `BadHandle`, `WrongType`, `PermissionDenied`,
+/// in that order.
+#[cold]
+#[inline(never)]
+fn ep_refusal(t: &Handles, h: Handle, rights: Rights) -> Error {
+    let e = match t.get(h, Rights::empty()) {
+        Ok(e) => e,
+        Err(e) => return e.into(),
+    };
+    if !matches!(e.object, Object::Endpoint(_)) {
+        return Error::WrongType;
+    }
+    if !e.rights.contains(rights) {
+        return Error::PermissionDenied;
+    }
+    // (Not reached: `ep` found nothing to refuse.)
+    Error::BadHandle
 }
 
 fn ntf(h: u64, rights: Rights) -> Result<Ntf, Error> {
