@@ -290,18 +290,27 @@ fn message(info: MsgInfo, f: &TrapFrame, badge: u64) -> Result<(Msg, Extra), Err
 /// `RecvSpec::from_user` give (they decide everything else, errors
 /// included), but the compiler then knows the fast case is register-only
 /// with no timeout and folds those tests away.
+///
+/// The `RecvSpec` is built once, after both cases (entrycut: a `None`
+/// timeout returned from the fast case alone was a value of its own
+/// through the handle lookup, two registers kept, spilled around the
+/// table lock and tested again by `recv`'s timeout test).
 #[inline(always)]
 fn decode(f: &TrapFrame) -> Result<(MsgInfo, RecvSpec), Error> {
     let capacity = f.r15 as u32 as usize;
-    if f.rsi >> 32 == 0 && capacity <= MAX_BUFFER {
-        let spec = RecvSpec {
-            capacity,
-            timeout_us: None,
-        };
-        return Ok((MsgInfo::new(f.rsi as u32, 0, 0, 0), spec));
-    }
-    let info = MsgInfo::from_user(f.rsi)?;
-    Ok((info, RecvSpec::from_user(f.r15, info)?))
+    let info = if f.rsi >> 32 == 0 && capacity <= MAX_BUFFER {
+        MsgInfo::new(f.rsi as u32, 0, 0, 0)
+    } else {
+        let info = MsgInfo::from_user(f.rsi)?;
+        RecvSpec::from_user(f.r15, info)?;
+        info
+    };
+    // What `RecvSpec::from_user` gives for both.
+    let spec = RecvSpec {
+        capacity,
+        timeout_us: info.has_timeout().then_some((f.r15 >> 32) as u32),
+    };
+    Ok((info, spec))
 }
 
 /// The receive buffer R14/R15 name: its range must be a user range.
