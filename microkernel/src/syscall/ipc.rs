@@ -17,7 +17,7 @@ use crate::ipc::transfer::Extra;
 use crate::ipc::xcall;
 use crate::ipc::Handoff;
 use crate::object::endpoint::EndpointObj;
-use crate::object::kobject::{charge, Object};
+use crate::object::kobject::{charge, Handles, Object};
 use crate::object::notification::NotificationObj;
 use crate::object::process::Process;
 use crate::object::waitstate::Msg;
@@ -96,19 +96,49 @@ fn process() -> Result<&'static Arc<Process>, Error> {
 /// lock, one slot and generation compare. Inlined: it is on both fast
 /// paths (`call`, `reply_recv`), where a call's frame setup is a fifth of
 /// its cost.
+///
+/// The lookup that succeeds is tested as one condition (a live slot of
+/// this generation holding an endpoint with `rights`), and a refusal is
+/// told apart out of line ([`ep_refusal`], the same tests in their
+/// order): entrycut, the error codes were set up before each test on the
+/// fast path, and "live slot" was a test of its own.
 #[inline(always)]
 fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
-    let h = Handle::from_reg(h)?;
+    let Ok(h) = Handle::from_reg(h) else {
+        return Err(refused(Error::BadHandle));
+    };
     // Syscalls run with interrupts off: no RFLAGS save and restore.
     let t = process()?.ipc.handles.lock_irqs_off();
-    let e = t.get(h, Rights::empty())?;
-    let Object::Endpoint(ep) = &e.object else {
-        return Err(Error::WrongType);
-    };
-    if !e.rights.contains(rights) {
-        return Err(Error::PermissionDenied);
+    if let Ok(Entry {
+        object: Object::Endpoint(ep),
+        rights: r,
+        badge,
+    }) = t.get(h, Rights::empty())
+    {
+        if r.contains(rights) {
+            return Ok((ep.clone(), *badge));
+        }
     }
-    Ok((ep.clone(), e.badge))
+    Err(ep_refusal(&t, h, rights))
+}
+
+/// Why [`ep`] refused `h`: `BadHandle`, `WrongType`, `PermissionDenied`,
+/// in that order.
+#[cold]
+#[inline(never)]
+fn ep_refusal(t: &Handles, h: Handle, rights: Rights) -> Error {
+    let e = match t.get(h, Rights::empty()) {
+        Ok(e) => e,
+        Err(e) => return e.into(),
+    };
+    if !matches!(e.object, Object::Endpoint(_)) {
+        return Error::WrongType;
+    }
+    if !e.rights.contains(rights) {
+        return Error::PermissionDenied;
+    }
+    // (Not reached: `ep` found nothing to refuse.)
+    Error::BadHandle
 }
 
 fn ntf(h: u64, rights: Rights) -> Result<Ntf, Error> {
@@ -262,26 +292,43 @@ fn message(info: MsgInfo, f: &TrapFrame, badge: u64) -> Result<(Msg, Extra), Err
 /// `RecvSpec::from_user` give (they decide everything else, errors
 /// included), but the compiler then knows the fast case is register-only
 /// with no timeout and folds those tests away.
+///
+/// The `RecvSpec` is built once, after both cases (entrycut: a `None`
+/// timeout returned from the fast case alone was a value of its own
+/// through the handle lookup, two registers kept, spilled around the
+/// table lock and tested again by `recv`'s timeout test).
 #[inline(always)]
 fn decode(f: &TrapFrame) -> Result<(MsgInfo, RecvSpec), Error> {
     let capacity = f.r15 as u32 as usize;
-    if f.rsi >> 32 == 0 && capacity <= MAX_BUFFER {
-        let spec = RecvSpec {
-            capacity,
-            timeout_us: None,
-        };
-        return Ok((MsgInfo::new(f.rsi as u32, 0, 0, 0), spec));
-    }
-    let info = MsgInfo::from_user(f.rsi)?;
-    Ok((info, RecvSpec::from_user(f.r15, info)?))
+    let info = if f.rsi >> 32 == 0 && capacity <= MAX_BUFFER {
+        MsgInfo::new(f.rsi as u32, 0, 0, 0)
+    } else {
+        let info = MsgInfo::from_user(f.rsi)?;
+        RecvSpec::from_user(f.r15, info)?;
+        info
+    };
+    // What `RecvSpec::from_user` gives for both.
+    let spec = RecvSpec {
+        capacity,
+        timeout_us: info.has_timeout().then_some((f.r15 >> 32) as u32),
+    };
+    Ok((info, spec))
 }
 
 /// The receive buffer R14/R15 name: its range must be a user range.
 fn recv_buf(f: &TrapFrame, spec: RecvSpec) -> Result<u64, Error> {
     if spec.capacity > 0 && !user_range_ok(f.r14, spec.capacity as u64) {
-        return Err(Error::BadAddress);
+        return Err(refused(Error::BadAddress));
     }
     Ok(f.r14)
+}
+
+/// `e`, made where it is returned: the fast paths' refusals share one
+/// exit, and a plain constant there is set up in a register before each
+/// test on the fast path instead (entrycut).
+#[inline(always)]
+fn refused(e: Error) -> Error {
+    core::hint::black_box(e)
 }
 
 /// The timeout a `RecvSpec` asks for.

@@ -104,27 +104,34 @@ pub unsafe fn route<F: FnOnce(&mut TrapFrame)>(frame: *mut TrapFrame, fault: F) 
         // function put one on every syscall: +8 on `null_syscall`).
         // SAFETY: as above (`choose`'s reference has ended).
         Chosen::Handler(handler) => run_handler(unsafe { &mut *frame }, handler, fault),
-        // Also a tail jump, with the raw frame (its wait may end
-        // frameless).
+        // Also tail jumps, with the raw frame (its wait may end
+        // frameless), one entry per syscall: the arm passes nothing but
+        // the frame, and the entry tests no operation of its own.
         // SAFETY: the caller's contract.
-        Chosen::Ipc(op, handler) => unsafe { ipc_entry(frame, op, handler, fault) },
+        Chosen::Ipc(ipc::FastOp::Call) => unsafe { ipc_entry::<true, F>(frame, fault) },
+        // SAFETY: the caller's contract.
+        Chosen::Ipc(ipc::FastOp::ReplyRecv) => unsafe { ipc_entry::<false, F>(frame, fault) },
     }
 }
 
-/// Runs `ipc_call` or `ipc_reply_recv` (`op`) for [`route`] from the raw
+/// Runs `ipc_call` (`CALL`) or `ipc_reply_recv` for [`route`] from the raw
 /// frame pointer (`ipc::fast_entry`: their fast path may leave this stack
 /// behind, and then the syscall ends in [`frameless_resume`]), or through
-/// `handler` when syscalls are traced.
+/// their handler when syscalls are traced. One copy per syscall (entrycut:
+/// the operation as an argument cost the arm two instructions and this
+/// entry a test and a branch, 8 a round trip).
 ///
 /// # Safety
 /// As [`route`]'s.
 #[inline(never)]
-unsafe fn ipc_entry<F: FnOnce(&mut TrapFrame)>(
-    frame: *mut TrapFrame,
-    op: ipc::FastOp,
-    handler: Handler,
-    fault: F,
-) {
+unsafe fn ipc_entry<const CALL: bool, F: FnOnce(&mut TrapFrame)>(frame: *mut TrapFrame, fault: F) {
+    let (op, handler): (_, Handler) = if CALL {
+        (ipc::FastOp::Call, |f| ipc::invoke(Sysnum::IpcCall, f))
+    } else {
+        (ipc::FastOp::ReplyRecv, |f| {
+            ipc::invoke(Sysnum::IpcReplyRecv, f)
+        })
+    };
     // Any category with a point on the fast path (the syscall, the IPC
     // event, the hand-off's switch) sends the syscall to the handler,
     // whose fast path (not frameless) records them; the frameless fast
@@ -292,9 +299,8 @@ enum Chosen {
     Answered(ReturnCheck),
     /// Run by this handler.
     Handler(Handler),
-    /// `ipc_call` or `ipc_reply_recv`: the IPC entry ([`ipc_entry`]); the
-    /// handler is for a traced syscall.
-    Ipc(ipc::FastOp, Handler),
+    /// `ipc_call` or `ipc_reply_recv`: the IPC entry ([`ipc_entry`]).
+    Ipc(ipc::FastOp),
 }
 
 /// Answers the syscalls the table answers (an unknown number, `null`,
@@ -339,17 +345,11 @@ fn choose(frame: &mut TrapFrame) -> Chosen {
         Ok(Sysnum::HandleClose) => |f| ipc::invoke(Sysnum::HandleClose, f),
         Ok(Sysnum::EndpointCreate) => |f| ipc::invoke(Sysnum::EndpointCreate, f),
         Ok(Sysnum::NotificationCreate) => |f| ipc::invoke(Sysnum::NotificationCreate, f),
-        Ok(Sysnum::IpcCall) => {
-            return Chosen::Ipc(ipc::FastOp::Call, |f| ipc::invoke(Sysnum::IpcCall, f))
-        }
+        Ok(Sysnum::IpcCall) => return Chosen::Ipc(ipc::FastOp::Call),
         Ok(Sysnum::IpcSend) => |f| ipc::invoke(Sysnum::IpcSend, f),
         Ok(Sysnum::IpcRecv) => |f| ipc::invoke(Sysnum::IpcRecv, f),
         Ok(Sysnum::IpcReply) => |f| ipc::invoke(Sysnum::IpcReply, f),
-        Ok(Sysnum::IpcReplyRecv) => {
-            return Chosen::Ipc(ipc::FastOp::ReplyRecv, |f| {
-                ipc::invoke(Sysnum::IpcReplyRecv, f)
-            })
-        }
+        Ok(Sysnum::IpcReplyRecv) => return Chosen::Ipc(ipc::FastOp::ReplyRecv),
         Ok(Sysnum::NtfSignal) => |f| ipc::invoke(Sysnum::NtfSignal, f),
         Ok(Sysnum::NtfWait) => |f| ipc::invoke(Sysnum::NtfWait, f),
         Ok(Sysnum::NtfBind) => |f| ipc::invoke(Sysnum::NtfBind, f),
