@@ -31,7 +31,7 @@ use libipc::sys;
 pub fn killed_spawner_leaves_no_child() -> TestResult {
     spawnrace::with_image(|_, whole| {
         let base = info()?.processes;
-        let (mut inside, mut after) = (0, 0);
+        let (mut inside, mut after, mut unstored) = (0, 0, 0);
         for k in 0..8 {
             let t = spawnrace::start()?;
             // 0 to 7/24 of a whole spawn in: the kill lands inside it, at
@@ -58,17 +58,30 @@ pub fn killed_spawner_leaves_no_child() -> TestResult {
             } else {
                 inside += 1;
             }
-            let (s, ok) = settle(2000, |s| s.processes == base)?;
+            let (mut s, mut ok) = settle(2000, |s| s.processes == base)?;
+            // A kill that landed on the spawner's first user instruction
+            // after its spawn returned (the program's race, see
+            // `spawnrace::end_unstored_child`) leaves a child whose number
+            // the spawner never stored: tolerated once a case, as it is
+            // rare (a host stall in the spawn's last instructions), while
+            // a kernel that does not undo a killed spawn leaves a child in
+            // every round killed inside (session 23: two of ~8 loaded
+            // suite runs hit the race).
+            if !ok && unstored == 0 && spawnrace::end_unstored_child() {
+                unstored += 1;
+                inside -= 1;
+                (s, ok) = settle(2000, |s| s.processes == base)?;
+            }
             if !ok {
                 note!(
-                    "processes {} after the spawner's kill, {base} before ({inside} killed inside, {after} after)",
+                    "processes {} after the spawner's kill, {base} before ({inside} killed inside, {after} after, {unstored} unstored)",
                     s.processes
                 );
                 return Err("a killed spawner left its child behind");
             }
         }
         note!(
-            "{inside} spawns killed inside, {after} completed first (a whole spawn: {} us)",
+            "{inside} spawns killed inside, {after} completed first, {unstored} returned unstored (a whole spawn: {} us)",
             whole / 1000
         );
         Ok(())

@@ -9,7 +9,7 @@ use abi::bootimg::{encode, SegmentSpec, SEG_R, SEG_X};
 use abi::{prot, Sysnum};
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
-use libipc::sys;
+use libipc::{ipc, sys};
 
 global_asm!(
     ".pushsection .rodata.mica_spawnrace_children, \"a\"",
@@ -117,10 +117,29 @@ fn spawn_duration(img: &[u8]) -> Result<u64, &'static str> {
     Ok(whole)
 }
 
+/// The handle number the last spawner's child gets (see `start`).
+static GUESS: AtomicU64 = AtomicU64::new(0);
+
+/// A handle number's slot bits (kcore's `handles::SLOT_BITS`): the
+/// generation is above them.
+const SLOT_BITS: u32 = 10;
+
 /// Starts a spawner and returns once it is about to make its spawn.
+///
+/// First two fresh handles are closed in reverse order: the handle
+/// table's free list is LIFO, so its head is then their slots, `a`'s
+/// first, each one generation on. The spawner's thread handle takes
+/// `a`'s slot and its spawn's child handle `b`'s, so the child's number
+/// is known even when the spawner dies after its spawn returned but
+/// before it stored the number ([`end_unstored_child`]).
 pub fn start() -> Result<util::Thread, &'static str> {
     STARTED.store(0, Ordering::SeqCst);
     RESULT.store(0, Ordering::SeqCst);
+    let a = ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
+    let b = ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
+    let _ = ipc::handle_close(b.0);
+    let _ = ipc::handle_close(a.0);
+    GUESS.store(b.0 as u64 + (1 << SLOT_BITS), Ordering::SeqCst);
     let t = util::spawn(spawner, 0)?;
     while STARTED.load(Ordering::SeqCst) == 0 {
         sys::sleep_ns(50_000);
@@ -135,6 +154,23 @@ pub fn returned() -> Option<sys::ProcessHandle> {
         0 => None,
         r => Some(sys::ProcessHandle::from_raw(r as u32)),
     }
+}
+
+/// Ends the last spawner's child if its spawn returned to user mode but
+/// the spawner died before storing the number (the program's own race: a
+/// timer interrupt that came during the syscall's last instructions, run
+/// with interrupts off, is taken on the first user instruction, and the
+/// kill it brings lands there; the kernel cannot undo a spawn whose
+/// result reached ring 3). True if there was such a child. The number is
+/// `start`'s prediction: if it names no process of ours (the kernel undid
+/// the spawn and closed it, or the spawn failed), nothing happens.
+pub fn end_unstored_child() -> bool {
+    let h = sys::ProcessHandle::from_raw(GUESS.load(Ordering::SeqCst) as u32);
+    if sys::process_kill(h).is_err() {
+        return false;
+    }
+    let _ = sys::process_wait(h);
+    true
 }
 
 /// Ends a child the case's spawner got back (the spawn returned first).
