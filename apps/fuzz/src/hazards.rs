@@ -358,17 +358,36 @@ fn last_page_hazard() {
     if sys::map_anon(LAST_PAGE, 4096, prot::WRITE).is_err() {
         return;
     }
-    let code = [0xb8, Sysnum::Null as u8, 0, 0, 0, 0x0f, 0x05];
-    let start = LAST_PAGE + 4096 - code.len() as u64;
-    // SAFETY: the page was just mapped writable and nothing else uses it.
-    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), start as *mut u8, code.len()) };
-    // SAFETY: nothing references the page as data.
-    if unsafe { sys::protect(LAST_PAGE, 4096, prot::EXEC) }.is_ok() {
+    // `null`, and the IPC syscalls the dispatcher's own IPC entry runs
+    // (one entry per syscall since session 23, each with its own end) or
+    // that share its decode: refused (handle 0), they return to RIP
+    // USER_END all the same.
+    for n in [
+        Sysnum::Null,
+        Sysnum::IpcCall,
+        Sysnum::IpcReplyRecv,
+        Sysnum::IpcRecv,
+    ] {
+        let code = [0xb8, n as u8, 0, 0, 0, 0x0f, 0x05];
+        let start = LAST_PAGE + 4096 - code.len() as u64;
+        // SAFETY: nothing references the page as data (W^X: writable again
+        // for the next variant's bytes).
+        if unsafe { sys::protect(LAST_PAGE, 4096, prot::WRITE) }.is_err() {
+            break;
+        }
+        // SAFETY: the page is mapped writable and nothing else uses it.
+        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), start as *mut u8, code.len()) };
+        // SAFETY: nothing references the page as data.
+        if unsafe { sys::protect(LAST_PAGE, 4096, prot::EXEC) }.is_err() {
+            break;
+        }
         // SAFETY: the thread runs the two instructions and faults.
         if let Ok(t) = unsafe { util::spawn_at(start, 0) } {
             match t.join().map(status::decode) {
                 Ok(Status::Faulted(_)) => bump(&COUNT.faults),
-                Ok(st) => finding!("syscall in the last user page ended with {st:?}, not a fault"),
+                Ok(st) => {
+                    finding!("syscall {n:?} in the last user page ended with {st:?}, not a fault")
+                }
                 Err(_) => {}
             }
         }

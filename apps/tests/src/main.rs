@@ -37,6 +37,8 @@ mod break21;
 mod break22;
 mod break22b;
 mod break22s;
+mod break23;
+mod break23b;
 mod breakk2;
 mod breaku;
 mod cases;

@@ -390,6 +390,19 @@ pub const CASES: &[Case] = &[
         "break22s_handoff_switches_the_io_bitmap_out",
         break22s::handoff_switches_the_io_bitmap_out,
     ),
+    // break23: the frameless resumes' return-RIP check (CVE-2012-0217).
+    (
+        "break23_fast_call_from_the_last_user_byte_faults",
+        break23::fast_call_from_the_last_user_byte_faults,
+    ),
+    (
+        "break23_fast_reply_recv_from_the_last_user_byte_faults",
+        break23::fast_reply_recv_from_the_last_user_byte_faults,
+    ),
+    (
+        "break23_ipc_entry_refusals_keep_their_order",
+        break23b::ipc_entry_refusals_keep_their_order,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at

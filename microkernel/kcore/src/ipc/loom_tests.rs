@@ -533,3 +533,74 @@ fn a_frame_delivery_is_never_lost_nor_read_before_framed() {
         }
     });
 }
+
+/// break23: the frameless resume's common case (`ipc::fastpath::framed_end`:
+/// `framed` loaded Acquire, then `finish_delivered(framed)`, one Acquire
+/// load of the claim word) racing the winner of the thread's wait 2, a
+/// delivery (frame, then `framed`) or a kill, with `framed` still naming
+/// the thread's earlier wait 1 (a frame delivery too). The resume ends the
+/// wait only for a delivery of wait 2 and then reads the message; anything
+/// else changes nothing, and the thread's later `finish` sees the winner's
+/// reason (a kill's `Cancelled` is never reported as a delivery, and a
+/// stale `framed` never ends wait 2).
+#[test]
+fn the_frameless_resume_ends_only_a_framed_delivery_of_its_wait() {
+    struct Shared {
+        claim: Claim,
+        framed: LoomU64,
+        frame: LoomU64,
+    }
+    model(|| {
+        let s = Arc::new(Shared {
+            claim: Claim::new(),
+            framed: LoomU64::new(0),
+            frame: LoomU64::new(0),
+        });
+        // Wait 1, ended by a frame delivery.
+        let t1 = s.claim.begin();
+        assert!(s.claim.try_claim(t1, WakeReason::Delivered));
+        s.framed.store(t1.seq(), Ordering::SeqCst);
+        assert!(s.claim.finish_delivered(t1.seq()));
+        // Wait 2.
+        let tk = s.claim.begin();
+        let deliverer = {
+            let s = s.clone();
+            thread::spawn(move || {
+                if s.claim.try_claim(tk, WakeReason::Delivered) {
+                    s.frame.store(42, Ordering::Relaxed);
+                    s.framed.store(tk.seq(), Ordering::SeqCst);
+                }
+            })
+        };
+        let killer = {
+            let s = s.clone();
+            thread::spawn(move || s.claim.try_claim(tk, WakeReason::Cancelled))
+        };
+        // The resume, at any point of the race (a kill's wake-up, or the
+        // deliverer's).
+        let seq = s.framed.load(Ordering::Acquire);
+        let ended = s.claim.finish_delivered(seq);
+        if ended {
+            assert_eq!(seq, tk.seq(), "a stale `framed` ended the wait");
+            assert_eq!(s.frame.load(Ordering::Relaxed), 42, "frame read early");
+        }
+        deliverer.join().unwrap();
+        let killed = killer.join().unwrap();
+        if ended {
+            assert!(!killed, "the kill won, but the resume saw a delivery");
+            assert_eq!(s.claim.finish(), None, "ended once");
+        } else {
+            // The slow path (`wait_end`): the winner's reason.
+            let r = s.claim.finish();
+            assert_eq!(
+                r,
+                Some(if killed {
+                    WakeReason::Cancelled
+                } else {
+                    WakeReason::Delivered
+                })
+            );
+        }
+        assert_eq!(s.claim.next_seq(), tk.seq() + 1);
+    });
+}
