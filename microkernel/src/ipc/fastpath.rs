@@ -215,7 +215,7 @@ pub(super) fn give_call(
             // Our wait ends with our syscall frame as its output, and no
             // reference to that frame is live across it (`frame_ok`): the
             // reply may be written into it directly ([`hand`]).
-            g.frame_seq = cur.ipc.claim.next_seq();
+            g.frame_seq = cur.ipc.claim.next_delivered();
         }
         core::mem::replace(&mut g.wait, WaitOn::Reply(rt.clone()))
     };
@@ -265,7 +265,7 @@ pub(super) fn give_call(
 #[inline(always)]
 pub(super) fn hand(g: &mut IpcInner, t: &Thread, tk: Option<Ticket>, msg: impl Fn() -> Msg) {
     match tk {
-        Some(tk) if g.frame_seq == tk.seq() => {
+        Some(tk) if g.frame_seq == tk.delivered() => {
             // The frame is the stub's, at the top of t's kernel stack: t is
             // in its syscall, in the wait `frame_seq` named, which ends
             // with that frame as its output. Nothing else writes a
@@ -276,7 +276,7 @@ pub(super) fn hand(g: &mut IpcInner, t: &Thread, tk: Option<Ticket>, msg: impl F
             // SAFETY: t is a live user thread (our `Arc`) and its frame's
             // output registers are ours until `framed` (as just argued).
             put_msg(unsafe { &mut *t.syscall_frame() }, &msg());
-            t.ipc.framed.store(tk.seq(), Ordering::SeqCst);
+            t.ipc.framed.store(tk.delivered(), Ordering::SeqCst);
         }
         _ => g.result = Some(Outcome::Msg(msg())),
     }
@@ -406,8 +406,10 @@ fn fast_wait<const FRAMELESS: bool>(
 #[inline(always)]
 pub fn framed_end(cur: &Thread) -> bool {
     // Acquire pairs with [`hand`]'s store after the frame's registers.
-    let seq = cur.ipc.framed.load(Ordering::Acquire);
-    cur.ipc.claim.finish_delivered(seq)
+    // `framed` holds the claim word of the wait it names, claimed
+    // `Delivered` (`Ticket::delivered`): the word itself is the test.
+    let claimed = cur.ipc.framed.load(Ordering::Acquire);
+    cur.ipc.claim.finish_delivered(claimed)
 }
 
 /// The end of a fast wait for `ticket` once the thread runs again: the
@@ -421,7 +423,7 @@ pub fn wait_end(ticket: Ticket, out: *mut TrapFrame) -> Result<(), Error> {
     let cur = sched::current();
     // The common case: the partner wrote the message into our frame
     // ([`hand`]); Acquire pairs with its store after the frame's registers.
-    if cur.ipc.framed.load(Ordering::Acquire) == ticket.seq() {
+    if cur.ipc.framed.load(Ordering::Acquire) == ticket.delivered() {
         cur.ipc.claim.finish();
         return Ok(());
     }
@@ -519,7 +521,7 @@ pub fn reply_recv<const FRAMELESS: bool>(
             // our frame as its output, and the frameless entry holds no
             // reference to that frame across it: a caller may write it
             // there.
-            g.frame_seq = cur.ipc.claim.next_seq();
+            g.frame_seq = cur.ipc.claim.next_delivered();
         }
         let (old, spare) = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {
             (WaitOn::None, Some(ep))
