@@ -579,10 +579,13 @@ pub fn reply_recv<const FRAMELESS: bool>(
     // timeout, no binding, no reply capability names a receiver).
     // SAFETY: as just argued, the endpoint outlives this reference.
     let epr = unsafe { &*epp };
-    let queued = epr.q.lock_irqs_off().queue_receiver_if_idle(Receiver {
-        thread: me,
-        cpu: cpu(),
-    });
+    let queued = epr
+        .q
+        .lock_irqs_off()
+        .queue_receiver_if_idle_with(|| Receiver {
+            thread: me,
+            cpu: cpu(),
+        });
     if !queued {
         let ep = spare.unwrap_or_else(ep_arc);
         super::cancel_own(tk);
