@@ -241,7 +241,7 @@ pub(super) fn give_call(
         rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg()));
     }
     // Outside rt's lock: it may hold the last reference to the endpoint.
-    drop(old);
+    drop_record(old);
     (tk, abandoned)
 }
 
@@ -294,6 +294,27 @@ fn drop_wait(w: WaitOn) {
     } else {
         drop(w);
     }
+}
+
+/// Drops the receive record a call's delivery took from its receiver
+/// (outside its lock): the common record, `Endpoint`, releases its one
+/// reference inline, anything else goes out of line (protocut: the
+/// out-of-line `drop_in_place` of every record cost a stack copy of it, a
+/// call and a jump table, -5 a round trip; inlining the whole
+/// `drop_in_place` had measured +27).
+#[inline(always)]
+fn drop_record(w: WaitOn) {
+    match w {
+        WaitOn::Endpoint(e) => drop(e),
+        w => drop_cold(w),
+    }
+}
+
+/// A wait record's drop, out of line: the fast path's uncommon records
+/// ([`drop_record`]).
+#[inline(never)]
+fn drop_cold(w: WaitOn) {
+    drop(w);
 }
 
 /// The register-only message a fast `call` or `reply_recv` sends: label
