@@ -209,20 +209,25 @@ pub(super) fn give_call(
     capacity: usize,
     msg: impl Fn() -> Msg,
 ) -> (Ticket, Option<TRef>) {
-    let old = {
+    let (old, next) = {
         let mut g = cur.ipc.inner.lock_irqs_off();
+        // Our wait's name (begun below, `begin_next`).
+        let next = cur.ipc.claim.next_delivered();
         if frame_ok {
             // Our wait ends with our syscall frame as its output, and no
             // reference to that frame is live across it (`frame_ok`): the
             // reply may be written into it directly ([`hand`]).
-            g.frame_seq = cur.ipc.claim.next_delivered();
+            g.frame_seq = next;
         }
-        core::mem::replace(&mut g.wait, WaitOn::Reply(rt.clone()))
+        (
+            core::mem::replace(&mut g.wait, WaitOn::Reply(rt.clone())),
+            next,
+        )
     };
     drop_wait(old);
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
-    let tk = cur.ipc.claim.begin();
+    let tk = cur.ipc.claim.begin_next(next);
     let me = TRef::new(cur, Some(tk));
     let (old, abandoned) = {
         let mut g = rt.ipc.inner.lock_irqs_off();
@@ -526,7 +531,7 @@ pub fn reply_recv<const FRAMELESS: bool>(
     // six instructions a round trip), and the record's reference keeps it
     // alive for the uses of this address (see `ep_ref`).
     let epp = Arc::as_ptr(&ep);
-    let (c, old, spare) = {
+    let (c, old, spare, next) = {
         let mut g = cur.ipc.inner.lock_irqs_off();
         if g.bound.is_some() || g.reply.caller().is_none() {
             drop(g);
@@ -536,20 +541,22 @@ pub fn reply_recv<const FRAMELESS: bool>(
             Ok(c) => claim(&c, WakeReason::Delivered).then_some(c),
             Err(_) => None,
         };
+        // Our receive's name (begun in step 3, `begin_next`).
+        let next = cur.ipc.claim.next_delivered();
         if FRAMELESS && c.is_some() {
             // Our receive (step 3 begins it next, or cancels it and leaves
             // the receive to the slow path under a later ticket) ends with
             // our frame as its output, and the frameless entry holds no
             // reference to that frame across it: a caller may write it
             // there.
-            g.frame_seq = cur.ipc.claim.next_delivered();
+            g.frame_seq = next;
         }
         let (old, spare) = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {
             (WaitOn::None, Some(ep))
         } else {
             (core::mem::replace(&mut g.wait, WaitOn::Endpoint(ep)), None)
         };
-        (c, old, spare)
+        (c, old, spare, next)
     };
     // Outside the lock: the old record may hold the last reference to an
     // object or a thread.
@@ -597,7 +604,7 @@ pub fn reply_recv<const FRAMELESS: bool>(
     //    and switches with our hand-off.
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
-    let tk = cur.ipc.claim.begin();
+    let tk = cur.ipc.claim.begin_next(next);
     let me = TRef::new(cur, Some(tk));
     // Our record's reference keeps the endpoint alive through this lock
     // and its release: the record is dropped only by us (`cancel_own`

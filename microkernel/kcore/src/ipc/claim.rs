@@ -183,6 +183,21 @@ impl<A: AtomicWord> WaitClaim<A> {
         Ticket(w)
     }
 
+    /// [`begin`](Self::begin), given what [`next_delivered`](Self::next_delivered)
+    /// returned (`next`) since the thread's last `begin`: the same wait, without
+    /// reading the word again (the IPC fast path reads `next` under its lock
+    /// for its frame delivery, then begins; protocut). Only the thread itself
+    /// calls this (it alone changes the sequence number, so `next` is still
+    /// what `next_delivered` would return).
+    #[inline]
+    pub fn begin_next(&self, next: u64) -> Ticket {
+        debug_assert_eq!(next, self.next_delivered(), "a begin since next_delivered");
+        let w = next - WakeReason::Delivered as u64 + WAITING;
+        // Release: see the module docs.
+        self.word.store(w, Ordering::Release);
+        Ticket(w)
+    }
+
     /// Tries to end wait `ticket` for `reason`; true for exactly one caller.
     ///
     /// A `TimedOut` or `Cancelled` that finds the thread taken (see the

@@ -153,3 +153,21 @@ fn next_delivered_names_the_wait_the_next_begin_starts_in_every_state() {
         assert_eq!(c.next_delivered(), promised + 0x100, "finished");
     }
 }
+
+#[test]
+fn begin_next_starts_the_wait_next_delivered_named() {
+    let c: WaitClaim = WaitClaim::new();
+    for round in 0..3 {
+        let next = c.next_delivered();
+        let t = c.begin_next(next);
+        assert_eq!(t.delivered(), next, "round {round}");
+        assert!(c.is_waiting(t));
+        assert_eq!(c.waiting(), Some(t));
+        assert!(c.try_claim(t, WakeReason::Delivered));
+        assert!(c.finish_delivered(next));
+        let u = c.begin();
+        assert_eq!(u.seq(), t.seq() + 1, "begin goes on from it");
+        assert!(c.try_claim(u, WakeReason::Cancelled));
+        c.finish();
+    }
+}
