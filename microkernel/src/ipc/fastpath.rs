@@ -588,15 +588,16 @@ pub fn reply_recv<const FRAMELESS: bool>(
             // caller's contract); nothing else writes it while it runs.
             frame_msg(unsafe { &*out }, label, 0)
         });
-        core::mem::take(&mut g.wait)
+        match core::mem::take(&mut g.wait) {
+            WaitOn::Reply(t) => (Some(t), WaitOn::None),
+            w => (None, w),
+        }
     };
-    match record {
-        // Its record, `Reply(us)`, releases its reference inline; anything
-        // else out of line (as [`drop_record`] for a receive; a shared
-        // helper testing both kinds measured 8 worse than this, protocut).
-        WaitOn::Reply(t) => drop(t),
-        w => drop_cold(w),
-    }
+    // Its record, `Reply(us)`, releases its reference inline; anything
+    // else out of line (as [`drop_record`] for a receive; a shared helper
+    // testing both kinds measured 8 worse than this, protocut).
+    drop(record.0);
+    drop_wait(record.1);
     let h = Handoff::or_wake(ct);
     // 3. Our receive: recorded (step 1) and published (`begin`) before we
     //    are visible in the endpoint queue. A caller already queued (or a
