@@ -219,12 +219,11 @@ pub(super) fn give_call(
             // reply may be written into it directly ([`hand`]).
             g.frame_seq = next;
         }
-        (
-            core::mem::replace(&mut g.wait, WaitOn::Reply(rt.clone())),
-            next,
-        )
+        (set_record(&mut g.wait, WaitOn::Reply(rt.clone())), next)
     };
-    drop_wait(old);
+    if let Some(old) = old {
+        drop_cold(old);
+    }
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
     let tk = cur.ipc.claim.begin_next(next);
@@ -284,6 +283,21 @@ pub(super) fn hand(g: &mut IpcInner, t: &Thread, tk: Option<Ticket>, msg: impl F
             t.ipc.framed.store(tk.delivered(), Ordering::SeqCst);
         }
         _ => g.result = Some(Outcome::Msg(msg())),
+    }
+}
+
+/// Replaces the wait record in `slot` with `new`: the old record if there
+/// was one, to be dropped outside the lock ([`drop_cold`]). The common old
+/// record is `None` (the partner took it), tested first so that it is not
+/// copied out (protocut).
+#[inline(always)]
+fn set_record(slot: &mut WaitOn, new: WaitOn) -> Option<WaitOn> {
+    if matches!(slot, WaitOn::None) {
+        // Nothing to release: `None` holds no reference.
+        core::mem::forget(core::mem::replace(slot, new));
+        None
+    } else {
+        Some(core::mem::replace(slot, new))
     }
 }
 
@@ -552,15 +566,17 @@ pub fn reply_recv<const FRAMELESS: bool>(
             g.frame_seq = next;
         }
         let (old, spare) = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {
-            (WaitOn::None, Some(ep))
+            (None, Some(ep))
         } else {
-            (core::mem::replace(&mut g.wait, WaitOn::Endpoint(ep)), None)
+            (set_record(&mut g.wait, WaitOn::Endpoint(ep)), None)
         };
         (c, old, spare, next)
     };
     // Outside the lock: the old record may hold the last reference to an
     // object or a thread.
-    drop_wait(old);
+    if let Some(old) = old {
+        drop_cold(old);
+    }
     // A counted reference to the endpoint again, for the slow path (the
     // rare exits below), made while our record still holds its own.
     // Our record names the endpoint and holds a reference to it until we
