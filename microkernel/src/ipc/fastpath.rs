@@ -171,8 +171,7 @@ pub fn call<const FRAMELESS: bool>(
     if let Some(o) = abandoned {
         end_wait(o, Outcome::Err(Error::PeerDied));
     }
-    let pc = crate::arch::percpu::this();
-    pc.fast_calls.fetch_add(1, Ordering::Relaxed);
+    crate::arch::percpu::count::<{ crate::arch::percpu::OFF_FAST_CALLS }>();
     // A call is never bound; `Retry` ends only a *queued* caller that a
     // receiver took and handed back (`take_call`), and this one was
     // delivered straight to its receiver, never queued: both are
@@ -634,8 +633,7 @@ pub fn reply_recv<const FRAMELESS: bool>(
     }
     // The record has a reference of its own in this (rare) case.
     drop(spare);
-    let pc = crate::arch::percpu::this();
-    pc.fast_replies.fetch_add(1, Ordering::Relaxed);
+    crate::arch::percpu::count::<{ crate::arch::percpu::OFF_FAST_REPLIES }>();
     // Not bound (checked above; binding needs this thread to run), and
     // `Retry` ends only a caller's wait, never a receive: `deliver` makes
     // both `InvalidArgument`.
