@@ -564,6 +564,11 @@ pub fn reply_recv<const FRAMELESS: bool>(
     if let Some(old) = old {
         drop_cold(old);
     }
+    // The lookup's reference when our record already named this endpoint
+    // (rare): the record has a reference of its own, so this is not the
+    // last, and not keeping it live through the rest (its exits take
+    // `ep_arc` instead) measured better (protocut).
+    drop(spare);
     // A counted reference to the endpoint again, for the slow path (the
     // rare exits below), made while our record still holds its own.
     // Our record names the endpoint and holds a reference to it until we
@@ -577,7 +582,7 @@ pub fn reply_recv<const FRAMELESS: bool>(
     let Some(c) = c else {
         // Its kill or timeout is ending it right now: `reply_recv` drops a
         // reply to a caller that is gone and goes on receiving.
-        return ReplyRecv::ReceiveSlow(Handoff::none(), spare.unwrap_or_else(ep_arc));
+        return ReplyRecv::ReceiveSlow(Handoff::none(), ep_arc());
     };
     // 2. The caller's wait (for our reply) ends: its record named us, and
     //    our reply capability no longer names it, so there is nothing to
@@ -627,12 +632,10 @@ pub fn reply_recv<const FRAMELESS: bool>(
             cpu: cpu(),
         });
     if !queued {
-        let ep = spare.unwrap_or_else(ep_arc);
+        let ep = ep_arc();
         super::cancel_own(tk);
         return ReplyRecv::ReceiveSlow(h, ep);
     }
-    // The record has a reference of its own in this (rare) case.
-    drop(spare);
     crate::arch::percpu::count::<{ crate::arch::percpu::OFF_FAST_REPLIES }>();
     // Not bound (checked above; binding needs this thread to run), and
     // `Retry` ends only a caller's wait, never a receive: `deliver` makes
