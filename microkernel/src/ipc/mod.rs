@@ -118,7 +118,7 @@ pub(crate) fn wait(ticket: Ticket, deadline: Option<u64>, mut handoff: Handoff) 
     let cur = sched::current_arc();
     let me = TRef::new(&cur, Some(ticket));
     let claim = &cur.ipc.claim;
-    let framed = || cur.ipc.framed.load(Ordering::SeqCst) == ticket.seq();
+    let framed = || cur.ipc.framed.load(Ordering::SeqCst) == ticket.delivered();
     let out = loop {
         if let Some(o) = cur.ipc.inner.lock().result.take() {
             break o;

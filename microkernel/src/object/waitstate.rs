@@ -140,11 +140,12 @@ pub struct IpcInner {
     pub reply: ReplyCap<TRef>,
     /// The notification bound to it.
     pub bound: Option<Arc<ObjBox<NotificationObj>>>,
-    /// The wait (its ticket's sequence number; 0: none) whose message a
-    /// partner may write straight into the thread's syscall frame instead
-    /// of `result` (the fast path's frame delivery, `ipc::fastpath`). Set
-    /// by the thread, under this lock, just before it begins that wait
-    /// (`WaitClaim::next_seq`), only for a wait that ends in the fast
+    /// The wait (its claim word once claimed for a delivery,
+    /// `Ticket::delivered`; 0: none) whose message a partner may write
+    /// straight into the thread's syscall frame instead of `result` (the
+    /// fast path's frame delivery, `ipc::fastpath`). Set by the thread,
+    /// under this lock, just before it begins that wait
+    /// (`WaitClaim::next_delivered`), only for a wait that ends in the fast
     /// path's own `wait_end` or in `ipc::wait` with the frame as its
     /// output and no reference to the frame live across the wait (the
     /// frameless IPC entry's fast `call`, cross-core `call` and fast
@@ -166,11 +167,12 @@ pub struct ThreadIpc {
     /// Where that receive's buffer is (user address in its space; the
     /// decoder checked the range). Published like `capacity`.
     pub buf_addr: AtomicU64,
-    /// The sequence number of the last wait whose message its winner wrote
-    /// into the thread's syscall frame ([`IpcInner::frame_seq`]), stored
-    /// (SeqCst) after the frame: a wait whose ticket this names has ended
-    /// with [`Outcome::Framed`], and `result` stays empty. Read by the
-    /// thread itself.
+    /// The last wait whose message its winner wrote into the thread's
+    /// syscall frame, named as in [`IpcInner::frame_seq`] (its
+    /// `Ticket::delivered`, the claim word's value until the thread's
+    /// `finish_delivered`), stored (SeqCst) after the frame: a wait whose
+    /// ticket this names has ended with [`Outcome::Framed`], and `result`
+    /// stays empty. Read by the thread itself.
     pub framed: AtomicU64,
     /// See [`IpcInner`].
     pub inner: IrqMutex<IpcInner>,

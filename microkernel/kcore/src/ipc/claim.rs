@@ -125,14 +125,31 @@ const TAKEN: u64 = 6;
 const LATE_TIMEOUT: u64 = 0x10;
 const LATE_KILL: u64 = 0x20;
 
-/// Names one wait of one thread.
+/// Names one wait of one thread. Held as the claim word of that wait while
+/// it waits (`seq << 8 | WAITING`), so the claim's words for it are one
+/// addition away rather than a shift and an OR (every IPC claim, `begin`
+/// and the frameless resume's test, protocut).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ticket(u64);
 
 impl Ticket {
     /// The sequence number (for logs and for storing beside a thread id).
     pub const fn seq(self) -> u64 {
-        self.0
+        self.0 >> 8
+    }
+
+    /// The claim word of this wait in `state` (`seq << 8 | state`).
+    #[inline(always)]
+    const fn word(self, state: u64) -> u64 {
+        self.0 - WAITING + state
+    }
+
+    /// The claim word of this wait once claimed for a delivery: what the IPC
+    /// fast path's frame delivery names the wait by (the thread's
+    /// `frame_seq` and `framed`, [`WaitClaim::finish_delivered`]).
+    #[inline(always)]
+    pub const fn delivered(self) -> u64 {
+        self.word(WakeReason::Delivered as u64)
     }
 }
 
@@ -158,10 +175,27 @@ impl<A: AtomicWord> WaitClaim<A> {
     /// Starts a wait. Only the thread itself calls this, while running.
     #[inline]
     pub fn begin(&self) -> Ticket {
-        let seq = (self.word.load(Ordering::Relaxed) >> 8) + 1;
+        // The next sequence number, waiting, whatever the state byte holds
+        // (`seq << 8 | 0xff`, plus one and WAITING).
+        let w = (self.word.load(Ordering::Relaxed) | STATE_MASK) + 1 + WAITING;
         // Release: see the module docs.
-        self.word.store(seq << 8 | WAITING, Ordering::Release);
-        Ticket(seq)
+        self.word.store(w, Ordering::Release);
+        Ticket(w)
+    }
+
+    /// [`begin`](Self::begin), given what [`next_delivered`](Self::next_delivered)
+    /// returned (`next`) since the thread's last `begin`: the same wait, without
+    /// reading the word again (the IPC fast path reads `next` under its lock
+    /// for its frame delivery, then begins; protocut). Only the thread itself
+    /// calls this (it alone changes the sequence number, so `next` is still
+    /// what `next_delivered` would return).
+    #[inline]
+    pub fn begin_next(&self, next: u64) -> Ticket {
+        debug_assert_eq!(next, self.next_delivered(), "a begin since next_delivered");
+        let w = next - WakeReason::Delivered as u64 + WAITING;
+        // Release: see the module docs.
+        self.word.store(w, Ordering::Release);
+        Ticket(w)
     }
 
     /// Tries to end wait `ticket` for `reason`; true for exactly one caller.
@@ -171,7 +205,7 @@ impl<A: AtomicWord> WaitClaim<A> {
     /// `rearm` honours (a kill wins over a timeout).
     #[inline]
     pub fn try_claim(&self, ticket: Ticket, reason: WakeReason) -> bool {
-        let waiting = ticket.0 << 8 | WAITING;
+        let waiting = ticket.0;
         let late = match reason {
             WakeReason::TimedOut => LATE_TIMEOUT,
             WakeReason::Cancelled => LATE_KILL,
@@ -188,7 +222,7 @@ impl<A: AtomicWord> WaitClaim<A> {
                 .word
                 .compare_exchange(
                     waiting,
-                    ticket.0 << 8 | reason as u64,
+                    ticket.word(reason as u64),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 )
@@ -197,8 +231,9 @@ impl<A: AtomicWord> WaitClaim<A> {
         let mut cur = waiting;
         loop {
             let next = if cur == waiting {
-                ticket.0 << 8 | reason as u64
-            } else if late != 0 && cur >> 8 == ticket.0 && cur & 0xf == TAKEN && cur & late == 0 {
+                ticket.word(reason as u64)
+            } else if late != 0 && cur >> 8 == ticket.seq() && cur & 0xf == TAKEN && cur & late == 0
+            {
                 // Taken by a receiver: leave a late mark for its rearm.
                 cur | late
             } else {
@@ -225,8 +260,8 @@ impl<A: AtomicWord> WaitClaim<A> {
     pub fn take(&self, ticket: Ticket) -> bool {
         self.word
             .compare_exchange(
-                ticket.0 << 8 | WAITING,
-                ticket.0 << 8 | TAKEN,
+                ticket.word(WAITING),
+                ticket.word(TAKEN),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             )
@@ -237,20 +272,20 @@ impl<A: AtomicWord> WaitClaim<A> {
     /// `Err(reason)`: a timeout or kill came meanwhile; the wait is now
     /// claimed for that reason and the taker must end it (wake the thread).
     pub fn rearm(&self, ticket: Ticket) -> Result<(), WakeReason> {
-        let mut cur = ticket.0 << 8 | TAKEN;
+        let mut cur = ticket.word(TAKEN);
         loop {
             let (next, result) = if cur & LATE_KILL != 0 {
                 (
-                    ticket.0 << 8 | WakeReason::Cancelled as u64,
+                    ticket.word(WakeReason::Cancelled as u64),
                     Err(WakeReason::Cancelled),
                 )
             } else if cur & LATE_TIMEOUT != 0 {
                 (
-                    ticket.0 << 8 | WakeReason::TimedOut as u64,
+                    ticket.word(WakeReason::TimedOut as u64),
                     Err(WakeReason::TimedOut),
                 )
             } else {
-                (ticket.0 << 8 | WAITING, Ok(()))
+                (ticket.word(WAITING), Ok(()))
             };
             // Release: publishes the copy-out to the next claimer; Acquire:
             // sees a late mark's writer.
@@ -259,7 +294,7 @@ impl<A: AtomicWord> WaitClaim<A> {
                 .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => return result,
-                Err(now) if now >> 8 == ticket.0 && now & 0xf == TAKEN => cur = now,
+                Err(now) if now >> 8 == ticket.seq() && now & 0xf == TAKEN => cur = now,
                 Err(_) => {
                     // A kernel bug (rearm without take): change nothing.
                     debug_assert!(false, "rearm of a wait that is not taken");
@@ -275,23 +310,24 @@ impl<A: AtomicWord> WaitClaim<A> {
     /// only writer of the sequence number, so Relaxed reads its own store.
     #[inline]
     pub fn latest(&self) -> Ticket {
-        Ticket(self.word.load(Ordering::Relaxed) >> 8)
+        Ticket(self.word.load(Ordering::Relaxed) & !STATE_MASK | WAITING)
     }
 
-    /// The sequence number the thread's next [`begin`](Self::begin) will
-    /// give: a wait that says, before it begins, how its outcome may be
-    /// handed to it (the IPC fast path's frame delivery) names it by this.
-    /// Only the thread itself calls this (as `latest`).
+    /// [`Ticket::delivered`] of the wait the thread's next
+    /// [`begin`](Self::begin) will start: a wait that says, before it
+    /// begins, how its outcome may be handed to it (the IPC fast path's
+    /// frame delivery) names it by this. Only the thread itself calls this
+    /// (as `latest`).
     #[inline]
-    pub fn next_seq(&self) -> u64 {
-        (self.word.load(Ordering::Relaxed) >> 8) + 1
+    pub fn next_delivered(&self) -> u64 {
+        (self.word.load(Ordering::Relaxed) | STATE_MASK) + 1 + WakeReason::Delivered as u64
     }
 
     /// The current wait's ticket, if the thread is waiting and unclaimed.
     #[inline]
     pub fn waiting(&self) -> Option<Ticket> {
         let w = self.word.load(Ordering::Acquire);
-        (w & STATE_MASK == WAITING).then_some(Ticket(w >> 8))
+        (w & STATE_MASK == WAITING).then_some(Ticket(w))
     }
 
     /// Whether wait `ticket` is still waiting and unclaimed: the thread's
@@ -304,7 +340,7 @@ impl<A: AtomicWord> WaitClaim<A> {
     /// plain load, as `Acquire` would be.
     #[inline]
     pub fn is_waiting(&self, ticket: Ticket) -> bool {
-        self.word.load(Ordering::SeqCst) == (ticket.0 << 8 | WAITING)
+        self.word.load(Ordering::SeqCst) == ticket.0
     }
 
     /// Ends the wait from the thread's side after it was woken: returns why,
@@ -319,20 +355,21 @@ impl<A: AtomicWord> WaitClaim<A> {
         Some(reason)
     }
 
-    /// [`finish`](Self::finish) for wait `seq` when a partner claimed it
-    /// for a delivery: true (and the word reset to running) if the word
-    /// says exactly that, else false with nothing changed. One load and
-    /// one compare, with no separate [`latest`](Self::latest) and no
-    /// decoding of the state (the frameless IPC resume's common case,
-    /// where the delivering partner named the wait it claimed). Only the
-    /// thread itself calls this. Acquire: as in `finish`.
+    /// [`finish`](Self::finish) for the wait whose [`Ticket::delivered`]
+    /// is `claimed`, when a partner claimed it for a delivery: true (and
+    /// the word reset to running) if the word says exactly that, else false
+    /// with nothing changed. One load and one compare, with no separate
+    /// [`latest`](Self::latest) and no decoding of the state (the frameless
+    /// IPC resume's common case, where the delivering partner named the
+    /// wait it claimed). Only the thread itself calls this. Acquire: as in
+    /// `finish`.
     #[inline]
-    pub fn finish_delivered(&self, seq: u64) -> bool {
-        let claimed = seq << 8 | WakeReason::Delivered as u64;
+    pub fn finish_delivered(&self, claimed: u64) -> bool {
         if self.word.load(Ordering::Acquire) != claimed {
             return false;
         }
-        self.word.store(seq << 8 | RUNNING, Ordering::Relaxed);
+        self.word
+            .store(claimed & !STATE_MASK | RUNNING, Ordering::Relaxed);
         true
     }
 }

@@ -166,11 +166,20 @@ impl<X> RecvQueue<X> {
     /// changed then).
     #[inline(always)]
     fn push_back(&mut self, x: X) -> Result<(), IpcError> {
+        self.push_back_with(|| x)
+    }
+
+    /// [`push_back`](Self::push_back) of the entry `make` builds, built
+    /// where it goes (in the steady state, straight into the inline head:
+    /// no copy of it on the caller's stack; `make` runs at most once, and
+    /// not if the heap part cannot grow).
+    #[inline(always)]
+    fn push_back_with(&mut self, make: impl FnOnce() -> X) -> Result<(), IpcError> {
         if self.head.is_none() {
-            self.head = Some(x);
+            self.head = Some(make());
             Ok(())
         } else {
-            push_back(&mut self.rest, x)
+            push_back_with(&mut self.rest, make)
         }
     }
 
@@ -279,12 +288,18 @@ pub(super) fn trim<X>(q: &mut VecDeque<X>) {
 /// the rare growth is a cold call of its own.
 #[inline(always)]
 fn push_back<X>(q: &mut VecDeque<X>, x: X) -> Result<(), IpcError> {
+    push_back_with(q, || x)
+}
+
+/// [`push_back`] of the entry `make` builds (run once there is room).
+#[inline(always)]
+fn push_back_with<X>(q: &mut VecDeque<X>, make: impl FnOnce() -> X) -> Result<(), IpcError> {
     // The steady state (a server back in its receive) has the room already:
     // only growing asks the allocator.
     if q.len() == q.capacity() {
         grow(q)?;
     }
-    q.push_back(x);
+    q.push_back(make());
     Ok(())
 }
 
@@ -465,7 +480,16 @@ impl<T> Endpoint<T> {
     /// queue could not grow).
     #[inline(always)]
     pub fn queue_receiver_if_idle(&mut self, receiver: Receiver<T>) -> bool {
-        self.is_alive() && self.callers.is_empty() && self.receivers.push_back(receiver).is_ok()
+        self.queue_receiver_if_idle_with(|| receiver)
+    }
+
+    /// [`queue_receiver_if_idle`](Self::queue_receiver_if_idle) of the
+    /// receiver `make` builds: built only once it is queued, where it is
+    /// queued (the kernel's fast `reply_recv`: built on its stack and then
+    /// copied into the head, it cost a store and a load a word, protocut).
+    #[inline(always)]
+    pub fn queue_receiver_if_idle_with(&mut self, make: impl FnOnce() -> Receiver<T>) -> bool {
+        self.is_alive() && self.callers.is_empty() && self.receivers.push_back_with(make).is_ok()
     }
 
     /// `recv`: take the longest-waiting caller, else queue the receiver (or

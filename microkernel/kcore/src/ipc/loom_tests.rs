@@ -479,7 +479,8 @@ fn a_frame_delivery_is_never_lost_nor_read_before_framed() {
             frame: LoomU64::new(0),
         });
         let tk = s.claim.begin();
-        let seq = tk.seq();
+        // What `framed` holds for this wait (`Ticket::delivered`).
+        let seq = tk.delivered();
         let winner = {
             let s = s.clone();
             thread::spawn(move || {

@@ -182,6 +182,10 @@ pub const OFF_CURRENT: usize = offset_of!(PerCpu, current_thread);
 pub const OFF_SYSCALLS: usize = offset_of!(PerCpu, syscalls);
 /// `gs:` offset of [`PerCpu::sched`].
 pub const OFF_SCHED: usize = offset_of!(PerCpu, sched);
+/// `gs:` offset of [`PerCpu::fast_calls`].
+pub const OFF_FAST_CALLS: usize = offset_of!(PerCpu, fast_calls);
+/// `gs:` offset of [`PerCpu::fast_replies`].
+pub const OFF_FAST_REPLIES: usize = offset_of!(PerCpu, fast_replies);
 /// `gs:` offset of [`PerCpu::tss_rsp0`].
 const OFF_TSS_RSP0: usize = offset_of!(PerCpu, tss_rsp0);
 /// `gs:` offset of [`PerCpu::loaded_root`].
@@ -393,6 +397,25 @@ pub fn cpu_index() -> usize {
         core::arch::asm!("mov {:e}, gs:[{off}]", out(reg) id, off = const OFF_CPU_ID, options(nostack, readonly, preserves_flags));
     }
     id as usize
+}
+
+/// Adds one to this CPU's event counter at `gs:` offset `OFF` (one of
+/// [`OFF_FAST_CALLS`], [`OFF_FAST_REPLIES`]) in one unlocked `inc`, as the
+/// syscall stub counts [`PerCpu::syscalls`]: only this CPU writes its
+/// counters, an interrupt cannot split the instruction, and the aligned
+/// 8-byte store is single-copy atomic for other CPUs' Relaxed loads (the
+/// IPC fast path's counters: a `gs:` load and a locked add before).
+#[inline(always)]
+pub fn count<const OFF: usize>() {
+    const {
+        assert!(OFF == OFF_FAST_CALLS || OFF == OFF_FAST_REPLIES);
+    }
+    // SAFETY: callers run after init_cpu on this CPU, so gs: is its PerCpu,
+    // and `OFF` is the offset of one of its AtomicU64 counters (asserted
+    // above), which only this CPU writes (see above).
+    unsafe {
+        core::arch::asm!("inc qword ptr gs:[{off}]", off = const OFF, options(nostack));
+    }
 }
 
 /// The scheduler's part of this CPU's record ([`PerCpu::sched`]), in one

@@ -39,17 +39,17 @@ fn a_spurious_wake_up_is_not_an_ending() {
 fn finish_delivered_ends_only_a_delivered_claim_of_that_wait() {
     let c: WaitClaim = WaitClaim::new();
     let t = c.begin();
-    assert!(!c.finish_delivered(t.seq()), "still waiting");
+    assert!(!c.finish_delivered(t.delivered()), "still waiting");
     assert!(c.try_claim(t, WakeReason::Cancelled));
-    assert!(!c.finish_delivered(t.seq()), "not a delivery");
+    assert!(!c.finish_delivered(t.delivered()), "not a delivery");
     assert_eq!(c.finish(), Some(WakeReason::Cancelled));
     let u = c.begin();
     assert!(c.try_claim(u, WakeReason::Delivered));
-    assert!(!c.finish_delivered(t.seq()), "an earlier wait");
-    assert!(c.finish_delivered(u.seq()));
+    assert!(!c.finish_delivered(t.delivered()), "an earlier wait");
+    assert!(c.finish_delivered(u.delivered()));
     assert_eq!(c.latest(), u);
     assert_eq!(c.finish(), None, "running again");
-    assert_eq!(c.next_seq(), u.seq() + 1);
+    assert_eq!(c.next_delivered(), u.delivered() + 0x100);
 }
 
 #[test]
@@ -128,27 +128,46 @@ fn is_waiting_is_true_only_for_the_unclaimed_current_wait() {
 }
 
 #[test]
-fn next_seq_names_the_wait_the_next_begin_starts_in_every_state() {
+fn next_delivered_names_the_wait_the_next_begin_starts_in_every_state() {
     let c: WaitClaim = WaitClaim::new();
     for round in 0..4 {
-        let promised = c.next_seq();
+        let promised = c.next_delivered();
         let t = c.begin();
-        assert_eq!(t.seq(), promised, "round {round}: begin");
-        assert_eq!(c.next_seq(), promised + 1, "while waiting");
+        assert_eq!(t.delivered(), promised, "round {round}: begin");
+        assert_eq!(t.seq(), round + 1, "round {round}: its sequence number");
+        assert_eq!(c.next_delivered(), promised + 0x100, "while waiting");
         match round % 2 {
             0 => {
                 assert!(c.try_claim(t, WakeReason::Delivered));
-                assert_eq!(c.next_seq(), promised + 1, "claimed");
+                assert_eq!(c.next_delivered(), promised + 0x100, "claimed");
                 c.finish();
             }
             _ => {
                 assert!(c.take(t));
-                assert_eq!(c.next_seq(), promised + 1, "taken");
+                assert_eq!(c.next_delivered(), promised + 0x100, "taken");
                 assert_eq!(c.rearm(t), Ok(()));
                 assert!(c.try_claim(t, WakeReason::Cancelled));
                 c.finish();
             }
         }
-        assert_eq!(c.next_seq(), promised + 1, "finished");
+        assert_eq!(c.next_delivered(), promised + 0x100, "finished");
+    }
+}
+
+#[test]
+fn begin_next_starts_the_wait_next_delivered_named() {
+    let c: WaitClaim = WaitClaim::new();
+    for round in 0..3 {
+        let next = c.next_delivered();
+        let t = c.begin_next(next);
+        assert_eq!(t.delivered(), next, "round {round}");
+        assert!(c.is_waiting(t));
+        assert_eq!(c.waiting(), Some(t));
+        assert!(c.try_claim(t, WakeReason::Delivered));
+        assert!(c.finish_delivered(next));
+        let u = c.begin();
+        assert_eq!(u.seq(), t.seq() + 1, "begin goes on from it");
+        assert!(c.try_claim(u, WakeReason::Cancelled));
+        c.finish();
     }
 }
