@@ -560,8 +560,8 @@ fn the_frameless_resume_ends_only_a_framed_delivery_of_its_wait() {
         // Wait 1, ended by a frame delivery.
         let t1 = s.claim.begin();
         assert!(s.claim.try_claim(t1, WakeReason::Delivered));
-        s.framed.store(t1.seq(), Ordering::SeqCst);
-        assert!(s.claim.finish_delivered(t1.seq()));
+        s.framed.store(t1.delivered(), Ordering::SeqCst);
+        assert!(s.claim.finish_delivered(t1.delivered()));
         // Wait 2.
         let tk = s.claim.begin();
         let deliverer = {
@@ -569,7 +569,7 @@ fn the_frameless_resume_ends_only_a_framed_delivery_of_its_wait() {
             thread::spawn(move || {
                 if s.claim.try_claim(tk, WakeReason::Delivered) {
                     s.frame.store(42, Ordering::Relaxed);
-                    s.framed.store(tk.seq(), Ordering::SeqCst);
+                    s.framed.store(tk.delivered(), Ordering::SeqCst);
                 }
             })
         };
@@ -582,7 +582,7 @@ fn the_frameless_resume_ends_only_a_framed_delivery_of_its_wait() {
         let seq = s.framed.load(Ordering::Acquire);
         let ended = s.claim.finish_delivered(seq);
         if ended {
-            assert_eq!(seq, tk.seq(), "a stale `framed` ended the wait");
+            assert_eq!(seq, tk.delivered(), "a stale `framed` ended the wait");
             assert_eq!(s.frame.load(Ordering::Relaxed), 42, "frame read early");
         }
         deliverer.join().unwrap();
@@ -602,6 +602,6 @@ fn the_frameless_resume_ends_only_a_framed_delivery_of_its_wait() {
                 })
             );
         }
-        assert_eq!(s.claim.next_seq(), tk.seq() + 1);
+        assert_eq!(s.claim.next_delivered(), tk.delivered() + 0x100);
     });
 }
