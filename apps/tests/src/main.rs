@@ -39,6 +39,7 @@ mod break22b;
 mod break22s;
 mod break23;
 mod break23b;
+mod break23p;
 mod breakk2;
 mod breaku;
 mod cases;

@@ -403,6 +403,11 @@ pub const CASES: &[Case] = &[
         "break23_ipc_entry_refusals_keep_their_order",
         break23b::ipc_entry_refusals_keep_their_order,
     ),
+    // break23p: a fast reply_recv raced by a close and a kill.
+    (
+        "break23p_fast_reply_recv_races_close_and_kill",
+        break23p::fast_reply_recv_races_close_and_kill,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at

@@ -171,3 +171,52 @@ fn begin_next_starts_the_wait_next_delivered_named() {
         c.finish();
     }
 }
+
+/// break23p: after a wait ends in any of the ways a fast path sees (a
+/// cancel of its own, `cancel_own`; a take whose rearm meets a late kill or
+/// timeout; a plain claim), the next `begin_next` names a new wait, and
+/// nothing naming the old one (its ticket, its `Ticket::delivered` word as
+/// `frame_seq`/`framed` hold it) claims, takes, rearms or finishes the new
+/// one.
+#[test]
+fn an_ended_waits_names_never_match_the_next_wait() {
+    let c: WaitClaim = WaitClaim::new();
+    for round in 0..6u64 {
+        let next = c.next_delivered();
+        let t = c.begin_next(next);
+        match round % 3 {
+            0 => {
+                // cancel_own: never visible, ended by the thread itself.
+                assert!(c.try_claim(t, WakeReason::Delivered));
+                assert_eq!(c.finish(), Some(WakeReason::Delivered));
+            }
+            1 => {
+                assert!(c.take(t));
+                assert!(!c.try_claim(t, WakeReason::Cancelled), "late kill");
+                assert!(!c.try_claim(t, WakeReason::TimedOut), "late timeout");
+                assert_eq!(c.rearm(t), Err(WakeReason::Cancelled), "a kill wins");
+                assert_eq!(c.finish(), Some(WakeReason::Cancelled));
+            }
+            _ => {
+                assert!(c.try_claim(t, WakeReason::TimedOut));
+                assert_eq!(c.finish(), Some(WakeReason::TimedOut));
+            }
+        }
+        let next2 = c.next_delivered();
+        assert_ne!(next2, next, "round {round}: a new name");
+        assert_ne!(next2, 0, "never frame_seq's 'none'");
+        assert!(!c.finish_delivered(next), "round {round}: running");
+        let u = c.begin_next(next2);
+        assert_ne!(u, t);
+        assert!(!c.finish_delivered(next), "an old framed word");
+        assert!(!c.take(t), "an old ticket takes");
+        assert!(
+            !c.try_claim(t, WakeReason::Delivered),
+            "an old ticket claims"
+        );
+        assert!(c.is_waiting(u), "round {round}: untouched");
+        assert!(c.try_claim(u, WakeReason::Delivered));
+        assert!(!c.finish_delivered(next), "claimed, but not the old wait");
+        assert!(c.finish_delivered(next2));
+    }
+}

@@ -1,0 +1,112 @@
+//! break23p (session 23): proto2's fast `reply_recv` drops its spare lookup
+//! reference right after its first lock and reaches the endpoint through a
+//! raw pointer (`epp`) until it is queued, kept alive by its own wait
+//! record. This races that window against the two things that could end
+//! the endpoint's life under it: the close of its last (receive) handle and
+//! a kill of the server, both from another CPU, while a client on the
+//! server's CPU keeps the fast path busy. Every round must end defined (the
+//! server killed or failed out of its receive, the client with a peer-death
+//! error), and once every handle is closed and every thread gone the
+//! endpoints are freed (the kernel heap comes back).
+
+use crate::lifecycle::{info, settle};
+use crate::note;
+use crate::util::{self, ok, TestResult};
+use abi::status::Status;
+use abi::Error;
+use core::sync::atomic::{AtomicU64, Ordering};
+use libipc::ipc::{self, Endpoint, Message, Received};
+use libipc::sys;
+
+static CLIENT: AtomicU64 = AtomicU64::new(0);
+
+/// A fast-path echo server on CPU 0 (w0 + 1) until its receive fails.
+extern "C" fn echo_server(ep: u64) -> ! {
+    let _ = sys::set_affinity(0);
+    let ep = Endpoint(ep as u32);
+    let mut r = ipc::recv(ep, None);
+    while let Ok(Received::Msg { msg, .. }) = r {
+        let reply = Message {
+            label: 0,
+            words: [msg.words[0] + 1, 0, 0, 0, 0, 0],
+        };
+        r = ipc::reply_recv(ep, &reply, None);
+    }
+    sys::thread_exit(0)
+}
+
+/// Register-only calls on CPU 0 until an error: stores calls << 8 | code.
+extern "C" fn fast_client(ep: u64) -> ! {
+    let _ = sys::set_affinity(0);
+    let ep = Endpoint(ep as u32);
+    let mut n = 0u64;
+    let code = loop {
+        let m = Message {
+            label: 1,
+            words: [n, 0, 0, 0, 0, 0],
+        };
+        match ipc::call(ep, &m, None) {
+            Ok(r) if r.words[0] == n + 1 => n += 1,
+            Ok(_) => break 0xff,
+            Err(e) => break e as u64,
+        }
+    };
+    CLIENT.store(n << 8 | code, Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+/// Case: see the module docs. Odd rounds kill first, even rounds close
+/// first, each after a different number of fast round trips.
+pub fn fast_reply_recv_races_close_and_kill() -> TestResult {
+    let cpus = sys::cpu_count().max(1);
+    let s0 = info()?;
+    let rounds = 16u64;
+    for round in 0..rounds {
+        let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
+        let send = ok(ipc::handle_dup(ep.0, abi::rights::SEND, 0), "dup send")?;
+        CLIENT.store(0, Ordering::SeqCst);
+        let s = util::spawn(echo_server, ep.0 as u64)?;
+        let c = util::spawn(fast_client, send as u64)?;
+        let _ = sys::set_affinity(cpus - 1);
+        sys::sleep_ns(1_000_000 + round * 370_000);
+        let (a, b) = if round % 2 == 1 {
+            (s.handle().kill(), ipc::handle_close(ep.0))
+        } else {
+            let b = ipc::handle_close(ep.0);
+            (s.handle().kill(), b)
+        };
+        ok(a, "thread_kill the server")?;
+        ok(b, "close the receive handle")?;
+        let st = s.join()?;
+        let _ = sys::set_affinity(u64::MAX);
+        util::expect_ok(c.join()?)?;
+        let _ = ipc::handle_close(send);
+        let r = CLIENT.load(Ordering::SeqCst);
+        let code = r & 0xff;
+        let peer_death = code == Error::PeerDied as u64 || code == Error::NotDelivered as u64;
+        let server_ok = st == Status::Exited(-1) || st == Status::Exited(0);
+        if !server_ok || !peer_death {
+            note!(
+                "round {round}: server {st:?}, client {} calls then code {code}",
+                r >> 8
+            );
+            return Err("a fast reply_recv raced by a close and a kill ended wrong");
+        }
+    }
+    // Every endpoint (136 bytes each) is gone with its handles and threads;
+    // the heap figure is the whole kernel's (a few dozen bytes of noise).
+    let (s, held) = settle(2000, |s| {
+        s.threads <= s0.threads && s.heap_used_bytes <= s0.heap_used_bytes + 512
+    })?;
+    if !held {
+        note!(
+            "heap {} bytes (before {}), threads {} (before {})",
+            s.heap_used_bytes,
+            s0.heap_used_bytes,
+            s.threads,
+            s0.threads
+        );
+        return Err("endpoints or threads left after a close and a kill");
+    }
+    Ok(())
+}
