@@ -26,7 +26,7 @@ pub fn suspended_spawner_killed_leaves_no_child() -> TestResult {
 
 fn rounds(whole: u64) -> TestResult {
     let base = info()?.processes;
-    let (mut inside, mut outside, mut early) = (0, 0, 0);
+    let (mut inside, mut outside, mut early, mut unstored) = (0, 0, 0, 0);
     for k in 0..8 {
         let t = spawnrace::start()?;
         // 0 to 7/40 of a whole spawn in (the case's own spawn, measured
@@ -53,10 +53,26 @@ fn rounds(whole: u64) -> TestResult {
         } else {
             outside += 1;
         }
-        let (s, ok) = settle(2000, |s| s.processes == base)?;
+        let (mut s, mut ok) = settle(2000, |s| s.processes == base)?;
+        // A suspend that reached the spawner on its first user
+        // instruction after the spawn returned (its IPI pending through
+        // the syscall's last instructions, run with interrupts off) parks
+        // it in user mode with the number only in RAX, and the kill ends
+        // it there: the program's race, as in fastpath3's case
+        // (`spawnrace::end_unstored_child`), tolerated once a case (seen
+        // once in a q35 -smp 4 suite run, session 23); a kernel that does
+        // not undo the parked spawn leaves a child in every round parked
+        // inside. Such a round does not count as parked inside.
+        if !ok && unstored == 0 && spawnrace::end_unstored_child() {
+            unstored += 1;
+            if grown && !returned {
+                inside -= 1;
+            }
+            (s, ok) = settle(2000, |s| s.processes == base)?;
+        }
         if !ok {
             note!(
-                "processes {} after the parked spawner's kill, {base} before ({inside} parked with a child, {outside} not)",
+                "processes {} after the parked spawner's kill, {base} before ({inside} parked with a child, {outside} not, {unstored} unstored)",
                 s.processes
             );
             return Err("a spawner killed while suspended at its return left its child behind");
@@ -66,7 +82,7 @@ fn rounds(whole: u64) -> TestResult {
         }
     }
     note!(
-        "{inside} spawns parked at their return, {early} returned first, {outside} suspended before (a whole spawn: {} us)",
+        "{inside} spawns parked at their return, {early} returned first, {outside} suspended before, {unstored} returned unstored (a whole spawn: {} us)",
         whole / 1000
     );
     if inside == 0 {
