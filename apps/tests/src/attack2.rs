@@ -444,8 +444,9 @@ pub fn task_handles_used_from_another_process() -> TestResult {
 
 static SRV_DONE: AtomicU64 = AtomicU64::new(0);
 
-/// A fast-path echo server on CPU 0: replies with w0 + 1 for ever.
-extern "C" fn echo_server(ep: u64) -> ! {
+/// A fast-path echo server on CPU 0: replies with w0 + 1 until its
+/// receive fails (also break23p's).
+pub(crate) extern "C" fn echo_server(ep: u64) -> ! {
     let _ = sys::set_affinity(0);
     let ep = Endpoint(ep as u32);
     let mut r = ipc::recv(ep, None);
@@ -460,10 +461,12 @@ extern "C" fn echo_server(ep: u64) -> ! {
     sys::thread_exit(0)
 }
 
-static CLIENT_RESULT: AtomicU64 = AtomicU64::new(0);
+/// What [`fast_client`] ended with: calls << 8 | code.
+pub(crate) static CLIENT_RESULT: AtomicU64 = AtomicU64::new(0);
 
-/// Calls (register-only, on CPU 0) until an error; stores calls << 8 | code.
-extern "C" fn fast_client(ep: u64) -> ! {
+/// Calls (register-only, on CPU 0) until an error; stores calls << 8 | code
+/// (also break23p's).
+pub(crate) extern "C" fn fast_client(ep: u64) -> ! {
     let _ = sys::set_affinity(0);
     let ep = Endpoint(ep as u32);
     let mut n = 0u64;

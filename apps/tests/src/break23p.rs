@@ -9,51 +9,15 @@
 //! error), and once every handle is closed and every thread gone the
 //! endpoints are freed (the kernel heap comes back).
 
+use crate::attack2::{echo_server, fast_client, CLIENT_RESULT};
 use crate::lifecycle::{info, settle};
 use crate::note;
 use crate::util::{self, ok, TestResult};
 use abi::status::Status;
 use abi::Error;
-use core::sync::atomic::{AtomicU64, Ordering};
-use libipc::ipc::{self, Endpoint, Message, Received};
+use core::sync::atomic::Ordering;
+use libipc::ipc;
 use libipc::sys;
-
-static CLIENT: AtomicU64 = AtomicU64::new(0);
-
-/// A fast-path echo server on CPU 0 (w0 + 1) until its receive fails.
-extern "C" fn echo_server(ep: u64) -> ! {
-    let _ = sys::set_affinity(0);
-    let ep = Endpoint(ep as u32);
-    let mut r = ipc::recv(ep, None);
-    while let Ok(Received::Msg { msg, .. }) = r {
-        let reply = Message {
-            label: 0,
-            words: [msg.words[0] + 1, 0, 0, 0, 0, 0],
-        };
-        r = ipc::reply_recv(ep, &reply, None);
-    }
-    sys::thread_exit(0)
-}
-
-/// Register-only calls on CPU 0 until an error: stores calls << 8 | code.
-extern "C" fn fast_client(ep: u64) -> ! {
-    let _ = sys::set_affinity(0);
-    let ep = Endpoint(ep as u32);
-    let mut n = 0u64;
-    let code = loop {
-        let m = Message {
-            label: 1,
-            words: [n, 0, 0, 0, 0, 0],
-        };
-        match ipc::call(ep, &m, None) {
-            Ok(r) if r.words[0] == n + 1 => n += 1,
-            Ok(_) => break 0xff,
-            Err(e) => break e as u64,
-        }
-    };
-    CLIENT.store(n << 8 | code, Ordering::SeqCst);
-    sys::thread_exit(0)
-}
 
 /// Case: see the module docs. Odd rounds kill first, even rounds close
 /// first, each after a different number of fast round trips.
@@ -64,7 +28,7 @@ pub fn fast_reply_recv_races_close_and_kill() -> TestResult {
     for round in 0..rounds {
         let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
         let send = ok(ipc::handle_dup(ep.0, abi::rights::SEND, 0), "dup send")?;
-        CLIENT.store(0, Ordering::SeqCst);
+        CLIENT_RESULT.store(0, Ordering::SeqCst);
         let s = util::spawn(echo_server, ep.0 as u64)?;
         let c = util::spawn(fast_client, send as u64)?;
         let _ = sys::set_affinity(cpus - 1);
@@ -81,7 +45,7 @@ pub fn fast_reply_recv_races_close_and_kill() -> TestResult {
         let _ = sys::set_affinity(u64::MAX);
         util::expect_ok(c.join()?)?;
         let _ = ipc::handle_close(send);
-        let r = CLIENT.load(Ordering::SeqCst);
+        let r = CLIENT_RESULT.load(Ordering::SeqCst);
         let code = r & 0xff;
         let peer_death = code == Error::PeerDied as u64 || code == Error::NotDelivered as u64;
         let server_ok = st == Status::Exited(-1) || st == Status::Exited(0);
