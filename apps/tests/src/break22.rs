@@ -34,8 +34,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::ipc::{self, Endpoint, Message, Received};
 use libipc::sys;
 
-/// `cpu_syscalls(cpu, counter)` summed over every CPU (0 on failure).
-fn counted(which: u64) -> u64 {
+/// `cpu_syscalls(cpu, counter)` summed over every CPU (0 on failure; 1:
+/// fast calls, 2: fast replies). Also break23's.
+pub(crate) fn counted(which: u64) -> u64 {
     let read = |k: u64| {
         // SAFETY: cpu_syscalls writes no memory.
         decode_result(unsafe { sys::syscall6(Sysnum::CpuSyscalls, k, which, 0, 0, 0, 0) })

@@ -13,10 +13,11 @@
 //! or by the scheduler (the partner's plain `reply`): each thread must end
 //! with #GP (or #PF), never return, and the kernel must live on.
 
+use crate::break22::counted;
 use crate::note;
 use crate::util::{self, check, ok, TestResult};
 use abi::status::Status;
-use abi::{decode_result, prot, Sysnum};
+use abi::{prot, Sysnum};
 use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::ipc::{self, Endpoint, Message, Received};
 use libipc::sys;
@@ -25,17 +26,6 @@ use libipc::sys;
 const LAST_PAGE: u64 = 0x0000_7fff_ffff_f000;
 /// The `syscall` ending exactly at the end of the user half.
 const LAST_SYSCALL: u64 = LAST_PAGE + 4096 - 2;
-
-/// `cpu_syscalls(cpu, counter)` summed over every CPU (1: fast calls, 2:
-/// fast replies).
-fn counted(which: u64) -> u64 {
-    let read = |k: u64| {
-        // SAFETY: cpu_syscalls writes no memory.
-        decode_result(unsafe { sys::syscall6(Sysnum::CpuSyscalls, k, which, 0, 0, 0, 0) })
-            .unwrap_or(0)
-    };
-    (0..sys::cpu_count()).map(read).sum()
-}
 
 /// Maps the last user page with a `syscall` as its last two bytes.
 fn map_last_syscall() -> TestResult {

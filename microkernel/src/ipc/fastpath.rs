@@ -532,7 +532,7 @@ pub fn reply_recv<const FRAMELESS: bool>(
     // six instructions a round trip), and the record's reference keeps it
     // alive for the uses of this address (see `ep_ref`).
     let epp = Arc::as_ptr(&ep);
-    let (c, old, spare, next) = {
+    let (c, old, next) = {
         let mut g = cur.ipc.inner.lock_irqs_off();
         if g.bound.is_some() || g.reply.caller().is_none() {
             drop(g);
@@ -552,23 +552,22 @@ pub fn reply_recv<const FRAMELESS: bool>(
             // there.
             g.frame_seq = next;
         }
-        let (old, spare) = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {
-            (None, Some(ep))
+        let old = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {
+            // (Rare.) The record has a reference of its own, so the
+            // lookup's is not the last (its drop releases nothing here);
+            // the exits below take `ep_arc` instead.
+            drop(ep);
+            None
         } else {
-            (set_record(&mut g.wait, WaitOn::Endpoint(ep)), None)
+            set_record(&mut g.wait, WaitOn::Endpoint(ep))
         };
-        (c, old, spare, next)
+        (c, old, next)
     };
     // Outside the lock: the old record may hold the last reference to an
     // object or a thread.
     if let Some(old) = old {
         drop_cold(old);
     }
-    // The lookup's reference when our record already named this endpoint
-    // (rare): the record has a reference of its own, so this is not the
-    // last, and not keeping it live through the rest (its exits take
-    // `ep_arc` instead) measured better (protocut).
-    drop(spare);
     // A counted reference to the endpoint again, for the slow path (the
     // rare exits below), made while our record still holds its own.
     // Our record names the endpoint and holds a reference to it until we

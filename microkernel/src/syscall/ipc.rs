@@ -308,11 +308,7 @@ fn decode(f: &TrapFrame) -> Result<(MsgInfo, RecvSpec), Error> {
         info
     };
     // What `RecvSpec::from_user` gives for both.
-    let spec = RecvSpec {
-        capacity,
-        timeout_us: info.has_timeout().then_some((f.r15 >> 32) as u32),
-    };
-    Ok((info, spec))
+    Ok((info, RecvSpec::of(f.r15, info)))
 }
 
 /// The receive buffer R14/R15 name: its range must be a user range.

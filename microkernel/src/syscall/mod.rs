@@ -205,10 +205,11 @@ unsafe fn resume_end() -> ! {
     // across the switch's last step, whose rare calls (the last
     // reference's drop, a migration's enqueue) then need no callee-saved
     // register, so the resume's prologue is the frame pointer's and the
-    // drop's slot alone.
+    // drop's slot alone. The top is kept for the exit (the frame's writes
+    // below would make the compiler load it again: +2 a round trip).
     let top = cur.kstack_top();
     debug_assert_eq!(top, crate::arch::percpu::this().kernel_rsp());
-    let frame = (top as *mut TrapFrame).wrapping_sub(1);
+    let frame = cur.syscall_frame();
     if !crate::ipc::fastpath::framed_end(cur) {
         // SAFETY: the caller's contract.
         unsafe { resume_slow() }
@@ -244,7 +245,7 @@ unsafe fn resume_slow() -> ! {
     let check = finish(f, r);
     end(f, check, non_canonical_return);
     // SAFETY: as in `resume_end` (`wait_end` dropped its values).
-    unsafe { crate::arch::frameless::exit_to_user(cur as *const _ as u64, cur.kstack_top()) }
+    unsafe { leave(cur) }
 }
 
 /// [`resume_end`] for a return RIP that is not a user address
@@ -261,6 +262,18 @@ unsafe fn resume_fault() -> ! {
     let f = unsafe { &mut *cur.syscall_frame() };
     end(f, ReturnCheck::Fault, non_canonical_return);
     // SAFETY: as in `resume_end`.
+    unsafe { leave(cur) }
+}
+
+/// Leaves a frameless resume's cold path for ring 3 through the stub's
+/// exit, with RSP at `cur`'s syscall frame.
+///
+/// # Safety
+/// `cur` is the current thread, its syscall frame holds the result, and
+/// nothing on the current stack is owned (`exit_to_user`'s contract).
+#[inline(always)]
+unsafe fn leave(cur: &crate::object::thread::Thread) -> ! {
+    // SAFETY: the caller's contract.
     unsafe { crate::arch::frameless::exit_to_user(cur as *const _ as u64, cur.kstack_top()) }
 }
 

@@ -212,14 +212,21 @@ pub struct RecvSpec {
 impl RecvSpec {
     /// Decodes R15 given the message-info word's timeout bit.
     pub fn from_user(r15: u64, info: MsgInfo) -> Result<Self, MsgError> {
-        let capacity = r15 as u32 as usize;
-        if capacity > MAX_BUFFER {
+        let spec = Self::of(r15, info);
+        if spec.capacity > MAX_BUFFER {
             return Err(MsgError::BufferTooLarge);
         }
-        Ok(RecvSpec {
-            capacity,
+        Ok(spec)
+    }
+    /// What R15 names with `info`'s timeout bit, the capacity not checked
+    /// ([`from_user`](Self::from_user) checks it; the kernel's IPC decode
+    /// builds the spec once after testing its two cases apart).
+    #[inline(always)]
+    pub fn of(r15: u64, info: MsgInfo) -> Self {
+        RecvSpec {
+            capacity: r15 as u32 as usize,
             timeout_us: info.has_timeout().then_some((r15 >> 32) as u32),
-        })
+        }
     }
     /// Encodes R15 (libipc's side).
     pub fn to_reg(self) -> u64 {
