@@ -253,6 +253,32 @@ pub(super) fn kernel_db_at_syscall_entry_is_ignored() -> Result<(), &'static str
     check(dr6 == DR6_CLEAR, "the #DB handler did not reset DR6")
 }
 
+/// Runs the stub's entry for `f`'s syscall number on `f` (`route_const`
+/// for the numbers `sysret_refuses_non_canonical_rip` uses, and as
+/// `syscall_unknown` for any other) with a `fault` that records: whether the return faulted.
+fn entry_faults(f: &mut crate::arch::trap::TrapFrame) -> bool {
+    use crate::syscall::route_const;
+    use abi::Sysnum as S;
+    const NULL: u64 = S::Null as u64;
+    const THREAD_ID: u64 = S::ThreadId as u64;
+    const CPU_COUNT: u64 = S::CpuCount as u64;
+    const CLOCK_NS: u64 = S::ClockNs as u64;
+    let mut faulted = false;
+    let record = |f: &mut crate::arch::trap::TrapFrame| faulted = f.vector == 13;
+    // SAFETY: a frame of our own, no other reference to it; each constant
+    // is the frame's number, and none is a fast IPC one.
+    unsafe {
+        match f.rax {
+            NULL => route_const::<NULL, _>(f, record),
+            THREAD_ID => route_const::<THREAD_ID, _>(f, record),
+            CPU_COUNT => route_const::<CPU_COUNT, _>(f, record),
+            CLOCK_NS => route_const::<CLOCK_NS, _>(f, record),
+            _ => route_const::<{ S::END }, _>(f, record),
+        }
+    }
+    faulted
+}
+
 pub(super) fn sysret_refuses_non_canonical_rip() -> Result<(), &'static str> {
     use crate::arch::gdt::USER_CS;
     use crate::arch::syscall::{check_return, ReturnCheck};
@@ -290,12 +316,12 @@ pub(super) fn sysret_refuses_non_canonical_rip() -> Result<(), &'static str> {
             "a canonical user return RIP was faulted",
         )?;
     }
-    // The same through the entry's own dispatcher (`syscall_dispatch`'s
-    // body, with a `fault` that records instead of ending this thread): a
-    // guard that exists but is not on the return path protects nothing (and
-    // the ring-3 case cannot tell: TCG's SYSRET faults AMD-style). Numbers
-    // answered in the table (every one), through a handler (the tail
-    // jump), and out of range.
+    // The same through the entry's own paths (the body of the stub's
+    // table entries and of `syscall_unknown`, `route_const`, each with a `fault` that records instead of ending this
+    // thread): a guard that exists but is not on the return path protects
+    // nothing (and the ring-3 case cannot tell: TCG's SYSRET faults
+    // AMD-style). Numbers answered in the table (every one), through a
+    // handler, and out of range.
     for nr in [
         abi::Sysnum::Null as u64,
         abi::Sysnum::ThreadId as u64,
@@ -306,10 +332,7 @@ pub(super) fn sysret_refuses_non_canonical_rip() -> Result<(), &'static str> {
         for (rip, want) in [(USER_END, true), (USER_END - 2, false)] {
             let mut f = frame(rip);
             f.rax = nr;
-            let mut faulted = false;
-            // SAFETY: a frame of our own, no other reference to it; none
-            // of these numbers is a fast IPC one.
-            unsafe { crate::syscall::route(&mut f, |f| faulted = f.vector == 13) };
+            let faulted = entry_faults(&mut f);
             if faulted != want {
                 println!("  note: syscall {nr} returning to 0x{rip:x}: faulted {faulted}");
                 return Err("the syscall return path does not fault a non-canonical RIP");

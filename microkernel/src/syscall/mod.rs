@@ -1,8 +1,8 @@
 //! The syscall layer: decode, then invoke.
 //!
-//! The entry stub calls [`syscall_dispatch`] with the caller's saved
-//! registers. One `match` on the number ([`abi`] register convention) picks
-//! the family function; it *decodes* the argument registers into a typed
+//! The entry stub calls the number's entry in [`SYSCALL_TABLE`] with the
+//! caller's saved registers. One `match` on the number ([`abi`] register
+//! convention, folded per entry) picks the family function; it *decodes* the argument registers into a typed
 //! request — user memory becomes a [`UserSlice`](crate::mem::user::UserSlice)
 //! or [`UserSliceMut`](crate::mem::user::UserSliceMut) with its range
 //! checked, numbers are range-checked, authority (the caller's process, its
@@ -20,7 +20,8 @@
 //!
 //! Adding a syscall: one arm in [`choose`],
 //! `Ok(Sysnum::Foo) => |f| family::foo(family::Foo::decode(f)?),` with the
-//! request type and the function in the family's file. Only a syscall that
+//! request type and the function in the family's file, and its number in
+//! [`SYSCALL_TABLE`]'s list. Only a syscall that
 //! is a single load may be answered in its arm (`scripts/bench.sh --check`
 //! watches what that path costs).
 
@@ -50,81 +51,134 @@ pub use system::print_user;
 const WAIT: Rights = Rights::WAIT;
 const KILL: Rights = Rights::KILL;
 
-/// Called by the syscall entry stub with the caller's saved registers; leaves
-/// the result in the frame's RAX. The stub sanitises RFLAGS and picks
-/// `sysretq` or `iretq` itself.
+/// The entry stub's table: it calls entry `n` for syscall `n <
+/// Sysnum::END` with the caller's saved registers (RDI: the frame), and
+/// [`syscall_unknown`] for any other number; the entry leaves the result
+/// in the frame's RAX. The stub sanitises RFLAGS and picks `sysretq` or
+/// `iretq` itself.
 ///
-/// One `match` on the number, compiled to a bounds check and a jump table
-/// (`Sysnum::try_from` is an identity match and folds into that check:
-/// nothing is converted per call). Every syscall goes through this table;
-/// none is answered before it. A one-line syscall is answered in its arm
-/// (no call, no stack frame); every other arm picks its [`Handler`], and the
-/// one indirect call after the match is the only place that sets up a stack
-/// frame (the compiler "shrink-wraps" the prologue into that block, which it
-/// cannot do when several arms make calls of their own). Handlers are
-/// closures over the family functions, so a handler's locals never enlarge
-/// this function's frame.
+/// Entry `n` is [`route_const`] for the constant `n` in a function of its
+/// own ([`numbered`]), so [`choose`]'s `match` folds to the one arm, or for
+/// `ipc_call` and `ipc_reply_recv` the IPC entry itself ([`ipc_entry`]).
+/// Every syscall goes through this table; none is answered before it. The
+/// stub's bounds check and indirect call replace what a dispatcher
+/// function did with one `match` (entry2: its call, the load of the
+/// number, the bounds check, the jump table, and for IPC the tail jump
+/// into its entry; for a handler's syscall, the tail jump into a shared
+/// `run_handler` as well): `null_syscall` 76 -> 73, `ipc_call_same_core`
+/// 745 -> 739, `syscall_handler_trivial` 104 -> 94.
 ///
 /// A thread whose process is being killed is not checked here: the killer
 /// kicks the CPUs running its threads, and the interrupt return path ends them.
+pub static SYSCALL_TABLE: [Entry; Sysnum::END as usize] = entries!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29
+    30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59
+);
+
+/// One [`SYSCALL_TABLE`] entry.
 ///
 /// # Safety
-/// Called by the stub only: `frame` is the current thread's syscall frame
-/// at the top of its kernel stack, and nothing above this call owns
-/// anything (the IPC entry may leave this stack behind: [`ipc_entry`]).
-#[no_mangle]
-pub unsafe extern "C" fn syscall_dispatch(frame: *mut TrapFrame) {
-    // SAFETY: the stub's frame (this function's contract).
-    unsafe { route(frame, non_canonical_return) };
+/// Called by the stub only: the argument is the current thread's syscall
+/// frame at the top of its kernel stack, whose number is the entry's, and
+/// nothing above this call owns anything (the IPC entry may leave this
+/// stack behind: [`ipc_entry`]).
+type Entry = unsafe extern "C" fn(*mut TrapFrame);
+
+/// [`SYSCALL_TABLE`]'s entries, one [`entry`] per number listed; a number
+/// missing from the list is a build error (the array's length is
+/// `Sysnum::END`, and the codes are dense).
+macro_rules! entries {
+    ($($n:literal)+) => {
+        [$(const { entry::<$n>() }),+]
+    };
+}
+use entries;
+
+/// [`SYSCALL_TABLE`]'s entry for number `N`.
+const fn entry<const N: u64>() -> Entry {
+    if N == Sysnum::IpcCall as u64 {
+        ipc_entry::<true>
+    } else if N == Sysnum::IpcReplyRecv as u64 {
+        ipc_entry::<false>
+    } else {
+        numbered::<N>
+    }
 }
 
-/// [`syscall_dispatch`]'s body, with what a non-canonical return does as
-/// `fault` (`non_canonical_return` there, a zero-sized function item: the
-/// same code as a direct call), so that `ktest
-/// sysret_refuses_non_canonical_rip` runs the entry's own paths (the
-/// table-answered ones and the tail jump) with a `fault` that only
+/// Syscall `N` ([`SYSCALL_TABLE`]).
+///
+/// # Safety
+/// As [`Entry`]'s.
+unsafe extern "C" fn numbered<const N: u64>(frame: *mut TrapFrame) {
+    // SAFETY: the caller's contract.
+    unsafe { route_const::<N, _>(frame, non_canonical_return) };
+}
+
+/// What the entry stub calls for a number past [`SYSCALL_TABLE`]: the
+/// frame's RAX := `BadSyscall` (as `choose` answers for any unknown
+/// number, here `Sysnum::END`).
+///
+/// # Safety
+/// As [`Entry`]'s, for a number `>= Sysnum::END`.
+pub unsafe extern "C" fn syscall_unknown(frame: *mut TrapFrame) {
+    // SAFETY: the caller's contract.
+    unsafe { route_const::<{ Sysnum::END }, _>(frame, non_canonical_return) };
+}
+
+/// [`numbered`]'s and [`syscall_unknown`]'s body, with what a
+/// non-canonical return does as `fault` (`non_canonical_return` there, a
+/// zero-sized function item: the same code as a direct call), so that
+/// `ktest sysret_refuses_non_canonical_rip` runs the entries' own paths
+/// (the table-answered ones and the handlers') with a `fault` that only
 /// records (breakk, session 19: the ktest ran a copy of the match
 /// without `end`, so dropping a path's check went unseen; TCG's SYSRET
 /// faults AMD-style, so no ring-3 case sees it either).
 ///
+/// A one-line syscall is answered in its arm (no call, no stack frame:
+/// the compiler "shrink-wraps" the prologue into the fault's block);
+/// every other arm's handler is called here directly (a constant: the
+/// call is direct, and a small handler is inlined into its entry).
+///
 /// # Safety
 /// `frame` is the current thread's syscall frame (or, for the ktest, a
-/// frame of its own whose number is not one of the fast IPC entry's), no
-/// other reference to it is live, and the caller's frames own nothing.
+/// frame of its own), `N` is its number (or any unknown number for an
+/// unknown one) and not a fast IPC one, no other reference to it is live,
+/// and the caller's frames own nothing.
 #[inline(always)]
-pub unsafe fn route<F: FnOnce(&mut TrapFrame)>(frame: *mut TrapFrame, fault: F) {
-    // SAFETY: the caller's contract; each reference below ends before the
-    // next is made.
-    match choose(unsafe { &mut *frame }) {
-        // SAFETY: as above (`choose`'s reference has ended).
-        Chosen::Answered(check) => end(unsafe { &mut *frame }, check, fault),
-        // A tail jump: the handler's call and its stack frame are
-        // `run_handler`'s, so the syscalls answered in the table run with
-        // no prologue here (in one codegen unit, the handler call in this
-        // function put one on every syscall: +8 on `null_syscall`).
-        // SAFETY: as above (`choose`'s reference has ended).
-        Chosen::Handler(handler) => run_handler(unsafe { &mut *frame }, handler, fault),
-        // Also tail jumps, with the raw frame (its wait may end
-        // frameless), one entry per syscall: the arm passes nothing but
-        // the frame, and the entry tests no operation of its own.
+pub unsafe fn route_const<const N: u64, F: FnOnce(&mut TrapFrame)>(
+    frame: *mut TrapFrame,
+    fault: F,
+) {
+    // SAFETY: the caller's contract.
+    let f = unsafe { &mut *frame };
+    match choose(N, f) {
+        Chosen::Answered(check) => end(f, check, fault),
+        Chosen::Handler(handler) => {
+            let check = invoke(f, handler);
+            end(f, check, fault);
+        }
+        // (Not reached: the table's entries for these are the IPC entry,
+        // and the ktest's numbers are none of them.)
         // SAFETY: the caller's contract.
-        Chosen::Ipc(ipc::FastOp::Call) => unsafe { ipc_entry::<true, F>(frame, fault) },
+        Chosen::Ipc(ipc::FastOp::Call) => unsafe { ipc_entry::<true>(frame) },
         // SAFETY: the caller's contract.
-        Chosen::Ipc(ipc::FastOp::ReplyRecv) => unsafe { ipc_entry::<false, F>(frame, fault) },
+        Chosen::Ipc(ipc::FastOp::ReplyRecv) => unsafe { ipc_entry::<false>(frame) },
     }
 }
 
-/// Runs `ipc_call` (`CALL`) or `ipc_reply_recv` for [`route`] from the raw
-/// frame pointer (`ipc::fast_entry`: their fast path may leave this stack
-/// behind, and then the syscall ends in [`frameless_resume`]), or through
-/// their handler when syscalls are traced. One copy per syscall (entrycut:
-/// the operation as an argument cost the arm two instructions and this
-/// entry a test and a branch, 8 a round trip).
+/// Runs `ipc_call` (`CALL`) or `ipc_reply_recv` ([`SYSCALL_TABLE`]'s
+/// entries for them) from the raw frame pointer (`ipc::fast_entry`: their
+/// fast path may leave this stack behind, and then the syscall ends in
+/// [`frameless_resume`]), or through their handler when syscalls are
+/// traced. One copy per syscall (entrycut: the operation as an argument
+/// cost the dispatcher's arm two instructions and this entry a test and a
+/// branch, 8 a round trip).
 ///
 /// # Safety
-/// As [`route`]'s.
+/// As [`Entry`]'s.
 #[inline(never)]
-unsafe fn ipc_entry<const CALL: bool, F: FnOnce(&mut TrapFrame)>(frame: *mut TrapFrame, fault: F) {
+unsafe extern "C" fn ipc_entry<const CALL: bool>(frame: *mut TrapFrame) {
+    let fault = non_canonical_return;
     let (op, handler): (_, Handler) = if CALL {
         (ipc::FastOp::Call, |f| ipc::invoke(Sysnum::IpcCall, f))
     } else {
@@ -277,7 +331,8 @@ unsafe fn leave(cur: &crate::object::thread::Thread) -> ! {
     unsafe { crate::arch::frameless::exit_to_user(cur as *const _ as u64, cur.kstack_top()) }
 }
 
-/// Runs a syscall's `handler` for [`route`] and ends the syscall.
+/// Runs a syscall's `handler` for [`ipc_entry`] (a traced IPC syscall)
+/// and ends the syscall.
 #[inline(never)]
 fn run_handler<F: FnOnce(&mut TrapFrame)>(frame: &mut TrapFrame, handler: Handler, fault: F) {
     let check = invoke(frame, handler);
@@ -299,7 +354,8 @@ fn end<F: FnOnce(&mut TrapFrame)>(frame: &mut TrapFrame, check: ReturnCheck, fau
 /// the spawn ([`syscall_return_work`]; `check_return` left the syscall
 /// number in `error_code`), then the thread is stopped with #GP. Never
 /// inlined and not `#[cold]`, like [`Fault::stop`], or every syscall pays
-/// for `syscall_dispatch`'s stack frame.
+/// for its table entry's stack frame (found when the entry was one
+/// dispatcher, `syscall_dispatch`).
 #[inline(never)]
 fn non_canonical_return(frame: &mut TrapFrame) {
     undo_spawn(frame.error_code, frame.rax);
@@ -319,8 +375,8 @@ enum Chosen {
 /// Answers the syscalls the table answers (an unknown number, `null`,
 /// `thread_id`, `cpu_count`), or picks the handler.
 #[inline(always)]
-fn choose(frame: &mut TrapFrame) -> Chosen {
-    let handler: Handler = match Sysnum::try_from(frame.rax) {
+fn choose(nr: u64, frame: &mut TrapFrame) -> Chosen {
+    let handler: Handler = match Sysnum::try_from(nr) {
         Err(e) => return Chosen::Answered(finish(frame, Err(e))),
         // Answered in the table.
         Ok(Sysnum::Null) => return Chosen::Answered(finish(frame, Ok(0))),
@@ -476,8 +532,8 @@ pub extern "C" fn syscall_return_work(frame: &mut TrapFrame) {
 /// Kills what spawn syscall `nr` created and closes its handle (`rax`, the
 /// syscall's result); nothing for another syscall or a failed spawn.
 /// `inline(never)`, not `#[cold]`: with `#[cold]` (inlined into
-/// [`non_canonical_return`]) `syscall_dispatch` set up its stack frame on
-/// every syscall again (+8 instructions for `null`, `bench.sh --check`).
+/// [`non_canonical_return`]) the dispatcher (`syscall_dispatch`, now
+/// [`SYSCALL_TABLE`]'s entries) set up its stack frame on every syscall again (+8 instructions for `null`, `bench.sh --check`).
 #[inline(never)]
 fn undo_spawn(nr: u64, rax: u64) {
     let Ok(h) = abi::decode_result(rax) else {
@@ -559,8 +615,8 @@ impl Fault {
     /// return to the caller's user code.
     ///
     /// Never inlined, and neither `#[cold]` nor `-> !`: with any of those
-    /// the compiler sets up [`syscall_dispatch`]'s stack frame on every
-    /// syscall instead of only on the paths that call (+7 instructions for
+    /// the compiler sets up the syscall's entry's ([`SYSCALL_TABLE`]) stack
+    /// frame on every syscall instead of only on the paths that call (+7 instructions for
     /// `null`, which `scripts/bench.sh --check` catches).
     #[inline(never)]
     pub fn stop(self, frame: &mut TrapFrame) {

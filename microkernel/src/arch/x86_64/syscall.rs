@@ -8,8 +8,10 @@
 //!
 //! The stub switches to the thread's kernel stack through `gs:`, builds a full
 //! [`TrapFrame`] (the same shape interrupts build, at the same place: the top of
-//! the kernel stack), and calls [`crate::syscall::syscall_dispatch`], which puts
-//! the result in the frame's RAX and guarantees the return RIP is canonical
+//! the kernel stack), and calls the number's entry in
+//! [`crate::syscall::SYSCALL_TABLE`] (after one bounds check; a number past
+//! it goes to `crate::syscall::syscall_unknown`), which puts the result in
+//! the frame's RAX and guarantees the return RIP is canonical
 //! (SYSRET to a non-canonical RCX faults in ring 0 on the user stack on Intel
 //! CPUs: CVE-2012-0217). The stub then sanitises the saved RFLAGS — only the
 //! flags user code may set survive, IF is forced on, IOPL to 0 — and returns
@@ -103,7 +105,7 @@ pub fn check_return(frame: &mut TrapFrame) -> ReturnCheck {
         return ReturnCheck::Resume;
     }
     // `error_code` keeps the syscall number: the caller undoes a spawn
-    // whose handle this return would have carried (`syscall_dispatch`),
+    // whose handle this return would have carried (`syscall`'s entries),
     // and the #GP report zeroes it (`Fault::stop`).
     frame.vector = 13;
     ReturnCheck::Fault
@@ -147,7 +149,9 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     r#"
     inc qword ptr gs:[{count}]              // per-CPU syscall counter
     mov rdi, rsp                            // rdi: &mut TrapFrame
-    call {dispatch}                         // frame.rax := result; frame.rip canonical
+    cmp rax, {nr_end}                       // rax: the syscall number; a known one?
+    jae 8f                                  // rare: refused below
+    call [{table} + rax * 8]                // the number's entry: frame.rax := result; frame.rip canonical
     .global syscall_exit_to_user
 syscall_exit_to_user:
 5:  mov rax, gs:[{cur}]                     // rax: the current Thread (IF is off: it stays)
@@ -189,6 +193,8 @@ syscall_exit_to_user_cur:                   // the current Thread already and rs
     or r11, 0x202                           // IF on, reserved bit 1
     mov [rsp + {rflags}], r11               // the iretq path reads the frame
     jmp isr_return                          // full iretq path (swapgs there)
+8:  call {unknown}                          // rdi: the frame; frame.rax := BadSyscall
+    jmp 5b                                  // the exit, as for any other syscall
     "#,
     ursp = const OFF_USER_RSP,
     krsp = const OFF_KERNEL_RSP,
@@ -213,7 +219,9 @@ syscall_exit_to_user_cur:                   // the current Thread already and rs
     f_rip = const core::mem::offset_of!(TrapFrame, rip),
     f_rsp = const core::mem::offset_of!(TrapFrame, rsp),
     user_flags = const USER_RFLAGS,
-    dispatch = sym crate::syscall::syscall_dispatch,
+    unknown = sym crate::syscall::syscall_unknown,
+    table = sym crate::syscall::SYSCALL_TABLE,
+    nr_end = const abi::Sysnum::END,
     cur = const super::percpu::OFF_CURRENT,
     work = const super::percpu::OFF_THREAD_WORK,
     work_mask = const super::percpu::work::MASK,
