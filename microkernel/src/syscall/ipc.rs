@@ -109,11 +109,11 @@ fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
     };
     // Syscalls run with interrupts off: no RFLAGS save and restore.
     let t = process()?.ipc.handles.lock_irqs_off();
-    if let Ok(Entry {
+    if let Some(Entry {
         object: Object::Endpoint(ep),
         rights: r,
         badge,
-    }) = t.get(h, Rights::empty())
+    }) = t.find(h)
     {
         if r.contains(rights) {
             return Ok((ep.clone(), *badge));

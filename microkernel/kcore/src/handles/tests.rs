@@ -148,7 +148,7 @@ fn a_slot_at_the_last_generation_is_retired_not_wrapped() {
     let h = t.insert(ent("x", Rights::empty())).unwrap();
     t.close(h).unwrap();
     // Drive the (free) slot to the last generation quickly.
-    t.slots[0].generation = MAX_GENERATION;
+    t.slots[0].number = Handle::new(0, MAX_GENERATION);
     let h = t.insert(ent("x", Rights::empty())).unwrap();
     assert_eq!(h.generation(), MAX_GENERATION);
     t.close(h).unwrap();
