@@ -176,20 +176,31 @@ enum SlotState<O> {
 }
 
 /// One slot. It keeps the whole number that names it now (its generation
-/// and its own index, [`Handle::new`]) rather than the generation alone, so
-/// a lookup compares the number it was given as it is (entry2: the shift
-/// that took the generation out of it was two instructions a lookup, four
-/// on an IPC round trip).
+/// and its own index, [`Handle::new`]) rather than the generation alone,
+/// widened to a register's width (the padding after a `u32` was there
+/// anyway), so a lookup compares the syscall register it was given as it
+/// is ([`HandleTable::find_reg`]; entry2: the shift that took the
+/// generation out of it and the test of the register's upper half were
+/// 6 instructions of an IPC round trip, as measured).
 #[derive(Debug)]
 struct Slot<O> {
-    number: Handle,
+    /// `Handle::raw` of the number, zero-extended.
+    number: u64,
     state: SlotState<O>,
 }
 
 impl<O> Slot<O> {
+    /// The number that names the slot now.
+    fn number(&self) -> Handle {
+        Handle(self.number as u32)
+    }
     /// How often the slot was filled.
     fn generation(&self) -> u32 {
-        self.number.generation()
+        self.number().generation()
+    }
+    /// Names the slot `h` from now on.
+    fn set_number(&mut self, h: Handle) {
+        self.number = h.0 as u64;
     }
 }
 
@@ -275,7 +286,7 @@ impl<O: Clone> HandleTable<O> {
                 self.free_head
             };
             self.slots.push(Slot {
-                number: Handle::new(i, 1),
+                number: Handle::new(i, 1).0 as u64,
                 state: SlotState::Free(next),
             });
         }
@@ -305,7 +316,7 @@ impl<O: Clone> HandleTable<O> {
         self.free_count -= 1;
         self.live += 1;
         slot.state = SlotState::Used(entry);
-        slot.number
+        slot.number()
     }
 
     fn entry(&self, h: Handle) -> Result<&Entry<O>, HandleError> {
@@ -313,15 +324,21 @@ impl<O: Clone> HandleTable<O> {
     }
 
     /// The entry `h` names, if any (no rights checked): [`get`](Self::get)
-    /// without a rights test or an error to make, for a caller that tests
-    /// its good case as one condition and tells refusals apart out of line
-    /// (the kernel's IPC lookup). The number is compared whole, and the
-    /// slot's state is matched last, so a caller's test of the entry's
-    /// object kind can merge with the "used" test.
-    #[inline(always)]
+    /// without a rights test or an error to make.
     pub fn find(&self, h: Handle) -> Option<&Entry<O>> {
-        let slot = self.slots.get(h.slot())?;
-        if slot.number != h {
+        self.find_reg(h.0 as u64)
+    }
+
+    /// [`find`](Self::find) for a number straight from a syscall register:
+    /// a register with any of its upper 32 bits set names nothing (as
+    /// [`Handle::from_reg`] refuses it), found by the one compare of the
+    /// slot's number with the whole register. For a caller that tests its
+    /// good case as one condition and tells refusals apart out of line
+    /// (the kernel's IPC lookup).
+    #[inline(always)]
+    pub fn find_reg(&self, reg: u64) -> Option<&Entry<O>> {
+        let slot = self.slots.get(reg as usize & SLOT_MASK as usize)?;
+        if slot.number != reg {
             return None;
         }
         match &slot.state {
@@ -349,7 +366,8 @@ impl<O: Clone> HandleTable<O> {
         let (new_state, retired) = if slot.generation() == MAX_GENERATION {
             (SlotState::Retired, true)
         } else {
-            slot.number = Handle::new(index, slot.generation() + 1);
+            let next = Handle::new(index, slot.generation() + 1);
+            slot.set_number(next);
             (SlotState::Free(self.free_head), false)
         };
         let SlotState::Used(entry) = core::mem::replace(&mut slot.state, new_state) else {
@@ -436,7 +454,7 @@ impl<O: Clone> HandleTable<O> {
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
             if matches!(slot.state, SlotState::Used(_)) {
-                let h = slot.number;
+                let h = slot.number();
                 if let Ok(e) = self.close(h) {
                     f(e);
                 }

@@ -93,27 +93,29 @@ fn process() -> Result<&'static Arc<Process>, Error> {
 }
 
 /// The endpoint handle `h` names with `rights`, and its badge: one table
-/// lock, one slot and generation compare. Inlined: it is on both fast
-/// paths (`call`, `reply_recv`), where a call's frame setup is a fifth of
-/// its cost.
+/// lock, one compare of the slot's number with the register. Inlined: it
+/// is on both fast paths (`call`, `reply_recv`), where a call's frame
+/// setup is a fifth of its cost.
 ///
-/// The lookup that succeeds is tested as one condition (a live slot of
-/// this generation holding an endpoint with `rights`), and a refusal is
-/// told apart out of line ([`ep_refusal`], the same tests in their
-/// order): entrycut, the error codes were set up before each test on the
-/// fast path, and "live slot" was a test of its own.
+/// The lookup that succeeds is tested as one condition (a live slot whose
+/// number is the whole register, holding an endpoint with `rights`), and a
+/// refusal is told apart out of line ([`ep_refusal`], the same tests in
+/// their order, `Handle::from_reg`'s first): entrycut, the error codes
+/// were set up before each test on the fast path, and "live slot" was a
+/// test of its own; entry2, the register's upper half was a test of its
+/// own (`find_reg`: a register with any of them set matches no slot).
 #[inline(always)]
 fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
-    let Ok(h) = Handle::from_reg(h) else {
-        return Err(refused(Error::BadHandle));
+    let Some(p) = sched::current().process.as_ref() else {
+        return Err(no_process(h));
     };
     // Syscalls run with interrupts off: no RFLAGS save and restore.
-    let t = process()?.ipc.handles.lock_irqs_off();
+    let t = p.ipc.handles.lock_irqs_off();
     if let Some(Entry {
         object: Object::Endpoint(ep),
         rights: r,
         badge,
-    }) = t.find(h)
+    }) = t.find_reg(h)
     {
         if r.contains(rights) {
             return Ok((ep.clone(), *badge));
@@ -122,11 +124,14 @@ fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
     Err(ep_refusal(&t, h, rights))
 }
 
-/// Why [`ep`] refused `h`: `BadHandle`, `WrongType`, `PermissionDenied`,
-/// in that order.
+/// Why [`ep`] refused register `h`: `BadHandle` (upper bits set, or no
+/// such live number), `WrongType`, `PermissionDenied`, in that order.
 #[cold]
 #[inline(never)]
-fn ep_refusal(t: &Handles, h: Handle, rights: Rights) -> Error {
+fn ep_refusal(t: &Handles, h: u64, rights: Rights) -> Error {
+    let Ok(h) = Handle::from_reg(h) else {
+        return Error::BadHandle;
+    };
     let e = match t.get(h, Rights::empty()) {
         Ok(e) => e,
         Err(e) => return e.into(),
@@ -139,6 +144,18 @@ fn ep_refusal(t: &Handles, h: Handle, rights: Rights) -> Error {
     }
     // (Not reached: `ep` found nothing to refuse.)
     Error::BadHandle
+}
+
+/// [`ep`] for a thread with no process (a kernel thread's: it makes no
+/// syscalls): register `h`'s upper bits first, as [`process`]'s refusal
+/// came after `Handle::from_reg`'s.
+#[cold]
+#[inline(never)]
+fn no_process(h: u64) -> Error {
+    match Handle::from_reg(h) {
+        Ok(_) => Error::PermissionDenied,
+        Err(e) => e.into(),
+    }
 }
 
 fn ntf(h: u64, rights: Rights) -> Result<Ntf, Error> {

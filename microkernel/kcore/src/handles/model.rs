@@ -106,7 +106,8 @@ fn check(t: &HandleTable<u8>, m: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(used, t.live);
     // Each slot's number names that slot, at a generation in range.
     for (i, s) in t.slots.iter().enumerate() {
-        prop_assert_eq!(s.number.slot(), i);
+        prop_assert_eq!(s.number >> 32, 0);
+        prop_assert_eq!(s.number().slot(), i);
         prop_assert!((1..=MAX_GENERATION).contains(&s.generation()));
     }
     prop_assert_eq!(used + free, t.slots.len());

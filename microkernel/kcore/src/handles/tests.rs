@@ -35,6 +35,33 @@ fn register_values_with_upper_bits_are_bad_handles() {
 }
 
 #[test]
+fn a_register_lookup_finds_only_the_live_number_itself() {
+    let mut t = T::new(8);
+    let h = t.insert(ent("ep", Rights::SEND)).unwrap();
+    let reg = h.raw() as u64;
+    assert_eq!(t.find_reg(reg), Some(&ent("ep", Rights::SEND)));
+    assert_eq!(t.find(h), Some(&ent("ep", Rights::SEND)));
+    // Upper bits set (what `Handle::from_reg` refuses): no slot's number.
+    for bit in [32, 40, 63] {
+        assert_eq!(t.find_reg(reg | 1 << bit), None);
+    }
+    // Another generation of the slot; a free slot named by the number it
+    // will have when filled next; a slot past the table (8 slots).
+    assert_eq!(t.find_reg(reg + (1 << SLOT_BITS)), None);
+    assert_eq!(t.find_reg(reg | 7), None);
+    assert_eq!(t.find_reg(reg | 9), None);
+    t.close(h).unwrap();
+    assert_eq!(t.find_reg(reg), None);
+    assert_eq!(t.find_reg(reg + (1 << SLOT_BITS)), None);
+    let again = t.insert(ent("ntf", Rights::WAIT)).unwrap();
+    assert_eq!(again.raw() as u64, reg + (1 << SLOT_BITS));
+    assert_eq!(
+        t.find_reg(again.raw() as u64),
+        Some(&ent("ntf", Rights::WAIT))
+    );
+}
+
+#[test]
 fn lookup_requires_every_named_right() {
     let mut t = T::new(8);
     let h = t.insert(ent("ep", Rights::RECV)).unwrap();
@@ -148,7 +175,7 @@ fn a_slot_at_the_last_generation_is_retired_not_wrapped() {
     let h = t.insert(ent("x", Rights::empty())).unwrap();
     t.close(h).unwrap();
     // Drive the (free) slot to the last generation quickly.
-    t.slots[0].number = Handle::new(0, MAX_GENERATION);
+    t.slots[0].set_number(Handle::new(0, MAX_GENERATION));
     let h = t.insert(ent("x", Rights::empty())).unwrap();
     assert_eq!(h.generation(), MAX_GENERATION);
     t.close(h).unwrap();
