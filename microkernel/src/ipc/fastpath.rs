@@ -176,7 +176,7 @@ pub fn call<const FRAMELESS: bool>(
     // receiver took and handed back (`take_call`), and this one was
     // delivered straight to its receiver, never queued: both are
     // `InvalidArgument` in `deliver`.
-    Ok(fast_wait::<FRAMELESS>(tk, h, out))
+    Ok(fast_wait::<FRAMELESS>(cur, tk, h, out))
 }
 
 /// Steps 2 and 3 of a register-only call to the receiver `rt` (in wait
@@ -372,8 +372,9 @@ fn deliver(o: Outcome, out: *mut TrapFrame) -> Result<(), Error> {
     }
 }
 
-/// The current thread's wait for `ticket` (no deadline), switching to the
-/// hand-off first: [`wait`]'s common case in a few steps, and [`wait`]
+/// The current thread's (`cur`, the caller's: not read from the per-CPU
+/// area again, -3 a round trip, proto2) wait for `ticket` (no deadline),
+/// switching to the hand-off first: [`wait`]'s common case in a few steps, and [`wait`]
 /// itself for everything else (a kill, a result that came before we
 /// blocked, a wake-up without a result). The outcome goes to `out`
 /// ([`deliver`]); a message is written into the frame straight from our
@@ -387,11 +388,11 @@ fn deliver(o: Outcome, out: *mut TrapFrame) -> Result<(), Error> {
 /// contract, see [`call`]).
 #[inline(always)]
 fn fast_wait<const FRAMELESS: bool>(
+    cur: &Thread,
     ticket: Ticket,
     mut h: Handoff,
     out: *mut TrapFrame,
 ) -> Result<(), Error> {
-    let cur = sched::current();
     cur.set_state(ThreadState::Blocked);
     // Ordering: `set_state` is a SeqCst store (an `xchg`, a full barrier)
     // before the SeqCst loads of the kill flag and our claim word; a
@@ -639,5 +640,5 @@ pub fn reply_recv<const FRAMELESS: bool>(
     // Not bound (checked above; binding needs this thread to run), and
     // `Retry` ends only a caller's wait, never a receive: `deliver` makes
     // both `InvalidArgument`.
-    ReplyRecv::Done(fast_wait::<FRAMELESS>(tk, h, out))
+    ReplyRecv::Done(fast_wait::<FRAMELESS>(cur, tk, h, out))
 }
