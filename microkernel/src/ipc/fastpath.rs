@@ -76,6 +76,27 @@ impl Handoff {
         }
     }
 
+    /// [`or_wake`](Self::or_wake) for a receiver `t` that the fast `call`
+    /// took off an endpoint queue where it waits *on this CPU* (its
+    /// `Receiver::cpu`, tested): its `last_cpu` is not compared (-5 a round
+    /// trip, proto2). A receiver queues itself with the CPU it runs on and
+    /// then blocks there with interrupts off (no migration in between), so
+    /// the two differ only after a wake-up without a result (a kill, a
+    /// suspension) let another CPU run it and it blocked again in the same
+    /// wait; it is then handed off here rather than woken there, a choice
+    /// of CPU only: the switch still refuses a thread pinned elsewhere or
+    /// still being switched away from (`sched::switch_direct`'s test,
+    /// which queues it instead), as for any hand-off.
+    #[inline(always)]
+    pub fn queued_here(t: Arc<Thread>) -> Handoff {
+        if t.try_unblock() {
+            Handoff(Some(t))
+        } else {
+            sched::wake(&t);
+            Handoff(None)
+        }
+    }
+
     /// The thread, for the switch.
     pub fn take(&mut self) -> Option<Arc<Thread>> {
         self.0.take()
@@ -166,8 +187,9 @@ pub fn call<const FRAMELESS: bool>(
     let (tk, abandoned) = give_call(cur, &rt, r.thread.ticket, FRAMELESS, buf, capacity, || {
         msg_of(label, badge)
     });
-    // 4. Switch straight to rt (or wake it, if it cannot run here now).
-    let h = Handoff::or_wake(rt);
+    // 4. Switch straight to rt (or wake it, if it cannot run here now);
+    //    it was queued as waiting on this CPU (`take_front_receiver`).
+    let h = Handoff::queued_here(rt);
     if let Some(o) = abandoned {
         end_wait(o, Outcome::Err(Error::PeerDied));
     }
