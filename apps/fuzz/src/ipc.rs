@@ -556,12 +556,7 @@ fn fast_pair(r: &mut Rng) {
 }
 
 /// The kernel's fast-path counters summed over the CPUs: (calls,
-/// reply_recvs) (`cpu_syscalls`' RSI selector).
+/// reply_recvs) (`cpu_syscalls`' RSI selectors 1 and 2).
 fn fast_counts() -> (u64, u64) {
-    let read = |k: u64, sel: u64| {
-        // SAFETY: cpu_syscalls writes no memory.
-        abi::decode_result(unsafe { sys::syscall6(Sysnum::CpuSyscalls, k, sel, 0, 0, 0, 0) })
-            .unwrap_or(0)
-    };
-    (0..sys::cpu_count()).fold((0, 0), |(c, r), k| (c + read(k, 1), r + read(k, 2)))
+    (util::cpu_counter(1), util::cpu_counter(2))
 }

@@ -126,6 +126,18 @@ pub fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The kernel's per-CPU counter `sel` (`cpu_syscalls`' RSI selector: 1 fast
+/// calls, 2 fast reply_recvs, 6 non-canonical return refusals) summed over
+/// the CPUs.
+pub fn cpu_counter(sel: u64) -> u64 {
+    let read = |k: u64| {
+        // SAFETY: cpu_syscalls writes no memory.
+        decode_result(unsafe { sys::syscall6(Sysnum::CpuSyscalls, k, sel, 0, 0, 0, 0) })
+            .unwrap_or(0)
+    };
+    (0..sys::cpu_count()).map(read).sum()
+}
+
 /// Set once the run's seed is known, for the finding lines.
 pub static SEED: AtomicU64 = AtomicU64::new(0);
 

@@ -401,8 +401,8 @@ fn last_page_code(a0: u64, a1: u64, nr: abi::Sysnum) -> [u8; 29] {
 }
 
 /// Runs `code` in a thread, placed so that its end is the end of the user
-/// half (the `syscall` returns to 0x8000_0000_0000); the thread must end
-/// with #GP (or #PF).
+/// half (the `syscall` returns to 0x8000_0000_0000); the kernel must
+/// refuse that return (#GP, counted: [`util::expect_rip_refused`]).
 fn run_in_last_page(code: &[u8]) -> TestResult {
     if sys::map_anon(LAST_PAGE, 4096, abi::prot::WRITE).is_err() {
         return Err("map_anon of the last user page failed");
@@ -410,12 +410,15 @@ fn run_in_last_page(code: &[u8]) -> TestResult {
     let start = LAST_PAGE + 4096 - code.len() as u64;
     // SAFETY: the page was just mapped writable and nothing else uses it.
     unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), start as *mut u8, code.len()) };
+    let refused = util::rip_refusals();
     // SAFETY: nothing holds a reference into the page.
     let r = match unsafe { sys::protect(LAST_PAGE, 4096, abi::prot::EXEC) } {
         Err(_) => Err("protect(last page, EXEC) failed"),
         // SAFETY: the thread runs `code` and then faults.
         Ok(_) => match unsafe { util::spawn_at(start, 0) } {
-            Ok(t) => t.join().and_then(|st| util::expect_fault(st, &[13, 14])),
+            Ok(t) => t
+                .join()
+                .and_then(|st| util::expect_rip_refused(st, refused)),
             Err(_) => Err("thread_spawn at the last page failed"),
         },
     };

@@ -11,7 +11,17 @@
 //! RIP, 0x8000_0000_0000, is non-canonical), block frameless, and are
 //! resumed by a hand-off (the partner's fast `reply_recv` or fast `call`)
 //! or by the scheduler (the partner's plain `reply`): each thread must end
-//! with #GP (or #PF), never return, and the kernel must live on.
+//! with the kernel's #GP, never return, and the kernel must live on. The
+//! #GP alone proves nothing under QEMU (TCG's SYSRET to a non-canonical RIP
+//! faults in ring 3, AMD-style, so the thread died the same way with the
+//! check gone): each case also counts its victim's refusal
+//! ([`util::expect_rip_refused`], ripcheck, session 24).
+//!
+//! [`refused_fast_ipc_from_the_last_user_byte_faults`] (ripcheck) covers
+//! the IPC entry's own end (`syscall::ipc_entry`: a fast `call` or
+//! `reply_recv` answered without a wait, here refused at once for a handle
+//! that names nothing), which no other case reached: removing its check
+//! failed nothing.
 
 use crate::break22::counted;
 use crate::note;
@@ -113,7 +123,8 @@ extern "C" fn last_byte_caller(_: u64) -> ! {
 
 /// Case: a fast `call` from the last byte of the user half, answered by a
 /// fast `reply_recv` (the hand-off resume) and by a plain `reply` (the
-/// scheduler's resume): the caller ends with #GP/#PF both times.
+/// scheduler's resume): the kernel refuses the caller's return (#GP) both
+/// times.
 pub fn fast_call_from_the_last_user_byte_faults() -> TestResult {
     check(util::pin0(), "set_affinity(0)")?;
     map_last_syscall()?;
@@ -128,6 +139,7 @@ pub fn fast_call_from_the_last_user_byte_faults() -> TestResult {
             let s = util::spawn(server, 0)?;
             // The server reaches its receive on this CPU first.
             sys::sleep_ns(2_000_000);
+            let refused = util::rip_refusals();
             let c = util::spawn(last_byte_caller, 0)?;
             let cst = c.join()?;
             let fast = counted(1) - fast_before;
@@ -152,7 +164,7 @@ pub fn fast_call_from_the_last_user_byte_faults() -> TestResult {
                 "the server got no call",
             )?;
             check(fast > 0, "the call did not take the fast path")?;
-            util::expect_fault(cst, &[13, 14])?;
+            util::expect_rip_refused(cst, refused)?;
             check(sst == Status::Exited(0), "the server failed")?;
         }
         Ok(())
@@ -180,7 +192,8 @@ extern "C" fn last_byte_server(_: u64) -> ! {
 
 /// Case: a fast `reply_recv` from the last byte of the user half: its
 /// reply reaches the caller; its receive, resumed by the next fast call's
-/// hand-off, ends with #GP/#PF (the second call fails, its server dead).
+/// hand-off, ends with the kernel's #GP (the second call fails, its
+/// server dead).
 pub fn fast_reply_recv_from_the_last_user_byte_faults() -> TestResult {
     check(util::pin0(), "set_affinity(0)")?;
     map_last_syscall()?;
@@ -190,6 +203,7 @@ pub fn fast_reply_recv_from_the_last_user_byte_faults() -> TestResult {
         SEEN.store(0, Ordering::SeqCst);
         let replies_before = counted(2);
         let calls_before = counted(1);
+        let refused = util::rip_refusals();
         let s = util::spawn(last_byte_server, 0)?;
         sys::sleep_ns(2_000_000);
         let m = Message {
@@ -211,7 +225,41 @@ pub fn fast_reply_recv_from_the_last_user_byte_faults() -> TestResult {
         )?;
         check(second.is_err(), "the second call got a reply")?;
         check(replies > 0, "the reply_recv did not take the fast path")?;
-        util::expect_fault(sst, &[13, 14])
+        util::expect_rip_refused(sst, refused)
+    })();
+    unmap_last();
+    r?;
+    check(sys::null() == 0, "the main thread is not well afterwards")
+}
+
+/// On CPU 0: IPC syscall `op` (0: `call`, 1: `reply_recv`) from the last
+/// byte of the user half on handle 0, which names nothing.
+extern "C" fn last_byte_refused(op: u64) -> ! {
+    if !util::pin0() {
+        sys::thread_exit(1);
+    }
+    let n = if op == 0 {
+        Sysnum::IpcCall
+    } else {
+        Sysnum::IpcReplyRecv
+    };
+    ipc_from_last_byte(n, 0, 0x52)
+}
+
+/// Case: a fast `call` and a fast `reply_recv` from the last byte of the
+/// user half that the IPC entry refuses at once (`BadHandle`): they never
+/// wait, so they end in the entry's own end, not a frameless resume; the
+/// kernel refuses each return (#GP) all the same.
+pub fn refused_fast_ipc_from_the_last_user_byte_faults() -> TestResult {
+    map_last_syscall()?;
+    let r = (|| {
+        for op in [0u64, 1] {
+            let refused = util::rip_refusals();
+            let st = util::spawn(last_byte_refused, op)?.join()?;
+            note!("op {op}: {st:?}");
+            util::expect_rip_refused(st, refused)?;
+        }
+        Ok(())
     })();
     unmap_last();
     r?;

@@ -132,6 +132,33 @@ pub fn expect_fault(st: Status, vectors: &[u8]) -> TestResult {
     }
 }
 
+/// Syscalls the kernel refused to return from (a non-canonical return
+/// RIP: `cpu_syscalls` counter 6), summed over every CPU; a failed read
+/// counts 0 (so a case that expects one more fails).
+pub fn rip_refusals() -> u64 {
+    let read = |cpu: u64| {
+        // SAFETY: cpu_syscalls writes no memory.
+        abi::decode_result(unsafe { sys::syscall6(abi::Sysnum::CpuSyscalls, cpu, 6, 0, 0, 0, 0) })
+            .unwrap_or(0)
+    };
+    (0..sys::cpu_count()).map(read).sum()
+}
+
+/// Checks that a thread whose syscall returned to a non-canonical RIP was
+/// stopped by the kernel's refusal: #GP, and exactly one refusal since
+/// `before` ([`rip_refusals`], read before the thread's syscall). The
+/// vector alone proves nothing: TCG's SYSRET to that RIP raises #GP in
+/// ring 3 (AMD-style), so the thread died the same way with the check gone
+/// (on Intel that is a ring-0 #GP on the user stack, CVE-2012-0217).
+pub fn expect_rip_refused(st: Status, before: u64) -> TestResult {
+    let n = rip_refusals().wrapping_sub(before);
+    if n != 1 {
+        println!("  note: {n} non-canonical return refusals, expected 1 (thread {st:?})");
+        return Err("the kernel did not refuse the non-canonical return exactly once");
+    }
+    expect_fault(st, &[13])
+}
+
 /// The mnemonic of exception `vector` (`#GP`).
 pub fn fault_name(vector: u8) -> &'static str {
     match vector {

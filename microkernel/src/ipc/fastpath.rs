@@ -76,6 +76,27 @@ impl Handoff {
         }
     }
 
+    /// [`or_wake`](Self::or_wake) for a receiver `t` that the fast `call`
+    /// took off an endpoint queue where it waits *on this CPU* (its
+    /// `Receiver::cpu`, tested): its `last_cpu` is not compared (-5 a round
+    /// trip, proto2). A receiver queues itself with the CPU it runs on and
+    /// then blocks there with interrupts off (no migration in between), so
+    /// the two differ only after a wake-up without a result (a kill, a
+    /// suspension) let another CPU run it and it blocked again in the same
+    /// wait; it is then handed off here rather than woken there, a choice
+    /// of CPU only: the switch still refuses a thread pinned elsewhere or
+    /// still being switched away from (`sched::switch_direct`'s test,
+    /// which queues it instead), as for any hand-off.
+    #[inline(always)]
+    pub fn queued_here(t: Arc<Thread>) -> Handoff {
+        if t.try_unblock() {
+            Handoff(Some(t))
+        } else {
+            sched::wake(&t);
+            Handoff(None)
+        }
+    }
+
     /// The thread, for the switch.
     pub fn take(&mut self) -> Option<Arc<Thread>> {
         self.0.take()
@@ -166,8 +187,9 @@ pub fn call<const FRAMELESS: bool>(
     let (tk, abandoned) = give_call(cur, &rt, r.thread.ticket, FRAMELESS, buf, capacity, || {
         msg_of(label, badge)
     });
-    // 4. Switch straight to rt (or wake it, if it cannot run here now).
-    let h = Handoff::or_wake(rt);
+    // 4. Switch straight to rt (or wake it, if it cannot run here now);
+    //    it was queued as waiting on this CPU (`take_front_receiver`).
+    let h = Handoff::queued_here(rt);
     if let Some(o) = abandoned {
         end_wait(o, Outcome::Err(Error::PeerDied));
     }
@@ -176,7 +198,7 @@ pub fn call<const FRAMELESS: bool>(
     // receiver took and handed back (`take_call`), and this one was
     // delivered straight to its receiver, never queued: both are
     // `InvalidArgument` in `deliver`.
-    Ok(fast_wait::<FRAMELESS>(tk, h, out))
+    Ok(fast_wait::<FRAMELESS>(cur, tk, h, out))
 }
 
 /// Steps 2 and 3 of a register-only call to the receiver `rt` (in wait
@@ -372,8 +394,9 @@ fn deliver(o: Outcome, out: *mut TrapFrame) -> Result<(), Error> {
     }
 }
 
-/// The current thread's wait for `ticket` (no deadline), switching to the
-/// hand-off first: [`wait`]'s common case in a few steps, and [`wait`]
+/// The current thread's (`cur`, the caller's: not read from the per-CPU
+/// area again, -3 a round trip, proto2) wait for `ticket` (no deadline),
+/// switching to the hand-off first: [`wait`]'s common case in a few steps, and [`wait`]
 /// itself for everything else (a kill, a result that came before we
 /// blocked, a wake-up without a result). The outcome goes to `out`
 /// ([`deliver`]); a message is written into the frame straight from our
@@ -387,11 +410,11 @@ fn deliver(o: Outcome, out: *mut TrapFrame) -> Result<(), Error> {
 /// contract, see [`call`]).
 #[inline(always)]
 fn fast_wait<const FRAMELESS: bool>(
+    cur: &Thread,
     ticket: Ticket,
     mut h: Handoff,
     out: *mut TrapFrame,
 ) -> Result<(), Error> {
-    let cur = sched::current();
     cur.set_state(ThreadState::Blocked);
     // Ordering: `set_state` is a SeqCst store (an `xchg`, a full barrier)
     // before the SeqCst loads of the kill flag and our claim word; a
@@ -639,5 +662,5 @@ pub fn reply_recv<const FRAMELESS: bool>(
     // Not bound (checked above; binding needs this thread to run), and
     // `Retry` ends only a caller's wait, never a receive: `deliver` makes
     // both `InvalidArgument`.
-    ReplyRecv::Done(fast_wait::<FRAMELESS>(tk, h, out))
+    ReplyRecv::Done(fast_wait::<FRAMELESS>(cur, tk, h, out))
 }

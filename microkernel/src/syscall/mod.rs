@@ -356,8 +356,12 @@ fn end<F: FnOnce(&mut TrapFrame)>(frame: &mut TrapFrame, check: ReturnCheck, fau
 /// inlined and not `#[cold]`, like [`Fault::stop`], or every syscall pays
 /// for its table entry's stack frame (found when the entry was one
 /// dispatcher, `syscall_dispatch`).
+/// Counted (`cpu_syscalls` counter 6): each ring-3 case that provokes one
+/// proves its own refusal ran, which its #GP alone cannot under TCG.
 #[inline(never)]
 fn non_canonical_return(frame: &mut TrapFrame) {
+    let refusals = &crate::arch::percpu::this().rip_refusals;
+    refusals.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     undo_spawn(frame.error_code, frame.rax);
     Fault::NonCanonicalReturn.stop(frame);
 }

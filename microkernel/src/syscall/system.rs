@@ -76,7 +76,8 @@ pub fn cpu_id() -> Result<u64, Error> {
 /// `call`s it completed on the cross-core path (`ipc::xcall`); 4: its timer
 /// ticks that found it idle with a thread queued (a wake that neither its
 /// IPI nor the idle poll delivered); 5: the polls of a blocking thread
-/// that reached their bound with nothing queued (`sched::block`); any
+/// that reached their bound with nothing queued (`sched::block`); 6: the
+/// syscalls it refused to return from (a non-canonical return RIP); any
 /// other non-zero `counter` is `InvalidArgument`.
 pub fn cpu_syscalls(cpu: u64, counter: u64) -> Result<u64, Error> {
     let pc = percpu_of(cpu).ok_or(Error::NotFound)?;
@@ -87,6 +88,7 @@ pub fn cpu_syscalls(cpu: u64, counter: u64) -> Result<u64, Error> {
         3 => Ok(pc.xcalls.load(Ordering::Relaxed)),
         4 => Ok(pc.late_wakes.load(Ordering::Relaxed)),
         5 => Ok(pc.poll_misses.load(Ordering::Relaxed)),
+        6 => Ok(pc.rip_refusals.load(Ordering::Relaxed)),
         _ => Err(Error::InvalidArgument),
     }
 }

@@ -400,6 +400,10 @@ pub const CASES: &[Case] = &[
         break23::fast_reply_recv_from_the_last_user_byte_faults,
     ),
     (
+        "break23_refused_fast_ipc_from_the_last_user_byte_faults",
+        break23::refused_fast_ipc_from_the_last_user_byte_faults,
+    ),
+    (
         "break23_ipc_entry_refusals_keep_their_order",
         break23b::ipc_entry_refusals_keep_their_order,
     ),

@@ -208,6 +208,23 @@ impl<X> RecvQueue<X> {
         Some(h)
     }
 
+    /// [`pop_front_trim`](Self::pop_front_trim) of a front entry the
+    /// caller copied already (it is not read again). Only for a queue that
+    /// is not empty and whose entries need no drop (`Copy`).
+    #[inline(always)]
+    fn drop_front_trim(&mut self)
+    where
+        X: Copy,
+    {
+        debug_assert!(self.head.is_some());
+        if self.rest.is_empty() {
+            self.head = None;
+        } else {
+            self.head = self.rest.pop_front();
+            trim(&mut self.rest);
+        }
+    }
+
     /// The entry at position `i` (0 = front).
     fn get(&self, i: usize) -> Option<&X> {
         match i {
@@ -462,16 +479,24 @@ impl<T> Endpoint<T> {
         &mut self,
         cpu: u32,
         claim: impl FnOnce(&Receiver<T>) -> bool,
-    ) -> Option<Receiver<T>> {
-        let r = self.receivers.front()?;
-        if r.cpu != cpu || !claim(r) {
+    ) -> Option<Receiver<T>>
+    where
+        T: Copy,
+    {
+        // A copy, made before the claim: the claim is an atomic operation,
+        // after which the compiler read the entry (and tested its `Option`)
+        // again, and the kernel's later test of the claimed ticket could
+        // not be folded into the claim's own (proto2).
+        let r = *self.receivers.front()?;
+        if r.cpu != cpu || !claim(&r) {
             return None;
         }
         // A burst of receivers gives its room back once its heap part
-        // empties (`pop_front_trim`); the steady state, one receiver in
+        // empties (`drop_front_trim`); the steady state, one receiver in
         // `head` and nothing behind it, neither pops the heap part nor
         // tests its capacity (five instructions a fast call).
-        self.receivers.pop_front_trim()
+        self.receivers.drop_front_trim();
+        Some(r)
     }
 
     /// The fast path's receive: queues `receiver` when the endpoint is

@@ -129,6 +129,11 @@ pub struct PerCpu {
     /// bound with nothing queued: spins that bought nothing (breakk2: the
     /// ring-3 case expects none on a CPU with no other CPU to wake it).
     pub poll_misses: AtomicU64,
+    /// Syscalls this CPU refused to return from: a non-canonical return
+    /// RIP (CVE-2012-0217; `syscall::non_canonical_return`). The ring-3
+    /// cases that provoke one count it: TCG's SYSRET faults AMD-style, in
+    /// ring 3, so a thread dies of #GP even with the check gone.
+    pub rip_refusals: AtomicU64,
     /// The root this CPU's CR3 holds ([`super::mmu`]).
     pub(super) loaded_root: AtomicU64,
     /// The address of this CPU's TSS.RSP0 (a field of its [`super::iopb`]
@@ -226,6 +231,7 @@ impl PerCpu {
             xcalls: AtomicU64::new(0),
             late_wakes: AtomicU64::new(0),
             poll_misses: AtomicU64::new(0),
+            rip_refusals: AtomicU64::new(0),
             loaded_root: AtomicU64::new(0),
             tss_rsp0: AtomicU64::new(0),
             io_live_key: AtomicU64::new(0),
