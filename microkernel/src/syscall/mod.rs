@@ -53,7 +53,10 @@ const KILL: Rights = Rights::KILL;
 
 /// The entry stub's table: it calls entry `n` for syscall `n <
 /// Sysnum::END` with the caller's saved registers (RDI: the frame), and
-/// [`syscall_unknown`] for any other number; the entry leaves the result
+/// its last entry, [`syscall_unknown`], for any other number (the stub
+/// clamps the index with a `cmova`, not a branch, so no mispredicted bounds
+/// check can make the CPU speculatively call through a word past the table:
+/// Spectre v1, Linux's `array_index_nospec`); the entry leaves the result
 /// in the frame's RAX. The stub sanitises RFLAGS and picks `sysretq` or
 /// `iretq` itself.
 ///
@@ -70,7 +73,7 @@ const KILL: Rights = Rights::KILL;
 ///
 /// A thread whose process is being killed is not checked here: the killer
 /// kicks the CPUs running its threads, and the interrupt return path ends them.
-pub static SYSCALL_TABLE: [Entry; Sysnum::END as usize] = entries!(
+pub static SYSCALL_TABLE: [Entry; Sysnum::END as usize + 1] = entries!(
     0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29
     30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59
 );
@@ -84,12 +87,13 @@ pub static SYSCALL_TABLE: [Entry; Sysnum::END as usize] = entries!(
 /// stack behind: [`ipc_entry`]).
 type Entry = unsafe extern "C" fn(*mut TrapFrame);
 
-/// [`SYSCALL_TABLE`]'s entries, one [`entry`] per number listed; a number
-/// missing from the list is a build error (the array's length is
-/// `Sysnum::END`, and the codes are dense).
+/// [`SYSCALL_TABLE`]'s entries, one [`entry`] per number listed, then
+/// [`syscall_unknown`] (index `Sysnum::END`); a number missing from the
+/// list is a build error (the array's length is `Sysnum::END + 1`, and the
+/// codes are dense).
 macro_rules! entries {
     ($($n:literal)+) => {
-        [$(const { entry::<$n>() }),+]
+        [$(const { entry::<$n>() }),+, syscall_unknown]
     };
 }
 use entries;
@@ -114,7 +118,8 @@ unsafe extern "C" fn numbered<const N: u64>(frame: *mut TrapFrame) {
     unsafe { route_const::<N, _>(frame, non_canonical_return) };
 }
 
-/// What the entry stub calls for a number past [`SYSCALL_TABLE`]: the
+/// [`SYSCALL_TABLE`]'s last entry, which the stub calls for every number
+/// `>= Sysnum::END`: the
 /// frame's RAX := `BadSyscall` (as `choose` answers for any unknown
 /// number, here `Sysnum::END`).
 ///

@@ -10,8 +10,7 @@
 //! list):
 //! - `sym crate::kernel_entry` (boot.rs: the boot CPU's 64-bit entry)
 //! - `sym crate::interrupt::trap_dispatch` (idt.rs: every interrupt and exception)
-//! - `sym crate::syscall::SYSCALL_TABLE` (syscall.rs: every syscall, one entry per number)
-//! - `sym crate::syscall::syscall_unknown` (syscall.rs: a number past the table)
+//! - `sym crate::syscall::SYSCALL_TABLE` (syscall.rs: every syscall, one entry per number, then `syscall_unknown` for any number past them)
 //! - `sym crate::lifecycle::return_to_user_work` (idt.rs: deferred work)
 //! - `sym crate::syscall::syscall_return_work` (syscall.rs: deferred work, with the frame)
 //! - `sym crate::sched::finish_switch` (context.rs: the first code after a switch)

@@ -9,8 +9,9 @@
 //! The stub switches to the thread's kernel stack through `gs:`, builds a full
 //! [`TrapFrame`] (the same shape interrupts build, at the same place: the top of
 //! the kernel stack), and calls the number's entry in
-//! [`crate::syscall::SYSCALL_TABLE`] (after one bounds check; a number past
-//! it goes to `crate::syscall::syscall_unknown`), which puts the result in
+//! [`crate::syscall::SYSCALL_TABLE`] (a number past the known ones is
+//! clamped, without a branch, to the table's last entry,
+//! `crate::syscall::syscall_unknown`), which puts the result in
 //! the frame's RAX and guarantees the return RIP is canonical
 //! (SYSRET to a non-canonical RCX faults in ring 0 on the user stack on Intel
 //! CPUs: CVE-2012-0217). The stub then sanitises the saved RFLAGS — only the
@@ -149,8 +150,10 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     r#"
     inc qword ptr gs:[{count}]              // per-CPU syscall counter
     mov rdi, rsp                            // rdi: &mut TrapFrame
-    cmp rax, {nr_end}                       // rax: the syscall number; a known one?
-    jae 8f                                  // rare: refused below
+    mov ecx, {nr_end}                       // rcx: the table's last index, syscall_unknown's
+    cmp rax, rcx                            // rax: the syscall number; past the known ones?
+    cmova rax, rcx                          // then syscall_unknown (a clamp, not a branch: no
+                                            // speculative call through a word past the table)
     call [{table} + rax * 8]                // the number's entry: frame.rax := result; frame.rip canonical
     .global syscall_exit_to_user
 syscall_exit_to_user:
@@ -193,8 +196,6 @@ syscall_exit_to_user_cur:                   // the current Thread already and rs
     or r11, 0x202                           // IF on, reserved bit 1
     mov [rsp + {rflags}], r11               // the iretq path reads the frame
     jmp isr_return                          // full iretq path (swapgs there)
-8:  call {unknown}                          // rdi: the frame; frame.rax := BadSyscall
-    jmp 5b                                  // the exit, as for any other syscall
     "#,
     ursp = const OFF_USER_RSP,
     krsp = const OFF_KERNEL_RSP,
@@ -219,7 +220,6 @@ syscall_exit_to_user_cur:                   // the current Thread already and rs
     f_rip = const core::mem::offset_of!(TrapFrame, rip),
     f_rsp = const core::mem::offset_of!(TrapFrame, rsp),
     user_flags = const USER_RFLAGS,
-    unknown = sym crate::syscall::syscall_unknown,
     table = sym crate::syscall::SYSCALL_TABLE,
     nr_end = const abi::Sysnum::END,
     cur = const super::percpu::OFF_CURRENT,
