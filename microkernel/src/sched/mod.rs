@@ -360,11 +360,13 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     } else {
         next.space.as_ref()
     };
-    // The FPU state and FS/GS bases (switch2: one test when neither thread
-    // has any, the usual IPC pair; an idle prev ran on the last user
-    // thread's, whatever they were, so every switch from it does the work).
+    // The FPU state, FS/GS bases and I/O bitmap (switch2: one test when
+    // neither thread has any, the usual IPC pair; an idle prev ran on the
+    // last user thread's, whatever they were, so every switch from it
+    // does the work).
     let extra = ustate::Extra::of(prev, &next);
-    if prev_idle || extra.any() {
+    let work = prev_idle || extra.any();
+    if work {
         ustate::switch::<USER_TO_USER>(prev, pctx, &next, nctx, prev_idle, space.is_some(), extra);
     }
     match space {
@@ -378,15 +380,24 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
             } else {
                 next.process.as_deref()
             };
-            crate::arch::iopb::switch_to(process.map(|p| &p.io));
+            // Without `work` neither thread ever ran with a bitmap
+            // (`fpu::IO`): the CPU's is off, as next needs it (a process
+            // of next's that has one is loaded when next first uses a
+            // port: `iopb::refresh`).
+            if work && crate::arch::iopb::switch_to(process.map(|p| &p.io)) {
+                next.fpu.note_io();
+            }
             // SAFETY: every space's root shares the kernel half, and `next`
             // holds the space (so the root) while it runs.
             unsafe { mmu::load_root(space.root()) };
         }
         None => {
             // hw (issue 11): no bitmap while kernel threads run (cpustate's
-            // read-back expects none outside user threads).
-            crate::arch::iopb::switch_to(None);
+            // read-back expects none outside user threads; without `work`
+            // it is off already: prev never ran with one, `fpu::IO`).
+            if work {
+                crate::arch::iopb::switch_to(None);
+            }
             // SAFETY: the kernel's own tables, live forever.
             unsafe { mmu::load_root(crate::mem::kernel_root()) }
         }

@@ -1,7 +1,8 @@
 //! The user state a switch moves beyond the general registers: FPU/SIMD
-//! registers and the FS/GS bases, each thread's summarised in one byte
+//! registers and the FS/GS bases (and whether the I/O bitmap is live,
+//! which `switch_prepare` switches), each thread's summarised in one byte
 //! (`fpu::FpuState::extra`), so that a switch between two threads with
-//! neither (the usual IPC pair) costs one test (switch2). Split from
+//! none of it (the usual IPC pair) costs one test (switch2). Split from
 //! `sched/mod.rs` (its size).
 
 use crate::arch::cpu::{self, msr};
@@ -25,11 +26,12 @@ impl Extra {
         }
     }
 
-    /// Whether either thread used the FPU or set a base. Neither (and a
-    /// user prev): CR0.TS is set and the registers hold the init image
-    /// (prev never used the FPU), which is what next runs with; the MSRs
-    /// hold prev's bases, 0 as its context says already, and next's are 0
-    /// too. Nothing to save, load or compare.
+    /// Whether either thread used the FPU, set a base or ran with an I/O
+    /// bitmap. Neither (and a user prev): CR0.TS is set and the registers
+    /// hold the init image (prev never used the FPU), which is what next
+    /// runs with; the MSRs hold prev's bases, 0 as its context says
+    /// already, and next's are 0 too; the CPU's I/O bitmap is off. Nothing
+    /// to save, load or compare.
     #[inline(always)]
     pub(super) fn any(self) -> bool {
         self.prev | self.next != 0

@@ -199,15 +199,19 @@ pub const USED: u8 = 1;
 /// [`FpuState::extra`]'s bit: the thread set its FS or GS base
 /// ([`FpuState::note_bases`]); without it both are 0.
 pub const BASES: u8 = 2;
+/// [`FpuState::extra`]'s bit: the thread may run with an I/O bitmap live
+/// in its CPU's TSS ([`FpuState::note_io`]); without it the bitmap is off
+/// while it runs.
+pub const IO: u8 = 4;
 
 /// One thread's saved FPU/SIMD registers (64-byte aligned, as XSAVE needs),
 /// and the summary of the user state a switch must handle beyond the
 /// general registers ([`FpuState::extra`]).
 pub struct FpuState {
     area: NonNull<u8>,
-    /// [`USED`] and [`BASES`]: each set once, never cleared, only by the
-    /// CPU running the thread (interrupts off: the #NM handler, a syscall);
-    /// read by that CPU, or by one switching the thread in after the
+    /// [`USED`], [`BASES`] and [`IO`]: each set once, never cleared, only by the
+    /// CPU running the thread or switching it in (interrupts off: the #NM
+    /// handler, a syscall, a fault, the switch); read by that CPU, or by one switching the thread in after the
     /// `on_cpu` handshake (whose Release/Acquire pair orders the write
     /// before it): Relaxed, and set with a load and a store.
     extra: AtomicU8,
@@ -253,8 +257,9 @@ impl FpuState {
     /// 0: ring 3 cannot change them by itself, CR4.FSGSBASE being off
     /// (`cpustate::cr4_for`), and a selector it loads into FS or GS gives
     /// base 0: every GDT descriptor ring 3 may load is based at 0 (`gdt`)
-    /// and there is no LDT). Two such threads switch with no FPU or base
-    /// work at all (`sched::ustate`).
+    /// and there is no LDT), and never ran with an I/O bitmap live (so the
+    /// CPU's bitmap is off while it runs). Two such threads switch with no
+    /// FPU, base or I/O-bitmap work at all (`sched::ustate`).
     #[inline(always)]
     pub fn extra(&self) -> u8 {
         self.extra.load(Ordering::Relaxed)
@@ -266,6 +271,16 @@ impl FpuState {
     #[inline(always)]
     pub fn note_bases(&self) {
         self.mark(BASES);
+    }
+
+    /// Records that the thread (the current one, or the one being switched
+    /// in) runs with an I/O bitmap live: from now on every switch from or
+    /// to it makes the CPU's bitmap that of the next thread's process
+    /// (`iopb::switch_to`). Set before the thread can run with the bitmap
+    /// (interrupts off until it does).
+    #[inline(always)]
+    pub fn note_io(&self) {
+        self.mark(IO);
     }
 
     /// Sets `bit` of [`Self::extra`] (see the field for why a load and a
