@@ -387,9 +387,10 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
             if work && crate::arch::iopb::switch_to(process.map(|p| &p.io)) {
                 next.fpu.note_io();
             }
+            debug_assert_eq!(next.root(), space.root());
             // SAFETY: every space's root shares the kernel half, and `next`
             // holds the space (so the root) while it runs.
-            unsafe { mmu::load_root(space.root()) };
+            unsafe { mmu::load_root(next.root()) };
         }
         None => {
             // hw (issue 11): no bitmap while kernel threads run (cpustate's
