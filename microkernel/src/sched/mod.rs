@@ -364,6 +364,11 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     // neither thread has any, the usual IPC pair; an idle prev ran on the
     // last user thread's, whatever they were, so every switch from it
     // does the work).
+    if space.is_some() {
+        // Before the test below (switch2: the path without work then
+        // falls through to the CR3 step with no jump).
+        percpu::set_kernel_stack(next.kstack_top());
+    }
     let extra = ustate::Extra::of(prev, &next);
     let work = prev_idle || extra.any();
     if work {
@@ -371,7 +376,6 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     }
     match space {
         Some(space) => {
-            percpu::set_kernel_stack(next.kstack_top());
             // hw (issue 11): next's process's I/O bitmap, or none.
             let process = if USER_TO_USER {
                 // SAFETY: `next` is a user thread (above); `is_idle`, which
