@@ -217,7 +217,7 @@ pub fn user_fault(frame: &mut TrapFrame) {
     // loaded the process's I/O bitmap is retried with the new bitmap.
     if frame.vector == 13 {
         if let Some(p) = t.process.as_ref() {
-            if crate::arch::iopb::refresh(&p.io) {
+            if crate::arch::iopb::refresh(&p.io, &t.fpu) {
                 return;
             }
         }

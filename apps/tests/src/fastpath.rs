@@ -139,7 +139,7 @@ fn ping(ep: Endpoint, n: u64) -> TestResult {
 
 /// Runs `f` and checks which fast-path counters moved: `calls` / `replies`
 /// say whether each may (`true`: must, at least `min`) or must not move.
-fn counted(
+pub(crate) fn counted(
     what: &'static str,
     calls: Option<u64>,
     replies: Option<u64>,

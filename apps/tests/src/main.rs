@@ -67,6 +67,7 @@ mod ipcfast;
 mod ipcfr;
 mod ipcl;
 mod kv;
+mod lazyswitch;
 mod leaks;
 mod lifecycle;
 mod loader;

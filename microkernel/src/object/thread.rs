@@ -77,6 +77,10 @@ pub struct SchedState {
     pub ceiling: AtomicBool,
     /// Pinned CPU, or `u32::MAX`.
     pub affinity: AtomicU32,
+    /// `affinity` as a set of CPUs, a bit each ([`cpus_of`]): changed with
+    /// it (`sched::set_affinity`, by the thread itself), so the IPC
+    /// hand-off tests it in one `bt` (switch2).
+    pub cpus: AtomicU64,
     /// The CPU it last ran on.
     pub last_cpu: AtomicU32,
     /// Set while a CPU is running it (or still switching away from it).
@@ -88,6 +92,19 @@ pub struct SchedState {
     /// Wake-up deadline while sleeping (ns since boot).
     pub wake_at_ns: AtomicU64,
 }
+
+/// The CPUs a thread with `affinity` may run on, a bit each: all for an
+/// unpinned thread (`u32::MAX`), else its pinned CPU's
+/// ([`SchedState::cpus`]; CPU numbers are below 64: `percpu::MAX_CPUS`).
+pub fn cpus_of(affinity: u32) -> u64 {
+    if affinity == u32::MAX {
+        u64::MAX
+    } else {
+        1u64 << (affinity % 64)
+    }
+}
+
+const _: () = assert!(percpu::MAX_CPUS <= 64);
 
 /// How the thread ended, and who waits for that: the record a thread handle
 /// names (`Object::Thread`). The thread holds it while it lives and every
@@ -234,6 +251,10 @@ pub struct Thread {
     /// cost the IPC round trip ~10 instructions). `kstack` is only taken
     /// in `drop`, so this never goes stale while the thread can run.
     kstack_top: u64,
+    /// `space`'s root (0 without one), computed once: every switch to the
+    /// thread loads it (switch2: one load instead of two a switch). A
+    /// space's root never changes, and `space` is only taken in `drop`.
+    root: u64,
     ctx: UnsafeCell<ThreadCtx>,
     /// Saved FPU/SIMD registers.
     pub fpu: FpuState,
@@ -348,6 +369,7 @@ impl Thread {
             work: AtomicU32::new(0),
             tid,
             process: p.process,
+            root: p.space.as_ref().map_or(0, |s| s.root()),
             space: p.space,
             kstack_top: p.kstack.as_ref().map_or(0, KernelStack::top),
             kstack: p.kstack,
@@ -363,6 +385,7 @@ impl Thread {
                 priority: AtomicU8::new(p.priority),
                 ceiling: AtomicBool::new(false),
                 affinity: AtomicU32::new(p.affinity),
+                cpus: AtomicU64::new(cpus_of(p.affinity)),
                 last_cpu: AtomicU32::new(here),
                 on_cpu: AtomicBool::new(p.on_cpu),
                 stealable: AtomicBool::new(false),
@@ -468,6 +491,13 @@ impl Thread {
     /// Top of the kernel stack (0 for the boot idle thread).
     pub fn kstack_top(&self) -> u64 {
         self.kstack_top
+    }
+
+    /// The root (CR3 value) of the thread's space, 0 for a thread without
+    /// one (an idle thread).
+    #[inline(always)]
+    pub fn root(&self) -> u64 {
+        self.root
     }
 
     /// The current state.

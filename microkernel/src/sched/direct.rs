@@ -23,8 +23,15 @@ use core::sync::atomic::Ordering;
 #[inline(always)]
 fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<(Arc<Thread>, usize)> {
     let cpu = me();
-    let aff = next.sched.affinity.load(Ordering::Relaxed);
-    let pinned_elsewhere = aff != u32::MAX && aff as usize != cpu;
+    // `affinity` as a set (one test for "unpinned or pinned here"): `next`
+    // is not running, so nothing changes it meanwhile (only the thread
+    // itself pins itself).
+    let cpus = next.sched.cpus.load(Ordering::Relaxed);
+    debug_assert_eq!(
+        cpus,
+        crate::object::thread::cpus_of(next.sched.affinity.load(Ordering::Relaxed))
+    );
+    let pinned_elsewhere = cpus & (1u64 << (cpu % 64)) == 0;
     if pinned_elsewhere || next.sched.on_cpu.load(Ordering::Acquire) {
         enqueue(next);
         block();

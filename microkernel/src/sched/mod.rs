@@ -34,16 +34,17 @@ mod direct;
 mod poll;
 pub mod sleep;
 mod steal;
+mod ustate;
 
 pub use direct::{finish_handoff, switch_direct, switch_direct_frameless};
 use poll::poll_queue;
 use steal::{any_stealable, steal};
 
 use crate::arch::context::switch_context;
-use crate::arch::cpu::{self, msr};
+use crate::arch::cpu;
 use crate::arch::mmu;
 use crate::arch::percpu::{self, CpuId, MAX_CPUS};
-use crate::object::thread::{Thread, ThreadState};
+use crate::object::thread::{cpus_of, Thread, ThreadState};
 use crate::sync::IrqMutex;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -348,26 +349,6 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     // SAFETY: interrupts are off; prev is this CPU's running thread and next is
     // owned by no other CPU (on_cpu handshake above), so their contexts are ours.
     let (pctx, nctx) = unsafe { (prev.ctx(), next.ctx()) };
-    // Read once: the save's test, and (a user-to-user switch) CR0.TS.
-    let prev_used = prev.fpu.used();
-    // prev's bases as read (None: an idle prev), kept for the compare
-    // below without a reload from its context (switchcut).
-    let mut prev_bases = None;
-    if !prev_idle {
-        // SAFETY: reading this CPU's FS base and the parked user GS base.
-        let (fs, gs) = unsafe { (cpu::rdmsr(msr::FS_BASE), cpu::rdmsr(msr::KERNEL_GS_BASE)) };
-        pctx.fs_base = fs;
-        pctx.gs_base = gs;
-        prev_bases = Some((fs, gs));
-        // A thread that never used the FPU has nothing to save (and runs
-        // with CR0.TS set, under which XSAVE would raise #NM): fpu.rs.
-        // After the RDMSRs (switchcut): the save's EDX:EAX mask can then
-        // stay in place for the restore below. The user-to-user switch
-        // saves and restores in one step below (`fpu::switch_user`).
-        if prev_used && !USER_TO_USER {
-            prev.fpu.save();
-        }
-    }
     let space = if USER_TO_USER {
         // `next` is a user thread (not idle, asserted above: the hand-off's
         // partner is a thread of a process), made by `Thread::new_user`,
@@ -379,36 +360,22 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     } else {
         next.space.as_ref()
     };
+    // The FPU state, FS/GS bases and I/O bitmap (switch2: one test when
+    // neither thread has any, the usual IPC pair; an idle prev ran on the
+    // last user thread's, whatever they were, so every switch from it
+    // does the work).
+    if space.is_some() {
+        // Before the test below (switch2: the path without work then
+        // falls through to the CR3 step with no jump).
+        percpu::set_kernel_stack(next.kstack_top());
+    }
+    let extra = ustate::Extra::of(prev, &next);
+    let work = prev_idle || extra.any();
+    if work {
+        ustate::switch::<USER_TO_USER>(prev, pctx, &next, nctx, prev_idle, space.is_some(), extra);
+    }
     match space {
         Some(space) => {
-            if USER_TO_USER {
-                // prev is a user thread, running until now: CR0.TS is set
-                // exactly when it never used the FPU (`fpu::switch_in_ts`);
-                // its registers are still its own (the kernel never touches
-                // them), so its save may come this late.
-                crate::arch::fpu::switch_user(&prev.fpu, prev_used, &next.fpu);
-            } else {
-                crate::arch::fpu::switch_in(&next.fpu);
-            }
-            // The MSRs hold prev's bases (read above; an idle prev ran on
-            // the last user thread's, which its switch saved): written only
-            // when next's differ (threads of one process, and most threads,
-            // share them), as a WRMSR is far dearer than the compare.
-            let (fs, gs) = match prev_bases {
-                None => (None, None),
-                Some((fs, gs)) => (Some(fs), Some(gs)),
-            };
-            // SAFETY: the bases were validated as user addresses when set (or
-            // read back from the MSRs); the kernel's own GS base is untouched.
-            unsafe {
-                if fs != Some(nctx.fs_base) {
-                    cpu::wrmsr(msr::FS_BASE, nctx.fs_base);
-                }
-                if gs != Some(nctx.gs_base) {
-                    cpu::wrmsr(msr::KERNEL_GS_BASE, nctx.gs_base);
-                }
-            }
-            percpu::set_kernel_stack(next.kstack_top());
             // hw (issue 11): next's process's I/O bitmap, or none.
             let process = if USER_TO_USER {
                 // SAFETY: `next` is a user thread (above); `is_idle`, which
@@ -417,15 +384,25 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
             } else {
                 next.process.as_deref()
             };
-            crate::arch::iopb::switch_to(process.map(|p| &p.io));
+            // Without `work` neither thread ever ran with a bitmap
+            // (`fpu::IO`): the CPU's is off, as next needs it (a process
+            // of next's that has one is loaded when next first uses a
+            // port: `iopb::refresh`).
+            if work && crate::arch::iopb::switch_to(process.map(|p| &p.io)) {
+                next.fpu.note_io();
+            }
+            debug_assert_eq!(next.root(), space.root());
             // SAFETY: every space's root shares the kernel half, and `next`
             // holds the space (so the root) while it runs.
-            unsafe { mmu::load_root(space.root()) };
+            unsafe { mmu::load_root(next.root()) };
         }
         None => {
             // hw (issue 11): no bitmap while kernel threads run (cpustate's
-            // read-back expects none outside user threads).
-            crate::arch::iopb::switch_to(None);
+            // read-back expects none outside user threads; without `work`
+            // it is off already: prev never ran with one, `fpu::IO`).
+            if work {
+                crate::arch::iopb::switch_to(None);
+            }
             // SAFETY: the kernel's own tables, live forever.
             unsafe { mmu::load_root(crate::mem::kernel_root()) }
         }
@@ -647,12 +624,14 @@ pub fn set_affinity(cpu_id: u64) -> Result<u64, abi::Error> {
     let t = current();
     if cpu_id == u64::MAX {
         t.sched.affinity.store(u32::MAX, Ordering::SeqCst);
+        t.sched.cpus.store(cpus_of(u32::MAX), Ordering::SeqCst);
         return Ok(0);
     }
     if cpu_id >= MAX_CPUS as u64 || sched_of(cpu_id as usize).is_none() {
         return Err(abi::Error::NotFound);
     }
     t.sched.affinity.store(cpu_id as u32, Ordering::SeqCst);
+    t.sched.cpus.store(cpus_of(cpu_id as u32), Ordering::SeqCst);
     if me() != cpu_id as usize {
         schedule(); // re-queued on the pinned CPU by `enqueue`
     }

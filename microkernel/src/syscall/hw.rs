@@ -123,7 +123,7 @@ pub fn ioport_grant(f: &TrapFrame) -> Result<u64, Error> {
 /// `ioport_enable(h)`: opens `h`'s ports in the caller's I/O bitmap.
 pub fn ioport_enable(f: &TrapFrame) -> Result<u64, Error> {
     let (r, _) = ioports(f.rdi)?;
-    process()?.io.enable(r.first, r.count)?;
+    process()?.io.enable(r.first, r.count, &current().fpu)?;
     Ok(0)
 }
 

@@ -193,6 +193,8 @@ impl Base {
 
 /// Sets the FS base MSR.
 pub fn set_fs_base(req: Base) -> Result<u64, Error> {
+    // Switches from and to this thread now save and compare its bases.
+    current().fpu.note_bases();
     // SAFETY: FS_BASE holds the user's FS base while this thread runs (the
     // kernel never uses FS); a user-half value cannot affect the kernel.
     unsafe { wrmsr(msr::FS_BASE, req.value) };
@@ -202,6 +204,8 @@ pub fn set_fs_base(req: Base) -> Result<u64, Error> {
 /// Sets the user GS base, parked in KERNEL_GS_BASE while the thread is in
 /// the kernel (`swapgs` puts it back on the way out).
 pub fn set_gs_base(req: Base) -> Result<u64, Error> {
+    // As in `set_fs_base`.
+    current().fpu.note_bases();
     // SAFETY: KERNEL_GS_BASE holds the user's GS base while this thread
     // runs in the kernel; a user-half value cannot affect the kernel.
     unsafe { wrmsr(msr::KERNEL_GS_BASE, req.value) };

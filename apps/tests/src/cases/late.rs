@@ -27,6 +27,10 @@ pub const CASES: &[Case] = &[
         "fastpath3_first_fpu_use_after_many_switches_sees_init_state",
         fastpath3::first_fpu_use_after_many_switches_sees_init_state,
     ),
+    (
+        "fastpath_lazy_switch_keeps_fs_gs_bases_apart",
+        lazyswitch::fast_path_keeps_fs_gs_bases_apart,
+    ),
     // --- trace (issue 12) ---
     (
         "trace_mark_validates_its_name",

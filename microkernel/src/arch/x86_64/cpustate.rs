@@ -38,8 +38,9 @@ const CR4_SMAP: u64 = 1 << 21;
 /// OSFXSR, OSXMMEXCPT and OSXSAVE when present, and the protections SMEP,
 /// SMAP, UMIP when present. Everything else is off: TSD (ring 3 may read the
 /// TSC), PCE, VME/PVI, PSE (ignored in long mode), FSGSBASE (ring 3 must never
-/// hold a kernel GS base: the paranoid entry depends on it), PCIDE (no PCID),
-/// LA57, PKE, CET.
+/// hold a kernel GS base: the paranoid entry depends on it; and the switch
+/// skips the bases of a thread that never set one through the kernel:
+/// `fpu::FpuState::extra`), PCIDE (no PCID), LA57, PKE, CET.
 pub fn cr4_for(f: &Features) -> u64 {
     let mut v = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
     for (present, bit) in [

@@ -16,7 +16,8 @@
 //! CPU: **CR0.TS set implies the registers hold the init image**; and a
 //! used thread runs only with TS clear (XSAVE would raise #NM otherwise).
 //! Switching between threads that never touched the FPU then costs no
-//! XSAVE and no XRSTOR, only a CR0 read.
+//! XSAVE and no XRSTOR, and no CR0 read either: the switch tests their
+//! summary bytes ([`FpuState::extra`], switch2).
 //!
 //! The kernel itself is built soft-float and never touches these registers, so
 //! user FPU state stays live in the registers across syscalls and interrupts and
@@ -26,7 +27,7 @@ use super::cpu::{self, Features};
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::arch::asm;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 static USE_XSAVE: AtomicBool = AtomicBool::new(false);
 static USE_XSAVEOPT: AtomicBool = AtomicBool::new(false);
@@ -108,10 +109,11 @@ fn clts() {
 /// a used thread gets its registers (TS cleared first if set); a thread
 /// that never used the FPU gets the init image (its own area, never saved
 /// into) and TS set, unless TS is set already — then the registers hold
-/// the init image (invariant) and nothing is done.
+/// the init image (invariant) and nothing is done. `next_extra` is
+/// `next.extra()` as the caller read it (once: switch2).
 #[inline(always)]
-pub fn switch_in(next: &FpuState) {
-    switch_in_ts(ts_set(), next);
+pub fn switch_in(next: &FpuState, next_extra: u8) {
+    switch_in_ts(ts_set(), next, next_extra & USED != 0);
 }
 
 /// [`switch_in`] with CR0.TS known to the caller (switchcut: no CR0 read):
@@ -119,10 +121,12 @@ pub fn switch_in(next: &FpuState) {
 /// knows it: while a user thread runs, TS is set exactly when it never
 /// used the FPU (its switch-in set TS iff it was unused, and only
 /// [`first_use`] changes either, both at once), so `ts` is `!prev.used()`.
+/// `next_used` is `next.used()`.
 #[inline(always)]
-pub fn switch_in_ts(ts: bool, next: &FpuState) {
+fn switch_in_ts(ts: bool, next: &FpuState, next_used: bool) {
     debug_assert_eq!(ts, ts_set());
-    if next.used() {
+    debug_assert_eq!(next_used, next.used());
+    if next_used {
         if ts {
             clts();
         }
@@ -134,15 +138,19 @@ pub fn switch_in_ts(ts: bool, next: &FpuState) {
 }
 
 /// The user-to-user switch's FPU work (switchcut): `prev`'s registers
-/// saved if it used the FPU (`prev_used`, which also gives CR0.TS:
-/// [`switch_in_ts`]), `next`'s loaded. When both used it and the CPU has
-/// XSAVEOPT (the usual case once a pair of threads exchange messages with
+/// saved if it used the FPU (`prev_extra`, which also gives CR0.TS:
+/// [`switch_in_ts`]), `next`'s loaded; the extras are each thread's
+/// [`FpuState::extra`] as the caller read them (once: switch2). When
+/// both used it and the CPU has XSAVEOPT (the usual case once a pair of threads exchange messages with
 /// SIMD code), one test of the save format covers both instructions:
 /// XSAVEOPT into prev's area, XRSTOR from next's (XSAVEOPT implies XSAVE:
 /// `cpu::Features`), TS clear before and after (both used).
 #[inline(always)]
-pub fn switch_user(prev: &FpuState, prev_used: bool, next: &FpuState) {
-    if prev_used && next.used() && USE_XSAVEOPT.load(Ordering::Relaxed) {
+pub fn switch_user(prev: &FpuState, prev_extra: u8, next: &FpuState, next_extra: u8) {
+    debug_assert_eq!((prev_extra, next_extra), (prev.extra(), next.extra()));
+    let prev_used = prev_extra & USED != 0;
+    let next_used = next_extra & USED != 0;
+    if prev_used && next_used && USE_XSAVEOPT.load(Ordering::Relaxed) {
         debug_assert!(!ts_set() && USE_XSAVE.load(Ordering::Relaxed));
         // Registers: `p` prev's area, `n` next's, EDX:EAX the all-ones
         // mask (limited by XCR0) of both instructions. Prev's registers are
@@ -166,7 +174,7 @@ pub fn switch_user(prev: &FpuState, prev_used: bool, next: &FpuState) {
     if prev_used {
         prev.save();
     }
-    switch_in_ts(!prev_used, next);
+    switch_in_ts(!prev_used, next, next_used);
 }
 
 /// The #NM handler's test (interrupts off, from ring 3): `cur` (the current
@@ -179,19 +187,34 @@ pub fn first_use(cur: &FpuState) -> bool {
     if cur.used() || !ts_set() {
         return false;
     }
-    // Ordering: `used` is read and written only by the CPU running or
-    // switching the thread (interrupts off here), so Relaxed suffices.
-    cur.used.store(true, Ordering::Relaxed);
+    cur.mark(USED);
     clts();
     true
 }
 
-/// One thread's saved FPU/SIMD registers (64-byte aligned, as XSAVE needs).
+/// [`FpuState::extra`]'s bit: the thread executed an FPU/SIMD instruction
+/// (the first-use trap fired): its registers are saved and restored on
+/// every switch.
+pub const USED: u8 = 1;
+/// [`FpuState::extra`]'s bit: the thread set its FS or GS base
+/// ([`FpuState::note_bases`]); without it both are 0.
+pub const BASES: u8 = 2;
+/// [`FpuState::extra`]'s bit: the thread may run with an I/O bitmap live
+/// in its CPU's TSS ([`FpuState::note_io`]); without it the bitmap is off
+/// while it runs.
+pub const IO: u8 = 4;
+
+/// One thread's saved FPU/SIMD registers (64-byte aligned, as XSAVE needs),
+/// and the summary of the user state a switch must handle beyond the
+/// general registers ([`FpuState::extra`]).
 pub struct FpuState {
     area: NonNull<u8>,
-    /// The thread executed an FPU/SIMD instruction (the first-use trap
-    /// fired): its registers are saved and restored on every switch.
-    used: AtomicBool,
+    /// [`USED`], [`BASES`] and [`IO`]: each set once, never cleared, only by the
+    /// CPU running the thread or switching it in (interrupts off: the #NM
+    /// handler, a syscall, a fault, the switch); read by that CPU, or by one switching the thread in after the
+    /// `on_cpu` handshake (whose Release/Acquire pair orders the write
+    /// before it): Relaxed, and set with a load and a store.
+    extra: AtomicU8,
 }
 
 // SAFETY: the area is owned by one thread and only touched by the CPU that is
@@ -217,15 +240,54 @@ impl FpuState {
         }
         Some(FpuState {
             area: p,
-            used: AtomicBool::new(false),
+            extra: AtomicU8::new(0),
         })
     }
 
-    /// Whether the thread used the FPU ([`first_use`] fired). Only the CPU
-    /// running or switching the thread reads or writes it: Relaxed.
+    /// Whether the thread used the FPU ([`first_use`] fired).
     #[inline(always)]
     pub fn used(&self) -> bool {
-        self.used.load(Ordering::Relaxed)
+        self.extra() & USED != 0
+    }
+
+    /// The user state beyond the general registers that a switch from or
+    /// to this thread must handle: 0 when there is none, that is, the
+    /// thread never used the FPU (it runs with CR0.TS set and the init
+    /// image in the registers) and never set its FS or GS base (both are
+    /// 0: ring 3 cannot change them by itself, CR4.FSGSBASE being off
+    /// (`cpustate::cr4_for`), and a selector it loads into FS or GS gives
+    /// base 0: every GDT descriptor ring 3 may load is based at 0 (`gdt`)
+    /// and there is no LDT), and never ran with an I/O bitmap live (so the
+    /// CPU's bitmap is off while it runs). Two such threads switch with no
+    /// FPU, base or I/O-bitmap work at all (`sched::ustate`).
+    #[inline(always)]
+    pub fn extra(&self) -> u8 {
+        self.extra.load(Ordering::Relaxed)
+    }
+
+    /// Records that the thread (the current one, in a syscall) sets its
+    /// FS or GS base: from now on every switch saves and compares its
+    /// bases ([`Self::extra`]).
+    #[inline(always)]
+    pub fn note_bases(&self) {
+        self.mark(BASES);
+    }
+
+    /// Records that the thread (the current one, or the one being switched
+    /// in) runs with an I/O bitmap live: from now on every switch from or
+    /// to it makes the CPU's bitmap that of the next thread's process
+    /// (`iopb::switch_to`). Set before the thread can run with the bitmap
+    /// (interrupts off until it does).
+    #[inline(always)]
+    pub fn note_io(&self) {
+        self.mark(IO);
+    }
+
+    /// Sets `bit` of [`Self::extra`] (see the field for why a load and a
+    /// store suffice).
+    #[inline(always)]
+    fn mark(&self, bit: u8) {
+        self.extra.store(self.extra() | bit, Ordering::Relaxed);
     }
 
     /// Saves this CPU's FPU registers into the area. (Inlined: it is on

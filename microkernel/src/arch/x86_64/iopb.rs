@@ -26,9 +26,18 @@
 //! enabled meanwhile gets its bitmap refreshed and the instruction retried
 //! ([`refresh`], from the user-fault path).
 //!
+//! A switch between two threads that never ran with a bitmap live skips
+//! even the compare (switch2: their summaries, `FpuState::extra`'s
+//! `fpu::IO`, set by [`switch_to`]'s caller, [`IoPerm::enable`] and
+//! [`refresh`] before a thread runs with one): the bitmap is off then. A
+//! thread of a process with a bitmap switched in that way gets it through
+//! [`refresh`] at its first port access, like a thread whose CPU holds an
+//! older version.
+//!
 //! Each CPU's record is touched only by that CPU with interrupts off (the
 //! rule of `percpu`), so the statics below need no locks.
 
+use super::fpu::FpuState;
 use super::percpu::{CpuId, MAX_CPUS};
 use alloc::boxed::Box;
 use core::cell::UnsafeCell;
@@ -136,8 +145,10 @@ impl IoPerm {
     /// Allows ports `first..first + count` (the caller checked the range
     /// lies within 0..65536) and loads the result on this CPU. `Err` when
     /// the first bitmap cannot be allocated. Call with interrupts off (a
-    /// syscall), from a thread of the process this belongs to.
-    pub fn enable(&self, first: u16, count: u32) -> Result<(), abi::Error> {
+    /// syscall), from a thread of the process this belongs to, whose FPU
+    /// record is `cur` (its summary says it runs with a bitmap now:
+    /// `FpuState::note_io`).
+    pub fn enable(&self, first: u16, count: u32, cur: &FpuState) -> Result<(), abi::Error> {
         {
             let mut g = self.bits.lock();
             if g.is_none() {
@@ -154,6 +165,7 @@ impl IoPerm {
             let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
             self.key.store(key, Ordering::Release);
         }
+        cur.note_io();
         switch_to(Some(self));
         Ok(())
     }
@@ -180,16 +192,21 @@ fn new_bitmap() -> Option<Box<[u8; BITMAP_BYTES]>> {
 /// switch, or a syscall). Inlined: the common case (nothing to change: no
 /// bitmap before or after, or the same version of the same one) is one
 /// compare of `perm`'s key with the CPU's live one on every context switch.
+/// Returns whether a bitmap is live now (the caller records it in the
+/// thread's summary: `FpuState::note_io`); none is exactly when `perm`
+/// has none.
 #[inline(always)]
-pub fn switch_to(perm: Option<&IoPerm>) {
+pub fn switch_to(perm: Option<&IoPerm>) -> bool {
     let key = perm.map_or(0, |p| p.key.load(Ordering::Acquire));
     // Equal keys: the TSS's bitmap is live with exactly that version's bits
     // (the live key is set only after they were copied, below), or both
     // are 0 and the offset is IOMAP_NONE. Either way nothing to write.
-    if key == super::percpu::io_live_key() {
-        return;
+    if key != super::percpu::io_live_key() {
+        switch_slow(perm, key, super::percpu::cpu_index());
     }
-    switch_slow(perm, key, super::percpu::cpu_index());
+    // `switch_slow` makes the live key 0 for a 0 key, else the version it
+    // copied (never older than `key`, so never 0).
+    key != 0
 }
 
 /// [`switch_to`] when the live bitmap must change: off, on, or another
@@ -222,12 +239,17 @@ fn switch_slow(perm: Option<&IoPerm>, key: u64, i: usize) {
 /// bitmap live on this CPU is not the current version of `perm`'s (another
 /// thread enabled ports since this CPU loaded it, or it had none when this
 /// thread was switched in), loads the current one and says so -- the
-/// faulting instruction is retried. False: the fault stands.
-pub fn refresh(perm: &IoPerm) -> bool {
+/// faulting instruction is retried. False: the fault stands. `cur` is the
+/// faulting thread's FPU record (its summary says it runs with a bitmap
+/// now: `FpuState::note_io`); a thread switched in without a bitmap (the
+/// switch skips the bitmap between two threads whose summaries say they
+/// never ran with one: `sched::ustate`) gets its process's here too.
+pub fn refresh(perm: &IoPerm, cur: &FpuState) -> bool {
     let key = perm.key.load(Ordering::Acquire);
     let i = super::percpu::cpu_index();
     let stale = key != 0 && super::percpu::io_live_key() != key;
     if stale {
+        cur.note_io();
         switch_slow(Some(perm), key, i);
     }
     stale
