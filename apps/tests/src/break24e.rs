@@ -80,19 +80,18 @@ fn check_exit(
     for &(i, v) in out {
         want[i] = v;
     }
-    for i in 0..want.len() {
-        if i != RCX && i != R11 && f.out[i] != want[i] {
-            note!(
-                "{what}: {} = {:#x}, expected {:#x}",
-                gpr::NAMES[i],
-                f.out[i],
-                want[i]
-            );
+    for (i, (&got, &want)) in f.out.iter().zip(&want).enumerate() {
+        if i != RCX && i != R11 && got != want {
+            note!("{what}: {} = {got:#x}, expected {want:#x}", gpr::NAMES[i]);
             return Err("a register after a syscall is not what the ABI defines");
         }
     }
     if f.out[RCX] != f.rip_after {
-        note!("{what}: rcx = {:#x}, the return address is {:#x}", f.out[RCX], f.rip_after);
+        note!(
+            "{what}: rcx = {:#x}, the return address is {:#x}",
+            f.out[RCX],
+            f.rip_after
+        );
         return Err("RCX after a syscall is not its return address");
     }
     let flags = f.flags | 0x202;
@@ -101,11 +100,19 @@ fn check_exit(
         return Err("R11 after a syscall is not the caller's RFLAGS");
     }
     if f.rsp_after != f.rsp_before {
-        note!("{what}: rsp {:#x}, expected {:#x}", f.rsp_after, f.rsp_before);
+        note!(
+            "{what}: rsp {:#x}, expected {:#x}",
+            f.rsp_after,
+            f.rsp_before
+        );
         return Err("RSP changed across a syscall");
     }
     if (f.flags_seen ^ f.flags) & USER_FLAGS != 0 {
-        note!("{what}: rflags {:#x} after, {:#x} before", f.flags_seen, f.flags);
+        note!(
+            "{what}: rflags {:#x} after, {:#x} before",
+            f.flags_seen,
+            f.flags
+        );
         return Err("user RFLAGS bits changed across a syscall");
     }
     Ok(())
@@ -223,10 +230,9 @@ fn ipc_call_cases(ep: Endpoint) -> TestResult {
         let seed = 0x24e1_0000_0000_0000 ^ ((i as u64) << 40);
         // Fast: untimed, register-only, the receiver waiting on this CPU.
         let mut moved = false;
-        let mut f = GprFrame::new(0, 0);
         for _ in 0..3 {
             let (c0, _) = fast_counts();
-            f = regs_after(call, seed, flags, &call_regs(h, u64::from(LABEL), 0));
+            let f = regs_after(call, seed, flags, &call_regs(h, u64::from(LABEL), 0));
             let (c1, _) = fast_counts();
             check_exit("fast call", &f, Ok(0), &echoed(LABEL))?;
             if c1 > c0 {
@@ -281,9 +287,11 @@ extern "C" fn reply_recv_server(arg: u64) -> ! {
         sys::thread_exit(101);
     };
     for i in 1..ROUNDS {
-        let mut set = call_regs(arg, u64::from(last.label), 0).to_vec_free();
+        // The reply: the last request echoed (its label and words).
+        let mut set = [(0, 0); 12];
+        set[..6].copy_from_slice(&call_regs(arg, u64::from(last.label), 0));
         for (k, &r) in WORDS.iter().enumerate() {
-            set.push((r, last.words[k]));
+            set[6 + k] = (r, last.words[k]);
         }
         let f = regs_after(
             Sysnum::IpcReplyRecv as u64,
@@ -312,44 +320,6 @@ extern "C" fn reply_recv_server(arg: u64) -> ! {
     }
     let _ = ipc::reply(&last);
     sys::thread_exit(0)
-}
-
-/// `[T; N]` into a small stack vector (no heap in these cases).
-trait FreeVec {
-    fn to_vec_free(&self) -> StackVec;
-}
-
-/// Up to 16 register settings.
-struct StackVec {
-    items: [(usize, u64); 16],
-    len: usize,
-}
-
-impl StackVec {
-    fn push(&mut self, v: (usize, u64)) {
-        self.items[self.len] = v;
-        self.len += 1;
-    }
-}
-
-impl core::ops::Deref for StackVec {
-    type Target = [(usize, u64)];
-    fn deref(&self) -> &Self::Target {
-        &self.items[..self.len]
-    }
-}
-
-impl<const N: usize> FreeVec for [(usize, u64); N] {
-    fn to_vec_free(&self) -> StackVec {
-        let mut v = StackVec {
-            items: [(0, 0); 16],
-            len: 0,
-        };
-        for &x in self {
-            v.push(x);
-        }
-        v
-    }
 }
 
 /// Case: `ipc_reply_recv`'s exit registers: a server answering with

@@ -173,7 +173,9 @@ pub fn exit_registers_after_a_single_stepped_syscall() -> TestResult {
     verdict?;
     if st != Status::Exited(0) {
         note!("child status {st:?} after {steps} single steps (exited(n): check n failed)");
-        return Err("a syscall returned through the TF path with a register the ABI does not define");
+        return Err(
+            "a syscall returned through the TF path with a register the ABI does not define",
+        );
     }
     if steps == 0 {
         return Err("no #DB after a syscall made with TF set");

@@ -131,7 +131,10 @@ fn check(t: &HandleTable<u8>, m: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(t.find_reg(h.raw() as u64), None);
     }
     for s in &t.slots {
-        prop_assert_eq!(t.find_reg(s.number).is_some(), matches!(s.state, SlotState::Used(_)));
+        prop_assert_eq!(
+            t.find_reg(s.number).is_some(),
+            matches!(s.state, SlotState::Used(_))
+        );
     }
     Ok(())
 }
