@@ -72,6 +72,10 @@ pub struct Frames {
     rings: BTreeMap<u32, Ring>,
     /// Lines whose checksum or shape was wrong (dropped).
     pub bad_lines: usize,
+    /// The first of them (cut to [`BAD_LINE_SHOWN`] bytes), for the
+    /// transcript: what a bad line holds tells its cause (another writer's
+    /// bytes inside it, or bytes lost on the way).
+    pub first_bad: Option<String>,
     /// Records of unknown kind (dropped).
     pub unknown: usize,
     /// Records the `V` line says may have been overwritten while printed.
@@ -122,7 +126,22 @@ fn printable(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// How much of the first bad frame line the transcript shows.
+pub const BAD_LINE_SHOWN: usize = 160;
+
 impl Frames {
+    /// Counts `line` as bad (and keeps it if it is the first).
+    fn bad(&mut self, line: &str) {
+        self.bad_lines += 1;
+        if self.first_bad.is_none() {
+            let mut end = line.len().min(BAD_LINE_SHOWN);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.first_bad = Some(line[..end].to_string());
+        }
+    }
+
     /// Decodes frame lines (in any order; bad ones are counted and
     /// dropped). `Err` only when no header came at all.
     pub fn parse<S: AsRef<str>>(lines: &[S]) -> Result<Frames, String> {
@@ -130,7 +149,7 @@ impl Frames {
         let mut header = false;
         for line in lines {
             let Some(body) = checked(line.as_ref()) else {
-                f.bad_lines += 1;
+                f.bad(line.as_ref());
                 continue;
             };
             let fields: Vec<&str> = body[wire::PREFIX.len()..].split(' ').collect();
@@ -186,7 +205,7 @@ impl Frames {
                 _ => false,
             };
             if !ok {
-                f.bad_lines += 1;
+                f.bad(line.as_ref());
             }
         }
         if !header {
@@ -583,8 +602,13 @@ pub fn write(lines: &[String], path: &std::path::Path) -> Result<String, String>
             path.display()
         )
     })?;
+    // The first bad line on a line of its own (the summary's shape stays
+    // what scripts/smoke.sh matches).
+    let first_bad = frames.first_bad.as_ref().map_or(String::new(), |l| {
+        format!("\nmica: trace: first bad frame line: {l:?}")
+    });
     Ok(format!(
-        "mica: trace: wrote {} ({} events, {} flows; CPUs with events {}/{}; {} frame lines, {} bad, {} torn records{}); validated",
+        "mica: trace: wrote {} ({} events, {} flows; CPUs with events {}/{}; {} frame lines, {} bad, {} torn records{}); validated{first_bad}",
         path.display(),
         checked.events,
         checked.flows,

@@ -59,6 +59,10 @@ fn a_frame_with_a_wrong_checksum_is_dropped_and_counted() {
     l.replace_range(at..=at, flipped);
     let f = Frames::parse(&lines).unwrap();
     assert_eq!(f.bad_lines, 2);
+    // The first is kept for the transcript, cut short.
+    let first = f.first_bad.unwrap();
+    assert!(first.contains("[pid 3] hi"), "{first}");
+    assert!(first.len() <= super::BAD_LINE_SHOWN);
 }
 
 #[test]

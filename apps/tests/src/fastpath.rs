@@ -26,7 +26,7 @@ const TIMED: u64 = 1;
 const BOUND: u64 = 2;
 
 /// The fast-path counters of every CPU, summed: (calls, reply_recvs).
-fn fast_counts() -> (u64, u64) {
+pub(crate) fn fast_counts() -> (u64, u64) {
     let cpus = sys::cpu_count();
     let read = |k: u64, sel: u64| {
         // SAFETY: cpu_syscalls writes no memory.
@@ -105,7 +105,7 @@ extern "C" fn echo(arg: u64) -> ! {
 }
 
 /// A fresh endpoint with an echo thread on `cpu` in `mode`.
-fn start_echo(cpu: u64, mode: u64) -> Result<(Endpoint, util::Thread), &'static str> {
+pub(crate) fn start_echo(cpu: u64, mode: u64) -> Result<(Endpoint, util::Thread), &'static str> {
     let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
     let t = util::spawn(echo, ep.0 as u64 | cpu << 32 | mode << 40)?;
     // Let it reach its receive (the "taken" counts assume it waits).
@@ -114,7 +114,7 @@ fn start_echo(cpu: u64, mode: u64) -> Result<(Endpoint, util::Thread), &'static 
 }
 
 /// Stops the echo thread `t` serving `ep`, then closes `ep`.
-fn stop_echo(ep: Endpoint, t: util::Thread) -> TestResult {
+pub(crate) fn stop_echo(ep: Endpoint, t: util::Thread) -> TestResult {
     stop_echo_thread(ep, t)?;
     ok(ipc::handle_close(ep.0), "close")
 }

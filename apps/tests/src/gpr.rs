@@ -57,6 +57,9 @@ pub struct GprFrame {
     pub rax_out: u64,
     /// [`hold`]: the longest gap between two TSC reads.
     pub max_gap: u64,
+    /// [`syscall_regs`]: the address right after its `syscall` (where
+    /// SYSRET resumes: what RCX holds after it).
+    pub rip_after: u64,
 }
 
 impl GprFrame {
@@ -80,6 +83,7 @@ impl GprFrame {
             rsp_after: 1,
             rax_out: 0,
             max_gap: 0,
+            rip_after: 0,
         }
     }
 
@@ -120,6 +124,8 @@ pub fn syscall_regs(f: &mut GprFrame) {
             "push rdi",                          // [rsp+8] (below): the frame pointer
             "push qword ptr [rdi + {flags}]",    // [rsp]: the RFLAGS pattern for popfq
             "mov [rdi + {rsp_before}], rsp",     // RSP expected after syscall + pushfq
+            "lea rax, [rip + 2f]",               // the return address RCX must hold after
+            "mov [rdi + {rip_after}], rax",
             "mov rbx, [rdi + {vals} + 0]",       // rbx: value 0
             "mov rbp, [rdi + {vals} + 8]",       // rbp: value 1
             "mov rcx, [rdi + {vals} + 16]",      // rcx: value 2 (syscall overwrites it)
@@ -137,6 +143,7 @@ pub fn syscall_regs(f: &mut GprFrame) {
             "mov rdi, [rdi + {vals} + 40]",      // rdi: value 5 (last: it held the frame)
             "popfq",                             // RFLAGS := pattern; [rsp] = frame pointer
             "syscall",                           // rax := result; rcx, r11 := clobbered
+            "2:",
             "pushfq",                            // [rsp] = RFLAGS after; [rsp+8] = frame
             "xchg rdi, [rsp + 8]",               // rdi := frame; slot := rdi after
             "mov [rdi + {rsp_after}], rsp",      // same depth as rsp_before
@@ -166,6 +173,7 @@ pub fn syscall_regs(f: &mut GprFrame) {
             rsp_before = const offset_of!(GprFrame, rsp_before),
             rsp_after = const offset_of!(GprFrame, rsp_after),
             rax_out = const offset_of!(GprFrame, rax_out),
+            rip_after = const offset_of!(GprFrame, rip_after),
             vals = const offset_of!(GprFrame, vals),
             out = const offset_of!(GprFrame, out),
             nr = const offset_of!(GprFrame, nr),

@@ -40,6 +40,8 @@ mod break22s;
 mod break23;
 mod break23b;
 mod break23p;
+mod break24e;
+mod break24t;
 mod breakk2;
 mod breaku;
 mod cases;

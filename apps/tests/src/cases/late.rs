@@ -411,6 +411,31 @@ pub const CASES: &[Case] = &[
         "break23_ipc_entry_refusals_keep_their_order",
         break23b::ipc_entry_refusals_keep_their_order,
     ),
+    // break24e: every register after a syscall, on each exit path.
+    (
+        "break24e_exit_registers_on_the_stub_paths",
+        break24e::exit_registers_on_the_stub_paths,
+    ),
+    (
+        "break24e_exit_registers_after_ipc_call",
+        break24e::exit_registers_after_ipc_call,
+    ),
+    (
+        "break24e_exit_registers_after_reply_recv",
+        break24e::exit_registers_after_reply_recv,
+    ),
+    (
+        "break24e_exit_registers_after_a_failed_frameless_wait",
+        break24e::exit_registers_after_a_failed_frameless_wait,
+    ),
+    (
+        "break24e_exit_registers_after_the_work_path",
+        break24e::exit_registers_after_the_work_path,
+    ),
+    (
+        "break24e_exit_registers_after_a_single_stepped_syscall",
+        break24t::exit_registers_after_a_single_stepped_syscall,
+    ),
     // break23p: a fast reply_recv raced by a close and a kill.
     (
         "break23p_fast_reply_recv_races_close_and_kill",

@@ -16,6 +16,10 @@ enum Op {
     Transfer(Vec<(usize, bool)>),
     /// A number nobody issued (or from "another process").
     Forged(u32),
+    /// A syscall register for [`HandleTable::find_reg`]: an issued number
+    /// (live or not), the number its slot gets next (what a free slot
+    /// holds), or slot `i`'s first number, with `hi` in the upper half.
+    Reg(usize, u8, u32),
 }
 
 fn rights() -> impl Strategy<Value = u32> {
@@ -30,6 +34,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), rights(), proptest::option::of(0u64..3)).prop_map(|(i, r, b)| Op::Dup(i, r, b)),
         1 => proptest::collection::vec((any::<usize>(), any::<bool>()), 0..6).prop_map(Op::Transfer),
         1 => any::<u32>().prop_map(Op::Forged),
+        2 => (any::<usize>(), 0u8..3, prop_oneof![Just(0u32), Just(1), any::<u32>()])
+            .prop_map(|(i, k, hi)| Op::Reg(i, k, hi)),
     ]
 }
 
@@ -111,6 +117,25 @@ fn check(t: &HandleTable<u8>, m: &Model) -> Result<(), TestCaseError> {
         prop_assert!((1..=MAX_GENERATION).contains(&s.generation()));
     }
     prop_assert_eq!(used + free, t.slots.len());
+    // The register lookup: every live number whole, none with an upper
+    // bit set; no number issued before (closed, or stale after reuse);
+    // no slot's own number unless it is live (a free slot holds the
+    // number it gets next, a retired one its last).
+    for (h, e) in &m.live {
+        prop_assert_eq!(t.find_reg(h.raw() as u64), Some(e));
+        for bit in [32, 33, 63] {
+            prop_assert_eq!(t.find_reg(h.raw() as u64 | 1 << bit), None);
+        }
+    }
+    for h in m.issued.iter().filter(|h| !m.live.contains_key(h)) {
+        prop_assert_eq!(t.find_reg(h.raw() as u64), None);
+    }
+    for s in &t.slots {
+        prop_assert_eq!(
+            t.find_reg(s.number).is_some(),
+            matches!(s.state, SlotState::Used(_))
+        );
+    }
     Ok(())
 }
 
@@ -194,6 +219,17 @@ proptest! {
                 Op::Forged(raw) => {
                     let h = Handle::from_raw(raw);
                     prop_assert_eq!(t.get(h, Rights::empty()), m.get(h, Rights::empty()));
+                }
+                Op::Reg(i, kind, hi) => {
+                    let low = match kind {
+                        0 => m.pick(i).raw(),
+                        1 => m.pick(i).raw().wrapping_add(1 << SLOT_BITS),
+                        _ => Handle::new(i % MAX, 1).raw(),
+                    };
+                    let reg = u64::from(hi) << 32 | u64::from(low);
+                    // Upper bits set: nothing (as `Handle::from_reg`).
+                    let want = if hi == 0 { m.live.get(&Handle::from_raw(low)) } else { None };
+                    prop_assert_eq!(t.find_reg(reg), want, "register {:#x}", reg);
                 }
             }
             check(&t, &m)?;
