@@ -40,8 +40,12 @@ mod break22s;
 mod break23;
 mod break23b;
 mod break23p;
+<<<<<<< HEAD
 mod break24e;
 mod break24t;
+=======
+mod break24p;
+>>>>>>> break24p
 mod breakk2;
 mod breaku;
 mod cases;

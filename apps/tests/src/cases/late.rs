@@ -441,6 +441,20 @@ pub const CASES: &[Case] = &[
         "break23p_fast_reply_recv_races_close_and_kill",
         break23p::fast_reply_recv_races_close_and_kill,
     ),
+    // break24p: the fast call's hand-off of a receiver that last ran on
+    // another CPU (kill, suspension, affinity).
+    (
+        "break24p_unpinned_fast_server_killed_while_called",
+        break24p::unpinned_fast_server_killed_while_called,
+    ),
+    (
+        "break24p_suspended_unpinned_fast_server_runs_no_user_code",
+        break24p::suspended_unpinned_fast_server_runs_no_user_code,
+    ),
+    (
+        "break24p_server_moving_between_cpus_answers_every_call",
+        break24p::server_moving_between_cpus_answers_every_call,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at
