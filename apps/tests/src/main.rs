@@ -40,12 +40,9 @@ mod break22s;
 mod break23;
 mod break23b;
 mod break23p;
-<<<<<<< HEAD
 mod break24e;
-mod break24t;
-=======
 mod break24p;
->>>>>>> break24p
+mod break24t;
 mod breakk2;
 mod breaku;
 mod cases;

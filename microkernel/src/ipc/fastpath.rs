@@ -81,8 +81,10 @@ impl Handoff {
     /// `Receiver::cpu`, tested): its `last_cpu` is not compared (-5 a round
     /// trip, proto2). A receiver queues itself with the CPU it runs on and
     /// then blocks there with interrupts off (no migration in between), so
-    /// the two differ only after a wake-up without a result (a kill, a
-    /// suspension) let another CPU run it and it blocked again in the same
+    /// the two differ only after a wake-up without a result (a kill, or a
+    /// stale timer wake-up: `sched::sleep::wake_sleepers` wakes entries
+    /// after dropping its list lock; a suspension does not wake an IPC
+    /// wait, break24p) let another CPU run it and it blocked again in the same
     /// wait; it is then handed off here rather than woken there, a choice
     /// of CPU only: the switch still refuses a thread pinned elsewhere or
     /// still being switched away from (`sched::switch_direct`'s test,

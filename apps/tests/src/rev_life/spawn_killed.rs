@@ -177,8 +177,22 @@ pub fn killed_process_spawns_no_child() -> TestResult {
             .iter()
             .rposition(|&b| b != 0)
             .map_or(0, |i| i + 1);
-        let mut conclusive = 0;
-        for round in 0..3 {
+        // Rounds the kill won with no child left (`clean`), and with one
+        // (`late`). A kill set after the spawn's last test of it (the
+        // exit's work test) is taken, as a pending IPI, on the spawner's
+        // first user instruction: the spawn had returned, the flag not yet
+        // raised, and the child rightly runs on (its handle died in RAX;
+        // Linux delivers a signal the same way, after the syscall's
+        // effects). On a loaded host a vCPU descheduled in that window
+        // widens it (seen twice in session 24's smoke runs at -smp 4 and
+        // 8), so one such round is tolerated; a kernel that does not undo
+        // a spawn its kill landed inside leaves a child in every round the
+        // kill won, so it fails on the second (or finds no clean round).
+        let (mut clean, mut late) = (0, 0);
+        for round in 0..6 {
+            if round >= 3 && clean > 0 {
+                break;
+            }
             let (before, _) = settle(50, |_| false)?;
             let pid = spawn_code(killed, &out[..prefix], len as u64 | (prefix as u64) << 32)?;
             let st = libipc::sys::process_wait(pid).map(status::decode);
@@ -189,19 +203,24 @@ pub fn killed_process_spawns_no_child() -> TestResult {
                 now.processes
             );
             match st {
-                Ok(Status::Exited(9)) => {
-                    conclusive += 1;
-                    if now.processes > before.processes {
+                Ok(Status::Exited(9)) if now.processes > before.processes => {
+                    late += 1;
+                    if late > 1 {
                         return Err("a child spawned after its creator's kill runs on");
                     }
                 }
+                Ok(Status::Exited(9)) => clean += 1,
                 Ok(Status::Exited(8 | 10)) => {}
                 _ => return Err("the spawning child ended oddly"),
             }
             settle(3000, |a| a.processes <= before.processes)?;
         }
-        if conclusive == 0 {
-            return Err("the kill never landed during the spawn");
+        if clean == 0 {
+            return Err(if late > 0 {
+                "a child spawned after its creator's kill runs on"
+            } else {
+                "the kill never landed during the spawn"
+            });
         }
         Ok(())
     })();
