@@ -40,6 +40,7 @@ mod break22s;
 mod break23;
 mod break23b;
 mod break23p;
+mod break24s;
 mod breakk2;
 mod breaku;
 mod cases;
