@@ -42,6 +42,7 @@ mod break23b;
 mod break23p;
 mod break24e;
 mod break24p;
+mod break24s;
 mod break24t;
 mod breakk2;
 mod breaku;

@@ -394,6 +394,11 @@ pub const CASES: &[Case] = &[
         "break22s_handoff_switches_the_io_bitmap_out",
         break22s::handoff_switches_the_io_bitmap_out,
     ),
+    // break24s: the IO bit of the lazy switch's summary (switch2).
+    (
+        "break24s_bitmap_is_never_left_live_for_another_process",
+        break24s::bitmap_is_never_left_live_for_another_process,
+    ),
     // break23: the frameless resumes' return-RIP check (CVE-2012-0217).
     (
         "break23_fast_call_from_the_last_user_byte_faults",
