@@ -59,8 +59,19 @@ pub fn fast_reply_recv_races_close_and_kill() -> TestResult {
     }
     // Every endpoint (136 bytes each) is gone with its handles and threads;
     // the heap figure is the whole kernel's (a few dozen bytes of noise).
+    settled_since(
+        &s0,
+        512,
+        "endpoints or threads left after a close and a kill",
+    )
+}
+
+/// Waits up to 2 s for the kernel's thread count to return to `s0`'s and
+/// its heap to within `slack` bytes of it (also break24p's); `err` if it
+/// does not, with both figures noted.
+pub(crate) fn settled_since(s0: &abi::SysInfo, slack: u64, err: &'static str) -> TestResult {
     let (s, held) = settle(2000, |s| {
-        s.threads <= s0.threads && s.heap_used_bytes <= s0.heap_used_bytes + 512
+        s.threads <= s0.threads && s.heap_used_bytes <= s0.heap_used_bytes + slack
     })?;
     if !held {
         note!(
@@ -70,7 +81,7 @@ pub fn fast_reply_recv_races_close_and_kill() -> TestResult {
             s.threads,
             s0.threads
         );
-        return Err("endpoints or threads left after a close and a kill");
+        return Err(err);
     }
     Ok(())
 }

@@ -34,7 +34,8 @@
 
 use crate::attack2::{fast_client, CLIENT_RESULT};
 use crate::break22::counted;
-use crate::lifecycle::{info, settle};
+use crate::break23p::settled_since;
+use crate::lifecycle::info;
 use crate::note;
 use crate::util::{self, check, ok, TestResult};
 use abi::status::Status;
@@ -158,20 +159,7 @@ pub fn unpinned_fast_server_killed_while_called() -> TestResult {
         counted(1) > fast0,
         "no fast call completed (the race was not run)",
     )?;
-    let (s, held) = settle(2000, |s| {
-        s.threads <= s0.threads && s.heap_used_bytes <= s0.heap_used_bytes + 1024
-    })?;
-    if !held {
-        note!(
-            "heap {} bytes (before {}), threads {} (before {})",
-            s.heap_used_bytes,
-            s0.heap_used_bytes,
-            s.threads,
-            s0.threads
-        );
-        return Err("endpoints or threads left after the kills");
-    }
-    Ok(())
+    settled_since(&s0, 1024, "endpoints or threads left after the kills")
 }
 
 /// Set to stop [`spinner`].
