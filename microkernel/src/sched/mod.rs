@@ -369,9 +369,17 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
         // falls through to the CR3 step with no jump).
         percpu::set_kernel_stack(next.kstack_top());
     }
-    let extra = ustate::Extra::of(prev, &next);
-    let work = prev_idle || extra.any();
+    // A user-to-user switch tests both bytes with one `or` with memory
+    // (`ustate::any_extra`), and its work reads them again.
+    let (work, extra) = if USER_TO_USER {
+        let both = ustate::any_extra(prev, &next);
+        (both != 0, Err(both))
+    } else {
+        let e = ustate::Extra::of(prev, &next);
+        (prev_idle || e.any(), Ok(e))
+    };
     if work {
+        let extra = extra.unwrap_or_else(|both| ustate::Extra::of_any(prev, &next, both));
         ustate::switch::<USER_TO_USER>(prev, pctx, &next, nctx, prev_idle, space.is_some(), extra);
     }
     match space {
