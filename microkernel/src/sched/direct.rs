@@ -107,7 +107,7 @@ pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
         return;
     };
     let prev = current();
-    let (prev_rsp, next_rsp) = switch_prepare::<true, false>(prev, next, cpu);
+    let (prev_rsp, next_rsp, next_top) = switch_prepare::<true, false>(prev, next, cpu);
     let frameless = crate::arch::frameless::frameless_rsp();
     // `prev_rsp` is the previous thread's saved-RSP slot: nothing else
     // writes it while that thread is not running, and it is read only by a
@@ -128,7 +128,9 @@ pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
         // shared frameless record, so the entry resumes it at its frame.
         // SAFETY: the caller's contract (nothing on this stack is owned,
         // the wait ends in the frameless resume), and `prev` as just said.
-        unsafe { crate::arch::frameless::handoff_to_frameless(prev as *const Thread as u64) }
+        unsafe {
+            crate::arch::frameless::handoff_to_frameless(prev as *const Thread as u64, next_top)
+        }
     }
     park_prev(prev);
     // SAFETY: the caller's contract: nothing on this stack is owned, and the
