@@ -88,6 +88,7 @@ mod rev_layers;
 mod rev_life;
 mod rev_syscall;
 mod sched;
+mod sched3;
 mod shell3;
 mod smp;
 mod spawnrace;

@@ -9,7 +9,8 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
 /// The common start of [`switch_direct`] and [`switch_direct_frameless`]:
-/// `Some((next, this CPU's index))` when the switch to `next` may be made here now; else
+/// `Some((next, this CPU's index))` when the switch to `next` may be made here now (it
+/// is no longer on a CPU); else
 /// `next` was queued, the current thread blocked as usual (with its
 /// frames) and has resumed: `None`. `TRACE`: record the hand-off's switch
 /// (the frameless path's caller tested the trace categories already).
@@ -23,16 +24,19 @@ use core::sync::atomic::Ordering;
 #[inline(always)]
 fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<(Arc<Thread>, usize)> {
     let cpu = me();
-    // `affinity` as a set (one test for "unpinned or pinned here"): `next`
-    // is not running, so nothing changes it meanwhile (only the thread
-    // itself pins itself).
-    let cpus = next.sched.cpus.load(Ordering::Relaxed);
-    debug_assert_eq!(
-        cpus,
-        crate::object::thread::cpus_of(next.sched.affinity.load(Ordering::Relaxed))
-    );
-    let pinned_elsewhere = cpus & (1u64 << (cpu % 64)) == 0;
-    if pinned_elsewhere || next.sched.on_cpu.load(Ordering::Acquire) {
+    // `next` may run here (its affinity is not tested, sched3: -6 a round
+    // trip): every hand-off is to a thread that waits in a wait it entered
+    // on this CPU (`Handoff::queued_here`: its queue entry's CPU is this
+    // one; `Handoff::or_wake`: its `last_cpu` is), so its set allowed this
+    // CPU when it ran here, and it has not changed since: only the thread
+    // itself changes its set (`set_affinity`), which switches it off a
+    // CPU outside the new set before it returns (`schedule_inner`'s
+    // migration), and a thread in a wait makes no other syscall.
+    debug_assert!({
+        let cpus = next.sched.cpus.load(Ordering::Relaxed);
+        cpus & (1u64 << (cpu % 64)) != 0
+    });
+    if next.sched.on_cpu.load(Ordering::Acquire) {
         enqueue(next);
         block();
         return None;
@@ -66,8 +70,9 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<(Arc<Thread>,
 /// which is blocking (Blocked, or already made Ready and queued by a
 /// waker), straight to `next`, which the caller made Ready with its own
 /// successful Blocked -> Ready exchange and did not queue: no run-queue
-/// trip. When `next` cannot run here now (pinned elsewhere, still being
-/// switched away from), `next` is queued and the current thread blocks as
+/// trip. `next` waited in a wait it entered on this CPU, so its affinity
+/// allows this CPU ([`direct_or_block`]); when it cannot run here now
+/// (still being switched away from), `next` is queued and the current thread blocks as
 /// usual. The caller tested the current thread's kill after its Blocked
 /// store ([`direct_or_block`]).
 ///
@@ -102,7 +107,7 @@ pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
         return;
     };
     let prev = current();
-    let (prev_rsp, next_rsp) = switch_prepare::<true, false>(prev, next, cpu);
+    let (prev_rsp, next_rsp, next_top) = switch_prepare::<true, false>(prev, next, cpu);
     let frameless = crate::arch::frameless::frameless_rsp();
     // `prev_rsp` is the previous thread's saved-RSP slot: nothing else
     // writes it while that thread is not running, and it is read only by a
@@ -123,7 +128,9 @@ pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
         // shared frameless record, so the entry resumes it at its frame.
         // SAFETY: the caller's contract (nothing on this stack is owned,
         // the wait ends in the frameless resume), and `prev` as just said.
-        unsafe { crate::arch::frameless::handoff_to_frameless(prev as *const Thread as u64) }
+        unsafe {
+            crate::arch::frameless::handoff_to_frameless(prev as *const Thread as u64, next_top)
+        }
     }
     park_prev(prev);
     // SAFETY: the caller's contract: nothing on this stack is owned, and the

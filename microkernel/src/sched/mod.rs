@@ -302,7 +302,7 @@ fn idle_thread(c: &CpuSched) -> Arc<Thread> {
 /// reference that moves into the CPU's `prev` cell is PerCpu's own, so no
 /// clone of `prev` is made and dropped per switch.
 fn switch_to(prev: &Thread, next: Arc<Thread>) {
-    let (prev_rsp, next_rsp) = switch_prepare::<false, true>(prev, next, me());
+    let (prev_rsp, next_rsp, _) = switch_prepare::<false, true>(prev, next, me());
     // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
     // next's was parked by switch_context or prepared by prepare_stack.
     unsafe { switch_context(prev_rsp, next_rsp) };
@@ -310,7 +310,9 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
 }
 
 /// Everything [`switch_to`] does before `switch_context`: returns where
-/// prev's saved RSP goes and next's saved RSP. Afterwards `next` is this
+/// prev's saved RSP goes, next's saved RSP and next's kernel-stack top (0
+/// for a kernel thread; the frameless hand-off moves RSP below it).
+/// Afterwards `next` is this
 /// CPU's current thread and, with `PARK_PREV`, PerCpu's reference to prev
 /// is in the CPU's `prev` cell, for [`finish_switch`] on next's stack;
 /// without it ([`direct::switch_direct_frameless`] only), the caller owns
@@ -328,7 +330,7 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     prev: &Thread,
     next: Arc<Thread>,
     cpu: usize,
-) -> (*mut u64, u64) {
+) -> (*mut u64, u64, u64) {
     debug_assert!(!USER_TO_USER || !(prev.is_idle() || next.is_idle()));
     debug_assert!(!USER_TO_USER || !here().idle.load(Ordering::Relaxed));
     debug_assert_eq!(cpu, me());
@@ -364,14 +366,23 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     // neither thread has any, the usual IPC pair; an idle prev ran on the
     // last user thread's, whatever they were, so every switch from it
     // does the work).
+    let top = next.kstack_top();
     if space.is_some() {
         // Before the test below (switch2: the path without work then
         // falls through to the CR3 step with no jump).
-        percpu::set_kernel_stack(next.kstack_top());
+        percpu::set_kernel_stack(top);
     }
-    let extra = ustate::Extra::of(prev, &next);
-    let work = prev_idle || extra.any();
+    // A user-to-user switch tests both bytes with one `or` with memory
+    // (`ustate::any_extra`), and its work reads them again.
+    let (work, extra) = if USER_TO_USER {
+        let both = ustate::any_extra(prev, &next);
+        (both != 0, Err(both))
+    } else {
+        let e = ustate::Extra::of(prev, &next);
+        (prev_idle || e.any(), Ok(e))
+    };
     if work {
+        let extra = extra.unwrap_or_else(|both| ustate::Extra::of_any(prev, &next, both));
         ustate::switch::<USER_TO_USER>(prev, pctx, &next, nctx, prev_idle, space.is_some(), extra);
     }
     match space {
@@ -416,7 +427,7 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     if PARK_PREV {
         park_prev(prev);
     }
-    (prev_rsp, next_rsp)
+    (prev_rsp, next_rsp, top)
 }
 
 /// The last step of [`switch_prepare`]: PerCpu's reference to `prev` (the

@@ -15,14 +15,29 @@ use crate::object::thread::{Thread, ThreadCtx};
 pub(super) struct Extra {
     prev: u8,
     next: u8,
+    /// `prev | next`.
+    both: u8,
 }
 
 impl Extra {
     #[inline(always)]
     pub(super) fn of(prev: &Thread, next: &Thread) -> Extra {
+        let (p, n) = (prev.fpu.extra(), next.fpu.extra());
+        Extra {
+            prev: p,
+            next: n,
+            both: p | n,
+        }
+    }
+
+    /// [`Extra::of`] with `both` as [`any_extra`] read it (a user-to-user
+    /// switch's work: the `or` is not made again).
+    #[inline(always)]
+    pub(super) fn of_any(prev: &Thread, next: &Thread, both: u8) -> Extra {
         Extra {
             prev: prev.fpu.extra(),
             next: next.fpu.extra(),
+            both,
         }
     }
 
@@ -34,8 +49,37 @@ impl Extra {
     /// to save, load or compare.
     #[inline(always)]
     pub(super) fn any(self) -> bool {
-        self.prev | self.next != 0
+        self.both != 0
     }
+}
+
+/// [`Extra::any`]'s `or` for a user-to-user switch (`switch_prepare`'s
+/// common test: non-zero when there is work to do): the two bytes in one
+/// load and one `or` with memory (sched3: LLVM loaded each atomic byte
+/// into a register of its own and kept both for the work; -2 a round
+/// trip, +2 for `ipc_call_same_core_fpu`, whose work reads them again:
+/// [`Extra::of_any`]). Plain byte loads, atomic on x86, as the Relaxed
+/// loads of [`fpu::FpuState::extra`] are (the `on_cpu` handshake orders
+/// next's writes before them). (A jump to the work from the asm block,
+/// `label`, measured +15 a round trip.)
+#[inline(always)]
+pub(super) fn any_extra(prev: &Thread, next: &Thread) -> u8 {
+    const OFF: usize = core::mem::offset_of!(Thread, fpu) + fpu::FpuState::EXTRA_OFFSET;
+    let r: u8;
+    // SAFETY: both addresses are the threads' `extra` bytes (live
+    // references); the block reads them into a scratch register only.
+    unsafe {
+        core::arch::asm!(
+            "mov {r}, byte ptr [{p} + {off}]",
+            "or {r}, byte ptr [{n} + {off}]",
+            r = out(reg_byte) r,
+            p = in(reg) prev as *const Thread,
+            n = in(reg) next as *const Thread,
+            off = const OFF,
+            options(nostack, readonly),
+        );
+    }
+    r
 }
 
 /// The switch's FPU and FS/GS-base work, from `prev` (context `pctx`) to
@@ -54,7 +98,7 @@ pub(super) fn switch<const USER_TO_USER: bool>(
     next_user: bool,
     extra: Extra,
 ) {
-    let both = extra.prev | extra.next;
+    let both = extra.both;
     if prev_idle || both & fpu::BASES != 0 {
         // prev's bases as read (None: an idle prev, which ran on the last
         // user thread's: that switch saved them).

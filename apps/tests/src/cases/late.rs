@@ -460,6 +460,11 @@ pub const CASES: &[Case] = &[
         "break24p_server_moving_between_cpus_answers_every_call",
         break24p::server_moving_between_cpus_answers_every_call,
     ),
+    // sched3: the hand-off's switch tests no affinity.
+    (
+        "sched3_fast_pair_moving_between_cpus_stays_on_its_cpus",
+        sched3::fast_pair_moving_between_cpus_stays_on_its_cpus,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at

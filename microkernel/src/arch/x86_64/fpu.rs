@@ -228,6 +228,10 @@ fn layout() -> Layout {
 }
 
 impl FpuState {
+    /// The offset of [`Self::extra`]'s byte (`sched::ustate`'s one-`or`
+    /// test of two threads' bytes).
+    pub const EXTRA_OFFSET: usize = core::mem::offset_of!(FpuState, extra);
+
     /// The initial state: x87 and SSE/AVX in their reset configuration
     /// (FCW 0x37f, MXCSR 0x1f80: all exceptions masked).
     pub fn new() -> Option<FpuState> {

@@ -33,9 +33,10 @@
 //! shared record's registers are never used, so nothing is popped).
 //!
 //! The IPC hand-off between two frameless threads (the same-core round
-//! trip) takes `frameless_handoff_entry` instead ([`handoff_to_frameless`],
-//! switchcut): the same steps, but the previous thread's reference comes in
-//! RDI rather than through the CPU's `prev` cell, and step 2 runs
+//! trip) does step 1 itself instead ([`handoff_to_frameless`], switchcut;
+//! from the kernel-stack top the switch has in a register, with no entry
+//! of its own, sched3): the same steps, but the previous thread's reference
+//! comes in RDI rather than through the CPU's `prev` cell, and step 2 runs
 //! `crate::syscall::frameless_handoff_resume`, whose
 //! `sched::finish_handoff` releases it (`on_cpu` := false, then the
 //! reference dropped) with no cell to take and no `migrate_prev` to test.
@@ -49,10 +50,6 @@ extern "C" {
     /// `switch_context`) and returns into it; the current stack and
     /// registers are abandoned.
     fn load_context(next_rsp: u64) -> !;
-    /// The hand-off's way into a frameless thread: `frameless_resume_entry`
-    /// with the previous thread's reference in RDI (see
-    /// [`handoff_to_frameless`]).
-    fn frameless_handoff_entry(prev: u64) -> !;
     /// The saved context of every thread blocked frameless.
     static FRAMELESS_CONTEXT: [u64; 8];
 }
@@ -85,17 +82,34 @@ pub unsafe fn abandon_stack_for(next_rsp: u64) -> ! {
 /// blocked frameless: like [`abandon_stack_for`] with [`frameless_rsp`], but
 /// the previous thread's reference comes in a register, not in the CPU's
 /// `prev` cell, and the resume ends the switch with
-/// `crate::sched::finish_handoff` (switchcut).
+/// `crate::sched::finish_handoff` (switchcut). RSP goes to the frame below
+/// `kstack_top` (the current thread's kernel-stack top, which the switch
+/// has in a register: it just made it the CPU's `kernel_rsp`) and the
+/// resume is called from there, as `frameless_resume_entry` would
+/// (sched3: no entry's `gs:` load, subtraction and call, -2 a switch).
 ///
 /// # Safety
 /// As [`abandon_stack_for`], the current thread's saved RSP being
 /// [`frameless_rsp`]; `prev` is PerCpu's strong reference (`Arc::into_raw`)
 /// to the thread switched away from, which the CPU's `prev` cell does not
-/// hold, and `migrate_prev` is false.
+/// hold, and `migrate_prev` is false; `kstack_top` is the current thread's
+/// kernel-stack top (its syscall frame below it).
 #[inline(always)]
-pub unsafe fn handoff_to_frameless(prev: u64) -> ! {
-    // SAFETY: the caller's contract.
-    unsafe { frameless_handoff_entry(prev) }
+pub unsafe fn handoff_to_frameless(prev: u64, kstack_top: u64) -> ! {
+    // SAFETY: the caller's contract; the resume never returns (it leaves
+    // through the stub's exit), and the frame keeps RSP 16-byte aligned at
+    // the call (the assertion at the end of this file).
+    unsafe {
+        core::arch::asm!(
+            "lea rsp, [{top} - {size}]", // rsp := its TrapFrame (RSP leaves the previous stack)
+            "call {handoff}",           // finish_handoff first, then the resume (never returns)
+            top = in(reg) kstack_top,
+            size = const core::mem::size_of::<TrapFrame>(),
+            handoff = sym crate::syscall::frameless_handoff_resume,
+            in("rdi") prev,
+            options(noreturn),
+        )
+    }
 }
 
 /// Leaves for ring 3 through the syscall stub's exit
@@ -158,16 +172,6 @@ frameless_resume_entry:                     // rsp: past FRAMELESS_CONTEXT (read
                                             // (`exit_to_user`) and never returns here
     ud2
 
-    .global frameless_handoff_entry
-frameless_handoff_entry:                    // rdi: the previous thread's reference (kept for the call);
-                                            // rsp: the abandoned stack; IF off
-    mov rsp, gs:[{krsp}]                    // rsp := top of this thread's kernel stack (the switch set it)
-    sub rsp, {frame_size}                   // rsp := its TrapFrame (16-byte aligned; found as above)
-    call {handoff}                          // finish_handoff first (RSP left the previous stack), then as
-                                            // the resume above; it leaves through the stub's exit itself
-                                            // (`exit_to_user`) and never returns here
-    ud2
-
     .section .rodata.frameless, "a"
     .balign 8
     .global FRAMELESS_CONTEXT
@@ -179,7 +183,6 @@ FRAMELESS_CONTEXT:                          // what switch_context pops for a fr
     krsp = const OFF_KERNEL_RSP,
     frame_size = const core::mem::size_of::<TrapFrame>(),
     resume = sym crate::syscall::frameless_resume,
-    handoff = sym crate::syscall::frameless_handoff_resume,
 );
 
 // The entry puts RSP at the frame with a plain subtraction and calls from

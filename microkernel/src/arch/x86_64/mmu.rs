@@ -38,13 +38,14 @@ pub fn loaded_root(pc: &PerCpu) -> u64 {
 /// Ordering (the Dekker pattern with [`super::tlb::flush_range`]): this side
 /// *stores* the loaded root, then *loads* page-table entries (the CPU's walks
 /// after the CR3 write); the editor *stores* entries, then *loads* the roots
-/// after a full fence. The swap here is an `xchg` (a full barrier on x86:
-/// `percpu::swap_loaded_root`), so the walk cannot start before the root is visible; and the CR3
-/// write is serialising besides. Either the editor sees this root and shoots
-/// this CPU down, or this CPU's walks see the edited tables.
+/// after a full fence. The record is stored right before the CR3 write,
+/// which is serialising (every buffered write drained first:
+/// `percpu::load_root_recorded`), so the walk cannot start before the root
+/// is visible. Either the editor sees this root and shoots this CPU down,
+/// or this CPU's walks see the edited tables.
 ///
-/// "Already loaded" is the swap's old value (switchcut; a CR3 read and its
-/// mask before): after boot CR3 is written only here, right after the
+/// "Already loaded" is the record naming `root` (switchcut; a CR3 read and
+/// its mask before): after boot CR3 is written only here, right after the
 /// record, so the record names the root CR3 holds, except before this CPU's
 /// first call (0 then, never a root: the write is made).
 ///
@@ -56,11 +57,11 @@ pub fn loaded_root(pc: &PerCpu) -> u64 {
 /// Always inlined (each switch calls it: see `percpu::set_kernel_stack`).
 #[inline(always)]
 pub unsafe fn load_root(root: u64) {
-    let old = percpu::swap_loaded_root(root);
-    debug_assert!(old == 0 || old == current_root());
-    if old != root {
-        // SAFETY: the caller's contract: the kernel keeps running; the user
-        // half is the next thread's.
-        unsafe { core::arch::asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) };
-    }
+    debug_assert!({
+        let old = percpu::this().loaded_root.load(Ordering::Relaxed);
+        old == 0 || old == current_root()
+    });
+    // SAFETY: the caller's contract: the kernel keeps running; the user
+    // half is the next thread's.
+    unsafe { percpu::load_root_recorded(root) }
 }

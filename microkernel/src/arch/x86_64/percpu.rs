@@ -485,27 +485,39 @@ pub fn io_live_key() -> u64 {
     k
 }
 
-/// Records `root` as the root this CPU's CR3 holds ([`PerCpu::loaded_root`])
-/// and returns the one recorded before, in one `gs:` `xchg` (switchcut:
-/// `this().loaded_root.swap(root, SeqCst)` took a `gs:[0]` load first).
-/// The `xchg` with memory is locked, a full barrier, as that SeqCst swap
-/// compiled to (`mmu::load_root`'s Dekker pattern relies on it); the asm
-/// block is a compiler barrier too (no `nomem`).
+/// Loads `root` into CR3 unless this CPU's record ([`PerCpu::loaded_root`])
+/// names it already, recording it first (`mmu::load_root`, whose
+/// ordering this is): one compare with the record, then, when it differs,
+/// a plain store and the CR3 write (sched3: the `xchg` that recorded it
+/// and returned the old value, its copy of the register and the compare of
+/// the result took one instruction more a switch). The CR3 write is
+/// serialising (Intel SDM vol. 3 9.3: every buffered write is drained to
+/// memory before the next instruction runs), so the store is visible
+/// before any page walk under the new root, as the locked `xchg` made it;
+/// when the record names the root already, this CPU's walks run under the
+/// root it names and nothing is stored. The asm block is a compiler
+/// barrier too (no `nomem`).
+///
+/// # Safety
+/// As `mmu::load_root`'s.
 #[inline(always)]
-pub fn swap_loaded_root(root: u64) -> u64 {
-    let mut r = root;
+pub unsafe fn load_root_recorded(root: u64) {
     // SAFETY: callers run after init_cpu on this CPU, so gs: is its PerCpu;
     // the field is an AtomicU64 (8 bytes, aligned), written only by this
-    // CPU and read by others with SeqCst loads.
+    // CPU and read by others with SeqCst loads; the CR3 write is the
+    // caller's contract.
     unsafe {
         core::arch::asm!(
-            "xchg gs:[{off}], {r}",
-            r = inout(reg) r,
+            "cmp gs:[{off}], {r}",
+            "je 2f",
+            "mov gs:[{off}], {r}",
+            "mov cr3, {r}",
+            "2:",
+            r = in(reg) root,
             off = const OFF_LOADED_ROOT,
-            options(nostack, preserves_flags),
+            options(nostack),
         );
     }
-    r
 }
 
 /// Records the key of this CPU's live I/O bitmap (owning CPU, interrupts

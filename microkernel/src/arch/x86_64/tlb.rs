@@ -126,16 +126,16 @@ pub fn flush_range(root: u64, addr: u64, pages: u64) {
     //
     // Ordering (the Dekker pattern, both sides): this CPU *stored* page-table
     // entries and now *loads* every CPU's loaded root; a CPU switching to the
-    // space *stores* its loaded root (`mmu::load_root`, a SeqCst
-    // `xchg`) and then *loads* page-table entries through its walks after the
-    // serialising CR3 write. Under x86-TSO a load may pass an earlier store to
+    // space *stores* its loaded root (`mmu::load_root`) and then *loads*
+    // page-table entries through its walks after the CR3 write, which is
+    // serialising (the store is drained before it completes). Under x86-TSO a load may pass an earlier store to
     // another location (the store buffer), so without a full fence here this
     // CPU could read a stale root (miss the CPU) while that CPU walks the old
     // entries: a physical use-after-free once the frames are freed. The local
     // `invlpg` above used to serialise by luck, but an editor that does not
     // run the space (a process manager editing a child) flushes nothing
-    // locally. With the fence (mfence) on this side and the `xchg` on the
-    // other, at least one CPU sees the other's store: either the root is seen
+    // locally. With the fence (mfence) on this side and the serialising CR3
+    // write on the other, at least one CPU sees the other's store: either the root is seen
     // here (the CPU is shot down) or that CPU's walk sees the edited tables.
     core::sync::atomic::fence(Ordering::SeqCst);
     let running = percpu::online_cpus()
