@@ -49,7 +49,9 @@ use kcore::ipc::{Ticket, WakeReason};
 /// winner already removed it from (the queue it was picked from) find
 /// nothing.
 pub(crate) fn unlink(t: &Thread, me: TRef) {
-    let wait = core::mem::take(&mut t.ipc.inner.lock().wait);
+    // SAFETY: we won t's claim (or are t after winning its own) and have
+    // not published its outcome: the record is ours (`WaitRecord`).
+    let wait = unsafe { t.ipc.wait.take() };
     match &wait {
         WaitOn::None => {}
         WaitOn::Endpoint(ep) => {
@@ -189,7 +191,9 @@ pub(crate) fn cancel_own(ticket: Ticket) {
     let cur = sched::current();
     cur.ipc.claim.try_claim(ticket, WakeReason::Delivered);
     cur.ipc.claim.finish();
-    let wait = core::mem::take(&mut cur.ipc.inner.lock().wait);
+    // SAFETY: our own record, and the wait it was for never became
+    // visible (nobody else could claim it): ours (`WaitRecord`).
+    let wait = unsafe { cur.ipc.wait.take() };
     drop(wait);
 }
 

@@ -159,7 +159,8 @@ pub fn call(
 
 /// One attempt of [`call`]: the message and its extra are in `cur`'s record.
 fn call_once(ep: &Ep, cur: &Arc<Thread>, m: Msg, timeout: Timeout) -> Outcome {
-    let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Endpoint(ep.clone()));
+    // SAFETY: our own record, no wait of ours visible (`WaitRecord`).
+    let old = core::mem::replace(unsafe { cur.ipc.wait.get() }, WaitOn::Endpoint(ep.clone()));
     drop(old);
     // Release (inside begin): the message, wait record and capacity above
     // are visible to whoever sees the wait.
@@ -192,7 +193,9 @@ fn call_once(ep: &Ep, cur: &Arc<Thread>, m: Msg, timeout: Timeout) -> Outcome {
                 let server = unsafe { r.thread.arc() };
                 // Our wait is now for r's reply: set before r's reply
                 // capability names us, so our own timeout or kill finds r.
-                let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Reply(server));
+                // SAFETY: our own record: `Deliver` did not queue us, so
+                // no other party can find (and claim) our wait yet.
+                let old = core::mem::replace(unsafe { cur.ipc.wait.get() }, WaitOn::Reply(server));
                 drop(old);
                 // The fast path's hand-off: register-only, no timeout, the
                 // receiver waits on this CPU.
@@ -314,13 +317,11 @@ pub fn recv(
             }
         }
     }
-    {
-        let mut g = cur.ipc.inner.lock();
-        g.wait = match &bound {
-            Some(n) => WaitOn::EndpointBound(ep.clone(), n.clone()),
-            None => WaitOn::Endpoint(ep.clone()),
-        };
-    }
+    // SAFETY: our own record, no wait of ours visible (`WaitRecord`).
+    *unsafe { cur.ipc.wait.get() } = match &bound {
+        Some(n) => WaitOn::EndpointBound(ep.clone(), n.clone()),
+        None => WaitOn::Endpoint(ep.clone()),
+    };
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
     let tk = cur.ipc.claim.begin();
@@ -461,7 +462,9 @@ fn take_call(cur: &Arc<Thread>, c: TRef, buf: u64) -> Result<Msg, Error> {
     }
     // What was placed is ours now (its buffer was copied).
     transfer::restore(extra);
-    let old = core::mem::replace(&mut carc.ipc.inner.lock().wait, WaitOn::Reply(cur.clone()));
+    // SAFETY: we hold c's wait (take) until the rearm below: its record
+    // is ours (`WaitRecord`), handed back by the rearm's Release.
+    let old = core::mem::replace(unsafe { carc.ipc.wait.get() }, WaitOn::Reply(cur.clone()));
     drop(old);
     // Ordering: our reply capability names the caller only after the rearm,
     // so a timeout that wins after the rearm finds us there (caller_gone).
@@ -538,7 +541,8 @@ pub fn ntf_wait(n: &Ntf, timeout: Timeout) -> Result<u64, Error> {
         return Ok(bits);
     }
     let cur = sched::current_arc();
-    cur.ipc.inner.lock().wait = WaitOn::Notification(n.clone());
+    // SAFETY: our own record, no wait of ours visible (`WaitRecord`).
+    *unsafe { cur.ipc.wait.get() } = WaitOn::Notification(n.clone());
     let tk = cur.ipc.claim.begin();
     let me = TRef::new(&cur, Some(tk));
     let step = n.s.lock().n.wait(me, timeout.may_block());

@@ -605,3 +605,102 @@ fn the_frameless_resume_ends_only_a_framed_delivery_of_its_wait() {
         assert_eq!(s.claim.next_delivered(), tk.delivered() + 0x100);
     });
 }
+
+/// proto3: a thread's wait record (and its `frame_seq`) is owned through
+/// its claim, not a lock (the kernel's `WaitRecord`): the thread writes
+/// both before `begin_next` (Release); the winner of its claim, found
+/// through the claim word as a signal to a bound receiver finds it
+/// (`waiting`, Acquire), takes the record and reads `frame_seq`, then
+/// publishes the outcome (the frame and `framed`, or the result slot under
+/// the thread's lock). The thread, once it saw the outcome (or won its own
+/// claim, a kill, and unlinked itself), writes its record for its next
+/// wait. A loom `UnsafeCell` reports any two unordered accesses to the
+/// record. A model of the protocol, not the kernel's code: seen failing
+/// (a causality violation on the record) with the winner's take moved
+/// after its `framed` store (the order the fast `reply_recv` had under the
+/// caller's lock), and with `begin_next`'s store Relaxed.
+// The record is a loom `UnsafeCell` so that loom itself checks every access
+// (its accessors hand out raw pointers), as `handles::lockfree_loom`.
+#[allow(unsafe_code)]
+#[test]
+fn a_claim_owned_record_is_never_raced() {
+    use loom::cell::UnsafeCell;
+    struct Shared {
+        claim: Claim,
+        record: UnsafeCell<u64>,
+        frame_seq: LoomU64,
+        framed: LoomU64,
+        frame: LoomU64,
+        result: Mutex<Option<u64>>,
+    }
+    // SAFETY: the record is accessed only under the protocol above, which
+    // loom checks (a race is a causality error, not undefined behaviour).
+    unsafe impl Sync for Shared {}
+    // The record's one access each: replace its value, return the old.
+    fn swap(s: &Shared, v: u64) -> u64 {
+        s.record.with_mut(|r| {
+            // SAFETY: loom's pointer to the cell, valid for this closure;
+            // loom reports an access unordered with another.
+            unsafe { core::mem::replace(&mut *r, v) }
+        })
+    }
+    model(|| {
+        let s = Arc::new(Shared {
+            claim: Claim::new(),
+            record: UnsafeCell::new(0),
+            frame_seq: LoomU64::new(0),
+            framed: LoomU64::new(0),
+            frame: LoomU64::new(0),
+            result: Mutex::new(None),
+        });
+        let winner = {
+            let s = s.clone();
+            thread::spawn(move || {
+                let Some(tk) = s.claim.waiting() else {
+                    return; // not visible yet: nothing to end
+                };
+                if !s.claim.try_claim(tk, WakeReason::Delivered) {
+                    return;
+                }
+                // The record first (`unlink`, the fast path's take) ...
+                let rec = swap(&s, 0);
+                assert_eq!(rec, 1, "the record of the wait we won");
+                // ... then the outcome, which hands the record back.
+                if s.frame_seq.load(Ordering::Relaxed) == tk.delivered() {
+                    s.frame.store(42, Ordering::Relaxed);
+                    s.framed.store(tk.delivered(), Ordering::SeqCst);
+                } else {
+                    *s.result.lock().unwrap() = Some(42);
+                }
+            })
+        };
+        // The thread: its record and `frame_seq`, then the wait begins.
+        let next = s.claim.next_delivered();
+        swap(&s, 1);
+        s.frame_seq.store(next, Ordering::Relaxed);
+        let tk = s.claim.begin_next(next);
+        // Its own kill (`ipc::wait`): wins unless the winner did.
+        if s.claim.try_claim(tk, WakeReason::Cancelled) {
+            // `unlink` of itself: the record is its own again.
+            swap(&s, 0);
+        } else {
+            // `wait_end`: `framed` (Acquire) or the result slot.
+            loop {
+                if s.framed.load(Ordering::Acquire) == tk.delivered() {
+                    assert_eq!(s.frame.load(Ordering::Relaxed), 42, "frame read early");
+                    break;
+                }
+                if s.result.lock().unwrap().take().is_some() {
+                    break;
+                }
+                thread::yield_now();
+            }
+        }
+        s.claim.finish();
+        // The next wait: the thread writes its record again.
+        let next = s.claim.next_delivered();
+        swap(&s, 2);
+        s.frame_seq.store(next, Ordering::Relaxed);
+        winner.join().unwrap();
+    });
+}
