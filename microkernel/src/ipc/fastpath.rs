@@ -256,12 +256,12 @@ pub(super) fn give_call(
     // is published (`hand`), with no lock (`WaitRecord`).
     // SAFETY: we won rt's claim and have not handed it an outcome.
     let old = unsafe { rt.ipc.wait.take() };
-    let abandoned = {
-        let mut g = rt.ipc.inner.lock_irqs_off();
-        g.reply
-            .accept(me)
-            .filter(|o| claim(o, WakeReason::Cancelled))
-    };
+    // Its reply word names us (no lock, proto3: we own rt through its
+    // claim, the server side of the word; `ReplyWord::accept`). An
+    // abandoned caller is claimed under the word's pin, where it was found.
+    let abandoned = super::caller_ref(rt.ipc.reply.accept(me.id(), tk, |id, otk| {
+        super::claim_id(id, otk, WakeReason::Cancelled)
+    }));
     if !matches!(old, WaitOn::EndpointBound(..)) {
         hand(rt, rtk, &msg);
     }
@@ -561,16 +561,23 @@ pub fn reply_recv<const FRAMELESS: bool>(
     // six instructions a round trip), and the record's reference keeps it
     // alive for the uses of this address (see `ep_ref`).
     let epp = Arc::as_ptr(&ep);
-    let c = {
-        let mut g = cur.ipc.inner.lock_irqs_off();
-        if g.bound.is_some() || g.reply.caller().is_none() {
-            drop(g);
-            return ReplyRecv::NotTaken(ep);
-        }
-        match g.reply.take() {
-            Ok(c) => claim(&c, WakeReason::Delivered).then_some(c),
-            Err(_) => None,
-        }
+    //    No lock (proto3): `bound_set` is ours alone, and the caller is
+    //    claimed under our reply word's pin (`ReplyWord::take`), which its
+    //    killer waits out.
+    if cur.ipc.bound_set.load(Ordering::Relaxed) {
+        return ReplyRecv::NotTaken(ep);
+    }
+    let c = match cur
+        .ipc
+        .reply
+        .take(|id, tk| super::claim_id(id, tk, WakeReason::Delivered))
+    {
+        // Nothing held: nothing changed.
+        Err(kcore::ipc::IpcError::NoCaller) => return ReplyRecv::NotTaken(ep),
+        Ok(c) => super::caller_ref(c),
+        // Gone (reported once, and `reply_recv` drops it), or its kill or
+        // timeout won its claim first.
+        Err(_) => None,
     };
     // Our receive's name (begun in step 3, `begin_next`).
     let next = cur.ipc.claim.next_delivered();

@@ -21,8 +21,8 @@ use crate::sync::IrqMutex;
 use abi::Error;
 use alloc::sync::Arc;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU32, AtomicU64};
-use kcore::ipc::{MsgInfo, ReplyCap, Ticket, WaitClaim};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use kcore::ipc::{MsgInfo, ReplyWord, Ticket, WaitClaim};
 
 /// A thread in an IPC queue: see the module docs. `ticket` is `None` only
 /// for a notification's bound thread.
@@ -56,6 +56,22 @@ impl TRef {
     pub unsafe fn thread(&self) -> &Thread {
         // SAFETY: per the contract the thread has not exited.
         unsafe { &*self.ptr }
+    }
+
+    /// The thread's id in a reply word (`kcore::ipc::ReplyWord`): its
+    /// address, a non-zero multiple of 8.
+    #[inline(always)]
+    pub fn id(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    /// The entry a reply word's caller (`id`, wait `tk`) stands for.
+    #[inline(always)]
+    pub fn from_id(id: u64, tk: Ticket) -> TRef {
+        TRef {
+            ptr: id as *const Thread,
+            ticket: Some(tk),
+        }
     }
 
     /// A counted reference to the thread (to wake it, or to keep it past the
@@ -135,8 +151,6 @@ pub struct IpcInner {
     pub out: Msg,
     /// Its pending call's buffer and handles (taken with the call).
     pub extra: Extra,
-    /// Its pending reply (as a server thread).
-    pub reply: ReplyCap<TRef>,
     /// The notification bound to it.
     pub bound: Option<Arc<ObjBox<NotificationObj>>>,
 }
@@ -177,6 +191,14 @@ pub struct ThreadIpc {
     /// claim's Acquire, and written again only once the thread saw the
     /// outcome the winner published after its read), so Relaxed.
     pub frame_seq: AtomicU64,
+    /// Its pending reply (as a server thread): an atomic word, no lock
+    /// (proto3; `kcore::ipc::ReplyWord` has the protocol: the server side
+    /// and a caller's killer, the pin). Names the caller by [`TRef::id`].
+    pub reply: ReplyWord,
+    /// Whether a notification is bound to it (`IpcInner::bound` is
+    /// `Some`): written and read only by the thread itself (`bind`, its
+    /// exit, the fast `reply_recv`'s test), so Relaxed.
+    pub bound_set: AtomicBool,
     /// See [`IpcInner`].
     pub inner: IrqMutex<IpcInner>,
 }
@@ -245,6 +267,8 @@ impl ThreadIpc {
             framed: AtomicU64::new(0),
             wait: WaitRecord(UnsafeCell::new(WaitOn::None)),
             frame_seq: AtomicU64::new(0),
+            reply: ReplyWord::new(),
+            bound_set: AtomicBool::new(false),
             inner: IrqMutex::new(IpcInner::default()),
         }
     }

@@ -33,6 +33,11 @@ impl AtomicWord for LoomU64 {
     ) -> Result<u64, u64> {
         LoomU64::compare_exchange(self, current, new, success, failure)
     }
+    fn pause() {
+        // A spin wait must let the other threads run (loom explores a
+        // spinning thread's every step otherwise).
+        thread::yield_now();
+    }
 }
 
 type Claim = WaitClaim<LoomU64>;
@@ -702,5 +707,177 @@ fn a_claim_owned_record_is_never_raced() {
         swap(&s, 2);
         s.frame_seq.store(next, Ordering::Relaxed);
         winner.join().unwrap();
+    });
+}
+
+/// The caller's thread memory in the reply-word models: "freed" (poisoned)
+/// once the caller left its wait, which it does after its own unlink
+/// (`caller_gone`) when its kill won; a server-side claim that touches it
+/// afterwards reads the poison (a use after free in the kernel).
+const ALIVE: u64 = 1;
+const FREED: u64 = 0xdead;
+/// The caller's id in the word (a thread address: a multiple of 8).
+const CALLER: u64 = 0x1000;
+
+type Word = super::ReplyWord<LoomU64>;
+
+struct ReplyRace {
+    claim: Claim,
+    cap: Word,
+    /// The caller's memory: its claim word lives there.
+    mem: LoomU64,
+    delivered: AtomicUsize,
+    killed: AtomicUsize,
+}
+
+impl ReplyRace {
+    /// A caller waiting in `tk` for the reply of a server whose word names
+    /// it (accepted by a server-side party: `give_call`).
+    fn new() -> (Arc<Self>, Ticket) {
+        let s = Arc::new(ReplyRace {
+            claim: Claim::new(),
+            cap: Word::new(),
+            mem: LoomU64::new(ALIVE),
+            delivered: AtomicUsize::new(0),
+            killed: AtomicUsize::new(0),
+        });
+        let tk = s.claim.begin();
+        assert_eq!(s.cap.accept(CALLER, tk, |_, _| unreachable!()), None);
+        (s, tk)
+    }
+
+    /// A server-side claim of the caller: it dereferences the caller.
+    fn claim_caller(&self, id: u64, tk: Ticket, why: WakeReason) -> bool {
+        assert_eq!(id, CALLER);
+        assert_eq!(
+            self.mem.load(Ordering::Relaxed),
+            ALIVE,
+            "the caller was claimed after it left its wait (use after free)"
+        );
+        self.claim.try_claim(tk, why)
+    }
+
+    /// The caller's kill (or timeout): its own claim, its unlink from the
+    /// server's word, then it leaves its wait and its memory goes.
+    fn kill(&self, tk: Ticket) {
+        if self.claim.try_claim(tk, WakeReason::Cancelled) {
+            self.killed.fetch_add(1, Ordering::Relaxed);
+            self.cap.caller_gone(CALLER);
+            self.mem.store(FREED, Ordering::Relaxed);
+        }
+    }
+
+    fn check(&self) {
+        let d = self.delivered.load(Ordering::Relaxed);
+        let k = self.killed.load(Ordering::Relaxed);
+        assert_eq!(d + k, 1, "the caller's wait ends exactly once");
+        assert_eq!(self.cap.caller(), None, "the word never keeps the caller");
+    }
+}
+
+/// proto3: the fast `reply_recv`'s reply (`ReplyWord::take`: pin, claim
+/// the caller, unpin) racing the caller's kill on another CPU (its claim,
+/// `caller_gone`, then it leaves and its memory goes). Exactly one ends the
+/// caller's wait, the word never keeps it, and the server's claim never
+/// touches a caller that left. Seen failing ("use after free") with the
+/// pin replaced by a plain take (`take` storing EMPTY before the claim), and
+/// with `caller_gone` not waiting while the word is pinned.
+#[test]
+fn a_kill_racing_a_fast_reply_ends_the_call_once_and_never_after_it_left() {
+    model(|| {
+        let (s, tk) = ReplyRace::new();
+        let killer = {
+            let s = s.clone();
+            thread::spawn(move || s.kill(tk))
+        };
+        match s
+            .cap
+            .take(|c, t| s.claim_caller(c, t, WakeReason::Delivered))
+        {
+            Ok(Some(_)) => {
+                s.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            // Its kill won first: the reply is dropped (`reply_recv`).
+            Ok(None) | Err(super::IpcError::PeerDied) => {}
+            Err(e) => panic!("a held call was lost: {e:?}"),
+        }
+        killer.join().unwrap();
+        s.check();
+    });
+}
+
+/// proto3: the server's exit (`thread_exiting`: the word's `take`, the
+/// caller claimed `Cancelled` and woken with `PeerDied`) racing the
+/// caller's own kill. Exactly one ends the wait; no claim after the caller
+/// left. Seen failing as the reply race above, with the same mutations.
+#[test]
+fn a_server_exit_racing_a_callers_kill_ends_the_call_once() {
+    model(|| {
+        let (s, tk) = ReplyRace::new();
+        let killer = {
+            let s = s.clone();
+            thread::spawn(move || s.kill(tk))
+        };
+        if let Ok(Some(_)) = s
+            .cap
+            .take(|c, t| s.claim_caller(c, t, WakeReason::Cancelled))
+        {
+            // PeerDied for the caller, from its server's exit.
+            s.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        killer.join().unwrap();
+        s.check();
+    });
+}
+
+/// proto3: a receiver that took a queued caller (`take`) pins its word
+/// across the caller's `rearm` and then names it (`take_call`); the
+/// caller's timeout, racing, either leaves a late mark (the rearm fails and
+/// the receiver ends the wait, the word `GONE`) or wins the rearmed wait
+/// and then finds the caller in the word (its `caller_gone` waited out the
+/// pin). The word never names a caller that left. Seen failing ("use
+/// after free": the later reply claims the caller the word still named)
+/// with the pin taken after the rearm.
+#[test]
+fn a_rearm_under_the_pin_never_leaves_a_gone_caller_in_the_word() {
+    model(|| {
+        let s = Arc::new(ReplyRace {
+            claim: Claim::new(),
+            cap: Word::new(),
+            mem: LoomU64::new(ALIVE),
+            delivered: AtomicUsize::new(0),
+            killed: AtomicUsize::new(0),
+        });
+        let tk = s.claim.begin();
+        assert!(s.claim.take(tk));
+        let timer = {
+            let s = s.clone();
+            thread::spawn(move || {
+                if s.claim.try_claim(tk, WakeReason::TimedOut) {
+                    s.killed.fetch_add(1, Ordering::Relaxed);
+                    s.cap.caller_gone(CALLER);
+                    s.mem.store(FREED, Ordering::Relaxed);
+                }
+            })
+        };
+        // The receiver (`take_call`): pin, rearm, name the caller.
+        assert_eq!(s.cap.pin(), super::Held::Empty);
+        match s.claim.rearm(tk) {
+            Ok(()) => s.cap.unpin(super::Held::Caller(CALLER, tk)),
+            Err(_) => {
+                // A late timeout: ours to end (`late_error`).
+                s.cap.unpin(super::Held::Gone);
+                s.killed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        timer.join().unwrap();
+        // The server replies later (if the caller is still there).
+        if let Ok(Some(_)) = s
+            .cap
+            .take(|c, t| s.claim_caller(c, t, WakeReason::Delivered))
+        {
+            s.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        s.check();
     });
 }
