@@ -33,9 +33,14 @@
 //!   slow path) or loses it to us (it backs off, as on the slow path).
 //! - Our own wait becomes visible (in the receiver's reply capability) only
 //!   after its record names the receiver and `begin()` published it.
-//! - A caller we reply to is claimed under our own IPC lock, where our reply
-//!   capability names it; a caller whose kill or timeout won first is
-//!   dropped silently, as `reply_recv` does on the slow path.
+//! - A caller we reply to is claimed under our reply word's pin, where it
+//!   names it (`kcore::ipc::ReplyWord`: the caller's killer waits out the
+//!   pin); a caller whose kill or timeout won first is dropped silently,
+//!   as `reply_recv` does on the slow path.
+//! - No thread-IPC lock on either side (proto3): the wait records and
+//!   `frame_seq` are owned through the claim (`WaitRecord`), the reply
+//!   capability is an atomic word; only the result slot (a wait that did
+//!   not ask for frame delivery) is written under the partner's lock.
 
 use super::slowpath::Ep;
 use super::{claim, end_wait, wait};
@@ -214,8 +219,8 @@ pub fn call<const FRAMELESS: bool>(
 ///    reply capability names us (step 3). Nobody else can see us yet.
 /// 3. rt: our call goes into its reply capability, the message (`msg`,
 ///    built from our own frame) into its outcome, the last thing written.
-///    Its wait record is taken (we took it off that queue ourselves;
-///    dropped outside the lock): a record left in place kept its endpoint
+///    Its wait record is taken first (we took it off that queue
+///    ourselves; no lock: we own it through its claim): a record left in place kept its endpoint
 ///    allocated, and charged to its creator, after every handle to it was
 ///    closed, for as long as rt did not wait again (breakit2, ring-3 case
 ///    `attack2_endpoint_freed_after_a_fast_call_and_close`). A bound
@@ -545,8 +550,8 @@ pub fn reply_recv<const FRAMELESS: bool>(
     if cur.killed() {
         return ReplyRecv::NotTaken(ep);
     }
-    // 1. Take and claim the caller our reply capability holds (under our
-    //    IPC lock, where it was found).
+    // 1. Take and claim the caller our reply word holds (under its pin,
+    //    where it was found).
     //    Then our receive's wait record (used in step 3), with no lock:
     //    nobody else reads the record before our wait is published
     //    (`WaitRecord`): only a winner of our claim (`unlink`) or we

@@ -460,6 +460,12 @@ pub const CASES: &[Case] = &[
         "break24p_server_moving_between_cpus_answers_every_call",
         break24p::server_moving_between_cpus_answers_every_call,
     ),
+    // proto3: fast callers killed mid round trip (the reply word's pin),
+    // then the server.
+    (
+        "fastpath_proto3_killed_fast_callers_leave_the_server_serving",
+        proto3::killed_fast_callers_leave_the_server_serving,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at
