@@ -82,6 +82,7 @@ mod pmrejoin;
 mod pmrestart;
 mod process;
 mod procmgr;
+mod proto3;
 mod pscpu;
 mod regs;
 mod rev_layers;

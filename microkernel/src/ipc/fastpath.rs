@@ -33,15 +33,20 @@
 //!   slow path) or loses it to us (it backs off, as on the slow path).
 //! - Our own wait becomes visible (in the receiver's reply capability) only
 //!   after its record names the receiver and `begin()` published it.
-//! - A caller we reply to is claimed under our own IPC lock, where our reply
-//!   capability names it; a caller whose kill or timeout won first is
-//!   dropped silently, as `reply_recv` does on the slow path.
+//! - A caller we reply to is claimed under our reply word's pin, where it
+//!   names it (`kcore::ipc::ReplyWord`: the caller's killer waits out the
+//!   pin); a caller whose kill or timeout won first is dropped silently,
+//!   as `reply_recv` does on the slow path.
+//! - No thread-IPC lock on either side (proto3): the wait records and
+//!   `frame_seq` are owned through the claim (`WaitRecord`), the reply
+//!   capability is an atomic word; only the result slot (a wait that did
+//!   not ask for frame delivery) is written under the partner's lock.
 
 use super::slowpath::Ep;
 use super::{claim, end_wait, wait};
 use crate::arch::trap::TrapFrame;
 use crate::object::thread::{Thread, ThreadState};
-use crate::object::waitstate::{IpcInner, Msg, Outcome, TRef, WaitOn};
+use crate::object::waitstate::{Msg, Outcome, TRef, WaitOn};
 use crate::sched;
 use abi::Error;
 use alloc::sync::Arc;
@@ -214,8 +219,8 @@ pub fn call<const FRAMELESS: bool>(
 ///    reply capability names us (step 3). Nobody else can see us yet.
 /// 3. rt: our call goes into its reply capability, the message (`msg`,
 ///    built from our own frame) into its outcome, the last thing written.
-///    Its wait record is taken (we took it off that queue ourselves;
-///    dropped outside the lock): a record left in place kept its endpoint
+///    Its wait record is taken first (we took it off that queue
+///    ourselves; no lock: we own it through its claim): a record left in place kept its endpoint
 ///    allocated, and charged to its creator, after every handle to it was
 ///    closed, for as long as rt did not wait again (breakit2, ring-3 case
 ///    `attack2_endpoint_freed_after_a_fast_call_and_close`). A bound
@@ -232,18 +237,19 @@ pub(super) fn give_call(
     capacity: usize,
     msg: impl Fn() -> Msg,
 ) -> (Ticket, Option<TRef>) {
-    let (old, next) = {
-        let mut g = cur.ipc.inner.lock_irqs_off();
-        // Our wait's name (begun below, `begin_next`).
-        let next = cur.ipc.claim.next_delivered();
-        if frame_ok {
-            // Our wait ends with our syscall frame as its output, and no
-            // reference to that frame is live across it (`frame_ok`): the
-            // reply may be written into it directly ([`hand`]).
-            g.frame_seq = next;
-        }
-        (set_record(&mut g.wait, WaitOn::Reply(rt.clone())), next)
-    };
+    // Our wait's name (begun below, `begin_next`).
+    let next = cur.ipc.claim.next_delivered();
+    if frame_ok {
+        // Our wait ends with our syscall frame as its output, and no
+        // reference to that frame is live across it (`frame_ok`): the
+        // reply may be written into it directly ([`hand`]). Relaxed:
+        // published by `begin_next` (`ThreadIpc::frame_seq`).
+        cur.ipc.frame_seq.store(next, Ordering::Relaxed);
+    }
+    // No lock (proto3): the record is ours until `begin_next` publishes
+    // the wait (`WaitRecord`).
+    // SAFETY: our own record; no wait of ours is visible.
+    let old = set_record(unsafe { cur.ipc.wait.get() }, WaitOn::Reply(rt.clone()));
     if let Some(old) = old {
         drop_cold(old);
     }
@@ -251,18 +257,19 @@ pub(super) fn give_call(
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
     let tk = cur.ipc.claim.begin_next(next);
     let me = TRef::new(cur, Some(tk));
-    let (old, abandoned) = {
-        let mut g = rt.ipc.inner.lock_irqs_off();
-        let old = core::mem::take(&mut g.wait);
-        let abandoned = g
-            .reply
-            .accept(me)
-            .filter(|o| claim(o, WakeReason::Cancelled));
-        if !matches!(old, WaitOn::EndpointBound(..)) {
-            hand(&mut g, rt, rtk, &msg);
-        }
-        (old, abandoned)
-    };
+    // rt's record: ours since we won its claim, taken before its outcome
+    // is published (`hand`), with no lock (`WaitRecord`).
+    // SAFETY: we won rt's claim and have not handed it an outcome.
+    let old = unsafe { rt.ipc.wait.take() };
+    // Its reply word names us (no lock, proto3: we own rt through its
+    // claim, the server side of the word; `ReplyWord::accept`). An
+    // abandoned caller is claimed under the word's pin, where it was found.
+    let abandoned = super::caller_ref(rt.ipc.reply.accept(me.id(), tk, |id, otk| {
+        super::claim_id(id, otk, WakeReason::Cancelled)
+    }));
+    if !matches!(old, WaitOn::EndpointBound(..)) {
+        hand(rt, rtk, &msg);
+    }
     if let WaitOn::EndpointBound(_, n) = &old {
         n.s.lock_irqs_off().n.remove(&TRef::new(rt, None));
         rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg()));
@@ -273,10 +280,12 @@ pub(super) fn give_call(
 }
 
 /// Hands the register-only message `msg` to `t`, whose wait `tk` we won
-/// and have not handed an outcome yet, as the last thing written, under
-/// `t`'s IPC lock (`g`): straight into `t`'s syscall frame when that wait
-/// asked for it ([`IpcInner::frame_seq`]: a fast wait, whose outcome ends
-/// in its frame anyway), else into its result slot. The frame delivery
+/// and have not handed an outcome yet, as the last thing written:
+/// straight into `t`'s syscall frame when that wait asked for it
+/// ([`ThreadIpc::frame_seq`]: a fast wait, whose outcome ends in its frame
+/// anyway; no lock, proto3), else into its result slot under `t`'s IPC
+/// lock. Everything else the winner does to `t`'s wait state (its record
+/// taken, its reply capability) comes before. The frame delivery
 /// saves building the message in the slot and the partner's copy of it
 /// into its frame when it resumes ([`wait_end`]; -25 a round trip net, frame
 /// delivery, session 22).
@@ -288,11 +297,13 @@ pub(super) fn give_call(
 /// either sees `framed` or is queued by that exchange (the Dekker pattern
 /// of `ipc::wait`, with `framed` beside the result slot).
 ///
-/// [`IpcInner::frame_seq`]: crate::object::waitstate::IpcInner::frame_seq
+/// [`ThreadIpc::frame_seq`]: crate::object::waitstate::ThreadIpc::frame_seq
 #[inline(always)]
-pub(super) fn hand(g: &mut IpcInner, t: &Thread, tk: Option<Ticket>, msg: impl Fn() -> Msg) {
+pub(super) fn hand(t: &Thread, tk: Option<Ticket>, msg: impl Fn() -> Msg) {
     match tk {
-        Some(tk) if g.frame_seq == tk.delivered() => {
+        // Relaxed: written by t before its `begin`, whose Release our
+        // claim acquired (`ThreadIpc::frame_seq`).
+        Some(tk) if t.ipc.frame_seq.load(Ordering::Relaxed) == tk.delivered() => {
             // The frame is the stub's, at the top of t's kernel stack: t is
             // in its syscall, in the wait `frame_seq` named, which ends
             // with that frame as its output. Nothing else writes a
@@ -305,7 +316,7 @@ pub(super) fn hand(g: &mut IpcInner, t: &Thread, tk: Option<Ticket>, msg: impl F
             put_msg(unsafe { &mut *t.syscall_frame() }, &msg());
             t.ipc.framed.store(tk.delivered(), Ordering::SeqCst);
         }
-        _ => g.result = Some(Outcome::Msg(msg())),
+        _ => t.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg())),
     }
 }
 
@@ -539,15 +550,13 @@ pub fn reply_recv<const FRAMELESS: bool>(
     if cur.killed() {
         return ReplyRecv::NotTaken(ep);
     }
-    // 1. Take and claim the caller our reply capability holds (under our
-    //    IPC lock, where it was found).
-    //    Under the same lock, our receive's wait record (used in step 3):
-    //    written here rather than under a second acquisition of this lock
-    //    (fastpath4: one lock round trip less). This is sound because
-    //    nobody else reads the record before our claim is published:
-    //    only a winner of our claim (`unlink`) or we ourselves
-    //    (`cancel_own`, the slow receive, which overwrites it) look at it,
-    //    and our ticket is begun only in step 3. Every exit after this
+    // 1. Take and claim the caller our reply word holds (under its pin,
+    //    where it was found).
+    //    Then our receive's wait record (used in step 3), with no lock:
+    //    nobody else reads the record before our wait is published
+    //    (`WaitRecord`): only a winner of our claim (`unlink`) or we
+    //    ourselves (`cancel_own`, the slow receive, which overwrites it)
+    //    look at it, and our ticket is begun only in step 3. Every exit after this
     //    point leaves the record to the slow receive (ReceiveSlow: it
     //    assigns its own record) or to step 3; NotTaken returns before it
     //    is touched. (A record still naming this endpoint is kept; every
@@ -557,36 +566,46 @@ pub fn reply_recv<const FRAMELESS: bool>(
     // six instructions a round trip), and the record's reference keeps it
     // alive for the uses of this address (see `ep_ref`).
     let epp = Arc::as_ptr(&ep);
-    let (c, old, next) = {
-        let mut g = cur.ipc.inner.lock_irqs_off();
-        if g.bound.is_some() || g.reply.caller().is_none() {
-            drop(g);
-            return ReplyRecv::NotTaken(ep);
-        }
-        let c = match g.reply.take() {
-            Ok(c) => claim(&c, WakeReason::Delivered).then_some(c),
-            Err(_) => None,
-        };
-        // Our receive's name (begun in step 3, `begin_next`).
-        let next = cur.ipc.claim.next_delivered();
-        if FRAMELESS && c.is_some() {
-            // Our receive (step 3 begins it next, or cancels it and leaves
-            // the receive to the slow path under a later ticket) ends with
-            // our frame as its output, and the frameless entry holds no
-            // reference to that frame across it: a caller may write it
-            // there.
-            g.frame_seq = next;
-        }
-        let old = if matches!(&g.wait, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {
-            // (Rare.) The record has a reference of its own, so the
-            // lookup's is not the last (its drop releases nothing here);
-            // the exits below take `ep_arc` instead.
-            drop(ep);
-            None
-        } else {
-            set_record(&mut g.wait, WaitOn::Endpoint(ep))
-        };
-        (c, old, next)
+    //    No lock (proto3): `bound_set` is ours alone, and the caller is
+    //    claimed under our reply word's pin (`ReplyWord::take`), which its
+    //    killer waits out.
+    if cur.ipc.bound_set.load(Ordering::Relaxed) {
+        return ReplyRecv::NotTaken(ep);
+    }
+    let c = match cur
+        .ipc
+        .reply
+        .take(|id, tk| super::claim_id(id, tk, WakeReason::Delivered))
+    {
+        // Nothing held: nothing changed.
+        Err(kcore::ipc::IpcError::NoCaller) => return ReplyRecv::NotTaken(ep),
+        Ok(c) => super::caller_ref(c),
+        // Gone (reported once, and `reply_recv` drops it), or its kill or
+        // timeout won its claim first.
+        Err(_) => None,
+    };
+    // Our receive's name (begun in step 3, `begin_next`).
+    let next = cur.ipc.claim.next_delivered();
+    if FRAMELESS && c.is_some() {
+        // Our receive (step 3 begins it next, or cancels it and leaves
+        // the receive to the slow path under a later ticket) ends with
+        // our frame as its output, and the frameless entry holds no
+        // reference to that frame across it: a caller may write it
+        // there. Relaxed: published by `begin_next` (`ThreadIpc::frame_seq`).
+        cur.ipc.frame_seq.store(next, Ordering::Relaxed);
+    }
+    // Our record, with no lock (proto3): ours until step 3 publishes the
+    // wait (`WaitRecord`).
+    // SAFETY: our own record; no wait of ours is visible.
+    let rec = unsafe { cur.ipc.wait.get() };
+    let old = if matches!(rec, WaitOn::Endpoint(e) if Arc::ptr_eq(e, &ep)) {
+        // (Rare.) The record has a reference of its own, so the
+        // lookup's is not the last (its drop releases nothing here);
+        // the exits below take `ep_arc` instead.
+        drop(ep);
+        None
+    } else {
+        set_record(rec, WaitOn::Endpoint(ep))
     };
     // Outside the lock: the old record may hold the last reference to an
     // object or a thread.
@@ -613,24 +632,21 @@ pub fn reply_recv<const FRAMELESS: bool>(
     //    unlink; its outcome is the last thing written.
     // SAFETY: we won c's claim and have not handed it an outcome.
     let ct = unsafe { c.arc() };
-    let record = {
-        let mut g = ct.ipc.inner.lock_irqs_off();
-        hand(&mut g, &ct, c.ticket, || {
-            // SAFETY: `out` is the current thread's own frame (the
-            // caller's contract); nothing else writes it while it runs.
-            frame_msg(unsafe { &*out }, label, 0)
-        });
-        match core::mem::take(&mut g.wait) {
-            WaitOn::Reply(t) => (Some(t), None),
-            w => (None, Some(w)),
-        }
-    };
+    // Its record, ours since we won its claim, taken (no lock, proto3)
+    // before its outcome is published (`WaitRecord`).
+    // SAFETY: we won c's claim and have not handed it an outcome.
+    let record = unsafe { ct.ipc.wait.take() };
+    hand(&ct, c.ticket, || {
+        // SAFETY: `out` is the current thread's own frame (the caller's
+        // contract); nothing else writes it while it runs.
+        frame_msg(unsafe { &*out }, label, 0)
+    });
     // Its record, `Reply(us)`, releases its reference inline; anything
     // else out of line (as [`drop_record`] for a receive; a shared helper
     // testing both kinds measured 8 worse than this, protocut).
-    drop(record.0);
-    if let Some(w) = record.1 {
-        drop_cold(w);
+    match record {
+        WaitOn::Reply(t) => drop(t),
+        w => drop_cold(w),
     }
     let h = Handoff::or_wake(ct);
     // 3. Our receive: recorded (step 1) and published (`begin`) before we

@@ -49,7 +49,9 @@ use kcore::ipc::{Ticket, WakeReason};
 /// winner already removed it from (the queue it was picked from) find
 /// nothing.
 pub(crate) fn unlink(t: &Thread, me: TRef) {
-    let wait = core::mem::take(&mut t.ipc.inner.lock().wait);
+    // SAFETY: we won t's claim (or are t after winning its own) and have
+    // not published its outcome: the record is ours (`WaitRecord`).
+    let wait = unsafe { t.ipc.wait.take() };
     match &wait {
         WaitOn::None => {}
         WaitOn::Endpoint(ep) => {
@@ -60,7 +62,9 @@ pub(crate) fn unlink(t: &Thread, me: TRef) {
             n.s.lock().n.remove(&TRef::new(t, None));
         }
         WaitOn::Reply(server) => {
-            server.ipc.inner.lock().reply.caller_gone(&me);
+            // Waits out a server-side pin (`ReplyWord`): once this
+            // returns, no claim of `t` by the server side is under way.
+            server.ipc.reply.caller_gone(me.id());
         }
         WaitOn::Notification(n) => {
             n.s.lock().n.remove(&me);
@@ -98,6 +102,17 @@ pub(crate) fn end_wait_handoff(t: TRef, out: Outcome) -> Handoff {
 }
 
 pub use fastpath::Handoff;
+
+/// [`claim`] for a caller a reply word named (`id`, wait `tk`: the
+/// server side found it there, under the word's pin).
+pub(crate) fn claim_id(id: u64, tk: Ticket, reason: WakeReason) -> bool {
+    claim(&TRef::from_id(id, tk), reason)
+}
+
+/// The caller a reply word's operation handed back (claimed by us).
+pub(crate) fn caller_ref(c: Option<(u64, Ticket)>) -> Option<TRef> {
+    c.map(|(id, tk)| TRef::from_id(id, tk))
+}
 
 /// Claims `t`'s wait for `reason` (atomics only: callable under the lock of
 /// the place `t` was found in). True if we won and must [`end_wait`] it.
@@ -189,7 +204,9 @@ pub(crate) fn cancel_own(ticket: Ticket) {
     let cur = sched::current();
     cur.ipc.claim.try_claim(ticket, WakeReason::Delivered);
     cur.ipc.claim.finish();
-    let wait = core::mem::take(&mut cur.ipc.inner.lock().wait);
+    // SAFETY: our own record, and the wait it was for never became
+    // visible (nobody else could claim it): ours (`WaitRecord`).
+    let wait = unsafe { cur.ipc.wait.take() };
     drop(wait);
 }
 
@@ -265,13 +282,22 @@ pub fn retain(obj: &Object, rights: Rights) {
 /// The current thread is exiting: the caller awaiting its reply gets
 /// `PeerDied`, and its bound notification forgets it.
 pub fn thread_exiting(cur: &Thread) {
-    let (caller, bound) = {
+    // The server side's pin (inside `take`) must not be preempted: a
+    // caller's killer spins on it with interrupts off.
+    let were_enabled = crate::arch::cpu::interrupts_enabled();
+    crate::arch::cpu::disable_interrupts();
+    let caller = cur
+        .ipc
+        .reply
+        .take(|id, tk| claim_id(id, tk, WakeReason::Cancelled));
+    if were_enabled {
+        crate::arch::cpu::enable_interrupts();
+    }
+    let caller = caller_ref(caller.ok().flatten());
+    let bound = {
         let mut g = cur.ipc.inner.lock();
-        let c = g
-            .reply
-            .server_gone()
-            .filter(|c| claim(c, WakeReason::Cancelled));
-        (c, g.bound.take())
+        cur.ipc.bound_set.store(false, Ordering::Relaxed);
+        g.bound.take()
     };
     if let Some(c) = caller {
         end_wait(c, Outcome::Err(Error::PeerDied));

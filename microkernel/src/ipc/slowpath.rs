@@ -4,7 +4,9 @@
 //! docs/ipc.md section 6; the claim discipline is in [`super`].
 
 use super::transfer::{self, Extra, Placed};
-use super::{cancel_own, claim, end_wait, end_wait_handoff, unlink, wait, Handoff};
+use super::{
+    caller_ref, cancel_own, claim, claim_id, end_wait, end_wait_handoff, unlink, wait, Handoff,
+};
 use crate::object::endpoint::EndpointObj;
 use crate::object::kobject::ObjBox;
 use crate::object::notification::NotificationObj;
@@ -15,7 +17,8 @@ use abi::Error;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use kcore::ipc::{
-    CallStep, Caller, MsgInfo, Pick, Receiver, RecvStep, SignalStep, WaitStep, WakeReason,
+    CallStep, Caller, Held, IpcError, MsgInfo, Pick, Receiver, RecvStep, SignalStep, WaitStep,
+    WakeReason,
 };
 
 /// An endpoint reference as the handle table gives it.
@@ -74,14 +77,16 @@ fn deliver(r: TRef, m: Msg, caller: Option<TRef>, fast: bool) -> Handoff {
     // SAFETY: we won r's claim (pick) and have not handed it an outcome.
     let arc = unsafe { r.arc() };
     unlink(&arc, r); // its bound-notification registration, if any
-    let abandoned = {
-        let mut g = arc.ipc.inner.lock();
-        let old = caller.and_then(|c| g.reply.accept(c));
-        // Claimed here, under r's lock where it was found.
-        let old = old.filter(|o| claim(o, WakeReason::Cancelled));
-        g.result = Some(Outcome::Msg(m));
-        old
-    };
+                     // Its reply word (no lock; we own r through its claim): an abandoned
+                     // caller is claimed under the word's pin, where it was found.
+    let abandoned = caller.and_then(|c| {
+        let tk = c.ticket.expect("a caller entry carries its ticket");
+        let old = arc.ipc.reply.accept(c.id(), tk, |id, otk| {
+            claim_id(id, otk, WakeReason::Cancelled)
+        });
+        caller_ref(old)
+    });
+    arc.ipc.inner.lock().result = Some(Outcome::Msg(m));
     let h = if fast {
         Handoff::or_wake(arc)
     } else {
@@ -159,7 +164,8 @@ pub fn call(
 
 /// One attempt of [`call`]: the message and its extra are in `cur`'s record.
 fn call_once(ep: &Ep, cur: &Arc<Thread>, m: Msg, timeout: Timeout) -> Outcome {
-    let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Endpoint(ep.clone()));
+    // SAFETY: our own record, no wait of ours visible (`WaitRecord`).
+    let old = core::mem::replace(unsafe { cur.ipc.wait.get() }, WaitOn::Endpoint(ep.clone()));
     drop(old);
     // Release (inside begin): the message, wait record and capacity above
     // are visible to whoever sees the wait.
@@ -192,7 +198,9 @@ fn call_once(ep: &Ep, cur: &Arc<Thread>, m: Msg, timeout: Timeout) -> Outcome {
                 let server = unsafe { r.thread.arc() };
                 // Our wait is now for r's reply: set before r's reply
                 // capability names us, so our own timeout or kill finds r.
-                let old = core::mem::replace(&mut cur.ipc.inner.lock().wait, WaitOn::Reply(server));
+                // SAFETY: our own record: `Deliver` did not queue us, so
+                // no other party can find (and claim) our wait yet.
+                let old = core::mem::replace(unsafe { cur.ipc.wait.get() }, WaitOn::Reply(server));
                 drop(old);
                 // The fast path's hand-off: register-only, no timeout, the
                 // receiver waits on this CPU.
@@ -238,27 +246,33 @@ pub fn send(ep: &Ep, m: Msg, mut extra: Extra) -> Result<(), Error> {
 /// went away, `InvalidArgument` if no call is held.
 pub fn reply(m: Msg, mut extra: Extra, fast: bool) -> Result<Handoff, Error> {
     let cur = sched::current();
-    let c = {
-        let mut g = cur.ipc.inner.lock();
-        // A reply longer than the caller's buffer is the replier's error;
-        // the call stays held.
-        if let Some(c) = g.reply.caller() {
-            // SAFETY: c is in our reply capability, under our lock.
+    // Our reply word, pinned while we look at the caller and claim it
+    // there (`ReplyWord`: its killer waits out the pin).
+    let held = cur.ipc.reply.pin();
+    let c = match held {
+        Held::Caller(id, tk) => {
+            let c = TRef::from_id(id, tk);
+            // A reply longer than the caller's buffer is the replier's
+            // error; the call stays held.
+            // SAFETY: c is in our reply word, which we pinned.
             let cap = unsafe { c.thread() }.ipc.capacity.load(Ordering::Relaxed);
             if m.info.buffer_len() > cap as usize {
-                drop(g);
+                cur.ipc.reply.unpin(held);
                 transfer::restore(extra);
                 return Err(Error::InvalidArgument);
             }
+            let won = claim(&c, WakeReason::Delivered);
+            cur.ipc.reply.unpin(Held::Empty);
+            won.then_some(c)
         }
-        match g.reply.take() {
-            // Claimed under our lock, where the caller was found.
-            Ok(c) => claim(&c, WakeReason::Delivered).then_some(c),
-            Err(e) => {
-                drop(g);
-                transfer::restore(extra);
-                return Err(e.into());
-            }
+        Held::Gone | Held::Empty => {
+            cur.ipc.reply.unpin(Held::Empty);
+            transfer::restore(extra);
+            let e = match held {
+                Held::Gone => IpcError::PeerDied,
+                _ => IpcError::NoCaller,
+            };
+            return Err(e.into());
         }
     };
     let Some(c) = c else {
@@ -314,13 +328,11 @@ pub fn recv(
             }
         }
     }
-    {
-        let mut g = cur.ipc.inner.lock();
-        g.wait = match &bound {
-            Some(n) => WaitOn::EndpointBound(ep.clone(), n.clone()),
-            None => WaitOn::Endpoint(ep.clone()),
-        };
-    }
+    // SAFETY: our own record, no wait of ours visible (`WaitRecord`).
+    *unsafe { cur.ipc.wait.get() } = match &bound {
+        Some(n) => WaitOn::EndpointBound(ep.clone(), n.clone()),
+        None => WaitOn::Endpoint(ep.clone()),
+    };
     cur.ipc.capacity.store(capacity as u32, Ordering::Relaxed);
     cur.ipc.buf_addr.store(buf, Ordering::Relaxed);
     let tk = cur.ipc.claim.begin();
@@ -461,26 +473,31 @@ fn take_call(cur: &Arc<Thread>, c: TRef, buf: u64) -> Result<Msg, Error> {
     }
     // What was placed is ours now (its buffer was copied).
     transfer::restore(extra);
-    let old = core::mem::replace(&mut carc.ipc.inner.lock().wait, WaitOn::Reply(cur.clone()));
+    // SAFETY: we hold c's wait (take) until the rearm below: its record
+    // is ours (`WaitRecord`), handed back by the rearm's Release.
+    let old = core::mem::replace(unsafe { carc.ipc.wait.get() }, WaitOn::Reply(cur.clone()));
     drop(old);
-    // Ordering: our reply capability names the caller only after the rearm,
-    // so a timeout that wins after the rearm finds us there (caller_gone).
-    // To close the window between the rearm and the accept, both happen
-    // under our IPC lock (caller_gone takes it too).
-    let (late, abandoned) = {
-        let mut g = cur.ipc.inner.lock();
-        match carc.ipc.claim.rearm(ctk) {
-            Ok(()) => {
-                let old = g.reply.accept(c);
-                (None, old.filter(|o| claim(o, WakeReason::Cancelled)))
-            }
-            Err(reason) => {
-                let old = g.reply.accept_gone();
-                (
-                    Some(reason),
-                    old.filter(|o| claim(o, WakeReason::Cancelled)),
-                )
-            }
+    // Ordering: our reply word names the caller only after the rearm, so
+    // a timeout that wins after the rearm finds us there (caller_gone).
+    // To close the window between the rearm and the accept, our word is
+    // pinned across both (caller_gone waits out the pin, as it waited for
+    // our IPC lock before proto3). A caller we abandon is claimed under
+    // the pin, where it was found.
+    let abandoned = match cur.ipc.reply.pin() {
+        Held::Caller(id, tk) => {
+            let o = TRef::from_id(id, tk);
+            claim(&o, WakeReason::Cancelled).then_some(o)
+        }
+        Held::Gone | Held::Empty => None,
+    };
+    let late = match carc.ipc.claim.rearm(ctk) {
+        Ok(()) => {
+            cur.ipc.reply.unpin(Held::Caller(c.id(), ctk));
+            None
+        }
+        Err(reason) => {
+            cur.ipc.reply.unpin(Held::Gone);
+            Some(reason)
         }
     };
     if let Some(reason) = late {
@@ -538,7 +555,8 @@ pub fn ntf_wait(n: &Ntf, timeout: Timeout) -> Result<u64, Error> {
         return Ok(bits);
     }
     let cur = sched::current_arc();
-    cur.ipc.inner.lock().wait = WaitOn::Notification(n.clone());
+    // SAFETY: our own record, no wait of ours visible (`WaitRecord`).
+    *unsafe { cur.ipc.wait.get() } = WaitOn::Notification(n.clone());
     let tk = cur.ipc.claim.begin();
     let me = TRef::new(&cur, Some(tk));
     let step = n.s.lock().n.wait(me, timeout.may_block());
@@ -567,7 +585,11 @@ pub fn bind(n: Option<&Ntf>) -> Result<(), Error> {
     let cur = sched::current();
     match n {
         None => {
-            let old = cur.ipc.inner.lock().bound.take();
+            let old = {
+                let mut g = cur.ipc.inner.lock();
+                cur.ipc.bound_set.store(false, Ordering::Relaxed);
+                g.bound.take()
+            };
             match old {
                 Some(o) => {
                     o.s.lock().n.unbind(&TRef::new(cur, None));
@@ -581,7 +603,10 @@ pub fn bind(n: Option<&Ntf>) -> Result<(), Error> {
                 return Err(Error::AlreadyExists);
             }
             n.s.lock().n.bind(TRef::new(cur, None))?;
-            cur.ipc.inner.lock().bound = Some(n.clone());
+            let mut g = cur.ipc.inner.lock();
+            g.bound = Some(n.clone());
+            // Ours alone (`ThreadIpc::bound_set`).
+            cur.ipc.bound_set.store(true, Ordering::Relaxed);
             Ok(())
         }
     }

@@ -20,8 +20,9 @@ use crate::object::thread::Thread;
 use crate::sync::IrqMutex;
 use abi::Error;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU32, AtomicU64};
-use kcore::ipc::{MsgInfo, ReplyCap, Ticket, WaitClaim};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use kcore::ipc::{MsgInfo, ReplyWord, Ticket, WaitClaim};
 
 /// A thread in an IPC queue: see the module docs. `ticket` is `None` only
 /// for a notification's bound thread.
@@ -55,6 +56,22 @@ impl TRef {
     pub unsafe fn thread(&self) -> &Thread {
         // SAFETY: per the contract the thread has not exited.
         unsafe { &*self.ptr }
+    }
+
+    /// The thread's id in a reply word (`kcore::ipc::ReplyWord`): its
+    /// address, a non-zero multiple of 8.
+    #[inline(always)]
+    pub fn id(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    /// The entry a reply word's caller (`id`, wait `tk`) stands for.
+    #[inline(always)]
+    pub fn from_id(id: u64, tk: Ticket) -> TRef {
+        TRef {
+            ptr: id as *const Thread,
+            ticket: Some(tk),
+        }
     }
 
     /// A counted reference to the thread (to wake it, or to keep it past the
@@ -119,7 +136,7 @@ pub enum Outcome {
     Retry,
     /// The message is in the waiter's syscall frame already (the fast
     /// path's frame delivery, [`ThreadIpc::framed`]): nothing to copy.
-    /// Only a fast wait, which asked for it ([`IpcInner::frame_seq`]), ends
+    /// Only a fast wait, which asked for it ([`ThreadIpc::frame_seq`]), ends
     /// so.
     Framed,
 }
@@ -127,8 +144,6 @@ pub enum Outcome {
 /// The state under a thread's IPC lock.
 #[derive(Default)]
 pub struct IpcInner {
-    /// What it waits on.
-    pub wait: WaitOn,
     /// Set by the winner of its claim, last; taken by the thread.
     pub result: Option<Outcome>,
     /// The message of its pending call (a receiver that takes the call
@@ -136,23 +151,8 @@ pub struct IpcInner {
     pub out: Msg,
     /// Its pending call's buffer and handles (taken with the call).
     pub extra: Extra,
-    /// Its pending reply (as a server thread).
-    pub reply: ReplyCap<TRef>,
     /// The notification bound to it.
     pub bound: Option<Arc<ObjBox<NotificationObj>>>,
-    /// The wait (its claim word once claimed for a delivery,
-    /// `Ticket::delivered`; 0: none) whose message a partner may write
-    /// straight into the thread's syscall frame instead of `result` (the
-    /// fast path's frame delivery, `ipc::fastpath`). Set by the thread,
-    /// under this lock, just before it begins that wait
-    /// (`WaitClaim::next_delivered`), only for a wait that ends in the fast
-    /// path's own `wait_end` or in `ipc::wait` with the frame as its
-    /// output and no reference to the frame live across the wait (the
-    /// frameless IPC entry's fast `call`, cross-core `call` and fast
-    /// `reply_recv` receive; not the traced handler, whose caller holds a
-    /// `&mut` to the frame); read by the winner of that wait's claim,
-    /// under this lock.
-    pub frame_seq: u64,
 }
 
 /// A thread's IPC state (the one field `Thread` has for IPC).
@@ -168,14 +168,93 @@ pub struct ThreadIpc {
     /// decoder checked the range). Published like `capacity`.
     pub buf_addr: AtomicU64,
     /// The last wait whose message its winner wrote into the thread's
-    /// syscall frame, named as in [`IpcInner::frame_seq`] (its
+    /// syscall frame, named as in [`ThreadIpc::frame_seq`] (its
     /// `Ticket::delivered`, the claim word's value until the thread's
     /// `finish_delivered`), stored (SeqCst) after the frame: a wait whose
     /// ticket this names has ended with [`Outcome::Framed`], and `result`
     /// stays empty. Read by the thread itself.
     pub framed: AtomicU64,
+    /// What it waits on: owned through its claim, no lock ([`WaitRecord`]).
+    pub wait: WaitRecord,
+    /// The wait (its claim word once claimed for a delivery,
+    /// `Ticket::delivered`; 0: none) whose message a partner may write
+    /// straight into the thread's syscall frame instead of `result` (the
+    /// fast path's frame delivery, `ipc::fastpath`). Set by the thread
+    /// just before it begins that wait (`WaitClaim::next_delivered`), only
+    /// for a wait that ends in the fast path's own `wait_end` or in
+    /// `ipc::wait` with the frame as its output and no reference to the
+    /// frame live across the wait (the frameless IPC entry's fast `call`,
+    /// cross-core `call` and fast `reply_recv` receive; not the traced
+    /// handler, whose caller holds a `&mut` to the frame); read by the
+    /// winner of that wait's claim. Owned as [`WaitRecord`] is (written by
+    /// the thread before `begin`'s Release, read by the winner after its
+    /// claim's Acquire, and written again only once the thread saw the
+    /// outcome the winner published after its read), so Relaxed.
+    pub frame_seq: AtomicU64,
+    /// Its pending reply (as a server thread): an atomic word, no lock
+    /// (proto3; `kcore::ipc::ReplyWord` has the protocol: the server side
+    /// and a caller's killer, the pin). Names the caller by [`TRef::id`].
+    pub reply: ReplyWord,
+    /// Whether a notification is bound to it (`IpcInner::bound` is
+    /// `Some`): written and read only by the thread itself (`bind`, its
+    /// exit, the fast `reply_recv`'s test), so Relaxed.
+    pub bound_set: AtomicBool,
     /// See [`IpcInner`].
     pub inner: IrqMutex<IpcInner>,
+}
+
+/// A thread's wait record ([`WaitOn`]), owned through its wait claim
+/// instead of a lock (proto3: the fast path takes no thread-IPC lock for
+/// it, one lock round trip a side).
+///
+/// # Protocol
+/// At any time one party owns the record, and only it reads or writes it:
+/// - the thread itself while no wait of it is visible: before `begin`
+///   publishes the wait (its Release store), and again once it saw that
+///   wait's outcome (a result under its IPC lock, `framed`, or its own
+///   claim of it) or cancelled it unseen (`ipc::cancel_own`);
+/// - the winner (or taker) of the claim of its current wait, from its
+///   claim (the compare-and-swap's Acquire, pairing with `begin`'s Release
+///   or a `rearm`'s) until it publishes the outcome. A winner takes the
+///   record (`ipc::unlink`, the fast path's take) *before* it publishes
+///   the outcome, so the thread's next write of its record comes after
+///   the winner's last access (the outcome's publication is a Release the
+///   thread's observation of it acquires). A taker hands the record back
+///   with its `rearm` (Release).
+///
+/// The loom model `a_claim_owned_record_is_never_raced` (kcore) checks the
+/// fast path's use: the record and `frame_seq` written before `begin`, the
+/// winner's take and frame delivery, the thread's next wait.
+pub struct WaitRecord(UnsafeCell<WaitOn>);
+
+// SAFETY: the record is accessed only by its owner (see the protocol
+// above), each owner's accesses ordered after the previous owner's by a
+// Release/Acquire pair; `WaitOn` itself is Send and Sync (its references
+// are `Arc`s of Sync objects).
+unsafe impl Sync for WaitRecord {}
+
+impl WaitRecord {
+    /// The record.
+    ///
+    /// # Safety
+    /// The caller owns the record under the protocol of [`WaitRecord`], and
+    /// holds no other reference from this call.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    pub unsafe fn get(&self) -> &mut WaitOn {
+        // SAFETY: the caller's contract: no other access to it now.
+        unsafe { &mut *self.0.get() }
+    }
+
+    /// Takes the record out (leaves `WaitOn::None`).
+    ///
+    /// # Safety
+    /// As for [`get`](Self::get).
+    #[inline(always)]
+    pub unsafe fn take(&self) -> WaitOn {
+        // SAFETY: the caller's contract.
+        core::mem::take(unsafe { self.get() })
+    }
 }
 
 impl ThreadIpc {
@@ -186,6 +265,10 @@ impl ThreadIpc {
             capacity: AtomicU32::new(0),
             buf_addr: AtomicU64::new(0),
             framed: AtomicU64::new(0),
+            wait: WaitRecord(UnsafeCell::new(WaitOn::None)),
+            frame_seq: AtomicU64::new(0),
+            reply: ReplyWord::new(),
+            bound_set: AtomicBool::new(false),
             inner: IrqMutex::new(IpcInner::default()),
         }
     }

@@ -6,10 +6,12 @@
 use crate::arch::trap::TrapFrame;
 use crate::ipc::slowpath::{Ep, Received};
 use crate::mem::user::UserSlice;
+use crate::object::waitstate::TRef;
 use crate::sched::current;
 use abi::trace::{Kind, MAX_MARK_NAME};
 use abi::{encode_result, Error};
 use alloc::sync::Arc;
+use kcore::ipc::Held;
 
 /// `trace_mark(name_ptr, name_len, value)`: a validated name and a value.
 pub struct Mark {
@@ -87,13 +89,17 @@ pub fn reply(ep: Option<&Ep>) {
 #[inline(never)]
 #[cold]
 fn reply_target() -> u64 {
-    let g = current().ipc.inner.lock();
-    match g.reply.caller() {
-        // SAFETY: c is in our reply capability, under our lock (as
-        // `slowpath::reply` reads it).
-        Some(c) => unsafe { c.thread() }.tid.get(),
-        None => 0,
-    }
+    let cap = &current().ipc.reply;
+    // Pinned while we look (as `slowpath::reply` does): the caller's
+    // killer waits out the pin. A syscall: interrupts are off.
+    let held = cap.pin();
+    let tid = match held {
+        // SAFETY: the caller is in our reply word, which we pinned.
+        Held::Caller(id, tk) => unsafe { TRef::from_id(id, tk).thread() }.tid.get(),
+        Held::Gone | Held::Empty => 0,
+    };
+    cap.unpin(held);
+    tid
 }
 
 /// Runs a syscall's handler between its enter and exit records (category

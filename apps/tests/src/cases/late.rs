@@ -465,6 +465,12 @@ pub const CASES: &[Case] = &[
         "sched3_fast_pair_moving_between_cpus_stays_on_its_cpus",
         sched3::fast_pair_moving_between_cpus_stays_on_its_cpus,
     ),
+    // proto3: fast callers killed mid round trip (the reply word's pin),
+    // then the server.
+    (
+        "fastpath_proto3_killed_fast_callers_leave_the_server_serving",
+        proto3::killed_fast_callers_leave_the_server_serving,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at

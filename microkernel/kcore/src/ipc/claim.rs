@@ -61,6 +61,12 @@ pub trait AtomicWord {
         success: Ordering,
         failure: Ordering,
     ) -> Result<u64, u64>;
+    /// One round of a spin wait (`ReplyWord::caller_gone`): a pause
+    /// instruction; the loom tests yield to the other threads instead.
+    #[inline(always)]
+    fn pause() {
+        core::hint::spin_loop();
+    }
 }
 
 // Inlined: the IPC fast path runs these on every call and reply.
@@ -133,6 +139,18 @@ const LATE_KILL: u64 = 0x20;
 pub struct Ticket(u64);
 
 impl Ticket {
+    /// The ticket's word (`ReplyWord` keeps it beside the caller's id).
+    #[inline(always)]
+    pub(crate) const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The ticket whose word is `w` (from [`raw`](Self::raw)).
+    #[inline(always)]
+    pub(crate) const fn from_raw(w: u64) -> Ticket {
+        Ticket(w)
+    }
+
     /// The sequence number (for logs and for storing beside a thread id).
     pub const fn seq(self) -> u64 {
         self.0 >> 8

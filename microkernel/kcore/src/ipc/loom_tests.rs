@@ -33,11 +33,16 @@ impl AtomicWord for LoomU64 {
     ) -> Result<u64, u64> {
         LoomU64::compare_exchange(self, current, new, success, failure)
     }
+    fn pause() {
+        // A spin wait must let the other threads run (loom explores a
+        // spinning thread's every step otherwise).
+        thread::yield_now();
+    }
 }
 
-type Claim = WaitClaim<LoomU64>;
+pub(super) type Claim = WaitClaim<LoomU64>;
 
-fn model(f: impl Fn() + Sync + Send + 'static) {
+pub(super) fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     // Bounded so `cargo test` stays fast on a 2-core machine; 3 preemptions
     // cover every ordering of these three-party races.

@@ -9,7 +9,9 @@
 //!
 //! - [`msg`]: [`Message`], [`MsgInfo`], [`RecvSpec`], the register table.
 //! - [`endpoint`]: [`Endpoint`] queues, receiver preference, peer death.
-//! - [`reply`]: [`ReplyCap`], a server thread's pending reply.
+//! - [`reply`]: [`ReplyCap`], a server thread's pending reply (the state
+//!   machine); [`replyword`]: [`ReplyWord`], the same as the atomic word the
+//!   kernel keeps (no lock).
 //! - [`notification`]: [`Notification`] bits, waiters, binding.
 //! - [`claim`]: [`WaitClaim`], who ends a blocked thread's wait.
 //! - [`fastpath_eligible`], [`reply_recv_fastpath_eligible`].
@@ -19,12 +21,14 @@ pub mod endpoint;
 pub mod msg;
 pub mod notification;
 pub mod reply;
+pub mod replyword;
 
 pub use claim::{AtomicWord, Ticket, WaitClaim, WakeReason};
 pub use endpoint::{CallStep, Caller, Drained, Endpoint, Pick, Receiver, RecvStep, QUEUE_KEEP};
 pub use msg::{Message, MsgError, MsgInfo, RecvSpec, MAX_BUFFER};
 pub use notification::{Notification, SignalStep, WaitStep};
 pub use reply::ReplyCap;
+pub use replyword::{Held, ReplyWord};
 
 /// Why an IPC operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +100,8 @@ pub fn reply_recv_fastpath_eligible(
     info.is_register_only() && caller_cpu == Some(server_cpu) && !endpoint_has_callers
 }
 
+#[cfg(test)]
+mod loom_proto3;
 #[cfg(test)]
 mod loom_tests;
 #[cfg(test)]
