@@ -140,13 +140,12 @@ fn cpu() -> u32 {
 /// handle-table entry, under that table's lock: table before endpoint,
 /// the lock order, so the lookup takes and drops no reference of its own):
 /// the receiver at the front of its queue claimed, if it waits *on this
-/// CPU* and the current thread `cur` is not being killed. `None`: not
-/// eligible, nothing changed; the caller takes the slow path.
+/// CPU*. The caller has tested that the current thread is not being killed
+/// (before its lookup: `cur.killed()`; a killed thread takes the slow path,
+/// which notices the kill). `None`: not eligible, nothing changed; the
+/// caller takes the slow path.
 #[inline(always)]
-pub fn call_claim(cur: &Thread, ep: &Ep) -> Option<Receiver<TRef>> {
-    if cur.killed() {
-        return None; // the slow path notices the kill
-    }
+pub fn call_claim(ep: &Ep) -> Option<Receiver<TRef>> {
     // Under the endpoint lock, where it was found (the claim discipline).
     // A lost claim (its wait is ending elsewhere) or any other receiver is
     // the slow path's; nothing changed.

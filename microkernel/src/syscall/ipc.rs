@@ -416,6 +416,10 @@ fn call_with<const FRAMELESS: bool, const COLD: bool>(
     let buf = recv_buf(fr, spec)?;
     let h = fr.rdi;
     let cur = sched::current();
+    // A kill pending leaves the call to the slow path, which notices it
+    // (tested before the lookup, which still refuses first: the thread
+    // is at hand here, and only a spill of it after the table lock).
+    let fast = info.is_register_only() && !cur.killed();
     let p = syscall_process(cur);
     // Syscalls run with interrupts off: no RFLAGS save and restore.
     let t = p.ipc.handles.lock_irqs_off();
@@ -424,10 +428,10 @@ fn call_with<const FRAMELESS: bool, const COLD: bool>(
         // (The frameless entry runs only with the IPC category off.)
         super::trace::sent(Kind::IpcCall, e, badge);
     }
-    if info.is_register_only() {
+    if fast {
         // The fast path (`ipc::fastpath`): the receiver claimed under the
         // table lock; `None` changed nothing.
-        if let Some(r) = fastpath::call_claim(cur, e) {
+        if let Some(r) = fastpath::call_claim(e) {
             drop(t);
             // The reply is in the frame already.
             return fastpath::call::<FRAMELESS>(cur, r, info.label(), badge, buf, spec.capacity, f)
