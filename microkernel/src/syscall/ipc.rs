@@ -314,8 +314,8 @@ fn message(info: MsgInfo, f: &TrapFrame, badge: u64) -> Result<(Msg, Extra), Err
 /// message known register-only and the receive known to have no timeout
 /// (constants: their tests fold away; a decode merged from both cases
 /// tested them again after the lookup), and [`decode`] runs only for the
-/// rest, in a copy of its own whose fallback is inlined (`COLD`; out of
-/// line it cost `ipc_buffer_4k_same_core` 48).
+/// rest, in a copy of its own whose fallback is inlined (`recv_with`'s
+/// `COLD`; out of line it cost `ipc_buffer_4k_same_core` 48).
 #[inline(always)]
 fn fast_regs(f: &TrapFrame) -> bool {
     f.rsi >> 32 == 0 && f.r15 as u32 as usize <= MAX_BUFFER
@@ -387,7 +387,7 @@ fn call<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> {
         return call_decoded::<FRAMELESS>(f);
     }
     let (info, spec) = fast_decode(fr);
-    call_with::<FRAMELESS, false>(f, info, spec)
+    call_with::<FRAMELESS>(f, info, spec)
 }
 
 /// [`call`] of any other RSI and R15: decoded (their refusals first).
@@ -395,7 +395,7 @@ fn call<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> {
 fn call_decoded<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> {
     // SAFETY: as in `call`.
     let (info, spec) = decode(unsafe { &*f })?;
-    call_with::<FRAMELESS, true>(f, info, spec)
+    call_with::<FRAMELESS>(f, info, spec)
 }
 
 /// [`call`] of the decoded `info` and `spec`: the receive buffer, the
@@ -403,10 +403,9 @@ fn call_decoded<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> 
 /// handle-table lock (table before endpoint: the lock order), from the
 /// table's own entry, so the fast path takes no endpoint reference of its
 /// own and drops none (the claimed receiver's record holds one until the
-/// call takes it); a counted one is taken only for the rest. `COLD`: the
-/// rest inlined ([`call_decoded`]'s copy) rather than called.
+/// call takes it); a counted one is taken only for the rest.
 #[inline(always)]
-fn call_with<const FRAMELESS: bool, const COLD: bool>(
+fn call_with<const FRAMELESS: bool>(
     f: *mut TrapFrame,
     info: MsgInfo,
     spec: RecvSpec,
@@ -440,29 +439,15 @@ fn call_with<const FRAMELESS: bool, const COLD: bool>(
     }
     let ep = e.clone();
     drop(t);
-    if COLD {
-        call_rest_inline::<FRAMELESS>(f, ep, badge, info, buf)
-    } else {
-        call_rest::<FRAMELESS>(f, ep, badge, info, buf)
-    }
+    // Inlined in both copies (out of line on the fast copy it cost the
+    // cross-core call 22 and the same-core one 2, lookup3).
+    call_rest::<FRAMELESS>(f, ep, badge, info, buf)
 }
 
 /// The rest of [`call_with`] once the same-core fast path did not take
 /// the call (nothing changed): the cross-core path, else the slow path.
-#[inline(never)]
-fn call_rest<const FRAMELESS: bool>(
-    f: *mut TrapFrame,
-    ep: Ep,
-    badge: u64,
-    info: MsgInfo,
-    buf: u64,
-) -> Result<u64, Error> {
-    call_rest_inline::<FRAMELESS>(f, ep, badge, info, buf)
-}
-
-/// [`call_rest`]'s body, inlined into [`call_decoded`].
 #[inline(always)]
-fn call_rest_inline<const FRAMELESS: bool>(
+fn call_rest<const FRAMELESS: bool>(
     f: *mut TrapFrame,
     ep: Ep,
     badge: u64,
@@ -549,7 +534,8 @@ fn recv_decoded<const FRAMELESS: bool>(f: *mut TrapFrame, reply_first: bool) -> 
 
 /// [`recv`] of the decoded `info` and `spec`: the receive buffer, the
 /// endpoint, then the fast path (whose record takes the lookup's endpoint
-/// reference). `COLD`: as for [`call_with`].
+/// reference). `COLD`: the rest inlined ([`recv_decoded`]'s copy) rather
+/// than called.
 #[inline(always)]
 fn recv_with<const FRAMELESS: bool, const COLD: bool>(
     f: *mut TrapFrame,
