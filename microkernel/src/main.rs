@@ -226,6 +226,8 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
     }
 
     trace::configure(boot.arg("trace"), boot.arg("trace.events"));
+    // Before any other CPU and any syscall runs (it writes the table).
+    syscall::trace_entries();
     if let Err(e) = init_cpu_late(&features) {
         println!("mica: cannot boot: {e}");
         qemu::exit(false);

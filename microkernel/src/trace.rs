@@ -76,6 +76,13 @@ pub fn on(c: u32) -> bool {
     MASK.load(Ordering::Relaxed) & c != 0
 }
 
+/// Whether the command line asked for any of the categories `c` (a
+/// superset of what [`on`] ever reports: the mask is set to it at a CPU's
+/// init and cleared by the dump).
+pub fn wanted(c: u32) -> bool {
+    WANTED.load(Ordering::Relaxed) & c != 0
+}
+
 /// Reads `trace=` and `trace.events=` from the command line (called once
 /// on the boot CPU, after the heap is up, before any CPU's [`init_cpu`]).
 pub fn configure(value: Option<&str>, events: Option<&str>) {

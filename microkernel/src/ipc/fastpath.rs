@@ -141,49 +141,48 @@ fn cpu() -> u32 {
     crate::arch::percpu::cpu_index() as u32
 }
 
+/// Step 1 of the fast `call` through `ep` (borrowed from the caller's
+/// handle-table entry, under that table's lock: table before endpoint,
+/// the lock order, so the lookup takes and drops no reference of its own):
+/// the receiver at the front of its queue claimed, if it waits *on this
+/// CPU*. The caller has tested that the current thread is not being killed
+/// (before its lookup: `cur.killed()`; a killed thread takes the slow path,
+/// which notices the kill). `None`: not eligible, nothing changed; the
+/// caller takes the slow path.
+#[inline(always)]
+pub fn call_claim(ep: &Ep) -> Option<Receiver<TRef>> {
+    // Under the endpoint lock, where it was found (the claim discipline).
+    // A lost claim (its wait is ending elsewhere) or any other receiver is
+    // the slow path's; nothing changed.
+    ep.q.lock_irqs_off()
+        .take_front_receiver(cpu(), |r| claim(&r.thread, WakeReason::Delivered))
+}
+
 /// The fast `call`: the register-only message `out` holds (label `label`,
-/// the six words in its registers, [`frame_msg`]) with `badge`, through
-/// `ep` to a receiver waiting on this CPU, then the wait for its reply,
-/// which may come back through [`reply_recv`] or the slow path. `buf` and
-/// `capacity` are the reply's receive buffer (checked by the decoder). The
-/// reply goes straight into `out`'s output registers ([`put_msg`]).
-/// `Err(ep)`: not eligible, nothing changed; the caller takes the slow
-/// path with the endpoint given back.
+/// the six words in its registers, [`frame_msg`]) with `badge`, to the
+/// receiver `r` whose claim [`call_claim`] won, then the wait for its
+/// reply, which may come back through [`reply_recv`] or the slow path.
+/// `buf` and `capacity` are the reply's receive buffer (checked by the
+/// decoder). The reply goes straight into `out`'s output registers
+/// ([`put_msg`]).
 ///
 /// `FRAMELESS` (the dispatcher's own IPC entry, `syscall::ipc`): the wait
-/// may end frameless ([`fast_wait`]); the endpoint reference is dropped
-/// before it, so nothing on the stack is owned when it blocks. `out` is a
-/// raw pointer (the stub's frame): only short-lived references to it are
-/// made, none across the block.
+/// may end frameless ([`fast_wait`]); the caller holds no endpoint
+/// reference (and no lock), so nothing on the stack is owned when it
+/// blocks. `out` is a raw pointer (the stub's frame): only short-lived
+/// references to it are made, none across the block.
 #[inline(always)]
 pub fn call<const FRAMELESS: bool>(
-    ep: Ep,
+    cur: &Thread,
+    r: Receiver<TRef>,
     label: u32,
     badge: u64,
     buf: u64,
     capacity: usize,
     out: *mut TrapFrame,
-) -> Result<Result<(), Error>, Ep> {
-    let cur = sched::current();
+) -> Result<(), Error> {
     // Frame delivery (`hand`) writes the reply where the stub's frame is.
     debug_assert_eq!(out, cur.syscall_frame());
-    if cur.killed() {
-        return Err(ep); // the slow path notices the kill
-    }
-    let here = cpu();
-    // 1. Claim the receiver at the front of the queue if it waits on this
-    //    CPU: under the endpoint lock, where it was found (the claim
-    //    discipline). A lost claim (its wait is ending elsewhere) or any
-    //    other receiver is the slow path's; nothing changed.
-    let taken =
-        ep.q.lock_irqs_off()
-            .take_front_receiver(here, |r| claim(&r.thread, WakeReason::Delivered));
-    let Some(r) = taken else {
-        return Err(ep);
-    };
-    // The endpoint is not needed past the claim (the receiver's record
-    // holds its own reference until we drop it below).
-    drop(ep);
     // SAFETY: `out` is the current thread's own frame (the caller's
     // contract); nothing else writes it while the thread runs.
     let msg_of = |label, badge| frame_msg(unsafe { &*out }, label, badge);
@@ -205,7 +204,7 @@ pub fn call<const FRAMELESS: bool>(
     // receiver took and handed back (`take_call`), and this one was
     // delivered straight to its receiver, never queued: both are
     // `InvalidArgument` in `deliver`.
-    Ok(fast_wait::<FRAMELESS>(cur, tk, h, out))
+    fast_wait::<FRAMELESS>(cur, tk, h, out)
 }
 
 /// Steps 2 and 3 of a register-only call to the receiver `rt` (in wait

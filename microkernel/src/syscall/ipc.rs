@@ -106,11 +106,16 @@ fn process() -> Result<&'static Arc<Process>, Error> {
 /// own (`find_reg`: a register with any of them set matches no slot).
 #[inline(always)]
 fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
-    let Some(p) = sched::current().process.as_ref() else {
-        return Err(no_process(h));
-    };
+    let p = syscall_process(sched::current());
     // Syscalls run with interrupts off: no RFLAGS save and restore.
     let t = p.ipc.handles.lock_irqs_off();
+    find_ep(&t, h, rights).map(|(ep, badge)| (ep.clone(), badge))
+}
+
+/// [`ep`]'s test on the table `t` (locked by the caller): the endpoint
+/// entry register `h` names with `rights`, borrowed, and its badge.
+#[inline(always)]
+fn find_ep(t: &Handles, h: u64, rights: Rights) -> Result<(&Ep, u64), Error> {
     if let Some(Entry {
         object: Object::Endpoint(ep),
         rights: r,
@@ -118,10 +123,10 @@ fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
     }) = t.find_reg(h)
     {
         if r.contains(rights) {
-            return Ok((ep.clone(), *badge));
+            return Ok((ep, *badge));
         }
     }
-    Err(ep_refusal(&t, h, rights))
+    Err(ep_refusal(t, h, rights))
 }
 
 /// Why [`ep`] refused register `h`: `BadHandle` (upper bits set, or no
@@ -146,16 +151,16 @@ fn ep_refusal(t: &Handles, h: u64, rights: Rights) -> Error {
     Error::BadHandle
 }
 
-/// [`ep`] for a thread with no process (a kernel thread's: it makes no
-/// syscalls): register `h`'s upper bits first, as [`process`]'s refusal
-/// came after `Handle::from_reg`'s.
-#[cold]
-#[inline(never)]
-fn no_process(h: u64) -> Error {
-    match Handle::from_reg(h) {
-        Ok(_) => Error::PermissionDenied,
-        Err(e) => e.into(),
-    }
+/// The process of `cur`, the thread making a syscall, untested: only a
+/// CPU's idle thread has none (`Thread::new_idle`), and it runs kernel
+/// code only, so it makes no syscall; a thread's process is set at its
+/// creation and taken only by its drop (lookup3: the test was 2
+/// instructions a lookup, on both fast paths).
+#[inline(always)]
+fn syscall_process(cur: &crate::object::thread::Thread) -> &Arc<Process> {
+    debug_assert!(cur.process.is_some());
+    // SAFETY: as said above: a thread that makes a syscall has a process.
+    unsafe { cur.process.as_ref().unwrap_unchecked() }
 }
 
 fn ntf(h: u64, rights: Rights) -> Result<Ntf, Error> {
@@ -301,31 +306,43 @@ fn message(info: MsgInfo, f: &TrapFrame, badge: u64) -> Result<(Msg, Extra), Err
     Ok((m, extra))
 }
 
-/// RSI and R15 decoded, with the fast paths' case read straight from the
-/// registers first: an RSI with nothing above its label (no handles, copy
-/// mask, timeout, buffer, reserved or notified bit) is always a valid
-/// register-only `MsgInfo`, and with no timeout bit R15 is only the receive
-/// capacity. The result is exactly what `MsgInfo::from_user` and
-/// `RecvSpec::from_user` give (they decide everything else, errors
-/// included), but the compiler then knows the fast case is register-only
-/// with no timeout and folds those tests away.
-///
-/// The `RecvSpec` is built once, after both cases (entrycut: a `None`
-/// timeout returned from the fast case alone was a value of its own
-/// through the handle lookup, two registers kept, spilled around the
-/// table lock and tested again by `recv`'s timeout test).
+/// Whether RSI and R15 are the fast paths' case: an RSI with nothing above
+/// its label (no handles, copy mask, timeout, buffer, reserved or notified
+/// bit) is always a valid register-only `MsgInfo`, and with no timeout bit
+/// R15 is only the receive capacity, valid up to `MAX_BUFFER`. Tested
+/// first and apart ([`call`], [`recv`]): the fast case then runs with the
+/// message known register-only and the receive known to have no timeout
+/// (constants: their tests fold away; a decode merged from both cases
+/// tested them again after the lookup), and [`decode`] runs only for the
+/// rest, in a copy of its own whose fallback is inlined (`recv_with`'s
+/// `COLD`; out of line it cost `ipc_buffer_4k_same_core` 48).
+#[inline(always)]
+fn fast_regs(f: &TrapFrame) -> bool {
+    f.rsi >> 32 == 0 && f.r15 as u32 as usize <= MAX_BUFFER
+}
+
+/// RSI and R15 decoded (`MsgInfo::from_user`, `RecvSpec::from_user`:
+/// they decide everything, errors included).
 #[inline(always)]
 fn decode(f: &TrapFrame) -> Result<(MsgInfo, RecvSpec), Error> {
-    let capacity = f.r15 as u32 as usize;
-    let info = if f.rsi >> 32 == 0 && capacity <= MAX_BUFFER {
-        MsgInfo::new(f.rsi as u32, 0, 0, 0)
-    } else {
-        let info = MsgInfo::from_user(f.rsi)?;
-        RecvSpec::from_user(f.r15, info)?;
-        info
-    };
-    // What `RecvSpec::from_user` gives for both.
-    Ok((info, RecvSpec::of(f.r15, info)))
+    let info = MsgInfo::from_user(f.rsi)?;
+    Ok((info, RecvSpec::from_user(f.r15, info)?))
+}
+
+/// The `RecvSpec` [`decode`] or [`fast_decode`] gave for `info` (from the
+/// same frame, unchanged since): made again from R15 by the paths out of
+/// line rather than passed to them (a `RecvSpec` argument was built in
+/// memory on the fast path, for its fallback).
+#[inline(always)]
+fn spec_of(f: &TrapFrame, info: MsgInfo) -> RecvSpec {
+    RecvSpec::of(f.r15, info)
+}
+
+/// [`fast_regs`]'s case decoded: what [`decode`] gives for it.
+#[inline(always)]
+fn fast_decode(f: &TrapFrame) -> (MsgInfo, RecvSpec) {
+    let info = MsgInfo::new(f.rsi as u32, 0, 0, 0);
+    (info, RecvSpec::of(f.r15, info))
 }
 
 /// The receive buffer R14/R15 name: its range must be a user range.
@@ -356,7 +373,8 @@ fn timeout(spec: RecvSpec) -> Timeout {
 /// `ipc_call` on the frame `f` points at. `FRAMELESS`: the fast path's
 /// wait may end frameless (the dispatcher's IPC entry,
 /// [`fast_entry`]); then this never returns, and its locals must own
-/// nothing at the fast path's call (the endpoint moves into it).
+/// nothing at the fast path's call (the table lock is released before it,
+/// and the call side holds no endpoint reference).
 ///
 /// `f` is the current thread's own frame; only short-lived references to
 /// it are made, none across a block.
@@ -365,31 +383,90 @@ fn call<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> {
     // SAFETY: the current thread's own frame (see above), not written
     // while this reference lives.
     let fr = unsafe { &*f };
-    let (info, spec) = decode(fr)?;
+    if !fast_regs(fr) {
+        return call_decoded::<FRAMELESS>(f);
+    }
+    let (info, spec) = fast_decode(fr);
+    call_with::<FRAMELESS>(f, info, spec)
+}
+
+/// [`call`] of any other RSI and R15: decoded (their refusals first).
+#[inline(always)]
+fn call_decoded<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> {
+    // SAFETY: as in `call`.
+    let (info, spec) = decode(unsafe { &*f })?;
+    call_with::<FRAMELESS>(f, info, spec)
+}
+
+/// [`call`] of the decoded `info` and `spec`: the receive buffer, the
+/// endpoint, then the fast path. The fast call's claim is made under the
+/// handle-table lock (table before endpoint: the lock order), from the
+/// table's own entry, so the fast path takes no endpoint reference of its
+/// own and drops none (the claimed receiver's record holds one until the
+/// call takes it); a counted one is taken only for the rest.
+#[inline(always)]
+fn call_with<const FRAMELESS: bool>(
+    f: *mut TrapFrame,
+    info: MsgInfo,
+    spec: RecvSpec,
+) -> Result<u64, Error> {
+    // SAFETY: as in `call`.
+    let fr = unsafe { &*f };
     let buf = recv_buf(fr, spec)?;
-    let (mut ep, badge) = ep(fr.rdi, Rights::SEND)?;
+    let h = fr.rdi;
+    let cur = sched::current();
+    // A kill pending leaves the call to the slow path, which notices it
+    // (tested before the lookup, which still refuses first: the thread
+    // is at hand here, and only a spill of it after the table lock).
+    let fast = info.is_register_only() && !cur.killed();
+    let p = syscall_process(cur);
+    // Syscalls run with interrupts off: no RFLAGS save and restore.
+    let t = p.ipc.handles.lock_irqs_off();
+    let (e, badge) = find_ep(&t, h, Rights::SEND)?;
     if !FRAMELESS {
         // (The frameless entry runs only with the IPC category off.)
-        super::trace::sent(Kind::IpcCall, &ep, badge);
+        super::trace::sent(Kind::IpcCall, e, badge);
     }
-    if info.is_register_only() {
-        // The fast path (`ipc::fastpath`): tried first; `Err` changed
-        // nothing and gives the endpoint back.
-        // The reply is in the frame already.
-        match fastpath::call::<FRAMELESS>(ep, info.label(), badge, buf, spec.capacity, f) {
-            Ok(r) => return r.map(|_| 0),
-            Err(e) => ep = e,
+    if fast {
+        // The fast path (`ipc::fastpath`): the receiver claimed under the
+        // table lock; `None` changed nothing.
+        if let Some(r) = fastpath::call_claim(e) {
+            drop(t);
+            // The reply is in the frame already.
+            return fastpath::call::<FRAMELESS>(cur, r, info.label(), badge, buf, spec.capacity, f)
+                .map(|_| 0);
         }
+    }
+    let ep = e.clone();
+    drop(t);
+    // Inlined in both copies (out of line on the fast copy it cost the
+    // cross-core call 22 and the same-core one 2, lookup3).
+    call_rest::<FRAMELESS>(f, ep, badge, info, buf)
+}
+
+/// The rest of [`call_with`] once the same-core fast path did not take
+/// the call (nothing changed): the cross-core path, else the slow path.
+#[inline(always)]
+fn call_rest<const FRAMELESS: bool>(
+    f: *mut TrapFrame,
+    ep: Ep,
+    badge: u64,
+    info: MsgInfo,
+    buf: u64,
+) -> Result<u64, Error> {
+    // SAFETY: as in `call`.
+    let spec = spec_of(unsafe { &*f }, info);
+    if info.is_register_only() {
         // The receiver waits on another CPU: the same steps, with a wake
         // instead of the switch (`ipc::xcall`); `None` changed nothing.
         if let Some(r) = xcall::call(FRAMELESS, &ep, info.label(), badge, buf, spec.capacity, f) {
             return r.map(|_| 0);
         }
     }
-    // SAFETY: as above.
+    // SAFETY: as in `call`.
     let (m, extra) = message(info, unsafe { &*f }, badge)?;
     let r = slowpath::call(&ep, m, extra, buf, spec.capacity, timeout(spec))?;
-    // SAFETY: as above; the call's wait is over.
+    // SAFETY: as in `call`; the call's wait is over.
     put_msg(unsafe { &mut *f }, &r);
     Ok(0)
 }
@@ -440,9 +517,36 @@ fn recv<const FRAMELESS: bool>(f: *mut TrapFrame, reply_first: bool) -> Result<u
     // SAFETY: the current thread's own frame, not written while this
     // reference lives.
     let fr = unsafe { &*f };
-    let (info, spec) = decode(fr)?;
+    if !fast_regs(fr) {
+        return recv_decoded::<FRAMELESS>(f, reply_first);
+    }
+    let (info, spec) = fast_decode(fr);
+    recv_with::<FRAMELESS, false>(f, reply_first, info, spec)
+}
+
+/// [`recv`] of any other RSI and R15: decoded (their refusals first).
+#[inline(always)]
+fn recv_decoded<const FRAMELESS: bool>(f: *mut TrapFrame, reply_first: bool) -> Result<u64, Error> {
+    // SAFETY: as in `recv`.
+    let (info, spec) = decode(unsafe { &*f })?;
+    recv_with::<FRAMELESS, true>(f, reply_first, info, spec)
+}
+
+/// [`recv`] of the decoded `info` and `spec`: the receive buffer, the
+/// endpoint, then the fast path (whose record takes the lookup's endpoint
+/// reference). `COLD`: the rest inlined ([`recv_decoded`]'s copy) rather
+/// than called.
+#[inline(always)]
+fn recv_with<const FRAMELESS: bool, const COLD: bool>(
+    f: *mut TrapFrame,
+    reply_first: bool,
+    info: MsgInfo,
+    spec: RecvSpec,
+) -> Result<u64, Error> {
+    // SAFETY: as in `recv`.
+    let fr = unsafe { &*f };
     let buf = recv_buf(fr, spec)?;
-    let (mut ep, _) = ep(fr.rdi, Rights::RECV)?;
+    let (ep, _) = ep(fr.rdi, Rights::RECV)?;
     if reply_first && !FRAMELESS {
         // (The frameless entry runs only with the IPC category off.)
         super::trace::reply(Some(&ep));
@@ -450,22 +554,60 @@ fn recv<const FRAMELESS: bool>(f: *mut TrapFrame, reply_first: bool) -> Result<u
     if reply_first && info.is_register_only() && spec.timeout_us.is_none() {
         // The fast path back to the caller (`ipc::fastpath`).
         match fastpath::reply_recv::<FRAMELESS>(ep, info.label(), buf, spec.capacity, f) {
-            ReplyRecv::Done(r) => return r.map(|_| 0),
-            ReplyRecv::ReceiveSlow(h, ep) => {
-                let r = slowpath::recv(&ep, buf, spec.capacity, Timeout::Never, h)?;
-                super::trace::received(&ep, &r);
-                // SAFETY: as above; the receive is over.
-                return finish_recv(unsafe { &mut *f }, r);
-            }
-            ReplyRecv::NotTaken(e) => ep = e,
+            ReplyRecv::Done(r) => r.map(|_| 0),
+            ReplyRecv::ReceiveSlow(h, ep) => receive_slow(f, ep, buf, h),
+            ReplyRecv::NotTaken(ep) if COLD => recv_rest_inline(f, ep, reply_first, info, buf),
+            ReplyRecv::NotTaken(ep) => recv_rest(f, ep, reply_first, info, buf),
         }
+    } else if COLD {
+        recv_rest_inline(f, ep, reply_first, info, buf)
+    } else {
+        recv_rest(f, ep, reply_first, info, buf)
     }
+}
+
+/// The receive of a fast `reply_recv` whose reply was delivered (and the
+/// hand-off `h` made) but whose receive found a caller queued.
+#[inline(never)]
+fn receive_slow(f: *mut TrapFrame, ep: Ep, buf: u64, h: Handoff) -> Result<u64, Error> {
+    // SAFETY: as in `recv`.
+    let capacity = unsafe { &*f }.r15 as u32 as usize;
+    let r = slowpath::recv(&ep, buf, capacity, Timeout::Never, h)?;
+    super::trace::received(&ep, &r);
+    // SAFETY: as in `recv`; the receive is over.
+    finish_recv(unsafe { &mut *f }, r)
+}
+
+/// The rest of [`recv_with`] once the fast path did not take it (nothing
+/// changed): the slow reply, then the slow receive.
+#[inline(never)]
+fn recv_rest(
+    f: *mut TrapFrame,
+    ep: Ep,
+    reply_first: bool,
+    info: MsgInfo,
+    buf: u64,
+) -> Result<u64, Error> {
+    recv_rest_inline(f, ep, reply_first, info, buf)
+}
+
+/// [`recv_rest`]'s body, inlined into [`recv_decoded`].
+#[inline(always)]
+fn recv_rest_inline(
+    f: *mut TrapFrame,
+    ep: Ep,
+    reply_first: bool,
+    info: MsgInfo,
+    buf: u64,
+) -> Result<u64, Error> {
+    // SAFETY: as in `recv`.
+    let spec = spec_of(unsafe { &*f }, info);
     let mut handoff = Handoff::none();
     if reply_first {
         // The fast path's hand-off back to the caller: a register-only
         // reply, and no timeout on the receive that follows.
         let fast = info.is_register_only();
-        // SAFETY: as above.
+        // SAFETY: as in `recv`.
         let (m, extra) = message(info, unsafe { &*f }, 0)?;
         match slowpath::reply(m, extra, fast) {
             Ok(h) => handoff = h,
@@ -478,7 +620,7 @@ fn recv<const FRAMELESS: bool>(f: *mut TrapFrame, reply_first: bool) -> Result<u
     }
     let r = slowpath::recv(&ep, buf, spec.capacity, timeout(spec), handoff)?;
     super::trace::received(&ep, &r);
-    // SAFETY: as above; the receive is over.
+    // SAFETY: as in `recv`; the receive is over.
     finish_recv(unsafe { &mut *f }, r)
 }
 

@@ -43,6 +43,7 @@ use crate::object::kobject::Object;
 use crate::sched::current;
 use crate::smp::online;
 use abi::{encode_result, Error, Sysnum};
+use core::cell::UnsafeCell;
 use kcore::handles::{Handle, Rights};
 
 pub use process::ProcessRef;
@@ -73,10 +74,59 @@ const KILL: Rights = Rights::KILL;
 ///
 /// A thread whose process is being killed is not checked here: the killer
 /// kicks the CPUs running its threads, and the interrupt return path ends them.
-pub static SYSCALL_TABLE: [Entry; Sysnum::END as usize + 1] = entries!(
+///
+/// The table lies in the image's read-only data (its own section, inside
+/// `.rodata`, which the kernel maps without write access whatever the ELF
+/// segment's flags: `mem::kernel_sections`). It is written once, at boot,
+/// through the direct map, before any other CPU or any syscall runs
+/// ([`trace_entries`]: the traced IPC entries when tracing asks for it),
+/// and never again.
+#[link_section = ".rodata.syscall_table"]
+pub static SYSCALL_TABLE: Table = Table(UnsafeCell::new(entries!(
     0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29
     30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59
-);
+)));
+
+/// [`SYSCALL_TABLE`]'s type: its entries, written only by [`trace_entries`].
+#[repr(transparent)]
+pub struct Table(UnsafeCell<[Entry; Sysnum::END as usize + 1]>);
+
+// SAFETY: written only by `trace_entries`, on the boot CPU before any other
+// CPU and any syscall runs; only read (by the stub) after that.
+unsafe impl Sync for Table {}
+
+/// Puts the traced IPC entries ([`ipc_entry_traced`]) into
+/// [`SYSCALL_TABLE`] for `ipc_call` and `ipc_reply_recv` if tracing asks
+/// for a category with a point on their fast path (the syscall, the IPC
+/// event, the hand-off's switch): their handlers record them, and the
+/// frameless fast path ([`ipc_entry`]) then has no trace test at all
+/// (lookup3: its mask test was 3 instructions a syscall; the round trip
+/// measured 643 -> 641). Called once, on the boot CPU, after `trace::configure` and
+/// before any other CPU or any syscall runs. The mask is only ever a part
+/// of what was asked for (`trace::init_cpu` sets it, the dump clears it),
+/// so a syscall on the untraced entries has no point to record; one on the
+/// traced entries after the dump records nothing, as any handler then.
+pub fn trace_entries() {
+    if !crate::trace::wanted(
+        abi::trace::cat::SYSCALL | abi::trace::cat::IPC | abi::trace::cat::SCHED,
+    ) {
+        return;
+    }
+    let table = SYSCALL_TABLE.0.get();
+    // The image is linked at `KERNEL_VMA + phys` (linker.ld's `AT`); the
+    // direct map is writable, the image's read-only data is not.
+    let phys = table as u64 - crate::mem::layout::KERNEL_VMA;
+    let image = crate::mem::kernel_phys_range();
+    assert!(image.start <= phys && phys + core::mem::size_of::<Table>() as u64 <= image.end);
+    let table = crate::mem::phys_to_virt(phys) as *mut [Entry; Sysnum::END as usize + 1];
+    // SAFETY: the table's own memory (the image's frames, in the direct
+    // map), written on the boot CPU before anything reads it: no other CPU
+    // runs yet and no syscall was made.
+    unsafe {
+        (*table)[Sysnum::IpcCall as usize] = ipc_entry_traced::<true>;
+        (*table)[Sysnum::IpcReplyRecv as usize] = ipc_entry_traced::<false>;
+    }
+}
 
 /// One [`SYSCALL_TABLE`] entry.
 ///
@@ -174,40 +224,44 @@ pub unsafe fn route_const<const N: u64, F: FnOnce(&mut TrapFrame)>(
 /// Runs `ipc_call` (`CALL`) or `ipc_reply_recv` ([`SYSCALL_TABLE`]'s
 /// entries for them) from the raw frame pointer (`ipc::fast_entry`: their
 /// fast path may leave this stack behind, and then the syscall ends in
-/// [`frameless_resume`]), or through their handler when syscalls are
-/// traced. One copy per syscall (entrycut: the operation as an argument
-/// cost the dispatcher's arm two instructions and this entry a test and a
-/// branch, 8 a round trip).
+/// [`frameless_resume`]). One copy per syscall (entrycut: the operation as
+/// an argument cost the dispatcher's arm two instructions and this entry a
+/// test and a branch, 8 a round trip). When tracing asks for a point on
+/// the fast path, the table has [`ipc_entry_traced`] instead
+/// ([`trace_entries`]), so this entry tests no trace mask.
 ///
 /// # Safety
 /// As [`Entry`]'s.
 #[inline(never)]
 unsafe extern "C" fn ipc_entry<const CALL: bool>(frame: *mut TrapFrame) {
-    let fault = non_canonical_return;
-    let (op, handler): (_, Handler) = if CALL {
-        (ipc::FastOp::Call, |f| ipc::invoke(Sysnum::IpcCall, f))
+    let op = if CALL {
+        ipc::FastOp::Call
     } else {
-        (ipc::FastOp::ReplyRecv, |f| {
-            ipc::invoke(Sysnum::IpcReplyRecv, f)
-        })
+        ipc::FastOp::ReplyRecv
     };
-    // Any category with a point on the fast path (the syscall, the IPC
-    // event, the hand-off's switch) sends the syscall to the handler,
-    // whose fast path (not frameless) records them; the frameless fast
-    // path then tests no trace point of its own (ipccut: one test here
-    // instead of three a syscall). The mask is set at boot and only
-    // cleared by the dump, so a syscall that passes this test and records
-    // nothing loses only events nobody collects any more.
-    if crate::trace::on(abi::trace::cat::SYSCALL | abi::trace::cat::IPC | abi::trace::cat::SCHED) {
-        // SAFETY: the caller's contract.
-        return run_handler(unsafe { &mut *frame }, handler, fault);
-    }
     // SAFETY: the caller's contract.
     let r = unsafe { ipc::fast_entry(op, frame) };
     // SAFETY: the caller's contract; the syscall's work is over.
     let frame = unsafe { &mut *frame };
     let check = finish(frame, r);
-    end(frame, check, fault);
+    end(frame, check, non_canonical_return);
+}
+
+/// [`ipc_entry`] when tracing is on ([`trace_entries`]): the syscall runs
+/// through its handler, whose fast path (not frameless) records the
+/// syscall, the IPC event and the hand-off's switch; the frameless fast
+/// path tests no trace point of its own (ipccut).
+///
+/// # Safety
+/// As [`Entry`]'s.
+unsafe extern "C" fn ipc_entry_traced<const CALL: bool>(frame: *mut TrapFrame) {
+    let handler: Handler = if CALL {
+        |f| ipc::invoke(Sysnum::IpcCall, f)
+    } else {
+        |f| ipc::invoke(Sysnum::IpcReplyRecv, f)
+    };
+    // SAFETY: the caller's contract.
+    run_handler(unsafe { &mut *frame }, handler, non_canonical_return);
 }
 
 /// Where a syscall whose IPC wait blocked frameless ends (`arch::frameless`'s
@@ -336,7 +390,7 @@ unsafe fn leave(cur: &crate::object::thread::Thread) -> ! {
     unsafe { crate::arch::frameless::exit_to_user(cur as *const _ as u64, cur.kstack_top()) }
 }
 
-/// Runs a syscall's `handler` for [`ipc_entry`] (a traced IPC syscall)
+/// Runs a syscall's `handler` for [`ipc_entry_traced`] (a traced IPC syscall)
 /// and ends the syscall.
 #[inline(never)]
 fn run_handler<F: FnOnce(&mut TrapFrame)>(frame: &mut TrapFrame, handler: Handler, fault: F) {
