@@ -91,9 +91,11 @@ impl Handoff {
     /// after dropping its list lock; a suspension does not wake an IPC
     /// wait, break24p) let another CPU run it and it blocked again in the same
     /// wait; it is then handed off here rather than woken there, a choice
-    /// of CPU only: the switch still refuses a thread pinned elsewhere or
-    /// still being switched away from (`sched::switch_direct`'s test,
-    /// which queues it instead), as for any hand-off.
+    /// of CPU only: its affinity set cannot have changed since it queued
+    /// here (only the thread itself changes it, outside any wait: sched3),
+    /// and the switch still refuses a thread still being switched away
+    /// from on another CPU (`sched::switch_direct`'s `on_cpu` test, which
+    /// queues it instead), as for any hand-off.
     #[inline(always)]
     pub fn queued_here(t: Arc<Thread>) -> Handoff {
         if t.try_unblock() {
