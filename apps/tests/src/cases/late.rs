@@ -465,6 +465,11 @@ pub const CASES: &[Case] = &[
         "sched3_fast_pair_moving_between_cpus_stays_on_its_cpus",
         sched3::fast_pair_moving_between_cpus_stays_on_its_cpus,
     ),
+    // break25s: the slow path's hand-offs without the affinity test.
+    (
+        "break25s_slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus",
+        break25s::slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at
