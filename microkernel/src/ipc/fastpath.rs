@@ -91,11 +91,12 @@ impl Handoff {
     /// after dropping its list lock; a suspension does not wake an IPC
     /// wait, break24p) let another CPU run it and it blocked again in the same
     /// wait; it is then handed off here rather than woken there, a choice
-    /// of CPU only: its affinity set cannot have changed since it queued
-    /// here (only the thread itself changes it, outside any wait: sched3),
-    /// and the switch still refuses a thread still being switched away
-    /// from on another CPU (`sched::switch_direct`'s `on_cpu` test, which
-    /// queues it instead), as for any hand-off.
+    /// of CPU only: its set allowed this CPU when it entered the wait here
+    /// and cannot have changed within it (sched3: the switch no longer
+    /// tests the set, `sched::direct_or_block`; ring-3 case
+    /// `break25s_slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus`),
+    /// and the switch still refuses a thread being switched away from
+    /// (it queues it instead), as for any hand-off.
     #[inline(always)]
     pub fn queued_here(t: Arc<Thread>) -> Handoff {
         if t.try_unblock() {

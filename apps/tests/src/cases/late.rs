@@ -471,6 +471,11 @@ pub const CASES: &[Case] = &[
         "fastpath_proto3_killed_fast_callers_leave_the_server_serving",
         proto3::killed_fast_callers_leave_the_server_serving,
     ),
+    // break25s: the slow path's hand-offs without the affinity test.
+    (
+        "break25s_slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus",
+        break25s::slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at
