@@ -471,6 +471,12 @@ pub const CASES: &[Case] = &[
         "fastpath_proto3_killed_fast_callers_leave_the_server_serving",
         proto3::killed_fast_callers_leave_the_server_serving,
     ),
+    // break25p: timed calls whose timeouts race the server's replies (a
+    // pin left behind after a lost claim).
+    (
+        "break25p_timed_calls_racing_replies_end_once",
+        break25p::timed_calls_racing_replies_end_once,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at
