@@ -45,6 +45,7 @@ mod break24p;
 mod break24s;
 mod break24t;
 mod break25s;
+mod break25p;
 mod breakk2;
 mod breaku;
 mod cases;

@@ -476,6 +476,12 @@ pub const CASES: &[Case] = &[
         "break25s_slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus",
         break25s::slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus,
     ),
+    // break25p: timed calls whose timeouts race the server's replies (a
+    // pin left behind after a lost claim).
+    (
+        "break25p_timed_calls_racing_replies_end_once",
+        break25p::timed_calls_racing_replies_end_once,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at

@@ -172,6 +172,8 @@ impl ReplyRace {
         let k = self.killed.load(Ordering::Relaxed);
         assert_eq!(d + k, 1, "the caller's wait ends exactly once");
         assert_eq!(self.cap.caller(), None, "the word never keeps the caller");
+        // `caller` reads a pinned word as "no caller" too (break25p).
+        assert!(!self.cap.is_pinned(), "a pin outlived its operation");
     }
 }
 
@@ -278,6 +280,38 @@ fn a_rearm_under_the_pin_never_leaves_a_gone_caller_in_the_word() {
         {
             s.delivered.fetch_add(1, Ordering::Relaxed);
         }
+        s.check();
+    });
+}
+
+/// break25p: a delivery to the server (`give_call`, `deliver`: `accept`)
+/// that abandons the caller the word still names (the server received
+/// again without replying) racing that caller's kill. `accept` claims the
+/// old caller under the pin (`replace_pinned`); exactly one ends its wait,
+/// never after it left, and the word names the new caller with no pin
+/// left. (proto3's models race only `take` against the kill.)
+#[test]
+fn an_accept_abandoning_a_caller_racing_its_kill_ends_it_once() {
+    const NEXT: u64 = 0x2000;
+    model(|| {
+        let (s, tk) = ReplyRace::new();
+        let killer = {
+            let s = s.clone();
+            thread::spawn(move || s.kill(tk))
+        };
+        let next = Claim::new().begin();
+        let old = s.cap.accept(NEXT, next, |c, t| {
+            s.claim_caller(c, t, WakeReason::Cancelled)
+        });
+        if old.is_some() {
+            // PeerDied for the abandoned caller.
+            s.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        killer.join().unwrap();
+        assert!(!s.cap.is_pinned(), "a pin outlived the accept");
+        assert_eq!(s.cap.caller(), Some(NEXT), "the new caller is held");
+        // The new caller's reply empties the word; then the usual check.
+        assert!(s.cap.take(|_, _| true).is_ok());
         s.check();
     });
 }

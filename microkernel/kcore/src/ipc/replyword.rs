@@ -125,6 +125,14 @@ impl<A: AtomicWord> ReplyWord<A> {
         self.word.store(w, Ordering::Release);
     }
 
+    /// Whether the word is pinned now (tests: no operation may return with
+    /// its pin still held; `caller` reads a pinned word as "no caller", so
+    /// it cannot tell a pin left behind from an empty word).
+    #[cfg(test)]
+    pub(crate) fn is_pinned(&self) -> bool {
+        self.word.load(Ordering::Relaxed) == BUSY
+    }
+
     /// Server side: the pending caller, if any, for a look only (the
     /// trace's); `None` also while it is `GONE`.
     pub fn caller(&self) -> Option<u64> {

@@ -34,3 +34,4 @@ mod message;
 mod notification;
 mod queue;
 mod reply;
+mod replyword;
