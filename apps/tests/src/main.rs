@@ -44,6 +44,7 @@ mod break24e;
 mod break24p;
 mod break24s;
 mod break24t;
+mod break25l;
 mod breakk2;
 mod breaku;
 mod cases;

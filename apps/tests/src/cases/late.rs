@@ -471,6 +471,16 @@ pub const CASES: &[Case] = &[
         "fastpath_proto3_killed_fast_callers_leave_the_server_serving",
         proto3::killed_fast_callers_leave_the_server_serving,
     ),
+    // break25l: lookup3's fast decode and the fast call's claim under the
+    // handle-table lock.
+    (
+        "break25l_decode_refusals_match_the_abi",
+        break25l::decode_refusals_match_the_abi,
+    ),
+    (
+        "break25l_handle_churn_races_fast_calls",
+        break25l::handle_churn_races_fast_calls,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at
