@@ -19,7 +19,10 @@
 //! handle that another CPU keeps replacing (dup, then close of the old
 //! number), moving (a handle transfer through a second endpoint, which
 //! takes the entry out of the table and installs it under a new number)
-//! and whose caller it kills now and then: the fast call's borrowed entry
+//! and whose caller it kills now and then, while copies of the receive
+//! handle are given to a spinning child process (`handle_give`) that is
+//! killed every 100 rounds (its table's teardown closes them): the fast
+//! call's borrowed entry
 //! must never be used after its close (each call ends `Ok` with the echo,
 //! or `BadHandle` for a number already gone), no lock order deadlocks
 //! (table -> endpoint on the fast call; the transfer's table locks), and
@@ -315,6 +318,9 @@ fn move_handle(via: Endpoint, h: u32) -> Result<u64, Error> {
 /// The churned handle's rights: it is moved too.
 const SEND_MOVE: u32 = abi::rights::SEND | abi::rights::TRANSFER;
 
+/// A child's whole text: `jmp $` (it only holds handles given to it).
+const SPIN: &[u8] = &[0xeb, 0xfe];
+
 /// Churn rounds.
 const ROUNDS: u64 = 300;
 
@@ -339,8 +345,32 @@ pub fn handle_churn_races_fast_calls() -> TestResult {
     let mv = util::spawn(mover, via.0 as u64)?;
     let _ = sys::set_affinity(cpus - 1);
     let mut client = Some(util::spawn(churn_client, 0)?);
+    let mut child = Some(util::spawn_code(SPIN, 0)?);
     let mut failed = None;
     for round in 0..ROUNDS {
+        if let Some(pid) = child {
+            // A copy of the receive handle into the child (counted under
+            // our table lock: table -> endpoint, as the fast call).
+            match ipc::handle_give(pid, ep.0, abi::rights::SEND | abi::rights::RECV) {
+                Ok(_) | Err(Error::NoMemory) => {}
+                Err(e) => {
+                    note!("round {round}: handle_give: {e:?}");
+                    failed = Some("a handle_give to the spinning child failed");
+                    break;
+                }
+            }
+        }
+        if round % 100 == 99 {
+            // Its teardown closes every copy (under its table lock, each
+            // taking the endpoint's) while the fast calls go on.
+            if let Some(pid) = child.take() {
+                ok(pid.kill(), "process_kill the child")?;
+                let _ = util::wait_status(pid)?;
+            }
+            if round + 1 < ROUNDS {
+                child = Some(util::spawn_code(SPIN, 0)?);
+            }
+        }
         match round % 3 {
             // A new number, the old one closed.
             0 | 1 => {
@@ -374,6 +404,10 @@ pub fn handle_churn_races_fast_calls() -> TestResult {
         sys::sleep_ns(20_000 + (round * 7919) % 13 * 10_000);
     }
     STOP.store(1, Ordering::SeqCst);
+    if let Some(pid) = child {
+        ok(pid.kill(), "process_kill the child")?;
+        let _ = util::wait_status(pid)?;
+    }
     if let Some(c) = client {
         util::expect_ok(c.join()?)?;
     }
