@@ -69,6 +69,10 @@ const CASES: &[Case] = &[
         kernel_rodata_is_not_writable,
     ),
     (
+        "syscall_table_is_not_writable",
+        syscall_table_is_not_writable,
+    ),
+    (
         "kernel_data_is_not_executable",
         kernel_data_is_not_executable,
     ),

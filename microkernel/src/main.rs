@@ -226,8 +226,10 @@ pub extern "C" fn kernel_entry(magic: u32, mbi_phys: u32) -> ! {
     }
 
     trace::configure(boot.arg("trace"), boot.arg("trace.events"));
-    // Before any other CPU and any syscall runs (it writes the table).
-    syscall::trace_entries();
+    // SAFETY: once, on the boot CPU, after `trace::configure`: no other
+    // CPU runs yet (`smp::start_aps` below) and no syscall was made (no
+    // user code before `lifecycle::init`).
+    unsafe { syscall::trace_entries() };
     if let Err(e) = init_cpu_late(&features) {
         println!("mica: cannot boot: {e}");
         qemu::exit(false);

@@ -166,6 +166,7 @@ fn op(r: &mut Rng, server: bool) {
     }
     // Bits 58.. could clear the timeout's meaning only by making the call
     // invalid, which returns at once.
+    let refused = fast_case_refused(r, n, &mut regs);
     // Counted apart: the summary's syscall count is the phase-1 budget.
     OPS_DONE.fetch_add(1, Ordering::Relaxed);
     // SAFETY: every buffer named is BUF (never read by Rust code) or an
@@ -192,6 +193,54 @@ fn op(r: &mut Rng, server: bool) {
     if let Err(Error::BadSyscall) = res {
         finding!("ipc: {n:?} refused as a bad syscall number");
     }
+    if let Some(want) = refused {
+        if res != Err(want) {
+            finding!(
+                "ipc: {n:?} with rsi {:#x} r14 {:#x} r15 {:#x}: {res:?}, expected {want:?}",
+                regs.rsi,
+                regs.r14,
+                regs.r15
+            );
+        }
+    }
+}
+
+/// Now and then a `call` or `reply_recv` in the fast paths' register case
+/// (nothing above the label in RSI: no timeout bit; break25l, after
+/// lookup3 decoded that case apart) made to be refused before it could
+/// block: a receive capacity past `MAX_BUFFER` (R15's low half, whatever
+/// its upper half), or a receive buffer outside the user half (kernel,
+/// non-canonical, wrapping, straddling the user end). The code the
+/// documented decode gives (before the handle lookup).
+fn fast_case_refused(r: &mut Rng, n: Sysnum, regs: &mut IpcRegs) -> Option<Error> {
+    if !matches!(n, Sysnum::IpcCall | Sysnum::IpcReplyRecv) || !r.one_in(8) {
+        return None;
+    }
+    regs.rsi &= 0xffff_ffff;
+    let hi = r.next() << 32;
+    let (r14, r15, want) = match r.below(6) {
+        0 => (regs.r14, hi | 65537, Error::InvalidArgument),
+        1 => (
+            regs.r14,
+            hi | (65537 + r.below(0xfffe_ffff)),
+            Error::InvalidArgument,
+        ),
+        2 => (
+            0xffff_8000_0000_0000 + r.below(1 << 20),
+            1 + r.below(65536),
+            Error::BadAddress,
+        ),
+        3 => (
+            0x8000_0000_0000 - r.below(8),
+            hi | (9 + r.below(64)),
+            Error::BadAddress,
+        ),
+        4 => (u64::MAX - r.below(4096), hi | 65536, Error::BadAddress),
+        _ => (r.below(0x1_0000), hi | (1 + r.below(16)), Error::BadAddress),
+    };
+    regs.r14 = r14;
+    regs.r15 = r15;
+    Some(want)
 }
 
 extern "C" fn peer(seed: u64) -> ! {

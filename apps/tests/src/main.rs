@@ -46,6 +46,7 @@ mod break24s;
 mod break24t;
 mod break25s;
 mod break25p;
+mod break25l;
 mod breakk2;
 mod breaku;
 mod cases;

@@ -102,6 +102,32 @@ pub(super) fn kernel_rodata_is_not_writable() -> Result<(), &'static str> {
     check(!wrote, "wrote to kernel rodata")
 }
 
+/// The syscall table (`syscall::SYSCALL_TABLE`, its own section inside
+/// `.rodata`, written once at boot through the direct map by
+/// `syscall::trace_entries`; its ELF section is writable, an `UnsafeCell`)
+/// is mapped read-only by the kernel's own image mapping, first to last
+/// entry (break25l: lookup3's table swap).
+pub(super) fn syscall_table_is_not_writable() -> Result<(), &'static str> {
+    let start = core::ptr::addr_of!(crate::syscall::SYSCALL_TABLE) as u64;
+    let end = start + core::mem::size_of_val(&crate::syscall::SYSCALL_TABLE) as u64;
+    for a in [start, end - 1] {
+        let t = mem::with_kernel_pt(|pt, m| pt.translate(m, a));
+        let Some((_, flags, _)) = t else {
+            return Err("the syscall table is not mapped");
+        };
+        check(
+            !flags.contains(PteFlags::WRITABLE),
+            "the syscall table is mapped writable",
+        )?;
+        // SAFETY: expected to fault; otherwise rewrites the byte already
+        // there (on the boot CPU, before any syscall reads it mid-write:
+        // a one-byte store of the same value).
+        let wrote = unsafe { probe::write_u8(a, *(a as *const u8)) };
+        check(!wrote, "wrote to the syscall table")?;
+    }
+    Ok(())
+}
+
 /// A `ret` instruction placed in writable data.
 static mut DATA_RET: [u8; 1] = [0xc3];
 

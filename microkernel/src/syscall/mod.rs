@@ -101,12 +101,15 @@ unsafe impl Sync for Table {}
 /// event, the hand-off's switch): their handlers record them, and the
 /// frameless fast path ([`ipc_entry`]) then has no trace test at all
 /// (lookup3: its mask test was 3 instructions a syscall; the round trip
-/// measured 643 -> 641). Called once, on the boot CPU, after `trace::configure` and
-/// before any other CPU or any syscall runs. The mask is only ever a part
-/// of what was asked for (`trace::init_cpu` sets it, the dump clears it),
-/// so a syscall on the untraced entries has no point to record; one on the
-/// traced entries after the dump records nothing, as any handler then.
-pub fn trace_entries() {
+/// measured 643 -> 641). The mask is only ever a part of what was asked
+/// for (`trace::init_cpu` sets it, the dump clears it), so a syscall on
+/// the untraced entries has no point to record; one on the traced entries
+/// after the dump records nothing, as any handler then.
+///
+/// # Safety
+/// Once, on the boot CPU, after `trace::configure`, before any other CPU
+/// starts and any syscall (break25l: a safe `pub fn` could race the stub).
+pub unsafe fn trace_entries() {
     if !crate::trace::wanted(
         abi::trace::cat::SYSCALL | abi::trace::cat::IPC | abi::trace::cat::SCHED,
     ) {
@@ -120,8 +123,8 @@ pub fn trace_entries() {
     assert!(image.start <= phys && phys + core::mem::size_of::<Table>() as u64 <= image.end);
     let table = crate::mem::phys_to_virt(phys) as *mut [Entry; Sysnum::END as usize + 1];
     // SAFETY: the table's own memory (the image's frames, in the direct
-    // map), written on the boot CPU before anything reads it: no other CPU
-    // runs yet and no syscall was made.
+    // map), written on the boot CPU before anything reads it (the
+    // caller's contract: no other CPU runs yet and no syscall was made).
     unsafe {
         (*table)[Sysnum::IpcCall as usize] = ipc_entry_traced::<true>;
         (*table)[Sysnum::IpcReplyRecv as usize] = ipc_entry_traced::<false>;

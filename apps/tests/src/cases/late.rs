@@ -482,6 +482,16 @@ pub const CASES: &[Case] = &[
         "break25p_timed_calls_racing_replies_end_once",
         break25p::timed_calls_racing_replies_end_once,
     ),
+    // break25l: lookup3's fast decode and the fast call's claim under the
+    // handle-table lock.
+    (
+        "break25l_decode_refusals_match_the_abi",
+        break25l::decode_refusals_match_the_abi,
+    ),
+    (
+        "break25l_handle_churn_races_fast_calls",
+        break25l::handle_churn_races_fast_calls,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at

@@ -153,3 +153,43 @@ proptest::proptest! {
         let _ = crate::handles::Handle::from_reg(rdi);
     }
 }
+
+proptest::proptest! {
+    /// The kernel's fast IPC register case (`syscall/ipc.rs`'s `fast_regs`,
+    /// lookup3: RSI with nothing above its label, R15's low half at most
+    /// `MAX_BUFFER`; copied here) is exactly the set of registers the full
+    /// decode accepts as a register-only message with no timeout, and its
+    /// shortcut decode (`MsgInfo::new(label)`, `RecvSpec::of`) gives what
+    /// the full one does: the fast case may skip `from_user` and refuse
+    /// nothing the slow decode would accept, nor accept anything it refuses
+    /// (break25l).
+    #[test]
+    fn the_fast_register_case_is_the_register_only_decode(
+        rsi in proptest::prop_oneof![
+            proptest::prelude::any::<u64>(),
+            proptest::prelude::any::<u32>().prop_map(u64::from),
+            (proptest::prelude::any::<u32>(), 0u32..32)
+                .prop_map(|(label, bit)| label as u64 | 1u64 << (32 + bit)),
+        ],
+        r15 in proptest::prop_oneof![
+            proptest::prelude::any::<u64>(),
+            (proptest::prelude::any::<u32>(), 0u64..4)
+                .prop_map(|(hi, d)| (hi as u64) << 32 | (MAX_BUFFER as u64 - 1 + d)),
+            (proptest::prelude::any::<u32>(), 0u64..3)
+                .prop_map(|(hi, d)| (hi as u64) << 32 | (u32::MAX as u64 - d)),
+        ],
+    ) {
+        let fast = rsi >> 32 == 0 && r15 as u32 as usize <= MAX_BUFFER;
+        let full = MsgInfo::from_user(rsi)
+            .and_then(|info| RecvSpec::from_user(r15, info).map(|spec| (info, spec)));
+        let register_only = matches!(
+            full,
+            Ok((info, spec)) if info.is_register_only() && spec.timeout_us.is_none()
+        );
+        proptest::prop_assert_eq!(fast, register_only);
+        if fast {
+            let info = MsgInfo::new(rsi as u32, 0, 0, 0);
+            proptest::prop_assert_eq!(full, Ok((info, RecvSpec::of(r15, info))));
+        }
+    }
+}
