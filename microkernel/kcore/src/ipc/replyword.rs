@@ -27,6 +27,13 @@
 //! timeout that wins the rearmed wait before the word names the caller
 //! waits for it there, as it waited for the lock.
 //!
+//! A pinned section must stay that short: the spinner has interrupts off
+//! and serves no TLB shootdown, so a pinned section that touched user
+//! memory, took a lock, blocked, freed memory (an `Arc` drop can shoot
+//! down) or waited for another CPU could deadlock it. The kernel's four
+//! (slow `reply`, `take_call`, the trace's look, the fast `take`) do none
+//! of these (break25p, session 25); keep it so.
+//!
 //! `EMPTY` and `GONE` change only by the server side, so a server-side
 //! store from them needs no compare-and-swap ([`accept`](ReplyWord::accept)'s
 //! common case: a load, the ticket and the word stored).
