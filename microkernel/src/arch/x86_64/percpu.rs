@@ -502,10 +502,10 @@ pub fn io_live_key() -> u64 {
 /// As `mmu::load_root`'s.
 #[inline(always)]
 pub unsafe fn load_root_recorded(root: u64) {
-    // SAFETY: callers run after init_cpu on this CPU, so gs: is its PerCpu;
-    // the field is an AtomicU64 (8 bytes, aligned), written only by this
-    // CPU and read by others with SeqCst loads; the CR3 write is the
-    // caller's contract.
+    // The field is an AtomicU64 (8 bytes, aligned), written only by this
+    // CPU and read by others with SeqCst loads.
+    // SAFETY: callers run after init_cpu on this CPU, so gs: is its
+    // PerCpu (the field as said above); the CR3 write is their contract.
     unsafe {
         core::arch::asm!(
             "cmp gs:[{off}], {r}",
