@@ -19,6 +19,7 @@
 //! `Ok` with a note on one CPU (every set allows the one CPU).
 
 use crate::note;
+use crate::sched3::{check_cpu, pin_for};
 use crate::util::{self, check, ok, TestResult};
 use abi::status::Status;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -37,20 +38,6 @@ static BAD: AtomicU64 = AtomicU64::new(0);
 static RUNNING: AtomicU64 = AtomicU64::new(0);
 /// Label of the stop message.
 const STOP: u32 = 0xdead;
-
-/// The pin for wait `step` of a thread that starts at `first`: `every`
-/// waits pinned to each of the `cpus` CPUs in turn, then `every` unpinned.
-fn pin_for(step: u64, first: u64, cpus: u64, every: u64) -> Option<u64> {
-    let phase = (step / every + first) % (cpus + 1);
-    (phase < cpus).then_some(phase)
-}
-
-/// Counts a wait that returned off `pin`.
-fn check_cpu(pin: Option<u64>) {
-    if pin.is_some_and(|p| sys::cpu_id() != p) {
-        OFF_CPU.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 /// Client `k` of `cpus` (`arg`: `k << 32 | cpus`): [`CALLS`] calls, every
 /// other one with a timeout (the slow path), re-pinning every 3.
@@ -77,7 +64,7 @@ extern "C" fn client(arg: u64) -> ! {
                 BAD.fetch_add(1, Ordering::SeqCst);
             }
         }
-        check_cpu(pin);
+        check_cpu(pin, &OFF_CPU);
     }
     RUNNING.fetch_sub(1, Ordering::SeqCst);
     sys::thread_exit(0)
@@ -91,13 +78,13 @@ extern "C" fn server(cpus: u64) -> ! {
     let mut pin = pin_for(step, 0, cpus, 4);
     let _ = sys::set_affinity(pin.unwrap_or(u64::MAX));
     let mut r = ipc::recv(ep, Some(50_000_000));
-    check_cpu(pin);
+    check_cpu(pin, &OFF_CPU);
     loop {
         let msg = match r {
             Ok(Received::Msg { msg, .. }) => msg,
             Err(abi::Error::TimedOut) => {
                 r = ipc::recv(ep, Some(50_000_000));
-                check_cpu(pin);
+                check_cpu(pin, &OFF_CPU);
                 continue;
             }
             _ => sys::thread_exit(1),
@@ -116,7 +103,7 @@ extern "C" fn server(cpus: u64) -> ! {
             words: [msg.words[0] + 1, 0, 0, 0, 0, 0],
         };
         r = ipc::reply_recv(ep, &reply, Some(50_000_000));
-        check_cpu(pin);
+        check_cpu(pin, &OFF_CPU);
     }
 }
 

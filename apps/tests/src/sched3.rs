@@ -33,17 +33,18 @@ static BAD: AtomicU64 = AtomicU64::new(0);
 /// Label of the stop message.
 const STOP: u32 = 0xdead;
 
-/// The pin for wait `step` of a thread that starts at CPU `first`: 5
-/// waits pinned to each of the `cpus` CPUs in turn, then 5 unpinned.
-fn pin_for(step: u64, first: u64, cpus: u64) -> Option<u64> {
-    let phase = (step / 5 + first) % (cpus + 1);
+/// The pin for wait `step` of a thread that starts at CPU `first`:
+/// `every` waits pinned to each of the `cpus` CPUs in turn, then `every`
+/// unpinned (break25s's case uses it too).
+pub(crate) fn pin_for(step: u64, first: u64, cpus: u64, every: u64) -> Option<u64> {
+    let phase = (step / every + first) % (cpus + 1);
     (phase < cpus).then_some(phase)
 }
 
-/// Counts a wait that returned off `pin`.
-fn check_cpu(pin: Option<u64>) {
+/// Counts in `off` a wait that returned off `pin`.
+pub(crate) fn check_cpu(pin: Option<u64>, off: &AtomicU64) {
     if pin.is_some_and(|p| sys::cpu_id() != p) {
-        OFF_CPU.fetch_add(1, Ordering::SeqCst);
+        off.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -53,7 +54,7 @@ extern "C" fn client(arg: u64) -> ! {
     let (k, cpus) = (arg >> 32, arg & 0xffff_ffff);
     let ep = Endpoint(EP.load(Ordering::SeqCst) as u32);
     for i in 0..CALLS {
-        let pin = pin_for(i, k, cpus);
+        let pin = pin_for(i, k, cpus, 5);
         if i.is_multiple_of(5) {
             let _ = sys::set_affinity(pin.unwrap_or(u64::MAX));
         }
@@ -68,7 +69,7 @@ extern "C" fn client(arg: u64) -> ! {
                 BAD.fetch_add(1, Ordering::SeqCst);
             }
         }
-        check_cpu(pin);
+        check_cpu(pin, &OFF_CPU);
     }
     sys::thread_exit(0)
 }
@@ -79,10 +80,10 @@ extern "C" fn client(arg: u64) -> ! {
 extern "C" fn server(cpus: u64) -> ! {
     let ep = Endpoint(EP.load(Ordering::SeqCst) as u32);
     let mut step = 0u64;
-    let mut pin = pin_for(step, 0, cpus);
+    let mut pin = pin_for(step, 0, cpus, 5);
     let _ = sys::set_affinity(pin.unwrap_or(u64::MAX));
     let mut r = ipc::recv(ep, None);
-    check_cpu(pin);
+    check_cpu(pin, &OFF_CPU);
     loop {
         let Ok(Received::Msg { msg, .. }) = r else {
             sys::thread_exit(1);
@@ -93,7 +94,7 @@ extern "C" fn server(cpus: u64) -> ! {
         }
         step += 1;
         if step.is_multiple_of(5) {
-            pin = pin_for(step, 0, cpus);
+            pin = pin_for(step, 0, cpus, 5);
             let _ = sys::set_affinity(pin.unwrap_or(u64::MAX));
         }
         let reply = Message {
@@ -101,7 +102,7 @@ extern "C" fn server(cpus: u64) -> ! {
             words: [msg.words[0] + 1, 0, 0, 0, 0, 0],
         };
         r = ipc::reply_recv(ep, &reply, None);
-        check_cpu(pin);
+        check_cpu(pin, &OFF_CPU);
     }
 }
 
