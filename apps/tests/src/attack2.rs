@@ -465,12 +465,21 @@ pub(crate) extern "C" fn echo_server(ep: u64) -> ! {
 pub(crate) static CLIENT_RESULT: AtomicU64 = AtomicU64::new(0);
 
 /// Calls (register-only, on CPU 0) until an error; stores calls << 8 | code
-/// (also break23p's).
+/// (also break23p's, break24p's and proto3's).
 pub(crate) extern "C" fn fast_client(ep: u64) -> ! {
     let _ = sys::set_affinity(0);
-    let ep = Endpoint(ep as u32);
+    call_until_error(Endpoint(ep as u32), |_| None)
+}
+
+/// The fast clients' loop: register-only calls of word n (answered n + 1)
+/// until an error, `before(n)` first at each (its `Some(code)` ends the
+/// loop); stores calls << 8 | code in [`CLIENT_RESULT`] and exits.
+pub(crate) fn call_until_error(ep: Endpoint, mut before: impl FnMut(u64) -> Option<u64>) -> ! {
     let mut n = 0u64;
     let code = loop {
+        if let Some(code) = before(n) {
+            break code;
+        }
         let m = Message {
             label: 1,
             words: [n, 0, 0, 0, 0, 0],

@@ -34,7 +34,7 @@
 //!
 //! Each is `Ok` with a note on one CPU (no other CPU to have run on).
 
-use crate::attack2::{fast_client, CLIENT_RESULT};
+use crate::attack2::{call_until_error, fast_client, CLIENT_RESULT};
 use crate::break22::counted;
 use crate::break23p::settled_since;
 use crate::lifecycle::info;
@@ -89,30 +89,18 @@ static KILL_SPINS: AtomicU64 = AtomicU64::new(0);
 /// in [`CLIENT_RESULT`].
 extern "C" fn killing_client(ep: u64) -> ! {
     let _ = sys::set_affinity(0);
-    let ep = Endpoint(ep as u32);
-    let mut n = 0u64;
-    let code = loop {
+    call_until_error(Endpoint(ep as u32), |n| {
         if n == 16 {
             let h = sys::ThreadHandle::from_raw(VICTIM.load(Ordering::SeqCst) as u32);
             if sys::thread_kill(h).is_err() {
-                break 0xfe;
+                return Some(0xfe);
             }
             for _ in 0..KILL_SPINS.load(Ordering::Relaxed) {
                 core::hint::spin_loop();
             }
         }
-        let m = Message {
-            label: 1,
-            words: [n, 0, 0, 0, 0, 0],
-        };
-        match ipc::call(ep, &m, None) {
-            Ok(r) if r.words[0] == n + 1 => n += 1,
-            Ok(_) => break 0xff,
-            Err(e) => break e as u64,
-        }
-    };
-    CLIENT_RESULT.store(n << 8 | code, Ordering::SeqCst);
-    sys::thread_exit(0)
+        None
+    })
 }
 
 /// Case: see the module docs. The client kills after 16 round trips and

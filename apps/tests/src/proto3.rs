@@ -19,7 +19,7 @@
 //!
 //! `Ok` with a note on one CPU (no other CPU to kill from mid-round-trip).
 
-use crate::attack2::{echo_server, fast_client, CLIENT_RESULT};
+use crate::attack2::{call_until_error, echo_server, fast_client, CLIENT_RESULT};
 use crate::break22::counted;
 use crate::break23p::settled_since;
 use crate::lifecycle::info;
@@ -41,21 +41,7 @@ const ROUNDS: u64 = 40;
 /// there, so its kill's own claim on its CPU races that reply for real.
 extern "C" fn pinned_client(arg: u64) -> ! {
     let _ = sys::set_affinity(arg >> 32);
-    let ep = Endpoint(arg as u32);
-    let mut n = 0u64;
-    let code = loop {
-        let m = Message {
-            label: 1,
-            words: [n, 0, 0, 0, 0, 0],
-        };
-        match ipc::call(ep, &m, None) {
-            Ok(r) if r.words[0] == n + 1 => n += 1,
-            Ok(_) => break 0xff,
-            Err(e) => break e as u64,
-        }
-    };
-    CLIENT_RESULT.store(n << 8 | code, Ordering::SeqCst);
-    sys::thread_exit(0)
+    call_until_error(Endpoint(arg as u32), |_| None)
 }
 
 /// A call from this thread (on the last CPU: a cross-CPU call) must be
