@@ -77,10 +77,6 @@ pub struct SchedState {
     pub ceiling: AtomicBool,
     /// Pinned CPU, or `u32::MAX`.
     pub affinity: AtomicU32,
-    /// `affinity` as a set of CPUs, a bit each ([`cpus_of`]): changed with
-    /// it (`sched::set_affinity`, by the thread itself), so the IPC
-    /// hand-off tests it in one `bt` (switch2).
-    pub cpus: AtomicU64,
     /// The CPU it last ran on.
     pub last_cpu: AtomicU32,
     /// Set while a CPU is running it (or still switching away from it).
@@ -91,17 +87,6 @@ pub struct SchedState {
     pub stealable: AtomicBool,
     /// Wake-up deadline while sleeping (ns since boot).
     pub wake_at_ns: AtomicU64,
-}
-
-/// The CPUs a thread with `affinity` may run on, a bit each: all for an
-/// unpinned thread (`u32::MAX`), else its pinned CPU's
-/// ([`SchedState::cpus`]; CPU numbers are below 64: `percpu::MAX_CPUS`).
-pub fn cpus_of(affinity: u32) -> u64 {
-    if affinity == u32::MAX {
-        u64::MAX
-    } else {
-        1u64 << (affinity % 64)
-    }
 }
 
 const _: () = assert!(percpu::MAX_CPUS <= 64);
@@ -385,7 +370,6 @@ impl Thread {
                 priority: AtomicU8::new(p.priority),
                 ceiling: AtomicBool::new(false),
                 affinity: AtomicU32::new(p.affinity),
-                cpus: AtomicU64::new(cpus_of(p.affinity)),
                 last_cpu: AtomicU32::new(here),
                 on_cpu: AtomicBool::new(p.on_cpu),
                 stealable: AtomicBool::new(false),

@@ -33,8 +33,8 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<(Arc<Thread>,
     // CPU outside the new set before it returns (`schedule_inner`'s
     // migration), and a thread in a wait makes no other syscall.
     debug_assert!({
-        let cpus = next.sched.cpus.load(Ordering::Relaxed);
-        cpus & (1u64 << (cpu % 64)) != 0
+        let a = next.sched.affinity.load(Ordering::Relaxed);
+        a == u32::MAX || a as usize == cpu
     });
     if next.sched.on_cpu.load(Ordering::Acquire) {
         enqueue(next);

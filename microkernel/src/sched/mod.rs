@@ -44,7 +44,7 @@ use crate::arch::context::switch_context;
 use crate::arch::cpu;
 use crate::arch::mmu;
 use crate::arch::percpu::{self, CpuId, MAX_CPUS};
-use crate::object::thread::{cpus_of, Thread, ThreadState};
+use crate::object::thread::{Thread, ThreadState};
 use crate::sync::IrqMutex;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -635,14 +635,12 @@ pub fn set_affinity(cpu_id: u64) -> Result<u64, abi::Error> {
     let t = current();
     if cpu_id == u64::MAX {
         t.sched.affinity.store(u32::MAX, Ordering::SeqCst);
-        t.sched.cpus.store(cpus_of(u32::MAX), Ordering::SeqCst);
         return Ok(0);
     }
     if cpu_id >= MAX_CPUS as u64 || sched_of(cpu_id as usize).is_none() {
         return Err(abi::Error::NotFound);
     }
     t.sched.affinity.store(cpu_id as u32, Ordering::SeqCst);
-    t.sched.cpus.store(cpus_of(cpu_id as u32), Ordering::SeqCst);
     if me() != cpu_id as usize {
         schedule(); // re-queued on the pinned CPU by `enqueue`
     }
