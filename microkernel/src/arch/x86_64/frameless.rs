@@ -12,7 +12,7 @@
 //! `switch_context` (or [`load_context`]) and lands in
 //! `frameless_resume_entry`, which:
 //! 1. moves RSP to the thread's own frame (the top of its kernel stack,
-//!    which the switch just made this CPU's `PerCpu::kernel_rsp`): RSP left
+//!    which the switch just made this CPU's TSS.RSP0, `PerCpu::kernel_rsp`): RSP left
 //!    the previous thread's stack before anything below runs;
 //! 2. calls the resume function (`crate::syscall::frameless_resume`),
 //!    which first runs `finish_switch`: it releases the previous thread
