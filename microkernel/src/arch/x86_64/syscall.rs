@@ -6,9 +6,11 @@
 //! cleared), GS = the user's. RAX = syscall number, arguments in RDI, RSI, RDX,
 //! R10, R8, R9 ([`abi`]).
 //!
-//! The stub switches to the thread's kernel stack through `gs:`, builds a full
+//! The stub switches to the thread's kernel stack through `gs:`, builds a
 //! [`TrapFrame`] (the same shape interrupts build, at the same place: the top of
-//! the kernel stack), and calls the number's entry in
+//! the kernel stack; its RCX and R11 slots left unwritten, as SYSCALL
+//! clobbered both: `rip` and `rflags` hold what they got, and the TF exit,
+//! the one exit that pops them, fills them first), and calls the number's entry in
 //! [`crate::syscall::SYSCALL_TABLE`] (a number past the known ones is
 //! clamped, without a branch, to the table's last entry,
 //! `crate::syscall::syscall_unknown`), which puts the result in
@@ -35,7 +37,7 @@
 use super::cpu::{self, msr};
 use super::gdt::{KERNEL_CS, USER_DS};
 use super::percpu::{OFF_KERNEL_RSP, OFF_SYSCALLS, OFF_USER_RSP};
-use super::trap::{push_gprs, TrapFrame, SYSCALL_VECTOR};
+use super::trap::{push_gprs_but_rcx_r11, TrapFrame, SYSCALL_VECTOR};
 use core::arch::global_asm;
 
 /// RFLAGS bits cleared on entry: IF (no interrupts until the kernel stack is
@@ -145,8 +147,11 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     push rcx                                // frame.rip (SYSCALL put it in RCX)
     push rax                                // frame.error_code: the syscall number (Linux's orig_rax; the kill path reads it)
     push {vector}                           // frame.vector: marks a syscall frame
+    sub rsp, 16                             // frame.r11, frame.rcx: not written (SYSCALL clobbered
+                                            // both; frame.rflags and frame.rip hold what they got,
+                                            // and only the TF exit below, which fills them, reads them)
     "#,
-    push_gprs!(),                           // general registers, r15 .. rax
+    push_gprs_but_rcx_r11!(),               // the other general registers, r15 .. rax
     r#"
     inc qword ptr gs:[{count}]              // per-CPU syscall counter
     mov rdi, rsp                            // rdi: &mut TrapFrame
@@ -195,6 +200,9 @@ syscall_exit_to_user_cur:                   // the current Thread already and rs
     and r11, {user_flags}                   // keep only flags ring 3 may set
     or r11, 0x202                           // IF on, reserved bit 1
     mov [rsp + {rflags}], r11               // the iretq path reads the frame
+    mov [rsp + {f_r11}], r11                // and pops R11 and RCX from it: what SYSRET would leave
+    mov rcx, [rsp + {f_rip}]                // (the entry did not write their slots): R11 the RFLAGS,
+    mov [rsp + {f_rcx}], rcx                // RCX the return RIP
     jmp isr_return                          // full iretq path (swapgs there)
     "#,
     ursp = const OFF_USER_RSP,
@@ -218,6 +226,8 @@ syscall_exit_to_user_cur:                   // the current Thread already and rs
     f_r14 = const core::mem::offset_of!(TrapFrame, r14),
     f_r15 = const core::mem::offset_of!(TrapFrame, r15),
     f_rip = const core::mem::offset_of!(TrapFrame, rip),
+    f_rcx = const core::mem::offset_of!(TrapFrame, rcx),
+    f_r11 = const core::mem::offset_of!(TrapFrame, r11),
     f_rsp = const core::mem::offset_of!(TrapFrame, rsp),
     user_flags = const USER_RFLAGS,
     table = sym crate::syscall::SYSCALL_TABLE,

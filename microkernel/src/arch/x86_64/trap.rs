@@ -16,7 +16,6 @@ use core::sync::atomic::AtomicU64;
 pub struct TrapFrame {
     pub rax: u64,
     pub rbx: u64,
-    pub rcx: u64,
     pub rdx: u64,
     pub rsi: u64,
     pub rdi: u64,
@@ -24,11 +23,17 @@ pub struct TrapFrame {
     pub r8: u64,
     pub r9: u64,
     pub r10: u64,
-    pub r11: u64,
     pub r12: u64,
     pub r13: u64,
     pub r14: u64,
     pub r15: u64,
+    /// RCX and R11 last, side by side: the syscall stub leaves both
+    /// slots unwritten with one `sub` (SYSCALL put the return RIP and
+    /// RFLAGS in them, which `rip` and `rflags` hold; cut26s). Only an
+    /// interrupt or exception frame (or the TF exit, which fills them)
+    /// hands them back.
+    pub rcx: u64,
+    pub r11: u64,
     /// Vector number (syscall entry stores [`SYSCALL_VECTOR`]).
     pub vector: u64,
     /// The CPU's error code, or 0.
@@ -40,20 +45,32 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
-/// Assembly that pushes the general registers in [`TrapFrame`] order (r15
+/// Assembly that pushes the general registers in [`TrapFrame`] order (r11
 /// first, rax last), completing a frame whose vector, error code and hardware
-/// part are already on the stack. Shared by every entry stub.
+/// part are already on the stack. Shared by every entry stub but the
+/// syscall stub, which pushes [`push_gprs_but_rcx_r11`] after one `sub`.
 macro_rules! push_gprs {
     () => {
-        "push r15\n push r14\n push r13\n push r12\n push r11\n push r10\n push r9\n push r8\n push rbp\n push rdi\n push rsi\n push rdx\n push rcx\n push rbx\n push rax\n"
+        concat!(
+            "push r11\n push rcx\n",
+            $crate::arch::trap::push_gprs_but_rcx_r11!()
+        )
     };
 }
 pub(crate) use push_gprs;
 
+/// [`push_gprs`] without its first two (R11 and RCX): r15 first, rax last.
+macro_rules! push_gprs_but_rcx_r11 {
+    () => {
+        "push r15\n push r14\n push r13\n push r12\n push r10\n push r9\n push r8\n push rbp\n push rdi\n push rsi\n push rdx\n push rbx\n push rax\n"
+    };
+}
+pub(crate) use push_gprs_but_rcx_r11;
+
 /// Assembly that pops the general registers pushed by [`push_gprs`].
 macro_rules! pop_gprs {
     () => {
-        "pop rax\n pop rbx\n pop rcx\n pop rdx\n pop rsi\n pop rdi\n pop rbp\n pop r8\n pop r9\n pop r10\n pop r11\n pop r12\n pop r13\n pop r14\n pop r15\n"
+        "pop rax\n pop rbx\n pop rdx\n pop rsi\n pop rdi\n pop rbp\n pop r8\n pop r9\n pop r10\n pop r12\n pop r13\n pop r14\n pop r15\n pop rcx\n pop r11\n"
     };
 }
 pub(crate) use pop_gprs;
@@ -63,7 +80,9 @@ pub const SYSCALL_VECTOR: u64 = 0x100;
 
 // The asm stubs push in exactly this order; assert the layout they rely on.
 const _: () = assert!(offset_of!(TrapFrame, rax) == 0);
-const _: () = assert!(offset_of!(TrapFrame, r15) == 14 * 8);
+const _: () = assert!(offset_of!(TrapFrame, r15) == 12 * 8);
+const _: () = assert!(offset_of!(TrapFrame, rcx) == 13 * 8);
+const _: () = assert!(offset_of!(TrapFrame, r11) == 14 * 8);
 const _: () = assert!(offset_of!(TrapFrame, vector) == 15 * 8);
 const _: () = assert!(offset_of!(TrapFrame, error_code) == 16 * 8);
 const _: () = assert!(offset_of!(TrapFrame, rip) == 17 * 8);
