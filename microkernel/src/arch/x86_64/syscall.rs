@@ -129,6 +129,40 @@ extern "C" {
     fn syscall_entry_stack_live();
 }
 
+/// The syscall exits' common tail (RSP at the frame, RAX the result): every
+/// other register the user sees from the frame, then SYSRET. Loads, not
+/// pops: frame.rcx and frame.r11 are never read here (SYSRET takes RCX and
+/// R11 from frame.rip and frame.rflags), two instructions fewer than popping
+/// all fifteen. Each is the user's own value as saved, or what the syscall
+/// deliberately set in the frame. Used twice (`syscall_exit_to_user_cur`
+/// and `syscall_exit_to_user_result`): a shared copy would cost one of
+/// them a jump.
+macro_rules! sysret_tail {
+    () => {
+        r#"
+    mov rbx, [rsp + {f_rbx}]                // rbx (an IPC's received handles 0, 1)
+    mov rdx, [rsp + {f_rdx}]                // rdx (an IPC's word 0)
+    mov rsi, [rsp + {f_rsi}]                // rsi (an IPC's MsgInfo)
+    mov rdi, [rsp + {f_rdi}]                // rdi (an IPC's badge)
+    mov rbp, [rsp + {f_rbp}]                // rbp (an IPC's received handles 2, 3)
+    mov r8, [rsp + {f_r8}]                  // r8, r9, r10, r12, r13: an IPC's words 1-5
+    mov r9, [rsp + {f_r9}]
+    mov r10, [rsp + {f_r10}]
+    mov r12, [rsp + {f_r12}]
+    mov r13, [rsp + {f_r13}]
+    mov r14, [rsp + {f_r14}]                // r14 (a receive buffer)
+    mov r15, [rsp + {f_r15}]                // r15 (a receive capacity)
+    mov rcx, [rsp + {f_rip}]                // rcx := frame.rip (checked canonical)
+    mov r11, [rsp + {rflags}]               // r11 := frame.rflags as saved
+    and r11, {user_flags}                   // keep only flags ring 3 may set
+    or r11, 0x202                           // IF on, reserved bit 1 (IOPL 0, NT/RF/VM off)
+    mov rsp, [rsp + {f_rsp}]                // rsp := user stack (IF is off: no IRQ here)
+    swapgs                                  // GS base := the user's
+    sysretq
+        "#
+    };
+}
+
 global_asm!(
     r#"
     .section .text.syscall, "ax"
@@ -169,30 +203,10 @@ syscall_exit_to_user_cur:                   // the current Thread already and rs
     jnz 6f                                  // rare: the slow path below
     test byte ptr [rsp + {rflags} + 1], 1   // frame.rflags.TF (bit 8): single-step?
     jnz 7f                                  // rare: return through iretq
-    // Loads, not pops: frame.rcx and frame.r11 are never read here (SYSRET
-    // takes RCX and R11 from frame.rip and frame.rflags), two instructions
-    // fewer than popping all fifteen. Each is the user's own value as saved,
-    // or what the syscall deliberately set in the frame.
     mov rax, [rsp + {f_rax}]                // rax := the result
-    mov rbx, [rsp + {f_rbx}]                // rbx (an IPC's received handles 0, 1)
-    mov rdx, [rsp + {f_rdx}]                // rdx (an IPC's word 0)
-    mov rsi, [rsp + {f_rsi}]                // rsi (an IPC's MsgInfo)
-    mov rdi, [rsp + {f_rdi}]                // rdi (an IPC's badge)
-    mov rbp, [rsp + {f_rbp}]                // rbp (an IPC's received handles 2, 3)
-    mov r8, [rsp + {f_r8}]                  // r8, r9, r10, r12, r13: an IPC's words 1-5
-    mov r9, [rsp + {f_r9}]
-    mov r10, [rsp + {f_r10}]
-    mov r12, [rsp + {f_r12}]
-    mov r13, [rsp + {f_r13}]
-    mov r14, [rsp + {f_r14}]                // r14 (a receive buffer)
-    mov r15, [rsp + {f_r15}]                // r15 (a receive capacity)
-    mov rcx, [rsp + {f_rip}]                // rcx := frame.rip (checked canonical)
-    mov r11, [rsp + {rflags}]               // r11 := frame.rflags as saved
-    and r11, {user_flags}                   // keep only flags ring 3 may set
-    or r11, 0x202                           // IF on, reserved bit 1 (IOPL 0, NT/RF/VM off)
-    mov rsp, [rsp + {f_rsp}]                // rsp := user stack (IF is off: no IRQ here)
-    swapgs                                  // GS base := the user's
-    sysretq
+    "#,
+    sysret_tail!(),                         // the other registers from the frame, SYSRET
+    r#"
 6:  mov rdi, rsp                            // rdi: &mut TrapFrame (a killed spawner undoes its spawn)
     call {work_fn}                          // does the work (a killed thread never returns)
     jmp 5b                                  // test again: work may have been added meanwhile
@@ -204,6 +218,21 @@ syscall_exit_to_user_cur:                   // the current Thread already and rs
     mov rcx, [rsp + {f_rip}]                // (the entry did not write their slots): R11 the RFLAGS,
     mov [rsp + {f_rcx}], rcx                // RCX the return RIP
     jmp isr_return                          // full iretq path (swapgs there)
+
+    // The frameless resume's exit (cut26s): the result in RAX, not yet in
+    // the frame, saves the resume's store of it and the load above.
+    .global syscall_exit_to_user_result
+syscall_exit_to_user_result:                // rax: the result; rcx: the current Thread; rsp: its frame
+    test dword ptr [rcx + {work}], {work_mask} // any work before ring 3 (kill, ...)?
+    jnz 8f                                  // rare: the result into the frame, then as above
+    test byte ptr [rsp + {rflags} + 1], 1   // frame.rflags.TF (bit 8): single-step?
+    jnz 8f                                  // rare: likewise
+    "#,
+    sysret_tail!(),                         // the other registers from the frame, SYSRET
+    r#"
+8:  mov [rsp + {f_rax}], rax                // frame.rax := the result (the slow paths read the frame)
+    mov rax, rcx                            // rax: the current Thread
+    jmp syscall_exit_to_user_cur            // both tests again, on the frame
     "#,
     ursp = const OFF_USER_RSP,
     krsp = const OFF_KERNEL_RSP,
