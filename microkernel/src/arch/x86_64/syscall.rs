@@ -189,10 +189,11 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     r#"
     inc qword ptr gs:[{count}]              // per-CPU syscall counter
     mov rdi, rsp                            // rdi: &mut TrapFrame
-    mov ecx, {nr_end}                       // rcx: the table's last index, syscall_unknown's
-    cmp rax, rcx                            // rax: the syscall number; past the known ones?
-    cmova rax, rcx                          // then syscall_unknown (a clamp, not a branch: no
-                                            // speculative call through a word past the table)
+    cmp rax, {nr_end}                       // rax: the syscall number; past the known ones?
+    cmova rax, [rip + syscall_nr_end]       // then syscall_unknown's index, the table's last (a
+                                            // clamp, not a branch: no speculative call through a
+                                            // word past the table; from memory, which cmov reads
+                                            // either way: no register to load it into first)
     call [{table} + rax * 8]                // the number's entry: frame.rax := result; frame.rip canonical
     .global syscall_exit_to_user
 syscall_exit_to_user:
@@ -233,6 +234,11 @@ syscall_exit_to_user_result:                // rax: the result; rcx: the current
 8:  mov [rsp + {f_rax}], rax                // frame.rax := the result (the slow paths read the frame)
     mov rax, rcx                            // rax: the current Thread
     jmp syscall_exit_to_user_cur            // both tests again, on the frame
+
+    .section .rodata.syscall, "a"
+    .balign 8
+syscall_nr_end:                             // the table's last index (syscall_unknown's) for the clamp
+    .quad {nr_end}
     "#,
     ursp = const OFF_USER_RSP,
     krsp = const OFF_KERNEL_RSP,
