@@ -587,16 +587,10 @@ pub extern "C" fn syscall_return_work(frame: &mut TrapFrame) {
     // thread there first (the handle still only in RAX), and a kill that
     // comes while it is parked ends it in that loop (break21, ring-3 case
     // `break21_suspended_spawner_killed_leaves_no_child`).
-    let (syscall, nr, rax) = (
-        frame.vector == crate::arch::trap::SYSCALL_VECTOR,
-        frame.error_code,
-        frame.rax,
-    );
-    crate::lifecycle::user_work(|| {
-        if syscall {
-            undo_spawn(nr, rax);
-        }
-    });
+    // Only the syscall stub's exit calls this, with its syscall frame
+    // (whose vector the stub does not write, cut26s: no test of it).
+    let (nr, rax) = (frame.error_code, frame.rax);
+    crate::lifecycle::user_work(|| undo_spawn(nr, rax));
 }
 
 /// Kills what spawn syscall `nr` created and closes its handle (`rax`, the

@@ -10,7 +10,8 @@
 //! [`TrapFrame`] (the same shape interrupts build, at the same place: the top of
 //! the kernel stack; its RCX and R11 slots left unwritten, as SYSCALL
 //! clobbered both: `rip` and `rflags` hold what they got, and the TF exit,
-//! the one exit that pops them, fills them first), and calls the number's entry in
+//! the one exit that pops them, fills them first; its vector too, which no
+//! reader of a syscall frame needs), and calls the number's entry in
 //! [`crate::syscall::SYSCALL_TABLE`] (a number past the known ones is
 //! clamped, without a branch, to the table's last entry,
 //! `crate::syscall::syscall_unknown`), which puts the result in
@@ -37,7 +38,7 @@
 use super::cpu::{self, msr};
 use super::gdt::{KERNEL_CS, USER_DS};
 use super::percpu::{OFF_KERNEL_RSP, OFF_SYSCALLS, OFF_USER_RSP};
-use super::trap::{push_gprs_but_rcx_r11, TrapFrame, SYSCALL_VECTOR};
+use super::trap::{push_gprs_but_rcx_r11, TrapFrame};
 use core::arch::global_asm;
 
 /// RFLAGS bits cleared on entry: IF (no interrupts until the kernel stack is
@@ -180,10 +181,13 @@ syscall_entry_stack_live:                   // (a #DB before here is on the user
     push {user_cs}                          // frame.cs
     push rcx                                // frame.rip (SYSCALL put it in RCX)
     push rax                                // frame.error_code: the syscall number (Linux's orig_rax; the kill path reads it)
-    push {vector}                           // frame.vector: marks a syscall frame
-    sub rsp, 16                             // frame.r11, frame.rcx: not written (SYSCALL clobbered
-                                            // both; frame.rflags and frame.rip hold what they got,
-                                            // and only the TF exit below, which fills them, reads them)
+    sub rsp, 24                             // frame.vector, frame.r11, frame.rcx: not written. No
+                                            // reader of a syscall frame looks at its vector (the
+                                            // exit's work path knows it has one; a syscall that
+                                            // faults the thread writes its own); SYSCALL clobbered
+                                            // RCX and R11: frame.rip and frame.rflags hold what
+                                            // they got, and only the TF exit below, which fills
+                                            // their slots, reads them
     "#,
     push_gprs_but_rcx_r11!(),               // the other general registers, r15 .. rax
     r#"
@@ -245,7 +249,6 @@ syscall_nr_end:                             // the table's last index (syscall_u
     count = const OFF_SYSCALLS,
     user_ss = const USER_DS as u64,
     user_cs = const super::gdt::USER_CS as u64,
-    vector = const SYSCALL_VECTOR,
     rflags = const core::mem::offset_of!(TrapFrame, rflags),
     f_rax = const core::mem::offset_of!(TrapFrame, rax),
     f_rbx = const core::mem::offset_of!(TrapFrame, rbx),

@@ -34,7 +34,9 @@ pub struct TrapFrame {
     /// hands them back.
     pub rcx: u64,
     pub r11: u64,
-    /// Vector number (syscall entry stores [`SYSCALL_VECTOR`]).
+    /// Vector number. The syscall entry does not write it (cut26s: no
+    /// reader of a syscall frame looks at it); a syscall that faults the
+    /// thread stores the fault's.
     pub vector: u64,
     /// The CPU's error code, or 0.
     pub error_code: u64,
@@ -75,7 +77,9 @@ macro_rules! pop_gprs {
 }
 pub(crate) use pop_gprs;
 
-/// The pseudo vector number a syscall frame carries.
+/// A vector number no CPU event has (past 255): the ktests' synthetic
+/// syscall frames carry it, to see `check_return` leave a resumable
+/// frame's vector alone. The syscall entry writes no vector (cut26s).
 pub const SYSCALL_VECTOR: u64 = 0x100;
 
 // The asm stubs push in exactly this order; assert the layout they rely on.
