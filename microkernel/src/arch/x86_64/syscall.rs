@@ -124,6 +124,16 @@ pub fn entry_before_stack_switch() -> (u64, u64) {
     )
 }
 
+/// Where the entry's `sub` leaves RSP: frame.rcx's slot, the first (the
+/// highest) the pushes after it fill, as an offset in the frame.
+const SKIP_BASE: usize = core::mem::offset_of!(TrapFrame, rcx);
+/// The entry's `sub` from the kernel-stack top to [`SKIP_BASE`].
+const SKIP: usize = core::mem::size_of::<TrapFrame>() - SKIP_BASE;
+// The pushes after the `sub` fill the frame from r15 down to rax, right
+// below frame.rcx; the slots the entry writes by offset are above it.
+const _: () = assert!(core::mem::offset_of!(TrapFrame, r15) + 8 == SKIP_BASE);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, error_code) > SKIP_BASE);
+
 extern "C" {
     fn syscall_entry();
     /// The label right after the stub's switch to the kernel stack.
@@ -175,19 +185,22 @@ syscall_entry:
     mov rsp, gs:[{krsp}]                    // RSP := top of this thread's kernel stack
     .global syscall_entry_stack_live
 syscall_entry_stack_live:                   // (a #DB before here is on the user RSP)
-    push {user_ss}                          // frame.ss
-    push qword ptr gs:[{ursp}]              // frame.rsp (user)
-    push r11                                // frame.rflags (SYSCALL put them in R11)
-    push {user_cs}                          // frame.cs
-    push rcx                                // frame.rip (SYSCALL put it in RCX)
-    push rax                                // frame.error_code: the syscall number (Linux's orig_rax; the kill path reads it)
-    sub rsp, 24                             // frame.vector, frame.r11, frame.rcx: not written. No
-                                            // reader of a syscall frame looks at its vector (the
-                                            // exit's work path knows it has one; a syscall that
-                                            // faults the thread writes its own); SYSCALL clobbered
-                                            // RCX and R11: frame.rip and frame.rflags hold what
-                                            // they got, and only the TF exit below, which fills
-                                            // their slots, reads them
+    // The hardware part and the error code by offset from the first slot
+    // pushed below (frame.rcx), not pushed: that skips the slots nothing
+    // reads on a syscall frame with no instruction for them, one `sub` for
+    // all. Not written: frame.ss and frame.cs (SYSRET takes the selectors
+    // from STAR; the TF exit, the one exit that reads them, fills them),
+    // frame.vector (no reader of a syscall frame looks at it: the exit's
+    // work path knows it has one, and a syscall that faults the thread
+    // writes its own), frame.r11 and frame.rcx (SYSCALL clobbered both:
+    // frame.rflags and frame.rip hold what they got; the TF exit fills
+    // their slots too).
+    sub rsp, {skip}                         // rsp: frame.rcx's slot (IF is off; nothing writes below it yet)
+    mov [rsp + {s_rflags}], r11             // frame.rflags (SYSCALL put them in R11)
+    mov [rsp + {s_rip}], rcx                // frame.rip (SYSCALL put it in RCX)
+    mov [rsp + {s_err}], rax                // frame.error_code: the syscall number (Linux's orig_rax; the kill path reads it)
+    mov rcx, gs:[{ursp}]                    // rcx: the user RSP (its RIP is saved)
+    mov [rsp + {s_rsp}], rcx                // frame.rsp (user)
     "#,
     push_gprs_but_rcx_r11!(),               // the other general registers, r15 .. rax
     r#"
@@ -222,6 +235,8 @@ syscall_exit_to_user_cur:                   // the current Thread already and rs
     mov [rsp + {f_r11}], r11                // and pops R11 and RCX from it: what SYSRET would leave
     mov rcx, [rsp + {f_rip}]                // (the entry did not write their slots): R11 the RFLAGS,
     mov [rsp + {f_rcx}], rcx                // RCX the return RIP
+    mov qword ptr [rsp + {f_cs}], {user_cs} // and the selectors SYSRET would load (the entry did not
+    mov qword ptr [rsp + {f_ss}], {user_ss} // write them either; isr_return tests CS for its swapgs)
     jmp isr_return                          // full iretq path (swapgs there)
 
     // The frameless resume's exit (cut26s): the result in RAX, not yet in
@@ -248,6 +263,13 @@ syscall_nr_end:                             // the table's last index (syscall_u
     krsp = const OFF_KERNEL_RSP,
     count = const OFF_SYSCALLS,
     user_ss = const USER_DS as u64,
+    skip = const SKIP,
+    s_rflags = const core::mem::offset_of!(TrapFrame, rflags) - SKIP_BASE,
+    s_rip = const core::mem::offset_of!(TrapFrame, rip) - SKIP_BASE,
+    s_err = const core::mem::offset_of!(TrapFrame, error_code) - SKIP_BASE,
+    s_rsp = const core::mem::offset_of!(TrapFrame, rsp) - SKIP_BASE,
+    f_cs = const core::mem::offset_of!(TrapFrame, cs),
+    f_ss = const core::mem::offset_of!(TrapFrame, ss),
     user_cs = const super::gdt::USER_CS as u64,
     rflags = const core::mem::offset_of!(TrapFrame, rflags),
     f_rax = const core::mem::offset_of!(TrapFrame, rax),
