@@ -451,7 +451,7 @@ fn fast_wait<const FRAMELESS: bool>(
         // SAFETY: the caller's contract (FRAMELESS: nothing owned on the
         // stack; a user thread in the fast IPC entry, whose wait ends in
         // `frameless_resume`); we are Blocked (set above).
-        Some(next) if FRAMELESS => unsafe { sched::switch_direct_frameless(next) },
+        Some(next) if FRAMELESS => unsafe { sched::switch_direct_frameless(cur, next) },
         Some(next) => sched::switch_direct(next),
         None => sched::block(),
     }
