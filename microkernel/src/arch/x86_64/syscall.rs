@@ -10,7 +10,8 @@
 //! [`TrapFrame`] (the same shape interrupts build, at the same place: the top of
 //! the kernel stack; its RCX and R11 slots left unwritten, as SYSCALL
 //! clobbered both: `rip` and `rflags` hold what they got, and the TF exit,
-//! the one exit that pops them, fills them first; its vector too, which no
+//! the one exit that pops them, fills them first, as it fills CS and SS,
+//! unwritten too, which SYSRET takes from STAR; its vector too, which no
 //! reader of a syscall frame needs), and calls the number's entry in
 //! [`crate::syscall::SYSCALL_TABLE`] (a number past the known ones is
 //! clamped, without a branch, to the table's last entry,

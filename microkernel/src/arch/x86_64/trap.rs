@@ -10,7 +10,9 @@ use core::sync::atomic::AtomicU64;
 /// Every general-purpose register plus the hardware interrupt frame, in the order
 /// the entry stubs push them (lowest address first). Syscall entry builds the
 /// same layout, so a thread's user state always has this shape at the top of its
-/// kernel stack.
+/// kernel stack (a syscall frame's RCX, R11, vector, CS and SS slots hold
+/// whatever they held before: `arch::syscall` says who needs them and
+/// fills them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TrapFrame {
