@@ -12,7 +12,9 @@
 //! unknown numbers), the fast IPC hand-off into a frameless caller and
 //! into a frameless server (`reply_recv`), the slow IPC path, a frameless
 //! wait ended by the scheduler with an error (`PeerDied`), the work path
-//! (a thread suspended at its own syscall's return) and the TF path
+//! (a thread suspended at its own syscall's return, and one suspended in a
+//! frameless wait: the resume's exit, whose result comes in a register)
+//! and the TF path
 //! (`iretq`, a single-stepped syscall in a child whose #DBs a fault
 //! handler resumes).
 
@@ -466,4 +468,129 @@ pub fn exit_registers_after_the_work_path() -> TestResult {
         return Err("the work path handed back registers the ABI does not define");
     }
     Ok(())
+}
+
+/// What [`suspended_caller`] found: 0 good, 1 + the pattern's index if its
+/// registers were not the ABI's.
+static CALLER_BAD: AtomicU64 = AtomicU64::new(0);
+/// Steps of the suspended-wait case: 1 the server holds the call, 2 the
+/// caller is suspended (the server may reply), 3 the caller returned.
+static STEP: AtomicU64 = AtomicU64::new(0);
+/// The label of [`suspended_caller`]'s calls; [`LABEL`] + 9 stops the server.
+const HELD: u32 = LABEL + 8;
+
+/// A server pinned to CPU 0 on endpoint `arg` that holds each call
+/// (STEP 1) until the test suspended its caller (STEP 2), then answers
+/// with the fast `reply_recv` (the hand-off into the frameless caller,
+/// whose exit then finds the suspension: its work path); exits at the
+/// stop label.
+extern "C" fn holding_server(arg: u64) -> ! {
+    let ep = Endpoint(arg as u32);
+    if !util::pin0() {
+        sys::thread_exit(100);
+    }
+    let mut got = ipc::recv(ep, None);
+    loop {
+        let Ok(ipc::Received::Msg { msg, .. }) = got else {
+            sys::thread_exit(101);
+        };
+        if msg.label != HELD {
+            let _ = ipc::reply(&msg);
+            sys::thread_exit(0);
+        }
+        STEP.store(1, Ordering::SeqCst);
+        while STEP.load(Ordering::SeqCst) < 2 {
+            sys::yield_now();
+        }
+        got = ipc::reply_recv(ep, &msg, None);
+    }
+}
+
+/// Calls the holding server on endpoint `arg` through
+/// [`gpr::syscall_regs`] once per RFLAGS pattern and checks every register
+/// after each call (STEP 3 once it returned).
+extern "C" fn suspended_caller(arg: u64) -> ! {
+    if !util::pin0() {
+        sys::thread_exit(100);
+    }
+    for (i, &flags) in PATTERNS.iter().enumerate() {
+        let f = regs_after(
+            Sysnum::IpcCall as u64,
+            0x24e5_0000_0000_0000 ^ ((i as u64) << 40),
+            flags,
+            &call_regs(arg, u64::from(HELD), 0),
+        );
+        STEP.store(3, Ordering::SeqCst);
+        if check_exit("a call suspended in its wait", &f, Ok(0), &echoed(HELD)).is_err() {
+            CALLER_BAD.store(i as u64 + 1, Ordering::SeqCst);
+        }
+        while STEP.load(Ordering::SeqCst) != 0 {
+            sys::yield_now();
+        }
+    }
+    sys::thread_exit(0)
+}
+
+/// Case (cut26s): a caller suspended while it waits frameless in a fast
+/// call, then answered by the fast hand-off, stops at its exit (the
+/// resume's exit takes the result in a register and must put it in the
+/// frame before the work path) and, once resumed, gets RAX 0, the reply
+/// and every other register as the ABI says. Fails with the exit's store
+/// of RAX into the frame (`syscall_exit_to_user_result`, label 8) removed.
+pub fn exit_registers_after_a_suspended_frameless_wait() -> TestResult {
+    check(util::pin0(), "set_affinity(0)")?;
+    STEP.store(0, Ordering::SeqCst);
+    CALLER_BAD.store(0, Ordering::SeqCst);
+    let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
+    let h = u64::from(ep.0);
+    let s = util::spawn(holding_server, h)?;
+    sys::sleep_ns(2_000_000);
+    let c = util::spawn(suspended_caller, h)?;
+    let (f0, r0) = fast_counts();
+    let mut verdict = Ok(());
+    for round in 0..PATTERNS.len() {
+        let t0 = sys::clock_ns();
+        while STEP.load(Ordering::SeqCst) != 1 && sys::clock_ns() - t0 < 2_000_000_000 {
+            sys::sleep_ns(1_000_000);
+        }
+        if STEP.load(Ordering::SeqCst) != 1 {
+            verdict = Err("the server never got the call");
+            break;
+        }
+        ok(libipc::hw::thread_suspend(c.handle()), "thread_suspend")?;
+        STEP.store(2, Ordering::SeqCst);
+        sys::sleep_ns(20_000_000);
+        if STEP.load(Ordering::SeqCst) == 3 {
+            note!("round {round}: the call returned while its caller was suspended");
+            verdict = Err("a suspended caller returned to ring 3");
+        }
+        ok(libipc::hw::thread_resume(c.handle()), "thread_resume")?;
+        let t0 = sys::clock_ns();
+        while STEP.load(Ordering::SeqCst) != 3 && sys::clock_ns() - t0 < 2_000_000_000 {
+            sys::sleep_ns(1_000_000);
+        }
+        STEP.store(0, Ordering::SeqCst);
+    }
+    let st = c.join()?;
+    let (f1, r1) = fast_counts();
+    let stop = Message {
+        label: LABEL + 9,
+        words: [0; 6],
+    };
+    let r = ipc::call(ep, &stop, Some(5_000_000));
+    let ss = s.join()?;
+    let _ = ipc::handle_close(ep.0);
+    verdict?;
+    let bad = CALLER_BAD.load(Ordering::SeqCst);
+    if bad != 0 || st != abi::status::Status::Exited(0) {
+        note!("pattern {bad} bad, caller status {st:?}");
+        return Err("a caller suspended in a frameless wait got registers the ABI does not define");
+    }
+    check(f1 > f0, "the held calls never took the fast path")?;
+    check(r1 > r0, "the held calls' answers never took the fast path")?;
+    check(r.is_ok(), "the stop call failed")?;
+    check(
+        ss == abi::status::Status::Exited(0),
+        "the server did not exit 0",
+    )
 }

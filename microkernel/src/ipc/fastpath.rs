@@ -440,8 +440,8 @@ fn fast_wait<const FRAMELESS: bool>(
     // of `wait`). The claim word stands in for the result slot, which
     // needed our IPC lock (ipccut: one lock round trip less a side): a
     // claim whose result is not written yet is `wait`'s to wait for.
-    let ready = cur.killed() || !cur.ipc.claim.is_waiting(ticket);
-    if ready && cur.try_unblock() {
+    // (In assembly: `killed() || !claim.is_waiting(ticket)`, cut26s.)
+    if super::fastasm::killed_or_claimed(cur, ticket) && cur.try_unblock() {
         return deliver(wait(ticket, None, h), out);
     }
     let next = h.take();
@@ -451,7 +451,7 @@ fn fast_wait<const FRAMELESS: bool>(
         // SAFETY: the caller's contract (FRAMELESS: nothing owned on the
         // stack; a user thread in the fast IPC entry, whose wait ends in
         // `frameless_resume`); we are Blocked (set above).
-        Some(next) if FRAMELESS => unsafe { sched::switch_direct_frameless(next) },
+        Some(next) if FRAMELESS => unsafe { sched::switch_direct_frameless(cur, next) },
         Some(next) => sched::switch_direct(next),
         None => sched::block(),
     }
@@ -472,9 +472,10 @@ fn fast_wait<const FRAMELESS: bool>(
 pub fn framed_end(cur: &Thread) -> bool {
     // Acquire pairs with [`hand`]'s store after the frame's registers.
     // `framed` holds the claim word of the wait it names, claimed
-    // `Delivered` (`Ticket::delivered`): the word itself is the test.
-    let claimed = cur.ipc.framed.load(Ordering::Acquire);
-    cur.ipc.claim.finish_delivered(claimed)
+    // `Delivered` (`Ticket::delivered`): the word itself is the test
+    // (`finish_delivered`, in assembly: cut26s).
+    // SAFETY: `cur` is the current thread (the resume's).
+    unsafe { super::fastasm::framed_end(cur) }
 }
 
 /// The end of a fast wait for `ticket` once the thread runs again: the

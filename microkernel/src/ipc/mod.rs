@@ -26,6 +26,7 @@
 //!
 //! [`WaitClaim`]: kcore::ipc::WaitClaim
 
+mod fastasm;
 pub mod fastpath;
 pub mod fault;
 pub mod slowpath;

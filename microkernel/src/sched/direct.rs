@@ -97,16 +97,19 @@ pub fn switch_direct(next: Arc<Thread>) {
 /// The caller owns nothing that must be dropped or released (every frame
 /// between the syscall stub and this call is abandoned), the current
 /// thread is a user thread in a syscall whose wait ends in
-/// `crate::syscall::frameless_resume` (its TrapFrame is the stub's), and it
-/// is Blocked (or already made Ready and queued by a waker). The hand-off
+/// `crate::syscall::frameless_resume` (its TrapFrame is the stub's), `cur`
+/// is it, and it is Blocked (or already made Ready and queued by a waker). The hand-off
 /// is not traced: the caller (the frameless IPC entry) runs only while the
 /// `SCHED` trace category is off.
 #[inline(always)]
-pub unsafe fn switch_direct_frameless(next: Arc<Thread>) {
+pub unsafe fn switch_direct_frameless(cur: &Thread, next: Arc<Thread>) {
     let Some((next, cpu)) = direct_or_block::<false>(next) else {
         return;
     };
-    let prev = current();
+    // The caller's reference to the current thread, in a register: no
+    // `gs:` load of it again (cut26s).
+    debug_assert!(core::ptr::eq(cur, current()));
+    let prev = cur;
     let (prev_rsp, next_rsp, next_top) = switch_prepare::<true, false>(prev, next, cpu);
     let frameless = crate::arch::frameless::frameless_rsp();
     // `prev_rsp` is the previous thread's saved-RSP slot: nothing else

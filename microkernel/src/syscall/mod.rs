@@ -333,14 +333,18 @@ unsafe fn resume_end() -> ! {
     // SAFETY: the caller's contract (the current thread's syscall frame);
     // the wait is over.
     let f = unsafe { &mut *frame };
-    // The message is in the frame already: the result is `Ok(0)`.
-    if finish(f, Ok(0)) == ReturnCheck::Fault {
+    // The message is in the frame already: the result is `Ok(0)`, which
+    // the exit takes in a register (cut26s: no store into the frame and
+    // load back); a fault's path reads it from the frame.
+    let ok = encode_result(Ok(0));
+    if check_return(f) == ReturnCheck::Fault {
+        f.rax = ok;
         // SAFETY: the caller's contract.
         unsafe { resume_fault() }
     }
-    // SAFETY: the current thread's stack; its frame holds the result;
-    // nothing here is owned (the previous thread's reference was dropped).
-    unsafe { crate::arch::frameless::exit_to_user(cur as *const _ as u64, top) }
+    // SAFETY: the current thread's stack; nothing here is owned (the
+    // previous thread's reference was dropped); the result is `ok`.
+    unsafe { crate::arch::frameless::exit_to_user_result(cur as *const _ as u64, top, ok) }
 }
 
 /// [`resume_end`] for any other end of the wait (the message in the
@@ -583,16 +587,10 @@ pub extern "C" fn syscall_return_work(frame: &mut TrapFrame) {
     // thread there first (the handle still only in RAX), and a kill that
     // comes while it is parked ends it in that loop (break21, ring-3 case
     // `break21_suspended_spawner_killed_leaves_no_child`).
-    let (syscall, nr, rax) = (
-        frame.vector == crate::arch::trap::SYSCALL_VECTOR,
-        frame.error_code,
-        frame.rax,
-    );
-    crate::lifecycle::user_work(|| {
-        if syscall {
-            undo_spawn(nr, rax);
-        }
-    });
+    // Only the syscall stub's exit calls this, with its syscall frame
+    // (whose vector the stub does not write, cut26s: no test of it).
+    let (nr, rax) = (frame.error_code, frame.rax);
+    crate::lifecycle::user_work(|| undo_spawn(nr, rax));
 }
 
 /// Kills what spawn syscall `nr` created and closes its handle (`rax`, the

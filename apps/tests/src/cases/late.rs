@@ -441,6 +441,10 @@ pub const CASES: &[Case] = &[
         "break24e_exit_registers_after_a_single_stepped_syscall",
         break24t::exit_registers_after_a_single_stepped_syscall,
     ),
+    (
+        "break24e_exit_registers_after_a_suspended_frameless_wait",
+        break24e::exit_registers_after_a_suspended_frameless_wait,
+    ),
     // break23p: a fast reply_recv raced by a close and a kill.
     (
         "break23p_fast_reply_recv_races_close_and_kill",

@@ -151,6 +151,14 @@ impl Ticket {
         Ticket(w)
     }
 
+    /// The claim word while this wait waits, what
+    /// [`WaitClaim::is_waiting`] compares (for the kernel's assembly
+    /// readers of the word, cut26s).
+    #[inline(always)]
+    pub const fn waiting_word(self) -> u64 {
+        self.0
+    }
+
     /// The sequence number (for logs and for storing beside a thread id).
     pub const fn seq(self) -> u64 {
         self.0 >> 8
@@ -182,7 +190,16 @@ impl<A: AtomicWord> Default for WaitClaim<A> {
     }
 }
 
+/// The bits of a claim word [`WaitClaim::finish_delivered`] clears (the
+/// state; the running state is 0), for the kernel's assembly copy of it.
+pub const CLAIM_STATE_MASK: u64 = STATE_MASK;
+const _: () = assert!(RUNNING == 0);
+
 impl<A: AtomicWord> WaitClaim<A> {
+    /// Where the claim word sits in the record (for the kernel's assembly
+    /// readers of it, cut26s).
+    pub const WORD_OFFSET: usize = core::mem::offset_of!(Self, word);
+
     /// Not waiting.
     pub fn new() -> Self {
         WaitClaim {

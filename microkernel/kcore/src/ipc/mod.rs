@@ -23,7 +23,7 @@ pub mod notification;
 pub mod reply;
 pub mod replyword;
 
-pub use claim::{AtomicWord, Ticket, WaitClaim, WakeReason};
+pub use claim::{AtomicWord, Ticket, WaitClaim, WakeReason, CLAIM_STATE_MASK};
 pub use endpoint::{CallStep, Caller, Drained, Endpoint, Pick, Receiver, RecvStep, QUEUE_KEEP};
 pub use msg::{Message, MsgError, MsgInfo, RecvSpec, MAX_BUFFER};
 pub use notification::{Notification, SignalStep, WaitStep};

@@ -12,7 +12,7 @@
 //! `switch_context` (or [`load_context`]) and lands in
 //! `frameless_resume_entry`, which:
 //! 1. moves RSP to the thread's own frame (the top of its kernel stack,
-//!    which the switch just made this CPU's `PerCpu::kernel_rsp`): RSP left
+//!    which the switch just made this CPU's TSS.RSP0, `PerCpu::kernel_rsp`): RSP left
 //!    the previous thread's stack before anything below runs;
 //! 2. calls the resume function (`crate::syscall::frameless_resume`),
 //!    which first runs `finish_switch`: it releases the previous thread
@@ -23,7 +23,9 @@
 //!    (RAX, the return-RIP check);
 //! 3. the resume function leaves through the syscall stub's exit
 //!    (`syscall_exit_to_user`, [`exit_to_user`]: RSP := the frame, RAX :=
-//!    the current thread, a jump past the exit's own load of it;
+//!    the current thread, a jump past the exit's own load of it; in the
+//!    common case [`exit_to_user_result`], the result in RAX and the
+//!    thread in RCX;
 //!    switchcut: no epilogue, no return into the entry): the work test (a
 //!    kill), the TF test, SYSRET — the same exit every syscall takes.
 //!
@@ -138,6 +140,31 @@ pub unsafe fn exit_to_user(cur: u64, kstack_top: u64) -> ! {
             top = in(reg) kstack_top,
             size = const core::mem::size_of::<TrapFrame>(),
             in("rax") cur,
+            options(noreturn),
+        )
+    }
+}
+
+/// [`exit_to_user`] with the syscall's result in a register rather than
+/// in the frame (`syscall_exit_to_user_result`, cut26s: the frameless
+/// resume's common case saves its store into the frame and the exit's
+/// load of it; the exit's slow paths store it there first).
+///
+/// # Safety
+/// As [`exit_to_user`], but the frame's RAX slot is not the result:
+/// `result` is.
+#[inline(always)]
+pub unsafe fn exit_to_user_result(cur: u64, kstack_top: u64, result: u64) -> ! {
+    // SAFETY: the caller's contract; the exit reads only the frame, the
+    // per-CPU record and the current thread.
+    unsafe {
+        core::arch::asm!(
+            "lea rsp, [{top} - {size}]", // rsp := the frame, as the stub's exit expects
+            "jmp syscall_exit_to_user_result", // rax: the result, rcx: the current thread
+            top = in(reg) kstack_top,
+            size = const core::mem::size_of::<TrapFrame>(),
+            in("rax") result,
+            in("rcx") cur,
             options(noreturn),
         )
     }

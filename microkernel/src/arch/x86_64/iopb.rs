@@ -40,7 +40,6 @@
 use super::fpu::FpuState;
 use super::percpu::{CpuId, MAX_CPUS};
 use alloc::boxed::Box;
-use core::cell::UnsafeCell;
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::structures::tss::TaskStateSegment;
@@ -75,28 +74,25 @@ const _: () = assert!(offset_of!(TssIo, tail) == offset_of!(TssIo, bitmap) + BIT
 // The offset field is 16 bits wide.
 const _: () = assert!(TSS_LIMIT < u16::MAX as u64);
 
-struct Slot(UnsafeCell<TssIo>);
-
-// SAFETY: slot `i` is read and written only by CPU `i` with interrupts off
-// (and by the CPU itself on ring changes and port accesses).
-unsafe impl Sync for Slot {}
-
-/// Every CPU's TSS. All zero at link time (in `.bss`): [`init_cpu`] fills
-/// the bitmap and the TSS fields before the TSS is loaded.
-static TSS: [Slot; MAX_CPUS] = [const {
+impl TssIo {
+    /// All zero: [`init_cpu`] fills the bitmap and the TSS fields before
+    /// the TSS is loaded.
     // SAFETY: all-zero is a valid TaskStateSegment (integers only) and a
     // valid byte array.
-    Slot(UnsafeCell::new(unsafe { core::mem::zeroed() }))
-}; MAX_CPUS];
+    pub const ZERO: TssIo = unsafe { core::mem::zeroed() };
+}
 
 /// The key of the bits each CPU's bitmap holds, live or not (0: none yet).
 /// Kept while a process without ports runs, so switching back to the one
 /// with them does not copy its 8 KiB again.
 static LOADED_KEY: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
-/// CPU `cpu`'s TSS.
+/// CPU `cpu`'s TSS: in its per-CPU record (`percpu::PerCpu::io`, cut26s:
+/// there its RSP0 is at a fixed `gs:` offset). Read and written only by CPU
+/// `cpu` with interrupts off (and by the CPU itself on ring changes and
+/// port accesses).
 pub fn tss(cpu: CpuId) -> *mut TssIo {
-    TSS[cpu.get() as usize].0.get()
+    super::percpu::slot(cpu).tss_io()
 }
 
 /// Fills CPU `cpu`'s bitmap with ones (every port denied) and turns it off.
@@ -213,7 +209,7 @@ pub fn switch_to(perm: Option<&IoPerm>) -> bool {
 /// version. `key` is `perm`'s key as `switch_to` read it; `i` this CPU.
 #[inline(never)]
 fn switch_slow(perm: Option<&IoPerm>, key: u64, i: usize) {
-    let t = TSS[i].0.get();
+    let t = tss(CpuId::from_index(i));
     let (base, live) = if key == 0 {
         (IOMAP_NONE, 0)
     } else {

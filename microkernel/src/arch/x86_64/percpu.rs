@@ -27,6 +27,7 @@ use core::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
 use x2apic::lapic::LocalApic;
+use x86_64::structures::tss::TaskStateSegment;
 use x86_64::VirtAddr;
 
 /// The most CPUs the kernel runs on (more in the MADT are ignored).
@@ -102,8 +103,6 @@ pub struct PerCpu {
     self_ptr: AtomicU64,
     /// Scratch slot: the user RSP parked by the syscall entry stub.
     user_rsp: AtomicU64,
-    /// Top of the running thread's kernel stack (the syscall stub switches to it).
-    kernel_rsp: AtomicU64,
     /// Dense CPU number (the index in [`CPUS`]).
     cpu_id: AtomicU32,
     /// Local APIC id (`u32::MAX`: none yet, or the AP was abandoned).
@@ -136,10 +135,6 @@ pub struct PerCpu {
     pub rip_refusals: AtomicU64,
     /// The root this CPU's CR3 holds ([`super::mmu`]).
     pub(super) loaded_root: AtomicU64,
-    /// The address of this CPU's TSS.RSP0 (a field of its [`super::iopb`]
-    /// slot), set once by [`init_cpu`]: [`set_kernel_stack`] writes it
-    /// through this in one `gs:` load (switchcut).
-    tss_rsp0: AtomicU64,
     /// The key of the I/O bitmap live in this CPU's TSS, 0 for none
     /// ([`super::iopb`]'s `switch_to` compares it in one `gs:` load; owning
     /// CPU only, interrupts off).
@@ -169,14 +164,25 @@ pub struct PerCpu {
     pub(super) apic: UnsafeCell<Option<LocalApic>>,
     /// This CPU's descriptor table (filled once by the owning CPU).
     gdt: UnsafeCell<Gdt>,
+    /// This CPU's TSS and I/O bitmap ([`super::iopb`]; owning CPU only,
+    /// interrupts off). Here, at a fixed `gs:` offset, so its RSP0 is also
+    /// the top of the running thread's kernel stack the syscall stub
+    /// switches to ([`OFF_KERNEL_RSP`]): a switch stores it once (cut26s:
+    /// it stored `kernel_rsp` and RSP0 through a pointer, three
+    /// instructions).
+    io: UnsafeCell<super::iopb::TssIo>,
 }
 
 /// `gs:` offset of [`PerCpu::self_ptr`].
 pub const OFF_SELF: usize = offset_of!(PerCpu, self_ptr);
 /// `gs:` offset of [`PerCpu::user_rsp`].
 pub const OFF_USER_RSP: usize = offset_of!(PerCpu, user_rsp);
-/// `gs:` offset of [`PerCpu::kernel_rsp`].
-pub const OFF_KERNEL_RSP: usize = offset_of!(PerCpu, kernel_rsp);
+/// `gs:` offset of the top of the running thread's kernel stack: this
+/// CPU's TSS.RSP0 (in [`PerCpu::io`]), which the CPU switches to on an
+/// interrupt from ring 3 and the syscall stub on a `syscall`.
+pub const OFF_KERNEL_RSP: usize = offset_of!(PerCpu, io)
+    + offset_of!(super::iopb::TssIo, tss)
+    + offset_of!(TaskStateSegment, privilege_stack_table);
 /// `gs:` offset of [`PerCpu::cpu_id`].
 pub const OFF_CPU_ID: usize = offset_of!(PerCpu, cpu_id);
 /// `gs:` offset of [`PerCpu::apic_id`].
@@ -191,8 +197,6 @@ pub const OFF_SCHED: usize = offset_of!(PerCpu, sched);
 pub const OFF_FAST_CALLS: usize = offset_of!(PerCpu, fast_calls);
 /// `gs:` offset of [`PerCpu::fast_replies`].
 pub const OFF_FAST_REPLIES: usize = offset_of!(PerCpu, fast_replies);
-/// `gs:` offset of [`PerCpu::tss_rsp0`].
-const OFF_TSS_RSP0: usize = offset_of!(PerCpu, tss_rsp0);
 /// `gs:` offset of [`PerCpu::loaded_root`].
 const OFF_LOADED_ROOT: usize = offset_of!(PerCpu, loaded_root);
 /// `gs:` offset of [`PerCpu::io_live_key`].
@@ -200,16 +204,20 @@ const OFF_IO_LIVE_KEY: usize = offset_of!(PerCpu, io_live_key);
 
 const _: () = assert!(OFF_SELF == 0);
 const _: () = assert!(OFF_USER_RSP == 8);
-const _: () = assert!(OFF_KERNEL_RSP == 16);
-const _: () = assert!(OFF_CPU_ID == 24);
-const _: () = assert!(OFF_APIC_ID == 28);
-const _: () = assert!(OFF_CURRENT == 32);
-const _: () = assert!(core::mem::size_of::<PerCpu>() <= 4096);
+const _: () = assert!(OFF_CPU_ID == 16);
+const _: () = assert!(OFF_APIC_ID == 20);
+const _: () = assert!(OFF_CURRENT == 24);
+// RSP0 is the TSS's second field (after a reserved u32), 8 bytes at a 4-aligned
+// offset: the stub's and the switch's plain 64-bit `mov`s reach it.
+const _: () = assert!(OFF_KERNEL_RSP == offset_of!(PerCpu, io) + 4);
+const _: () = assert!(OFF_KERNEL_RSP.is_multiple_of(4));
+// Everything but the TSS and its 8 KiB bitmap in one page, as before.
+const _: () = assert!(offset_of!(PerCpu, io) <= 4096);
 // The asm reads and writes these as plain 64/32-bit words.
 const _: () = assert!(core::mem::size_of::<AtomicU64>() == 8);
 const _: () = assert!(core::mem::size_of::<AtomicU32>() == 4);
 
-// SAFETY: every field is atomic except the three UnsafeCells, which only the
+// SAFETY: every field is atomic except the four UnsafeCells, which only the
 // owning CPU touches (module sharing rule); `LocalApic` holds an MMIO
 // pointer that is never used from another CPU.
 unsafe impl Sync for PerCpu {}
@@ -220,7 +228,6 @@ impl PerCpu {
         PerCpu {
             self_ptr: AtomicU64::new(0),
             user_rsp: AtomicU64::new(0),
-            kernel_rsp: AtomicU64::new(0),
             cpu_id: AtomicU32::new(id),
             apic_id: AtomicU32::new(u32::MAX),
             current_thread: AtomicU64::new(0),
@@ -233,7 +240,6 @@ impl PerCpu {
             poll_misses: AtomicU64::new(0),
             rip_refusals: AtomicU64::new(0),
             loaded_root: AtomicU64::new(0),
-            tss_rsp0: AtomicU64::new(0),
             io_live_key: AtomicU64::new(0),
             shootdown_pending: AtomicBool::new(false),
             next_tick_tsc: AtomicU64::new(0),
@@ -245,6 +251,7 @@ impl PerCpu {
             trace: AtomicPtr::new(core::ptr::null_mut()),
             apic: UnsafeCell::new(None),
             gdt: UnsafeCell::new(Gdt::empty()),
+            io: UnsafeCell::new(super::iopb::TssIo::ZERO),
         }
     }
 
@@ -265,16 +272,23 @@ impl PerCpu {
         self.apic_id.store(id.unwrap_or(u32::MAX), Ordering::SeqCst);
     }
 
-    /// Top of the running thread's kernel stack.
+    /// Top of the running thread's kernel stack (TSS.RSP0).
     pub fn kernel_rsp(&self) -> u64 {
-        self.kernel_rsp.load(Ordering::Relaxed)
+        // SAFETY: a read of a field only the owning CPU writes (interrupts
+        // off); callers read their own record, so no write is concurrent.
+        unsafe { (*self.io.get()).tss.privilege_stack_table[0].as_u64() }
     }
 
     /// The TSS's I/O-bitmap offset.
     pub fn iomap_base(&self) -> u16 {
         // SAFETY: a read of a field the owning CPU wrote at bring-up; callers
         // read their own record (interrupts off), so no write is concurrent.
-        unsafe { (*super::iopb::tss(self.id())).tss.iomap_base }
+        unsafe { (*self.io.get()).tss.iomap_base }
+    }
+
+    /// This CPU's TSS and I/O bitmap ([`super::iopb::tss`]).
+    pub(super) fn tss_io(&self) -> *mut super::iopb::TssIo {
+        self.io.get()
     }
 }
 
@@ -345,8 +359,6 @@ pub unsafe fn init_cpu(cpu: CpuId, apic_id: Option<u32>, ist_tops: [u64; IST_COU
             (*tss).tss.interrupt_stack_table[i] = VirtAddr::new(*top);
         }
         super::iopb::init_cpu(cpu);
-        let rsp0 = core::ptr::addr_of_mut!((*tss).tss.privilege_stack_table) as u64;
-        pc.tss_rsp0.store(rsp0, Ordering::Relaxed);
         (*gdt).fill(tss as u64, super::iopb::TSS_LIMIT);
         (*gdt).load();
         cpu::wrmsr(msr::GS_BASE, pc as *const PerCpu as u64);
@@ -445,29 +457,24 @@ pub fn sched_part() -> *mut () {
 /// IPC round trip (docs/ipc.md section 5, sixth round).
 #[inline(always)]
 pub fn set_kernel_stack(top: u64) {
-    // Three instructions (switchcut; 12 through `this()`, `id()`, the TSS
-    // table's bounds check and `VirtAddr::new`'s canonical test): `top` is a
-    // thread's kernel stack top, a kernel address, so the check could not
-    // fail. `tss_rsp0` was set by this CPU's `init_cpu`, before any switch.
+    // One store (cut26s; three with a `kernel_rsp` of its own and RSP0
+    // through a pointer; 12 through `this()`, `id()`, the TSS table's bounds
+    // check and `VirtAddr::new`'s canonical test): `top` is a thread's
+    // kernel stack top, a kernel address, so the check could not fail.
     debug_assert!(top >= 0xffff_8000_0000_0000);
-    debug_assert_ne!(this().tss_rsp0.load(Ordering::Relaxed), 0);
-    // Registers: `top` the new stack top; `p` the address of this CPU's
-    // TSS.RSP0 (8 bytes, 4-aligned in the packed TSS: a plain `mov` stores
-    // it). Only this CPU writes its own `kernel_rsp` and TSS, with
-    // interrupts off (the scheduler calls this inside its critical
+    // Registers: `top` the new stack top, stored into this CPU's TSS.RSP0
+    // (8 bytes, 4-aligned in the packed TSS: a plain `mov` stores it),
+    // which the syscall stub reads too. Only this CPU writes its own TSS,
+    // with interrupts off (the scheduler calls this inside its critical
     // section); the CPU reads RSP0 only on a ring change, which cannot
-    // happen during these stores.
+    // happen during this store.
     // SAFETY: in ring 0 after `init_cpu`, `gs:` is this CPU's PerCpu, whose
-    // `tss_rsp0` points at its own TSS's RSP0 field (above).
+    // TSS sits at a fixed offset ([`OFF_KERNEL_RSP`]).
     unsafe {
         core::arch::asm!(
             "mov gs:[{krsp}], {top}",
-            "mov {p}, gs:[{rsp0}]",
-            "mov [{p}], {top}",
             top = in(reg) top,
-            p = out(reg) _,
             krsp = const OFF_KERNEL_RSP,
-            rsp0 = const OFF_TSS_RSP0,
             options(nostack, preserves_flags),
         );
     }

@@ -10,13 +10,14 @@ use core::sync::atomic::AtomicU64;
 /// Every general-purpose register plus the hardware interrupt frame, in the order
 /// the entry stubs push them (lowest address first). Syscall entry builds the
 /// same layout, so a thread's user state always has this shape at the top of its
-/// kernel stack.
+/// kernel stack (a syscall frame's RCX, R11, vector, CS and SS slots hold
+/// whatever they held before: `arch::syscall` says who needs them and
+/// fills them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TrapFrame {
     pub rax: u64,
     pub rbx: u64,
-    pub rcx: u64,
     pub rdx: u64,
     pub rsi: u64,
     pub rdi: u64,
@@ -24,12 +25,20 @@ pub struct TrapFrame {
     pub r8: u64,
     pub r9: u64,
     pub r10: u64,
-    pub r11: u64,
     pub r12: u64,
     pub r13: u64,
     pub r14: u64,
     pub r15: u64,
-    /// Vector number (syscall entry stores [`SYSCALL_VECTOR`]).
+    /// RCX and R11 last, side by side: the syscall stub leaves both
+    /// slots unwritten with one `sub` (SYSCALL put the return RIP and
+    /// RFLAGS in them, which `rip` and `rflags` hold; cut26s). Only an
+    /// interrupt or exception frame (or the TF exit, which fills them)
+    /// hands them back.
+    pub rcx: u64,
+    pub r11: u64,
+    /// Vector number. The syscall entry does not write it (cut26s: no
+    /// reader of a syscall frame looks at it); a syscall that faults the
+    /// thread stores the fault's.
     pub vector: u64,
     /// The CPU's error code, or 0.
     pub error_code: u64,
@@ -40,30 +49,46 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
-/// Assembly that pushes the general registers in [`TrapFrame`] order (r15
+/// Assembly that pushes the general registers in [`TrapFrame`] order (r11
 /// first, rax last), completing a frame whose vector, error code and hardware
-/// part are already on the stack. Shared by every entry stub.
+/// part are already on the stack. Shared by every entry stub but the
+/// syscall stub, which pushes [`push_gprs_but_rcx_r11`] after one `sub`.
 macro_rules! push_gprs {
     () => {
-        "push r15\n push r14\n push r13\n push r12\n push r11\n push r10\n push r9\n push r8\n push rbp\n push rdi\n push rsi\n push rdx\n push rcx\n push rbx\n push rax\n"
+        concat!(
+            "push r11\n push rcx\n",
+            $crate::arch::trap::push_gprs_but_rcx_r11!()
+        )
     };
 }
 pub(crate) use push_gprs;
 
+/// [`push_gprs`] without its first two (R11 and RCX): r15 first, rax last.
+macro_rules! push_gprs_but_rcx_r11 {
+    () => {
+        "push r15\n push r14\n push r13\n push r12\n push r10\n push r9\n push r8\n push rbp\n push rdi\n push rsi\n push rdx\n push rbx\n push rax\n"
+    };
+}
+pub(crate) use push_gprs_but_rcx_r11;
+
 /// Assembly that pops the general registers pushed by [`push_gprs`].
 macro_rules! pop_gprs {
     () => {
-        "pop rax\n pop rbx\n pop rcx\n pop rdx\n pop rsi\n pop rdi\n pop rbp\n pop r8\n pop r9\n pop r10\n pop r11\n pop r12\n pop r13\n pop r14\n pop r15\n"
+        "pop rax\n pop rbx\n pop rdx\n pop rsi\n pop rdi\n pop rbp\n pop r8\n pop r9\n pop r10\n pop r12\n pop r13\n pop r14\n pop r15\n pop rcx\n pop r11\n"
     };
 }
 pub(crate) use pop_gprs;
 
-/// The pseudo vector number a syscall frame carries.
+/// A vector number no CPU event has (past 255): the ktests' synthetic
+/// syscall frames carry it, to see `check_return` leave a resumable
+/// frame's vector alone. The syscall entry writes no vector (cut26s).
 pub const SYSCALL_VECTOR: u64 = 0x100;
 
 // The asm stubs push in exactly this order; assert the layout they rely on.
 const _: () = assert!(offset_of!(TrapFrame, rax) == 0);
-const _: () = assert!(offset_of!(TrapFrame, r15) == 14 * 8);
+const _: () = assert!(offset_of!(TrapFrame, r15) == 12 * 8);
+const _: () = assert!(offset_of!(TrapFrame, rcx) == 13 * 8);
+const _: () = assert!(offset_of!(TrapFrame, r11) == 14 * 8);
 const _: () = assert!(offset_of!(TrapFrame, vector) == 15 * 8);
 const _: () = assert!(offset_of!(TrapFrame, error_code) == 16 * 8);
 const _: () = assert!(offset_of!(TrapFrame, rip) == 17 * 8);
