@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 /// `spin::Mutex`'s compare-and-swap on a byte needed the two registers
 /// set up first (4 instructions; a round trip takes four locks). A
 /// waiter spins on plain loads and tries again only once the lock looks
-/// free (no write per spin).
+/// free (no write per spin). Modelled in kcore (`tas_loom`).
 pub struct IrqMutex<T> {
     /// Bit 0: held.
     locked: AtomicU32,
