@@ -318,7 +318,13 @@ fn message(info: MsgInfo, f: &TrapFrame, badge: u64) -> Result<(Msg, Extra), Err
 /// `COLD`; out of line it cost `ipc_buffer_4k_same_core` 48).
 #[inline(always)]
 fn fast_regs(f: &TrapFrame) -> bool {
-    f.rsi >> 32 == 0 && f.r15 as u32 as usize <= MAX_BUFFER
+    // RSI's upper half read as a `u32` of its own and compared in memory
+    // (cut26l: a shift of the whole register needed a copy of it, which the
+    // label keeps).
+    // SAFETY: the upper half of the aligned `u64` `f.rsi` (x86_64 is
+    // little-endian), in bounds of `f` and initialised.
+    let rsi_hi = unsafe { core::ptr::addr_of!(f.rsi).cast::<u32>().add(1).read() };
+    rsi_hi == 0 && f.r15 as u32 as usize <= MAX_BUFFER
 }
 
 /// RSI and R15 decoded (`MsgInfo::from_user`, `RecvSpec::from_user`:
