@@ -16,6 +16,7 @@
 //! Serial output is last, so logging is allowed while holding any other lock.
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -37,13 +38,14 @@ pub struct IrqMutex<T> {
 // (the Acquire `fetch_or` that set bit 0, until the Release store that
 // clears it), as `spin::Mutex` does, with the same bounds.
 unsafe impl<T: Send> Sync for IrqMutex<T> {}
-// SAFETY: as for `Sync`: moving the lock moves the value.
-unsafe impl<T: Send> Send for IrqMutex<T> {}
 
 /// Holds the lock and the interrupt state to restore.
 pub struct IrqMutexGuard<'a, T> {
     lock: &'a IrqMutex<T>,
     were_enabled: bool,
+    /// The guard is shared (`Sync`) only where `T` is: a shared guard
+    /// hands out `&T` (as `spin::MutexGuard`).
+    _value: PhantomData<&'a mut T>,
 }
 
 impl<T> IrqMutex<T> {
@@ -84,6 +86,7 @@ impl<T> IrqMutex<T> {
         IrqMutexGuard {
             lock: self,
             were_enabled: false,
+            _value: PhantomData,
         }
     }
 
@@ -109,6 +112,7 @@ impl<T> IrqMutex<T> {
             Some(IrqMutexGuard {
                 lock: self,
                 were_enabled,
+                _value: PhantomData,
             })
         } else {
             if were_enabled {
