@@ -39,3 +39,6 @@ pub mod memmap;
 pub mod paging;
 pub mod runqueue;
 pub mod userlog;
+
+#[cfg(test)]
+mod tas_loom;

@@ -318,7 +318,13 @@ fn message(info: MsgInfo, f: &TrapFrame, badge: u64) -> Result<(Msg, Extra), Err
 /// `COLD`; out of line it cost `ipc_buffer_4k_same_core` 48).
 #[inline(always)]
 fn fast_regs(f: &TrapFrame) -> bool {
-    f.rsi >> 32 == 0 && f.r15 as u32 as usize <= MAX_BUFFER
+    // RSI's upper half read as a `u32` of its own and compared in memory
+    // (cut26l: a shift of the whole register needed a copy of it, which the
+    // label keeps).
+    // SAFETY: the upper half of the aligned `u64` `f.rsi` (x86_64 is
+    // little-endian), in bounds of `f` and initialised.
+    let rsi_hi = unsafe { core::ptr::addr_of!(f.rsi).cast::<u32>().add(1).read() };
+    rsi_hi == 0 && f.r15 as u32 as usize <= MAX_BUFFER
 }
 
 /// RSI and R15 decoded (`MsgInfo::from_user`, `RecvSpec::from_user`:
@@ -387,7 +393,7 @@ fn call<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> {
         return call_decoded::<FRAMELESS>(f);
     }
     let (info, spec) = fast_decode(fr);
-    call_with::<FRAMELESS>(f, info, spec)
+    call_with::<FRAMELESS, false>(f, info, spec)
 }
 
 /// [`call`] of any other RSI and R15: decoded (their refusals first).
@@ -395,7 +401,7 @@ fn call<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> {
 fn call_decoded<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> {
     // SAFETY: as in `call`.
     let (info, spec) = decode(unsafe { &*f })?;
-    call_with::<FRAMELESS>(f, info, spec)
+    call_with::<FRAMELESS, true>(f, info, spec)
 }
 
 /// [`call`] of the decoded `info` and `spec`: the receive buffer, the
@@ -404,8 +410,13 @@ fn call_decoded<const FRAMELESS: bool>(f: *mut TrapFrame) -> Result<u64, Error> 
 /// table's own entry, so the fast path takes no endpoint reference of its
 /// own and drops none (the claimed receiver's record holds one until the
 /// call takes it); a counted one is taken only for the rest.
+///
+/// `DECODED`: [`call_decoded`]'s copy, whose message is never
+/// register-only (an RSI that [`fast_regs`] refused and [`decode`]
+/// accepted has handles, a buffer or a timeout: a copy mask needs
+/// handles), so it has no fast path and no cross-core path to test.
 #[inline(always)]
-fn call_with<const FRAMELESS: bool>(
+fn call_with<const FRAMELESS: bool, const DECODED: bool>(
     f: *mut TrapFrame,
     info: MsgInfo,
     spec: RecvSpec,
@@ -418,7 +429,8 @@ fn call_with<const FRAMELESS: bool>(
     // A kill pending leaves the call to the slow path, which notices it
     // (tested before the lookup, which still refuses first: the thread
     // is at hand here, and only a spill of it after the table lock).
-    let fast = info.is_register_only() && !cur.killed();
+    debug_assert!(!DECODED || !info.is_register_only());
+    let fast = !DECODED && info.is_register_only() && !cur.killed();
     let p = syscall_process(cur);
     // Syscalls run with interrupts off: no RFLAGS save and restore.
     let t = p.ipc.handles.lock_irqs_off();
@@ -441,13 +453,14 @@ fn call_with<const FRAMELESS: bool>(
     drop(t);
     // Inlined in both copies (out of line on the fast copy it cost the
     // cross-core call 22 and the same-core one 2, lookup3).
-    call_rest::<FRAMELESS>(f, ep, badge, info, buf)
+    call_rest::<FRAMELESS, DECODED>(f, ep, badge, info, buf)
 }
 
 /// The rest of [`call_with`] once the same-core fast path did not take
-/// the call (nothing changed): the cross-core path, else the slow path.
+/// the call (nothing changed): the cross-core path, else the slow path. `DECODED`: as for
+/// [`call_with`].
 #[inline(always)]
-fn call_rest<const FRAMELESS: bool>(
+fn call_rest<const FRAMELESS: bool, const DECODED: bool>(
     f: *mut TrapFrame,
     ep: Ep,
     badge: u64,
@@ -456,7 +469,7 @@ fn call_rest<const FRAMELESS: bool>(
 ) -> Result<u64, Error> {
     // SAFETY: as in `call`.
     let spec = spec_of(unsafe { &*f }, info);
-    if info.is_register_only() {
+    if !DECODED && info.is_register_only() {
         // The receiver waits on another CPU: the same steps, with a wake
         // instead of the switch (`ipc::xcall`); `None` changed nothing.
         if let Some(r) = xcall::call(FRAMELESS, &ep, info.label(), badge, buf, spec.capacity, f) {
@@ -534,8 +547,9 @@ fn recv_decoded<const FRAMELESS: bool>(f: *mut TrapFrame, reply_first: bool) -> 
 
 /// [`recv`] of the decoded `info` and `spec`: the receive buffer, the
 /// endpoint, then the fast path (whose record takes the lookup's endpoint
-/// reference). `COLD`: the rest inlined ([`recv_decoded`]'s copy) rather
-/// than called.
+/// reference). `COLD`: [`recv_decoded`]'s copy, the rest inlined rather
+/// than called, with no fast path to test (its message is never
+/// register-only, as [`call_with`]'s `DECODED`).
 #[inline(always)]
 fn recv_with<const FRAMELESS: bool, const COLD: bool>(
     f: *mut TrapFrame,
@@ -551,12 +565,12 @@ fn recv_with<const FRAMELESS: bool, const COLD: bool>(
         // (The frameless entry runs only with the IPC category off.)
         super::trace::reply(Some(&ep));
     }
-    if reply_first && info.is_register_only() && spec.timeout_us.is_none() {
+    debug_assert!(!COLD || !info.is_register_only());
+    if reply_first && !COLD && info.is_register_only() && spec.timeout_us.is_none() {
         // The fast path back to the caller (`ipc::fastpath`).
         match fastpath::reply_recv::<FRAMELESS>(ep, info.label(), buf, spec.capacity, f) {
             ReplyRecv::Done(r) => r.map(|_| 0),
             ReplyRecv::ReceiveSlow(h, ep) => receive_slow(f, ep, buf, h),
-            ReplyRecv::NotTaken(ep) if COLD => recv_rest_inline(f, ep, reply_first, info, buf),
             ReplyRecv::NotTaken(ep) => recv_rest(f, ep, reply_first, info, buf),
         }
     } else if COLD {
