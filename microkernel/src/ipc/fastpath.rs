@@ -46,7 +46,7 @@ use super::slowpath::Ep;
 use super::{claim, end_wait, wait};
 use crate::arch::trap::TrapFrame;
 use crate::object::thread::{Thread, ThreadState};
-use crate::object::waitstate::{Msg, Outcome, TRef, WaitOn};
+use crate::object::waitstate::{Msg, Outcome, Server, TRef, WaitOn};
 use crate::sched;
 use abi::Error;
 use alloc::sync::Arc;
@@ -251,7 +251,10 @@ pub(super) fn give_call(
     // No lock (proto3): the record is ours until `begin_next` publishes
     // the wait (`WaitRecord`).
     // SAFETY: our own record; no wait of ours is visible.
-    let old = set_record(unsafe { cur.ipc.wait.get() }, WaitOn::Reply(rt.clone()));
+    let old = set_record(
+        unsafe { cur.ipc.wait.get() },
+        WaitOn::Reply(Server::new(rt)),
+    );
     if let Some(old) = old {
         drop_cold(old);
     }
@@ -643,12 +646,12 @@ pub fn reply_recv<const FRAMELESS: bool>(
         // contract); nothing else writes it while it runs.
         frame_msg(unsafe { &*out }, label, 0)
     });
-    // Its record, `Reply(us)`, releases its reference inline; anything
-    // else out of line (as [`drop_record`] for a receive; a shared helper
-    // testing both kinds measured 8 worse than this, protocut).
-    match record {
-        WaitOn::Reply(t) => drop(t),
-        w => drop_cold(w),
+    // Its record, `Reply(us)`, holds no reference (`Server`, cut26e);
+    // anything else is dropped out of line (as [`drop_record`] for a
+    // receive; a shared helper testing both kinds measured 8 worse than
+    // this, protocut).
+    if !matches!(record, WaitOn::Reply(_)) {
+        drop_cold(record);
     }
     let h = Handoff::or_wake(ct);
     // 3. Our receive: recorded (step 1) and published (`begin`) before we

@@ -62,6 +62,20 @@ pub(crate) fn unlink(t: &Thread, me: TRef) {
             n.s.lock().n.remove(&TRef::new(t, None));
         }
         WaitOn::Reply(server) => {
+            // Uncounted (`Server`): the server side is alive, or we are the
+            // caller, which won its own claim with interrupts off, still
+            // off here (no tick: the server's memory stays, `mem::retire`).
+            debug_assert!(!crate::arch::cpu::interrupts_enabled());
+            // SAFETY: as just said (`Server`'s lifetime rule).
+            let server = unsafe { server.get() };
+            // A server given back to the heap is poisoned (`mem::retire`):
+            // a broken lifetime rule stops here, not in someone's memory.
+            let poison = u64::from_ne_bytes([crate::mem::retire::POISON; 8]);
+            assert_ne!(
+                server.tid.get(),
+                poison,
+                "a caller unlinked from a freed server"
+            );
             // Waits out a server-side pin (`ReplyWord`): once this
             // returns, no claim of `t` by the server side is under way.
             server.ipc.reply.caller_gone(me.id());

@@ -11,7 +11,7 @@ use crate::object::endpoint::EndpointObj;
 use crate::object::kobject::ObjBox;
 use crate::object::notification::NotificationObj;
 use crate::object::thread::Thread;
-use crate::object::waitstate::{Msg, Outcome, TRef, WaitOn};
+use crate::object::waitstate::{Msg, Outcome, Server, TRef, WaitOn};
 use crate::sched;
 use abi::Error;
 use alloc::sync::Arc;
@@ -195,7 +195,7 @@ fn call_once(ep: &Ep, cur: &Arc<Thread>, m: Msg, timeout: Timeout) -> Outcome {
                 };
                 drop(extra);
                 // SAFETY: r is claimed by us (the pick).
-                let server = unsafe { r.thread.arc() };
+                let server = Server::new(unsafe { r.thread.thread() });
                 // Our wait is now for r's reply: set before r's reply
                 // capability names us, so our own timeout or kill finds r.
                 // SAFETY: our own record: `Deliver` did not queue us, so
@@ -475,7 +475,10 @@ fn take_call(cur: &Arc<Thread>, c: TRef, buf: u64) -> Result<Msg, Error> {
     transfer::restore(extra);
     // SAFETY: we hold c's wait (take) until the rearm below: its record
     // is ours (`WaitRecord`), handed back by the rearm's Release.
-    let old = core::mem::replace(unsafe { carc.ipc.wait.get() }, WaitOn::Reply(cur.clone()));
+    let old = core::mem::replace(
+        unsafe { carc.ipc.wait.get() },
+        WaitOn::Reply(Server::new(cur)),
+    );
     drop(old);
     // Ordering: our reply word names the caller only after the rearm, so
     // a timeout that wins after the rearm finds us there (caller_gone).
