@@ -245,7 +245,7 @@ pub struct ThreadIpc {
     pub frame_seq: AtomicU64,
     /// Its pending reply (as a server thread): an atomic word, no lock
     /// (proto3; `kcore::ipc::ReplyWord` has the protocol: the server side
-    /// and a caller's killer, the pin). Names the caller by [`TRef::id`].
+    /// and a caller's killer; no pin since cut26e). Names the caller by [`TRef::id`].
     pub reply: ReplyWord,
     /// Whether a notification is bound to it (`IpcInner::bound` is
     /// `Some`): written and read only by the thread itself (`bind`, its

@@ -61,6 +61,8 @@ pub trait AtomicWord {
         success: Ordering,
         failure: Ordering,
     ) -> Result<u64, u64>;
+    /// `swap`.
+    fn swap(&self, v: u64, order: Ordering) -> u64;
     /// One round of a spin wait (`ReplyWord::caller_gone`): a pause
     /// instruction; the loom tests yield to the other threads instead.
     #[inline(always)]
@@ -82,6 +84,10 @@ impl AtomicWord for AtomicU64 {
     #[inline(always)]
     fn store(&self, v: u64, order: Ordering) {
         AtomicU64::store(self, v, order)
+    }
+    #[inline(always)]
+    fn swap(&self, v: u64, order: Ordering) -> u64 {
+        AtomicU64::swap(self, v, order)
     }
     #[inline(always)]
     fn compare_exchange(
