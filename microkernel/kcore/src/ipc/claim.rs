@@ -63,8 +63,9 @@ pub trait AtomicWord {
     ) -> Result<u64, u64>;
     /// `swap`.
     fn swap(&self, v: u64, order: Ordering) -> u64;
-    /// One round of a spin wait (`ReplyWord::caller_gone`): a pause
-    /// instruction; the loom tests yield to the other threads instead.
+    /// One round of a spin wait: a pause instruction; the loom tests yield
+    /// to the other threads instead. (`ReplyWord::caller_gone` spun with it
+    /// until cut26e removed the pin; kept for the next spin wait.)
     #[inline(always)]
     fn pause() {
         core::hint::spin_loop();
