@@ -26,6 +26,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
     let v = frame.vector as u8;
     match v {
         apic::TIMER_VECTOR => {
+            // A quiescent state for `mem::retire` (interrupts were on).
+            crate::mem::retire::tick();
             let is_tick = apic::rearm_tick();
             apic::eoi();
             crate::sched::tick(is_tick);

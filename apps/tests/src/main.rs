@@ -53,6 +53,7 @@ mod cases;
 mod console;
 mod consrv;
 mod cpu_state;
+mod cut26e;
 mod edit_wait;
 mod entry;
 mod fastpath;

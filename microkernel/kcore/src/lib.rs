@@ -32,6 +32,7 @@ extern crate alloc;
 pub mod bootinfo;
 pub mod cow;
 pub mod frame;
+pub mod grace;
 pub mod handles;
 pub mod idlepoll;
 pub mod ipc;

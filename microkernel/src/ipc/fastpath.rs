@@ -33,10 +33,11 @@
 //!   slow path) or loses it to us (it backs off, as on the slow path).
 //! - Our own wait becomes visible (in the receiver's reply capability) only
 //!   after its record names the receiver and `begin()` published it.
-//! - A caller we reply to is claimed under our reply word's pin, where it
-//!   names it (`kcore::ipc::ReplyWord`: the caller's killer waits out the
-//!   pin); a caller whose kill or timeout won first is dropped silently,
-//!   as `reply_recv` does on the slow path.
+//! - A caller we reply to is taken from our reply word with one exchange
+//!   and claimed with interrupts off (`kcore::ipc::ReplyWord`: a caller
+//!   that leaves meanwhile is freed only after a grace period, cut26e); a
+//!   caller whose kill or timeout won first is dropped silently, as
+//!   `reply_recv` does on the slow path.
 //! - No thread-IPC lock on either side (proto3): the wait records and
 //!   `frame_seq` are owned through the claim (`WaitRecord`), the reply
 //!   capability is an atomic word; only the result slot (a wait that did
@@ -46,7 +47,7 @@ use super::slowpath::Ep;
 use super::{claim, end_wait, wait};
 use crate::arch::trap::TrapFrame;
 use crate::object::thread::{Thread, ThreadState};
-use crate::object::waitstate::{Msg, Outcome, TRef, WaitOn};
+use crate::object::waitstate::{Msg, Outcome, Server, TRef, WaitOn};
 use crate::sched;
 use abi::Error;
 use alloc::sync::Arc;
@@ -251,7 +252,10 @@ pub(super) fn give_call(
     // No lock (proto3): the record is ours until `begin_next` publishes
     // the wait (`WaitRecord`).
     // SAFETY: our own record; no wait of ours is visible.
-    let old = set_record(unsafe { cur.ipc.wait.get() }, WaitOn::Reply(rt.clone()));
+    let old = set_record(
+        unsafe { cur.ipc.wait.get() },
+        WaitOn::Reply(Server::new(rt)),
+    );
     if let Some(old) = old {
         drop_cold(old);
     }
@@ -265,7 +269,7 @@ pub(super) fn give_call(
     let old = unsafe { rt.ipc.wait.take() };
     // Its reply word names us (no lock, proto3: we own rt through its
     // claim, the server side of the word; `ReplyWord::accept`). An
-    // abandoned caller is claimed under the word's pin, where it was found.
+    // abandoned caller is claimed after the exchange that replaced it.
     let abandoned = super::caller_ref(rt.ipc.reply.accept(me.id(), tk, |id, otk| {
         super::claim_id(id, otk, WakeReason::Cancelled)
     }));
@@ -553,8 +557,8 @@ pub fn reply_recv<const FRAMELESS: bool>(
     if cur.killed() {
         return ReplyRecv::NotTaken(ep);
     }
-    // 1. Take and claim the caller our reply word holds (under its pin,
-    //    where it was found).
+    // 1. Take and claim the caller our reply word holds (one exchange,
+    //    then the claim, interrupts off: `ReplyWord`).
     //    Then our receive's wait record (used in step 3), with no lock:
     //    nobody else reads the record before our wait is published
     //    (`WaitRecord`): only a winner of our claim (`unlink`) or we
@@ -570,8 +574,8 @@ pub fn reply_recv<const FRAMELESS: bool>(
     // alive for the uses of this address (see `ep_ref`).
     let epp = Arc::as_ptr(&ep);
     //    No lock (proto3): `bound_set` is ours alone, and the caller is
-    //    claimed under our reply word's pin (`ReplyWord::take`), which its
-    //    killer waits out.
+    //    taken from our reply word and claimed (`ReplyWord::take`; no pin
+    //    since cut26e: a caller freed meanwhile waits for our next tick).
     if cur.ipc.bound_set.load(Ordering::Relaxed) {
         return ReplyRecv::NotTaken(ep);
     }
@@ -644,12 +648,12 @@ pub fn reply_recv<const FRAMELESS: bool>(
         // contract); nothing else writes it while it runs.
         frame_msg(unsafe { &*out }, label, 0)
     });
-    // Its record, `Reply(us)`, releases its reference inline; anything
-    // else out of line (as [`drop_record`] for a receive; a shared helper
-    // testing both kinds measured 8 worse than this, protocut).
-    match record {
-        WaitOn::Reply(t) => drop(t),
-        w => drop_cold(w),
+    // Its record, `Reply(us)`, holds no reference (`Server`, cut26e);
+    // anything else is dropped out of line (as [`drop_record`] for a
+    // receive; a shared helper testing both kinds measured 8 worse than
+    // this, protocut).
+    if !matches!(record, WaitOn::Reply(_)) {
+        drop_cold(record);
     }
     let h = Handoff::or_wake(ct);
     // 3. Our receive: recorded (step 1) and published (`begin`) before we

@@ -63,8 +63,23 @@ pub(crate) fn unlink(t: &Thread, me: TRef) {
             n.s.lock().n.remove(&TRef::new(t, None));
         }
         WaitOn::Reply(server) => {
-            // Waits out a server-side pin (`ReplyWord`): once this
-            // returns, no claim of `t` by the server side is under way.
+            // Uncounted (`Server`): the server side is alive, or we are the
+            // caller, which won its own claim with interrupts off, still
+            // off here (no tick: the server's memory stays, `mem::retire`).
+            debug_assert!(!crate::arch::cpu::interrupts_enabled());
+            // SAFETY: as just said (`Server`'s lifetime rule).
+            let server = unsafe { server.get() };
+            // A server given back to the heap is poisoned (`mem::retire`):
+            // a broken lifetime rule stops here, not in someone's memory.
+            let poison = u64::from_ne_bytes([crate::mem::retire::POISON; 8]);
+            assert_ne!(
+                server.tid.get(),
+                poison,
+                "a caller unlinked from a freed server"
+            );
+            // From here the server side never finds `t` in its word; a
+            // server-side claim of `t` under way ends before its CPU's next
+            // tick, and `t`'s memory waits for that (`ReplyWord`).
             server.ipc.reply.caller_gone(me.id());
         }
         WaitOn::Notification(n) => {
@@ -105,7 +120,7 @@ pub(crate) fn end_wait_handoff(t: TRef, out: Outcome) -> Handoff {
 pub use fastpath::Handoff;
 
 /// [`claim`] for a caller a reply word named (`id`, wait `tk`: the
-/// server side found it there, under the word's pin).
+/// server side found it there and took it with interrupts off).
 pub(crate) fn claim_id(id: u64, tk: Ticket, reason: WakeReason) -> bool {
     claim(&TRef::from_id(id, tk), reason)
 }
@@ -283,8 +298,9 @@ pub fn retain(obj: &Object, rights: Rights) {
 /// The current thread is exiting: the caller awaiting its reply gets
 /// `PeerDied`, and its bound notification forgets it.
 pub fn thread_exiting(cur: &Thread) {
-    // The server side's pin (inside `take`) must not be preempted: a
-    // caller's killer spins on it with interrupts off.
+    // The server side's exchange and claim (inside `take`) run with
+    // interrupts off: a caller that leaves meanwhile is freed only after
+    // this CPU's next tick (`ReplyWord`, `mem::retire`).
     let were_enabled = crate::arch::cpu::interrupts_enabled();
     crate::arch::cpu::disable_interrupts();
     let caller = cur

@@ -11,14 +11,13 @@ use crate::object::endpoint::EndpointObj;
 use crate::object::kobject::ObjBox;
 use crate::object::notification::NotificationObj;
 use crate::object::thread::Thread;
-use crate::object::waitstate::{Msg, Outcome, TRef, WaitOn};
+use crate::object::waitstate::{Msg, Outcome, Server, TRef, WaitOn};
 use crate::sched;
 use abi::Error;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use kcore::ipc::{
-    CallStep, Caller, Held, IpcError, MsgInfo, Pick, Receiver, RecvStep, SignalStep, WaitStep,
-    WakeReason,
+    CallStep, Caller, Held, MsgInfo, Pick, Receiver, RecvStep, SignalStep, WaitStep, WakeReason,
 };
 
 /// An endpoint reference as the handle table gives it.
@@ -78,7 +77,7 @@ fn deliver(r: TRef, m: Msg, caller: Option<TRef>, fast: bool) -> Handoff {
     let arc = unsafe { r.arc() };
     unlink(&arc, r); // its bound-notification registration, if any
                      // Its reply word (no lock; we own r through its claim): an abandoned
-                     // caller is claimed under the word's pin, where it was found.
+                     // caller is claimed after the exchange that replaced it.
     let abandoned = caller.and_then(|c| {
         let tk = c.ticket.expect("a caller entry carries its ticket");
         let old = arc.ipc.reply.accept(c.id(), tk, |id, otk| {
@@ -195,7 +194,7 @@ fn call_once(ep: &Ep, cur: &Arc<Thread>, m: Msg, timeout: Timeout) -> Outcome {
                 };
                 drop(extra);
                 // SAFETY: r is claimed by us (the pick).
-                let server = unsafe { r.thread.arc() };
+                let server = Server::new(unsafe { r.thread.thread() });
                 // Our wait is now for r's reply: set before r's reply
                 // capability names us, so our own timeout or kill finds r.
                 // SAFETY: our own record: `Deliver` did not queue us, so
@@ -246,32 +245,31 @@ pub fn send(ep: &Ep, m: Msg, mut extra: Extra) -> Result<(), Error> {
 /// went away, `InvalidArgument` if no call is held.
 pub fn reply(m: Msg, mut extra: Extra, fast: bool) -> Result<Handoff, Error> {
     let cur = sched::current();
-    // Our reply word, pinned while we look at the caller and claim it
-    // there (`ReplyWord`: its killer waits out the pin).
-    let held = cur.ipc.reply.pin();
-    let c = match held {
-        Held::Caller(id, tk) => {
-            let c = TRef::from_id(id, tk);
-            // A reply longer than the caller's buffer is the replier's
-            // error; the call stays held.
-            // SAFETY: c is in our reply word, which we pinned.
-            let cap = unsafe { c.thread() }.ipc.capacity.load(Ordering::Relaxed);
-            if m.info.buffer_len() > cap as usize {
-                cur.ipc.reply.unpin(held);
-                transfer::restore(extra);
-                return Err(Error::InvalidArgument);
-            }
-            let won = claim(&c, WakeReason::Delivered);
-            cur.ipc.reply.unpin(Held::Empty);
-            won.then_some(c)
-        }
-        Held::Gone | Held::Empty => {
-            cur.ipc.reply.unpin(Held::Empty);
+    // Our reply word: the caller looked at and then taken and claimed
+    // with interrupts off (a syscall, no preemption point: a caller that
+    // leaves meanwhile is freed only after a grace period, `ReplyWord`).
+    if let Held::Caller(id, tk) = cur.ipc.reply.peek() {
+        // A reply longer than the caller's buffer is the replier's
+        // error; the call stays held.
+        // SAFETY: named by our word just now: alive, or freed only after
+        // this CPU's next tick (`ReplyWord`, `mem::retire`).
+        let cap = unsafe { TRef::from_id(id, tk).thread() }
+            .ipc
+            .capacity
+            .load(Ordering::Relaxed);
+        if m.info.buffer_len() > cap as usize {
             transfer::restore(extra);
-            let e = match held {
-                Held::Gone => IpcError::PeerDied,
-                _ => IpcError::NoCaller,
-            };
+            return Err(Error::InvalidArgument);
+        }
+    }
+    let c = match cur
+        .ipc
+        .reply
+        .take(|id, tk| claim_id(id, tk, WakeReason::Delivered))
+    {
+        Ok(c) => caller_ref(c),
+        Err(e) => {
+            transfer::restore(extra);
             return Err(e.into());
         }
     };
@@ -475,28 +473,24 @@ fn take_call(cur: &Arc<Thread>, c: TRef, buf: u64) -> Result<Msg, Error> {
     transfer::restore(extra);
     // SAFETY: we hold c's wait (take) until the rearm below: its record
     // is ours (`WaitRecord`), handed back by the rearm's Release.
-    let old = core::mem::replace(unsafe { carc.ipc.wait.get() }, WaitOn::Reply(cur.clone()));
+    let old = core::mem::replace(
+        unsafe { carc.ipc.wait.get() },
+        WaitOn::Reply(Server::new(cur)),
+    );
     drop(old);
-    // Ordering: our reply word names the caller only after the rearm, so
-    // a timeout that wins after the rearm finds us there (caller_gone).
-    // To close the window between the rearm and the accept, our word is
-    // pinned across both (caller_gone waits out the pin, as it waited for
-    // our IPC lock before proto3). A caller we abandon is claimed under
-    // the pin, where it was found.
-    let abandoned = match cur.ipc.reply.pin() {
-        Held::Caller(id, tk) => {
-            let o = TRef::from_id(id, tk);
-            claim(&o, WakeReason::Cancelled).then_some(o)
-        }
-        Held::Gone | Held::Empty => None,
-    };
+    // Ordering (cut26e): our reply word names the caller *before* the
+    // rearm, so a timeout that wins the rearmed wait finds it there
+    // (`caller_gone`); before the rearm nobody else can claim it (it is
+    // taken). A caller we abandon is claimed after the exchange that
+    // replaced it, with interrupts off (`ReplyWord`).
+    let abandoned = caller_ref(cur.ipc.reply.accept(c.id(), ctk, |id, tk| {
+        claim_id(id, tk, WakeReason::Cancelled)
+    }));
     let late = match carc.ipc.claim.rearm(ctk) {
-        Ok(()) => {
-            cur.ipc.reply.unpin(Held::Caller(c.id(), ctk));
-            None
-        }
+        Ok(()) => None,
         Err(reason) => {
-            cur.ipc.reply.unpin(Held::Gone);
+            // Still ours (the late mark): nobody else touches the word.
+            cur.ipc.reply.named_caller_gone();
             Some(reason)
         }
     };

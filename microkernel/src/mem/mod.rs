@@ -15,6 +15,7 @@
 pub mod heap;
 pub mod kstack;
 pub mod layout;
+pub mod retire;
 pub mod user;
 
 use crate::bootinfo::BootInfo;

@@ -348,6 +348,9 @@ struct Parts {
 impl Thread {
     /// The one constructor: every field is written here.
     fn from_parts(p: Parts) -> Thread {
+        // Its memory is given back a grace period after its free
+        // (`mem::retire`): the uncounted references of `WaitOn::Reply`.
+        crate::mem::retire::defer_arcs_of::<Thread>();
         let here = percpu::cpu_id().get();
         let tid = ThreadId(NEXT_TID.fetch_add(1, Ordering::Relaxed));
         Thread {

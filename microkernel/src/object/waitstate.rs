@@ -90,6 +90,58 @@ impl TRef {
     }
 }
 
+/// The server a caller's wait record names ([`WaitOn::Reply`]): an
+/// uncounted reference (cut26e: the record's `Arc` cost a locked increment
+/// at the call and a locked decrement at the reply, every round trip).
+///
+/// # Lifetime
+/// Only [`ipc::unlink`] dereferences it (the caller's removal from the
+/// server's reply word, `ReplyWord::caller_gone`), run by a party that owns
+/// the caller's record through its claim. That party is either
+/// - the server side (the server itself: its reply, its exit, its accept
+///   of another call; or the winner of the server's own claim, which gives
+///   it a call): the server is running or owned, so it is alive; or
+/// - the caller itself, which won its own claim (its kill or timeout: no
+///   other party claims a wait for a reply) and unlinks at once, with
+///   interrupts off from that claim to the dereference (`ipc::wait`).
+///   Then the server, if it is exiting, failed to claim the caller after
+///   that claim (its word named the caller from before the caller's wait
+///   was visible until the caller's `caller_gone` or a server-side claim,
+///   which would have won), so its memory is freed only after a grace
+///   period that began after the caller's claim (`mem::retire`: a
+///   `Thread` block goes back to the heap once every CPU took a timer
+///   tick, which it cannot do inside the caller's interrupts-off stretch).
+///
+/// [`ipc::unlink`]: crate::ipc
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Server(*const Thread);
+
+// SAFETY: an address; the thread it names is Sync and is dereferenced only
+// under the lifetime rule above, on any CPU.
+unsafe impl Send for Server {}
+// SAFETY: as above (a copy of the address changes nothing).
+unsafe impl Sync for Server {}
+
+impl Server {
+    /// Names `t`.
+    #[inline(always)]
+    pub fn new(t: &Thread) -> Server {
+        Server(t)
+    }
+
+    /// The server thread.
+    ///
+    /// # Safety
+    /// The caller owns the record this came from and is a party of the
+    /// lifetime rule above (the server side, or the caller in the
+    /// interrupts-off stretch after winning its own claim).
+    #[inline(always)]
+    pub unsafe fn get(&self) -> &Thread {
+        // SAFETY: alive, per the contract.
+        unsafe { &*self.0 }
+    }
+}
+
 /// Where a thread waits (what a claim winner unlinks it from).
 #[derive(Default)]
 pub enum WaitOn {
@@ -101,8 +153,8 @@ pub enum WaitOn {
     /// A receiver on an endpoint that also waits for its bound notification.
     EndpointBound(Arc<ObjBox<EndpointObj>>, Arc<ObjBox<NotificationObj>>),
     /// Waiting for the reply of this server thread (its reply capability
-    /// names us).
-    Reply(Arc<Thread>),
+    /// names us). Uncounted (cut26e): see [`Server`].
+    Reply(Server),
     /// In `wait` on a notification.
     Notification(Arc<ObjBox<NotificationObj>>),
 }
@@ -193,7 +245,7 @@ pub struct ThreadIpc {
     pub frame_seq: AtomicU64,
     /// Its pending reply (as a server thread): an atomic word, no lock
     /// (proto3; `kcore::ipc::ReplyWord` has the protocol: the server side
-    /// and a caller's killer, the pin). Names the caller by [`TRef::id`].
+    /// and a caller's killer; no pin since cut26e). Names the caller by [`TRef::id`].
     pub reply: ReplyWord,
     /// Whether a notification is bound to it (`IpcInner::bound` is
     /// `Some`): written and read only by the thread itself (`bind`, its

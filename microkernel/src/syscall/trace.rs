@@ -90,16 +90,14 @@ pub fn reply(ep: Option<&Ep>) {
 #[cold]
 fn reply_target() -> u64 {
     let cap = &current().ipc.reply;
-    // Pinned while we look (as `slowpath::reply` does): the caller's
-    // killer waits out the pin. A syscall: interrupts are off.
-    let held = cap.pin();
-    let tid = match held {
-        // SAFETY: the caller is in our reply word, which we pinned.
+    // A syscall: interrupts are off, so a caller our word names now is
+    // freed, if it leaves meanwhile, only after this CPU's next tick
+    // (`ReplyWord`, cut26e: no pin).
+    match cap.peek() {
+        // SAFETY: named by our word just now (as just said).
         Held::Caller(id, tk) => unsafe { TRef::from_id(id, tk).thread() }.tid.get(),
         Held::Gone | Held::Empty => 0,
-    };
-    cap.unpin(held);
-    tid
+    }
 }
 
 /// Runs a syscall's handler between its enter and exit records (category

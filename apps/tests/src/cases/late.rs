@@ -475,6 +475,16 @@ pub const CASES: &[Case] = &[
         "fastpath_proto3_killed_fast_callers_leave_the_server_serving",
         proto3::killed_fast_callers_leave_the_server_serving,
     ),
+    // cut26e: the caller's record names its server uncounted; thread
+    // memory goes back to the heap after a grace period.
+    (
+        "cut26e_a_caller_outlives_its_server",
+        cut26e::a_caller_outlives_its_server,
+    ),
+    (
+        "cut26e_thread_churn_gives_thread_memory_back",
+        cut26e::thread_churn_gives_thread_memory_back,
+    ),
     // break25s: the slow path's hand-offs without the affinity test.
     (
         "break25s_slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus",

@@ -61,8 +61,11 @@ pub trait AtomicWord {
         success: Ordering,
         failure: Ordering,
     ) -> Result<u64, u64>;
-    /// One round of a spin wait (`ReplyWord::caller_gone`): a pause
-    /// instruction; the loom tests yield to the other threads instead.
+    /// `swap`.
+    fn swap(&self, v: u64, order: Ordering) -> u64;
+    /// One round of a spin wait: a pause instruction; the loom tests yield
+    /// to the other threads instead. (`ReplyWord::caller_gone` spun with it
+    /// until cut26e removed the pin; kept for the next spin wait.)
     #[inline(always)]
     fn pause() {
         core::hint::spin_loop();
@@ -82,6 +85,10 @@ impl AtomicWord for AtomicU64 {
     #[inline(always)]
     fn store(&self, v: u64, order: Ordering) {
         AtomicU64::store(self, v, order)
+    }
+    #[inline(always)]
+    fn swap(&self, v: u64, order: Ordering) -> u64 {
+        AtomicU64::swap(self, v, order)
     }
     #[inline(always)]
     fn compare_exchange(

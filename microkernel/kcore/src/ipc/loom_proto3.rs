@@ -1,11 +1,15 @@
 //! `loom` model checks of proto3's lock-free thread IPC state (session 25):
 //! the wait record owned through the claim (`a_claim_owned_record_*`), and
 //! the reply capability as an atomic word (`ReplyWord`) against a caller's
-//! kill (a fast reply, a server's exit, a receiver's rearm under the pin).
+//! kill (a fast reply, a server's exit, a receiver's rearm, an accept).
+//! Since cut26e there is no pin: the caller's memory goes a grace period
+//! after it left (`crate::grace`), and each server-side party ends its
+//! interrupts-off stretch (a quiescent state) only after its operation.
 //! The claim models and their loom setup are in `loom_tests`.
 
 use super::claim::{Ticket, WakeReason};
 use super::loom_tests::{model, Claim};
+use crate::grace::Quiescent;
 use core::sync::atomic::Ordering;
 use loom::sync::atomic::{AtomicU64 as LoomU64, AtomicUsize};
 use loom::sync::{Arc, Mutex};
@@ -111,13 +115,15 @@ fn a_claim_owned_record_is_never_raced() {
 }
 
 /// The caller's thread memory in the reply-word models: "freed" (poisoned)
-/// once the caller left its wait, which it does after its own unlink
-/// (`caller_gone`) when its kill won; a server-side claim that touches it
-/// afterwards reads the poison (a use after free in the kernel).
+/// a grace period after the caller left its wait, which it does after its
+/// own unlink (`caller_gone`) when its kill won; a server-side claim that
+/// touches it afterwards reads the poison (a use after free in the kernel).
 const ALIVE: u64 = 1;
 const FREED: u64 = 0xdead;
 /// The caller's id in the word (a thread address: a multiple of 8).
 const CALLER: u64 = 0x1000;
+const SERVER_CPU: usize = 0;
+const CALLER_CPU: usize = 1;
 
 type Word = super::ReplyWord<LoomU64>;
 
@@ -126,21 +132,28 @@ struct ReplyRace {
     cap: Word,
     /// The caller's memory: its claim word lives there.
     mem: LoomU64,
+    /// The CPUs' quiescent states (`mem::retire`'s).
+    q: Quiescent<2, LoomU64>,
     delivered: AtomicUsize,
     killed: AtomicUsize,
 }
 
 impl ReplyRace {
-    /// A caller waiting in `tk` for the reply of a server whose word names
-    /// it (accepted by a server-side party: `give_call`).
-    fn new() -> (Arc<Self>, Ticket) {
-        let s = Arc::new(ReplyRace {
+    fn bare() -> Arc<Self> {
+        Arc::new(ReplyRace {
             claim: Claim::new(),
             cap: Word::new(),
             mem: LoomU64::new(ALIVE),
+            q: Quiescent::new(),
             delivered: AtomicUsize::new(0),
             killed: AtomicUsize::new(0),
-        });
+        })
+    }
+
+    /// A caller waiting in `tk` for the reply of a server whose word names
+    /// it (accepted by a server-side party: `give_call`).
+    fn new() -> (Arc<Self>, Ticket) {
+        let s = Self::bare();
         let tk = s.claim.begin();
         assert_eq!(s.cap.accept(CALLER, tk, |_, _| unreachable!()), None);
         (s, tk)
@@ -152,19 +165,35 @@ impl ReplyRace {
         assert_eq!(
             self.mem.load(Ordering::Relaxed),
             ALIVE,
-            "the caller was claimed after it left its wait (use after free)"
+            "the caller was claimed after it was freed (use after free)"
         );
         self.claim.try_claim(tk, why)
     }
 
-    /// The caller's kill (or timeout): its own claim, its unlink from the
-    /// server's word, then it leaves its wait and its memory goes.
-    fn kill(&self, tk: Ticket) {
-        if self.claim.try_claim(tk, WakeReason::Cancelled) {
+    /// The caller's kill (or timeout) with `why`: its own claim, its unlink
+    /// from the server's word, then it leaves its wait, exits, and its
+    /// memory goes back a grace period later.
+    fn kill(&self, tk: Ticket, why: WakeReason) {
+        if self.claim.try_claim(tk, why) {
             self.killed.fetch_add(1, Ordering::Relaxed);
             self.cap.caller_gone(CALLER);
+            // Its CPU goes on (ticks); the freed block waits.
+            self.q.toggle(CALLER_CPU);
+            let snap = self.q.snapshot();
+            while !self.q.elapsed(&snap, 2) {
+                thread::yield_now();
+            }
             self.mem.store(FREED, Ordering::Relaxed);
+        } else {
+            self.q.toggle(CALLER_CPU);
         }
+    }
+
+    /// The server side's interrupts-off stretch ended: its CPU takes
+    /// ticks from now on (an extended quiescent state: a lone tick could
+    /// come before the killer's snapshot and leave it spinning).
+    fn server_quiescent(&self) {
+        self.q.toggle(SERVER_CPU);
     }
 
     fn check(&self) {
@@ -172,25 +201,23 @@ impl ReplyRace {
         let k = self.killed.load(Ordering::Relaxed);
         assert_eq!(d + k, 1, "the caller's wait ends exactly once");
         assert_eq!(self.cap.caller(), None, "the word never keeps the caller");
-        // `caller` reads a pinned word as "no caller" too (break25p).
-        assert!(!self.cap.is_pinned(), "a pin outlived its operation");
     }
 }
 
-/// proto3: the fast `reply_recv`'s reply (`ReplyWord::take`: pin, claim
-/// the caller, unpin) racing the caller's kill on another CPU (its claim,
-/// `caller_gone`, then it leaves and its memory goes). Exactly one ends the
-/// caller's wait, the word never keeps it, and the server's claim never
-/// touches a caller that left. Seen failing ("use after free") with the
-/// pin replaced by a plain take (`take` storing EMPTY before the claim), and
-/// with `caller_gone` not waiting while the word is pinned.
+/// proto3: the fast `reply_recv`'s reply (`ReplyWord::take`: one exchange,
+/// then the claim, cut26e) racing the caller's kill on another CPU (its
+/// claim, `caller_gone`, then it leaves and its memory goes a grace period
+/// later). Exactly one ends the caller's wait, the word never keeps it, and
+/// the server's claim never touches a freed caller. Seen failing ("use
+/// after free") with the free not waiting for the grace period, and with
+/// the server's quiescent state between its exchange and its claim.
 #[test]
 fn a_kill_racing_a_fast_reply_ends_the_call_once_and_never_after_it_left() {
     model(|| {
         let (s, tk) = ReplyRace::new();
         let killer = {
             let s = s.clone();
-            thread::spawn(move || s.kill(tk))
+            thread::spawn(move || s.kill(tk, WakeReason::Cancelled))
         };
         match s
             .cap
@@ -203,6 +230,7 @@ fn a_kill_racing_a_fast_reply_ends_the_call_once_and_never_after_it_left() {
             Ok(None) | Err(super::IpcError::PeerDied) => {}
             Err(e) => panic!("a held call was lost: {e:?}"),
         }
+        s.server_quiescent();
         killer.join().unwrap();
         s.check();
     });
@@ -211,14 +239,14 @@ fn a_kill_racing_a_fast_reply_ends_the_call_once_and_never_after_it_left() {
 /// proto3: the server's exit (`thread_exiting`: the word's `take`, the
 /// caller claimed `Cancelled` and woken with `PeerDied`) racing the
 /// caller's own kill. Exactly one ends the wait; no claim after the caller
-/// left. Seen failing as the reply race above, with the same mutations.
+/// was freed. Seen failing as the reply race above, with the same mutations.
 #[test]
 fn a_server_exit_racing_a_callers_kill_ends_the_call_once() {
     model(|| {
         let (s, tk) = ReplyRace::new();
         let killer = {
             let s = s.clone();
-            thread::spawn(move || s.kill(tk))
+            thread::spawn(move || s.kill(tk, WakeReason::Cancelled))
         };
         if let Ok(Some(_)) = s
             .cap
@@ -227,51 +255,42 @@ fn a_server_exit_racing_a_callers_kill_ends_the_call_once() {
             // PeerDied for the caller, from its server's exit.
             s.delivered.fetch_add(1, Ordering::Relaxed);
         }
+        s.server_quiescent();
         killer.join().unwrap();
         s.check();
     });
 }
 
-/// proto3: a receiver that took a queued caller (`take`) pins its word
-/// across the caller's `rearm` and then names it (`take_call`); the
-/// caller's timeout, racing, either leaves a late mark (the rearm fails and
-/// the receiver ends the wait, the word `GONE`) or wins the rearmed wait
-/// and then finds the caller in the word (its `caller_gone` waited out the
-/// pin). The word never names a caller that left. Seen failing ("use
-/// after free": the later reply claims the caller the word still named)
-/// with the pin taken after the rearm.
+/// proto3, cut26e: a receiver that took a queued caller (`take`) names it
+/// in its word *before* the caller's `rearm` (`take_call`; proto3 pinned
+/// the word across the rearm instead); the caller's timeout, racing,
+/// either leaves a late mark (the rearm fails and the receiver ends the
+/// wait, the word `GONE`) or wins the rearmed wait and then finds the
+/// caller in the word (`caller_gone`). The word never names a caller that
+/// left, so the server's later reply never claims a freed one. Seen failing
+/// ("use after free": the later reply claims the caller the word still
+/// named) with the caller named after the rearm.
 #[test]
-fn a_rearm_under_the_pin_never_leaves_a_gone_caller_in_the_word() {
+fn a_caller_named_before_its_rearm_never_stays_in_the_word_after_it_left() {
     model(|| {
-        let s = Arc::new(ReplyRace {
-            claim: Claim::new(),
-            cap: Word::new(),
-            mem: LoomU64::new(ALIVE),
-            delivered: AtomicUsize::new(0),
-            killed: AtomicUsize::new(0),
-        });
+        let s = ReplyRace::bare();
         let tk = s.claim.begin();
         assert!(s.claim.take(tk));
         let timer = {
             let s = s.clone();
-            thread::spawn(move || {
-                if s.claim.try_claim(tk, WakeReason::TimedOut) {
-                    s.killed.fetch_add(1, Ordering::Relaxed);
-                    s.cap.caller_gone(CALLER);
-                    s.mem.store(FREED, Ordering::Relaxed);
-                }
-            })
+            thread::spawn(move || s.kill(tk, WakeReason::TimedOut))
         };
-        // The receiver (`take_call`): pin, rearm, name the caller.
-        assert_eq!(s.cap.pin(), super::Held::Empty);
+        // The receiver (`take_call`): name the caller, then rearm.
+        assert_eq!(s.cap.accept(CALLER, tk, |_, _| unreachable!()), None);
         match s.claim.rearm(tk) {
-            Ok(()) => s.cap.unpin(super::Held::Caller(CALLER, tk)),
+            Ok(()) => {}
             Err(_) => {
                 // A late timeout: ours to end (`late_error`).
-                s.cap.unpin(super::Held::Gone);
+                s.cap.named_caller_gone();
                 s.killed.fetch_add(1, Ordering::Relaxed);
             }
         }
+        s.server_quiescent();
         timer.join().unwrap();
         // The server replies later (if the caller is still there).
         if let Ok(Some(_)) = s
@@ -287,9 +306,9 @@ fn a_rearm_under_the_pin_never_leaves_a_gone_caller_in_the_word() {
 /// break25p: a delivery to the server (`give_call`, `deliver`: `accept`)
 /// that abandons the caller the word still names (the server received
 /// again without replying) racing that caller's kill. `accept` claims the
-/// old caller under the pin (`replace_pinned`); exactly one ends its wait,
-/// never after it left, and the word names the new caller with no pin
-/// left. (proto3's models race only `take` against the kill.)
+/// old caller after its exchange (cut26e: no pin); exactly one ends its
+/// wait, never after it was freed, and the word names the new caller.
+/// (proto3's models race only `take` against the kill.)
 #[test]
 fn an_accept_abandoning_a_caller_racing_its_kill_ends_it_once() {
     const NEXT: u64 = 0x2000;
@@ -297,7 +316,7 @@ fn an_accept_abandoning_a_caller_racing_its_kill_ends_it_once() {
         let (s, tk) = ReplyRace::new();
         let killer = {
             let s = s.clone();
-            thread::spawn(move || s.kill(tk))
+            thread::spawn(move || s.kill(tk, WakeReason::Cancelled))
         };
         let next = Claim::new().begin();
         let old = s.cap.accept(NEXT, next, |c, t| {
@@ -307,8 +326,8 @@ fn an_accept_abandoning_a_caller_racing_its_kill_ends_it_once() {
             // PeerDied for the abandoned caller.
             s.delivered.fetch_add(1, Ordering::Relaxed);
         }
+        s.server_quiescent();
         killer.join().unwrap();
-        assert!(!s.cap.is_pinned(), "a pin outlived the accept");
         assert_eq!(s.cap.caller(), Some(NEXT), "the new caller is held");
         // The new caller's reply empties the word; then the usual check.
         assert!(s.cap.take(|_, _| true).is_ok());

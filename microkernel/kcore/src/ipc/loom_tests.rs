@@ -24,6 +24,9 @@ impl AtomicWord for LoomU64 {
     fn store(&self, v: u64, order: Ordering) {
         LoomU64::store(self, v, order)
     }
+    fn swap(&self, v: u64, order: Ordering) -> u64 {
+        LoomU64::swap(self, v, order)
+    }
     fn compare_exchange(
         &self,
         current: u64,

@@ -101,6 +101,8 @@ pub fn reply_recv_fastpath_eligible(
 }
 
 #[cfg(test)]
+mod loom_grace;
+#[cfg(test)]
 mod loom_proto3;
 #[cfg(test)]
 mod loom_tests;

@@ -12,38 +12,39 @@
 //!   claim): [`caller_gone`](ReplyWord::caller_gone), `Pending(c)` ->
 //!   `GONE` only.
 //!
-//! # The pin
+//! # No pin (cut26e, session 26)
 //! Whoever takes a caller out of the word must claim it, and the claim
-//! dereferences the caller's thread: the caller must not leave its wait
-//! (and exit) meanwhile. Under the old lock the killer's `caller_gone`
-//! waited for the server's lock; here the server side *pins* the word
-//! (`BUSY`, a compare-and-swap from `Pending(c)`) for the claim and stores
-//! the next state after it, and `caller_gone` spins while the word is
-//! `BUSY`. A killer that finds `Pending(c)` turns it into `GONE` and then
-//! the server side never sees `c` again; one that finds anything else
-//! after the pin knows the server side's claim of `c` is over (it lost to
-//! the killer's, whose winner the killer is). The pin is also held across
-//! a taken caller's `rearm` (`kernel::ipc::slowpath::take_call`): a
-//! timeout that wins the rearmed wait before the word names the caller
-//! waits for it there, as it waited for the lock.
+//! dereferences the caller's thread, which may meanwhile leave its wait
+//! (its killer won its claim and found the word no longer naming it),
+//! exit and be freed. proto3 pinned the word (`BUSY`) across the claim and
+//! made the killer wait the pin out. Now the server side takes the caller
+//! with one exchange and claims it *with interrupts off from the exchange
+//! to the claim*, and a freed thread's memory goes back to the heap only
+//! after a grace period (the kernel's `mem::retire`, `crate::grace`): a
+//! caller that leaves after the exchange is freed only after the server
+//! side's CPU took a timer tick, which it cannot before its claim ends. The
+//! claim of a caller that left fails (its ticket no longer matches) and
+//! writes nothing. The word never names a caller after its killer's
+//! `caller_gone` (a caller is named only before its wait can be claimed:
+//! `accept` by the caller delivering, and `take_call` names the caller
+//! before its `rearm`), so no server-side party finds one after it left.
 //!
-//! A pinned section must stay that short: the spinner has interrupts off
-//! and serves no TLB shootdown, so a pinned section that touched user
-//! memory, took a lock, blocked, freed memory (an `Arc` drop can shoot
-//! down) or waited for another CPU could deadlock it. The kernel's four
-//! (slow `reply`, `take_call`, the trace's look, the fast `take`) do none
-//! of these (break25p, session 25); keep it so.
+//! Every server-side party's claim must keep that rule: interrupts off and
+//! no preemption point from the exchange (or [`peek`](ReplyWord::peek)) to
+//! its last touch of the caller. The kernel's (the fast `take`, `accept`,
+//! the slow `reply` and `take_call`, the trace's look, the exit's `take`
+//! with interrupts disabled) do.
 //!
-//! `EMPTY` and `GONE` change only by the server side, so a server-side
-//! store from them needs no compare-and-swap ([`accept`](ReplyWord::accept)'s
-//! common case: a load, the ticket and the word stored).
+//! `EMPTY` and `GONE` change only by the server side.
 //!
 //! # Orderings
 //! The caller's ticket is stored (Relaxed) before the word names the caller
-//! (Release); a pin's compare-and-swap (Acquire) reads it. The pinned
-//! claim's effects come before the store that ends the pin (Release), which
-//! a spinning `caller_gone` acquires. Loom: `a_kill_racing_a_fast_reply_*`,
-//! `a_server_exit_racing_a_callers_kill_*`, `a_rearm_under_the_pin_*`.
+//! (Release); the exchange or `peek` that finds it (Acquire) reads it.
+//! Only the server side writes the ticket, so the ticket read just before
+//! an `accept` replaces the word is the old caller's. Loom:
+//! `a_kill_racing_a_fast_reply_*`, `a_server_exit_racing_a_callers_kill_*`,
+//! `a_caller_named_before_its_rearm_*`, `an_accept_abandoning_a_caller_*`,
+//! each with the caller's memory freed after a grace period.
 //!
 //! [`ReplyCap`]: super::ReplyCap
 
@@ -55,8 +56,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 const EMPTY: u64 = 0;
 /// The caller went away; the next reply reports it once.
 const GONE: u64 = 1;
-/// Pinned by the server side (see the module docs).
-const BUSY: u64 = 2;
 
 /// What the word held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,24 +90,9 @@ impl<A: AtomicWord> ReplyWord<A> {
         }
     }
 
-    /// Server side: pins the word and returns what it held (a caller that a
-    /// killer turns `GONE` meanwhile is `Gone`). End with
-    /// [`unpin`](Self::unpin).
-    #[inline]
-    pub fn pin(&self) -> Held {
-        // Acquire: the caller's ticket, stored before the word named it.
-        let mut w = self.word.load(Ordering::Acquire);
-        loop {
-            debug_assert_ne!(w, BUSY, "the server side pins once");
-            match self
-                .word
-                .compare_exchange(w, BUSY, Ordering::Acquire, Ordering::Acquire)
-            {
-                Ok(_) => break,
-                // Only a killer changes the word under us (to GONE).
-                Err(now) => w = now,
-            }
-        }
+    /// The held state for `w`, a value the word had.
+    #[inline(always)]
+    fn held(&self, w: u64) -> Held {
         match w {
             EMPTY => Held::Empty,
             GONE => Held::Gone,
@@ -116,45 +100,51 @@ impl<A: AtomicWord> ReplyWord<A> {
         }
     }
 
-    /// Server side: ends a pin with the word holding `to`.
+    /// Server side: what the word holds now, changing nothing (a caller's
+    /// killer may make it `GONE` right after). A caller found here may be
+    /// dereferenced under the module docs' rule (interrupts off).
     #[inline]
-    pub fn unpin(&self, to: Held) {
-        let w = match to {
-            Held::Empty => EMPTY,
-            Held::Gone => GONE,
-            Held::Caller(c, tk) => {
-                debug_assert!(c > BUSY && c.is_multiple_of(8), "a caller id");
-                self.ticket.store(tk.raw(), Ordering::Relaxed);
-                c
-            }
-        };
-        // Release: the pinned claim's effects (and the ticket) before it.
-        self.word.store(w, Ordering::Release);
+    pub fn peek(&self) -> Held {
+        // Acquire: the caller's ticket, stored before the word named it.
+        self.held(self.word.load(Ordering::Acquire))
     }
 
-    /// Whether the word is pinned now (tests: no operation may return with
-    /// its pin still held; `caller` reads a pinned word as "no caller", so
-    /// it cannot tell a pin left behind from an empty word).
-    #[cfg(test)]
-    pub(crate) fn is_pinned(&self) -> bool {
-        self.word.load(Ordering::Relaxed) == BUSY
-    }
-
-    /// Server side: the pending caller, if any, for a look only (the
-    /// trace's); `None` also while it is `GONE`.
+    /// Server side: the pending caller, if any, for a look only; `None`
+    /// also while it is `GONE`.
     pub fn caller(&self) -> Option<u64> {
         match self.word.load(Ordering::Acquire) {
-            EMPTY | GONE | BUSY => None,
+            EMPTY | GONE => None,
             c => Some(c),
         }
     }
 
+    /// Server side: the word becomes `to`; a caller it named is claimed
+    /// with `claim_old` (true: won, and returned to be woken).
+    #[inline(always)]
+    fn replace(
+        &self,
+        to: u64,
+        tk: Option<Ticket>,
+        claim_old: impl FnOnce(u64, Ticket) -> bool,
+    ) -> Option<(u64, Ticket)> {
+        // The old caller's ticket: only the server side (us) writes it.
+        let old_tk = Ticket::from_raw(self.ticket.load(Ordering::Relaxed));
+        if let Some(tk) = tk {
+            self.ticket.store(tk.raw(), Ordering::Relaxed);
+        }
+        // Acquire: the old ticket's store; Release: ours before the name.
+        match self.word.swap(to, Ordering::AcqRel) {
+            EMPTY | GONE => None,
+            c => claim_old(c, old_tk).then_some((c, old_tk)),
+        }
+    }
+
     /// Server side: the server took `caller`'s call (wait `tk`). A caller it
-    /// abandoned by not replying is claimed with `claim_old` under the pin
-    /// (true: won, and returned to be woken with `PeerDied`). Inlined: on
-    /// the fast call (`give_call`) an out-of-line `accept` returned its
-    /// `Option` through the stack and made the caller spill the receiver's
-    /// taken record across the call (cut26l: -12 a round trip).
+    /// abandoned by not replying is claimed with `claim_old` (true: won,
+    /// and returned to be woken with `PeerDied`). Inlined: on the fast call
+    /// (`give_call`) an out-of-line `accept` returned its `Option` through
+    /// the stack and made the caller spill the receiver's taken record
+    /// across the call (cut26l: -12 a round trip).
     #[inline(always)]
     pub fn accept(
         &self,
@@ -162,16 +152,8 @@ impl<A: AtomicWord> ReplyWord<A> {
         tk: Ticket,
         claim_old: impl FnOnce(u64, Ticket) -> bool,
     ) -> Option<(u64, Ticket)> {
-        debug_assert!(caller > BUSY && caller.is_multiple_of(8), "a caller id");
-        let w = self.word.load(Ordering::Relaxed);
-        if w == EMPTY || w == GONE {
-            // Only the server side (us) changes EMPTY and GONE.
-            self.ticket.store(tk.raw(), Ordering::Relaxed);
-            // Release: the ticket before the word names the caller.
-            self.word.store(caller, Ordering::Release);
-            return None;
-        }
-        self.replace_pinned(Held::Caller(caller, tk), claim_old)
+        debug_assert!(caller > GONE && caller.is_multiple_of(8), "a caller id");
+        self.replace(caller, Some(tk), claim_old)
     }
 
     /// Server side: the server took a call whose caller's wait ended while
@@ -183,80 +165,43 @@ impl<A: AtomicWord> ReplyWord<A> {
         &self,
         claim_old: impl FnOnce(u64, Ticket) -> bool,
     ) -> Option<(u64, Ticket)> {
-        self.replace_pinned(Held::Gone, claim_old)
+        self.replace(GONE, None, claim_old)
     }
 
-    /// Pins, claims a held caller with `claim`, unpins to `to`.
-    #[inline(always)]
-    fn replace_pinned(
-        &self,
-        to: Held,
-        claim: impl FnOnce(u64, Ticket) -> bool,
-    ) -> Option<(u64, Ticket)> {
-        let (c, tk) = self.replace_pinned_raw(to, claim);
-        // A caller id is never 0 (`Held::Caller`).
-        (c != 0).then_some((c, Ticket::from_raw(tk)))
-    }
-
-    /// [`replace_pinned`](Self::replace_pinned) out of line, its result as
-    /// two words (id 0: none), returned in registers (cut26l: an
-    /// `Option<(u64, Ticket)>` went through the stack, and the fast call,
-    /// which inlines `accept`, moved it there even when this was not called).
-    #[inline(never)]
-    fn replace_pinned_raw(&self, to: Held, claim: impl FnOnce(u64, Ticket) -> bool) -> (u64, u64) {
-        let old = match self.pin() {
-            Held::Caller(c, tk) if claim(c, tk) => (c, tk.raw()),
-            Held::Caller(..) | Held::Empty | Held::Gone => (0, 0),
-        };
-        self.unpin(to);
-        old
+    /// Server side: the caller [`accept`](Self::accept) just named, which
+    /// nobody else could claim since (the server side holds its wait:
+    /// `take_call` before a failed `rearm`), went away: `GONE`.
+    pub fn named_caller_gone(&self) {
+        debug_assert!(self.caller().is_some(), "a caller just named");
+        self.word.store(GONE, Ordering::Relaxed);
     }
 
     /// Server side: `reply` (or the server's exit): the caller to answer,
-    /// claimed with `claim` under the pin (`Ok(None)`: its kill or timeout
-    /// won its claim first). `PeerDied` if it went away since the call
-    /// (reported once), `NoCaller` if nothing is pending (nothing changed).
+    /// claimed with `claim` (`Ok(None)`: its kill or timeout won its claim
+    /// first). `PeerDied` if it went away since the call (reported once),
+    /// `NoCaller` if nothing is pending (nothing changed).
     #[inline(always)]
     pub fn take(
         &self,
         claim: impl FnOnce(u64, Ticket) -> bool,
     ) -> Result<Option<(u64, Ticket)>, IpcError> {
-        let w = self.word.load(Ordering::Relaxed);
-        if w == EMPTY {
-            return Err(IpcError::NoCaller);
+        // Acquire: the caller's ticket, stored before the word named it.
+        match self.word.swap(EMPTY, Ordering::Acquire) {
+            EMPTY => Err(IpcError::NoCaller),
+            GONE => Err(IpcError::PeerDied),
+            c => {
+                let tk = Ticket::from_raw(self.ticket.load(Ordering::Relaxed));
+                Ok(claim(c, tk).then_some((c, tk)))
+            }
         }
-        if w != GONE
-            && self
-                .word
-                .compare_exchange(w, BUSY, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            let tk = Ticket::from_raw(self.ticket.load(Ordering::Relaxed));
-            let won = claim(w, tk);
-            // Release: the claim before a spinning `caller_gone` goes on.
-            self.word.store(EMPTY, Ordering::Release);
-            return Ok(won.then_some((w, tk)));
-        }
-        // GONE (or a killer made it so just now): reported once.
-        self.word.store(EMPTY, Ordering::Relaxed);
-        Err(IpcError::PeerDied)
     }
 
     /// A caller's killer (it won `caller`'s claim): `caller` went away.
     /// False if the word does not name it (the server side took it, or it
-    /// was never accepted). Spins while the server side holds a pin: when
-    /// this returns, no server-side claim of `caller` is under way.
+    /// was never accepted).
     pub fn caller_gone(&self, caller: u64) -> bool {
-        loop {
-            // Acquire (failure): a pin's end, after its claim.
-            match self
-                .word
-                .compare_exchange(caller, GONE, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return true,
-                Err(BUSY) => A::pause(),
-                Err(_) => return false,
-            }
-        }
+        self.word
+            .compare_exchange(caller, GONE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 }

@@ -98,16 +98,16 @@ mod word {
     }
 
     #[test]
-    fn a_pin_gives_back_what_it_held() {
+    fn a_peek_changes_nothing_and_a_named_caller_can_go() {
         let (cap, tk) = (ReplyWord::<core::sync::atomic::AtomicU64>::new(), ticket());
-        assert_eq!(cap.pin(), Held::Empty);
-        assert_eq!(cap.caller(), None, "pinned: nobody's to look at");
-        cap.unpin(Held::Caller(8, tk));
+        assert_eq!(cap.peek(), Held::Empty);
+        assert_eq!(cap.accept(8, tk, |_, _| unreachable!()), None);
         assert!(!cap.caller_gone(16));
-        assert_eq!(cap.pin(), Held::Caller(8, tk));
-        cap.unpin(Held::Gone);
-        assert_eq!(cap.pin(), Held::Gone);
-        cap.unpin(Held::Empty);
-        assert_eq!(cap.caller(), None);
+        assert_eq!(cap.peek(), Held::Caller(8, tk));
+        assert_eq!(cap.peek(), Held::Caller(8, tk));
+        cap.named_caller_gone();
+        assert_eq!(cap.peek(), Held::Gone);
+        assert_eq!(cap.take(|_, _| true), Err(IpcError::PeerDied));
+        assert_eq!(cap.peek(), Held::Empty);
     }
 }

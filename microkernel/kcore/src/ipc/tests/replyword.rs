@@ -1,12 +1,8 @@
 //! break25p (session 25): the atomic reply word (`ReplyWord`, proto3)
 //! against its state machine (`ReplyCap`), over random sequences of every
-//! server-side operation the kernel makes of it (including the pinned ones,
-//! and claims that lose), and no operation may return with the word still
-//! pinned. The sequential tests in `reply.rs` read the word with `caller`,
-//! which reads a pinned word as "no caller": a pin left behind after a lost
-//! claim passed them all (proto3's own note: its ring-3 case missed that
-//! injected bug too). A pin left behind hangs the caller's killer, which
-//! spins on it with interrupts off, and the server's next pin.
+//! server-side operation the kernel makes of it (and claims that lose).
+//! (break25p's pin left behind after a lost claim cannot happen since
+//! cut26e removed the pin: every operation is one exchange.)
 
 use super::super::{Held, ReplyWord, Ticket, WaitClaim};
 use super::*;
@@ -26,18 +22,18 @@ enum Op {
     AcceptGone { won: bool },
     /// The fast `reply_recv`'s reply, or the server's exit (`take`).
     Take { won: bool },
-    /// The slow `reply` (pin; a reply too long for the caller's buffer
+    /// The slow `reply` (peek; a reply too long for the caller's buffer
     /// leaves the call held, `Refused` here for the kernel's
-    /// `InvalidArgument`; else claim, unpin empty).
+    /// `InvalidArgument`; else take and claim).
     SlowReply { won: bool, fits: bool },
-    /// The slow receive's `take_call`: pin, claim an abandoned caller,
-    /// the caller's rearm, unpin naming it (or gone, on a late mark).
+    /// The slow receive's `take_call`: name the caller (claiming an
+    /// abandoned one), the caller's rearm; gone on a late mark.
     TakeCall {
         caller: u64,
         won: bool,
         rearmed: bool,
     },
-    /// The trace's look (`reply_target`): pin, unpin what it held.
+    /// The trace's look (`reply_target`): `peek`.
     Look,
     /// A caller's kill (its own claim won): `caller_gone`.
     CallerGone { caller: u64 },
@@ -69,7 +65,7 @@ enum Got {
     Caller(Option<u64>),
     /// A reply's result: the caller answered (or `None`, its claim lost).
     Reply(Result<Option<u64>, IpcError>),
-    /// A pin's look.
+    /// A look (`peek`).
     Held(Option<u64>, bool),
     /// `caller_gone`.
     Gone(bool),
@@ -83,12 +79,6 @@ struct Real {
 }
 
 impl Real {
-    fn ticket(&mut self, caller: u64) -> Ticket {
-        let t = self.claims.begin();
-        self.tk.insert(caller, t);
-        t
-    }
-
     /// A claim of `(c, t)` that wins if `won`, checking the ticket.
     fn claim(tk: &HashMap<u64, Ticket>, won: bool) -> impl FnOnce(u64, Ticket) -> bool + '_ {
         move |c, t| {
@@ -112,54 +102,29 @@ impl Real {
                 Got::Caller(id(self.w.accept_gone(Self::claim(&self.tk, won))))
             }
             Op::Take { won } => Got::Reply(self.w.take(Self::claim(&self.tk, won)).map(id)),
-            Op::SlowReply { won, fits } => {
-                let held = self.w.pin();
-                Got::Reply(match held {
-                    Held::Caller(..) if !fits => {
-                        self.w.unpin(held);
-                        Err(IpcError::Refused)
-                    }
-                    Held::Caller(c, t) => {
-                        let w = Self::claim(&self.tk, won)(c, t);
-                        self.w.unpin(Held::Empty);
-                        Ok(w.then_some(c))
-                    }
-                    Held::Gone => {
-                        self.w.unpin(Held::Empty);
-                        Err(IpcError::PeerDied)
-                    }
-                    Held::Empty => {
-                        self.w.unpin(Held::Empty);
-                        Err(IpcError::NoCaller)
-                    }
-                })
-            }
+            Op::SlowReply { won, fits } => Got::Reply(match self.w.peek() {
+                Held::Caller(..) if !fits => Err(IpcError::Refused),
+                _ => self.w.take(Self::claim(&self.tk, won)).map(id),
+            }),
             Op::TakeCall {
                 caller,
                 won,
                 rearmed,
             } => {
-                let old = match self.w.pin() {
-                    Held::Caller(c, t) => Self::claim(&self.tk, won)(c, t).then_some(c),
-                    Held::Gone | Held::Empty => None,
-                };
-                if rearmed {
-                    let t = self.ticket(caller);
-                    self.w.unpin(Held::Caller(caller, t));
-                } else {
-                    self.w.unpin(Held::Gone);
+                // Named before the rearm (cut26e); gone on a late mark.
+                let t = self.claims.begin();
+                let old = self.w.accept(caller, t, Self::claim(&self.tk, won));
+                self.tk.insert(caller, t);
+                if !rearmed {
+                    self.w.named_caller_gone();
                 }
-                Got::Caller(old)
+                Got::Caller(id(old))
             }
-            Op::Look => {
-                let held = self.w.pin();
-                self.w.unpin(held);
-                match held {
-                    Held::Caller(c, _) => Got::Held(Some(c), false),
-                    Held::Gone => Got::Held(None, true),
-                    Held::Empty => Got::Held(None, false),
-                }
-            }
+            Op::Look => match self.w.peek() {
+                Held::Caller(c, _) => Got::Held(Some(c), false),
+                Held::Gone => Got::Held(None, true),
+                Held::Empty => Got::Held(None, false),
+            },
             Op::CallerGone { caller } => Got::Gone(self.w.caller_gone(caller)),
         }
     }
@@ -199,7 +164,7 @@ fn model_step(m: &mut ReplyCap<u64>, op: Op) -> Got {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
     #[test]
-    fn the_reply_word_agrees_with_reply_cap_and_never_stays_pinned(
+    fn the_reply_word_agrees_with_reply_cap(
         ops in proptest::collection::vec(op(), 1..80)
     ) {
         let mut r = Real {
@@ -211,35 +176,29 @@ proptest! {
         for op in ops {
             let got = r.step(op);
             prop_assert_eq!(&got, &model_step(&mut m, op), "{:?}", op);
-            prop_assert!(!r.w.is_pinned(), "{:?} left the word pinned", op);
             prop_assert_eq!(r.w.caller(), m.caller(), "after {:?}", op);
         }
     }
 }
 
-/// The deterministic case of the above: a claim lost under the pin (the
-/// caller's kill won it first) releases the pin, in each operation that
-/// pins, so the killer's `caller_gone` returns (it would spin forever) and
-/// the server's next call is accepted.
+/// The deterministic case of the above: a lost claim (the caller's kill
+/// won it first) leaves the word as the state machine says, in each
+/// operation that claims, and the server's next call is accepted.
 #[test]
-fn a_lost_claim_under_the_pin_releases_it() {
+fn a_lost_claim_leaves_the_word_consistent() {
     let tk = WaitClaim::<AtomicU64>::new().begin();
     let lose = |_: u64, _: Ticket| false;
     // `take` (fast reply_recv, the server's exit).
     let w = Word::new();
     assert_eq!(w.accept(8, tk, lose), None);
     assert_eq!(w.take(lose), Ok(None));
-    assert!(!w.is_pinned(), "take: a lost claim left the pin");
     assert!(!w.caller_gone(8), "the server side took it off the word");
-    // `accept` over an abandoned caller (`replace_pinned`).
+    // `accept` over an abandoned caller.
     assert_eq!(w.accept(8, tk, lose), None);
     assert_eq!(w.accept(16, tk, lose), None);
-    assert!(!w.is_pinned(), "accept: a lost claim left the pin");
     assert_eq!(w.caller(), Some(16));
     // `accept_gone` likewise.
     assert_eq!(w.accept_gone(lose), None);
-    assert!(!w.is_pinned(), "accept_gone: a lost claim left the pin");
     assert_eq!(w.take(lose), Err(IpcError::PeerDied));
     assert_eq!(w.take(lose), Err(IpcError::NoCaller));
-    assert!(!w.is_pinned());
 }
