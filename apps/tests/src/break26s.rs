@@ -12,6 +12,7 @@ use crate::util::{self, check, ok, wait_status as wait, TestResult};
 use abi::status::Status;
 use abi::{rights, Error, Sysnum};
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::hw;
 use libipc::ipc::{self, Endpoint, Message, Received};
 use libipc::sys;
@@ -225,6 +226,135 @@ pub fn single_stepped_frameless_call_result() -> TestResult {
         note!("fast calls {f0} -> {f1}, fast replies {r0} -> {r1}");
         return Err("the single-stepped call or its answer did not take the fast path");
     }
+    check(r.is_ok(), "the stop call failed")?;
+    check(ss == Status::Exited(0), "the server did not exit 0")
+}
+
+/// Rounds of [`kill_before_a_fast_block_ends_the_caller`].
+const ROUNDS: u64 = 3000;
+/// The holding server's stop label.
+const HOLD_STOP: u32 = 0x26_5003;
+/// Set by the victim right before its call (the killer's start signal).
+static CALLING: AtomicU64 = AtomicU64::new(0);
+/// The victim's spin between [`CALLING`] and its call (varied by round).
+static DELAY: AtomicU64 = AtomicU64::new(0);
+/// Rounds the test has finished (the victim joined).
+static DONE: AtomicU64 = AtomicU64::new(0);
+/// Calls the holding server answered because no round ended for 500 ms
+/// after it took them, and whose answer reached a live caller.
+static STUCK: AtomicU64 = AtomicU64::new(0);
+
+/// Serves endpoint `arg` on CPU 0 and holds each call until the test
+/// finished a round (the caller was killed and joined), then drops it
+/// unanswered; a call still held 500 ms later is answered (a killed
+/// caller left blocked in its wait: the answer lets it die) and, if that
+/// answer reached it, counted in [`STUCK`]. Exits 0 at [`HOLD_STOP`].
+extern "C" fn holding_server(arg: u64) -> ! {
+    let ep = Endpoint(arg as u32);
+    if !util::pin0() {
+        sys::thread_exit(2);
+    }
+    let reply = Message::default();
+    loop {
+        let Ok(Received::Msg { msg, .. }) = ipc::recv(ep, None) else {
+            sys::thread_exit(1);
+        };
+        if msg.label == HOLD_STOP {
+            let _ = ipc::reply(&reply);
+            sys::thread_exit(0);
+        }
+        let done = DONE.load(Ordering::SeqCst);
+        let t0 = sys::clock_ns();
+        while DONE.load(Ordering::SeqCst) == done && sys::clock_ns() - t0 < 500_000_000 {
+            sys::sleep_ns(1_000_000);
+        }
+        if DONE.load(Ordering::SeqCst) == done && ipc::reply(&reply).is_ok() {
+            STUCK.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A victim: pinned to CPU 0 (the server's: the fast hand-off), says it
+/// is calling, spins [`DELAY`] times and calls endpoint `arg`, which holds the call until the
+/// victim is killed.
+extern "C" fn victim(arg: u64) -> ! {
+    if !util::pin0() {
+        sys::thread_exit(2);
+    }
+    let m = Message {
+        label: LABEL,
+        words: [0; 6],
+    };
+    CALLING.store(1, Ordering::SeqCst);
+    for _ in 0..DELAY.load(Ordering::SeqCst) {
+        core::hint::spin_loop();
+    }
+    let _ = ipc::call(Endpoint(arg as u32), &m, None);
+    sys::thread_exit(3)
+}
+
+/// Case: a kill that lands while a fast `ipc_call` is on its way to its
+/// block (after the caller's last return to ring 3, before its Blocked
+/// store: the killer's wake finds it running, and its kick's interrupt is
+/// held off until the caller switched away) ends the caller: the fast
+/// wait's kill test after the Blocked store sees it. Each round a victim
+/// on CPU 0 calls a server there that holds the call; the test on another
+/// CPU kills it as soon as it says it is calling, a varying few
+/// instructions before its call, then joins it. Fails (a killed caller still blocked in its call 500 ms
+/// later) with the fast wait's test of KILL (`ipc::fastasm::
+/// killed_or_claimed`) testing another bit.
+pub fn kill_before_a_fast_block_ends_the_caller() -> TestResult {
+    let cpus = sys::cpu_count();
+    if cpus < 2 {
+        note!("one CPU: no kill from another CPU to race");
+        return Ok(());
+    }
+    DONE.store(0, Ordering::SeqCst);
+    STUCK.store(0, Ordering::SeqCst);
+    let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
+    let s = util::spawn(holding_server, u64::from(ep.0))?;
+    let _ = sys::set_affinity(cpus - 1);
+    sys::sleep_ns(2_000_000);
+    let (f0, _) = crate::fastpath::fast_counts();
+    let mut verdict = Ok(());
+    for round in 0..ROUNDS {
+        CALLING.store(0, Ordering::SeqCst);
+        DELAY.store((round * 3) % 1500, Ordering::SeqCst);
+        let v = match util::spawn(victim, u64::from(ep.0)) {
+            Ok(v) => v,
+            Err(e) => {
+                verdict = Err(e);
+                break;
+            }
+        };
+        let t0 = sys::clock_ns();
+        while CALLING.load(Ordering::SeqCst) == 0 && sys::clock_ns() - t0 < 1_000_000_000 {
+            core::hint::spin_loop();
+        }
+        let _ = sys::thread_kill(v.handle());
+        let st = v.join();
+        DONE.fetch_add(1, Ordering::SeqCst);
+        if st.is_err() {
+            verdict = Err("thread_join failed");
+            break;
+        }
+    }
+    let _ = sys::set_affinity(u64::MAX);
+    let (f1, _) = crate::fastpath::fast_counts();
+    let stop = Message {
+        label: HOLD_STOP,
+        words: [0; 6],
+    };
+    let r = ipc::call(ep, &stop, Some(2_000_000_000));
+    let ss = s.join()?;
+    let _ = ipc::handle_close(ep.0);
+    verdict?;
+    let stuck = STUCK.load(Ordering::SeqCst);
+    if stuck != 0 {
+        note!("{stuck} of {ROUNDS} killed callers still blocked in their call 500 ms later");
+        return Err("a kill before a fast call's block left the caller blocked");
+    }
+    check(f1 > f0, "the victims' calls never took the fast path")?;
     check(r.is_ok(), "the stop call failed")?;
     check(ss == Status::Exited(0), "the server did not exit 0")
 }
