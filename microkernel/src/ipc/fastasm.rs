@@ -9,19 +9,26 @@
 use crate::object::thread::Thread;
 use crate::object::waitstate::ThreadIpc;
 use core::mem::offset_of;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 use kcore::ipc::{Ticket, WaitClaim, CLAIM_STATE_MASK};
 
 /// The thread's work word (KILL is bit 0: `Thread::killed`).
 const OFF_WORK: usize = offset_of!(Thread, work);
 /// The thread's claim word (`WaitClaim`).
-const OFF_CLAIM: usize = offset_of!(Thread, ipc)
-    + offset_of!(ThreadIpc, claim)
-    + WaitClaim::<core::sync::atomic::AtomicU64>::WORD_OFFSET;
+const OFF_CLAIM: usize =
+    offset_of!(Thread, ipc) + offset_of!(ThreadIpc, claim) + WaitClaim::<AtomicU64>::WORD_OFFSET;
 /// The thread's `framed` word.
 const OFF_FRAMED: usize = offset_of!(Thread, ipc) + offset_of!(ThreadIpc, framed);
 const _: () = assert!(crate::arch::percpu::work::KILL == 1);
 // `and` with a sign-extended 32-bit immediate clears exactly the state bits.
 const _: () = assert!(CLAIM_STATE_MASK == 0xff);
+// The widths the blocks assume (break26s): `framed` and the claim word
+// are 64-bit words (`cmp`/`mov` with 64-bit registers), the work word is
+// the 32-bit word whose first byte (little-endian) holds KILL. A type
+// change fails here, not in a test of an interleaving.
+const _: fn(&ThreadIpc) -> (&AtomicU64, &WaitClaim<AtomicU64>) = |i| (&i.framed, &i.claim);
+const _: fn(&Thread) -> &AtomicU32 = |t| &t.work;
+const _: () = assert!(core::mem::size_of::<WaitClaim<AtomicU64>>() == 8);
 
 /// `cur.killed() || !cur.ipc.claim.is_waiting(ticket)`: the fast wait's
 /// test after its Blocked store (`fastpath::fast_wait`), two compares with

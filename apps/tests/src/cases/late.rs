@@ -445,6 +445,15 @@ pub const CASES: &[Case] = &[
         "break24e_exit_registers_after_a_suspended_frameless_wait",
         break24e::exit_registers_after_a_suspended_frameless_wait,
     ),
+    // break26s: the resume's exit (result in RAX) on its TF path.
+    (
+        "break26s_single_stepped_frameless_call_result",
+        break26s::single_stepped_frameless_call_result,
+    ),
+    (
+        "break26s_kill_before_a_fast_block_ends_the_caller",
+        break26s::kill_before_a_fast_block_ends_the_caller,
+    ),
     // break23p: a fast reply_recv raced by a close and a kill.
     (
         "break23p_fast_reply_recv_races_close_and_kill",

@@ -44,11 +44,14 @@ pub fn x2apic_mode() -> bool {
 }
 
 fn with_local<R>(f: impl FnOnce(&mut LocalApic) -> R) -> Option<R> {
+    let pc = percpu::this_if_up()?;
+    if !pc.apic_up.load(Ordering::Relaxed) {
+        return None;
+    }
     // SAFETY: this CPU's own record's APIC cell (the per-CPU sharing rule),
-    // and callers run with interrupts off or in interrupt context, so no
-    // re-entrant access aliases it.
-    let slot = unsafe { &mut *percpu::this_if_up()?.apic.get() };
-    slot.as_mut().map(f)
+    // written (`apic_up`) by this CPU's `init_cpu`; callers run with
+    // interrupts off or in interrupt context, so no re-entrant access aliases it.
+    Some(f(unsafe { (*pc.apic.get()).assume_init_mut() }))
 }
 
 /// Enables this CPU's local APIC and starts its timer (TSC-deadline mode if
@@ -104,7 +107,8 @@ pub fn init_cpu(calibrate: bool, tsc_deadline: bool) -> Result<(), &'static str>
     }
     // SAFETY: this CPU's own record's APIC cell (the per-CPU sharing rule),
     // written before its timer can fire (IF off).
-    unsafe { *me.apic.get() = Some(apic) };
+    unsafe { (*me.apic.get()).write(apic) };
+    me.apic_up.store(true, Ordering::Relaxed);
     Ok(())
 }
 

@@ -22,7 +22,7 @@
 use super::gdt::{Gdt, IST_COUNT};
 use super::{apic, cpu, cpu::msr};
 use core::cell::UnsafeCell;
-use core::mem::offset_of;
+use core::mem::{offset_of, MaybeUninit};
 use core::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
@@ -105,7 +105,8 @@ pub struct PerCpu {
     user_rsp: AtomicU64,
     /// Dense CPU number (the index in [`CPUS`]).
     cpu_id: AtomicU32,
-    /// Local APIC id (`u32::MAX`: none yet, or the AP was abandoned).
+    /// Local APIC id plus one (0: none yet, or the AP was abandoned; so
+    /// that an all-zero record means "not up", break26s: [`CPUS`] in `.bss`).
     apic_id: AtomicU32,
     /// The running thread (a `*const Thread`, 0 before the scheduler starts).
     current_thread: AtomicU64,
@@ -161,7 +162,11 @@ pub struct PerCpu {
     /// while tracing is off, else set once (release) at this CPU's init.
     pub trace: AtomicPtr<()>,
     /// This CPU's local APIC (owning CPU only, interrupts off).
-    pub(super) apic: UnsafeCell<Option<LocalApic>>,
+    pub(super) apic: UnsafeCell<MaybeUninit<LocalApic>>,
+    /// Whether [`PerCpu::apic`] holds this CPU's local APIC (set once by the
+    /// owning CPU after writing it; not an `Option`, whose `None` is not all
+    /// zero bytes: break26s, [`CPUS`] in `.bss`).
+    pub(super) apic_up: AtomicBool,
     /// This CPU's descriptor table (filled once by the owning CPU).
     gdt: UnsafeCell<Gdt>,
     /// This CPU's TSS and I/O bitmap ([`super::iopb`]; owning CPU only,
@@ -223,13 +228,13 @@ const _: () = assert!(core::mem::size_of::<AtomicU32>() == 4);
 unsafe impl Sync for PerCpu {}
 
 impl PerCpu {
-    /// A blank record for slot `id`.
-    const fn new(id: u32) -> PerCpu {
+    /// A blank record, all zero bytes (the CPU's `init_cpu` fills it).
+    const fn new() -> PerCpu {
         PerCpu {
             self_ptr: AtomicU64::new(0),
             user_rsp: AtomicU64::new(0),
-            cpu_id: AtomicU32::new(id),
-            apic_id: AtomicU32::new(u32::MAX),
+            cpu_id: AtomicU32::new(0),
+            apic_id: AtomicU32::new(0),
             current_thread: AtomicU64::new(0),
             syscalls: AtomicU64::new(0),
             interrupts: AtomicU64::new(0),
@@ -249,7 +254,8 @@ impl PerCpu {
             bringup_cycles: AtomicU64::new(0),
             sched: AtomicPtr::new(core::ptr::null_mut()),
             trace: AtomicPtr::new(core::ptr::null_mut()),
-            apic: UnsafeCell::new(None),
+            apic: UnsafeCell::new(MaybeUninit::uninit()),
+            apic_up: AtomicBool::new(false),
             gdt: UnsafeCell::new(Gdt::empty()),
             io: UnsafeCell::new(super::iopb::TssIo::ZERO),
         }
@@ -262,14 +268,15 @@ impl PerCpu {
 
     /// Its local APIC id, if known (`None` before bring-up or once abandoned).
     pub fn apic_id(&self) -> Option<u32> {
-        let id = self.apic_id.load(Ordering::Relaxed);
-        (id != u32::MAX).then_some(id)
+        self.apic_id.load(Ordering::Relaxed).checked_sub(1)
     }
 
     /// Records the APIC id of the CPU this slot is for (`None`: forget it).
     /// Written by the boot CPU while starting that CPU, and by the CPU itself.
     pub fn set_apic_id(&self, id: Option<u32>) {
-        self.apic_id.store(id.unwrap_or(u32::MAX), Ordering::SeqCst);
+        // `Some(u32::MAX)` is no id (x2APIC broadcast): 0, none, as before.
+        self.apic_id
+            .store(id.map_or(0, |i| i.wrapping_add(1)), Ordering::SeqCst);
     }
 
     /// Top of the running thread's kernel stack (TSS.RSP0).
@@ -293,15 +300,13 @@ impl PerCpu {
 }
 
 /// The per-CPU table.
-static CPUS: [PerCpu; MAX_CPUS] = {
-    let mut t = [const { PerCpu::new(0) }; MAX_CPUS];
-    let mut i = 0;
-    while i < MAX_CPUS {
-        t[i] = PerCpu::new(i as u32);
-        i += 1;
-    }
-    t
-};
+///
+/// All zero at link time, so in `.bss` (break26s: with each CPU's TSS and
+/// 8 KiB I/O bitmap in its record, a table with nonzero fields put 580 KiB
+/// into the kernel ELF's `.data`): [`init_cpu`] stores the CPU id, and "no
+/// APIC id" and "no local APIC" are zero ([`PerCpu::apic_id`],
+/// [`PerCpu::apic_up`]).
+static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
 
 /// The record of CPU `cpu` (whether or not it is up).
 pub fn slot(cpu: CpuId) -> &'static PerCpu {
@@ -347,6 +352,8 @@ static GS_READY: AtomicBool = AtomicBool::new(false);
 /// on slot `cpu` (a CPU id is used only by the CPU that won its bring-up).
 pub unsafe fn init_cpu(cpu: CpuId, apic_id: Option<u32>, ist_tops: [u64; IST_COUNT]) {
     let pc = slot(cpu);
+    // Before `self_ptr`'s Release below (the table is all zero until now).
+    pc.cpu_id.store(cpu.get(), Ordering::Relaxed);
     pc.set_apic_id(apic_id);
     let tss = super::iopb::tss(cpu);
     let gdt = pc.gdt.get();
@@ -561,7 +568,8 @@ pub fn set_apic_id(id: u32) {
     this().set_apic_id(Some(id));
 }
 
-/// (self pointer, CPU id, APIC id) as this CPU reads them through `gs:`.
+/// (self pointer, CPU id, APIC id) as this CPU reads them through `gs:`
+/// (the APIC id `u32::MAX` when none is recorded).
 pub fn read_via_gs() -> (u64, u32, u32) {
     let (p, id, apic): (u64, u32, u32);
     // SAFETY: reads of this CPU's PerCpu fields through GS in ring 0.
@@ -579,7 +587,7 @@ pub fn read_via_gs() -> (u64, u32, u32) {
             options(nostack, readonly, preserves_flags)
         );
     }
-    (p, id, apic)
+    (p, id, apic.wrapping_sub(1))
 }
 
 /// The running thread pointer (`PerCpu::current_thread`), in one `gs:` load.
