@@ -548,9 +548,12 @@ pub fn exit_registers_after_a_suspended_frameless_wait() -> TestResult {
     let c = util::spawn(suspended_caller, h)?;
     let (f0, r0) = fast_counts();
     let mut verdict = Ok(());
+    // Waits of 10 s (a loaded host's vCPU may be slow to take a kick); a
+    // wait that runs out ends the case with both threads killed, never a
+    // join of a thread that may wait for ever.
     for round in 0..PATTERNS.len() {
         let t0 = sys::clock_ns();
-        while STEP.load(Ordering::SeqCst) != 1 && sys::clock_ns() - t0 < 2_000_000_000 {
+        while STEP.load(Ordering::SeqCst) != 1 && sys::clock_ns() - t0 < 10_000_000_000 {
             sys::sleep_ns(1_000_000);
         }
         if STEP.load(Ordering::SeqCst) != 1 {
@@ -566,10 +569,24 @@ pub fn exit_registers_after_a_suspended_frameless_wait() -> TestResult {
         }
         ok(libipc::hw::thread_resume(c.handle()), "thread_resume")?;
         let t0 = sys::clock_ns();
-        while STEP.load(Ordering::SeqCst) != 3 && sys::clock_ns() - t0 < 2_000_000_000 {
+        while STEP.load(Ordering::SeqCst) != 3 && sys::clock_ns() - t0 < 10_000_000_000 {
             sys::sleep_ns(1_000_000);
         }
+        if STEP.load(Ordering::SeqCst) != 3 {
+            // Not 0: the caller's late 3 would overwrite it and it would
+            // wait for a 0 that never comes.
+            verdict = Err("a resumed caller never returned");
+            break;
+        }
         STEP.store(0, Ordering::SeqCst);
+    }
+    if verdict.is_err() {
+        let _ = sys::thread_kill(c.handle());
+        let _ = sys::thread_kill(s.handle());
+        let _ = c.join();
+        let _ = s.join();
+        let _ = ipc::handle_close(ep.0);
+        return verdict;
     }
     let st = c.join()?;
     let (f1, r1) = fast_counts();

@@ -56,8 +56,20 @@ pub fn thread_suspend_and_resume() -> TestResult {
     let t = crate::util::spawn(spinner, 0)?;
     sleep_ms(10);
     ok(hw::thread_suspend(t.handle()), "suspend the spinner")?;
-    sleep_ms(10);
-    let c1 = SPINS.load(Ordering::Relaxed);
+    // The stop is asynchronous (the spinner's CPU is kicked and it parks
+    // at its next kernel exit), and a vCPU of a loaded host may take that
+    // kick late: wait for two samples 10 ms apart to agree (2 s at most),
+    // then the count must stand still for 50 ms more.
+    let mut c1 = SPINS.load(Ordering::Relaxed);
+    let t0 = sys::clock_ns();
+    loop {
+        sleep_ms(10);
+        let c = SPINS.load(Ordering::Relaxed);
+        if c == c1 || sys::clock_ns() - t0 > 2_000_000_000 {
+            break;
+        }
+        c1 = c;
+    }
     sleep_ms(50);
     let c2 = SPINS.load(Ordering::Relaxed);
     if c1 != c2 {
