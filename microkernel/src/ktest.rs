@@ -34,6 +34,10 @@ const CASES: &[Case] = &[
         "heap_serves_small_and_large_blocks",
         heap_serves_small_and_large_blocks,
     ),
+    (
+        "an_arc_thread_free_is_deferred_a_grace_period",
+        an_arc_thread_free_is_deferred_a_grace_period,
+    ),
     ("map_write_translate_unmap", map_write_translate_unmap),
     (
         "borrowed_record_goes_with_unmap",

@@ -260,6 +260,29 @@ mod tests {
         assert_eq!(l.freed, [1, 2]);
     }
 
+    /// A retire into a pending list that is not empty restarts the list's
+    /// grace period: the list's earlier items waited for quiescent states
+    /// that the new item's readers may have run across (break26e; seen
+    /// failing with the snapshot taken only for the list's first item).
+    #[test]
+    fn a_retire_into_a_non_empty_pending_list_restarts_its_grace_period() {
+        let q = Quiescent::<4>::new();
+        let mut l = Lists::new();
+        l.retire(&q, 2, 1); // the waiting batch
+        l.retire(&q, 2, 2); // pending
+        q.tick(0);
+        l.retire(&q, 2, 3); // pending, after CPU 0's quiescent state
+        q.tick(1);
+        l.poll(&q, 2);
+        assert_eq!(l.freed, [1]);
+        q.tick(1);
+        l.poll(&q, 2);
+        assert_eq!(l.freed, [1], "3 was retired after CPU 0's only tick");
+        q.tick(0);
+        l.poll(&q, 2);
+        assert_eq!(l.freed, [1, 2, 3]);
+    }
+
     /// The pending list's grace period runs while a batch waits: once both
     /// ended, one poll frees both (the kernel's `sysinfo` after a few
     /// ticks finds every block given back).

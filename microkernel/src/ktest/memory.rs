@@ -190,3 +190,47 @@ pub(super) fn kernel_stack_has_guard_page() -> Result<(), &'static str> {
         "stack size wrong",
     )
 }
+
+/// An `Arc<Thread>` block goes through `mem::retire`'s deferral (its layout
+/// computed as std's `ArcInner`: two counts, then the value). If the
+/// assumption ever broke, frees of thread memory would silently stop being
+/// deferred: a use-after-free of `WaitOn::Reply`'s uncounted server. The
+/// block is held back (not handed out again) while this CPU takes no tick,
+/// and given back once every CPU ticked.
+pub(super) fn an_arc_thread_free_is_deferred_a_grace_period() -> Result<(), &'static str> {
+    use crate::object::thread::Thread;
+    use alloc::sync::Arc;
+    // What `Thread::from_parts` registers (most ktests run before any
+    // thread is built).
+    mem::retire::defer_arcs_of::<Thread>();
+    let were_on = crate::arch::cpu::interrupts_enabled();
+    crate::arch::cpu::disable_interrupts();
+    // No tick on this CPU from here: nothing retired now can be released.
+    let before = mem::heap::deferred_blocks();
+    let a = Arc::<Thread>::new_uninit();
+    let freed = Arc::as_ptr(&a) as usize;
+    drop(a);
+    let held = mem::heap::deferred_blocks();
+    let b = Arc::<Thread>::new_uninit();
+    let again = Arc::as_ptr(&b) as usize;
+    if were_on {
+        crate::arch::cpu::enable_interrupts();
+    }
+    check(held == before + 1, "an Arc<Thread> free was not deferred")?;
+    check(
+        again != freed,
+        "a thread block was reused within its grace period",
+    )?;
+    drop(b);
+    // Every online CPU ticks (1 kHz): give it 50 ms.
+    let end = crate::arch::cpu::rdtsc() + 50 * crate::arch::apic::tsc_per_ms();
+    while crate::arch::cpu::rdtsc() < end {
+        // Ticks taken here too if the ktests run with interrupts off.
+        crate::arch::cpu::preemption_point();
+    }
+    let _ = mem::heap::stats(); // gives back the ripe blocks
+    check(
+        mem::heap::deferred_blocks() == 0,
+        "deferred thread blocks were not given back after every CPU ticked",
+    )
+}

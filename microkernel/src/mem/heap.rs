@@ -89,3 +89,9 @@ pub fn stats() -> (usize, usize) {
     unsafe { retire::reclaim(d, |b| give(h, b, layout)) };
     (h.used(), h.free())
 }
+
+/// Freed thread blocks still held back for their grace period (`retire`),
+/// without giving any back (a ktest's look).
+pub fn deferred_blocks() -> usize {
+    HEAP.0.lock().1.blocks
+}
