@@ -64,7 +64,7 @@ boot_case() {
 # number committed here, so an empty run, a lost case or an unannounced new one fails.
 # Adding a case? Bump its suite's number in the same commit.
 TESTS_CASES=235 # ring-3 cases in apps/tests/src/main.rs CASES
-KTEST_CASES=29 # in-kernel cases in microkernel/src/ktest.rs CASES
+KTEST_CASES=30 # in-kernel cases in microkernel/src/ktest.rs CASES
 # User output carries the kernel's `[pid N] ` prefix; kernel output does not.
 PID_PREFIX='^\[pid [0-9]+\] '
 # The suite's own lines are judged by its pid: init starts its supervised
