@@ -18,7 +18,8 @@
 //!   timeout 0: `WouldBlock`; 1 and 3 us: `TimedOut`) on a live endpoint
 //!   that nobody receives on must end at once. A read that misses bit 39 takes the untimed
 //!   fast call, which blocks for ever: the call runs on a thread of its own
-//!   that is killed (and the case failed) if it has not ended in 200 ms.
+//!   that is killed (and the case failed) if it has not ended in 2 s (200 ms
+//!   was seen too short once in the full suite at -smp 1: a note then).
 
 use crate::note;
 use crate::util::{self, ok, TestResult};
@@ -124,11 +125,15 @@ fn timed_polls(ep: u32) -> TestResult {
             }
             DONE.store(0, Ordering::SeqCst);
             let t = util::spawn(timed_caller, 0)?;
-            let deadline = util::deadline_ms(200);
+            let slow = util::deadline_ms(200);
+            let deadline = util::deadline_ms(2000);
             while DONE.load(Ordering::SeqCst) == 0 && libipc::bench::rdtsc() < deadline {
                 sys::yield_now();
             }
             let done = DONE.load(Ordering::SeqCst);
+            if done != 0 && libipc::bench::rdtsc() > slow {
+                note!("call rsi {rsi:#x} r15 {r15:#x}: back after more than 200 ms");
+            }
             if done == 0 {
                 // Blocked (the untimed fast call): end it.
                 let _ = t.handle().kill();
