@@ -15,10 +15,12 @@ use crate::println;
 use core::sync::atomic::Ordering;
 
 mod cpu;
+mod lock;
 mod memory;
 mod switch;
 
 use cpu::*;
+use lock::*;
 use memory::*;
 use switch::*;
 
@@ -120,6 +122,10 @@ const CASES: &[Case] = &[
     (
         "switch_context_restores_callee_saved",
         switch_context_restores_callee_saved,
+    ),
+    (
+        "irq_mutex_keeps_the_lock_and_the_flag",
+        irq_mutex_keeps_the_lock_and_the_flag,
     ),
 ];
 

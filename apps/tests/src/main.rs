@@ -47,6 +47,7 @@ mod break24t;
 mod break25l;
 mod break25p;
 mod break25s;
+mod break26l;
 mod break26s;
 mod breakk2;
 mod breaku;

@@ -515,6 +515,12 @@ pub const CASES: &[Case] = &[
         "break25l_handle_churn_races_fast_calls",
         break25l::handle_churn_races_fast_calls,
     ),
+    // break26l: cut26l's fast_regs (RSI's upper half read as a u32 of its
+    // own): each upper bit under labels with bit 31 set or not.
+    (
+        "break26l_rsi_high_bits_each_leave_the_fast_case",
+        break26l::rsi_high_bits_each_leave_the_fast_case,
+    ),
     // --- supervise (issue 11: supervision under injected faults) ---
     // Last on purpose: the trace-tests-smp4 boot checks init's restart
     // marks (`mark restart:console`, `restart:loader`) are in the rings at
