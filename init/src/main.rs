@@ -41,6 +41,9 @@ mod say;
 /// `init=none`: init greets, starts its servers and exits.
 const NONE: &str = "none";
 
+/// The command-line key naming the prefix of the cases `init=tests` runs.
+const TESTS_PREFIX_KEY: &str = "tests";
+
 /// How long init waits for every server to register before it goes on
 /// without them (a loaded TCG host is slow; a passing boot takes ms).
 const SERVERS_UP_TIMEOUT_US: u32 = 20_000_000;
@@ -73,7 +76,7 @@ fn main(arg: u64) -> i32 {
     start_servers(info, program == Some(modules::TESTS));
     match program {
         Some(NONE) => 0,
-        Some(modules::TESTS) => verdict(run_tests(tests_arg(info))),
+        Some(modules::TESTS) => verdict(run_tests(info)),
         Some(modules::BENCH) => bench(info),
         Some(modules::FUZZ) => fuzz(info),
         // The shell is the default: what `scripts/run.sh` shows a person.
@@ -205,8 +208,13 @@ fn spawn_args(
 /// hardware roots (hw, issue 11). They are given before it starts, in this
 /// order, so they are the first handles of its fresh table and land at the
 /// numbers `abi::boot_handles::tests` names.
-fn run_tests(arg: u64) -> Option<Status> {
-    let pid = spawn_with(modules::TESTS, arg, give_tests)?;
+/// `tests=PREFIX` on the command line runs only the cases whose names
+/// start with PREFIX, as the shell's `tests PREFIX` does: a recording
+/// (runner `--record`, which feeds no input) can hold one case.
+fn run_tests(info: &BootInfo) -> Option<Status> {
+    let prefix = cmdline_arg(info.cmdline(), TESTS_PREFIX_KEY).filter(|p| !p.is_empty());
+    let args = prefix.as_slice();
+    let pid = spawn_args(modules::TESTS, args, tests_arg(info), give_tests)?;
     wait(modules::TESTS, pid)
 }
 

@@ -132,6 +132,25 @@ pub fn prune_unmap_last_table_of_user_half() -> TestResult {
 
 /// Case: one unmap of the whole user half frees every table it covers.
 pub fn unmap_whole_user_half_frees_all_tables() -> TestResult {
+    // The figure is the whole machine's: a frame another process frees or
+    // takes inside the window (seen once in the full suite under UEFI at
+    // -smp 4, not reproduced alone) moves it. A leak by the unmap repeats
+    // on every attempt, so three attempts lose none of the case's power.
+    let mut r = Ok(());
+    for attempt in 0..3 {
+        r = unmap_whole_user_half_once();
+        if r.is_ok() {
+            if attempt > 0 {
+                crate::note!("the figure held on attempt {}", attempt + 1);
+            }
+            break;
+        }
+    }
+    r
+}
+
+/// One attempt of [`unmap_whole_user_half_frees_all_tables`].
+fn unmap_whole_user_half_once() -> TestResult {
     let child = ok(vm::process_create(), "process_create")?;
     let s = child.space();
     // The first page's tables (PDPT, PD, PT of [0, 2 MiB)) are only partly

@@ -212,9 +212,17 @@ fn round(round: u64, name: &str) -> TestResult {
         core::ptr::addr_of!(mica_tests_break24s_child_end),
     );
     let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
+    let threads0 = crate::lifecycle::info()?.threads;
     let p = util::spawn_code(text, round)?;
     let r = (|| {
-        // E spawned B (its handle is P's first), then the endpoint.
+        // E spawned B (its handle is P's first), then the endpoint. The
+        // machine's thread count shows B (E and B: two more): a slow vCPU
+        // once had not spawned B after a fixed 10 ms (q35, -smp 4).
+        let mut waited = 0;
+        while crate::lifecycle::info()?.threads < threads0 + 2 && waited < 2000 {
+            sys::sleep_ns(1_000_000);
+            waited += 1;
+        }
         sys::sleep_ns(10_000_000);
         let given = ipc::handle_give(p, ep.0, rights::RECV);
         check(
