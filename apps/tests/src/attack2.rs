@@ -263,7 +263,7 @@ extern "C" fn reaper(arg: u64) -> ! {
     let slot = ((arg >> 41) & 1) as usize;
     let _ = sys::set_affinity(cpu);
     while !GO.load(Ordering::SeqCst) {
-        core::hint::spin_loop();
+        crate::util::relax();
     }
     let r = if arg & PROCESS_BIT != 0 {
         sys::process_wait(ProcessHandle::from_raw(h))
@@ -281,7 +281,7 @@ extern "C" fn reaper(arg: u64) -> ! {
 extern "C" fn exit_after(ns: u64) -> ! {
     let end = sys::clock_ns() + ns;
     while sys::clock_ns() < end {
-        core::hint::spin_loop();
+        crate::util::relax();
     }
     sys::thread_exit(7)
 }

@@ -115,8 +115,7 @@ global_asm!(
     "ud2",
     "mica_tests_attackhw_child_regs_end:",
     // spin: runs until killed.
-    "mica_tests_attackhw_child_spin:",
-    "pause",
+    "mica_tests_attackhw_child_spin:",             // no PAUSE: util::relax
     "jmp mica_tests_attackhw_child_spin",
     "mica_tests_attackhw_child_spin_end:",
     ".popsection",

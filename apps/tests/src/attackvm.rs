@@ -196,7 +196,7 @@ extern "C" fn race_toucher(_: u64) -> ! {
     while RACE_STOP.load(Ordering::Relaxed) == 0 {
         let go = RACE_GO.load(Ordering::Acquire);
         if go == seen {
-            core::hint::spin_loop();
+            crate::util::relax();
             continue;
         }
         seen = go;
@@ -208,7 +208,7 @@ extern "C" fn race_toucher(_: u64) -> ! {
         let span = RACE_SPAN.load(Ordering::Relaxed).max(1000);
         let at = RACE_T0.load(Ordering::Relaxed) + x % span;
         while libipc::bench::rdtsc() < at {
-            core::hint::spin_loop();
+            crate::util::relax();
         }
         // SAFETY: mapped writable for this case's whole life.
         unsafe { core::ptr::write_volatile((RACE_AT + 8) as *mut u64, seen) };
@@ -285,7 +285,7 @@ pub fn clone_loses_no_racing_write() -> TestResult {
                 result = Err("the toucher stalled");
                 break;
             }
-            core::hint::spin_loop();
+            crate::util::relax();
         }
         if result.is_err() || RACE_LOST.load(Ordering::Relaxed) != 0 {
             break;

@@ -294,7 +294,7 @@ pub fn close_racing_fast_reply_recv() -> TestResult {
             sys::sleep_ns(100_000);
         }
         for _ in 0..round * 97 {
-            core::hint::spin_loop();
+            crate::util::relax();
         }
         ok(ipc::handle_close(ep.0), "close the endpoint")?;
         let sst = s.join()?;

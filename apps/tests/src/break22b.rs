@@ -44,7 +44,7 @@ fn echo_of(m: &Message) -> Message {
 fn spin_ns(ns: u64) {
     let t0 = sys::clock_ns();
     while sys::clock_ns() - t0 < ns {
-        core::hint::spin_loop();
+        crate::util::relax();
     }
 }
 

@@ -96,7 +96,7 @@ extern "C" fn killing_client(ep: u64) -> ! {
                 return Some(0xfe);
             }
             for _ in 0..KILL_SPINS.load(Ordering::Relaxed) {
-                core::hint::spin_loop();
+                crate::util::relax();
             }
         }
         None
@@ -167,7 +167,7 @@ extern "C" fn spinner(_: u64) -> ! {
     let _ = sys::set_affinity(0);
     while SPIN_STOP.load(Ordering::Relaxed) == 0 {
         for _ in 0..20_000 {
-            core::hint::spin_loop();
+            crate::util::relax();
         }
         sys::yield_now();
     }

@@ -142,7 +142,7 @@ pub fn timed_calls_racing_replies_end_once() -> TestResult {
         // it never got it), so the next call finds it receiving.
         let end = util::deadline_ms(1);
         while SRV[n as usize].load(Ordering::SeqCst) == 0 && rdtsc() < end {
-            core::hint::spin_loop();
+            crate::util::relax();
         }
     }
     // The server still answers (a pin left behind hangs it or faults).

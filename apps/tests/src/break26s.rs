@@ -293,7 +293,7 @@ extern "C" fn victim(arg: u64) -> ! {
     };
     CALLING.store(1, Ordering::SeqCst);
     for _ in 0..DELAY.load(Ordering::SeqCst) {
-        core::hint::spin_loop();
+        crate::util::relax();
     }
     let _ = ipc::call(Endpoint(arg as u32), &m, None);
     sys::thread_exit(3)
@@ -335,7 +335,7 @@ pub fn kill_before_a_fast_block_ends_the_caller() -> TestResult {
         };
         let t0 = sys::clock_ns();
         while CALLING.load(Ordering::SeqCst) == 0 && sys::clock_ns() - t0 < 1_000_000_000 {
-            core::hint::spin_loop();
+            crate::util::relax();
         }
         let _ = sys::thread_kill(v.handle());
         let st = v.join();

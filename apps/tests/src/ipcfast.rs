@@ -29,7 +29,7 @@ extern "C" fn sibling(cpu: u64) -> ! {
     }
     PHASE.store(1, Ordering::Release);
     while PHASE.load(Ordering::Acquire) != 2 {
-        core::hint::spin_loop();
+        crate::util::relax();
     }
     hw::outb(COM1_SCRATCH, 0x5a);
     let ok = hw::inb(COM1_SCRATCH) == 0x5a;

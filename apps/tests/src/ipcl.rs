@@ -71,7 +71,7 @@ extern "C" fn churn(cpu: u64) -> ! {
             if single {
                 sys::yield_now();
             } else {
-                core::hint::spin_loop();
+                crate::util::relax();
             }
         }
         let cur = CUR.load(Ordering::Relaxed);

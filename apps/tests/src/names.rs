@@ -480,7 +480,7 @@ pub fn supervision_survives_100_kills() -> TestResult {
         let spin = next(&mut rng) % 1_000_000;
         let s0 = sys::clock_ns();
         while sys::clock_ns() - s0 < spin {
-            core::hint::spin_loop();
+            crate::util::relax();
         }
         let killed = sys::clock_ns();
         if with!(ep, |c| c.restart("kv")) != Ok(Reply::Restarting {}) {

@@ -149,8 +149,7 @@ global_asm!(
     "ud2",
     "2:",                          // waiter: rdi = pid
     "mov eax, {flag}",
-    "5:",
-    "pause",
+    "5:",                          // no PAUSE: util::relax
     "cmp dword ptr [rax], 0",      // wait for the go
     "je 5b",
     "mov eax, {pwait}",

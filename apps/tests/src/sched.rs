@@ -43,7 +43,7 @@ extern "C" fn count_thread(arg: u64) -> ! {
         if e != 0 {
             break e;
         }
-        core::hint::spin_loop();
+        crate::util::relax();
     };
     while rdtsc() < end {
         c.count.fetch_add(1, Ordering::Relaxed);

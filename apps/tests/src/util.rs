@@ -300,6 +300,17 @@ pub unsafe fn from_arg<'a, T>(arg: u64) -> &'a mut T {
     unsafe { &mut *(arg as *mut T) }
 }
 
+/// The busy-wait hint of this program's spin loops: a compiler fence, no
+/// `PAUSE`. QEMU's TCG leaves its translated code for its main loop at
+/// every `PAUSE`; under record/replay (one CPU, where a spin lasts until
+/// the next time slice) that made single cases take minutes to replay
+/// (docs/decisions.md, `## lead, session 27`). An emulated CPU gains
+/// nothing from the hint.
+#[inline(always)]
+pub fn relax() {
+    core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+}
+
 /// Pins the caller to CPU 0 (where every "same CPU" test runs its threads).
 pub fn pin0() -> bool {
     sys::set_affinity(0).is_ok()

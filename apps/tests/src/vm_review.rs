@@ -68,7 +68,7 @@ extern "C" fn middle_hog(_: u64) -> ! {
             HOG_TIMED_OUT.store(true, Ordering::SeqCst);
             break;
         }
-        core::hint::spin_loop();
+        crate::util::relax();
     }
     sys::thread_exit(if ok { 0 } else { 1 })
 }

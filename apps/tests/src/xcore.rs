@@ -71,7 +71,7 @@ extern "C" fn echo(_: u64) -> ! {
         }
         let until = rdtsc() + msg.words[1] * DELAY_STEP.load(Ordering::Relaxed);
         while rdtsc() < until {
-            core::hint::spin_loop();
+            crate::util::relax();
         }
         let answer = Message {
             label: msg.label,

@@ -19,7 +19,7 @@ static SELF_DONE: AtomicU64 = AtomicU64::new(0);
 extern "C" fn spinner(_: u64) -> ! {
     loop {
         SPINS.fetch_add(1, Ordering::Relaxed);
-        core::hint::spin_loop();
+        crate::util::relax();
     }
 }
 
