@@ -291,7 +291,7 @@ fn user_frame(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
 pub fn start_thread(p: &Arc<Process>, entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {
     let t = Thread::new_user(p, &user_frame(entry, stack_top, arg), p.initial_priority())?;
     let tid = t.tid;
-    sched::enqueue(t);
+    sched::start(t);
     Ok(tid.get())
 }
 
@@ -337,7 +337,7 @@ pub fn start_thread_in(
     match r {
         Ok(h) => {
             let tid = t.tid;
-            sched::enqueue(t);
+            sched::start(t);
             Ok((h, tid))
         }
         Err(e) => {
@@ -388,7 +388,7 @@ pub fn spawn(image: &[u8], parent: &Arc<Process>, arg: u64) -> Result<(Handle, P
             if r.is_ok() {
                 // Lock order: a thread table before a run queue (as
                 // `exit_current_process`).
-                sched::enqueue(t.take().expect("the thread is still ours"));
+                sched::start(t.take().expect("the thread is still ours"));
             }
             r
         }

@@ -44,7 +44,7 @@
 //!   not ask for frame delivery) is written under the partner's lock.
 
 use super::slowpath::Ep;
-use super::{claim, end_wait, wait};
+use super::{claim, end_wait, wait, Handoff};
 use crate::arch::trap::TrapFrame;
 use crate::object::thread::{Thread, ThreadState};
 use crate::object::waitstate::{Msg, Outcome, Server, TRef, WaitOn};
@@ -53,74 +53,6 @@ use abi::Error;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use kcore::ipc::{Receiver, Ticket, WakeReason};
-
-/// A thread made Ready by us and not queued: the current thread switches to
-/// it when it blocks; if it never does, the drop queues it (a Ready thread
-/// must never be left out of every run queue).
-#[derive(Default)]
-pub struct Handoff(Option<Arc<Thread>>);
-
-impl Handoff {
-    /// None.
-    pub const fn none() -> Self {
-        Handoff(None)
-    }
-
-    /// `t` has its outcome: hand it off if it last ran on this CPU and we
-    /// win its Blocked -> Ready exchange; else wake it as usual.
-    #[inline(always)]
-    pub fn or_wake(t: Arc<Thread>) -> Handoff {
-        // `cpu_index`, one `gs:` load: IPC runs only after this CPU's
-        // per-CPU setup (`cpu_id`'s early-boot test cost 3 a side, ipccut).
-        let here =
-            t.sched.last_cpu.load(Ordering::Relaxed) as usize == crate::arch::percpu::cpu_index();
-        if here && t.try_unblock() {
-            Handoff(Some(t))
-        } else {
-            sched::wake(&t);
-            Handoff(None)
-        }
-    }
-
-    /// [`or_wake`](Self::or_wake) for a receiver `t` that the fast `call`
-    /// took off an endpoint queue where it waits *on this CPU* (its
-    /// `Receiver::cpu`, tested): its `last_cpu` is not compared (-5 a round
-    /// trip, proto2). A receiver queues itself with the CPU it runs on and
-    /// then blocks there with interrupts off (no migration in between), so
-    /// the two differ only after a wake-up without a result (a kill, or a
-    /// stale timer wake-up: `sched::sleep::wake_sleepers` wakes entries
-    /// after dropping its list lock; a suspension does not wake an IPC
-    /// wait, break24p) let another CPU run it and it blocked again in the same
-    /// wait; it is then handed off here rather than woken there, a choice
-    /// of CPU only: its set allowed this CPU when it entered the wait here
-    /// and cannot have changed within it (sched3: the switch no longer
-    /// tests the set, `sched::direct_or_block`; ring-3 case
-    /// `break25s_slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus`),
-    /// and the switch still refuses a thread being switched away from
-    /// (it queues it instead), as for any hand-off.
-    #[inline(always)]
-    pub fn queued_here(t: Arc<Thread>) -> Handoff {
-        if t.try_unblock() {
-            Handoff(Some(t))
-        } else {
-            sched::wake(&t);
-            Handoff(None)
-        }
-    }
-
-    /// The thread, for the switch.
-    pub fn take(&mut self) -> Option<Arc<Thread>> {
-        self.0.take()
-    }
-}
-
-impl Drop for Handoff {
-    fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
-            sched::enqueue(t);
-        }
-    }
-}
 
 /// Which fast-path counter ([`hits`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,15 +123,19 @@ pub fn call<const FRAMELESS: bool>(
     // contract); nothing else writes it while the thread runs.
     let msg_of = |label, badge| frame_msg(unsafe { &*out }, label, badge);
     // From here the receiver is ours: nothing else may end its wait.
+    // Uncounted (cut27r): alive until its outcome is out (`give_call`),
+    // and its memory after that while interrupts stay off (`Handoff`).
     // SAFETY: we won r's claim and have not handed it an outcome.
-    let rt = unsafe { r.thread.arc() };
+    let rt = unsafe { r.thread.thread() };
     // 2 and 3: our wait recorded, the call handed to rt (`give_call`).
-    let (tk, abandoned) = give_call(cur, &rt, r.thread.ticket, FRAMELESS, buf, capacity, || {
+    let (tk, abandoned) = give_call(cur, rt, r.thread.ticket, FRAMELESS, buf, capacity, || {
         msg_of(label, badge)
     });
     // 4. Switch straight to rt (or wake it, if it cannot run here now);
     //    it was queued as waiting on this CPU (`take_front_receiver`).
-    let h = Handoff::queued_here(rt);
+    // SAFETY: rt found in the endpoint queue and claimed there, interrupts
+    // off since (`call_claim`'s lock, then this straight line).
+    let h = unsafe { Handoff::queued_here(rt) };
     if let Some(o) = abandoned {
         end_wait(o, Outcome::Err(Error::PeerDied));
     }
@@ -233,7 +169,7 @@ pub fn call<const FRAMELESS: bool>(
 #[inline(always)]
 pub(super) fn give_call(
     cur: &Thread,
-    rt: &Arc<Thread>,
+    rt: &Thread,
     rtk: Option<Ticket>,
     frame_ok: bool,
     buf: u64,
@@ -637,13 +573,14 @@ pub fn reply_recv<const FRAMELESS: bool>(
     // 2. The caller's wait (for our reply) ends: its record named us, and
     //    our reply capability no longer names it, so there is nothing to
     //    unlink; its outcome is the last thing written.
+    // Uncounted (cut27r), as the fast `call`'s receiver.
     // SAFETY: we won c's claim and have not handed it an outcome.
-    let ct = unsafe { c.arc() };
+    let ct = unsafe { c.thread() };
     // Its record, ours since we won its claim, taken (no lock, proto3)
     // before its outcome is published (`WaitRecord`).
     // SAFETY: we won c's claim and have not handed it an outcome.
     let record = unsafe { ct.ipc.wait.take() };
-    hand(&ct, c.ticket, || {
+    hand(ct, c.ticket, || {
         // SAFETY: `out` is the current thread's own frame (the caller's
         // contract); nothing else writes it while it runs.
         frame_msg(unsafe { &*out }, label, 0)
@@ -655,7 +592,9 @@ pub fn reply_recv<const FRAMELESS: bool>(
     if !matches!(record, WaitOn::Reply(_)) {
         drop_cold(record);
     }
-    let h = Handoff::or_wake(ct);
+    // SAFETY: ct taken from our reply word and claimed with interrupts
+    // off (`ReplyWord::take`), off since.
+    let h = unsafe { Handoff::or_wake_ref(ct) };
     // 3. Our receive: recorded (step 1) and published (`begin`) before we
     //    are visible in the endpoint queue. A caller already queued (or a
     //    dead endpoint) is the slow path's: it takes the call (or fails)

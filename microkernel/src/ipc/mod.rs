@@ -29,6 +29,7 @@
 mod fastasm;
 pub mod fastpath;
 pub mod fault;
+mod handoff;
 pub mod slowpath;
 pub mod transfer;
 pub mod xcall;
@@ -117,7 +118,7 @@ pub(crate) fn end_wait_handoff(t: TRef, out: Outcome) -> Handoff {
     Handoff::or_wake(arc)
 }
 
-pub use fastpath::Handoff;
+pub use handoff::Handoff;
 
 /// [`claim`] for a caller a reply word named (`id`, wait `tk`: the
 /// server side found it there and took it with interrupts off).

@@ -295,16 +295,17 @@ pub fn live_threads() -> usize {
 #[inline(always)]
 pub fn current() -> &'static Thread {
     let p = percpu::current_thread() as *const Thread;
-    // SAFETY: current_thread always holds a live strong reference (the
-    // scheduler's invariant), which outlives any use on this CPU until the
-    // next switch.
+    // SAFETY: current_thread names a thread kept by its life reference
+    // (the scheduler's invariant, cut27r), which outlives any use on this
+    // CPU until the switch after its exit.
     unsafe { &*p }
 }
 
 /// A new strong reference to the running thread.
 pub fn current_arc() -> Arc<Thread> {
     let p = percpu::current_thread() as *const Thread;
-    // SAFETY: as in `current`; incrementing first keeps PerCpu's reference.
+    // SAFETY: as in `current`; incrementing first makes the `from_raw`
+    // own a reference of its own (the life reference stays).
     unsafe {
         Arc::increment_strong_count(p);
         Arc::from_raw(p)

@@ -1,7 +1,9 @@
 //! The direct switch (the IPC fast path's hand-off): from the current
 //! thread, which has just blocked, straight to the thread it woke, with no
 //! run-queue trip; with frames ([`switch_direct`]) or frameless
-//! ([`switch_direct_frameless`]). Split from `sched/mod.rs` (its size).
+//! ([`switch_direct_frameless`]); and the uncounted thread's [`start`]
+//! (its life reference) and [`wake_ref`]. Split from `sched/mod.rs` (its
+//! size).
 
 use super::{block, current, enqueue, here, me, park_prev, switch_prepare, switch_to};
 use crate::object::thread::Thread;
@@ -9,7 +11,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
 /// The common start of [`switch_direct`] and [`switch_direct_frameless`]:
-/// `Some((next, this CPU's index))` when the switch to `next` may be made here now (it
+/// `Some(this CPU's index)` when the switch to `next` may be made here now (it
 /// is no longer on a CPU); else
 /// `next` was queued, the current thread blocked as usual (with its
 /// frames) and has resumed: `None`. `TRACE`: record the hand-off's switch
@@ -22,7 +24,7 @@ use core::sync::atomic::Ordering;
 /// it switches to `next` all the same and dies when the queue runs it
 /// again, as for a kill a few instructions later, after the switch.
 #[inline(always)]
-fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<(Arc<Thread>, usize)> {
+fn direct_or_block<const TRACE: bool>(next: &Thread) -> Option<usize> {
     let cpu = me();
     // `next` may run here (its affinity is not tested, sched3: -6 a round
     // trip): every hand-off is to a thread that waits in a wait it entered
@@ -37,7 +39,12 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<(Arc<Thread>,
         a == u32::MAX || a as usize == cpu
     });
     if next.sched.on_cpu.load(Ordering::Acquire) {
-        enqueue(next);
+        // The queue's entry gets a reference of its own.
+        // SAFETY: `next` is alive (the switch functions' contract).
+        enqueue(unsafe {
+            Arc::increment_strong_count(next);
+            Arc::from_raw(next)
+        });
         block();
         return None;
     }
@@ -50,7 +57,7 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<(Arc<Thread>,
     // handing the CPU back and forth is still preempted when it ends and
     // threads queued here get their turn (the queue was bypassed).
     if !TRACE {
-        return Some((next, cpu));
+        return Some(cpu);
     }
     crate::trace::switch(|| {
         (
@@ -63,7 +70,7 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<(Arc<Thread>,
             ],
         )
     });
-    Some((next, cpu))
+    Some(cpu)
 }
 
 /// IPC's direct hand-off (DESIGN 7): switches from the current thread,
@@ -76,14 +83,19 @@ fn direct_or_block<const TRACE: bool>(next: Arc<Thread>) -> Option<(Arc<Thread>,
 /// usual. The caller tested the current thread's kill after its Blocked
 /// store ([`direct_or_block`]).
 ///
+/// `next` is uncounted (cut27r): Ready by the caller's exchange and in no
+/// queue, nobody else may run it, so it cannot exit and its life reference
+/// (`sched` module invariants) keeps it; it becomes PerCpu's current thread
+/// as it is, with no count taken, and the current thread's is not dropped.
+///
 /// Always inlined (into the IPC fast path): with its trace point the
 /// compiler stopped inlining it, and the call cost the fast path ~10
 /// instructions per switch (`ipc_call_same_core`, docs/decisions.md "trace").
 #[inline(always)]
-pub fn switch_direct(next: Arc<Thread>) {
-    let Some((next, _)) = direct_or_block::<true>(next) else {
+pub fn switch_direct(next: &Thread) {
+    if direct_or_block::<true>(next).is_none() {
         return;
-    };
+    }
     switch_to(current(), next);
 }
 
@@ -98,12 +110,13 @@ pub fn switch_direct(next: Arc<Thread>) {
 /// between the syscall stub and this call is abandoned), the current
 /// thread is a user thread in a syscall whose wait ends in
 /// `crate::syscall::frameless_resume` (its TrapFrame is the stub's), `cur`
-/// is it, and it is Blocked (or already made Ready and queued by a waker). The hand-off
+/// is it, and it is Blocked (or already made Ready and queued by a waker);
+/// `next` as for [`switch_direct`]. The hand-off
 /// is not traced: the caller (the frameless IPC entry) runs only while the
 /// `SCHED` trace category is off.
 #[inline(always)]
-pub unsafe fn switch_direct_frameless(cur: &Thread, next: Arc<Thread>) {
-    let Some((next, cpu)) = direct_or_block::<false>(next) else {
+pub unsafe fn switch_direct_frameless(cur: &Thread, next: &Thread) {
+    let Some(cpu) = direct_or_block::<false>(next) else {
         return;
     };
     // The caller's reference to the current thread, in a register: no
@@ -121,13 +134,12 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: Arc<Thread>) {
     unsafe { *prev_rsp = frameless };
     if next_rsp == frameless {
         // `next` blocked frameless too (its partner's hand-off, the usual
-        // round trip): straight to its resume, with PerCpu's reference to
-        // `prev` in a register instead of the CPU's `prev` cell
+        // round trip): straight to its resume, with `prev` in a register instead of the CPU's `prev` cell
         // (switchcut): `finish_handoff` there releases it, without the
         // cell's take and test and `finish_switch`'s `migrate_prev` swap
-        // (false here: `direct_or_block` asserts it).
-        // `prev` was the current thread, whose reference (`Arc::into_raw`)
-        // PerCpu held until next's replaced it; next's context is the
+        // (false here: `direct_or_block` asserts it) and dead test (prev
+        // blocked in a wait: not dead). `prev` was the current thread,
+        // kept by its life reference; next's context is the
         // shared frameless record, so the entry resumes it at its frame.
         // SAFETY: the caller's contract (nothing on this stack is owned,
         // the wait ends in the frameless resume), and `prev` as just said.
@@ -145,22 +157,55 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: Arc<Thread>) {
 /// The switch's last step for [`switch_direct_frameless`]'s hand-off to a
 /// frameless thread (`finish_switch` without the CPU's `prev` cell): runs
 /// on next's stack (the resume entry moved RSP there first), so only now
-/// may another CPU run `prev`: its `on_cpu` is released, then PerCpu's
-/// old reference to it dropped (a dead thread's stack goes away here if
-/// nobody else holds it).
+/// may another CPU run `prev`: its `on_cpu` is released. No reference is
+/// dropped (cut27r: the `lock decq` and its branch a side): PerCpu named
+/// prev without a count (its life reference, `sched` module invariants),
+/// and prev blocked in an IPC wait, so it is not dead and its life
+/// reference stays.
 ///
 /// # Safety
-/// `prev` is the reference `switch_direct_frameless` passed (the raw
-/// `Arc<Thread>` PerCpu held for the thread switched away from), used once;
-/// RSP has left prev's stack.
+/// `prev` is the thread `switch_direct_frameless` switched away from (its
+/// address), used once; RSP has left prev's stack.
 #[inline(always)]
 pub unsafe fn finish_handoff(prev: u64) {
     debug_assert!(!here().migrate_prev.load(Ordering::Relaxed));
-    // SAFETY: the caller's contract: a strong reference made by `into_raw`.
-    let p = unsafe { Arc::from_raw(prev as *const Thread) };
+    // SAFETY: the caller's contract: prev is alive (its life reference)
+    // until another CPU may run it, after the store below.
+    let p = unsafe { &*(prev as *const Thread) };
+    debug_assert!(p.state() != crate::object::thread::ThreadState::Dead);
     // Release: prev's context and every write of its last run are visible
     // to a CPU that sees it off this CPU (the Acquire loads of `on_cpu`
     // in `schedule_inner` and `direct_or_block`), as in `finish_switch`.
     p.sched.on_cpu.store(false, Ordering::Release);
-    drop(p);
+}
+
+/// Starts `t`, a thread that never ran and is in no queue: takes its life
+/// reference (the `sched` module invariants), released after its exit by
+/// the [`finish_switch`](super::finish_switch) that follows its last
+/// switch-out, and queues it.
+pub fn start(t: Arc<Thread>) {
+    core::mem::forget(t.clone());
+    enqueue(t);
+}
+
+/// [`wake`](super::wake) for a thread named without a count (an IPC
+/// hand-off's partner, `ipc::Handoff`).
+///
+/// # Safety
+/// `t`'s memory is valid: the caller found it in a place of its wait and
+/// runs with interrupts off since (a freed thread's memory waits a grace
+/// period, `mem::retire`). A thread that exited is Dead, never Blocked, so
+/// a won exchange means it is alive, kept by its life reference.
+pub unsafe fn wake_ref(t: &Thread) -> bool {
+    if t.try_unblock() {
+        // SAFETY: Blocked -> Ready is ours: alive, as said; the queue's
+        // entry gets a reference of its own.
+        enqueue(unsafe {
+            Arc::increment_strong_count(t);
+            Arc::from_raw(t)
+        });
+        true
+    } else {
+        false
+    }
 }

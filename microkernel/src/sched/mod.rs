@@ -5,8 +5,16 @@
 //!
 //! # Invariants
 //! - Everything here runs with interrupts off.
-//! - `PerCpu::current_thread` holds one strong reference (`Arc::into_raw`) to the
-//!   running thread.
+//! - Every started thread holds one strong reference to itself, its *life
+//!   reference*: taken by [`start`] (an idle thread's by [`init_cpu`]) and
+//!   released by [`finish_switch`] on the next thread's stack after the
+//!   switch away from it once it died (cut27r). `PerCpu::current_thread`
+//!   and an IPC hand-off (`ipc::Handoff`) name a thread without a count of
+//!   their own: they borrow its life reference, which a running thread, or
+//!   a Ready one nobody else may run, cannot lose (only its own exit and
+//!   last switch-out release it). So the IPC hand-off takes no reference to
+//!   the thread it switches to and drops none for the one it switches away
+//!   from (two locked operations a side, `ipc_call_same_core`).
 //! - A thread is in at most one run queue: only a *running* thread that is
 //!   preempted or yields re-queues itself (on its own CPU; one pinned elsewhere
 //!   is queued there only after the switch away, in [`finish_switch`]), and a
@@ -36,7 +44,7 @@ pub mod sleep;
 mod steal;
 mod ustate;
 
-pub use direct::{finish_handoff, switch_direct, switch_direct_frameless};
+pub use direct::{finish_handoff, start, switch_direct, switch_direct_frameless, wake_ref};
 use poll::poll_queue;
 use steal::{any_stealable, steal};
 
@@ -76,8 +84,9 @@ struct CpuSched {
     poll: IdlePoll,
     /// This CPU's idle thread.
     idle_thread: UnsafeCell<Option<Arc<Thread>>>,
-    /// The thread switched away from, released by `finish_switch`.
-    prev: UnsafeCell<Option<Arc<Thread>>>,
+    /// The thread switched away from (null: none), released by
+    /// `finish_switch`; uncounted (its life reference keeps it).
+    prev: UnsafeCell<*const Thread>,
     /// Whether `prev` is to be queued on its pinned CPU once released.
     migrate_prev: AtomicBool,
     /// When the current slice ends (TSC).
@@ -144,10 +153,11 @@ pub fn init_cpu() -> Result<(), abi::Error> {
         idle: AtomicBool::new(false),
         poll: IdlePoll::new(AtomicBool::new(false)),
         idle_thread: UnsafeCell::new(Some(idle.clone())),
-        prev: UnsafeCell::new(None),
+        prev: UnsafeCell::new(core::ptr::null()),
         migrate_prev: AtomicBool::new(false),
         slice_end: AtomicU64::new(0),
     }));
+    // The idle thread's life reference (never released: it never dies).
     percpu::set_current(Arc::into_raw(idle) as u64);
     // Release (SeqCst): the record above is complete before any CPU sees
     // this one joined.
@@ -287,9 +297,14 @@ fn schedule_inner(requeue: bool) {
         )
     });
     // Our clone goes before the switch: a dying thread never comes back to
-    // drop it (PerCpu's reference is the one `switch_to` hands on).
+    // drop it. So does the run queue's reference to `next` (or the idle
+    // clone): `next` is Ready, taken off the queue and on no CPU, so nobody
+    // else may run it and its life reference holds it until it runs.
     drop(cur);
-    switch_to(current(), next);
+    let n = Arc::as_ptr(&next);
+    drop(next);
+    // SAFETY: `n` is alive (its life reference, just said).
+    switch_to(current(), unsafe { &*n });
 }
 
 fn idle_thread(c: &CpuSched) -> Arc<Thread> {
@@ -298,10 +313,10 @@ fn idle_thread(c: &CpuSched) -> Arc<Thread> {
 }
 
 /// Switches from `prev`, this CPU's running thread (the one PerCpu's
-/// current-thread pointer holds a reference to), to `next`. Borrowed: the
-/// reference that moves into the CPU's `prev` cell is PerCpu's own, so no
-/// clone of `prev` is made and dropped per switch.
-fn switch_to(prev: &Thread, next: Arc<Thread>) {
+/// current-thread pointer names), to `next`, a Ready thread on no CPU and
+/// in no queue whose switch is ours. Both borrowed: each is kept by its
+/// life reference (module invariants), so no count moves per switch.
+fn switch_to(prev: &Thread, next: &Thread) {
     let (prev_rsp, next_rsp, _) = switch_prepare::<false, true>(prev, next, me());
     // SAFETY: both stacks are valid kernel stacks: prev's is the one we run on,
     // next's was parked by switch_context or prepared by prepare_stack.
@@ -313,10 +328,10 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
 /// prev's saved RSP goes, next's saved RSP and next's kernel-stack top (0
 /// for a kernel thread; the frameless hand-off moves RSP below it).
 /// Afterwards `next` is this
-/// CPU's current thread and, with `PARK_PREV`, PerCpu's reference to prev
-/// is in the CPU's `prev` cell, for [`finish_switch`] on next's stack;
-/// without it ([`direct::switch_direct_frameless`] only), the caller owns
-/// that reference and must hand it to [`park_prev`] or to its own finish.
+/// CPU's current thread and, with `PARK_PREV`, prev is named in the CPU's
+/// `prev` cell, for [`finish_switch`] on next's stack; without it
+/// ([`direct::switch_direct_frameless`] only), the caller must hand prev
+/// to [`park_prev`] or to its own finish.
 ///
 /// `cpu` is this CPU's index ([`me`]; the hand-off's caller read it
 /// already). `USER_TO_USER`: both are user threads (the frameless IPC hand-off: a
@@ -328,7 +343,7 @@ fn switch_to(prev: &Thread, next: Arc<Thread>) {
 #[inline(always)]
 fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     prev: &Thread,
-    next: Arc<Thread>,
+    next: &Thread,
     cpu: usize,
 ) -> (*mut u64, u64, u64) {
     debug_assert!(!USER_TO_USER || !(prev.is_idle() || next.is_idle()));
@@ -375,15 +390,15 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     // A user-to-user switch tests both bytes with one `or` with memory
     // (`ustate::any_extra`), and its work reads them again.
     let (work, extra) = if USER_TO_USER {
-        let both = ustate::any_extra(prev, &next);
+        let both = ustate::any_extra(prev, next);
         (both != 0, Err(both))
     } else {
-        let e = ustate::Extra::of(prev, &next);
+        let e = ustate::Extra::of(prev, next);
         (prev_idle || e.any(), Ok(e))
     };
     if work {
-        let extra = extra.unwrap_or_else(|both| ustate::Extra::of_any(prev, &next, both));
-        ustate::switch::<USER_TO_USER>(prev, pctx, &next, nctx, prev_idle, space.is_some(), extra);
+        let extra = extra.unwrap_or_else(|both| ustate::Extra::of_any(prev, next, both));
+        ustate::switch::<USER_TO_USER>(prev, pctx, next, nctx, prev_idle, space.is_some(), extra);
     }
     match space {
         Some(space) => {
@@ -423,50 +438,69 @@ fn switch_prepare<const USER_TO_USER: bool, const PARK_PREV: bool>(
     let next_rsp = nctx.saved_rsp;
     // `prev` is the current thread, so its address is that pointer's.
     debug_assert_eq!(prev as *const Thread as u64, percpu::current_thread());
-    percpu::set_current(Arc::into_raw(next) as u64);
+    // Uncounted: `next`'s life reference keeps it while it runs.
+    percpu::set_current(next as *const Thread as u64);
     if PARK_PREV {
         park_prev(prev);
     }
     (prev_rsp, next_rsp, top)
 }
 
-/// The last step of [`switch_prepare`]: PerCpu's reference to `prev` (the
-/// thread just switched away from, no longer current) moves into the CPU's
-/// `prev` cell, released by [`finish_switch`] after the switch.
+/// The last step of [`switch_prepare`]: `prev` (the thread just switched
+/// away from, no longer current) is named in the CPU's `prev` cell, for
+/// [`finish_switch`] after the switch.
 #[inline(always)]
 fn park_prev(prev: &Thread) {
-    // SAFETY: current_thread held a strong reference to prev (invariant),
-    // made by `Arc::into_raw` of an `Arc<Thread>`; `set_current` replaced
-    // it, so that reference is ours to move.
-    let prev_ref = unsafe { Arc::from_raw(prev as *const Thread) };
     // The cell is empty: every switch that fills it ends in `finish_switch`
     // (after `switch_context`, in `thread_start`, or in the frameless resume
-    // entry), which takes it; the frameless hand-off to a frameless thread
-    // does not fill it (`direct::finish_handoff`). Written without dropping
-    // the old value (the drop of an `Option<Arc>` was an out-of-line call
-    // here once `switch_prepare` was inlined into the IPC fast path).
-    // SAFETY: this CPU's own cell, empty (above), touched by no other CPU.
+    // entry), which empties it; the frameless hand-off to a frameless thread
+    // does not fill it (`direct::finish_handoff`).
+    // SAFETY: this CPU's own cell, touched by no other CPU.
     unsafe {
         let cell = here().prev.get();
-        debug_assert!((*cell).is_none());
-        core::ptr::write(cell, Some(prev_ref));
+        debug_assert!((*cell).is_null());
+        *cell = prev;
     }
 }
 
 /// Runs on the next thread's stack right after a switch: lets other CPUs run
-/// the previous thread, and frees it if it died.
+/// the previous thread, and releases its life reference if it died.
 #[no_mangle]
 pub extern "C" fn finish_switch() {
     let c = here();
     // SAFETY: this CPU's own cell, interrupts off.
-    let prev = unsafe { (*c.prev.get()).take() };
-    if let Some(p) = prev {
-        p.sched.on_cpu.store(false, Ordering::Release);
-        if c.migrate_prev.swap(false, Ordering::Relaxed) {
-            enqueue(p); // now off this CPU: its pinned CPU may run it
-        } else {
-            drop(p); // a dead thread's stack goes away here, if nobody else holds it
+    let p = unsafe { core::ptr::replace(c.prev.get(), core::ptr::null()) };
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: prev's life reference keeps it until this function releases
+    // it (a dead prev) or another CPU runs it (after `on_cpu` below).
+    let t = unsafe { &*p };
+    // Read before `on_cpu` is released: afterwards another CPU may run a
+    // live prev, which may exit and be released there. Only the thread
+    // itself turns Dead (`lifecycle::exit_current`), just before its last
+    // switch-out, so this is exactly "prev exited".
+    let dead = t.state() == ThreadState::Dead;
+    let migrate = c.migrate_prev.swap(false, Ordering::Relaxed);
+    // A prev to be queued on its pinned CPU is Ready and in no queue: only
+    // this CPU may queue it, so it is alive; its queue entry's reference is
+    // made while this CPU still runs it (on_cpu).
+    let requeue = migrate.then(|| {
+        // SAFETY: alive (its life reference), as just said.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
         }
+    });
+    t.sched.on_cpu.store(false, Ordering::Release);
+    if let Some(q) = requeue {
+        enqueue(q); // now off this CPU: its pinned CPU may run it
+    } else if dead {
+        // Its life reference (`start`): the stack goes away here if nobody
+        // else holds the thread.
+        // SAFETY: the reference `start` made (`Arc::clone`, forgotten);
+        // a dead thread never runs again, so this is its one release.
+        drop(unsafe { Arc::from_raw(p) });
     }
 }
 

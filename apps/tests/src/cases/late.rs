@@ -494,6 +494,12 @@ pub const CASES: &[Case] = &[
         "cut26e_thread_churn_gives_thread_memory_back",
         cut26e::thread_churn_gives_thread_memory_back,
     ),
+    // cut27r: the hand-off's partner and PerCpu's current thread
+    // uncounted (each thread's life reference).
+    (
+        "cut27r_fast_pairs_ended_mid_round_trip_give_threads_back",
+        cut27r::fast_pairs_ended_mid_round_trip_give_threads_back,
+    ),
     // break25s: the slow path's hand-offs without the affinity test.
     (
         "break25s_slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus",

@@ -40,8 +40,9 @@
 //! of its own, sched3): the same steps, but the previous thread's reference
 //! comes in RDI rather than through the CPU's `prev` cell, and step 2 runs
 //! `crate::syscall::frameless_handoff_resume`, whose
-//! `sched::finish_handoff` releases it (`on_cpu` := false, then the
-//! reference dropped) with no cell to take and no `migrate_prev` to test.
+//! `sched::finish_handoff` releases it (`on_cpu` := false; no reference
+//! is dropped: PerCpu names threads uncounted, cut27r) with no cell to
+//! take and no `migrate_prev` to test.
 
 use super::percpu::OFF_KERNEL_RSP;
 use super::trap::TrapFrame;
@@ -92,9 +93,9 @@ pub unsafe fn abandon_stack_for(next_rsp: u64) -> ! {
 ///
 /// # Safety
 /// As [`abandon_stack_for`], the current thread's saved RSP being
-/// [`frameless_rsp`]; `prev` is PerCpu's strong reference (`Arc::into_raw`)
-/// to the thread switched away from, which the CPU's `prev` cell does not
-/// hold, and `migrate_prev` is false; `kstack_top` is the current thread's
+/// [`frameless_rsp`]; `prev` is the thread switched away from (its
+/// address: PerCpu names a thread uncounted, cut27r), which the CPU's
+/// `prev` cell does not hold, and `migrate_prev` is false; `kstack_top` is the current thread's
 /// kernel-stack top (its syscall frame below it).
 #[inline(always)]
 pub unsafe fn handoff_to_frameless(prev: u64, kstack_top: u64) -> ! {

@@ -546,7 +546,7 @@ pub fn set_iomap_base(offset: u16) {
     unsafe { (*super::iopb::tss(this().id())).tss.iomap_base = offset };
 }
 
-/// Records the running thread (a raw strong reference, see `sched`).
+/// Records the running thread (uncounted: its life reference, see `sched`).
 /// Always inlined (each switch calls it: see [`set_kernel_stack`]).
 #[inline(always)]
 pub fn set_current(thread: u64) {
