@@ -118,6 +118,9 @@ extern "C" {
     static mica_tests_break26s_child_end: u8;
 }
 
+/// Set by [`server`] right before its first receive.
+static SERVER_UP: AtomicU64 = AtomicU64::new(0);
+
 /// Serves endpoint `arg` on CPU 0 (the child pins itself there too, so
 /// the answer is the same-CPU hand-off): answers every call with word 0 [`REPLY_W0`]
 /// through the fast `reply_recv` (the hand-off into a frameless caller);
@@ -132,6 +135,7 @@ extern "C" fn server(arg: u64) -> ! {
         label: 0,
         words: [REPLY_W0, 0, 0, 0, 0, 0],
     };
+    SERVER_UP.store(1, Ordering::SeqCst);
     let mut got = ipc::recv(ep, None);
     loop {
         let Ok(Received::Msg { msg, .. }) = got else {
@@ -158,6 +162,7 @@ pub fn single_stepped_frameless_call_result() -> TestResult {
         core::ptr::addr_of!(mica_tests_break26s_child_end),
     );
     let srv = ok(ipc::endpoint_create(), "endpoint_create (server)")?;
+    SERVER_UP.store(0, Ordering::SeqCst);
     let s = util::spawn(server, u64::from(srv.0))?;
     let fault = ok(ipc::endpoint_create(), "endpoint_create (fault)")?;
     let send = Endpoint(ok(ipc::handle_dup(fault.0, rights::SEND, 3), "dup SEND")?);
@@ -165,7 +170,14 @@ pub fn single_stepped_frameless_call_result() -> TestResult {
     let set = hw::process_set_fault_ep(c, Some(send));
     let _ = ipc::handle_close(send.0);
     ok(set, "process_set_fault_ep")?;
-    sys::sleep_ns(2_000_000); // the server waits in its receive
+    // The server waits in its receive: it said it is about to enter it,
+    // then 2 ms (a fixed 2 ms alone once was too short under load, and
+    // the call took the slow path).
+    let t0 = sys::clock_ns();
+    while SERVER_UP.load(Ordering::SeqCst) == 0 && sys::clock_ns() - t0 < 2_000_000_000 {
+        sys::sleep_ns(100_000);
+    }
+    sys::sleep_ns(2_000_000);
     let (f0, r0) = crate::fastpath::fast_counts();
     ok(
         ipc::handle_give(c, srv.0, rights::SEND),
