@@ -494,6 +494,11 @@ pub const CASES: &[Case] = &[
         "cut26e_thread_churn_gives_thread_memory_back",
         cut26e::thread_churn_gives_thread_memory_back,
     ),
+    // cut27p: the fast path's message copied frame to frame (asm).
+    (
+        "cut27p_fast_messages_arrive_whole",
+        cut27p::fast_messages_arrive_whole,
+    ),
     // break25s: the slow path's hand-offs without the affinity test.
     (
         "break25s_slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus",
