@@ -56,6 +56,7 @@ mod console;
 mod consrv;
 mod cpu_state;
 mod cut26e;
+mod cut27p;
 mod cut27r;
 mod edit_wait;
 mod entry;

@@ -43,6 +43,7 @@
 //!   capability is an atomic word; only the result slot (a wait that did
 //!   not ask for frame delivery) is written under the partner's lock.
 
+use super::fastasm::{FrameMsg, MsgSource};
 use super::slowpath::Ep;
 use super::{claim, end_wait, wait, Handoff};
 use crate::arch::trap::TrapFrame;
@@ -119,18 +120,16 @@ pub fn call<const FRAMELESS: bool>(
 ) -> Result<(), Error> {
     // Frame delivery (`hand`) writes the reply where the stub's frame is.
     debug_assert_eq!(out, cur.syscall_frame());
-    // SAFETY: `out` is the current thread's own frame (the caller's
-    // contract); nothing else writes it while the thread runs.
-    let msg_of = |label, badge| frame_msg(unsafe { &*out }, label, badge);
     // From here the receiver is ours: nothing else may end its wait.
     // Uncounted (cut27r): alive until its outcome is out (`give_call`),
     // and its memory after that while interrupts stay off (`Handoff`).
     // SAFETY: we won r's claim and have not handed it an outcome.
     let rt = unsafe { r.thread.thread() };
     // 2 and 3: our wait recorded, the call handed to rt (`give_call`).
-    let (tk, abandoned) = give_call(cur, rt, r.thread.ticket, FRAMELESS, buf, capacity, || {
-        msg_of(label, badge)
-    });
+    // SAFETY: `out` is the current thread's own frame (the caller's
+    // contract); nothing else writes it while the thread runs.
+    let msg = unsafe { FrameMsg::<true>::new(out, label, badge) };
+    let (tk, abandoned) = give_call(cur, rt, r.thread.ticket, FRAMELESS, buf, capacity, msg);
     // 4. Switch straight to rt (or wake it, if it cannot run here now);
     //    it was queued as waiting on this CPU (`take_front_receiver`).
     // SAFETY: rt found in the endpoint queue and claimed there, interrupts
@@ -174,7 +173,7 @@ pub(super) fn give_call(
     frame_ok: bool,
     buf: u64,
     capacity: usize,
-    msg: impl Fn() -> Msg,
+    msg: impl MsgSource,
 ) -> (Ticket, Option<TRef>) {
     // Our wait's name (begun below, `begin_next`).
     let next = cur.ipc.claim.next_delivered();
@@ -214,7 +213,7 @@ pub(super) fn give_call(
     }
     if let WaitOn::EndpointBound(_, n) = &old {
         n.s.lock_irqs_off().n.remove(&TRef::new(rt, None));
-        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg()));
+        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg.msg()));
     }
     // Outside rt's lock: it may hold the last reference to the endpoint.
     drop_record(old);
@@ -241,7 +240,7 @@ pub(super) fn give_call(
 ///
 /// [`ThreadIpc::frame_seq`]: crate::object::waitstate::ThreadIpc::frame_seq
 #[inline(always)]
-pub(super) fn hand(t: &Thread, tk: Option<Ticket>, msg: impl Fn() -> Msg) {
+pub(super) fn hand(t: &Thread, tk: Option<Ticket>, msg: &impl MsgSource) {
     match tk {
         // Relaxed: written by t before its `begin`, whose Release our
         // claim acquired (`ThreadIpc::frame_seq`).
@@ -255,10 +254,10 @@ pub(super) fn hand(t: &Thread, tk: Option<Ticket>, msg: impl Fn() -> Msg) {
             // written; we won the claim, so no other party writes one.
             // SAFETY: t is a live user thread (our `Arc`) and its frame's
             // output registers are ours until `framed` (as just argued).
-            put_msg(unsafe { &mut *t.syscall_frame() }, &msg());
+            unsafe { msg.put(t) };
             t.ipc.framed.store(tk.delivered(), Ordering::SeqCst);
         }
-        _ => t.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg())),
+        _ => t.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg.msg())),
     }
 }
 
@@ -580,11 +579,10 @@ pub fn reply_recv<const FRAMELESS: bool>(
     // before its outcome is published (`WaitRecord`).
     // SAFETY: we won c's claim and have not handed it an outcome.
     let record = unsafe { ct.ipc.wait.take() };
-    hand(ct, c.ticket, || {
-        // SAFETY: `out` is the current thread's own frame (the caller's
-        // contract); nothing else writes it while it runs.
-        frame_msg(unsafe { &*out }, label, 0)
-    });
+    // SAFETY: `out` is the current thread's own frame (the caller's
+    // contract); nothing else writes it while it runs.
+    let msg = unsafe { FrameMsg::<false>::new(out, label, 0) };
+    hand(ct, c.ticket, &msg);
     // Its record, `Reply(us)`, holds no reference (`Server`, cut26e);
     // anything else is dropped out of line (as [`drop_record`] for a
     // receive; a shared helper testing both kinds measured 8 worse than

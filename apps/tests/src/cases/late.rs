@@ -500,6 +500,11 @@ pub const CASES: &[Case] = &[
         "cut27r_fast_pairs_ended_mid_round_trip_give_threads_back",
         cut27r::fast_pairs_ended_mid_round_trip_give_threads_back,
     ),
+    // cut27p: the fast path's message copied frame to frame (asm).
+    (
+        "cut27p_fast_messages_arrive_whole",
+        cut27p::fast_messages_arrive_whole,
+    ),
     // break25s: the slow path's hand-offs without the affinity test.
     (
         "break25s_slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus",
