@@ -505,6 +505,15 @@ pub const CASES: &[Case] = &[
         "cut27p_fast_messages_arrive_whole",
         cut27p::fast_messages_arrive_whole,
     ),
+    // break27p: every register of a fast round trip, badged, R14/R15 garbage.
+    (
+        "break27p_fast_round_trip_every_register",
+        break27p::fast_round_trip_every_register,
+    ),
+    (
+        "break27p_fast_calls_into_a_bound_receiver_carry_the_badge",
+        break27p::fast_calls_into_a_bound_receiver_carry_the_badge,
+    ),
     // break25s: the slow path's hand-offs without the affinity test.
     (
         "break25s_slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus",
