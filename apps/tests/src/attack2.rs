@@ -471,10 +471,18 @@ pub(crate) extern "C" fn fast_client(ep: u64) -> ! {
     call_until_error(Endpoint(ep as u32), |_| None)
 }
 
-/// The fast clients' loop: register-only calls of word n (answered n + 1)
-/// until an error, `before(n)` first at each (its `Some(code)` ends the
-/// loop); stores calls << 8 | code in [`CLIENT_RESULT`] and exits.
-pub(crate) fn call_until_error(ep: Endpoint, mut before: impl FnMut(u64) -> Option<u64>) -> ! {
+/// The fast clients' loop ([`count_calls`]) storing calls << 8 | code in
+/// [`CLIENT_RESULT`], then the thread's exit.
+pub(crate) fn call_until_error(ep: Endpoint, before: impl FnMut(u64) -> Option<u64>) -> ! {
+    let (n, code) = count_calls(ep, before);
+    CLIENT_RESULT.store(n << 8 | code, Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+/// Register-only calls of word n (answered n + 1) until an error,
+/// `before(n)` first at each (its `Some(code)` ends the loop); returns the
+/// calls made and the code (an error's, 0xff for a wrong answer).
+pub(crate) fn count_calls(ep: Endpoint, mut before: impl FnMut(u64) -> Option<u64>) -> (u64, u64) {
     let mut n = 0u64;
     let code = loop {
         if let Some(code) = before(n) {
@@ -490,8 +498,7 @@ pub(crate) fn call_until_error(ep: Endpoint, mut before: impl FnMut(u64) -> Opti
             Err(e) => break e as u64,
         }
     };
-    CLIENT_RESULT.store(n << 8 | code, Ordering::SeqCst);
-    sys::thread_exit(0)
+    (n, code)
 }
 
 /// Fast calls on CPU 0 while another CPU kills the server thread through

@@ -72,21 +72,7 @@ extern "C" fn client(arg: u64) -> ! {
     let _ = sys::set_affinity(0);
     let ep = Endpoint(arg as u32);
     let stop = arg >> 32;
-    let mut n = 0u64;
-    let code = loop {
-        if stop != 0 && n == stop {
-            break 0;
-        }
-        let m = Message {
-            label: 1,
-            words: [n, 0, 0, 0, 0, 0],
-        };
-        match ipc::call(ep, &m, None) {
-            Ok(r) if r.words[0] == n + 1 => n += 1,
-            Ok(_) => break 0xff,
-            Err(e) => break e as u64,
-        }
-    };
+    let (n, code) = crate::attack2::count_calls(ep, |n| (stop != 0 && n == stop).then_some(0));
     CLIENT_END.store(0x100 | n << 16 | code, Ordering::SeqCst);
     sys::thread_exit(0)
 }
