@@ -19,29 +19,13 @@
 //! handler resumes).
 
 use crate::fastpath::{fast_counts, start_echo, stop_echo};
-use crate::gpr::{self, GprFrame, R11, RCX, USER_FLAGS};
+use crate::gpr::{self, GprFrame, R11, R14, R15, RBP, RBX, RCX, RDI, RSI, USER_FLAGS, WORDS};
 use crate::note;
 use crate::util::{self, check, ok, TestResult};
 use abi::{decode_result, rights, Error, Sysnum};
 use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::ipc::{self, Endpoint, Message};
 use libipc::sys;
-
-// Indices into `GprFrame::vals`/`out` (`gpr::NAMES` order).
-const RBX: usize = 0;
-const RBP: usize = 1;
-const RDX: usize = 3;
-const RSI: usize = 4;
-const RDI: usize = 5;
-const R8: usize = 6;
-const R9: usize = 7;
-const R10: usize = 8;
-const R12: usize = 10;
-const R13: usize = 11;
-const R14: usize = 12;
-const R15: usize = 13;
-/// Where w0..w5 travel.
-const WORDS: [usize; 6] = [RDX, R10, R8, R9, R12, R13];
 
 /// RFLAGS patterns (CF PF ZF SF OF / AF DF / all clear).
 const PATTERNS: [u64; 3] = [0x8c5, 0x410, 0x000];

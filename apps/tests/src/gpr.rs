@@ -23,6 +23,20 @@ pub const RCX: usize = 2;
 pub const RDX: usize = 3;
 /// Index of R11 in [`NAMES`] (the `syscall` instruction overwrites it).
 pub const R11: usize = 9;
+/// The other indices into [`NAMES`] (and `vals`/`out`).
+pub const RBX: usize = 0;
+pub const RBP: usize = 1;
+pub const RSI: usize = 4;
+pub const RDI: usize = 5;
+pub const R8: usize = 6;
+pub const R9: usize = 7;
+pub const R10: usize = 8;
+pub const R12: usize = 10;
+pub const R13: usize = 11;
+pub const R14: usize = 12;
+pub const R15: usize = 13;
+/// Where an IPC message's words w0..w5 travel.
+pub const WORDS: [usize; 6] = [RDX, R10, R8, R9, R12, R13];
 
 /// RFLAGS bits user code controls and the kernel must hand back unchanged:
 /// CF, PF, AF, ZF, SF, DF, OF.
