@@ -49,6 +49,7 @@ mod break25p;
 mod break25s;
 mod break26l;
 mod break26s;
+mod break27r;
 mod breakk2;
 mod breaku;
 mod cases;
