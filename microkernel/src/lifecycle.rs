@@ -94,7 +94,7 @@ pub fn exit_current(status: u64) -> ! {
             let row = table.remove(cur.tid);
             (row, table.none_live())
         };
-        drop(row); // not the last reference: `cur` and PerCpu hold it
+        drop(row); // not the last reference: `cur` and its life reference hold it
         if last {
             // The last thread of the process: no user code runs in its space
             // again, so tear it down here, in preemptible chunks with no lock

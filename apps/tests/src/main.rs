@@ -50,6 +50,7 @@ mod break25s;
 mod break26l;
 mod break26s;
 mod break27p;
+mod break27r;
 mod breakk2;
 mod breaku;
 mod cases;

@@ -101,6 +101,30 @@ impl Thread {
     }
 }
 
+impl Thread {
+    /// [`join`](Self::join) for a thread another thread may have joined
+    /// first (its status is then gone: `None`); the stack is freed either
+    /// way, the thread having ended (break27r).
+    pub fn join_or_joined(self) -> Result<Option<Status>, &'static str> {
+        match sys::thread_join(self.handle) {
+            Err(Error::NotFound) => {
+                // SAFETY: joined by another thread: it has ended.
+                let _ = unsafe { sys::unmap(self.stack, STACK_BYTES) };
+                Ok(None)
+            }
+            Ok(word) => {
+                // SAFETY: the thread has ended; nothing else uses its stack.
+                let _ = unsafe { sys::unmap(self.stack, STACK_BYTES) };
+                Ok(Some(status::decode(word)))
+            }
+            Err(e) => {
+                println!("  note: thread_join({}) failed: {e}", self.handle);
+                Err("thread_join failed")
+            }
+        }
+    }
+}
+
 /// Spawns `entry(arg)` and waits for it.
 pub fn run(entry: Entry, arg: u64) -> Result<Status, &'static str> {
     spawn(entry, arg)?.join()

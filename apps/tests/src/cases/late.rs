@@ -514,6 +514,20 @@ pub const CASES: &[Case] = &[
         "break27p_fast_calls_into_a_bound_receiver_carry_the_badge",
         break27p::fast_calls_into_a_bound_receiver_carry_the_badge,
     ),
+    // break27r: threads end in every state, processes with them, and
+    // cross-core partners are killed mid-reply; each life reference goes.
+    (
+        "break27r_threads_ended_in_every_state_give_everything_back",
+        break27r::threads_ended_in_every_state_give_everything_back,
+    ),
+    (
+        "break27r_process_exits_with_threads_in_every_state",
+        break27r::process_exits_with_threads_in_every_state,
+    ),
+    (
+        "break27r_cross_core_partners_killed_mid_reply_give_threads_back",
+        break27r::cross_core_partners_killed_mid_reply_give_threads_back,
+    ),
     // break25s: the slow path's hand-offs without the affinity test.
     (
         "break25s_slow_handoffs_with_suspends_and_timeouts_stay_on_pinned_cpus",
