@@ -665,8 +665,10 @@ pub fn endpoint_freed_after_a_fast_call_and_close() -> TestResult {
 pub fn children_holding_each_other_are_freed() -> TestResult {
     let base = counts()?;
     for round in 0..4u64 {
-        let a = sleeper(20_000_000 + round * 5_000_000)?;
-        let b = sleeper(30_000_000)?;
+        // Alive for the four gives: 20-35 ms once was not (UEFI, -smp 4,
+        // a slow vCPU: "cross give: not found").
+        let a = sleeper(200_000_000 + round * 5_000_000)?;
+        let b = sleeper(210_000_000)?;
         for (to, h) in [(a, b), (b, a), (a, a), (b, b)] {
             ok(ipc::handle_give(to, h.raw(), WAIT | KILL), "cross give")?;
         }
