@@ -448,17 +448,27 @@ static SRV_DONE: AtomicU64 = AtomicU64::new(0);
 /// receive fails (also break23p's).
 pub(crate) extern "C" fn echo_server(ep: u64) -> ! {
     let _ = sys::set_affinity(0);
-    let ep = Endpoint(ep as u32);
+    echo_until(Endpoint(ep as u32), 0);
+    SRV_DONE.store(1, Ordering::SeqCst);
+    sys::thread_exit(0)
+}
+
+/// The echo loop: replies w0 + 1 until its receive fails, or (`stop`
+/// non-zero) returns at once on taking call number `stop`, unanswered.
+pub(crate) fn echo_until(ep: Endpoint, stop: u64) {
+    let mut taken = 0u64;
     let mut r = ipc::recv(ep, None);
     while let Ok(Received::Msg { msg, .. }) = r {
+        taken += 1;
+        if stop != 0 && taken == stop {
+            return;
+        }
         let reply = Message {
             label: 0,
             words: [msg.words[0] + 1, 0, 0, 0, 0, 0],
         };
         r = ipc::reply_recv(ep, &reply, None);
     }
-    SRV_DONE.store(1, Ordering::SeqCst);
-    sys::thread_exit(0)
 }
 
 /// What [`fast_client`] ended with: calls << 8 | code.

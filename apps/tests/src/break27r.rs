@@ -48,7 +48,7 @@ use crate::util::{self, check, fork_with, ok, TestResult};
 use abi::status::Status;
 use core::sync::atomic::{AtomicU64, Ordering};
 use libipc::hw;
-use libipc::ipc::{self, Endpoint, Message, Notification, Received};
+use libipc::ipc::{self, Endpoint, Notification};
 use libipc::procmgr::{self, Ended};
 use libipc::sys::{self, ThreadHandle};
 
@@ -333,37 +333,11 @@ pub fn process_exits_with_threads_in_every_state() -> TestResult {
     settled_since(&s0, 4096, "threads or heap left after processes ended")
 }
 
-/// A fast echo server on CPU 0 (endpoint `arg`), until its receive fails.
-extern "C" fn server(arg: u64) -> ! {
-    let _ = sys::set_affinity(0);
-    let ep = Endpoint(arg as u32);
-    let mut r = ipc::recv(ep, None);
-    while let Ok(Received::Msg { msg, .. }) = r {
-        let reply = Message {
-            label: 0,
-            words: [msg.words[0] + 1, 0, 0, 0, 0, 0],
-        };
-        r = ipc::reply_recv(ep, &reply, None);
-    }
-    sys::thread_exit(0)
-}
-
 /// Calls endpoint `arg & 0xffff_ffff` from CPU `arg >> 32` until an error.
 extern "C" fn client(arg: u64) -> ! {
     let _ = sys::set_affinity(arg >> 32);
-    let ep = Endpoint(arg as u32);
-    let mut n = 0u64;
-    loop {
-        let m = Message {
-            label: 1,
-            words: [n, 0, 0, 0, 0, 0],
-        };
-        match ipc::call(ep, &m, None) {
-            Ok(r) if r.words[0] == n + 1 => n += 1,
-            Ok(_) => sys::thread_exit(0xff),
-            Err(_) => sys::thread_exit(3),
-        }
-    }
+    let (_, code) = crate::attack2::count_calls(Endpoint(arg as u32), |_| None);
+    sys::thread_exit(if code == 0xff { 0xff } else { 3 })
 }
 
 /// Case: see the module docs.
@@ -374,7 +348,7 @@ pub fn cross_core_partners_killed_mid_reply_give_threads_back() -> TestResult {
     }
     let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
     let send = ok(ipc::handle_dup(ep.0, abi::rights::SEND, 0), "dup send")?;
-    let s = util::spawn(server, ep.0 as u64)?;
+    let s = util::spawn(crate::attack2::echo_server, ep.0 as u64)?;
     let replies0 = counted(2);
     let mut s0 = None;
     for r in 0..30u64 {

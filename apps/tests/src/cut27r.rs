@@ -32,7 +32,7 @@ use crate::util::{self, check, ok, TestResult};
 use abi::status::Status;
 use abi::Error;
 use core::sync::atomic::{AtomicU64, Ordering};
-use libipc::ipc::{self, Endpoint, Message, Received};
+use libipc::ipc::{self, Endpoint};
 use libipc::sys;
 
 /// Rounds (each of the five ends comes up `ROUNDS / 5` times).
@@ -47,21 +47,7 @@ static CLIENT_END: AtomicU64 = AtomicU64::new(0);
 /// call once it has taken that many.
 extern "C" fn server(arg: u64) -> ! {
     let _ = sys::set_affinity(0);
-    let ep = Endpoint(arg as u32);
-    let stop = arg >> 32;
-    let mut taken = 0u64;
-    let mut r = ipc::recv(ep, None);
-    while let Ok(Received::Msg { msg, .. }) = r {
-        taken += 1;
-        if stop != 0 && taken == stop {
-            sys::thread_exit(0)
-        }
-        let reply = Message {
-            label: 0,
-            words: [msg.words[0] + 1, 0, 0, 0, 0, 0],
-        };
-        r = ipc::reply_recv(ep, &reply, None);
-    }
+    crate::attack2::echo_until(Endpoint(arg as u32), arg >> 32);
     sys::thread_exit(0)
 }
 
