@@ -86,9 +86,13 @@ static HOW: AtomicU64 = AtomicU64::new(0);
 static SEEN: AtomicU64 = AtomicU64::new(0);
 static REPLIED: AtomicU64 = AtomicU64::new(0);
 
+/// Set by [`server`] right before its first receive.
+static SERVER_UP: AtomicU64 = AtomicU64::new(0);
+
 /// On CPU 0: receives one call, answers it as `HOW` says, and (for the
 /// fast `reply_recv`) receives again until the test stops it.
 extern "C" fn server(_: u64) -> ! {
+    SERVER_UP.store(1, Ordering::SeqCst);
     if !util::pin0() {
         sys::thread_exit(1);
     }
@@ -135,10 +139,12 @@ pub fn fast_call_from_the_last_user_byte_faults() -> TestResult {
             HOW.store(how, Ordering::SeqCst);
             SEEN.store(0, Ordering::SeqCst);
             REPLIED.store(0, Ordering::SeqCst);
+            SERVER_UP.store(0, Ordering::SeqCst);
             let fast_before = counted(1);
             let s = util::spawn(server, 0)?;
-            // The server reaches its receive on this CPU first.
-            sys::sleep_ns(2_000_000);
+            // The server reaches its receive on this CPU first (a fixed
+            // 2 ms alone once was not enough at -smp 8 on 2 host cores).
+            util::await_flag(&SERVER_UP, 2_000_000);
             let refused = util::rip_refusals();
             let c = util::spawn(last_byte_caller, 0)?;
             let cst = c.join()?;

@@ -170,14 +170,9 @@ pub fn single_stepped_frameless_call_result() -> TestResult {
     let set = hw::process_set_fault_ep(c, Some(send));
     let _ = ipc::handle_close(send.0);
     ok(set, "process_set_fault_ep")?;
-    // The server waits in its receive: it said it is about to enter it,
-    // then 2 ms (a fixed 2 ms alone once was too short under load, and
-    // the call took the slow path).
-    let t0 = sys::clock_ns();
-    while SERVER_UP.load(Ordering::SeqCst) == 0 && sys::clock_ns() - t0 < 2_000_000_000 {
-        sys::sleep_ns(100_000);
-    }
-    sys::sleep_ns(2_000_000);
+    // The server waits in its receive (a fixed 2 ms alone once was too
+    // short under load, and the call took the slow path).
+    util::await_flag(&SERVER_UP, 2_000_000);
     let (f0, r0) = crate::fastpath::fast_counts();
     ok(
         ipc::handle_give(c, srv.0, rights::SEND),

@@ -324,6 +324,19 @@ pub unsafe fn from_arg<'a, T>(arg: u64) -> &'a mut T {
     unsafe { &mut *(arg as *mut T) }
 }
 
+/// Waits (polling every 100 us, up to 2 s) until another thread set
+/// `flag` non-zero, then `settle_ns` more: for a thread that says it is
+/// about to block (a server before its receive), the settle covers the
+/// few instructions left. A fixed sleep alone assumed the thread had run
+/// at all, which a host-starved vCPU once did not (break23, break26s).
+pub fn await_flag(flag: &AtomicU64, settle_ns: u64) {
+    let t0 = sys::clock_ns();
+    while flag.load(Ordering::SeqCst) == 0 && sys::clock_ns() - t0 < 2_000_000_000 {
+        sys::sleep_ns(100_000);
+    }
+    sys::sleep_ns(settle_ns);
+}
+
 /// The busy-wait hint of this program's spin loops: a compiler fence, no
 /// `PAUSE`. QEMU's TCG leaves its translated code for its main loop at
 /// every `PAUSE`; under record/replay (one CPU, where a spin lasts until
