@@ -6,9 +6,12 @@
 //! size).
 
 use super::{block, current, enqueue, here, me, park_prev, switch_prepare, switch_to};
-use crate::object::thread::Thread;
+use crate::object::thread::{SchedState, Thread};
+use crate::object::waitstate::ThreadIpc;
 use alloc::sync::Arc;
-use core::sync::atomic::Ordering;
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use kcore::ipc::WaitClaim;
 
 /// The common start of [`switch_direct`] and [`switch_direct_frameless`]:
 /// `Some(this CPU's index)` when the switch to `next` may be made here now (it
@@ -135,16 +138,26 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: &Thread) {
     if next_rsp == frameless {
         // `next` blocked frameless too (its partner's hand-off, the usual
         // round trip): straight to its resume, with `prev` in a register instead of the CPU's `prev` cell
-        // (switchcut): `finish_handoff` there releases it, without the
+        // (switchcut): the hand-off's entry releases it (its `on_cpu`,
+        // `HANDOFF_OFFSETS`), without the
         // cell's take and test and `finish_switch`'s `migrate_prev` swap
         // (false here: `direct_or_block` asserts it) and dead test (prev
         // blocked in a wait: not dead). `prev` was the current thread,
         // kept by its life reference; next's context is the
         // shared frameless record, so the entry resumes it at its frame.
+        debug_assert!(!here().migrate_prev.load(Ordering::Relaxed));
+        debug_assert!(prev.state() != crate::object::thread::ThreadState::Dead);
         // SAFETY: the caller's contract (nothing on this stack is owned,
-        // the wait ends in the frameless resume), and `prev` as just said.
+        // the wait ends in the frameless resume), `prev` as just said,
+        // `next` is now current (`switch_prepare`) and `next_top` its
+        // kernel-stack top; the offsets are those the entry's contract
+        // names (`HANDOFF_OFFSETS`).
         unsafe {
-            crate::arch::frameless::handoff_to_frameless(prev as *const Thread as u64, next_top)
+            crate::arch::frameless::handoff_to_frameless::<OFF_ON_CPU, OFF_FRAMED, OFF_CLAIM>(
+                prev as *const Thread as u64,
+                next as *const Thread as u64,
+                next_top,
+            )
         }
     }
     park_prev(prev);
@@ -154,30 +167,30 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: &Thread) {
     unsafe { crate::arch::frameless::abandon_stack_for(next_rsp) }
 }
 
-/// The switch's last step for [`switch_direct_frameless`]'s hand-off to a
-/// frameless thread (`finish_switch` without the CPU's `prev` cell): runs
-/// on next's stack (the resume entry moved RSP there first), so only now
-/// may another CPU run `prev`: its `on_cpu` is released. No reference is
-/// dropped (cut27r: the `lock decq` and its branch a side): PerCpu named
-/// prev without a count (its life reference, `sched` module invariants),
-/// and prev blocked in an IPC wait, so it is not dead and its life
-/// reference stays.
-///
-/// # Safety
-/// `prev` is the thread `switch_direct_frameless` switched away from (its
-/// address), used once; RSP has left prev's stack.
-#[inline(always)]
-pub unsafe fn finish_handoff(prev: u64) {
-    debug_assert!(!here().migrate_prev.load(Ordering::Relaxed));
-    // SAFETY: the caller's contract: prev is alive (its life reference)
-    // until another CPU may run it, after the store below.
-    let p = unsafe { &*(prev as *const Thread) };
-    debug_assert!(p.state() != crate::object::thread::ThreadState::Dead);
-    // Release: prev's context and every write of its last run are visible
-    // to a CPU that sees it off this CPU (the Acquire loads of `on_cpu`
-    // in `schedule_inner` and `direct_or_block`), as in `finish_switch`.
-    p.sched.on_cpu.store(false, Ordering::Release);
-}
+// HANDOFF_OFFSETS: what `arch::frameless::handoff_to_frameless` reads and
+// writes in the threads (that layer cannot name `Thread`): prev's `on_cpu`
+// byte, which it releases (`finish_switch`'s Release store, here a plain
+// byte store, Release on x86: prev's context and every write of its last
+// run are visible to a CPU that sees it off this CPU, through the Acquire
+// loads of `on_cpu` in `schedule_inner` and `direct_or_block`; prev
+// blocked in an IPC wait, so it is not dead and its life reference stays:
+// no reference is dropped, cut27r), and the resumed thread's `framed` and
+// claim words (`ipc::fastasm::framed_end`'s: the claim's state is its low
+// byte).
+/// The offset of a thread's `on_cpu` byte.
+const OFF_ON_CPU: usize = offset_of!(Thread, sched) + offset_of!(SchedState, on_cpu);
+/// The offset of a thread's `framed` word.
+const OFF_FRAMED: usize = offset_of!(Thread, ipc) + offset_of!(ThreadIpc, framed);
+/// The offset of a thread's claim word (`WaitClaim`).
+const OFF_CLAIM: usize =
+    offset_of!(Thread, ipc) + offset_of!(ThreadIpc, claim) + WaitClaim::<AtomicU64>::WORD_OFFSET;
+// The widths the entry assumes: a byte, two 64-bit words, the state bits
+// the low byte (its `and` with a sign-extended 32-bit immediate).
+const _: fn(&Thread) -> (&AtomicBool, &AtomicU64, &WaitClaim<AtomicU64>) =
+    |t| (&t.sched.on_cpu, &t.ipc.framed, &t.ipc.claim);
+const _: () = assert!(core::mem::size_of::<AtomicBool>() == 1);
+const _: () = assert!(core::mem::size_of::<WaitClaim<AtomicU64>>() == 8);
+const _: () = assert!(kcore::ipc::CLAIM_STATE_MASK == 0xff);
 
 /// Starts `t`, a thread that never ran and is in no queue: takes its life
 /// reference (the `sched` module invariants), released after its exit by

@@ -44,7 +44,7 @@ pub mod sleep;
 mod steal;
 mod ustate;
 
-pub use direct::{finish_handoff, start, switch_direct, switch_direct_frameless, wake_ref};
+pub use direct::{start, switch_direct, switch_direct_frameless, wake_ref};
 use poll::poll_queue;
 use steal::{any_stealable, steal};
 
@@ -454,7 +454,7 @@ fn park_prev(prev: &Thread) {
     // The cell is empty: every switch that fills it ends in `finish_switch`
     // (after `switch_context`, in `thread_start`, or in the frameless resume
     // entry), which empties it; the frameless hand-off to a frameless thread
-    // does not fill it (`direct::finish_handoff`).
+    // does not fill it (`arch::frameless::handoff_to_frameless`).
     // SAFETY: this CPU's own cell, touched by no other CPU.
     unsafe {
         let cell = here().prev.get();

@@ -286,18 +286,17 @@ pub unsafe extern "C" fn frameless_resume() -> ! {
     unsafe { resume_end() }
 }
 
-/// [`frameless_resume`] for the frameless hand-off from one frameless
-/// thread to another (`sched::switch_direct_frameless`, through
-/// `arch::frameless`'s hand-off entry): the switch ends with
-/// `sched::finish_handoff(prev)` instead of `finish_switch`.
+/// The cold end of the frameless hand-off between two frameless threads
+/// (`arch::frameless::handoff_to_frameless`, which did the switch's last
+/// step and, in its common case, the whole resume itself, cut28s): called
+/// from the frame when its return-RIP or `framed_end` test failed, having
+/// changed nothing; [`resume_end`] makes both tests again with their cold
+/// paths.
 ///
 /// # Safety
-/// As [`frameless_resume`]; `prev` is the previous thread's reference the
-/// hand-off passed (`sched::finish_handoff`'s contract).
+/// As [`frameless_resume`], the previous thread released.
 #[no_mangle]
-pub unsafe extern "C" fn frameless_handoff_resume(prev: u64) -> ! {
-    // SAFETY: the caller's contract; RSP left prev's stack (the entry's).
-    unsafe { crate::sched::finish_handoff(prev) };
+pub unsafe extern "C" fn frameless_handoff_cold() -> ! {
     // SAFETY: the caller's contract.
     unsafe { resume_end() }
 }

@@ -35,14 +35,14 @@
 //! shared record's registers are never used, so nothing is popped).
 //!
 //! The IPC hand-off between two frameless threads (the same-core round
-//! trip) does step 1 itself instead ([`handoff_to_frameless`], switchcut;
-//! from the kernel-stack top the switch has in a register, with no entry
-//! of its own, sched3): the same steps, but the previous thread's reference
-//! comes in RDI rather than through the CPU's `prev` cell, and step 2 runs
-//! `crate::syscall::frameless_handoff_resume`, whose
-//! `sched::finish_handoff` releases it (`on_cpu` := false; no reference
-//! is dropped: PerCpu names threads uncounted, cut27r) with no cell to
-//! take and no `migrate_prev` to test.
+//! trip) does the entry's and the resume's work itself instead
+//! ([`handoff_to_frameless`]; switchcut, sched3, cut28s): from the
+//! kernel-stack top and the threads the switch has in registers, with no
+//! entry, no call and no cell: it releases the previous thread (its
+//! `on_cpu`, no reference dropped: PerCpu names threads uncounted,
+//! cut27r), makes the resume's two tests (the return RIP, `framed_end`)
+//! and jumps to the exit; a failed test calls the compiled resume
+//! (`crate::syscall::frameless_handoff_cold`).
 
 use super::percpu::OFF_KERNEL_RSP;
 use super::trap::TrapFrame;
@@ -82,38 +82,88 @@ pub unsafe fn abandon_stack_for(next_rsp: u64) -> ! {
 }
 
 /// Abandons the current kernel stack and resumes the current thread, which
-/// blocked frameless: like [`abandon_stack_for`] with [`frameless_rsp`], but
-/// the previous thread's reference comes in a register, not in the CPU's
-/// `prev` cell, and the resume ends the switch with
-/// `crate::sched::finish_handoff` (switchcut). RSP goes to the frame below
-/// `kstack_top` (the current thread's kernel-stack top, which the switch
-/// has in a register: it just made it the CPU's `kernel_rsp`) and the
-/// resume is called from there, as `frameless_resume_entry` would
-/// (sched3: no entry's `gs:` load, subtraction and call, -2 a switch).
+/// blocked frameless, in the IPC hand-off between two frameless threads:
+/// the whole common resume in one straight line (cut28s), with no call,
+/// no prologue and no reload of what the switch has in registers. RSP goes
+/// to the frame below `kstack_top` (the current thread's kernel-stack top,
+/// which the switch just made the CPU's `kernel_rsp`), then:
+/// 1. the switch's last step: `prev`'s `on_cpu` is released (a plain byte
+///    store, Release on x86; RSP left prev's stack first), with no cell to
+///    take and no `migrate_prev` to test (switchcut; no reference is
+///    dropped, PerCpu names threads uncounted, cut27r);
+/// 2. the return-RIP check (`super::syscall::check_return`'s test,
+///    CVE-2012-0217: the frame's RIP below `USER_END`);
+/// 3. `crate::ipc`'s `framed_end` (the partner wrote the message into the
+///    frame for the latest wait: the claim word equals `framed`, and is
+///    reset to running, same sequence; `ipc::fastasm::framed_end`'s
+///    instructions, with the offsets `FRAMED` and `CLAIM` of the claim's
+///    words in the thread, which this layer cannot name);
+/// 4. the stub's exit (`syscall_exit_to_user_result`: the result `Ok(0)`
+///    in RAX, the current thread in RCX, RSP at the frame).
+///
+/// A failed test (2 or 3) changes nothing and calls
+/// `crate::syscall::frameless_handoff_cold` from the frame (as
+/// `frameless_resume_entry` calls its resume), which does 2 and 3 again
+/// in the compiled resume (`resume_end`) with its cold paths (a
+/// non-canonical RIP's #GP, any other end of the wait). The RIP test
+/// comes before the claim's store so that the cold path finds the claim
+/// as the partner left it.
 ///
 /// # Safety
 /// As [`abandon_stack_for`], the current thread's saved RSP being
 /// [`frameless_rsp`]; `prev` is the thread switched away from (its
-/// address: PerCpu names a thread uncounted, cut27r), which the CPU's
-/// `prev` cell does not hold, and `migrate_prev` is false; `kstack_top` is the current thread's
-/// kernel-stack top (its syscall frame below it).
+/// address), which the CPU's `prev` cell does not hold, and
+/// `migrate_prev` is false; `cur` is the current thread (the CPU's
+/// `current_thread`) and `kstack_top` its kernel-stack top (its syscall
+/// frame below it); `ON_CPU` is the offset of a thread's `on_cpu` byte,
+/// `FRAMED` of its `framed` word and `CLAIM` of its claim word (64-bit,
+/// state in the low byte), as `ipc::fastasm::framed_end` reads them.
 #[inline(always)]
-pub unsafe fn handoff_to_frameless(prev: u64, kstack_top: u64) -> ! {
-    // SAFETY: the caller's contract; the resume never returns (it leaves
-    // through the stub's exit), and the frame keeps RSP 16-byte aligned at
-    // the call (the assertion at the end of this file).
+pub unsafe fn handoff_to_frameless<const ON_CPU: usize, const FRAMED: usize, const CLAIM: usize>(
+    prev: u64,
+    cur: u64,
+    kstack_top: u64,
+) -> ! {
+    // SAFETY: the caller's contract; nothing here returns (the exit, or
+    // the cold resume, which leaves through the same exit), and the frame
+    // keeps RSP 16-byte aligned at the cold call (the assertion at the end
+    // of this file).
     unsafe {
         core::arch::asm!(
-            "lea rsp, [{top} - {size}]", // rsp := its TrapFrame (RSP leaves the previous stack)
-            "call {handoff}",           // finish_handoff first, then the resume (never returns)
-            top = in(reg) kstack_top,
+            "lea rsp, [{top} - {size}]",        // rsp := cur's TrapFrame (RSP leaves the previous stack)
+            "mov byte ptr [{prev} + {on_cpu}], 0", // prev.on_cpu := false: another CPU may run it now
+            "mov {prev}, [rsp + {f_rip}]",      // the return RIP (prev's address is no longer needed)
+            "shr {prev}, 47",                   // below USER_END (check_return)?
+            "jnz 2f",                           // no: the cold resume (its #GP)
+            "mov rax, [rcx + {framed}]",        // rax (free: no operand): framed (Acquire: pairs with `hand`'s store)
+            "cmp rax, [rcx + {claim}]",         // the claim word is exactly that?
+            "jne 2f",                           // no: the cold resume (wait_end)
+            "and rax, {keep}",                  // the same sequence, running
+            "mov [rcx + {claim}], rax",         // `finish_delivered`'s Relaxed store
+            "xor eax, eax",                     // rax: the result, Ok(0)
+            "jmp syscall_exit_to_user_result",  // rax: the result, rcx: the current thread, rsp: its frame
+            "2:",
+            "call {cold}",                      // from the frame; leaves through the exit itself
+            "ud2",
+            top = in(reg) kstack_top, // the current thread's kernel-stack top
+            prev = in(reg) prev, // the previous thread, then a scratch register
+            in("rcx") cur,       // the current thread (the exit takes it in RCX)
             size = const core::mem::size_of::<TrapFrame>(),
-            handoff = sym crate::syscall::frameless_handoff_resume,
-            in("rdi") prev,
+            on_cpu = const ON_CPU,
+            f_rip = const core::mem::offset_of!(TrapFrame, rip),
+            framed = const FRAMED,
+            claim = const CLAIM,
+            keep = const !0xffi32,
+            cold = sym crate::syscall::frameless_handoff_cold,
             options(noreturn),
         )
     }
 }
+
+// The hand-off's RIP test is `check_return`'s (`rip < USER_END`) as a
+// shift, and its `xor` is the encoding of `Ok(0)`.
+const _: () = assert!(abi::layout::USER_END == 1 << 47);
+const _: () = assert!(abi::encode_result(Ok(0)) == 0);
 
 /// Leaves for ring 3 through the syscall stub's exit
 /// (`syscall_exit_to_user`: the work test, TF, SYSRET) with RSP at the

@@ -15,7 +15,7 @@
 //! - `sym crate::syscall::syscall_return_work` (syscall.rs: deferred work, with the frame)
 //! - `sym crate::sched::finish_switch` (context.rs: the first code after a switch)
 //! - `sym crate::syscall::frameless_resume` (frameless.rs: a frameless IPC wait's end, which runs `finish_switch` first)
-//! - `sym crate::syscall::frameless_handoff_resume` (frameless.rs: the same end after a hand-off between frameless threads, which runs `sched::finish_handoff` first)
+//! - `sym crate::syscall::frameless_handoff_cold` (frameless.rs: the cold end of the hand-off between frameless threads, whose common resume is the hand-off's own assembly)
 //!
 //! An AP enters `main.rs`'s `ap_main` through an address `smp` passes down
 //! to the trampoline, not through a path named here.
