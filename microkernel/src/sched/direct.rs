@@ -145,15 +145,37 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: &Thread) {
         // blocked in a wait: not dead). `prev` was the current thread,
         // kept by its life reference; next's context is the
         // shared frameless record, so the entry resumes it at its frame.
+        //
+        // Delivered by the hander (cut28s): the entry ends next's wait with
+        // no test of it (`framed_end`'s, known true here). `next` blocked
+        // frameless, so in a fast wait (only `fast_wait::<true>` blocks
+        // frameless, in the fast `call` or `reply_recv`, which first made
+        // its frame the wait's output: `frame_seq`), and it is still in
+        // that wait (Blocked until our caller's exchange). Our caller won
+        // that wait's claim `Delivered` (the only threads a fast wait's
+        // `Handoff` names: the fast `call`'s claimed receiver, the fast
+        // `reply_recv`'s claimed caller) and handed it the message into
+        // its frame (`hand` with its ticket; the receive record of a
+        // frameless receiver is never `EndpointBound`: the fast
+        // `reply_recv` refuses a bound thread, and a thread binds only by
+        // its own syscall), so `framed` is its claim word. Only the
+        // thread's own `finish` changes a claimed word (a kill or a close
+        // on another CPU fails its claim: docs/ipc.md), and only the
+        // claim's winner writes `framed`: both hold until the entry's
+        // store.
         debug_assert!(!here().migrate_prev.load(Ordering::Relaxed));
         debug_assert!(prev.state() != crate::object::thread::ThreadState::Dead);
+        debug_assert_eq!(
+            next.ipc.framed.load(Ordering::Relaxed),
+            next.ipc.claim.latest().delivered()
+        );
         // SAFETY: the caller's contract (nothing on this stack is owned,
         // the wait ends in the frameless resume), `prev` as just said,
         // `next` is now current (`switch_prepare`) and `next_top` its
         // kernel-stack top; the offsets are those the entry's contract
         // names (`HANDOFF_OFFSETS`).
         unsafe {
-            crate::arch::frameless::handoff_to_frameless::<OFF_ON_CPU, OFF_FRAMED, OFF_CLAIM>(
+            crate::arch::frameless::handoff_to_frameless::<OFF_ON_CPU, OFF_CLAIM>(
                 prev as *const Thread as u64,
                 next as *const Thread as u64,
                 next_top,
@@ -174,20 +196,16 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: &Thread) {
 // run are visible to a CPU that sees it off this CPU, through the Acquire
 // loads of `on_cpu` in `schedule_inner` and `direct_or_block`; prev
 // blocked in an IPC wait, so it is not dead and its life reference stays:
-// no reference is dropped, cut27r), and the resumed thread's `framed` and
-// claim words (`ipc::fastasm::framed_end`'s: the claim's state is its low
-// byte).
+// no reference is dropped, cut27r), and the resumed thread's claim word
+// (`ipc::fastasm::framed_end`'s store: the claim's state is its low byte).
 /// The offset of a thread's `on_cpu` byte.
 const OFF_ON_CPU: usize = offset_of!(Thread, sched) + offset_of!(SchedState, on_cpu);
-/// The offset of a thread's `framed` word.
-const OFF_FRAMED: usize = offset_of!(Thread, ipc) + offset_of!(ThreadIpc, framed);
 /// The offset of a thread's claim word (`WaitClaim`).
 const OFF_CLAIM: usize =
     offset_of!(Thread, ipc) + offset_of!(ThreadIpc, claim) + WaitClaim::<AtomicU64>::WORD_OFFSET;
-// The widths the entry assumes: a byte, two 64-bit words, the state bits
+// The widths the entry assumes: a byte, a 64-bit word, the state bits
 // the low byte (its `and` with a sign-extended 32-bit immediate).
-const _: fn(&Thread) -> (&AtomicBool, &AtomicU64, &WaitClaim<AtomicU64>) =
-    |t| (&t.sched.on_cpu, &t.ipc.framed, &t.ipc.claim);
+const _: fn(&Thread) -> (&AtomicBool, &WaitClaim<AtomicU64>) = |t| (&t.sched.on_cpu, &t.ipc.claim);
 const _: () = assert!(core::mem::size_of::<AtomicBool>() == 1);
 const _: () = assert!(core::mem::size_of::<WaitClaim<AtomicU64>>() == 8);
 const _: () = assert!(kcore::ipc::CLAIM_STATE_MASK == 0xff);

@@ -93,21 +93,22 @@ pub unsafe fn abandon_stack_for(next_rsp: u64) -> ! {
 ///    dropped, PerCpu names threads uncounted, cut27r);
 /// 2. the return-RIP check (`super::syscall::check_return`'s test,
 ///    CVE-2012-0217: the frame's RIP below `USER_END`);
-/// 3. `crate::ipc`'s `framed_end` (the partner wrote the message into the
-///    frame for the latest wait: the claim word equals `framed`, and is
-///    reset to running, same sequence; `ipc::fastasm::framed_end`'s
-///    instructions, with the offsets `FRAMED` and `CLAIM` of the claim's
-///    words in the thread, which this layer cannot name);
+/// 3. the wait's end, "delivered by the hander" (cut28s): the claim word
+///    is reset to running, same sequence (`finish_delivered`'s store,
+///    as one `and` with memory; the claim's state is its low byte), with
+///    no test of it: the caller guarantees that the partner who hands the
+///    CPU over here wrote the message into the frame for this wait, so
+///    the word is exactly `framed` (`ipc::fastpath::framed_end`'s test,
+///    known true on this path: see `sched::switch_direct_frameless`);
 /// 4. the stub's exit (`syscall_exit_to_user_result`: the result `Ok(0)`
 ///    in RAX, the current thread in RCX, RSP at the frame).
 ///
-/// A failed test (2 or 3) changes nothing and calls
+/// A failed RIP test changes nothing and calls
 /// `crate::syscall::frameless_handoff_cold` from the frame (as
-/// `frameless_resume_entry` calls its resume), which does 2 and 3 again
-/// in the compiled resume (`resume_end`) with its cold paths (a
-/// non-canonical RIP's #GP, any other end of the wait). The RIP test
-/// comes before the claim's store so that the cold path finds the claim
-/// as the partner left it.
+/// `frameless_resume_entry` calls its resume), which ends the wait and
+/// makes the test again in the compiled resume (`resume_end`), whose cold
+/// path raises the #GP. The RIP test comes first so that the cold path
+/// finds the claim as the partner left it.
 ///
 /// # Safety
 /// As [`abandon_stack_for`], the current thread's saved RSP being
@@ -115,11 +116,12 @@ pub unsafe fn abandon_stack_for(next_rsp: u64) -> ! {
 /// address), which the CPU's `prev` cell does not hold, and
 /// `migrate_prev` is false; `cur` is the current thread (the CPU's
 /// `current_thread`) and `kstack_top` its kernel-stack top (its syscall
-/// frame below it); `ON_CPU` is the offset of a thread's `on_cpu` byte,
-/// `FRAMED` of its `framed` word and `CLAIM` of its claim word (64-bit,
-/// state in the low byte), as `ipc::fastasm::framed_end` reads them.
+/// frame below it); its wait was claimed `Delivered` and its message
+/// written into its frame (`framed` is its claim word); `ON_CPU` is the
+/// offset of a thread's `on_cpu` byte and `CLAIM` of its claim word
+/// (64-bit, state in the low byte).
 #[inline(always)]
-pub unsafe fn handoff_to_frameless<const ON_CPU: usize, const FRAMED: usize, const CLAIM: usize>(
+pub unsafe fn handoff_to_frameless<const ON_CPU: usize, const CLAIM: usize>(
     prev: u64,
     cur: u64,
     kstack_top: u64,
@@ -135,11 +137,7 @@ pub unsafe fn handoff_to_frameless<const ON_CPU: usize, const FRAMED: usize, con
             "mov {prev}, [rsp + {f_rip}]",      // the return RIP (prev's address is no longer needed)
             "shr {prev}, 47",                   // below USER_END (check_return)?
             "jnz 2f",                           // no: the cold resume (its #GP)
-            "mov rax, [rcx + {framed}]",        // rax (free: no operand): framed (Acquire: pairs with `hand`'s store)
-            "cmp rax, [rcx + {claim}]",         // the claim word is exactly that?
-            "jne 2f",                           // no: the cold resume (wait_end)
-            "and rax, {keep}",                  // the same sequence, running
-            "mov [rcx + {claim}], rax",         // `finish_delivered`'s Relaxed store
+            "and qword ptr [rcx + {claim}], {keep}", // the claim word (== framed): the same sequence, running
             "xor eax, eax",                     // rax: the result, Ok(0)
             "jmp syscall_exit_to_user_result",  // rax: the result, rcx: the current thread, rsp: its frame
             "2:",
@@ -151,7 +149,6 @@ pub unsafe fn handoff_to_frameless<const ON_CPU: usize, const FRAMED: usize, con
             size = const core::mem::size_of::<TrapFrame>(),
             on_cpu = const ON_CPU,
             f_rip = const core::mem::offset_of!(TrapFrame, rip),
-            framed = const FRAMED,
             claim = const CLAIM,
             keep = const !0xffi32,
             cold = sym crate::syscall::frameless_handoff_cold,
