@@ -451,6 +451,12 @@ impl Thread {
         })))
     }
 
+    /// The offset of the saved RSP ([`ThreadCtx::saved_rsp`]) in a thread,
+    /// for the frameless hand-off's compare with memory
+    /// (`sched::switch_direct_frameless`, cut28s).
+    pub const SAVED_RSP_OFFSET: usize =
+        core::mem::offset_of!(Thread, ctx) + core::mem::offset_of!(ThreadCtx, saved_rsp);
+
     /// The thread's CPU-private context.
     ///
     /// # Safety

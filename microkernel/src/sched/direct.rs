@@ -126,7 +126,7 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: &Thread) {
     // `gs:` load of it again (cut26s).
     debug_assert!(core::ptr::eq(cur, current()));
     let prev = cur;
-    let (prev_rsp, next_rsp, next_top) = switch_prepare::<true, false>(prev, next, cpu);
+    let (prev_rsp, _, next_top) = switch_prepare::<true, false>(prev, next, cpu);
     let frameless = crate::arch::frameless::frameless_rsp();
     // `prev_rsp` is the previous thread's saved-RSP slot: nothing else
     // writes it while that thread is not running, and it is read only by a
@@ -135,7 +135,14 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: &Thread) {
     // `switch_direct`) on next's stack, after the jump below.
     // SAFETY: that slot (above).
     unsafe { *prev_rsp = frameless };
-    if next_rsp == frameless {
+    // Next's saved RSP compared in memory (cut28s: loaded only on the
+    // path that needs it, below).
+    // SAFETY: `next` is alive and not running (ours: the `on_cpu` handshake).
+    if unsafe {
+        crate::arch::frameless::is_frameless::<{ Thread::SAVED_RSP_OFFSET }>(
+            next as *const Thread as u64,
+        )
+    } {
         // `next` blocked frameless too (its partner's hand-off, the usual
         // round trip): straight to its resume, with `prev` in a register instead of the CPU's `prev` cell
         // (switchcut): the hand-off's entry releases it (its `on_cpu`,
@@ -183,6 +190,9 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: &Thread) {
         }
     }
     park_prev(prev);
+    // SAFETY: next's context is ours (the `on_cpu` handshake, as
+    // `switch_prepare` read it).
+    let next_rsp = unsafe { next.ctx().saved_rsp };
     // SAFETY: the caller's contract: nothing on this stack is owned, and the
     // thread's wait ends in the frameless resume; `next_rsp` is next's saved
     // context (a `switch_context` frame), `prev` parked for `finish_switch`.

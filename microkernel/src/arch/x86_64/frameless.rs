@@ -66,6 +66,31 @@ pub fn frameless_rsp() -> u64 {
     core::ptr::addr_of!(FRAMELESS_CONTEXT) as u64
 }
 
+/// Whether the thread at `thread` blocked frameless: its saved RSP (at
+/// offset `SAVED_RSP`) is [`frameless_rsp`]. One compare of the word in
+/// memory with the record's address and a branch (cut28s: the compiled
+/// test loaded the word into a register first).
+///
+/// # Safety
+/// `thread` is the address of a live thread whose saved RSP is at offset
+/// `SAVED_RSP` and is not being written (the caller switches to it).
+#[inline(always)]
+pub unsafe fn is_frameless<const SAVED_RSP: usize>(thread: u64) -> bool {
+    // SAFETY: the caller's contract; the block reads one word.
+    unsafe {
+        core::arch::asm!(
+            "cmp qword ptr [{t} + {off}], offset {rec}", // its saved RSP: the shared frameless record?
+            "je {yes}",
+            t = in(reg) thread,                          // the thread
+            off = const SAVED_RSP,
+            rec = sym FRAMELESS_CONTEXT,
+            yes = label { return true },
+            options(nostack, readonly),
+        );
+    }
+    false
+}
+
 /// Abandons the current kernel stack and runs the context `next_rsp`
 /// names.
 ///
