@@ -169,7 +169,10 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: &Thread) {
         // thread's own `finish` changes a claimed word (a kill or a close
         // on another CPU fails its claim: docs/ipc.md), and only the
         // claim's winner writes `framed`: both hold until the entry's
-        // store.
+        // store. With no load of `framed`, its Acquire (which ordered the
+        // frame's registers for a reader on another CPU) goes too: the
+        // hander is this CPU's thread, which wrote the frame before this
+        // switch, in program order, and the exit reads it here.
         debug_assert!(!here().migrate_prev.load(Ordering::Relaxed));
         debug_assert!(prev.state() != crate::object::thread::ThreadState::Dead);
         debug_assert_eq!(
