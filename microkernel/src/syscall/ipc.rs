@@ -10,7 +10,6 @@
 //! [`ProcessIpc`]: crate::object::kobject::ProcessIpc
 
 use crate::arch::trap::TrapFrame;
-use crate::arch::uaccess::user_range_ok;
 use crate::ipc::fastpath::{self, put_msg, ReplyRecv};
 use crate::ipc::slowpath::{self, Ep, Ntf, Received, Timeout};
 use crate::ipc::transfer::Extra;
@@ -22,6 +21,7 @@ use crate::object::notification::NotificationObj;
 use crate::object::process::Process;
 use crate::object::waitstate::Msg;
 use crate::sched;
+use abi::layout::{USER_END, USER_MIN};
 use abi::trace::Kind;
 use abi::{Error, Sysnum};
 use alloc::sync::Arc;
@@ -353,10 +353,27 @@ fn fast_decode(f: &TrapFrame) -> (MsgInfo, RecvSpec) {
 
 /// The receive buffer R14/R15 name: its range must be a user range.
 fn recv_buf(f: &TrapFrame, spec: RecvSpec) -> Result<u64, Error> {
-    if spec.capacity > 0 && !user_range_ok(f.r14, spec.capacity as u64) {
+    if spec.capacity > 0 && !buffer_ok(f.r14, spec.capacity as u64) {
         return Err(refused(Error::BadAddress));
     }
     Ok(f.r14)
+}
+
+// `buffer_ok`'s bound: a capacity never exceeds the user range's length.
+const _: () = assert!(MAX_BUFFER as u64 <= USER_END - USER_MIN);
+
+/// `user_range_ok(addr, len)` for a receive capacity `len` in
+/// `1..=MAX_BUFFER` (both decodes bound it: `fast_regs`,
+/// `RecvSpec::from_user`), as one compare: `addr - USER_MIN` wraps above
+/// any bound for an `addr` below `USER_MIN`, and for the rest it is
+/// exact, as `(USER_END - USER_MIN) - len` is (the assertion above), so
+/// this is `USER_MIN <= addr && addr + len <= USER_END` with no wrap
+/// (cut28l: the overflow test and the two bounds were 7 instructions of
+/// the reply side, 5 here).
+#[inline(always)]
+fn buffer_ok(addr: u64, len: u64) -> bool {
+    debug_assert!((1..=MAX_BUFFER as u64).contains(&len));
+    addr.wrapping_sub(USER_MIN) <= (USER_END - USER_MIN) - len
 }
 
 /// `e`, made where it is returned: the fast paths' refusals share one

@@ -372,6 +372,10 @@ pub const CASES: &[Case] = &[
     ),
     ("rev_syscall_ranges", rev_syscall::user_ranges_at_the_edges),
     (
+        "rev_syscall_receive_buffers",
+        rev_syscall::receive_buffers_at_the_edges,
+    ),
+    (
         "rev_syscall_spawn_race",
         rev_syscall::process_spawn_source_unmapped_mid_copy,
     ),
