@@ -116,11 +116,13 @@ fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
 /// entry register `h` names with `rights`, borrowed, and its badge.
 #[inline(always)]
 fn find_ep(t: &Handles, h: u64, rights: Rights) -> Result<(&Ep, u64), Error> {
+    // The kind tested inside the lookup, alone (`find_reg_if`: one
+    // compare for "live" and "an endpoint"), the rights after it.
     if let Some(Entry {
         object: Object::Endpoint(ep),
         rights: r,
         badge,
-    }) = t.find_reg(h)
+    }) = t.find_reg_if(h, |e| matches!(e.object, Object::Endpoint(_)))
     {
         if r.contains(rights) {
             return Ok((ep, *badge));
