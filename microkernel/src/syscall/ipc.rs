@@ -136,6 +136,12 @@ fn find_ep(t: &Handles, h: u64, rights: Rights) -> Result<(&Ep, u64), Error> {
 #[cold]
 #[inline(never)]
 fn ep_refusal(t: &Handles, h: u64, rights: Rights) -> Error {
+    refusal(t, h, rights, |o| matches!(o, Object::Endpoint(_)))
+}
+
+/// [`ep_refusal`] for a lookup of the kind `kind` accepts ([`ntf`]).
+#[inline(always)]
+fn refusal(t: &Handles, h: u64, rights: Rights, kind: fn(&Object) -> bool) -> Error {
     let Ok(h) = Handle::from_reg(h) else {
         return Error::BadHandle;
     };
@@ -143,7 +149,7 @@ fn ep_refusal(t: &Handles, h: u64, rights: Rights) -> Error {
         Ok(e) => e,
         Err(e) => return e.into(),
     };
-    if !matches!(e.object, Object::Endpoint(_)) {
+    if !kind(&e.object) {
         return Error::WrongType;
     }
     if !e.rights.contains(rights) {
@@ -165,17 +171,34 @@ fn syscall_process(cur: &crate::object::thread::Thread) -> &Arc<Process> {
     unsafe { cur.process.as_ref().unwrap_unchecked() }
 }
 
+/// The notification handle `h` names with `rights`: [`ep`]'s lookup (one
+/// compare of the whole register, the kind inside it, the refusals told
+/// apart out of line in the same order) for a notification (cut28l: the
+/// `Handle::from_reg` test, the interrupt flag's save and restore, the
+/// process test and the separate live and kind tests were
+/// `notify_signal_wait`'s).
 fn ntf(h: u64, rights: Rights) -> Result<Ntf, Error> {
-    let h = Handle::from_reg(h)?;
-    let t = process()?.ipc.handles.lock();
-    let e = t.get(h, Rights::empty())?;
-    let Object::Notification(n) = &e.object else {
-        return Err(Error::WrongType);
-    };
-    if !e.rights.contains(rights) {
-        return Err(Error::PermissionDenied);
+    let p = syscall_process(sched::current());
+    // Syscalls run with interrupts off: no RFLAGS save and restore.
+    let t = p.ipc.handles.lock_irqs_off();
+    if let Some(Entry {
+        object: Object::Notification(n),
+        rights: r,
+        ..
+    }) = t.find_reg_if(h, |e| matches!(e.object, Object::Notification(_)))
+    {
+        if r.contains(rights) {
+            return Ok(n.clone());
+        }
     }
-    Ok(n.clone())
+    Err(ntf_refusal(&t, h, rights))
+}
+
+/// Why [`ntf`] refused register `h` (as [`ep_refusal`]).
+#[cold]
+#[inline(never)]
+fn ntf_refusal(t: &Handles, h: u64, rights: Rights) -> Error {
+    refusal(t, h, rights, |o| matches!(o, Object::Notification(_)))
 }
 
 /// `handle_dup(h, rights, badge)`.

@@ -234,6 +234,10 @@ pub const CASES: &[Case] = &[
         ipc::bound_notification_ends_an_endpoint_receive,
     ),
     (
+        "ipc_notification_handles_are_refused_in_order",
+        ipc::notification_handles_are_refused_in_order,
+    ),
+    (
         "ipc_malformed_arguments_are_refused",
         ipc::malformed_ipc_arguments_are_refused,
     ),
