@@ -17,7 +17,8 @@ pub use between::calls_between_processes;
 pub use buffers::{bad_buffers_fail_their_own_side, buffers_and_handles_travel};
 pub use killed::process_killed_in_every_ipc_wait_ends_cleanly;
 pub use notify::{
-    bound_notification_ends_an_endpoint_receive, notifications_accumulate_wake_and_die,
+    bound_notification_ends_an_endpoint_receive, notification_handles_are_refused_in_order,
+    notifications_accumulate_wake_and_die,
 };
 
 use crate::note;

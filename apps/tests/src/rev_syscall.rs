@@ -388,3 +388,65 @@ extern "C" fn unmapper(ms: u64) -> ! {
     let r = unsafe { sys::unmap(RACE_SRC, RACE_BYTES) };
     sys::thread_exit(if r.is_ok() { 0 } else { 1 })
 }
+
+/// Receive buffers (R14, capacity R15) at the edges of the user half, as
+/// the fast decode sees them (a register-only `ipc_call` with no timeout,
+/// on handle 0: an accepted buffer is then `BadHandle`) and as the full
+/// one does (`ipc_recv` polling an empty endpoint: accepted is
+/// `WouldBlock`). The kernel tests these ranges with one compare of its
+/// own (cut28l), not `user_range_ok`: ending exactly at `USER_END` and
+/// starting at `USER_MIN` are accepted; one byte further either way,
+/// wrapping, and the kernel half are `BadAddress`; capacity 0 names no
+/// buffer, wherever R14 points.
+pub fn receive_buffers_at_the_edges() -> TestResult {
+    let ep = libipc::ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
+    let cases: [(u64, u32, bool); 12] = [
+        (USER_END - 4096, 4096, true),
+        (USER_END - 65536, 65536, true),
+        (USER_MIN, 65536, true),
+        (USER_MIN, 1, true),
+        (0xffff_ffff_ffff_f000, 0, true),
+        (USER_END - 4095, 4096, false),
+        (USER_END, 1, false),
+        (USER_MIN - 1, 1, false),
+        (0, 65536, false),
+        (u64::MAX, 2, false),
+        (u64::MAX - 0xfff, 65536, false),
+        (0xffff_8000_0000_0000, 16, false),
+    ];
+    for (addr, cap, good) in cases {
+        let mut call = libipc::ipc::IpcRegs {
+            rdi: 0,
+            rsi: libipc::ipc::info(1, 0, 0, 0, false),
+            r14: addr,
+            r15: libipc::ipc::spec(cap, 0),
+            ..Default::default()
+        };
+        let mut poll = libipc::ipc::IpcRegs {
+            rdi: ep.0 as u64,
+            rsi: libipc::ipc::info(0, 0, 0, 0, true),
+            r14: addr,
+            r15: libipc::ipc::spec(cap, 0),
+            ..Default::default()
+        };
+        // SAFETY: no call here is answered, so the kernel writes no buffer.
+        let (c, p) = unsafe {
+            (
+                decode_result(libipc::ipc::ipc_syscall(Sysnum::IpcCall, &mut call)),
+                decode_result(libipc::ipc::ipc_syscall(Sysnum::IpcRecv, &mut poll)),
+            )
+        };
+        let want = if good {
+            (Err(Error::BadHandle), Err(Error::WouldBlock))
+        } else {
+            (Err(Error::BadAddress), Err(Error::BadAddress))
+        };
+        if (c, p) != want {
+            note!("receive buffer {addr:#x}+{cap}: call {c:?}, recv {p:?}, want {want:?}");
+            let _ = libipc::ipc::handle_close(ep.0);
+            return Err("a receive buffer at the edges was decided wrongly");
+        }
+    }
+    libipc::ipc::handle_close(ep.0).map_err(|_| "close failed")?;
+    Ok(())
+}

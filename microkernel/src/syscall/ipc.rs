@@ -10,7 +10,6 @@
 //! [`ProcessIpc`]: crate::object::kobject::ProcessIpc
 
 use crate::arch::trap::TrapFrame;
-use crate::arch::uaccess::user_range_ok;
 use crate::ipc::fastpath::{self, put_msg, ReplyRecv};
 use crate::ipc::slowpath::{self, Ep, Ntf, Received, Timeout};
 use crate::ipc::transfer::Extra;
@@ -22,6 +21,7 @@ use crate::object::notification::NotificationObj;
 use crate::object::process::Process;
 use crate::object::waitstate::Msg;
 use crate::sched;
+use abi::layout::{USER_END, USER_MIN};
 use abi::trace::Kind;
 use abi::{Error, Sysnum};
 use alloc::sync::Arc;
@@ -116,11 +116,13 @@ fn ep(h: u64, rights: Rights) -> Result<(Ep, u64), Error> {
 /// entry register `h` names with `rights`, borrowed, and its badge.
 #[inline(always)]
 fn find_ep(t: &Handles, h: u64, rights: Rights) -> Result<(&Ep, u64), Error> {
+    // The kind tested inside the lookup, alone (`find_reg_if`: one
+    // compare for "live" and "an endpoint"), the rights after it.
     if let Some(Entry {
         object: Object::Endpoint(ep),
         rights: r,
         badge,
-    }) = t.find_reg(h)
+    }) = t.find_reg_if(h, |e| matches!(e.object, Object::Endpoint(_)))
     {
         if r.contains(rights) {
             return Ok((ep, *badge));
@@ -134,6 +136,12 @@ fn find_ep(t: &Handles, h: u64, rights: Rights) -> Result<(&Ep, u64), Error> {
 #[cold]
 #[inline(never)]
 fn ep_refusal(t: &Handles, h: u64, rights: Rights) -> Error {
+    refusal(t, h, rights, |o| matches!(o, Object::Endpoint(_)))
+}
+
+/// [`ep_refusal`] for a lookup of the kind `kind` accepts ([`ntf`]).
+#[inline(always)]
+fn refusal(t: &Handles, h: u64, rights: Rights, kind: fn(&Object) -> bool) -> Error {
     let Ok(h) = Handle::from_reg(h) else {
         return Error::BadHandle;
     };
@@ -141,7 +149,7 @@ fn ep_refusal(t: &Handles, h: u64, rights: Rights) -> Error {
         Ok(e) => e,
         Err(e) => return e.into(),
     };
-    if !matches!(e.object, Object::Endpoint(_)) {
+    if !kind(&e.object) {
         return Error::WrongType;
     }
     if !e.rights.contains(rights) {
@@ -163,17 +171,34 @@ fn syscall_process(cur: &crate::object::thread::Thread) -> &Arc<Process> {
     unsafe { cur.process.as_ref().unwrap_unchecked() }
 }
 
+/// The notification handle `h` names with `rights`: [`ep`]'s lookup (one
+/// compare of the whole register, the kind inside it, the refusals told
+/// apart out of line in the same order) for a notification (cut28l: the
+/// `Handle::from_reg` test, the interrupt flag's save and restore, the
+/// process test and the separate live and kind tests were
+/// `notify_signal_wait`'s).
 fn ntf(h: u64, rights: Rights) -> Result<Ntf, Error> {
-    let h = Handle::from_reg(h)?;
-    let t = process()?.ipc.handles.lock();
-    let e = t.get(h, Rights::empty())?;
-    let Object::Notification(n) = &e.object else {
-        return Err(Error::WrongType);
-    };
-    if !e.rights.contains(rights) {
-        return Err(Error::PermissionDenied);
+    let p = syscall_process(sched::current());
+    // Syscalls run with interrupts off: no RFLAGS save and restore.
+    let t = p.ipc.handles.lock_irqs_off();
+    if let Some(Entry {
+        object: Object::Notification(n),
+        rights: r,
+        ..
+    }) = t.find_reg_if(h, |e| matches!(e.object, Object::Notification(_)))
+    {
+        if r.contains(rights) {
+            return Ok(n.clone());
+        }
     }
-    Ok(n.clone())
+    Err(ntf_refusal(&t, h, rights))
+}
+
+/// Why [`ntf`] refused register `h` (as [`ep_refusal`]).
+#[cold]
+#[inline(never)]
+fn ntf_refusal(t: &Handles, h: u64, rights: Rights) -> Error {
+    refusal(t, h, rights, |o| matches!(o, Object::Notification(_)))
 }
 
 /// `handle_dup(h, rights, badge)`.
@@ -353,10 +378,27 @@ fn fast_decode(f: &TrapFrame) -> (MsgInfo, RecvSpec) {
 
 /// The receive buffer R14/R15 name: its range must be a user range.
 fn recv_buf(f: &TrapFrame, spec: RecvSpec) -> Result<u64, Error> {
-    if spec.capacity > 0 && !user_range_ok(f.r14, spec.capacity as u64) {
+    if spec.capacity > 0 && !buffer_ok(f.r14, spec.capacity as u64) {
         return Err(refused(Error::BadAddress));
     }
     Ok(f.r14)
+}
+
+// `buffer_ok`'s bound: a capacity never exceeds the user range's length.
+const _: () = assert!(MAX_BUFFER as u64 <= USER_END - USER_MIN);
+
+/// `user_range_ok(addr, len)` for a receive capacity `len` in
+/// `1..=MAX_BUFFER` (both decodes bound it: `fast_regs`,
+/// `RecvSpec::from_user`), as one compare: `addr - USER_MIN` wraps above
+/// any bound for an `addr` below `USER_MIN`, and for the rest it is
+/// exact, as `(USER_END - USER_MIN) - len` is (the assertion above), so
+/// this is `USER_MIN <= addr && addr + len <= USER_END` with no wrap
+/// (cut28l: the overflow test and the two bounds were 7 instructions of
+/// the reply side, 5 here).
+#[inline(always)]
+fn buffer_ok(addr: u64, len: u64) -> bool {
+    debug_assert!((1..=MAX_BUFFER as u64).contains(&len));
+    addr.wrapping_sub(USER_MIN) <= (USER_END - USER_MIN) - len
 }
 
 /// `e`, made where it is returned: the fast paths' refusals share one

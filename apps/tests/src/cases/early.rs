@@ -234,6 +234,10 @@ pub const CASES: &[Case] = &[
         ipc::bound_notification_ends_an_endpoint_receive,
     ),
     (
+        "ipc_notification_handles_are_refused_in_order",
+        ipc::notification_handles_are_refused_in_order,
+    ),
+    (
         "ipc_malformed_arguments_are_refused",
         ipc::malformed_ipc_arguments_are_refused,
     ),
@@ -371,6 +375,10 @@ pub const CASES: &[Case] = &[
         rev_syscall::exit_code_high_bits_do_not_forge_a_fault,
     ),
     ("rev_syscall_ranges", rev_syscall::user_ranges_at_the_edges),
+    (
+        "rev_syscall_receive_buffers",
+        rev_syscall::receive_buffers_at_the_edges,
+    ),
     (
         "rev_syscall_spawn_race",
         rev_syscall::process_spawn_source_unmapped_mid_copy,

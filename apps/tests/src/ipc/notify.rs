@@ -5,11 +5,11 @@
 use super::{GUARD_US, RESULT};
 use crate::note;
 use crate::util::{self, check, ok, want, TestResult};
-use abi::Error;
+use abi::{Error, Sysnum};
 use core::sync::atomic::Ordering;
 use libipc::ipc::{
-    bind, call, endpoint_create, handle_close, notification_create, recv, reply, signal, wait,
-    Endpoint, Message, Notification, Received,
+    self, bind, call, endpoint_create, handle_close, handle_dup, notification_create, recv, reply,
+    rights, signal, wait, Endpoint, IpcRegs, Message, Notification, Received,
 };
 use libipc::sys;
 
@@ -156,5 +156,72 @@ pub fn bound_notification_ends_an_endpoint_receive() -> TestResult {
     util::expect_ok(st)?;
     ok(handle_close(ep.0), "close")?;
     ok(handle_close(n.0), "close")?;
+    Ok(())
+}
+
+/// A notification handle's refusals, in their order (`BadHandle`,
+/// `WrongType`, `PermissionDenied`, as an endpoint's; the lookup is the
+/// endpoint's since cut28l): a missing right on signal, wait and bind;
+/// junk in the register's upper half; a closed number; a stale number
+/// whose slot now holds an endpoint (stale before the kind); an endpoint
+/// (the kind before its missing right). The good handles still work.
+pub fn notification_handles_are_refused_in_order() -> TestResult {
+    let n = ok(notification_create(), "notification_create")?;
+    let wait_only = ok(handle_dup(n.0, rights::WAIT, 0), "dup WAIT")?;
+    let sig_only = ok(handle_dup(n.0, rights::SIGNAL, 0), "dup SIGNAL")?;
+    let p = Error::PermissionDenied;
+    want(
+        signal(Notification(wait_only), 1),
+        p,
+        "signal via WAIT only",
+    )?;
+    want(
+        wait(Notification(sig_only), Some(0)),
+        p,
+        "wait via SIGNAL only",
+    )?;
+    want(
+        bind(Some(Notification(sig_only))),
+        p,
+        "bind via SIGNAL only",
+    )?;
+    for (n, h) in [(Sysnum::NtfSignal, sig_only), (Sysnum::NtfWait, wait_only)] {
+        let mut r = IpcRegs {
+            rdi: 1 << 32 | h as u64,
+            rsi: 1,
+            ..IpcRegs::default()
+        };
+        // SAFETY: no buffer is named.
+        let got = abi::decode_result(unsafe { ipc::ipc_syscall(n, &mut r) });
+        want(got, Error::BadHandle, "a register with upper bits set")?;
+    }
+    ok(signal(Notification(sig_only), 1), "signal via SIGNAL")?;
+    check(
+        wait(Notification(wait_only), Some(0)) == Ok(1),
+        "wait via WAIT did not take the bit",
+    )?;
+    ok(handle_close(sig_only), "close")?;
+    want(
+        signal(Notification(sig_only), 1),
+        Error::BadHandle,
+        "closed",
+    )?;
+    // The endpoint takes the freed slot (the free list's head).
+    let ep = ok(endpoint_create(), "endpoint_create")?;
+    check(
+        ep.0 & 0x3ff == sig_only & 0x3ff,
+        "the freed slot was not reused (test premise)",
+    )?;
+    want(signal(Notification(sig_only), 1), Error::BadHandle, "stale")?;
+    // An endpoint's handle has neither SIGNAL nor WAIT: the kind first.
+    want(signal(Notification(ep.0), 1), Error::WrongType, "endpoint")?;
+    want(
+        wait(Notification(ep.0), Some(0)),
+        Error::WrongType,
+        "endpoint",
+    )?;
+    for h in [ep.0, wait_only, n.0] {
+        ok(handle_close(h), "close at the end")?;
+    }
     Ok(())
 }

@@ -230,6 +230,18 @@ proptest! {
                     // Upper bits set: nothing (as `Handle::from_reg`).
                     let want = if hi == 0 { m.live.get(&Handle::from_raw(low)) } else { None };
                     prop_assert_eq!(t.find_reg(reg), want, "register {:#x}", reg);
+                    // With a kind test (`find_reg_if`): the same entry if
+                    // it accepts it, else nothing; never asked of a slot
+                    // that is not live.
+                    for k in 0..3u8 {
+                        let mut asked = None;
+                        let got = t.find_reg_if(reg, |e| {
+                            asked = Some(e.clone());
+                            e.object % 3 == k
+                        });
+                        prop_assert_eq!(got, want.filter(|e| e.object % 3 == k));
+                        prop_assert_eq!(asked.as_ref(), want, "kind asked of {:#x}", reg);
+                    }
                 }
             }
             check(&t, &m)?;

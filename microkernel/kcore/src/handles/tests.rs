@@ -300,3 +300,28 @@ fn rights_are_the_abi_declaration_bit_for_bit_and_name_for_name() {
     assert_eq!(kernel, abi);
     assert_eq!(Rights::all().bits(), abi::rights::ALL);
 }
+
+#[test]
+fn a_register_lookup_with_a_kind_test_finds_only_live_entries_it_accepts() {
+    let mut t = T::new(8);
+    let ep = t.insert(ent("ep", Rights::SEND)).unwrap().raw() as u64;
+    let ntf = t.insert(ent("ntf", Rights::WAIT)).unwrap().raw() as u64;
+    let is_ep = |e: &Entry<&str>| e.object == "ep";
+    assert_eq!(t.find_reg_if(ep, is_ep), Some(&ent("ep", Rights::SEND)));
+    // Live, of another kind: nothing.
+    assert_eq!(t.find_reg_if(ntf, is_ep), None);
+    assert_eq!(
+        t.find_reg_if(ntf, |_| true),
+        Some(&ent("ntf", Rights::WAIT))
+    );
+    // Not live (closed; free, named by its next number; upper bits set):
+    // nothing, and the kind test is not asked.
+    t.close(Handle::from_raw(ep as u32)).unwrap();
+    let next = ep + (1 << SLOT_BITS);
+    for reg in [ep, next, ntf | 1 << 40, 7] {
+        assert_eq!(
+            t.find_reg_if(reg, |e| panic!("asked of {reg:#x}: {e:?}")),
+            None
+        );
+    }
+}
