@@ -218,9 +218,20 @@ pub(super) fn give_call(
             // reference to the endpoint.
             drop(ep);
         }
-        // SAFETY: as for the take above (rt's claim is ours, no outcome
-        // handed yet).
-        None => unsafe { give_uncommon(rt, rtk, &msg) },
+        None => {
+            // Any other record, taken now (still before the outcome).
+            // SAFETY: as for the take above.
+            let old = unsafe { rt.ipc.wait.take() };
+            if let WaitOn::EndpointBound(_, n) = &old {
+                unregister_bound(rt, n);
+                rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg.msg()));
+            } else {
+                hand(rt, rtk, &msg);
+            }
+            // Outside rt's lock: it may hold the last reference to an
+            // object.
+            drop_cold(old);
+        }
     }
     (tk, abandoned)
 }
@@ -249,28 +260,13 @@ unsafe fn take_endpoint_record(rec: &mut WaitOn) -> Option<Ep> {
     }
 }
 
-/// [`give_call`]'s delivery to a receiver whose record is not `Endpoint`:
-/// the record taken, then the outcome, and the record dropped after it
-/// (outside rt's lock: it may hold the last reference to an object). A
-/// bound receiver (`EndpointBound`) is also registered with its
-/// notification: unregistered before it gets its outcome, as `unlink`
-/// does (a stale registration would let a later signal claim an unrelated
-/// wait), and its outcome goes into its result slot.
-///
-/// # Safety
-/// The caller won the claim of `rt`'s wait `rtk` and has not handed it an
-/// outcome.
+/// A bound receiver (`EndpointBound`, [`give_call`]) is also registered
+/// with its notification: unregistered before it gets its outcome, as
+/// `unlink` does (a stale registration would let a later signal claim an
+/// unrelated wait). Out of line: the fast call's rare case.
 #[inline(never)]
-unsafe fn give_uncommon(rt: &Thread, rtk: Option<Ticket>, msg: &impl MsgSource) {
-    // SAFETY: the caller's contract (`WaitRecord`).
-    let old = unsafe { rt.ipc.wait.take() };
-    if let WaitOn::EndpointBound(_, n) = &old {
-        n.s.lock_irqs_off().n.remove(&TRef::new(rt, None));
-        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg.msg()));
-    } else {
-        hand(rt, rtk, msg);
-    }
-    drop(old);
+fn unregister_bound(rt: &Thread, n: &crate::object::notification::NotificationObj) {
+    n.s.lock_irqs_off().n.remove(&TRef::new(rt, None));
 }
 
 /// Hands the register-only message `msg` to `t`, whose wait `tk` we won
