@@ -556,14 +556,19 @@ pub fn reply_recv<const FRAMELESS: bool>(
     {
         // Nothing held: nothing changed.
         Err(kcore::ipc::IpcError::NoCaller) => return ReplyRecv::NotTaken(ep),
-        Ok(c) => super::caller_ref(c),
+        Ok(Some((id, tk))) => TRef::from_id(id, tk),
         // Gone (reported once, and `reply_recv` drops it), or its kill or
-        // timeout won its claim first.
-        Err(_) => None,
+        // timeout is ending it right now (it won its claim first):
+        // `reply_recv` drops a reply to a caller that is gone and goes on
+        // receiving, on the slow path, with the lookup's reference. Our
+        // record is not touched (the slow receive assigns its own): tested
+        // here rather than after it was assigned, the fast path's common
+        // case carried a flag and a test for this (cut28p).
+        Ok(None) | Err(_) => return ReplyRecv::ReceiveSlow(Handoff::none(), ep),
     };
     // Our receive's name (begun in step 3, `begin_next`).
     let next = cur.ipc.claim.next_delivered();
-    if FRAMELESS && c.is_some() {
+    if FRAMELESS {
         // Our receive (step 3 begins it next, or cancels it and leaves
         // the receive to the slow path under a later ticket) ends with
         // our frame as its output, and the frameless entry holds no
@@ -598,11 +603,6 @@ pub fn reply_recv<const FRAMELESS: bool>(
     let ep_arc = || unsafe {
         Arc::increment_strong_count(epp);
         Arc::from_raw(epp)
-    };
-    let Some(c) = c else {
-        // Its kill or timeout is ending it right now: `reply_recv` drops a
-        // reply to a caller that is gone and goes on receiving.
-        return ReplyRecv::ReceiveSlow(Handoff::none(), ep_arc());
     };
     // 2. The caller's wait (for our reply) ends: its record named us, and
     //    our reply capability no longer names it, so there is nothing to
