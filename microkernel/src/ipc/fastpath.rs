@@ -199,25 +199,74 @@ pub(super) fn give_call(
     let tk = cur.ipc.claim.begin_next(next);
     let me = TRef::new(cur, Some(tk));
     // rt's record: ours since we won its claim, taken before its outcome
-    // is published (`hand`), with no lock (`WaitRecord`).
+    // is published (`hand`), with no lock (`WaitRecord`). The common
+    // record, `Endpoint`, is taken here as its one reference, without
+    // moving the enum through the stack (cut28p); any other record is
+    // taken by `give_uncommon`, still before the outcome.
     // SAFETY: we won rt's claim and have not handed it an outcome.
-    let old = unsafe { rt.ipc.wait.take() };
+    let ep = unsafe { take_endpoint_record(rt.ipc.wait.get()) };
     // Its reply word names us (no lock, proto3: we own rt through its
     // claim, the server side of the word; `ReplyWord::accept`). An
     // abandoned caller is claimed after the exchange that replaced it.
     let abandoned = super::caller_ref(rt.ipc.reply.accept(me.id(), tk, |id, otk| {
         super::claim_id(id, otk, WakeReason::Cancelled)
     }));
-    if !matches!(old, WaitOn::EndpointBound(..)) {
-        hand(rt, rtk, &msg);
+    match ep {
+        Some(ep) => {
+            hand(rt, rtk, &msg);
+            // After the outcome, with no lock held: it may be the last
+            // reference to the endpoint.
+            drop(ep);
+        }
+        None => {
+            // Any other record, taken now (still before the outcome).
+            // SAFETY: as for the take above.
+            let old = unsafe { rt.ipc.wait.take() };
+            if let WaitOn::EndpointBound(_, n) = &old {
+                unregister_bound(rt, n);
+                rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg.msg()));
+            } else {
+                hand(rt, rtk, &msg);
+            }
+            // Outside rt's lock: it may hold the last reference to an
+            // object.
+            drop_cold(old);
+        }
     }
-    if let WaitOn::EndpointBound(_, n) = &old {
-        n.s.lock_irqs_off().n.remove(&TRef::new(rt, None));
-        rt.ipc.inner.lock_irqs_off().result = Some(Outcome::Msg(msg.msg()));
-    }
-    // Outside rt's lock: it may hold the last reference to the endpoint.
-    drop_record(old);
     (tk, abandoned)
+}
+
+/// Takes the record in `rec` if it is the common receive record,
+/// `Endpoint` (leaving `None`): its endpoint reference, read as one word
+/// (the enum is neither copied through the stack nor tested again; a
+/// whole-record `take` cost about 8 a round trip, cut28p). `None` leaves
+/// any other record in place.
+///
+/// # Safety
+/// The caller owns `rec` (`WaitRecord`'s protocol).
+#[inline(always)]
+unsafe fn take_endpoint_record(rec: &mut WaitOn) -> Option<Ep> {
+    match rec {
+        WaitOn::Endpoint(e) => {
+            // SAFETY: the reference is moved out bitwise and the slot
+            // overwritten without dropping it, so it is owned once.
+            let e = unsafe { core::ptr::read(e) };
+            // SAFETY: `rec` is valid for writes (a `&mut`); its old value
+            // (now moved out) is not dropped.
+            unsafe { core::ptr::write(rec, WaitOn::None) };
+            Some(e)
+        }
+        _ => None,
+    }
+}
+
+/// A bound receiver (`EndpointBound`, [`give_call`]) is also registered
+/// with its notification: unregistered before it gets its outcome, as
+/// `unlink` does (a stale registration would let a later signal claim an
+/// unrelated wait). Out of line: the fast call's rare case.
+#[inline(never)]
+fn unregister_bound(rt: &Thread, n: &crate::object::notification::NotificationObj) {
+    n.s.lock_irqs_off().n.remove(&TRef::new(rt, None));
 }
 
 /// Hands the register-only message `msg` to `t`, whose wait `tk` we won
@@ -277,23 +326,9 @@ fn set_record(slot: &mut WaitOn, new: WaitOn) -> Option<WaitOn> {
     }
 }
 
-/// Drops the receive record a call's delivery took from its receiver
-/// (outside its lock): the common record, `Endpoint`, releases its one
-/// reference inline, anything else goes out of line (protocut: the
-/// out-of-line `drop_in_place` of every record cost a stack copy of it, a
-/// call and a jump table, -5 a round trip; inlining the whole
-/// `drop_in_place` had measured +27).
-#[inline(always)]
-fn drop_record(w: WaitOn) {
-    match w {
-        WaitOn::Endpoint(e) => drop(e),
-        w => drop_cold(w),
-    }
-}
-
 /// A wait record's drop, out of line: the fast path's uncommon records
-/// ([`set_record`], [`drop_record`], the caller's record in
-/// [`reply_recv`]).
+/// ([`set_record`], the caller's record in [`reply_recv`]; the receiver's
+/// in [`give_uncommon`]).
 #[inline(never)]
 fn drop_cold(w: WaitOn) {
     drop(w);
@@ -521,14 +556,19 @@ pub fn reply_recv<const FRAMELESS: bool>(
     {
         // Nothing held: nothing changed.
         Err(kcore::ipc::IpcError::NoCaller) => return ReplyRecv::NotTaken(ep),
-        Ok(c) => super::caller_ref(c),
+        Ok(Some((id, tk))) => TRef::from_id(id, tk),
         // Gone (reported once, and `reply_recv` drops it), or its kill or
-        // timeout won its claim first.
-        Err(_) => None,
+        // timeout is ending it right now (it won its claim first):
+        // `reply_recv` drops a reply to a caller that is gone and goes on
+        // receiving, on the slow path, with the lookup's reference. Our
+        // record is not touched (the slow receive assigns its own): tested
+        // here rather than after it was assigned, the fast path's common
+        // case carried a flag and a test for this (cut28p).
+        Ok(None) | Err(_) => return ReplyRecv::ReceiveSlow(Handoff::none(), ep),
     };
     // Our receive's name (begun in step 3, `begin_next`).
     let next = cur.ipc.claim.next_delivered();
-    if FRAMELESS && c.is_some() {
+    if FRAMELESS {
         // Our receive (step 3 begins it next, or cancels it and leaves
         // the receive to the slow path under a later ticket) ends with
         // our frame as its output, and the frameless entry holds no
@@ -564,11 +604,6 @@ pub fn reply_recv<const FRAMELESS: bool>(
         Arc::increment_strong_count(epp);
         Arc::from_raw(epp)
     };
-    let Some(c) = c else {
-        // Its kill or timeout is ending it right now: `reply_recv` drops a
-        // reply to a caller that is gone and goes on receiving.
-        return ReplyRecv::ReceiveSlow(Handoff::none(), ep_arc());
-    };
     // 2. The caller's wait (for our reply) ends: its record named us, and
     //    our reply capability no longer names it, so there is nothing to
     //    unlink; its outcome is the last thing written.
@@ -576,20 +611,24 @@ pub fn reply_recv<const FRAMELESS: bool>(
     // SAFETY: we won c's claim and have not handed it an outcome.
     let ct = unsafe { c.thread() };
     // Its record, ours since we won its claim, taken (no lock, proto3)
-    // before its outcome is published (`WaitRecord`).
+    // before its outcome is published (`WaitRecord`). The common record,
+    // `Reply(us)`, holds no reference (`Server`, cut26e): only its
+    // discriminant is read and overwritten, the enum not moved through
+    // the stack (cut28p); anything else is taken and dropped out of line
+    // (a shared helper testing both kinds measured 8 worse, protocut).
     // SAFETY: we won c's claim and have not handed it an outcome.
-    let record = unsafe { ct.ipc.wait.take() };
+    let rec = unsafe { ct.ipc.wait.get() };
+    if matches!(rec, WaitOn::Reply(_)) {
+        // Nothing to release: `Reply` holds no reference.
+        core::mem::forget(core::mem::replace(rec, WaitOn::None));
+    } else {
+        // No lock is held: it may release the last reference to an object.
+        drop_cold(core::mem::take(rec));
+    }
     // SAFETY: `out` is the current thread's own frame (the caller's
     // contract); nothing else writes it while it runs.
     let msg = unsafe { FrameMsg::<false>::new(out, label, 0) };
     hand(ct, c.ticket, &msg);
-    // Its record, `Reply(us)`, holds no reference (`Server`, cut26e);
-    // anything else is dropped out of line (as [`drop_record`] for a
-    // receive; a shared helper testing both kinds measured 8 worse than
-    // this, protocut).
-    if !matches!(record, WaitOn::Reply(_)) {
-        drop_cold(record);
-    }
     // SAFETY: ct taken from our reply word and claimed with interrupts
     // off (`ReplyWord::take`), off since.
     let h = unsafe { Handoff::or_wake_ref(ct) };
