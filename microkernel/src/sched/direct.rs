@@ -175,9 +175,13 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: &Thread) {
         // switch, in program order, and the exit reads it here.
         debug_assert!(!here().migrate_prev.load(Ordering::Relaxed));
         debug_assert!(prev.state() != crate::object::thread::ThreadState::Dead);
+        // The word itself, state and all (break28s: comparing `framed`
+        // with `latest().delivered()` tested only the sequence number,
+        // which `latest` takes from the word whatever its state).
         debug_assert_eq!(
+            next.ipc.claim.word(),
             next.ipc.framed.load(Ordering::Relaxed),
-            next.ipc.claim.latest().delivered()
+            "the hand-off's partner is not claimed Delivered with its message in its frame"
         );
         // SAFETY: the caller's contract (nothing on this stack is owned,
         // the wait ends in the frameless resume), `prev` as just said,

@@ -289,9 +289,10 @@ pub unsafe extern "C" fn frameless_resume() -> ! {
 /// The cold end of the frameless hand-off between two frameless threads
 /// (`arch::frameless::handoff_to_frameless`, which did the switch's last
 /// step and, in its common case, the whole resume itself, cut28s): called
-/// from the frame when its return-RIP or `framed_end` test failed, having
-/// changed nothing; [`resume_end`] makes both tests again with their cold
-/// paths.
+/// from the frame when its return-RIP test failed, having changed nothing
+/// (the claim word as the partner left it); [`resume_end`] ends the wait
+/// (`framed_end`, true here) and makes the RIP test again, whose cold path
+/// raises the #GP.
 ///
 /// # Safety
 /// As [`frameless_resume`], the previous thread released.

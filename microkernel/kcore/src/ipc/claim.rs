@@ -355,6 +355,14 @@ impl<A: AtomicWord> WaitClaim<A> {
         Ticket(self.word.load(Ordering::Relaxed) & !STATE_MASK | WAITING)
     }
 
+    /// The claim word as it stands, state and all (Relaxed): for the
+    /// kernel's checks of what its assembly assumes of the word (the
+    /// frameless hand-off's "delivered by the hander", break28s).
+    #[inline]
+    pub fn word(&self) -> u64 {
+        self.word.load(Ordering::Relaxed)
+    }
+
     /// [`Ticket::delivered`] of the wait the thread's next
     /// [`begin`](Self::begin) will start: a wait that says, before it
     /// begins, how its outcome may be handed to it (the IPC fast path's

@@ -40,9 +40,9 @@
 //! kernel-stack top and the threads the switch has in registers, with no
 //! entry, no call and no cell: it releases the previous thread (its
 //! `on_cpu`, no reference dropped: PerCpu names threads uncounted,
-//! cut27r), makes the resume's two tests (the return RIP, `framed_end`)
-//! and jumps to the exit; a failed test calls the compiled resume
-//! (`crate::syscall::frameless_handoff_cold`).
+//! cut27r), tests the return RIP, ends the wait (delivered by the hander:
+//! no test of it, cut28s) and jumps to the exit; a refused RIP calls the
+//! compiled resume (`crate::syscall::frameless_handoff_cold`).
 
 use super::percpu::OFF_KERNEL_RSP;
 use super::trap::TrapFrame;

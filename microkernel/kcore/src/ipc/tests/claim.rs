@@ -220,3 +220,51 @@ fn an_ended_waits_names_never_match_the_next_wait() {
         assert!(c.finish_delivered(next2));
     }
 }
+
+/// What the frameless hand-off's resume assumes of a wait the hander
+/// claimed `Delivered` (cut28s, `arch::frameless::handoff_to_frameless`:
+/// one non-atomic `and` of the word with `!CLAIM_STATE_MASK`, no test):
+/// the word is exactly `delivered()` and nobody but the thread changes it
+/// until then (no late mark, no take, no second claim of any reason or
+/// ticket), and the `and` is `finish_delivered`'s store (break28s).
+#[test]
+fn a_delivered_claim_is_left_as_it_is_until_the_thread_ends_it() {
+    let c: WaitClaim = WaitClaim::new();
+    let _ = c.begin();
+    assert_eq!(c.finish(), None);
+    let t = c.begin();
+    let later = Ticket::from_raw(t.raw() + 0x100);
+    let earlier = Ticket::from_raw(t.raw() - 0x100);
+    assert!(c.try_claim(t, WakeReason::Delivered));
+    let w = c.word();
+    assert_eq!(
+        w,
+        t.delivered(),
+        "claimed Delivered: the word is delivered()"
+    );
+    for tk in [t, later, earlier] {
+        for r in [
+            WakeReason::Delivered,
+            WakeReason::Cancelled,
+            WakeReason::TimedOut,
+            WakeReason::Notified,
+        ] {
+            assert!(!c.try_claim(tk, r), "{r:?} claimed a claimed word");
+            assert_eq!(c.word(), w, "a failed {r:?} claim changed the word");
+        }
+        assert!(!c.take(tk), "a claimed word taken");
+        assert_eq!(c.word(), w, "a failed take changed the word");
+    }
+    // The hand-off's `and` (a sign-extended 32-bit immediate).
+    let anded = w & (!0xffi32 as i64 as u64);
+    assert_eq!(anded, w & !CLAIM_STATE_MASK);
+    let d: WaitClaim = WaitClaim::new();
+    let _ = d.begin();
+    assert_eq!(d.finish(), None);
+    let u = d.begin();
+    assert!(d.try_claim(u, WakeReason::Delivered));
+    assert!(d.finish_delivered(u.delivered()));
+    assert_eq!(anded, d.word(), "the `and` is finish_delivered's store");
+    assert!(c.finish_delivered(w));
+    assert_eq!(c.word(), anded);
+}
