@@ -51,6 +51,7 @@ mod break26l;
 mod break26s;
 mod break27p;
 mod break27r;
+mod break28p;
 mod breakk2;
 mod breaku;
 mod cases;

@@ -514,6 +514,24 @@ pub const CASES: &[Case] = &[
         "break27p_fast_calls_into_a_bound_receiver_carry_the_badge",
         break27p::fast_calls_into_a_bound_receiver_carry_the_badge,
     ),
+    // break28p: the fast call's uncommon record, the receive buffer on
+    // every decode, stale notification numbers racing their slot's reuse.
+    (
+        "break28p_bound_receiver_fast_call_frees_the_endpoint",
+        break28p::bound_receiver_fast_call_frees_the_endpoint,
+    ),
+    (
+        "break28p_receive_buffers_on_every_decode",
+        break28p::receive_buffers_on_every_decode,
+    ),
+    (
+        "break28p_stale_notification_numbers_racing_reuse",
+        break28p::stale_notification_numbers_racing_reuse,
+    ),
+    (
+        "break28p_fast_call_into_a_bound_receiver_leaves_no_registration",
+        break28p::fast_call_into_a_bound_receiver_leaves_no_registration,
+    ),
     // break27r: threads end in every state, processes with them, and
     // cross-core partners are killed mid-reply; each life reference goes.
     (
