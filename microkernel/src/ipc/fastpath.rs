@@ -202,7 +202,7 @@ pub(super) fn give_call(
     // is published (`hand`), with no lock (`WaitRecord`). The common
     // record, `Endpoint`, is taken here as its one reference, without
     // moving the enum through the stack (cut28p); any other record is
-    // taken by `give_uncommon`, still before the outcome.
+    // taken whole in the `None` arm below, still before the outcome.
     // SAFETY: we won rt's claim and have not handed it an outcome.
     let ep = unsafe { take_endpoint_record(rt.ipc.wait.get()) };
     // Its reply word names us (no lock, proto3: we own rt through its
@@ -328,7 +328,7 @@ fn set_record(slot: &mut WaitOn, new: WaitOn) -> Option<WaitOn> {
 
 /// A wait record's drop, out of line: the fast path's uncommon records
 /// ([`set_record`], the caller's record in [`reply_recv`]; the receiver's
-/// in [`give_uncommon`]).
+/// in [`give_call`]'s uncommon arm).
 #[inline(never)]
 fn drop_cold(w: WaitOn) {
     drop(w);
