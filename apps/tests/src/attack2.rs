@@ -553,7 +553,7 @@ pub fn fast_path_server_thread_killed_through_its_handle() -> TestResult {
 }
 
 /// The fast-path calls CPU 0 completed.
-fn fast_calls_cpu0() -> u64 {
+pub fn fast_calls_cpu0() -> u64 {
     // SAFETY: cpu_syscalls writes no memory.
     abi::decode_result(unsafe { sys::syscall6(Sysnum::CpuSyscalls, 0, 1, 0, 0, 0, 0) }).unwrap_or(0)
 }
@@ -600,10 +600,25 @@ fn fast_call_and_close_round(
     while PIN_STEP.load(Ordering::SeqCst) != 1 {
         sys::sleep_ns(200_000);
     }
+    let (heap, base, held, fast) = call_once_then_close(&PIN_STEP, &PIN_EP)?;
+    Ok(if held { None } else { Some((heap, base, fast)) })
+}
+
+/// The middle of a "one call, then close" round, with a server on CPU 0
+/// parked (`step` at 1): a fresh endpoint given to it through `ep_slot`
+/// (step 2), one call it answers with 41 + 1, its step 3 awaited, the
+/// endpoint's handle closed and the kernel heap let settle to where it
+/// was before the endpoint. Returns (heap now, that base, whether it came
+/// back, whether the call took the fast path). Shared by this file's
+/// round and break28p's bound one.
+pub fn call_once_then_close(
+    step: &AtomicU64,
+    ep_slot: &AtomicU64,
+) -> Result<(u64, u64, bool, bool), &'static str> {
     let base = crate::lifecycle::info()?.heap_used_bytes;
     let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
-    PIN_EP.store(ep.0 as u64, Ordering::SeqCst);
-    PIN_STEP.store(2, Ordering::SeqCst);
+    ep_slot.store(ep.0 as u64, Ordering::SeqCst);
+    step.store(2, Ordering::SeqCst);
     // The server reaches its receive first (it sleeps 0.2 ms steps).
     sys::sleep_ns(5_000_000);
     let before = fast_calls_cpu0();
@@ -614,16 +629,12 @@ fn fast_call_and_close_round(
     let got = ok(ipc::call(ep, &m, None), "call")?;
     check(got.words[0] == 42, "wrong answer")?;
     let fast = fast_calls_cpu0() > before;
-    while PIN_STEP.load(Ordering::SeqCst) != 3 {
+    while step.load(Ordering::SeqCst) != 3 {
         sys::sleep_ns(200_000);
     }
     ok(ipc::handle_close(ep.0), "close the endpoint")?;
     let (s, held) = settle(200, |s| s.heap_used_bytes <= base)?;
-    Ok(if held {
-        None
-    } else {
-        Some((s.heap_used_bytes, base, fast))
-    })
+    Ok((s.heap_used_bytes, base, held, fast))
 }
 
 /// An endpoint whose every handle is closed is freed at once, even when

@@ -30,6 +30,7 @@
 //!   bound notification's bits, the bits lost), which
 //!   `break27p_fast_calls_into_a_bound_receiver_carry_the_badge` passes.
 
+use crate::attack2::fast_calls_cpu0;
 use crate::note;
 use crate::util::{self, check, ok, TestResult};
 use abi::layout::{USER_END, USER_MIN};
@@ -42,11 +43,6 @@ static EP: AtomicU64 = AtomicU64::new(0);
 static NTF: AtomicU64 = AtomicU64::new(0);
 static STEP: AtomicU64 = AtomicU64::new(0);
 static RELEASE: AtomicU64 = AtomicU64::new(0);
-
-fn fast_calls_cpu0() -> u64 {
-    // SAFETY: cpu_syscalls writes no memory.
-    decode_result(unsafe { sys::syscall6(Sysnum::CpuSyscalls, 0, 1, 0, 0, 0, 0) }).unwrap_or(0)
-}
 
 /// On CPU 0: binds the notification [`NTF`] names, parks until told an
 /// endpoint (step 2), receives one call on it (a bound receive), answers
@@ -86,29 +82,12 @@ fn bound_round(
         sys::sleep_ns(200_000);
     }
     check(STEP.load(Ordering::SeqCst) == 1, "bind failed")?;
-    let base = crate::lifecycle::info()?.heap_used_bytes;
-    let ep = ok(ipc::endpoint_create(), "endpoint_create")?;
-    EP.store(ep.0 as u64, Ordering::SeqCst);
-    STEP.store(2, Ordering::SeqCst);
-    // The server reaches its (bound) receive first.
-    sys::sleep_ns(5_000_000);
-    let before = fast_calls_cpu0();
-    let m = Message {
-        label: 1,
-        words: [41, 0, 0, 0, 0, 0],
-    };
-    let got = ok(ipc::call(ep, &m, None), "call")?;
-    check(got.words[0] == 42, "wrong answer")?;
-    let fast = fast_calls_cpu0() > before;
-    while STEP.load(Ordering::SeqCst) != 3 {
-        sys::sleep_ns(200_000);
-    }
-    ok(ipc::handle_close(ep.0), "close the endpoint")?;
-    let (s, held) = crate::lifecycle::settle(200, |s| s.heap_used_bytes <= base)?;
+    // The server reaches its (bound) receive, gets the call, unbinds.
+    let (heap, base, held, fast) = crate::attack2::call_once_then_close(&STEP, &EP)?;
     Ok(if held && fast {
         None
     } else {
-        Some((s.heap_used_bytes, base, fast))
+        Some((heap, base, fast))
     })
 }
 

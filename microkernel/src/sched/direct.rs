@@ -183,11 +183,10 @@ pub unsafe fn switch_direct_frameless(cur: &Thread, next: &Thread) {
             next.ipc.framed.load(Ordering::Relaxed),
             "the hand-off's partner is not claimed Delivered with its message in its frame"
         );
-        // SAFETY: the caller's contract (nothing on this stack is owned,
-        // the wait ends in the frameless resume), `prev` as just said,
-        // `next` is now current (`switch_prepare`) and `next_top` its
-        // kernel-stack top; the offsets are those the entry's contract
-        // names (`HANDOFF_OFFSETS`).
+        // The caller's contract: nothing on this stack is owned, the wait
+        // ends in the frameless resume; `prev` as just said, `next` is now
+        // current (`switch_prepare`) and `next_top` its kernel-stack top.
+        // SAFETY: as above; the offsets are the entry's (`HANDOFF_OFFSETS`).
         unsafe {
             crate::arch::frameless::handoff_to_frameless::<OFF_ON_CPU, OFF_CLAIM>(
                 prev as *const Thread as u64,

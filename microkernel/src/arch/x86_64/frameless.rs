@@ -151,10 +151,10 @@ pub unsafe fn handoff_to_frameless<const ON_CPU: usize, const CLAIM: usize>(
     cur: u64,
     kstack_top: u64,
 ) -> ! {
-    // SAFETY: the caller's contract; nothing here returns (the exit, or
-    // the cold resume, which leaves through the same exit), and the frame
-    // keeps RSP 16-byte aligned at the cold call (the assertion at the end
-    // of this file).
+    // Nothing here returns (the exit, or the cold resume, which leaves
+    // through the same exit); the frame keeps RSP 16-byte aligned at the
+    // cold call (the assertion at the end of this file).
+    // SAFETY: the caller's contract, as just said.
     unsafe {
         core::arch::asm!(
             "lea rsp, [{top} - {size}]",        // rsp := cur's TrapFrame (RSP leaves the previous stack)
